@@ -1,0 +1,49 @@
+# The project's commands. Every target sets up what it needs on a fresh machine first:
+# Debian packages (apt-get, only when missing), a venv in .venv with the project installed.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PROTOS := $(shell find proto -name '*.proto' | sort)
+
+.PHONY: setup deps run test test-fast lint gen check-gen bench clean
+
+setup: deps $(STAMP)
+
+deps:
+	@hack/ensure-debian-packages.sh
+
+$(STAMP): pyproject.toml setup.py
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+## run: start etcd and tke-apiserver locally; Ctrl-C stops them
+run: setup
+	@hack/run-local.sh
+
+## test: the whole test suite, against real servers the tests start
+test: setup check-gen lint
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+## test-fast: the tests only, without the generated-code and lint checks
+test-fast: setup
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	hack/mypy.sh
+
+## gen: regenerate gen/ from proto/
+gen: setup
+	hack/gen.sh gen
+
+## check-gen: fail when gen/ is not what proto/ generates
+check-gen: setup
+	hack/gen.sh --check
+
+clean:
+	rm -rf $(VENV) .run .build

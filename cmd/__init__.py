@@ -1,0 +1,1 @@
+"""Entry points of the platform's binaries (console scripts in pyproject.toml)."""

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Generates Python code and typing stubs from proto/ into a directory (gen/ by default).
+# --check generates into a scratch directory and fails when gen/ differs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=.venv/bin/python
+export PATH="$PWD/.venv/bin:$PATH"
+generate() {
+  local out=$1
+  rm -rf "$out/tke"
+  mkdir -p "$out"
+  mapfile -t protos < <(cd proto && find . -name '*.proto' | sed 's|^\./||' | sort)
+  (cd proto && ../$PY -m grpc_tools.protoc -I . \
+      --python_out="../$out" --grpc_python_out="../$out" \
+      --mypy_out="../$out" --mypy_grpc_out="../$out" "${protos[@]}")
+  # Every generated folder is a package, and the root is typed.
+  find "$out/tke" -type d -exec touch {}/__init__.py \;
+  cat > "$out/tke/__init__.py" <<'PY'
+"""The tke distribution: generated contracts (tke.meta, tke.platform, tke.ipam) and, mapped
+under it, the binaries (tke.cmd), the implementation (tke.internal) and plugins (tke.plugins)."""
+PY
+  touch "$out/tke/py.typed"
+}
+if [ "${1:-gen}" = "--check" ]; then
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' EXIT
+  generate "$tmp"
+  if ! diff -r -q "$tmp/tke" gen/tke -x __pycache__ >/dev/null; then
+    diff -r -q "$tmp/tke" gen/tke -x __pycache__ || true
+    echo "gen/ is stale: run 'make gen' and commit the result" >&2
+    exit 1
+  fi
+  echo "gen/ is up to date"
+else
+  generate gen
+fi

@@ -1,0 +1,1 @@
+"""The platform's implementation, one folder per component or seam."""

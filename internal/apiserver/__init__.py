@@ -1,0 +1,1 @@
+"""tke-apiserver: the Cluster and Machine API over etcd."""

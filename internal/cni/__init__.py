@@ -1,0 +1,1 @@
+"""The node's CNI plugins: cni-switch and tke-ipamc."""

@@ -1,0 +1,1 @@
+"""tke-controller: informers, work queues and the cluster and machine controllers."""

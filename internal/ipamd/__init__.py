@@ -1,0 +1,1 @@
+"""tke-ipamd: IP address management for containers."""

@@ -1,0 +1,147 @@
+"""A gRPC connection to an etcd cluster: endpoints, TLS, keepalive, deadlines and retries.
+
+aetcd provides etcd's generated v3 stubs and messages; this module owns the channel because
+aetcd's own client takes one endpoint, no TLS and no keepalive (a hung member would never be
+noticed). Invariants:
+- Every unary call has a deadline; none waits forever.
+- Calls wait for the channel to become ready within their deadline (wait_for_ready), so a
+  member restart looks like a slow call rather than an immediate failure.
+- Reads are retried on transient errors; an interrupted write surfaces as
+  `Unavailable(ambiguous=True)` for the store to resolve by reading back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+import grpc
+from aetcd import rpc
+
+from tke.internal.storage.store import Unavailable
+
+T = TypeVar("T")
+
+# Codes that say the member could not answer now. A write that fails with one of them may
+# still have been applied (the connection can break after etcd committed it).
+_TRANSIENT = {
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.UNKNOWN,
+    grpc.StatusCode.CANCELLED,
+}
+
+
+@dataclass(frozen=True)
+class EtcdTLS:
+    """Client TLS to etcd: the CA that signed the members' certificates, and optionally a client
+    certificate and key for etcd's --client-cert-auth."""
+
+    ca_file: str
+    cert_file: str = ""
+    key_file: str = ""
+
+
+@dataclass(frozen=True)
+class EtcdConfig:
+    """How to reach etcd. Endpoints are host:port (an http:// or https:// prefix is accepted)."""
+
+    endpoints: list[str] = field(default_factory=lambda: ["127.0.0.1:2379"])
+    prefix: str = "/tke"
+    tls: EtcdTLS | None = None
+    # Deadline of one unary call attempt, and the total time spent retrying it.
+    request_timeout: float = 5.0
+    retry_budget: float = 15.0
+    # HTTP/2 pings find a hung member; etcd refuses pings more often than every 5 s.
+    keepalive_time: float = 5.0
+    keepalive_timeout: float = 3.0
+
+
+def _target(endpoints: list[str]) -> str:
+    hosts = [e.split("://", 1)[-1].rstrip("/") for e in endpoints]
+    if not hosts:
+        raise ValueError("no etcd endpoints configured")
+    if len(hosts) == 1:
+        return hosts[0]
+
+    # Several members: gRPC's static ipv4:/ipv6: resolver with pick_first fails over between
+    # them. It needs literal addresses; host names fall back to the first endpoint.
+    def is_ip(hostport: str) -> bool:
+        host = hostport.rsplit(":", 1)[0].strip("[]")
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        return True
+
+    if all(is_ip(h) for h in hosts):
+        scheme = "ipv6" if all(":" in h.rsplit(":", 1)[0] for h in hosts) else "ipv4"
+        return f"{scheme}:{','.join(hosts)}"
+    return hosts[0]
+
+
+class EtcdConnection:
+    """One channel to etcd and its stubs, with retrying unary calls."""
+
+    def __init__(self, config: EtcdConfig) -> None:
+        self.config = config
+        options = [
+            ("grpc.keepalive_time_ms", int(config.keepalive_time * 1000)),
+            ("grpc.keepalive_timeout_ms", int(config.keepalive_timeout * 1000)),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.max_pings_without_data", 0),
+            ("grpc.initial_reconnect_backoff_ms", 200),
+            ("grpc.max_reconnect_backoff_ms", 2000),
+            ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+        ]
+        target = _target(config.endpoints)
+        if config.tls is not None:
+            creds = grpc.ssl_channel_credentials(
+                root_certificates=Path(config.tls.ca_file).read_bytes(),
+                private_key=Path(config.tls.key_file).read_bytes() if config.tls.key_file else None,
+                certificate_chain=Path(config.tls.cert_file).read_bytes() if config.tls.cert_file else None,
+            )
+            self.channel = grpc.aio.secure_channel(target, creds, options=options)
+        else:
+            self.channel = grpc.aio.insecure_channel(target, options=options)
+        self.kv = rpc.KVStub(self.channel)
+        self.watch = rpc.WatchStub(self.channel)
+        self.lease = rpc.LeaseStub(self.channel)
+        self.maintenance = rpc.MaintenanceStub(self.channel)
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+    async def call(self, fn: Callable[..., Awaitable[T]], request: object, *, idempotent: bool) -> T:
+        """Call a unary etcd method with a deadline. A read (`idempotent`) is retried on
+        transient errors within the retry budget; a write is tried once, and a transient error
+        raises Unavailable(ambiguous=True) because it may have been applied: the store resolves
+        that by reading back. Raises Unavailable when the budget is spent."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + self.config.retry_budget
+        delay = 0.05
+        while True:
+            try:
+                return await fn(request, timeout=self.config.request_timeout, wait_for_ready=True)
+            except grpc.aio.AioRpcError as err:
+                if err.code() not in _TRANSIENT:
+                    raise
+                if not idempotent or loop.time() + delay > give_up:
+                    raise Unavailable(
+                        f"etcd: {err.code().name.lower()}: {err.details()}", ambiguous=not idempotent
+                    ) from None
+            await backoff_sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    def deadline_passed(self, started: float) -> bool:
+        return asyncio.get_running_loop().time() - started > self.config.retry_budget
+
+
+async def backoff_sleep(delay: float) -> None:
+    """Sleep about `delay` seconds, jittered so that many clients do not retry in step."""
+    await asyncio.sleep(delay * (0.5 + random.random()))

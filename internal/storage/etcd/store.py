@@ -1,0 +1,298 @@
+"""The Store contract over etcd v3: every write is one transaction with a compare.
+
+- create: compare create_revision == 0 (plus any guards' mod_revision), then put.
+- update/delete: compare mod_revision == expected, then put/delete.
+- A write interrupted by a broken connection may or may not have been applied: the store reads
+  the key back and decides (our value is there: done; the key is still at the expected
+  revision: try again; anything else: someone else won). So a caller never sees a spurious
+  conflict for its own write, and never a lost one.
+- watch re-creates etcd's watch after a broken stream from the last revision it delivered + 1,
+  so events are neither lost nor repeated; a compacted start revision raises Compacted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Sequence
+
+import grpc
+from aetcd import rpc
+
+from tke.internal.storage.etcd.connection import EtcdConfig, EtcdConnection, backoff_sleep
+from tke.internal.storage.store import (
+    AlreadyExists,
+    Compacted,
+    Conflict,
+    Event,
+    EventType,
+    Guard,
+    Item,
+    NotFound,
+    Page,
+    PreconditionFailed,
+    Progress,
+    Unavailable,
+    WatchMessage,
+)
+
+log = logging.getLogger(__name__)
+
+_EQUAL = rpc.Compare.CompareResult.EQUAL
+_CREATE = rpc.Compare.CompareTarget.CREATE
+_MOD = rpc.Compare.CompareTarget.MOD
+
+
+def prefix_end(prefix: bytes) -> bytes:
+    """The smallest key greater than every key starting with `prefix` (etcd's range_end)."""
+    b = bytearray(prefix)
+    while b:
+        if b[-1] < 0xFF:
+            b[-1] += 1
+            return bytes(b)
+        b.pop()
+    return b"\0"
+
+
+def _item(kv: rpc.KeyValue) -> Item:
+    return Item(
+        key=kv.key.decode(),
+        value=kv.value,
+        mod_revision=kv.mod_revision,
+        create_revision=kv.create_revision,
+    )
+
+
+def _is_compacted(err: grpc.aio.AioRpcError) -> bool:
+    return err.code() == grpc.StatusCode.OUT_OF_RANGE and "compacted" in (err.details() or "")
+
+
+class EtcdStore:
+    """Store over etcd. Keys are stored as given; the caller puts its prefix in them."""
+
+    def __init__(self, config: EtcdConfig) -> None:
+        self.config = config
+        self._conn = EtcdConnection(config)
+
+    async def close(self) -> None:
+        await self._conn.close()
+
+    # -- reads ------------------------------------------------------------------------------
+
+    async def get(self, key: str) -> Item:
+        resp = await self._conn.call(self._conn.kv.Range, rpc.RangeRequest(key=key.encode()), idempotent=True)
+        if not resp.kvs:
+            raise NotFound(key)
+        return _item(resp.kvs[0])
+
+    async def _get_or_none(self, key: str) -> Item | None:
+        try:
+            return await self.get(key)
+        except NotFound:
+            return None
+
+    async def list(self, prefix: str, *, start: str = "", limit: int = 0, revision: int = 0) -> Page:
+        bprefix = prefix.encode()
+        request = rpc.RangeRequest(
+            key=(start or prefix).encode(),
+            range_end=prefix_end(bprefix),
+            limit=limit,
+            revision=revision,
+        )
+        try:
+            resp = await self._conn.call(self._conn.kv.Range, request, idempotent=True)
+        except grpc.aio.AioRpcError as err:
+            if _is_compacted(err):
+                raise Compacted(revision, 0) from None
+            raise
+        return Page(items=[_item(kv) for kv in resp.kvs], revision=resp.header.revision, more=resp.more)
+
+    async def current_revision(self) -> int:
+        request = rpc.RangeRequest(key=b"\0", count_only=True)
+        resp = await self._conn.call(self._conn.kv.Range, request, idempotent=True)
+        return int(resp.header.revision)
+
+    # -- writes -----------------------------------------------------------------------------
+
+    async def _txn(self, request: rpc.TxnRequest) -> rpc.TxnResponse:
+        return await self._conn.call(self._conn.kv.Txn, request, idempotent=False)
+
+    async def create(self, key: str, value: bytes, *, guards: Sequence[Guard] = ()) -> Item:
+        bkey = key.encode()
+        compare = [rpc.Compare(key=bkey, result=_EQUAL, target=_CREATE, create_revision=0)]
+        compare += [
+            rpc.Compare(key=g.key.encode(), result=_EQUAL, target=_MOD, mod_revision=g.mod_revision)
+            for g in guards
+        ]
+        request = rpc.TxnRequest(
+            compare=compare,
+            success=[rpc.RequestOp(request_put=rpc.PutRequest(key=bkey, value=value))],
+            # On failure, tell which compare failed: read the key and every guarded key.
+            failure=[rpc.RequestOp(request_range=rpc.RangeRequest(key=bkey))]
+            + [rpc.RequestOp(request_range=rpc.RangeRequest(key=g.key.encode())) for g in guards],
+        )
+        started = asyncio.get_running_loop().time()
+        while True:
+            try:
+                resp = await self._txn(request)
+            except Unavailable as err:
+                # Did our put land? Our value (it holds a fresh uid) under the key says yes.
+                current = await self._get_or_none(key)
+                if current is not None and current.value == value:
+                    return current
+                if current is None and not self._conn.deadline_passed(started):
+                    await backoff_sleep(0.1)
+                    continue
+                if current is not None:
+                    raise AlreadyExists(key) from None
+                raise err
+            if resp.succeeded:
+                rev = resp.header.revision
+                return Item(key=key, value=value, mod_revision=rev, create_revision=rev)
+            if resp.responses[0].response_range.kvs:
+                raise AlreadyExists(key)
+            for guard, op in zip(guards, resp.responses[1:], strict=True):
+                kvs = op.response_range.kvs
+                if not kvs or kvs[0].mod_revision != guard.mod_revision:
+                    raise PreconditionFailed(guard)
+            raise Conflict(key, None)  # unreachable unless etcd contradicts itself
+
+    async def update(self, key: str, value: bytes, *, expected_revision: int) -> Item:
+        bkey = key.encode()
+        request = rpc.TxnRequest(
+            compare=[rpc.Compare(key=bkey, result=_EQUAL, target=_MOD, mod_revision=expected_revision)],
+            success=[rpc.RequestOp(request_put=rpc.PutRequest(key=bkey, value=value))],
+            failure=[rpc.RequestOp(request_range=rpc.RangeRequest(key=bkey))],
+        )
+        started = asyncio.get_running_loop().time()
+        while True:
+            try:
+                resp = await self._txn(request)
+            except Unavailable as err:
+                current = await self._get_or_none(key)
+                if current is None:
+                    raise NotFound(key) from None
+                if current.value == value and current.mod_revision != expected_revision:
+                    return current
+                if current.mod_revision == expected_revision and not self._conn.deadline_passed(started):
+                    await backoff_sleep(0.1)
+                    continue
+                if current.mod_revision != expected_revision:
+                    raise Conflict(key, current) from None
+                raise err
+            if resp.succeeded:
+                rev = resp.header.revision
+                return Item(key=key, value=value, mod_revision=rev, create_revision=0)
+            kvs = resp.responses[0].response_range.kvs
+            if not kvs:
+                raise NotFound(key)
+            raise Conflict(key, _item(kvs[0]))
+
+    async def delete(self, key: str, *, expected_revision: int) -> int:
+        bkey = key.encode()
+        request = rpc.TxnRequest(
+            compare=[rpc.Compare(key=bkey, result=_EQUAL, target=_MOD, mod_revision=expected_revision)],
+            success=[rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=bkey))],
+            failure=[rpc.RequestOp(request_range=rpc.RangeRequest(key=bkey))],
+        )
+        started = asyncio.get_running_loop().time()
+        while True:
+            try:
+                resp = await self._txn(request)
+            except Unavailable as err:
+                current = await self._get_or_none(key)
+                if current is None:
+                    return await self.current_revision()
+                if current.mod_revision == expected_revision and not self._conn.deadline_passed(started):
+                    await backoff_sleep(0.1)
+                    continue
+                if current.mod_revision != expected_revision:
+                    raise Conflict(key, current) from None
+                raise err
+            if resp.succeeded:
+                return int(resp.header.revision)
+            kvs = resp.responses[0].response_range.kvs
+            if not kvs:
+                raise NotFound(key)
+            raise Conflict(key, _item(kvs[0]))
+
+    async def compact(self, revision: int) -> None:
+        """Drop history before `revision` (operators and tests)."""
+        await self._conn.call(
+            self._conn.kv.Compact, rpc.CompactionRequest(revision=revision, physical=True), idempotent=True
+        )
+
+    # -- watch ------------------------------------------------------------------------------
+
+    async def watch(
+        self, prefix: str, *, after_revision: int, progress_interval: float = 5.0
+    ) -> AsyncIterator[WatchMessage]:
+        bprefix = prefix.encode()
+        next_revision = after_revision + 1
+        delay = 0.1
+        while True:
+            call = self._conn.watch.Watch(wait_for_ready=True)
+            ticker: asyncio.Task[None] | None = None
+            try:
+                create = rpc.WatchCreateRequest(
+                    key=bprefix, range_end=prefix_end(bprefix), start_revision=next_revision, prev_kv=True
+                )
+                await call.write(rpc.WatchRequest(create_request=create))
+                ticker = asyncio.create_task(_request_progress(call, progress_interval))
+                while True:
+                    resp = await call.read()
+                    if resp is grpc.aio.EOF:
+                        raise Unavailable("etcd ended the watch stream")
+                    if resp.compact_revision:
+                        raise Compacted(next_revision, resp.compact_revision)
+                    if resp.canceled:
+                        raise Unavailable(f"etcd canceled the watch: {resp.cancel_reason}")
+                    delay = 0.1
+                    if resp.created:
+                        continue
+                    for ev in resp.events:
+                        yield _event(ev)
+                        next_revision = ev.kv.mod_revision + 1
+                    if not resp.events and resp.header.revision >= next_revision - 1:
+                        # A progress notification: nothing under the prefix up to here.
+                        next_revision = resp.header.revision + 1
+                        yield Progress(resp.header.revision)
+            except (grpc.aio.AioRpcError, Unavailable) as err:
+                if isinstance(err, grpc.aio.AioRpcError) and _is_compacted(err):
+                    raise Compacted(next_revision, 0) from None
+                detail = err.details() if isinstance(err, grpc.aio.AioRpcError) else str(err)
+                log.warning("etcd watch on %s broken (%s); resuming from revision %d", prefix, detail, next_revision)
+                await backoff_sleep(delay)
+                delay = min(delay * 2, 2.0)
+            finally:
+                if ticker is not None:
+                    ticker.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await ticker
+                call.cancel()
+
+
+def _event(ev: rpc.Event) -> Event:
+    kv = ev.kv
+    prev = ev.prev_kv.value if ev.HasField("prev_kv") else None
+    if ev.type == rpc.Event.EventType.DELETE:
+        # etcd's delete event carries only the key and revision; the last state is prev_kv.
+        item = Item(
+            key=kv.key.decode(),
+            value=prev or b"",
+            mod_revision=kv.mod_revision,
+            create_revision=ev.prev_kv.create_revision if ev.HasField("prev_kv") else 0,
+        )
+        return Event(type=EventType.DELETE, item=item, prev_value=prev)
+    return Event(type=EventType.PUT, item=_item(kv), prev_value=prev)
+
+
+async def _request_progress(call: grpc.aio.StreamStreamCall, interval: float) -> None:
+    """Ask etcd now and then how far the watch has come, so that a quiet prefix still advances
+    (bookmarks, and a resume point that does not fall behind compaction)."""
+    request = rpc.WatchRequest(progress_request=rpc.WatchProgressRequest())
+    with contextlib.suppress(grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError):
+        while True:
+            await asyncio.sleep(interval)
+            await call.write(request)

@@ -1,0 +1,163 @@
+"""The storage contract: a versioned key-value store with compare-and-swap writes and watches.
+
+Every service keeps its objects behind this Protocol; etcd is the real implementation
+(`tke.internal.storage.etcd`) and `tke.internal.storage.memory` is a fake of the same contract
+for unit tests of pure logic.
+
+Invariants every implementation keeps:
+- A revision is a store-wide, strictly increasing integer; every write gets a new one and an
+  item's `mod_revision` is the revision of its last write.
+- Writes are compare-and-swap: `create` only when the key is absent, `update`/`delete` only
+  when the key is still at `expected_revision`. No write ever succeeds on a stale read.
+- A watch delivers every change after its start revision exactly once, in revision order, or
+  fails with `Compacted` when that history is gone; it never skips silently.
+- Errors are the types below; implementation-specific exceptions never escape.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class StorageError(Exception):
+    """Base of every storage error."""
+
+
+class NotFound(StorageError):
+    """The key does not exist."""
+
+
+class AlreadyExists(StorageError):
+    """A create found the key present."""
+
+
+class Conflict(StorageError):
+    """A compare-and-swap failed: the key changed since `expected_revision`."""
+
+    def __init__(self, key: str, current: Item | None) -> None:
+        super().__init__(f"{key} changed")
+        self.key = key
+        self.current = current
+
+
+class PreconditionFailed(StorageError):
+    """A guard on another key (see `Guard`) did not hold."""
+
+    def __init__(self, guard: Guard) -> None:
+        super().__init__(f"guard on {guard.key} failed")
+        self.guard = guard
+
+
+class Compacted(StorageError):
+    """The requested revision is older than the store's compacted history."""
+
+    def __init__(self, revision: int, compact_revision: int) -> None:
+        super().__init__(f"revision {revision} is compacted (oldest kept: {compact_revision})")
+        self.revision = revision
+        self.compact_revision = compact_revision
+
+
+class Unavailable(StorageError):
+    """The store cannot be reached or did not answer in time; the outcome of a write is unknown
+    only when `ambiguous` is true."""
+
+    def __init__(self, message: str, *, ambiguous: bool = False) -> None:
+        super().__init__(message)
+        self.ambiguous = ambiguous
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """A stored value with its revisions."""
+
+    key: str
+    value: bytes
+    mod_revision: int
+    create_revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """A page of a range read, all read at one `revision`."""
+
+    items: list[Item]
+    revision: int
+    more: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Guard:
+    """A condition on another key that a write also requires: the key exists at exactly
+    `mod_revision` (a write on a child object that must not outlive its parent's state)."""
+
+    key: str
+    mod_revision: int
+
+
+class EventType(enum.Enum):
+    PUT = "PUT"
+    DELETE = "DELETE"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One change. For PUT, `item` is the new state; for DELETE, `item` is the state before the
+    delete with `mod_revision` set to the delete's revision. `prev_value` is the value before
+    the change (None on create)."""
+
+    type: EventType
+    item: Item
+    prev_value: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """A watch has seen every change up to `revision` (no event of this range since)."""
+
+    revision: int
+
+
+WatchMessage = Event | Progress
+
+
+class Store(Protocol):
+    """A versioned key-value store. Keys are '/'-separated strings."""
+
+    async def create(self, key: str, value: bytes, *, guards: Sequence[Guard] = ()) -> Item:
+        """Store `value` under an absent `key`. Raises AlreadyExists, PreconditionFailed."""
+        ...
+
+    async def get(self, key: str) -> Item:
+        """Read the current value. Raises NotFound."""
+        ...
+
+    async def list(self, prefix: str, *, start: str = "", limit: int = 0, revision: int = 0) -> Page:
+        """Read keys under `prefix` in key order from `start` (inclusive), at most `limit`
+        (0: all), at `revision` (0: the latest). Raises Compacted for an old revision."""
+        ...
+
+    async def update(self, key: str, value: bytes, *, expected_revision: int) -> Item:
+        """Replace the value if the key is still at `expected_revision`. Raises NotFound, Conflict."""
+        ...
+
+    async def delete(self, key: str, *, expected_revision: int) -> int:
+        """Remove the key if it is still at `expected_revision`; returns the delete's revision.
+        Raises NotFound, Conflict."""
+        ...
+
+    async def current_revision(self) -> int:
+        """The store's latest revision."""
+        ...
+
+    def watch(self, prefix: str, *, after_revision: int) -> AsyncIterator[WatchMessage]:
+        """Every change under `prefix` with a revision greater than `after_revision`, in order,
+        with Progress messages now and then. It resumes by itself across reconnects and
+        raises Compacted when the history is gone."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
+        ...

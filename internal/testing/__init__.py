@@ -1,0 +1,1 @@
+"""Real servers for tests, benchmarks and local runs (etcd, the platform binaries)."""

@@ -1,0 +1,1 @@
+"""Environment-specific implementations, grouped by the seam they plug into."""
