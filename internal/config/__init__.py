@@ -1,0 +1,1 @@
+"""Configuration files: TOML into typed dataclasses."""

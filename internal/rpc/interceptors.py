@@ -1,0 +1,108 @@
+"""The first server interceptor of every chain: request id, access log, and error mapping.
+
+- Each call gets a request id (the client's x-request-id header, or a new one), sent back in
+  the initial metadata and kept in a context variable for logs and audit.
+- ApiError becomes its rich status; storage unavailability becomes UNAVAILABLE; anything else
+  becomes INTERNAL with the request id, and its traceback goes to the server log only.
+- Streaming calls are wrapped so that errors raised while streaming are mapped the same way.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+from grpc_interceptor.server import AsyncServerInterceptor
+from grpc_status import rpc_status
+
+from tke.internal.rpc.errors import ApiError, internal, unavailable
+from tke.internal.storage.store import Unavailable
+
+log = logging.getLogger("tke.access")
+
+request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
+
+REQUEST_ID_HEADER = "x-request-id"
+
+
+def _request_id(context: grpc.aio.ServicerContext) -> str:
+    for key, value in context.invocation_metadata() or ():
+        if key == REQUEST_ID_HEADER and isinstance(value, str) and 0 < len(value) <= 128 and value.isprintable():
+            return value
+    return uuid.uuid4().hex
+
+
+def to_api_error(err: Exception, request_id: str) -> ApiError:
+    if isinstance(err, ApiError):
+        return err
+    if isinstance(err, Unavailable):
+        return unavailable("storage is unavailable; retry shortly")
+    log.error("request %s failed", request_id, exc_info=err)
+    return internal(request_id)
+
+
+class RequestInterceptor(AsyncServerInterceptor):
+    """Request id, access log and error mapping for unary and streaming calls."""
+
+    async def intercept(
+        self, method: Callable[..., Any], request_or_iterator: Any, context: grpc.aio.ServicerContext, method_name: str
+    ) -> Any:
+        request_id = _request_id(context)
+        request_id_var.set(request_id)
+        started = time.perf_counter()
+        try:
+            await context.send_initial_metadata(((REQUEST_ID_HEADER, request_id),))
+            response = method(request_or_iterator, context)
+            if hasattr(response, "__aiter__"):
+                return self._stream(response, context, method_name, request_id, started)
+            result = await response
+        except grpc.aio.AbortError:
+            self._log(method_name, request_id, context, started)
+            raise
+        except Exception as err:  # noqa: BLE001 - every failure is mapped, none leaks
+            await self._abort(err, context, method_name, request_id, started)
+        self._log(method_name, request_id, context, started)
+        return result
+
+    async def _stream(
+        self,
+        responses: AsyncIterator[Any],
+        context: grpc.aio.ServicerContext,
+        method_name: str,
+        request_id: str,
+        started: float,
+    ) -> AsyncIterator[Any]:
+        try:
+            async for item in responses:
+                yield item
+        except grpc.aio.AbortError:
+            self._log(method_name, request_id, context, started)
+            raise
+        except Exception as err:  # noqa: BLE001 - every failure is mapped, none leaks
+            await self._abort(err, context, method_name, request_id, started)
+        self._log(method_name, request_id, context, started)
+
+    async def _abort(
+        self, err: Exception, context: grpc.aio.ServicerContext, method_name: str, request_id: str, started: float
+    ) -> None:
+        api_error = to_api_error(err, request_id)
+        log.info(
+            "%s %s %s %.1fms: %s",
+            request_id,
+            method_name,
+            api_error.code.name,
+            (time.perf_counter() - started) * 1000,
+            api_error.message,
+        )
+        await context.abort_with_status(rpc_status.to_status(api_error.to_status()))
+
+    @staticmethod
+    def _log(method_name: str, request_id: str, context: grpc.aio.ServicerContext, started: float) -> None:
+        code = context.code() or grpc.StatusCode.OK
+        name = code.name if isinstance(code, grpc.StatusCode) else str(code)
+        log.info("%s %s %s %.1fms", request_id, method_name, name, (time.perf_counter() - started) * 1000)
