@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Generates Python code and typing stubs from proto/ into a directory (gen/ by default).
+# Generates Python code and typing stubs from proto/ into a directory (gen/ by default), and
+# tke/descriptors.binpb: the contracts with their comments, which server reflection serves so
+# that `grpcurl describe` shows the API documentation.
 # --check generates into a scratch directory and fails when gen/ differs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,11 +10,12 @@ export PATH="$PWD/.venv/bin:$PATH"
 generate() {
   local out=$1
   rm -rf "$out/tke"
-  mkdir -p "$out"
+  mkdir -p "$out/tke"
   mapfile -t protos < <(cd proto && find . -name '*.proto' | sed 's|^\./||' | sort)
   (cd proto && ../$PY -m grpc_tools.protoc -I . \
       --python_out="../$out" --grpc_python_out="../$out" \
-      --mypy_out="../$out" --mypy_grpc_out="../$out" "${protos[@]}")
+      --mypy_out="../$out" --mypy_grpc_out="../$out" \
+      --include_imports --include_source_info --descriptor_set_out="../$out/tke/descriptors.binpb" "${protos[@]}")
   # Every generated folder is a package, and the root is typed.
   find "$out/tke" -type d -exec touch {}/__init__.py \;
   cat > "$out/tke/__init__.py" <<'PY'

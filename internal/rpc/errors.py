@@ -75,7 +75,9 @@ def already_exists(resource: str, name: str, tenant: str) -> ApiError:
 
 def precondition(kind: str, subject: str, description: str, code: grpc.StatusCode) -> ApiError:
     detail = error_details_pb2.PreconditionFailure(
-        violations=[error_details_pb2.PreconditionFailure.Violation(type=kind, subject=subject, description=description)]
+        violations=[
+            error_details_pb2.PreconditionFailure.Violation(type=kind, subject=subject, description=description)
+        ]
     )
     return ApiError(code, description, [detail])
 
@@ -96,6 +98,18 @@ def out_of_range(message: str, reason: str = "EXPIRED") -> ApiError:
     return ApiError(grpc.StatusCode.OUT_OF_RANGE, message, [info])
 
 
+def resource_exhausted(message: str) -> ApiError:
+    return ApiError(grpc.StatusCode.RESOURCE_EXHAUSTED, message)
+
+
+def unauthenticated(message: str) -> ApiError:
+    return ApiError(grpc.StatusCode.UNAUTHENTICATED, message)
+
+
+def permission_denied(message: str) -> ApiError:
+    return ApiError(grpc.StatusCode.PERMISSION_DENIED, message)
+
+
 def unavailable(message: str, retry_after_seconds: float = 1.0) -> ApiError:
     delay = duration_pb2.Duration()
     delay.FromNanoseconds(int(retry_after_seconds * 1e9))
@@ -108,4 +122,3 @@ def internal(request_id: str) -> ApiError:
     return ApiError(
         grpc.StatusCode.INTERNAL, f"internal error (request id {request_id}); the server log has the details", [info]
     )
-

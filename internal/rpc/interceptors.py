@@ -64,7 +64,7 @@ class RequestInterceptor(AsyncServerInterceptor):
         except grpc.aio.AbortError:
             self._log(method_name, request_id, context, started)
             raise
-        except Exception as err:  # noqa: BLE001 - every failure is mapped, none leaks
+        except Exception as err:
             await self._abort(err, context, method_name, request_id, started)
         self._log(method_name, request_id, context, started)
         return result
@@ -83,7 +83,7 @@ class RequestInterceptor(AsyncServerInterceptor):
         except grpc.aio.AbortError:
             self._log(method_name, request_id, context, started)
             raise
-        except Exception as err:  # noqa: BLE001 - every failure is mapped, none leaks
+        except Exception as err:
             await self._abort(err, context, method_name, request_id, started)
         self._log(method_name, request_id, context, started)
 

@@ -19,6 +19,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from tke.internal.rpc.reflection import documented_pool
+
 log = logging.getLogger(__name__)
 
 
@@ -101,7 +103,7 @@ async def start_server(listen: ListenConfig, spec: ServerSpec) -> RunningServer:
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = [*spec.services, health.SERVICE_NAME, reflection.SERVICE_NAME]
-    reflection.enable_server_reflection(names, server)
+    reflection.enable_server_reflection(names, server, pool=documented_pool())
 
     port = 0
     if listen.address:

@@ -122,8 +122,7 @@ class EtcdStore:
         bkey = key.encode()
         compare = [rpc.Compare(key=bkey, result=_EQUAL, target=_CREATE, create_revision=0)]
         compare += [
-            rpc.Compare(key=g.key.encode(), result=_EQUAL, target=_MOD, mod_revision=g.mod_revision)
-            for g in guards
+            rpc.Compare(key=g.key.encode(), result=_EQUAL, target=_MOD, mod_revision=g.mod_revision) for g in guards
         ]
         request = rpc.TxnRequest(
             compare=compare,

@@ -1,0 +1,36 @@
+"""tke-apiserver: the platform's Cluster and Machine API over etcd.
+
+Usage: tke-apiserver [--config FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from tke.internal import logs
+from tke.internal.apiserver.app import ApiserverConfig, serve
+from tke.internal.config.loader import ConfigError, load
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tke-apiserver", description="The platform's Cluster and Machine API.")
+    parser.add_argument("--config", help="TOML configuration file (see deploy/dev/apiserver.toml)")
+    args = parser.parse_args(argv)
+    try:
+        config = load(args.config, ApiserverConfig)
+    except ConfigError as err:
+        print(f"tke-apiserver: {err}", file=sys.stderr)
+        return 2
+    logs.setup(config.log_level)
+    try:
+        asyncio.run(serve(config))
+    except OSError as err:
+        print(f"tke-apiserver: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""Request handling shared by every kind: tenancy, selectors, and watch streams. The generated
+servicers (services.py) translate their request messages into these calls.
+
+Tenancy: an empty tenant_id means the caller's tenant. Only platform administrators name
+another tenant, or "*" for every tenant; anyone else naming another tenant's object gets
+NOT_FOUND (its existence is not revealed), and a list or watch of another tenant is
+PERMISSION_DENIED.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Generic
+
+from google.protobuf import field_mask_pb2
+
+from tke.internal.apiserver.labels import Selector, SelectorError, dns1123_label_error, parse_selector
+from tke.internal.apiserver.registry import ALL_TENANTS, ListResult, R, Registry, parse_resource_version
+from tke.internal.apiserver.watch import Change, Hub
+from tke.internal.auth.identity import current_identity
+from tke.internal.rpc import errors
+from tke.meta.v1 import meta_pb2
+
+ADDED = meta_pb2.WATCH_EVENT_TYPE_ADDED
+MODIFIED = meta_pb2.WATCH_EVENT_TYPE_MODIFIED
+DELETED = meta_pb2.WATCH_EVENT_TYPE_DELETED
+BOOKMARK = meta_pb2.WATCH_EVENT_TYPE_BOOKMARK
+
+
+def _tenant(requested: str, field: str, *, collection: bool) -> str:
+    identity = current_identity.get()
+    if not requested or requested == identity.tenant_id:
+        return identity.tenant_id
+    if requested == ALL_TENANTS and not collection:
+        raise errors.invalid_field(field, '"*" (every tenant) is only valid for List and Watch')
+    if requested != ALL_TENANTS and (err := dns1123_label_error(requested)):
+        raise errors.invalid_field(field, err)
+    if identity.is_platform_admin:
+        return requested
+    if collection:
+        raise errors.permission_denied(f"user {identity.user!r} may only list and watch tenant {identity.tenant_id!r}")
+    return ""  # a tenant nobody else can see: reads end in NOT_FOUND
+
+
+def _selector(text: str) -> Selector:
+    try:
+        return parse_selector(text)
+    except SelectorError as err:
+        raise errors.invalid_field("label_selector", str(err)) from None
+
+
+@dataclass
+class ResourceAPI(Generic[R]):
+    registry: Registry[R]
+    hub: Hub[R]
+    bookmark_interval: float = 10.0
+
+    def _named_tenant(self, requested: str, name: str, field: str = "tenant_id") -> str:
+        tenant = _tenant(requested, field, collection=False)
+        if not tenant:
+            raise errors.not_found(self.registry.kind.name, name, requested)
+        return tenant
+
+    async def create(self, obj: R | None) -> R:
+        if obj is None:
+            raise errors.invalid_field(self.registry.kind.name, "is required")
+        tenant = self._named_tenant(
+            obj.metadata.tenant_id, obj.metadata.name, f"{self.registry.kind.name}.metadata.tenant_id"
+        )
+        return await self.registry.create(tenant, obj)
+
+    async def get(self, name: str, tenant_id: str) -> R:
+        return await self.registry.get(self._named_tenant(tenant_id, name), name)
+
+    async def list(
+        self,
+        tenant_id: str,
+        label_selector: str,
+        page_size: int,
+        continue_token: str,
+        matches: Callable[[R], bool] | None = None,
+    ) -> ListResult[R]:
+        tenant = _tenant(tenant_id, "tenant_id", collection=True)
+        return await self.registry.list(tenant, _selector(label_selector), page_size, continue_token, matches)
+
+    async def update(self, obj: R, mask: field_mask_pb2.FieldMask) -> R:
+        tenant = self._named_tenant(obj.metadata.tenant_id, obj.metadata.name)
+        return await self.registry.update(tenant, obj, mask)
+
+    async def update_status(self, obj: R) -> R:
+        tenant = self._named_tenant(obj.metadata.tenant_id, obj.metadata.name)
+        return await self.registry.update_status(tenant, obj)
+
+    async def delete(self, name: str, tenant_id: str, resource_version: str) -> R:
+        return await self.registry.delete(self._named_tenant(tenant_id, name), name, resource_version)
+
+    async def watch(
+        self,
+        tenant_id: str,
+        label_selector: str,
+        resource_version: str,
+        matches: Callable[[R], bool] | None = None,
+    ) -> AsyncIterator[tuple[int, R]]:
+        """(event type, object) pairs for a client watch; see WatchClustersRequest."""
+        tenant = _tenant(tenant_id, "tenant_id", collection=True)
+        selector = _selector(label_selector)
+        after = parse_resource_version(resource_version, "resource_version")
+
+        def selected(obj: R | None) -> bool:
+            return obj is not None and selector.matches(obj.metadata.labels) and (matches is None or matches(obj))
+
+        position = after or 0
+        if after is None:
+            # Initial state: everything that exists now, then a bookmark, then changes.
+            token = ""
+            while True:
+                page = await self.registry.list(tenant, selector, 0, token, matches)
+                position = page.revision
+                for obj in page.items:
+                    yield ADDED, obj
+                token = page.continue_token
+                if not token:
+                    break
+            yield BOOKMARK, self._bookmark(position)
+
+        last_bookmark = time.monotonic()
+        async for message in self.hub.subscribe(self.registry.tenant_prefix(tenant), position):
+            if isinstance(message, Change):
+                position = message.revision
+                event = self._event(message, selected)
+                if event is not None:
+                    yield event
+            else:
+                position = max(position, message)
+            if time.monotonic() - last_bookmark >= self.bookmark_interval:
+                last_bookmark = time.monotonic()
+                yield BOOKMARK, self._bookmark(position)
+
+    def _event(self, change: Change[R], selected: Callable[[R | None], bool]) -> tuple[int, R] | None:
+        now = not change.deleted and selected(change.obj)
+        before = change.prev is not None and selected(change.prev)
+        if change.deleted:
+            return (DELETED, change.obj) if before else None
+        if now:
+            return (MODIFIED if before else ADDED), change.obj
+        return (DELETED, change.obj) if before else None
+
+    def _bookmark(self, revision: int) -> R:
+        obj = self.registry.kind.message()
+        obj.metadata.resource_version = str(revision)
+        return obj

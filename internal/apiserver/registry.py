@@ -1,0 +1,377 @@
+"""The generic resource registry: create, get, list, update, update-status and delete of one
+kind of object over the Store, with the API's rules. Services are thin adapters over it.
+
+Rules (DESIGN.md "Contracts" and "Storage"):
+- Keys are `<prefix>/<plural>/<tenant>/<name>`; the value is the object without its
+  resource_version, which is the item's mod_revision.
+- uid, creation_timestamp, deletion_timestamp, generation and resource_version are the
+  server's; whatever a client sends there is ignored. generation grows when the spec changes.
+- Every write is a CAS on the revision that was read. A client that sent a resource_version
+  gets ABORTED when it is stale; a client that did not gets its change applied on top of the
+  latest state (the server re-reads and retries, never overwriting blindly).
+- Delete with finalizers sets deletion_timestamp; the object goes when the last finalizer is
+  removed. Finalizers cannot be added to an object being deleted.
+- Pages of a list are read at one revision; the continue token carries it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import builtins
+import json
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, Self, TypeVar, cast
+
+from google.protobuf import field_mask_pb2, timestamp_pb2
+from google.protobuf.message import Message
+
+from tke.internal.apiserver.labels import Selector
+from tke.internal.rpc import errors
+from tke.internal.rpc.errors import FieldViolation
+from tke.internal.storage.store import (
+    AlreadyExists,
+    Compacted,
+    Conflict,
+    Guard,
+    Item,
+    NotFound,
+    PreconditionFailed,
+    Store,
+)
+from tke.meta.v1 import meta_pb2
+
+DEFAULT_PAGE_SIZE = 500
+MAX_PAGE_SIZE = 5000
+ALL_TENANTS = "*"
+_WRITE_RETRIES = 16
+
+
+class Resource(Protocol):
+    """What every stored kind looks like: metadata, spec and status."""
+
+    @property
+    def metadata(self) -> meta_pb2.ObjectMeta: ...
+    @property
+    def spec(self) -> Message: ...
+    @property
+    def status(self) -> Message: ...
+    def SerializeToString(self, *, deterministic: bool = ...) -> bytes: ...
+    def ParseFromString(self, serialized: bytes) -> int: ...
+    def CopyFrom(self, other_msg: Self) -> None: ...
+    def ClearField(self, field_name: Any) -> None: ...
+
+
+R = TypeVar("R", bound=Resource)
+
+
+@dataclass(frozen=True)
+class Kind(Generic[R]):
+    """Everything the registry needs to know about one kind."""
+
+    name: str  # "cluster", as users say it
+    plural: str  # "clusters": key segment and authorization resource
+    message: type[R]
+    validate: Callable[[R], list[FieldViolation]]
+    validate_status: Callable[[Any, str], list[FieldViolation]]
+    immutable_spec_fields: tuple[str, ...] = ()
+    # Extra checks before create, returning guards the write must also hold (for example:
+    # the machine's cluster exists and is not being deleted).
+    create_guards: Callable[[R, str], Awaitable[Sequence[Guard]]] | None = None
+    updatable_paths: tuple[str, ...] = ("metadata.labels", "metadata.annotations", "metadata.finalizers", "spec")
+
+
+@dataclass(frozen=True)
+class ListResult(Generic[R]):
+    items: list[R]
+    revision: int
+    continue_token: str
+
+
+@dataclass
+class Registry(Generic[R]):
+    kind: Kind[R]
+    store: Store
+    prefix: str
+    now: Callable[[], timestamp_pb2.Timestamp] = field(default=lambda: _now())  # noqa: PLW0108 - _now is defined below
+
+    # -- keys and encoding ------------------------------------------------------------------
+
+    @property
+    def root(self) -> str:
+        """Key prefix of every object of this kind (all tenants)."""
+        return f"{self.prefix}/{self.kind.plural}/"
+
+    def tenant_prefix(self, tenant: str) -> str:
+        return self.root if tenant == ALL_TENANTS else f"{self.root}{tenant}/"
+
+    def key(self, tenant: str, name: str) -> str:
+        return f"{self.root}{tenant}/{name}"
+
+    def encode(self, obj: R) -> bytes:
+        copy = self.kind.message()
+        copy.CopyFrom(obj)
+        copy.metadata.ClearField("resource_version")
+        return copy.SerializeToString(deterministic=True)
+
+    def decode(self, item: Item) -> R:
+        obj = self.kind.message()
+        obj.ParseFromString(item.value)
+        obj.metadata.resource_version = str(item.mod_revision)
+        return obj
+
+    # -- reads ------------------------------------------------------------------------------
+
+    async def _read(self, tenant: str, name: str) -> tuple[R, Item]:
+        if not name:
+            raise errors.invalid_field("name", "is required")
+        try:
+            item = await self.store.get(self.key(tenant, name))
+        except NotFound:
+            raise errors.not_found(self.kind.name, name, tenant) from None
+        return self.decode(item), item
+
+    async def get(self, tenant: str, name: str) -> R:
+        obj, _ = await self._read(tenant, name)
+        return obj
+
+    async def list(
+        self,
+        tenant: str,
+        selector: Selector,
+        page_size: int,
+        continue_token: str,
+        matches: Callable[[R], bool] | None = None,
+    ) -> ListResult[R]:
+        if page_size < 0 or page_size > MAX_PAGE_SIZE:
+            raise errors.invalid_field("page_size", f"must be between 0 and {MAX_PAGE_SIZE}")
+        limit = page_size or DEFAULT_PAGE_SIZE
+        prefix = self.tenant_prefix(tenant)
+        start, revision = prefix, 0
+        if continue_token:
+            start, revision = _decode_continue(continue_token, prefix)
+        items: list[R] = []
+        filtering = not selector.empty or matches is not None
+        while True:
+            # Filtering may drop items: read in bigger chunks then.
+            chunk = min(MAX_PAGE_SIZE, max(limit - len(items), 100 if filtering else 1) + 1)
+            try:
+                page = await self.store.list(prefix, start=start, limit=chunk, revision=revision)
+            except Compacted:
+                raise errors.out_of_range(
+                    "the continue token has expired (its revision was compacted): start the list again"
+                ) from None
+            revision = page.revision
+            for i, item in enumerate(page.items):
+                obj = self.decode(item)
+                if not selector.matches(obj.metadata.labels) or (matches is not None and not matches(obj)):
+                    continue
+                items.append(obj)
+                if len(items) == limit:
+                    rest = i + 1 < len(page.items) or page.more
+                    token = _encode_continue(item.key + "\0", revision) if rest else ""
+                    return ListResult(items, revision, token)
+            if not page.more:
+                return ListResult(items, revision, "")
+            start = page.items[-1].key + "\0"
+
+    # -- writes -----------------------------------------------------------------------------
+
+    async def create(self, tenant: str, obj: R) -> R:
+        violations = self.kind.validate(obj)
+        if violations:
+            raise errors.invalid(violations)
+        new = self.kind.message()
+        new.CopyFrom(obj)
+        meta = new.metadata
+        meta.tenant_id = tenant
+        meta.uid = str(uuid.uuid4())
+        meta.generation = 1
+        meta.creation_timestamp.CopyFrom(self.now())
+        meta.ClearField("deletion_timestamp")
+        meta.ClearField("resource_version")
+        new.ClearField("status")
+        key = self.key(tenant, meta.name)
+        for _ in range(_WRITE_RETRIES):
+            guards = await self.kind.create_guards(new, tenant) if self.kind.create_guards else ()
+            try:
+                item = await self.store.create(key, self.encode(new), guards=guards)
+            except AlreadyExists:
+                raise errors.already_exists(self.kind.name, meta.name, tenant) from None
+            except PreconditionFailed:
+                continue  # the guarded object changed between our read and the write: check again
+            return self.decode(item)
+        raise errors.unavailable("too much contention on a related object; retry")
+
+    async def update(self, tenant: str, obj: R, mask: field_mask_pb2.FieldMask) -> R:
+        paths = list(mask.paths)
+        self._check_mask(paths)
+        name = obj.metadata.name
+        expected = _parse_version(obj.metadata.resource_version)
+        for _ in range(_WRITE_RETRIES):
+            current, item = await self._read(tenant, name)
+            self._check_version(expected, item, name)
+            new = self.kind.message()
+            new.CopyFrom(current)
+            # Without a mask every user-writable field is replaced.
+            field_mask_pb2.FieldMask(paths=paths or self.kind.updatable_paths).MergeMessage(
+                cast(Message, obj), cast(Message, new), replace_message_field=True, replace_repeated_field=True
+            )
+            violations = self.kind.validate(new)
+            violations += self._immutable_violations(current, new)
+            if current.metadata.HasField("deletion_timestamp"):
+                added = set(new.metadata.finalizers) - set(current.metadata.finalizers)
+                if added:
+                    violations.append(
+                        FieldViolation(
+                            f"{self.kind.name}.metadata.finalizers",
+                            f"cannot add finalizers to a {self.kind.name} being deleted: {sorted(added)}",
+                        )
+                    )
+            if violations:
+                raise errors.invalid(violations)
+            if new.spec.SerializeToString(deterministic=True) != current.spec.SerializeToString(deterministic=True):
+                new.metadata.generation = current.metadata.generation + 1
+            result = await self._write(current, item, new, expected)
+            if result is not None:
+                return result
+        raise errors.unavailable("too much contention on this object; retry")
+
+    async def update_status(self, tenant: str, obj: R) -> R:
+        violations = self.kind.validate_status(obj.status, f"{self.kind.name}.status")
+        if violations:
+            raise errors.invalid(violations)
+        name = obj.metadata.name
+        expected = _parse_version(obj.metadata.resource_version)
+        for _ in range(_WRITE_RETRIES):
+            current, item = await self._read(tenant, name)
+            self._check_version(expected, item, name)
+            new = self.kind.message()
+            new.CopyFrom(current)
+            new.status.CopyFrom(obj.status)
+            result = await self._write(current, item, new, expected)
+            if result is not None:
+                return result
+        raise errors.unavailable("too much contention on this object; retry")
+
+    async def delete(self, tenant: str, name: str, resource_version: str) -> R:
+        expected = _parse_version(resource_version)
+        for _ in range(_WRITE_RETRIES):
+            current, item = await self._read(tenant, name)
+            self._check_version(expected, item, name)
+            if current.metadata.finalizers:
+                if current.metadata.HasField("deletion_timestamp"):
+                    return current
+                new = self.kind.message()
+                new.CopyFrom(current)
+                new.metadata.deletion_timestamp.CopyFrom(self.now())
+                result = await self._write(current, item, new, expected)
+            else:
+                result = await self._remove(current, item, expected)
+            if result is not None:
+                return result
+        raise errors.unavailable("too much contention on this object; retry")
+
+    async def _write(self, current: R, item: Item, new: R, expected: int | None) -> R | None:
+        """CAS `new` over `item`; None means "lost a race, read again". An object being deleted
+        whose last finalizer goes is removed instead."""
+        if new.metadata.HasField("deletion_timestamp") and not new.metadata.finalizers:
+            return await self._remove(new, item, expected)
+        if self.encode(new) == item.value:
+            return current  # nothing changed: no write, no event
+        try:
+            written = await self.store.update(item.key, self.encode(new), expected_revision=item.mod_revision)
+        except NotFound:
+            raise errors.not_found(self.kind.name, current.metadata.name, current.metadata.tenant_id) from None
+        except Conflict as c:
+            if expected is not None:
+                raise self._conflict(current.metadata.name, expected, c.current) from None
+            return None
+        return self.decode(written)
+
+    async def _remove(self, last: R, item: Item, expected: int | None) -> R | None:
+        try:
+            revision = await self.store.delete(item.key, expected_revision=item.mod_revision)
+        except NotFound:
+            raise errors.not_found(self.kind.name, last.metadata.name, last.metadata.tenant_id) from None
+        except Conflict as c:
+            if expected is not None:
+                raise self._conflict(last.metadata.name, expected, c.current) from None
+            return None
+        gone = self.kind.message()
+        gone.CopyFrom(last)
+        gone.metadata.resource_version = str(revision)
+        return gone
+
+    # -- checks -----------------------------------------------------------------------------
+
+    def _check_version(self, expected: int | None, item: Item, name: str) -> None:
+        if expected is not None and expected != item.mod_revision:
+            raise self._conflict(name, expected, item)
+
+    def _conflict(self, name: str, expected: int, current: Item | None) -> errors.ApiError:
+        now = str(current.mod_revision) if current is not None else "unknown"
+        return errors.conflict(self.kind.name, name, str(expected), now)
+
+    def _check_mask(self, paths: builtins.list[str]) -> None:
+        for i, path in enumerate(paths):
+            allowed = any(path == p or path.startswith(p + ".") for p in self.kind.updatable_paths)
+            if not allowed or not field_mask_pb2.FieldMask(paths=[path]).IsValidForDescriptor(
+                self.kind.message.DESCRIPTOR  # type: ignore[attr-defined]
+            ):
+                raise errors.invalid_field(
+                    f"update_mask.paths[{i}]",
+                    f"{path!r} cannot be updated; updatable: {', '.join(self.kind.updatable_paths)} "
+                    "(and fields under spec); status is written by UpdateStatus",
+                )
+
+    def _immutable_violations(self, current: R, new: R) -> builtins.list[FieldViolation]:
+        out = []
+        for name in self.kind.immutable_spec_fields:
+            if getattr(current.spec, name) != getattr(new.spec, name):
+                out.append(FieldViolation(f"{self.kind.name}.spec.{name}", "is immutable"))
+        return out
+
+
+def _now() -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.GetCurrentTime()
+    return ts
+
+
+def _parse_version(value: str) -> int | None:
+    if not value:
+        return None
+    if not value.isdigit() or len(value) > 19:
+        raise errors.invalid_field("metadata.resource_version", f"{value!r} is not a resource version")
+    return int(value)
+
+
+def parse_resource_version(value: str, field: str) -> int | None:
+    """A client-supplied resource_version as a revision (None when empty)."""
+    try:
+        return _parse_version(value)
+    except errors.ApiError:
+        raise errors.invalid_field(field, f"{value!r} is not a resource version") from None
+
+
+def _encode_continue(start: str, revision: int) -> str:
+    raw = json.dumps({"s": start, "r": revision}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_continue(token: str, prefix: str) -> tuple[str, int]:
+    bad = errors.invalid_field(
+        "continue_token", "is not a continue token of this list (same tenant and kind); pass metadata.continue_token"
+    )
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        data = json.loads(raw)
+        start, revision = data["s"], data["r"]
+    except (binascii.Error, ValueError, KeyError, TypeError):
+        raise bad from None
+    if not isinstance(start, str) or not isinstance(revision, int) or revision <= 0 or not start.startswith(prefix):
+        raise bad
+    return start, revision

@@ -1,0 +1,245 @@
+"""Validation of every field a user sets on a Cluster or a Machine. Pure functions that return
+the list of FieldViolations (empty when valid); field paths are the request's JSON paths, for
+example "cluster.spec.network.pod_cidr", so a user can find the field.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable, Mapping
+
+from tke.internal.apiserver.labels import dns1123_label_error, label_value_error, qualified_name_error
+from tke.internal.rpc.errors import FieldViolation
+from tke.meta.v1 import meta_pb2
+from tke.platform.v1 import cluster_pb2, machine_pb2
+
+MAX_ANNOTATIONS_BYTES = 256 * 1024
+COMPONENTS = frozenset({"kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "etcd"})
+TAINT_EFFECTS = frozenset({"NoSchedule", "PreferNoSchedule", "NoExecute"})
+_VERSION = re.compile(r"^v?\d+\.\d+(\.\d+)?([-+][0-9A-Za-z.-]+)?$")
+_FLAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_PROVIDER = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
+_CAMEL = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,127}$")
+
+
+def _printable(value: str, limit: int) -> str | None:
+    if len(value) > limit:
+        return f"must be at most {limit} characters"
+    if not value.isprintable():
+        return "must not contain control characters"
+    return None
+
+
+def validate_metadata(meta: meta_pb2.ObjectMeta, path: str) -> list[FieldViolation]:
+    out: list[FieldViolation] = []
+    if err := dns1123_label_error(meta.name):
+        out.append(FieldViolation(f"{path}.name", err))
+    if meta.tenant_id and (err := dns1123_label_error(meta.tenant_id)):
+        out.append(FieldViolation(f"{path}.tenant_id", err))
+    out += validate_labels(meta.labels, f"{path}.labels")
+    size = 0
+    for key, value in meta.annotations.items():
+        if err := qualified_name_error(key):
+            out.append(FieldViolation(f"{path}.annotations[{key!r}]", err))
+        size += len(key) + len(value)
+    if size > MAX_ANNOTATIONS_BYTES:
+        out.append(FieldViolation(f"{path}.annotations", "must be at most 256 KiB in total"))
+    seen: set[str] = set()
+    for i, finalizer in enumerate(meta.finalizers):
+        if err := qualified_name_error(finalizer):
+            out.append(FieldViolation(f"{path}.finalizers[{i}]", err))
+        if finalizer in seen:
+            out.append(FieldViolation(f"{path}.finalizers[{i}]", f"duplicate finalizer {finalizer!r}"))
+        seen.add(finalizer)
+    return out
+
+
+def validate_labels(labels: Mapping[str, str], path: str) -> list[FieldViolation]:
+    out = []
+    for key, value in labels.items():
+        if (err := qualified_name_error(key)) or (err := label_value_error(value)):
+            out.append(FieldViolation(f"{path}[{key!r}]", err))
+    return out
+
+
+def _ip_error(value: str) -> str | None:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return f"{value!r} is not an IPv4 or IPv6 address"
+    return None
+
+
+def _cidr(value: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | str:
+    """The network, or an error message."""
+    if "/" not in value:
+        return f"{value!r} is not a CIDR such as 10.244.0.0/16"
+    try:
+        return ipaddress.ip_network(value, strict=True)
+    except ValueError as err:
+        if "host bits" in str(err):
+            return f"{value!r} has host bits set"
+        return f"{value!r} is not a CIDR such as 10.244.0.0/16"
+
+
+def _port_error(port: int) -> str | None:
+    return None if 0 <= port <= 65535 else "must be between 1 and 65535 (0 means 22)"
+
+
+def _provider_error(value: str) -> str | None:
+    if not value:
+        return "is required: the provider name, for example 'baremetal'"
+    if not _PROVIDER.match(value):
+        return "must be lowercase letters, digits, '.', '_' or '-'"
+    return None
+
+
+def validate_network(net: cluster_pb2.ClusterNetwork, path: str, required: bool) -> list[FieldViolation]:
+    out: list[FieldViolation] = []
+    nets = {}
+    for field in ("pod_cidr", "service_cidr"):
+        value = getattr(net, field)
+        if not value:
+            if required:
+                out.append(FieldViolation(f"{path}.{field}", "is required"))
+            continue
+        parsed = _cidr(value)
+        if isinstance(parsed, str):
+            out.append(FieldViolation(f"{path}.{field}", parsed))
+        else:
+            nets[field] = parsed
+    pod, svc = nets.get("pod_cidr"), nets.get("service_cidr")
+    if pod is not None and svc is not None and pod.version == svc.version and pod.overlaps(svc):
+        out.append(FieldViolation(f"{path}.service_cidr", f"{svc} overlaps pod_cidr {pod}"))
+    if net.mode not in cluster_pb2.NetworkMode.values():
+        out.append(FieldViolation(f"{path}.mode", f"unknown network mode {net.mode}"))
+    if net.dns_domain and (err := _domain_error(net.dns_domain)):
+        out.append(FieldViolation(f"{path}.dns_domain", err))
+    return out
+
+
+def _domain_error(value: str) -> str | None:
+    parts = value.split(".")
+    if len(value) > 253 or any(dns1123_label_error(p) for p in parts):
+        return f"{value!r} is not a DNS domain such as cluster.local"
+    return None
+
+
+def _validate_login(ip: str, port: int, username: str, credential_ref: str, path: str) -> list[FieldViolation]:
+    out = []
+    if not ip:
+        out.append(FieldViolation(f"{path}.ip", "is required"))
+    elif err := _ip_error(ip):
+        out.append(FieldViolation(f"{path}.ip", err))
+    if err := _port_error(port):
+        out.append(FieldViolation(f"{path}.ssh_port", err))
+    if username and (err := _printable(username, 64)):
+        out.append(FieldViolation(f"{path}.username", err))
+    if credential_ref and (err := dns1123_label_error(credential_ref)):
+        out.append(FieldViolation(f"{path}.credential_ref", err))
+    return out
+
+
+def validate_cluster_spec(spec: cluster_pb2.ClusterSpec, path: str) -> list[FieldViolation]:
+    out: list[FieldViolation] = []
+    if err := _provider_error(spec.type):
+        out.append(FieldViolation(f"{path}.type", err))
+    if spec.display_name and (err := _printable(spec.display_name, 256)):
+        out.append(FieldViolation(f"{path}.display_name", err))
+    if spec.version and not _VERSION.match(spec.version):
+        out.append(FieldViolation(f"{path}.version", f"{spec.version!r} is not a version such as 1.30.2"))
+    imported = bool(spec.api_server_url)
+    out += validate_network(spec.network, f"{path}.network", required=not imported)
+    seen_ips: set[str] = set()
+    for i, m in enumerate(spec.machines):
+        mpath = f"{path}.machines[{i}]"
+        out += _validate_login(m.ip, m.ssh_port, m.username, m.credential_ref, mpath)
+        out += validate_labels(m.labels, f"{mpath}.labels")
+        if m.ip in seen_ips:
+            out.append(FieldViolation(f"{mpath}.ip", f"duplicate machine {m.ip}"))
+        seen_ips.add(m.ip)
+    for component, args in spec.extra_args.items():
+        if component not in COMPONENTS:
+            out.append(
+                FieldViolation(
+                    f"{path}.extra_args[{component!r}]", f"unknown component; one of {', '.join(sorted(COMPONENTS))}"
+                )
+            )
+        for flag, value in args.args.items():
+            if not _FLAG.match(flag):
+                out.append(FieldViolation(f"{path}.extra_args[{component!r}].args[{flag!r}]", "is not a flag name"))
+            elif err := _printable(value, 4096):
+                out.append(FieldViolation(f"{path}.extra_args[{component!r}].args[{flag!r}]", err))
+    if imported:
+        url = spec.api_server_url
+        if not re.match(r"^https://[^\s/]+(:\d+)?(/\S*)?$", url):
+            out.append(FieldViolation(f"{path}.api_server_url", f"{url!r} is not an https:// URL"))
+    if spec.credential_ref and (err := dns1123_label_error(spec.credential_ref)):
+        out.append(FieldViolation(f"{path}.credential_ref", err))
+    return out
+
+
+def validate_conditions(conditions: Iterable[meta_pb2.Condition], path: str) -> list[FieldViolation]:
+    out = []
+    seen: set[str] = set()
+    for i, c in enumerate(conditions):
+        if not _CAMEL.match(c.type):
+            out.append(FieldViolation(f"{path}[{i}].type", "must be a CamelCase name"))
+        elif c.type in seen:
+            out.append(FieldViolation(f"{path}[{i}].type", f"duplicate condition {c.type!r}"))
+        seen.add(c.type)
+        if c.reason and not _CAMEL.match(c.reason):
+            out.append(FieldViolation(f"{path}[{i}].reason", "must be a CamelCase word"))
+        if c.status not in meta_pb2.ConditionStatus.values():
+            out.append(FieldViolation(f"{path}[{i}].status", f"unknown status {c.status}"))
+    return out
+
+
+def validate_cluster(cluster: cluster_pb2.Cluster, path: str = "cluster") -> list[FieldViolation]:
+    return validate_metadata(cluster.metadata, f"{path}.metadata") + validate_cluster_spec(cluster.spec, f"{path}.spec")
+
+
+def validate_cluster_status(status: cluster_pb2.ClusterStatus, path: str) -> list[FieldViolation]:
+    out = validate_conditions(status.conditions, f"{path}.conditions")
+    if status.phase not in cluster_pb2.ClusterPhase.values():
+        out.append(FieldViolation(f"{path}.phase", f"unknown phase {status.phase}"))
+    return out
+
+
+def validate_machine_spec(spec: machine_pb2.MachineSpec, path: str) -> list[FieldViolation]:
+    out: list[FieldViolation] = []
+    if not spec.cluster_name:
+        out.append(FieldViolation(f"{path}.cluster_name", "is required"))
+    elif err := dns1123_label_error(spec.cluster_name):
+        out.append(FieldViolation(f"{path}.cluster_name", err))
+    if err := _provider_error(spec.type):
+        out.append(FieldViolation(f"{path}.type", err))
+    out += _validate_login(spec.ip, spec.ssh_port, spec.username, spec.credential_ref, path)
+    if spec.role not in machine_pb2.MachineRole.values():
+        out.append(FieldViolation(f"{path}.role", f"unknown role {spec.role}"))
+    out += validate_labels(spec.labels, f"{path}.labels")
+    for i, taint in enumerate(spec.taints):
+        if err := qualified_name_error(taint.key):
+            out.append(FieldViolation(f"{path}.taints[{i}].key", err))
+        if err := label_value_error(taint.value):
+            out.append(FieldViolation(f"{path}.taints[{i}].value", err))
+        if taint.effect not in TAINT_EFFECTS:
+            out.append(
+                FieldViolation(f"{path}.taints[{i}].effect", f"must be one of {', '.join(sorted(TAINT_EFFECTS))}")
+            )
+    return out
+
+
+def validate_machine(machine: machine_pb2.Machine, path: str = "machine") -> list[FieldViolation]:
+    return validate_metadata(machine.metadata, f"{path}.metadata") + validate_machine_spec(machine.spec, f"{path}.spec")
+
+
+def validate_machine_status(status: machine_pb2.MachineStatus, path: str) -> list[FieldViolation]:
+    out = validate_conditions(status.conditions, f"{path}.conditions")
+    if status.phase not in machine_pb2.MachinePhase.values():
+        out.append(FieldViolation(f"{path}.phase", f"unknown phase {status.phase}"))
+    for i, addr in enumerate(status.addresses):
+        if addr.type in ("InternalIP", "ExternalIP") and (err := _ip_error(addr.address)):
+            out.append(FieldViolation(f"{path}.addresses[{i}].address", err))
+    return out

@@ -1,0 +1,257 @@
+"""Watch fan-out: one etcd watch per kind, shared by every client watch of that kind.
+
+A Hub follows its kind's key range from the store, decodes each change once, keeps the most
+recent changes in a window, and hands them to subscribers, each with its own bounded queue.
+
+Invariants:
+- A subscriber receives every change after its start revision exactly once, in order, or its
+  watch ends with an error that says why and where to resume; never a silent gap.
+- A start revision older than the window is served by a catch-up watch on the store until it
+  reaches the window, then joins the hub; one the store has compacted is OUT_OF_RANGE.
+- A subscriber that falls `queue_size` changes behind is ended with RESOURCE_EXHAUSTED and the
+  revision to resume from; memory per subscriber is bounded.
+- If the hub's own watch fails for good (compaction during a long outage), every subscriber
+  ends with OUT_OF_RANGE (relist) and the hub restarts from the current revision.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from tke.internal.rpc import errors
+from tke.internal.storage.store import Compacted, Event, EventType, Item, Progress, Store
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass(eq=False)
+class Change(Generic[T]):
+    """One change, decoded once for all subscribers."""
+
+    revision: int
+    key: str
+    deleted: bool
+    obj: T  # the new state, or the last state for a delete
+    _prev_value: bytes | None
+    _decode: Callable[[Item], T]
+    _prev: T | None = None
+
+    @property
+    def prev(self) -> T | None:
+        """The state before the change (None for a create), decoded on first use."""
+        if self._prev is None and self._prev_value is not None:
+            self._prev = self._decode(Item(self.key, self._prev_value, self.revision, 0))
+        return self._prev
+
+
+class Closed(Exception):
+    """The subscription ended: `error` is the ApiError to end the client's stream with, or None
+    for a clean end (server shutting down)."""
+
+    def __init__(self, error: errors.ApiError | None) -> None:
+        super().__init__(error.message if error else "closed")
+        self.error = error
+
+
+@dataclass(eq=False)
+class Subscription(Generic[T]):
+    key_prefix: str
+    after: int  # deliver changes with revision > after
+    queue_size: int
+    _queue: collections.deque[Change[T]] = field(default_factory=collections.deque)
+    _wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    _closed: Closed | None = None
+    progress: int = 0  # the hub has seen everything up to here
+
+    def offer(self, change: Change[T]) -> None:
+        if self._closed is not None or change.revision <= self.after or not change.key.startswith(self.key_prefix):
+            return
+        if len(self._queue) >= self.queue_size:
+            self.close(
+                errors.resource_exhausted(
+                    f"watch fell more than {self.queue_size} events behind; "
+                    f"watch again from resource_version {self.after}"
+                )
+            )
+            return
+        self._queue.append(change)
+        self.after = change.revision
+        self._wakeup.set()
+
+    def advance(self, revision: int) -> None:
+        self.progress = max(self.progress, revision)
+        self._wakeup.set()
+
+    def close(self, error: errors.ApiError | None) -> None:
+        if self._closed is None:
+            self._closed = Closed(error)
+            self._wakeup.set()
+
+    async def next(self) -> Change[T] | None:
+        """The next change, or None when only the progress moved. Raises Closed."""
+        if not self._queue and self._closed is None:
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        if self._queue:
+            return self._queue.popleft()
+        if self._closed is not None:
+            raise self._closed
+        return None
+
+
+class Hub(Generic[T]):
+    """Fan-out of one key range (one kind) to many subscribers."""
+
+    def __init__(
+        self,
+        store: Store,
+        root: str,
+        decode: Callable[[Item], T],
+        *,
+        window: int = 10_000,
+        queue_size: int = 1_000,
+        progress_interval: float = 5.0,
+    ) -> None:
+        self.store = store
+        self.root = root
+        self.decode = decode
+        self.queue_size = queue_size
+        self.progress_interval = progress_interval
+        self._window: collections.deque[Change[T]] = collections.deque(maxlen=window)
+        self._subs: set[Subscription[T]] = set()
+        self._oldest = 0  # the hub holds every change with revision > _oldest
+        self.revision = 0  # everything up to here has been seen
+        self._task: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subs)
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"watch-hub {self.root}")
+        await self._ready.wait()
+
+    async def stop(self) -> None:
+        for sub in list(self._subs):
+            sub.close(None)
+        self._subs.clear()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            start = await self._current_revision()
+            self._window.clear()
+            self._oldest = self.revision = start
+            self._ready.set()
+            try:
+                await self._follow(start)
+            except Compacted as err:
+                log.warning("watch of %s lost its history (%s); subscribers must relist", self.root, err)
+                for sub in list(self._subs):
+                    sub.close(errors.out_of_range("the watch's history was compacted: list again and watch from there"))
+                self._subs.clear()
+
+    async def _current_revision(self) -> int:
+        delay = 0.1
+        while True:
+            try:
+                return await self.store.current_revision()
+            except Exception as err:
+                log.warning("watch of %s cannot read the current revision: %s", self.root, err)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    async def _follow(self, start: int) -> None:
+        watch: Any = self.store.watch
+        try:
+            stream = watch(self.root, after_revision=start, progress_interval=self.progress_interval)
+        except TypeError:  # stores without progress requests
+            stream = watch(self.root, after_revision=start)
+        async for message in stream:
+            if isinstance(message, Progress):
+                self.revision = max(self.revision, message.revision)
+                for sub in self._subs:
+                    sub.advance(self.revision)
+                continue
+            self._publish(self._change(message))
+
+    def _change(self, event: Event) -> Change[T]:
+        return Change(
+            revision=event.item.mod_revision,
+            key=event.item.key,
+            deleted=event.type is EventType.DELETE,
+            obj=self.decode(event.item),
+            _prev_value=event.prev_value,
+            _decode=self.decode,
+        )
+
+    def _publish(self, change: Change[T]) -> None:
+        if len(self._window) == self._window.maxlen:
+            self._oldest = self._window[0].revision
+        self._window.append(change)
+        self.revision = change.revision
+        for sub in list(self._subs):
+            sub.offer(change)
+            if sub._closed is not None:
+                self._subs.discard(sub)
+
+    def covers(self, revision: int) -> bool:
+        return revision >= self._oldest
+
+    def _join(self, key_prefix: str, after: int) -> Subscription[T]:
+        """Subscribe from `after`, which the window covers: replay the window, then live."""
+        sub: Subscription[T] = Subscription(key_prefix, after, self.queue_size)
+        for change in self._window:
+            sub.offer(change)
+        sub.advance(self.revision)
+        self._subs.add(sub)
+        return sub
+
+    def leave(self, sub: Subscription[T]) -> None:
+        self._subs.discard(sub)
+
+    async def subscribe(self, key_prefix: str, after: int) -> AsyncIterator[Change[T] | int]:
+        """Changes under `key_prefix` after revision `after`, and now and then an int: the
+        revision the watch has reached (for bookmarks). Raises Closed when it ends."""
+        position = after
+        if not self.covers(position):
+            # Older than the window: read the store's history until the window is reached.
+            try:
+                async for message in self.store.watch(key_prefix, after_revision=position):
+                    if isinstance(message, Progress):
+                        position = max(position, message.revision)
+                    else:
+                        yield self._change(message)
+                        position = message.item.mod_revision
+                    if self.covers(position):
+                        break
+            except Compacted:
+                raise Closed(
+                    errors.out_of_range(
+                        f"resource_version {after} is too old (compacted): list again and watch from there"
+                    )
+                ) from None
+        sub = self._join(key_prefix, position)
+        try:
+            reported = 0
+            while True:
+                change = await sub.next()
+                if change is not None:
+                    yield change
+                elif sub.progress > reported:
+                    reported = sub.progress
+                    yield reported
+        finally:
+            self.leave(sub)

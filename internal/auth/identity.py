@@ -1,0 +1,33 @@
+"""The caller's identity, as authenticators produce it and the rest of the server reads it.
+
+The request interceptor chain stores it in a context variable for the duration of a call.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+# Members of this group act on every tenant (Kubernetes' system:masters, by another name).
+PLATFORM_ADMINS = "tke:platform-admins"
+DEFAULT_TENANT = "default"
+
+
+@dataclass(frozen=True)
+class Identity:
+    user: str
+    uid: str = ""
+    groups: tuple[str, ...] = ()
+    tenant_id: str = DEFAULT_TENANT
+    extra: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    @property
+    def is_platform_admin(self) -> bool:
+        return PLATFORM_ADMINS in self.groups
+
+
+# With authentication switched off every caller is this identity: development only.
+ANONYMOUS_ADMIN = Identity(user="system:anonymous", groups=(PLATFORM_ADMINS,))
+
+current_identity: contextvars.ContextVar[Identity] = contextvars.ContextVar("identity", default=ANONYMOUS_ADMIN)
