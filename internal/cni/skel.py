@@ -1,0 +1,212 @@
+"""The skeleton every CNI plugin of ours runs in: `cni_main({"ADD": add, "DEL": delete, ...})`.
+
+It reads the CNI_* environment and the configuration on stdin, checks what the specification
+requires for the verb (variables, container id and interface name syntax, a supported
+cniVersion, GC and STATUS only from 1.1.0), calls the verb's function and prints its result or
+the error JSON on stdout. Nothing else is ever printed on stdout; diagnostics go to stderr as
+one line each, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from typing import IO, Any, NamedTuple
+
+from tke.internal.cni.args import parse_args
+from tke.internal.cni.errors import (
+    DECODE_FAILURE,
+    INCOMPATIBLE_VERSION,
+    INTERNAL,
+    INVALID_ENVIRONMENT,
+    INVALID_NETWORK_CONFIG,
+    IO_FAILURE,
+    CNIError,
+)
+from tke.internal.cni.version import SUPPORTED, at_least, parse
+
+VERBS = ("ADD", "DEL", "CHECK", "GC", "STATUS", "VERSION")
+# The variables each verb requires (the Go skel's table; CNI_ARGS is always optional).
+REQUIRED: dict[str, tuple[str, ...]] = {
+    "ADD": ("CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_PATH"),
+    "CHECK": ("CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_PATH"),
+    "DEL": ("CNI_CONTAINERID", "CNI_IFNAME", "CNI_PATH"),
+    "GC": ("CNI_PATH",),
+    "STATUS": ("CNI_PATH",),
+}
+ID_PUNCTUATION = frozenset("_.-")
+
+
+class Request(NamedTuple):
+    """One invocation: the verb, the CNI_* variables and the parsed configuration."""
+
+    command: str
+    config: dict[str, Any]
+    container_id: str = ""
+    netns: str = ""
+    ifname: str = ""
+    args: str = ""
+    path: tuple[str, ...] = ()
+    environ: Mapping[str, str] = os.environ
+
+    @property
+    def cni_version(self) -> str:
+        return str(self.config.get("cniVersion", ""))
+
+    @property
+    def network_name(self) -> str:
+        return str(self.config.get("name", ""))
+
+    def arg_pairs(self) -> dict[str, str]:
+        return parse_args(self.args)
+
+
+Handler = Callable[[Request], "dict[str, Any] | None"]
+
+
+def warn(message: str) -> None:
+    """One diagnostic line on stderr, prefixed with the program's name."""
+    try:
+        sys.stderr.write(f"{os.path.basename(sys.argv[0] or 'cni')}: {message}\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+
+
+def valid_container_id(cid: str) -> bool:
+    """Alphanumeric first, then alphanumerics, '_', '.' or '-' (the specification's rule)."""
+    return (
+        bool(cid)
+        and cid[0].isascii()
+        and cid[0].isalnum()
+        and all((c.isascii() and c.isalnum()) or c in ID_PUNCTUATION for c in cid)
+    )
+
+
+def valid_ifname(name: str) -> bool:
+    """Linux's rules as the specification repeats them: 1-15 bytes, not '.' or '..', no '/',
+    ':' or whitespace."""
+    return 0 < len(name.encode()) < 16 and name not in (".", "..") and not any(c in "/:" or c.isspace() for c in name)
+
+
+def cni_main(
+    handlers: Mapping[str, Handler],
+    *,
+    versions: Sequence[str] = SUPPORTED,
+    about: str = "",
+    environ: Mapping[str, str] | None = None,
+    stdin: IO[bytes] | None = None,
+    stdout: IO[str] | None = None,
+) -> int:
+    """Run one CNI invocation; returns the exit status (0 or 1)."""
+    env = os.environ if environ is None else environ
+    out = sys.stdout if stdout is None else stdout
+    version = versions[-1]
+    try:
+        command = env.get("CNI_COMMAND", "")
+        if command == "VERSION":
+            data = _read_config(stdin, optional=True)
+            asked = str(data.get("cniVersion", ""))
+            _emit(out, {"cniVersion": asked if asked in versions else version, "supportedVersions": list(versions)})
+            return 0
+        if not command:
+            if about:
+                warn(about)
+            raise CNIError(INVALID_ENVIRONMENT, "required env variables [CNI_COMMAND] missing")
+        if command not in handlers:
+            raise CNIError(INVALID_ENVIRONMENT, f"unknown CNI_COMMAND: {command}")
+        missing = [k for k in REQUIRED.get(command, ()) if not env.get(k)]
+        if missing:
+            raise CNIError(INVALID_ENVIRONMENT, f"required env variables [{','.join(missing)}] missing")
+        cid = env.get("CNI_CONTAINERID", "")
+        if "CNI_CONTAINERID" in REQUIRED[command] and not valid_container_id(cid):
+            raise CNIError(INVALID_ENVIRONMENT, "invalid characters in CNI_CONTAINERID", cid)
+        ifname = env.get("CNI_IFNAME", "")
+        if "CNI_IFNAME" in REQUIRED[command] and not valid_ifname(ifname):
+            raise CNIError(INVALID_ENVIRONMENT, "invalid CNI_IFNAME", ifname)
+        config = _read_config(stdin, optional=False)
+        configured = config.get("cniVersion")
+        if not isinstance(configured, str) or not configured:
+            raise CNIError(INVALID_NETWORK_CONFIG, "network configuration has no cniVersion")
+        asked = configured
+        try:
+            parse(asked)
+        except ValueError:
+            raise CNIError(INCOMPATIBLE_VERSION, "incompatible CNI versions", f"config is {asked!r}") from None
+        version = asked
+        if asked not in versions:
+            raise CNIError(
+                INCOMPATIBLE_VERSION,
+                "incompatible CNI versions",
+                f'config is "{asked}", plugin supports {list(versions)}',
+            )
+        if command in ("GC", "STATUS") and not at_least(asked, "1.1.0"):
+            raise CNIError(INCOMPATIBLE_VERSION, f"config version does not allow {command}", asked)
+        request = Request(
+            command=command,
+            config=config,
+            container_id=cid,
+            netns=env.get("CNI_NETNS", ""),
+            ifname=ifname,
+            args=env.get("CNI_ARGS", ""),
+            path=tuple(p for p in env.get("CNI_PATH", "").split(os.pathsep) if p),
+            environ=env,
+        )
+        result = handlers[command](request)
+        if result is not None:
+            result = {**result, "cniVersion": version}
+            _emit(out, result)
+        return 0
+    except CNIError as err:
+        warn(f"{env.get('CNI_COMMAND', '')} failed: {err} (code {err.code})")
+        _emit(out, err.to_json(version))
+        return 1
+    except OSError as err:
+        warn(f"I/O failure: {err}")
+        _emit(out, CNIError(IO_FAILURE, "I/O failure", str(err)).to_json(version))
+        return 1
+    except Exception as err:
+        # Never a traceback: a one-line reason for the operator, a CNI error for the runtime.
+        warn(f"internal error: {type(err).__name__}: {err}")
+        _emit(out, CNIError(INTERNAL, "internal error", f"{type(err).__name__}: {err}").to_json(version))
+        return 1
+    except KeyboardInterrupt:
+        _emit(out, CNIError(INTERNAL, "interrupted").to_json(version))
+        return 1
+
+
+def _read_config(stdin: IO[bytes] | None, *, optional: bool) -> dict[str, Any]:
+    source = sys.stdin.buffer if stdin is None else stdin
+    try:
+        raw = b"" if optional and source.isatty() else source.read()
+    except OSError as err:
+        raise CNIError(IO_FAILURE, "error reading from stdin", str(err)) from None
+    if optional and not raw.strip():
+        return {}
+    try:
+        data = json.loads(raw)
+    except ValueError as err:
+        if optional:
+            return {}
+        raise CNIError(DECODE_FAILURE, "failed to decode the network configuration", str(err)) from None
+    if not isinstance(data, dict):
+        if optional:
+            return {}
+        raise CNIError(DECODE_FAILURE, "failed to decode the network configuration", "not a JSON object")
+    return data
+
+
+def _emit(out: IO[str], obj: dict[str, Any]) -> None:
+    try:
+        out.write(json.dumps(obj, indent=4))
+        out.write("\n")
+        out.flush()
+    except (OSError, ValueError):
+        pass  # the runtime went away; nothing left to tell it
+
+
+def main(handlers: Mapping[str, Handler], *, versions: Sequence[str] = SUPPORTED, about: str = "") -> None:
+    """A console script's body: run and exit with the status."""
+    sys.exit(cni_main(handlers, versions=versions, about=about))

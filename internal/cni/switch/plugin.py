@@ -1,0 +1,293 @@
+"""cni-switch's verbs. `Switch` holds the seams (configuration, attachment store, plugin
+executor, binding source) so tests can run every verb against fakes; `handlers()` builds the
+real ones for the console script.
+
+Error contract: ADD either returns the delegate's result with a durable record, or an error
+after undoing the delegated ADD (the record stays only when the undo failed, so DEL and GC
+retry it). DEL succeeds when there is nothing left to delete. CHECK on an attachment without a
+record is code 3. GC deletes recorded attachments the runtime no longer lists, then forwards GC.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+from tke.internal.cni.args import format_args, ignore_unknown, parse_args, without
+from tke.internal.cni.errors import (
+    INVALID_NETWORK_CONFIG,
+    NOT_AVAILABLE,
+    UNKNOWN_CONTAINER,
+    CNIError,
+)
+from tke.internal.cni.invoke import Exec, RawExec
+from tke.internal.cni.owner import WORKLOAD_KIND, WORKLOAD_NAME, PodOwner
+from tke.internal.cni.skel import Handler, Request, warn
+from tke.internal.cni.switch.config import Network, SwitchConfig
+from tke.internal.cni.switch.delegate import Delegate, Invocation, PluginVersions
+from tke.internal.cni.switch.policy import BindingSource, Choice, choose_network
+from tke.internal.cni.switch.state import ADDING, Attachment, AttachmentStore, DiskStore
+
+# An attachment still "adding" this recently may be an ADD in flight: GC leaves it alone.
+ADD_IN_FLIGHT_SECONDS = 300.0
+VALID_ATTACHMENTS = ("cni.dev/valid-attachments", "cni.dev/attachments")
+
+
+class Switch:
+    def __init__(
+        self,
+        config: SwitchConfig,
+        store: AttachmentStore,
+        runner: Exec,
+        versions: PluginVersions,
+        bindings: BindingSource | None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.runner = runner
+        self.versions = versions
+        self.bindings = bindings
+
+    @classmethod
+    def real(cls, request: Request) -> Switch:
+        config = SwitchConfig.from_json(request.config)
+        folder = os.path.join(config.state_dir, config.name)
+        runner = RawExec()
+        bindings: BindingSource | None = None
+        if config.ipamd is not None:
+            bindings = _LazyIpamdBindings(config)
+        return cls(
+            config=config,
+            store=DiskStore(os.path.join(folder, "attachments")),
+            runner=runner,
+            versions=PluginVersions(runner, os.path.join(config.state_dir, "plugin-versions.json")),
+            bindings=bindings,
+        )
+
+    def _invocation(self, request: Request, args: str, **env: str) -> Invocation:
+        environ = dict(request.environ)
+        environ["CNI_ARGS"] = args
+        environ.update(env)
+        runtime_config = request.config.get("runtimeConfig") or {}
+        return Invocation(
+            cni_version=request.cni_version,
+            path=request.path,
+            environ=environ,
+            runtime_config=runtime_config if isinstance(runtime_config, dict) else {},
+            args=self.config.args,
+        )
+
+    def _delegate(self, network: Network, invocation: Invocation) -> Delegate:
+        return Delegate(network, self.runner, self.versions, invocation)
+
+    # ADD -------------------------------------------------------------------------------------
+
+    def add(self, request: Request) -> dict[str, Any]:
+        pairs = request.arg_pairs()
+        previous = self.store.get(request.container_id, request.ifname)
+        if previous is not None:
+            # ADD twice without DEL (a runtime that crashed, or an undo that failed): release
+            # the earlier attachment first, so nothing leaks and the delegate starts clean.
+            warn(f"{request.container_id}/{request.ifname} already has a record; deleting it first")
+            self._delete_recorded(request, previous, None)
+        pod = PodOwner.from_args(pairs)
+        choice = choose_network(
+            networks=self.config.networks,
+            default=self.config.default_network,
+            network_arg=self.config.network_arg,
+            pairs=pairs,
+            pod=pod,
+            bindings=self.bindings,
+        )
+        network = self.config.network(choice.network)
+        args = self._delegate_args(request.args, pairs, choice)
+        record = Attachment(
+            container_id=request.container_id,
+            ifname=request.ifname,
+            network=network.to_json(),
+            cni_version=request.cni_version,
+            netns=request.netns,
+            args=args,
+            updated=time.time(),
+        )
+        self.store.put(record)
+        delegate = self._delegate(network, self._invocation(request, args))
+        try:
+            result = delegate.add()
+        except CNIError as err:
+            self._undo(request, delegate, record, err)
+            raise
+        self.store.put(record.added(result))
+        warn(f"{request.container_id}/{request.ifname} -> network {choice.network} ({choice.reason})")
+        return result
+
+    def _delegate_args(self, raw: str, pairs: dict[str, str], choice: Choice) -> str:
+        """CNI_ARGS for the delegate: without our own key (Debian's plugins reject unknown keys
+        unless IgnoreUnknown=1), plus the workload a binding revealed, so tke-ipamc allocates
+        for the right owner."""
+        args = without(raw, [self.config.network_arg])
+        binding = choice.binding
+        if binding is None or not binding.workload_name:
+            return args
+        extra = {WORKLOAD_KIND: binding.workload_kind, WORKLOAD_NAME: binding.workload_name}
+        if not ignore_unknown(pairs):
+            extra = {"IgnoreUnknown": "1", **extra}
+        kept = without(args, extra)
+        return ";".join(p for p in (kept, format_args(extra)) if p)
+
+    def _undo(self, request: Request, delegate: Delegate, record: Attachment, cause: CNIError) -> None:
+        try:
+            delegate.delete(None)
+        except CNIError as err:
+            warn(f"undo of the failed ADD on network {record.network_key} failed too ({err}); keeping its record")
+            return
+        self.store.remove(request.container_id, request.ifname)
+        warn(f"ADD on network {record.network_key} failed ({cause}); undone")
+
+    # DEL -------------------------------------------------------------------------------------
+
+    def delete(self, request: Request) -> None:
+        record = self.store.get(request.container_id, request.ifname)
+        prev = request.config.get("prevResult")
+        if record is not None:
+            self._delete_recorded(request, record, prev if isinstance(prev, dict) else None)
+            return
+        self._delete_unrecorded(request, prev if isinstance(prev, dict) else None)
+
+    def _delete_recorded(self, request: Request, record: Attachment, prev: dict[str, Any] | None) -> None:
+        network = Network.from_json(record.network_key, record.network, "state record")
+        invocation = self._invocation(request, record.args)
+        self._delegate(network, invocation).delete(prev or record.result)
+        self.store.remove(record.container_id, record.ifname)
+
+    def _delete_unrecorded(self, request: Request, prev: dict[str, Any] | None) -> None:
+        """No record (lost, or never written): every DEL is idempotent, so ask every network
+        that could have this attachment: the explicit one if CNI_ARGS names it, else all,
+        the default first. Networks whose configuration is unreadable are skipped."""
+        pairs = parse_args(request.args)
+        explicit = pairs.get(self.config.network_arg)
+        if explicit in self.config.networks:
+            keys = [explicit]
+        else:
+            keys = [self.config.default_network, *(k for k in self.config.networks if k != self.config.default_network)]
+        args = without(request.args, [self.config.network_arg])
+        first: CNIError | None = None
+        for key in keys:
+            try:
+                network = self.config.network(key)
+            except CNIError as err:
+                warn(f"DEL without a record: skipping network {key}: {err}")
+                continue
+            try:
+                self._delegate(network, self._invocation(request, args)).delete(prev)
+            except CNIError as err:
+                first = first or err
+        if first is not None:
+            raise first
+
+    # CHECK -----------------------------------------------------------------------------------
+
+    def check(self, request: Request) -> None:
+        record = self.store.get(request.container_id, request.ifname)
+        if record is None or record.phase == ADDING:
+            raise CNIError(
+                UNKNOWN_CONTAINER,
+                f"cni-switch {self.config.name} has no attachment {request.container_id}/{request.ifname}",
+            )
+        prev = request.config.get("prevResult")
+        expected = prev if isinstance(prev, dict) else record.result
+        if expected is None:
+            raise CNIError(INVALID_NETWORK_CONFIG, "CHECK needs prevResult")
+        network = Network.from_json(record.network_key, record.network, "state record")
+        self._delegate(network, self._invocation(request, record.args)).check(expected)
+
+    # GC --------------------------------------------------------------------------------------
+
+    def gc(self, request: Request) -> None:
+        valid = _valid_attachments(request.config)
+        keep = {(a["containerID"], a["ifname"]) for a in valid}
+        first: CNIError | None = None
+        now = time.time()
+        for record in self.store.list():
+            if (record.container_id, record.ifname) in keep:
+                continue
+            if record.phase == ADDING and now - record.updated < ADD_IN_FLIGHT_SECONDS:
+                continue
+            # The namespace is gone or not ours any more: never touch a namespace by a path
+            # that may have been reused; the delegates release without it.
+            overrides = {"CNI_CONTAINERID": record.container_id, "CNI_IFNAME": record.ifname, "CNI_NETNS": ""}
+            try:
+                network = Network.from_json(record.network_key, record.network, "state record")
+                invocation = self._invocation(request, record.args, **overrides)
+                self._delegate(network, invocation).delete(record.result)
+                self.store.remove(record.container_id, record.ifname)
+                warn(f"GC: deleted stale attachment {record.container_id}/{record.ifname}")
+            except CNIError as err:
+                first = first or err
+        for key in self.config.networks:
+            try:
+                network = self.config.network(key)
+                self._delegate(network, self._invocation(request, "")).gc(valid)
+            except CNIError as err:
+                first = first or err
+        if isinstance(self.store, DiskStore):
+            self.store.sweep_temporary(ADD_IN_FLIGHT_SECONDS)
+        if first is not None:
+            raise first
+
+    # STATUS ----------------------------------------------------------------------------------
+
+    def status(self, request: Request) -> None:
+        try:
+            network = self.config.network(self.config.default_network)
+        except CNIError as err:
+            raise CNIError(NOT_AVAILABLE, f"default network {self.config.default_network} unusable", str(err)) from None
+        if isinstance(self.store, DiskStore):
+            try:
+                os.makedirs(self.store.folder, mode=0o700, exist_ok=True)
+            except OSError as err:
+                raise CNIError(NOT_AVAILABLE, f"state directory {self.store.folder} unusable", str(err)) from None
+            if not os.access(self.store.folder, os.W_OK):
+                raise CNIError(NOT_AVAILABLE, f"state directory {self.store.folder} is not writable")
+        self._delegate(network, self._invocation(request, "")).status()
+
+
+def _valid_attachments(config: dict[str, Any]) -> list[dict[str, str]]:
+    for key in VALID_ATTACHMENTS:
+        if key in config:
+            value = config[key]
+            break
+    else:
+        return []
+    if not isinstance(value, list) or not all(
+        isinstance(a, dict) and isinstance(a.get("containerID"), str) and isinstance(a.get("ifname"), str)
+        for a in value
+    ):
+        raise CNIError(INVALID_NETWORK_CONFIG, f"{VALID_ATTACHMENTS[0]}: expected a list of {{containerID, ifname}}")
+    return [{"containerID": a["containerID"], "ifname": a["ifname"]} for a in value]
+
+
+class _LazyIpamdBindings:
+    """Imports the gRPC client on the first lookup only: most ADDs of a node without an
+    ipamd-bound pod never pay for importing grpc."""
+
+    def __init__(self, config: SwitchConfig) -> None:
+        self.config = config
+
+    def lookup(self, pod: PodOwner) -> Any:
+        from tke.internal.cni.switch.bindings import IpamdBindings
+
+        assert self.config.ipamd is not None
+        return IpamdBindings(self.config.ipamd).lookup(pod)
+
+
+def handlers(factory: Callable[[Request], Switch] = Switch.real) -> dict[str, Handler]:
+    return {
+        "ADD": lambda r: factory(r).add(r),
+        "DEL": lambda r: factory(r).delete(r),
+        "CHECK": lambda r: factory(r).check(r),
+        "GC": lambda r: factory(r).gc(r),
+        "STATUS": lambda r: factory(r).status(r),
+    }
