@@ -26,11 +26,11 @@ run: setup
 
 ## test: the whole test suite, against real servers the tests start
 test: setup check-gen lint
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -P -m pytest -q $(PYTEST_ARGS)
 
 ## test-fast: the tests only, without the generated-code and lint checks
 test-fast: setup
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -P -m pytest -q $(PYTEST_ARGS)
 
 lint: setup
 	$(BIN)/ruff check .

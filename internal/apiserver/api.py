@@ -18,7 +18,7 @@ from google.protobuf import field_mask_pb2
 
 from tke.internal.apiserver.labels import Selector, SelectorError, dns1123_label_error, parse_selector
 from tke.internal.apiserver.registry import ALL_TENANTS, ListResult, R, Registry, parse_resource_version
-from tke.internal.apiserver.watch import Change, Hub
+from tke.internal.apiserver.watch import Change, Closed, Hub
 from tke.internal.auth.identity import current_identity
 from tke.internal.rpc import errors
 from tke.meta.v1 import meta_pb2
@@ -126,17 +126,23 @@ class ResourceAPI(Generic[R]):
             yield BOOKMARK, self._bookmark(position)
 
         last_bookmark = time.monotonic()
-        async for message in self.hub.subscribe(self.registry.tenant_prefix(tenant), position):
-            if isinstance(message, Change):
-                position = message.revision
-                event = self._event(message, selected)
-                if event is not None:
-                    yield event
-            else:
-                position = max(position, message)
-            if time.monotonic() - last_bookmark >= self.bookmark_interval:
-                last_bookmark = time.monotonic()
-                yield BOOKMARK, self._bookmark(position)
+        try:
+            async for message in self.hub.subscribe(self.registry.tenant_prefix(tenant), position):
+                if isinstance(message, Change):
+                    position = message.revision
+                    event = self._event(message, selected)
+                    if event is not None:
+                        yield event
+                else:
+                    position = max(position, message)
+                if time.monotonic() - last_bookmark >= self.bookmark_interval:
+                    last_bookmark = time.monotonic()
+                    yield BOOKMARK, self._bookmark(position)
+        except Closed as closed:
+            if closed.error is not None:
+                raise closed.error from None
+            # The server is stopping: tell the client where to resume, then end cleanly.
+            yield BOOKMARK, self._bookmark(position)
 
     def _event(self, change: Change[R], selected: Callable[[R | None], bool]) -> tuple[int, R] | None:
         now = not change.deleted and selected(change.obj)

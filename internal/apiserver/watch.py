@@ -245,13 +245,8 @@ class Hub(Generic[T]):
                 ) from None
         sub = self._join(key_prefix, position)
         try:
-            reported = 0
             while True:
                 change = await sub.next()
-                if change is not None:
-                    yield change
-                elif sub.progress > reported:
-                    reported = sub.progress
-                    yield reported
+                yield change if change is not None else sub.progress
         finally:
             self.leave(sub)

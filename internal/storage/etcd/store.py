@@ -106,7 +106,8 @@ class EtcdStore:
             if _is_compacted(err):
                 raise Compacted(revision, 0) from None
             raise
-        return Page(items=[_item(kv) for kv in resp.kvs], revision=resp.header.revision, more=resp.more)
+        # The header carries the store's current revision; a read at an older one is at that one.
+        return Page(items=[_item(kv) for kv in resp.kvs], revision=revision or resp.header.revision, more=resp.more)
 
     async def current_revision(self) -> int:
         request = rpc.RangeRequest(key=b"\0", count_only=True)

@@ -1,0 +1,1 @@
+"""Tests of tke-apiserver against a real etcd over real gRPC."""
