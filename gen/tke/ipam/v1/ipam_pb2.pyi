@@ -1271,7 +1271,7 @@ class GarbageCollectRequest(_message.Message):
     """Only report what would be released."""
     min_age_seconds: _builtins.int
     """Skip allocations attached less than this many seconds ago, so an ADD racing with the
-    GC is not collected; 0 means 60.
+    GC is not collected. Unset means 60; 0 collects regardless of age.
     """
     @_builtins.property
     def valid_attachments(self) -> _containers.RepeatedCompositeFieldContainer[Global___Attachment]:
@@ -1285,13 +1285,15 @@ class GarbageCollectRequest(_message.Message):
         node: _builtins.str = ...,
         valid_attachments: _abc.Iterable[Global___Attachment] | None = ...,
         dry_run: _builtins.bool = ...,
-        min_age_seconds: _builtins.int = ...,
+        min_age_seconds: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_min_age_seconds", b"_min_age_seconds", "min_age_seconds", b"min_age_seconds"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dry_run", b"dry_run", "min_age_seconds", b"min_age_seconds", "node", b"node", "valid_attachments", b"valid_attachments"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_min_age_seconds", b"_min_age_seconds", "dry_run", b"dry_run", "min_age_seconds", b"min_age_seconds", "node", b"node", "valid_attachments", b"valid_attachments"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__min_age_seconds: _TypeAlias = _typing.Literal["min_age_seconds"]  # noqa: Y015
+    _WhichOneofArgType__min_age_seconds: _TypeAlias = _typing.Literal["_min_age_seconds", b"_min_age_seconds"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__min_age_seconds) -> _WhichOneofReturnType__min_age_seconds | None: ...
 
 Global___GarbageCollectRequest: _TypeAlias = GarbageCollectRequest  # noqa: Y015
 
