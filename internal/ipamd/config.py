@@ -1,0 +1,48 @@
+"""tke-ipamd's configuration (ipamd.toml): listeners, the IP storage plugin, the IP provider
+plugins and the release cooldown. Every option has a default; see deploy/ipamd/ipamd.toml."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class PluginConfig:
+    """A plugin: an entry point name of its group, or "module:Class"; `options` are passed to
+    its constructor as keyword arguments."""
+
+    plugin: str = ""
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TCPConfig:
+    """The TCP listener for operators and controllers. Empty `address` disables it. TLS is
+    on when cert_file and key_file are set; client_ca_file makes it mutual."""
+
+    address: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    client_ca_file: str = ""
+    # Static bearer tokens (the apiserver's token file format): turns authentication on for
+    # TCP callers. The unix socket relies on its file mode instead.
+    token_file: str = ""
+    # Allow plaintext TCP (tests and development on loopback only).
+    insecure: bool = False
+
+
+@dataclass(frozen=True)
+class IpamdConfig:
+    # The node-local unix socket the CNI plugins call; empty disables it.
+    socket: str = "/run/tke/ipamd.sock"
+    socket_mode: int = 0o600
+    tcp: TCPConfig = field(default_factory=TCPConfig)
+    storage: PluginConfig = field(default_factory=lambda: PluginConfig(plugin="etcd"))
+    # IP providers by the name pools refer to (pool.provider.name). "static" is always there.
+    providers: dict[str, PluginConfig] = field(default_factory=dict)
+    # Seconds a released address waits before it is handed out again (a pool may override).
+    release_cooldown: float = 30.0
+    # Seconds in-flight calls get to finish on shutdown.
+    shutdown_grace: float = 5.0
+    log_level: str = "info"

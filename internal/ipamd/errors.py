@@ -1,0 +1,91 @@
+"""IPAM's errors for clients, with google.rpc details: exhausted pools, addresses owned by
+someone else or cooling down, pools still in use, nodes a pool does not serve."""
+
+from __future__ import annotations
+
+import grpc
+from google.rpc import error_details_pb2
+
+from tke.internal.rpc.errors import DOMAIN, ApiError, precondition, unavailable
+
+
+def exhausted(pools: list[str]) -> ApiError:
+    names = ", ".join(pools) or "(none)"
+    info = error_details_pb2.ErrorInfo(reason="POOL_EXHAUSTED", domain=DOMAIN, metadata={"pools": names})
+    return ApiError(grpc.StatusCode.RESOURCE_EXHAUSTED, f"no free address in pool {names}", [info])
+
+
+def address_in_use(pool: str, ip: str, holder: str) -> ApiError:
+    return precondition(
+        "ADDRESS_IN_USE",
+        f"{pool}/{ip}",
+        f"address {ip} of pool {pool} belongs to {holder}",
+        grpc.StatusCode.FAILED_PRECONDITION,
+    )
+
+
+def address_cooling(pool: str, ip: str, seconds: float) -> ApiError:
+    return precondition(
+        "ADDRESS_COOLING_DOWN",
+        f"{pool}/{ip}",
+        f"address {ip} of pool {pool} was released recently; it is free again in {seconds:.0f}s",
+        grpc.StatusCode.FAILED_PRECONDITION,
+    )
+
+
+def attachment_in_use(container_id: str, ifname: str, holder: str) -> ApiError:
+    return precondition(
+        "ATTACHMENT_IN_USE",
+        f"{container_id}/{ifname}",
+        f"container {container_id} interface {ifname} already has an address for {holder}",
+        grpc.StatusCode.FAILED_PRECONDITION,
+    )
+
+
+def pool_in_use(pool: str) -> ApiError:
+    return precondition(
+        "POOL_IN_USE",
+        f"pools/{pool}",
+        f"pool {pool} still has allocations; release them first",
+        grpc.StatusCode.FAILED_PRECONDITION,
+    )
+
+
+def pool_deleting(pool: str) -> ApiError:
+    return precondition(
+        "POOL_DELETING", f"pools/{pool}", f"pool {pool} is being deleted", grpc.StatusCode.FAILED_PRECONDITION
+    )
+
+
+def node_not_served(pool: str, node: str) -> ApiError:
+    return precondition(
+        "NODE_NOT_SERVED",
+        f"pools/{pool}",
+        f"pool {pool} does not serve node {node}",
+        grpc.StatusCode.FAILED_PRECONDITION,
+    )
+
+
+def no_pool_for_node(node: str) -> ApiError:
+    return precondition("NO_POOL", f"nodes/{node}", f"no pool serves node {node}", grpc.StatusCode.FAILED_PRECONDITION)
+
+
+def binding_pool_missing(pool: str) -> ApiError:
+    return precondition(
+        "NO_POOL",
+        f"pools/{pool}",
+        f"the workload's binding names pool {pool}, which does not exist",
+        grpc.StatusCode.FAILED_PRECONDITION,
+    )
+
+
+def provider_refused(pool: str, detail: str) -> ApiError:
+    return precondition("PROVIDER_REFUSED", f"pools/{pool}", detail, grpc.StatusCode.FAILED_PRECONDITION)
+
+
+def provider_unavailable(pool: str) -> ApiError:
+    return unavailable(f"the IP provider of pool {pool} did not answer; retry shortly")
+
+
+def contention() -> ApiError:
+    return ApiError(grpc.StatusCode.ABORTED, "too much contention on the pool; retry")

@@ -1,0 +1,709 @@
+"""The IPAM core: pools, bindings, allocate, release, garbage collection, over an IP storage and
+the IP providers. It speaks protos and raises ApiError; it knows nothing of gRPC servers.
+
+Invariants (the storage's compare-and-swap does the enforcing, this module the deciding):
+- An address has at most one owner, across any number of replicas: it is taken by a `reserve`
+  that compares its block's version; a lost race re-reads and tries again inside (up to
+  `attempts` times), so callers never see it.
+- Allocate is idempotent for (container id, ifname): the interface index is written in the
+  same transaction as the address, and a repeated call returns what it points to.
+- A fixed address (policy IMMUTABLE or NEVER) is indexed by its owner (namespace, workload
+  kind and name, pod name): Release only detaches it (RETAINED), and the owner's next Allocate,
+  on any node the pool serves, gets it back and takes it over from a stale container.
+- A Release names its interface, and the interface index moves with every attach: a stale DEL
+  of an old container finds nothing, and one carrying another pod uid is ignored.
+- A freed address cools down before reuse: its bit is clear but it is in the block's cooling
+  map until then.
+- The IP provider is told after the storage decided (reserve, then bind); when it fails the
+  reservation is rolled back by a compare-and-swap on our own version only, after the
+  provider released the address: a slow provider never yields two owners. If even that
+  release fails, the allocation stays (its container's DEL or GC frees it later).
+- Picking an address reads one block (cached) and writes it: the cost does not depend on how
+  full the pool is. The per-replica cache of block states is only a hint; stale entries fail
+  their compare and are re-read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+
+from google.protobuf import timestamp_pb2
+
+from tke.internal.ipamd import errors
+from tke.internal.ipamd.allocator import BLOCK_SIZE, Block, Layout, give_back, locate, pick, pickable, take
+from tke.internal.ipamd.bindings import candidate_workloads, ordinal
+from tke.internal.ipamd.pools import gateway_of, pool_layout, serves, validate_pool
+from tke.internal.rpc.errors import ApiError, already_exists, invalid, invalid_field, not_found
+from tke.ipam.v1 import ipam_pb2
+from tke.plugins.ip_providers.provider import IPProvider, ProviderError, ProviderRefused
+from tke.plugins.ip_storage.keys import address_key
+from tke.plugins.ip_storage.store import (
+    IPStorage,
+    Lost,
+    PoolEntry,
+    PoolExists,
+    Stored,
+    allocation_owner_key,
+    is_fixed,
+    owner_key,
+)
+
+log = logging.getLogger(__name__)
+
+POD_DELETE = ipam_pb2.RELEASE_POLICY_POD_DELETE
+ATTACHED = ipam_pb2.ALLOCATION_STATE_ATTACHED
+RETAINED = ipam_pb2.ALLOCATION_STATE_RETAINED
+
+
+def _timestamp(now: float) -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.FromNanoseconds(int(now * 1e9))
+    return ts
+
+
+def _copy(a: ipam_pb2.Allocation) -> ipam_pb2.Allocation:
+    c = ipam_pb2.Allocation()
+    c.CopyFrom(a)
+    return c
+
+
+def _holder(a: ipam_pb2.Allocation) -> str:
+    who = f"pod {a.owner.namespace}/{a.owner.pod_name}"
+    return f"{who} (container {a.container_id[:12]})" if a.container_id else f"{who} (retained)"
+
+
+def normalize_owner(owner: ipam_pb2.Owner) -> ipam_pb2.Owner:
+    """A bare pod is its own workload: kind "Pod", name = the pod's."""
+    o = ipam_pb2.Owner()
+    o.CopyFrom(owner)
+    if not o.workload_kind and not o.workload_name:
+        o.workload_kind, o.workload_name = "Pod", o.pod_name
+    return o
+
+
+@dataclass
+class _PoolState:
+    """What this replica knows of a pool: its definition, numbering and the last seen state of
+    its blocks (a hint: every write compares versions)."""
+
+    entry: PoolEntry
+    layout: Layout
+    blocks: dict[int, Block] = field(default_factory=dict)
+    # Blocks believed to have a pickable address, in round-robin order (a dict keeps order).
+    candidates: dict[int, None] = field(default_factory=dict)
+    locks: dict[int, asyncio.Lock] = field(default_factory=dict)
+
+    def lock(self, index: int) -> asyncio.Lock:
+        # One writer per block per replica: requests of one replica do not race each other.
+        return self.locks.setdefault(index, asyncio.Lock())
+
+
+@dataclass(frozen=True)
+class AllocateResult:
+    allocation: ipam_pb2.Allocation
+    reused: bool
+
+
+@dataclass(frozen=True)
+class ReleaseResult:
+    found: bool
+    retained: bool = False
+    allocation: ipam_pb2.Allocation | None = None
+
+
+class IPAM:
+    def __init__(
+        self,
+        storage: IPStorage,
+        providers: Mapping[str, IPProvider],
+        *,
+        cooldown: float = 30.0,
+        clock: Callable[[], float] = time.time,
+        attempts: int = 200,
+    ) -> None:
+        self.storage = storage
+        self.providers = dict(providers)
+        self.cooldown = cooldown
+        self.clock = clock
+        self.attempts = attempts
+        self._pools: dict[str, _PoolState] = {}
+
+    # -- pools --------------------------------------------------------------------------------
+    async def create_pool(self, pool: ipam_pb2.Pool) -> ipam_pb2.Pool:
+        violations = validate_pool(pool, set(self.providers))
+        if violations:
+            raise invalid(violations)
+        await self._check_provider_subnet(pool)
+        stored = ipam_pb2.Pool()
+        stored.CopyFrom(pool)
+        stored.ClearField("status")
+        stored.creation_timestamp.CopyFrom(_timestamp(self.clock()))
+        if not stored.gateway:
+            stored.gateway = gateway_of(stored)
+        try:
+            entry = await self.storage.create_pool(stored)
+        except PoolExists:
+            raise already_exists("pool", pool.name, "") from None
+        self._pools.pop(pool.name, None)
+        return await self._with_status(entry)
+
+    async def _check_provider_subnet(self, pool: ipam_pb2.Pool) -> None:
+        name = pool.provider.name or "static"
+        if name == "static":
+            return
+        try:
+            subnets = await self.providers[name].subnets()
+        except ProviderError as err:
+            log.warning("provider %s: listing subnets failed: %s", name, err)
+            raise errors.provider_unavailable(pool.name) from None
+        match = [s for s in subnets if s.id == pool.provider.subnet_id]
+        if not match:
+            raise invalid_field("pool.provider.subnet_id", f"provider {name} has no subnet {pool.provider.subnet_id!r}")
+        if ipaddress.IPv4Network(match[0].cidr, strict=False) != ipaddress.IPv4Network(pool.cidr):
+            raise invalid_field("pool.cidr", f"subnet {match[0].id} of provider {name} is {match[0].cidr}")
+
+    async def _with_status(self, entry: PoolEntry) -> ipam_pb2.Pool:
+        out = ipam_pb2.Pool()
+        out.CopyFrom(entry.pool)
+        now = self.clock()
+        blocks = await self.storage.blocks(entry.pool.name)
+        out.status.capacity = pool_layout(entry.pool).size
+        out.status.allocated = sum(b.count() for b in blocks)
+        out.status.cooling = sum(b.cooling_count(now) for b in blocks)
+        return out
+
+    async def get_pool(self, name: str) -> ipam_pb2.Pool:
+        entry = await self.storage.get_pool(name)
+        if entry is None:
+            raise not_found("pool", name, "")
+        return await self._with_status(entry)
+
+    async def list_pools(self) -> list[ipam_pb2.Pool]:
+        return [await self._with_status(e) for e in await self.storage.list_pools()]
+
+    async def delete_pool(self, name: str) -> None:
+        entry = await self.storage.get_pool(name)
+        if entry is None:
+            raise not_found("pool", name, "")
+        # Mark first: every reserve compares the pool's version, so none can slip in between
+        # the check for allocations and the delete.
+        marked = await self.storage.mark_pool(entry, deleting=True)
+        if marked is None:
+            raise errors.contention()
+        if await self.storage.has_allocations(name):
+            await self.storage.mark_pool(marked, deleting=False)
+            raise errors.pool_in_use(name)
+        if not await self.storage.delete_pool(marked):
+            raise errors.contention()
+        self._pools.pop(name, None)
+
+    async def _pool(self, name: str) -> _PoolState:
+        st = self._pools.get(name)
+        if st is None:
+            entry = await self.storage.get_pool(name)
+            if entry is None:
+                raise not_found("pool", name, "")
+            st = _PoolState(entry=entry, layout=pool_layout(entry.pool))
+            self._pools[name] = st
+        return st
+
+    async def _refresh_pool(self, st: _PoolState) -> _PoolState:
+        entry = await self.storage.get_pool(st.entry.pool.name)
+        if entry is None:
+            self._pools.pop(st.entry.pool.name, None)
+            raise not_found("pool", st.entry.pool.name, "")
+        if entry.pool.cidr != st.entry.pool.cidr or entry.pool.creation_timestamp != st.entry.pool.creation_timestamp:
+            # Deleted and created again: nothing cached about the old one holds.
+            st = _PoolState(entry=entry, layout=pool_layout(entry.pool))
+            self._pools[entry.pool.name] = st
+        st.entry = entry
+        return st
+
+    def _cooldown_of(self, pool: ipam_pb2.Pool) -> float:
+        return float(pool.cooldown_seconds) if pool.cooldown_seconds else self.cooldown
+
+    def _provider(self, pool: ipam_pb2.Pool) -> IPProvider:
+        name = pool.provider.name or "static"
+        provider = self.providers.get(name)
+        if provider is None:
+            raise errors.provider_refused(pool.name, f"IP provider {name!r} of pool {pool.name} is not configured")
+        return provider
+
+    # -- bindings -----------------------------------------------------------------------------
+    async def put_binding(self, binding: ipam_pb2.Binding) -> ipam_pb2.Binding:
+        b = ipam_pb2.Binding()
+        b.CopyFrom(binding)
+        if b.release_policy == ipam_pb2.RELEASE_POLICY_UNSPECIFIED:
+            b.release_policy = POD_DELETE
+        b.update_timestamp.CopyFrom(_timestamp(self.clock()))
+        await self.storage.put_binding(b)
+        return b
+
+    async def get_binding(self, w: ipam_pb2.WorkloadRef) -> ipam_pb2.Binding:
+        b = await self.storage.get_binding(w.namespace, w.kind, w.name)
+        if b is None:
+            raise not_found("binding", f"{w.kind}/{w.name}", w.namespace)
+        return b
+
+    async def lookup_binding(self, namespace: str, pod_name: str, kind: str, name: str) -> ipam_pb2.Binding | None:
+        if name and kind:
+            return await self.storage.get_binding(namespace, kind, name)
+        bindings = await self.storage.list_bindings(namespace)
+        names = [name] if name else candidate_workloads(pod_name)
+        for candidate in names:
+            for b in bindings:
+                if b.workload.name == candidate:
+                    return b
+        return None
+
+    async def delete_binding(self, w: ipam_pb2.WorkloadRef) -> None:
+        if not await self.storage.delete_binding(w.namespace, w.kind, w.name):
+            raise not_found("binding", f"{w.kind}/{w.name}", w.namespace)
+
+    # -- allocate -----------------------------------------------------------------------------
+    async def allocate(self, req: ipam_pb2.AllocateRequest) -> AllocateResult:
+        owner = ipam_pb2.Owner()
+        owner.CopyFrom(req.owner)
+        binding = await self.lookup_binding(owner.namespace, owner.pod_name, owner.workload_kind, owner.workload_name)
+        if binding is not None and not owner.workload_name:
+            # The pod's workload was inferred from its name (the CNI runtime did not say).
+            owner.workload_kind, owner.workload_name = binding.workload.kind, binding.workload.name
+        owner = normalize_owner(owner)
+        policy = (binding.release_policy if binding else 0) or req.release_policy or POD_DELETE
+        pool_name = req.pool or (binding.pool if binding else "")
+        network = binding.network if binding else ""
+        for _ in range(self.attempts):
+            existing = await self.storage.by_attachment(req.container_id, req.ifname)
+            if existing is not None:
+                a = existing.allocation
+                if (a.owner.namespace, a.owner.pod_name) == (owner.namespace, owner.pod_name):
+                    return AllocateResult(a, True)
+                raise errors.attachment_in_use(req.container_id, req.ifname, _holder(a))
+            if policy in (ipam_pb2.RELEASE_POLICY_IMMUTABLE, ipam_pb2.RELEASE_POLICY_NEVER):
+                key = owner_key(owner.namespace, owner.workload_kind, owner.workload_name, owner.pod_name)
+                held = await self.storage.by_owner(key)
+                if held is not None:
+                    moved = await self._reattach(held, req, owner)
+                    if moved is not None:
+                        return AllocateResult(moved, True)
+                    continue
+            fresh = await self._allocate_new(req, owner, policy, pool_name, network)
+            if fresh is not None:
+                return AllocateResult(fresh, False)
+        raise errors.contention()
+
+    async def _reattach(
+        self, held: Stored, req: ipam_pb2.AllocateRequest, owner: ipam_pb2.Owner
+    ) -> ipam_pb2.Allocation | None:
+        """Give a fixed address back to its owner's new container; None on a lost race."""
+        a = held.allocation
+        st = await self._pool(a.pool)
+        if not serves(st.entry.pool, req.node, req.node_ip):
+            raise errors.node_not_served(a.pool, req.node)
+        if req.ip and req.ip != a.ip:
+            raise errors.address_in_use(a.pool, req.ip, f"{_holder(a)}; the owner's fixed address is {a.ip}")
+        now = self.clock()
+        new = _copy(a)
+        new.owner.pod_uid = owner.pod_uid
+        new.container_id, new.ifname, new.node, new.state = req.container_id, req.ifname, req.node, ATTACHED
+        new.attach_timestamp.CopyFrom(_timestamp(now))
+        if a.node != req.node or a.state != ATTACHED:
+            await self._bind(st, new)
+        outcome = await self.storage.replace(held, new)
+        if isinstance(outcome, Lost):
+            return None
+        if a.container_id:
+            log.info("fixed address %s of %s taken over from container %s", a.ip, _holder(new), a.container_id)
+        return new
+
+    async def _candidate_pools(self, req: ipam_pb2.AllocateRequest, pool_name: str) -> list[_PoolState]:
+        if pool_name:
+            try:
+                st = await self._pool(pool_name)
+            except ApiError:
+                if req.pool:
+                    raise invalid_field("pool", f"no pool named {pool_name!r}") from None
+                raise errors.binding_pool_missing(pool_name) from None
+            if not serves(st.entry.pool, req.node, req.node_ip):
+                raise errors.node_not_served(pool_name, req.node)
+            if st.entry.deleting:
+                st = await self._refresh_pool(st)
+                if st.entry.deleting:
+                    raise errors.pool_deleting(pool_name)
+            return [st]
+        out = []
+        for entry in await self.storage.list_pools():
+            if entry.deleting or not serves(entry.pool, req.node, req.node_ip):
+                continue
+            out.append(await self._pool(entry.pool.name))
+        if not out:
+            raise errors.no_pool_for_node(req.node)
+        return out
+
+    def _new_allocation(
+        self,
+        st: _PoolState,
+        ip: str,
+        req: ipam_pb2.AllocateRequest,
+        *,
+        owner: ipam_pb2.Owner,
+        policy: int,
+        network: str,
+    ) -> ipam_pb2.Allocation:
+        pool = st.entry.pool
+        now = _timestamp(self.clock())
+        gateway = gateway_of(pool)
+        a = ipam_pb2.Allocation(
+            address=f"{ip}/{st.layout.network.prefixlen}",
+            ip=ip,
+            pool=pool.name,
+            gateway=gateway,
+            vlan=pool.vlan,
+            container_id=req.container_id,
+            ifname=req.ifname,
+            node=req.node,
+            release_policy=policy,  # type: ignore[arg-type]
+            state=ATTACHED,
+            network=network,
+        )
+        a.owner.CopyFrom(owner)
+        if pool.routes:
+            a.routes.extend(pool.routes)
+        else:
+            a.routes.append(ipam_pb2.Route(dst="0.0.0.0/0", gw=gateway))
+        a.dns.CopyFrom(pool.dns)
+        a.allocate_timestamp.CopyFrom(now)
+        a.attach_timestamp.CopyFrom(now)
+        return a
+
+    async def _allocate_new(
+        self, req: ipam_pb2.AllocateRequest, owner: ipam_pb2.Owner, policy: int, pool_name: str, network: str
+    ) -> ipam_pb2.Allocation | None:
+        """A new address; None when the interface or owner got one meanwhile (re-evaluate)."""
+        pools = await self._candidate_pools(req, pool_name)
+        if req.ip:
+            pools = [st for st in pools if st.layout.offset_of(req.ip) is not None]
+            if not pools:
+                names = pool_name or "any pool serving the node"
+                raise invalid_field("ip", f"{req.ip} is not an address {names} hands out")
+
+        def make(st: _PoolState) -> Callable[[str], ipam_pb2.Allocation]:
+            return lambda ip: self._new_allocation(st, ip, req, owner=owner, policy=policy, network=network)
+
+        for st in pools:
+            outcome: Stored | Lost | None
+            if req.ip:
+                outcome = await self._reserve_address(st, req.ip, make(st))
+            else:
+                outcome = await self._reserve_any(st, make(st))
+            if outcome is None:
+                continue  # exhausted: the next pool
+            if isinstance(outcome, Lost):
+                return None
+            await self._provide(st, outcome)
+            return outcome.allocation
+        raise errors.exhausted([st.entry.pool.name for st in pools])
+
+    def _next_candidate(self, st: _PoolState, now: float) -> int | None:
+        while st.candidates:
+            index = next(iter(st.candidates))
+            # Rotate, so concurrent requests spread over the blocks.
+            del st.candidates[index]
+            block = st.blocks.get(index)
+            if block is None or pickable(block, st.layout.block_span(index), now):
+                st.candidates[index] = None
+                return index
+        return None
+
+    async def _load_blocks(self, st: _PoolState) -> None:
+        """Re-read every block of the pool (first use, or when it looks exhausted)."""
+        now = self.clock()
+        stored = {b.index: b for b in await self.storage.blocks(st.entry.pool.name)}
+        st.blocks = {i: stored.get(i) or Block(pool=st.entry.pool.name, index=i) for i in range(st.layout.block_count)}
+        st.candidates = {i: None for i, b in st.blocks.items() if pickable(b, st.layout.block_span(i), now)}
+
+    async def _block(self, st: _PoolState, index: int) -> Block:
+        block = st.blocks.get(index)
+        if block is None:
+            block = await self.storage.block(st.entry.pool.name, index)
+            st.blocks[index] = block
+        return block
+
+    async def _reserve_any(self, st: _PoolState, make: Callable[[str], ipam_pb2.Allocation]) -> Stored | Lost | None:
+        """Take a free address of the pool: the stored allocation, Lost.ATTACHMENT/OWNER when
+        the request's interface or owner got one meanwhile, None when the pool is exhausted."""
+        reloaded = False
+        for _ in range(self.attempts):
+            now = self.clock()
+            index = self._next_candidate(st, now)
+            if index is None:
+                if reloaded:
+                    return None
+                await self._load_blocks(st)
+                reloaded = True
+                continue
+            async with st.lock(index):
+                block = await self._block(st, index)
+                bit = pick(block, st.layout.block_span(index), now)
+                if bit is None:
+                    st.candidates.pop(index, None)
+                    continue
+                new_block = take(block, bit, now)
+                allocation = make(st.layout.ip_at(index * BLOCK_SIZE + bit))
+                outcome = await self.storage.reserve(st.entry.version, new_block, allocation)
+                if isinstance(outcome, Stored):
+                    st.blocks[index] = replace(new_block, version=outcome.version)
+                    return outcome
+                if outcome is Lost.BLOCK:
+                    st.blocks.pop(index, None)  # another replica wrote it: read it again
+                    continue
+            if outcome is Lost.POOL:
+                st = await self._refresh_pool(st)
+                if st.entry.deleting:
+                    raise errors.pool_deleting(st.entry.pool.name)
+                continue
+            return outcome
+        raise errors.contention()
+
+    async def _reserve_address(
+        self, st: _PoolState, ip: str, make: Callable[[str], ipam_pb2.Allocation]
+    ) -> Stored | Lost:
+        offset = st.layout.offset_of(ip)
+        assert offset is not None
+        index, bit = locate(offset)
+        for _ in range(self.attempts):
+            now = self.clock()
+            async with st.lock(index):
+                block = await self._block(st, index)
+                if block.owned(bit):
+                    holder = await self.storage.by_address(st.entry.pool.name, ip)
+                    if holder is None:
+                        st.blocks.pop(index, None)
+                        continue
+                    raise errors.address_in_use(st.entry.pool.name, ip, _holder(holder.allocation))
+                until = block.cooling.get(bit, 0.0)
+                if until > now:
+                    raise errors.address_cooling(st.entry.pool.name, ip, until - now)
+                new_block = take(block, bit, now)
+                new_block = replace(new_block, cursor=block.cursor)  # an explicit pick keeps the rotation
+                outcome = await self.storage.reserve(st.entry.version, new_block, make(ip))
+                if isinstance(outcome, Stored):
+                    st.blocks[index] = replace(new_block, version=outcome.version)
+                    return outcome
+                if outcome is Lost.BLOCK:
+                    st.blocks.pop(index, None)
+                    continue
+            if outcome is Lost.POOL:
+                st = await self._refresh_pool(st)
+                if st.entry.deleting:
+                    raise errors.pool_deleting(st.entry.pool.name)
+                continue
+            return outcome
+        raise errors.contention()
+
+    # -- the IP provider ----------------------------------------------------------------------
+    async def _bind(self, st: _PoolState, a: ipam_pb2.Allocation) -> None:
+        provider = self._provider(st.entry.pool)
+        try:
+            await provider.bind(st.entry.pool.provider.subnet_id, a.ip, a.node)
+        except ProviderRefused as err:
+            raise errors.provider_refused(a.pool, str(err)) from None
+        except ProviderError as err:
+            log.warning("binding %s to node %s failed: %s", a.ip, a.node, err)
+            raise errors.provider_unavailable(a.pool) from None
+
+    async def _provide(self, st: _PoolState, stored: Stored) -> None:
+        """Reserve and bind a newly taken address in the environment, or roll back."""
+        a = stored.allocation
+        provider = self._provider(st.entry.pool)
+        subnet = st.entry.pool.provider.subnet_id
+        try:
+            await provider.reserve(subnet, a.ip, f"{a.owner.namespace}/{a.owner.pod_name}")
+            await provider.bind(subnet, a.ip, a.node)
+        except ProviderError as err:
+            log.warning("provider failed for %s of %s (%s); rolling back", a.ip, _holder(a), err)
+            await self._rollback(st, stored)
+            if isinstance(err, ProviderRefused):
+                raise errors.provider_refused(a.pool, str(err)) from None
+            raise errors.provider_unavailable(a.pool) from None
+
+    async def _rollback(self, st: _PoolState, stored: Stored) -> None:
+        a = stored.allocation
+        try:
+            # The environment first: once the storage frees the address another owner may
+            # bind it, so it must not still be ours out there.
+            await self._provider(st.entry.pool).release(st.entry.pool.provider.subnet_id, a.ip)
+        except ProviderError as err:
+            log.error(
+                "rollback of %s: the provider did not release it (%s); it stays allocated to container %s "
+                "until its DEL or garbage collection",
+                a.ip,
+                err,
+                a.container_id,
+            )
+            return
+        await self._free(st, stored)
+
+    # -- release ------------------------------------------------------------------------------
+    async def _free(self, st: _PoolState, stored: Stored) -> bool:
+        """Remove an allocation and clear its bit (cooling down); False if it changed."""
+        offset = st.layout.offset_of(stored.allocation.ip)
+        if offset is None:
+            raise RuntimeError(f"allocation {stored.allocation.ip} is outside pool {st.entry.pool.name}")
+        index, bit = locate(offset)
+        for _ in range(self.attempts):
+            async with st.lock(index):
+                block = await self._block(st, index)
+                new_block = give_back(block, bit, self.clock(), self._cooldown_of(st.entry.pool))
+                outcome = await self.storage.free(stored, new_block)
+                if outcome is Lost.ALLOCATION:
+                    return False
+                if outcome is Lost.BLOCK or outcome == 0:
+                    st.blocks.pop(index, None)
+                    if outcome is Lost.BLOCK:
+                        continue
+                    return True
+                assert isinstance(outcome, int)
+                st.blocks[index] = replace(new_block, version=outcome)
+                st.candidates.setdefault(index, None)
+                return True
+        raise errors.contention()
+
+    async def _give_back(self, stored: Stored) -> bool:
+        """Release an address for good: the provider first, then the storage."""
+        a = stored.allocation
+        st = await self._pool(a.pool)
+        try:
+            await self._provider(st.entry.pool).release(st.entry.pool.provider.subnet_id, a.ip)
+        except ProviderRefused as err:
+            raise errors.provider_refused(a.pool, str(err)) from None
+        except ProviderError as err:
+            log.warning("releasing %s at the provider failed: %s", a.ip, err)
+            raise errors.provider_unavailable(a.pool) from None
+        return await self._free(st, stored)
+
+    async def release(self, container_id: str, ifname: str, pod_uid: str = "") -> ReleaseResult:
+        for _ in range(self.attempts):
+            held = await self.storage.by_attachment(container_id, ifname)
+            if held is None:
+                return ReleaseResult(found=False)
+            a = held.allocation
+            if pod_uid and a.owner.pod_uid and pod_uid != a.owner.pod_uid:
+                log.info("ignoring release of %s by pod uid %s: it belongs to uid %s", a.ip, pod_uid, a.owner.pod_uid)
+                return ReleaseResult(found=False)
+            if is_fixed(a):
+                detached = _copy(a)
+                detached.container_id, detached.ifname, detached.state = "", "", RETAINED
+                if isinstance(await self.storage.replace(held, detached), Lost):
+                    continue
+                return ReleaseResult(found=True, retained=True, allocation=a)
+            if await self._give_back(held):
+                return ReleaseResult(found=True, allocation=a)
+        raise errors.contention()
+
+    async def release_workload(
+        self, w: ipam_pb2.WorkloadRef, *, deleted: bool, replicas: int | None, keep: set[str], force: bool
+    ) -> tuple[list[ipam_pb2.Allocation], list[ipam_pb2.Allocation]]:
+        released: list[ipam_pb2.Allocation] = []
+        deferred: list[ipam_pb2.Allocation] = []
+        for stored in await self.storage.by_workload(w.namespace, w.kind, w.name):
+            a = stored.allocation
+            if not deleted:
+                if replicas is not None:
+                    n = ordinal(a.owner.pod_name, w.name)
+                    if n is None or n < replicas:
+                        continue
+                if keep and a.owner.pod_name in keep:
+                    continue
+            if a.release_policy == ipam_pb2.RELEASE_POLICY_NEVER and not force:
+                continue
+            if a.state == RETAINED:
+                if await self._give_back(stored):
+                    released.append(a)
+                continue
+            # Still attached: the container's own Release will free it.
+            loose = _copy(a)
+            loose.release_policy = POD_DELETE
+            if not isinstance(await self.storage.replace(stored, loose), Lost):
+                deferred.append(loose)
+        return released, deferred
+
+    async def garbage_collect(
+        self, node: str, valid: set[tuple[str, str]], *, dry_run: bool, min_age: float
+    ) -> list[ipam_pb2.Allocation]:
+        now = self.clock()
+        collected = []
+        for stored in await self.storage.by_node(node):
+            a = stored.allocation
+            if (a.container_id, a.ifname) in valid:
+                continue
+            if now - a.attach_timestamp.ToNanoseconds() / 1e9 < min_age:
+                continue
+            if dry_run:
+                collected.append(a)
+                continue
+            result = await self.release(a.container_id, a.ifname, a.owner.pod_uid)
+            if result.found:
+                collected.append(a)
+        return collected
+
+    # -- reads --------------------------------------------------------------------------------
+    async def get_by_attachment(self, container_id: str, ifname: str) -> ipam_pb2.Allocation:
+        held = await self.storage.by_attachment(container_id, ifname)
+        if held is None:
+            raise not_found("allocation", f"{container_id}/{ifname}", "")
+        return held.allocation
+
+    async def get_by_address(self, pool: str, ip: str) -> ipam_pb2.Allocation:
+        held = await self.storage.by_address(pool, ip)
+        if held is None:
+            raise not_found("allocation", f"{pool}/{ip}", "")
+        return held.allocation
+
+    async def get_by_owner(self, owner: ipam_pb2.Owner) -> ipam_pb2.Allocation:
+        o = normalize_owner(owner)
+        held = await self.storage.by_owner(owner_key(o.namespace, o.workload_kind, o.workload_name, o.pod_name))
+        if held is None:
+            raise not_found("allocation", f"{o.workload_kind}/{o.workload_name}/{o.pod_name}", o.namespace)
+        return held.allocation
+
+    async def list_allocations(
+        self, req: ipam_pb2.ListAllocationsRequest, page_size: int
+    ) -> tuple[list[ipam_pb2.Allocation], str]:
+        def wanted(a: ipam_pb2.Allocation) -> bool:
+            return (
+                (not req.pool or a.pool == req.pool)
+                and (not req.node or a.node == req.node)
+                and (not req.namespace or a.owner.namespace == req.namespace)
+                and (not req.workload_name or a.owner.workload_name == req.workload_name)
+                and (not req.pod_name or a.owner.pod_name == req.pod_name)
+            )
+
+        if req.node:
+            rows = sorted(
+                (
+                    (f"{s.allocation.pool}/{address_key(s.allocation.ip)}", s.allocation)
+                    for s in await self.storage.by_node(req.node)
+                ),
+                key=lambda r: r[0],
+            )
+            rows = [r for r in rows if r[0] > req.page_token and wanted(r[1])]
+            page = rows[:page_size]
+            return [a for _, a in page], page[-1][0] if len(rows) > page_size else ""
+        out: list[ipam_pb2.Allocation] = []
+        cursor = req.page_token
+        while len(out) < page_size:
+            chunk, nxt = await self.storage.allocations(req.pool, cursor, page_size - len(out))
+            out.extend(s.allocation for s in chunk if wanted(s.allocation))
+            if not nxt:
+                return out, ""
+            cursor = nxt
+        return out, cursor
+
+
+__all__ = ["IPAM", "AllocateResult", "ReleaseResult", "allocation_owner_key", "normalize_owner"]

@@ -1,0 +1,108 @@
+"""tke-ipamd's wiring: plugins from the configuration, the IPAM core, and its listeners (a
+unix socket for the node, TCP with TLS and optional authentication for everyone else)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from typing import Any
+
+import grpc
+
+from tke.internal.auth.authn import TokenFile
+from tke.internal.auth.interceptor import AuthenticationInterceptor
+from tke.internal.ipamd.config import IpamdConfig
+from tke.internal.ipamd.ipam import IPAM
+from tke.internal.ipamd.service import SERVICE_NAME, IPAMServicer
+from tke.internal.plugin import loader
+from tke.internal.rpc.interceptors import RequestInterceptor
+from tke.internal.rpc.server import ListenConfig, RunningServer, ServerSpec, TLSConfig, start_server
+from tke.ipam.v1 import ipam_pb2_grpc
+from tke.plugins.ip_providers.provider import IPProvider
+from tke.plugins.ip_providers.static import StaticProvider
+from tke.plugins.ip_storage.store import IPStorage
+
+log = logging.getLogger("tke.ipamd")
+
+STORAGE_GROUP = "tke.ip_storage"
+PROVIDER_GROUP = "tke.ip_providers"
+
+
+class ConfigurationError(Exception):
+    """The configuration names something that cannot work (message for the operator)."""
+
+
+def build_storage(config: IpamdConfig) -> IPStorage:
+    storage: IPStorage = loader.load(STORAGE_GROUP, config.storage.plugin or "etcd", config.storage.options)
+    return storage
+
+
+def build_providers(config: IpamdConfig) -> dict[str, IPProvider]:
+    providers: dict[str, IPProvider] = {"static": StaticProvider()}
+    for name, pc in config.providers.items():
+        providers[name] = loader.load(PROVIDER_GROUP, pc.plugin or name, pc.options)
+    return providers
+
+
+class Ipamd:
+    """A running tke-ipamd: one IPAM core behind one or two listeners."""
+
+    def __init__(self, config: IpamdConfig) -> None:
+        self.config = config
+        self.storage = build_storage(config)
+        self.providers = build_providers(config)
+        self.ipam = IPAM(self.storage, self.providers, cooldown=config.release_cooldown)
+        self.servers: list[RunningServer] = []
+
+    def _spec(self, interceptors: list[Any]) -> ServerSpec:
+        servicer = IPAMServicer(self.ipam)
+
+        def register(server: grpc.aio.Server) -> None:
+            ipam_pb2_grpc.add_IPAMServiceServicer_to_server(servicer, server)
+
+        return ServerSpec(register=register, services=[SERVICE_NAME], interceptors=interceptors)
+
+    async def start(self) -> list[RunningServer]:
+        c = self.config
+        if c.socket:
+            unix = ListenConfig(address="", unix_socket=c.socket, unix_socket_mode=c.socket_mode)
+            self.servers.append(await start_server(unix, self._spec([RequestInterceptor()])))
+        if c.tcp.address:
+            tls = None
+            if c.tcp.cert_file or c.tcp.key_file:
+                tls = TLSConfig(c.tcp.cert_file, c.tcp.key_file, c.tcp.client_ca_file)
+            elif not c.tcp.insecure:
+                raise ConfigurationError("[tcp] needs cert_file and key_file (or insecure = true for development)")
+            interceptors: list[Any] = [RequestInterceptor()]
+            if c.tcp.token_file:
+                interceptors.append(AuthenticationInterceptor(TokenFile(c.tcp.token_file)))
+            self.servers.append(
+                await start_server(ListenConfig(address=c.tcp.address, tls=tls), self._spec(interceptors))
+            )
+        if not self.servers:
+            raise ConfigurationError("nothing to serve: set socket or [tcp] address")
+        return self.servers
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(s.stop(self.config.shutdown_grace) for s in self.servers))
+        for provider in self.providers.values():
+            await provider.close()
+        await self.storage.close()
+
+
+async def serve(config: IpamdConfig) -> None:
+    """Run until SIGINT or SIGTERM, then stop gracefully."""
+    ipamd = Ipamd(config)
+    await ipamd.start()
+    where = [f"unix {config.socket}"] if config.socket else []
+    if config.tcp.address:
+        where.append(f"tcp {config.tcp.address} (port {ipamd.servers[-1].port})")
+    log.info("tke-ipamd serving on %s; storage %s", ", ".join(where), config.storage.plugin or "etcd")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down")
+    await ipamd.stop()

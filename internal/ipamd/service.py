@@ -1,0 +1,235 @@
+"""The tke.ipam.v1.IPAMService servicer: checks each request field by field (INVALID_ARGUMENT
+with a BadRequest naming every bad field), then calls the IPAM core. Errors are ApiError; the
+request interceptor turns them, and anything unexpected, into statuses without tracebacks."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+import grpc
+
+from tke.internal.ipamd.bindings import KIND, NAME, validate_binding, validate_workload
+from tke.internal.ipamd.ipam import IPAM
+from tke.internal.rpc.errors import FieldViolation, invalid, invalid_field, not_found
+from tke.ipam.v1 import ipam_pb2, ipam_pb2_grpc
+
+SERVICE_NAME = ipam_pb2.DESCRIPTOR.services_by_name["IPAMService"].full_name
+
+# CNI's rules: a container id is alphanumerics, '_', '.', '-'; an interface name at most 15
+# characters without '/' or whitespace.
+_CONTAINER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,255}$")
+_IFNAME = re.compile(r"^[^/\s:]{1,15}$")
+_NODE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9._]{0,251}[A-Za-z0-9])?$")
+_UID = re.compile(r"^[A-Za-z0-9\-_.]{0,128}$")
+DEFAULT_PAGE, MAX_PAGE = 500, 5000
+DEFAULT_GC_MIN_AGE = 60
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.IPv4Address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _attachment(container_id: str, ifname: str, field: str) -> list[FieldViolation]:
+    v = []
+    if not _CONTAINER_ID.match(container_id):
+        v.append(FieldViolation(f"{field}container_id", "required; letters, digits, '_', '.' and '-'"))
+    if not _IFNAME.match(ifname) or ifname in (".", ".."):
+        v.append(FieldViolation(f"{field}ifname", "required; an interface name of at most 15 characters"))
+    return v
+
+
+def _owner(o: ipam_pb2.Owner, field: str) -> list[FieldViolation]:
+    v = []
+    if not NAME.match(o.namespace):
+        v.append(FieldViolation(f"{field}.namespace", "required; a DNS-1123 name"))
+    if not NAME.match(o.pod_name):
+        v.append(FieldViolation(f"{field}.pod_name", "required; a DNS-1123 name"))
+    if not _UID.match(o.pod_uid):
+        v.append(FieldViolation(f"{field}.pod_uid", "a Kubernetes uid"))
+    if o.workload_kind and not KIND.match(o.workload_kind):
+        v.append(FieldViolation(f"{field}.workload_kind", "a Kubernetes kind such as StatefulSet"))
+    if o.workload_name and not NAME.match(o.workload_name):
+        v.append(FieldViolation(f"{field}.workload_name", "a DNS-1123 name"))
+    if bool(o.workload_kind) != bool(o.workload_name) and o.workload_kind:
+        v.append(FieldViolation(f"{field}.workload_name", "required with workload_kind"))
+    return v
+
+
+def _check(violations: list[FieldViolation]) -> None:
+    if violations:
+        raise invalid(violations)
+
+
+def _page_size(n: int) -> int:
+    if n < 0 or n > MAX_PAGE:
+        raise invalid_field("page_size", f"must be between 0 and {MAX_PAGE}")
+    return n or DEFAULT_PAGE
+
+
+class IPAMServicer(ipam_pb2_grpc.IPAMServiceServicer):
+    def __init__(self, ipam: IPAM) -> None:
+        self.ipam = ipam
+
+    # -- pools --------------------------------------------------------------------------------
+    async def CreatePool(self, request: ipam_pb2.CreatePoolRequest, context: grpc.aio.ServicerContext) -> ipam_pb2.Pool:
+        return await self.ipam.create_pool(request.pool)
+
+    async def GetPool(self, request: ipam_pb2.GetPoolRequest, context: grpc.aio.ServicerContext) -> ipam_pb2.Pool:
+        _check([] if NAME.match(request.name) else [FieldViolation("name", "required; a pool name")])
+        return await self.ipam.get_pool(request.name)
+
+    async def ListPools(
+        self, request: ipam_pb2.ListPoolsRequest, context: grpc.aio.ServicerContext
+    ) -> ipam_pb2.ListPoolsResponse:
+        return ipam_pb2.ListPoolsResponse(pools=await self.ipam.list_pools())
+
+    async def DeletePool(
+        self, request: ipam_pb2.DeletePoolRequest, context: grpc.aio.ServicerContext
+    ) -> ipam_pb2.DeletePoolResponse:
+        _check([] if NAME.match(request.name) else [FieldViolation("name", "required; a pool name")])
+        await self.ipam.delete_pool(request.name)
+        return ipam_pb2.DeletePoolResponse()
+
+    # -- bindings -----------------------------------------------------------------------------
+    async def PutBinding(
+        self, request: ipam_pb2.PutBindingRequest, context: grpc.aio.ServicerContext
+    ) -> ipam_pb2.Binding:
+        _check(validate_binding(request.binding))
+        return await self.ipam.put_binding(request.binding)
+
+    async def GetBinding(
+        self, request: ipam_pb2.GetBindingRequest, context: grpc.aio.ServicerContext
+    ) -> ipam_pb2.Binding:
+        _check(validate_workload(request.workload, "workload"))
+        return await self.ipam.get_binding(request.workload)
+
+    async def LookupBinding(
+        self, request: ipam_pb2.LookupBindingRequest, context: grpc.aio.ServicerContext
+    ) -> ipam_pb2.Binding:
+        v = []
+        if not NAME.match(request.namespace):
+            v.append(FieldViolation("namespace", "required; a DNS-1123 name"))
+        if not NAME.match(request.pod_name):
+            v.append(FieldViolation("pod_name", "required; a DNS-1123 name"))
+        _check(v)
+        found = await self.ipam.lookup_binding(
+            request.namespace, request.pod_name, request.workload_kind, request.workload_name
+        )
+        if found is None:
+            raise not_found("binding", f"pod/{request.pod_name}", request.namespace)
+        return found
+
+    async def ListBindings(
+        self, request: ipam_pb2.ListBindingsRequest, context: grpc.aio.ServicerContext
+    ) -> ipam_pb2.ListBindingsResponse:
+        return ipam_pb2.ListBindingsResponse(bindings=await self.ipam.storage.list_bindings(request.namespace))
+
+    async def DeleteBinding(
+        self, request: ipam_pb2.DeleteBindingRequest, context: grpc.aio.ServicerContext
+    ) -> ipam_pb2.DeleteBindingResponse:
+        _check(validate_workload(request.workload, "workload"))
+        await self.ipam.delete_binding(request.workload)
+        return ipam_pb2.DeleteBindingResponse()
+
+    # -- allocations --------------------------------------------------------------------------
+    async def Allocate(
+        self, request: ipam_pb2.AllocateRequest, context: grpc.aio.ServicerContext
+    ) -> ipam_pb2.AllocateResponse:
+        v = _owner(request.owner, "owner") + _attachment(request.container_id, request.ifname, "")
+        if not _NODE.match(request.node):
+            v.append(FieldViolation("node", "required; a node name"))
+        if request.node_ip and not _is_ip(request.node_ip):
+            v.append(FieldViolation("node_ip", "an IPv4 address"))
+        if request.pool and not NAME.match(request.pool):
+            v.append(FieldViolation("pool", "a pool name"))
+        if request.ip and not _is_ip(request.ip):
+            v.append(FieldViolation("ip", "an IPv4 address"))
+        if request.release_policy not in ipam_pb2.ReleasePolicy.values():
+            v.append(FieldViolation("release_policy", "unknown release policy"))
+        _check(v)
+        result = await self.ipam.allocate(request)
+        return ipam_pb2.AllocateResponse(allocation=result.allocation, reused=result.reused)
+
+    async def Release(
+        self, request: ipam_pb2.ReleaseRequest, context: grpc.aio.ServicerContext
+    ) -> ipam_pb2.ReleaseResponse:
+        v = _attachment(request.container_id, request.ifname, "")
+        if not _UID.match(request.pod_uid):
+            v.append(FieldViolation("pod_uid", "a Kubernetes uid"))
+        _check(v)
+        result = await self.ipam.release(request.container_id, request.ifname, request.pod_uid)
+        return ipam_pb2.ReleaseResponse(found=result.found, retained=result.retained, allocation=result.allocation)
+
+    async def ReleaseWorkload(
+        self, request: ipam_pb2.ReleaseWorkloadRequest, context: grpc.aio.ServicerContext
+    ) -> ipam_pb2.ReleaseWorkloadResponse:
+        v = validate_workload(request.workload, "workload")
+        replicas = request.replicas if request.HasField("replicas") else None
+        if replicas is not None and replicas < 0:
+            v.append(FieldViolation("replicas", "must not be negative"))
+        if not request.deleted and replicas is None and not request.keep_pod_names:
+            v.append(FieldViolation("deleted", "say what happened: deleted, replicas or keep_pod_names"))
+        _check(v)
+        released, deferred = await self.ipam.release_workload(
+            request.workload,
+            deleted=request.deleted,
+            replicas=replicas,
+            keep=set(request.keep_pod_names),
+            force=request.force,
+        )
+        return ipam_pb2.ReleaseWorkloadResponse(released=released, deferred=deferred)
+
+    async def GetAllocation(
+        self, request: ipam_pb2.GetAllocationRequest, context: grpc.aio.ServicerContext
+    ) -> ipam_pb2.Allocation:
+        which = request.WhichOneof("by")
+        if which == "attachment":
+            att = request.attachment
+            _check(_attachment(att.container_id, att.ifname, "attachment."))
+            return await self.ipam.get_by_attachment(att.container_id, att.ifname)
+        if which == "address":
+            pool, _, ip = request.address.partition("/")
+            if not NAME.match(pool) or not _is_ip(ip):
+                raise invalid_field("address", 'must be "<pool>/<ip>", for example "net-a/10.0.1.17"')
+            return await self.ipam.get_by_address(pool, ip)
+        if which == "owner":
+            o = request.owner
+            v = []
+            if not NAME.match(o.namespace):
+                v.append(FieldViolation("owner.namespace", "required"))
+            if not NAME.match(o.pod_name):
+                v.append(FieldViolation("owner.pod_name", "required"))
+            _check(v)
+            return await self.ipam.get_by_owner(o)
+        raise invalid_field("by", "set one of attachment, address or owner")
+
+    async def ListAllocations(
+        self, request: ipam_pb2.ListAllocationsRequest, context: grpc.aio.ServicerContext
+    ) -> ipam_pb2.ListAllocationsResponse:
+        size = _page_size(request.page_size)
+        if len(request.page_token) > 512:
+            raise invalid_field("page_token", "not a token this server issued")
+        items, token = await self.ipam.list_allocations(request, size)
+        return ipam_pb2.ListAllocationsResponse(allocations=items, next_page_token=token)
+
+    async def GarbageCollect(
+        self, request: ipam_pb2.GarbageCollectRequest, context: grpc.aio.ServicerContext
+    ) -> ipam_pb2.GarbageCollectResponse:
+        v = [] if _NODE.match(request.node) else [FieldViolation("node", "required; a node name")]
+        for i, att in enumerate(request.valid_attachments):
+            v += _attachment(att.container_id, att.ifname, f"valid_attachments[{i}].")
+        if request.min_age_seconds < 0:
+            v.append(FieldViolation("min_age_seconds", "must not be negative"))
+        _check(v)
+        collected = await self.ipam.garbage_collect(
+            request.node,
+            {(a.container_id, a.ifname) for a in request.valid_attachments},
+            dry_run=request.dry_run,
+            min_age=float(request.min_age_seconds if request.HasField("min_age_seconds") else DEFAULT_GC_MIN_AGE),
+        )
+        return ipam_pb2.GarbageCollectResponse(collected=collected)

@@ -1,0 +1,133 @@
+"""A cloud-VPC IP provider: reserves, binds and releases addresses through a VPC's HTTP API.
+
+The API it speaks (JSON over HTTP(S), bearer token):
+  GET    /v1/subnets                                  {"subnets": [{"id", "cidr", "gateway", "zone"}]}
+  PUT    /v1/subnets/<id>/addresses/<ip>              {"owner": ...}   reserve (200; 409 if another owner has it)
+  PUT    /v1/subnets/<id>/addresses/<ip>/binding      {"node": ...}    bind (200; 404 if not reserved)
+  DELETE /v1/subnets/<id>/addresses/<ip>                               release (200 or 404)
+
+A cloud's real API is adapted to this shape by a small gateway, or by a plugin of its own
+implementing IPProvider. Every call has a timeout; timeouts, connection errors, 429 and 5xx are
+retried with exponential backoff within `retries`, then raise ProviderUnavailable; other 4xx
+raise ProviderRefused. Every operation is idempotent on the server side, so a retry after a
+timeout that did apply is harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import ssl
+import urllib.error
+import urllib.request
+from typing import Any
+from urllib.parse import quote
+
+from tke.plugins.ip_providers.provider import ProviderRefused, ProviderUnavailable, Subnet
+
+_RETRYABLE_STATUS = {429, 500, 502, 503, 504}
+
+
+class VPCProvider:
+    """Options: endpoint (http(s)://host:port), token_env (name of the environment variable
+    holding the bearer token), timeout (seconds per attempt), retries (attempts after the
+    first), backoff (first delay, seconds, doubled per retry), ca_file (for https)."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        token_env: str = "",
+        timeout: float = 3.0,
+        retries: int = 3,
+        backoff: float = 0.2,
+        ca_file: str = "",
+    ) -> None:
+        if not endpoint.startswith(("http://", "https://")):
+            raise ValueError(f"endpoint {endpoint!r} must start with http:// or https://")
+        self._endpoint = endpoint.rstrip("/")
+        self._token = os.environ.get(token_env, "") if token_env else ""
+        if token_env and not self._token:
+            raise ValueError(f"environment variable {token_env} (token_env) is not set")
+        self._timeout = timeout
+        self._retries = retries
+        self._backoff = backoff
+        self._ssl = ssl.create_default_context(cafile=ca_file) if ca_file else None
+
+    async def close(self) -> None:
+        return None
+
+    def _call_once(self, method: str, path: str, body: dict[str, Any] | None) -> tuple[int, dict[str, Any]]:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(self._endpoint + path, data=data, method=method)
+        request.add_header("Content-Type", "application/json")
+        if self._token:
+            request.add_header("Authorization", f"Bearer {self._token}")
+        try:
+            with urllib.request.urlopen(request, timeout=self._timeout, context=self._ssl) as resp:
+                raw = resp.read()
+                return resp.status, json.loads(raw) if raw else {}
+        except urllib.error.HTTPError as err:
+            raw = err.read()
+            try:
+                payload = json.loads(raw) if raw else {}
+            except ValueError:
+                payload = {}
+            return err.code, payload
+
+    async def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
+        delay = self._backoff
+        last = ""
+        for attempt in range(self._retries + 1):
+            try:
+                # urllib blocks; a thread keeps the event loop free, and the socket timeout
+                # bounds the thread. wait_for is the backstop for a slow name lookup.
+                status, payload = await asyncio.wait_for(
+                    asyncio.to_thread(self._call_once, method, path, body), self._timeout * 2
+                )
+            except (OSError, TimeoutError, ValueError) as err:
+                last = f"{type(err).__name__}: {err}"
+            else:
+                if status not in _RETRYABLE_STATUS:
+                    return status, payload
+                last = f"HTTP {status}"
+            if attempt < self._retries:
+                await asyncio.sleep(delay * (0.5 + random.random()))
+                delay *= 2
+        raise ProviderUnavailable(f"VPC API {method} {path}: {last} after {self._retries + 1} attempts")
+
+    @staticmethod
+    def _check(method: str, path: str, status: int, payload: dict[str, Any], ok: tuple[int, ...]) -> None:
+        if status in ok:
+            return
+        message = payload.get("message") or payload.get("error") or ""
+        raise ProviderRefused(f"VPC API {method} {path}: HTTP {status} {message}".rstrip())
+
+    async def subnets(self) -> list[Subnet]:
+        status, payload = await self._call("GET", "/v1/subnets")
+        self._check("GET", "/v1/subnets", status, payload, (200,))
+        return [
+            Subnet(id=s["id"], cidr=s["cidr"], gateway=s.get("gateway", ""), zone=s.get("zone", ""))
+            for s in payload.get("subnets", [])
+        ]
+
+    @staticmethod
+    def _address(subnet_id: str, ip: str) -> str:
+        return f"/v1/subnets/{quote(subnet_id, safe='')}/addresses/{quote(ip, safe='')}"
+
+    async def reserve(self, subnet_id: str, ip: str, owner: str) -> None:
+        path = self._address(subnet_id, ip)
+        status, payload = await self._call("PUT", path, {"owner": owner})
+        self._check("PUT", path, status, payload, (200, 201))
+
+    async def bind(self, subnet_id: str, ip: str, node: str) -> None:
+        path = self._address(subnet_id, ip) + "/binding"
+        status, payload = await self._call("PUT", path, {"node": node})
+        self._check("PUT", path, status, payload, (200, 201))
+
+    async def release(self, subnet_id: str, ip: str) -> None:
+        path = self._address(subnet_id, ip)
+        status, payload = await self._call("DELETE", path)
+        self._check("DELETE", path, status, payload, (200, 204, 404))

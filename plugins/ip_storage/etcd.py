@@ -1,0 +1,424 @@
+"""IP storage over etcd (the default): every mutation is one etcd transaction that compares
+each record it touches.
+
+Keys under `<prefix>/ipam/`:
+  pools/<name>                          {"deleting": bool, "pool": base64 Pool}
+  blocks/<pool>/<index:06d>             {"u": bitmap hex, "c": {bit: until}, "n": cursor}
+  ips/<pool>/<address as 8 hex digits>  Allocation
+  idx/attachment/<container>/<ifname>   "<pool>/<address key>"
+  idx/node/<node>/<container>/<ifname>  "<pool>/<address key>"
+  idx/owner/<ns>/<kind>/<workload>/<pod> "<pool>/<address key>"
+  bindings/<ns>/<kind>/<name>           Binding
+
+A transaction interrupted by a broken connection may or may not have been applied; it is
+resolved by reading the allocation back (our exact bytes there: applied), never retried blind.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass, field, replace
+
+from aetcd import rpc
+
+from tke.internal.ipamd.allocator import Block
+from tke.internal.storage.etcd.connection import EtcdConfig, EtcdConnection, EtcdTLS
+from tke.internal.storage.etcd.store import prefix_end
+from tke.internal.storage.store import Unavailable
+from tke.ipam.v1 import ipam_pb2
+from tke.plugins.ip_storage.keys import address_key, attachment_key, indexes
+from tke.plugins.ip_storage.store import Lost, PoolEntry, PoolExists, StorageUnavailable, Stored
+
+_EQUAL = rpc.Compare.CompareResult.EQUAL
+_CREATE = rpc.Compare.CompareTarget.CREATE
+_MOD = rpc.Compare.CompareTarget.MOD
+
+
+@dataclass(frozen=True)
+class EtcdIPStorageConfig:
+    """[storage.options] of ipamd.toml for the etcd IP storage."""
+
+    endpoints: list[str] = field(default_factory=lambda: ["127.0.0.1:2379"])
+    prefix: str = "/tke"
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    request_timeout: float = 5.0
+    retry_budget: float = 15.0
+
+
+def _absent(key: bytes) -> rpc.Compare:
+    return rpc.Compare(key=key, result=_EQUAL, target=_CREATE, create_revision=0)
+
+
+def _at(key: bytes, version: int) -> rpc.Compare:
+    if version == 0:
+        return _absent(key)
+    return rpc.Compare(key=key, result=_EQUAL, target=_MOD, mod_revision=version)
+
+
+def _put(key: bytes, value: bytes) -> rpc.RequestOp:
+    return rpc.RequestOp(request_put=rpc.PutRequest(key=key, value=value))
+
+
+def _delete(key: bytes) -> rpc.RequestOp:
+    return rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=key))
+
+
+def _read(key: bytes) -> rpc.RequestOp:
+    return rpc.RequestOp(request_range=rpc.RangeRequest(key=key))
+
+
+def encode_block(b: Block) -> bytes:
+    return json.dumps({"u": f"{b.used:x}", "c": {str(k): v for k, v in b.cooling.items()}, "n": b.cursor}).encode()
+
+
+def decode_block(pool: str, index: int, raw: bytes, version: int) -> Block:
+    d = json.loads(raw)
+    cooling = {int(k): float(v) for k, v in d.get("c", {}).items()}
+    return Block(pool=pool, index=index, used=int(d["u"], 16), cooling=cooling, cursor=int(d["n"]), version=version)
+
+
+def _alloc(raw: bytes) -> ipam_pb2.Allocation:
+    a = ipam_pb2.Allocation()
+    a.ParseFromString(raw)
+    return a
+
+
+class EtcdIPStorage:
+    """IPStorage over etcd; see the module docstring for the layout."""
+
+    def __init__(self, config: EtcdIPStorageConfig | None = None, **options: object) -> None:
+        if config is None:
+            from tke.internal.config.loader import from_dict
+
+            config = from_dict(EtcdIPStorageConfig, dict(options), "storage.options")
+        tls = EtcdTLS(config.ca_file, config.cert_file, config.key_file) if config.ca_file else None
+        self._conn = EtcdConnection(
+            EtcdConfig(
+                endpoints=list(config.endpoints),
+                prefix=config.prefix,
+                tls=tls,
+                request_timeout=config.request_timeout,
+                retry_budget=config.retry_budget,
+            )
+        )
+        self._root = config.prefix.rstrip("/") + "/ipam/"
+
+    async def close(self) -> None:
+        await self._conn.close()
+
+    # -- keys and raw calls -------------------------------------------------------------------
+    def _k(self, *parts: str) -> bytes:
+        return (self._root + "/".join(parts)).encode()
+
+    def _block_key(self, pool: str, index: int) -> bytes:
+        return self._k("blocks", pool, f"{index:06d}")
+
+    def _ip_key(self, pool: str, ip: str) -> bytes:
+        return self._k("ips", pool, address_key(ip))
+
+    def _index_key(self, kind: str, key: str) -> bytes:
+        return self._k("idx", kind, key)
+
+    async def _range(self, key: bytes, end: bytes = b"", limit: int = 0) -> rpc.RangeResponse:
+        request = rpc.RangeRequest(key=key, range_end=end, limit=limit)
+        try:
+            return await self._conn.call(self._conn.kv.Range, request, idempotent=True)
+        except Unavailable as err:
+            raise StorageUnavailable(str(err)) from None
+
+    async def _get(self, key: bytes) -> rpc.KeyValue | None:
+        resp = await self._range(key)
+        return resp.kvs[0] if resp.kvs else None
+
+    async def _prefix(self, key: bytes) -> list[rpc.KeyValue]:
+        out: list[rpc.KeyValue] = []
+        start, end = key, prefix_end(key)
+        while True:
+            resp = await self._range(start, end, limit=1000)
+            out.extend(resp.kvs)
+            if not resp.more:
+                return out
+            start = resp.kvs[-1].key + b"\0"
+
+    async def _txn(self, request: rpc.TxnRequest) -> rpc.TxnResponse | None:
+        """The transaction's answer, or None when its outcome is unknown (connection broke)."""
+        try:
+            return await self._conn.call(self._conn.kv.Txn, request, idempotent=False)
+        except Unavailable as err:
+            if err.ambiguous:
+                return None
+            raise StorageUnavailable(str(err)) from None
+
+    # -- pools --------------------------------------------------------------------------------
+    @staticmethod
+    def _pool_value(pool: ipam_pb2.Pool, deleting: bool) -> bytes:
+        return json.dumps({"deleting": deleting, "pool": base64.b64encode(pool.SerializeToString()).decode()}).encode()
+
+    @staticmethod
+    def _pool_entry(kv: rpc.KeyValue) -> PoolEntry:
+        d = json.loads(kv.value)
+        pool = ipam_pb2.Pool()
+        pool.ParseFromString(base64.b64decode(d["pool"]))
+        return PoolEntry(pool=pool, version=kv.mod_revision, deleting=bool(d["deleting"]))
+
+    async def create_pool(self, pool: ipam_pb2.Pool) -> PoolEntry:
+        key = self._k("pools", pool.name)
+        value = self._pool_value(pool, False)
+        resp = await self._txn(rpc.TxnRequest(compare=[_absent(key)], success=[_put(key, value)]))
+        if resp is None or not resp.succeeded:
+            current = await self._get(key)
+            if current is not None and resp is None and current.value == value:
+                return self._pool_entry(current)
+            if current is not None:
+                raise PoolExists(pool.name)
+            raise StorageUnavailable("etcd: create pool interrupted")
+        return PoolEntry(pool=pool, version=resp.header.revision)
+
+    async def get_pool(self, name: str) -> PoolEntry | None:
+        kv = await self._get(self._k("pools", name))
+        return self._pool_entry(kv) if kv else None
+
+    async def list_pools(self) -> list[PoolEntry]:
+        return [self._pool_entry(kv) for kv in await self._prefix(self._k("pools", ""))]
+
+    async def mark_pool(self, entry: PoolEntry, *, deleting: bool) -> PoolEntry | None:
+        key = self._k("pools", entry.pool.name)
+        resp = await self._txn(
+            rpc.TxnRequest(
+                compare=[_at(key, entry.version)], success=[_put(key, self._pool_value(entry.pool, deleting))]
+            )
+        )
+        if resp is None:
+            current = await self.get_pool(entry.pool.name)
+            return current if current and current.deleting == deleting else None
+        if not resp.succeeded:
+            return None
+        return replace(entry, deleting=deleting, version=resp.header.revision)
+
+    async def delete_pool(self, entry: PoolEntry) -> bool:
+        key = self._k("pools", entry.pool.name)
+        blocks = self._k("blocks", entry.pool.name, "")
+        resp = await self._txn(
+            rpc.TxnRequest(
+                compare=[_at(key, entry.version)],
+                success=[
+                    _delete(key),
+                    rpc.RequestOp(
+                        request_delete_range=rpc.DeleteRangeRequest(key=blocks, range_end=prefix_end(blocks))
+                    ),
+                ],
+            )
+        )
+        if resp is None:
+            return await self._get(key) is None
+        return bool(resp.succeeded)
+
+    async def has_allocations(self, pool: str) -> bool:
+        key = self._k("ips", pool, "")
+        resp = await self._range(key, prefix_end(key), limit=1)
+        return bool(resp.kvs)
+
+    # -- bindings -----------------------------------------------------------------------------
+    async def put_binding(self, binding: ipam_pb2.Binding) -> None:
+        w = binding.workload
+        key = self._k("bindings", w.namespace, w.kind, w.name)
+        # A last-writer-wins put: a binding is configuration, replaced whole by its owner.
+        resp = await self._txn(rpc.TxnRequest(success=[_put(key, binding.SerializeToString())]))
+        if resp is None:
+            raise StorageUnavailable("etcd: put binding interrupted; retry")
+
+    async def get_binding(self, namespace: str, kind: str, name: str) -> ipam_pb2.Binding | None:
+        kv = await self._get(self._k("bindings", namespace, kind, name))
+        if kv is None:
+            return None
+        b = ipam_pb2.Binding()
+        b.ParseFromString(kv.value)
+        return b
+
+    async def list_bindings(self, namespace: str = "") -> list[ipam_pb2.Binding]:
+        prefix = self._k("bindings", namespace, "") if namespace else self._k("bindings", "")
+        out = []
+        for kv in await self._prefix(prefix):
+            b = ipam_pb2.Binding()
+            b.ParseFromString(kv.value)
+            out.append(b)
+        return out
+
+    async def delete_binding(self, namespace: str, kind: str, name: str) -> bool:
+        key = self._k("bindings", namespace, kind, name)
+        resp = await self._txn(
+            rpc.TxnRequest(
+                compare=[rpc.Compare(key=key, result=_EQUAL, target=_CREATE, create_revision=0)], failure=[_delete(key)]
+            )
+        )
+        if resp is None:
+            return True
+        return not resp.succeeded  # the compare "absent" failed: it existed and was deleted
+
+    # -- blocks -------------------------------------------------------------------------------
+    async def blocks(self, pool: str) -> list[Block]:
+        out = []
+        for kv in await self._prefix(self._k("blocks", pool, "")):
+            index = int(kv.key.decode().rsplit("/", 1)[1])
+            out.append(decode_block(pool, index, kv.value, kv.mod_revision))
+        return out
+
+    async def block(self, pool: str, index: int) -> Block:
+        kv = await self._get(self._block_key(pool, index))
+        if kv is None:
+            return Block(pool=pool, index=index)
+        return decode_block(pool, index, kv.value, kv.mod_revision)
+
+    # -- allocations --------------------------------------------------------------------------
+    def _index_ops(self, a: ipam_pb2.Allocation, ref: bytes) -> list[rpc.RequestOp]:
+        return [_put(self._index_key(kind, key), ref) for kind, key in indexes(a).items()]
+
+    async def _resolve(self, a: ipam_pb2.Allocation, value: bytes) -> Stored | None:
+        """After an interrupted transaction: is our allocation stored?"""
+        kv = await self._get(self._ip_key(a.pool, a.ip))
+        if kv is not None and kv.value == value:
+            return Stored(allocation=a, version=kv.mod_revision)
+        return None
+
+    async def reserve(self, pool_version: int, block: Block, allocation: ipam_pb2.Allocation) -> Stored | Lost:
+        a = allocation
+        pool_key = self._k("pools", a.pool)
+        block_key = self._block_key(block.pool, block.index)
+        ip_key = self._ip_key(a.pool, a.ip)
+        ref = f"{a.pool}/{address_key(a.ip)}".encode()
+        idx = indexes(a)
+        att_key = self._index_key("attachment", idx["attachment"]) if "attachment" in idx else None
+        owner_key = self._index_key("owner", idx["owner"]) if "owner" in idx else None
+        compare = [_at(pool_key, pool_version), _at(block_key, block.version), _absent(ip_key)]
+        compare += [_absent(k) for k in (att_key, owner_key) if k is not None]
+        value = a.SerializeToString()
+        request = rpc.TxnRequest(
+            compare=compare,
+            success=[_put(block_key, encode_block(block)), _put(ip_key, value), *self._index_ops(a, ref)],
+            failure=[_read(pool_key), _read(block_key)] + [_read(k) for k in (att_key, owner_key) if k is not None],
+        )
+        resp = await self._txn(request)
+        if resp is None:
+            stored = await self._resolve(a, value)
+            return stored if stored is not None else Lost.BLOCK
+        if resp.succeeded:
+            return Stored(allocation=a, version=resp.header.revision)
+        pool_kvs = resp.responses[0].response_range.kvs
+        if not pool_kvs or pool_kvs[0].mod_revision != pool_version:
+            return Lost.POOL
+        block_kvs = resp.responses[1].response_range.kvs
+        if (block_kvs[0].mod_revision if block_kvs else 0) != block.version:
+            return Lost.BLOCK
+        i = 2
+        if att_key is not None:
+            if resp.responses[i].response_range.kvs:
+                return Lost.ATTACHMENT
+            i += 1
+        if owner_key is not None and resp.responses[i].response_range.kvs:
+            return Lost.OWNER
+        return Lost.BLOCK  # the address key itself: a block that lies (repaired by a re-read)
+
+    async def replace(self, current: Stored, allocation: ipam_pb2.Allocation) -> Stored | Lost:
+        old, a = current.allocation, allocation
+        ip_key = self._ip_key(a.pool, a.ip)
+        ref = f"{a.pool}/{address_key(a.ip)}".encode()
+        old_idx, new_idx = indexes(old), indexes(a)
+        compare = [_at(ip_key, current.version)]
+        failure = [_read(ip_key)]
+        added = [(kind, key) for kind, key in new_idx.items() if old_idx.get(kind) != key]
+        for kind, key in added:
+            compare.append(_absent(self._index_key(kind, key)))
+            failure.append(_read(self._index_key(kind, key)))
+        ops = [_delete(self._index_key(kind, key)) for kind, key in old_idx.items() if new_idx.get(kind) != key]
+        ops += [_put(ip_key, a.SerializeToString()), *self._index_ops(a, ref)]
+        value = a.SerializeToString()
+        resp = await self._txn(rpc.TxnRequest(compare=compare, success=ops, failure=failure))
+        if resp is None:
+            stored = await self._resolve(a, value)
+            return stored if stored is not None else Lost.ALLOCATION
+        if resp.succeeded:
+            return Stored(allocation=a, version=resp.header.revision)
+        kvs = resp.responses[0].response_range.kvs
+        if not kvs or kvs[0].mod_revision != current.version:
+            return Lost.ALLOCATION
+        for (kind, _), op in zip(added, resp.responses[1:], strict=True):
+            if op.response_range.kvs:
+                return Lost.OWNER if kind == "owner" else Lost.ATTACHMENT
+        return Lost.ALLOCATION
+
+    async def free(self, current: Stored, block: Block) -> Lost | int:
+        a = current.allocation
+        ip_key = self._ip_key(a.pool, a.ip)
+        block_key = self._block_key(block.pool, block.index)
+        ops = [_delete(ip_key), _put(block_key, encode_block(block))]
+        ops += [_delete(self._index_key(kind, key)) for kind, key in indexes(a).items()]
+        resp = await self._txn(
+            rpc.TxnRequest(
+                compare=[_at(ip_key, current.version), _at(block_key, block.version)],
+                success=ops,
+                failure=[_read(ip_key)],
+            )
+        )
+        if resp is None:
+            # Gone means freed (by us or by someone who won; either way not ours any more);
+            # the block's version is then unknown: 0 makes the next write re-read it.
+            return 0 if await self._get(ip_key) is None else Lost.BLOCK
+        if resp.succeeded:
+            return int(resp.header.revision)
+        kvs = resp.responses[0].response_range.kvs
+        if not kvs or kvs[0].mod_revision != current.version:
+            return Lost.ALLOCATION
+        return Lost.BLOCK
+
+    async def _follow(self, kind: str, key: str) -> Stored | None:
+        kv = await self._get(self._index_key(kind, key))
+        if kv is None:
+            return None
+        return await self._by_ref(kv.value)
+
+    async def _by_ref(self, ref: bytes) -> Stored | None:
+        kv = await self._get(self._k("ips", ref.decode()))
+        if kv is None:
+            return None
+        return Stored(allocation=_alloc(kv.value), version=kv.mod_revision)
+
+    async def by_attachment(self, container_id: str, ifname: str) -> Stored | None:
+        found = await self._follow("attachment", attachment_key(container_id, ifname))
+        # An index entry is written in the same transaction as its allocation; the check
+        # guards against reading the two at different revisions.
+        if found and (found.allocation.container_id, found.allocation.ifname) == (container_id, ifname):
+            return found
+        return None
+
+    async def by_owner(self, key: str) -> Stored | None:
+        return await self._follow("owner", key)
+
+    async def by_address(self, pool: str, ip: str) -> Stored | None:
+        kv = await self._get(self._ip_key(pool, ip))
+        return Stored(allocation=_alloc(kv.value), version=kv.mod_revision) if kv else None
+
+    async def _refs(self, kind: str, prefix: str) -> list[Stored]:
+        out = []
+        for kv in await self._prefix(self._index_key(kind, prefix)):
+            stored = await self._by_ref(kv.value)
+            if stored is not None:
+                out.append(stored)
+        return out
+
+    async def by_node(self, node: str) -> list[Stored]:
+        return [s for s in await self._refs("node", node + "/") if s.allocation.node == node]
+
+    async def by_workload(self, namespace: str, kind: str, name: str) -> list[Stored]:
+        return await self._refs("owner", f"{namespace}/{kind}/{name}/")
+
+    async def allocations(self, pool: str, after: str, limit: int) -> tuple[list[Stored], str]:
+        base = self._k("ips", "")
+        prefix = self._k("ips", pool, "") if pool else base
+        start = (base + after.encode() + b"\0") if after else prefix
+        resp = await self._range(start, prefix_end(prefix), limit=limit)
+        page = [Stored(allocation=_alloc(kv.value), version=kv.mod_revision) for kv in resp.kvs]
+        nxt = resp.kvs[-1].key[len(base) :].decode() if resp.more and resp.kvs else ""
+        return page, nxt

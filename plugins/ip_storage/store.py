@@ -1,0 +1,152 @@
+"""The IP storage contract: where pools, bindings and allocations are kept, in IPAM's words.
+
+Every mutation is one atomic compare-and-swap over all the records it touches:
+- `reserve` takes an address: it writes the address's block (compared at its version), the
+  allocation and its indexes (the container's interface, the node's attachment, the fixed
+  owner), and fails without writing anything if the pool, the block, the interface or the owner
+  changed or is taken. So no address and no interface ever has two owners.
+- `replace` rewrites an allocation compared at its version (attach to another container,
+  detach, change of policy), moving its indexes along; `free` removes it and clears its bit in
+  the block (compared at both versions).
+- A lost race is an outcome (`Lost`), not an exception: the caller re-reads and decides.
+- Implementation errors never escape: unreachable storage is `StorageUnavailable`.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Protocol
+
+from tke.internal.ipamd.allocator import Block
+from tke.internal.storage.store import Unavailable
+from tke.ipam.v1 import ipam_pb2
+
+
+class StorageUnavailable(Unavailable):
+    """The storage cannot be reached or did not answer in time (the servers' error
+    interceptor turns it into UNAVAILABLE)."""
+
+
+class PoolExists(Exception):
+    """create_pool found a pool of that name."""
+
+
+@dataclass(frozen=True)
+class PoolEntry:
+    """A stored pool. `deleting` is set while DeletePool checks that it is unused; every
+    reserve compares `version`, so no address is taken from a pool being deleted."""
+
+    pool: ipam_pb2.Pool
+    version: int
+    deleting: bool = False
+
+
+@dataclass(frozen=True)
+class Stored:
+    """A stored allocation and its version."""
+
+    allocation: ipam_pb2.Allocation
+    version: int
+
+
+class Lost(enum.Enum):
+    """Why a compare-and-swap did not apply."""
+
+    POOL = "pool changed"
+    BLOCK = "block changed"
+    ALLOCATION = "allocation changed"
+    ATTACHMENT = "the interface already has an address"
+    OWNER = "the owner already has a fixed address"
+
+
+FIXED_POLICIES = (ipam_pb2.RELEASE_POLICY_IMMUTABLE, ipam_pb2.RELEASE_POLICY_NEVER)
+
+
+def is_fixed(a: ipam_pb2.Allocation) -> bool:
+    return a.release_policy in FIXED_POLICIES
+
+
+def owner_key(namespace: str, kind: str, workload: str, pod: str) -> str:
+    """The key of a fixed owner: namespace/kind/workload/pod."""
+    return f"{namespace}/{kind}/{workload}/{pod}"
+
+
+def allocation_owner_key(a: ipam_pb2.Allocation) -> str:
+    o = a.owner
+    return owner_key(o.namespace, o.workload_kind, o.workload_name, o.pod_name)
+
+
+class IPStorage(Protocol):
+    """Pools, bindings and allocations, with CAS mutations (see the module docstring)."""
+
+    # -- pools --------------------------------------------------------------------------------
+    async def create_pool(self, pool: ipam_pb2.Pool) -> PoolEntry:
+        """Raises PoolExists."""
+        ...
+
+    async def get_pool(self, name: str) -> PoolEntry | None: ...
+
+    async def list_pools(self) -> list[PoolEntry]: ...
+
+    async def mark_pool(self, entry: PoolEntry, *, deleting: bool) -> PoolEntry | None:
+        """Set or clear `deleting` if the pool is still at entry.version; None if it changed."""
+        ...
+
+    async def delete_pool(self, entry: PoolEntry) -> bool:
+        """Remove the pool and its blocks if it is still at entry.version."""
+        ...
+
+    async def has_allocations(self, pool: str) -> bool: ...
+
+    # -- bindings -----------------------------------------------------------------------------
+    async def put_binding(self, binding: ipam_pb2.Binding) -> None: ...
+
+    async def get_binding(self, namespace: str, kind: str, name: str) -> ipam_pb2.Binding | None: ...
+
+    async def list_bindings(self, namespace: str = "") -> list[ipam_pb2.Binding]: ...
+
+    async def delete_binding(self, namespace: str, kind: str, name: str) -> bool: ...
+
+    # -- blocks and allocations ---------------------------------------------------------------
+    async def blocks(self, pool: str) -> list[Block]:
+        """Every written block of the pool (absent blocks are empty)."""
+        ...
+
+    async def block(self, pool: str, index: int) -> Block: ...
+
+    async def reserve(self, pool_version: int, block: Block, allocation: ipam_pb2.Allocation) -> Stored | Lost:
+        """Write `block` (its new state; block.version is the expected one) and the allocation
+        with its indexes, if the pool is at pool_version and the interface and fixed owner
+        are free. The stored version is also the block's new version."""
+        ...
+
+    async def replace(self, current: Stored, allocation: ipam_pb2.Allocation) -> Stored | Lost:
+        """Rewrite an allocation (same pool and address) if it is still at current.version and
+        its new interface and owner are not someone else's."""
+        ...
+
+    async def free(self, current: Stored, block: Block) -> Lost | int:
+        """Remove an allocation and write `block` (its bit cleared), both compared; returns
+        the block's new version."""
+        ...
+
+    async def by_attachment(self, container_id: str, ifname: str) -> Stored | None: ...
+
+    async def by_owner(self, key: str) -> Stored | None: ...
+
+    async def by_address(self, pool: str, ip: str) -> Stored | None: ...
+
+    async def by_node(self, node: str) -> list[Stored]: ...
+
+    async def by_workload(self, namespace: str, kind: str, name: str) -> list[Stored]:
+        """The fixed allocations of a workload."""
+        ...
+
+    async def allocations(self, pool: str, after: str, limit: int) -> tuple[list[Stored], str]:
+        """Allocations in (pool, address) order after the cursor `after` ("" first), of one
+        pool or all (pool ""); returns the page and the cursor of the next one ("" at the
+        end)."""
+        ...
+
+    async def close(self) -> None: ...

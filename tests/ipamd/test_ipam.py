@@ -1,0 +1,241 @@
+"""The IPAM core over each IP storage (in-memory and real etcd): allocation, idempotency, fixed
+addresses, stale releases, cooldown, exhaustion, GC, workload release, pool deletion."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+
+from tke.internal.ipamd.ipam import IPAM
+from tke.internal.rpc.errors import ApiError
+from tke.ipam.v1 import ipam_pb2
+from tke.plugins.ip_providers.static import StaticProvider
+from tke.plugins.ip_storage.store import IPStorage
+
+from .conftest import Clock, allocate_request, pool
+
+IMMUTABLE = ipam_pb2.RELEASE_POLICY_IMMUTABLE
+NEVER = ipam_pb2.RELEASE_POLICY_NEVER
+
+
+def make_ipam(storage: IPStorage, clock: Clock, cooldown: float = 30.0) -> IPAM:
+    return IPAM(storage, {"static": StaticProvider()}, cooldown=cooldown, clock=clock)
+
+
+async def bind(ipam: IPAM, workload: str, policy: int, *, kind: str = "StatefulSet", pool_name: str = "") -> None:
+    await ipam.put_binding(
+        ipam_pb2.Binding(
+            workload=ipam_pb2.WorkloadRef(namespace="default", kind=kind, name=workload),
+            pool=pool_name,
+            release_policy=policy,  # type: ignore[arg-type]
+            network="fixed",
+        )
+    )
+
+
+async def test_allocate_is_idempotent_and_release_too(ip_storage: IPStorage, clock: Clock) -> None:
+    ipam = make_ipam(ip_storage, clock)
+    await ipam.create_pool(pool())
+    first = await ipam.allocate(allocate_request("web-1"))
+    assert first.allocation.address == "10.0.1.2/24"
+    assert first.allocation.gateway == "10.0.1.1"
+    assert [r.dst for r in first.allocation.routes] == ["0.0.0.0/0"]
+    assert not first.reused
+    again = await ipam.allocate(allocate_request("web-1"))
+    assert again.reused and again.allocation.ip == first.allocation.ip
+    other = await ipam.allocate(allocate_request("web-2"))
+    assert other.allocation.ip != first.allocation.ip
+    released = await ipam.release("c-web-1", "eth0")
+    assert released.found and not released.retained
+    assert not (await ipam.release("c-web-1", "eth0")).found
+    status = (await ipam.get_pool("net-a")).status
+    assert (status.capacity, status.allocated, status.cooling) == (253, 1, 1)
+
+
+async def test_interface_of_another_pod_is_refused(ip_storage: IPStorage, clock: Clock) -> None:
+    ipam = make_ipam(ip_storage, clock)
+    await ipam.create_pool(pool())
+    await ipam.allocate(allocate_request("a", "shared"))
+    with pytest.raises(ApiError) as err:
+        await ipam.allocate(allocate_request("b", "shared"))
+    assert err.value.code == grpc.StatusCode.FAILED_PRECONDITION
+
+
+async def test_cooldown_before_reuse(ip_storage: IPStorage, clock: Clock) -> None:
+    ipam = make_ipam(ip_storage, clock, cooldown=60)
+    await ipam.create_pool(pool(cidr="10.0.1.0/29"))  # 6 hosts minus the gateway: 5
+    got = [(await ipam.allocate(allocate_request(f"p{i}"))).allocation.ip for i in range(5)]
+    assert len(set(got)) == 5
+    await ipam.release("c-p0", "eth0")
+    with pytest.raises(ApiError) as err:
+        await ipam.allocate(allocate_request("late"))
+    assert err.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    with pytest.raises(ApiError) as err:
+        await ipam.allocate(allocate_request("late", ip=got[0]))
+    assert err.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    clock.advance(61)
+    assert (await ipam.allocate(allocate_request("late"))).allocation.ip == got[0]
+
+
+async def test_specific_address_owned_by_someone_else(ip_storage: IPStorage, clock: Clock) -> None:
+    ipam = make_ipam(ip_storage, clock)
+    await ipam.create_pool(pool())
+    a = await ipam.allocate(allocate_request("a", ip="10.0.1.50"))
+    assert a.allocation.ip == "10.0.1.50"
+    with pytest.raises(ApiError) as err:
+        await ipam.allocate(allocate_request("b", ip="10.0.1.50"))
+    assert err.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert "default/a" in err.value.message
+    with pytest.raises(ApiError) as err:
+        await ipam.allocate(allocate_request("b", ip="10.0.1.1"))  # the gateway
+    assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_fixed_address_follows_its_owner_across_restart_and_move(ip_storage: IPStorage, clock: Clock) -> None:
+    ipam = make_ipam(ip_storage, clock)
+    await ipam.create_pool(pool())
+    await bind(ipam, "db", IMMUTABLE)
+    first = await ipam.allocate(allocate_request("db-0", "c1", uid="u1", node="node-1"))
+    assert first.allocation.owner.workload_name == "db"  # inferred from the pod name
+    assert first.allocation.release_policy == IMMUTABLE
+    released = await ipam.release("c1", "eth0", "u1")
+    assert released.retained
+    # A restart: new container, same pod.
+    second = await ipam.allocate(allocate_request("db-0", "c2", uid="u1", node="node-1"))
+    assert second.reused and second.allocation.ip == first.allocation.ip
+    # A move to another node without the old container's DEL: a new pod uid takes over.
+    third = await ipam.allocate(allocate_request("db-0", "c3", uid="u2", node="node-2"))
+    assert third.reused and third.allocation.ip == first.allocation.ip
+    assert third.allocation.node == "node-2"
+    # The stale DEL of c2 (old uid) must not free the moved pod's address.
+    assert not (await ipam.release("c2", "eth0", "u1")).found
+    held = await ipam.get_by_attachment("c3", "eth0")
+    assert held.ip == first.allocation.ip
+    # Another pod never gets it.
+    other = await ipam.allocate(allocate_request("db-1", "c4"))
+    assert other.allocation.ip != first.allocation.ip
+
+
+async def test_stale_release_with_other_uid_is_ignored(ip_storage: IPStorage, clock: Clock) -> None:
+    ipam = make_ipam(ip_storage, clock)
+    await ipam.create_pool(pool())
+    await ipam.allocate(allocate_request("p", "c1", uid="new"))
+    assert not (await ipam.release("c1", "eth0", "old")).found
+    assert (await ipam.get_by_attachment("c1", "eth0")).owner.pod_uid == "new"
+
+
+async def test_release_workload_scale_down_and_delete(ip_storage: IPStorage, clock: Clock) -> None:
+    ipam = make_ipam(ip_storage, clock)
+    await ipam.create_pool(pool())
+    await bind(ipam, "db", IMMUTABLE)
+    ips = {}
+    for i in range(3):
+        ips[i] = (await ipam.allocate(allocate_request(f"db-{i}", f"c{i}"))).allocation.ip
+        await ipam.release(f"c{i}", "eth0")
+    await ipam.allocate(allocate_request("db-0", "c0b"))  # db-0 runs again
+    w = ipam_pb2.WorkloadRef(namespace="default", kind="StatefulSet", name="db")
+    released, deferred = await ipam.release_workload(w, deleted=False, replicas=2, keep=set(), force=False)
+    assert [a.owner.pod_name for a in released] == ["db-2"] and not deferred
+    released, deferred = await ipam.release_workload(w, deleted=True, replicas=None, keep=set(), force=False)
+    assert [a.owner.pod_name for a in released] == ["db-1"]
+    assert [a.owner.pod_name for a in deferred] == ["db-0"]
+    # The deferred one is freed by its container's release.
+    assert not (await ipam.release("c0b", "eth0")).retained
+    assert (await ipam.get_pool("net-a")).status.allocated == 0
+
+
+async def test_never_policy_needs_force(ip_storage: IPStorage, clock: Clock) -> None:
+    ipam = make_ipam(ip_storage, clock)
+    await ipam.create_pool(pool())
+    await bind(ipam, "keep", NEVER, kind="Deployment")
+    await ipam.allocate(allocate_request("keep-7d9f8b6c4-abcde", "c1"))
+    await ipam.release("c1", "eth0")
+    w = ipam_pb2.WorkloadRef(namespace="default", kind="Deployment", name="keep")
+    assert await ipam.release_workload(w, deleted=True, replicas=None, keep=set(), force=False) == ([], [])
+    released, _ = await ipam.release_workload(w, deleted=True, replicas=None, keep=set(), force=True)
+    assert len(released) == 1
+
+
+async def test_garbage_collect_by_node(ip_storage: IPStorage, clock: Clock) -> None:
+    ipam = make_ipam(ip_storage, clock)
+    await ipam.create_pool(pool())
+    await bind(ipam, "db", IMMUTABLE)
+    await ipam.allocate(allocate_request("live", "c-live"))
+    await ipam.allocate(allocate_request("gone", "c-gone"))
+    await ipam.allocate(allocate_request("db-0", "c-db"))
+    await ipam.allocate(allocate_request("elsewhere", "c-else", node="node-2"))
+    clock.advance(120)
+    valid = {("c-live", "eth0")}
+    dry = await ipam.garbage_collect("node-1", valid, dry_run=True, min_age=60)
+    assert sorted(a.container_id for a in dry) == ["c-db", "c-gone"]
+    collected = await ipam.garbage_collect("node-1", valid, dry_run=False, min_age=60)
+    assert sorted(a.container_id for a in collected) == ["c-db", "c-gone"]
+    # The fixed address is retained for its owner, the other one freed.
+    assert (
+        await ipam.get_by_owner(
+            ipam_pb2.Owner(namespace="default", pod_name="db-0", workload_kind="StatefulSet", workload_name="db")
+        )
+    ).state == 2
+    assert (await ipam.get_by_attachment("c-else", "eth0")).node == "node-2"
+    # A young allocation is left alone.
+    await ipam.allocate(allocate_request("young", "c-young"))
+    assert await ipam.garbage_collect("node-1", valid, dry_run=False, min_age=60) == []
+
+
+async def test_pool_with_allocations_cannot_be_deleted(ip_storage: IPStorage, clock: Clock) -> None:
+    ipam = make_ipam(ip_storage, clock)
+    await ipam.create_pool(pool())
+    await ipam.allocate(allocate_request("p"))
+    with pytest.raises(ApiError) as err:
+        await ipam.delete_pool("net-a")
+    assert err.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    # Still usable after the refused delete.
+    await ipam.allocate(allocate_request("q"))
+    await ipam.release("c-p", "eth0")
+    await ipam.release("c-q", "eth0")
+    await ipam.delete_pool("net-a")
+    with pytest.raises(ApiError) as err:
+        await ipam.get_pool("net-a")
+    assert err.value.code == grpc.StatusCode.NOT_FOUND
+
+
+async def test_pools_serve_their_nodes(ip_storage: IPStorage, clock: Clock) -> None:
+    ipam = make_ipam(ip_storage, clock)
+    await ipam.create_pool(pool("rack-a", "10.1.0.0/24", node_subnets=["192.168.1.0/24"]))
+    await ipam.create_pool(pool("rack-b", "10.2.0.0/24", node_names=["node-b"]))
+    req = allocate_request("p1")
+    req.node_ip = "192.168.1.7"
+    assert (await ipam.allocate(req)).allocation.pool == "rack-a"
+    assert (await ipam.allocate(allocate_request("p2", node="node-b"))).allocation.pool == "rack-b"
+    with pytest.raises(ApiError) as err:
+        await ipam.allocate(allocate_request("p3", node="node-z"))
+    assert err.value.code == grpc.StatusCode.FAILED_PRECONDITION
+
+
+async def test_list_allocations_pages(ip_storage: IPStorage, clock: Clock) -> None:
+    ipam = make_ipam(ip_storage, clock)
+    await ipam.create_pool(pool())
+    for i in range(7):
+        await ipam.allocate(allocate_request(f"p{i}", node="node-1" if i % 2 else "node-2"))
+    seen: list[str] = []
+    token = ""
+    while True:
+        page, token = await ipam.list_allocations(ipam_pb2.ListAllocationsRequest(page_token=token), 3)
+        seen += [a.ip for a in page]
+        if not token:
+            break
+    assert len(seen) == 7 == len(set(seen))
+    node1, _ = await ipam.list_allocations(ipam_pb2.ListAllocationsRequest(node="node-1"), 100)
+    assert len(node1) == 3
+
+
+async def test_concurrent_allocations_never_share_an_address(ip_storage: IPStorage, clock: Clock) -> None:
+    # Two IPAM instances (two replicas' worth of caches) over one storage.
+    a, b = make_ipam(ip_storage, clock), make_ipam(ip_storage, clock)
+    await a.create_pool(pool(cidr="10.0.0.0/25"))  # 125 addresses: two blocks
+    requests = [(a if i % 2 else b).allocate(allocate_request(f"p{i}")) for i in range(120)]
+    results = await asyncio.gather(*requests)
+    ips = [r.allocation.ip for r in results]
+    assert len(set(ips)) == 120
