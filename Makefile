@@ -5,7 +5,6 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-PROTOS := $(shell find proto -name '*.proto' | sort)
 
 .PHONY: setup deps run test test-fast lint gen check-gen bench clean
 
@@ -16,8 +15,9 @@ deps:
 
 $(STAMP): pyproject.toml setup.py
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	@echo "installing the project and its Python packages into $(VENV) (log: $(VENV)/install.log)"
+	@$(BIN)/pip install --upgrade pip >$(VENV)/install.log 2>&1 || (cat $(VENV)/install.log; exit 1)
+	@$(BIN)/pip install -e '.[dev]' >>$(VENV)/install.log 2>&1 || (cat $(VENV)/install.log; exit 1)
 	@touch $(STAMP)
 
 ## run: start etcd and tke-apiserver locally; Ctrl-C stops them

@@ -57,8 +57,8 @@ class ResourceAPI(Generic[R]):
     hub: Hub[R]
     bookmark_interval: float = 10.0
 
-    def _named_tenant(self, requested: str, name: str, field: str = "tenant_id") -> str:
-        tenant = _tenant(requested, field, collection=False)
+    def _named_tenant(self, requested: str, name: str) -> str:
+        tenant = _tenant(requested, "tenant_id", collection=False)
         if not tenant:
             raise errors.not_found(self.registry.kind.name, name, requested)
         return tenant
@@ -66,9 +66,11 @@ class ResourceAPI(Generic[R]):
     async def create(self, obj: R | None) -> R:
         if obj is None:
             raise errors.invalid_field(self.registry.kind.name, "is required")
-        tenant = self._named_tenant(
-            obj.metadata.tenant_id, obj.metadata.name, f"{self.registry.kind.name}.metadata.tenant_id"
-        )
+        field = f"{self.registry.kind.name}.metadata.tenant_id"
+        tenant = _tenant(obj.metadata.tenant_id, field, collection=False)
+        if not tenant:
+            user = current_identity.get().user
+            raise errors.permission_denied(f"user {user!r} may not create objects in tenant {obj.metadata.tenant_id!r}")
         return await self.registry.create(tenant, obj)
 
     async def get(self, name: str, tenant_id: str) -> R:

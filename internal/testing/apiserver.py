@@ -3,6 +3,8 @@ over a real etcd, with stubs to call it; and builders of valid objects."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from dataclasses import dataclass, field, replace
 
 import grpc
@@ -26,7 +28,9 @@ class Running:
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def channel_with(self, token: str) -> tuple[cluster_pb2_grpc.ClusterServiceStub, machine_pb2_grpc.MachineServiceStub]:
+    def channel_with(
+        self, token: str
+    ) -> tuple[cluster_pb2_grpc.ClusterServiceStub, machine_pb2_grpc.MachineServiceStub]:
         """Stubs that send `token` as a bearer token."""
         creds = grpc.composite_channel_credentials(
             grpc.local_channel_credentials(), grpc.access_token_call_credentials(token)
@@ -79,7 +83,9 @@ def cluster(name: str, labels: dict[str, str] | None = None, **spec: object) -> 
     return c
 
 
-def machine(name: str, cluster_name: str, ip: str = "192.0.2.10", labels: dict[str, str] | None = None) -> machine_pb2.Machine:
+def machine(
+    name: str, cluster_name: str, ip: str = "192.0.2.10", labels: dict[str, str] | None = None
+) -> machine_pb2.Machine:
     m = machine_pb2.Machine()
     m.metadata.name = name
     m.metadata.labels.update(labels or {})
@@ -87,3 +93,48 @@ def machine(name: str, cluster_name: str, ip: str = "192.0.2.10", labels: dict[s
     m.spec.type = "baremetal"
     m.spec.ip = ip
     return m
+
+
+class ThreadedApiserver:
+    """An apiserver on its own event loop in a background thread, for synchronous tests (for
+    example hypothesis, which drives a plain function)."""
+
+    def __init__(self, config: ApiserverConfig) -> None:
+        self.config = config
+        self.port = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._apiserver: Apiserver | None = None
+
+    def __enter__(self) -> ThreadedApiserver:
+        started = threading.Event()
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(loop)  # grpc.aio objects are made in __init__ and need it
+            self._loop = loop
+            try:
+                self._apiserver = Apiserver(self.config)
+                server = loop.run_until_complete(self._apiserver.start())
+                self.port = server.port
+            except BaseException as err:  # reported to the starting thread
+                failure.append(err)
+                started.set()
+                return
+            started.set()
+            loop.run_forever()
+            loop.run_until_complete(self._apiserver.stop())
+            loop.close()
+
+        self._thread = threading.Thread(target=run, name="apiserver", daemon=True)
+        self._thread.start()
+        started.wait(30)
+        if failure:
+            raise failure[0]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._loop is not None and self._thread is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(30)

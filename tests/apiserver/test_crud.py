@@ -115,11 +115,15 @@ async def test_update_mask_rejects_status_and_unknown_paths(api: Running) -> Non
 async def test_update_of_immutable_or_invalid_fields_is_refused(api: Running) -> None:
     created = await create(api, cluster("immut"))
     created.spec.type = "imported"
-    err = await expect_error(api.clusters.Update(cluster_pb2.UpdateClusterRequest(cluster=created)), Code.INVALID_ARGUMENT)
+    err = await expect_error(
+        api.clusters.Update(cluster_pb2.UpdateClusterRequest(cluster=created)), Code.INVALID_ARGUMENT
+    )
     assert "cluster.spec.type" in bad_request_fields(err)
     created.spec.type = "baremetal"
     created.spec.network.pod_cidr = "not-a-cidr"
-    err = await expect_error(api.clusters.Update(cluster_pb2.UpdateClusterRequest(cluster=created)), Code.INVALID_ARGUMENT)
+    err = await expect_error(
+        api.clusters.Update(cluster_pb2.UpdateClusterRequest(cluster=created)), Code.INVALID_ARGUMENT
+    )
     assert bad_request_fields(err) == ["cluster.spec.network.pod_cidr"]
 
 
@@ -283,7 +287,9 @@ async def test_list_machines_by_cluster_and_selector(api: Running) -> None:
     await create(api, cluster("cb"))
     for i in range(3):
         await api.machines.Create(
-            machine_pb2.CreateMachineRequest(machine=machine(f"a{i}", "ca", labels={"role": "worker" if i else "master"}))
+            machine_pb2.CreateMachineRequest(
+                machine=machine(f"a{i}", "ca", labels={"role": "worker" if i else "master"})
+            )
         )
         await api.machines.Create(machine_pb2.CreateMachineRequest(machine=machine(f"b{i}", "cb")))
     of_a = await api.machines.List(machine_pb2.ListMachinesRequest(cluster_name="ca"))

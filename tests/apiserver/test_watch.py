@@ -26,10 +26,10 @@ ADDED, MODIFIED, DELETED, BOOKMARK = (
 )
 
 
-async def take(call: Any, n: int, *, timeout: float = 10.0, bookmarks: bool = False) -> list[tuple[int, str, str]]:
+async def take(call: Any, n: int, *, within: float = 10.0, bookmarks: bool = False) -> list[tuple[int, str, str]]:
     """The next `n` events as (type, name, resource_version), skipping bookmarks unless asked."""
     out: list[tuple[int, str, str]] = []
-    async with asyncio.timeout(timeout):
+    async with asyncio.timeout(within):
         while len(out) < n:
             event = await call.read()
             assert event is not grpc.aio.EOF, f"stream ended after {out}"
@@ -156,7 +156,7 @@ async def test_idle_watch_gets_periodic_bookmarks_that_advance(api: Running) -> 
     # Another kind changes: the cluster watch's bookmark still moves on (etcd progress).
     await api.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=cluster("host")))
     await take(call, 1)
-    marks = await take(call, 2, bookmarks=True, timeout=5)
+    marks = await take(call, 2, bookmarks=True, within=5)
     assert all(t == BOOKMARK for t, _, _ in marks)
     assert int(marks[-1][2]) >= int(first[0][2])
     call.cancel()
@@ -213,7 +213,7 @@ async def test_watch_and_writes_survive_an_etcd_restart(tmp_path: Path, etcd_pre
         # Writes go through again once etcd is back (retried inside the apiserver).
         await create(api, "after-1")
         await create(api, "after-2")
-        events = await take(call, 3, timeout=20)
+        events = await take(call, 3, within=20)
         assert [n for _, n, _ in events] == ["before", "after-1", "after-2"]
         await quiet(call)
         call.cancel()

@@ -1,0 +1,1 @@
+"""Unit tests of pure logic, with fakes where a seam needs one."""
