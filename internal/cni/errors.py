@@ -20,10 +20,12 @@ NOT_AVAILABLE = 50
 NOT_AVAILABLE_LIMITED_CONNECTIVITY = 51
 
 # Ours: a delegated plugin failed without a readable CNI error; an unexpected internal failure;
-# ipamd refused the request (exhausted pool, address owned by someone else, bad owner).
+# the pool has no free address; ipamd refused otherwise (an address owned by someone else, a
+# node the pool does not serve, a denied call).
 DELEGATE_FAILED = 100
 INTERNAL = 101
-IPAM_REFUSED = 102
+POOL_EXHAUSTED = 102
+IPAM_REFUSED = 103
 
 
 class CNIError(Exception):

@@ -37,6 +37,7 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "STATUS": ("CNI_PATH",),
 }
 ID_PUNCTUATION = frozenset("_.-")
+VALID_ATTACHMENTS = ("cni.dev/valid-attachments", "cni.dev/attachments")
 
 
 class Request(NamedTuple):
@@ -89,6 +90,23 @@ def valid_ifname(name: str) -> bool:
     """Linux's rules as the specification repeats them: 1-15 bytes, not '.' or '..', no '/',
     ':' or whitespace."""
     return 0 < len(name.encode()) < 16 and name not in (".", "..") and not any(c in "/:" or c.isspace() for c in name)
+
+
+def valid_attachments(config: Mapping[str, Any]) -> list[dict[str, str]]:
+    """GC's list of attachments still in use (`cni.dev/valid-attachments`; libcni also sends it
+    as `cni.dev/attachments`, the name an early 1.1 draft used)."""
+    for key in VALID_ATTACHMENTS:
+        if key in config:
+            value = config[key]
+            break
+    else:
+        return []
+    if not isinstance(value, list) or not all(
+        isinstance(a, dict) and isinstance(a.get("containerID"), str) and isinstance(a.get("ifname"), str)
+        for a in value
+    ):
+        raise CNIError(INVALID_NETWORK_CONFIG, f"{VALID_ATTACHMENTS[0]}: expected a list of {{containerID, ifname}}")
+    return [{"containerID": a["containerID"], "ifname": a["ifname"]} for a in value]
 
 
 def cni_main(

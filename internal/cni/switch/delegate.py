@@ -126,6 +126,12 @@ class Delegate:
             conf["prevResult"] = convert_result(prev, version)
         return conf
 
+    def resolve(self) -> None:
+        """Find every plugin of the chain, so a missing one fails the ADD before anything is
+        done or recorded."""
+        for plugin in self.network.plugins:
+            self.runner.find(plugin["type"], self.call.path)
+
     def add(self, env_overrides: Mapping[str, str] | None = None) -> dict[str, Any]:
         """ADD through the chain; the final result in the runtime's version. On failure the
         caller undoes with `delete` (it knows whether a record needs to stay)."""

@@ -24,7 +24,7 @@ from tke.internal.cni.errors import (
 )
 from tke.internal.cni.invoke import Exec, RawExec
 from tke.internal.cni.owner import WORKLOAD_KIND, WORKLOAD_NAME, PodOwner
-from tke.internal.cni.skel import Handler, Request, warn
+from tke.internal.cni.skel import Handler, Request, valid_attachments, warn
 from tke.internal.cni.switch.config import Network, SwitchConfig
 from tke.internal.cni.switch.delegate import Delegate, Invocation, PluginVersions
 from tke.internal.cni.switch.policy import BindingSource, Choice, choose_network
@@ -32,7 +32,6 @@ from tke.internal.cni.switch.state import ADDING, Attachment, AttachmentStore, D
 
 # An attachment still "adding" this recently may be an ADD in flight: GC leaves it alone.
 ADD_IN_FLIGHT_SECONDS = 300.0
-VALID_ATTACHMENTS = ("cni.dev/valid-attachments", "cni.dev/attachments")
 
 
 class Switch:
@@ -112,8 +111,9 @@ class Switch:
             args=args,
             updated=time.time(),
         )
-        self.store.put(record)
         delegate = self._delegate(network, self._invocation(request, args))
+        delegate.resolve()
+        self.store.put(record)
         try:
             result = delegate.add()
         except CNIError as err:
@@ -206,7 +206,7 @@ class Switch:
     # GC --------------------------------------------------------------------------------------
 
     def gc(self, request: Request) -> None:
-        valid = _valid_attachments(request.config)
+        valid = valid_attachments(request.config)
         keep = {(a["containerID"], a["ifname"]) for a in valid}
         first: CNIError | None = None
         now = time.time()
@@ -252,21 +252,6 @@ class Switch:
             if not os.access(self.store.folder, os.W_OK):
                 raise CNIError(NOT_AVAILABLE, f"state directory {self.store.folder} is not writable")
         self._delegate(network, self._invocation(request, "")).status()
-
-
-def _valid_attachments(config: dict[str, Any]) -> list[dict[str, str]]:
-    for key in VALID_ATTACHMENTS:
-        if key in config:
-            value = config[key]
-            break
-    else:
-        return []
-    if not isinstance(value, list) or not all(
-        isinstance(a, dict) and isinstance(a.get("containerID"), str) and isinstance(a.get("ifname"), str)
-        for a in value
-    ):
-        raise CNIError(INVALID_NETWORK_CONFIG, f"{VALID_ATTACHMENTS[0]}: expected a list of {{containerID, ifname}}")
-    return [{"containerID": a["containerID"], "ifname": a["ifname"]} for a in value]
 
 
 class _LazyIpamdBindings:

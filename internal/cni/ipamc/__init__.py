@@ -1,0 +1,1 @@
+"""tke-ipamc: the CNI IPAM plugin that takes container addresses from tke-ipamd."""

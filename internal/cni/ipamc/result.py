@@ -1,0 +1,39 @@
+"""An allocation from tke-ipamd as a CNI IPAM result (ips, routes, dns; no interfaces: the
+main plugin fills those in)."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+
+class RouteLike(Protocol):
+    dst: str
+    gw: str
+
+
+def ipam_result(address: str, gateway: str, routes: list[RouteLike], dns: Any) -> dict[str, Any]:
+    ip: dict[str, Any] = {"address": address}
+    if gateway:
+        ip["gateway"] = gateway
+    out: dict[str, Any] = {"ips": [ip]}
+    # A route without gw goes via the address's gateway, which is what an empty gw means to ipamd.
+    out["routes"] = [{"dst": r.dst, **({"gw": r.gw} if r.gw else {})} for r in routes]
+    dns_out: dict[str, Any] = {}
+    if dns is not None:
+        if dns.nameservers:
+            dns_out["nameservers"] = list(dns.nameservers)
+        if dns.domain:
+            dns_out["domain"] = dns.domain
+        if dns.search:
+            dns_out["search"] = list(dns.search)
+        if dns.options:
+            dns_out["options"] = list(dns.options)
+    out["dns"] = dns_out
+    return out
+
+
+def addresses(result: Any) -> set[str]:
+    """The addresses (CIDR form) a result lists."""
+    if not isinstance(result, dict):
+        return set()
+    return {str(ip.get("address")) for ip in result.get("ips", []) if isinstance(ip, dict) and ip.get("address")}

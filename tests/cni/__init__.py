@@ -1,0 +1,1 @@
+"""Tests of cni-switch and tke-ipamc, run as a container runtime runs them."""

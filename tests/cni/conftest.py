@@ -1,0 +1,59 @@
+"""Fixtures of the CNI tests: a node namespace per test (the "host" the plugins run in), container
+namespaces on demand, state and lease directories under the test's tmp_path, and builders of
+cni-switch configurations over Debian's bridge, host-local and macvlan."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+
+from tke.internal.cni.testing import DEBIAN_CNI, Runtime, bin_dir, console_script, netns, sh, unique
+
+
+def _why_not() -> str:
+    if os.geteuid() != 0:
+        return "needs root (network namespaces)"
+    if shutil.which("ip") is None:
+        return "needs iproute2 (`make setup`)"
+    for plugin in ("bridge", "host-local", "macvlan", "tuning"):
+        if not os.access(os.path.join(DEBIAN_CNI, plugin), os.X_OK):
+            return f"needs Debian's containernetworking-plugins in {DEBIAN_CNI} (`make setup`)"
+    probe = unique("tkp")
+    if sh("ip", "netns", "add", probe, check=False).returncode != 0:
+        return "cannot create network namespaces here"
+    sh("ip", "netns", "del", probe, check=False)
+    return ""
+
+
+REASON = _why_not()
+
+
+@pytest.fixture
+def namespaces() -> Iterator[Callable[[], str]]:
+    """Call it for a new container namespace; all are deleted at the end of the test."""
+    with ExitStack() as stack:
+        yield lambda: stack.enter_context(netns("tkc"))
+
+
+@pytest.fixture
+def node() -> Iterator[str]:
+    """The node: every plugin runs in this namespace, so its bridges live and die with it."""
+    if REASON:
+        pytest.skip(REASON)
+    with netns("tkn") as name:
+        yield name
+
+
+@pytest.fixture
+def cni_bin(tmp_path: Path) -> str:
+    return bin_dir(tmp_path, "cni-switch", "tke-ipamc")
+
+
+@pytest.fixture
+def switch(node: str, cni_bin: str) -> Runtime:
+    return Runtime(binary=console_script("cni-switch"), node=node, path=[cni_bin, DEBIAN_CNI])

@@ -1,0 +1,289 @@
+"""cni-switch run as a runtime runs it, delegating to Debian's plugins in real namespaces."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from tke.internal.cni.testing import (
+    Runtime,
+    addresses,
+    bridge_network,
+    leases,
+    link_names,
+    links,
+    netns_path,
+    reachable,
+    record_dir,
+    sh,
+    switch_config,
+    unique,
+    with_prev,
+)
+
+
+def two_networks(tmp_path: Path, **extra: object) -> dict[str, object]:
+    return switch_config(
+        tmp_path,
+        {
+            "bridge": bridge_network(tmp_path, "10.70.0.0/24", name="pods"),
+            "fixed": bridge_network(tmp_path, "10.71.0.0/24", name="fixed-pods", version=None),
+        },
+        "bridge",
+        **extra,
+    )
+
+
+def test_version(switch: Runtime) -> None:
+    out = switch.run("VERSION", {"cniVersion": "1.0.0"}).ok()
+    assert out == {"cniVersion": "1.0.0", "supportedVersions": ["1.0.0", "1.1.0"]}
+    assert switch.run("VERSION", b"").ok()["cniVersion"] == "1.1.0"
+
+
+def test_add_check_del(switch: Runtime, namespaces: Callable[[], str], tmp_path: Path) -> None:
+    conf = two_networks(tmp_path)
+    ns = namespaces()
+    cid = unique("c")
+    result = switch.run("ADD", conf, container_id=cid, netns=netns_path(ns)).ok()
+
+    assert result["cniVersion"] == "1.1.0"
+    [ip] = result["ips"]
+    assert ip["address"].startswith("10.70.0.") and ip["gateway"] == "10.70.0.1"
+    sandbox = result["interfaces"][ip["interface"]]
+    assert sandbox == {**sandbox, "name": "eth0", "sandbox": netns_path(ns)}
+    assert addresses(ns, "eth0") == [ip["address"]]
+    record = json.loads((record_dir(tmp_path) / f"{cid}=eth0.json").read_text())
+    assert record["phase"] == "added" and record["network"]["key"] == "bridge"
+
+    check = switch.run("CHECK", with_prev(conf, result), container_id=cid, netns=netns_path(ns))
+    assert check.code == 0 and check.stdout == ""
+
+    assert switch.run("DEL", with_prev(conf, result), container_id=cid, netns=netns_path(ns)).code == 0
+    assert "eth0" not in link_names(ns)
+    assert leases(tmp_path, "pods") == set()
+    assert list(record_dir(tmp_path).iterdir()) == []
+    again = switch.run("DEL", conf, container_id=cid, netns=netns_path(ns))
+    assert again.code == 0 and again.stdout == ""
+
+
+def test_two_pods_reach_each_other_on_the_bridge(
+    switch: Runtime, namespaces: Callable[[], str], tmp_path: Path
+) -> None:
+    conf = two_networks(tmp_path)
+    a, b = namespaces(), namespaces()
+    ra = switch.run("ADD", conf, container_id=unique("a"), netns=netns_path(a)).ok()
+    rb = switch.run("ADD", conf, container_id=unique("b"), netns=netns_path(b)).ok()
+    addr_b = rb["ips"][0]["address"].split("/")[0]
+    assert ra["ips"][0]["address"] != rb["ips"][0]["address"]
+    assert reachable(a, b, addr_b)
+
+
+def test_explicit_network_and_del_follows_the_record(
+    switch: Runtime, namespaces: Callable[[], str], tmp_path: Path
+) -> None:
+    conf = two_networks(tmp_path)
+    ns = namespaces()
+    cid = unique("c")
+    args = "IgnoreUnknown=1;K8S_POD_NAMESPACE=web;K8S_POD_NAME=db-0;TKE_NETWORK=fixed"
+    result = switch.run("ADD", conf, container_id=cid, netns=netns_path(ns), args=args).ok()
+    assert result["ips"][0]["address"].startswith("10.71.0.")
+    assert leases(tmp_path, "fixed-pods") == {result["ips"][0]["address"].split("/")[0]}
+
+    # DEL without the CNI_ARGS choice and without prevResult still reaches "fixed".
+    assert switch.run("DEL", conf, container_id=cid, netns=netns_path(ns)).code == 0
+    assert leases(tmp_path, "fixed-pods") == set()
+    assert "eth0" not in link_names(ns)
+
+
+def test_macvlan_network(switch: Runtime, namespaces: Callable[[], str], tmp_path: Path) -> None:
+    master = unique("tm")
+    # A veth end as the parent (this kernel has no dummy module); it dies with the node namespace.
+    sh("ip", "-n", switch.node, "link", "add", master, "type", "veth", "peer", "name", master + "p")
+    sh("ip", "-n", switch.node, "link", "set", master, "up")
+    macvlan = {
+        "cniVersion": "1.0.0",
+        "name": "mv",
+        "type": "macvlan",
+        "master": master,
+        "mode": "bridge",
+        "ipam": {"type": "host-local", "dataDir": str(tmp_path / "leases"), "ranges": [[{"subnet": "10.72.0.0/24"}]]},
+    }
+    conf = switch_config(tmp_path, {"bridge": bridge_network(tmp_path, "10.70.0.0/24"), "mv": macvlan}, "bridge")
+    ns = namespaces()
+    cid = unique("c")
+    result = switch.run("ADD", conf, container_id=cid, netns=netns_path(ns), args="TKE_NETWORK=mv").ok()
+    [eth0] = [link for link in links(ns) if link["ifname"] == "eth0"]
+    assert eth0["linkinfo"]["info_kind"] == "macvlan"
+    assert addresses(ns, "eth0") == [result["ips"][0]["address"]]
+    assert switch.run("DEL", conf, container_id=cid, netns=netns_path(ns)).code == 0
+    assert "eth0" not in link_names(ns)
+
+
+def test_del_after_the_namespace_is_gone(switch: Runtime, tmp_path: Path) -> None:
+    conf = two_networks(tmp_path)
+    ns = unique("tkc")
+    sh("ip", "netns", "add", ns)
+    try:
+        cid = unique("c")
+        switch.run("ADD", conf, container_id=cid, netns=netns_path(ns)).ok()
+        assert len(leases(tmp_path, "pods")) == 1
+    finally:
+        sh("ip", "netns", "del", ns, check=False)
+    assert switch.run("DEL", conf, container_id=cid, netns=netns_path(ns)).code == 0
+    assert switch.run("DEL", conf, container_id=cid, netns="").code == 0
+    assert leases(tmp_path, "pods") == set()
+
+
+def test_del_with_the_record_gone_releases_what_it_can(
+    switch: Runtime, namespaces: Callable[[], str], tmp_path: Path
+) -> None:
+    conf = two_networks(tmp_path)
+    ns = namespaces()
+    cid = unique("c")
+    switch.run("ADD", conf, container_id=cid, netns=netns_path(ns), args="TKE_NETWORK=fixed").ok()
+    (record_dir(tmp_path) / f"{cid}=eth0.json").unlink()
+    assert switch.run("DEL", conf, container_id=cid, netns=netns_path(ns)).code == 0
+    assert leases(tmp_path, "fixed-pods") == set()
+    assert "eth0" not in link_names(ns)
+
+
+def test_failed_add_is_undone(switch: Runtime, namespaces: Callable[[], str], tmp_path: Path) -> None:
+    broken = bridge_network(tmp_path, "10.73.0.0/24", name="broken")
+    broken["plugins"].append({"type": "tuning", "sysctl": {"net.ipv4.conf.eth0.no_such_key": "1"}})
+    conf = switch_config(tmp_path, {"broken": broken}, "broken")
+    ns = namespaces()
+    cid = unique("c")
+    before = link_names(switch.node)
+    out = switch.run("ADD", conf, container_id=cid, netns=netns_path(ns))
+    assert out.code == 1
+    error = out.json
+    assert error["cniVersion"] == "1.1.0" and error["code"] == 999 and "no_such_key" in error["msg"]
+    assert "undone" in out.stderr
+    assert "eth0" not in link_names(ns)
+    assert link_names(switch.node) - before <= {broken["plugins"][0]["bridge"]}  # no veth left
+    assert leases(tmp_path, "broken") == set()
+    assert list(record_dir(tmp_path).iterdir()) == []
+
+
+def test_delegate_error_passes_through(switch: Runtime, namespaces: Callable[[], str], tmp_path: Path) -> None:
+    tiny = bridge_network(tmp_path, "10.74.0.0/30", name="tiny")  # one usable address
+    conf = switch_config(tmp_path, {"tiny": tiny}, "tiny")
+    switch.run("ADD", conf, container_id=unique("a"), netns=netns_path(namespaces())).ok()
+    out = switch.run("ADD", conf, container_id=unique("b"), netns=netns_path(namespaces()))
+    assert out.code == 1
+    assert "no IP addresses available" in out.json["msg"]
+
+
+def test_version_negotiation(switch: Runtime, namespaces: Callable[[], str], tmp_path: Path) -> None:
+    # The delegate network claims 1.1.0 and cni-switch is called at 1.1.0: bridge (<= 1.0.0)
+    # still gets 1.0.0. Called at 1.0.0, the result says 1.0.0.
+    net = bridge_network(tmp_path, "10.75.0.0/24", name="v11", version="1.1.0")
+    conf = switch_config(tmp_path, {"v11": net}, "v11")
+    ns = namespaces()
+    assert switch.run("ADD", conf, container_id=unique("c"), netns=netns_path(ns)).ok()["cniVersion"] == "1.1.0"
+    conf10 = {**conf, "cniVersion": "1.0.0"}
+    out = switch.run("ADD", conf10, container_id=unique("c"), netns=netns_path(namespaces())).ok()
+    assert out["cniVersion"] == "1.0.0"
+    old = switch.run("ADD", {**conf, "cniVersion": "0.4.0"}, container_id=unique("c"), netns=netns_path(ns))
+    assert old.code == 1 and old.json["code"] == 1 and old.json["cniVersion"] == "0.4.0"
+
+
+def test_gc_deletes_attachments_the_runtime_no_longer_lists(
+    switch: Runtime, namespaces: Callable[[], str], tmp_path: Path
+) -> None:
+    conf = two_networks(tmp_path)
+    keep, stale = unique("keep"), unique("stale")
+    rk = switch.run("ADD", conf, container_id=keep, netns=netns_path(namespaces())).ok()
+    stale_ns = namespaces()
+    switch.run("ADD", conf, container_id=stale, netns=netns_path(stale_ns), args="TKE_NETWORK=fixed").ok()
+    gc = {**conf, "cni.dev/valid-attachments": [{"containerID": keep, "ifname": "eth0"}]}
+    out = switch.run("GC", gc, drop=("CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME"))
+    assert out.code == 0 and out.stdout == "", out.stderr
+    assert leases(tmp_path, "fixed-pods") == set()
+    assert leases(tmp_path, "pods") == {rk["ips"][0]["address"].split("/")[0]}
+    assert [p.name for p in record_dir(tmp_path).iterdir()] == [f"{keep}=eth0.json"]
+    # GC and STATUS exist from 1.1.0 on.
+    assert switch.run("GC", {**gc, "cniVersion": "1.0.0"}).json["code"] == 1
+
+
+def test_status(switch: Runtime, tmp_path: Path) -> None:
+    conf = two_networks(tmp_path)
+    out = switch.run("STATUS", conf, drop=("CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME"))
+    assert out.code == 0 and out.stdout == ""
+    missing = switch_config(tmp_path, {"x": {"type": "no-such-plugin"}}, "x")
+    out = switch.run("STATUS", missing)
+    assert out.code == 1 and out.json["code"] == 50 and "no-such-plugin" in out.json["msg"]
+
+
+def test_ipamd_unreachable_for_a_pod_is_try_again_later(
+    switch: Runtime, namespaces: Callable[[], str], tmp_path: Path
+) -> None:
+    conf = two_networks(tmp_path, ipamd={"address": str(tmp_path / "no-ipamd.sock"), "timeout": 1})
+    ns = namespaces()
+    pod = "IgnoreUnknown=1;K8S_POD_NAMESPACE=web;K8S_POD_NAME=db-0"
+    out = switch.run("ADD", conf, container_id=unique("c"), netns=netns_path(ns), args=pod)
+    assert out.code == 1 and out.json["code"] == 11
+    assert "eth0" not in link_names(ns) and not list(record_dir(tmp_path).glob("*.json"))
+    # No pod identity (a plain runtime) or an explicit choice needs no binding.
+    assert switch.run("ADD", conf, container_id=unique("c"), netns=netns_path(ns)).code == 0
+    explicit = f"{pod};TKE_NETWORK=fixed"
+    assert (
+        switch.run("ADD", conf, container_id=unique("c"), netns=netns_path(ns), args=explicit, ifname="net1").code == 0
+    )
+
+
+def test_errors(switch: Runtime, namespaces: Callable[[], str], tmp_path: Path) -> None:
+    conf = two_networks(tmp_path)
+    ns = netns_path(namespaces())
+
+    def code(command: str, config: object, **kw: object) -> int:
+        out = switch.run(command, config, **kw)  # type: ignore[arg-type]
+        assert out.code != 0 and out.json["msg"], out
+        return int(out.json["code"])
+
+    assert code("ADD", b"{not json", container_id="c1", netns=ns) == 6
+    assert code("ADD", b"[1, 2]", container_id="c1", netns=ns) == 6
+    assert code("ADD", conf, container_id="", netns=ns) == 4
+    assert code("ADD", conf, container_id="c1", netns="") == 4
+    assert code("ADD", conf, container_id="c1", netns=ns, ifname="") == 4
+    assert code("ADD", conf, container_id="c1", netns=ns, drop=("CNI_PATH",)) == 4
+    assert code("DEL", conf, container_id="", netns=ns) == 4
+    assert code("ADD", conf, container_id="bad/id", netns=ns) == 4
+    assert code("ADD", conf, container_id="c1", netns=ns, ifname="a-very-long-ifname") == 4
+    assert code("FROB", conf, container_id="c1", netns=ns) == 4
+    assert code("ADD", conf, drop=("CNI_COMMAND",)) == 4
+    assert code("ADD", conf, container_id="c1", netns=ns, args="TKE_NETWORK=nope") == 4
+    assert code("ADD", conf, container_id="c1", netns=ns, args="garbage") == 4
+    assert code("ADD", {k: v for k, v in conf.items() if k != "cniVersion"}, container_id="c1", netns=ns) == 7
+    assert code("ADD", {**conf, "cniVersion": "2.0.0"}, container_id="c1", netns=ns) == 1
+    assert code("ADD", {**conf, "networks": {}}, container_id="c1", netns=ns) == 7
+    assert code("ADD", {**conf, "defaultNetwork": "nope"}, container_id="c1", netns=ns) == 7
+    file_ref = {**conf, "networks": {"bridge": "missing-file"}, "confDir": str(tmp_path)}
+    assert code("ADD", file_ref, container_id="c1", netns=ns) == 7
+    no_plugin = switch_config(tmp_path, {"x": {"type": "no-such-plugin"}}, "x")
+    assert code("ADD", no_plugin, container_id="c1", netns=ns) == 7
+    assert code("CHECK", with_prev(conf, {"cniVersion": "1.1.0"}), container_id="never-added", netns=ns) == 3
+    assert code("GC", {**conf, "cni.dev/valid-attachments": "all"}) == 7
+    assert not list(record_dir(tmp_path).glob("*.json"))
+
+
+def test_networks_from_the_configuration_directory(
+    switch: Runtime, namespaces: Callable[[], str], tmp_path: Path
+) -> None:
+    confdir = tmp_path / "net.d"
+    confdir.mkdir()
+    (confdir / "pods.conflist").write_text(json.dumps(bridge_network(tmp_path, "10.76.0.0/24", name="pods")))
+    single = bridge_network(tmp_path, "10.77.0.0/24", name="single")["plugins"][0]
+    (confdir / "single.conf").write_text(json.dumps({"cniVersion": "1.0.0", "name": "single", **single}))
+    conf = switch_config(tmp_path, {"pods": "pods", "single": "single.conf"}, "pods", confDir=str(confdir))
+    ns = namespaces()
+    assert (
+        switch.run("ADD", conf, container_id=unique("c"), netns=netns_path(ns))
+        .ok()["ips"][0]["address"]
+        .startswith("10.76.0.")
+    )
+    out = switch.run(
+        "ADD", conf, container_id=unique("c"), netns=netns_path(ns), ifname="net1", args="TKE_NETWORK=single"
+    )
+    assert out.ok()["ips"][0]["address"].startswith("10.77.0.")
