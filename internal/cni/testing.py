@@ -86,10 +86,7 @@ def reachable(source_ns: str, target_ns: str, address: str, port: int = 7777) ->
         f"s.bind(({address!r},{port}));s.listen(1);print('ready',flush=True);s.settimeout(10);"
         "c,_=s.accept();c.sendall(b'pong');c.close()"
     )
-    client_code = (
-        f"import socket;c=socket.create_connection(({address!r},{port}),timeout=5);"
-        "print(c.recv(4).decode())"
-    )
+    client_code = f"import socket;c=socket.create_connection(({address!r},{port}),timeout=5);print(c.recv(4).decode())"
     server = subprocess.Popen(
         ["ip", "netns", "exec", target_ns, sys.executable, "-c", server_code],
         stdout=subprocess.PIPE,
