@@ -1,0 +1,204 @@
+"""tke-ipamd's gRPC surface, in process over real sockets and real etcd: error codes with their
+google.rpc details, the unix socket's mode, TCP with TLS and token authentication, and
+grpcurl's view through reflection."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from tke.internal.ipamd.config import IpamdConfig, PluginConfig, TCPConfig
+from tke.internal.ipamd.server import Ipamd
+from tke.internal.storage.etcd import EtcdConfig
+from tke.ipam.v1 import ipam_pb2, ipam_pb2_grpc
+
+from .conftest import allocate_request
+
+GRPCURL = shutil.which("grpcurl", path=str(Path(sys.executable).parent)) or shutil.which("grpcurl")
+
+
+@dataclass
+class Running:
+    ipamd: Ipamd
+    socket: str
+    tcp_port: int
+    workdir: Path
+
+
+@pytest.fixture
+def workdir() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="ipamd-", dir="/tmp"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def make_certs(workdir: Path) -> tuple[str, str]:
+    key, cert = workdir / "server.key", workdir / "server.crt"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            "-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost",
+            "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+        ],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return str(cert), str(key)
+
+
+@pytest.fixture
+async def running(workdir: Path, etcd_config: EtcdConfig) -> AsyncIterator[Running]:
+    cert, key = make_certs(workdir)
+    tokens = workdir / "tokens.csv"
+    tokens.write_text("secret-token,operator,u1,system:masters,\n")
+    config = IpamdConfig(
+        socket=str(workdir / "ipamd.sock"),
+        tcp=TCPConfig(address="127.0.0.1:0", cert_file=cert, key_file=key, token_file=str(tokens)),
+        storage=PluginConfig(
+            plugin="etcd", options={"endpoints": list(etcd_config.endpoints), "prefix": etcd_config.prefix}
+        ),
+        release_cooldown=30,
+    )
+    ipamd = Ipamd(config)
+    servers = await ipamd.start()
+    try:
+        yield Running(ipamd, config.socket, servers[-1].port, workdir)
+    finally:
+        await ipamd.stop()
+
+
+@pytest.fixture
+async def stub(running: Running) -> AsyncIterator[ipam_pb2_grpc.IPAMServiceStub]:
+    async with grpc.aio.insecure_channel(f"unix:{running.socket}") as channel:
+        yield ipam_pb2_grpc.IPAMServiceStub(channel)
+
+
+def details(err: grpc.aio.AioRpcError) -> list[object]:
+    status = rpc_status.from_call(err)  # type: ignore[arg-type]
+    assert status is not None
+    out: list[object] = []
+    for any_detail in status.details:
+        for cls in (
+            error_details_pb2.BadRequest,
+            error_details_pb2.PreconditionFailure,
+            error_details_pb2.ErrorInfo,
+            error_details_pb2.ResourceInfo,
+        ):
+            if any_detail.Is(cls.DESCRIPTOR):
+                msg = cls()
+                any_detail.Unpack(msg)
+                out.append(msg)
+    return out
+
+
+async def test_socket_is_private(running: Running) -> None:
+    assert stat.S_IMODE(Path(running.socket).stat().st_mode) == 0o600
+
+
+async def test_invalid_argument_names_every_bad_field(stub: ipam_pb2_grpc.IPAMServiceStub) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.Allocate(ipam_pb2.AllocateRequest(owner=ipam_pb2.Owner(namespace="Bad_NS"), ifname="x/y"))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    (bad,) = details(err.value)
+    assert isinstance(bad, error_details_pb2.BadRequest)
+    fields = {v.field for v in bad.field_violations}
+    assert fields >= {"owner.namespace", "owner.pod_name", "container_id", "ifname", "node"}
+
+
+async def test_exhausted_and_taken_and_missing(stub: ipam_pb2_grpc.IPAMServiceStub) -> None:
+    await stub.CreatePool(ipam_pb2.CreatePoolRequest(pool=ipam_pb2.Pool(name="tiny", cidr="10.7.0.0/30")))
+    got = await stub.Allocate(allocate_request("a"))  # a /30 has one host after the gateway
+    assert got.allocation.address == "10.7.0.2/30"
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.Allocate(allocate_request("b"))
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    (info,) = details(err.value)
+    assert isinstance(info, error_details_pb2.ErrorInfo) and info.reason == "POOL_EXHAUSTED"
+
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.Allocate(allocate_request("b", ip="10.7.0.2"))
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    (failure,) = details(err.value)
+    assert isinstance(failure, error_details_pb2.PreconditionFailure)
+    assert failure.violations[0].type == "ADDRESS_IN_USE"
+
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.DeletePool(ipam_pb2.DeletePoolRequest(name="tiny"))
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.GetAllocation(
+            ipam_pb2.GetAllocationRequest(attachment=ipam_pb2.Attachment(container_id="nope", ifname="eth0"))
+        )
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.LookupBinding(ipam_pb2.LookupBindingRequest(namespace="default", pod_name="nobody"))
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.CreatePool(ipam_pb2.CreatePoolRequest(pool=ipam_pb2.Pool(name="tiny", cidr="10.7.0.0/30")))
+    assert err.value.code() == grpc.StatusCode.ALREADY_EXISTS
+
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.CreatePool(
+            ipam_pb2.CreatePoolRequest(
+                pool=ipam_pb2.Pool(name="x", cidr="10.7.0.1/24", provider=ipam_pb2.PoolProvider(name="nope"))
+            )
+        )
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    (bad,) = details(err.value)
+    assert isinstance(bad, error_details_pb2.BadRequest)
+    assert {v.field for v in bad.field_violations} == {"pool.cidr", "pool.provider.name", "pool.provider.subnet_id"}
+
+
+async def test_gc_with_valid_attachments(stub: ipam_pb2_grpc.IPAMServiceStub) -> None:
+    await stub.CreatePool(ipam_pb2.CreatePoolRequest(pool=ipam_pb2.Pool(name="gc", cidr="10.6.0.0/24")))
+    for pod in ("live", "dead"):
+        await stub.Allocate(allocate_request(pod))
+    resp = await stub.GarbageCollect(
+        ipam_pb2.GarbageCollectRequest(
+            node="node-1",
+            valid_attachments=[ipam_pb2.Attachment(container_id="c-live", ifname="eth0")],
+            min_age_seconds=0,
+        )
+    )
+    assert [a.container_id for a in resp.collected] == ["c-dead"]
+    # Unset min_age_seconds protects young allocations.
+    assert not (await stub.GarbageCollect(ipam_pb2.GarbageCollectRequest(node="node-1"))).collected
+
+
+async def test_tcp_needs_tls_and_a_token(running: Running) -> None:
+    cert = (running.workdir / "server.crt").read_bytes()
+    creds = grpc.ssl_channel_credentials(root_certificates=cert)
+    async with grpc.aio.secure_channel(f"127.0.0.1:{running.tcp_port}", creds) as channel:
+        stub = ipam_pb2_grpc.IPAMServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.ListPools(ipam_pb2.ListPoolsRequest())
+        assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        resp = await stub.ListPools(ipam_pb2.ListPoolsRequest(), metadata=(("authorization", "Bearer secret-token"),))
+        assert list(resp.pools) == []
+
+
+@pytest.mark.skipif(GRPCURL is None, reason="grpcurl is not installed (make setup installs it)")
+async def test_grpcurl_describes_the_contract(running: Running) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        str(GRPCURL), "-plaintext", "-unix", running.socket, "describe", "tke.ipam.v1.IPAMService",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    assert "rpc Allocate ( .tke.ipam.v1.AllocateRequest )" in out.decode()
+    assert "Idempotent for the same" in out.decode()
