@@ -76,5 +76,10 @@ Talk to it with grpcurl (installed in $BIN):
 
 Ctrl-C stops etcd and tke-apiserver.
 MSG
-wait -n "${pids[@]}" || true
-echo "a process exited; see the logs in $RUN/" >&2
+status=0
+wait -n "${pids[@]}" || status=$?
+# 130/143: the child was stopped by SIGINT/SIGTERM (Ctrl-C reaches the whole process group).
+if [ "$status" -ne 130 ] && [ "$status" -ne 143 ]; then
+  echo "a process exited (status $status); see the logs in $RUN/" >&2
+  exit 1
+fi

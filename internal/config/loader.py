@@ -44,6 +44,13 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str) -> T:
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ConfigError(f"unknown option {_join(where, unknown[0])} (known: {', '.join(sorted(fields))})")
+    missing = [
+        f.name
+        for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+        if f.name not in data and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise ConfigError(f"{_join(where, missing[0])} is required")
     values = {name: _convert(hints[name], value, _join(where, name)) for name, value in data.items()}
     return cls(**values)
 

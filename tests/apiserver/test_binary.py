@@ -1,0 +1,64 @@
+"""The tke-apiserver binary as an operator runs it: a TOML file, a clear refusal of a bad one,
+and a graceful stop on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import signal
+import sys
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tke.internal.testing.etcd import EtcdProcess, free_port
+
+BINARY = shutil.which("tke-apiserver", path=str(Path(sys.executable).parent)) or "tke-apiserver"
+
+
+async def run(*args: str) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(BINARY, *args, stderr=asyncio.subprocess.PIPE)
+    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode is not None
+    return proc.returncode, err.decode()
+
+
+async def test_bad_configurations_are_refused_with_the_key_named(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[listen]\naddres = "127.0.0.1:1"\n')
+    code, err = await run("--config", str(bad))
+    assert code == 2
+    assert "unknown option listen.addres" in err
+    bad.write_text('[watch]\nbookmark_interval = "soon"\n')
+    code, err = await run("--config", str(bad))
+    assert code == 2 and "watch.bookmark_interval: expected float" in err
+    code, err = await run("--config", str(tmp_path / "missing.toml"))
+    assert code == 2 and "cannot read configuration" in err
+    for text in (err,):
+        assert "Traceback" not in text
+
+
+async def test_serves_then_stops_gracefully_on_sigterm(etcd: EtcdProcess, tmp_path: Path) -> None:
+    port = free_port()
+    config = tmp_path / "apiserver.toml"
+    config.write_text(
+        f'[listen]\naddress = "127.0.0.1:{port}"\n[etcd]\nendpoints = ["{etcd.endpoint}"]\nprefix = "/bin-test"\n'
+    )
+    proc = await asyncio.create_subprocess_exec(BINARY, "--config", str(config), stderr=asyncio.subprocess.PIPE)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            resp = await health.Check(health_pb2.HealthCheckRequest(), timeout=20, wait_for_ready=True)
+            assert resp.status == health_pb2.HealthCheckResponse.SERVING
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 15) == 0
+        assert proc.stderr is not None
+        log = (await proc.stderr.read()).decode()
+        assert "AUTHENTICATION IS OFF" in log
+        assert "shutting down" in log
+        assert "Traceback" not in log
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
