@@ -142,10 +142,14 @@ class IpamdClient:
             raise
         return found
 
-    def garbage_collect(self, node: str, valid: Iterable[tuple[str, str]]) -> ipam_pb2.GarbageCollectResponse:
+    def garbage_collect(
+        self, node: str, valid: Iterable[tuple[str, str]], min_age_seconds: int | None = None
+    ) -> ipam_pb2.GarbageCollectResponse:
         request = ipam_pb2.GarbageCollectRequest(
             node=node, valid_attachments=[ipam_pb2.Attachment(container_id=c, ifname=i) for c, i in valid]
         )
+        if min_age_seconds is not None:
+            request.min_age_seconds = min_age_seconds
         answer: ipam_pb2.GarbageCollectResponse = self._call(self.stub.GarbageCollect, request)
         return answer
 

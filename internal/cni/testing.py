@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -231,3 +233,80 @@ def leases(tmp_path: Path, network: str) -> set[str]:
     if not folder.is_dir():
         return set()
     return {p.name for p in folder.iterdir() if p.name[0].isdigit() and not p.name.startswith("last_reserved")}
+
+
+class IpamdDaemon:
+    """A real tke-ipamd on a unix socket in a short temporary directory (socket paths are
+    limited to 107 bytes), storing in etcd under `prefix`; stop() always ends it."""
+
+    def __init__(self, workdir: Path, *, endpoints: list[str], prefix: str, cooldown: float = 0.0) -> None:
+        self.workdir = workdir
+        self.socket = str(workdir / "ipamd.sock")
+        self.config = workdir / "ipamd.toml"
+        self.log_path = workdir / "ipamd.log"
+        quoted = ", ".join(json.dumps(e) for e in endpoints)
+        self.config.write_text(
+            f'socket = "{self.socket}"\nrelease_cooldown = {cooldown}\nshutdown_grace = 1.0\n'
+            f'log_level = "warning"\n\n[storage]\nplugin = "etcd"\n[storage.options]\n'
+            f'endpoints = [{quoted}]\nprefix = "{prefix}"\n'
+        )
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 30.0) -> None:
+        from tke.internal.cni.endpoint import IpamdEndpoint
+        from tke.internal.cni.ipamdclient import IpamdClient, IpamdRefused, IpamdUnreachable
+
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [console_script("tke-ipamd"), "--config", str(self.config)],
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"tke-ipamd exited with {self.process.returncode}: {self.log_path.read_text()}")
+            if os.path.exists(self.socket):
+                try:
+                    with IpamdClient(IpamdEndpoint(address=self.socket, timeout=1.0)) as client:
+                        if client.serving():
+                            return
+                except (IpamdUnreachable, IpamdRefused):
+                    pass
+            time.sleep(0.05)
+        raise RuntimeError(f"tke-ipamd did not become healthy in {timeout}s: {self.log_path.read_text()}")
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+
+def ipamc_network(name: str, bridge_name: str, socket: str, tmp_path: Path, **ipam: Any) -> dict[str, Any]:
+    """A bridge + tke-ipamc conflist (the fixed-IP network)."""
+    return {
+        "cniVersion": "1.0.0",
+        "name": name,
+        "plugins": [
+            {
+                "type": "bridge",
+                "bridge": bridge_name,
+                "ipam": {
+                    "type": "tke-ipamc",
+                    "ipamd": {"address": socket, "timeout": 2},
+                    "node": "node-1",
+                    "stateDir": str(tmp_path / "ipamc"),
+                    "releaseRetrySeconds": 0.5,
+                    **ipam,
+                },
+            }
+        ],
+    }

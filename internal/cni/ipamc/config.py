@@ -7,7 +7,8 @@
          "nodeIP": "",                          (lets ipamd match pools by node subnet)
          "releasePolicy": "podDelete",          (for pods without a binding: podDelete, immutable, never)
          "stateDir": "/var/lib/cni/tke-ipamc",  (queued releases while ipamd is unreachable)
-         "releaseRetrySeconds": 2.0}            (how long DEL keeps trying before it queues)
+         "releaseRetrySeconds": 2.0,            (how long DEL keeps trying before it queues)
+         "gcMinAgeSeconds": 60}                 (GC spares younger allocations: ADDs racing it)
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from tke.internal.cni.errors import INVALID_NETWORK_CONFIG, CNIError
 
 DEFAULT_STATE_DIR = "/var/lib/cni/tke-ipamc"
 RELEASE_POLICIES = ("podDelete", "immutable", "never")
-KNOWN = frozenset({"type", "ipamd", "pool", "node", "nodeIP", "releasePolicy", "stateDir", "releaseRetrySeconds"})
+KNOWN = frozenset(
+    {"type", "ipamd", "pool", "node", "nodeIP", "releasePolicy", "stateDir", "releaseRetrySeconds", "gcMinAgeSeconds"}
+)
 
 
 class IpamcConfig(NamedTuple):
@@ -32,6 +35,7 @@ class IpamcConfig(NamedTuple):
     release_policy: str
     state_dir: str
     release_retry_seconds: float
+    gc_min_age_seconds: int | None
 
     @classmethod
     def from_network(cls, config: Mapping[str, Any], environ: Mapping[str, str]) -> IpamcConfig:
@@ -55,6 +59,9 @@ class IpamcConfig(NamedTuple):
         retry = ipam.get("releaseRetrySeconds", 2.0)
         if isinstance(retry, bool) or not isinstance(retry, int | float) or retry < 0:
             raise CNIError(INVALID_NETWORK_CONFIG, "ipam.releaseRetrySeconds: expected a number >= 0")
+        min_age = ipam.get("gcMinAgeSeconds")
+        if min_age is not None and (isinstance(min_age, bool) or not isinstance(min_age, int) or min_age < 0):
+            raise CNIError(INVALID_NETWORK_CONFIG, "ipam.gcMinAgeSeconds: expected a whole number >= 0")
         node = strings["node"] or environ.get("TKE_NODE_NAME") or environ.get("NODE_NAME") or os.uname().nodename
         return cls(
             ipamd=IpamdEndpoint.from_json(ipam["ipamd"], "ipam.ipamd"),
@@ -64,4 +71,5 @@ class IpamcConfig(NamedTuple):
             release_policy=policy,
             state_dir=strings["stateDir"] or DEFAULT_STATE_DIR,
             release_retry_seconds=float(retry),
+            gc_min_age_seconds=min_age,
         )

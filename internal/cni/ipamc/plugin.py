@@ -170,7 +170,7 @@ class Ipamc:
         with self.connect() as client:
             try:
                 self.replay(client)
-                answer = client.garbage_collect(self.config.node, valid)
+                answer = client.garbage_collect(self.config.node, valid, self.config.gc_min_age_seconds)
             except IpamdUnreachable as err:
                 raise unreachable(err, self.config, what) from None
             except IpamdRefused as err:

@@ -1,0 +1,220 @@
+"""tke-ipamc and cni-switch against a real tke-ipamd (over real etcd) on a unix socket: fixed
+IPs that follow their pod, bindings that choose the network, an exhausted pool, ipamd down."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from tke.internal.cni.testing import (
+    DEBIAN_CNI,
+    IpamdDaemon,
+    Runtime,
+    addresses,
+    bridge_network,
+    console_script,
+    ipamc_network,
+    link_names,
+    netns_path,
+    record_dir,
+    switch_config,
+    unique,
+    with_prev,
+)
+from tke.internal.storage.etcd import EtcdConfig
+from tke.ipam.v1 import ipam_pb2, ipam_pb2_grpc
+
+STATEFUL = "IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME=db-0;K8S_POD_INFRA_CONTAINER_ID=x"
+
+
+@pytest.fixture
+def ipamd(etcd_config: EtcdConfig) -> Iterator[IpamdDaemon]:
+    workdir = Path(tempfile.mkdtemp(prefix="cni-ipamd-", dir="/tmp"))
+    daemon = IpamdDaemon(workdir, endpoints=list(etcd_config.endpoints), prefix=etcd_config.prefix)
+    try:
+        daemon.start()
+        yield daemon
+    finally:
+        daemon.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def admin(ipamd: IpamdDaemon) -> Iterator[Any]:
+    with grpc.insecure_channel(f"unix:{ipamd.socket}") as channel:
+        stub = ipam_pb2_grpc.IPAMServiceStub(channel)
+        stub.CreatePool(
+            ipam_pb2.CreatePoolRequest(
+                pool=ipam_pb2.Pool(
+                    name="fixed",
+                    cidr="10.80.0.0/24",
+                    ranges=[ipam_pb2.IPRange(start="10.80.0.10", end="10.80.0.50")],
+                    dns=ipam_pb2.DNS(nameservers=["10.80.0.2"], search=["shop.svc"]),
+                )
+            ),
+            timeout=10,
+        )
+        stub.CreatePool(
+            ipam_pb2.CreatePoolRequest(
+                pool=ipam_pb2.Pool(
+                    name="tiny", cidr="10.81.0.0/24", ranges=[ipam_pb2.IPRange(start="10.81.0.5", end="10.81.0.5")]
+                )
+            ),
+            timeout=10,
+        )
+        stub.PutBinding(
+            ipam_pb2.PutBindingRequest(
+                binding=ipam_pb2.Binding(
+                    workload=ipam_pb2.WorkloadRef(namespace="shop", kind="StatefulSet", name="db"),
+                    network="fixed",
+                    pool="fixed",
+                    release_policy=ipam_pb2.RELEASE_POLICY_IMMUTABLE,
+                )
+            ),
+            timeout=10,
+        )
+        yield stub
+
+
+@pytest.fixture
+def conf(ipamd: IpamdDaemon, tmp_path: Path) -> dict[str, Any]:
+    return switch_config(
+        tmp_path,
+        {
+            "bridge": bridge_network(tmp_path, "10.70.0.0/24", name="pods"),
+            "fixed": ipamc_network("fixed-ip", unique("tf"), ipamd.socket, tmp_path),
+            "tiny": ipamc_network("tiny-ip", unique("tt"), ipamd.socket, tmp_path, pool="tiny"),
+        },
+        "bridge",
+        ipamd={"address": ipamd.socket, "timeout": 2},
+    )
+
+
+@pytest.fixture
+def ipamc(node: str, cni_bin: str) -> Runtime:
+    return Runtime(binary=console_script("tke-ipamc"), node=node, path=[cni_bin, DEBIAN_CNI])
+
+
+def allocation(admin: Any, cid: str) -> Any:
+    try:
+        return admin.GetAllocation(
+            ipam_pb2.GetAllocationRequest(attachment=ipam_pb2.Attachment(container_id=cid, ifname="eth0")), timeout=10
+        )
+    except grpc.RpcError as err:
+        assert err.code() == grpc.StatusCode.NOT_FOUND
+        return None
+
+
+def test_fixed_ip_follows_the_pod(
+    switch: Runtime, namespaces: Callable[[], str], conf: dict[str, Any], admin: Any
+) -> None:
+    first_ns, first = namespaces(), unique("c")
+    result = switch.run("ADD", conf, container_id=first, netns=netns_path(first_ns), args=STATEFUL + ";K8S_POD_UID=u1")
+    address = result.ok()["ips"][0]["address"]
+    assert address.startswith("10.80.0.") and addresses(first_ns, "eth0") == [address]
+    assert "binding StatefulSet/db" in result.stderr
+    held = allocation(admin, first)
+    assert (held.owner.workload_kind, held.owner.workload_name, held.pool) == ("StatefulSet", "db", "fixed")
+
+    check = switch.run("CHECK", with_prev(conf, result.json), container_id=first, netns=netns_path(first_ns))
+    assert check.code == 0, check.stderr
+    assert switch.run("DEL", conf, container_id=first, netns=netns_path(first_ns), args=STATEFUL).code == 0
+    assert allocation(admin, first) is None
+
+    # The pod restarts (or moves): a new sandbox, a new container id, a new pod uid.
+    second_ns, second = namespaces(), unique("c")
+    again = switch.run("ADD", conf, container_id=second, netns=netns_path(second_ns), args=STATEFUL + ";K8S_POD_UID=u2")
+    assert again.ok()["ips"][0]["address"] == address
+    assert addresses(second_ns, "eth0") == [address]
+
+
+def test_pod_without_binding_gets_the_default_network(
+    switch: Runtime, namespaces: Callable[[], str], conf: dict[str, Any], admin: Any
+) -> None:
+    args = "IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web-7d9f8b6c5-x2x9z"
+    out = switch.run("ADD", conf, container_id=unique("c"), netns=netns_path(namespaces()), args=args)
+    assert out.ok()["ips"][0]["address"].startswith("10.70.0.")
+
+
+def test_exhausted_pool(switch: Runtime, namespaces: Callable[[], str], conf: dict[str, Any], admin: Any) -> None:
+    pod = "IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME={};TKE_NETWORK=tiny"
+    ok = switch.run("ADD", conf, container_id=unique("c"), netns=netns_path(namespaces()), args=pod.format("a"))
+    assert ok.ok()["ips"][0]["address"] == "10.81.0.5/24"
+    ns, cid = namespaces(), unique("c")
+    out = switch.run("ADD", conf, container_id=cid, netns=netns_path(ns), args=pod.format("b"))
+    assert out.code == 1 and out.json["code"] == 102, out.stdout
+    assert (
+        "eth0" not in link_names(ns) and not (record_dir(Path(conf["stateDir"]).parent) / f"{cid}=eth0.json").exists()
+    )
+
+
+def test_ipamd_down(  # noqa: PLR0917 - pytest fixtures
+    switch: Runtime, namespaces: Callable[[], str], conf: dict[str, Any], admin: Any, ipamd: IpamdDaemon, tmp_path: Path
+) -> None:
+    ns, cid = namespaces(), unique("c")
+    switch.run("ADD", conf, container_id=cid, netns=netns_path(ns), args=STATEFUL).ok()
+    ipamd.stop()
+
+    # A pod that may have a binding: the ADD must wait for ipamd, never use the default network.
+    out = switch.run("ADD", conf, container_id=unique("c"), netns=netns_path(namespaces()), args=STATEFUL)
+    assert out.code == 1 and out.json["code"] == 11
+    # An explicit fixed-IP network: tke-ipamc's code 11 passes through bridge and cni-switch.
+    explicit = "IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME=x;TKE_NETWORK=fixed"
+    other = namespaces()
+    out = switch.run("ADD", conf, container_id=unique("c"), netns=netns_path(other), args=explicit)
+    assert out.code == 1 and out.json["code"] == 11, out.stdout
+    assert "eth0" not in link_names(other)
+
+    # DEL succeeds once the release is queued, and says so.
+    out = switch.run("DEL", conf, container_id=cid, netns=netns_path(ns), args=STATEFUL)
+    assert out.code == 0, out.stdout
+    assert "queued" in out.stderr
+    assert list((tmp_path / "ipamc" / "releases").glob("*.json"))
+
+    ipamd.start()
+    assert allocation(admin, cid) is not None  # still held: the release is only queued
+    # The next call that reaches ipamd (here a GC) replays the queue.
+    gc = {**conf, "cni.dev/valid-attachments": []}
+    assert switch.run("GC", gc, drop=("CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME")).code == 0
+    assert allocation(admin, cid) is None
+    assert not list((tmp_path / "ipamc" / "releases").glob("*.json"))
+
+
+def test_ipamc_as_a_runtime_calls_it(ipamc: Runtime, admin: Any, ipamd: IpamdDaemon, tmp_path: Path) -> None:
+    net = ipamc_network("fixed-ip", unique("tf"), ipamd.socket, tmp_path, pool="fixed", gcMinAgeSeconds=0)
+    net = net["plugins"][0]
+    conf = {"cniVersion": "1.1.0", "name": "fixed-ip", **net}
+    assert ipamc.run("VERSION", {"cniVersion": "1.1.0"}).ok()["supportedVersions"] == ["1.0.0", "1.1.0"]
+    cid = unique("c")
+    args = "K8S_POD_NAMESPACE=shop;K8S_POD_NAME=lonely;K8S_POD_UID=u9;SOMETHING_ELSE=1"
+    result = ipamc.run("ADD", conf, container_id=cid, netns="/proc/self/ns/net", args=args).ok()
+    assert set(result) == {"cniVersion", "ips", "routes", "dns"}  # no interfaces from IPAM
+    assert result["ips"][0]["address"].startswith("10.80.0.") and result["dns"]["nameservers"] == ["10.80.0.2"]
+    assert result["routes"] and result["ips"][0]["gateway"] == "10.80.0.1"
+    assert ipamc.run("CHECK", with_prev(conf, result), container_id=cid, netns="/proc/self/ns/net").code == 0
+    status = ipamc.run("STATUS", conf)
+    assert status.code == 0 and status.stdout == ""
+    assert ipamc.run("DEL", conf, container_id=cid, args=args).code == 0
+    assert ipamc.run("DEL", conf, container_id=cid, args=args).code == 0
+    missing = ipamc.run("CHECK", with_prev(conf, result), container_id=cid, netns="/proc/self/ns/net")
+    assert missing.json["code"] == 3
+
+    # GC releases what the runtime no longer lists.
+    stale = unique("c")
+    ipamc.run("ADD", conf, container_id=stale, netns="/proc/self/ns/net", args="K8S_POD_NAME=p2").ok()
+    assert ipamc.run("GC", {**conf, "cni.dev/valid-attachments": []}).code == 0
+    assert allocation(admin, stale) is None
+
+    ipamd.stop()
+    assert ipamc.run("STATUS", conf).json["code"] == 50
+    out = ipamc.run("ADD", conf, container_id=unique("c"), netns="/proc/self/ns/net", args=args)
+    assert out.json["code"] == 11
+    bad = {**conf, "ipam": {**conf["ipam"], "colour": "blue"}}
+    assert ipamc.run("ADD", bad, container_id=unique("c"), netns="/proc/self/ns/net").json["code"] == 7
+    assert ipamc.run("ADD", {**conf, "ipam": None}, container_id="c", netns="/proc/self/ns/net").json["code"] == 7
