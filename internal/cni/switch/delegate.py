@@ -45,7 +45,10 @@ class PluginVersions:
         return self._cache
 
     def get(self, executable: str, env: Mapping[str, str]) -> list[str]:
-        st = os.stat(executable)
+        try:
+            st = os.stat(executable)
+        except OSError:
+            return supported_versions(self.runner, executable, env)  # nothing to key a cache on
         key = [st.st_ino, st.st_size, st.st_mtime_ns]
         cache = self._load()
         entry = cache.get(executable)
