@@ -1,0 +1,155 @@
+"""Start-up and throughput of the node's CNI plugins, measured the way a runtime sees them.
+
+    python -m tke.internal.cni.bench [--rounds 30] [--concurrent 100]
+
+Prints the median and p95 of: VERSION of each binary; ADD+DEL of Debian's bridge + host-local
+(the baseline); ADD+DEL through cni-switch -> bridge + host-local; ADD+DEL through cni-switch ->
+bridge -> tke-ipamc -> tke-ipamd (a real ipamd over a real etcd, both started here); each as a
+ratio of the baseline measured in the same run; then the wall time of `--concurrent` ADDs at
+once through the ipamd path. Everything happens in network namespaces created here (root
+needed) and removed afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from tke.internal.cni.testing import (
+    DEBIAN_CNI,
+    IpamdDaemon,
+    Runtime,
+    bin_dir,
+    bridge_network,
+    console_script,
+    ipamc_network,
+    netns,
+    netns_path,
+    switch_config,
+    unique,
+)
+
+
+def timed(runtime: Runtime, command: str, config: Any, **kw: Any) -> float:
+    start = time.perf_counter()
+    runtime.run(command, config, **kw).ok()
+    return time.perf_counter() - start
+
+
+def summary(samples: list[float]) -> tuple[float, float]:
+    ordered = sorted(samples)
+    return statistics.median(ordered), ordered[min(len(ordered) - 1, int(len(ordered) * 0.95))]
+
+
+def add_del(runtime: Runtime, config: Any, namespace: str, rounds: int, args: str = "") -> list[float]:
+    samples = []
+    for _ in range(rounds):
+        cid = unique("b")
+        start = time.perf_counter()
+        runtime.run("ADD", config, container_id=cid, netns=netns_path(namespace), args=args).ok()
+        runtime.run("DEL", config, container_id=cid, netns=netns_path(namespace), args=args).ok()
+        samples.append(time.perf_counter() - start)
+    return samples
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--concurrent", type=int, default=100)
+    opts = parser.parse_args()
+
+    from tke.internal.testing.etcd import EtcdProcess
+
+    with ExitStack() as stack:
+        work = Path(tempfile.mkdtemp(prefix="cni-bench-", dir="/tmp"))
+        stack.callback(shutil.rmtree, work, True)
+        etcd = EtcdProcess(work / "etcd")
+        etcd.start()
+        stack.callback(etcd.stop)
+        ipamd = IpamdDaemon(work, endpoints=[etcd.endpoint], prefix="/bench")
+        ipamd.start()
+        stack.callback(ipamd.stop)
+        _create_pool(ipamd.socket)
+
+        node = stack.enter_context(netns("tbn"))
+        pod = stack.enter_context(netns("tbc"))
+        path = [bin_dir(work, "cni-switch", "tke-ipamc"), DEBIAN_CNI]
+        switch = Runtime(console_script("cni-switch"), node, path)
+        ipamc = Runtime(console_script("tke-ipamc"), node, path)
+        bridge = Runtime(f"{DEBIAN_CNI}/bridge", node, path)
+
+        baseline_net = bridge_network(work, "10.90.0.0/16", name="baseline")
+        baseline = {"cniVersion": "1.0.0", "name": "baseline", **baseline_net["plugins"][0]}
+        networks = {
+            "pods": bridge_network(work, "10.91.0.0/16", name="pods"),
+            "fixed": ipamc_network("fixed", unique("tb"), ipamd.socket, work, pool="bench"),
+        }
+        conf = switch_config(work, networks, "pods")
+        fixed_args = "IgnoreUnknown=1;K8S_POD_NAMESPACE=bench;K8S_POD_NAME=p;TKE_NETWORK=fixed"
+
+        rows: list[tuple[str, list[float]]] = []
+        rows.append(
+            ("VERSION cni-switch", [timed(switch, "VERSION", {"cniVersion": "1.1.0"}) for _ in range(opts.rounds)])
+        )
+        rows.append(
+            ("VERSION tke-ipamc", [timed(ipamc, "VERSION", {"cniVersion": "1.1.0"}) for _ in range(opts.rounds)])
+        )
+        rows.append(
+            ("VERSION bridge (Go)", [timed(bridge, "VERSION", {"cniVersion": "1.0.0"}) for _ in range(opts.rounds)])
+        )
+        base = add_del(bridge, baseline, pod, opts.rounds)
+        rows.append(("ADD+DEL bridge+host-local (baseline)", base))
+        rows.append(("ADD+DEL cni-switch -> bridge+host-local", add_del(switch, conf, pod, opts.rounds)))
+        rows.append(
+            ("ADD+DEL cni-switch -> bridge -> tke-ipamc -> ipamd", add_del(switch, conf, pod, opts.rounds, fixed_args))
+        )
+
+        base_median = summary(base)[0]
+        print(f"{'what':52} {'median ms':>10} {'p95 ms':>8} {'x baseline':>11}")
+        for name, samples in rows:
+            median, p95 = summary(samples)
+            print(f"{name:52} {median * 1e3:10.1f} {p95 * 1e3:8.1f} {median / base_median:11.2f}")
+
+        pods = [stack.enter_context(netns("tbp")) for _ in range(opts.concurrent)]
+        start = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=opts.concurrent) as pool:
+            outcomes = list(
+                pool.map(
+                    lambda ns: switch.run(
+                        "ADD",
+                        conf,
+                        container_id=unique("k"),
+                        netns=netns_path(ns),
+                        args=fixed_args.replace("=p;", f"={ns};"),
+                    ),
+                    pods,
+                )
+            )
+        wall = time.perf_counter() - start
+        failed = [o for o in outcomes if o.code != 0]
+        print(f"{opts.concurrent} concurrent ADDs through ipamd: {wall:.2f} s wall, {len(failed)} failed")
+        for o in failed[:3]:
+            print("  ", json.dumps(o.json))
+
+
+def _create_pool(socket: str) -> None:
+    import grpc
+
+    from tke.ipam.v1 import ipam_pb2, ipam_pb2_grpc
+
+    with grpc.insecure_channel(f"unix:{socket}") as channel:
+        ipam_pb2_grpc.IPAMServiceStub(channel).CreatePool(
+            ipam_pb2.CreatePoolRequest(pool=ipam_pb2.Pool(name="bench", cidr="10.92.0.0/16")), timeout=10
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,30 @@
+"""The example configurations under deploy/cni are valid: every cni-switch network resolves
+(inline or from the configuration directory) and every tke-ipamc section parses."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tke.internal.cni.ipamc.config import IpamcConfig
+from tke.internal.cni.switch.config import SwitchConfig
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "cni"
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in DEPLOY.glob("*.conflist")))
+def test_example_is_valid(name: str) -> None:
+    conflist = json.loads((DEPLOY / name).read_text())
+    assert conflist["cniVersion"] == "1.0.0"  # runtimes without 1.1 (podman 4) read it too
+    [plugin] = conflist["plugins"]
+    assert plugin["type"] == "cni-switch"
+    config = SwitchConfig.from_json({**plugin, "name": conflist["name"], "cniVersion": conflist["cniVersion"]})
+    config = config._replace(conf_dir=str(DEPLOY / "tke.d"))
+    for key in config.networks:
+        network = config.network(key)
+        for delegate in network.plugins:
+            ipam = delegate.get("ipam", {})
+            if ipam.get("type") == "tke-ipamc":
+                IpamcConfig.from_network(delegate, {"TKE_NODE_NAME": "node-1"})
