@@ -77,6 +77,12 @@ def _holder(a: ipam_pb2.Allocation) -> str:
     return f"{who} (container {a.container_id[:12]})" if a.container_id else f"{who} (retained)"
 
 
+def provider_owner(a: ipam_pb2.Allocation) -> str:
+    """The fencing token of an allocation at the IP provider: the pod and the moment the
+    address was first allocated to it, so a later allocation of the same address differs."""
+    return f"{a.owner.namespace}/{a.owner.pod_name}@{a.allocate_timestamp.ToNanoseconds()}"
+
+
 def normalize_owner(owner: ipam_pb2.Owner) -> ipam_pb2.Owner:
     """A bare pod is its own workload: kind "Pod", name = the pod's."""
     o = ipam_pb2.Owner()
@@ -510,7 +516,7 @@ class IPAM:
     async def _bind(self, st: _PoolState, a: ipam_pb2.Allocation) -> None:
         provider = self._provider(st.entry.pool)
         try:
-            await provider.bind(st.entry.pool.provider.subnet_id, a.ip, a.node)
+            await provider.bind(st.entry.pool.provider.subnet_id, a.ip, a.node, provider_owner(a))
         except ProviderRefused as err:
             raise errors.provider_refused(a.pool, str(err)) from None
         except ProviderError as err:
@@ -523,8 +529,8 @@ class IPAM:
         provider = self._provider(st.entry.pool)
         subnet = st.entry.pool.provider.subnet_id
         try:
-            await provider.reserve(subnet, a.ip, f"{a.owner.namespace}/{a.owner.pod_name}")
-            await provider.bind(subnet, a.ip, a.node)
+            await provider.reserve(subnet, a.ip, provider_owner(a))
+            await provider.bind(subnet, a.ip, a.node, provider_owner(a))
         except ProviderError as err:
             log.warning("provider failed for %s of %s (%s); rolling back", a.ip, _holder(a), err)
             await self._rollback(st, stored)
@@ -537,7 +543,7 @@ class IPAM:
         try:
             # The environment first: once the storage frees the address another owner may
             # bind it, so it must not still be ours out there.
-            await self._provider(st.entry.pool).release(st.entry.pool.provider.subnet_id, a.ip)
+            await self._provider(st.entry.pool).release(st.entry.pool.provider.subnet_id, a.ip, provider_owner(a))
         except ProviderError as err:
             log.error(
                 "rollback of %s: the provider did not release it (%s); it stays allocated to container %s "
@@ -579,7 +585,7 @@ class IPAM:
         a = stored.allocation
         st = await self._pool(a.pool)
         try:
-            await self._provider(st.entry.pool).release(st.entry.pool.provider.subnet_id, a.ip)
+            await self._provider(st.entry.pool).release(st.entry.pool.provider.subnet_id, a.ip, provider_owner(a))
         except ProviderRefused as err:
             raise errors.provider_refused(a.pool, str(err)) from None
         except ProviderError as err:

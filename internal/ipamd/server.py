@@ -10,8 +10,8 @@ from typing import Any
 
 import grpc
 
-from tke.internal.auth.authn import TokenFile
-from tke.internal.auth.interceptor import AuthenticationInterceptor
+from tke.internal.auth.chain import AuthConfig, build
+from tke.internal.auth.chain import PluginConfig as AuthPlugin
 from tke.internal.ipamd.config import IpamdConfig
 from tke.internal.ipamd.ipam import IPAM
 from tke.internal.ipamd.service import SERVICE_NAME, IPAMServicer
@@ -76,7 +76,12 @@ class Ipamd:
                 raise ConfigurationError("[tcp] needs cert_file and key_file (or insecure = true for development)")
             interceptors: list[Any] = [RequestInterceptor()]
             if c.tcp.token_file:
-                interceptors.append(AuthenticationInterceptor(TokenFile(c.tcp.token_file)))
+                # Authenticated callers may do everything: the token file is the access list.
+                auth = AuthConfig(
+                    authenticators=[AuthPlugin("token-file", {"path": c.tcp.token_file})],
+                    authorizers=[AuthPlugin("allow-all")],
+                )
+                interceptors += build(auth, None).interceptors  # type: ignore[arg-type]
             self.servers.append(
                 await start_server(ListenConfig(address=c.tcp.address, tls=tls), self._spec(interceptors))
             )

@@ -5,6 +5,12 @@ then tells the provider: reserve the address in the environment, bind it to the 
 slow or failing provider can delay or fail an allocation but never give one address to two
 owners. Every operation is idempotent: a retry after a timeout is safe.
 
+`owner` is a fencing token unique to one allocation (it names the pod and when the address was
+first allocated to it). bind and release act only while the address is still reserved for that
+token, so a late bind or release of an allocation that was rolled back, arriving after the
+address went to someone else, changes nothing: it can neither move nor free the winner's
+address.
+
 Errors: ProviderUnavailable (temporary: unreachable, timed out, 5xx; retry later) and
 ProviderRefused (permanent: the environment says no, for example the address is in use
 outside tke-ipamd).
@@ -44,17 +50,19 @@ class IPProvider(Protocol):
         ...
 
     async def reserve(self, subnet_id: str, ip: str, owner: str) -> None:
-        """Reserve `ip` in the subnet for `owner` (a description for the environment's
-        operators). Reserving it again for the same owner succeeds."""
+        """Reserve `ip` in the subnet for `owner`. Reserving it again for the same owner
+        succeeds; ProviderRefused when another owner has it."""
         ...
 
-    async def bind(self, subnet_id: str, ip: str, node: str) -> None:
-        """Make the reserved `ip` reachable on `node` (for example attach it to the node's
-        network interface); binding it again, or to another node, succeeds."""
+    async def bind(self, subnet_id: str, ip: str, node: str, owner: str) -> None:
+        """Make `ip`, reserved for `owner`, reachable on `node` (for example attach it to the
+        node's network interface); binding it again, or to another node, succeeds.
+        ProviderRefused when it is not reserved for `owner`."""
         ...
 
-    async def release(self, subnet_id: str, ip: str) -> None:
-        """Unbind and give `ip` back; releasing an unknown address succeeds."""
+    async def release(self, subnet_id: str, ip: str, owner: str) -> None:
+        """Unbind and give back `ip` if it is reserved for `owner`; an address that is unknown
+        or someone else's is left alone, and that is a success."""
         ...
 
     async def close(self) -> None: ...

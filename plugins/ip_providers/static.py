@@ -23,10 +23,10 @@ class StaticProvider:
     async def reserve(self, subnet_id: str, ip: str, owner: str) -> None:
         return None
 
-    async def bind(self, subnet_id: str, ip: str, node: str) -> None:
+    async def bind(self, subnet_id: str, ip: str, node: str, owner: str) -> None:
         return None
 
-    async def release(self, subnet_id: str, ip: str) -> None:
+    async def release(self, subnet_id: str, ip: str, owner: str) -> None:
         return None
 
     async def close(self) -> None:

@@ -2,9 +2,10 @@
 
 The API it speaks (JSON over HTTP(S), bearer token):
   GET    /v1/subnets                                  {"subnets": [{"id", "cidr", "gateway", "zone"}]}
-  PUT    /v1/subnets/<id>/addresses/<ip>              {"owner": ...}   reserve (200; 409 if another owner has it)
-  PUT    /v1/subnets/<id>/addresses/<ip>/binding      {"node": ...}    bind (200; 404 if not reserved)
-  DELETE /v1/subnets/<id>/addresses/<ip>                               release (200 or 404)
+  PUT    /v1/subnets/<id>/addresses/<ip>           {"owner"}          reserve (200; 409: another owner's)
+  PUT    /v1/subnets/<id>/addresses/<ip>/binding   {"node", "owner"}  bind (200; 409: not reserved for owner)
+  DELETE /v1/subnets/<id>/addresses/<ip>?owner=...                    release (200; 404 unknown; 409 not
+                                                                      the owner's: left alone, a success)
 
 A cloud's real API is adapted to this shape by a small gateway, or by a plugin of its own
 implementing IPProvider. Every call has a timeout; timeouts, connection errors, 429 and 5xx are
@@ -122,12 +123,13 @@ class VPCProvider:
         status, payload = await self._call("PUT", path, {"owner": owner})
         self._check("PUT", path, status, payload, (200, 201))
 
-    async def bind(self, subnet_id: str, ip: str, node: str) -> None:
+    async def bind(self, subnet_id: str, ip: str, node: str, owner: str) -> None:
         path = self._address(subnet_id, ip) + "/binding"
-        status, payload = await self._call("PUT", path, {"node": node})
+        status, payload = await self._call("PUT", path, {"node": node, "owner": owner})
         self._check("PUT", path, status, payload, (200, 201))
 
-    async def release(self, subnet_id: str, ip: str) -> None:
+    async def release(self, subnet_id: str, ip: str, owner: str) -> None:
         path = self._address(subnet_id, ip)
-        status, payload = await self._call("DELETE", path)
-        self._check("DELETE", path, status, payload, (200, 204, 404))
+        status, payload = await self._call("DELETE", f"{path}?owner={quote(owner, safe='')}")
+        # 409: the address is reserved for another owner now; it is not ours to free.
+        self._check("DELETE", path, status, payload, (200, 204, 404, 409))

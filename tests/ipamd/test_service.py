@@ -87,7 +87,7 @@ async def stub(running: Running) -> AsyncIterator[ipam_pb2_grpc.IPAMServiceStub]
 
 
 def details(err: grpc.aio.AioRpcError) -> list[object]:
-    status = rpc_status.from_call(err)  # type: ignore[arg-type]
+    status = rpc_status.from_call(err)
     assert status is not None
     out: list[object] = []
     for any_detail in status.details:

@@ -1,0 +1,174 @@
+"""The cloud-VPC IP provider against a VPC API server on loopback: its operations, retries,
+timeouts and refusals; and tke-ipamd's use of it over real etcd: reserve and bind after the
+storage decided, rollback on failure, and no second owner after a timed-out bind."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import grpc
+import pytest
+
+from tke.internal.ipamd.ipam import IPAM, provider_owner
+from tke.internal.rpc.errors import ApiError
+from tke.internal.storage.etcd import EtcdConfig
+from tke.ipam.v1 import ipam_pb2
+from tke.plugins.ip_providers.provider import ProviderRefused, ProviderUnavailable
+from tke.plugins.ip_providers.static import StaticProvider
+from tke.plugins.ip_providers.vpc import VPCProvider
+from tke.plugins.ip_storage.etcd import EtcdIPStorage, EtcdIPStorageConfig
+
+from .conftest import allocate_request
+from .vpc_server import Reservation, VPCServer, VPCState
+
+SUBNETS = [
+    {"id": "subnet-1", "cidr": "10.50.0.0/24", "gateway": "10.50.0.1"},
+    {"id": "subnet-tiny", "cidr": "10.60.0.0/30", "gateway": "10.60.0.1"},
+]
+
+
+@pytest.fixture
+def vpc() -> Iterator[VPCServer]:
+    server = VPCServer(VPCState(subnets=SUBNETS))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def provider(vpc: VPCServer, monkeypatch: pytest.MonkeyPatch) -> VPCProvider:
+    monkeypatch.setenv("TKE_TEST_VPC_TOKEN", "vpc-token")
+    return VPCProvider(vpc.endpoint, token_env="TKE_TEST_VPC_TOKEN", timeout=0.3, retries=2, backoff=0.05)
+
+
+@pytest.fixture
+async def storages(etcd_config: EtcdConfig) -> AsyncIterator[list[EtcdIPStorage]]:
+    """Two storages on one etcd prefix: two replicas' worth of connections."""
+    config = EtcdIPStorageConfig(endpoints=list(etcd_config.endpoints), prefix=etcd_config.prefix)
+    made = [EtcdIPStorage(config), EtcdIPStorage(config)]
+    try:
+        yield made
+    finally:
+        for s in made:
+            await s.close()
+
+
+def replica(storage: EtcdIPStorage, provider: VPCProvider) -> IPAM:
+    return IPAM(storage, {"static": StaticProvider(), "vpc": provider}, cooldown=0)
+
+
+def cloud_pool(name: str, subnet: dict[str, str]) -> ipam_pb2.Pool:
+    return ipam_pb2.Pool(
+        name=name, cidr=subnet["cidr"], provider=ipam_pb2.PoolProvider(name="vpc", subnet_id=subnet["id"])
+    )
+
+
+async def test_operations_retries_and_refusals(vpc: VPCServer, provider: VPCProvider) -> None:
+    assert [s.id for s in await provider.subnets()] == ["subnet-1", "subnet-tiny"]
+    vpc.state.fail["reserve"] = 2  # two 503s, then served: within the retries
+    await provider.reserve("subnet-1", "10.50.0.9", "me")
+    await provider.reserve("subnet-1", "10.50.0.9", "me")  # idempotent
+    await provider.bind("subnet-1", "10.50.0.9", "node-1", "me")
+    assert vpc.state.addresses["10.50.0.9"] == Reservation(owner="me", node="node-1")
+    with pytest.raises(ProviderRefused):
+        await provider.reserve("subnet-1", "10.50.0.9", "someone-else")
+    with pytest.raises(ProviderRefused):
+        await provider.bind("subnet-1", "10.50.0.9", "node-2", "someone-else")
+    await provider.release("subnet-1", "10.50.0.9", "someone-else")  # not theirs: left alone
+    assert "10.50.0.9" in vpc.state.addresses
+    await provider.release("subnet-1", "10.50.0.9", "me")
+    await provider.release("subnet-1", "10.50.0.9", "me")  # already gone: fine
+    assert vpc.state.addresses == {}
+
+    vpc.state.broken.add("reserve")
+    before = len(vpc.state.calls)
+    with pytest.raises(ProviderUnavailable):
+        await provider.reserve("subnet-1", "10.50.0.10", "me")
+    assert len(vpc.state.calls) - before == 3  # the first try and two retries
+
+
+async def test_slow_answers_time_out(vpc: VPCServer, provider: VPCProvider) -> None:
+    vpc.state.delay["reserve"] = 1.0
+    started = time.monotonic()
+    with pytest.raises(ProviderUnavailable):
+        await provider.reserve("subnet-1", "10.50.0.11", "me")
+    assert time.monotonic() - started < 2.0
+
+
+async def test_bad_token_is_refused(vpc: VPCServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TKE_TEST_VPC_TOKEN", "wrong")
+    wrong = VPCProvider(vpc.endpoint, token_env="TKE_TEST_VPC_TOKEN", timeout=0.3, retries=0)
+    with pytest.raises(ProviderRefused):
+        await wrong.subnets()
+
+
+async def test_allocation_reserves_and_binds_then_release_frees(
+    vpc: VPCServer, provider: VPCProvider, storages: list[EtcdIPStorage]
+) -> None:
+    ipam = replica(storages[0], provider)
+    with pytest.raises(ApiError) as err:
+        await ipam.create_pool(cloud_pool("cloud", {"id": "subnet-404", "cidr": "10.50.0.0/24"}))
+    assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    await ipam.create_pool(cloud_pool("cloud", SUBNETS[0]))
+    got = (await ipam.allocate(allocate_request("web", node="node-1"))).allocation
+    assert vpc.state.addresses[got.ip] == Reservation(owner=provider_owner(got), node="node-1")
+    await ipam.release("c-web", "eth0")
+    assert vpc.state.addresses == {}
+
+
+async def test_bind_failure_rolls_back(vpc: VPCServer, provider: VPCProvider, storages: list[EtcdIPStorage]) -> None:
+    ipam = replica(storages[0], provider)
+    await ipam.create_pool(cloud_pool("cloud", SUBNETS[0]))
+    vpc.state.broken.add("bind")
+    with pytest.raises(ApiError) as err:
+        await ipam.allocate(allocate_request("web"))
+    assert err.value.code == grpc.StatusCode.UNAVAILABLE
+    assert vpc.state.addresses == {}
+    assert (await ipam.get_pool("cloud")).status.allocated == 0
+    with pytest.raises(ApiError):
+        await ipam.get_by_attachment("c-web", "eth0")
+
+
+async def test_timed_out_bind_never_yields_two_owners(
+    vpc: VPCServer, provider: VPCProvider, storages: list[EtcdIPStorage]
+) -> None:
+    """galaxy's failure: a bind timed out, the allocation was retried elsewhere, and the first
+    attempt's late effects hit the winner. Here the late binds carry the loser's token."""
+    a, b = replica(storages[0], provider), replica(storages[1], provider)
+    await a.create_pool(cloud_pool("tiny", SUBNETS[1]))  # exactly one address: 10.60.0.2
+    vpc.state.delay["bind"] = 1.0
+    with pytest.raises(ApiError) as err:
+        await a.allocate(allocate_request("db-0", "c1", node="node-1"))
+    assert err.value.code == grpc.StatusCode.UNAVAILABLE
+    vpc.state.delay["bind"] = 0.0
+    # The runtime retries the ADD; the pod landed on another node, served by another replica.
+    won = (await b.allocate(allocate_request("db-0", "c1", node="node-2"))).allocation
+    assert won.ip == "10.60.0.2"
+    await asyncio.sleep(1.5)  # let the first attempt's late binds arrive
+    assert ("bind", "10.60.0.2") in vpc.state.refused
+    assert vpc.state.addresses == {"10.60.0.2": Reservation(owner=provider_owner(won), node="node-2")}
+    held = await a.get_by_attachment("c1", "eth0")
+    assert (held.ip, held.node) == ("10.60.0.2", "node-2")
+
+
+async def test_failed_rollback_keeps_the_address_until_the_container_is_released(
+    vpc: VPCServer, provider: VPCProvider, storages: list[EtcdIPStorage]
+) -> None:
+    a, b = replica(storages[0], provider), replica(storages[1], provider)
+    await a.create_pool(cloud_pool("tiny", SUBNETS[1]))
+    vpc.state.broken.update({"bind", "release"})
+    with pytest.raises(ApiError):
+        await a.allocate(allocate_request("first", "c1"))
+    # The VPC may still hold it for the first allocation, so nobody else may have it.
+    assert (await b.get_by_attachment("c1", "eth0")).ip == "10.60.0.2"
+    with pytest.raises(ApiError) as err:
+        await b.allocate(allocate_request("second", "c2"))
+    assert err.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    vpc.state.broken.clear()
+    assert (await b.release("c1", "eth0")).found  # the runtime's DEL after the failed ADD
+    assert vpc.state.addresses == {}
+    assert (await b.allocate(allocate_request("second", "c2"))).allocation.ip == "10.60.0.2"
