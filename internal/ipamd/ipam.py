@@ -288,6 +288,9 @@ class IPAM:
             if existing is not None:
                 a = existing.allocation
                 if (a.owner.namespace, a.owner.pod_name) == (owner.namespace, owner.pod_name):
+                    # A retried ADD: the first try may have failed at the provider after the
+                    # storage kept the address, so make sure again (both steps are idempotent).
+                    await self._ensure_provided(a)
                     return AllocateResult(a, True)
                 raise errors.attachment_in_use(req.container_id, req.ifname, _holder(a))
             if policy in (ipam_pb2.RELEASE_POLICY_IMMUTABLE, ipam_pb2.RELEASE_POLICY_NEVER):
@@ -536,6 +539,21 @@ class IPAM:
             await self._rollback(st, stored)
             if isinstance(err, ProviderRefused):
                 raise errors.provider_refused(a.pool, str(err)) from None
+            raise errors.provider_unavailable(a.pool) from None
+
+    async def _ensure_provided(self, a: ipam_pb2.Allocation) -> None:
+        st = await self._pool(a.pool)
+        if (st.entry.pool.provider.name or "static") == "static":
+            return
+        provider = self._provider(st.entry.pool)
+        subnet = st.entry.pool.provider.subnet_id
+        try:
+            await provider.reserve(subnet, a.ip, provider_owner(a))
+            await provider.bind(subnet, a.ip, a.node, provider_owner(a))
+        except ProviderRefused as err:
+            raise errors.provider_refused(a.pool, str(err)) from None
+        except ProviderError as err:
+            log.warning("provider failed again for %s of %s: %s", a.ip, _holder(a), err)
             raise errors.provider_unavailable(a.pool) from None
 
     async def _rollback(self, st: _PoolState, stored: Stored) -> None:

@@ -169,6 +169,10 @@ async def test_failed_rollback_keeps_the_address_until_the_container_is_released
         await b.allocate(allocate_request("second", "c2"))
     assert err.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
     vpc.state.broken.clear()
-    assert (await b.release("c1", "eth0")).found  # the runtime's DEL after the failed ADD
+    # A retried ADD of the same container gets the kept address, now reserved and bound.
+    retried = (await b.allocate(allocate_request("first", "c1"))).allocation
+    assert retried.ip == "10.60.0.2"
+    assert vpc.state.addresses["10.60.0.2"] == Reservation(owner=provider_owner(retried), node="node-1")
+    assert (await b.release("c1", "eth0")).found  # the runtime's DEL
     assert vpc.state.addresses == {}
     assert (await b.allocate(allocate_request("second", "c2"))).allocation.ip == "10.60.0.2"

@@ -1,0 +1,47 @@
+"""The shipped ipamd.toml loads, every plugin it names is installed, and mistakes are errors
+that name the key or the plugin."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tke.cmd.ipamd import main
+from tke.internal.config.loader import ConfigError, load
+from tke.internal.ipamd.config import IpamdConfig
+from tke.internal.ipamd.server import build_providers, build_storage
+from tke.internal.plugin.loader import PluginError, available, find
+from tke.plugins.ip_providers.vpc import VPCProvider
+from tke.plugins.ip_storage.memory import MemoryIPStorage
+
+EXAMPLE = Path(__file__).parents[2] / "deploy" / "ipamd" / "ipamd.toml"
+
+
+def test_example_config_loads_and_builds(monkeypatch: pytest.MonkeyPatch) -> None:
+    config = load(EXAMPLE, IpamdConfig)
+    assert config.socket_mode == 0o600
+    assert config.storage.plugin == "etcd"
+    monkeypatch.setenv("TKE_VPC_TOKEN", "x")
+    providers = build_providers(config)
+    assert set(providers) == {"static", "vpc"} and isinstance(providers["vpc"], VPCProvider)
+
+
+def test_entry_points_are_registered() -> None:
+    assert {"etcd", "memory"} <= set(available("tke.ip_storage"))
+    assert {"static", "vpc"} <= set(available("tke.ip_providers"))
+    assert find("tke.ip_storage", "tke.plugins.ip_storage.memory:MemoryIPStorage") is MemoryIPStorage
+
+
+def test_mistakes_are_named(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('sockett = "/x"\n')
+    with pytest.raises(ConfigError, match="sockett"):
+        load(bad, IpamdConfig)
+    bad.write_text('[storage]\nplugin = "nosuch"\n')
+    with pytest.raises(PluginError, match="nosuch"):
+        build_storage(load(bad, IpamdConfig))
+    bad.write_text('[storage]\nplugin = "etcd"\n[storage.options]\nendpointz = ["x"]\n')
+    with pytest.raises(PluginError, match="endpointz"):
+        build_storage(load(bad, IpamdConfig))
+    assert main(["--config", str(bad)]) == 2
