@@ -8,15 +8,15 @@ import logging
 import signal
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+
+import grpc
 
 from tke.internal.apiserver.api import ResourceAPI
 from tke.internal.apiserver.kinds import CLUSTERS, machine_kind
 from tke.internal.apiserver.registry import Registry
 from tke.internal.apiserver.services import ClusterService, MachineService
 from tke.internal.apiserver.watch import Hub
-from tke.internal.auth.authn import Authenticator, TokenFile, Union
-from tke.internal.auth.interceptor import AuthenticationInterceptor
+from tke.internal.auth.chain import AuthChain, AuthConfig, PluginContext, build
 from tke.internal.rpc.interceptors import RequestInterceptor
 from tke.internal.rpc.server import ListenConfig, RunningServer, ServerSpec, start_server
 from tke.internal.storage.etcd import EtcdConfig, EtcdStore
@@ -40,15 +40,6 @@ class WatchConfig:
 
 
 @dataclass(frozen=True)
-class AuthConfig:
-    # Static bearer tokens: token,user,uid,group1|group2,tenant per line. Empty: no
-    # authentication (every caller is the anonymous platform administrator; development only).
-    token_file: str = ""
-    # Let unauthenticated callers use server reflection (grpcurl list/describe).
-    open_reflection: bool = False
-
-
-@dataclass(frozen=True)
 class ApiserverConfig:
     listen: ListenConfig = field(default_factory=ListenConfig)
     etcd: EtcdConfig = field(default_factory=EtcdConfig)
@@ -65,9 +56,9 @@ class Apiserver:
     def __init__(self, config: ApiserverConfig, store: Store | None = None) -> None:
         self.config = config
         self.store: Store = store if store is not None else EtcdStore(config.etcd)
-        prefix = config.etcd.prefix.rstrip("/")
-        self.clusters = Registry(CLUSTERS, self.store, prefix)
-        self.machines = Registry(machine_kind(self.clusters), self.store, prefix)
+        self.prefix = config.etcd.prefix.rstrip("/")
+        self.clusters = Registry(CLUSTERS, self.store, self.prefix)
+        self.machines = Registry(machine_kind(self.clusters), self.store, self.prefix)
         w = config.watch
         self.cluster_hub: Hub[cluster_pb2.Cluster] = Hub(
             self.store, self.clusters.root, self.clusters.decode,
@@ -79,40 +70,28 @@ class Apiserver:
         )  # fmt: skip
         self.server: RunningServer | None = None
 
-    def _authenticator(self) -> Authenticator | None:
-        authenticators: list[Authenticator] = []
-        if self.config.auth.token_file:
-            authenticators.append(TokenFile(self.config.auth.token_file))
-        return Union(authenticators) if authenticators else None
-
     async def start(self) -> RunningServer:
+        self.auth: AuthChain = build(self.config.auth, PluginContext(self.store, self.prefix))
+        await self.auth.start()
         await asyncio.gather(self.cluster_hub.start(), self.machine_hub.start())
         bookmark = self.config.watch.bookmark_interval
         cluster_api = ResourceAPI(self.clusters, self.cluster_hub, bookmark)
         machine_api = ResourceAPI(self.machines, self.machine_hub, bookmark)
 
-        def register(server: object) -> None:
+        def register(server: grpc.aio.Server) -> None:
             cluster_pb2_grpc.add_ClusterServiceServicer_to_server(ClusterService(cluster_api), server)
             machine_pb2_grpc.add_MachineServiceServicer_to_server(MachineService(machine_api), server)
+            for _, add in self.auth.services:
+                add(server)
 
-        interceptors: list[Any] = [RequestInterceptor()]
-        authenticator = self._authenticator()
-        if authenticator is None:
-            log.warning(
-                "AUTHENTICATION IS OFF: every caller acts as platform administrator. "
-                "Set [auth] token_file (development) or configure authenticators before exposing this server."
-            )
-        else:
-            interceptors.append(
-                AuthenticationInterceptor(authenticator, open_reflection=self.config.auth.open_reflection)
-            )
         spec = ServerSpec(
             register=register,
             services=[
                 cluster_pb2.DESCRIPTOR.services_by_name["ClusterService"].full_name,
                 machine_pb2.DESCRIPTOR.services_by_name["MachineService"].full_name,
+                *(name for name, _ in self.auth.services),
             ],
-            interceptors=interceptors,
+            interceptors=[RequestInterceptor(), *self.auth.interceptors],
             on_stop=[self.cluster_hub.stop, self.machine_hub.stop],
         )
         self.server = await start_server(self.config.listen, spec)
@@ -121,6 +100,7 @@ class Apiserver:
     async def stop(self) -> None:
         if self.server is not None:
             await self.server.stop(self.config.shutdown_grace)
+            await self.auth.stop()
         await self.store.close()
 
 

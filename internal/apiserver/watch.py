@@ -131,6 +131,7 @@ class Hub(Generic[T]):
         self.revision = 0  # everything up to here has been seen
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
+        self._stopped = False
 
     @property
     def subscribers(self) -> int:
@@ -141,6 +142,7 @@ class Hub(Generic[T]):
         await self._ready.wait()
 
     async def stop(self) -> None:
+        self._stopped = True
         for sub in list(self._subs):
             sub.close(None)
         self._subs.clear()
@@ -225,6 +227,8 @@ class Hub(Generic[T]):
     async def subscribe(self, key_prefix: str, after: int) -> AsyncIterator[Change[T] | int]:
         """Changes under `key_prefix` after revision `after`, and now and then an int: the
         revision the watch has reached (for bookmarks). Raises Closed when it ends."""
+        if self._stopped:
+            raise Closed(None)  # the server is stopping: end cleanly, the client resumes elsewhere
         position = after
         if not self.covers(position):
             # Older than the window: read the store's history until the window is reached.
@@ -243,6 +247,8 @@ class Hub(Generic[T]):
                         f"resource_version {after} is too old (compacted): list again and watch from there"
                     )
                 ) from None
+        if self._stopped:
+            raise Closed(None)
         sub = self._join(key_prefix, position)
         try:
             while True:

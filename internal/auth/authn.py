@@ -1,33 +1,33 @@
 """Authentication: who is calling.
 
 An Authenticator looks at a call's credentials and answers with an Identity, None ("not
-mine": another authenticator may know it), or raises AuthenticationError (the credentials are
-recognisably bad). A Union asks each in turn. Shapes follow Kubernetes' authenticator seam.
+mine": the next authenticator may know it), or raises AuthenticationError (the credentials are
+recognisably its own but bad: expired, revoked, forged), which ends the search. A Union asks
+each in turn. The shapes follow Kubernetes' authenticator seam; TokenFunc turns a function into
+an authenticator (tests use it).
 """
 
 from __future__ import annotations
 
-import hmac
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
-from tke.internal.auth.identity import DEFAULT_TENANT, Identity
+from tke.internal.auth.identity import Identity
 
 
 class AuthenticationError(Exception):
-    """The credentials were presented but are invalid (expired, revoked, forged)."""
+    """The credentials were presented but are invalid. The message is shown to the caller, so it
+    never contains the credential itself."""
 
 
 @dataclass(frozen=True)
 class Credentials:
     """What a call presented: its metadata (lower-case keys) and, over mutual TLS, the peer's
-    verified certificate subject."""
+    verified certificate in PEM."""
 
     metadata: Mapping[str, str]
-    peer_common_name: str = ""
-    peer_organizations: tuple[str, ...] = ()
+    peer_certificate_pem: bytes = b""
 
     @property
     def bearer_token(self) -> str:
@@ -37,7 +37,7 @@ class Credentials:
 
 
 class Authenticator(Protocol):
-    def authenticate(self, credentials: Credentials) -> Identity | None: ...
+    async def authenticate(self, credentials: Credentials) -> Identity | None: ...
 
 
 class Union:
@@ -46,44 +46,20 @@ class Union:
     def __init__(self, authenticators: Sequence[Authenticator]) -> None:
         self.authenticators = list(authenticators)
 
-    def authenticate(self, credentials: Credentials) -> Identity | None:
+    async def authenticate(self, credentials: Credentials) -> Identity | None:
         for authenticator in self.authenticators:
-            identity = authenticator.authenticate(credentials)
+            identity = await authenticator.authenticate(credentials)
             if identity is not None:
                 return identity
         return None
 
 
-class TokenFile:
-    """Static bearer tokens from a CSV-like file: `token,user,uid,group1|group2,tenant` per
-    line; '#' starts a comment. Tokens are compared in constant time."""
+class TokenFunc:
+    """An authenticator made of a function of the bearer token."""
 
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._tokens: list[tuple[bytes, Identity]] = []
-        for lineno, raw in enumerate(Path(path).read_text().splitlines(), 1):
-            line = raw.strip()
-            if not line or line.startswith("#"):
-                continue
-            fields = [f.strip() for f in line.split(",")]
-            if len(fields) < 2 or not fields[0] or not fields[1]:
-                raise ValueError(f"{path}:{lineno}: expected token,user[,uid[,groups[,tenant]]]")
-            fields += [""] * (5 - len(fields))
-            token, user, uid, groups, tenant = fields[:5]
-            identity = Identity(
-                user=user,
-                uid=uid,
-                groups=tuple(g for g in groups.split("|") if g),
-                tenant_id=tenant or DEFAULT_TENANT,
-            )
-            self._tokens.append((token.encode(), identity))
+    def __init__(self, fn: Callable[[str], Awaitable[Identity | None]]) -> None:
+        self.fn = fn
 
-    def authenticate(self, credentials: Credentials) -> Identity | None:
-        token = credentials.bearer_token.encode()
-        if not token:
-            return None
-        found = None
-        for known, identity in self._tokens:
-            if hmac.compare_digest(known, token):
-                found = identity
-        return found
+    async def authenticate(self, credentials: Credentials) -> Identity | None:
+        token = credentials.bearer_token
+        return await self.fn(token) if token else None

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field, replace
 
 import grpc
 
-from tke.internal.apiserver.app import Apiserver, ApiserverConfig, AuthConfig, WatchConfig
+from tke.internal.apiserver.app import Apiserver, ApiserverConfig, WatchConfig
+from tke.internal.auth.chain import AuthConfig
 from tke.internal.rpc.server import ListenConfig
 from tke.internal.storage.etcd import EtcdConfig
 from tke.platform.v1 import cluster_pb2, cluster_pb2_grpc, machine_pb2, machine_pb2_grpc

@@ -12,7 +12,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tke.internal.apiserver.app import AuthConfig
+from tke.internal.auth.chain import AuthConfig, PluginConfig
 from tke.internal.storage.etcd import EtcdConfig
 from tke.internal.testing.apiserver import Running, cluster, local_config, start, stop
 from tke.internal.testing.rpc import expect_error
@@ -33,7 +33,11 @@ bob-t,bob,u2,dev,team-b
 async def secured(etcd_config: EtcdConfig, tmp_path: Path) -> AsyncIterator[Running]:
     tokens = tmp_path / "tokens.csv"
     tokens.write_text(TOKENS)
-    running = await start(replace(local_config(etcd_config), auth=AuthConfig(token_file=str(tokens))))
+    auth = AuthConfig(
+        authenticators=[PluginConfig("token-file", {"path": str(tokens)})],
+        authorizers=[PluginConfig("allow-all")],
+    )
+    running = await start(replace(local_config(etcd_config), auth=auth))
     try:
         yield running
     finally:

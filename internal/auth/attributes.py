@@ -1,0 +1,108 @@
+"""From a gRPC call to authorization Attributes: verb, resource, object name and tenant.
+
+- Services named in RESOURCES map their standard methods (Create, Get, List, Watch, Update,
+  UpdateStatus, Delete) to Kubernetes-style verbs on one resource.
+- AuthService methods have explicit rules (below): they act on users, passwords, API keys
+  and tokens, naming the user concerned (the caller when the request leaves it empty), so
+  that "my own account" can be authorized.
+- Other methods named Verb+Resource (CreateRole, ListRoleBindings) become that verb on the
+  lower-cased plural resource; anything else becomes its own kebab-case verb on the
+  service's name.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from google.protobuf.message import Message
+
+from tke.internal.auth.authz import Attributes
+from tke.internal.auth.identity import Identity
+
+VERBS = {
+    "Create": "create",
+    "Get": "get",
+    "List": "list",
+    "Watch": "watch",
+    "Update": "update",
+    "UpdateStatus": "update-status",
+    "Delete": "delete",
+}
+# Longest first, so that UpdateStatus wins over Update.
+_VERB_PREFIXES = sorted(VERBS, key=len, reverse=True)
+
+RESOURCES = {
+    "tke.platform.v1.ClusterService": "clusters",
+    "tke.platform.v1.MachineService": "machines",
+    "tke.platform.v1.EventService": "events",
+}
+
+
+def _kebab(name: str) -> str:
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "-", name).lower()
+
+
+def verb_and_resource(method_name: str) -> tuple[str, str]:
+    """("get", "clusters") for "/tke.platform.v1.ClusterService/Get"."""
+    service, _, method = method_name.lstrip("/").rpartition("/")
+    if service in RESOURCES and method in VERBS:
+        return VERBS[method], RESOURCES[service]
+    for prefix in _VERB_PREFIXES:
+        rest = method[len(prefix) :]
+        if method.startswith(prefix) and rest[:1].isupper():
+            resource = rest.lower()
+            return VERBS[prefix], resource if resource.endswith("s") else resource + "s"
+    short = service.rsplit(".", 1)[-1].removesuffix("Service").lower()
+    return _kebab(method), short
+
+
+def _object(request: Any) -> Any:
+    """The resource object a write request carries (a message field with metadata)."""
+    if not isinstance(request, Message):
+        return None
+    for field, value in request.ListFields():
+        if field.message_type is not None and not field.is_repeated and "metadata" in field.message_type.fields_by_name:
+            return value
+    return None
+
+
+def name_and_tenant(request: Any) -> tuple[str, str]:
+    """The object name and tenant a request names (empty when it names none)."""
+    if not isinstance(request, Message):
+        return "", ""
+    fields = request.DESCRIPTOR.fields_by_name
+    name = getattr(request, "name", "") if "name" in fields else ""
+    tenant = getattr(request, "tenant_id", "") if "tenant_id" in fields else ""
+    obj = _object(request)
+    if obj is not None:
+        name = name or obj.metadata.name
+        tenant = tenant or obj.metadata.tenant_id
+    return str(name), str(tenant)
+
+
+_Rule = tuple[str, str, Callable[[Any, Identity], str]]
+_AUTH_SERVICE: dict[str, _Rule] = {
+    "CreateUser": ("create", "users", lambda r, i: r.user.metadata.name),
+    "DeleteUser": ("delete", "users", lambda r, i: r.name),
+    "ListUsers": ("list", "users", lambda r, i: ""),
+    "ChangePassword": ("update", "passwords", lambda r, i: r.name or i.user),
+    "CreateAPIKey": ("create", "apikeys", lambda r, i: r.user or i.user),
+    "ListAPIKeys": ("list", "apikeys", lambda r, i: r.user or i.user),
+    # Key ids are "<user>.<random>": the owner is the part before the dot.
+    "DeleteAPIKey": ("delete", "apikeys", lambda r, i: r.id.partition(".")[0]),
+    "Logout": ("logout", "tokens", lambda r, i: i.user),
+}
+
+
+def attributes_for(method_name: str, request: Any, identity: Identity) -> Attributes:
+    """The Attributes of a call made by `identity`."""
+    service, _, method = method_name.lstrip("/").rpartition("/")
+    name, tenant = name_and_tenant(request)
+    if service == "tke.auth.v1.AuthService" and method in _AUTH_SERVICE:
+        verb, resource, name_of = _AUTH_SERVICE[method]
+        name = name_of(request, identity) if isinstance(request, Message) else ""
+    else:
+        verb, resource = verb_and_resource(method_name)
+    return Attributes(identity, verb, resource, name, tenant or identity.tenant_id)

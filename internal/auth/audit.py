@@ -1,0 +1,119 @@
+"""Audit: one event per request, handed to every configured sink without ever blocking or
+failing the request.
+
+An AuditSink receives events through `emit` (which must not block) and flushes in its own
+time. The Auditor puts events on a bounded queue per sink, drained by a task; when a queue is
+full or a sink fails, events are dropped, counted and logged (at most once a minute), and the
+request goes on. Events never contain credentials: only the identity they established.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+log = logging.getLogger("tke.audit")
+
+
+@dataclass
+class AuditEvent:
+    time: str
+    request_id: str
+    method: str
+    user: str = ""
+    uid: str = ""
+    groups: list[str] = field(default_factory=list)
+    tenant: str = ""
+    verb: str = ""
+    resource: str = ""
+    name: str = ""
+    decision: str = ""  # "allow", "deny", "unauthenticated", "open" (health, reflection, login)
+    reason: str = ""
+    code: str = "OK"
+    latency_ms: float = 0.0
+    peer: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class AuditSink(Protocol):
+    async def write(self, events: Sequence[AuditEvent]) -> None:
+        """Persist a batch. May be slow or fail; the Auditor isolates requests from it."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class _Lane:
+    """One sink's queue and drain task."""
+
+    def __init__(self, sink: AuditSink, capacity: int, batch: int) -> None:
+        self.sink = sink
+        self.queue: asyncio.Queue[AuditEvent] = asyncio.Queue(capacity)
+        self.batch = batch
+        self.dropped = 0
+        self._last_report = 0.0
+        self.task: asyncio.Task[None] | None = None
+
+    def offer(self, event: AuditEvent) -> None:
+        try:
+            self.queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self.drop(1, "queue full")
+
+    def drop(self, n: int, why: str) -> None:
+        self.dropped += n
+        now = time.monotonic()
+        if now - self._last_report > 60:
+            self._last_report = now
+            log.warning(
+                "audit sink %s dropped events (%s); %d dropped so far", type(self.sink).__name__, why, self.dropped
+            )
+
+    async def run(self) -> None:
+        while True:
+            events = [await self.queue.get()]
+            while len(events) < self.batch and not self.queue.empty():
+                events.append(self.queue.get_nowait())
+            try:
+                await self.sink.write(events)
+            except Exception as err:
+                self.drop(len(events), f"write failed: {err}")
+
+
+class Auditor:
+    """Fans events out to sinks, never blocking the caller."""
+
+    def __init__(self, sinks: Sequence[AuditSink], *, capacity: int = 10_000, batch: int = 256) -> None:
+        self.lanes = [_Lane(s, capacity, batch) for s in sinks]
+
+    def start(self) -> None:
+        for lane in self.lanes:
+            lane.task = asyncio.create_task(lane.run(), name=f"audit {type(lane.sink).__name__}")
+
+    def emit(self, event: AuditEvent) -> None:
+        for lane in self.lanes:
+            lane.offer(event)
+
+    @property
+    def dropped(self) -> int:
+        return sum(lane.dropped for lane in self.lanes)
+
+    async def close(self, drain_seconds: float = 2.0) -> None:
+        """Give sinks a moment to write what is queued, then stop."""
+        deadline = time.monotonic() + drain_seconds
+        while any(not lane.queue.empty() for lane in self.lanes) and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+        for lane in self.lanes:
+            if lane.task is not None:
+                lane.task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await lane.task
+            with contextlib.suppress(Exception):
+                await lane.sink.close()

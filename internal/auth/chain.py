@@ -1,0 +1,144 @@
+"""Builds the auth part of a server's interceptor chain from configuration: authenticators,
+authorizers and audit sinks, each a plugin named by entry point (groups tke.authn, tke.authz,
+tke.audit) or "module:Class", with its own options.
+
+A plugin is constructed as `Plugin(context, **options)`; `context` (PluginContext) gives it the
+store and key prefix. A plugin may also offer gRPC services (`services()`, e.g. the accounts
+plugin's AuthService) and have `start()`/`stop()` coroutines; the server calls them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+
+from tke.internal.auth import authn, authz
+from tke.internal.auth.audit import Auditor
+from tke.internal.auth.interceptors import AuditInterceptor, AuthenticationInterceptor, AuthorizationInterceptor
+from tke.internal.plugin.loader import PluginError, find
+from tke.internal.storage.store import Store
+
+log = logging.getLogger("tke.auth")
+
+OPEN_METHODS = frozenset({"/tke.auth.v1.AuthService/Login"})
+
+
+@dataclass(frozen=True)
+class PluginConfig:
+    """One plugin: `plugin` is an entry point name or "module:Class"; `options` its own."""
+
+    plugin: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    # Tried in order; the first that claims a call wins. Empty: authentication off (every
+    # caller acts as platform administrator; development only).
+    authenticators: list[PluginConfig] = field(default_factory=list)
+    # Asked in order until one allows or denies; required when authenticators are set.
+    authorizers: list[PluginConfig] = field(default_factory=list)
+    # Audit sinks; every call is recorded in each.
+    audit: list[PluginConfig] = field(default_factory=list)
+    # Let unauthenticated callers use server reflection (grpcurl list/describe).
+    open_reflection: bool = False
+    # Events queued per audit sink before new ones are dropped (and counted).
+    audit_queue: int = 10_000
+
+
+@dataclass
+class PluginContext:
+    """What plugins may use from the server."""
+
+    store: Store
+    prefix: str
+
+
+Service = tuple[str, Callable[[grpc.aio.Server], None]]
+
+
+@dataclass
+class AuthChain:
+    interceptors: list[Any]
+    services: list[Service]
+    plugins: list[Any]
+    auditor: Auditor
+    enabled: bool
+
+    async def start(self) -> None:
+        for plugin in self.plugins:
+            if hasattr(plugin, "start"):
+                await plugin.start()
+        self.auditor.start()
+
+    async def stop(self) -> None:
+        await self.auditor.close()
+        for plugin in self.plugins:
+            if hasattr(plugin, "stop"):
+                await plugin.stop()
+
+
+def _construct(group: str, config: PluginConfig, context: PluginContext) -> Any:
+    factory = find(group, config.plugin)
+    try:
+        return factory(context, **config.options)
+    except (TypeError, ValueError, OSError) as err:
+        raise PluginError(f"{group} plugin {config.plugin!r}: {err}") from None
+
+
+def build(config: AuthConfig, context: PluginContext) -> AuthChain:
+    """Load every configured plugin (PluginError names the one that fails)."""
+    authenticators = [_construct("tke.authn", c, context) for c in config.authenticators]
+    authorizers = [_construct("tke.authz", c, context) for c in config.authorizers]
+    sinks = [_construct("tke.audit", c, context) for c in config.audit]
+    if authenticators and not authorizers:
+        raise PluginError("auth.authorizers is empty: configure at least one (for example 'policy')")
+    plugins: list[Any] = []
+    for p in [*authenticators, *authorizers, *sinks]:
+        if not any(p is q for q in plugins):
+            plugins.append(p)
+    services: list[Service] = []
+    for plugin in plugins:
+        if hasattr(plugin, "services"):
+            services += plugin.services()
+    auditor = Auditor(sinks, capacity=config.audit_queue)
+    if not authenticators:
+        log.warning(
+            "AUTHENTICATION IS OFF: every caller acts as platform administrator. "
+            "Configure [[auth.authenticators]] before exposing this server."
+        )
+        return AuthChain([], services, plugins, auditor, enabled=False)
+    if any(type(a).__name__ == "AllowAll" for a in authorizers):
+        log.warning("AUTHORIZATION ALLOWS EVERYTHING (allow-all authorizer): development only.")
+    interceptors = [
+        AuthenticationInterceptor(
+            authn.Union(authenticators), auditor, open_methods=OPEN_METHODS, open_reflection=config.open_reflection
+        ),
+        AuthorizationInterceptor(authz.Union([SelfService(), *authorizers]), auditor),
+        AuditInterceptor(auditor),
+    ]
+    return AuthChain(interceptors, services, plugins, auditor, enabled=True)
+
+
+class SelfService:
+    """Everyone may manage their own account: change its password, list, create and delete
+    their own API keys, and revoke their own token."""
+
+    OWN = frozenset(
+        {
+            ("update", "passwords"),
+            ("create", "apikeys"),
+            ("list", "apikeys"),
+            ("delete", "apikeys"),
+            ("logout", "tokens"),
+        }
+    )
+
+    async def authorize(self, attributes: authz.Attributes) -> tuple[authz.Decision, str]:
+        if attributes.name == attributes.identity.user and (attributes.verb, attributes.resource) in self.OWN:
+            return authz.Decision.ALLOW, "own account"
+        return authz.Decision.NO_OPINION, ""

@@ -1,0 +1,206 @@
+"""The auth steps of a server's interceptor chain, after the request interceptor (request id,
+logging, error mapping): authentication -> authorization -> audit -> handler.
+
+- Authentication: every call but the health service (and reflection or other methods the
+  configuration opens) must be claimed by an authenticator, else UNAUTHENTICATED.
+- Authorization: the call's Attributes go to the authorizer union; anything but ALLOW is
+  PERMISSION_DENIED with the reason.
+- Audit: one event per call, when it ends (for streams, when the stream ends), with the
+  decision and the status code. Calls refused before the handler are audited by the step that
+  refused them, so every call is recorded exactly once.
+Unary and streaming calls (Watch) go through the same steps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import datetime
+import time
+from collections.abc import AsyncIterator, Callable, Collection
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from grpc_interceptor.server import AsyncServerInterceptor
+
+from tke.internal.auth.attributes import attributes_for
+from tke.internal.auth.audit import AuditEvent, Auditor
+from tke.internal.auth.authn import AuthenticationError, Authenticator, Credentials
+from tke.internal.auth.authz import Attributes, Authorizer, Decision
+from tke.internal.auth.identity import Identity, current_identity
+from tke.internal.rpc import errors
+from tke.internal.rpc.interceptors import request_id_var
+from tke.internal.storage.store import Unavailable
+
+HEALTH_PREFIX = "/grpc.health.v1.Health/"
+REFLECTION_PREFIX = "/grpc.reflection."
+
+
+@dataclass
+class CallRecord:
+    """What the chain learned about a call, for its audit event."""
+
+    method: str
+    started: float
+    peer: str
+    identity: Identity | None = None
+    attributes: Attributes | None = None
+    decision: str = ""
+    reason: str = ""
+
+    def event(self, code: grpc.StatusCode) -> AuditEvent:
+        ident = self.identity
+        attrs = self.attributes
+        return AuditEvent(
+            time=datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds"),
+            request_id=request_id_var.get(),
+            method=self.method,
+            user=ident.user if ident else "",
+            uid=ident.uid if ident else "",
+            groups=list(ident.groups) if ident else [],
+            tenant=attrs.tenant if attrs else (ident.tenant_id if ident else ""),
+            verb=attrs.verb if attrs else "",
+            resource=attrs.resource if attrs else "",
+            name=attrs.name if attrs else "",
+            decision=self.decision,
+            reason=self.reason,
+            code=code.name,
+            latency_ms=round((time.perf_counter() - self.started) * 1000, 3),
+            peer=self.peer,
+        )
+
+
+call_record: contextvars.ContextVar[CallRecord | None] = contextvars.ContextVar("call_record", default=None)
+
+
+async def _call(method: Callable[..., Any], request: Any, context: grpc.aio.ServicerContext) -> Any:
+    response = method(request, context)
+    if hasattr(response, "__aiter__"):
+        return response
+    return await response
+
+
+def _credentials(context: grpc.aio.ServicerContext) -> Credentials:
+    metadata = {k.lower(): v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
+    auth = context.auth_context() or {}
+    pem = b"".join(auth.get("x509_pem_cert", []))
+    return Credentials(metadata=metadata, peer_certificate_pem=pem)
+
+
+class AuthenticationInterceptor(AsyncServerInterceptor):
+    def __init__(
+        self,
+        authenticator: Authenticator,
+        auditor: Auditor,
+        *,
+        open_methods: Collection[str] = (),
+        open_reflection: bool = False,
+    ) -> None:
+        self.authenticator = authenticator
+        self.auditor = auditor
+        self.open_methods = set(open_methods)
+        self.open_reflection = open_reflection
+
+    def _open(self, method_name: str) -> bool:
+        return (
+            method_name.startswith(HEALTH_PREFIX)
+            or method_name in self.open_methods
+            or (self.open_reflection and method_name.startswith(REFLECTION_PREFIX))
+        )
+
+    async def intercept(
+        self, method: Callable[..., Any], request_or_iterator: Any, context: grpc.aio.ServicerContext, method_name: str
+    ) -> Any:
+        record = CallRecord(method=method_name, started=time.perf_counter(), peer=context.peer() or "")
+        call_record.set(record)
+        if self._open(method_name):
+            record.decision = "open"
+            return await _call(method, request_or_iterator, context)
+        try:
+            identity = await self.authenticator.authenticate(_credentials(context))
+        except AuthenticationError as err:
+            record.decision, record.reason = "unauthenticated", str(err)
+            self.auditor.emit(record.event(grpc.StatusCode.UNAUTHENTICATED))
+            raise errors.unauthenticated(f"invalid credentials: {err}") from None
+        if identity is None:
+            record.decision, record.reason = "unauthenticated", "no authenticator claimed the call"
+            self.auditor.emit(record.event(grpc.StatusCode.UNAUTHENTICATED))
+            raise errors.unauthenticated(
+                "no valid credentials: send 'authorization: Bearer <token>' or a client certificate"
+            )
+        record.identity = identity
+        current_identity.set(identity)
+        return await _call(method, request_or_iterator, context)
+
+
+class AuthorizationInterceptor(AsyncServerInterceptor):
+    def __init__(self, authorizer: Authorizer, auditor: Auditor) -> None:
+        self.authorizer = authorizer
+        self.auditor = auditor
+
+    async def intercept(
+        self, method: Callable[..., Any], request_or_iterator: Any, context: grpc.aio.ServicerContext, method_name: str
+    ) -> Any:
+        record = call_record.get()
+        if record is None or record.decision == "open":
+            return await _call(method, request_or_iterator, context)
+        identity = current_identity.get()
+        attributes = attributes_for(method_name, request_or_iterator, identity)
+        record.attributes = attributes
+        verb, resource, name = attributes.verb, attributes.resource, attributes.name
+        decision, reason = await self.authorizer.authorize(attributes)
+        record.reason = reason
+        if decision is not Decision.ALLOW:
+            record.decision = "deny"
+            self.auditor.emit(record.event(grpc.StatusCode.PERMISSION_DENIED))
+            target = f"{resource}/{name}" if name else resource
+            raise errors.permission_denied(
+                f"user {identity.user!r} may not {verb} {target} in tenant {attributes.tenant!r}: {reason}"
+            )
+        record.decision = "allow"
+        return await _call(method, request_or_iterator, context)
+
+
+class AuditInterceptor(AsyncServerInterceptor):
+    """Records handled calls, with the status they ended with."""
+
+    def __init__(self, auditor: Auditor) -> None:
+        self.auditor = auditor
+
+    async def intercept(
+        self, method: Callable[..., Any], request_or_iterator: Any, context: grpc.aio.ServicerContext, method_name: str
+    ) -> Any:
+        record = call_record.get()
+        if record is None:
+            return await _call(method, request_or_iterator, context)
+        try:
+            response = await _call(method, request_or_iterator, context)
+        except BaseException as err:
+            self.auditor.emit(record.event(_code_of(err)))
+            raise
+        if hasattr(response, "__aiter__"):
+            return self._stream(response, record)
+        self.auditor.emit(record.event(grpc.StatusCode.OK))
+        return response
+
+    async def _stream(self, responses: AsyncIterator[Any], record: CallRecord) -> AsyncIterator[Any]:
+        code = grpc.StatusCode.OK
+        try:
+            async for item in responses:
+                yield item
+        except BaseException as err:
+            code = _code_of(err)
+            raise
+        finally:
+            self.auditor.emit(record.event(code))
+
+
+def _code_of(err: BaseException) -> grpc.StatusCode:
+    if isinstance(err, errors.ApiError):
+        return err.code
+    if isinstance(err, Unavailable):
+        return grpc.StatusCode.UNAVAILABLE
+    if isinstance(err, (GeneratorExit, asyncio.CancelledError)):
+        return grpc.StatusCode.CANCELLED
+    return grpc.StatusCode.INTERNAL

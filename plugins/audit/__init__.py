@@ -1,0 +1,1 @@
+"""Audit sinks (entry point group tke.audit)."""

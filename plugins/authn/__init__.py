@@ -1,0 +1,1 @@
+"""Authentication plugins (entry point group tke.authn)."""

@@ -1,0 +1,1 @@
+"""Authorization plugins (entry point group tke.authz)."""
