@@ -1,17 +1,31 @@
 """cni-switch: the CNI meta plugin that picks a network per container and delegates to it.
 
-Executed by the container runtime once per container and verb; it imports only the CNI
-skeleton and cni-switch itself (grpc only when a pod's binding must be read from ipamd).
+Executed by the container runtime once per container and verb: VERSION imports only the CNI
+skeleton; the other verbs import cni-switch itself, and grpc only when a pod's binding must be
+read from ipamd.
 """
 
 from __future__ import annotations
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+
+def _verb(name: str) -> Any:
+    def run(request: Any) -> Any:
+        from tke.internal.cni.switch.plugin import handlers
+
+        return handlers()[name](request)
+
+    return run
+
 
 def main() -> None:
     from tke.internal.cni.skel import main as cni_main
-    from tke.internal.cni.switch.plugin import handlers
 
-    cni_main(handlers(), about="cni-switch: TKE CNI meta plugin (delegates to the network chosen per container)")
+    verbs = {name: _verb(name) for name in ("ADD", "DEL", "CHECK", "GC", "STATUS")}
+    cni_main(verbs, about="cni-switch: TKE CNI meta plugin (delegates to the network chosen per container)")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,9 @@ verb talks to ipamd and imports the client then.
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def _verb(name: str) -> Any:

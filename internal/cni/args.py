@@ -3,9 +3,11 @@ K8S_POD_NAMESPACE, K8S_POD_NAME, K8S_POD_INFRA_CONTAINER_ID, K8S_POD_UID)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-
 from tke.internal.cni.errors import INVALID_ENVIRONMENT, CNIError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
 
 
 def parse_args(raw: str) -> dict[str, str]:

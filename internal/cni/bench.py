@@ -16,6 +16,8 @@ import argparse
 import json
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -64,22 +66,33 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--concurrent", type=int, default=100)
+    parser.add_argument("--without-ipamd", action="store_true", help="only the paths that need no ipamd")
+    parser.add_argument("--inside", help=argparse.SUPPRESS)  # re-executed in the node namespace
     opts = parser.parse_args()
+    if not opts.inside:
+        # Run the measurements from inside the node namespace, so every plugin is started
+        # directly (as a runtime does), not through `ip netns exec`.
+        with netns("tbn") as node:
+            argv = [sys.executable, "-P", "-m", "tke.internal.cni.bench", *sys.argv[1:], "--inside", node]
+            sys.exit(subprocess.run(["ip", "netns", "exec", node, *argv], check=False).returncode)
 
     from tke.internal.testing.etcd import EtcdProcess
 
+    _compile()
     with ExitStack() as stack:
         work = Path(tempfile.mkdtemp(prefix="cni-bench-", dir="/tmp"))
         stack.callback(shutil.rmtree, work, True)
-        etcd = EtcdProcess(work / "etcd")
-        etcd.start()
-        stack.callback(etcd.stop)
-        ipamd = IpamdDaemon(work, endpoints=[etcd.endpoint], prefix="/bench")
-        ipamd.start()
-        stack.callback(ipamd.stop)
-        _create_pool(ipamd.socket)
+        ipamd = None
+        if not opts.without_ipamd:
+            etcd = EtcdProcess(work / "etcd")
+            etcd.start()
+            stack.callback(etcd.stop)
+            ipamd = IpamdDaemon(work, endpoints=[etcd.endpoint], prefix="/bench")
+            ipamd.start()
+            stack.callback(ipamd.stop)
+            _create_pool(ipamd.socket)
 
-        node = stack.enter_context(netns("tbn"))
+        node = ""
         pod = stack.enter_context(netns("tbc"))
         path = [bin_dir(work, "cni-switch", "tke-ipamc"), DEBIAN_CNI]
         switch = Runtime(console_script("cni-switch"), node, path)
@@ -88,10 +101,9 @@ def main() -> None:
 
         baseline_net = bridge_network(work, "10.90.0.0/16", name="baseline")
         baseline = {"cniVersion": "1.0.0", "name": "baseline", **baseline_net["plugins"][0]}
-        networks = {
-            "pods": bridge_network(work, "10.91.0.0/16", name="pods"),
-            "fixed": ipamc_network("fixed", unique("tb"), ipamd.socket, work, pool="bench"),
-        }
+        networks = {"pods": bridge_network(work, "10.91.0.0/16", name="pods")}
+        if ipamd is not None:
+            networks["fixed"] = ipamc_network("fixed", unique("tb"), ipamd.socket, work, pool="bench")
         conf = switch_config(work, networks, "pods")
         fixed_args = "IgnoreUnknown=1;K8S_POD_NAMESPACE=bench;K8S_POD_NAME=p;TKE_NETWORK=fixed"
 
@@ -108,9 +120,9 @@ def main() -> None:
         base = add_del(bridge, baseline, pod, opts.rounds)
         rows.append(("ADD+DEL bridge+host-local (baseline)", base))
         rows.append(("ADD+DEL cni-switch -> bridge+host-local", add_del(switch, conf, pod, opts.rounds)))
-        rows.append(
-            ("ADD+DEL cni-switch -> bridge -> tke-ipamc -> ipamd", add_del(switch, conf, pod, opts.rounds, fixed_args))
-        )
+        if ipamd is not None:
+            fixed = add_del(switch, conf, pod, opts.rounds, fixed_args)
+            rows.append(("ADD+DEL cni-switch -> bridge -> tke-ipamc -> ipamd", fixed))
 
         base_median = summary(base)[0]
         print(f"{'what':52} {'median ms':>10} {'p95 ms':>8} {'x baseline':>11}")
@@ -118,6 +130,8 @@ def main() -> None:
             median, p95 = summary(samples)
             print(f"{name:52} {median * 1e3:10.1f} {p95 * 1e3:8.1f} {median / base_median:11.2f}")
 
+        if ipamd is None:
+            return
         pods = [stack.enter_context(netns("tbp")) for _ in range(opts.concurrent)]
         start = time.perf_counter()
         with ThreadPoolExecutor(max_workers=opts.concurrent) as pool:
@@ -138,6 +152,20 @@ def main() -> None:
         print(f"{opts.concurrent} concurrent ADDs through ipamd: {wall:.2f} s wall, {len(failed)} failed")
         for o in failed[:3]:
             print("  ", json.dumps(o.json))
+
+
+def _compile() -> None:
+    """Byte-compile the plugins' modules, as an installed package is: a node never compiles
+    them per invocation (this environment may set PYTHONDONTWRITEBYTECODE)."""
+    import compileall
+
+    import tke
+    import tke.cmd
+    import tke.internal
+
+    for package in (tke, tke.cmd, tke.internal):
+        for folder in package.__path__:
+            compileall.compile_dir(folder, quiet=1)
 
 
 def _create_pool(socket: str) -> None:

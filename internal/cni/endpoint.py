@@ -8,16 +8,20 @@
 from __future__ import annotations
 
 import os
-from typing import Any, NamedTuple
 
 from tke.internal.cni.errors import INVALID_NETWORK_CONFIG, CNIError
+from tke.internal.cni.record import Record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def invalid(msg: str, details: str = "") -> CNIError:
     return CNIError(INVALID_NETWORK_CONFIG, msg, details)
 
 
-class IpamdEndpoint(NamedTuple):
+class IpamdEndpoint(Record):
     """Where tke-ipamd listens: a unix socket path (or unix:///path) or host:port; TLS files for
     host:port. `timeout` is seconds per call."""
 

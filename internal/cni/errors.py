@@ -6,7 +6,10 @@ Codes 0-99 are the specification's; 100 and up are ours (documented in docs/cni.
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 
 INCOMPATIBLE_VERSION = 1
 UNSUPPORTED_FIELD = 2

@@ -8,23 +8,28 @@ The child's stderr is ours, so its diagnostics reach the runtime's log unchanged
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
 
+from tke.internal.cni import jsonio as json
 from tke.internal.cni.errors import DELEGATE_FAILED, INVALID_NETWORK_CONFIG, IO_FAILURE, CNIError
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from typing import Any, Protocol
 
-class Exec(Protocol):
-    def find(self, plugin_type: str, path: Sequence[str]) -> str:
-        """The executable for `plugin_type`; CNIError (code 7) when no directory has it."""
-        ...
 
-    def run(self, executable: str, config: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, Any] | None:
-        """Run one verb (CNI_COMMAND in `env`). Returns the parsed stdout for ADD (and VERSION),
-        None otherwise; raises the plugin's CNIError when it fails."""
-        ...
+if TYPE_CHECKING:
+
+    class Exec(Protocol):
+        def find(self, plugin_type: str, path: Sequence[str]) -> str:
+            """The executable for `plugin_type`; CNIError (code 7) when no directory has it."""
+            ...
+
+        def run(self, executable: str, config: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, Any] | None:
+            """Run one verb (CNI_COMMAND in `env`). Returns the parsed stdout for ADD (and VERSION),
+            None otherwise; raises the plugin's CNIError when it fails."""
+            ...
 
 
 def find_plugin(plugin_type: str, path: Sequence[str]) -> str:

@@ -8,8 +8,12 @@ Pure data: tke-ipamc turns it into tke.ipam.v1.Owner, cni-switch into a LookupBi
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import NamedTuple
+from tke.internal.cni.record import Record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
 
 POD_NAMESPACE = "K8S_POD_NAMESPACE"
 POD_NAME = "K8S_POD_NAME"
@@ -19,7 +23,7 @@ WORKLOAD_NAME = "TKE_WORKLOAD_NAME"
 DEFAULT_NAMESPACE = "default"
 
 
-class PodOwner(NamedTuple):
+class PodOwner(Record):
     namespace: str
     pod_name: str
     pod_uid: str = ""

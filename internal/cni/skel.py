@@ -9,12 +9,10 @@ one line each, never a traceback.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-from collections.abc import Callable, Mapping, Sequence
-from typing import IO, Any, NamedTuple
 
+from tke.internal.cni import jsonio as json
 from tke.internal.cni.args import parse_args
 from tke.internal.cni.errors import (
     DECODE_FAILURE,
@@ -25,7 +23,13 @@ from tke.internal.cni.errors import (
     IO_FAILURE,
     CNIError,
 )
+from tke.internal.cni.record import Record
 from tke.internal.cni.version import SUPPORTED, at_least, parse
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+    from typing import IO, Any
 
 VERBS = ("ADD", "DEL", "CHECK", "GC", "STATUS", "VERSION")
 # The variables each verb requires (the Go skel's table; CNI_ARGS is always optional).
@@ -40,7 +44,7 @@ ID_PUNCTUATION = frozenset("_.-")
 VALID_ATTACHMENTS = ("cni.dev/valid-attachments", "cni.dev/attachments")
 
 
-class Request(NamedTuple):
+class Request(Record):
     """One invocation: the verb, the CNI_* variables and the parsed configuration."""
 
     command: str
@@ -64,7 +68,8 @@ class Request(NamedTuple):
         return parse_args(self.args)
 
 
-Handler = Callable[[Request], "dict[str, Any] | None"]
+if TYPE_CHECKING:
+    Handler = Callable[[Request], "dict[str, Any] | None"]
 
 
 def warn(message: str) -> None:
@@ -218,7 +223,7 @@ def _read_config(stdin: IO[bytes] | None, *, optional: bool) -> dict[str, Any]:
 
 def _emit(out: IO[str], obj: dict[str, Any]) -> None:
     try:
-        out.write(json.dumps(obj, indent=4))
+        out.write(json.dumps(obj))
         out.write("\n")
         out.flush()
     except (OSError, ValueError):

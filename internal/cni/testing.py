@@ -123,7 +123,8 @@ class Outcome:
 
 @dataclass
 class Runtime:
-    """Runs one plugin binary in the node namespace `node` with CNI_PATH `path`."""
+    """Runs one plugin binary in the node namespace `node` (empty: the caller's own) with
+    CNI_PATH `path`."""
 
     binary: str
     node: str
@@ -162,8 +163,9 @@ class Runtime:
             stdin = config.encode()
         else:
             stdin = config or b""
+        argv = ["ip", "netns", "exec", self.node, self.binary] if self.node else [self.binary]
         proc = subprocess.run(
-            ["ip", "netns", "exec", self.node, self.binary],
+            argv,
             input=stdin,
             capture_output=True,
             env=env,

@@ -8,9 +8,12 @@ which 1.0.0 dropped.
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Iterable
-from typing import Any
+from tke.internal.cni import jsonio as json
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from typing import Any
 
 # What cni-switch and tke-ipamc accept from a runtime.
 SUPPORTED = ("1.0.0", "1.1.0")
@@ -40,7 +43,7 @@ def for_delegate(requested: str, delegate_supports: Iterable[str]) -> str | None
 
 def convert_result(result: dict[str, Any], to: str) -> dict[str, Any]:
     """`result` (any version we can convert) in version `to`."""
-    out = copy.deepcopy(result)
+    out: dict[str, Any] = json.loads(json.dumps(result))  # a deep copy: results are JSON
     source = str(out.get("cniVersion", to))
     if parse(source)[0] >= 1 and parse(to)[0] < 1:
         for ip in out.get("ips", []):

@@ -21,7 +21,7 @@ def test_example_is_valid(name: str) -> None:
     [plugin] = conflist["plugins"]
     assert plugin["type"] == "cni-switch"
     config = SwitchConfig.from_json({**plugin, "name": conflist["name"], "cniVersion": conflist["cniVersion"]})
-    config = config._replace(conf_dir=str(DEPLOY / "tke.d"))
+    config = config.replace(conf_dir=str(DEPLOY / "tke.d"))
     for key in config.networks:
         network = config.network(key)
         for delegate in network.plugins:

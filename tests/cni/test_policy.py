@@ -212,7 +212,7 @@ def request(command: str, **config: Any) -> Request:
 def test_chain_runs_in_order_and_dels_in_reverse() -> None:
     runner, store = FakeExec(), MemoryStore()
     switch = make_switch(runner, store)
-    result = switch.add(request("ADD")._replace(args="TKE_NETWORK=b"))
+    result = switch.add(request("ADD").replace(args="TKE_NETWORK=b"))
     assert result["cniVersion"] == "1.1.0"
     assert [(k, c) for k, c, _ in runner.calls] == [("pb1", "ADD"), ("pb2", "ADD")]
     assert runner.calls[0][2]["cniVersion"] == "1.0.0"  # what the delegate supports
@@ -230,7 +230,7 @@ def test_failed_undo_keeps_the_record_for_del_and_gc() -> None:
     store = MemoryStore()
     switch = make_switch(runner, store)
     with pytest.raises(CNIError) as err:
-        switch.add(request("ADD")._replace(args="TKE_NETWORK=b"))
+        switch.add(request("ADD").replace(args="TKE_NETWORK=b"))
     assert err.value.code == 11  # the ADD's error, not the undo's
     kept = store.get("c1", "eth0")
     assert kept is not None and kept.phase == ADDING
@@ -271,7 +271,7 @@ def test_gc_spares_valid_and_in_flight_attachments() -> None:
 def test_missing_plugin_fails_before_anything_is_recorded() -> None:
     store = MemoryStore()
     switch = make_switch(FakeExec(), store)
-    switch.config = switch.config._replace(networks={"a": {"type": "missing"}})
+    switch.config = switch.config.replace(networks={"a": {"type": "missing"}})
     with pytest.raises(CNIError):
         switch.add(request("ADD"))
     assert store.list() == []

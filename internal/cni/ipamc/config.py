@@ -14,11 +14,15 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from typing import Any, NamedTuple
 
 from tke.internal.cni.endpoint import IpamdEndpoint
 from tke.internal.cni.errors import INVALID_NETWORK_CONFIG, CNIError
+from tke.internal.cni.record import Record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
 
 DEFAULT_STATE_DIR = "/var/lib/cni/tke-ipamc"
 RELEASE_POLICIES = ("podDelete", "immutable", "never")
@@ -27,7 +31,7 @@ KNOWN = frozenset(
 )
 
 
-class IpamcConfig(NamedTuple):
+class IpamcConfig(Record):
     ipamd: IpamdEndpoint
     pool: str
     node: str

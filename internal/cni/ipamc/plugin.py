@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
-from typing import Any
 
 from tke.internal.cni.errors import (
     INVALID_NETWORK_CONFIG,
@@ -28,8 +26,15 @@ from tke.internal.cni.ipamc.result import addresses, ipam_result
 from tke.internal.cni.ipamc.spool import QueuedRelease, ReleaseSpool
 from tke.internal.cni.ipamdclient import IpamdClient, IpamdRefused, IpamdUnreachable
 from tke.internal.cni.owner import PodOwner
-from tke.internal.cni.skel import Handler, Request, valid_attachments, warn
+from tke.internal.cni.skel import Request, valid_attachments, warn
 from tke.ipam.v1 import ipam_pb2
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
+    from tke.internal.cni.skel import Handler
 
 POLICIES = {
     "podDelete": ipam_pb2.RELEASE_POLICY_POD_DELETE,

@@ -3,12 +3,16 @@ main plugin fills those in)."""
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Protocol
 
 
-class RouteLike(Protocol):
-    dst: str
-    gw: str
+if TYPE_CHECKING:
+
+    class RouteLike(Protocol):
+        dst: str
+        gw: str
 
 
 def ipam_result(address: str, gateway: str, routes: list[RouteLike], dns: Any) -> dict[str, Any]:

@@ -10,16 +10,16 @@ anything the queue loses.
 
 from __future__ import annotations
 
-import json
 import os
 import time
-from typing import NamedTuple
 
 from tke.internal.cni import atomicfile
+from tke.internal.cni import jsonio as json
+from tke.internal.cni.record import Record
 from tke.internal.cni.skel import warn
 
 
-class QueuedRelease(NamedTuple):
+class QueuedRelease(Record):
     container_id: str
     ifname: str
     pod_uid: str
@@ -37,7 +37,7 @@ class ReleaseSpool:
     def put(self, release: QueuedRelease) -> str:
         os.makedirs(self.folder, mode=0o700, exist_ok=True)
         path = self._path(release.container_id, release.ifname)
-        atomicfile.write_atomic(path, json.dumps(release._asdict()).encode())
+        atomicfile.write_atomic(path, json.dumps(release.as_dict()).encode())
         return path
 
     def get(self, container_id: str, ifname: str) -> QueuedRelease | None:

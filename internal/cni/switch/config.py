@@ -15,13 +15,17 @@ Every mistake is a CNI error with code 7 that names the key.
 
 from __future__ import annotations
 
-import json
 import os
-from typing import Any, NamedTuple
 
+from tke.internal.cni import jsonio as json
 from tke.internal.cni.endpoint import IpamdEndpoint
 from tke.internal.cni.errors import INVALID_NETWORK_CONFIG, CNIError
+from tke.internal.cni.record import Record
 from tke.internal.cni.version import DELEGATE_CAPABLE, parse
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 DEFAULT_CONF_DIR = "/etc/cni/net.d"
 DEFAULT_STATE_DIR = "/var/lib/cni/tke-switch"
@@ -44,7 +48,7 @@ def invalid(msg: str, details: str = "") -> CNIError:
     return CNIError(INVALID_NETWORK_CONFIG, msg, details)
 
 
-class Network(NamedTuple):
+class Network(Record):
     """One delegate network, normalized to a plugin list. `key` is its name in cni-switch's
     configuration (what CNI_ARGS and bindings name); `name` is the CNI network name its plugins
     see (host-local keeps its leases under it)."""
@@ -114,7 +118,7 @@ def _conflist_version(data: dict[str, Any], where: str) -> str:
     return version
 
 
-class SwitchConfig(NamedTuple):
+class SwitchConfig(Record):
     name: str
     default_network: str
     networks: dict[str, Any]
@@ -173,7 +177,7 @@ class SwitchConfig(NamedTuple):
         path = self._find_file(value)
         try:
             with open(path, "rb") as f:
-                data = json.load(f)
+                data = json.loads(f.read())
         except OSError as err:
             raise invalid(f"networks.{key}: cannot read {path}", err.strerror or str(err)) from None
         except ValueError as err:

@@ -10,17 +10,23 @@ supports is asked once (VERSION) and cached by executable identity in the state 
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple
 
 from tke.internal.cni import atomicfile
+from tke.internal.cni import jsonio as json
 from tke.internal.cni.errors import INCOMPATIBLE_VERSION, NOT_AVAILABLE, CNIError
-from tke.internal.cni.invoke import Exec, supported_versions
+from tke.internal.cni.invoke import supported_versions
+from tke.internal.cni.record import Record
 from tke.internal.cni.skel import warn
 from tke.internal.cni.switch.config import Network
 from tke.internal.cni.version import at_least, convert_result, for_delegate, parse
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from typing import Any
+
+    from tke.internal.cni.invoke import Exec
 
 GC_VERSION = "1.1.0"
 
@@ -65,7 +71,7 @@ class PluginVersions:
         return versions
 
 
-class Invocation(NamedTuple):
+class Invocation(Record):
     """What every delegated call shares: the runtime's version, CNI_PATH, the environment the
     delegates get (CNI_ARGS already without cni-switch's own keys) and the runtime-supplied
     values that plugins receive by capability."""

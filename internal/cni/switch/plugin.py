@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
-from typing import Any
 
 from tke.internal.cni.args import format_args, ignore_unknown, parse_args, without
 from tke.internal.cni.errors import (
@@ -22,13 +20,23 @@ from tke.internal.cni.errors import (
     UNKNOWN_CONTAINER,
     CNIError,
 )
-from tke.internal.cni.invoke import Exec, RawExec
+from tke.internal.cni.invoke import RawExec
 from tke.internal.cni.owner import WORKLOAD_KIND, WORKLOAD_NAME, PodOwner
-from tke.internal.cni.skel import Handler, Request, valid_attachments, warn
+from tke.internal.cni.skel import Request, valid_attachments, warn
 from tke.internal.cni.switch.config import Network, SwitchConfig
 from tke.internal.cni.switch.delegate import Delegate, Invocation, PluginVersions
-from tke.internal.cni.switch.policy import BindingSource, Choice, choose_network
-from tke.internal.cni.switch.state import ADDING, Attachment, AttachmentStore, DiskStore
+from tke.internal.cni.switch.policy import Choice, choose_network
+from tke.internal.cni.switch.state import ADDING, Attachment, DiskStore
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
+    from tke.internal.cni.invoke import Exec
+    from tke.internal.cni.skel import Handler
+    from tke.internal.cni.switch.policy import BindingSource
+    from tke.internal.cni.switch.state import AttachmentStore
 
 # An attachment still "adding" this recently may be an ADD in flight: GC leaves it alone.
 ADD_IN_FLIGHT_SECONDS = 300.0

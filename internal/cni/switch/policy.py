@@ -9,14 +9,17 @@ network.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import NamedTuple, Protocol
-
 from tke.internal.cni.errors import INVALID_ENVIRONMENT, INVALID_NETWORK_CONFIG, TRY_AGAIN_LATER, CNIError
 from tke.internal.cni.owner import PodOwner
+from tke.internal.cni.record import Record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Protocol
 
 
-class Binding(NamedTuple):
+class Binding(Record):
     """The part of a tke.ipam.v1.Binding cni-switch uses."""
 
     workload_kind: str
@@ -29,14 +32,16 @@ class BindingUnavailable(Exception):
     """ipamd could not be asked (down, timed out, refused the call)."""
 
 
-class BindingSource(Protocol):
-    def lookup(self, pod: PodOwner) -> Binding | None:
-        """The binding that applies to `pod`, None when none does; BindingUnavailable when
-        ipamd cannot answer."""
-        ...
+if TYPE_CHECKING:
+
+    class BindingSource(Protocol):
+        def lookup(self, pod: PodOwner) -> Binding | None:
+            """The binding that applies to `pod`, None when none does; BindingUnavailable when
+            ipamd cannot answer."""
+            ...
 
 
-class Choice(NamedTuple):
+class Choice(Record):
     network: str
     reason: str
     binding: Binding | None = None

@@ -13,19 +13,23 @@ Invariants:
 
 from __future__ import annotations
 
-import json
 import os
 import time
-from typing import Any, NamedTuple, Protocol
 
 from tke.internal.cni import atomicfile
+from tke.internal.cni import jsonio as json
+from tke.internal.cni.record import Record
 from tke.internal.cni.skel import warn
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Protocol
 
 ADDING = "adding"
 ADDED = "added"
 
 
-class Attachment(NamedTuple):
+class Attachment(Record):
     container_id: str
     ifname: str
     network: dict[str, Any]  # the delegate network (Network.to_json()) as used at ADD
@@ -41,7 +45,7 @@ class Attachment(NamedTuple):
         return str(self.network.get("key", ""))
 
     def added(self, result: dict[str, Any]) -> Attachment:
-        return self._replace(phase=ADDED, result=result, updated=time.time())
+        return self.replace(phase=ADDED, result=result, updated=time.time())
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -71,14 +75,16 @@ class Attachment(NamedTuple):
         )
 
 
-class AttachmentStore(Protocol):
-    def get(self, container_id: str, ifname: str) -> Attachment | None: ...
+if TYPE_CHECKING:
 
-    def put(self, attachment: Attachment) -> None: ...
+    class AttachmentStore(Protocol):
+        def get(self, container_id: str, ifname: str) -> Attachment | None: ...
 
-    def remove(self, container_id: str, ifname: str) -> None: ...
+        def put(self, attachment: Attachment) -> None: ...
 
-    def list(self) -> list[Attachment]: ...
+        def remove(self, container_id: str, ifname: str) -> None: ...
+
+        def list(self) -> list[Attachment]: ...
 
 
 class DiskStore:
@@ -95,7 +101,7 @@ class DiskStore:
 
     def put(self, attachment: Attachment) -> None:
         os.makedirs(self.folder, mode=0o700, exist_ok=True)
-        data = json.dumps(attachment.to_json(), separators=(",", ":")).encode()
+        data = json.dumps(attachment.to_json()).encode()
         atomicfile.write_atomic(self._path(attachment.container_id, attachment.ifname), data)
 
     def remove(self, container_id: str, ifname: str) -> None:

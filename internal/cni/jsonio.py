@@ -1,0 +1,84 @@
+"""JSON for the plugins through the C accelerator `_json` directly.
+
+Importing `json` costs more than the rest of a plugin's imports together: json.decoder and
+json.scanner import `re` (and with it enum and functools) only for their pure-Python
+fallbacks, which CPython never uses. This module parses and prints the same JSON with the same
+C scanner and encoder, and falls back to `json` where `_json` is missing.
+"""
+
+from __future__ import annotations
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+try:
+    import _json
+except ImportError:  # pragma: no cover - every CPython has it
+    _json = None  # type: ignore[assignment]
+
+WHITESPACE = " \t\n\r"
+
+
+class _Context:
+    """What _json's scanner reads from json.JSONDecoder."""
+
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+    memo: dict[str, str] = {}
+
+    @staticmethod
+    def parse_constant(name: str) -> float:
+        return {"-Infinity": float("-inf"), "Infinity": float("inf"), "NaN": float("nan")}[name]
+
+
+class DecodeError(ValueError):
+    pass
+
+
+def loads(data: str | bytes) -> Any:
+    """Like json.loads; DecodeError (a ValueError) on invalid input."""
+    text = data.decode("utf-8") if isinstance(data, bytes | bytearray) else data
+    if _json is None:
+        import json
+
+        return json.loads(text)
+    start = len(text) - len(text.lstrip(WHITESPACE))
+    context: Any = _Context()
+    try:
+        value, end = _json.make_scanner(context)(text, start)
+    except StopIteration as stop:
+        raise DecodeError(f"expecting a value at offset {stop.value}") from None
+    except Exception:
+        # The C scanner builds its error from json.decoder, which is not imported: let json
+        # itself say what is wrong (invalid input only; never on the success path).
+        return _stdlib_loads(text)
+    if text[end:].strip(WHITESPACE):
+        raise DecodeError(f"extra data at offset {end}")
+    return value
+
+
+def _stdlib_loads(text: str) -> Any:
+    import json
+
+    try:
+        return json.loads(text)
+    except ValueError as err:
+        raise DecodeError(str(err)) from None
+
+
+def _default(obj: Any) -> Any:
+    raise TypeError(f"{type(obj).__name__} is not JSON serializable")
+
+
+def dumps(obj: Any) -> str:
+    """Like json.dumps(obj, separators=(",", ":")): compact, ASCII, no NaN checks skipped."""
+    if _json is None:
+        import json
+
+        return json.dumps(obj, separators=(",", ":"))
+    encoder = _json.make_encoder({}, _default, _json.encode_basestring_ascii, None, ":", ",", False, False, True)
+    return "".join(encoder(obj, 0))
