@@ -54,7 +54,7 @@ def _selector(text: str) -> Selector:
 @dataclass
 class ResourceAPI(Generic[R]):
     registry: Registry[R]
-    hub: Hub[R]
+    hub: Hub[R] | None  # None: the kind has no Watch
     bookmark_interval: float = 10.0
 
     def _named_tenant(self, requested: str, name: str) -> str:
@@ -128,6 +128,7 @@ class ResourceAPI(Generic[R]):
             yield BOOKMARK, self._bookmark(position)
 
         last_bookmark = time.monotonic()
+        assert self.hub is not None, "this kind is not watchable"
         try:
             async for message in self.hub.subscribe(self.registry.tenant_prefix(tenant), position):
                 if isinstance(message, Change):

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
-import sys
-from pathlib import Path
 
 import pytest
 
 from tke.internal.testing.apiserver import Running
+from tke.internal.testing.rpc import grpcurl_path
 
-GRPCURL = shutil.which("grpcurl", path=str(Path(sys.executable).parent)) or shutil.which("grpcurl")
+GRPCURL = grpcurl_path()
 pytestmark = pytest.mark.skipif(GRPCURL is None, reason="grpcurl is not installed (make setup installs it)")
 
 

@@ -1,0 +1,86 @@
+"""A read-only, always-current copy of one key range in memory: list once, then follow the
+store's watch. For small ranges read on every request (users, roles), so that the hot path
+never waits for etcd.
+
+Invariants: after `start` returns, the copy holds the range as of some revision and only moves
+forward; a change is visible once the watch delivers it (milliseconds behind etcd); when the
+history is compacted away the copy is rebuilt from a fresh list, never left with a gap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+from tke.internal.storage.store import Compacted, Event, EventType, Item, Store
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class Mirror(Generic[T]):
+    def __init__(self, store: Store, prefix: str, decode: Callable[[Item], T]) -> None:
+        self.store = store
+        self.prefix = prefix
+        self.decode = decode
+        self.items: dict[str, T] = {}
+        self.revision = 0
+        self._task: asyncio.Task[None] | None = None
+        self._changed = asyncio.Condition()
+
+    async def start(self) -> None:
+        await self._relist()
+        self._task = asyncio.create_task(self._follow(), name=f"mirror {self.prefix}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _relist(self) -> None:
+        items: dict[str, T] = {}
+        start, revision = self.prefix, 0
+        while True:
+            page = await self.store.list(self.prefix, start=start, limit=1000, revision=revision)
+            revision = page.revision
+            for item in page.items:
+                items[item.key] = self.decode(item)
+            if not page.more:
+                break
+            start = page.items[-1].key + "\0"
+        self.items, self.revision = items, revision
+
+    def _apply(self, event: Event) -> None:
+        if event.type is EventType.DELETE:
+            self.items.pop(event.item.key, None)
+        else:
+            try:
+                self.items[event.item.key] = self.decode(event.item)
+            except Exception:  # a record we cannot read must not stop the mirror
+                log.exception("mirror %s: cannot decode %s", self.prefix, event.item.key)
+        self.revision = event.item.mod_revision
+
+    async def _follow(self) -> None:
+        while True:
+            try:
+                async for message in self.store.watch(self.prefix, after_revision=self.revision):
+                    if isinstance(message, Event):
+                        self._apply(message)
+                    else:
+                        self.revision = max(self.revision, message.revision)
+                    async with self._changed:
+                        self._changed.notify_all()
+            except Compacted:
+                log.warning("mirror %s fell behind compaction; listing again", self.prefix)
+                await self._relist()
+
+    async def wait_for(self, revision: int, within: float = 5.0) -> bool:
+        """Wait until the copy includes `revision` (a write this process just made)."""
+        async with asyncio.timeout(within), self._changed:
+            await self._changed.wait_for(lambda: self.revision >= revision)
+        return True

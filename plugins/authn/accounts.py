@@ -1,0 +1,419 @@
+"""Built-in accounts (private clouds): users kept in etcd with scrypt password hashes, Login
+issuing signed expiring tokens, API keys for machines, and the AuthService that manages them.
+Entry point `accounts` of `tke.authn`.
+
+Options:
+- `secret_env` (required): environment variable holding the token signing secret (>= 32
+  bytes); apiservers that share it accept each other's tokens.
+- `token_ttl` (seconds, default 43200): lifetime of a Login token.
+- `bootstrap_admin` and `bootstrap_password_env`: create this platform administrator at start
+  when it does not exist, with the password from that environment variable. There is no
+  default password: without the variable the server refuses to start.
+
+Invariants:
+- Authentication reads only memory: records under <prefix>/auth/ are mirrored (users, API
+  key hashes, revoked token ids), so tokens and keys are verified without an etcd read, and a
+  revocation, deletion or disablement written by any apiserver takes effect everywhere as
+  soon as the watch delivers it.
+- A token is valid while its signature holds, it has not expired, its id is not revoked, its
+  user exists and is enabled, and it was issued after the user's last password change.
+- Secrets (passwords, tokens, API key secrets) are never logged or returned, except a new
+  token or API key to the caller who asked for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import json
+import logging
+import os
+import secrets
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import grpc
+from google.protobuf import timestamp_pb2
+
+from tke.auth.v1 import accounts_pb2, accounts_pb2_grpc
+from tke.internal.apiserver.labels import dns1123_label_error
+from tke.internal.auth.authn import AuthenticationError, Credentials
+from tke.internal.auth.identity import DEFAULT_TENANT, PLATFORM_ADMINS, Identity, current_identity
+from tke.internal.auth.passwords import DUMMY_HASH, hash_password, password_error, verify_password
+from tke.internal.auth.tokens import PREFIX as TOKEN_PREFIX
+from tke.internal.auth.tokens import TokenError, TokenSigner
+from tke.internal.rpc import errors
+from tke.internal.storage.mirror import Mirror
+from tke.internal.storage.store import AlreadyExists, Conflict, Item, NotFound, Store
+
+log = logging.getLogger("tke.auth.accounts")
+
+API_KEY_PREFIX = "tkeak."
+TOKEN_ID = "token-id"
+
+
+@dataclass
+class UserRecord:
+    name: str
+    uid: str
+    tenant: str
+    groups: list[str]
+    display_name: str
+    disabled: bool
+    password_hash: str
+    created: float
+    # Tokens issued before this time (a password change) are refused.
+    not_before: float = 0.0
+
+
+@dataclass
+class APIKeyRecord:
+    id: str
+    user: str
+    secret_hash: str
+    description: str
+    created: float
+    expires: float = 0.0
+
+
+@dataclass
+class Revocation:
+    expires: float
+
+
+@dataclass
+class _Records:
+    users: dict[str, UserRecord] = field(default_factory=dict)
+    keys: dict[str, APIKeyRecord] = field(default_factory=dict)
+    revoked: set[str] = field(default_factory=set)
+
+
+def _ts(seconds: float) -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.FromNanoseconds(int(seconds * 1e9))
+    return ts
+
+
+def _sha256(secret: str) -> str:
+    # API key secrets are 32 random bytes: a fast hash is enough, unlike passwords.
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class Accounts:
+    def __init__(
+        self,
+        context: Any,
+        *,
+        secret_env: str,
+        token_ttl: int = 43_200,
+        bootstrap_admin: str = "",
+        bootstrap_password_env: str = "",
+    ) -> None:
+        secret = os.environ.get(secret_env, "")
+        if not secret:
+            raise ValueError(f"accounts: environment variable {secret_env} (the token signing secret) is not set")
+        self.signer = TokenSigner(secret.encode())
+        self.token_ttl = token_ttl
+        self.store: Store = context.store
+        self.root = f"{context.prefix}/auth/"
+        self.bootstrap_admin = bootstrap_admin
+        self.bootstrap_password = ""
+        if bootstrap_admin:
+            if not bootstrap_password_env or not os.environ.get(bootstrap_password_env):
+                raise ValueError(
+                    "accounts: bootstrap_admin needs bootstrap_password_env naming a set environment variable "
+                    "(there is no default password)"
+                )
+            self.bootstrap_password = os.environ[bootstrap_password_env]
+            if err := password_error(self.bootstrap_password):
+                raise ValueError(f"accounts: the bootstrap password {err}")
+        self._mirror: Mirror[Any] = Mirror(self.store, self.root, self._decode)
+
+    # -- records ------------------------------------------------------------------------------
+
+    def _key(self, kind: str, name: str) -> str:
+        return f"{self.root}{kind}/{name}"
+
+    def _decode(self, item: Item) -> Any:
+        kind = item.key[len(self.root) :].split("/", 1)[0]
+        data = json.loads(item.value)
+        if kind == "users":
+            return UserRecord(**data)
+        if kind == "apikeys":
+            return APIKeyRecord(**data)
+        return Revocation(**data)
+
+    def _records(self) -> _Records:
+        out = _Records()
+        for key, value in self._mirror.items.items():
+            kind, _, name = key[len(self.root) :].partition("/")
+            if kind == "users":
+                out.users[name] = value
+            elif kind == "apikeys":
+                out.keys[name] = value
+            elif kind == "revoked":
+                out.revoked.add(name)
+        return out
+
+    def _user(self, name: str) -> UserRecord | None:
+        value = self._mirror.items.get(self._key("users", name))
+        return value if isinstance(value, UserRecord) else None
+
+    async def _write_new(self, kind: str, name: str, record: Any) -> None:
+        item = await self.store.create(self._key(kind, name), json.dumps(asdict(record)).encode())
+        await self._mirror.wait_for(item.mod_revision)
+
+    async def start(self) -> None:
+        await self._mirror.start()
+        if self.bootstrap_admin and self._user(self.bootstrap_admin) is None:
+            record = self._new_user(
+                self.bootstrap_admin, DEFAULT_TENANT, [PLATFORM_ADMINS], "", self.bootstrap_password
+            )
+            try:
+                await self._write_new("users", record.name, await asyncio.to_thread(_hashed, record))
+                log.info("created the bootstrap platform administrator %r", self.bootstrap_admin)
+            except AlreadyExists:
+                pass  # another apiserver made it first
+        self.bootstrap_password = ""
+
+    async def stop(self) -> None:
+        await self._mirror.stop()
+
+    def services(self) -> list[tuple[str, Any]]:
+        servicer = AuthService(self)
+
+        def add(server: grpc.aio.Server) -> None:
+            accounts_pb2_grpc.add_AuthServiceServicer_to_server(servicer, server)
+
+        return [(accounts_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name, add)]
+
+    @staticmethod
+    def _new_user(name: str, tenant: str, groups: list[str], display_name: str, password: str) -> UserRecord:
+        # password_hash holds the clear password only until _hashed replaces it, off the loop.
+        return UserRecord(name, secrets.token_hex(8), tenant, groups, display_name, False, password, time.time())
+
+    # -- authentication -----------------------------------------------------------------------
+
+    def _identity(self, user: UserRecord, extra: dict[str, tuple[str, ...]]) -> Identity:
+        return Identity(user=user.name, uid=user.uid, groups=tuple(user.groups), tenant_id=user.tenant, extra=extra)
+
+    async def authenticate(self, credentials: Credentials) -> Identity | None:
+        token = credentials.bearer_token
+        if token.startswith(TOKEN_PREFIX):
+            try:
+                claims = self.signer.verify(token)
+            except TokenError as err:
+                raise AuthenticationError(str(err)) from None
+            if self._key("revoked", claims.token_id) in self._mirror.items:
+                raise AuthenticationError("token has been revoked: log in again")
+            user = self._user(claims.subject)
+            if user is None or user.disabled or claims.issued_at < user.not_before:
+                raise AuthenticationError("token is no longer valid: log in again")
+            return self._identity(user, {TOKEN_ID: (claims.token_id,), "token-expires": (str(claims.expires_at),)})
+        if token.startswith(API_KEY_PREFIX):
+            parts = token.split(".")
+            if len(parts) != 4:
+                raise AuthenticationError("malformed API key")
+            key_id = f"{parts[1]}.{parts[2]}"
+            record = self._mirror.items.get(self._key("apikeys", key_id))
+            if not isinstance(record, APIKeyRecord) or not hmac.compare_digest(record.secret_hash, _sha256(parts[3])):
+                raise AuthenticationError("unknown API key")
+            if record.expires and time.time() >= record.expires:
+                raise AuthenticationError("API key has expired")
+            user = self._user(record.user)
+            if user is None or user.disabled:
+                raise AuthenticationError("API key's user is gone or disabled")
+            return self._identity(user, {"api-key": (key_id,)})
+        return None
+
+
+def _hashed(record: UserRecord) -> UserRecord:
+    record.password_hash = hash_password(record.password_hash)
+    return record
+
+
+def _user_message(record: UserRecord) -> accounts_pb2.User:
+    user = accounts_pb2.User()
+    user.metadata.name = record.name
+    user.metadata.uid = record.uid
+    user.metadata.tenant_id = record.tenant
+    user.metadata.creation_timestamp.CopyFrom(_ts(record.created))
+    user.spec.display_name = record.display_name
+    user.spec.groups.extend(record.groups)
+    user.spec.disabled = record.disabled
+    return user
+
+
+def _key_message(record: APIKeyRecord) -> accounts_pb2.APIKey:
+    key = accounts_pb2.APIKey(id=record.id, user=record.user, description=record.description)
+    key.created_at.CopyFrom(_ts(record.created))
+    if record.expires:
+        key.expires_at.CopyFrom(_ts(record.expires))
+    return key
+
+
+class AuthService(accounts_pb2_grpc.AuthServiceServicer):
+    """Authorization already happened in the interceptor chain (see attributes.py for how each
+    method names its user); the handlers enforce what only they can know."""
+
+    def __init__(self, accounts: Accounts) -> None:
+        self.a = accounts
+
+    async def Login(self, request: accounts_pb2.LoginRequest, context: Any) -> accounts_pb2.LoginResponse:
+        user = self.a._user(request.username)
+        ok = await asyncio.to_thread(verify_password, request.password, user.password_hash if user else DUMMY_HASH)
+        if user is None or not ok or user.disabled:
+            raise errors.unauthenticated("invalid user name or password")
+        token, claims = self.a.signer.issue(user.name, self.a.token_ttl)
+        return accounts_pb2.LoginResponse(token=token, expires_at=_ts(claims.expires_at))
+
+    async def Logout(self, request: accounts_pb2.LogoutRequest, context: Any) -> accounts_pb2.LogoutResponse:
+        identity = current_identity.get()
+        token_id = identity.extra.get(TOKEN_ID, ("",))[0]
+        if not token_id:
+            raise errors.ApiError(grpc.StatusCode.FAILED_PRECONDITION, "this call was not made with a login token")
+        expires = float(identity.extra.get("token-expires", ("0",))[0])
+        with contextlib.suppress(AlreadyExists):
+            await self.a._write_new("revoked", token_id, Revocation(expires=expires))
+        return accounts_pb2.LogoutResponse()
+
+    async def CreateUser(self, request: accounts_pb2.CreateUserRequest, context: Any) -> accounts_pb2.User:
+        caller = current_identity.get()
+        user = request.user
+        violations = []
+        if err := dns1123_label_error(user.metadata.name):
+            violations.append(errors.FieldViolation("user.metadata.name", err))
+        if err := password_error(request.password):
+            violations.append(errors.FieldViolation("password", err))
+        for i, group in enumerate(user.spec.groups):
+            if not group or len(group) > 253 or not group.isprintable() or any(c in group for c in ", |"):
+                violations.append(
+                    errors.FieldViolation(
+                        f"user.spec.groups[{i}]", "1 to 253 printable characters, no ',', '|' or space"
+                    )
+                )
+        tenant = user.metadata.tenant_id or caller.tenant_id
+        if err := dns1123_label_error(tenant):
+            violations.append(errors.FieldViolation("user.metadata.tenant_id", err))
+        if violations:
+            raise errors.invalid(violations)
+        if not caller.is_platform_admin and (PLATFORM_ADMINS in user.spec.groups or tenant != caller.tenant_id):
+            raise errors.permission_denied(
+                "only platform administrators create administrators or users of other tenants"
+            )
+        record = Accounts._new_user(
+            user.metadata.name, tenant, list(user.spec.groups), user.spec.display_name, request.password
+        )
+        record = await asyncio.to_thread(_hashed, record)
+        try:
+            await self.a._write_new("users", record.name, record)
+        except AlreadyExists:
+            raise errors.already_exists("user", record.name, tenant) from None
+        return _user_message(record)
+
+    def _visible_user(self, name: str) -> UserRecord:
+        caller = current_identity.get()
+        record = self.a._user(name)
+        if record is None or (record.tenant != caller.tenant_id and not caller.is_platform_admin):
+            raise errors.not_found("user", name, caller.tenant_id)
+        return record
+
+    async def DeleteUser(self, request: accounts_pb2.DeleteUserRequest, context: Any) -> accounts_pb2.User:
+        record = self._visible_user(request.name)
+        key = self.a._key("users", record.name)
+        try:
+            item = await self.a.store.get(key)
+            await self.a.store.delete(key, expected_revision=item.mod_revision)
+        except (NotFound, Conflict):
+            raise errors.not_found("user", request.name, record.tenant) from None
+        for key_record in self.a._records().keys.values():
+            if key_record.user == record.name:
+                await self._delete_key(key_record.id)
+        return _user_message(record)
+
+    async def ListUsers(self, request: accounts_pb2.ListUsersRequest, context: Any) -> accounts_pb2.UserList:
+        caller = current_identity.get()
+        tenant = request.tenant_id or caller.tenant_id
+        if tenant != caller.tenant_id and not caller.is_platform_admin:
+            raise errors.permission_denied(f"user {caller.user!r} may only list users of tenant {caller.tenant_id!r}")
+        users = sorted(self.a._records().users.values(), key=lambda u: u.name)
+        out = accounts_pb2.UserList(items=[_user_message(u) for u in users if tenant in ("*", u.tenant)])
+        out.metadata.resource_version = str(self.a._mirror.revision)
+        return out
+
+    async def ChangePassword(
+        self, request: accounts_pb2.ChangePasswordRequest, context: Any
+    ) -> accounts_pb2.ChangePasswordResponse:
+        caller = current_identity.get()
+        name = request.name or caller.user
+        record = self._visible_user(name)
+        if err := password_error(request.new_password):
+            raise errors.invalid_field("new_password", err)
+        if name == caller.user and not await asyncio.to_thread(
+            verify_password, request.old_password, record.password_hash
+        ):
+            raise errors.invalid_field("old_password", "is not the current password")
+        key = self.a._key("users", name)
+        for _ in range(5):
+            item = await self.a.store.get(key)
+            current = UserRecord(**json.loads(item.value))
+            current.password_hash = await asyncio.to_thread(hash_password, request.new_password)
+            current.not_before = time.time()
+            try:
+                written = await self.a.store.update(
+                    key, json.dumps(asdict(current)).encode(), expected_revision=item.mod_revision
+                )
+            except Conflict:
+                continue
+            await self.a._mirror.wait_for(written.mod_revision)
+            return accounts_pb2.ChangePasswordResponse()
+        raise errors.unavailable("the user changed concurrently; retry")
+
+    async def CreateAPIKey(
+        self, request: accounts_pb2.CreateAPIKeyRequest, context: Any
+    ) -> accounts_pb2.CreateAPIKeyResponse:
+        caller = current_identity.get()
+        record = self._visible_user(request.user or caller.user)
+        if request.ttl_seconds < 0:
+            raise errors.invalid_field("ttl_seconds", "must not be negative")
+        key_id = f"{record.name}.{secrets.token_hex(6)}"
+        secret = secrets.token_urlsafe(32).replace(".", "-")
+        now = time.time()
+        key = APIKeyRecord(
+            key_id,
+            record.name,
+            _sha256(secret),
+            request.description[:256],
+            now,
+            now + request.ttl_seconds if request.ttl_seconds else 0.0,
+        )
+        await self.a._write_new("apikeys", key_id, key)
+        return accounts_pb2.CreateAPIKeyResponse(key=_key_message(key), secret=f"{API_KEY_PREFIX}{key_id}.{secret}")
+
+    async def _delete_key(self, key_id: str) -> None:
+        key = self.a._key("apikeys", key_id)
+        try:
+            item = await self.a.store.get(key)
+            await self.a.store.delete(key, expected_revision=item.mod_revision)
+        except (NotFound, Conflict):
+            pass
+
+    async def DeleteAPIKey(
+        self, request: accounts_pb2.DeleteAPIKeyRequest, context: Any
+    ) -> accounts_pb2.DeleteAPIKeyResponse:
+        record = self.a._records().keys.get(request.id)
+        if record is None:
+            raise errors.not_found("apikey", request.id, current_identity.get().tenant_id)
+        self._visible_user(record.user)
+        await self._delete_key(request.id)
+        return accounts_pb2.DeleteAPIKeyResponse()
+
+    async def ListAPIKeys(
+        self, request: accounts_pb2.ListAPIKeysRequest, context: Any
+    ) -> accounts_pb2.ListAPIKeysResponse:
+        record = self._visible_user(request.user or current_identity.get().user)
+        keys = sorted((k for k in self.a._records().keys.values() if k.user == record.name), key=lambda k: k.id)
+        return accounts_pb2.ListAPIKeysResponse(keys=[_key_message(k) for k in keys])
