@@ -29,10 +29,9 @@ from tke.internal.cni.testing import (
     DEBIAN_CNI,
     IpamdDaemon,
     Runtime,
-    bin_dir,
     bridge_network,
-    console_script,
     ipamc_network,
+    launchers,
     netns,
     netns_path,
     switch_config,
@@ -94,9 +93,10 @@ def main() -> None:
 
         node = ""
         pod = stack.enter_context(netns("tbc"))
-        path = [bin_dir(work, "cni-switch", "tke-ipamc"), DEBIAN_CNI]
-        switch = Runtime(console_script("cni-switch"), node, path)
-        ipamc = Runtime(console_script("tke-ipamc"), node, path)
+        folder = launchers(work / "bin")
+        path = [folder, DEBIAN_CNI]
+        switch = Runtime(f"{folder}/cni-switch", node, path)
+        ipamc = Runtime(f"{folder}/tke-ipamc", node, path)
         bridge = Runtime(f"{DEBIAN_CNI}/bridge", node, path)
 
         baseline_net = bridge_network(work, "10.90.0.0/16", name="baseline")

@@ -193,6 +193,20 @@ def bin_dir(tmp: Path, *names: str) -> str:
     return str(folder)
 
 
+MODULES = {"cni-switch": "tke.cmd.cni_switch", "tke-ipamc": "tke.cmd.ipamc"}
+
+
+def launchers(folder: Path) -> str:
+    """A CNI bin directory with the two-line launchers deploy/cni/install-node.sh writes
+    (`#!python -I`, import, main()), for this interpreter."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, module in MODULES.items():
+        path = folder / name
+        path.write_text(f"#!{sys.executable} -I\nfrom {module} import main\nmain()\n")
+        path.chmod(0o755)
+    return str(folder)
+
+
 def remove_tree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 

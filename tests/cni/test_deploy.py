@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -28,3 +31,24 @@ def test_example_is_valid(name: str) -> None:
             ipam = delegate.get("ipam", {})
             if ipam.get("type") == "tke-ipamc":
                 IpamcConfig.from_network(delegate, {"TKE_NODE_NAME": "node-1"})
+
+
+def test_install_node_writes_working_launchers(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "PYTHON": sys.executable,
+        "CNI_BIN_DIR": str(tmp_path / "bin"),
+        "CNI_CONF_DIR": str(tmp_path / "net.d"),
+    }
+    conf = DEPLOY / "10-tke-bridge.conflist"
+    subprocess.run([str(DEPLOY / "install-node.sh"), str(conf)], env=env, check=True, capture_output=True)
+    assert json.loads((tmp_path / "net.d" / conf.name).read_text()) == json.loads(conf.read_text())
+    for name in ("cni-switch", "tke-ipamc"):
+        out = subprocess.run(
+            [str(tmp_path / "bin" / name)],
+            input=b'{"cniVersion": "1.0.0"}',
+            env={**env, "CNI_COMMAND": "VERSION"},
+            capture_output=True,
+            check=True,
+        )
+        assert json.loads(out.stdout) == {"cniVersion": "1.0.0", "supportedVersions": ["1.0.0", "1.1.0"]}
