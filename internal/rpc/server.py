@@ -26,7 +26,9 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TLSConfig:
-    """Server TLS. With `client_ca_file`, clients must present a certificate signed by it."""
+    """Server TLS. With `client_ca_file`, clients must present a certificate signed by it
+    (grpcio's Python API has no "request but do not require" mode, so a listener is either
+    mutual TLS for everyone or for no one)."""
 
     cert_file: str
     key_file: str
@@ -60,7 +62,9 @@ def _credentials(tls: TLSConfig) -> grpc.ServerCredentials:
     cert = Path(tls.cert_file).read_bytes()
     if tls.client_ca_file:
         return grpc.ssl_server_credentials(
-            [(key, cert)], root_certificates=Path(tls.client_ca_file).read_bytes(), require_client_auth=True
+            [(key, cert)],
+            root_certificates=Path(tls.client_ca_file).read_bytes(),
+            require_client_auth=True,
         )
     return grpc.ssl_server_credentials([(key, cert)])
 

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from tke.internal.auth.audit import AuditEvent
+from tke.internal.auth.authz import Attributes, Decision
 
 
 class FailingSink:
@@ -46,3 +47,15 @@ class MemorySink:
 
     async def close(self) -> None:
         return None
+
+
+class TenantAdmin:
+    """Allows everything inside the caller's own tenant (a stand-in for a cloud's CAM)."""
+
+    def __init__(self, context: Any = None) -> None:
+        pass
+
+    async def authorize(self, attributes: Attributes) -> tuple[Decision, str]:
+        if attributes.tenant == attributes.identity.tenant_id:
+            return Decision.ALLOW, "own tenant"
+        return Decision.DENY, "another tenant"
