@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 
-from tke.internal.cni.testing import DEBIAN_CNI, Runtime, bin_dir, console_script, netns, sh, unique
+from tke.internal.cni.testing import DEBIAN_CNI, IpamdDaemon, Runtime, bin_dir, console_script, netns, sh, unique
+from tke.internal.storage.etcd import EtcdConfig
 
 
 def _why_not() -> str:
@@ -57,3 +59,16 @@ def cni_bin(tmp_path: Path) -> str:
 @pytest.fixture
 def switch(node: str, cni_bin: str) -> Runtime:
     return Runtime(binary=console_script("cni-switch"), node=node, path=[cni_bin, DEBIAN_CNI])
+
+
+@pytest.fixture
+def ipamd(etcd_config: EtcdConfig) -> Iterator[IpamdDaemon]:
+    """A real tke-ipamd over the session's etcd (a fresh key prefix), on a unix socket."""
+    workdir = Path(tempfile.mkdtemp(prefix="cni-ipamd-", dir="/tmp"))
+    daemon = IpamdDaemon(workdir, endpoints=list(etcd_config.endpoints), prefix=etcd_config.prefix)
+    try:
+        daemon.start()
+        yield daemon
+    finally:
+        daemon.stop()
+        shutil.rmtree(workdir, ignore_errors=True)

@@ -3,8 +3,6 @@ IPs that follow their pod, bindings that choose the network, an exhausted pool, 
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,22 +25,9 @@ from tke.internal.cni.testing import (
     unique,
     with_prev,
 )
-from tke.internal.storage.etcd import EtcdConfig
 from tke.ipam.v1 import ipam_pb2, ipam_pb2_grpc
 
 STATEFUL = "IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME=db-0;K8S_POD_INFRA_CONTAINER_ID=x"
-
-
-@pytest.fixture
-def ipamd(etcd_config: EtcdConfig) -> Iterator[IpamdDaemon]:
-    workdir = Path(tempfile.mkdtemp(prefix="cni-ipamd-", dir="/tmp"))
-    daemon = IpamdDaemon(workdir, endpoints=list(etcd_config.endpoints), prefix=etcd_config.prefix)
-    try:
-        daemon.start()
-        yield daemon
-    finally:
-        daemon.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture
