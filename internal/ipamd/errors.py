@@ -57,6 +57,16 @@ def pool_deleting(pool: str) -> ApiError:
     )
 
 
+def is_pool_gone(err: ApiError) -> bool:
+    """The pool was deleted, or is being deleted, while a request was using it."""
+    if err.code == grpc.StatusCode.NOT_FOUND:
+        return True
+    return any(
+        isinstance(d, error_details_pb2.PreconditionFailure) and d.violations[0].type == "POOL_DELETING"
+        for d in err.details
+    )
+
+
 def node_not_served(pool: str, node: str) -> ApiError:
     return precondition(
         "NODE_NOT_SERVED",

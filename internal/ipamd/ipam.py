@@ -58,6 +58,7 @@ log = logging.getLogger(__name__)
 POD_DELETE = ipam_pb2.RELEASE_POLICY_POD_DELETE
 ATTACHED = ipam_pb2.ALLOCATION_STATE_ATTACHED
 RETAINED = ipam_pb2.ALLOCATION_STATE_RETAINED
+POOL_LIST_TTL = 1.0
 
 
 def _timestamp(now: float) -> timestamp_pb2.Timestamp:
@@ -103,6 +104,9 @@ class _PoolState:
     # Blocks believed to have a pickable address, in round-robin order (a dict keeps order).
     candidates: dict[int, None] = field(default_factory=dict)
     locks: dict[int, asyncio.Lock] = field(default_factory=dict)
+    # One full re-read at a time; `loads` counts them so waiters can tell one just happened.
+    load_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    loads: int = 0
 
     def lock(self, index: int) -> asyncio.Lock:
         # One writer per block per replica: requests of one replica do not race each other.
@@ -138,6 +142,9 @@ class IPAM:
         self.clock = clock
         self.attempts = attempts
         self._pools: dict[str, _PoolState] = {}
+        # The list of pools, re-read at most every POOL_LIST_TTL seconds: it only proposes
+        # candidates, and every reserve compares the chosen pool's version anyway.
+        self._pool_list: tuple[float, list[PoolEntry]] = (-1.0, [])
 
     # -- pools --------------------------------------------------------------------------------
     async def create_pool(self, pool: ipam_pb2.Pool) -> ipam_pb2.Pool:
@@ -156,6 +163,7 @@ class IPAM:
         except PoolExists:
             raise already_exists("pool", pool.name, "") from None
         self._pools.pop(pool.name, None)
+        self._pool_list = (-1.0, [])
         return await self._with_status(entry)
 
     async def _check_provider_subnet(self, pool: ipam_pb2.Pool) -> None:
@@ -207,6 +215,7 @@ class IPAM:
         if not await self.storage.delete_pool(marked):
             raise errors.contention()
         self._pools.pop(name, None)
+        self._pool_list = (-1.0, [])
 
     async def _pool(self, name: str) -> _PoolState:
         st = self._pools.get(name)
@@ -214,8 +223,8 @@ class IPAM:
             entry = await self.storage.get_pool(name)
             if entry is None:
                 raise not_found("pool", name, "")
-            st = _PoolState(entry=entry, layout=pool_layout(entry.pool))
-            self._pools[name] = st
+            # Concurrent first calls all get here: keep one state (one cache, one lock per block).
+            st = self._pools.setdefault(name, _PoolState(entry=entry, layout=pool_layout(entry.pool)))
         return st
 
     async def _refresh_pool(self, st: _PoolState) -> _PoolState:
@@ -346,13 +355,21 @@ class IPAM:
                     raise errors.pool_deleting(pool_name)
             return [st]
         out = []
-        for entry in await self.storage.list_pools():
+        for entry in await self._list_pools():
             if entry.deleting or not serves(entry.pool, req.node, req.node_ip):
                 continue
             out.append(await self._pool(entry.pool.name))
         if not out:
             raise errors.no_pool_for_node(req.node)
         return out
+
+    async def _list_pools(self) -> list[PoolEntry]:
+        at, entries = self._pool_list
+        now = time.monotonic()
+        if now - at > POOL_LIST_TTL:
+            entries = await self.storage.list_pools()
+            self._pool_list = (now, entries)
+        return entries
 
     def _new_allocation(
         self,
@@ -406,10 +423,15 @@ class IPAM:
 
         for st in pools:
             outcome: Stored | Lost | None
-            if req.ip:
-                outcome = await self._reserve_address(st, req.ip, make(st))
-            else:
-                outcome = await self._reserve_any(st, make(st))
+            try:
+                if req.ip:
+                    outcome = await self._reserve_address(st, req.ip, make(st))
+                else:
+                    outcome = await self._reserve_any(st, make(st))
+            except ApiError as err:
+                if pool_name or not errors.is_pool_gone(err):
+                    raise
+                continue  # deleted since the pool list was read: the next pool
             if outcome is None:
                 continue  # exhausted: the next pool
             if isinstance(outcome, Lost):
@@ -430,11 +452,25 @@ class IPAM:
         return None
 
     async def _load_blocks(self, st: _PoolState) -> None:
-        """Re-read every block of the pool (first use, or when it looks exhausted)."""
-        now = self.clock()
-        stored = {b.index: b for b in await self.storage.blocks(st.entry.pool.name)}
-        st.blocks = {i: stored.get(i) or Block(pool=st.entry.pool.name, index=i) for i in range(st.layout.block_count)}
-        st.candidates = {i: None for i, b in st.blocks.items() if pickable(b, st.layout.block_span(i), now)}
+        """Re-read every block of the pool (first use, or when it looks exhausted). Concurrent
+        callers share one read, and a read never replaces a fresher cached block (versions only
+        grow) nor resets the rotation: a burst of first calls must not make the cache stale."""
+        seen = st.loads
+        async with st.load_lock:
+            if st.loads != seen:
+                return  # someone re-read while we waited: that read is ours too
+            now = self.clock()
+            stored = {b.index: b for b in await self.storage.blocks(st.entry.pool.name)}
+            for i in range(st.layout.block_count):
+                fresh, cached = stored.get(i), st.blocks.get(i)
+                if fresh is not None and (cached is None or fresh.version > cached.version):
+                    st.blocks[i] = fresh
+                elif cached is None:
+                    st.blocks[i] = Block(pool=st.entry.pool.name, index=i)
+            for i, b in st.blocks.items():
+                if pickable(b, st.layout.block_span(i), now):
+                    st.candidates.setdefault(i, None)
+            st.loads += 1
 
     async def _block(self, st: _PoolState, index: int) -> Block:
         block = st.blocks.get(index)

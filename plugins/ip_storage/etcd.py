@@ -5,10 +5,14 @@ Keys under `<prefix>/ipam/`:
   pools/<name>                          {"deleting": bool, "pool": base64 Pool}
   blocks/<pool>/<index:06d>             {"u": bitmap hex, "c": {bit: until}, "n": cursor}
   ips/<pool>/<address as 8 hex digits>  Allocation
-  idx/attachment/<container>/<ifname>   "<pool>/<address key>"
-  idx/node/<node>/<container>/<ifname>  "<pool>/<address key>"
-  idx/owner/<ns>/<kind>/<workload>/<pod> "<pool>/<address key>"
+  idx/attachment/<container>/<ifname>   Allocation (a copy)
+  idx/node/<node>/<container>/<ifname>  Allocation (a copy)
+  idx/owner/<ns>/<kind>/<workload>/<pod> Allocation (a copy)
   bindings/<ns>/<kind>/<name>           Binding
+
+Every write of an allocation rewrites all its index entries in the same transaction, so an index
+entry always equals its allocation and has the same mod_revision (the allocation's version):
+a lookup by container, node or owner is one read.
 
 A transaction interrupted by a broken connection may or may not have been applied; it is
 resolved by reading the allocation back (our exact bytes there: applied), never retried blind.
@@ -273,8 +277,8 @@ class EtcdIPStorage:
         return decode_block(pool, index, kv.value, kv.mod_revision)
 
     # -- allocations --------------------------------------------------------------------------
-    def _index_ops(self, a: ipam_pb2.Allocation, ref: bytes) -> list[rpc.RequestOp]:
-        return [_put(self._index_key(kind, key), ref) for kind, key in indexes(a).items()]
+    def _index_ops(self, a: ipam_pb2.Allocation, value: bytes) -> list[rpc.RequestOp]:
+        return [_put(self._index_key(kind, key), value) for kind, key in indexes(a).items()]
 
     async def _resolve(self, a: ipam_pb2.Allocation, value: bytes) -> Stored | None:
         """After an interrupted transaction: is our allocation stored?"""
@@ -288,7 +292,6 @@ class EtcdIPStorage:
         pool_key = self._k("pools", a.pool)
         block_key = self._block_key(block.pool, block.index)
         ip_key = self._ip_key(a.pool, a.ip)
-        ref = f"{a.pool}/{address_key(a.ip)}".encode()
         idx = indexes(a)
         att_key = self._index_key("attachment", idx["attachment"]) if "attachment" in idx else None
         owner_key = self._index_key("owner", idx["owner"]) if "owner" in idx else None
@@ -297,7 +300,7 @@ class EtcdIPStorage:
         value = a.SerializeToString()
         request = rpc.TxnRequest(
             compare=compare,
-            success=[_put(block_key, encode_block(block)), _put(ip_key, value), *self._index_ops(a, ref)],
+            success=[_put(block_key, encode_block(block)), _put(ip_key, value), *self._index_ops(a, value)],
             failure=[_read(pool_key), _read(block_key)] + [_read(k) for k in (att_key, owner_key) if k is not None],
         )
         resp = await self._txn(request)
@@ -324,7 +327,6 @@ class EtcdIPStorage:
     async def replace(self, current: Stored, allocation: ipam_pb2.Allocation) -> Stored | Lost:
         old, a = current.allocation, allocation
         ip_key = self._ip_key(a.pool, a.ip)
-        ref = f"{a.pool}/{address_key(a.ip)}".encode()
         old_idx, new_idx = indexes(old), indexes(a)
         compare = [_at(ip_key, current.version)]
         failure = [_read(ip_key)]
@@ -333,8 +335,8 @@ class EtcdIPStorage:
             compare.append(_absent(self._index_key(kind, key)))
             failure.append(_read(self._index_key(kind, key)))
         ops = [_delete(self._index_key(kind, key)) for kind, key in old_idx.items() if new_idx.get(kind) != key]
-        ops += [_put(ip_key, a.SerializeToString()), *self._index_ops(a, ref)]
         value = a.SerializeToString()
+        ops += [_put(ip_key, value), *self._index_ops(a, value)]
         resp = await self._txn(rpc.TxnRequest(compare=compare, success=ops, failure=failure))
         if resp is None:
             stored = await self._resolve(a, value)
@@ -377,18 +379,10 @@ class EtcdIPStorage:
         kv = await self._get(self._index_key(kind, key))
         if kv is None:
             return None
-        return await self._by_ref(kv.value)
-
-    async def _by_ref(self, ref: bytes) -> Stored | None:
-        kv = await self._get(self._k("ips", ref.decode()))
-        if kv is None:
-            return None
         return Stored(allocation=_alloc(kv.value), version=kv.mod_revision)
 
     async def by_attachment(self, container_id: str, ifname: str) -> Stored | None:
         found = await self._follow("attachment", attachment_key(container_id, ifname))
-        # An index entry is written in the same transaction as its allocation; the check
-        # guards against reading the two at different revisions.
         if found and (found.allocation.container_id, found.allocation.ifname) == (container_id, ifname):
             return found
         return None
@@ -401,12 +395,10 @@ class EtcdIPStorage:
         return Stored(allocation=_alloc(kv.value), version=kv.mod_revision) if kv else None
 
     async def _refs(self, kind: str, prefix: str) -> list[Stored]:
-        out = []
-        for kv in await self._prefix(self._index_key(kind, prefix)):
-            stored = await self._by_ref(kv.value)
-            if stored is not None:
-                out.append(stored)
-        return out
+        return [
+            Stored(allocation=_alloc(kv.value), version=kv.mod_revision)
+            for kv in await self._prefix(self._index_key(kind, prefix))
+        ]
 
     async def by_node(self, node: str) -> list[Stored]:
         return [s for s in await self._refs("node", node + "/") if s.allocation.node == node]

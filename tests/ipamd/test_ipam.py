@@ -8,11 +8,12 @@ import asyncio
 import grpc
 import pytest
 
+from tke.internal.ipamd.allocator import Block
 from tke.internal.ipamd.ipam import IPAM
 from tke.internal.rpc.errors import ApiError
 from tke.ipam.v1 import ipam_pb2
 from tke.plugins.ip_providers.static import StaticProvider
-from tke.plugins.ip_storage.store import IPStorage
+from tke.plugins.ip_storage.store import IPStorage, Lost, Stored
 
 from .conftest import Clock, allocate_request, pool
 
@@ -239,3 +240,34 @@ async def test_concurrent_allocations_never_share_an_address(ip_storage: IPStora
     results = await asyncio.gather(*requests)
     ips = [r.allocation.ip for r in results]
     assert len(set(ips)) == 120
+
+
+async def test_one_replica_never_races_itself(ip_storage: IPStorage, clock: Clock) -> None:
+    """Concurrent first calls share one pool state (one cache, one writer per block), so a
+    single replica's own requests never lose a compare-and-swap to each other."""
+    lost: list[object] = []
+    reserve = ip_storage.reserve
+
+    async def counting(pool_version: int, block: Block, allocation: ipam_pb2.Allocation) -> Stored | Lost:
+        outcome = await reserve(pool_version, block, allocation)
+        if isinstance(outcome, Lost):
+            lost.append(outcome)
+        return outcome
+
+    ip_storage.reserve = counting  # type: ignore[method-assign]
+    ipam = make_ipam(ip_storage, clock)
+    await make_ipam(ip_storage, clock).create_pool(pool(cidr="10.0.0.0/20"))
+    results = await asyncio.gather(*(ipam.allocate(allocate_request(f"p{i}")) for i in range(64)))
+    assert len({r.allocation.ip for r in results}) == 64
+    assert lost == []
+
+
+async def test_a_pool_deleted_by_another_replica_is_skipped(ip_storage: IPStorage, clock: Clock) -> None:
+    a, b = make_ipam(ip_storage, clock), make_ipam(ip_storage, clock)
+    await a.create_pool(pool("p1", "10.1.0.0/24"))
+    await a.create_pool(pool("p2", "10.2.0.0/24"))
+    assert (await a.allocate(allocate_request("x"))).allocation.pool == "p1"
+    await a.release("c-x", "eth0")
+    await b.delete_pool("p1")
+    # a's list of pools and its state of p1 are stale now; the allocation moves on to p2.
+    assert (await a.allocate(allocate_request("y"))).allocation.pool == "p2"
