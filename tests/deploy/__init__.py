@@ -1,0 +1,1 @@
+"""The deployment profiles in deploy/, started for real."""
