@@ -52,7 +52,7 @@ def point_at_test(config: dict[str, Any], tmp: Path, etcd: EtcdProcess, port: in
 async def running(config: dict[str, Any], tmp: Path, env: dict[str, str]) -> AsyncIterator[None]:
     path = tmp / "apiserver.toml"
     path.write_bytes(tomli_w.dumps(config).encode())
-    with (tmp / "apiserver.log").open("wb") as log:  # noqa: ASYNC230 - set-up
+    with (tmp / "apiserver.log").open("wb") as log:
         proc = await asyncio.create_subprocess_exec(
             BINARY, "--config", str(path), env={**os.environ, **env}, stderr=log
         )
