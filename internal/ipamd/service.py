@@ -116,6 +116,10 @@ class IPAMServicer(ipam_pb2_grpc.IPAMServiceServicer):
             v.append(FieldViolation("namespace", "required; a DNS-1123 name"))
         if not NAME.match(request.pod_name):
             v.append(FieldViolation("pod_name", "required; a DNS-1123 name"))
+        if request.workload_kind and not KIND.match(request.workload_kind):
+            v.append(FieldViolation("workload_kind", "a Kubernetes kind such as StatefulSet"))
+        if request.workload_name and not NAME.match(request.workload_name):
+            v.append(FieldViolation("workload_name", "a DNS-1123 name"))
         _check(v)
         found = await self.ipam.lookup_binding(
             request.namespace, request.pod_name, request.workload_kind, request.workload_name
@@ -127,6 +131,8 @@ class IPAMServicer(ipam_pb2_grpc.IPAMServiceServicer):
     async def ListBindings(
         self, request: ipam_pb2.ListBindingsRequest, context: grpc.aio.ServicerContext
     ) -> ipam_pb2.ListBindingsResponse:
+        if request.namespace and not NAME.match(request.namespace):
+            raise invalid_field("namespace", "a DNS-1123 name")
         return ipam_pb2.ListBindingsResponse(bindings=await self.ipam.storage.list_bindings(request.namespace))
 
     async def DeleteBinding(
@@ -198,14 +204,8 @@ class IPAMServicer(ipam_pb2_grpc.IPAMServiceServicer):
                 raise invalid_field("address", 'must be "<pool>/<ip>", for example "net-a/10.0.1.17"')
             return await self.ipam.get_by_address(pool, ip)
         if which == "owner":
-            o = request.owner
-            v = []
-            if not NAME.match(o.namespace):
-                v.append(FieldViolation("owner.namespace", "required"))
-            if not NAME.match(o.pod_name):
-                v.append(FieldViolation("owner.pod_name", "required"))
-            _check(v)
-            return await self.ipam.get_by_owner(o)
+            _check(_owner(request.owner, "owner"))
+            return await self.ipam.get_by_owner(request.owner)
         raise invalid_field("by", "set one of attachment, address or owner")
 
     async def ListAllocations(

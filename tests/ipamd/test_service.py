@@ -202,3 +202,26 @@ async def test_grpcurl_describes_the_contract(running: Running) -> None:
     assert proc.returncode == 0, err.decode()
     assert "rpc Allocate ( .tke.ipam.v1.AllocateRequest )" in out.decode()
     assert "Idempotent for the same" in out.decode()
+
+
+async def test_unreachable_etcd_is_unavailable_not_internal(workdir: Path) -> None:
+    from tke.internal.testing.etcd import free_port
+
+    config = IpamdConfig(
+        socket=str(workdir / "down.sock"),
+        storage=PluginConfig(
+            plugin="etcd",
+            options={"endpoints": [f"127.0.0.1:{free_port()}"], "request_timeout": 0.3, "retry_budget": 1.0},
+        ),
+    )
+    ipamd = Ipamd(config)
+    await ipamd.start()
+    try:
+        async with grpc.aio.insecure_channel(f"unix:{config.socket}") as channel:
+            stub = ipam_pb2_grpc.IPAMServiceStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.Allocate(allocate_request("p"), timeout=10)
+            assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert "Traceback" not in (err.value.details() or "")
+    finally:
+        await ipamd.stop()
