@@ -178,6 +178,16 @@ class Accounts:
             except AlreadyExists:
                 pass  # another apiserver made it first
         self.bootstrap_password = ""
+        await self._forget_expired_revocations()
+
+    async def _forget_expired_revocations(self) -> None:
+        """A revoked token that has expired is refused anyway: its record can go."""
+        now = time.time()
+        for key, value in list(self._mirror.items.items()):
+            if isinstance(value, Revocation) and value.expires < now:
+                with contextlib.suppress(NotFound, Conflict):
+                    item = await self.store.get(key)
+                    await self.store.delete(key, expected_revision=item.mod_revision)
 
     async def stop(self) -> None:
         await self._mirror.stop()

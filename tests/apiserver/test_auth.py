@@ -223,7 +223,10 @@ async def test_api_keys(secured: Running) -> None:
     await expect_error(Client(secured, wrong).clusters.List(cluster_pb2.ListClustersRequest()), Code.UNAUTHENTICATED)
 
 
-async def test_every_call_is_audited_without_secrets(secured: Running, tmp_path: Path) -> None:
+async def test_every_call_is_audited_without_secrets(
+    secured: Running, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("DEBUG")
     admin = await login(secured, "root", ADMIN_PASSWORD)
     await admin.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=cluster("audited")))
     await expect_error(
@@ -247,6 +250,7 @@ async def test_every_call_is_audited_without_secrets(secured: Running, tmp_path:
     assert create["request_id"] and create["latency_ms"] >= 0
     for secret in (admin.token, mallory.token, ADMIN_PASSWORD, "a long enough password", SECRET):
         assert secret not in text
+        assert secret not in caplog.text
     assert len(MemorySink.events) == len(events)
 
 
