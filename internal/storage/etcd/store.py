@@ -21,6 +21,7 @@ import grpc
 from aetcd import rpc
 
 from tke.internal.storage.etcd.connection import EtcdConfig, EtcdConnection, backoff_sleep
+from tke.internal.storage.lease import LeaseExpired
 from tke.internal.storage.store import (
     AlreadyExists,
     Compacted,
@@ -116,10 +117,15 @@ class EtcdStore:
 
     # -- writes -----------------------------------------------------------------------------
 
-    async def _txn(self, request: rpc.TxnRequest) -> rpc.TxnResponse:
-        return await self._conn.call(self._conn.kv.Txn, request, idempotent=False)
+    async def _txn(self, request: rpc.TxnRequest, lease: int = 0) -> rpc.TxnResponse:
+        try:
+            return await self._conn.call(self._conn.kv.Txn, request, idempotent=False)
+        except grpc.aio.AioRpcError as err:
+            if lease and err.code() == grpc.StatusCode.NOT_FOUND:
+                raise LeaseExpired(lease) from None  # "etcdserver: requested lease not found"
+            raise
 
-    async def create(self, key: str, value: bytes, *, guards: Sequence[Guard] = ()) -> Item:
+    async def create(self, key: str, value: bytes, *, guards: Sequence[Guard] = (), lease: int = 0) -> Item:
         bkey = key.encode()
         compare = [rpc.Compare(key=bkey, result=_EQUAL, target=_CREATE, create_revision=0)]
         compare += [
@@ -127,7 +133,7 @@ class EtcdStore:
         ]
         request = rpc.TxnRequest(
             compare=compare,
-            success=[rpc.RequestOp(request_put=rpc.PutRequest(key=bkey, value=value))],
+            success=[rpc.RequestOp(request_put=rpc.PutRequest(key=bkey, value=value, lease=lease))],
             # On failure, tell which compare failed: read the key and every guarded key.
             failure=[rpc.RequestOp(request_range=rpc.RangeRequest(key=bkey))]
             + [rpc.RequestOp(request_range=rpc.RangeRequest(key=g.key.encode())) for g in guards],
@@ -135,7 +141,7 @@ class EtcdStore:
         started = asyncio.get_running_loop().time()
         while True:
             try:
-                resp = await self._txn(request)
+                resp = await self._txn(request, lease)
             except Unavailable as err:
                 # Did our put land? Our value (it holds a fresh uid) under the key says yes.
                 current = await self._get_or_none(key)
@@ -158,17 +164,17 @@ class EtcdStore:
                     raise PreconditionFailed(guard)
             raise Conflict(key, None)  # unreachable unless etcd contradicts itself
 
-    async def update(self, key: str, value: bytes, *, expected_revision: int) -> Item:
+    async def update(self, key: str, value: bytes, *, expected_revision: int, lease: int = 0) -> Item:
         bkey = key.encode()
         request = rpc.TxnRequest(
             compare=[rpc.Compare(key=bkey, result=_EQUAL, target=_MOD, mod_revision=expected_revision)],
-            success=[rpc.RequestOp(request_put=rpc.PutRequest(key=bkey, value=value))],
+            success=[rpc.RequestOp(request_put=rpc.PutRequest(key=bkey, value=value, lease=lease))],
             failure=[rpc.RequestOp(request_range=rpc.RangeRequest(key=bkey))],
         )
         started = asyncio.get_running_loop().time()
         while True:
             try:
-                resp = await self._txn(request)
+                resp = await self._txn(request, lease)
             except Unavailable as err:
                 current = await self._get_or_none(key)
                 if current is None:
@@ -222,6 +228,38 @@ class EtcdStore:
         await self._conn.call(
             self._conn.kv.Compact, rpc.CompactionRequest(revision=revision, physical=True), idempotent=True
         )
+
+    # -- leases (see tke.internal.storage.lease) -------------------------------------------------
+
+    async def grant(self, ttl: int) -> int:
+        # A lost answer to a grant only leaks a lease that expires by itself: safe to retry.
+        request = rpc.LeaseGrantRequest(TTL=max(1, int(ttl)))
+        resp = await self._conn.call(self._conn.lease.LeaseGrant, request, idempotent=True)
+        return int(resp.ID)
+
+    async def keep_alive(self, lease: int) -> int:
+        # etcd renews leases over a stream only; one request and its answer renew once.
+        timeout = self.config.request_timeout
+        call = self._conn.lease.LeaseKeepAlive(timeout=timeout, wait_for_ready=True)
+        try:
+            await call.write(rpc.LeaseKeepAliveRequest(ID=lease))
+            resp = await call.read()
+        except grpc.aio.AioRpcError as err:
+            raise Unavailable(f"etcd: lease keepalive: {err.code().name.lower()}: {err.details()}") from None
+        finally:
+            call.cancel()
+        if resp is grpc.aio.EOF:
+            raise Unavailable("etcd ended the lease keepalive stream")
+        if resp.TTL <= 0:
+            raise LeaseExpired(lease)
+        return int(resp.TTL)
+
+    async def revoke(self, lease: int) -> None:
+        try:
+            await self._conn.call(self._conn.lease.LeaseRevoke, rpc.LeaseRevokeRequest(ID=lease), idempotent=True)
+        except grpc.aio.AioRpcError as err:
+            if err.code() != grpc.StatusCode.NOT_FOUND:
+                raise
 
     # -- watch ------------------------------------------------------------------------------
 
