@@ -12,7 +12,8 @@ from pathlib import Path
 import grpc
 
 from tke.internal.apiserver.api import ResourceAPI
-from tke.internal.apiserver.kinds import CLUSTERS, machine_kind
+from tke.internal.apiserver.event_service import DEFAULT_EVENT_TTL, EventService, event_store
+from tke.internal.apiserver.kinds import CLUSTERS, EVENTS, machine_kind
 from tke.internal.apiserver.registry import Registry
 from tke.internal.apiserver.services import ClusterService, MachineService
 from tke.internal.apiserver.watch import Hub
@@ -21,7 +22,7 @@ from tke.internal.rpc.interceptors import RequestInterceptor
 from tke.internal.rpc.server import ListenConfig, RunningServer, ServerSpec, start_server
 from tke.internal.storage.etcd import EtcdConfig, EtcdStore
 from tke.internal.storage.store import Store
-from tke.platform.v1 import cluster_pb2, cluster_pb2_grpc, machine_pb2, machine_pb2_grpc
+from tke.platform.v1 import cluster_pb2, cluster_pb2_grpc, event_pb2, event_pb2_grpc, machine_pb2, machine_pb2_grpc
 
 log = logging.getLogger("tke.apiserver")
 
@@ -48,6 +49,8 @@ class ApiserverConfig:
     # Seconds in-flight calls get to finish on shutdown.
     shutdown_grace: float = 5.0
     log_level: str = "info"
+    # Seconds an event lives after its last occurrence (an etcd lease); 0 keeps events forever.
+    event_ttl: float = DEFAULT_EVENT_TTL
 
 
 class Apiserver:
@@ -68,19 +71,26 @@ class Apiserver:
             self.store, self.machines.root, self.machines.decode,
             window=w.window, queue_size=w.client_queue, progress_interval=w.progress_interval,
         )  # fmt: skip
+        self.events = Registry(EVENTS, event_store(self.store, config.event_ttl), self.prefix)
+        self.event_hub: Hub[event_pb2.Event] = Hub(
+            self.store, self.events.root, self.events.decode,
+            window=w.window, queue_size=w.client_queue, progress_interval=w.progress_interval,
+        )  # fmt: skip
         self.server: RunningServer | None = None
 
     async def start(self) -> RunningServer:
         self.auth: AuthChain = build(self.config.auth, PluginContext(self.store, self.prefix))
         await self.auth.start()
-        await asyncio.gather(self.cluster_hub.start(), self.machine_hub.start())
+        await asyncio.gather(self.cluster_hub.start(), self.machine_hub.start(), self.event_hub.start())
         bookmark = self.config.watch.bookmark_interval
         cluster_api = ResourceAPI(self.clusters, self.cluster_hub, bookmark)
         machine_api = ResourceAPI(self.machines, self.machine_hub, bookmark)
+        event_api = ResourceAPI(self.events, self.event_hub, bookmark)
 
         def register(server: grpc.aio.Server) -> None:
             cluster_pb2_grpc.add_ClusterServiceServicer_to_server(ClusterService(cluster_api), server)
             machine_pb2_grpc.add_MachineServiceServicer_to_server(MachineService(machine_api), server)
+            event_pb2_grpc.add_EventServiceServicer_to_server(EventService(event_api), server)
             for _, add in self.auth.services:
                 add(server)
 
@@ -89,10 +99,11 @@ class Apiserver:
             services=[
                 cluster_pb2.DESCRIPTOR.services_by_name["ClusterService"].full_name,
                 machine_pb2.DESCRIPTOR.services_by_name["MachineService"].full_name,
+                event_pb2.DESCRIPTOR.services_by_name["EventService"].full_name,
                 *(name for name, _ in self.auth.services),
             ],
             interceptors=[RequestInterceptor(), *self.auth.interceptors],
-            on_stop=[self.cluster_hub.stop, self.machine_hub.stop],
+            on_stop=[self.cluster_hub.stop, self.machine_hub.stop, self.event_hub.stop],
         )
         self.server = await start_server(self.config.listen, spec)
         return self.server

@@ -7,10 +7,11 @@ from collections.abc import Sequence
 import grpc
 
 from tke.internal.apiserver import validation
+from tke.internal.apiserver.event_validation import validate_event, validate_event_status
 from tke.internal.apiserver.registry import Kind, Registry
 from tke.internal.rpc import errors
 from tke.internal.storage.store import Guard, NotFound
-from tke.platform.v1 import cluster_pb2, machine_pb2
+from tke.platform.v1 import cluster_pb2, event_pb2, machine_pb2
 
 CLUSTERS: Kind[cluster_pb2.Cluster] = Kind(
     name="cluster",
@@ -51,3 +52,13 @@ def machine_kind(clusters: Registry[cluster_pb2.Cluster]) -> Kind[machine_pb2.Ma
         immutable_spec_fields=("type", "cluster_name"),
         create_guards=cluster_guard,
     )
+
+
+# Events expire through their store (see app.py: an ExpiringStore under the event registry).
+EVENTS: Kind[event_pb2.Event] = Kind(
+    name="event",
+    plural="events",
+    message=event_pb2.Event,
+    validate=validate_event,
+    validate_status=validate_event_status,
+)
