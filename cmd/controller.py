@@ -1,0 +1,57 @@
+"""tke-controller: the cluster and machine controllers that drive providers.
+
+Usage: tke-controller [--config FILE]
+
+Exit codes: 0 after SIGINT/SIGTERM, 1 when leadership was lost (run it under a supervisor
+that restarts it), 2 for a configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+
+from tke.internal import logs
+from tke.internal.config.loader import ConfigError, load
+from tke.internal.controller.config import ControllerConfig
+from tke.internal.controller.leader import LostLeadership
+from tke.internal.controller.manager import Controller
+from tke.internal.plugin.loader import PluginError
+
+
+async def _serve(config: ControllerConfig) -> None:
+    controller = Controller(config)
+    main = asyncio.create_task(controller.run())
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, main.cancel)
+    with contextlib.suppress(asyncio.CancelledError):
+        await main
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tke-controller", description="Cluster and machine controllers.")
+    parser.add_argument("--config", help="TOML configuration file (see deploy/controller/controller.toml)")
+    args = parser.parse_args(argv)
+    try:
+        config = load(args.config, ControllerConfig)
+    except ConfigError as err:
+        print(f"tke-controller: {err}", file=sys.stderr)
+        return 2
+    logs.setup(config.log_level)
+    try:
+        asyncio.run(_serve(config))
+    except PluginError as err:
+        print(f"tke-controller: {err}", file=sys.stderr)
+        return 2
+    except LostLeadership as err:
+        print(f"tke-controller: lost leadership: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

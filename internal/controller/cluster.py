@@ -1,0 +1,144 @@
+"""The cluster controller: drives each Cluster through its provider's plans (lifecycle.py).
+
+Before the provider's delete steps, the controller deletes the cluster's Machine resources
+and waits until they are gone (step DeleteMachines), so that every machine's own teardown
+runs while the cluster still exists.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from tke.internal.controller.cache import object_key, split_key
+from tke.internal.controller.client import ClusterClient, MachineClient
+from tke.internal.controller.events import WARNING, Recorder
+from tke.internal.controller.informer import Change, Informer
+from tke.internal.controller.lifecycle import Lifecycle, Phases
+from tke.internal.controller.queue import WorkQueue
+from tke.internal.controller.status import StatusWriter
+from tke.internal.provider.contract import ClusterContext, ClusterProvider, Tools
+from tke.internal.provider.errors import TemporaryError
+from tke.internal.provider.progress import RetryPolicy
+from tke.internal.provider.runner import Runner
+from tke.internal.provider.steps import Step
+from tke.platform.v1 import cluster_pb2, machine_pb2
+
+FINALIZER = "tke.cloud/cluster-provider"
+PHASES = Phases(
+    initializing=cluster_pb2.CLUSTER_PHASE_INITIALIZING,
+    running=cluster_pb2.CLUSTER_PHASE_RUNNING,
+    failed=cluster_pb2.CLUSTER_PHASE_FAILED,
+    terminating=cluster_pb2.CLUSTER_PHASE_TERMINATING,
+    upgrading=cluster_pb2.CLUSTER_PHASE_UPGRADING,
+    scaling=cluster_pb2.CLUSTER_PHASE_SCALING,
+)
+
+
+class ClusterController:
+    def __init__(
+        self,
+        clusters: ClusterClient,
+        machines: MachineClient,
+        cluster_informer: Informer[cluster_pb2.Cluster],
+        machine_informer: Informer[machine_pb2.Machine],
+        *,
+        providers: dict[str, ClusterProvider],
+        tools: Tools,
+        recorder: Recorder,
+        policy: RetryPolicy,
+        health_interval: float = 60.0,
+    ) -> None:
+        self.clusters = clusters
+        self.machines = machines
+        self.informer = cluster_informer
+        self.machine_informer = machine_informer
+        self.providers = providers
+        self.tools = tools
+        self.recorder = recorder
+        self.queue = WorkQueue()
+        self.writer = StatusWriter(clusters)
+        runner: Runner[Any] = Runner("Cluster", recorder, policy, PHASES.failed)
+        self.lifecycle: Lifecycle[Any] = Lifecycle(
+            "Cluster",
+            FINALIZER,
+            PHASES,
+            client=clusters,
+            writer=self.writer,
+            runner=runner,
+            recorder=recorder,
+            health_interval=health_interval,
+        )
+        cluster_informer.add_handler(lambda change, obj: self.queue.add(object_key(obj)))
+        machine_informer.add_handler(self._machine_changed)
+
+    def _machine_changed(self, change: Change, machine: machine_pb2.Machine) -> None:
+        # A cluster being deleted waits for its machines to go.
+        if change is Change.DELETED:
+            self.queue.add(f"{machine.metadata.tenant_id}/{machine.spec.cluster_name}")
+
+    def machines_of(self, cluster: cluster_pb2.Cluster) -> list[machine_pb2.Machine]:
+        return self.machine_informer.cache.by_index("cluster", object_key(cluster))
+
+    async def reconcile(self, key: str) -> float | None:
+        cached = self.informer.cache.get(key)
+        if cached is None:
+            self.writer.forget(key)
+            return None
+        obj = cluster_pb2.Cluster()
+        obj.CopyFrom(cached)  # never edit the cache's copy
+        provider = self.providers.get(obj.spec.type)
+        if provider is None and not obj.metadata.HasField("deletion_timestamp"):
+            if obj.status.reason != "UnknownProvider":
+                known = ", ".join(sorted(self.providers))
+                self.recorder.record(
+                    obj, "Cluster", WARNING, "UnknownProvider", f"no cluster provider {obj.spec.type!r}"
+                )
+                obj.status.phase = PHASES.failed  # type: ignore[assignment]
+                obj.status.reason = "UnknownProvider"
+                obj.status.message = f"no cluster provider named {obj.spec.type!r} (known: {known})"
+                obj.status.observed_generation = obj.metadata.generation
+                self.writer.observe(cached)
+                await self.writer(obj)
+            return None
+        return await self.lifecycle.reconcile(obj, provider, _Adapter(self))
+
+
+class _Adapter:
+    def __init__(self, controller: ClusterController) -> None:
+        self.c = controller
+
+    def context(self, obj: cluster_pb2.Cluster) -> ClusterContext:
+        return ClusterContext(obj=obj, machines=self.c.machines_of(obj), tools=self.c.tools)
+
+    def gate(self, obj: cluster_pb2.Cluster) -> str | None:
+        return None
+
+    def needs_upgrade(self, obj: cluster_pb2.Cluster) -> bool:
+        return bool(obj.spec.version) and obj.spec.version != obj.status.version
+
+    def on_created(self, obj: cluster_pb2.Cluster) -> None:
+        # A provider that observes the version (imported) has recorded it already.
+        obj.status.version = obj.status.version or obj.spec.version
+
+    def on_upgraded(self, obj: cluster_pb2.Cluster) -> None:
+        obj.status.version = obj.spec.version
+
+    def pre_delete_steps(self) -> Sequence[Step[Any]]:
+        return [Step("DeleteMachines", self._delete_machines, timeout=120, max_retries=1000)]
+
+    async def _delete_machines(self, ctx: ClusterContext) -> None:
+        machines = self.c.machines_of(ctx.obj)
+        for m in machines:
+            if not m.metadata.HasField("deletion_timestamp"):
+                await self.c.machines.delete(m.metadata.tenant_id, m.metadata.name)
+        if machines:
+            names = ", ".join(sorted(m.metadata.name for m in machines))
+            raise TemporaryError(f"waiting for {len(machines)} machines to be deleted: {names}", delay=2.0)
+
+
+def cluster_key(machine: machine_pb2.Machine) -> str:
+    return f"{machine.metadata.tenant_id}/{machine.spec.cluster_name}"
+
+
+__all__ = ["FINALIZER", "PHASES", "ClusterController", "cluster_key", "split_key"]

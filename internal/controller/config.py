@@ -1,0 +1,59 @@
+"""tke-controller's configuration (TOML, see deploy/controller/controller.toml). Every option
+has a default; secrets come from environment variables named here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from tke.internal.controller.client import ApiserverConfig
+from tke.internal.provider.credentials import CredentialConfig
+from tke.internal.provider.ssh import SSHOptions
+from tke.internal.storage.etcd import EtcdConfig
+
+
+@dataclass(frozen=True)
+class LeaderConfig:
+    # Off only for a single controller in development: two unelected controllers would run
+    # the same steps at once.
+    enabled: bool = True
+    # Key of the leader lock under etcd.prefix.
+    key: str = "/leader/tke-controller"
+    # Lease TTL, seconds: a dead leader is replaced within about this long.
+    ttl: int = 10
+    # This process's name in the lock; empty means host name and process id.
+    identity: str = ""
+
+
+@dataclass(frozen=True)
+class ProviderConfig:
+    # Entry point name in the provider group, or "module:Class"; empty means the table's key.
+    plugin: str = ""
+    # Keyword arguments of the provider's constructor.
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ControllerConfig:
+    apiserver: ApiserverConfig = field(default_factory=ApiserverConfig)
+    # etcd is used for leader election only; objects are read and written through the apiserver.
+    etcd: EtcdConfig = field(default_factory=EtcdConfig)
+    leader: LeaderConfig = field(default_factory=LeaderConfig)
+    # Workers per controller (clusters and machines each have their own).
+    workers: int = 4
+    # Seconds between full resyncs of the informers' caches to the controllers.
+    resync: float = 300.0
+    # Seconds between health checks of Running clusters and machines.
+    health_interval: float = 60.0
+    # Failed attempts of a step before the object goes to Failed (a step may set its own).
+    max_retries: int = 5
+    # Backoff between attempts: base * 2**(n-1) seconds, at most retry_max_delay.
+    retry_base_delay: float = 2.0
+    retry_max_delay: float = 120.0
+    ssh: SSHOptions = field(default_factory=SSHOptions)
+    # Credentials that objects name in credential_ref.
+    credentials: dict[str, CredentialConfig] = field(default_factory=dict)
+    # Providers by spec.type. Empty: every installed provider with its default options.
+    cluster_providers: dict[str, ProviderConfig] = field(default_factory=dict)
+    machine_providers: dict[str, ProviderConfig] = field(default_factory=dict)
+    log_level: str = "info"

@@ -1,0 +1,131 @@
+"""The machine controller: drives each Machine through its provider's plans (lifecycle.py).
+
+A machine's create steps wait until its cluster is Running (they join it); the machine's
+upgrade runs when the cluster's running version differs from the machine's kubelet version.
+A machine whose cluster is gone is released without teardown (there is nothing to leave).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from tke.internal.controller.cache import object_key
+from tke.internal.controller.client import MachineClient
+from tke.internal.controller.events import Recorder
+from tke.internal.controller.informer import Informer
+from tke.internal.controller.lifecycle import Lifecycle, Phases
+from tke.internal.controller.queue import WorkQueue
+from tke.internal.controller.status import StatusWriter
+from tke.internal.provider.contract import MachineContext, MachineProvider, Tools
+from tke.internal.provider.progress import RetryPolicy
+from tke.internal.provider.runner import Runner
+from tke.internal.provider.steps import Step
+from tke.platform.v1 import cluster_pb2, machine_pb2
+
+FINALIZER = "tke.cloud/machine-provider"
+PHASES = Phases(
+    initializing=machine_pb2.MACHINE_PHASE_INITIALIZING,
+    running=machine_pb2.MACHINE_PHASE_RUNNING,
+    failed=machine_pb2.MACHINE_PHASE_FAILED,
+    terminating=machine_pb2.MACHINE_PHASE_TERMINATING,
+    upgrading=machine_pb2.MACHINE_PHASE_INITIALIZING,  # machines have no Upgrading phase
+)
+
+
+class MachineController:
+    def __init__(
+        self,
+        machines: MachineClient,
+        machine_informer: Informer[machine_pb2.Machine],
+        cluster_informer: Informer[cluster_pb2.Cluster],
+        *,
+        providers: dict[str, MachineProvider],
+        tools: Tools,
+        recorder: Recorder,
+        policy: RetryPolicy,
+        health_interval: float = 60.0,
+    ) -> None:
+        self.machines = machines
+        self.informer = machine_informer
+        self.cluster_informer = cluster_informer
+        self.providers = providers
+        self.tools = tools
+        self.recorder = recorder
+        self.queue = WorkQueue()
+        self.writer = StatusWriter(machines)
+        runner: Runner[Any] = Runner("Machine", recorder, policy, PHASES.failed)
+        self.lifecycle: Lifecycle[Any] = Lifecycle(
+            "Machine",
+            FINALIZER,
+            PHASES,
+            client=machines,
+            writer=self.writer,
+            runner=runner,
+            recorder=recorder,
+            health_interval=health_interval,
+        )
+        machine_informer.add_handler(lambda change, obj: self.queue.add(object_key(obj)))
+        # A cluster that becomes Running (or changes version) wakes its machines.
+        cluster_informer.add_handler(self._cluster_changed)
+
+    def _cluster_changed(self, change: object, cluster: cluster_pb2.Cluster) -> None:
+        for m in self.informer.cache.by_index("cluster", object_key(cluster)):
+            self.queue.add(object_key(m))
+
+    async def reconcile(self, key: str) -> float | None:
+        cached = self.informer.cache.get(key)
+        if cached is None:
+            self.writer.forget(key)
+            return None
+        obj = machine_pb2.Machine()
+        obj.CopyFrom(cached)
+        cluster = self.cluster_informer.cache.get(f"{obj.metadata.tenant_id}/{obj.spec.cluster_name}")
+        provider = self.providers.get(obj.spec.type)
+        if cluster is None and obj.metadata.HasField("deletion_timestamp"):
+            provider = None  # the cluster is gone: nothing to drain or leave
+        elif cluster is None:
+            return 5.0  # the cluster informer has not seen it yet
+        if provider is None and not obj.metadata.HasField("deletion_timestamp"):
+            if obj.status.reason != "UnknownProvider":
+                obj.status.phase = PHASES.failed  # type: ignore[assignment]
+                obj.status.reason = "UnknownProvider"
+                obj.status.message = (
+                    f"no machine provider named {obj.spec.type!r} (known: {', '.join(sorted(self.providers))})"
+                )
+                obj.status.observed_generation = obj.metadata.generation
+                self.writer.observe(cached)
+                await self.writer(obj)
+            return None
+        return await self.lifecycle.reconcile(obj, provider, _Adapter(self, cluster))
+
+
+class _Adapter:
+    def __init__(self, controller: MachineController, cluster: cluster_pb2.Cluster | None) -> None:
+        self.c = controller
+        self.cluster = cluster if cluster is not None else cluster_pb2.Cluster()
+
+    def context(self, obj: machine_pb2.Machine) -> MachineContext:
+        return MachineContext(obj=obj, cluster=self.cluster, tools=self.c.tools)
+
+    def gate(self, obj: machine_pb2.Machine) -> str | None:
+        if self.cluster.status.phase != cluster_pb2.CLUSTER_PHASE_RUNNING:
+            return f"waiting for cluster {self.cluster.metadata.name} to be Running"
+        return None
+
+    def needs_upgrade(self, obj: machine_pb2.Machine) -> bool:
+        running = self.cluster.status.version
+        return (
+            bool(running)
+            and self.cluster.status.phase == cluster_pb2.CLUSTER_PHASE_RUNNING
+            and obj.status.node_info.kubelet_version not in ("", running)
+        )
+
+    def on_created(self, obj: machine_pb2.Machine) -> None:
+        obj.status.node_info.kubelet_version = self.cluster.status.version or self.cluster.spec.version
+
+    def on_upgraded(self, obj: machine_pb2.Machine) -> None:
+        obj.status.node_info.kubelet_version = self.cluster.status.version
+
+    def pre_delete_steps(self) -> Sequence[Step[Any]]:
+        return []

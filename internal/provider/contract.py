@@ -1,0 +1,87 @@
+"""The provider contract: what a cluster or machine provider plugin is.
+
+A provider is chosen by the resource's spec.type (entry point groups `tke.cluster_providers`
+and `tke.machine_providers`, or "module:Class" in the controller's configuration) and
+constructed with its options from that configuration. It provides:
+- `create_steps`, `delete_steps` (run behind a finalizer), `scale_steps` and
+  `upgrade_steps`: ordered lists of explicitly named, idempotent steps (steps.py). Each step
+  gets a context with the object, the related objects and the tools (SSH dialer,
+  credentials), may write fields of the object's status (addresses, version, node info), and
+  fails with TemporaryError or PermanentError (errors.py).
+- `validate(obj)`: the provider's own checks of the spec, as FieldViolations.
+- `check_health(ctx)`: called now and then once the object is Running; returns a message, or
+  raises TemporaryError when unhealthy.
+The framework does the rest: which step runs next, retries and backoff, conditions, phases,
+events, finalizers and leader election.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from tke.internal.provider.credentials import Credentials
+from tke.internal.provider.ssh import Dialer
+from tke.internal.rpc.errors import FieldViolation
+from tke.platform.v1 import cluster_pb2, machine_pb2
+
+
+@dataclass
+class Tools:
+    """What the controller lends every step."""
+
+    dialer: Dialer
+    credentials: Credentials
+
+
+@dataclass
+class ClusterContext:
+    obj: cluster_pb2.Cluster
+    # The cluster's Machine resources (workers), from the controller's cache.
+    machines: list[machine_pb2.Machine]
+    tools: Tools
+    # Scratch space for one reconcile: steps of one run may pass results along. Never rely on
+    # it across steps that may run in different processes: write results where a later step
+    # can read them again (the machines themselves, status).
+    scratch: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def cluster(self) -> cluster_pb2.Cluster:
+        return self.obj
+
+
+@dataclass
+class MachineContext:
+    obj: machine_pb2.Machine
+    cluster: cluster_pb2.Cluster
+    tools: Tools
+    scratch: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def machine(self) -> machine_pb2.Machine:
+        return self.obj
+
+
+class ClusterProvider(Protocol):
+    name: str
+    create_steps: Sequence[Any]  # Sequence[Step[ClusterContext]]
+    delete_steps: Sequence[Any]
+    scale_steps: Sequence[Any]
+    upgrade_steps: Sequence[Any]
+
+    def validate(self, cluster: cluster_pb2.Cluster) -> list[FieldViolation]: ...
+
+    async def check_health(self, ctx: ClusterContext) -> str: ...
+
+
+class MachineProvider(Protocol):
+    name: str
+    create_steps: Sequence[Any]  # Sequence[Step[MachineContext]]
+    delete_steps: Sequence[Any]
+    scale_steps: Sequence[Any]
+    upgrade_steps: Sequence[Any]
+
+    def validate(self, machine: machine_pb2.Machine) -> list[FieldViolation]: ...
+
+    async def check_health(self, ctx: MachineContext) -> str: ...

@@ -1,0 +1,75 @@
+"""Credentials by reference: objects name a credential (credential_ref), the controller's
+configuration says what it is. Secrets come from files or environment variables, never from
+the API (objects and events are readable by tenants)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from tke.internal.provider.errors import PermanentError
+
+
+@dataclass(frozen=True)
+class CredentialConfig:
+    # SSH: a private key file (OpenSSH or PEM), and/or a password from an environment variable.
+    private_key_file: str = ""
+    password_env: str = ""
+    # Passphrase of the private key, from an environment variable.
+    passphrase_env: str = ""
+    # A Kubernetes API server (imported clusters): bearer token from an environment variable,
+    # and the CA certificate that signed its serving certificate.
+    token_env: str = ""
+    ca_file: str = ""
+
+
+@dataclass(frozen=True)
+class Credential:
+    name: str
+    private_key: bytes = b""
+    passphrase: str = ""
+    password: str = ""
+    token: str = ""
+    ca_cert: bytes = b""
+
+
+class Credentials(Protocol):
+    def get(self, ref: str) -> Credential:
+        """The credential named `ref`. Raises PermanentError when unknown or unreadable."""
+        ...
+
+
+class ConfiguredCredentials:
+    """Credentials from the controller's configuration, read when used (so a rotated key file
+    or token is picked up without a restart)."""
+
+    def __init__(self, configs: dict[str, CredentialConfig]) -> None:
+        self.configs = configs
+
+    def get(self, ref: str) -> Credential:
+        config = self.configs.get(ref)
+        if config is None:
+            known = ", ".join(sorted(self.configs)) or "none configured"
+            raise PermanentError(f"unknown credential {ref!r} (known: {known})")
+        try:
+            return Credential(
+                name=ref,
+                private_key=Path(config.private_key_file).read_bytes() if config.private_key_file else b"",
+                passphrase=_env(config.passphrase_env, ref),
+                password=_env(config.password_env, ref),
+                token=_env(config.token_env, ref),
+                ca_cert=Path(config.ca_file).read_bytes() if config.ca_file else b"",
+            )
+        except OSError as err:
+            raise PermanentError(f"credential {ref!r}: cannot read {err.filename}: {err.strerror}") from None
+
+
+def _env(name: str, ref: str) -> str:
+    if not name:
+        return ""
+    value = os.environ.get(name)
+    if value is None:
+        raise PermanentError(f"credential {ref!r}: environment variable {name} is not set")
+    return value

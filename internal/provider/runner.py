@@ -1,0 +1,143 @@
+"""Runs a plan (an ordered list of steps) on one object, recording progress in its
+status.conditions through a status writer, so that a controller that stops anywhere resumes
+at the first unfinished step.
+
+For each step: mark it Running and write the status (this write is also the fence: it is a
+CAS on the object's resource_version, so a controller working from a stale copy stops here),
+run it with its timeout, then record Succeeded, or Retrying with the retry count, last error
+and delay, or Failed when the error is permanent or the retries are spent. The phase is the
+caller's business, except Failed, which the runner sets with the reason and message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
+
+from google.protobuf import timestamp_pb2
+
+from tke.internal.apiserver.registry import Resource
+from tke.internal.controller.events import NORMAL, WARNING, Recorder
+from tke.internal.provider import progress
+from tke.internal.provider.errors import PermanentError, TemporaryError
+from tke.internal.provider.progress import RetryPolicy
+from tke.internal.provider.steps import Step
+
+log = logging.getLogger(__name__)
+R = TypeVar("R", bound=Resource)
+
+
+class HasObject(Protocol[R]):
+    obj: R
+
+
+C = TypeVar("C", bound=HasObject[Any])
+
+
+@dataclass(frozen=True)
+class PlanResult:
+    done: bool = False
+    failed: bool = False
+    # Run the object again after this many seconds (a temporary failure's delay).
+    requeue_after: float | None = None
+
+
+def now() -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.GetCurrentTime()
+    return ts
+
+
+StatusWriter = Callable[[R], Awaitable[R]]
+
+
+class Runner(Generic[C]):
+    def __init__(
+        self,
+        kind: str,
+        recorder: Recorder,
+        policy: RetryPolicy,
+        failed_phase: int,
+        clock: Callable[[], timestamp_pb2.Timestamp] = now,
+    ) -> None:
+        self.kind = kind
+        self.recorder = recorder
+        self.policy = policy
+        self.failed_phase = failed_phase
+        self.clock = clock
+        # When each failed step may run again, by (object uid, step): a watch event about the
+        # failure itself must not start the next attempt early. Kept in memory: a restarted
+        # controller may retry once sooner, which the retry budget bounds.
+        self._not_before: dict[tuple[str, str], float] = {}
+
+    async def run(
+        self, ctx: C, steps: Sequence[Step[C]], write: StatusWriter[Any], *, per_generation: bool = False
+    ) -> PlanResult:
+        by_name = {s.name: s for s in steps}
+        names = [s.name for s in steps]
+        while True:
+            obj = ctx.obj
+            generation = obj.metadata.generation
+            name = progress.next_step(names, obj.status.conditions, generation if per_generation else None)
+            if name is None:
+                return PlanResult(done=True)
+            step = by_name[name]
+            wait_key = (obj.metadata.uid, name)
+            wait = self._not_before.get(wait_key, 0.0) - time.monotonic()
+            if wait > 0:
+                return PlanResult(requeue_after=wait)
+            self._not_before.pop(wait_key, None)
+            progress.start(obj.status.conditions, name, generation, self.clock())
+            ctx.obj = await write(obj)
+            error, permanent, delay = await self._attempt(step, ctx)
+            obj = ctx.obj
+            if error is None:
+                progress.succeed(obj.status.conditions, name, generation, self.clock(), step.description)
+                ctx.obj = await write(obj)
+                self.recorder.record(ctx.obj, self.kind, NORMAL, "StepSucceeded", f"step {name} succeeded")
+                continue
+            policy = self.policy
+            if step.max_retries is not None:
+                policy = RetryPolicy(step.max_retries, policy.base_delay, policy.max_delay)
+            outcome = progress.fail(
+                obj.status.conditions, name, error, self.clock(), policy, permanent=permanent, delay=delay
+            )
+            if outcome.give_up:
+                obj.status.phase = self.failed_phase
+                obj.status.reason = "StepFailed"
+                obj.status.message = f"step {name} failed: {error}"[:2048]
+                obj.status.observed_generation = generation
+            ctx.obj = await write(obj)
+            if outcome.give_up:
+                self.recorder.record(ctx.obj, self.kind, WARNING, "StepFailed", f"step {name} failed: {error}")
+                return PlanResult(failed=True)
+            self._not_before[wait_key] = time.monotonic() + outcome.delay
+            self.recorder.record(
+                ctx.obj,
+                self.kind,
+                WARNING,
+                "StepRetrying",
+                f"step {name} attempt {outcome.retries} failed, retrying in {outcome.delay:.0f}s: {error}",
+            )
+            return PlanResult(requeue_after=outcome.delay)
+
+    async def _attempt(self, step: Step[C], ctx: C) -> tuple[str | None, bool, float | None]:
+        """Run one attempt: (error or None, permanent, delay)."""
+        try:
+            await asyncio.wait_for(step.run(ctx), timeout=step.timeout)
+        except PermanentError as err:
+            return str(err) or type(err).__name__, True, None
+        except TemporaryError as err:
+            return str(err) or type(err).__name__, False, err.delay
+        except TimeoutError:
+            return f"timed out after {step.timeout:.0f}s", False, None
+        except Exception as err:
+            # Unknown failures are retried (bounded); the log keeps the traceback, the
+            # condition only the message.
+            log.exception("%s %s: step %s raised", self.kind, ctx.obj.metadata.name, step.name)
+            return f"{type(err).__name__}: {err}", False, None
+        return None, False, None

@@ -1,0 +1,284 @@
+"""The command channel to machines: SSH (asyncssh), with a Protocol and a fake beside it.
+
+- `exec` runs a shell command with a timeout and returns its exit status and output; `run`
+  raises CommandFailed (temporary: the next attempt may succeed) on a non-zero exit.
+- `write_file` writes atomically (a temporary file renamed into place, parents created, mode
+  set) over SFTP, so a reader never sees half a certificate; `read_file` and `exists` read.
+- Connecting is retried a bounded number of times with backoff, then fails with
+  TemporaryError; the step's own retry budget bounds the rest (no infinite SSH loops).
+- Authentication failures and host key mismatches are PermanentError: retrying cannot help.
+- Host keys are checked against a known_hosts file unless the operator turns checking off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import posixpath
+import shlex
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import asyncssh
+
+from tke.internal.provider.credentials import Credentials
+from tke.internal.provider.errors import PermanentError, TemporaryError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SSHOptions:
+    # Seconds to set up a connection (TCP, key exchange, authentication).
+    connect_timeout: float = 15.0
+    # Connection attempts before the step's attempt fails (temporarily).
+    connect_attempts: int = 3
+    # Default timeout of one command, seconds.
+    command_timeout: float = 600.0
+    # Check the machines' host keys against known_hosts_file ("" with checking on: refuse).
+    host_key_checking: bool = True
+    known_hosts_file: str = ""
+
+
+@dataclass(frozen=True)
+class Target:
+    """A machine to reach: address, port, login user and the name of its credential."""
+
+    host: str
+    port: int = 22
+    username: str = "root"
+    credential_ref: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.username}@{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Result:
+    exit_status: int
+    stdout: str
+    stderr: str
+
+
+class CommandFailed(TemporaryError):
+    def __init__(self, target: Target, command: str, result: Result) -> None:
+        tail = (result.stderr or result.stdout).strip()[-500:]
+        super().__init__(f"{target}: `{_short(command)}` exited with {result.exit_status}: {tail}")
+        self.result = result
+
+
+def _short(command: str) -> str:
+    return command if len(command) <= 120 else command[:117] + "..."
+
+
+class Channel(Protocol):
+    target: Target
+
+    async def exec(
+        self, command: str, *, time_limit: float | None = None, env: Mapping[str, str] | None = None
+    ) -> Result: ...
+    async def run(
+        self, command: str, *, time_limit: float | None = None, env: Mapping[str, str] | None = None
+    ) -> str: ...
+    async def write_file(self, path: str, data: bytes, mode: int = 0o644) -> None: ...
+    async def read_file(self, path: str) -> bytes: ...
+    async def exists(self, path: str) -> bool: ...
+
+
+class Dialer(Protocol):
+    def connect(self, target: Target) -> contextlib.AbstractAsyncContextManager[Channel]: ...
+
+
+def with_env(command: str, env: Mapping[str, str] | None) -> str:
+    """`command` with environment variables set by the shell (sshd's AcceptEnv is rarely open)."""
+    if not env:
+        return command
+    exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(env.items()))
+    return f"export {exports}; {command}"
+
+
+class SSHChannel:
+    def __init__(self, conn: asyncssh.SSHClientConnection, target: Target, options: SSHOptions) -> None:
+        self.conn = conn
+        self.target = target
+        self.options = options
+        self._sftp: asyncssh.SFTPClient | None = None
+
+    async def exec(
+        self, command: str, *, time_limit: float | None = None, env: Mapping[str, str] | None = None
+    ) -> Result:
+        limit = time_limit or self.options.command_timeout
+        try:
+            done = await self.conn.run(with_env(command, env), check=False, timeout=limit)
+        except asyncssh.TimeoutError:
+            raise TemporaryError(f"{self.target}: `{_short(command)}` timed out after {limit:.0f}s") from None
+        except (asyncssh.Error, OSError) as err:
+            raise TemporaryError(f"{self.target}: `{_short(command)}`: {err}") from None
+        status = done.exit_status if done.exit_status is not None else 255
+        return Result(status, _text(done.stdout), _text(done.stderr))
+
+    async def run(self, command: str, *, time_limit: float | None = None, env: Mapping[str, str] | None = None) -> str:
+        result = await self.exec(command, time_limit=time_limit, env=env)
+        if result.exit_status != 0:
+            raise CommandFailed(self.target, command, result)
+        return result.stdout
+
+    async def _client(self) -> asyncssh.SFTPClient:
+        if self._sftp is None:
+            try:
+                self._sftp = await self.conn.start_sftp_client()
+            except (asyncssh.Error, OSError) as err:
+                raise TemporaryError(f"{self.target}: cannot start SFTP: {err}") from None
+        return self._sftp
+
+    async def write_file(self, path: str, data: bytes, mode: int = 0o644) -> None:
+        sftp = await self._client()
+        tmp = f"{path}.tke-{uuid.uuid4().hex[:8]}"
+        try:
+            await sftp.makedirs(posixpath.dirname(path) or "/", exist_ok=True)
+            async with sftp.open(tmp, "wb", asyncssh.SFTPAttrs(permissions=mode)) as f:
+                await f.write(data)
+            await sftp.chmod(tmp, mode)
+            await sftp.posix_rename(tmp, path)
+        except (asyncssh.Error, OSError) as err:
+            with contextlib.suppress(asyncssh.Error, OSError):
+                await sftp.remove(tmp)
+            raise TemporaryError(f"{self.target}: cannot write {path}: {err}") from None
+
+    async def read_file(self, path: str) -> bytes:
+        sftp = await self._client()
+        try:
+            async with sftp.open(path, "rb") as f:
+                data = await f.read()
+        except asyncssh.SFTPNoSuchFile:
+            raise FileNotFoundError(path) from None
+        except (asyncssh.Error, OSError) as err:
+            raise TemporaryError(f"{self.target}: cannot read {path}: {err}") from None
+        return data if isinstance(data, bytes) else data.encode()
+
+    async def exists(self, path: str) -> bool:
+        sftp = await self._client()
+        try:
+            return bool(await sftp.exists(path))
+        except (asyncssh.Error, OSError) as err:
+            raise TemporaryError(f"{self.target}: cannot stat {path}: {err}") from None
+
+    async def close(self) -> None:
+        if self._sftp is not None:
+            self._sftp.exit()
+        self.conn.close()
+        with contextlib.suppress(Exception):
+            await self.conn.wait_closed()
+
+
+def _text(value: object) -> str:
+    if value is None:
+        return ""
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+@dataclass
+class SSHDialer:
+    credentials: Credentials
+    options: SSHOptions = field(default_factory=SSHOptions)
+
+    @contextlib.asynccontextmanager
+    async def connect(self, target: Target) -> AsyncIterator[Channel]:
+        channel = await self._open(target)
+        try:
+            yield channel
+        finally:
+            await channel.close()
+
+    def _known_hosts(self) -> str | tuple[()] | None:
+        if not self.options.host_key_checking:
+            return None  # asyncssh: no host key check
+        if not self.options.known_hosts_file:
+            return ()  # trust nothing: every host key is refused
+        return self.options.known_hosts_file
+
+    async def _open(self, target: Target) -> SSHChannel:
+        cred = self.credentials.get(target.credential_ref) if target.credential_ref else None
+        keys = []
+        if cred is not None and cred.private_key:
+            try:
+                keys.append(asyncssh.import_private_key(cred.private_key, cred.passphrase or None))
+            except (asyncssh.KeyImportError, ValueError) as err:
+                raise PermanentError(f"credential {target.credential_ref!r}: bad private key: {err}") from None
+        delay = 0.5
+        last = ""
+        for attempt in range(1, self.options.connect_attempts + 1):
+            try:
+                conn = await asyncssh.connect(
+                    target.host,
+                    target.port,
+                    username=target.username,
+                    client_keys=keys or None,
+                    password=(cred.password or None) if cred is not None else None,
+                    known_hosts=self._known_hosts(),
+                    connect_timeout=self.options.connect_timeout,
+                    agent_path=None,  # never the operator's own agent keys
+                    config=[],  # nor their ~/.ssh/config
+                    preferred_auth="publickey,password,keyboard-interactive",
+                )
+                return SSHChannel(conn, target, self.options)
+            except asyncssh.PermissionDenied as err:
+                raise PermanentError(f"{target}: authentication failed: {err.reason}") from None
+            except asyncssh.HostKeyNotVerifiable as err:
+                raise PermanentError(f"{target}: host key not trusted: {err.reason}") from None
+            except (asyncssh.Error, OSError, TimeoutError) as err:
+                last = str(err) or type(err).__name__
+                log.info("ssh %s: attempt %d/%d failed: %s", target, attempt, self.options.connect_attempts, last)
+            if attempt < self.options.connect_attempts:
+                await asyncio.sleep(delay)
+                delay *= 2
+        raise TemporaryError(f"{target}: cannot connect after {self.options.connect_attempts} attempts: {last}")
+
+
+class FakeChannel:
+    """The fake: a dictionary of files and a function that answers commands."""
+
+    def __init__(self, target: Target, files: dict[str, bytes] | None = None) -> None:
+        self.target = target
+        self.files = files if files is not None else {}
+        self.commands: list[str] = []
+        self.answers: dict[str, Result] = {}
+
+    async def exec(
+        self, command: str, *, time_limit: float | None = None, env: Mapping[str, str] | None = None
+    ) -> Result:
+        self.commands.append(with_env(command, env))
+        return self.answers.get(command, Result(0, "", ""))
+
+    async def run(self, command: str, *, time_limit: float | None = None, env: Mapping[str, str] | None = None) -> str:
+        result = await self.exec(command, time_limit=time_limit, env=env)
+        if result.exit_status != 0:
+            raise CommandFailed(self.target, command, result)
+        return result.stdout
+
+    async def write_file(self, path: str, data: bytes, mode: int = 0o644) -> None:
+        self.files[path] = data
+
+    async def read_file(self, path: str) -> bytes:
+        try:
+            return self.files[path]
+        except KeyError:
+            raise FileNotFoundError(path) from None
+
+    async def exists(self, path: str) -> bool:
+        return path in self.files
+
+
+class FakeDialer:
+    """Fake machines by host; each keeps its files across connections."""
+
+    def __init__(self) -> None:
+        self.machines: dict[str, FakeChannel] = {}
+
+    @contextlib.asynccontextmanager
+    async def connect(self, target: Target) -> AsyncIterator[Channel]:
+        channel = self.machines.setdefault(target.host, FakeChannel(target))
+        yield channel

@@ -1,0 +1,148 @@
+"""Real SSH servers for tests: Debian's openssh-server on a loopback address and a free port,
+with a throwaway host key, an AuthorizedKeysFile holding the test's user key, and its own
+config, pid file and log in a directory of the test's. Each server can listen on its own
+127.0.0.x address, so tests see several "machines" (all sharing this host's file system).
+
+openssh-server is installed with apt-get (--no-install-recommends) when /usr/sbin/sshd is
+missing. sshd runs as root (it needs to, to switch users); logins are as root with the key.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+SSHD = "/usr/sbin/sshd"
+
+
+def ensure_openssh_server() -> str:
+    """The sshd binary, installing Debian's openssh-server when it is missing."""
+    if os.path.exists(SSHD):
+        return SSHD
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    cmd = ["apt-get", "install", "-y", "--no-install-recommends", "openssh-server"]
+    if subprocess.run(cmd, env=env, capture_output=True, check=False).returncode != 0:
+        subprocess.run(["apt-get", "update"], env=env, capture_output=True, check=False)
+        subprocess.run(cmd, env=env, capture_output=True, check=True)
+    if not os.path.exists(SSHD):
+        raise RuntimeError("openssh-server installed but /usr/sbin/sshd is missing")
+    return SSHD
+
+
+def free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def keypair(directory: Path, name: str) -> tuple[Path, str]:
+    """An ed25519 key: (private key file in OpenSSH format, public key line)."""
+    key = ed25519.Ed25519PrivateKey.generate()
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+    )
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    path = directory / name
+    path.write_bytes(private)
+    path.chmod(0o600)
+    return path, public.decode()
+
+
+@dataclass
+class UserKey:
+    private_key_file: Path
+    public_line: str
+
+
+class SSHServer:
+    """One sshd. `start()` returns when it accepts connections; `stop()` always cleans up."""
+
+    def __init__(self, directory: Path, user_key: UserKey, host: str = "127.0.0.1") -> None:
+        self.directory = directory
+        self.host = host
+        self.user_key = user_key
+        self.port = 0
+        self.process: subprocess.Popen[bytes] | None = None
+        self.host_public = ""
+
+    @property
+    def log_path(self) -> Path:
+        return self.directory / "sshd.log"
+
+    def known_hosts_line(self) -> str:
+        return f"[{self.host}]:{self.port} {self.host_public}"
+
+    def start(self, timeout: float = 10.0) -> None:
+        sshd = ensure_openssh_server()
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # privilege separation directory
+        self.directory.mkdir(parents=True, exist_ok=True)
+        host_key, self.host_public = keypair(self.directory, "ssh_host_ed25519_key")
+        authorized = self.directory / "authorized_keys"
+        authorized.write_text(self.user_key.public_line + "\n")
+        self.port = free_port(self.host)
+        config = self.directory / "sshd_config"
+        config.write_text(
+            "\n".join(
+                [
+                    f"ListenAddress {self.host}",
+                    f"Port {self.port}",
+                    f"HostKey {host_key}",
+                    f"PidFile {self.directory / 'sshd.pid'}",
+                    f"AuthorizedKeysFile {authorized}",
+                    "PermitRootLogin prohibit-password",
+                    "PasswordAuthentication no",
+                    "KbdInteractiveAuthentication no",
+                    "UsePAM no",
+                    "StrictModes no",
+                    "Subsystem sftp internal-sftp",
+                    "MaxStartups 100",
+                    "LogLevel ERROR",
+                    "",
+                ]
+            )
+        )
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the child's for its lifetime
+        self.process = subprocess.Popen(
+            [sshd, "-D", "-e", "-f", str(config)], stdout=log, stderr=log, start_new_session=True
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"sshd exited with {self.process.returncode}: {self.log_path.read_text()[-2000:]}")
+            try:
+                with socket.create_connection((self.host, self.port), timeout=0.5) as s:
+                    if s.recv(4).startswith(b"SSH-"):
+                        return
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"sshd on {self.host}:{self.port} did not answer within {timeout}s")
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        # The whole session: the listener and the per-connection children it forked.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(5)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        self.process = None
+
+
+def has_sshd() -> bool:
+    return os.path.exists(SSHD) or shutil.which("apt-get") is not None

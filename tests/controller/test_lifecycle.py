@@ -1,0 +1,183 @@
+"""The provider framework against a real apiserver and etcd, with a provider whose steps
+record what they do: conditions advance to Running, a step that fails twice then succeeds,
+a permanent failure and spent retries end in Failed with the reason, a controller stopped in
+the middle resumes without redoing finished steps, and delete runs teardown then removes the
+finalizer. Events are recorded through the EventService."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from tke.internal.controller.manager import Controller
+from tke.internal.provider.progress import FAILED, RETRYING, SUCCEEDED, TRUE, find
+from tke.internal.storage.etcd import EtcdConfig
+from tke.internal.testing.apiserver import Running, cluster
+from tke.internal.testing.controller import RecordingProvider, controller_config, wait_for
+from tke.platform.v1 import cluster_pb2, event_pb2, event_pb2_grpc
+
+pytestmark = pytest.mark.timeout(90)
+
+
+@contextlib.asynccontextmanager
+async def running_controller(
+    api: Running, etcd_config: EtcdConfig, provider: Any, **changes: Any
+) -> AsyncIterator[Controller]:
+    config = controller_config(api.address, etcd_config, **changes)
+    controller = Controller(config, cluster_providers={"recording": provider}, machine_providers={"none": provider})
+    task = asyncio.create_task(controller.run())
+    try:
+        yield controller
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def get(api: Running, name: str) -> cluster_pb2.Cluster:
+    return await api.clusters.Get(cluster_pb2.GetClusterRequest(name=name))
+
+
+async def create(api: Running, name: str) -> None:
+    c = cluster(name, type="recording")
+    await api.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=c))
+
+
+def phase_is(api: Running, name: str, phase: int) -> Any:
+    async def check() -> cluster_pb2.Cluster | None:
+        c = await get(api, name)
+        return c if c.status.phase == phase else None
+
+    return check
+
+
+async def test_steps_advance_to_running_with_conditions_and_events(
+    api: Running, etcd_config: EtcdConfig, tmp_path: Path
+) -> None:
+    provider = RecordingProvider(str(tmp_path / "steps.jsonl"), steps=3)
+    await create(api, "c1")
+    async with running_controller(api, etcd_config, provider):
+        c = await wait_for(phase_is(api, "c1", cluster_pb2.CLUSTER_PHASE_RUNNING))
+    assert "tke.cloud/cluster-provider" in c.metadata.finalizers
+    for step in ("Step1", "Step2", "Step3"):
+        cond = find(c.status.conditions, step)
+        assert cond is not None and cond.status == TRUE and cond.reason == SUCCEEDED
+        assert cond.retries == 0 and cond.last_transition_time.seconds > 0
+    ready = find(c.status.conditions, "Ready")
+    assert ready is not None and ready.status == TRUE
+    assert c.status.version == "1.30.2" and c.status.observed_generation == c.metadata.generation
+    assert [r["step"] for r in provider.records() if r["event"] == "end"] == ["Step1", "Step2", "Step3"]
+    events = event_pb2_grpc.EventServiceStub(api.channel)
+
+    async def reasons() -> set[str] | None:
+        out = await events.List(event_pb2.ListEventsRequest(involved_object_kind="Cluster", involved_object_name="c1"))
+        found = {e.spec.reason for e in out.items}
+        return found if {"StepSucceeded", "PhaseChanged"} <= found else None
+
+    await wait_for(reasons)
+
+
+async def test_a_step_that_fails_twice_then_succeeds_records_its_retries(
+    api: Running, etcd_config: EtcdConfig, tmp_path: Path
+) -> None:
+    provider = RecordingProvider(str(tmp_path / "steps.jsonl"), steps=3, failures={"Step2": 2})
+    await create(api, "c2")
+    async with running_controller(api, etcd_config, provider):
+        c = await wait_for(phase_is(api, "c2", cluster_pb2.CLUSTER_PHASE_RUNNING))
+    cond = find(c.status.conditions, "Step2")
+    assert cond is not None and cond.status == TRUE and cond.retries == 2
+    assert cond.last_error == ""  # cleared by the success
+    starts = [r["step"] for r in provider.records() if r["event"] == "start"]
+    assert starts == ["Step1", "Step2", "Step2", "Step2", "Step3"]
+
+
+async def test_a_permanent_failure_ends_in_failed_with_the_reason_and_stays(
+    api: Running, etcd_config: EtcdConfig, tmp_path: Path
+) -> None:
+    provider = RecordingProvider(str(tmp_path / "steps.jsonl"), steps=3, permanent=["Step2"])
+    await create(api, "c3")
+    async with running_controller(api, etcd_config, provider):
+        c = await wait_for(phase_is(api, "c3", cluster_pb2.CLUSTER_PHASE_FAILED))
+        await asyncio.sleep(1.0)  # nothing more runs while the spec is unchanged
+    assert c.status.reason == "StepFailed" and "Step2" in c.status.message and "cannot work here" in c.status.message
+    cond = find(c.status.conditions, "Step2")
+    assert cond is not None and cond.reason == FAILED and "cannot work here" in cond.last_error
+    assert [r["step"] for r in provider.records() if r["event"] == "start"] == ["Step1", "Step2"]
+
+
+async def test_spent_retries_end_in_failed(api: Running, etcd_config: EtcdConfig, tmp_path: Path) -> None:
+    provider = RecordingProvider(str(tmp_path / "steps.jsonl"), steps=2, failures={"Step1": 100})
+    await create(api, "c4")
+    async with running_controller(api, etcd_config, provider, max_retries=2):
+        c = await wait_for(phase_is(api, "c4", cluster_pb2.CLUSTER_PHASE_FAILED))
+    cond = find(c.status.conditions, "Step1")
+    assert cond is not None and cond.reason == FAILED and cond.retries == 3
+    assert "gave up after 3 attempts" in cond.message
+    assert len([r for r in provider.records() if r["event"] == "start"]) == 3
+
+
+async def test_a_controller_stopped_mid_create_resumes_without_redoing_finished_steps(
+    api: Running, etcd_config: EtcdConfig, tmp_path: Path
+) -> None:
+    log = tmp_path / "steps.jsonl"
+    provider = RecordingProvider(str(log), steps=4, step_seconds=0.4)
+    await create(api, "c5")
+    async with running_controller(api, etcd_config, provider):
+
+        async def step3_started() -> bool:
+            return any(r["step"] == "Step3" and r["event"] == "start" for r in provider.records())
+
+        await wait_for(step3_started)
+    c = await get(api, "c5")
+    assert c.status.phase == cluster_pb2.CLUSTER_PHASE_INITIALIZING
+    step3 = find(c.status.conditions, "Step3")
+    assert step3 is not None and step3.reason == "Running"  # it was interrupted
+    async with running_controller(api, etcd_config, RecordingProvider(str(log), steps=4)):
+        await wait_for(phase_is(api, "c5", cluster_pb2.CLUSTER_PHASE_RUNNING))
+    ends = [r["step"] for r in provider.records() if r["event"] == "end"]
+    assert ends.count("Step1") == 1 and ends.count("Step2") == 1  # finished steps were not redone
+    assert ends.count("Step3") == 1 and ends.count("Step4") == 1
+
+
+async def test_delete_runs_teardown_then_removes_the_finalizer(
+    api: Running, etcd_config: EtcdConfig, tmp_path: Path
+) -> None:
+    provider = RecordingProvider(str(tmp_path / "steps.jsonl"), steps=1)
+    await create(api, "c6")
+    async with running_controller(api, etcd_config, provider):
+        await wait_for(phase_is(api, "c6", cluster_pb2.CLUSTER_PHASE_RUNNING))
+        deleted = await api.clusters.Delete(cluster_pb2.DeleteClusterRequest(name="c6"))
+        assert deleted.metadata.HasField("deletion_timestamp")  # held by the finalizer
+
+        async def gone() -> bool:
+            try:
+                await get(api, "c6")
+            except grpc.aio.AioRpcError as err:
+                return err.code() == grpc.StatusCode.NOT_FOUND
+            return False
+
+        await wait_for(gone)
+    steps = [r["step"] for r in provider.records() if r["event"] == "end"]
+    assert steps == ["Step1", "Teardown"]
+
+
+async def test_a_spec_change_gives_a_failed_cluster_a_fresh_retry_budget(
+    api: Running, etcd_config: EtcdConfig, tmp_path: Path
+) -> None:
+    provider = RecordingProvider(str(tmp_path / "steps.jsonl"), steps=2, failures={"Step2": 2})
+    await create(api, "c7")
+    async with running_controller(api, etcd_config, provider, max_retries=1):
+        await wait_for(phase_is(api, "c7", cluster_pb2.CLUSTER_PHASE_FAILED))
+        c = await get(api, "c7")
+        c.spec.display_name = "try again"
+        await api.clusters.Update(cluster_pb2.UpdateClusterRequest(cluster=c))
+        c = await wait_for(phase_is(api, "c7", cluster_pb2.CLUSTER_PHASE_RUNNING))
+    cond = find(c.status.conditions, "Step2")
+    assert cond is not None and cond.status == TRUE and cond.reason == SUCCEEDED
+    assert cond.reason != RETRYING

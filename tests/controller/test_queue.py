@@ -1,0 +1,107 @@
+"""The work queue and backoff: dedupe, one worker per key at a time, per-key exponential
+backoff with a cap, delayed adds keeping the earliest."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+
+from tke.internal.controller.backoff import Backoff
+from tke.internal.controller.queue import WorkQueue
+from tke.internal.controller.workers import run_workers
+
+
+def test_backoff_doubles_per_key_up_to_the_cap_and_forget_resets() -> None:
+    b = Backoff(base=0.5, cap=4.0)
+    assert [b.next_delay("a") for _ in range(6)] == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
+    assert b.next_delay("b") == 0.5  # keys are independent
+    b.forget("a")
+    assert b.next_delay("a") == 0.5
+
+
+async def test_a_key_is_queued_once_however_often_it_is_added() -> None:
+    q = WorkQueue()
+    for _ in range(100):
+        q.add("t/a")
+    q.add("t/b")
+    assert len(q) == 2
+    assert await q.get() == "t/a"
+    assert await q.get() == "t/b"
+    assert len(q) == 0
+
+
+async def test_a_key_added_while_processing_waits_for_done_then_comes_back_once() -> None:
+    q = WorkQueue()
+    q.add("k")
+    key = await q.get()
+    q.add("k")
+    q.add("k")
+    assert len(q) == 0  # not handed out again while a worker holds it
+    q.done(key)
+    assert len(q) == 1
+    assert await q.get() == "k"
+
+
+async def test_workers_never_hold_one_key_at_once_and_every_add_is_seen() -> None:
+    q = WorkQueue()
+    running: set[str] = set()
+    overlaps = 0
+    seen: dict[str, int] = {}
+
+    async def reconcile(key: str) -> float | None:
+        nonlocal overlaps
+        if key in running:
+            overlaps += 1
+        running.add(key)
+        await asyncio.sleep(0.01)
+        running.discard(key)
+        seen[key] = seen.get(key, 0) + 1
+        return None
+
+    workers = asyncio.create_task(run_workers("test", q, reconcile, 8))
+    for round_ in range(20):
+        for k in range(5):
+            q.add(f"k{k}")
+        await asyncio.sleep(0.003 * (round_ % 3))
+    await asyncio.sleep(0.3)
+    await q.shutdown()
+    await asyncio.wait_for(workers, 5)
+    assert overlaps == 0
+    assert set(seen) == {f"k{k}" for k in range(5)}
+    assert all(1 <= n <= 20 for n in seen.values())  # deduped, but the last add always ran
+
+
+async def test_failures_are_retried_with_growing_backoff_and_success_forgets() -> None:
+    q = WorkQueue(Backoff(base=0.05, cap=0.2))
+    times: list[float] = []
+    finished = asyncio.Event()
+
+    async def reconcile(key: str) -> float | None:
+        times.append(time.monotonic())
+        if len(times) < 5:
+            raise RuntimeError("not yet")
+        finished.set()
+        return None
+
+    workers = asyncio.create_task(run_workers("test", q, reconcile, 2))
+    q.add("k")
+    await asyncio.wait_for(finished.wait(), 5)
+    await q.shutdown()
+    await asyncio.wait_for(workers, 5)
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    # 0.05, 0.1, 0.2, 0.2: growing, then capped.
+    assert gaps[0] < gaps[1] < gaps[2] + 0.02
+    assert 0.15 < gaps[3] < 0.4
+    assert q.backoff.failures("k") == 0
+
+
+async def test_add_after_keeps_the_earliest_deadline() -> None:
+    q = WorkQueue()
+    q.add_after("k", 5.0)
+    q.add_after("k", 0.05)
+    q.add_after("k", 3.0)
+    started = time.monotonic()
+    assert await asyncio.wait_for(q.get(), 2) == "k"
+    assert time.monotonic() - started < 1.0
+    await q.shutdown()
