@@ -292,34 +292,58 @@ class IPAM:
         policy = (binding.release_policy if binding else 0) or req.release_policy or POD_DELETE
         pool_name = req.pool or (binding.pool if binding else "")
         network = binding.network if binding else ""
+        # The interface's own address is looked up only after a lost race or a refusal: the
+        # reserve transaction already compares the interface index, so a first Allocate (the
+        # common case) costs no read for it.
+        look_first = False
         for _ in range(self.attempts):
-            existing = await self.storage.by_attachment(req.container_id, req.ifname)
-            if existing is not None:
-                a = existing.allocation
-                if (a.owner.namespace, a.owner.pod_name) == (owner.namespace, owner.pod_name):
-                    # A retried ADD: the first try may have failed at the provider after the
-                    # storage kept the address, so make sure again (both steps are idempotent).
-                    await self._ensure_provided(a)
-                    return AllocateResult(a, True)
-                raise errors.attachment_in_use(req.container_id, req.ifname, _holder(a))
-            if policy in (ipam_pb2.RELEASE_POLICY_IMMUTABLE, ipam_pb2.RELEASE_POLICY_NEVER):
-                key = owner_key(owner.namespace, owner.workload_kind, owner.workload_name, owner.pod_name)
-                held = await self.storage.by_owner(key)
-                if held is not None:
-                    moved = await self._reattach(held, req, owner)
-                    if moved is not None:
-                        return AllocateResult(moved, True)
-                    continue
-            fresh = await self._allocate_new(req, owner, policy, pool_name, network)
+            if look_first:
+                existing = await self._existing(req, owner)
+                if existing is not None:
+                    return AllocateResult(existing, True)
+            look_first = True
+            try:
+                if policy in (ipam_pb2.RELEASE_POLICY_IMMUTABLE, ipam_pb2.RELEASE_POLICY_NEVER):
+                    key = owner_key(owner.namespace, owner.workload_kind, owner.workload_name, owner.pod_name)
+                    held = await self.storage.by_owner(key)
+                    if held is not None:
+                        moved = await self._reattach(held, req, owner)
+                        if moved is not None:
+                            return AllocateResult(moved, True)
+                        continue
+                fresh = await self._allocate_new(req, owner, policy, pool_name, network)
+            except ApiError:
+                # An exhausted pool or a taken address is no error for an interface that
+                # already has its address (a repeated Allocate).
+                existing = await self._existing(req, owner)
+                if existing is not None:
+                    return AllocateResult(existing, True)
+                raise
             if fresh is not None:
                 return AllocateResult(fresh, False)
         raise errors.contention()
+
+    async def _existing(self, req: ipam_pb2.AllocateRequest, owner: ipam_pb2.Owner) -> ipam_pb2.Allocation | None:
+        """The interface's current address if it is this pod's; raises if it is another's."""
+        existing = await self.storage.by_attachment(req.container_id, req.ifname)
+        if existing is None:
+            return None
+        a = existing.allocation
+        if (a.owner.namespace, a.owner.pod_name) != (owner.namespace, owner.pod_name):
+            raise errors.attachment_in_use(req.container_id, req.ifname, _holder(a))
+        # A retried ADD: the first try may have failed at the provider after the storage kept
+        # the address, so make sure again (both steps are idempotent).
+        await self._ensure_provided(a)
+        return a
 
     async def _reattach(
         self, held: Stored, req: ipam_pb2.AllocateRequest, owner: ipam_pb2.Owner
     ) -> ipam_pb2.Allocation | None:
         """Give a fixed address back to its owner's new container; None on a lost race."""
         a = held.allocation
+        if (a.container_id, a.ifname) == (req.container_id, req.ifname):
+            await self._ensure_provided(a)
+            return a  # a repeated Allocate
         st = await self._pool(a.pool)
         if not serves(st.entry.pool, req.node, req.node_ip):
             raise errors.node_not_served(a.pool, req.node)
