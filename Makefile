@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup deps run test test-fast lint gen check-gen bench clean
+.PHONY: setup deps run test test-fast lint gen check-gen bench clean proto-lint
 
 setup: deps $(STAMP)
 
@@ -36,6 +36,11 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	hack/mypy.sh
+	@$(MAKE) --no-print-directory proto-lint
+
+## proto-lint: buf lint of proto/ and breaking changes against the last release (proto/released.binpb)
+proto-lint: setup
+	hack/proto-lint.sh
 
 ## gen: regenerate gen/ from proto/
 gen: setup
