@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"tke-apiserver: {err}", file=sys.stderr)
         return 2
-    logs.setup(config.log_level)
+    logs.setup(config.log_level, config.log_format)
     try:
         asyncio.run(serve(config))
     except OSError as err:

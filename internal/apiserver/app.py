@@ -11,6 +11,7 @@ from pathlib import Path
 
 import grpc
 
+from tke.internal import metrics
 from tke.internal.apiserver.api import ResourceAPI
 from tke.internal.apiserver.event_service import DEFAULT_EVENT_TTL, EventService, event_store
 from tke.internal.apiserver.kinds import CLUSTERS, EVENTS, machine_kind
@@ -18,6 +19,7 @@ from tke.internal.apiserver.registry import Registry
 from tke.internal.apiserver.services import ClusterService, MachineService
 from tke.internal.apiserver.watch import Hub
 from tke.internal.auth.chain import AuthChain, AuthConfig, PluginContext, build
+from tke.internal.metrics.interceptor import MetricsInterceptor
 from tke.internal.rpc.interceptors import RequestInterceptor
 from tke.internal.rpc.server import ListenConfig, RunningServer, ServerSpec, start_server
 from tke.internal.storage.etcd import EtcdConfig, EtcdStore
@@ -49,6 +51,10 @@ class ApiserverConfig:
     # Seconds in-flight calls get to finish on shutdown.
     shutdown_grace: float = 5.0
     log_level: str = "info"
+    # "console" (readable) or "json" (one object per line, with the request id).
+    log_format: str = "console"
+    # Prometheus metrics at http://<address>/metrics; empty disables.
+    metrics_address: str = "127.0.0.1:9464"
     # Seconds an event lives after its last occurrence (an etcd lease); 0 keeps events forever.
     event_ttl: float = DEFAULT_EVENT_TTL
 
@@ -102,7 +108,7 @@ class Apiserver:
                 event_pb2.DESCRIPTOR.services_by_name["EventService"].full_name,
                 *(name for name, _ in self.auth.services),
             ],
-            interceptors=[RequestInterceptor(), *self.auth.interceptors],
+            interceptors=[RequestInterceptor(), MetricsInterceptor(), *self.auth.interceptors],
             on_stop=[self.cluster_hub.stop, self.machine_hub.stop, self.event_hub.stop],
         )
         self.server = await start_server(self.config.listen, spec)
@@ -119,6 +125,7 @@ async def serve(config: ApiserverConfig) -> None:
     """Run until SIGINT or SIGTERM, then stop gracefully."""
     apiserver = Apiserver(config)
     server = await apiserver.start()
+    metrics.serve(config.metrics_address)
     listen = config.listen
     where = [f"tcp {listen.address} (port {server.port})"] if listen.address else []
     if listen.unix_socket:

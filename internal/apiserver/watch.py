@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from tke.internal.metrics import WATCH_CLIENTS, WATCH_CLIENTS_ENDED_SLOW, WATCH_EVENTS
 from tke.internal.rpc import errors
 from tke.internal.storage.store import Compacted, Event, EventType, Item, Progress, Store
 
@@ -71,10 +72,10 @@ class Subscription(Generic[T]):
     _closed: Closed | None = None
     progress: int = 0  # the hub has seen everything up to here
 
-    def offer(self, change: Change[T]) -> None:
+    def offer(self, change: Change[T], *, replay: bool = False) -> None:
         if self._closed is not None or change.revision <= self.after or not change.key.startswith(self.key_prefix):
             return
-        if len(self._queue) >= self.queue_size:
+        if not replay and len(self._queue) >= self.queue_size:
             self.close(
                 errors.resource_exhausted(
                     f"watch fell more than {self.queue_size} events behind; "
@@ -122,6 +123,7 @@ class Hub(Generic[T]):
     ) -> None:
         self.store = store
         self.root = root
+        self.kind = root.rstrip("/").rsplit("/", 1)[-1]
         self.decode = decode
         self.queue_size = queue_size
         self.progress_interval = progress_interval
@@ -145,7 +147,7 @@ class Hub(Generic[T]):
         self._stopped = True
         for sub in list(self._subs):
             sub.close(None)
-        self._subs.clear()
+            self.leave(sub)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -163,7 +165,7 @@ class Hub(Generic[T]):
                 log.warning("watch of %s lost its history (%s); subscribers must relist", self.root, err)
                 for sub in list(self._subs):
                     sub.close(errors.out_of_range("the watch's history was compacted: list again and watch from there"))
-                self._subs.clear()
+                    self.leave(sub)
 
     async def _current_revision(self) -> int:
         delay = 0.1
@@ -200,6 +202,7 @@ class Hub(Generic[T]):
         )
 
     def _publish(self, change: Change[T]) -> None:
+        WATCH_EVENTS.labels(self.kind).inc()
         if len(self._window) == self._window.maxlen:
             self._oldest = self._window[0].revision
         self._window.append(change)
@@ -207,7 +210,8 @@ class Hub(Generic[T]):
         for sub in list(self._subs):
             sub.offer(change)
             if sub._closed is not None:
-                self._subs.discard(sub)
+                WATCH_CLIENTS_ENDED_SLOW.labels(self.kind).inc()
+                self.leave(sub)
 
     def covers(self, revision: int) -> bool:
         return revision >= self._oldest
@@ -216,13 +220,19 @@ class Hub(Generic[T]):
         """Subscribe from `after`, which the window covers: replay the window, then live."""
         sub: Subscription[T] = Subscription(key_prefix, after, self.queue_size)
         for change in self._window:
-            sub.offer(change)
+            sub.offer(change, replay=True)
+        # The replayed backlog is bounded by the window and shared with the hub; only live
+        # changes count against the client's allowance.
+        sub.queue_size += len(sub._queue)
         sub.advance(self.revision)
         self._subs.add(sub)
+        WATCH_CLIENTS.labels(self.kind).inc()
         return sub
 
     def leave(self, sub: Subscription[T]) -> None:
-        self._subs.discard(sub)
+        if sub in self._subs:
+            self._subs.discard(sub)
+            WATCH_CLIENTS.labels(self.kind).dec()
 
     async def subscribe(self, key_prefix: str, after: int) -> AsyncIterator[Change[T] | int]:
         """Changes under `key_prefix` after revision `after`, and now and then an int: the

@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
+from tke.internal.metrics import AUDIT_DROPPED
+
 log = logging.getLogger("tke.audit")
 
 
@@ -69,6 +71,7 @@ class _Lane:
 
     def drop(self, n: int, why: str) -> None:
         self.dropped += n
+        AUDIT_DROPPED.labels(type(self.sink).__name__).inc(n)
         now = time.monotonic()
         if now - self._last_report > 60:
             self._last_report = now

@@ -29,6 +29,7 @@ from tke.internal.auth.audit import AuditEvent, Auditor
 from tke.internal.auth.authn import AuthenticationError, Authenticator, Credentials
 from tke.internal.auth.authz import Attributes, Authorizer, Decision
 from tke.internal.auth.identity import Identity, current_identity
+from tke.internal.metrics import AUTHN, AUTHZ
 from tke.internal.rpc import errors
 from tke.internal.rpc.interceptors import request_id_var
 from tke.internal.storage.store import Unavailable
@@ -120,15 +121,18 @@ class AuthenticationInterceptor(AsyncServerInterceptor):
         try:
             identity = await self.authenticator.authenticate(_credentials(context))
         except AuthenticationError as err:
+            AUTHN.labels("invalid").inc()
             record.decision, record.reason = "unauthenticated", str(err)
             self.auditor.emit(record.event(grpc.StatusCode.UNAUTHENTICATED))
             raise errors.unauthenticated(f"invalid credentials: {err}") from None
         if identity is None:
+            AUTHN.labels("unclaimed").inc()
             record.decision, record.reason = "unauthenticated", "no authenticator claimed the call"
             self.auditor.emit(record.event(grpc.StatusCode.UNAUTHENTICATED))
             raise errors.unauthenticated(
                 "no valid credentials: send 'authorization: Bearer <token>' or a client certificate"
             )
+        AUTHN.labels("authenticated").inc()
         record.identity = identity
         current_identity.set(identity)
         return await _call(method, request_or_iterator, context)
@@ -150,6 +154,7 @@ class AuthorizationInterceptor(AsyncServerInterceptor):
         record.attributes = attributes
         verb, resource, name = attributes.verb, attributes.resource, attributes.name
         decision, reason = await self.authorizer.authorize(attributes)
+        AUTHZ.labels(decision.name.lower()).inc()
         record.reason = reason
         if decision is not Decision.ALLOW:
             record.decision = "deny"

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import random
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import TypeVar
 import grpc
 from aetcd import rpc
 
+from tke.internal.metrics import ETCD_LATENCY
 from tke.internal.storage.store import Unavailable
 
 T = TypeVar("T")
@@ -125,16 +127,22 @@ class EtcdConnection:
         loop = asyncio.get_running_loop()
         give_up = loop.time() + self.config.retry_budget
         delay = 0.05
+        method = type(request).__name__.removesuffix("Request")
         while True:
+            started = time.perf_counter()
             try:
-                return await fn(request, timeout=self.config.request_timeout, wait_for_ready=True)
+                result = await fn(request, timeout=self.config.request_timeout, wait_for_ready=True)
             except grpc.aio.AioRpcError as err:
+                ETCD_LATENCY.labels(method, err.code().name).observe(time.perf_counter() - started)
                 if err.code() not in _TRANSIENT:
                     raise
                 if not idempotent or loop.time() + delay > give_up:
                     raise Unavailable(
                         f"etcd: {err.code().name.lower()}: {err.details()}", ambiguous=not idempotent
                     ) from None
+            else:
+                ETCD_LATENCY.labels(method, "OK").observe(time.perf_counter() - started)
+                return result
             await backoff_sleep(delay)
             delay = min(delay * 2, 1.0)
 

@@ -1,0 +1,49 @@
+"""Prometheus metrics of every server (prometheus_client), defined once here so that names and
+labels stay consistent across binaries, and the HTTP endpoint that exposes them.
+
+Label values are bounded: gRPC method names and codes, decisions, kinds, etcd methods; never
+user input such as object names or tenants.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+log = logging.getLogger(__name__)
+
+_LATENCY = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+GRPC_HANDLED = Counter(
+    "tke_grpc_server_handled_total", "gRPC calls completed, by method and status code", ["service", "method", "code"]
+)
+GRPC_LATENCY = Histogram(
+    "tke_grpc_server_handling_seconds",
+    "Time to complete unary gRPC calls (streams: to their end), by method",
+    ["service", "method"],
+    buckets=_LATENCY,
+)
+AUTHN = Counter("tke_authn_total", "Authentication outcomes", ["result"])
+AUTHZ = Counter("tke_authz_decisions_total", "Authorization decisions", ["decision"])
+AUDIT_DROPPED = Counter("tke_audit_events_dropped_total", "Audit events dropped by a full or failing sink", ["sink"])
+WATCH_CLIENTS = Gauge("tke_watch_clients", "Open client watches, by kind", ["kind"])
+WATCH_EVENTS = Counter("tke_watch_events_total", "Changes received from etcd by the watch fan-out, by kind", ["kind"])
+WATCH_CLIENTS_ENDED_SLOW = Counter(
+    "tke_watch_clients_too_slow_total", "Client watches ended because they fell too far behind", ["kind"]
+)
+ETCD_LATENCY = Histogram(
+    "tke_etcd_request_duration_seconds",
+    "etcd round trips, by method and outcome",
+    ["method", "outcome"],
+    buckets=_LATENCY,
+)
+
+
+def serve(address: str) -> None:
+    """Expose /metrics on `address` ("host:port"); empty disables it."""
+    if not address:
+        return
+    host, _, port = address.rpartition(":")
+    start_http_server(int(port), addr=host or "127.0.0.1")
+    log.info("metrics on http://%s/metrics", address)

@@ -1,0 +1,70 @@
+"""Metrics and structured logs, as an operator scrapes and reads them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sys
+import urllib.request
+from pathlib import Path
+
+import grpc
+
+from tke.internal import metrics
+from tke.internal.testing.apiserver import Running, cluster
+from tke.internal.testing.etcd import EtcdProcess, free_port
+from tke.platform.v1 import cluster_pb2, cluster_pb2_grpc
+
+
+def scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        return resp.read().decode()
+
+
+async def test_metrics_count_calls_watches_and_etcd_round_trips(api: Running) -> None:
+    port = free_port()
+    metrics.serve(f"127.0.0.1:{port}")
+    await api.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=cluster("m1")))
+    with contextlib.suppress(grpc.aio.AioRpcError):
+        await api.clusters.Get(cluster_pb2.GetClusterRequest(name="absent"))
+    watch = api.clusters.Watch(cluster_pb2.WatchClustersRequest())
+    await watch.read()
+    text = await asyncio.to_thread(scrape, port)
+    assert 'tke_grpc_server_handled_total{code="OK",method="Create",service="tke.platform.v1.ClusterService"}' in text
+    assert (
+        'tke_grpc_server_handled_total{code="NOT_FOUND",method="Get",service="tke.platform.v1.ClusterService"}' in text
+    )
+    assert 'tke_watch_clients{kind="clusters"}' in text
+    assert 'tke_etcd_request_duration_seconds_count{method="Txn",outcome="OK"}' in text
+    assert "tke_grpc_server_handling_seconds_bucket" in text
+    watch.cancel()
+
+
+async def test_json_logs_carry_the_request_id(etcd: EtcdProcess, tmp_path: Path) -> None:
+    port = free_port()
+    config = tmp_path / "apiserver.toml"
+    config.write_text(
+        f'log_format = "json"\nmetrics_address = ""\n[listen]\naddress = "127.0.0.1:{port}"\n'
+        f'[etcd]\nendpoints = ["{etcd.endpoint}"]\nprefix = "/json-logs"\n'
+    )
+    binary = str(Path(sys.executable).parent / "tke-apiserver")
+    proc = await asyncio.create_subprocess_exec(binary, "--config", str(config), stderr=asyncio.subprocess.PIPE)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = cluster_pb2_grpc.ClusterServiceStub(channel)
+            await stub.List(
+                cluster_pb2.ListClustersRequest(),
+                metadata=[("x-request-id", "trace-me-42")],
+                wait_for_ready=True,
+                timeout=20,
+            )
+    finally:
+        proc.terminate()
+        await asyncio.wait_for(proc.wait(), 15)
+    assert proc.stderr is not None
+    lines = (await proc.stderr.read()).decode().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert all({"time", "level", "logger", "msg"} <= set(r) for r in records)
+    access = [r for r in records if r.get("request_id") == "trace-me-42"]
+    assert access and "ClusterService/List OK" in access[0]["msg"]
