@@ -206,9 +206,10 @@ async def test_a_baremetal_cluster_and_worker_are_installed_over_ssh_then_torn_d
 
         admin = yaml.safe_load((root / "etc/kubernetes/admin.conf").read_text())
         assert admin["clusters"][0]["cluster"]["server"] == f"https://{master.host}:6443"
-        assert base64.b64decode(admin["clusters"][0]["cluster"]["certificate-authority-data"]) == (
-            pki / "ca.crt"
-        ).read_bytes()
+        assert (
+            base64.b64decode(admin["clusters"][0]["cluster"]["certificate-authority-data"])
+            == (pki / "ca.crt").read_bytes()
+        )
         admin_cert = _client_of(admin)
         admin_cert.verify_directly_issued_by(ca)
         assert admin_cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "kubernetes-admin"
@@ -244,7 +245,8 @@ async def test_a_baremetal_cluster_and_worker_are_installed_over_ssh_then_torn_d
         assert (nroot / "var/lib/kubelet/stand-in-kubelet").exists()
 
         events = event_pb2_grpc.EventServiceStub(api.channel)
-        listed = await events.List(event_pb2.ListEventsRequest(involved_object_kind="Machine", involved_object_name="w1"))
+        request = event_pb2.ListEventsRequest(involved_object_kind="Machine", involved_object_name="w1")
+        listed = await events.List(request)
         assert "StepSucceeded" in {e.spec.reason for e in listed.items}
 
         # -- delete: the worker is drained and reset first, then the control plane torn down --
