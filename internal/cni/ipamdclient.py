@@ -1,8 +1,10 @@
-"""A small synchronous client of tke-ipamd for the CNI plugins: one channel per invocation, a
-deadline on every call, no waiting for a daemon that is not there.
+"""A small synchronous client of tke-ipamd for the CNI plugins: one call at a time, a deadline
+on every call, no waiting for a daemon that is not there.
 
-Importing this module imports grpc and the generated contract (~70-100 ms), so the plugins
-import it only in the verbs that must talk to ipamd.
+On the node-local unix socket it speaks gRPC through `h2` (a minimal HTTP/2 client) with the
+messages of `ipamwire`, so a plugin process imports neither grpc nor protobuf; over TCP (TLS),
+or if the small client meets something it does not decode, it makes the same call with grpc,
+imported then. Both paths send and receive the same bytes.
 
 Failures are two types: `IpamdUnreachable` (no answer, timeout, or ipamd itself says
 UNAVAILABLE: try again later) and `IpamdRefused` (ipamd answered with a refusal: an exhausted
@@ -11,27 +13,43 @@ pool, an address owned by someone else, invalid input).
 
 from __future__ import annotations
 
-import ipaddress
-from collections.abc import Iterable
-from pathlib import Path
-from typing import Any
+import os
 
-import grpc
-
-from tke.internal.cni.endpoint import IpamdEndpoint
+from tke.internal.cni import h2
+from tke.internal.cni import ipamwire as wire
 from tke.internal.cni.errors import INVALID_NETWORK_CONFIG, CNIError
-from tke.internal.cni.owner import PodOwner
-from tke.ipam.v1 import ipam_pb2, ipam_pb2_grpc
+from tke.internal.cni.skel import warn
 
-RETRYABLE = frozenset(
-    {
-        grpc.StatusCode.UNAVAILABLE,
-        grpc.StatusCode.DEADLINE_EXCEEDED,
-        grpc.StatusCode.CANCELLED,
-        grpc.StatusCode.ABORTED,
-        grpc.StatusCode.UNKNOWN,
-    }
-)
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from typing import Any
+
+    from tke.internal.cni.endpoint import IpamdEndpoint
+    from tke.internal.cni.owner import PodOwner
+
+SERVICE = "/tke.ipam.v1.IPAMService/"
+HEALTH_CHECK = "/grpc.health.v1.Health/Check"
+CODES = (
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+)  # grpc status codes by number
+RETRYABLE = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED", "CANCELLED", "ABORTED", "UNKNOWN"})
 
 
 class IpamdUnreachable(Exception):
@@ -48,6 +66,8 @@ class IpamdRefused(Exception):
 
 
 def _loopback(address: str) -> bool:
+    import ipaddress
+
     host = address.rsplit(":", 1)[0].strip("[]")
     if host == "localhost":
         return True
@@ -57,38 +77,57 @@ def _loopback(address: str) -> bool:
         return False
 
 
-def open_channel(endpoint: IpamdEndpoint) -> grpc.Channel:
-    """A channel to ipamd: plaintext on a unix socket or loopback, TLS otherwise (a TCP
-    address without a `tls` section is a configuration error)."""
+def socket_path(endpoint: IpamdEndpoint) -> str:
+    """The file system path of a unix socket address (`/p`, `unix:/p`, `unix:///p`)."""
+    address = endpoint.address
+    if address.startswith("unix:"):
+        address = "/" + address[len("unix:") :].lstrip("/")
+    return os.path.abspath(address)
+
+
+def open_channel(endpoint: IpamdEndpoint) -> Any:
+    """A grpc channel to ipamd: plaintext on a unix socket or loopback, TLS otherwise (a TCP
+    address without `tls.caFile` is a configuration error)."""
+    import grpc
+
     options: list[tuple[str, Any]] = [("grpc.enable_retries", 0), ("grpc.enable_http_proxy", 0)]
-    if endpoint.is_unix or (_loopback(endpoint.address) and not endpoint.ca_file):
-        return grpc.insecure_channel(endpoint.target, options=options)
+    if endpoint.is_unix:
+        return grpc.insecure_channel("unix://" + socket_path(endpoint), options=options)
+    if _loopback(endpoint.address) and not endpoint.ca_file:
+        return grpc.insecure_channel(endpoint.address, options=options)
     if not endpoint.ca_file:
         raise CNIError(
             INVALID_NETWORK_CONFIG,
             f"ipamd address {endpoint.address} is not local: set ipamd.tls.caFile (and certFile/keyFile)",
         )
     try:
-        creds = grpc.ssl_channel_credentials(
-            root_certificates=Path(endpoint.ca_file).read_bytes(),
-            private_key=Path(endpoint.key_file).read_bytes() if endpoint.key_file else None,
-            certificate_chain=Path(endpoint.cert_file).read_bytes() if endpoint.cert_file else None,
-        )
+        with open(endpoint.ca_file, "rb") as ca:
+            root = ca.read()
+        key = chain = None
+        if endpoint.key_file:
+            with open(endpoint.key_file, "rb") as f:
+                key = f.read()
+        if endpoint.cert_file:
+            with open(endpoint.cert_file, "rb") as f:
+                chain = f.read()
     except OSError as err:
         raise CNIError(INVALID_NETWORK_CONFIG, "cannot read ipamd TLS files", str(err)) from None
+    creds = grpc.ssl_channel_credentials(root_certificates=root, private_key=key, certificate_chain=chain)
     if endpoint.server_name:
         options.append(("grpc.ssl_target_name_override", endpoint.server_name))
-    return grpc.secure_channel(endpoint.target, creds, options=options)
+    return grpc.secure_channel(endpoint.address, creds, options=options)
 
 
 class IpamdClient:
     def __init__(self, endpoint: IpamdEndpoint) -> None:
         self.endpoint = endpoint
-        self.channel = open_channel(endpoint)
-        self.stub = ipam_pb2_grpc.IPAMServiceStub(self.channel)
+        self._channel: Any = None
+        self._direct = endpoint.is_unix
 
     def close(self) -> None:
-        self.channel.close()
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
 
     def __enter__(self) -> IpamdClient:
         return self
@@ -96,70 +135,78 @@ class IpamdClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _call(self, method: Any, request: Any, timeout: float | None = None) -> Any:
+    def call(self, method: str, request: bytes) -> bytes:
+        """One unary call with the client's deadline; the response message's bytes."""
+        if self._direct:
+            try:
+                code, message, data = h2.unary(socket_path(self.endpoint), method, request, self.endpoint.timeout)
+            except h2.Unreachable as err:
+                raise IpamdUnreachable(str(err)) from None
+            except h2.ProtocolUnsupported as err:
+                warn(f"ipamd's answer needs the full gRPC client ({err}); retrying with it")
+                self._direct = False
+            else:
+                name = CODES[code] if 0 <= code < len(CODES) else "UNKNOWN"
+                if name == "OK":
+                    return data
+                if name in RETRYABLE:
+                    raise IpamdUnreachable(f"{name}: {message}")
+                raise IpamdRefused(name, message or name)
+        return self._grpc_call(method, request)
+
+    def _grpc_call(self, method: str, request: bytes) -> bytes:
+        import grpc
+
+        if self._channel is None:
+            self._channel = open_channel(self.endpoint)
+        stub = self._channel.unary_unary(method, request_serializer=None, response_deserializer=None)
         try:
-            return method(request, timeout=timeout or self.endpoint.timeout)
+            answer: bytes = stub(request, timeout=self.endpoint.timeout)
         except grpc.RpcError as err:
             code = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN
             text = err.details() if hasattr(err, "details") else str(err)
-            if code in RETRYABLE:
+            if code.name in RETRYABLE:
                 raise IpamdUnreachable(f"{code.name}: {text}") from None
             raise IpamdRefused(code.name, text or code.name) from None
+        return answer
 
-    def lookup_binding(self, pod: PodOwner) -> ipam_pb2.Binding | None:
-        request = ipam_pb2.LookupBindingRequest(
-            namespace=pod.namespace,
-            pod_name=pod.pod_name,
-            workload_kind=pod.workload_kind,
-            workload_name=pod.workload_name,
-        )
+    def _decoded(self, method: str, request: bytes) -> bytes:
+        return self.call(SERVICE + method, request)
+
+    def lookup_binding(self, pod: PodOwner) -> wire.Binding | None:
+        request = wire.encode_lookup_binding(pod.namespace, pod.pod_name, pod.workload_kind, pod.workload_name)
         try:
-            found: ipam_pb2.Binding = self._call(self.stub.LookupBinding, request)
+            return wire.decode_binding(self._decoded("LookupBinding", request))
         except IpamdRefused as err:
             if err.code == "NOT_FOUND":
                 return None
             raise
-        return found
 
-    def allocate(self, request: ipam_pb2.AllocateRequest) -> ipam_pb2.AllocateResponse:
-        answer: ipam_pb2.AllocateResponse = self._call(self.stub.Allocate, request)
-        return answer
+    def allocate(self, request: bytes) -> wire.AllocateResponse:
+        """`request`: wire.encode_allocate(...)."""
+        return wire.decode_allocate_response(self._decoded("Allocate", request))
 
-    def release(self, container_id: str, ifname: str, pod_uid: str = "") -> ipam_pb2.ReleaseResponse:
-        request = ipam_pb2.ReleaseRequest(container_id=container_id, ifname=ifname, pod_uid=pod_uid)
-        answer: ipam_pb2.ReleaseResponse = self._call(self.stub.Release, request)
-        return answer
-
-    def get_allocation(self, container_id: str, ifname: str) -> ipam_pb2.Allocation | None:
-        request = ipam_pb2.GetAllocationRequest(
-            attachment=ipam_pb2.Attachment(container_id=container_id, ifname=ifname)
+    def release(self, container_id: str, ifname: str, pod_uid: str = "") -> wire.ReleaseResponse:
+        return wire.decode_release_response(
+            self._decoded("Release", wire.encode_release(container_id, ifname, pod_uid))
         )
+
+    def get_allocation(self, container_id: str, ifname: str) -> wire.Allocation | None:
+        request = wire.encode_get_allocation_by_attachment(container_id, ifname)
         try:
-            found: ipam_pb2.Allocation = self._call(self.stub.GetAllocation, request)
+            return wire.decode_allocation(self._decoded("GetAllocation", request))
         except IpamdRefused as err:
             if err.code == "NOT_FOUND":
                 return None
             raise
-        return found
 
     def garbage_collect(
         self, node: str, valid: Iterable[tuple[str, str]], min_age_seconds: int | None = None
-    ) -> ipam_pb2.GarbageCollectResponse:
-        request = ipam_pb2.GarbageCollectRequest(
-            node=node, valid_attachments=[ipam_pb2.Attachment(container_id=c, ifname=i) for c, i in valid]
-        )
-        if min_age_seconds is not None:
-            request.min_age_seconds = min_age_seconds
-        answer: ipam_pb2.GarbageCollectResponse = self._call(self.stub.GarbageCollect, request)
-        return answer
+    ) -> list[wire.Allocation]:
+        request = wire.encode_garbage_collect(node, valid, min_age_seconds)
+        return wire.decode_collected(self._decoded("GarbageCollect", request))
 
     def serving(self) -> bool:
-        """grpc.health.v1 Check of the whole server, without importing grpc_health: an empty
-        HealthCheckRequest; SERVING is field 1 = 1."""
-        check = self.channel.unary_unary(
-            "/grpc.health.v1.Health/Check",
-            request_serializer=lambda b: b,
-            response_deserializer=lambda b: b,
-        )
-        answer = self._call(check, b"")
-        return bool(answer == b"\x08\x01")
+        """grpc.health.v1 Check of the whole server (an empty request; SERVING is 1)."""
+        fields = wire.parse(self.call(HEALTH_CHECK, b""))
+        return wire.get_int(fields, 1) == wire.SERVING

@@ -255,15 +255,31 @@ class IpamdDaemon:
     """A real tke-ipamd on a unix socket in a short temporary directory (socket paths are
     limited to 107 bytes), storing in etcd under `prefix`; stop() always ends it."""
 
-    def __init__(self, workdir: Path, *, endpoints: list[str], prefix: str, cooldown: float = 0.0) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        endpoints: list[str],
+        prefix: str,
+        cooldown: float = 0.0,
+        tcp: str = "",
+        cert_file: str = "",
+        key_file: str = "",
+    ) -> None:
+        """`tcp` ("127.0.0.1:PORT") adds a TCP listener: TLS with `cert_file` and `key_file`,
+        plaintext otherwise."""
         self.workdir = workdir
         self.socket = str(workdir / "ipamd.sock")
         self.config = workdir / "ipamd.toml"
         self.log_path = workdir / "ipamd.log"
         quoted = ", ".join(json.dumps(e) for e in endpoints)
+        listener = ""
+        if tcp:
+            listener = f'\n[tcp]\naddress = "{tcp}"\n'
+            listener += f'cert_file = "{cert_file}"\nkey_file = "{key_file}"\n' if cert_file else "insecure = true\n"
         self.config.write_text(
             f'socket = "{self.socket}"\nrelease_cooldown = {cooldown}\nshutdown_grace = 1.0\n'
-            f'log_level = "warning"\n\n[storage]\nplugin = "etcd"\n[storage.options]\n'
+            f'log_level = "warning"\n{listener}\n[storage]\nplugin = "etcd"\n[storage.options]\n'
             f'endpoints = [{quoted}]\nprefix = "{prefix}"\n'
         )
         self.process: subprocess.Popen[bytes] | None = None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import time
 
+from tke.internal.cni import ipamwire as wire
 from tke.internal.cni.errors import (
     INVALID_NETWORK_CONFIG,
     IPAM_REFUSED,
@@ -27,7 +28,6 @@ from tke.internal.cni.ipamc.spool import QueuedRelease, ReleaseSpool
 from tke.internal.cni.ipamdclient import IpamdClient, IpamdRefused, IpamdUnreachable
 from tke.internal.cni.owner import PodOwner
 from tke.internal.cni.skel import Request, valid_attachments, warn
-from tke.ipam.v1 import ipam_pb2
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -37,9 +37,9 @@ if TYPE_CHECKING:
     from tke.internal.cni.skel import Handler
 
 POLICIES = {
-    "podDelete": ipam_pb2.RELEASE_POLICY_POD_DELETE,
-    "immutable": ipam_pb2.RELEASE_POLICY_IMMUTABLE,
-    "never": ipam_pb2.RELEASE_POLICY_NEVER,
+    "podDelete": wire.POD_DELETE,
+    "immutable": wire.IMMUTABLE,
+    "never": wire.NEVER,
 }
 REPLAY_BUDGET_SECONDS = 1.0
 RETRY_PAUSE_SECONDS = 0.2
@@ -84,13 +84,9 @@ class Ipamc:
                 if queued is not None:
                     self._replay_one(client, queued)
                 answer = client.allocate(
-                    ipam_pb2.AllocateRequest(
-                        owner=ipam_pb2.Owner(
-                            namespace=owner.namespace,
-                            pod_name=owner.pod_name,
-                            pod_uid=owner.pod_uid,
-                            workload_kind=owner.workload_kind,
-                            workload_name=owner.workload_name,
+                    wire.encode_allocate(
+                        owner=wire.encode_owner(
+                            owner.namespace, owner.pod_name, owner.pod_uid, owner.workload_kind, owner.workload_name
                         ),
                         container_id=request.container_id,
                         ifname=request.ifname,
@@ -110,7 +106,7 @@ class Ipamc:
                 + (" (reused)" if answer.reused else "")
             )
             self.replay(client)
-        return ipam_result(a.address, a.gateway, list(a.routes), a.dns if a.HasField("dns") else None)
+        return ipam_result(a.address, a.gateway, a.routes, a.dns)
 
     # DEL -------------------------------------------------------------------------------------
 
@@ -180,7 +176,7 @@ class Ipamc:
                 raise unreachable(err, self.config, what) from None
             except IpamdRefused as err:
                 raise refused(err, what) from None
-        for a in answer.collected:
+        for a in answer:
             warn(f"GC: released {a.address} of {a.container_id}/{a.ifname}")
 
     # STATUS ----------------------------------------------------------------------------------

@@ -5,17 +5,13 @@ from __future__ import annotations
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Protocol
+    from collections.abc import Iterable
+    from typing import Any
+
+    from tke.internal.cni.ipamwire import DNS, Route
 
 
-if TYPE_CHECKING:
-
-    class RouteLike(Protocol):
-        dst: str
-        gw: str
-
-
-def ipam_result(address: str, gateway: str, routes: list[RouteLike], dns: Any) -> dict[str, Any]:
+def ipam_result(address: str, gateway: str, routes: Iterable[Route], dns: DNS | None) -> dict[str, Any]:
     ip: dict[str, Any] = {"address": address}
     if gateway:
         ip["gateway"] = gateway

@@ -25,8 +25,8 @@ class IpamdBindings:
         if found is None:
             return None
         return Binding(
-            workload_kind=found.workload.kind,
-            workload_name=found.workload.name,
+            workload_kind=found.kind,
+            workload_name=found.name,
             network=found.network,
             pool=found.pool,
         )
