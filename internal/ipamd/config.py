@@ -6,6 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from tke.internal.auth.chain import AuthConfig
+from tke.internal.storage.etcd import EtcdConfig
+
 
 @dataclass(frozen=True)
 class PluginConfig:
@@ -25,11 +28,15 @@ class TCPConfig:
     cert_file: str = ""
     key_file: str = ""
     client_ca_file: str = ""
-    # Static bearer tokens (the apiserver's token file format): turns authentication on for
-    # TCP callers. The unix socket relies on its file mode instead.
-    token_file: str = ""
     # Allow plaintext TCP (tests and development on loopback only).
     insecure: bool = False
+    # The apiserver's authentication, authorization and audit chain for TCP callers, in the
+    # same format as the apiserver's [auth] (authenticators, authorizers, audit plugins).
+    # Empty authenticators: no authentication. The unix socket relies on its file mode.
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    # Where auth plugins keep their state (built-in accounts, policies): the apiserver's etcd
+    # and prefix. Read only when auth.authenticators is set.
+    auth_etcd: EtcdConfig = field(default_factory=EtcdConfig)
 
 
 @dataclass(frozen=True)

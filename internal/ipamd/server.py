@@ -10,14 +10,14 @@ from typing import Any
 
 import grpc
 
-from tke.internal.auth.chain import AuthConfig, build
-from tke.internal.auth.chain import PluginConfig as AuthPlugin
+from tke.internal.auth.chain import AuthChain, PluginContext, build
 from tke.internal.ipamd.config import IpamdConfig
 from tke.internal.ipamd.ipam import IPAM
 from tke.internal.ipamd.service import SERVICE_NAME, IPAMServicer
 from tke.internal.plugin import loader
 from tke.internal.rpc.interceptors import RequestInterceptor
 from tke.internal.rpc.server import ListenConfig, RunningServer, ServerSpec, TLSConfig, start_server
+from tke.internal.storage.etcd import EtcdStore
 from tke.ipam.v1 import ipam_pb2_grpc
 from tke.plugins.ip_providers.provider import IPProvider
 from tke.plugins.ip_providers.static import StaticProvider
@@ -54,6 +54,8 @@ class Ipamd:
         self.providers = build_providers(config)
         self.ipam = IPAM(self.storage, self.providers, cooldown=config.release_cooldown)
         self.servers: list[RunningServer] = []
+        self.auth: AuthChain | None = None
+        self.auth_store: EtcdStore | None = None
 
     def _spec(self, interceptors: list[Any]) -> ServerSpec:
         servicer = IPAMServicer(self.ipam)
@@ -75,13 +77,14 @@ class Ipamd:
             elif not c.tcp.insecure:
                 raise ConfigurationError("[tcp] needs cert_file and key_file (or insecure = true for development)")
             interceptors: list[Any] = [RequestInterceptor()]
-            if c.tcp.token_file:
-                # Authenticated callers may do everything: the token file is the access list.
-                auth = AuthConfig(
-                    authenticators=[AuthPlugin("token-file", {"path": c.tcp.token_file})],
-                    authorizers=[AuthPlugin("allow-all")],
-                )
-                interceptors += build(auth, None).interceptors  # type: ignore[arg-type]
+            if c.tcp.auth.authenticators:
+                self.auth_store = EtcdStore(c.tcp.auth_etcd)
+                context = PluginContext(self.auth_store, c.tcp.auth_etcd.prefix.rstrip("/"))
+                self.auth = build(c.tcp.auth, context)
+                await self.auth.start()
+                interceptors += self.auth.interceptors
+            else:
+                log.warning("the TCP listener %s has no authentication ([tcp.auth])", c.tcp.address)
             self.servers.append(
                 await start_server(ListenConfig(address=c.tcp.address, tls=tls), self._spec(interceptors))
             )
@@ -91,6 +94,10 @@ class Ipamd:
 
     async def stop(self) -> None:
         await asyncio.gather(*(s.stop(self.config.shutdown_grace) for s in self.servers))
+        if self.auth is not None:
+            await self.auth.stop()
+        if self.auth_store is not None:
+            await self.auth_store.close()
         for provider in self.providers.values():
             await provider.close()
         await self.storage.close()

@@ -19,6 +19,8 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from tke.internal.auth.chain import AuthConfig
+from tke.internal.auth.chain import PluginConfig as AuthPlugin
 from tke.internal.ipamd.config import IpamdConfig, PluginConfig, TCPConfig
 from tke.internal.ipamd.server import Ipamd
 from tke.internal.storage.etcd import EtcdConfig
@@ -66,7 +68,17 @@ async def running(workdir: Path, etcd_config: EtcdConfig) -> AsyncIterator[Runni
     tokens.write_text("secret-token,operator,u1,system:masters,\n")
     config = IpamdConfig(
         socket=str(workdir / "ipamd.sock"),
-        tcp=TCPConfig(address="127.0.0.1:0", cert_file=cert, key_file=key, token_file=str(tokens)),
+        tcp=TCPConfig(
+            address="127.0.0.1:0",
+            cert_file=cert,
+            key_file=key,
+            # The apiserver's chain: token-file authentication, allow-all authorization.
+            auth=AuthConfig(
+                authenticators=[AuthPlugin("token-file", {"path": str(tokens)})],
+                authorizers=[AuthPlugin("allow-all")],
+            ),
+            auth_etcd=etcd_config,
+        ),
         storage=PluginConfig(
             plugin="etcd", options={"endpoints": list(etcd_config.endpoints), "prefix": etcd_config.prefix}
         ),
