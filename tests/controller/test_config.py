@@ -1,0 +1,53 @@
+"""The example configuration loads, its providers construct, and every provider's plans have
+valid, unique step names; the binary refuses a bad configuration with exit code 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tke.internal.config.loader import load
+from tke.internal.controller.config import ControllerConfig
+from tke.internal.controller.manager import CLUSTER_GROUP, MACHINE_GROUP, load_providers
+from tke.internal.provider.steps import Step, check_plans
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_example_configuration_loads_with_its_providers() -> None:
+    config = load(ROOT / "deploy/controller/controller.toml", ControllerConfig)
+    assert config.leader.ttl == 10 and config.apiserver.token_env == "TKE_CONTROLLER_TOKEN"
+    clusters = load_providers(CLUSTER_GROUP, config.cluster_providers)
+    machines = load_providers(MACHINE_GROUP, config.machine_providers)
+    assert set(clusters) == {"baremetal", "imported"} and set(machines) == {"baremetal"}
+    assert [s.name for s in clusters["baremetal"].create_steps][:2] == ["Preflight", "EnsureClusterCA"]
+    assert config.credentials["ops-password"].password_env == "TKE_OPS_PASSWORD"
+
+
+def test_step_names_must_be_explicit_camel_case_and_unique_across_plans() -> None:
+    async def noop(ctx: object) -> None:
+        return None
+
+    check_plans("ok", {"create": [Step("A", noop)], "delete": [Step("B", noop)]})
+    with pytest.raises(ValueError, match="unique"):
+        check_plans("dup", {"create": [Step("A", noop)], "delete": [Step("A", noop)]})
+    with pytest.raises(ValueError, match="CamelCase"):
+        check_plans("bad", {"create": [Step("ensure_ca", noop)]})
+    with pytest.raises(ValueError, match="CamelCase"):
+        check_plans("reserved", {"create": [Step("Ready", noop)]})
+
+
+def test_a_bad_configuration_exits_2_with_the_key(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[leader]\nttll = 3\n")
+    done = subprocess.run(
+        [sys.executable, "-P", "-m", "tke.cmd.controller", "--config", str(bad)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "leader.ttll" in done.stderr and "Traceback" not in done.stderr
