@@ -287,3 +287,20 @@ def test_networks_from_the_configuration_directory(
         "ADD", conf, container_id=unique("c"), netns=netns_path(ns), ifname="net1", args="TKE_NETWORK=single"
     )
     assert out.ok()["ips"][0]["address"].startswith("10.77.0.")
+
+
+def test_concurrent_adds_and_dels(switch: Runtime, namespaces: Callable[[], str], tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    conf = two_networks(tmp_path)
+    pods = [(unique("c"), namespaces()) for _ in range(16)]
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        results = list(pool.map(lambda p: switch.run("ADD", conf, container_id=p[0], netns=netns_path(p[1])), pods))
+    addresses_given = [r.ok()["ips"][0]["address"] for r in results]
+    assert len(set(addresses_given)) == len(pods)
+    assert len(list(record_dir(tmp_path).glob("*.json"))) == len(pods)
+    assert json.loads((tmp_path / "state" / "plugin-versions.json").read_text())  # one readable cache
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        dels = list(pool.map(lambda p: switch.run("DEL", conf, container_id=p[0], netns=netns_path(p[1])), pods))
+    assert all(d.code == 0 for d in dels)
+    assert leases(tmp_path, "pods") == set() and not list(record_dir(tmp_path).glob("*.json"))
