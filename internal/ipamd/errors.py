@@ -7,6 +7,13 @@ import grpc
 from google.rpc import error_details_pb2
 
 from tke.internal.rpc.errors import DOMAIN, ApiError, precondition, unavailable
+from tke.ipam.v1 import ipam_pb2
+
+
+def holder(a: ipam_pb2.Allocation) -> str:
+    """Who has an address, for messages."""
+    who = f"pod {a.owner.namespace}/{a.owner.pod_name}"
+    return f"{who} (container {a.container_id[:12]})" if a.container_id else f"{who} (retained)"
 
 
 def exhausted(pools: list[str]) -> ApiError:

@@ -19,28 +19,27 @@ Invariants (the storage's compare-and-swap does the enforcing, this module the d
   provider released the address: a slow provider never yields two owners. If even that
   release fails, the allocation stays (its container's DEL or GC frees it later).
 - Picking an address reads one block (cached) and writes it: the cost does not depend on how
-  full the pool is. The per-replica cache of block states is only a hint; stale entries fail
-  their compare and are re-read.
+  full the pool is (tke.internal.ipamd.blocks; the policy itself is the pure
+  tke.internal.ipamd.allocator). Talking to the provider is tke.internal.ipamd.provisioning.
 """
 
 from __future__ import annotations
 
-import asyncio
-import ipaddress
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 
 from google.protobuf import timestamp_pb2
 
 from tke.internal.ipamd import errors
-from tke.internal.ipamd.allocator import BLOCK_SIZE, Block, Layout, give_back, locate, pick, pickable, take
 from tke.internal.ipamd.bindings import candidate_workloads, ordinal
+from tke.internal.ipamd.blocks import PoolBlocks
 from tke.internal.ipamd.pools import gateway_of, pool_layout, serves, validate_pool
+from tke.internal.ipamd.provisioning import Provisioner, provider_owner
 from tke.internal.rpc.errors import ApiError, already_exists, invalid, invalid_field, not_found
 from tke.ipam.v1 import ipam_pb2
-from tke.plugins.ip_providers.provider import IPProvider, ProviderError, ProviderRefused
+from tke.plugins.ip_providers.provider import IPProvider
 from tke.plugins.ip_storage.keys import address_key
 from tke.plugins.ip_storage.store import (
     IPStorage,
@@ -73,17 +72,6 @@ def _copy(a: ipam_pb2.Allocation) -> ipam_pb2.Allocation:
     return c
 
 
-def _holder(a: ipam_pb2.Allocation) -> str:
-    who = f"pod {a.owner.namespace}/{a.owner.pod_name}"
-    return f"{who} (container {a.container_id[:12]})" if a.container_id else f"{who} (retained)"
-
-
-def provider_owner(a: ipam_pb2.Allocation) -> str:
-    """The fencing token of an allocation at the IP provider: the pod and the moment the
-    address was first allocated to it, so a later allocation of the same address differs."""
-    return f"{a.owner.namespace}/{a.owner.pod_name}@{a.allocate_timestamp.ToNanoseconds()}"
-
-
 def normalize_owner(owner: ipam_pb2.Owner) -> ipam_pb2.Owner:
     """A bare pod is its own workload: kind "Pod", name = the pod's."""
     o = ipam_pb2.Owner()
@@ -91,26 +79,6 @@ def normalize_owner(owner: ipam_pb2.Owner) -> ipam_pb2.Owner:
     if not o.workload_kind and not o.workload_name:
         o.workload_kind, o.workload_name = "Pod", o.pod_name
     return o
-
-
-@dataclass
-class _PoolState:
-    """What this replica knows of a pool: its definition, numbering and the last seen state of
-    its blocks (a hint: every write compares versions)."""
-
-    entry: PoolEntry
-    layout: Layout
-    blocks: dict[int, Block] = field(default_factory=dict)
-    # Blocks believed to have a pickable address, in round-robin order (a dict keeps order).
-    candidates: dict[int, None] = field(default_factory=dict)
-    locks: dict[int, asyncio.Lock] = field(default_factory=dict)
-    # One full re-read at a time; `loads` counts them so waiters can tell one just happened.
-    load_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    loads: int = 0
-
-    def lock(self, index: int) -> asyncio.Lock:
-        # One writer per block per replica: requests of one replica do not race each other.
-        return self.locks.setdefault(index, asyncio.Lock())
 
 
 @dataclass(frozen=True)
@@ -137,21 +105,21 @@ class IPAM:
         attempts: int = 200,
     ) -> None:
         self.storage = storage
-        self.providers = dict(providers)
+        self.provisioning = Provisioner(providers)
         self.cooldown = cooldown
         self.clock = clock
         self.attempts = attempts
-        self._pools: dict[str, _PoolState] = {}
+        self._pools: dict[str, PoolBlocks] = {}
         # The list of pools, re-read at most every POOL_LIST_TTL seconds: it only proposes
         # candidates, and every reserve compares the chosen pool's version anyway.
         self._pool_list: tuple[float, list[PoolEntry]] = (-1.0, [])
 
     # -- pools --------------------------------------------------------------------------------
     async def create_pool(self, pool: ipam_pb2.Pool) -> ipam_pb2.Pool:
-        violations = validate_pool(pool, set(self.providers))
+        violations = validate_pool(pool, self.provisioning.names())
         if violations:
             raise invalid(violations)
-        await self._check_provider_subnet(pool)
+        await self.provisioning.check_subnet(pool)
         stored = ipam_pb2.Pool()
         stored.CopyFrom(pool)
         stored.ClearField("status")
@@ -165,21 +133,6 @@ class IPAM:
         self._pools.pop(pool.name, None)
         self._pool_list = (-1.0, [])
         return await self._with_status(entry)
-
-    async def _check_provider_subnet(self, pool: ipam_pb2.Pool) -> None:
-        name = pool.provider.name or "static"
-        if name == "static":
-            return
-        try:
-            subnets = await self.providers[name].subnets()
-        except ProviderError as err:
-            log.warning("provider %s: listing subnets failed: %s", name, err)
-            raise errors.provider_unavailable(pool.name) from None
-        match = [s for s in subnets if s.id == pool.provider.subnet_id]
-        if not match:
-            raise invalid_field("pool.provider.subnet_id", f"provider {name} has no subnet {pool.provider.subnet_id!r}")
-        if ipaddress.IPv4Network(match[0].cidr, strict=False) != ipaddress.IPv4Network(pool.cidr):
-            raise invalid_field("pool.cidr", f"subnet {match[0].id} of provider {name} is {match[0].cidr}")
 
     async def _with_status(self, entry: PoolEntry) -> ipam_pb2.Pool:
         out = ipam_pb2.Pool()
@@ -217,37 +170,19 @@ class IPAM:
         self._pools.pop(name, None)
         self._pool_list = (-1.0, [])
 
-    async def _pool(self, name: str) -> _PoolState:
+    async def _pool(self, name: str) -> PoolBlocks:
         st = self._pools.get(name)
         if st is None:
             entry = await self.storage.get_pool(name)
             if entry is None:
                 raise not_found("pool", name, "")
             # Concurrent first calls all get here: keep one state (one cache, one lock per block).
-            st = self._pools.setdefault(name, _PoolState(entry=entry, layout=pool_layout(entry.pool)))
-        return st
-
-    async def _refresh_pool(self, st: _PoolState) -> _PoolState:
-        entry = await self.storage.get_pool(st.entry.pool.name)
-        if entry is None:
-            self._pools.pop(st.entry.pool.name, None)
-            raise not_found("pool", st.entry.pool.name, "")
-        if entry.pool.cidr != st.entry.pool.cidr or entry.pool.creation_timestamp != st.entry.pool.creation_timestamp:
-            # Deleted and created again: nothing cached about the old one holds.
-            st = _PoolState(entry=entry, layout=pool_layout(entry.pool))
-            self._pools[entry.pool.name] = st
-        st.entry = entry
+            fresh = PoolBlocks(self.storage, entry, clock=self.clock, attempts=self.attempts)
+            st = self._pools.setdefault(name, fresh)
         return st
 
     def _cooldown_of(self, pool: ipam_pb2.Pool) -> float:
         return float(pool.cooldown_seconds) if pool.cooldown_seconds else self.cooldown
-
-    def _provider(self, pool: ipam_pb2.Pool) -> IPProvider:
-        name = pool.provider.name or "static"
-        provider = self.providers.get(name)
-        if provider is None:
-            raise errors.provider_refused(pool.name, f"IP provider {name!r} of pool {pool.name} is not configured")
-        return provider
 
     # -- bindings -----------------------------------------------------------------------------
     async def put_binding(self, binding: ipam_pb2.Binding) -> ipam_pb2.Binding:
@@ -330,10 +265,10 @@ class IPAM:
             return None
         a = existing.allocation
         if (a.owner.namespace, a.owner.pod_name) != (owner.namespace, owner.pod_name):
-            raise errors.attachment_in_use(req.container_id, req.ifname, _holder(a))
+            raise errors.attachment_in_use(req.container_id, req.ifname, errors.holder(a))
         # A retried ADD: the first try may have failed at the provider after the storage kept
         # the address, so make sure again (both steps are idempotent).
-        await self._ensure_provided(a)
+        await self.provisioning.provide((await self._pool(a.pool)).entry.pool, a)
         return a
 
     async def _reattach(
@@ -341,29 +276,29 @@ class IPAM:
     ) -> ipam_pb2.Allocation | None:
         """Give a fixed address back to its owner's new container; None on a lost race."""
         a = held.allocation
-        if (a.container_id, a.ifname) == (req.container_id, req.ifname):
-            await self._ensure_provided(a)
-            return a  # a repeated Allocate
         st = await self._pool(a.pool)
+        if (a.container_id, a.ifname) == (req.container_id, req.ifname):
+            await self.provisioning.provide(st.entry.pool, a)
+            return a  # a repeated Allocate
         if not serves(st.entry.pool, req.node, req.node_ip):
             raise errors.node_not_served(a.pool, req.node)
         if req.ip and req.ip != a.ip:
-            raise errors.address_in_use(a.pool, req.ip, f"{_holder(a)}; the owner's fixed address is {a.ip}")
+            raise errors.address_in_use(a.pool, req.ip, f"{errors.holder(a)}; the owner's fixed address is {a.ip}")
         now = self.clock()
         new = _copy(a)
         new.owner.pod_uid = owner.pod_uid
         new.container_id, new.ifname, new.node, new.state = req.container_id, req.ifname, req.node, ATTACHED
         new.attach_timestamp.CopyFrom(_timestamp(now))
         if a.node != req.node or a.state != ATTACHED:
-            await self._bind(st, new)
+            await self.provisioning.bind(st.entry.pool, new)
         outcome = await self.storage.replace(held, new)
         if isinstance(outcome, Lost):
             return None
         if a.container_id:
-            log.info("fixed address %s of %s taken over from container %s", a.ip, _holder(new), a.container_id)
+            log.info("fixed address %s of %s taken over from container %s", a.ip, errors.holder(new), a.container_id)
         return new
 
-    async def _candidate_pools(self, req: ipam_pb2.AllocateRequest, pool_name: str) -> list[_PoolState]:
+    async def _candidate_pools(self, req: ipam_pb2.AllocateRequest, pool_name: str) -> list[PoolBlocks]:
         if pool_name:
             try:
                 st = await self._pool(pool_name)
@@ -374,9 +309,7 @@ class IPAM:
             if not serves(st.entry.pool, req.node, req.node_ip):
                 raise errors.node_not_served(pool_name, req.node)
             if st.entry.deleting:
-                st = await self._refresh_pool(st)
-                if st.entry.deleting:
-                    raise errors.pool_deleting(pool_name)
+                await st.refresh()  # raises while it is still being deleted
             return [st]
         out = []
         for entry in await self._list_pools():
@@ -397,7 +330,7 @@ class IPAM:
 
     def _new_allocation(
         self,
-        st: _PoolState,
+        st: PoolBlocks,
         ip: str,
         req: ipam_pb2.AllocateRequest,
         *,
@@ -442,16 +375,16 @@ class IPAM:
                 names = pool_name or "any pool serving the node"
                 raise invalid_field("ip", f"{req.ip} is not an address {names} hands out")
 
-        def make(st: _PoolState) -> Callable[[str], ipam_pb2.Allocation]:
+        def make(st: PoolBlocks) -> Callable[[str], ipam_pb2.Allocation]:
             return lambda ip: self._new_allocation(st, ip, req, owner=owner, policy=policy, network=network)
 
         for st in pools:
             outcome: Stored | Lost | None
             try:
                 if req.ip:
-                    outcome = await self._reserve_address(st, req.ip, make(st))
+                    outcome = await st.take_address(req.ip, make(st))
                 else:
-                    outcome = await self._reserve_any(st, make(st))
+                    outcome = await st.take_any(make(st))
             except ApiError as err:
                 if pool_name or not errors.is_pool_gone(err):
                     raise
@@ -464,212 +397,37 @@ class IPAM:
             return outcome.allocation
         raise errors.exhausted([st.entry.pool.name for st in pools])
 
-    def _next_candidate(self, st: _PoolState, now: float) -> int | None:
-        while st.candidates:
-            index = next(iter(st.candidates))
-            # Rotate, so concurrent requests spread over the blocks.
-            del st.candidates[index]
-            block = st.blocks.get(index)
-            if block is None or pickable(block, st.layout.block_span(index), now):
-                st.candidates[index] = None
-                return index
-        return None
-
-    async def _load_blocks(self, st: _PoolState) -> None:
-        """Re-read every block of the pool (first use, or when it looks exhausted). Concurrent
-        callers share one read, and a read never replaces a fresher cached block (versions only
-        grow) nor resets the rotation: a burst of first calls must not make the cache stale."""
-        seen = st.loads
-        async with st.load_lock:
-            if st.loads != seen:
-                return  # someone re-read while we waited: that read is ours too
-            now = self.clock()
-            stored = {b.index: b for b in await self.storage.blocks(st.entry.pool.name)}
-            for i in range(st.layout.block_count):
-                fresh, cached = stored.get(i), st.blocks.get(i)
-                if fresh is not None and (cached is None or fresh.version > cached.version):
-                    st.blocks[i] = fresh
-                elif cached is None:
-                    st.blocks[i] = Block(pool=st.entry.pool.name, index=i)
-            for i, b in st.blocks.items():
-                if pickable(b, st.layout.block_span(i), now):
-                    st.candidates.setdefault(i, None)
-            st.loads += 1
-
-    async def _block(self, st: _PoolState, index: int) -> Block:
-        block = st.blocks.get(index)
-        if block is None:
-            block = await self.storage.block(st.entry.pool.name, index)
-            st.blocks[index] = block
-        return block
-
-    async def _reserve_any(self, st: _PoolState, make: Callable[[str], ipam_pb2.Allocation]) -> Stored | Lost | None:
-        """Take a free address of the pool: the stored allocation, Lost.ATTACHMENT/OWNER when
-        the request's interface or owner got one meanwhile, None when the pool is exhausted."""
-        reloaded = False
-        for _ in range(self.attempts):
-            now = self.clock()
-            index = self._next_candidate(st, now)
-            if index is None:
-                if reloaded:
-                    return None
-                await self._load_blocks(st)
-                reloaded = True
-                continue
-            async with st.lock(index):
-                block = await self._block(st, index)
-                bit = pick(block, st.layout.block_span(index), now)
-                if bit is None:
-                    st.candidates.pop(index, None)
-                    continue
-                new_block = take(block, bit, now)
-                allocation = make(st.layout.ip_at(index * BLOCK_SIZE + bit))
-                outcome = await self.storage.reserve(st.entry.version, new_block, allocation)
-                if isinstance(outcome, Stored):
-                    st.blocks[index] = replace(new_block, version=outcome.version)
-                    return outcome
-                if outcome is Lost.BLOCK:
-                    st.blocks.pop(index, None)  # another replica wrote it: read it again
-                    continue
-            if outcome is Lost.POOL:
-                st = await self._refresh_pool(st)
-                if st.entry.deleting:
-                    raise errors.pool_deleting(st.entry.pool.name)
-                continue
-            return outcome
-        raise errors.contention()
-
-    async def _reserve_address(
-        self, st: _PoolState, ip: str, make: Callable[[str], ipam_pb2.Allocation]
-    ) -> Stored | Lost:
-        offset = st.layout.offset_of(ip)
-        assert offset is not None
-        index, bit = locate(offset)
-        for _ in range(self.attempts):
-            now = self.clock()
-            async with st.lock(index):
-                block = await self._block(st, index)
-                if block.owned(bit):
-                    holder = await self.storage.by_address(st.entry.pool.name, ip)
-                    if holder is None:
-                        st.blocks.pop(index, None)
-                        continue
-                    raise errors.address_in_use(st.entry.pool.name, ip, _holder(holder.allocation))
-                until = block.cooling.get(bit, 0.0)
-                if until > now:
-                    raise errors.address_cooling(st.entry.pool.name, ip, until - now)
-                new_block = take(block, bit, now)
-                new_block = replace(new_block, cursor=block.cursor)  # an explicit pick keeps the rotation
-                outcome = await self.storage.reserve(st.entry.version, new_block, make(ip))
-                if isinstance(outcome, Stored):
-                    st.blocks[index] = replace(new_block, version=outcome.version)
-                    return outcome
-                if outcome is Lost.BLOCK:
-                    st.blocks.pop(index, None)
-                    continue
-            if outcome is Lost.POOL:
-                st = await self._refresh_pool(st)
-                if st.entry.deleting:
-                    raise errors.pool_deleting(st.entry.pool.name)
-                continue
-            return outcome
-        raise errors.contention()
-
     # -- the IP provider ----------------------------------------------------------------------
-    async def _bind(self, st: _PoolState, a: ipam_pb2.Allocation) -> None:
-        provider = self._provider(st.entry.pool)
-        try:
-            await provider.bind(st.entry.pool.provider.subnet_id, a.ip, a.node, provider_owner(a))
-        except ProviderRefused as err:
-            raise errors.provider_refused(a.pool, str(err)) from None
-        except ProviderError as err:
-            log.warning("binding %s to node %s failed: %s", a.ip, a.node, err)
-            raise errors.provider_unavailable(a.pool) from None
-
-    async def _provide(self, st: _PoolState, stored: Stored) -> None:
+    async def _provide(self, st: PoolBlocks, stored: Stored) -> None:
         """Reserve and bind a newly taken address in the environment, or roll back."""
-        a = stored.allocation
-        provider = self._provider(st.entry.pool)
-        subnet = st.entry.pool.provider.subnet_id
         try:
-            await provider.reserve(subnet, a.ip, provider_owner(a))
-            await provider.bind(subnet, a.ip, a.node, provider_owner(a))
-        except ProviderError as err:
-            log.warning("provider failed for %s of %s (%s); rolling back", a.ip, _holder(a), err)
+            await self.provisioning.provide(st.entry.pool, stored.allocation)
+        except ApiError:
             await self._rollback(st, stored)
-            if isinstance(err, ProviderRefused):
-                raise errors.provider_refused(a.pool, str(err)) from None
-            raise errors.provider_unavailable(a.pool) from None
+            raise
 
-    async def _ensure_provided(self, a: ipam_pb2.Allocation) -> None:
-        st = await self._pool(a.pool)
-        if (st.entry.pool.provider.name or "static") == "static":
-            return
-        provider = self._provider(st.entry.pool)
-        subnet = st.entry.pool.provider.subnet_id
-        try:
-            await provider.reserve(subnet, a.ip, provider_owner(a))
-            await provider.bind(subnet, a.ip, a.node, provider_owner(a))
-        except ProviderRefused as err:
-            raise errors.provider_refused(a.pool, str(err)) from None
-        except ProviderError as err:
-            log.warning("provider failed again for %s of %s: %s", a.ip, _holder(a), err)
-            raise errors.provider_unavailable(a.pool) from None
-
-    async def _rollback(self, st: _PoolState, stored: Stored) -> None:
+    async def _rollback(self, st: PoolBlocks, stored: Stored) -> None:
         a = stored.allocation
         try:
             # The environment first: once the storage frees the address another owner may
             # bind it, so it must not still be ours out there.
-            await self._provider(st.entry.pool).release(st.entry.pool.provider.subnet_id, a.ip, provider_owner(a))
-        except ProviderError as err:
+            await self.provisioning.release(st.entry.pool, a)
+        except ApiError:
             log.error(
-                "rollback of %s: the provider did not release it (%s); it stays allocated to container %s "
+                "rollback of %s: the provider did not release it; it stays allocated to container %s "
                 "until its DEL or garbage collection",
                 a.ip,
-                err,
                 a.container_id,
             )
             return
-        await self._free(st, stored)
+        await st.give_back(stored, self._cooldown_of(st.entry.pool))
 
     # -- release ------------------------------------------------------------------------------
-    async def _free(self, st: _PoolState, stored: Stored) -> bool:
-        """Remove an allocation and clear its bit (cooling down); False if it changed."""
-        offset = st.layout.offset_of(stored.allocation.ip)
-        if offset is None:
-            raise RuntimeError(f"allocation {stored.allocation.ip} is outside pool {st.entry.pool.name}")
-        index, bit = locate(offset)
-        for _ in range(self.attempts):
-            async with st.lock(index):
-                block = await self._block(st, index)
-                new_block = give_back(block, bit, self.clock(), self._cooldown_of(st.entry.pool))
-                outcome = await self.storage.free(stored, new_block)
-                if outcome is Lost.ALLOCATION:
-                    return False
-                if outcome is Lost.BLOCK or outcome == 0:
-                    st.blocks.pop(index, None)
-                    if outcome is Lost.BLOCK:
-                        continue
-                    return True
-                assert isinstance(outcome, int)
-                st.blocks[index] = replace(new_block, version=outcome)
-                st.candidates.setdefault(index, None)
-                return True
-        raise errors.contention()
-
     async def _give_back(self, stored: Stored) -> bool:
         """Release an address for good: the provider first, then the storage."""
-        a = stored.allocation
-        st = await self._pool(a.pool)
-        try:
-            await self._provider(st.entry.pool).release(st.entry.pool.provider.subnet_id, a.ip, provider_owner(a))
-        except ProviderRefused as err:
-            raise errors.provider_refused(a.pool, str(err)) from None
-        except ProviderError as err:
-            log.warning("releasing %s at the provider failed: %s", a.ip, err)
-            raise errors.provider_unavailable(a.pool) from None
-        return await self._free(st, stored)
+        st = await self._pool(stored.allocation.pool)
+        await self.provisioning.release(st.entry.pool, stored.allocation)
+        return await st.give_back(stored, self._cooldown_of(st.entry.pool))
 
     async def release(self, container_id: str, ifname: str, pod_uid: str = "") -> ReleaseResult:
         for _ in range(self.attempts):
@@ -790,4 +548,4 @@ class IPAM:
         return out, cursor
 
 
-__all__ = ["IPAM", "AllocateResult", "ReleaseResult", "allocation_owner_key", "normalize_owner"]
+__all__ = ["IPAM", "AllocateResult", "ReleaseResult", "allocation_owner_key", "normalize_owner", "provider_owner"]
