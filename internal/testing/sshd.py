@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -146,3 +148,40 @@ class SSHServer:
 
 def has_sshd() -> bool:
     return os.path.exists(SSHD) or shutil.which("apt-get") is not None
+
+
+@dataclass
+class Machines:
+    """Several sshd "machines" on 127.0.x.y addresses sharing one user key and known_hosts."""
+
+    servers: list[SSHServer]
+    key: UserKey
+    known_hosts: Path
+    # Providers' root_dir for these machines: each machine's files under root/<its ip>.
+    root: Path
+
+    def root_of(self, server: SSHServer) -> Path:
+        return self.root / server.host
+
+    @property
+    def root_dir(self) -> str:
+        return f"{self.root}/{{ip}}"
+
+
+@contextlib.contextmanager
+def ssh_machines(directory: Path, count: int = 2) -> Iterator[Machines]:
+    """Start `count` sshd servers on distinct loopback addresses; stop them all on exit."""
+    directory.mkdir(parents=True, exist_ok=True)
+    key_file, public = keypair(directory, "id_ed25519")
+    key = UserKey(key_file, public)
+    base = random.randrange(2, 250)
+    servers = [SSHServer(directory / f"sshd-{i}", key, host=f"127.0.{base}.{10 + i}") for i in range(count)]
+    try:
+        for server in servers:
+            server.start()
+        known = directory / "known_hosts"
+        known.write_text("".join(s.known_hosts_line() + "\n" for s in servers))
+        yield Machines(servers, key, known, directory / "machines")
+    finally:
+        for server in servers:
+            server.stop()

@@ -15,9 +15,8 @@ import asyncio
 import base64
 import contextlib
 import ipaddress
-import random
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +34,7 @@ from tke.internal.provider.ssh import SSHOptions
 from tke.internal.storage.etcd import EtcdConfig
 from tke.internal.testing.apiserver import Running
 from tke.internal.testing.controller import controller_config, wait_for
-from tke.internal.testing.sshd import SSHServer, UserKey, keypair
+from tke.internal.testing.sshd import Machines, SSHServer, keypair, ssh_machines
 from tke.platform.v1 import cluster_pb2, event_pb2, event_pb2_grpc, machine_pb2
 
 pytestmark = [pytest.mark.timeout(120)]
@@ -65,32 +64,10 @@ MACHINE_OPTIONS: dict[str, Any] = {
 }
 
 
-@dataclass
-class Machines:
-    servers: list[SSHServer]
-    key: UserKey
-    known_hosts: Path
-    root: Path
-
-    def root_of(self, server: SSHServer) -> Path:
-        return self.root / server.host
-
-
 @pytest.fixture
 def machines(tmp_path: Path) -> Iterator[Machines]:
-    key_file, public = keypair(tmp_path, "id_ed25519")
-    key = UserKey(key_file, public)
-    base = random.randrange(2, 200)
-    servers = [SSHServer(tmp_path / f"sshd-{i}", key, host=f"127.0.{base}.{10 + i}") for i in range(2)]
-    try:
-        for server in servers:
-            server.start()
-        known = tmp_path / "known_hosts"
-        known.write_text("".join(s.known_hosts_line() + "\n" for s in servers))
-        yield Machines(servers, key, known, tmp_path / "machines")
-    finally:
-        for server in servers:
-            server.stop()
+    with ssh_machines(tmp_path, 2) as m:
+        yield m
 
 
 @contextlib.asynccontextmanager
@@ -101,10 +78,10 @@ async def controller(api: Running, etcd_config: EtcdConfig, m: Machines, **chang
         credentials={"test-key": CredentialConfig(private_key_file=str(m.key.private_key_file))},
         ssh=SSHOptions(known_hosts_file=str(m.known_hosts), connect_attempts=2, connect_timeout=5),
         cluster_providers={
-            "baremetal": ProviderConfig(options={**CLUSTER_OPTIONS, "root_dir": f"{m.root}/{{ip}}"}),
+            "baremetal": ProviderConfig(options={**CLUSTER_OPTIONS, "root_dir": m.root_dir}),
         },
         machine_providers={
-            "baremetal": ProviderConfig(options={**MACHINE_OPTIONS, "root_dir": f"{m.root}/{{ip}}"}),
+            "baremetal": ProviderConfig(options={**MACHINE_OPTIONS, "root_dir": m.root_dir}),
         },
     )
     config = replace(config, **changes)

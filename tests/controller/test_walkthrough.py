@@ -1,0 +1,174 @@
+"""docs/controller.md's walk-through, for real: grpcurl creates a baremetal cluster and a
+worker machine, a real tke-controller process (the console script's module) installs them
+over SSH on sshd "machines" (stand-in install commands: no Kubernetes binaries here), a
+grpcurl Watch shows the conditions advance to Running, events are listed, and a grpcurl
+Delete tears everything down."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tke.internal.storage.etcd import EtcdConfig
+from tke.internal.testing.apiserver import Running
+from tke.internal.testing.controller import ControllerProcess, wait_for
+from tke.internal.testing.rpc import grpcurl_path
+from tke.internal.testing.sshd import Machines, ssh_machines
+
+GRPCURL = grpcurl_path()
+pytestmark = [
+    pytest.mark.skipif(GRPCURL is None, reason="grpcurl is not installed (make setup installs it)"),
+    pytest.mark.timeout(120),
+    pytest.mark.slow,
+]
+NODE_NAME = 'echo "node-$(echo "$SSH_CONNECTION" | cut -d" " -f3 | tr . -)"'
+
+
+@pytest.fixture
+def machines(tmp_path: Path) -> Iterator[Machines]:
+    with ssh_machines(tmp_path / "ssh", 2) as m:
+        yield m
+
+
+async def grpcurl(api: Running, method: str, data: Any) -> tuple[int, Any]:
+    argv = [str(GRPCURL), "-plaintext", "-d", json.dumps(data), api.address, method]
+    proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, _ = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, json.loads(out) if proc.returncode == 0 and out.strip() else None
+
+
+def messages(text: str) -> list[Any]:
+    """grpcurl prints a stream as JSON documents one after the other."""
+    decoder = json.JSONDecoder()
+    out, i = [], 0
+    while True:
+        while i < len(text) and text[i].isspace():
+            i += 1
+        if i >= len(text):
+            return out
+        try:
+            doc, i = decoder.raw_decode(text, i)
+        except json.JSONDecodeError:
+            return out  # a document cut by stopping grpcurl
+        out.append(doc)
+
+
+def controller_toml(api: Running, etcd_config: EtcdConfig, m: Machines) -> dict[str, Any]:
+    return {
+        "retry_base_delay": 0.2,
+        "health_interval": 5.0,
+        "apiserver": {"address": api.address, "token_env": ""},
+        "etcd": {"endpoints": etcd_config.endpoints, "prefix": etcd_config.prefix},
+        "leader": {"ttl": 5},
+        "ssh": {"known_hosts_file": str(m.known_hosts)},
+        "credentials": {"ops-key": {"private_key_file": str(m.key.private_key_file)}},
+        "cluster_providers": {
+            "baremetal": {
+                "options": {
+                    "root_dir": m.root_dir,
+                    "node_name_command": NODE_NAME,
+                    "install_commands": ['echo "$TKE_VERSION" > "$TKE_CONFIG_DIR/stand-in-apiserver"'],
+                    "health_command": 'test -f "$TKE_CONFIG_DIR/stand-in-apiserver"',
+                    "teardown_commands": ['rm -rf "$TKE_CONFIG_DIR"'],
+                }
+            }
+        },
+        "machine_providers": {
+            "baremetal": {
+                "options": {
+                    "root_dir": m.root_dir,
+                    "node_name_command": NODE_NAME,
+                    "join_commands": ['echo joined > "$TKE_KUBELET_DIR/stand-in-kubelet"'],
+                    "health_command": 'test -f "$TKE_KUBELET_DIR/stand-in-kubelet"',
+                    "drain_commands": ["true"],
+                    "reset_commands": ['rm -f "$TKE_KUBELET_DIR/stand-in-kubelet"'],
+                }
+            }
+        },
+    }
+
+
+async def test_create_watch_and_delete_a_baremetal_cluster_with_grpcurl(
+    api: Running, etcd_config: EtcdConfig, machines: Machines, tmp_path: Path
+) -> None:
+    master, node = machines.servers
+    cluster = {
+        "cluster": {
+            "metadata": {"name": "demo"},
+            "spec": {
+                "type": "baremetal",
+                "version": "1.30.2",
+                "network": {"podCidr": "10.244.0.0/16", "serviceCidr": "10.96.0.0/12"},
+                "machines": [{"ip": master.host, "sshPort": master.port, "credentialRef": "ops-key"}],
+            },
+        }
+    }
+    code, _ = await grpcurl(api, "tke.platform.v1.ClusterService/Create", cluster)
+    assert code == 0
+    machine = {
+        "machine": {
+            "metadata": {"name": "node-1"},
+            "spec": {
+                "clusterName": "demo",
+                "type": "baremetal",
+                "ip": node.host,
+                "sshPort": node.port,
+                "credentialRef": "ops-key",
+                "role": "MACHINE_ROLE_WORKER",
+            },
+        }
+    }
+    code, _ = await grpcurl(api, "tke.platform.v1.MachineService/Create", machine)
+    assert code == 0
+
+    watch_log = tmp_path / "watch.json"
+    with watch_log.open("wb") as out:
+        watch = await asyncio.create_subprocess_exec(
+            str(GRPCURL), "-plaintext", "-d", "{}", api.address, "tke.platform.v1.ClusterService/Watch", stdout=out
+        )
+    controller = ControllerProcess(tmp_path, "tke-controller", controller_toml(api, etcd_config, machines))
+    try:
+        controller.start()
+
+        async def running() -> bool:
+            code, got = await grpcurl(api, "tke.platform.v1.MachineService/Get", {"name": "node-1"})
+            return code == 0 and got.get("status", {}).get("phase") == "MACHINE_PHASE_RUNNING"
+
+        await wait_for(running, within=60)
+        watch.terminate()
+        await watch.wait()
+        seen = [m["object"] for m in messages(watch_log.read_text()) if m.get("type") != "WATCH_EVENT_TYPE_BOOKMARK"]
+        phases = [o.get("status", {}).get("phase") for o in seen]
+        assert "CLUSTER_PHASE_INITIALIZING" in phases and phases[-1] == "CLUSTER_PHASE_RUNNING"
+        done_counts = [
+            sum(1 for c in o.get("status", {}).get("conditions", []) if c.get("status") == "CONDITION_STATUS_TRUE")
+            for o in seen
+        ]
+        assert done_counts == sorted(done_counts) and done_counts[-1] >= 9  # conditions only advance
+
+        code, events = await grpcurl(
+            api, "tke.platform.v1.EventService/List", {"involvedObjectKind": "Cluster", "involvedObjectName": "demo"}
+        )
+        assert code == 0 and "StepSucceeded" in {e["spec"]["reason"] for e in events["items"]}
+
+        code, _ = await grpcurl(api, "tke.platform.v1.ClusterService/Delete", {"name": "demo"})
+        assert code == 0
+
+        async def gone() -> bool:
+            code, _ = await grpcurl(api, "tke.platform.v1.ClusterService/Get", {"name": "demo"})
+            return code == 64 + 5  # NOT_FOUND
+
+        await wait_for(gone, within=60)
+        assert not (machines.root_of(master) / "etc/kubernetes").exists()
+        assert controller.alive()
+    finally:
+        if watch.returncode is None:
+            watch.kill()
+            await watch.wait()
+        assert controller.stop() == 0, controller.log()[-3000:]
