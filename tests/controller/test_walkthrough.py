@@ -46,7 +46,8 @@ async def grpcurl(api: Running, method: str, data: Any) -> tuple[int, Any]:
 def messages(text: str) -> list[Any]:
     """grpcurl prints a stream as JSON documents one after the other."""
     decoder = json.JSONDecoder()
-    out, i = [], 0
+    out: list[Any] = []
+    i = 0
     while True:
         while i < len(text) and text[i].isspace():
             i += 1
