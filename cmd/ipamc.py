@@ -1,7 +1,7 @@
 """tke-ipamc: the CNI IPAM plugin that takes container addresses from tke-ipamd.
 
-Executed once per container and verb. VERSION is answered without importing grpc; every other
-verb talks to ipamd and imports the client then.
+Executed once per container and verb. VERSION imports the CNI skeleton alone; every other verb
+imports the ipamd client (HTTP/2 on the unix socket, grpc only for TCP/TLS).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""Workload bindings read from tke-ipamd (LookupBinding). Imported only when a pod's ADD needs
-its binding, because it imports grpc."""
+"""Workload bindings read from tke-ipamd (LookupBinding), imported only when a pod's ADD needs
+its binding."""
 
 from __future__ import annotations
 

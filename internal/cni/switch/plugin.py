@@ -263,8 +263,8 @@ class Switch:
 
 
 class _LazyIpamdBindings:
-    """Imports the gRPC client on the first lookup only: most ADDs of a node without an
-    ipamd-bound pod never pay for importing grpc."""
+    """Imports the ipamd client on the first lookup only: DEL, CHECK, GC and the ADDs that
+    need no binding never load it."""
 
     def __init__(self, config: SwitchConfig) -> None:
         self.config = config
