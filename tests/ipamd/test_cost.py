@@ -41,7 +41,7 @@ class CountingStorage:
 
 async def filled_ipam(fill: float, spread: bool) -> tuple[IPAM, CountingStorage]:
     storage = CountingStorage()
-    ipam = IPAM(storage, {"static": StaticProvider()}, cooldown=0, clock=Clock())  # type: ignore[arg-type]
+    ipam = IPAM(storage, {"static": StaticProvider()}, cooldown=0, clock=Clock())
     pool = await ipam.create_pool(ipam_pb2.Pool(name="big", cidr="10.100.0.0/16"))
     layout = pool_layout(pool)
     entry = await storage.inner.get_pool("big")
