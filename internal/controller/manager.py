@@ -45,15 +45,16 @@ def load_providers(group: str, configured: dict[str, ProviderConfig]) -> dict[st
     out = {}
     for type_name, cfg in wanted.items():
         provider = loader.load(group, cfg.plugin or type_name, cfg.options)
-        check_plans(
-            type_name,
-            {
+        try:
+            plans = {
                 "create": provider.create_steps,
                 "delete": provider.delete_steps,
                 "scale": provider.scale_steps,
                 "upgrade": provider.upgrade_steps,
-            },
-        )
+            }
+            check_plans(type_name, plans)
+        except (AttributeError, ValueError) as err:
+            raise loader.PluginError(f"{group} plugin {type_name!r} is not a valid provider: {err}") from None
         out[type_name] = provider
     return out
 

@@ -51,3 +51,16 @@ def test_a_bad_configuration_exits_2_with_the_key(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert "leader.ttll" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_an_unknown_provider_plugin_is_refused_at_start(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text('[machine_providers.worse]\nplugin = "tke.internal.testing.controller:NoSuchProvider"\n')
+    done = subprocess.run(
+        [sys.executable, "-P", "-m", "tke.cmd.controller", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "NoSuchProvider" in done.stderr and "Traceback" not in done.stderr
