@@ -124,7 +124,7 @@ class Switch:
         self.store.put(record)
         try:
             result = delegate.add()
-        except CNIError as err:
+        except Exception as err:  # whatever failed, the delegate may have done part of the work
             self._undo(request, delegate, record, err)
             raise
         self.store.put(record.added(result))
@@ -145,7 +145,7 @@ class Switch:
         kept = without(args, extra)
         return ";".join(p for p in (kept, format_args(extra)) if p)
 
-    def _undo(self, request: Request, delegate: Delegate, record: Attachment, cause: CNIError) -> None:
+    def _undo(self, request: Request, delegate: Delegate, record: Attachment, cause: Exception) -> None:
         try:
             delegate.delete(None)
         except CNIError as err:
