@@ -181,3 +181,45 @@ async def test_a_spec_change_gives_a_failed_cluster_a_fresh_retry_budget(
     cond = find(c.status.conditions, "Step2")
     assert cond is not None and cond.status == TRUE and cond.reason == SUCCEEDED
     assert cond.reason != RETRYING
+
+
+async def test_a_version_change_upgrades_and_another_spec_change_scales(
+    api: Running, etcd_config: EtcdConfig, tmp_path: Path
+) -> None:
+    provider = RecordingProvider(str(tmp_path / "steps.jsonl"), steps=1)
+    await create(api, "c8")
+    async with running_controller(api, etcd_config, provider):
+        await wait_for(phase_is(api, "c8", cluster_pb2.CLUSTER_PHASE_RUNNING))
+        c = await get(api, "c8")
+        c.spec.version = "1.31.0"
+        await api.clusters.Update(cluster_pb2.UpdateClusterRequest(cluster=c))
+
+        async def upgraded() -> cluster_pb2.Cluster | None:
+            got = await get(api, "c8")
+            running = got.status.phase == cluster_pb2.CLUSTER_PHASE_RUNNING
+            return got if running and got.status.version == "1.31.0" else None
+
+        c = await wait_for(upgraded)
+        c.spec.display_name = "bigger"
+        await api.clusters.Update(cluster_pb2.UpdateClusterRequest(cluster=c))
+
+        async def scaled() -> cluster_pb2.Cluster | None:
+            got = await get(api, "c8")
+            done = got.status.observed_generation == got.metadata.generation
+            return got if done and got.status.phase == cluster_pb2.CLUSTER_PHASE_RUNNING else None
+
+        c = await wait_for(scaled)
+    ends = [r["step"] for r in provider.records() if r["event"] == "end"]
+    assert ends == ["Step1", "Upgrade", "ScaleOut"]
+    upgrade = find(c.status.conditions, "Upgrade")
+    assert upgrade is not None and upgrade.status == TRUE
+
+
+async def test_an_unknown_provider_type_is_failed_with_the_reason(
+    api: Running, etcd_config: EtcdConfig, tmp_path: Path
+) -> None:
+    c = cluster("c9", type="nosuchcloud")
+    await api.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=c))
+    async with running_controller(api, etcd_config, RecordingProvider(str(tmp_path / "steps.jsonl"))):
+        got = await wait_for(phase_is(api, "c9", cluster_pb2.CLUSTER_PHASE_FAILED))
+    assert got.status.reason == "UnknownProvider" and "nosuchcloud" in got.status.message

@@ -1,0 +1,82 @@
+"""The SSH command channel against a real sshd: commands with environment and exit status,
+a timeout that ends a hung command, atomic file writes with their mode, reads, bounded
+connection retries, and authentication and host key failures that are permanent."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tke.internal.provider.credentials import ConfiguredCredentials, CredentialConfig
+from tke.internal.provider.errors import PermanentError, TemporaryError
+from tke.internal.provider.ssh import CommandFailed, SSHDialer, SSHOptions, Target
+from tke.internal.testing.sshd import Machines, free_port, keypair, ssh_machines
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+def machine(tmp_path: Path) -> Iterator[Machines]:
+    with ssh_machines(tmp_path / "ssh", 1) as m:
+        yield m
+
+
+def dialer(m: Machines, **options: object) -> SSHDialer:
+    creds = ConfiguredCredentials({"key": CredentialConfig(private_key_file=str(m.key.private_key_file))})
+    return SSHDialer(creds, SSHOptions(known_hosts_file=str(m.known_hosts), **options))  # type: ignore[arg-type]
+
+
+async def test_exec_write_read_and_timeouts(machine: Machines, tmp_path: Path) -> None:
+    server = machine.servers[0]
+    target = Target(server.host, server.port, "root", "key")
+    async with dialer(machine).connect(target) as ch:
+        result = await ch.exec('echo "$GREETING $0"; echo oops >&2; exit 3', env={"GREETING": "it's me"})
+        assert (result.exit_status, result.stdout.split()[:2], result.stderr) == (3, ["it's", "me"], "oops\n")
+        with pytest.raises(CommandFailed, match="exited with 3: oops"):
+            await ch.run("echo oops >&2; exit 3")
+        started = time.monotonic()
+        with pytest.raises(TemporaryError, match="timed out"):
+            await ch.exec("sleep 30", time_limit=0.5)
+        assert time.monotonic() - started < 5
+        path = str(tmp_path / "deep/dir/secret.key")
+        await ch.write_file(path, b"top secret\n", 0o600)
+        assert Path(path).read_bytes() == b"top secret\n"
+        assert Path(path).stat().st_mode & 0o777 == 0o600
+        await ch.write_file(path, b"replaced\n", 0o644)
+        assert await ch.read_file(path) == b"replaced\n"
+        assert sorted(p.name for p in Path(path).parent.iterdir()) == ["secret.key"]  # no temporary left
+        assert await ch.exists(path) and not await ch.exists(path + ".nope")
+        with pytest.raises(FileNotFoundError):
+            await ch.read_file(path + ".nope")
+
+
+async def test_connection_failures_are_bounded_and_auth_failures_permanent(machine: Machines, tmp_path: Path) -> None:
+    server = machine.servers[0]
+    started = time.monotonic()
+    closed = Target(server.host, free_port(server.host), "root", "key")
+    with pytest.raises(TemporaryError, match="cannot connect after 2 attempts"):
+        async with dialer(machine, connect_attempts=2, connect_timeout=2).connect(closed):
+            pass
+    assert time.monotonic() - started < 5
+
+    other_key, _ = keypair(tmp_path, "stranger")
+    creds = ConfiguredCredentials({"key": CredentialConfig(private_key_file=str(other_key))})
+    stranger = SSHDialer(creds, SSHOptions(known_hosts_file=str(machine.known_hosts)))
+    with pytest.raises(PermanentError, match="authentication failed"):
+        async with stranger.connect(Target(server.host, server.port, "root", "key")):
+            pass
+    with pytest.raises(PermanentError, match="unknown credential"):
+        async with stranger.connect(Target(server.host, server.port, "root", "missing")):
+            pass
+    nobody_trusted = dialer(machine)
+    nobody_trusted.options = SSHOptions(known_hosts_file="")
+    with pytest.raises(PermanentError, match="host key"):
+        async with nobody_trusted.connect(Target(server.host, server.port, "root", "key")):
+            pass
+    unchecked = dialer(machine)
+    unchecked.options = SSHOptions(host_key_checking=False)
+    async with unchecked.connect(Target(server.host, server.port, "root", "key")) as ch:
+        assert (await ch.run("echo ok")).strip() == "ok"
