@@ -50,15 +50,20 @@ def summary(samples: list[float]) -> tuple[float, float]:
     return statistics.median(ordered), ordered[min(len(ordered) - 1, int(len(ordered) * 0.95))]
 
 
-def add_del(runtime: Runtime, config: Any, namespace: str, rounds: int, args: str = "") -> list[float]:
-    samples = []
+def add_del(
+    runtime: Runtime, config: Any, namespace: str, rounds: int, args: str = ""
+) -> tuple[list[float], list[float]]:
+    """(ADD samples, ADD+DEL samples)."""
+    adds, pairs = [], []
     for _ in range(rounds):
         cid = unique("b")
         start = time.perf_counter()
         runtime.run("ADD", config, container_id=cid, netns=netns_path(namespace), args=args).ok()
+        added = time.perf_counter()
         runtime.run("DEL", config, container_id=cid, netns=netns_path(namespace), args=args).ok()
-        samples.append(time.perf_counter() - start)
-    return samples
+        adds.append(added - start)
+        pairs.append(time.perf_counter() - start)
+    return adds, pairs
 
 
 def main() -> None:
@@ -117,12 +122,23 @@ def main() -> None:
         rows.append(
             ("VERSION bridge (Go)", [timed(bridge, "VERSION", {"cniVersion": "1.0.0"}) for _ in range(opts.rounds)])
         )
-        base = add_del(bridge, baseline, pod, opts.rounds)
-        rows.append(("ADD+DEL bridge+host-local (baseline)", base))
-        rows.append(("ADD+DEL cni-switch -> bridge+host-local", add_del(switch, conf, pod, opts.rounds)))
+        host_local = Runtime(f"{DEBIAN_CNI}/host-local", node, path)
+        hl_add, hl_pair = add_del(host_local, baseline, pod, opts.rounds)
+        rows += [("ADD host-local alone", hl_add), ("ADD+DEL host-local alone", hl_pair)]
         if ipamd is not None:
-            fixed = add_del(switch, conf, pod, opts.rounds, fixed_args)
-            rows.append(("ADD+DEL cni-switch -> bridge -> tke-ipamc -> ipamd", fixed))
+            ipam_conf = {"cniVersion": "1.0.0", "name": "fixed", **networks["fixed"]["plugins"][0]}
+            ic_add, ic_pair = add_del(ipamc, ipam_conf, pod, opts.rounds, "K8S_POD_NAME=p")
+            rows += [("ADD tke-ipamc -> ipamd alone", ic_add), ("ADD+DEL tke-ipamc -> ipamd alone", ic_pair)]
+        base_add, base = add_del(bridge, baseline, pod, opts.rounds)
+        rows += [("ADD bridge+host-local", base_add), ("ADD+DEL bridge+host-local (baseline)", base)]
+        sw_add, sw_pair = add_del(switch, conf, pod, opts.rounds)
+        rows += [("ADD cni-switch -> bridge+host-local", sw_add), ("ADD+DEL cni-switch -> bridge+host-local", sw_pair)]
+        if ipamd is not None:
+            fx_add, fx_pair = add_del(switch, conf, pod, opts.rounds, fixed_args)
+            rows += [
+                ("ADD cni-switch -> bridge -> tke-ipamc -> ipamd", fx_add),
+                ("ADD+DEL cni-switch -> bridge -> tke-ipamc -> ipamd", fx_pair),
+            ]
 
         base_median = summary(base)[0]
         print(f"{'what':52} {'median ms':>10} {'p95 ms':>8} {'x baseline':>11}")
