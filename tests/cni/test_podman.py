@@ -79,6 +79,12 @@ events_logger = "file"
             raise AssertionError(f"podman {' '.join(args)} failed: {out.stderr}")
         return out.stdout.strip()
 
+    probe = subprocess.run([*base, "info"], env=env, capture_output=True, text=True, timeout=120, check=False)
+    if probe.returncode != 0:
+        shutil.rmtree(work, ignore_errors=True)
+        reason = f"podman cannot run here: {probe.stderr.strip()[-300:]}"
+        print(f"SKIP {reason}")
+        pytest.skip(reason)
     try:
         yield {"podman": podman, "conf_dir": conf_dir, "work": work}
     finally:
