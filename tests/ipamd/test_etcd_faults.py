@@ -45,6 +45,7 @@ async def test_allocations_survive_an_etcd_crash(own_etcd: EtcdProcess) -> None:
         loop = asyncio.get_running_loop()
         finished: list[float] = []
         outage: list[float] = []
+        midway = asyncio.Event()
 
         async def runtime(i: int) -> str:
             """Allocate for one container until it succeeds, like a CNI runtime retrying ADD."""
@@ -52,6 +53,8 @@ async def test_allocations_survive_an_etcd_crash(own_etcd: EtcdProcess) -> None:
                 try:
                     result = await replicas[i % 2].allocate(allocate_request(f"pod-{i}", f"c{i}"))
                     finished.append(loop.time())
+                    if len(finished) == 50:
+                        midway.set()
                     return result.allocation.ip
                 except (ApiError, Unavailable) as err:
                     code = err.code if isinstance(err, ApiError) else grpc.StatusCode.UNAVAILABLE
@@ -59,8 +62,7 @@ async def test_allocations_survive_an_etcd_crash(own_etcd: EtcdProcess) -> None:
                     await asyncio.sleep(0.2)
 
         async def crash() -> None:
-            while len(finished) < 50:  # mid-burst
-                await asyncio.sleep(0.005)
+            await midway.wait()
             await asyncio.to_thread(own_etcd.kill)
             outage.append(loop.time())
             await asyncio.sleep(1.0)
