@@ -286,3 +286,26 @@ def test_disk_store_is_atomic_and_skips_temporary_files(tmp_path: Any) -> None:
     store.remove("c1", "eth0")
     store.remove("c1", "eth0")
     assert store.get("c1", "eth0") is None
+
+
+def test_gc_reaches_ipam_plugins_under_1_0_main_plugins_once() -> None:
+    class Newer(FakeExec):
+        def run(self, executable: str, config: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, Any] | None:
+            if executable.endswith("/ipamx") and env["CNI_COMMAND"] == "VERSION":
+                return {"cniVersion": "1.1.0", "supportedVersions": ["1.0.0", "1.1.0"]}
+            return super().run(executable, config, env)
+
+    runner = Newer()
+    ipam = {"type": "ipamx", "ipamd": "/run/x.sock"}
+    config = SwitchConfig.from_json(
+        {
+            "name": "tke",
+            "defaultNetwork": "a",
+            "networks": {"a": {"type": "pa", "ipam": ipam}, "b": {"type": "pb", "ipam": ipam}, "c": {"type": "pc"}},
+        }
+    )
+    switch = Switch(config, MemoryStore(), runner, PluginVersions(runner, None), None)
+    switch.gc(request("GC", **{"cni.dev/valid-attachments": []}))
+    [(kind, command, sent)] = runner.calls
+    assert (kind, command) == ("ipamx", "GC")
+    assert sent["type"] == "pa" and sent["cniVersion"] == "1.1.0" and sent["cni.dev/valid-attachments"] == []

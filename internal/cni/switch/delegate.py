@@ -215,7 +215,9 @@ class Delegate:
                 targets.append((ipam_exe, plugin, version))
         return targets
 
-    def gc(self, valid: list[dict[str, str]]) -> None:
+    def gc(self, valid: list[dict[str, str]], done: set[str] | None = None) -> None:
+        """GC to every target; `done` (shared across networks) skips an IPAM plugin already
+        collected with the same ipam section, so two networks over one ipamd cost one call."""
         if self.network.disable_gc:
             return
         env = self.call.env("GC")
@@ -223,6 +225,11 @@ class Delegate:
         for exe, plugin, version in self._newer_targets(env, missing_is_error=False):
             conf = self._config(plugin, version, None)
             conf["cni.dev/valid-attachments"] = valid
+            key = exe + json.dumps(plugin.get("ipam")) if plugin["type"] != os.path.basename(exe) else ""
+            if done is not None and key:
+                if key in done:
+                    continue
+                done.add(key)
             try:
                 self.runner.run(exe, conf, env)
             except CNIError as err:

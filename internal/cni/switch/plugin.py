@@ -234,10 +234,11 @@ class Switch:
                 warn(f"GC: deleted stale attachment {record.container_id}/{record.ifname}")
             except CNIError as err:
                 first = first or err
+        collected: set[str] = set()
         for key in self.config.networks:
             try:
                 network = self.config.network(key)
-                self._delegate(network, self._invocation(request, "")).gc(valid)
+                self._delegate(network, self._invocation(request, "")).gc(valid, collected)
             except CNIError as err:
                 first = first or err
         if isinstance(self.store, DiskStore):
