@@ -1,0 +1,232 @@
+"""tkectl end to end, as an operator uses it: contexts and login, create from a file, get in
+every output, apply twice, edit, describe, watch, delete, pools from tke-ipamd, users and role
+bindings, and the exit codes and one-line errors scripts rely on."""
+
+from __future__ import annotations
+
+import json
+import stat
+import subprocess
+import time
+
+import yaml
+
+from tke.internal.testing import accounts
+
+from .conftest import TKECTL, Platform
+
+CLUSTER = """\
+kind: Cluster
+metadata:
+  name: demo
+  labels: {env: dev}
+spec:
+  type: baremetal
+  version: 1.30.2
+  network: {podCidr: 10.244.0.0/16, serviceCidr: 10.96.0.0/12}
+"""
+
+
+def test_login_stores_the_token_in_the_context(platform: Platform) -> None:
+    platform.ok("config", "set-context", "dev", "--server", platform.api, "--use")
+    wrong = platform.run("login", "-u", "admin", "--password-stdin", stdin="wrong password!\n")
+    assert wrong.returncode == 5, wrong.stderr
+    assert wrong.stderr.startswith("tkectl: UNAUTHENTICATED"), wrong.stderr
+    platform.ok("login", "-u", "admin", "--password-stdin", stdin=accounts.ADMIN_PASSWORD + "\n")
+    assert stat.S_IMODE(platform.config.stat().st_mode) == 0o600
+    saved = yaml.safe_load(platform.config.read_text())
+    assert saved["current-context"] == "dev"
+    assert saved["contexts"]["dev"]["token"].startswith("tke1.")
+    assert saved["contexts"]["dev"]["username"] == "admin"
+    assert "REDACTED" in platform.ok("config", "view")
+    assert "dev" in platform.ok("config", "get-contexts")
+    platform.ok("get", "clusters")
+    platform.ok("logout")
+    denied = platform.run("get", "clusters")
+    assert denied.returncode == 5 and "UNAUTHENTICATED" in denied.stderr
+
+
+def test_create_get_apply_delete_a_cluster(admin: Platform) -> None:
+    path = admin.write("cluster.yaml", CLUSTER)
+    assert admin.ok("create", "-f", path).strip() == "cluster/demo created"
+
+    table = admin.ok("get", "clusters").splitlines()
+    assert table[0].split() == ["NAME", "TYPE", "VERSION", "PHASE", "AGE"]
+    assert table[1].split()[:3] == ["demo", "baremetal", "1.30.2"]
+    wide = admin.ok("get", "clusters", "-o", "wide")
+    assert "POD-CIDR" in wide and "10.244.0.0/16" in wide and "env=dev" in wide
+    one = yaml.safe_load(admin.ok("get", "cluster", "demo", "-o", "yaml"))
+    assert one["kind"] == "Cluster" and one["metadata"]["name"] == "demo"
+    assert one["spec"]["network"]["podCidr"] == "10.244.0.0/16"
+    listed = json.loads(admin.ok("get", "clusters", "-o", "json", "-l", "env=dev"))
+    assert listed["kind"] == "List" and [i["metadata"]["name"] for i in listed["items"]] == ["demo"]
+    assert json.loads(admin.ok("get", "clusters", "-l", "env=prod", "-o", "json"))["items"] == []
+    assert admin.ok("get", "cluster/demo", "-o", "name").strip() == "cluster/demo"
+
+    # A file written by `get -o yaml` applies unchanged; a changed one updates in place.
+    exported = admin.write("exported.yaml", admin.ok("get", "cluster", "demo", "-o", "yaml"))
+    assert admin.ok("apply", "-f", exported).strip() == "cluster/demo unchanged"
+    changed = admin.write("changed.yaml", CLUSTER.replace("1.30.2", "1.31.0").replace("env: dev", "env: prod"))
+    assert admin.ok("apply", "-f", changed).strip() == "cluster/demo configured"
+    assert admin.ok("apply", "-f", changed).strip() == "cluster/demo unchanged"
+    after = json.loads(admin.ok("get", "cluster", "demo", "-o", "json"))
+    assert after["spec"]["version"] == "1.31.0" and after["metadata"]["labels"] == {"env": "prod"}
+    assert after["metadata"]["generation"] == "2"
+
+    # A stale resource_version is a conflict.
+    stale = admin.run("apply", "-f", exported)
+    assert stale.returncode == 4, stale.stderr
+    assert stale.stderr.startswith("tkectl: cluster/demo: ABORTED: "), stale.stderr
+
+    described = admin.ok("describe", "cluster", "demo")
+    assert "Name:" in described and "demo" in described and "Events:" in described
+
+    assert admin.ok("delete", "cluster", "demo").strip() == "cluster/demo deleted"
+    missing = admin.run("get", "cluster", "demo")
+    assert missing.returncode == 3
+    assert missing.stderr == 'tkectl: NOT_FOUND: cluster "demo" not found\n'
+    assert admin.run("delete", "cluster", "demo", "--ignore-not-found").returncode == 0
+
+
+def test_apply_creates_and_a_second_apply_changes_nothing(admin: Platform) -> None:
+    path = admin.write("both.yaml", CLUSTER.replace("demo", "web") + "---\n" + CLUSTER.replace("demo", "db"))
+    assert admin.ok("apply", "-f", path).splitlines() == ["cluster/web created", "cluster/db created"]
+    assert admin.ok("apply", "-f", path).splitlines() == ["cluster/web unchanged", "cluster/db unchanged"]
+    machine = admin.write(
+        "machine.json",
+        json.dumps(
+            {
+                "kind": "Machine",
+                "metadata": {"name": "node-1"},
+                "spec": {"clusterName": "web", "type": "baremetal", "ip": "192.0.2.10", "role": "MACHINE_ROLE_WORKER"},
+            }
+        ),
+    )
+    assert admin.ok("apply", "-f", machine).strip() == "machine/node-1 created"
+    rows = admin.ok("get", "machines", "--cluster", "web").splitlines()
+    assert rows[1].split()[:4] == ["node-1", "web", "192.0.2.10", "WORKER"]
+    assert len(admin.ok("get", "machines", "--cluster", "db").splitlines()) == 0
+    assert admin.ok("delete", "-f", machine).strip() == "machine/node-1 deleted"
+    assert admin.ok("delete", "clusters", "-l", "env=dev").splitlines() == ["cluster/db deleted", "cluster/web deleted"]
+
+
+def test_errors_are_one_line_with_the_code_and_a_usable_exit_code(admin: Platform) -> None:
+    bad = admin.write(
+        "bad.yaml",
+        CLUSTER.replace("name: demo", "name: Bad_Name").replace(
+            "serviceCidr: 10.96.0.0/12", "serviceCidr: 10.244.0.0/12"
+        ),
+    )
+    result = admin.run("create", "-f", bad)
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("tkectl: cluster/Bad_Name: INVALID_ARGUMENT: cluster.metadata.name: ")
+    assert "cluster.spec.network.service_cidr: " in result.stderr
+
+    path = admin.write("cluster.yaml", CLUSTER)
+    admin.ok("create", "-f", path)
+    again = admin.run("create", "-f", path)
+    assert again.returncode == 4 and "ALREADY_EXISTS" in again.stderr
+
+    for args, code, text in [
+        (("get", "widgets"), 2, 'unknown resource type "widgets"'),
+        (("get", "clusters", "--pool", "x"), 2, "--pool does not apply to clusters"),
+        (("watch", "pools"), 2, "watch is not supported for pools"),
+        (("create", "-f", admin.write("nokind.yaml", "metadata: {name: x}\n")), 2, "missing kind:"),
+        (("create", "-f", admin.write("typo.yaml", "kind: Cluster\nspec: {tpye: x}\n")), 2, "tpye"),
+        (("create", "-f", str(admin.home / "absent.yaml")), 2, "cannot read"),
+        (("get", "clusters", "--server", "127.0.0.1:1"), 6, "UNAVAILABLE: cannot reach the apiserver at 127.0.0.1:1"),
+        (("get", "clusters", "--token", "forged"), 5, "UNAUTHENTICATED"),
+        (("get", "clusters", "--context", "nope"), 2, 'no context "nope"'),
+    ]:
+        result = admin.run(*args)
+        assert result.returncode == code, (args, result.returncode, result.stderr)
+        assert text in result.stderr, (args, result.stderr)
+        assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
+
+
+def test_edit_through_the_editor(admin: Platform) -> None:
+    admin.ok("create", "-f", admin.write("cluster.yaml", CLUSTER))
+    editor = admin.write("editor.sh", "#!/bin/sh\nsed -i 's/version: 1.30.2/version: 1.30.5/' \"$1\"\n")
+    (admin.home / "editor.sh").chmod(0o755)
+    assert admin.ok("edit", "cluster", "demo", env={"EDITOR": editor}).strip() == "cluster/demo edited"
+    assert json.loads(admin.ok("get", "cluster", "demo", "-o", "json"))["spec"]["version"] == "1.30.5"
+    assert "no changes" in admin.ok("edit", "cluster", "demo", env={"EDITOR": "true"})
+
+
+def test_watch_prints_changes_until_its_timeout(admin: Platform) -> None:
+    watcher = subprocess.Popen(
+        [TKECTL, "watch", "clusters", "-o", "json", "--timeout", "6"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={"HOME": str(admin.home), "TKECONFIG": str(admin.config), "PATH": "/usr/bin:/bin"},
+    )
+    try:
+        time.sleep(1.5)
+        admin.ok("create", "-f", admin.write("cluster.yaml", CLUSTER))
+        admin.ok("delete", "cluster", "demo")
+        out, err = watcher.communicate(timeout=30)
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+            watcher.wait()
+    assert watcher.returncode == 0, err
+    events = [json.loads(line) for line in out.splitlines()]
+    assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [("ADDED", "demo"), ("DELETED", "demo")]
+
+
+def test_pools_bindings_and_allocations_from_ipamd(admin: Platform) -> None:
+    pool = admin.write(
+        "pool.yaml", "kind: Pool\nname: net-a\ncidr: 10.0.1.0/24\nlabels: {zone: a}\nnodeSubnets: [192.168.0.0/16]\n"
+    )
+    assert admin.ok("create", "-f", pool).strip() == "pool/net-a created"
+    rows = admin.ok("get", "pools", "-l", "zone=a").splitlines()
+    assert rows[0].split()[:5] == ["NAME", "CIDR", "CAPACITY", "ALLOCATED", "COOLING"]
+    assert rows[1].split()[:4] == ["net-a", "10.0.1.0/24", "253", "0"]
+    assert admin.ok("apply", "-f", pool).strip() == "pool/net-a unchanged"
+    changed = admin.run("apply", "-f", admin.write("pool2.yaml", "kind: Pool\nname: net-a\ncidr: 10.0.2.0/24\n"))
+    assert changed.returncode == 4 and "cannot change a pool" in changed.stderr
+
+    binding = admin.write(
+        "binding.yaml",
+        "kind: Binding\nworkload: {namespace: default, kind: StatefulSet, name: web}\npool: net-a\n"
+        "releasePolicy: RELEASE_POLICY_IMMUTABLE\n",
+    )
+    assert admin.ok("apply", "-f", binding).strip() == "binding/default/StatefulSet/web created"
+    assert admin.ok("apply", "-f", binding).strip() == "binding/default/StatefulSet/web unchanged"
+    got = yaml.safe_load(admin.ok("get", "binding", "default/StatefulSet/web", "-o", "yaml"))
+    assert got["pool"] == "net-a" and got["releasePolicy"] == "RELEASE_POLICY_IMMUTABLE"
+    assert admin.run("get", "allocations", "--pool", "net-a").returncode == 0
+    assert admin.run("get", "allocation", "net-a/10.0.1.9").returncode == 3
+    assert admin.ok("delete", "binding", "default/StatefulSet/web").strip() == "binding/default/StatefulSet/web deleted"
+    assert admin.ok("delete", "pool", "net-a").strip() == "pool/net-a deleted"
+    assert admin.run("get", "pool", "net-a").returncode == 3
+
+
+def test_users_roles_and_bindings(admin: Platform) -> None:
+    user = admin.write(
+        "alice.yaml",
+        "kind: User\nmetadata: {name: alice, tenantId: team-a}\nspec: {groups: [ops]}\n"
+        "password: alice's long password\n",
+    )
+    assert admin.ok("create", "-f", user).strip() == "user/alice created"
+    binding = admin.write(
+        "rb.yaml",
+        "kind: RoleBinding\nmetadata: {name: alice-viewer}\nspec:\n  role: viewer\n"
+        "  subjects: [{kind: User, name: alice}]\n",
+    )
+    assert admin.ok("apply", "-f", binding, "-n", "team-a").strip() == "rolebinding/alice-viewer created"
+    assert "alice-viewer" in admin.ok("get", "rolebindings", "-n", "team-a")
+    assert "alice" in admin.ok("get", "users", "-n", "team-a")
+    admin.ok("create", "-f", admin.write("cluster.yaml", CLUSTER), "-n", "team-a")
+
+    admin.ok("config", "set-context", "alice", "--server", admin.api, "--use")
+    admin.ok("login", "-u", "alice", "--password-stdin", stdin="alice's long password\n")
+    deadline = time.monotonic() + 5
+    while (result := admin.run("get", "clusters")).returncode != 0 and time.monotonic() < deadline:
+        time.sleep(0.2)  # the role binding reaches the authorizer's cache
+    assert result.returncode == 0, result.stderr
+    assert "demo" in result.stdout
+    denied = admin.run("delete", "cluster", "demo")
+    assert denied.returncode == 5 and "PERMISSION_DENIED" in denied.stderr
