@@ -304,3 +304,65 @@ def test_concurrent_adds_and_dels(switch: Runtime, namespaces: Callable[[], str]
         dels = list(pool.map(lambda p: switch.run("DEL", conf, container_id=p[0], netns=netns_path(p[1])), pods))
     assert all(d.code == 0 for d in dels)
     assert leases(tmp_path, "pods") == set() and not list(record_dir(tmp_path).glob("*.json"))
+
+
+def test_a_crash_in_the_middle_of_add_leaves_a_record_that_del_finishes(
+    switch: Runtime, namespaces: Callable[[], str], tmp_path: Path
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import time
+
+    # A chained plugin that hangs in ADD after bridge did its part; cni-switch is killed there.
+    marker = tmp_path / "hanging"
+    hang = tmp_path / "hang-bin" / "hang"
+    hang.parent.mkdir()
+    hang.write_text(
+        "#!/bin/sh\ncat >/dev/null\n"
+        'case "$CNI_COMMAND" in\n'
+        '  VERSION) echo \'{"cniVersion":"1.0.0","supportedVersions":["1.0.0"]}\' ;;\n'
+        f"  ADD) touch {marker}; sleep 60 ;;\n"
+        "esac\n"
+    )
+    hang.chmod(0o755)
+    net = bridge_network(tmp_path, "10.78.0.0/24", name="crashy")
+    net["plugins"].append({"type": "hang"})
+    conf = switch_config(tmp_path, {"crashy": net}, "crashy")
+    ns, cid = namespaces(), unique("c")
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("CNI_")},
+        "CNI_COMMAND": "ADD",
+        "CNI_CONTAINERID": cid,
+        "CNI_NETNS": netns_path(ns),
+        "CNI_IFNAME": "eth0",
+        "CNI_PATH": os.pathsep.join([str(hang.parent), *switch.path]),
+    }
+    proc = subprocess.Popen(
+        ["ip", "netns", "exec", switch.node, switch.binary],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        assert proc.stdin is not None
+        proc.stdin.write(json.dumps(conf).encode())
+        proc.stdin.close()
+        deadline = time.monotonic() + 30
+        while not marker.exists():
+            assert time.monotonic() < deadline, "the hanging plugin never ran"
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the whole invocation, as a node crash would
+        proc.wait()
+    record = json.loads((record_dir(tmp_path) / f"{cid}=eth0.json").read_text())
+    assert record["phase"] == "adding" and leases(tmp_path, "crashy")
+    assert addresses(ns, "eth0")  # bridge had configured the pod
+
+    hanging_path = [str(hang.parent), *switch.path]
+    crashed = Runtime(binary=switch.binary, node=switch.node, path=hanging_path)
+    assert crashed.run("DEL", conf, container_id=cid, netns=netns_path(ns)).code == 0
+    assert "eth0" not in link_names(ns) and leases(tmp_path, "crashy") == set()
+    assert not list(record_dir(tmp_path).glob("*.json"))
