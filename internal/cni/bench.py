@@ -71,6 +71,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--concurrent", type=int, default=100)
     parser.add_argument("--without-ipamd", action="store_true", help="only the paths that need no ipamd")
+    parser.add_argument(
+        "--plugin-python",
+        default="",
+        help="interpreter of the plugins' launchers (for example a non-editable install's); default: this one",
+    )
     parser.add_argument("--inside", help=argparse.SUPPRESS)  # re-executed in the node namespace
     opts = parser.parse_args()
     if not opts.inside:
@@ -98,7 +103,7 @@ def main() -> None:
 
         node = ""
         pod = stack.enter_context(netns("tbc"))
-        folder = launchers(work / "bin")
+        folder = launchers(work / "bin", opts.plugin_python)
         path = [folder, DEBIAN_CNI]
         switch = Runtime(f"{folder}/cni-switch", node, path)
         ipamc = Runtime(f"{folder}/tke-ipamc", node, path)

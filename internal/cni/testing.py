@@ -196,13 +196,13 @@ def bin_dir(tmp: Path, *names: str) -> str:
 MODULES = {"cni-switch": "tke.cmd.cni_switch", "tke-ipamc": "tke.cmd.ipamc"}
 
 
-def launchers(folder: Path) -> str:
+def launchers(folder: Path, python: str = "") -> str:
     """A CNI bin directory with the two-line launchers deploy/cni/install-node.sh writes
-    (`#!python -I`, import, main()), for this interpreter."""
+    (`#!python -I`, import, main()), for `python` (default: this interpreter)."""
     folder.mkdir(parents=True, exist_ok=True)
     for name, module in MODULES.items():
         path = folder / name
-        path.write_text(f"#!{sys.executable} -I\nfrom {module} import main\nmain()\n")
+        path.write_text(f"#!{python or sys.executable} -I\nfrom {module} import main\nmain()\n")
         path.chmod(0o755)
     return str(folder)
 
