@@ -274,7 +274,10 @@ def unary(path: str, method: str, request: bytes, timeout: float) -> tuple[int, 
             )
         except OSError as err:
             raise Unreachable(str(err)) from None
-        return _response(sock, _Reader(sock, deadline))
+        try:
+            return _response(sock, _Reader(sock, deadline))
+        except OSError as err:  # a write (ACK, WINDOW_UPDATE) to a server that went away
+            raise Unreachable(str(err)) from None
     finally:
         sock.close()
 
