@@ -140,3 +140,22 @@ def test_unix_socket_forms(daemon: tuple[IpamdDaemon, str, dict[str, str]]) -> N
             assert client.serving()
     with pytest.raises(CNIError):
         IpamdEndpoint.from_json({"address": tls.socket, "colour": "blue"}, "ipamd")
+
+
+def test_a_hung_ipamd_is_try_again_later_within_the_timeout(
+    daemon: tuple[IpamdDaemon, str, dict[str, str]], ipamc: Runtime, tmp_path: Path
+) -> None:
+    import signal
+    import time
+
+    tls, _, _ = daemon
+    assert tls.process is not None
+    tls.process.send_signal(signal.SIGSTOP)
+    try:
+        conf = ipam_conf({"address": tls.socket, "timeout": 1}, tmp_path)
+        start = time.monotonic()
+        out = ipamc.run("ADD", conf, container_id=unique("c"), netns="/proc/self/ns/net", args="K8S_POD_NAME=p")
+        assert out.json["code"] == 11 and "deadline" in out.json["details"]
+        assert time.monotonic() - start < 5
+    finally:
+        tls.process.send_signal(signal.SIGCONT)
