@@ -27,7 +27,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-DEFAULT_CONF_DIR = "/etc/cni/net.d"
+# Not the runtime's /etc/cni/net.d: a runtime loads every network there as one of its own.
+DEFAULT_CONF_DIR = "/etc/cni/tke.d"
 DEFAULT_STATE_DIR = "/var/lib/cni/tke-switch"
 DEFAULT_NETWORK_ARG = "TKE_NETWORK"
 SUFFIXES = (".conflist", ".conf", ".json")
