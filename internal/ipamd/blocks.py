@@ -185,7 +185,7 @@ class PoolBlocks:
             async with self.lock(index):
                 block = await self._block(index)
                 new_block = give_back(block, bit, self.clock(), cooldown)
-                outcome = await self.storage.free(stored, new_block)
+                outcome = await self.storage.release(stored, new_block)
                 if outcome is Lost.ALLOCATION:
                     return False
                 if isinstance(outcome, Lost):

@@ -351,7 +351,7 @@ class EtcdIPStorage:
                 return Lost.OWNER if kind == "owner" else Lost.ATTACHMENT
         return Lost.ALLOCATION
 
-    async def free(self, current: Stored, block: Block) -> Lost | int:
+    async def release(self, current: Stored, block: Block) -> Lost | int:
         a = current.allocation
         ip_key = self._ip_key(a.pool, a.ip)
         block_key = self._block_key(block.pool, block.index)

@@ -134,7 +134,7 @@ class MemoryIPStorage:
         self._unindex(now.allocation)
         return self._store(allocation, next(self._versions))
 
-    async def free(self, current: Stored, block: Block) -> Lost | int:
+    async def release(self, current: Stored, block: Block) -> Lost | int:
         ref = (current.allocation.pool, address_key(current.allocation.ip))
         now = self._allocs.get(ref)
         if now is None or now.version != current.version:

@@ -6,7 +6,7 @@ Every mutation is one atomic compare-and-swap over all the records it touches:
   owner), and fails without writing anything if the pool, the block, the interface or the owner
   changed or is taken. So no address and no interface ever has two owners.
 - `replace` rewrites an allocation compared at its version (attach to another container,
-  detach, change of policy), moving its indexes along; `free` removes it and clears its bit in
+  detach, change of policy), moving its indexes along; `release` removes it and clears its bit in
   the block (compared at both versions).
 - A lost race is an outcome (`Lost`), not an exception: the caller re-reads and decides.
 - Implementation errors never escape: unreachable storage is `StorageUnavailable`.
@@ -126,7 +126,7 @@ class IPStorage(Protocol):
         its new interface and owner are not someone else's."""
         ...
 
-    async def free(self, current: Stored, block: Block) -> Lost | int:
+    async def release(self, current: Stored, block: Block) -> Lost | int:
         """Remove an allocation and write `block` (its bit cleared), both compared; returns
         the block's new version."""
         ...
