@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
 import urllib.request
@@ -32,22 +33,46 @@ def etcd_binary() -> str:
 class EtcdProcess:
     """One etcd member on 127.0.0.1. `client_port`/`peer_port` 0 pick free ports."""
 
-    def __init__(self, data_dir: Path, *, client_port: int = 0, peer_port: int = 0, name: str = "tke-etcd") -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        client_port: int = 0,
+        peer_port: int = 0,
+        name: str = "tke-etcd",
+        tls: tuple[str, str, str] | None = None,
+    ) -> None:
+        """`tls` = (ca_file, cert_file, key_file): serve clients over TLS and require client
+        certificates signed by that CA."""
         self.data_dir = data_dir
+        self.tls = tls
         self.client_port = client_port or free_port()
         self.peer_port = peer_port or free_port()
         self.name = name
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir.parent / f"{data_dir.name}.log"
+        # Overrides of the single-member flags (EtcdCluster sets the cluster's members here).
+        self.extra_args: list[str] = []
+        self._paused = False
 
     @property
     def endpoint(self) -> str:
         return f"127.0.0.1:{self.client_port}"
 
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
+
     def start(self, timeout: float = 20.0) -> None:
+        self.launch()
+        self.wait_ready(timeout)
+
+    def launch(self) -> None:
+        """Start the process without waiting for it to be healthy (members of a new cluster
+        only become healthy together)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         peer = f"http://127.0.0.1:{self.peer_port}"
-        client = f"http://127.0.0.1:{self.client_port}"
+        client = f"{self.scheme}://127.0.0.1:{self.client_port}"
         args = [
             etcd_binary(),
             f"--name={self.name}",
@@ -58,24 +83,35 @@ class EtcdProcess:
             f"--initial-advertise-peer-urls={peer}",
             f"--initial-cluster={self.name}={peer}",
             "--initial-cluster-state=new",
+            # Fast elections: tests kill and pause members.
+            "--heartbeat-interval=100",
+            "--election-timeout=1000",
             "--logger=zap",
             "--log-outputs=stderr",
             # Tests and development value speed over durability of the last write.
             "--unsafe-no-fsync" if _supports_unsafe_no_fsync() else "--snapshot-count=100000",
         ]
+        if self.tls is not None:
+            ca, cert, key = self.tls
+            args += [f"--trusted-ca-file={ca}", f"--cert-file={cert}", f"--key-file={key}", "--client-cert-auth"]
+        # Later flags win: a cluster's --initial-cluster replaces the single-member one.
+        args += self.extra_args
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child for its lifetime
         self.process = subprocess.Popen(args, stdout=log, stderr=log, start_new_session=True)
         log.close()
-        self.wait_ready(timeout)
 
     def wait_ready(self, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout
-        url = f"http://127.0.0.1:{self.client_port}/health"
+        url = f"{self.scheme}://127.0.0.1:{self.client_port}/health"
+        context = None
+        if self.tls is not None:
+            context = ssl.create_default_context(cafile=self.tls[0])
+            context.load_cert_chain(self.tls[1], self.tls[2])
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
                 raise RuntimeError(f"etcd exited with {self.process.returncode}; see {self.log_path}")
             try:
-                with urllib.request.urlopen(url, timeout=1) as resp:
+                with urllib.request.urlopen(url, timeout=1, context=context) as resp:
                     if b'"true"' in resp.read():
                         return
             except OSError:
@@ -86,6 +122,7 @@ class EtcdProcess:
     def stop(self) -> None:
         if self.process is None:
             return
+        self.resume_if_paused()
         if self.process.poll() is None:
             self.process.terminate()
             try:
@@ -104,10 +141,16 @@ class EtcdProcess:
     def pause(self) -> None:
         assert self.process is not None
         self.process.send_signal(signal.SIGSTOP)
+        self._paused = True
 
     def resume(self) -> None:
         assert self.process is not None
         self.process.send_signal(signal.SIGCONT)
+        self._paused = False
+
+    def resume_if_paused(self) -> None:
+        if self._paused and self.process is not None and self.process.poll() is None:
+            self.resume()
 
     def restart(self) -> None:
         self.stop()
@@ -123,3 +166,30 @@ def _supports_unsafe_no_fsync() -> bool:
         out = subprocess.run([etcd_binary(), "--help"], capture_output=True, text=True, check=False)
         _no_fsync = "--unsafe-no-fsync" in (out.stdout + out.stderr)
     return _no_fsync
+
+
+class EtcdCluster:
+    """A multi-member etcd cluster on 127.0.0.1, one data directory per member under `root`."""
+
+    def __init__(self, root: Path, size: int = 3, token: str = "tke-test") -> None:
+        self.members = [EtcdProcess(root / f"member{i}", name=f"m{i}") for i in range(size)]
+        self.token = token
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [m.endpoint for m in self.members]
+
+    def _initial_cluster(self) -> str:
+        return ",".join(f"{m.name}=http://127.0.0.1:{m.peer_port}" for m in self.members)
+
+    def start(self, timeout: float = 30.0) -> None:
+        for m in self.members:
+            m.extra_args = [f"--initial-cluster={self._initial_cluster()}", f"--initial-cluster-token={self.token}"]
+            m.launch()
+        for m in self.members:
+            m.wait_ready(timeout)
+
+    def stop(self) -> None:
+        for m in self.members:
+            m.resume_if_paused()
+            m.stop()

@@ -67,12 +67,16 @@ class TestCA:
         organizations: tuple[str, ...] = (),
         hosts: tuple[str, ...] = (),
         client: bool = False,
+        also_client: bool = False,
         valid_for: datetime.timedelta = datetime.timedelta(days=1),
         not_before: datetime.datetime | None = None,
     ) -> CertFiles:
         key = ec.generate_private_key(ec.SECP256R1())
         attrs = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
         attrs += [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in organizations]
+        usages = [x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH if client else x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]
+        if also_client and not client:
+            usages.append(x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH)
         start = not_before or datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=5)
         builder = (
             x509.CertificateBuilder()
@@ -82,12 +86,7 @@ class TestCA:
             .serial_number(x509.random_serial_number())
             .not_valid_before(start)
             .not_valid_after(start + valid_for)
-            .add_extension(
-                x509.ExtendedKeyUsage(
-                    [x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH if client else x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]
-                ),
-                critical=False,
-            )
+            .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
         )
         if hosts:
             names: list[x509.GeneralName] = []

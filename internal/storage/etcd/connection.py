@@ -71,8 +71,8 @@ def _target(endpoints: list[str]) -> str:
     if len(hosts) == 1:
         return hosts[0]
 
-    # Several members: gRPC's static ipv4:/ipv6: resolver with pick_first fails over between
-    # them. It needs literal addresses; host names fall back to the first endpoint.
+    # Several members: gRPC's static ipv4:/ipv6: resolver. It needs literal addresses; host
+    # names fall back to the first endpoint.
     def is_ip(hostport: str) -> bool:
         host = hostport.rsplit(":", 1)[0].strip("[]")
         try:
@@ -92,16 +92,23 @@ class EtcdConnection:
 
     def __init__(self, config: EtcdConfig) -> None:
         self.config = config
-        options = [
+        options: list[tuple[str, int | str]] = [
             ("grpc.keepalive_time_ms", int(config.keepalive_time * 1000)),
             ("grpc.keepalive_timeout_ms", int(config.keepalive_timeout * 1000)),
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.http2.max_pings_without_data", 0),
             ("grpc.initial_reconnect_backoff_ms", 200),
             ("grpc.max_reconnect_backoff_ms", 2000),
+            # Also the connect timeout: a stopped member accepts TCP but never answers.
+            ("grpc.min_reconnect_backoff_ms", 1000),
             ("grpc.max_receive_message_length", 64 * 1024 * 1024),
         ]
         target = _target(config.endpoints)
+        if target.startswith(("ipv4:", "ipv6:")):
+            # Several members: keep a connection to each and spread calls, so that a dead or
+            # hung member (found by keepalive) costs the calls in flight on it, not a
+            # reconnect through it.
+            options.append(("grpc.lb_policy_name", "round_robin"))
         if config.tls is not None:
             creds = grpc.ssl_channel_credentials(
                 root_certificates=Path(config.tls.ca_file).read_bytes(),

@@ -1,0 +1,1 @@
+"""Fault tests: etcd members killed, hung and partitioned, servers restarted under load."""
