@@ -56,17 +56,24 @@ class PoolBlocks:
     def lock(self, index: int) -> asyncio.Lock:
         return self.locks.setdefault(index, asyncio.Lock())
 
-    async def refresh(self) -> None:
-        """Re-read the pool after its version changed. Raises NOT_FOUND when it is gone and
-        FAILED_PRECONDITION (POOL_DELETING) while it is being deleted."""
+    async def reload(self) -> None:
+        """Re-read the pool's definition (it was updated, or deleted and created again).
+        Raises NOT_FOUND when it is gone."""
         entry = await self.storage.get_pool(self.name)
         if entry is None:
             raise not_found("pool", self.name, "")
+        self.adopt(entry)
+
+    def adopt(self, entry: PoolEntry) -> None:
         old = self.entry.pool
         if entry.pool.cidr != old.cidr or entry.pool.creation_timestamp != old.creation_timestamp:
             self._reset(entry)  # deleted and created again: nothing cached about the old one holds
         self.entry = entry
-        if entry.deleting:
+
+    async def refresh(self) -> None:
+        """reload(), and FAILED_PRECONDITION (POOL_DELETING) while it is being deleted."""
+        await self.reload()
+        if self.entry.deleting:
             raise errors.pool_deleting(self.name)
 
     def _next_candidate(self, now: float) -> int | None:

@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from google.protobuf import timestamp_pb2
+from google.protobuf import field_mask_pb2, timestamp_pb2
 
 from tke.internal.ipamd import errors
 from tke.internal.ipamd.bindings import candidate_workloads, ordinal
@@ -58,6 +58,8 @@ POD_DELETE = ipam_pb2.RELEASE_POLICY_POD_DELETE
 ATTACHED = ipam_pb2.ALLOCATION_STATE_ATTACHED
 RETAINED = ipam_pb2.ALLOCATION_STATE_RETAINED
 POOL_LIST_TTL = 1.0
+# What UpdatePool may change on a pool in use: none of it renumbers the addresses.
+MUTABLE_POOL_FIELDS = ("routes", "dns", "node_subnets", "node_names", "labels", "cooldown_seconds")
 
 
 def _timestamp(now: float) -> timestamp_pb2.Timestamp:
@@ -153,17 +155,46 @@ class IPAM:
     async def list_pools(self) -> list[ipam_pb2.Pool]:
         return [await self._with_status(e) for e in await self.storage.list_pools()]
 
+    async def update_pool(self, pool: ipam_pb2.Pool, paths: list[str]) -> ipam_pb2.Pool:
+        """Replace the mutable fields named in `paths` (all of them when empty)."""
+        immutable = [p for p in paths if p not in MUTABLE_POOL_FIELDS]
+        if immutable:
+            raise invalid_field(
+                "update_mask", f"{immutable[0]} cannot change; mutable: {', '.join(MUTABLE_POOL_FIELDS)}"
+            )
+        mask = field_mask_pb2.FieldMask(paths=paths or list(MUTABLE_POOL_FIELDS))
+        for _ in range(self.attempts):
+            entry = await self.storage.get_pool(pool.name)
+            if entry is None:
+                raise not_found("pool", pool.name, "")
+            if entry.deleting:
+                raise errors.pool_deleting(pool.name)
+            new = ipam_pb2.Pool()
+            new.CopyFrom(entry.pool)
+            mask.MergeMessage(pool, new, replace_message_field=True, replace_repeated_field=True)
+            violations = validate_pool(new, self.provisioning.names())
+            if violations:
+                raise invalid(violations)
+            updated = await self.storage.update_pool(entry, new, deleting=False)
+            if updated is None:
+                continue  # changed meanwhile: apply the mask to the latest
+            self._pool_list = (-1.0, [])
+            if pool.name in self._pools:
+                self._pools[pool.name].adopt(updated)
+            return await self._with_status(updated)
+        raise errors.contention()
+
     async def delete_pool(self, name: str) -> None:
         entry = await self.storage.get_pool(name)
         if entry is None:
             raise not_found("pool", name, "")
         # Mark first: every reserve compares the pool's version, so none can slip in between
         # the check for allocations and the delete.
-        marked = await self.storage.mark_pool(entry, deleting=True)
+        marked = await self.storage.update_pool(entry, entry.pool, deleting=True)
         if marked is None:
             raise errors.contention()
         if await self.storage.has_allocations(name):
-            await self.storage.mark_pool(marked, deleting=False)
+            await self.storage.update_pool(marked, marked.pool, deleting=False)
             raise errors.pool_in_use(name)
         if not await self.storage.delete_pool(marked):
             raise errors.contention()
@@ -280,7 +311,7 @@ class IPAM:
         if (a.container_id, a.ifname) == (req.container_id, req.ifname):
             await self.provisioning.provide(st.entry.pool, a)
             return a  # a repeated Allocate
-        if not serves(st.entry.pool, req.node, req.node_ip):
+        if not await self._serves(st, req):
             raise errors.node_not_served(a.pool, req.node)
         if req.ip and req.ip != a.ip:
             raise errors.address_in_use(a.pool, req.ip, f"{errors.holder(a)}; the owner's fixed address is {a.ip}")
@@ -306,27 +337,36 @@ class IPAM:
                 if req.pool:
                     raise invalid_field("pool", f"no pool named {pool_name!r}") from None
                 raise errors.binding_pool_missing(pool_name) from None
-            if not serves(st.entry.pool, req.node, req.node_ip):
+            if not await self._serves(st, req):
                 raise errors.node_not_served(pool_name, req.node)
             if st.entry.deleting:
                 await st.refresh()  # raises while it is still being deleted
             return [st]
-        out = []
-        for entry in await self._list_pools():
-            if entry.deleting or not serves(entry.pool, req.node, req.node_ip):
-                continue
-            out.append(await self._pool(entry.pool.name))
-        if not out:
-            raise errors.no_pool_for_node(req.node)
-        return out
+        for fresh in (False, True):
+            out = []
+            for entry in await self._list_pools(fresh=fresh):
+                if entry.deleting or not serves(entry.pool, req.node, req.node_ip):
+                    continue
+                out.append(await self._pool(entry.pool.name))
+            if out:
+                return out
+        raise errors.no_pool_for_node(req.node)
 
-    async def _list_pools(self) -> list[PoolEntry]:
+    async def _list_pools(self, *, fresh: bool = False) -> list[PoolEntry]:
         at, entries = self._pool_list
         now = time.monotonic()
-        if now - at > POOL_LIST_TTL:
+        if fresh or now - at > POOL_LIST_TTL:
             entries = await self.storage.list_pools()
             self._pool_list = (now, entries)
         return entries
+
+    async def _serves(self, st: PoolBlocks, req: ipam_pb2.AllocateRequest) -> bool:
+        """Whether the pool serves the request's node; a "no" from a cached definition is
+        checked again (another replica may have added the node)."""
+        if serves(st.entry.pool, req.node, req.node_ip):
+            return True
+        await st.reload()
+        return serves(st.entry.pool, req.node, req.node_ip)
 
     def _new_allocation(
         self,

@@ -88,6 +88,10 @@ class IPAMServicer(ipam_pb2_grpc.IPAMServiceServicer):
     ) -> ipam_pb2.ListPoolsResponse:
         return ipam_pb2.ListPoolsResponse(pools=await self.ipam.list_pools())
 
+    async def UpdatePool(self, request: ipam_pb2.UpdatePoolRequest, context: grpc.aio.ServicerContext) -> ipam_pb2.Pool:
+        _check([] if NAME.match(request.pool.name) else [FieldViolation("pool.name", "required; a pool name")])
+        return await self.ipam.update_pool(request.pool, list(request.update_mask.paths))
+
     async def DeletePool(
         self, request: ipam_pb2.DeletePoolRequest, context: grpc.aio.ServicerContext
     ) -> ipam_pb2.DeletePoolResponse:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import base64
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from aetcd import rpc
 
@@ -188,19 +188,16 @@ class EtcdIPStorage:
     async def list_pools(self) -> list[PoolEntry]:
         return [self._pool_entry(kv) for kv in await self._prefix(self._k("pools", ""))]
 
-    async def mark_pool(self, entry: PoolEntry, *, deleting: bool) -> PoolEntry | None:
+    async def update_pool(self, entry: PoolEntry, pool: ipam_pb2.Pool, *, deleting: bool) -> PoolEntry | None:
         key = self._k("pools", entry.pool.name)
-        resp = await self._txn(
-            rpc.TxnRequest(
-                compare=[_at(key, entry.version)], success=[_put(key, self._pool_value(entry.pool, deleting))]
-            )
-        )
+        value = self._pool_value(pool, deleting)
+        resp = await self._txn(rpc.TxnRequest(compare=[_at(key, entry.version)], success=[_put(key, value)]))
         if resp is None:
-            current = await self.get_pool(entry.pool.name)
-            return current if current and current.deleting == deleting else None
+            kv = await self._get(key)
+            return self._pool_entry(kv) if kv is not None and kv.value == value else None
         if not resp.succeeded:
             return None
-        return replace(entry, deleting=deleting, version=resp.header.revision)
+        return PoolEntry(pool=pool, deleting=deleting, version=resp.header.revision)
 
     async def delete_pool(self, entry: PoolEntry) -> bool:
         key = self._k("pools", entry.pool.name)

@@ -46,11 +46,11 @@ class MemoryIPStorage:
     async def list_pools(self) -> list[PoolEntry]:
         return [self._pools[n] for n in sorted(self._pools)]
 
-    async def mark_pool(self, entry: PoolEntry, *, deleting: bool) -> PoolEntry | None:
+    async def update_pool(self, entry: PoolEntry, pool: ipam_pb2.Pool, *, deleting: bool) -> PoolEntry | None:
         current = self._pools.get(entry.pool.name)
         if current is None or current.version != entry.version:
             return None
-        new = replace(current, deleting=deleting, version=next(self._versions))
+        new = PoolEntry(pool=pool, deleting=deleting, version=next(self._versions))
         self._pools[entry.pool.name] = new
         return new
 

@@ -89,8 +89,9 @@ class IPStorage(Protocol):
 
     async def list_pools(self) -> list[PoolEntry]: ...
 
-    async def mark_pool(self, entry: PoolEntry, *, deleting: bool) -> PoolEntry | None:
-        """Set or clear `deleting` if the pool is still at entry.version; None if it changed."""
+    async def update_pool(self, entry: PoolEntry, pool: ipam_pb2.Pool, *, deleting: bool) -> PoolEntry | None:
+        """Replace the pool's definition and `deleting` flag if the pool is still at
+        entry.version; None if it changed."""
         ...
 
     async def delete_pool(self, entry: PoolEntry) -> bool:

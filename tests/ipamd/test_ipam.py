@@ -271,3 +271,26 @@ async def test_a_pool_deleted_by_another_replica_is_skipped(ip_storage: IPStorag
     await b.delete_pool("p1")
     # a's list of pools and its state of p1 are stale now; the allocation moves on to p2.
     assert (await a.allocate(allocate_request("y"))).allocation.pool == "p2"
+
+
+async def test_update_pool_serves_new_nodes_on_every_replica(ip_storage: IPStorage, clock: Clock) -> None:
+    a, b = make_ipam(ip_storage, clock), make_ipam(ip_storage, clock)
+    await a.create_pool(pool("rack", "10.3.0.0/24", node_names=["node-1"]))
+    await a.allocate(allocate_request("p1", node="node-1"))  # a caches the pool and the list
+    await a.allocate(allocate_request("p2", node="node-1", pool_name="rack"))
+    updated = ipam_pb2.Pool(name="rack", node_names=["node-1", "node-2"], dns=ipam_pb2.DNS(nameservers=["10.3.0.53"]))
+    got = await b.update_pool(updated, ["node_names", "dns"])
+    assert list(got.node_names) == ["node-1", "node-2"] and got.cidr == "10.3.0.0/24"
+    assert got.status.allocated == 2
+    named = await a.allocate(allocate_request("p3", node="node-2", pool_name="rack"))
+    assert list(named.allocation.dns.nameservers) == ["10.3.0.53"]
+    assert (await a.allocate(allocate_request("p4", node="node-2"))).allocation.pool == "rack"
+    with pytest.raises(ApiError) as err:
+        await b.update_pool(ipam_pb2.Pool(name="rack", cidr="10.4.0.0/24"), ["cidr"])
+    assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(ApiError) as err:
+        await b.update_pool(ipam_pb2.Pool(name="rack", node_subnets=["not-a-cidr"]), ["node_subnets"])
+    assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(ApiError) as err:
+        await b.update_pool(ipam_pb2.Pool(name="nope"), [])
+    assert err.value.code == grpc.StatusCode.NOT_FOUND

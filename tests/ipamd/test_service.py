@@ -237,3 +237,25 @@ async def test_unreachable_etcd_is_unavailable_not_internal(workdir: Path) -> No
             assert "Traceback" not in (err.value.details() or "")
     finally:
         await ipamd.stop()
+
+
+async def test_update_pool_with_a_field_mask(stub: ipam_pb2_grpc.IPAMServiceStub) -> None:
+    from google.protobuf import field_mask_pb2
+
+    await stub.CreatePool(ipam_pb2.CreatePoolRequest(pool=ipam_pb2.Pool(name="upd", cidr="10.5.0.0/24")))
+    got = await stub.UpdatePool(
+        ipam_pb2.UpdatePoolRequest(
+            pool=ipam_pb2.Pool(name="upd", node_names=["n9"], labels={"rack": "r1"}),
+            update_mask=field_mask_pb2.FieldMask(paths=["node_names"]),
+        )
+    )
+    assert list(got.node_names) == ["n9"] and not got.labels  # only the masked field changed
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.UpdatePool(
+            ipam_pb2.UpdatePoolRequest(
+                pool=ipam_pb2.Pool(name="upd", vlan=7), update_mask=field_mask_pb2.FieldMask(paths=["vlan"])
+            )
+        )
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    (bad,) = details(err.value)
+    assert isinstance(bad, error_details_pb2.BadRequest) and bad.field_violations[0].field == "update_mask"

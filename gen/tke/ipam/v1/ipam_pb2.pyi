@@ -15,6 +15,7 @@ Invariants the service keeps, whatever the number of tke-ipamd replicas:
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -678,6 +679,41 @@ class ListPoolsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListPoolsResponse: _TypeAlias = ListPoolsResponse  # noqa: Y015
+
+@_typing.final
+class UpdatePoolRequest(_message.Message):
+    """Update the fields of a pool that may change while it is in use."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POOL_FIELD_NUMBER: _builtins.int
+    UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def pool(self) -> Global___Pool:
+        """The pool with its new values; pool.name says which one."""
+
+    @_builtins.property
+    def update_mask(self) -> _field_mask_pb2.FieldMask:
+        """Fields to replace, for example {"paths": ["node_names", "dns"]}. Empty replaces every
+        field that may change: routes, dns, node_subnets, node_names, labels and
+        cooldown_seconds. The others (cidr, gateway, ranges, excluded, vlan, provider) are
+        immutable: naming one is INVALID_ARGUMENT. New values apply to new allocations; existing
+        ones keep what they were given.
+        """
+
+    def __init__(
+        self,
+        *,
+        pool: Global___Pool | None = ...,
+        update_mask: _field_mask_pb2.FieldMask | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["pool", b"pool", "update_mask", b"update_mask"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["pool", b"pool", "update_mask", b"update_mask"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdatePoolRequest: _TypeAlias = UpdatePoolRequest  # noqa: Y015
 
 @_typing.final
 class DeletePoolRequest(_message.Message):

@@ -54,6 +54,11 @@ class IPAMServiceStub:
                 request_serializer=tke_dot_ipam_dot_v1_dot_ipam__pb2.ListPoolsRequest.SerializeToString,
                 response_deserializer=tke_dot_ipam_dot_v1_dot_ipam__pb2.ListPoolsResponse.FromString,
                 _registered_method=True)
+        self.UpdatePool = channel.unary_unary(
+                '/tke.ipam.v1.IPAMService/UpdatePool',
+                request_serializer=tke_dot_ipam_dot_v1_dot_ipam__pb2.UpdatePoolRequest.SerializeToString,
+                response_deserializer=tke_dot_ipam_dot_v1_dot_ipam__pb2.Pool.FromString,
+                _registered_method=True)
         self.DeletePool = channel.unary_unary(
                 '/tke.ipam.v1.IPAMService/DeletePool',
                 request_serializer=tke_dot_ipam_dot_v1_dot_ipam__pb2.DeletePoolRequest.SerializeToString,
@@ -140,6 +145,13 @@ class IPAMServiceServicer:
 
     def ListPools(self, request, context):
         """List every pool with its usage.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdatePool(self, request, context):
+        """Change the nodes a pool serves, its routes, DNS, labels or cooldown.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -249,6 +261,11 @@ def add_IPAMServiceServicer_to_server(servicer, server):
                     servicer.ListPools,
                     request_deserializer=tke_dot_ipam_dot_v1_dot_ipam__pb2.ListPoolsRequest.FromString,
                     response_serializer=tke_dot_ipam_dot_v1_dot_ipam__pb2.ListPoolsResponse.SerializeToString,
+            ),
+            'UpdatePool': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdatePool,
+                    request_deserializer=tke_dot_ipam_dot_v1_dot_ipam__pb2.UpdatePoolRequest.FromString,
+                    response_serializer=tke_dot_ipam_dot_v1_dot_ipam__pb2.Pool.SerializeToString,
             ),
             'DeletePool': grpc.unary_unary_rpc_method_handler(
                     servicer.DeletePool,
@@ -397,6 +414,33 @@ class IPAMService:
             '/tke.ipam.v1.IPAMService/ListPools',
             tke_dot_ipam_dot_v1_dot_ipam__pb2.ListPoolsRequest.SerializeToString,
             tke_dot_ipam_dot_v1_dot_ipam__pb2.ListPoolsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdatePool(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tke.ipam.v1.IPAMService/UpdatePool',
+            tke_dot_ipam_dot_v1_dot_ipam__pb2.UpdatePoolRequest.SerializeToString,
+            tke_dot_ipam_dot_v1_dot_ipam__pb2.Pool.FromString,
             options,
             channel_credentials,
             insecure,

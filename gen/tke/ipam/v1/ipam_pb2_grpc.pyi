@@ -54,6 +54,8 @@ class IPAMServiceStub:
     """Get a pool with its usage."""
     ListPools: _grpc.UnaryUnaryMultiCallable[_ipam_pb2.ListPoolsRequest, _ipam_pb2.ListPoolsResponse]
     """List every pool with its usage."""
+    UpdatePool: _grpc.UnaryUnaryMultiCallable[_ipam_pb2.UpdatePoolRequest, _ipam_pb2.Pool]
+    """Change the nodes a pool serves, its routes, DNS, labels or cooldown."""
     DeletePool: _grpc.UnaryUnaryMultiCallable[_ipam_pb2.DeletePoolRequest, _ipam_pb2.DeletePoolResponse]
     """Delete a pool that has no allocations left."""
     PutBinding: _grpc.UnaryUnaryMultiCallable[_ipam_pb2.PutBindingRequest, _ipam_pb2.Binding]
@@ -101,6 +103,8 @@ class IPAMServiceAsyncStub(IPAMServiceStub):
     """Get a pool with its usage."""
     ListPools: _aio.UnaryUnaryMultiCallable[_ipam_pb2.ListPoolsRequest, _ipam_pb2.ListPoolsResponse]  # type: ignore[assignment]
     """List every pool with its usage."""
+    UpdatePool: _aio.UnaryUnaryMultiCallable[_ipam_pb2.UpdatePoolRequest, _ipam_pb2.Pool]  # type: ignore[assignment]
+    """Change the nodes a pool serves, its routes, DNS, labels or cooldown."""
     DeletePool: _aio.UnaryUnaryMultiCallable[_ipam_pb2.DeletePoolRequest, _ipam_pb2.DeletePoolResponse]  # type: ignore[assignment]
     """Delete a pool that has no allocations left."""
     PutBinding: _aio.UnaryUnaryMultiCallable[_ipam_pb2.PutBindingRequest, _ipam_pb2.Binding]  # type: ignore[assignment]
@@ -163,6 +167,14 @@ class IPAMServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_ipam_pb2.ListPoolsResponse, _abc.Awaitable[_ipam_pb2.ListPoolsResponse]]:
         """List every pool with its usage."""
+
+    @_abc_1.abstractmethod
+    def UpdatePool(
+        self,
+        request: _ipam_pb2.UpdatePoolRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ipam_pb2.Pool, _abc.Awaitable[_ipam_pb2.Pool]]:
+        """Change the nodes a pool serves, its routes, DNS, labels or cooldown."""
 
     @_abc_1.abstractmethod
     def DeletePool(
