@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup deps run test test-fast lint gen check-gen bench clean proto-lint
+.PHONY: setup deps run test test-faults test-fast lint gen check-gen bench clean proto-lint
 
 setup: deps $(STAMP)
 
@@ -27,6 +27,10 @@ run: setup
 ## test: the whole test suite, against real servers the tests start
 test: setup check-gen lint
 	$(BIN)/python -P -m pytest -q $(PYTEST_ARGS)
+
+## test-faults: only the fault tests (etcd members killed, hung, quorum lost; servers restarted; fuzzing)
+test-faults: setup
+	$(BIN)/python -P -m pytest -q tests/faults tests/ipamd/test_etcd_faults.py $(PYTEST_ARGS)
 
 ## test-fast: the tests only, without the generated-code and lint checks
 test-fast: setup
