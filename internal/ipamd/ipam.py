@@ -59,6 +59,9 @@ ATTACHED = ipam_pb2.ALLOCATION_STATE_ATTACHED
 RETAINED = ipam_pb2.ALLOCATION_STATE_RETAINED
 POOL_LIST_TTL = 1.0
 # What UpdatePool may change on a pool in use: none of it renumbers the addresses.
+# Workload kinds whose pods keep their names (a fixed address is per pod name); the pods of
+# other kinds get new names, so their fixed addresses are shared by the workload.
+STABLE_NAME_KINDS = frozenset({"StatefulSet", "Pod"})
 MUTABLE_POOL_FIELDS = ("routes", "dns", "node_subnets", "node_names", "labels", "cooldown_seconds")
 
 
@@ -272,6 +275,8 @@ class IPAM:
                 if policy in (ipam_pb2.RELEASE_POLICY_IMMUTABLE, ipam_pb2.RELEASE_POLICY_NEVER):
                     key = owner_key(owner.namespace, owner.workload_kind, owner.workload_name, owner.pod_name)
                     held = await self.storage.by_owner(key)
+                    if held is None and owner.workload_kind not in STABLE_NAME_KINDS:
+                        held = await self._retained_of_workload(owner)
                     if held is not None:
                         moved = await self._reattach(held, req, owner)
                         if moved is not None:
@@ -302,6 +307,14 @@ class IPAM:
         await self.provisioning.provide((await self._pool(a.pool)).entry.pool, a)
         return a
 
+    async def _retained_of_workload(self, owner: ipam_pb2.Owner) -> Stored | None:
+        """A RETAINED address of the pod's workload, for workloads whose pods get new names
+        (Deployments, DaemonSets, ...): the fixed addresses follow the workload, and a new pod
+        takes over one a gone pod left."""
+        stored = await self.storage.by_workload(owner.namespace, owner.workload_kind, owner.workload_name)
+        retained = [s for s in stored if s.allocation.state == RETAINED]
+        return min(retained, key=lambda s: s.allocation.ip) if retained else None
+
     async def _reattach(
         self, held: Stored, req: ipam_pb2.AllocateRequest, owner: ipam_pb2.Owner
     ) -> ipam_pb2.Allocation | None:
@@ -317,7 +330,8 @@ class IPAM:
             raise errors.address_in_use(a.pool, req.ip, f"{errors.holder(a)}; the owner's fixed address is {a.ip}")
         now = self.clock()
         new = _copy(a)
-        new.owner.pod_uid = owner.pod_uid
+        # The owner key moves with it when a renamed pod of the workload takes it over.
+        new.owner.pod_name, new.owner.pod_uid = owner.pod_name, owner.pod_uid
         new.container_id, new.ifname, new.node, new.state = req.container_id, req.ifname, req.node, ATTACHED
         new.attach_timestamp.CopyFrom(_timestamp(now))
         if a.node != req.node or a.state != ATTACHED:

@@ -294,3 +294,27 @@ async def test_update_pool_serves_new_nodes_on_every_replica(ip_storage: IPStora
     with pytest.raises(ApiError) as err:
         await b.update_pool(ipam_pb2.Pool(name="nope"), [])
     assert err.value.code == grpc.StatusCode.NOT_FOUND
+
+
+async def test_deployment_pods_share_the_workloads_fixed_addresses(ip_storage: IPStorage, clock: Clock) -> None:
+    ipam = make_ipam(ip_storage, clock)
+    await ipam.create_pool(pool())
+    await bind(ipam, "web", IMMUTABLE, kind="Deployment")
+    first = (await ipam.allocate(allocate_request("web-5d8f7c6b9-abcde", "c1"))).allocation
+    second = (await ipam.allocate(allocate_request("web-5d8f7c6b9-fghij", "c2"))).allocation
+    await ipam.release("c1", "eth0")  # the pod went away: its address stays with the workload
+    # A replacement pod (a new name) takes the retained address over.
+    third = await ipam.allocate(allocate_request("web-5d8f7c6b9-klmno", "c3"))
+    assert third.reused and third.allocation.ip == first.ip
+    assert third.allocation.owner.pod_name == "web-5d8f7c6b9-klmno"
+    with pytest.raises(ApiError):
+        await ipam.get_by_owner(
+            ipam_pb2.Owner(namespace="default", pod_name="web-5d8f7c6b9-abcde", workload_kind="Deployment",
+                           workload_name="web")
+        )  # fmt: skip
+    # With none retained, a new pod gets a new address.
+    fourth = await ipam.allocate(allocate_request("web-5d8f7c6b9-pqrst", "c4"))
+    assert not fourth.reused and fourth.allocation.ip not in {first.ip, second.ip}
+    w = ipam_pb2.WorkloadRef(namespace="default", kind="Deployment", name="web")
+    _, deferred = await ipam.release_workload(w, deleted=True, replicas=None, keep=set(), force=False)
+    assert len(deferred) == 3

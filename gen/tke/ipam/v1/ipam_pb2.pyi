@@ -44,7 +44,9 @@ class _ReleasePolicyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Release
     RELEASE_POLICY_IMMUTABLE: _ReleasePolicy.ValueType  # 2
     """A fixed address: kept for the owner (namespace + workload + pod name) across pod
     restarts and moves; released only when the workload is deleted or scaled down
-    (ReleaseWorkload).
+    (ReleaseWorkload). For workloads whose pods get new names (kinds other than StatefulSet
+    and Pod, e.g. Deployment), the fixed addresses belong to the workload: a new pod takes
+    over one that a gone pod left RETAINED.
     """
     RELEASE_POLICY_NEVER: _ReleasePolicy.ValueType  # 3
     """A fixed address that is never released automatically, not even when the workload is
@@ -61,7 +63,9 @@ RELEASE_POLICY_POD_DELETE: ReleasePolicy.ValueType  # 1
 RELEASE_POLICY_IMMUTABLE: ReleasePolicy.ValueType  # 2
 """A fixed address: kept for the owner (namespace + workload + pod name) across pod
 restarts and moves; released only when the workload is deleted or scaled down
-(ReleaseWorkload).
+(ReleaseWorkload). For workloads whose pods get new names (kinds other than StatefulSet
+and Pod, e.g. Deployment), the fixed addresses belong to the workload: a new pod takes
+over one that a gone pod left RETAINED.
 """
 RELEASE_POLICY_NEVER: ReleasePolicy.ValueType  # 3
 """A fixed address that is never released automatically, not even when the workload is
