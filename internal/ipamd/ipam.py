@@ -505,29 +505,47 @@ class IPAM:
     async def release_workload(
         self, w: ipam_pb2.WorkloadRef, *, deleted: bool, replicas: int | None, keep: set[str], force: bool
     ) -> tuple[list[ipam_pb2.Allocation], list[ipam_pb2.Allocation]]:
+        stored = await self.storage.by_workload(w.namespace, w.kind, w.name)
+        chosen = stored if deleted else self._scaled_down(w, stored, replicas, keep)
         released: list[ipam_pb2.Allocation] = []
         deferred: list[ipam_pb2.Allocation] = []
-        for stored in await self.storage.by_workload(w.namespace, w.kind, w.name):
-            a = stored.allocation
-            if not deleted:
-                if replicas is not None:
-                    n = ordinal(a.owner.pod_name, w.name)
-                    if n is None or n < replicas:
-                        continue
-                if keep and a.owner.pod_name in keep:
-                    continue
+        for s in chosen:
+            a = s.allocation
             if a.release_policy == ipam_pb2.RELEASE_POLICY_NEVER and not force:
                 continue
             if a.state == RETAINED:
-                if await self._give_back(stored):
+                if await self._give_back(s):
                     released.append(a)
                 continue
             # Still attached: the container's own Release will free it.
             loose = _copy(a)
             loose.release_policy = POD_DELETE
-            if not isinstance(await self.storage.replace(stored, loose), Lost):
+            if not isinstance(await self.storage.replace(s, loose), Lost):
                 deferred.append(loose)
         return released, deferred
+
+    @staticmethod
+    def _scaled_down(
+        w: ipam_pb2.WorkloadRef, stored: list[Stored], replicas: int | None, keep: set[str]
+    ) -> list[Stored]:
+        """The addresses a scale-down to `replicas` (and/or to the pods in `keep`) frees."""
+        if keep:
+            stored = [s for s in stored if s.allocation.owner.pod_name not in keep]
+        if replicas is None:
+            return stored
+        if w.kind in STABLE_NAME_KINDS:
+            # Pods "<workload>-<ordinal>": those at or above the new replica count go.
+            out = []
+            for s in stored:
+                n = ordinal(s.allocation.owner.pod_name, w.name)
+                if n is not None and n >= replicas:
+                    out.append(s)
+            return out
+        # Pods without ordinals share the workload's addresses: keep `replicas` of them,
+        # those in use first, and free the retained ones beyond that.
+        in_use = sum(1 for s in stored if s.allocation.state == ATTACHED)
+        retained = sorted((s for s in stored if s.allocation.state == RETAINED), key=lambda s: s.allocation.ip)
+        return retained[max(0, replicas - in_use) :]
 
     async def garbage_collect(
         self, node: str, valid: set[tuple[str, str]], *, dry_run: bool, min_age: float

@@ -318,3 +318,21 @@ async def test_deployment_pods_share_the_workloads_fixed_addresses(ip_storage: I
     w = ipam_pb2.WorkloadRef(namespace="default", kind="Deployment", name="web")
     _, deferred = await ipam.release_workload(w, deleted=True, replicas=None, keep=set(), force=False)
     assert len(deferred) == 3
+
+
+async def test_deployment_scale_down_keeps_as_many_addresses_as_replicas(ip_storage: IPStorage, clock: Clock) -> None:
+    ipam = make_ipam(ip_storage, clock)
+    await ipam.create_pool(pool())
+    await bind(ipam, "web", IMMUTABLE, kind="Deployment")
+    for i in range(4):
+        await ipam.allocate(allocate_request(f"web-5d8f7c6b9-pod{i}a", f"c{i}"))
+    for i in (2, 3):
+        await ipam.release(f"c{i}", "eth0")  # two pods gone: their addresses are retained
+    w = ipam_pb2.WorkloadRef(namespace="default", kind="Deployment", name="web")
+    # Scaled to 3: two in use, so one retained address stays and the other goes.
+    released, deferred = await ipam.release_workload(w, deleted=False, replicas=3, keep=set(), force=False)
+    assert len(released) == 1 and not deferred
+    assert (await ipam.get_pool("net-a")).status.allocated == 3
+    released, _ = await ipam.release_workload(w, deleted=False, replicas=2, keep=set(), force=False)
+    assert len(released) == 1
+    assert (await ipam.get_pool("net-a")).status.allocated == 2

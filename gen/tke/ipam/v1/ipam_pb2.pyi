@@ -1120,7 +1120,9 @@ class ReleaseWorkloadRequest(_message.Message):
     """The workload was deleted: release all its addresses (except NEVER ones unless force)."""
     replicas: _builtins.int
     """The workload was scaled down to this many replicas: release the addresses of pods
-    named "<workload>-<ordinal>" with ordinal >= replicas. Ignored when deleted is set.
+    named "<workload>-<ordinal>" with ordinal >= replicas (StatefulSet, Pod); for workloads
+    whose pods get new names, keep this many addresses (those in use first) and release the
+    RETAINED ones beyond. Ignored when deleted is set.
     """
     force: _builtins.bool
     """Also release RELEASE_POLICY_NEVER addresses."""
