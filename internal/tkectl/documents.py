@@ -14,7 +14,7 @@ import yaml
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
-from tke.internal.tkectl.errors import usage
+from tke.internal.tkectl.errors import CliError, usage
 from tke.internal.tkectl.kinds.base import Kind
 from tke.internal.tkectl.kinds.registry import by_file_kind
 
@@ -69,7 +69,10 @@ def _document(doc: object, where: str) -> Document:
     kind_field = values.pop("kind", None)
     if not isinstance(kind_field, str) or not kind_field:
         raise usage(f"{where}: missing kind: (for example kind: Cluster)")
-    kind = by_file_kind(kind_field)
+    try:
+        kind = by_file_kind(kind_field)
+    except CliError as err:
+        raise usage(f"{where}: {err.message}") from None
     extra = {key: values.pop(key) for key in kind.extra_keys if key in values}
     values.pop("apiVersion", None)  # tolerated, as people copy Kubernetes manifests
     message = kind.message()
