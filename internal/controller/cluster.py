@@ -134,7 +134,7 @@ class _Adapter:
                 await self.c.machines.delete(m.metadata.tenant_id, m.metadata.name)
         if machines:
             names = ", ".join(sorted(m.metadata.name for m in machines))
-            raise TemporaryError(f"waiting for {len(machines)} machines to be deleted: {names}", delay=2.0)
+            raise TemporaryError(f"waiting for {len(machines)} machines to be deleted: {names}", delay=1.0)
 
 
 def cluster_key(machine: machine_pb2.Machine) -> str:

@@ -115,6 +115,8 @@ class ApiRecorder:
                 self._queue.task_done()
 
     async def _send(self, record: Record) -> None:
+        if len(self._known) > 10_000:
+            self._known.clear()  # a cache of what we wrote, not a record: re-read on demand
         name = event_name(record)
         key = f"{record.tenant}/{name}"
         now = event_pb2.Event().spec.last_timestamp
@@ -155,5 +157,3 @@ class ApiRecorder:
                 if code_of(err) not in (grpc.StatusCode.ABORTED, grpc.StatusCode.NOT_FOUND):
                     raise
                 self._known.pop(key, None)
-        if len(self._known) > 10_000:
-            self._known.clear()

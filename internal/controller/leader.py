@@ -61,12 +61,28 @@ class LeaderElector:
 
     async def _campaign(self) -> None:
         while True:
-            lease = await self.store.grant(self.ttl)
+            try:
+                lease = await self.store.grant(self.ttl)
+            except StorageError as err:
+                log.warning("leader election: etcd: %s; trying again", err)
+                await asyncio.sleep(1.0)
+                continue
             try:
                 item = await self.store.create(self.key, self.identity.encode(), lease=lease)
             except AlreadyExists:
-                await self.store.revoke(lease)
-                await self._wait_for_vacancy()
+                with contextlib.suppress(StorageError):
+                    await self.store.revoke(lease)
+                try:
+                    await self._wait_for_vacancy()
+                except StorageError as err:
+                    log.warning("leader election: watching the leader: %s; trying again", err)
+                    await asyncio.sleep(1.0)
+                continue
+            except StorageError as err:
+                with contextlib.suppress(StorageError):
+                    await self.store.revoke(lease)
+                log.warning("leader election: etcd: %s; trying again", err)
+                await asyncio.sleep(1.0)
                 continue
             except BaseException:
                 with contextlib.suppress(StorageError, asyncio.CancelledError):

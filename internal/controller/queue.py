@@ -28,7 +28,8 @@ class WorkQueue:
         self._dirty: set[str] = set()
         self._processing: set[str] = set()
         self._timers: dict[str, tuple[float, asyncio.TimerHandle]] = {}
-        self._ready = asyncio.Condition()
+        # Workers blocked in get(), woken one per queued key.
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._shut = False
         self.adds = 0  # every add call, for tests and metrics
 
@@ -45,12 +46,11 @@ class WorkQueue:
             return
         self._dirty.add(key)
         if key not in self._processing:
-            self._queue.append(key)
-            asyncio.get_running_loop().create_task(self._wake())
+            self._push(key)
 
-    async def _wake(self) -> None:
-        async with self._ready:
-            self._ready.notify()
+    def _push(self, key: str) -> None:
+        self._queue.append(key)
+        self._push_wake()
 
     def add_after(self, key: str, delay: float) -> None:
         if delay <= 0:
@@ -79,12 +79,19 @@ class WorkQueue:
         self.backoff.forget(key)
 
     async def get(self) -> str:
-        async with self._ready:
-            while not self._queue:
-                if self._shut:
-                    raise ShutDown
-                await self._ready.wait()
-            key = self._queue.popleft()
+        while not self._queue:
+            if self._shut:
+                raise ShutDown
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                # Pass a wake-up meant for us on to another worker.
+                if waiter.done() and not waiter.cancelled() and self._queue:
+                    self._push_wake()
+                raise
+        key = self._queue.popleft()
         self._processing.add(key)
         self._dirty.discard(key)
         return key
@@ -92,13 +99,21 @@ class WorkQueue:
     def done(self, key: str) -> None:
         self._processing.discard(key)
         if key in self._dirty and not self._shut:
-            self._queue.append(key)
-            asyncio.get_running_loop().create_task(self._wake())
+            self._push(key)
+
+    def _push_wake(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
 
     async def shutdown(self) -> None:
         self._shut = True
         for _, timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
-        async with self._ready:
-            self._ready.notify_all()
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
