@@ -179,8 +179,7 @@ def cni_main(
         )
         result = handlers[command](request)
         if result is not None:
-            result = {**result, "cniVersion": version}
-            _emit(out, result)
+            _emit(out, {"cniVersion": version, **{k: v for k, v in result.items() if k != "cniVersion"}})
         return 0
     except CNIError as err:
         warn(f"{env.get('CNI_COMMAND', '')} failed: {err} (code {err.code})")
