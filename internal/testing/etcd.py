@@ -17,9 +17,9 @@ import urllib.request
 from pathlib import Path
 
 
-def free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return int(s.getsockname()[1])
 
 
@@ -41,13 +41,18 @@ class EtcdProcess:
         peer_port: int = 0,
         name: str = "tke-etcd",
         tls: tuple[str, str, str] | None = None,
+        host: str = "127.0.0.1",
+        uid: int | None = None,
     ) -> None:
         """`tls` = (ca_file, cert_file, key_file): serve clients over TLS and require client
         certificates signed by that CA."""
         self.data_dir = data_dir
         self.tls = tls
-        self.client_port = client_port or free_port()
-        self.peer_port = peer_port or free_port()
+        self.host = host
+        # Run as this user (root only): iptables' owner match then tells its packets apart.
+        self.uid = uid
+        self.client_port = client_port or free_port(host)
+        self.peer_port = peer_port or free_port(host)
         self.name = name
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir.parent / f"{data_dir.name}.log"
@@ -57,7 +62,7 @@ class EtcdProcess:
 
     @property
     def endpoint(self) -> str:
-        return f"127.0.0.1:{self.client_port}"
+        return f"{self.host}:{self.client_port}"
 
     @property
     def scheme(self) -> str:
@@ -71,8 +76,8 @@ class EtcdProcess:
         """Start the process without waiting for it to be healthy (members of a new cluster
         only become healthy together)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        peer = f"http://127.0.0.1:{self.peer_port}"
-        client = f"{self.scheme}://127.0.0.1:{self.client_port}"
+        peer = f"http://{self.host}:{self.peer_port}"
+        client = f"{self.scheme}://{self.host}:{self.client_port}"
         args = [
             etcd_binary(),
             f"--name={self.name}",
@@ -96,13 +101,17 @@ class EtcdProcess:
             args += [f"--trusted-ca-file={ca}", f"--cert-file={cert}", f"--key-file={key}", "--client-cert-auth"]
         # Later flags win: a cluster's --initial-cluster replaces the single-member one.
         args += self.extra_args
+        if self.uid is not None:
+            args = ["setpriv", f"--reuid={self.uid}", f"--regid={self.uid}", "--clear-groups", *args]
+            for path in (self.data_dir, *self.data_dir.rglob("*")):
+                os.chown(path, self.uid, self.uid)
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child for its lifetime
         self.process = subprocess.Popen(args, stdout=log, stderr=log, start_new_session=True)
         log.close()
 
     def wait_ready(self, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout
-        url = f"{self.scheme}://127.0.0.1:{self.client_port}/health"
+        url = f"{self.scheme}://{self.host}:{self.client_port}/health"
         context = None
         if self.tls is not None:
             context = ssl.create_default_context(cafile=self.tls[0])
@@ -169,10 +178,15 @@ def _supports_unsafe_no_fsync() -> bool:
 
 
 class EtcdCluster:
-    """A multi-member etcd cluster on 127.0.0.1, one data directory per member under `root`."""
+    """A multi-member etcd cluster on loopback, one data directory per member under `root`.
+    With `distinct_hosts`, member i listens on 127.0.0.(i+2), so that a test can cut one
+    member off the others with iptables rules on addresses."""
 
-    def __init__(self, root: Path, size: int = 3, token: str = "tke-test") -> None:
-        self.members = [EtcdProcess(root / f"member{i}", name=f"m{i}") for i in range(size)]
+    def __init__(self, root: Path, size: int = 3, token: str = "tke-test", distinct_hosts: bool = False) -> None:
+        self.members = [
+            EtcdProcess(root / f"member{i}", name=f"m{i}", host=f"127.0.0.{i + 2}" if distinct_hosts else "127.0.0.1")
+            for i in range(size)
+        ]
         self.token = token
 
     @property
@@ -180,7 +194,7 @@ class EtcdCluster:
         return [m.endpoint for m in self.members]
 
     def _initial_cluster(self) -> str:
-        return ",".join(f"{m.name}=http://127.0.0.1:{m.peer_port}" for m in self.members)
+        return ",".join(f"{m.name}=http://{m.host}:{m.peer_port}" for m in self.members)
 
     def start(self, timeout: float = 30.0) -> None:
         for m in self.members:
