@@ -1,0 +1,129 @@
+"""The IP storage contract, run against every implementation (in-memory and etcd): each
+mutation applies whole or not at all, and says why it lost. A third-party IP storage plugin
+can run these tests against its own class."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from tke.internal.ipamd.allocator import Block
+from tke.ipam.v1 import ipam_pb2
+from tke.plugins.ip_storage.store import IPStorage, Lost, PoolEntry, PoolExists, Stored
+
+IMMUTABLE = ipam_pb2.RELEASE_POLICY_IMMUTABLE
+
+
+def allocation(ip: str, container: str = "", pod: str = "p", policy: int = 1) -> ipam_pb2.Allocation:
+    return ipam_pb2.Allocation(
+        pool="p",
+        ip=ip,
+        container_id=container,
+        ifname="eth0" if container else "",
+        node="n1",
+        release_policy=policy,  # type: ignore[arg-type]
+        owner=ipam_pb2.Owner(namespace="ns", pod_name=pod, workload_kind="StatefulSet", workload_name="db"),
+    )
+
+
+async def new_pool(storage: IPStorage) -> PoolEntry:
+    return await storage.create_pool(ipam_pb2.Pool(name="p", cidr="10.0.0.0/24"))
+
+
+async def test_pools(ip_storage: IPStorage) -> None:
+    entry = await new_pool(ip_storage)
+    with pytest.raises(PoolExists):
+        await new_pool(ip_storage)
+    marked = await ip_storage.update_pool(entry, entry.pool, deleting=True)
+    assert marked is not None and marked.deleting and marked.version > entry.version
+    assert await ip_storage.update_pool(entry, entry.pool, deleting=False) is None  # stale version
+    assert not await ip_storage.delete_pool(entry)
+    assert await ip_storage.delete_pool(marked)
+    assert await ip_storage.get_pool("p") is None
+
+
+async def test_reserve_is_all_or_nothing_and_says_why(ip_storage: IPStorage) -> None:
+    entry = await new_pool(ip_storage)
+    empty = await ip_storage.block("p", 0)
+    assert empty.version == 0
+    first = await ip_storage.reserve(entry.version, replace(empty, used=0b1), allocation("10.0.0.2", "c1", "a"))
+    assert isinstance(first, Stored)
+    block = await ip_storage.block("p", 0)
+    assert block.used == 0b1 and block.version == first.version
+
+    # A stale block version loses, and writes nothing.
+    stale = await ip_storage.reserve(entry.version, replace(empty, used=0b10), allocation("10.0.0.3", "c2", "b"))
+    assert stale is Lost.BLOCK
+    assert await ip_storage.by_attachment("c2", "eth0") is None
+    # The interface already has an address.
+    taken = await ip_storage.reserve(entry.version, replace(block, used=0b11), allocation("10.0.0.3", "c1", "a"))
+    assert taken is Lost.ATTACHMENT
+    # The pool changed.
+    assert await ip_storage.reserve(0, replace(block, used=0b11), allocation("10.0.0.3", "c3", "c")) is Lost.POOL
+    assert (await ip_storage.block("p", 0)).used == 0b1  # still only the first
+
+
+async def test_fixed_owner_is_unique_and_indexes_move(ip_storage: IPStorage) -> None:
+    entry = await new_pool(ip_storage)
+    block = await ip_storage.block("p", 0)
+    fixed = allocation("10.0.0.2", "c1", "db-0", IMMUTABLE)
+    held = await ip_storage.reserve(entry.version, replace(block, used=0b1), fixed)
+    assert isinstance(held, Stored)
+    block = await ip_storage.block("p", 0)
+    twin = allocation("10.0.0.3", "c2", "db-0", IMMUTABLE)
+    assert await ip_storage.reserve(entry.version, replace(block, used=0b11), twin) is Lost.OWNER
+
+    # Move it to another container: the old interface no longer finds it, the new one does.
+    moved = ipam_pb2.Allocation()
+    moved.CopyFrom(held.allocation)
+    moved.container_id, moved.node = "c9", "n2"
+    after = await ip_storage.replace(held, moved)
+    assert isinstance(after, Stored)
+    assert await ip_storage.by_attachment("c1", "eth0") is None
+    found = await ip_storage.by_attachment("c9", "eth0")
+    assert found is not None and found.version == after.version
+    assert [s.allocation.container_id for s in await ip_storage.by_node("n2")] == ["c9"]
+    assert await ip_storage.by_node("n1") == []
+    owner = await ip_storage.by_owner("ns/StatefulSet/db/db-0")
+    assert owner is not None and owner.allocation.container_id == "c9"
+    assert [s.allocation.ip for s in await ip_storage.by_workload("ns", "StatefulSet", "db")] == ["10.0.0.2"]
+    assert await ip_storage.replace(held, moved) is Lost.ALLOCATION  # the old version is stale
+
+    # Release it: everything goes, the block is written.
+    block = await ip_storage.block("p", 0)
+    assert await ip_storage.release(held, replace(block, used=0)) is Lost.ALLOCATION
+    version = await ip_storage.release(after, replace(block, used=0))
+    assert isinstance(version, int)
+    assert await ip_storage.by_owner("ns/StatefulSet/db/db-0") is None
+    assert await ip_storage.by_attachment("c9", "eth0") is None
+    assert await ip_storage.by_address("p", "10.0.0.2") is None
+    assert not await ip_storage.has_allocations("p")
+    assert (await ip_storage.block("p", 0)).used == 0
+
+
+async def test_iterate_allocations_in_pages(ip_storage: IPStorage) -> None:
+    entry = await new_pool(ip_storage)
+    used = 0
+    for i in range(5):
+        block: Block = await ip_storage.block("p", 0)
+        used |= 1 << i
+        got = await ip_storage.reserve(entry.version, replace(block, used=used), allocation(f"10.0.0.{10 - i}", f"c{i}"))
+        assert isinstance(got, Stored)
+    seen, cursor = [], ""
+    while True:
+        page, cursor = await ip_storage.allocations("p", cursor, 2)
+        seen += [s.allocation.ip for s in page]
+        if not cursor:
+            break
+    assert seen == [f"10.0.0.{i}" for i in range(6, 11)]  # address order, not insertion order
+
+
+async def test_bindings(ip_storage: IPStorage) -> None:
+    b = ipam_pb2.Binding(workload=ipam_pb2.WorkloadRef(namespace="ns", kind="StatefulSet", name="db"), pool="p")
+    await ip_storage.put_binding(b)
+    assert await ip_storage.get_binding("ns", "StatefulSet", "db") == b
+    assert await ip_storage.list_bindings("ns") == [b]
+    assert await ip_storage.list_bindings("other") == []
+    assert await ip_storage.delete_binding("ns", "StatefulSet", "db")
+    assert not await ip_storage.delete_binding("ns", "StatefulSet", "db")
