@@ -35,6 +35,16 @@ def _why_not() -> str:
 REASON = _why_not()
 
 
+@pytest.fixture(autouse=True)
+def _remove_state(tmp_path: Path) -> Iterator[None]:
+    """State directories, leases and launchers live under tmp_path: gone after every test,
+    passed or failed (set up first, so torn down after the namespaces and daemons)."""
+    try:
+        yield
+    finally:
+        shutil.rmtree(tmp_path, ignore_errors=True)
+
+
 @pytest.fixture
 def namespaces() -> Iterator[Callable[[], str]]:
     """Call it for a new container namespace; all are deleted at the end of the test."""
