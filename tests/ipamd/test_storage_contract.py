@@ -108,7 +108,8 @@ async def test_iterate_allocations_in_pages(ip_storage: IPStorage) -> None:
     for i in range(5):
         block: Block = await ip_storage.block("p", 0)
         used |= 1 << i
-        got = await ip_storage.reserve(entry.version, replace(block, used=used), allocation(f"10.0.0.{10 - i}", f"c{i}"))
+        a = allocation(f"10.0.0.{10 - i}", f"c{i}")
+        got = await ip_storage.reserve(entry.version, replace(block, used=used), a)
         assert isinstance(got, Stored)
     seen, cursor = [], ""
     while True:
