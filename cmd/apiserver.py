@@ -12,6 +12,8 @@ import sys
 from tke.internal import logs
 from tke.internal.apiserver.app import ApiserverConfig, serve
 from tke.internal.config.loader import ConfigError, load
+from tke.internal.plugin.loader import PluginError
+from tke.internal.storage.store import StorageError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,6 +28,12 @@ def main(argv: list[str] | None = None) -> int:
     logs.setup(config.log_level, config.log_format)
     try:
         asyncio.run(serve(config))
+    except PluginError as err:
+        print(f"tke-apiserver: {err}", file=sys.stderr)
+        return 2
+    except StorageError as err:
+        print(f"tke-apiserver: cannot start: {err}", file=sys.stderr)
+        return 1
     except OSError as err:
         print(f"tke-apiserver: {err}", file=sys.stderr)
         return 1

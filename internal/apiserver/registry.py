@@ -95,7 +95,7 @@ class Registry(Generic[R]):
     kind: Kind[R]
     store: Store
     prefix: str
-    now: Callable[[], timestamp_pb2.Timestamp] = field(default=lambda: _now())  # noqa: PLW0108 - _now is defined below
+    now: Callable[[], timestamp_pb2.Timestamp] = field(default=lambda: _now())  # noqa: PLW0108 - defined below
 
     # -- keys and encoding ------------------------------------------------------------------
 

@@ -35,6 +35,13 @@ async def test_bad_configurations_are_refused_with_the_key_named(tmp_path: Path)
     assert code == 2 and "watch.bookmark_interval: expected float" in err
     code, err = await run("--config", str(tmp_path / "missing.toml"))
     assert code == 2 and "cannot read configuration" in err
+    bad.write_text(
+        'metrics_address = ""\n[listen]\naddress = "127.0.0.1:0"\n'
+        '[[auth.authenticators]]\nplugin = "nope"\n[[auth.authorizers]]\nplugin = "policy"\n'
+    )
+    code, err = await run("--config", str(bad))
+    assert code == 2 and "no tke.authn plugin named 'nope'" in err
+    assert "Traceback" not in err
     for text in (err,):
         assert "Traceback" not in text
 
