@@ -20,6 +20,7 @@ its steps again; a controller restarted in the middle finds the phase set and re
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
@@ -88,6 +89,7 @@ class Lifecycle(Generic[R]):
         self.runner = runner
         self.recorder = recorder
         self.health_interval = health_interval
+        self._checked: dict[str, float] = {}  # object uid -> when its health was last checked
 
     async def _set_phase(self, obj: R, phase: int, reason: str, message: str) -> R:
         status: Any = obj.status
@@ -147,11 +149,14 @@ class Lifecycle(Generic[R]):
         p = self.phases
         status: Any = obj.status
         generation = obj.metadata.generation
+        # The reason tells an upgrade in progress from another use of the same phase (machines
+        # have no phase of their own for it).
+        in_upgrade = status.phase == p.upgrading and status.reason == "Upgrading"
         upgrading = bool(provider.upgrade_steps) and (
-            status.phase == p.upgrading or (status.phase == p.running and adapter.needs_upgrade(obj))
+            in_upgrade or (status.phase == p.running and adapter.needs_upgrade(obj))
         )
         if upgrading and p.upgrading is not None:
-            if status.phase != p.upgrading:
+            if not in_upgrade:
                 progress.reset_plan(status.conditions, [s.name for s in provider.upgrade_steps])
                 obj = await self._set_phase(obj, p.upgrading, "Upgrading", "running the upgrade steps")
             ctx: Any = adapter.context(obj)
@@ -161,9 +166,10 @@ class Lifecycle(Generic[R]):
             obj = ctx.obj
             adapter.on_upgraded(obj)
             return await self._running(obj, "Upgraded")
-        scaling = status.phase == p.scaling or status.observed_generation != generation
+        in_scale = status.phase == p.scaling and status.reason == "Scaling"
+        scaling = in_scale or status.observed_generation != generation
         if scaling and p.scaling is not None and provider.scale_steps:
-            if status.phase != p.scaling:
+            if not in_scale:
                 progress.reset_plan(status.conditions, [s.name for s in provider.scale_steps])
                 obj = await self._set_phase(obj, p.scaling, "Scaling", "running the scale steps")
             ctx = adapter.context(obj)
@@ -184,6 +190,12 @@ class Lifecycle(Generic[R]):
     async def _health(self, obj: R, provider: Any, adapter: Adapter) -> float:
         status: Any = obj.status
         p = self.phases
+        # Every watch event about the object lands here; check at most twice an interval.
+        key = obj.metadata.uid
+        since = time.monotonic() - self._checked.get(key, -1e9)
+        if since < self.health_interval / 2:
+            return self.health_interval - since
+        self._checked[key] = time.monotonic()
         before = progress.find(status.conditions, "Healthy")
         was_ok = before is None or before.status == progress.TRUE
         try:
@@ -232,4 +244,5 @@ class Lifecycle(Generic[R]):
         await self.client.update(latest)
         self.recorder.record(obj, self.kind, NORMAL, "Deleted", "teardown finished; finalizer removed")
         self.writer.forget(f"{obj.metadata.tenant_id}/{obj.metadata.name}")
+        self._checked.pop(obj.metadata.uid, None)
         return None

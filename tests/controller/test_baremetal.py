@@ -25,6 +25,7 @@ import pytest
 import yaml
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from google.protobuf import field_mask_pb2
 
 from tke.internal.controller.config import ProviderConfig
 from tke.internal.controller.manager import Controller
@@ -60,6 +61,7 @@ MACHINE_OPTIONS: dict[str, Any] = {
     "health_command": 'test -f "$TKE_KUBELET_DIR/stand-in-kubelet"',
     "drain_commands": ['echo "drain $TKE_NODE_NAME" >> "$TKE_CONFIG_DIR/../drain.log"'],
     "reset_commands": ['rm -f "$TKE_KUBELET_DIR/stand-in-kubelet"', 'echo reset >> "$TKE_CONFIG_DIR/../reset.log"'],
+    "upgrade_commands": ['echo "upgrade $TKE_NODE_NAME $TKE_VERSION" >> "$TKE_CONFIG_DIR/../upgrade.log"'],
     "node_name_command": NODE_NAME,
 }
 
@@ -225,6 +227,25 @@ async def test_a_baremetal_cluster_and_worker_are_installed_over_ssh_then_torn_d
         request = event_pb2.ListEventsRequest(involved_object_kind="Machine", involved_object_name="w1")
         listed = await events.List(request)
         assert "StepSucceeded" in {e.spec.reason for e in listed.items}
+
+        # -- upgrade: the control plane first, then the worker follows the cluster's version --
+        change = cluster_pb2.Cluster()
+        change.metadata.name = "prod"
+        change.spec.version = "1.31.0"
+        mask = field_mask_pb2.FieldMask(paths=["spec.version"])
+        await api.clusters.Update(cluster_pb2.UpdateClusterRequest(cluster=change, update_mask=mask))
+
+        async def upgraded() -> bool:
+            got = await api.machines.Get(machine_pb2.GetMachineRequest(name="w1"))
+            return got.status.node_info.kubelet_version == "1.31.0"
+
+        await wait_for(upgraded, within=60)
+        c = await api.clusters.Get(cluster_pb2.GetClusterRequest(name="prod"))
+        assert c.status.version == "1.31.0" and c.status.phase == cluster_pb2.CLUSTER_PHASE_RUNNING
+        assert (root / "etc/kubernetes/stand-in-apiserver").read_text() == "1.31.0\n"
+        assert (nroot / "etc/upgrade.log").read_text() == f"upgrade {worker_name} 1.31.0\n"
+        upgrade = find(c.status.conditions, "UpgradeControlPlane")
+        assert upgrade is not None and upgrade.status == TRUE
 
         # -- delete: the worker is drained and reset first, then the control plane torn down --
         await api.clusters.Delete(cluster_pb2.DeleteClusterRequest(name="prod"))
