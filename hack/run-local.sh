@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# `make run`: starts etcd and tke-apiserver on loopback with the development profile
-# (deploy/dev/), prints how to talk to them, and on Ctrl-C stops exactly what it started.
-# State lives in .run/ (etcd data, logs, sockets); `make clean` removes it.
+# `make run`: starts the platform on loopback with the development profile (deploy/dev/):
+# etcd, tke-apiserver, tke-ipamd and tke-controller; prints how to talk to them, and on Ctrl-C
+# stops exactly what it started. State lives in .run/ (etcd data, logs, sockets, the generated
+# admin password and token secret); `make clean` removes it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN=.run
@@ -42,7 +43,13 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 
-"$BIN/tke-apiserver" --config deploy/dev/apiserver.toml >"$RUN/apiserver.log" 2>&1 &
+# Secrets of this installation, made once: never a default password.
+umask 077
+[ -s "$RUN/admin-password" ] || "$BIN/python" -c "import secrets; print(secrets.token_urlsafe(18))" >"$RUN/admin-password"
+[ -s "$RUN/token-secret" ] || "$BIN/python" -c "import secrets; print(secrets.token_urlsafe(48))" >"$RUN/token-secret"
+umask 022
+TKE_ADMIN_PASSWORD=$(cat "$RUN/admin-password") TKE_TOKEN_SECRET=$(cat "$RUN/token-secret") \
+  "$BIN/tke-apiserver" --config deploy/dev/apiserver.toml >"$RUN/apiserver.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 100); do
   "$BIN/grpcurl" -plaintext "$API" grpc.health.v1.Health/Check >/dev/null 2>&1 && break
@@ -54,27 +61,44 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 
+"$BIN/tke-ipamd" --config deploy/dev/ipamd.toml >"$RUN/ipamd.log" 2>&1 &
+pids+=($!)
+TKE_CONTROLLER_TOKEN=dev-controller-token "$BIN/tke-controller" --config deploy/dev/controller.toml \
+  >"$RUN/controller.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do
+  [ -S "$RUN/ipamd.sock" ] && break
+  sleep 0.1
+done
+
 TOKEN=dev-admin-token
 cat <<MSG
 
 The platform is running (development profile, deploy/dev/):
-  etcd           http://$ETCD_CLIENT            data in $RUN/etcd, log $RUN/etcd.log
-  tke-apiserver  $API (plaintext gRPC)   log $RUN/apiserver.log
-                 unix socket $RUN/apiserver.sock
-  token          $TOKEN  (platform administrator; deploy/dev/tokens.csv has more)
+  etcd            http://$ETCD_CLIENT                  data in $RUN/etcd
+  tke-apiserver   $API (plaintext gRPC)         unix socket $RUN/apiserver.sock
+  tke-ipamd       unix:$RUN/ipamd.sock
+  tke-controller  leading through etcd
+  metrics         http://127.0.0.1:9464/metrics
+  logs            $RUN/*.log, audit in $RUN/audit.jsonl
+  admin           user "admin", password in $RUN/admin-password (made for this installation)
 
-Talk to it with grpcurl (installed in $BIN):
-  export PATH=\$PWD/$BIN:\$PATH
+With tkectl (in $BIN), in another terminal:
+  export PATH=\$PWD/$BIN:\$PATH TKECONFIG=\$PWD/$RUN/tkeconfig
+  tkectl config set-context dev --server $API --ipamd unix:\$PWD/$RUN/ipamd.sock --use
+  tkectl login -u admin --password-stdin < $RUN/admin-password
+  printf 'kind: Cluster\nmetadata: {name: demo}\nspec: {type: baremetal, version: 1.30.2, network: {podCidr: 10.244.0.0/16, serviceCidr: 10.96.0.0/12}}\n' | tkectl create -f -
+  printf 'kind: Pool\nname: net-a\ncidr: 10.0.1.0/24\n' | tkectl create -f -
+  tkectl get clusters; tkectl get pools
+  curl -s http://127.0.0.1:9464/metrics | grep tke_grpc_server_handled_total
+
+With grpcurl (a development token: $TOKEN):
   grpcurl -plaintext $API list
   grpcurl -plaintext $API describe tke.platform.v1.ClusterService
-  grpcurl -plaintext -H 'authorization: Bearer $TOKEN' -d '{"cluster": {"metadata": {"name": "demo"},
-      "spec": {"type": "baremetal", "version": "1.30.2",
-               "network": {"podCidr": "10.244.0.0/16", "serviceCidr": "10.96.0.0/12"}}}}' \\
-      $API tke.platform.v1.ClusterService/Create
   grpcurl -plaintext -H 'authorization: Bearer $TOKEN' -d '{}' $API tke.platform.v1.ClusterService/List
   grpcurl -plaintext -H 'authorization: Bearer $TOKEN' -d '{}' $API tke.platform.v1.ClusterService/Watch
 
-Ctrl-C stops etcd and tke-apiserver.
+Ctrl-C stops all of them.
 MSG
 status=0
 wait -n "${pids[@]}" || status=$?
