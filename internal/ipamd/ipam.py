@@ -276,7 +276,7 @@ class IPAM:
                     key = owner_key(owner.namespace, owner.workload_kind, owner.workload_name, owner.pod_name)
                     held = await self.storage.by_owner(key)
                     if held is None and owner.workload_kind not in STABLE_NAME_KINDS:
-                        held = await self._retained_of_workload(owner)
+                        held = await self._retained_of_workload(owner, req)
                     if held is not None:
                         moved = await self._reattach(held, req, owner)
                         if moved is not None:
@@ -307,13 +307,17 @@ class IPAM:
         await self.provisioning.provide((await self._pool(a.pool)).entry.pool, a)
         return a
 
-    async def _retained_of_workload(self, owner: ipam_pb2.Owner) -> Stored | None:
-        """A RETAINED address of the pod's workload, for workloads whose pods get new names
-        (Deployments, DaemonSets, ...): the fixed addresses follow the workload, and a new pod
-        takes over one a gone pod left."""
+    async def _retained_of_workload(self, owner: ipam_pb2.Owner, req: ipam_pb2.AllocateRequest) -> Stored | None:
+        """A RETAINED address of the pod's workload that the node may use, for workloads whose
+        pods get new names (Deployments, DaemonSets, ...): the fixed addresses follow the
+        workload, and a new pod takes over one a gone pod left."""
         stored = await self.storage.by_workload(owner.namespace, owner.workload_kind, owner.workload_name)
-        retained = [s for s in stored if s.allocation.state == RETAINED]
-        return min(retained, key=lambda s: s.allocation.ip) if retained else None
+        for s in sorted(stored, key=lambda s: (s.allocation.pool, address_key(s.allocation.ip))):
+            if s.allocation.state != RETAINED or (req.ip and req.ip != s.allocation.ip):
+                continue
+            if await self._serves(await self._pool(s.allocation.pool), req):
+                return s
+        return None
 
     async def _reattach(
         self, held: Stored, req: ipam_pb2.AllocateRequest, owner: ipam_pb2.Owner

@@ -336,3 +336,19 @@ async def test_deployment_scale_down_keeps_as_many_addresses_as_replicas(ip_stor
     released, _ = await ipam.release_workload(w, deleted=False, replicas=2, keep=set(), force=False)
     assert len(released) == 1
     assert (await ipam.get_pool("net-a")).status.allocated == 2
+
+
+async def test_workload_addresses_are_only_taken_over_where_their_pool_serves(
+    ip_storage: IPStorage, clock: Clock
+) -> None:
+    ipam = make_ipam(ip_storage, clock)
+    await ipam.create_pool(pool("rack-a", "10.1.0.0/24", node_names=["node-a"]))
+    await ipam.create_pool(pool("rack-b", "10.2.0.0/24", node_names=["node-b"]))
+    await bind(ipam, "web", IMMUTABLE, kind="Deployment")
+    await ipam.allocate(allocate_request("web-5d8f7c6b9-aaaaa", "c1", node="node-a"))
+    await ipam.release("c1", "eth0")
+    # A new pod on a node of the other rack gets an address there, not rack-a's retained one.
+    other = await ipam.allocate(allocate_request("web-5d8f7c6b9-bbbbb", "c2", node="node-b"))
+    assert other.allocation.pool == "rack-b" and not other.reused
+    again = await ipam.allocate(allocate_request("web-5d8f7c6b9-ccccc", "c3", node="node-a"))
+    assert again.allocation.pool == "rack-a" and again.reused
