@@ -1083,7 +1083,9 @@ class ReleaseResponse(_message.Message):
     RETAINED_FIELD_NUMBER: _builtins.int
     ALLOCATION_FIELD_NUMBER: _builtins.int
     found: _builtins.bool
-    """False when the container had no address (already released, or never allocated)."""
+    """False when the interface has no address (already released, never allocated, or taken
+    over by a newer container of the pod), or when pod_uid named another pod: nothing changed.
+    """
     retained: _builtins.bool
     """True when the address is a fixed one that stays RETAINED for its owner."""
     @_builtins.property
