@@ -150,9 +150,10 @@ def _config_parser(p: argparse.ArgumentParser) -> None:
 
 def runtime(args: argparse.Namespace) -> Runtime:
     cfg = configfile.load(configfile.config_path(args.config))
-    name, ctx = cfg.context(args.context)
-    if args.context and args.verb == "login" and args.context not in cfg.contexts:
-        name = args.context
+    if args.verb == "login" and args.context and args.context not in cfg.contexts:
+        name, ctx = args.context, configfile.Context()  # login creates the context
+    else:
+        name, ctx = cfg.context(args.context)
     if args.server:
         ctx = replace(ctx, server=args.server)
     if args.ipamd:

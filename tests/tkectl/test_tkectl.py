@@ -27,6 +27,17 @@ spec:
 """
 
 
+def test_login_creates_the_context_it_names(platform: Platform) -> None:
+    platform.ok(
+        "login", "--context", "fresh", "--server", platform.api, "-u", "admin", "--password-stdin",
+        stdin=accounts.ADMIN_PASSWORD + "\n",
+    )  # fmt: skip
+    saved = yaml.safe_load(platform.config.read_text())
+    assert saved["current-context"] == "fresh"
+    assert saved["contexts"]["fresh"]["server"] == platform.api
+    assert json.loads(platform.ok("get", "clusters", "-o", "json")) == {"kind": "List", "items": []}
+
+
 def test_login_stores_the_token_in_the_context(platform: Platform) -> None:
     platform.ok("config", "set-context", "dev", "--server", platform.api, "--use")
     wrong = platform.run("login", "-u", "admin", "--password-stdin", stdin="wrong password!\n")
@@ -138,11 +149,14 @@ def test_errors_are_one_line_with_the_code_and_a_usable_exit_code(admin: Platfor
         (("get", "clusters", "--server", "127.0.0.1:1"), 6, "UNAVAILABLE: cannot reach the apiserver at 127.0.0.1:1"),
         (("get", "clusters", "--token", "forged"), 5, "UNAUTHENTICATED"),
         (("get", "clusters", "--context", "nope"), 2, 'no context "nope"'),
+        (("edit", "user", "admin"), 2, "edit is not supported for users"),
+        (("get", "cluster", "nope", "-o", "yaml"), 3, 'NOT_FOUND: cluster "nope" not found'),
     ]:
         result = admin.run(*args)
         assert result.returncode == code, (args, result.returncode, result.stderr)
         assert text in result.stderr, (args, result.stderr)
         assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
+        assert result.stdout == "", result.stdout
 
 
 def test_edit_through_the_editor(admin: Platform) -> None:

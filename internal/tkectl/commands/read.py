@@ -37,11 +37,11 @@ async def fetch(rt: Runtime, kind: Kind, names: Sequence[str], query: Query, out
 async def get(rt: Runtime, kind: Kind, names: Sequence[str], query: Query, fmt: str) -> Exit:
     outcome = Outcome(rt)
     objects = await fetch(rt, kind, names, query, outcome)
-    if not objects and not names and fmt in ("table", "wide"):
+    if objects or (not names and fmt in ("yaml", "json")):  # an empty list is still a List
+        rt.print(render(kind, fmt, objects, single=len(names) == 1))
+    elif not names and fmt in ("table", "wide"):
         where = f" in tenant {query.tenant}" if query.tenant not in ("", "*") else ""
         rt.warn(f"no {kind.plural} found{where}")
-    elif objects or fmt not in ("table", "wide"):
-        rt.print(render(kind, fmt, objects, single=len(names) == 1))
     return outcome.code
 
 

@@ -134,6 +134,8 @@ HEADER = """\
 
 
 async def edit(rt: Runtime, kind: Kind, name: str) -> Exit:
+    if not kind.editable:
+        raise kind.unsupported("edit")
     current = await kind.get(rt.conn, name, rt.tenant)
     original = HEADER + dump_yaml(to_dict(kind, current))
     fd, path = tempfile.mkstemp(prefix=f"tkectl-{kind.singular}-", suffix=".yaml")

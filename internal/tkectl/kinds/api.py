@@ -27,6 +27,10 @@ class ApiKind(Kind):
     filter_fields: dict[str, str] = {}  # Query.filters key -> request field of list and watch
     update_has_mask: bool = True
 
+    @property
+    def editable(self) -> bool:  # type: ignore[override]
+        return "update" in self.methods
+
     def _method(self, conn: Connection, verb: str) -> Any:
         if verb not in self.methods:
             raise self.unsupported(verb)

@@ -52,6 +52,8 @@ class Kind:
     wide_columns: tuple[Column, ...] = ()
     # Paths of the file that `apply` replaces: present top-level fields of metadata and spec.
     apply_paths: tuple[str, ...] = ("metadata.labels", "metadata.annotations", "metadata.finalizers", "spec")
+    # Whether `edit` can write the object back (the service can update or replace it).
+    editable: bool = False
     # Top-level keys of a file document that are not fields of the message (users' password).
     extra_keys: tuple[str, ...] = ()
 

@@ -108,6 +108,7 @@ def _workload(name: str) -> ipam_pb2.WorkloadRef:
 class Bindings(IpamKind):
     plural, singular, kind, aliases = "bindings", "binding", "Binding", ("ipbindings",)
     message = ipam_pb2.Binding
+    editable = True
     filters = ("pod-namespace",)
     columns = (
         Column("NAMESPACE", lambda o: o.workload.namespace),
