@@ -106,3 +106,50 @@ class RequestInterceptor(AsyncServerInterceptor):
         code = context.code() or grpc.StatusCode.OK
         name = code.name if isinstance(code, grpc.StatusCode) else str(code)
         log.info("%s %s %s %.1fms", request_id, method_name, name, (time.perf_counter() - started) * 1000)
+
+
+_UNDECODABLE = object()
+
+
+class DecodeGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Requests whose bytes do not parse as the method's message get INVALID_ARGUMENT with a
+    message, instead of grpcio's UNKNOWN carrying the parser's exception text. It must be the
+    first interceptor: it replaces the handler's deserializer."""
+
+    async def intercept_service(
+        self, continuation: Callable[[Any], Any], handler_call_details: grpc.HandlerCallDetails
+    ) -> Any:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.request_streaming or handler.request_deserializer is None:
+            return handler
+        deserialize = handler.request_deserializer
+
+        def safe(data: bytes) -> Any:
+            try:
+                return deserialize(data)
+            except Exception:
+                return _UNDECODABLE
+
+        refusal = f"the request is not a valid message for {handler_call_details.method}"
+        if handler.response_streaming:
+            stream = handler.unary_stream
+
+            async def guarded_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+                if request is _UNDECODABLE:
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, refusal)
+                async for item in stream(request, context):
+                    yield item
+
+            return grpc.unary_stream_rpc_method_handler(
+                guarded_stream, request_deserializer=safe, response_serializer=handler.response_serializer
+            )
+        unary = handler.unary_unary
+
+        async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            if request is _UNDECODABLE:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, refusal)
+            return await unary(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(
+            guarded, request_deserializer=safe, response_serializer=handler.response_serializer
+        )

@@ -19,6 +19,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from tke.internal.rpc.interceptors import DecodeGuard
 from tke.internal.rpc.reflection import documented_pool
 
 log = logging.getLogger(__name__)
@@ -93,7 +94,7 @@ async def start_server(listen: ListenConfig, spec: ServerSpec) -> RunningServer:
     """Start serving; returns once the ports are bound. `port` is the bound TCP port (useful
     with address "127.0.0.1:0")."""
     server = grpc.aio.server(
-        interceptors=list(spec.interceptors),
+        interceptors=[DecodeGuard(), *spec.interceptors],
         options=[
             ("grpc.keepalive_time_ms", 30_000),
             ("grpc.keepalive_timeout_ms", 10_000),

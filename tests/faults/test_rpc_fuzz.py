@@ -191,3 +191,28 @@ def test_ipamd_rpcs_survive_random_requests(ipamd_channel: grpc.Channel, method:
         call(ipamd_channel, method, request, [])
 
     run()
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.binary(min_size=1, max_size=64))
+def test_bytes_that_are_no_message_are_invalid_argument(apiserver_channel: grpc.Channel, data: bytes) -> None:
+    for path in ("/tke.platform.v1.ClusterService/Get", "/tke.platform.v1.ClusterService/Watch"):
+        identity = apiserver_channel.unary_unary(path, request_serializer=None, response_deserializer=None)
+        if path.endswith("Watch"):
+            stream = apiserver_channel.unary_stream(path, request_serializer=None, response_deserializer=None)
+            try:
+                for _ in zip(
+                    range(1), stream(data, metadata=[("authorization", "Bearer fuzz-admin")], timeout=3), strict=False
+                ):
+                    pass
+            except grpc.RpcError as err:
+                assert err.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.DEADLINE_EXCEEDED), (
+                    err.details()
+                )
+                assert "Traceback" not in (err.details() or "") and "DecodeError" not in (err.details() or "")
+            continue
+        try:
+            identity(data, metadata=[("authorization", "Bearer fuzz-admin")], timeout=5)
+        except grpc.RpcError as err:
+            assert err.code() not in BAD, (err.code(), err.details())
+            assert "DecodeError" not in (err.details() or "")
