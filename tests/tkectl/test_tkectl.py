@@ -232,6 +232,12 @@ def test_users_roles_and_bindings(admin: Platform) -> None:
     )
     assert admin.ok("apply", "-f", binding, "-n", "team-a").strip() == "rolebinding/alice-viewer created"
     assert "alice-viewer" in admin.ok("get", "rolebindings", "-n", "team-a")
+    role = "kind: Role\nmetadata: {name: readers}\nspec:\n  rules: [{verbs: [get, list], resources: [clusters]}]\n"
+    assert admin.ok("apply", "-f", admin.write("role.yaml", role), "-n", "team-a").strip() == "role/readers created"
+    wider = admin.write("role2.yaml", role.replace("[get, list]", "[get, list, watch]"))
+    assert admin.ok("apply", "-f", wider, "-n", "team-a").strip() == "role/readers configured"
+    assert admin.ok("apply", "-f", wider, "-n", "team-a").strip() == "role/readers unchanged"
+    assert "get,list,watch clusters" in admin.ok("get", "roles", "-n", "team-a")
     assert "alice" in admin.ok("get", "users", "-n", "team-a")
     admin.ok("create", "-f", admin.write("cluster.yaml", CLUSTER), "-n", "team-a")
 
