@@ -17,15 +17,13 @@ timeout that did apply is harmless.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import random
 import ssl
-import urllib.error
-import urllib.request
 from typing import Any
 from urllib.parse import quote
 
+from tke.plugins.ip_providers import httpclient
 from tke.plugins.ip_providers.provider import ProviderRefused, ProviderUnavailable, Subnet
 
 _RETRYABLE_STATUS = {429, 500, 502, 503, 504}
@@ -60,40 +58,22 @@ class VPCProvider:
     async def close(self) -> None:
         return None
 
-    def _call_once(self, method: str, path: str, body: dict[str, Any] | None) -> tuple[int, dict[str, Any]]:
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(self._endpoint + path, data=data, method=method)
-        request.add_header("Content-Type", "application/json")
-        if self._token:
-            request.add_header("Authorization", f"Bearer {self._token}")
-        try:
-            with urllib.request.urlopen(request, timeout=self._timeout, context=self._ssl) as resp:
-                raw = resp.read()
-                return resp.status, json.loads(raw) if raw else {}
-        except urllib.error.HTTPError as err:
-            raw = err.read()
-            try:
-                payload = json.loads(raw) if raw else {}
-            except ValueError:
-                payload = {}
-            return err.code, payload
-
     async def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
         delay = self._backoff
         last = ""
+        headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
         for attempt in range(self._retries + 1):
             try:
-                # urllib blocks; a thread keeps the event loop free, and the socket timeout
-                # bounds the thread. wait_for is the backstop for a slow name lookup.
-                status, payload = await asyncio.wait_for(
-                    asyncio.to_thread(self._call_once, method, path, body), self._timeout * 2
-                )
-            except (OSError, TimeoutError, ValueError) as err:
-                last = f"{type(err).__name__}: {err}"
+                async with asyncio.timeout(self._timeout):
+                    resp = await httpclient.request(
+                        method, self._endpoint + path, body=body, headers=headers, context=self._ssl
+                    )
+            except (OSError, TimeoutError) as err:
+                last = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
             else:
-                if status not in _RETRYABLE_STATUS:
-                    return status, payload
-                last = f"HTTP {status}"
+                if resp.status not in _RETRYABLE_STATUS:
+                    return resp.status, resp.json()
+                last = f"HTTP {resp.status}"
             if attempt < self._retries:
                 await asyncio.sleep(delay * (0.5 + random.random()))
                 delay *= 2

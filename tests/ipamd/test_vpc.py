@@ -176,3 +176,30 @@ async def test_failed_rollback_keeps_the_address_until_the_container_is_released
     assert (await b.release("c1", "eth0")).found  # the runtime's DEL
     assert vpc.state.addresses == {}
     assert (await b.allocate(allocate_request("second", "c2"))).allocation.ip == "10.60.0.2"
+
+
+async def test_http_client_reads_chunked_answers_and_honours_deadlines() -> None:
+    from tke.plugins.ip_providers import httpclient
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        request = await reader.readuntil(b"\r\n\r\n")
+        if b"/slow" in request:
+            await asyncio.sleep(5)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        writer.write(b'4\r\n{"a"\r\n3\r\n: 1\r\n1\r\n}\r\n0\r\n\r\n')
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        resp = await httpclient.request("GET", f"http://127.0.0.1:{port}/x")
+        assert (resp.status, resp.json()) == (200, {"a": 1})
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.2):
+                await httpclient.request("GET", f"http://127.0.0.1:{port}/slow")
+        assert time.monotonic() - started < 1
+    finally:
+        server.close()
+        await server.wait_closed()
