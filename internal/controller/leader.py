@@ -110,17 +110,17 @@ class LeaderElector:
     async def _lead(self, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
         task = asyncio.create_task(work())
         keeper = asyncio.create_task(self._keep_alive())
-        done, _ = await asyncio.wait({task, keeper}, return_when=asyncio.FIRST_COMPLETED)
-        if task in done:
+        try:
+            await asyncio.wait({task, keeper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            # Whatever ended the lead (the work, a lost lease, our own cancellation), the work
+            # stops completely before the lease is given up: no step may outlive leadership.
+            task.cancel()
             keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keeper
-            task.result()
-            return
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        keeper.result()  # raises LostLeadership
+            results = await asyncio.gather(keeper, task, return_exceptions=True)
+        for result in results:  # a lost lease first, then the work's own failure
+            if isinstance(result, Exception):
+                raise result
 
     async def _keep_alive(self) -> None:
         renewed = time.monotonic()
