@@ -86,6 +86,7 @@ async def test_the_standby_takes_over_within_the_lease_time_and_no_step_runs_twi
         a.start()
         assert await wait_for(holder, within=30) == "ctl-a"
         b.start()
+        await wait_for(lambda: _contains(b.log_path, "standing by"), within=30)  # the standby is up
         c = cluster("ha", type="recording")
         await api.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=c))
 
