@@ -339,7 +339,9 @@ class IPAM:
         new.container_id, new.ifname, new.node, new.state = req.container_id, req.ifname, req.node, ATTACHED
         new.attach_timestamp.CopyFrom(_timestamp(now))
         if a.node != req.node or a.state != ATTACHED:
-            await self.provisioning.bind(st.entry.pool, new)
+            # Reserve again too (idempotent): a release racing with this attach may have
+            # dropped the reservation at the provider.
+            await self.provisioning.provide(st.entry.pool, new)
         outcome = await self.storage.replace(held, new)
         if isinstance(outcome, Lost):
             return None
@@ -482,10 +484,21 @@ class IPAM:
 
     # -- release ------------------------------------------------------------------------------
     async def _give_back(self, stored: Stored) -> bool:
-        """Release an address for good: the provider first, then the storage."""
+        """Release an address for good: the provider first (so nobody can take it from the
+        storage while the environment still has it), then the storage. False if the allocation
+        changed meanwhile; if it is still there (re-attached, for example), the provider's
+        reservation is made again for it."""
         st = await self._pool(stored.allocation.pool)
         await self.provisioning.release(st.entry.pool, stored.allocation)
-        return await st.give_back(stored, self._cooldown_of(st.entry.pool))
+        if await st.give_back(stored, self._cooldown_of(st.entry.pool)):
+            return True
+        current = await self.storage.by_address(stored.allocation.pool, stored.allocation.ip)
+        if current is not None:
+            try:
+                await self.provisioning.provide(st.entry.pool, current.allocation)
+            except ApiError:
+                log.error("%s changed while being released and could not be reserved again", current.allocation.ip)
+        return False
 
     async def release(self, container_id: str, ifname: str, pod_uid: str = "") -> ReleaseResult:
         for _ in range(self.attempts):

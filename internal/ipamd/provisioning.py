@@ -71,12 +71,6 @@ class Provisioner:
         except ProviderError as err:
             raise _mapped(pool.name, f"reserving and binding {a.ip} to {a.node}", err) from None
 
-    async def bind(self, pool: ipam_pb2.Pool, a: ipam_pb2.Allocation) -> None:
-        try:
-            await self.of(pool).bind(pool.provider.subnet_id, a.ip, a.node, provider_owner(a))
-        except ProviderError as err:
-            raise _mapped(pool.name, f"binding {a.ip} to {a.node}", err) from None
-
     async def release(self, pool: ipam_pb2.Pool, a: ipam_pb2.Allocation) -> None:
         try:
             await self.of(pool).release(pool.provider.subnet_id, a.ip, provider_owner(a))

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Iterator
 import grpc
 import pytest
 
+from tke.internal.ipamd.allocator import Block
 from tke.internal.ipamd.ipam import IPAM, provider_owner
 from tke.internal.rpc.errors import ApiError
 from tke.internal.storage.etcd import EtcdConfig
@@ -19,6 +20,7 @@ from tke.plugins.ip_providers.provider import ProviderRefused, ProviderUnavailab
 from tke.plugins.ip_providers.static import StaticProvider
 from tke.plugins.ip_providers.vpc import VPCProvider
 from tke.plugins.ip_storage.etcd import EtcdIPStorage, EtcdIPStorageConfig
+from tke.plugins.ip_storage.store import Lost, Stored
 
 from .conftest import allocate_request
 from .vpc_server import Reservation, VPCServer, VPCState
@@ -203,3 +205,32 @@ async def test_http_client_reads_chunked_answers_and_honours_deadlines() -> None
     finally:
         server.close()
         await server.wait_closed()
+
+
+async def test_release_racing_a_reattach_keeps_the_reservation(
+    vpc: VPCServer, provider: VPCProvider, storages: list[EtcdIPStorage]
+) -> None:
+    """ReleaseWorkload frees a retained address at the provider, and meanwhile its owner comes
+    back on another replica: the storage keeps the owner's address, so the provider must too."""
+    a, b = replica(storages[0], provider), replica(storages[1], provider)
+    await a.create_pool(cloud_pool("cloud", SUBNETS[0]))
+    await a.put_binding(
+        ipam_pb2.Binding(
+            workload=ipam_pb2.WorkloadRef(namespace="default", kind="StatefulSet", name="db"),
+            release_policy=ipam_pb2.RELEASE_POLICY_IMMUTABLE,
+        )
+    )
+    first = (await a.allocate(allocate_request("db-0", "c1", node="node-1"))).allocation
+    await a.release("c1", "eth0")
+    release = storages[0].release
+    came_back: list[ipam_pb2.Allocation] = []
+
+    async def owner_returns_first(current: Stored, block: Block) -> Lost | int:
+        came_back.append((await b.allocate(allocate_request("db-0", "c2", node="node-2"))).allocation)
+        return await release(current, block)
+
+    storages[0].release = owner_returns_first  # type: ignore[method-assign]
+    w = ipam_pb2.WorkloadRef(namespace="default", kind="StatefulSet", name="db")
+    released, _ = await a.release_workload(w, deleted=True, replicas=None, keep=set(), force=False)
+    assert released == [] and came_back[0].ip == first.ip
+    assert vpc.state.addresses[first.ip] == Reservation(owner=provider_owner(first), node="node-2")
