@@ -578,7 +578,13 @@ class IPAM:
             if dry_run:
                 collected.append(a)
                 continue
-            result = await self.release(a.container_id, a.ifname, a.owner.pod_uid)
+            try:
+                result = await self.release(a.container_id, a.ifname, a.owner.pod_uid)
+            except ApiError as err:
+                # One address the provider cannot release now must not keep the others; the
+                # next collection tries it again.
+                log.warning("garbage collection of %s on %s: %s", a.ip, node, err.message)
+                continue
             if result.found:
                 collected.append(a)
         return collected

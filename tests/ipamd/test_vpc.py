@@ -234,3 +234,20 @@ async def test_release_racing_a_reattach_keeps_the_reservation(
     released, _ = await a.release_workload(w, deleted=True, replicas=None, keep=set(), force=False)
     assert released == [] and came_back[0].ip == first.ip
     assert vpc.state.addresses[first.ip] == Reservation(owner=provider_owner(first), node="node-2")
+
+
+async def test_gc_goes_on_when_the_provider_fails_for_one_address(
+    vpc: VPCServer, provider: VPCProvider, storages: list[EtcdIPStorage]
+) -> None:
+    ipam = replica(storages[0], provider)
+    await ipam.create_pool(cloud_pool("cloud", SUBNETS[0]))
+    await ipam.create_pool(ipam_pb2.Pool(name="local", cidr="10.70.0.0/24"))  # static: no provider calls
+    await ipam.allocate(allocate_request("a", "c-cloud", pool_name="cloud"))
+    await ipam.allocate(allocate_request("b", "c-local", pool_name="local"))
+    vpc.state.broken.add("release")
+    collected = await ipam.garbage_collect("node-1", set(), dry_run=False, min_age=0)
+    assert [a.container_id for a in collected] == ["c-local"]
+    vpc.state.broken.clear()
+    collected = await ipam.garbage_collect("node-1", set(), dry_run=False, min_age=0)
+    assert [a.container_id for a in collected] == ["c-cloud"]
+    assert vpc.state.addresses == {}
