@@ -131,7 +131,7 @@ class Lifecycle(Generic[R]):
             if waiting is not None:
                 await self._set_phase(obj, p.initializing, "Waiting", waiting)
                 return 5.0
-            if status.phase != p.initializing:
+            if status.phase != p.initializing or status.reason == "Waiting":
                 obj = await self._set_phase(obj, p.initializing, "Creating", "running the create steps")
             ctx: Any = adapter.context(obj)
             result = await self.runner.run(ctx, provider.create_steps, self.writer)
