@@ -1,0 +1,197 @@
+"""Figures 1 and 2: unary Get and Create through the apiserver, against baselines.
+
+Figure 1: ClusterService/Get and ClusterService/Create QPS and p50/p99 at 1, 32 and 256 calls
+in flight through the full chain (token-file authentication, policy-centre authorization with a
+binding in each of 101 tenants, jsonl-file audit), as ratios of (a) a bare grpc.aio server
+answering an empty call and (b) the same operation done directly against etcd.
+Figure 2: the same Get with the auth chain on and off (a second apiserver on the same etcd
+without authenticators: request id, access log, metrics and error mapping stay).
+
+Generators: h2load for Get, the empty call and etcd's Range (the same framed request every
+time); several load-client processes (loadclient.py) for Create and the raw etcd create
+transaction (names must differ). Each round measures a figure and its baselines back to back,
+so a machine that other work loads slows both; the ratios are computed per round."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from tke.internal.apiserver.kinds import CLUSTERS
+from tke.internal.apiserver.registry import Registry
+from tke.internal.bench import h2load
+from tke.internal.bench.procs import (
+    PREFIX,
+    TENANT,
+    USER_TOKEN,
+    ApiserverProcess,
+    Processes,
+    python,
+    rss_bytes,
+    wait_port,
+)
+from tke.internal.bench.stats import percentile, ratio, rounds
+from tke.internal.storage.etcd import EtcdConfig, EtcdStore
+from tke.internal.testing.apiserver import cluster
+from tke.internal.testing.etcd import free_port
+from tke.platform.v1 import cluster_pb2
+from tke.plugins.authz.policy import BINDINGS
+
+GET_NAME = "bench-get"
+GET_PATH = "/tke.platform.v1.ClusterService/Get"
+RANGE_PATH = "/etcdserverpb.KV/Range"
+TENANTS = 100
+
+
+async def seed(endpoint: str) -> None:
+    """The object Get reads, and role bindings: the bench user is an editor of its tenant, and
+    each of 100 other tenants has a binding of its own (the policy centre looks at them all)."""
+    from tke.auth.v1 import policy_pb2
+
+    store = EtcdStore(EtcdConfig(endpoints=[endpoint], prefix=PREFIX))
+    try:
+        bindings = Registry(BINDINGS, store, PREFIX)
+        for tenant, user in [*((f"t-{i:03d}", f"user-{i:03d}") for i in range(TENANTS)), (TENANT, "bench-user")]:
+            binding = policy_pb2.RoleBinding()
+            binding.metadata.name = "editors"
+            binding.spec.role = "editor"
+            binding.spec.subjects.add(kind="User", name=user)
+            await bindings.create(tenant, binding)
+        await Registry(CLUSTERS, store, PREFIX).create(TENANT, cluster(GET_NAME))
+    finally:
+        await store.close()
+
+
+def get_request() -> bytes:
+    return cluster_pb2.GetClusterRequest(name=GET_NAME, tenant_id=TENANT).SerializeToString()
+
+
+def _range_request() -> bytes:
+    from aetcd import rpc
+
+    request = rpc.RangeRequest(key=f"{PREFIX}/clusters/{TENANT}/{GET_NAME}".encode())
+    return bytes(request.SerializeToString())
+
+
+def create_run(
+    procs: Processes, target: str, address: str, in_flight: int, seconds: float, *, tag: str, token: str = ""
+) -> dict[str, Any]:
+    """`in_flight` Create calls from one (1 in flight) or four client processes."""
+    count = 1 if in_flight == 1 else 4
+    per = max(1, in_flight // count)
+    start_at = time.time() + 2.5  # every client imported and connected by then
+    children = []
+    for i in range(count):
+        argv = [*python(), "-m", "tke.internal.bench.loadclient", "--target", target, "--address", address,
+                "--tag", f"{tag}p{i}", "--in-flight", str(per), "--seconds", str(seconds),
+                "--start-at", str(start_at), "--tenant", TENANT]  # fmt: skip
+        if token:
+            argv += ["--token", token]
+        children.append(procs.start(argv, stdout=subprocess.PIPE))
+    results = []
+    for child in children:
+        out, _ = child.communicate(timeout=seconds + 60)
+        procs.stop(child)
+        results.append(json.loads(out.decode().strip().splitlines()[-1]))
+    latencies = [x for r in results for x in r["latencies_ms"]]
+    calls = sum(int(r["calls"]) for r in results)
+    return {
+        "qps": calls / seconds,
+        "p50_ms": percentile(latencies, 0.5),
+        "p99_ms": percentile(latencies, 0.99),
+        "calls": calls,
+        "errors": sum(int(r["errors"]) for r in results),
+        "error_codes": sorted({c for r in results for c in r["error_codes"]}),
+    }
+
+
+def h2(address: str, path: str, body: bytes, in_flight: int, seconds: float, *, token: str = "") -> dict[str, Any]:
+    headers = {"authorization": f"Bearer {token}"} if token else {}
+    r = h2load.run(address, path, body, in_flight, seconds, headers=headers)
+    return {"qps": r.qps, "p50_ms": r.p50_ms, "p99_ms": r.p99_ms, "calls": r.calls, "errors": r.errors}
+
+
+def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "qps": rounds([r["qps"] for r in runs]),
+        "p50_ms": rounds([r["p50_ms"] for r in runs])["median"],
+        "p99_ms": rounds([r["p99_ms"] for r in runs])["median"],
+        "errors": sum(r["errors"] for r in runs),
+    }
+
+
+def measure(
+    work: Path, procs: Processes, etcd_endpoint: str, *, in_flights: list[int], n_rounds: int, seconds: float
+) -> dict[str, Any]:
+    asyncio.run(seed(etcd_endpoint))
+    bare_port = free_port()
+    bare = procs.start([*python(), "-m", "tke.internal.bench.baseline", "--port", str(bare_port)])
+    wait_port(bare_port, bare)
+    chain = ApiserverProcess(work, "apiserver-chain", etcd_endpoint, chain=True)
+    chain.start(procs)
+    plain = ApiserverProcess(work, "apiserver-nochain", etcd_endpoint, chain=False)
+    plain.start(procs)
+    bare_address = f"127.0.0.1:{bare_port}"
+    get, range_ = get_request(), _range_request()
+    out: dict[str, Any] = {"get": {}, "create": {}, "chain_overhead": {}}
+    before = chain.handled("ClusterService/Get")
+    for n in in_flights:
+        runs: dict[str, list[dict[str, Any]]] = {"bare": [], "etcd": [], "chain": [], "nochain": []}
+        for _ in range(n_rounds):
+            runs["bare"].append(h2(bare_address, "/bench.Bare/Empty", b"", n, seconds))
+            runs["etcd"].append(h2(etcd_endpoint, RANGE_PATH, range_, n, seconds))
+            runs["chain"].append(h2(chain.address, GET_PATH, get, n, seconds, token=USER_TOKEN))
+            runs["nochain"].append(h2(plain.address, GET_PATH, get, n, seconds))
+        out["get"][str(n)] = {
+            "apiserver": _summary(runs["chain"]),
+            "bare_empty_call": _summary(runs["bare"]),
+            "etcd_range": _summary(runs["etcd"]),
+            "ratio_to_bare": rounds(
+                [ratio(a["qps"], b["qps"]) for a, b in zip(runs["chain"], runs["bare"], strict=True)]
+            ),
+            "ratio_to_etcd": rounds(
+                [ratio(a["qps"], b["qps"]) for a, b in zip(runs["chain"], runs["etcd"], strict=True)]
+            ),
+        }
+        out["chain_overhead"][str(n)] = {
+            "chain_on": _summary(runs["chain"]),
+            "chain_off": _summary(runs["nochain"]),
+            "overhead": rounds(
+                [1 - ratio(a["qps"], b["qps"]) for a, b in zip(runs["chain"], runs["nochain"], strict=True)]
+            ),
+        }
+        print(f"  get x{n}: chain {out['get'][str(n)]['apiserver']['qps']['median']:.0f}/s, "
+              f"bare {out['get'][str(n)]['bare_empty_call']['qps']['median']:.0f}/s", flush=True)  # fmt: skip
+    after = chain.handled("ClusterService/Get")
+    out["get_status_codes"] = {code: after.get(code, 0) - before.get(code, 0) for code in after}
+    for n in in_flights:
+        runs = {"apiserver": [], "etcd": []}
+        for r in range(n_rounds):
+            tag = f"r{r}n{n}"
+            runs["etcd"].append(create_run(procs, "etcd", etcd_endpoint, n, seconds, tag=tag))
+            runs["apiserver"].append(
+                create_run(procs, "apiserver", chain.address, n, seconds, tag=tag, token=USER_TOKEN)
+            )
+        out["create"][str(n)] = {
+            "apiserver": _summary(runs["apiserver"]),
+            "etcd_txn": _summary(runs["etcd"]),
+            "error_codes": sorted({c for r in runs["apiserver"] for c in r["error_codes"]}),
+            "ratio_to_etcd": rounds(
+                [ratio(a["qps"], b["qps"]) for a, b in zip(runs["apiserver"], runs["etcd"], strict=True)]
+            ),
+        }
+        print(f"  create x{n}: apiserver {out['create'][str(n)]['apiserver']['qps']['median']:.0f}/s, "
+              f"etcd {out['create'][str(n)]['etcd_txn']['qps']['median']:.0f}/s", flush=True)  # fmt: skip
+    # Ratios of Create to the bare empty call, from the Get rounds' bare numbers.
+    for n in in_flights:
+        bare_qps = out["get"][str(n)]["bare_empty_call"]["qps"]["median"]
+        out["create"][str(n)]["ratio_to_bare"] = ratio(out["create"][str(n)]["apiserver"]["qps"]["median"], bare_qps)
+    out["apiserver_rss_bytes"] = rss_bytes(chain.pid)
+    for child in (plain.child, chain.child, bare):
+        if child is not None:
+            procs.stop(child)
+    return out

@@ -1,0 +1,133 @@
+"""The bench's outputs: the targets of issue 8 judged against the measured figures, a short table
+for people, and the machine-readable result file."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class Row:
+    figure: str
+    what: str
+    value: str
+    baseline: str
+    ratio: str
+    target: str
+    met: bool | None  # None: not measured
+
+    @property
+    def verdict(self) -> str:
+        return "-" if self.met is None else ("met" if self.met else "NOT MET")
+
+
+def _get(d: dict[str, Any], *path: str) -> Any:
+    for p in path:
+        if not isinstance(d, dict) or p not in d:
+            return None
+        d = d[p]
+    return d
+
+
+def _f(x: Any, fmt: str = "{:.0f}") -> str:
+    return "n/a" if x is None else fmt.format(x)
+
+
+def rows(results: dict[str, Any]) -> list[Row]:
+    out: list[Row] = []
+    fig1 = results.get("apiserver") or {}
+    for n, get in sorted((fig1.get("get") or {}).items(), key=lambda kv: int(kv[0])):
+        q = get["apiserver"]["qps"]["median"]
+        out.append(Row(
+            "1", f"Get x{n} in flight (p50/p99 {get['apiserver']['p50_ms']:.1f}/{get['apiserver']['p99_ms']:.1f} ms)",
+            f"{q:.0f}/s",
+            f"bare {get['bare_empty_call']['qps']['median']:.0f}/s; etcd {get['etcd_range']['qps']['median']:.0f}/s",
+            f"{get['ratio_to_bare']['median']:.2f} bare; {get['ratio_to_etcd']['median']:.2f} etcd",
+            ">= 0.5 bare" if n == "32" else "", (get["ratio_to_bare"]["median"] >= 0.5) if n == "32" else None,
+        ))  # fmt: skip
+    for n, create in sorted((fig1.get("create") or {}).items(), key=lambda kv: int(kv[0])):
+        a = create["apiserver"]
+        out.append(Row(
+            "1", f"Create x{n} in flight (p50/p99 {a['p50_ms']:.1f}/{a['p99_ms']:.1f} ms)",
+            f"{a['qps']['median']:.0f}/s", f"etcd txn {create['etcd_txn']['qps']['median']:.0f}/s",
+            f"{create['ratio_to_etcd']['median']:.2f} etcd; {create['ratio_to_bare']:.2f} bare",
+            ">= 0.3 etcd" if n == "32" else "", (create["ratio_to_etcd"]["median"] >= 0.3) if n == "32" else None,
+        ))  # fmt: skip
+    for n, chain in sorted((fig1.get("chain_overhead") or {}).items(), key=lambda kv: int(kv[0])):
+        over = chain["overhead"]["median"]
+        out.append(Row(
+            "2", f"chain overhead, Get x{n}", f"on {chain['chain_on']['qps']['median']:.0f}/s",
+            f"off {chain['chain_off']['qps']['median']:.0f}/s", f"{over * 100:.0f}% slower",
+            "<= 15%" if n == "32" else "", (over <= 0.15) if n == "32" else None,
+        ))  # fmt: skip
+    for w in results.get("watch") or []:
+        late = w.get("undelivered_by_deadline", 0)
+        ok = w["delay_p99_ms"] < 100 and w["lost"] == 0 and w["duplicated"] == 0 and not late
+        target = w["watchers"] >= 1000 and w["tenants"] == 1
+        out.append(Row(
+            "3", f"watch: {w['watchers']} watchers/{w['tenants']} tenant(s), {w['rate']:.0f} changes/s",
+            f"{w['events_per_second']:.0f} events/s; p99 {w['delay_p99_ms']:.0f} ms",
+            f"{w['expected_events']} expected", f"lost {w['lost']}, dup {w['duplicated']}, late {late}, "
+            f"RSS {w['apiserver_rss_bytes_max'] / 2**20:.0f} MiB",
+            "p99 < 100 ms, 0 lost/dup" if target else "", ok if target else None,
+        ))  # fmt: skip
+    scale = results.get("scale")
+    if scale:
+        total = scale["full_list_s"]["total"]["median"]
+        rss = scale["apiserver_rss_bytes_after_lists"]
+        ctl = scale["controller"]
+        out.append(Row("4", f"full List of {scale['clusters']} clusters + {scale['machines']} machines",
+                       f"{total:.1f} s", "", "", "< 10 s", total < 10))  # fmt: skip
+        out.append(Row("4", "apiserver RSS after the lists", f"{rss / 2**20:.0f} MiB", "", "", "< 1 GiB", rss < 2**30))
+        tl = scale["tenant_list_s"]
+        tenant_ms = (tl["clusters"]["median"] + tl["machines"]["median"]) * 1000
+        out.append(Row("4", "a tenant's list (clusters + machines)", f"{tenant_ms:.0f} ms", "", "", "", None))
+        synced, done = _f(ctl.get("informers_synced_s"), "{:.1f}"), _f(ctl.get("resync_done_s"), "{:.1f}")
+        out.append(Row("4", "controller full resync (no-op provider)", f"synced {synced} s, done {done} s",
+                       "", f"RSS {ctl.get('rss_bytes', 0) / 2**20:.0f} MiB", "", None))  # fmt: skip
+    ipam = results.get("ipam")
+    if ipam:
+        r = ipam.get("ratio_to_etcd")
+        out.append(Row("5", "IPAM Allocate+Release, 32 clients", f"{_f(ipam.get('ipamd_calls_per_s'))}/s",
+                       f"etcd CAS {_f(ipam.get('etcd_cas_per_s'))}/s", _f(r, "{:.2f}"), ">= 0.3",
+                       None if r is None else r >= 0.3))  # fmt: skip
+        f = ipam.get("fill_latency_ratio")
+        out.append(Row("5", "Allocate p50 at 95% vs 5% fill of a /16",
+                       f"{_f(ipam.get('p50_95pct_ms'), '{:.2f}')} ms", f"{_f(ipam.get('p50_5pct_ms'), '{:.2f}')} ms",
+                       _f(f, "{:.2f}"), "<= 1.5", None if f is None else f <= 1.5))  # fmt: skip
+    cni = results.get("cni")
+    if cni and "skipped" not in cni:
+        x = cni.get("add_del_ipamd_x_baseline")
+        out.append(Row("6", "ADD+DEL cni-switch -> bridge -> tke-ipamc -> ipamd", "", "bridge + host-local",
+                       _f(x, "{:.2f}"), "<= 5x", None if x is None else x <= 5))  # fmt: skip
+        wall, failed = cni.get("concurrent_wall_s"), cni.get("concurrent_failed")
+        out.append(Row("6", f"{cni.get('concurrent_adds', '?')} concurrent ADDs on one node",
+                       f"{_f(wall, '{:.2f}')} s, {_f(failed)} failed", "", "", "<= 10 s, none failed",
+                       None if wall is None else (wall <= 10 and failed == 0)))  # fmt: skip
+        out.append(Row("6", "VERSION start-up", f"cni-switch {_f(cni.get('version_cni-switch_ms'), '{:.1f}')} ms, "
+                       f"tke-ipamc {_f(cni.get('version_tke-ipamc_ms'), '{:.1f}')} ms", "", "", "", None))  # fmt: skip
+    elif cni:
+        out.append(Row("6", "CNI", "skipped", "", "", "", None))
+    prof = results.get("profile")
+    if prof:
+        out.append(Row("7", f"profile of {prof.get('path', '?')}", prof.get("file", ""), "", "", "", None))
+    return out
+
+
+def table(rows_: list[Row]) -> str:
+    headers = ("fig", "what", "measured", "baseline", "ratio", "target", "verdict")
+    cells = [headers, *[(r.figure, r.what, r.value, r.baseline, r.ratio, r.target, r.verdict) for r in rows_]]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(headers))]
+    lines = ["  ".join(c[i].ljust(widths[i]) for i in range(len(headers))).rstrip() for c in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def write(path: Path, results: dict[str, Any], rows_: list[Row]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = dict(results)
+    data["targets"] = [asdict(r) | {"verdict": r.verdict} for r in rows_ if r.target]
+    path.write_text(json.dumps(data, indent=1, sort_keys=False, default=str) + "\n")
