@@ -70,7 +70,7 @@ def summarize(raw: Path, top: int = 15) -> dict[str, Any]:
     def share(counter: collections.Counter[str]) -> list[tuple[str, float]]:
         return [(name, round(n / total, 3)) for name, n in counter.most_common(top)]
 
-    ours = collections.Counter({k: v for k, v in inclusive.items() if k.startswith(("apiserver/", "auth/", "rpc/",
+    ours = collections.Counter({k: v for k, v in inclusive.items() if k.startswith(("internal/", "plugins/",
                                 "storage/", "metrics/", "authz/", "authn/", "audit/"))})  # fmt: skip
     return {
         "samples": total,

@@ -22,6 +22,7 @@ import array
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -32,6 +33,7 @@ import grpc
 
 from tke.internal.apiserver.kinds import CLUSTERS
 from tke.internal.apiserver.registry import Registry
+from tke.internal.bench import profile
 from tke.internal.bench.procs import ADMIN_TOKEN, PREFIX, ApiserverProcess, Processes, cpu_seconds, python, rss_bytes
 from tke.internal.bench.stats import percentile
 from tke.internal.storage.etcd import EtcdConfig, EtcdStore
@@ -191,6 +193,7 @@ def measure(
     rate: float = 100.0,
     seconds: float = 10.0,
     processes: int = 4,
+    profile_to: Path | None = None,
 ) -> dict[str, Any]:
     names = tenant_names(tenants)
     objects, revision = asyncio.run(_seed(etcd_endpoint, names))
@@ -215,6 +218,8 @@ def measure(
         time.sleep(0.2)
     subscribed = _watch_clients(api)
     rss_before, cpu_before = rss_bytes(api.pid), cpu_seconds(api.pid)
+    clients_before = sum(cpu_seconds(c.pid) for c in children)
+    profiler = profile.record(api.pid, 15, work / "watch-profile.txt") if profile_to else None
     sampler = _Sampler(api.pid)
     sampler.start()
     written, first_send, wrote_for = asyncio.run(_write(etcd_endpoint, objects, rate, seconds))
@@ -225,6 +230,7 @@ def measure(
         assert child.stdin is not None
         child.stdin.write(f"done {expected_file} {finish_by}\n".encode())
         child.stdin.flush()
+    clients_cpu = sum(cpu_seconds(c.pid) for c in children) - clients_before
     reports: list[dict[str, Any]] = []
     for child in children:
         assert child.stdout is not None
@@ -246,7 +252,11 @@ def measure(
     delivery_window = max(last - first_send, wrote_for)
     changes = sum(len(v) for v in written.values())
     expected_events = sum(len(written.get(names[s % len(names)], [])) for s in range(watchers))
-    procs.stop(api.child) if api.child else None
+    if profiler is not None and profile_to is not None:
+        profiler.wait(60)
+        shutil.copy(work / "watch-profile.txt", profile_to)
+    if api.child is not None:
+        procs.stop(api.child)
     return {
         "watchers": watchers,
         "subscribed": subscribed,
@@ -271,6 +281,7 @@ def measure(
         "apiserver_rss_bytes_max": sampler.max_rss,
         "apiserver_cpu_share": cpu_used / delivery_window / (os.cpu_count() or 1) if delivery_window else 0.0,
         "apiserver_cpu_cores": cpu_used / delivery_window if delivery_window else 0.0,
+        "clients_cpu_cores": clients_cpu / delivery_window if delivery_window else 0.0,
     }
 
 
