@@ -17,7 +17,7 @@ from tke.internal.controller.informer import Change, Informer
 from tke.internal.controller.lifecycle import Lifecycle, Phases
 from tke.internal.controller.queue import WorkQueue
 from tke.internal.controller.status import StatusWriter
-from tke.internal.provider.contract import ClusterContext, ClusterProvider, Tools
+from tke.internal.provider.contract import ClusterContext, ClusterProvider, Tools, reconcile_tools
 from tke.internal.provider.errors import TemporaryError
 from tke.internal.provider.progress import RetryPolicy
 from tke.internal.provider.runner import Runner
@@ -101,15 +101,17 @@ class ClusterController:
                 self.writer.observe(cached)
                 await self.writer(obj)
             return None
-        return await self.lifecycle.reconcile(obj, provider, _Adapter(self))
+        async with reconcile_tools(self.tools) as tools:
+            return await self.lifecycle.reconcile(obj, provider, _Adapter(self, tools))
 
 
 class _Adapter:
-    def __init__(self, controller: ClusterController) -> None:
+    def __init__(self, controller: ClusterController, tools: Tools) -> None:
         self.c = controller
+        self.tools = tools
 
     def context(self, obj: cluster_pb2.Cluster) -> ClusterContext:
-        return ClusterContext(obj=obj, machines=self.c.machines_of(obj), tools=self.c.tools)
+        return ClusterContext(obj=obj, machines=self.c.machines_of(obj), tools=self.tools)
 
     def gate(self, obj: cluster_pb2.Cluster) -> str | None:
         return None

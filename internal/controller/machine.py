@@ -17,7 +17,7 @@ from tke.internal.controller.informer import Informer
 from tke.internal.controller.lifecycle import Lifecycle, Phases
 from tke.internal.controller.queue import WorkQueue
 from tke.internal.controller.status import StatusWriter
-from tke.internal.provider.contract import MachineContext, MachineProvider, Tools
+from tke.internal.provider.contract import MachineContext, MachineProvider, Tools, reconcile_tools
 from tke.internal.provider.progress import RetryPolicy
 from tke.internal.provider.runner import Runner
 from tke.internal.provider.steps import Step
@@ -97,16 +97,18 @@ class MachineController:
                 self.writer.observe(cached)
                 await self.writer(obj)
             return None
-        return await self.lifecycle.reconcile(obj, provider, _Adapter(self, cluster))
+        async with reconcile_tools(self.tools) as tools:
+            return await self.lifecycle.reconcile(obj, provider, _Adapter(self, cluster, tools))
 
 
 class _Adapter:
-    def __init__(self, controller: MachineController, cluster: cluster_pb2.Cluster | None) -> None:
+    def __init__(self, controller: MachineController, cluster: cluster_pb2.Cluster | None, tools: Tools) -> None:
         self.c = controller
         self.cluster = cluster if cluster is not None else cluster_pb2.Cluster()
+        self.tools = tools
 
     def context(self, obj: machine_pb2.Machine) -> MachineContext:
-        return MachineContext(obj=obj, cluster=self.cluster, tools=self.c.tools)
+        return MachineContext(obj=obj, cluster=self.cluster, tools=self.tools)
 
     def gate(self, obj: machine_pb2.Machine) -> str | None:
         if self.cluster.status.phase != cluster_pb2.CLUSTER_PHASE_RUNNING:

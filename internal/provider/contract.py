@@ -17,12 +17,13 @@ events, finalizers and leader election.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from tke.internal.provider.credentials import Credentials
-from tke.internal.provider.ssh import Dialer
+from tke.internal.provider.ssh import CachingDialer, Dialer
 from tke.internal.rpc.errors import FieldViolation
 from tke.platform.v1 import cluster_pb2, machine_pb2
 
@@ -33,6 +34,16 @@ class Tools:
 
     dialer: Dialer
     credentials: Credentials
+
+
+@contextlib.asynccontextmanager
+async def reconcile_tools(tools: Tools) -> AsyncIterator[Tools]:
+    """`tools` whose SSH connections are reused within one reconcile and closed after it."""
+    dialer = CachingDialer(tools.dialer)
+    try:
+        yield Tools(dialer=dialer, credentials=tools.credentials)
+    finally:
+        await dialer.aclose()
 
 
 @dataclass

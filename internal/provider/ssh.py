@@ -282,3 +282,34 @@ class FakeDialer:
     async def connect(self, target: Target) -> AsyncIterator[Channel]:
         channel = self.machines.setdefault(target.host, FakeChannel(target))
         yield channel
+
+
+class CachingDialer:
+    """Reuses one connection per machine for the length of one reconcile (a plan's steps
+    connect to the same machines again and again; each SSH handshake costs a round of key
+    exchange). A connection that saw an error is dropped; `aclose` closes the rest."""
+
+    def __init__(self, inner: Dialer) -> None:
+        self.inner = inner
+        self._open: dict[Target, tuple[contextlib.AbstractAsyncContextManager[Channel], Channel]] = {}
+
+    @contextlib.asynccontextmanager
+    async def connect(self, target: Target) -> AsyncIterator[Channel]:
+        entry = self._open.get(target)
+        if entry is None:
+            manager = self.inner.connect(target)
+            entry = (manager, await manager.__aenter__())
+            self._open[target] = entry
+        try:
+            yield entry[1]
+        except BaseException:
+            if self._open.pop(target, None) is not None:
+                with contextlib.suppress(Exception):
+                    await entry[0].__aexit__(None, None, None)
+            raise
+
+    async def aclose(self) -> None:
+        entries, self._open = list(self._open.values()), {}
+        for manager, _ in entries:
+            with contextlib.suppress(Exception):
+                await manager.__aexit__(None, None, None)

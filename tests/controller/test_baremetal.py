@@ -38,7 +38,7 @@ from tke.internal.testing.controller import controller_config, wait_for
 from tke.internal.testing.sshd import Machines, SSHServer, keypair, ssh_machines
 from tke.platform.v1 import cluster_pb2, event_pb2, event_pb2_grpc, machine_pb2
 
-pytestmark = [pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
 
 NODE_NAME = 'echo "node-$(echo "$SSH_CONNECTION" | cut -d" " -f3 | tr . -)"'
 # Stand-ins for the operator's commands (no Kubernetes binaries here).

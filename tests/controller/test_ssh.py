@@ -4,15 +4,24 @@ connection retries, and authentication and host key failures that are permanent.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from tke.internal.provider.credentials import ConfiguredCredentials, CredentialConfig
 from tke.internal.provider.errors import PermanentError, TemporaryError
-from tke.internal.provider.ssh import CommandFailed, SSHDialer, SSHOptions, Target
+from tke.internal.provider.ssh import (
+    CachingDialer,
+    Channel,
+    CommandFailed,
+    FakeChannel,
+    SSHDialer,
+    SSHOptions,
+    Target,
+)
 from tke.internal.testing.sshd import Machines, free_port, keypair, ssh_machines
 
 pytestmark = pytest.mark.timeout(60)
@@ -80,3 +89,35 @@ async def test_connection_failures_are_bounded_and_auth_failures_permanent(machi
     unchecked.options = SSHOptions(host_key_checking=False)
     async with unchecked.connect(Target(server.host, server.port, "root", "key")) as ch:
         assert (await ch.run("echo ok")).strip() == "ok"
+
+
+async def test_a_reconcile_reuses_one_connection_per_machine_and_drops_a_broken_one() -> None:
+    opened: list[str] = []
+    closed: list[str] = []
+
+    class CountingDialer:
+        @contextlib.asynccontextmanager
+        async def connect(self, target: Target) -> AsyncIterator[Channel]:
+            opened.append(target.host)
+            try:
+                yield FakeChannel(target)
+            finally:
+                closed.append(target.host)
+
+    dialer = CachingDialer(CountingDialer())
+    a, b = Target("192.0.2.1"), Target("192.0.2.2")
+    for _ in range(3):
+        async with dialer.connect(a) as ch:
+            await ch.run("true")
+    async with dialer.connect(b):
+        pass
+    assert opened == ["192.0.2.1", "192.0.2.2"] and closed == []
+    with pytest.raises(TemporaryError):
+        async with dialer.connect(a):
+            raise TemporaryError("the connection broke")
+    assert closed == ["192.0.2.1"]
+    async with dialer.connect(a):
+        pass
+    assert opened == ["192.0.2.1", "192.0.2.2", "192.0.2.1"]
+    await dialer.aclose()
+    assert sorted(closed) == ["192.0.2.1", "192.0.2.1", "192.0.2.2"]
