@@ -7,6 +7,9 @@ answering an empty call and (b) the same operation done directly against etcd.
 Figure 2: the same Get with the auth chain on and off (a second apiserver on the same etcd
 without authenticators: request id, access log, metrics and error mapping stay).
 
+A third Get baseline splits the cost: a bare grpc.aio server whose handler reads the key from
+etcd with the platform's etcd client (one inbound and one outbound call, no other code).
+
 Generators: h2load for Get, the empty call and etcd's Range (the same framed request every
 time); several load-client processes (loadclient.py) for Create and the raw etcd create
 transaction (names must differ). Each round measures a figure and its baselines back to back,
@@ -70,10 +73,13 @@ def get_request() -> bytes:
     return cluster_pb2.GetClusterRequest(name=GET_NAME, tenant_id=TENANT).SerializeToString()
 
 
+RANGE_KEY = f"{PREFIX}/clusters/{TENANT}/{GET_NAME}".encode()
+
+
 def _range_request() -> bytes:
     from aetcd import rpc
 
-    request = rpc.RangeRequest(key=f"{PREFIX}/clusters/{TENANT}/{GET_NAME}".encode())
+    request = rpc.RangeRequest(key=RANGE_KEY)
     return bytes(request.SerializeToString())
 
 
@@ -129,7 +135,9 @@ def measure(
 ) -> dict[str, Any]:
     asyncio.run(seed(etcd_endpoint))
     bare_port = free_port()
-    bare = procs.start([*python(), "-m", "tke.internal.bench.baseline", "--port", str(bare_port)])
+    bare = procs.start(
+        [*python(), "-m", "tke.internal.bench.baseline", "--port", str(bare_port), "--etcd", etcd_endpoint]
+    )
     wait_port(bare_port, bare)
     chain = ApiserverProcess(work, "apiserver-chain", etcd_endpoint, chain=True)
     chain.start(procs)
@@ -140,9 +148,10 @@ def measure(
     out: dict[str, Any] = {"get": {}, "create": {}, "chain_overhead": {}}
     before = chain.handled("ClusterService/Get")
     for n in in_flights:
-        runs: dict[str, list[dict[str, Any]]] = {"bare": [], "etcd": [], "chain": [], "nochain": []}
+        runs: dict[str, list[dict[str, Any]]] = {"bare": [], "bare_range": [], "etcd": [], "chain": [], "nochain": []}
         for _ in range(n_rounds):
             runs["bare"].append(h2(bare_address, "/bench.Bare/Empty", b"", n, seconds))
+            runs["bare_range"].append(h2(bare_address, "/bench.Bare/Range", RANGE_KEY, n, seconds))
             runs["etcd"].append(h2(etcd_endpoint, RANGE_PATH, range_, n, seconds))
             runs["chain"].append(h2(chain.address, GET_PATH, get, n, seconds, token=USER_TOKEN))
             runs["nochain"].append(h2(plain.address, GET_PATH, get, n, seconds))
@@ -150,6 +159,8 @@ def measure(
             "apiserver": _summary(runs["chain"]),
             "bare_empty_call": _summary(runs["bare"]),
             "etcd_range": _summary(runs["etcd"]),
+            # A bare server whose handler reads the key from etcd: the two gRPC calls a Get needs.
+            "bare_plus_etcd_read": _summary(runs["bare_range"]),
             "ratio_to_bare": rounds(
                 [ratio(a["qps"], b["qps"]) for a, b in zip(runs["chain"], runs["bare"], strict=True)]
             ),

@@ -44,7 +44,8 @@ def rows(results: dict[str, Any]) -> list[Row]:
         out.append(Row(
             "1", f"Get x{n} in flight (p50/p99 {get['apiserver']['p50_ms']:.1f}/{get['apiserver']['p99_ms']:.1f} ms)",
             f"{q:.0f}/s",
-            f"bare {get['bare_empty_call']['qps']['median']:.0f}/s; etcd {get['etcd_range']['qps']['median']:.0f}/s",
+            f"bare {get['bare_empty_call']['qps']['median']:.0f}/s; etcd {get['etcd_range']['qps']['median']:.0f}/s"
+            + (f"; bare+etcd read {b['qps']['median']:.0f}/s" if (b := get.get("bare_plus_etcd_read")) else ""),
             f"{get['ratio_to_bare']['median']:.2f} bare; {get['ratio_to_etcd']['median']:.2f} etcd",
             ">= 0.5 bare" if n == "32" else "", (get["ratio_to_bare"]["median"] >= 0.5) if n == "32" else None,
         ))  # fmt: skip
