@@ -127,7 +127,11 @@ class Lifecycle(Generic[R]):
             obj = await self._set_phase(obj, p.initializing, "Retrying", f"spec changed; retrying {', '.join(reset)}")
             status = obj.status
         if progress.next_step(create, status.conditions) is not None:
+            # The object may not be ready for its create steps (a machine's cluster is not
+            # Running; a provider waits for something in the spec): wait, without spending retries.
             waiting = adapter.gate(obj)
+            if waiting is None and hasattr(provider, "waiting_for"):
+                waiting = provider.waiting_for(obj)
             if waiting is not None:
                 await self._set_phase(obj, p.initializing, "Waiting", waiting)
                 return 5.0

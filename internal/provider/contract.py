@@ -11,6 +11,9 @@ constructed with its options from that configuration. It provides:
 - `validate(obj)`: the provider's own checks of the spec, as FieldViolations.
 - `check_health(ctx)`: called now and then once the object is Running; returns a message, or
   raises TemporaryError when unhealthy.
+- optionally `waiting_for(obj)`: why the create steps cannot start yet (for example no
+  control-plane machine in the spec), or None; the object waits in Initializing without
+  spending retries, and goes on when the spec changes.
 The framework does the rest: which step runs next, retries and backoff, conditions, phases,
 events, finalizers and leader election.
 """

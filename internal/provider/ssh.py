@@ -239,13 +239,16 @@ class SSHDialer:
 
 
 class FakeChannel:
-    """The fake: a dictionary of files and a function that answers commands."""
+    """The fake: a dictionary of files, and answers to commands by their text (exit 0 and no
+    output for any other command)."""
 
-    def __init__(self, target: Target, files: dict[str, bytes] | None = None) -> None:
+    def __init__(
+        self, target: Target, files: dict[str, bytes] | None = None, answers: dict[str, Result] | None = None
+    ) -> None:
         self.target = target
         self.files = files if files is not None else {}
         self.commands: list[str] = []
-        self.answers: dict[str, Result] = {}
+        self.answers: dict[str, Result] = answers if answers is not None else {}
 
     async def exec(
         self, command: str, *, time_limit: float | None = None, env: Mapping[str, str] | None = None
@@ -273,14 +276,16 @@ class FakeChannel:
 
 
 class FakeDialer:
-    """Fake machines by host; each keeps its files across connections."""
+    """Fake machines by host; each keeps its files across connections. `answers` apply to
+    every machine."""
 
-    def __init__(self) -> None:
+    def __init__(self, answers: dict[str, Result] | None = None) -> None:
         self.machines: dict[str, FakeChannel] = {}
+        self.answers = answers if answers is not None else {}
 
     @contextlib.asynccontextmanager
     async def connect(self, target: Target) -> AsyncIterator[Channel]:
-        channel = self.machines.setdefault(target.host, FakeChannel(target))
+        channel = self.machines.setdefault(target.host, FakeChannel(target, answers=self.answers))
         yield channel
 
 

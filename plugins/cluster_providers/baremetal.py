@@ -85,14 +85,24 @@ class BaremetalClusterProvider:
     # -- validation -------------------------------------------------------------------------
 
     def validate(self, cluster: cluster_pb2.Cluster) -> list[FieldViolation]:
+        """What a baremetal cluster needs besides the apiserver's own checks. Control-plane
+        machines may come later (see waiting_for); each needs a credential to log in with."""
         out = []
-        if not cluster.spec.machines:
-            out.append(FieldViolation("cluster.spec.machines", "a baremetal cluster needs at least one machine"))
         if not cluster.spec.network.pod_cidr or not cluster.spec.network.service_cidr:
             out.append(FieldViolation("cluster.spec.network", "pod_cidr and service_cidr are required"))
         if not cluster.spec.version:
-            out.append(FieldViolation("cluster.spec.version", "is required"))
+            out.append(FieldViolation("cluster.spec.version", "is required: the Kubernetes version to install"))
+        for i, m in enumerate(cluster.spec.machines):
+            if not m.credential_ref:
+                out.append(
+                    FieldViolation(f"cluster.spec.machines[{i}].credential_ref", "is required to log in over SSH")
+                )
         return out
+
+    def waiting_for(self, cluster: cluster_pb2.Cluster) -> str | None:
+        if not cluster.spec.machines:
+            return "add at least one control-plane machine to spec.machines"
+        return None
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -100,6 +110,8 @@ class BaremetalClusterProvider:
         violations = self.validate(ctx.cluster)
         if violations:
             raise PermanentError("; ".join(f"{v.field}: {v.description}" for v in violations))
+        if not ctx.cluster.spec.machines:
+            raise TemporaryError("no control-plane machine in spec.machines")
         return list(ctx.cluster.spec.machines)
 
     def _env(self, ctx: ClusterContext, master: cluster_pb2.ClusterMachine, name: str) -> dict[str, str]:

@@ -16,7 +16,10 @@ import grpc
 import pytest
 
 from tke.internal.controller.manager import Controller
+from tke.internal.provider.contract import Tools
+from tke.internal.provider.credentials import ConfiguredCredentials
 from tke.internal.provider.progress import FAILED, RETRYING, SUCCEEDED, TRUE, find
+from tke.internal.provider.ssh import FakeDialer, Result
 from tke.internal.storage.etcd import EtcdConfig
 from tke.internal.testing.apiserver import Running, cluster
 from tke.internal.testing.controller import RecordingProvider, controller_config, wait_for
@@ -223,3 +226,34 @@ async def test_an_unknown_provider_type_is_failed_with_the_reason(
     async with running_controller(api, etcd_config, RecordingProvider(str(tmp_path / "steps.jsonl"))):
         got = await wait_for(phase_is(api, "c9", cluster_pb2.CLUSTER_PHASE_FAILED))
     assert got.status.reason == "UnknownProvider" and "nosuchcloud" in got.status.message
+
+
+async def test_a_baremetal_cluster_without_machines_waits_then_installs_on_fake_machines(
+    api: Running, etcd_config: EtcdConfig
+) -> None:
+    dialer = FakeDialer({"hostname": Result(0, "fake-master\n", "")})
+    credentials = ConfiguredCredentials({})
+    config = controller_config(api.address, etcd_config)
+    controller = Controller(config, tools=Tools(dialer=dialer, credentials=credentials))
+    task = asyncio.create_task(controller.run())
+    try:
+        await api.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=cluster("later")))
+
+        async def waiting() -> cluster_pb2.Cluster | None:
+            got = await get(api, "later")
+            return got if got.status.reason == "Waiting" else None
+
+        c = await wait_for(waiting)
+        assert c.status.phase == cluster_pb2.CLUSTER_PHASE_INITIALIZING
+        assert "spec.machines" in c.status.message
+        c.spec.machines.add(ip="192.0.2.50", credential_ref="ops-key")
+        c.metadata.resource_version = ""
+        await api.clusters.Update(cluster_pb2.UpdateClusterRequest(cluster=c))
+        c = await wait_for(phase_is(api, "later", cluster_pb2.CLUSTER_PHASE_RUNNING))
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    files = dialer.machines["192.0.2.50"].files
+    assert {"/etc/kubernetes/pki/ca.crt", "/etc/kubernetes/admin.conf", "/etc/kubernetes/.tke-installed"} <= set(files)
+    assert [a.host for a in c.status.addresses] == ["192.0.2.50", "192.0.2.50"]

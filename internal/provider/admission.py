@@ -1,0 +1,57 @@
+"""Provider checks at the apiserver: a Cluster's or Machine's spec is also validated by the
+provider its spec.type names, so a spec the provider cannot work with is refused with
+INVALID_ARGUMENT (field by field) before it is stored, on create and on update.
+
+Providers are found as the controller finds them (entry points of `tke.cluster_providers` or
+`tke.machine_providers`) and constructed with their default options. A type no provider
+installed here serves is not refused: the controller may run elsewhere with more plugins
+(and marks such objects Failed with reason UnknownProvider).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from tke.internal.apiserver.registry import Kind, Resource
+from tke.internal.plugin import loader
+from tke.internal.rpc.errors import FieldViolation
+
+log = logging.getLogger(__name__)
+R = TypeVar("R", bound=Resource)
+
+
+class ProviderValidation:
+    def __init__(self, group: str, load: Callable[[str, str], Any] | None = None) -> None:
+        self.group = group
+        self._load = load or (lambda group, name: loader.load(group, name, {}))
+        # Found once per type (None: not installed here); providers are cheap and stateless.
+        self._providers: dict[str, Any] = {}
+
+    def _provider(self, type_name: str) -> Any:
+        if type_name not in self._providers:
+            provider = None
+            try:
+                provider = self._load(self.group, type_name)
+            except loader.PluginError as err:
+                log.info("no %s provider %r to validate with: %s", self.group, type_name, err)
+            self._providers[type_name] = provider
+        return self._providers[type_name]
+
+    def __call__(self, obj: Any) -> list[FieldViolation]:
+        provider = self._provider(obj.spec.type)
+        if provider is None or not hasattr(provider, "validate"):
+            return []
+        return list(provider.validate(obj))
+
+
+def with_provider_validation(kind: Kind[R], group: str) -> Kind[R]:
+    """`kind` whose validation also asks the provider, once the apiserver's own checks pass."""
+    check = ProviderValidation(group)
+
+    def validate(obj: R) -> list[FieldViolation]:
+        return kind.validate(obj) or check(obj)
+
+    return dataclasses.replace(kind, validate=validate)

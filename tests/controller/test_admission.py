@@ -1,0 +1,53 @@
+"""Provider checks as the apiserver would run them (a Registry whose kind asks the providers):
+a spec the provider cannot work with is refused field by field before it is stored, on create
+and update; unknown types pass (the controller may have more plugins)."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from google.protobuf import field_mask_pb2
+
+from tke.internal.apiserver.kinds import CLUSTERS
+from tke.internal.apiserver.registry import Registry
+from tke.internal.provider.admission import with_provider_validation
+from tke.internal.rpc.errors import ApiError
+from tke.internal.storage.memory import MemoryStore
+from tke.internal.testing.apiserver import cluster
+from tke.platform.v1 import cluster_pb2
+
+
+@pytest.fixture
+def registry() -> Registry[cluster_pb2.Cluster]:
+    return Registry(with_provider_validation(CLUSTERS, "tke.cluster_providers"), MemoryStore(), "/t")
+
+
+async def test_the_provider_refuses_what_it_cannot_work_with(registry: Registry[cluster_pb2.Cluster]) -> None:
+    c = cluster("bm")
+    c.spec.machines.add(ip="192.0.2.1")
+    with pytest.raises(ApiError) as err:
+        await registry.create("default", c)
+    assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "cluster.spec.machines[0].credential_ref" in err.value.message
+
+    c.spec.machines[0].credential_ref = "ops-key"
+    created = await registry.create("default", c)
+    update = cluster_pb2.Cluster()
+    update.CopyFrom(created)
+    update.spec.version = ""
+    with pytest.raises(ApiError) as err:
+        await registry.update("default", update, field_mask_pb2.FieldMask(paths=["spec.version"]))
+    assert "cluster.spec.version" in err.value.message
+
+
+async def test_imported_needs_a_credential_and_unknown_types_pass(registry: Registry[cluster_pb2.Cluster]) -> None:
+    imported = cluster_pb2.Cluster()
+    imported.metadata.name = "edge"
+    imported.spec.type = "imported"
+    imported.spec.api_server_url = "https://203.0.113.5:6443"
+    with pytest.raises(ApiError) as err:
+        await registry.create("default", imported)
+    assert "cluster.spec.credential_ref" in err.value.message
+    # Without machines a baremetal cluster is accepted: it waits for them.
+    await registry.create("default", cluster("later"))
+    await registry.create("default", cluster("elsewhere", type="some-cloud"))
