@@ -22,13 +22,15 @@ from tke.internal.rpc.errors import ApiError
 from tke.ipam.v1 import ipam_pb2
 from tke.plugins.ip_providers.static import StaticProvider
 from tke.plugins.ip_storage.memory import MemoryIPStorage
-from tke.plugins.ip_storage.store import is_fixed
+from tke.plugins.ip_storage.store import allocation_owner_key, is_fixed
 
 from .conftest import Clock, allocate_request
 
 T = TypeVar("T")
 COOLDOWN = 10.0
-PODS = [f"db-{i}" for i in range(4)] + [f"web-{i}" for i in range(6)]
+# db: a StatefulSet with fixed addresses per pod; api: a Deployment with fixed addresses shared
+# by its (randomly named) pods; web: plain pods.
+PODS = [f"db-{i}" for i in range(4)] + [f"api-7d9f8b6c4-{c * 5}" for c in "abc"] + [f"web-{i}" for i in range(4)]
 NODES = ["node-1", "node-2"]
 
 
@@ -42,7 +44,7 @@ class IPAMMachine(RuleBasedStateMachine):
         self.ids = itertools.count()
         self.containers: dict[str, tuple[str, str]] = {}  # every container ever: pod, uid
         self.live: dict[str, str] = {}  # container -> ip, as the model expects
-        self.fixed: dict[str, str] = {}  # db pod -> its fixed address
+        self.fixed: dict[str, tuple[str, str]] = {}  # fixed pod -> (its owner key, its address)
         self.freed_at: dict[str, float] = {}
         self.uids: dict[str, str] = {}  # pod -> current uid
 
@@ -59,14 +61,15 @@ class IPAMMachine(RuleBasedStateMachine):
     def setup(self) -> None:
         # A small pool (12 addresses) so that exhaustion, wrap-around and reuse happen often.
         self.run(self.replicas[0].create_pool(ipam_pb2.Pool(name="p", cidr="10.0.0.0/28", excluded=["10.0.0.9"])))
-        self.run(
-            self.replicas[0].put_binding(
-                ipam_pb2.Binding(
-                    workload=ipam_pb2.WorkloadRef(namespace="default", kind="StatefulSet", name="db"),
-                    release_policy=ipam_pb2.RELEASE_POLICY_IMMUTABLE,
+        for kind, name in (("StatefulSet", "db"), ("Deployment", "api")):
+            self.run(
+                self.replicas[0].put_binding(
+                    ipam_pb2.Binding(
+                        workload=ipam_pb2.WorkloadRef(namespace="default", kind=kind, name=name),
+                        release_policy=ipam_pb2.RELEASE_POLICY_IMMUTABLE,
+                    )
                 )
             )
-        )
 
     def _pod_of(self, container: str) -> str:
         return self.containers[container][0]
@@ -78,8 +81,16 @@ class IPAMMachine(RuleBasedStateMachine):
             assert freed is None or self.clock() - freed >= COOLDOWN, f"{ip} reused during its cooldown"
         if is_fixed(allocation):
             if pod in self.fixed:
-                assert ip == self.fixed[pod], f"fixed owner {pod} got {ip}, expected {self.fixed[pod]}"
-            self.fixed[pod] = ip
+                assert ip == self.fixed[pod][1], f"fixed owner {pod} got {ip}, expected {self.fixed[pod][1]}"
+            if allocation.owner.workload_kind == "Deployment":
+                # A Deployment's addresses are shared: only a retained one is taken over, and
+                # only by a pod of the same Deployment.
+                for other, (_, held) in list(self.fixed.items()):
+                    if held == ip and other != pod:
+                        assert other.startswith("api-"), f"{other}'s fixed address went to {pod}"
+                        assert not any(h == ip for c, h in self.live.items() if c != container), "not retained"
+                        del self.fixed[other]
+            self.fixed[pod] = (allocation_owner_key(allocation), ip)
             # A fixed address has one container at a time: a new one takes it over.
             for c, held in list(self.live.items()):
                 if held == ip and c != container:
@@ -89,11 +100,19 @@ class IPAMMachine(RuleBasedStateMachine):
     def _allocate(self, replica: IPAM, pod: str, container: str, node: str) -> None:
         uid = self.uids.setdefault(pod, f"uid-{next(self.ids)}")
         self.containers.setdefault(container, (pod, uid))
+        # A new pod of the Deployment must take over an address its workload retains.
+        retained = set()
+        if pod.startswith("api-") and pod not in self.fixed and container not in self.live:
+            in_use = set(self.live.values())
+            retained = {ip for other, (_, ip) in self.fixed.items() if other.startswith("api-") and ip not in in_use}
         try:
             result = self.run(replica.allocate(allocate_request(pod, container, uid=uid, node=node)))
         except ApiError as err:
             assert err.code.name == "RESOURCE_EXHAUSTED", err.message
+            assert not retained, "a retained address of the workload was there to take"
             return
+        if retained:
+            assert result.reused and result.allocation.ip in retained, (result.allocation.ip, retained)
         self._record(container, result.allocation, result.reused)
 
     @rule(pod=st.sampled_from(PODS), node=st.sampled_from(NODES), replica=st.integers(0, 1))
@@ -197,8 +216,8 @@ class IPAMMachine(RuleBasedStateMachine):
 
     @invariant()
     def fixed_owners_hold_their_address(self) -> None:
-        for pod, ip in self.fixed.items():
-            held = self.run(self.storage.by_owner(f"default/StatefulSet/db/{pod}"))
+        for key, ip in self.fixed.values():
+            held = self.run(self.storage.by_owner(key))
             assert held is not None and held.allocation.ip == ip
 
     @invariant()
