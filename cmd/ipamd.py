@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"tke-ipamd: {err}", file=sys.stderr)
         return 2
-    logs.setup(config.log_level)
+    logs.setup(config.log_level, config.log_format)
     try:
         asyncio.run(serve(config))
     except (PluginError, ConfigurationError) as err:

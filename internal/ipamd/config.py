@@ -52,4 +52,9 @@ class IpamdConfig:
     release_cooldown: float = 30.0
     # Seconds in-flight calls get to finish on shutdown.
     shutdown_grace: float = 5.0
+    # Prometheus metrics (calls by method and code, latency) at http://<address>/metrics;
+    # empty disables them (the default: several daemons may share a host in development).
+    metrics_address: str = ""
     log_level: str = "info"
+    # "console" (readable) or "json" (one object per line, with the request id).
+    log_format: str = "console"

@@ -10,10 +10,12 @@ from typing import Any
 
 import grpc
 
+from tke.internal import metrics
 from tke.internal.auth.chain import AuthChain, PluginContext, build
 from tke.internal.ipamd.config import IpamdConfig
 from tke.internal.ipamd.ipam import IPAM
 from tke.internal.ipamd.service import SERVICE_NAME, IPAMServicer
+from tke.internal.metrics.interceptor import MetricsInterceptor
 from tke.internal.plugin import loader
 from tke.internal.rpc.interceptors import RequestInterceptor
 from tke.internal.rpc.server import ListenConfig, RunningServer, ServerSpec, TLSConfig, start_server
@@ -69,14 +71,14 @@ class Ipamd:
         c = self.config
         if c.socket:
             unix = ListenConfig(address="", unix_socket=c.socket, unix_socket_mode=c.socket_mode)
-            self.servers.append(await start_server(unix, self._spec([RequestInterceptor()])))
+            self.servers.append(await start_server(unix, self._spec([RequestInterceptor(), MetricsInterceptor()])))
         if c.tcp.address:
             tls = None
             if c.tcp.cert_file or c.tcp.key_file:
                 tls = TLSConfig(c.tcp.cert_file, c.tcp.key_file, c.tcp.client_ca_file)
             elif not c.tcp.insecure:
                 raise ConfigurationError("[tcp] needs cert_file and key_file (or insecure = true for development)")
-            interceptors: list[Any] = [RequestInterceptor()]
+            interceptors: list[Any] = [RequestInterceptor(), MetricsInterceptor()]
             if c.tcp.auth.authenticators:
                 self.auth_store = EtcdStore(c.tcp.auth_etcd)
                 context = PluginContext(self.auth_store, c.tcp.auth_etcd.prefix.rstrip("/"))
@@ -107,6 +109,7 @@ async def serve(config: IpamdConfig) -> None:
     """Run until SIGINT or SIGTERM, then stop gracefully."""
     ipamd = Ipamd(config)
     await ipamd.start()
+    metrics.serve(config.metrics_address)
     where = [f"unix {config.socket}"] if config.socket else []
     if config.tcp.address:
         where.append(f"tcp {config.tcp.address} (port {ipamd.servers[-1].port})")

@@ -17,29 +17,44 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 BIN = Path(sys.executable).parent / "tke-ipamd"
 
 
-def write_config(path: Path, *, socket: str, endpoints: list[str], prefix: str, extra: str = "") -> None:
+def write_config(
+    path: Path, *, socket: str, endpoints: list[str], prefix: str, extra: str = "", log_level: str = "warning"
+) -> None:
+    """`extra` holds top-level options (TOML lines before the first table)."""
     quoted = ", ".join(f'"{e}"' for e in endpoints)
     path.write_text(
         f"""socket = "{socket}"
 release_cooldown = 5.0
 shutdown_grace = 1.0
-log_level = "warning"
+log_level = "{log_level}"
+{extra}
 
 [storage]
 plugin = "etcd"
 [storage.options]
 endpoints = [{quoted}]
 prefix = "{prefix}"
-{extra}"""
+"""
     )
 
 
 class IpamdProcess:
-    def __init__(self, workdir: Path, name: str, *, endpoints: list[str], prefix: str, extra: str = "") -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        name: str,
+        *,
+        endpoints: list[str],
+        prefix: str,
+        extra: str = "",
+        log_level: str = "warning",
+    ) -> None:
         self.socket = str(workdir / f"{name}.sock")
         self.config = workdir / f"{name}.toml"
         self.log_path = workdir / f"{name}.log"
-        write_config(self.config, socket=self.socket, endpoints=endpoints, prefix=prefix, extra=extra)
+        write_config(
+            self.config, socket=self.socket, endpoints=endpoints, prefix=prefix, extra=extra, log_level=log_level
+        )
         self.process: subprocess.Popen[bytes] | None = None
 
     @property

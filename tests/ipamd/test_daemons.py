@@ -129,3 +129,35 @@ async def test_fixed_address_survives_a_daemon_restart_and_a_node_move(
             ipam_pb2.GetAllocationRequest(attachment=ipam_pb2.Attachment(container_id="c2", ifname="eth0"))
         )
         assert held.ip == got.allocation.ip and held.node == "node-2"
+
+
+async def test_metrics_and_json_logs(workdir: Path, etcd_config: EtcdConfig) -> None:
+    import json
+    import urllib.request
+
+    from tke.internal.testing.etcd import free_port
+
+    port = free_port()
+    daemon = IpamdProcess(
+        workdir,
+        "metrics",
+        endpoints=list(etcd_config.endpoints),
+        prefix=etcd_config.prefix,
+        extra=f'metrics_address = "127.0.0.1:{port}"\nlog_format = "json"',
+        log_level="info",
+    )
+    try:
+        daemon.start()
+        async with grpc.aio.insecure_channel(daemon.target) as channel:
+            stub = ipam_pb2_grpc.IPAMServiceStub(channel)
+            await stub.ListPools(ipam_pb2.ListPoolsRequest())
+            with pytest.raises(grpc.aio.AioRpcError):
+                await stub.GetPool(ipam_pb2.GetPoolRequest(name="missing"))
+        text = await asyncio.to_thread(
+            lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        )
+        assert 'method="ListPools"' in text and 'code="NOT_FOUND"' in text
+    finally:
+        daemon.stop()
+    lines = [json.loads(line) for line in daemon.log_path.read_text().splitlines() if line.startswith("{")]
+    assert any("GetPool" in str(line) for line in lines)
