@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from tke.internal.controller.cache import object_key, split_key
+from tke.internal.controller.cache import by_cluster, object_key
 from tke.internal.controller.client import ClusterClient, MachineClient
 from tke.internal.controller.events import WARNING, Recorder
 from tke.internal.controller.informer import Change, Informer
@@ -75,7 +75,7 @@ class ClusterController:
     def _machine_changed(self, change: Change, machine: machine_pb2.Machine) -> None:
         # A cluster being deleted waits for its machines to go.
         if change is Change.DELETED:
-            self.queue.add(f"{machine.metadata.tenant_id}/{machine.spec.cluster_name}")
+            self.queue.add(by_cluster(machine)[0])
 
     def machines_of(self, cluster: cluster_pb2.Cluster) -> list[machine_pb2.Machine]:
         return self.machine_informer.cache.by_index("cluster", object_key(cluster))
@@ -137,10 +137,3 @@ class _Adapter:
         if machines:
             names = ", ".join(sorted(m.metadata.name for m in machines))
             raise TemporaryError(f"waiting for {len(machines)} machines to be deleted: {names}", delay=1.0)
-
-
-def cluster_key(machine: machine_pb2.Machine) -> str:
-    return f"{machine.metadata.tenant_id}/{machine.spec.cluster_name}"
-
-
-__all__ = ["FINALIZER", "PHASES", "ClusterController", "cluster_key", "split_key"]
