@@ -61,6 +61,7 @@ class Informer(Generic[R]):
         # Counters that tests and logs read.
         self.lists = 0
         self.resumes = 0
+        self.events = 0
 
     def add_handler(self, handler: Handler[R]) -> None:
         self.handlers.append(handler)
@@ -78,6 +79,7 @@ class Informer(Generic[R]):
         delay = 0.1
         try:
             while True:
+                seen = self.events
                 try:
                     if not self.resource_version:
                         await self._relist()
@@ -92,6 +94,8 @@ class Informer(Generic[R]):
                         "%s informer: %s: %s; resuming from %s in %.1fs",
                         self.client.kind, err.code().name, err.details(), self.resource_version or "a new list", delay,
                     )  # fmt: skip
+                if self.events != seen:
+                    delay = 0.1  # the stream worked for a while: this is a fresh failure
                 await asyncio.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, self.retry_cap)
                 self.resumes += 1
@@ -126,11 +130,12 @@ class Informer(Generic[R]):
 
     async def _watch(self) -> None:
         async for kind, obj in self.client.watch(self.resource_version):
+            self.events += 1
             self.resource_version = obj.metadata.resource_version or self.resource_version
             if kind == meta_pb2.WATCH_EVENT_TYPE_BOOKMARK:
                 continue
             if kind == meta_pb2.WATCH_EVENT_TYPE_DELETED:
-                old = self.cache.remove(object_key(obj))
+                self.cache.remove(object_key(obj))
                 self._notify(Change.DELETED, obj)
                 continue
             old = self.cache.put(obj)
