@@ -140,7 +140,7 @@ class LeaderElector:
                 raise LostLeadership(f"lease {self.lease:x} expired") from None
             except (TimeoutError, StorageError) as err:
                 failing = True
-                log.warning("leader lease renewal failed: %s", err or type(err).__name__)
+                log.warning("leader lease renewal failed: %s", str(err) or type(err).__name__)
 
     async def _resign(self) -> None:
         if self.lease:

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from pathlib import Path
 
 import pytest
 
 from tke.internal.controller.leader import LeaderElector, LostLeadership
-from tke.internal.storage.etcd import EtcdStore
+from tke.internal.storage.etcd import EtcdConfig, EtcdStore
 from tke.internal.storage.store import Unavailable
+from tke.internal.testing.etcd import EtcdProcess
 
 
 class Partitioned:
@@ -108,3 +110,40 @@ async def test_a_leader_whose_work_ends_resigns_and_the_standby_takes_over(store
     task_b.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task_b
+
+
+@pytest.mark.slow
+async def test_a_leader_stops_working_within_the_ttl_when_etcd_hangs(tmp_path: Path) -> None:
+    server = EtcdProcess(tmp_path / "etcd")
+    server.start()
+    store = EtcdStore(EtcdConfig(endpoints=[server.endpoint], request_timeout=1.0, retry_budget=2.0))
+    try:
+        working = asyncio.Event()
+        stopped: list[float] = []
+        loop = asyncio.get_running_loop()
+
+        async def work() -> None:
+            working.set()
+            try:
+                await asyncio.sleep(3600)
+            finally:
+                stopped.append(loop.time())
+
+        leader = LeaderElector(store, "/hang/leader", "a", ttl=3)
+        task = asyncio.create_task(leader.run(work))
+        await asyncio.wait_for(working.wait(), 10)
+        server.pause()  # SIGSTOP: etcd neither answers nor closes connections
+        paused_at = loop.time()
+        try:
+            with pytest.raises(LostLeadership):
+                await asyncio.wait_for(task, 10)
+            # The work stopped before the lease could have expired anywhere (its resignation,
+            # a revoke nobody answers, may take longer).
+            assert stopped
+            print(f"work stopped {stopped[0] - paused_at:.2f}s after etcd hung (lease TTL 3s)")
+            assert stopped[0] - paused_at < 3
+        finally:
+            server.resume()
+    finally:
+        await store.close()
+        server.stop()
