@@ -168,8 +168,9 @@ async def test_create_watch_and_delete_a_baremetal_cluster_with_grpcurl(
         await wait_for(gone, within=60)
         assert not (machines.root_of(master) / "etc/kubernetes").exists()
         assert controller.alive()
+        assert controller.stop() == 0, controller.log()[-3000:]  # SIGTERM: a clean exit
     finally:
         if watch.returncode is None:
             watch.kill()
             await watch.wait()
-        assert controller.stop() == 0, controller.log()[-3000:]
+        controller.stop()
