@@ -121,7 +121,9 @@ class Runner(Generic[C]):
                 self.kind,
                 WARNING,
                 "StepRetrying",
-                f"step {name} attempt {outcome.retries} failed, retrying in {outcome.delay:.0f}s: {error}",
+                # No attempt number or delay in the text: repeats of one failure count up one
+                # event instead of adding one per attempt (the condition has the numbers).
+                f"step {name} failed, will retry: {error}",
             )
             return PlanResult(requeue_after=outcome.delay)
 

@@ -103,7 +103,7 @@ class RecordingProvider:
                 raise PermanentError(f"{step} cannot work here")
             if attempts < self.failures.get(step, 0):
                 self._write(name, step, "fail")
-                raise TemporaryError(f"{step} attempt {attempts + 1} failed on purpose", delay=0.2)
+                raise TemporaryError(f"{step} failed on purpose", delay=0.2)
             self._write(name, step, "end")
 
         return run

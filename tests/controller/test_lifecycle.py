@@ -98,6 +98,11 @@ async def test_a_step_that_fails_twice_then_succeeds_records_its_retries(
     assert cond.last_error == ""  # cleared by the success
     starts = [r["step"] for r in provider.records() if r["event"] == "start"]
     assert starts == ["Step1", "Step2", "Step2", "Step2", "Step3"]
+    events = event_pb2_grpc.EventServiceStub(api.channel)
+    listed = await events.List(event_pb2.ListEventsRequest(involved_object_name="c2"))
+    retrying = [e for e in listed.items if e.spec.reason == "StepRetrying"]
+    assert len(retrying) == 1 and retrying[0].spec.count == 2  # one event, counted
+    assert retrying[0].spec.type == event_pb2.EVENT_TYPE_WARNING
 
 
 async def test_a_permanent_failure_ends_in_failed_with_the_reason_and_stays(
