@@ -262,3 +262,30 @@ async def test_a_baremetal_cluster_without_machines_waits_then_installs_on_fake_
     files = dialer.machines["192.0.2.50"].files
     assert {"/etc/kubernetes/pki/ca.crt", "/etc/kubernetes/admin.conf", "/etc/kubernetes/.tke-installed"} <= set(files)
     assert [a.host for a in c.status.addresses] == ["192.0.2.50", "192.0.2.50"]
+
+
+async def test_many_clusters_share_a_bounded_number_of_workers(
+    api: Running, etcd_config: EtcdConfig, tmp_path: Path
+) -> None:
+    provider = RecordingProvider(str(tmp_path / "steps.jsonl"), steps=2, step_seconds=0.1)
+    names = [f"many-{i}" for i in range(8)]
+    for name in names:
+        await create(api, name)
+    async with running_controller(api, etcd_config, provider, workers=3):
+
+        async def all_running() -> bool:
+            got = await api.clusters.List(cluster_pb2.ListClustersRequest())
+            phases = {c.metadata.name: c.status.phase for c in got.items}
+            return all(phases.get(n) == cluster_pb2.CLUSTER_PHASE_RUNNING for n in names)
+
+        await wait_for(all_running, within=40)
+    spans: list[tuple[float, float]] = []
+    started: dict[tuple[str, str], float] = {}
+    for r in provider.records():
+        key = (r["cluster"], r["step"])
+        if r["event"] == "start":
+            started[key] = r["t"]
+        else:
+            spans.append((started.pop(key), r["t"]))
+    peak = max(sum(1 for s, e in spans if s <= t < e) for t, _ in spans)
+    assert 2 <= peak <= 3  # work ran in parallel, never beyond the 3 workers
