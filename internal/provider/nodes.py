@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from tke.internal.provider.errors import TemporaryError
+from tke.internal.provider.kube import config as kubecfg
 from tke.internal.provider.kube import pki
 from tke.internal.provider.kube.kubeconfig import api_server_url
 from tke.internal.provider.ssh import Channel, Target
@@ -85,6 +86,7 @@ def environment(
         "TKE_KUBELET_DIR": paths.kubelet_dir,
         "TKE_POD_CIDR": cluster.spec.network.pod_cidr,
         "TKE_SERVICE_CIDR": cluster.spec.network.service_cidr,
+        "TKE_KUBE_PROXY_ARGS": kubecfg.component_flags(cluster, "kube-proxy"),
     }
 
 

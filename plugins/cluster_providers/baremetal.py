@@ -207,6 +207,7 @@ class BaremetalClusterProvider:
                     kubecfg.cluster_configuration(cluster, server, cert_sans=sans, pki_dir=paths.pki_dir),
                     kubecfg.init_configuration(name, master.ip, cluster, dict(master.labels)),
                     kubecfg.kubelet_configuration(cluster, paths.pki_dir),
+                    kubecfg.kube_proxy_configuration(cluster),
                 )
                 await ch.write_file(posixpath.join(paths.config_dir, "kubeadm-config.yaml"), text.encode(), 0o600)
                 kubelet = kubecfg.documents(kubecfg.kubelet_configuration(cluster, paths.pki_dir))

@@ -205,6 +205,7 @@ async def test_a_baremetal_cluster_and_worker_are_installed_over_ssh_then_torn_d
         assert kinds["InitConfiguration"]["nodeRegistration"]["kubeletExtraArgs"]["max-pods"] == "200"
         assert kinds["InitConfiguration"]["nodeRegistration"]["kubeletExtraArgs"]["node-labels"] == "zone=a"
         assert kinds["KubeletConfiguration"]["clusterDNS"] == ["10.96.0.10"]
+        assert kinds["KubeProxyConfiguration"]["clusterCIDR"] == "10.244.0.0/16"
         assert (root / "etc/install.log").read_text() == f"install {node_name} master\n"
 
         # -- the worker --

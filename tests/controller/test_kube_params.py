@@ -84,6 +84,10 @@ def test_kubeadm_configuration_applies_extra_args() -> None:
         "node-labels": "a=b",
     }
     assert config.kubelet_configuration(c)["clusterDomain"] == "corp.local"
+    c.spec.extra_args["kube-proxy"].args.update({"proxy-mode": "ipvs", "metrics-bind-address": "0.0.0.0:10249"})
+    proxy = config.kube_proxy_configuration(c)
+    assert (proxy["kind"], proxy["mode"], proxy["clusterCIDR"]) == ("KubeProxyConfiguration", "ipvs", "10.244.0.0/16")
+    assert config.component_flags(c, "kube-proxy") == "--metrics-bind-address=0.0.0.0:10249 --proxy-mode=ipvs"
 
 
 def test_progress_records_starts_retries_failures_and_resets() -> None:

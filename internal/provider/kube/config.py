@@ -52,6 +52,30 @@ def cluster_configuration(
     }
 
 
+KUBE_PROXY_API = "kubeproxy.config.k8s.io/v1alpha1"
+
+
+def kube_proxy_configuration(cluster: cluster_pb2.Cluster) -> dict[str, Any]:
+    """kube-proxy's KubeProxyConfiguration. kube-proxy takes no extra args through kubeadm:
+    its `proxy-mode` extra arg becomes `mode`; every kube-proxy extra arg is also handed to the
+    operator's commands as flags (TKE_KUBE_PROXY_ARGS, see component_flags)."""
+    doc: dict[str, Any] = {
+        "apiVersion": KUBE_PROXY_API,
+        "kind": "KubeProxyConfiguration",
+        "clusterCIDR": cluster.spec.network.pod_cidr,
+    }
+    mode = extra_args(cluster, "kube-proxy").get("proxy-mode")
+    if mode:
+        doc["mode"] = mode
+    return doc
+
+
+def component_flags(cluster: cluster_pb2.Cluster, component: str) -> str:
+    """A component's extra args as command-line flags ("--a=1 --b=2"), for commands that start
+    it themselves."""
+    return " ".join(f"--{k}={v}" for k, v in extra_args(cluster, component).items())
+
+
 def kubelet_configuration(cluster: cluster_pb2.Cluster, pki_dir: str = "/etc/kubernetes/pki") -> dict[str, Any]:
     net = cluster.spec.network
     return {
