@@ -84,6 +84,7 @@ class Channel(Protocol):
         self, command: str, *, time_limit: float | None = None, env: Mapping[str, str] | None = None
     ) -> str: ...
     async def write_file(self, path: str, data: bytes, mode: int = 0o644) -> None: ...
+    async def copy_file(self, local_path: str, path: str, mode: int = 0o644) -> None: ...
     async def read_file(self, path: str) -> bytes: ...
     async def exists(self, path: str) -> bool: ...
 
@@ -148,6 +149,11 @@ class SSHChannel:
                 await sftp.remove(tmp)
             raise TemporaryError(f"{self.target}: cannot write {path}: {err}") from None
 
+    async def copy_file(self, local_path: str, path: str, mode: int = 0o644) -> None:
+        """Copy a file of the controller's machine (an operator's binary, a bundle) to `path`,
+        atomically like write_file."""
+        await self.write_file(path, await asyncio.to_thread(_read_local, local_path), mode)
+
     async def read_file(self, path: str) -> bytes:
         sftp = await self._client()
         try:
@@ -172,6 +178,14 @@ class SSHChannel:
         self.conn.close()
         with contextlib.suppress(Exception):
             await self.conn.wait_closed()
+
+
+def _read_local(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as err:
+        raise PermanentError(f"cannot read {path} to copy it: {err.strerror}") from None
 
 
 def _text(value: object) -> str:
@@ -264,6 +278,9 @@ class FakeChannel:
 
     async def write_file(self, path: str, data: bytes, mode: int = 0o644) -> None:
         self.files[path] = data
+
+    async def copy_file(self, local_path: str, path: str, mode: int = 0o644) -> None:
+        self.files[path] = _read_local(local_path)
 
     async def read_file(self, path: str) -> bytes:
         try:

@@ -58,6 +58,13 @@ async def test_exec_write_read_and_timeouts(machine: Machines, tmp_path: Path) -
         assert await ch.read_file(path) == b"replaced\n"
         assert sorted(p.name for p in Path(path).parent.iterdir()) == ["secret.key"]  # no temporary left
         assert await ch.exists(path) and not await ch.exists(path + ".nope")
+        local = tmp_path / "bundle.tar"
+        local.write_bytes(b"\x00binary\xff" * 1000)
+        await ch.copy_file(str(local), str(tmp_path / "remote/bundle.tar"), 0o755)
+        assert (tmp_path / "remote/bundle.tar").read_bytes() == local.read_bytes()
+        assert (tmp_path / "remote/bundle.tar").stat().st_mode & 0o777 == 0o755
+        with pytest.raises(PermanentError, match="cannot read"):
+            await ch.copy_file(str(tmp_path / "missing"), str(tmp_path / "x"))
         with pytest.raises(FileNotFoundError):
             await ch.read_file(path + ".nope")
 
