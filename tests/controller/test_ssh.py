@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import asyncssh
 import pytest
 
 from tke.internal.provider.credentials import ConfiguredCredentials, CredentialConfig
@@ -128,3 +129,54 @@ async def test_a_reconcile_reuses_one_connection_per_machine_and_drops_a_broken_
     assert opened == ["192.0.2.1", "192.0.2.2", "192.0.2.1"]
     await dialer.aclose()
     assert sorted(closed) == ["192.0.2.1", "192.0.2.1", "192.0.2.2"]
+
+
+async def test_password_credentials_log_in_and_a_wrong_password_is_permanent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Debian's sshd would need a system account with a password; an asyncssh server in the
+    # test checks the client's password path for real without touching the system's users.
+    host_key = asyncssh.generate_private_key("ssh-ed25519")
+
+    class PasswordOnly(asyncssh.SSHServer):
+        def begin_auth(self, username: str) -> bool:
+            return True
+
+        def password_auth_supported(self) -> bool:
+            return True
+
+        def validate_password(self, username: str, password: str) -> bool:
+            return username == "ops" and password == "s3cret"
+
+    def session(process: asyncssh.SSHServerProcess[str]) -> None:
+        process.stdout.write(f"ran: {process.command}\n")
+        process.exit(0)
+
+    server = await asyncssh.create_server(
+        PasswordOnly, "127.0.0.1", 0, server_host_keys=[host_key], process_factory=session
+    )
+    port = server.sockets[0].getsockname()[1]
+    known = tmp_path / "known_hosts"
+    known.write_text(f"[127.0.0.1]:{port} {host_key.export_public_key().decode()}")
+    monkeypatch.setenv("TKE_TEST_SSH_PASSWORD", "s3cret")
+    monkeypatch.setenv("TKE_TEST_SSH_WRONG", "guess")
+    creds = ConfiguredCredentials(
+        {
+            "pw": CredentialConfig(password_env="TKE_TEST_SSH_PASSWORD"),
+            "wrong": CredentialConfig(password_env="TKE_TEST_SSH_WRONG"),
+            "unset": CredentialConfig(password_env="TKE_TEST_SSH_NOT_SET"),
+        }
+    )
+    dialer = SSHDialer(creds, SSHOptions(known_hosts_file=str(known)))
+    try:
+        async with dialer.connect(Target("127.0.0.1", port, "ops", "pw")) as ch:
+            assert (await ch.run("uname -r")).strip() == "ran: uname -r"
+        with pytest.raises(PermanentError, match="authentication failed"):
+            async with dialer.connect(Target("127.0.0.1", port, "ops", "wrong")):
+                pass
+        with pytest.raises(PermanentError, match="TKE_TEST_SSH_NOT_SET is not set"):
+            async with dialer.connect(Target("127.0.0.1", port, "ops", "unset")):
+                pass
+    finally:
+        server.close()
+        await server.wait_closed()
