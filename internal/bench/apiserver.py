@@ -33,6 +33,7 @@ from tke.internal.bench.procs import (
     USER_TOKEN,
     ApiserverProcess,
     Processes,
+    cpu_seconds,
     python,
     rss_bytes,
     wait_port,
@@ -84,7 +85,15 @@ def _range_request() -> bytes:
 
 
 def create_run(
-    procs: Processes, target: str, address: str, in_flight: int, seconds: float, *, tag: str, token: str = ""
+    procs: Processes,
+    target: str,
+    address: str,
+    in_flight: int,
+    seconds: float,
+    *,
+    tag: str,
+    token: str = "",
+    pid: int = 0,
 ) -> dict[str, Any]:
     """`in_flight` Create calls from one (1 in flight) or four client processes."""
     count = 1 if in_flight == 1 else 4
@@ -98,6 +107,7 @@ def create_run(
         if token:
             argv += ["--token", token]
         children.append(procs.start(argv, stdout=subprocess.PIPE))
+    cpu = cpu_seconds(pid) if pid else 0.0
     results = []
     for child in children:
         out, _ = child.communicate(timeout=seconds + 60)
@@ -105,7 +115,9 @@ def create_run(
         results.append(json.loads(out.decode().strip().splitlines()[-1]))
     latencies = [x for r in results for x in r["latencies_ms"]]
     calls = sum(int(r["calls"]) for r in results)
+    extra = {"cpu_us_per_call": (cpu_seconds(pid) - cpu) / calls * 1e6} if pid and calls else {}
     return {
+        **extra,
         "qps": calls / seconds,
         "p50_ms": percentile(latencies, 0.5),
         "p99_ms": percentile(latencies, 0.99),
@@ -115,15 +127,27 @@ def create_run(
     }
 
 
-def h2(address: str, path: str, body: bytes, in_flight: int, seconds: float, *, token: str = "") -> dict[str, Any]:
+def h2(
+    address: str, path: str, body: bytes, in_flight: int, seconds: float, *, token: str = "", pid: int = 0
+) -> dict[str, Any]:
+    """One h2load run; with `pid`, also the server process's CPU time per call (user + system,
+    over the whole run including warm-up): unlike throughput, it hardly moves when other work
+    on the machine takes CPU away from the server."""
     headers = {"authorization": f"Bearer {token}"} if token else {}
+    cpu = cpu_seconds(pid) if pid else 0.0
     r = h2load.run(address, path, body, in_flight, seconds, headers=headers)
-    return {"qps": r.qps, "p50_ms": r.p50_ms, "p99_ms": r.p99_ms, "calls": r.calls, "errors": r.errors}
+    out: dict[str, Any] = {"qps": r.qps, "p50_ms": r.p50_ms, "p99_ms": r.p99_ms, "calls": r.calls, "errors": r.errors}
+    if pid and r.calls:
+        # h2load's log covers the measured phase; the warm-up's calls ran at about the same rate.
+        out["cpu_us_per_call"] = (cpu_seconds(pid) - cpu) / (r.qps * (seconds + 0.5)) * 1e6
+    return out
 
 
 def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    cpu = [r["cpu_us_per_call"] for r in runs if "cpu_us_per_call" in r]
     return {
         "qps": rounds([r["qps"] for r in runs]),
+        **({"cpu_us_per_call": rounds(cpu)} if cpu else {}),
         "p50_ms": rounds([r["p50_ms"] for r in runs])["median"],
         "p99_ms": rounds([r["p99_ms"] for r in runs])["median"],
         "errors": sum(r["errors"] for r in runs),
@@ -150,11 +174,11 @@ def measure(
     for n in in_flights:
         runs: dict[str, list[dict[str, Any]]] = {"bare": [], "bare_range": [], "etcd": [], "chain": [], "nochain": []}
         for _ in range(n_rounds):
-            runs["bare"].append(h2(bare_address, "/bench.Bare/Empty", b"", n, seconds))
-            runs["bare_range"].append(h2(bare_address, "/bench.Bare/Range", RANGE_KEY, n, seconds))
+            runs["bare"].append(h2(bare_address, "/bench.Bare/Empty", b"", n, seconds, pid=bare.pid))
+            runs["bare_range"].append(h2(bare_address, "/bench.Bare/Range", RANGE_KEY, n, seconds, pid=bare.pid))
             runs["etcd"].append(h2(etcd_endpoint, RANGE_PATH, range_, n, seconds))
-            runs["chain"].append(h2(chain.address, GET_PATH, get, n, seconds, token=USER_TOKEN))
-            runs["nochain"].append(h2(plain.address, GET_PATH, get, n, seconds))
+            runs["chain"].append(h2(chain.address, GET_PATH, get, n, seconds, token=USER_TOKEN, pid=chain.pid))
+            runs["nochain"].append(h2(plain.address, GET_PATH, get, n, seconds, pid=plain.pid))
         out["get"][str(n)] = {
             "apiserver": _summary(runs["chain"]),
             "bare_empty_call": _summary(runs["bare"]),
@@ -174,6 +198,13 @@ def measure(
             "overhead": rounds(
                 [1 - ratio(a["qps"], b["qps"]) for a, b in zip(runs["chain"], runs["nochain"], strict=True)]
             ),
+            # The chain's cost as CPU per call: on / off - 1.
+            "cpu_overhead": rounds(
+                [
+                    ratio(a.get("cpu_us_per_call", 0), b.get("cpu_us_per_call", 0)) - 1
+                    for a, b in zip(runs["chain"], runs["nochain"], strict=True)
+                ]
+            ),
         }
         print(f"  get x{n}: chain {out['get'][str(n)]['apiserver']['qps']['median']:.0f}/s, "
               f"bare {out['get'][str(n)]['bare_empty_call']['qps']['median']:.0f}/s", flush=True)  # fmt: skip
@@ -185,7 +216,7 @@ def measure(
             tag = f"r{r}n{n}"
             runs["etcd"].append(create_run(procs, "etcd", etcd_endpoint, n, seconds, tag=tag))
             runs["apiserver"].append(
-                create_run(procs, "apiserver", chain.address, n, seconds, tag=tag, token=USER_TOKEN)
+                create_run(procs, "apiserver", chain.address, n, seconds, tag=tag, token=USER_TOKEN, pid=chain.pid)
             )
         out["create"][str(n)] = {
             "apiserver": _summary(runs["apiserver"]),
@@ -202,6 +233,10 @@ def measure(
         bare_qps = out["get"][str(n)]["bare_empty_call"]["qps"]["median"]
         out["create"][str(n)]["ratio_to_bare"] = ratio(out["create"][str(n)]["apiserver"]["qps"]["median"], bare_qps)
     out["apiserver_rss_bytes"] = rss_bytes(chain.pid)
+    out["note"] = (
+        "cpu_us_per_call: CPU time of the server process per call over a run; the chain's CPU overhead is "
+        "on/off - 1 of it. Throughput ratios move with whatever else the machine runs; CPU per call hardly does."
+    )
     for child in (plain.child, chain.child, bare):
         if child is not None:
             procs.stop(child)

@@ -128,6 +128,7 @@ class ApiserverProcess:
     name: str
     etcd_endpoint: str
     chain: bool = True
+    log_level: str = "info"  # the default: an access-log line per call
     port: int = 0
     metrics_port: int = 0
     child: subprocess.Popen[bytes] | None = None
@@ -159,7 +160,7 @@ class ApiserverProcess:
                 "audit": [{"plugin": "jsonl-file", "options": {"path": str(self.work / f"{self.name}-audit.jsonl")}}],
             }
         return {
-            "log_level": "info",
+            "log_level": self.log_level,
             "metrics_address": f"127.0.0.1:{self.metrics_port}",
             "listen": {"address": self.address},
             "etcd": {"endpoints": [self.etcd_endpoint], "prefix": PREFIX},
