@@ -45,3 +45,22 @@ def test_mistakes_are_named(tmp_path: Path) -> None:
     with pytest.raises(PluginError, match="endpointz"):
         build_storage(load(bad, IpamdConfig))
     assert main(["--config", str(bad)]) == 2
+
+
+@pytest.mark.parametrize("profile", ["private-cloud", "public-cloud"])
+async def test_cloud_profiles_load_and_their_plugins_build(profile: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tke.internal.auth.chain import PluginContext, build
+    from tke.internal.storage.memory import MemoryStore
+
+    for name in ("TKE_TOKEN_SECRET", "TKE_GATEWAY_SECRET"):
+        monkeypatch.setenv(name, "x" * 40)
+    monkeypatch.setenv("TKE_VPC_TOKEN", "t")
+    config = load(EXAMPLE.parent / f"{profile}.toml", IpamdConfig)
+    assert config.tcp.auth.authenticators and config.tcp.cert_file
+    build_providers(config)
+    # In a running event loop, as in the daemon: some plugins open gRPC channels.
+    chain = build(config.tcp.auth, PluginContext(MemoryStore(), "/tke"))
+    assert chain.enabled
+    for plugin in chain.plugins:
+        if hasattr(plugin, "close"):
+            await plugin.close()
