@@ -14,6 +14,7 @@ from tke.internal import metrics
 from tke.internal.auth.chain import AuthChain, PluginContext, build
 from tke.internal.ipamd.config import IpamdConfig
 from tke.internal.ipamd.ipam import IPAM
+from tke.internal.ipamd.pool_metrics import refresh_pool_gauges
 from tke.internal.ipamd.service import SERVICE_NAME, IPAMServicer
 from tke.internal.metrics.interceptor import MetricsInterceptor
 from tke.internal.plugin import loader
@@ -108,8 +109,13 @@ class Ipamd:
 async def serve(config: IpamdConfig) -> None:
     """Run until SIGINT or SIGTERM, then stop gracefully."""
     ipamd = Ipamd(config)
-    await ipamd.start()
-    metrics.serve(config.metrics_address)
+    try:
+        await ipamd.start()
+        metrics.serve(config.metrics_address)
+    except BaseException:
+        await ipamd.stop()  # what a half-done start left running
+        raise
+    gauges = asyncio.create_task(refresh_pool_gauges(ipamd.ipam), name="pool metrics")
     where = [f"unix {config.socket}"] if config.socket else []
     if config.tcp.address:
         where.append(f"tcp {config.tcp.address} (port {ipamd.servers[-1].port})")
@@ -120,4 +126,5 @@ async def serve(config: IpamdConfig) -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("shutting down")
+    gauges.cancel()
     await ipamd.stop()

@@ -85,11 +85,11 @@ async def running(workdir: Path, etcd_config: EtcdConfig) -> AsyncIterator[Runni
         release_cooldown=30,
     )
     ipamd = Ipamd(config)
-    servers = await ipamd.start()
     try:
+        servers = await ipamd.start()
         yield Running(ipamd, config.socket, servers[-1].port, workdir)
     finally:
-        await ipamd.stop()
+        await ipamd.stop()  # also what a half-done start left running
 
 
 @pytest.fixture
@@ -227,8 +227,8 @@ async def test_unreachable_etcd_is_unavailable_not_internal(workdir: Path) -> No
         ),
     )
     ipamd = Ipamd(config)
-    await ipamd.start()
     try:
+        await ipamd.start()
         async with grpc.aio.insecure_channel(f"unix:{config.socket}") as channel:
             stub = ipam_pb2_grpc.IPAMServiceStub(channel)
             with pytest.raises(grpc.aio.AioRpcError) as err:
