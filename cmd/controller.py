@@ -14,7 +14,7 @@ import contextlib
 import signal
 import sys
 
-from tke.internal import logs
+from tke.internal import logs, metrics
 from tke.internal.config.loader import ConfigError, load
 from tke.internal.controller.config import ControllerConfig
 from tke.internal.controller.leader import LostLeadership
@@ -41,7 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"tke-controller: {err}", file=sys.stderr)
         return 2
-    logs.setup(config.log_level)
+    logs.setup(config.log_level, config.log_format)
+    try:
+        metrics.serve(config.metrics_address)
+    except OSError as err:
+        print(f"tke-controller: metrics on {config.metrics_address}: {err}", file=sys.stderr)
+        return 1
     try:
         asyncio.run(_serve(config))
     except PluginError as err:

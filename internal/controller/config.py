@@ -57,3 +57,7 @@ class ControllerConfig:
     cluster_providers: dict[str, ProviderConfig] = field(default_factory=dict)
     machine_providers: dict[str, ProviderConfig] = field(default_factory=dict)
     log_level: str = "info"
+    # "console" or "json" (one object per line).
+    log_format: str = "console"
+    # Prometheus metrics (work queues, reconciles) at http://<address>/metrics; empty disables.
+    metrics_address: str = ""

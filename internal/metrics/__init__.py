@@ -38,6 +38,17 @@ ETCD_LATENCY = Histogram(
     ["method", "outcome"],
     buckets=_LATENCY,
 )
+IPAM_POOL_ADDRESSES = Gauge(
+    "tke_ipam_pool_addresses", "Addresses of an IPAM pool: its capacity, allocated and cooling down", ["pool", "state"]
+)
+QUEUE_DEPTH = Gauge("tke_controller_queue_depth", "Keys waiting in a controller's work queue", ["queue"])
+QUEUE_RETRIES = Counter("tke_controller_queue_retries_total", "Keys queued again after a failed reconcile", ["queue"])
+RECONCILE_SECONDS = Histogram(
+    "tke_controller_reconcile_seconds",
+    "Time of one reconcile, by queue and outcome",
+    ["queue", "outcome"],
+    buckets=_LATENCY,
+)
 
 
 def serve(address: str) -> None:

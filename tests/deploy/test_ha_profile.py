@@ -22,7 +22,7 @@ from tke.meta.v1 import meta_pb2
 from tke.platform.v1 import cluster_pb2, cluster_pb2_grpc
 
 ROOT = Path(__file__).resolve().parents[2]
-PORTS = [22379, 22380, 22381, 22382, 22383, 22384, 50061, 50062, 9461, 9462]
+PORTS = [22379, 22380, 22381, 22382, 22383, 22384, 50061, 50062, 9461, 9462, 9471, 9472, 9481, 9482]
 TOKEN = [("authorization", "Bearer ha-admin-token")]
 
 
