@@ -64,3 +64,13 @@ async def test_cloud_profiles_load_and_their_plugins_build(profile: str, monkeyp
     for plugin in chain.plugins:
         if hasattr(plugin, "close"):
             await plugin.close()
+
+
+def test_tcp_without_tls_is_refused_at_start(tmp_path: Path) -> None:
+    config = tmp_path / "plain.toml"
+    sock = Path("/tmp") / f"ipamd-plain-{tmp_path.name[-8:]}.sock"
+    config.write_text(f'socket = "{sock}"\n[tcp]\naddress = "127.0.0.1:0"\n[storage]\nplugin = "memory"\n')
+    try:
+        assert main(["--config", str(config)]) == 2
+    finally:
+        sock.unlink(missing_ok=True)
