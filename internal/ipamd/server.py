@@ -115,7 +115,11 @@ async def serve(config: IpamdConfig) -> None:
     except BaseException:
         await ipamd.stop()  # what a half-done start left running
         raise
-    gauges = asyncio.create_task(refresh_pool_gauges(ipamd.ipam), name="pool metrics")
+    # Pool gauges read every block of every pool: only when someone scrapes them (one ipamd
+    # per node would otherwise multiply that load on etcd by the number of nodes).
+    gauges = (
+        asyncio.create_task(refresh_pool_gauges(ipamd.ipam), name="pool metrics") if config.metrics_address else None
+    )
     where = [f"unix {config.socket}"] if config.socket else []
     if config.tcp.address:
         where.append(f"tcp {config.tcp.address} (port {ipamd.servers[-1].port})")
@@ -126,5 +130,6 @@ async def serve(config: IpamdConfig) -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("shutting down")
-    gauges.cancel()
+    if gauges is not None:
+        gauges.cancel()
     await ipamd.stop()
