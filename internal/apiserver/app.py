@@ -20,6 +20,7 @@ from tke.internal.apiserver.services import ClusterService, MachineService
 from tke.internal.apiserver.watch import Hub
 from tke.internal.auth.chain import AuthChain, AuthConfig, PluginContext, build
 from tke.internal.metrics.interceptor import MetricsInterceptor
+from tke.internal.provider.admission import with_provider_validation
 from tke.internal.rpc.interceptors import RequestInterceptor
 from tke.internal.rpc.server import ListenConfig, RunningServer, ServerSpec, start_server
 from tke.internal.storage.etcd import EtcdConfig, EtcdStore
@@ -66,8 +67,12 @@ class Apiserver:
         self.config = config
         self.store: Store = store if store is not None else EtcdStore(config.etcd)
         self.prefix = config.etcd.prefix.rstrip("/")
-        self.clusters = Registry(CLUSTERS, self.store, self.prefix)
-        self.machines = Registry(machine_kind(self.clusters), self.store, self.prefix)
+        # Providers also check their part of a spec, so that what they cannot build is refused
+        # before it is stored.
+        self.clusters = Registry(with_provider_validation(CLUSTERS, "tke.cluster_providers"), self.store, self.prefix)
+        self.machines = Registry(
+            with_provider_validation(machine_kind(self.clusters), "tke.machine_providers"), self.store, self.prefix
+        )
         w = config.watch
         self.cluster_hub: Hub[cluster_pb2.Cluster] = Hub(
             self.store, self.clusters.root, self.clusters.decode,

@@ -41,6 +41,11 @@ def to_api_error(err: Exception, request_id: str) -> ApiError:
     if isinstance(err, ApiError):
         return err
     if isinstance(err, Unavailable):
+        if err.ambiguous:
+            # etcd may still commit a proposal it had when the connection broke.
+            return unavailable(
+                "storage is unavailable and the change may or may not have been applied: read before retrying"
+            )
         return unavailable("storage is unavailable; retry shortly")
     log.error("request %s failed", request_id, exc_info=err)
     return internal(request_id)

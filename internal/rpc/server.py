@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +57,17 @@ class ServerSpec:
     services: Sequence[str]
     interceptors: Sequence[grpc.aio.ServerInterceptor] = ()
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+
+def _answers(path: Path) -> bool:
+    """Whether something listens on the unix socket at `path`."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+    return True
 
 
 def _credentials(tls: TLSConfig) -> grpc.ServerCredentials:
@@ -122,7 +134,9 @@ async def start_server(listen: ListenConfig, spec: ServerSpec) -> RunningServer:
         path = Path(listen.unix_socket)
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.is_socket():
-            path.unlink()
+            if _answers(path):
+                raise OSError(f"{path} is in use by another server")
+            path.unlink()  # left over from a process that is gone
         # Bind with a strict umask so the socket is never reachable with looser permissions.
         old = os.umask(0o177)
         try:

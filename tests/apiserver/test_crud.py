@@ -300,3 +300,12 @@ async def test_list_machines_by_cluster_and_selector(api: Running) -> None:
         api.machines.List(machine_pb2.ListMachinesRequest(label_selector="role in (")), Code.INVALID_ARGUMENT
     )
     assert bad_request_fields(err) == ["label_selector"]
+
+
+async def test_the_provider_refuses_what_it_cannot_build(api: Running) -> None:
+    c = cluster("no-login")
+    c.spec.machines.add(ip="192.0.2.7")  # the baremetal provider needs a credential for it
+    err = await expect_error(create(api, c), Code.INVALID_ARGUMENT)
+    assert bad_request_fields(err) == ["cluster.spec.machines[0].credential_ref"]
+    c.spec.machines[0].credential_ref = "ops-key"
+    await create(api, c)

@@ -75,3 +75,15 @@ async def test_mutual_tls_refuses_clients_without_a_certificate_of_the_ca(
             assert info.value.code() == grpc.StatusCode.UNAVAILABLE
     finally:
         await stop(api)
+
+
+async def test_a_second_server_on_a_socket_in_use_is_refused(etcd_config: EtcdConfig, tmp_path: Path) -> None:
+    socket = tmp_path / "api.sock"
+    first = await start(replace(local_config(etcd_config), listen=ListenConfig(address="", unix_socket=str(socket))))
+    try:
+        with pytest.raises(OSError, match="in use by another server"):
+            await start(replace(local_config(etcd_config), listen=ListenConfig(address="", unix_socket=str(socket))))
+        async with grpc.aio.insecure_channel(f"unix:{socket}") as channel:
+            await cluster_pb2_grpc.ClusterServiceStub(channel).List(cluster_pb2.ListClustersRequest())
+    finally:
+        await stop(first)

@@ -89,6 +89,7 @@ async def test_private_cloud_profile(etcd: EtcdProcess, tmp_path: Path) -> None:
         c = cluster_pb2.Cluster()
         c.metadata.name = "prod"
         c.spec.type = "baremetal"
+        c.spec.version = "1.30.2"
         c.spec.network.pod_cidr, c.spec.network.service_cidr = "10.244.0.0/16", "10.96.0.0/12"
         await clusters.Create(cluster_pb2.CreateClusterRequest(cluster=c), metadata=admin)
         user = accounts_pb2.User()
@@ -178,6 +179,7 @@ async def test_public_cloud_profile(etcd: EtcdProcess, tmp_path: Path) -> None:
             c.metadata.name = "cloud"
             c.spec.type = "imported"
             c.spec.api_server_url = "https://10.1.2.3:6443"
+            c.spec.credential_ref = "cloud-kubeconfig"
             created = await clusters.Create(
                 cluster_pb2.CreateClusterRequest(cluster=c), metadata=signed("100001", "1250000001"),
                 wait_for_ready=True, timeout=30,

@@ -21,7 +21,7 @@ from .conftest import TKECTL
 CLUSTER = """\
 kind: Cluster
 metadata: {name: NAME}
-spec: {type: baremetal, network: {podCidr: 10.244.0.0/16, serviceCidr: 10.96.0.0/12}}
+spec: {type: baremetal, version: 1.30.2, network: {podCidr: 10.244.0.0/16, serviceCidr: 10.96.0.0/12}}
 """
 
 

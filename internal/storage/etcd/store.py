@@ -93,6 +93,14 @@ class EtcdStore:
         except NotFound:
             return None
 
+    async def _read_back(self, key: str) -> Item | None:
+        """The key after a write whose outcome is unknown; if even that read fails, the outcome
+        stays unknown and the error says so."""
+        try:
+            return await self._get_or_none(key)
+        except Unavailable as err:
+            raise Unavailable(str(err), ambiguous=True) from None
+
     async def list(self, prefix: str, *, start: str = "", limit: int = 0, revision: int = 0) -> Page:
         bprefix = prefix.encode()
         request = rpc.RangeRequest(
@@ -144,7 +152,7 @@ class EtcdStore:
                 resp = await self._txn(request, lease)
             except Unavailable as err:
                 # Did our put land? Our value (it holds a fresh uid) under the key says yes.
-                current = await self._get_or_none(key)
+                current = await self._read_back(key)
                 if current is not None and current.value == value:
                     return current
                 if current is None and not self._conn.deadline_passed(started):
@@ -176,7 +184,7 @@ class EtcdStore:
             try:
                 resp = await self._txn(request, lease)
             except Unavailable as err:
-                current = await self._get_or_none(key)
+                current = await self._read_back(key)
                 if current is None:
                     raise NotFound(key) from None
                 if current.value == value and current.mod_revision != expected_revision:
@@ -207,7 +215,7 @@ class EtcdStore:
             try:
                 resp = await self._txn(request)
             except Unavailable as err:
-                current = await self._get_or_none(key)
+                current = await self._read_back(key)
                 if current is None:
                     return await self.current_revision()
                 if current.mod_revision == expected_revision and not self._conn.deadline_passed(started):
