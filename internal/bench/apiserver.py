@@ -49,6 +49,7 @@ GET_NAME = "bench-get"
 GET_PATH = "/tke.platform.v1.ClusterService/Get"
 RANGE_PATH = "/etcdserverpb.KV/Range"
 TENANTS = 100
+LAYERS = 6  # the apiserver's chain: decode guard, request, metrics, authn, authz, audit
 
 
 async def seed(endpoint: str) -> None:
@@ -163,6 +164,12 @@ def measure(
         [*python(), "-m", "tke.internal.bench.baseline", "--port", str(bare_port), "--etcd", etcd_endpoint]
     )
     wait_port(bare_port, bare)
+    layered_port = free_port()
+    layered = procs.start(
+        [*python(), "-m", "tke.internal.bench.baseline", "--port", str(layered_port), "--layers", str(LAYERS)]
+    )
+    wait_port(layered_port, layered)
+    layer_runs: list[dict[str, Any]] = []
     chain = ApiserverProcess(work, "apiserver-chain", etcd_endpoint, chain=True)
     chain.start(procs)
     plain = ApiserverProcess(work, "apiserver-nochain", etcd_endpoint, chain=False)
@@ -179,6 +186,9 @@ def measure(
             runs["etcd"].append(h2(etcd_endpoint, RANGE_PATH, range_, n, seconds))
             runs["chain"].append(h2(chain.address, GET_PATH, get, n, seconds, token=USER_TOKEN, pid=chain.pid))
             runs["nochain"].append(h2(plain.address, GET_PATH, get, n, seconds, pid=plain.pid))
+            if n == 32:
+                layered_address = f"127.0.0.1:{layered_port}"
+                layer_runs.append(h2(layered_address, "/bench.Bare/Empty", b"", n, seconds, pid=layered.pid))
         out["get"][str(n)] = {
             "apiserver": _summary(runs["chain"]),
             "bare_empty_call": _summary(runs["bare"]),
@@ -208,6 +218,16 @@ def measure(
         }
         print(f"  get x{n}: chain {out['get'][str(n)]['apiserver']['qps']['median']:.0f}/s, "
               f"bare {out['get'][str(n)]['bare_empty_call']['qps']['median']:.0f}/s", flush=True)  # fmt: skip
+    if layer_runs:
+        with_layers = _summary(layer_runs)
+        bare_cpu = out["get"]["32"]["bare_empty_call"].get("cpu_us_per_call", {}).get("median", 0.0)
+        layered_cpu = with_layers.get("cpu_us_per_call", {}).get("median", 0.0)
+        out["interceptor_layers"] = {
+            "layers": LAYERS,
+            "bare_with_layers": with_layers,
+            "per_layer_cpu_us": (layered_cpu - bare_cpu) / LAYERS,
+            "per_layer_share_of_bare_call": ratio(layered_cpu - bare_cpu, bare_cpu * LAYERS),
+        }
     after = chain.handled("ClusterService/Get")
     out["get_status_codes"] = {code: after.get(code, 0) - before.get(code, 0) for code in after}
     for n in in_flights:
@@ -237,7 +257,7 @@ def measure(
         "cpu_us_per_call: CPU time of the server process per call over a run; the chain's CPU overhead is "
         "on/off - 1 of it. Throughput ratios move with whatever else the machine runs; CPU per call hardly does."
     )
-    for child in (plain.child, chain.child, bare):
+    for child in (plain.child, chain.child, bare, layered):
         if child is not None:
             procs.stop(child)
     return out

@@ -7,15 +7,20 @@
 /bench.Bare/Range: the request bytes are an etcd key, read with the platform's etcd client
 (EtcdConnection, as the apiserver reads) before answering empty: one inbound and one outbound
 gRPC call and nothing else, which splits the apiserver's Get into what the two calls cost and
-what its own code adds."""
+what its own code adds. With `--layers N`, every call first passes N interceptors that do nothing
+but call on (grpc-interceptor's AsyncServerInterceptor, as every step of the apiserver's chain
+is): the cost of one layer of the chain, apart from the work it does."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import signal
+from collections.abc import Callable
+from typing import Any
 
 import grpc
+from grpc_interceptor.server import AsyncServerInterceptor
 
 EMPTY_METHOD = "/bench.Bare/Empty"
 
@@ -24,8 +29,15 @@ async def _empty(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
     return b""
 
 
-async def serve(port: int, etcd: str = "") -> None:
-    server = grpc.aio.server()
+class _Nothing(AsyncServerInterceptor):
+    async def intercept(
+        self, method: Callable[..., Any], request: Any, context: grpc.aio.ServicerContext, method_name: str
+    ) -> Any:
+        return await method(request, context)
+
+
+async def serve(port: int, etcd: str = "", layers: int = 0) -> None:
+    server = grpc.aio.server(interceptors=[_Nothing() for _ in range(layers)])
     handlers = {
         "Empty": grpc.unary_unary_rpc_method_handler(
             _empty, request_deserializer=lambda b: b, response_serializer=lambda b: b
@@ -64,8 +76,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="a bare grpc.aio server answering an empty call")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--etcd", default="", help="etcd endpoint: also serve /bench.Bare/Range")
+    parser.add_argument("--layers", type=int, default=0, help="no-op interceptors before the handler")
     args = parser.parse_args()
-    asyncio.run(serve(args.port, args.etcd))
+    asyncio.run(serve(args.port, args.etcd, args.layers))
 
 
 if __name__ == "__main__":
