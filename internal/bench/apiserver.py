@@ -174,6 +174,10 @@ def measure(
     chain.start(procs)
     plain = ApiserverProcess(work, "apiserver-nochain", etcd_endpoint, chain=False)
     plain.start(procs)
+    # Figure 2's split: the chain without its audit sink (authentication and authorization only).
+    unaudited = ApiserverProcess(work, "apiserver-noaudit", etcd_endpoint, chain=True, audit=False)
+    unaudited.start(procs)
+    noaudit_runs: list[dict[str, Any]] = []
     bare_address = f"127.0.0.1:{bare_port}"
     get, range_ = get_request(), _range_request()
     out: dict[str, Any] = {"get": {}, "create": {}, "chain_overhead": {}}
@@ -187,6 +191,9 @@ def measure(
             runs["chain"].append(h2(chain.address, GET_PATH, get, n, seconds, token=USER_TOKEN, pid=chain.pid))
             runs["nochain"].append(h2(plain.address, GET_PATH, get, n, seconds, pid=plain.pid))
             if n == 32:
+                noaudit_runs.append(
+                    h2(unaudited.address, GET_PATH, get, n, seconds, token=USER_TOKEN, pid=unaudited.pid)
+                )
                 layered_address = f"127.0.0.1:{layered_port}"
                 layer_runs.append(h2(layered_address, "/bench.Bare/Empty", b"", n, seconds, pid=layered.pid))
         out["get"][str(n)] = {
@@ -218,6 +225,14 @@ def measure(
         }
         print(f"  get x{n}: chain {out['get'][str(n)]['apiserver']['qps']['median']:.0f}/s, "
               f"bare {out['get'][str(n)]['bare_empty_call']['qps']['median']:.0f}/s", flush=True)  # fmt: skip
+    if noaudit_runs and "32" in out["chain_overhead"]:
+        split = out["chain_overhead"]["32"]
+        split["chain_without_audit"] = _summary(noaudit_runs)
+        on = split["chain_on"].get("cpu_us_per_call", {}).get("median", 0.0)
+        off = split["chain_off"].get("cpu_us_per_call", {}).get("median", 0.0)
+        unaudited_cpu = split["chain_without_audit"].get("cpu_us_per_call", {}).get("median", 0.0)
+        split["cpu_us_authn_authz"] = unaudited_cpu - off
+        split["cpu_us_audit"] = on - unaudited_cpu
     if layer_runs:
         with_layers = _summary(layer_runs)
         bare_cpu = out["get"]["32"]["bare_empty_call"].get("cpu_us_per_call", {}).get("median", 0.0)
@@ -257,7 +272,7 @@ def measure(
         "cpu_us_per_call: CPU time of the server process per call over a run; the chain's CPU overhead is "
         "on/off - 1 of it. Throughput ratios move with whatever else the machine runs; CPU per call hardly does."
     )
-    for child in (plain.child, chain.child, bare, layered):
+    for child in (plain.child, unaudited.child, chain.child, bare, layered):
         if child is not None:
             procs.stop(child)
     return out

@@ -128,6 +128,7 @@ class ApiserverProcess:
     name: str
     etcd_endpoint: str
     chain: bool = True
+    audit: bool = True  # with the chain: the jsonl-file audit sink
     log_level: str = "info"  # the default: an access-log line per call
     port: int = 0
     metrics_port: int = 0
@@ -159,6 +160,8 @@ class ApiserverProcess:
                 "authorizers": [{"plugin": "policy"}],
                 "audit": [{"plugin": "jsonl-file", "options": {"path": str(self.work / f"{self.name}-audit.jsonl")}}],
             }
+            if not self.audit:
+                del auth["audit"]
         return {
             "log_level": self.log_level,
             "metrics_address": f"127.0.0.1:{self.metrics_port}",
