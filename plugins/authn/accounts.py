@@ -46,8 +46,9 @@ from tke.internal.auth.passwords import DUMMY_HASH, hash_password, password_erro
 from tke.internal.auth.tokens import PREFIX as TOKEN_PREFIX
 from tke.internal.auth.tokens import TokenError, TokenSigner
 from tke.internal.rpc import errors
+from tke.internal.storage.lease import LeasedStore
 from tke.internal.storage.mirror import Mirror
-from tke.internal.storage.store import AlreadyExists, Conflict, Item, NotFound, Store
+from tke.internal.storage.store import AlreadyExists, Conflict, Item, NotFound
 
 log = logging.getLogger("tke.auth.accounts")
 
@@ -117,7 +118,7 @@ class Accounts:
             raise ValueError(f"accounts: environment variable {secret_env} (the token signing secret) is not set")
         self.signer = TokenSigner(secret.encode())
         self.token_ttl = token_ttl
-        self.store: Store = context.store
+        self.store: LeasedStore = context.store
         self.root = f"{context.prefix}/auth/"
         self.bootstrap_admin = bootstrap_admin
         self.bootstrap_password = ""
@@ -162,8 +163,8 @@ class Accounts:
         value = self._mirror.items.get(self._key("users", name))
         return value if isinstance(value, UserRecord) else None
 
-    async def _write_new(self, kind: str, name: str, record: Any) -> None:
-        item = await self.store.create(self._key(kind, name), json.dumps(asdict(record)).encode())
+    async def _write_new(self, kind: str, name: str, record: Any, lease: int = 0) -> None:
+        item = await self.store.create(self._key(kind, name), json.dumps(asdict(record)).encode(), lease=lease)
         await self._mirror.wait_for(item.mod_revision)
 
     async def start(self) -> None:
@@ -178,16 +179,6 @@ class Accounts:
             except AlreadyExists:
                 pass  # another apiserver made it first
         self.bootstrap_password = ""
-        await self._forget_expired_revocations()
-
-    async def _forget_expired_revocations(self) -> None:
-        """A revoked token that has expired is refused anyway: its record can go."""
-        now = time.time()
-        for key, value in list(self._mirror.items.items()):
-            if isinstance(value, Revocation) and value.expires < now:
-                with contextlib.suppress(NotFound, Conflict):
-                    item = await self.store.get(key)
-                    await self.store.delete(key, expected_revision=item.mod_revision)
 
     async def stop(self) -> None:
         await self._mirror.stop()
@@ -286,8 +277,10 @@ class AuthService(accounts_pb2_grpc.AuthServiceServicer):
         if not token_id:
             raise errors.ApiError(grpc.StatusCode.FAILED_PRECONDITION, "this call was not made with a login token")
         expires = float(identity.extra.get("token-expires", ("0",))[0])
+        # The revocation only has to outlive the token: etcd drops it with its lease.
+        lease = await self.a.store.grant(max(1, int(expires - time.time()) + 1))
         with contextlib.suppress(AlreadyExists):
-            await self.a._write_new("revoked", token_id, Revocation(expires=expires))
+            await self.a._write_new("revoked", token_id, Revocation(expires=expires), lease=lease)
         return accounts_pb2.LogoutResponse()
 
     async def CreateUser(self, request: accounts_pb2.CreateUserRequest, context: Any) -> accounts_pb2.User:
