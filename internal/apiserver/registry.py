@@ -90,12 +90,18 @@ class ListResult(Generic[R]):
     continue_token: str
 
 
+def _now() -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.GetCurrentTime()
+    return ts
+
+
 @dataclass
 class Registry(Generic[R]):
     kind: Kind[R]
     store: Store
     prefix: str
-    now: Callable[[], timestamp_pb2.Timestamp] = field(default=lambda: _now())  # noqa: PLW0108 - defined below
+    now: Callable[[], timestamp_pb2.Timestamp] = field(default=_now)
 
     # -- keys and encoding ------------------------------------------------------------------
 
@@ -333,12 +339,6 @@ class Registry(Generic[R]):
             if getattr(current.spec, name) != getattr(new.spec, name):
                 out.append(FieldViolation(f"{self.kind.name}.spec.{name}", "is immutable"))
         return out
-
-
-def _now() -> timestamp_pb2.Timestamp:
-    ts = timestamp_pb2.Timestamp()
-    ts.GetCurrentTime()
-    return ts
 
 
 def _parse_version(value: str) -> int | None:
