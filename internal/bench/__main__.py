@@ -14,6 +14,7 @@ import argparse
 import datetime
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -54,6 +55,10 @@ def profile_slowest(
             "summary": summary}  # fmt: skip
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tke.internal.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", default="1,2,3,4,5,6,7", help="comma-separated figures (2 comes with 1)")
@@ -76,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {"rounds": n_rounds, "seconds": seconds, "quick": args.quick},
         "errors": {},
     }
+    # SIGTERM (a supervisor, `timeout`) stops the run like Ctrl-C: every child is stopped.
+    signal.signal(signal.SIGTERM, _interrupt)
     work = Path(tempfile.mkdtemp(prefix="tke-bench-", dir="/tmp"))
     procs = Processes()
     etcds: list[EtcdProcess] = []
