@@ -7,6 +7,7 @@ h2load counts HTTP responses, not gRPC statuses: the caller checks the statuses 
 
 from __future__ import annotations
 
+import os
 import shutil
 import struct
 import subprocess
@@ -34,7 +35,7 @@ def ensure() -> str:
     subprocess.run(
         [*sudo, "apt-get", "install", "-y", "-qq", "--no-install-recommends", "nghttp2-client"],
         check=True,
-        env={"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
     )
     found = shutil.which("h2load")
     if not found:
@@ -43,8 +44,6 @@ def ensure() -> str:
 
 
 def _root() -> bool:
-    import os
-
     return os.geteuid() == 0
 
 
