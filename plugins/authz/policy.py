@@ -107,6 +107,11 @@ class PolicyCentre:
         self._binding_mirror: Mirror[policy_pb2.RoleBinding] = Mirror(
             context.store, self.bindings.root, self.bindings.decode
         )
+        # Bindings by the tenant they apply in, rebuilt when the mirror moves (see _bindings_in).
+        self._index_source: dict[str, policy_pb2.RoleBinding] | None = None
+        self._index_revision = -1
+        self._by_tenant: dict[str, list[policy_pb2.RoleBinding]] = {}
+        self._everywhere: list[policy_pb2.RoleBinding] = []
 
     async def start(self) -> None:
         await self._role_mirror.start()
@@ -132,20 +137,47 @@ class PolicyCentre:
         stored = self._role_mirror.items.get(self.roles.key(tenant, role))
         return list(stored.spec.rules) if stored else []
 
+    def _bindings_in(self, tenant: str) -> list[policy_pb2.RoleBinding]:
+        """The bindings that may apply in `tenant`, in the mirror's order. The index is rebuilt
+        when the mirror has moved (a new revision or a new copy), so a decision looks at its
+        tenant's bindings only, not at every tenant's: the cost per call no longer grows with
+        the number of tenants."""
+        mirror = self._binding_mirror
+        if self._index_source is not mirror.items or self._index_revision != mirror.revision:
+            self._by_tenant, self._everywhere = _index(mirror.items.values())
+            self._index_source, self._index_revision = mirror.items, mirror.revision
+        return self._by_tenant.get(tenant, self._everywhere)
+
     async def authorize(self, attributes: Attributes) -> tuple[Decision, str]:
         identity = attributes.identity
         if PLATFORM_ADMINS in identity.groups:
             return Decision.ALLOW, f"group {PLATFORM_ADMINS} is admin of every tenant"
         subjects = {("User", identity.user), *(("Group", g) for g in identity.groups)}
-        for binding in self._binding_mirror.items.values():
+        for binding in self._bindings_in(attributes.tenant):
             meta, spec = binding.metadata, binding.spec
-            if meta.tenant_id != attributes.tenant and not spec.all_tenants:
-                continue
             if not any((s.kind, s.name) in subjects for s in spec.subjects):
                 continue
             if any(_matches(rule, attributes) for rule in self._rules(meta.tenant_id, spec.role)):
                 return Decision.ALLOW, f'role "{spec.role}" via binding "{meta.name}" in tenant "{meta.tenant_id}"'
         return Decision.NO_OPINION, f"no role binding in tenant {attributes.tenant!r} allows it"
+
+
+def _index(
+    bindings: Iterable[policy_pb2.RoleBinding],
+) -> tuple[dict[str, list[policy_pb2.RoleBinding]], list[policy_pb2.RoleBinding]]:
+    """Per tenant, the bindings that apply in it (its own and the all-tenant ones), in the
+    order given; and the all-tenant ones alone (for a tenant without bindings of its own)."""
+    by_tenant: dict[str, list[policy_pb2.RoleBinding]] = {}
+    everywhere: list[policy_pb2.RoleBinding] = []
+    for binding in bindings:
+        if binding.spec.all_tenants:
+            everywhere.append(binding)
+            for own in by_tenant.values():
+                own.append(binding)
+            by_tenant.setdefault(binding.metadata.tenant_id, list(everywhere))
+        else:
+            by_tenant.setdefault(binding.metadata.tenant_id, list(everywhere)).append(binding)
+    return by_tenant, everywhere
 
 
 def _page(page: Any, out: Any) -> None:
