@@ -171,6 +171,8 @@ def main() -> None:
         wall = time.perf_counter() - start
         failed = [o for o in outcomes if o.code != 0]
         print(f"{opts.concurrent} concurrent ADDs through ipamd: {wall:.2f} s wall, {len(failed)} failed")
+        addresses = [ip["address"] for o in outcomes if o.code == 0 for ip in o.json.get("ips", [])]
+        print(f"  {len(addresses) - len(set(addresses))} duplicate addresses among {len(addresses)}")
         for o in failed[:3]:
             print("  ", json.dumps(o.json))
 

@@ -4,7 +4,9 @@
    with create_revision == 0, delete it with mod_revision ==), through the same client library.
 2. tke-ipamd: Allocate+Release calls per second from 32 concurrent gRPC clients to one real
    tke-ipamd process over its unix socket, as a ratio of (1).
-3. Allocation latency at 5% and at 95% fill of a /16 (in process, over etcd), as a ratio.
+3. Two tke-ipamd replicas of the same pools, the same clients spread over both, as a ratio
+   of one replica (on 2 cores the replicas share the CPU with etcd and the clients).
+4. Allocation latency at 5% and at 95% fill of a /16 (in process, over etcd), as a ratio.
    Fill is laid down directly as owned bits in the blocks (an allocation reads and writes only
    its block, so the records of the other 62 000 addresses would not be on its path).
 
@@ -84,10 +86,11 @@ async def raw_etcd_rate(endpoint: str, seconds: float) -> float:
     return done / elapsed
 
 
-async def ipamd_rate(socket: str, seconds: float) -> float:
-    channels = [grpc.aio.insecure_channel(f"unix:{socket}") for _ in range(CLIENTS)]
+async def ipamd_rate(sockets: list[str], seconds: float, pool: str = "bench") -> float:
+    """Allocate+Release calls per second from CLIENTS clients spread over the daemons."""
+    channels = [grpc.aio.insecure_channel(f"unix:{sockets[i % len(sockets)]}") for i in range(CLIENTS)]
     admin = ipam_pb2_grpc.IPAMServiceStub(channels[0])
-    await admin.CreatePool(ipam_pb2.CreatePoolRequest(pool=ipam_pb2.Pool(name="bench", cidr="10.200.0.0/16")))
+    await admin.CreatePool(ipam_pb2.CreatePoolRequest(pool=ipam_pb2.Pool(name=pool, cidr="10.200.0.0/16")))
     done = 0
     stop = time.monotonic() + seconds
 
@@ -100,7 +103,7 @@ async def ipamd_rate(socket: str, seconds: float) -> float:
             await stub.Allocate(
                 ipam_pb2.AllocateRequest(
                     owner=ipam_pb2.Owner(namespace="bench", pod_name=f"pod-{n}-{i}"),
-                    container_id=container, ifname="eth0", node="node-1",
+                    container_id=container, ifname="eth0", node="node-1", pool=pool,
                 )
             )  # fmt: skip
             await stub.Release(ipam_pb2.ReleaseRequest(container_id=container, ifname="eth0"))
@@ -156,11 +159,13 @@ def _pct(values: list[float], q: float) -> float:
     return sorted(values)[min(len(values) - 1, int(len(values) * q))]
 
 
-async def measure(etcd_endpoint: str, socket: str, seconds: float, samples: int) -> None:
+async def measure(etcd_endpoint: str, sockets: list[str], seconds: float, samples: int) -> None:
     raw = await raw_etcd_rate(etcd_endpoint, seconds)
     print(f"etcd CAS transactions, {CLIENTS} clients:      {raw:8.0f}/s")
-    rate = await ipamd_rate(socket, seconds)
+    rate = await ipamd_rate(sockets[:1], seconds)
     print(f"tke-ipamd Allocate+Release, {CLIENTS} clients:  {rate:8.0f} calls/s = {rate / raw:.2f} x etcd CAS rate")
+    both = await ipamd_rate(sockets, seconds, pool="bench-two")
+    print(f"two ipamd replicas, {CLIENTS} clients over both: {both:8.0f} calls/s = {both / rate:.2f} x one replica")
     low = await fill_latency(etcd_endpoint, 0.05, samples)
     high = await fill_latency(etcd_endpoint, 0.95, samples)
     for name, values in (("5% full", low), ("95% full", high)):
@@ -169,9 +174,9 @@ async def measure(etcd_endpoint: str, socket: str, seconds: float, samples: int)
     print(f"latency ratio 95% / 5% fill (p50):         {statistics.median(high) / statistics.median(low):.2f}")
 
 
-def start_ipamd(tmp: str, etcd_endpoint: str) -> tuple[subprocess.Popen[bytes], str]:
-    socket = f"{tmp}/ipamd.sock"
-    config = Path(tmp) / "ipamd.toml"
+def start_ipamd(tmp: str, etcd_endpoint: str, name: str = "ipamd") -> tuple[subprocess.Popen[bytes], str]:
+    socket = f"{tmp}/{name}.sock"
+    config = Path(tmp) / f"{name}.toml"
     config.write_text(
         f'socket = "{socket}"\nrelease_cooldown = 0.0\nlog_level = "warning"\n'
         f'[storage]\nplugin = "etcd"\n[storage.options]\nendpoints = ["{etcd_endpoint}"]\nprefix = "/bench"\n'
@@ -193,13 +198,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="ipam-bench-", dir="/tmp") as tmp:
         etcd = EtcdProcess(Path(tmp) / "etcd")
-        daemon: subprocess.Popen[bytes] | None = None
+        daemons: list[subprocess.Popen[bytes]] = []
         try:
             etcd.start()
-            daemon, socket = start_ipamd(tmp, etcd.endpoint)
-            asyncio.run(measure(etcd.endpoint, socket, args.seconds, args.samples))
+            sockets = []
+            for name in ("ipamd-1", "ipamd-2"):  # two replicas of the same pools
+                daemon, socket = start_ipamd(tmp, etcd.endpoint, name)
+                daemons.append(daemon)
+                sockets.append(socket)
+            asyncio.run(measure(etcd.endpoint, sockets, args.seconds, args.samples))
         finally:
-            if daemon is not None:
+            for daemon in daemons:
                 daemon.terminate()
                 try:
                     daemon.wait(10)
