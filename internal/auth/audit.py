@@ -56,12 +56,15 @@ class AuditSink(Protocol):
     async def close(self) -> None: ...
 
 
+_STOP = object()  # queued by Auditor.close: write what came before, then end
+
+
 class _Lane:
     """One sink's queue and drain task."""
 
     def __init__(self, sink: AuditSink, capacity: int, batch: int, linger: float = 0.0) -> None:
         self.sink = sink
-        self.queue: asyncio.Queue[AuditEvent] = asyncio.Queue(capacity)
+        self.queue: asyncio.Queue[Any] = asyncio.Queue(capacity)  # events, then _STOP
         self.batch = batch
         self.linger = linger
         self.dropped = 0
@@ -85,23 +88,28 @@ class _Lane:
             )
 
     async def run(self) -> None:
+        """Write batches until the stop marker (put by Auditor.close) has been reached; every
+        event queued before it is written."""
         while True:
-            events = [await self.queue.get()]
+            first = await self.queue.get()
+            if first is _STOP:
+                return
             if self.linger > 0 and self.queue.qsize() + 1 < self.batch:
                 # Wait a moment for more events, so that a busy server writes one batch (for a
-                # file: one hop to a thread) per `linger` instead of one per event. Stopped
-                # while waiting (close), the events taken are still written.
-                try:
-                    await asyncio.sleep(self.linger)
-                except asyncio.CancelledError:
-                    await self._write(self._take(events))
-                    raise
-            await self._write(self._take(events))
+                # file: one hop to a thread) per `linger` instead of one per event.
+                await asyncio.sleep(self.linger)
+            events, stop = self._take([first])
+            await self._write(events)
+            if stop:
+                return
 
-    def _take(self, events: list[AuditEvent]) -> list[AuditEvent]:
+    def _take(self, events: list[AuditEvent]) -> tuple[list[AuditEvent], bool]:
         while len(events) < self.batch and not self.queue.empty():
-            events.append(self.queue.get_nowait())
-        return events
+            event = self.queue.get_nowait()
+            if event is _STOP:
+                return events, True
+            events.append(event)
+        return events, False
 
     async def _write(self, events: list[AuditEvent]) -> None:
         try:
@@ -131,12 +139,16 @@ class Auditor:
         return sum(lane.dropped for lane in self.lanes)
 
     async def close(self, drain_seconds: float = 2.0) -> None:
-        """Give sinks a moment to write what is queued, then stop."""
-        deadline = time.monotonic() + drain_seconds
-        while any(not lane.queue.empty() for lane in self.lanes) and time.monotonic() < deadline:  # noqa: ASYNC110
-            await asyncio.sleep(0.02)
+        """Let each sink write what was queued before now (up to `drain_seconds`), then stop."""
         for lane in self.lanes:
-            if lane.task is not None:
+            if lane.task is None:
+                continue
+            try:
+                async with asyncio.timeout(drain_seconds):
+                    await lane.queue.put(_STOP)
+                    await asyncio.shield(lane.task)
+            except TimeoutError:
+                log.warning("audit sink %s did not drain in %.0fs", type(lane.sink).__name__, drain_seconds)
                 lane.task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await lane.task

@@ -7,42 +7,24 @@ default 5)."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import grpc
 
 from tke.auth.v1 import external_pb2, external_pb2_grpc
 from tke.internal.auth.authz import Attributes, Decision
-from tke.internal.rpc.client import channel
+from tke.internal.auth.external import MISSING, ExternalService
 
 _DECISIONS = {
     external_pb2.DECISION_ALLOW: Decision.ALLOW,
     external_pb2.DECISION_NO_OPINION: Decision.NO_OPINION,
 }
-MAX_CACHE = 10_000
 
 
-class ExternalAuthorizer:
-    def __init__(
-        self,
-        context: Any = None,
-        *,
-        address: str,
-        ca_file: str = "",
-        cert_file: str = "",
-        key_file: str = "",
-        timeout: float = 2.0,
-        cache_ttl: float = 5.0,
-    ) -> None:
-        self._channel = channel(address, ca_file=ca_file, cert_file=cert_file, key_file=key_file)
-        self._stub = external_pb2_grpc.ExternalAuthorizerStub(self._channel)
-        self.timeout = timeout
-        self.cache_ttl = cache_ttl
-        self._cache: dict[tuple[Any, ...], tuple[float, Decision, str]] = {}
-
-    async def stop(self) -> None:
-        await self._channel.close()
+class ExternalAuthorizer(ExternalService):
+    def __init__(self, context: Any = None, **options: Any) -> None:
+        super().__init__(**options)
+        self._stub = external_pb2_grpc.ExternalAuthorizerStub(self.channel)
 
     async def authorize(self, attributes: Attributes) -> tuple[Decision, str]:
         ident = attributes.identity
@@ -56,10 +38,9 @@ class ExternalAuthorizer:
             attributes.name,
             attributes.tenant,
         )
-        now = time.monotonic()
-        cached = self._cache.get(key)
-        if cached is not None and cached[0] >= now:
-            return cached[1], cached[2]
+        cached = self.cached(key)
+        if cached is not MISSING:
+            return cached  # type: ignore[no-any-return]
         request = external_pb2.AuthorizeRequest(
             identity=external_pb2.Identity(
                 user=ident.user,
@@ -77,8 +58,6 @@ class ExternalAuthorizer:
             resp = await self._stub.Authorize(request, timeout=self.timeout)
         except grpc.aio.AioRpcError as err:
             return Decision.DENY, f"the external authorizer is unavailable ({err.code().name})"
-        decision = _DECISIONS.get(resp.decision, Decision.DENY)
-        if len(self._cache) >= MAX_CACHE:
-            self._cache.clear()
-        self._cache[key] = (now + self.cache_ttl, decision, resp.reason)
-        return decision, resp.reason
+        answer = (_DECISIONS.get(resp.decision, Decision.DENY), resp.reason)
+        self.remember(key, answer)
+        return answer
