@@ -11,16 +11,16 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from tke.internal.testing.ipamd_daemon import IpamdProcess
 
 DEBIAN_CNI = "/usr/lib/cni"
 
@@ -251,75 +251,12 @@ def leases(tmp_path: Path, network: str) -> set[str]:
     return {p.name for p in folder.iterdir() if p.name[0].isdigit() and not p.name.startswith("last_reserved")}
 
 
-class IpamdDaemon:
-    """A real tke-ipamd on a unix socket in a short temporary directory (socket paths are
-    limited to 107 bytes), storing in etcd under `prefix`; stop() always ends it."""
+class IpamdDaemon(IpamdProcess):
+    """A real tke-ipamd for the CNI tests, without release cooldown unless asked (the tests
+    hand addresses out again at once)."""
 
-    def __init__(
-        self,
-        workdir: Path,
-        *,
-        endpoints: list[str],
-        prefix: str,
-        cooldown: float = 0.0,
-        tcp: str = "",
-        cert_file: str = "",
-        key_file: str = "",
-    ) -> None:
-        """`tcp` ("127.0.0.1:PORT") adds a TCP listener: TLS with `cert_file` and `key_file`,
-        plaintext otherwise."""
-        self.workdir = workdir
-        self.socket = str(workdir / "ipamd.sock")
-        self.config = workdir / "ipamd.toml"
-        self.log_path = workdir / "ipamd.log"
-        quoted = ", ".join(json.dumps(e) for e in endpoints)
-        listener = ""
-        if tcp:
-            listener = f'\n[tcp]\naddress = "{tcp}"\n'
-            listener += f'cert_file = "{cert_file}"\nkey_file = "{key_file}"\n' if cert_file else "insecure = true\n"
-        self.config.write_text(
-            f'socket = "{self.socket}"\nrelease_cooldown = {cooldown}\nshutdown_grace = 1.0\n'
-            f'log_level = "warning"\n{listener}\n[storage]\nplugin = "etcd"\n[storage.options]\n'
-            f'endpoints = [{quoted}]\nprefix = "{prefix}"\n'
-        )
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout: float = 30.0) -> None:
-        from tke.internal.cni.endpoint import IpamdEndpoint
-        from tke.internal.cni.ipamdclient import IpamdClient, IpamdRefused, IpamdUnreachable
-
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                [console_script("tke-ipamd"), "--config", str(self.config)],
-                stdout=log,
-                stderr=log,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"tke-ipamd exited with {self.process.returncode}: {self.log_path.read_text()}")
-            if os.path.exists(self.socket):
-                try:
-                    with IpamdClient(IpamdEndpoint(address=self.socket, timeout=1.0)) as client:
-                        if client.serving():
-                            return
-                except (IpamdUnreachable, IpamdRefused):
-                    pass
-            time.sleep(0.05)
-        raise RuntimeError(f"tke-ipamd did not become healthy in {timeout}s: {self.log_path.read_text()}")
-
-    def stop(self) -> None:
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.process = None
+    def __init__(self, workdir: Path, *, cooldown: float = 0.0, **options: Any) -> None:
+        super().__init__(workdir, cooldown=cooldown, **options)
 
 
 def ipamc_network(name: str, bridge_name: str, socket: str, tmp_path: Path, **ipam: Any) -> dict[str, Any]:

@@ -1,9 +1,11 @@
-"""A real tke-ipamd process for tests of its clients (tkectl, the examples): a configuration on
-the caller's etcd, a unix socket in a short temporary directory (socket paths are limited to
-107 bytes), readiness through grpc.health.v1, and a stop that always ends the process."""
+"""Real tke-ipamd processes for tests and benchmarks: a configuration on the caller's etcd, a
+unix socket in a short directory (socket paths are limited to 107 bytes), optionally a TCP
+listener (TLS or plaintext), readiness through grpc.health.v1, and a stop that always ends the
+process (SIGTERM, then SIGKILL)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -20,17 +22,38 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 BINARY = Path(sys.executable).parent / "tke-ipamd"
 
 
-class IpamdDaemon:
-    """`with IpamdDaemon(endpoints, prefix) as ipamd:` then call `ipamd.target` (unix:/...)."""
+class IpamdProcess:
+    """One tke-ipamd whose files (`<name>.toml`, `.sock`, `.log`) live in `workdir`.
 
-    def __init__(self, endpoints: list[str], prefix: str) -> None:
-        self.workdir = Path(tempfile.mkdtemp(prefix="ipamd-", dir="/tmp"))
-        self.socket = str(self.workdir / "ipamd.sock")
-        self.config = self.workdir / "ipamd.toml"
-        self.log_path = self.workdir / "ipamd.log"
-        quoted = ", ".join(f'"{e}"' for e in endpoints)
+    `extra` holds top-level TOML options; `tcp` ("127.0.0.1:PORT") adds a TCP listener, with TLS
+    when `cert_file` and `key_file` are given, plaintext otherwise."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        name: str = "ipamd",
+        *,
+        endpoints: list[str],
+        prefix: str,
+        cooldown: float = 5.0,
+        extra: str = "",
+        log_level: str = "warning",
+        tcp: str = "",
+        cert_file: str = "",
+        key_file: str = "",
+    ) -> None:
+        self.workdir = workdir
+        self.socket = str(workdir / f"{name}.sock")
+        self.config = workdir / f"{name}.toml"
+        self.log_path = workdir / f"{name}.log"
+        listener = ""
+        if tcp:
+            listener = f'\n[tcp]\naddress = "{tcp}"\n'
+            listener += f'cert_file = "{cert_file}"\nkey_file = "{key_file}"\n' if cert_file else "insecure = true\n"
+        quoted = ", ".join(json.dumps(e) for e in endpoints)
         self.config.write_text(
-            f'socket = "{self.socket}"\nshutdown_grace = 1.0\nlog_level = "warning"\n\n'
+            f'socket = "{self.socket}"\nrelease_cooldown = {cooldown}\nshutdown_grace = 1.0\n'
+            f'log_level = "{log_level}"\n{extra}\n{listener}\n'
             f'[storage]\nplugin = "etcd"\n[storage.options]\nendpoints = [{quoted}]\nprefix = "{prefix}"\n'
         )
         self.process: subprocess.Popen[bytes] | None = None
@@ -39,18 +62,7 @@ class IpamdDaemon:
     def target(self) -> str:
         return f"unix:{self.socket}"
 
-    def __enter__(self) -> IpamdDaemon:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, err: BaseException | None, tb: TracebackType | None) -> None:
-        self.stop()
-
-    def start(self, timeout: float = 20.0) -> None:
+    def start(self, timeout: float = 30.0) -> None:
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 [str(BINARY), "--config", str(self.config)], stdout=log, stderr=log, start_new_session=True
@@ -81,4 +93,32 @@ class IpamdDaemon:
                 self.process.kill()
                 self.process.wait()
         self.process = None
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+
+class IpamdDaemon(IpamdProcess):
+    """`with IpamdDaemon(endpoints, prefix) as ipamd:` an IpamdProcess in a directory of its own
+    under /tmp, removed when it stops."""
+
+    def __init__(self, endpoints: list[str], prefix: str) -> None:
+        super().__init__(Path(tempfile.mkdtemp(prefix="ipamd-", dir="/tmp")), endpoints=endpoints, prefix=prefix)
+
+    def __enter__(self) -> IpamdDaemon:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, err: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        super().stop()
         shutil.rmtree(self.workdir, ignore_errors=True)

@@ -20,7 +20,7 @@ async def expect_error(call: Awaitable[Any], code: grpc.StatusCode) -> grpc.aio.
     raise AssertionError(f"expected {code.name}, the call succeeded")
 
 
-def bad_request_fields(err: grpc.aio.AioRpcError) -> list[str]:
+def bad_request_fields(err: grpc.RpcError) -> list[str]:
     """The field names of the BadRequest detail of an INVALID_ARGUMENT error."""
     status = rpc_status.from_call(err)
     assert status is not None, "no rich status in the error"

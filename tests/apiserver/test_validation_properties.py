@@ -9,14 +9,13 @@ from collections.abc import Callable, Iterator
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tke.internal.apiserver.labels import SelectorError, parse_selector
 from tke.internal.storage.etcd import EtcdConfig
 from tke.internal.testing.apiserver import ThreadedApiserver, local_config
+from tke.internal.testing.rpc import bad_request_fields
 from tke.platform.v1 import cluster_pb2, cluster_pb2_grpc
 
 NAME_CHARS = st.characters(codec="utf-8")
@@ -58,15 +57,8 @@ def check(call: Callable[[], object]) -> None:
         code = err.code()
         assert code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.ALREADY_EXISTS), (code, err.details())
         if code == grpc.StatusCode.INVALID_ARGUMENT:
-            status = rpc_status.from_call(err)
-            assert status is not None
-            fields = []
-            for detail in status.details:
-                if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-                    br = error_details_pb2.BadRequest()
-                    detail.Unpack(br)
-                    fields += [v.field for v in br.field_violations]
-            assert fields and all(f for f in fields)
+            fields = bad_request_fields(err)
+            assert fields and all(fields)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
