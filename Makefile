@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup deps run test test-faults test-fast lint gen check-gen bench clean proto-lint
+.PHONY: setup deps run test test-faults test-fast lint fmt gen check-gen bench clean proto-lint
 
 setup: deps $(STAMP)
 
@@ -26,21 +26,29 @@ run: setup
 
 ## test: the whole test suite, against real servers the tests start
 test: setup check-gen lint
-	$(BIN)/python -P -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 ## test-faults: only the fault tests (etcd members killed, hung, quorum lost; servers restarted; fuzzing)
 test-faults: setup
-	$(BIN)/python -P -m pytest -q tests/faults tests/ipamd/test_etcd_faults.py $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q tests/faults tests/ipamd/test_etcd_faults.py $(PYTEST_ARGS)
 
 ## test-fast: the tests only, without the generated-code and lint checks
 test-fast: setup
-	$(BIN)/python -P -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
+## lint: ruff, strict mypy, the import contracts (pyproject.toml), what the wheel ships, buf lint
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	hack/mypy.sh
+	$(BIN)/python hack/typecheck.py
+	$(BIN)/lint-imports --no-cache
+	$(BIN)/python hack/check-package.py
 	@$(MAKE) --no-print-directory proto-lint
+
+## fmt: format the code and apply ruff's safe fixes (import order, ...)
+fmt: setup
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 ## proto-lint: buf lint of proto/ and breaking changes against the last release (proto/released.binpb)
 proto-lint: setup
@@ -58,7 +66,7 @@ check-gen: setup
 ## for the CNI figure); a table on stdout, bench-results/latest.json and the profile beside it.
 ## Installs Debian's nghttp2-client (h2load) when missing. BENCH_ARGS=... passes options (--quick, --only 1,3).
 bench: setup
-	$(BIN)/python -P -m tke.internal.bench $(BENCH_ARGS)
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .run .build

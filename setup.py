@@ -1,25 +1,23 @@
-"""Maps the repository's folders under one distribution namespace, `tke`.
-
-The generated contracts live in gen/tke (tke.meta.v1, tke.platform.v1, ...); cmd/, internal/
-and plugins/ become tke.cmd, tke.internal and tke.plugins. A top-level `cmd` would shadow the
-standard library's cmd module, and `internal` or `plugins` would collide with anything else in
-site-packages. Metadata and dependencies are in pyproject.toml.
+"""Lists the packages of the `tke` distribution: every folder under the roots that
+pyproject.toml's [tool.setuptools.package-dir] maps into the one `tke` namespace (gen/tke,
+cmd/, internal/, plugins/). Metadata, dependencies and the mapping itself are in pyproject.toml.
 """
 
+import tomllib
 from pathlib import Path
 
 from setuptools import setup
 
-ROOTS = {"tke": "gen/tke", "tke.cmd": "cmd", "tke.internal": "internal", "tke.plugins": "plugins"}
+ROOTS: dict[str, str] = tomllib.loads(Path("pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
 
 
 def packages() -> list[str]:
     found = []
     for name, folder in ROOTS.items():
-        for init in sorted(Path(folder).rglob("__init__.py")):
-            rel = init.parent.relative_to(folder).parts
-            found.append(".".join((name, *rel)))
-    return found
+        found.append(name)
+        for sub in sorted(p for p in Path(folder).rglob("*") if p.is_dir() and any(p.glob("*.py"))):
+            found.append(".".join((name, *sub.relative_to(folder).parts)))
+    return sorted(set(found))
 
 
-setup(packages=packages(), package_dir=ROOTS)
+setup(packages=packages())

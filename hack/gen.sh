@@ -20,12 +20,9 @@ generate() {
       --include_imports --include_source_info --descriptor_set_out="$out/tke/descriptors.binpb" "${protos[@]}" \
       >"$out/protoc.log" 2>&1) || { cat "$out/protoc.log" >&2; return 1; }
   rm -f "$out/protoc.log"
-  # Every generated folder is a package, and the root is typed.
-  find "$out/tke" -type d -exec touch {}/__init__.py \;
-  cat > "$out/tke/__init__.py" <<'PY'
-"""The tke distribution: generated contracts (tke.meta, tke.platform, tke.ipam) and, mapped
-under it, the binaries (tke.cmd), the implementation (tke.internal) and plugins (tke.plugins)."""
-PY
+  # Every generated folder below tke/ is a package; tke itself is a namespace package, whose
+  # other portions (tke.cmd, tke.internal, tke.plugins) pyproject.toml maps from their folders.
+  find "$out/tke" -mindepth 1 -type d -exec touch {}/__init__.py \;
   touch "$out/tke/py.typed"
 }
 tmp=$(mktemp -d)

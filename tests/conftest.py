@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.etcd import EtcdProcess
 from tke.internal.storage.etcd import EtcdConfig, EtcdStore
-from tke.internal.testing.etcd import EtcdProcess
 
 
 @pytest.fixture(scope="session")

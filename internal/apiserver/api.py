@@ -16,10 +16,10 @@ from typing import Generic
 
 from google.protobuf import field_mask_pb2
 
-from tke.internal.apiserver.labels import Selector, SelectorError, dns1123_label_error, parse_selector
 from tke.internal.apiserver.registry import ALL_TENANTS, ListResult, R, Registry, parse_resource_version
 from tke.internal.apiserver.watch import Change, Closed, Hub
 from tke.internal.auth.identity import current_identity
+from tke.internal.meta.labels import Selector, SelectorError, dns1123_label_error, parse_selector
 from tke.internal.rpc import errors
 from tke.meta.v1 import meta_pb2
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import grpc
 
 from tke.internal import metrics
+from tke.internal.apiserver.admission import with_provider_validation
 from tke.internal.apiserver.api import ResourceAPI
 from tke.internal.apiserver.event_service import DEFAULT_EVENT_TTL, EventService, event_store
 from tke.internal.apiserver.kinds import CLUSTERS, EVENTS, machine_kind
@@ -19,9 +20,8 @@ from tke.internal.apiserver.registry import Registry
 from tke.internal.apiserver.services import ClusterService, MachineService
 from tke.internal.apiserver.watch import Hub
 from tke.internal.auth.chain import AuthChain, AuthConfig, PluginContext, build
-from tke.internal.metrics.interceptor import MetricsInterceptor
-from tke.internal.provider.admission import with_provider_validation
 from tke.internal.rpc.interceptors import RequestInterceptor
+from tke.internal.rpc.metrics import MetricsInterceptor
 from tke.internal.rpc.server import ListenConfig, RunningServer, ServerSpec, start_server
 from tke.internal.storage.etcd import EtcdConfig, EtcdStore
 from tke.internal.storage.store import Store

@@ -6,8 +6,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from tke.internal.apiserver.labels import dns1123_label_error
 from tke.internal.apiserver.validation import validate_metadata
+from tke.internal.meta.labels import dns1123_label_error
 from tke.internal.rpc.errors import FieldViolation
 from tke.platform.v1 import event_pb2
 

@@ -23,12 +23,13 @@ import json
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, Self, TypeVar, cast
+from typing import Any, Generic, TypeVar, cast
 
 from google.protobuf import field_mask_pb2, timestamp_pb2
 from google.protobuf.message import Message
 
-from tke.internal.apiserver.labels import Selector
+from tke.internal.meta.labels import Selector
+from tke.internal.meta.resource import Resource
 from tke.internal.rpc import errors
 from tke.internal.rpc.errors import FieldViolation
 from tke.internal.storage.store import (
@@ -41,27 +42,11 @@ from tke.internal.storage.store import (
     PreconditionFailed,
     Store,
 )
-from tke.meta.v1 import meta_pb2
 
 DEFAULT_PAGE_SIZE = 500
 MAX_PAGE_SIZE = 5000
 ALL_TENANTS = "*"
 _WRITE_RETRIES = 16
-
-
-class Resource(Protocol):
-    """What every stored kind looks like: metadata, spec and status."""
-
-    @property
-    def metadata(self) -> meta_pb2.ObjectMeta: ...
-    @property
-    def spec(self) -> Message: ...
-    @property
-    def status(self) -> Message: ...
-    def SerializeToString(self, *, deterministic: bool = ...) -> bytes: ...
-    def ParseFromString(self, serialized: bytes) -> int: ...
-    def CopyFrom(self, other_msg: Self) -> None: ...
-    def ClearField(self, field_name: Any) -> None: ...
 
 
 R = TypeVar("R", bound=Resource)

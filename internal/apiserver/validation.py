@@ -9,7 +9,7 @@ import ipaddress
 import re
 from collections.abc import Iterable, Mapping
 
-from tke.internal.apiserver.labels import dns1123_label_error, label_value_error, qualified_name_error
+from tke.internal.meta.labels import dns1123_label_error, label_value_error, qualified_name_error
 from tke.internal.rpc.errors import FieldViolation
 from tke.meta.v1 import meta_pb2
 from tke.platform.v1 import cluster_pb2, machine_pb2

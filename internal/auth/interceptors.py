@@ -29,9 +29,9 @@ from tke.internal.auth.audit import AuditEvent, Auditor
 from tke.internal.auth.authn import AuthenticationError, Authenticator, Credentials
 from tke.internal.auth.authz import Attributes, Authorizer, Decision
 from tke.internal.auth.identity import Identity, current_identity
+from tke.internal.logs import request_id_var
 from tke.internal.metrics import AUTHN, AUTHZ
 from tke.internal.rpc import errors
-from tke.internal.rpc.interceptors import request_id_var
 from tke.internal.storage.store import Unavailable
 
 HEALTH_PREFIX = "/grpc.health.v1.Health/"

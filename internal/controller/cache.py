@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Generic, TypeVar
 
-from tke.internal.apiserver.registry import Resource
+from tke.internal.meta.resource import Resource
 
 R = TypeVar("R", bound=Resource)
 

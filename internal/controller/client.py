@@ -14,7 +14,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import grpc
 
-from tke.internal.apiserver.registry import Resource
+from tke.internal.meta.resource import Resource
 from tke.platform.v1 import cluster_pb2, cluster_pb2_grpc, event_pb2, event_pb2_grpc, machine_pb2, machine_pb2_grpc
 
 R = TypeVar("R", bound=Resource)

@@ -18,8 +18,8 @@ from typing import Protocol
 
 import grpc
 
-from tke.internal.apiserver.registry import Resource
 from tke.internal.controller.client import EventClient, code_of
+from tke.internal.meta.resource import Resource
 from tke.platform.v1 import event_pb2
 
 log = logging.getLogger(__name__)

@@ -23,9 +23,9 @@ from typing import Generic, TypeVar
 
 import grpc
 
-from tke.internal.apiserver.registry import Resource
 from tke.internal.controller.cache import Cache, IndexFunc, object_key
 from tke.internal.controller.client import ResourceClient, code_of
+from tke.internal.meta.resource import Resource
 from tke.meta.v1 import meta_pb2
 
 R = TypeVar("R", bound=Resource)

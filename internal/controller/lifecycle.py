@@ -25,13 +25,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
-from tke.internal.apiserver.registry import Resource
+from tke.internal.controller import progress
 from tke.internal.controller.client import ResourceClient
 from tke.internal.controller.events import NORMAL, WARNING, Recorder
+from tke.internal.controller.runner import Runner, now
 from tke.internal.controller.status import StatusWriter
-from tke.internal.provider import progress
+from tke.internal.meta.resource import Resource
 from tke.internal.provider.errors import TemporaryError
-from tke.internal.provider.runner import Runner, now
 from tke.internal.provider.steps import Step
 
 log = logging.getLogger(__name__)

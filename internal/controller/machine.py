@@ -15,11 +15,11 @@ from tke.internal.controller.client import MachineClient
 from tke.internal.controller.events import Recorder
 from tke.internal.controller.informer import Informer
 from tke.internal.controller.lifecycle import Lifecycle, Phases
+from tke.internal.controller.progress import RetryPolicy
 from tke.internal.controller.queue import WorkQueue
+from tke.internal.controller.runner import Runner
 from tke.internal.controller.status import StatusWriter
 from tke.internal.provider.contract import MachineContext, MachineProvider, Tools, reconcile_tools
-from tke.internal.provider.progress import RetryPolicy
-from tke.internal.provider.runner import Runner
 from tke.internal.provider.steps import Step
 from tke.platform.v1 import cluster_pb2, machine_pb2
 

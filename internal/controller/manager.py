@@ -23,11 +23,11 @@ from tke.internal.controller.events import ApiRecorder
 from tke.internal.controller.informer import Informer
 from tke.internal.controller.leader import LeaderElector
 from tke.internal.controller.machine import MachineController
+from tke.internal.controller.progress import RetryPolicy
 from tke.internal.controller.workers import run_workers
 from tke.internal.plugin import loader
 from tke.internal.provider.contract import Tools
 from tke.internal.provider.credentials import ConfiguredCredentials
-from tke.internal.provider.progress import RetryPolicy
 from tke.internal.provider.ssh import SSHDialer
 from tke.internal.provider.steps import check_plans
 from tke.internal.storage.etcd import EtcdStore

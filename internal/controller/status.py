@@ -13,9 +13,9 @@ from typing import Generic, TypeVar
 
 import grpc
 
-from tke.internal.apiserver.registry import Resource
 from tke.internal.controller.cache import object_key
 from tke.internal.controller.client import ResourceClient, code_of
+from tke.internal.meta.resource import Resource
 
 R = TypeVar("R", bound=Resource)
 

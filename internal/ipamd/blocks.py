@@ -21,9 +21,9 @@ from dataclasses import replace
 from tke.internal.ipamd import errors
 from tke.internal.ipamd.allocator import BLOCK_SIZE, Block, give_back, locate, pick, pickable, take
 from tke.internal.ipamd.pools import pool_layout
+from tke.internal.ipamd.storage import IPStorage, Lost, PoolEntry, Stored
 from tke.internal.rpc.errors import not_found
 from tke.ipam.v1 import ipam_pb2
-from tke.plugins.ip_storage.store import IPStorage, Lost, PoolEntry, Stored
 
 MakeAllocation = Callable[[str], ipam_pb2.Allocation]
 

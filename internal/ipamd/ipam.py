@@ -35,13 +35,11 @@ from google.protobuf import field_mask_pb2, timestamp_pb2
 from tke.internal.ipamd import errors
 from tke.internal.ipamd.bindings import candidate_workloads, ordinal
 from tke.internal.ipamd.blocks import PoolBlocks
+from tke.internal.ipamd.keys import address_key
 from tke.internal.ipamd.pools import gateway_of, pool_layout, serves, validate_pool
+from tke.internal.ipamd.provider import IPProvider
 from tke.internal.ipamd.provisioning import Provisioner, provider_owner
-from tke.internal.rpc.errors import ApiError, already_exists, invalid, invalid_field, not_found
-from tke.ipam.v1 import ipam_pb2
-from tke.plugins.ip_providers.provider import IPProvider
-from tke.plugins.ip_storage.keys import address_key
-from tke.plugins.ip_storage.store import (
+from tke.internal.ipamd.storage import (
     IPStorage,
     Lost,
     PoolEntry,
@@ -51,6 +49,8 @@ from tke.plugins.ip_storage.store import (
     is_fixed,
     owner_key,
 )
+from tke.internal.rpc.errors import ApiError, already_exists, invalid, invalid_field, not_found
+from tke.ipam.v1 import ipam_pb2
 
 log = logging.getLogger(__name__)
 

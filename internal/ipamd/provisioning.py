@@ -9,9 +9,9 @@ import logging
 from collections.abc import Mapping
 
 from tke.internal.ipamd import errors
+from tke.internal.ipamd.provider import IPProvider, ProviderError, ProviderRefused
 from tke.internal.rpc.errors import ApiError, invalid_field
 from tke.ipam.v1 import ipam_pb2
-from tke.plugins.ip_providers.provider import IPProvider, ProviderError, ProviderRefused
 
 log = logging.getLogger(__name__)
 

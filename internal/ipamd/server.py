@@ -15,16 +15,15 @@ from tke.internal.auth.chain import AuthChain, PluginContext, build
 from tke.internal.ipamd.config import IpamdConfig
 from tke.internal.ipamd.ipam import IPAM
 from tke.internal.ipamd.pool_metrics import refresh_pool_gauges
+from tke.internal.ipamd.provider import IPProvider
 from tke.internal.ipamd.service import SERVICE_NAME, IPAMServicer
-from tke.internal.metrics.interceptor import MetricsInterceptor
+from tke.internal.ipamd.storage import IPStorage
 from tke.internal.plugin import loader
 from tke.internal.rpc.interceptors import RequestInterceptor
+from tke.internal.rpc.metrics import MetricsInterceptor
 from tke.internal.rpc.server import ListenConfig, RunningServer, ServerSpec, TLSConfig, start_server
 from tke.internal.storage.etcd import EtcdStore
 from tke.ipam.v1 import ipam_pb2_grpc
-from tke.plugins.ip_providers.provider import IPProvider
-from tke.plugins.ip_providers.static import StaticProvider
-from tke.plugins.ip_storage.store import IPStorage
 
 log = logging.getLogger("tke.ipamd")
 
@@ -42,7 +41,8 @@ def build_storage(config: IpamdConfig) -> IPStorage:
 
 
 def build_providers(config: IpamdConfig) -> dict[str, IPProvider]:
-    providers: dict[str, IPProvider] = {"static": StaticProvider()}
+    # "static" (the pools' own CIDRs) is always there, loaded like any other provider.
+    providers: dict[str, IPProvider] = {"static": loader.load(PROVIDER_GROUP, "static")}
     for name, pc in config.providers.items():
         providers[name] = loader.load(PROVIDER_GROUP, pc.plugin or name, pc.options)
     return providers

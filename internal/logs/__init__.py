@@ -4,12 +4,14 @@ being served when there is one."""
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import sys
 import time
 
-from tke.internal.rpc.interceptors import request_id_var
+# The request id of the gRPC call being served (set by the servers' request interceptor).
+request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 
 
 class _RequestId(logging.Filter):

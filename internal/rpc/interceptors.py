@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import contextvars
 import logging
 import time
 import uuid
@@ -20,12 +19,11 @@ import grpc
 from grpc_interceptor.server import AsyncServerInterceptor
 from grpc_status import rpc_status
 
+from tke.internal.logs import request_id_var
 from tke.internal.rpc.errors import ApiError, internal, unavailable
 from tke.internal.storage.store import Unavailable
 
 log = logging.getLogger("tke.access")
-
-request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 
 REQUEST_ID_HEADER = "x-request-id"
 

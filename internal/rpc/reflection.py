@@ -10,7 +10,7 @@ in that set, comments included.
 from __future__ import annotations
 
 import functools
-from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from google.protobuf import descriptor_pb2, descriptor_pool
@@ -58,6 +58,13 @@ class DocumentedPool:
 
 @functools.cache
 def documented_pool() -> DocumentedPool:
-    data = resources.files("tke").joinpath("descriptors.binpb").read_bytes()
+    # tke is a namespace package (gen/tke, and the folders mapped into it), which
+    # importlib.resources cannot read a file from in Python 3.11: look in each portion.
+    import tke
+
+    found = [p for p in (Path(folder, "descriptors.binpb") for folder in tke.__path__) if p.is_file()]
+    if not found:
+        raise FileNotFoundError("tke/descriptors.binpb is not installed (make gen)")
+    data = found[0].read_bytes()
     files = descriptor_pb2.FileDescriptorSet.FromString(data).file
     return DocumentedPool({f.name: f for f in files if f.name.startswith("tke/")})

@@ -1,7 +1,7 @@
 """The storage contract: a versioned key-value store with compare-and-swap writes and watches.
 
 Every service keeps its objects behind this Protocol; etcd is the real implementation
-(`tke.internal.storage.etcd`) and `tke.internal.storage.memory` is a fake of the same contract
+(`tke.internal.storage.etcd`) and `tests.support.memory_store` is a fake of the same contract
 for unit tests of pure logic.
 
 Invariants every implementation keeps:

@@ -39,12 +39,12 @@ import grpc
 from google.protobuf import timestamp_pb2
 
 from tke.auth.v1 import accounts_pb2, accounts_pb2_grpc
-from tke.internal.apiserver.labels import dns1123_label_error
 from tke.internal.auth.authn import AuthenticationError, Credentials
 from tke.internal.auth.identity import DEFAULT_TENANT, PLATFORM_ADMINS, Identity, current_identity
 from tke.internal.auth.passwords import DUMMY_HASH, hash_password, password_error, verify_password
 from tke.internal.auth.tokens import PREFIX as TOKEN_PREFIX
 from tke.internal.auth.tokens import TokenError, TokenSigner
+from tke.internal.meta.labels import dns1123_label_error
 from tke.internal.rpc import errors
 from tke.internal.storage.lease import LeasedStore
 from tke.internal.storage.mirror import Mirror

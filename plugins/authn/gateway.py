@@ -24,9 +24,9 @@ from typing import Any
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from tke.internal.apiserver.labels import dns1123_label_error
 from tke.internal.auth.authn import AuthenticationError, Credentials
 from tke.internal.auth.identity import Identity
+from tke.internal.meta.labels import dns1123_label_error
 
 ACCOUNT, APP_ID, TIMESTAMP, NONCE, SIGNATURE = (
     "x-tke-account",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tke.plugins.ip_providers.provider import Subnet
+from tke.internal.ipamd.provider import Subnet
 
 
 class StaticProvider:

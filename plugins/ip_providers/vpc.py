@@ -23,8 +23,8 @@ import ssl
 from typing import Any
 from urllib.parse import quote
 
+from tke.internal.ipamd.provider import ProviderRefused, ProviderUnavailable, Subnet
 from tke.plugins.ip_providers import httpclient
-from tke.plugins.ip_providers.provider import ProviderRefused, ProviderUnavailable, Subnet
 
 _RETRYABLE_STATUS = {429, 500, 502, 503, 504}
 

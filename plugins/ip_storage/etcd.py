@@ -27,12 +27,12 @@ from dataclasses import dataclass, field
 from aetcd import rpc
 
 from tke.internal.ipamd.allocator import Block
+from tke.internal.ipamd.keys import address_key, attachment_key, indexes
+from tke.internal.ipamd.storage import Lost, PoolEntry, PoolExists, StorageUnavailable, Stored
 from tke.internal.storage.etcd.connection import EtcdConfig, EtcdConnection, EtcdTLS
 from tke.internal.storage.etcd.store import prefix_end
 from tke.internal.storage.store import Unavailable
 from tke.ipam.v1 import ipam_pb2
-from tke.plugins.ip_storage.keys import address_key, attachment_key, indexes
-from tke.plugins.ip_storage.store import Lost, PoolEntry, PoolExists, StorageUnavailable, Stored
 
 _EQUAL = rpc.Compare.CompareResult.EQUAL
 _CREATE = rpc.Compare.CompareTarget.CREATE

@@ -12,13 +12,13 @@ from pathlib import Path
 import grpc
 import pytest
 
+from tests.support.apiserver import Running, cluster, local_config, start, stop
+from tests.support.auth_plugins import MemorySink
+from tests.support.rpc import expect_error, grpcurl_path
 from tke.auth.v1 import accounts_pb2, accounts_pb2_grpc, policy_pb2, policy_pb2_grpc
 from tke.internal.auth.chain import AuthConfig, PluginConfig
 from tke.internal.auth.tokens import TokenSigner
 from tke.internal.storage.etcd import EtcdConfig
-from tke.internal.testing.apiserver import Running, cluster, local_config, start, stop
-from tke.internal.testing.auth_plugins import MemorySink
-from tke.internal.testing.rpc import expect_error, grpcurl_path
 from tke.platform.v1 import cluster_pb2, cluster_pb2_grpc
 
 Code = grpc.StatusCode
@@ -44,7 +44,7 @@ async def secured(etcd_config: EtcdConfig, tmp_path: Path, monkeypatch: pytest.M
         authorizers=[PluginConfig("policy")],
         audit=[
             PluginConfig("jsonl-file", {"path": str(tmp_path / "audit.jsonl")}),
-            PluginConfig("tke.internal.testing.auth_plugins:MemorySink"),
+            PluginConfig("tests.support.auth_plugins:MemorySink"),
         ],
     )
     running = await start(replace(local_config(etcd_config), auth=auth))
@@ -261,8 +261,8 @@ async def test_a_failing_or_stalled_audit_sink_never_fails_requests(etcd_config:
         authenticators=[PluginConfig("token-file", {"path": str(tokens)})],
         authorizers=[PluginConfig("policy")],
         audit=[
-            PluginConfig("tke.internal.testing.auth_plugins:FailingSink"),
-            PluginConfig("tke.internal.testing.auth_plugins:StalledSink"),
+            PluginConfig("tests.support.auth_plugins:FailingSink"),
+            PluginConfig("tests.support.auth_plugins:StalledSink"),
         ],
         audit_queue=5,
     )

@@ -16,13 +16,13 @@ from typing import Any
 import grpc
 import pytest
 
+from tests.support.apiserver import Running, cluster, local_config, start, stop
+from tests.support.pki import TestCA
+from tests.support.rpc import expect_error
 from tke.auth.v1 import external_pb2, external_pb2_grpc
 from tke.internal.auth.chain import AuthConfig, PluginConfig
 from tke.internal.rpc.server import ListenConfig, TLSConfig
 from tke.internal.storage.etcd import EtcdConfig
-from tke.internal.testing.apiserver import Running, cluster, local_config, start, stop
-from tke.internal.testing.pki import TestCA
-from tke.internal.testing.rpc import expect_error
 from tke.platform.v1 import cluster_pb2, cluster_pb2_grpc
 from tke.plugins.authn.gateway import sign
 
@@ -91,7 +91,7 @@ async def gateway(etcd_config: EtcdConfig, monkeypatch: pytest.MonkeyPatch) -> A
     monkeypatch.setenv("TKE_TEST_GATEWAY_SECRET", GATEWAY_SECRET)
     auth = AuthConfig(
         authenticators=[PluginConfig("gateway", {"secret_env": "TKE_TEST_GATEWAY_SECRET", "window": 60})],
-        authorizers=[PluginConfig("tke.internal.testing.auth_plugins:TenantAdmin")],
+        authorizers=[PluginConfig("tests.support.auth_plugins:TenantAdmin")],
     )
     api = await start(replace(local_config(etcd_config), auth=auth))
     try:

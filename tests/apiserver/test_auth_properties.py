@@ -13,10 +13,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.support.apiserver import ThreadedApiserver, local_config
+from tests.support.etcd import EtcdProcess
 from tke.internal.auth.chain import AuthConfig, PluginConfig
 from tke.internal.storage.etcd import EtcdConfig
-from tke.internal.testing.apiserver import ThreadedApiserver, local_config
-from tke.internal.testing.etcd import EtcdProcess
 from tke.platform.v1 import cluster_pb2, cluster_pb2_grpc
 
 ALLOWED = {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED}

@@ -8,8 +8,8 @@ import grpc
 from google.protobuf import field_mask_pb2
 from google.rpc import error_details_pb2
 
-from tke.internal.testing.apiserver import Running, cluster, machine
-from tke.internal.testing.rpc import bad_request_fields, detail_of, expect_error
+from tests.support.apiserver import Running, cluster, machine
+from tests.support.rpc import bad_request_fields, detail_of, expect_error
 from tke.meta.v1 import meta_pb2
 from tke.platform.v1 import cluster_pb2, machine_pb2
 

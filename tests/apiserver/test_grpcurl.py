@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from tke.internal.testing.apiserver import Running
-from tke.internal.testing.rpc import grpcurl_path
+from tests.support.apiserver import Running
+from tests.support.rpc import grpcurl_path
 
 GRPCURL = grpcurl_path()
 pytestmark = pytest.mark.skipif(GRPCURL is None, reason="grpcurl is not installed (make setup installs it)")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import grpc
 
-from tke.internal.testing.apiserver import Running, cluster
-from tke.internal.testing.rpc import bad_request_fields, expect_error
+from tests.support.apiserver import Running, cluster
+from tests.support.rpc import bad_request_fields, expect_error
 from tke.platform.v1 import cluster_pb2
 
 Code = grpc.StatusCode

@@ -8,10 +8,10 @@ from pathlib import Path
 import grpc
 import pytest
 
+from tests.support.apiserver import local_config, start, stop
+from tests.support.pki import TestCA
 from tke.internal.rpc.server import ListenConfig, TLSConfig
 from tke.internal.storage.etcd import EtcdConfig
-from tke.internal.testing.apiserver import local_config, start, stop
-from tke.internal.testing.pki import TestCA
 from tke.platform.v1 import cluster_pb2, cluster_pb2_grpc
 
 

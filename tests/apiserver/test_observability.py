@@ -11,9 +11,9 @@ from pathlib import Path
 
 import grpc
 
+from tests.support.apiserver import Running, cluster
+from tests.support.etcd import EtcdProcess, free_port
 from tke.internal import metrics
-from tke.internal.testing.apiserver import Running, cluster
-from tke.internal.testing.etcd import EtcdProcess, free_port
 from tke.platform.v1 import cluster_pb2, cluster_pb2_grpc
 
 

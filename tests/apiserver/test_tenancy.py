@@ -12,10 +12,10 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from tests.support.apiserver import Running, cluster, local_config, start, stop
+from tests.support.rpc import expect_error
 from tke.internal.auth.chain import AuthConfig, PluginConfig
 from tke.internal.storage.etcd import EtcdConfig
-from tke.internal.testing.apiserver import Running, cluster, local_config, start, stop
-from tke.internal.testing.rpc import expect_error
 from tke.meta.v1 import meta_pb2
 from tke.platform.v1 import cluster_pb2
 

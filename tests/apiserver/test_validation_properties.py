@@ -12,10 +12,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tke.internal.apiserver.labels import SelectorError, parse_selector
+from tests.support.apiserver import ThreadedApiserver, local_config
+from tests.support.rpc import bad_request_fields
+from tke.internal.meta.labels import SelectorError, parse_selector
 from tke.internal.storage.etcd import EtcdConfig
-from tke.internal.testing.apiserver import ThreadedApiserver, local_config
-from tke.internal.testing.rpc import bad_request_fields
 from tke.platform.v1 import cluster_pb2, cluster_pb2_grpc
 
 NAME_CHARS = st.characters(codec="utf-8")

@@ -11,10 +11,10 @@ from typing import Any
 import grpc
 import pytest
 
+from tests.support.apiserver import Running, cluster, local_config, start, stop
+from tests.support.etcd import EtcdProcess
 from tke.internal.apiserver.app import WatchConfig
 from tke.internal.storage.etcd import EtcdConfig
-from tke.internal.testing.apiserver import Running, cluster, local_config, start, stop
-from tke.internal.testing.etcd import EtcdProcess
 from tke.meta.v1 import meta_pb2
 from tke.platform.v1 import cluster_pb2
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tke.internal.cni.testing import DEBIAN_CNI, IpamdDaemon, Runtime, bin_dir, console_script, netns, sh, unique
+from tests.support.cni import DEBIAN_CNI, IpamdDaemon, Runtime, bin_dir, console_script, netns, sh, unique
 from tke.internal.storage.etcd import EtcdConfig
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import grpc
 import pytest
 
-from tke.internal.cni.testing import (
+from tests.support.cni import (
     DEBIAN_CNI,
     IpamdDaemon,
     Runtime,

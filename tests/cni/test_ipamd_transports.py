@@ -14,14 +14,14 @@ from typing import Any
 import grpc
 import pytest
 
+from tests.support.cni import DEBIAN_CNI, IpamdDaemon, Runtime, console_script, unique, with_prev
+from tests.support.etcd import free_port
 from tke.internal.cni import h2
 from tke.internal.cni.endpoint import IpamdEndpoint
 from tke.internal.cni.errors import CNIError
 from tke.internal.cni.ipamdclient import IpamdClient
 from tke.internal.cni.owner import PodOwner
-from tke.internal.cni.testing import DEBIAN_CNI, IpamdDaemon, Runtime, console_script, unique, with_prev
 from tke.internal.storage.etcd import EtcdConfig
-from tke.internal.testing.etcd import free_port
 from tke.ipam.v1 import ipam_pb2, ipam_pb2_grpc
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import grpc
 import pytest
 
-from tke.internal.cni.testing import IpamdDaemon, ipamc_network, launchers, unique
+from tests.support.cni import IpamdDaemon, ipamc_network, launchers, unique
 from tke.ipam.v1 import ipam_pb2, ipam_pb2_grpc
 
 pytestmark = pytest.mark.slow

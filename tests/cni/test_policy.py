@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.memory_attachments import MemoryStore
 from tke.internal.cni import version
 from tke.internal.cni.args import parse_args, without
 from tke.internal.cni.errors import CNIError
@@ -20,7 +21,7 @@ from tke.internal.cni.switch.config import SwitchConfig
 from tke.internal.cni.switch.delegate import PluginVersions
 from tke.internal.cni.switch.plugin import Switch
 from tke.internal.cni.switch.policy import Binding, BindingUnavailable, choose_network
-from tke.internal.cni.switch.state import ADDED, ADDING, Attachment, DiskStore, MemoryStore
+from tke.internal.cni.switch.state import ADDED, ADDING, Attachment, DiskStore
 
 # -- the skeleton ----------------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from tke.internal.cni.testing import (
+from tests.support.cni import (
     Runtime,
     addresses,
     bridge_network,

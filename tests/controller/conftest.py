@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from tests.support.apiserver import Running, local_config, start, stop
 from tke.internal.storage.etcd import EtcdConfig
-from tke.internal.testing.apiserver import Running, local_config, start, stop
 
 
 @pytest.fixture

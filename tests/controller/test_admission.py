@@ -8,12 +8,12 @@ import grpc
 import pytest
 from google.protobuf import field_mask_pb2
 
+from tests.support.apiserver import cluster
+from tests.support.memory_store import MemoryStore
+from tke.internal.apiserver.admission import with_provider_validation
 from tke.internal.apiserver.kinds import CLUSTERS
 from tke.internal.apiserver.registry import Registry
-from tke.internal.provider.admission import with_provider_validation
 from tke.internal.rpc.errors import ApiError
-from tke.internal.storage.memory import MemoryStore
-from tke.internal.testing.apiserver import cluster
 from tke.platform.v1 import cluster_pb2
 
 

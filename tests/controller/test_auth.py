@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.apiserver import cluster, local_config, start, stop
+from tests.support.controller import RecordingProvider, controller_config, wait_for
 from tke.internal.auth.chain import AuthConfig, PluginConfig
 from tke.internal.controller.client import ApiserverConfig
 from tke.internal.controller.manager import Controller
 from tke.internal.storage.etcd import EtcdConfig
-from tke.internal.testing.apiserver import cluster, local_config, start, stop
-from tke.internal.testing.controller import RecordingProvider, controller_config, wait_for
 from tke.platform.v1 import cluster_pb2
 
 pytestmark = pytest.mark.timeout(60)

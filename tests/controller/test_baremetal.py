@@ -27,15 +27,15 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from google.protobuf import field_mask_pb2
 
+from tests.support.apiserver import Running
+from tests.support.controller import controller_config, wait_for
+from tests.support.sshd import Machines, SSHServer, keypair, ssh_machines
 from tke.internal.controller.config import ProviderConfig
 from tke.internal.controller.manager import Controller
+from tke.internal.controller.progress import TRUE, find
 from tke.internal.provider.credentials import CredentialConfig
-from tke.internal.provider.progress import TRUE, find
 from tke.internal.provider.ssh import SSHOptions
 from tke.internal.storage.etcd import EtcdConfig
-from tke.internal.testing.apiserver import Running
-from tke.internal.testing.controller import controller_config, wait_for
-from tke.internal.testing.sshd import Machines, SSHServer, keypair, ssh_machines
 from tke.platform.v1 import cluster_pb2, event_pb2, event_pb2_grpc, machine_pb2
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]

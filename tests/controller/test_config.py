@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import REPO
 from tke.internal.config.loader import load
 from tke.internal.controller.config import ControllerConfig
 from tke.internal.controller.manager import CLUSTER_GROUP, MACHINE_GROUP, load_providers
@@ -44,7 +45,7 @@ def test_a_bad_configuration_exits_2_with_the_key(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text("[leader]\nttll = 3\n")
     done = subprocess.run(
-        [sys.executable, "-P", "-m", "tke.cmd.controller", "--config", str(bad)],
+        [sys.executable, "-m", "tke.cmd.controller", "--config", str(bad)],
         capture_output=True,
         text=True,
         check=False,
@@ -55,9 +56,10 @@ def test_a_bad_configuration_exits_2_with_the_key(tmp_path: Path) -> None:
 
 def test_an_unknown_provider_plugin_is_refused_at_start(tmp_path: Path) -> None:
     config = tmp_path / "c.toml"
-    config.write_text('[machine_providers.worse]\nplugin = "tke.internal.testing.controller:NoSuchProvider"\n')
+    config.write_text('[machine_providers.worse]\nplugin = "tests.support.controller:NoSuchProvider"\n')
     done = subprocess.run(
-        [sys.executable, "-P", "-m", "tke.cmd.controller", "--config", str(config)],
+        [sys.executable, "-m", "tke.cmd.controller", "--config", str(config)],
+        cwd=REPO,
         capture_output=True,
         text=True,
         check=False,

@@ -11,11 +11,11 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from tests.support.apiserver import Running, cluster, local_config, start, stop
+from tests.support.controller import wait_for
 from tke.internal.controller.client import EventClient
 from tke.internal.controller.events import NORMAL, WARNING, ApiRecorder, event_name, make_record
 from tke.internal.storage.etcd import EtcdConfig
-from tke.internal.testing.apiserver import Running, cluster, local_config, start, stop
-from tke.internal.testing.controller import wait_for
 from tke.meta.v1 import meta_pb2
 from tke.platform.v1 import cluster_pb2, event_pb2, event_pb2_grpc
 

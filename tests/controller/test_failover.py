@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
+from tests.support.apiserver import Running, cluster
+from tests.support.controller import ControllerProcess, read_records, wait_for
 from tke.internal.storage.etcd import EtcdConfig, EtcdStore
 from tke.internal.storage.store import NotFound
-from tke.internal.testing.apiserver import Running, cluster
-from tke.internal.testing.controller import ControllerProcess, read_records, wait_for
 from tke.platform.v1 import cluster_pb2
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
@@ -34,7 +34,7 @@ def config(api: Running, etcd_config: EtcdConfig, identity: str, log: Path) -> d
         "leader": {"ttl": TTL, "identity": identity},
         "cluster_providers": {
             "recording": {
-                "plugin": "tke.internal.testing.controller:RecordingProvider",
+                "plugin": "tests.support.controller:RecordingProvider",
                 "options": {"log_file": str(log), "steps": 6, "step_seconds": 0.6},
             }
         },

@@ -16,13 +16,13 @@ from typing import Any
 
 import pytest
 
+from tests.support.apiserver import Running
+from tests.support.controller import controller_config, wait_for
+from tests.support.pki import TestCA
 from tke.internal.controller.manager import Controller
+from tke.internal.controller.progress import find
 from tke.internal.provider.credentials import CredentialConfig
-from tke.internal.provider.progress import find
 from tke.internal.storage.etcd import EtcdConfig
-from tke.internal.testing.apiserver import Running
-from tke.internal.testing.controller import controller_config, wait_for
-from tke.internal.testing.pki import TestCA
 from tke.platform.v1 import cluster_pb2
 
 pytestmark = pytest.mark.timeout(60)

@@ -12,14 +12,14 @@ from dataclasses import replace
 import grpc
 import pytest
 
+from tests.support.apiserver import cluster, local_config, machine, start, stop
+from tests.support.controller import wait_for
+from tests.support.etcd import free_port
 from tke.internal.controller.cache import by_cluster
 from tke.internal.controller.client import ClusterClient, MachineClient
 from tke.internal.controller.informer import Change, Informer
 from tke.internal.rpc.server import ListenConfig
 from tke.internal.storage.etcd import EtcdConfig, EtcdStore
-from tke.internal.testing.apiserver import cluster, local_config, machine, start, stop
-from tke.internal.testing.controller import wait_for
-from tke.internal.testing.etcd import free_port
 from tke.platform.v1 import cluster_pb2, machine_pb2
 
 pytestmark = pytest.mark.timeout(90)

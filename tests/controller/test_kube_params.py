@@ -10,9 +10,9 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from google.protobuf import timestamp_pb2
 
-from tke.internal.provider import progress
+from tests.support.apiserver import cluster
+from tke.internal.controller import progress
 from tke.internal.provider.kube import config, kubeconfig, pki
-from tke.internal.testing.apiserver import cluster
 from tke.platform.v1 import cluster_pb2
 
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.etcd import EtcdProcess
 from tke.internal.controller.leader import LeaderElector, LostLeadership
 from tke.internal.storage.etcd import EtcdConfig, EtcdStore
 from tke.internal.storage.store import Unavailable
-from tke.internal.testing.etcd import EtcdProcess
 
 
 class Partitioned:

@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
+from tests.support.memory_store import MemoryStore
 from tke.internal.storage.etcd import EtcdStore
 from tke.internal.storage.lease import LeasedStore, LeaseExpired
-from tke.internal.storage.memory import MemoryStore
 from tke.internal.storage.store import NotFound
 from tke.internal.storage.ttl import ExpiringStore
 

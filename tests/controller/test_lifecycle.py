@@ -15,14 +15,15 @@ from typing import Any
 import grpc
 import pytest
 
+from tests.support.apiserver import Running, cluster
+from tests.support.controller import RecordingProvider, controller_config, wait_for
+from tests.support.fake_ssh import FakeDialer
 from tke.internal.controller.manager import Controller
+from tke.internal.controller.progress import FAILED, RETRYING, SUCCEEDED, TRUE, find
 from tke.internal.provider.contract import Tools
 from tke.internal.provider.credentials import ConfiguredCredentials
-from tke.internal.provider.progress import FAILED, RETRYING, SUCCEEDED, TRUE, find
-from tke.internal.provider.ssh import FakeDialer, Result
+from tke.internal.provider.ssh import Result
 from tke.internal.storage.etcd import EtcdConfig
-from tke.internal.testing.apiserver import Running, cluster
-from tke.internal.testing.controller import RecordingProvider, controller_config, wait_for
 from tke.platform.v1 import cluster_pb2, event_pb2, event_pb2_grpc
 
 pytestmark = pytest.mark.timeout(90)

@@ -12,18 +12,18 @@ from pathlib import Path
 import asyncssh
 import pytest
 
+from tests.support.fake_ssh import FakeChannel
+from tests.support.sshd import Machines, free_port, keypair, ssh_machines
 from tke.internal.provider.credentials import ConfiguredCredentials, CredentialConfig
 from tke.internal.provider.errors import PermanentError, TemporaryError
 from tke.internal.provider.ssh import (
     CachingDialer,
     Channel,
     CommandFailed,
-    FakeChannel,
     SSHDialer,
     SSHOptions,
     Target,
 )
-from tke.internal.testing.sshd import Machines, free_port, keypair, ssh_machines
 
 pytestmark = pytest.mark.timeout(60)
 

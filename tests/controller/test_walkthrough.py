@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
+from tests.support.apiserver import Running
+from tests.support.controller import ControllerProcess, wait_for
+from tests.support.rpc import grpcurl_path
+from tests.support.sshd import Machines, ssh_machines
 from tke.internal.storage.etcd import EtcdConfig
-from tke.internal.testing.apiserver import Running
-from tke.internal.testing.controller import ControllerProcess, wait_for
-from tke.internal.testing.rpc import grpcurl_path
-from tke.internal.testing.sshd import Machines, ssh_machines
 
 GRPCURL = grpcurl_path()
 pytestmark = [

@@ -15,8 +15,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from tke.internal.testing.apiserver import cluster
-from tke.internal.testing.etcd import etcd_binary
+from tests.support.apiserver import cluster
+from tests.support.etcd import etcd_binary
 from tke.ipam.v1 import ipam_pb2, ipam_pb2_grpc
 from tke.meta.v1 import meta_pb2
 from tke.platform.v1 import cluster_pb2, cluster_pb2_grpc

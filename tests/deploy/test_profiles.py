@@ -20,10 +20,10 @@ from typing import Any
 import grpc
 import tomli_w
 
+from tests.support.etcd import EtcdProcess, free_port
+from tests.support.pki import TestCA
+from tests.support.rpc import expect_error
 from tke.auth.v1 import accounts_pb2, accounts_pb2_grpc, external_pb2, external_pb2_grpc, policy_pb2, policy_pb2_grpc
-from tke.internal.testing.etcd import EtcdProcess, free_port
-from tke.internal.testing.pki import TestCA
-from tke.internal.testing.rpc import expect_error
 from tke.platform.v1 import cluster_pb2, cluster_pb2_grpc
 from tke.plugins.authn.gateway import sign
 

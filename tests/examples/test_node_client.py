@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import accounts
+from tests.support.apiserver import ThreadedApiserver
 from tke.internal.storage.etcd import EtcdConfig
-from tke.internal.testing import accounts
-from tke.internal.testing.apiserver import ThreadedApiserver
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "node"
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import grpc
 import pytest
 
+from tests.support.apiserver import Running, cluster, local_config, start, stop
+from tests.support.etcd import EtcdCluster
 from tke.internal.storage.etcd import EtcdConfig
-from tke.internal.testing.apiserver import Running, cluster, local_config, start, stop
-from tke.internal.testing.etcd import EtcdCluster
 from tke.meta.v1 import meta_pb2
 from tke.platform.v1 import cluster_pb2
 

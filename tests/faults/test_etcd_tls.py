@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.apiserver import cluster, local_config, start, stop
+from tests.support.etcd import EtcdProcess
+from tests.support.pki import TestCA
 from tke.internal.storage.etcd import EtcdConfig, EtcdStore, EtcdTLS
 from tke.internal.storage.store import Unavailable
-from tke.internal.testing.apiserver import cluster, local_config, start, stop
-from tke.internal.testing.etcd import EtcdProcess
-from tke.internal.testing.pki import TestCA
 from tke.platform.v1 import cluster_pb2
 
 

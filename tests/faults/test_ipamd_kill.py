@@ -10,8 +10,8 @@ import uuid
 
 import grpc
 
-from tke.internal.testing.etcd import EtcdProcess
-from tke.internal.testing.ipamd_daemon import IpamdDaemon
+from tests.support.etcd import EtcdProcess
+from tests.support.ipamd_daemon import IpamdDaemon
 from tke.ipam.v1 import ipam_pb2, ipam_pb2_grpc
 
 NODE = "node-k"

@@ -16,9 +16,9 @@ from pathlib import Path
 import grpc
 import pytest
 
+from tests.support.apiserver import cluster, local_config, start, stop
+from tests.support.etcd import EtcdCluster, EtcdProcess
 from tke.internal.storage.etcd import EtcdConfig
-from tke.internal.testing.apiserver import cluster, local_config, start, stop
-from tke.internal.testing.etcd import EtcdCluster, EtcdProcess
 from tke.platform.v1 import cluster_pb2
 
 pytestmark = pytest.mark.skipif(

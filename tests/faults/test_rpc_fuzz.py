@@ -21,12 +21,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.support.apiserver import ThreadedApiserver, local_config
+from tests.support.etcd import EtcdProcess
+from tests.support.ipamd_daemon import IpamdDaemon
 from tke.auth.v1 import accounts_pb2, policy_pb2
 from tke.internal.auth.chain import AuthConfig, PluginConfig
 from tke.internal.storage.etcd import EtcdConfig
-from tke.internal.testing.apiserver import ThreadedApiserver, local_config
-from tke.internal.testing.etcd import EtcdProcess
-from tke.internal.testing.ipamd_daemon import IpamdDaemon
 from tke.ipam.v1 import ipam_pb2
 from tke.platform.v1 import cluster_pb2, event_pb2, machine_pb2
 

@@ -7,11 +7,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from tests.support.memory_ip_storage import MemoryIPStorage
+from tke.internal.ipamd.storage import IPStorage
 from tke.internal.storage.etcd import EtcdConfig
 from tke.ipam.v1 import ipam_pb2
 from tke.plugins.ip_storage.etcd import EtcdIPStorage, EtcdIPStorageConfig
-from tke.plugins.ip_storage.memory import MemoryIPStorage
-from tke.plugins.ip_storage.store import IPStorage
 
 
 class Clock:

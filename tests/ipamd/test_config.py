@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.memory_ip_storage import MemoryIPStorage
 from tke.cmd.ipamd import main
 from tke.internal.config.loader import ConfigError, load
 from tke.internal.ipamd.config import IpamdConfig
 from tke.internal.ipamd.server import build_providers, build_storage
 from tke.internal.plugin.loader import PluginError, available, find
 from tke.plugins.ip_providers.vpc import VPCProvider
-from tke.plugins.ip_storage.memory import MemoryIPStorage
 
 EXAMPLE = Path(__file__).parents[2] / "deploy" / "ipamd" / "ipamd.toml"
 
@@ -28,9 +28,9 @@ def test_example_config_loads_and_builds(monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 def test_entry_points_are_registered() -> None:
-    assert {"etcd", "memory"} <= set(available("tke.ip_storage"))
+    assert available("tke.ip_storage") == ["etcd"]
     assert {"static", "vpc"} <= set(available("tke.ip_providers"))
-    assert find("tke.ip_storage", "tke.plugins.ip_storage.memory:MemoryIPStorage") is MemoryIPStorage
+    assert find("tke.ip_storage", "tests.support.memory_ip_storage:MemoryIPStorage") is MemoryIPStorage
 
 
 def test_mistakes_are_named(tmp_path: Path) -> None:
@@ -49,8 +49,8 @@ def test_mistakes_are_named(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("profile", ["private-cloud", "public-cloud"])
 async def test_cloud_profiles_load_and_their_plugins_build(profile: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.support.memory_store import MemoryStore
     from tke.internal.auth.chain import PluginContext, build
-    from tke.internal.storage.memory import MemoryStore
 
     for name in ("TKE_TOKEN_SECRET", "TKE_GATEWAY_SECRET"):
         monkeypatch.setenv(name, "x" * 40)

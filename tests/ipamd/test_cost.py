@@ -1,6 +1,6 @@
 """Allocation cost does not grow with the pool's fill: on a /16, an Allocate makes the same
 storage calls at 5% as at 95% full, whether the used addresses are spread out or packed at the
-front. (Wall-clock latency at both fill levels is measured by `python -m tke.internal.ipamd.bench`.)"""
+front. (Wall-clock latency at both fill levels is measured by `python -m bench.ipamd`.)"""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
+from tests.support.memory_ip_storage import MemoryIPStorage
 from tke.internal.ipamd.allocator import BLOCK_SIZE, Block
 from tke.internal.ipamd.ipam import IPAM
 from tke.internal.ipamd.pools import pool_layout
 from tke.ipam.v1 import ipam_pb2
 from tke.plugins.ip_providers.static import StaticProvider
-from tke.plugins.ip_storage.memory import MemoryIPStorage
 
 from .conftest import Clock, allocate_request
 

@@ -13,11 +13,11 @@ from pathlib import Path
 import grpc
 import pytest
 
+from tests.support.ipamd_daemon import IpamdProcess
 from tke.internal.storage.etcd import EtcdConfig
 from tke.ipam.v1 import ipam_pb2, ipam_pb2_grpc
 
 from .conftest import allocate_request
-from .daemons import IpamdProcess
 
 
 @pytest.fixture
@@ -135,7 +135,7 @@ async def test_metrics_and_json_logs(workdir: Path, etcd_config: EtcdConfig) -> 
     import json
     import urllib.request
 
-    from tke.internal.testing.etcd import free_port
+    from tests.support.etcd import free_port
 
     port = free_port()
     daemon = IpamdProcess(

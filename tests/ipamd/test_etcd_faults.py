@@ -12,12 +12,12 @@ from pathlib import Path
 import grpc
 import pytest
 
+from tests.support.etcd import EtcdProcess
 from tke.internal.ipamd.allocator import BLOCK_SIZE
 from tke.internal.ipamd.ipam import IPAM
 from tke.internal.ipamd.pools import pool_layout
 from tke.internal.rpc.errors import ApiError
 from tke.internal.storage.store import Unavailable
-from tke.internal.testing.etcd import EtcdProcess
 from tke.ipam.v1 import ipam_pb2
 from tke.plugins.ip_providers.static import StaticProvider
 from tke.plugins.ip_storage.etcd import EtcdIPStorage, EtcdIPStorageConfig

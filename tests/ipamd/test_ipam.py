@@ -10,10 +10,10 @@ import pytest
 
 from tke.internal.ipamd.allocator import Block
 from tke.internal.ipamd.ipam import IPAM
+from tke.internal.ipamd.storage import IPStorage, Lost, Stored
 from tke.internal.rpc.errors import ApiError
 from tke.ipam.v1 import ipam_pb2
 from tke.plugins.ip_providers.static import StaticProvider
-from tke.plugins.ip_storage.store import IPStorage, Lost, Stored
 
 from .conftest import Clock, allocate_request, pool
 

@@ -15,14 +15,14 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
+from tests.support.memory_ip_storage import MemoryIPStorage
 from tke.internal.ipamd.allocator import BLOCK_SIZE
 from tke.internal.ipamd.ipam import IPAM
 from tke.internal.ipamd.pools import pool_layout
+from tke.internal.ipamd.storage import allocation_owner_key, is_fixed
 from tke.internal.rpc.errors import ApiError
 from tke.ipam.v1 import ipam_pb2
 from tke.plugins.ip_providers.static import StaticProvider
-from tke.plugins.ip_storage.memory import MemoryIPStorage
-from tke.plugins.ip_storage.store import allocation_owner_key, is_fixed
 
 from .conftest import Clock, allocate_request
 

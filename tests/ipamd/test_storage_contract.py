@@ -9,8 +9,8 @@ from dataclasses import replace
 import pytest
 
 from tke.internal.ipamd.allocator import Block
+from tke.internal.ipamd.storage import IPStorage, Lost, PoolEntry, PoolExists, Stored
 from tke.ipam.v1 import ipam_pb2
-from tke.plugins.ip_storage.store import IPStorage, Lost, PoolEntry, PoolExists, Stored
 
 IMMUTABLE = ipam_pb2.RELEASE_POLICY_IMMUTABLE
 

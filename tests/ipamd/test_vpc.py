@@ -13,14 +13,14 @@ import pytest
 
 from tke.internal.ipamd.allocator import Block
 from tke.internal.ipamd.ipam import IPAM, provider_owner
+from tke.internal.ipamd.provider import ProviderRefused, ProviderUnavailable
+from tke.internal.ipamd.storage import Lost, Stored
 from tke.internal.rpc.errors import ApiError
 from tke.internal.storage.etcd import EtcdConfig
 from tke.ipam.v1 import ipam_pb2
-from tke.plugins.ip_providers.provider import ProviderRefused, ProviderUnavailable
 from tke.plugins.ip_providers.static import StaticProvider
 from tke.plugins.ip_providers.vpc import VPCProvider
 from tke.plugins.ip_storage.etcd import EtcdIPStorage, EtcdIPStorageConfig
-from tke.plugins.ip_storage.store import Lost, Stored
 
 from .conftest import allocate_request
 from .vpc_server import Reservation, VPCServer, VPCState

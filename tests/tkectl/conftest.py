@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import accounts
+from tests.support.apiserver import ThreadedApiserver
+from tests.support.ipamd_daemon import IpamdDaemon
 from tke.internal.storage.etcd import EtcdConfig
-from tke.internal.testing import accounts
-from tke.internal.testing.apiserver import ThreadedApiserver
-from tke.internal.testing.ipamd_daemon import IpamdDaemon
 
 TKECTL = str(Path(sys.executable).parent / "tkectl")
 

@@ -11,7 +11,7 @@ import time
 
 import yaml
 
-from tke.internal.testing import accounts
+from tests.support import accounts
 
 from .conftest import TKECTL, Platform
 

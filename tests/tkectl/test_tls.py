@@ -8,11 +8,11 @@ import subprocess
 from dataclasses import replace
 from pathlib import Path
 
+from tests.support.apiserver import ThreadedApiserver, local_config
+from tests.support.pki import TestCA
 from tke.internal.auth.chain import AuthConfig, PluginConfig
 from tke.internal.rpc.server import ListenConfig, TLSConfig
 from tke.internal.storage.etcd import EtcdConfig
-from tke.internal.testing.apiserver import ThreadedApiserver, local_config
-from tke.internal.testing.pki import TestCA
 
 from .conftest import TKECTL
 

@@ -11,10 +11,10 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from tests.support.apiserver import ThreadedApiserver, local_config
+from tests.support.etcd import free_port
 from tke.internal.rpc.server import ListenConfig
 from tke.internal.storage.etcd import EtcdConfig
-from tke.internal.testing.apiserver import ThreadedApiserver, local_config
-from tke.internal.testing.etcd import free_port
 
 from .conftest import TKECTL
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tke.internal.apiserver.labels import SelectorError, label_value_error, parse_selector, qualified_name_error
+from tke.internal.meta.labels import SelectorError, label_value_error, parse_selector, qualified_name_error
 
 
 @pytest.mark.parametrize(

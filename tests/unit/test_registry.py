@@ -6,12 +6,12 @@ import grpc
 import pytest
 from google.protobuf import field_mask_pb2
 
+from tests.support.apiserver import cluster
+from tests.support.memory_store import MemoryStore
 from tke.internal.apiserver.kinds import CLUSTERS
-from tke.internal.apiserver.labels import EVERYTHING, parse_selector
 from tke.internal.apiserver.registry import Registry
+from tke.internal.meta.labels import EVERYTHING, parse_selector
 from tke.internal.rpc.errors import ApiError
-from tke.internal.storage.memory import MemoryStore
-from tke.internal.testing.apiserver import cluster
 
 
 @pytest.fixture

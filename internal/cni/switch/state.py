@@ -145,22 +145,3 @@ class DiskStore:
         except (ValueError, KeyError, TypeError) as err:
             warn(f"ignoring unreadable state record {path}: {err}")
             return None
-
-
-class MemoryStore:
-    """The same contract in memory, for tests of the verbs without a disk."""
-
-    def __init__(self) -> None:
-        self.records: dict[tuple[str, str], Attachment] = {}
-
-    def get(self, container_id: str, ifname: str) -> Attachment | None:
-        return self.records.get((container_id, ifname))
-
-    def put(self, attachment: Attachment) -> None:
-        self.records[(attachment.container_id, attachment.ifname)] = attachment
-
-    def remove(self, container_id: str, ifname: str) -> None:
-        self.records.pop((container_id, ifname), None)
-
-    def list(self) -> list[Attachment]:
-        return [self.records[k] for k in sorted(self.records)]

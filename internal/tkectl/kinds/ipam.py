@@ -12,7 +12,7 @@ from typing import Any, cast
 
 from google.protobuf.message import Message
 
-from tke.internal.apiserver.labels import SelectorError, parse_selector
+from tke.internal.meta.labels import SelectorError, parse_selector
 from tke.internal.tkectl.connection import IPAMD, Connection
 from tke.internal.tkectl.errors import CliError, Exit, usage
 from tke.internal.tkectl.kinds.base import Column, Kind, Query, age, enum_text, labels_text

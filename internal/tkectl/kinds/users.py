@@ -10,7 +10,7 @@ from typing import Any, cast
 from google.protobuf.message import Message
 
 from tke.auth.v1 import accounts_pb2, accounts_pb2_grpc
-from tke.internal.apiserver.labels import SelectorError, parse_selector
+from tke.internal.meta.labels import SelectorError, parse_selector
 from tke.internal.tkectl.connection import APISERVER, Connection
 from tke.internal.tkectl.errors import not_found, usage
 from tke.internal.tkectl.kinds.base import Column, Kind, Query, age, labels_text

@@ -1,3 +1,3 @@
 """`make bench`: the platform's speed and scale as ratios against baselines measured in the same
-run on the same machine (issue 8). `python -m tke.internal.bench` is the driver; each figure is
+run on the same machine (issue 8). `python -m bench` is the driver; each figure is
 a module of its own. Benchmarks, not tests: nothing here fails on a timing."""

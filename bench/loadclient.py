@@ -2,7 +2,7 @@
 `in_flight` coroutines, each calling in a loop, from `--start-at` (a wall-clock time shared by
 every client process of a run) for `--seconds`. Prints one JSON line: calls, errors, latencies.
 
-    python -m tke.internal.bench.loadclient --target apiserver|etcd --address ADDR ...
+    python -m bench.loadclient --target apiserver|etcd --address ADDR ...
 
 apiserver: ClusterService/Create of a new cluster per call, with a bearer token.
 etcd: the same creation done directly with the etcd client library (the platform's
@@ -20,8 +20,8 @@ from collections.abc import Awaitable, Callable
 import grpc
 from aetcd import rpc
 
+from tests.support.apiserver import cluster
 from tke.internal.storage.etcd.connection import EtcdConfig, EtcdConnection
-from tke.internal.testing.apiserver import cluster
 from tke.platform.v1 import cluster_pb2, cluster_pb2_grpc
 
 

@@ -16,6 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+from tests.support import REPO
 from tke.internal.controller.client import ApiserverConfig
 from tke.internal.controller.config import ControllerConfig, LeaderConfig
 from tke.internal.provider.contract import ClusterContext
@@ -168,7 +169,8 @@ class ControllerProcess:
     def start(self) -> None:
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child's for its lifetime
         self.process = subprocess.Popen(
-            [sys.executable, "-P", "-m", "tke.cmd.controller", "--config", str(self.config_path)],
+            [sys.executable, "-m", "tke.cmd.controller", "--config", str(self.config_path)],
+            cwd=REPO,
             stdout=log,
             stderr=log,
             start_new_session=True,

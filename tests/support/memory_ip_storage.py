@@ -8,9 +8,9 @@ import itertools
 from dataclasses import replace
 
 from tke.internal.ipamd.allocator import Block
+from tke.internal.ipamd.keys import address_key, indexes
+from tke.internal.ipamd.storage import Lost, PoolEntry, PoolExists, Stored
 from tke.ipam.v1 import ipam_pb2
-from tke.plugins.ip_storage.keys import address_key, indexes
-from tke.plugins.ip_storage.store import Lost, PoolEntry, PoolExists, Stored
 
 
 def _copy(a: ipam_pb2.Allocation) -> ipam_pb2.Allocation:

@@ -10,7 +10,7 @@
    Fill is laid down directly as owned bits in the blocks (an allocation reads and writes only
    its block, so the records of the other 62 000 addresses would not be on its path).
 
-Usage: python -m tke.internal.ipamd.bench [--seconds 5]
+Usage: python -m bench.ipamd [--seconds 5]
 """
 
 from __future__ import annotations
@@ -29,11 +29,11 @@ from pathlib import Path
 import grpc
 from aetcd import rpc
 
+from tests.support.etcd import EtcdProcess
 from tke.internal.ipamd.allocator import BLOCK_SIZE, Block
 from tke.internal.ipamd.ipam import IPAM
 from tke.internal.ipamd.pools import pool_layout
 from tke.internal.storage.etcd.connection import EtcdConfig, EtcdConnection
-from tke.internal.testing.etcd import EtcdProcess
 from tke.ipam.v1 import ipam_pb2, ipam_pb2_grpc
 from tke.plugins.ip_providers.static import StaticProvider
 from tke.plugins.ip_storage.etcd import EtcdIPStorage, EtcdIPStorageConfig, encode_block

@@ -24,10 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tke.internal.apiserver.kinds import CLUSTERS
-from tke.internal.apiserver.registry import Registry
-from tke.internal.bench import h2load
-from tke.internal.bench.procs import (
+from bench import h2load
+from bench.procs import (
     PREFIX,
     TENANT,
     USER_TOKEN,
@@ -38,10 +36,12 @@ from tke.internal.bench.procs import (
     rss_bytes,
     wait_port,
 )
-from tke.internal.bench.stats import percentile, ratio, rounds
+from bench.stats import percentile, ratio, rounds
+from tests.support.apiserver import cluster
+from tests.support.etcd import free_port
+from tke.internal.apiserver.kinds import CLUSTERS
+from tke.internal.apiserver.registry import Registry
 from tke.internal.storage.etcd import EtcdConfig, EtcdStore
-from tke.internal.testing.apiserver import cluster
-from tke.internal.testing.etcd import free_port
 from tke.platform.v1 import cluster_pb2
 from tke.plugins.authz.policy import BINDINGS
 
@@ -102,7 +102,7 @@ def create_run(
     start_at = time.time() + 2.5  # every client imported and connected by then
     children = []
     for i in range(count):
-        argv = [*python(), "-m", "tke.internal.bench.loadclient", "--target", target, "--address", address,
+        argv = [*python(), "-m", "bench.loadclient", "--target", target, "--address", address,
                 "--tag", f"{tag}p{i}", "--in-flight", str(per), "--seconds", str(seconds),
                 "--start-at", str(start_at), "--tenant", TENANT]  # fmt: skip
         if token:
@@ -160,14 +160,10 @@ def measure(
 ) -> dict[str, Any]:
     asyncio.run(seed(etcd_endpoint))
     bare_port = free_port()
-    bare = procs.start(
-        [*python(), "-m", "tke.internal.bench.baseline", "--port", str(bare_port), "--etcd", etcd_endpoint]
-    )
+    bare = procs.start([*python(), "-m", "bench.baseline", "--port", str(bare_port), "--etcd", etcd_endpoint])
     wait_port(bare_port, bare)
     layered_port = free_port()
-    layered = procs.start(
-        [*python(), "-m", "tke.internal.bench.baseline", "--port", str(layered_port), "--layers", str(LAYERS)]
-    )
+    layered = procs.start([*python(), "-m", "bench.baseline", "--port", str(layered_port), "--layers", str(LAYERS)])
     wait_port(layered_port, layered)
     layer_runs: list[dict[str, Any]] = []
     chain = ApiserverProcess(work, "apiserver-chain", etcd_endpoint, chain=True)

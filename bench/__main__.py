@@ -2,7 +2,7 @@
 time, each next to a baseline measured in the same run; a short table on stdout and
 bench-results/latest.json (plus the profile of the slowest path beside it).
 
-    python -m tke.internal.bench [--only 1,3,...] [--quick] [--out bench-results]
+    python -m bench [--only 1,3,...] [--quick] [--out bench-results]
 
 Figures: 1 unary Get/Create vs a bare grpc.aio server and etcd, 2 chain on/off, 3 watch
 fan-out, 4 scale of the store, 5 IPAM, 6 CNI (root), 7 profile of the slowest path. Every etcd,
@@ -23,9 +23,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tke.internal.bench import apiserver, external, h2load, profile, report, scale, watch
-from tke.internal.bench.procs import USER_TOKEN, ApiserverProcess, Processes, machine
-from tke.internal.testing.etcd import EtcdProcess
+from bench import apiserver, external, h2load, profile, report, scale, watch
+from bench.procs import USER_TOKEN, ApiserverProcess, Processes, machine
+from tests.support.etcd import EtcdProcess
 
 
 def profile_slowest(
@@ -60,7 +60,7 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tke.internal.bench", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", default="1,2,3,4,5,6,7", help="comma-separated figures (2 comes with 1)")
     parser.add_argument("--quick", action="store_true", help="one short round of each, a smaller store")
     parser.add_argument("--rounds", type=int, default=0, help="rounds per figure-1 measurement (default 3)")
@@ -131,10 +131,10 @@ def main(argv: list[str] | None = None) -> int:
                 list_rounds=1 if small else 2))  # fmt: skip
             e4.stop()
         if 5 in only:
-            figure("ipam", "IPAM (python -m tke.internal.ipamd.bench)",
+            figure("ipam", "IPAM (python -m bench.ipamd)",
                    lambda: external.ipam(seconds=2.0 if args.quick else 5.0))  # fmt: skip
         if 6 in only:
-            figure("cni", "CNI (python -m tke.internal.cni.bench)",
+            figure("cni", "CNI (python -m bench.cni)",
                    lambda: external.cni(rounds=10 if args.quick else 30, concurrent=100))  # fmt: skip
     except KeyboardInterrupt:
         results["errors"]["interrupted"] = "Ctrl-C"

@@ -15,7 +15,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from tke.internal.bench.stats import percentile
+from bench.stats import percentile
 
 
 def grpc_frame(message: bytes) -> bytes:

@@ -15,7 +15,8 @@ import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from tke.internal.apiserver.registry import Kind, Resource
+from tke.internal.apiserver.registry import Kind
+from tke.internal.meta.resource import Resource
 from tke.internal.plugin import loader
 from tke.internal.rpc.errors import FieldViolation
 

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tke.internal.testing.controller import toml
-from tke.internal.testing.etcd import etcd_binary, free_port
+from tests.support.controller import toml
+from tests.support.etcd import etcd_binary, free_port
 
 ADMIN_TOKEN = "bench-admin-token"
 USER_TOKEN = "bench-user-token"
@@ -31,7 +31,7 @@ PREFIX = "/bench"
 
 
 def python() -> list[str]:
-    return [sys.executable, "-P"]
+    return [sys.executable]
 
 
 class Processes:

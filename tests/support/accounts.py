@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from tests.support.apiserver import local_config
 from tke.internal.apiserver.app import ApiserverConfig
 from tke.internal.auth.chain import AuthConfig, PluginConfig
 from tke.internal.storage.etcd import EtcdConfig
-from tke.internal.testing.apiserver import local_config
 
 SECRET_ENV = "TKE_TEST_CLIENT_SECRET"
 PASSWORD_ENV = "TKE_TEST_CLIENT_ADMIN_PASSWORD"

@@ -20,11 +20,11 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from google.protobuf import timestamp_pb2
 
-from tke.internal.apiserver.registry import Resource
+from tke.internal.controller import progress
 from tke.internal.controller.events import NORMAL, WARNING, Recorder
-from tke.internal.provider import progress
+from tke.internal.controller.progress import RetryPolicy
+from tke.internal.meta.resource import Resource
 from tke.internal.provider.errors import PermanentError, TemporaryError
-from tke.internal.provider.progress import RetryPolicy
 from tke.internal.provider.steps import Step
 
 log = logging.getLogger(__name__)

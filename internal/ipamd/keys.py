@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import ipaddress
 
+from tke.internal.ipamd.storage import allocation_owner_key, is_fixed
 from tke.ipam.v1 import ipam_pb2
-from tke.plugins.ip_storage.store import allocation_owner_key, is_fixed
 
 
 def address_key(ip: str) -> str:

@@ -9,7 +9,7 @@ duplicated and unexpected events counted. A watcher ended for falling behind
 (RESOURCE_EXHAUSTED) resumes from the last revision it saw, as an informer does; resumes are
 counted too.
 
-Watchers run in `processes` client processes (`python -m tke.internal.bench.watch --child`),
+Watchers run in `processes` client processes (`python -m bench.watch --child`),
 each with its share of the streams over a few channels. The apiserver's RSS and CPU time are
 sampled while it runs. Delivering 1,000 x 100 = 100,000 messages/s from Python on two cores
 also costs the receiving clients most of a core: the apiserver's CPU share is reported to say
@@ -31,13 +31,13 @@ from typing import Any
 
 import grpc
 
+from bench import profile
+from bench.procs import ADMIN_TOKEN, PREFIX, ApiserverProcess, Processes, cpu_seconds, python, rss_bytes
+from bench.stats import percentile
+from tests.support.apiserver import cluster
 from tke.internal.apiserver.kinds import CLUSTERS
 from tke.internal.apiserver.registry import Registry
-from tke.internal.bench import profile
-from tke.internal.bench.procs import ADMIN_TOKEN, PREFIX, ApiserverProcess, Processes, cpu_seconds, python, rss_bytes
-from tke.internal.bench.stats import percentile
 from tke.internal.storage.etcd import EtcdConfig, EtcdStore
-from tke.internal.testing.apiserver import cluster
 from tke.meta.v1 import meta_pb2
 from tke.platform.v1 import cluster_pb2, cluster_pb2_grpc
 
@@ -203,7 +203,7 @@ def measure(
     per = watchers // processes
     for p in range(processes):
         count = per if p < processes - 1 else watchers - per * (processes - 1)
-        argv = [*python(), "-m", "tke.internal.bench.watch", "--child", "--address", api.address,
+        argv = [*python(), "-m", "bench.watch", "--child", "--address", api.address,
                 "--revision", str(revision), "--tenants", str(tenants), "--first", str(p * per),
                 "--count", str(count)]  # fmt: skip
         children.append(

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tke.internal.testing.ipamd_daemon import IpamdProcess
+from tests.support.ipamd_daemon import IpamdProcess
 
 DEBIAN_CNI = "/usr/lib/cni"
 

@@ -1,7 +1,7 @@
 """Baseline (a) of figure 1: a bare grpc.aio server answering an empty unary call, nothing else
 (no interceptors, no reflection, no health). Run as its own process:
 
-    python -m tke.internal.bench.baseline --port PORT
+    python -m bench.baseline --port PORT
 
 /bench.Bare/Empty: any request bytes in, empty bytes out. With `--etcd ENDPOINT`, also
 /bench.Bare/Range: the request bytes are an etcd key, read with the platform's etcd client

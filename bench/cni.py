@@ -1,6 +1,6 @@
 """Start-up and throughput of the node's CNI plugins, measured the way a runtime sees them.
 
-    python -m tke.internal.cni.bench [--rounds 30] [--concurrent 100]
+    python -m bench.cni [--rounds 30] [--concurrent 100]
 
 Prints the median and p95 of: VERSION of each binary; ADD+DEL of Debian's bridge + host-local
 (the baseline); ADD+DEL through cni-switch -> bridge + host-local; ADD+DEL through cni-switch ->
@@ -25,7 +25,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from tke.internal.cni.testing import (
+from tests.support.cni import (
     DEBIAN_CNI,
     IpamdDaemon,
     Runtime,
@@ -82,10 +82,10 @@ def main() -> None:
         # Run the measurements from inside the node namespace, so every plugin is started
         # directly (as a runtime does), not through `ip netns exec`.
         with netns("tbn") as node:
-            argv = [sys.executable, "-P", "-m", "tke.internal.cni.bench", *sys.argv[1:], "--inside", node]
+            argv = [sys.executable, "-m", "bench.cni", *sys.argv[1:], "--inside", node]
             sys.exit(subprocess.run(["ip", "netns", "exec", node, *argv], check=False).returncode)
 
-    from tke.internal.testing.etcd import EtcdProcess
+    from tests.support.etcd import EtcdProcess
 
     _compile()
     with ExitStack() as stack:
@@ -181,13 +181,11 @@ def _compile() -> None:
     """Byte-compile the plugins' modules, as an installed package is: a node never compiles
     them per invocation (this environment may set PYTHONDONTWRITEBYTECODE)."""
     import compileall
+    import importlib.util
 
-    import tke
-    import tke.cmd
-    import tke.internal
-
-    for package in (tke, tke.cmd, tke.internal):
-        for folder in package.__path__:
+    for package in ("tke", "tke.cmd", "tke.internal"):
+        spec = importlib.util.find_spec(package)
+        for folder in (spec.submodule_search_locations or []) if spec else []:
             compileall.compile_dir(folder, quiet=1)
 
 

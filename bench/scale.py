@@ -27,14 +27,14 @@ from typing import Any
 import grpc
 from aetcd import rpc
 
+from bench.procs import ADMIN_TOKEN, PREFIX, ApiserverProcess, Processes, cpu_seconds, rss_bytes
+from bench.stats import rounds
+from tests.support.apiserver import cluster, machine
+from tests.support.controller import ControllerProcess
 from tke.internal.apiserver.kinds import CLUSTERS, machine_kind
 from tke.internal.apiserver.registry import Registry
-from tke.internal.bench.procs import ADMIN_TOKEN, PREFIX, ApiserverProcess, Processes, cpu_seconds, rss_bytes
-from tke.internal.bench.stats import rounds
 from tke.internal.storage.etcd import EtcdConfig, EtcdStore
 from tke.internal.storage.etcd.connection import EtcdConnection
-from tke.internal.testing.apiserver import cluster, machine
-from tke.internal.testing.controller import ControllerProcess
 from tke.platform.v1 import cluster_pb2, cluster_pb2_grpc, machine_pb2, machine_pb2_grpc
 
 TOKEN_ENV = "TKE_BENCH_CONTROLLER_TOKEN"
@@ -47,7 +47,7 @@ def _metadata() -> tuple[tuple[str, str], ...]:
 
 def controller_config(work: Path, address: str, etcd_endpoint: str) -> dict[str, Any]:
     provider = {
-        "plugin": "tke.internal.testing.controller:RecordingProvider",
+        "plugin": "tests.support.controller:RecordingProvider",
         "options": {"log_file": str(work / "scale-steps.jsonl"), "steps": 1},
     }
     return {

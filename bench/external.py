@@ -1,5 +1,5 @@
 """Figures 5 and 6 come from the IPAM and CNI engineers' own benches, run as they are
-(`python -m tke.internal.ipamd.bench`, `python -m tke.internal.cni.bench`) in child processes;
+(`python -m bench.ipamd`, `python -m bench.cni`) in child processes;
 their printed lines are kept whole in the result file and the figures the targets need are read
 from them. A line that cannot be read leaves its number out (None) rather than guessing."""
 
@@ -10,7 +10,7 @@ import re
 import subprocess
 from typing import Any
 
-from tke.internal.bench.procs import python
+from bench.procs import python
 
 _NUMBER = r"([0-9]+(?:\.[0-9]+)?)"
 
@@ -31,7 +31,7 @@ def _find(pattern: str, text: str) -> float | None:
 
 
 def ipam(seconds: float, timeout: float = 300.0) -> dict[str, Any]:
-    code, out, err = _run("tke.internal.ipamd.bench", ["--seconds", str(seconds)], timeout)
+    code, out, err = _run("bench.ipamd", ["--seconds", str(seconds)], timeout)
     result: dict[str, Any] = {"exit_code": code, "output": out.splitlines(), "stderr_tail": err.splitlines()[-5:]}
     result["etcd_cas_per_s"] = _find(rf"etcd CAS transactions.*?:\s*{_NUMBER}/s", out)
     result["ipamd_calls_per_s"] = _find(rf"Allocate\+Release.*?:\s*{_NUMBER} calls/s", out)
@@ -47,7 +47,7 @@ def ipam(seconds: float, timeout: float = 300.0) -> dict[str, Any]:
 def cni(rounds: int, concurrent: int, timeout: float = 400.0) -> dict[str, Any]:
     if os.geteuid() != 0:
         return {"skipped": "the CNI bench needs root (network namespaces)"}
-    code, out, err = _run("tke.internal.cni.bench", ["--rounds", str(rounds), "--concurrent", str(concurrent)], timeout)
+    code, out, err = _run("bench.cni", ["--rounds", str(rounds), "--concurrent", str(concurrent)], timeout)
     result: dict[str, Any] = {"exit_code": code, "output": out.splitlines(), "stderr_tail": err.splitlines()[-5:]}
     rows: dict[str, dict[str, float]] = {}
     for line in out.splitlines():

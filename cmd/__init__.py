@@ -1,1 +1,0 @@
-"""Entry points of the platform's binaries (console scripts in pyproject.toml)."""

@@ -1,1 +1,0 @@
-"""Real servers for tests, benchmarks and local runs (etcd, the platform binaries)."""

@@ -1,0 +1,9 @@
+"""What the tests and the benchmarks share: real servers they start (etcd, sshd, the platform's
+servers in-process or as processes), plugins loaded by "module:Class", and fakes of the seams'
+Protocols. None of it is shipped: the installed package holds only the product."""
+
+from pathlib import Path
+
+# The repository root: the working directory of child processes that load modules of tests/
+# (for example a test plugin named "tests.support.controller:RecordingProvider").
+REPO = Path(__file__).resolve().parents[2]
