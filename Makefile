@@ -62,7 +62,7 @@ gen: setup
 check-gen: setup
 	hack/gen.sh --check
 
-## bench: every figure of issue 8 against its baselines (loopback, under 15 minutes on 2 cores; root
+## bench: every figure against its baselines (loopback, under 15 minutes on 2 cores; root
 ## for the CNI figure); a table on stdout, bench-results/latest.json and the profile beside it.
 ## Installs Debian's nghttp2-client (h2load) when missing. BENCH_ARGS=... passes options (--quick, --only 1,3).
 bench: setup

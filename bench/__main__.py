@@ -1,4 +1,4 @@
-"""The `make bench` driver: every figure of issue 8 in one process tree on loopback, bounded in
+"""The `make bench` driver: every figure in one process tree on loopback, bounded in
 time, each next to a baseline measured in the same run; a short table on stdout and
 bench-results/latest.json (plus the profile of the slowest path beside it).
 

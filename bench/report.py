@@ -1,4 +1,4 @@
-"""The bench's outputs: the targets of issue 8 judged against the measured figures, a short table
+"""The bench's outputs: each figure's target judged against what was measured, a short table
 for people, and the machine-readable result file."""
 
 from __future__ import annotations

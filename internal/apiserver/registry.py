@@ -1,7 +1,7 @@
 """The generic resource registry: create, get, list, update, update-status and delete of one
 kind of object over the Store, with the API's rules. Services are thin adapters over it.
 
-Rules (DESIGN.md "Contracts" and "Storage"):
+Rules:
 - Keys are `<prefix>/<plural>/<tenant>/<name>`; the value is the object without its
   resource_version, which is the item's mod_revision.
 - uid, creation_timestamp, deletion_timestamp, generation and resource_version are the

@@ -1,10 +1,10 @@
 """Audit: one event per request, handed to every configured sink without ever blocking or
 failing the request.
 
-An AuditSink receives events through `emit` (which must not block) and flushes in its own
-time. The Auditor puts events on a bounded queue per sink, drained by a task; when a queue is
-full or a sink fails, events are dropped, counted and logged (at most once a minute), and the
-request goes on. Events never contain credentials: only the identity they established.
+Requests hand events to the Auditor (`emit`, which never blocks); an AuditSink receives them in
+batches (`write`, which may be slow or fail). The Auditor keeps a bounded queue per sink, drained
+by a task; when a queue is full or a sink fails, events are dropped, counted and logged (at most
+once a minute), and the request goes on. Events never contain credentials: only the identity they established.
 """
 
 from __future__ import annotations

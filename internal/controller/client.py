@@ -1,5 +1,5 @@
 """The controllers' view of the apiserver: one small typed client per kind over gRPC, so that
-informers and controllers never touch etcd (DESIGN.md "Controllers and providers").
+informers and controllers never touch etcd.
 
 The controller authenticates like any client: a bearer token in the call metadata. gRPC errors
 surface as grpc.aio.AioRpcError; `code_of` reads their code.

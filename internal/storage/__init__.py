@@ -1,2 +1,3 @@
-"""Storage: the versioned key-value contract (store.py), etcd behind it (etcd/), and an
-in-memory fake (memory.py)."""
+"""Storage: the versioned key-value contract (store.py) and its leases (lease.py), etcd behind
+them (etcd/), and what is built on them: keys that expire (ttl.py) and in-memory copies of small
+key ranges (mirror.py). The tests' in-memory fake of the contract is tests/support/memory_store.py."""

@@ -257,8 +257,8 @@ def _key_message(record: APIKeyRecord) -> accounts_pb2.APIKey:
 
 
 class AuthService(accounts_pb2_grpc.AuthServiceServicer):
-    """Authorization already happened in the interceptor chain (see attributes.py for how each
-    method names its user); the handlers enforce what only they can know."""
+    """Authorization already happened in the interceptor chain (tke.internal.auth.attributes says
+    how each method names its user); the handlers enforce what only they can know."""
 
     def __init__(self, accounts: Accounts) -> None:
         self.a = accounts

@@ -1,2 +1,3 @@
 """IP provider plugins (entry point group `tke.ip_providers`): the environment's source of
-addresses. `provider` is the contract; `static` serves private clouds; `vpc` a cloud VPC API."""
+addresses. The contract is tke.internal.ipamd.provider; `static` serves private clouds, `vpc` a
+cloud VPC API."""
