@@ -138,3 +138,8 @@ def test_hpack_huffman_values_are_left_undecoded_and_flagged() -> None:
 def test_encoded_request_headers_decode() -> None:
     headers = [(":method", "POST"), (":path", "/a.B/C"), ("content-type", "application/grpc"), ("te", "trailers")]
     assert h2.HeaderDecoder().decode(h2.encode_headers(headers)) == headers
+
+
+def test_text_that_is_not_utf8_is_a_wire_error() -> None:
+    with pytest.raises(wire.WireError, match="field 2: not UTF-8"):
+        wire.decode_binding(b"\x12\x02\xff\xfe")
