@@ -8,7 +8,9 @@ from __future__ import annotations
 import base64
 import shutil
 import signal
+import socket
 import ssl
+import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -25,7 +27,7 @@ from tests.support.pki import CertFiles, TestCA
 from tke.internal.cni import h2
 from tke.internal.cni.endpoint import IpamdEndpoint
 from tke.internal.cni.errors import CNIError
-from tke.internal.cni.ipamdclient import IpamdClient
+from tke.internal.cni.ipamdclient import IpamdClient, IpamdUnreachable
 from tke.internal.cni.owner import PodOwner
 from tke.internal.cni.tls import TLSClient
 from tke.internal.cni.transport import dial_unix
@@ -219,6 +221,44 @@ def test_a_hung_ipamd_is_try_again_later_within_the_timeout(
         assert time.monotonic() - start < 5
     finally:
         daemons.tls.process.send_signal(signal.SIGCONT)
+
+
+def listening(address: str) -> bool:
+    host, port = address.rsplit(":", 1)
+    with socket.socket() as probe:
+        return probe.connect_ex((host, int(port))) == 0
+
+
+def test_tls_alerts_of_a_server_that_sends_them(tmp_path: Path) -> None:
+    """grpc closes the connection silently; OpenSSL's own server (Debian's openssl s_server,
+    requiring a client certificate) says why in an alert, and the client passes that on."""
+    ca = TestCA(tmp_path / "pki")
+    server = ca.issue("server", common_name="ipamd", hosts=("127.0.0.1",))
+    stranger = TestCA(tmp_path / "other-pki", "other-ca").issue("stranger", common_name="node-1", client=True)
+    address = f"127.0.0.1:{free_port()}"
+    argv = ["openssl", "s_server", "-quiet", "-accept", address, "-cert", server.cert_file, "-key", server.key_file,
+            "-CAfile", ca.ca_file, "-Verify", "1", "-verify_return_error", "-alpn", "h2"]  # fmt: skip
+    process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while not listening(address):
+            assert process.poll() is None and time.monotonic() < deadline, "openssl s_server did not start"
+            time.sleep(0.05)
+        without = IpamdClient(IpamdEndpoint(address=address, ca_file=ca.ca_file))
+        with pytest.raises(
+            IpamdUnreachable, match=r"requires a client certificate \(TLSV13_ALERT_CERTIFICATE_REQUIRED\)"
+        ):
+            without.serving()
+        foreign = IpamdClient(
+            IpamdEndpoint(address=address, ca_file=ca.ca_file, cert_file=stranger.cert_file, key_file=stranger.key_file)
+        )
+        with pytest.raises(
+            IpamdUnreachable, match=f"rejected the client certificate {stranger.cert_file} .*UNKNOWN_CA"
+        ):
+            foreign.serving()
+    finally:
+        process.kill()
+        process.wait()
 
 
 def test_the_tls_context_is_the_standard_librarys_default(tmp_path: Path) -> None:
