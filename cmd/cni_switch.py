@@ -1,8 +1,8 @@
 """cni-switch: the CNI meta plugin that picks a network per container and delegates to it.
 
 Executed by the container runtime once per container and verb: VERSION imports only the CNI
-skeleton; the other verbs import cni-switch itself, and the ipamd client (HTTP/2 on the unix
-socket, grpc only for TCP) when a pod's binding must be read.
+skeleton; the other verbs import cni-switch itself, and the ipamd client (a small HTTP/2 gRPC
+client; the TLS module only for a TLS address) when a pod's binding must be read.
 """
 
 from __future__ import annotations

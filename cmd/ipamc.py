@@ -1,7 +1,7 @@
 """tke-ipamc: the CNI IPAM plugin that takes container addresses from tke-ipamd.
 
 Executed once per container and verb. VERSION imports the CNI skeleton alone; every other verb
-imports the ipamd client (HTTP/2 on the unix socket, grpc only for TCP/TLS).
+imports the ipamd client (a small HTTP/2 gRPC client; the TLS module only for a TLS address).
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the platform and its tests run (etcd, CNI plugins, iproute2,
-# iptables for the partition tests)
+# iptables for the partition tests, openssl's s_server for the CNI client's TLS tests)
 # when they are missing. apt-get runs only when something is missing.
 set -euo pipefail
-want=(etcd-server etcd-client containernetworking-plugins iproute2 iptables)
+want=(etcd-server etcd-client containernetworking-plugins iproute2 iptables openssl)
 missing=()
 for p in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -67,10 +67,9 @@ class IpamdEndpoint(Record):
         return self.address.startswith(("unix:", "/", "."))
 
     @property
-    def target(self) -> str:
-        """The gRPC target: unix:///abs/path for a socket, host:port otherwise."""
-        if self.address.startswith("unix:"):
-            return self.address
-        if self.is_unix:
-            return "unix://" + os.path.abspath(self.address)
-        return self.address
+    def socket_path(self) -> str:
+        """The file system path of a unix socket address (`/p`, `unix:/p`, `unix:///p`)."""
+        address = self.address
+        if address.startswith("unix:"):
+            address = "/" + address[len("unix:") :].lstrip("/")
+        return os.path.abspath(address)

@@ -1,227 +1,79 @@
-"""A minimal gRPC client for one unary call over HTTP/2 without TLS (h2c) on a unix socket:
-what tke-ipamc needs to reach the node-local tke-ipamd without importing grpc (~100 ms of
-start-up per container).
+"""A minimal gRPC client for one unary call on one HTTP/2 connection: what the CNI plugins need
+to reach tke-ipamd without importing grpc (~90 ms of start-up per container). The connection
+(a unix socket, TCP or TLS) comes from `transport`; this module speaks HTTP/2 on it.
 
-It speaks just enough HTTP/2 for one request on one stream: the preface and SETTINGS (ACKed),
-PING (answered), a HEADERS frame whose header block uses literal fields without Huffman coding
-(HPACK allows an encoder that never compresses), a DATA frame, WINDOW_UPDATEs for what it
-reads, then the response headers, data and trailers. Its HPACK decoder keeps the dynamic table;
-it does not decode Huffman-coded strings: when a value it needs is Huffman-coded, or the table's
-size becomes uncertain because of one, it raises `ProtocolUnsupported` and the caller makes the
-same (idempotent) call with grpc instead. gRPC servers send grpc-status and grpc-message
-uncompressed, so the fallback is for surprises only.
+One request on stream 1: the preface, SETTINGS (no push; a flow-control window as large as the
+largest response accepted, so the client never has to reopen it), HEADERS (see `hpack`), the
+message in DATA frames no larger than the server's maximum frame size and within its
+flow-control windows (answering its SETTINGS and WINDOW_UPDATEs while it waits), then the
+response headers, data and trailers. PING is answered; GOAWAY and RST_STREAM end the call.
+
+Everything the server sends is checked before it is used, and every size is bounded: frames
+(the 16 KiB maximum the client never raises), header blocks before and after HPACK decoding,
+the response message. A malformed answer is a `ProtocolError` saying what is wrong, never an
+IndexError or a silently truncated message; no answer by the deadline is `Unreachable`.
 """
 
 from __future__ import annotations
 
-import _socket  # socket.py would import enum and selectors, for nothing used here
 import struct
 import time
 
-DATA, HEADERS, RST_STREAM, SETTINGS, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = 0, 1, 3, 4, 6, 7, 8, 9
-END_STREAM, ACK, END_HEADERS, PADDED, PRIORITY = 0x1, 0x1, 0x4, 0x8, 0x20
+from tke.internal.cni import hpack
+from tke.internal.cni.record import Record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from tke.internal.cni.transport import Stream
+
+DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = range(10)
+END_STREAM, ACK, END_HEADERS, PADDED, PRIORITY_FLAG = 0x1, 0x1, 0x4, 0x8, 0x20
+SETTINGS_ENABLE_PUSH, SETTINGS_INITIAL_WINDOW_SIZE, SETTINGS_MAX_FRAME_SIZE, SETTINGS_MAX_HEADER_LIST_SIZE = 2, 4, 5, 6
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 STREAM = 1
-MAX_RESPONSE = 16 * 1024 * 1024
-
-STATIC_TABLE: tuple[tuple[str, str], ...] = (
-    (":authority", ""), (":method", "GET"), (":method", "POST"), (":path", "/"), (":path", "/index.html"),
-    (":scheme", "http"), (":scheme", "https"), (":status", "200"), (":status", "204"), (":status", "206"),
-    (":status", "304"), (":status", "400"), (":status", "404"), (":status", "500"), ("accept-charset", ""),
-    ("accept-encoding", "gzip, deflate"), ("accept-language", ""), ("accept-ranges", ""), ("accept", ""),
-    ("access-control-allow-origin", ""), ("age", ""), ("allow", ""), ("authorization", ""),
-    ("cache-control", ""), ("content-disposition", ""), ("content-encoding", ""), ("content-language", ""),
-    ("content-length", ""), ("content-location", ""), ("content-range", ""), ("content-type", ""),
-    ("cookie", ""), ("date", ""), ("etag", ""), ("expect", ""), ("expires", ""), ("from", ""), ("host", ""),
-    ("if-match", ""), ("if-modified-since", ""), ("if-none-match", ""), ("if-range", ""),
-    ("if-unmodified-since", ""), ("last-modified", ""), ("link", ""), ("location", ""), ("max-forwards", ""),
-    ("proxy-authenticate", ""), ("proxy-authorization", ""), ("range", ""), ("referer", ""), ("refresh", ""),
-    ("retry-after", ""), ("server", ""), ("set-cookie", ""), ("strict-transport-security", ""),
-    ("transfer-encoding", ""), ("user-agent", ""), ("vary", ""), ("via", ""), ("www-authenticate", ""),
+DEFAULT_WINDOW = 65535
+MAX_FRAME = 16384  # SETTINGS_MAX_FRAME_SIZE: the default, never raised by the client
+MAX_WINDOW = 2**31 - 1
+MAX_RESPONSE = 16 * 1024 * 1024  # DATA bytes accepted for one response (the window announced)
+ERRORS = (
+    "NO_ERROR", "PROTOCOL_ERROR", "INTERNAL_ERROR", "FLOW_CONTROL_ERROR", "SETTINGS_TIMEOUT", "STREAM_CLOSED",
+    "FRAME_SIZE_ERROR", "REFUSED_STREAM", "CANCEL", "COMPRESSION_ERROR", "CONNECT_ERROR", "ENHANCE_YOUR_CALM",
+    "INADEQUATE_SECURITY", "HTTP_1_1_REQUIRED",
 )  # fmt: skip
 
 
 class Unreachable(Exception):
-    """Nothing answered (no socket, refused, reset or timed out): try again later."""
+    """No usable answer (no connection, refused, reset, closed or timed out): try again later."""
 
 
-class ProtocolUnsupported(Exception):
-    """The server said something this small client does not decode; use a full client."""
+class ProtocolError(Unreachable):
+    """The server's answer broke HTTP/2, HPACK or gRPC framing."""
 
 
-class Undecoded:
-    """A Huffman-coded string this decoder does not expand (its coded size is known)."""
+class Reply(Record):
+    """A call's outcome: the gRPC status code and message, the response message's bytes (empty
+    unless the status is OK), and every response header and trailer (the last value of each)."""
 
-    def __init__(self, raw: bytes) -> None:
-        self.raw = raw
-
-
-# -- HPACK --------------------------------------------------------------------------------------
-
-
-def _int(prefix_bits: int, value: int, flags: int = 0) -> bytes:
-    limit = (1 << prefix_bits) - 1
-    if value < limit:
-        return bytes([flags | value])
-    out = bytearray([flags | limit])
-    value -= limit
-    while value >= 128:
-        out.append(value % 128 + 128)
-        value //= 128
-    out.append(value)
-    return bytes(out)
+    code: int
+    message: str
+    data: bytes
+    metadata: dict[str, str]
 
 
-def _string(text: str) -> bytes:
-    data = text.encode()
-    return _int(7, len(data)) + data
+def remaining(deadline: float) -> float:
+    """Seconds left until the `time.monotonic()` deadline; Unreachable once it has passed."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise Unreachable("deadline exceeded")
+    return left
 
 
-def encode_headers(headers: list[tuple[str, str]]) -> bytes:
-    """Literal header fields without indexing (name by static index when there is one)."""
-    names = {name: i + 1 for i, (name, _) in reversed(list(enumerate(STATIC_TABLE)))}
-    out = bytearray()
-    for name, value in headers:
-        exact = next((i + 1 for i, entry in enumerate(STATIC_TABLE) if entry == (name, value)), 0)
-        if exact:
-            out += _int(7, exact, 0x80)
-        elif name in names:
-            out += _int(4, names[name]) + _string(value)
-        else:
-            out += b"\x00" + _string(name) + _string(value)
-    return bytes(out)
-
-
-class HeaderDecoder:
-    """HPACK decoding with a dynamic table; Huffman-coded strings stay `Undecoded`."""
-
-    def __init__(self, max_size: int = 4096) -> None:
-        self.max_size = max_size
-        self.table: list[tuple[str | Undecoded, str | Undecoded]] = []
-        self.uncertain = False  # the table holds an entry whose decoded size is unknown
-
-    def _read_int(self, data: bytes, pos: int, prefix_bits: int) -> tuple[int, int]:
-        limit = (1 << prefix_bits) - 1
-        value = data[pos] & limit
-        pos += 1
-        if value < limit:
-            return value, pos
-        shift = 0
-        while True:
-            if pos >= len(data):
-                raise ProtocolUnsupported("truncated HPACK integer")
-            byte = data[pos]
-            pos += 1
-            value += (byte & 0x7F) << shift
-            shift += 7
-            if not byte & 0x80:
-                return value, pos
-
-    def _read_string(self, data: bytes, pos: int) -> tuple[str | Undecoded, int]:
-        huffman = bool(data[pos] & 0x80)
-        length, pos = self._read_int(data, pos, 7)
-        raw = data[pos : pos + length]
-        if len(raw) != length:
-            raise ProtocolUnsupported("truncated HPACK string")
-        return (Undecoded(raw) if huffman else raw.decode("latin-1")), pos + length
-
-    def _entry(self, index: int) -> tuple[str | Undecoded, str | Undecoded]:
-        if 1 <= index <= len(STATIC_TABLE):
-            return STATIC_TABLE[index - 1]
-        dynamic = index - len(STATIC_TABLE) - 1
-        if not 0 <= dynamic < len(self.table):
-            raise ProtocolUnsupported(f"HPACK index {index} out of range")
-        return self.table[dynamic]
-
-    @staticmethod
-    def _size(item: str | Undecoded) -> int:
-        # A Huffman code is at least 5 bits per octet, so the decoded size is at most 8/5 of it.
-        return len(item.raw) * 8 // 5 + 1 if isinstance(item, Undecoded) else len(item.encode("latin-1"))
-
-    def _add(self, name: str | Undecoded, value: str | Undecoded) -> None:
-        self.table.insert(0, (name, value))
-        if isinstance(name, Undecoded) or isinstance(value, Undecoded):
-            self.uncertain = True
-        self._evict()
-
-    def _evict(self) -> None:
-        size = sum(self._size(n) + self._size(v) + 32 for n, v in self.table)
-        if size > self.max_size:
-            if self.uncertain:
-                raise ProtocolUnsupported("HPACK table size unknown (Huffman-coded entries)")
-            while self.table and size > self.max_size:
-                n, v = self.table.pop()
-                size -= self._size(n) + self._size(v) + 32
-
-    def decode(self, block: bytes) -> list[tuple[str | Undecoded, str | Undecoded]]:
-        headers = []
-        pos = 0
-        while pos < len(block):
-            first = block[pos]
-            if first & 0x80:  # indexed
-                index, pos = self._read_int(block, pos, 7)
-                headers.append(self._entry(index))
-                continue
-            if first & 0xE0 == 0x20:  # dynamic table size update
-                self.max_size, pos = self._read_int(block, pos, 5)
-                self._evict()
-                continue
-            indexing = first & 0xC0 == 0x40
-            index, pos = self._read_int(block, pos, 6 if indexing else 4)
-            if index:
-                name = self._entry(index)[0]
-            else:
-                name, pos = self._read_string(block, pos)
-            value, pos = self._read_string(block, pos)
-            if indexing:
-                self._add(name, value)
-            headers.append((name, value))
-        return headers
-
-
-# -- one unary call -----------------------------------------------------------------------------
+def _error_name(code: int) -> str:
+    return ERRORS[code] if 0 <= code < len(ERRORS) else f"error {code}"
 
 
 def _frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
     return struct.pack(">I", len(payload))[1:] + bytes([kind, flags]) + struct.pack(">I", stream) + payload
-
-
-class _Reader:
-    def __init__(self, sock: _socket.socket, deadline: float) -> None:
-        self.sock = sock
-        self.deadline = deadline
-        self.buffer = b""
-
-    def read(self, n: int) -> bytes:
-        while len(self.buffer) < n:
-            remaining = self.deadline - time.monotonic()
-            if remaining <= 0:
-                raise Unreachable("deadline exceeded")
-            self.sock.settimeout(remaining)
-            try:
-                chunk = self.sock.recv(65536)
-            except TimeoutError:
-                raise Unreachable("deadline exceeded") from None
-            except OSError as err:
-                raise Unreachable(str(err)) from None
-            if not chunk:
-                raise Unreachable("connection closed")
-            self.buffer += chunk
-        out, self.buffer = self.buffer[:n], self.buffer[n:]
-        return out
-
-
-def _unpad(flags: int, payload: bytes) -> bytes:
-    if flags & PADDED:
-        pad = payload[0]
-        payload = payload[1 : len(payload) - pad]
-    return payload
-
-
-def _text(value: str | Undecoded, what: str) -> str:
-    if isinstance(value, Undecoded):
-        raise ProtocolUnsupported(f"{what} is Huffman-coded")
-    return value
 
 
 HEX = frozenset(b"0123456789abcdefABCDEF")
@@ -244,99 +96,250 @@ def _percent_decode(text: str) -> str:
     return out.decode("utf-8", "replace")
 
 
-def unary(path: str, method: str, request: bytes, timeout: float) -> tuple[int, str, bytes]:
-    """Call `method` ("/package.Service/Method") on the unix socket `path`; returns the gRPC
-    status code, its message and the response message's bytes."""
-    deadline = time.monotonic() + timeout
-    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
-    try:
-        sock.settimeout(timeout)
-        try:
-            sock.connect(path)
-        except OSError as err:
-            raise Unreachable(f"{path}: {err.strerror or err}") from None
-        headers = [
-            (":method", "POST"),
-            (":scheme", "http"),
-            (":path", method),
-            (":authority", "localhost"),
-            ("content-type", "application/grpc"),
-            ("te", "trailers"),
-            ("grpc-timeout", f"{max(1, int(timeout * 1000))}m"),
-        ]
-        body = b"\x00" + struct.pack(">I", len(request)) + request
-        try:
-            sock.sendall(
-                PREFACE
-                + _frame(SETTINGS, 0, 0, struct.pack(">HI", 2, 0))  # no server push
-                + _frame(HEADERS, END_HEADERS, STREAM, encode_headers(headers))
-                + _frame(DATA, END_STREAM, STREAM, body)
-            )
-        except OSError as err:
-            raise Unreachable(str(err)) from None
-        try:
-            return _response(sock, _Reader(sock, deadline))
-        except OSError as err:  # a write (ACK, WINDOW_UPDATE) to a server that went away
-            raise Unreachable(str(err)) from None
-    finally:
-        sock.close()
+def unary(
+    stream: Stream, method: str, request: bytes, deadline: float, *, authority: str, scheme: str = "http"
+) -> Reply:
+    """Call `method` ("/package.Service/Method") with the serialized `request` on a fresh
+    connection `stream`, by the `time.monotonic()` deadline. The caller closes the stream."""
+    timeout_ms = max(1, int((deadline - time.monotonic()) * 1000))
+    headers = [
+        (":method", "POST"),
+        (":scheme", scheme),
+        (":path", method),
+        (":authority", authority),
+        ("content-type", "application/grpc"),
+        ("te", "trailers"),
+        ("grpc-timeout", f"{timeout_ms}m"),
+    ]
+    return _Call(stream, deadline).run(
+        hpack.encode_headers(headers), b"\x00" + struct.pack(">I", len(request)) + request
+    )
 
 
-def _response(sock: _socket.socket, reader: _Reader) -> tuple[int, str, bytes]:
-    decoder = HeaderDecoder()
-    fields: dict[str, str | Undecoded] = {}
-    data = b""
-    block = b""
-    block_ends_stream = False
-    while True:
-        head = reader.read(9)
+class _Call:
+    def __init__(self, stream: Stream, deadline: float) -> None:
+        self.stream = stream
+        self.deadline = deadline
+        self.buffer = b""
+        self.pos = 0  # what of `buffer` has been read
+        self.decoder = hpack.Decoder()
+        self.max_frame = MAX_FRAME  # the server's
+        self.window = DEFAULT_WINDOW  # the server's connection window for what we send
+        self.stream_window = DEFAULT_WINDOW  # and its window for stream 1
+        self.initial_window = DEFAULT_WINDOW  # the server's SETTINGS_INITIAL_WINDOW_SIZE
+        self.received = 0  # DATA bytes (with padding) the server sent
+
+    # -- I/O within the deadline --------------------------------------------------------------
+
+    def _send(self, data: bytes) -> None:
+        self.stream.settimeout(remaining(self.deadline))
+        try:
+            self.stream.sendall(data)
+        except TimeoutError:
+            raise Unreachable("deadline exceeded") from None
+        except OSError as err:
+            raise Unreachable(f"sending: {err.strerror or err}") from None
+
+    def _read(self, n: int) -> bytes:
+        end = self.pos + n
+        while len(self.buffer) < end:
+            self.stream.settimeout(remaining(self.deadline))
+            try:
+                chunk = self.stream.recv(65536)
+            except TimeoutError:
+                raise Unreachable("deadline exceeded") from None
+            except OSError as err:
+                raise Unreachable(f"receiving: {err.strerror or err}") from None
+            if not chunk:
+                raise Unreachable("connection closed by ipamd")
+            self.buffer = self.buffer[self.pos :] + chunk
+            end -= self.pos
+            self.pos = 0
+        self.pos = end
+        return self.buffer[end - n : end]
+
+    def _next_frame(self) -> tuple[int, int, int, bytes]:
+        head = self._read(9)
         length = int.from_bytes(head[:3], "big")
-        kind, flags = head[3], head[4]
+        if length > MAX_FRAME:
+            raise ProtocolError(f"frame of {length} bytes, above the maximum frame size {MAX_FRAME}")
         stream = int.from_bytes(head[5:9], "big") & 0x7FFFFFFF
-        payload = reader.read(length)
-        if kind == SETTINGS and not flags & ACK:
-            sock.sendall(_frame(SETTINGS, ACK, 0))
-        elif kind == PING and not flags & ACK:
-            sock.sendall(_frame(PING, ACK, 0, payload))
-        elif kind == GOAWAY:
-            last = int.from_bytes(payload[:4], "big") & 0x7FFFFFFF
-            if last < STREAM:
-                raise Unreachable("server going away")
-        elif kind == RST_STREAM and stream == STREAM:
-            raise Unreachable(f"stream reset (HTTP/2 error {int.from_bytes(payload[:4], 'big')})")
-        elif kind == DATA and stream == STREAM:
-            data += _unpad(flags, payload)
-            if len(data) > MAX_RESPONSE:
-                raise ProtocolUnsupported("response too large")
-            if length:
-                increment = struct.pack(">I", length)
-                sock.sendall(_frame(WINDOW_UPDATE, 0, 0, increment) + _frame(WINDOW_UPDATE, 0, STREAM, increment))
-            if flags & END_STREAM:
-                break
-        elif kind in (HEADERS, CONTINUATION) and stream == STREAM:
-            if kind == HEADERS:
-                payload = _unpad(flags, payload)
-                if flags & PRIORITY:
-                    payload = payload[5:]
-                block_ends_stream = bool(flags & END_STREAM)
-            block += payload
-            if flags & END_HEADERS:
-                for name, value in decoder.decode(block):
-                    if isinstance(name, str):
-                        fields[name] = value
-                block = b""
-                if block_ends_stream:
+        return head[3], head[4], stream, self._read(length)
+
+    # -- the call ------------------------------------------------------------------------------
+
+    def run(self, header_block: bytes, body: bytes) -> Reply:
+        settings = struct.pack(
+            ">HIHIHI",
+            SETTINGS_ENABLE_PUSH, 0,
+            SETTINGS_INITIAL_WINDOW_SIZE, MAX_RESPONSE,
+            SETTINGS_MAX_HEADER_LIST_SIZE, hpack.MAX_HEADER_LIST,
+        )  # fmt: skip
+        self._send(
+            PREFACE
+            + _frame(SETTINGS, 0, 0, settings)
+            + _frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", MAX_RESPONSE - DEFAULT_WINDOW))
+            + _frame(HEADERS, END_HEADERS, STREAM, header_block)
+        )
+        sent = 0
+        fields: dict[str, str] = {}
+        data = bytearray()
+        block = bytearray()
+        in_block = False  # a HEADERS frame without END_HEADERS came: only CONTINUATIONs may follow
+        block_ends_stream = False
+        while True:
+            sent = self._send_data(body, sent)
+            kind, flags, stream, payload = self._next_frame()
+            if in_block and (kind != CONTINUATION or stream != STREAM):
+                raise ProtocolError("header block interrupted by another frame")
+            if kind == DATA:
+                self._expect_stream(kind, stream)
+                if ":status" not in fields:
+                    raise ProtocolError("DATA before the response headers")
+                self.received += len(payload)
+                if self.received > MAX_RESPONSE:
+                    raise ProtocolError(f"response larger than {MAX_RESPONSE} bytes")
+                data += _unpad(flags, payload)
+                if flags & END_STREAM:
                     break
-    status = _text(fields.get(":status", ""), ":status")
+            elif kind == HEADERS:
+                self._expect_stream(kind, stream)
+                payload = _unpad(flags, payload)
+                if flags & PRIORITY_FLAG:
+                    if len(payload) < 5:
+                        raise ProtocolError("HEADERS frame too short for its priority")
+                    payload = payload[5:]
+                block[:] = payload
+                block_ends_stream = bool(flags & END_STREAM)
+                in_block = not flags & END_HEADERS
+            elif kind == CONTINUATION:
+                if not in_block:
+                    raise ProtocolError("CONTINUATION without HEADERS")
+                block += payload
+                in_block = not flags & END_HEADERS
+            elif kind == SETTINGS:
+                self._settings(flags, stream, payload)
+            elif kind == PING:
+                if stream or len(payload) != 8:
+                    raise ProtocolError("malformed PING")
+                if not flags & ACK:
+                    self._send(_frame(PING, ACK, 0, payload))
+            elif kind == WINDOW_UPDATE:
+                self._window_update(stream, payload)
+            elif kind == RST_STREAM:
+                if len(payload) != 4 or stream == 0:
+                    raise ProtocolError("malformed RST_STREAM")
+                if stream == STREAM:
+                    raise Unreachable(f"ipamd reset the call ({_error_name(int.from_bytes(payload, 'big'))})")
+            elif kind == GOAWAY:
+                if stream or len(payload) < 8:
+                    raise ProtocolError("malformed GOAWAY")
+                if int.from_bytes(payload[:4], "big") & 0x7FFFFFFF < STREAM:
+                    raise Unreachable(f"ipamd is going away ({_error_name(int.from_bytes(payload[4:8], 'big'))})")
+            elif kind == PUSH_PROMISE:
+                raise ProtocolError("PUSH_PROMISE although push is disabled")
+            # PRIORITY and unknown frame types are ignored, as RFC 9113 says.
+            if kind in (HEADERS, CONTINUATION):
+                if len(block) > hpack.MAX_HEADER_LIST:
+                    raise ProtocolError(f"header block larger than {hpack.MAX_HEADER_LIST} bytes")
+                if not in_block:
+                    try:
+                        fields.update(self.decoder.decode(bytes(block)))
+                    except hpack.DecodeError as err:
+                        raise ProtocolError(f"HPACK: {err}") from None
+                    if block_ends_stream:
+                        break
+        return _reply(fields, bytes(data))
+
+    def _expect_stream(self, kind: int, stream: int) -> None:
+        if stream != STREAM:
+            raise ProtocolError(f"frame type {kind} on stream {stream}, which the client never opened")
+
+    def _send_data(self, body: bytes, sent: int) -> int:
+        """Send what the server's windows allow of the rest of `body`; END_STREAM with the last."""
+        frames = []
+        while sent < len(body):
+            size = min(len(body) - sent, self.max_frame, self.window, self.stream_window)
+            if size <= 0:
+                break
+            chunk = body[sent : sent + size]
+            sent += size
+            self.window -= size
+            self.stream_window -= size
+            frames.append(_frame(DATA, END_STREAM if sent == len(body) else 0, STREAM, chunk))
+        if frames:
+            self._send(b"".join(frames))
+        return sent
+
+    def _settings(self, flags: int, stream: int, payload: bytes) -> None:
+        if stream:
+            raise ProtocolError("SETTINGS on a stream")
+        if flags & ACK:
+            if payload:
+                raise ProtocolError("SETTINGS acknowledgement with a payload")
+            return
+        if len(payload) % 6:
+            raise ProtocolError("SETTINGS payload is not a list of settings")
+        for offset in range(0, len(payload), 6):
+            key, value = struct.unpack_from(">HI", payload, offset)
+            if key == SETTINGS_INITIAL_WINDOW_SIZE:
+                if value > MAX_WINDOW:
+                    raise ProtocolError(f"initial window size {value} too large")
+                self.stream_window += value - self.initial_window
+                self.initial_window = value
+            elif key == SETTINGS_MAX_FRAME_SIZE:
+                if not MAX_FRAME <= value <= 2**24 - 1:
+                    raise ProtocolError(f"maximum frame size {value} out of range")
+                self.max_frame = value
+        self._send(_frame(SETTINGS, ACK, 0))
+
+    def _window_update(self, stream: int, payload: bytes) -> None:
+        if len(payload) != 4:
+            raise ProtocolError("malformed WINDOW_UPDATE")
+        increment = int.from_bytes(payload, "big") & 0x7FFFFFFF
+        if not increment:
+            raise ProtocolError("WINDOW_UPDATE of 0")
+        if stream == 0:
+            self.window += increment
+            window = self.window
+        elif stream == STREAM:
+            self.stream_window += increment
+            window = self.stream_window
+        else:
+            return  # a stream the client never opened: nothing to update
+        if window > MAX_WINDOW:
+            raise ProtocolError("flow-control window above 2^31-1")
+
+
+def _unpad(flags: int, payload: bytes) -> bytes:
+    if not flags & PADDED:
+        return payload
+    if not payload or payload[0] >= len(payload):
+        raise ProtocolError("padding longer than the frame")
+    return payload[1 : len(payload) - payload[0]]
+
+
+def _reply(fields: dict[str, str], data: bytes) -> Reply:
+    status = fields.get(":status", "")
     if status != "200":
         raise Unreachable(f"HTTP status {status or 'missing'}")
-    if "grpc-status" not in fields:
-        raise ProtocolUnsupported("no grpc-status")
-    code = int(_text(fields["grpc-status"], "grpc-status"))
-    message = _percent_decode(_text(fields.get("grpc-message", ""), "grpc-message"))
+    content_type = fields.get("content-type", "")
+    if not content_type.startswith("application/grpc"):
+        raise ProtocolError(f"not a gRPC response (content-type {content_type!r})")
+    grpc_status = fields.get("grpc-status")
+    if grpc_status is None:
+        raise ProtocolError("no grpc-status in the response")
+    if not (grpc_status.isascii() and grpc_status.isdigit() and len(grpc_status) <= 3):
+        raise ProtocolError(f"grpc-status {grpc_status[:20]!r} is not a status code")
+    code = int(grpc_status)
+    message = _percent_decode(fields.get("grpc-message", ""))
     if code != 0:
-        return code, message, b""
-    if len(data) < 5 or data[0] != 0:
-        raise ProtocolUnsupported("compressed or missing response message")
+        return Reply(code, message, b"", fields)
+    if len(data) < 5:
+        raise ProtocolError("no response message")
+    if data[0] != 0:
+        raise ProtocolError("compressed response message (the client accepts none)")
     size = int.from_bytes(data[1:5], "big")
-    return code, message, data[5 : 5 + size]
+    if size != len(data) - 5:
+        raise ProtocolError(f"response message of {len(data) - 5} bytes, framed as {size}")
+    return Reply(code, message, data[5:], fields)

@@ -1,32 +1,39 @@
 """A small synchronous client of tke-ipamd for the CNI plugins: one call at a time, a deadline
-on every call, no waiting for a daemon that is not there.
+on every call (connecting, the TLS handshake and the answer included), no waiting for a daemon
+that is not there.
 
-On the node-local unix socket it speaks gRPC through `h2` (a minimal HTTP/2 client) with the
-messages of `ipamwire`, so a plugin process imports neither grpc nor protobuf; over TCP (TLS),
-or if the small client meets something it does not decode, it makes the same call with grpc,
-imported then. Both paths send and receive the same bytes.
+It speaks gRPC through `h2` (a minimal HTTP/2 client) with the messages of `ipamwire`, on the
+connection `transport` makes: the node-local unix socket, plaintext TCP on loopback, or TLS
+with the configured CA (and client certificate). A plugin process imports neither grpc nor
+protobuf, whichever way it reaches ipamd.
 
-Failures are two types: `IpamdUnreachable` (no answer, timeout, or ipamd itself says
-UNAVAILABLE: try again later) and `IpamdRefused` (ipamd answered with a refusal: an exhausted
-pool, an address owned by someone else, invalid input).
+Failures are two types: `IpamdUnreachable` (no answer, a timeout, an untrusted or unwilling TLS
+peer, an answer that does not decode, or ipamd itself says UNAVAILABLE: try again later) and
+`IpamdRefused` (ipamd answered with a refusal: an exhausted pool, an address owned by someone
+else, invalid input). A configuration that cannot work (a remote address without TLS, TLS
+files that cannot be read) is a CNIError with code 7.
 """
 
 from __future__ import annotations
 
-import os
+import time
 
 from tke.internal.cni import h2
 from tke.internal.cni import ipamwire as wire
-from tke.internal.cni.errors import INVALID_NETWORK_CONFIG, CNIError
-from tke.internal.cni.skel import warn
+from tke.internal.cni.endpoint import invalid
+from tke.internal.cni.transport import dial_tcp, dial_unix, is_loopback, split_address
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterable
-    from typing import Any
+    from collections.abc import Callable, Iterable
+    from typing import TypeVar
 
     from tke.internal.cni.endpoint import IpamdEndpoint
     from tke.internal.cni.owner import PodOwner
+    from tke.internal.cni.transport import Stream
+
+    T = TypeVar("T")
+    Dial = Callable[[float], Stream]
 
 SERVICE = "/tke.ipam.v1.IPAMService/"
 HEALTH_CHECK = "/grpc.health.v1.Health/Check"
@@ -65,118 +72,78 @@ class IpamdRefused(Exception):
         self.message = message
 
 
-def _loopback(address: str) -> bool:
-    import ipaddress
-
-    host = address.rsplit(":", 1)[0].strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def socket_path(endpoint: IpamdEndpoint) -> str:
-    """The file system path of a unix socket address (`/p`, `unix:/p`, `unix:///p`)."""
-    address = endpoint.address
-    if address.startswith("unix:"):
-        address = "/" + address[len("unix:") :].lstrip("/")
-    return os.path.abspath(address)
-
-
-def open_channel(endpoint: IpamdEndpoint) -> Any:
-    """A grpc channel to ipamd: plaintext on a unix socket or loopback, TLS otherwise (a TCP
-    address without `tls.caFile` is a configuration error)."""
-    import grpc
-
-    options: list[tuple[str, Any]] = [("grpc.enable_retries", 0), ("grpc.enable_http_proxy", 0)]
+def connector(endpoint: IpamdEndpoint) -> tuple[Dial, str, str]:
+    """How to reach `endpoint`: (dial by a deadline, the :authority, the :scheme). Plaintext on
+    a unix socket or loopback TCP, TLS otherwise (a TCP address without `tls.caFile` that is
+    not loopback is a configuration error)."""
     if endpoint.is_unix:
-        return grpc.insecure_channel("unix://" + socket_path(endpoint), options=options)
-    if _loopback(endpoint.address) and not endpoint.ca_file:
-        return grpc.insecure_channel(endpoint.address, options=options)
-    if not endpoint.ca_file:
-        raise CNIError(
-            INVALID_NETWORK_CONFIG,
-            f"ipamd address {endpoint.address} is not local: set ipamd.tls.caFile (and certFile/keyFile)",
-        )
+        path = endpoint.socket_path
+        return (lambda deadline: dial_unix(path, deadline)), "localhost", "http"
+    address = endpoint.address
     try:
-        with open(endpoint.ca_file, "rb") as ca:
-            root = ca.read()
-        key = chain = None
-        if endpoint.key_file:
-            with open(endpoint.key_file, "rb") as f:
-                key = f.read()
-        if endpoint.cert_file:
-            with open(endpoint.cert_file, "rb") as f:
-                chain = f.read()
-    except OSError as err:
-        raise CNIError(INVALID_NETWORK_CONFIG, "cannot read ipamd TLS files", str(err)) from None
-    creds = grpc.ssl_channel_credentials(root_certificates=root, private_key=key, certificate_chain=chain)
-    if endpoint.server_name:
-        options.append(("grpc.ssl_target_name_override", endpoint.server_name))
-    return grpc.secure_channel(endpoint.address, creds, options=options)
+        host, _ = split_address(address)
+    except ValueError as err:
+        raise invalid(f"ipamd address: {err}") from None
+    if not endpoint.ca_file:
+        if endpoint.cert_file or endpoint.key_file or endpoint.server_name:
+            raise invalid("ipamd.tls needs caFile: the CA that signed ipamd's certificate")
+        if not is_loopback(host):
+            raise invalid(f"ipamd address {address} is not local: set ipamd.tls.caFile (and certFile/keyFile)")
+        return (lambda deadline: dial_tcp(address, deadline)), address, "http"
+    from tke.internal.cni.tls import TLSClient  # _ssl: only for TLS
+
+    try:
+        tls = TLSClient(endpoint.ca_file, endpoint.cert_file, endpoint.key_file, endpoint.server_name)
+    except ValueError as err:
+        raise invalid("cannot use the ipamd TLS configuration", str(err)) from None
+    return (lambda deadline: tls.dial(address, deadline)), endpoint.server_name or address, "https"
 
 
 class IpamdClient:
     def __init__(self, endpoint: IpamdEndpoint) -> None:
         self.endpoint = endpoint
-        self._channel: Any = None
-        self._direct = endpoint.is_unix
-
-    def close(self) -> None:
-        if self._channel is not None:
-            self._channel.close()
-            self._channel = None
+        self._connector: tuple[Dial, str, str] | None = None  # made by the first call
 
     def __enter__(self) -> IpamdClient:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.close()
+        pass  # every call closes its own connection
 
     def call(self, method: str, request: bytes) -> bytes:
-        """One unary call with the client's deadline; the response message's bytes."""
-        if self._direct:
-            try:
-                code, message, data = h2.unary(socket_path(self.endpoint), method, request, self.endpoint.timeout)
-            except h2.Unreachable as err:
-                raise IpamdUnreachable(str(err)) from None
-            except h2.ProtocolUnsupported as err:
-                warn(f"ipamd's answer needs the full gRPC client ({err}); retrying with it")
-                self._direct = False
-            else:
-                name = CODES[code] if 0 <= code < len(CODES) else "UNKNOWN"
-                if name == "OK":
-                    return data
-                if name in RETRYABLE:
-                    raise IpamdUnreachable(f"{name}: {message}")
-                raise IpamdRefused(name, message or name)
-        return self._grpc_call(method, request)
-
-    def _grpc_call(self, method: str, request: bytes) -> bytes:
-        import grpc
-
-        if self._channel is None:
-            self._channel = open_channel(self.endpoint)
-        stub = self._channel.unary_unary(method, request_serializer=None, response_deserializer=None)
+        """One unary call within the client's deadline; the response message's bytes."""
+        deadline = time.monotonic() + self.endpoint.timeout
+        if self._connector is None:
+            self._connector = connector(self.endpoint)
+        dial, authority, scheme = self._connector
         try:
-            answer: bytes = stub(request, timeout=self.endpoint.timeout)
-        except grpc.RpcError as err:
-            code = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN
-            text = err.details() if hasattr(err, "details") else str(err)
-            if code.name in RETRYABLE:
-                raise IpamdUnreachable(f"{code.name}: {text}") from None
-            raise IpamdRefused(code.name, text or code.name) from None
-        return answer
+            stream = dial(deadline)
+            try:
+                reply = h2.unary(stream, method, request, deadline, authority=authority, scheme=scheme)
+            finally:
+                stream.close()
+        except h2.ProtocolError as err:
+            raise IpamdUnreachable(f"malformed answer: {err}") from None
+        except h2.Unreachable as err:
+            raise IpamdUnreachable(str(err)) from None
+        name = CODES[reply.code] if reply.code < len(CODES) else "UNKNOWN"
+        if name == "OK":
+            return reply.data
+        if name in RETRYABLE:
+            raise IpamdUnreachable(f"{name}: {reply.message}")
+        raise IpamdRefused(name, reply.message or name)
 
-    def _decoded(self, method: str, request: bytes) -> bytes:
-        return self.call(SERVICE + method, request)
+    def _decoded(self, method: str, request: bytes, decode: Callable[[bytes], T]) -> T:
+        data = self.call(SERVICE + method, request)
+        try:
+            return decode(data)
+        except wire.WireError as err:
+            raise IpamdUnreachable(f"malformed {method} answer: {err}") from None
 
     def lookup_binding(self, pod: PodOwner) -> wire.Binding | None:
         request = wire.encode_lookup_binding(pod.namespace, pod.pod_name, pod.workload_kind, pod.workload_name)
         try:
-            return wire.decode_binding(self._decoded("LookupBinding", request))
+            return self._decoded("LookupBinding", request, wire.decode_binding)
         except IpamdRefused as err:
             if err.code == "NOT_FOUND":
                 return None
@@ -184,17 +151,16 @@ class IpamdClient:
 
     def allocate(self, request: bytes) -> wire.AllocateResponse:
         """`request`: wire.encode_allocate(...)."""
-        return wire.decode_allocate_response(self._decoded("Allocate", request))
+        return self._decoded("Allocate", request, wire.decode_allocate_response)
 
     def release(self, container_id: str, ifname: str, pod_uid: str = "") -> wire.ReleaseResponse:
-        return wire.decode_release_response(
-            self._decoded("Release", wire.encode_release(container_id, ifname, pod_uid))
-        )
+        request = wire.encode_release(container_id, ifname, pod_uid)
+        return self._decoded("Release", request, wire.decode_release_response)
 
     def get_allocation(self, container_id: str, ifname: str) -> wire.Allocation | None:
         request = wire.encode_get_allocation_by_attachment(container_id, ifname)
         try:
-            return wire.decode_allocation(self._decoded("GetAllocation", request))
+            return self._decoded("GetAllocation", request, wire.decode_allocation)
         except IpamdRefused as err:
             if err.code == "NOT_FOUND":
                 return None
@@ -204,9 +170,12 @@ class IpamdClient:
         self, node: str, valid: Iterable[tuple[str, str]], min_age_seconds: int | None = None
     ) -> list[wire.Allocation]:
         request = wire.encode_garbage_collect(node, valid, min_age_seconds)
-        return wire.decode_collected(self._decoded("GarbageCollect", request))
+        return self._decoded("GarbageCollect", request, wire.decode_collected)
 
     def serving(self) -> bool:
         """grpc.health.v1 Check of the whole server (an empty request; SERVING is 1)."""
-        fields = wire.parse(self.call(HEALTH_CHECK, b""))
-        return wire.get_int(fields, 1) == wire.SERVING
+        data = self.call(HEALTH_CHECK, b"")
+        try:
+            return wire.get_int(wire.parse(data), 1) == wire.SERVING
+        except wire.WireError as err:
+            raise IpamdUnreachable(f"malformed health answer: {err}") from None

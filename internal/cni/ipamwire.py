@@ -111,8 +111,15 @@ def _bytes(fields: Fields, number: int) -> bytes:
     return value
 
 
+def _text(data: bytes, number: int) -> str:
+    try:
+        return data.decode()
+    except UnicodeDecodeError:
+        raise WireError(f"field {number}: not UTF-8") from None
+
+
 def get_str(fields: Fields, number: int) -> str:
-    return _bytes(fields, number).decode()
+    return _text(_bytes(fields, number), number)
 
 
 def get_int(fields: Fields, number: int) -> int:
@@ -130,7 +137,7 @@ def get_message(fields: Fields, number: int) -> Fields:
 
 
 def get_repeated_str(fields: Fields, number: int) -> list[str]:
-    return [v.decode() for v in fields.get(number, []) if isinstance(v, bytes)]
+    return [_text(v, number) for v in fields.get(number, []) if isinstance(v, bytes)]
 
 
 def get_repeated_message(fields: Fields, number: int) -> list[Fields]:

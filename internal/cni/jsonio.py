@@ -56,8 +56,9 @@ def loads(data: str | bytes) -> Any:
         # The C scanner builds its error from json.decoder, which is not imported: let json
         # itself say what is wrong (invalid input only; never on the success path).
         return _stdlib_loads(text)
-    if text[end:].strip(WHITESPACE):
-        raise DecodeError(f"extra data at offset {end}")
+    rest = text[end:].lstrip(WHITESPACE)
+    if rest:
+        raise DecodeError(f"extra data at offset {len(text) - len(rest)}")
     return value
 
 

@@ -26,7 +26,8 @@ class IpamdProcess:
     """One tke-ipamd whose files (`<name>.toml`, `.sock`, `.log`) live in `workdir`.
 
     `extra` holds top-level TOML options; `tcp` ("127.0.0.1:PORT") adds a TCP listener, with TLS
-    when `cert_file` and `key_file` are given, plaintext otherwise."""
+    when `cert_file` and `key_file` are given (mutual TLS with `client_ca_file`), plaintext
+    otherwise."""
 
     def __init__(
         self,
@@ -41,6 +42,7 @@ class IpamdProcess:
         tcp: str = "",
         cert_file: str = "",
         key_file: str = "",
+        client_ca_file: str = "",
     ) -> None:
         self.workdir = workdir
         self.socket = str(workdir / f"{name}.sock")
@@ -50,6 +52,7 @@ class IpamdProcess:
         if tcp:
             listener = f'\n[tcp]\naddress = "{tcp}"\n'
             listener += f'cert_file = "{cert_file}"\nkey_file = "{key_file}"\n' if cert_file else "insecure = true\n"
+            listener += f'client_ca_file = "{client_ca_file}"\n' if client_ca_file else ""
         quoted = ", ".join(json.dumps(e) for e in endpoints)
         self.config.write_text(
             f'socket = "{self.socket}"\nrelease_cooldown = {cooldown}\nshutdown_grace = 1.0\n'
