@@ -90,7 +90,7 @@ def connector(endpoint: IpamdEndpoint) -> tuple[Dial, str, str]:
         if not is_loopback(host):
             raise invalid(f"ipamd address {address} is not local: set ipamd.tls.caFile (and certFile/keyFile)")
         return (lambda deadline: dial_tcp(address, deadline)), address, "http"
-    from tke.internal.cni.tls import TLSClient  # _ssl: only for TLS
+    from tke.internal.cni.tls import TLSClient  # ssl: only for TLS
 
     try:
         tls = TLSClient(endpoint.ca_file, endpoint.cert_file, endpoint.key_file, endpoint.server_name)

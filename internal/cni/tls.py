@@ -2,12 +2,10 @@
 the configured name (default: the address's host), a client certificate for mutual TLS when one
 is configured, HTTP/2 agreed through ALPN, the handshake within the call's deadline.
 
-It uses `_ssl`, the C module behind ssl.py, which would also import socket, selectors, base64
-and warnings (~5 ms of a plugin's start) for nothing used here; and only a plugin configured
-for TLS imports this module. (`_ssl` itself encodes the server name with the idna codec, which
-imports re and enum: that part of the cost is the same either way.) The context is `_ssl`'s
-PROTOCOL_TLS_CLIENT, which is what ssl.create_default_context(cafile=...) builds (the tests
-compare them): certificate and host name verification on, TLS 1.2 at least, Python's ciphers.
+The context is ssl.create_default_context(cafile=...): certificate and host name verification
+on, TLS 1.2 at least, Python's ciphers. Only a plugin configured for TLS imports this module
+(ssl and socket cost a TLS call ~5 ms of start-up more than the unix socket path's `_socket`;
+the public API is worth it where certificates are checked).
 
 Failures: `h2.Unreachable` for anything that may work later (an untrusted server, a client
 certificate the server wants or refuses, a closed connection), each with a message an operator
@@ -17,25 +15,11 @@ files), which the caller reports as a configuration error.
 
 from __future__ import annotations
 
-import _ssl  # ssl.py would import socket, selectors, base64 and warnings as well
+import socket
+import ssl
 
 from tke.internal.cni.h2 import Unreachable, remaining
-from tke.internal.cni.transport import TCPSocket, dial_tcp, split_address
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Protocol
-
-    class _TLSObject(Protocol):
-        """The part of `_ssl._SSLSocket` used here (typeshed does not describe that class)."""
-
-        def do_handshake(self) -> None: ...
-        def read(self, size: int, /) -> bytes: ...
-        def write(self, data: bytes, /) -> int: ...
-        def selected_alpn_protocol(self) -> str | None: ...
-
-
-ALPN_H2 = b"\x02h2"  # the ALPN protocol list: one length-prefixed name
+from tke.internal.cni.transport import dial_tcp, split_address
 
 
 def _reason(err: OSError) -> str:
@@ -48,14 +32,13 @@ class TLSStream:
     server that closes the connection before its first byte of HTTP/2 (as grpc servers do
     when they refuse a client certificate, without a TLS alert) is reported as that."""
 
-    def __init__(self, sock: TCPSocket, tls: _TLSObject, client: TLSClient) -> None:
-        self.sock = sock
+    def __init__(self, tls: ssl.SSLSocket, client: TLSClient) -> None:
         self.tls = tls
         self.client = client
         self.answered = False
 
     def _failed(self, err: OSError) -> Unreachable:
-        if isinstance(err, _ssl.SSLError) and not isinstance(err, _ssl.SSLEOFError):
+        if isinstance(err, ssl.SSLError) and not isinstance(err, ssl.SSLEOFError):
             return Unreachable(self.client.explain(err))
         if not self.answered:
             return Unreachable(self.client.closed_early())
@@ -64,7 +47,7 @@ class TLSStream:
     def sendall(self, data: bytes) -> None:
         while data:
             try:
-                written = self.tls.write(data)
+                written = self.tls.send(data)
             except TimeoutError:
                 raise
             except OSError as err:
@@ -73,10 +56,10 @@ class TLSStream:
 
     def recv(self, size: int) -> bytes:
         try:
-            data = self.tls.read(size)
+            data = self.tls.recv(size)
         except TimeoutError:
             raise
-        except _ssl.SSLZeroReturnError:
+        except ssl.SSLZeroReturnError:
             data = b""
         except OSError as err:
             raise self._failed(err) from None
@@ -86,10 +69,10 @@ class TLSStream:
         return data
 
     def settimeout(self, timeout: float | None) -> None:
-        self.sock.settimeout(timeout)
+        self.tls.settimeout(timeout)
 
     def close(self) -> None:
-        self.sock.close()
+        self.tls.close()
 
 
 class TLSClient:
@@ -104,9 +87,8 @@ class TLSClient:
         self.ca_file = ca_file
         self.cert_file = cert_file
         self.server_name = server_name
-        self.context = _ssl._SSLContext(_ssl.PROTOCOL_TLS_CLIENT)
         try:
-            self.context.load_verify_locations(ca_file)
+            self.context = ssl.create_default_context(cafile=ca_file)
         except OSError as err:
             raise ValueError(f"tls.caFile {ca_file}: {_reason(err)}") from None
         if cert_file:
@@ -114,24 +96,23 @@ class TLSClient:
                 self.context.load_cert_chain(cert_file, key_file or None)
             except OSError as err:
                 raise ValueError(f"tls.certFile {cert_file}, keyFile {key_file or cert_file}: {_reason(err)}") from None
-        self.context._set_alpn_protocols(ALPN_H2)  # type: ignore[attr-defined]
+        self.context.set_alpn_protocols(["h2"])
 
     def dial(self, address: str, deadline: float) -> TLSStream:
         """A TLS connection to `address`, verified against the CA for `server_name` (default:
         the address's host), speaking HTTP/2."""
         name = self.server_name or split_address(address)[0]
-        sock = dial_tcp(address, deadline)
+        sock = socket.socket(fileno=dial_tcp(address, deadline).detach())
         try:
-            wrap = self.context._wrap_socket  # type: ignore[attr-defined]
-            tls: _TLSObject = wrap(sock, False, name)
-            sock.settimeout(remaining(deadline))
+            tls = self.context.wrap_socket(sock, server_hostname=name, do_handshake_on_connect=False)
+            tls.settimeout(remaining(deadline))
             tls.do_handshake()
             if tls.selected_alpn_protocol() != "h2":
                 raise Unreachable(f"{address} did not agree to HTTP/2 over TLS (ALPN), so it is not a gRPC server")
         except TimeoutError:
             sock.close()
             raise Unreachable(f"{address}: deadline exceeded during the TLS handshake") from None
-        except _ssl.SSLError as err:
+        except ssl.SSLError as err:
             sock.close()
             raise Unreachable(self.explain(err, name)) from None
         except OSError as err:
@@ -140,7 +121,7 @@ class TLSClient:
         except BaseException:
             sock.close()
             raise
-        return TLSStream(sock, tls, self)
+        return TLSStream(tls, self)
 
     def closed_early(self) -> str:
         if not self.cert_file:
@@ -154,10 +135,10 @@ class TLSClient:
             "client authentication)"
         )
 
-    def explain(self, err: _ssl.SSLError, name: str = "") -> str:
+    def explain(self, err: ssl.SSLError, name: str = "") -> str:
         """What a TLS failure means for the operator."""
         reason = str(getattr(err, "reason", "") or "")
-        if isinstance(err, _ssl.SSLCertVerificationError):
+        if isinstance(err, ssl.SSLCertVerificationError):
             detail = getattr(err, "verify_message", "") or reason
             return f"TLS: ipamd's certificate is not trusted for {name!r} by {self.ca_file}: {detail}"
         if not self.cert_file and ("CERTIFICATE_REQUIRED" in reason or "HANDSHAKE_FAILURE" in reason):

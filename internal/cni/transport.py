@@ -24,13 +24,6 @@ if TYPE_CHECKING:
         def close(self) -> None: ...
 
 
-class TCPSocket(_socket.socket):
-    """A TCP socket `_ssl` can wrap: it keeps a weak reference to the socket, which a plain
-    `_socket.socket` cannot have."""
-
-    __slots__ = ("__weakref__",)
-
-
 def split_address(address: str) -> tuple[str, int]:
     """("host", port) of "host:port" or "[v6]:port"; ValueError when it is neither."""
     host, sep, port = address.rpartition(":")
@@ -72,7 +65,7 @@ def dial_unix(path: str, deadline: float) -> _socket.socket:
     return sock
 
 
-def dial_tcp(address: str, deadline: float) -> TCPSocket:
+def dial_tcp(address: str, deadline: float) -> _socket.socket:
     """A connected TCP socket to `address` (host:port; every address the name resolves to is
     tried in turn). Name resolution itself is not bounded by the deadline: give an address."""
     host, port = split_address(address)
@@ -82,7 +75,7 @@ def dial_tcp(address: str, deadline: float) -> TCPSocket:
         raise Unreachable(f"{host}: {err.strerror or err}") from None
     failure = "no address"
     for family, kind, proto, _, target in candidates:
-        sock = TCPSocket(family, kind, proto)
+        sock = _socket.socket(family, kind, proto)
         try:
             sock.settimeout(remaining(deadline))
             sock.connect(target)

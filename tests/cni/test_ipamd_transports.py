@@ -9,7 +9,6 @@ import base64
 import shutil
 import signal
 import socket
-import ssl
 import subprocess
 import tempfile
 import time
@@ -29,7 +28,6 @@ from tke.internal.cni.endpoint import IpamdEndpoint
 from tke.internal.cni.errors import CNIError
 from tke.internal.cni.ipamdclient import IpamdClient, IpamdUnreachable
 from tke.internal.cni.owner import PodOwner
-from tke.internal.cni.tls import TLSClient
 from tke.internal.cni.transport import dial_unix
 from tke.internal.storage.etcd import EtcdConfig
 from tke.ipam.v1 import ipam_pb2, ipam_pb2_grpc
@@ -259,17 +257,3 @@ def test_tls_alerts_of_a_server_that_sends_them(tmp_path: Path) -> None:
     finally:
         process.kill()
         process.wait()
-
-
-def test_the_tls_context_is_the_standard_librarys_default(tmp_path: Path) -> None:
-    ca = TestCA(tmp_path / "pki")
-    ours = TLSClient(ca.ca_file).context
-    standard = ssl.create_default_context(cafile=ca.ca_file)
-    assert ours.check_hostname and ours.verify_mode == ssl.CERT_REQUIRED == standard.verify_mode
-    assert (ours.minimum_version, ours.options, ours.verify_flags) == (
-        standard.minimum_version,
-        standard.options,
-        standard.verify_flags,
-    )
-    assert ours.get_ciphers() == standard.get_ciphers()
-    assert ours.get_ca_certs() == standard.get_ca_certs()
