@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 from collections.abc import Callable
 from typing import Any
 
 import grpc
 from grpc_interceptor.server import AsyncServerInterceptor
+
+from tke.internal.daemon import run_until_stopped
 
 EMPTY_METHOD = "/bench.Bare/Empty"
 
@@ -62,11 +63,7 @@ async def serve(port: int, etcd: str = "", layers: int = 0) -> None:
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("bench.Bare", handlers),))
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await run_until_stopped()
     await server.stop(0)
     if conn is not None:
         await conn.close()

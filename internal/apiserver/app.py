@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from tke.internal.apiserver.registry import R, Registry
 from tke.internal.apiserver.services import ResourceService
 from tke.internal.apiserver.watch import Hub
 from tke.internal.auth.chain import AuthChain, AuthConfig, PluginContext, build
+from tke.internal.daemon import run_until_stopped
 from tke.internal.rpc.interceptors import RequestInterceptor
 from tke.internal.rpc.metrics import MetricsInterceptor
 from tke.internal.rpc.server import ListenConfig, RunningServer, ServerSpec, start_server
@@ -134,10 +134,6 @@ async def serve(config: ApiserverConfig) -> None:
     if listen.unix_socket:
         where.append(f"unix {Path(listen.unix_socket)}")
     log.info("tke-apiserver serving on %s; etcd %s", ", ".join(where), ",".join(config.etcd.endpoints))
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await run_until_stopped()
     log.info("shutting down")
     await apiserver.stop()
