@@ -26,13 +26,13 @@ from tke.internal.daemon import run_until_stopped
 EMPTY_METHOD = "/bench.Bare/Empty"
 
 
-async def _empty(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+async def _empty(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
     return b""
 
 
 class _Nothing(AsyncServerInterceptor):
     async def intercept(
-        self, method: Callable[..., Any], request: Any, context: grpc.aio.ServicerContext, method_name: str
+        self, method: Callable[..., Any], request: Any, context: grpc.aio.ServicerContext[Any, Any], method_name: str
     ) -> Any:
         return await method(request, context)
 
@@ -52,7 +52,7 @@ async def serve(port: int, etcd: str = "", layers: int = 0) -> None:
 
         conn = EtcdConnection(EtcdConfig(endpoints=[etcd]))
 
-        async def _range(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        async def _range(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
             assert conn is not None
             await conn.call(conn.kv.Range, rpc.RangeRequest(key=request), idempotent=True)
             return b""

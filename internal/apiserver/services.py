@@ -25,6 +25,7 @@ from tke.meta.v1 import meta_pb2
 from tke.platform.v1 import cluster_pb2, cluster_pb2_grpc, event_pb2, event_pb2_grpc, machine_pb2, machine_pb2_grpc
 
 Filter = Callable[[R], bool]
+Context = grpc.aio.ServicerContext[Any, Any]
 
 
 def _no_filter(request: Any) -> None:
@@ -104,14 +105,14 @@ class ResourceService(Generic[R]):
         obj: R = getattr(request, self.service.field)
         return obj
 
-    async def Create(self, request: Any, context: Any) -> R:
+    async def Create(self, request: Any, context: Context) -> R:
         # An absent object is refused by the API (a required field), not created empty.
         return await self.api.create(self._object(request) if request.HasField(self.service.field) else None)
 
-    async def Get(self, request: Any, context: Any) -> R:
+    async def Get(self, request: Any, context: Context) -> R:
         return await self.api.get(request.name, request.tenant_id)
 
-    async def List(self, request: Any, context: Any) -> Message:
+    async def List(self, request: Any, context: Context) -> Message:
         page = await self.api.list(
             request.tenant_id,
             request.label_selector,
@@ -122,19 +123,19 @@ class ResourceService(Generic[R]):
         meta = meta_pb2.ListMeta(resource_version=str(page.revision), continue_token=page.continue_token)
         return self.service.list_message(items=page.items, metadata=meta)
 
-    async def Update(self, request: Any, context: Any) -> R:
+    async def Update(self, request: Any, context: Context) -> R:
         # A kind whose Update has no update_mask (events) is always replaced whole.
         has_mask = "update_mask" in request.DESCRIPTOR.fields_by_name
         mask = request.update_mask if has_mask else field_mask_pb2.FieldMask()
         return await self.api.update(self._object(request), mask)
 
-    async def UpdateStatus(self, request: Any, context: Any) -> R:
+    async def UpdateStatus(self, request: Any, context: Context) -> R:
         return await self.api.update_status(self._object(request))
 
-    async def Delete(self, request: Any, context: Any) -> R:
+    async def Delete(self, request: Any, context: Context) -> R:
         return await self.api.delete(request.name, request.tenant_id, request.resource_version)
 
-    async def Watch(self, request: Any, context: Any) -> AsyncIterator[Message]:
+    async def Watch(self, request: Any, context: Context) -> AsyncIterator[Message]:
         events = self.api.watch(
             request.tenant_id, request.label_selector, request.resource_version, self.service.filter(request)
         )

@@ -10,9 +10,10 @@ import sys
 from pathlib import Path
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from tests.support.etcd import EtcdProcess, free_port
+from tests.support.rpc import health_check
 
 BINARY = shutil.which("tke-apiserver", path=str(Path(sys.executable).parent)) or "tke-apiserver"
 
@@ -55,8 +56,7 @@ async def test_serves_then_stops_gracefully_on_sigterm(etcd: EtcdProcess, tmp_pa
     proc = await asyncio.create_subprocess_exec(BINARY, "--config", str(config), stderr=asyncio.subprocess.PIPE)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            health = health_pb2_grpc.HealthStub(channel)
-            resp = await health.Check(health_pb2.HealthCheckRequest(), timeout=20, wait_for_ready=True)
+            resp = await health_check(channel)(health_pb2.HealthCheckRequest(), timeout=20, wait_for_ready=True)
             assert resp.status == health_pb2.HealthCheckResponse.SERVING
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 15) == 0

@@ -9,10 +9,10 @@ import asyncio
 import grpc
 import pytest
 from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from tests.support.apiserver import Running, cluster, local_config, start, stop
 from tests.support.controller import wait_for
+from tests.support.rpc import status_of
 from tke.internal.controller.client import EVENTS, ApiClient
 from tke.internal.controller.events import NORMAL, WARNING, ApiRecorder, event_name, make_record
 from tke.internal.storage.etcd import EtcdConfig
@@ -88,7 +88,7 @@ async def test_an_invalid_event_is_refused_field_by_field(api: Running) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await events.Create(event_pb2.CreateEventRequest(event=bad))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    status = rpc_status.from_call(err.value)
+    status = status_of(err.value)
     assert status is not None
     detail = error_details_pb2.BadRequest()
     status.details[0].Unpack(detail)

@@ -331,7 +331,9 @@ def _event(ev: rpc.Event) -> Event:
     return Event(type=EventType.PUT, item=_item(kv), prev_value=prev)
 
 
-async def _request_progress(call: grpc.aio.StreamStreamCall, interval: float) -> None:
+async def _request_progress(
+    call: grpc.aio.StreamStreamCall[rpc.WatchRequest, rpc.WatchResponse], interval: float
+) -> None:
     """Ask etcd now and then how far the watch has come, so that a quiet prefix still advances
     (bookmarks, and a resume point that does not fall behind compaction)."""
     request = rpc.WatchRequest(progress_request=rpc.WatchProgressRequest())
