@@ -127,8 +127,12 @@ class Apiserver:
 async def serve(config: ApiserverConfig) -> None:
     """Run until SIGINT or SIGTERM, then stop gracefully."""
     apiserver = Apiserver(config)
-    server = await apiserver.start()
-    metrics.serve(config.metrics_address)
+    try:
+        server = await apiserver.start()
+        metrics.serve(config.metrics_address)
+    except BaseException:
+        await apiserver.stop()  # what a half-done start left running
+        raise
     listen = config.listen
     where = [f"tcp {listen.address} (port {server.port})"] if listen.address else []
     if listen.unix_socket:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -51,7 +52,9 @@ async def test_serves_then_stops_gracefully_on_sigterm(etcd: EtcdProcess, tmp_pa
     port = free_port()
     config = tmp_path / "apiserver.toml"
     config.write_text(
-        f'[listen]\naddress = "127.0.0.1:{port}"\n[etcd]\nendpoints = ["{etcd.endpoint}"]\nprefix = "/bin-test"\n'
+        # No metrics endpoint: the default port is shared with whatever else runs on this machine.
+        f'metrics_address = ""\n[listen]\naddress = "127.0.0.1:{port}"\n'
+        f'[etcd]\nendpoints = ["{etcd.endpoint}"]\nprefix = "/bin-test"\n'
     )
     proc = await asyncio.create_subprocess_exec(BINARY, "--config", str(config), stderr=asyncio.subprocess.PIPE)
     try:
@@ -69,3 +72,18 @@ async def test_serves_then_stops_gracefully_on_sigterm(etcd: EtcdProcess, tmp_pa
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_a_busy_metrics_port_is_a_clean_refusal(etcd: EtcdProcess, tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        config = tmp_path / "apiserver.toml"
+        config.write_text(
+            f'metrics_address = "127.0.0.1:{taken.getsockname()[1]}"\n[listen]\naddress = "127.0.0.1:0"\n'
+            f'[etcd]\nendpoints = ["{etcd.endpoint}"]\nprefix = "/bin-test"\n'
+        )
+        code, err = await run("--config", str(config))
+    assert code == 1
+    assert "Address already in use" in err
+    assert "Traceback" not in err and "Exception ignored" not in err
