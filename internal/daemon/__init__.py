@@ -12,7 +12,9 @@ from collections.abc import Awaitable
 async def run_until_stopped(work: Awaitable[None] | None = None) -> None:
     """Run `work` (or just wait) until SIGINT or SIGTERM. The signal cancels `work`, whose own
     clean-up then runs before this returns; if `work` ends first, so does this, with its error.
-    Later signals are ignored: the caller's shutdown that follows is not cut short."""
+    Signals after `work` ended are ignored: the caller's shutdown that follows is not cut short
+    (a second signal during `work`'s own clean-up cancels that clean-up, as a second Ctrl-C
+    should)."""
     loop = asyncio.get_running_loop()
     task = asyncio.ensure_future(work if work is not None else loop.create_future())
     for sig in (signal.SIGINT, signal.SIGTERM):
