@@ -140,13 +140,19 @@ class _Handler(BaseHTTPRequestHandler):
         self._reply(200, {})
 
 
+class _Server(ThreadingHTTPServer):
+    # The standard library's listen backlog is 5: a burst of concurrent clients would overflow
+    # it and see resets or second-long stalls that no real API gateway causes.
+    request_queue_size = 128
+
+
 class VPCServer:
     """Serves VPCState on a free loopback port until stop(); over TLS with `tls`."""
 
     def __init__(self, state: VPCState, tls: CertFiles | None = None) -> None:
         handler = type("Handler", (_Handler,), {"state": state})
         self.state = state
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.httpd = _Server(("127.0.0.1", 0), handler)
         self.httpd.daemon_threads = True
         self.scheme = "http"
         if tls is not None:
