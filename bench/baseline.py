@@ -15,23 +15,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 from collections.abc import Callable
 from typing import Any
 
 import grpc
 from grpc_interceptor.server import AsyncServerInterceptor
 
+from tke.internal.daemon import run_until_stopped
+
 EMPTY_METHOD = "/bench.Bare/Empty"
 
 
-async def _empty(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+async def _empty(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
     return b""
 
 
 class _Nothing(AsyncServerInterceptor):
     async def intercept(
-        self, method: Callable[..., Any], request: Any, context: grpc.aio.ServicerContext, method_name: str
+        self, method: Callable[..., Any], request: Any, context: grpc.aio.ServicerContext[Any, Any], method_name: str
     ) -> Any:
         return await method(request, context)
 
@@ -51,7 +52,7 @@ async def serve(port: int, etcd: str = "", layers: int = 0) -> None:
 
         conn = EtcdConnection(EtcdConfig(endpoints=[etcd]))
 
-        async def _range(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        async def _range(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
             assert conn is not None
             await conn.call(conn.kv.Range, rpc.RangeRequest(key=request), idempotent=True)
             return b""
@@ -62,11 +63,7 @@ async def serve(port: int, etcd: str = "", layers: int = 0) -> None:
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("bench.Bare", handlers),))
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await run_until_stopped()
     await server.stop(0)
     if conn is not None:
         await conn.close()

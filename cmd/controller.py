@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import signal
 import sys
 
 from tke.internal import logs, metrics
@@ -19,17 +17,13 @@ from tke.internal.config.loader import ConfigError, load
 from tke.internal.controller.config import ControllerConfig
 from tke.internal.controller.leader import LostLeadership
 from tke.internal.controller.manager import Controller
+from tke.internal.daemon import run_until_stopped
 from tke.internal.plugin.loader import PluginError
 
 
 async def _serve(config: ControllerConfig) -> None:
     controller = Controller(config)
-    main = asyncio.create_task(controller.run())
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, main.cancel)
-    with contextlib.suppress(asyncio.CancelledError):
-        await main
+    await run_until_stopped(controller.run())
 
 
 def main(argv: list[str] | None = None) -> int:

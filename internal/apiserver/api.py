@@ -1,5 +1,5 @@
-"""Request handling shared by every kind: tenancy, selectors, and watch streams. The generated
-servicers (services.py) translate their request messages into these calls.
+"""Request handling shared by every kind: tenancy, selectors, and watch streams. The servicer
+(services.py) translates each kind's request messages into these calls.
 
 Tenancy: an empty tenant_id means the caller's tenant. Only platform administrators name
 another tenant, or "*" for every tenant; anyone else naming another tenant's object gets

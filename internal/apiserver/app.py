@@ -5,27 +5,28 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 
 from tke.internal import metrics
+from tke.internal.apiserver import services
 from tke.internal.apiserver.admission import with_provider_validation
 from tke.internal.apiserver.api import ResourceAPI
-from tke.internal.apiserver.event_service import DEFAULT_EVENT_TTL, EventService, event_store
+from tke.internal.apiserver.event_store import DEFAULT_EVENT_TTL, event_store
 from tke.internal.apiserver.kinds import CLUSTERS, EVENTS, machine_kind
-from tke.internal.apiserver.registry import Registry
-from tke.internal.apiserver.services import ClusterService, MachineService
+from tke.internal.apiserver.registry import R, Registry
+from tke.internal.apiserver.services import ResourceService
 from tke.internal.apiserver.watch import Hub
 from tke.internal.auth.chain import AuthChain, AuthConfig, PluginContext, build
+from tke.internal.daemon import run_until_stopped
 from tke.internal.rpc.interceptors import RequestInterceptor
 from tke.internal.rpc.metrics import MetricsInterceptor
 from tke.internal.rpc.server import ListenConfig, RunningServer, ServerSpec, start_server
 from tke.internal.storage.etcd import EtcdConfig, EtcdStore
 from tke.internal.storage.store import Store
-from tke.platform.v1 import cluster_pb2, cluster_pb2_grpc, event_pb2, event_pb2_grpc, machine_pb2, machine_pb2_grpc
 
 log = logging.getLogger("tke.apiserver")
 
@@ -73,46 +74,43 @@ class Apiserver:
         self.machines = Registry(
             with_provider_validation(machine_kind(self.clusters), "tke.machine_providers"), self.store, self.prefix
         )
-        w = config.watch
-        self.cluster_hub: Hub[cluster_pb2.Cluster] = Hub(
-            self.store, self.clusters.root, self.clusters.decode,
-            window=w.window, queue_size=w.client_queue, progress_interval=w.progress_interval,
-        )  # fmt: skip
-        self.machine_hub: Hub[machine_pb2.Machine] = Hub(
-            self.store, self.machines.root, self.machines.decode,
-            window=w.window, queue_size=w.client_queue, progress_interval=w.progress_interval,
-        )  # fmt: skip
         self.events = Registry(EVENTS, event_store(self.store, config.event_ttl), self.prefix)
-        self.event_hub: Hub[event_pb2.Event] = Hub(
-            self.store, self.events.root, self.events.decode,
-            window=w.window, queue_size=w.client_queue, progress_interval=w.progress_interval,
-        )  # fmt: skip
+        self.cluster_hub = self._hub(self.clusters)
+        self.machine_hub = self._hub(self.machines)
+        self.event_hub = self._hub(self.events)
         self.server: RunningServer | None = None
+
+    def _hub(self, registry: Registry[R]) -> Hub[R]:
+        w = self.config.watch
+        return Hub(
+            self.store,
+            registry.root,
+            registry.decode,
+            window=w.window,
+            queue_size=w.client_queue,
+            progress_interval=w.progress_interval,
+        )
 
     async def start(self) -> RunningServer:
         self.auth: AuthChain = build(self.config.auth, PluginContext(self.store, self.prefix))
         await self.auth.start()
         await asyncio.gather(self.cluster_hub.start(), self.machine_hub.start(), self.event_hub.start())
         bookmark = self.config.watch.bookmark_interval
-        cluster_api = ResourceAPI(self.clusters, self.cluster_hub, bookmark)
-        machine_api = ResourceAPI(self.machines, self.machine_hub, bookmark)
-        event_api = ResourceAPI(self.events, self.event_hub, bookmark)
+        servicers: list[ResourceService[Any]] = [
+            ResourceService(services.CLUSTERS, ResourceAPI(self.clusters, self.cluster_hub, bookmark)),
+            ResourceService(services.MACHINES, ResourceAPI(self.machines, self.machine_hub, bookmark)),
+            ResourceService(services.EVENTS, ResourceAPI(self.events, self.event_hub, bookmark)),
+        ]
 
         def register(server: grpc.aio.Server) -> None:
-            cluster_pb2_grpc.add_ClusterServiceServicer_to_server(ClusterService(cluster_api), server)
-            machine_pb2_grpc.add_MachineServiceServicer_to_server(MachineService(machine_api), server)
-            event_pb2_grpc.add_EventServiceServicer_to_server(EventService(event_api), server)
+            for servicer in servicers:
+                servicer.add_to(server)
             for _, add in self.auth.services:
                 add(server)
 
         spec = ServerSpec(
             register=register,
-            services=[
-                cluster_pb2.DESCRIPTOR.services_by_name["ClusterService"].full_name,
-                machine_pb2.DESCRIPTOR.services_by_name["MachineService"].full_name,
-                event_pb2.DESCRIPTOR.services_by_name["EventService"].full_name,
-                *(name for name, _ in self.auth.services),
-            ],
+            services=[*(s.service.name for s in servicers), *(name for name, _ in self.auth.services)],
             interceptors=[RequestInterceptor(), MetricsInterceptor(), *self.auth.interceptors],
             on_stop=[self.cluster_hub.stop, self.machine_hub.stop, self.event_hub.stop],
         )
@@ -129,17 +127,17 @@ class Apiserver:
 async def serve(config: ApiserverConfig) -> None:
     """Run until SIGINT or SIGTERM, then stop gracefully."""
     apiserver = Apiserver(config)
-    server = await apiserver.start()
-    metrics.serve(config.metrics_address)
+    try:
+        server = await apiserver.start()
+        metrics.serve(config.metrics_address)
+    except BaseException:
+        await apiserver.stop()  # what a half-done start left running
+        raise
     listen = config.listen
     where = [f"tcp {listen.address} (port {server.port})"] if listen.address else []
     if listen.unix_socket:
         where.append(f"unix {Path(listen.unix_socket)}")
     log.info("tke-apiserver serving on %s; etcd %s", ", ".join(where), ",".join(config.etcd.endpoints))
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await run_until_stopped()
     log.info("shutting down")
     await apiserver.stop()

@@ -1,94 +1,143 @@
-"""The gRPC servicers of tke.platform.v1: thin translations from request messages to the
-shared ResourceAPI of each kind."""
+"""The gRPC services of tke.platform.v1: one servicer, `ResourceService`, that translates
+request messages into calls of a kind's shared ResourceAPI, and a table per kind (CLUSTERS,
+MACHINES, EVENTS) of what differs between the kinds' services.
+
+Every service's requests look alike: Create, Update and UpdateStatus carry the object in the
+field named after the kind; Get and Delete name it; List and Watch take a tenant, a label
+selector and a resource version, and some kinds add a filter of their own (machines of one
+cluster, events about one object). A method a kind's service does not declare (events have no
+UpdateStatus or Delete) is never routed to the servicer.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any, Generic
+
+import grpc
+from google.protobuf import field_mask_pb2
+from google.protobuf.message import Message
 
 from tke.internal.apiserver.api import ResourceAPI
-from tke.platform.v1 import cluster_pb2, cluster_pb2_grpc, machine_pb2, machine_pb2_grpc
+from tke.internal.apiserver.registry import R
+from tke.meta.v1 import meta_pb2
+from tke.platform.v1 import cluster_pb2, cluster_pb2_grpc, event_pb2, event_pb2_grpc, machine_pb2, machine_pb2_grpc
+
+Filter = Callable[[R], bool]
+Context = grpc.aio.ServicerContext[Any, Any]
 
 
-def _field(request: Any, name: str) -> Any:
-    return getattr(request, name) if request.HasField(name) else None
+def _no_filter(request: Any) -> None:
+    return None
 
 
-class ClusterService(cluster_pb2_grpc.ClusterServiceServicer):
-    def __init__(self, api: ResourceAPI[cluster_pb2.Cluster]) -> None:
+@dataclass(frozen=True)
+class Service(Generic[R]):
+    """One kind's gRPC service."""
+
+    name: str  # full name, for health and reflection
+    # The generated add_<Kind>ServiceServicer_to_server: it routes each method the service
+    # declares to the servicer's method of that name.
+    add_to_server: Callable[[Any, grpc.aio.Server], None]
+    field: str  # the request field that carries the object: "cluster"
+    list_message: type[Message]  # ClusterList
+    event_message: type[Message]  # ClusterEvent
+    # The kind's own List and Watch filter, read from the request; None: everything selected.
+    filter: Callable[[Any], Filter[R] | None] = _no_filter
+
+
+def _of_cluster(
+    request: machine_pb2.ListMachinesRequest | machine_pb2.WatchMachinesRequest,
+) -> Filter[machine_pb2.Machine] | None:
+    cluster = request.cluster_name
+    return (lambda m: m.spec.cluster_name == cluster) if cluster else None
+
+
+def _about(request: event_pb2.ListEventsRequest | event_pb2.WatchEventsRequest) -> Filter[event_pb2.Event] | None:
+    kind, name = request.involved_object_kind, request.involved_object_name
+    if not kind and not name:
+        return None
+
+    def matches(event: event_pb2.Event) -> bool:
+        ref = event.spec.involved_object
+        return (not kind or ref.kind == kind) and (not name or ref.name == name)
+
+    return matches
+
+
+CLUSTERS: Service[cluster_pb2.Cluster] = Service(
+    name=cluster_pb2.DESCRIPTOR.services_by_name["ClusterService"].full_name,
+    add_to_server=cluster_pb2_grpc.add_ClusterServiceServicer_to_server,
+    field="cluster",
+    list_message=cluster_pb2.ClusterList,
+    event_message=cluster_pb2.ClusterEvent,
+)
+MACHINES: Service[machine_pb2.Machine] = Service(
+    name=machine_pb2.DESCRIPTOR.services_by_name["MachineService"].full_name,
+    add_to_server=machine_pb2_grpc.add_MachineServiceServicer_to_server,
+    field="machine",
+    list_message=machine_pb2.MachineList,
+    event_message=machine_pb2.MachineEvent,
+    filter=_of_cluster,
+)
+EVENTS: Service[event_pb2.Event] = Service(
+    name=event_pb2.DESCRIPTOR.services_by_name["EventService"].full_name,
+    add_to_server=event_pb2_grpc.add_EventServiceServicer_to_server,
+    field="event",
+    list_message=event_pb2.EventList,
+    event_message=event_pb2.EventEvent,
+    filter=_about,
+)
+
+
+class ResourceService(Generic[R]):
+    """The servicer of one kind: `service` says how its requests look, `api` does the work."""
+
+    def __init__(self, service: Service[R], api: ResourceAPI[R]) -> None:
+        self.service = service
         self.api = api
 
-    async def Create(self, request: cluster_pb2.CreateClusterRequest, context: Any) -> cluster_pb2.Cluster:
-        return await self.api.create(_field(request, "cluster"))
+    def add_to(self, server: grpc.aio.Server) -> None:
+        self.service.add_to_server(self, server)
 
-    async def Get(self, request: cluster_pb2.GetClusterRequest, context: Any) -> cluster_pb2.Cluster:
+    def _object(self, request: Any) -> R:
+        obj: R = getattr(request, self.service.field)
+        return obj
+
+    async def Create(self, request: Any, context: Context) -> R:
+        # An absent object is refused by the API (a required field), not created empty.
+        return await self.api.create(self._object(request) if request.HasField(self.service.field) else None)
+
+    async def Get(self, request: Any, context: Context) -> R:
         return await self.api.get(request.name, request.tenant_id)
 
-    async def List(self, request: cluster_pb2.ListClustersRequest, context: Any) -> cluster_pb2.ClusterList:
-        page = await self.api.list(request.tenant_id, request.label_selector, request.page_size, request.continue_token)
-        out = cluster_pb2.ClusterList(items=page.items)
-        out.metadata.resource_version = str(page.revision)
-        out.metadata.continue_token = page.continue_token
-        return out
-
-    async def Update(self, request: cluster_pb2.UpdateClusterRequest, context: Any) -> cluster_pb2.Cluster:
-        return await self.api.update(request.cluster, request.update_mask)
-
-    async def UpdateStatus(self, request: cluster_pb2.UpdateClusterStatusRequest, context: Any) -> cluster_pb2.Cluster:
-        return await self.api.update_status(request.cluster)
-
-    async def Delete(self, request: cluster_pb2.DeleteClusterRequest, context: Any) -> cluster_pb2.Cluster:
-        return await self.api.delete(request.name, request.tenant_id, request.resource_version)
-
-    async def Watch(
-        self, request: cluster_pb2.WatchClustersRequest, context: Any
-    ) -> AsyncIterator[cluster_pb2.ClusterEvent]:
-        async for kind, obj in self.api.watch(request.tenant_id, request.label_selector, request.resource_version):
-            yield cluster_pb2.ClusterEvent(type=kind, object=obj)  # type: ignore[arg-type]
-
-
-class MachineService(machine_pb2_grpc.MachineServiceServicer):
-    def __init__(self, api: ResourceAPI[machine_pb2.Machine]) -> None:
-        self.api = api
-
-    async def Create(self, request: machine_pb2.CreateMachineRequest, context: Any) -> machine_pb2.Machine:
-        return await self.api.create(_field(request, "machine"))
-
-    async def Get(self, request: machine_pb2.GetMachineRequest, context: Any) -> machine_pb2.Machine:
-        return await self.api.get(request.name, request.tenant_id)
-
-    async def List(self, request: machine_pb2.ListMachinesRequest, context: Any) -> machine_pb2.MachineList:
-        cluster = request.cluster_name
+    async def List(self, request: Any, context: Context) -> Message:
         page = await self.api.list(
             request.tenant_id,
             request.label_selector,
             request.page_size,
             request.continue_token,
-            (lambda m: m.spec.cluster_name == cluster) if cluster else None,
+            self.service.filter(request),
         )
-        out = machine_pb2.MachineList(items=page.items)
-        out.metadata.resource_version = str(page.revision)
-        out.metadata.continue_token = page.continue_token
-        return out
+        meta = meta_pb2.ListMeta(resource_version=str(page.revision), continue_token=page.continue_token)
+        return self.service.list_message(items=page.items, metadata=meta)
 
-    async def Update(self, request: machine_pb2.UpdateMachineRequest, context: Any) -> machine_pb2.Machine:
-        return await self.api.update(request.machine, request.update_mask)
+    async def Update(self, request: Any, context: Context) -> R:
+        # A kind whose Update has no update_mask (events) is always replaced whole.
+        has_mask = "update_mask" in request.DESCRIPTOR.fields_by_name
+        mask = request.update_mask if has_mask else field_mask_pb2.FieldMask()
+        return await self.api.update(self._object(request), mask)
 
-    async def UpdateStatus(self, request: machine_pb2.UpdateMachineStatusRequest, context: Any) -> machine_pb2.Machine:
-        return await self.api.update_status(request.machine)
+    async def UpdateStatus(self, request: Any, context: Context) -> R:
+        return await self.api.update_status(self._object(request))
 
-    async def Delete(self, request: machine_pb2.DeleteMachineRequest, context: Any) -> machine_pb2.Machine:
+    async def Delete(self, request: Any, context: Context) -> R:
         return await self.api.delete(request.name, request.tenant_id, request.resource_version)
 
-    async def Watch(
-        self, request: machine_pb2.WatchMachinesRequest, context: Any
-    ) -> AsyncIterator[machine_pb2.MachineEvent]:
-        cluster = request.cluster_name
+    async def Watch(self, request: Any, context: Context) -> AsyncIterator[Message]:
         events = self.api.watch(
-            request.tenant_id,
-            request.label_selector,
-            request.resource_version,
-            (lambda m: m.spec.cluster_name == cluster) if cluster else None,
+            request.tenant_id, request.label_selector, request.resource_version, self.service.filter(request)
         )
         async for kind, obj in events:
-            yield machine_pb2.MachineEvent(type=kind, object=obj)  # type: ignore[arg-type]
+            yield self.service.event_message(type=kind, object=obj)

@@ -75,14 +75,14 @@ class CallRecord:
 call_record: contextvars.ContextVar[CallRecord | None] = contextvars.ContextVar("call_record", default=None)
 
 
-async def _call(method: Callable[..., Any], request: Any, context: grpc.aio.ServicerContext) -> Any:
+async def _call(method: Callable[..., Any], request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
     response = method(request, context)
     if hasattr(response, "__aiter__"):
         return response
     return await response
 
 
-def _credentials(context: grpc.aio.ServicerContext) -> Credentials:
+def _credentials(context: grpc.aio.ServicerContext[Any, Any]) -> Credentials:
     metadata = {k.lower(): v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
     auth = context.auth_context() or {}
     pem = b"".join(auth.get("x509_pem_cert", []))
@@ -111,7 +111,11 @@ class AuthenticationInterceptor(AsyncServerInterceptor):
         )
 
     async def intercept(
-        self, method: Callable[..., Any], request_or_iterator: Any, context: grpc.aio.ServicerContext, method_name: str
+        self,
+        method: Callable[..., Any],
+        request_or_iterator: Any,
+        context: grpc.aio.ServicerContext[Any, Any],
+        method_name: str,
     ) -> Any:
         record = CallRecord(method=method_name, started=time.perf_counter(), peer=context.peer() or "")
         call_record.set(record)
@@ -144,7 +148,11 @@ class AuthorizationInterceptor(AsyncServerInterceptor):
         self.auditor = auditor
 
     async def intercept(
-        self, method: Callable[..., Any], request_or_iterator: Any, context: grpc.aio.ServicerContext, method_name: str
+        self,
+        method: Callable[..., Any],
+        request_or_iterator: Any,
+        context: grpc.aio.ServicerContext[Any, Any],
+        method_name: str,
     ) -> Any:
         record = call_record.get()
         if record is None or record.decision == "open":
@@ -174,7 +182,11 @@ class AuditInterceptor(AsyncServerInterceptor):
         self.auditor = auditor
 
     async def intercept(
-        self, method: Callable[..., Any], request_or_iterator: Any, context: grpc.aio.ServicerContext, method_name: str
+        self,
+        method: Callable[..., Any],
+        request_or_iterator: Any,
+        context: grpc.aio.ServicerContext[Any, Any],
+        method_name: str,
     ) -> Any:
         record = call_record.get()
         if record is None:

@@ -1,18 +1,21 @@
-"""The controllers' view of the apiserver: one small typed client per kind over gRPC, so that
+"""The controllers' view of the apiserver: one typed client per kind over gRPC, so that
 informers and controllers never touch etcd.
 
-The controller authenticates like any client: a bearer token in the call metadata. gRPC errors
-surface as grpc.aio.AioRpcError; `code_of` reads their code.
+The kinds' services differ only in their stub and request messages; `KindService` tables
+them (CLUSTERS, MACHINES, EVENTS) and `ApiClient` calls any of them. The controller
+authenticates like any client: a bearer token in the call metadata. gRPC errors surface as
+grpc.aio.AioRpcError; `code_of` reads their code.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
 import grpc
+from google.protobuf.message import Message
 
 from tke.internal.meta.resource import Resource
 from tke.platform.v1 import cluster_pb2, cluster_pb2_grpc, event_pb2, event_pb2_grpc, machine_pb2, machine_pb2_grpc
@@ -58,6 +61,59 @@ class ResourceClient(Protocol[R]):
     async def delete(self, tenant: str, name: str) -> R: ...
 
 
+@dataclass(frozen=True)
+class KindService(Generic[R]):
+    """How one kind's service is called: its stub and the request message of each method.
+    A method the service does not have (events have no UpdateStatus or Delete) is None."""
+
+    kind: str  # "Cluster"
+    stub: Callable[[grpc.aio.Channel], Any]
+    field: str  # the field of Create/Update/UpdateStatus requests that carries the object
+    create: type[Message]
+    get: type[Message]
+    list: type[Message]
+    watch: type[Message]
+    update: type[Message]
+    update_status: type[Message] | None = None
+    delete: type[Message] | None = None
+
+
+CLUSTERS: KindService[cluster_pb2.Cluster] = KindService(
+    kind="Cluster",
+    stub=cluster_pb2_grpc.ClusterServiceStub,
+    field="cluster",
+    create=cluster_pb2.CreateClusterRequest,
+    get=cluster_pb2.GetClusterRequest,
+    list=cluster_pb2.ListClustersRequest,
+    watch=cluster_pb2.WatchClustersRequest,
+    update=cluster_pb2.UpdateClusterRequest,
+    update_status=cluster_pb2.UpdateClusterStatusRequest,
+    delete=cluster_pb2.DeleteClusterRequest,
+)
+MACHINES: KindService[machine_pb2.Machine] = KindService(
+    kind="Machine",
+    stub=machine_pb2_grpc.MachineServiceStub,
+    field="machine",
+    create=machine_pb2.CreateMachineRequest,
+    get=machine_pb2.GetMachineRequest,
+    list=machine_pb2.ListMachinesRequest,
+    watch=machine_pb2.WatchMachinesRequest,
+    update=machine_pb2.UpdateMachineRequest,
+    update_status=machine_pb2.UpdateMachineStatusRequest,
+    delete=machine_pb2.DeleteMachineRequest,
+)
+EVENTS: KindService[event_pb2.Event] = KindService(
+    kind="Event",
+    stub=event_pb2_grpc.EventServiceStub,
+    field="event",
+    create=event_pb2.CreateEventRequest,
+    get=event_pb2.GetEventRequest,
+    list=event_pb2.ListEventsRequest,
+    watch=event_pb2.WatchEventsRequest,
+    update=event_pb2.UpdateEventRequest,
+)
+
+
 def code_of(err: BaseException) -> grpc.StatusCode | None:
     return err.code() if isinstance(err, grpc.aio.AioRpcError) else None
 
@@ -74,121 +130,58 @@ def open_channel(config: ApiserverConfig) -> grpc.aio.Channel:
     return grpc.aio.insecure_channel(config.address, options=options)
 
 
-class _Base:
-    kind = ""
+class ApiClient(Generic[R]):
+    """One kind's service on the apiserver (a ResourceClient of that kind). Lists and watches
+    span every tenant: the controllers act for the platform."""
 
-    def __init__(self, channel: grpc.aio.Channel, token: str = "", timeout: float = 10.0) -> None:
+    def __init__(self, service: KindService[R], channel: grpc.aio.Channel, token: str = "", timeout: float = 10.0):
+        self.service = service
+        self.kind = service.kind
+        self.channel = channel
+        self.stub = service.stub(channel)
         # Metadata rather than call credentials: those need a secure channel, and a loopback
         # or unix-socket apiserver may serve plaintext.
         self.metadata: Sequence[tuple[str, str]] = (("authorization", f"Bearer {token}"),) if token else ()
         self.timeout = timeout
-        self.channel = channel
 
-    def _kw(self) -> dict[str, Any]:
-        return {"metadata": self.metadata, "timeout": self.timeout}
+    async def _call(self, method: str, request: Message) -> Any:
+        return await getattr(self.stub, method)(request, metadata=self.metadata, timeout=self.timeout)
 
+    def _carrying(self, request: type[Message] | None, method: str, obj: R) -> Message:
+        if request is None:
+            raise NotImplementedError(f"the {self.kind} service has no {method}")
+        return request(**{self.service.field: obj})
 
-class ClusterClient(_Base):
-    kind = "Cluster"
+    async def create(self, obj: R) -> R:
+        created: R = await self._call("Create", self._carrying(self.service.create, "Create", obj))
+        return created
 
-    def __init__(self, channel: grpc.aio.Channel, token: str = "", timeout: float = 10.0) -> None:
-        super().__init__(channel, token, timeout)
-        self.stub = cluster_pb2_grpc.ClusterServiceStub(channel)
+    async def get(self, tenant: str, name: str) -> R:
+        got: R = await self._call("Get", self.service.get(name=name, tenant_id=tenant))
+        return got
 
-    async def list(self, continue_token: str = "", page_size: int = 500) -> Page[cluster_pb2.Cluster]:
-        request = cluster_pb2.ListClustersRequest(tenant_id="*", page_size=page_size, continue_token=continue_token)
-        out = await self.stub.List(request, **self._kw())
+    async def list(self, continue_token: str = "", page_size: int = 500) -> Page[R]:
+        request = self.service.list(tenant_id="*", page_size=page_size, continue_token=continue_token)
+        out = await self._call("List", request)
         return Page(list(out.items), out.metadata.resource_version, out.metadata.continue_token)
 
-    async def watch(self, resource_version: str) -> AsyncIterator[tuple[int, cluster_pb2.Cluster]]:
-        request = cluster_pb2.WatchClustersRequest(tenant_id="*", resource_version=resource_version)
+    async def watch(self, resource_version: str) -> AsyncIterator[tuple[int, R]]:
+        request = self.service.watch(tenant_id="*", resource_version=resource_version)
+        # No deadline: a watch lasts until the apiserver or the caller ends it.
         async for event in self.stub.Watch(request, metadata=self.metadata):
             yield event.type, event.object
 
-    async def get(self, tenant: str, name: str) -> cluster_pb2.Cluster:
-        result: cluster_pb2.Cluster = await self.stub.Get(
-            cluster_pb2.GetClusterRequest(name=name, tenant_id=tenant), **self._kw()
-        )
-        return result
+    async def update(self, obj: R) -> R:
+        updated: R = await self._call("Update", self._carrying(self.service.update, "Update", obj))
+        return updated
 
-    async def update(self, obj: cluster_pb2.Cluster) -> cluster_pb2.Cluster:
-        result: cluster_pb2.Cluster = await self.stub.Update(
-            cluster_pb2.UpdateClusterRequest(cluster=obj), **self._kw()
-        )
-        return result
+    async def update_status(self, obj: R) -> R:
+        request = self._carrying(self.service.update_status, "UpdateStatus", obj)
+        updated: R = await self._call("UpdateStatus", request)
+        return updated
 
-    async def update_status(self, obj: cluster_pb2.Cluster) -> cluster_pb2.Cluster:
-        result: cluster_pb2.Cluster = await self.stub.UpdateStatus(
-            cluster_pb2.UpdateClusterStatusRequest(cluster=obj), **self._kw()
-        )
-        return result
-
-    async def delete(self, tenant: str, name: str) -> cluster_pb2.Cluster:
-        result: cluster_pb2.Cluster = await self.stub.Delete(
-            cluster_pb2.DeleteClusterRequest(name=name, tenant_id=tenant), **self._kw()
-        )
-        return result
-
-
-class MachineClient(_Base):
-    kind = "Machine"
-
-    def __init__(self, channel: grpc.aio.Channel, token: str = "", timeout: float = 10.0) -> None:
-        super().__init__(channel, token, timeout)
-        self.stub = machine_pb2_grpc.MachineServiceStub(channel)
-
-    async def list(self, continue_token: str = "", page_size: int = 500) -> Page[machine_pb2.Machine]:
-        request = machine_pb2.ListMachinesRequest(tenant_id="*", page_size=page_size, continue_token=continue_token)
-        out = await self.stub.List(request, **self._kw())
-        return Page(list(out.items), out.metadata.resource_version, out.metadata.continue_token)
-
-    async def watch(self, resource_version: str) -> AsyncIterator[tuple[int, machine_pb2.Machine]]:
-        request = machine_pb2.WatchMachinesRequest(tenant_id="*", resource_version=resource_version)
-        async for event in self.stub.Watch(request, metadata=self.metadata):
-            yield event.type, event.object
-
-    async def get(self, tenant: str, name: str) -> machine_pb2.Machine:
-        result: machine_pb2.Machine = await self.stub.Get(
-            machine_pb2.GetMachineRequest(name=name, tenant_id=tenant), **self._kw()
-        )
-        return result
-
-    async def update(self, obj: machine_pb2.Machine) -> machine_pb2.Machine:
-        result: machine_pb2.Machine = await self.stub.Update(
-            machine_pb2.UpdateMachineRequest(machine=obj), **self._kw()
-        )
-        return result
-
-    async def update_status(self, obj: machine_pb2.Machine) -> machine_pb2.Machine:
-        result: machine_pb2.Machine = await self.stub.UpdateStatus(
-            machine_pb2.UpdateMachineStatusRequest(machine=obj), **self._kw()
-        )
-        return result
-
-    async def delete(self, tenant: str, name: str) -> machine_pb2.Machine:
-        result: machine_pb2.Machine = await self.stub.Delete(
-            machine_pb2.DeleteMachineRequest(name=name, tenant_id=tenant), **self._kw()
-        )
-        return result
-
-
-class EventClient(_Base):
-    """Create and count events (see events.py)."""
-
-    def __init__(self, channel: grpc.aio.Channel, token: str = "", timeout: float = 10.0) -> None:
-        super().__init__(channel, token, timeout)
-        self.stub = event_pb2_grpc.EventServiceStub(channel)
-
-    async def create(self, event: event_pb2.Event) -> event_pb2.Event:
-        result: event_pb2.Event = await self.stub.Create(event_pb2.CreateEventRequest(event=event), **self._kw())
-        return result
-
-    async def update(self, event: event_pb2.Event) -> event_pb2.Event:
-        result: event_pb2.Event = await self.stub.Update(event_pb2.UpdateEventRequest(event=event), **self._kw())
-        return result
-
-    async def get(self, tenant: str, name: str) -> event_pb2.Event:
-        result: event_pb2.Event = await self.stub.Get(
-            event_pb2.GetEventRequest(name=name, tenant_id=tenant), **self._kw()
-        )
-        return result
+    async def delete(self, tenant: str, name: str) -> R:
+        if self.service.delete is None:
+            raise NotImplementedError(f"the {self.kind} service has no Delete")
+        deleted: R = await self._call("Delete", self.service.delete(name=name, tenant_id=tenant))
+        return deleted

@@ -11,14 +11,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from tke.internal.controller.cache import by_cluster, object_key
-from tke.internal.controller.client import ClusterClient, MachineClient
+from tke.internal.controller.client import ResourceClient
 from tke.internal.controller.events import WARNING, Recorder
 from tke.internal.controller.informer import Change, Informer
-from tke.internal.controller.lifecycle import Lifecycle, Phases
+from tke.internal.controller.lifecycle import Phases
 from tke.internal.controller.progress import RetryPolicy
-from tke.internal.controller.queue import WorkQueue
-from tke.internal.controller.runner import Runner
-from tke.internal.controller.status import StatusWriter
+from tke.internal.controller.reconciler import Reconciler
 from tke.internal.provider.contract import ClusterContext, ClusterProvider, Tools, reconcile_tools
 from tke.internal.provider.errors import TemporaryError
 from tke.internal.provider.steps import Step
@@ -35,11 +33,11 @@ PHASES = Phases(
 )
 
 
-class ClusterController:
+class ClusterController(Reconciler[cluster_pb2.Cluster, ClusterProvider]):
     def __init__(
         self,
-        clusters: ClusterClient,
-        machines: MachineClient,
+        clusters: ResourceClient[cluster_pb2.Cluster],
+        machines: ResourceClient[machine_pb2.Machine],
         cluster_informer: Informer[cluster_pb2.Cluster],
         machine_informer: Informer[machine_pb2.Machine],
         *,
@@ -49,27 +47,19 @@ class ClusterController:
         policy: RetryPolicy,
         health_interval: float = 60.0,
     ) -> None:
-        self.clusters = clusters
-        self.machines = machines
-        self.informer = cluster_informer
-        self.machine_informer = machine_informer
-        self.providers = providers
-        self.tools = tools
-        self.recorder = recorder
-        self.queue = WorkQueue()
-        self.writer = StatusWriter(clusters)
-        runner: Runner[Any] = Runner("Cluster", recorder, policy, PHASES.failed)
-        self.lifecycle: Lifecycle[Any] = Lifecycle(
-            "Cluster",
-            FINALIZER,
-            PHASES,
-            client=clusters,
-            writer=self.writer,
-            runner=runner,
+        super().__init__(
+            clusters,
+            cluster_informer,
+            finalizer=FINALIZER,
+            phases=PHASES,
+            providers=providers,
+            tools=tools,
             recorder=recorder,
+            policy=policy,
             health_interval=health_interval,
         )
-        cluster_informer.add_handler(lambda change, obj: self.queue.add(object_key(obj)))
+        self.machines = machines
+        self.machine_informer = machine_informer
         machine_informer.add_handler(self._machine_changed)
 
     def _machine_changed(self, change: Change, machine: machine_pb2.Machine) -> None:
@@ -81,25 +71,17 @@ class ClusterController:
         return self.machine_informer.cache.by_index("cluster", object_key(cluster))
 
     async def reconcile(self, key: str) -> float | None:
-        cached = self.informer.cache.get(key)
-        if cached is None:
-            self.writer.forget(key)
+        copies = self.working_copy(key)
+        if copies is None:
             return None
-        obj = cluster_pb2.Cluster()
-        obj.CopyFrom(cached)  # never edit the cache's copy
+        cached, obj = copies
         provider = self.providers.get(obj.spec.type)
         if provider is None and not obj.metadata.HasField("deletion_timestamp"):
             if obj.status.reason != "UnknownProvider":
-                known = ", ".join(sorted(self.providers))
                 self.recorder.record(
                     obj, "Cluster", WARNING, "UnknownProvider", f"no cluster provider {obj.spec.type!r}"
                 )
-                obj.status.phase = PHASES.failed  # type: ignore[assignment]
-                obj.status.reason = "UnknownProvider"
-                obj.status.message = f"no cluster provider named {obj.spec.type!r} (known: {known})"
-                obj.status.observed_generation = obj.metadata.generation
-                self.writer.observe(cached)
-                await self.writer(obj)
+                await self.fail_unknown_provider(cached, obj)
             return None
         async with reconcile_tools(self.tools) as tools:
             return await self.lifecycle.reconcile(obj, provider, _Adapter(self, tools))

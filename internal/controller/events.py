@@ -18,7 +18,7 @@ from typing import Protocol
 
 import grpc
 
-from tke.internal.controller.client import EventClient, code_of
+from tke.internal.controller.client import ApiClient, code_of
 from tke.internal.meta.resource import Resource
 from tke.platform.v1 import event_pb2
 
@@ -71,7 +71,7 @@ class MemoryRecorder:
 
 
 class ApiRecorder:
-    def __init__(self, client: EventClient, component: str, *, queue_size: int = 1000) -> None:
+    def __init__(self, client: ApiClient[event_pb2.Event], component: str, *, queue_size: int = 1000) -> None:
         self.client = client
         self.component = component
         self.host = socket.gethostname()

@@ -11,14 +11,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from tke.internal.controller.cache import object_key
-from tke.internal.controller.client import MachineClient
+from tke.internal.controller.client import ResourceClient
 from tke.internal.controller.events import Recorder
 from tke.internal.controller.informer import Informer
-from tke.internal.controller.lifecycle import Lifecycle, Phases
+from tke.internal.controller.lifecycle import Phases
 from tke.internal.controller.progress import RetryPolicy
-from tke.internal.controller.queue import WorkQueue
-from tke.internal.controller.runner import Runner
-from tke.internal.controller.status import StatusWriter
+from tke.internal.controller.reconciler import Reconciler
 from tke.internal.provider.contract import MachineContext, MachineProvider, Tools, reconcile_tools
 from tke.internal.provider.steps import Step
 from tke.platform.v1 import cluster_pb2, machine_pb2
@@ -33,10 +31,10 @@ PHASES = Phases(
 )
 
 
-class MachineController:
+class MachineController(Reconciler[machine_pb2.Machine, MachineProvider]):
     def __init__(
         self,
-        machines: MachineClient,
+        machines: ResourceClient[machine_pb2.Machine],
         machine_informer: Informer[machine_pb2.Machine],
         cluster_informer: Informer[cluster_pb2.Cluster],
         *,
@@ -46,26 +44,18 @@ class MachineController:
         policy: RetryPolicy,
         health_interval: float = 60.0,
     ) -> None:
-        self.machines = machines
-        self.informer = machine_informer
-        self.cluster_informer = cluster_informer
-        self.providers = providers
-        self.tools = tools
-        self.recorder = recorder
-        self.queue = WorkQueue()
-        self.writer = StatusWriter(machines)
-        runner: Runner[Any] = Runner("Machine", recorder, policy, PHASES.failed)
-        self.lifecycle: Lifecycle[Any] = Lifecycle(
-            "Machine",
-            FINALIZER,
-            PHASES,
-            client=machines,
-            writer=self.writer,
-            runner=runner,
+        super().__init__(
+            machines,
+            machine_informer,
+            finalizer=FINALIZER,
+            phases=PHASES,
+            providers=providers,
+            tools=tools,
             recorder=recorder,
+            policy=policy,
             health_interval=health_interval,
         )
-        machine_informer.add_handler(lambda change, obj: self.queue.add(object_key(obj)))
+        self.cluster_informer = cluster_informer
         # A cluster that becomes Running (or changes version) wakes its machines.
         cluster_informer.add_handler(self._cluster_changed)
 
@@ -74,12 +64,10 @@ class MachineController:
             self.queue.add(object_key(m))
 
     async def reconcile(self, key: str) -> float | None:
-        cached = self.informer.cache.get(key)
-        if cached is None:
-            self.writer.forget(key)
+        copies = self.working_copy(key)
+        if copies is None:
             return None
-        obj = machine_pb2.Machine()
-        obj.CopyFrom(cached)
+        cached, obj = copies
         cluster = self.cluster_informer.cache.get(f"{obj.metadata.tenant_id}/{obj.spec.cluster_name}")
         provider = self.providers.get(obj.spec.type)
         if cluster is None and obj.metadata.HasField("deletion_timestamp"):
@@ -88,14 +76,7 @@ class MachineController:
             return 5.0  # the cluster informer has not seen it yet
         if provider is None and not obj.metadata.HasField("deletion_timestamp"):
             if obj.status.reason != "UnknownProvider":
-                obj.status.phase = PHASES.failed  # type: ignore[assignment]
-                obj.status.reason = "UnknownProvider"
-                obj.status.message = (
-                    f"no machine provider named {obj.spec.type!r} (known: {', '.join(sorted(self.providers))})"
-                )
-                obj.status.observed_generation = obj.metadata.generation
-                self.writer.observe(cached)
-                await self.writer(obj)
+                await self.fail_unknown_provider(cached, obj)
             return None
         async with reconcile_tools(self.tools) as tools:
             return await self.lifecycle.reconcile(obj, provider, _Adapter(self, cluster, tools))

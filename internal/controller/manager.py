@@ -16,7 +16,7 @@ import socket
 from typing import Any
 
 from tke.internal.controller.cache import by_cluster
-from tke.internal.controller.client import ClusterClient, EventClient, MachineClient, open_channel
+from tke.internal.controller.client import CLUSTERS, EVENTS, MACHINES, ApiClient, open_channel
 from tke.internal.controller.cluster import ClusterController
 from tke.internal.controller.config import ControllerConfig, ProviderConfig
 from tke.internal.controller.events import ApiRecorder
@@ -24,6 +24,7 @@ from tke.internal.controller.informer import Informer
 from tke.internal.controller.leader import LeaderElector
 from tke.internal.controller.machine import MachineController
 from tke.internal.controller.progress import RetryPolicy
+from tke.internal.controller.reconciler import Reconciler
 from tke.internal.controller.workers import run_workers
 from tke.internal.plugin import loader
 from tke.internal.provider.contract import Tools
@@ -77,9 +78,9 @@ class Controller:
         token = os.environ.get(config.apiserver.token_env, "") if config.apiserver.token_env else ""
         self.channel = open_channel(config.apiserver)
         timeout = config.apiserver.timeout
-        self.clusters = ClusterClient(self.channel, token, timeout)
-        self.machines = MachineClient(self.channel, token, timeout)
-        self.events = EventClient(self.channel, token, timeout)
+        self.clusters = ApiClient(CLUSTERS, self.channel, token, timeout)
+        self.machines = ApiClient(MACHINES, self.channel, token, timeout)
+        self.events = ApiClient(EVENTS, self.channel, token, timeout)
         self.cluster_informer: Informer[cluster_pb2.Cluster] = Informer(self.clusters, resync=config.resync)
         self.machine_informer: Informer[machine_pb2.Machine] = Informer(
             self.machines, resync=config.resync, indexers={"cluster": by_cluster}
@@ -124,18 +125,13 @@ class Controller:
         )
         # Everything known is looked at once after taking over (a deposed leader may have
         # stopped mid-step).
-        for key in self.cluster_informer.cache.all_keys():
-            self.cluster_controller.queue.add(key)
-        for key in self.machine_informer.cache.all_keys():
-            self.machine_controller.queue.add(key)
-        workers = self.config.workers
+        controllers: list[Reconciler[Any, Any]] = [self.cluster_controller, self.machine_controller]
+        for c in controllers:
+            for key in c.informer.cache.all_keys():
+                c.queue.add(key)
         async with asyncio.TaskGroup() as group:
-            group.create_task(
-                run_workers("cluster", self.cluster_controller.queue, self.cluster_controller.reconcile, workers)
-            )
-            group.create_task(
-                run_workers("machine", self.machine_controller.queue, self.machine_controller.reconcile, workers)
-            )
+            for c in controllers:
+                group.create_task(run_workers(c.kind.lower(), c.queue, c.reconcile, self.config.workers))
 
     async def run(self) -> None:
         """Run until cancelled (or until leadership is lost: LostLeadership)."""

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 from typing import Any
 
 import grpc
 
 from tke.internal import metrics
 from tke.internal.auth.chain import AuthChain, PluginContext, build
+from tke.internal.daemon import run_until_stopped
 from tke.internal.ipamd.config import IpamdConfig
 from tke.internal.ipamd.ipam import IPAM
 from tke.internal.ipamd.pool_metrics import refresh_pool_gauges
@@ -124,11 +124,7 @@ async def serve(config: IpamdConfig) -> None:
     if config.tcp.address:
         where.append(f"tcp {config.tcp.address} (port {ipamd.servers[-1].port})")
     log.info("tke-ipamd serving on %s; storage %s", ", ".join(where), config.storage.plugin or "etcd")
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await run_until_stopped()
     log.info("shutting down")
     if gauges is not None:
         gauges.cancel()

@@ -76,24 +76,40 @@ class IPAMServicer(ipam_pb2_grpc.IPAMServiceServicer):
         self.ipam = ipam
 
     # -- pools --------------------------------------------------------------------------------
-    async def CreatePool(self, request: ipam_pb2.CreatePoolRequest, context: grpc.aio.ServicerContext) -> ipam_pb2.Pool:
+    async def CreatePool(
+        self,
+        request: ipam_pb2.CreatePoolRequest,
+        context: grpc.aio.ServicerContext[ipam_pb2.CreatePoolRequest, ipam_pb2.Pool],
+    ) -> ipam_pb2.Pool:
         return await self.ipam.create_pool(request.pool)
 
-    async def GetPool(self, request: ipam_pb2.GetPoolRequest, context: grpc.aio.ServicerContext) -> ipam_pb2.Pool:
+    async def GetPool(
+        self,
+        request: ipam_pb2.GetPoolRequest,
+        context: grpc.aio.ServicerContext[ipam_pb2.GetPoolRequest, ipam_pb2.Pool],
+    ) -> ipam_pb2.Pool:
         _check([] if NAME.match(request.name) else [FieldViolation("name", "required; a pool name")])
         return await self.ipam.get_pool(request.name)
 
     async def ListPools(
-        self, request: ipam_pb2.ListPoolsRequest, context: grpc.aio.ServicerContext
+        self,
+        request: ipam_pb2.ListPoolsRequest,
+        context: grpc.aio.ServicerContext[ipam_pb2.ListPoolsRequest, ipam_pb2.ListPoolsResponse],
     ) -> ipam_pb2.ListPoolsResponse:
         return ipam_pb2.ListPoolsResponse(pools=await self.ipam.list_pools())
 
-    async def UpdatePool(self, request: ipam_pb2.UpdatePoolRequest, context: grpc.aio.ServicerContext) -> ipam_pb2.Pool:
+    async def UpdatePool(
+        self,
+        request: ipam_pb2.UpdatePoolRequest,
+        context: grpc.aio.ServicerContext[ipam_pb2.UpdatePoolRequest, ipam_pb2.Pool],
+    ) -> ipam_pb2.Pool:
         _check([] if NAME.match(request.pool.name) else [FieldViolation("pool.name", "required; a pool name")])
         return await self.ipam.update_pool(request.pool, list(request.update_mask.paths))
 
     async def DeletePool(
-        self, request: ipam_pb2.DeletePoolRequest, context: grpc.aio.ServicerContext
+        self,
+        request: ipam_pb2.DeletePoolRequest,
+        context: grpc.aio.ServicerContext[ipam_pb2.DeletePoolRequest, ipam_pb2.DeletePoolResponse],
     ) -> ipam_pb2.DeletePoolResponse:
         _check([] if NAME.match(request.name) else [FieldViolation("name", "required; a pool name")])
         await self.ipam.delete_pool(request.name)
@@ -101,19 +117,25 @@ class IPAMServicer(ipam_pb2_grpc.IPAMServiceServicer):
 
     # -- bindings -----------------------------------------------------------------------------
     async def PutBinding(
-        self, request: ipam_pb2.PutBindingRequest, context: grpc.aio.ServicerContext
+        self,
+        request: ipam_pb2.PutBindingRequest,
+        context: grpc.aio.ServicerContext[ipam_pb2.PutBindingRequest, ipam_pb2.Binding],
     ) -> ipam_pb2.Binding:
         _check(validate_binding(request.binding))
         return await self.ipam.put_binding(request.binding)
 
     async def GetBinding(
-        self, request: ipam_pb2.GetBindingRequest, context: grpc.aio.ServicerContext
+        self,
+        request: ipam_pb2.GetBindingRequest,
+        context: grpc.aio.ServicerContext[ipam_pb2.GetBindingRequest, ipam_pb2.Binding],
     ) -> ipam_pb2.Binding:
         _check(validate_workload(request.workload, "workload"))
         return await self.ipam.get_binding(request.workload)
 
     async def LookupBinding(
-        self, request: ipam_pb2.LookupBindingRequest, context: grpc.aio.ServicerContext
+        self,
+        request: ipam_pb2.LookupBindingRequest,
+        context: grpc.aio.ServicerContext[ipam_pb2.LookupBindingRequest, ipam_pb2.Binding],
     ) -> ipam_pb2.Binding:
         v = []
         if not NAME.match(request.namespace):
@@ -133,14 +155,18 @@ class IPAMServicer(ipam_pb2_grpc.IPAMServiceServicer):
         return found
 
     async def ListBindings(
-        self, request: ipam_pb2.ListBindingsRequest, context: grpc.aio.ServicerContext
+        self,
+        request: ipam_pb2.ListBindingsRequest,
+        context: grpc.aio.ServicerContext[ipam_pb2.ListBindingsRequest, ipam_pb2.ListBindingsResponse],
     ) -> ipam_pb2.ListBindingsResponse:
         if request.namespace and not NAME.match(request.namespace):
             raise invalid_field("namespace", "a DNS-1123 name")
         return ipam_pb2.ListBindingsResponse(bindings=await self.ipam.storage.list_bindings(request.namespace))
 
     async def DeleteBinding(
-        self, request: ipam_pb2.DeleteBindingRequest, context: grpc.aio.ServicerContext
+        self,
+        request: ipam_pb2.DeleteBindingRequest,
+        context: grpc.aio.ServicerContext[ipam_pb2.DeleteBindingRequest, ipam_pb2.DeleteBindingResponse],
     ) -> ipam_pb2.DeleteBindingResponse:
         _check(validate_workload(request.workload, "workload"))
         await self.ipam.delete_binding(request.workload)
@@ -148,7 +174,9 @@ class IPAMServicer(ipam_pb2_grpc.IPAMServiceServicer):
 
     # -- allocations --------------------------------------------------------------------------
     async def Allocate(
-        self, request: ipam_pb2.AllocateRequest, context: grpc.aio.ServicerContext
+        self,
+        request: ipam_pb2.AllocateRequest,
+        context: grpc.aio.ServicerContext[ipam_pb2.AllocateRequest, ipam_pb2.AllocateResponse],
     ) -> ipam_pb2.AllocateResponse:
         v = _owner(request.owner, "owner") + _attachment(request.container_id, request.ifname, "")
         if not _NODE.match(request.node):
@@ -166,7 +194,9 @@ class IPAMServicer(ipam_pb2_grpc.IPAMServiceServicer):
         return ipam_pb2.AllocateResponse(allocation=result.allocation, reused=result.reused)
 
     async def Release(
-        self, request: ipam_pb2.ReleaseRequest, context: grpc.aio.ServicerContext
+        self,
+        request: ipam_pb2.ReleaseRequest,
+        context: grpc.aio.ServicerContext[ipam_pb2.ReleaseRequest, ipam_pb2.ReleaseResponse],
     ) -> ipam_pb2.ReleaseResponse:
         v = _attachment(request.container_id, request.ifname, "")
         if not _UID.match(request.pod_uid):
@@ -176,7 +206,9 @@ class IPAMServicer(ipam_pb2_grpc.IPAMServiceServicer):
         return ipam_pb2.ReleaseResponse(found=result.found, retained=result.retained, allocation=result.allocation)
 
     async def ReleaseWorkload(
-        self, request: ipam_pb2.ReleaseWorkloadRequest, context: grpc.aio.ServicerContext
+        self,
+        request: ipam_pb2.ReleaseWorkloadRequest,
+        context: grpc.aio.ServicerContext[ipam_pb2.ReleaseWorkloadRequest, ipam_pb2.ReleaseWorkloadResponse],
     ) -> ipam_pb2.ReleaseWorkloadResponse:
         v = validate_workload(request.workload, "workload")
         replicas = request.replicas if request.HasField("replicas") else None
@@ -195,7 +227,9 @@ class IPAMServicer(ipam_pb2_grpc.IPAMServiceServicer):
         return ipam_pb2.ReleaseWorkloadResponse(released=released, deferred=deferred)
 
     async def GetAllocation(
-        self, request: ipam_pb2.GetAllocationRequest, context: grpc.aio.ServicerContext
+        self,
+        request: ipam_pb2.GetAllocationRequest,
+        context: grpc.aio.ServicerContext[ipam_pb2.GetAllocationRequest, ipam_pb2.Allocation],
     ) -> ipam_pb2.Allocation:
         which = request.WhichOneof("by")
         if which == "attachment":
@@ -213,7 +247,9 @@ class IPAMServicer(ipam_pb2_grpc.IPAMServiceServicer):
         raise invalid_field("by", "set one of attachment, address or owner")
 
     async def ListAllocations(
-        self, request: ipam_pb2.ListAllocationsRequest, context: grpc.aio.ServicerContext
+        self,
+        request: ipam_pb2.ListAllocationsRequest,
+        context: grpc.aio.ServicerContext[ipam_pb2.ListAllocationsRequest, ipam_pb2.ListAllocationsResponse],
     ) -> ipam_pb2.ListAllocationsResponse:
         size = _page_size(request.page_size)
         if len(request.page_token) > 512:
@@ -222,7 +258,9 @@ class IPAMServicer(ipam_pb2_grpc.IPAMServiceServicer):
         return ipam_pb2.ListAllocationsResponse(allocations=items, next_page_token=token)
 
     async def GarbageCollect(
-        self, request: ipam_pb2.GarbageCollectRequest, context: grpc.aio.ServicerContext
+        self,
+        request: ipam_pb2.GarbageCollectRequest,
+        context: grpc.aio.ServicerContext[ipam_pb2.GarbageCollectRequest, ipam_pb2.GarbageCollectResponse],
     ) -> ipam_pb2.GarbageCollectResponse:
         v = [] if _NODE.match(request.node) else [FieldViolation("node", "required; a node name")]
         for i, att in enumerate(request.valid_attachments):

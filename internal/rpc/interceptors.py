@@ -28,7 +28,7 @@ log = logging.getLogger("tke.access")
 REQUEST_ID_HEADER = "x-request-id"
 
 
-def _request_id(context: grpc.aio.ServicerContext) -> str:
+def _request_id(context: grpc.aio.ServicerContext[Any, Any]) -> str:
     for key, value in context.invocation_metadata() or ():
         if key == REQUEST_ID_HEADER and isinstance(value, str) and 0 < len(value) <= 128 and value.isprintable():
             return value
@@ -53,7 +53,11 @@ class RequestInterceptor(AsyncServerInterceptor):
     """Request id, access log and error mapping for unary and streaming calls."""
 
     async def intercept(
-        self, method: Callable[..., Any], request_or_iterator: Any, context: grpc.aio.ServicerContext, method_name: str
+        self,
+        method: Callable[..., Any],
+        request_or_iterator: Any,
+        context: grpc.aio.ServicerContext[Any, Any],
+        method_name: str,
     ) -> Any:
         request_id = _request_id(context)
         request_id_var.set(request_id)
@@ -75,7 +79,7 @@ class RequestInterceptor(AsyncServerInterceptor):
     async def _stream(
         self,
         responses: AsyncIterator[Any],
-        context: grpc.aio.ServicerContext,
+        context: grpc.aio.ServicerContext[Any, Any],
         method_name: str,
         request_id: str,
         started: float,
@@ -91,7 +95,12 @@ class RequestInterceptor(AsyncServerInterceptor):
         self._log(method_name, request_id, context, started)
 
     async def _abort(
-        self, err: Exception, context: grpc.aio.ServicerContext, method_name: str, request_id: str, started: float
+        self,
+        err: Exception,
+        context: grpc.aio.ServicerContext[Any, Any],
+        method_name: str,
+        request_id: str,
+        started: float,
     ) -> None:
         api_error = to_api_error(err, request_id)
         log.info(
@@ -105,7 +114,7 @@ class RequestInterceptor(AsyncServerInterceptor):
         await context.abort_with_status(rpc_status.to_status(api_error.to_status()))
 
     @staticmethod
-    def _log(method_name: str, request_id: str, context: grpc.aio.ServicerContext, started: float) -> None:
+    def _log(method_name: str, request_id: str, context: grpc.aio.ServicerContext[Any, Any], started: float) -> None:
         code = context.code() or grpc.StatusCode.OK
         name = code.name if isinstance(code, grpc.StatusCode) else str(code)
         log.info("%s %s %s %.1fms", request_id, method_name, name, (time.perf_counter() - started) * 1000)
@@ -114,7 +123,7 @@ class RequestInterceptor(AsyncServerInterceptor):
 _UNDECODABLE = object()
 
 
-class DecodeGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class DecodeGuard(grpc.aio.ServerInterceptor):
     """Requests whose bytes do not parse as the method's message get INVALID_ARGUMENT with a
     message, instead of grpcio's UNKNOWN carrying the parser's exception text. It must be the
     first interceptor: it replaces the handler's deserializer."""
@@ -137,7 +146,7 @@ class DecodeGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if handler.response_streaming:
             stream = handler.unary_stream
 
-            async def guarded_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            async def guarded_stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
                 if request is _UNDECODABLE:
                     await context.abort(grpc.StatusCode.INVALID_ARGUMENT, refusal)
                 async for item in stream(request, context):
@@ -148,7 +157,7 @@ class DecodeGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             )
         unary = handler.unary_unary
 
-        async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def guarded(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             if request is _UNDECODABLE:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, refusal)
             return await unary(request, context)

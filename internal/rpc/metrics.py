@@ -14,7 +14,7 @@ from tke.internal.rpc.errors import ApiError
 from tke.internal.storage.store import Unavailable
 
 
-def _code(err: BaseException, context: grpc.aio.ServicerContext) -> str:
+def _code(err: BaseException, context: grpc.aio.ServicerContext[Any, Any]) -> str:
     """The status the request interceptor will send for `err`."""
     if isinstance(err, ApiError):
         return str(err.code.name)
@@ -32,7 +32,11 @@ class MetricsInterceptor(AsyncServerInterceptor):
     """Placed right after the request interceptor, so that it sees what the chain refused too."""
 
     async def intercept(
-        self, method: Callable[..., Any], request_or_iterator: Any, context: grpc.aio.ServicerContext, method_name: str
+        self,
+        method: Callable[..., Any],
+        request_or_iterator: Any,
+        context: grpc.aio.ServicerContext[Any, Any],
+        method_name: str,
     ) -> Any:
         service, _, rpc = method_name.lstrip("/").rpartition("/")
         started = time.perf_counter()
@@ -48,7 +52,12 @@ class MetricsInterceptor(AsyncServerInterceptor):
         return result
 
     async def _stream(
-        self, responses: AsyncIterator[Any], context: grpc.aio.ServicerContext, service: str, rpc: str, started: float
+        self,
+        responses: AsyncIterator[Any],
+        context: grpc.aio.ServicerContext[Any, Any],
+        service: str,
+        rpc: str,
+        started: float,
     ) -> AsyncIterator[Any]:
         code = "OK"
         try:

@@ -120,7 +120,9 @@ async def start_server(listen: ListenConfig, spec: ServerSpec) -> RunningServer:
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = [*spec.services, health.SERVICE_NAME, reflection.SERVICE_NAME]
-    reflection.enable_server_reflection(names, server, pool=documented_pool())
+    # The stubs ask for a DescriptorPool; ours stands in for one with the methods reflection
+    # calls (rpc/reflection.py), so that descriptions keep their comments.
+    reflection.enable_server_reflection(names, server, pool=documented_pool())  # type: ignore[arg-type]
 
     port = 0
     if listen.address:

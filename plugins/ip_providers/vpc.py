@@ -17,16 +17,34 @@ timeout that did apply is harmless.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import ssl
 from typing import Any
 from urllib.parse import quote
 
+import httpx
+
 from tke.internal.ipamd.provider import ProviderRefused, ProviderUnavailable, Subnet
-from tke.plugins.ip_providers import httpclient
 
 _RETRYABLE_STATUS = {429, 500, 502, 503, 504}
+# The largest answer read; a larger one is a failed attempt (memory stays bounded).
+MAX_ANSWER = 16 * 1024 * 1024
+
+
+class _AnswerTooLarge(Exception):
+    def __str__(self) -> str:
+        return f"answer larger than {MAX_ANSWER} bytes"
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    """The answer's JSON object; {} for an empty, non-JSON or non-object answer."""
+    try:
+        value = json.loads(body) if body else {}
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 class VPCProvider:
@@ -46,34 +64,53 @@ class VPCProvider:
     ) -> None:
         if not endpoint.startswith(("http://", "https://")):
             raise ValueError(f"endpoint {endpoint!r} must start with http:// or https://")
-        self._endpoint = endpoint.rstrip("/")
-        self._token = os.environ.get(token_env, "") if token_env else ""
-        if token_env and not self._token:
+        token = os.environ.get(token_env, "") if token_env else ""
+        if token_env and not token:
             raise ValueError(f"environment variable {token_env} (token_env) is not set")
         self._timeout = timeout
         self._retries = retries
         self._backoff = backoff
-        self._ssl = ssl.create_default_context(cafile=ca_file) if ca_file else None
+        headers = {"Accept": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        self._http = httpx.AsyncClient(
+            base_url=endpoint.rstrip("/"),
+            headers=headers,
+            # The system's trust store, or only the given CA.
+            verify=ssl.create_default_context(cafile=ca_file or None),
+            # Each attempt has one deadline over the whole exchange (see _call).
+            timeout=None,
+            # No queue in front of a slow API: a burst opens connections, not a backlog.
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=20),
+            # The VPC API is reached directly, whatever proxy the environment names.
+            trust_env=False,
+        )
 
     async def close(self) -> None:
-        return None
+        await self._http.aclose()
+
+    async def _exchange(self, method: str, path: str, body: dict[str, Any] | None) -> tuple[int, dict[str, Any]]:
+        async with self._http.stream(method, path, json=body) as resp:
+            answer = bytearray()
+            async for chunk in resp.aiter_bytes():
+                answer += chunk
+                if len(answer) > MAX_ANSWER:
+                    raise _AnswerTooLarge()
+        return resp.status_code, _json_object(bytes(answer))
 
     async def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
         delay = self._backoff
         last = ""
-        headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
         for attempt in range(self._retries + 1):
             try:
                 async with asyncio.timeout(self._timeout):
-                    resp = await httpclient.request(
-                        method, self._endpoint + path, body=body, headers=headers, context=self._ssl
-                    )
-            except (OSError, TimeoutError) as err:
+                    status, payload = await self._exchange(method, path, body)
+            except (httpx.HTTPError, OSError, _AnswerTooLarge) as err:  # OSError: the deadline's TimeoutError too
                 last = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
             else:
-                if resp.status not in _RETRYABLE_STATUS:
-                    return resp.status, resp.json()
-                last = f"HTTP {resp.status}"
+                if status not in _RETRYABLE_STATUS:
+                    return status, payload
+                last = f"HTTP {status}"
             if attempt < self._retries:
                 await asyncio.sleep(delay * (0.5 + random.random()))
                 delay *= 2

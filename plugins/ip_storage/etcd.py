@@ -15,7 +15,8 @@ entry always equals its allocation and has the same mod_revision (the allocation
 a lookup by container, node or owner is one read.
 
 A transaction interrupted by a broken connection may or may not have been applied; it is
-resolved by reading the allocation back (our exact bytes there: applied), never retried blind.
+resolved by reading back the key it was about (tke.internal.storage.interrupted: our exact bytes
+there, or the key gone for a release: applied), never retried blind.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from tke.internal.ipamd.keys import address_key, attachment_key, indexes
 from tke.internal.ipamd.storage import Lost, PoolEntry, PoolExists, StorageUnavailable, Stored
 from tke.internal.storage.etcd.connection import EtcdConfig, EtcdConnection, EtcdTLS
 from tke.internal.storage.etcd.store import prefix_end
+from tke.internal.storage.interrupted import Outcome, Resolution, resolve
 from tke.internal.storage.store import Unavailable
 from tke.ipam.v1 import ipam_pb2
 
@@ -147,6 +149,10 @@ class EtcdIPStorage:
                 return out
             start = resp.kvs[-1].key + b"\0"
 
+    async def _resolve(self, key: bytes, value: bytes | None, expected_version: int) -> Resolution[rpc.KeyValue]:
+        """What became of an interrupted write of `value` (None: a delete) to `key`."""
+        return await resolve(lambda: self._get(key), value=value, expected_revision=expected_version)
+
     async def _txn(self, request: rpc.TxnRequest) -> rpc.TxnResponse | None:
         """The transaction's answer, or None when its outcome is unknown (connection broke)."""
         try:
@@ -172,13 +178,17 @@ class EtcdIPStorage:
         key = self._k("pools", pool.name)
         value = self._pool_value(pool, False)
         resp = await self._txn(rpc.TxnRequest(compare=[_absent(key)], success=[_put(key, value)]))
-        if resp is None or not resp.succeeded:
-            current = await self._get(key)
-            if current is not None and resp is None and current.value == value:
-                return self._pool_entry(current)
-            if current is not None:
+        if resp is None:
+            found = await self._resolve(key, value, 0)
+            if found.outcome is Outcome.APPLIED:
+                return self._pool_entry(found.current)
+            if found.outcome is Outcome.OVERTAKEN:
                 raise PoolExists(pool.name)
             raise StorageUnavailable("etcd: create pool interrupted")
+        if not resp.succeeded:
+            if await self._get(key) is not None:
+                raise PoolExists(pool.name)
+            raise StorageUnavailable("etcd: create pool interrupted")  # and deleted since: try again
         return PoolEntry(pool=pool, version=resp.header.revision)
 
     async def get_pool(self, name: str) -> PoolEntry | None:
@@ -193,8 +203,8 @@ class EtcdIPStorage:
         value = self._pool_value(pool, deleting)
         resp = await self._txn(rpc.TxnRequest(compare=[_at(key, entry.version)], success=[_put(key, value)]))
         if resp is None:
-            kv = await self._get(key)
-            return self._pool_entry(kv) if kv is not None and kv.value == value else None
+            found = await self._resolve(key, value, entry.version)
+            return self._pool_entry(found.current) if found.outcome is Outcome.APPLIED else None
         if not resp.succeeded:
             return None
         return PoolEntry(pool=pool, deleting=deleting, version=resp.header.revision)
@@ -214,7 +224,7 @@ class EtcdIPStorage:
             )
         )
         if resp is None:
-            return await self._get(key) is None
+            return (await self._resolve(key, None, entry.version)).outcome is Outcome.APPLIED
         return bool(resp.succeeded)
 
     async def has_allocations(self, pool: str) -> bool:
@@ -277,11 +287,11 @@ class EtcdIPStorage:
     def _index_ops(self, a: ipam_pb2.Allocation, value: bytes) -> list[rpc.RequestOp]:
         return [_put(self._index_key(kind, key), value) for kind, key in indexes(a).items()]
 
-    async def _resolve(self, a: ipam_pb2.Allocation, value: bytes) -> Stored | None:
-        """After an interrupted transaction: is our allocation stored?"""
-        kv = await self._get(self._ip_key(a.pool, a.ip))
-        if kv is not None and kv.value == value:
-            return Stored(allocation=a, version=kv.mod_revision)
+    async def _stored(self, a: ipam_pb2.Allocation, value: bytes, expected_version: int) -> Stored | None:
+        """After an interrupted write of allocation `a`: is it stored?"""
+        found = await self._resolve(self._ip_key(a.pool, a.ip), value, expected_version)
+        if found.outcome is Outcome.APPLIED and found.current is not None:
+            return Stored(allocation=a, version=found.current.mod_revision)
         return None
 
     async def reserve(self, pool_version: int, block: Block, allocation: ipam_pb2.Allocation) -> Stored | Lost:
@@ -302,7 +312,7 @@ class EtcdIPStorage:
         )
         resp = await self._txn(request)
         if resp is None:
-            stored = await self._resolve(a, value)
+            stored = await self._stored(a, value, 0)
             return stored if stored is not None else Lost.BLOCK
         if resp.succeeded:
             return Stored(allocation=a, version=resp.header.revision)
@@ -336,7 +346,7 @@ class EtcdIPStorage:
         ops += [_put(ip_key, value), *self._index_ops(a, value)]
         resp = await self._txn(rpc.TxnRequest(compare=compare, success=ops, failure=failure))
         if resp is None:
-            stored = await self._resolve(a, value)
+            stored = await self._stored(a, value, current.version)
             return stored if stored is not None else Lost.ALLOCATION
         if resp.succeeded:
             return Stored(allocation=a, version=resp.header.revision)
@@ -364,7 +374,8 @@ class EtcdIPStorage:
         if resp is None:
             # Gone means freed (by us or by someone who won; either way not ours any more);
             # the block's version is then unknown: 0 makes the next write re-read it.
-            return 0 if await self._get(ip_key) is None else Lost.BLOCK
+            freed = await self._resolve(ip_key, None, current.version)
+            return 0 if freed.outcome is Outcome.APPLIED else Lost.BLOCK
         if resp.succeeded:
             return int(resp.header.revision)
         kvs = resp.responses[0].response_range.kvs

@@ -14,7 +14,7 @@ import pytest
 
 from tests.support.apiserver import Running, cluster, local_config, start, stop
 from tests.support.auth_plugins import MemorySink
-from tests.support.rpc import expect_error, grpcurl_path
+from tests.support.rpc import expect_error, grpcurl_path, next_message
 from tke.auth.v1 import accounts_pb2, accounts_pb2_grpc, policy_pb2, policy_pb2_grpc
 from tke.internal.auth.chain import AuthConfig, PluginConfig
 from tke.internal.auth.tokens import TokenSigner
@@ -143,7 +143,7 @@ async def test_roles_and_bindings_decide_per_tenant(secured: Running) -> None:
         alice.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=cluster("x"))), Code.PERMISSION_DENIED
     )
     watch = alice.clusters.Watch(cluster_pb2.WatchClustersRequest())
-    assert (await watch.read()).type  # the initial bookmark: streaming is allowed now
+    assert (await next_message(watch)).type  # the initial bookmark: streaming is allowed now
     watch.cancel()
     # A custom role limited to one cluster name.
     role = policy_pb2.Role()

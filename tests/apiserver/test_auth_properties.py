@@ -65,7 +65,7 @@ def stub(etcd: EtcdProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 def test_random_credentials_never_crash_the_chain(
     stub: cluster_pb2_grpc.ClusterServiceStub, token: str, scheme: str, extra: dict[str, str]
 ) -> None:
-    metadata = [("authorization", scheme + token), *extra.items()]
+    metadata = (("authorization", scheme + token), *extra.items())
     try:
         stub.List(cluster_pb2.ListClustersRequest(), metadata=metadata, timeout=10)
     except grpc.RpcError as err:

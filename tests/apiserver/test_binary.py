@@ -6,13 +6,15 @@ from __future__ import annotations
 import asyncio
 import shutil
 import signal
+import socket
 import sys
 from pathlib import Path
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from tests.support.etcd import EtcdProcess, free_port
+from tests.support.rpc import health_check
 
 BINARY = shutil.which("tke-apiserver", path=str(Path(sys.executable).parent)) or "tke-apiserver"
 
@@ -50,13 +52,14 @@ async def test_serves_then_stops_gracefully_on_sigterm(etcd: EtcdProcess, tmp_pa
     port = free_port()
     config = tmp_path / "apiserver.toml"
     config.write_text(
-        f'[listen]\naddress = "127.0.0.1:{port}"\n[etcd]\nendpoints = ["{etcd.endpoint}"]\nprefix = "/bin-test"\n'
+        # No metrics endpoint: the default port is shared with whatever else runs on this machine.
+        f'metrics_address = ""\n[listen]\naddress = "127.0.0.1:{port}"\n'
+        f'[etcd]\nendpoints = ["{etcd.endpoint}"]\nprefix = "/bin-test"\n'
     )
     proc = await asyncio.create_subprocess_exec(BINARY, "--config", str(config), stderr=asyncio.subprocess.PIPE)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            health = health_pb2_grpc.HealthStub(channel)
-            resp = await health.Check(health_pb2.HealthCheckRequest(), timeout=20, wait_for_ready=True)
+            resp = await health_check(channel)(health_pb2.HealthCheckRequest(), timeout=20, wait_for_ready=True)
             assert resp.status == health_pb2.HealthCheckResponse.SERVING
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 15) == 0
@@ -69,3 +72,18 @@ async def test_serves_then_stops_gracefully_on_sigterm(etcd: EtcdProcess, tmp_pa
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_a_busy_metrics_port_is_a_clean_refusal(etcd: EtcdProcess, tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        config = tmp_path / "apiserver.toml"
+        config.write_text(
+            f'metrics_address = "127.0.0.1:{taken.getsockname()[1]}"\n[listen]\naddress = "127.0.0.1:0"\n'
+            f'[etcd]\nendpoints = ["{etcd.endpoint}"]\nprefix = "/bin-test"\n'
+        )
+        code, err = await run("--config", str(config))
+    assert code == 1
+    assert "Address already in use" in err
+    assert "Traceback" not in err and "Exception ignored" not in err

@@ -19,7 +19,8 @@ from tke.platform.v1 import cluster_pb2, cluster_pb2_grpc
 
 def scrape(port: int) -> str:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
-        return resp.read().decode()
+        body: bytes = resp.read()
+    return body.decode()
 
 
 async def test_metrics_count_calls_watches_and_etcd_round_trips(api: Running) -> None:

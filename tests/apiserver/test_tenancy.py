@@ -10,10 +10,10 @@ from pathlib import Path
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from tests.support.apiserver import Running, cluster, local_config, start, stop
-from tests.support.rpc import expect_error
+from tests.support.rpc import expect_error, health_check, next_message
 from tke.internal.auth.chain import AuthConfig, PluginConfig
 from tke.internal.storage.etcd import EtcdConfig
 from tke.meta.v1 import meta_pb2
@@ -56,8 +56,7 @@ async def test_calls_without_a_valid_token_are_unauthenticated(secured: Running)
 
 
 async def test_health_is_open(secured: Running) -> None:
-    health = health_pb2_grpc.HealthStub(secured.channel)
-    resp = await health.Check(health_pb2.HealthCheckRequest(service="tke.platform.v1.ClusterService"))
+    resp = await health_check(secured.channel)(health_pb2.HealthCheckRequest(service="tke.platform.v1.ClusterService"))
     assert resp.status == health_pb2.HealthCheckResponse.SERVING
 
 
@@ -93,13 +92,13 @@ async def test_watch_sees_only_the_callers_tenant(secured: Running) -> None:
     alice, _ = secured.channel_with("alice-t")
     bob, _ = secured.channel_with("bob-t")
     call = alice.Watch(cluster_pb2.WatchClustersRequest())
-    first = await call.read()
+    first = await next_message(call)
     assert first.type == meta_pb2.WATCH_EVENT_TYPE_BOOKMARK
     await bob.Create(cluster_pb2.CreateClusterRequest(cluster=cluster("bobs")))
     await alice.Create(cluster_pb2.CreateClusterRequest(cluster=cluster("alices")))
     async with asyncio.timeout(5):
         while True:
-            event = await call.read()
+            event = await next_message(call)
             if event.type != meta_pb2.WATCH_EVENT_TYPE_BOOKMARK:
                 break
     assert event.object.metadata.name == "alices"

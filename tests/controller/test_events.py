@@ -9,11 +9,11 @@ import asyncio
 import grpc
 import pytest
 from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from tests.support.apiserver import Running, cluster, local_config, start, stop
 from tests.support.controller import wait_for
-from tke.internal.controller.client import EventClient
+from tests.support.rpc import status_of
+from tke.internal.controller.client import EVENTS, ApiClient
 from tke.internal.controller.events import NORMAL, WARNING, ApiRecorder, event_name, make_record
 from tke.internal.storage.etcd import EtcdConfig
 from tke.meta.v1 import meta_pb2
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.timeout(60)
 
 async def test_repeats_are_counted_and_list_filters_by_object(api: Running) -> None:
     c = await api.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=cluster("ev")))
-    recorder = ApiRecorder(EventClient(api.channel), "test")
+    recorder = ApiRecorder(ApiClient(EVENTS, api.channel), "test")
     recorder.start()
     for _ in range(3):
         recorder.record(c, "Cluster", WARNING, "StepRetrying", "step X failed")
@@ -58,7 +58,7 @@ async def test_events_expire_and_watchers_see_them_come_and_go(etcd_config: Etcd
                     seen.append(e.type)
 
         watcher = asyncio.create_task(watch())
-        recorder = ApiRecorder(EventClient(api.channel), "test")
+        recorder = ApiRecorder(ApiClient(EVENTS, api.channel), "test")
         recorder.start()
         recorder.record(c, "Cluster", NORMAL, "PhaseChanged", "phase RUNNING")
         recorder.record(c, "Cluster", NORMAL, "PhaseChanged", "phase RUNNING")
@@ -88,7 +88,7 @@ async def test_an_invalid_event_is_refused_field_by_field(api: Running) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await events.Create(event_pb2.CreateEventRequest(event=bad))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    status = rpc_status.from_call(err.value)
+    status = status_of(err.value)
     assert status is not None
     detail = error_details_pb2.BadRequest()
     status.details[0].Unpack(detail)

@@ -16,7 +16,7 @@ from tests.support.apiserver import cluster, local_config, machine, start, stop
 from tests.support.controller import wait_for
 from tests.support.etcd import free_port
 from tke.internal.controller.cache import by_cluster
-from tke.internal.controller.client import ClusterClient, MachineClient
+from tke.internal.controller.client import CLUSTERS, MACHINES, ApiClient
 from tke.internal.controller.informer import Change, Informer
 from tke.internal.rpc.server import ListenConfig
 from tke.internal.storage.etcd import EtcdConfig, EtcdStore
@@ -31,7 +31,7 @@ async def test_resume_after_a_broken_stream_then_relist_after_compaction(etcd_co
     other = await start(local_config(etcd_config))  # writes while the informer's apiserver is down
     a = await start(config)
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-    informer: Informer[cluster_pb2.Cluster] = Informer(ClusterClient(channel), resync=0, retry_cap=0.3)
+    informer: Informer[cluster_pb2.Cluster] = Informer(ApiClient(CLUSTERS, channel), resync=0, retry_cap=0.3)
     seen: list[tuple[Change, str]] = []
     informer.add_handler(lambda change, obj: seen.append((change, obj.metadata.name)))
     task = asyncio.create_task(informer.run())
@@ -82,7 +82,7 @@ async def test_resume_after_a_broken_stream_then_relist_after_compaction(etcd_co
 async def test_machines_are_indexed_by_cluster_and_resync_hands_everything_again(etcd_config: EtcdConfig) -> None:
     api = await start(replace(local_config(etcd_config)))
     informer: Informer[machine_pb2.Machine] = Informer(
-        MachineClient(api.channel), resync=0.3, indexers={"cluster": by_cluster}
+        ApiClient(MACHINES, api.channel), resync=0.3, indexers={"cluster": by_cluster}
     )
     resyncs: list[str] = []
     informer.add_handler(lambda change, obj: resyncs.append(obj.metadata.name) if change is Change.RESYNC else None)

@@ -17,6 +17,7 @@ import pytest
 
 from tests.support.apiserver import cluster
 from tests.support.etcd import etcd_binary
+from tests.support.rpc import next_message
 from tke.ipam.v1 import ipam_pb2, ipam_pb2_grpc
 from tke.meta.v1 import meta_pb2
 from tke.platform.v1 import cluster_pb2, cluster_pb2_grpc
@@ -50,9 +51,9 @@ async def test_ha_profile(tmp_path: Path) -> None:
         two = grpc.aio.insecure_channel("127.0.0.1:50062")
         c1, c2 = cluster_pb2_grpc.ClusterServiceStub(one), cluster_pb2_grpc.ClusterServiceStub(two)
         watch = c2.Watch(cluster_pb2.WatchClustersRequest(), metadata=TOKEN)
-        assert (await watch.read()).type == meta_pb2.WATCH_EVENT_TYPE_BOOKMARK
+        assert (await next_message(watch)).type == meta_pb2.WATCH_EVENT_TYPE_BOOKMARK
         await c1.Create(cluster_pb2.CreateClusterRequest(cluster=cluster("ha-1")), metadata=TOKEN)
-        event = await asyncio.wait_for(watch.read(), 10)
+        event = await asyncio.wait_for(next_message(watch), 10)
         assert event.object.metadata.name == "ha-1"
         got = await c2.Get(cluster_pb2.GetClusterRequest(name="ha-1"), metadata=TOKEN)
         assert got.metadata.uid

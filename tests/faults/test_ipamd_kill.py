@@ -17,7 +17,7 @@ from tke.ipam.v1 import ipam_pb2, ipam_pb2_grpc
 NODE = "node-k"
 
 
-async def list_all(stub: ipam_pb2_grpc.IPAMServiceStub, pool: str) -> list[ipam_pb2.Allocation]:
+async def list_all(stub: ipam_pb2_grpc.IPAMServiceAsyncStub, pool: str) -> list[ipam_pb2.Allocation]:
     out: list[ipam_pb2.Allocation] = []
     token = ""
     while True:

@@ -17,13 +17,14 @@ import pytest
 from google.protobuf import descriptor as d
 from google.protobuf import message_factory
 from google.protobuf.descriptor import FieldDescriptor
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.support.apiserver import ThreadedApiserver, local_config
 from tests.support.etcd import EtcdProcess
 from tests.support.ipamd_daemon import IpamdDaemon
+from tests.support.rpc import health_check
 from tke.auth.v1 import accounts_pb2, policy_pb2
 from tke.internal.auth.chain import AuthConfig, PluginConfig
 from tke.internal.storage.etcd import EtcdConfig
@@ -109,7 +110,9 @@ APISERVER_METHODS = methods(
 IPAM_METHODS = methods(ipam_pb2.DESCRIPTOR.services_by_name["IPAMService"])
 
 
-def call(channel: grpc.Channel, method: d.MethodDescriptor, request: Any, metadata: list[tuple[str, str]]) -> None:
+def call(
+    channel: grpc.Channel, method: d.MethodDescriptor, request: Any, metadata: tuple[tuple[str, str], ...]
+) -> None:
     path = f"/{method.containing_service.full_name}/{method.name}"
     response_class = message_factory.GetMessageClass(method.output_type)
     try:
@@ -150,7 +153,7 @@ def apiserver_channel(etcd: EtcdProcess, tmp_path_factory: pytest.TempPathFactor
     with ThreadedApiserver(config) as server:
         channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
         yield channel
-        resp = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        resp = health_check(channel)(health_pb2.HealthCheckRequest(), timeout=5)
         assert resp.status == health_pb2.HealthCheckResponse.SERVING
         channel.close()
 
@@ -160,7 +163,7 @@ def ipamd_channel(etcd: EtcdProcess) -> Iterator[grpc.Channel]:
     with IpamdDaemon([etcd.endpoint], "/fuzz-ipam") as ipamd:
         channel = grpc.insecure_channel(ipamd.target)
         yield channel
-        resp = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        resp = health_check(channel)(health_pb2.HealthCheckRequest(), timeout=5)
         assert resp.status == health_pb2.HealthCheckResponse.SERVING
         channel.close()
 
@@ -177,7 +180,7 @@ def test_apiserver_rpcs_survive_random_requests(apiserver_channel: grpc.Channel,
     @SETTINGS
     @given(request=requests(method), token=st.sampled_from(["fuzz-admin"] * 4 + ["", "tke1.x.y", "tkeak.a.b.c"]))
     def run(request: Any, token: str) -> None:
-        metadata = [("authorization", f"Bearer {token}")] if token else []
+        metadata = (("authorization", f"Bearer {token}"),) if token else ()
         call(apiserver_channel, method, request, metadata)
 
     run()
@@ -188,7 +191,7 @@ def test_ipamd_rpcs_survive_random_requests(ipamd_channel: grpc.Channel, method:
     @SETTINGS
     @given(request=requests(method))
     def run(request: Any) -> None:
-        call(ipamd_channel, method, request, [])
+        call(ipamd_channel, method, request, ())
 
     run()
 
@@ -197,12 +200,12 @@ def test_ipamd_rpcs_survive_random_requests(ipamd_channel: grpc.Channel, method:
 @given(data=st.binary(min_size=1, max_size=64))
 def test_bytes_that_are_no_message_are_invalid_argument(apiserver_channel: grpc.Channel, data: bytes) -> None:
     for path in ("/tke.platform.v1.ClusterService/Get", "/tke.platform.v1.ClusterService/Watch"):
-        identity = apiserver_channel.unary_unary(path, request_serializer=None, response_deserializer=None)
+        identity: grpc.UnaryUnaryMultiCallable[bytes, bytes] = apiserver_channel.unary_unary(path)
         if path.endswith("Watch"):
-            stream = apiserver_channel.unary_stream(path, request_serializer=None, response_deserializer=None)
+            stream: grpc.UnaryStreamMultiCallable[bytes, bytes] = apiserver_channel.unary_stream(path)
             try:
                 for _ in zip(
-                    range(1), stream(data, metadata=[("authorization", "Bearer fuzz-admin")], timeout=3), strict=False
+                    range(1), stream(data, metadata=(("authorization", "Bearer fuzz-admin"),), timeout=3), strict=False
                 ):
                     pass
             except grpc.RpcError as err:
@@ -212,7 +215,7 @@ def test_bytes_that_are_no_message_are_invalid_argument(apiserver_channel: grpc.
                 assert "Traceback" not in (err.details() or "") and "DecodeError" not in (err.details() or "")
             continue
         try:
-            identity(data, metadata=[("authorization", "Bearer fuzz-admin")], timeout=5)
+            identity(data, metadata=(("authorization", "Bearer fuzz-admin"),), timeout=5)
         except grpc.RpcError as err:
             assert err.code() not in BAD, (err.code(), err.details())
             assert "DecodeError" not in (err.details() or "")

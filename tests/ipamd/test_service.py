@@ -17,8 +17,8 @@ from pathlib import Path
 import grpc
 import pytest
 from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
+from tests.support.rpc import status_of
 from tke.internal.auth.chain import AuthConfig
 from tke.internal.auth.chain import PluginConfig as AuthPlugin
 from tke.internal.ipamd.config import IpamdConfig, PluginConfig, TCPConfig
@@ -93,13 +93,13 @@ async def running(workdir: Path, etcd_config: EtcdConfig) -> AsyncIterator[Runni
 
 
 @pytest.fixture
-async def stub(running: Running) -> AsyncIterator[ipam_pb2_grpc.IPAMServiceStub]:
+async def stub(running: Running) -> AsyncIterator[ipam_pb2_grpc.IPAMServiceAsyncStub]:
     async with grpc.aio.insecure_channel(f"unix:{running.socket}") as channel:
         yield ipam_pb2_grpc.IPAMServiceStub(channel)
 
 
 def details(err: grpc.aio.AioRpcError) -> list[object]:
-    status = rpc_status.from_call(err)
+    status = status_of(err)
     assert status is not None
     out: list[object] = []
     for any_detail in status.details:
@@ -120,7 +120,7 @@ async def test_socket_is_private(running: Running) -> None:
     assert stat.S_IMODE(Path(running.socket).stat().st_mode) == 0o600
 
 
-async def test_invalid_argument_names_every_bad_field(stub: ipam_pb2_grpc.IPAMServiceStub) -> None:
+async def test_invalid_argument_names_every_bad_field(stub: ipam_pb2_grpc.IPAMServiceAsyncStub) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await stub.Allocate(ipam_pb2.AllocateRequest(owner=ipam_pb2.Owner(namespace="Bad_NS"), ifname="x/y"))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -130,7 +130,7 @@ async def test_invalid_argument_names_every_bad_field(stub: ipam_pb2_grpc.IPAMSe
     assert fields >= {"owner.namespace", "owner.pod_name", "container_id", "ifname", "node"}
 
 
-async def test_exhausted_and_taken_and_missing(stub: ipam_pb2_grpc.IPAMServiceStub) -> None:
+async def test_exhausted_and_taken_and_missing(stub: ipam_pb2_grpc.IPAMServiceAsyncStub) -> None:
     await stub.CreatePool(ipam_pb2.CreatePoolRequest(pool=ipam_pb2.Pool(name="tiny", cidr="10.7.0.0/30")))
     got = await stub.Allocate(allocate_request("a"))  # a /30 has one host after the gateway
     assert got.allocation.address == "10.7.0.2/30"
@@ -176,7 +176,7 @@ async def test_exhausted_and_taken_and_missing(stub: ipam_pb2_grpc.IPAMServiceSt
     assert {v.field for v in bad.field_violations} == {"pool.cidr", "pool.provider.name", "pool.provider.subnet_id"}
 
 
-async def test_gc_with_valid_attachments(stub: ipam_pb2_grpc.IPAMServiceStub) -> None:
+async def test_gc_with_valid_attachments(stub: ipam_pb2_grpc.IPAMServiceAsyncStub) -> None:
     await stub.CreatePool(ipam_pb2.CreatePoolRequest(pool=ipam_pb2.Pool(name="gc", cidr="10.6.0.0/24")))
     for pod in ("live", "dead"):
         await stub.Allocate(allocate_request(pod))
@@ -239,7 +239,7 @@ async def test_unreachable_etcd_is_unavailable_not_internal(workdir: Path) -> No
         await ipamd.stop()
 
 
-async def test_update_pool_with_a_field_mask(stub: ipam_pb2_grpc.IPAMServiceStub) -> None:
+async def test_update_pool_with_a_field_mask(stub: ipam_pb2_grpc.IPAMServiceAsyncStub) -> None:
     from google.protobuf import field_mask_pb2
 
     await stub.CreatePool(ipam_pb2.CreatePoolRequest(pool=ipam_pb2.Pool(name="upd", cidr="10.5.0.0/24")))

@@ -4,13 +4,15 @@ storage decided, rollback on failure, and no second owner after a timed-out bind
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import grpc
 import pytest
 
+from tests.support.controller import wait_for
+from tests.support.pki import TestCA
 from tke.internal.ipamd.allocator import Block
 from tke.internal.ipamd.ipam import IPAM, provider_owner
 from tke.internal.ipamd.provider import ProviderRefused, ProviderUnavailable
@@ -18,6 +20,7 @@ from tke.internal.ipamd.storage import Lost, Stored
 from tke.internal.rpc.errors import ApiError
 from tke.internal.storage.etcd import EtcdConfig
 from tke.ipam.v1 import ipam_pb2
+from tke.plugins.ip_providers import vpc as vpc_module
 from tke.plugins.ip_providers.static import StaticProvider
 from tke.plugins.ip_providers.vpc import VPCProvider
 from tke.plugins.ip_storage.etcd import EtcdIPStorage, EtcdIPStorageConfig
@@ -42,9 +45,13 @@ def vpc() -> Iterator[VPCServer]:
 
 
 @pytest.fixture
-def provider(vpc: VPCServer, monkeypatch: pytest.MonkeyPatch) -> VPCProvider:
+async def provider(vpc: VPCServer, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[VPCProvider]:
     monkeypatch.setenv("TKE_TEST_VPC_TOKEN", "vpc-token")
-    return VPCProvider(vpc.endpoint, token_env="TKE_TEST_VPC_TOKEN", timeout=0.3, retries=2, backoff=0.05)
+    made = VPCProvider(vpc.endpoint, token_env="TKE_TEST_VPC_TOKEN", timeout=0.3, retries=2, backoff=0.05)
+    try:
+        yield made
+    finally:
+        await made.close()
 
 
 @pytest.fixture
@@ -104,8 +111,11 @@ async def test_slow_answers_time_out(vpc: VPCServer, provider: VPCProvider) -> N
 async def test_bad_token_is_refused(vpc: VPCServer, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TKE_TEST_VPC_TOKEN", "wrong")
     wrong = VPCProvider(vpc.endpoint, token_env="TKE_TEST_VPC_TOKEN", timeout=0.3, retries=0)
-    with pytest.raises(ProviderRefused):
-        await wrong.subnets()
+    try:
+        with pytest.raises(ProviderRefused):
+            await wrong.subnets()
+    finally:
+        await wrong.close()
 
 
 async def test_allocation_reserves_and_binds_then_release_frees(
@@ -150,8 +160,11 @@ async def test_timed_out_bind_never_yields_two_owners(
     # The runtime retries the ADD; the pod landed on another node, served by another replica.
     won = (await b.allocate(allocate_request("db-0", "c1", node="node-2"))).allocation
     assert won.ip == "10.60.0.2"
-    await asyncio.sleep(1.5)  # let the first attempt's late binds arrive
-    assert ("bind", "10.60.0.2") in vpc.state.refused
+
+    async def late_binds_answered() -> bool:
+        return ("bind", "10.60.0.2") in vpc.state.refused and vpc.state.in_flight == 0
+
+    await wait_for(late_binds_answered)  # the first attempt's late binds arrived, and were refused
     assert vpc.state.addresses == {"10.60.0.2": Reservation(owner=provider_owner(won), node="node-2")}
     held = await a.get_by_attachment("c1", "eth0")
     assert (held.ip, held.node) == ("10.60.0.2", "node-2")
@@ -180,31 +193,32 @@ async def test_failed_rollback_keeps_the_address_until_the_container_is_released
     assert (await b.allocate(allocate_request("second", "c2"))).allocation.ip == "10.60.0.2"
 
 
-async def test_http_client_reads_chunked_answers_and_honours_deadlines() -> None:
-    from tke.plugins.ip_providers import httpclient
+async def test_answers_larger_than_the_limit_are_failed_attempts(
+    vpc: VPCServer, provider: VPCProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    vpc.state.padding = 64 * 1024  # every answer carries this many bytes more
+    assert len(await provider.subnets()) == 2
+    monkeypatch.setattr(vpc_module, "MAX_ANSWER", 1024)
+    with pytest.raises(ProviderUnavailable, match="larger than 1024 bytes after 3 attempts"):
+        await provider.subnets()
 
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        request = await reader.readuntil(b"\r\n\r\n")
-        if b"/slow" in request:
-            await asyncio.sleep(5)
-        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
-        writer.write(b'4\r\n{"a"\r\n3\r\n: 1\r\n1\r\n}\r\n0\r\n\r\n')
-        await writer.drain()
-        writer.close()
 
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
+async def test_https_with_the_configured_ca_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ca = TestCA(tmp_path / "pki")
+    server = VPCServer(VPCState(subnets=SUBNETS), tls=ca.issue("vpc", common_name="vpc", hosts=("127.0.0.1",)))
+    server.start()
+    monkeypatch.setenv("TKE_TEST_VPC_TOKEN", "vpc-token")
+    trusting = VPCProvider(server.endpoint, token_env="TKE_TEST_VPC_TOKEN", ca_file=ca.ca_file, timeout=10, retries=0)
+    system = VPCProvider(server.endpoint, token_env="TKE_TEST_VPC_TOKEN", timeout=10, retries=0)
     try:
-        resp = await httpclient.request("GET", f"http://127.0.0.1:{port}/x")
-        assert (resp.status, resp.json()) == (200, {"a": 1})
-        started = time.monotonic()
-        with pytest.raises(TimeoutError):
-            async with asyncio.timeout(0.2):
-                await httpclient.request("GET", f"http://127.0.0.1:{port}/slow")
-        assert time.monotonic() - started < 1
+        assert server.endpoint.startswith("https://")
+        assert [s.id for s in await trusting.subnets()] == ["subnet-1", "subnet-tiny"]
+        with pytest.raises(ProviderUnavailable, match="CERTIFICATE_VERIFY_FAILED"):
+            await system.subnets()  # the system's trust store does not know the test CA
     finally:
-        server.close()
-        await server.wait_closed()
+        await trusting.close()
+        await system.close()
+        server.stop()
 
 
 async def test_release_racing_a_reattach_keeps_the_reservation(

@@ -1,16 +1,20 @@
 """A small VPC API server on 127.0.0.1 for the cloud-VPC provider's tests: subnets, address
-reservations with owners, bindings to nodes, and knobs for slow answers and failures. It keeps
+reservations with owners, bindings to nodes, and knobs for slow, failing and oversized answers;
+plain HTTP or HTTPS. It keeps
 a log of every bind it applied, so a test can see that no late request moved an address."""
 
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
+
+from tests.support.pki import CertFiles
 
 
 @dataclass
@@ -30,8 +34,12 @@ class VPCState:
     fail: dict[str, int] = field(default_factory=dict)
     # Answer every request of these operations with HTTP 500.
     broken: set[str] = field(default_factory=set)
+    # Bytes of padding added to every answer (a "padding" member of the JSON object).
+    padding: int = 0
     calls: list[tuple[str, str]] = field(default_factory=list)
     refused: list[tuple[str, str]] = field(default_factory=list)
+    # Connections being served now: late requests still sleeping count.
+    in_flight: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -41,7 +49,18 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         return
 
+    def handle(self) -> None:
+        with self.state.lock:
+            self.state.in_flight += 1
+        try:
+            super().handle()
+        finally:
+            with self.state.lock:
+                self.state.in_flight -= 1
+
     def _reply(self, status: int, payload: dict[str, Any]) -> None:
+        if self.state.padding:
+            payload = {**payload, "padding": "x" * self.state.padding}
         body = json.dumps(payload).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -121,19 +140,31 @@ class _Handler(BaseHTTPRequestHandler):
         self._reply(200, {})
 
 
-class VPCServer:
-    """Serves VPCState on a free loopback port until stop()."""
+class _Server(ThreadingHTTPServer):
+    # The standard library's listen backlog is 5: a burst of concurrent clients would overflow
+    # it and see resets or second-long stalls that no real API gateway causes.
+    request_queue_size = 128
 
-    def __init__(self, state: VPCState) -> None:
+
+class VPCServer:
+    """Serves VPCState on a free loopback port until stop(); over TLS with `tls`."""
+
+    def __init__(self, state: VPCState, tls: CertFiles | None = None) -> None:
         handler = type("Handler", (_Handler,), {"state": state})
         self.state = state
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.httpd = _Server(("127.0.0.1", 0), handler)
         self.httpd.daemon_threads = True
+        self.scheme = "http"
+        if tls is not None:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(tls.cert_file, tls.key_file)
+            self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
+            self.scheme = "https"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        return f"{self.scheme}://127.0.0.1:{self.httpd.server_address[1]}"
 
     def start(self) -> None:
         self.thread.start()

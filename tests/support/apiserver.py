@@ -21,8 +21,8 @@ class Running:
     apiserver: Apiserver
     port: int
     channel: grpc.aio.Channel
-    clusters: cluster_pb2_grpc.ClusterServiceStub
-    machines: machine_pb2_grpc.MachineServiceStub
+    clusters: cluster_pb2_grpc.ClusterServiceAsyncStub
+    machines: machine_pb2_grpc.MachineServiceAsyncStub
     extra_channels: list[grpc.aio.Channel] = field(default_factory=list)
 
     @property
@@ -31,7 +31,7 @@ class Running:
 
     def channel_with(
         self, token: str
-    ) -> tuple[cluster_pb2_grpc.ClusterServiceStub, machine_pb2_grpc.MachineServiceStub]:
+    ) -> tuple[cluster_pb2_grpc.ClusterServiceAsyncStub, machine_pb2_grpc.MachineServiceAsyncStub]:
         """Stubs that send `token` as a bearer token."""
         creds = grpc.composite_channel_credentials(
             grpc.local_channel_credentials(), grpc.access_token_call_credentials(token)

@@ -17,7 +17,9 @@ from pathlib import Path
 from types import TracebackType
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
+
+from tests.support.rpc import health_check
 
 BINARY = Path(sys.executable).parent / "tke-ipamd"
 
@@ -82,7 +84,7 @@ class IpamdProcess:
     def _healthy(self) -> bool:
         with grpc.insecure_channel(self.target) as channel:
             try:
-                resp = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
+                resp = health_check(channel)(health_pb2.HealthCheckRequest(), timeout=1)
             except grpc.RpcError:
                 return False
             return bool(resp.status == health_pb2.HealthCheckResponse.SERVING)

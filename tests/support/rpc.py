@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from typing import Any
+from typing import Any, TypeVar, cast, overload
 
 import grpc
-from google.rpc import error_details_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
+
+T = TypeVar("T")
 
 
 async def expect_error(call: Awaitable[Any], code: grpc.StatusCode) -> grpc.aio.AioRpcError:
@@ -20,9 +23,37 @@ async def expect_error(call: Awaitable[Any], code: grpc.StatusCode) -> grpc.aio.
     raise AssertionError(f"expected {code.name}, the call succeeded")
 
 
+def status_of(err: grpc.RpcError) -> status_pb2.Status | None:
+    """The google.rpc.Status an error carries in its trailers, or None."""
+    # grpc_status reads code(), details() and trailing_metadata(), which the errors of sync
+    # and asyncio calls both have; its stubs ask for a grpc.Call, which AioRpcError is not.
+    status: status_pb2.Status | None = rpc_status.from_call(err)  # type: ignore[arg-type]
+    return status
+
+
+async def next_message(call: grpc.aio.UnaryStreamCall[Any, T]) -> T:
+    """The stream's next message; the stream must not have ended."""
+    message = await call.read()
+    assert message is not grpc.aio.EOF, "the stream ended"
+    return cast(T, message)  # the stubs type read() as "EOF or T" with EOF an object: no narrowing
+
+
+@overload
+def health_check(
+    channel: grpc.aio.Channel,
+) -> grpc.aio.UnaryUnaryMultiCallable[health_pb2.HealthCheckRequest, health_pb2.HealthCheckResponse]: ...
+@overload
+def health_check(
+    channel: grpc.Channel,
+) -> grpc.UnaryUnaryMultiCallable[health_pb2.HealthCheckRequest, health_pb2.HealthCheckResponse]: ...
+def health_check(channel: grpc.Channel | grpc.aio.Channel) -> Any:
+    """grpc.health.v1.Health/Check over `channel`."""
+    return health_pb2_grpc.HealthStub(channel).Check  # type: ignore[attr-defined]  # the stubs declare no methods
+
+
 def bad_request_fields(err: grpc.RpcError) -> list[str]:
     """The field names of the BadRequest detail of an INVALID_ARGUMENT error."""
-    status = rpc_status.from_call(err)
+    status = status_of(err)
     assert status is not None, "no rich status in the error"
     fields = []
     for detail in status.details:
@@ -34,7 +65,7 @@ def bad_request_fields(err: grpc.RpcError) -> list[str]:
 
 
 def detail_of(err: grpc.aio.AioRpcError, message_type: Any) -> Any:
-    status = rpc_status.from_call(err)
+    status = status_of(err)
     assert status is not None
     for detail in status.details:
         if detail.Is(message_type.DESCRIPTOR):

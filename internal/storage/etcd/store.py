@@ -3,9 +3,9 @@
 - create: compare create_revision == 0 (plus any guards' mod_revision), then put.
 - update/delete: compare mod_revision == expected, then put/delete.
 - A write interrupted by a broken connection may or may not have been applied: the store reads
-  the key back and decides (our value is there: done; the key is still at the expected
-  revision: try again; anything else: someone else won). So a caller never sees a spurious
-  conflict for its own write, and never a lost one.
+  the key back and decides (tke.internal.storage.interrupted: our value is there: done; the key
+  is still at the expected revision: try again; anything else: someone else won). So a caller
+  never sees a spurious conflict for its own write, and never a lost one.
 - watch re-creates etcd's watch after a broken stream from the last revision it delivered + 1,
   so events are neither lost nor repeated; a compacted start revision raises Compacted.
 """
@@ -21,6 +21,7 @@ import grpc
 from aetcd import rpc
 
 from tke.internal.storage.etcd.connection import EtcdConfig, EtcdConnection, backoff_sleep
+from tke.internal.storage.interrupted import Outcome, Resolution, resolve
 from tke.internal.storage.lease import LeaseExpired
 from tke.internal.storage.store import (
     AlreadyExists,
@@ -93,13 +94,9 @@ class EtcdStore:
         except NotFound:
             return None
 
-    async def _read_back(self, key: str) -> Item | None:
-        """The key after a write whose outcome is unknown; if even that read fails, the outcome
-        stays unknown and the error says so."""
-        try:
-            return await self._get_or_none(key)
-        except Unavailable as err:
-            raise Unavailable(str(err), ambiguous=True) from None
+    async def _resolve(self, key: str, value: bytes | None, expected_revision: int) -> Resolution[Item]:
+        """What became of an interrupted write of `value` (None: a delete) to `key`."""
+        return await resolve(lambda: self._get_or_none(key), value=value, expected_revision=expected_revision)
 
     async def list(self, prefix: str, *, start: str = "", limit: int = 0, revision: int = 0) -> Page:
         bprefix = prefix.encode()
@@ -152,14 +149,14 @@ class EtcdStore:
                 resp = await self._txn(request, lease)
             except Unavailable as err:
                 # Did our put land? Our value (it holds a fresh uid) under the key says yes.
-                current = await self._read_back(key)
-                if current is not None and current.value == value:
-                    return current
-                if current is None and not self._conn.deadline_passed(started):
+                found = await self._resolve(key, value, 0)
+                if found.outcome is Outcome.APPLIED and found.current is not None:
+                    return found.current
+                if found.outcome is Outcome.OVERTAKEN:
+                    raise AlreadyExists(key) from None
+                if not self._conn.deadline_passed(started):
                     await backoff_sleep(0.1)
                     continue
-                if current is not None:
-                    raise AlreadyExists(key) from None
                 raise err
             if resp.succeeded:
                 rev = resp.header.revision
@@ -184,16 +181,16 @@ class EtcdStore:
             try:
                 resp = await self._txn(request, lease)
             except Unavailable as err:
-                current = await self._read_back(key)
-                if current is None:
+                found = await self._resolve(key, value, expected_revision)
+                if found.current is None:
                     raise NotFound(key) from None
-                if current.value == value and current.mod_revision != expected_revision:
-                    return current
-                if current.mod_revision == expected_revision and not self._conn.deadline_passed(started):
+                if found.outcome is Outcome.APPLIED:
+                    return found.current
+                if found.outcome is Outcome.OVERTAKEN:
+                    raise Conflict(key, found.current) from None
+                if not self._conn.deadline_passed(started):
                     await backoff_sleep(0.1)
                     continue
-                if current.mod_revision != expected_revision:
-                    raise Conflict(key, current) from None
                 raise err
             if resp.succeeded:
                 rev = resp.header.revision
@@ -215,14 +212,14 @@ class EtcdStore:
             try:
                 resp = await self._txn(request)
             except Unavailable as err:
-                current = await self._read_back(key)
-                if current is None:
+                found = await self._resolve(key, None, expected_revision)
+                if found.outcome is Outcome.APPLIED:
                     return await self.current_revision()
-                if current.mod_revision == expected_revision and not self._conn.deadline_passed(started):
+                if found.outcome is Outcome.OVERTAKEN:
+                    raise Conflict(key, found.current) from None
+                if not self._conn.deadline_passed(started):
                     await backoff_sleep(0.1)
                     continue
-                if current.mod_revision != expected_revision:
-                    raise Conflict(key, current) from None
                 raise err
             if resp.succeeded:
                 return int(resp.header.revision)
@@ -334,7 +331,9 @@ def _event(ev: rpc.Event) -> Event:
     return Event(type=EventType.PUT, item=_item(kv), prev_value=prev)
 
 
-async def _request_progress(call: grpc.aio.StreamStreamCall, interval: float) -> None:
+async def _request_progress(
+    call: grpc.aio.StreamStreamCall[rpc.WatchRequest, rpc.WatchResponse], interval: float
+) -> None:
     """Ask etcd now and then how far the watch has come, so that a quiet prefix still advances
     (bookmarks, and a resume point that does not fall behind compaction)."""
     request = rpc.WatchRequest(progress_request=rpc.WatchProgressRequest())
