@@ -181,7 +181,8 @@ def test_huffman_coded_trailers_of_the_real_server_decode(daemons: Daemons) -> N
     finally:
         stream.close()
     with grpc.insecure_channel(f"unix:{daemons.tls.socket}") as channel, pytest.raises(grpc.RpcError) as caught:
-        channel.unary_unary(method)(request, timeout=10)
+        call: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(method)
+        call(request, timeout=10)
     err: Any = caught.value
     expected = dict(err.trailing_metadata())["grpc-status-details-bin"]
     assert reply.code == err.code().value[0] == grpc.StatusCode.INVALID_ARGUMENT.value[0]

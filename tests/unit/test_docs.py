@@ -9,6 +9,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -140,8 +141,13 @@ def test_readme_layout_table_lists_exactly_the_folders() -> None:
     assert listed, "no layout table under '## Repository layout' in README.md"
     missing_on_disk = sorted(p for p in listed if not (ROOT / p).exists())
     assert not missing_on_disk, f"the layout table lists what is not there: {missing_on_disk}"
-    folders = {f"{p.name}/" for p in ROOT.iterdir() if p.is_dir() and _kept(p)}
-    for parent in ("internal", "plugins"):
-        folders |= {f"{parent}/{p.name}/" for p in (ROOT / parent).iterdir() if p.is_dir() and any(p.glob("*.py"))}
+    # The folders of the repository: those holding tracked files (not caches, venvs or outputs).
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    folders = {f"{path.split('/')[0]}/" for path in tracked if "/" in path}
+    folders |= {
+        "/".join(path.split("/")[:2]) + "/"
+        for path in tracked
+        if path.count("/") >= 2 and path.split("/")[0] in ("internal", "plugins") and path.endswith(".py")
+    }
     unlisted = sorted(folders - listed)
     assert not unlisted, f"folders missing from the README's layout table: {unlisted}"
