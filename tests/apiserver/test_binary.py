@@ -12,7 +12,8 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.support.etcd import EtcdProcess, free_port
+from tests.support.etcd import EtcdProcess
+from tests.support.ports import free_port
 
 BINARY = shutil.which("tke-apiserver", path=str(Path(sys.executable).parent)) or "tke-apiserver"
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import grpc
 
 from tests.support.apiserver import Running, cluster
-from tests.support.etcd import EtcdProcess, free_port
+from tests.support.etcd import EtcdProcess
+from tests.support.ports import free_port
 from tke.internal import metrics
 from tke.platform.v1 import cluster_pb2, cluster_pb2_grpc
 

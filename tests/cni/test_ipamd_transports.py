@@ -15,7 +15,7 @@ import grpc
 import pytest
 
 from tests.support.cni import DEBIAN_CNI, IpamdDaemon, Runtime, console_script, unique, with_prev
-from tests.support.etcd import free_port
+from tests.support.ports import free_port
 from tke.internal.cni import h2
 from tke.internal.cni.endpoint import IpamdEndpoint
 from tke.internal.cni.errors import CNIError

@@ -12,7 +12,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from tests.support.apiserver import Running, cluster, local_config, start, stop
-from tests.support.controller import wait_for
+from tests.support.waiting import wait_for
 from tke.internal.controller.client import EventClient
 from tke.internal.controller.events import NORMAL, WARNING, ApiRecorder, event_name, make_record
 from tke.internal.storage.etcd import EtcdConfig

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
 from tests.support.memory_store import MemoryStore
+from tests.support.waiting import wait_for
 from tke.internal.storage.etcd import EtcdStore
 from tke.internal.storage.lease import LeasedStore, LeaseExpired
 from tke.internal.storage.store import NotFound
 from tke.internal.storage.ttl import ExpiringStore
+
+
+async def gone(store: LeasedStore, key: str) -> bool:
+    try:
+        await store.get(key)
+    except NotFound:
+        return True
+    return False
 
 
 @pytest.fixture(params=["etcd", "memory"])
@@ -38,14 +45,7 @@ async def test_a_lease_not_kept_alive_expires_with_its_keys(leased: LeasedStore,
     lease = await leased.grant(2)
     item = await leased.create(f"{etcd_prefix}/x", b"1", lease=lease)
     await leased.update(f"{etcd_prefix}/x", b"2", expected_revision=item.mod_revision, lease=lease)
-    for _ in range(60):
-        await asyncio.sleep(0.1)
-        try:
-            await leased.get(f"{etcd_prefix}/x")
-        except NotFound:
-            break
-    else:
-        pytest.fail("the key outlived its lease")
+    await wait_for(lambda: gone(leased, f"{etcd_prefix}/x"), what="the key going with its lease")
     with pytest.raises(LeaseExpired):
         await leased.keep_alive(lease)
 
@@ -61,10 +61,4 @@ async def test_expiring_store_shares_leases_and_survives_a_revoked_one(store: Et
     c = await expiring.create(f"{etcd_prefix}/c", b"1")
     assert expiring._lease != first
     assert c.mod_revision > a.mod_revision
-    for _ in range(60):
-        await asyncio.sleep(0.1)
-        try:
-            await store.get(f"{etcd_prefix}/c")
-        except NotFound:
-            return
-    pytest.fail("an expiring key outlived ttl + reuse")
+    await wait_for(lambda: gone(store, f"{etcd_prefix}/c"), what="the expiring key going")

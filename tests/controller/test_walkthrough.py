@@ -15,9 +15,10 @@ from typing import Any
 import pytest
 
 from tests.support.apiserver import Running
-from tests.support.controller import ControllerProcess, wait_for
+from tests.support.controller import ControllerProcess
 from tests.support.rpc import grpcurl_path
 from tests.support.sshd import Machines, ssh_machines
+from tests.support.waiting import wait_for
 from tke.internal.storage.etcd import EtcdConfig
 
 GRPCURL = grpcurl_path()

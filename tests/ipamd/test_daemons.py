@@ -135,7 +135,7 @@ async def test_metrics_and_json_logs(workdir: Path, etcd_config: EtcdConfig) -> 
     import json
     import urllib.request
 
-    from tests.support.etcd import free_port
+    from tests.support.ports import free_port
 
     port = free_port()
     daemon = IpamdProcess(

@@ -217,7 +217,7 @@ async def test_grpcurl_describes_the_contract(running: Running) -> None:
 
 
 async def test_unreachable_etcd_is_unavailable_not_internal(workdir: Path) -> None:
-    from tests.support.etcd import free_port
+    from tests.support.ports import free_port
 
     config = IpamdConfig(
         socket=str(workdir / "down.sock"),

@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from tests.support.apiserver import ThreadedApiserver, local_config
-from tests.support.etcd import free_port
+from tests.support.ports import free_port
 from tke.internal.rpc.server import ListenConfig
 from tke.internal.storage.etcd import EtcdConfig
 
