@@ -14,7 +14,8 @@ import pytest
 
 from tests.support.apiserver import Running, cluster, local_config, start, stop
 from tests.support.auth_plugins import MemorySink
-from tests.support.rpc import expect_error, grpcurl_path
+from tests.support.rpc import expect_error
+from tests.support.tools import grpcurl as grpcurl_path
 from tests.support.waiting import wait_for
 from tke.auth.v1 import accounts_pb2, accounts_pb2_grpc, policy_pb2, policy_pb2_grpc
 from tke.internal.auth.chain import AuthConfig, PluginConfig
@@ -287,7 +288,6 @@ async def test_a_failing_or_stalled_audit_sink_never_fails_requests(etcd_config:
 
 async def test_reflection_needs_credentials_unless_opened(secured: Running) -> None:
     grpcurl = grpcurl_path()
-    assert grpcurl is not None, "grpcurl is installed by make setup"
     proc = await asyncio.create_subprocess_exec(
         grpcurl, "-plaintext", secured.address, "list", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )

@@ -16,6 +16,7 @@ import pytest
 
 from tests.support.cni import DEBIAN_CNI, IpamdDaemon, Runtime, console_script, unique, with_prev
 from tests.support.ports import free_port
+from tests.support.tools import tool
 from tke.internal.cni import h2
 from tke.internal.cni.endpoint import IpamdEndpoint
 from tke.internal.cni.errors import CNIError
@@ -27,11 +28,10 @@ from tke.ipam.v1 import ipam_pb2, ipam_pb2_grpc
 
 def make_certs(folder: Path) -> dict[str, str]:
     """A CA and a server certificate for 127.0.0.1 and ipamd.test (Debian's openssl)."""
-    if shutil.which("openssl") is None:
-        pytest.skip("needs the openssl command to make test certificates")
+    openssl = tool("openssl", "openssl")
 
     def run(*args: str) -> None:
-        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
+        subprocess.run([openssl, *args], cwd=folder, check=True, capture_output=True)
 
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
     run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-subj", "/CN=tke-test-ca", "-days", "1")

@@ -16,14 +16,12 @@ import pytest
 
 from tests.support.apiserver import Running
 from tests.support.controller import ControllerProcess
-from tests.support.rpc import grpcurl_path
 from tests.support.sshd import Machines, ssh_machines
+from tests.support.tools import grpcurl as grpcurl_binary
 from tests.support.waiting import wait_for
 from tke.internal.storage.etcd import EtcdConfig
 
-GRPCURL = grpcurl_path()
 pytestmark = [
-    pytest.mark.skipif(GRPCURL is None, reason="grpcurl is not installed (make setup installs it)"),
     pytest.mark.timeout(120),
     pytest.mark.slow,
 ]
@@ -37,7 +35,7 @@ def machines(tmp_path: Path) -> Iterator[Machines]:
 
 
 async def grpcurl(api: Running, method: str, data: Any) -> tuple[int, Any]:
-    argv = [str(GRPCURL), "-plaintext", "-d", json.dumps(data), api.address, method]
+    argv = [grpcurl_binary(), "-plaintext", "-d", json.dumps(data), api.address, method]
     proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, _ = await proc.communicate()
     assert proc.returncode is not None
@@ -132,7 +130,7 @@ async def test_create_watch_and_delete_a_baremetal_cluster_with_grpcurl(
     watch_log = tmp_path / "watch.json"
     with watch_log.open("wb") as out:
         watch = await asyncio.create_subprocess_exec(
-            str(GRPCURL), "-plaintext", "-d", "{}", api.address, "tke.platform.v1.ClusterService/Watch", stdout=out
+            grpcurl_binary(), "-plaintext", "-d", "{}", api.address, "tke.platform.v1.ClusterService/Watch", stdout=out
         )
     controller = ControllerProcess(tmp_path, "tke-controller", controller_toml(api, etcd_config, machines))
     try:

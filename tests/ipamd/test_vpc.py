@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Iterator
 import grpc
 import pytest
 
+from tests.support.waiting import wait_for
 from tke.internal.ipamd.allocator import Block
 from tke.internal.ipamd.ipam import IPAM, provider_owner
 from tke.internal.ipamd.provider import ProviderRefused, ProviderUnavailable
@@ -98,7 +99,7 @@ async def test_slow_answers_time_out(vpc: VPCServer, provider: VPCProvider) -> N
     started = time.monotonic()
     with pytest.raises(ProviderUnavailable):
         await provider.reserve("subnet-1", "10.50.0.11", "me")
-    assert time.monotonic() - started < 2.0
+    assert time.monotonic() - started < 3 * 1.0  # sooner than three answers the server delays
 
 
 async def test_bad_token_is_refused(vpc: VPCServer, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -150,7 +151,8 @@ async def test_timed_out_bind_never_yields_two_owners(
     # The runtime retries the ADD; the pod landed on another node, served by another replica.
     won = (await b.allocate(allocate_request("db-0", "c1", node="node-2"))).allocation
     assert won.ip == "10.60.0.2"
-    await asyncio.sleep(1.5)  # let the first attempt's late binds arrive
+    # The first attempt's late binds arrive once their delay is over.
+    await wait_for(lambda: vpc.idle() and ("bind", "10.60.0.2") in vpc.state.refused, what="the late binds")
     assert ("bind", "10.60.0.2") in vpc.state.refused
     assert vpc.state.addresses == {"10.60.0.2": Reservation(owner=provider_owner(won), node="node-2")}
     held = await a.get_by_attachment("c1", "eth0")
@@ -201,7 +203,7 @@ async def test_http_client_reads_chunked_answers_and_honours_deadlines() -> None
         with pytest.raises(TimeoutError):
             async with asyncio.timeout(0.2):
                 await httpclient.request("GET", f"http://127.0.0.1:{port}/slow")
-        assert time.monotonic() - started < 1
+        assert time.monotonic() - started < 5  # sooner than the server's answer
     finally:
         server.close()
         await server.wait_closed()

@@ -32,6 +32,8 @@ class VPCState:
     broken: set[str] = field(default_factory=set)
     calls: list[tuple[str, str]] = field(default_factory=list)
     refused: list[tuple[str, str]] = field(default_factory=list)
+    # Connections accepted and not yet answered (a late request still sleeping counts).
+    in_flight: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -40,6 +42,15 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         return
+
+    def handle(self) -> None:
+        with self.state.lock:
+            self.state.in_flight += 1
+        try:
+            super().handle()
+        finally:
+            with self.state.lock:
+                self.state.in_flight -= 1
 
     def _reply(self, status: int, payload: dict[str, Any]) -> None:
         body = json.dumps(payload).encode()
@@ -137,6 +148,11 @@ class VPCServer:
 
     def start(self) -> None:
         self.thread.start()
+
+    def idle(self) -> bool:
+        """No request is being served (the ones sent so far have been answered)."""
+        with self.state.lock:
+            return self.state.in_flight == 0
 
     def stop(self) -> None:
         self.httpd.shutdown()
