@@ -8,6 +8,7 @@ import json
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -243,7 +244,7 @@ async def test_every_call_is_audited_without_secrets(
         ("Delete", "deny", "PERMISSION_DENIED"),
     }
 
-    def written() -> list[dict[str, str]] | None:
+    def written() -> list[dict[str, Any]] | None:
         """Sinks write in the background: the file's events once both sinks have them all."""
         path = tmp_path / "audit.jsonl"
         text = path.read_text() if path.exists() else ""

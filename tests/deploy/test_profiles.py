@@ -107,7 +107,7 @@ async def test_private_cloud_profile(etcd: EtcdProcess, tmp_path: Path) -> None:
         viewer_login = await auth.Login(accounts_pb2.LoginRequest(username="viewer1", password="viewer password 1"))
         viewer = [("authorization", f"Bearer {viewer_login.token}")]
 
-        async def viewer_lists() -> cluster_pb2.ListClustersResponse | None:
+        async def viewer_lists() -> cluster_pb2.ClusterList | None:
             """The role binding reaches the authorizer through a watch."""
             try:
                 return await clusters.List(cluster_pb2.ListClustersRequest(), metadata=viewer)
