@@ -19,7 +19,7 @@ from tke.platform.v1 import cluster_pb2, cluster_pb2_grpc
 
 
 def scrape(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as resp:
         return resp.read().decode()
 
 

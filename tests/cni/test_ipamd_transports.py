@@ -156,6 +156,6 @@ def test_a_hung_ipamd_is_try_again_later_within_the_timeout(
         start = time.monotonic()
         out = ipamc.run("ADD", conf, container_id=unique("c"), netns="/proc/self/ns/net", args="K8S_POD_NAME=p")
         assert out.json["code"] == 11 and "deadline" in out.json["details"]
-        assert time.monotonic() - start < 5
+        assert time.monotonic() - start < 20  # the 1 s deadline and a process start on a busy machine, no hang
     finally:
         tls.process.send_signal(signal.SIGCONT)

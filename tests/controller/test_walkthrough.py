@@ -141,9 +141,18 @@ async def test_create_watch_and_delete_a_baremetal_cluster_with_grpcurl(
             return code == 0 and got.get("status", {}).get("phase") == "MACHINE_PHASE_RUNNING"
 
         await wait_for(running, within=60)
+
+        def watched() -> list[Any]:
+            text = watch_log.read_text()
+            return [m["object"] for m in messages(text) if m.get("type") != "WATCH_EVENT_TYPE_BOOKMARK"]
+
+        def cluster_running() -> bool:  # grpcurl wrote the event that says so
+            return [o.get("status", {}).get("phase") for o in watched()][-1:] == ["CLUSTER_PHASE_RUNNING"]
+
+        await wait_for(cluster_running, what="the watch showing the cluster running")
         watch.terminate()
         await watch.wait()
-        seen = [m["object"] for m in messages(watch_log.read_text()) if m.get("type") != "WATCH_EVENT_TYPE_BOOKMARK"]
+        seen = watched()
         phases = [o.get("status", {}).get("phase") for o in seen]
         assert "CLUSTER_PHASE_INITIALIZING" in phases and phases[-1] == "CLUSTER_PHASE_RUNNING"
         done_counts = [

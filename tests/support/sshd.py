@@ -80,7 +80,7 @@ class SSHServer:
     def known_hosts_line(self) -> str:
         return f"[{self.host}]:{self.port} {self.host_public}"
 
-    def start(self, timeout: float = 10.0) -> None:
+    def start(self, timeout: float = 30.0) -> None:
         sshd = ensure_openssh_server()
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # privilege separation directory
         self.directory.mkdir(parents=True, exist_ok=True)
