@@ -51,13 +51,17 @@ async def test_events_expire_and_watchers_see_them_come_and_go(etcd_config: Etcd
         events = event_pb2_grpc.EventServiceStub(api.channel)
         stream = events.Watch(event_pb2.WatchEventsRequest())
         seen: list[int] = []
+        established = asyncio.Event()
 
         async def watch() -> None:
             async for e in stream:
                 if e.type != meta_pb2.WATCH_EVENT_TYPE_BOOKMARK:
                     seen.append(e.type)
+                else:
+                    established.set()  # the initial state is through: changes from here on are events
 
         watcher = asyncio.create_task(watch())
+        await asyncio.wait_for(established.wait(), 30)
         recorder = ApiRecorder(EventClient(api.channel), "test")
         recorder.start()
         recorder.record(c, "Cluster", NORMAL, "PhaseChanged", "phase RUNNING")
@@ -67,7 +71,7 @@ async def test_events_expire_and_watchers_see_them_come_and_go(etcd_config: Etcd
         async def expired() -> bool:
             return meta_pb2.WATCH_EVENT_TYPE_DELETED in seen
 
-        await wait_for(expired, within=15)
+        await wait_for(expired)
         assert seen == [
             meta_pb2.WATCH_EVENT_TYPE_ADDED,
             meta_pb2.WATCH_EVENT_TYPE_MODIFIED,

@@ -132,8 +132,15 @@ async def test_create_watch_and_delete_a_baremetal_cluster_with_grpcurl(
         watch = await asyncio.create_subprocess_exec(
             grpcurl_binary(), "-plaintext", "-d", "{}", api.address, "tke.platform.v1.ClusterService/Watch", stdout=out
         )
+
+    def watched() -> list[Any]:
+        text = watch_log.read_text()
+        return [m["object"] for m in messages(text) if m.get("type") != "WATCH_EVENT_TYPE_BOOKMARK"]
+
     controller = ControllerProcess(tmp_path, "tke-controller", controller_toml(api, etcd_config, machines))
     try:
+        # The watch shows the cluster as created before anything acts on it.
+        await wait_for(watched, what="grpcurl's watch showing the cluster")
         controller.start()
 
         async def running() -> bool:
@@ -141,10 +148,6 @@ async def test_create_watch_and_delete_a_baremetal_cluster_with_grpcurl(
             return code == 0 and got.get("status", {}).get("phase") == "MACHINE_PHASE_RUNNING"
 
         await wait_for(running, within=60)
-
-        def watched() -> list[Any]:
-            text = watch_log.read_text()
-            return [m["object"] for m in messages(text) if m.get("type") != "WATCH_EVENT_TYPE_BOOKMARK"]
 
         def cluster_running() -> bool:  # grpcurl wrote the event that says so
             return [o.get("status", {}).get("phase") for o in watched()][-1:] == ["CLUSTER_PHASE_RUNNING"]

@@ -46,8 +46,11 @@ def test_watch_resumes_after_an_apiserver_restart(etcd_config: EtcdConfig, tmp_p
     try:
         with ThreadedApiserver(config):
             create(tmp_path, server, "before")
+            # Ctrl-C must reach it as a user's would. A suite started in the background by a
+            # non-interactive shell (`make test &` in a script, some CI runners) ignores SIGINT,
+            # and children inherit that: tkectl would then rightly ignore it too.
             watcher = subprocess.Popen(
-                [TKECTL, "watch", "clusters", "-o", "json", "--server", server],
+                ["env", "--default-signal=INT", TKECTL, "watch", "clusters", "-o", "json", "--server", server],
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
