@@ -38,7 +38,7 @@ from bench.procs import (
 )
 from bench.stats import percentile, ratio, rounds
 from tests.support.apiserver import cluster
-from tests.support.etcd import free_port
+from tests.support.ports import free_port
 from tke.internal.apiserver.kinds import CLUSTERS
 from tke.internal.apiserver.registry import Registry
 from tke.internal.storage.etcd import EtcdConfig, EtcdStore

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from tests.support.controller import toml
-from tests.support.etcd import etcd_binary, free_port
+from tests.support.etcd import etcd_binary
+from tests.support.ports import free_port
 
 ADMIN_TOKEN = "bench-admin-token"
 USER_TOKEN = "bench-user-token"

@@ -36,6 +36,7 @@ from tke.internal.storage.store import (
     AlreadyExists,
     Compacted,
     Conflict,
+    FutureRevision,
     Guard,
     Item,
     NotFound,
@@ -153,6 +154,10 @@ class Registry(Generic[R]):
             except Compacted:
                 raise errors.out_of_range(
                     "the continue token has expired (its revision was compacted): start the list again"
+                ) from None
+            except FutureRevision:  # no list ever handed out this revision: a made-up token
+                raise errors.invalid_field(
+                    "continue_token", "is not a continue token of this list; pass metadata.continue_token"
                 ) from None
             revision = page.revision
             for i, item in enumerate(page.items):

@@ -3,7 +3,8 @@
 The seam behind two features: leader election (a leader key bound to a lease that the leader
 keeps alive; when the leader dies the key goes with the lease) and expiring objects (events,
 see `tke.internal.storage.ttl`). Contract:
-- `grant(ttl)` returns a new lease id that expires `ttl` seconds later unless kept alive.
+- `grant(ttl)` returns a new lease id that expires `ttl` seconds later unless kept alive (a
+  store may lengthen a very short TTL: etcd's minimum is 1.5 election timeouts).
 - `keep_alive(lease)` renews it for its full TTL and returns that TTL; an expired or revoked
   lease raises LeaseExpired (the keys bound to it are already gone).
 - `revoke(lease)` ends it now and removes its keys; revoking a lease that is gone is not an
@@ -37,7 +38,7 @@ class LeasedStore(Store, Protocol):
     async def update(self, key: str, value: bytes, *, expected_revision: int, lease: int = 0) -> Item: ...
 
     async def grant(self, ttl: int) -> int:
-        """A new lease of `ttl` seconds (at least 1)."""
+        """A new lease of `ttl` seconds (at least 1; the store may lengthen a shorter one)."""
         ...
 
     async def keep_alive(self, lease: int) -> int:

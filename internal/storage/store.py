@@ -60,6 +60,14 @@ class Compacted(StorageError):
         self.compact_revision = compact_revision
 
 
+class FutureRevision(StorageError):
+    """The requested revision is newer than the store's latest (no reader was ever given it)."""
+
+    def __init__(self, revision: int) -> None:
+        super().__init__(f"revision {revision} is newer than the store's latest")
+        self.revision = revision
+
+
 class Unavailable(StorageError):
     """The store cannot be reached or did not answer in time; the outcome of a write is unknown
     only when `ambiguous` is true."""
@@ -106,7 +114,9 @@ class EventType(enum.Enum):
 class Event:
     """One change. For PUT, `item` is the new state; for DELETE, `item` is the state before the
     delete with `mod_revision` set to the delete's revision. `prev_value` is the value before
-    the change (None on create)."""
+    the change: None on create, and None when that state is compacted away (a change made at
+    exactly the compacted revision; a DELETE's `item` then has an empty value and
+    create_revision 0)."""
 
     type: EventType
     item: Item
@@ -135,17 +145,20 @@ class Store(Protocol):
         ...
 
     async def list(self, prefix: str, *, start: str = "", limit: int = 0, revision: int = 0) -> Page:
-        """Read keys under `prefix` in key order from `start` (inclusive), at most `limit`
-        (0: all), at `revision` (0: the latest). Raises Compacted for an old revision."""
+        """Read keys under `prefix` in key order from `start` (inclusive; a `start` before the
+        prefix reads from the prefix), at most `limit` (0: all), at `revision` (0: the latest).
+        `more` says whether keys under the prefix follow the page. Raises Compacted for a
+        revision older than the compacted history, FutureRevision for one newer than the latest."""
         ...
 
     async def update(self, key: str, value: bytes, *, expected_revision: int) -> Item:
-        """Replace the value if the key is still at `expected_revision`. Raises NotFound, Conflict."""
+        """Replace the value if the key is still at `expected_revision`; the item keeps its
+        `create_revision`. Raises NotFound, Conflict (with the current item)."""
         ...
 
     async def delete(self, key: str, *, expected_revision: int) -> int:
         """Remove the key if it is still at `expected_revision`; returns the delete's revision.
-        Raises NotFound, Conflict."""
+        Raises NotFound, Conflict (with the current item)."""
         ...
 
     async def current_revision(self) -> int:

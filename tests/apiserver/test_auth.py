@@ -8,13 +8,16 @@ import json
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 
 from tests.support.apiserver import Running, cluster, local_config, start, stop
 from tests.support.auth_plugins import MemorySink
-from tests.support.rpc import expect_error, grpcurl_path, next_message
+from tests.support.rpc import expect_error, next_message
+from tests.support.tools import grpcurl as grpcurl_path
+from tests.support.waiting import wait_for
 from tke.auth.v1 import accounts_pb2, accounts_pb2_grpc, policy_pb2, policy_pb2_grpc
 from tke.internal.auth.chain import AuthConfig, PluginConfig
 from tke.internal.auth.tokens import TokenSigner
@@ -94,19 +97,16 @@ async def bind(admin: Client, tenant: str, role: str, user: str) -> None:
 
 
 async def eventually(call: object, code: grpc.StatusCode | None = None) -> None:
-    """Policy changes reach the authorizer through a watch: retry briefly."""
-    last: Exception | None = None
-    for _ in range(50):
+    """Policy changes reach the authorizer through a watch: retry until they have."""
+
+    async def reached() -> bool:
         try:
             await call()  # type: ignore[operator]
-            if code is None:
-                return
         except grpc.aio.AioRpcError as err:
-            last = err
-            if code is not None and err.code() == code:
-                return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"never reached the expected outcome: {last}")
+            return code is not None and err.code() == code
+        return code is None
+
+    await wait_for(reached, what=f"the call ending in {code.name if code else 'OK'}")
 
 
 async def test_login_and_bootstrap_admin(secured: Running) -> None:
@@ -237,14 +237,23 @@ async def test_every_call_is_audited_without_secrets(
     await expect_error(
         mallory.clusters.Delete(cluster_pb2.DeleteClusterRequest(name="audited")), Code.PERMISSION_DENIED
     )
-    await asyncio.sleep(0.3)  # sinks write in the background
+    expected = {
+        ("Login", "open", "OK"),
+        ("Create", "allow", "OK"),
+        ("List", "unauthenticated", "UNAUTHENTICATED"),
+        ("Delete", "deny", "PERMISSION_DENIED"),
+    }
+
+    def written() -> list[dict[str, Any]] | None:
+        """Sinks write in the background: the file's events once both sinks have them all."""
+        path = tmp_path / "audit.jsonl"
+        text = path.read_text() if path.exists() else ""
+        events = [json.loads(line) for line in text.splitlines()] if text.endswith("\n") else []
+        by = {(e["method"].rsplit("/", 1)[-1], e["decision"], e["code"]) for e in events}
+        return events if expected <= by and len(MemorySink.events) == len(events) else None
+
+    events = await wait_for(written, what="the audit sinks writing every call")
     text = (tmp_path / "audit.jsonl").read_text()
-    events = [json.loads(line) for line in text.splitlines()]
-    by = {(e["method"].rsplit("/", 1)[-1], e["decision"], e["code"]) for e in events}
-    assert ("Login", "open", "OK") in by
-    assert ("Create", "allow", "OK") in by
-    assert ("List", "unauthenticated", "UNAUTHENTICATED") in by
-    assert ("Delete", "deny", "PERMISSION_DENIED") in by
     create = next(e for e in events if e["method"].endswith("ClusterService/Create"))
     assert create["user"] == "root" and create["resource"] == "clusters" and create["name"] == "audited"
     assert create["request_id"] and create["latency_ms"] >= 0
@@ -271,17 +280,15 @@ async def test_a_failing_or_stalled_audit_sink_never_fails_requests(etcd_config:
         client = Client(api, "t0")
         for i in range(20):
             await asyncio.wait_for(
-                client.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=cluster(f"n{i}"))), 5
+                client.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=cluster(f"n{i}"))), 30
             )
-        await asyncio.sleep(0.2)
-        assert api.apiserver.auth.auditor.dropped > 0
+        await wait_for(lambda: api.apiserver.auth.auditor.dropped > 0, what="the full audit queue dropping")
     finally:
         await stop(api)
 
 
 async def test_reflection_needs_credentials_unless_opened(secured: Running) -> None:
     grpcurl = grpcurl_path()
-    assert grpcurl is not None, "grpcurl is installed by make setup"
     proc = await asyncio.create_subprocess_exec(
         grpcurl, "-plaintext", secured.address, "list", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )

@@ -61,7 +61,7 @@ async def call_with(api: Running, ca: TestCA, cert: Any = None) -> cluster_pb2.C
         certificate_chain=read(cert.cert_file) if cert else None,
     )
     async with grpc.aio.secure_channel(api.address, creds) as ch:
-        return await cluster_pb2_grpc.ClusterServiceStub(ch).List(cluster_pb2.ListClustersRequest(), timeout=5)
+        return await cluster_pb2_grpc.ClusterServiceStub(ch).List(cluster_pb2.ListClustersRequest(), timeout=30)
 
 
 async def test_client_certificates(mtls: tuple[Running, TestCA], tmp_path: Path) -> None:

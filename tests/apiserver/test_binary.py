@@ -13,7 +13,8 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2
 
-from tests.support.etcd import EtcdProcess, free_port
+from tests.support.etcd import EtcdProcess
+from tests.support.ports import free_port
 from tests.support.rpc import health_check
 
 BINARY = shutil.which("tke-apiserver", path=str(Path(sys.executable).parent)) or "tke-apiserver"

@@ -6,17 +6,12 @@ from __future__ import annotations
 import asyncio
 import json
 
-import pytest
-
 from tests.support.apiserver import Running
-from tests.support.rpc import grpcurl_path
-
-GRPCURL = grpcurl_path()
-pytestmark = pytest.mark.skipif(GRPCURL is None, reason="grpcurl is not installed (make setup installs it)")
+from tests.support.tools import grpcurl as grpcurl_binary
 
 
 async def grpcurl(api: Running, *args: str, data: object | None = None) -> tuple[int, str, str]:
-    argv = [str(GRPCURL), "-plaintext"]
+    argv = [grpcurl_binary(), "-plaintext"]
     if data is not None:
         argv += ["-d", json.dumps(data)]
     argv += [api.address, *args]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import json
+
 import grpc
 
 from tests.support.apiserver import Running, cluster
@@ -95,3 +98,17 @@ async def test_continue_token_after_compaction_is_out_of_range(api: Running) -> 
         Code.OUT_OF_RANGE,
     )
     assert "start the list again" in (err.details() or "")
+
+
+async def test_a_continue_token_naming_a_future_revision_is_invalid_not_internal(api: Running) -> None:
+    """A made-up token with a revision the store has not reached: the caller's mistake."""
+    await create_many(api, [f"f{i}" for i in range(3)])
+    first = await api.clusters.List(cluster_pb2.ListClustersRequest(page_size=2))
+    token = first.metadata.continue_token
+    fields = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    fields["r"] = 10**15
+    forged = base64.urlsafe_b64encode(json.dumps(fields).encode()).decode().rstrip("=")
+    err = await expect_error(
+        api.clusters.List(cluster_pb2.ListClustersRequest(page_size=2, continue_token=forged)), Code.INVALID_ARGUMENT
+    )
+    assert bad_request_fields(err) == ["continue_token"]

@@ -12,13 +12,14 @@ from pathlib import Path
 import grpc
 
 from tests.support.apiserver import Running, cluster
-from tests.support.etcd import EtcdProcess, free_port
+from tests.support.etcd import EtcdProcess
+from tests.support.ports import free_port
 from tke.internal import metrics
 from tke.platform.v1 import cluster_pb2, cluster_pb2_grpc
 
 
 def scrape(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as resp:
         body: bytes = resp.read()
     return body.decode()
 

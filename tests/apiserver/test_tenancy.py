@@ -96,7 +96,7 @@ async def test_watch_sees_only_the_callers_tenant(secured: Running) -> None:
     assert first.type == meta_pb2.WATCH_EVENT_TYPE_BOOKMARK
     await bob.Create(cluster_pb2.CreateClusterRequest(cluster=cluster("bobs")))
     await alice.Create(cluster_pb2.CreateClusterRequest(cluster=cluster("alices")))
-    async with asyncio.timeout(5):
+    async with asyncio.timeout(30):
         while True:
             event = await next_message(call)
             if event.type != meta_pb2.WATCH_EVENT_TYPE_BOOKMARK:

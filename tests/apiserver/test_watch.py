@@ -13,6 +13,7 @@ import pytest
 
 from tests.support.apiserver import Running, cluster, local_config, start, stop
 from tests.support.etcd import EtcdProcess
+from tests.support.waiting import wait_for
 from tke.internal.apiserver.app import WatchConfig
 from tke.internal.storage.etcd import EtcdConfig
 from tke.meta.v1 import meta_pb2
@@ -26,7 +27,7 @@ ADDED, MODIFIED, DELETED, BOOKMARK = (
 )
 
 
-async def take(call: Any, n: int, *, within: float = 10.0, bookmarks: bool = False) -> list[tuple[int, str, str]]:
+async def take(call: Any, n: int, *, within: float = 30.0, bookmarks: bool = False) -> list[tuple[int, str, str]]:
     """The next `n` events as (type, name, resource_version), skipping bookmarks unless asked."""
     out: list[tuple[int, str, str]] = []
     async with asyncio.timeout(within):
@@ -156,7 +157,7 @@ async def test_idle_watch_gets_periodic_bookmarks_that_advance(api: Running) -> 
     # Another kind changes: the cluster watch's bookmark still moves on (etcd progress).
     await api.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=cluster("host")))
     await take(call, 1)
-    marks = await take(call, 2, bookmarks=True, within=5)
+    marks = await take(call, 2, bookmarks=True)
     assert all(t == BOOKMARK for t, _, _ in marks)
     assert int(marks[-1][2]) >= int(first[0][2])
     call.cancel()
@@ -168,7 +169,7 @@ async def test_a_client_too_slow_to_keep_up_is_ended_with_resource_exhausted(etc
     try:
         listed = await api.clusters.List(cluster_pb2.ListClustersRequest())
         call = api.clusters.Watch(cluster_pb2.WatchClustersRequest(resource_version=listed.metadata.resource_version))
-        await asyncio.sleep(0.2)  # the watch is registered
+        await wait_for(lambda: api.apiserver.cluster_hub.subscribers == 1, what="the watch registering")
         big = "x" * 200_000  # fill HTTP/2 flow-control windows and socket buffers (30 MB)
         for i in range(150):
             c = cluster(f"s{i:02d}")
@@ -176,7 +177,7 @@ async def test_a_client_too_slow_to_keep_up_is_ended_with_resource_exhausted(etc
             await api.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=c))
         received = 0
         with pytest.raises(grpc.aio.AioRpcError) as info:
-            async with asyncio.timeout(10):
+            async with asyncio.timeout(30):
                 while True:
                     event = await call.read()
                     assert event is not grpc.aio.EOF
@@ -193,7 +194,7 @@ async def test_graceful_stop_ends_watches_cleanly(api: Running) -> None:
     call = api.clusters.Watch(cluster_pb2.WatchClustersRequest())
     await take(call, 1, bookmarks=True)
     await api.apiserver.stop()
-    async with asyncio.timeout(5):
+    async with asyncio.timeout(30):
         while await call.read() is not grpc.aio.EOF:
             pass
     assert await call.code() == grpc.StatusCode.OK
@@ -213,7 +214,7 @@ async def test_watch_and_writes_survive_an_etcd_restart(tmp_path: Path, etcd_pre
         # Writes go through again once etcd is back (retried inside the apiserver).
         await create(api, "after-1")
         await create(api, "after-2")
-        events = await take(call, 3, within=20)
+        events = await take(call, 3)
         assert [n for _, n, _ in events] == ["before", "after-1", "after-2"]
         await quiet(call)
         call.cancel()

@@ -4,6 +4,7 @@ cni-switch configurations over Debian's bridge, host-local and macvlan."""
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import tempfile
@@ -17,22 +18,22 @@ from tests.support.cni import DEBIAN_CNI, IpamdDaemon, Runtime, bin_dir, console
 from tke.internal.storage.etcd import EtcdConfig
 
 
-def _why_not() -> str:
+@functools.cache
+def cannot_run() -> str:
+    """What keeps the CNI tests from running here ('' when nothing does); checked once."""
     if os.geteuid() != 0:
-        return "needs root (network namespaces)"
+        return "the CNI tests need root (network namespaces); run the suite as root, as CI does"
     if shutil.which("ip") is None:
-        return "needs iproute2 (`make setup`)"
+        return "ip is missing: `make setup` installs it (Debian package iproute2)"
     for plugin in ("bridge", "host-local", "macvlan", "tuning"):
         if not os.access(os.path.join(DEBIAN_CNI, plugin), os.X_OK):
-            return f"needs Debian's containernetworking-plugins in {DEBIAN_CNI} (`make setup`)"
+            return f"{DEBIAN_CNI}/{plugin} is missing: `make setup` installs Debian's containernetworking-plugins"
     probe = unique("tkp")
-    if sh("ip", "netns", "add", probe, check=False).returncode != 0:
-        return "cannot create network namespaces here"
+    made = sh("ip", "netns", "add", probe, check=False)
+    if made.returncode != 0:
+        return f"cannot create network namespaces here: {made.stderr.strip()}"
     sh("ip", "netns", "del", probe, check=False)
     return ""
-
-
-REASON = _why_not()
 
 
 @pytest.fixture(autouse=True)
@@ -55,8 +56,8 @@ def namespaces() -> Iterator[Callable[[], str]]:
 @pytest.fixture
 def node() -> Iterator[str]:
     """The node: every plugin runs in this namespace, so its bridges live and die with it."""
-    if REASON:
-        pytest.skip(REASON)
+    if cannot_run():
+        pytest.fail(cannot_run(), pytrace=False)  # never a skip: CI must not pass without them
     with netns("tkn") as name:
         yield name
 

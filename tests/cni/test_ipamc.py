@@ -77,7 +77,7 @@ def conf(ipamd: IpamdDaemon, tmp_path: Path) -> dict[str, Any]:
             "tiny": ipamc_network("tiny-ip", unique("tt"), ipamd.socket, tmp_path, pool="tiny"),
         },
         "bridge",
-        ipamd={"address": ipamd.socket, "timeout": 2},
+        ipamd={"address": ipamd.socket, "timeout": 10},
     )
 
 

@@ -21,8 +21,8 @@ import pytest
 from google.rpc import error_details_pb2, status_pb2
 
 from tests.support.cni import DEBIAN_CNI, IpamdDaemon, Runtime, console_script, unique, with_prev
-from tests.support.etcd import free_port
 from tests.support.pki import CertFiles, TestCA
+from tests.support.ports import free_port
 from tke.internal.cni import h2
 from tke.internal.cni.endpoint import IpamdEndpoint
 from tke.internal.cni.errors import CNIError
@@ -217,7 +217,7 @@ def test_a_hung_ipamd_is_try_again_later_within_the_timeout(
         start = time.monotonic()
         error = failed_add(ipamc, conf)
         assert error["code"] == 11 and "deadline" in error["details"], error
-        assert time.monotonic() - start < 5
+        assert time.monotonic() - start < 20  # the 1 s deadline and a process start on a busy machine, no hang
     finally:
         daemons.tls.process.send_signal(signal.SIGCONT)
 

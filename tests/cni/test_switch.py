@@ -21,6 +21,7 @@ from tests.support.cni import (
     unique,
     with_prev,
 )
+from tests.support.waiting import wait_until
 
 
 def two_networks(tmp_path: Path, **extra: object) -> dict[str, object]:
@@ -312,7 +313,6 @@ def test_a_crash_in_the_middle_of_add_leaves_a_record_that_del_finishes(
     import os
     import signal
     import subprocess
-    import time
 
     # A chained plugin that hangs in ADD after bridge did its part; cni-switch is killed there.
     marker = tmp_path / "hanging"
@@ -350,10 +350,7 @@ def test_a_crash_in_the_middle_of_add_leaves_a_record_that_del_finishes(
         assert proc.stdin is not None
         proc.stdin.write(json.dumps(conf).encode())
         proc.stdin.close()
-        deadline = time.monotonic() + 30
-        while not marker.exists():
-            assert time.monotonic() < deadline, "the hanging plugin never ran"
-            time.sleep(0.05)
+        wait_until(marker.exists, what="the hanging plugin running")
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the whole invocation, as a node crash would
         proc.wait()

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from tests.support.apiserver import cluster, local_config, start, stop
-from tests.support.controller import RecordingProvider, controller_config, wait_for
+from tests.support.controller import RecordingProvider, controller_config
+from tests.support.waiting import wait_for
 from tke.internal.auth.chain import AuthConfig, PluginConfig
 from tke.internal.controller.client import ApiserverConfig
 from tke.internal.controller.manager import Controller
@@ -53,7 +54,7 @@ async def test_the_controller_acts_with_its_token_and_nothing_without_it(
 
         with caplog.at_level(logging.WARNING):
             wrong = await run("not-a-token")
-            await asyncio.sleep(1.5)
+            await wait_for(lambda: "UNAUTHENTICATED" in caplog.text, what="the apiserver refusing the controller")
             wrong.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await wrong

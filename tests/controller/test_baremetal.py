@@ -28,8 +28,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from google.protobuf import field_mask_pb2
 
 from tests.support.apiserver import Running
-from tests.support.controller import controller_config, wait_for
+from tests.support.controller import controller_config
 from tests.support.sshd import Machines, SSHServer, keypair, ssh_machines
+from tests.support.waiting import wait_for
 from tke.internal.controller.config import ProviderConfig
 from tke.internal.controller.manager import Controller
 from tke.internal.controller.progress import TRUE, find

@@ -11,8 +11,8 @@ import pytest
 from google.rpc import error_details_pb2
 
 from tests.support.apiserver import Running, cluster, local_config, start, stop
-from tests.support.controller import wait_for
 from tests.support.rpc import status_of
+from tests.support.waiting import wait_for
 from tke.internal.controller.client import EVENTS, ApiClient
 from tke.internal.controller.events import NORMAL, WARNING, ApiRecorder, event_name, make_record
 from tke.internal.storage.etcd import EtcdConfig
@@ -51,13 +51,17 @@ async def test_events_expire_and_watchers_see_them_come_and_go(etcd_config: Etcd
         events = event_pb2_grpc.EventServiceStub(api.channel)
         stream = events.Watch(event_pb2.WatchEventsRequest())
         seen: list[int] = []
+        established = asyncio.Event()
 
         async def watch() -> None:
             async for e in stream:
                 if e.type != meta_pb2.WATCH_EVENT_TYPE_BOOKMARK:
                     seen.append(e.type)
+                else:
+                    established.set()  # the initial state is through: changes from here on are events
 
         watcher = asyncio.create_task(watch())
+        await asyncio.wait_for(established.wait(), 30)
         recorder = ApiRecorder(ApiClient(EVENTS, api.channel), "test")
         recorder.start()
         recorder.record(c, "Cluster", NORMAL, "PhaseChanged", "phase RUNNING")
@@ -67,7 +71,7 @@ async def test_events_expire_and_watchers_see_them_come_and_go(etcd_config: Etcd
         async def expired() -> bool:
             return meta_pb2.WATCH_EVENT_TYPE_DELETED in seen
 
-        await wait_for(expired, within=15)
+        await wait_for(expired)
         assert seen == [
             meta_pb2.WATCH_EVENT_TYPE_ADDED,
             meta_pb2.WATCH_EVENT_TYPE_MODIFIED,

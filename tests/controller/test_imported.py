@@ -17,8 +17,9 @@ from typing import Any
 import pytest
 
 from tests.support.apiserver import Running
-from tests.support.controller import controller_config, wait_for
+from tests.support.controller import controller_config
 from tests.support.pki import TestCA
+from tests.support.waiting import wait_for
 from tke.internal.controller.manager import Controller
 from tke.internal.controller.progress import find
 from tke.internal.provider.credentials import CredentialConfig

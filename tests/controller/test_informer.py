@@ -13,8 +13,8 @@ import grpc
 import pytest
 
 from tests.support.apiserver import cluster, local_config, machine, start, stop
-from tests.support.controller import wait_for
-from tests.support.etcd import free_port
+from tests.support.ports import free_port
+from tests.support.waiting import wait_for
 from tke.internal.controller.cache import by_cluster
 from tke.internal.controller.client import CLUSTERS, MACHINES, ApiClient
 from tke.internal.controller.informer import Change, Informer
@@ -51,10 +51,11 @@ async def test_resume_after_a_broken_stream_then_relist_after_compaction(etcd_co
         assert informer.lists == 1
 
         # The informer's apiserver goes away; changes happen elsewhere; it comes back.
+        resumes = informer.resumes
         await stop(a)
         await other.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=cluster("c4")))
         await other.clusters.Delete(cluster_pb2.DeleteClusterRequest(name="c1"))
-        await asyncio.sleep(0.5)
+        await wait_for(lambda: informer.resumes > resumes, what="the informer noticing its stream broke")
         a = await start(config)
         await wait_for(lambda: has(["c2", "c3", "c4"]))
         assert informer.lists == 1 and informer.resumes >= 1  # resumed, not relisted

@@ -1,53 +1,23 @@
-"""The lease seam of the Store (etcd and the memory fake), and the expiring store events use."""
+"""The expiring store events use, over etcd's leases (the lease contract itself is in
+tests/storage/test_store_contract.py)."""
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
-from tests.support.memory_store import MemoryStore
+from tests.support.waiting import wait_for
 from tke.internal.storage.etcd import EtcdStore
-from tke.internal.storage.lease import LeasedStore, LeaseExpired
+from tke.internal.storage.lease import LeasedStore
 from tke.internal.storage.store import NotFound
 from tke.internal.storage.ttl import ExpiringStore
 
 
-@pytest.fixture(params=["etcd", "memory"])
-def leased(request: pytest.FixtureRequest, store: EtcdStore) -> LeasedStore:
-    return store if request.param == "etcd" else MemoryStore()
-
-
-async def test_a_key_bound_to_a_lease_goes_when_the_lease_is_revoked(leased: LeasedStore, etcd_prefix: str) -> None:
-    lease = await leased.grant(30)
-    await leased.create(f"{etcd_prefix}/a", b"1", lease=lease)
-    await leased.create(f"{etcd_prefix}/b", b"2")
-    assert await leased.keep_alive(lease) == 30
-    await leased.revoke(lease)
-    with pytest.raises(NotFound):
-        await leased.get(f"{etcd_prefix}/a")
-    assert (await leased.get(f"{etcd_prefix}/b")).value == b"2"
-    with pytest.raises(LeaseExpired):
-        await leased.keep_alive(lease)
-    with pytest.raises(LeaseExpired):
-        await leased.create(f"{etcd_prefix}/c", b"3", lease=lease)
-    await leased.revoke(lease)  # revoking twice is fine
-
-
-async def test_a_lease_not_kept_alive_expires_with_its_keys(leased: LeasedStore, etcd_prefix: str) -> None:
-    lease = await leased.grant(2)
-    item = await leased.create(f"{etcd_prefix}/x", b"1", lease=lease)
-    await leased.update(f"{etcd_prefix}/x", b"2", expected_revision=item.mod_revision, lease=lease)
-    for _ in range(60):
-        await asyncio.sleep(0.1)
-        try:
-            await leased.get(f"{etcd_prefix}/x")
-        except NotFound:
-            break
-    else:
-        pytest.fail("the key outlived its lease")
-    with pytest.raises(LeaseExpired):
-        await leased.keep_alive(lease)
+async def gone(store: LeasedStore, key: str) -> bool:
+    try:
+        await store.get(key)
+    except NotFound:
+        return True
+    return False
 
 
 async def test_expiring_store_shares_leases_and_survives_a_revoked_one(store: EtcdStore, etcd_prefix: str) -> None:
@@ -61,10 +31,4 @@ async def test_expiring_store_shares_leases_and_survives_a_revoked_one(store: Et
     c = await expiring.create(f"{etcd_prefix}/c", b"1")
     assert expiring._lease != first
     assert c.mod_revision > a.mod_revision
-    for _ in range(60):
-        await asyncio.sleep(0.1)
-        try:
-            await store.get(f"{etcd_prefix}/c")
-        except NotFound:
-            return
-    pytest.fail("an expiring key outlived ttl + reuse")
+    await wait_for(lambda: gone(store, f"{etcd_prefix}/c"), what="the expiring key going")

@@ -16,8 +16,9 @@ import grpc
 import pytest
 
 from tests.support.apiserver import Running, cluster
-from tests.support.controller import RecordingProvider, controller_config, wait_for
+from tests.support.controller import RecordingProvider, controller_config
 from tests.support.fake_ssh import FakeDialer
+from tests.support.waiting import wait_for
 from tke.internal.controller.manager import Controller
 from tke.internal.controller.progress import FAILED, RETRYING, SUCCEEDED, TRUE, find
 from tke.internal.provider.contract import Tools

@@ -13,7 +13,8 @@ import asyncssh
 import pytest
 
 from tests.support.fake_ssh import FakeChannel
-from tests.support.sshd import Machines, free_port, keypair, ssh_machines
+from tests.support.ports import free_port
+from tests.support.sshd import Machines, keypair, ssh_machines
 from tke.internal.provider.credentials import ConfiguredCredentials, CredentialConfig
 from tke.internal.provider.errors import PermanentError, TemporaryError
 from tke.internal.provider.ssh import (
@@ -50,7 +51,7 @@ async def test_exec_write_read_and_timeouts(machine: Machines, tmp_path: Path) -
         started = time.monotonic()
         with pytest.raises(TemporaryError, match="timed out"):
             await ch.exec("sleep 30", time_limit=0.5)
-        assert time.monotonic() - started < 5
+        assert time.monotonic() - started < 20  # ended by the limit, not by the command's 30 s
         path = str(tmp_path / "deep/dir/secret.key")
         await ch.write_file(path, b"top secret\n", 0o600)
         assert Path(path).read_bytes() == b"top secret\n"
@@ -77,7 +78,7 @@ async def test_connection_failures_are_bounded_and_auth_failures_permanent(machi
     with pytest.raises(TemporaryError, match="cannot connect after 2 attempts"):
         async with dialer(machine, connect_attempts=2, connect_timeout=2).connect(closed):
             pass
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 20  # two refused attempts and one backoff; no hang
 
     other_key, _ = keypair(tmp_path, "stranger")
     creds = ConfiguredCredentials({"key": CredentialConfig(private_key_file=str(other_key))})

@@ -15,14 +15,13 @@ from typing import Any
 import pytest
 
 from tests.support.apiserver import Running
-from tests.support.controller import ControllerProcess, wait_for
-from tests.support.rpc import grpcurl_path
+from tests.support.controller import ControllerProcess
 from tests.support.sshd import Machines, ssh_machines
+from tests.support.tools import grpcurl as grpcurl_binary
+from tests.support.waiting import wait_for
 from tke.internal.storage.etcd import EtcdConfig
 
-GRPCURL = grpcurl_path()
 pytestmark = [
-    pytest.mark.skipif(GRPCURL is None, reason="grpcurl is not installed (make setup installs it)"),
     pytest.mark.timeout(120),
     pytest.mark.slow,
 ]
@@ -36,7 +35,7 @@ def machines(tmp_path: Path) -> Iterator[Machines]:
 
 
 async def grpcurl(api: Running, method: str, data: Any) -> tuple[int, Any]:
-    argv = [str(GRPCURL), "-plaintext", "-d", json.dumps(data), api.address, method]
+    argv = [grpcurl_binary(), "-plaintext", "-d", json.dumps(data), api.address, method]
     proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, _ = await proc.communicate()
     assert proc.returncode is not None
@@ -131,10 +130,17 @@ async def test_create_watch_and_delete_a_baremetal_cluster_with_grpcurl(
     watch_log = tmp_path / "watch.json"
     with watch_log.open("wb") as out:
         watch = await asyncio.create_subprocess_exec(
-            str(GRPCURL), "-plaintext", "-d", "{}", api.address, "tke.platform.v1.ClusterService/Watch", stdout=out
+            grpcurl_binary(), "-plaintext", "-d", "{}", api.address, "tke.platform.v1.ClusterService/Watch", stdout=out
         )
+
+    def watched() -> list[Any]:
+        text = watch_log.read_text()
+        return [m["object"] for m in messages(text) if m.get("type") != "WATCH_EVENT_TYPE_BOOKMARK"]
+
     controller = ControllerProcess(tmp_path, "tke-controller", controller_toml(api, etcd_config, machines))
     try:
+        # The watch shows the cluster as created before anything acts on it.
+        await wait_for(watched, what="grpcurl's watch showing the cluster")
         controller.start()
 
         async def running() -> bool:
@@ -142,9 +148,14 @@ async def test_create_watch_and_delete_a_baremetal_cluster_with_grpcurl(
             return code == 0 and got.get("status", {}).get("phase") == "MACHINE_PHASE_RUNNING"
 
         await wait_for(running, within=60)
+
+        def cluster_running() -> bool:  # grpcurl wrote the event that says so
+            return [o.get("status", {}).get("phase") for o in watched()][-1:] == ["CLUSTER_PHASE_RUNNING"]
+
+        await wait_for(cluster_running, what="the watch showing the cluster running")
         watch.terminate()
         await watch.wait()
-        seen = [m["object"] for m in messages(watch_log.read_text()) if m.get("type") != "WATCH_EVENT_TYPE_BOOKMARK"]
+        seen = watched()
         phases = [o.get("status", {}).get("phase") for o in seen]
         assert "CLUSTER_PHASE_INITIALIZING" in phases and phases[-1] == "CLUSTER_PHASE_RUNNING"
         done_counts = [

@@ -3,12 +3,13 @@ EnvironmentFile, restarted on failure, hardened, and accepted by `systemd-analyz
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.support.tools import tool
 
 UNITS = Path(__file__).resolve().parents[2] / "deploy" / "systemd"
 BINARIES = ("tke-apiserver", "tke-ipamd", "tke-controller")
@@ -37,11 +38,7 @@ def test_unit_runs_the_binary_hardened_with_secrets_from_an_environment_file(bin
 
 
 def test_systemd_analyze_verify_accepts_every_unit(tmp_path: Path) -> None:
-    analyze = shutil.which("systemd-analyze")
-    if analyze is None:
-        reason = "systemd-analyze is not installed (Debian: systemd)"
-        print(reason)
-        pytest.skip(reason)
+    analyze = tool("systemd-analyze", "systemd")
     bin_dir = Path(sys.executable).parent
     for binary in BINARIES:
         text = (UNITS / f"{binary}.service").read_text().replace("/opt/tke/venv/bin", str(bin_dir))

@@ -5,7 +5,6 @@ the cluster deleted. Its npm packages are installed by `npm ci` from the committ
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,24 +13,16 @@ import pytest
 
 from tests.support import accounts
 from tests.support.apiserver import ThreadedApiserver
+from tests.support.tools import tool
 from tke.internal.storage.etcd import EtcdConfig
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "node"
 
 
-def _tools() -> tuple[str, str]:
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if not node or not npm:
-        reason = f"the Node.js example needs node and npm on PATH (node: {node}, npm: {npm})"
-        print(reason)
-        pytest.skip(reason)
-    return node, npm
-
-
 @pytest.fixture(scope="module")
 def node_client() -> str:
     """node, once `npm ci` has installed examples/node/node_modules."""
-    node, npm = _tools()
+    node, npm = tool("node", "nodejs"), tool("npm", "npm")
     result = subprocess.run(
         [npm, "ci", "--no-audit", "--no-fund"], cwd=EXAMPLE, capture_output=True, text=True, timeout=300, check=False
     )

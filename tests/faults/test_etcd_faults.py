@@ -74,6 +74,7 @@ class Watcher:
         self.api = api
         self.names: list[str] = []
         self.position = position
+        self.started = asyncio.Event()  # the first message (a bookmark at least) arrived
         self.task = asyncio.create_task(self._run())
 
     async def _run(self) -> None:
@@ -81,12 +82,16 @@ class Watcher:
             call = self.api.clusters.Watch(cluster_pb2.WatchClustersRequest(resource_version=self.position))
             try:
                 async for event in call:
+                    self.started.set()
                     if event.type == ADDED and event.object.metadata.name:
                         self.names.append(event.object.metadata.name)
                     if event.object.metadata.resource_version:
                         self.position = event.object.metadata.resource_version
             except grpc.aio.AioRpcError:
                 await asyncio.sleep(0.2)
+
+    async def established(self) -> None:
+        await asyncio.wait_for(self.started.wait(), 30)
 
     async def until(self, count: int, within: float = 30.0) -> None:
         async with asyncio.timeout(within):
@@ -102,13 +107,13 @@ async def check_consistent(api: Running, names: list[str], watcher: Watcher) -> 
     listed = await api.clusters.List(cluster_pb2.ListClustersRequest(), timeout=20)
     assert sorted(c.metadata.name for c in listed.items) == sorted(names), "an acknowledged create is missing"
     await watcher.until(len(names))
-    await asyncio.sleep(0.5)
+    await asyncio.sleep(0.5)  # a repeated event would arrive meanwhile
     assert sorted(watcher.names) == sorted(names), "the watch lost or repeated events"
 
 
 async def test_a_member_killed_under_load_loses_nothing_and_catches_up(api: Running, members: EtcdCluster) -> None:
     watcher = Watcher(api)
-    await asyncio.sleep(0.3)
+    await watcher.established()
     names = [f"k{i:03d}" for i in range(60)]
     for i, name in enumerate(names):
         if i == 20:
@@ -159,7 +164,7 @@ async def test_quorum_lost_then_restored_without_restarting_the_apiserver(member
 
 async def test_a_hung_member_is_noticed_within_seconds(api: Running, members: EtcdCluster) -> None:
     watcher = Watcher(api)
-    await asyncio.sleep(0.3)
+    await watcher.established()
     names = ["h0", "h1"]
     for name in names:
         await create_retrying(api, name)
@@ -203,7 +208,7 @@ async def test_an_apiserver_restart_under_a_watch_loses_no_event(members: EtcdCl
             await create_retrying(second, names[-1])
         resumed = Watcher(second, position)
         await resumed.until(10)
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(0.5)  # a repeated event would arrive meanwhile
         assert watcher.names + resumed.names == names
         await resumed.close()
     finally:

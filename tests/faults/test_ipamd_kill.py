@@ -12,6 +12,7 @@ import grpc
 
 from tests.support.etcd import EtcdProcess
 from tests.support.ipamd_daemon import IpamdDaemon
+from tests.support.waiting import wait_for
 from tke.ipam.v1 import ipam_pb2, ipam_pb2_grpc
 
 NODE = "node-k"
@@ -43,13 +44,18 @@ async def test_an_ipamd_killed_mid_burst_loses_nothing_acknowledged(etcd: EtcdPr
                 owner=owner, container_id=f"c{i}", ifname="eth0", node=NODE, pool="burst"
             )
             try:
-                resp = await stubs[i % 2].Allocate(request, timeout=20)
+                resp = await stubs[i % 2].Allocate(request, timeout=60)
             except grpc.aio.AioRpcError:
                 return  # the killed daemon's callers get an error: their outcome is unknown
             acknowledged[f"c{i}"] = resp.allocation.ip
 
         tasks = [asyncio.create_task(allocate(i)) for i in range(300)]
-        await asyncio.sleep(0.3)
+
+        def doomed_serving() -> bool:
+            """Mid-burst: the doomed replica has answered some of its half, not all."""
+            return sum(int(c[1:]) % 2 == 0 for c in list(acknowledged)) >= 10
+
+        await wait_for(doomed_serving, what="the doomed replica answering")
         assert doomed.process is not None
         doomed.process.kill()
         await asyncio.gather(*tasks)

@@ -126,7 +126,7 @@ def call(
         else:
             unary = channel.unary_unary(path, request_serializer=type(request).SerializeToString,
                                         response_deserializer=response_class.FromString)  # fmt: skip
-            unary(request, metadata=metadata, timeout=10)
+            unary(request, metadata=metadata, timeout=30)
     except grpc.RpcError as err:
         code = err.code()
         if code in (grpc.StatusCode.CANCELLED, grpc.StatusCode.DEADLINE_EXCEEDED) and method.server_streaming:
@@ -153,7 +153,7 @@ def apiserver_channel(etcd: EtcdProcess, tmp_path_factory: pytest.TempPathFactor
     with ThreadedApiserver(config) as server:
         channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
         yield channel
-        resp = health_check(channel)(health_pb2.HealthCheckRequest(), timeout=5)
+        resp = health_check(channel)(health_pb2.HealthCheckRequest(), timeout=30)
         assert resp.status == health_pb2.HealthCheckResponse.SERVING
         channel.close()
 
@@ -163,7 +163,7 @@ def ipamd_channel(etcd: EtcdProcess) -> Iterator[grpc.Channel]:
     with IpamdDaemon([etcd.endpoint], "/fuzz-ipam") as ipamd:
         channel = grpc.insecure_channel(ipamd.target)
         yield channel
-        resp = health_check(channel)(health_pb2.HealthCheckRequest(), timeout=5)
+        resp = health_check(channel)(health_pb2.HealthCheckRequest(), timeout=30)
         assert resp.status == health_pb2.HealthCheckResponse.SERVING
         channel.close()
 
@@ -215,7 +215,7 @@ def test_bytes_that_are_no_message_are_invalid_argument(apiserver_channel: grpc.
                 assert "Traceback" not in (err.details() or "") and "DecodeError" not in (err.details() or "")
             continue
         try:
-            identity(data, metadata=(("authorization", "Bearer fuzz-admin"),), timeout=5)
+            identity(data, metadata=(("authorization", "Bearer fuzz-admin"),), timeout=30)
         except grpc.RpcError as err:
             assert err.code() not in BAD, (err.code(), err.details())
             assert "DecodeError" not in (err.details() or "")

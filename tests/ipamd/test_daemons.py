@@ -135,7 +135,7 @@ async def test_metrics_and_json_logs(workdir: Path, etcd_config: EtcdConfig) -> 
     import json
     import urllib.request
 
-    from tests.support.etcd import free_port
+    from tests.support.ports import free_port
 
     port = free_port()
     daemon = IpamdProcess(
@@ -154,7 +154,7 @@ async def test_metrics_and_json_logs(workdir: Path, etcd_config: EtcdConfig) -> 
             with pytest.raises(grpc.aio.AioRpcError):
                 await stub.GetPool(ipam_pb2.GetPoolRequest(name="missing"))
         text = await asyncio.to_thread(
-            lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+            lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30).read().decode()
         )
         assert 'method="ListPools"' in text and 'code="NOT_FOUND"' in text
     finally:

@@ -8,7 +8,6 @@ import asyncio
 import shutil
 import stat
 import subprocess
-import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ import pytest
 from google.rpc import error_details_pb2
 
 from tests.support.rpc import status_of
+from tests.support.tools import grpcurl
 from tke.internal.auth.chain import AuthConfig
 from tke.internal.auth.chain import PluginConfig as AuthPlugin
 from tke.internal.ipamd.config import IpamdConfig, PluginConfig, TCPConfig
@@ -27,8 +27,6 @@ from tke.internal.storage.etcd import EtcdConfig
 from tke.ipam.v1 import ipam_pb2, ipam_pb2_grpc
 
 from .conftest import allocate_request
-
-GRPCURL = shutil.which("grpcurl", path=str(Path(sys.executable).parent)) or shutil.which("grpcurl")
 
 
 @dataclass
@@ -204,10 +202,9 @@ async def test_tcp_needs_tls_and_a_token(running: Running) -> None:
         assert list(resp.pools) == []
 
 
-@pytest.mark.skipif(GRPCURL is None, reason="grpcurl is not installed (make setup installs it)")
 async def test_grpcurl_describes_the_contract(running: Running) -> None:
     proc = await asyncio.create_subprocess_exec(
-        str(GRPCURL), "-plaintext", "-unix", running.socket, "describe", "tke.ipam.v1.IPAMService",
+        grpcurl(), "-plaintext", "-unix", running.socket, "describe", "tke.ipam.v1.IPAMService",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     out, err = await proc.communicate()
@@ -217,7 +214,7 @@ async def test_grpcurl_describes_the_contract(running: Running) -> None:
 
 
 async def test_unreachable_etcd_is_unavailable_not_internal(workdir: Path) -> None:
-    from tests.support.etcd import free_port
+    from tests.support.ports import free_port
 
     config = IpamdConfig(
         socket=str(workdir / "down.sock"),

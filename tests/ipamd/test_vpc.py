@@ -11,8 +11,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from tests.support.controller import wait_for
 from tests.support.pki import TestCA
+from tests.support.waiting import wait_for
 from tke.internal.ipamd.allocator import Block
 from tke.internal.ipamd.ipam import IPAM, provider_owner
 from tke.internal.ipamd.provider import ProviderRefused, ProviderUnavailable
@@ -105,7 +105,7 @@ async def test_slow_answers_time_out(vpc: VPCServer, provider: VPCProvider) -> N
     started = time.monotonic()
     with pytest.raises(ProviderUnavailable):
         await provider.reserve("subnet-1", "10.50.0.11", "me")
-    assert time.monotonic() - started < 2.0
+    assert time.monotonic() - started < 3 * 1.0  # sooner than three answers the server delays
 
 
 async def test_bad_token_is_refused(vpc: VPCServer, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -161,10 +161,8 @@ async def test_timed_out_bind_never_yields_two_owners(
     won = (await b.allocate(allocate_request("db-0", "c1", node="node-2"))).allocation
     assert won.ip == "10.60.0.2"
 
-    async def late_binds_answered() -> bool:
-        return ("bind", "10.60.0.2") in vpc.state.refused and vpc.state.in_flight == 0
-
-    await wait_for(late_binds_answered)  # the first attempt's late binds arrived, and were refused
+    # The first attempt's late binds arrive once their delay is over, and are refused.
+    await wait_for(lambda: vpc.idle() and ("bind", "10.60.0.2") in vpc.state.refused, what="the late binds")
     assert vpc.state.addresses == {"10.60.0.2": Reservation(owner=provider_owner(won), node="node-2")}
     held = await a.get_by_attachment("c1", "eth0")
     assert (held.ip, held.node) == ("10.60.0.2", "node-2")

@@ -169,6 +169,11 @@ class VPCServer:
     def start(self) -> None:
         self.thread.start()
 
+    def idle(self) -> bool:
+        """No request is being served (the ones sent so far have been answered)."""
+        with self.state.lock:
+            return self.state.in_flight == 0
+
     def stop(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()

@@ -130,7 +130,8 @@ class ThreadedApiserver:
 
         self._thread = threading.Thread(target=run, name="apiserver", daemon=True)
         self._thread.start()
-        started.wait(30)
+        if not started.wait(60):
+            raise RuntimeError("the apiserver did not start within 60s")
         if failure:
             raise failure[0]
         return self

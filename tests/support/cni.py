@@ -270,7 +270,7 @@ def ipamc_network(name: str, bridge_name: str, socket: str, tmp_path: Path, **ip
                 "bridge": bridge_name,
                 "ipam": {
                     "type": "tke-ipamc",
-                    "ipamd": {"address": socket, "timeout": 2},
+                    "ipamd": {"address": socket, "timeout": 10},
                     "node": "node-1",
                     "stateDir": str(tmp_path / "ipamc"),
                     "releaseRetrySeconds": 0.5,

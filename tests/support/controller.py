@@ -1,6 +1,5 @@
 """tke-controller for tests: configurations, a provider that records what its steps do
-(in a file, so several processes can be checked together), real tke-controller processes,
-and polling helpers."""
+(in a file, so several processes can be checked together), real tke-controller processes."""
 
 from __future__ import annotations
 
@@ -14,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from tests.support import REPO
 from tke.internal.controller.client import ApiserverConfig
@@ -25,8 +24,6 @@ from tke.internal.provider.steps import Step
 from tke.internal.rpc.errors import FieldViolation
 from tke.internal.storage.etcd import EtcdConfig
 from tke.platform.v1 import cluster_pb2
-
-T = TypeVar("T")
 
 
 def controller_config(address: str, etcd: EtcdConfig, **changes: Any) -> ControllerConfig:
@@ -41,18 +38,6 @@ def controller_config(address: str, etcd: EtcdConfig, **changes: Any) -> Control
         retry_max_delay=1.0,
     )
     return replace(base, **changes)
-
-
-async def wait_for(predicate: Callable[[], Awaitable[T | None]], within: float = 20.0, interval: float = 0.1) -> T:
-    """Poll until `predicate` returns something truthy; return it. Fails after `within` seconds."""
-    deadline = time.monotonic() + within
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = await predicate()
-        if last:
-            return last
-        await asyncio.sleep(interval)
-    raise AssertionError(f"condition not met within {within}s (last: {last!r})")
 
 
 class RecordingProvider:
@@ -198,7 +183,7 @@ class ControllerProcess:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
-                self.process.wait(10)
+                self.process.wait(30)
             except subprocess.TimeoutExpired:
                 self.kill()
         return self.process.returncode

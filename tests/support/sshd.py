@@ -24,6 +24,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from tests.support.ports import free_port
+
 SSHD = "/usr/sbin/sshd"
 
 
@@ -39,12 +41,6 @@ def ensure_openssh_server() -> str:
     if not os.path.exists(SSHD):
         raise RuntimeError("openssh-server installed but /usr/sbin/sshd is missing")
     return SSHD
-
-
-def free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def keypair(directory: Path, name: str) -> tuple[Path, str]:
@@ -84,7 +80,7 @@ class SSHServer:
     def known_hosts_line(self) -> str:
         return f"[{self.host}]:{self.port} {self.host_public}"
 
-    def start(self, timeout: float = 10.0) -> None:
+    def start(self, timeout: float = 30.0) -> None:
         sshd = ensure_openssh_server()
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # privilege separation directory
         self.directory.mkdir(parents=True, exist_ok=True)

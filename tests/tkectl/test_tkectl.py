@@ -7,11 +7,11 @@ from __future__ import annotations
 import json
 import stat
 import subprocess
-import time
 
 import yaml
 
 from tests.support import accounts
+from tests.support.waiting import Lines, wait_until
 
 from .conftest import TKECTL, Platform
 
@@ -169,24 +169,29 @@ def test_edit_through_the_editor(admin: Platform) -> None:
 
 
 def test_watch_prints_changes_until_its_timeout(admin: Platform) -> None:
+    admin.ok("create", "-f", admin.write("marker.yaml", CLUSTER.replace("name: demo", "name: marker")))
+    # Long enough for the calls below on a loaded machine; the test waits it out.
     watcher = subprocess.Popen(
-        [TKECTL, "watch", "clusters", "-o", "json", "--timeout", "6"],
+        [TKECTL, "watch", "clusters", "-o", "json", "--timeout", "20"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env={"HOME": str(admin.home), "TKECONFIG": str(admin.config), "PATH": "/usr/bin:/bin"},
     )
     try:
-        time.sleep(1.5)
+        assert watcher.stdout is not None
+        out = Lines(watcher.stdout)
+        # The existing object comes first: from here on the watch is established.
+        assert json.loads(out.next())["object"]["metadata"]["name"] == "marker"
         admin.ok("create", "-f", admin.write("cluster.yaml", CLUSTER))
         admin.ok("delete", "cluster", "demo")
-        out, err = watcher.communicate(timeout=30)
+        _, err = watcher.communicate(timeout=60)
     finally:
         if watcher.poll() is None:
             watcher.kill()
             watcher.wait()
     assert watcher.returncode == 0, err
-    events = [json.loads(line) for line in out.splitlines()]
+    events = [json.loads(line) for line in out.rest()]
     assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [("ADDED", "demo"), ("DELETED", "demo")]
 
 
@@ -243,10 +248,13 @@ def test_users_roles_and_bindings(admin: Platform) -> None:
 
     admin.ok("config", "set-context", "alice", "--server", admin.api, "--use")
     admin.ok("login", "-u", "alice", "--password-stdin", stdin="alice's long password\n")
-    deadline = time.monotonic() + 5
-    while (result := admin.run("get", "clusters")).returncode != 0 and time.monotonic() < deadline:
-        time.sleep(0.2)  # the role binding reaches the authorizer's cache
-    assert result.returncode == 0, result.stderr
+
+    def listed() -> subprocess.CompletedProcess[str] | None:
+        """The role binding reaches the authorizer's cache through a watch."""
+        result = admin.run("get", "clusters")
+        return result if result.returncode == 0 else None
+
+    result = wait_until(listed, what="alice listing clusters")
     assert "demo" in result.stdout
     denied = admin.run("delete", "cluster", "demo")
     assert denied.returncode == 5 and "PERMISSION_DENIED" in denied.stderr

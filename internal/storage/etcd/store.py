@@ -29,6 +29,7 @@ from tke.internal.storage.store import (
     Conflict,
     Event,
     EventType,
+    FutureRevision,
     Guard,
     Item,
     NotFound,
@@ -70,6 +71,10 @@ def _is_compacted(err: grpc.aio.AioRpcError) -> bool:
     return err.code() == grpc.StatusCode.OUT_OF_RANGE and "compacted" in (err.details() or "")
 
 
+def _is_future(err: grpc.aio.AioRpcError) -> bool:
+    return err.code() == grpc.StatusCode.OUT_OF_RANGE and "future revision" in (err.details() or "")
+
+
 class EtcdStore:
     """Store over etcd. Keys are stored as given; the caller puts its prefix in them."""
 
@@ -101,7 +106,7 @@ class EtcdStore:
     async def list(self, prefix: str, *, start: str = "", limit: int = 0, revision: int = 0) -> Page:
         bprefix = prefix.encode()
         request = rpc.RangeRequest(
-            key=(start or prefix).encode(),
+            key=max(start, prefix).encode(),  # never below the prefix: only its keys
             range_end=prefix_end(bprefix),
             limit=limit,
             revision=revision,
@@ -111,6 +116,8 @@ class EtcdStore:
         except grpc.aio.AioRpcError as err:
             if _is_compacted(err):
                 raise Compacted(revision, 0) from None
+            if _is_future(err):
+                raise FutureRevision(revision) from None
             raise
         # The header carries the store's current revision; a read at an older one is at that one.
         return Page(items=[_item(kv) for kv in resp.kvs], revision=revision or resp.header.revision, more=resp.more)
@@ -173,7 +180,12 @@ class EtcdStore:
         bkey = key.encode()
         request = rpc.TxnRequest(
             compare=[rpc.Compare(key=bkey, result=_EQUAL, target=_MOD, mod_revision=expected_revision)],
-            success=[rpc.RequestOp(request_put=rpc.PutRequest(key=bkey, value=value, lease=lease))],
+            # The key's revisions after the put (keys only: not the value again), for its
+            # create_revision.
+            success=[
+                rpc.RequestOp(request_put=rpc.PutRequest(key=bkey, value=value, lease=lease)),
+                rpc.RequestOp(request_range=rpc.RangeRequest(key=bkey, keys_only=True)),
+            ],
             failure=[rpc.RequestOp(request_range=rpc.RangeRequest(key=bkey))],
         )
         started = asyncio.get_running_loop().time()
@@ -193,8 +205,8 @@ class EtcdStore:
                     continue
                 raise err
             if resp.succeeded:
-                rev = resp.header.revision
-                return Item(key=key, value=value, mod_revision=rev, create_revision=0)
+                kv = resp.responses[1].response_range.kvs[0]
+                return Item(key=key, value=value, mod_revision=kv.mod_revision, create_revision=kv.create_revision)
             kvs = resp.responses[0].response_range.kvs
             if not kvs:
                 raise NotFound(key)
