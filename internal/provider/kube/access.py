@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import datetime
 import json
 import os
@@ -32,6 +33,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from tke.internal.provider.credentials import Credential
 from tke.internal.provider.errors import PermanentError, TemporaryError
 
 EXEC_API_VERSIONS = ("client.authentication.k8s.io/v1", "client.authentication.k8s.io/v1beta1")
@@ -181,6 +183,24 @@ def from_kubeconfig(
         exec_plugin=plugin,
         tls_server_name=str(cluster.get("tls-server-name") or ""),
     )
+
+
+def from_credential(credential: Credential, server: str = "") -> ClusterAccess:
+    """The access a configured credential gives: its kubeconfig (an operator's file, so exec
+    plugins may run) with `server` instead of the kubeconfig's when given, or a bearer token
+    and CA for `server`."""
+    if credential.kubeconfig:
+        base = Path(credential.kubeconfig_dir) if credential.kubeconfig_dir else None
+        try:
+            access = from_kubeconfig(
+                credential.kubeconfig, context=credential.kubeconfig_context, base_dir=base, allow_exec=True
+            )
+        except PermanentError as err:
+            raise PermanentError(f"credential {credential.name!r}: {err}") from None
+        return dataclasses.replace(access, server=server) if server else access
+    if not server:
+        raise PermanentError(f"credential {credential.name!r} is not a kubeconfig: the API server URL is needed")
+    return ClusterAccess(server, ca_pem=credential.ca_cert, token=credential.token)
 
 
 def _exec_plugin(section: Any, allowed: bool) -> ExecPlugin:
