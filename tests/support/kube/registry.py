@@ -585,6 +585,8 @@ class Registry:
     def _decode(self, resource: Resource, body: Any) -> Object:
         if not isinstance(body, dict):
             raise bad_request(f"the body of the request must be a {resource.kind} object")
+        # Like kube-apiserver, the URL supplies a missing apiVersion or kind; a different one is wrong.
+        body = {"apiVersion": resource.api_version, "kind": resource.kind, **body}
         api_version, kind = body.get("apiVersion"), body.get("kind")
         if (api_version, kind) != (resource.api_version, resource.kind):
             if BY_KIND.get((str(api_version), str(kind))) is None and kind == resource.kind:
