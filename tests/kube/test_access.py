@@ -22,6 +22,7 @@ from lightkube.types import PatchType
 
 from tests.support.kube import objects
 from tests.support.kube.running import StandIn
+from tests.support.pki import TestCA
 from tke.internal.provider.errors import PermanentError, TemporaryError
 from tke.internal.provider.kube import drain, node_status
 from tke.internal.provider.kube.access import ClusterAccess, from_kubeconfig
@@ -112,8 +113,6 @@ async def test_failures_map_to_provider_errors(kube: StandIn, tmp_path: Path) ->
         await version(from_kubeconfig(kube.kubeconfig(token="wrong")))
     # Another CA: the server's certificate is not trusted.
     other = from_kubeconfig(kube.kubeconfig(token="admin-token"))
-    from tests.support.pki import TestCA
-
     stranger = ClusterAccess(
         kube.url, ca_pem=Path(TestCA(tmp_path / "other").ca_file).read_bytes(), token="admin-token"
     )

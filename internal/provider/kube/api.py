@@ -40,6 +40,8 @@ from tke.internal.provider.errors import PermanentError, StepError, TemporaryErr
 from tke.internal.provider.kube.access import BearerSource, ClusterAccess
 
 R = TypeVar("R", bound=lk_resource.Resource)
+# TLS alerts (OpenSSL reason names) by which a server refuses the client's certificate.
+_CREDENTIAL_ALERTS = ("CERTIFICATE", "UNKNOWN_CA")
 FIELD_MANAGER = "tke-platform"
 
 
@@ -176,9 +178,10 @@ class ClusterAPI:
                     raise PermanentError(
                         f"{what}: the certificate of {self.access.server} is not trusted: {reason}"
                     ) from None
-                if isinstance(cause, ssl.SSLError):
-                    reason = cause.reason or str(cause)
-                    raise PermanentError(f"{what}: TLS with {self.access.server} failed: {reason}") from None
+                if isinstance(cause, ssl.SSLError) and any(a in str(cause.reason) for a in _CREDENTIAL_ALERTS):
+                    # The server refused our certificate (or wants one): a credential problem. Other
+                    # TLS failures (a connection closed mid-handshake) may pass.
+                    raise PermanentError(f"{what}: TLS with {self.access.server} failed: {cause.reason}") from None
             raise TemporaryError(f"{what}: cannot reach {self.access.server}: {err or type(err).__name__}") from None
         except (ConfigError, LoadResourceError) as err:
             raise PermanentError(f"{what}: {err}") from None
