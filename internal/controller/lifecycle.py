@@ -91,9 +91,10 @@ class Lifecycle(Generic[R]):
         self.health_interval = health_interval
         self._checked: dict[str, float] = {}  # object uid -> when its health was last checked
 
-    async def _set_phase(self, obj: R, phase: int, reason: str, message: str) -> R:
+    async def _set_phase(self, obj: R, phase: int, reason: str, message: str, *, changed_status: bool = False) -> R:
+        """Write the phase when it changes, or when `changed_status` says other status fields did."""
         status: Any = obj.status
-        if status.phase == phase and status.reason == reason and status.message == message:
+        if status.phase == phase and status.reason == reason and status.message == message and not changed_status:
             return obj
         changed = status.phase != phase
         status.phase, status.reason, status.message = phase, reason, message
@@ -202,6 +203,10 @@ class Lifecycle(Generic[R]):
         self._checked[key] = time.monotonic()
         before = progress.find(status.conditions, "Healthy")
         was_ok = before is None or before.status == progress.TRUE
+        seen = (before.status, before.message) if before is not None else None
+        # A health check may report what it saw in status (an imported cluster's nodes): the
+        # status is written when that, or the Healthy condition's verdict or message, changed.
+        snapshot = status.SerializeToString(deterministic=True)
         try:
             message = await provider.check_health(adapter.context(obj))
             ok = True
@@ -209,17 +214,20 @@ class Lifecycle(Generic[R]):
             message, ok = str(err), False
         except Exception as err:
             message, ok = f"{type(err).__name__}: {err}", False
+        changed = status.SerializeToString(deterministic=True) != snapshot
         progress.set_condition(
             status.conditions, "Healthy", ok=ok, reason="Healthy" if ok else "Unhealthy", message=message, now=now()
         )
+        after = progress.find(status.conditions, "Healthy")
+        changed = changed or after is None or seen != (after.status, after.message)
         if ok != was_ok:
             kind = NORMAL if ok else WARNING
             self.recorder.record(obj, self.kind, kind, "Healthy" if ok else "Unhealthy", message)
         if ok:
-            await self._set_phase(obj, p.running, "Healthy", "")
+            await self._set_phase(obj, p.running, "Healthy", "", changed_status=changed)
         else:
             # Unhealthy is not a step failure: keep checking, Running again when it recovers.
-            await self._set_phase(obj, p.failed, "Unhealthy", message)
+            await self._set_phase(obj, p.failed, "Unhealthy", message, changed_status=changed)
             return min(self.health_interval, 10.0)
         return self.health_interval
 

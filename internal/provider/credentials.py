@@ -5,7 +5,7 @@ the API (objects and events are readable by tenants)."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -23,16 +23,25 @@ class CredentialConfig:
     # and the CA certificate that signed its serving certificate.
     token_env: str = ""
     ca_file: str = ""
+    # Or a kubeconfig file (client certificates, tokens, exec plugins, CA data; relative paths
+    # in it are relative to its folder), and the context to use (empty: its current-context).
+    # An operator's file: its exec plugins may run.
+    kubeconfig_file: str = ""
+    kubeconfig_context: str = ""
 
 
 @dataclass(frozen=True)
 class Credential:
     name: str
-    private_key: bytes = b""
-    passphrase: str = ""
-    password: str = ""
-    token: str = ""
+    private_key: bytes = field(default=b"", repr=False)
+    passphrase: str = field(default="", repr=False)
+    password: str = field(default="", repr=False)
+    token: str = field(default="", repr=False)
     ca_cert: bytes = b""
+    # A kubeconfig's text, the folder its relative paths start from, and its context.
+    kubeconfig: str = field(default="", repr=False)
+    kubeconfig_dir: str = ""
+    kubeconfig_context: str = ""
 
 
 class Credentials(Protocol):
@@ -61,7 +70,12 @@ class ConfiguredCredentials:
                 password=_env(config.password_env, ref),
                 token=_env(config.token_env, ref),
                 ca_cert=Path(config.ca_file).read_bytes() if config.ca_file else b"",
+                kubeconfig=Path(config.kubeconfig_file).read_text() if config.kubeconfig_file else "",
+                kubeconfig_dir=str(Path(config.kubeconfig_file).parent) if config.kubeconfig_file else "",
+                kubeconfig_context=config.kubeconfig_context,
             )
+        except UnicodeDecodeError:
+            raise PermanentError(f"credential {ref!r}: {config.kubeconfig_file} is not a text file") from None
         except OSError as err:
             raise PermanentError(f"credential {ref!r}: cannot read {err.filename}: {err.strerror}") from None
 

@@ -1,23 +1,25 @@
 """The imported cluster provider: adopts an existing Kubernetes cluster, anywhere, by its API
-server URL and a credential (bearer token and CA certificate). It installs nothing: it
-verifies that the API server answers, records its version and address, and keeps checking
-/healthz. Deleting an imported cluster only forgets it."""
+server URL and a credential (a kubeconfig with client certificates, bearer tokens or exec
+plugins, or a bearer token and a CA). It installs nothing: it checks that the API server is
+ready (/readyz) and which version it runs (/version), records its address, and reports the
+cluster's nodes and their readiness in status.nodes, then keeps checking on every health check.
+A cluster whose API server is not ready is unhealthy; nodes that are not Ready are reported,
+not treated as the cluster's failure. Deleting an imported cluster only forgets it."""
 
 from __future__ import annotations
 
-import asyncio
-import json
-import ssl
-import urllib.error
 import urllib.parse
-import urllib.request
-from typing import Any
 
 from tke.internal.provider.contract import ClusterContext
 from tke.internal.provider.errors import PermanentError, TemporaryError
+from tke.internal.provider.kube import node_status
+from tke.internal.provider.kube.access import from_credential
+from tke.internal.provider.kube.api import ClusterAPI
 from tke.internal.provider.steps import Step
 from tke.internal.rpc.errors import FieldViolation
 from tke.platform.v1 import cluster_pb2
+
+MAX_NODES_LISTED = 100
 
 
 class ImportedClusterProvider:
@@ -26,8 +28,9 @@ class ImportedClusterProvider:
     def __init__(self, timeout: float = 10.0) -> None:
         self.timeout = timeout
         self.create_steps = [
-            Step("VerifyAPIServer", self.verify, max_retries=10, description="the API server answers /version"),
+            Step("VerifyAPIServer", self.verify, max_retries=10, description="the API server is ready; its version"),
             Step("RecordAddresses", self.record_addresses, description="status.addresses"),
+            Step("RecordNodes", self.record_nodes, max_retries=10, description="status.nodes from the cluster's Nodes"),
         ]
         self.delete_steps: list[Step[ClusterContext]] = []
         self.scale_steps: list[Step[ClusterContext]] = []
@@ -37,41 +40,26 @@ class ImportedClusterProvider:
         out = []
         if not cluster.spec.api_server_url:
             out.append(FieldViolation("cluster.spec.api_server_url", "is required for an imported cluster"))
+        elif urllib.parse.urlsplit(cluster.spec.api_server_url).scheme != "https":
+            out.append(FieldViolation("cluster.spec.api_server_url", "must be an https:// URL"))
         if not cluster.spec.credential_ref:
             out.append(FieldViolation("cluster.spec.credential_ref", "is required for an imported cluster"))
         return out
 
-    def _get(self, ctx: ClusterContext, path: str) -> bytes:
-        spec = ctx.cluster.spec
+    def _api(self, ctx: ClusterContext) -> ClusterAPI:
         violations = self.validate(ctx.cluster)
         if violations:
             raise PermanentError("; ".join(f"{v.field}: {v.description}" for v in violations))
-        cred = ctx.tools.credentials.get(spec.credential_ref)
-        context = ssl.create_default_context(cadata=cred.ca_cert.decode() if cred.ca_cert else None)
-        request = urllib.request.Request(spec.api_server_url.rstrip("/") + path)
-        if cred.token:
-            request.add_header("Authorization", f"Bearer {cred.token}")
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout, context=context) as resp:
-                data: bytes = resp.read()
-                return data
-        except urllib.error.HTTPError as err:
-            if err.code in (401, 403):
-                raise PermanentError(f"{spec.api_server_url}: credential refused ({err.code})") from None
-            raise TemporaryError(f"{spec.api_server_url}{path}: HTTP {err.code}") from None
-        except ssl.SSLCertVerificationError as err:
-            raise PermanentError(f"{spec.api_server_url}: certificate not trusted: {err.verify_message}") from None
-        except (urllib.error.URLError, OSError) as err:
-            reason: Any = getattr(err, "reason", err)
-            raise TemporaryError(f"{spec.api_server_url}: {reason}") from None
+        credential = ctx.tools.credentials.get(ctx.cluster.spec.credential_ref)
+        return ClusterAPI(from_credential(credential, ctx.cluster.spec.api_server_url), timeout=self.timeout)
 
     async def verify(self, ctx: ClusterContext) -> None:
-        body = await asyncio.to_thread(self._get, ctx, "/version")
-        try:
-            version = json.loads(body)["gitVersion"]
-        except (ValueError, KeyError, TypeError):
-            raise TemporaryError("/version did not return a Kubernetes version") from None
-        ctx.obj.status.version = str(version).removeprefix("v")
+        async with self._api(ctx) as api:
+            version = await api.version()
+            readiness = await api.readiness()
+        if not readiness.ready:
+            raise TemporaryError(f"the API server is {readiness.summary}")
+        ctx.obj.status.version = version
 
     async def record_addresses(self, ctx: ClusterContext) -> None:
         url = urllib.parse.urlsplit(ctx.cluster.spec.api_server_url)
@@ -79,9 +67,36 @@ class ImportedClusterProvider:
         del status.addresses[:]
         status.addresses.add(type="Advertise", host=url.hostname or "", port=url.port or 443, path=url.path)
 
+    async def record_nodes(self, ctx: ClusterContext) -> None:
+        async with self._api(ctx) as api:
+            await self._record_nodes(api, ctx.obj.status)
+
+    async def _record_nodes(self, api: ClusterAPI, status: cluster_pb2.ClusterStatus) -> cluster_pb2.ClusterNodes:
+        reports = sorted((node_status.report(n) for n in await api.nodes()), key=lambda r: (r.ready, r.name))
+        nodes = cluster_pb2.ClusterNodes(total=len(reports), ready=sum(r.ready for r in reports))
+        for r in reports[:MAX_NODES_LISTED]:
+            nodes.items.add(
+                name=r.name,
+                ready=r.ready,
+                message="" if r.ready else r.ready_reason,
+                kubelet_version=r.kubelet_version,
+                address=r.internal_ip,
+                roles=r.roles,
+                unschedulable=r.unschedulable,
+            )
+        status.nodes.CopyFrom(nodes)
+        return nodes
+
     async def check_health(self, ctx: ClusterContext) -> str:
-        body = await asyncio.to_thread(self._get, ctx, "/healthz")
-        text = body.decode(errors="replace").strip()
-        if text != "ok":
-            raise TemporaryError(f"/healthz answered {text[:100]!r}")
-        return "healthz ok"
+        async with self._api(ctx) as api:
+            readiness = await api.readiness()
+            if not readiness.ready:
+                raise TemporaryError(f"the API server is {readiness.summary}")
+            version = await api.version()
+            nodes = await self._record_nodes(api, ctx.obj.status)
+        ctx.obj.status.version = version
+        message = f"API server ready, Kubernetes {version}; {nodes.ready}/{nodes.total} nodes Ready"
+        not_ready = [n.name for n in nodes.items if not n.ready]
+        if not_ready:
+            message += " (not Ready: " + ", ".join(not_ready[:5]) + (", ..." if len(not_ready) > 5 else "") + ")"
+        return message

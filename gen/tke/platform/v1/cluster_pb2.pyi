@@ -385,6 +385,86 @@ class ClusterAddress(_message.Message):
 Global___ClusterAddress: _TypeAlias = ClusterAddress  # noqa: Y015
 
 @_typing.final
+class ClusterNode(_message.Message):
+    """A node of the cluster, as the cluster's Kubernetes API reports it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    READY_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    KUBELET_VERSION_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    ROLES_FIELD_NUMBER: _builtins.int
+    UNSCHEDULABLE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The Node's name."""
+    ready: _builtins.bool
+    """Whether the Node's Ready condition is True."""
+    message: _builtins.str
+    """When not Ready: the Ready condition's reason and message, or why there is none."""
+    kubelet_version: _builtins.str
+    """The kubelet's version, for example "v1.30.2"."""
+    address: _builtins.str
+    """The Node's InternalIP, or its first address."""
+    unschedulable: _builtins.bool
+    """Whether new pods are kept off the node (cordoned)."""
+    @_builtins.property
+    def roles(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Roles from its node-role.kubernetes.io/ROLE labels, for example "control-plane"."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        ready: _builtins.bool = ...,
+        message: _builtins.str = ...,
+        kubelet_version: _builtins.str = ...,
+        address: _builtins.str = ...,
+        roles: _abc.Iterable[_builtins.str] | None = ...,
+        unschedulable: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "kubelet_version", b"kubelet_version", "message", b"message", "name", b"name", "ready", b"ready", "roles", b"roles", "unschedulable", b"unschedulable"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClusterNode: _TypeAlias = ClusterNode  # noqa: Y015
+
+@_typing.final
+class ClusterNodes(_message.Message):
+    """The nodes of a cluster, as its Kubernetes API reports them."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOTAL_FIELD_NUMBER: _builtins.int
+    READY_FIELD_NUMBER: _builtins.int
+    ITEMS_FIELD_NUMBER: _builtins.int
+    total: _builtins.int
+    """How many Nodes the cluster has."""
+    ready: _builtins.int
+    """How many of them are Ready."""
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___ClusterNode]:
+        """The Nodes, those not Ready first, then by name; at most 100 (total counts them all)."""
+
+    def __init__(
+        self,
+        *,
+        total: _builtins.int = ...,
+        ready: _builtins.int = ...,
+        items: _abc.Iterable[Global___ClusterNode] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items", "ready", b"ready", "total", b"total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClusterNodes: _TypeAlias = ClusterNodes  # noqa: Y015
+
+@_typing.final
 class ClusterStatus(_message.Message):
     """What the platform observed of the cluster."""
 
@@ -397,6 +477,7 @@ class ClusterStatus(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
     OBSERVED_GENERATION_FIELD_NUMBER: _builtins.int
+    NODES_FIELD_NUMBER: _builtins.int
     phase: Global___ClusterPhase.ValueType
     """Lifecycle phase."""
     version: _builtins.str
@@ -415,6 +496,12 @@ class ClusterStatus(_message.Message):
     def addresses(self) -> _containers.RepeatedCompositeFieldContainer[Global___ClusterAddress]:
         """Where the cluster's API server is reachable."""
 
+    @_builtins.property
+    def nodes(self) -> Global___ClusterNodes:
+        """The cluster's nodes and their readiness, read from its Kubernetes API by providers that
+        reach it (imported clusters), at creation and on every health check.
+        """
+
     def __init__(
         self,
         *,
@@ -425,10 +512,11 @@ class ClusterStatus(_message.Message):
         reason: _builtins.str = ...,
         message: _builtins.str = ...,
         observed_generation: _builtins.int = ...,
+        nodes: Global___ClusterNodes | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["nodes", b"nodes"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["addresses", b"addresses", "conditions", b"conditions", "message", b"message", "observed_generation", b"observed_generation", "phase", b"phase", "reason", b"reason", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["addresses", b"addresses", "conditions", b"conditions", "message", b"message", "nodes", b"nodes", "observed_generation", b"observed_generation", "phase", b"phase", "reason", b"reason", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

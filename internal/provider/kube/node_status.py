@@ -1,0 +1,106 @@
+"""What a Machine's status says about its Node, read from the Node object (status.nodeInfo,
+status.addresses, status.conditions), never copied from the cluster's spec:
+
+- node_info: kubelet and container runtime versions, OS image, kernel, architecture, machine,
+  system and boot ids;
+- addresses: the Node's, in its order;
+- a condition per Node condition, typed "Node" + the Node's type (NodeReady,
+  NodeMemoryPressure, ...), with its status, reason, message and times (the step conditions
+  of a provider never start with "Node").
+Pure functions of the Node."""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+
+from google.protobuf import timestamp_pb2
+from lightkube.resources.core_v1 import Node
+
+from tke.meta.v1 import meta_pb2
+from tke.platform.v1 import machine_pb2
+
+_STATUS = {
+    "True": meta_pb2.CONDITION_STATUS_TRUE,
+    "False": meta_pb2.CONDITION_STATUS_FALSE,
+}
+
+
+@dataclass(frozen=True)
+class NodeReport:
+    name: str
+    ready: bool
+    # The Ready condition's reason and message ("KubeletNotReady: ..."), or why it is unknown.
+    ready_reason: str
+    unschedulable: bool
+    kubelet_version: str
+    roles: tuple[str, ...]
+    internal_ip: str
+
+    @property
+    def summary(self) -> str:
+        state = "Ready" if self.ready else f"NotReady ({self.ready_reason})"
+        return f"node {self.name} {state}" + (", unschedulable" if self.unschedulable else "")
+
+
+def _timestamp(value: datetime.datetime | None) -> timestamp_pb2.Timestamp | None:
+    if value is None:
+        return None
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(value.astimezone(datetime.UTC).replace(tzinfo=None))
+    return ts
+
+
+def report(node: Node) -> NodeReport:
+    meta, spec, status = node.metadata, node.spec, node.status
+    ready = next((c for c in (status.conditions if status else None) or [] if c.type == "Ready"), None)
+    if ready is None:
+        reason = "no Ready condition yet"
+    else:
+        reason = ": ".join(p for p in (ready.reason, ready.message) if p) or f"Ready is {ready.status}"
+    labels = (meta.labels if meta else None) or {}
+    roles = tuple(sorted(k.split("/", 1)[1] for k in labels if k.startswith("node-role.kubernetes.io/")))
+    addresses = (status.addresses if status else None) or []
+    internal = next((a.address for a in addresses if a.type == "InternalIP"), addresses[0].address if addresses else "")
+    return NodeReport(
+        name=(meta.name if meta else None) or "",
+        ready=ready is not None and ready.status == "True",
+        ready_reason=reason,
+        unschedulable=bool(spec and spec.unschedulable),
+        kubelet_version=(status.nodeInfo.kubeletVersion if status and status.nodeInfo else "") or "",
+        roles=roles,
+        internal_ip=internal,
+    )
+
+
+def write_machine_status(node: Node, status: machine_pb2.MachineStatus) -> NodeReport:
+    """Copy what the Node reports into a Machine's status; return its summary."""
+    info = node.status.nodeInfo if node.status else None
+    if info is not None:
+        status.node_info.CopyFrom(
+            machine_pb2.MachineSystemInfo(
+                machine_id=info.machineID or "",
+                system_uuid=info.systemUUID or "",
+                boot_id=info.bootID or "",
+                kernel_version=info.kernelVersion or "",
+                os_image=info.osImage or "",
+                container_runtime_version=info.containerRuntimeVersion or "",
+                kubelet_version=info.kubeletVersion or "",
+                architecture=info.architecture or "",
+            )
+        )
+    if node.status and node.status.addresses:
+        del status.addresses[:]
+        for a in node.status.addresses:
+            status.addresses.add(type=a.type or "", address=a.address or "")
+    for c in (node.status.conditions if node.status else None) or []:
+        name = f"Node{c.type}"
+        kept = next((k for k in status.conditions if k.type == name), None) or status.conditions.add(type=name)
+        kept.status = _STATUS.get(c.status or "", meta_pb2.CONDITION_STATUS_UNKNOWN)
+        kept.reason = c.reason or ""
+        kept.message = c.message or ""
+        if (ts := _timestamp(c.lastTransitionTime)) is not None:
+            kept.last_transition_time.CopyFrom(ts)
+        if (ts := _timestamp(c.lastHeartbeatTime)) is not None:
+            kept.last_probe_time.CopyFrom(ts)
+    return report(node)
