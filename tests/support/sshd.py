@@ -69,8 +69,12 @@ class UserKey:
 class SSHServer:
     """One sshd. `start()` returns when it accepts connections; `stop()` always cleans up."""
 
-    def __init__(self, directory: Path, user_key: UserKey, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, directory: Path, user_key: UserKey, host: str = "127.0.0.1", env: dict[str, str] | None = None
+    ) -> None:
         self.directory = directory
+        # Variables every session gets (sshd's SetEnv): a PATH with stand-in programs first.
+        self.env = env or {}
         self.host = host
         self.user_key = user_key
         self.port = 0
@@ -109,6 +113,7 @@ class SSHServer:
                     "Subsystem sftp internal-sftp",
                     "MaxStartups 100",
                     "LogLevel ERROR",
+                    *([" ".join(["SetEnv", *(f'{k}="{v}"' for k, v in self.env.items())])] if self.env else []),
                     "",
                 ]
             )
@@ -169,13 +174,14 @@ class Machines:
 
 
 @contextlib.contextmanager
-def ssh_machines(directory: Path, count: int = 2) -> Iterator[Machines]:
-    """Start `count` sshd servers on distinct loopback addresses; stop them all on exit."""
+def ssh_machines(directory: Path, count: int = 2, env: dict[str, str] | None = None) -> Iterator[Machines]:
+    """Start `count` sshd servers on distinct loopback addresses; stop them all on exit.
+    `env`: variables of every session (a PATH with stand-in programs first, ...)."""
     directory.mkdir(parents=True, exist_ok=True)
     key_file, public = keypair(directory, "id_ed25519")
     key = UserKey(key_file, public)
     base = random.randrange(2, 250)
-    servers = [SSHServer(directory / f"sshd-{i}", key, host=f"127.0.{base}.{10 + i}") for i in range(count)]
+    servers = [SSHServer(directory / f"sshd-{i}", key, host=f"127.0.{base}.{10 + i}", env=env) for i in range(count)]
     try:
         for server in servers:
             server.start()
