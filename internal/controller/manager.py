@@ -91,6 +91,8 @@ class Controller:
         )
         self.recorder = ApiRecorder(self.events, "tke-controller")
         credentials = ConfiguredCredentials(config.credentials)
+        if cluster_apis is None and config.cluster_api.plugin:
+            cluster_apis = loader.load("tke.cluster_apis", config.cluster_api.plugin, config.cluster_api.options)
         self.credentials = ApiClient(CREDENTIALS, self.channel, token, timeout)
         tools = tools or Tools(
             dialer=SSHDialer(credentials, config.ssh),

@@ -181,7 +181,8 @@ async def test_an_ha_cluster_is_installed_upgraded_and_scaled_in_the_kubeadm_way
 
         # -- upgrade: masters first (apply on the first, node on the others), workers one at a time --
         apis.calls.clear()
-        change = cluster_pb2.Cluster(metadata={"name": "prod"}, spec={"version": "1.31.0"})
+        change = cluster_pb2.Cluster()
+        change.metadata.name, change.spec.version = "prod", "1.31.0"
         mask = field_mask_pb2.FieldMask(paths=["spec.version"])
         await api.clusters.Update(cluster_pb2.UpdateClusterRequest(cluster=change, update_mask=mask))
 
@@ -209,7 +210,8 @@ async def test_an_ha_cluster_is_installed_upgraded_and_scaled_in_the_kubeadm_way
         world.fault(f"reset-{m2.host}").parent.mkdir(exist_ok=True)
         world.fault(f"reset-{m2.host}").touch()
         apis.calls.clear()
-        smaller = cluster_pb2.Cluster(metadata={"name": "prod"})
+        smaller = cluster_pb2.Cluster()
+        smaller.metadata.name = "prod"
         smaller.spec.machines.add(ip=m0.host, ssh_port=m0.port, credential_ref="test-key")
         smaller.spec.machines.add(ip=m1.host, ssh_port=m1.port, credential_ref="test-key")
         mask = field_mask_pb2.FieldMask(paths=["spec.machines"])
@@ -234,7 +236,7 @@ async def test_an_ha_cluster_is_installed_upgraded_and_scaled_in_the_kubeadm_way
         whole = field_mask_pb2.FieldMask(paths=["spec"])
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await api.clusters.Update(cluster_pb2.UpdateClusterRequest(cluster=empty, update_mask=whole))
-        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "last control-plane" in err.value.details()
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "last control-plane" in str(err.value.details())
 
         # -- delete: workers drained and reset, the masters reset, the credential deleted --
         await api.clusters.Delete(cluster_pb2.DeleteClusterRequest(name="prod"))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from cryptography import x509
@@ -35,7 +36,7 @@ class FakeClusterAPI:
             for node in cluster["nodes"].values():
                 machine = state["machines"].get(node["ip"], {})
                 if node["control_plane"] and machine.get("services", {}).get("kubelet") == "active":
-                    return "v" + cluster["version"]
+                    return "v" + str(cluster["version"])
         raise TemporaryError("/readyz: no control-plane kubelet running")
 
     async def node_status(self, name: str) -> NodeStatus | None:
@@ -81,8 +82,11 @@ class FakeClusterAPI:
 
 
 class FakeClusterAPIs:
-    def __init__(self, world: World) -> None:
-        self.world = world
+    """Also a tke-controller plugin: cluster_api = {plugin = "tests.support.fake_cluster_api:
+    FakeClusterAPIs", options = {world_dir = "..."}}."""
+
+    def __init__(self, world: World | None = None, world_dir: str = "") -> None:
+        self.world = world if world is not None else World(Path(world_dir))
         self.calls: list[tuple[str, str]] = []
 
     @contextlib.asynccontextmanager

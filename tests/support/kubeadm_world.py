@@ -60,7 +60,8 @@ class World:
 
     def read(self) -> dict[str, Any]:
         with self.state() as state:
-            return json.loads(json.dumps(state))
+            copy: dict[str, Any] = json.loads(json.dumps(state))
+            return copy
 
     def log(self, record: dict[str, Any]) -> None:
         with open(self.calls_file, "a") as f:

@@ -212,7 +212,7 @@ def kubeadm(m: Machine, argv: list[str], state: dict[str, Any]) -> str:
         if missing:
             raise Refused(f"this stand-in expects the pre-distributed CAs; missing {missing}")
         now = time.time()
-        state["cluster"] = {
+        cluster: dict[str, Any] = {
             "init_machine": m.ip,
             "endpoint": cc.get("controlPlaneEndpoint", ""),
             "version": version.lstrip("v"),
@@ -224,7 +224,8 @@ def kubeadm(m: Machine, argv: list[str], state: dict[str, Any]) -> str:
                 for t in ic.get("bootstrapTokens", [])
             },
         }
-        _control_plane_files(m, state["cluster"]["endpoint"], version)
+        state["cluster"] = cluster
+        _control_plane_files(m, cluster["endpoint"], version)
         _join_node(state, m, reg.get("name", m.ip), control_plane=True)
         return "Your Kubernetes control-plane has initialized successfully!\n"
     if verb == "join":
@@ -325,8 +326,8 @@ def kubeadm(m: Machine, argv: list[str], state: dict[str, Any]) -> str:
             raise Refused("[reset] failed to remove etcd member: etcd cluster is not healthy (fault injected)")
         if cluster is not None and name and mine.get("control_plane"):
             cluster["etcd"].pop(name, None)
-        for f in ("admin.conf", "kubelet.conf"):
-            m.path(f"/etc/kubernetes/{f}").unlink(missing_ok=True)
+        for conf in ("admin.conf", "kubelet.conf"):
+            m.path(f"/etc/kubernetes/{conf}").unlink(missing_ok=True)
         mine.pop("member", None)
         mine.pop("control_plane", None)
         return "[reset] done\n"

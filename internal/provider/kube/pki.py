@@ -237,46 +237,6 @@ CA_FILES = (
 )
 
 
-def master_certificates(
-    cas: ClusterCAs,
-    *,
-    node_name: str,
-    address: str,
-    service_cidr: str,
-    dns_domain: str,
-    masters: Sequence[str],
-    extra_sans: Sequence[str] = (),
-) -> dict[str, bytes]:
-    """Every certificate a control-plane machine needs, keyed by path in the PKI directory."""
-    dns, ips = apiserver_sans(
-        service_cidr=service_cidr,
-        dns_domain=dns_domain,
-        addresses=[address, *masters],
-        hostnames=[node_name],
-        extra=extra_sans,
-    )
-    node_ip = ipaddress.ip_address(address)
-    loopback = [ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1")]
-    issued = {
-        "apiserver": cas.ca.issue("kube-apiserver", dns=dns, ips=ips, server=True),
-        "apiserver-kubelet-client": cas.ca.issue("kube-apiserver-kubelet-client", orgs=["system:masters"], client=True),
-        "front-proxy-client": cas.front_proxy_ca.issue("front-proxy-client", client=True),
-        "apiserver-etcd-client": cas.etcd_ca.issue("kube-apiserver-etcd-client", client=True),
-        "etcd/server": cas.etcd_ca.issue(
-            node_name, dns=[node_name, "localhost"], ips=[node_ip, *loopback], server=True, client=True
-        ),
-        "etcd/peer": cas.etcd_ca.issue(
-            node_name, dns=[node_name, "localhost"], ips=[node_ip, *loopback], server=True, client=True
-        ),
-        "etcd/healthcheck-client": cas.etcd_ca.issue("kube-etcd-healthcheck-client", client=True),
-    }
-    out: dict[str, bytes] = {}
-    for name, pair in issued.items():
-        out[f"{name}.crt"] = pair.cert_pem
-        out[f"{name}.key"] = pair.key_pem
-    return out
-
-
 def issued_by(cert_pem: bytes, ca: CertificateAuthority) -> bool:
     """Whether `cert_pem` parses and carries a valid signature of `ca`."""
     try:
