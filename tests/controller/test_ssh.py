@@ -12,6 +12,7 @@ from pathlib import Path
 import asyncssh
 import pytest
 
+from tests.support.controller import wait_for
 from tests.support.fake_ssh import FakeChannel
 from tests.support.sshd import Machines, free_port, keypair, ssh_machines
 from tke.internal.provider.credentials import ConfiguredCredentials, CredentialConfig
@@ -68,6 +69,35 @@ async def test_exec_write_read_and_timeouts(machine: Machines, tmp_path: Path) -
             await ch.copy_file(str(tmp_path / "missing"), str(tmp_path / "x"))
         with pytest.raises(FileNotFoundError):
             await ch.read_file(path + ".nope")
+
+
+def _running(pid: int) -> bool:
+    """A live process (a zombie left for its parent to reap counts as gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+async def test_a_command_reads_no_input_and_one_past_its_limit_is_killed(machine: Machines, tmp_path: Path) -> None:
+    server = machine.servers[0]
+    async with dialer(machine).connect(Target(server.host, server.port, "root", "key")) as ch:
+        # stdin is at end of file: a command that reads it finishes (with an open stdin this
+        # one would wait out its limit and fail "timed out").
+        assert await ch.run("cat; read -r answer || echo no-answer", time_limit=30) == "no-answer\n"
+        # A pipeline still running at its limit is killed, every process of it, not left on
+        # the machine behind the step's next attempt.
+        pids = tmp_path / "pids"
+        command = f"echo $$ > {pids}; (sleep 300 | cat) & echo $! >> {pids}; wait"
+        with pytest.raises(TemporaryError, match="timed out after 1s"):
+            await ch.exec(command, time_limit=1)
+    started = [int(p) for p in pids.read_text().split()]
+    assert len(started) == 2
+
+    async def all_gone() -> bool:
+        return not any(_running(pid) for pid in started)
+
+    await wait_for(all_gone, within=20)
 
 
 async def test_connection_failures_are_bounded_and_auth_failures_permanent(machine: Machines, tmp_path: Path) -> None:
@@ -170,7 +200,7 @@ async def test_password_credentials_log_in_and_a_wrong_password_is_permanent(
     dialer = SSHDialer(creds, SSHOptions(known_hosts_file=str(known)))
     try:
         async with dialer.connect(Target("127.0.0.1", port, "ops", "pw")) as ch:
-            assert (await ch.run("uname -r")).strip() == "ran: uname -r"
+            assert (await ch.run("uname -r")).strip().endswith("-c 'uname -r'")
         with pytest.raises(PermanentError, match="authentication failed"):
             async with dialer.connect(Target("127.0.0.1", port, "ops", "wrong")):
                 pass
