@@ -2,7 +2,8 @@
 apt-get, ... (tests/support/standins.py) did to each machine and to the one cluster they
 build, kept in a JSON file that every stand-in process and the fake Kubernetes API
 (tests/support/fake_cluster_api.py) read and change under a file lock; and the log of every
-call, one JSON line each: {"machine": IP, "argv": [...], "ok": bool, "error": "..."}.
+call, one JSON line each: {"machine": IP, "argv": [...], "ok": bool, "error": "...",
+"documents": {kind: apiVersion}} (kubeadm's: the documents of its --config file).
 
 Each machine is a directory of its own (<machines root>/<IP>/etc/..., the providers' root_dir)
 on this host; the stand-ins find their machine from the address sshd was reached on.
@@ -14,12 +15,32 @@ import contextlib
 import fcntl
 import json
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 WORLD_ENV = "TKE_STANDIN_WORLD"
+# Seconds to wait for the world's lock (LOCK_WAIT_ENV overrides, for tests of the wait).
+LOCK_WAIT = 60.0
+LOCK_WAIT_ENV = "TKE_STANDIN_LOCK_WAIT"
+
+
+class WorldBusy(TimeoutError):
+    """The world's lock stayed taken for longer than the wait."""
+
+
+def _lock(fd: int, wait: float) -> None:
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise WorldBusy(f"the stand-in world stayed locked for {wait:g}s") from None
+            time.sleep(0.01)
 
 
 @dataclass(frozen=True)
@@ -43,10 +64,13 @@ class World:
 
     @contextlib.contextmanager
     def state(self) -> Iterator[dict[str, Any]]:
-        """The state, locked for the block and written back after it."""
+        """The state, locked for the block and written back after it. The lock is waited for
+        at most LOCK_WAIT seconds (WorldBusy after that): a holder that never lets go (a
+        stand-in waiting on a pipe while holding it) fails the call that waits, with a
+        message, instead of hanging it and every later one."""
         self.directory.mkdir(parents=True, exist_ok=True)
         with open(self.directory / "lock", "a+") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+            _lock(lock.fileno(), float(os.environ.get(LOCK_WAIT_ENV, LOCK_WAIT)))
             try:
                 state = json.loads(self.state_file.read_text()) if self.state_file.exists() else {}
                 state.setdefault("machines", {})
@@ -64,6 +88,7 @@ class World:
             return copy
 
     def log(self, record: dict[str, Any]) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
         with open(self.calls_file, "a") as f:
             f.write(json.dumps(record) + "\n")
 

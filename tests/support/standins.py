@@ -12,6 +12,12 @@ calls.jsonl, tests/support/kubeadm_world.py) and check it the way the real progr
   kubeadm of another minor version than the cluster's refuses init, join and upgrade.
 - apt-get installs "name=VERSION-*" only from a repository of that minor version, and not a
   held package; the keyring must be there first.
+- curl prints (or writes with -o) a stand-in key; gpg --dearmor reads its input file, or
+  stdin when it names none. Neither takes the world's lock, so `curl | gpg` cannot deadlock;
+  no stand-in reads stdin unless it is its input, and every other one waits for the lock a
+  bounded time (kubeadm_world.WorldBusy), so none can hang a test.
+Each call is logged with its arguments, whether it succeeded (and why not), and the kind and
+apiVersion of every document kubeadm was given.
 `install(bin_dir)` puts one executable per program in `bin_dir` (for the machines' PATH).
 """
 
@@ -60,6 +66,8 @@ class Machine:
         self.world = world
         self.ip = ip
         self.root = world.root_of(ip)
+        # The documents this call was given, kind -> apiVersion (recorded with the call).
+        self.documents: dict[str, str] = {}
 
     def path(self, p: str) -> Path:
         """A path of this machine: an absolute machine path, or one under any machine's root
@@ -118,6 +126,7 @@ def _documents(m: Machine, argv: list[str]) -> dict[str, dict[str, Any]]:
         if problems:
             raise Refused(f"{config}: {doc.get('kind')}: " + "; ".join(problems))
         out[doc["kind"]] = doc
+        m.documents[doc["kind"]] = doc["apiVersion"]
     return out
 
 
@@ -422,13 +431,41 @@ def simple(m: Machine, argv: list[str], state: dict[str, Any]) -> str:
         if version is None:
             raise Refused("kubelet: command not found")
         return f"Kubernetes v{version}\n"
-    elif program == "curl":
-        return "-----BEGIN PGP PUBLIC KEY BLOCK-----\nstand-in key of " + argv[-1] + "\n"
-    elif program == "gpg":
-        out = _flag(argv, "-o") or _flag(argv, "--output")
-        if out is None:
-            raise Refused("gpg: stand-in needs -o")
-        Path(out).write_text("dearmored " + sys.stdin.read())
+    return ""
+
+
+def _operands(argv: list[str], *valued: str) -> list[str]:
+    """The arguments that are neither options nor the values of the options in `valued`."""
+    return [a for i, a in enumerate(argv[1:], 1) if not a.startswith("-") and argv[i - 1] not in valued]
+
+
+def curl(argv: list[str]) -> str:
+    """Prints (or with -o writes) a stand-in key for the URL; never reads stdin."""
+    urls = _operands(argv, "-o", "--output")
+    if len(urls) != 1:
+        raise Refused(f"this stand-in fetches one URL, not {urls}")
+    key = "-----BEGIN PGP PUBLIC KEY BLOCK-----\nstand-in key of " + urls[0] + "\n"
+    out = _flag(argv, "-o") or _flag(argv, "--output")
+    if out is None:
+        return key
+    Path(out).write_text(key)
+    return ""
+
+
+def gpg(argv: list[str]) -> str:
+    """--dearmor of its input file, or of stdin (a pipe from curl) without one, as gpg does:
+    stdin is read only when it is the input, so a command that names its file never waits on
+    a stdin nobody closes."""
+    out = _flag(argv, "-o") or _flag(argv, "--output")
+    if out is None or "--dearmor" not in argv:
+        raise Refused("this stand-in does `gpg --dearmor -o FILE [INPUT]` only")
+    inputs = _operands(argv, "-o", "--output")
+    if len(inputs) > 1:
+        raise Refused(f"gpg: one input file, not {inputs}")
+    text = Path(inputs[0]).read_text() if inputs else sys.stdin.read()
+    if "BEGIN PGP PUBLIC KEY BLOCK" not in text:
+        raise Refused("gpg: no valid OpenPGP data found")
+    Path(out).write_text("dearmored " + text)
     return ""
 
 
@@ -464,8 +501,11 @@ HANDLERS: dict[str, Callable[[Machine, list[str], dict[str, Any]], str]] = {
 }
 
 
+STATELESS: dict[str, Callable[[list[str]], str]] = {"curl": curl, "gpg": gpg}
+
+
 def main(argv: list[str]) -> int:
-    from tests.support.kubeadm_world import WORLD_ENV, World
+    from tests.support.kubeadm_world import WORLD_ENV, World, WorldBusy
 
     program = os.path.basename(argv[0])
     args = [program, *argv[1:]]
@@ -474,17 +514,21 @@ def main(argv: list[str]) -> int:
     machine = Machine(world, ip)
     record: dict[str, Any] = {"machine": ip, "argv": args, "ok": True}
     try:
-        if program in ("curl", "gpg"):
-            # No state, and no lock: in `curl | gpg` both run at once.
-            out = simple(machine, args, {"machines": {}})
+        if program in STATELESS:
+            # Never under the world's lock: in `curl | gpg` gpg waits for curl's output, and
+            # holding the lock meanwhile it would wait forever for a curl waiting for the lock.
+            out = STATELESS[program](args)
         else:
             with world.state() as state:
                 out = HANDLERS.get(program, simple)(machine, args, state)
-    except Refused as err:
+    except (Refused, WorldBusy, OSError) as err:
         record.update(ok=False, error=str(err))
-        world.log(record)
         print(f"{program}: {err}", file=sys.stderr)
-        return 1
+        out = None
+    if machine.documents:
+        record["documents"] = machine.documents
     world.log(record)
+    if out is None:
+        return 1
     sys.stdout.write(out)
     return 0
