@@ -4,6 +4,7 @@ connection retries, and authentication and host key failures that are permanent.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -12,9 +13,10 @@ from pathlib import Path
 import asyncssh
 import pytest
 
+from tests.support import processes
 from tests.support.controller import wait_for
 from tests.support.fake_ssh import FakeChannel
-from tests.support.sshd import Machines, free_port, keypair, ssh_machines
+from tests.support.sshd import MARKER, Machines, free_port, keypair, ssh_machines
 from tke.internal.provider.credentials import ConfiguredCredentials, CredentialConfig
 from tke.internal.provider.errors import PermanentError, TemporaryError
 from tke.internal.provider.ssh import (
@@ -71,14 +73,6 @@ async def test_exec_write_read_and_timeouts(machine: Machines, tmp_path: Path) -
             await ch.read_file(path + ".nope")
 
 
-def _running(pid: int) -> bool:
-    """A live process (a zombie left for its parent to reap counts as gone)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
 async def test_a_command_reads_no_input_and_one_past_its_limit_is_killed(machine: Machines, tmp_path: Path) -> None:
     server = machine.servers[0]
     async with dialer(machine).connect(Target(server.host, server.port, "root", "key")) as ch:
@@ -95,9 +89,31 @@ async def test_a_command_reads_no_input_and_one_past_its_limit_is_killed(machine
     assert len(started) == 2
 
     async def all_gone() -> bool:
-        return not any(_running(pid) for pid in started)
+        return not any(processes.running(pid) for pid in started)
 
     await wait_for(all_gone, within=20)
+
+
+async def test_stopped_machines_leave_no_process_of_their_sessions_behind(tmp_path: Path) -> None:
+    pids = tmp_path / "pids"
+    with ssh_machines(tmp_path / "ssh", 1) as machine:
+        server = machine.servers[0]
+        target = Target(server.host, server.port, "root", "key")
+        # One that left its session and process group, and outlives its connection...
+        async with dialer(machine).connect(target) as ch:
+            await ch.run(f"setsid sleep 300 </dev/null >/dev/null 2>&1 & echo $! >> {pids}")
+        # ... and a command still running when the machines stop (a test that failed or
+        # timed out in the middle of a step).
+        async with dialer(machine).connect(target) as ch:
+            running = asyncio.create_task(ch.exec(f"echo $$ >> {pids}; sleep 300 | cat", time_limit=600))
+            await wait_for(lambda: asyncio.sleep(0, len(pids.read_text().split()) == 2))
+            started = [int(p) for p in pids.read_text().split()]
+            assert all(processes.running(pid) for pid in started)
+            server.stop()
+            assert not any(processes.running(pid) for pid in started)
+            assert not processes.carrying(MARKER, server.marker)
+            with contextlib.suppress(TemporaryError):  # the connection may go first
+                assert (await running).exit_status != 0
 
 
 async def test_connection_failures_are_bounded_and_auth_failures_permanent(machine: Machines, tmp_path: Path) -> None:

@@ -5,6 +5,8 @@ config, pid file and log in a directory of the test's. Each server can listen on
 
 openssh-server is installed with apt-get (--no-install-recommends) when /usr/sbin/sshd is
 missing. sshd runs as root (it needs to, to switch users); logins are as root with the key.
+Stopping a server ends every process its sessions started, even those that outlived their
+connection or left their session (SSHServer.stop).
 """
 
 from __future__ import annotations
@@ -24,7 +26,12 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from tests.support import processes
+
 SSHD = "/usr/sbin/sshd"
+# Set in the environment of every session, to the server's directory: how stop() finds what
+# the sessions started.
+MARKER = "TKE_TEST_SSHD"
 
 
 def ensure_openssh_server() -> str:
@@ -82,6 +89,10 @@ class SSHServer:
         self.host_public = ""
 
     @property
+    def marker(self) -> str:
+        return str(self.directory)
+
+    @property
     def log_path(self) -> Path:
         return self.directory / "sshd.log"
 
@@ -113,7 +124,7 @@ class SSHServer:
                     "Subsystem sftp internal-sftp",
                     "MaxStartups 100",
                     "LogLevel ERROR",
-                    *([" ".join(["SetEnv", *(f'{k}="{v}"' for k, v in self.env.items())])] if self.env else []),
+                    " ".join(["SetEnv", *(f'{k}="{v}"' for k, v in {**self.env, MARKER: self.marker}.items())]),
                     "",
                 ]
             )
@@ -137,9 +148,14 @@ class SSHServer:
         raise RuntimeError(f"sshd on {self.host}:{self.port} did not answer within {timeout}s")
 
     def stop(self) -> None:
+        """Stop the listener and every process its connections started, still running or not:
+        sshd runs each connection in a session of its own (setsid), so its process group is
+        only the listener, and a command outlives a closed connection. The per-connection
+        sshd processes are the listener's descendants; what the sessions ran carries the
+        server's MARKER in its environment, wherever it went since."""
         if self.process is None:
             return
-        # The whole session: the listener and the per-connection children it forked.
+        connections = processes.descendants(self.process.pid)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGTERM)
         try:
@@ -149,6 +165,11 @@ class SSHServer:
                 os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
         self.process = None
+        left = processes.kill_all(
+            lambda: [p for p in connections if processes.running(p)] + processes.carrying(MARKER, self.marker)
+        )
+        if left:
+            raise RuntimeError(f"sshd {self.host}:{self.port}: processes {left} of its sessions would not die")
 
 
 def has_sshd() -> bool:
@@ -189,5 +210,11 @@ def ssh_machines(directory: Path, count: int = 2, env: dict[str, str] | None = N
         known.write_text("".join(s.known_hosts_line() + "\n" for s in servers))
         yield Machines(servers, key, known, directory / "machines")
     finally:
+        failures = []
         for server in servers:
-            server.stop()
+            try:
+                server.stop()
+            except RuntimeError as err:  # the others are stopped all the same
+                failures.append(err)
+        if failures:
+            raise failures[0]
