@@ -31,7 +31,7 @@ from tke.internal.plugin import loader
 from tke.internal.provider.clusterapi import ClusterAPIs, NoClusterAPIs
 from tke.internal.provider.contract import Tools
 from tke.internal.provider.credentials import ConfiguredCredentials
-from tke.internal.provider.ssh import SSHDialer
+from tke.internal.provider.ssh import Dialer, SSHDialer
 from tke.internal.provider.steps import check_plans
 from tke.internal.storage.etcd import EtcdStore
 from tke.internal.storage.lease import LeasedStore
@@ -70,12 +70,12 @@ class Controller:
         leases: LeasedStore | None = None,
         cluster_providers: dict[str, Any] | None = None,
         machine_providers: dict[str, Any] | None = None,
-        tools: Tools | None = None,
+        dialer: Dialer | None = None,
         cluster_apis: ClusterAPIs | None = None,
     ) -> None:
-        """`cluster_providers`, `machine_providers` and `tools` replace what the configuration
-        would load (tests, embedding); `cluster_apis` is the Kubernetes API client of the
-        clusters' own API servers."""
+        """`cluster_providers`, `machine_providers`, `dialer` (how steps reach machines) and
+        `cluster_apis` (the Kubernetes API client of the clusters' own API servers) replace
+        what the configuration would load (tests, embedding)."""
         self.config = config
         self._own_store = leases is None and config.leader.enabled
         self.leases: LeasedStore | None = EtcdStore(config.etcd) if self._own_store else leases
@@ -94,8 +94,8 @@ class Controller:
         if cluster_apis is None and config.cluster_api.plugin:
             cluster_apis = loader.load("tke.cluster_apis", config.cluster_api.plugin, config.cluster_api.options)
         self.credentials = ApiClient(CREDENTIALS, self.channel, token, timeout)
-        tools = tools or Tools(
-            dialer=SSHDialer(credentials, config.ssh),
+        tools = Tools(
+            dialer=dialer or SSHDialer(credentials, config.ssh),
             credentials=credentials,
             cluster_credentials=ApiCredentialStore(self.credentials),
             cluster_apis=cluster_apis or NoClusterAPIs(),
