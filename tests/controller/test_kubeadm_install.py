@@ -250,3 +250,61 @@ async def test_an_ha_cluster_is_installed_upgraded_and_scaled_in_the_kubeadm_way
         await creds.Get(credential_pb2.GetClusterCredentialRequest(name="prod"))
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
     assert pki.ca_cert_hash(stored.spec.ca.cert_pem.encode()).startswith("sha256:")
+
+
+@pytest.fixture
+def three(tmp_path: Path) -> Iterator[tuple[Machines, World]]:
+    with kubeadm_machines(tmp_path, 3) as got:
+        yield got
+
+
+async def test_a_1_31_cluster_behind_an_operators_load_balancer_installs_with_kubeadm_v1beta4(
+    api: Running, etcd_config: EtcdConfig, three: tuple[Machines, World]
+) -> None:
+    machines, world = three
+    m0, m1, w1 = machines.servers
+    spec = cluster("edge", "1.31.1", [m0, m1])
+    spec.spec.control_plane_endpoint.host = "api.edge.example"
+    await api.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=spec))
+    await api.machines.Create(machine_pb2.CreateMachineRequest(machine=worker("w1", "edge", w1)))
+
+    async with controller(api, etcd_config, machines, world):
+        c = await wait_for(lambda: phase_of(api, "edge", cluster_pb2.CLUSTER_PHASE_RUNNING), within=120)
+        w = await wait_for(lambda: machine_running(api, "w1"), within=120)
+
+    # One init, then the other master and the worker join; every document kubeadm was given
+    # is of kubeadm's v1beta4 API (the stand-in refuses any other for 1.31, and checks each
+    # against the v1beta4 reference field lists).
+    calls = [c for c in world.calls("kubeadm") if c["argv"][1] in ("init", "join")]
+    assert [(c["machine"], c["argv"][1], c["ok"]) for c in calls] == [
+        (m0.host, "init", True),
+        (m1.host, "join", True),
+        (w1.host, "join", True),
+    ]
+    assert calls[0]["documents"] == {
+        "ClusterConfiguration": "kubeadm.k8s.io/v1beta4",
+        "InitConfiguration": "kubeadm.k8s.io/v1beta4",
+        "KubeletConfiguration": "kubelet.config.k8s.io/v1beta1",
+        "KubeProxyConfiguration": "kubeproxy.config.k8s.io/v1alpha1",
+    }
+    assert calls[1]["documents"] == calls[2]["documents"] == {"JoinConfiguration": "kubeadm.k8s.io/v1beta4"}
+    state = world.read()
+    assert state["cluster"]["endpoint"] == c.status.control_plane_endpoint == "api.edge.example:6443"
+    assert set(state["cluster"]["etcd"]) == {node_name(m0), node_name(m1)}
+    assert {n: v["control_plane"] for n, v in state["cluster"]["nodes"].items()} == {
+        node_name(m0): True,
+        node_name(m1): True,
+        node_name(w1): False,
+    }
+    assert [(a.type, a.host, a.port) for a in c.status.addresses] == [
+        ("Advertise", "api.edge.example", 6443),
+        ("Internal", m0.host, 6443),
+        ("Internal", m1.host, 6443),
+    ]
+    # Packages of 1.31 from its own repository; the operator's balancer, so no VIP pods.
+    for s in (m0, m1, w1):
+        assert state["machines"][s.host]["repository"] == "1.31"
+        assert state["machines"][s.host]["packages"]["kubeadm"] == "1.31.1"
+        assert not (world.root_of(s.host) / "etc/kubernetes/manifests/keepalived.yaml").exists()
+    assert w.status.node_info.kubelet_version == "v1.31.1"
+    assert ("InternalIP", w1.host) in [(a.type, a.address) for a in w.status.addresses]
