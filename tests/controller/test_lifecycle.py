@@ -21,6 +21,7 @@ from tests.support.controller import RecordingProvider, controller_config, wait_
 from tests.support.fake_ssh import FakeDialer
 from tke.internal.controller.manager import Controller
 from tke.internal.controller.progress import FAILED, RETRYING, SUCCEEDED, TRUE, find
+from tke.internal.provider import nodeprep
 from tke.internal.provider.clusterapi import ClusterAccess, NodeStatus
 from tke.internal.provider.errors import TemporaryError
 from tke.internal.provider.ssh import Result
@@ -302,7 +303,8 @@ async def test_a_baremetal_cluster_without_machines_waits_then_installs_on_fake_
     inits = [i for i, cmd in enumerate(commands) if cmd.startswith("kubeadm init --config")]
     assert len(inits) == 1
     assert any(cmd.startswith("DEBIAN_FRONTEND=noninteractive apt-get install") for cmd in commands[: inits[0]])
-    assert b"pkgs.k8s.io/core:/stable:/v1.30/deb/" in master.files["/etc/apt/sources.list.d/kubernetes.list"]
+    repository = nodeprep.COMMUNITY_REPOSITORY.replace("{minor}", "1.30").encode()
+    assert repository in master.files["/etc/apt/sources.list.d/kubernetes.list"]
     creds = credential_pb2_grpc.ClusterCredentialServiceStub(api.channel)
     stored = await creds.Get(credential_pb2.GetClusterCredentialRequest(name="later"))
     assert master.files["/etc/kubernetes/pki/ca.crt"].decode() == stored.spec.ca.cert_pem
