@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -26,6 +27,7 @@ from tke.internal.provider.ssh import (
     SSHDialer,
     SSHOptions,
     Target,
+    bounded,
 )
 
 pytestmark = pytest.mark.timeout(60)
@@ -92,6 +94,12 @@ async def test_a_command_reads_no_input_and_one_past_its_limit_is_killed(machine
         return not any(processes.running(pid) for pid in started)
 
     await wait_for(all_gone, within=20)
+
+
+@pytest.mark.parametrize("limit", [0.5, 600, 1e7])
+def test_every_time_limit_is_one_coreutils_timeout_takes(limit: float) -> None:
+    done = subprocess.run(["bash", "-c", bounded("echo ok", limit)], capture_output=True, text=True, check=False)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "ok\n", "")
 
 
 async def test_stopped_machines_leave_no_process_of_their_sessions_behind(tmp_path: Path) -> None:
