@@ -5,6 +5,10 @@ Tenancy: an empty tenant_id means the caller's tenant. Only platform administrat
 another tenant, or "*" for every tenant; anyone else naming another tenant's object gets
 NOT_FOUND (its existence is not revealed), and a list or watch of another tenant is
 PERMISSION_DENIED.
+
+A kind served with `admins_only` (cluster credentials) answers only platform administrators:
+anyone else gets PERMISSION_DENIED on every method, whatever the authorizers decided, since a
+tenant administrator's policy ("*" on "*" in the tenant) must still never reach CA keys.
 """
 
 from __future__ import annotations
@@ -56,14 +60,24 @@ class ResourceAPI(Generic[R]):
     registry: Registry[R]
     hub: Hub[R] | None  # None: the kind has no Watch
     bookmark_interval: float = 10.0
+    admins_only: bool = False
+
+    def _admit(self) -> None:
+        identity = current_identity.get()
+        if self.admins_only and not identity.is_platform_admin:
+            raise errors.permission_denied(
+                f"user {identity.user!r} may not access {self.registry.kind.plural}: platform administrators only"
+            )
 
     def _named_tenant(self, requested: str, name: str) -> str:
+        self._admit()
         tenant = _tenant(requested, "tenant_id", collection=False)
         if not tenant:
             raise errors.not_found(self.registry.kind.name, name, requested)
         return tenant
 
     async def create(self, obj: R | None) -> R:
+        self._admit()
         if obj is None:
             raise errors.invalid_field(self.registry.kind.name, "is required")
         field = f"{self.registry.kind.name}.metadata.tenant_id"
@@ -84,6 +98,7 @@ class ResourceAPI(Generic[R]):
         continue_token: str,
         matches: Callable[[R], bool] | None = None,
     ) -> ListResult[R]:
+        self._admit()
         tenant = _tenant(tenant_id, "tenant_id", collection=True)
         return await self.registry.list(tenant, _selector(label_selector), page_size, continue_token, matches)
 
@@ -106,6 +121,7 @@ class ResourceAPI(Generic[R]):
         matches: Callable[[R], bool] | None = None,
     ) -> AsyncIterator[tuple[int, R]]:
         """(event type, object) pairs for a client watch; see WatchClustersRequest."""
+        self._admit()
         tenant = _tenant(tenant_id, "tenant_id", collection=True)
         selector = _selector(label_selector)
         after = parse_resource_version(resource_version, "resource_version")

@@ -16,7 +16,7 @@ from tke.internal.apiserver import services
 from tke.internal.apiserver.admission import with_provider_validation
 from tke.internal.apiserver.api import ResourceAPI
 from tke.internal.apiserver.event_store import DEFAULT_EVENT_TTL, event_store
-from tke.internal.apiserver.kinds import CLUSTERS, EVENTS, machine_kind
+from tke.internal.apiserver.kinds import CLUSTERS, CREDENTIALS, EVENTS, machine_kind
 from tke.internal.apiserver.registry import R, Registry
 from tke.internal.apiserver.services import ResourceService
 from tke.internal.apiserver.watch import Hub
@@ -75,6 +75,7 @@ class Apiserver:
             with_provider_validation(machine_kind(self.clusters), "tke.machine_providers"), self.store, self.prefix
         )
         self.events = Registry(EVENTS, event_store(self.store, config.event_ttl), self.prefix)
+        self.credentials = Registry(CREDENTIALS, self.store, self.prefix)
         self.cluster_hub = self._hub(self.clusters)
         self.machine_hub = self._hub(self.machines)
         self.event_hub = self._hub(self.events)
@@ -100,6 +101,7 @@ class Apiserver:
             ResourceService(services.CLUSTERS, ResourceAPI(self.clusters, self.cluster_hub, bookmark)),
             ResourceService(services.MACHINES, ResourceAPI(self.machines, self.machine_hub, bookmark)),
             ResourceService(services.EVENTS, ResourceAPI(self.events, self.event_hub, bookmark)),
+            ResourceService(services.CREDENTIALS, ResourceAPI(self.credentials, None, admins_only=True)),
         ]
 
         def register(server: grpc.aio.Server) -> None:

@@ -7,11 +7,12 @@ from collections.abc import Sequence
 import grpc
 
 from tke.internal.apiserver import validation
+from tke.internal.apiserver.credential_validation import validate_credential, validate_credential_status
 from tke.internal.apiserver.event_validation import validate_event, validate_event_status
 from tke.internal.apiserver.registry import Kind, Registry
 from tke.internal.rpc import errors
 from tke.internal.storage.store import Guard, NotFound
-from tke.platform.v1 import cluster_pb2, event_pb2, machine_pb2
+from tke.platform.v1 import cluster_pb2, credential_pb2, event_pb2, machine_pb2
 
 CLUSTERS: Kind[cluster_pb2.Cluster] = Kind(
     name="cluster",
@@ -61,4 +62,16 @@ EVENTS: Kind[event_pb2.Event] = Kind(
     message=event_pb2.Event,
     validate=validate_event,
     validate_status=validate_event_status,
+)
+
+
+# Secrets of the clusters the platform installs: created once, read and deleted by platform
+# administrators only (ResourceAPI(admins_only=True) in app.py); no spec field is updatable.
+CREDENTIALS: Kind[credential_pb2.ClusterCredential] = Kind(
+    name="cluster_credential",
+    plural="clustercredentials",
+    message=credential_pb2.ClusterCredential,
+    validate=validate_credential,
+    validate_status=validate_credential_status,
+    updatable_paths=(),
 )

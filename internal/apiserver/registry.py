@@ -28,6 +28,7 @@ from typing import Any, Generic, TypeVar, cast
 from google.protobuf import field_mask_pb2, timestamp_pb2
 from google.protobuf.message import Message
 
+from tke.internal.apiserver import masks
 from tke.internal.meta.labels import Selector
 from tke.internal.meta.resource import Resource
 from tke.internal.rpc import errors
@@ -212,9 +213,7 @@ class Registry(Generic[R]):
             new = self.kind.message()
             new.CopyFrom(current)
             # Without a mask every user-writable field is replaced.
-            field_mask_pb2.FieldMask(paths=paths or self.kind.updatable_paths).MergeMessage(
-                cast(Message, obj), cast(Message, new), replace_message_field=True, replace_repeated_field=True
-            )
+            masks.apply(paths or self.kind.updatable_paths, cast(Message, obj), cast(Message, new))
             violations = self.kind.validate(new)
             violations += self._immutable_violations(current, new)
             if current.metadata.HasField("deletion_timestamp"):

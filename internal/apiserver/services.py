@@ -1,6 +1,6 @@
 """The gRPC services of tke.platform.v1: one servicer, `ResourceService`, that translates
 request messages into calls of a kind's shared ResourceAPI, and a table per kind (CLUSTERS,
-MACHINES, EVENTS) of what differs between the kinds' services.
+MACHINES, EVENTS, CREDENTIALS) of what differs between the kinds' services.
 
 Every service's requests look alike: Create, Update and UpdateStatus carry the object in the
 field named after the kind; Get and Delete name it; List and Watch take a tenant, a label
@@ -22,7 +22,16 @@ from google.protobuf.message import Message
 from tke.internal.apiserver.api import ResourceAPI
 from tke.internal.apiserver.registry import R
 from tke.meta.v1 import meta_pb2
-from tke.platform.v1 import cluster_pb2, cluster_pb2_grpc, event_pb2, event_pb2_grpc, machine_pb2, machine_pb2_grpc
+from tke.platform.v1 import (
+    cluster_pb2,
+    cluster_pb2_grpc,
+    credential_pb2,
+    credential_pb2_grpc,
+    event_pb2,
+    event_pb2_grpc,
+    machine_pb2,
+    machine_pb2_grpc,
+)
 
 Filter = Callable[[R], bool]
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -41,8 +50,9 @@ class Service(Generic[R]):
     # declares to the servicer's method of that name.
     add_to_server: Callable[[Any, grpc.aio.Server], None]
     field: str  # the request field that carries the object: "cluster"
-    list_message: type[Message]  # ClusterList
-    event_message: type[Message]  # ClusterEvent
+    # ClusterList and ClusterEvent; None for a kind without List and Watch.
+    list_message: type[Message] | None = None
+    event_message: type[Message] | None = None
     # The kind's own List and Watch filter, read from the request; None: everything selected.
     filter: Callable[[Any], Filter[R] | None] = _no_filter
 
@@ -91,6 +101,14 @@ EVENTS: Service[event_pb2.Event] = Service(
 )
 
 
+# Create, Get and Delete only: credentials are never listed, watched or replaced.
+CREDENTIALS: Service[credential_pb2.ClusterCredential] = Service(
+    name=credential_pb2.DESCRIPTOR.services_by_name["ClusterCredentialService"].full_name,
+    add_to_server=credential_pb2_grpc.add_ClusterCredentialServiceServicer_to_server,
+    field="cluster_credential",
+)
+
+
 class ResourceService(Generic[R]):
     """The servicer of one kind: `service` says how its requests look, `api` does the work."""
 
@@ -121,6 +139,7 @@ class ResourceService(Generic[R]):
             self.service.filter(request),
         )
         meta = meta_pb2.ListMeta(resource_version=str(page.revision), continue_token=page.continue_token)
+        assert self.service.list_message is not None, "List is only routed to kinds that declare it"
         return self.service.list_message(items=page.items, metadata=meta)
 
     async def Update(self, request: Any, context: Context) -> R:
@@ -139,5 +158,6 @@ class ResourceService(Generic[R]):
         events = self.api.watch(
             request.tenant_id, request.label_selector, request.resource_version, self.service.filter(request)
         )
+        assert self.service.event_message is not None, "Watch is only routed to kinds that declare it"
         async for kind, obj in events:
             yield self.service.event_message(type=kind, object=obj)

@@ -37,6 +37,7 @@ RESOURCES = {
     "tke.platform.v1.ClusterService": "clusters",
     "tke.platform.v1.MachineService": "machines",
     "tke.platform.v1.EventService": "events",
+    "tke.platform.v1.ClusterCredentialService": "clustercredentials",
 }
 
 

@@ -18,7 +18,16 @@ import grpc
 from google.protobuf.message import Message
 
 from tke.internal.meta.resource import Resource
-from tke.platform.v1 import cluster_pb2, cluster_pb2_grpc, event_pb2, event_pb2_grpc, machine_pb2, machine_pb2_grpc
+from tke.platform.v1 import (
+    cluster_pb2,
+    cluster_pb2_grpc,
+    credential_pb2,
+    credential_pb2_grpc,
+    event_pb2,
+    event_pb2_grpc,
+    machine_pb2,
+    machine_pb2_grpc,
+)
 
 R = TypeVar("R", bound=Resource)
 
@@ -64,16 +73,17 @@ class ResourceClient(Protocol[R]):
 @dataclass(frozen=True)
 class KindService(Generic[R]):
     """How one kind's service is called: its stub and the request message of each method.
-    A method the service does not have (events have no UpdateStatus or Delete) is None."""
+    A method the service does not have (events have no UpdateStatus or Delete, credentials
+    no List, Watch or Update) is None."""
 
     kind: str  # "Cluster"
     stub: Callable[[grpc.aio.Channel], Any]
     field: str  # the field of Create/Update/UpdateStatus requests that carries the object
     create: type[Message]
     get: type[Message]
-    list: type[Message]
-    watch: type[Message]
-    update: type[Message]
+    list: type[Message] | None = None
+    watch: type[Message] | None = None
+    update: type[Message] | None = None
     update_status: type[Message] | None = None
     delete: type[Message] | None = None
 
@@ -111,6 +121,14 @@ EVENTS: KindService[event_pb2.Event] = KindService(
     list=event_pb2.ListEventsRequest,
     watch=event_pb2.WatchEventsRequest,
     update=event_pb2.UpdateEventRequest,
+)
+CREDENTIALS: KindService[credential_pb2.ClusterCredential] = KindService(
+    kind="ClusterCredential",
+    stub=credential_pb2_grpc.ClusterCredentialServiceStub,
+    field="cluster_credential",
+    create=credential_pb2.CreateClusterCredentialRequest,
+    get=credential_pb2.GetClusterCredentialRequest,
+    delete=credential_pb2.DeleteClusterCredentialRequest,
 )
 
 
@@ -161,11 +179,15 @@ class ApiClient(Generic[R]):
         return got
 
     async def list(self, continue_token: str = "", page_size: int = 500) -> Page[R]:
+        if self.service.list is None:
+            raise NotImplementedError(f"the {self.kind} service has no List")
         request = self.service.list(tenant_id="*", page_size=page_size, continue_token=continue_token)
         out = await self._call("List", request)
         return Page(list(out.items), out.metadata.resource_version, out.metadata.continue_token)
 
     async def watch(self, resource_version: str) -> AsyncIterator[tuple[int, R]]:
+        if self.service.watch is None:
+            raise NotImplementedError(f"the {self.kind} service has no Watch")
         request = self.service.watch(tenant_id="*", resource_version=resource_version)
         # No deadline: a watch lasts until the apiserver or the caller ends it.
         async for event in self.stub.Watch(request, metadata=self.metadata):

@@ -108,6 +108,9 @@ class _Adapter:
     def on_upgraded(self, obj: cluster_pb2.Cluster) -> None:
         obj.status.version = obj.spec.version
 
+    def upgrade_plan(self, steps: Sequence[Step[Any]]) -> Sequence[Step[Any]]:
+        return steps
+
     def pre_delete_steps(self) -> Sequence[Step[Any]]:
         return [Step("DeleteMachines", self._delete_machines, timeout=120, max_retries=1000)]
 

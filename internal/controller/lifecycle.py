@@ -67,6 +67,11 @@ class Adapter(Protocol):
 
     def pre_delete_steps(self) -> Sequence[Step[Any]]: ...
 
+    def upgrade_plan(self, steps: Sequence[Step[Any]]) -> Sequence[Step[Any]]:
+        """The provider's upgrade steps, with the controller's own around them (machines take
+        their cluster's upgrade slot first and give it back last)."""
+        ...
+
 
 class Lifecycle(Generic[R]):
     def __init__(
@@ -122,7 +127,8 @@ class Lifecycle(Generic[R]):
         if status.phase == p.failed:
             if status.observed_generation == obj.metadata.generation:
                 return None  # stays Failed until the spec changes
-            all_steps = [*provider.create_steps, *provider.upgrade_steps, *provider.scale_steps]
+            upgrade = adapter.upgrade_plan(provider.upgrade_steps)
+            all_steps = [*provider.create_steps, *upgrade, *provider.scale_steps]
             reset = progress.reset(status.conditions, [s.name for s in all_steps], now())
             status.observed_generation = obj.metadata.generation
             obj = await self._set_phase(obj, p.initializing, "Retrying", f"spec changed; retrying {', '.join(reset)}")
@@ -161,11 +167,12 @@ class Lifecycle(Generic[R]):
             in_upgrade or (status.phase == p.running and adapter.needs_upgrade(obj))
         )
         if upgrading and p.upgrading is not None:
+            plan = adapter.upgrade_plan(provider.upgrade_steps)
             if not in_upgrade:
-                progress.reset_plan(status.conditions, [s.name for s in provider.upgrade_steps])
+                progress.reset_plan(status.conditions, [s.name for s in plan])
                 obj = await self._set_phase(obj, p.upgrading, "Upgrading", "running the upgrade steps")
             ctx: Any = adapter.context(obj)
-            result = await self.runner.run(ctx, provider.upgrade_steps, self.writer)
+            result = await self.runner.run(ctx, plan, self.writer)
             if not result.done:
                 return result.requeue_after
             obj = ctx.obj

@@ -16,9 +16,10 @@ import socket
 from typing import Any
 
 from tke.internal.controller.cache import by_cluster
-from tke.internal.controller.client import CLUSTERS, EVENTS, MACHINES, ApiClient, open_channel
+from tke.internal.controller.client import CLUSTERS, CREDENTIALS, EVENTS, MACHINES, ApiClient, open_channel
 from tke.internal.controller.cluster import ClusterController
 from tke.internal.controller.config import ControllerConfig, ProviderConfig
+from tke.internal.controller.credentials import ApiCredentialStore
 from tke.internal.controller.events import ApiRecorder
 from tke.internal.controller.informer import Informer
 from tke.internal.controller.leader import LeaderElector
@@ -27,9 +28,10 @@ from tke.internal.controller.progress import RetryPolicy
 from tke.internal.controller.reconciler import Reconciler
 from tke.internal.controller.workers import run_workers
 from tke.internal.plugin import loader
+from tke.internal.provider.clusterapi import ClusterAPIs, NoClusterAPIs
 from tke.internal.provider.contract import Tools
 from tke.internal.provider.credentials import ConfiguredCredentials
-from tke.internal.provider.ssh import SSHDialer
+from tke.internal.provider.ssh import Dialer, SSHDialer
 from tke.internal.provider.steps import check_plans
 from tke.internal.storage.etcd import EtcdStore
 from tke.internal.storage.lease import LeasedStore
@@ -68,10 +70,12 @@ class Controller:
         leases: LeasedStore | None = None,
         cluster_providers: dict[str, Any] | None = None,
         machine_providers: dict[str, Any] | None = None,
-        tools: Tools | None = None,
+        dialer: Dialer | None = None,
+        cluster_apis: ClusterAPIs | None = None,
     ) -> None:
-        """`cluster_providers`, `machine_providers` and `tools` replace what the configuration
-        would load (tests, embedding)."""
+        """`cluster_providers`, `machine_providers`, `dialer` (how steps reach machines) and
+        `cluster_apis` (the Kubernetes API client of the clusters' own API servers) replace
+        what the configuration would load (tests, embedding)."""
         self.config = config
         self._own_store = leases is None and config.leader.enabled
         self.leases: LeasedStore | None = EtcdStore(config.etcd) if self._own_store else leases
@@ -87,7 +91,15 @@ class Controller:
         )
         self.recorder = ApiRecorder(self.events, "tke-controller")
         credentials = ConfiguredCredentials(config.credentials)
-        tools = tools or Tools(dialer=SSHDialer(credentials, config.ssh), credentials=credentials)
+        if cluster_apis is None and config.cluster_api.plugin:
+            cluster_apis = loader.load("tke.cluster_apis", config.cluster_api.plugin, config.cluster_api.options)
+        self.credentials = ApiClient(CREDENTIALS, self.channel, token, timeout)
+        tools = Tools(
+            dialer=dialer or SSHDialer(credentials, config.ssh),
+            credentials=credentials,
+            cluster_credentials=ApiCredentialStore(self.credentials),
+            cluster_apis=cluster_apis or NoClusterAPIs(),
+        )
         policy = RetryPolicy(config.max_retries, config.retry_base_delay, config.retry_max_delay)
         self.cluster_controller = ClusterController(
             self.clusters,
@@ -104,6 +116,7 @@ class Controller:
             self.machines,
             self.machine_informer,
             self.cluster_informer,
+            clusters=self.clusters,
             providers=machine_providers or load_providers(MACHINE_GROUP, config.machine_providers),
             tools=tools,
             recorder=self.recorder,

@@ -21,10 +21,13 @@ events, finalizers and leader election.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from tke.internal.provider.cluster_credentials import ClusterCredentialStore, NoCredentialStore
+from tke.internal.provider.clusterapi import ClusterAPIs, NoClusterAPIs
 from tke.internal.provider.credentials import Credentials
 from tke.internal.provider.ssh import CachingDialer, Dialer
 from tke.internal.rpc.errors import FieldViolation
@@ -33,10 +36,13 @@ from tke.platform.v1 import cluster_pb2, machine_pb2
 
 @dataclass
 class Tools:
-    """What the controller lends every step."""
+    """What the controller lends every step: SSH to machines, the operator's login credentials,
+    the clusters' own credentials (kept by the platform), and the clusters' Kubernetes APIs."""
 
     dialer: Dialer
     credentials: Credentials
+    cluster_credentials: ClusterCredentialStore = field(default_factory=NoCredentialStore)
+    cluster_apis: ClusterAPIs = field(default_factory=NoClusterAPIs)
 
 
 @contextlib.asynccontextmanager
@@ -44,7 +50,7 @@ async def reconcile_tools(tools: Tools) -> AsyncIterator[Tools]:
     """`tools` whose SSH connections are reused within one reconcile and closed after it."""
     dialer = CachingDialer(tools.dialer)
     try:
-        yield Tools(dialer=dialer, credentials=tools.credentials)
+        yield dataclasses.replace(tools, dialer=dialer)
     finally:
         await dialer.aclose()
 

@@ -1,23 +1,25 @@
-"""Shared pieces of providers that install Kubernetes on machines over SSH: how to reach a
-machine, where files go on it, run the operator's commands there with the platform's
-environment, read the cluster CA from the first control-plane machine, and mark finished work
-on the machine itself (so a restarted controller, or another one, skips it)."""
+"""Shared pieces of providers that install Kubernetes on machines over SSH with kubeadm: how to
+reach a machine, where files go on it, the platform's environment for commands, preparing a
+machine (nodeprep profiles), bootstrap tokens, and markers of finished work on the machine
+itself (so a restarted controller, or another one, skips it)."""
 
 from __future__ import annotations
 
 import posixpath
+import secrets
 import shlex
+import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from tke.internal.provider import endpoint as endpoints
 from tke.internal.provider.errors import TemporaryError
 from tke.internal.provider.kube import config as kubecfg
-from tke.internal.provider.kube import pki
-from tke.internal.provider.kube.kubeconfig import api_server_url
+from tke.internal.provider.nodeprep import Profile
 from tke.internal.provider.ssh import Channel, Target
 from tke.platform.v1 import cluster_pb2, machine_pb2
 
-API_PORT = 6443
+API_PORT = endpoints.API_PORT
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,10 @@ class Paths:
     @property
     def kubelet_dir(self) -> str:
         return f"{self.root}/var/lib/kubelet"
+
+    def of(self, path: str) -> str:
+        """An absolute path of the machine, under the root."""
+        return f"{self.root}{path}"
 
 
 @dataclass(frozen=True)
@@ -59,34 +65,24 @@ def machine_target(m: machine_pb2.Machine) -> Target:
     return Target(m.spec.ip, m.spec.ssh_port or 22, m.spec.username or "root", m.spec.credential_ref)
 
 
-def first_master(cluster: cluster_pb2.Cluster) -> cluster_pb2.ClusterMachine:
-    if not cluster.spec.machines:
-        raise ValueError(f"cluster {cluster.metadata.name} has no control-plane machines")
-    return cluster.spec.machines[0]
-
-
-def endpoint(cluster: cluster_pb2.Cluster, port: int = API_PORT) -> str:
-    """The API server URL nodes and kubeconfigs use: the first control-plane machine."""
-    return api_server_url(first_master(cluster).ip, port)
-
-
 def environment(
     cluster: cluster_pb2.Cluster, paths: Paths, *, node_ip: str, node_name: str, role: str
 ) -> dict[str, str]:
     """Variables every install, join, upgrade and teardown command sees."""
     return {
         "TKE_CLUSTER": cluster.metadata.name,
-        "TKE_VERSION": cluster.spec.version,
+        "TKE_VERSION": cluster.spec.version.lstrip("v"),
         "TKE_NODE_IP": node_ip,
         "TKE_NODE_NAME": node_name,
         "TKE_ROLE": role,
-        "TKE_API_SERVER": endpoint(cluster),
+        "TKE_API_SERVER": endpoints.of(cluster).url,
         "TKE_CONFIG_DIR": paths.config_dir,
         "TKE_PKI_DIR": paths.pki_dir,
         "TKE_KUBELET_DIR": paths.kubelet_dir,
         "TKE_POD_CIDR": cluster.spec.network.pod_cidr,
         "TKE_SERVICE_CIDR": cluster.spec.network.service_cidr,
         "TKE_KUBE_PROXY_ARGS": kubecfg.component_flags(cluster, "kube-proxy"),
+        "TKE_ROOT": paths.root,
     }
 
 
@@ -119,17 +115,8 @@ async def mark_done(channel: Channel, paths: Paths, name: str, value: str) -> No
     await channel.write_file(marker(paths, name), value.encode() + b"\n", 0o644)
 
 
-async def clear_marker(channel: Channel, paths: Paths, name: str) -> None:
-    await channel.run(f"rm -f {shlex.quote(marker(paths, name))}")
-
-
-async def read_cas(channel: Channel, paths: Paths) -> pki.ClusterCAs | None:
-    """The cluster's CAs from a control-plane machine; None when ca.crt is not there yet.
-    ca.crt is written last, so its presence means the whole set is."""
-    if not await channel.exists(posixpath.join(paths.pki_dir, "ca.crt")):
-        return None
-    files = {name: await channel.read_file(posixpath.join(paths.pki_dir, name)) for name in pki.CA_FILES}
-    return pki.ClusterCAs.from_files(files)
+async def clear_marker(channel: Channel, paths: Paths, *names: str) -> None:
+    await channel.run("rm -f " + " ".join(shlex.quote(marker(paths, n)) for n in names))
 
 
 async def write_files(channel: Channel, base: str, files: Mapping[str, bytes], last: str = "") -> None:
@@ -138,3 +125,60 @@ async def write_files(channel: Channel, base: str, files: Mapping[str, bytes], l
     for name in sorted(files, key=lambda n: n == last):
         mode = 0o600 if name.endswith((".key", ".conf")) else 0o644
         await channel.write_file(posixpath.join(base, name), files[name], mode)
+
+
+async def prepare(
+    channel: Channel, paths: Paths, profile: Profile, *, version: str, env: Mapping[str, str], time_limit: float
+) -> None:
+    """Install the container runtime and kubeadm, kubelet and kubectl of `version` (once per
+    version: a marker records it)."""
+    version = version.lstrip("v")
+    if await done_marker(channel, paths, "prepared") == version:
+        return
+    for path, data in profile.files(version, paths.root).items():
+        await channel.write_file(paths.of(path), data, 0o644)
+    full = {**env, **profile.environment(version, paths.root)}
+    await run_all(channel, [*profile.module_commands(), *profile.prepare_commands], full, time_limit)
+    await mark_done(channel, paths, "prepared", version)
+
+
+async def upgrade_kubeadm(
+    channel: Channel, paths: Paths, profile: Profile, *, version: str, env: Mapping[str, str], time_limit: float
+) -> None:
+    """kubeadm's package of `version`, from the repository of its minor version."""
+    version = version.lstrip("v")
+    for path, data in profile.files(version, paths.root).items():
+        await channel.write_file(paths.of(path), data, 0o644)
+    full = {**env, **profile.environment(version, paths.root)}
+    await run_all(channel, profile.upgrade_kubeadm_commands, full, time_limit)
+
+
+async def upgrade_kubelet(
+    channel: Channel, paths: Paths, profile: Profile, *, version: str, env: Mapping[str, str], time_limit: float
+) -> None:
+    version = version.lstrip("v")
+    full = {**env, **profile.environment(version, paths.root)}
+    await run_all(channel, profile.upgrade_kubelet_commands, full, time_limit)
+    await mark_done(channel, paths, "prepared", version)
+
+
+_TOKEN_ALPHABET = string.ascii_lowercase + string.digits
+
+
+def new_bootstrap_token() -> str:
+    """A kubeadm bootstrap token, [a-z0-9]{6}.[a-z0-9]{16}: an id and a secret."""
+    pick = secrets.choice
+    return "".join(pick(_TOKEN_ALPHABET) for _ in range(6)) + "." + "".join(pick(_TOKEN_ALPHABET) for _ in range(16))
+
+
+async def create_bootstrap_token(
+    master: Channel, env: Mapping[str, str], token: str, ttl_seconds: float, description: str
+) -> None:
+    """Create `token` on a control-plane machine with `kubeadm token create` (its admin.conf
+    reaches the API). The token goes through the environment, so that it appears neither in
+    the command of an error message nor in a status condition."""
+    command = (
+        f'kubeadm token create "$TKE_BOOTSTRAP_TOKEN" --ttl {int(ttl_seconds)}s '
+        f"--description {shlex.quote(description)} --kubeconfig {shlex.quote(env['TKE_CONFIG_DIR'] + '/admin.conf')}"
+    )
+    await master.run(command, env={**env, "TKE_BOOTSTRAP_TOKEN": token}, time_limit=120)

@@ -1,7 +1,9 @@
 """The command channel to machines: SSH (asyncssh) behind the Channel and Dialer Protocols.
 
-- `exec` runs a shell command with a timeout and returns its exit status and output; `run`
-  raises CommandFailed (temporary: the next attempt may succeed) on a non-zero exit.
+- `exec` runs a shell command and returns its exit status and output; `run` raises
+  CommandFailed (temporary: the next attempt may succeed) on a non-zero exit. A command reads
+  no input (stdin is at end of file) and is ended on the machine, with every process it
+  started, at its time limit (coreutils' timeout, which the machines need).
 - `write_file` writes atomically (a temporary file renamed into place, parents created, mode
   set) over SFTP, so a reader never sees half a certificate; `read_file` and `exists` read.
 - Connecting is retried a bounded number of times with backoff, then fails with
@@ -17,6 +19,7 @@ import contextlib
 import logging
 import posixpath
 import shlex
+import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -93,6 +96,21 @@ class Dialer(Protocol):
     def connect(self, target: Target) -> contextlib.AbstractAsyncContextManager[Channel]: ...
 
 
+# Seconds between SIGTERM and SIGKILL for a command past its time limit.
+KILL_AFTER = 10
+# timeout's exit status when it ended the command: 124 after SIGTERM, 128+9 after SIGKILL.
+TIMED_OUT = (124, 137)
+
+
+def bounded(command: str, limit: float) -> str:
+    """`command`, run by the login shell under coreutils' timeout, which ends the command's
+    whole process group (the shell and every process of its pipelines and background jobs)
+    at `limit` seconds. Closing the SSH channel would not: sshd leaves a non-interactive
+    session's processes running, and refuses to signal them for root logins. A command left
+    running (an apt-get holding dpkg's lock) would block the step's next attempt."""
+    return f'exec timeout --kill-after={KILL_AFTER} {limit:g} "${{SHELL:-/bin/sh}}" -c {shlex.quote(command)}'
+
+
 def with_env(command: str, env: Mapping[str, str] | None) -> str:
     """`command` with environment variables set by the shell (sshd's AcceptEnv is rarely open)."""
     if not env:
@@ -112,13 +130,24 @@ class SSHChannel:
         self, command: str, *, time_limit: float | None = None, env: Mapping[str, str] | None = None
     ) -> Result:
         limit = time_limit or self.options.command_timeout
+        started = time.monotonic()
         try:
-            done = await self.conn.run(with_env(command, env), check=False, timeout=limit)
-        except asyncssh.TimeoutError:
-            raise TemporaryError(f"{self.target}: `{_short(command)}` timed out after {limit:.0f}s") from None
+            # stdin at end of file: a command that reads it (a prompt, a program given no
+            # input file) fails or finishes at once instead of waiting out its time limit.
+            process = await self.conn.create_process(with_env(bounded(command, limit), env), stdin=asyncssh.DEVNULL)
         except (asyncssh.Error, OSError) as err:
             raise TemporaryError(f"{self.target}: `{_short(command)}`: {err}") from None
+        try:
+            # The machine ends the command at `limit`; waiting longer only covers a machine
+            # that stopped answering.
+            done = await process.wait(check=False, timeout=limit + KILL_AFTER + 10)
+        except (asyncssh.Error, OSError) as err:
+            process.close()
+            why = "timed out" if isinstance(err, asyncssh.TimeoutError) else str(err)
+            raise TemporaryError(f"{self.target}: `{_short(command)}`: {why}") from None
         status = done.exit_status if done.exit_status is not None else 255
+        if status in TIMED_OUT and time.monotonic() - started >= limit:
+            raise TemporaryError(f"{self.target}: `{_short(command)}` timed out after {limit:g}s")
         return Result(status, _text(done.stdout), _text(done.stderr))
 
     async def run(self, command: str, *, time_limit: float | None = None, env: Mapping[str, str] | None = None) -> str:

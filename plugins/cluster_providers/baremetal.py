@@ -1,51 +1,80 @@
-"""The baremetal cluster provider: an independent Kubernetes cluster on the user's own
-machines, installed over SSH.
+"""The baremetal cluster provider: a Kubernetes cluster on the user's own machines, installed
+with kubeadm over SSH, the way kubeadm's high-availability guide does it.
 
-The platform generates everything Kubernetes needs (PKI, kubeconfigs, kubeadm-style and
-kubelet configuration) and writes it to the control-plane machines; the commands that
-install and start the binaries are the operator's (`install_commands`), because the
-binaries come from the operator's own mirror. Each command sees TKE_* variables (cluster,
-version, node IP and name, role, API server URL, directories, CIDRs).
+Install order (create steps):
+- Preflight: SSH to every control-plane machine, the operator's checks.
+- EnsureClusterCredential: the cluster, etcd and front-proxy CAs and the service-account keys,
+  generated once and kept by the platform (a ClusterCredential in tke-apiserver); the
+  control-plane endpoint is recorded in status.
+- PrepareMachines: containerd, kubeadm, kubelet and kubectl of the cluster's version (an
+  install profile, tke.internal.provider.nodeprep).
+- WriteControlPlaneFiles: the shared CAs and keys in every master's /etc/kubernetes/pki
+  (kubeadm's pre-distributed PKI: kubeadm makes every leaf certificate and kubeconfig itself
+  from these), and with a managed VIP the keepalived and haproxy static pods.
+- InitControlPlane: exactly one `kubeadm init` on the first master, once per cluster.
+- WaitAPIReady: the API server answers /readyz through the endpoint.
+- JoinControlPlane: every other master runs `kubeadm join` with a controlPlane section, one
+  at a time, with a fresh bootstrap token and the CA's public key pin.
+- RecordAddresses.
+Status.control_plane records each master once installed; scaling in removes the masters no
+longer in spec.machines (drain, `kubeadm reset`, the etcd member removed through a remaining
+master even when reset failed, the Node deleted). Upgrades go kubeadm's way: the kubeadm
+package then `kubeadm upgrade apply` on the first master, `kubeadm upgrade node` on the
+others, then each one's kubelet and kubectl packages and a kubelet restart, one at a time.
+Workers follow once the control plane runs the new version (the machine controller).
 
-Idempotence: the CA is generated once and kept on the first control-plane machine (a
-restarted controller reads it back); certificates and kubeconfigs are written only when
-missing; a machine whose install finished carries a marker, so install commands never run
-twice on it. Masters removed from spec.machines are not uninstalled (delete the cluster).
+Idempotence: markers on the machines (prepared, installed, init-started, join-started) and
+status.control_plane say what was done; a kubeadm init or join cut off half-way is reset
+before it is tried again.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import posixpath
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from tke.internal.provider import nodes
+from tke.internal.provider import cluster_credentials, nodeprep, nodes
+from tke.internal.provider import endpoint as endpoints
+from tke.internal.provider.clusterapi import ClusterAPI, admin_access
 from tke.internal.provider.contract import ClusterContext
 from tke.internal.provider.errors import PermanentError, TemporaryError
 from tke.internal.provider.kube import config as kubecfg
-from tke.internal.provider.kube import kubeconfig, pki
+from tke.internal.provider.kube import pki, vip
 from tke.internal.provider.ssh import Channel
 from tke.internal.provider.steps import Step
 from tke.internal.rpc.errors import FieldViolation
 from tke.platform.v1 import cluster_pb2
 
-DEFAULT_INSTALL = (
-    "kubeadm init --config $TKE_CONFIG_DIR/kubeadm-config.yaml --skip-phases=certs,kubeconfig"
-    " --ignore-preflight-errors=all",
+# etcdctl inside the etcd static pod of a master (kubeadm's local etcd), with the
+# health-check client certificate kubeadm makes there.
+ETCDCTL = (
+    'crictl exec "$(crictl ps --name etcd -q | head -n1)" etcdctl --endpoints=https://127.0.0.1:2379 '
+    '--cacert="$TKE_PKI_DIR/etcd/ca.crt" --cert="$TKE_PKI_DIR/etcd/healthcheck-client.crt" '
+    '--key="$TKE_PKI_DIR/etcd/healthcheck-client.key"'
 )
-DEFAULT_HEALTH = "curl -fsk --max-time 5 https://127.0.0.1:6443/healthz"
 
 
 @dataclass
 class BaremetalOptions:
     preflight_commands: Sequence[str] = ("uname -srm", 'test "$(id -u)" -eq 0 || sudo -n true')
-    install_commands: Sequence[str] = DEFAULT_INSTALL
-    health_command: str = DEFAULT_HEALTH
-    upgrade_commands: Sequence[str] = ("kubeadm upgrade apply -y v$TKE_VERSION",)
+    # Install profiles by name (tke.internal.provider.nodeprep.Profile fields); "default" is
+    # built in: Kubernetes' community package repositories.
+    profiles: dict[str, Any] = field(default_factory=dict)
     teardown_commands: Sequence[str] = ("kubeadm reset -f", "rm -rf $TKE_CONFIG_DIR")
+    etcdctl: str = ETCDCTL
     command_timeout: float = 600.0
     extra_sans: Sequence[str] = field(default_factory=list)
-    api_port: int = nodes.API_PORT
+    # Seconds a bootstrap token lives: long enough for one join.
+    bootstrap_token_ttl: float = 1800.0
+    # Seconds a drain may take before the step is retried.
+    drain_timeout: float = 300.0
+    keepalived_image: str = vip.KEEPALIVED_IMAGE
+    haproxy_image: str = vip.HAPROXY_IMAGE
     # Prefix of every path on the machines ("{ip}" becomes the machine's address); "" on real
     # machines. Tests give each loopback machine its own directory.
     root_dir: str = ""
@@ -58,29 +87,42 @@ class BaremetalClusterProvider:
 
     def __init__(self, **options: object) -> None:
         self.options = BaremetalOptions(**options)  # type: ignore[arg-type]
+        self.profiles = nodeprep.profiles_from(self.options.profiles)
         self.layout = nodes.Layout(self.options.root_dir)
-        install = [
+        self.create_steps = [
             Step("Preflight", self.preflight, description="SSH to every control-plane machine and run the checks"),
             Step(
-                "EnsureClusterCA", self.ensure_ca, description="cluster, etcd and front-proxy CAs, service account keys"
+                "EnsureClusterCredential",
+                self.ensure_credential,
+                description="the cluster's CAs and service-account keys, kept by the platform",
             ),
-            Step("EnsureCertificates", self.ensure_certificates, description="component certificates with their SANs"),
-            Step("EnsureKubeconfigs", self.ensure_kubeconfigs, description="admin, component and kubelet kubeconfigs"),
-            Step("WriteConfiguration", self.write_configuration, description="kubeadm and kubelet configuration"),
-            Step("InstallControlPlane", self.install, timeout=3600, description="the operator's install commands"),
-            Step(
-                "WaitHealthy", self.wait_healthy, max_retries=60, description="the API server answers its health check"
-            ),
+            Step("PrepareMachines", self.prepare, timeout=3600, description="container runtime and kubeadm packages"),
+            Step("WriteControlPlaneFiles", self.write_files, description="shared CAs and keys; the managed VIP"),
+            Step("InitControlPlane", self.init, timeout=3600, description="kubeadm init on the first master"),
+            Step("WaitAPIReady", self.wait_ready, max_retries=120, description="the API server is ready"),
+            Step("JoinControlPlane", self.join, timeout=3600, description="kubeadm join of the other masters"),
             Step("RecordAddresses", self.record_addresses, description="status.addresses"),
         ]
-        self.create_steps = install
-        # Scale re-runs the same idempotent work for the masters now in the spec.
-        self.scale_steps = [Step(f"Scale{s.name}", s.run, s.timeout, s.max_retries, s.description) for s in install]
-        self.upgrade_steps = [
-            Step("UpgradeControlPlane", self.upgrade, timeout=3600, description="the operator's upgrade commands"),
-            Step("UpgradeWaitHealthy", self.wait_healthy, max_retries=60, description="healthy after the upgrade"),
+        self.scale_steps = [
+            Step("ScalePreflight", self.preflight),
+            Step("ScalePrepareMachines", self.prepare, timeout=3600),
+            Step("ScaleWriteControlPlaneFiles", self.write_files),
+            Step("ScaleWaitAPIReady", self.wait_ready, max_retries=120),
+            Step("ScaleJoinControlPlane", self.join, timeout=3600),
+            Step(
+                "RemoveControlPlaneMachines",
+                self.remove_masters,
+                timeout=3600,
+                description="drain, reset, leave etcd and delete the masters no longer in spec.machines",
+            ),
+            Step("ScaleRecordAddresses", self.record_addresses),
         ]
-        self.delete_steps = [Step("Teardown", self.teardown, description="the operator's teardown commands")]
+        self.upgrade_steps = [
+            Step("UpgradeFirstControlPlane", self.upgrade_first, timeout=3600, description="kubeadm upgrade apply"),
+            Step("UpgradeControlPlanes", self.upgrade_others, timeout=7200, description="kubeadm upgrade node"),
+            Step("UpgradeWaitHealthy", self.wait_upgraded, max_retries=120, description="the new version answers"),
+        ]
+        self.delete_steps = [Step("Teardown", self.teardown, timeout=3600, description="kubeadm reset everywhere")]
 
     # -- validation -------------------------------------------------------------------------
 
@@ -92,12 +134,28 @@ class BaremetalClusterProvider:
             out.append(FieldViolation("cluster.spec.network", "pod_cidr and service_cidr are required"))
         if not cluster.spec.version:
             out.append(FieldViolation("cluster.spec.version", "is required: the Kubernetes version to install"))
+        else:
+            try:
+                if kubecfg.minor(cluster.spec.version) < (1, 29):
+                    out.append(FieldViolation("cluster.spec.version", "must be 1.29 or later"))
+            except (ValueError, IndexError):
+                out.append(FieldViolation("cluster.spec.version", "must look like 1.31.2"))
+        ips = [m.ip for m in cluster.spec.machines]
         for i, m in enumerate(cluster.spec.machines):
             if not m.credential_ref:
                 out.append(
                     FieldViolation(f"cluster.spec.machines[{i}].credential_ref", "is required to log in over SSH")
                 )
-        return out
+            if ips.count(m.ip) > 1:
+                out.append(FieldViolation(f"cluster.spec.machines[{i}].ip", f"{m.ip} appears more than once"))
+        if cluster.status.control_plane and not cluster.spec.machines:
+            out.append(
+                FieldViolation(
+                    "cluster.spec.machines",
+                    "cannot remove the last control-plane machine of an installed cluster; delete the cluster instead",
+                )
+            )
+        return out + endpoints.violations(cluster)
 
     def waiting_for(self, cluster: cluster_pb2.Cluster) -> str | None:
         if not cluster.spec.machines:
@@ -110,9 +168,13 @@ class BaremetalClusterProvider:
         violations = self.validate(ctx.cluster)
         if violations:
             raise PermanentError("; ".join(f"{v.field}: {v.description}" for v in violations))
-        if not ctx.cluster.spec.machines:
-            raise TemporaryError("no control-plane machine in spec.machines")
         return list(ctx.cluster.spec.machines)
+
+    def _installed(self, ctx: ClusterContext) -> dict[str, cluster_pb2.ControlPlaneMember]:
+        return {m.machine.ip: m for m in ctx.obj.status.control_plane}
+
+    def _profile(self, ctx: ClusterContext) -> nodeprep.Profile:
+        return nodeprep.choose(self.profiles, ctx.cluster.spec.install_profile)
 
     def _env(self, ctx: ClusterContext, master: cluster_pb2.ClusterMachine, name: str) -> dict[str, str]:
         paths = self.layout.at(master.ip)
@@ -121,13 +183,28 @@ class BaremetalClusterProvider:
     async def _name(self, ch: Channel) -> str:
         return await nodes.node_name(ch, self.options.node_name_command)
 
-    async def _cas(self, ctx: ClusterContext) -> pki.ClusterCAs:
-        first = nodes.first_master(ctx.cluster)
-        async with ctx.tools.dialer.connect(nodes.master_target(first)) as ch:
-            cas = await nodes.read_cas(ch, self.layout.at(first.ip))
-        if cas is None:
-            raise TemporaryError("the cluster CA is not on the first control-plane machine yet")
-        return cas
+    def _healthy_master(self, ctx: ClusterContext) -> cluster_pb2.ClusterMachine:
+        """An installed master still in the spec, the first in spec order: where kubeadm's
+        cluster-wide commands (token create, upgrade apply, etcdctl) run."""
+        installed = self._installed(ctx)
+        for m in ctx.cluster.spec.machines:
+            if m.ip in installed:
+                return m
+        raise TemporaryError("no installed control-plane machine left in spec.machines")
+
+    @contextlib.asynccontextmanager
+    async def _api(self, ctx: ClusterContext) -> AsyncIterator[ClusterAPI]:
+        cas = await cluster_credentials.read_cas(ctx.tools.cluster_credentials, ctx.cluster)
+        access = admin_access(
+            ctx.cluster.metadata.name, endpoints.of(ctx.cluster).url, cas.ca, ctx.cluster.spec.version
+        )
+        async with ctx.tools.cluster_apis.connect(access) as api:
+            yield api
+
+    def _sans(self, ctx: ClusterContext) -> list[str]:
+        ep = endpoints.of(ctx.cluster)
+        ips = [m.ip for m in ctx.cluster.spec.machines] + [m.machine.ip for m in ctx.obj.status.control_plane]
+        return list(dict.fromkeys([ep.host, *ips, *self.options.extra_sans]))
 
     # -- create -----------------------------------------------------------------------------
 
@@ -138,139 +215,277 @@ class BaremetalClusterProvider:
                 for command in self.options.preflight_commands:
                     await ch.run(command, env=self._env(ctx, master, name), time_limit=60)
 
-    async def ensure_ca(self, ctx: ClusterContext) -> None:
-        masters = self._masters(ctx)
-        first = self.layout.at(masters[0].ip)
-        async with ctx.tools.dialer.connect(nodes.master_target(masters[0])) as ch:
-            cas = await nodes.read_cas(ch, first)
-            if cas is None:
-                cas = pki.ClusterCAs.generate()
-                await nodes.write_files(ch, first.pki_dir, cas.files(), last="ca.crt")
-        for master in masters[1:]:
+    async def ensure_credential(self, ctx: ClusterContext) -> None:
+        self._masters(ctx)
+        await cluster_credentials.ensure_cas(ctx.tools.cluster_credentials, ctx.cluster)
+        if not ctx.obj.status.control_plane_endpoint:
+            ctx.obj.status.control_plane_endpoint = endpoints.of(ctx.cluster).address
+
+    async def prepare(self, ctx: ClusterContext) -> None:
+        profile = self._profile(ctx)
+        for master in self._masters(ctx):
             paths = self.layout.at(master.ip)
             async with ctx.tools.dialer.connect(nodes.master_target(master)) as ch:
-                theirs = await nodes.read_cas(ch, paths)
-                if theirs is None or theirs.ca.pair.cert_pem != cas.ca.pair.cert_pem:
-                    await nodes.write_files(ch, paths.pki_dir, cas.files(), last="ca.crt")
+                if await nodes.done_marker(ch, paths, "installed") is not None:
+                    continue  # installed before: upgrades change its packages, not this
+                env = self._env(ctx, master, await self._name(ch))
+                await nodes.prepare(
+                    ch,
+                    paths,
+                    profile,
+                    version=ctx.cluster.spec.version,
+                    env=env,
+                    time_limit=self.options.command_timeout,
+                )
 
-    async def ensure_certificates(self, ctx: ClusterContext) -> None:
-        cas = await self._cas(ctx)
+    def _vip(self, ctx: ClusterContext, cas: pki.ClusterCAs, backends: list[tuple[str, str]]) -> vip.VIPConfig:
+        spec = ctx.cluster.spec.control_plane_vip
+        ep = endpoints.of(ctx.cluster)
+        # VRRP's PASS authentication takes 8 characters: derived from the CA key, so it is
+        # secret, the same on every master and every run, and stored nowhere.
+        auth = hashlib.sha256(cas.ca.pair.key_pem + b"/vrrp").hexdigest()[:8]
+        return vip.VIPConfig(
+            address=ep.host,
+            port=ep.port,
+            interface=spec.interface,
+            router_id=spec.virtual_router_id or endpoints.VIP_ROUTER_ID,
+            auth_pass=auth,
+            backends=backends,
+            keepalived_image=self.options.keepalived_image,
+            haproxy_image=self.options.haproxy_image,
+        )
+
+    async def write_files(self, ctx: ClusterContext) -> None:
+        cas = await cluster_credentials.read_cas(ctx.tools.cluster_credentials, ctx.cluster)
         masters = self._masters(ctx)
+        names: dict[str, str] = {}
         for master in masters:
             paths = self.layout.at(master.ip)
             async with ctx.tools.dialer.connect(nodes.master_target(master)) as ch:
-                if await self._certificate_valid(ch, paths, cas):
-                    continue
-                name = await self._name(ch)
-                files = pki.master_certificates(
-                    cas,
-                    node_name=name,
-                    address=master.ip,
-                    service_cidr=ctx.cluster.spec.network.service_cidr,
-                    dns_domain=ctx.cluster.spec.network.dns_domain,
-                    masters=[m.ip for m in masters],
-                    extra_sans=list(self.options.extra_sans),
+                names[master.ip] = await self._name(ch)
+                try:
+                    theirs = await ch.read_file(posixpath.join(paths.pki_dir, "ca.crt"))
+                except FileNotFoundError:
+                    theirs = b""
+                if theirs != cas.ca.pair.cert_pem:
+                    await nodes.write_files(ch, paths.pki_dir, cas.files(), last="ca.crt")
+        if not endpoints.of(ctx.cluster).managed_vip:
+            return
+        config = self._vip(ctx, cas, [(names[m.ip], m.ip) for m in masters])
+        for i, master in enumerate(masters):
+            paths = self.layout.at(master.ip)
+            async with ctx.tools.dialer.connect(nodes.master_target(master)) as ch:
+                for path, (data, mode) in vip.files(config, first=i == 0).items():
+                    await ch.write_file(paths.of(path), data, mode)
+
+    def _node(self, ctx: ClusterContext, master: cluster_pb2.ClusterMachine, name: str) -> kubecfg.Node:
+        ignore = ["DirAvailable--etc-kubernetes-manifests"] if endpoints.of(ctx.cluster).managed_vip else []
+        if self._profile(ctx).swap == "kubelet":
+            ignore.append("Swap")
+        return kubecfg.Node(name, master.ip, dict(master.labels), control_plane=True, ignore_preflight_errors=ignore)
+
+    def _record(self, ctx: ClusterContext, master: cluster_pb2.ClusterMachine, name: str) -> None:
+        if master.ip not in self._installed(ctx):
+            ctx.obj.status.control_plane.add(machine=master, node_name=name)
+
+    async def _reset_if_cut_off(self, ch: Channel, paths: nodes.Paths, env: dict[str, str], started: str) -> None:
+        """A kubeadm init or join that was cut off half-way left files that make the next
+        attempt fail: kubeadm reset clears them first."""
+        if await nodes.done_marker(ch, paths, started) is not None:
+            await ch.run("kubeadm reset -f", env=env, time_limit=self.options.command_timeout)
+
+    async def init(self, ctx: ClusterContext) -> None:
+        masters = self._masters(ctx)
+        if ctx.obj.status.control_plane:
+            return  # initialized once; new masters join
+        first = masters[0]
+        paths = self.layout.at(first.ip)
+        async with ctx.tools.dialer.connect(nodes.master_target(first)) as ch:
+            name = await self._name(ch)
+            if await nodes.done_marker(ch, paths, "installed") is None:
+                env = self._env(ctx, first, name)
+                await self._reset_if_cut_off(ch, paths, env, "init-started")
+                token = kubecfg.BootstrapToken(
+                    nodes.new_bootstrap_token(), self.options.bootstrap_token_ttl, f"tke: install {first.ip}"
                 )
-                await nodes.write_files(ch, paths.pki_dir, files, last="apiserver.crt")
-
-    async def _certificate_valid(self, ch: Channel, paths: nodes.Paths, cas: pki.ClusterCAs) -> bool:
-        """apiserver.crt (written last) is there and was issued by this cluster's CA."""
-        try:
-            pem = await ch.read_file(posixpath.join(paths.pki_dir, "apiserver.crt"))
-        except FileNotFoundError:
-            return False
-        return pki.issued_by(pem, cas.ca)
-
-    async def ensure_kubeconfigs(self, ctx: ClusterContext) -> None:
-        cas = await self._cas(ctx)
-        server = nodes.endpoint(ctx.cluster, self.options.api_port)
-        for master in self._masters(ctx):
-            paths = self.layout.at(master.ip)
-            async with ctx.tools.dialer.connect(nodes.master_target(master)) as ch:
-                existing = await _read_or_none(ch, posixpath.join(paths.config_dir, "kubelet.conf"))
-                if existing is not None and kubeconfig.ca_of(existing.decode()) == cas.ca.pair.cert_pem:
-                    continue
-                name = await self._name(ch)
-                files = kubeconfig.component_kubeconfigs(cas.ca, ctx.cluster.metadata.name, server)
-                files["kubelet.conf"] = kubeconfig.node_kubeconfig(cas.ca, ctx.cluster.metadata.name, server, name)
-                await nodes.write_files(ch, paths.config_dir, files, last="kubelet.conf")
-
-    async def write_configuration(self, ctx: ClusterContext) -> None:
-        cluster = ctx.cluster
-        server = nodes.endpoint(cluster, self.options.api_port).removeprefix("https://")
-        for master in self._masters(ctx):
-            paths = self.layout.at(master.ip)
-            async with ctx.tools.dialer.connect(nodes.master_target(master)) as ch:
-                name = await self._name(ch)
-                sans = list(self.options.extra_sans)
+                cluster = ctx.cluster
                 text = kubecfg.documents(
-                    kubecfg.cluster_configuration(cluster, server, cert_sans=sans, pki_dir=paths.pki_dir),
-                    kubecfg.init_configuration(name, master.ip, cluster, dict(master.labels)),
-                    kubecfg.kubelet_configuration(cluster, paths.pki_dir),
+                    kubecfg.cluster_configuration(
+                        cluster, endpoints.of(cluster).address, self._sans(ctx), pki_dir=paths.pki_dir
+                    ),
+                    kubecfg.init_configuration(cluster, self._node(ctx, first, name), token),
+                    kubecfg.kubelet_configuration(
+                        cluster, paths.pki_dir, fail_swap_on=self._profile(ctx).swap == "off"
+                    ),
                     kubecfg.kube_proxy_configuration(cluster),
                 )
-                await ch.write_file(posixpath.join(paths.config_dir, "kubeadm-config.yaml"), text.encode(), 0o600)
-                kubelet = kubecfg.documents(kubecfg.kubelet_configuration(cluster, paths.pki_dir))
-                await ch.write_file(posixpath.join(paths.kubelet_dir, "config.yaml"), kubelet.encode(), 0o644)
+                config = posixpath.join(paths.config_dir, "kubeadm-init.yaml")
+                await ch.write_file(config, text.encode(), 0o600)
+                await nodes.mark_done(ch, paths, "init-started", cluster.spec.version)
+                await ch.run(f"kubeadm init --config {config}", env=env, time_limit=self.options.command_timeout)
+                await nodes.mark_done(ch, paths, "installed", cluster.spec.version)
+                await nodes.clear_marker(ch, paths, "init-started")
+                await ch.run(f"rm -f {config}")  # it holds a bootstrap token
+        self._record(ctx, first, name)
 
-    async def install(self, ctx: ClusterContext) -> None:
-        for master in self._masters(ctx):
-            async with ctx.tools.dialer.connect(nodes.master_target(master)) as ch:
-                if await nodes.done_marker(ch, self.layout.at(master.ip), "installed") is not None:
-                    continue  # installed before (this run or a previous controller's)
-                name = await self._name(ch)
-                env = self._env(ctx, master, name)
-                await nodes.run_all(ch, self.options.install_commands, env, self.options.command_timeout)
-                await nodes.mark_done(ch, self.layout.at(master.ip), "installed", ctx.cluster.spec.version)
+    async def wait_ready(self, ctx: ClusterContext) -> None:
+        async with self._api(ctx) as api:
+            await api.ready()
 
-    async def wait_healthy(self, ctx: ClusterContext) -> None:
+    async def join(self, ctx: ClusterContext) -> None:
+        cas = await cluster_credentials.read_cas(ctx.tools.cluster_credentials, ctx.cluster)
         for master in self._masters(ctx):
+            if master.ip in self._installed(ctx):
+                continue
+            paths = self.layout.at(master.ip)
             async with ctx.tools.dialer.connect(nodes.master_target(master)) as ch:
                 name = await self._name(ch)
-                result = await ch.exec(self.options.health_command, env=self._env(ctx, master, name), time_limit=30)
-                if result.exit_status != 0:
-                    why = (result.stderr or result.stdout).strip()[-300:]
-                    raise TemporaryError(f"{master.ip}: not healthy yet: {why}", delay=5.0)
+                if await nodes.done_marker(ch, paths, "installed") is None:
+                    await self._join_one(ctx, ch=ch, master=master, name=name, paths=paths, cas=cas)
+            # Recorded at once (written with the step's progress even if a later master
+            # fails): scale-in must know every master that is part of the cluster.
+            self._record(ctx, master, name)
+
+    async def _join_one(
+        self,
+        ctx: ClusterContext,
+        *,
+        ch: Channel,
+        master: cluster_pb2.ClusterMachine,
+        name: str,
+        paths: nodes.Paths,
+        cas: pki.ClusterCAs,
+    ) -> None:
+        env = self._env(ctx, master, name)
+        await self._reset_if_cut_off(ch, paths, env, "join-started")
+        token = await self._token(ctx, f"tke: join control-plane {master.ip}")
+        discovery = kubecfg.Discovery(
+            endpoints.of(ctx.cluster).address, token, [pki.ca_cert_hash(cas.ca.pair.cert_pem)]
+        )
+        cluster = ctx.cluster
+        text = kubecfg.documents(
+            kubecfg.join_configuration(cluster, self._node(ctx, master, name), discovery, paths.pki_dir)
+        )
+        config = posixpath.join(paths.config_dir, "kubeadm-join.yaml")
+        await ch.write_file(config, text.encode(), 0o600)
+        await nodes.mark_done(ch, paths, "join-started", cluster.spec.version)
+        await ch.run(f"kubeadm join --config {config}", env=env, time_limit=self.options.command_timeout)
+        await nodes.mark_done(ch, paths, "installed", cluster.spec.version)
+        await nodes.clear_marker(ch, paths, "join-started")
+        await ch.run(f"rm -f {config}")  # it holds a bootstrap token
+
+    async def _token(self, ctx: ClusterContext, description: str) -> str:
+        master = self._healthy_master(ctx)
+        token = nodes.new_bootstrap_token()
+        async with ctx.tools.dialer.connect(nodes.master_target(master)) as ch:
+            env = self._env(ctx, master, await self._name(ch))
+            await nodes.create_bootstrap_token(ch, env, token, self.options.bootstrap_token_ttl, description)
+        return token
 
     async def record_addresses(self, ctx: ClusterContext) -> None:
         status = ctx.obj.status
+        ep = endpoints.of(ctx.cluster)
         del status.addresses[:]
-        masters = self._masters(ctx)
-        status.addresses.add(type="Advertise", host=masters[0].ip, port=self.options.api_port)
-        for master in masters:
-            status.addresses.add(type="Internal", host=master.ip, port=self.options.api_port)
+        status.addresses.add(type="Advertise", host=ep.host, port=ep.port)
+        for member in status.control_plane:
+            status.addresses.add(type="Internal", host=member.machine.ip, port=nodes.API_PORT)
 
-    # -- upgrade, delete, health -------------------------------------------------------------
+    # -- scale in ---------------------------------------------------------------------------
 
-    async def upgrade(self, ctx: ClusterContext) -> None:
-        version = ctx.cluster.spec.version
+    async def remove_masters(self, ctx: ClusterContext) -> None:
+        wanted = {m.ip for m in self._masters(ctx)}
+        for member in list(ctx.obj.status.control_plane):
+            if member.machine.ip in wanted:
+                continue
+            await self._remove_one(ctx, member)
+            kept = [m for m in ctx.obj.status.control_plane if m.machine.ip != member.machine.ip]
+            del ctx.obj.status.control_plane[:]
+            ctx.obj.status.control_plane.extend(kept)
+
+    async def _remove_one(self, ctx: ClusterContext, member: cluster_pb2.ControlPlaneMember) -> None:
+        async with self._api(ctx) as api:
+            await api.drain(member.node_name, self.options.drain_timeout)
+        paths = self.layout.at(member.machine.ip)
+        try:
+            async with ctx.tools.dialer.connect(nodes.master_target(member.machine)) as ch:
+                env = self._env(ctx, member.machine, member.node_name)
+                await ch.run("kubeadm reset -f", env=env, time_limit=self.options.command_timeout)
+                await nodes.clear_marker(ch, paths, "installed", "prepared", "init-started", "join-started")
+        except TemporaryError:
+            # A dead or half-reset machine must not keep the cluster from shrinking: its etcd
+            # membership is removed below, through a master that stays.
+            pass
+        await self._leave_etcd(ctx, member.node_name)
+        async with self._api(ctx) as api:
+            await api.delete_node(member.node_name)
+
+    async def _leave_etcd(self, ctx: ClusterContext, member_name: str) -> None:
+        master = self._healthy_master(ctx)
+        async with ctx.tools.dialer.connect(nodes.master_target(master)) as ch:
+            env = self._env(ctx, master, await self._name(ch))
+            listed = await ch.run(f"{self.options.etcdctl} member list -w json", env=env, time_limit=60)
+            try:
+                members = json.loads(listed).get("members", [])
+            except (ValueError, AttributeError):
+                raise TemporaryError(f"{master.ip}: etcdctl member list printed no JSON") from None
+            for member in members:
+                if member.get("name") == member_name:
+                    member_id = format(int(member["ID"]), "x")
+                    await ch.run(f"{self.options.etcdctl} member remove {member_id}", env=env, time_limit=60)
+
+    # -- upgrade ----------------------------------------------------------------------------
+
+    async def _upgrade_master(self, ctx: ClusterContext, master: cluster_pb2.ClusterMachine, *, first: bool) -> None:
+        version = ctx.cluster.spec.version.lstrip("v")
+        paths = self.layout.at(master.ip)
+        profile = self._profile(ctx)
+        limit = self.options.command_timeout
+        async with ctx.tools.dialer.connect(nodes.master_target(master)) as ch:
+            if await nodes.done_marker(ch, paths, "installed") == version:
+                return
+            name = await self._name(ch)
+            env = self._env(ctx, master, name)
+            await nodes.upgrade_kubeadm(ch, paths, profile, version=version, env=env, time_limit=limit)
+            upgrade = f"kubeadm upgrade apply v{version} -y" if first else "kubeadm upgrade node"
+            await ch.run(upgrade, env=env, time_limit=limit)
+            async with self._api(ctx) as api:
+                await api.drain(name, self.options.drain_timeout)
+            await nodes.upgrade_kubelet(ch, paths, profile, version=version, env=env, time_limit=limit)
+            async with self._api(ctx) as api:
+                await api.uncordon(name)
+            await nodes.mark_done(ch, paths, "installed", version)
+
+    async def upgrade_first(self, ctx: ClusterContext) -> None:
+        await self._upgrade_master(ctx, self._healthy_master(ctx), first=True)
+
+    async def upgrade_others(self, ctx: ClusterContext) -> None:
+        first = self._healthy_master(ctx)
+        installed = self._installed(ctx)
         for master in self._masters(ctx):
-            async with ctx.tools.dialer.connect(nodes.master_target(master)) as ch:
-                if await nodes.done_marker(ch, self.layout.at(master.ip), "installed") == version:
-                    continue
-                name = await self._name(ch)
-                env = self._env(ctx, master, name)
-                await nodes.run_all(ch, self.options.upgrade_commands, env, self.options.command_timeout)
-                await nodes.mark_done(ch, self.layout.at(master.ip), "installed", version)
+            if master.ip != first.ip and master.ip in installed:
+                await self._upgrade_master(ctx, master, first=False)
+
+    async def wait_upgraded(self, ctx: ClusterContext) -> None:
+        async with self._api(ctx) as api:
+            version = await api.ready()
+        if version.lstrip("v") != ctx.cluster.spec.version.lstrip("v"):
+            raise TemporaryError(f"the API server runs {version}, not yet v{ctx.cluster.spec.version}", delay=5.0)
+
+    # -- delete, health ---------------------------------------------------------------------
 
     async def teardown(self, ctx: ClusterContext) -> None:
-        for master in ctx.cluster.spec.machines:
+        machines = {m.ip: m for m in ctx.cluster.spec.machines}
+        for member in ctx.obj.status.control_plane:
+            machines.setdefault(member.machine.ip, member.machine)
+        for master in machines.values():
+            paths = self.layout.at(master.ip)
             async with ctx.tools.dialer.connect(nodes.master_target(master)) as ch:
-                name = await self._name(ch)
-                env = self._env(ctx, master, name)
+                env = self._env(ctx, master, await self._name(ch))
                 await nodes.run_all(ch, self.options.teardown_commands, env, self.options.command_timeout)
+                await nodes.clear_marker(ch, paths, "installed", "prepared", "init-started", "join-started")
+        await ctx.tools.cluster_credentials.delete(ctx.cluster.metadata.tenant_id, ctx.cluster.metadata.name)
 
     async def check_health(self, ctx: ClusterContext) -> str:
-        master = nodes.first_master(ctx.cluster)
-        async with ctx.tools.dialer.connect(nodes.master_target(master)) as ch:
-            result = await ch.exec(self.options.health_command, env=self._env(ctx, master, ""), time_limit=30)
-        if result.exit_status != 0:
-            raise TemporaryError(f"{master.ip}: health check failed: {(result.stderr or result.stdout).strip()[-300:]}")
-        return f"{master.ip}: healthy"
-
-
-async def _read_or_none(ch: Channel, path: str) -> bytes | None:
-    try:
-        return await ch.read_file(path)
-    except FileNotFoundError:
-        return None
+        async with self._api(ctx) as api:
+            version = await api.ready()
+        return f"{endpoints.of(ctx.cluster).address}: ready ({version})"

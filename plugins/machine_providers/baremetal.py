@@ -1,45 +1,48 @@
-"""The baremetal machine provider: joins the user's own machine to its cluster over SSH, and
-drains and removes it on delete.
+"""The baremetal machine provider: joins the user's own machine to its cluster as a worker with
+kubeadm over SSH, and drains, resets and removes it on delete.
 
-The platform writes the node's credentials and configuration (the cluster CA, a kubelet
-kubeconfig with a client certificate for system:node:<hostname>, kubelet and kubeadm join
-configuration); the operator's `join_commands` start the kubelet. Draining runs
-`drain_commands` on the cluster's first control-plane machine (where kubectl and admin.conf
-are), then `reset_commands` on the machine itself. A joined machine carries a marker, so
-join commands never run twice on it.
+Create: Preflight, PrepareNode (container runtime and kubeadm packages of the cluster's
+version, from the cluster's install profile), JoinCluster (`kubeadm join` with token
+discovery: a bootstrap token the platform creates with a TTL on a control-plane machine, and
+the pin of the cluster CA's public key), WaitNodeReady and RecordNodeInfo (from the Node,
+through the cluster's API). Delete: DrainNode (the Eviction API), ResetNode (`kubeadm reset`),
+DeleteNode. Upgrade (one worker of a cluster at a time, once the control plane runs the new
+version; the machine controller holds the cluster's upgrade slot around these steps):
+DrainForUpgrade, UpgradeNodePackages (kubeadm package, `kubeadm upgrade node`, kubelet and
+kubectl packages, kubelet restart), UncordonNode, WaitNodeUpgraded.
+A joined machine carries a marker, so it never joins twice.
 """
 
 from __future__ import annotations
 
+import contextlib
 import posixpath
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
-from tke.internal.provider import nodes
+from tke.internal.provider import cluster_credentials, nodeprep, nodes
+from tke.internal.provider import endpoint as endpoints
+from tke.internal.provider.clusterapi import ClusterAPI, NodeStatus, admin_access
 from tke.internal.provider.contract import MachineContext
 from tke.internal.provider.errors import PermanentError, TemporaryError
 from tke.internal.provider.kube import config as kubecfg
-from tke.internal.provider.kube import kubeconfig
+from tke.internal.provider.kube import pki
 from tke.internal.provider.ssh import Channel
 from tke.internal.provider.steps import Step
 from tke.internal.rpc.errors import FieldViolation
 from tke.platform.v1 import machine_pb2
 
-KUBECTL = "kubectl --kubeconfig $TKE_CONFIG_DIR/admin.conf"
-
 
 @dataclass
 class MachineOptions:
     preflight_commands: Sequence[str] = ("uname -srm", 'test "$(id -u)" -eq 0 || sudo -n true')
-    join_commands: Sequence[str] = ("kubeadm join --config $TKE_CONFIG_DIR/kubeadm-join.yaml --skip-phases=preflight",)
-    health_command: str = "systemctl is-active --quiet kubelet"
-    drain_commands: Sequence[str] = (
-        f"{KUBECTL} drain $TKE_NODE_NAME --ignore-daemonsets --delete-emptydir-data --force --timeout=300s",
-        f"{KUBECTL} delete node $TKE_NODE_NAME --ignore-not-found",
-    )
+    # Install profiles, as the baremetal cluster provider's (configure the same in both).
+    profiles: dict[str, Any] = field(default_factory=dict)
     reset_commands: Sequence[str] = ("kubeadm reset -f", "rm -rf $TKE_CONFIG_DIR")
-    upgrade_commands: Sequence[str] = ("kubeadm upgrade node",)
     command_timeout: float = 600.0
+    bootstrap_token_ttl: float = 1800.0
+    drain_timeout: float = 300.0
     # As the baremetal cluster provider's: a prefix of every path ("{ip}": the machine's
     # address), and the command printing the node name. Use the same values in both.
     root_dir: str = ""
@@ -51,37 +54,76 @@ class BaremetalMachineProvider:
 
     def __init__(self, **options: object) -> None:
         self.options = MachineOptions(**options)  # type: ignore[arg-type]
+        self.profiles = nodeprep.profiles_from(self.options.profiles)
         self.layout = nodes.Layout(self.options.root_dir)
         self.create_steps = [
             Step("Preflight", self.preflight, description="SSH to the machine and run the checks"),
-            Step("WriteNodeCredentials", self.write_credentials, description="cluster CA and kubelet kubeconfig"),
-            Step("WriteNodeConfiguration", self.write_configuration, description="kubelet and join configuration"),
-            Step("JoinCluster", self.join, timeout=3600, description="the operator's join commands"),
-            Step("WaitNodeReady", self.wait_ready, max_retries=60, description="the node's health check passes"),
-            Step("RecordNodeInfo", self.record_node_info, description="status.node_info and addresses"),
+            Step("PrepareNode", self.prepare, timeout=3600, description="container runtime and kubeadm packages"),
+            Step("JoinCluster", self.join, timeout=3600, description="kubeadm join with a bootstrap token"),
+            Step("WaitNodeReady", self.wait_ready, max_retries=120, description="the Node is Ready"),
+            Step("RecordNodeInfo", self.record_node_info, description="status.node_info and addresses, from the Node"),
         ]
         self.delete_steps = [
-            Step("DrainNode", self.drain, description="drain and delete the node, from the control plane"),
-            Step("ResetNode", self.reset, description="the operator's reset commands on the machine"),
+            Step("DrainNode", self.drain, description="evict the node's pods (the Eviction API)"),
+            Step("ResetNode", self.reset, description="kubeadm reset on the machine"),
+            Step("DeleteNode", self.delete_node, description="delete the Node"),
         ]
         self.scale_steps: list[Step[MachineContext]] = []
-        self.upgrade_steps = [Step("UpgradeNode", self.upgrade, timeout=3600, description="upgrade the kubelet")]
+        self.upgrade_steps = [
+            Step("DrainForUpgrade", self.drain, description="evict the node's pods before its upgrade"),
+            Step("UpgradeNodePackages", self.upgrade, timeout=3600, description="kubeadm upgrade node, the kubelet"),
+            Step("UncordonNode", self.uncordon, description="schedulable again"),
+            Step("WaitNodeUpgraded", self.wait_upgraded, max_retries=120, description="the kubelet runs the version"),
+        ]
 
     def validate(self, machine: machine_pb2.Machine) -> list[FieldViolation]:
         if not machine.spec.ip:
             return [FieldViolation("machine.spec.ip", "is required")]
+        if machine.spec.role == machine_pb2.MACHINE_ROLE_MASTER:
+            return [
+                FieldViolation(
+                    "machine.spec.role", "control-plane machines of a baremetal cluster go in its spec.machines"
+                )
+            ]
         return []
 
     def _paths(self, ctx: MachineContext) -> nodes.Paths:
         return self.layout.at(ctx.machine.spec.ip)
 
-    def _env(self, ctx: MachineContext, name: str, paths: nodes.Paths | None = None) -> dict[str, str]:
-        role = "master" if ctx.machine.spec.role == machine_pb2.MACHINE_ROLE_MASTER else "worker"
-        paths = paths or self._paths(ctx)
-        return nodes.environment(ctx.cluster, paths, node_ip=ctx.machine.spec.ip, node_name=name, role=role)
+    def _env(self, ctx: MachineContext, name: str) -> dict[str, str]:
+        return nodes.environment(
+            ctx.cluster, self._paths(ctx), node_ip=ctx.machine.spec.ip, node_name=name, role="worker"
+        )
 
     async def _name(self, ch: Channel) -> str:
         return await nodes.node_name(ch, self.options.node_name_command)
+
+    def _profile(self, ctx: MachineContext) -> nodeprep.Profile:
+        return nodeprep.choose(self.profiles, ctx.cluster.spec.install_profile)
+
+    def _control_plane(self, ctx: MachineContext) -> Any:
+        """An installed control-plane machine of the cluster (for kubeadm token create)."""
+        wanted = {m.ip for m in ctx.cluster.spec.machines}
+        for member in ctx.cluster.status.control_plane:
+            if member.machine.ip in wanted:
+                return member.machine
+        raise TemporaryError(f"cluster {ctx.cluster.metadata.name} has no installed control-plane machine yet")
+
+    @contextlib.asynccontextmanager
+    async def _api(self, ctx: MachineContext) -> AsyncIterator[ClusterAPI]:
+        cas = await cluster_credentials.read_cas(ctx.tools.cluster_credentials, ctx.cluster)
+        access = admin_access(
+            ctx.cluster.metadata.name, endpoints.of(ctx.cluster).url, cas.ca, ctx.cluster.spec.version
+        )
+        async with ctx.tools.cluster_apis.connect(access) as api:
+            yield api
+
+    async def _node_name(self, ctx: MachineContext) -> str:
+        recorded = [a.address for a in ctx.machine.status.addresses if a.type == "Hostname"]
+        if recorded:
+            return recorded[0]
+        async with ctx.tools.dialer.connect(nodes.machine_target(ctx.machine)) as ch:
+            return await self._name(ch)
 
     async def preflight(self, ctx: MachineContext) -> None:
         if not ctx.cluster.spec.machines:
@@ -91,111 +133,137 @@ class BaremetalMachineProvider:
             for command in self.options.preflight_commands:
                 await ch.run(command, env=self._env(ctx, name), time_limit=60)
 
-    async def write_credentials(self, ctx: MachineContext) -> None:
-        first = nodes.first_master(ctx.cluster)
-        async with ctx.tools.dialer.connect(nodes.master_target(first)) as master:
-            cas = await nodes.read_cas(master, self.layout.at(first.ip))
-        if cas is None:
-            raise TemporaryError("the cluster CA is not on the control plane yet")
-        server = nodes.endpoint(ctx.cluster)
+    async def prepare(self, ctx: MachineContext) -> None:
         paths = self._paths(ctx)
         async with ctx.tools.dialer.connect(nodes.machine_target(ctx.machine)) as ch:
-            path = posixpath.join(paths.config_dir, "kubelet.conf")
-            try:
-                if kubeconfig.ca_of((await ch.read_file(path)).decode()) == cas.ca.pair.cert_pem:
-                    return
-            except FileNotFoundError:
-                pass
-            name = await self._name(ch)
-            node_conf = kubeconfig.node_kubeconfig(cas.ca, ctx.cluster.metadata.name, server, name)
-            await ch.write_file(posixpath.join(paths.pki_dir, "ca.crt"), cas.ca.pair.cert_pem, 0o644)
-            await ch.write_file(posixpath.join(paths.config_dir, "bootstrap-kubelet.conf"), node_conf, 0o600)
-            await ch.write_file(path, node_conf, 0o600)
-
-    async def write_configuration(self, ctx: MachineContext) -> None:
-        m = ctx.machine
-        taints = [{"key": t.key, "value": t.value, "effect": t.effect} for t in m.spec.taints]
-        paths = self._paths(ctx)
-        async with ctx.tools.dialer.connect(nodes.machine_target(m)) as ch:
-            name = await self._name(ch)
-            api = nodes.endpoint(ctx.cluster).removeprefix("https://")
-            join = kubecfg.join_configuration(
-                name, m.spec.ip, ctx.cluster, api, labels=dict(m.spec.labels), taints=taints
-            )
-            kubelet_config = kubecfg.kubelet_configuration(ctx.cluster, paths.pki_dir)
-            text = kubecfg.documents(join, kubelet_config)
-            await ch.write_file(posixpath.join(paths.config_dir, "kubeadm-join.yaml"), text.encode(), 0o600)
-            kubelet = kubecfg.documents(kubelet_config)
-            await ch.write_file(posixpath.join(paths.kubelet_dir, "config.yaml"), kubelet.encode(), 0o644)
-
-    async def join(self, ctx: MachineContext) -> None:
-        async with ctx.tools.dialer.connect(nodes.machine_target(ctx.machine)) as ch:
-            if await nodes.done_marker(ch, self._paths(ctx), "joined") is not None:
+            if await nodes.done_marker(ch, paths, "installed") is not None:
                 return
             env = self._env(ctx, await self._name(ch))
-            await nodes.run_all(ch, self.options.join_commands, env, self.options.command_timeout)
-            await nodes.mark_done(ch, self._paths(ctx), "joined", ctx.cluster.spec.version)
+            version = ctx.cluster.status.version or ctx.cluster.spec.version
+            await nodes.prepare(
+                ch, paths, self._profile(ctx), version=version, env=env, time_limit=self.options.command_timeout
+            )
+
+    async def join(self, ctx: MachineContext) -> None:
+        paths = self._paths(ctx)
+        cas = await cluster_credentials.read_cas(ctx.tools.cluster_credentials, ctx.cluster)
+        async with ctx.tools.dialer.connect(nodes.machine_target(ctx.machine)) as ch:
+            if await nodes.done_marker(ch, paths, "installed") is not None:
+                return
+            name = await self._name(ch)
+            env = self._env(ctx, name)
+            if await nodes.done_marker(ch, paths, "join-started") is not None:
+                await ch.run("kubeadm reset -f", env=env, time_limit=self.options.command_timeout)
+            token = await self._token(ctx, f"tke: join worker {ctx.machine.metadata.name}")
+            m = ctx.machine
+            taints = [{"key": t.key, "value": t.value, "effect": t.effect} for t in m.spec.taints]
+            node = kubecfg.Node(name, m.spec.ip, dict(m.spec.labels), taints)
+            if self._profile(ctx).swap == "kubelet":
+                node = kubecfg.Node(name, m.spec.ip, dict(m.spec.labels), taints, ignore_preflight_errors=["Swap"])
+            discovery = kubecfg.Discovery(
+                endpoints.of(ctx.cluster).address, token, [pki.ca_cert_hash(cas.ca.pair.cert_pem)]
+            )
+            text = kubecfg.documents(kubecfg.join_configuration(ctx.cluster, node, discovery, paths.pki_dir))
+            config = posixpath.join(paths.config_dir, "kubeadm-join.yaml")
+            await ch.write_file(config, text.encode(), 0o600)
+            await nodes.mark_done(ch, paths, "join-started", ctx.cluster.spec.version)
+            await ch.run(f"kubeadm join --config {config}", env=env, time_limit=self.options.command_timeout)
+            await nodes.mark_done(ch, paths, "installed", ctx.cluster.spec.version)
+            await nodes.clear_marker(ch, paths, "join-started")
+            await ch.run(f"rm -f {config}")  # it holds a bootstrap token
+
+    async def _token(self, ctx: MachineContext, description: str) -> str:
+        master = self._control_plane(ctx)
+        token = nodes.new_bootstrap_token()
+        paths = self.layout.at(master.ip)
+        async with ctx.tools.dialer.connect(nodes.master_target(master)) as ch:
+            name = await self._name(ch)
+            env = nodes.environment(ctx.cluster, paths, node_ip=master.ip, node_name=name, role="master")
+            await nodes.create_bootstrap_token(ch, env, token, self.options.bootstrap_token_ttl, description)
+        return token
+
+    async def _status(self, ctx: MachineContext) -> NodeStatus:
+        name = await self._node_name(ctx)
+        async with self._api(ctx) as api:
+            node = await api.node_status(name)
+        if node is None:
+            raise TemporaryError(f"node {name} is not registered yet", delay=5.0)
+        return node
 
     async def wait_ready(self, ctx: MachineContext) -> None:
-        async with ctx.tools.dialer.connect(nodes.machine_target(ctx.machine)) as ch:
-            env = self._env(ctx, await self._name(ch))
-            result = await ch.exec(self.options.health_command, env=env, time_limit=30)
-        if result.exit_status != 0:
-            raise TemporaryError(f"node not ready yet: {(result.stderr or result.stdout).strip()[-300:]}", delay=5.0)
+        node = await self._status(ctx)
+        if not node.ready:
+            why = "; ".join(f"{c.type}={c.status} {c.reason}".strip() for c in node.conditions) or "no conditions"
+            raise TemporaryError(f"node {node.name} is not Ready yet: {why}", delay=5.0)
 
     async def record_node_info(self, ctx: MachineContext) -> None:
-        script = (
-            "uname -r; uname -m; cat /etc/machine-id 2>/dev/null || echo; "
-            "cat /proc/sys/kernel/random/boot_id 2>/dev/null || echo; "
-            '. /etc/os-release 2>/dev/null && echo "$PRETTY_NAME" || echo; hostname'
-        )
-        async with ctx.tools.dialer.connect(nodes.machine_target(ctx.machine)) as ch:
-            lines = (await ch.run(script)).splitlines() + [""] * 6
+        node = await self._status(ctx)
         info = ctx.obj.status.node_info
-        info.kernel_version, info.architecture, info.machine_id, info.boot_id, info.os_image = (
-            lines[0].strip(),
-            _arch(lines[1].strip()),
-            lines[2].strip(),
-            lines[3].strip(),
-            lines[4].strip(),
-        )
+        info.kubelet_version = node.kubelet_version
+        info.os_image = node.os_image
+        info.kernel_version = node.kernel_version
+        info.container_runtime_version = node.container_runtime_version
+        info.architecture = node.architecture
+        info.machine_id = node.machine_id
+        info.system_uuid = node.system_uuid
+        info.boot_id = node.boot_id
         status = ctx.obj.status
         del status.addresses[:]
-        status.addresses.add(type="InternalIP", address=ctx.machine.spec.ip)
-        if lines[5].strip():
-            status.addresses.add(type="Hostname", address=lines[5].strip().lower())
+        for kind, address in node.addresses:
+            status.addresses.add(type=kind, address=address)
+        if not any(a.type == "Hostname" for a in status.addresses):
+            status.addresses.add(type="Hostname", address=node.name)
+
+    def _joined(self, ctx: MachineContext) -> bool:
+        return bool(ctx.cluster.status.control_plane) and bool(ctx.cluster.spec.machines)
 
     async def drain(self, ctx: MachineContext) -> None:
-        if not ctx.cluster.spec.machines:
-            return  # no control plane to drain from
-        async with ctx.tools.dialer.connect(nodes.machine_target(ctx.machine)) as ch:
-            name = await self._name(ch)
-        first = nodes.first_master(ctx.cluster)
-        # Drain runs on the control plane: its environment names the master's directories.
-        env = self._env(ctx, name, self.layout.at(first.ip))
-        async with ctx.tools.dialer.connect(nodes.master_target(first)) as master:
-            await nodes.run_all(master, self.options.drain_commands, env, self.options.command_timeout)
+        if not self._joined(ctx):
+            return  # no control plane: nothing to drain from
+        name = await self._node_name(ctx)
+        async with self._api(ctx) as api:
+            await api.drain(name, self.options.drain_timeout)
 
     async def reset(self, ctx: MachineContext) -> None:
         async with ctx.tools.dialer.connect(nodes.machine_target(ctx.machine)) as ch:
             env = self._env(ctx, await self._name(ch))
             await nodes.run_all(ch, self.options.reset_commands, env, self.options.command_timeout)
-            await nodes.clear_marker(ch, self._paths(ctx), "joined")
+            await nodes.clear_marker(ch, self._paths(ctx), "installed", "prepared", "join-started")
+
+    async def delete_node(self, ctx: MachineContext) -> None:
+        if not self._joined(ctx):
+            return
+        name = await self._node_name(ctx)
+        async with self._api(ctx) as api:
+            await api.delete_node(name)
 
     async def upgrade(self, ctx: MachineContext) -> None:
+        version = ctx.cluster.status.version.lstrip("v")
+        paths = self._paths(ctx)
+        profile = self._profile(ctx)
+        limit = self.options.command_timeout
         async with ctx.tools.dialer.connect(nodes.machine_target(ctx.machine)) as ch:
-            version = ctx.cluster.status.version
-            if await nodes.done_marker(ch, self._paths(ctx), "joined") == version:
+            if await nodes.done_marker(ch, paths, "installed") == version:
                 return
             env = self._env(ctx, await self._name(ch))
             env["TKE_VERSION"] = version
-            await nodes.run_all(ch, self.options.upgrade_commands, env, self.options.command_timeout)
-            await nodes.mark_done(ch, self._paths(ctx), "joined", version)
+            await nodes.upgrade_kubeadm(ch, paths, profile, version=version, env=env, time_limit=limit)
+            await ch.run("kubeadm upgrade node", env=env, time_limit=limit)
+            await nodes.upgrade_kubelet(ch, paths, profile, version=version, env=env, time_limit=limit)
+            await nodes.mark_done(ch, paths, "installed", version)
+
+    async def uncordon(self, ctx: MachineContext) -> None:
+        name = await self._node_name(ctx)
+        async with self._api(ctx) as api:
+            await api.uncordon(name)
+
+    async def wait_upgraded(self, ctx: MachineContext) -> None:
+        node = await self._status(ctx)
+        want = ctx.cluster.status.version.lstrip("v")
+        if node.kubelet_version.lstrip("v") != want or not node.ready:
+            raise TemporaryError(f"node {node.name} runs kubelet {node.kubelet_version}, waiting for v{want}", delay=5)
+        ctx.obj.status.node_info.kubelet_version = node.kubelet_version
 
     async def check_health(self, ctx: MachineContext) -> str:
         await self.wait_ready(ctx)
-        return "node healthy"
-
-
-def _arch(machine: str) -> str:
-    return {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine)
+        return "node Ready"

@@ -100,6 +100,35 @@ async def test_update_with_field_mask_changes_only_the_masked_fields(api: Runnin
     assert dict(updated.metadata.labels) == {"keep": "me"}
 
 
+async def test_a_masked_field_is_replaced_whole_and_cleared_when_the_request_leaves_it_empty(api: Running) -> None:
+    c = cluster("clear", {"keep": "me"})
+    c.spec.machines.add(ip="192.0.2.10", credential_ref="ops-key")
+    c.spec.extra_args["kubelet"].args["max-pods"] = "200"
+    c.spec.display_name = "Clear me"
+    await create(api, c)
+
+    # A named repeated field is replaced, not appended to.
+    patch = cluster_pb2.Cluster()
+    patch.metadata.name = "clear"
+    patch.spec.machines.add(ip="192.0.2.11", credential_ref="ops-key")
+    mask = field_mask_pb2.FieldMask(paths=["spec.machines"])
+    updated = await api.clusters.Update(cluster_pb2.UpdateClusterRequest(cluster=patch, update_mask=mask))
+    assert [m.ip for m in updated.spec.machines] == ["192.0.2.11"]
+
+    # Named and left empty (the request's spec is then absent on the wire): cleared.
+    patch = cluster_pb2.Cluster()
+    patch.metadata.name = "clear"
+    paths = ["spec.machines", "spec.extra_args", "spec.display_name", "metadata.labels"]
+    mask = field_mask_pb2.FieldMask(paths=paths)
+    updated = await api.clusters.Update(cluster_pb2.UpdateClusterRequest(cluster=patch, update_mask=mask))
+    assert list(updated.spec.machines) == [] and dict(updated.spec.extra_args) == {}
+    assert updated.spec.display_name == "" and dict(updated.metadata.labels) == {}
+    # What the mask does not name stays.
+    assert (updated.spec.version, updated.spec.network.pod_cidr) == ("1.30.2", "10.244.0.0/16")
+    assert updated.metadata.generation == 3
+    assert await api.clusters.Get(cluster_pb2.GetClusterRequest(name="clear")) == updated
+
+
 async def test_update_mask_rejects_status_and_unknown_paths(api: Running) -> None:
     await create(api, cluster("mask-bad"))
     patch = cluster("mask-bad")

@@ -24,7 +24,22 @@ def test_the_example_configuration_loads_with_its_providers() -> None:
     clusters = load_providers(CLUSTER_GROUP, config.cluster_providers)
     machines = load_providers(MACHINE_GROUP, config.machine_providers)
     assert set(clusters) == {"baremetal", "imported"} and set(machines) == {"baremetal"}
-    assert [s.name for s in clusters["baremetal"].create_steps][:2] == ["Preflight", "EnsureClusterCA"]
+    assert [s.name for s in clusters["baremetal"].create_steps] == [
+        "Preflight",
+        "EnsureClusterCredential",
+        "PrepareMachines",
+        "WriteControlPlaneFiles",
+        "InitControlPlane",
+        "WaitAPIReady",
+        "JoinControlPlane",
+        "RecordAddresses",
+    ]
+    # Both providers install from the example's mirror, per minor version, with its key.
+    mirror = "https://mirror.example.internal/kubernetes/core:/stable:/v1.31/deb/"
+    for provider in (clusters["baremetal"], machines["baremetal"]):
+        profile = provider.profiles["default"]
+        assert profile.repository_of("1.31.2") == mirror
+        assert profile.environment("1.31.2", "")["TKE_PACKAGE_KEY_URL"] == mirror + "Release.key"
     assert config.credentials["ops-password"].password_env == "TKE_OPS_PASSWORD"
 
 

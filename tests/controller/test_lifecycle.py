@@ -14,6 +14,7 @@ from typing import Any
 
 import grpc
 import pytest
+import yaml
 
 from tests.support.apiserver import Running, cluster
 from tests.support.controller import RecordingProvider, controller_config
@@ -21,11 +22,12 @@ from tests.support.fake_ssh import FakeDialer
 from tests.support.waiting import wait_for
 from tke.internal.controller.manager import Controller
 from tke.internal.controller.progress import FAILED, RETRYING, SUCCEEDED, TRUE, find
-from tke.internal.provider.contract import Tools
-from tke.internal.provider.credentials import ConfiguredCredentials
+from tke.internal.provider import nodeprep
+from tke.internal.provider.clusterapi import ClusterAccess, NodeStatus
+from tke.internal.provider.errors import TemporaryError
 from tke.internal.provider.ssh import Result
 from tke.internal.storage.etcd import EtcdConfig
-from tke.platform.v1 import cluster_pb2, event_pb2, event_pb2_grpc
+from tke.platform.v1 import cluster_pb2, credential_pb2, credential_pb2_grpc, event_pb2, event_pb2_grpc
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -235,13 +237,46 @@ async def test_an_unknown_provider_type_is_failed_with_the_reason(
     assert got.status.reason == "UnknownProvider" and "nosuchcloud" in got.status.message
 
 
+class APIAfterInit:
+    """The cluster's Kubernetes API, as far as the install needs it: ready once a fake machine
+    ran kubeadm init (connection refused before), with the version kubeadm was asked for."""
+
+    def __init__(self, dialer: FakeDialer) -> None:
+        self.dialer = dialer
+        self.accessed: list[ClusterAccess] = []
+
+    @contextlib.asynccontextmanager
+    async def connect(self, access: ClusterAccess) -> AsyncIterator[APIAfterInit]:
+        self.accessed.append(access)
+        yield self
+
+    async def ready(self) -> str:
+        for channel in self.dialer.machines.values():
+            config = channel.files.get("/etc/kubernetes/kubeadm-init.yaml")
+            if config is not None and any("kubeadm init --config" in c for c in channel.commands):
+                docs = {d["kind"]: d for d in yaml.safe_load_all(config)}
+                return str(docs["ClusterConfiguration"]["kubernetesVersion"])
+        raise TemporaryError("connection refused: no API server yet")
+
+    async def node_status(self, name: str) -> NodeStatus | None:
+        return None
+
+    async def drain(self, name: str, timeout: float) -> None:  # noqa: ASYNC109 - the Protocol's
+        raise AssertionError("an install drains nothing")
+
+    async def uncordon(self, name: str) -> None:
+        raise AssertionError("an install uncordons nothing")
+
+    async def delete_node(self, name: str) -> None:
+        raise AssertionError("an install deletes no node")
+
+
 async def test_a_baremetal_cluster_without_machines_waits_then_installs_on_fake_machines(
     api: Running, etcd_config: EtcdConfig
 ) -> None:
     dialer = FakeDialer({"hostname": Result(0, "fake-master\n", "")})
-    credentials = ConfiguredCredentials({})
-    config = controller_config(api.address, etcd_config)
-    controller = Controller(config, tools=Tools(dialer=dialer, credentials=credentials))
+    apis = APIAfterInit(dialer)
+    controller = Controller(controller_config(api.address, etcd_config), dialer=dialer, cluster_apis=apis)
     task = asyncio.create_task(controller.run())
     try:
         await api.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=cluster("later")))
@@ -253,6 +288,8 @@ async def test_a_baremetal_cluster_without_machines_waits_then_installs_on_fake_
         c = await wait_for(waiting)
         assert c.status.phase == cluster_pb2.CLUSTER_PHASE_INITIALIZING
         assert "spec.machines" in c.status.message
+        assert not any(cond.retries for cond in c.status.conditions)  # waiting spends no retries
+        assert dialer.machines == {}
         c.spec.machines.add(ip="192.0.2.50", credential_ref="ops-key")
         c.metadata.resource_version = ""
         await api.clusters.Update(cluster_pb2.UpdateClusterRequest(cluster=c))
@@ -261,9 +298,29 @@ async def test_a_baremetal_cluster_without_machines_waits_then_installs_on_fake_
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-    files = dialer.machines["192.0.2.50"].files
-    assert {"/etc/kubernetes/pki/ca.crt", "/etc/kubernetes/admin.conf", "/etc/kubernetes/.tke-installed"} <= set(files)
-    assert [a.host for a in c.status.addresses] == ["192.0.2.50", "192.0.2.50"]
+    master = dialer.machines["192.0.2.50"]
+    # Prepared by the default profile, then one kubeadm init with the platform's own CAs.
+    commands = [cmd.rsplit("; ", 1)[-1] for cmd in master.commands]
+    inits = [i for i, cmd in enumerate(commands) if cmd.startswith("kubeadm init --config")]
+    assert len(inits) == 1
+    assert any(cmd.startswith("DEBIAN_FRONTEND=noninteractive apt-get install") for cmd in commands[: inits[0]])
+    repository = nodeprep.COMMUNITY_REPOSITORY.replace("{minor}", "1.30").encode()
+    assert repository in master.files["/etc/apt/sources.list.d/kubernetes.list"]
+    creds = credential_pb2_grpc.ClusterCredentialServiceStub(api.channel)
+    stored = await creds.Get(credential_pb2.GetClusterCredentialRequest(name="later"))
+    assert master.files["/etc/kubernetes/pki/ca.crt"].decode() == stored.spec.ca.cert_pem
+    assert {"/etc/kubernetes/pki/sa.key", "/etc/kubernetes/.tke-installed"} <= set(master.files)
+    # A single master is its own endpoint.
+    docs = {d["kind"]: d for d in yaml.safe_load_all(master.files["/etc/kubernetes/kubeadm-init.yaml"])}
+    assert docs["ClusterConfiguration"]["controlPlaneEndpoint"] == "192.0.2.50:6443"
+    assert docs["InitConfiguration"]["nodeRegistration"]["name"] == "fake-master"
+    assert c.status.control_plane_endpoint == "192.0.2.50:6443"
+    assert [(m.machine.ip, m.node_name) for m in c.status.control_plane] == [("192.0.2.50", "fake-master")]
+    assert [(a.type, a.host, a.port) for a in c.status.addresses] == [
+        ("Advertise", "192.0.2.50", 6443),
+        ("Internal", "192.0.2.50", 6443),
+    ]
+    assert {a.server for a in apis.accessed} == {"https://192.0.2.50:6443"}
 
 
 async def test_many_clusters_share_a_bounded_number_of_workers(

@@ -4,7 +4,9 @@ connection retries, and authentication and host key failures that are permanent.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -12,9 +14,11 @@ from pathlib import Path
 import asyncssh
 import pytest
 
+from tests.support import processes
 from tests.support.fake_ssh import FakeChannel
 from tests.support.ports import free_port
-from tests.support.sshd import Machines, keypair, ssh_machines
+from tests.support.sshd import MARKER, Machines, keypair, ssh_machines
+from tests.support.waiting import wait_for
 from tke.internal.provider.credentials import ConfiguredCredentials, CredentialConfig
 from tke.internal.provider.errors import PermanentError, TemporaryError
 from tke.internal.provider.ssh import (
@@ -24,6 +28,7 @@ from tke.internal.provider.ssh import (
     SSHDialer,
     SSHOptions,
     Target,
+    bounded,
 )
 
 pytestmark = pytest.mark.timeout(60)
@@ -69,6 +74,55 @@ async def test_exec_write_read_and_timeouts(machine: Machines, tmp_path: Path) -
             await ch.copy_file(str(tmp_path / "missing"), str(tmp_path / "x"))
         with pytest.raises(FileNotFoundError):
             await ch.read_file(path + ".nope")
+
+
+async def test_a_command_reads_no_input_and_one_past_its_limit_is_killed(machine: Machines, tmp_path: Path) -> None:
+    server = machine.servers[0]
+    async with dialer(machine).connect(Target(server.host, server.port, "root", "key")) as ch:
+        # stdin is at end of file: a command that reads it finishes (with an open stdin this
+        # one would wait out its limit and fail "timed out").
+        assert await ch.run("cat; read -r answer || echo no-answer", time_limit=30) == "no-answer\n"
+        # A pipeline still running at its limit is killed, every process of it, not left on
+        # the machine behind the step's next attempt.
+        pids = tmp_path / "pids"
+        command = f"echo $$ > {pids}; (sleep 300 | cat) & echo $! >> {pids}; wait"
+        with pytest.raises(TemporaryError, match="timed out after 1s"):
+            await ch.exec(command, time_limit=1)
+    started = [int(p) for p in pids.read_text().split()]
+    assert len(started) == 2
+
+    async def all_gone() -> bool:
+        return not any(processes.running(pid) for pid in started)
+
+    await wait_for(all_gone, within=20)
+
+
+@pytest.mark.parametrize("limit", [0.5, 600, 1e7])
+def test_every_time_limit_is_one_coreutils_timeout_takes(limit: float) -> None:
+    done = subprocess.run(["bash", "-c", bounded("echo ok", limit)], capture_output=True, text=True, check=False)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "ok\n", "")
+
+
+async def test_stopped_machines_leave_no_process_of_their_sessions_behind(tmp_path: Path) -> None:
+    pids = tmp_path / "pids"
+    with ssh_machines(tmp_path / "ssh", 1) as machine:
+        server = machine.servers[0]
+        target = Target(server.host, server.port, "root", "key")
+        # One that left its session and process group, and outlives its connection...
+        async with dialer(machine).connect(target) as ch:
+            await ch.run(f"setsid sleep 300 </dev/null >/dev/null 2>&1 & echo $! >> {pids}")
+        # ... and a command still running when the machines stop (a test that failed or
+        # timed out in the middle of a step).
+        async with dialer(machine).connect(target) as ch:
+            running = asyncio.create_task(ch.exec(f"echo $$ >> {pids}; sleep 300 | cat", time_limit=600))
+            await wait_for(lambda: asyncio.sleep(0, len(pids.read_text().split()) == 2))
+            started = [int(p) for p in pids.read_text().split()]
+            assert all(processes.running(pid) for pid in started)
+            server.stop()
+            assert not any(processes.running(pid) for pid in started)
+            assert not processes.carrying(MARKER, server.marker)
+            with contextlib.suppress(TemporaryError):  # the connection may go first
+                assert (await running).exit_status != 0
 
 
 async def test_connection_failures_are_bounded_and_auth_failures_permanent(machine: Machines, tmp_path: Path) -> None:
@@ -171,7 +225,7 @@ async def test_password_credentials_log_in_and_a_wrong_password_is_permanent(
     dialer = SSHDialer(creds, SSHOptions(known_hosts_file=str(known)))
     try:
         async with dialer.connect(Target("127.0.0.1", port, "ops", "pw")) as ch:
-            assert (await ch.run("uname -r")).strip() == "ran: uname -r"
+            assert (await ch.run("uname -r")).strip().endswith("-c 'uname -r'")
         with pytest.raises(PermanentError, match="authentication failed"):
             async with dialer.connect(Target("127.0.0.1", port, "ops", "wrong")):
                 pass

@@ -1,6 +1,6 @@
 """docs/controller.md's walk-through, for real: grpcurl creates a baremetal cluster and a
 worker machine, a real tke-controller process (the console script's module) installs them
-over SSH on sshd "machines" (stand-in install commands: no Kubernetes binaries here), a
+over SSH on sshd "machines" (stand-in kubeadm and friends: no Kubernetes binaries here), a
 grpcurl Watch shows the conditions advance to Running, events are listed, and a grpcurl
 Delete tears everything down."""
 
@@ -16,7 +16,8 @@ import pytest
 
 from tests.support.apiserver import Running
 from tests.support.controller import ControllerProcess
-from tests.support.sshd import Machines, ssh_machines
+from tests.support.kubeadm_world import kubeadm_machines
+from tests.support.sshd import Machines
 from tests.support.tools import grpcurl as grpcurl_binary
 from tests.support.waiting import wait_for
 from tke.internal.storage.etcd import EtcdConfig
@@ -30,7 +31,7 @@ NODE_NAME = 'echo "node-$(echo "$SSH_CONNECTION" | cut -d" " -f3 | tr . -)"'
 
 @pytest.fixture
 def machines(tmp_path: Path) -> Iterator[Machines]:
-    with ssh_machines(tmp_path / "ssh", 2) as m:
+    with kubeadm_machines(tmp_path / "ssh", 2) as (m, _):
         yield m
 
 
@@ -73,21 +74,18 @@ def controller_toml(api: Running, etcd_config: EtcdConfig, m: Machines) -> dict[
                 "options": {
                     "root_dir": m.root_dir,
                     "node_name_command": NODE_NAME,
-                    "install_commands": ['echo "$TKE_VERSION" > "$TKE_CONFIG_DIR/stand-in-apiserver"'],
-                    "health_command": 'test -f "$TKE_CONFIG_DIR/stand-in-apiserver"',
-                    "teardown_commands": ['rm -rf "$TKE_CONFIG_DIR"'],
                 }
             }
+        },
+        "cluster_api": {
+            "plugin": "tests.support.fake_cluster_api:FakeClusterAPIs",
+            "options": {"world_dir": str(m.root.parent)},
         },
         "machine_providers": {
             "baremetal": {
                 "options": {
                     "root_dir": m.root_dir,
                     "node_name_command": NODE_NAME,
-                    "join_commands": ['echo joined > "$TKE_KUBELET_DIR/stand-in-kubelet"'],
-                    "health_command": 'test -f "$TKE_KUBELET_DIR/stand-in-kubelet"',
-                    "drain_commands": ["true"],
-                    "reset_commands": ['rm -f "$TKE_KUBELET_DIR/stand-in-kubelet"'],
                 }
             }
         },

@@ -5,6 +5,8 @@ config, pid file and log in a directory of the test's. Each server can listen on
 
 openssh-server is installed with apt-get (--no-install-recommends) when /usr/sbin/sshd is
 missing. sshd runs as root (it needs to, to switch users); logins are as root with the key.
+Stopping a server ends every process its sessions started, even those that outlived their
+connection or left their session (SSHServer.stop).
 """
 
 from __future__ import annotations
@@ -24,9 +26,13 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from tests.support import processes
 from tests.support.ports import free_port
 
 SSHD = "/usr/sbin/sshd"
+# Set in the environment of every session, to the server's directory: how stop() finds what
+# the sessions started.
+MARKER = "TKE_TEST_SSHD"
 
 
 def ensure_openssh_server() -> str:
@@ -65,13 +71,21 @@ class UserKey:
 class SSHServer:
     """One sshd. `start()` returns when it accepts connections; `stop()` always cleans up."""
 
-    def __init__(self, directory: Path, user_key: UserKey, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, directory: Path, user_key: UserKey, host: str = "127.0.0.1", env: dict[str, str] | None = None
+    ) -> None:
         self.directory = directory
+        # Variables every session gets (sshd's SetEnv): a PATH with stand-in programs first.
+        self.env = env or {}
         self.host = host
         self.user_key = user_key
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
         self.host_public = ""
+
+    @property
+    def marker(self) -> str:
+        return str(self.directory)
 
     @property
     def log_path(self) -> Path:
@@ -105,6 +119,7 @@ class SSHServer:
                     "Subsystem sftp internal-sftp",
                     "MaxStartups 100",
                     "LogLevel ERROR",
+                    " ".join(["SetEnv", *(f'{k}="{v}"' for k, v in {**self.env, MARKER: self.marker}.items())]),
                     "",
                 ]
             )
@@ -128,9 +143,14 @@ class SSHServer:
         raise RuntimeError(f"sshd on {self.host}:{self.port} did not answer within {timeout}s")
 
     def stop(self) -> None:
+        """Stop the listener and every process its connections started, still running or not:
+        sshd runs each connection in a session of its own (setsid), so its process group is
+        only the listener, and a command outlives a closed connection. The per-connection
+        sshd processes are the listener's descendants; what the sessions ran carries the
+        server's MARKER in its environment, wherever it went since."""
         if self.process is None:
             return
-        # The whole session: the listener and the per-connection children it forked.
+        connections = processes.descendants(self.process.pid)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGTERM)
         try:
@@ -140,6 +160,11 @@ class SSHServer:
                 os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
         self.process = None
+        left = processes.kill_all(
+            lambda: [p for p in connections if processes.running(p)] + processes.carrying(MARKER, self.marker)
+        )
+        if left:
+            raise RuntimeError(f"sshd {self.host}:{self.port}: processes {left} of its sessions would not die")
 
 
 def has_sshd() -> bool:
@@ -165,13 +190,14 @@ class Machines:
 
 
 @contextlib.contextmanager
-def ssh_machines(directory: Path, count: int = 2) -> Iterator[Machines]:
-    """Start `count` sshd servers on distinct loopback addresses; stop them all on exit."""
+def ssh_machines(directory: Path, count: int = 2, env: dict[str, str] | None = None) -> Iterator[Machines]:
+    """Start `count` sshd servers on distinct loopback addresses; stop them all on exit.
+    `env`: variables of every session (a PATH with stand-in programs first, ...)."""
     directory.mkdir(parents=True, exist_ok=True)
     key_file, public = keypair(directory, "id_ed25519")
     key = UserKey(key_file, public)
     base = random.randrange(2, 250)
-    servers = [SSHServer(directory / f"sshd-{i}", key, host=f"127.0.{base}.{10 + i}") for i in range(count)]
+    servers = [SSHServer(directory / f"sshd-{i}", key, host=f"127.0.{base}.{10 + i}", env=env) for i in range(count)]
     try:
         for server in servers:
             server.start()
@@ -179,5 +205,11 @@ def ssh_machines(directory: Path, count: int = 2) -> Iterator[Machines]:
         known.write_text("".join(s.known_hosts_line() + "\n" for s in servers))
         yield Machines(servers, key, known, directory / "machines")
     finally:
+        failures = []
         for server in servers:
-            server.stop()
+            try:
+                server.stop()
+            except RuntimeError as err:  # the others are stopped all the same
+                failures.append(err)
+        if failures:
+            raise failures[0]

@@ -1,5 +1,6 @@
-"""Kubeconfig files: the admin's, each component's, and a node's, each with a client
-certificate issued by the cluster CA and pointing at the cluster's API server."""
+"""Kubeconfig files with a client certificate issued by the cluster CA, pointing at the
+cluster's API server (kubeadm writes the components' own; the platform writes these for its
+users)."""
 
 from __future__ import annotations
 
@@ -8,14 +9,7 @@ from collections.abc import Sequence
 
 import yaml
 
-from tke.internal.provider.kube.pki import CertificateAuthority, KeyPair
-
-# (file name, common name, organizations) of the control plane's kubeconfigs.
-COMPONENTS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
-    ("admin.conf", "kubernetes-admin", ("system:masters",)),
-    ("controller-manager.conf", "system:kube-controller-manager", ()),
-    ("scheduler.conf", "system:kube-scheduler", ()),
-)
+from tke.internal.provider.kube.pki import KeyPair
 
 
 def _b64(data: bytes) -> str:
@@ -45,22 +39,6 @@ def kubeconfig(cluster_name: str, server: str, ca_pem: bytes, user: str, client:
 def api_server_url(address: str, port: int = 6443) -> str:
     host = f"[{address}]" if ":" in address else address
     return f"https://{host}:{port}"
-
-
-def component_kubeconfigs(ca: CertificateAuthority, cluster_name: str, server: str) -> dict[str, bytes]:
-    out = {}
-    for file, cn, orgs in COMPONENTS:
-        pair = ca.issue(cn, orgs=orgs, client=True)
-        out[file] = kubeconfig(cluster_name, server, ca.pair.cert_pem, cn, pair).encode()
-    return out
-
-
-def node_kubeconfig(ca: CertificateAuthority, cluster_name: str, server: str, node_name: str) -> bytes:
-    """kubelet.conf of a node: user system:node:<name> in group system:nodes (the Node
-    authorizer's convention)."""
-    user = f"system:node:{node_name}"
-    pair = ca.issue(user, orgs=("system:nodes",), client=True)
-    return kubeconfig(cluster_name, server, ca.pair.cert_pem, user, pair).encode()
 
 
 def servers_of(config: str) -> Sequence[str]:

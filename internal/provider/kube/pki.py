@@ -9,6 +9,7 @@ milliseconds. Certificates are valid for `days` (one year by default, as kubeadm
 from __future__ import annotations
 
 import datetime
+import hashlib
 import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -107,9 +108,12 @@ class CertificateAuthority:
         server: bool = False,
         client: bool = False,
         days: int = CERT_DAYS,
+        lifetime: datetime.timedelta | None = None,
     ) -> KeyPair:
+        """A certificate for `cn`, valid for `lifetime` (or `days`), never past the CA's own end."""
         key = new_key()
         now = _now()
+        valid = lifetime if lifetime is not None else datetime.timedelta(days=days)
         usages = ([ExtendedKeyUsageOID.SERVER_AUTH] if server else []) + (
             [ExtendedKeyUsageOID.CLIENT_AUTH] if client else []
         )
@@ -120,7 +124,7 @@ class CertificateAuthority:
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(min(now + datetime.timedelta(days=days), self.cert.not_valid_after_utc))
+            .not_valid_after(min(now + valid, self.cert.not_valid_after_utc))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(_key_usage(ca=False), critical=True)
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), critical=False)
@@ -233,46 +237,6 @@ CA_FILES = (
 )
 
 
-def master_certificates(
-    cas: ClusterCAs,
-    *,
-    node_name: str,
-    address: str,
-    service_cidr: str,
-    dns_domain: str,
-    masters: Sequence[str],
-    extra_sans: Sequence[str] = (),
-) -> dict[str, bytes]:
-    """Every certificate a control-plane machine needs, keyed by path in the PKI directory."""
-    dns, ips = apiserver_sans(
-        service_cidr=service_cidr,
-        dns_domain=dns_domain,
-        addresses=[address, *masters],
-        hostnames=[node_name],
-        extra=extra_sans,
-    )
-    node_ip = ipaddress.ip_address(address)
-    loopback = [ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1")]
-    issued = {
-        "apiserver": cas.ca.issue("kube-apiserver", dns=dns, ips=ips, server=True),
-        "apiserver-kubelet-client": cas.ca.issue("kube-apiserver-kubelet-client", orgs=["system:masters"], client=True),
-        "front-proxy-client": cas.front_proxy_ca.issue("front-proxy-client", client=True),
-        "apiserver-etcd-client": cas.etcd_ca.issue("kube-apiserver-etcd-client", client=True),
-        "etcd/server": cas.etcd_ca.issue(
-            node_name, dns=[node_name, "localhost"], ips=[node_ip, *loopback], server=True, client=True
-        ),
-        "etcd/peer": cas.etcd_ca.issue(
-            node_name, dns=[node_name, "localhost"], ips=[node_ip, *loopback], server=True, client=True
-        ),
-        "etcd/healthcheck-client": cas.etcd_ca.issue("kube-etcd-healthcheck-client", client=True),
-    }
-    out: dict[str, bytes] = {}
-    for name, pair in issued.items():
-        out[f"{name}.crt"] = pair.cert_pem
-        out[f"{name}.key"] = pair.key_pem
-    return out
-
-
 def issued_by(cert_pem: bytes, ca: CertificateAuthority) -> bool:
     """Whether `cert_pem` parses and carries a valid signature of `ca`."""
     try:
@@ -281,3 +245,11 @@ def issued_by(cert_pem: bytes, ca: CertificateAuthority) -> bool:
     except (ValueError, TypeError, InvalidSignature):
         return False
     return True
+
+
+def ca_cert_hash(cert_pem: bytes) -> str:
+    """kubeadm's discovery pin of a CA: "sha256:" and the hex SHA-256 of the certificate's
+    DER-encoded SubjectPublicKeyInfo (what --discovery-token-ca-cert-hash expects)."""
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    spki = cert.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return "sha256:" + hashlib.sha256(spki).hexdigest()

@@ -302,6 +302,9 @@ class ClusterSpec(_message.Message):
     EXTRA_ARGS_FIELD_NUMBER: _builtins.int
     API_SERVER_URL_FIELD_NUMBER: _builtins.int
     CREDENTIAL_REF_FIELD_NUMBER: _builtins.int
+    CONTROL_PLANE_ENDPOINT_FIELD_NUMBER: _builtins.int
+    CONTROL_PLANE_VIP_FIELD_NUMBER: _builtins.int
+    INSTALL_PROFILE_FIELD_NUMBER: _builtins.int
     display_name: _builtins.str
     """Human-friendly name."""
     type: _builtins.str
@@ -316,6 +319,11 @@ class ClusterSpec(_message.Message):
     """
     credential_ref: _builtins.str
     """For an imported cluster: name of the credential to reach its API server with."""
+    install_profile: _builtins.str
+    """Name of a node-preparation profile of the controller's configuration (package mirror,
+    install and upgrade commands); empty means "default". Profiles are the operator's:
+    a cluster only chooses among them, it never carries commands itself.
+    """
     @_builtins.property
     def network(self) -> Global___ClusterNetwork:
         """Address plan of the cluster. Required for clusters the platform installs."""
@@ -330,6 +338,20 @@ class ClusterSpec(_message.Message):
         "kube-scheduler", "kubelet", "kube-proxy" or "etcd".
         """
 
+    @_builtins.property
+    def control_plane_endpoint(self) -> Global___ControlPlaneEndpoint:
+        """Where clients, nodes and kubeconfigs reach the API servers: an operator's load balancer
+        or VIP. Mutually exclusive with control_plane_vip. With neither, a cluster with one
+        control-plane machine uses that machine's address; several machines need one of the two.
+        Immutable once the cluster is installed.
+        """
+
+    @_builtins.property
+    def control_plane_vip(self) -> Global___ManagedVIP:
+        """A virtual IP the platform runs itself on the control-plane machines (keepalived and
+        haproxy as static pods, kubeadm's high-availability guide). Immutable once installed.
+        """
+
     def __init__(
         self,
         *,
@@ -341,14 +363,79 @@ class ClusterSpec(_message.Message):
         extra_args: _abc.Mapping[_builtins.str, Global___ComponentArgs] | None = ...,
         api_server_url: _builtins.str = ...,
         credential_ref: _builtins.str = ...,
+        control_plane_endpoint: Global___ControlPlaneEndpoint | None = ...,
+        control_plane_vip: Global___ManagedVIP | None = ...,
+        install_profile: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["network", b"network"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["control_plane_endpoint", b"control_plane_endpoint", "control_plane_vip", b"control_plane_vip", "network", b"network"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_server_url", b"api_server_url", "credential_ref", b"credential_ref", "display_name", b"display_name", "extra_args", b"extra_args", "machines", b"machines", "network", b"network", "type", b"type", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_server_url", b"api_server_url", "control_plane_endpoint", b"control_plane_endpoint", "control_plane_vip", b"control_plane_vip", "credential_ref", b"credential_ref", "display_name", b"display_name", "extra_args", b"extra_args", "install_profile", b"install_profile", "machines", b"machines", "network", b"network", "type", b"type", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ClusterSpec: _TypeAlias = ClusterSpec  # noqa: Y015
+
+@_typing.final
+class ControlPlaneEndpoint(_message.Message):
+    """An address in front of the cluster's API servers."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOST_FIELD_NUMBER: _builtins.int
+    PORT_FIELD_NUMBER: _builtins.int
+    host: _builtins.str
+    """IP address or DNS name, for example "api.prod.example.com"."""
+    port: _builtins.int
+    """TCP port; 0 means 6443."""
+    def __init__(
+        self,
+        *,
+        host: _builtins.str = ...,
+        port: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["host", b"host", "port", b"port"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ControlPlaneEndpoint: _TypeAlias = ControlPlaneEndpoint  # noqa: Y015
+
+@_typing.final
+class ManagedVIP(_message.Message):
+    """A virtual IP that keepalived moves between the control-plane machines, with haproxy on
+    each spreading connections over every API server.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    PORT_FIELD_NUMBER: _builtins.int
+    INTERFACE_FIELD_NUMBER: _builtins.int
+    VIRTUAL_ROUTER_ID_FIELD_NUMBER: _builtins.int
+    address: _builtins.str
+    """The virtual IP: an unused address of the control-plane machines' subnet. Required."""
+    port: _builtins.int
+    """Port haproxy serves on (the API servers keep 6443); 0 means 8443."""
+    interface: _builtins.str
+    """Network interface that carries the VIP, for example "eth0". Required."""
+    virtual_router_id: _builtins.int
+    """VRRP virtual router id, 1 to 255, unique in the subnet; 0 means 51."""
+    def __init__(
+        self,
+        *,
+        address: _builtins.str = ...,
+        port: _builtins.int = ...,
+        interface: _builtins.str = ...,
+        virtual_router_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "interface", b"interface", "port", b"port", "virtual_router_id", b"virtual_router_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ManagedVIP: _TypeAlias = ManagedVIP  # noqa: Y015
 
 @_typing.final
 class ClusterAddress(_message.Message):
@@ -477,6 +564,8 @@ class ClusterStatus(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
     OBSERVED_GENERATION_FIELD_NUMBER: _builtins.int
+    CONTROL_PLANE_ENDPOINT_FIELD_NUMBER: _builtins.int
+    CONTROL_PLANE_FIELD_NUMBER: _builtins.int
     NODES_FIELD_NUMBER: _builtins.int
     phase: Global___ClusterPhase.ValueType
     """Lifecycle phase."""
@@ -488,6 +577,10 @@ class ClusterStatus(_message.Message):
     """Human-readable explanation of the phase."""
     observed_generation: _builtins.int
     """The metadata.generation the controller last acted on."""
+    control_plane_endpoint: _builtins.str
+    """The control-plane endpoint the cluster was installed with ("host:port"); it never changes
+    afterwards, since every certificate, kubeconfig and node points at it.
+    """
     @_builtins.property
     def conditions(self) -> _containers.RepeatedCompositeFieldContainer[_meta_pb2.Condition]:
         """One condition per provider step and health check."""
@@ -495,6 +588,12 @@ class ClusterStatus(_message.Message):
     @_builtins.property
     def addresses(self) -> _containers.RepeatedCompositeFieldContainer[Global___ClusterAddress]:
         """Where the cluster's API server is reachable."""
+
+    @_builtins.property
+    def control_plane(self) -> _containers.RepeatedCompositeFieldContainer[Global___ControlPlaneMember]:
+        """The control-plane machines installed (kubeadm init or join done), in the order they
+        joined; scaling in removes the ones no longer in spec.machines.
+        """
 
     @_builtins.property
     def nodes(self) -> Global___ClusterNodes:
@@ -512,15 +611,45 @@ class ClusterStatus(_message.Message):
         reason: _builtins.str = ...,
         message: _builtins.str = ...,
         observed_generation: _builtins.int = ...,
+        control_plane_endpoint: _builtins.str = ...,
+        control_plane: _abc.Iterable[Global___ControlPlaneMember] | None = ...,
         nodes: Global___ClusterNodes | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["nodes", b"nodes"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["addresses", b"addresses", "conditions", b"conditions", "message", b"message", "nodes", b"nodes", "observed_generation", b"observed_generation", "phase", b"phase", "reason", b"reason", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["addresses", b"addresses", "conditions", b"conditions", "control_plane", b"control_plane", "control_plane_endpoint", b"control_plane_endpoint", "message", b"message", "nodes", b"nodes", "observed_generation", b"observed_generation", "phase", b"phase", "reason", b"reason", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ClusterStatus: _TypeAlias = ClusterStatus  # noqa: Y015
+
+@_typing.final
+class ControlPlaneMember(_message.Message):
+    """An installed control-plane machine."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MACHINE_FIELD_NUMBER: _builtins.int
+    NODE_NAME_FIELD_NUMBER: _builtins.int
+    node_name: _builtins.str
+    """Its Kubernetes node name (also its etcd member name)."""
+    @_builtins.property
+    def machine(self) -> Global___ClusterMachine:
+        """The machine as it was in spec.machines (its login, to reset it after it left the spec)."""
+
+    def __init__(
+        self,
+        *,
+        machine: Global___ClusterMachine | None = ...,
+        node_name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["machine", b"machine"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["machine", b"machine", "node_name", b"node_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ControlPlaneMember: _TypeAlias = ControlPlaneMember  # noqa: Y015
 
 @_typing.final
 class CreateClusterRequest(_message.Message):

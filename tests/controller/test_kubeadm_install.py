@@ -1,0 +1,311 @@
+"""The baremetal providers install clusters the kubeadm way, against real sshd machines on
+loopback whose PATH holds stand-ins of kubeadm, kubelet, systemctl, apt-get, modprobe, sysctl,
+... (tests/support/standins.py): they record every call and refuse what the real programs
+would (documents that do not match kubeadm's reference field lists, a second init, a
+control-plane join without the CAs, a bad token or CA pin, failed preflight checks). The
+clusters' Kubernetes API is the fake over the same world (tests/support/fake_cluster_api.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf import field_mask_pb2
+
+from tests.support.apiserver import Running
+from tests.support.controller import controller_config
+from tests.support.fake_cluster_api import FakeClusterAPIs
+from tests.support.kubeadm_world import World, kubeadm_machines
+from tests.support.sshd import Machines, SSHServer
+from tests.support.waiting import wait_for
+from tke.internal.controller.config import ProviderConfig
+from tke.internal.controller.manager import Controller
+from tke.internal.provider.credentials import CredentialConfig
+from tke.internal.provider.kube import pki
+from tke.internal.provider.ssh import SSHOptions
+from tke.internal.storage.etcd import EtcdConfig
+from tke.platform.v1 import cluster_pb2, credential_pb2, credential_pb2_grpc, machine_pb2
+
+pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
+
+NODE_NAME = 'echo "node-$(echo "$SSH_CONNECTION" | cut -d" " -f3 | tr . -)"'
+
+
+def node_name(server: SSHServer) -> str:
+    return "node-" + server.host.replace(".", "-")
+
+
+@pytest.fixture
+def five(tmp_path: Path) -> Iterator[tuple[Machines, World]]:
+    with kubeadm_machines(tmp_path, 5) as got:
+        yield got
+
+
+@contextlib.asynccontextmanager
+async def controller(
+    api: Running, etcd_config: EtcdConfig, m: Machines, world: World
+) -> AsyncIterator[FakeClusterAPIs]:
+    options: dict[str, Any] = {"root_dir": m.root_dir, "node_name_command": NODE_NAME}
+    config = controller_config(
+        api.address,
+        etcd_config,
+        credentials={"test-key": CredentialConfig(private_key_file=str(m.key.private_key_file))},
+        ssh=SSHOptions(known_hosts_file=str(m.known_hosts), connect_attempts=2, connect_timeout=5),
+        cluster_providers={"baremetal": ProviderConfig(options=options)},
+        machine_providers={"baremetal": ProviderConfig(options=options)},
+    )
+    config = replace(config, workers=4)
+    apis = FakeClusterAPIs(world)
+    task = asyncio.create_task(Controller(config, cluster_apis=apis).run())
+    try:
+        yield apis
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def cluster(name: str, version: str, masters: list[SSHServer]) -> cluster_pb2.Cluster:
+    c = cluster_pb2.Cluster()
+    c.metadata.name = name
+    c.spec.type = "baremetal"
+    c.spec.version = version
+    c.spec.network.pod_cidr = "10.244.0.0/16"
+    c.spec.network.service_cidr = "10.96.0.0/12"
+    for s in masters:
+        c.spec.machines.add(ip=s.host, ssh_port=s.port, credential_ref="test-key")
+    c.spec.extra_args["kube-apiserver"].args["audit-log-maxage"] = "30"
+    return c
+
+
+def worker(name: str, cluster_name: str, server: SSHServer) -> machine_pb2.Machine:
+    m = machine_pb2.Machine()
+    m.metadata.name = name
+    m.spec.cluster_name = cluster_name
+    m.spec.type = "baremetal"
+    m.spec.ip = server.host
+    m.spec.ssh_port = server.port
+    m.spec.credential_ref = "test-key"
+    m.spec.role = machine_pb2.MACHINE_ROLE_WORKER
+    m.spec.labels["pool"] = "general"
+    return m
+
+
+async def phase_of(api: Running, name: str, phase: int) -> cluster_pb2.Cluster | None:
+    c = await api.clusters.Get(cluster_pb2.GetClusterRequest(name=name))
+    return c if c.status.phase == phase and c.status.observed_generation == c.metadata.generation else None
+
+
+async def machine_running(api: Running, name: str) -> machine_pb2.Machine | None:
+    m = await api.machines.Get(machine_pb2.GetMachineRequest(name=name))
+    return m if m.status.phase == machine_pb2.MACHINE_PHASE_RUNNING else None
+
+
+def kubeadm_calls(world: World) -> list[tuple[str, str]]:
+    """(machine, verb) of every kubeadm call that succeeded, in order."""
+    out = []
+    for c in world.calls("kubeadm"):
+        if c["ok"]:
+            verb = " ".join(a for a in c["argv"][1:3] if not a.startswith("-"))
+            out.append((c["machine"], verb))
+    return out
+
+
+async def test_an_ha_cluster_is_installed_upgraded_and_scaled_in_the_kubeadm_way(
+    api: Running, etcd_config: EtcdConfig, five: tuple[Machines, World]
+) -> None:
+    machines, world = five
+    m0, m1, m2, w1, w2 = machines.servers
+    spec = cluster("prod", "1.30.2", [m0, m1, m2])
+    spec.spec.control_plane_vip.address = "192.0.2.100"
+    spec.spec.control_plane_vip.interface = "eth0"
+    await api.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=spec))
+    for name, server in (("w1", w1), ("w2", w2)):
+        await api.machines.Create(machine_pb2.CreateMachineRequest(machine=worker(name, "prod", server)))
+
+    async with controller(api, etcd_config, machines, world) as apis:
+        c = await wait_for(lambda: phase_of(api, "prod", cluster_pb2.CLUSTER_PHASE_RUNNING), within=120)
+        for name in ("w1", "w2"):
+            await wait_for(lambda name=name: machine_running(api, name), within=120)  # type: ignore[misc]
+
+        # -- exactly one init, on the first master, then the other masters join one by one --
+        calls = kubeadm_calls(world)
+        inits = [c for c in calls if c[1] == "init"]
+        assert inits == [(m0.host, "init")]
+        joins = [c[0] for c in calls if c[1] == "join"]
+        assert joins[:2] == [m1.host, m2.host]
+        assert sorted(joins[2:]) == sorted([w1.host, w2.host])
+        assert calls.index((m0.host, "init")) < calls.index((m1.host, "join"))
+        state = world.read()
+        assert set(state["cluster"]["etcd"]) == {node_name(s) for s in (m0, m1, m2)}
+        assert state["cluster"]["endpoint"] == "192.0.2.100:8443"
+        assert {n: v["control_plane"] for n, v in state["cluster"]["nodes"].items()} == {
+            **{node_name(s): True for s in (m0, m1, m2)},
+            **{node_name(s): False for s in (w1, w2)},
+        }
+        # Workers joined with a token the platform created on a master (kubeadm token create)
+        # and the pin of the cluster CA's public key; the stand-in checked both.
+        assert sum(1 for c in calls if c[1] == "token create") == 4  # two masters, two workers
+        assert c.status.control_plane_endpoint == "192.0.2.100:8443"
+        assert [m.node_name for m in c.status.control_plane] == [node_name(s) for s in (m0, m1, m2)]
+        # The managed VIP: keepalived and haproxy as static pods on every master, haproxy
+        # spreading over the three API servers.
+        for s in (m0, m1, m2):
+            root = world.root_of(s.host)
+            assert (root / "etc/kubernetes/manifests/keepalived.yaml").exists()
+            haproxy = (root / "etc/haproxy/haproxy.cfg").read_text()
+            assert all(f"{x.host}:6443" in haproxy for x in (m0, m1, m2)) and "bind *:8443" in haproxy
+        assert "state MASTER" in (world.root_of(m0.host) / "etc/keepalived/keepalived.conf").read_text()
+        # Nodes prepared by default: modules, sysctls, packages of the version, swap off.
+        for s in (m0, w1):
+            mine = state["machines"][s.host]
+            assert {"overlay", "br_netfilter"} <= set(mine["modules"]) and mine["swap"] is False
+            assert mine["sysctl"]["net.ipv4.ip_forward"] == "1"
+            assert mine["packages"]["kubeadm"] == "1.30.2" and mine["repository"] == "1.30"
+            assert "SystemdCgroup = true" in (world.root_of(s.host) / "etc/containerd/config.toml").read_text()
+        # The CAs are the platform's: kept in the credential store, the same on every master.
+        creds = credential_pb2_grpc.ClusterCredentialServiceStub(api.channel)
+        stored = await creds.Get(credential_pb2.GetClusterCredentialRequest(name="prod"))
+        for s in (m0, m1, m2):
+            assert (world.root_of(s.host) / "etc/kubernetes/pki/ca.crt").read_text() == stored.spec.ca.cert_pem
+        # Machine status from the Node.
+        got = await api.machines.Get(machine_pb2.GetMachineRequest(name="w1"))
+        assert got.status.node_info.kubelet_version == "v1.30.2"
+        assert got.status.node_info.container_runtime_version == "containerd://1.7.24"
+
+        # -- upgrade: masters first (apply on the first, node on the others), workers one at a time --
+        apis.calls.clear()
+        change = cluster_pb2.Cluster()
+        change.metadata.name, change.spec.version = "prod", "1.31.0"
+        mask = field_mask_pb2.FieldMask(paths=["spec.version"])
+        await api.clusters.Update(cluster_pb2.UpdateClusterRequest(cluster=change, update_mask=mask))
+
+        async def upgraded() -> bool:
+            for name in ("w1", "w2"):
+                got = await api.machines.Get(machine_pb2.GetMachineRequest(name=name))
+                if got.status.node_info.kubelet_version != "v1.31.0" or got.status.phase != 2:
+                    return False
+            return True
+
+        await wait_for(upgraded, within=150)
+        upgrades = [c for c in kubeadm_calls(world) if c[1].startswith("upgrade")]
+        assert upgrades[0] == (m0.host, "upgrade apply")
+        assert upgrades[1:3] == [(m1.host, "upgrade node"), (m2.host, "upgrade node")]
+        assert sorted(upgrades[3:]) == sorted([(w1.host, "upgrade node"), (w2.host, "upgrade node")])
+        # Workers drained, upgraded and uncordoned one at a time.
+        worker_calls = [c for c in apis.calls if c[1] in (node_name(w1), node_name(w2))]
+        assert [c[0] for c in worker_calls] == ["drain", "uncordon", "drain", "uncordon"]
+        assert worker_calls[0][1] == worker_calls[1][1] != worker_calls[2][1] == worker_calls[3][1]
+        state = world.read()
+        assert state["cluster"]["version"] == "1.31.0"
+        assert all(state["machines"][s.host]["kubelet_version"] == "1.31.0" for s in machines.servers)
+
+        # -- scale in: m2 leaves; its reset fails half-way, its etcd member is removed anyway --
+        world.fault(f"reset-{m2.host}").parent.mkdir(exist_ok=True)
+        world.fault(f"reset-{m2.host}").touch()
+        apis.calls.clear()
+        smaller = cluster_pb2.Cluster()
+        smaller.metadata.name = "prod"
+        smaller.spec.machines.add(ip=m0.host, ssh_port=m0.port, credential_ref="test-key")
+        smaller.spec.machines.add(ip=m1.host, ssh_port=m1.port, credential_ref="test-key")
+        mask = field_mask_pb2.FieldMask(paths=["spec.machines"])
+        await api.clusters.Update(cluster_pb2.UpdateClusterRequest(cluster=smaller, update_mask=mask))
+        c = await wait_for(lambda: phase_of(api, "prod", cluster_pb2.CLUSTER_PHASE_RUNNING), within=90)
+        assert [m.machine.ip for m in c.status.control_plane] == [m0.host, m1.host]
+        state = world.read()
+        assert set(state["cluster"]["etcd"]) == {node_name(m0), node_name(m1)}
+        assert node_name(m2) not in state["cluster"]["nodes"]
+        assert ("drain", node_name(m2)) in apis.calls and ("delete_node", node_name(m2)) in apis.calls
+        assert any(
+            c["argv"][1:2] == ["reset"] and not c["ok"] for c in world.calls("kubeadm") if c["machine"] == m2.host
+        )
+        haproxy = (world.root_of(m0.host) / "etc/haproxy/haproxy.cfg").read_text()
+        assert f"{m2.host}:6443" not in haproxy
+
+        # -- the last masters cannot all go --
+        empty = cluster_pb2.Cluster()
+        empty.metadata.name = "prod"
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await api.clusters.Update(cluster_pb2.UpdateClusterRequest(cluster=empty, update_mask=mask))
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "last control-plane" in str(err.value.details())
+
+        # -- delete: workers drained and reset, the masters reset, the credential deleted --
+        await api.clusters.Delete(cluster_pb2.DeleteClusterRequest(name="prod"))
+
+        async def gone() -> bool:
+            try:
+                await api.clusters.Get(cluster_pb2.GetClusterRequest(name="prod"))
+            except grpc.aio.AioRpcError as e:
+                return e.code() == grpc.StatusCode.NOT_FOUND
+            return False
+
+        await wait_for(gone, within=90)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await creds.Get(credential_pb2.GetClusterCredentialRequest(name="prod"))
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    assert pki.ca_cert_hash(stored.spec.ca.cert_pem.encode()).startswith("sha256:")
+
+
+@pytest.fixture
+def three(tmp_path: Path) -> Iterator[tuple[Machines, World]]:
+    with kubeadm_machines(tmp_path, 3) as got:
+        yield got
+
+
+async def test_a_1_31_cluster_behind_an_operators_load_balancer_installs_with_kubeadm_v1beta4(
+    api: Running, etcd_config: EtcdConfig, three: tuple[Machines, World]
+) -> None:
+    machines, world = three
+    m0, m1, w1 = machines.servers
+    spec = cluster("edge", "1.31.1", [m0, m1])
+    spec.spec.control_plane_endpoint.host = "api.edge.example"
+    await api.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=spec))
+    await api.machines.Create(machine_pb2.CreateMachineRequest(machine=worker("w1", "edge", w1)))
+
+    async with controller(api, etcd_config, machines, world):
+        c = await wait_for(lambda: phase_of(api, "edge", cluster_pb2.CLUSTER_PHASE_RUNNING), within=120)
+        w = await wait_for(lambda: machine_running(api, "w1"), within=120)
+
+    # One init, then the other master and the worker join; every document kubeadm was given
+    # is of kubeadm's v1beta4 API (the stand-in refuses any other for 1.31, and checks each
+    # against the v1beta4 reference field lists).
+    calls = [c for c in world.calls("kubeadm") if c["argv"][1] in ("init", "join")]
+    assert [(c["machine"], c["argv"][1], c["ok"]) for c in calls] == [
+        (m0.host, "init", True),
+        (m1.host, "join", True),
+        (w1.host, "join", True),
+    ]
+    assert calls[0]["documents"] == {
+        "ClusterConfiguration": "kubeadm.k8s.io/v1beta4",
+        "InitConfiguration": "kubeadm.k8s.io/v1beta4",
+        "KubeletConfiguration": "kubelet.config.k8s.io/v1beta1",
+        "KubeProxyConfiguration": "kubeproxy.config.k8s.io/v1alpha1",
+    }
+    assert calls[1]["documents"] == calls[2]["documents"] == {"JoinConfiguration": "kubeadm.k8s.io/v1beta4"}
+    state = world.read()
+    assert state["cluster"]["endpoint"] == c.status.control_plane_endpoint == "api.edge.example:6443"
+    assert set(state["cluster"]["etcd"]) == {node_name(m0), node_name(m1)}
+    assert {n: v["control_plane"] for n, v in state["cluster"]["nodes"].items()} == {
+        node_name(m0): True,
+        node_name(m1): True,
+        node_name(w1): False,
+    }
+    assert [(a.type, a.host, a.port) for a in c.status.addresses] == [
+        ("Advertise", "api.edge.example", 6443),
+        ("Internal", m0.host, 6443),
+        ("Internal", m1.host, 6443),
+    ]
+    # Packages of 1.31 from its own repository; the operator's balancer, so no VIP pods.
+    for s in (m0, m1, w1):
+        assert state["machines"][s.host]["repository"] == "1.31"
+        assert state["machines"][s.host]["packages"]["kubeadm"] == "1.31.1"
+        assert not (world.root_of(s.host) / "etc/kubernetes/manifests/keepalived.yaml").exists()
+    assert w.status.node_info.kubelet_version == "v1.31.1"
+    assert ("InternalIP", w1.host) in [(a.type, a.address) for a in w.status.addresses]
