@@ -564,9 +564,10 @@ class AuthService(accounts_pb2_grpc.AuthServiceServicer):
         key = self.a._key("apikeys", key_id)
         try:
             item = await self.a.store.get(key)
-            await self.a.store.delete(key, expected_revision=item.mod_revision)
+            revision = await self.a.store.delete(key, expected_revision=item.mod_revision)
         except (NotFound, Conflict):
-            pass
+            return
+        await self.a._mirror.wait_for(revision)  # the key no longer works here when the call returns
 
     async def DeleteAPIKey(
         self, request: accounts_pb2.DeleteAPIKeyRequest, context: Any

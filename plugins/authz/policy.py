@@ -287,11 +287,21 @@ class PolicyService(policy_pb2_grpc.PolicyServiceServicer):
     """CRUD of roles and bindings; the interceptor chain has already authorized the call."""
 
     def __init__(self, centre: PolicyCentre) -> None:
+        self.centre = centre
         self.roles: ResourceAPI[policy_pb2.Role] = ResourceAPI(centre.roles, None)
         self.bindings: ResourceAPI[policy_pb2.RoleBinding] = ResourceAPI(centre.bindings, None)
 
+    async def _role_written(self, role: policy_pb2.Role) -> policy_pb2.Role:
+        """Once this apiserver decides with it: a caller's next call here sees its own write."""
+        await self.centre._role_mirror.wait_for(int(role.metadata.resource_version))
+        return role
+
+    async def _binding_written(self, binding: policy_pb2.RoleBinding) -> policy_pb2.RoleBinding:
+        await self.centre._binding_mirror.wait_for(int(binding.metadata.resource_version))
+        return binding
+
     async def CreateRole(self, request: policy_pb2.CreateRoleRequest, context: Any) -> policy_pb2.Role:
-        return await self.roles.create(request.role if request.HasField("role") else None)
+        return await self._role_written(await self.roles.create(request.role if request.HasField("role") else None))
 
     async def GetRole(self, request: policy_pb2.GetRoleRequest, context: Any) -> policy_pb2.Role:
         return await self.roles.get(request.name, request.tenant_id)
@@ -305,15 +315,18 @@ class PolicyService(policy_pb2_grpc.PolicyServiceServicer):
         return out
 
     async def UpdateRole(self, request: policy_pb2.UpdateRoleRequest, context: Any) -> policy_pb2.Role:
-        return await self.roles.update(request.role, request.update_mask)
+        return await self._role_written(await self.roles.update(request.role, request.update_mask))
 
     async def DeleteRole(self, request: policy_pb2.DeleteRoleRequest, context: Any) -> policy_pb2.Role:
-        return await self.roles.delete(request.name, request.tenant_id, request.resource_version)
+        return await self._role_written(
+            await self.roles.delete(request.name, request.tenant_id, request.resource_version)
+        )
 
     async def CreateRoleBinding(
         self, request: policy_pb2.CreateRoleBindingRequest, context: Any
     ) -> policy_pb2.RoleBinding:
-        return await self.bindings.create(request.role_binding if request.HasField("role_binding") else None)
+        binding = request.role_binding if request.HasField("role_binding") else None
+        return await self._binding_written(await self.bindings.create(binding))
 
     async def GetRoleBinding(self, request: policy_pb2.GetRoleBindingRequest, context: Any) -> policy_pb2.RoleBinding:
         return await self.bindings.get(request.name, request.tenant_id)
@@ -331,9 +344,11 @@ class PolicyService(policy_pb2_grpc.PolicyServiceServicer):
     async def UpdateRoleBinding(
         self, request: policy_pb2.UpdateRoleBindingRequest, context: Any
     ) -> policy_pb2.RoleBinding:
-        return await self.bindings.update(request.role_binding, request.update_mask)
+        return await self._binding_written(await self.bindings.update(request.role_binding, request.update_mask))
 
     async def DeleteRoleBinding(
         self, request: policy_pb2.DeleteRoleBindingRequest, context: Any
     ) -> policy_pb2.RoleBinding:
-        return await self.bindings.delete(request.name, request.tenant_id, request.resource_version)
+        return await self._binding_written(
+            await self.bindings.delete(request.name, request.tenant_id, request.resource_version)
+        )
