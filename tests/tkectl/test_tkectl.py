@@ -244,6 +244,13 @@ def test_users_roles_and_bindings(admin: Platform) -> None:
     assert admin.ok("apply", "-f", wider, "-n", "team-a").strip() == "role/readers unchanged"
     assert "get,list,watch clusters" in admin.ok("get", "roles", "-n", "team-a")
     assert "alice" in admin.ok("get", "users", "-n", "team-a")
+    off = admin.write(
+        "alice-off.yaml",
+        "kind: User\nmetadata: {name: alice, tenantId: team-a}\nspec: {groups: [ops], disabled: true}\n",
+    )
+    assert admin.ok("apply", "-f", off).strip() == "user/alice configured"
+    assert " true " in admin.ok("get", "user", "alice", "-n", "team-a")
+    assert admin.ok("apply", "-f", user).strip() == "user/alice configured"  # enabled again
     admin.ok("create", "-f", admin.write("cluster.yaml", CLUSTER), "-n", "team-a")
 
     admin.ok("config", "set-context", "alice", "--server", admin.api, "--use")
