@@ -375,13 +375,16 @@ class AuthService(accounts_pb2_grpc.AuthServiceServicer):
         returned item's revision, so that they act on what was checked."""
         caller = current_identity.get()
         authority = self.a.authority
-        item: Item | None = None
-        if name:
-            with contextlib.suppress(NotFound):
-                item = await self.a.store.get(self.a._key("users", name))
-        record = UserRecord(**json.loads(item.value)) if item is not None else None
-        if item is None or record is None or not authority.reaches(caller, record.tenant):
-            raise errors.not_found("user", name, caller.tenant_id)
+        missing = errors.not_found("user", name, caller.tenant_id)
+        try:
+            item = await self.a.store.get(self.a._key("users", name)) if name else None
+        except NotFound:
+            raise missing from None
+        if item is None:
+            raise missing
+        record = UserRecord(**json.loads(item.value))
+        if not authority.reaches(caller, record.tenant):
+            raise missing
         if _is_self(caller, record):
             return record, item
         if record.tenant != caller.tenant_id:
@@ -396,10 +399,11 @@ class AuthService(accounts_pb2_grpc.AuthServiceServicer):
     async def _rewrite(
         self, name: str, verb: str, resource: str, change: Callable[[UserRecord], Awaitable[UserRecord]]
     ) -> UserRecord:
-        """Read, check (`_acted_on`), change and compare-and-swap a user record; again on a race."""
+        """Read, check (`_acted_on`), change (`change` returns a new record) and compare-and-swap
+        a user record; again on a race."""
         for _ in range(_RETRIES):
             record, item = await self._acted_on(name, verb, resource)
-            new = await change(replace(record))
+            new = await change(record)
             try:
                 written = await self.a.store.update(
                     item.key, json.dumps(asdict(new)).encode(), expected_revision=item.mod_revision
@@ -523,9 +527,8 @@ class AuthService(accounts_pb2_grpc.AuthServiceServicer):
                 verify_password, request.old_password, record.password_hash
             ):
                 raise errors.invalid_field("old_password", "is not the current password")
-            record.password_hash = await asyncio.to_thread(hash_password, request.new_password)
-            record.not_before = time.time()
-            return record
+            password_hash = await asyncio.to_thread(hash_password, request.new_password)
+            return replace(record, password_hash=password_hash, not_before=time.time())
 
         await self._rewrite(request.name or caller.user, "update", "passwords", change)
         return accounts_pb2.ChangePasswordResponse()

@@ -5,6 +5,9 @@ user with rights in another tenant; it still manages the ordinary members of its
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+from typing import Any
+
 import grpc
 from google.rpc import error_details_pb2
 
@@ -27,7 +30,7 @@ def escalation(err: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
 async def takeover_attempts(attacker: Client, target: str, code: grpc.StatusCode) -> list[grpc.aio.AioRpcError]:
     """Every user-targeted call an attacker would try, each expected to end with `code`."""
     disable = accounts_pb2.UpdateUserRequest(user=user(target, disabled=True))
-    calls = [
+    calls: list[Awaitable[Any]] = [
         attacker.auth.CreateAPIKey(accounts_pb2.CreateAPIKeyRequest(user=target, description="backdoor")),
         attacker.auth.ChangePassword(accounts_pb2.ChangePasswordRequest(name=target, new_password=NEW_PASSWORD)),
         attacker.auth.UpdateUser(disable),
@@ -95,7 +98,7 @@ async def test_no_user_is_made_or_changed_into_more_than_its_maker_holds(platfor
     await platform.bind(binding("future-b", "team-b", "editor", users=["future"]))
     await platform.bind(binding("devs-b", "team-b", "editor", groups=["b-devs"]))
 
-    def create(u: accounts_pb2.User) -> object:
+    def create(u: accounts_pb2.User) -> Awaitable[Any]:
         return ann.auth.CreateUser(accounts_pb2.CreateUserRequest(user=u, password=PASSWORD))
 
     for probe in (

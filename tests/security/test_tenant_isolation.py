@@ -30,7 +30,7 @@ def _in_tenant(obj: Any, name: str) -> Any:
 
 
 def _event(name: str) -> event_pb2.Event:
-    e = _in_tenant(event_pb2.Event(), name)
+    e: event_pb2.Event = _in_tenant(event_pb2.Event(), name)
     e.spec.involved_object.kind, e.spec.involved_object.name = "Cluster", "a1"
     e.spec.reason, e.spec.type = "Probed", event_pb2.EVENT_TYPE_NORMAL
     return e
