@@ -149,7 +149,7 @@ def test_errors_are_one_line_with_the_code_and_a_usable_exit_code(admin: Platfor
         (("get", "clusters", "--server", "127.0.0.1:1"), 6, "UNAVAILABLE: cannot reach the apiserver at 127.0.0.1:1"),
         (("get", "clusters", "--token", "forged"), 5, "UNAUTHENTICATED"),
         (("get", "clusters", "--context", "nope"), 2, 'no context "nope"'),
-        (("edit", "user", "admin"), 2, "edit is not supported for users"),
+        (("edit", "pool", "net-a"), 2, "edit is not supported for pools"),
         (("get", "cluster", "nope", "-o", "yaml"), 3, 'NOT_FOUND: cluster "nope" not found'),
     ]:
         result = admin.run(*args)
