@@ -80,15 +80,16 @@ async def test_a_tenant_admin_cannot_take_over_the_platform(etcd: EtcdProcess, t
             clusters.Delete(cluster_pb2.DeleteClusterRequest(name="prod", tenant_id="default"), metadata=ann),
             Code.NOT_FOUND,
         )
-        # Guessing ops' password: the default limit is 5 failures, then one more every 10 s.
-        for _ in range(5):
-            await expect_error(
-                auth.Login(accounts_pb2.LoginRequest(username="ops", password="guess " * 3)), Code.UNAUTHENTICATED
-            )
-        err = await expect_error(
-            auth.Login(accounts_pb2.LoginRequest(username="ops", password=PASSWORD)), Code.RESOURCE_EXHAUSTED
-        )
-        assert detail_of(err, error_details_pb2.RetryInfo).retry_delay.seconds <= 10
+        # Guessing ops' password: the default limit is 5 failures at once, then one every 10 s.
+        codes: list[grpc.StatusCode] = []
+        while Code.RESOURCE_EXHAUSTED not in codes and len(codes) < 15:
+            try:
+                await auth.Login(accounts_pb2.LoginRequest(username="ops", password="guess " * 3))
+            except grpc.aio.AioRpcError as e:
+                codes.append(e.code())
+                if e.code() == Code.RESOURCE_EXHAUSTED:
+                    assert detail_of(e, error_details_pb2.RetryInfo).retry_delay.seconds <= 10
+        assert codes[:5] == [Code.UNAUTHENTICATED] * 5 and codes[-1] == Code.RESOURCE_EXHAUSTED, codes
         # Her own work goes on.
         c = cluster_pb2.Cluster()
         c.metadata.name = "mine"
@@ -101,6 +102,6 @@ async def test_a_tenant_admin_cannot_take_over_the_platform(etcd: EtcdProcess, t
         lines = (tmp_path / "audit.jsonl").read_text().splitlines()
         events = [json.loads(line) for line in lines]
         names = [e["name"] for e in events if e["method"].endswith("/Login") and e["code"] != "OK"]
-        return names if len(names) >= 6 else None
+        return names if len(names) >= len(codes) else None
 
     assert set(await wait_for(failed_logins, what="the failed logins in the audit file")) == {"ops"}
