@@ -1,10 +1,12 @@
 """Request handling shared by every kind: tenancy, selectors, and watch streams. The servicer
 (services.py) translates each kind's request messages into these calls.
 
-Tenancy: an empty tenant_id means the caller's tenant. Only platform administrators name
-another tenant, or "*" for every tenant; anyone else naming another tenant's object gets
-NOT_FOUND (its existence is not revealed), and a list or watch of another tenant is
-PERMISSION_DENIED.
+Tenancy: an empty tenant_id means the caller's tenant. Only a caller with rights in another
+tenant (platform administrators, or a grant there: tke.internal.auth.authority) names it, and
+only one with rights in every tenant names "*" in List and Watch; anyone else naming another
+tenant's object gets NOT_FOUND (its existence is not revealed), and a list, watch or create in
+another tenant is PERMISSION_DENIED. The authorizers decide the verb; this is the tenant wall
+behind any authorizer, even one that allows everything.
 
 A kind served with `admins_only` (cluster credentials) answers only platform administrators:
 anyone else gets PERMISSION_DENIED on every method, whatever the authorizers decided, since a
@@ -22,6 +24,7 @@ from google.protobuf import field_mask_pb2
 
 from tke.internal.apiserver.registry import ALL_TENANTS, ListResult, R, Registry, parse_resource_version
 from tke.internal.apiserver.watch import Change, Closed, Hub
+from tke.internal.auth.authority import caller_reaches
 from tke.internal.auth.identity import current_identity
 from tke.internal.meta.labels import Selector, SelectorError, dns1123_label_error, parse_selector
 from tke.internal.rpc import errors
@@ -41,7 +44,7 @@ def _tenant(requested: str, field: str, *, collection: bool) -> str:
         raise errors.invalid_field(field, '"*" (every tenant) is only valid for List and Watch')
     if requested != ALL_TENANTS and (err := dns1123_label_error(requested)):
         raise errors.invalid_field(field, err)
-    if identity.is_platform_admin:
+    if caller_reaches(requested):
         return requested
     if collection:
         raise errors.permission_denied(f"user {identity.user!r} may only list and watch tenant {identity.tenant_id!r}")

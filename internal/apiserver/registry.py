@@ -12,6 +12,9 @@ Rules:
 - Delete with finalizers sets deletion_timestamp; the object goes when the last finalizer is
   removed. Finalizers cannot be added to an object being deleted.
 - Pages of a list are read at one revision; the continue token carries it.
+- A kind's `admit_write` sees every write as (before, after) on the exact state the write
+  replaces, inside the compare-and-swap loop, so what it approves is what is written (the
+  policy centre's escalation check).
 """
 
 from __future__ import annotations
@@ -68,6 +71,9 @@ class Kind(Generic[R]):
     # the machine's cluster exists and is not being deleted).
     create_guards: Callable[[R, str], Awaitable[Sequence[Guard]]] | None = None
     updatable_paths: tuple[str, ...] = ("metadata.labels", "metadata.annotations", "metadata.finalizers", "spec")
+    # Called with (before, after) for every write: None before a create, None after a delete;
+    # raises an ApiError to refuse it.
+    admit_write: Callable[[R | None, R | None], Awaitable[None]] | None = None
 
 
 @dataclass(frozen=True)
@@ -191,6 +197,8 @@ class Registry(Generic[R]):
         meta.ClearField("resource_version")
         new.ClearField("status")
         key = self.key(tenant, meta.name)
+        if self.kind.admit_write is not None:
+            await self.kind.admit_write(None, new)
         for _ in range(_WRITE_RETRIES):
             guards = await self.kind.create_guards(new, tenant) if self.kind.create_guards else ()
             try:
@@ -229,6 +237,8 @@ class Registry(Generic[R]):
                 raise errors.invalid(violations)
             if new.spec.SerializeToString(deterministic=True) != current.spec.SerializeToString(deterministic=True):
                 new.metadata.generation = current.metadata.generation + 1
+            if self.kind.admit_write is not None:
+                await self.kind.admit_write(current, new)
             result = await self._write(current, item, new, expected)
             if result is not None:
                 return result
@@ -246,6 +256,8 @@ class Registry(Generic[R]):
             new = self.kind.message()
             new.CopyFrom(current)
             new.status.CopyFrom(obj.status)
+            if self.kind.admit_write is not None:
+                await self.kind.admit_write(current, new)
             result = await self._write(current, item, new, expected)
             if result is not None:
                 return result
@@ -256,6 +268,8 @@ class Registry(Generic[R]):
         for _ in range(_WRITE_RETRIES):
             current, item = await self._read(tenant, name)
             self._check_version(expected, item, name)
+            if self.kind.admit_write is not None:
+                await self.kind.admit_write(current, None)
             if current.metadata.finalizers:
                 if current.metadata.HasField("deletion_timestamp"):
                     return current

@@ -85,7 +85,11 @@ def name_and_tenant(request: Any) -> tuple[str, str]:
 
 _Rule = tuple[str, str, Callable[[Any, Identity], str]]
 _AUTH_SERVICE: dict[str, _Rule] = {
+    # Open (no credentials), but audited with the user name it tried; a name longer than any
+    # valid one is cut, so that an event stays small.
+    "Login": ("login", "tokens", lambda r, i: r.username[:256]),
     "CreateUser": ("create", "users", lambda r, i: r.user.metadata.name),
+    "UpdateUser": ("update", "users", lambda r, i: r.user.metadata.name),
     "DeleteUser": ("delete", "users", lambda r, i: r.name),
     "ListUsers": ("list", "users", lambda r, i: ""),
     "ChangePassword": ("update", "passwords", lambda r, i: r.name or i.user),

@@ -3,7 +3,8 @@ authorizers and audit sinks, each a plugin named by entry point (groups tke.auth
 tke.audit) or "module:Class", with its own options.
 
 A plugin is constructed as `Plugin(context, **options)`; `context` (PluginContext) gives it the
-store and key prefix. A plugin may also offer gRPC services (`services()`, e.g. the accounts
+store and key prefix, and once every authorizer is built the Authority over them (who may act on
+whom, where a caller has rights). A plugin may also offer gRPC services (`services()`, e.g. the accounts
 plugin's AuthService) and have `start()`/`stop()` coroutines; the server calls them.
 """
 
@@ -18,6 +19,7 @@ import grpc
 
 from tke.internal.auth import authn, authz
 from tke.internal.auth.audit import Auditor
+from tke.internal.auth.authority import Authority
 from tke.internal.auth.interceptors import AuditInterceptor, AuthenticationInterceptor, AuthorizationInterceptor
 from tke.internal.plugin.loader import PluginError, find
 from tke.internal.storage.store import Store
@@ -56,6 +58,8 @@ class PluginContext:
 
     store: Store
     prefix: str
+    # Set by `build` once the authorizers exist; plugins read it when they handle a call.
+    authority: Authority | None = None
 
 
 Service = tuple[str, Callable[[grpc.aio.Server], None]]
@@ -97,6 +101,8 @@ def build(config: AuthConfig, context: PluginContext) -> AuthChain:
     sinks = [_construct("tke.audit", c, context) for c in config.audit]
     if authenticators and not authorizers:
         raise PluginError("auth.authorizers is empty: configure at least one (for example 'policy')")
+    authority = Authority(authorizers)
+    context.authority = authority
     plugins: list[Any] = []
     for p in [*authenticators, *authorizers, *sinks]:
         if not any(p is q for q in plugins):
@@ -118,7 +124,7 @@ def build(config: AuthConfig, context: PluginContext) -> AuthChain:
         AuthenticationInterceptor(
             authn.Union(authenticators), auditor, open_methods=OPEN_METHODS, open_reflection=config.open_reflection
         ),
-        AuthorizationInterceptor(authz.Union([SelfService(), *authorizers]), auditor),
+        AuthorizationInterceptor(authz.Union([SelfService(), *authorizers]), auditor, authority),
         AuditInterceptor(auditor),
     ]
     return AuthChain(interceptors, services, plugins, auditor, enabled=True)

@@ -4,9 +4,12 @@ logging, error mapping): authentication -> authorization -> audit -> handler.
 - Authentication: every call but the health service (and reflection or other methods the
   configuration opens) must be claimed by an authenticator, else UNAUTHENTICATED.
 - Authorization: the call's Attributes go to the authorizer union; anything but ALLOW is
-  PERMISSION_DENIED with the reason.
+  refused with the reason: NOT_FOUND when the call names an object of a tenant the caller has
+  no rights in (the same answer whether the object exists or not), else PERMISSION_DENIED
+  (tke.internal.auth.authority). The Authority is handed to the handlers for the call.
 - Audit: one event per call, when it ends (for streams, when the stream ends), with the
-  decision and the status code. Calls refused before the handler are audited by the step that
+  decision and the status code; open calls carry what they name too (the user name a Login
+  tried). Calls refused before the handler are audited by the step that
   refused them, so every call is recorded exactly once.
 Unary and streaming calls (Watch) go through the same steps.
 """
@@ -27,6 +30,7 @@ from grpc_interceptor.server import AsyncServerInterceptor
 from tke.internal.auth.attributes import attributes_for
 from tke.internal.auth.audit import AuditEvent, Auditor
 from tke.internal.auth.authn import AuthenticationError, Authenticator, Credentials
+from tke.internal.auth.authority import Authority, current_authority
 from tke.internal.auth.authz import Attributes, Authorizer, Decision
 from tke.internal.auth.identity import Identity, current_identity
 from tke.internal.logs import request_id_var
@@ -35,6 +39,8 @@ from tke.internal.rpc import errors
 from tke.internal.storage.store import Unavailable
 
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
+# Who an open call (Login) is made by: nobody yet, in no tenant.
+NOBODY = Identity(user="", tenant_id="")
 REFLECTION_PREFIX = "/grpc.reflection."
 
 
@@ -121,6 +127,7 @@ class AuthenticationInterceptor(AsyncServerInterceptor):
         call_record.set(record)
         if self._open(method_name):
             record.decision = "open"
+            record.attributes = attributes_for(method_name, request_or_iterator, NOBODY)
             return await _call(method, request_or_iterator, context)
         try:
             identity = await self.authenticator.authenticate(_credentials(context))
@@ -143,9 +150,10 @@ class AuthenticationInterceptor(AsyncServerInterceptor):
 
 
 class AuthorizationInterceptor(AsyncServerInterceptor):
-    def __init__(self, authorizer: Authorizer, auditor: Auditor) -> None:
+    def __init__(self, authorizer: Authorizer, auditor: Auditor, authority: Authority) -> None:
         self.authorizer = authorizer
         self.auditor = auditor
+        self.authority = authority
 
     async def intercept(
         self,
@@ -160,18 +168,16 @@ class AuthorizationInterceptor(AsyncServerInterceptor):
         identity = current_identity.get()
         attributes = attributes_for(method_name, request_or_iterator, identity)
         record.attributes = attributes
-        verb, resource, name = attributes.verb, attributes.resource, attributes.name
         decision, reason = await self.authorizer.authorize(attributes)
         AUTHZ.labels(decision.name.lower()).inc()
         record.reason = reason
         if decision is not Decision.ALLOW:
             record.decision = "deny"
-            self.auditor.emit(record.event(grpc.StatusCode.PERMISSION_DENIED))
-            target = f"{resource}/{name}" if name else resource
-            raise errors.permission_denied(
-                f"user {identity.user!r} may not {verb} {target} in tenant {attributes.tenant!r}: {reason}"
-            )
+            refusal = self.authority.refusal(attributes, reason)
+            self.auditor.emit(record.event(refusal.code))
+            raise refusal
         record.decision = "allow"
+        current_authority.set(self.authority)
         return await _call(method, request_or_iterator, context)
 
 

@@ -102,6 +102,14 @@ def resource_exhausted(message: str) -> ApiError:
     return ApiError(grpc.StatusCode.RESOURCE_EXHAUSTED, message)
 
 
+def throttled(message: str, retry_after_seconds: float) -> ApiError:
+    """RESOURCE_EXHAUSTED with a RetryInfo: try again after that long."""
+    delay = duration_pb2.Duration()
+    delay.FromNanoseconds(int(retry_after_seconds * 1e9))
+    retry = error_details_pb2.RetryInfo(retry_delay=delay)
+    return ApiError(grpc.StatusCode.RESOURCE_EXHAUSTED, message, [retry])
+
+
 def unauthenticated(message: str) -> ApiError:
     return ApiError(grpc.StatusCode.UNAUTHENTICATED, message)
 

@@ -9,6 +9,12 @@ Options:
 - `bootstrap_admin` and `bootstrap_password_env`: create this platform administrator at start
   when it does not exist, with the password from that environment variable. There is no
   default password: without the variable the server refuses to start.
+- `login_user_burst` (default 5) and `login_user_interval` (seconds, default 10): failed Login
+  attempts allowed at once per user name, and how often one more is regained;
+  `login_client_burst` (20) and `login_client_interval` (1.0) the same per client address;
+  `login_tracked` (10000) the most user names and addresses remembered each. A burst of 0
+  switches that limit off. Beyond it Login is RESOURCE_EXHAUSTED with a RetryInfo, before any
+  password is checked. The limits are per apiserver.
 
 Invariants:
 - Authentication reads only memory: records under <prefix>/auth/ are mirrored (users, API
@@ -16,7 +22,14 @@ Invariants:
   revocation, deletion or disablement written by any apiserver takes effect everywhere as
   soon as the watch delivers it.
 - A token is valid while its signature holds, it has not expired, its id is not revoked, its
-  user exists and is enabled, and it was issued after the user's last password change.
+  user exists with the uid it was issued for and is enabled, and it was issued after the user's
+  last password change or disablement. An API key works while its user exists with the uid it
+  was made for and is enabled: a user created again under a deleted user's name is another user.
+- Every call that acts on a user (create, update, disable, delete, change its password, make,
+  list or delete its API keys) passes one rule, `AuthService._acted_on`: the caller reaches the
+  user's tenant (else NOT_FOUND, as for a user that does not exist), may do the verb there, and
+  holds every privilege the user holds (tke.internal.auth.authority), on the very record the
+  write replaces.
 - Secrets (passwords, tokens, API key secrets) are never logged or returned, except a new
   token or API key to the caller who asked for it.
 """
@@ -29,10 +42,12 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import os
 import secrets
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import grpc
@@ -40,15 +55,18 @@ from google.protobuf import timestamp_pb2
 
 from tke.auth.v1 import accounts_pb2, accounts_pb2_grpc
 from tke.internal.auth.authn import AuthenticationError, Credentials
+from tke.internal.auth.authority import Authority
+from tke.internal.auth.authz import Attributes, Decision
 from tke.internal.auth.identity import DEFAULT_TENANT, PLATFORM_ADMINS, Identity, current_identity
 from tke.internal.auth.passwords import DUMMY_HASH, hash_password, password_error, verify_password
+from tke.internal.auth.throttle import Limit, LoginThrottle
 from tke.internal.auth.tokens import PREFIX as TOKEN_PREFIX
 from tke.internal.auth.tokens import TokenError, TokenSigner
 from tke.internal.meta.labels import dns1123_label_error
 from tke.internal.rpc import errors
 from tke.internal.storage.lease import LeasedStore
 from tke.internal.storage.mirror import Mirror
-from tke.internal.storage.store import AlreadyExists, Conflict, Item, NotFound
+from tke.internal.storage.store import AlreadyExists, Conflict, Guard, Item, NotFound, PreconditionFailed
 
 log = logging.getLogger("tke.auth.accounts")
 
@@ -66,7 +84,7 @@ class UserRecord:
     disabled: bool
     password_hash: str
     created: float
-    # Tokens issued before this time (a password change) are refused.
+    # Tokens issued before this time (a password change, a disablement) are refused.
     not_before: float = 0.0
 
 
@@ -78,6 +96,12 @@ class APIKeyRecord:
     description: str
     created: float
     expires: float = 0.0
+    # The uid of the user it was made for. Keys stored before uids were recorded have none:
+    # those belong to a user created before the key (a later namesake cannot own them).
+    user_uid: str = ""
+
+    def belongs_to(self, user: UserRecord) -> bool:
+        return self.user == user.name and (self.user_uid == user.uid if self.user_uid else self.created >= user.created)
 
 
 @dataclass
@@ -112,12 +136,23 @@ class Accounts:
         token_ttl: int = 43_200,
         bootstrap_admin: str = "",
         bootstrap_password_env: str = "",
+        login_user_burst: int = 5,
+        login_user_interval: float = 10.0,
+        login_client_burst: int = 20,
+        login_client_interval: float = 1.0,
+        login_tracked: int = 10_000,
     ) -> None:
         secret = os.environ.get(secret_env, "")
         if not secret:
             raise ValueError(f"accounts: environment variable {secret_env} (the token signing secret) is not set")
         self.signer = TokenSigner(secret.encode())
         self.token_ttl = token_ttl
+        self.throttle = LoginThrottle(
+            Limit(login_user_burst, login_user_interval),
+            Limit(login_client_burst, login_client_interval),
+            login_tracked,
+        )
+        self._context = context
         self.store: LeasedStore = context.store
         self.root = f"{context.prefix}/auth/"
         self.bootstrap_admin = bootstrap_admin
@@ -163,8 +198,27 @@ class Accounts:
         value = self._mirror.items.get(self._key("users", name))
         return value if isinstance(value, UserRecord) else None
 
-    async def _write_new(self, kind: str, name: str, record: Any, lease: int = 0) -> None:
-        item = await self.store.create(self._key(kind, name), json.dumps(asdict(record)).encode(), lease=lease)
+    @property
+    def authority(self) -> Authority:
+        authority: Authority | None = self._context.authority
+        if authority is None:
+            raise RuntimeError("the accounts plugin must be built by tke.internal.auth.chain.build")
+        return authority
+
+    def target_identity(self, record: UserRecord) -> Identity:
+        """Who `record` is, as the rule of acting on users compares it: the bootstrap
+        administrator stays the platform's whatever its record says."""
+        groups = tuple(record.groups)
+        if record.name == self.bootstrap_admin and PLATFORM_ADMINS not in groups:
+            groups += (PLATFORM_ADMINS,)
+        return Identity(user=record.name, uid=record.uid, groups=groups, tenant_id=record.tenant)
+
+    async def _write_new(
+        self, kind: str, name: str, record: Any, lease: int = 0, guards: tuple[Guard, ...] = ()
+    ) -> None:
+        item = await self.store.create(
+            self._key(kind, name), json.dumps(asdict(record)).encode(), lease=lease, guards=guards
+        )
         await self._mirror.wait_for(item.mod_revision)
 
     async def start(self) -> None:
@@ -192,9 +246,11 @@ class Accounts:
         return [(accounts_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name, add)]
 
     @staticmethod
-    def _new_user(name: str, tenant: str, groups: list[str], display_name: str, password: str) -> UserRecord:
+    def _new_user(
+        name: str, tenant: str, groups: list[str], display_name: str, password: str, *, disabled: bool = False
+    ) -> UserRecord:
         # password_hash holds the clear password only until _hashed replaces it, off the loop.
-        return UserRecord(name, secrets.token_hex(8), tenant, groups, display_name, False, password, time.time())
+        return UserRecord(name, secrets.token_hex(8), tenant, groups, display_name, disabled, password, time.time())
 
     # -- authentication -----------------------------------------------------------------------
 
@@ -211,7 +267,7 @@ class Accounts:
             if self._key("revoked", claims.token_id) in self._mirror.items:
                 raise AuthenticationError("token has been revoked: log in again")
             user = self._user(claims.subject)
-            if user is None or user.disabled or claims.issued_at < user.not_before:
+            if user is None or user.uid != claims.uid or user.disabled or claims.issued_at < user.not_before:
                 raise AuthenticationError("token is no longer valid: log in again")
             return self._identity(user, {TOKEN_ID: (claims.token_id,), "token-expires": (str(claims.expires_at),)})
         if token.startswith(API_KEY_PREFIX):
@@ -225,7 +281,7 @@ class Accounts:
             if record.expires and time.time() >= record.expires:
                 raise AuthenticationError("API key has expired")
             user = self._user(record.user)
-            if user is None or user.disabled:
+            if user is None or not record.belongs_to(user) or user.disabled:
                 raise AuthenticationError("API key's user is gone or disabled")
             return self._identity(user, {"api-key": (key_id,)})
         return None
@@ -256,19 +312,45 @@ def _key_message(record: APIKeyRecord) -> accounts_pb2.APIKey:
     return key
 
 
+_USER_PATHS = ("spec", "spec.display_name", "spec.groups", "spec.disabled")
+_RETRIES = 5
+_MAX_KEY_TTL = 10 * 365 * 86_400  # ten years: far beyond any use, and inside a Timestamp
+
+
+def _spec_violations(spec: accounts_pb2.UserSpec, path: str) -> list[errors.FieldViolation]:
+    out = []
+    for i, group in enumerate(spec.groups):
+        if not group or len(group) > 253 or not group.isprintable() or any(c in group for c in ", |"):
+            out.append(
+                errors.FieldViolation(f"{path}.groups[{i}]", "1 to 253 printable characters, no ',', '|' or space")
+            )
+    if len(spec.display_name) > 256 or not spec.display_name.isprintable():
+        out.append(errors.FieldViolation(f"{path}.display_name", "at most 256 printable characters"))
+    return out
+
+
+def _is_self(caller: Identity, record: UserRecord) -> bool:
+    return caller.uid == record.uid and caller.user == record.name
+
+
 class AuthService(accounts_pb2_grpc.AuthServiceServicer):
-    """Authorization already happened in the interceptor chain (tke.internal.auth.attributes says
-    how each method names its user); the handlers enforce what only they can know."""
+    """The interceptor chain authorized each call in the caller's tenant (tke.internal.auth.attributes
+    says how each method names its user); every call acting on a user then passes `_acted_on`."""
 
     def __init__(self, accounts: Accounts) -> None:
         self.a = accounts
 
     async def Login(self, request: accounts_pb2.LoginRequest, context: Any) -> accounts_pb2.LoginResponse:
+        peer = context.peer() or ""
+        wait, what = self.a.throttle.attempt(request.username, peer)
+        if wait:
+            raise errors.throttled(f"too many failed logins for {what}: retry in {math.ceil(wait)}s", wait)
         user = self.a._user(request.username)
         ok = await asyncio.to_thread(verify_password, request.password, user.password_hash if user else DUMMY_HASH)
         if user is None or not ok or user.disabled:
             raise errors.unauthenticated("invalid user name or password")
-        token, claims = self.a.signer.issue(user.name, self.a.token_ttl)
+        self.a.throttle.succeeded(request.username, peer)
+        token, claims = self.a.signer.issue(user.name, user.uid, self.a.token_ttl)
         return accounts_pb2.LoginResponse(token=token, expires_at=_ts(claims.expires_at))
 
     async def Logout(self, request: accounts_pb2.LogoutRequest, context: Any) -> accounts_pb2.LogoutResponse:
@@ -283,6 +365,59 @@ class AuthService(accounts_pb2_grpc.AuthServiceServicer):
             await self.a._write_new("revoked", token_id, Revocation(expires=expires), lease=lease)
         return accounts_pb2.LogoutResponse()
 
+    # -- the rule of acting on a user ---------------------------------------------------------
+
+    async def _acted_on(self, name: str, verb: str, resource: str) -> tuple[UserRecord, Item]:
+        """The user `name` as stored now, once the caller may `verb` its `resource`: it reaches
+        the user's tenant (else NOT_FOUND, the answer for a user that does not exist), the
+        authorizers allow the verb in that tenant, and the caller holds every privilege the
+        user holds. One's own account needs no privilege. Writes are then guarded on the
+        returned item's revision, so that they act on what was checked."""
+        caller = current_identity.get()
+        authority = self.a.authority
+        missing = errors.not_found("user", name, caller.tenant_id)
+        try:
+            item = await self.a.store.get(self.a._key("users", name)) if name else None
+        except NotFound:
+            raise missing from None
+        if item is None:
+            raise missing
+        record = UserRecord(**json.loads(item.value))
+        if not authority.reaches(caller, record.tenant):
+            raise missing
+        if _is_self(caller, record):
+            return record, item
+        if record.tenant != caller.tenant_id:
+            attributes = Attributes(caller, verb, resource, name, record.tenant)
+            decision, reason = await authority.authorize(attributes)
+            if decision is not Decision.ALLOW:
+                raise authority.refusal(attributes, reason)
+        target = self.a.target_identity(record)
+        await authority.ensure_may_act_on(caller, target, f"{verb} {resource} of user {name!r}")
+        return record, item
+
+    async def _rewrite(
+        self, name: str, verb: str, resource: str, change: Callable[[UserRecord], Awaitable[UserRecord]]
+    ) -> UserRecord:
+        """Read, check (`_acted_on`), change (`change` returns a new record) and compare-and-swap
+        a user record; again on a race."""
+        for _ in range(_RETRIES):
+            record, item = await self._acted_on(name, verb, resource)
+            new = await change(record)
+            try:
+                written = await self.a.store.update(
+                    item.key, json.dumps(asdict(new)).encode(), expected_revision=item.mod_revision
+                )
+            except Conflict:
+                continue
+            except NotFound:
+                raise errors.not_found("user", name, current_identity.get().tenant_id) from None
+            await self.a._mirror.wait_for(written.mod_revision)
+            return new
+        raise errors.unavailable("the user changed concurrently; retry")
+
+    # -- users --------------------------------------------------------------------------------
+
     async def CreateUser(self, request: accounts_pb2.CreateUserRequest, context: Any) -> accounts_pb2.User:
         caller = current_identity.get()
         user = request.user
@@ -291,25 +426,23 @@ class AuthService(accounts_pb2_grpc.AuthServiceServicer):
             violations.append(errors.FieldViolation("user.metadata.name", err))
         if err := password_error(request.password):
             violations.append(errors.FieldViolation("password", err))
-        for i, group in enumerate(user.spec.groups):
-            if not group or len(group) > 253 or not group.isprintable() or any(c in group for c in ", |"):
-                violations.append(
-                    errors.FieldViolation(
-                        f"user.spec.groups[{i}]", "1 to 253 printable characters, no ',', '|' or space"
-                    )
-                )
+        violations += _spec_violations(user.spec, "user.spec")
         tenant = user.metadata.tenant_id or caller.tenant_id
         if err := dns1123_label_error(tenant):
             violations.append(errors.FieldViolation("user.metadata.tenant_id", err))
         if violations:
             raise errors.invalid(violations)
-        if not caller.is_platform_admin and (PLATFORM_ADMINS in user.spec.groups or tenant != caller.tenant_id):
-            raise errors.permission_denied(
-                "only platform administrators create administrators or users of other tenants"
-            )
         record = Accounts._new_user(
-            user.metadata.name, tenant, list(user.spec.groups), user.spec.display_name, request.password
+            user.metadata.name,
+            tenant,
+            list(user.spec.groups),
+            user.spec.display_name,
+            request.password,
+            disabled=user.spec.disabled,
         )
+        # The new user would hold its groups' grants and those of bindings already naming it.
+        target = self.a.target_identity(record)
+        await self.a.authority.ensure_may_act_on(caller, target, f"create user {record.name!r}")
         record = await asyncio.to_thread(_hashed, record)
         try:
             await self.a._write_new("users", record.name, record)
@@ -317,31 +450,66 @@ class AuthService(accounts_pb2_grpc.AuthServiceServicer):
             raise errors.already_exists("user", record.name, tenant) from None
         return _user_message(record)
 
-    def _visible_user(self, name: str) -> UserRecord:
+    async def UpdateUser(self, request: accounts_pb2.UpdateUserRequest, context: Any) -> accounts_pb2.User:
         caller = current_identity.get()
-        record = self.a._user(name)
-        if record is None or (record.tenant != caller.tenant_id and not caller.is_platform_admin):
-            raise errors.not_found("user", name, caller.tenant_id)
-        return record
+        user = request.user
+        name = user.metadata.name
+        paths = list(request.update_mask.paths) or ["spec"]
+        violations = [] if name else [errors.FieldViolation("user.metadata.name", "is required")]
+        violations += [
+            errors.FieldViolation(
+                f"update_mask.paths[{i}]", f"{p!r} cannot be updated; updatable: {', '.join(_USER_PATHS)}"
+            )
+            for i, p in enumerate(paths)
+            if p not in _USER_PATHS
+        ]
+        violations += _spec_violations(user.spec, "user.spec")
+        if violations:
+            raise errors.invalid(violations)
+
+        def wants(field: str) -> bool:
+            return "spec" in paths or f"spec.{field}" in paths
+
+        async def change(record: UserRecord) -> UserRecord:
+            if user.metadata.tenant_id and user.metadata.tenant_id != record.tenant:
+                raise errors.invalid_field("user.metadata.tenant_id", "a user's tenant cannot change")
+            new = replace(record)
+            if wants("display_name"):
+                new.display_name = user.spec.display_name
+            if wants("groups"):
+                new.groups = list(user.spec.groups)
+            if wants("disabled"):
+                if user.spec.disabled and not record.disabled:
+                    new.not_before = time.time()  # a disablement ends the sessions for good
+                new.disabled = user.spec.disabled
+            if new.groups != record.groups:
+                target = self.a.target_identity(new)
+                await self.a.authority.ensure_may_act_on(caller, target, f"give user {name!r} groups {new.groups}")
+            return new
+
+        return _user_message(await self._rewrite(name, "update", "users", change))
 
     async def DeleteUser(self, request: accounts_pb2.DeleteUserRequest, context: Any) -> accounts_pb2.User:
-        record = self._visible_user(request.name)
-        key = self.a._key("users", record.name)
-        try:
-            item = await self.a.store.get(key)
-            await self.a.store.delete(key, expected_revision=item.mod_revision)
-        except (NotFound, Conflict):
-            raise errors.not_found("user", request.name, record.tenant) from None
-        for key_record in self.a._records().keys.values():
-            if key_record.user == record.name:
-                await self._delete_key(key_record.id)
-        return _user_message(record)
+        for _ in range(_RETRIES):
+            record, item = await self._acted_on(request.name, "delete", "users")
+            try:
+                revision = await self.a.store.delete(item.key, expected_revision=item.mod_revision)
+            except Conflict:
+                continue
+            except NotFound:
+                raise errors.not_found("user", request.name, current_identity.get().tenant_id) from None
+            await self.a._mirror.wait_for(revision)
+            for key_record in self.a._records().keys.values():
+                if key_record.user == record.name:
+                    await self._delete_key(key_record.id)
+            return _user_message(record)
+        raise errors.unavailable("the user changed concurrently; retry")
 
     async def ListUsers(self, request: accounts_pb2.ListUsersRequest, context: Any) -> accounts_pb2.UserList:
         caller = current_identity.get()
         tenant = request.tenant_id or caller.tenant_id
-        if tenant != caller.tenant_id and not caller.is_platform_admin:
-            raise errors.permission_denied(f"user {caller.user!r} may only list users of tenant {caller.tenant_id!r}")
+        if not self.a.authority.reaches(caller, tenant):
+            raise errors.permission_denied(f"user {caller.user!r} may not list users of tenant {tenant!r}")
         users = sorted(self.a._records().users.values(), key=lambda u: u.name)
         out = accounts_pb2.UserList(items=[_user_message(u) for u in users if tenant in ("*", u.tenant)])
         out.metadata.resource_version = str(self.a._mirror.revision)
@@ -351,58 +519,58 @@ class AuthService(accounts_pb2_grpc.AuthServiceServicer):
         self, request: accounts_pb2.ChangePasswordRequest, context: Any
     ) -> accounts_pb2.ChangePasswordResponse:
         caller = current_identity.get()
-        name = request.name or caller.user
-        record = self._visible_user(name)
         if err := password_error(request.new_password):
             raise errors.invalid_field("new_password", err)
-        if name == caller.user and not await asyncio.to_thread(
-            verify_password, request.old_password, record.password_hash
-        ):
-            raise errors.invalid_field("old_password", "is not the current password")
-        key = self.a._key("users", name)
-        for _ in range(5):
-            item = await self.a.store.get(key)
-            current = UserRecord(**json.loads(item.value))
-            current.password_hash = await asyncio.to_thread(hash_password, request.new_password)
-            current.not_before = time.time()
-            try:
-                written = await self.a.store.update(
-                    key, json.dumps(asdict(current)).encode(), expected_revision=item.mod_revision
-                )
-            except Conflict:
-                continue
-            await self.a._mirror.wait_for(written.mod_revision)
-            return accounts_pb2.ChangePasswordResponse()
-        raise errors.unavailable("the user changed concurrently; retry")
+
+        async def change(record: UserRecord) -> UserRecord:
+            if _is_self(caller, record) and not await asyncio.to_thread(
+                verify_password, request.old_password, record.password_hash
+            ):
+                raise errors.invalid_field("old_password", "is not the current password")
+            password_hash = await asyncio.to_thread(hash_password, request.new_password)
+            return replace(record, password_hash=password_hash, not_before=time.time())
+
+        await self._rewrite(request.name or caller.user, "update", "passwords", change)
+        return accounts_pb2.ChangePasswordResponse()
+
+    # -- API keys -----------------------------------------------------------------------------
 
     async def CreateAPIKey(
         self, request: accounts_pb2.CreateAPIKeyRequest, context: Any
     ) -> accounts_pb2.CreateAPIKeyResponse:
         caller = current_identity.get()
-        record = self._visible_user(request.user or caller.user)
-        if request.ttl_seconds < 0:
-            raise errors.invalid_field("ttl_seconds", "must not be negative")
-        key_id = f"{record.name}.{secrets.token_hex(6)}"
-        secret = secrets.token_urlsafe(32).replace(".", "-")
-        now = time.time()
-        key = APIKeyRecord(
-            key_id,
-            record.name,
-            _sha256(secret),
-            request.description[:256],
-            now,
-            now + request.ttl_seconds if request.ttl_seconds else 0.0,
-        )
-        await self.a._write_new("apikeys", key_id, key)
-        return accounts_pb2.CreateAPIKeyResponse(key=_key_message(key), secret=f"{API_KEY_PREFIX}{key_id}.{secret}")
+        if not 0 <= request.ttl_seconds <= _MAX_KEY_TTL:
+            raise errors.invalid_field("ttl_seconds", f"must be between 0 (no expiry) and {_MAX_KEY_TTL}")
+        for _ in range(_RETRIES):
+            record, item = await self._acted_on(request.user or caller.user, "create", "apikeys")
+            key_id = f"{record.name}.{secrets.token_hex(6)}"
+            secret = secrets.token_urlsafe(32).replace(".", "-")
+            now = time.time()
+            key = APIKeyRecord(
+                key_id,
+                record.name,
+                _sha256(secret),
+                request.description[:256],
+                now,
+                now + request.ttl_seconds if request.ttl_seconds else 0.0,
+                record.uid,
+            )
+            try:
+                # Only while the user is still the one checked (same groups, not replaced).
+                await self.a._write_new("apikeys", key_id, key, guards=(Guard(item.key, item.mod_revision),))
+            except PreconditionFailed:
+                continue
+            return accounts_pb2.CreateAPIKeyResponse(key=_key_message(key), secret=f"{API_KEY_PREFIX}{key_id}.{secret}")
+        raise errors.unavailable("the user changed concurrently; retry")
 
     async def _delete_key(self, key_id: str) -> None:
         key = self.a._key("apikeys", key_id)
         try:
             item = await self.a.store.get(key)
-            await self.a.store.delete(key, expected_revision=item.mod_revision)
+            revision = await self.a.store.delete(key, expected_revision=item.mod_revision)
         except (NotFound, Conflict):
-            pass
+            return
+        await self.a._mirror.wait_for(revision)  # the key no longer works here when the call returns
 
     async def DeleteAPIKey(
         self, request: accounts_pb2.DeleteAPIKeyRequest, context: Any
@@ -410,13 +578,13 @@ class AuthService(accounts_pb2_grpc.AuthServiceServicer):
         record = self.a._records().keys.get(request.id)
         if record is None:
             raise errors.not_found("apikey", request.id, current_identity.get().tenant_id)
-        self._visible_user(record.user)
+        await self._acted_on(record.user, "delete", "apikeys")
         await self._delete_key(request.id)
         return accounts_pb2.DeleteAPIKeyResponse()
 
     async def ListAPIKeys(
         self, request: accounts_pb2.ListAPIKeysRequest, context: Any
     ) -> accounts_pb2.ListAPIKeysResponse:
-        record = self._visible_user(request.user or current_identity.get().user)
-        keys = sorted((k for k in self.a._records().keys.values() if k.user == record.name), key=lambda k: k.id)
+        user, _ = await self._acted_on(request.user or current_identity.get().user, "list", "apikeys")
+        keys = sorted((k for k in self.a._records().keys.values() if k.belongs_to(user)), key=lambda k: k.id)
         return accounts_pb2.ListAPIKeysResponse(keys=[_key_message(k) for k in keys])

@@ -11,12 +11,23 @@ Decisions:
 Built-in roles exist in every tenant without being stored: admin (everything), editor
 (everything on clusters, machines and events), viewer (get, list, watch on everything).
 Roles and bindings are mirrored in memory, so a decision never waits for etcd.
+
+It is a GrantSource (tke.internal.auth.authority): it says what it grants whom, so that the
+platform can compare privileges. Writing a role or binding is admitted only when the caller
+holds every grant the object gives, before and after the change (Kubernetes RBAC's escalation
+prevention), checked on the exact state the write replaces:
+- a binding gives its role's rules in its tenant, or in every tenant with all_tenants (which
+  only platform administrators hold); a role that does not exist or has no rules yet gives
+  anything there, since it may still get any rule; naming the group tke:platform-admins is the
+  group's own power;
+- a role gives its rules in its tenant, and in every tenant while an all-tenant binding uses it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import grpc
@@ -25,9 +36,9 @@ from tke.auth.v1 import policy_pb2, policy_pb2_grpc
 from tke.internal.apiserver.api import ResourceAPI
 from tke.internal.apiserver.registry import Kind, Registry
 from tke.internal.apiserver.validation import validate_metadata
+from tke.internal.auth.authority import ALL_TENANTS, PLATFORM_ADMIN_GRANT, Authority, Grant
 from tke.internal.auth.authz import Attributes, Decision
-from tke.internal.auth.identity import PLATFORM_ADMINS, current_identity
-from tke.internal.rpc import errors
+from tke.internal.auth.identity import PLATFORM_ADMINS, Identity, current_identity
 from tke.internal.rpc.errors import FieldViolation
 from tke.internal.storage.mirror import Mirror
 
@@ -98,11 +109,20 @@ def _matches(rule: policy_pb2.PolicyRule, attributes: Attributes) -> bool:
     )
 
 
+def _subjects(identity: Identity) -> set[tuple[str, str]]:
+    return {("User", identity.user), *(("Group", g) for g in identity.groups)}
+
+
+def _names_any(binding: policy_pb2.RoleBinding, subjects: set[tuple[str, str]]) -> bool:
+    return any((s.kind, s.name) in subjects for s in binding.spec.subjects)
+
+
 class PolicyCentre:
     def __init__(self, context: Any) -> None:
         prefix = context.prefix
-        self.roles = Registry(ROLES, context.store, prefix)
-        self.bindings = Registry(BINDINGS, context.store, prefix)
+        self._context = context
+        self.roles = Registry(dataclasses.replace(ROLES, admit_write=self._admit_role), context.store, prefix)
+        self.bindings = Registry(dataclasses.replace(BINDINGS, admit_write=self._admit_binding), context.store, prefix)
         self._role_mirror: Mirror[policy_pb2.Role] = Mirror(context.store, self.roles.root, self.roles.decode)
         self._binding_mirror: Mirror[policy_pb2.RoleBinding] = Mirror(
             context.store, self.bindings.root, self.bindings.decode
@@ -152,14 +172,91 @@ class PolicyCentre:
         identity = attributes.identity
         if PLATFORM_ADMINS in identity.groups:
             return Decision.ALLOW, f"group {PLATFORM_ADMINS} is admin of every tenant"
-        subjects = {("User", identity.user), *(("Group", g) for g in identity.groups)}
+        subjects = _subjects(identity)
         for binding in self._bindings_in(attributes.tenant):
             meta, spec = binding.metadata, binding.spec
-            if not any((s.kind, s.name) in subjects for s in spec.subjects):
+            if not _names_any(binding, subjects):
                 continue
             if any(_matches(rule, attributes) for rule in self._rules(meta.tenant_id, spec.role)):
                 return Decision.ALLOW, f'role "{spec.role}" via binding "{meta.name}" in tenant "{meta.tenant_id}"'
         return Decision.NO_OPINION, f"no role binding in tenant {attributes.tenant!r} allows it"
+
+    # -- grants -----------------------------------------------------------------------------
+
+    def _binding_grants(self, binding: policy_pb2.RoleBinding) -> list[Grant]:
+        """What a binding grants its subjects now."""
+        meta, spec = binding.metadata, binding.spec
+        scope = ALL_TENANTS if spec.all_tenants else meta.tenant_id
+        source = f'role "{spec.role}" of binding "{meta.name}" in tenant "{meta.tenant_id}"'
+        return [
+            Grant(scope, tuple(r.verbs), tuple(r.resources), tuple(r.resource_names), source)
+            for r in self._rules(meta.tenant_id, spec.role)
+        ]
+
+    def grants_of(self, identity: Identity, tenant: str | None = None) -> list[Grant]:
+        subjects = _subjects(identity)
+        bindings = self._binding_mirror.items.values() if tenant is None else self._bindings_in(tenant)
+        return [g for b in bindings if _names_any(b, subjects) for g in self._binding_grants(b)]
+
+    # -- escalation prevention --------------------------------------------------------------
+
+    @property
+    def authority(self) -> Authority:
+        authority: Authority | None = self._context.authority
+        if authority is None:
+            raise RuntimeError("the policy centre must be built by tke.internal.auth.chain.build")
+        return authority
+
+    def _binding_gives(self, binding: policy_pb2.RoleBinding) -> list[Grant]:
+        """What writing `binding` can give, now or later (see the module's docstring)."""
+        meta, spec = binding.metadata, binding.spec
+        grants = self._binding_grants(binding)
+        if not grants:
+            scope = ALL_TENANTS if spec.all_tenants else meta.tenant_id
+            grants = [
+                Grant(
+                    scope,
+                    ("*",),
+                    ("*",),
+                    (),
+                    f'binding "{meta.name}" in tenant "{meta.tenant_id}" of role "{spec.role}", '
+                    "which may still be given any rule",
+                )
+            ]
+        if any(s.kind == "Group" and s.name == PLATFORM_ADMINS for s in spec.subjects):
+            naming = f'binding "{meta.name}" naming group {PLATFORM_ADMINS}'
+            grants.append(dataclasses.replace(PLATFORM_ADMIN_GRANT, source=naming))
+        return grants
+
+    def _role_gives(self, role: policy_pb2.Role) -> list[Grant]:
+        meta = role.metadata
+        scopes = [meta.tenant_id]
+        if any(
+            b.spec.role == meta.name and b.metadata.tenant_id == meta.tenant_id for b in self._bindings_in(ALL_TENANTS)
+        ):
+            scopes.append(ALL_TENANTS)
+        source = f'role "{meta.name}" in tenant "{meta.tenant_id}"'
+        return [
+            Grant(scope, tuple(r.verbs), tuple(r.resources), tuple(r.resource_names), source)
+            for scope in scopes
+            for r in role.spec.rules
+        ]
+
+    async def _admit(self, kind: str, before: Any, after: Any, gives: Callable[[Any], list[Grant]]) -> None:
+        """The caller must hold what the object gives before and after the write."""
+        caller = current_identity.get()
+        doing = "create" if before is None else "delete" if after is None else "update"
+        for obj in (before, after):
+            if obj is not None:
+                meta = obj.metadata
+                what = f'{doing} {kind} "{meta.name}" in tenant "{meta.tenant_id}"'
+                await self.authority.ensure_holds(caller, gives(obj), what)
+
+    async def _admit_binding(self, before: policy_pb2.RoleBinding | None, after: policy_pb2.RoleBinding | None) -> None:
+        await self._admit("role binding", before, after, self._binding_gives)
+
+    async def _admit_role(self, before: policy_pb2.Role | None, after: policy_pb2.Role | None) -> None:
+        await self._admit("role", before, after, self._role_gives)
 
 
 def _index(
@@ -190,11 +287,21 @@ class PolicyService(policy_pb2_grpc.PolicyServiceServicer):
     """CRUD of roles and bindings; the interceptor chain has already authorized the call."""
 
     def __init__(self, centre: PolicyCentre) -> None:
+        self.centre = centre
         self.roles: ResourceAPI[policy_pb2.Role] = ResourceAPI(centre.roles, None)
         self.bindings: ResourceAPI[policy_pb2.RoleBinding] = ResourceAPI(centre.bindings, None)
 
+    async def _role_written(self, role: policy_pb2.Role) -> policy_pb2.Role:
+        """Once this apiserver decides with it: a caller's next call here sees its own write."""
+        await self.centre._role_mirror.wait_for(int(role.metadata.resource_version))
+        return role
+
+    async def _binding_written(self, binding: policy_pb2.RoleBinding) -> policy_pb2.RoleBinding:
+        await self.centre._binding_mirror.wait_for(int(binding.metadata.resource_version))
+        return binding
+
     async def CreateRole(self, request: policy_pb2.CreateRoleRequest, context: Any) -> policy_pb2.Role:
-        return await self.roles.create(request.role if request.HasField("role") else None)
+        return await self._role_written(await self.roles.create(request.role if request.HasField("role") else None))
 
     async def GetRole(self, request: policy_pb2.GetRoleRequest, context: Any) -> policy_pb2.Role:
         return await self.roles.get(request.name, request.tenant_id)
@@ -208,22 +315,18 @@ class PolicyService(policy_pb2_grpc.PolicyServiceServicer):
         return out
 
     async def UpdateRole(self, request: policy_pb2.UpdateRoleRequest, context: Any) -> policy_pb2.Role:
-        return await self.roles.update(request.role, request.update_mask)
+        return await self._role_written(await self.roles.update(request.role, request.update_mask))
 
     async def DeleteRole(self, request: policy_pb2.DeleteRoleRequest, context: Any) -> policy_pb2.Role:
-        return await self.roles.delete(request.name, request.tenant_id, request.resource_version)
-
-    def _check_all_tenants(self, binding: policy_pb2.RoleBinding) -> None:
-        if binding.spec.all_tenants and PLATFORM_ADMINS not in current_identity.get().groups:
-            raise errors.permission_denied("only platform administrators create bindings with all_tenants")
+        return await self._role_written(
+            await self.roles.delete(request.name, request.tenant_id, request.resource_version)
+        )
 
     async def CreateRoleBinding(
         self, request: policy_pb2.CreateRoleBindingRequest, context: Any
     ) -> policy_pb2.RoleBinding:
         binding = request.role_binding if request.HasField("role_binding") else None
-        if binding is not None:
-            self._check_all_tenants(binding)
-        return await self.bindings.create(binding)
+        return await self._binding_written(await self.bindings.create(binding))
 
     async def GetRoleBinding(self, request: policy_pb2.GetRoleBindingRequest, context: Any) -> policy_pb2.RoleBinding:
         return await self.bindings.get(request.name, request.tenant_id)
@@ -241,10 +344,11 @@ class PolicyService(policy_pb2_grpc.PolicyServiceServicer):
     async def UpdateRoleBinding(
         self, request: policy_pb2.UpdateRoleBindingRequest, context: Any
     ) -> policy_pb2.RoleBinding:
-        self._check_all_tenants(request.role_binding)
-        return await self.bindings.update(request.role_binding, request.update_mask)
+        return await self._binding_written(await self.bindings.update(request.role_binding, request.update_mask))
 
     async def DeleteRoleBinding(
         self, request: policy_pb2.DeleteRoleBindingRequest, context: Any
     ) -> policy_pb2.RoleBinding:
-        return await self.bindings.delete(request.name, request.tenant_id, request.resource_version)
+        return await self._binding_written(
+            await self.bindings.delete(request.name, request.tenant_id, request.resource_version)
+        )

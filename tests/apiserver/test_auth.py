@@ -175,9 +175,9 @@ async def test_expired_forged_revoked_and_stale_tokens_are_refused(secured: Runn
     bob = await login(secured, "bob", "a long enough password")
     await eventually(lambda: bob.clusters.List(cluster_pb2.ListClustersRequest()))
     signer = TokenSigner(SECRET.encode())
-    expired, _ = signer.issue("bob", 60, now=0)
+    expired, _ = signer.issue("bob", "", 60, now=0)
     forged = bob.token[:-4] + ("AAAA" if not bob.token.endswith("AAAA") else "BBBB")
-    other_key, _ = TokenSigner(b"x" * 40).issue("bob", 600)
+    other_key, _ = TokenSigner(b"x" * 40).issue("bob", "", 600)
     for token, why in ((expired, "expired"), (forged, "signature"), (other_key, "signature")):
         err = await expect_error(
             Client(secured, token).clusters.List(cluster_pb2.ListClustersRequest()), Code.UNAUTHENTICATED

@@ -149,7 +149,7 @@ def test_errors_are_one_line_with_the_code_and_a_usable_exit_code(admin: Platfor
         (("get", "clusters", "--server", "127.0.0.1:1"), 6, "UNAVAILABLE: cannot reach the apiserver at 127.0.0.1:1"),
         (("get", "clusters", "--token", "forged"), 5, "UNAUTHENTICATED"),
         (("get", "clusters", "--context", "nope"), 2, 'no context "nope"'),
-        (("edit", "user", "admin"), 2, "edit is not supported for users"),
+        (("edit", "pool", "net-a"), 2, "edit is not supported for pools"),
         (("get", "cluster", "nope", "-o", "yaml"), 3, 'NOT_FOUND: cluster "nope" not found'),
     ]:
         result = admin.run(*args)
@@ -244,6 +244,13 @@ def test_users_roles_and_bindings(admin: Platform) -> None:
     assert admin.ok("apply", "-f", wider, "-n", "team-a").strip() == "role/readers unchanged"
     assert "get,list,watch clusters" in admin.ok("get", "roles", "-n", "team-a")
     assert "alice" in admin.ok("get", "users", "-n", "team-a")
+    off = admin.write(
+        "alice-off.yaml",
+        "kind: User\nmetadata: {name: alice, tenantId: team-a}\nspec: {groups: [ops], disabled: true}\n",
+    )
+    assert admin.ok("apply", "-f", off).strip() == "user/alice configured"
+    assert " true " in admin.ok("get", "user", "alice", "-n", "team-a")
+    assert admin.ok("apply", "-f", user).strip() == "user/alice configured"  # enabled again
     admin.ok("create", "-f", admin.write("cluster.yaml", CLUSTER), "-n", "team-a")
 
     admin.ok("config", "set-context", "alice", "--server", admin.api, "--use")

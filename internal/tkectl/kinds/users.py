@@ -1,12 +1,14 @@
 """Users of the built-in accounts (tke.auth.v1.AuthService) as a tkectl kind. The service has no
-Get or Update: get reads the tenant's list; a user file carries its initial password in a
-`password:` key beside the message's fields (or tkectl asks for it)."""
+Get: get reads the tenant's list. A user file carries its initial password in a `password:` key
+beside the message's fields; apply and edit replace the spec (display name, groups, disabled)
+through UpdateUser."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any, cast
 
+from google.protobuf import field_mask_pb2
 from google.protobuf.message import Message
 
 from tke.auth.v1 import accounts_pb2, accounts_pb2_grpc
@@ -21,6 +23,8 @@ class Users(Kind):
     message = accounts_pb2.User
     server = APISERVER
     extra_keys = ("password",)
+    apply_paths = ("spec",)
+    editable = True
     columns = (
         Column("NAME", lambda o: o.metadata.name),
         Column("TENANT", lambda o: o.metadata.tenant_id),
@@ -65,6 +69,12 @@ class Users(Kind):
             raise usage(f"{self.ref(obj)}: a user needs its initial password: a `password:` key in the file")
         request = accounts_pb2.CreateUserRequest(user=cast(accounts_pb2.User, obj), password=password)
         result: Message = await self.call(conn, self._stub(conn).CreateUser, request)
+        return result
+
+    async def update(self, conn: Connection, obj: Message, paths: Sequence[str]) -> Message:
+        mask = field_mask_pb2.FieldMask(paths=list(paths))
+        request = accounts_pb2.UpdateUserRequest(user=cast(accounts_pb2.User, obj), update_mask=mask)
+        result: Message = await self.call(conn, self._stub(conn).UpdateUser, request)
         return result
 
     async def delete(self, conn: Connection, name: str, tenant: str, resource_version: str) -> Message | None:

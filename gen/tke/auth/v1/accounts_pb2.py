@@ -22,57 +22,60 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from tke.meta.v1 import meta_pb2 as tke_dot_meta_dot_v1_dot_meta__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1atke/auth/v1/accounts.proto\x12\x0btke.auth.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16tke/meta/v1/meta.proto\"B\n\x08UserSpec\x12\x14\n\x0c\x64isplay_name\x18\x01 \x01(\t\x12\x0e\n\x06groups\x18\x02 \x03(\t\x12\x10\n\x08\x64isabled\x18\x03 \x01(\x08\"\x0c\n\nUserStatus\"\x7f\n\x04User\x12)\n\x08metadata\x18\x01 \x01(\x0b\x32\x17.tke.meta.v1.ObjectMeta\x12#\n\x04spec\x18\x02 \x01(\x0b\x32\x15.tke.auth.v1.UserSpec\x12\'\n\x06status\x18\x03 \x01(\x0b\x32\x17.tke.auth.v1.UserStatus\"2\n\x0cLoginRequest\x12\x10\n\x08username\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\"N\n\rLoginResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12.\n\nexpires_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x0f\n\rLogoutRequest\"\x10\n\x0eLogoutResponse\"F\n\x11\x43reateUserRequest\x12\x1f\n\x04user\x18\x01 \x01(\x0b\x32\x11.tke.auth.v1.User\x12\x10\n\x08password\x18\x02 \x01(\t\"!\n\x11\x44\x65leteUserRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"P\n\x10ListUsersRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x16\n\x0e\x63ontinue_token\x18\x03 \x01(\t\"U\n\x08UserList\x12\'\n\x08metadata\x18\x01 \x01(\x0b\x32\x15.tke.meta.v1.ListMeta\x12 \n\x05items\x18\x02 \x03(\x0b\x32\x11.tke.auth.v1.User\"Q\n\x15\x43hangePasswordRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0cold_password\x18\x02 \x01(\t\x12\x14\n\x0cnew_password\x18\x03 \x01(\t\"\x18\n\x16\x43hangePasswordResponse\"\x97\x01\n\x06\x41PIKey\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04user\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"M\n\x13\x43reateAPIKeyRequest\x12\x0c\n\x04user\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x13\n\x0bttl_seconds\x18\x03 \x01(\x03\"H\n\x14\x43reateAPIKeyResponse\x12 \n\x03key\x18\x01 \x01(\x0b\x32\x13.tke.auth.v1.APIKey\x12\x0e\n\x06secret\x18\x02 \x01(\t\"!\n\x13\x44\x65leteAPIKeyRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x16\n\x14\x44\x65leteAPIKeyResponse\"\"\n\x12ListAPIKeysRequest\x12\x0c\n\x04user\x18\x01 \x01(\t\"8\n\x13ListAPIKeysResponse\x12!\n\x04keys\x18\x01 \x03(\x0b\x32\x13.tke.auth.v1.APIKey2\xac\x05\n\x0b\x41uthService\x12>\n\x05Login\x12\x19.tke.auth.v1.LoginRequest\x1a\x1a.tke.auth.v1.LoginResponse\x12\x41\n\x06Logout\x12\x1a.tke.auth.v1.LogoutRequest\x1a\x1b.tke.auth.v1.LogoutResponse\x12?\n\nCreateUser\x12\x1e.tke.auth.v1.CreateUserRequest\x1a\x11.tke.auth.v1.User\x12?\n\nDeleteUser\x12\x1e.tke.auth.v1.DeleteUserRequest\x1a\x11.tke.auth.v1.User\x12\x41\n\tListUsers\x12\x1d.tke.auth.v1.ListUsersRequest\x1a\x15.tke.auth.v1.UserList\x12Y\n\x0e\x43hangePassword\x12\".tke.auth.v1.ChangePasswordRequest\x1a#.tke.auth.v1.ChangePasswordResponse\x12S\n\x0c\x43reateAPIKey\x12 .tke.auth.v1.CreateAPIKeyRequest\x1a!.tke.auth.v1.CreateAPIKeyResponse\x12S\n\x0c\x44\x65leteAPIKey\x12 .tke.auth.v1.DeleteAPIKeyRequest\x1a!.tke.auth.v1.DeleteAPIKeyResponse\x12P\n\x0bListAPIKeys\x12\x1f.tke.auth.v1.ListAPIKeysRequest\x1a .tke.auth.v1.ListAPIKeysResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1atke/auth/v1/accounts.proto\x12\x0btke.auth.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16tke/meta/v1/meta.proto\"B\n\x08UserSpec\x12\x14\n\x0c\x64isplay_name\x18\x01 \x01(\t\x12\x0e\n\x06groups\x18\x02 \x03(\t\x12\x10\n\x08\x64isabled\x18\x03 \x01(\x08\"\x0c\n\nUserStatus\"\x7f\n\x04User\x12)\n\x08metadata\x18\x01 \x01(\x0b\x32\x17.tke.meta.v1.ObjectMeta\x12#\n\x04spec\x18\x02 \x01(\x0b\x32\x15.tke.auth.v1.UserSpec\x12\'\n\x06status\x18\x03 \x01(\x0b\x32\x17.tke.auth.v1.UserStatus\"2\n\x0cLoginRequest\x12\x10\n\x08username\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\"N\n\rLoginResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12.\n\nexpires_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x0f\n\rLogoutRequest\"\x10\n\x0eLogoutResponse\"F\n\x11\x43reateUserRequest\x12\x1f\n\x04user\x18\x01 \x01(\x0b\x32\x11.tke.auth.v1.User\x12\x10\n\x08password\x18\x02 \x01(\t\"!\n\x11\x44\x65leteUserRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"e\n\x11UpdateUserRequest\x12\x1f\n\x04user\x18\x01 \x01(\x0b\x32\x11.tke.auth.v1.User\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"P\n\x10ListUsersRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x16\n\x0e\x63ontinue_token\x18\x03 \x01(\t\"U\n\x08UserList\x12\'\n\x08metadata\x18\x01 \x01(\x0b\x32\x15.tke.meta.v1.ListMeta\x12 \n\x05items\x18\x02 \x03(\x0b\x32\x11.tke.auth.v1.User\"Q\n\x15\x43hangePasswordRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0cold_password\x18\x02 \x01(\t\x12\x14\n\x0cnew_password\x18\x03 \x01(\t\"\x18\n\x16\x43hangePasswordResponse\"\x97\x01\n\x06\x41PIKey\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04user\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"M\n\x13\x43reateAPIKeyRequest\x12\x0c\n\x04user\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x13\n\x0bttl_seconds\x18\x03 \x01(\x03\"H\n\x14\x43reateAPIKeyResponse\x12 \n\x03key\x18\x01 \x01(\x0b\x32\x13.tke.auth.v1.APIKey\x12\x0e\n\x06secret\x18\x02 \x01(\t\"!\n\x13\x44\x65leteAPIKeyRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x16\n\x14\x44\x65leteAPIKeyResponse\"\"\n\x12ListAPIKeysRequest\x12\x0c\n\x04user\x18\x01 \x01(\t\"8\n\x13ListAPIKeysResponse\x12!\n\x04keys\x18\x01 \x03(\x0b\x32\x13.tke.auth.v1.APIKey2\xed\x05\n\x0b\x41uthService\x12>\n\x05Login\x12\x19.tke.auth.v1.LoginRequest\x1a\x1a.tke.auth.v1.LoginResponse\x12\x41\n\x06Logout\x12\x1a.tke.auth.v1.LogoutRequest\x1a\x1b.tke.auth.v1.LogoutResponse\x12?\n\nCreateUser\x12\x1e.tke.auth.v1.CreateUserRequest\x1a\x11.tke.auth.v1.User\x12?\n\nDeleteUser\x12\x1e.tke.auth.v1.DeleteUserRequest\x1a\x11.tke.auth.v1.User\x12?\n\nUpdateUser\x12\x1e.tke.auth.v1.UpdateUserRequest\x1a\x11.tke.auth.v1.User\x12\x41\n\tListUsers\x12\x1d.tke.auth.v1.ListUsersRequest\x1a\x15.tke.auth.v1.UserList\x12Y\n\x0e\x43hangePassword\x12\".tke.auth.v1.ChangePasswordRequest\x1a#.tke.auth.v1.ChangePasswordResponse\x12S\n\x0c\x43reateAPIKey\x12 .tke.auth.v1.CreateAPIKeyRequest\x1a!.tke.auth.v1.CreateAPIKeyResponse\x12S\n\x0c\x44\x65leteAPIKey\x12 .tke.auth.v1.DeleteAPIKeyRequest\x1a!.tke.auth.v1.DeleteAPIKeyResponse\x12P\n\x0bListAPIKeys\x12\x1f.tke.auth.v1.ListAPIKeysRequest\x1a .tke.auth.v1.ListAPIKeysResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tke.auth.v1.accounts_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_USERSPEC']._serialized_start=100
-  _globals['_USERSPEC']._serialized_end=166
-  _globals['_USERSTATUS']._serialized_start=168
-  _globals['_USERSTATUS']._serialized_end=180
-  _globals['_USER']._serialized_start=182
-  _globals['_USER']._serialized_end=309
-  _globals['_LOGINREQUEST']._serialized_start=311
-  _globals['_LOGINREQUEST']._serialized_end=361
-  _globals['_LOGINRESPONSE']._serialized_start=363
-  _globals['_LOGINRESPONSE']._serialized_end=441
-  _globals['_LOGOUTREQUEST']._serialized_start=443
-  _globals['_LOGOUTREQUEST']._serialized_end=458
-  _globals['_LOGOUTRESPONSE']._serialized_start=460
-  _globals['_LOGOUTRESPONSE']._serialized_end=476
-  _globals['_CREATEUSERREQUEST']._serialized_start=478
-  _globals['_CREATEUSERREQUEST']._serialized_end=548
-  _globals['_DELETEUSERREQUEST']._serialized_start=550
-  _globals['_DELETEUSERREQUEST']._serialized_end=583
-  _globals['_LISTUSERSREQUEST']._serialized_start=585
-  _globals['_LISTUSERSREQUEST']._serialized_end=665
-  _globals['_USERLIST']._serialized_start=667
-  _globals['_USERLIST']._serialized_end=752
-  _globals['_CHANGEPASSWORDREQUEST']._serialized_start=754
-  _globals['_CHANGEPASSWORDREQUEST']._serialized_end=835
-  _globals['_CHANGEPASSWORDRESPONSE']._serialized_start=837
-  _globals['_CHANGEPASSWORDRESPONSE']._serialized_end=861
-  _globals['_APIKEY']._serialized_start=864
-  _globals['_APIKEY']._serialized_end=1015
-  _globals['_CREATEAPIKEYREQUEST']._serialized_start=1017
-  _globals['_CREATEAPIKEYREQUEST']._serialized_end=1094
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=1096
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=1168
-  _globals['_DELETEAPIKEYREQUEST']._serialized_start=1170
-  _globals['_DELETEAPIKEYREQUEST']._serialized_end=1203
-  _globals['_DELETEAPIKEYRESPONSE']._serialized_start=1205
-  _globals['_DELETEAPIKEYRESPONSE']._serialized_end=1227
-  _globals['_LISTAPIKEYSREQUEST']._serialized_start=1229
-  _globals['_LISTAPIKEYSREQUEST']._serialized_end=1263
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=1265
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=1321
-  _globals['_AUTHSERVICE']._serialized_start=1324
-  _globals['_AUTHSERVICE']._serialized_end=2008
+  _globals['_USERSPEC']._serialized_start=134
+  _globals['_USERSPEC']._serialized_end=200
+  _globals['_USERSTATUS']._serialized_start=202
+  _globals['_USERSTATUS']._serialized_end=214
+  _globals['_USER']._serialized_start=216
+  _globals['_USER']._serialized_end=343
+  _globals['_LOGINREQUEST']._serialized_start=345
+  _globals['_LOGINREQUEST']._serialized_end=395
+  _globals['_LOGINRESPONSE']._serialized_start=397
+  _globals['_LOGINRESPONSE']._serialized_end=475
+  _globals['_LOGOUTREQUEST']._serialized_start=477
+  _globals['_LOGOUTREQUEST']._serialized_end=492
+  _globals['_LOGOUTRESPONSE']._serialized_start=494
+  _globals['_LOGOUTRESPONSE']._serialized_end=510
+  _globals['_CREATEUSERREQUEST']._serialized_start=512
+  _globals['_CREATEUSERREQUEST']._serialized_end=582
+  _globals['_DELETEUSERREQUEST']._serialized_start=584
+  _globals['_DELETEUSERREQUEST']._serialized_end=617
+  _globals['_UPDATEUSERREQUEST']._serialized_start=619
+  _globals['_UPDATEUSERREQUEST']._serialized_end=720
+  _globals['_LISTUSERSREQUEST']._serialized_start=722
+  _globals['_LISTUSERSREQUEST']._serialized_end=802
+  _globals['_USERLIST']._serialized_start=804
+  _globals['_USERLIST']._serialized_end=889
+  _globals['_CHANGEPASSWORDREQUEST']._serialized_start=891
+  _globals['_CHANGEPASSWORDREQUEST']._serialized_end=972
+  _globals['_CHANGEPASSWORDRESPONSE']._serialized_start=974
+  _globals['_CHANGEPASSWORDRESPONSE']._serialized_end=998
+  _globals['_APIKEY']._serialized_start=1001
+  _globals['_APIKEY']._serialized_end=1152
+  _globals['_CREATEAPIKEYREQUEST']._serialized_start=1154
+  _globals['_CREATEAPIKEYREQUEST']._serialized_end=1231
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=1233
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=1305
+  _globals['_DELETEAPIKEYREQUEST']._serialized_start=1307
+  _globals['_DELETEAPIKEYREQUEST']._serialized_end=1340
+  _globals['_DELETEAPIKEYRESPONSE']._serialized_start=1342
+  _globals['_DELETEAPIKEYRESPONSE']._serialized_end=1364
+  _globals['_LISTAPIKEYSREQUEST']._serialized_start=1366
+  _globals['_LISTAPIKEYSREQUEST']._serialized_end=1400
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=1402
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=1458
+  _globals['_AUTHSERVICE']._serialized_start=1461
+  _globals['_AUTHSERVICE']._serialized_end=2210
 # @@protoc_insertion_point(module_scope)

@@ -7,6 +7,7 @@ and API keys for machines. Served by tke-apiserver when the "accounts" authentic
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -34,7 +35,9 @@ class UserSpec(_message.Message):
     display_name: _builtins.str
     """Human-readable name."""
     disabled: _builtins.bool
-    """A disabled user cannot sign in, and its tokens and API keys stop working."""
+    """A disabled user cannot sign in, and its tokens and API keys stop working on every
+    apiserver. Enabling it again brings its API keys back, not the tokens it had.
+    """
     @_builtins.property
     def groups(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Groups the user belongs to, for role bindings ("tke:platform-admins" acts on every
@@ -76,7 +79,8 @@ Global___UserStatus: _TypeAlias = UserStatus  # noqa: Y015
 @_typing.final
 class User(_message.Message):
     """A user of the built-in account system. The name is unique across the platform;
-    metadata.tenant_id is the tenant the user acts in.
+    metadata.tenant_id is the tenant the user acts in. Tokens and API keys belong to the user's
+    uid: a user deleted and created again under the same name does not get them back.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -201,7 +205,9 @@ Global___LogoutResponse: _TypeAlias = LogoutResponse  # noqa: Y015
 
 @_typing.final
 class CreateUserRequest(_message.Message):
-    """Create a user (platform administrators, or tenant admins for their tenant)."""
+    """Create a user (platform administrators, or tenant admins for their tenant). The caller must
+    hold every privilege the new user would hold (its groups, and bindings naming it).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -248,6 +254,42 @@ class DeleteUserRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DeleteUserRequest: _TypeAlias = DeleteUserRequest  # noqa: Y015
+
+@_typing.final
+class UpdateUserRequest(_message.Message):
+    """Change a user: its display name, groups, or whether it is disabled. Like every call that
+    acts on a user, it needs a caller holding every privilege the user holds, before and after.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_FIELD_NUMBER: _builtins.int
+    UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def user(self) -> Global___User:
+        """The user: metadata.name names it. metadata.tenant_id, when set, must be the user's own
+        tenant (a user never moves). Only the spec is written.
+        """
+
+    @_builtins.property
+    def update_mask(self) -> _field_mask_pb2.FieldMask:
+        """Paths to replace: "spec.display_name", "spec.groups", "spec.disabled"; empty means the
+        whole spec.
+        """
+
+    def __init__(
+        self,
+        *,
+        user: Global___User | None = ...,
+        update_mask: _field_mask_pb2.FieldMask | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["update_mask", b"update_mask", "user", b"user"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["update_mask", b"update_mask", "user", b"user"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateUserRequest: _TypeAlias = UpdateUserRequest  # noqa: Y015
 
 @_typing.final
 class ListUsersRequest(_message.Message):

@@ -26,8 +26,9 @@ if _version_not_supported:
 
 
 class AuthServiceStub:
-    """Built-in accounts. Login needs no credentials; everything else is authorized (resources
-    "users" and "apikeys").
+    """Built-in accounts. Login needs no credentials but is throttled per user name and per client
+    (RESOURCE_EXHAUSTED with a RetryInfo); everything else is authorized (resources "users",
+    "passwords", "apikeys" and "tokens").
     """
 
     def __init__(self, channel):
@@ -54,6 +55,11 @@ class AuthServiceStub:
         self.DeleteUser = channel.unary_unary(
                 '/tke.auth.v1.AuthService/DeleteUser',
                 request_serializer=tke_dot_auth_dot_v1_dot_accounts__pb2.DeleteUserRequest.SerializeToString,
+                response_deserializer=tke_dot_auth_dot_v1_dot_accounts__pb2.User.FromString,
+                _registered_method=True)
+        self.UpdateUser = channel.unary_unary(
+                '/tke.auth.v1.AuthService/UpdateUser',
+                request_serializer=tke_dot_auth_dot_v1_dot_accounts__pb2.UpdateUserRequest.SerializeToString,
                 response_deserializer=tke_dot_auth_dot_v1_dot_accounts__pb2.User.FromString,
                 _registered_method=True)
         self.ListUsers = channel.unary_unary(
@@ -84,8 +90,9 @@ class AuthServiceStub:
 
 
 class AuthServiceServicer:
-    """Built-in accounts. Login needs no credentials; everything else is authorized (resources
-    "users" and "apikeys").
+    """Built-in accounts. Login needs no credentials but is throttled per user name and per client
+    (RESOURCE_EXHAUSTED with a RetryInfo); everything else is authorized (resources "users",
+    "passwords", "apikeys" and "tokens").
     """
 
     def Login(self, request, context):
@@ -111,6 +118,13 @@ class AuthServiceServicer:
 
     def DeleteUser(self, request, context):
         """Delete a user.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateUser(self, request, context):
+        """Change a user's display name, groups or disabled state.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -174,6 +188,11 @@ def add_AuthServiceServicer_to_server(servicer, server):
                     request_deserializer=tke_dot_auth_dot_v1_dot_accounts__pb2.DeleteUserRequest.FromString,
                     response_serializer=tke_dot_auth_dot_v1_dot_accounts__pb2.User.SerializeToString,
             ),
+            'UpdateUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateUser,
+                    request_deserializer=tke_dot_auth_dot_v1_dot_accounts__pb2.UpdateUserRequest.FromString,
+                    response_serializer=tke_dot_auth_dot_v1_dot_accounts__pb2.User.SerializeToString,
+            ),
             'ListUsers': grpc.unary_unary_rpc_method_handler(
                     servicer.ListUsers,
                     request_deserializer=tke_dot_auth_dot_v1_dot_accounts__pb2.ListUsersRequest.FromString,
@@ -208,8 +227,9 @@ def add_AuthServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class AuthService:
-    """Built-in accounts. Login needs no credentials; everything else is authorized (resources
-    "users" and "apikeys").
+    """Built-in accounts. Login needs no credentials but is throttled per user name and per client
+    (RESOURCE_EXHAUSTED with a RetryInfo); everything else is authorized (resources "users",
+    "passwords", "apikeys" and "tokens").
     """
 
     @staticmethod
@@ -309,6 +329,33 @@ class AuthService:
             target,
             '/tke.auth.v1.AuthService/DeleteUser',
             tke_dot_auth_dot_v1_dot_accounts__pb2.DeleteUserRequest.SerializeToString,
+            tke_dot_auth_dot_v1_dot_accounts__pb2.User.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tke.auth.v1.AuthService/UpdateUser',
+            tke_dot_auth_dot_v1_dot_accounts__pb2.UpdateUserRequest.SerializeToString,
             tke_dot_auth_dot_v1_dot_accounts__pb2.User.FromString,
             options,
             channel_credentials,

@@ -29,8 +29,9 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class AuthServiceStub:
-    """Built-in accounts. Login needs no credentials; everything else is authorized (resources
-    "users" and "apikeys").
+    """Built-in accounts. Login needs no credentials but is throttled per user name and per client
+    (RESOURCE_EXHAUSTED with a RetryInfo); everything else is authorized (resources "users",
+    "passwords", "apikeys" and "tokens").
     """
 
     @_typing.overload
@@ -45,6 +46,8 @@ class AuthServiceStub:
     """Create a user."""
     DeleteUser: _grpc.UnaryUnaryMultiCallable[_accounts_pb2.DeleteUserRequest, _accounts_pb2.User]
     """Delete a user."""
+    UpdateUser: _grpc.UnaryUnaryMultiCallable[_accounts_pb2.UpdateUserRequest, _accounts_pb2.User]
+    """Change a user's display name, groups or disabled state."""
     ListUsers: _grpc.UnaryUnaryMultiCallable[_accounts_pb2.ListUsersRequest, _accounts_pb2.UserList]
     """List users."""
     ChangePassword: _grpc.UnaryUnaryMultiCallable[_accounts_pb2.ChangePasswordRequest, _accounts_pb2.ChangePasswordResponse]
@@ -58,8 +61,9 @@ class AuthServiceStub:
 
 @_typing.type_check_only
 class AuthServiceAsyncStub(AuthServiceStub):
-    """Built-in accounts. Login needs no credentials; everything else is authorized (resources
-    "users" and "apikeys").
+    """Built-in accounts. Login needs no credentials but is throttled per user name and per client
+    (RESOURCE_EXHAUSTED with a RetryInfo); everything else is authorized (resources "users",
+    "passwords", "apikeys" and "tokens").
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -71,6 +75,8 @@ class AuthServiceAsyncStub(AuthServiceStub):
     """Create a user."""
     DeleteUser: _aio.UnaryUnaryMultiCallable[_accounts_pb2.DeleteUserRequest, _accounts_pb2.User]  # type: ignore[assignment]
     """Delete a user."""
+    UpdateUser: _aio.UnaryUnaryMultiCallable[_accounts_pb2.UpdateUserRequest, _accounts_pb2.User]  # type: ignore[assignment]
+    """Change a user's display name, groups or disabled state."""
     ListUsers: _aio.UnaryUnaryMultiCallable[_accounts_pb2.ListUsersRequest, _accounts_pb2.UserList]  # type: ignore[assignment]
     """List users."""
     ChangePassword: _aio.UnaryUnaryMultiCallable[_accounts_pb2.ChangePasswordRequest, _accounts_pb2.ChangePasswordResponse]  # type: ignore[assignment]
@@ -83,8 +89,9 @@ class AuthServiceAsyncStub(AuthServiceStub):
     """List API keys."""
 
 class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
-    """Built-in accounts. Login needs no credentials; everything else is authorized (resources
-    "users" and "apikeys").
+    """Built-in accounts. Login needs no credentials but is throttled per user name and per client
+    (RESOURCE_EXHAUSTED with a RetryInfo); everything else is authorized (resources "users",
+    "passwords", "apikeys" and "tokens").
     """
 
     @_abc_1.abstractmethod
@@ -118,6 +125,14 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_accounts_pb2.User, _abc.Awaitable[_accounts_pb2.User]]:
         """Delete a user."""
+
+    @_abc_1.abstractmethod
+    def UpdateUser(
+        self,
+        request: _accounts_pb2.UpdateUserRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_accounts_pb2.User, _abc.Awaitable[_accounts_pb2.User]]:
+        """Change a user's display name, groups or disabled state."""
 
     @_abc_1.abstractmethod
     def ListUsers(

@@ -1,0 +1,122 @@
+"""Rule: Login is throttled per user name and per client address (token buckets; beyond them
+RESOURCE_EXHAUSTED with a google.rpc.RetryInfo, before any password is checked), the buckets'
+memory is bounded whatever names an attacker cycles through, and the audit event of a failed
+login names the user name tried, never the password."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+
+from tests.security.platform import PASSWORD, Platform, environment, private_cloud, start_platform, stop_platform
+from tests.support.rpc import detail_of, expect_error
+from tests.support.waiting import wait_for
+from tke.auth.v1 import accounts_pb2, accounts_pb2_grpc
+from tke.internal.rpc.server import ListenConfig
+from tke.internal.storage.etcd import EtcdConfig
+from tke.plugins.authn.accounts import Accounts
+
+Code = grpc.StatusCode
+GUESS = "is it this one, maybe"
+Launch = Callable[..., Awaitable[Platform]]
+
+
+@pytest.fixture
+async def launch(etcd_config: EtcdConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Launch]:
+    """Starts a platform with the given accounts options. It also listens on a unix socket:
+    another client, as far as the throttle is concerned."""
+    for key, value in environment().items():
+        monkeypatch.setenv(key, value)
+    started: list[Platform] = []
+
+    async def make(**options: Any) -> Platform:
+        audit = tmp_path / "audit.jsonl"
+        config = private_cloud(etcd_config, audit, **options)
+        listen = ListenConfig(address="127.0.0.1:0", unix_socket=str(tmp_path / "api.sock"))
+        platform = await start_platform(replace(config, listen=listen), audit)
+        started.append(platform)
+        return platform
+
+    try:
+        yield make
+    finally:
+        for platform in started:
+            await stop_platform(platform)
+
+
+def login(channel: grpc.aio.Channel, name: str, password: str) -> Any:
+    return accounts_pb2_grpc.AuthServiceStub(channel).Login(accounts_pb2.LoginRequest(username=name, password=password))
+
+
+def retry_delay(err: grpc.aio.AioRpcError) -> float:
+    info: error_details_pb2.RetryInfo = detail_of(err, error_details_pb2.RetryInfo)
+    return float(info.retry_delay.ToNanoseconds()) / 1e9
+
+
+async def test_guessing_one_users_password_is_throttled(launch: Launch) -> None:
+    # Two guesses, then one more every 15 seconds (far longer than two guesses take, even on a
+    # loaded machine); the client limit is off here.
+    platform = await launch(login_user_burst=2, login_user_interval=15.0, login_client_burst=0)
+    await platform.add_user("victim", "team-a")
+    await platform.add_user("bystander", "team-a")
+    channel = platform.api.channel
+    for _ in range(2):
+        await expect_error(login(channel, "victim", GUESS), Code.UNAUTHENTICATED)
+    # Throttled: even the right password is not looked at, so a guess tells nothing.
+    err = await expect_error(login(channel, "victim", PASSWORD), Code.RESOURCE_EXHAUSTED)
+    assert 0 < retry_delay(err) <= 15.0
+    assert "this user name" in (err.details() or "")
+    # Other users are not held up, and nor is the victim once the delay has passed.
+    await login(channel, "bystander", PASSWORD)
+
+    async def victim_logs_in() -> bool:
+        try:
+            await login(channel, "victim", PASSWORD)
+        except grpc.aio.AioRpcError as e:
+            assert e.code() == Code.RESOURCE_EXHAUSTED, e
+            return False
+        return True
+
+    await wait_for(victim_logs_in, within=60, interval=0.5, what="the victim's login after the retry delay")
+    # Successes cost nothing: a user logging in often is never throttled.
+    for _ in range(5):
+        await login(channel, "victim", PASSWORD)
+
+    # The audit trail names every attempt's user name, and never a password.
+    def attempts() -> list[dict[str, Any]] | None:
+        events = [e for e in platform.audit_events() if e["method"].endswith("AuthService/Login")]
+        return events if sum(e["name"] == "victim" for e in events) >= 9 else None
+
+    events = await wait_for(attempts, what="the login attempts in the audit file")
+    codes = [e["code"] for e in events if e["name"] == "victim"]
+    assert codes[:3] == ["UNAUTHENTICATED", "UNAUTHENTICATED", "RESOURCE_EXHAUSTED"] and codes[-1] == "OK"
+    assert {e["verb"] for e in events} == {"login"}
+    text = platform.audit.read_text()
+    assert GUESS not in text and PASSWORD not in text
+
+
+async def test_one_client_cannot_spray_many_user_names(launch: Launch) -> None:
+    platform = await launch(login_client_burst=3, login_client_interval=60.0)
+    await platform.add_user("alice", "team-a")
+    for name in ("admin", "root", "operator"):
+        await expect_error(login(platform.api.channel, name, GUESS), Code.UNAUTHENTICATED)
+    err = await expect_error(login(platform.api.channel, "alice", PASSWORD), Code.RESOURCE_EXHAUSTED)
+    assert "this client" in (err.details() or "") and 0 < retry_delay(err) <= 60.0
+    # Another client (here: the unix socket) is not held up.
+    async with grpc.aio.insecure_channel(f"unix:{platform.api.apiserver.config.listen.unix_socket}") as other:
+        await login(other, "alice", PASSWORD)
+
+
+async def test_cycling_user_names_cannot_grow_the_throttles_memory(launch: Launch) -> None:
+    platform = await launch(login_user_burst=1, login_client_burst=0, login_tracked=16)
+    accounts = next(p for p in platform.api.apiserver.auth.plugins if isinstance(p, Accounts))
+    for i in range(80):
+        await expect_error(login(platform.api.channel, f"made-up-{i}-" + "x" * 300, GUESS), Code.UNAUTHENTICATED)
+        assert len(accounts.throttle.users) <= 16
+    assert len(accounts.throttle.users) == 16
