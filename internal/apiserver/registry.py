@@ -16,6 +16,10 @@ Rules:
   `<prefix>/<unique kind>/<value>` that one object at a time holds, across every tenant and
   kind: claimed in the transaction that stores the object, released in the one that drops the
   value or the object. A second claim is FAILED_PRECONDITION naming the field.
+- References (a kind's `references`, such as credentials) are keys a valid object names that
+  must exist: checked on create, and on update for every reference the update adds (an
+  object whose reference went away can still be updated and deleted). A missing one is
+  FAILED_PRECONDITION naming the field.
 """
 
 from __future__ import annotations
@@ -71,6 +75,16 @@ class Unique:
 
 
 @dataclass(frozen=True)
+class Reference:
+    """Another key a valid object names, which must exist."""
+
+    key: str  # under the registry's prefix, e.g. "credentials/team-a/ops-key"
+    field: str  # where the object names it, e.g. "machine.spec.credential_ref"
+    type: str  # PreconditionFailure type when it is missing, e.g. "CREDENTIAL"
+    missing: str  # for messages, e.g. 'tenant "team-a" has no credential "ops-key"'
+
+
+@dataclass(frozen=True)
 class Kind(Generic[R]):
     """Everything the registry needs to know about one kind."""
 
@@ -85,6 +99,8 @@ class Kind(Generic[R]):
     create_guards: Callable[[R, str], Awaitable[Sequence[Guard]]] | None = None
     # The unique values a valid object holds (see the module docstring).
     uniques: Callable[[R], Sequence[Unique]] | None = None
+    # The keys a valid object (its tenant set) refers to, which must exist.
+    references: Callable[[R], Sequence[Reference]] | None = None
     updatable_paths: tuple[str, ...] = ("metadata.labels", "metadata.annotations", "metadata.finalizers", "spec")
 
 
@@ -209,6 +225,7 @@ class Registry(Generic[R]):
         meta.ClearField("resource_version")
         new.ClearField("status")
         key = self.key(tenant, meta.name)
+        await self._check_references(new, None)
         uniques = self._uniques(new)
         claims = [Claim(self._unique_key(u), self._holder(new)) for u in uniques]
         for _ in range(_WRITE_RETRIES):
@@ -251,6 +268,7 @@ class Registry(Generic[R]):
                     )
             if violations:
                 raise errors.invalid(violations)
+            await self._check_references(new, current)
             if new.spec.SerializeToString(deterministic=True) != current.spec.SerializeToString(deterministic=True):
                 new.metadata.generation = current.metadata.generation + 1
             result = await self._write(current, item, new, expected)
@@ -334,7 +352,22 @@ class Registry(Generic[R]):
         gone.metadata.resource_version = str(revision)
         return gone
 
-    # -- unique values -------------------------------------------------------------------------
+    # -- references and unique values -------------------------------------------------------
+
+    async def _check_references(self, new: R, current: R | None) -> None:
+        """Every reference `new` adds to `current` (all of them on create) must exist."""
+        if self.kind.references is None:
+            return
+        before = {r.key for r in self.kind.references(current)} if current is not None else set()
+        for ref in self.kind.references(new):
+            if ref.key in before:
+                continue
+            try:
+                await self.store.get(f"{self.prefix}/{ref.key}")
+            except NotFound:
+                raise errors.precondition(
+                    ref.type, ref.key, f"{ref.field}: {ref.missing}", grpc.StatusCode.FAILED_PRECONDITION
+                ) from None
 
     def _uniques(self, obj: R) -> builtins.list[Unique]:
         return list(self.kind.uniques(obj)) if self.kind.uniques else []

@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from tke.internal.provider.credentials import Credentials
+from tke.internal.provider.credentials import ConfiguredCredentials, Credentials
 from tke.internal.provider.ssh import CachingDialer, Dialer
 from tke.internal.rpc.errors import FieldViolation
 from tke.platform.v1 import cluster_pb2, machine_pb2
@@ -33,18 +33,28 @@ from tke.platform.v1 import cluster_pb2, machine_pb2
 
 @dataclass
 class Tools:
-    """What the controller lends every step."""
+    """What the controller lends every step: an SSH dialer and the credentials of the
+    object's tenant (only those: see credentials.py)."""
 
     dialer: Dialer
     credentials: Credentials
 
 
+@dataclass
+class Toolbox:
+    """The controller's tools for every tenant, scoped per reconcile by `reconcile_tools`."""
+
+    dialer: Dialer
+    credentials: ConfiguredCredentials
+
+
 @contextlib.asynccontextmanager
-async def reconcile_tools(tools: Tools) -> AsyncIterator[Tools]:
-    """`tools` whose SSH connections are reused within one reconcile and closed after it."""
-    dialer = CachingDialer(tools.dialer)
+async def reconcile_tools(toolbox: Toolbox, tenant: str) -> AsyncIterator[Tools]:
+    """The tools of one reconcile of an object of `tenant`: its credentials resolve in that
+    tenant only, and SSH connections are reused within the reconcile and closed after it."""
+    dialer = CachingDialer(toolbox.dialer, tenant)
     try:
-        yield Tools(dialer=dialer, credentials=tools.credentials)
+        yield Tools(dialer=dialer, credentials=toolbox.credentials.for_tenant(tenant))
     finally:
         await dialer.aclose()
 

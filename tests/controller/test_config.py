@@ -13,6 +13,7 @@ from tests.support import REPO
 from tke.internal.config.loader import load
 from tke.internal.controller.config import ControllerConfig
 from tke.internal.controller.manager import CLUSTER_GROUP, MACHINE_GROUP, load_providers
+from tke.internal.provider.credentials import ConfiguredCredentials
 from tke.internal.provider.steps import Step, check_plans
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,7 +26,8 @@ def test_the_example_configuration_loads_with_its_providers() -> None:
     machines = load_providers(MACHINE_GROUP, config.machine_providers)
     assert set(clusters) == {"baremetal", "imported"} and set(machines) == {"baremetal"}
     assert [s.name for s in clusters["baremetal"].create_steps][:2] == ["Preflight", "EnsureClusterCA"]
-    assert config.credentials["ops-password"].password_env == "TKE_OPS_PASSWORD"
+    assert config.credentials["default/ops-password"].password_env == "TKE_OPS_PASSWORD"
+    assert ConfiguredCredentials(config.credentials).names()[-1] == ("team-a", "edge-cluster")
 
 
 def test_step_names_must_be_explicit_camel_case_and_unique_across_plans() -> None:

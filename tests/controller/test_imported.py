@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.support.apiserver import Running
-from tests.support.controller import controller_config
+from tests.support.controller import controller_config, credentials_published, publish_credentials
 from tests.support.pki import TestCA
 from tests.support.waiting import wait_for
 from tke.internal.controller.manager import Controller
@@ -86,12 +86,13 @@ async def controller(api: Running, etcd_config: EtcdConfig, kube: FakeKubeAPI) -
         etcd_config,
         health_interval=0.3,
         credentials={
-            "edge": CredentialConfig(token_env="TKE_TEST_EDGE_TOKEN", ca_file=kube.ca.ca_file),
-            "wrong": CredentialConfig(token_env="TKE_TEST_WRONG_TOKEN", ca_file=kube.ca.ca_file),
+            "default/edge": CredentialConfig(token_env="TKE_TEST_EDGE_TOKEN", ca_file=kube.ca.ca_file),
+            "default/wrong": CredentialConfig(token_env="TKE_TEST_WRONG_TOKEN", ca_file=kube.ca.ca_file),
         },
     )
     task = asyncio.create_task(Controller(config).run())
     try:
+        await credentials_published(etcd_config, "default/edge", "default/wrong")
         yield
     finally:
         task.cancel()
@@ -113,6 +114,7 @@ async def test_an_imported_cluster_is_verified_recorded_and_health_checked(
 ) -> None:
     monkeypatch.setenv("TKE_TEST_EDGE_TOKEN", TOKEN)
     monkeypatch.setenv("TKE_TEST_WRONG_TOKEN", "nope")
+    await publish_credentials(etcd_config, "default/edge", "default/wrong")  # as the controller will
     await api.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=imported("edge", kube.url, "edge")))
     await api.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=imported("denied", kube.url, "wrong")))
 

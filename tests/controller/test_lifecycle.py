@@ -16,13 +16,13 @@ import grpc
 import pytest
 
 from tests.support.apiserver import Running, cluster
-from tests.support.controller import RecordingProvider, controller_config
+from tests.support.controller import RecordingProvider, controller_config, credentials_published
 from tests.support.fake_ssh import FakeDialer
 from tests.support.waiting import wait_for
 from tke.internal.controller.manager import Controller
 from tke.internal.controller.progress import FAILED, RETRYING, SUCCEEDED, TRUE, find
-from tke.internal.provider.contract import Tools
-from tke.internal.provider.credentials import ConfiguredCredentials
+from tke.internal.provider.contract import Toolbox
+from tke.internal.provider.credentials import ConfiguredCredentials, CredentialConfig
 from tke.internal.provider.ssh import Result
 from tke.internal.storage.etcd import EtcdConfig
 from tke.platform.v1 import cluster_pb2, event_pb2, event_pb2_grpc
@@ -239,9 +239,9 @@ async def test_a_baremetal_cluster_without_machines_waits_then_installs_on_fake_
     api: Running, etcd_config: EtcdConfig
 ) -> None:
     dialer = FakeDialer({"hostname": Result(0, "fake-master\n", "")})
-    credentials = ConfiguredCredentials({})
+    credentials = ConfiguredCredentials({"default/ops-key": CredentialConfig(password_env="TKE_TEST_UNUSED")})
     config = controller_config(api.address, etcd_config)
-    controller = Controller(config, tools=Tools(dialer=dialer, credentials=credentials))
+    controller = Controller(config, tools=Toolbox(dialer=dialer, credentials=credentials))
     task = asyncio.create_task(controller.run())
     try:
         await api.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=cluster("later")))
@@ -253,6 +253,7 @@ async def test_a_baremetal_cluster_without_machines_waits_then_installs_on_fake_
         c = await wait_for(waiting)
         assert c.status.phase == cluster_pb2.CLUSTER_PHASE_INITIALIZING
         assert "spec.machines" in c.status.message
+        await credentials_published(etcd_config, "default/ops-key")
         c.spec.machines.add(ip="192.0.2.50", credential_ref="ops-key")
         c.metadata.resource_version = ""
         await api.clusters.Update(cluster_pb2.UpdateClusterRequest(cluster=c))

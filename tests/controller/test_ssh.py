@@ -36,13 +36,13 @@ def machine(tmp_path: Path) -> Iterator[Machines]:
 
 
 def dialer(m: Machines, **options: object) -> SSHDialer:
-    creds = ConfiguredCredentials({"key": CredentialConfig(private_key_file=str(m.key.private_key_file))})
+    creds = ConfiguredCredentials({"default/key": CredentialConfig(private_key_file=str(m.key.private_key_file))})
     return SSHDialer(creds, SSHOptions(known_hosts_file=str(m.known_hosts), **options))  # type: ignore[arg-type]
 
 
 async def test_exec_write_read_and_timeouts(machine: Machines, tmp_path: Path) -> None:
     server = machine.servers[0]
-    target = Target(server.host, server.port, "root", "key")
+    target = Target(server.host, server.port, "root", "key", "default")
     async with dialer(machine).connect(target) as ch:
         result = await ch.exec('echo "$GREETING $0"; echo oops >&2; exit 3', env={"GREETING": "it's me"})
         assert (result.exit_status, result.stdout.split()[:2], result.stderr) == (3, ["it's", "me"], "oops\n")
@@ -74,29 +74,32 @@ async def test_exec_write_read_and_timeouts(machine: Machines, tmp_path: Path) -
 async def test_connection_failures_are_bounded_and_auth_failures_permanent(machine: Machines, tmp_path: Path) -> None:
     server = machine.servers[0]
     started = time.monotonic()
-    closed = Target(server.host, free_port(server.host), "root", "key")
+    closed = Target(server.host, free_port(server.host), "root", "key", "default")
     with pytest.raises(TemporaryError, match="cannot connect after 2 attempts"):
         async with dialer(machine, connect_attempts=2, connect_timeout=2).connect(closed):
             pass
     assert time.monotonic() - started < 20  # two refused attempts and one backoff; no hang
 
     other_key, _ = keypair(tmp_path, "stranger")
-    creds = ConfiguredCredentials({"key": CredentialConfig(private_key_file=str(other_key))})
+    creds = ConfiguredCredentials({"default/key": CredentialConfig(private_key_file=str(other_key))})
     stranger = SSHDialer(creds, SSHOptions(known_hosts_file=str(machine.known_hosts)))
     with pytest.raises(PermanentError, match="authentication failed"):
-        async with stranger.connect(Target(server.host, server.port, "root", "key")):
+        async with stranger.connect(Target(server.host, server.port, "root", "key", "default")):
             pass
-    with pytest.raises(PermanentError, match="unknown credential"):
-        async with stranger.connect(Target(server.host, server.port, "root", "missing")):
+    with pytest.raises(PermanentError, match="tenant 'default' has no credential 'missing'"):
+        async with stranger.connect(Target(server.host, server.port, "root", "missing", "default")):
+            pass
+    with pytest.raises(PermanentError, match="tenant 'other' has no credential 'key'"):  # never default's
+        async with dialer(machine).connect(Target(server.host, server.port, "root", "key", "other")):
             pass
     nobody_trusted = dialer(machine)
     nobody_trusted.options = SSHOptions(known_hosts_file="")
     with pytest.raises(PermanentError, match="host key"):
-        async with nobody_trusted.connect(Target(server.host, server.port, "root", "key")):
+        async with nobody_trusted.connect(Target(server.host, server.port, "root", "key", "default")):
             pass
     unchecked = dialer(machine)
     unchecked.options = SSHOptions(host_key_checking=False)
-    async with unchecked.connect(Target(server.host, server.port, "root", "key")) as ch:
+    async with unchecked.connect(Target(server.host, server.port, "root", "key", "default")) as ch:
         assert (await ch.run("echo ok")).strip() == "ok"
 
 
@@ -113,7 +116,7 @@ async def test_a_reconcile_reuses_one_connection_per_machine_and_drops_a_broken_
             finally:
                 closed.append(target.host)
 
-    dialer = CachingDialer(CountingDialer())
+    dialer = CachingDialer(CountingDialer(), "default")
     a, b = Target("192.0.2.1"), Target("192.0.2.2")
     for _ in range(3):
         async with dialer.connect(a) as ch:
@@ -163,20 +166,20 @@ async def test_password_credentials_log_in_and_a_wrong_password_is_permanent(
     monkeypatch.setenv("TKE_TEST_SSH_WRONG", "guess")
     creds = ConfiguredCredentials(
         {
-            "pw": CredentialConfig(password_env="TKE_TEST_SSH_PASSWORD"),
-            "wrong": CredentialConfig(password_env="TKE_TEST_SSH_WRONG"),
-            "unset": CredentialConfig(password_env="TKE_TEST_SSH_NOT_SET"),
+            "default/pw": CredentialConfig(password_env="TKE_TEST_SSH_PASSWORD"),
+            "default/wrong": CredentialConfig(password_env="TKE_TEST_SSH_WRONG"),
+            "default/unset": CredentialConfig(password_env="TKE_TEST_SSH_NOT_SET"),
         }
     )
     dialer = SSHDialer(creds, SSHOptions(known_hosts_file=str(known)))
     try:
-        async with dialer.connect(Target("127.0.0.1", port, "ops", "pw")) as ch:
+        async with dialer.connect(Target("127.0.0.1", port, "ops", "pw", "default")) as ch:
             assert (await ch.run("uname -r")).strip() == "ran: uname -r"
         with pytest.raises(PermanentError, match="authentication failed"):
-            async with dialer.connect(Target("127.0.0.1", port, "ops", "wrong")):
+            async with dialer.connect(Target("127.0.0.1", port, "ops", "wrong", "default")):
                 pass
         with pytest.raises(PermanentError, match="TKE_TEST_SSH_NOT_SET is not set"):
-            async with dialer.connect(Target("127.0.0.1", port, "ops", "unset")):
+            async with dialer.connect(Target("127.0.0.1", port, "ops", "unset", "default")):
                 pass
     finally:
         server.close()
