@@ -143,9 +143,15 @@ class AuthenticationInterceptor(AsyncServerInterceptor):
 
 
 class AuthorizationInterceptor(AsyncServerInterceptor):
-    def __init__(self, authorizer: Authorizer, auditor: Auditor) -> None:
+    def __init__(
+        self,
+        authorizer: Authorizer,
+        auditor: Auditor,
+        attributes: Callable[[str, Any, Identity], Attributes] = attributes_for,
+    ) -> None:
         self.authorizer = authorizer
         self.auditor = auditor
+        self.attributes = attributes
 
     async def intercept(
         self,
@@ -158,7 +164,7 @@ class AuthorizationInterceptor(AsyncServerInterceptor):
         if record is None or record.decision == "open":
             return await _call(method, request_or_iterator, context)
         identity = current_identity.get()
-        attributes = attributes_for(method_name, request_or_iterator, identity)
+        attributes = self.attributes(method_name, request_or_iterator, identity)
         record.attributes = attributes
         verb, resource, name = attributes.verb, attributes.resource, attributes.name
         decision, reason = await self.authorizer.authorize(attributes)
