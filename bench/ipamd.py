@@ -86,11 +86,12 @@ async def raw_etcd_rate(endpoint: str, seconds: float) -> float:
     return done / elapsed
 
 
-async def ipamd_rate(sockets: list[str], seconds: float, pool: str = "bench") -> float:
-    """Allocate+Release calls per second from CLIENTS clients spread over the daemons."""
+async def ipamd_rate(sockets: list[str], seconds: float, pool: str = "bench", cidr: str = "10.200.0.0/16") -> float:
+    """Allocate+Release calls per second from CLIENTS clients spread over the daemons (pools never
+    overlap: each run gets its own subnet)."""
     channels = [grpc.aio.insecure_channel(f"unix:{sockets[i % len(sockets)]}") for i in range(CLIENTS)]
     admin = ipam_pb2_grpc.IPAMServiceStub(channels[0])
-    await admin.CreatePool(ipam_pb2.CreatePoolRequest(pool=ipam_pb2.Pool(name=pool, cidr="10.200.0.0/16")))
+    await admin.CreatePool(ipam_pb2.CreatePoolRequest(pool=ipam_pb2.Pool(name=pool, cidr=cidr)))
     done = 0
     stop = time.monotonic() + seconds
 
@@ -164,7 +165,7 @@ async def measure(etcd_endpoint: str, sockets: list[str], seconds: float, sample
     print(f"etcd CAS transactions, {CLIENTS} clients:      {raw:8.0f}/s")
     rate = await ipamd_rate(sockets[:1], seconds)
     print(f"tke-ipamd Allocate+Release, {CLIENTS} clients:  {rate:8.0f} calls/s = {rate / raw:.2f} x etcd CAS rate")
-    both = await ipamd_rate(sockets, seconds, pool="bench-two")
+    both = await ipamd_rate(sockets, seconds, pool="bench-two", cidr="10.201.0.0/16")
     print(f"two ipamd replicas, {CLIENTS} clients over both: {both:8.0f} calls/s = {both / rate:.2f} x one replica")
     low = await fill_latency(etcd_endpoint, 0.05, samples)
     high = await fill_latency(etcd_endpoint, 0.95, samples)

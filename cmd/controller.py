@@ -19,6 +19,7 @@ from tke.internal.controller.leader import LostLeadership
 from tke.internal.controller.manager import Controller
 from tke.internal.daemon import run_until_stopped
 from tke.internal.plugin.loader import PluginError
+from tke.internal.provider.credentials import CredentialError
 
 
 async def _serve(config: ControllerConfig) -> None:
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         asyncio.run(_serve(config))
-    except PluginError as err:
+    except (PluginError, CredentialError) as err:
         print(f"tke-controller: {err}", file=sys.stderr)
         return 2
     except LostLeadership as err:

@@ -7,6 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN=.run
 mkdir -p "$RUN"
+chmod go-w "$RUN"  # it holds the unix sockets: the servers refuse a directory others may write
 BIN=.venv/bin
 ETCD_CLIENT=127.0.0.1:12379
 ETCD_PEER=127.0.0.1:12380

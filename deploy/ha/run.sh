@@ -20,6 +20,7 @@ if [ ${#ports[@]} -ne 6 ]; then
 fi
 BIN=.venv/bin
 mkdir -p "$RUN"
+chmod go-w "$RUN"  # it holds the unix sockets: the servers refuse a directory others may write
 pids=()
 stop_all() {
   trap - INT TERM EXIT

@@ -1,7 +1,17 @@
-"""The kinds the apiserver stores, and what is special about each."""
+"""The kinds the apiserver stores, and what is special about each.
+
+A machine's address is claimed by one object at a time, across every tenant: a Machine's
+spec.ip or a cluster's spec.machines[].ip (`machine_ip`). So no tenant can point a provider
+at a host that another object, of any tenant, already manages.
+
+A credential_ref names a credential of the object's own tenant: it must be in the catalogue
+the controller publishes (`<prefix>/credentials/<tenant>/<name>`, see
+tke.internal.provider.credentials), else FAILED_PRECONDITION naming the field.
+"""
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Sequence
 
 import grpc
@@ -9,10 +19,55 @@ import grpc
 from tke.internal.apiserver import validation
 from tke.internal.apiserver.credential_validation import validate_credential, validate_credential_status
 from tke.internal.apiserver.event_validation import validate_event, validate_event_status
-from tke.internal.apiserver.registry import Kind, Registry
+from tke.internal.apiserver.registry import Kind, Reference, Registry, Unique
+from tke.internal.provider.credentials import CATALOGUE
 from tke.internal.rpc import errors
 from tke.internal.storage.store import Guard, NotFound
 from tke.platform.v1 import cluster_pb2, credential_pb2, event_pb2, machine_pb2
+
+MACHINE_IPS = "machine-ips"
+
+
+def machine_ip(value: str, field: str) -> list[Unique]:
+    """The claim of a machine address (none for a value that is not an address: validation
+    refuses those). One spelling per address: IPv6 compressed, an IPv4-mapped IPv6 address as
+    its IPv4 address, so no second spelling reaches the same host."""
+    try:
+        ip = ipaddress.ip_address(value)
+    except ValueError:
+        return []
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return [Unique(f"{MACHINE_IPS}/{ip}", field, "MACHINE_IP", f"machine IP {ip}")]
+
+
+def credential(tenant: str, ref: str, field: str) -> list[Reference]:
+    """The catalogue entry a credential_ref names, in the object's own tenant."""
+    if not ref:
+        return []
+    missing = f'tenant "{tenant}" has no credential "{ref}" (credentials are configured per tenant in tke-controller)'
+    return [Reference(f"{CATALOGUE}/{tenant}/{ref}", field, "CREDENTIAL", missing)]
+
+
+def cluster_credentials(cluster: cluster_pb2.Cluster) -> list[Reference]:
+    tenant = cluster.metadata.tenant_id
+    refs = credential(tenant, cluster.spec.credential_ref, "cluster.spec.credential_ref")
+    for i, m in enumerate(cluster.spec.machines):
+        refs += credential(tenant, m.credential_ref, f"cluster.spec.machines[{i}].credential_ref")
+    return refs
+
+
+def machine_credentials(machine: machine_pb2.Machine) -> list[Reference]:
+    return credential(machine.metadata.tenant_id, machine.spec.credential_ref, "machine.spec.credential_ref")
+
+
+def cluster_machine_ips(cluster: cluster_pb2.Cluster) -> list[Unique]:
+    return [
+        claim
+        for i, m in enumerate(cluster.spec.machines)
+        for claim in machine_ip(m.ip, f"cluster.spec.machines[{i}].ip")
+    ]
+
 
 CLUSTERS: Kind[cluster_pb2.Cluster] = Kind(
     name="cluster",
@@ -21,6 +76,8 @@ CLUSTERS: Kind[cluster_pb2.Cluster] = Kind(
     validate=validation.validate_cluster,
     validate_status=validation.validate_cluster_status,
     immutable_spec_fields=("type",),
+    uniques=cluster_machine_ips,
+    references=cluster_credentials,
 )
 
 
@@ -52,6 +109,8 @@ def machine_kind(clusters: Registry[cluster_pb2.Cluster]) -> Kind[machine_pb2.Ma
         validate_status=validation.validate_machine_status,
         immutable_spec_fields=("type", "cluster_name"),
         create_guards=cluster_guard,
+        uniques=lambda machine: machine_ip(machine.spec.ip, "machine.spec.ip"),
+        references=machine_credentials,
     )
 
 

@@ -15,6 +15,14 @@ Rules:
 - A kind's `admit_write` sees every write as (before, after) on the exact state the write
   replaces, inside the compare-and-swap loop, so what it approves is what is written (the
   policy centre's escalation check).
+- Unique values (a kind's `uniques`, such as machine IPs) are keys under
+  `<prefix>/<unique kind>/<value>` that one object at a time holds, across every tenant and
+  kind: claimed in the transaction that stores the object, released in the one that drops the
+  value or the object. A second claim is FAILED_PRECONDITION naming the field.
+- References (a kind's `references`, such as credentials) are keys a valid object names that
+  must exist: checked on create, and on update for every reference the update adds (an
+  object whose reference went away can still be updated and deleted). A missing one is
+  FAILED_PRECONDITION naming the field.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar, cast
 
+import grpc
 from google.protobuf import field_mask_pb2, timestamp_pb2
 from google.protobuf.message import Message
 
@@ -38,6 +47,8 @@ from tke.internal.rpc import errors
 from tke.internal.rpc.errors import FieldViolation
 from tke.internal.storage.store import (
     AlreadyExists,
+    Claim,
+    Claimed,
     Compacted,
     Conflict,
     FutureRevision,
@@ -58,6 +69,26 @@ R = TypeVar("R", bound=Resource)
 
 
 @dataclass(frozen=True)
+class Unique:
+    """A value only one object may hold at a time, across every tenant and kind."""
+
+    key: str  # under the registry's prefix, e.g. "machine-ips/192.0.2.10"
+    field: str  # where the object holds it, e.g. "machine.spec.ip"
+    type: str  # PreconditionFailure type of a second claim, e.g. "MACHINE_IP"
+    what: str  # for messages, e.g. "machine IP 192.0.2.10"
+
+
+@dataclass(frozen=True)
+class Reference:
+    """Another key a valid object names, which must exist."""
+
+    key: str  # under the registry's prefix, e.g. "credentials/team-a/ops-key"
+    field: str  # where the object names it, e.g. "machine.spec.credential_ref"
+    type: str  # PreconditionFailure type when it is missing, e.g. "CREDENTIAL"
+    missing: str  # for messages, e.g. 'tenant "team-a" has no credential "ops-key"'
+
+
+@dataclass(frozen=True)
 class Kind(Generic[R]):
     """Everything the registry needs to know about one kind."""
 
@@ -70,6 +101,10 @@ class Kind(Generic[R]):
     # Extra checks before create, returning guards the write must also hold (for example:
     # the machine's cluster exists and is not being deleted).
     create_guards: Callable[[R, str], Awaitable[Sequence[Guard]]] | None = None
+    # The unique values a valid object holds (see the module docstring).
+    uniques: Callable[[R], Sequence[Unique]] | None = None
+    # The keys a valid object (its tenant set) refers to, which must exist.
+    references: Callable[[R], Sequence[Reference]] | None = None
     updatable_paths: tuple[str, ...] = ("metadata.labels", "metadata.annotations", "metadata.finalizers", "spec")
     # Called with (before, after) for every write: None before a create, None after a delete;
     # raises an ApiError to refuse it.
@@ -199,14 +234,19 @@ class Registry(Generic[R]):
         key = self.key(tenant, meta.name)
         if self.kind.admit_write is not None:
             await self.kind.admit_write(None, new)
+        await self._check_references(new, None)
+        uniques = self._uniques(new)
+        claims = [Claim(self._unique_key(u), self._holder(new)) for u in uniques]
         for _ in range(_WRITE_RETRIES):
             guards = await self.kind.create_guards(new, tenant) if self.kind.create_guards else ()
             try:
-                item = await self.store.create(key, self.encode(new), guards=guards)
+                item = await self.store.create(key, self.encode(new), guards=guards, claims=claims)
             except AlreadyExists:
                 raise errors.already_exists(self.kind.name, meta.name, tenant) from None
             except PreconditionFailed:
                 continue  # the guarded object changed between our read and the write: check again
+            except Claimed as c:
+                raise self._claimed(c.holder, uniques, tenant) from None
             return self.decode(item)
         raise errors.unavailable("too much contention on a related object; retry")
 
@@ -235,6 +275,7 @@ class Registry(Generic[R]):
                     )
             if violations:
                 raise errors.invalid(violations)
+            await self._check_references(new, current)
             if new.spec.SerializeToString(deterministic=True) != current.spec.SerializeToString(deterministic=True):
                 new.metadata.generation = current.metadata.generation + 1
             if self.kind.admit_write is not None:
@@ -290,29 +331,110 @@ class Registry(Generic[R]):
             return await self._remove(new, item, expected)
         if self.encode(new) == item.value:
             return current  # nothing changed: no write, no event
+        claims, releases = await self._moved_uniques(current, new)
         try:
-            written = await self.store.update(item.key, self.encode(new), expected_revision=item.mod_revision)
+            written = await self.store.update(
+                item.key, self.encode(new), expected_revision=item.mod_revision, claims=claims, releases=releases
+            )
         except NotFound:
             raise errors.not_found(self.kind.name, current.metadata.name, current.metadata.tenant_id) from None
         except Conflict as c:
             if expected is not None:
                 raise self._conflict(current.metadata.name, expected, c.current) from None
             return None
+        except Claimed as c:
+            raise self._claimed(c.holder, self._uniques(new), current.metadata.tenant_id) from None
+        except PreconditionFailed:
+            return None  # a released value changed hands meanwhile: read again
         return self.decode(written)
 
     async def _remove(self, last: R, item: Item, expected: int | None) -> R | None:
+        _, releases = await self._moved_uniques(last, None)
         try:
-            revision = await self.store.delete(item.key, expected_revision=item.mod_revision)
+            revision = await self.store.delete(item.key, expected_revision=item.mod_revision, releases=releases)
         except NotFound:
             raise errors.not_found(self.kind.name, last.metadata.name, last.metadata.tenant_id) from None
         except Conflict as c:
             if expected is not None:
                 raise self._conflict(last.metadata.name, expected, c.current) from None
             return None
+        except PreconditionFailed:
+            return None
         gone = self.kind.message()
         gone.CopyFrom(last)
         gone.metadata.resource_version = str(revision)
         return gone
+
+    # -- references and unique values -------------------------------------------------------
+
+    async def _check_references(self, new: R, current: R | None) -> None:
+        """Every reference `new` adds to `current` (all of them on create) must exist."""
+        if self.kind.references is None:
+            return
+        before = {r.key for r in self.kind.references(current)} if current is not None else set()
+        for ref in self.kind.references(new):
+            if ref.key in before:
+                continue
+            try:
+                await self.store.get(f"{self.prefix}/{ref.key}")
+            except NotFound:
+                raise errors.precondition(
+                    ref.type, ref.key, f"{ref.field}: {ref.missing}", grpc.StatusCode.FAILED_PRECONDITION
+                ) from None
+
+    def _uniques(self, obj: R) -> builtins.list[Unique]:
+        return list(self.kind.uniques(obj)) if self.kind.uniques else []
+
+    def _unique_key(self, unique: Unique) -> str:
+        return f"{self.prefix}/{unique.key}"
+
+    def _holder(self, obj: R) -> bytes:
+        """A claim's value: who holds it (the uid tells one life of a name from the next)."""
+        meta = obj.metadata
+        holder = {"kind": self.kind.name, "tenant": meta.tenant_id, "name": meta.name, "uid": meta.uid}
+        return json.dumps(holder, separators=(",", ":")).encode()
+
+    async def _moved_uniques(self, current: R, new: R | None) -> tuple[builtins.list[Claim], builtins.list[Guard]]:
+        """What a write from `current` to `new` (None: a removal) claims and releases. A value
+        `current` holds only in its spec and not in the store (an object stored before the
+        value was unique) is claimed if free; one held by someone else is left to them."""
+        held = {self._unique_key(u): u for u in self._uniques(current)}
+        wanted = {self._unique_key(u): u for u in self._uniques(new)} if new is not None else {}
+        claims: builtins.list[Claim] = []
+        releases: builtins.list[Guard] = []
+        for key in held.keys() | wanted.keys():
+            try:
+                item: Item | None = await self.store.get(key)
+            except NotFound:
+                item = None
+            ours = item is not None and _holder_uid(item.value) == current.metadata.uid
+            if key in wanted and item is None:
+                claims.append(Claim(key, self._holder(current)))
+            elif key in wanted and not ours and key not in held:
+                assert item is not None
+                raise self._claimed(item, [wanted[key]], current.metadata.tenant_id)
+            elif key not in wanted and ours:
+                assert item is not None
+                releases.append(Guard(key, item.mod_revision))
+        return claims, releases
+
+    def _claimed(self, holder: Item, uniques: Sequence[Unique], tenant: str) -> errors.ApiError:
+        """FAILED_PRECONDITION: a value is held by another object (named when it is in the
+        caller's tenant; another tenant's objects are not revealed)."""
+        unique = next((u for u in uniques if self._unique_key(u) == holder.key), None)
+        if unique is None:  # cannot happen: the store names one of our claims
+            return errors.unavailable("a unique value changed hands meanwhile; retry")
+        try:
+            who = json.loads(holder.value)
+            by = f'{who["kind"]} "{who["name"]}"' if who["tenant"] == tenant else "an object of another tenant"
+        except (ValueError, KeyError, TypeError):
+            by = "another object"
+        return errors.precondition(
+            unique.type,
+            unique.key,
+            f"{unique.field}: {unique.what} is held by {by}",
+            grpc.StatusCode.FAILED_PRECONDITION,
+        )
 
     # -- checks -----------------------------------------------------------------------------
 
@@ -342,6 +464,13 @@ class Registry(Generic[R]):
             if getattr(current.spec, name) != getattr(new.spec, name):
                 out.append(FieldViolation(f"{self.kind.name}.spec.{name}", "is immutable"))
         return out
+
+
+def _holder_uid(value: bytes) -> str:
+    try:
+        return str(json.loads(value)["uid"])
+    except (ValueError, KeyError, TypeError):
+        return ""
 
 
 def _parse_version(value: str) -> int | None:

@@ -18,8 +18,10 @@ from typing import Any
 import grpc
 
 from tke.internal.auth import authn, authz
+from tke.internal.auth.attributes import attributes_for
 from tke.internal.auth.audit import Auditor
 from tke.internal.auth.authority import Authority
+from tke.internal.auth.identity import Identity
 from tke.internal.auth.interceptors import AuditInterceptor, AuthenticationInterceptor, AuthorizationInterceptor
 from tke.internal.plugin.loader import PluginError, find
 from tke.internal.storage.store import Store
@@ -94,8 +96,15 @@ def _construct(group: str, config: PluginConfig, context: PluginContext) -> Any:
         raise PluginError(f"{group} plugin {config.plugin!r}: {err}") from None
 
 
-def build(config: AuthConfig, context: PluginContext) -> AuthChain:
-    """Load every configured plugin (PluginError names the one that fails)."""
+def build(
+    config: AuthConfig,
+    context: PluginContext,
+    *,
+    attributes: Callable[[str, Any, Identity], authz.Attributes] = attributes_for,
+) -> AuthChain:
+    """Load every configured plugin (PluginError names the one that fails). `attributes` turns
+    a call into what the authorizers decide on (a server with its own tenancy rules, such as
+    ipamd's, gives its own)."""
     authenticators = [_construct("tke.authn", c, context) for c in config.authenticators]
     authorizers = [_construct("tke.authz", c, context) for c in config.authorizers]
     sinks = [_construct("tke.audit", c, context) for c in config.audit]
@@ -124,7 +133,7 @@ def build(config: AuthConfig, context: PluginContext) -> AuthChain:
         AuthenticationInterceptor(
             authn.Union(authenticators), auditor, open_methods=OPEN_METHODS, open_reflection=config.open_reflection
         ),
-        AuthorizationInterceptor(authz.Union([SelfService(), *authorizers]), auditor, authority),
+        AuthorizationInterceptor(authz.Union([SelfService(), *authorizers]), auditor, authority, attributes),
         AuditInterceptor(auditor),
     ]
     return AuthChain(interceptors, services, plugins, auditor, enabled=True)

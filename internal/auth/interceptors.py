@@ -150,10 +150,17 @@ class AuthenticationInterceptor(AsyncServerInterceptor):
 
 
 class AuthorizationInterceptor(AsyncServerInterceptor):
-    def __init__(self, authorizer: Authorizer, auditor: Auditor, authority: Authority) -> None:
+    def __init__(
+        self,
+        authorizer: Authorizer,
+        auditor: Auditor,
+        authority: Authority,
+        attributes: Callable[[str, Any, Identity], Attributes] = attributes_for,
+    ) -> None:
         self.authorizer = authorizer
         self.auditor = auditor
         self.authority = authority
+        self.attributes = attributes
 
     async def intercept(
         self,
@@ -166,7 +173,7 @@ class AuthorizationInterceptor(AsyncServerInterceptor):
         if record is None or record.decision == "open":
             return await _call(method, request_or_iterator, context)
         identity = current_identity.get()
-        attributes = attributes_for(method_name, request_or_iterator, identity)
+        attributes = self.attributes(method_name, request_or_iterator, identity)
         record.attributes = attributes
         decision, reason = await self.authorizer.authorize(attributes)
         AUTHZ.labels(decision.name.lower()).inc()

@@ -4,12 +4,19 @@ Importing `json` costs more than the rest of a plugin's imports together: json.d
 json.scanner import `re` (and with it enum and functools) only for their pure-Python
 fallbacks, which CPython never uses. This module parses and prints the same JSON with the same
 C scanner and encoder, and falls back to `json` where `_json` is missing.
+
+Whatever the input, `loads` returns a value or raises DecodeError (a ValueError): text that is
+not UTF-8 or not JSON, and documents nested deeper than limits.MAX_JSON_DEPTH (which would
+otherwise exhaust the scanner's recursion, or a recursive encoder's later on).
 """
 
 from __future__ import annotations
 
+from tke.internal.cni.limits import MAX_JSON_DEPTH
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterable
     from typing import Any
 
 try:
@@ -40,8 +47,17 @@ class DecodeError(ValueError):
 
 
 def loads(data: str | bytes) -> Any:
-    """Like json.loads; DecodeError (a ValueError) on invalid input."""
-    text = data.decode("utf-8") if isinstance(data, bytes | bytearray) else data
+    """Like json.loads; DecodeError (a ValueError) on invalid or too deeply nested input."""
+    try:
+        value = _decode(data.decode("utf-8") if isinstance(data, bytes | bytearray) else data)
+    except RecursionError:
+        raise DecodeError(f"nested more than {MAX_JSON_DEPTH} levels deep") from None
+    if not _within_depth(value, MAX_JSON_DEPTH):
+        raise DecodeError(f"nested more than {MAX_JSON_DEPTH} levels deep")
+    return value
+
+
+def _decode(text: str) -> Any:
     if _json is None:
         import json
 
@@ -52,6 +68,8 @@ def loads(data: str | bytes) -> Any:
         value, end = _json.make_scanner(context)(text, start)
     except StopIteration as stop:
         raise DecodeError(f"expecting a value at offset {stop.value}") from None
+    except RecursionError:
+        raise
     except Exception:
         # The C scanner builds its error from json.decoder, which is not imported: let json
         # itself say what is wrong (invalid input only; never on the success path).
@@ -60,6 +78,25 @@ def loads(data: str | bytes) -> Any:
     if rest:
         raise DecodeError(f"extra data at offset {len(text) - len(rest)}")
     return value
+
+
+def _within_depth(value: Any, limit: int) -> bool:
+    """Whether no array or object in `value` lies more than `limit` levels deep (iteratively:
+    a recursive walk would hit the recursion limit this guards against)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children: Iterable[Any]
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return False
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return True
 
 
 def _stdlib_loads(text: str) -> Any:

@@ -2,9 +2,10 @@
 
 It reads the CNI_* environment and the configuration on stdin, checks what the specification
 requires for the verb (variables, container id and interface name syntax, a supported
-cniVersion, GC and STATUS only from 1.1.0), calls the verb's function and prints its result or
-the error JSON on stdout. Nothing else is ever printed on stdout; diagnostics go to stderr as
-one line each, never a traceback.
+cniVersion, GC and STATUS only from 1.1.0) and the bounds of tke.internal.cni.limits (every
+variable's length: code 4; the configuration's size and nesting: code 6), calls the verb's
+function and prints its result or the error JSON on stdout. Nothing else is ever printed on
+stdout; diagnostics go to stderr as one line each, never a traceback.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from tke.internal.cni.errors import (
     IO_FAILURE,
     CNIError,
 )
+from tke.internal.cni.limits import MAX_CONFIG_BYTES, check_environment
 from tke.internal.cni.record import Record
 from tke.internal.cni.version import SUPPORTED, at_least, parse
 
@@ -138,6 +140,7 @@ def cni_main(
             if about:
                 warn(about)
             raise CNIError(INVALID_ENVIRONMENT, "required env variables [CNI_COMMAND] missing")
+        check_environment(env)
         if command not in handlers:
             raise CNIError(INVALID_ENVIRONMENT, f"unknown CNI_COMMAND: {command}")
         missing = [k for k in REQUIRED.get(command, ()) if not env.get(k)]
@@ -202,11 +205,17 @@ def cni_main(
 def _read_config(stdin: IO[bytes] | None, *, optional: bool) -> dict[str, Any]:
     source = sys.stdin.buffer if stdin is None else stdin
     try:
-        raw = b"" if optional and source.isatty() else source.read()
+        raw = b"" if optional and source.isatty() else source.read(MAX_CONFIG_BYTES + 1)
     except OSError as err:
         raise CNIError(IO_FAILURE, "error reading from stdin", str(err)) from None
     if optional and not raw.strip():
         return {}
+    if len(raw) > MAX_CONFIG_BYTES:
+        if optional:
+            return {}
+        raise CNIError(
+            DECODE_FAILURE, "failed to decode the network configuration", f"larger than {MAX_CONFIG_BYTES} bytes"
+        )
     try:
         data = json.loads(raw)
     except ValueError as err:

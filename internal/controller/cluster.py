@@ -17,7 +17,7 @@ from tke.internal.controller.informer import Change, Informer
 from tke.internal.controller.lifecycle import Phases
 from tke.internal.controller.progress import RetryPolicy
 from tke.internal.controller.reconciler import Reconciler
-from tke.internal.provider.contract import ClusterContext, ClusterProvider, Tools, reconcile_tools
+from tke.internal.provider.contract import ClusterContext, ClusterProvider, Toolbox, Tools, reconcile_tools
 from tke.internal.provider.errors import TemporaryError
 from tke.internal.provider.steps import Step
 from tke.platform.v1 import cluster_pb2, machine_pb2
@@ -42,7 +42,7 @@ class ClusterController(Reconciler[cluster_pb2.Cluster, ClusterProvider]):
         machine_informer: Informer[machine_pb2.Machine],
         *,
         providers: dict[str, ClusterProvider],
-        tools: Tools,
+        tools: Toolbox,
         recorder: Recorder,
         policy: RetryPolicy,
         health_interval: float = 60.0,
@@ -83,7 +83,7 @@ class ClusterController(Reconciler[cluster_pb2.Cluster, ClusterProvider]):
                 )
                 await self.fail_unknown_provider(cached, obj)
             return None
-        async with reconcile_tools(self.tools) as tools:
+        async with reconcile_tools(self.tools, obj.metadata.tenant_id) as tools:
             return await self.lifecycle.reconcile(obj, provider, _Adapter(self, tools))
 
 

@@ -36,7 +36,8 @@ class ProviderConfig:
 @dataclass(frozen=True)
 class ControllerConfig:
     apiserver: ApiserverConfig = field(default_factory=ApiserverConfig)
-    # etcd is used for leader election only; objects are read and written through the apiserver.
+    # etcd holds the leader lock and the credential catalogue; objects are read and written
+    # through the apiserver.
     etcd: EtcdConfig = field(default_factory=EtcdConfig)
     leader: LeaderConfig = field(default_factory=LeaderConfig)
     # Workers per controller (clusters and machines each have their own).
@@ -51,7 +52,7 @@ class ControllerConfig:
     retry_base_delay: float = 2.0
     retry_max_delay: float = 120.0
     ssh: SSHOptions = field(default_factory=SSHOptions)
-    # Credentials that objects name in credential_ref.
+    # Credentials that objects name in credential_ref, as "TENANT/NAME": each of one tenant.
     credentials: dict[str, CredentialConfig] = field(default_factory=dict)
     # Providers by spec.type. Empty: every installed provider with its default options.
     cluster_providers: dict[str, ProviderConfig] = field(default_factory=dict)

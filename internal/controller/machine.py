@@ -28,7 +28,7 @@ from tke.internal.controller.informer import Informer
 from tke.internal.controller.lifecycle import Phases
 from tke.internal.controller.progress import RetryPolicy
 from tke.internal.controller.reconciler import Reconciler
-from tke.internal.provider.contract import MachineContext, MachineProvider, Tools, reconcile_tools
+from tke.internal.provider.contract import MachineContext, MachineProvider, Toolbox, Tools, reconcile_tools
 from tke.internal.provider.errors import TemporaryError
 from tke.internal.provider.steps import Step
 from tke.platform.v1 import cluster_pb2, machine_pb2
@@ -53,7 +53,7 @@ class MachineController(Reconciler[machine_pb2.Machine, MachineProvider]):
         *,
         clusters: ResourceClient[cluster_pb2.Cluster],
         providers: dict[str, MachineProvider],
-        tools: Tools,
+        tools: Toolbox,
         recorder: Recorder,
         policy: RetryPolicy,
         health_interval: float = 60.0,
@@ -93,7 +93,7 @@ class MachineController(Reconciler[machine_pb2.Machine, MachineProvider]):
             if obj.status.reason != "UnknownProvider":
                 await self.fail_unknown_provider(cached, obj)
             return None
-        async with reconcile_tools(self.tools) as tools:
+        async with reconcile_tools(self.tools, obj.metadata.tenant_id) as tools:
             return await self.lifecycle.reconcile(obj, provider, _Adapter(self, cluster, tools))
 
 

@@ -4,6 +4,9 @@ controllers, the events recorder and leader election into one process.
 Informers run in every process (a standby keeps a warm cache, so a takeover starts at
 once); workers run only in the elected leader. Losing the lease stops the workers and ends
 the process with LostLeadership: a supervisor restarts it and it campaigns again.
+
+The leader publishes the catalogue of its configured credentials (names only) in etcd when it
+takes over, which the apiserver checks references against (provider/credentials.py).
 """
 
 from __future__ import annotations
@@ -29,12 +32,13 @@ from tke.internal.controller.reconciler import Reconciler
 from tke.internal.controller.workers import run_workers
 from tke.internal.plugin import loader
 from tke.internal.provider.clusterapi import ClusterAPIs, NoClusterAPIs
-from tke.internal.provider.contract import Tools
-from tke.internal.provider.credentials import ConfiguredCredentials
+from tke.internal.provider.contract import Toolbox
+from tke.internal.provider.credentials import ConfiguredCredentials, publish_catalogue
 from tke.internal.provider.ssh import Dialer, SSHDialer
 from tke.internal.provider.steps import check_plans
 from tke.internal.storage.etcd import EtcdStore
 from tke.internal.storage.lease import LeasedStore
+from tke.internal.storage.store import StorageError
 from tke.platform.v1 import cluster_pb2, machine_pb2
 
 log = logging.getLogger("tke.controller")
@@ -71,14 +75,18 @@ class Controller:
         cluster_providers: dict[str, Any] | None = None,
         machine_providers: dict[str, Any] | None = None,
         dialer: Dialer | None = None,
+        credentials: ConfiguredCredentials | None = None,
         cluster_apis: ClusterAPIs | None = None,
     ) -> None:
-        """`cluster_providers`, `machine_providers`, `dialer` (how steps reach machines) and
-        `cluster_apis` (the Kubernetes API client of the clusters' own API servers) replace
-        what the configuration would load (tests, embedding)."""
+        """`cluster_providers`, `machine_providers`, `dialer` (how steps reach machines),
+        `credentials` (the operators' login credentials, by tenant) and `cluster_apis` (the
+        Kubernetes API client of the clusters' own API servers) replace what the configuration
+        would load (tests, embedding). Raises CredentialError for a badly named credential."""
         self.config = config
-        self._own_store = leases is None and config.leader.enabled
-        self.leases: LeasedStore | None = EtcdStore(config.etcd) if self._own_store else leases
+        self.credentials = credentials or ConfiguredCredentials(config.credentials)
+        self._own_store = leases is None
+        # etcd: the leader lock and the credential catalogue.
+        self.leases: LeasedStore = EtcdStore(config.etcd) if leases is None else leases
         token = os.environ.get(config.apiserver.token_env, "") if config.apiserver.token_env else ""
         self.channel = open_channel(config.apiserver)
         timeout = config.apiserver.timeout
@@ -90,14 +98,13 @@ class Controller:
             self.machines, resync=config.resync, indexers={"cluster": by_cluster}
         )
         self.recorder = ApiRecorder(self.events, "tke-controller")
-        credentials = ConfiguredCredentials(config.credentials)
         if cluster_apis is None and config.cluster_api.plugin:
             cluster_apis = loader.load("tke.cluster_apis", config.cluster_api.plugin, config.cluster_api.options)
-        self.credentials = ApiClient(CREDENTIALS, self.channel, token, timeout)
-        tools = Tools(
-            dialer=dialer or SSHDialer(credentials, config.ssh),
-            credentials=credentials,
-            cluster_credentials=ApiCredentialStore(self.credentials),
+        self.cluster_credentials = ApiClient(CREDENTIALS, self.channel, token, timeout)
+        tools = Toolbox(
+            dialer=dialer or SSHDialer(self.credentials, config.ssh),
+            credentials=self.credentials,
+            cluster_credentials=ApiCredentialStore(self.cluster_credentials),
             cluster_apis=cluster_apis or NoClusterAPIs(),
         )
         policy = RetryPolicy(config.max_retries, config.retry_base_delay, config.retry_max_delay)
@@ -125,11 +132,34 @@ class Controller:
         )
         identity = config.leader.identity or f"{socket.gethostname()}-{os.getpid()}"
         self.elector: LeaderElector | None = None
-        if config.leader.enabled and self.leases is not None:
+        if config.leader.enabled:
             key = config.etcd.prefix.rstrip("/") + config.leader.key
             self.elector = LeaderElector(self.leases, key, identity, ttl=config.leader.ttl)
 
+    async def _publish_credentials(self) -> None:
+        """Publish the credential catalogue, retrying while etcd does not answer."""
+        delay = 1.0
+        while True:
+            try:
+                await publish_catalogue(self.leases, self.config.etcd.prefix, self.credentials.names())
+            except StorageError as err:
+                log.warning("cannot publish the credential catalogue yet (%s); retrying in %.0fs", err, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+                continue
+            log.info("published the credential catalogue: %d credentials", len(self.credentials.names()))
+            return
+
     async def _work(self) -> None:
+        publishing = asyncio.create_task(self._publish_credentials(), name="credential-catalogue")
+        try:
+            await self._lead()
+        finally:
+            publishing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await publishing
+
+    async def _lead(self) -> None:
         await asyncio.gather(self.cluster_informer.synced.wait(), self.machine_informer.synced.wait())
         log.info(
             "leading: %d clusters, %d machines in cache",
@@ -167,5 +197,5 @@ class Controller:
                     await task
             await self.recorder.stop()
             await self.channel.close()
-            if self._own_store and self.leases is not None:
+            if self._own_store:
                 await self.leases.close()

@@ -19,7 +19,7 @@ from tke.internal.controller.queue import WorkQueue
 from tke.internal.controller.runner import Runner
 from tke.internal.controller.status import StatusWriter
 from tke.internal.meta.resource import Resource
-from tke.internal.provider.contract import Tools
+from tke.internal.provider.contract import Toolbox
 
 R = TypeVar("R", bound=Resource)
 P = TypeVar("P")
@@ -34,7 +34,7 @@ class Reconciler(abc.ABC, Generic[R, P]):
         finalizer: str,
         phases: Phases,
         providers: dict[str, P],
-        tools: Tools,
+        tools: Toolbox,
         recorder: Recorder,
         policy: RetryPolicy,
         health_interval: float,

@@ -28,12 +28,17 @@ class TCPConfig:
     cert_file: str = ""
     key_file: str = ""
     client_ca_file: str = ""
-    # Allow plaintext TCP (tests and development on loopback only).
+    # Development on loopback only: allow plaintext TCP, and TCP without authentication (every
+    # caller then acts as platform administrator).
     insecure: bool = False
     # The apiserver's authentication, authorization and audit chain for TCP callers, in the
     # same format as the apiserver's [auth] (authenticators, authorizers, audit plugins).
-    # Empty authenticators: no authentication. The unix socket relies on its file mode.
+    # Required unless insecure. The unix socket relies on its file mode.
     auth: AuthConfig = field(default_factory=AuthConfig)
+    # Which tenant owns which Kubernetes namespaces (tenant -> exact names or prefixes ending
+    # in "*"): its bindings and allocations belong to that tenant; other namespaces are the
+    # platform's (see tke.internal.ipamd.authz).
+    tenants: dict[str, list[str]] = field(default_factory=dict)
     # Where auth plugins keep their state (built-in accounts, policies): the apiserver's etcd
     # and prefix. Read only when auth.authenticators is set.
     auth_etcd: EtcdConfig = field(default_factory=EtcdConfig)
@@ -41,7 +46,9 @@ class TCPConfig:
 
 @dataclass(frozen=True)
 class IpamdConfig:
-    # The node-local unix socket the CNI plugins call; empty disables it.
+    # The node-local unix socket the CNI plugins call; empty disables it. Its mode is its access
+    # control: owner only (it may drop the owner's write bit, never grant group or others), in
+    # a directory nobody else can write to.
     socket: str = "/run/tke/ipamd.sock"
     socket_mode: int = 0o600
     tcp: TCPConfig = field(default_factory=TCPConfig)

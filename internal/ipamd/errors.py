@@ -58,6 +58,19 @@ def pool_in_use(pool: str) -> ApiError:
     )
 
 
+def pool_overlaps(pool: ipam_pb2.Pool, other: str, first: str, last: str) -> ApiError:
+    """FAILED_PRECONDITION: the new pool would hand out addresses another pool hands out."""
+    field = "pool.ranges" if pool.ranges else "pool.cidr"
+    span = first if first == last else f"{first}-{last}"
+    return precondition(
+        "POOL_OVERLAP",
+        f"pools/{other}",
+        f"{field}: addresses {span} of pool {pool.name} are already handed out by pool {other}; "
+        "pools never share an address (give them disjoint ranges)",
+        grpc.StatusCode.FAILED_PRECONDITION,
+    )
+
+
 def pool_deleting(pool: str) -> ApiError:
     return precondition(
         "POOL_DELETING", f"pools/{pool}", f"pool {pool} is being deleted", grpc.StatusCode.FAILED_PRECONDITION

@@ -36,7 +36,7 @@ from tke.internal.ipamd import errors
 from tke.internal.ipamd.bindings import candidate_workloads, ordinal
 from tke.internal.ipamd.blocks import PoolBlocks
 from tke.internal.ipamd.keys import address_key
-from tke.internal.ipamd.pools import gateway_of, pool_layout, serves, validate_pool
+from tke.internal.ipamd.pools import gateway_of, overlap, pool_layout, serves, validate_pool
 from tke.internal.ipamd.provider import IPProvider
 from tke.internal.ipamd.provisioning import Provisioner, provider_owner
 from tke.internal.ipamd.storage import (
@@ -131,10 +131,23 @@ class IPAM:
         stored.creation_timestamp.CopyFrom(_timestamp(self.clock()))
         if not stored.gateway:
             stored.gateway = gateway_of(stored)
-        try:
-            entry = await self.storage.create_pool(stored)
-        except PoolExists:
-            raise already_exists("pool", pool.name, "") from None
+        for _ in range(self.attempts):
+            # Checked against the whole set and stored compared to its version: two replicas
+            # creating overlapping pools at once cannot both succeed.
+            current = await self.storage.pool_set()
+            if any(e.pool.name == pool.name for e in current.pools):
+                raise already_exists("pool", pool.name, "")
+            if shared := overlap(stored, (e.pool for e in current.pools)):
+                raise errors.pool_overlaps(stored, shared.other, shared.first, shared.last)
+            try:
+                created = await self.storage.create_pool(stored, pool_set_version=current.version)
+            except PoolExists:
+                raise already_exists("pool", pool.name, "") from None
+            if not isinstance(created, Lost):
+                entry = created
+                break
+        else:
+            raise errors.contention()
         self._pools.pop(pool.name, None)
         self._pool_list = (-1.0, [])
         return await self._with_status(entry)

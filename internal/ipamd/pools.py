@@ -1,10 +1,17 @@
-"""Pools: validating a pool definition, numbering its addresses, and which nodes it serves.
-Pure functions over the proto."""
+"""Pools: validating a pool definition, numbering its addresses, which nodes it serves, and
+which addresses two pools would both hand out. Pure functions over the proto.
+
+Pools share one address space: no address is allocatable in two pools (they may share a
+subnet, and its gateway, when their ranges are disjoint). A pool's allocatable addresses depend
+only on its immutable fields (cidr, gateway, ranges, excluded), so the check is made once, when
+it is created."""
 
 from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 from tke.internal.ipamd.allocator import Layout, layout
 from tke.internal.rpc.errors import FieldViolation
@@ -92,6 +99,31 @@ def validate_pool(pool: ipam_pb2.Pool, known_providers: set[str]) -> list[FieldV
             elif numbered.size > MAX_CAPACITY:
                 v.append(FieldViolation("pool.cidr", f"at most {MAX_CAPACITY} addresses per pool (a /12)"))
     return v
+
+
+@dataclass(frozen=True)
+class Overlap:
+    """Addresses [first, last] that `pool` would share with `other`."""
+
+    other: str
+    first: str
+    last: str
+
+
+def overlap(pool: ipam_pb2.Pool, others: Iterable[ipam_pb2.Pool]) -> Overlap | None:
+    """The first pool of `others` (another name) that hands out an address `pool` would, and
+    the first addresses they share. Pools must be valid (validate_pool)."""
+    mine = pool_layout(pool).segments
+    for other in others:
+        if other.name == pool.name:
+            continue
+        theirs = pool_layout(other).segments
+        for a in mine:
+            for b in theirs:
+                lo, hi = max(a.first, b.first), min(a.last, b.last)
+                if lo <= hi:
+                    return Overlap(other.name, str(ipaddress.IPv4Address(lo)), str(ipaddress.IPv4Address(hi)))
+    return None
 
 
 def serves(pool: ipam_pb2.Pool, node: str, node_ip: str) -> bool:

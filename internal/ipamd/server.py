@@ -1,5 +1,7 @@
-"""tke-ipamd's wiring: plugins from the configuration, the IPAM core, and its listeners (a
-unix socket for the node, TCP with TLS and optional authentication for everyone else)."""
+"""tke-ipamd's wiring: plugins from the configuration, the IPAM core, and its listeners: a
+unix socket for the node (owner only: its mode is its access control), and TCP for everyone
+else, with TLS and the apiserver's authentication and authorization (ipamd's tenancy in
+authz.py); TCP without them only when the configuration says insecure."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import grpc
 from tke.internal import metrics
 from tke.internal.auth.chain import AuthChain, PluginContext, build
 from tke.internal.daemon import run_until_stopped
+from tke.internal.ipamd.authz import NamespaceTenants, TenancyError, ipam_attributes
 from tke.internal.ipamd.config import IpamdConfig
 from tke.internal.ipamd.ipam import IPAM
 from tke.internal.ipamd.pool_metrics import refresh_pool_gauges
@@ -70,6 +73,15 @@ class Ipamd:
 
     async def start(self) -> list[RunningServer]:
         c = self.config
+        if c.socket_mode & 0o077:
+            raise ConfigurationError(
+                f"socket_mode {c.socket_mode:#o} lets other users in: the unix socket has no authentication, "
+                "its mode is its access control (0600: its owner only, root for the CNI plugins)"
+            )
+        try:
+            tenants = NamespaceTenants(c.tcp.tenants)
+        except TenancyError as err:
+            raise ConfigurationError(str(err)) from None
         if c.socket:
             unix = ListenConfig(address="", unix_socket=c.socket, unix_socket_mode=c.socket_mode)
             self.servers.append(await start_server(unix, self._spec([RequestInterceptor(), MetricsInterceptor()])))
@@ -83,11 +95,20 @@ class Ipamd:
             if c.tcp.auth.authenticators:
                 self.auth_store = EtcdStore(c.tcp.auth_etcd)
                 context = PluginContext(self.auth_store, c.tcp.auth_etcd.prefix.rstrip("/"))
-                self.auth = build(c.tcp.auth, context)
+                self.auth = build(c.tcp.auth, context, attributes=ipam_attributes(tenants))
                 await self.auth.start()
                 interceptors += self.auth.interceptors
+            elif c.tcp.insecure:
+                log.warning(
+                    "THE TCP LISTENER %s HAS NO AUTHENTICATION: every caller acts as platform administrator "
+                    "(insecure = true; development only)",
+                    c.tcp.address,
+                )
             else:
-                log.warning("the TCP listener %s has no authentication ([tcp.auth])", c.tcp.address)
+                raise ConfigurationError(
+                    "[tcp] without [tcp.auth] authenticators would serve every caller as platform administrator: "
+                    "configure [tcp.auth] (as the apiserver's [auth]), or set insecure = true for development"
+                )
             self.servers.append(
                 await start_server(ListenConfig(address=c.tcp.address, tls=tls), self._spec(interceptors))
             )

@@ -8,6 +8,9 @@ Every mutation is one atomic compare-and-swap over all the records it touches:
 - `replace` rewrites an allocation compared at its version (attach to another container,
   detach, change of policy), moving its indexes along; `release` removes it and clears its bit in
   the block (compared at both versions).
+- Pools are created against the version of the whole set of pools (`pool_set`): a create
+  compares it, so two pools checked against the same set (for overlapping addresses) cannot
+  both be stored.
 - A lost race is an outcome (`Lost`), not an exception: the caller re-reads and decides.
 - Implementation errors never escape: unreachable storage is `StorageUnavailable`.
 """
@@ -43,6 +46,15 @@ class PoolEntry:
 
 
 @dataclass(frozen=True)
+class PoolSet:
+    """Every pool, and the version of the set: every create_pool changes it (0: no pool was
+    ever created)."""
+
+    pools: list[PoolEntry]
+    version: int
+
+
+@dataclass(frozen=True)
 class Stored:
     """A stored allocation and its version."""
 
@@ -54,6 +66,7 @@ class Lost(enum.Enum):
     """Why a compare-and-swap did not apply."""
 
     POOL = "pool changed"
+    POOL_SET = "a pool was created meanwhile"
     BLOCK = "block changed"
     ALLOCATION = "allocation changed"
     ATTACHMENT = "the interface already has an address"
@@ -81,8 +94,13 @@ class IPStorage(Protocol):
     """Pools, bindings and allocations, with CAS mutations (see the module docstring)."""
 
     # -- pools --------------------------------------------------------------------------------
-    async def create_pool(self, pool: ipam_pb2.Pool) -> PoolEntry:
-        """Raises PoolExists."""
+    async def create_pool(self, pool: ipam_pb2.Pool, *, pool_set_version: int) -> PoolEntry | Lost:
+        """Store a new pool if the set of pools is still at `pool_set_version`
+        (Lost.POOL_SET otherwise). Raises PoolExists."""
+        ...
+
+    async def pool_set(self) -> PoolSet:
+        """Every pool, read no earlier than the version returned with them."""
         ...
 
     async def get_pool(self, name: str) -> PoolEntry | None: ...

@@ -21,14 +21,13 @@ events, finalizers and leader election.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from tke.internal.provider.cluster_credentials import ClusterCredentialStore, NoCredentialStore
 from tke.internal.provider.clusterapi import ClusterAPIs, NoClusterAPIs
-from tke.internal.provider.credentials import Credentials
+from tke.internal.provider.credentials import ConfiguredCredentials, Credentials
 from tke.internal.provider.ssh import CachingDialer, Dialer
 from tke.internal.rpc.errors import FieldViolation
 from tke.platform.v1 import cluster_pb2, machine_pb2
@@ -36,8 +35,9 @@ from tke.platform.v1 import cluster_pb2, machine_pb2
 
 @dataclass
 class Tools:
-    """What the controller lends every step: SSH to machines, the operator's login credentials,
-    the clusters' own credentials (kept by the platform), and the clusters' Kubernetes APIs."""
+    """What the controller lends every step: SSH to machines, the login credentials of the
+    object's tenant (only those: see credentials.py), the clusters' own credentials (kept by the
+    platform), and the clusters' Kubernetes APIs."""
 
     dialer: Dialer
     credentials: Credentials
@@ -45,12 +45,28 @@ class Tools:
     cluster_apis: ClusterAPIs = field(default_factory=NoClusterAPIs)
 
 
+@dataclass
+class Toolbox:
+    """The controller's tools for every tenant, scoped per reconcile by `reconcile_tools`."""
+
+    dialer: Dialer
+    credentials: ConfiguredCredentials
+    cluster_credentials: ClusterCredentialStore = field(default_factory=NoCredentialStore)
+    cluster_apis: ClusterAPIs = field(default_factory=NoClusterAPIs)
+
+
 @contextlib.asynccontextmanager
-async def reconcile_tools(tools: Tools) -> AsyncIterator[Tools]:
-    """`tools` whose SSH connections are reused within one reconcile and closed after it."""
-    dialer = CachingDialer(tools.dialer)
+async def reconcile_tools(toolbox: Toolbox, tenant: str) -> AsyncIterator[Tools]:
+    """The tools of one reconcile of an object of `tenant`: its credentials resolve in that
+    tenant only, and SSH connections are reused within the reconcile and closed after it."""
+    dialer = CachingDialer(toolbox.dialer, tenant)
     try:
-        yield dataclasses.replace(tools, dialer=dialer)
+        yield Tools(
+            dialer=dialer,
+            credentials=toolbox.credentials.for_tenant(tenant),
+            cluster_credentials=toolbox.cluster_credentials,
+            cluster_apis=toolbox.cluster_apis,
+        )
     finally:
         await dialer.aclose()
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import posixpath
 import shlex
@@ -27,7 +28,7 @@ from typing import Protocol
 
 import asyncssh
 
-from tke.internal.provider.credentials import Credentials
+from tke.internal.provider.credentials import ConfiguredCredentials
 from tke.internal.provider.errors import PermanentError, TemporaryError
 
 log = logging.getLogger(__name__)
@@ -48,12 +49,15 @@ class SSHOptions:
 
 @dataclass(frozen=True)
 class Target:
-    """A machine to reach: address, port, login user and the name of its credential."""
+    """A machine to reach: address, port, login user and the name of its credential, which is
+    resolved in `tenant` (a reconcile's dialer sets it to its object's tenant, whatever the
+    provider gave)."""
 
     host: str
     port: int = 22
     username: str = "root"
     credential_ref: str = ""
+    tenant: str = ""
 
     def __str__(self) -> str:
         return f"{self.username}@{self.host}:{self.port}"
@@ -225,7 +229,7 @@ def _text(value: object) -> str:
 
 @dataclass
 class SSHDialer:
-    credentials: Credentials
+    credentials: ConfiguredCredentials
     options: SSHOptions = field(default_factory=SSHOptions)
 
     @contextlib.asynccontextmanager
@@ -244,7 +248,7 @@ class SSHDialer:
         return self.options.known_hosts_file
 
     async def _open(self, target: Target) -> SSHChannel:
-        cred = self.credentials.get(target.credential_ref) if target.credential_ref else None
+        cred = self.credentials.read(target.tenant, target.credential_ref) if target.credential_ref else None
         keys = []
         if cred is not None and cred.private_key:
             try:
@@ -282,16 +286,20 @@ class SSHDialer:
 
 
 class CachingDialer:
-    """Reuses one connection per machine for the length of one reconcile (a plan's steps
-    connect to the same machines again and again; each SSH handshake costs a round of key
-    exchange). A connection that saw an error is dropped; `aclose` closes the rest."""
+    """The dialer of one reconcile of one tenant's object: every target's credential is
+    resolved in that tenant, and one connection per machine is reused for the length of the
+    reconcile (a plan's steps connect to the same machines again and again; each SSH handshake
+    costs a round of key exchange). A connection that saw an error is dropped; `aclose` closes
+    the rest."""
 
-    def __init__(self, inner: Dialer) -> None:
+    def __init__(self, inner: Dialer, tenant: str) -> None:
         self.inner = inner
+        self.tenant = tenant
         self._open: dict[Target, tuple[contextlib.AbstractAsyncContextManager[Channel], Channel]] = {}
 
     @contextlib.asynccontextmanager
     async def connect(self, target: Target) -> AsyncIterator[Channel]:
+        target = dataclasses.replace(target, tenant=self.tenant)
         entry = self._open.get(target)
         if entry is None:
             manager = self.inner.connect(target)

@@ -4,6 +4,11 @@ keepalive, and a graceful stop.
 
 Graceful stop: health turns NOT_SERVING, `on_stop` hooks run (services end their watch streams
 with a clean status), then in-flight calls get `grace` seconds to finish.
+
+A unix socket is as private as its directory: it is created only in a directory that root or
+this process's user owns and that nobody else may write to (with every ancestor either not
+writable by others or sticky, as /tmp), so no other user can put a socket of theirs in its
+place; and it is bound with a strict umask, then given its mode.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import stat
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,6 +74,25 @@ def _answers(path: Path) -> bool:
         except OSError:
             return False
     return True
+
+
+def _check_private_directory(directory: Path) -> None:
+    """OSError unless only root or this process's user can change what `directory` holds."""
+    me = os.geteuid()
+    info = directory.stat()
+    if info.st_uid not in (0, me):
+        raise OSError(f"{directory} belongs to uid {info.st_uid}: a unix socket there could be replaced by that user")
+    if info.st_mode & 0o022:
+        raise OSError(
+            f"{directory} is writable by other users (mode {stat.S_IMODE(info.st_mode):04o}): they could replace "
+            "the unix socket with their own; use a directory only its owner can write (chmod go-w)"
+        )
+    for parent in directory.resolve().parents:
+        mode = parent.stat().st_mode
+        if mode & 0o002 and not mode & stat.S_ISVTX:
+            raise OSError(
+                f"{parent} is writable by everyone without the sticky bit: the unix socket's directory can be replaced"
+            )
 
 
 def _credentials(tls: TLSConfig) -> grpc.ServerCredentials:
@@ -134,7 +159,8 @@ async def start_server(listen: ListenConfig, spec: ServerSpec) -> RunningServer:
             raise OSError(f"cannot listen on {listen.address}")
     if listen.unix_socket:
         path = Path(listen.unix_socket)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        _check_private_directory(path.parent)
         if path.is_socket():
             if _answers(path):
                 raise OSError(f"{path} is in use by another server")

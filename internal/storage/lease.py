@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
-from tke.internal.storage.store import Guard, Item, StorageError, Store
+from tke.internal.storage.store import Claim, Guard, Item, StorageError, Store
 
 
 class LeaseExpired(StorageError):
@@ -33,9 +33,20 @@ class LeaseExpired(StorageError):
 class LeasedStore(Store, Protocol):
     """A Store whose keys can be bound to leases."""
 
-    async def create(self, key: str, value: bytes, *, guards: Sequence[Guard] = (), lease: int = 0) -> Item: ...
+    async def create(
+        self, key: str, value: bytes, *, guards: Sequence[Guard] = (), claims: Sequence[Claim] = (), lease: int = 0
+    ) -> Item: ...
 
-    async def update(self, key: str, value: bytes, *, expected_revision: int, lease: int = 0) -> Item: ...
+    async def update(
+        self,
+        key: str,
+        value: bytes,
+        *,
+        expected_revision: int,
+        claims: Sequence[Claim] = (),
+        releases: Sequence[Guard] = (),
+        lease: int = 0,
+    ) -> Item: ...
 
     async def grant(self, ttl: int) -> int:
         """A new lease of `ttl` seconds (at least 1; the store may lengthen a shorter one)."""

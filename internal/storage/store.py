@@ -9,6 +9,10 @@ Invariants every implementation keeps:
   item's `mod_revision` is the revision of its last write.
 - Writes are compare-and-swap: `create` only when the key is absent, `update`/`delete` only
   when the key is still at `expected_revision`. No write ever succeeds on a stale read.
+- A write may carry other keys in the same transaction: guards (keys that must be at a
+  revision), claims (keys that must be absent, written with the write) and releases (keys at a
+  revision, deleted with the write). All apply or none; every key written shares the revision.
+  Claims make unique indexes: a machine's IP is a key only one object can hold.
 - A watch delivers every change after its start revision exactly once, in revision order, or
   fails with `Compacted` when that history is gone; it never skips silently.
 - Errors are the types below; implementation-specific exceptions never escape.
@@ -49,6 +53,15 @@ class PreconditionFailed(StorageError):
     def __init__(self, guard: Guard) -> None:
         super().__init__(f"guard on {guard.key} failed")
         self.guard = guard
+
+
+class Claimed(StorageError):
+    """A claim's key (see `Claim`) is held already; `holder` is the key as it is."""
+
+    def __init__(self, claim: Claim, holder: Item) -> None:
+        super().__init__(f"{claim.key} is claimed already")
+        self.claim = claim
+        self.holder = holder
 
 
 class Compacted(StorageError):
@@ -105,6 +118,15 @@ class Guard:
     mod_revision: int
 
 
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A key a write takes along in its transaction: it must be absent, and is written with
+    `value` (who holds it). Released by a later write of the holder (a release: a Guard on it)."""
+
+    key: str
+    value: bytes
+
+
 class EventType(enum.Enum):
     PUT = "PUT"
     DELETE = "DELETE"
@@ -136,8 +158,11 @@ WatchMessage = Event | Progress
 class Store(Protocol):
     """A versioned key-value store. Keys are '/'-separated strings."""
 
-    async def create(self, key: str, value: bytes, *, guards: Sequence[Guard] = ()) -> Item:
-        """Store `value` under an absent `key`. Raises AlreadyExists, PreconditionFailed."""
+    async def create(
+        self, key: str, value: bytes, *, guards: Sequence[Guard] = (), claims: Sequence[Claim] = ()
+    ) -> Item:
+        """Store `value` under an absent `key`, and the claims. Raises AlreadyExists,
+        PreconditionFailed (a guard), Claimed."""
         ...
 
     async def get(self, key: str) -> Item:
@@ -151,14 +176,25 @@ class Store(Protocol):
         revision older than the compacted history, FutureRevision for one newer than the latest."""
         ...
 
-    async def update(self, key: str, value: bytes, *, expected_revision: int) -> Item:
-        """Replace the value if the key is still at `expected_revision`; the item keeps its
-        `create_revision`. Raises NotFound, Conflict (with the current item)."""
+    async def update(
+        self,
+        key: str,
+        value: bytes,
+        *,
+        expected_revision: int,
+        claims: Sequence[Claim] = (),
+        releases: Sequence[Guard] = (),
+    ) -> Item:
+        """Replace the value if the key is still at `expected_revision`, take the claims and
+        delete the released keys (each at its revision); the item keeps its `create_revision`.
+        Raises NotFound, Conflict (with the current item), Claimed, PreconditionFailed (a
+        release)."""
         ...
 
-    async def delete(self, key: str, *, expected_revision: int) -> int:
-        """Remove the key if it is still at `expected_revision`; returns the delete's revision.
-        Raises NotFound, Conflict (with the current item)."""
+    async def delete(self, key: str, *, expected_revision: int, releases: Sequence[Guard] = ()) -> int:
+        """Remove the key if it is still at `expected_revision`, and the released keys (each at
+        its revision); returns the delete's revision. Raises NotFound, Conflict (with the
+        current item), PreconditionFailed (a release)."""
         ...
 
     async def current_revision(self) -> int:

@@ -14,7 +14,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 
 from tke.internal.storage.lease import LeasedStore, LeaseExpired
-from tke.internal.storage.store import Guard, Item, Page, WatchMessage
+from tke.internal.storage.store import Claim, Guard, Item, Page, WatchMessage
 
 
 class ExpiringStore:
@@ -34,19 +34,34 @@ class ExpiringStore:
                 self._until = now + self.reuse
             return self._lease
 
-    async def create(self, key: str, value: bytes, *, guards: Sequence[Guard] = ()) -> Item:
-        try:
-            return await self.inner.create(key, value, guards=guards, lease=await self._current_lease())
-        except LeaseExpired:  # revoked behind our back (etcd restored, operator): take a new one
-            return await self.inner.create(key, value, guards=guards, lease=await self._current_lease(fresh=True))
-
-    async def update(self, key: str, value: bytes, *, expected_revision: int) -> Item:
+    async def create(
+        self, key: str, value: bytes, *, guards: Sequence[Guard] = (), claims: Sequence[Claim] = ()
+    ) -> Item:
         try:
             lease = await self._current_lease()
-            return await self.inner.update(key, value, expected_revision=expected_revision, lease=lease)
-        except LeaseExpired:
+            return await self.inner.create(key, value, guards=guards, claims=claims, lease=lease)
+        except LeaseExpired:  # revoked behind our back (etcd restored, operator): take a new one
             lease = await self._current_lease(fresh=True)
-            return await self.inner.update(key, value, expected_revision=expected_revision, lease=lease)
+            return await self.inner.create(key, value, guards=guards, claims=claims, lease=lease)
+
+    async def update(
+        self,
+        key: str,
+        value: bytes,
+        *,
+        expected_revision: int,
+        claims: Sequence[Claim] = (),
+        releases: Sequence[Guard] = (),
+    ) -> Item:
+        async def write(lease: int) -> Item:
+            return await self.inner.update(
+                key, value, expected_revision=expected_revision, claims=claims, releases=releases, lease=lease
+            )
+
+        try:
+            return await write(await self._current_lease())
+        except LeaseExpired:
+            return await write(await self._current_lease(fresh=True))
 
     async def get(self, key: str) -> Item:
         return await self.inner.get(key)
@@ -54,8 +69,8 @@ class ExpiringStore:
     async def list(self, prefix: str, *, start: str = "", limit: int = 0, revision: int = 0) -> Page:
         return await self.inner.list(prefix, start=start, limit=limit, revision=revision)
 
-    async def delete(self, key: str, *, expected_revision: int) -> int:
-        return await self.inner.delete(key, expected_revision=expected_revision)
+    async def delete(self, key: str, *, expected_revision: int, releases: Sequence[Guard] = ()) -> int:
+        return await self.inner.delete(key, expected_revision=expected_revision, releases=releases)
 
     async def current_revision(self) -> int:
         return await self.inner.current_revision()

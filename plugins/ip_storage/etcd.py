@@ -3,6 +3,8 @@ each record it touches.
 
 Keys under `<prefix>/ipam/`:
   pools/<name>                          {"deleting": bool, "pool": base64 Pool}
+  poolset                               the name of the last pool created; its mod_revision is
+                                        the version of the set of pools (compared by creates)
   blocks/<pool>/<index:06d>             {"u": bitmap hex, "c": {bit: until}, "n": cursor}
   ips/<pool>/<address as 8 hex digits>  Allocation
   idx/attachment/<container>/<ifname>   Allocation (a copy)
@@ -29,7 +31,7 @@ from aetcd import rpc
 
 from tke.internal.ipamd.allocator import Block
 from tke.internal.ipamd.keys import address_key, attachment_key, indexes
-from tke.internal.ipamd.storage import Lost, PoolEntry, PoolExists, StorageUnavailable, Stored
+from tke.internal.ipamd.storage import Lost, PoolEntry, PoolExists, PoolSet, StorageUnavailable, Stored
 from tke.internal.storage.etcd.connection import EtcdConfig, EtcdConnection, EtcdTLS
 from tke.internal.storage.etcd.store import prefix_end
 from tke.internal.storage.interrupted import Outcome, Resolution, resolve
@@ -174,10 +176,15 @@ class EtcdIPStorage:
         pool.ParseFromString(base64.b64decode(d["pool"]))
         return PoolEntry(pool=pool, version=kv.mod_revision, deleting=bool(d["deleting"]))
 
-    async def create_pool(self, pool: ipam_pb2.Pool) -> PoolEntry:
-        key = self._k("pools", pool.name)
+    async def create_pool(self, pool: ipam_pb2.Pool, *, pool_set_version: int) -> PoolEntry | Lost:
+        key, set_key = self._k("pools", pool.name), self._k("poolset")
         value = self._pool_value(pool, False)
-        resp = await self._txn(rpc.TxnRequest(compare=[_absent(key)], success=[_put(key, value)]))
+        request = rpc.TxnRequest(
+            compare=[_absent(key), _at(set_key, pool_set_version)],
+            success=[_put(key, value), _put(set_key, pool.name.encode())],
+            failure=[_read(key)],
+        )
+        resp = await self._txn(request)
         if resp is None:
             found = await self._resolve(key, value, 0)
             if found.outcome is Outcome.APPLIED:
@@ -186,10 +193,16 @@ class EtcdIPStorage:
                 raise PoolExists(pool.name)
             raise StorageUnavailable("etcd: create pool interrupted")
         if not resp.succeeded:
-            if await self._get(key) is not None:
+            if resp.responses[0].response_range.kvs:
                 raise PoolExists(pool.name)
-            raise StorageUnavailable("etcd: create pool interrupted")  # and deleted since: try again
+            return Lost.POOL_SET
         return PoolEntry(pool=pool, version=resp.header.revision)
+
+    async def pool_set(self) -> PoolSet:
+        # The version first: a pool created after it was read changes it, so a create compared
+        # against it fails even if the list below already shows that pool.
+        kv = await self._get(self._k("poolset"))
+        return PoolSet(await self.list_pools(), kv.mod_revision if kv else 0)
 
     async def get_pool(self, name: str) -> PoolEntry | None:
         kv = await self._get(self._k("pools", name))

@@ -9,6 +9,7 @@ from google.protobuf import field_mask_pb2
 from google.rpc import error_details_pb2
 
 from tests.support.apiserver import Running, cluster, machine
+from tests.support.controller import publish_credentials
 from tests.support.rpc import bad_request_fields, detail_of, expect_error
 from tke.meta.v1 import meta_pb2
 from tke.platform.v1 import cluster_pb2, machine_pb2
@@ -220,6 +221,7 @@ async def test_two_concurrent_writers_with_the_same_version_one_wins(api: Runnin
 
 
 async def test_concurrent_writers_without_version_all_apply_on_the_latest_state(api: Running) -> None:
+    await publish_credentials(api.apiserver.config.etcd, "default/ops-key")
     await create(api, cluster("merge"))
     changes = {"spec.version": "1.31.0", "spec.display_name": "Merged", "spec.credential_ref": "ops-key"}
 
@@ -335,4 +337,5 @@ async def test_the_provider_refuses_what_it_cannot_build(api: Running) -> None:
     err = await expect_error(create(api, c), Code.INVALID_ARGUMENT)
     assert bad_request_fields(err) == ["cluster.spec.machines[0].credential_ref"]
     c.spec.machines[0].credential_ref = "ops-key"
+    await publish_credentials(api.apiserver.config.etcd, "default/ops-key")
     await create(api, c)

@@ -13,6 +13,7 @@ from tests.support.memory_store import MemoryStore
 from tke.internal.apiserver.admission import with_provider_validation
 from tke.internal.apiserver.kinds import CLUSTERS
 from tke.internal.apiserver.registry import Registry
+from tke.internal.provider.credentials import publish_catalogue
 from tke.internal.rpc.errors import ApiError
 from tke.platform.v1 import cluster_pb2
 
@@ -31,6 +32,7 @@ async def test_the_provider_refuses_what_it_cannot_work_with(registry: Registry[
     assert "cluster.spec.machines[0].credential_ref" in err.value.message
 
     c.spec.machines[0].credential_ref = "ops-key"
+    await publish_catalogue(registry.store, registry.prefix, [("default", "ops-key")])
     created = await registry.create("default", c)
     update = cluster_pb2.Cluster()
     update.CopyFrom(created)

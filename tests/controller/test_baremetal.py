@@ -17,7 +17,7 @@ import pytest
 from cryptography import x509
 
 from tests.support.apiserver import Running
-from tests.support.controller import controller_config
+from tests.support.controller import controller_config, credentials_published, publish_credentials
 from tests.support.sshd import Machines, SSHServer, keypair, ssh_machines
 from tests.support.waiting import wait_for
 from tke.internal.controller.config import ProviderConfig
@@ -45,7 +45,7 @@ async def controller(api: Running, etcd_config: EtcdConfig, m: Machines, **chang
     config = controller_config(
         api.address,
         etcd_config,
-        credentials={"test-key": CredentialConfig(private_key_file=str(m.key.private_key_file))},
+        credentials={"default/test-key": CredentialConfig(private_key_file=str(m.key.private_key_file))},
         ssh=SSHOptions(known_hosts_file=str(m.known_hosts), connect_attempts=2, connect_timeout=5),
         cluster_providers={
             "baremetal": ProviderConfig(options={**CLUSTER_OPTIONS, "root_dir": m.root_dir}),
@@ -57,6 +57,7 @@ async def controller(api: Running, etcd_config: EtcdConfig, m: Machines, **chang
     config = replace(config, **changes)
     task = asyncio.create_task(Controller(config).run())
     try:
+        await credentials_published(etcd_config, "default/test-key")
         yield
     finally:
         task.cancel()
@@ -105,6 +106,7 @@ async def test_an_unknown_host_key_fails_the_cluster_permanently(
     master = machines.servers[0]
     _, other = keypair(tmp_path, "not-the-host-key")
     machines.known_hosts.write_text(f"[{master.host}]:{master.port} {other}\n")
+    await publish_credentials(etcd_config, "default/test-key")
     await api.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=baremetal_cluster("spoofed", master)))
 
     async def failed() -> cluster_pb2.Cluster | None:

@@ -13,6 +13,7 @@ from tests.support import REPO
 from tke.internal.config.loader import load
 from tke.internal.controller.config import ControllerConfig
 from tke.internal.controller.manager import CLUSTER_GROUP, MACHINE_GROUP, load_providers
+from tke.internal.provider.credentials import ConfiguredCredentials
 from tke.internal.provider.steps import Step, check_plans
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,7 +41,8 @@ def test_the_example_configuration_loads_with_its_providers() -> None:
         profile = provider.profiles["default"]
         assert profile.repository_of("1.31.2") == mirror
         assert profile.environment("1.31.2", "")["TKE_PACKAGE_KEY_URL"] == mirror + "Release.key"
-    assert config.credentials["ops-password"].password_env == "TKE_OPS_PASSWORD"
+    assert config.credentials["default/ops-password"].password_env == "TKE_OPS_PASSWORD"
+    assert ("team-a", "edge-cluster") in ConfiguredCredentials(config.credentials).names()
 
 
 def test_step_names_must_be_explicit_camel_case_and_unique_across_plans() -> None:

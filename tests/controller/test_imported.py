@@ -18,7 +18,7 @@ from lightkube.resources.core_v1 import Node
 from lightkube.types import PatchType
 
 from tests.support.apiserver import Running
-from tests.support.controller import controller_config
+from tests.support.controller import controller_config, credentials_published, publish_credentials
 from tests.support.kube import objects
 from tests.support.kube.rbac import User
 from tests.support.kube.running import StandIn, running
@@ -50,6 +50,7 @@ async def controller(
     config = controller_config(api.address, etcd_config, health_interval=0.3, credentials=credentials)
     task = asyncio.create_task(Controller(config).run())
     try:
+        await credentials_published(etcd_config, *credentials)
         yield
     finally:
         task.cancel()
@@ -90,11 +91,12 @@ async def test_an_imported_cluster_is_verified_recorded_and_health_checked(
         await admin.client.create(from_dict(objects.node("cp-1", role="control-plane", ip="10.0.0.1")))
         await admin.client.create(from_dict(objects.node("worker-1", ready=False, ip="10.0.0.2")))
         credentials = {
-            "edge-cert": CredentialConfig(kubeconfig_file=str(admin_file)),
-            "edge-token": CredentialConfig(kubeconfig_file=str(token_file)),
-            "edge-env": CredentialConfig(token_env="TKE_TEST_EDGE_TOKEN", ca_file=kube.ca.ca_file),
-            "wrong": CredentialConfig(token_env="TKE_TEST_WRONG_TOKEN", ca_file=kube.ca.ca_file),
+            "default/edge-cert": CredentialConfig(kubeconfig_file=str(admin_file)),
+            "default/edge-token": CredentialConfig(kubeconfig_file=str(token_file)),
+            "default/edge-env": CredentialConfig(token_env="TKE_TEST_EDGE_TOKEN", ca_file=kube.ca.ca_file),
+            "default/wrong": CredentialConfig(token_env="TKE_TEST_WRONG_TOKEN", ca_file=kube.ca.ca_file),
         }
+        await publish_credentials(etcd_config, *credentials)  # as the controller will
         for name, credential in (("edge", "edge-cert"), ("by-token", "edge-token"), ("denied", "wrong")):
             await api.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=imported(name, kube.url, credential)))
 

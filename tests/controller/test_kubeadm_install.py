@@ -20,7 +20,7 @@ import pytest
 from google.protobuf import field_mask_pb2
 
 from tests.support.apiserver import Running
-from tests.support.controller import controller_config
+from tests.support.controller import controller_config, credentials_published, publish_credentials
 from tests.support.fake_cluster_api import FakeClusterAPIs
 from tests.support.kubeadm_world import World, kubeadm_machines
 from tests.support.sshd import Machines, SSHServer
@@ -56,7 +56,7 @@ async def controller(
     config = controller_config(
         api.address,
         etcd_config,
-        credentials={"test-key": CredentialConfig(private_key_file=str(m.key.private_key_file))},
+        credentials={"default/test-key": CredentialConfig(private_key_file=str(m.key.private_key_file))},
         ssh=SSHOptions(known_hosts_file=str(m.known_hosts), connect_attempts=2, connect_timeout=5),
         cluster_providers={"baremetal": ProviderConfig(options=options)},
         machine_providers={"baremetal": ProviderConfig(options=options)},
@@ -65,6 +65,7 @@ async def controller(
     apis = FakeClusterAPIs(world)
     task = asyncio.create_task(Controller(config, cluster_apis=apis).run())
     try:
+        await credentials_published(etcd_config, "default/test-key")
         yield apis
     finally:
         task.cancel()
@@ -126,6 +127,7 @@ async def test_an_ha_cluster_is_installed_upgraded_and_scaled_in_the_kubeadm_way
     spec = cluster("prod", "1.30.2", [m0, m1, m2])
     spec.spec.control_plane_vip.address = "192.0.2.100"
     spec.spec.control_plane_vip.interface = "eth0"
+    await publish_credentials(etcd_config, "default/test-key")  # as the controller will, before it starts here
     await api.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=spec))
     for name, server in (("w1", w1), ("w2", w2)):
         await api.machines.Create(machine_pb2.CreateMachineRequest(machine=worker(name, "prod", server)))
@@ -266,6 +268,7 @@ async def test_a_1_31_cluster_behind_an_operators_load_balancer_installs_with_ku
     m0, m1, w1 = machines.servers
     spec = cluster("edge", "1.31.1", [m0, m1])
     spec.spec.control_plane_endpoint.host = "api.edge.example"
+    await publish_credentials(etcd_config, "default/test-key")  # as the controller will, before it starts here
     await api.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=spec))
     await api.machines.Create(machine_pb2.CreateMachineRequest(machine=worker("w1", "edge", w1)))
 

@@ -17,13 +17,14 @@ import pytest
 import yaml
 
 from tests.support.apiserver import Running, cluster
-from tests.support.controller import RecordingProvider, controller_config
+from tests.support.controller import RecordingProvider, controller_config, credentials_published
 from tests.support.fake_ssh import FakeDialer
 from tests.support.waiting import wait_for
 from tke.internal.controller.manager import Controller
 from tke.internal.controller.progress import FAILED, RETRYING, SUCCEEDED, TRUE, find
 from tke.internal.provider import nodeprep
 from tke.internal.provider.clusterapi import ClusterAccess, NodeStatus
+from tke.internal.provider.credentials import ConfiguredCredentials, CredentialConfig
 from tke.internal.provider.errors import TemporaryError
 from tke.internal.provider.ssh import Result
 from tke.internal.storage.etcd import EtcdConfig
@@ -276,7 +277,9 @@ async def test_a_baremetal_cluster_without_machines_waits_then_installs_on_fake_
 ) -> None:
     dialer = FakeDialer({"hostname": Result(0, "fake-master\n", "")})
     apis = APIAfterInit(dialer)
-    controller = Controller(controller_config(api.address, etcd_config), dialer=dialer, cluster_apis=apis)
+    credentials = ConfiguredCredentials({"default/ops-key": CredentialConfig(password_env="TKE_TEST_UNUSED")})
+    config = controller_config(api.address, etcd_config)
+    controller = Controller(config, dialer=dialer, credentials=credentials, cluster_apis=apis)
     task = asyncio.create_task(controller.run())
     try:
         await api.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=cluster("later")))
@@ -290,6 +293,7 @@ async def test_a_baremetal_cluster_without_machines_waits_then_installs_on_fake_
         assert "spec.machines" in c.status.message
         assert not any(cond.retries for cond in c.status.conditions)  # waiting spends no retries
         assert dialer.machines == {}
+        await credentials_published(etcd_config, "default/ops-key")
         c.spec.machines.add(ip="192.0.2.50", credential_ref="ops-key")
         c.metadata.resource_version = ""
         await api.clusters.Update(cluster_pb2.UpdateClusterRequest(cluster=c))

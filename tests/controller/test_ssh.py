@@ -41,13 +41,13 @@ def machine(tmp_path: Path) -> Iterator[Machines]:
 
 
 def dialer(m: Machines, **options: object) -> SSHDialer:
-    creds = ConfiguredCredentials({"key": CredentialConfig(private_key_file=str(m.key.private_key_file))})
+    creds = ConfiguredCredentials({"default/key": CredentialConfig(private_key_file=str(m.key.private_key_file))})
     return SSHDialer(creds, SSHOptions(known_hosts_file=str(m.known_hosts), **options))  # type: ignore[arg-type]
 
 
 async def test_exec_write_read_and_timeouts(machine: Machines, tmp_path: Path) -> None:
     server = machine.servers[0]
-    target = Target(server.host, server.port, "root", "key")
+    target = Target(server.host, server.port, "root", "key", "default")
     async with dialer(machine).connect(target) as ch:
         result = await ch.exec('echo "$GREETING $0"; echo oops >&2; exit 3', env={"GREETING": "it's me"})
         assert (result.exit_status, result.stdout.split()[:2], result.stderr) == (3, ["it's", "me"], "oops\n")
@@ -78,7 +78,7 @@ async def test_exec_write_read_and_timeouts(machine: Machines, tmp_path: Path) -
 
 async def test_a_command_reads_no_input_and_one_past_its_limit_is_killed(machine: Machines, tmp_path: Path) -> None:
     server = machine.servers[0]
-    async with dialer(machine).connect(Target(server.host, server.port, "root", "key")) as ch:
+    async with dialer(machine).connect(Target(server.host, server.port, "root", "key", "default")) as ch:
         # stdin is at end of file: a command that reads it finishes (with an open stdin this
         # one would wait out its limit and fail "timed out").
         assert await ch.run("cat; read -r answer || echo no-answer", time_limit=30) == "no-answer\n"
@@ -107,7 +107,7 @@ async def test_stopped_machines_leave_no_process_of_their_sessions_behind(tmp_pa
     pids = tmp_path / "pids"
     with ssh_machines(tmp_path / "ssh", 1) as machine:
         server = machine.servers[0]
-        target = Target(server.host, server.port, "root", "key")
+        target = Target(server.host, server.port, "root", "key", "default")
         # One that left its session and process group, and outlives its connection...
         async with dialer(machine).connect(target) as ch:
             await ch.run(f"setsid sleep 300 </dev/null >/dev/null 2>&1 & echo $! >> {pids}")
@@ -128,29 +128,32 @@ async def test_stopped_machines_leave_no_process_of_their_sessions_behind(tmp_pa
 async def test_connection_failures_are_bounded_and_auth_failures_permanent(machine: Machines, tmp_path: Path) -> None:
     server = machine.servers[0]
     started = time.monotonic()
-    closed = Target(server.host, free_port(server.host), "root", "key")
+    closed = Target(server.host, free_port(server.host), "root", "key", "default")
     with pytest.raises(TemporaryError, match="cannot connect after 2 attempts"):
         async with dialer(machine, connect_attempts=2, connect_timeout=2).connect(closed):
             pass
     assert time.monotonic() - started < 20  # two refused attempts and one backoff; no hang
 
     other_key, _ = keypair(tmp_path, "stranger")
-    creds = ConfiguredCredentials({"key": CredentialConfig(private_key_file=str(other_key))})
+    creds = ConfiguredCredentials({"default/key": CredentialConfig(private_key_file=str(other_key))})
     stranger = SSHDialer(creds, SSHOptions(known_hosts_file=str(machine.known_hosts)))
     with pytest.raises(PermanentError, match="authentication failed"):
-        async with stranger.connect(Target(server.host, server.port, "root", "key")):
+        async with stranger.connect(Target(server.host, server.port, "root", "key", "default")):
             pass
-    with pytest.raises(PermanentError, match="unknown credential"):
-        async with stranger.connect(Target(server.host, server.port, "root", "missing")):
+    with pytest.raises(PermanentError, match="tenant 'default' has no credential 'missing'"):
+        async with stranger.connect(Target(server.host, server.port, "root", "missing", "default")):
+            pass
+    with pytest.raises(PermanentError, match="tenant 'other' has no credential 'key'"):  # never default's
+        async with dialer(machine).connect(Target(server.host, server.port, "root", "key", "other")):
             pass
     nobody_trusted = dialer(machine)
     nobody_trusted.options = SSHOptions(known_hosts_file="")
     with pytest.raises(PermanentError, match="host key"):
-        async with nobody_trusted.connect(Target(server.host, server.port, "root", "key")):
+        async with nobody_trusted.connect(Target(server.host, server.port, "root", "key", "default")):
             pass
     unchecked = dialer(machine)
     unchecked.options = SSHOptions(host_key_checking=False)
-    async with unchecked.connect(Target(server.host, server.port, "root", "key")) as ch:
+    async with unchecked.connect(Target(server.host, server.port, "root", "key", "default")) as ch:
         assert (await ch.run("echo ok")).strip() == "ok"
 
 
@@ -167,7 +170,7 @@ async def test_a_reconcile_reuses_one_connection_per_machine_and_drops_a_broken_
             finally:
                 closed.append(target.host)
 
-    dialer = CachingDialer(CountingDialer())
+    dialer = CachingDialer(CountingDialer(), "default")
     a, b = Target("192.0.2.1"), Target("192.0.2.2")
     for _ in range(3):
         async with dialer.connect(a) as ch:
@@ -217,20 +220,20 @@ async def test_password_credentials_log_in_and_a_wrong_password_is_permanent(
     monkeypatch.setenv("TKE_TEST_SSH_WRONG", "guess")
     creds = ConfiguredCredentials(
         {
-            "pw": CredentialConfig(password_env="TKE_TEST_SSH_PASSWORD"),
-            "wrong": CredentialConfig(password_env="TKE_TEST_SSH_WRONG"),
-            "unset": CredentialConfig(password_env="TKE_TEST_SSH_NOT_SET"),
+            "default/pw": CredentialConfig(password_env="TKE_TEST_SSH_PASSWORD"),
+            "default/wrong": CredentialConfig(password_env="TKE_TEST_SSH_WRONG"),
+            "default/unset": CredentialConfig(password_env="TKE_TEST_SSH_NOT_SET"),
         }
     )
     dialer = SSHDialer(creds, SSHOptions(known_hosts_file=str(known)))
     try:
-        async with dialer.connect(Target("127.0.0.1", port, "ops", "pw")) as ch:
+        async with dialer.connect(Target("127.0.0.1", port, "ops", "pw", "default")) as ch:
             assert (await ch.run("uname -r")).strip().endswith("-c 'uname -r'")
         with pytest.raises(PermanentError, match="authentication failed"):
-            async with dialer.connect(Target("127.0.0.1", port, "ops", "wrong")):
+            async with dialer.connect(Target("127.0.0.1", port, "ops", "wrong", "default")):
                 pass
         with pytest.raises(PermanentError, match="TKE_TEST_SSH_NOT_SET is not set"):
-            async with dialer.connect(Target("127.0.0.1", port, "ops", "unset")):
+            async with dialer.connect(Target("127.0.0.1", port, "ops", "unset", "default")):
                 pass
     finally:
         server.close()

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.support.apiserver import Running
-from tests.support.controller import ControllerProcess
+from tests.support.controller import ControllerProcess, credentials_published
 from tests.support.kubeadm_world import kubeadm_machines
 from tests.support.sshd import Machines
 from tests.support.tools import grpcurl as grpcurl_binary
@@ -68,7 +68,7 @@ def controller_toml(api: Running, etcd_config: EtcdConfig, m: Machines) -> dict[
         "etcd": {"endpoints": etcd_config.endpoints, "prefix": etcd_config.prefix},
         "leader": {"ttl": 5},
         "ssh": {"known_hosts_file": str(m.known_hosts)},
-        "credentials": {"ops-key": {"private_key_file": str(m.key.private_key_file)}},
+        "credentials": {"default/ops-key": {"private_key_file": str(m.key.private_key_file)}},
         "cluster_providers": {
             "baremetal": {
                 "options": {
@@ -96,35 +96,6 @@ async def test_create_watch_and_delete_a_baremetal_cluster_with_grpcurl(
     api: Running, etcd_config: EtcdConfig, machines: Machines, tmp_path: Path
 ) -> None:
     master, node = machines.servers
-    cluster = {
-        "cluster": {
-            "metadata": {"name": "demo"},
-            "spec": {
-                "type": "baremetal",
-                "version": "1.30.2",
-                "network": {"podCidr": "10.244.0.0/16", "serviceCidr": "10.96.0.0/12"},
-                "machines": [{"ip": master.host, "sshPort": master.port, "credentialRef": "ops-key"}],
-            },
-        }
-    }
-    code, _ = await grpcurl(api, "tke.platform.v1.ClusterService/Create", cluster)
-    assert code == 0
-    machine = {
-        "machine": {
-            "metadata": {"name": "node-1"},
-            "spec": {
-                "clusterName": "demo",
-                "type": "baremetal",
-                "ip": node.host,
-                "sshPort": node.port,
-                "credentialRef": "ops-key",
-                "role": "MACHINE_ROLE_WORKER",
-            },
-        }
-    }
-    code, _ = await grpcurl(api, "tke.platform.v1.MachineService/Create", machine)
-    assert code == 0
-
     watch_log = tmp_path / "watch.json"
     with watch_log.open("wb") as out:
         watch = await asyncio.create_subprocess_exec(
@@ -137,9 +108,41 @@ async def test_create_watch_and_delete_a_baremetal_cluster_with_grpcurl(
 
     controller = ControllerProcess(tmp_path, "tke-controller", controller_toml(api, etcd_config, machines))
     try:
-        # The watch shows the cluster as created before anything acts on it.
-        await wait_for(watched, what="grpcurl's watch showing the cluster")
+        # The controller publishes which credentials it has; the apiserver takes objects
+        # naming "ops-key" from then on.
         controller.start()
+        await credentials_published(etcd_config, "default/ops-key")
+        cluster = {
+            "cluster": {
+                "metadata": {"name": "demo"},
+                "spec": {
+                    "type": "baremetal",
+                    "version": "1.30.2",
+                    "network": {"podCidr": "10.244.0.0/16", "serviceCidr": "10.96.0.0/12"},
+                    "machines": [{"ip": master.host, "sshPort": master.port, "credentialRef": "ops-key"}],
+                },
+            }
+        }
+        code, _ = await grpcurl(api, "tke.platform.v1.ClusterService/Create", cluster)
+        assert code == 0
+        machine = {
+            "machine": {
+                "metadata": {"name": "node-1"},
+                "spec": {
+                    "clusterName": "demo",
+                    "type": "baremetal",
+                    "ip": node.host,
+                    "sshPort": node.port,
+                    "credentialRef": "ops-key",
+                    "role": "MACHINE_ROLE_WORKER",
+                },
+            }
+        }
+        code, _ = await grpcurl(api, "tke.platform.v1.MachineService/Create", machine)
+        assert code == 0
+        # The watch shows the cluster as created, before anything acted on it.
+        first = await wait_for(watched, what="grpcurl's watch showing the cluster")
+        assert first[0]["metadata"]["name"] == "demo" and "phase" not in first[0].get("status", {})
 
         async def running() -> bool:
             code, got = await grpcurl(api, "tke.platform.v1.MachineService/Get", {"name": "node-1"})

@@ -20,12 +20,14 @@ from typing import Any
 import grpc
 import tomli_w
 
+from tests.support.controller import publish_credentials
 from tests.support.etcd import EtcdProcess
 from tests.support.pki import TestCA
 from tests.support.ports import free_port
 from tests.support.rpc import expect_error
 from tests.support.waiting import wait_for
 from tke.auth.v1 import accounts_pb2, accounts_pb2_grpc, external_pb2, external_pb2_grpc, policy_pb2, policy_pb2_grpc
+from tke.internal.storage.etcd import EtcdConfig
 from tke.platform.v1 import cluster_pb2, cluster_pb2_grpc
 from tke.plugins.authn.gateway import sign
 
@@ -179,6 +181,9 @@ async def test_public_cloud_profile(etcd: EtcdProcess, tmp_path: Path) -> None:
                     ("x-tke-signature", sign(secret.encode(), account, app, ts, nonce)),
                 ]
 
+            # The tenant's credential, as its tke-controller publishes it.
+            etcd_config = EtcdConfig(endpoints=[etcd.endpoint], prefix=config["etcd"]["prefix"])
+            await publish_credentials(etcd_config, "1250000001/cloud-kubeconfig")
             c = cluster_pb2.Cluster()
             c.metadata.name = "cloud"
             c.spec.type = "imported"

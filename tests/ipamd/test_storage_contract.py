@@ -27,8 +27,12 @@ def allocation(ip: str, container: str = "", pod: str = "p", policy: int = 1) ->
     )
 
 
-async def new_pool(storage: IPStorage) -> PoolEntry:
-    return await storage.create_pool(ipam_pb2.Pool(name="p", cidr="10.0.0.0/24"))
+async def new_pool(storage: IPStorage, name: str = "p", cidr: str = "10.0.0.0/24") -> PoolEntry:
+    created = await storage.create_pool(
+        ipam_pb2.Pool(name=name, cidr=cidr), pool_set_version=(await storage.pool_set()).version
+    )
+    assert isinstance(created, PoolEntry)
+    return created
 
 
 async def test_pools(ip_storage: IPStorage) -> None:
@@ -41,6 +45,28 @@ async def test_pools(ip_storage: IPStorage) -> None:
     assert not await ip_storage.delete_pool(entry)
     assert await ip_storage.delete_pool(marked)
     assert await ip_storage.get_pool("p") is None
+
+
+async def test_a_pool_is_created_only_against_the_current_set_of_pools(ip_storage: IPStorage) -> None:
+    empty = await ip_storage.pool_set()
+    assert (empty.pools, empty.version) == ([], 0)
+    first = await new_pool(ip_storage, "a", "10.0.0.0/24")
+    after = await ip_storage.pool_set()
+    assert [e.pool.name for e in after.pools] == ["a"] and after.version > 0
+    # A create checked against the empty set lost: "a" was created meanwhile.
+    stale = await ip_storage.create_pool(ipam_pb2.Pool(name="b", cidr="10.0.1.0/24"), pool_set_version=0)
+    assert stale is Lost.POOL_SET and await ip_storage.get_pool("b") is None
+    # A name taken is PoolExists whatever the version.
+    with pytest.raises(PoolExists):
+        await ip_storage.create_pool(ipam_pb2.Pool(name="a", cidr="10.0.2.0/24"), pool_set_version=0)
+    # Updates and deletes leave the set's version alone (they never add addresses).
+    marked = await ip_storage.update_pool(first, first.pool, deleting=True)
+    assert marked is not None and await ip_storage.delete_pool(marked)
+    assert (await ip_storage.pool_set()).version == after.version
+    assert isinstance(
+        await ip_storage.create_pool(ipam_pb2.Pool(name="b", cidr="10.0.1.0/24"), pool_set_version=after.version),
+        PoolEntry,
+    )
 
 
 async def test_reserve_is_all_or_nothing_and_says_why(ip_storage: IPStorage) -> None:

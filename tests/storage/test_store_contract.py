@@ -21,6 +21,8 @@ from tke.internal.storage.etcd import EtcdConfig, EtcdStore
 from tke.internal.storage.lease import LeasedStore, LeaseExpired
 from tke.internal.storage.store import (
     AlreadyExists,
+    Claim,
+    Claimed,
     Compacted,
     Conflict,
     Event,
@@ -88,7 +90,11 @@ async def events(kv: Subject, prefix: str, after: int, until: int = 0, count: in
                 covered = message.revision
                 assert not until or covered < until, f"progress {covered} past {until} without its events: {out}"
                 continue
-            assert message.item.mod_revision > covered, f"{message} repeats or reorders"
+            # The keys of one transaction share its revision; anything else must move on.
+            same_transaction = bool(out) and message.item.mod_revision == covered
+            assert message.item.mod_revision > covered or (
+                same_transaction and message.item.key not in {e.item.key for e in out if e.item.mod_revision == covered}
+            ), f"{message} repeats or reorders"
             covered = message.item.mod_revision
             out.append(message)
             if (until and covered >= until) or len(out) == count:
@@ -189,6 +195,75 @@ async def test_guards_make_a_create_depend_on_other_keys(kv: Subject, p: str) ->
     with pytest.raises(AlreadyExists):  # the key's own state is checked first
         await kv.create(p + "child", b"c", guards=[stale])
     assert await kv.create(p + "child2", b"c", guards=[Guard(changed.key, changed.mod_revision)])
+
+
+# -- claims and releases -------------------------------------------------------------------------
+
+
+async def test_claims_are_taken_with_the_write_or_not_at_all(kv: Subject, p: str) -> None:
+    a = await kv.create(p + "obj/a", b"a1", claims=[Claim(p + "ip/1", b"a"), Claim(p + "ip/2", b"a")])
+    assert (await kv.get(p + "ip/1")).mod_revision == a.mod_revision == (await kv.get(p + "ip/2")).mod_revision
+    with pytest.raises(Claimed) as taken:
+        await kv.create(p + "obj/b", b"b1", claims=[Claim(p + "ip/3", b"b"), Claim(p + "ip/2", b"b")])
+    assert taken.value.claim == Claim(p + "ip/2", b"b") and taken.value.holder.value == b"a"
+    for absent in ("obj/b", "ip/3"):
+        with pytest.raises(NotFound):
+            await kv.get(p + absent)
+    with pytest.raises(AlreadyExists):  # the key's own state is checked first
+        await kv.create(p + "obj/a", b"a2", claims=[Claim(p + "ip/1", b"a")])
+
+
+async def test_an_update_moves_claims_and_a_delete_releases_them(kv: Subject, p: str) -> None:
+    a = await kv.create(p + "obj/a", b"a1", claims=[Claim(p + "ip/1", b"a")])
+    held = await kv.get(p + "ip/1")
+    await kv.create(p + "obj/b", b"b1", claims=[Claim(p + "ip/2", b"b")])
+    with pytest.raises(Claimed):  # b's address: nothing changes
+        await kv.update(
+            a.key,
+            b"a2",
+            expected_revision=a.mod_revision,
+            claims=[Claim(p + "ip/2", b"a")],
+            releases=[Guard(held.key, held.mod_revision)],
+        )
+    assert (await kv.get(a.key)).value == b"a1" and (await kv.get(held.key)).value == b"a"
+    with pytest.raises(PreconditionFailed):  # a release of a key not at its revision
+        await kv.update(
+            a.key, b"a2", expected_revision=a.mod_revision, releases=[Guard(held.key, held.mod_revision + 1)]
+        )
+    with pytest.raises(Conflict):  # the key's own revision is checked first
+        await kv.update(a.key, b"a2", expected_revision=a.mod_revision + 100, claims=[Claim(p + "ip/2", b"a")])
+
+    moved = await kv.update(
+        a.key,
+        b"a2",
+        expected_revision=a.mod_revision,
+        claims=[Claim(p + "ip/3", b"a")],
+        releases=[Guard(held.key, held.mod_revision)],
+    )
+    assert moved.create_revision == a.create_revision
+    with pytest.raises(NotFound):
+        await kv.get(held.key)
+    taken = await kv.get(p + "ip/3")
+    assert taken.mod_revision == moved.mod_revision
+    await kv.create(p + "obj/c", b"c1", claims=[Claim(held.key, b"c")])  # free again
+
+    with pytest.raises(PreconditionFailed):
+        await kv.delete(moved.key, expected_revision=moved.mod_revision, releases=[Guard(taken.key, 1)])
+    await kv.get(moved.key)
+    revision = await kv.delete(
+        moved.key, expected_revision=moved.mod_revision, releases=[Guard(taken.key, taken.mod_revision)]
+    )
+    with pytest.raises(NotFound):
+        await kv.get(taken.key)
+    assert revision > moved.mod_revision
+
+
+async def test_a_watch_sees_every_key_of_a_transaction_at_one_revision(kv: Subject, p: str) -> None:
+    start = await kv.current_revision()
+    a = await kv.create(p + "obj/a", b"a1", claims=[Claim(p + "ip/1", b"a"), Claim(p + "ip/2", b"a")])
+    seen = await events(kv, p, start, count=3)
+    assert sorted(e.item.key for e in seen) == [p + "ip/1", p + "ip/2", p + "obj/a"]
+    assert {e.item.mod_revision for e in seen} == {a.mod_revision}
 
 
 # -- list ----------------------------------------------------------------------------------------

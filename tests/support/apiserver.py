@@ -4,6 +4,8 @@ over a real etcd, with stubs to call it; and builders of valid objects."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import itertools
 import threading
 from dataclasses import dataclass, field, replace
 
@@ -84,15 +86,21 @@ def cluster(name: str, labels: dict[str, str] | None = None, **spec: object) -> 
     return c
 
 
-def machine(
-    name: str, cluster_name: str, ip: str = "192.0.2.10", labels: dict[str, str] | None = None
-) -> machine_pb2.Machine:
+_ADDRESSES = itertools.count(int(ipaddress.IPv4Address("198.18.0.1")))
+
+
+def next_ip() -> str:
+    """An address no other machine of the session has (a machine IP is held by one object)."""
+    return str(ipaddress.IPv4Address(next(_ADDRESSES)))
+
+
+def machine(name: str, cluster_name: str, ip: str = "", labels: dict[str, str] | None = None) -> machine_pb2.Machine:
     m = machine_pb2.Machine()
     m.metadata.name = name
     m.metadata.labels.update(labels or {})
     m.spec.cluster_name = cluster_name
     m.spec.type = "baremetal"
-    m.spec.ip = ip
+    m.spec.ip = ip or next_ip()
     return m
 
 

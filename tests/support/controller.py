@@ -16,14 +16,47 @@ from pathlib import Path
 from typing import Any
 
 from tests.support import REPO
+from tests.support.waiting import wait_for
 from tke.internal.controller.client import ApiserverConfig
 from tke.internal.controller.config import ControllerConfig, LeaderConfig
 from tke.internal.provider.contract import ClusterContext
+from tke.internal.provider.credentials import catalogue_key, publish_catalogue, split_name
 from tke.internal.provider.errors import PermanentError, TemporaryError
 from tke.internal.provider.steps import Step
 from tke.internal.rpc.errors import FieldViolation
-from tke.internal.storage.etcd import EtcdConfig
+from tke.internal.storage.etcd import EtcdConfig, EtcdStore
+from tke.internal.storage.store import NotFound
 from tke.platform.v1 import cluster_pb2
+
+
+async def publish_credentials(etcd: EtcdConfig, *names: str) -> None:
+    """Publish the credential catalogue `names` ("tenant/name") as a leading tke-controller
+    configured with them would: for tests that create objects naming credentials without
+    running a controller."""
+    store = EtcdStore(etcd)
+    try:
+        await publish_catalogue(store, etcd.prefix, [split_name(n) for n in names])
+    finally:
+        await store.close()
+
+
+async def credentials_published(etcd: EtcdConfig, *names: str) -> None:
+    """Wait until the leading controller has published `names` ("tenant/name"): until then
+    the apiserver refuses objects that name them."""
+    store = EtcdStore(etcd)
+
+    async def present() -> bool:
+        for name in names:
+            try:
+                await store.get(catalogue_key(etcd.prefix, *split_name(name)))
+            except NotFound:
+                return False
+        return True
+
+    try:
+        await wait_for(present, what=f"the credential catalogue listing {names}")
+    finally:
+        await store.close()
 
 
 def controller_config(address: str, etcd: EtcdConfig, **changes: Any) -> ControllerConfig:

@@ -29,7 +29,8 @@ class IpamdProcess:
 
     `extra` holds top-level TOML options; `tcp` ("127.0.0.1:PORT") adds a TCP listener, with TLS
     when `cert_file` and `key_file` are given (mutual TLS with `client_ca_file`), plaintext
-    otherwise."""
+    otherwise. `tcp_extra` is TOML for the [tcp] table (its `tenants`, its `[tcp.auth]`); without
+    it the listener is `insecure` (no authentication: every caller is an administrator)."""
 
     def __init__(
         self,
@@ -45,6 +46,7 @@ class IpamdProcess:
         cert_file: str = "",
         key_file: str = "",
         client_ca_file: str = "",
+        tcp_extra: str = "",
     ) -> None:
         self.workdir = workdir
         self.socket = str(workdir / f"{name}.sock")
@@ -53,8 +55,9 @@ class IpamdProcess:
         listener = ""
         if tcp:
             listener = f'\n[tcp]\naddress = "{tcp}"\n'
-            listener += f'cert_file = "{cert_file}"\nkey_file = "{key_file}"\n' if cert_file else "insecure = true\n"
+            listener += f'cert_file = "{cert_file}"\nkey_file = "{key_file}"\n' if cert_file else ""
             listener += f'client_ca_file = "{client_ca_file}"\n' if client_ca_file else ""
+            listener += tcp_extra if tcp_extra else "insecure = true\n"
         quoted = ", ".join(json.dumps(e) for e in endpoints)
         self.config.write_text(
             f'socket = "{self.socket}"\nrelease_cooldown = {cooldown}\nshutdown_grace = 1.0\n'

@@ -9,7 +9,7 @@ from dataclasses import replace
 
 from tke.internal.ipamd.allocator import Block
 from tke.internal.ipamd.keys import address_key, indexes
-from tke.internal.ipamd.storage import Lost, PoolEntry, PoolExists, Stored
+from tke.internal.ipamd.storage import Lost, PoolEntry, PoolExists, PoolSet, Stored
 from tke.ipam.v1 import ipam_pb2
 
 
@@ -23,6 +23,7 @@ class MemoryIPStorage:
     def __init__(self, **_options: object) -> None:
         self._versions = itertools.count(1)
         self._pools: dict[str, PoolEntry] = {}
+        self._pool_set_version = 0
         self._bindings: dict[tuple[str, str, str], ipam_pb2.Binding] = {}
         self._blocks: dict[tuple[str, int], Block] = {}
         self._allocs: dict[tuple[str, str], Stored] = {}  # (pool, address_key)
@@ -33,12 +34,18 @@ class MemoryIPStorage:
         return None
 
     # -- pools --------------------------------------------------------------------------------
-    async def create_pool(self, pool: ipam_pb2.Pool) -> PoolEntry:
+    async def create_pool(self, pool: ipam_pb2.Pool, *, pool_set_version: int) -> PoolEntry | Lost:
         if pool.name in self._pools:
             raise PoolExists(pool.name)
+        if pool_set_version != self._pool_set_version:
+            return Lost.POOL_SET
         entry = PoolEntry(pool=pool, version=next(self._versions))
         self._pools[pool.name] = entry
+        self._pool_set_version = entry.version
         return entry
+
+    async def pool_set(self) -> PoolSet:
+        return PoolSet(await self.list_pools(), self._pool_set_version)
 
     async def get_pool(self, name: str) -> PoolEntry | None:
         return self._pools.get(name)

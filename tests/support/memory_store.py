@@ -19,6 +19,8 @@ from collections.abc import AsyncIterator, Sequence
 from tke.internal.storage.lease import LeaseExpired
 from tke.internal.storage.store import (
     AlreadyExists,
+    Claim,
+    Claimed,
     Compacted,
     Conflict,
     Event,
@@ -52,27 +54,62 @@ class MemoryStore:
     async def close(self) -> None:
         return None
 
-    async def _record(self, event: Event) -> None:
-        self._history.append(event)
+    async def _record(self, *events: Event) -> None:
+        """Every event of one transaction enters the history before a watcher can look."""
+        self._history.extend(events)
         async with self._changed:
             self._changed.notify_all()
 
-    async def create(self, key: str, value: bytes, *, guards: Sequence[Guard] = (), lease: int = 0) -> Item:
-        await self._expire()
-        if key in self._items:
-            raise AlreadyExists(key)
+    def _put(self, key: str, value: bytes, lease: int) -> Event:
+        """Write `key` at the current revision (the caller has moved it on)."""
+        current = self._items.get(key)
+        created = current.create_revision if current is not None else self._revision
+        item = Item(key, value, self._revision, created)
+        self._items[key] = item
+        if current is None:
+            bisect.insort(self._keys, key)
+        self._bind(key, lease)
+        return Event(EventType.PUT, item, current.value if current is not None else None)
+
+    def _drop(self, current: Item) -> Event:
+        """Remove a key at the current revision (the caller has moved it on)."""
+        key = current.key
+        del self._items[key]
+        self._keys.remove(key)
+        self._bind(key, 0)
+        gone = Item(key, current.value, self._revision, current.create_revision)
+        return Event(EventType.DELETE, gone, current.value)
+
+    def _check_claims(self, claims: Sequence[Claim]) -> None:
+        for c in claims:
+            if c.key in self._items:
+                raise Claimed(c, self._items[c.key])
+
+    def _check_guards(self, guards: Sequence[Guard]) -> None:
         for g in guards:
             current = self._items.get(g.key)
             if current is None or current.mod_revision != g.mod_revision:
                 raise PreconditionFailed(g)
+
+    async def create(
+        self,
+        key: str,
+        value: bytes,
+        *,
+        guards: Sequence[Guard] = (),
+        claims: Sequence[Claim] = (),
+        lease: int = 0,
+    ) -> Item:
+        await self._expire()
+        if key in self._items:
+            raise AlreadyExists(key)
+        self._check_guards(guards)
+        self._check_claims(claims)
         self._check_lease(lease)  # as etcd: only a write that would happen needs its lease
         self._revision += 1
-        item = Item(key, value, self._revision, self._revision)
-        self._items[key] = item
-        bisect.insort(self._keys, key)
-        self._bind(key, lease)
-        await self._record(Event(EventType.PUT, item, None))
-        return item
+        events = [self._put(key, value, lease), *(self._put(c.key, c.value, lease) for c in claims)]
+        await self._record(*events)
+        return self._items[key]
 
     async def get(self, key: str) -> Item:
         await self._expire()
@@ -110,32 +147,40 @@ class MemoryStore:
                 state.pop(ev.item.key, None)
         return [state[k] for k in sorted(state)]
 
-    async def update(self, key: str, value: bytes, *, expected_revision: int, lease: int = 0) -> Item:
+    async def update(
+        self,
+        key: str,
+        value: bytes,
+        *,
+        expected_revision: int,
+        claims: Sequence[Claim] = (),
+        releases: Sequence[Guard] = (),
+        lease: int = 0,
+    ) -> Item:
         current = await self.get(key)
         if current.mod_revision != expected_revision:
             raise Conflict(key, current)
+        self._check_claims(claims)
+        self._check_guards(releases)
         self._check_lease(lease)
         self._revision += 1
-        item = Item(key, value, self._revision, current.create_revision)
-        self._items[key] = item
-        self._bind(key, lease)
-        await self._record(Event(EventType.PUT, item, current.value))
-        return item
+        events = [self._put(key, value, lease), *(self._put(c.key, c.value, lease) for c in claims)]
+        events += [self._drop(self._items[g.key]) for g in releases]
+        await self._record(*events)
+        return self._items[key]
 
-    async def delete(self, key: str, *, expected_revision: int) -> int:
+    async def delete(self, key: str, *, expected_revision: int, releases: Sequence[Guard] = ()) -> int:
         current = await self.get(key)
         if current.mod_revision != expected_revision:
             raise Conflict(key, current)
-        return await self._remove(current)
+        self._check_guards(releases)
+        self._revision += 1
+        await self._record(self._drop(current), *(self._drop(self._items[g.key]) for g in releases))
+        return self._revision
 
     async def _remove(self, current: Item) -> int:
-        key = current.key
         self._revision += 1
-        del self._items[key]
-        self._keys.remove(key)
-        self._bind(key, 0)
-        gone = Item(key, current.value, self._revision, current.create_revision)
-        await self._record(Event(EventType.DELETE, gone, current.value))
+        await self._record(self._drop(current))
         return self._revision
 
     # -- leases -----------------------------------------------------------------------------

@@ -185,6 +185,11 @@ class ClusterAPI:
             raise TemporaryError(f"{what}: cannot reach {self.access.server}: {err or type(err).__name__}") from None
         except (ConfigError, LoadResourceError) as err:
             raise PermanentError(f"{what}: {err}") from None
+        except json.JSONDecodeError:
+            # A server that answers, but not as a Kubernetes API server (a wrong URL or port).
+            raise TemporaryError(
+                f"{what}: {self.access.server} answered with something that is not JSON: is it a Kubernetes API server?"
+            ) from None
 
     def _status_error(self, what: str, code: int, message: str) -> StepError:
         text = f"{what}: {message}" if message else f"{what}: HTTP {code}"

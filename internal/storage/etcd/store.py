@@ -2,6 +2,9 @@
 
 - create: compare create_revision == 0 (plus any guards' mod_revision), then put.
 - update/delete: compare mod_revision == expected, then put/delete.
+- claims and releases ride in the same transaction: a claim compares its key's
+  create_revision == 0 and puts it, a release compares its key's mod_revision and deletes it.
+  On failure the transaction reads every key it compared, so the error says which one.
 - A write interrupted by a broken connection may or may not have been applied: the store reads
   the key back and decides (tke.internal.storage.interrupted: our value is there: done; the key
   is still at the expected revision: try again; anything else: someone else won). So a caller
@@ -16,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
+from typing import NoReturn
 
 import grpc
 from aetcd import rpc
@@ -25,6 +29,8 @@ from tke.internal.storage.interrupted import Outcome, Resolution, resolve
 from tke.internal.storage.lease import LeaseExpired
 from tke.internal.storage.store import (
     AlreadyExists,
+    Claim,
+    Claimed,
     Compacted,
     Conflict,
     Event,
@@ -65,6 +71,61 @@ def _item(kv: rpc.KeyValue) -> Item:
         mod_revision=kv.mod_revision,
         create_revision=kv.create_revision,
     )
+
+
+def _absent(key: bytes) -> rpc.Compare:
+    return rpc.Compare(key=key, result=_EQUAL, target=_CREATE, create_revision=0)
+
+
+def _at(key: bytes, revision: int) -> rpc.Compare:
+    return rpc.Compare(key=key, result=_EQUAL, target=_MOD, mod_revision=revision)
+
+
+def _guarded(guards: Sequence[Guard]) -> list[rpc.Compare]:
+    return [_at(g.key.encode(), g.mod_revision) for g in guards]
+
+
+def _claimed(claims: Sequence[Claim]) -> list[rpc.Compare]:
+    return [_absent(c.key.encode()) for c in claims]
+
+
+def _put(key: bytes, value: bytes, lease: int) -> rpc.RequestOp:
+    return rpc.RequestOp(request_put=rpc.PutRequest(key=key, value=value, lease=lease))
+
+
+def _claim_puts(claims: Sequence[Claim], lease: int) -> list[rpc.RequestOp]:
+    return [_put(c.key.encode(), c.value, lease) for c in claims]
+
+
+def _deletes(releases: Sequence[Guard]) -> list[rpc.RequestOp]:
+    return [rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=g.key.encode())) for g in releases]
+
+
+def _read(key: bytes) -> rpc.RequestOp:
+    return rpc.RequestOp(request_range=rpc.RangeRequest(key=key))
+
+
+def _reads(keys: Sequence[Guard] | Sequence[Claim]) -> list[rpc.RequestOp]:
+    return [_read(k.key.encode()) for k in keys]
+
+
+def _why(
+    reads: Sequence[rpc.ResponseOp], guards: Sequence[Guard], claims: Sequence[Claim], releases: Sequence[Guard]
+) -> NoReturn:
+    """The error of a failed transaction whose own key held: the first other key whose compare
+    failed, from the failure branch's reads (guards, then claims, then releases)."""
+    found = [op.response_range.kvs[0] if op.response_range.kvs else None for op in reads]
+    for guard, kv in zip(guards, found[: len(guards)], strict=True):
+        if kv is None or kv.mod_revision != guard.mod_revision:
+            raise PreconditionFailed(guard)
+    rest = found[len(guards) :]
+    for claim, kv in zip(claims, rest[: len(claims)], strict=True):
+        if kv is not None:
+            raise Claimed(claim, _item(kv))
+    for release, kv in zip(releases, rest[len(claims) :], strict=True):
+        if kv is None or kv.mod_revision != release.mod_revision:
+            raise PreconditionFailed(release)
+    raise Unavailable("etcd refused a transaction whose every compare holds", ambiguous=True)
 
 
 def _is_compacted(err: grpc.aio.AioRpcError) -> bool:
@@ -137,18 +198,21 @@ class EtcdStore:
                 raise LeaseExpired(lease) from None  # "etcdserver: requested lease not found"
             raise
 
-    async def create(self, key: str, value: bytes, *, guards: Sequence[Guard] = (), lease: int = 0) -> Item:
+    async def create(
+        self,
+        key: str,
+        value: bytes,
+        *,
+        guards: Sequence[Guard] = (),
+        claims: Sequence[Claim] = (),
+        lease: int = 0,
+    ) -> Item:
         bkey = key.encode()
-        compare = [rpc.Compare(key=bkey, result=_EQUAL, target=_CREATE, create_revision=0)]
-        compare += [
-            rpc.Compare(key=g.key.encode(), result=_EQUAL, target=_MOD, mod_revision=g.mod_revision) for g in guards
-        ]
         request = rpc.TxnRequest(
-            compare=compare,
-            success=[rpc.RequestOp(request_put=rpc.PutRequest(key=bkey, value=value, lease=lease))],
-            # On failure, tell which compare failed: read the key and every guarded key.
-            failure=[rpc.RequestOp(request_range=rpc.RangeRequest(key=bkey))]
-            + [rpc.RequestOp(request_range=rpc.RangeRequest(key=g.key.encode())) for g in guards],
+            compare=[_absent(bkey), *_guarded(guards), *_claimed(claims)],
+            success=[_put(bkey, value, lease), *_claim_puts(claims, lease)],
+            # On failure, tell which compare failed: read the key and every other key compared.
+            failure=[_read(bkey), *_reads(guards), *_reads(claims)],
         )
         started = asyncio.get_running_loop().time()
         while True:
@@ -170,23 +234,30 @@ class EtcdStore:
                 return Item(key=key, value=value, mod_revision=rev, create_revision=rev)
             if resp.responses[0].response_range.kvs:
                 raise AlreadyExists(key)
-            for guard, op in zip(guards, resp.responses[1:], strict=True):
-                kvs = op.response_range.kvs
-                if not kvs or kvs[0].mod_revision != guard.mod_revision:
-                    raise PreconditionFailed(guard)
-            raise Conflict(key, None)  # unreachable unless etcd contradicts itself
+            _why(resp.responses[1:], guards, claims, ())
 
-    async def update(self, key: str, value: bytes, *, expected_revision: int, lease: int = 0) -> Item:
+    async def update(
+        self,
+        key: str,
+        value: bytes,
+        *,
+        expected_revision: int,
+        claims: Sequence[Claim] = (),
+        releases: Sequence[Guard] = (),
+        lease: int = 0,
+    ) -> Item:
         bkey = key.encode()
         request = rpc.TxnRequest(
-            compare=[rpc.Compare(key=bkey, result=_EQUAL, target=_MOD, mod_revision=expected_revision)],
+            compare=[_at(bkey, expected_revision), *_claimed(claims), *_guarded(releases)],
             # The key's revisions after the put (keys only: not the value again), for its
             # create_revision.
             success=[
-                rpc.RequestOp(request_put=rpc.PutRequest(key=bkey, value=value, lease=lease)),
+                _put(bkey, value, lease),
                 rpc.RequestOp(request_range=rpc.RangeRequest(key=bkey, keys_only=True)),
+                *_claim_puts(claims, lease),
+                *_deletes(releases),
             ],
-            failure=[rpc.RequestOp(request_range=rpc.RangeRequest(key=bkey))],
+            failure=[_read(bkey), *_reads(claims), *_reads(releases)],
         )
         started = asyncio.get_running_loop().time()
         while True:
@@ -210,14 +281,16 @@ class EtcdStore:
             kvs = resp.responses[0].response_range.kvs
             if not kvs:
                 raise NotFound(key)
-            raise Conflict(key, _item(kvs[0]))
+            if kvs[0].mod_revision != expected_revision:
+                raise Conflict(key, _item(kvs[0]))
+            _why(resp.responses[1:], (), claims, releases)
 
-    async def delete(self, key: str, *, expected_revision: int) -> int:
+    async def delete(self, key: str, *, expected_revision: int, releases: Sequence[Guard] = ()) -> int:
         bkey = key.encode()
         request = rpc.TxnRequest(
-            compare=[rpc.Compare(key=bkey, result=_EQUAL, target=_MOD, mod_revision=expected_revision)],
-            success=[rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=bkey))],
-            failure=[rpc.RequestOp(request_range=rpc.RangeRequest(key=bkey))],
+            compare=[_at(bkey, expected_revision), *_guarded(releases)],
+            success=[rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=bkey)), *_deletes(releases)],
+            failure=[_read(bkey), *_reads(releases)],
         )
         started = asyncio.get_running_loop().time()
         while True:
@@ -238,7 +311,9 @@ class EtcdStore:
             kvs = resp.responses[0].response_range.kvs
             if not kvs:
                 raise NotFound(key)
-            raise Conflict(key, _item(kvs[0]))
+            if kvs[0].mod_revision != expected_revision:
+                raise Conflict(key, _item(kvs[0]))
+            _why(resp.responses[1:], (), (), releases)
 
     async def compact(self, revision: int) -> None:
         """Drop history before `revision` (operators and tests)."""
