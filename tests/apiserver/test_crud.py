@@ -106,6 +106,7 @@ async def test_a_masked_field_is_replaced_whole_and_cleared_when_the_request_lea
     c.spec.machines.add(ip="192.0.2.10", credential_ref="ops-key")
     c.spec.extra_args["kubelet"].args["max-pods"] = "200"
     c.spec.display_name = "Clear me"
+    await publish_credentials(api.apiserver.config.etcd, "default/ops-key")
     await create(api, c)
 
     # A named repeated field is replaced, not appended to.
