@@ -28,7 +28,7 @@ from tke.internal.controller.progress import RetryPolicy
 from tke.internal.controller.reconciler import Reconciler
 from tke.internal.controller.workers import run_workers
 from tke.internal.plugin import loader
-from tke.internal.provider.clusterapi import ClusterAPIs, NoClusterAPIs
+from tke.internal.provider.clusterapi import ClusterAPIs
 from tke.internal.provider.contract import Tools
 from tke.internal.provider.credentials import ConfiguredCredentials
 from tke.internal.provider.ssh import Dialer, SSHDialer
@@ -40,6 +40,8 @@ from tke.platform.v1 import cluster_pb2, machine_pb2
 log = logging.getLogger("tke.controller")
 CLUSTER_GROUP = "tke.cluster_providers"
 MACHINE_GROUP = "tke.machine_providers"
+# The clusters' Kubernetes API client when the configuration names no other.
+BUILTIN_CLUSTER_APIS = "tke.internal.provider.clusterapi:KubeClusterAPIs"
 
 
 def load_providers(group: str, configured: dict[str, ProviderConfig]) -> dict[str, Any]:
@@ -60,6 +62,12 @@ def load_providers(group: str, configured: dict[str, ProviderConfig]) -> dict[st
             raise loader.PluginError(f"{group} plugin {type_name!r} is not a valid provider: {err}") from None
         out[type_name] = provider
     return out
+
+
+def load_cluster_apis(configured: ProviderConfig) -> ClusterAPIs:
+    """The clusters' Kubernetes API client: the configured plugin, else the built-in one."""
+    apis: ClusterAPIs = loader.load("tke.cluster_apis", configured.plugin or BUILTIN_CLUSTER_APIS, configured.options)
+    return apis
 
 
 class Controller:
@@ -91,14 +99,14 @@ class Controller:
         )
         self.recorder = ApiRecorder(self.events, "tke-controller")
         credentials = ConfiguredCredentials(config.credentials)
-        if cluster_apis is None and config.cluster_api.plugin:
-            cluster_apis = loader.load("tke.cluster_apis", config.cluster_api.plugin, config.cluster_api.options)
+        if cluster_apis is None:
+            cluster_apis = load_cluster_apis(config.cluster_api)
         self.credentials = ApiClient(CREDENTIALS, self.channel, token, timeout)
         tools = Tools(
             dialer=dialer or SSHDialer(credentials, config.ssh),
             credentials=credentials,
             cluster_credentials=ApiCredentialStore(self.credentials),
-            cluster_apis=cluster_apis or NoClusterAPIs(),
+            cluster_apis=cluster_apis,
         )
         policy = RetryPolicy(config.max_retries, config.retry_base_delay, config.retry_max_delay)
         self.cluster_controller = ClusterController(
