@@ -11,15 +11,13 @@ from pathlib import Path
 import pytest
 from lightkube.codecs import from_dict
 
+from tests.support.installed import KUBEADM_CLUSTER_ADMINS, masters
 from tests.support.kube import objects
 from tests.support.kube.running import StandIn, running
 from tests.support.pki import TestCA
-from tests.support.world_api import KUBEADM_CLUSTER_ADMINS
 from tke.internal.provider.clusterapi import KubeClusterAPIs, admin_access
 from tke.internal.provider.errors import PermanentError, TemporaryError
 from tke.internal.provider.kube import pki
-from tke.internal.provider.kube.access import from_kubeconfig
-from tke.internal.provider.kube.api import ClusterAPI
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -34,10 +32,6 @@ def cluster(tmp_path: Path, cluster_ca: pki.CertificateAuthority) -> Iterator[St
     ca = TestCA.load(tmp_path / "pki", cluster_ca.pair.cert_pem, cluster_ca.pair.key_pem)
     with running(tmp_path / "kube", ca=ca) as standin:
         yield standin
-
-
-def masters(standin: StandIn) -> ClusterAPI:
-    return ClusterAPI(from_kubeconfig(standin.kubeconfig(user="kubeadm", groups=("system:masters",))))
 
 
 async def test_the_platform_reaches_a_cluster_with_a_certificate_of_its_ca(

@@ -34,6 +34,7 @@ from lightkube.core.exceptions import ApiError
 from lightkube.resources.core_v1 import Node
 from lightkube.types import PatchType
 
+from tests.support.installed import KUBEADM_CLUSTER_ADMINS
 from tests.support.kube import objects
 from tests.support.kube.running import StandIn, running
 from tests.support.kubeadm_world import World
@@ -43,14 +44,6 @@ from tke.internal.provider.kube.access import ClusterAccess, from_kubeconfig
 from tke.internal.provider.kube.api import ClusterAPI as KubeClient
 
 TICK = 0.1  # seconds between two looks at the world: a kubelet's status updates, sped up
-# What kubeadm init (1.29 and later) binds in RBAC for admin.conf's group.
-KUBEADM_CLUSTER_ADMINS = {
-    "apiVersion": "rbac.authorization.k8s.io/v1",
-    "kind": "ClusterRoleBinding",
-    "metadata": {"name": "kubeadm:cluster-admins"},
-    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
-    "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "kubeadm:cluster-admins"}],
-}
 
 
 class WorldAPI:
