@@ -34,13 +34,13 @@ from lightkube.core.exceptions import ApiError
 from lightkube.resources.core_v1 import Node
 from lightkube.types import PatchType
 
-from tests.support.installed import KUBEADM_CLUSTER_ADMINS
+from tests.support.installed import KUBEADM_CLUSTER_ADMINS, masters
 from tests.support.kube import objects
 from tests.support.kube.running import StandIn, running
 from tests.support.kubeadm_world import World
 from tests.support.pki import TestCA
 from tke.internal.provider.clusterapi import ClusterAPI, ClusterAPIs
-from tke.internal.provider.kube.access import ClusterAccess, from_kubeconfig
+from tke.internal.provider.kube.access import ClusterAccess
 from tke.internal.provider.kube.api import ClusterAPI as KubeClient
 
 TICK = 0.1  # seconds between two looks at the world: a kubelet's status updates, sped up
@@ -62,7 +62,7 @@ class WorldAPI:
     def admin(self) -> KubeClient:
         """A client of a cluster administrator (system:masters), for the test's own checks."""
         assert self.standin is not None, "the cluster's API is not up yet"
-        return KubeClient(from_kubeconfig(self.standin.kubeconfig(user="test-admin", groups=("system:masters",))))
+        return masters(self.standin)
 
     async def run(self, stack: contextlib.ExitStack) -> None:
         kubelets: KubeClient | None = None
@@ -111,10 +111,13 @@ class WorldAPI:
                 self._registered.add(name)
                 await api.client.create(from_dict(manifest))
             elif self._reported.get(name) != (ready, kubelet):
-                with contextlib.suppress(ApiError):  # deleted: this kubelet does not register again
+                try:
                     await api.client.patch(
                         Node.Status, name, {"status": manifest["status"]}, patch_type=PatchType.MERGE
                     )
+                except ApiError as err:
+                    if err.status.code != 404:
+                        raise  # 404: deleted; a running kubelet does not register again
             self._reported[name] = (ready, kubelet)
 
 
