@@ -17,8 +17,9 @@ from tke.internal.apiserver.admission import with_provider_validation
 from tke.internal.apiserver.api import ResourceAPI
 from tke.internal.apiserver.event_store import DEFAULT_EVENT_TTL, event_store
 from tke.internal.apiserver.kinds import CLUSTERS, CREDENTIALS, EVENTS, machine_kind
+from tke.internal.apiserver.kubeconfigs import KubeconfigConfig, KubeconfigIssuer
 from tke.internal.apiserver.registry import R, Registry
-from tke.internal.apiserver.services import ResourceService
+from tke.internal.apiserver.services import ClusterServicer, ResourceService
 from tke.internal.apiserver.watch import Hub
 from tke.internal.auth.chain import AuthChain, AuthConfig, PluginContext, build
 from tke.internal.daemon import run_until_stopped
@@ -59,6 +60,8 @@ class ApiserverConfig:
     metrics_address: str = "127.0.0.1:9464"
     # Seconds an event lives after its last occurrence (an etcd lease); 0 keeps events forever.
     event_ttl: float = DEFAULT_EVENT_TTL
+    # Kubeconfigs for the users of the clusters the platform installed (GetKubeconfig).
+    kubeconfig: KubeconfigConfig = field(default_factory=KubeconfigConfig)
 
 
 class Apiserver:
@@ -97,8 +100,10 @@ class Apiserver:
         await self.auth.start()
         await asyncio.gather(self.cluster_hub.start(), self.machine_hub.start(), self.event_hub.start())
         bookmark = self.config.watch.bookmark_interval
+        clusters = ResourceAPI(self.clusters, self.cluster_hub, bookmark)
+        kubeconfigs = KubeconfigIssuer(clusters, self.credentials, self.config.kubeconfig)
         servicers: list[ResourceService[Any]] = [
-            ResourceService(services.CLUSTERS, ResourceAPI(self.clusters, self.cluster_hub, bookmark)),
+            ClusterServicer(clusters, kubeconfigs),
             ResourceService(services.MACHINES, ResourceAPI(self.machines, self.machine_hub, bookmark)),
             ResourceService(services.EVENTS, ResourceAPI(self.events, self.event_hub, bookmark)),
             ResourceService(services.CREDENTIALS, ResourceAPI(self.credentials, None, admins_only=True)),

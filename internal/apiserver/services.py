@@ -1,6 +1,7 @@
 """The gRPC services of tke.platform.v1: one servicer, `ResourceService`, that translates
 request messages into calls of a kind's shared ResourceAPI, and a table per kind (CLUSTERS,
-MACHINES, EVENTS, CREDENTIALS) of what differs between the kinds' services.
+MACHINES, EVENTS, CREDENTIALS) of what differs between the kinds' services; ClusterService
+adds GetKubeconfig (`ClusterServicer`, kubeconfigs.py).
 
 Every service's requests look alike: Create, Update and UpdateStatus carry the object in the
 field named after the kind; Get and Delete name it; List and Watch take a tenant, a label
@@ -20,6 +21,7 @@ from google.protobuf import field_mask_pb2
 from google.protobuf.message import Message
 
 from tke.internal.apiserver.api import ResourceAPI
+from tke.internal.apiserver.kubeconfigs import KubeconfigIssuer
 from tke.internal.apiserver.registry import R
 from tke.meta.v1 import meta_pb2
 from tke.platform.v1 import (
@@ -161,3 +163,16 @@ class ResourceService(Generic[R]):
         assert self.service.event_message is not None, "Watch is only routed to kinds that declare it"
         async for kind, obj in events:
             yield self.service.event_message(type=kind, object=obj)
+
+
+class ClusterServicer(ResourceService[cluster_pb2.Cluster]):
+    """ClusterService: the resource methods, and kubeconfigs for the clusters' users."""
+
+    def __init__(self, api: ResourceAPI[cluster_pb2.Cluster], kubeconfigs: KubeconfigIssuer) -> None:
+        super().__init__(CLUSTERS, api)
+        self.kubeconfigs = kubeconfigs
+
+    async def GetKubeconfig(
+        self, request: cluster_pb2.GetKubeconfigRequest, context: Context
+    ) -> cluster_pb2.GetKubeconfigResponse:
+        return await self.kubeconfigs.issue(request)

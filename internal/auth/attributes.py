@@ -5,6 +5,9 @@
 - AuthService methods have explicit rules (below): they act on users, passwords, API keys
   and tokens, naming the user concerned (the caller when the request leaves it empty), so
   that "my own account" can be authorized.
+- ClusterService/GetKubeconfig is the verb "get-kubeconfig" on the cluster, or
+  "get-admin-kubeconfig" when it asks to be cluster-admin in it: two verbs, so that a policy
+  can give one without the other (the built-in editor may have a kubeconfig, not an admin one).
 - Other methods named Verb+Resource (CreateRole, ListRoleBindings) become that verb on the
   lower-cased plural resource; anything else becomes its own kebab-case verb on the
   service's name.
@@ -101,6 +104,10 @@ _AUTH_SERVICE: dict[str, _Rule] = {
 }
 
 
+def _kubeconfig_verb(request: Any) -> str:
+    return "get-admin-kubeconfig" if getattr(request, "admin", False) else "get-kubeconfig"
+
+
 def attributes_for(method_name: str, request: Any, identity: Identity) -> Attributes:
     """The Attributes of a call made by `identity`."""
     service, _, method = method_name.lstrip("/").rpartition("/")
@@ -108,6 +115,8 @@ def attributes_for(method_name: str, request: Any, identity: Identity) -> Attrib
     if service == "tke.auth.v1.AuthService" and method in _AUTH_SERVICE:
         verb, resource, name_of = _AUTH_SERVICE[method]
         name = name_of(request, identity) if isinstance(request, Message) else ""
+    elif service == "tke.platform.v1.ClusterService" and method == "GetKubeconfig":
+        verb, resource = _kubeconfig_verb(request), "clusters"
     else:
         verb, resource = verb_and_resource(method_name)
     return Attributes(identity, verb, resource, name, tenant or identity.tenant_id)

@@ -35,7 +35,7 @@ from tke.internal.rpc import errors
 
 ALL_TENANTS = "*"
 # Verbs on one existing object: refused in an unreachable tenant as NOT_FOUND.
-NAMED_VERBS = frozenset({"get", "update", "update-status", "delete"})
+NAMED_VERBS = frozenset({"get", "update", "update-status", "delete", "get-kubeconfig", "get-admin-kubeconfig"})
 
 
 @dataclass(frozen=True)

@@ -59,7 +59,7 @@ class ControllerConfig:
     machine_providers: dict[str, ProviderConfig] = field(default_factory=dict)
     # The Kubernetes API client of the clusters' own API servers ("module:Class" or an entry
     # point of tke.cluster_apis, with its options; a tke.internal.provider.clusterapi.ClusterAPIs).
-    # Empty: none, and steps that need a cluster's API wait, saying so.
+    # Empty: the built-in one on lightkube (KubeClusterAPIs: options timeout, drain_poll).
     cluster_api: ProviderConfig = field(default_factory=ProviderConfig)
     log_level: str = "info"
     # "console" or "json" (one object per line).

@@ -31,7 +31,7 @@ from tke.internal.controller.progress import RetryPolicy
 from tke.internal.controller.reconciler import Reconciler
 from tke.internal.controller.workers import run_workers
 from tke.internal.plugin import loader
-from tke.internal.provider.clusterapi import ClusterAPIs, NoClusterAPIs
+from tke.internal.provider.clusterapi import ClusterAPIs
 from tke.internal.provider.contract import Toolbox
 from tke.internal.provider.credentials import ConfiguredCredentials, publish_catalogue
 from tke.internal.provider.ssh import Dialer, SSHDialer
@@ -44,6 +44,8 @@ from tke.platform.v1 import cluster_pb2, machine_pb2
 log = logging.getLogger("tke.controller")
 CLUSTER_GROUP = "tke.cluster_providers"
 MACHINE_GROUP = "tke.machine_providers"
+# The clusters' Kubernetes API client when the configuration names no other.
+BUILTIN_CLUSTER_APIS = "tke.internal.provider.clusterapi:KubeClusterAPIs"
 
 
 def load_providers(group: str, configured: dict[str, ProviderConfig]) -> dict[str, Any]:
@@ -64,6 +66,12 @@ def load_providers(group: str, configured: dict[str, ProviderConfig]) -> dict[st
             raise loader.PluginError(f"{group} plugin {type_name!r} is not a valid provider: {err}") from None
         out[type_name] = provider
     return out
+
+
+def load_cluster_apis(configured: ProviderConfig) -> ClusterAPIs:
+    """The clusters' Kubernetes API client: the configured plugin, else the built-in one."""
+    apis: ClusterAPIs = loader.load("tke.cluster_apis", configured.plugin or BUILTIN_CLUSTER_APIS, configured.options)
+    return apis
 
 
 class Controller:
@@ -98,14 +106,14 @@ class Controller:
             self.machines, resync=config.resync, indexers={"cluster": by_cluster}
         )
         self.recorder = ApiRecorder(self.events, "tke-controller")
-        if cluster_apis is None and config.cluster_api.plugin:
-            cluster_apis = loader.load("tke.cluster_apis", config.cluster_api.plugin, config.cluster_api.options)
+        if cluster_apis is None:
+            cluster_apis = load_cluster_apis(config.cluster_api)
         self.cluster_credentials = ApiClient(CREDENTIALS, self.channel, token, timeout)
         tools = Toolbox(
             dialer=dialer or SSHDialer(self.credentials, config.ssh),
             credentials=self.credentials,
             cluster_credentials=ApiCredentialStore(self.cluster_credentials),
-            cluster_apis=cluster_apis or NoClusterAPIs(),
+            cluster_apis=cluster_apis,
         )
         policy = RetryPolicy(config.max_retries, config.retry_base_delay, config.retry_max_delay)
         self.cluster_controller = ClusterController(

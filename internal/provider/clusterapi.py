@@ -1,21 +1,26 @@
-"""The Kubernetes API of a cluster, as the providers' steps need it: a narrow seam.
+"""The Kubernetes API of a cluster, as the providers' steps need it: a narrow seam, and its
+implementation on the platform's access layer (tke.internal.provider.kube: lightkube).
 
-Steps reach a cluster's API server through `ClusterAPIs.connect(access)`, where `access` says
-where the server is and how to log in (the cluster's CA and a client certificate the platform
-mints from it, see `admin_access`). What runs on the machines (kubeadm, packages, files) goes
-over SSH instead.
+Steps reach a cluster's API server through `ctx.tools.cluster_apis.connect(access)`, where
+`access` (tke.internal.provider.kube.access.ClusterAccess) says where the server is and how to
+log in: for the clusters the platform installs, the cluster's CA and a client certificate the
+platform mints from it for each use (`admin_access`). What runs on the machines (kubeadm,
+packages, files) goes over SSH instead.
 
 Contract of a ClusterAPI:
-- `ready()` returns the server's version (gitVersion, "v1.31.0") once /readyz passes, and
-  raises TemporaryError while it does not (not answering, not ready yet).
-- `node_status(name)` returns what the Node reports, or None when there is no such Node.
+- `ready()` returns the server's Kubernetes version without the "v" ("1.31.0") once /readyz
+  passes, and raises TemporaryError while it does not (not answering, or naming the checks
+  that fail).
+- `node(name)` returns the Node object, or None when there is no such Node; what a Machine's
+  status says about it is read from it by tke.internal.provider.kube.node_status.
 - `drain(name, timeout)` cordons the node and evicts its pods through the Eviction API
   (PodDisruptionBudgets respected; DaemonSet pods and mirror pods left), raising
-  TemporaryError when `timeout` seconds pass first. A missing node is drained.
+  TemporaryError, naming the pods that stayed and why, when `timeout` seconds pass first. A
+  missing node is drained.
 - `uncordon(name)` makes the node schedulable again; a missing node is fine.
 - `delete_node(name)` deletes the Node object; a missing node is fine.
 Every method may raise TemporaryError (unreachable, throttled) or PermanentError (refused
-credentials, an untrusted server certificate).
+credentials, an untrusted server certificate), never a library exception.
 """
 
 from __future__ import annotations
@@ -23,57 +28,21 @@ from __future__ import annotations
 import contextlib
 import datetime
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Protocol
 
+from lightkube.resources.core_v1 import Node
+
 from tke.internal.provider.errors import TemporaryError
+from tke.internal.provider.kube import api as kube_api
+from tke.internal.provider.kube import drain as kube_drain
 from tke.internal.provider.kube import pki
-
-
-@dataclass(frozen=True)
-class ClusterAccess:
-    """How to reach one cluster's API server."""
-
-    cluster: str  # the cluster's name, for messages
-    server: str  # "https://10.0.0.10:6443"
-    ca_pem: bytes  # the CA the server's certificate chains to
-    client_cert_pem: bytes
-    client_key_pem: bytes
-
-
-@dataclass(frozen=True)
-class NodeCondition:
-    type: str
-    status: str  # "True", "False", "Unknown"
-    reason: str = ""
-    message: str = ""
-
-
-@dataclass(frozen=True)
-class NodeStatus:
-    """What a Node object reports about its machine (status.nodeInfo, conditions, addresses)."""
-
-    name: str
-    kubelet_version: str = ""
-    os_image: str = ""
-    kernel_version: str = ""
-    container_runtime_version: str = ""
-    architecture: str = ""
-    machine_id: str = ""
-    system_uuid: str = ""
-    boot_id: str = ""
-    addresses: tuple[tuple[str, str], ...] = ()  # (type, address): ("InternalIP", "10.0.0.21")
-    conditions: tuple[NodeCondition, ...] = field(default=())
-    unschedulable: bool = False
-
-    @property
-    def ready(self) -> bool:
-        return any(c.type == "Ready" and c.status == "True" for c in self.conditions)
+from tke.internal.provider.kube.access import ClusterAccess
+from tke.internal.provider.kube.config import minor
 
 
 class ClusterAPI(Protocol):
     async def ready(self) -> str: ...
-    async def node_status(self, name: str) -> NodeStatus | None: ...
+    async def node(self, name: str) -> Node | None: ...
     # The timeout bounds the whole drain (evictions wait on PodDisruptionBudgets), reported as
     # TemporaryError: a domain deadline, not a cancellation scope.
     async def drain(self, name: str, timeout: float) -> None: ...  # noqa: ASYNC109
@@ -87,14 +56,47 @@ class ClusterAPIs(Protocol):
     def connect(self, access: ClusterAccess) -> contextlib.AbstractAsyncContextManager[ClusterAPI]: ...
 
 
-class NoClusterAPIs:
-    """Stands in until a Kubernetes API client is configured: every use is a temporary error
-    that says so (the step is retried and the object does not fail for good)."""
+class KubeClusterAPI:
+    """A ClusterAPI on one connection of the access layer."""
+
+    def __init__(self, client: kube_api.ClusterAPI, drain_poll: float) -> None:
+        self.client = client
+        self.drain_poll = drain_poll
+
+    async def ready(self) -> str:
+        readiness = await self.client.readiness()
+        if not readiness.ready:
+            raise TemporaryError(f"{self.client.access.server}: the API server is {readiness.summary}")
+        return await self.client.version()
+
+    async def node(self, name: str) -> Node | None:
+        return await self.client.node(name)
+
+    async def drain(self, name: str, timeout: float) -> None:  # noqa: ASYNC109 - the Protocol's
+        if await self.client.node(name) is not None:
+            await kube_drain.drain(self.client, name, within=timeout, poll=self.drain_poll)
+
+    async def uncordon(self, name: str) -> None:
+        if await self.client.node(name) is not None:
+            await self.client.set_unschedulable(name, False)
+
+    async def delete_node(self, name: str) -> None:
+        await self.client.delete_node(name)
+
+
+class KubeClusterAPIs:
+    """The controller's clusters' APIs, through lightkube (the default of tke-controller's
+    `cluster_api`): each call bounded by `timeout` seconds, evictions a budget refuses asked
+    again every `drain_poll` seconds."""
+
+    def __init__(self, timeout: float = 10.0, drain_poll: float = 1.0) -> None:
+        self.timeout = timeout
+        self.drain_poll = drain_poll
 
     @contextlib.asynccontextmanager
-    async def connect(self, access: ClusterAccess) -> AsyncIterator[ClusterAPI]:
-        raise TemporaryError(f"cluster {access.cluster}: no Kubernetes API client is configured in tke-controller")
-        yield  # pragma: no cover - unreachable; makes this an async generator
+    async def connect(self, access: ClusterAccess) -> AsyncIterator[KubeClusterAPI]:
+        async with kube_api.ClusterAPI(access, timeout=self.timeout) as client:
+            yield KubeClusterAPI(client, self.drain_poll)
 
 
 # The platform's identity in the clusters it installs. kubeadm (1.29 and later) binds the group
@@ -103,17 +105,9 @@ PLATFORM_USER = "tke:platform"
 ACCESS_LIFETIME = datetime.timedelta(hours=1)
 
 
-def admin_access(cluster_name: str, server: str, ca: pki.CertificateAuthority, version: str) -> ClusterAccess:
+def admin_access(server: str, ca: pki.CertificateAuthority, version: str) -> ClusterAccess:
     """Access as the platform, with a client certificate valid for an hour: a key that leaks
-    from a controller's memory expires quickly, and nothing long-lived is stored anywhere."""
-    group = "kubeadm:cluster-admins" if _minor(version) >= (1, 29) else "system:masters"
+    from a process's memory expires quickly, and nothing long-lived is stored anywhere."""
+    group = "kubeadm:cluster-admins" if minor(version) >= (1, 29) else "system:masters"
     pair = ca.issue(PLATFORM_USER, orgs=(group,), client=True, lifetime=ACCESS_LIFETIME)
-    return ClusterAccess(cluster_name, server, ca.pair.cert_pem, pair.cert_pem, pair.key_pem)
-
-
-def _minor(version: str) -> tuple[int, int]:
-    parts = version.lstrip("v").split(".")
-    try:
-        return int(parts[0]), int(parts[1])
-    except (IndexError, ValueError):
-        return (0, 0)
+    return ClusterAccess(server, ca_pem=ca.pair.cert_pem, client_cert_pem=pair.cert_pem, client_key_pem=pair.key_pem)

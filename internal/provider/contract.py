@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from tke.internal.provider.cluster_credentials import ClusterCredentialStore, NoCredentialStore
-from tke.internal.provider.clusterapi import ClusterAPIs, NoClusterAPIs
+from tke.internal.provider.clusterapi import ClusterAPIs, KubeClusterAPIs
 from tke.internal.provider.credentials import ConfiguredCredentials, Credentials
 from tke.internal.provider.ssh import CachingDialer, Dialer
 from tke.internal.rpc.errors import FieldViolation
@@ -42,7 +42,7 @@ class Tools:
     dialer: Dialer
     credentials: Credentials
     cluster_credentials: ClusterCredentialStore = field(default_factory=NoCredentialStore)
-    cluster_apis: ClusterAPIs = field(default_factory=NoClusterAPIs)
+    cluster_apis: ClusterAPIs = field(default_factory=KubeClusterAPIs)
 
 
 @dataclass
@@ -52,7 +52,7 @@ class Toolbox:
     dialer: Dialer
     credentials: ConfiguredCredentials
     cluster_credentials: ClusterCredentialStore = field(default_factory=NoCredentialStore)
-    cluster_apis: ClusterAPIs = field(default_factory=NoClusterAPIs)
+    cluster_apis: ClusterAPIs = field(default_factory=KubeClusterAPIs)
 
 
 @contextlib.asynccontextmanager

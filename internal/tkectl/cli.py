@@ -11,7 +11,7 @@ from dataclasses import replace
 from typing import Any
 
 from tke.internal.tkectl import config as configfile
-from tke.internal.tkectl.commands import configure, read, session, write
+from tke.internal.tkectl.commands import configure, kubeconfig, read, session, write
 from tke.internal.tkectl.commands.runtime import Runtime, for_filter, query, split_names
 from tke.internal.tkectl.connection import Connection
 from tke.internal.tkectl.errors import CliError, Exit
@@ -33,6 +33,7 @@ examples:
   tkectl create -f cluster.yaml
   tkectl get clusters -l env=prod -o wide
   tkectl describe cluster demo
+  tkectl get kubeconfig demo > ~/.kube/config
   tkectl apply -f cluster.yaml
   tkectl watch machines --cluster demo
   tkectl delete cluster demo"""
@@ -89,9 +90,11 @@ def parser() -> argparse.ArgumentParser:
         arg = p.add_argument("args", nargs=nargs, metavar="TYPE [NAME...]", help=what)
         arg.completer = _resource_completer  # type: ignore[attr-defined]
 
-    p = verb("get", "list objects, or show the named ones")
-    resource(p, "+", f"resource type ({', '.join(names())}), then names; or TYPE/NAME")
+    p = verb("get", "list objects, or show the named ones; or a kubeconfig for a cluster")
+    resource(p, "+", f"resource type ({', '.join(names())}), then names; or TYPE/NAME; or kubeconfig CLUSTER")
     listing(p)
+    p.add_argument("--admin", action="store_true", help="kubeconfig: also be cluster-admin in the cluster")
+    p.add_argument("--validity", default="", help="kubeconfig: how long it lasts, such as 8h or 30m (default: 8h)")
     p = verb("describe", "show objects in detail, with their conditions and events")
     resource(p, "+", "resource type, then names (none: every object that matches -l)")
     listing(p, output=False)
@@ -199,6 +202,10 @@ async def _dispatch(rt: Runtime, args: argparse.Namespace) -> Exit:
             q = query(kind, rt, selector=args.selector, all_tenants=False, filters={})
         return await write.delete(rt, kind, names_, files=args.filename, query=q, ignore_missing=args.ignore_not_found)
     type_, names_ = split_names(args.args)
+    if verb == "get" and type_ in kubeconfig.TYPE_NAMES:
+        return await kubeconfig.get_kubeconfig(rt, names_, admin=args.admin, validity=args.validity)
+    if getattr(args, "admin", False) or getattr(args, "validity", ""):
+        raise CliError(Exit.USAGE, "--admin and --validity are for `tkectl get kubeconfig CLUSTER`")
     kind = lookup(type_)
     if verb == "edit":
         if len(names_) != 1:

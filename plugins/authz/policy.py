@@ -9,7 +9,8 @@ Decisions:
   denies when nobody does.
 - Members of tke:platform-admins are admins of every tenant (a built-in binding).
 Built-in roles exist in every tenant without being stored: admin (everything), editor
-(everything on clusters, machines and events), viewer (get, list, watch on everything).
+(every verb on clusters, machines and events but get-admin-kubeconfig: a kubeconfig, not
+cluster-admin in the cluster), viewer (get, list, watch on everything: no kubeconfig).
 Roles and bindings are mirrored in memory, so a decision never waits for etcd.
 
 It is a GrantSource (tke.internal.auth.authority): it says what it grants whom, so that the
@@ -42,12 +43,16 @@ from tke.internal.auth.identity import PLATFORM_ADMINS, Identity, current_identi
 from tke.internal.rpc.errors import FieldViolation
 from tke.internal.storage.mirror import Mirror
 
-VERBS = frozenset({"get", "list", "watch", "create", "update", "update-status", "delete", "logout", "*"})
+VERBS = frozenset(
+    {"get", "list", "watch", "create", "update", "update-status", "delete", "logout", "get-kubeconfig",
+     "get-admin-kubeconfig", "*"}
+)  # fmt: skip
+EDITOR_VERBS = ["get", "list", "watch", "create", "update", "update-status", "delete", "get-kubeconfig"]
 _RESOURCE = re.compile(r"^(\*|[a-z][a-z0-9-]{0,62})$")
 
 BUILTIN_ROLES: dict[str, list[policy_pb2.PolicyRule]] = {
     "admin": [policy_pb2.PolicyRule(verbs=["*"], resources=["*"])],
-    "editor": [policy_pb2.PolicyRule(verbs=["*"], resources=["clusters", "machines", "events"])],
+    "editor": [policy_pb2.PolicyRule(verbs=EDITOR_VERBS, resources=["clusters", "machines", "events"])],
     "viewer": [policy_pb2.PolicyRule(verbs=["get", "list", "watch"], resources=["*"])],
 }
 

@@ -195,9 +195,7 @@ class BaremetalClusterProvider:
     @contextlib.asynccontextmanager
     async def _api(self, ctx: ClusterContext) -> AsyncIterator[ClusterAPI]:
         cas = await cluster_credentials.read_cas(ctx.tools.cluster_credentials, ctx.cluster)
-        access = admin_access(
-            ctx.cluster.metadata.name, endpoints.of(ctx.cluster).url, cas.ca, ctx.cluster.spec.version
-        )
+        access = admin_access(endpoints.of(ctx.cluster).url, cas.ca, ctx.cluster.spec.version)
         async with ctx.tools.cluster_apis.connect(access) as api:
             yield api
 
@@ -468,8 +466,8 @@ class BaremetalClusterProvider:
     async def wait_upgraded(self, ctx: ClusterContext) -> None:
         async with self._api(ctx) as api:
             version = await api.ready()
-        if version.lstrip("v") != ctx.cluster.spec.version.lstrip("v"):
-            raise TemporaryError(f"the API server runs {version}, not yet v{ctx.cluster.spec.version}", delay=5.0)
+        if version != ctx.cluster.spec.version.lstrip("v"):
+            raise TemporaryError(f"the API server runs {version}, not yet {ctx.cluster.spec.version}", delay=5.0)
 
     # -- delete, health ---------------------------------------------------------------------
 
@@ -488,4 +486,4 @@ class BaremetalClusterProvider:
     async def check_health(self, ctx: ClusterContext) -> str:
         async with self._api(ctx) as api:
             version = await api.ready()
-        return f"{endpoints.of(ctx.cluster).address}: ready ({version})"
+        return f"{endpoints.of(ctx.cluster).address}: ready (Kubernetes {version})"

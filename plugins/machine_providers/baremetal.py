@@ -21,13 +21,15 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from lightkube.resources.core_v1 import Node
+
 from tke.internal.provider import cluster_credentials, nodeprep, nodes
 from tke.internal.provider import endpoint as endpoints
-from tke.internal.provider.clusterapi import ClusterAPI, NodeStatus, admin_access
+from tke.internal.provider.clusterapi import ClusterAPI, admin_access
 from tke.internal.provider.contract import MachineContext
 from tke.internal.provider.errors import PermanentError, TemporaryError
 from tke.internal.provider.kube import config as kubecfg
-from tke.internal.provider.kube import pki
+from tke.internal.provider.kube import node_status, pki
 from tke.internal.provider.ssh import Channel
 from tke.internal.provider.steps import Step
 from tke.internal.rpc.errors import FieldViolation
@@ -112,9 +114,7 @@ class BaremetalMachineProvider:
     @contextlib.asynccontextmanager
     async def _api(self, ctx: MachineContext) -> AsyncIterator[ClusterAPI]:
         cas = await cluster_credentials.read_cas(ctx.tools.cluster_credentials, ctx.cluster)
-        access = admin_access(
-            ctx.cluster.metadata.name, endpoints.of(ctx.cluster).url, cas.ca, ctx.cluster.spec.version
-        )
+        access = admin_access(endpoints.of(ctx.cluster).url, cas.ca, ctx.cluster.spec.version)
         async with ctx.tools.cluster_apis.connect(access) as api:
             yield api
 
@@ -182,37 +182,24 @@ class BaremetalMachineProvider:
             await nodes.create_bootstrap_token(ch, env, token, self.options.bootstrap_token_ttl, description)
         return token
 
-    async def _status(self, ctx: MachineContext) -> NodeStatus:
+    async def _node(self, ctx: MachineContext) -> Node:
         name = await self._node_name(ctx)
         async with self._api(ctx) as api:
-            node = await api.node_status(name)
+            node = await api.node(name)
         if node is None:
             raise TemporaryError(f"node {name} is not registered yet", delay=5.0)
         return node
 
     async def wait_ready(self, ctx: MachineContext) -> None:
-        node = await self._status(ctx)
-        if not node.ready:
-            why = "; ".join(f"{c.type}={c.status} {c.reason}".strip() for c in node.conditions) or "no conditions"
-            raise TemporaryError(f"node {node.name} is not Ready yet: {why}", delay=5.0)
+        report = node_status.report(await self._node(ctx))
+        if not report.ready:
+            raise TemporaryError(f"node {report.name} is not Ready yet: {report.ready_reason}", delay=5.0)
 
     async def record_node_info(self, ctx: MachineContext) -> None:
-        node = await self._status(ctx)
-        info = ctx.obj.status.node_info
-        info.kubelet_version = node.kubelet_version
-        info.os_image = node.os_image
-        info.kernel_version = node.kernel_version
-        info.container_runtime_version = node.container_runtime_version
-        info.architecture = node.architecture
-        info.machine_id = node.machine_id
-        info.system_uuid = node.system_uuid
-        info.boot_id = node.boot_id
-        status = ctx.obj.status
-        del status.addresses[:]
-        for kind, address in node.addresses:
-            status.addresses.add(type=kind, address=address)
-        if not any(a.type == "Hostname" for a in status.addresses):
-            status.addresses.add(type="Hostname", address=node.name)
+        report = node_status.write_machine_status(await self._node(ctx), ctx.obj.status)
+        # The node name is how later steps find the Node (drain, delete), without SSH.
+        if not any(a.type == "Hostname" for a in ctx.obj.status.addresses):
+            ctx.obj.status.addresses.add(type="Hostname", address=report.name)
 
     def _joined(self, ctx: MachineContext) -> bool:
         return bool(ctx.cluster.status.control_plane) and bool(ctx.cluster.spec.machines)
@@ -258,12 +245,19 @@ class BaremetalMachineProvider:
             await api.uncordon(name)
 
     async def wait_upgraded(self, ctx: MachineContext) -> None:
-        node = await self._status(ctx)
+        node = await self._node(ctx)
+        report = node_status.report(node)
         want = ctx.cluster.status.version.lstrip("v")
-        if node.kubelet_version.lstrip("v") != want or not node.ready:
-            raise TemporaryError(f"node {node.name} runs kubelet {node.kubelet_version}, waiting for v{want}", delay=5)
-        ctx.obj.status.node_info.kubelet_version = node.kubelet_version
+        if report.kubelet_version.lstrip("v") != want or not report.ready:
+            raise TemporaryError(
+                f"node {report.name} runs kubelet {report.kubelet_version}, waiting for v{want}", delay=5
+            )
+        node_status.write_machine_status(node, ctx.obj.status)
 
     async def check_health(self, ctx: MachineContext) -> str:
-        await self.wait_ready(ctx)
-        return "node Ready"
+        """The Node's state, written to the machine's status (node info, addresses, Node
+        conditions); unhealthy while the Node is not Ready."""
+        report = node_status.write_machine_status(await self._node(ctx), ctx.obj.status)
+        if not report.ready:
+            raise TemporaryError(f"node {report.name} is not Ready: {report.ready_reason}")
+        return report.summary

@@ -36,6 +36,9 @@ async def test_bad_configurations_are_refused_with_the_key_named(tmp_path: Path)
     bad.write_text('[watch]\nbookmark_interval = "soon"\n')
     code, err = await run("--config", str(bad))
     assert code == 2 and "watch.bookmark_interval: expected float" in err
+    bad.write_text("[kubeconfig]\ndefault_validity = 90000\n")
+    code, err = await run("--config", str(bad))
+    assert code == 2 and "kubeconfig.default_validity must be between 60 and kubeconfig.max_validity" in err
     code, err = await run("--config", str(tmp_path / "missing.toml"))
     assert code == 2 and "cannot read configuration" in err
     bad.write_text(

@@ -12,7 +12,8 @@ import pytest
 from tests.support import REPO
 from tke.internal.config.loader import load
 from tke.internal.controller.config import ControllerConfig
-from tke.internal.controller.manager import CLUSTER_GROUP, MACHINE_GROUP, load_providers
+from tke.internal.controller.manager import CLUSTER_GROUP, MACHINE_GROUP, load_cluster_apis, load_providers
+from tke.internal.provider.clusterapi import KubeClusterAPIs
 from tke.internal.provider.credentials import ConfiguredCredentials
 from tke.internal.provider.steps import Step, check_plans
 
@@ -43,6 +44,9 @@ def test_the_example_configuration_loads_with_its_providers() -> None:
         assert profile.environment("1.31.2", "")["TKE_PACKAGE_KEY_URL"] == mirror + "Release.key"
     assert config.credentials["default/ops-password"].password_env == "TKE_OPS_PASSWORD"
     assert ("team-a", "edge-cluster") in ConfiguredCredentials(config.credentials).names()
+    # The clusters' Kubernetes API client: the built-in one, with the example's options.
+    apis = load_cluster_apis(config.cluster_api)
+    assert isinstance(apis, KubeClusterAPIs) and (apis.timeout, apis.drain_poll) == (10.0, 1.0)
 
 
 def test_step_names_must_be_explicit_camel_case_and_unique_across_plans() -> None:
@@ -71,9 +75,16 @@ def test_a_bad_configuration_exits_2_with_the_key(tmp_path: Path) -> None:
     assert "leader.ttll" in done.stderr and "Traceback" not in done.stderr
 
 
-def test_an_unknown_provider_plugin_is_refused_at_start(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ('[machine_providers.worse]\nplugin = "tests.support.controller:NoSuchProvider"\n', "NoSuchProvider"),
+        ("[cluster_api.options]\ntimeout = 10.0\nretries = 3\n", "retries"),
+    ],
+)
+def test_an_unknown_plugin_or_option_is_refused_at_start(tmp_path: Path, text: str, named: str) -> None:
     config = tmp_path / "c.toml"
-    config.write_text('[machine_providers.worse]\nplugin = "tests.support.controller:NoSuchProvider"\n')
+    config.write_text(text)
     done = subprocess.run(
         [sys.executable, "-m", "tke.cmd.controller", "--config", str(config)],
         cwd=REPO,
@@ -82,4 +93,4 @@ def test_an_unknown_provider_plugin_is_refused_at_start(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 2, done.stderr
-    assert "NoSuchProvider" in done.stderr and "Traceback" not in done.stderr
+    assert named in done.stderr and "Traceback" not in done.stderr

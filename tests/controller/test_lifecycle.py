@@ -15,6 +15,7 @@ from typing import Any
 import grpc
 import pytest
 import yaml
+from lightkube.resources.core_v1 import Node
 
 from tests.support.apiserver import Running, cluster
 from tests.support.controller import RecordingProvider, controller_config, credentials_published
@@ -23,9 +24,9 @@ from tests.support.waiting import wait_for
 from tke.internal.controller.manager import Controller
 from tke.internal.controller.progress import FAILED, RETRYING, SUCCEEDED, TRUE, find
 from tke.internal.provider import nodeprep
-from tke.internal.provider.clusterapi import ClusterAccess, NodeStatus
 from tke.internal.provider.credentials import ConfiguredCredentials, CredentialConfig
 from tke.internal.provider.errors import TemporaryError
+from tke.internal.provider.kube.access import ClusterAccess
 from tke.internal.provider.ssh import Result
 from tke.internal.storage.etcd import EtcdConfig
 from tke.platform.v1 import cluster_pb2, credential_pb2, credential_pb2_grpc, event_pb2, event_pb2_grpc
@@ -240,7 +241,8 @@ async def test_an_unknown_provider_type_is_failed_with_the_reason(
 
 class APIAfterInit:
     """The cluster's Kubernetes API, as far as the install needs it: ready once a fake machine
-    ran kubeadm init (connection refused before), with the version kubeadm was asked for."""
+    ran kubeadm init (connection refused before), with the version kubeadm was asked for. (A
+    fake: these machines are FakeDialer's, with no address an API stand-in could serve on.)"""
 
     def __init__(self, dialer: FakeDialer) -> None:
         self.dialer = dialer
@@ -256,10 +258,10 @@ class APIAfterInit:
             config = channel.files.get("/etc/kubernetes/kubeadm-init.yaml")
             if config is not None and any("kubeadm init --config" in c for c in channel.commands):
                 docs = {d["kind"]: d for d in yaml.safe_load_all(config)}
-                return str(docs["ClusterConfiguration"]["kubernetesVersion"])
+                return str(docs["ClusterConfiguration"]["kubernetesVersion"]).removeprefix("v")
         raise TemporaryError("connection refused: no API server yet")
 
-    async def node_status(self, name: str) -> NodeStatus | None:
+    async def node(self, name: str) -> Node | None:
         return None
 
     async def drain(self, name: str, timeout: float) -> None:  # noqa: ASYNC109 - the Protocol's

@@ -31,15 +31,20 @@ class Running:
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def channel_with(
-        self, token: str
-    ) -> tuple[cluster_pb2_grpc.ClusterServiceAsyncStub, machine_pb2_grpc.MachineServiceAsyncStub]:
-        """Stubs that send `token` as a bearer token."""
+    def channel_of(self, token: str) -> grpc.aio.Channel:
+        """A channel whose calls send `token` as a bearer token (closed by `stop`)."""
         creds = grpc.composite_channel_credentials(
             grpc.local_channel_credentials(), grpc.access_token_call_credentials(token)
         )
         channel = grpc.aio.secure_channel(self.address, creds)
         self.extra_channels.append(channel)
+        return channel
+
+    def channel_with(
+        self, token: str
+    ) -> tuple[cluster_pb2_grpc.ClusterServiceAsyncStub, machine_pb2_grpc.MachineServiceAsyncStub]:
+        """Stubs that send `token` as a bearer token."""
+        channel = self.channel_of(token)
         return cluster_pb2_grpc.ClusterServiceStub(channel), machine_pb2_grpc.MachineServiceStub(channel)
 
 

@@ -1,7 +1,7 @@
 """The simulated world of stand-in machines: what the stand-in kubeadm, kubelet, systemctl,
 apt-get, ... (tests/support/standins.py) did to each machine and to the one cluster they
-build, kept in a JSON file that every stand-in process and the fake Kubernetes API
-(tests/support/fake_cluster_api.py) read and change under a file lock; and the log of every
+build, kept in a JSON file that every stand-in process and the kubelets of
+tests/support/world_api.py read and change under a file lock; and the log of every
 call, one JSON line each: {"machine": IP, "argv": [...], "ok": bool, "error": "...",
 "documents": {kind: apiVersion}} (kubeadm's: the documents of its --config file).
 

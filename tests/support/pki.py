@@ -55,6 +55,17 @@ class TestCA:
         )
         self.files = _write(directory, "ca", self.cert, self.key)
 
+    @classmethod
+    def load(cls, directory: Path, cert_pem: bytes, key_pem: bytes) -> TestCA:
+        """An existing CA (a cluster's, as the platform made it), to issue certificates with."""
+        key = serialization.load_pem_private_key(key_pem, password=None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise ValueError("the CA key must be an EC key")
+        ca = cls.__new__(cls)
+        ca.directory, ca.key, ca.cert = directory, key, x509.load_pem_x509_certificate(cert_pem)
+        ca.files = _write(directory, "ca", ca.cert, key)
+        return ca
+
     @property
     def ca_file(self) -> str:
         return self.files.cert_file

@@ -65,3 +65,9 @@ def test_calls_become_attributes() -> None:
         "/tke.auth.v1.AuthService/DeleteAPIKey", accounts_pb2.DeleteAPIKeyRequest(id="alice.abc"), ALICE
     )
     assert (own.verb, own.resource, own.name) == ("delete", "apikeys", "alice")
+    # A kubeconfig is its own verb on the cluster, and an admin one another.
+    method = "/tke.platform.v1.ClusterService/GetKubeconfig"
+    plain = attributes_for(method, cluster_pb2.GetKubeconfigRequest(name="prod", tenant_id="team-b"), ALICE)
+    assert (plain.verb, plain.resource, plain.name, plain.tenant) == ("get-kubeconfig", "clusters", "prod", "team-b")
+    admin = attributes_for(method, cluster_pb2.GetKubeconfigRequest(name="prod", admin=True), ALICE)
+    assert (admin.verb, admin.resource, admin.tenant) == ("get-admin-kubeconfig", "clusters", "team-a")

@@ -1,7 +1,8 @@
 """The stand-in for tests: `running(directory)` starts it on a loopback port in a thread of its
 own (with its own event loop, so synchronous clients such as the official Python client can
-call it from a test), with a throwaway CA that signs its serving certificate and the client
-certificates of `kubeconfig()`; it stops it on exit."""
+call it from a test), with a CA that signs its serving certificate and the client certificates
+it trusts (a throwaway one, or a cluster's own, as kube-apiserver's --client-ca-file), and
+those of `kubeconfig()`; it stops it on exit."""
 
 from __future__ import annotations
 
@@ -68,6 +69,10 @@ class StandIn:
         }
         return yaml.safe_dump(doc)
 
+    def set_version(self, version: str) -> None:
+        """Report this Kubernetes version from now on (an upgraded control plane)."""
+        self.loop.call_soon_threadsafe(setattr, self.server.options, "kubernetes_version", version)
+
     def set_failing(self, *checks: str) -> None:
         """Make these health checks fail (none: all pass)."""
         self.loop.call_soon_threadsafe(self.server.options.failing.clear)
@@ -82,9 +87,17 @@ def running(
     tokens: dict[str, User] | None = None,
     bookmark_interval: float = 60.0,
     history: int = 5000,
+    ca: TestCA | None = None,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    server_names: tuple[str, ...] = (),
 ) -> Iterator[StandIn]:
-    ca = TestCA(directory / "pki", name="kubernetes")
-    serving = ca.issue("apiserver", common_name="kube-apiserver", hosts=("127.0.0.1", "localhost"))
+    """The stand-in on `host`:`port` (0: any free port), its serving certificate and trusted
+    client certificates from `ca` (default: a new one), valid for `host`, 127.0.0.1, localhost
+    and `server_names` (the names clients reach it by: a VIP, a load balancer's name)."""
+    ca = ca or TestCA(directory / "pki", name="kubernetes")
+    names = tuple(dict.fromkeys((host, "127.0.0.1", "localhost", *server_names)))
+    serving = ca.issue("apiserver", common_name="kube-apiserver", hosts=names)
     context = tls_context(serving.cert_file, serving.key_file, ca.ca_file)
     loop = asyncio.new_event_loop()
     started: dict[str, object] = {}
@@ -96,7 +109,7 @@ def running(
         server = KubeAPIServer(registry, Authenticator(tokens), options)
         runner = web.AppRunner(server.app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
+        site = web.TCPSite(runner, host, port, ssl_context=context)
         await site.start()
         started.update(server=server, runner=runner, port=runner.addresses[0][1])
 
@@ -120,7 +133,7 @@ def running(
     server = started["server"]
     assert isinstance(server, KubeAPIServer)
     try:
-        yield StandIn(f"https://127.0.0.1:{started['port']}", ca, server, loop, directory)
+        yield StandIn(f"https://{host}:{started['port']}", ca, server, loop, directory)
     finally:
 
         async def stop() -> None:

@@ -178,8 +178,9 @@ class AuthorizeRequest(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     TENANT_ID_FIELD_NUMBER: _builtins.int
     verb: _builtins.str
-    """"get", "list", "watch", "create", "update", "update-status", "delete", or another
-    service's verb.
+    """"get", "list", "watch", "create", "update", "update-status", "delete",
+    "get-kubeconfig", "get-admin-kubeconfig" (a kubeconfig for a cluster, plain or as
+    cluster-admin), or another service's verb.
     """
     resource: _builtins.str
     """Resource: "clusters", "machines", ..."""

@@ -33,7 +33,9 @@ class PolicyRule(_message.Message):
     RESOURCE_NAMES_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def verbs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Verbs: "get", "list", "watch", "create", "update", "update-status", "delete", or "*"."""
+        """Verbs: "get", "list", "watch", "create", "update", "update-status", "delete",
+        "get-kubeconfig", "get-admin-kubeconfig" (clusters), or "*".
+        """
 
     @_builtins.property
     def resources(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:

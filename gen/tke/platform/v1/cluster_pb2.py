@@ -22,11 +22,13 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from tke.meta.v1 import meta_pb2 as tke_dot_meta_dot_v1_dot_meta__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dtke/platform/v1/cluster.proto\x12\x0ftke.platform.v1\x1a google/protobuf/field_mask.proto\x1a\x16tke/meta/v1/meta.proto\"\x90\x01\n\x07\x43luster\x12)\n\x08metadata\x18\x01 \x01(\x0b\x32\x17.tke.meta.v1.ObjectMeta\x12*\n\x04spec\x18\x02 \x01(\x0b\x32\x1c.tke.platform.v1.ClusterSpec\x12.\n\x06status\x18\x03 \x01(\x0b\x32\x1e.tke.platform.v1.ClusterStatus\"x\n\x0e\x43lusterNetwork\x12\x10\n\x08pod_cidr\x18\x01 \x01(\t\x12\x14\n\x0cservice_cidr\x18\x02 \x01(\t\x12*\n\x04mode\x18\x03 \x01(\x0e\x32\x1c.tke.platform.v1.NetworkMode\x12\x12\n\ndns_domain\x18\x04 \x01(\t\"\xc4\x01\n\x0e\x43lusterMachine\x12\n\n\x02ip\x18\x01 \x01(\t\x12\x10\n\x08ssh_port\x18\x02 \x01(\x05\x12\x10\n\x08username\x18\x03 \x01(\t\x12\x16\n\x0e\x63redential_ref\x18\x04 \x01(\t\x12;\n\x06labels\x18\x05 \x03(\x0b\x32+.tke.platform.v1.ClusterMachine.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"t\n\rComponentArgs\x12\x36\n\x04\x61rgs\x18\x01 \x03(\x0b\x32(.tke.platform.v1.ComponentArgs.ArgsEntry\x1a+\n\tArgsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x82\x04\n\x0b\x43lusterSpec\x12\x14\n\x0c\x64isplay_name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x30\n\x07network\x18\x04 \x01(\x0b\x32\x1f.tke.platform.v1.ClusterNetwork\x12\x31\n\x08machines\x18\x05 \x03(\x0b\x32\x1f.tke.platform.v1.ClusterMachine\x12?\n\nextra_args\x18\x06 \x03(\x0b\x32+.tke.platform.v1.ClusterSpec.ExtraArgsEntry\x12\x16\n\x0e\x61pi_server_url\x18\x07 \x01(\t\x12\x16\n\x0e\x63redential_ref\x18\x08 \x01(\t\x12\x45\n\x16\x63ontrol_plane_endpoint\x18\t \x01(\x0b\x32%.tke.platform.v1.ControlPlaneEndpoint\x12\x36\n\x11\x63ontrol_plane_vip\x18\n \x01(\x0b\x32\x1b.tke.platform.v1.ManagedVIP\x12\x17\n\x0finstall_profile\x18\x0b \x01(\t\x1aP\n\x0e\x45xtraArgsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12-\n\x05value\x18\x02 \x01(\x0b\x32\x1e.tke.platform.v1.ComponentArgs:\x02\x38\x01\"2\n\x14\x43ontrolPlaneEndpoint\x12\x0c\n\x04host\x18\x01 \x01(\t\x12\x0c\n\x04port\x18\x02 \x01(\x05\"Y\n\nManagedVIP\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x0c\n\x04port\x18\x02 \x01(\x05\x12\x11\n\tinterface\x18\x03 \x01(\t\x12\x19\n\x11virtual_router_id\x18\x04 \x01(\x05\"H\n\x0e\x43lusterAddress\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0c\n\x04host\x18\x02 \x01(\t\x12\x0c\n\x04port\x18\x03 \x01(\x05\x12\x0c\n\x04path\x18\x04 \x01(\t\"\x8b\x01\n\x0b\x43lusterNode\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05ready\x18\x02 \x01(\x08\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x17\n\x0fkubelet_version\x18\x04 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x05 \x01(\t\x12\r\n\x05roles\x18\x06 \x03(\t\x12\x15\n\runschedulable\x18\x07 \x01(\x08\"Y\n\x0c\x43lusterNodes\x12\r\n\x05total\x18\x01 \x01(\x05\x12\r\n\x05ready\x18\x02 \x01(\x05\x12+\n\x05items\x18\x03 \x03(\x0b\x32\x1c.tke.platform.v1.ClusterNode\"\xf6\x02\n\rClusterStatus\x12,\n\x05phase\x18\x01 \x01(\x0e\x32\x1d.tke.platform.v1.ClusterPhase\x12*\n\nconditions\x18\x02 \x03(\x0b\x32\x16.tke.meta.v1.Condition\x12\x32\n\taddresses\x18\x03 \x03(\x0b\x32\x1f.tke.platform.v1.ClusterAddress\x12\x0f\n\x07version\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x0f\n\x07message\x18\x06 \x01(\t\x12\x1b\n\x13observed_generation\x18\x07 \x01(\x03\x12\x1e\n\x16\x63ontrol_plane_endpoint\x18\x08 \x01(\t\x12:\n\rcontrol_plane\x18\t \x03(\x0b\x32#.tke.platform.v1.ControlPlaneMember\x12,\n\x05nodes\x18\n \x01(\x0b\x32\x1d.tke.platform.v1.ClusterNodes\"Y\n\x12\x43ontrolPlaneMember\x12\x30\n\x07machine\x18\x01 \x01(\x0b\x32\x1f.tke.platform.v1.ClusterMachine\x12\x11\n\tnode_name\x18\x02 \x01(\t\"A\n\x14\x43reateClusterRequest\x12)\n\x07\x63luster\x18\x01 \x01(\x0b\x32\x18.tke.platform.v1.Cluster\"4\n\x11GetClusterRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\"k\n\x13ListClustersRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x16\n\x0elabel_selector\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x16\n\x0e\x63ontinue_token\x18\x04 \x01(\t\"_\n\x0b\x43lusterList\x12\'\n\x08metadata\x18\x01 \x01(\x0b\x32\x15.tke.meta.v1.ListMeta\x12\'\n\x05items\x18\x02 \x03(\x0b\x32\x18.tke.platform.v1.Cluster\"r\n\x14UpdateClusterRequest\x12)\n\x07\x63luster\x18\x01 \x01(\x0b\x32\x18.tke.platform.v1.Cluster\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"G\n\x1aUpdateClusterStatusRequest\x12)\n\x07\x63luster\x18\x01 \x01(\x0b\x32\x18.tke.platform.v1.Cluster\"Q\n\x14\x44\x65leteClusterRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x18\n\x10resource_version\x18\x03 \x01(\t\"[\n\x14WatchClustersRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x16\n\x0elabel_selector\x18\x02 \x01(\t\x12\x18\n\x10resource_version\x18\x03 \x01(\t\"c\n\x0c\x43lusterEvent\x12)\n\x04type\x18\x01 \x01(\x0e\x32\x1b.tke.meta.v1.WatchEventType\x12(\n\x06object\x18\x02 \x01(\x0b\x32\x18.tke.platform.v1.Cluster*{\n\x0bNetworkMode\x12\x1c\n\x18NETWORK_MODE_UNSPECIFIED\x10\x00\x12\x17\n\x13NETWORK_MODE_BRIDGE\x10\x01\x12\x19\n\x15NETWORK_MODE_FIXED_IP\x10\x02\x12\x1a\n\x16NETWORK_MODE_SUBNET_IP\x10\x03*\xd9\x01\n\x0c\x43lusterPhase\x12\x1d\n\x19\x43LUSTER_PHASE_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x43LUSTER_PHASE_INITIALIZING\x10\x01\x12\x19\n\x15\x43LUSTER_PHASE_RUNNING\x10\x02\x12\x18\n\x14\x43LUSTER_PHASE_FAILED\x10\x03\x12\x1b\n\x17\x43LUSTER_PHASE_UPGRADING\x10\x04\x12\x19\n\x15\x43LUSTER_PHASE_SCALING\x10\x05\x12\x1d\n\x19\x43LUSTER_PHASE_TERMINATING\x10\x06\x32\xaa\x04\n\x0e\x43lusterService\x12I\n\x06\x43reate\x12%.tke.platform.v1.CreateClusterRequest\x1a\x18.tke.platform.v1.Cluster\x12\x43\n\x03Get\x12\".tke.platform.v1.GetClusterRequest\x1a\x18.tke.platform.v1.Cluster\x12J\n\x04List\x12$.tke.platform.v1.ListClustersRequest\x1a\x1c.tke.platform.v1.ClusterList\x12I\n\x06Update\x12%.tke.platform.v1.UpdateClusterRequest\x1a\x18.tke.platform.v1.Cluster\x12U\n\x0cUpdateStatus\x12+.tke.platform.v1.UpdateClusterStatusRequest\x1a\x18.tke.platform.v1.Cluster\x12I\n\x06\x44\x65lete\x12%.tke.platform.v1.DeleteClusterRequest\x1a\x18.tke.platform.v1.Cluster\x12O\n\x05Watch\x12%.tke.platform.v1.WatchClustersRequest\x1a\x1d.tke.platform.v1.ClusterEvent0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dtke/platform/v1/cluster.proto\x12\x0ftke.platform.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16tke/meta/v1/meta.proto\"\x90\x01\n\x07\x43luster\x12)\n\x08metadata\x18\x01 \x01(\x0b\x32\x17.tke.meta.v1.ObjectMeta\x12*\n\x04spec\x18\x02 \x01(\x0b\x32\x1c.tke.platform.v1.ClusterSpec\x12.\n\x06status\x18\x03 \x01(\x0b\x32\x1e.tke.platform.v1.ClusterStatus\"x\n\x0e\x43lusterNetwork\x12\x10\n\x08pod_cidr\x18\x01 \x01(\t\x12\x14\n\x0cservice_cidr\x18\x02 \x01(\t\x12*\n\x04mode\x18\x03 \x01(\x0e\x32\x1c.tke.platform.v1.NetworkMode\x12\x12\n\ndns_domain\x18\x04 \x01(\t\"\xc4\x01\n\x0e\x43lusterMachine\x12\n\n\x02ip\x18\x01 \x01(\t\x12\x10\n\x08ssh_port\x18\x02 \x01(\x05\x12\x10\n\x08username\x18\x03 \x01(\t\x12\x16\n\x0e\x63redential_ref\x18\x04 \x01(\t\x12;\n\x06labels\x18\x05 \x03(\x0b\x32+.tke.platform.v1.ClusterMachine.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"t\n\rComponentArgs\x12\x36\n\x04\x61rgs\x18\x01 \x03(\x0b\x32(.tke.platform.v1.ComponentArgs.ArgsEntry\x1a+\n\tArgsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x82\x04\n\x0b\x43lusterSpec\x12\x14\n\x0c\x64isplay_name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x30\n\x07network\x18\x04 \x01(\x0b\x32\x1f.tke.platform.v1.ClusterNetwork\x12\x31\n\x08machines\x18\x05 \x03(\x0b\x32\x1f.tke.platform.v1.ClusterMachine\x12?\n\nextra_args\x18\x06 \x03(\x0b\x32+.tke.platform.v1.ClusterSpec.ExtraArgsEntry\x12\x16\n\x0e\x61pi_server_url\x18\x07 \x01(\t\x12\x16\n\x0e\x63redential_ref\x18\x08 \x01(\t\x12\x45\n\x16\x63ontrol_plane_endpoint\x18\t \x01(\x0b\x32%.tke.platform.v1.ControlPlaneEndpoint\x12\x36\n\x11\x63ontrol_plane_vip\x18\n \x01(\x0b\x32\x1b.tke.platform.v1.ManagedVIP\x12\x17\n\x0finstall_profile\x18\x0b \x01(\t\x1aP\n\x0e\x45xtraArgsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12-\n\x05value\x18\x02 \x01(\x0b\x32\x1e.tke.platform.v1.ComponentArgs:\x02\x38\x01\"2\n\x14\x43ontrolPlaneEndpoint\x12\x0c\n\x04host\x18\x01 \x01(\t\x12\x0c\n\x04port\x18\x02 \x01(\x05\"Y\n\nManagedVIP\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x0c\n\x04port\x18\x02 \x01(\x05\x12\x11\n\tinterface\x18\x03 \x01(\t\x12\x19\n\x11virtual_router_id\x18\x04 \x01(\x05\"H\n\x0e\x43lusterAddress\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0c\n\x04host\x18\x02 \x01(\t\x12\x0c\n\x04port\x18\x03 \x01(\x05\x12\x0c\n\x04path\x18\x04 \x01(\t\"\x8b\x01\n\x0b\x43lusterNode\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05ready\x18\x02 \x01(\x08\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x17\n\x0fkubelet_version\x18\x04 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x05 \x01(\t\x12\r\n\x05roles\x18\x06 \x03(\t\x12\x15\n\runschedulable\x18\x07 \x01(\x08\"Y\n\x0c\x43lusterNodes\x12\r\n\x05total\x18\x01 \x01(\x05\x12\r\n\x05ready\x18\x02 \x01(\x05\x12+\n\x05items\x18\x03 \x03(\x0b\x32\x1c.tke.platform.v1.ClusterNode\"\xf6\x02\n\rClusterStatus\x12,\n\x05phase\x18\x01 \x01(\x0e\x32\x1d.tke.platform.v1.ClusterPhase\x12*\n\nconditions\x18\x02 \x03(\x0b\x32\x16.tke.meta.v1.Condition\x12\x32\n\taddresses\x18\x03 \x03(\x0b\x32\x1f.tke.platform.v1.ClusterAddress\x12\x0f\n\x07version\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x0f\n\x07message\x18\x06 \x01(\t\x12\x1b\n\x13observed_generation\x18\x07 \x01(\x03\x12\x1e\n\x16\x63ontrol_plane_endpoint\x18\x08 \x01(\t\x12:\n\rcontrol_plane\x18\t \x03(\x0b\x32#.tke.platform.v1.ControlPlaneMember\x12,\n\x05nodes\x18\n \x01(\x0b\x32\x1d.tke.platform.v1.ClusterNodes\"Y\n\x12\x43ontrolPlaneMember\x12\x30\n\x07machine\x18\x01 \x01(\x0b\x32\x1f.tke.platform.v1.ClusterMachine\x12\x11\n\tnode_name\x18\x02 \x01(\t\"A\n\x14\x43reateClusterRequest\x12)\n\x07\x63luster\x18\x01 \x01(\x0b\x32\x18.tke.platform.v1.Cluster\"4\n\x11GetClusterRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\"k\n\x13ListClustersRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x16\n\x0elabel_selector\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x16\n\x0e\x63ontinue_token\x18\x04 \x01(\t\"_\n\x0b\x43lusterList\x12\'\n\x08metadata\x18\x01 \x01(\x0b\x32\x15.tke.meta.v1.ListMeta\x12\'\n\x05items\x18\x02 \x03(\x0b\x32\x18.tke.platform.v1.Cluster\"r\n\x14UpdateClusterRequest\x12)\n\x07\x63luster\x18\x01 \x01(\x0b\x32\x18.tke.platform.v1.Cluster\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"G\n\x1aUpdateClusterStatusRequest\x12)\n\x07\x63luster\x18\x01 \x01(\x0b\x32\x18.tke.platform.v1.Cluster\"Q\n\x14\x44\x65leteClusterRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x18\n\x10resource_version\x18\x03 \x01(\t\"[\n\x14WatchClustersRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x16\n\x0elabel_selector\x18\x02 \x01(\t\x12\x18\n\x10resource_version\x18\x03 \x01(\t\"c\n\x0c\x43lusterEvent\x12)\n\x04type\x18\x01 \x01(\x0e\x32\x1b.tke.meta.v1.WatchEventType\x12(\n\x06object\x18\x02 \x01(\x0b\x32\x18.tke.platform.v1.Cluster\"s\n\x14GetKubeconfigRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\r\n\x05\x61\x64min\x18\x03 \x01(\x08\x12+\n\x08validity\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"\\\n\x15GetKubeconfigResponse\x12\x12\n\nkubeconfig\x18\x01 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*{\n\x0bNetworkMode\x12\x1c\n\x18NETWORK_MODE_UNSPECIFIED\x10\x00\x12\x17\n\x13NETWORK_MODE_BRIDGE\x10\x01\x12\x19\n\x15NETWORK_MODE_FIXED_IP\x10\x02\x12\x1a\n\x16NETWORK_MODE_SUBNET_IP\x10\x03*\xd9\x01\n\x0c\x43lusterPhase\x12\x1d\n\x19\x43LUSTER_PHASE_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x43LUSTER_PHASE_INITIALIZING\x10\x01\x12\x19\n\x15\x43LUSTER_PHASE_RUNNING\x10\x02\x12\x18\n\x14\x43LUSTER_PHASE_FAILED\x10\x03\x12\x1b\n\x17\x43LUSTER_PHASE_UPGRADING\x10\x04\x12\x19\n\x15\x43LUSTER_PHASE_SCALING\x10\x05\x12\x1d\n\x19\x43LUSTER_PHASE_TERMINATING\x10\x06\x32\x8a\x05\n\x0e\x43lusterService\x12I\n\x06\x43reate\x12%.tke.platform.v1.CreateClusterRequest\x1a\x18.tke.platform.v1.Cluster\x12\x43\n\x03Get\x12\".tke.platform.v1.GetClusterRequest\x1a\x18.tke.platform.v1.Cluster\x12J\n\x04List\x12$.tke.platform.v1.ListClustersRequest\x1a\x1c.tke.platform.v1.ClusterList\x12I\n\x06Update\x12%.tke.platform.v1.UpdateClusterRequest\x1a\x18.tke.platform.v1.Cluster\x12U\n\x0cUpdateStatus\x12+.tke.platform.v1.UpdateClusterStatusRequest\x1a\x18.tke.platform.v1.Cluster\x12I\n\x06\x44\x65lete\x12%.tke.platform.v1.DeleteClusterRequest\x1a\x18.tke.platform.v1.Cluster\x12O\n\x05Watch\x12%.tke.platform.v1.WatchClustersRequest\x1a\x1d.tke.platform.v1.ClusterEvent0\x01\x12^\n\rGetKubeconfig\x12%.tke.platform.v1.GetKubeconfigRequest\x1a&.tke.platform.v1.GetKubeconfigResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,58 +41,62 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_COMPONENTARGS_ARGSENTRY']._serialized_options = b'8\001'
   _globals['_CLUSTERSPEC_EXTRAARGSENTRY']._loaded_options = None
   _globals['_CLUSTERSPEC_EXTRAARGSENTRY']._serialized_options = b'8\001'
-  _globals['_NETWORKMODE']._serialized_start=2922
-  _globals['_NETWORKMODE']._serialized_end=3045
-  _globals['_CLUSTERPHASE']._serialized_start=3048
-  _globals['_CLUSTERPHASE']._serialized_end=3265
-  _globals['_CLUSTER']._serialized_start=109
-  _globals['_CLUSTER']._serialized_end=253
-  _globals['_CLUSTERNETWORK']._serialized_start=255
-  _globals['_CLUSTERNETWORK']._serialized_end=375
-  _globals['_CLUSTERMACHINE']._serialized_start=378
-  _globals['_CLUSTERMACHINE']._serialized_end=574
-  _globals['_CLUSTERMACHINE_LABELSENTRY']._serialized_start=529
-  _globals['_CLUSTERMACHINE_LABELSENTRY']._serialized_end=574
-  _globals['_COMPONENTARGS']._serialized_start=576
-  _globals['_COMPONENTARGS']._serialized_end=692
-  _globals['_COMPONENTARGS_ARGSENTRY']._serialized_start=649
-  _globals['_COMPONENTARGS_ARGSENTRY']._serialized_end=692
-  _globals['_CLUSTERSPEC']._serialized_start=695
-  _globals['_CLUSTERSPEC']._serialized_end=1209
-  _globals['_CLUSTERSPEC_EXTRAARGSENTRY']._serialized_start=1129
-  _globals['_CLUSTERSPEC_EXTRAARGSENTRY']._serialized_end=1209
-  _globals['_CONTROLPLANEENDPOINT']._serialized_start=1211
-  _globals['_CONTROLPLANEENDPOINT']._serialized_end=1261
-  _globals['_MANAGEDVIP']._serialized_start=1263
-  _globals['_MANAGEDVIP']._serialized_end=1352
-  _globals['_CLUSTERADDRESS']._serialized_start=1354
-  _globals['_CLUSTERADDRESS']._serialized_end=1426
-  _globals['_CLUSTERNODE']._serialized_start=1429
-  _globals['_CLUSTERNODE']._serialized_end=1568
-  _globals['_CLUSTERNODES']._serialized_start=1570
-  _globals['_CLUSTERNODES']._serialized_end=1659
-  _globals['_CLUSTERSTATUS']._serialized_start=1662
-  _globals['_CLUSTERSTATUS']._serialized_end=2036
-  _globals['_CONTROLPLANEMEMBER']._serialized_start=2038
-  _globals['_CONTROLPLANEMEMBER']._serialized_end=2127
-  _globals['_CREATECLUSTERREQUEST']._serialized_start=2129
-  _globals['_CREATECLUSTERREQUEST']._serialized_end=2194
-  _globals['_GETCLUSTERREQUEST']._serialized_start=2196
-  _globals['_GETCLUSTERREQUEST']._serialized_end=2248
-  _globals['_LISTCLUSTERSREQUEST']._serialized_start=2250
-  _globals['_LISTCLUSTERSREQUEST']._serialized_end=2357
-  _globals['_CLUSTERLIST']._serialized_start=2359
-  _globals['_CLUSTERLIST']._serialized_end=2454
-  _globals['_UPDATECLUSTERREQUEST']._serialized_start=2456
-  _globals['_UPDATECLUSTERREQUEST']._serialized_end=2570
-  _globals['_UPDATECLUSTERSTATUSREQUEST']._serialized_start=2572
-  _globals['_UPDATECLUSTERSTATUSREQUEST']._serialized_end=2643
-  _globals['_DELETECLUSTERREQUEST']._serialized_start=2645
-  _globals['_DELETECLUSTERREQUEST']._serialized_end=2726
-  _globals['_WATCHCLUSTERSREQUEST']._serialized_start=2728
-  _globals['_WATCHCLUSTERSREQUEST']._serialized_end=2819
-  _globals['_CLUSTEREVENT']._serialized_start=2821
-  _globals['_CLUSTEREVENT']._serialized_end=2920
-  _globals['_CLUSTERSERVICE']._serialized_start=3268
-  _globals['_CLUSTERSERVICE']._serialized_end=3822
+  _globals['_NETWORKMODE']._serialized_start=3198
+  _globals['_NETWORKMODE']._serialized_end=3321
+  _globals['_CLUSTERPHASE']._serialized_start=3324
+  _globals['_CLUSTERPHASE']._serialized_end=3541
+  _globals['_CLUSTER']._serialized_start=174
+  _globals['_CLUSTER']._serialized_end=318
+  _globals['_CLUSTERNETWORK']._serialized_start=320
+  _globals['_CLUSTERNETWORK']._serialized_end=440
+  _globals['_CLUSTERMACHINE']._serialized_start=443
+  _globals['_CLUSTERMACHINE']._serialized_end=639
+  _globals['_CLUSTERMACHINE_LABELSENTRY']._serialized_start=594
+  _globals['_CLUSTERMACHINE_LABELSENTRY']._serialized_end=639
+  _globals['_COMPONENTARGS']._serialized_start=641
+  _globals['_COMPONENTARGS']._serialized_end=757
+  _globals['_COMPONENTARGS_ARGSENTRY']._serialized_start=714
+  _globals['_COMPONENTARGS_ARGSENTRY']._serialized_end=757
+  _globals['_CLUSTERSPEC']._serialized_start=760
+  _globals['_CLUSTERSPEC']._serialized_end=1274
+  _globals['_CLUSTERSPEC_EXTRAARGSENTRY']._serialized_start=1194
+  _globals['_CLUSTERSPEC_EXTRAARGSENTRY']._serialized_end=1274
+  _globals['_CONTROLPLANEENDPOINT']._serialized_start=1276
+  _globals['_CONTROLPLANEENDPOINT']._serialized_end=1326
+  _globals['_MANAGEDVIP']._serialized_start=1328
+  _globals['_MANAGEDVIP']._serialized_end=1417
+  _globals['_CLUSTERADDRESS']._serialized_start=1419
+  _globals['_CLUSTERADDRESS']._serialized_end=1491
+  _globals['_CLUSTERNODE']._serialized_start=1494
+  _globals['_CLUSTERNODE']._serialized_end=1633
+  _globals['_CLUSTERNODES']._serialized_start=1635
+  _globals['_CLUSTERNODES']._serialized_end=1724
+  _globals['_CLUSTERSTATUS']._serialized_start=1727
+  _globals['_CLUSTERSTATUS']._serialized_end=2101
+  _globals['_CONTROLPLANEMEMBER']._serialized_start=2103
+  _globals['_CONTROLPLANEMEMBER']._serialized_end=2192
+  _globals['_CREATECLUSTERREQUEST']._serialized_start=2194
+  _globals['_CREATECLUSTERREQUEST']._serialized_end=2259
+  _globals['_GETCLUSTERREQUEST']._serialized_start=2261
+  _globals['_GETCLUSTERREQUEST']._serialized_end=2313
+  _globals['_LISTCLUSTERSREQUEST']._serialized_start=2315
+  _globals['_LISTCLUSTERSREQUEST']._serialized_end=2422
+  _globals['_CLUSTERLIST']._serialized_start=2424
+  _globals['_CLUSTERLIST']._serialized_end=2519
+  _globals['_UPDATECLUSTERREQUEST']._serialized_start=2521
+  _globals['_UPDATECLUSTERREQUEST']._serialized_end=2635
+  _globals['_UPDATECLUSTERSTATUSREQUEST']._serialized_start=2637
+  _globals['_UPDATECLUSTERSTATUSREQUEST']._serialized_end=2708
+  _globals['_DELETECLUSTERREQUEST']._serialized_start=2710
+  _globals['_DELETECLUSTERREQUEST']._serialized_end=2791
+  _globals['_WATCHCLUSTERSREQUEST']._serialized_start=2793
+  _globals['_WATCHCLUSTERSREQUEST']._serialized_end=2884
+  _globals['_CLUSTEREVENT']._serialized_start=2886
+  _globals['_CLUSTEREVENT']._serialized_end=2985
+  _globals['_GETKUBECONFIGREQUEST']._serialized_start=2987
+  _globals['_GETKUBECONFIGREQUEST']._serialized_end=3102
+  _globals['_GETKUBECONFIGRESPONSE']._serialized_start=3104
+  _globals['_GETKUBECONFIGRESPONSE']._serialized_end=3196
+  _globals['_CLUSTERSERVICE']._serialized_start=3544
+  _globals['_CLUSTERSERVICE']._serialized_end=4194
 # @@protoc_insertion_point(module_scope)

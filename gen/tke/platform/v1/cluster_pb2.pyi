@@ -7,8 +7,10 @@ the service to manage them.
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from tke.meta.v1 import meta_pb2 as _meta_pb2
@@ -929,3 +931,81 @@ class ClusterEvent(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ClusterEvent: _TypeAlias = ClusterEvent  # noqa: Y015
+
+@_typing.final
+class GetKubeconfigRequest(_message.Message):
+    """Get a kubeconfig for the caller: a short-lived client certificate of the cluster's CA whose
+    common name is the caller's user name and whose organizations are the caller's groups, so
+    that the cluster's RBAC sees the platform identity. Only for clusters the platform
+    installed (it keeps their CA), once they are installed.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    ADMIN_FIELD_NUMBER: _builtins.int
+    VALIDITY_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Name of the cluster."""
+    tenant_id: _builtins.str
+    """Tenant of the cluster; empty means the caller's tenant."""
+    admin: _builtins.bool
+    """Also make the caller cluster-admin in the cluster: the platform applies a
+    ClusterRoleBinding of the user to the ClusterRole cluster-admin (never system:masters).
+    Authorized as the verb "get-admin-kubeconfig" (platform administrators and the tenant's
+    administrators); without it the verb is "get-kubeconfig".
+    """
+    @_builtins.property
+    def validity(self) -> _duration_pb2.Duration:
+        """How long the certificate is valid; empty means the server's default (8 hours unless
+        configured). More than the server's maximum (24 hours unless configured), or less than a
+        minute, is INVALID_ARGUMENT.
+        """
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        tenant_id: _builtins.str = ...,
+        admin: _builtins.bool = ...,
+        validity: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["validity", b"validity"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["admin", b"admin", "name", b"name", "tenant_id", b"tenant_id", "validity", b"validity"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetKubeconfigRequest: _TypeAlias = GetKubeconfigRequest  # noqa: Y015
+
+@_typing.final
+class GetKubeconfigResponse(_message.Message):
+    """A kubeconfig for the caller."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KUBECONFIG_FIELD_NUMBER: _builtins.int
+    EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    kubeconfig: _builtins.str
+    """The kubeconfig, as YAML: one cluster (the control-plane endpoint, the cluster's CA), one
+    user (the client certificate and its key) and one context, "USER@CLUSTER". It holds a
+    private key: keep it like a password (mode 0600).
+    """
+    @_builtins.property
+    def expire_time(self) -> _timestamp_pb2.Timestamp:
+        """When the client certificate expires."""
+
+    def __init__(
+        self,
+        *,
+        kubeconfig: _builtins.str = ...,
+        expire_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time", "kubeconfig", b"kubeconfig"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetKubeconfigResponse: _TypeAlias = GetKubeconfigResponse  # noqa: Y015

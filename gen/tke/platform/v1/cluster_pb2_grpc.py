@@ -72,6 +72,11 @@ class ClusterServiceStub:
                 request_serializer=tke_dot_platform_dot_v1_dot_cluster__pb2.WatchClustersRequest.SerializeToString,
                 response_deserializer=tke_dot_platform_dot_v1_dot_cluster__pb2.ClusterEvent.FromString,
                 _registered_method=True)
+        self.GetKubeconfig = channel.unary_unary(
+                '/tke.platform.v1.ClusterService/GetKubeconfig',
+                request_serializer=tke_dot_platform_dot_v1_dot_cluster__pb2.GetKubeconfigRequest.SerializeToString,
+                response_deserializer=tke_dot_platform_dot_v1_dot_cluster__pb2.GetKubeconfigResponse.FromString,
+                _registered_method=True)
 
 
 class ClusterServiceServicer:
@@ -131,6 +136,16 @@ class ClusterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetKubeconfig(self, request, context):
+        """A kubeconfig for the caller, with a client certificate the cluster's CA signs. NOT_FOUND
+        for a cluster of another tenant; FAILED_PRECONDITION for a cluster the platform did not
+        install or has not installed yet; UNAVAILABLE when `admin` is set and the cluster's API
+        cannot be reached to apply the binding. The kubeconfig is never logged or audited.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ClusterServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -168,6 +183,11 @@ def add_ClusterServiceServicer_to_server(servicer, server):
                     servicer.Watch,
                     request_deserializer=tke_dot_platform_dot_v1_dot_cluster__pb2.WatchClustersRequest.FromString,
                     response_serializer=tke_dot_platform_dot_v1_dot_cluster__pb2.ClusterEvent.SerializeToString,
+            ),
+            'GetKubeconfig': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetKubeconfig,
+                    request_deserializer=tke_dot_platform_dot_v1_dot_cluster__pb2.GetKubeconfigRequest.FromString,
+                    response_serializer=tke_dot_platform_dot_v1_dot_cluster__pb2.GetKubeconfigResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -362,6 +382,33 @@ class ClusterService:
             '/tke.platform.v1.ClusterService/Watch',
             tke_dot_platform_dot_v1_dot_cluster__pb2.WatchClustersRequest.SerializeToString,
             tke_dot_platform_dot_v1_dot_cluster__pb2.ClusterEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetKubeconfig(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tke.platform.v1.ClusterService/GetKubeconfig',
+            tke_dot_platform_dot_v1_dot_cluster__pb2.GetKubeconfigRequest.SerializeToString,
+            tke_dot_platform_dot_v1_dot_cluster__pb2.GetKubeconfigResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -56,6 +56,12 @@ class ClusterServiceStub:
     """
     Watch: _grpc.UnaryStreamMultiCallable[_cluster_pb2.WatchClustersRequest, _cluster_pb2.ClusterEvent]
     """Stream changes to clusters, with periodic BOOKMARK events."""
+    GetKubeconfig: _grpc.UnaryUnaryMultiCallable[_cluster_pb2.GetKubeconfigRequest, _cluster_pb2.GetKubeconfigResponse]
+    """A kubeconfig for the caller, with a client certificate the cluster's CA signs. NOT_FOUND
+    for a cluster of another tenant; FAILED_PRECONDITION for a cluster the platform did not
+    install or has not installed yet; UNAVAILABLE when `admin` is set and the cluster's API
+    cannot be reached to apply the binding. The kubeconfig is never logged or audited.
+    """
 
 @_typing.type_check_only
 class ClusterServiceAsyncStub(ClusterServiceStub):
@@ -83,6 +89,12 @@ class ClusterServiceAsyncStub(ClusterServiceStub):
     """
     Watch: _aio.UnaryStreamMultiCallable[_cluster_pb2.WatchClustersRequest, _cluster_pb2.ClusterEvent]  # type: ignore[assignment]
     """Stream changes to clusters, with periodic BOOKMARK events."""
+    GetKubeconfig: _aio.UnaryUnaryMultiCallable[_cluster_pb2.GetKubeconfigRequest, _cluster_pb2.GetKubeconfigResponse]  # type: ignore[assignment]
+    """A kubeconfig for the caller, with a client certificate the cluster's CA signs. NOT_FOUND
+    for a cluster of another tenant; FAILED_PRECONDITION for a cluster the platform did not
+    install or has not installed yet; UNAVAILABLE when `admin` is set and the cluster's API
+    cannot be reached to apply the binding. The kubeconfig is never logged or audited.
+    """
 
 class ClusterServiceServicer(metaclass=_abc_1.ABCMeta):
     """Manage clusters. Errors: NOT_FOUND, ALREADY_EXISTS, ABORTED (stale resource_version),
@@ -149,5 +161,17 @@ class ClusterServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_cluster_pb2.ClusterEvent], _abc.AsyncIterator[_cluster_pb2.ClusterEvent]]:
         """Stream changes to clusters, with periodic BOOKMARK events."""
+
+    @_abc_1.abstractmethod
+    def GetKubeconfig(
+        self,
+        request: _cluster_pb2.GetKubeconfigRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_cluster_pb2.GetKubeconfigResponse, _abc.Awaitable[_cluster_pb2.GetKubeconfigResponse]]:
+        """A kubeconfig for the caller, with a client certificate the cluster's CA signs. NOT_FOUND
+        for a cluster of another tenant; FAILED_PRECONDITION for a cluster the platform did not
+        install or has not installed yet; UNAVAILABLE when `admin` is set and the cluster's API
+        cannot be reached to apply the binding. The kubeconfig is never logged or audited.
+        """
 
 def add_ClusterServiceServicer_to_server(servicer: ClusterServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
