@@ -82,6 +82,11 @@ class EtcdStore:
         self.config = config
         self._conn = EtcdConnection(config)
 
+    @property
+    def connection(self) -> EtcdConnection:
+        """The channel and stubs, for etcd-only maintenance (compaction)."""
+        return self._conn
+
     async def close(self) -> None:
         await self._conn.close()
 
