@@ -136,6 +136,7 @@ class Apiserver:
         self.machine_hub = self._hub(self.machines)
         self.event_hub = self._hub(self.events)
         self.watch_quota = WatchQuota(config.limits.max_watches_per_identity)
+        self.inflight = InflightLimit(config.limits.max_requests_inflight)
         self.compactor: Compactor | None = None
         if isinstance(self.store, EtcdStore) and config.compaction_interval > 0:
             self.compactor = Compactor(self.store.connection, config.compaction_interval)
@@ -183,7 +184,7 @@ class Apiserver:
             interceptors=[
                 RequestInterceptor(),
                 MetricsInterceptor(),
-                InflightLimit(self.config.limits.max_requests_inflight),
+                self.inflight,
                 *self.auth.interceptors,
             ],
             on_stop=[self.cluster_hub.stop, self.machine_hub.stop, self.event_hub.stop],
