@@ -3,7 +3,8 @@
 - An object over limits.max_object_bytes is refused with INVALID_ARGUMENT naming the field
   that makes it big, before anything reaches etcd (never INTERNAL "request is too large");
   etcd's own refusal, when the apiserver lets more through, is INVALID_ARGUMENT too.
-- A request over limits.max_request_bytes is grpc's RESOURCE_EXHAUSTED, cleanly.
+- A request over limits.max_request_bytes is grpc's RESOURCE_EXHAUSTED, cleanly; ipamd takes the
+  same 4 MiB.
 - Unary calls in flight are capped (limits.max_requests_inflight): the next one is refused at
   once with RESOURCE_EXHAUSTED and a RetryInfo, health checks still answer.
 - Watches per identity are capped (limits.max_watches_per_identity): the next is refused with
@@ -24,11 +25,13 @@ from grpc_health.v1 import health_pb2
 
 from tests.support.apiserver import Running, cluster, local_config, start, stop
 from tests.support.etcd import EtcdProcess
+from tests.support.ipamd_daemon import IpamdDaemon
 from tests.support.rpc import bad_request_fields, detail_of, expect_error, health_check, next_message
 from tests.support.waiting import wait_for
 from tke.internal.apiserver.app import LimitsConfig
 from tke.internal.auth.chain import AuthConfig, PluginConfig
 from tke.internal.storage.etcd import EtcdConfig
+from tke.ipam.v1 import ipam_pb2, ipam_pb2_grpc
 from tke.meta.v1 import meta_pb2
 from tke.platform.v1 import cluster_pb2, cluster_pb2_grpc
 
@@ -209,3 +212,18 @@ async def test_watches_beyond_the_per_identity_cap_are_refused(etcd_config: Etcd
             call.cancel()
     finally:
         await stop(running)
+
+
+async def test_ipamd_takes_requests_up_to_the_same_limit(etcd_config: EtcdConfig) -> None:
+    with IpamdDaemon(etcd_config.endpoints, etcd_config.prefix) as ipamd:
+        async with grpc.aio.insecure_channel(ipamd.target) as channel:
+            stub: ipam_pb2_grpc.IPAMServiceAsyncStub = ipam_pb2_grpc.IPAMServiceStub(channel)
+            attachments = [
+                ipam_pb2.Attachment(container_id=f"c{i:06d}" + "x" * 64, ifname="eth0") for i in range(60_000)
+            ]
+            err = await expect_error(
+                stub.GarbageCollect(ipam_pb2.GarbageCollectRequest(node="n1", valid_attachments=attachments)),
+                Code.RESOURCE_EXHAUSTED,
+            )
+            assert "larger than max" in (err.details() or "")
+            await stub.ListPools(ipam_pb2.ListPoolsRequest())  # and it goes on
