@@ -203,9 +203,9 @@ class Registry(Generic[R]):
             try:
                 page = await self.store.list(prefix, start=start, limit=chunk, revision=revision)
             except TooLarge:  # the answer was over the etcd channel's limit: read fewer at once
-                largest = max(largest, self.max_object_bytes)
                 if chunk == 1:
                     raise
+                largest = max(2 * largest, self.max_object_bytes)  # at least halves the next chunk
                 continue
             except Compacted:
                 raise errors.out_of_range(

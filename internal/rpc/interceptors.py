@@ -47,8 +47,7 @@ def to_api_error(err: Exception, request_id: str) -> ApiError:
                 "storage is unavailable and the change may or may not have been applied: read before retrying"
             )
         return unavailable("storage is unavailable; retry shortly")
-    if isinstance(err, NoSpace):
-        log.error("request %s: %s", request_id, err)
+    if isinstance(err, NoSpace):  # (the access log line says it, for every refused write)
         return resource_exhausted(
             "the platform's storage is full (etcd's space quota is reached): writes are refused until an "
             "operator compacts and defragments etcd and disarms its NOSPACE alarm; reads still work",
