@@ -2,8 +2,8 @@
 
 - A real etcd started with a tiny quota is filled through the apiserver until its NOSPACE
   alarm: writes are RESOURCE_EXHAUSTED naming the cause (never INTERNAL), reads and watches
-  keep working, and the recovery the README gives (compact, defragment, disarm) brings writes
-  back.
+  keep working (ipamd's as well as the apiserver's), and the recovery the README gives
+  (compact, defragment, disarm) brings writes back.
 - The apiserver compacts etcd's history on its interval; several apiservers take turns
   through a compare-and-swap on compact_rev_key, so exactly one compacts per turn, and a
   compaction that finds etcd compacted further is harmless.
@@ -27,6 +27,7 @@ from google.rpc import error_details_pb2
 from tests.support import REPO
 from tests.support.apiserver import Running, cluster, local_config, start, stop
 from tests.support.etcd import EtcdProcess, etcd_binary, metric
+from tests.support.ipamd_daemon import IpamdDaemon
 from tests.support.ports import free_port
 from tests.support.rpc import detail_of, expect_error, next_message
 from tests.support.tools import tool
@@ -35,6 +36,7 @@ from tke.internal.apiserver.app import LimitsConfig
 from tke.internal.storage.etcd import EtcdConfig, EtcdStore
 from tke.internal.storage.etcd.compactor import COMPACT_KEY, Compactor
 from tke.internal.storage.store import Compacted
+from tke.ipam.v1 import ipam_pb2, ipam_pb2_grpc
 from tke.meta.v1 import meta_pb2
 from tke.platform.v1 import cluster_pb2
 
@@ -124,6 +126,16 @@ async def test_a_full_etcd_refuses_writes_clearly_and_keeps_serving_reads(
 
     await wait_for(watched_last, what="the open watch reaching the last update")
     watch.cancel()
+    # ipamd on the same etcd: its writes are refused the same way, its reads work.
+    with IpamdDaemon([small_etcd.endpoint], "/space-ipam") as ipamd:
+        async with grpc.aio.insecure_channel(ipamd.target) as channel:
+            ipam: ipam_pb2_grpc.IPAMServiceAsyncStub = ipam_pb2_grpc.IPAMServiceStub(channel)
+            pool = ipam_pb2.Pool(name="net-full", cidr="10.93.0.0/24")
+            refused_pool = await expect_error(
+                ipam.CreatePool(ipam_pb2.CreatePoolRequest(pool=pool)), Code.RESOURCE_EXHAUSTED
+            )
+            assert "storage is full" in (refused_pool.details() or "")
+            assert not (await ipam.ListPools(ipam_pb2.ListPoolsRequest())).pools
 
     # The recovery the README gives: compact, defragment, disarm; then writes work again.
     revision = int(current.metadata.resource_version)
