@@ -12,6 +12,7 @@ import sys
 from tke.internal import logs
 from tke.internal.apiserver.app import ApiserverConfig, serve
 from tke.internal.config.loader import ConfigError, load
+from tke.internal.daemon import INTERRUPTED, cannot_run
 from tke.internal.plugin.loader import PluginError
 from tke.internal.storage.store import StorageError
 
@@ -37,6 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as err:
         print(f"tke-apiserver: {err}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C before the process took SIGINT over: nothing to clean up yet
+        return INTERRUPTED
+    except Exception as err:
+        return cannot_run("tke-apiserver", err)
     return 0
 
 

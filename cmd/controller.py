@@ -2,8 +2,9 @@
 
 Usage: tke-controller [--config FILE]
 
-Exit codes: 0 after SIGINT/SIGTERM, 1 when leadership was lost (run it under a supervisor
-that restarts it), 2 for a configuration error.
+Exit codes: 0 after SIGINT/SIGTERM, 2 for a configuration error, 1 when it cannot run at all
+(its metrics port taken, a certificate file missing). Nothing etcd or the apiserver does ends
+it: it stops leading while etcd is away and leads again when it answers.
 """
 
 from __future__ import annotations
@@ -15,9 +16,8 @@ import sys
 from tke.internal import logs, metrics
 from tke.internal.config.loader import ConfigError, load
 from tke.internal.controller.config import ControllerConfig
-from tke.internal.controller.leader import LostLeadership
 from tke.internal.controller.manager import Controller
-from tke.internal.daemon import run_until_stopped
+from tke.internal.daemon import INTERRUPTED, cannot_run, run_until_stopped
 from tke.internal.plugin.loader import PluginError
 from tke.internal.provider.credentials import CredentialError
 
@@ -47,9 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     except (PluginError, CredentialError) as err:
         print(f"tke-controller: {err}", file=sys.stderr)
         return 2
-    except LostLeadership as err:
-        print(f"tke-controller: lost leadership: {err}", file=sys.stderr)
-        return 1
+    except KeyboardInterrupt:  # Ctrl-C before the process took SIGINT over: nothing to clean up yet
+        return INTERRUPTED
+    except Exception as err:
+        return cannot_run("tke-controller", err)
     return 0
 
 

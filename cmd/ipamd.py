@@ -11,6 +11,7 @@ import sys
 
 from tke.internal import logs
 from tke.internal.config.loader import ConfigError, load
+from tke.internal.daemon import INTERRUPTED, cannot_run
 from tke.internal.ipamd.config import IpamdConfig
 from tke.internal.ipamd.server import ConfigurationError, serve
 from tke.internal.plugin.loader import PluginError
@@ -34,6 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as err:
         print(f"tke-ipamd: {err}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C before the process took SIGINT over: nothing to clean up yet
+        return INTERRUPTED
+    except Exception as err:
+        return cannot_run("tke-ipamd", err)
     return 0
 
 

@@ -24,6 +24,7 @@ from google.protobuf import field_mask_pb2
 
 from tke.internal.apiserver.registry import ALL_TENANTS, ListResult, R, Registry, parse_resource_version
 from tke.internal.apiserver.watch import Change, Closed, Hub
+from tke.internal.apiserver.watch_quota import WatchQuota
 from tke.internal.auth.authority import caller_reaches
 from tke.internal.auth.identity import current_identity
 from tke.internal.meta.labels import Selector, SelectorError, dns1123_label_error, parse_selector
@@ -63,6 +64,8 @@ class ResourceAPI(Generic[R]):
     registry: Registry[R]
     hub: Hub[R] | None  # None: the kind has no Watch
     bookmark_interval: float = 10.0
+    # Open watches per identity, shared by every kind's API (None: unlimited).
+    watch_quota: WatchQuota | None = None
     admins_only: bool = False
 
     def _admit(self) -> None:
@@ -100,10 +103,18 @@ class ResourceAPI(Generic[R]):
         page_size: int,
         continue_token: str,
         matches: Callable[[R], bool] | None = None,
+        *,
+        filters: bytes = b"",
     ) -> ListResult[R]:
+        """A page of a List. `filters` stands for the kind's own filters of the request (see
+        services.py): a continue token is only valid with the selector, page size and filters
+        it was issued for."""
         self._admit()
         tenant = _tenant(tenant_id, "tenant_id", collection=True)
-        return await self.registry.list(tenant, _selector(label_selector), page_size, continue_token, matches)
+        query = b"\0".join([label_selector.encode(), str(page_size).encode(), filters])
+        return await self.registry.list(
+            tenant, _selector(label_selector), page_size, continue_token, matches, query=query
+        )
 
     async def update(self, obj: R, mask: field_mask_pb2.FieldMask) -> R:
         tenant = self._named_tenant(obj.metadata.tenant_id, obj.metadata.name)
@@ -123,11 +134,33 @@ class ResourceAPI(Generic[R]):
         resource_version: str,
         matches: Callable[[R], bool] | None = None,
     ) -> AsyncIterator[tuple[int, R]]:
-        """(event type, object) pairs for a client watch; see WatchClustersRequest."""
+        """(event type, object) pairs for a client watch; see WatchClustersRequest. The watch
+        counts against its identity's open watches until it ends."""
         self._admit()
+        if self.watch_quota is None:
+            async for event in self._watch(tenant_id, label_selector, resource_version, matches):
+                yield event
+            return
+        with self.watch_quota.hold(current_identity.get()):
+            async for event in self._watch(tenant_id, label_selector, resource_version, matches):
+                yield event
+
+    async def _watch(
+        self,
+        tenant_id: str,
+        label_selector: str,
+        resource_version: str,
+        matches: Callable[[R], bool] | None,
+    ) -> AsyncIterator[tuple[int, R]]:
         tenant = _tenant(tenant_id, "tenant_id", collection=True)
         selector = _selector(label_selector)
         after = parse_resource_version(resource_version, "resource_version")
+        assert self.hub is not None, "this kind is not watchable"
+        if after is not None and after > self.hub.revision and after > await self.registry.store.current_revision():
+            # No List, event or bookmark ever handed this out: the watch would wait forever.
+            raise errors.invalid_field(
+                "resource_version", f"{after} is newer than the storage's latest revision: not a resource version"
+            )
 
         def selected(obj: R | None) -> bool:
             return obj is not None and selector.matches(obj.metadata.labels) and (matches is None or matches(obj))
@@ -147,7 +180,6 @@ class ResourceAPI(Generic[R]):
             yield BOOKMARK, self._bookmark(position)
 
         last_bookmark = time.monotonic()
-        assert self.hub is not None, "this kind is not watchable"
         try:
             async for message in self.hub.subscribe(self.registry.tenant_prefix(tenant), position):
                 if isinstance(message, Change):

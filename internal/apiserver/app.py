@@ -4,6 +4,7 @@ interceptor chain into a running server."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,15 +22,27 @@ from tke.internal.apiserver.kubeconfigs import KubeconfigConfig, KubeconfigIssue
 from tke.internal.apiserver.registry import R, Registry
 from tke.internal.apiserver.services import ClusterServicer, ResourceService
 from tke.internal.apiserver.watch import Hub
+from tke.internal.apiserver.watch_quota import WatchQuota
 from tke.internal.auth.chain import AuthChain, AuthConfig, PluginContext, build
 from tke.internal.daemon import run_until_stopped
+from tke.internal.rpc.inflight import InflightLimit
 from tke.internal.rpc.interceptors import RequestInterceptor
 from tke.internal.rpc.metrics import MetricsInterceptor
 from tke.internal.rpc.server import ListenConfig, RunningServer, ServerSpec, start_server
 from tke.internal.storage.etcd import EtcdConfig, EtcdStore
+from tke.internal.storage.etcd.compactor import Compactor
 from tke.internal.storage.store import Store
 
 log = logging.getLogger("tke.apiserver")
+
+
+MiB = 1024 * 1024
+
+
+def _positive(config: object, *names: str) -> None:
+    for name in names:
+        if getattr(config, name) <= 0:
+            raise ValueError(f"{name} must be greater than 0")
 
 
 @dataclass(frozen=True)
@@ -37,12 +50,40 @@ class WatchConfig:
     # Seconds between BOOKMARK events on an idle watch.
     bookmark_interval: float = 10.0
     # Recent changes kept per kind, so that watches resuming from a recent revision are
-    # served without touching etcd.
+    # served without touching etcd: at most this many, and at most `window_bytes` of them
+    # (stored bytes of each change's new and previous state).
     window: int = 10_000
-    # Changes a single watch client may fall behind before it is ended (RESOURCE_EXHAUSTED).
+    window_bytes: int = 64 * MiB
+    # How far a single watch client may fall behind before it is ended (RESOURCE_EXHAUSTED
+    # and the revision to resume from): changes, and their stored bytes.
     client_queue: int = 1_000
+    client_queue_bytes: int = 16 * MiB
     # Seconds between progress requests to etcd (advance bookmarks on quiet kinds).
     progress_interval: float = 5.0
+
+    def __post_init__(self) -> None:
+        _positive(self, "bookmark_interval", "window", "window_bytes", "client_queue", "client_queue_bytes")
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    """What one caller can make the server hold (see "Security model" in the README)."""
+
+    # The largest object stored, encoded; bigger ones are INVALID_ARGUMENT naming the field.
+    # etcd refuses requests over its --max-request-bytes (1.5 MiB by default): keep this below.
+    max_object_bytes: int = 1 * MiB
+    # The largest request grpc accepts (RESOURCE_EXHAUSTED beyond); above max_object_bytes.
+    max_request_bytes: int = 4 * MiB
+    # Unary calls served at once (Kubernetes' max-requests-inflight); beyond, RESOURCE_EXHAUSTED
+    # with a RetryInfo. Watches are not counted here.
+    max_requests_inflight: int = 400
+    # Watches one identity (tenant and user) holds open at once; beyond, RESOURCE_EXHAUSTED.
+    max_watches_per_identity: int = 100
+
+    def __post_init__(self) -> None:
+        _positive(self, "max_object_bytes", "max_request_bytes", "max_requests_inflight", "max_watches_per_identity")
+        if self.max_request_bytes <= self.max_object_bytes:
+            raise ValueError("max_request_bytes must be larger than max_object_bytes (a request carries the object)")
 
 
 @dataclass(frozen=True)
@@ -50,6 +91,7 @@ class ApiserverConfig:
     listen: ListenConfig = field(default_factory=ListenConfig)
     etcd: EtcdConfig = field(default_factory=EtcdConfig)
     watch: WatchConfig = field(default_factory=WatchConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     # Seconds in-flight calls get to finish on shutdown.
     shutdown_grace: float = 5.0
@@ -62,6 +104,15 @@ class ApiserverConfig:
     event_ttl: float = DEFAULT_EVENT_TTL
     # Kubeconfigs for the users of the clusters the platform installed (GetKubeconfig).
     kubeconfig: KubeconfigConfig = field(default_factory=KubeconfigConfig)
+    # Seconds between compactions of etcd's history (each keeps one interval of it; one
+    # apiserver compacts per interval however many run); 0 leaves compaction to etcd.
+    compaction_interval: float = 300.0
+
+    def __post_init__(self) -> None:
+        if self.compaction_interval < 0:
+            raise ValueError("compaction_interval must be 0 (off) or a number of seconds")
+        if self.watch.client_queue_bytes < 2 * self.limits.max_object_bytes:
+            raise ValueError("watch.client_queue_bytes must hold at least two objects (2 x limits.max_object_bytes)")
 
 
 class Apiserver:
@@ -71,17 +122,29 @@ class Apiserver:
         self.config = config
         self.store: Store = store if store is not None else EtcdStore(config.etcd)
         self.prefix = config.etcd.prefix.rstrip("/")
+        limit = config.limits.max_object_bytes
         # Providers also check their part of a spec, so that what they cannot build is refused
         # before it is stored.
-        self.clusters = Registry(with_provider_validation(CLUSTERS, "tke.cluster_providers"), self.store, self.prefix)
-        self.machines = Registry(
-            with_provider_validation(machine_kind(self.clusters), "tke.machine_providers"), self.store, self.prefix
+        self.clusters = Registry(
+            with_provider_validation(CLUSTERS, "tke.cluster_providers"), self.store, self.prefix, max_object_bytes=limit
         )
-        self.events = Registry(EVENTS, event_store(self.store, config.event_ttl), self.prefix)
-        self.credentials = Registry(CREDENTIALS, self.store, self.prefix)
+        self.machines = Registry(
+            with_provider_validation(machine_kind(self.clusters), "tke.machine_providers"),
+            self.store,
+            self.prefix,
+            max_object_bytes=limit,
+        )
+        self.events = Registry(EVENTS, event_store(self.store, config.event_ttl), self.prefix, max_object_bytes=limit)
+        self.credentials = Registry(CREDENTIALS, self.store, self.prefix, max_object_bytes=limit)
         self.cluster_hub = self._hub(self.clusters)
         self.machine_hub = self._hub(self.machines)
         self.event_hub = self._hub(self.events)
+        self.watch_quota = WatchQuota(config.limits.max_watches_per_identity)
+        self.inflight = InflightLimit(config.limits.max_requests_inflight)
+        self.compactor: Compactor | None = None
+        if isinstance(self.store, EtcdStore) and config.compaction_interval > 0:
+            self.compactor = Compactor(self.store.connection, config.compaction_interval)
+        self._compacting: asyncio.Task[None] | None = None
         self.server: RunningServer | None = None
 
     def _hub(self, registry: Registry[R]) -> Hub[R]:
@@ -91,21 +154,28 @@ class Apiserver:
             registry.root,
             registry.decode,
             window=w.window,
+            window_bytes=w.window_bytes,
             queue_size=w.client_queue,
+            queue_bytes=w.client_queue_bytes,
             progress_interval=w.progress_interval,
         )
 
     async def start(self) -> RunningServer:
         self.auth: AuthChain = build(self.config.auth, PluginContext(self.store, self.prefix))
+        # etcd answers within the retry budget, or the start fails (Unavailable: exit 1).
+        await self.store.current_revision()
         await self.auth.start()
         await asyncio.gather(self.cluster_hub.start(), self.machine_hub.start(), self.event_hub.start())
-        bookmark = self.config.watch.bookmark_interval
-        clusters = ResourceAPI(self.clusters, self.cluster_hub, bookmark)
+        # The key that seals continue tokens exists before anyone lists (and before etcd could
+        # be too full to create it).
+        await self.clusters.page_tokens()
+        bookmark, quota = self.config.watch.bookmark_interval, self.watch_quota
+        clusters = ResourceAPI(self.clusters, self.cluster_hub, bookmark, quota)
         kubeconfigs = KubeconfigIssuer(clusters, self.credentials, self.config.kubeconfig)
         servicers: list[ResourceService[Any]] = [
             ClusterServicer(clusters, kubeconfigs),
-            ResourceService(services.MACHINES, ResourceAPI(self.machines, self.machine_hub, bookmark)),
-            ResourceService(services.EVENTS, ResourceAPI(self.events, self.event_hub, bookmark)),
+            ResourceService(services.MACHINES, ResourceAPI(self.machines, self.machine_hub, bookmark, quota)),
+            ResourceService(services.EVENTS, ResourceAPI(self.events, self.event_hub, bookmark, quota)),
             ResourceService(services.CREDENTIALS, ResourceAPI(self.credentials, None, admins_only=True)),
         ]
 
@@ -118,13 +188,25 @@ class Apiserver:
         spec = ServerSpec(
             register=register,
             services=[*(s.service.name for s in servicers), *(name for name, _ in self.auth.services)],
-            interceptors=[RequestInterceptor(), MetricsInterceptor(), *self.auth.interceptors],
+            interceptors=[
+                RequestInterceptor(),
+                MetricsInterceptor(),
+                self.inflight,
+                *self.auth.interceptors,
+            ],
             on_stop=[self.cluster_hub.stop, self.machine_hub.stop, self.event_hub.stop],
+            max_receive_bytes=self.config.limits.max_request_bytes,
         )
         self.server = await start_server(self.config.listen, spec)
+        if self.compactor is not None:
+            self._compacting = asyncio.create_task(self.compactor.run(), name="etcd compactor")
         return self.server
 
     async def stop(self) -> None:
+        if self._compacting is not None:
+            self._compacting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._compacting
         if self.server is not None:
             await self.server.stop(self.config.shutdown_grace)
             await self.auth.stop()

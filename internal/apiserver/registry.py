@@ -11,7 +11,13 @@ Rules:
   latest state (the server re-reads and retries, never overwriting blindly).
 - Delete with finalizers sets deletion_timestamp; the object goes when the last finalizer is
   removed. Finalizers cannot be added to an object being deleted.
-- Pages of a list are read at one revision; the continue token carries it.
+- Pages of a list are read at one revision; the continue token carries it, sealed (see
+  tke.internal.meta.pagetoken) for the kind, tenant and query it was issued for: any other
+  token is INVALID_ARGUMENT, one whose revision etcd has compacted OUT_OF_RANGE.
+- No object is stored larger than `max_object_bytes` (encoded): a bigger one is refused with
+  INVALID_ARGUMENT naming the field that makes it big, before anything is sent to etcd (whose
+  own limit, --max-request-bytes, is 1.5 MiB by default and would answer with an error that
+  names nothing).
 - A kind's `admit_write` sees every write as (before, after) on the exact state the write
   replaces, inside the compare-and-swap loop, so what it approves is what is written (the
   policy centre's escalation check).
@@ -27,8 +33,6 @@ Rules:
 
 from __future__ import annotations
 
-import base64
-import binascii
 import builtins
 import json
 import uuid
@@ -42,9 +46,12 @@ from google.protobuf.message import Message
 
 from tke.internal.apiserver import masks
 from tke.internal.meta.labels import Selector
+from tke.internal.meta.pagetoken import PageTokens, TokenError
 from tke.internal.meta.resource import Resource
+from tke.internal.meta.sizes import largest_field
 from tke.internal.rpc import errors
 from tke.internal.rpc.errors import FieldViolation
+from tke.internal.storage.secret import shared_secret
 from tke.internal.storage.store import (
     AlreadyExists,
     Claim,
@@ -57,8 +64,17 @@ from tke.internal.storage.store import (
     NotFound,
     PreconditionFailed,
     Store,
+    TooLarge,
 )
 
+DEFAULT_MAX_OBJECT_BYTES = 1024 * 1024
+# A List page stops growing at this many bytes of objects (at least one object): with objects
+# of at most 1 MiB a page stays under grpc's default 4 MiB message limit of clients.
+DEFAULT_MAX_PAGE_BYTES = 2 * 1024 * 1024
+# About how much one read from etcd brings back while a List page is assembled.
+READ_BYTES = 16 * 1024 * 1024
+# The store key of the key that seals continue tokens (under the prefix; see storage/secret.py).
+PAGE_TOKEN_KEY = "secrets/page-tokens"
 DEFAULT_PAGE_SIZE = 500
 MAX_PAGE_SIZE = 5000
 ALL_TENANTS = "*"
@@ -130,6 +146,9 @@ class Registry(Generic[R]):
     store: Store
     prefix: str
     now: Callable[[], timestamp_pb2.Timestamp] = field(default=_now)
+    max_object_bytes: int = DEFAULT_MAX_OBJECT_BYTES
+    max_page_bytes: int = DEFAULT_MAX_PAGE_BYTES
+    _tokens: PageTokens | None = field(default=None, init=False, repr=False)
 
     # -- keys and encoding ------------------------------------------------------------------
 
@@ -149,6 +168,19 @@ class Registry(Generic[R]):
         copy.CopyFrom(obj)
         copy.metadata.ClearField("resource_version")
         return copy.SerializeToString(deterministic=True)
+
+    def encode_within_limit(self, obj: R) -> bytes:
+        """The stored form of `obj`; INVALID_ARGUMENT naming the biggest field when it is over
+        `max_object_bytes`."""
+        value = self.encode(obj)
+        if len(value) > self.max_object_bytes:
+            field_path, size = largest_field(cast(Message, obj), self.kind.name)
+            raise errors.invalid_field(
+                field_path,
+                f"is {_size(size)}, which makes the {self.kind.name} {_size(len(value))}; "
+                f"an object may be at most {_size(self.max_object_bytes)}",
+            )
+        return value
 
     def decode(self, item: Item) -> R:
         obj = self.kind.message()
@@ -171,6 +203,12 @@ class Registry(Generic[R]):
         obj, _ = await self._read(tenant, name)
         return obj
 
+    async def page_tokens(self) -> PageTokens:
+        """The sealer of this registry's continue tokens (its key is read, or made, once)."""
+        if self._tokens is None:
+            self._tokens = PageTokens(await shared_secret(self.store, f"{self.prefix}/{PAGE_TOKEN_KEY}"))
+        return self._tokens
+
     async def list(
         self,
         tenant: str,
@@ -178,42 +216,75 @@ class Registry(Generic[R]):
         page_size: int,
         continue_token: str,
         matches: Callable[[R], bool] | None = None,
+        *,
+        query: bytes = b"",
     ) -> ListResult[R]:
+        """A page of the tenant's objects (every tenant's for ALL_TENANTS) that `selector` and
+        `matches` select, in key order. `query` is what the caller's request asked for besides
+        the continue token (selector, page size, filters): a continue token is only accepted
+        back with the same query, tenant and kind. A page holds at most `page_size` objects and
+        stops early once it holds `max_page_bytes`, so that it always fits a client's default
+        4 MiB message limit."""
         if page_size < 0 or page_size > MAX_PAGE_SIZE:
             raise errors.invalid_field("page_size", f"must be between 0 and {MAX_PAGE_SIZE}")
         limit = page_size or DEFAULT_PAGE_SIZE
         prefix = self.tenant_prefix(tenant)
+        bound = prefix.encode() + b"\0" + query
         start, revision = prefix, 0
         if continue_token:
-            start, revision = _decode_continue(continue_token, prefix)
+            start, revision = await self._open_continue(continue_token, prefix, bound)
         items: list[R] = []
+        page_bytes = 0
+        largest = 0  # the largest object read so far: sizes the next read from etcd
         filtering = not selector.empty or matches is not None
         while True:
-            # Filtering may drop items: read in bigger chunks then.
+            # Filtering may drop items: read in bigger chunks then. One read from etcd stays
+            # near READ_BYTES, judged by the largest object seen so far.
             chunk = min(MAX_PAGE_SIZE, max(limit - len(items), 100 if filtering else 1) + 1)
+            if largest:
+                chunk = max(1, min(chunk, READ_BYTES // largest))
             try:
                 page = await self.store.list(prefix, start=start, limit=chunk, revision=revision)
+            except TooLarge:  # the answer was over the etcd channel's limit: read fewer at once
+                if chunk == 1:
+                    raise
+                largest = max(2 * largest, self.max_object_bytes)  # at least halves the next chunk
+                continue
             except Compacted:
                 raise errors.out_of_range(
                     "the continue token has expired (its revision was compacted): start the list again"
                 ) from None
             except FutureRevision:  # no list ever handed out this revision: a made-up token
-                raise errors.invalid_field(
-                    "continue_token", "is not a continue token of this list; pass metadata.continue_token"
-                ) from None
+                raise _bad_continue_token() from None
             revision = page.revision
             for i, item in enumerate(page.items):
+                largest = max(largest, len(item.value))
                 obj = self.decode(item)
                 if not selector.matches(obj.metadata.labels) or (matches is not None and not matches(obj)):
                     continue
                 items.append(obj)
-                if len(items) == limit:
+                page_bytes += len(item.value)
+                if len(items) == limit or page_bytes >= self.max_page_bytes:
                     rest = i + 1 < len(page.items) or page.more
-                    token = _encode_continue(item.key + "\0", revision) if rest else ""
+                    token = await self._seal_continue(bound, item.key + "\0", revision) if rest else ""
                     return ListResult(items, revision, token)
             if not page.more:
                 return ListResult(items, revision, "")
             start = page.items[-1].key + "\0"
+
+    async def _seal_continue(self, bound: bytes, start: str, revision: int) -> str:
+        return (await self.page_tokens()).seal(bound, {"s": start, "r": revision})
+
+    async def _open_continue(self, token: str, prefix: str, bound: bytes) -> tuple[str, int]:
+        try:
+            position = (await self.page_tokens()).open(bound, token)
+        except TokenError:
+            raise _bad_continue_token() from None
+        start, revision = position.get("s"), position.get("r")
+        # Sealed by us, but checked anyway: the key could have leaked.
+        if not isinstance(start, str) or not isinstance(revision, int) or revision <= 0 or not start.startswith(prefix):
+            raise _bad_continue_token()
+        return start, revision
 
     # -- writes -----------------------------------------------------------------------------
 
@@ -240,7 +311,7 @@ class Registry(Generic[R]):
         for _ in range(_WRITE_RETRIES):
             guards = await self.kind.create_guards(new, tenant) if self.kind.create_guards else ()
             try:
-                item = await self.store.create(key, self.encode(new), guards=guards, claims=claims)
+                item = await self.store.create(key, self.encode_within_limit(new), guards=guards, claims=claims)
             except AlreadyExists:
                 raise errors.already_exists(self.kind.name, meta.name, tenant) from None
             except PreconditionFailed:
@@ -329,12 +400,13 @@ class Registry(Generic[R]):
         whose last finalizer goes is removed instead."""
         if new.metadata.HasField("deletion_timestamp") and not new.metadata.finalizers:
             return await self._remove(new, item, expected)
-        if self.encode(new) == item.value:
+        value = self.encode_within_limit(new)
+        if value == item.value:
             return current  # nothing changed: no write, no event
         claims, releases = await self._moved_uniques(current, new)
         try:
             written = await self.store.update(
-                item.key, self.encode(new), expected_revision=item.mod_revision, claims=claims, releases=releases
+                item.key, value, expected_revision=item.mod_revision, claims=claims, releases=releases
             )
         except NotFound:
             raise errors.not_found(self.kind.name, current.metadata.name, current.metadata.tenant_id) from None
@@ -473,10 +545,14 @@ def _holder_uid(value: bytes) -> str:
         return ""
 
 
+def _size(n: int) -> str:
+    return f"{n} bytes" if n < 10 * 1024 else f"{n / 1024:.0f} KiB" if n < 10 * 1024 * 1024 else f"{n >> 20} MiB"
+
+
 def _parse_version(value: str) -> int | None:
     if not value:
         return None
-    if not value.isdigit() or len(value) > 19:
+    if not (value.isascii() and value.isdigit()) or len(value) > 19:
         raise errors.invalid_field("metadata.resource_version", f"{value!r} is not a resource version")
     return int(value)
 
@@ -489,21 +565,9 @@ def parse_resource_version(value: str, field: str) -> int | None:
         raise errors.invalid_field(field, f"{value!r} is not a resource version") from None
 
 
-def _encode_continue(start: str, revision: int) -> str:
-    raw = json.dumps({"s": start, "r": revision}, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_continue(token: str, prefix: str) -> tuple[str, int]:
-    bad = errors.invalid_field(
-        "continue_token", "is not a continue token of this list (same tenant and kind); pass metadata.continue_token"
+def _bad_continue_token() -> errors.ApiError:
+    return errors.invalid_field(
+        "continue_token",
+        "is not a continue token of this list (the same kind, tenant, selector, page size and filters); "
+        "pass the previous page's metadata.continue_token",
     )
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        data = json.loads(raw)
-        start, revision = data["s"], data["r"]
-    except (binascii.Error, ValueError, KeyError, TypeError):
-        raise bad from None
-    if not isinstance(start, str) or not isinstance(revision, int) or revision <= 0 or not start.startswith(prefix):
-        raise bad
-    return start, revision

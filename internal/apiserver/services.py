@@ -133,12 +133,17 @@ class ResourceService(Generic[R]):
         return await self.api.get(request.name, request.tenant_id)
 
     async def List(self, request: Any, context: Context) -> Message:
+        # What the request asks for besides its continue token: a token is only valid with it.
+        query = type(request)()
+        query.CopyFrom(request)
+        query.ClearField("continue_token")
         page = await self.api.list(
             request.tenant_id,
             request.label_selector,
             request.page_size,
             request.continue_token,
             self.service.filter(request),
+            filters=query.SerializeToString(deterministic=True),
         )
         meta = meta_pb2.ListMeta(resource_version=str(page.revision), continue_token=page.continue_token)
         assert self.service.list_message is not None, "List is only routed to kinds that declare it"

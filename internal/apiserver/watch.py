@@ -8,8 +8,13 @@ Invariants:
   watch ends with an error that says why and where to resume; never a silent gap.
 - A start revision older than the window is served by a catch-up watch on the store until it
   reaches the window, then joins the hub; one the store has compacted is OUT_OF_RANGE.
-- A subscriber that falls `queue_size` changes behind is ended with RESOURCE_EXHAUSTED and the
-  revision to resume from; memory per subscriber is bounded.
+- Memory is bounded in bytes, not only in changes. A change costs its stored bytes and its
+  previous state's (`Change.size`). The window keeps at most `window` changes and
+  `window_bytes`; a subscriber that falls `queue_size` changes or `queue_bytes` behind is ended
+  with RESOURCE_EXHAUSTED and the revision to resume from, and its backlog is dropped at once.
+  Changes are shared between the window and every queue, so the hub holds at most the window
+  plus, per key prefix being watched, one queue's allowance (queues are suffixes of the same
+  stream), plus one message per stream in grpc's hands.
 - If the hub's own watch fails for good (compaction during a long outage), every subscriber
   ends with OUT_OF_RANGE (relist) and the hub restarts from the current revision.
 """
@@ -24,7 +29,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from tke.internal.metrics import WATCH_CLIENTS, WATCH_CLIENTS_ENDED_SLOW, WATCH_EVENTS
+from tke.internal.metrics import WATCH_CLIENTS, WATCH_CLIENTS_ENDED_SLOW, WATCH_EVENTS, WATCH_WINDOW_BYTES
 from tke.internal.rpc import errors
 from tke.internal.storage.store import Compacted, Event, EventType, Item, Progress, Store
 
@@ -43,6 +48,7 @@ class Change(Generic[T]):
     obj: T  # the new state, or the last state for a delete
     _prev_value: bytes | None
     _decode: Callable[[Item], T]
+    size: int = 0  # stored bytes of the new and the previous state: what holding it costs
     _prev: T | None = None
 
     @property
@@ -67,23 +73,36 @@ class Subscription(Generic[T]):
     key_prefix: str
     after: int  # deliver changes with revision > after
     queue_size: int
+    queue_bytes: int = 1 << 62
     _queue: collections.deque[Change[T]] = field(default_factory=collections.deque)
+    _bytes: int = 0  # of the changes in _queue
     _wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     _closed: Closed | None = None
     progress: int = 0  # the hub has seen everything up to here
+    delivered: int = 0  # the revision of the last change taken from the queue
 
     def offer(self, change: Change[T], *, replay: bool = False) -> None:
         if self._closed is not None or change.revision <= self.after or not change.key.startswith(self.key_prefix):
             return
-        if not replay and len(self._queue) >= self.queue_size:
+        if not replay and (len(self._queue) >= self.queue_size or self._bytes + change.size > self.queue_bytes):
+            behind = (
+                f"{self.queue_size} events"
+                if len(self._queue) >= self.queue_size
+                else f"{self.queue_bytes // 1024} KiB of changes"
+            )
+            resume = self.delivered
+            # The backlog goes now, not when the client reads again (it may never).
+            self._queue.clear()
+            self._bytes = 0
             self.close(
                 errors.resource_exhausted(
-                    f"watch fell more than {self.queue_size} events behind; "
-                    f"watch again from resource_version {self.after}"
+                    f"watch fell more than {behind} behind; watch again from resource_version {resume}",
+                    reason="WATCH_TOO_SLOW",
                 )
             )
             return
         self._queue.append(change)
+        self._bytes += change.size
         self.after = change.revision
         self._wakeup.set()
 
@@ -102,7 +121,10 @@ class Subscription(Generic[T]):
             self._wakeup.clear()
             await self._wakeup.wait()
         if self._queue:
-            return self._queue.popleft()
+            change = self._queue.popleft()
+            self._bytes -= change.size
+            self.delivered = change.revision
+            return change
         if self._closed is not None:
             raise self._closed
         return None
@@ -120,14 +142,20 @@ class Hub(Generic[T]):
         window: int = 10_000,
         queue_size: int = 1_000,
         progress_interval: float = 5.0,
+        window_bytes: int = 64 << 20,
+        queue_bytes: int = 16 << 20,
     ) -> None:
         self.store = store
         self.root = root
         self.kind = root.rstrip("/").rsplit("/", 1)[-1]
         self.decode = decode
         self.queue_size = queue_size
+        self.queue_bytes = queue_bytes
         self.progress_interval = progress_interval
-        self._window: collections.deque[Change[T]] = collections.deque(maxlen=window)
+        self.window = window
+        self.window_bytes = window_bytes
+        self._window: collections.deque[Change[T]] = collections.deque()
+        self._window_size = 0  # bytes of the changes in the window
         self._subs: set[Subscription[T]] = set()
         self._oldest = 0  # the hub holds every change with revision > _oldest
         self.revision = 0  # everything up to here has been seen
@@ -157,6 +185,7 @@ class Hub(Generic[T]):
         while True:
             start = await self._current_revision()
             self._window.clear()
+            self._window_size = 0
             self._oldest = self.revision = start
             self._ready.set()
             try:
@@ -199,13 +228,18 @@ class Hub(Generic[T]):
             obj=self.decode(event.item),
             _prev_value=event.prev_value,
             _decode=self.decode,
+            size=len(event.item.value) + len(event.prev_value or b""),
         )
 
     def _publish(self, change: Change[T]) -> None:
         WATCH_EVENTS.labels(self.kind).inc()
-        if len(self._window) == self._window.maxlen:
-            self._oldest = self._window[0].revision
         self._window.append(change)
+        self._window_size += change.size
+        while len(self._window) > self.window or (self._window_size > self.window_bytes and len(self._window) > 1):
+            gone = self._window.popleft()
+            self._window_size -= gone.size
+            self._oldest = gone.revision
+        WATCH_WINDOW_BYTES.labels(self.kind).set(self._window_size)
         self.revision = change.revision
         for sub in list(self._subs):
             sub.offer(change)
@@ -218,12 +252,13 @@ class Hub(Generic[T]):
 
     def _join(self, key_prefix: str, after: int) -> Subscription[T]:
         """Subscribe from `after`, which the window covers: replay the window, then live."""
-        sub: Subscription[T] = Subscription(key_prefix, after, self.queue_size)
+        sub: Subscription[T] = Subscription(key_prefix, after, self.queue_size, self.queue_bytes, delivered=after)
         for change in self._window:
             sub.offer(change, replay=True)
         # The replayed backlog is bounded by the window and shared with the hub; only live
         # changes count against the client's allowance.
         sub.queue_size += len(sub._queue)
+        sub.queue_bytes += sub._bytes
         sub.advance(self.revision)
         self._subs.add(sub)
         WATCH_CLIENTS.labels(self.kind).inc()

@@ -52,7 +52,10 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str) -> T:
     if missing:
         raise ConfigError(f"{_join(where, missing[0])} is required")
     values = {name: _convert(hints[name], value, _join(where, name)) for name, value in data.items()}
-    return cls(**values)
+    try:
+        return cls(**values)
+    except ValueError as err:  # a dataclass's own check of its values (__post_init__)
+        raise ConfigError(f"{where or 'configuration'}: {err}") from None
 
 
 def _join(where: str, key: str) -> str:

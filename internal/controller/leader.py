@@ -9,6 +9,10 @@
   processes at once (the margin covers clock rate differences and the cancel itself).
 - Resign: revoke the lease; the key goes at once and a standby takes over without waiting
   for the TTL.
+- Nothing etcd does ends the campaign: an error, a stall (SIGSTOP, a defragmentation), a
+  refusal (NOSPACE) is logged and tried again a second later, for as long as it lasts. A
+  process that lost its lease campaigns again (see manager.py) and leads again once etcd
+  answers and the key is free.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from tke.internal.storage.lease import LeasedStore, LeaseExpired
-from tke.internal.storage.store import AlreadyExists, Event, EventType, NotFound, StorageError
+from tke.internal.storage.store import AlreadyExists, Event, EventType, NotFound
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +54,8 @@ class LeaderElector:
 
     async def run(self, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """Campaign until elected, then run `work` while leading. Returns when `work` returns;
-        raises LostLeadership when the lease is lost (the caller should exit: a fresh process
-        campaigns again)."""
+        raises LostLeadership when the lease is lost, after `work` has stopped and the lease
+        was given up (the caller may call `run` again to campaign again)."""
         await self._campaign()
         try:
             await self._lead(work)
@@ -63,29 +67,29 @@ class LeaderElector:
         while True:
             try:
                 lease = await self.store.grant(self.ttl)
-            except StorageError as err:
-                log.warning("leader election: etcd: %s; trying again", err)
+            except Exception as err:  # whatever etcd says or does not say: try again
+                log.warning("leader election: etcd: %s; trying again", _said(err))
                 await asyncio.sleep(1.0)
                 continue
             try:
                 item = await self.store.create(self.key, self.identity.encode(), lease=lease)
             except AlreadyExists:
-                with contextlib.suppress(StorageError):
+                with contextlib.suppress(Exception):
                     await self.store.revoke(lease)
                 try:
                     await self._wait_for_vacancy()
-                except StorageError as err:
-                    log.warning("leader election: watching the leader: %s; trying again", err)
+                except Exception as err:
+                    log.warning("leader election: watching the leader: %s; trying again", _said(err))
                     await asyncio.sleep(1.0)
                 continue
-            except StorageError as err:
-                with contextlib.suppress(StorageError):
+            except Exception as err:
+                with contextlib.suppress(Exception):
                     await self.store.revoke(lease)
-                log.warning("leader election: etcd: %s; trying again", err)
+                log.warning("leader election: etcd: %s; trying again", _said(err))
                 await asyncio.sleep(1.0)
                 continue
             except BaseException:
-                with contextlib.suppress(StorageError, asyncio.CancelledError):
+                with contextlib.suppress(Exception, asyncio.CancelledError):
                     await self.store.revoke(lease)
                 raise
             self.lease = lease
@@ -138,13 +142,21 @@ class LeaderElector:
                 renewed, failing = time.monotonic(), False
             except LeaseExpired:
                 raise LostLeadership(f"lease {self.lease:x} expired") from None
-            except (TimeoutError, StorageError) as err:
+            except Exception as err:  # a timeout, etcd unreachable or refusing: try again until the deadline
                 failing = True
-                log.warning("leader lease renewal failed: %s", str(err) or type(err).__name__)
+                log.warning("leader lease renewal failed: %s", _said(err))
 
     async def _resign(self) -> None:
         if self.lease:
             lease, self.lease = self.lease, 0
-            with contextlib.suppress(StorageError, asyncio.CancelledError):
+            # An unreachable etcd lets the lease expire by itself instead.
+            with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.wait_for(self.store.revoke(lease), timeout=3)
             log.info("%s resigned", self.identity)
+
+
+def _said(err: BaseException) -> str:
+    """What an error says, in one line (a grpc error's details, not its repr)."""
+    details = getattr(err, "details", None)
+    text = details() if callable(details) else str(err)
+    return str(text or type(err).__name__)

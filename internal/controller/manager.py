@@ -2,8 +2,10 @@
 controllers, the events recorder and leader election into one process.
 
 Informers run in every process (a standby keeps a warm cache, so a takeover starts at
-once); workers run only in the elected leader. Losing the lease stops the workers and ends
-the process with LostLeadership: a supervisor restarts it and it campaigns again.
+once); workers run only in the elected leader. Losing the lease (etcd stalled, defragmenting,
+unreachable for longer than the lease) stops the workers; the process stays, campaigns again,
+and takes leadership back when etcd answers and nobody else holds it. It never exits because
+of etcd.
 
 The leader publishes the catalogue of its configured credentials (names only) in etcd when it
 takes over, which the apiserver checks references against (provider/credentials.py).
@@ -25,7 +27,7 @@ from tke.internal.controller.config import ControllerConfig, ProviderConfig
 from tke.internal.controller.credentials import ApiCredentialStore
 from tke.internal.controller.events import ApiRecorder
 from tke.internal.controller.informer import Informer
-from tke.internal.controller.leader import LeaderElector
+from tke.internal.controller.leader import LeaderElector, LostLeadership
 from tke.internal.controller.machine import MachineController
 from tke.internal.controller.progress import RetryPolicy
 from tke.internal.controller.reconciler import Reconciler
@@ -184,8 +186,19 @@ class Controller:
             for c in controllers:
                 group.create_task(run_workers(c.kind.lower(), c.queue, c.reconcile, self.config.workers))
 
+    async def _lead_whenever_elected(self, elector: LeaderElector) -> None:
+        while True:
+            try:
+                await elector.run(self._work)
+                return
+            except LostLeadership as err:
+                log.warning("lost leadership (%s): the workers stopped; campaigning again", err)
+            except Exception:  # the work itself failed: start over rather than exit
+                log.exception("the controllers failed; campaigning again")
+                await asyncio.sleep(1.0)
+
     async def run(self) -> None:
-        """Run until cancelled (or until leadership is lost: LostLeadership)."""
+        """Run until cancelled."""
         self.recorder.start()
         informers = [
             asyncio.create_task(self.cluster_informer.run(), name="cluster-informer"),
@@ -193,7 +206,7 @@ class Controller:
         ]
         try:
             if self.elector is not None:
-                await self.elector.run(self._work)
+                await self._lead_whenever_elected(self.elector)
             else:
                 log.warning("LEADER ELECTION IS OFF: run only one tke-controller")
                 await self._work()

@@ -1,12 +1,29 @@
 """How a long-running platform process ends (tke-apiserver, tke-ipamd, tke-controller): SIGINT
 (Ctrl-C) or SIGTERM (a supervisor) asks it to stop, and it stops gracefully, its clean-up run
-to the end, instead of dying where it stands."""
+to the end, instead of dying where it stands; and how it says why it could not run: one line,
+never a traceback (`cannot_run`)."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
+import sys
 from collections.abc import Awaitable
+
+log = logging.getLogger("tke")
+
+# Exit code of a process stopped by SIGINT before it could stop gracefully (as a shell says).
+INTERRUPTED = 130
+
+
+def cannot_run(prog: str, err: BaseException) -> int:
+    """For a binary's main: report an error nothing else handled as one line on stderr (the
+    traceback only in a debug log) and return the exit code 1. An operator learns what failed
+    (a file that is missing, a refused connection) without reading Python."""
+    print(f"{prog}: cannot run: {type(err).__name__}: {err}", file=sys.stderr)
+    log.debug("%s failed", prog, exc_info=err)
+    return 1
 
 
 async def run_until_stopped(work: Awaitable[None] | None = None) -> None:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tke.internal.auth.chain import AuthConfig
+from tke.internal.rpc.server import check_socket_mode
 from tke.internal.storage.etcd import EtcdConfig
 
 
@@ -65,3 +66,6 @@ class IpamdConfig:
     log_level: str = "info"
     # "console" (readable) or "json" (one object per line, with the request id).
     log_format: str = "console"
+
+    def __post_init__(self) -> None:
+        check_socket_mode(self.socket_mode, "socket_mode")

@@ -1,6 +1,12 @@
 """The tke.ipam.v1.IPAMService servicer: checks each request field by field (INVALID_ARGUMENT
 with a BadRequest naming every bad field), then calls the IPAM core. Errors are ApiError; the
-request interceptor turns them, and anything unexpected, into statuses without tracebacks."""
+request interceptor turns them, and anything unexpected, into statuses without tracebacks.
+
+ListAllocations' page tokens are sealed for the request they continue (its filters and page
+size; tke.internal.meta.pagetoken) and hold a position that is checked to lie in the listing:
+any other token is INVALID_ARGUMENT. The seal's key is the same in every ipamd, so a listing
+may go on at another replica; it is not a secret, and need not be: a token only names where a
+listing the caller may read anyway goes on."""
 
 from __future__ import annotations
 
@@ -11,6 +17,7 @@ import grpc
 
 from tke.internal.ipamd.bindings import KIND, NAME, validate_binding, validate_workload
 from tke.internal.ipamd.ipam import IPAM
+from tke.internal.meta.pagetoken import PageTokens, TokenError
 from tke.internal.rpc.errors import FieldViolation, invalid, invalid_field, not_found
 from tke.ipam.v1 import ipam_pb2, ipam_pb2_grpc
 
@@ -23,6 +30,9 @@ _IFNAME = re.compile(r"^[^/\s:]{1,15}$")
 _NODE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9._]{0,251}[A-Za-z0-9])?$")
 _UID = re.compile(r"^[A-Za-z0-9\-_.]{0,128}$")
 DEFAULT_PAGE, MAX_PAGE = 500, 5000
+# A position in a listing of allocations: "<pool>/<address as 8 hex digits>".
+_CURSOR = re.compile(r"^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?)/[0-9a-f]{8}$")
+_PAGE_TOKENS = PageTokens(b"tke-ipamd ListAllocations page token")
 DEFAULT_GC_MIN_AGE = 60
 
 
@@ -69,6 +79,21 @@ def _page_size(n: int) -> int:
     if n < 0 or n > MAX_PAGE:
         raise invalid_field("page_size", f"must be between 0 and {MAX_PAGE}")
     return n or DEFAULT_PAGE
+
+
+def _cursor(bound: bytes, token: str, pool: str) -> str:
+    """The position a ListAllocations page token holds, if it is one issued for this query."""
+    bad = invalid_field(
+        "page_token", "is not a page token of this listing (the same filters and page size); pass next_page_token"
+    )
+    try:
+        cursor = _PAGE_TOKENS.open(bound, token).get("a")
+    except TokenError:
+        raise bad from None
+    match = _CURSOR.match(cursor) if isinstance(cursor, str) else None
+    if match is None or (pool and match.group(1) != pool):
+        raise bad
+    return str(cursor)
 
 
 class IPAMServicer(ipam_pb2_grpc.IPAMServiceServicer):
@@ -252,9 +277,14 @@ class IPAMServicer(ipam_pb2_grpc.IPAMServiceServicer):
         context: grpc.aio.ServicerContext[ipam_pb2.ListAllocationsRequest, ipam_pb2.ListAllocationsResponse],
     ) -> ipam_pb2.ListAllocationsResponse:
         size = _page_size(request.page_size)
-        if len(request.page_token) > 512:
-            raise invalid_field("page_token", "not a token this server issued")
-        items, token = await self.ipam.list_allocations(request, size)
+        query = ipam_pb2.ListAllocationsRequest()
+        query.CopyFrom(request)
+        query.ClearField("page_token")
+        bound = query.SerializeToString(deterministic=True)
+        if request.page_token:
+            query.page_token = _cursor(bound, request.page_token, request.pool)
+        items, cursor = await self.ipam.list_allocations(query, size)
+        token = _PAGE_TOKENS.seal(bound, {"a": cursor}) if cursor else ""
         return ipam_pb2.ListAllocationsResponse(allocations=items, next_page_token=token)
 
     async def GarbageCollect(

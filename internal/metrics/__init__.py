@@ -32,6 +32,16 @@ WATCH_EVENTS = Counter("tke_watch_events_total", "Changes received from etcd by 
 WATCH_CLIENTS_ENDED_SLOW = Counter(
     "tke_watch_clients_too_slow_total", "Client watches ended because they fell too far behind", ["kind"]
 )
+WATCH_WINDOW_BYTES = Gauge(
+    "tke_watch_window_bytes", "Stored bytes of the changes the watch fan-out keeps for resuming watches", ["kind"]
+)
+WATCHES_REFUSED = Counter(
+    "tke_watches_refused_total", "Watches refused because their identity had the most it may open at once"
+)
+REQUESTS_INFLIGHT_REFUSED = Counter(
+    "tke_requests_inflight_refused_total", "Unary calls refused because the server served its maximum at once"
+)
+ETCD_COMPACTIONS = Counter("tke_etcd_compactions_total", "Compactions of etcd's history this process made")
 ETCD_LATENCY = Histogram(
     "tke_etcd_request_duration_seconds",
     "etcd round trips, by method and outcome",

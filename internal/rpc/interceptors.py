@@ -2,8 +2,10 @@
 
 - Each call gets a request id (the client's x-request-id header, or a new one), sent back in
   the initial metadata and kept in a context variable for logs and audit.
-- ApiError becomes its rich status; storage unavailability becomes UNAVAILABLE; anything else
-  becomes INTERNAL with the request id, and its traceback goes to the server log only.
+- ApiError becomes its rich status; storage unavailability becomes UNAVAILABLE, a full storage
+  (etcd's NOSPACE) RESOURCE_EXHAUSTED naming the cause, a write over the storage's size limit
+  INVALID_ARGUMENT; anything else becomes INTERNAL with the request id, and its traceback goes
+  to the server log only.
 - Streaming calls are wrapped so that errors raised while streaming are mapped the same way.
 """
 
@@ -20,8 +22,8 @@ from grpc_interceptor.server import AsyncServerInterceptor
 from grpc_status import rpc_status
 
 from tke.internal.logs import request_id_var
-from tke.internal.rpc.errors import ApiError, internal, unavailable
-from tke.internal.storage.store import Unavailable
+from tke.internal.rpc.errors import ApiError, internal, resource_exhausted, unavailable
+from tke.internal.storage.store import NoSpace, TooLarge, Unavailable
 
 log = logging.getLogger("tke.access")
 
@@ -45,6 +47,19 @@ def to_api_error(err: Exception, request_id: str) -> ApiError:
                 "storage is unavailable and the change may or may not have been applied: read before retrying"
             )
         return unavailable("storage is unavailable; retry shortly")
+    if isinstance(err, NoSpace):  # (the access log line says it, for every refused write)
+        return resource_exhausted(
+            "the platform's storage is full (etcd's space quota is reached): writes are refused until an "
+            "operator compacts and defragments etcd and disarms its NOSPACE alarm; reads still work",
+            reason="STORAGE_FULL",
+            retry_after_seconds=30.0,
+        )
+    if isinstance(err, TooLarge):
+        log.warning("request %s: %s", request_id, err)
+        return ApiError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "the request is larger than the platform's storage accepts (etcd's --max-request-bytes); make it smaller",
+        )
     log.error("request %s failed", request_id, exc_info=err)
     return internal(request_id)
 

@@ -31,6 +31,9 @@ from tke.internal.rpc.reflection import documented_pool
 
 log = logging.getLogger(__name__)
 
+# grpc's own default, said out loud: every server of the platform takes requests up to 4 MiB.
+DEFAULT_MAX_RECEIVE_BYTES = 4 * 1024 * 1024
+
 
 @dataclass(frozen=True)
 class TLSConfig:
@@ -53,6 +56,15 @@ class ListenConfig:
     unix_socket_mode: int = 0o600
     tls: TLSConfig | None = None
 
+    def __post_init__(self) -> None:
+        check_socket_mode(self.unix_socket_mode, "unix_socket_mode")
+
+
+def check_socket_mode(mode: int, name: str) -> None:
+    """A unix socket is for its owner (0600) and at most its group (0660): never for everyone."""
+    if mode & ~0o660:
+        raise ValueError(f"{name} {mode:#o} gives others access (or is not a mode); use 0o600, or 0o660 for a group")
+
 
 @dataclass
 class ServerSpec:
@@ -63,6 +75,8 @@ class ServerSpec:
     services: Sequence[str]
     interceptors: Sequence[grpc.aio.ServerInterceptor] = ()
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # Requests larger than this are refused by grpc itself with RESOURCE_EXHAUSTED.
+    max_receive_bytes: int = DEFAULT_MAX_RECEIVE_BYTES
 
 
 def _answers(path: Path) -> bool:
@@ -137,7 +151,7 @@ async def start_server(listen: ListenConfig, spec: ServerSpec) -> RunningServer:
             ("grpc.keepalive_timeout_ms", 10_000),
             ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
             ("grpc.keepalive_permit_without_calls", 1),
-            ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+            ("grpc.max_receive_message_length", spec.max_receive_bytes),
             ("grpc.so_reuseport", 0),
         ],
     )
@@ -165,6 +179,8 @@ async def start_server(listen: ListenConfig, spec: ServerSpec) -> RunningServer:
             if _answers(path):
                 raise OSError(f"{path} is in use by another server")
             path.unlink()  # left over from a process that is gone
+        elif path.exists() or path.is_symlink():
+            raise OSError(f"{path} exists and is not a socket; remove it or choose another path")
         # Bind with a strict umask so the socket is never reachable with looser permissions.
         old = os.umask(0o177)
         try:

@@ -81,6 +81,17 @@ class FutureRevision(StorageError):
         self.revision = revision
 
 
+class NoSpace(StorageError):
+    """The store is out of space (etcd's NOSPACE alarm: its --quota-backend-bytes is reached).
+    Writes that add data are refused until an operator compacts and defragments etcd and
+    disarms the alarm; reads and deletes still work."""
+
+
+class TooLarge(StorageError):
+    """A write is larger than the store accepts (etcd's --max-request-bytes, 1.5 MiB by
+    default; nothing was written), or a read's answer larger than the client takes."""
+
+
 class Unavailable(StorageError):
     """The store cannot be reached or did not answer in time; the outcome of a write is unknown
     only when `ambiguous` is true."""

@@ -1,6 +1,10 @@
 """Audit events as JSON lines in a file, rotated by size (the standard library's
 RotatingFileHandler). The default audit sink. Entry point `jsonl-file` of `tke.audit`; options
-`path`, `max_bytes` (default 100 MiB), `backups` (default 5)."""
+`path`, `max_bytes` (default 100 MiB), `backups` (default 5).
+
+Audit files say who did what: they are created for their owner only (0600), whatever the
+process's umask, and rotated files keep that mode. A file that exists keeps the mode an
+operator gave it (0640 for a log reader's group, say)."""
 
 from __future__ import annotations
 
@@ -15,13 +19,20 @@ from typing import Any
 
 from tke.internal.auth.audit import AuditEvent
 
+FILE_MODE = 0o600
+
+
+class _PrivateRotatingFile(logging.handlers.RotatingFileHandler):
+    def _open(self) -> Any:
+        # O_APPEND as the handler's own mode "a"; the mode applies when the file is created.
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE)
+        return os.fdopen(fd, "a", encoding=self.encoding, errors=self.errors)
+
 
 class JsonlFile:
     def __init__(self, context: Any = None, *, path: str, max_bytes: int = 100 * 1024 * 1024, backups: int = 5) -> None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._handler = logging.handlers.RotatingFileHandler(
-            path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8"
-        )
+        Path(path).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._handler = _PrivateRotatingFile(path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
         self._handler.setFormatter(logging.Formatter("%(message)s"))
 
     def _write(self, lines: list[str]) -> None:

@@ -63,6 +63,8 @@ from tke.internal.auth.throttle import Limit, LoginThrottle
 from tke.internal.auth.tokens import PREFIX as TOKEN_PREFIX
 from tke.internal.auth.tokens import TokenError, TokenSigner
 from tke.internal.meta.labels import dns1123_label_error
+from tke.internal.meta.pagetoken import PageTokens
+from tke.internal.meta.pagetoken import TokenError as PageTokenError
 from tke.internal.rpc import errors
 from tke.internal.storage.lease import LeasedStore
 from tke.internal.storage.mirror import Mirror
@@ -71,6 +73,7 @@ from tke.internal.storage.store import AlreadyExists, Conflict, Guard, Item, Not
 log = logging.getLogger("tke.auth.accounts")
 
 API_KEY_PREFIX = "tkeak."
+DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 500, 5000
 TOKEN_ID = "token-id"
 
 
@@ -146,6 +149,9 @@ class Accounts:
         if not secret:
             raise ValueError(f"accounts: environment variable {secret_env} (the token signing secret) is not set")
         self.signer = TokenSigner(secret.encode())
+        # ListUsers' continue tokens: sealed with a key of their own, derived from the secret
+        # every apiserver shares, so that a list goes on at any of them.
+        self.page_tokens = PageTokens(hmac.new(secret.encode(), b"tke ListUsers page tokens", hashlib.sha256).digest())
         self.token_ttl = token_ttl
         self.throttle = LoginThrottle(
             Limit(login_user_burst, login_user_interval),
@@ -506,14 +512,41 @@ class AuthService(accounts_pb2_grpc.AuthServiceServicer):
         raise errors.unavailable("the user changed concurrently; retry")
 
     async def ListUsers(self, request: accounts_pb2.ListUsersRequest, context: Any) -> accounts_pb2.UserList:
+        """A page of users in name order; the continue token is sealed for the caller's query
+        (tenant and page size), and names where the next page starts."""
         caller = current_identity.get()
         tenant = request.tenant_id or caller.tenant_id
         if not self.a.authority.reaches(caller, tenant):
             raise errors.permission_denied(f"user {caller.user!r} may not list users of tenant {tenant!r}")
-        users = sorted(self.a._records().users.values(), key=lambda u: u.name)
-        out = accounts_pb2.UserList(items=[_user_message(u) for u in users if tenant in ("*", u.tenant)])
+        if not 0 <= request.page_size <= MAX_PAGE_SIZE:
+            raise errors.invalid_field("page_size", f"must be between 0 and {MAX_PAGE_SIZE}")
+        limit = request.page_size or DEFAULT_PAGE_SIZE
+        query = f"{tenant}\0{limit}".encode()
+        after = ""
+        if request.continue_token:
+            after = self._continue_after(query, request.continue_token)
+        users = sorted(
+            (u for u in self.a._records().users.values() if tenant in ("*", u.tenant) and u.name > after),
+            key=lambda u: u.name,
+        )
+        out = accounts_pb2.UserList(items=[_user_message(u) for u in users[:limit]])
         out.metadata.resource_version = str(self.a._mirror.revision)
+        if len(users) > limit:
+            out.metadata.continue_token = self.a.page_tokens.seal(query, {"n": users[limit - 1].name})
         return out
+
+    def _continue_after(self, query: bytes, token: str) -> str:
+        bad = errors.invalid_field(
+            "continue_token",
+            "is not a continue token of this list (same tenant and page size); pass metadata.continue_token",
+        )
+        try:
+            name = self.a.page_tokens.open(query, token).get("n")
+        except PageTokenError:
+            raise bad from None
+        if not isinstance(name, str) or not name:
+            raise bad
+        return name
 
     async def ChangePassword(
         self, request: accounts_pb2.ChangePasswordRequest, context: Any

@@ -23,7 +23,7 @@ import grpc
 import tomli_w
 
 from tests.support.apiserver import cluster
-from tests.support.etcd import etcd_binary
+from tests.support.etcd import etcd_binary, metric
 from tests.support.ports import free_port
 from tests.support.rpc import next_message
 from tests.support.waiting import wait_for
@@ -100,6 +100,9 @@ async def test_ha_profile(tmp_path: Path) -> None:
         assert proc.stdout is not None
         banner = await asyncio.wait_for(proc.stdout.readline(), 120)
         assert b"HA profile running" in banner
+        # Every member runs with deploy/etcd/etcd.env's quota (NOSPACE beyond, not a full disk).
+        for port in etcd_ports[0::2]:
+            assert metric(f"http://127.0.0.1:{port}", "etcd_server_quota_backend_bytes") == 8 * 1024**3
         one, two = (grpc.aio.insecure_channel(a) for a in profile["apiservers"])
         channels += [one, two]
         c1, c2 = cluster_pb2_grpc.ClusterServiceStub(one), cluster_pb2_grpc.ClusterServiceStub(two)

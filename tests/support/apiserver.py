@@ -55,6 +55,8 @@ def local_config(etcd_config: EtcdConfig, **changes: object) -> ApiserverConfig:
         watch=WatchConfig(bookmark_interval=0.5, progress_interval=0.2),
         auth=AuthConfig(),
         shutdown_grace=1.0,
+        # The session's etcd is shared by every test: only tests that mean to compact it do.
+        compaction_interval=0.0,
     )
     return replace(base, **changes)  # type: ignore[arg-type]
 

@@ -161,6 +161,15 @@ class EtcdProcess:
         self.start()
 
 
+def metric(client_url: str, name: str) -> float | None:
+    """The value of one of etcd's Prometheus metrics (no labels), from its client URL."""
+    with urllib.request.urlopen(f"{client_url}/metrics", timeout=5) as resp:
+        for line in resp.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    return None
+
+
 _no_fsync: bool | None = None
 
 

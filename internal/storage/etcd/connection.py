@@ -8,6 +8,10 @@ noticed). Invariants:
   member restart looks like a slow call rather than an immediate failure.
 - Reads are retried on transient errors; an interrupted write surfaces as
   `Unavailable(ambiguous=True)` for the store to resolve by reading back.
+- etcd's refusals that are about the request or the cluster's state, not about this call,
+  become the Store's errors: NOSPACE is `NoSpace`, a request over etcd's limit (or an answer
+  over the channel's) `TooLarge`, and "too many requests" (an overloaded member, which refuses
+  before proposing anything) is retried like any transient error.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import grpc
 from aetcd import rpc
 
 from tke.internal.metrics import ETCD_LATENCY
-from tke.internal.storage.store import Unavailable
+from tke.internal.storage.store import NoSpace, TooLarge, Unavailable
 
 T = TypeVar("T")
 
@@ -37,6 +41,28 @@ _TRANSIENT = {
     grpc.StatusCode.UNKNOWN,
     grpc.StatusCode.CANCELLED,
 }
+
+
+def _refusal(err: grpc.aio.AioRpcError) -> Exception | None:
+    """The Store error for etcd's refusals that say something about the request or the
+    cluster (see the module docstring); None for the rest."""
+    details = err.details() or ""
+    code = err.code()
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and "space exceeded" in details:
+        return NoSpace(
+            "etcd is out of space (NOSPACE alarm: its --quota-backend-bytes is reached); "
+            "writes are refused until it is compacted, defragmented and the alarm disarmed"
+        )
+    if "request is too large" in details or (
+        code == grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in details
+    ):
+        return TooLarge(f"etcd: {details}")
+    return None
+
+
+def _overloaded(err: grpc.aio.AioRpcError) -> bool:
+    # Refused before it was proposed: nothing was applied, so even a write may be retried.
+    return err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "too many requests" in (err.details() or "")
 
 
 @dataclass(frozen=True)
@@ -141,11 +167,14 @@ class EtcdConnection:
                 result = await fn(request, timeout=self.config.request_timeout, wait_for_ready=True)
             except grpc.aio.AioRpcError as err:
                 ETCD_LATENCY.labels(method, err.code().name).observe(time.perf_counter() - started)
-                if err.code() not in _TRANSIENT:
+                if (refused := _refusal(err)) is not None:
+                    raise refused from None
+                overloaded = _overloaded(err)
+                if err.code() not in _TRANSIENT and not overloaded:
                     raise
-                if not idempotent or loop.time() + delay > give_up:
+                if (not idempotent and not overloaded) or loop.time() + delay > give_up:
                     raise Unavailable(
-                        f"etcd: {err.code().name.lower()}: {err.details()}", ambiguous=not idempotent
+                        f"etcd: {err.code().name.lower()}: {err.details()}", ambiguous=not (idempotent or overloaded)
                     ) from None
             else:
                 ETCD_LATENCY.labels(method, "OK").observe(time.perf_counter() - started)

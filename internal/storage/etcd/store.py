@@ -8,7 +8,9 @@
 - A write interrupted by a broken connection may or may not have been applied: the store reads
   the key back and decides (tke.internal.storage.interrupted: our value is there: done; the key
   is still at the expected revision: try again; anything else: someone else won). So a caller
-  never sees a spurious conflict for its own write, and never a lost one.
+  never sees a spurious conflict for its own write, and never a lost one. NOSPACE is resolved
+  the same way: etcd applies the write that takes it over its quota and still answers NOSPACE
+  (only the writes after it are refused unapplied), so that one is found applied and succeeds.
 - watch re-creates etcd's watch after a broken stream from the last revision it delivered + 1,
   so events are neither lost nor repeated; a compacted start revision raises Compacted.
 """
@@ -38,6 +40,7 @@ from tke.internal.storage.store import (
     FutureRevision,
     Guard,
     Item,
+    NoSpace,
     NotFound,
     Page,
     PreconditionFailed,
@@ -143,6 +146,11 @@ class EtcdStore:
         self.config = config
         self._conn = EtcdConnection(config)
 
+    @property
+    def connection(self) -> EtcdConnection:
+        """The channel and stubs, for etcd-only maintenance (compaction)."""
+        return self._conn
+
     async def close(self) -> None:
         await self._conn.close()
 
@@ -218,14 +226,14 @@ class EtcdStore:
         while True:
             try:
                 resp = await self._txn(request, lease)
-            except Unavailable as err:
+            except (Unavailable, NoSpace) as err:
                 # Did our put land? Our value (it holds a fresh uid) under the key says yes.
                 found = await self._resolve(key, value, 0)
                 if found.outcome is Outcome.APPLIED and found.current is not None:
                     return found.current
                 if found.outcome is Outcome.OVERTAKEN:
                     raise AlreadyExists(key) from None
-                if not self._conn.deadline_passed(started):
+                if not isinstance(err, NoSpace) and not self._conn.deadline_passed(started):
                     await backoff_sleep(0.1)
                     continue
                 raise err
@@ -263,7 +271,7 @@ class EtcdStore:
         while True:
             try:
                 resp = await self._txn(request, lease)
-            except Unavailable as err:
+            except (Unavailable, NoSpace) as err:
                 found = await self._resolve(key, value, expected_revision)
                 if found.current is None:
                     raise NotFound(key) from None
@@ -271,7 +279,7 @@ class EtcdStore:
                     return found.current
                 if found.outcome is Outcome.OVERTAKEN:
                     raise Conflict(key, found.current) from None
-                if not self._conn.deadline_passed(started):
+                if not isinstance(err, NoSpace) and not self._conn.deadline_passed(started):
                     await backoff_sleep(0.1)
                     continue
                 raise err
@@ -296,13 +304,13 @@ class EtcdStore:
         while True:
             try:
                 resp = await self._txn(request)
-            except Unavailable as err:
+            except (Unavailable, NoSpace) as err:
                 found = await self._resolve(key, None, expected_revision)
                 if found.outcome is Outcome.APPLIED:
                     return await self.current_revision()
                 if found.outcome is Outcome.OVERTAKEN:
                     raise Conflict(key, found.current) from None
-                if not self._conn.deadline_passed(started):
+                if not isinstance(err, NoSpace) and not self._conn.deadline_passed(started):
                     await backoff_sleep(0.1)
                     continue
                 raise err

@@ -1,0 +1,229 @@
+"""Security model: what one caller can make the apiserver hold, probed as an attacker would.
+
+- An object over limits.max_object_bytes is refused with INVALID_ARGUMENT naming the field
+  that makes it big, before anything reaches etcd (never INTERNAL "request is too large");
+  etcd's own refusal, when the apiserver lets more through, is INVALID_ARGUMENT too.
+- A request over limits.max_request_bytes is grpc's RESOURCE_EXHAUSTED, cleanly; ipamd takes the
+  same 4 MiB.
+- Unary calls in flight are capped (limits.max_requests_inflight): the next one is refused at
+  once with RESOURCE_EXHAUSTED and a RetryInfo, health checks still answer.
+- Watches per identity are capped (limits.max_watches_per_identity): the next is refused with
+  RESOURCE_EXHAUSTED and a RetryInfo; other identities are not affected; closing one frees it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2
+
+from tests.support.apiserver import Running, cluster, local_config, start, stop
+from tests.support.etcd import EtcdProcess
+from tests.support.ipamd_daemon import IpamdDaemon
+from tests.support.rpc import bad_request_fields, detail_of, expect_error, health_check, next_message
+from tests.support.waiting import wait_for
+from tke.internal.apiserver.app import LimitsConfig
+from tke.internal.auth.chain import AuthConfig, PluginConfig
+from tke.internal.storage.etcd import EtcdConfig
+from tke.ipam.v1 import ipam_pb2, ipam_pb2_grpc
+from tke.meta.v1 import meta_pb2
+from tke.platform.v1 import cluster_pb2, cluster_pb2_grpc
+
+Code = grpc.StatusCode
+MiB = 1024 * 1024
+
+
+@pytest.fixture
+async def api(etcd_config: EtcdConfig) -> AsyncIterator[Running]:
+    running = await start(local_config(etcd_config))
+    try:
+        yield running
+    finally:
+        await stop(running)
+
+
+async def create_refused(api: Running, c: cluster_pb2.Cluster) -> list[str]:
+    """Create `c`, expect INVALID_ARGUMENT, check nothing was stored; the fields named."""
+    err = await expect_error(api.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=c)), Code.INVALID_ARGUMENT)
+    assert "at most 1024 KiB" in (err.details() or ""), err.details()
+    await expect_error(api.clusters.Get(cluster_pb2.GetClusterRequest(name=c.metadata.name)), Code.NOT_FOUND)
+    return bad_request_fields(err)
+
+
+async def test_an_object_over_the_size_limit_names_the_field_that_makes_it_big(api: Running) -> None:
+    many_labels = cluster("many-labels")
+    many_labels.metadata.labels.update({f"key-{i:05d}": "v" * 63 for i in range(20_000)})  # each valid, 2.5 MiB
+    assert await create_refused(api, many_labels) == ["cluster.metadata.labels"]
+
+    long_args = cluster("long-args")
+    long_args.spec.extra_args["kubelet"].args.update({f"flag-{i}": "x" * 4000 for i in range(400)})
+    assert await create_refused(api, long_args) == ["cluster.spec.extra_args['kubelet'].args"]
+
+    one_huge = cluster("one-huge-machine-label")
+    machine = one_huge.spec.machines.add(ip="192.0.2.1", credential_ref="ssh-key")
+    for i in range(300):
+        machine.labels[f"k{i}"] = "v" * 63
+    one_huge.spec.machines[0].labels.update({f"big-{i}": "w" * 63 for i in range(30_000)})
+    assert await create_refused(api, one_huge) == ["cluster.spec.machines[0].labels"]
+
+
+async def test_updates_and_status_writes_over_the_limit_change_nothing(api: Running) -> None:
+    created = await api.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=cluster("grows")))
+    bigger = cluster_pb2.Cluster()
+    bigger.CopyFrom(created)
+    bigger.metadata.labels.update({f"key-{i:05d}": "v" * 63 for i in range(20_000)})
+    err = await expect_error(
+        api.clusters.Update(cluster_pb2.UpdateClusterRequest(cluster=bigger)), Code.INVALID_ARGUMENT
+    )
+    assert bad_request_fields(err) == ["cluster.metadata.labels"]
+
+    status = cluster_pb2.Cluster()
+    status.CopyFrom(created)
+    status.status.conditions.add(type="Ready", message="m" * (2 * MiB))
+    err = await expect_error(
+        api.clusters.UpdateStatus(cluster_pb2.UpdateClusterStatusRequest(cluster=status)), Code.INVALID_ARGUMENT
+    )
+    assert bad_request_fields(err) == ["cluster.status.conditions[0].message"]
+    now = await api.clusters.Get(cluster_pb2.GetClusterRequest(name="grows"))
+    assert now.metadata.resource_version == created.metadata.resource_version
+
+
+async def test_a_request_over_the_message_limit_is_resource_exhausted(api: Running) -> None:
+    c = cluster("too-big-to-read")
+    c.metadata.labels.update({f"key-{i:05d}": "v" * 63 for i in range(60_000)})  # 4.4 MiB > 4 MiB
+    err = await expect_error(api.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=c)), Code.RESOURCE_EXHAUSTED)
+    assert "larger than max" in (err.details() or "")
+    # The server is fine and still answers.
+    await api.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=cluster("after-the-big-one")))
+
+
+async def test_etcd_refusing_a_request_as_too_large_is_invalid_argument_not_internal(etcd_config: EtcdConfig) -> None:
+    """An operator who raised max_object_bytes above etcd's --max-request-bytes (1.5 MiB)."""
+    loose = LimitsConfig(max_object_bytes=3 * MiB, max_request_bytes=8 * MiB)
+    config = local_config(etcd_config, limits=loose)
+    running = await start(replace(config, watch=replace(config.watch, client_queue_bytes=6 * MiB)))
+    try:
+        c = cluster("over-etcds-limit")
+        c.metadata.labels.update({f"key-{i:05d}": "v" * 63 for i in range(25_000)})  # 1.8 MiB
+        err = await expect_error(
+            running.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=c)), Code.INVALID_ARGUMENT
+        )
+        assert "max-request-bytes" in (err.details() or "")
+    finally:
+        await stop(running)
+
+
+@pytest.fixture
+def own_etcd(tmp_path: Path) -> Iterator[EtcdProcess]:
+    server = EtcdProcess(tmp_path / "etcd")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+async def test_calls_beyond_the_inflight_limit_are_refused_at_once_with_retry_info(own_etcd: EtcdProcess) -> None:
+    etcd = EtcdConfig(endpoints=[own_etcd.endpoint], prefix="/inflight", request_timeout=30.0, retry_budget=30.0)
+    running = await start(local_config(etcd, limits=LimitsConfig(max_requests_inflight=2)))
+    blocked: list[asyncio.Future[object]] = []
+    try:
+        own_etcd.pause()  # every call that reaches etcd now waits
+        get = cluster_pb2.GetClusterRequest(name="anything")
+        blocked += [asyncio.ensure_future(running.clusters.Get(get, timeout=60)) for _ in range(2)]
+        await wait_for(lambda: running.apiserver.inflight.inflight == 2, what="both calls in flight")
+
+        async def refused() -> grpc.aio.AioRpcError | None:
+            try:
+                await running.clusters.Get(get, timeout=1)
+            except grpc.aio.AioRpcError as err:
+                return err if err.code() == Code.RESOURCE_EXHAUSTED else None
+            return None
+
+        err = await wait_for(refused, what="a call beyond the two in flight refused")
+        assert "maximum of 2 requests" in (err.details() or "")
+        assert detail_of(err, error_details_pb2.ErrorInfo).reason == "TOO_MANY_REQUESTS"
+        assert detail_of(err, error_details_pb2.RetryInfo).retry_delay.seconds >= 1
+        health = await health_check(running.channel)(health_pb2.HealthCheckRequest(), timeout=5)
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        own_etcd.resume_if_paused()
+        outcomes = await asyncio.gather(*blocked, return_exceptions=True)
+        await stop(running)
+    # The two admitted calls waited for etcd, however it ended for them (a paused etcd may
+    # outlast the retry budget): none was refused for the limit.
+    for outcome in outcomes:
+        assert isinstance(outcome, grpc.aio.AioRpcError), outcome
+        assert outcome.code() in (Code.NOT_FOUND, Code.UNAVAILABLE), outcome.details()
+
+
+WatchCall = grpc.aio.UnaryStreamCall[cluster_pb2.WatchClustersRequest, cluster_pb2.ClusterEvent]
+TOKENS = "alice-t,alice,u1,dev,team-a\nbob-t,bob,u2,dev,team-b\n"
+
+
+async def test_watches_beyond_the_per_identity_cap_are_refused(etcd_config: EtcdConfig, tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens.csv"
+    tokens.write_text(TOKENS)
+    auth = AuthConfig(
+        authenticators=[PluginConfig("token-file", {"path": str(tokens)})],
+        authorizers=[PluginConfig("allow-all")],
+    )
+    running = await start(local_config(etcd_config, auth=auth, limits=LimitsConfig(max_watches_per_identity=3)))
+    try:
+        alice, _ = running.channel_with("alice-t")
+        bob, _ = running.channel_with("bob-t")
+
+        async def established(stub: cluster_pb2_grpc.ClusterServiceAsyncStub) -> WatchCall:
+            call = stub.Watch(cluster_pb2.WatchClustersRequest())
+            assert (await next_message(call)).type == meta_pb2.WATCH_EVENT_TYPE_BOOKMARK
+            return call
+
+        held = [await established(alice) for _ in range(3)]
+        extra = alice.Watch(cluster_pb2.WatchClustersRequest())
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await extra.read()
+        assert info.value.code() == Code.RESOURCE_EXHAUSTED
+        assert "3 watches open" in (info.value.details() or "")
+        assert detail_of(info.value, error_details_pb2.RetryInfo).retry_delay.seconds >= 1
+        assert detail_of(info.value, error_details_pb2.ErrorInfo).reason == "TOO_MANY_WATCHES"
+        others = await established(bob)  # another identity has its own allowance
+        others.cancel()
+
+        held.pop().cancel()
+
+        async def admitted_again() -> bool:
+            call = alice.Watch(cluster_pb2.WatchClustersRequest())
+            try:
+                first = await next_message(call)
+            except grpc.aio.AioRpcError as err:
+                assert err.code() == Code.RESOURCE_EXHAUSTED
+                return False
+            held.append(call)
+            return bool(first.type == meta_pb2.WATCH_EVENT_TYPE_BOOKMARK)
+
+        await wait_for(admitted_again, what="a watch admitted after one was closed")
+        for call in held:
+            call.cancel()
+    finally:
+        await stop(running)
+
+
+async def test_ipamd_takes_requests_up_to_the_same_limit(etcd_config: EtcdConfig) -> None:
+    with IpamdDaemon(etcd_config.endpoints, etcd_config.prefix) as ipamd:
+        async with grpc.aio.insecure_channel(ipamd.target) as channel:
+            stub: ipam_pb2_grpc.IPAMServiceAsyncStub = ipam_pb2_grpc.IPAMServiceStub(channel)
+            attachments = [
+                ipam_pb2.Attachment(container_id=f"c{i:06d}" + "x" * 64, ifname="eth0") for i in range(60_000)
+            ]
+            err = await expect_error(
+                stub.GarbageCollect(ipam_pb2.GarbageCollectRequest(node="n1", valid_attachments=attachments)),
+                Code.RESOURCE_EXHAUSTED,
+            )
+            assert "larger than max" in (err.details() or "")
+            await stub.ListPools(ipam_pb2.ListPoolsRequest())  # and it goes on
