@@ -305,13 +305,14 @@ class Registry(Generic[R]):
         key = self.key(tenant, meta.name)
         if self.kind.admit_write is not None:
             await self.kind.admit_write(None, new)
+        value = self.encode_within_limit(new)  # too big is INVALID_ARGUMENT, before any other check
         await self._check_references(new, None)
         uniques = self._uniques(new)
         claims = [Claim(self._unique_key(u), self._holder(new)) for u in uniques]
         for _ in range(_WRITE_RETRIES):
             guards = await self.kind.create_guards(new, tenant) if self.kind.create_guards else ()
             try:
-                item = await self.store.create(key, self.encode_within_limit(new), guards=guards, claims=claims)
+                item = await self.store.create(key, value, guards=guards, claims=claims)
             except AlreadyExists:
                 raise errors.already_exists(self.kind.name, meta.name, tenant) from None
             except PreconditionFailed:
@@ -346,12 +347,13 @@ class Registry(Generic[R]):
                     )
             if violations:
                 raise errors.invalid(violations)
-            await self._check_references(new, current)
             if new.spec.SerializeToString(deterministic=True) != current.spec.SerializeToString(deterministic=True):
                 new.metadata.generation = current.metadata.generation + 1
+            value = self.encode_within_limit(new)  # too big is INVALID_ARGUMENT, before any other check
+            await self._check_references(new, current)
             if self.kind.admit_write is not None:
                 await self.kind.admit_write(current, new)
-            result = await self._write(current, item, new, expected)
+            result = await self._write(current, item, new, expected, value)
             if result is not None:
                 return result
         raise errors.unavailable("too much contention on this object; retry")
@@ -395,12 +397,15 @@ class Registry(Generic[R]):
                 return result
         raise errors.unavailable("too much contention on this object; retry")
 
-    async def _write(self, current: R, item: Item, new: R, expected: int | None) -> R | None:
-        """CAS `new` over `item`; None means "lost a race, read again". An object being deleted
-        whose last finalizer goes is removed instead."""
+    async def _write(
+        self, current: R, item: Item, new: R, expected: int | None, value: bytes | None = None
+    ) -> R | None:
+        """CAS `new` (encoded: `value`, when the caller has it) over `item`; None means "lost a
+        race, read again". An object being deleted whose last finalizer goes is removed instead."""
         if new.metadata.HasField("deletion_timestamp") and not new.metadata.finalizers:
             return await self._remove(new, item, expected)
-        value = self.encode_within_limit(new)
+        if value is None:
+            value = self.encode_within_limit(new)
         if value == item.value:
             return current  # nothing changed: no write, no event
         claims, releases = await self._moved_uniques(current, new)
