@@ -14,6 +14,9 @@ Contract of a ClusterAPI:
   TemporaryError when `timeout` seconds pass first. A missing node is drained.
 - `uncordon(name)` makes the node schedulable again; a missing node is fine.
 - `delete_node(name)` deletes the Node object; a missing node is fine.
+- `create_bootstrap_token(token, ttl_seconds, description)` stores a kubeadm bootstrap token
+  (the Secret `kubeadm token create` makes, kube.config.bootstrap_token_secret), for nodes
+  that join without the platform logging in to a master (cloud-init).
 Every method may raise TemporaryError (unreachable, throttled) or PermanentError (refused
 credentials, an untrusted server certificate).
 """
@@ -79,6 +82,7 @@ class ClusterAPI(Protocol):
     async def drain(self, name: str, timeout: float) -> None: ...  # noqa: ASYNC109
     async def uncordon(self, name: str) -> None: ...
     async def delete_node(self, name: str) -> None: ...
+    async def create_bootstrap_token(self, token: str, ttl_seconds: float, description: str) -> None: ...
 
 
 class ClusterAPIs(Protocol):

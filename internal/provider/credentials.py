@@ -28,6 +28,14 @@ class CredentialConfig:
     # An operator's file: its exec plugins may run.
     kubeconfig_file: str = ""
     kubeconfig_context: str = ""
+    # An AWS access key (cloud providers): its id, secret and optional session token, each
+    # from an environment variable.
+    aws_access_key_id_env: str = ""
+    aws_secret_access_key_env: str = ""
+    aws_session_token_env: str = ""
+    # The tenants whose objects may name this credential; empty means every tenant. A cloud
+    # account's credential belongs to its tenant: another tenant naming it is refused.
+    tenants: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -42,6 +50,15 @@ class Credential:
     kubeconfig: str = field(default="", repr=False)
     kubeconfig_dir: str = ""
     kubeconfig_context: str = ""
+    aws_access_key_id: str = field(default="", repr=False)
+    aws_secret_access_key: str = field(default="", repr=False)
+    aws_session_token: str = field(default="", repr=False)
+    tenants: tuple[str, ...] = ()
+
+    def check_tenant(self, tenant: str) -> None:
+        """PermanentError unless an object of `tenant` may use this credential."""
+        if self.tenants and tenant not in self.tenants:
+            raise PermanentError(f"credential {self.name!r} does not belong to tenant {tenant!r}")
 
 
 class Credentials(Protocol):
@@ -73,6 +90,10 @@ class ConfiguredCredentials:
                 kubeconfig=Path(config.kubeconfig_file).read_text() if config.kubeconfig_file else "",
                 kubeconfig_dir=str(Path(config.kubeconfig_file).parent) if config.kubeconfig_file else "",
                 kubeconfig_context=config.kubeconfig_context,
+                aws_access_key_id=_env(config.aws_access_key_id_env, ref),
+                aws_secret_access_key=_env(config.aws_secret_access_key_env, ref),
+                aws_session_token=_env(config.aws_session_token_env, ref),
+                tenants=tuple(config.tenants),
             )
         except UnicodeDecodeError:
             raise PermanentError(f"credential {ref!r}: {config.kubeconfig_file} is not a text file") from None

@@ -13,8 +13,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from tke.internal.provider import endpoint as endpoints
+from tke.internal.provider.clusterapi import NodeStatus
 from tke.internal.provider.errors import TemporaryError
 from tke.internal.provider.kube import config as kubecfg
+from tke.internal.provider.kube import pki
 from tke.internal.provider.nodeprep import Profile
 from tke.internal.provider.ssh import Channel, Target
 from tke.platform.v1 import cluster_pb2, machine_pb2
@@ -182,3 +184,47 @@ async def create_bootstrap_token(
         f"--description {shlex.quote(description)} --kubeconfig {shlex.quote(env['TKE_CONFIG_DIR'] + '/admin.conf')}"
     )
     await master.run(command, env={**env, "TKE_BOOTSTRAP_TOKEN": token}, time_limit=120)
+
+
+def init_documents(
+    cluster: cluster_pb2.Cluster,
+    node: kubecfg.Node,
+    token: kubecfg.BootstrapToken,
+    sans: Sequence[str],
+    pki_dir: str,
+    *,
+    fail_swap_on: bool,
+) -> str:
+    """kubeadm init's configuration file for the first master: the cluster's configuration at
+    its endpoint, the node, a bootstrap token the platform made, the kubelet and kube-proxy."""
+    return kubecfg.documents(
+        kubecfg.cluster_configuration(cluster, endpoints.of(cluster).address, sans, pki_dir=pki_dir),
+        kubecfg.init_configuration(cluster, node, token),
+        kubecfg.kubelet_configuration(cluster, pki_dir, fail_swap_on=fail_swap_on),
+        kubecfg.kube_proxy_configuration(cluster),
+    )
+
+
+def join_documents(cluster: cluster_pb2.Cluster, node: kubecfg.Node, token: str, ca_pem: bytes, pki_dir: str) -> str:
+    """kubeadm join's configuration file (a worker, or a master with node.control_plane): token
+    discovery at the cluster's endpoint, pinned to the cluster CA's public key."""
+    discovery = kubecfg.Discovery(endpoints.of(cluster).address, token, [pki.ca_cert_hash(ca_pem)])
+    return kubecfg.documents(kubecfg.join_configuration(cluster, node, discovery, pki_dir))
+
+
+def record_node_info(node: NodeStatus, status: machine_pb2.MachineStatus) -> None:
+    """A Machine's status.node_info and addresses, from what its Node reports."""
+    info = status.node_info
+    info.kubelet_version = node.kubelet_version
+    info.os_image = node.os_image
+    info.kernel_version = node.kernel_version
+    info.container_runtime_version = node.container_runtime_version
+    info.architecture = node.architecture
+    info.machine_id = node.machine_id
+    info.system_uuid = node.system_uuid
+    info.boot_id = node.boot_id
+    del status.addresses[:]
+    for kind, address in node.addresses:
+        status.addresses.add(type=kind, address=address)
+    if not any(a.type == "Hostname" for a in status.addresses):
+        status.addresses.add(type="Hostname", address=node.name)

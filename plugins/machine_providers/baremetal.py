@@ -27,7 +27,6 @@ from tke.internal.provider.clusterapi import ClusterAPI, NodeStatus, admin_acces
 from tke.internal.provider.contract import MachineContext
 from tke.internal.provider.errors import PermanentError, TemporaryError
 from tke.internal.provider.kube import config as kubecfg
-from tke.internal.provider.kube import pki
 from tke.internal.provider.ssh import Channel
 from tke.internal.provider.steps import Step
 from tke.internal.rpc.errors import FieldViolation
@@ -160,10 +159,7 @@ class BaremetalMachineProvider:
             node = kubecfg.Node(name, m.spec.ip, dict(m.spec.labels), taints)
             if self._profile(ctx).swap == "kubelet":
                 node = kubecfg.Node(name, m.spec.ip, dict(m.spec.labels), taints, ignore_preflight_errors=["Swap"])
-            discovery = kubecfg.Discovery(
-                endpoints.of(ctx.cluster).address, token, [pki.ca_cert_hash(cas.ca.pair.cert_pem)]
-            )
-            text = kubecfg.documents(kubecfg.join_configuration(ctx.cluster, node, discovery, paths.pki_dir))
+            text = nodes.join_documents(ctx.cluster, node, token, cas.ca.pair.cert_pem, paths.pki_dir)
             config = posixpath.join(paths.config_dir, "kubeadm-join.yaml")
             await ch.write_file(config, text.encode(), 0o600)
             await nodes.mark_done(ch, paths, "join-started", ctx.cluster.spec.version)
@@ -197,22 +193,7 @@ class BaremetalMachineProvider:
             raise TemporaryError(f"node {node.name} is not Ready yet: {why}", delay=5.0)
 
     async def record_node_info(self, ctx: MachineContext) -> None:
-        node = await self._status(ctx)
-        info = ctx.obj.status.node_info
-        info.kubelet_version = node.kubelet_version
-        info.os_image = node.os_image
-        info.kernel_version = node.kernel_version
-        info.container_runtime_version = node.container_runtime_version
-        info.architecture = node.architecture
-        info.machine_id = node.machine_id
-        info.system_uuid = node.system_uuid
-        info.boot_id = node.boot_id
-        status = ctx.obj.status
-        del status.addresses[:]
-        for kind, address in node.addresses:
-            status.addresses.add(type=kind, address=address)
-        if not any(a.type == "Hostname" for a in status.addresses):
-            status.addresses.add(type="Hostname", address=node.name)
+        nodes.record_node_info(await self._status(ctx), ctx.obj.status)
 
     def _joined(self, ctx: MachineContext) -> bool:
         return bool(ctx.cluster.status.control_plane) and bool(ctx.cluster.spec.machines)

@@ -7,6 +7,7 @@ the machine's package has. Drains, uncordons and node deletions are recorded in 
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,13 @@ class FakeClusterAPI:
     async def delete_node(self, name: str) -> None:
         self.calls.append(("delete_node", name))
         self._set(name, None)
+
+    async def create_bootstrap_token(self, token: str, ttl_seconds: float, description: str) -> None:
+        """As `kubeadm token create` on a master: the stand-in kubeadm's joins accept it."""
+        self.calls.append(("create_bootstrap_token", description))
+        token_id, _, secret = token.partition(".")
+        with self.world.state() as state:
+            self._cluster(state)["tokens"][token_id] = {"secret": secret, "expires": time.time() + ttl_seconds}
 
 
 class FakeClusterAPIs:
