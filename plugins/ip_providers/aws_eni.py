@@ -109,7 +109,8 @@ class AWSENIProvider:
             except PermanentError as err:
                 raise ValueError(str(err)) from None
         self._limits: dict[str, int] = {}
-        self._interfaces: dict[str, str] = {}  # node -> interface id (cached; checked on use)
+        # node -> (interface id, instance type), cached; the interface is checked on use.
+        self._interfaces: dict[str, tuple[str, str]] = {}
 
     @property
     def ec2(self) -> Any:
@@ -170,10 +171,13 @@ class AWSENIProvider:
         """The node's primary interface (device 0)."""
         cached = self._interfaces.get(node)
         if cached is not None:
-            found = await self._call(self.ec2.describe_network_interfaces, NetworkInterfaceIds=[cached])
+            try:
+                found = await self._call(self.ec2.describe_network_interfaces, NetworkInterfaceIds=[cached[0]])
+            except ProviderRefused:  # the interface is gone (the node was replaced)
+                found = {}
             interfaces = found.get("NetworkInterfaces", [])
             if interfaces and interfaces[0].get("Attachment", {}).get("Status") == "attached":
-                return dict(interfaces[0])
+                return {**interfaces[0], "InstanceType": cached[1]}
             del self._interfaces[node]
         alive = [{"Name": "instance-state-name", "Values": ["pending", "running"]}]
         instances = []
@@ -197,7 +201,7 @@ class AWSENIProvider:
         )
         interface: dict[str, Any] = found["NetworkInterfaces"][0]
         interface["InstanceType"] = instances[0].get("InstanceType", "")
-        self._interfaces[node] = interface["NetworkInterfaceId"]
+        self._interfaces[node] = (interface["NetworkInterfaceId"], interface["InstanceType"])
         return interface
 
     async def addresses_per_interface(self, instance_type: str) -> int:
