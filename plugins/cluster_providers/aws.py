@@ -387,7 +387,7 @@ class AWSClusterProvider:
                     continue
                 status = await api.node_status(node.name)
                 if status is None or not status.ready:
-                    raise TemporaryError(f"master {node.name} is not Ready yet", delay=10.0)
+                    raise TemporaryError(f"master {node.name} is not Ready yet", delay=5.0)
                 member = ctx.obj.status.control_plane.add(node_name=node.name)
                 member.machine.ip = node.address
                 installed.add(node.name)

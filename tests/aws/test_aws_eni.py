@@ -127,7 +127,10 @@ async def test_a_restarted_provider_finds_the_owners_in_ec2_and_reconciles(
     finally:
         await restarted.close()
     assert sorted(on_interface(net)[0]) == ["10.40.1.21", "10.40.1.23"]
-    assert on_interface(net)[1] == {ip_tag("10.40.1.21"): owner_digest("kept@1"), ip_tag("10.40.1.23"): owner_digest("lost@1")}
+    assert on_interface(net)[1] == {
+        ip_tag("10.40.1.21"): owner_digest("kept@1"),
+        ip_tag("10.40.1.23"): owner_digest("lost@1"),
+    }
     assert any("released 10.40.1.22" in d for d in done) and any("bound 10.40.1.23" in d for d in done)
 
 

@@ -82,10 +82,16 @@ def running(
     tokens: dict[str, User] | None = None,
     bookmark_interval: float = 60.0,
     history: int = 5000,
+    tls: tuple[str, str, str] | None = None,
 ) -> Iterator[StandIn]:
+    """`tls`: (serving certificate, its key, client CA) files, for a stand-in that plays a
+    cluster whose CA the test did not make (the platform's); `ca` then only signs the
+    certificates of kubeconfig()."""
     ca = TestCA(directory / "pki", name="kubernetes")
-    serving = ca.issue("apiserver", common_name="kube-apiserver", hosts=("127.0.0.1", "localhost"))
-    context = tls_context(serving.cert_file, serving.key_file, ca.ca_file)
+    if tls is None:
+        serving = ca.issue("apiserver", common_name="kube-apiserver", hosts=("127.0.0.1", "localhost"))
+        tls = (serving.cert_file, serving.key_file, ca.ca_file)
+    context = tls_context(*tls)
     loop = asyncio.new_event_loop()
     started: dict[str, object] = {}
     ready = threading.Event()
