@@ -29,7 +29,7 @@ from __future__ import annotations
 import base64
 import gzip
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import yaml
@@ -102,7 +102,3 @@ def pack(document: str) -> bytes:
 def unpack(data: bytes) -> str:
     """The document back from user data (gzipped or not), as cloud-init reads it."""
     return (gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data).decode()
-
-
-def commands(sequence: Sequence[str]) -> str:
-    return "\n".join(sequence)

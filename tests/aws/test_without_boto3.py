@@ -41,6 +41,12 @@ def without_boto3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return hidden
 
 
+def start_apiserver(config: Path, log_path: Path) -> subprocess.Popen[bytes]:
+    with open(log_path, "wb") as log:
+        binary = Path(sys.executable).parent / "tke-apiserver"
+        return subprocess.Popen([str(binary), "--config", str(config)], stdout=log, stderr=log, env=os.environ.copy())
+
+
 async def test_the_platform_starts_and_lists_its_providers_without_boto3(
     without_boto3: Path, etcd_config: EtcdConfig, tmp_path: Path
 ) -> None:
@@ -52,9 +58,7 @@ async def test_the_platform_starts_and_lists_its_providers_without_boto3(
         f'metrics_address = ""\n[listen]\naddress = "127.0.0.1:{port}"\n'
         f'[etcd]\nendpoints = [{endpoints}]\nprefix = "{prefix}"\n'
     )
-    binary = Path(sys.executable).parent / "tke-apiserver"
-    log = open(tmp_path / "apiserver.log", "wb")  # noqa: SIM115 - the child's for its lifetime
-    apiserver = subprocess.Popen([str(binary), "--config", str(config)], stdout=log, stderr=log, env=os.environ.copy())
+    apiserver = start_apiserver(config, tmp_path / "apiserver.log")
     controller = None
     ipamd = None
     try:
@@ -121,4 +125,3 @@ async def test_the_platform_starts_and_lists_its_providers_without_boto3(
             controller.stop()
         apiserver.terminate()
         apiserver.wait(30)
-        log.close()
