@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from tke.internal.provider.credentials import Credential
+from tke.internal.provider.credentials import Credential, Credentials
 from tke.internal.provider.errors import PermanentError, TemporaryError
 
 # Request bodies are logged by botocore at DEBUG: never, whatever the controller's level.
@@ -206,10 +206,10 @@ async def step(method: Callable[..., Any], **params: Any) -> Any:
         raise err.step_error() from None
 
 
-def credential_for(tools_credentials: Any, ref: str, tenant: str) -> Credential | None:
+def credential_for(credentials: Credentials, ref: str, tenant: str) -> Credential | None:
     """The AWS credential named `ref` for an object of `tenant` (None: the standard chain)."""
     if not ref:
         return None
-    credential: Credential = tools_credentials.get(ref)
+    credential = credentials.get(ref)
     credential.check_tenant(tenant)
     return credential

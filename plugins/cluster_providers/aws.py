@@ -183,7 +183,13 @@ class AWSClusterProvider:
         violations = self.validate(ctx.cluster)
         if violations:
             raise PermanentError("; ".join(f"{v.field}: {v.description}" for v in violations))
-        return ctx.cluster.spec.aws
+        aws = ctx.cluster.spec.aws
+        adopts = aws.vpc_id or aws.control_plane_security_group_id or any(s.id for s in aws.subnets)
+        if adopts and not ctx.cluster.spec.credential_ref:
+            # The platform's own AWS identity serves every tenant: adopting with it could reach
+            # another tenant's network.
+            raise PermanentError("adopting a VPC, subnets or security groups needs the tenant's spec.credential_ref")
+        return aws
 
     def _region(self, ctx: ClusterContext) -> str:
         return ctx.cluster.spec.aws.region or self.options.region

@@ -49,6 +49,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from tke.internal.ipamd.provider import Assignment, ProviderRefused, ProviderUnavailable, Subnet
+from tke.internal.provider.credentials import ConfiguredCredentials, Credential, CredentialConfig
 from tke.internal.provider.errors import PermanentError, StepError
 from tke.plugins.aws import client, tags
 from tke.plugins.aws.client import AWSError, ClientOptions, Clients
@@ -97,10 +98,8 @@ class AWSENIProvider:
     ) -> None:
         self.vpc_id = vpc_id
         self.clients = Clients(ClientOptions(**options))
-        self.credential = None
+        self.credential: Credential | None = None
         if aws_access_key_id_env or aws_secret_access_key_env:
-            from tke.internal.provider.credentials import ConfiguredCredentials, CredentialConfig
-
             config = CredentialConfig(
                 aws_access_key_id_env=aws_access_key_id_env, aws_secret_access_key_env=aws_secret_access_key_env
             )

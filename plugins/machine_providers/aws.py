@@ -109,6 +109,18 @@ class AWSMachineProvider:
 
     def _placement(self, ctx: MachineContext) -> tuple[str, list[str]]:
         spec, cluster = ctx.machine.spec.aws, ctx.cluster.status.aws
+        if not self._credential_ref(ctx):
+            # The platform's own AWS identity serves every tenant: with it a machine goes only
+            # where its cluster is, never into a subnet or group of someone else's.
+            if spec.subnet_id and spec.subnet_id not in {s.id for s in cluster.subnets}:
+                raise PermanentError(
+                    "with the platform's AWS credentials a machine uses its cluster's subnets only; "
+                    "name the tenant's credential (spec.credential_ref) to choose another"
+                )
+            if any(g != cluster.node_security_group_id for g in spec.security_group_ids):
+                raise PermanentError(
+                    "with the platform's AWS credentials a machine uses its cluster's node security group only"
+                )
         subnet = spec.subnet_id
         if not subnet and cluster.subnets:
             # Spread over the cluster's subnets (zones), the same subnet for the same machine.

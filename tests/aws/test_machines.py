@@ -296,6 +296,11 @@ async def test_a_tenant_cannot_use_another_tenants_aws_credential(
     m.spec.credential_ref = "team-b-aws"  # m is team-a's
     with pytest.raises(PermanentError, match="does not belong to tenant 'team-a'"):
         await provider(world.moto.url).create_interface(context(world, m))
+    # With the platform's own identity a machine goes only where its cluster is.
+    elsewhere = machine(world)
+    elsewhere.spec.aws.subnet_id = "subnet-0123456789abcdef0"
+    with pytest.raises(PermanentError, match="uses its cluster's subnets only"):
+        await provider(world.moto.url).create_interface(context(world, elsewhere))
     strict = provider(world.moto.url, default_credentials=False)
     with pytest.raises(PermanentError, match="an AWS credential is required"):
         await strict.create_interface(context(world, machine(world)))

@@ -16,7 +16,7 @@ import pytest
 
 from tests.support.aws import AWSProxy, MemoryCredentialStore, Moto, NoDialer, an_image, run_steps
 from tke.internal.provider.contract import ClusterContext, Tools
-from tke.internal.provider.credentials import ConfiguredCredentials
+from tke.internal.provider.credentials import ConfiguredCredentials, CredentialConfig
 from tke.internal.provider.errors import PermanentError
 from tke.internal.provider.nodeprep import Profile
 from tke.platform.v1 import cluster_pb2
@@ -109,6 +109,14 @@ async def test_adopted_resources_are_used_and_left_alone(moto: Moto) -> None:
     c.spec.aws.control_plane.count = 1
     ctx = context(c)
     p = AWSClusterProvider(endpoint_url=moto.url, region="us-east-1")
+    # With the platform's own AWS identity a tenant cannot adopt anything: it could be another's.
+    with pytest.raises(PermanentError, match=r"needs the tenant's spec\.credential_ref"):
+        await p.ensure_network(ctx)
+    key = CredentialConfig(
+        aws_access_key_id_env="AWS_ACCESS_KEY_ID", aws_secret_access_key_env="AWS_SECRET_ACCESS_KEY", tenants=["team-a"]
+    )
+    ctx.tools.credentials = ConfiguredCredentials({"team-a-aws": key})
+    c.spec.credential_ref = "team-a-aws"
     await run_steps(p.create_steps[:NETWORK_STEPS], ctx)
     assert (c.status.aws.vpc_id, [s.id for s in c.status.aws.subnets]) == (vpc, [subnet])
     assert (c.status.aws.control_plane_security_group_id, c.status.aws.node_security_group_id) == (cp, nodes)
