@@ -29,6 +29,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 
 from google.protobuf import field_mask_pb2, timestamp_pb2
 
@@ -469,22 +470,24 @@ class IPAM:
             provider = self.provisioning.providers.get(pool.provider.name)
             if not isinstance(provider, Reconciling):
                 continue
-            assignments: list[Assignment] = []
-            cursor = ""
-            while True:
-                stored, cursor = await self.storage.allocations(pool.name, cursor, page)
-                assignments += [
-                    Assignment(s.allocation.ip, s.allocation.node, provider_owner(s.allocation)) for s in stored
-                ]
-                if not cursor:
-                    break
+
             try:
-                changes = await provider.reconcile(pool.provider.subnet_id, assignments)
+                changes = await provider.reconcile(pool.provider.subnet_id, partial(self._assignments, pool.name, page))
             except ProviderError as err:
                 log.warning("pool %s: reconciling with its IP provider failed: %s", pool.name, err)
                 continue
             for change in changes:
                 log.info("pool %s: %s", pool.name, change)
+
+    async def _assignments(self, pool: str, page: int) -> list[Assignment]:
+        """Every allocation of `pool`, as its provider sees them."""
+        out: list[Assignment] = []
+        cursor = ""
+        while True:
+            stored, cursor = await self.storage.allocations(pool, cursor, page)
+            out += [Assignment(s.allocation.ip, s.allocation.node, provider_owner(s.allocation)) for s in stored]
+            if not cursor:
+                return out
 
     async def _provide(self, st: PoolBlocks, stored: Stored) -> None:
         """Reserve and bind a newly taken address in the environment, or roll back."""

@@ -45,7 +45,7 @@ import asyncio
 import hashlib
 import ipaddress
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from tke.internal.ipamd.provider import Assignment, ProviderRefused, ProviderUnavailable, Subnet
@@ -259,13 +259,14 @@ class AWSENIProvider:
             raise ProviderRefused(f"interface {eni} of node {node} is full: it has EC2's maximum of {MAX_TAGS} tags")
         await self._call(self.ec2.create_tags, Resources=[eni], Tags=[{"Key": ip_tag(ip), "Value": digest}])
         try:
-            await self._call(
-                self.ec2.assign_private_ip_addresses,
-                NetworkInterfaceId=eni,
-                PrivateIpAddresses=[ip],
-                AllowReassignment=False,
-            )
+            assign = self.ec2.assign_private_ip_addresses
+            await self._call(assign, NetworkInterfaceId=eni, PrivateIpAddresses=[ip], AllowReassignment=False)
         except (ProviderRefused, ProviderUnavailable):
+            # Another bind of the same owner (ipamd's reconcile, a retried call) may have won.
+            found = await self._call(self.ec2.describe_network_interfaces, NetworkInterfaceIds=[eni])
+            now = found.get("NetworkInterfaces", [{}])[0]
+            if ip in {a["PrivateIpAddress"] for a in now.get("PrivateIpAddresses", [])}:
+                return
             await self._untag(eni, ip, digest)
             raise
 
@@ -286,11 +287,11 @@ class AWSENIProvider:
         # With the value: EC2 deletes the tag only if it still holds this owner's digest.
         await self._call(self.ec2.delete_tags, Resources=[eni], Tags=[{"Key": ip_tag(ip), "Value": digest}])
 
-    async def reconcile(self, subnet_id: str, allocations: Sequence[Assignment]) -> list[str]:
+    async def reconcile(self, subnet_id: str, allocations: Callable[[], Awaitable[Sequence[Assignment]]]) -> list[str]:
         """Make the subnet's interfaces agree with tke-ipamd's allocations: release what is
-        tagged for an owner tke-ipamd no longer has, bind what is missing. Returns what it did,
-        one line each (for the log)."""
-        wanted = {a.ip: a for a in allocations}
+        tagged for an owner tke-ipamd no longer has, bind what is missing. The interfaces are
+        read before the allocations (the storage decides first: a tag the later read does not
+        explain belongs to an address given back). Returns what it did, one line each."""
         done = []
         interfaces = []
         params: dict[str, Any] = {"Filters": [{"Name": "subnet-id", "Values": [subnet_id]}]}
@@ -300,6 +301,7 @@ class AWSENIProvider:
             if not page.get("NextToken"):
                 break
             params["NextToken"] = page["NextToken"]
+        wanted = {a.ip: a for a in await allocations()}
         held: dict[str, str] = {}  # ip -> digest, as the interfaces say
         for interface in interfaces:
             for key, digest in tags.read(interface.get("TagSet")).items():

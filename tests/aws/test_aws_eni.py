@@ -121,9 +121,11 @@ async def test_a_restarted_provider_finds_the_owners_in_ec2_and_reconciles(
         await restarted.release(net.subnet, "10.40.1.21", "someone-else@9")
         assert "10.40.1.21" in on_interface(net)[0]
         # ipamd's allocations: 21 and 23 (22's owner is gone from ipamd's storage).
-        done = await restarted.reconcile(
-            net.subnet, [Assignment("10.40.1.21", net.node, "kept@1"), Assignment("10.40.1.23", net.node, "lost@1")]
-        )
+
+        async def allocations() -> list[Assignment]:
+            return [Assignment("10.40.1.21", net.node, "kept@1"), Assignment("10.40.1.23", net.node, "lost@1")]
+
+        done = await restarted.reconcile(net.subnet, allocations)
     finally:
         await restarted.close()
     assert sorted(on_interface(net)[0]) == ["10.40.1.21", "10.40.1.23"]

@@ -239,14 +239,12 @@ def kube_proxy_configuration(cluster: cluster_pb2.Cluster) -> dict[str, Any]:
     return doc
 
 
-def bootstrap_token_secret(
-    token: str, ttl_seconds: float, description: str, *, now: datetime.datetime | None = None
-) -> dict[str, Any]:
+def bootstrap_token_secret(token: str, ttl_seconds: float, description: str) -> dict[str, Any]:
     """The Secret `kubeadm token create` stores for a bootstrap token (kube-system,
     bootstrap-token-<id>, type bootstrap.kubernetes.io/token): the API server authenticates
     the token from it, as a member of kubeadm's node-joining group, until it expires."""
     token_id, _, secret = token.partition(".")
-    expires = (now or datetime.datetime.now(datetime.UTC)) + datetime.timedelta(seconds=ttl_seconds)
+    expires = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=ttl_seconds)
     data = {
         "token-id": token_id,
         "token-secret": secret,
