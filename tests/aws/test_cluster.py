@@ -161,6 +161,22 @@ async def test_a_cluster_of_aws_masters_and_workers_runs_and_is_deleted_with_wha
         assert next(a.address for a in m.status.addresses if a.type == "Hostname") == worker.node
         assert m.status.node_info.kubelet_version == "v1.30.2"
 
+        # The worker's instance is terminated outside the platform: the machine is reported
+        # Failed with the reason (its health check), and no instance replaces it.
+        ec2.terminate_instances(InstanceIds=[worker.instance_id])
+
+        async def reported() -> machine_pb2.Machine | None:
+            got = await api.machines.Get(machine_pb2.GetMachineRequest(name="w1"))
+            return got if got.status.phase == machine_pb2.MACHINE_PHASE_FAILED else None
+
+        failed = await wait_for(reported, within=60, what="the worker reported Failed")
+        assert failed.status.reason == "Unhealthy"
+        assert f"instance {worker.instance_id} is terminated: it was terminated outside the platform" in (
+            failed.status.message
+        )
+        machine_uid = {"Name": f"tag:{tags.MACHINE_UID}", "Values": [m.metadata.uid]}
+        assert len(ec2.describe_instances(Filters=[machine_uid])["Reservations"]) == 1
+
         # Delete: the worker first, then the masters, the load balancer and the network.
         await api.clusters.Delete(cluster_pb2.DeleteClusterRequest(name="prod"))
 
