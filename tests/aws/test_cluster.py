@@ -2,8 +2,9 @@
 makes the network, the load balancer and three masters in moto's EC2 and ELBv2, and a worker
 Machine of type aws; the test plays cloud-init, kubeadm and the kubelets (no VM boots in moto:
 tests/support/cloud_init.py) against the Kubernetes API stand-in, which the first master's
-init brings up. The cluster and the machine reach Running; deleting the cluster removes every
-AWS resource the platform made."""
+init brings up. The cluster and the machine reach Running; a worker whose instance is
+terminated behind the platform's back is reported Failed, not replaced; deleting the cluster
+removes every AWS resource the platform made."""
 
 from __future__ import annotations
 
