@@ -126,11 +126,13 @@ def _domain_error(value: str) -> str | None:
     return None
 
 
-def _validate_login(ip: str, port: int, username: str, credential_ref: str, path: str) -> list[FieldViolation]:
+def _validate_login(
+    ip: str, port: int, username: str, credential_ref: str, path: str, *, ip_required: bool = True
+) -> list[FieldViolation]:
     out = []
-    if not ip:
+    if not ip and ip_required:
         out.append(FieldViolation(f"{path}.ip", "is required"))
-    elif err := _ip_error(ip):
+    elif ip and (err := _ip_error(ip)):
         out.append(FieldViolation(f"{path}.ip", err))
     if err := _port_error(port):
         out.append(FieldViolation(f"{path}.ssh_port", err))
@@ -215,7 +217,10 @@ def validate_machine_spec(spec: machine_pb2.MachineSpec, path: str) -> list[Fiel
         out.append(FieldViolation(f"{path}.cluster_name", err))
     if err := _provider_error(spec.type):
         out.append(FieldViolation(f"{path}.type", err))
-    out += _validate_login(spec.ip, spec.ssh_port, spec.username, spec.credential_ref, path)
+    # A machine the provider makes (a cloud instance, spec.<provider>) gets its address from
+    # it; the provider checks its own part of the spec (admission.py).
+    made = spec.WhichOneof("provider_config") is not None
+    out += _validate_login(spec.ip, spec.ssh_port, spec.username, spec.credential_ref, path, ip_required=not made)
     if spec.role not in machine_pb2.MachineRole.values():
         out.append(FieldViolation(f"{path}.role", f"unknown role {spec.role}"))
     out += validate_labels(spec.labels, f"{path}.labels")

@@ -200,6 +200,11 @@ class Controller:
     async def run(self) -> None:
         """Run until cancelled."""
         self.recorder.start()
+        log.info(
+            "providers: clusters %s; machines %s",
+            ", ".join(sorted(self.cluster_controller.providers)),
+            ", ".join(sorted(self.machine_controller.providers)),
+        )
         informers = [
             asyncio.create_task(self.cluster_informer.run(), name="cluster-informer"),
             asyncio.create_task(self.machine_informer.run(), name="machine-informer"),

@@ -29,6 +29,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 
 from google.protobuf import field_mask_pb2, timestamp_pb2
 
@@ -37,7 +38,7 @@ from tke.internal.ipamd.bindings import candidate_workloads, ordinal
 from tke.internal.ipamd.blocks import PoolBlocks
 from tke.internal.ipamd.keys import address_key
 from tke.internal.ipamd.pools import gateway_of, overlap, pool_layout, serves, validate_pool
-from tke.internal.ipamd.provider import IPProvider
+from tke.internal.ipamd.provider import Assignment, IPProvider, ProviderError, Reconciling
 from tke.internal.ipamd.provisioning import Provisioner, provider_owner
 from tke.internal.ipamd.storage import (
     IPStorage,
@@ -471,6 +472,36 @@ class IPAM:
         raise errors.exhausted([st.entry.pool.name for st in pools])
 
     # -- the IP provider ----------------------------------------------------------------------
+    async def reconcile_providers(self, page: int = 500) -> None:
+        """Hand each provider that reconciles (provider.Reconciling) the allocations of every
+        pool it backs, so that the environment agrees with the storage after a crash. A
+        provider that fails is logged and left for the next start."""
+        for entry in await self._list_pools(fresh=True):
+            pool = entry.pool
+            if self.provisioning.is_static(pool):
+                continue
+            provider = self.provisioning.providers.get(pool.provider.name)
+            if not isinstance(provider, Reconciling):
+                continue
+
+            try:
+                changes = await provider.reconcile(pool.provider.subnet_id, partial(self._assignments, pool.name, page))
+            except ProviderError as err:
+                log.warning("pool %s: reconciling with its IP provider failed: %s", pool.name, err)
+                continue
+            for change in changes:
+                log.info("pool %s: %s", pool.name, change)
+
+    async def _assignments(self, pool: str, page: int) -> list[Assignment]:
+        """Every allocation of `pool`, as its provider sees them."""
+        out: list[Assignment] = []
+        cursor = ""
+        while True:
+            stored, cursor = await self.storage.allocations(pool, cursor, page)
+            out += [Assignment(s.allocation.ip, s.allocation.node, provider_owner(s.allocation)) for s in stored]
+            if not cursor:
+                return out
+
     async def _provide(self, st: PoolBlocks, stored: Stored) -> None:
         """Reserve and bind a newly taken address in the environment, or roll back."""
         try:

@@ -11,6 +11,14 @@ token, so a late bind or release of an allocation that was rolled back, arriving
 address went to someone else, changes nothing: it can neither move nor free the winner's
 address.
 
+A provider may also offer `reconcile(subnet_id, allocations)` (Reconciling): tke-ipamd calls it
+when it starts, for each pool the provider backs, so that the environment's state is made to
+agree with the storage's after a crash (addresses still bound for owners that are gone,
+allocations whose binding is missing). `allocations` reads the pool's allocations when called:
+the provider reads the environment first and the storage after, since the storage decides
+first, an address the environment holds and the later read of the storage lacks has been given
+back (or is being), never just taken.
+
 Errors: ProviderUnavailable (temporary: unreachable, timed out, 5xx; retry later) and
 ProviderRefused (permanent: the environment says no, for example the address is in use
 outside tke-ipamd).
@@ -18,8 +26,9 @@ outside tke-ipamd).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 class ProviderError(Exception):
@@ -66,3 +75,20 @@ class IPProvider(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """An allocation as a provider sees it: the address, its node and its owner token."""
+
+    ip: str
+    node: str
+    owner: str
+
+
+@runtime_checkable
+class Reconciling(Protocol):
+    async def reconcile(self, subnet_id: str, allocations: Callable[[], Awaitable[Sequence[Assignment]]]) -> list[str]:
+        """Make the subnet agree with the pool's allocations (read by calling `allocations`
+        after reading the environment); returns what was changed, for the log."""
+        ...

@@ -62,6 +62,7 @@ class Ipamd:
         self.servers: list[RunningServer] = []
         self.auth: AuthChain | None = None
         self.auth_store: EtcdStore | None = None
+        self._reconcile: asyncio.Task[None] | None = None
 
     def _spec(self, interceptors: list[Any]) -> ServerSpec:
         servicer = IPAMServicer(self.ipam)
@@ -114,9 +115,21 @@ class Ipamd:
             )
         if not self.servers:
             raise ConfigurationError("nothing to serve: set socket or [tcp] address")
+        # The environment is made to agree with the storage in the background: a slow cloud
+        # API must not keep the node's socket from serving.
+        self._reconcile = asyncio.create_task(self._reconcile_providers())
         return self.servers
 
+    async def _reconcile_providers(self) -> None:
+        try:
+            await self.ipam.reconcile_providers()
+        except Exception:
+            log.exception("reconciling the IP providers with the storage failed")
+
     async def stop(self) -> None:
+        if self._reconcile is not None:
+            self._reconcile.cancel()
+            await asyncio.gather(self._reconcile, return_exceptions=True)
         await asyncio.gather(*(s.stop(self.config.shutdown_grace) for s in self.servers))
         if self.auth is not None:
             await self.auth.stop()

@@ -19,6 +19,9 @@ Contract of a ClusterAPI:
   missing node is drained.
 - `uncordon(name)` makes the node schedulable again; a missing node is fine.
 - `delete_node(name)` deletes the Node object; a missing node is fine.
+- `create_bootstrap_token(token, ttl_seconds, description)` stores a kubeadm bootstrap token
+  (the Secret `kubeadm token create` makes, kube.config.bootstrap_token_secret), for nodes
+  that join without the platform logging in to a master (cloud-init).
 Every method may raise TemporaryError (unreachable, throttled) or PermanentError (refused
 credentials, an untrusted server certificate), never a library exception.
 """
@@ -37,7 +40,7 @@ from tke.internal.provider.kube import api as kube_api
 from tke.internal.provider.kube import drain as kube_drain
 from tke.internal.provider.kube import pki
 from tke.internal.provider.kube.access import ClusterAccess
-from tke.internal.provider.kube.config import minor
+from tke.internal.provider.kube.config import bootstrap_token_secret, minor
 
 
 class ClusterAPI(Protocol):
@@ -48,6 +51,7 @@ class ClusterAPI(Protocol):
     async def drain(self, name: str, timeout: float) -> None: ...  # noqa: ASYNC109
     async def uncordon(self, name: str) -> None: ...
     async def delete_node(self, name: str) -> None: ...
+    async def create_bootstrap_token(self, token: str, ttl_seconds: float, description: str) -> None: ...
 
 
 class ClusterAPIs(Protocol):
@@ -82,6 +86,9 @@ class KubeClusterAPI:
 
     async def delete_node(self, name: str) -> None:
         await self.client.delete_node(name)
+
+    async def create_bootstrap_token(self, token: str, ttl_seconds: float, description: str) -> None:
+        await self.client.apply([bootstrap_token_secret(token, ttl_seconds, description)])
 
 
 class KubeClusterAPIs:

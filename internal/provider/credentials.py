@@ -46,6 +46,11 @@ class CredentialConfig:
     # An operator's file: its exec plugins may run.
     kubeconfig_file: str = ""
     kubeconfig_context: str = ""
+    # An AWS access key (cloud providers): its id, secret and optional session token, each
+    # from an environment variable.
+    aws_access_key_id_env: str = ""
+    aws_secret_access_key_env: str = ""
+    aws_session_token_env: str = ""
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,9 @@ class Credential:
     kubeconfig: str = field(default="", repr=False)
     kubeconfig_dir: str = ""
     kubeconfig_context: str = ""
+    aws_access_key_id: str = field(default="", repr=False)
+    aws_secret_access_key: str = field(default="", repr=False)
+    aws_session_token: str = field(default="", repr=False)
 
 
 class Credentials(Protocol):
@@ -120,6 +128,9 @@ class ConfiguredCredentials:
                 kubeconfig=Path(config.kubeconfig_file).read_text() if config.kubeconfig_file else "",
                 kubeconfig_dir=str(Path(config.kubeconfig_file).parent) if config.kubeconfig_file else "",
                 kubeconfig_context=config.kubeconfig_context,
+                aws_access_key_id=_env(config.aws_access_key_id_env, ref),
+                aws_secret_access_key=_env(config.aws_secret_access_key_env, ref),
+                aws_session_token=_env(config.aws_session_token_env, ref),
             )
         except UnicodeDecodeError:
             raise PermanentError(f"credential {ref!r}: {config.kubeconfig_file} is not a text file") from None

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from tke.internal.provider import endpoint as endpoints
 from tke.internal.provider.errors import TemporaryError
 from tke.internal.provider.kube import config as kubecfg
+from tke.internal.provider.kube import pki
 from tke.internal.provider.nodeprep import Profile
 from tke.internal.provider.ssh import Channel, Target
 from tke.platform.v1 import cluster_pb2, machine_pb2
@@ -182,3 +183,29 @@ async def create_bootstrap_token(
         f"--description {shlex.quote(description)} --kubeconfig {shlex.quote(env['TKE_CONFIG_DIR'] + '/admin.conf')}"
     )
     await master.run(command, env={**env, "TKE_BOOTSTRAP_TOKEN": token}, time_limit=120)
+
+
+def init_documents(
+    cluster: cluster_pb2.Cluster,
+    node: kubecfg.Node,
+    token: kubecfg.BootstrapToken,
+    sans: Sequence[str],
+    pki_dir: str,
+    *,
+    fail_swap_on: bool,
+) -> str:
+    """kubeadm init's configuration file for the first master: the cluster's configuration at
+    its endpoint, the node, a bootstrap token the platform made, the kubelet and kube-proxy."""
+    return kubecfg.documents(
+        kubecfg.cluster_configuration(cluster, endpoints.of(cluster).address, sans, pki_dir=pki_dir),
+        kubecfg.init_configuration(cluster, node, token),
+        kubecfg.kubelet_configuration(cluster, pki_dir, fail_swap_on=fail_swap_on),
+        kubecfg.kube_proxy_configuration(cluster),
+    )
+
+
+def join_documents(cluster: cluster_pb2.Cluster, node: kubecfg.Node, token: str, ca_pem: bytes, pki_dir: str) -> str:
+    """kubeadm join's configuration file (a worker, or a master with node.control_plane): token
+    discovery at the cluster's endpoint, pinned to the cluster CA's public key."""
+    discovery = kubecfg.Discovery(endpoints.of(cluster).address, token, [pki.ca_cert_hash(ca_pem)])
+    return kubecfg.documents(kubecfg.join_configuration(cluster, node, discovery, pki_dir))

@@ -307,15 +307,13 @@ class BaremetalClusterProvider:
                     nodes.new_bootstrap_token(), self.options.bootstrap_token_ttl, f"tke: install {first.ip}"
                 )
                 cluster = ctx.cluster
-                text = kubecfg.documents(
-                    kubecfg.cluster_configuration(
-                        cluster, endpoints.of(cluster).address, self._sans(ctx), pki_dir=paths.pki_dir
-                    ),
-                    kubecfg.init_configuration(cluster, self._node(ctx, first, name), token),
-                    kubecfg.kubelet_configuration(
-                        cluster, paths.pki_dir, fail_swap_on=self._profile(ctx).swap == "off"
-                    ),
-                    kubecfg.kube_proxy_configuration(cluster),
+                text = nodes.init_documents(
+                    cluster,
+                    self._node(ctx, first, name),
+                    token,
+                    self._sans(ctx),
+                    paths.pki_dir,
+                    fail_swap_on=self._profile(ctx).swap == "off",
                 )
                 config = posixpath.join(paths.config_dir, "kubeadm-init.yaml")
                 await ch.write_file(config, text.encode(), 0o600)
@@ -357,13 +355,8 @@ class BaremetalClusterProvider:
         env = self._env(ctx, master, name)
         await self._reset_if_cut_off(ch, paths, env, "join-started")
         token = await self._token(ctx, f"tke: join control-plane {master.ip}")
-        discovery = kubecfg.Discovery(
-            endpoints.of(ctx.cluster).address, token, [pki.ca_cert_hash(cas.ca.pair.cert_pem)]
-        )
         cluster = ctx.cluster
-        text = kubecfg.documents(
-            kubecfg.join_configuration(cluster, self._node(ctx, master, name), discovery, paths.pki_dir)
-        )
+        text = nodes.join_documents(cluster, self._node(ctx, master, name), token, cas.ca.pair.cert_pem, paths.pki_dir)
         config = posixpath.join(paths.config_dir, "kubeadm-join.yaml")
         await ch.write_file(config, text.encode(), 0o600)
         await nodes.mark_done(ch, paths, "join-started", cluster.spec.version)

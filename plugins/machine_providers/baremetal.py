@@ -29,7 +29,7 @@ from tke.internal.provider.clusterapi import ClusterAPI, admin_access
 from tke.internal.provider.contract import MachineContext
 from tke.internal.provider.errors import PermanentError, TemporaryError
 from tke.internal.provider.kube import config as kubecfg
-from tke.internal.provider.kube import node_status, pki
+from tke.internal.provider.kube import node_status
 from tke.internal.provider.ssh import Channel
 from tke.internal.provider.steps import Step
 from tke.internal.rpc.errors import FieldViolation
@@ -160,10 +160,7 @@ class BaremetalMachineProvider:
             node = kubecfg.Node(name, m.spec.ip, dict(m.spec.labels), taints)
             if self._profile(ctx).swap == "kubelet":
                 node = kubecfg.Node(name, m.spec.ip, dict(m.spec.labels), taints, ignore_preflight_errors=["Swap"])
-            discovery = kubecfg.Discovery(
-                endpoints.of(ctx.cluster).address, token, [pki.ca_cert_hash(cas.ca.pair.cert_pem)]
-            )
-            text = kubecfg.documents(kubecfg.join_configuration(ctx.cluster, node, discovery, paths.pki_dir))
+            text = nodes.join_documents(ctx.cluster, node, token, cas.ca.pair.cert_pem, paths.pki_dir)
             config = posixpath.join(paths.config_dir, "kubeadm-join.yaml")
             await ch.write_file(config, text.encode(), 0o600)
             await nodes.mark_done(ch, paths, "join-started", ctx.cluster.spec.version)
@@ -196,10 +193,7 @@ class BaremetalMachineProvider:
             raise TemporaryError(f"node {report.name} is not Ready yet: {report.ready_reason}", delay=5.0)
 
     async def record_node_info(self, ctx: MachineContext) -> None:
-        report = node_status.write_machine_status(await self._node(ctx), ctx.obj.status)
-        # The node name is how later steps find the Node (drain, delete), without SSH.
-        if not any(a.type == "Hostname" for a in ctx.obj.status.addresses):
-            ctx.obj.status.addresses.add(type="Hostname", address=report.name)
+        node_status.write_machine_status(await self._node(ctx), ctx.obj.status)
 
     def _joined(self, ctx: MachineContext) -> bool:
         return bool(ctx.cluster.status.control_plane) and bool(ctx.cluster.spec.machines)

@@ -25,7 +25,7 @@ def test_the_example_configuration_loads_with_its_providers() -> None:
     assert config.leader.ttl == 10 and config.apiserver.token_env == "TKE_CONTROLLER_TOKEN"
     clusters = load_providers(CLUSTER_GROUP, config.cluster_providers)
     machines = load_providers(MACHINE_GROUP, config.machine_providers)
-    assert set(clusters) == {"baremetal", "imported"} and set(machines) == {"baremetal"}
+    assert set(clusters) == {"baremetal", "imported", "aws"} and set(machines) == {"baremetal", "aws"}
     assert [s.name for s in clusters["baremetal"].create_steps] == [
         "Preflight",
         "EnsureClusterCredential",
@@ -38,7 +38,7 @@ def test_the_example_configuration_loads_with_its_providers() -> None:
     ]
     # Both providers install from the example's mirror, per minor version, with its key.
     mirror = "https://mirror.example.internal/kubernetes/core:/stable:/v1.31/deb/"
-    for provider in (clusters["baremetal"], machines["baremetal"]):
+    for provider in (clusters["baremetal"], machines["baremetal"], clusters["aws"], machines["aws"]):
         profile = provider.profiles["default"]
         assert profile.repository_of("1.31.2") == mirror
         assert profile.environment("1.31.2", "")["TKE_PACKAGE_KEY_URL"] == mirror + "Release.key"
@@ -47,6 +47,8 @@ def test_the_example_configuration_loads_with_its_providers() -> None:
     # The clusters' Kubernetes API client: the built-in one, with the example's options.
     apis = load_cluster_apis(config.cluster_api)
     assert isinstance(apis, KubeClusterAPIs) and (apis.timeout, apis.drain_poll) == (10.0, 1.0)
+    assert config.credentials["team-a/aws"].aws_access_key_id_env == "TKE_TEAM_A_AWS_ACCESS_KEY_ID"
+    assert clusters["aws"].options.retry_mode == "adaptive" and not machines["aws"].options.default_credentials
 
 
 def test_step_names_must_be_explicit_camel_case_and_unique_across_plans() -> None:

@@ -273,6 +273,9 @@ class APIAfterInit:
     async def delete_node(self, name: str) -> None:
         raise AssertionError("an install deletes no node")
 
+    async def create_bootstrap_token(self, token: str, ttl_seconds: float, description: str) -> None:
+        raise AssertionError("a baremetal install creates its tokens with kubeadm")
+
 
 async def test_a_baremetal_cluster_without_machines_waits_then_installs_on_fake_machines(
     api: Running, etcd_config: EtcdConfig

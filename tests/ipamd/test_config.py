@@ -13,7 +13,7 @@ from tke.internal.config.loader import ConfigError, load
 from tke.internal.ipamd.config import IpamdConfig
 from tke.internal.ipamd.server import build_providers, build_storage
 from tke.internal.plugin.loader import PluginError, available, find
-from tke.plugins.ip_providers.vpc import VPCProvider
+from tke.plugins.ip_providers.aws_eni import AWSENIProvider
 
 EXAMPLE = Path(__file__).parents[2] / "deploy" / "ipamd" / "ipamd.toml"
 
@@ -22,14 +22,13 @@ def test_example_config_loads_and_builds(monkeypatch: pytest.MonkeyPatch) -> Non
     config = load(EXAMPLE, IpamdConfig)
     assert config.socket_mode == 0o600
     assert config.storage.plugin == "etcd"
-    monkeypatch.setenv("TKE_VPC_TOKEN", "x")
     providers = build_providers(config)
-    assert set(providers) == {"static", "vpc"} and isinstance(providers["vpc"], VPCProvider)
+    assert set(providers) == {"static", "aws-eni"} and isinstance(providers["aws-eni"], AWSENIProvider)
 
 
 def test_entry_points_are_registered() -> None:
     assert available("tke.ip_storage") == ["etcd"]
-    assert {"static", "vpc"} <= set(available("tke.ip_providers"))
+    assert {"static", "vpc", "aws-eni"} <= set(available("tke.ip_providers"))
     assert find("tke.ip_storage", "tests.support.memory_ip_storage:MemoryIPStorage") is MemoryIPStorage
 
 
@@ -54,7 +53,6 @@ async def test_cloud_profiles_load_and_their_plugins_build(profile: str, monkeyp
 
     for name in ("TKE_TOKEN_SECRET", "TKE_GATEWAY_SECRET"):
         monkeypatch.setenv(name, "x" * 40)
-    monkeypatch.setenv("TKE_VPC_TOKEN", "t")
     config = load(EXAMPLE.parent / f"{profile}.toml", IpamdConfig)
     assert config.tcp.auth.authenticators and config.tcp.cert_file
     build_providers(config)

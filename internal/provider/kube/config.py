@@ -13,6 +13,8 @@ check every document against them). Output is YAML documents as kubeadm reads th
 
 from __future__ import annotations
 
+import base64
+import datetime
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -235,6 +237,30 @@ def kube_proxy_configuration(cluster: cluster_pb2.Cluster) -> dict[str, Any]:
     if mode:
         doc["mode"] = mode
     return doc
+
+
+def bootstrap_token_secret(token: str, ttl_seconds: float, description: str) -> dict[str, Any]:
+    """The Secret `kubeadm token create` stores for a bootstrap token (kube-system,
+    bootstrap-token-<id>, type bootstrap.kubernetes.io/token): the API server authenticates
+    the token from it, as a member of kubeadm's node-joining group, until it expires."""
+    token_id, _, secret = token.partition(".")
+    expires = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=ttl_seconds)
+    data = {
+        "token-id": token_id,
+        "token-secret": secret,
+        "expiration": expires.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "usage-bootstrap-authentication": "true",
+        "usage-bootstrap-signing": "true",
+        "auth-extra-groups": BOOTSTRAP_GROUP,
+        "description": description,
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": f"bootstrap-token-{token_id}", "namespace": "kube-system"},
+        "type": "bootstrap.kubernetes.io/token",
+        "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
+    }
 
 
 def documents(*docs: Mapping[str, Any]) -> str:

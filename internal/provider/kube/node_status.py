@@ -93,6 +93,10 @@ def write_machine_status(node: Node, status: machine_pb2.MachineStatus) -> NodeR
         del status.addresses[:]
         for a in node.status.addresses:
             status.addresses.add(type=a.type or "", address=a.address or "")
+    # The node name is how later steps find the Node (drain, delete), without logging in.
+    name = node.metadata.name if node.metadata else None
+    if name and not any(a.type == "Hostname" for a in status.addresses):
+        status.addresses.add(type="Hostname", address=name)
     for c in (node.status.conditions if node.status else None) or []:
         name = f"Node{c.type}"
         kept = next((k for k in status.conditions if k.type == name), None) or status.conditions.add(type=name)

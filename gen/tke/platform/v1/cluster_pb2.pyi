@@ -14,6 +14,7 @@ from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from tke.meta.v1 import meta_pb2 as _meta_pb2
+from tke.platform.v1 import machine_pb2 as _machine_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -307,6 +308,7 @@ class ClusterSpec(_message.Message):
     CONTROL_PLANE_ENDPOINT_FIELD_NUMBER: _builtins.int
     CONTROL_PLANE_VIP_FIELD_NUMBER: _builtins.int
     INSTALL_PROFILE_FIELD_NUMBER: _builtins.int
+    AWS_FIELD_NUMBER: _builtins.int
     display_name: _builtins.str
     """Human-friendly name."""
     type: _builtins.str
@@ -354,6 +356,10 @@ class ClusterSpec(_message.Message):
         haproxy as static pods, kubeadm's high-availability guide). Immutable once installed.
         """
 
+    @_builtins.property
+    def aws(self) -> Global___AWSClusterSpec:
+        """The cluster's AWS network and control plane (spec.type "aws")."""
+
     def __init__(
         self,
         *,
@@ -368,14 +374,233 @@ class ClusterSpec(_message.Message):
         control_plane_endpoint: Global___ControlPlaneEndpoint | None = ...,
         control_plane_vip: Global___ManagedVIP | None = ...,
         install_profile: _builtins.str = ...,
+        aws: Global___AWSClusterSpec | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["control_plane_endpoint", b"control_plane_endpoint", "control_plane_vip", b"control_plane_vip", "network", b"network"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["aws", b"aws", "control_plane_endpoint", b"control_plane_endpoint", "control_plane_vip", b"control_plane_vip", "network", b"network", "provider_config", b"provider_config"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_server_url", b"api_server_url", "control_plane_endpoint", b"control_plane_endpoint", "control_plane_vip", b"control_plane_vip", "credential_ref", b"credential_ref", "display_name", b"display_name", "extra_args", b"extra_args", "install_profile", b"install_profile", "machines", b"machines", "network", b"network", "type", b"type", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_server_url", b"api_server_url", "aws", b"aws", "control_plane_endpoint", b"control_plane_endpoint", "control_plane_vip", b"control_plane_vip", "credential_ref", b"credential_ref", "display_name", b"display_name", "extra_args", b"extra_args", "install_profile", b"install_profile", "machines", b"machines", "network", b"network", "provider_config", b"provider_config", "type", b"type", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_provider_config: _TypeAlias = _typing.Literal["aws"]  # noqa: Y015
+    _WhichOneofArgType_provider_config: _TypeAlias = _typing.Literal["provider_config", b"provider_config"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_provider_config) -> _WhichOneofReturnType_provider_config | None: ...
+
+Global___ClusterSpec: _TypeAlias = ClusterSpec  # noqa: Y015
+
+@_typing.final
+class AWSClusterSpec(_message.Message):
+    """A cluster on EC2 (cluster provider "aws"): its network, created or adopted, and its
+    control-plane instances. The AWS account is spec.credential_ref's (or the controller's
+    standard AWS credentials).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REGION_FIELD_NUMBER: _builtins.int
+    VPC_ID_FIELD_NUMBER: _builtins.int
+    VPC_CIDR_FIELD_NUMBER: _builtins.int
+    SUBNETS_FIELD_NUMBER: _builtins.int
+    INTERNET_GATEWAY_FIELD_NUMBER: _builtins.int
+    CONTROL_PLANE_SECURITY_GROUP_ID_FIELD_NUMBER: _builtins.int
+    NODE_SECURITY_GROUP_ID_FIELD_NUMBER: _builtins.int
+    CONTROL_PLANE_FIELD_NUMBER: _builtins.int
+    LOAD_BALANCER_FIELD_NUMBER: _builtins.int
+    LOAD_BALANCER_PUBLIC_FIELD_NUMBER: _builtins.int
+    region: _builtins.str
+    """Region, for example "eu-west-1"; empty means the provider's configured region."""
+    vpc_id: _builtins.str
+    """An existing VPC to adopt; empty means the platform creates one (and deletes it with the
+    cluster). Immutable.
+    """
+    vpc_cidr: _builtins.str
+    """CIDR of the VPC the platform creates; empty means "10.0.0.0/16"."""
+    internet_gateway: _builtins.bool
+    """Create an internet gateway and a default route to it (only with a VPC the platform
+    creates): for instances that reach package mirrors on the Internet.
+    """
+    control_plane_security_group_id: _builtins.str
+    """Existing security groups to adopt, for the control plane and for the nodes; empty means
+    the platform creates both with the Kubernetes ports.
+    """
+    node_security_group_id: _builtins.str
+    """See control_plane_security_group_id."""
+    load_balancer: _builtins.bool
+    """Put a network load balancer (ELBv2, TCP 6443) in front of the API servers as the
+    control-plane endpoint. Without it (and without spec.control_plane_endpoint) the single
+    master's private address is the endpoint, which allows one master only. Immutable.
+    """
+    load_balancer_public: _builtins.bool
+    """The load balancer faces the Internet (with internet_gateway) instead of the VPC only."""
+    @_builtins.property
+    def subnets(self) -> _containers.RepeatedCompositeFieldContainer[Global___AWSSubnet]:
+        """The subnets: existing ones (id) in an adopted VPC, or one per availability zone the
+        platform creates (zone and cidr). Required; immutable.
+        """
+
+    @_builtins.property
+    def control_plane(self) -> Global___AWSControlPlane:
+        """The control-plane instances. Required."""
+
+    def __init__(
+        self,
+        *,
+        region: _builtins.str = ...,
+        vpc_id: _builtins.str = ...,
+        vpc_cidr: _builtins.str = ...,
+        subnets: _abc.Iterable[Global___AWSSubnet] | None = ...,
+        internet_gateway: _builtins.bool = ...,
+        control_plane_security_group_id: _builtins.str = ...,
+        node_security_group_id: _builtins.str = ...,
+        control_plane: Global___AWSControlPlane | None = ...,
+        load_balancer: _builtins.bool = ...,
+        load_balancer_public: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["control_plane", b"control_plane"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["control_plane", b"control_plane", "control_plane_security_group_id", b"control_plane_security_group_id", "internet_gateway", b"internet_gateway", "load_balancer", b"load_balancer", "load_balancer_public", b"load_balancer_public", "node_security_group_id", b"node_security_group_id", "region", b"region", "subnets", b"subnets", "vpc_cidr", b"vpc_cidr", "vpc_id", b"vpc_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___ClusterSpec: _TypeAlias = ClusterSpec  # noqa: Y015
+Global___AWSClusterSpec: _TypeAlias = AWSClusterSpec  # noqa: Y015
+
+@_typing.final
+class AWSSubnet(_message.Message):
+    """A subnet of an AWS cluster."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    ZONE_FIELD_NUMBER: _builtins.int
+    CIDR_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """An existing subnet (with vpc_id); empty means create one."""
+    zone: _builtins.str
+    """Availability zone of a subnet to create, for example "eu-west-1a"."""
+    cidr: _builtins.str
+    """CIDR of a subnet to create, inside the VPC's."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        zone: _builtins.str = ...,
+        cidr: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cidr", b"cidr", "id", b"id", "zone", b"zone"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AWSSubnet: _TypeAlias = AWSSubnet  # noqa: Y015
+
+@_typing.final
+class AWSControlPlane(_message.Message):
+    """The control-plane instances of an AWS cluster."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COUNT_FIELD_NUMBER: _builtins.int
+    MACHINE_FIELD_NUMBER: _builtins.int
+    count: _builtins.int
+    """How many masters: 1, 3 or 5 (more than one needs load_balancer or
+    spec.control_plane_endpoint). Immutable once installed.
+    """
+    @_builtins.property
+    def machine(self) -> _machine_pb2.AWSMachineSpec:
+        """The instances' type, image, key pair and root volume, as for a machine (subnet and
+        security groups are the cluster's: masters are spread over the subnets in order).
+        """
+
+    def __init__(
+        self,
+        *,
+        count: _builtins.int = ...,
+        machine: _machine_pb2.AWSMachineSpec | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["machine", b"machine"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "machine", b"machine"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AWSControlPlane: _TypeAlias = AWSControlPlane  # noqa: Y015
+
+@_typing.final
+class AWSClusterStatus(_message.Message):
+    """What the aws provider created or adopted for a cluster."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VPC_ID_FIELD_NUMBER: _builtins.int
+    SUBNETS_FIELD_NUMBER: _builtins.int
+    CONTROL_PLANE_SECURITY_GROUP_ID_FIELD_NUMBER: _builtins.int
+    NODE_SECURITY_GROUP_ID_FIELD_NUMBER: _builtins.int
+    LOAD_BALANCER_ARN_FIELD_NUMBER: _builtins.int
+    LOAD_BALANCER_DNS_NAME_FIELD_NUMBER: _builtins.int
+    REGION_FIELD_NUMBER: _builtins.int
+    vpc_id: _builtins.str
+    """The VPC."""
+    control_plane_security_group_id: _builtins.str
+    """The control plane's and the nodes' security groups."""
+    node_security_group_id: _builtins.str
+    """See control_plane_security_group_id."""
+    load_balancer_arn: _builtins.str
+    """The load balancer's ARN and DNS name, when there is one."""
+    load_balancer_dns_name: _builtins.str
+    """See load_balancer_arn."""
+    region: _builtins.str
+    """The region."""
+    @_builtins.property
+    def subnets(self) -> _containers.RepeatedCompositeFieldContainer[Global___AWSSubnetStatus]:
+        """The subnets, in spec order."""
+
+    def __init__(
+        self,
+        *,
+        vpc_id: _builtins.str = ...,
+        subnets: _abc.Iterable[Global___AWSSubnetStatus] | None = ...,
+        control_plane_security_group_id: _builtins.str = ...,
+        node_security_group_id: _builtins.str = ...,
+        load_balancer_arn: _builtins.str = ...,
+        load_balancer_dns_name: _builtins.str = ...,
+        region: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["control_plane_security_group_id", b"control_plane_security_group_id", "load_balancer_arn", b"load_balancer_arn", "load_balancer_dns_name", b"load_balancer_dns_name", "node_security_group_id", b"node_security_group_id", "region", b"region", "subnets", b"subnets", "vpc_id", b"vpc_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AWSClusterStatus: _TypeAlias = AWSClusterStatus  # noqa: Y015
+
+@_typing.final
+class AWSSubnetStatus(_message.Message):
+    """A subnet in use."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    ZONE_FIELD_NUMBER: _builtins.int
+    CIDR_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Its id."""
+    zone: _builtins.str
+    """Its availability zone."""
+    cidr: _builtins.str
+    """Its CIDR."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        zone: _builtins.str = ...,
+        cidr: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cidr", b"cidr", "id", b"id", "zone", b"zone"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AWSSubnetStatus: _TypeAlias = AWSSubnetStatus  # noqa: Y015
 
 @_typing.final
 class ControlPlaneEndpoint(_message.Message):
@@ -569,6 +794,7 @@ class ClusterStatus(_message.Message):
     CONTROL_PLANE_ENDPOINT_FIELD_NUMBER: _builtins.int
     CONTROL_PLANE_FIELD_NUMBER: _builtins.int
     NODES_FIELD_NUMBER: _builtins.int
+    AWS_FIELD_NUMBER: _builtins.int
     phase: Global___ClusterPhase.ValueType
     """Lifecycle phase."""
     version: _builtins.str
@@ -603,6 +829,10 @@ class ClusterStatus(_message.Message):
         reach it (imported clusters), at creation and on every health check.
         """
 
+    @_builtins.property
+    def aws(self) -> Global___AWSClusterStatus:
+        """The AWS resources of an aws cluster."""
+
     def __init__(
         self,
         *,
@@ -616,10 +846,11 @@ class ClusterStatus(_message.Message):
         control_plane_endpoint: _builtins.str = ...,
         control_plane: _abc.Iterable[Global___ControlPlaneMember] | None = ...,
         nodes: Global___ClusterNodes | None = ...,
+        aws: Global___AWSClusterStatus | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["nodes", b"nodes"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["aws", b"aws", "nodes", b"nodes"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["addresses", b"addresses", "conditions", b"conditions", "control_plane", b"control_plane", "control_plane_endpoint", b"control_plane_endpoint", "message", b"message", "nodes", b"nodes", "observed_generation", b"observed_generation", "phase", b"phase", "reason", b"reason", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["addresses", b"addresses", "aws", b"aws", "conditions", b"conditions", "control_plane", b"control_plane", "control_plane_endpoint", b"control_plane_endpoint", "message", b"message", "nodes", b"nodes", "observed_generation", b"observed_generation", "phase", b"phase", "reason", b"reason", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

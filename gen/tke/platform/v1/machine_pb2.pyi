@@ -179,6 +179,7 @@ class MachineSpec(_message.Message):
     LABELS_FIELD_NUMBER: _builtins.int
     TAINTS_FIELD_NUMBER: _builtins.int
     UNSCHEDULABLE_FIELD_NUMBER: _builtins.int
+    AWS_FIELD_NUMBER: _builtins.int
     cluster_name: _builtins.str
     """Name of the cluster (of the same tenant) this machine belongs to. It must exist and not
     be being deleted. Required; immutable.
@@ -186,7 +187,9 @@ class MachineSpec(_message.Message):
     type: _builtins.str
     """Name of the machine provider, for example "baremetal". Required; immutable."""
     ip: _builtins.str
-    """IPv4 or IPv6 address the platform reaches the machine on. Required."""
+    """IPv4 or IPv6 address the platform reaches the machine on. Required, except for machines
+    the provider creates (spec.aws), where it stays empty.
+    """
     ssh_port: _builtins.int
     """SSH port; 0 means 22."""
     username: _builtins.str
@@ -205,6 +208,10 @@ class MachineSpec(_message.Message):
     def taints(self) -> _containers.RepeatedCompositeFieldContainer[Global___Taint]:
         """Kubernetes node taints to apply."""
 
+    @_builtins.property
+    def aws(self) -> Global___AWSMachineSpec:
+        """An EC2 instance (spec.type "aws")."""
+
     def __init__(
         self,
         *,
@@ -218,14 +225,101 @@ class MachineSpec(_message.Message):
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         taints: _abc.Iterable[Global___Taint] | None = ...,
         unschedulable: _builtins.bool = ...,
+        aws: Global___AWSMachineSpec | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["aws", b"aws", "provider_config", b"provider_config"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster_name", b"cluster_name", "credential_ref", b"credential_ref", "ip", b"ip", "labels", b"labels", "role", b"role", "ssh_port", b"ssh_port", "taints", b"taints", "type", b"type", "unschedulable", b"unschedulable", "username", b"username"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aws", b"aws", "cluster_name", b"cluster_name", "credential_ref", b"credential_ref", "ip", b"ip", "labels", b"labels", "provider_config", b"provider_config", "role", b"role", "ssh_port", b"ssh_port", "taints", b"taints", "type", b"type", "unschedulable", b"unschedulable", "username", b"username"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_provider_config: _TypeAlias = _typing.Literal["aws"]  # noqa: Y015
+    _WhichOneofArgType_provider_config: _TypeAlias = _typing.Literal["provider_config", b"provider_config"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_provider_config) -> _WhichOneofReturnType_provider_config | None: ...
+
+Global___MachineSpec: _TypeAlias = MachineSpec  # noqa: Y015
+
+@_typing.final
+class AWSMachineSpec(_message.Message):
+    """An EC2 instance as a machine (machine provider "aws")."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_TYPE_FIELD_NUMBER: _builtins.int
+    IMAGE_ID_FIELD_NUMBER: _builtins.int
+    SUBNET_ID_FIELD_NUMBER: _builtins.int
+    SECURITY_GROUP_IDS_FIELD_NUMBER: _builtins.int
+    KEY_NAME_FIELD_NUMBER: _builtins.int
+    ROOT_VOLUME_FIELD_NUMBER: _builtins.int
+    instance_type: _builtins.str
+    """Instance type, for example "t3.medium". Required."""
+    image_id: _builtins.str
+    """Image (AMI) id, for example "ami-0abcdef1234567890": a Debian or Ubuntu image with
+    cloud-init. Required.
+    """
+    subnet_id: _builtins.str
+    """Subnet to launch in; empty means the first subnet of the cluster's network (aws
+    clusters). Its availability zone is the instance's.
+    """
+    key_name: _builtins.str
+    """Name of an EC2 key pair for SSH by people; empty means none (the platform itself never
+    logs in: the node is prepared and joined by cloud-init).
+    """
+    @_builtins.property
+    def security_group_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Security groups of the instance's network interface; empty means the cluster's node
+        security group (aws clusters).
+        """
+
+    @_builtins.property
+    def root_volume(self) -> Global___AWSVolume:
+        """The root volume; unset means the image's."""
+
+    def __init__(
+        self,
+        *,
+        instance_type: _builtins.str = ...,
+        image_id: _builtins.str = ...,
+        subnet_id: _builtins.str = ...,
+        security_group_ids: _abc.Iterable[_builtins.str] | None = ...,
+        key_name: _builtins.str = ...,
+        root_volume: Global___AWSVolume | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["root_volume", b"root_volume"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["image_id", b"image_id", "instance_type", b"instance_type", "key_name", b"key_name", "root_volume", b"root_volume", "security_group_ids", b"security_group_ids", "subnet_id", b"subnet_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___MachineSpec: _TypeAlias = MachineSpec  # noqa: Y015
+Global___AWSMachineSpec: _TypeAlias = AWSMachineSpec  # noqa: Y015
+
+@_typing.final
+class AWSVolume(_message.Message):
+    """An EBS volume."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SIZE_GIB_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    ENCRYPTED_FIELD_NUMBER: _builtins.int
+    size_gib: _builtins.int
+    """Size in GiB, 8 to 16384."""
+    type: _builtins.str
+    """EBS volume type: "gp3" (empty), "gp2", "io1", "io2", "st1" or "sc1"."""
+    encrypted: _builtins.bool
+    """Encrypt the volume with the account's default KMS key."""
+    def __init__(
+        self,
+        *,
+        size_gib: _builtins.int = ...,
+        type: _builtins.str = ...,
+        encrypted: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["encrypted", b"encrypted", "size_gib", b"size_gib", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AWSVolume: _TypeAlias = AWSVolume  # noqa: Y015
 
 @_typing.final
 class MachineAddress(_message.Message):
@@ -316,6 +410,7 @@ class MachineStatus(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
     OBSERVED_GENERATION_FIELD_NUMBER: _builtins.int
+    PROVIDER_ID_FIELD_NUMBER: _builtins.int
     phase: Global___MachinePhase.ValueType
     """Lifecycle phase."""
     reason: _builtins.str
@@ -324,6 +419,11 @@ class MachineStatus(_message.Message):
     """Human-readable explanation of the phase."""
     observed_generation: _builtins.int
     """The metadata.generation the controller last acted on."""
+    provider_id: _builtins.str
+    """The machine in its provider's terms, as Kubernetes' Node.spec.providerID writes it, for
+    example "aws:///us-east-1a/i-0123456789abcdef0"; empty for machines the platform did not
+    create.
+    """
     @_builtins.property
     def conditions(self) -> _containers.RepeatedCompositeFieldContainer[_meta_pb2.Condition]:
         """One condition per provider step and health check."""
@@ -346,10 +446,11 @@ class MachineStatus(_message.Message):
         reason: _builtins.str = ...,
         message: _builtins.str = ...,
         observed_generation: _builtins.int = ...,
+        provider_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["node_info", b"node_info"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["addresses", b"addresses", "conditions", b"conditions", "message", b"message", "node_info", b"node_info", "observed_generation", b"observed_generation", "phase", b"phase", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["addresses", b"addresses", "conditions", b"conditions", "message", b"message", "node_info", b"node_info", "observed_generation", b"observed_generation", "phase", b"phase", "provider_id", b"provider_id", "reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -364,8 +465,8 @@ class CreateMachineRequest(_message.Message):
     MACHINE_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def machine(self) -> Global___Machine:
-        """The machine to create. metadata.name, spec.cluster_name, spec.type and spec.ip are
-        required.
+        """The machine to create. metadata.name, spec.cluster_name and spec.type are required,
+        and spec.ip unless the provider creates the machine (spec.aws).
         """
 
     def __init__(

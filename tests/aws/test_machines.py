@@ -1,0 +1,334 @@
+"""The aws machine provider against moto's EC2 server: instances made, found again, terminated,
+reported when they vanish; throttling retried by botocore; permanent errors end the step. The
+cluster's Kubernetes API is a recording double here (tests/aws/test_cluster.py runs the whole
+flow against the API stand-in)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import yaml
+from lightkube.codecs import from_dict
+from lightkube.resources.core_v1 import Node
+
+from tests.support import kubeadm_reference
+from tests.support.aws import (
+    AWSProxy,
+    MemoryCredentialStore,
+    Moto,
+    NoDialer,
+    an_image,
+    instances,
+    run_steps,
+)
+from tests.support.kube import objects
+from tke.internal.provider.cluster_credentials import ensure_cas, read_cas
+from tke.internal.provider.clusterapi import ClusterAPI
+from tke.internal.provider.contract import MachineContext, Tools
+from tke.internal.provider.credentials import ConfiguredCredentials, CredentialConfig
+from tke.internal.provider.errors import PermanentError, TemporaryError
+from tke.internal.provider.kube import pki
+from tke.internal.provider.kube.access import ClusterAccess
+from tke.platform.v1 import cluster_pb2, machine_pb2
+from tke.plugins.aws import tags, userdata
+from tke.plugins.machine_providers.aws import AWSMachineProvider
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@dataclass
+class RecordingAPI:
+    """The cluster's API as the machine provider uses it: tokens stored, Nodes registered by
+    the test (playing the kubelet)."""
+
+    tokens: list[tuple[str, float, str]] = field(default_factory=list)
+    nodes: dict[str, Node] = field(default_factory=dict)
+    calls: list[tuple[str, str]] = field(default_factory=list)
+
+    @contextlib.asynccontextmanager
+    async def connect(self, access: ClusterAccess) -> AsyncIterator[ClusterAPI]:
+        yield self
+
+    async def ready(self) -> str:
+        return "v1.31.2"
+
+    async def node(self, name: str) -> Node | None:
+        return self.nodes.get(name)
+
+    async def drain(self, name: str, timeout: float) -> None:  # noqa: ASYNC109 - the Protocol's
+        self.calls.append(("drain", name))
+
+    async def uncordon(self, name: str) -> None:
+        self.calls.append(("uncordon", name))
+
+    async def delete_node(self, name: str) -> None:
+        self.calls.append(("delete_node", name))
+        self.nodes.pop(name, None)
+
+    async def create_bootstrap_token(self, token: str, ttl_seconds: float, description: str) -> None:
+        self.tokens.append((token, ttl_seconds, description))
+
+
+@dataclass
+class World:
+    moto: Moto
+    ec2: Any
+    cluster: cluster_pb2.Cluster
+    image: str
+    api: RecordingAPI
+    tools: Tools
+
+
+@pytest.fixture
+async def world(moto: Moto) -> World:
+    ec2 = moto.client("ec2")
+    vpc = ec2.create_vpc(CidrBlock="10.30.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.30.1.0/24", AvailabilityZone="us-east-1a")["Subnet"]
+    group = ec2.create_security_group(GroupName="nodes", Description="nodes", VpcId=vpc)["GroupId"]
+    c = cluster_pb2.Cluster()
+    c.metadata.name, c.metadata.uid, c.metadata.tenant_id = "prod", str(uuid.uuid4()), "team-a"
+    c.spec.type, c.spec.version = "aws", "1.31.2"
+    c.spec.network.pod_cidr, c.spec.network.service_cidr = "10.244.0.0/16", "10.96.0.0/12"
+    c.status.version = "1.31.2"
+    c.status.control_plane_endpoint = "10.30.1.10:6443"
+    c.status.phase = cluster_pb2.CLUSTER_PHASE_RUNNING
+    c.status.aws.region = "us-east-1"
+    c.status.aws.vpc_id = vpc
+    c.status.aws.subnets.add(id=subnet["SubnetId"], zone="us-east-1a", cidr="10.30.1.0/24")
+    c.status.aws.node_security_group_id = group
+    store = MemoryCredentialStore()
+    await ensure_cas(store, c)
+    api = RecordingAPI()
+    tools = Tools(
+        dialer=NoDialer(),
+        credentials=ConfiguredCredentials({}).for_tenant("team-a"),
+        cluster_credentials=store,
+        cluster_apis=api,
+    )
+    return World(moto, ec2, c, an_image(ec2), api, tools)
+
+
+def provider(url: str, **options: Any) -> AWSMachineProvider:
+    return AWSMachineProvider(endpoint_url=url, region="us-east-1", **options)
+
+
+def machine(world: World, name: str = "w1", image: str = "") -> machine_pb2.Machine:
+    m = machine_pb2.Machine()
+    m.metadata.name, m.metadata.uid, m.metadata.tenant_id = name, str(uuid.uuid4()), "team-a"
+    m.spec.cluster_name, m.spec.type = "prod", "aws"
+    m.spec.role = machine_pb2.MACHINE_ROLE_WORKER
+    m.spec.labels["pool"] = "general"
+    m.spec.taints.add(key="dedicated", value="batch", effect="NoSchedule")
+    m.spec.aws.instance_type = "t3.medium"
+    m.spec.aws.image_id = image or world.image
+    m.spec.aws.root_volume.size_gib = 30
+    return m
+
+
+def context(world: World, m: machine_pb2.Machine) -> MachineContext:
+    return MachineContext(obj=m, cluster=world.cluster, tools=world.tools)
+
+
+def kubelet_registers(world: World, name: str) -> None:
+    node = from_dict(objects.node(name, ip="10.30.1.99", kubelet="v1.31.2"))
+    assert isinstance(node, Node)
+    world.api.nodes[name] = node
+
+
+def user_data_of(ec2: Any, instance_id: str) -> dict[str, Any]:
+    raw = base64.b64decode(
+        ec2.describe_instance_attribute(InstanceId=instance_id, Attribute="userData")["UserData"]["Value"]
+    )
+    text = userdata.unpack(raw)
+    assert text.startswith("#cloud-config\n")
+    doc: dict[str, Any] = yaml.safe_load(text)
+    return doc
+
+
+def files_of(doc: dict[str, Any]) -> dict[str, tuple[bytes, str]]:
+    return {f["path"]: (base64.b64decode(f["content"]), f["permissions"]) for f in doc["write_files"]}
+
+
+async def test_a_machine_is_an_instance_joined_by_cloud_init_and_deleted(world: World) -> None:
+    p = provider(world.moto.url)
+    m = machine(world)
+    ctx = context(world, m)
+    await run_steps(p.create_steps[:3], ctx)
+    found = instances(world.ec2, **{tags.MACHINE_UID: m.metadata.uid})
+    assert len(found) == 1
+    instance = found[0]
+    assert instance["InstanceType"] == "t3.medium" and instance["ImageId"] == world.image
+    assert m.status.provider_id == f"aws:///us-east-1a/{instance['InstanceId']}"
+    got = tags.read(instance["Tags"])
+    assert got[tags.PLATFORM] == "tke" and got[tags.TENANT] == "team-a"
+    assert got[tags.CLUSTER] == "prod" and got[tags.CLUSTER_UID] == world.cluster.metadata.uid
+    assert got[tags.MACHINE] == "w1" and got[tags.ROLE] == "worker"
+    assert instance["MetadataOptions"]["HttpTokens"] == "required"
+    ip = instance["PrivateIpAddress"]
+    name = f"ip-{ip.replace('.', '-')}.ec2.internal"
+    assert {(a.type, a.address) for a in m.status.addresses} >= {("InternalIP", ip), ("Hostname", name)}
+
+    # The user data: cloud-config preparing the node as the install profile says and joining
+    # it with a JoinConfiguration of the reference fields, a stored token and the CA's pin.
+    doc = user_data_of(world.ec2, instance["InstanceId"])
+    files = files_of(doc)
+    assert b"SystemdCgroup = true" in files["/etc/containerd/config.toml"][0]
+    assert b"br_netfilter" in files["/etc/modules-load.d/kubernetes.conf"][0]
+    assert b"v1.31" in files["/etc/apt/sources.list.d/kubernetes.list"][0]
+    config, mode = files[userdata.KUBEADM_CONFIG]
+    assert mode == "0600"
+    (join,) = list(yaml.safe_load_all(config))
+    assert kubeadm_reference.errors(join) == []
+    assert join["kind"] == "JoinConfiguration" and join["apiVersion"] == "kubeadm.k8s.io/v1beta4"
+    discovery = join["discovery"]["bootstrapToken"]
+    assert discovery["apiServerEndpoint"] == "10.30.1.10:6443"
+    cas = await read_cas(world.tools.cluster_credentials, world.cluster)
+    assert discovery["caCertHashes"] == [pki.ca_cert_hash(cas.ca.pair.cert_pem)]
+    assert [t[0] for t in world.api.tokens] == [discovery["token"]]
+    registration = join["nodeRegistration"]
+    assert registration["name"] == name and {"name": "node-ip", "value": ip} in registration["kubeletExtraArgs"]
+    assert registration["taints"] == [{"key": "dedicated", "value": "batch", "effect": "NoSchedule"}]
+    script = doc["runcmd"][0][2]
+    assert script.startswith("set -eu\n") and "modprobe br_netfilter" in script
+    assert f"kubeadm join --config {userdata.KUBEADM_CONFIG}" in script and f"rm -f {userdata.KUBEADM_CONFIG}" in script
+    assert discovery["token"] not in script  # the token is in the 0600 file only
+
+    # The kubelet registers the Node: the machine is Ready, with what the Node reports.
+    kubelet_registers(world, name)
+    await run_steps(p.create_steps[3:], ctx)
+    assert m.status.node_info.kubelet_version == "v1.31.2"
+    assert "Ready" in await p.check_health(ctx)
+
+    await run_steps(p.delete_steps, ctx)
+    assert world.api.calls == [("drain", name), ("delete_node", name)]
+    (gone,) = instances(world.ec2, **{tags.MACHINE_UID: m.metadata.uid})
+    assert gone["State"]["Name"] == "terminated"
+    interfaces = world.ec2.describe_network_interfaces(
+        Filters=[{"Name": f"tag:{tags.MACHINE_UID}", "Values": [m.metadata.uid]}]
+    )
+    assert interfaces["NetworkInterfaces"] == []
+
+
+async def test_a_controller_killed_between_run_instances_and_its_status_write_makes_no_second_instance(
+    world: World,
+) -> None:
+    m = machine(world)
+    await run_steps(provider(world.moto.url).create_steps[:1], context(world, m))
+    with AWSProxy(world.moto.url) as proxy:
+        proxy.state.hold.add("RunInstances")
+        first = provider(proxy.url)
+        launching = asyncio.create_task(first.launch(context(world, m)))
+        # RunInstances reached EC2 (moto made the instance); its answer never comes back:
+        await asyncio.to_thread(proxy.state.held.wait, 60)
+        launching.cancel()  # the controller dies here, before the step's status write
+        with contextlib.suppress(asyncio.CancelledError):
+            await launching
+        assert m.status.provider_id == ""
+        # A new controller runs the step again: it finds the instance by its tags.
+        again = provider(proxy.url)
+        await run_steps(again.create_steps[1:3], context(world, m))
+        assert proxy.state.seen.get("RunInstances") == 1
+    found = instances(world.ec2, **{tags.MACHINE_UID: m.metadata.uid})
+    assert len(found) == 1 and m.status.provider_id.endswith(found[0]["InstanceId"])
+
+
+async def test_an_instance_terminated_outside_the_platform_is_reported_not_recreated(world: World) -> None:
+    p = provider(world.moto.url)
+    m = machine(world)
+    ctx = context(world, m)
+    await run_steps(p.create_steps[:3], ctx)
+    kubelet_registers(world, next(a.address for a in m.status.addresses if a.type == "Hostname"))
+    await run_steps(p.create_steps[3:], ctx)
+    instance_id = m.status.provider_id.rsplit("/", 1)[1]
+    world.ec2.terminate_instances(InstanceIds=[instance_id])
+    with pytest.raises(TemporaryError, match=f"instance {instance_id} is terminated: it was terminated outside"):
+        await p.check_health(ctx)
+    # The create steps run again (a spec change, a new controller) and do not launch another.
+    with pytest.raises(PermanentError, match="terminated outside the platform"):
+        await p.launch(ctx)
+    with pytest.raises(PermanentError, match="terminated outside the platform"):
+        await p.wait_running(ctx)
+    assert len(instances(world.ec2, **{tags.MACHINE_UID: m.metadata.uid})) == 1
+
+
+async def test_throttling_is_retried_by_botocore_and_the_step_succeeds(world: World) -> None:
+    with AWSProxy(world.moto.url) as proxy:
+        proxy.state.throttle.update({"RunInstances": 2, "CreateNetworkInterface": 1})
+        p = provider(proxy.url, max_attempts=4)
+        m = machine(world)
+        await run_steps(p.create_steps[:2], context(world, m))
+        assert proxy.state.throttled == {"RunInstances": 2, "CreateNetworkInterface": 1}
+        assert proxy.state.seen["RunInstances"] == 3  # two throttled, then EC2's answer
+    assert len(instances(world.ec2, **{tags.MACHINE_UID: m.metadata.uid})) == 1
+    # Past the attempts, the step fails temporarily: the framework tries it again later.
+    with AWSProxy(world.moto.url) as proxy:
+        proxy.state.throttle["DescribeInstances"] = 10
+        p = provider(proxy.url, max_attempts=2)
+        with pytest.raises(TemporaryError, match="RequestLimitExceeded"):
+            await p.launch(context(world, machine(world, "w2")))
+
+
+async def test_an_invalid_image_ends_the_step_with_ec2s_reason(world: World) -> None:
+    p = provider(world.moto.url)
+    m = machine(world, image="ami-12345678")
+    await run_steps(p.create_steps[:1], context(world, m))
+    with pytest.raises(PermanentError, match=r"InvalidAMIID\.NotFound"):
+        await p.launch(context(world, m))
+    m.spec.aws.image_id = "not-an-image"  # what the apiserver refuses; EC2 refuses it too
+    assert [v.field for v in p.validate(m)] == ["machine.spec.aws.image_id"]
+    with pytest.raises(PermanentError, match=r"InvalidAMIID\.Malformed"):
+        await p.launch(context(world, m))
+    assert instances(world.ec2, **{tags.MACHINE_UID: m.metadata.uid}) == []
+
+
+async def test_a_tenant_cannot_use_another_tenants_aws_credential(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TEAM_B_KEY_ID", "AKIDTEAMB")
+    monkeypatch.setenv("TEAM_B_SECRET", "secret-b")
+    config = CredentialConfig(aws_access_key_id_env="TEAM_B_KEY_ID", aws_secret_access_key_env="TEAM_B_SECRET")
+    # Each reconcile gets its object's tenant's credentials only (the controller scopes them).
+    world.tools.credentials = ConfiguredCredentials({"team-b/team-b-aws": config}).for_tenant("team-a")
+    m = machine(world)
+    m.spec.credential_ref = "team-b-aws"  # m is team-a's
+    with pytest.raises(PermanentError, match="tenant 'team-a' has no credential 'team-b-aws'"):
+        await provider(world.moto.url).create_interface(context(world, m))
+    # With the platform's own identity a machine goes only where its cluster is.
+    elsewhere = machine(world)
+    elsewhere.spec.aws.subnet_id = "subnet-0123456789abcdef0"
+    with pytest.raises(PermanentError, match="uses its cluster's subnets only"):
+        await provider(world.moto.url).create_interface(context(world, elsewhere))
+    strict = provider(world.moto.url, default_credentials=False)
+    with pytest.raises(PermanentError, match="an AWS credential is required"):
+        await strict.create_interface(context(world, machine(world)))
+
+
+def test_the_spec_is_checked_before_it_is_stored() -> None:
+    p = AWSMachineProvider()
+    m = machine_pb2.Machine()
+    m.spec.type = "aws"
+    assert [v.field for v in p.validate(m)] == ["machine.spec.aws"]
+    m.spec.ip = "10.0.0.5"
+    m.spec.role = machine_pb2.MACHINE_ROLE_MASTER
+    m.spec.aws.instance_type = "huge"
+    m.spec.aws.image_id = "ami-0123456789abcdef0"
+    m.spec.aws.security_group_ids.append("group-1")
+    m.spec.aws.root_volume.size_gib = 4
+    m.spec.aws.root_volume.type = "magnetic"
+    assert sorted(v.field for v in p.validate(m)) == sorted(
+        [
+            "machine.spec.aws.instance_type",
+            "machine.spec.aws.security_group_ids[0]",
+            "machine.spec.aws.root_volume.size_gib",
+            "machine.spec.aws.root_volume.type",
+            "machine.spec.ip",
+            "machine.spec.role",
+        ]
+    )
