@@ -36,6 +36,7 @@ import ipaddress
 import json
 import os
 import platform
+import signal
 import ssl
 import subprocess
 import sys
@@ -58,6 +59,8 @@ API_PORT = 6443
 READY_WITHIN = 60.0
 NODE_RIGHTS = "tke-standin:node-authorizer"
 CLUSTER_INFO = "/api/v1/namespaces/kube-public/configmaps/cluster-info"
+RBAC = "/apis/rbac.authorization.k8s.io/v1"
+ARCH = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
 
 
 # -- a small client: kubeadm's and the kubelet's calls --------------------------------------
@@ -262,10 +265,14 @@ def _keepalived(m: Machine) -> str:
     except OSError:
         return ""
     words = text.split()
-    if words[words.index("state") + 1] != "MASTER":
+    try:
+        state = words[words.index("state") + 1]
+        interface = words[words.index("interface") + 1]
+        vip = words[words.index("virtual_ipaddress") + 2]  # after its "{"
+    except (ValueError, IndexError):
+        raise Refused("keepalived: keepalived.conf names no state, interface or virtual_ipaddress") from None
+    if state != "MASTER":
         return ""
-    interface = words[words.index("interface") + 1]
-    vip = words[words.index("virtual_ipaddress") + 2]
     add = ["ip", "addr", "replace", f"{vip}/32", "dev", interface]
     done = subprocess.run(add, check=False, capture_output=True, text=True)
     if done.returncode != 0:
@@ -308,6 +315,7 @@ def _start_apiserver(m: Machine, cluster: dict[str, Any]) -> int:
         except OSError:
             pass
         if child.poll() is not None or time.monotonic() > deadline:
+            child.kill()
             log = m.world.directory / "logs" / m.ip / "kube-apiserver.log"
             raise Refused(f"[wait-control-plane] the API server did not become ready: {log.read_text()[-1000:]}")
         time.sleep(0.1)
@@ -318,16 +326,13 @@ def stop_static_pods(m: Machine, state: dict[str, Any]) -> None:
     mine = state["machines"].get(m.ip, {})
     for pid in mine.pop("pods", {}).values():
         if _alive(pid):
-            os.kill(pid, 15)
+            os.kill(pid, signal.SIGTERM)
     vip = mine.pop("vip", "")
     if vip:
         subprocess.run(["ip", "addr", "del", *vip.split()], check=False, capture_output=True)
 
 
 # -- kubeadm init's bootstrap, kubeadm join's discovery -------------------------------------
-
-
-RBAC = "/apis/rbac.authorization.k8s.io/v1"
 
 
 def _meta(name: str, namespace: str = "") -> dict[str, str]:
@@ -361,8 +366,10 @@ def bootstrap(m: Machine) -> None:
     """kubeadm init's objects, through super-admin.conf: cluster-info for discovery (read
     anonymously), kubeadm's admin binding, and the nodes' rights."""
     creds = load_kubeconfig(m.path("/etc/kubernetes/super-admin.conf"))
-    info = yaml.safe_load(kubeconfig(Credentials(creds.server, creds.ca_pem), "", cluster=""))
-    info.update(users=[], contexts=[], **{"current-context": ""})
+    # kubeadm's cluster-info: a kubeconfig with the cluster only (server and CA), no user.
+    server = {"server": creds.server, "certificate-authority-data": _b64(creds.ca_pem)}
+    info = {"apiVersion": "v1", "kind": "Config", "clusters": [{"name": "", "cluster": server}], "users": [],
+            "contexts": [], "current-context": ""}  # fmt: skip
     cluster_info = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -401,9 +408,7 @@ def discover(endpoint: str, ca_cert_hashes: list[str]) -> bytes:
     unverified = Credentials(f"https://{endpoint}")
     why = "couldn't validate the identity of the API Server"
     try:
-        status, body = request(
-            unverified, "GET", "/api/v1/namespaces/kube-public/configmaps/cluster-info", verify=False
-        )
+        status, body = request(unverified, "GET", CLUSTER_INFO, verify=False)
     except OSError as err:
         raise Refused(f"{why}: Get https://{endpoint}: {err}") from None
     if status != 200:
@@ -417,7 +422,7 @@ def discover(endpoint: str, ca_cert_hashes: list[str]) -> bytes:
         raise Refused("cluster CA found in cluster-info ConfigMap is invalid: none of the public keys match")
     try:
         request(Credentials(f"https://{endpoint}", ca), "GET", "/version")
-    except (OSError, ssl.SSLError) as err:
+    except OSError as err:  # ssl's errors too
         raise Refused(f"{why}: the server at {endpoint} is not the cluster CA's: {err}") from None
     return ca
 
@@ -441,9 +446,6 @@ def _os_image() -> str:
     except OSError:
         pass
     return "Linux"
-
-
-ARCH = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
 
 
 def _condition(kind: str, status: str, reason: str, message: str, now: str) -> dict[str, str]:

@@ -5,7 +5,7 @@ The root namespace reaches the machines (the platform connects over SSH and call
 the machines reach each other, and nothing else: the namespaces have no default route.
 
 Invariants:
-- Names carry N (bridge tkdemoN, namespaces tkdemoN-NAME, veths tkdN-NAME), and N is chosen
+- Names carry N (bridge tkdemoN, namespaces tkdemoN-NAME, veths tkdNhHOST), and N is chosen
   and its bridge made under a file lock, so two demos on one host (`make demo-cluster` next to
   the test suite's) never share anything.
 - `close()` removes everything it made, also after a half-done setup: the processes still in
@@ -31,14 +31,16 @@ GATEWAY_HOST = 1
 VIP_HOST = 100
 
 
-def ip(*argv: str) -> str:
-    """Run `ip` (or another command when argv[0] is not an ip object); its output, or
-    RuntimeError with what it printed."""
-    command = list(argv) if argv[0] in ("iptables",) else ["ip", *argv]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
+def run(*argv: str) -> str:
+    """The command's output, or RuntimeError with what it printed."""
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
     if done.returncode != 0:
-        raise RuntimeError(f"`{' '.join(command)}` failed: {done.stderr.strip() or done.stdout.strip()}")
+        raise RuntimeError(f"`{' '.join(argv)}` failed: {done.stderr.strip() or done.stdout.strip()}")
     return done.stdout
+
+
+def ip(*argv: str) -> str:
+    return run("ip", *argv)
 
 
 def _used_networks() -> list[ipaddress.IPv4Network]:
@@ -82,7 +84,7 @@ class Network:
     def add_machine(self, name: str, host: int) -> str:
         """A namespace for machine `name` with address .`host` on its eth0; its name."""
         ns = self.namespace(name)
-        veth = f"tkd{self.index}-{name}"[:15]
+        veth = f"tkd{self.index}h{host}"  # at most 15 characters, as Linux wants
         ip("netns", "add", ns)
         self.namespaces.append(ns)
         ip("link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns)
@@ -106,7 +108,7 @@ class Network:
         self.namespaces.clear()
         if self.rule:
             try:
-                ip("iptables", "-w", "-D", *self.rule)
+                run("iptables", "-w", "-D", *self.rule)
             except RuntimeError as err:
                 failures.append(err)
             self.rule = []
@@ -125,7 +127,7 @@ def _create(index: int) -> Network:
         # Bridged traffic between the machines passes the FORWARD chain when br_netfilter is
         # loaded: let it through whatever the host's policy is.
         rule = ["FORWARD", "-i", net.bridge, "-o", net.bridge, "-j", "ACCEPT"]
-        ip("iptables", "-w", "-I", *rule)
+        run("iptables", "-w", "-I", *rule)
         net.rule = rule
     except RuntimeError:
         net.close()

@@ -86,11 +86,11 @@ def _start(name: str, argv: list[str], log: Path, env: dict[str, str] | None = N
     return Process(name, child, log)
 
 
-def controller_config(directory: Path, api: str, etcd: str, machines: Machines) -> dict[str, Any]:
+def controller_config(api: str, etcd: str, machines: Machines) -> dict[str, Any]:
     options = {"root_dir": machines.root_dir, "command_timeout": 120.0}
     return {
         "log_level": "info",
-        # The demo's steps retry quickly: it is one machine, and an operator is watching.
+        # Steps retry quickly: every machine is on this host, and an operator is watching.
         "retry_base_delay": 0.5,
         "retry_max_delay": 3.0,
         "health_interval": 10.0,
@@ -193,7 +193,7 @@ def platform(directory: Path, machines: Machines) -> Iterator[Platform]:
         processes.append(apiserver)
         _wait_serving(apiserver, api)
         config = directory / "controller.toml"
-        config.write_text(toml(controller_config(directory, api, etcd.endpoint, machines)))
+        config.write_text(toml(controller_config(api, etcd.endpoint, machines)))
         processes.append(
             _start(
                 "tke-controller",
