@@ -246,8 +246,7 @@ def run(
 ) -> int:
     """The whole demo; its exit status. `inspect` (tests) sees the demo once it is Running."""
     began = time.monotonic()
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _interrupt)
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
 
     def say(text: str) -> None:
         out.write(text + "\n")
@@ -282,5 +281,7 @@ def run(
         status = 130
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     say(f"stopped and removed everything; {time.monotonic() - began:.1f}s in all")
     return status
