@@ -203,13 +203,13 @@ async def _dispatch(rt: Runtime, args: argparse.Namespace) -> Exit:
             kind = lookup(type_)
             q = query(kind, rt, selector=args.selector, all_tenants=False, filters={})
         return await write.delete(rt, kind, names_, files=args.filename, query=q, ignore_missing=args.ignore_not_found)
-    if verb == "get" and "," in args.args[0]:
-        return await _get_many(rt, args)
     type_, names_ = split_names(args.args)
     if verb == "get" and type_ in kubeconfig.TYPE_NAMES:
         return await kubeconfig.get_kubeconfig(rt, names_, admin=args.admin, validity=args.validity)
     if getattr(args, "admin", False) or getattr(args, "validity", ""):
         raise CliError(Exit.USAGE, "--admin and --validity are for `tkectl get kubeconfig CLUSTER`")
+    if verb == "get" and "," in type_:
+        return await _get_many(rt, type_.split(","), names_, args)
     kind = lookup(type_)
     if verb == "edit":
         if len(names_) != 1:
@@ -225,10 +225,9 @@ async def _dispatch(rt: Runtime, args: argparse.Namespace) -> Exit:
     return await read.watch(rt, kind, names_[0] if names_ else "", q, fmt=args.output, seconds=args.timeout)
 
 
-async def _get_many(rt: Runtime, args: argparse.Namespace) -> Exit:
+async def _get_many(rt: Runtime, types: list[str], names: list[str], args: argparse.Namespace) -> Exit:
     """`get clusters,machines`: several types at once, as kubectl takes them."""
-    types = args.args[0].split(",")
-    if len(args.args) > 1 or "/" in args.args[0] or not all(types):
+    if names or not all(types):
         raise CliError(Exit.USAGE, "list several types as TYPE,TYPE without names: tkectl get clusters,machines")
     kinds = [lookup(t) for t in types]
     return await read.get_many(rt, [(k, _query(k, rt, args)) for k in kinds], args.output)

@@ -107,7 +107,7 @@ def test_the_demo_installs_an_ha_cluster_and_shows_what_each_machine_ran() -> No
 
         # The cluster's API (the stand-in, through the VIP) has every Node, registered by its
         # kubelet: Ready, the cluster's version, this host's OS image, containerd's version.
-        reports = {r.name: r for r in asyncio.run(api_nodes(demo.admin_kubeconfig.read_text()))}
+        reports = {r.name: r for r in asyncio.run(api_nodes(demo.kubeconfig.read_text()))}
         assert set(reports) == set(ips)
         assert all(r.ready and r.kubelet_version == f"v{demo_run.VERSION}" for r in reports.values())
         assert {n for n, r in reports.items() if "control-plane" in r.roles} == {"master-1", "master-2", "master-3"}

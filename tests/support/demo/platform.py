@@ -3,12 +3,13 @@ tke-apiserver and tke-controller as processes on free loopback ports (so the dem
 `make run` and the test suite), with their configuration, data and logs in the demo's
 directory, tokens made for this run, and a tkectl configuration with a context for them.
 
-The controller installs with the baremetal providers over SSH (the demo's key, its
-known_hosts), its files under the machines' root directories, and reaches the clusters' API
-through the Kubernetes access layer (cluster_api.py)."""
+The controller installs with the baremetal providers over SSH (the demo's key, a credential of
+the tenant "default", and its known_hosts), its files under the machines' root directories,
+and reaches the clusters' API with its built-in Kubernetes client."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import secrets
@@ -23,16 +24,17 @@ from typing import Any
 import grpc
 
 from tests.support import REPO
-from tests.support.controller import toml
+from tests.support.controller import credentials_published, toml
 from tests.support.demo.machines import Machines
 from tests.support.etcd import EtcdProcess
 from tests.support.ports import free_port
+from tke.internal.storage.etcd import EtcdConfig
 from tke.internal.tkectl import config as configfile
 from tke.internal.tkectl.commands import configure
 
 BIN = Path(sys.executable).parent
 CREDENTIAL = "demo-key"
-CLUSTER_API = "tests.support.demo.cluster_api:KubeClusterAPIs"
+TENANT = "default"
 
 APISERVER_TOML = """\
 log_level = "info"
@@ -99,10 +101,9 @@ def controller_config(api: str, etcd: str, machines: Machines) -> dict[str, Any]
         "etcd": {"endpoints": [etcd], "prefix": "/tke"},
         "leader": {"ttl": 10},
         "ssh": {"known_hosts_file": str(machines.known_hosts), "connect_timeout": 10.0},
-        "credentials": {CREDENTIAL: {"private_key_file": str(machines.key.private_key_file)}},
+        "credentials": {f"{TENANT}/{CREDENTIAL}": {"private_key_file": str(machines.key.private_key_file)}},
         "cluster_providers": {"baremetal": {"options": options}},
         "machine_providers": {"baremetal": {"options": options}},
-        "cluster_api": {"plugin": CLUSTER_API},
     }
 
 
@@ -172,8 +173,8 @@ def platform(directory: Path, machines: Machines) -> Iterator[Platform]:
     admin_token, controller_token = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
     tokens = directory / "tokens.csv"
     tokens.write_text(
-        f"{admin_token},demo-admin,u-demo-admin,tke:platform-admins,default\n"
-        f"{controller_token},tke-controller,u-controller,tke:platform-admins,default\n"
+        f"{admin_token},demo-admin,u-demo-admin,tke:platform-admins,{TENANT}\n"
+        f"{controller_token},tke-controller,u-controller,tke:platform-admins,{TENANT}\n"
     )
     tokens.chmod(0o600)
     etcd = EtcdProcess(directory / "etcd", name="tke-demo")
@@ -202,6 +203,14 @@ def platform(directory: Path, machines: Machines) -> Iterator[Platform]:
                 env={**os.environ, "TKE_CONTROLLER_TOKEN": controller_token},
             )
         )
+        # The apiserver takes objects naming the credential once the leading controller has
+        # published it.
+        try:
+            asyncio.run(credentials_published(EtcdConfig([etcd.endpoint], "/tke"), f"{TENANT}/{CREDENTIAL}"))
+        except AssertionError:
+            raise RuntimeError(
+                f"tke-controller did not publish its credentials; the end of its log:\n{_tail(processes[-1].log)}"
+            ) from None
         running = Platform(directory, api, admin_token, processes)
         # What `tkectl config set-context demo --server ... --token ... --use` writes, without the
         # token on a command line.

@@ -28,6 +28,7 @@ from tests.support.demo import sessions
 from tests.support.demo.machines import CONTROL_PLANE, WORKER, Machines, machines, names
 from tests.support.demo.network import Network, network
 from tests.support.demo.platform import CREDENTIAL, Platform, platform
+from tke.internal.provider.errors import StepError
 from tke.internal.provider.kube import node_status
 from tke.internal.provider.kube.access import from_kubeconfig
 from tke.internal.provider.kube.api import ClusterAPI
@@ -51,9 +52,9 @@ class Demo:
     platform: Platform
 
     @property
-    def admin_kubeconfig(self) -> Path:
-        """The cluster's admin.conf (through the VIP), copied from the first master."""
-        return self.directory / "admin.conf"
+    def kubeconfig(self) -> Path:
+        """The operator's kubeconfig for the cluster, from `tkectl get kubeconfig --admin`."""
+        return self.directory / "kubeconfig"
 
 
 @contextlib.contextmanager
@@ -178,11 +179,18 @@ async def _nodes(kubeconfig: str) -> list[Node]:
 
 def nodes(demo: Demo) -> str:
     """The cluster's Nodes as `kubectl get nodes -o wide` shows them, read through its API at
-    the VIP with the first master's admin.conf: what the platform reads machines' status from."""
-    first = demo.machines.of_role(CONTROL_PLANE)[0]
-    shutil.copy(demo.machines.world.root_of(first.address) / "etc/kubernetes/admin.conf", demo.admin_kubeconfig)
+    the VIP with the kubeconfig the platform gives its user: what machines' status comes from."""
+    got = demo.platform.tkectl("get", "kubeconfig", CLUSTER, "--admin")
+    if got.returncode != 0:
+        raise DemoFailed(f"tkectl get kubeconfig {CLUSTER} --admin failed: {got.stderr.strip()}")
+    demo.kubeconfig.touch(mode=0o600)
+    demo.kubeconfig.write_text(got.stdout)
+    try:
+        found = asyncio.run(_nodes(got.stdout))
+    except StepError as err:  # what the platform's client says about the cluster's API
+        raise DemoFailed(f"the cluster's API at the VIP: {err}") from None
     rows = []
-    for node in asyncio.run(_nodes(demo.admin_kubeconfig.read_text())):
+    for node in found:
         r = node_status.report(node)
         info = node.status.nodeInfo if node.status else None
         rows.append(
@@ -218,7 +226,7 @@ def keep_running(demo: Demo, out: TextIO) -> None:
           export PATH=$PWD/.venv/bin:$PATH TKECONFIG={p.tkeconfig}
           tkectl get clusters,machines; tkectl describe cluster {CLUSTER}
         The cluster's API (the Kubernetes API stand-in, through the VIP {demo.network.vip}:8443):
-          KUBECONFIG={demo.admin_kubeconfig}   (kubectl get nodes, or any Kubernetes client)
+          KUBECONFIG={demo.kubeconfig}   (from tkectl get kubeconfig {CLUSTER} --admin; any Kubernetes client)
         A machine:
           ssh -i {m.key.private_key_file} -o UserKnownHostsFile={m.known_hosts} root@{first.address}
         Logs: {p.directory}/*.log, the API stand-in's in {m.world.directory}/logs/
@@ -264,7 +272,7 @@ def run(
             say(f"cluster {CLUSTER} Running after {time.monotonic() - began:.1f}s\n")
             say("$ tkectl get clusters,machines")
             say(demo.platform.tkectl("get", "clusters,machines").stdout.rstrip())
-            say(f"\nThe cluster's Nodes, from its API at https://{demo.network.vip}:8443 (the API stand-in):")
+            say(f"\n$ tkectl get kubeconfig {CLUSTER} --admin > kubeconfig   # the cluster's Nodes, read with it:")
             say(nodes(demo))
             say("\nWhat each machine ran (paths under each machine's root directory are shown from /):")
             for line in ran(demo):
