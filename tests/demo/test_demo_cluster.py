@@ -21,6 +21,7 @@ from tests.support import processes
 from tests.support.demo import run as demo_run
 from tests.support.demo.machines import CONTROL_PLANE, WORKER
 from tests.support.sshd import MARKER
+from tests.support.waiting import wait_until
 from tke.internal.provider.kube.access import from_kubeconfig
 from tke.internal.provider.kube.api import ClusterAPI
 from tke.internal.provider.kube.node_status import report
@@ -173,3 +174,24 @@ def test_a_demo_that_times_out_says_why_and_removes_everything() -> None:
     assert "$ tkectl describe cluster demo" in text and "$ tkectl describe machines" in text
     assert "controller.log (end)" in text and "apiserver.log (end)" in text
     assert_removed(text, ["master-1", "worker-1"])
+
+
+def test_an_init_that_failed_after_its_api_server_started_succeeds_when_tried_again(tmp_path: Path) -> None:
+    """A failed stand-in kubeadm init keeps no state: it must stop the API stand-in it started,
+    or the platform's next attempt finds port 6443 taken and the install never ends."""
+    with demo_run.started(tmp_path, masters=1, workers=0) as demo:
+        world = demo.machines.world
+        fault = world.fault(f"register-{demo.machines.machines[0].address}")
+        fault.parent.mkdir(parents=True, exist_ok=True)
+        fault.touch()
+        demo_run.create(demo)
+
+        def failed_init() -> bool:
+            return any(c["argv"][1] == "init" and not c["ok"] for c in world.calls("kubeadm"))
+
+        wait_until(failed_init, within=120, what="a kubeadm init refused by the fault")
+        fault.unlink()
+        demo_run.wait_running(demo)
+        inits = [c for c in world.calls("kubeadm") if c["argv"][1] == "init"]
+        assert not inits[0]["ok"] and "fault injected" in inits[0]["error"]
+        assert inits[-1]["ok"]

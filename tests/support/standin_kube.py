@@ -30,6 +30,7 @@ Every failure is `standins.Refused`, with kubeadm's wording where it has one.
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime
 import hashlib
 import ipaddress
@@ -45,6 +46,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -280,6 +282,18 @@ def _keepalived(m: Machine) -> str:
     return f"{vip}/32 dev {interface}"
 
 
+@contextlib.contextmanager
+def static_pods(m: Machine, state: dict[str, Any]) -> Iterator[None]:
+    """run_static_pods for the block; stopped again when it fails: the failed kubeadm call
+    keeps no state, and a kube-apiserver it left would hold port 6443 against the next try."""
+    try:
+        run_static_pods(m, state)
+        yield
+    except BaseException:
+        stop_static_pods(m, state)
+        raise
+
+
 def run_static_pods(m: Machine, state: dict[str, Any]) -> None:
     """What the kubelet starts from /etc/kubernetes/manifests (a pod still running stays)."""
     mine = state["machines"][m.ip]
@@ -298,27 +312,27 @@ def run_static_pods(m: Machine, state: dict[str, Any]) -> None:
 
 def _start_apiserver(m: Machine, cluster: dict[str, Any]) -> int:
     d = m.path(cluster["pki_dir"])
+    ready = m.world.directory / "logs" / m.ip / "kube-apiserver.ready"
+    ready.unlink(missing_ok=True)
     argv = [
         sys.executable, "-m", "tests.support.kube",
         "--bind-address", m.ip, "--secure-port", str(API_PORT),
         "--tls-cert-file", str(d / "apiserver.crt"), "--tls-private-key-file", str(d / "apiserver.key"),
         "--client-ca-file", str(d / "ca.crt"),
         "--kubernetes-version", cluster["version"], "--service-cluster-ip-range", cluster["service_subnet"],
+        "--ready-file", str(ready),
     ]  # fmt: skip
     child = _spawn(m, "kube-apiserver", argv)
-    local = Credentials(f"https://{m.ip}:{API_PORT}", (d / "ca.crt").read_bytes())
     deadline = time.monotonic() + READY_WITHIN
-    while True:  # kubeadm's wait-control-plane phase
-        try:
-            if request(local, "GET", "/readyz", timeout=2)[0] == 200:
-                return child.pid
-        except OSError:
-            pass
+    # kubeadm's wait-control-plane phase: this API server serving (it writes the ready file once
+    # it listens; another one left on the port would answer a probe, this one could not bind).
+    while not ready.exists():
         if child.poll() is not None or time.monotonic() > deadline:
             child.kill()
             log = m.world.directory / "logs" / m.ip / "kube-apiserver.log"
-            raise Refused(f"[wait-control-plane] the API server did not become ready: {log.read_text()[-1000:]}")
-        time.sleep(0.1)
+            raise Refused(f"[wait-control-plane] the API server did not start: {log.read_text()[-1000:]}")
+        time.sleep(0.05)
+    return child.pid
 
 
 def stop_static_pods(m: Machine, state: dict[str, Any]) -> None:
@@ -492,6 +506,8 @@ def node_status(m: Machine, mine: dict[str, Any], name: str) -> dict[str, Any]:
 
 def register_node(m: Machine, mine: dict[str, Any], registration: dict[str, Any], *, control_plane: bool) -> None:
     """The kubelet's first start: its Node, then its status."""
+    if m.world.fault(f"register-{m.ip}").exists():
+        raise Refused("[kubelet-start] the kubelet did not register its Node (fault injected)")
     name = registration.get("name", m.ip)
     creds = load_kubeconfig(m.path("/etc/kubernetes/kubelet.conf"))
     labels = {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": ARCH}

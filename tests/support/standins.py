@@ -380,9 +380,9 @@ def _live_init(m: Machine, state: dict[str, Any], cc: dict[str, Any], registrati
     name = registration.get("name", m.ip)
     kube.apiserver_certificate(m, ca, cc, name)
     kube.write_kubeconfigs(m, ca, cluster["endpoint"], name, admin=True)
-    kube.run_static_pods(m, state)
-    kube.bootstrap(m)
-    kube.register_node(m, state["machines"][m.ip], registration, control_plane=True)
+    with kube.static_pods(m, state):
+        kube.bootstrap(m)
+        kube.register_node(m, state["machines"][m.ip], registration, control_plane=True)
 
 
 def _live_join(m: Machine, state: dict[str, Any], registration: dict[str, Any], *, control_plane: bool) -> None:
@@ -397,8 +397,8 @@ def _live_join(m: Machine, state: dict[str, Any], registration: dict[str, Any], 
     else:
         ca = pki.CertificateAuthority(pki.KeyPair(cluster["ca_pem"].encode(), cluster["ca_key_pem"].encode()))
     kube.write_kubeconfigs(m, ca, cluster["endpoint"], name, admin=control_plane)
-    kube.run_static_pods(m, state)
-    kube.register_node(m, state["machines"][m.ip], registration, control_plane=control_plane)
+    with kube.static_pods(m, state):
+        kube.register_node(m, state["machines"][m.ip], registration, control_plane=control_plane)
 
 
 # -- the rest -----------------------------------------------------------------------------
