@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from tests.support.waiting import wait_for
 from tke.internal.controller.manager import Controller
 from tke.internal.controller.progress import FAILED, RETRYING, SUCCEEDED, TRUE, find
 from tke.internal.provider import nodeprep
+from tke.internal.provider.clusterapi import Rollout
 from tke.internal.provider.credentials import ConfiguredCredentials, CredentialConfig
 from tke.internal.provider.errors import TemporaryError
 from tke.internal.provider.kube.access import ClusterAccess
@@ -247,6 +248,7 @@ class APIAfterInit:
     def __init__(self, dialer: FakeDialer) -> None:
         self.dialer = dialer
         self.accessed: list[ClusterAccess] = []
+        self.applied: list[list[str]] = []
 
     @contextlib.asynccontextmanager
     async def connect(self, access: ClusterAccess) -> AsyncIterator[APIAfterInit]:
@@ -272,6 +274,12 @@ class APIAfterInit:
 
     async def delete_node(self, name: str) -> None:
         raise AssertionError("an install deletes no node")
+
+    async def apply(self, objects: Sequence[Mapping[str, Any]]) -> None:
+        self.applied.append([f"{o['kind']}/{o['metadata']['name']}" for o in objects])
+
+    async def rollout(self, kind: str, namespace: str, name: str) -> Rollout | None:
+        return Rollout(desired=1, updated=1, ready=1, available=1, observed=True)  # the one master's pod
 
 
 async def test_a_baremetal_cluster_without_machines_waits_then_installs_on_fake_machines(
@@ -327,6 +335,13 @@ async def test_a_baremetal_cluster_without_machines_waits_then_installs_on_fake_
         ("Internal", "192.0.2.50", 6443),
     ]
     assert {a.server for a in apis.accessed} == {"https://192.0.2.50:6443"}
+    # The network add-on of the default (bridge) mode, applied once the control plane answered.
+    assert apis.applied[-1] == [
+        "ServiceAccount/tke-cni", "ClusterRole/tke:cni", "ClusterRoleBinding/tke:cni", "ConfigMap/tke-cni",
+        "DaemonSet/tke-cni",
+    ]  # fmt: skip
+    addons = find(c.status.conditions, "AddonsReady")
+    assert addons is not None and addons.status == TRUE
 
 
 async def test_many_clusters_share_a_bounded_number_of_workers(
