@@ -108,10 +108,6 @@ def _replicas(obj: Any) -> int:
     return 1 if replicas is None else int(replicas)  # Kubernetes' default
 
 
-class Retry(Exception):
-    """Something the watcher needs cannot be reached now: try again after a backoff."""
-
-
 class WorkloadWatcher:
     def __init__(
         self,
@@ -181,17 +177,18 @@ class WorkloadWatcher:
         return False
 
     async def _retrying(self, what: str, step: Callable[[], Any]) -> Any:
+        """`step` until it succeeds: the API or the storage unreachable, or refusing (a missing
+        permission), is logged and tried again after a growing delay, never fatal."""
         failures = 0
         while True:
             try:
                 return await step()
-            except (Retry, StepError, StorageUnavailable, ApiError) as err:
-                if isinstance(err, ApiError) and err.code not in RETRYABLE:
-                    raise
+            except (StepError, StorageUnavailable, ApiError) as err:
                 failures += 1
                 delay = min(self.backoff_cap, self.backoff_base * 2 ** min(failures - 1, 16))
                 delay *= random.uniform(0.8, 1.2)  # replicas restarting together spread out
-                log.warning("workload watcher: %s: %s; again in %.1fs", what, err, delay)
+                message = err.message if isinstance(err, ApiError) else str(err)
+                log.warning("workload watcher: %s: %s; again in %.1fs", what, message, delay)
                 self.stats["retries"] += 1
                 await asyncio.sleep(delay)
 

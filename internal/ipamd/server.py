@@ -106,7 +106,7 @@ class Ipamd:
         self.auth: AuthChain | None = None
         self.auth_store: EtcdStore | None = None
         self.watcher: WorkloadWatcher | None = None
-        self._watching: asyncio.Task[None] | None = None
+        self.watching: asyncio.Task[None] | None = None
         self.extender: web.AppRunner | None = None
         self.extender_port = 0
 
@@ -189,13 +189,13 @@ class Ipamd:
         if k.watch_workloads:
             assert self.kube is not None
             self.watcher = WorkloadWatcher(self.kube, self.ipam, cursor_interval=k.cursor_interval)
-            self._watching = asyncio.create_task(self.watcher.run(), name="workload watcher")
+            self.watching = asyncio.create_task(self.watcher.run(), name="workload watcher")
 
     async def stop(self) -> None:
-        if self._watching is not None:
-            self._watching.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watching
+        if self.watching is not None:
+            self.watching.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):  # a failure was raised by serve()
+                await self.watching
         if self.extender is not None:
             await self.extender.cleanup()
         await asyncio.gather(*(s.stop(self.config.shutdown_grace) for s in self.servers))
@@ -232,8 +232,11 @@ async def serve(config: IpamdConfig) -> None:
     if ipamd.watcher is not None:
         where.append("workload watcher")
     log.info("tke-ipamd serving on %s; storage %s", ", ".join(where), config.storage.plugin or "etcd")
-    await run_until_stopped()
-    log.info("shutting down")
-    if gauges is not None:
-        gauges.cancel()
-    await ipamd.stop()
+    try:
+        # The workload watcher never ends by itself: if it does, it failed, and so does the daemon.
+        await run_until_stopped(ipamd.watching)
+    finally:
+        log.info("shutting down")
+        if gauges is not None:
+            gauges.cancel()
+        await ipamd.stop()

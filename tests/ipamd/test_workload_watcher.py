@@ -414,3 +414,30 @@ async def test_tke_ipamd_runs_the_watcher_when_configured(
     finally:
         daemon.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+async def test_a_missing_permission_is_logged_and_retried_until_granted(
+    kube: StandIn, admin: ClusterAPI, storage: EtcdIPStorage
+) -> None:
+    clock = Clock()
+    stranger = from_kubeconfig(kube.kubeconfig(user="someone-else"))
+    async with ClusterAPI(stranger, timeout=5.0) as api:
+        ipam = IPAM(storage, {"static": StaticProvider()}, cooldown=COOLDOWN, clock=clock, resolver=KubeResolver(api))
+        watcher = WorkloadWatcher(api, ipam, cursor_interval=0.0, backoff_base=0.05, backoff_cap=0.2)
+        task = asyncio.create_task(watcher.run())
+        try:
+            await wait_for(lambda: watcher.stats["retries"] >= 2, what="refused lists, retried")
+            assert not task.done() and not watcher.synced.is_set()
+            grant = {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "ClusterRoleBinding",
+                "metadata": {"name": "someone-else-ipamd"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "tke:ipamd"},
+                "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "someone-else"}],
+            }
+            await admin.apply([grant])
+            await wait_for(watcher.synced.is_set, what="the watcher started once granted")
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

@@ -119,8 +119,11 @@ def launcher(python: str, module: str) -> bytes:
     return f"#!{python} -I\nfrom {module} import main\nmain()\n".encode()
 
 
-async def node_values(conflist: object, env: Mapping[str, str], access: ClusterAccess | None) -> dict[str, str]:
-    """The values of the placeholders the configuration uses, for this node."""
+async def node_values(
+    conflist: object, env: Mapping[str, str], access: ClusterAccess | None, known: dict[str, str]
+) -> dict[str, str]:
+    """The values of the placeholders the configuration uses, for this node. The pod range is
+    read from the API once and kept in `known` (a Node's spec.podCIDR never changes once set)."""
     used = nodevalues.used(conflist)
     values: dict[str, str] = {}
     name = env.get("NODE_NAME", "")
@@ -131,7 +134,9 @@ async def node_values(conflist: object, env: Mapping[str, str], access: ClusterA
         if not env.get("NODE_IP"):
             raise InstallError("NODE_IP is not set (the DaemonSet passes status.hostIP)")
         values[nodevalues.NODE_IP] = env["NODE_IP"]
-    if nodevalues.NODE_POD_CIDR in used:
+    if nodevalues.NODE_POD_CIDR in used and nodevalues.NODE_POD_CIDR in known:
+        values[nodevalues.NODE_POD_CIDR] = known[nodevalues.NODE_POD_CIDR]
+    elif nodevalues.NODE_POD_CIDR in used:
         if access is None:
             raise InstallError("the configuration needs the node's pod range, and no Kubernetes API is configured")
         try:
@@ -145,11 +150,13 @@ async def node_values(conflist: object, env: Mapping[str, str], access: ClusterA
                 f"Node {name} has no spec.podCIDR yet (kube-controller-manager allocates one per node when the "
                 "cluster has a pod CIDR)"
             )
-        values[nodevalues.NODE_POD_CIDR] = cidr
+        values[nodevalues.NODE_POD_CIDR] = known[nodevalues.NODE_POD_CIDR] = cidr
     return values
 
 
-async def install(plan: Plan, env: Mapping[str, str], access: ClusterAccess | None) -> list[str]:
+async def install(
+    plan: Plan, env: Mapping[str, str], access: ClusterAccess | None, known: dict[str, str] | None = None
+) -> list[str]:
     """Install once; the changes made (empty: everything was in place)."""
     source = plan.config_dir / network.CONFLIST
     try:
@@ -158,7 +165,7 @@ async def install(plan: Plan, env: Mapping[str, str], access: ClusterAccess | No
         raise InstallError(f"cannot read {source}: {err.strerror}") from None
     except ValueError as err:
         raise InstallError(f"{source} is not JSON: {err}") from None
-    filled = nodevalues.fill(conflist, await node_values(conflist, env, access))
+    filled = nodevalues.fill(conflist, await node_values(conflist, env, access, {} if known is None else known))
     done = []
     if plan.runtime is not None:
         done += install_runtime(plan.runtime, plan.on_host(str(plan.runtime)), plan.version)
@@ -174,13 +181,14 @@ async def install(plan: Plan, env: Mapping[str, str], access: ClusterAccess | No
 
 async def run(plan: Plan, env: Mapping[str, str], access: ClusterAccess | None, *, wait: bool, interval: float) -> int:
     stopped = asyncio.Event()
+    known: dict[str, str] = {}
     if wait:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stopped.set)
     while True:
         try:
-            for line in await install(plan, env, access):
+            for line in await install(plan, env, access, known):
                 print(f"tke-cni-install: {line}", flush=True)
         except InstallError as err:
             print(f"tke-cni-install: {err}", file=sys.stderr, flush=True)
