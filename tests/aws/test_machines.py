@@ -9,7 +9,7 @@ import asyncio
 import base64
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +30,7 @@ from tests.support.aws import (
 )
 from tests.support.kube import objects
 from tke.internal.provider.cluster_credentials import ensure_cas, read_cas
-from tke.internal.provider.clusterapi import ClusterAPI
+from tke.internal.provider.clusterapi import ClusterAPI, Rollout
 from tke.internal.provider.contract import MachineContext, Tools
 from tke.internal.provider.credentials import ConfiguredCredentials, CredentialConfig
 from tke.internal.provider.errors import PermanentError, TemporaryError
@@ -74,6 +74,12 @@ class RecordingAPI:
 
     async def create_bootstrap_token(self, token: str, ttl_seconds: float, description: str) -> None:
         self.tokens.append((token, ttl_seconds, description))
+
+    async def apply(self, objects: Sequence[Mapping[str, Any]]) -> None:
+        raise AssertionError("a machine provider applies no manifests")
+
+    async def rollout(self, kind: str, namespace: str, name: str) -> Rollout | None:
+        raise AssertionError("a machine provider follows no rollout")
 
 
 @dataclass
