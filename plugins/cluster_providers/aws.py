@@ -14,16 +14,20 @@ Create steps:
 - LaunchFirstControlPlane: the first master, whose cloud-init writes the cluster's CAs and
   runs `kubeadm init` (the same documents as baremetal's init).
 - WaitAPIReady: the API server answers /readyz through the endpoint.
+- AddonsReady: the network add-on (tke.internal.provider.addons) server-side applied through
+  the cluster's API and rolled out, as the baremetal provider does; applied again, changing
+  nothing unless the platform's add-on changed, by ScaleAddonsReady after a spec change. Here,
+  right after init, as kubeadm's high-availability guide applies the pod network: a kubelet
+  reports its Node NotReady until a CNI configuration is on the node, so waiting for Ready
+  masters first would wait forever (tke-cni's pods run on the host network and tolerate every
+  taint: they start on a NotReady node and make it Ready). With tke-ipamd, every master's
+  cloud-init writes kube-scheduler's configuration naming its extender, and the first master's
+  ClusterConfiguration mounts it: a control-plane join makes its kube-scheduler from that
+  stored ClusterConfiguration.
 - LaunchControlPlanes: the other masters, whose cloud-init joins them as control-plane
   members with a bootstrap token the platform stored through the API.
 - WaitControlPlaneNodes: every master's Node is Ready; status.control_plane lists them.
 - RecordAddresses.
-- AddonsReady: the network add-on (tke.internal.provider.addons) server-side applied through
-  the cluster's API and rolled out, as the baremetal provider does; applied again, changing
-  nothing unless the platform's add-on changed, by ScaleAddonsReady after a spec change. With
-  tke-ipamd, every master's cloud-init writes kube-scheduler's configuration naming its
-  extender, and the first master's ClusterConfiguration mounts it (a control-plane join makes
-  its kube-scheduler from that ClusterConfiguration, so the file is on every master).
 Delete (after the cluster's Machines are gone): TerminateControlPlane, DeleteControlPlane-
 Interfaces, DeleteLoadBalancer, DeleteNetwork (only what this cluster made), then the
 cluster's credential. Everything is found by its tags (plugins/aws/tags.py), so a step cut off
@@ -74,10 +78,10 @@ class AWSClusterProvider:
             Step("EnsureEndpoint", self.ensure_endpoint, description="the load balancer, or the first master"),
             Step("LaunchFirstControlPlane", self.launch_first, description="the first master: kubeadm init"),
             Step("WaitAPIReady", self.wait_ready, max_retries=180, description="the API server is ready"),
+            Step("AddonsReady", self.addons, max_retries=120, description="the network add-on applied and rolled out"),
             Step("LaunchControlPlanes", self.launch_others, description="the other masters: kubeadm join"),
             Step("WaitControlPlaneNodes", self.wait_masters, max_retries=180, description="every master is Ready"),
             Step("RecordAddresses", self.record_addresses, description="status.addresses"),
-            Step("AddonsReady", self.addons, max_retries=120, description="the network add-on applied and rolled out"),
         ]
         self.delete_steps = [
             Step("TerminateControlPlane", self.terminate, max_retries=120, description="the masters' instances"),

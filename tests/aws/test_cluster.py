@@ -167,7 +167,8 @@ async def test_a_cluster_of_aws_masters_and_workers_runs_and_is_deleted_with_wha
         nodes_sg = ec2.describe_security_groups(GroupIds=[c.status.aws.node_security_group_id])["SecurityGroups"][0]
         assert (30000, 32767) in {(p.get("FromPort"), p.get("ToPort")) for p in nodes_sg["IpPermissions"]}
 
-        # -- the network add-on: applied through the cluster's API once every master is Ready,
+        # -- the network add-on: applied through the cluster's API once it answered, before the
+        # other masters join (the player's kubelets report NotReady until tke-cni exists), and
         # rolled out (the player plays the DaemonSet and Deployment controllers' status) --
         addons = find(c.status.conditions, "AddonsReady")
         assert addons is not None and addons.status == meta_pb2.CONDITION_STATUS_TRUE

@@ -9,7 +9,9 @@ fields (tests/support/kubeadm_reference.py), a join's bootstrap token stored in 
 does what kubeadm and the kubelet would: the first master's init brings up the stand-in API,
 serving with a certificate of the cluster CA it was given, for the endpoint's names, and
 stores the ClusterConfiguration in ConfigMap kube-system/kubeadm-config as kubeadm init does;
-every node registers its Node (Ready) through that API. A control-plane member (init, or a join,
+every node registers its Node through that API, NotReady ("container runtime network not
+ready", as a kubelet reports with no CNI configuration) until the network add-on's DaemonSet
+tke-cni exists (its pod installs the configuration on every node), Ready then. A control-plane member (init, or a join,
 which makes its static pods from the stored ClusterConfiguration) is refused when a file a
 component's extraVolumes mount with pathType File is not among its files: kubelet would not
 start that static pod. Once the API is up, it also plays the DaemonSet and Deployment
@@ -36,7 +38,9 @@ from urllib.parse import urlsplit
 
 import yaml
 from lightkube import codecs
-from lightkube.resources.core_v1 import ConfigMap, Secret
+from lightkube.resources.apps_v1 import DaemonSet
+from lightkube.resources.core_v1 import ConfigMap, Node, Secret
+from lightkube.types import PatchType
 
 from tests.support import kubeadm_reference
 from tests.support.kube import objects, rollouts
@@ -99,6 +103,7 @@ class CloudInit:
         self.standin: StandIn | None = None
         self.admin: KubeAPI | None = None
         self.ca: pki.CertificateAuthority | None = None
+        self.without_network: dict[str, dict[str, Any]] = {}  # NotReady Nodes: name -> Ready status
         self._stack = contextlib.ExitStack()
 
     def close(self) -> None:
@@ -133,7 +138,17 @@ class CloudInit:
                 except Exception as err:  # a bug of the player, or a document it cannot read
                     self.refused[iid] = f"{type(err).__name__}: {err}"
         if self.admin is not None:
+            await self._network_installed(self.admin)
             await rollouts.play(self.admin)
+
+    async def _network_installed(self, admin: KubeAPI) -> None:
+        """Once tke-cni's DaemonSet exists, its pod has written the CNI configuration on every
+        node: each kubelet reports Ready."""
+        if not self.without_network or await admin.get(DaemonSet, "tke-cni", namespace="kube-system") is None:
+            return
+        for name, status in list(self.without_network.items()):
+            await admin.client.patch(Node.Status, name, {"status": status}, patch_type=PatchType.MERGE)
+            del self.without_network[name]
 
     # -- one instance -------------------------------------------------------------------------
 
@@ -282,12 +297,10 @@ class CloudInit:
         args = {a["name"]: a["value"] for a in given} if isinstance(given, list) else dict(given)
         if args.get("node-ip") != instance["PrivateIpAddress"]:
             raise Refused(f"node-ip {args.get('node-ip')} is not the instance's {instance['PrivateIpAddress']}")
-        manifest = objects.node(
-            name,
-            ip=instance["PrivateIpAddress"],
-            kubelet=f"v{self.kubernetes_version}",
-            role="control-plane" if control_plane else "",
-        )
+        role = "control-plane" if control_plane else ""
+        ip, kubelet = instance["PrivateIpAddress"], f"v{self.kubernetes_version}"
+        networked = await self.admin.get(DaemonSet, "tke-cni", namespace="kube-system") is not None
+        manifest = objects.node(name, ready=networked, ip=ip, kubelet=kubelet, role=role)
         manifest["spec"] = {"providerID": f"aws:///{instance['Placement']['AvailabilityZone']}/{iid}"}
         for label in filter(None, args.get("node-labels", "").split(",")):
             key, _, value = label.partition("=")
@@ -297,6 +310,8 @@ class CloudInit:
                 await self.admin.client.create(codecs.from_dict(manifest))
         except StepError as err:
             raise Refused(str(err)) from None
+        if not networked:
+            self.without_network[name] = objects.node(name, ip=ip, kubelet=kubelet, role=role)["status"]
         return Played(iid, verb, name, control_plane, docs, files)
 
 
