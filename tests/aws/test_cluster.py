@@ -5,8 +5,8 @@ tests/support/cloud_init.py) against the Kubernetes API stand-in, which the firs
 init brings up. The cluster and the machine reach Running, with the network add-on of its
 fixed-IP mode applied through the cluster's API (and kube-scheduler's extender configuration
 in every master's cloud-init), and applied again by a spec change without changing anything;
-a worker whose instance is terminated behind the platform's back is reported Failed, not replaced; deleting the cluster
-removes every AWS resource the platform made."""
+a worker whose instance is terminated behind the platform's back is reported Failed, not
+replaced; deleting the cluster removes every AWS resource the platform made."""
 
 from __future__ import annotations
 

@@ -11,11 +11,12 @@ serving with a certificate of the cluster CA it was given, for the endpoint's na
 stores the ClusterConfiguration in ConfigMap kube-system/kubeadm-config as kubeadm init does;
 every node registers its Node through that API, NotReady ("container runtime network not
 ready", as a kubelet reports with no CNI configuration) until the network add-on's DaemonSet
-tke-cni exists (its pod installs the configuration on every node), Ready then. A control-plane member (init, or a join,
-which makes its static pods from the stored ClusterConfiguration) is refused when a file a
-component's extraVolumes mount with pathType File is not among its files: kubelet would not
-start that static pod. Once the API is up, it also plays the DaemonSet and Deployment
-controllers' status (tests/support/kube/rollouts.py). What it refused is in `refused`.
+tke-cni exists (its pod installs the configuration on every node), Ready then. A control-plane
+member (init, or a join, which makes its static pods from the stored ClusterConfiguration) is
+refused when a file a component's extraVolumes mount with pathType File is not among its
+files: the kubelet would not start that static pod. Once the API is up, it also plays the
+DaemonSet and Deployment controllers' status (tests/support/kube/rollouts.py). What it refused
+is in `refused`.
 
 StandInAPIs is the controller's access to the clusters' APIs in these tests: the ClusterAPI
 seam over the platform's lightkube layer, reaching the stand-in wherever the endpoint says the
