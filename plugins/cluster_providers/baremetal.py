@@ -268,6 +268,7 @@ class BaremetalClusterProvider:
     async def write_files(self, ctx: ClusterContext) -> None:
         cas = await cluster_credentials.read_cas(ctx.tools.cluster_credentials, ctx.cluster)
         masters = self._masters(ctx)
+        scheduler = network.scheduler_file(ctx.cluster, self.network)
         names: dict[str, str] = {}
         for master in masters:
             paths = self.layout.at(master.ip)
@@ -279,9 +280,8 @@ class BaremetalClusterProvider:
                     theirs = b""
                 if theirs != cas.ca.pair.cert_pem:
                     await nodes.write_files(ch, paths.pki_dir, cas.files(), last="ca.crt")
-                if network.uses_ipamd(ctx.cluster):
-                    text = kubecfg.documents(network.scheduler_configuration(self.network))
-                    await ch.write_file(paths.of(network.SCHEDULER_CONFIG), text.encode(), 0o644)
+                if scheduler is not None:
+                    await ch.write_file(paths.of(network.SCHEDULER_CONFIG), scheduler, 0o644)
         if not endpoints.of(ctx.cluster).managed_vip:
             return
         config = self._vip(ctx, cas, [(names[m.ip], m.ip) for m in masters])

@@ -54,6 +54,11 @@ def test_the_example_configuration_loads_with_its_providers() -> None:
     assert isinstance(apis, KubeClusterAPIs) and (apis.timeout, apis.drain_poll) == (10.0, 1.0)
     assert config.credentials["team-a/aws"].aws_access_key_id_env == "TKE_TEAM_A_AWS_ACCESS_KEY_ID"
     assert clusters["aws"].options.retry_mode == "adaptive" and not machines["aws"].options.default_credentials
+    aws_steps = [s.name for s in clusters["aws"].create_steps]
+    assert aws_steps[aws_steps.index("WaitAPIReady") + 1] == "AddonsReady"
+    assert clusters["aws"].network.image == addon.image and list(clusters["aws"].network.etcd_endpoints) == [
+        "10.0.0.5:2379"
+    ]
 
 
 def test_step_names_must_be_explicit_camel_case_and_unique_across_plans() -> None:

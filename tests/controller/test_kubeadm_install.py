@@ -23,7 +23,6 @@ import pytest
 import yaml
 from google.protobuf import field_mask_pb2
 from lightkube.codecs import from_dict
-from lightkube.core.resource_registry import resource_registry
 from lightkube.resources.apps_v1 import ReplicaSet
 from lightkube.resources.core_v1 import Namespace, Node, Pod
 from lightkube.types import PatchType
@@ -31,7 +30,7 @@ from lightkube.types import PatchType
 from tests.support import kubeadm_reference
 from tests.support.apiserver import Running
 from tests.support.controller import controller_config, credentials_published, publish_credentials
-from tests.support.kube import objects
+from tests.support.kube import objects, rollouts
 from tests.support.kubeadm_world import World, kubeadm_machines
 from tests.support.ports import free_port
 from tests.support.sshd import Machines, SSHServer
@@ -160,17 +159,6 @@ async def start_pod(api: ClusterAPI, name: str, node: str, owner: dict[str, Any]
     c: Any = api.client
     await c.create(from_dict(objects.pod(name, "shop", node=node, app="web", owner=owner)))
     await c.patch(Pod.Status, name, objects.RUNNING_READY, namespace="shop", patch_type=PatchType.MERGE)
-
-
-async def addon_state(admin: ClusterAPI, c: cluster_pb2.Cluster) -> dict[str, tuple[str, int | None]]:
-    """(resource version, generation) of every object of the cluster's network add-on."""
-    out = {}
-    for o in network.render(c):
-        kind: Any = resource_registry.load(o["apiVersion"], o["kind"])
-        got: Any = await admin.get(kind, o["metadata"]["name"], o["metadata"].get("namespace"))
-        assert got is not None and got.metadata is not None, o["metadata"]
-        out[f"{o['kind']}/{o['metadata']['name']}"] = (str(got.metadata.resourceVersion), got.metadata.generation)
-    return out
 
 
 def kubeadm_calls(world: World) -> list[tuple[str, str]]:
@@ -385,7 +373,7 @@ async def test_a_1_31_cluster_behind_an_operators_load_balancer_installs_with_ku
         addons = find(c.status.conditions, "AddonsReady")
         assert addons is not None and addons.status == meta_pb2.CONDITION_STATUS_TRUE
         async with cluster_api.admin() as admin:
-            first = await addon_state(admin, c)
+            first = await rollouts.applied(admin, network.render(c))
             assert set(first) == {
                 "ServiceAccount/tke-cni", "ClusterRole/tke:cni", "ClusterRoleBinding/tke:cni", "ConfigMap/tke-cni",
                 "DaemonSet/tke-cni", "ServiceAccount/tke-ipamd", "ClusterRole/tke:ipamd",
@@ -406,7 +394,7 @@ async def test_a_1_31_cluster_behind_an_operators_load_balancer_installs_with_ku
                 return done is not None and done.status == meta_pb2.CONDITION_STATUS_TRUE
 
             await wait_for(applied_again, within=120, what="the scale plan's AddonsReady")
-            assert await addon_state(admin, c) == first  # no resource version, no generation moved
+            assert await rollouts.applied(admin, network.render(c)) == first  # no resource version, no generation moved
         # kube-scheduler on every master reads the extender's configuration, as kubeadm mounts it.
         configuration = world.read()["cluster"]["configuration"]["scheduler"]
         for s in (m0, m1):

@@ -12,7 +12,9 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
+import yaml
 
+from tests.support import kubeadm_reference
 from tests.support.kube.catalog import BY_KIND
 from tests.support.kube.validation import Validator
 from tke.internal.cni.ipamc.config import IpamcConfig
@@ -155,3 +157,20 @@ def test_images_come_from_the_platforms_options() -> None:
     assert ds["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.example.internal/tke/network:v2"
     with pytest.raises(ValueError, match="unknown option 'image'"):
         network.options_from({"image": "x"})
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_the_control_plane_holds_the_schedulers_configuration_only_with_tke_ipamd(mode: str) -> None:
+    c = cluster(MODES[mode])
+    text = network.scheduler_file(c, network.NetworkAddonOptions(extender_port=9041, extender_ignorable=True))
+    if not network.uses_ipamd(c):
+        assert text is None
+        return
+    assert text is not None
+    (doc,) = yaml.safe_load_all(text)
+    assert kubeadm_reference.errors(doc) == []  # kube-scheduler's own configuration API
+    assert doc["clientConnection"]["kubeconfig"] == network.SCHEDULER_KUBECONFIG
+    assert doc["extenders"] == [
+        {"urlPrefix": "http://127.0.0.1:9041", "filterVerb": "filter", "prioritizeVerb": "prioritize", "weight": 1,
+         "nodeCacheCapable": False, "ignorable": True, "httpTimeout": "5s"}
+    ]  # fmt: skip

@@ -14,11 +14,8 @@ controller's default) talks to the Kubernetes API stand-in (tests/support/kube) 
   machine) and keeps the Node's status current. A Node deleted through the API stays deleted:
   a running kubelet registers only when it starts. (The kubelets act as system:masters: the
   stand-in has no Node authorizer.)
-- It also plays the DaemonSet and Deployment controllers with the scheduler and the kubelets
-  behind them, as far as their status goes: a DaemonSet wants a pod on every registered Node
-  (the platform's add-on tolerates every taint) and has one ready on each Ready Node; a
-  Deployment has its replicas ready once a Node is Ready. Status is written only when it
-  changes, so an object nobody changes keeps its resource version.
+- It also plays the DaemonSet and Deployment controllers, as far as their status goes
+  (tests/support/kube/rollouts.py).
 - `Routed` plays the network between the platform and an endpoint these tests cannot build on
   the host (a VIP in another subnet, a load balancer's DNS name): connections to the endpoint
   go to the stand-in, and its certificate is still checked against the endpoint's name.
@@ -36,12 +33,11 @@ from urllib.parse import urlsplit
 
 from lightkube.codecs import from_dict
 from lightkube.core.exceptions import ApiError
-from lightkube.resources.apps_v1 import DaemonSet, Deployment
 from lightkube.resources.core_v1 import Node
 from lightkube.types import PatchType
 
 from tests.support.installed import KUBEADM_CLUSTER_ADMINS, masters
-from tests.support.kube import objects
+from tests.support.kube import objects, rollouts
 from tests.support.kube.running import StandIn, running
 from tests.support.kubeadm_world import World
 from tests.support.pki import TestCA
@@ -84,7 +80,7 @@ class WorldAPI:
                     assert kubelets is not None
                     self.standin.set_version(cluster["version"])
                     await self._kubelets(kubelets, cluster, state["machines"])
-                    await self._workload_controllers(kubelets)
+                    await rollouts.play(kubelets)
                 await asyncio.sleep(TICK)
         finally:
             if kubelets is not None:
@@ -126,32 +122,6 @@ class WorldAPI:
                     if err.status.code != 404:
                         raise  # 404: deleted; a running kubelet does not register again
             self._reported[name] = (ready, kubelet)
-
-    async def _workload_controllers(self, api: KubeClient) -> None:
-        nodes = (await api.list_objects(Node))[0]
-        ready = len([n for n in nodes if n.status and any(c.type == "Ready" and c.status == "True"
-                                                          for c in n.status.conditions or [])])  # fmt: skip
-        for ds in (await api.list_objects(DaemonSet))[0]:
-            n = len(nodes)
-            status = {"desiredNumberScheduled": n, "currentNumberScheduled": n, "updatedNumberScheduled": n,
-                      "numberReady": ready, "numberAvailable": ready, "numberMisscheduled": 0}  # fmt: skip
-            await self._status(api, DaemonSet, ds, status)
-        for d in (await api.list_objects(Deployment))[0]:
-            want = d.spec.replicas if d.spec and d.spec.replicas is not None else 1
-            up = want if ready else 0
-            status = {"replicas": up, "updatedReplicas": up, "readyReplicas": up, "availableReplicas": up}
-            await self._status(api, Deployment, d, status)
-
-    @staticmethod
-    async def _status(api: KubeClient, kind: Any, obj: Any, status: dict[str, int]) -> None:
-        status["observedGeneration"] = obj.metadata.generation
-        have = obj.status.to_dict() if obj.status is not None else {}
-        if all(have.get(k) == v for k, v in status.items()):
-            return
-        await api.client.patch(
-            kind.Status, obj.metadata.name, {"status": status}, namespace=obj.metadata.namespace,
-            patch_type=PatchType.MERGE,
-        )  # fmt: skip
 
 
 @contextlib.asynccontextmanager

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tke.internal.provider.addons import nodevalues
+from tke.internal.provider.kube import config as kubecfg
 from tke.platform.v1 import cluster_pb2
 
 Manifest = dict[str, Any]
@@ -226,6 +227,18 @@ def scheduler_configuration(options: NetworkAddonOptions) -> Manifest:
             }
         ],
     }
+
+
+def scheduler_file(cluster: cluster_pb2.Cluster, options: NetworkAddonOptions) -> bytes | None:
+    """What SCHEDULER_CONFIG holds on every control-plane machine of the cluster when its network
+    mode uses tke-ipamd; None otherwise (no file, and kubeadm's ClusterConfiguration names none).
+
+    Every master needs the file, not only the one kubeadm init runs on: a control-plane join
+    makes its kube-scheduler static pod from the ClusterConfiguration init stored (ConfigMap
+    kube-system/kubeadm-config), which mounts this path with pathType File."""
+    if not uses_ipamd(cluster):
+        return None
+    return kubecfg.documents(scheduler_configuration(options)).encode()
 
 
 # -- the objects ---------------------------------------------------------------------------------
