@@ -4,6 +4,7 @@ does not say (cni-switch knows only the pod's namespace and name)."""
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from tke.internal.rpc.errors import FieldViolation
 from tke.ipam.v1 import ipam_pb2
@@ -57,4 +58,19 @@ def ordinal(pod_name: str, workload: str) -> int | None:
     m = _ORDINAL.match(pod_name)
     if m and m["name"] == workload:
         return int(m["ordinal"])
+    return None
+
+
+def choose_binding(
+    bindings: Sequence[ipam_pb2.Binding], pod_name: str, kind: str, name: str
+) -> ipam_pb2.Binding | None:
+    """The binding, among its namespace's, that applies to a pod: its workload's when the
+    caller names it (kind and name), else the first workload of candidate_workloads(pod_name)
+    (or of `name` alone) that has one."""
+    if name and kind:
+        return next((b for b in bindings if (b.workload.kind, b.workload.name) == (kind, name)), None)
+    for candidate in [name] if name else candidate_workloads(pod_name):
+        for b in bindings:
+            if b.workload.name == candidate:
+                return b
     return None

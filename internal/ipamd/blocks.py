@@ -21,7 +21,7 @@ from dataclasses import replace
 from tke.internal.ipamd import errors
 from tke.internal.ipamd.allocator import BLOCK_SIZE, Block, give_back, locate, pick, pickable, take
 from tke.internal.ipamd.pools import pool_layout
-from tke.internal.ipamd.storage import IPStorage, Lost, PoolEntry, Stored
+from tke.internal.ipamd.storage import IPStorage, Lost, NamespaceBindings, PoolEntry, Stored
 from tke.internal.rpc.errors import not_found
 from tke.ipam.v1 import ipam_pb2
 
@@ -113,9 +113,10 @@ class PoolBlocks:
             self.blocks[index] = block
         return block
 
-    async def take_any(self, make: MakeAllocation) -> Stored | Lost | None:
+    async def take_any(self, make: MakeAllocation, bindings: NamespaceBindings | None = None) -> Stored | Lost | None:
         """Take a free address: the stored allocation; Lost.ATTACHMENT/OWNER when the request's
-        interface or owner got one meanwhile; None when the pool is exhausted."""
+        interface or owner got one meanwhile, Lost.BINDINGS when the `bindings` it was decided
+        on changed; None when the pool is exhausted."""
         reloaded = False
         for _ in range(self.attempts):
             now = self.clock()
@@ -134,7 +135,7 @@ class PoolBlocks:
                     continue
                 new_block = take(block, bit, now)
                 outcome = await self.storage.reserve(
-                    self.entry.version, new_block, make(self.layout.ip_at(index * BLOCK_SIZE + bit))
+                    self.entry.version, new_block, make(self.layout.ip_at(index * BLOCK_SIZE + bit)), bindings=bindings
                 )
                 if isinstance(outcome, Stored):
                     self.blocks[index] = replace(new_block, version=outcome.version)
@@ -148,7 +149,9 @@ class PoolBlocks:
             return outcome
         raise errors.contention()
 
-    async def take_address(self, ip: str, make: MakeAllocation) -> Stored | Lost:
+    async def take_address(
+        self, ip: str, make: MakeAllocation, bindings: NamespaceBindings | None = None
+    ) -> Stored | Lost:
         """Take a specific address; FAILED_PRECONDITION when it is someone's or cooling down."""
         offset = self.layout.offset_of(ip)
         if offset is None:
@@ -169,7 +172,7 @@ class PoolBlocks:
                     raise errors.address_cooling(self.name, ip, until - now)
                 # An explicit pick keeps the rotation where it was.
                 new_block = replace(take(block, bit, now), cursor=block.cursor)
-                outcome = await self.storage.reserve(self.entry.version, new_block, make(ip))
+                outcome = await self.storage.reserve(self.entry.version, new_block, make(ip), bindings=bindings)
                 if isinstance(outcome, Stored):
                     self.blocks[index] = replace(new_block, version=outcome.version)
                     return outcome
