@@ -49,6 +49,7 @@ from tke.internal.storage.etcd.store import prefix_end
 from tke.internal.storage.interrupted import Outcome, Resolution, resolve
 from tke.internal.storage.store import Unavailable
 from tke.ipam.v1 import ipam_pb2
+from tke.plugins.ip_storage.etcd_batch import TxnBatcher
 
 _EQUAL = rpc.Compare.CompareResult.EQUAL
 _CREATE = rpc.Compare.CompareTarget.CREATE
@@ -125,8 +126,11 @@ class EtcdIPStorage:
             )
         )
         self._root = config.prefix.rstrip("/") + "/ipam/"
+        # Allocations and releases that wait behind others share an etcd call (etcd_batch).
+        self._batcher = TxnBatcher(self._send_txn)
 
     async def close(self) -> None:
+        await self._batcher.close()
         await self._conn.close()
 
     # -- keys and raw calls -------------------------------------------------------------------
@@ -167,10 +171,14 @@ class EtcdIPStorage:
         """What became of an interrupted write of `value` (None: a delete) to `key`."""
         return await resolve(lambda: self._get(key), value=value, expected_revision=expected_version)
 
-    async def _txn(self, request: rpc.TxnRequest) -> rpc.TxnResponse | None:
-        """The transaction's answer, or None when its outcome is unknown (connection broke)."""
+    async def _send_txn(self, request: rpc.TxnRequest) -> rpc.TxnResponse:
+        return await self._conn.call(self._conn.kv.Txn, request, idempotent=False)
+
+    async def _txn(self, request: rpc.TxnRequest, *, batched: bool = False) -> rpc.TxnResponse | None:
+        """The transaction's answer, or None when its outcome is unknown (connection broke).
+        `batched`: it may travel with others (the hot path: reserve and release)."""
         try:
-            return await self._conn.call(self._conn.kv.Txn, request, idempotent=False)
+            return await (self._batcher.txn(request) if batched else self._send_txn(request))
         except Unavailable as err:
             if err.ambiguous:
                 return None
@@ -367,7 +375,7 @@ class EtcdIPStorage:
             + [_read(k) for k in (att_key, owner_key) if k is not None]
             + guard_read,
         )
-        resp = await self._txn(request)
+        resp = await self._txn(request, batched=True)
         if resp is None:
             stored = await self._stored(a, value, 0)
             return stored if stored is not None else Lost.BLOCK
@@ -433,7 +441,8 @@ class EtcdIPStorage:
                 compare=[_at(ip_key, current.version), _at(block_key, block.version)],
                 success=ops,
                 failure=[_read(ip_key)],
-            )
+            ),
+            batched=True,
         )
         if resp is None:
             # Gone means freed (by us or by someone who won; either way not ours any more);
