@@ -10,11 +10,18 @@ Invariants:
   re-reads share one read.
 - Taking an address costs one block: candidates rotate over the blocks believed to have a
   pickable address; the whole pool is re-read only when none seems left.
+- A compare lost to another replica moves this replica's rotation to a random place of the
+  pool, so replicas sharing a pool soon write different blocks and seldom lose to each other
+  again (what Calico's block affinity gives each host, without records of it: the
+  compare-and-swap, not the rotation, keeps an address single-owned). A replica alone keeps
+  the order it always had.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
+import random
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -87,6 +94,14 @@ class PoolBlocks:
                 return index
         return None
 
+    def _move_away(self) -> None:
+        """Rotate the candidates to a random one: another replica is writing where we were."""
+        if len(self.candidates) > 1:
+            ahead = list(itertools.islice(self.candidates, random.randrange(len(self.candidates))))
+            for index in ahead:
+                del self.candidates[index]
+                self.candidates[index] = None
+
     async def _load(self) -> None:
         """Re-read every block (first use, or when the pool looks exhausted)."""
         seen = self.loads
@@ -142,6 +157,7 @@ class PoolBlocks:
                     return outcome
                 if outcome is Lost.BLOCK:
                     self.blocks.pop(index, None)  # another replica wrote it: read it again
+                    self._move_away()
                     continue
             if outcome is Lost.POOL:
                 await self.refresh()
