@@ -14,7 +14,10 @@
    Fill is laid down directly as owned bits in the blocks (an allocation reads and writes only
    its block, so the records of the other 62 000 addresses would not be on its path).
 
-Usage: python -m bench.ipamd [--seconds 5]
+`--profile PATH` samples the single tke-ipamd with py-spy during (2) and writes its collapsed
+stacks to PATH (py-spy takes CPU too: the ratios of such a run are not the bench's).
+
+Usage: python -m bench.ipamd [--seconds 5] [--profile bench-results/profile-ipamd.txt]
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import grpc
 from aetcd import rpc
 
 from bench.procs import cpu_seconds
+from bench.profile import record
 from tests.support.etcd import EtcdProcess
 from tke.internal.ipamd.allocator import BLOCK_SIZE, Block
 from tke.internal.ipamd.ipam import IPAM
@@ -194,11 +198,16 @@ def _pct(values: list[float], q: float) -> float:
     return sorted(values)[min(len(values) - 1, int(len(values) * q))]
 
 
-async def measure(etcd_endpoint: str, sockets: list[str], seconds: float, samples: int, pids: dict[str, int]) -> None:
+async def measure(
+    etcd_endpoint: str, sockets: list[str], seconds: float, samples: int, pids: dict[str, int], *, profile_to: str = ""
+) -> None:
     etcd_pid = {"etcd": pids["etcd"]}
     raw, raw_cpu = await raw_etcd_rate(etcd_endpoint, seconds, CpuMeter(etcd_pid))
     print(f"etcd CAS transactions, {CLIENTS} clients:      {raw:8.0f}/s")
+    spy = record(pids["ipamd-1"], max(1.0, seconds - 1), Path(profile_to)) if profile_to else None
     rate, cpu = await ipamd_rate(sockets[:1], seconds, CpuMeter({"ipamd": pids["ipamd-1"], **etcd_pid}))
+    if spy is not None:
+        spy.wait(seconds + 30)
     print(f"tke-ipamd Allocate+Release, {CLIENTS} clients:  {rate:8.0f} calls/s = {rate / raw:.2f} x etcd CAS rate")
     by_cpu = sum(raw_cpu.values()) / sum(cpu.values())
     print(f"CPU per etcd CAS:                          {_cpu(raw_cpu)}")
@@ -235,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ipam-bench", description=__doc__.split("\n\n")[0] if __doc__ else "")
     parser.add_argument("--seconds", type=float, default=5.0, help="duration of each throughput run")
     parser.add_argument("--samples", type=int, default=300, help="allocations per fill level")
+    parser.add_argument("--profile", default="", help="py-spy's collapsed stacks of tke-ipamd during (2) to this file")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="ipam-bench-", dir="/tmp") as tmp:
         etcd = EtcdProcess(Path(tmp) / "etcd")
@@ -249,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
                 daemons.append(daemon)
                 sockets.append(socket)
                 pids[name] = daemon.pid
-            asyncio.run(measure(etcd.endpoint, sockets, args.seconds, args.samples, pids))
+            asyncio.run(measure(etcd.endpoint, sockets, args.seconds, args.samples, pids, profile_to=args.profile))
         finally:
             for daemon in daemons:
                 daemon.terminate()
