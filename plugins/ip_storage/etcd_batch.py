@@ -24,7 +24,6 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-import grpc
 from aetcd import rpc
 
 from tke.internal.storage.store import Unavailable
@@ -152,8 +151,8 @@ class TxnBatcher:
             except Unavailable as err:
                 self._fail(batch, err)
                 return
-            except grpc.aio.AioRpcError:
-                resp = None  # refused whole (too large, ...): each on its own says why
+            except Exception:  # refused whole (too large, no space, ...): each on its own says why
+                resp = None
             if resp is not None and resp.succeeded:
                 offset = 0
                 for p in batch:
@@ -176,6 +175,10 @@ class TxnBatcher:
                     lost = batch  # no compare failed, yet it did: trust nothing, each alone
             await asyncio.gather(*(self._alone(p) for p in lost))
         finally:
+            # No caller waits forever, whatever happened above (the requeued ones are answered later).
+            self._fail(
+                [p for p in batch if p not in self._queue], Unavailable("etcd: transaction lost", ambiguous=True)
+            )
             self._busy -= 1
             self._start()
 

@@ -15,8 +15,10 @@ from aetcd import rpc
 from tke.internal.ipamd.allocator import Block
 from tke.internal.ipamd.storage import Lost, Stored
 from tke.internal.storage.etcd import EtcdConfig
+from tke.internal.storage.store import TooLarge, Unavailable
 from tke.ipam.v1 import ipam_pb2
 from tke.plugins.ip_storage.etcd import EtcdIPStorage, EtcdIPStorageConfig
+from tke.plugins.ip_storage.etcd_batch import TxnBatcher
 
 
 @pytest.fixture
@@ -88,3 +90,49 @@ async def test_waiting_reserves_travel_together_and_each_gets_its_own_answer(sto
     for i, _ in stored[1:]:
         assert await storage.by_attachment(requests[i][1].container_id, "eth0") is None
         assert (await storage.block("p", requests[i][0].index)).used == 0
+
+
+def txn(key: bytes) -> rpc.TxnRequest:
+    compare = [rpc.Compare(key=key, result=rpc.Compare.CompareResult.EQUAL, target=rpc.Compare.CompareTarget.CREATE)]
+    return rpc.TxnRequest(compare=compare, success=[rpc.RequestOp(request_put=rpc.PutRequest(key=key, value=b"v"))])
+
+
+async def test_a_merged_transaction_refused_whole_is_sent_again_one_by_one() -> None:
+    """etcd refusing the merged transaction (too large, say) must not fail the callers: each
+    one's own transaction is sent alone and answered."""
+    sent: list[int] = []
+    gate = asyncio.Event()
+
+    async def send(request: rpc.TxnRequest) -> rpc.TxnResponse:
+        sent.append(len(request.compare))
+        await gate.wait()
+        if len(request.compare) > 1:
+            raise TooLarge("etcd: request is too large")
+        return rpc.TxnResponse(succeeded=True)
+
+    batcher = TxnBatcher(send)
+    calls = [asyncio.create_task(batcher.txn(txn(f"k{i}".encode()))) for i in range(5)]
+    await asyncio.sleep(0)
+    gate.set()
+    answers = await asyncio.gather(*calls)
+    assert all(a.succeeded for a in answers)
+    assert sent == [1, 4, 1, 1, 1, 1], sent  # the first alone, the other four merged, refused, then alone
+
+
+async def test_a_merged_transaction_cut_off_fails_every_caller_as_ambiguous() -> None:
+    gate = asyncio.Event()
+
+    async def send(request: rpc.TxnRequest) -> rpc.TxnResponse:
+        await gate.wait()
+        if len(request.compare) > 1:
+            raise Unavailable("etcd: connection broke", ambiguous=True)
+        return rpc.TxnResponse(succeeded=True)
+
+    batcher = TxnBatcher(send)
+    calls = [asyncio.create_task(batcher.txn(txn(f"k{i}".encode()))) for i in range(4)]
+    await asyncio.sleep(0)
+    gate.set()
+    outcomes = await asyncio.gather(*calls, return_exceptions=True)
+    assert isinstance(outcomes[0], rpc.TxnResponse)
+    # Each of the merged ones reads its own write back, as after any interrupted transaction.
+    assert all(isinstance(o, Unavailable) and o.ambiguous for o in outcomes[1:]), outcomes
