@@ -12,7 +12,8 @@ gRPC call to etcd itself, so concurrent ones share a call. Invariants:
   exactly as without batching.
 - A merged transaction interrupted by a broken connection raises the same Unavailable to every
   caller: each resolves its own write by reading it back, as it would alone (all applied or
-  none).
+  none). One etcd refuses whole for another reason (too large, no space) is sent again one by
+  one, so each caller gets its own answer; no caller is ever left waiting.
 - Nothing waits when nothing is in flight; at most `in_flight` transactions (merged or not) are
   on their way at once, and a merged one stays within etcd's limit of operations per
   transaction (`--max-txn-ops`, 128 by default).
