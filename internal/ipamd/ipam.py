@@ -67,9 +67,11 @@ POOL_LIST_TTL = 1.0
 STABLE_NAME_KINDS = frozenset({"StatefulSet", "Pod"})
 MUTABLE_POOL_FIELDS = ("routes", "dns", "node_subnets", "node_names", "labels", "cooldown_seconds")
 # Bounds of the hints kept in memory (tke.internal.ipamd.hints): interfaces this replica
-# handed an address to, and namespaces whose bindings it read.
+# handed an address to, and namespaces whose bindings it read (a namespace with more bindings
+# than BINDINGS_PER_HINT is read every time instead: the memory stays bounded).
 ATTACHMENT_HINTS = 16384
 BINDING_HINTS = 1024
+BINDINGS_PER_HINT = 256
 
 
 def _timestamp(now: float) -> timestamp_pb2.Timestamp:
@@ -272,7 +274,8 @@ class IPAM:
             if seen is not None:
                 return seen, True
         seen = await self.storage.namespace_bindings(namespace)
-        self._bindings.remember(namespace, seen)
+        if len(seen.bindings) <= BINDINGS_PER_HINT:
+            self._bindings.remember(namespace, seen)
         return seen, False
 
     async def delete_binding(self, w: ipam_pb2.WorkloadRef) -> None:
