@@ -5,7 +5,9 @@
 Prints the median and p95 of: VERSION of each binary; ADD+DEL of Debian's bridge + host-local
 (the baseline); ADD+DEL through cni-switch -> bridge + host-local; ADD+DEL through cni-switch ->
 bridge -> tke-ipamc -> tke-ipamd (a real ipamd over a real etcd, both started here); each as a
-ratio of the baseline measured in the same run; then the wall time of `--concurrent` ADDs at
+ratio of the baseline measured in the same run, with the mean CPU time per call (user + system of
+the plugin and every process it ran, and tke-ipamd's during the call: the steadier number on a
+shared machine) and its ratio to the baseline's; then the wall time of `--concurrent` ADDs at
 once through the ipamd path. Everything happens in network namespaces created here (root
 needed) and removed afterwards.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import shutil
 import statistics
 import subprocess
@@ -39,10 +42,34 @@ from tests.support.cni import (
 )
 
 
+class Cpu:
+    """CPU seconds of this process's waited-for children (a plugin and every process it ran),
+    and of tke-ipamd when its pid is known."""
+
+    ipamd_pid = 0
+
+    @classmethod
+    def now(cls) -> float:
+        from bench.procs import cpu_seconds
+
+        r = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return r.ru_utime + r.ru_stime + (cpu_seconds(cls.ipamd_pid) if cls.ipamd_pid else 0.0)
+
+
+CPU: dict[str, float] = {}  # row -> mean CPU seconds per call
+
+
 def timed(runtime: Runtime, command: str, config: Any, **kw: Any) -> float:
     start = time.perf_counter()
     runtime.run(command, config, **kw).ok()
     return time.perf_counter() - start
+
+
+def versions(name: str, runtime: Runtime, version: str, rounds: int) -> tuple[str, list[float]]:
+    cpu = Cpu.now()
+    samples = [timed(runtime, "VERSION", {"cniVersion": version}) for _ in range(rounds)]
+    CPU[name] = (Cpu.now() - cpu) / rounds
+    return name, samples
 
 
 def summary(samples: list[float]) -> tuple[float, float]:
@@ -51,19 +78,26 @@ def summary(samples: list[float]) -> tuple[float, float]:
 
 
 def add_del(
-    runtime: Runtime, config: Any, namespace: str, rounds: int, args: str = ""
-) -> tuple[list[float], list[float]]:
-    """(ADD samples, ADD+DEL samples)."""
+    name: str, runtime: Runtime, config: Any, namespace: str, *, rounds: int, args: str = ""
+) -> list[tuple[str, list[float]]]:
+    """The rows "ADD <name>" and "ADD+DEL <name>" (samples; their CPU per call into CPU)."""
     adds, pairs = [], []
+    add_cpu = pair_cpu = 0.0
     for _ in range(rounds):
         cid = unique("b")
+        cpu = Cpu.now()
         start = time.perf_counter()
         runtime.run("ADD", config, container_id=cid, netns=netns_path(namespace), args=args).ok()
         added = time.perf_counter()
+        added_cpu = Cpu.now()
         runtime.run("DEL", config, container_id=cid, netns=netns_path(namespace), args=args).ok()
         adds.append(added - start)
         pairs.append(time.perf_counter() - start)
-    return adds, pairs
+        add_cpu += added_cpu - cpu
+        pair_cpu += Cpu.now() - cpu
+    CPU[f"ADD {name}"] = add_cpu / rounds
+    CPU[f"ADD+DEL {name}"] = pair_cpu / rounds
+    return [(f"ADD {name}", adds), (f"ADD+DEL {name}", pairs)]
 
 
 def main() -> None:
@@ -99,6 +133,8 @@ def main() -> None:
             ipamd = IpamdDaemon(work, endpoints=[etcd.endpoint], prefix="/bench")
             ipamd.start()
             stack.callback(ipamd.stop)
+            assert ipamd.process is not None
+            Cpu.ipamd_pid = ipamd.process.pid
             _create_pool(ipamd.socket)
 
         node = ""
@@ -118,38 +154,34 @@ def main() -> None:
         fixed_args = "IgnoreUnknown=1;K8S_POD_NAMESPACE=bench;K8S_POD_NAME=p;TKE_NETWORK=fixed"
 
         rows: list[tuple[str, list[float]]] = []
-        rows.append(
-            ("VERSION cni-switch", [timed(switch, "VERSION", {"cniVersion": "1.1.0"}) for _ in range(opts.rounds)])
-        )
-        rows.append(
-            ("VERSION tke-ipamc", [timed(ipamc, "VERSION", {"cniVersion": "1.1.0"}) for _ in range(opts.rounds)])
-        )
-        rows.append(
-            ("VERSION bridge (Go)", [timed(bridge, "VERSION", {"cniVersion": "1.0.0"}) for _ in range(opts.rounds)])
-        )
+        rows.append(versions("VERSION cni-switch", switch, "1.1.0", opts.rounds))
+        rows.append(versions("VERSION tke-ipamc", ipamc, "1.1.0", opts.rounds))
+        rows.append(versions("VERSION bridge (Go)", bridge, "1.0.0", opts.rounds))
         host_local = Runtime(f"{DEBIAN_CNI}/host-local", node, path)
-        hl_add, hl_pair = add_del(host_local, baseline, pod, opts.rounds)
-        rows += [("ADD host-local alone", hl_add), ("ADD+DEL host-local alone", hl_pair)]
+        rows += add_del("host-local alone", host_local, baseline, pod, rounds=opts.rounds)
         if ipamd is not None:
             ipam_conf = {"cniVersion": "1.0.0", "name": "fixed", **networks["fixed"]["plugins"][0]}
-            ic_add, ic_pair = add_del(ipamc, ipam_conf, pod, opts.rounds, "K8S_POD_NAME=p")
-            rows += [("ADD tke-ipamc -> ipamd alone", ic_add), ("ADD+DEL tke-ipamc -> ipamd alone", ic_pair)]
-        base_add, base = add_del(bridge, baseline, pod, opts.rounds)
-        rows += [("ADD bridge+host-local", base_add), ("ADD+DEL bridge+host-local (baseline)", base)]
-        sw_add, sw_pair = add_del(switch, conf, pod, opts.rounds)
-        rows += [("ADD cni-switch -> bridge+host-local", sw_add), ("ADD+DEL cni-switch -> bridge+host-local", sw_pair)]
+            rows += add_del(
+                "tke-ipamc -> ipamd alone", ipamc, ipam_conf, pod, rounds=opts.rounds, args="K8S_POD_NAME=p"
+            )
+        rows += add_del("bridge+host-local", bridge, baseline, pod, rounds=opts.rounds)
+        rows += add_del("cni-switch -> bridge+host-local", switch, conf, pod, rounds=opts.rounds)
         if ipamd is not None:
-            fx_add, fx_pair = add_del(switch, conf, pod, opts.rounds, fixed_args)
-            rows += [
-                ("ADD cni-switch -> bridge -> tke-ipamc -> ipamd", fx_add),
-                ("ADD+DEL cni-switch -> bridge -> tke-ipamc -> ipamd", fx_pair),
-            ]
+            rows += add_del(
+                "cni-switch -> bridge -> tke-ipamc -> ipamd", switch, conf, pod, rounds=opts.rounds, args=fixed_args
+            )
 
-        base_median = summary(base)[0]
-        print(f"{'what':52} {'median ms':>10} {'p95 ms':>8} {'x baseline':>11}")
+        base = dict(rows)["ADD+DEL bridge+host-local"]
+        base_median, base_cpu = summary(base)[0], CPU["ADD+DEL bridge+host-local"]
+        print(f"{'what':52} {'median ms':>10} {'p95 ms':>8} {'x baseline':>11} {'CPU ms':>7} {'x base CPU':>11}")
         for name, samples in rows:
             median, p95 = summary(samples)
-            print(f"{name:52} {median * 1e3:10.1f} {p95 * 1e3:8.1f} {median / base_median:11.2f}")
+            label = f"{name} (baseline)" if name == "ADD+DEL bridge+host-local" else name
+            cpu = CPU[name]
+            print(
+                f"{label:52} {median * 1e3:10.1f} {p95 * 1e3:8.1f} {median / base_median:11.2f} "
+                f"{cpu * 1e3:7.1f} {cpu / base_cpu:11.2f}"
+            )
 
         if ipamd is None:
             return

@@ -4,13 +4,20 @@
    with create_revision == 0, delete it with mod_revision ==), through the same client library.
 2. tke-ipamd: Allocate+Release calls per second from 32 concurrent gRPC clients to one real
    tke-ipamd process over its unix socket, as a ratio of (1).
+   Beside both: the CPU time per operation of each process (the clients, etcd, tke-ipamd; user +
+   system, from /proc), and the ratio of (1) to (2) by CPU (what the throughput ratio is when
+   the machine's CPU is the limit and other work takes some of it: the steadier number on a
+   shared machine).
 3. Two tke-ipamd replicas of the same pools, the same clients spread over both, as a ratio
    of one replica (on 2 cores the replicas share the CPU with etcd and the clients).
 4. Allocation latency at 5% and at 95% fill of a /16 (in process, over etcd), as a ratio.
    Fill is laid down directly as owned bits in the blocks (an allocation reads and writes only
    its block, so the records of the other 62 000 addresses would not be on its path).
 
-Usage: python -m bench.ipamd [--seconds 5]
+`--profile PATH` samples the single tke-ipamd with py-spy during (2) and writes its collapsed
+stacks to PATH (py-spy takes CPU too: the ratios of such a run are not the bench's).
+
+Usage: python -m bench.ipamd [--seconds 5] [--profile bench-results/profile-ipamd.txt]
 """
 
 from __future__ import annotations
@@ -29,6 +36,8 @@ from pathlib import Path
 import grpc
 from aetcd import rpc
 
+from bench.procs import cpu_seconds
+from bench.profile import record
 from tests.support.etcd import EtcdProcess
 from tke.internal.ipamd.allocator import BLOCK_SIZE, Block
 from tke.internal.ipamd.ipam import IPAM
@@ -41,7 +50,30 @@ from tke.plugins.ip_storage.etcd import EtcdIPStorage, EtcdIPStorageConfig, enco
 CLIENTS = 32
 
 
-async def raw_etcd_rate(endpoint: str, seconds: float) -> float:
+class CpuMeter:
+    """CPU seconds used by this process and by `pids` between start() and per_op()."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self._start: dict[str, float] = {}
+
+    def _now(self) -> dict[str, float]:
+        return {"client": time.process_time(), **{name: cpu_seconds(pid) for name, pid in self.pids.items()}}
+
+    def start(self) -> None:
+        self._start = self._now()
+
+    def per_op(self, ops: int) -> dict[str, float]:
+        """Microseconds of CPU per operation, by process."""
+        now = self._now()
+        return {name: (now[name] - self._start[name]) * 1e6 / max(ops, 1) for name in now}
+
+
+def _cpu(per_op: dict[str, float]) -> str:
+    return ", ".join(f"{name} {us:.0f} us" for name, us in per_op.items())
+
+
+async def raw_etcd_rate(endpoint: str, seconds: float, cpu: CpuMeter) -> tuple[float, dict[str, float]]:
     conn = EtcdConnection(EtcdConfig(endpoints=[endpoint]))
     done = 0
     stop = time.monotonic() + seconds
@@ -79,14 +111,18 @@ async def raw_etcd_rate(endpoint: str, seconds: float) -> float:
             done += 2
             i += 1
 
+    cpu.start()
     started = time.monotonic()
     await asyncio.gather(*(worker(n) for n in range(CLIENTS)))
     elapsed = time.monotonic() - started
+    used = cpu.per_op(done)
     await conn.close()
-    return done / elapsed
+    return done / elapsed, used
 
 
-async def ipamd_rate(sockets: list[str], seconds: float, pool: str = "bench", cidr: str = "10.200.0.0/16") -> float:
+async def ipamd_rate(
+    sockets: list[str], seconds: float, cpu: CpuMeter, pool: str = "bench", cidr: str = "10.200.0.0/16"
+) -> tuple[float, dict[str, float]]:
     """Allocate+Release calls per second from CLIENTS clients spread over the daemons (pools never
     overlap: each run gets its own subnet)."""
     channels = [grpc.aio.insecure_channel(f"unix:{sockets[i % len(sockets)]}") for i in range(CLIENTS)]
@@ -111,12 +147,14 @@ async def ipamd_rate(sockets: list[str], seconds: float, pool: str = "bench", ci
             done += 2
             i += 1
 
+    cpu.start()
     started = time.monotonic()
     await asyncio.gather(*(worker(n) for n in range(CLIENTS)))
     elapsed = time.monotonic() - started
+    used = cpu.per_op(done)
     for ch in channels:
         await ch.close()
-    return done / elapsed
+    return done / elapsed, used
 
 
 async def fill_latency(endpoint: str, fill: float, samples: int) -> list[float]:
@@ -160,12 +198,22 @@ def _pct(values: list[float], q: float) -> float:
     return sorted(values)[min(len(values) - 1, int(len(values) * q))]
 
 
-async def measure(etcd_endpoint: str, sockets: list[str], seconds: float, samples: int) -> None:
-    raw = await raw_etcd_rate(etcd_endpoint, seconds)
+async def measure(
+    etcd_endpoint: str, sockets: list[str], seconds: float, samples: int, pids: dict[str, int], *, profile_to: str = ""
+) -> None:
+    etcd_pid = {"etcd": pids["etcd"]}
+    raw, raw_cpu = await raw_etcd_rate(etcd_endpoint, seconds, CpuMeter(etcd_pid))
     print(f"etcd CAS transactions, {CLIENTS} clients:      {raw:8.0f}/s")
-    rate = await ipamd_rate(sockets[:1], seconds)
+    spy = record(pids["ipamd-1"], max(1.0, seconds - 1), Path(profile_to)) if profile_to else None
+    rate, cpu = await ipamd_rate(sockets[:1], seconds, CpuMeter({"ipamd": pids["ipamd-1"], **etcd_pid}))
+    if spy is not None:
+        spy.wait(seconds + 30)
     print(f"tke-ipamd Allocate+Release, {CLIENTS} clients:  {rate:8.0f} calls/s = {rate / raw:.2f} x etcd CAS rate")
-    both = await ipamd_rate(sockets, seconds, pool="bench-two", cidr="10.201.0.0/16")
+    by_cpu = sum(raw_cpu.values()) / sum(cpu.values())
+    print(f"CPU per etcd CAS:                          {_cpu(raw_cpu)}")
+    print(f"CPU per Allocate or Release:               {_cpu(cpu)}")
+    print(f"ratio by CPU (all processes):              {by_cpu:.2f} x etcd CAS")
+    both, _ = await ipamd_rate(sockets, seconds, CpuMeter({}), pool="bench-two", cidr="10.201.0.0/16")
     print(f"two ipamd replicas, {CLIENTS} clients over both: {both:8.0f} calls/s = {both / rate:.2f} x one replica")
     low = await fill_latency(etcd_endpoint, 0.05, samples)
     high = await fill_latency(etcd_endpoint, 0.95, samples)
@@ -196,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ipam-bench", description=__doc__.split("\n\n")[0] if __doc__ else "")
     parser.add_argument("--seconds", type=float, default=5.0, help="duration of each throughput run")
     parser.add_argument("--samples", type=int, default=300, help="allocations per fill level")
+    parser.add_argument("--profile", default="", help="py-spy's collapsed stacks of tke-ipamd during (2) to this file")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="ipam-bench-", dir="/tmp") as tmp:
         etcd = EtcdProcess(Path(tmp) / "etcd")
@@ -203,11 +252,14 @@ def main(argv: list[str] | None = None) -> int:
         try:
             etcd.start()
             sockets = []
+            assert etcd.process is not None
+            pids = {"etcd": etcd.process.pid}
             for name in ("ipamd-1", "ipamd-2"):  # two replicas of the same pools
                 daemon, socket = start_ipamd(tmp, etcd.endpoint, name)
                 daemons.append(daemon)
                 sockets.append(socket)
-            asyncio.run(measure(etcd.endpoint, sockets, args.seconds, args.samples))
+                pids[name] = daemon.pid
+            asyncio.run(measure(etcd.endpoint, sockets, args.seconds, args.samples, pids, profile_to=args.profile))
         finally:
             for daemon in daemons:
                 daemon.terminate()

@@ -1,6 +1,6 @@
 #!/bin/sh
-# Installs cni-switch and tke-ipamc on a node: a two-line launcher for each into the CNI bin
-# directory, and optionally a configuration into the CNI configuration directory.
+# Installs cni-switch and tke-ipamc on a node: a launcher for each into the CNI bin directory,
+# and optionally a configuration into the CNI configuration directory.
 #
 #   PYTHON=/opt/tke/venv/bin/python3 deploy/cni/install-node.sh [deploy/cni/10-tke-fixed-ip.conflist]
 #
@@ -8,8 +8,11 @@
 # tke...). CNI_BIN_DIR (default /opt/cni/bin) and CNI_CONF_DIR (default /etc/cni/net.d) are
 # the directories the runtime (kubelet/containerd/CRI-O/podman) reads.
 #
-# Why launchers and not links to pip's console scripts: those import `re` for argv[0]
-# cosmetics, and -I keeps a node's PYTHONPATH and user site out of a plugin that runs as root.
+# Why launchers and not links to pip's console scripts: a launcher starts the interpreter
+# isolated and without site (-IS: a plugin is a process per container and verb, and site's .pth
+# files were most of its start-up) and names where the tke package is installed
+# (tke.internal.cni.launcher); -I keeps a node's PYTHONPATH and user site out of a plugin that
+# runs as root. Run this again after reinstalling the package elsewhere.
 set -eu
 PYTHON=${PYTHON:-/opt/tke/venv/bin/python3}
 BIN_DIR=${CNI_BIN_DIR:-/opt/cni/bin}
@@ -24,7 +27,7 @@ for plugin in cni-switch:tke.cmd.cni_switch tke-ipamc:tke.cmd.ipamc; do
   name=${plugin%%:*}
   module=${plugin#*:}
   tmp=$(mktemp "$BIN_DIR/.$name.XXXXXX")
-  printf '#!%s -I\nfrom %s import main\nmain()\n' "$PYTHON" "$module" >"$tmp"
+  "$PYTHON" -I -m tke.internal.cni.launcher "$module" "$PYTHON" >"$tmp"
   chmod 0755 "$tmp"
   mv -f "$tmp" "$BIN_DIR/$name"  # atomic: a runtime never executes half a file
   echo "installed $BIN_DIR/$name"

@@ -5,6 +5,7 @@ guessed from its name: see tke.internal.ipamd.workloads."""
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from tke.internal.rpc.errors import FieldViolation
 from tke.ipam.v1 import ipam_pb2
@@ -42,4 +43,13 @@ def ordinal(pod_name: str, workload: str) -> int | None:
     m = _ORDINAL.match(pod_name)
     if m and m["name"] == workload:
         return int(m["ordinal"])
+    return None
+
+
+def choose_binding(bindings: Sequence[ipam_pb2.Binding], kind: str, name: str) -> ipam_pb2.Binding | None:
+    """The binding, among its namespace's, of the workload `kind`/`name`; a name without a
+    kind finds the first binding of a workload of that name."""
+    for b in bindings:
+        if b.workload.name == name and (not kind or b.workload.kind == kind):
+            return b
     return None

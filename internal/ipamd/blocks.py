@@ -10,18 +10,25 @@ Invariants:
   re-reads share one read.
 - Taking an address costs one block: candidates rotate over the blocks believed to have a
   pickable address; the whole pool is re-read only when none seems left.
+- A compare lost to another replica moves this replica's rotation to a random place of the
+  pool, so replicas sharing a pool soon write different blocks and seldom lose to each other
+  again (what Calico's block affinity gives each host, without records of it: the
+  compare-and-swap, not the rotation, keeps an address single-owned). A replica alone keeps
+  the order it always had.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
+import random
 from collections.abc import Callable
 from dataclasses import replace
 
 from tke.internal.ipamd import errors
 from tke.internal.ipamd.allocator import BLOCK_SIZE, Block, give_back, locate, pick, pickable, take
 from tke.internal.ipamd.pools import pool_layout
-from tke.internal.ipamd.storage import IPStorage, Lost, PoolEntry, Stored
+from tke.internal.ipamd.storage import IPStorage, Lost, NamespaceBindings, PoolEntry, Stored
 from tke.internal.rpc.errors import not_found
 from tke.ipam.v1 import ipam_pb2
 
@@ -87,6 +94,14 @@ class PoolBlocks:
                 return index
         return None
 
+    def _move_away(self) -> None:
+        """Rotate the candidates to a random one: another replica is writing where we were."""
+        if len(self.candidates) > 1:
+            ahead = list(itertools.islice(self.candidates, random.randrange(len(self.candidates))))
+            for index in ahead:
+                del self.candidates[index]
+                self.candidates[index] = None
+
     async def _load(self) -> None:
         """Re-read every block (first use, or when the pool looks exhausted)."""
         seen = self.loads
@@ -113,9 +128,10 @@ class PoolBlocks:
             self.blocks[index] = block
         return block
 
-    async def take_any(self, make: MakeAllocation) -> Stored | Lost | None:
+    async def take_any(self, make: MakeAllocation, bindings: NamespaceBindings | None = None) -> Stored | Lost | None:
         """Take a free address: the stored allocation; Lost.ATTACHMENT/OWNER when the request's
-        interface or owner got one meanwhile; None when the pool is exhausted."""
+        interface or owner got one meanwhile, Lost.BINDINGS when the `bindings` it was decided
+        on changed; None when the pool is exhausted."""
         reloaded = False
         for _ in range(self.attempts):
             now = self.clock()
@@ -134,13 +150,14 @@ class PoolBlocks:
                     continue
                 new_block = take(block, bit, now)
                 outcome = await self.storage.reserve(
-                    self.entry.version, new_block, make(self.layout.ip_at(index * BLOCK_SIZE + bit))
+                    self.entry.version, new_block, make(self.layout.ip_at(index * BLOCK_SIZE + bit)), bindings=bindings
                 )
                 if isinstance(outcome, Stored):
                     self.blocks[index] = replace(new_block, version=outcome.version)
                     return outcome
                 if outcome is Lost.BLOCK:
                     self.blocks.pop(index, None)  # another replica wrote it: read it again
+                    self._move_away()
                     continue
             if outcome is Lost.POOL:
                 await self.refresh()
@@ -148,7 +165,9 @@ class PoolBlocks:
             return outcome
         raise errors.contention()
 
-    async def take_address(self, ip: str, make: MakeAllocation) -> Stored | Lost:
+    async def take_address(
+        self, ip: str, make: MakeAllocation, bindings: NamespaceBindings | None = None
+    ) -> Stored | Lost:
         """Take a specific address; FAILED_PRECONDITION when it is someone's or cooling down."""
         offset = self.layout.offset_of(ip)
         if offset is None:
@@ -169,7 +188,7 @@ class PoolBlocks:
                     raise errors.address_cooling(self.name, ip, until - now)
                 # An explicit pick keeps the rotation where it was.
                 new_block = replace(take(block, bit, now), cursor=block.cursor)
-                outcome = await self.storage.reserve(self.entry.version, new_block, make(ip))
+                outcome = await self.storage.reserve(self.entry.version, new_block, make(ip), bindings=bindings)
                 if isinstance(outcome, Stored):
                     self.blocks[index] = replace(new_block, version=outcome.version)
                     return outcome

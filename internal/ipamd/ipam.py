@@ -40,8 +40,9 @@ from functools import partial
 from google.protobuf import field_mask_pb2, timestamp_pb2
 
 from tke.internal.ipamd import errors
-from tke.internal.ipamd.bindings import ordinal
+from tke.internal.ipamd.bindings import choose_binding, ordinal
 from tke.internal.ipamd.blocks import PoolBlocks
+from tke.internal.ipamd.hints import Hints
 from tke.internal.ipamd.keys import address_key
 from tke.internal.ipamd.pools import gateway_of, overlap, pool_layout, serves, validate_pool
 from tke.internal.ipamd.provider import Assignment, IPProvider, ProviderError, Reconciling
@@ -49,6 +50,7 @@ from tke.internal.ipamd.provisioning import Provisioner, provider_owner
 from tke.internal.ipamd.storage import (
     IPStorage,
     Lost,
+    NamespaceBindings,
     PoolEntry,
     PoolExists,
     Stored,
@@ -75,6 +77,12 @@ RETAINED = ipam_pb2.ALLOCATION_STATE_RETAINED
 POOL_LIST_TTL = 1.0
 # What UpdatePool may change on a pool in use: none of it renumbers the addresses.
 MUTABLE_POOL_FIELDS = ("routes", "dns", "node_subnets", "node_names", "labels", "cooldown_seconds")
+# Bounds of the hints kept in memory (tke.internal.ipamd.hints): interfaces this replica
+# handed an address to, and namespaces whose bindings it read (a namespace with more bindings
+# than BINDINGS_PER_HINT is read every time instead: the memory stays bounded).
+ATTACHMENT_HINTS = 16384
+BINDING_HINTS = 1024
+BINDINGS_PER_HINT = 256
 
 
 def _timestamp(now: float) -> timestamp_pb2.Timestamp:
@@ -129,6 +137,11 @@ class IPAM:
         self.clock = clock
         self.attempts = attempts
         self._pools: dict[str, PoolBlocks] = {}
+        # Hints (tke.internal.ipamd.hints): the allocations this replica handed out, so that
+        # their Release needs no read, and the namespaces' bindings, so that an Allocate needs
+        # none; the writes made from them compare the versions they carry.
+        self._attached: Hints[tuple[str, str], Stored] = Hints(ATTACHMENT_HINTS)
+        self._bindings: Hints[str, NamespaceBindings] = Hints(BINDING_HINTS)
         # The list of pools, re-read at most every POOL_LIST_TTL seconds: it only proposes
         # candidates, and every reserve compares the chosen pool's version anyway.
         self._pool_list: tuple[float, list[PoolEntry]] = (-1.0, [])
@@ -252,6 +265,7 @@ class IPAM:
         if b.release_policy == ipam_pb2.RELEASE_POLICY_UNSPECIFIED:
             b.release_policy = POD_DELETE
         b.update_timestamp.CopyFrom(_timestamp(self.clock()))
+        self._bindings.forget(b.workload.namespace)
         await self.storage.put_binding(b)
         return b
 
@@ -275,11 +289,23 @@ class IPAM:
         if name and kind:
             return await self.storage.get_binding(namespace, kind, name)
         if name:
-            return next((b for b in await self.storage.list_bindings(namespace) if b.workload.name == name), None)
+            return choose_binding(await self.storage.list_bindings(namespace), "", name)
         w = await self.resolve(namespace, pod_name)
         return await self.storage.get_binding(namespace, w.kind, w.name)
 
+    async def _bindings_of(self, namespace: str, *, fresh: bool) -> tuple[NamespaceBindings, bool]:
+        """The namespace's bindings, and whether they are a hint from memory."""
+        if not fresh:
+            seen = self._bindings.get(namespace)
+            if seen is not None:
+                return seen, True
+        seen = await self.storage.namespace_bindings(namespace)
+        if len(seen.bindings) <= BINDINGS_PER_HINT:
+            self._bindings.remember(namespace, seen)
+        return seen, False
+
     async def delete_binding(self, w: ipam_pb2.WorkloadRef) -> None:
+        self._bindings.forget(w.namespace)
         if not await self.storage.delete_binding(w.namespace, w.kind, w.name):
             raise not_found("binding", f"{w.kind}/{w.name}", w.namespace)
 
@@ -291,18 +317,23 @@ class IPAM:
             # The runtime named only the pod (kubelet does): its controller says whose it is.
             w = await self.resolve(owner.namespace, owner.pod_name)
             owner.workload_kind, owner.workload_name = w.kind, w.name
-        binding = await self.lookup_binding(owner.namespace, owner.pod_name, owner.workload_kind, owner.workload_name)
-        if binding is not None and not owner.workload_kind:
-            owner.workload_kind = binding.workload.kind
-        owner = normalize_owner(owner)
-        policy = (binding.release_policy if binding else 0) or req.release_policy or POD_DELETE
-        pool_name = req.pool or (binding.pool if binding else "")
-        network = binding.network if binding else ""
+        named = owner
         # The interface's own address is looked up only after a lost race or a refusal: the
         # reserve transaction already compares the interface index, so a first Allocate (the
-        # common case) costs no read for it.
+        # common case) costs no read for it. The namespace's bindings come from memory on the
+        # first attempt: the write compares their version, and every retry reads them again.
         look_first = False
-        for _ in range(self.attempts):
+        for attempt in range(self.attempts):
+            seen, hinted = await self._bindings_of(named.namespace, fresh=attempt > 0)
+            owner = ipam_pb2.Owner()
+            owner.CopyFrom(named)
+            binding = choose_binding(seen.bindings, owner.workload_kind, owner.workload_name)
+            if binding is not None and not owner.workload_kind:
+                owner.workload_kind = binding.workload.kind
+            owner = normalize_owner(owner)
+            policy = (binding.release_policy if binding else 0) or req.release_policy or POD_DELETE
+            pool_name = req.pool or (binding.pool if binding else "")
+            network = binding.network if binding else ""
             if look_first:
                 existing = await self._existing(req, owner)
                 if existing is not None:
@@ -315,20 +346,23 @@ class IPAM:
                     if held is None and owner.workload_kind not in STABLE_NAME_KINDS:
                         held = await self._retained_of_workload(owner, req)
                     if held is not None:
-                        moved = await self._reattach(held, req, owner)
+                        moved = await self._reattach(held, req, owner, seen)
                         if moved is not None:
                             return AllocateResult(moved, True)
                         continue
-                fresh = await self._allocate_new(req, owner, policy, pool_name, network)
+                fresh = await self._allocate_new(req, owner, policy, pool_name, network, seen=seen)
             except ApiError:
                 # An exhausted pool or a taken address is no error for an interface that
                 # already has its address (a repeated Allocate).
                 existing = await self._existing(req, owner)
                 if existing is not None:
                     return AllocateResult(existing, True)
+                if hinted:
+                    continue  # refused on bindings from memory: decide again on the storage's
                 raise
             if fresh is not None:
-                return AllocateResult(fresh, False)
+                self._attached.remember((req.container_id, req.ifname), fresh)
+                return AllocateResult(fresh.allocation, False)
         raise errors.contention()
 
     async def _existing(self, req: ipam_pb2.AllocateRequest, owner: ipam_pb2.Owner) -> ipam_pb2.Allocation | None:
@@ -339,6 +373,7 @@ class IPAM:
         a = existing.allocation
         if (a.owner.namespace, a.owner.pod_name) != (owner.namespace, owner.pod_name):
             raise errors.attachment_in_use(req.container_id, req.ifname, errors.holder(a))
+        self._attached.remember((req.container_id, req.ifname), existing)
         # A retried ADD: the first try may have failed at the provider after the storage kept
         # the address, so make sure again (both steps are idempotent).
         await self.provisioning.provide((await self._pool(a.pool)).entry.pool, a)
@@ -357,7 +392,7 @@ class IPAM:
         return None
 
     async def _reattach(
-        self, held: Stored, req: ipam_pb2.AllocateRequest, owner: ipam_pb2.Owner
+        self, held: Stored, req: ipam_pb2.AllocateRequest, owner: ipam_pb2.Owner, seen: NamespaceBindings
     ) -> ipam_pb2.Allocation | None:
         """Give a fixed address back to its owner's new container; None on a lost race."""
         a = held.allocation
@@ -379,9 +414,10 @@ class IPAM:
             # Reserve again too (idempotent): a release racing with this attach may have
             # dropped the reservation at the provider.
             await self.provisioning.provide(st.entry.pool, new)
-        outcome = await self.storage.replace(held, new)
+        outcome = await self.storage.replace(held, new, bindings=seen)
         if isinstance(outcome, Lost):
             return None
+        self._attached.remember((new.container_id, new.ifname), outcome)
         if a.container_id:
             log.info("fixed address %s of %s taken over from container %s", a.ip, errors.holder(new), a.container_id)
         return new
@@ -462,8 +498,15 @@ class IPAM:
         return a
 
     async def _allocate_new(
-        self, req: ipam_pb2.AllocateRequest, owner: ipam_pb2.Owner, policy: int, pool_name: str, network: str
-    ) -> ipam_pb2.Allocation | None:
+        self,
+        req: ipam_pb2.AllocateRequest,
+        owner: ipam_pb2.Owner,
+        policy: int,
+        pool_name: str,
+        network: str,
+        *,
+        seen: NamespaceBindings,
+    ) -> Stored | None:
         """A new address; None when the interface or owner got one meanwhile (re-evaluate)."""
         pools = await self._candidate_pools(req, pool_name)
         if req.ip:
@@ -479,9 +522,9 @@ class IPAM:
             outcome: Stored | Lost | None
             try:
                 if req.ip:
-                    outcome = await st.take_address(req.ip, make(st))
+                    outcome = await st.take_address(req.ip, make(st), seen)
                 else:
-                    outcome = await st.take_any(make(st))
+                    outcome = await st.take_any(make(st), seen)
             except ApiError as err:
                 if pool_name or not errors.is_pool_gone(err):
                     raise
@@ -491,7 +534,7 @@ class IPAM:
             if isinstance(outcome, Lost):
                 return None
             await self._provide(st, outcome)
-            return outcome.allocation
+            return outcome
         raise errors.exhausted([st.entry.pool.name for st in pools])
 
     # -- the IP provider ----------------------------------------------------------------------
@@ -568,12 +611,17 @@ class IPAM:
         return False
 
     async def release(self, container_id: str, ifname: str, pod_uid: str = "") -> ReleaseResult:
+        # An address this replica handed out needs no read: the write below compares it.
+        hint = self._attached.take((container_id, ifname))
         for _ in range(self.attempts):
-            held = await self.storage.by_attachment(container_id, ifname)
+            held = hint if hint is not None else await self.storage.by_attachment(container_id, ifname)
+            hinted, hint = hint is not None, None
             if held is None:
                 return ReleaseResult(found=False)
             a = held.allocation
             if pod_uid and a.owner.pod_uid and pod_uid != a.owner.pod_uid:
+                if hinted:
+                    continue  # refused without a write: on what the storage says, not a hint
                 log.info("ignoring release of %s by pod uid %s: it belongs to uid %s", a.ip, pod_uid, a.owner.pod_uid)
                 return ReleaseResult(found=False)
             if is_fixed(a):
@@ -604,7 +652,9 @@ class IPAM:
             # Still attached: the container's own Release will free it.
             loose = _copy(a)
             loose.release_policy = POD_DELETE
-            if not isinstance(await self.storage.replace(s, loose), Lost):
+            outcome = await self.storage.replace(s, loose)
+            if not isinstance(outcome, Lost):
+                self._attached.remember((loose.container_id, loose.ifname), outcome)
                 deferred.append(loose)
         return released, deferred
 

@@ -11,6 +11,10 @@ Every mutation is one atomic compare-and-swap over all the records it touches:
 - Pools are created against the version of the whole set of pools (`pool_set`): a create
   compares it, so two pools checked against the same set (for overlapping addresses) cannot
   both be stored.
+- A namespace's bindings have a version too (`namespace_bindings`): every put or delete of one
+  of them changes it. A `reserve` or `replace` decided on a namespace's bindings may carry the
+  version it saw and then applies only if it is unchanged, so a replica may keep the bindings
+  in memory (tke.internal.ipamd.hints) and still never allocate on a binding that is gone.
 - A lost race is an outcome (`Lost`), not an exception: the caller re-reads and decides.
 - Implementation errors never escape: unreachable storage is `StorageUnavailable`.
 """
@@ -55,6 +59,16 @@ class PoolSet:
 
 
 @dataclass(frozen=True)
+class NamespaceBindings:
+    """A namespace's bindings, read no earlier than `version` (every put or delete of a binding
+    of the namespace changes it; 0: none was ever written)."""
+
+    namespace: str
+    bindings: list[ipam_pb2.Binding]
+    version: int
+
+
+@dataclass(frozen=True)
 class Stored:
     """A stored allocation and its version."""
 
@@ -71,6 +85,7 @@ class Lost(enum.Enum):
     ALLOCATION = "allocation changed"
     ATTACHMENT = "the interface already has an address"
     OWNER = "the owner already has a fixed address"
+    BINDINGS = "the namespace's bindings changed"
 
 
 FIXED_POLICIES = (ipam_pb2.RELEASE_POLICY_IMMUTABLE, ipam_pb2.RELEASE_POLICY_NEVER)
@@ -127,6 +142,10 @@ class IPStorage(Protocol):
 
     async def delete_binding(self, namespace: str, kind: str, name: str) -> bool: ...
 
+    async def namespace_bindings(self, namespace: str) -> NamespaceBindings:
+        """The namespace's bindings with the version of the set, read before them."""
+        ...
+
     # -- blocks and allocations ---------------------------------------------------------------
     async def blocks(self, pool: str) -> list[Block]:
         """Every written block of the pool (absent blocks are empty)."""
@@ -134,15 +153,26 @@ class IPStorage(Protocol):
 
     async def block(self, pool: str, index: int) -> Block: ...
 
-    async def reserve(self, pool_version: int, block: Block, allocation: ipam_pb2.Allocation) -> Stored | Lost:
+    async def reserve(
+        self,
+        pool_version: int,
+        block: Block,
+        allocation: ipam_pb2.Allocation,
+        *,
+        bindings: NamespaceBindings | None = None,
+    ) -> Stored | Lost:
         """Write `block` (its new state; block.version is the expected one) and the allocation
-        with its indexes, if the pool is at pool_version and the interface and fixed owner
-        are free. The stored version is also the block's new version."""
+        with its indexes, if the pool is at pool_version, the interface and fixed owner
+        are free and `bindings`' namespace is still at its version (Lost.BINDINGS). The stored
+        version is also the block's new version."""
         ...
 
-    async def replace(self, current: Stored, allocation: ipam_pb2.Allocation) -> Stored | Lost:
-        """Rewrite an allocation (same pool and address) if it is still at current.version and
-        its new interface and owner are not someone else's."""
+    async def replace(
+        self, current: Stored, allocation: ipam_pb2.Allocation, *, bindings: NamespaceBindings | None = None
+    ) -> Stored | Lost:
+        """Rewrite an allocation (same pool and address) if it is still at current.version, its
+        new interface and owner are not someone else's and `bindings`' namespace is still at
+        its version."""
         ...
 
     async def release(self, current: Stored, block: Block) -> Lost | int:

@@ -12,6 +12,10 @@ Keys under `<prefix>/ipam/`:
   idx/owner/<ns>/<kind>/<workload>/<pod> Allocation (a copy)
   bindings/<ns>/<kind>/<name>           Binding
   cursors/<name>                        the workload watcher's resource version of one watch
+  bindingsets/<ns>                      the last binding of the namespace put or deleted; its
+                                        mod_revision is the version of the namespace's bindings
+                                        (written with every put and delete of one of them,
+                                        compared by the reserves and replaces decided on them)
 
 Every write of an allocation rewrites all its index entries in the same transaction, so an index
 entry always equals its allocation and has the same mod_revision (the allocation's version):
@@ -32,12 +36,21 @@ from aetcd import rpc
 
 from tke.internal.ipamd.allocator import Block
 from tke.internal.ipamd.keys import address_key, attachment_key, indexes
-from tke.internal.ipamd.storage import Lost, PoolEntry, PoolExists, PoolSet, StorageUnavailable, Stored
+from tke.internal.ipamd.storage import (
+    Lost,
+    NamespaceBindings,
+    PoolEntry,
+    PoolExists,
+    PoolSet,
+    StorageUnavailable,
+    Stored,
+)
 from tke.internal.storage.etcd.connection import EtcdConfig, EtcdConnection, EtcdTLS
 from tke.internal.storage.etcd.store import prefix_end
 from tke.internal.storage.interrupted import Outcome, Resolution, resolve
 from tke.internal.storage.store import Unavailable
 from tke.ipam.v1 import ipam_pb2
+from tke.plugins.ip_storage.etcd_batch import TxnBatcher
 
 _EQUAL = rpc.Compare.CompareResult.EQUAL
 _CREATE = rpc.Compare.CompareTarget.CREATE
@@ -114,8 +127,11 @@ class EtcdIPStorage:
             )
         )
         self._root = config.prefix.rstrip("/") + "/ipam/"
+        # Allocations and releases that wait behind others share an etcd call (etcd_batch).
+        self._batcher = TxnBatcher(self._send_txn)
 
     async def close(self) -> None:
+        await self._batcher.close()
         await self._conn.close()
 
     # -- keys and raw calls -------------------------------------------------------------------
@@ -156,10 +172,14 @@ class EtcdIPStorage:
         """What became of an interrupted write of `value` (None: a delete) to `key`."""
         return await resolve(lambda: self._get(key), value=value, expected_revision=expected_version)
 
-    async def _txn(self, request: rpc.TxnRequest) -> rpc.TxnResponse | None:
-        """The transaction's answer, or None when its outcome is unknown (connection broke)."""
+    async def _send_txn(self, request: rpc.TxnRequest) -> rpc.TxnResponse:
+        return await self._conn.call(self._conn.kv.Txn, request, idempotent=False)
+
+    async def _txn(self, request: rpc.TxnRequest, *, batched: bool = False) -> rpc.TxnResponse | None:
+        """The transaction's answer, or None when its outcome is unknown (connection broke).
+        `batched`: it may travel with others (the hot path: reserve and release)."""
         try:
-            return await self._conn.call(self._conn.kv.Txn, request, idempotent=False)
+            return await (self._batcher.txn(request) if batched else self._send_txn(request))
         except Unavailable as err:
             if err.ambiguous:
                 return None
@@ -247,11 +267,15 @@ class EtcdIPStorage:
         return bool(resp.kvs)
 
     # -- bindings -----------------------------------------------------------------------------
+    def _binding_set_key(self, namespace: str) -> bytes:
+        return self._k("bindingsets", namespace)
+
     async def put_binding(self, binding: ipam_pb2.Binding) -> None:
         w = binding.workload
         key = self._k("bindings", w.namespace, w.kind, w.name)
         # A last-writer-wins put: a binding is configuration, replaced whole by its owner.
-        resp = await self._txn(rpc.TxnRequest(success=[_put(key, binding.SerializeToString())]))
+        mark = _put(self._binding_set_key(w.namespace), f"{w.kind}/{w.name}".encode())
+        resp = await self._txn(rpc.TxnRequest(success=[_put(key, binding.SerializeToString()), mark]))
         if resp is None:
             raise StorageUnavailable("etcd: put binding interrupted; retry")
 
@@ -274,11 +298,8 @@ class EtcdIPStorage:
 
     async def delete_binding(self, namespace: str, kind: str, name: str) -> bool:
         key = self._k("bindings", namespace, kind, name)
-        resp = await self._txn(
-            rpc.TxnRequest(
-                compare=[rpc.Compare(key=key, result=_EQUAL, target=_CREATE, create_revision=0)], failure=[_delete(key)]
-            )
-        )
+        mark = _put(self._binding_set_key(namespace), f"{kind}/{name}".encode())
+        resp = await self._txn(rpc.TxnRequest(compare=[_absent(key)], failure=[_delete(key), mark]))
         if resp is None:
             return True
         return not resp.succeeded  # the compare "absent" failed: it existed and was deleted
@@ -294,6 +315,27 @@ class EtcdIPStorage:
         resp = await self._txn(rpc.TxnRequest(success=[_put(self._k("cursors", name), value.encode())]))
         if resp is None:
             raise StorageUnavailable("etcd: put watch cursor interrupted; retry")
+
+    async def namespace_bindings(self, namespace: str) -> NamespaceBindings:
+        # The version first: a change after it was read changes it, so a write compared
+        # against it fails even if the list below already shows that change.
+        kv = await self._get(self._binding_set_key(namespace))
+        return NamespaceBindings(namespace, await self.list_bindings(namespace), kv.mod_revision if kv else 0)
+
+    def _bindings_guard(self, seen: NamespaceBindings | None) -> tuple[list[rpc.Compare], list[rpc.RequestOp]]:
+        """The compare that a write decided on `seen` carries, and the read that tells it failed."""
+        if seen is None:
+            return [], []
+        key = self._binding_set_key(seen.namespace)
+        return [_at(key, seen.version)], [_read(key)]
+
+    @staticmethod
+    def _bindings_lost(seen: NamespaceBindings | None, resp: rpc.TxnResponse) -> bool:
+        """Whether a failed transaction's last read (the guard's) shows the bindings changed."""
+        if seen is None:
+            return False
+        kvs = resp.responses[-1].response_range.kvs
+        return (kvs[0].mod_revision if kvs else 0) != seen.version
 
     # -- blocks -------------------------------------------------------------------------------
     async def blocks(self, pool: str) -> list[Block]:
@@ -320,7 +362,14 @@ class EtcdIPStorage:
             return Stored(allocation=a, version=found.current.mod_revision)
         return None
 
-    async def reserve(self, pool_version: int, block: Block, allocation: ipam_pb2.Allocation) -> Stored | Lost:
+    async def reserve(
+        self,
+        pool_version: int,
+        block: Block,
+        allocation: ipam_pb2.Allocation,
+        *,
+        bindings: NamespaceBindings | None = None,
+    ) -> Stored | Lost:
         a = allocation
         pool_key = self._k("pools", a.pool)
         block_key = self._block_key(block.pool, block.index)
@@ -330,13 +379,16 @@ class EtcdIPStorage:
         owner_key = self._index_key("owner", idx["owner"]) if "owner" in idx else None
         compare = [_at(pool_key, pool_version), _at(block_key, block.version), _absent(ip_key)]
         compare += [_absent(k) for k in (att_key, owner_key) if k is not None]
+        guard, guard_read = self._bindings_guard(bindings)
         value = a.SerializeToString()
         request = rpc.TxnRequest(
-            compare=compare,
+            compare=compare + guard,
             success=[_put(block_key, encode_block(block)), _put(ip_key, value), *self._index_ops(a, value)],
-            failure=[_read(pool_key), _read(block_key)] + [_read(k) for k in (att_key, owner_key) if k is not None],
+            failure=[_read(pool_key), _read(block_key)]
+            + [_read(k) for k in (att_key, owner_key) if k is not None]
+            + guard_read,
         )
-        resp = await self._txn(request)
+        resp = await self._txn(request, batched=True)
         if resp is None:
             stored = await self._stored(a, value, 0)
             return stored if stored is not None else Lost.BLOCK
@@ -345,6 +397,8 @@ class EtcdIPStorage:
         pool_kvs = resp.responses[0].response_range.kvs
         if not pool_kvs or pool_kvs[0].mod_revision != pool_version:
             return Lost.POOL
+        if self._bindings_lost(bindings, resp):
+            return Lost.BINDINGS
         block_kvs = resp.responses[1].response_range.kvs
         if (block_kvs[0].mod_revision if block_kvs else 0) != block.version:
             return Lost.BLOCK
@@ -357,7 +411,9 @@ class EtcdIPStorage:
             return Lost.OWNER
         return Lost.BLOCK  # the address key itself: a block that lies (repaired by a re-read)
 
-    async def replace(self, current: Stored, allocation: ipam_pb2.Allocation) -> Stored | Lost:
+    async def replace(
+        self, current: Stored, allocation: ipam_pb2.Allocation, *, bindings: NamespaceBindings | None = None
+    ) -> Stored | Lost:
         old, a = current.allocation, allocation
         ip_key = self._ip_key(a.pool, a.ip)
         old_idx, new_idx = indexes(old), indexes(a)
@@ -370,7 +426,8 @@ class EtcdIPStorage:
         ops = [_delete(self._index_key(kind, key)) for kind, key in old_idx.items() if new_idx.get(kind) != key]
         value = a.SerializeToString()
         ops += [_put(ip_key, value), *self._index_ops(a, value)]
-        resp = await self._txn(rpc.TxnRequest(compare=compare, success=ops, failure=failure))
+        guard, guard_read = self._bindings_guard(bindings)
+        resp = await self._txn(rpc.TxnRequest(compare=compare + guard, success=ops, failure=failure + guard_read))
         if resp is None:
             stored = await self._stored(a, value, current.version)
             return stored if stored is not None else Lost.ALLOCATION
@@ -379,7 +436,9 @@ class EtcdIPStorage:
         kvs = resp.responses[0].response_range.kvs
         if not kvs or kvs[0].mod_revision != current.version:
             return Lost.ALLOCATION
-        for (kind, _), op in zip(added, resp.responses[1:], strict=True):
+        if self._bindings_lost(bindings, resp):
+            return Lost.BINDINGS
+        for (kind, _), op in zip(added, resp.responses[1 : 1 + len(added)], strict=True):
             if op.response_range.kvs:
                 return Lost.OWNER if kind == "owner" else Lost.ATTACHMENT
         return Lost.ALLOCATION
@@ -395,7 +454,8 @@ class EtcdIPStorage:
                 compare=[_at(ip_key, current.version), _at(block_key, block.version)],
                 success=ops,
                 failure=[_read(ip_key)],
-            )
+            ),
+            batched=True,
         )
         if resp is None:
             # Gone means freed (by us or by someone who won; either way not ours any more);

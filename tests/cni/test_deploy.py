@@ -52,3 +52,32 @@ def test_install_node_writes_working_launchers(tmp_path: Path) -> None:
             check=True,
         )
         assert json.loads(out.stdout) == {"cniVersion": "1.0.0", "supportedVersions": ["1.0.0", "1.1.0"]}
+
+
+def test_a_launcher_runs_from_a_runtime_s_bare_environment_and_ignores_the_caller_s_python(tmp_path: Path) -> None:
+    """Runtimes execute plugins with little more than the CNI_* variables (no PATH, no HOME);
+    whatever a caller's environment or working directory holds never changes which code a plugin
+    that runs as root imports (the launcher starts isolated, without site)."""
+    env = {**os.environ, "PYTHON": sys.executable, "CNI_BIN_DIR": str(tmp_path / "bin")}
+    subprocess.run([str(DEPLOY / "install-node.sh")], env=env, check=True, capture_output=True)
+    decoy = tmp_path / "decoy"
+    for folder in (decoy / "tke" / "cmd", tmp_path / "bin" / "tke" / "cmd"):
+        folder.mkdir(parents=True)
+        (folder / "ipamc.py").write_text("raise SystemExit('the decoy was imported')\n")
+        (folder / "cni_switch.py").write_text("raise SystemExit('the decoy was imported')\n")
+    (decoy / "sitecustomize.py").write_text("raise SystemExit('sitecustomize was imported')\n")
+    hostile = {"PYTHONPATH": str(decoy), "PYTHONHOME": str(decoy), "PYTHONSTARTUP": str(decoy / "x.py")}
+    for name in ("cni-switch", "tke-ipamc"):
+        launcher = tmp_path / "bin" / name
+        assert launcher.read_text().startswith(f"#!{sys.executable} -IS\n")
+        for extra in ({}, hostile):
+            out = subprocess.run(
+                [str(launcher)],
+                input=b'{"cniVersion": "1.1.0"}',
+                env={"CNI_COMMAND": "VERSION", **extra},
+                cwd=decoy,
+                capture_output=True,
+                check=True,
+            )
+            assert json.loads(out.stdout) == {"cniVersion": "1.1.0", "supportedVersions": ["1.0.0", "1.1.0"]}
+            assert out.stderr == b""

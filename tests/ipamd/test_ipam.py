@@ -11,7 +11,7 @@ import pytest
 from tests.support.workloads import KnownPods
 from tke.internal.ipamd.allocator import Block
 from tke.internal.ipamd.ipam import IPAM
-from tke.internal.ipamd.storage import IPStorage, Lost, Stored
+from tke.internal.ipamd.storage import IPStorage, Lost, NamespaceBindings, Stored
 from tke.internal.rpc.errors import ApiError
 from tke.ipam.v1 import ipam_pb2
 from tke.plugins.ip_providers.static import StaticProvider
@@ -250,8 +250,10 @@ async def test_one_replica_never_races_itself(ip_storage: IPStorage, clock: Cloc
     lost: list[object] = []
     reserve = ip_storage.reserve
 
-    async def counting(pool_version: int, block: Block, allocation: ipam_pb2.Allocation) -> Stored | Lost:
-        outcome = await reserve(pool_version, block, allocation)
+    async def counting(
+        pool_version: int, block: Block, allocation: ipam_pb2.Allocation, *, bindings: NamespaceBindings | None = None
+    ) -> Stored | Lost:
+        outcome = await reserve(pool_version, block, allocation, bindings=bindings)
         if isinstance(outcome, Lost):
             lost.append(outcome)
         return outcome
@@ -262,6 +264,41 @@ async def test_one_replica_never_races_itself(ip_storage: IPStorage, clock: Cloc
     results = await asyncio.gather(*(ipam.allocate(allocate_request(f"p{i}")) for i in range(64)))
     assert len({r.allocation.ip for r in results}) == 64
     assert lost == []
+
+
+async def test_a_binding_changed_through_another_replica_applies_at_once(ip_storage: IPStorage, clock: Clock) -> None:
+    """A replica keeps each namespace's bindings in memory; the allocation's write compares
+    their version, so one put or deleted elsewhere is followed by the very next Allocate."""
+    a, b = make_ipam(ip_storage, clock), make_ipam(ip_storage, clock)
+    await a.create_pool(pool("p1", "10.1.0.0/24"))
+    await a.create_pool(pool("p2", "10.2.0.0/24"))
+    first = await a.allocate(allocate_request("web-0", kind="StatefulSet", workload="web"))
+    assert first.allocation.pool == "p1"  # no binding yet; a now holds the namespace's bindings
+    await bind(b, "web", ipam_pb2.RELEASE_POLICY_IMMUTABLE, pool_name="p2")
+    bound = (await a.allocate(allocate_request("web-1", kind="StatefulSet", workload="web"))).allocation
+    assert (bound.pool, bound.release_policy, bound.network) == ("p2", ipam_pb2.RELEASE_POLICY_IMMUTABLE, "fixed")
+    await b.delete_binding(ipam_pb2.WorkloadRef(namespace="default", kind="StatefulSet", name="web"))
+    unbound = (await a.allocate(allocate_request("web-2", kind="StatefulSet", workload="web"))).allocation
+    assert (unbound.pool, unbound.release_policy) == ("p1", ipam_pb2.RELEASE_POLICY_POD_DELETE)
+
+
+async def test_a_release_from_a_stale_hint_frees_what_the_storage_holds(ip_storage: IPStorage, clock: Clock) -> None:
+    """A replica remembers the addresses it handed out, so that their Release needs no read;
+    when another replica released and re-allocated the interface meanwhile, the release's
+    compare-and-swap fails on the stale hint and the storage's allocation is the one freed."""
+    a, b = make_ipam(ip_storage, clock, cooldown=0), make_ipam(ip_storage, clock, cooldown=0)
+    await a.create_pool(pool(cidr="10.0.0.0/24"))
+    await a.allocate(allocate_request("web-0", "c1", uid="u1"))
+    assert (await b.release("c1", "eth0")).found
+    again = (await b.allocate(allocate_request("web-0", "c1", uid="u2"))).allocation
+    # a's hint says uid u1: a release for u2 is decided on the storage, which says u2.
+    released = await a.release("c1", "eth0", pod_uid="u2")
+    assert released.found and released.allocation is not None and released.allocation.ip == again.ip
+    assert await ip_storage.by_attachment("c1", "eth0") is None
+    assert await ip_storage.by_address("net-a", again.ip) is None
+    assert sum(blk.count() for blk in await ip_storage.blocks("net-a")) == 0
+    # Nothing is left to release, from either replica.
+    assert not (await a.release("c1", "eth0")).found and not (await b.release("c1", "eth0")).found
 
 
 async def test_a_pool_deleted_by_another_replica_is_skipped(ip_storage: IPStorage, clock: Clock) -> None:

@@ -164,3 +164,42 @@ async def test_watch_cursors(ip_storage: IPStorage) -> None:
     await ip_storage.put_watch_cursor("pods", "1099")
     assert (await ip_storage.watch_cursor("pods"), await ip_storage.watch_cursor("statefulsets")) == ("1099", "17")
     assert await ip_storage.allocations("", "", 10) == ([], "")  # cursors are no allocations
+
+
+async def test_a_write_decided_on_a_namespace_s_bindings_applies_only_while_they_are_unchanged(
+    ip_storage: IPStorage,
+) -> None:
+    entry = await new_pool(ip_storage)
+    never = await ip_storage.namespace_bindings("ns")
+    assert (never.bindings, never.version) == ([], 0)
+    db = ipam_pb2.Binding(workload=ipam_pb2.WorkloadRef(namespace="ns", kind="StatefulSet", name="db"), pool="p")
+    await ip_storage.put_binding(db)
+    put = await ip_storage.namespace_bindings("ns")
+    assert [b.workload.name for b in put.bindings] == ["db"] and put.version > 0
+    # Another namespace's bindings have their own version.
+    other = ipam_pb2.Binding(workload=ipam_pb2.WorkloadRef(namespace="other", kind="Pod", name="x"))
+    await ip_storage.put_binding(other)
+    assert (await ip_storage.namespace_bindings("ns")).version == put.version
+
+    empty = await ip_storage.block("p", 0)
+    stale = await ip_storage.reserve(
+        entry.version, replace(empty, used=0b1), allocation("10.0.0.2", "c1", "a"), bindings=never
+    )
+    assert stale is Lost.BINDINGS
+    assert await ip_storage.by_attachment("c1", "eth0") is None and (await ip_storage.block("p", 0)).version == 0
+    taken = await ip_storage.reserve(
+        entry.version, replace(empty, used=0b1), allocation("10.0.0.2", "c1", "a"), bindings=put
+    )
+    assert isinstance(taken, Stored)
+
+    # A delete changes the version too: a replace decided before it loses and changes nothing.
+    assert await ip_storage.delete_binding("ns", "StatefulSet", "db")
+    deleted = await ip_storage.namespace_bindings("ns")
+    assert deleted.bindings == [] and deleted.version > put.version
+    moved = allocation("10.0.0.2", "c2", "a")
+    assert await ip_storage.replace(taken, moved, bindings=put) is Lost.BINDINGS
+    assert (await ip_storage.by_attachment("c1", "eth0")) == taken
+    assert isinstance(await ip_storage.replace(taken, moved, bindings=deleted), Stored)
+    # Deleting what is not there changes nothing.
+    assert not await ip_storage.delete_binding("ns", "StatefulSet", "db")
+    assert (await ip_storage.namespace_bindings("ns")).version == deleted.version

@@ -197,12 +197,17 @@ MODULES = {"cni-switch": "tke.cmd.cni_switch", "tke-ipamc": "tke.cmd.ipamc"}
 
 
 def launchers(folder: Path, python: str = "") -> str:
-    """A CNI bin directory with the two-line launchers deploy/cni/install-node.sh writes
-    (`#!python -I`, import, main()), for `python` (default: this interpreter)."""
+    """A CNI bin directory with the launchers deploy/cni/install-node.sh writes
+    (tke.internal.cni.launcher: `#!python -IS`, the package's paths, import, main()), for
+    `python` (default: this interpreter), written by that interpreter as the script does."""
     folder.mkdir(parents=True, exist_ok=True)
+    python = python or sys.executable
     for name, module in MODULES.items():
         path = folder / name
-        path.write_text(f"#!{python or sys.executable} -I\nfrom {module} import main\nmain()\n")
+        text = subprocess.run(
+            [python, "-I", "-m", "tke.internal.cni.launcher", module, python], capture_output=True, check=True
+        ).stdout
+        path.write_bytes(text)
         path.chmod(0o755)
     return str(folder)
 

@@ -9,7 +9,7 @@ from dataclasses import replace
 
 from tke.internal.ipamd.allocator import Block
 from tke.internal.ipamd.keys import address_key, indexes
-from tke.internal.ipamd.storage import Lost, PoolEntry, PoolExists, PoolSet, Stored
+from tke.internal.ipamd.storage import Lost, NamespaceBindings, PoolEntry, PoolExists, PoolSet, Stored
 from tke.ipam.v1 import ipam_pb2
 
 
@@ -25,6 +25,7 @@ class MemoryIPStorage:
         self._pools: dict[str, PoolEntry] = {}
         self._pool_set_version = 0
         self._bindings: dict[tuple[str, str, str], ipam_pb2.Binding] = {}
+        self._binding_versions: dict[str, int] = {}  # namespace -> version of its bindings
         self._blocks: dict[tuple[str, int], Block] = {}
         self._allocs: dict[tuple[str, str], Stored] = {}  # (pool, address_key)
         # index kind -> index key -> (pool, address_key)
@@ -78,6 +79,7 @@ class MemoryIPStorage:
     async def put_binding(self, binding: ipam_pb2.Binding) -> None:
         w = binding.workload
         self._bindings[(w.namespace, w.kind, w.name)] = binding
+        self._binding_versions[w.namespace] = next(self._versions)
 
     async def get_binding(self, namespace: str, kind: str, name: str) -> ipam_pb2.Binding | None:
         return self._bindings.get((namespace, kind, name))
@@ -86,7 +88,18 @@ class MemoryIPStorage:
         return [self._bindings[k] for k in sorted(self._bindings) if not namespace or k[0] == namespace]
 
     async def delete_binding(self, namespace: str, kind: str, name: str) -> bool:
-        return self._bindings.pop((namespace, kind, name), None) is not None
+        if self._bindings.pop((namespace, kind, name), None) is None:
+            return False
+        self._binding_versions[namespace] = next(self._versions)
+        return True
+
+    async def namespace_bindings(self, namespace: str) -> NamespaceBindings:
+        return NamespaceBindings(
+            namespace, await self.list_bindings(namespace), self._binding_versions.get(namespace, 0)
+        )
+
+    def _bindings_changed(self, seen: NamespaceBindings | None) -> bool:
+        return seen is not None and self._binding_versions.get(seen.namespace, 0) != seen.version
 
     # -- blocks and allocations ---------------------------------------------------------------
     async def blocks(self, pool: str) -> list[Block]:
@@ -114,10 +127,19 @@ class MemoryIPStorage:
             self._index[kind][key] = ref
         return stored
 
-    async def reserve(self, pool_version: int, block: Block, allocation: ipam_pb2.Allocation) -> Stored | Lost:
+    async def reserve(
+        self,
+        pool_version: int,
+        block: Block,
+        allocation: ipam_pb2.Allocation,
+        *,
+        bindings: NamespaceBindings | None = None,
+    ) -> Stored | Lost:
         entry = self._pools.get(allocation.pool)
         if entry is None or entry.version != pool_version:
             return Lost.POOL
+        if self._bindings_changed(bindings):
+            return Lost.BINDINGS
         if self._block_version(block.pool, block.index) != block.version:
             return Lost.BLOCK
         keys = indexes(allocation)
@@ -130,11 +152,15 @@ class MemoryIPStorage:
         self._blocks[(block.pool, block.index)] = replace(block, version=version)
         return self._store(allocation, version)
 
-    async def replace(self, current: Stored, allocation: ipam_pb2.Allocation) -> Stored | Lost:
+    async def replace(
+        self, current: Stored, allocation: ipam_pb2.Allocation, *, bindings: NamespaceBindings | None = None
+    ) -> Stored | Lost:
         ref = (current.allocation.pool, address_key(current.allocation.ip))
         now = self._allocs.get(ref)
         if now is None or now.version != current.version:
             return Lost.ALLOCATION
+        if self._bindings_changed(bindings):
+            return Lost.BINDINGS
         for kind, key in indexes(allocation).items():
             holder = self._index_owner(kind, key)
             if holder is not None and holder != ref:

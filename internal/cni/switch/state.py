@@ -5,6 +5,11 @@ Invariants:
 - A record is written, durably, *before* the delegated ADD runs (phase "adding") and updated
   with the result after it (phase "added"): a crash between the two still leaves a record that
   DEL and GC act on. A record is removed only after its delegate's DEL succeeded.
+- Only the "adding" write waits for the directory's sync. A crash of the node, the only one that
+  can undo the other two, also ends every container: an update to "added" undone leaves the
+  "adding" record, which GC acts on as on any; a removal undone brings back a record whose DEL,
+  which GC repeats, is idempotent. (Each file's content is synced before its rename in every
+  case, so a record is never read half-written.)
 - One file per attachment, `<container id>=<ifname>.json` (a container id has no '='), written
   atomically; readers take no lock. The runtime never runs two verbs for one container at once,
   so one attachment has one writer at a time.
@@ -102,10 +107,11 @@ class DiskStore:
     def put(self, attachment: Attachment) -> None:
         os.makedirs(self.folder, mode=0o700, exist_ok=True)
         data = json.dumps(attachment.to_json()).encode()
-        atomicfile.write_atomic(self._path(attachment.container_id, attachment.ifname), data)
+        durable = attachment.phase == ADDING  # see the module docstring
+        atomicfile.write_atomic(self._path(attachment.container_id, attachment.ifname), data, durable=durable)
 
     def remove(self, container_id: str, ifname: str) -> None:
-        atomicfile.remove(self._path(container_id, ifname))
+        atomicfile.remove(self._path(container_id, ifname), durable=False)  # see the module docstring
 
     def list(self) -> list[Attachment]:
         try:
