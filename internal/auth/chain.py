@@ -22,8 +22,9 @@ from tke.internal.auth.attributes import attributes_for
 from tke.internal.auth.audit import Auditor
 from tke.internal.auth.authority import Authority
 from tke.internal.auth.identity import Identity
-from tke.internal.auth.interceptors import AuditInterceptor, AuthenticationInterceptor, AuthorizationInterceptor
+from tke.internal.auth.interceptors import AuthInterceptor
 from tke.internal.plugin.loader import PluginError, find
+from tke.internal.rpc.interceptors import Interceptor
 from tke.internal.storage.store import Store
 
 log = logging.getLogger("tke.auth")
@@ -69,7 +70,7 @@ Service = tuple[str, Callable[[grpc.aio.Server], None]]
 
 @dataclass
 class AuthChain:
-    interceptors: list[Any]
+    interceptors: list[Interceptor]
     services: list[Service]
     plugins: list[Any]
     auditor: Auditor
@@ -129,12 +130,16 @@ def build(
         return AuthChain([], services, plugins, auditor, enabled=False)
     if any(type(a).__name__ == "AllowAll" for a in authorizers):
         log.warning("AUTHORIZATION ALLOWS EVERYTHING (allow-all authorizer): development only.")
-    interceptors = [
-        AuthenticationInterceptor(
-            authn.Union(authenticators), auditor, open_methods=OPEN_METHODS, open_reflection=config.open_reflection
-        ),
-        AuthorizationInterceptor(authz.Union([SelfService(), *authorizers]), auditor, authority, attributes),
-        AuditInterceptor(auditor),
+    interceptors: list[Interceptor] = [
+        AuthInterceptor(
+            authn.Union(authenticators),
+            authz.Union([SelfService(), *authorizers]),
+            auditor,
+            authority,
+            attributes=attributes,
+            open_methods=OPEN_METHODS,
+            open_reflection=config.open_reflection,
+        )
     ]
     return AuthChain(interceptors, services, plugins, auditor, enabled=True)
 

@@ -1,5 +1,6 @@
-"""The auth steps of a server's interceptor chain, after the request interceptor (request id,
-logging, error mapping): authentication -> authorization -> audit -> handler.
+"""The auth step of a server's call chain, after the request step (request id, logging, error
+mapping), metrics and the in-flight limit: authentication, authorization and audit in one pass
+around the handler, each through its own seam (Authenticator, Authorizer, the Auditor's sinks).
 
 - Authentication: every call but the health service (and reflection or other methods the
   configuration opens) must be claimed by an authenticator, else UNAUTHENTICATED.
@@ -9,15 +10,15 @@ logging, error mapping): authentication -> authorization -> audit -> handler.
   (tke.internal.auth.authority). The Authority is handed to the handlers for the call.
 - Audit: one event per call, when it ends (for streams, when the stream ends), with the
   decision and the status code; open calls carry what they name too (the user name a Login
-  tried). Calls refused before the handler are audited by the step that
-  refused them, so every call is recorded exactly once.
-Unary and streaming calls (Watch) go through the same steps.
+  tried). A call refused before the handler is audited with its refusal, so every call is
+  recorded exactly once.
+Unary and streaming calls (Watch) go through the same steps. Whether a method is open is
+decided once per method, when the chain wraps it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import datetime
 import time
 from collections.abc import AsyncIterator, Callable, Collection
@@ -25,7 +26,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
-from grpc_interceptor.server import AsyncServerInterceptor
 
 from tke.internal.auth.attributes import attributes_for
 from tke.internal.auth.audit import AuditEvent, Auditor
@@ -36,6 +36,7 @@ from tke.internal.auth.identity import Identity, current_identity
 from tke.internal.logs import request_id_var
 from tke.internal.metrics import AUTHN, AUTHZ
 from tke.internal.rpc import errors
+from tke.internal.rpc.interceptors import Call, Method
 from tke.internal.storage.store import Unavailable
 
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
@@ -78,16 +79,6 @@ class CallRecord:
         )
 
 
-call_record: contextvars.ContextVar[CallRecord | None] = contextvars.ContextVar("call_record", default=None)
-
-
-async def _call(method: Callable[..., Any], request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-    response = method(request, context)
-    if hasattr(response, "__aiter__"):
-        return response
-    return await response
-
-
 def _credentials(context: grpc.aio.ServicerContext[Any, Any]) -> Credentials:
     metadata = {k.lower(): v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
     auth = context.auth_context() or {}
@@ -95,17 +86,29 @@ def _credentials(context: grpc.aio.ServicerContext[Any, Any]) -> Credentials:
     return Credentials(metadata=metadata, peer_certificate_pem=pem)
 
 
-class AuthenticationInterceptor(AsyncServerInterceptor):
+_AUTHENTICATED = AUTHN.labels("authenticated")
+_DECISIONS = {d: AUTHZ.labels(d.name.lower()) for d in Decision}
+
+
+class AuthInterceptor:
+    """Authentication, authorization and audit of a call, in one step."""
+
     def __init__(
         self,
         authenticator: Authenticator,
+        authorizer: Authorizer,
         auditor: Auditor,
+        authority: Authority,
         *,
+        attributes: Callable[[str, Any, Identity], Attributes] = attributes_for,
         open_methods: Collection[str] = (),
         open_reflection: bool = False,
     ) -> None:
         self.authenticator = authenticator
+        self.authorizer = authorizer
         self.auditor = auditor
+        self.authority = authority
+        self.attributes = attributes
         self.open_methods = set(open_methods)
         self.open_reflection = open_reflection
 
@@ -116,19 +119,31 @@ class AuthenticationInterceptor(AsyncServerInterceptor):
             or (self.open_reflection and method_name.startswith(REFLECTION_PREFIX))
         )
 
-    async def intercept(
-        self,
-        method: Callable[..., Any],
-        request_or_iterator: Any,
-        context: grpc.aio.ServicerContext[Any, Any],
-        method_name: str,
-    ) -> Any:
-        record = CallRecord(method=method_name, started=time.perf_counter(), peer=context.peer() or "")
-        call_record.set(record)
-        if self._open(method_name):
-            record.decision = "open"
-            record.attributes = attributes_for(method_name, request_or_iterator, NOBODY)
-            return await _call(method, request_or_iterator, context)
+    def wrap(self, call: Call, method: Method) -> Call:
+        name, streaming = method.name, method.streaming
+        admit = self._admit_open if self._open(name) else self._admit
+
+        async def checked(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            record = CallRecord(method=name, started=time.perf_counter(), peer=context.peer() or "")
+            await admit(record, request, context)
+            try:
+                response = await call(request, context)
+            except BaseException as err:
+                self.auditor.emit(record.event(_code_of(err)))
+                raise
+            if streaming:
+                return self._stream(response, record)
+            self.auditor.emit(record.event(grpc.StatusCode.OK))
+            return response
+
+        return checked
+
+    async def _admit_open(self, record: CallRecord, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        record.decision = "open"
+        record.attributes = attributes_for(record.method, request, NOBODY)
+
+    async def _admit(self, record: CallRecord, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        """Authenticate and authorize the call, or refuse it (audited here)."""
         try:
             identity = await self.authenticator.authenticate(_credentials(context))
         except AuthenticationError as err:
@@ -143,40 +158,13 @@ class AuthenticationInterceptor(AsyncServerInterceptor):
             raise errors.unauthenticated(
                 "no valid credentials: send 'authorization: Bearer <token>' or a client certificate"
             )
-        AUTHN.labels("authenticated").inc()
+        _AUTHENTICATED.inc()
         record.identity = identity
         current_identity.set(identity)
-        return await _call(method, request_or_iterator, context)
-
-
-class AuthorizationInterceptor(AsyncServerInterceptor):
-    def __init__(
-        self,
-        authorizer: Authorizer,
-        auditor: Auditor,
-        authority: Authority,
-        attributes: Callable[[str, Any, Identity], Attributes] = attributes_for,
-    ) -> None:
-        self.authorizer = authorizer
-        self.auditor = auditor
-        self.authority = authority
-        self.attributes = attributes
-
-    async def intercept(
-        self,
-        method: Callable[..., Any],
-        request_or_iterator: Any,
-        context: grpc.aio.ServicerContext[Any, Any],
-        method_name: str,
-    ) -> Any:
-        record = call_record.get()
-        if record is None or record.decision == "open":
-            return await _call(method, request_or_iterator, context)
-        identity = current_identity.get()
-        attributes = self.attributes(method_name, request_or_iterator, identity)
+        attributes = self.attributes(record.method, request, identity)
         record.attributes = attributes
         decision, reason = await self.authorizer.authorize(attributes)
-        AUTHZ.labels(decision.name.lower()).inc()
+        _DECISIONS[decision].inc()
         record.reason = reason
         if decision is not Decision.ALLOW:
             record.decision = "deny"
@@ -185,34 +173,6 @@ class AuthorizationInterceptor(AsyncServerInterceptor):
             raise refusal
         record.decision = "allow"
         current_authority.set(self.authority)
-        return await _call(method, request_or_iterator, context)
-
-
-class AuditInterceptor(AsyncServerInterceptor):
-    """Records handled calls, with the status they ended with."""
-
-    def __init__(self, auditor: Auditor) -> None:
-        self.auditor = auditor
-
-    async def intercept(
-        self,
-        method: Callable[..., Any],
-        request_or_iterator: Any,
-        context: grpc.aio.ServicerContext[Any, Any],
-        method_name: str,
-    ) -> Any:
-        record = call_record.get()
-        if record is None:
-            return await _call(method, request_or_iterator, context)
-        try:
-            response = await _call(method, request_or_iterator, context)
-        except BaseException as err:
-            self.auditor.emit(record.event(_code_of(err)))
-            raise
-        if hasattr(response, "__aiter__"):
-            return self._stream(response, record)
-        self.auditor.emit(record.event(grpc.StatusCode.OK))
-        return response
 
     async def _stream(self, responses: AsyncIterator[Any], record: CallRecord) -> AsyncIterator[Any]:
         code = grpc.StatusCode.OK
