@@ -141,9 +141,11 @@ class RunningServer:
         await self.server.wait_for_termination()
 
 
-async def start_server(listen: ListenConfig, spec: ServerSpec) -> RunningServer:
+async def start_server(listen: ListenConfig, spec: ServerSpec, *, reuse_port: bool = False) -> RunningServer:
     """Start serving; returns once the ports are bound. `port` is the bound TCP port (useful
-    with address "127.0.0.1:0")."""
+    with address "127.0.0.1:0"). With `reuse_port`, other processes may bind the same TCP port
+    (SO_REUSEPORT: the kernel spreads connections over them); without, binding a port in use
+    fails."""
     server = grpc.aio.server(
         interceptors=[CallChain(spec.interceptors)],
         options=[
@@ -152,7 +154,7 @@ async def start_server(listen: ListenConfig, spec: ServerSpec) -> RunningServer:
             ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.max_receive_message_length", spec.max_receive_bytes),
-            ("grpc.so_reuseport", 0),
+            ("grpc.so_reuseport", int(reuse_port)),
         ],
     )
     spec.register(server)
