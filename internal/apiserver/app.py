@@ -171,7 +171,12 @@ class Apiserver:
         )
 
     async def start(self) -> RunningServer:
-        self.auth: AuthChain = build(self.config.auth, PluginContext(self.store, self.prefix))
+        tls = self.config.listen.tls
+        self.auth: AuthChain = build(
+            self.config.auth,
+            PluginContext(self.store, self.prefix),
+            peer_certificates=tls is not None and bool(tls.client_ca_file),
+        )
         # etcd answers within the retry budget, or the start fails (Unavailable: exit 1).
         await self.store.current_revision()
         await self.auth.start()

@@ -102,10 +102,12 @@ def build(
     context: PluginContext,
     *,
     attributes: Callable[[str, Any, Identity], authz.Attributes] = attributes_for,
+    peer_certificates: bool = True,
 ) -> AuthChain:
     """Load every configured plugin (PluginError names the one that fails). `attributes` turns
     a call into what the authorizers decide on (a server with its own tenancy rules, such as
-    ipamd's, gives its own)."""
+    ipamd's, gives its own). `peer_certificates`: whether any listener of the server asks for
+    client certificates (mutual TLS); without, calls carry none and none is looked for."""
     authenticators = [_construct("tke.authn", c, context) for c in config.authenticators]
     authorizers = [_construct("tke.authz", c, context) for c in config.authorizers]
     sinks = [_construct("tke.audit", c, context) for c in config.audit]
@@ -139,6 +141,7 @@ def build(
             attributes=attributes,
             open_methods=OPEN_METHODS,
             open_reflection=config.open_reflection,
+            peer_certificates=peer_certificates,
         )
     ]
     return AuthChain(interceptors, services, plugins, auditor, enabled=True)

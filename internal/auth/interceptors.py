@@ -36,7 +36,7 @@ from tke.internal.auth.identity import Identity, current_identity
 from tke.internal.logs import request_id_var
 from tke.internal.metrics import AUTHN, AUTHZ
 from tke.internal.rpc import errors
-from tke.internal.rpc.interceptors import Call, Method
+from tke.internal.rpc.interceptors import Call, Method, call_metadata
 from tke.internal.storage.store import Unavailable
 
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
@@ -79,10 +79,15 @@ class CallRecord:
         )
 
 
-def _credentials(context: grpc.aio.ServicerContext[Any, Any]) -> Credentials:
-    metadata = {k.lower(): v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
-    auth = context.auth_context() or {}
-    pem = b"".join(auth.get("x509_pem_cert", []))
+def _credentials(context: grpc.aio.ServicerContext[Any, Any], peer_certificates: bool) -> Credentials:
+    raw = call_metadata.get()
+    if raw is None:  # (no request step before this one)
+        raw = tuple(context.invocation_metadata() or ())
+    metadata = {k.lower(): v for k, v in raw if isinstance(v, str)}
+    pem = b""
+    if peer_certificates:
+        auth = context.auth_context() or {}
+        pem = b"".join(auth.get("x509_pem_cert", []))
     return Credentials(metadata=metadata, peer_certificate_pem=pem)
 
 
@@ -103,7 +108,11 @@ class AuthInterceptor:
         attributes: Callable[[str, Any, Identity], Attributes] = attributes_for,
         open_methods: Collection[str] = (),
         open_reflection: bool = False,
+        peer_certificates: bool = True,
     ) -> None:
+        """`peer_certificates`: a listener of the server asks clients for certificates (mutual
+        TLS), so calls may carry one; without, grpc's auth context is not read per call."""
+        self.peer_certificates = peer_certificates
         self.authenticator = authenticator
         self.authorizer = authorizer
         self.auditor = auditor
@@ -145,7 +154,7 @@ class AuthInterceptor:
     async def _admit(self, record: CallRecord, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         """Authenticate and authorize the call, or refuse it (audited here)."""
         try:
-            identity = await self.authenticator.authenticate(_credentials(context))
+            identity = await self.authenticator.authenticate(_credentials(context, self.peer_certificates))
         except AuthenticationError as err:
             AUTHN.labels("invalid").inc()
             record.decision, record.reason = "unauthenticated", str(err)

@@ -29,6 +29,7 @@ grpc's write API (health's Watch) go through the same steps.
 
 from __future__ import annotations
 
+import contextvars
 import inspect
 import itertools
 import logging
@@ -170,8 +171,17 @@ _ID_PREFIX = os.urandom(8).hex()
 _ids = itertools.count(1)
 
 
+# The metadata of the call being served, read from grpc once by the request step (each read
+# converts grpc's array again) for the steps after it (authentication's credentials).
+call_metadata: contextvars.ContextVar[tuple[tuple[str, Any], ...] | None] = contextvars.ContextVar(
+    "call_metadata", default=None
+)
+
+
 def _request_id(context: Context) -> str:
-    for key, value in context.invocation_metadata() or ():
+    metadata = tuple(context.invocation_metadata() or ())
+    call_metadata.set(metadata)
+    for key, value in metadata:
         if key == REQUEST_ID_HEADER and isinstance(value, str) and 0 < len(value) <= 128 and value.isprintable():
             return value
     return f"{_ID_PREFIX}{next(_ids):016x}"
