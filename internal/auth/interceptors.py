@@ -47,7 +47,8 @@ REFLECTION_PREFIX = "/grpc.reflection."
 
 @dataclass
 class CallRecord:
-    """What the chain learned about a call, for its audit event."""
+    """What the chain learned about a call, for its audit event (a PendingEvent: `finish` notes
+    how and when the call ended, on the call's path; the lane builds the AuditEvent later)."""
 
     method: str
     started: float
@@ -56,27 +57,42 @@ class CallRecord:
     attributes: Attributes | None = None
     decision: str = ""
     reason: str = ""
+    # Set by `finish`.
+    code: grpc.StatusCode = grpc.StatusCode.OK
+    ended: float = 0.0  # wall clock
+    latency: float = 0.0  # seconds
+    request_id: str = ""
+    _event: AuditEvent | None = None
 
-    def event(self, code: grpc.StatusCode) -> AuditEvent:
-        ident = self.identity
-        attrs = self.attributes
-        return AuditEvent(
-            time=datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds"),
-            request_id=request_id_var.get(),
-            method=self.method,
-            user=ident.user if ident else "",
-            uid=ident.uid if ident else "",
-            groups=list(ident.groups) if ident else [],
-            tenant=attrs.tenant if attrs else (ident.tenant_id if ident else ""),
-            verb=attrs.verb if attrs else "",
-            resource=attrs.resource if attrs else "",
-            name=attrs.name if attrs else "",
-            decision=self.decision,
-            reason=self.reason,
-            code=code.name,
-            latency_ms=round((time.perf_counter() - self.started) * 1000, 3),
-            peer=self.peer,
-        )
+    def finish(self, code: grpc.StatusCode) -> CallRecord:
+        self.latency = time.perf_counter() - self.started
+        self.ended = time.time()
+        self.code = code
+        self.request_id = request_id_var.get()  # (the lane runs outside the call's context)
+        return self
+
+    def audit_event(self) -> AuditEvent:
+        if self._event is None:
+            ident = self.identity
+            attrs = self.attributes
+            self._event = AuditEvent(
+                time=datetime.datetime.fromtimestamp(self.ended, datetime.UTC).isoformat(timespec="milliseconds"),
+                request_id=self.request_id,
+                method=self.method,
+                user=ident.user if ident else "",
+                uid=ident.uid if ident else "",
+                groups=list(ident.groups) if ident else [],
+                tenant=attrs.tenant if attrs else (ident.tenant_id if ident else ""),
+                verb=attrs.verb if attrs else "",
+                resource=attrs.resource if attrs else "",
+                name=attrs.name if attrs else "",
+                decision=self.decision,
+                reason=self.reason,
+                code=self.code.name,
+                latency_ms=round(self.latency * 1000, 3),
+                peer=self.peer,
+            )
+        return self._event
 
 
 def _credentials(context: grpc.aio.ServicerContext[Any, Any], peer_certificates: bool) -> Credentials:
@@ -138,11 +154,11 @@ class AuthInterceptor:
             try:
                 response = await call(request, context)
             except BaseException as err:
-                self.auditor.emit(record.event(_code_of(err)))
+                self.auditor.emit(record.finish(_code_of(err)))
                 raise
             if streaming:
                 return self._stream(response, record)
-            self.auditor.emit(record.event(grpc.StatusCode.OK))
+            self.auditor.emit(record.finish(grpc.StatusCode.OK))
             return response
 
         return checked
@@ -158,12 +174,12 @@ class AuthInterceptor:
         except AuthenticationError as err:
             AUTHN.labels("invalid").inc()
             record.decision, record.reason = "unauthenticated", str(err)
-            self.auditor.emit(record.event(grpc.StatusCode.UNAUTHENTICATED))
+            self.auditor.emit(record.finish(grpc.StatusCode.UNAUTHENTICATED))
             raise errors.unauthenticated(f"invalid credentials: {err}") from None
         if identity is None:
             AUTHN.labels("unclaimed").inc()
             record.decision, record.reason = "unauthenticated", "no authenticator claimed the call"
-            self.auditor.emit(record.event(grpc.StatusCode.UNAUTHENTICATED))
+            self.auditor.emit(record.finish(grpc.StatusCode.UNAUTHENTICATED))
             raise errors.unauthenticated(
                 "no valid credentials: send 'authorization: Bearer <token>' or a client certificate"
             )
@@ -178,7 +194,7 @@ class AuthInterceptor:
         if decision is not Decision.ALLOW:
             record.decision = "deny"
             refusal = self.authority.refusal(attributes, reason)
-            self.auditor.emit(record.event(refusal.code))
+            self.auditor.emit(record.finish(refusal.code))
             raise refusal
         record.decision = "allow"
         current_authority.set(self.authority)
@@ -192,7 +208,7 @@ class AuthInterceptor:
             code = _code_of(err)
             raise
         finally:
-            self.auditor.emit(record.event(code))
+            self.auditor.emit(record.finish(code))
 
 
 def _code_of(err: BaseException) -> grpc.StatusCode:

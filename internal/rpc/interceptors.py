@@ -98,7 +98,7 @@ class CallChain(grpc.aio.ServerInterceptor):
     def _wrap(self, handler: Any, name: str) -> Any:
         method = Method(name, bool(handler.response_streaming))
         serialize = handler.response_serializer
-        inner: Any = handler.unary_stream or handler.stream_stream if method.streaming else None
+        inner: Any = (handler.unary_stream or handler.stream_stream) if method.streaming else None
         call: Call = handler.unary_unary or handler.stream_unary
         if method.streaming:
 
@@ -106,7 +106,7 @@ class CallChain(grpc.aio.ServerInterceptor):
                 result = inner(request, context)
                 if inspect.iscoroutine(result):  # grpc's write API: the handler sends its own responses
                     await result
-                    return _NOTHING
+                    return _no_responses()
                 return result
 
             call = responses
@@ -151,18 +151,9 @@ class CallChain(grpc.aio.ServerInterceptor):
 
 
 async def _no_responses() -> AsyncIterator[Any]:
+    """The responses left to send by a handler that wrote its own: none."""
     return
     yield
-
-
-class _Nothing:
-    """The responses of a handler that wrote its own: none left to send."""
-
-    def __aiter__(self) -> AsyncIterator[Any]:
-        return _no_responses()
-
-
-_NOTHING = _Nothing()
 
 
 # A new request id is this process's random prefix and a counter (32 hex digits, as a uuid's):
