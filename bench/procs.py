@@ -23,7 +23,7 @@ from typing import Any
 
 from tests.support.controller import toml
 from tests.support.etcd import etcd_binary
-from tests.support.ports import free_port
+from tests.support.ports import free_port, free_ports
 
 ADMIN_TOKEN = "bench-admin-token"
 USER_TOKEN = "bench-user-token"
@@ -163,7 +163,8 @@ class ApiserverProcess:
 
     def config(self) -> dict[str, Any]:
         self.port = self.port or free_port()
-        self.metrics_port = self.metrics_port or free_port()
+        # Worker I of --workers serves its metrics on this port + I.
+        self.metrics_port = self.metrics_port or (free_ports(self.workers) if self.workers > 1 else free_port())
         tokens = self.work / "tokens.csv"
         if not tokens.exists():
             tokens.write_text(

@@ -8,7 +8,6 @@ import asyncio
 import os
 import re
 import signal
-import socket
 import urllib.request
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from grpc_health.v1 import health_pb2
 from tests.apiserver.test_binary import BINARY, run
 from tests.support.apiserver import cluster
 from tests.support.etcd import EtcdProcess
-from tests.support.ports import free_port
+from tests.support.ports import free_port, free_ports
 from tests.support.rpc import health_check
 from tests.support.waiting import wait_for
 from tke.platform.v1 import cluster_pb2, cluster_pb2_grpc
@@ -43,18 +42,6 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
-
-
-def _metrics_ports() -> int:
-    """A free port whose successor is free too (worker 1 serves its metrics there)."""
-    while True:
-        port = free_port()
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        return port
 
 
 def _creates(port: int) -> float:
@@ -90,7 +77,7 @@ async def _started(port: int, workers: int, proc: asyncio.subprocess.Process) ->
 
 
 async def test_workers_share_the_port_and_all_stop_on_sigterm(etcd: EtcdProcess, tmp_path: Path) -> None:
-    port, metrics = free_port(), _metrics_ports()
+    port, metrics = free_port(), free_ports(2)
     config = _config(tmp_path, etcd, port, metrics)
     proc = await asyncio.create_subprocess_exec(
         BINARY, "--config", str(config), "--workers", "2", stderr=asyncio.subprocess.PIPE
@@ -127,7 +114,7 @@ async def test_workers_share_the_port_and_all_stop_on_sigterm(etcd: EtcdProcess,
 
 
 async def test_a_dying_worker_stops_the_server_and_is_named(etcd: EtcdProcess, tmp_path: Path) -> None:
-    port, metrics = free_port(), _metrics_ports()
+    port, metrics = free_port(), free_ports(2)
     config = _config(tmp_path, etcd, port, metrics, extra="workers = 2\n")
     proc = await asyncio.create_subprocess_exec(BINARY, "--config", str(config), stderr=asyncio.subprocess.PIPE)
     try:
