@@ -6,6 +6,8 @@ binding in each of 101 tenants, jsonl-file audit), as ratios of (a) a bare grpc.
 answering an empty call and (b) the same operation done directly against etcd.
 Figure 2: the same Get with the auth chain on and off (a second apiserver on the same etcd
 without authenticators: request id, access log, metrics and error mapping stay).
+Also, Get x32 through the full chain on one process and on `tke-apiserver --workers 2`
+(throughput and CPU per call of all the server's processes).
 
 A third Get baseline splits the cost: a bare grpc.aio server whose handler reads the key from
 etcd with the platform's etcd client (one inbound and one outbound call, no other code).
@@ -34,6 +36,7 @@ from bench.procs import (
     cpu_seconds,
     python,
     rss_bytes,
+    tree_cpu_seconds,
     wait_port,
 )
 from bench.stats import percentile, ratio, rounds
@@ -49,7 +52,7 @@ GET_NAME = "bench-get"
 GET_PATH = "/tke.platform.v1.ClusterService/Get"
 RANGE_PATH = "/etcdserverpb.KV/Range"
 TENANTS = 100
-LAYERS = 6  # the apiserver's chain: decode guard, request, metrics, authn, authz, audit
+LAYERS = 4  # the apiserver's call chain: request, metrics, in-flight limit, auth (authn + authz + audit)
 
 
 async def seed(endpoint: str) -> None:
@@ -129,19 +132,59 @@ def create_run(
 
 
 def h2(
-    address: str, path: str, body: bytes, in_flight: int, seconds: float, *, token: str = "", pid: int = 0
+    address: str,
+    path: str,
+    body: bytes,
+    in_flight: int,
+    seconds: float,
+    *,
+    token: str = "",
+    pid: int = 0,
+    connections: int = 0,
 ) -> dict[str, Any]:
-    """One h2load run; with `pid`, also the server process's CPU time per call (user + system,
-    over the whole run including warm-up): unlike throughput, it hardly moves when other work
-    on the machine takes CPU away from the server."""
+    """One h2load run; with `pid`, also the server's CPU time per call (user + system of the
+    process and its children, the workers of --workers, over the whole run including warm-up):
+    unlike throughput, it hardly moves when other work on the machine takes CPU away from the
+    server."""
     headers = {"authorization": f"Bearer {token}"} if token else {}
-    cpu = cpu_seconds(pid) if pid else 0.0
-    r = h2load.run(address, path, body, in_flight, seconds, headers=headers)
+    cpu = tree_cpu_seconds(pid) if pid else 0.0
+    r = h2load.run(address, path, body, in_flight, seconds, headers=headers, connections=connections)
     out: dict[str, Any] = {"qps": r.qps, "p50_ms": r.p50_ms, "p99_ms": r.p99_ms, "calls": r.calls, "errors": r.errors}
     if pid and r.calls:
         # h2load's log covers the measured phase; the warm-up's calls ran at about the same rate.
-        out["cpu_us_per_call"] = (cpu_seconds(pid) - cpu) / (r.qps * (seconds + 0.5)) * 1e6
+        out["cpu_us_per_call"] = (tree_cpu_seconds(pid) - cpu) / (r.qps * (seconds + 0.5)) * 1e6
     return out
+
+
+WORKER_CONNECTIONS = 16  # the kernel spreads connections over the workers: enough of them to spread evenly
+
+
+def measure_workers(
+    work: Path, procs: Processes, etcd_endpoint: str, one: ApiserverProcess, *, n_rounds: int, seconds: float
+) -> dict[str, Any]:
+    """Get x32 through the full chain on one apiserver process and on `--workers 2`, rounds
+    interleaved, the calls on 16 connections (2 streams each) for both: throughput and the
+    CPU per call of all the server's processes."""
+    two = ApiserverProcess(work, "apiserver-2-workers", etcd_endpoint, chain=True, workers=2)
+    two.start(procs)
+    get = get_request()
+    runs: dict[str, list[dict[str, Any]]] = {"1": [], "2": []}
+    try:
+        h2(two.address, GET_PATH, get, 32, 1.0, token=USER_TOKEN, connections=WORKER_CONNECTIONS)  # warm both workers
+        for _ in range(n_rounds):
+            for n, server in (("1", one), ("2", two)):
+                run = h2(server.address, GET_PATH, get, 32, seconds, token=USER_TOKEN, pid=server.pid,
+                         connections=WORKER_CONNECTIONS)  # fmt: skip
+                runs[n].append(run)
+    finally:
+        if two.child is not None:
+            procs.stop(two.child)
+    return {
+        "in_flight": 32,
+        "connections": WORKER_CONNECTIONS,
+        "workers": {n: _summary(r) for n, r in runs.items()},
+        "throughput_2_over_1": rounds([ratio(b["qps"], a["qps"]) for a, b in zip(runs["1"], runs["2"], strict=True)]),
+    }
 
 
 def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -263,6 +306,9 @@ def measure(
     for n in in_flights:
         bare_qps = out["get"][str(n)]["bare_empty_call"]["qps"]["median"]
         out["create"][str(n)]["ratio_to_bare"] = ratio(out["create"][str(n)]["apiserver"]["qps"]["median"], bare_qps)
+    out["workers"] = measure_workers(work, procs, etcd_endpoint, chain, n_rounds=n_rounds, seconds=seconds)
+    print(f"  get x32 with 1 and 2 workers: {out['workers']['workers']['1']['qps']['median']:.0f}/s, "
+          f"{out['workers']['workers']['2']['qps']['median']:.0f}/s", flush=True)  # fmt: skip
     out["apiserver_rss_bytes"] = rss_bytes(chain.pid)
     out["note"] = (
         "cpu_us_per_call: CPU time of the server process per call over a run; the chain's CPU overhead is "

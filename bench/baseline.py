@@ -7,21 +7,20 @@
 /bench.Bare/Range: the request bytes are an etcd key, read with the platform's etcd client
 (EtcdConnection, as the apiserver reads) before answering empty: one inbound and one outbound
 gRPC call and nothing else, which splits the apiserver's Get into what the two calls cost and
-what its own code adds. With `--layers N`, every call first passes N interceptors that do nothing
-but call on (grpc-interceptor's AsyncServerInterceptor, as every step of the apiserver's chain
-is): the cost of one layer of the chain, apart from the work it does."""
+what its own code adds. With `--layers N`, every call first passes the platform's call chain
+(tke.internal.rpc.interceptors.CallChain) with N steps that do nothing but call on: the cost of
+one step of the chain, apart from the work it does."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-from collections.abc import Callable
 from typing import Any
 
 import grpc
-from grpc_interceptor.server import AsyncServerInterceptor
 
 from tke.internal.daemon import run_until_stopped
+from tke.internal.rpc.interceptors import Call, CallChain, Context, Method
 
 EMPTY_METHOD = "/bench.Bare/Empty"
 
@@ -30,15 +29,16 @@ async def _empty(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]
     return b""
 
 
-class _Nothing(AsyncServerInterceptor):
-    async def intercept(
-        self, method: Callable[..., Any], request: Any, context: grpc.aio.ServicerContext[Any, Any], method_name: str
-    ) -> Any:
-        return await method(request, context)
+class _Nothing:
+    def wrap(self, call: Call, method: Method) -> Call:
+        async def on(request: Any, context: Context) -> Any:
+            return await call(request, context)
+
+        return on
 
 
 async def serve(port: int, etcd: str = "", layers: int = 0) -> None:
-    server = grpc.aio.server(interceptors=[_Nothing() for _ in range(layers)])
+    server = grpc.aio.server(interceptors=[CallChain([_Nothing() for _ in range(layers)])] if layers else [])
     handlers = {
         "Empty": grpc.unary_unary_rpc_method_handler(
             _empty, request_deserializer=lambda b: b, response_serializer=lambda b: b

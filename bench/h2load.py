@@ -72,9 +72,14 @@ def run(
     *,
     headers: dict[str, str] | None = None,
     warm_up: float = 0.5,
+    connections: int = 0,
 ) -> Result:
+    """`connections`: spread the calls in flight over this many connections (default: `shape`)."""
     binary = ensure()
-    connections, streams = shape(in_flight)
+    if connections:
+        streams = max(1, in_flight // connections)
+    else:
+        connections, streams = shape(in_flight)
     with tempfile.TemporaryDirectory(prefix="bench-h2load-") as tmp:
         body = Path(tmp) / "body"
         body.write_bytes(grpc_frame(message))

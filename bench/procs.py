@@ -23,7 +23,7 @@ from typing import Any
 
 from tests.support.controller import toml
 from tests.support.etcd import etcd_binary
-from tests.support.ports import free_port
+from tests.support.ports import free_port, free_ports
 
 ADMIN_TOKEN = "bench-admin-token"
 USER_TOKEN = "bench-user-token"
@@ -87,6 +87,22 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of `pid` and of its children so far (the workers of an apiserver
+    started with --workers)."""
+    total = cpu_seconds(pid)
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            total += cpu_seconds(int(entry))
+    return total
+
+
 def machine() -> dict[str, Any]:
     """What the results came from."""
     mem = 0
@@ -131,6 +147,7 @@ class ApiserverProcess:
     chain: bool = True
     audit: bool = True  # with the chain: the jsonl-file audit sink
     log_level: str = "info"  # the default: an access-log line per call
+    workers: int = 1  # processes sharing the port (tke-apiserver --workers)
     port: int = 0
     metrics_port: int = 0
     child: subprocess.Popen[bytes] | None = None
@@ -146,7 +163,8 @@ class ApiserverProcess:
 
     def config(self) -> dict[str, Any]:
         self.port = self.port or free_port()
-        self.metrics_port = self.metrics_port or free_port()
+        # Worker I of --workers serves its metrics on this port + I.
+        self.metrics_port = self.metrics_port or (free_ports(self.workers) if self.workers > 1 else free_port())
         tokens = self.work / "tokens.csv"
         if not tokens.exists():
             tokens.write_text(
@@ -172,6 +190,7 @@ class ApiserverProcess:
             # default, against a tenant's runaway script) is not what it measures.
             "limits": {"max_watches_per_identity": 100_000},
             "auth": auth,
+            **({"workers": self.workers} if self.workers > 1 else {}),
         }
 
     def start(self, procs: Processes) -> None:

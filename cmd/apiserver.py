@@ -1,12 +1,13 @@
 """tke-apiserver: the platform's Cluster and Machine API over etcd.
 
-Usage: tke-apiserver [--config FILE]
+Usage: tke-apiserver [--config FILE] [--workers N]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import sys
 
 from tke.internal import logs
@@ -20,15 +21,30 @@ from tke.internal.storage.store import StorageError
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tke-apiserver", description="The platform's Cluster and Machine API.")
     parser.add_argument("--config", help="TOML configuration file (see deploy/dev/apiserver.toml)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        help="processes sharing the TCP port (default: the configuration's `workers`, 1)",
+    )
+    parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)  # set by the supervisor of --workers
     args = parser.parse_args(argv)
     try:
         config = load(args.config, ApiserverConfig)
-    except ConfigError as err:
+        if args.workers is not None:
+            config = dataclasses.replace(config, workers=args.workers)
+    except (ConfigError, ValueError) as err:
         print(f"tke-apiserver: {err}", file=sys.stderr)
         return 2
     logs.setup(config.log_level, config.log_format)
+    if config.workers > 1 and args.worker is None:
+        from tke.internal.apiserver.workers import supervise
+
+        worker_argv = [sys.executable, "-m", "tke.cmd.apiserver", "--workers", str(config.workers)]
+        if args.config:
+            worker_argv += ["--config", args.config]
+        return supervise(worker_argv, config.workers, config.shutdown_grace)
     try:
-        asyncio.run(serve(config))
+        asyncio.run(serve(config, args.worker))
     except PluginError as err:
         print(f"tke-apiserver: {err}", file=sys.stderr)
         return 2

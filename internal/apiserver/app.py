@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,8 +108,15 @@ class ApiserverConfig:
     # Seconds between compactions of etcd's history (each keeps one interval of it; one
     # apiserver compacts per interval however many run); 0 leaves compaction to etcd.
     compaction_interval: float = 300.0
+    # Processes serving the TCP port together (SO_REUSEPORT), for more than one core; 1: this
+    # process serves. See internal/apiserver/workers.py (and `--workers`).
+    workers: int = 1
 
     def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise ValueError("workers must be 1 or more")
+        if self.workers > 1 and (not self.listen.address or self.listen.address.endswith(":0")):
+            raise ValueError("workers > 1 share one TCP port: set listen.address with a port (not 0)")
         if self.compaction_interval < 0:
             raise ValueError("compaction_interval must be 0 (off) or a number of seconds")
         if self.watch.client_queue_bytes < 2 * self.limits.max_object_bytes:
@@ -118,8 +126,10 @@ class ApiserverConfig:
 class Apiserver:
     """A running tke-apiserver."""
 
-    def __init__(self, config: ApiserverConfig, store: Store | None = None) -> None:
+    def __init__(self, config: ApiserverConfig, store: Store | None = None, *, worker: int | None = None) -> None:
         self.config = config
+        # One of several processes sharing the port (None: the only one).
+        self.worker = worker
         self.store: Store = store if store is not None else EtcdStore(config.etcd)
         self.prefix = config.etcd.prefix.rstrip("/")
         limit = config.limits.max_object_bytes
@@ -161,7 +171,12 @@ class Apiserver:
         )
 
     async def start(self) -> RunningServer:
-        self.auth: AuthChain = build(self.config.auth, PluginContext(self.store, self.prefix))
+        tls = self.config.listen.tls
+        self.auth: AuthChain = build(
+            self.config.auth,
+            PluginContext(self.store, self.prefix),
+            peer_certificates=tls is not None and bool(tls.client_ca_file),
+        )
         # etcd answers within the retry budget, or the start fails (Unavailable: exit 1).
         await self.store.current_revision()
         await self.auth.start()
@@ -197,7 +212,10 @@ class Apiserver:
             on_stop=[self.cluster_hub.stop, self.machine_hub.stop, self.event_hub.stop],
             max_receive_bytes=self.config.limits.max_request_bytes,
         )
-        self.server = await start_server(self.config.listen, spec)
+        listen = self.config.listen
+        if self.worker:  # the unix socket is worker 0's
+            listen = dataclasses.replace(listen, unix_socket="")
+        self.server = await start_server(listen, spec, reuse_port=self.worker is not None)
         if self.compactor is not None:
             self._compacting = asyncio.create_task(self.compactor.run(), name="etcd compactor")
         return self.server
@@ -213,20 +231,30 @@ class Apiserver:
         await self.store.close()
 
 
-async def serve(config: ApiserverConfig) -> None:
-    """Run until SIGINT or SIGTERM, then stop gracefully."""
-    apiserver = Apiserver(config)
+def metrics_address(config: ApiserverConfig, worker: int | None) -> str:
+    """Where this process serves its metrics: worker I on the configured port + I."""
+    if not worker or not config.metrics_address:
+        return config.metrics_address
+    host, _, port = config.metrics_address.rpartition(":")
+    return f"{host}:{int(port) + worker}"
+
+
+async def serve(config: ApiserverConfig, worker: int | None = None) -> None:
+    """Run until SIGINT or SIGTERM, then stop gracefully. `worker`: this process is worker I of
+    several sharing the port (internal/apiserver/workers.py)."""
+    apiserver = Apiserver(config, worker=worker)
     try:
         server = await apiserver.start()
-        metrics.serve(config.metrics_address)
+        metrics.serve(metrics_address(config, worker))
     except BaseException:
         await apiserver.stop()  # what a half-done start left running
         raise
     listen = config.listen
     where = [f"tcp {listen.address} (port {server.port})"] if listen.address else []
-    if listen.unix_socket:
+    if listen.unix_socket and not worker:
         where.append(f"unix {Path(listen.unix_socket)}")
-    log.info("tke-apiserver serving on %s; etcd %s", ", ".join(where), ",".join(config.etcd.endpoints))
+    name = "tke-apiserver" if worker is None else f"tke-apiserver worker {worker}"
+    log.info("%s serving on %s; etcd %s", name, ", ".join(where), ",".join(config.etcd.endpoints))
     await run_until_stopped()
     log.info("shutting down")
     await apiserver.stop()

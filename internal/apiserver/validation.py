@@ -5,6 +5,7 @@ example "cluster.spec.network.pod_cidr", so a user can find the field.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Iterable, Mapping
@@ -71,10 +72,21 @@ def _ip_error(value: str) -> str | None:
     return None
 
 
+# The longest CIDR is an IPv6 one with a dotted-quad tail: 49 characters.
+_CIDR_CHARS = 64
+
+
 def _cidr(value: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | str:
     """The network, or an error message."""
-    if "/" not in value:
+    if "/" not in value or len(value) > _CIDR_CHARS:
         return f"{value!r} is not a CIDR such as 10.244.0.0/16"
+    return _parsed_cidr(value)
+
+
+# Parsing is most of a Create's validation, and most clusters name the same few networks: the
+# answers for the last 1,024 short strings are kept (a few hundred KiB at most).
+@functools.lru_cache(maxsize=1024)
+def _parsed_cidr(value: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | str:
     try:
         return ipaddress.ip_network(value, strict=True)
     except ValueError as err:

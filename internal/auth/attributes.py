@@ -15,8 +15,10 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from google.protobuf.message import Message
@@ -48,6 +50,8 @@ def _kebab(name: str) -> str:
     return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "-", name).lower()
 
 
+# (Method names are the served ones, a bounded set: grpc answers UNIMPLEMENTED to any other.)
+@functools.lru_cache(maxsize=1024)
 def verb_and_resource(method_name: str) -> tuple[str, str]:
     """("get", "clusters") for "/tke.platform.v1.ClusterService/Get"."""
     service, _, method = method_name.lstrip("/").rpartition("/")
@@ -62,13 +66,40 @@ def verb_and_resource(method_name: str) -> tuple[str, str]:
     return _kebab(method), short
 
 
-def _object(request: Any) -> Any:
-    """The resource object a write request carries (a message field with metadata)."""
-    if not isinstance(request, Message):
-        return None
-    for field, value in request.ListFields():
-        if field.message_type is not None and not field.is_repeated and "metadata" in field.message_type.fields_by_name:
-            return value
+@dataclass(frozen=True)
+class _Shape:
+    """Where a request message type keeps the name and tenant it names: its own `name` and
+    `tenant_id` fields, and the message fields that carry a resource object (with metadata),
+    in field-number order. Read from the descriptor once per message type."""
+
+    name: bool
+    tenant: bool
+    objects: tuple[str, ...]
+
+
+_shapes: dict[Any, _Shape] = {}  # by descriptor: one per request type the servers define
+
+
+def _shape(request: Message) -> _Shape:
+    descriptor = request.DESCRIPTOR
+    shape = _shapes.get(descriptor)
+    if shape is None:
+        fields = descriptor.fields_by_name
+        by_number: list[Any] = sorted(fields.values(), key=lambda f: f.number)
+        objects = tuple(
+            f.name
+            for f in by_number
+            if f.message_type is not None and not f.is_repeated and "metadata" in f.message_type.fields_by_name
+        )
+        shape = _shapes[descriptor] = _Shape("name" in fields, "tenant_id" in fields, objects)
+    return shape
+
+
+def _object(request: Message, shape: _Shape) -> Any:
+    """The resource object a write request carries (the first set message field with metadata)."""
+    for field in shape.objects:
+        if request.HasField(field):
+            return getattr(request, field)
     return None
 
 
@@ -76,10 +107,10 @@ def name_and_tenant(request: Any) -> tuple[str, str]:
     """The object name and tenant a request names (empty when it names none)."""
     if not isinstance(request, Message):
         return "", ""
-    fields = request.DESCRIPTOR.fields_by_name
-    name = getattr(request, "name", "") if "name" in fields else ""
-    tenant = getattr(request, "tenant_id", "") if "tenant_id" in fields else ""
-    obj = _object(request)
+    shape = _shape(request)
+    name = getattr(request, "name", "") if shape.name else ""
+    tenant = getattr(request, "tenant_id", "") if shape.tenant else ""
+    obj = _object(request, shape) if shape.objects else None
     if obj is not None:
         name = name or obj.metadata.name
         tenant = tenant or obj.metadata.tenant_id

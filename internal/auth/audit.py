@@ -56,6 +56,13 @@ class AuditSink(Protocol):
     async def close(self) -> None: ...
 
 
+class PendingEvent(Protocol):
+    """What a call hands the Auditor when it ends, instead of an AuditEvent: the event is built
+    in the lane, with the rest of its batch, off the call's path (once, however many sinks)."""
+
+    def audit_event(self) -> AuditEvent: ...
+
+
 _STOP = object()  # queued by Auditor.close: write what came before, then end
 
 
@@ -71,7 +78,7 @@ class _Lane:
         self._last_report = 0.0
         self.task: asyncio.Task[None] | None = None
 
-    def offer(self, event: AuditEvent) -> None:
+    def offer(self, event: AuditEvent | PendingEvent) -> None:
         try:
             self.queue.put_nowait(event)
         except asyncio.QueueFull:
@@ -103,7 +110,7 @@ class _Lane:
             if stop:
                 return
 
-    def _take(self, events: list[AuditEvent]) -> tuple[list[AuditEvent], bool]:
+    def _take(self, events: list[Any]) -> tuple[list[Any], bool]:
         while len(events) < self.batch and not self.queue.empty():
             event = self.queue.get_nowait()
             if event is _STOP:
@@ -111,9 +118,10 @@ class _Lane:
             events.append(event)
         return events, False
 
-    async def _write(self, events: list[AuditEvent]) -> None:
+    async def _write(self, events: list[Any]) -> None:
         try:
-            await self.sink.write(events)
+            ready = [e if isinstance(e, AuditEvent) else e.audit_event() for e in events]
+            await self.sink.write(ready)
         except Exception as err:
             self.drop(len(events), f"write failed: {err}")
 
@@ -130,7 +138,7 @@ class Auditor:
         for lane in self.lanes:
             lane.task = asyncio.create_task(lane.run(), name=f"audit {type(lane.sink).__name__}")
 
-    def emit(self, event: AuditEvent) -> None:
+    def emit(self, event: AuditEvent | PendingEvent) -> None:
         for lane in self.lanes:
             lane.offer(event)
 

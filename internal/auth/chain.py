@@ -22,8 +22,9 @@ from tke.internal.auth.attributes import attributes_for
 from tke.internal.auth.audit import Auditor
 from tke.internal.auth.authority import Authority
 from tke.internal.auth.identity import Identity
-from tke.internal.auth.interceptors import AuditInterceptor, AuthenticationInterceptor, AuthorizationInterceptor
+from tke.internal.auth.interceptors import AuthInterceptor
 from tke.internal.plugin.loader import PluginError, find
+from tke.internal.rpc.interceptors import Interceptor
 from tke.internal.storage.store import Store
 
 log = logging.getLogger("tke.auth")
@@ -69,7 +70,7 @@ Service = tuple[str, Callable[[grpc.aio.Server], None]]
 
 @dataclass
 class AuthChain:
-    interceptors: list[Any]
+    interceptors: list[Interceptor]
     services: list[Service]
     plugins: list[Any]
     auditor: Auditor
@@ -101,10 +102,12 @@ def build(
     context: PluginContext,
     *,
     attributes: Callable[[str, Any, Identity], authz.Attributes] = attributes_for,
+    peer_certificates: bool = True,
 ) -> AuthChain:
     """Load every configured plugin (PluginError names the one that fails). `attributes` turns
     a call into what the authorizers decide on (a server with its own tenancy rules, such as
-    ipamd's, gives its own)."""
+    ipamd's, gives its own). `peer_certificates`: whether any listener of the server asks for
+    client certificates (mutual TLS); without, calls carry none and none is looked for."""
     authenticators = [_construct("tke.authn", c, context) for c in config.authenticators]
     authorizers = [_construct("tke.authz", c, context) for c in config.authorizers]
     sinks = [_construct("tke.audit", c, context) for c in config.audit]
@@ -129,12 +132,17 @@ def build(
         return AuthChain([], services, plugins, auditor, enabled=False)
     if any(type(a).__name__ == "AllowAll" for a in authorizers):
         log.warning("AUTHORIZATION ALLOWS EVERYTHING (allow-all authorizer): development only.")
-    interceptors = [
-        AuthenticationInterceptor(
-            authn.Union(authenticators), auditor, open_methods=OPEN_METHODS, open_reflection=config.open_reflection
-        ),
-        AuthorizationInterceptor(authz.Union([SelfService(), *authorizers]), auditor, authority, attributes),
-        AuditInterceptor(auditor),
+    interceptors: list[Interceptor] = [
+        AuthInterceptor(
+            authn.Union(authenticators),
+            authz.Union([SelfService(), *authorizers]),
+            auditor,
+            authority,
+            attributes=attributes,
+            open_methods=OPEN_METHODS,
+            open_reflection=config.open_reflection,
+            peer_certificates=peer_certificates,
+        )
     ]
     return AuthChain(interceptors, services, plugins, auditor, enabled=True)
 

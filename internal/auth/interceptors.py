@@ -1,5 +1,6 @@
-"""The auth steps of a server's interceptor chain, after the request interceptor (request id,
-logging, error mapping): authentication -> authorization -> audit -> handler.
+"""The auth step of a server's call chain, after the request step (request id, logging, error
+mapping), metrics and the in-flight limit: authentication, authorization and audit in one pass
+around the handler, each through its own seam (Authenticator, Authorizer, the Auditor's sinks).
 
 - Authentication: every call but the health service (and reflection or other methods the
   configuration opens) must be claimed by an authenticator, else UNAUTHENTICATED.
@@ -9,15 +10,15 @@ logging, error mapping): authentication -> authorization -> audit -> handler.
   (tke.internal.auth.authority). The Authority is handed to the handlers for the call.
 - Audit: one event per call, when it ends (for streams, when the stream ends), with the
   decision and the status code; open calls carry what they name too (the user name a Login
-  tried). Calls refused before the handler are audited by the step that
-  refused them, so every call is recorded exactly once.
-Unary and streaming calls (Watch) go through the same steps.
+  tried). A call refused before the handler is audited with its refusal, so every call is
+  recorded exactly once.
+Unary and streaming calls (Watch) go through the same steps. Whether a method is open is
+decided once per method, when the chain wraps it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import datetime
 import time
 from collections.abc import AsyncIterator, Callable, Collection
@@ -25,7 +26,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
-from grpc_interceptor.server import AsyncServerInterceptor
 
 from tke.internal.auth.attributes import attributes_for
 from tke.internal.auth.audit import AuditEvent, Auditor
@@ -36,6 +36,7 @@ from tke.internal.auth.identity import Identity, current_identity
 from tke.internal.logs import request_id_var
 from tke.internal.metrics import AUTHN, AUTHZ
 from tke.internal.rpc import errors
+from tke.internal.rpc.interceptors import Call, Method, call_metadata
 from tke.internal.storage.store import Unavailable
 
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
@@ -46,7 +47,8 @@ REFLECTION_PREFIX = "/grpc.reflection."
 
 @dataclass
 class CallRecord:
-    """What the chain learned about a call, for its audit event."""
+    """What the chain learned about a call, for its audit event (a PendingEvent: `finish` notes
+    how and when the call ended, on the call's path; the lane builds the AuditEvent later)."""
 
     method: str
     started: float
@@ -55,57 +57,83 @@ class CallRecord:
     attributes: Attributes | None = None
     decision: str = ""
     reason: str = ""
+    # Set by `finish`.
+    code: grpc.StatusCode = grpc.StatusCode.OK
+    ended: float = 0.0  # wall clock
+    latency: float = 0.0  # seconds
+    request_id: str = ""
+    _event: AuditEvent | None = None
 
-    def event(self, code: grpc.StatusCode) -> AuditEvent:
-        ident = self.identity
-        attrs = self.attributes
-        return AuditEvent(
-            time=datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds"),
-            request_id=request_id_var.get(),
-            method=self.method,
-            user=ident.user if ident else "",
-            uid=ident.uid if ident else "",
-            groups=list(ident.groups) if ident else [],
-            tenant=attrs.tenant if attrs else (ident.tenant_id if ident else ""),
-            verb=attrs.verb if attrs else "",
-            resource=attrs.resource if attrs else "",
-            name=attrs.name if attrs else "",
-            decision=self.decision,
-            reason=self.reason,
-            code=code.name,
-            latency_ms=round((time.perf_counter() - self.started) * 1000, 3),
-            peer=self.peer,
-        )
+    def finish(self, code: grpc.StatusCode) -> CallRecord:
+        self.latency = time.perf_counter() - self.started
+        self.ended = time.time()
+        self.code = code
+        self.request_id = request_id_var.get()  # (the lane runs outside the call's context)
+        return self
+
+    def audit_event(self) -> AuditEvent:
+        if self._event is None:
+            ident = self.identity
+            attrs = self.attributes
+            self._event = AuditEvent(
+                time=datetime.datetime.fromtimestamp(self.ended, datetime.UTC).isoformat(timespec="milliseconds"),
+                request_id=self.request_id,
+                method=self.method,
+                user=ident.user if ident else "",
+                uid=ident.uid if ident else "",
+                groups=list(ident.groups) if ident else [],
+                tenant=attrs.tenant if attrs else (ident.tenant_id if ident else ""),
+                verb=attrs.verb if attrs else "",
+                resource=attrs.resource if attrs else "",
+                name=attrs.name if attrs else "",
+                decision=self.decision,
+                reason=self.reason,
+                code=self.code.name,
+                latency_ms=round(self.latency * 1000, 3),
+                peer=self.peer,
+            )
+        return self._event
 
 
-call_record: contextvars.ContextVar[CallRecord | None] = contextvars.ContextVar("call_record", default=None)
-
-
-async def _call(method: Callable[..., Any], request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-    response = method(request, context)
-    if hasattr(response, "__aiter__"):
-        return response
-    return await response
-
-
-def _credentials(context: grpc.aio.ServicerContext[Any, Any]) -> Credentials:
-    metadata = {k.lower(): v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
-    auth = context.auth_context() or {}
-    pem = b"".join(auth.get("x509_pem_cert", []))
+def _credentials(context: grpc.aio.ServicerContext[Any, Any], peer_certificates: bool) -> Credentials:
+    raw = call_metadata.get()
+    if raw is None:  # (no request step before this one)
+        raw = tuple(context.invocation_metadata() or ())
+    metadata = {k.lower(): v for k, v in raw if isinstance(v, str)}
+    pem = b""
+    if peer_certificates:
+        auth = context.auth_context() or {}
+        pem = b"".join(auth.get("x509_pem_cert", []))
     return Credentials(metadata=metadata, peer_certificate_pem=pem)
 
 
-class AuthenticationInterceptor(AsyncServerInterceptor):
+_AUTHENTICATED = AUTHN.labels("authenticated")
+_DECISIONS = {d: AUTHZ.labels(d.name.lower()) for d in Decision}
+
+
+class AuthInterceptor:
+    """Authentication, authorization and audit of a call, in one step."""
+
     def __init__(
         self,
         authenticator: Authenticator,
+        authorizer: Authorizer,
         auditor: Auditor,
+        authority: Authority,
         *,
+        attributes: Callable[[str, Any, Identity], Attributes] = attributes_for,
         open_methods: Collection[str] = (),
         open_reflection: bool = False,
+        peer_certificates: bool = True,
     ) -> None:
+        """`peer_certificates`: a listener of the server asks clients for certificates (mutual
+        TLS), so calls may carry one; without, grpc's auth context is not read per call."""
+        self.peer_certificates = peer_certificates
         self.authenticator = authenticator
+        self.authorizer = authorizer
         self.auditor = auditor
+        self.authority = authority
+        self.attributes = attributes
         self.open_methods = set(open_methods)
         self.open_reflection = open_reflection
 
@@ -116,103 +144,60 @@ class AuthenticationInterceptor(AsyncServerInterceptor):
             or (self.open_reflection and method_name.startswith(REFLECTION_PREFIX))
         )
 
-    async def intercept(
-        self,
-        method: Callable[..., Any],
-        request_or_iterator: Any,
-        context: grpc.aio.ServicerContext[Any, Any],
-        method_name: str,
-    ) -> Any:
-        record = CallRecord(method=method_name, started=time.perf_counter(), peer=context.peer() or "")
-        call_record.set(record)
-        if self._open(method_name):
-            record.decision = "open"
-            record.attributes = attributes_for(method_name, request_or_iterator, NOBODY)
-            return await _call(method, request_or_iterator, context)
+    def wrap(self, call: Call, method: Method) -> Call:
+        name, streaming = method.name, method.streaming
+        admit = self._admit_open if self._open(name) else self._admit
+
+        async def checked(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            record = CallRecord(method=name, started=time.perf_counter(), peer=context.peer() or "")
+            await admit(record, request, context)
+            try:
+                response = await call(request, context)
+            except BaseException as err:
+                self.auditor.emit(record.finish(_code_of(err)))
+                raise
+            if streaming:
+                return self._stream(response, record)
+            self.auditor.emit(record.finish(grpc.StatusCode.OK))
+            return response
+
+        return checked
+
+    async def _admit_open(self, record: CallRecord, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        record.decision = "open"
+        record.attributes = attributes_for(record.method, request, NOBODY)
+
+    async def _admit(self, record: CallRecord, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        """Authenticate and authorize the call, or refuse it (audited here)."""
         try:
-            identity = await self.authenticator.authenticate(_credentials(context))
+            identity = await self.authenticator.authenticate(_credentials(context, self.peer_certificates))
         except AuthenticationError as err:
             AUTHN.labels("invalid").inc()
             record.decision, record.reason = "unauthenticated", str(err)
-            self.auditor.emit(record.event(grpc.StatusCode.UNAUTHENTICATED))
+            self.auditor.emit(record.finish(grpc.StatusCode.UNAUTHENTICATED))
             raise errors.unauthenticated(f"invalid credentials: {err}") from None
         if identity is None:
             AUTHN.labels("unclaimed").inc()
             record.decision, record.reason = "unauthenticated", "no authenticator claimed the call"
-            self.auditor.emit(record.event(grpc.StatusCode.UNAUTHENTICATED))
+            self.auditor.emit(record.finish(grpc.StatusCode.UNAUTHENTICATED))
             raise errors.unauthenticated(
                 "no valid credentials: send 'authorization: Bearer <token>' or a client certificate"
             )
-        AUTHN.labels("authenticated").inc()
+        _AUTHENTICATED.inc()
         record.identity = identity
         current_identity.set(identity)
-        return await _call(method, request_or_iterator, context)
-
-
-class AuthorizationInterceptor(AsyncServerInterceptor):
-    def __init__(
-        self,
-        authorizer: Authorizer,
-        auditor: Auditor,
-        authority: Authority,
-        attributes: Callable[[str, Any, Identity], Attributes] = attributes_for,
-    ) -> None:
-        self.authorizer = authorizer
-        self.auditor = auditor
-        self.authority = authority
-        self.attributes = attributes
-
-    async def intercept(
-        self,
-        method: Callable[..., Any],
-        request_or_iterator: Any,
-        context: grpc.aio.ServicerContext[Any, Any],
-        method_name: str,
-    ) -> Any:
-        record = call_record.get()
-        if record is None or record.decision == "open":
-            return await _call(method, request_or_iterator, context)
-        identity = current_identity.get()
-        attributes = self.attributes(method_name, request_or_iterator, identity)
+        attributes = self.attributes(record.method, request, identity)
         record.attributes = attributes
         decision, reason = await self.authorizer.authorize(attributes)
-        AUTHZ.labels(decision.name.lower()).inc()
+        _DECISIONS[decision].inc()
         record.reason = reason
         if decision is not Decision.ALLOW:
             record.decision = "deny"
             refusal = self.authority.refusal(attributes, reason)
-            self.auditor.emit(record.event(refusal.code))
+            self.auditor.emit(record.finish(refusal.code))
             raise refusal
         record.decision = "allow"
         current_authority.set(self.authority)
-        return await _call(method, request_or_iterator, context)
-
-
-class AuditInterceptor(AsyncServerInterceptor):
-    """Records handled calls, with the status they ended with."""
-
-    def __init__(self, auditor: Auditor) -> None:
-        self.auditor = auditor
-
-    async def intercept(
-        self,
-        method: Callable[..., Any],
-        request_or_iterator: Any,
-        context: grpc.aio.ServicerContext[Any, Any],
-        method_name: str,
-    ) -> Any:
-        record = call_record.get()
-        if record is None:
-            return await _call(method, request_or_iterator, context)
-        try:
-            response = await _call(method, request_or_iterator, context)
-        except BaseException as err:
-            self.auditor.emit(record.event(_code_of(err)))
-            raise
-        if hasattr(response, "__aiter__"):
-            return self._stream(response, record)
-        self.auditor.emit(record.event(grpc.StatusCode.OK))
-        return response
 
     async def _stream(self, responses: AsyncIterator[Any], record: CallRecord) -> AsyncIterator[Any]:
         code = grpc.StatusCode.OK
@@ -223,7 +208,7 @@ class AuditInterceptor(AsyncServerInterceptor):
             code = _code_of(err)
             raise
         finally:
-            self.auditor.emit(record.event(code))
+            self.auditor.emit(record.finish(code))
 
 
 def _code_of(err: BaseException) -> grpc.StatusCode:

@@ -1,24 +1,45 @@
-"""The first server interceptor of every chain: request id, access log, and error mapping.
+"""The server's interceptor chain as grpc runs it, and its first step: request id, access log
+and error mapping.
 
-- Each call gets a request id (the client's x-request-id header, or a new one), sent back in
-  the initial metadata and kept in a context variable for logs and audit.
+The chain (`CallChain`) is the one grpc.aio interceptor of a server. Its steps (`Interceptor`:
+the request step here, metrics, the in-flight limit, authentication + authorization + audit)
+each wrap a method's handler once, the first time the method is called, and the wrapped handler
+is reused for every later call: per call, a step costs one coroutine frame, and a step with
+nothing to do for a method (the in-flight limit for a stream, say) costs nothing. A step's
+wrapped call is awaited; for a response-streaming method its result is the async iterator of
+the responses.
+
+The request step:
+- Each call gets a request id (the client's x-request-id header, or a new one), kept in a
+  context variable for logs and audit and sent back in the trailing metadata of a unary call
+  (with its status, so it costs no extra operation) and in the initial metadata of a stream
+  (once per stream, before its first response).
 - ApiError becomes its rich status; storage unavailability becomes UNAVAILABLE, a full storage
   (etcd's NOSPACE) RESOURCE_EXHAUSTED naming the cause, a write over the storage's size limit
   INVALID_ARGUMENT; anything else becomes INTERNAL with the request id, and its traceback goes
   to the server log only.
+- The access log: one line per call at INFO, built only when a handler will write it.
 - Streaming calls are wrapped so that errors raised while streaming are mapped the same way.
+
+Requests whose bytes do not parse as the method's message get INVALID_ARGUMENT with a message
+(instead of grpcio's UNKNOWN carrying the parser's exception text), before any step runs.
+Methods that stream their requests (reflection) and handlers that send their responses with
+grpc's write API (health's Watch) go through the same steps.
 """
 
 from __future__ import annotations
 
+import contextvars
+import inspect
+import itertools
 import logging
+import os
 import time
-import uuid
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import grpc
-from grpc_interceptor.server import AsyncServerInterceptor
 from grpc_status import rpc_status
 
 from tke.internal.logs import request_id_var
@@ -29,12 +50,132 @@ log = logging.getLogger("tke.access")
 
 REQUEST_ID_HEADER = "x-request-id"
 
+Context = grpc.aio.ServicerContext[Any, Any]
+# A method's handler as the steps see it: awaited, it gives the response (a unary method) or the
+# async iterator of the responses (a response-streaming method).
+Call = Callable[[Any, Context], Awaitable[Any]]
 
-def _request_id(context: grpc.aio.ServicerContext[Any, Any]) -> str:
-    for key, value in context.invocation_metadata() or ():
+
+@dataclass(frozen=True)
+class Method:
+    """What a step may know of a method when it wraps it."""
+
+    name: str  # "/package.Service/Method"
+    streaming: bool  # the method streams its responses
+
+
+class Interceptor(Protocol):
+    def wrap(self, call: Call, method: Method) -> Call:
+        """`call` with this step around it (or `call` itself when the step has nothing to do)."""
+        ...
+
+
+_UNDECODABLE = object()
+
+
+class CallChain(grpc.aio.ServerInterceptor):
+    """The steps, outermost first, around every method's handler; each method is wrapped once."""
+
+    def __init__(self, steps: Sequence[Interceptor]) -> None:
+        self.steps = list(steps)
+        # method name -> (the handler grpc found, the handler that runs): one per served method.
+        self._wrapped: dict[str, tuple[Any, Any]] = {}
+
+    async def intercept_service(
+        self, continuation: Callable[[Any], Any], handler_call_details: grpc.HandlerCallDetails
+    ) -> Any:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        name: str = handler_call_details.method
+        known = self._wrapped.get(name)
+        if known is not None and known[0] is handler:
+            return known[1]
+        wrapped = self._wrap(handler, name)
+        self._wrapped[name] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, handler: Any, name: str) -> Any:
+        method = Method(name, bool(handler.response_streaming))
+        serialize = handler.response_serializer
+        inner: Any = (handler.unary_stream or handler.stream_stream) if method.streaming else None
+        call: Call = handler.unary_unary or handler.stream_unary
+        if method.streaming:
+
+            async def responses(request: Any, context: Context) -> Any:
+                result = inner(request, context)
+                if inspect.iscoroutine(result):  # grpc's write API: the handler sends its own responses
+                    await result
+                    return _no_responses()
+                return result
+
+            call = responses
+        for step in reversed(self.steps):
+            call = step.wrap(call, method)
+        chained = call
+        refusal = f"the request is not a valid message for {name}"
+
+        async def run(request: Any, context: Context) -> Any:
+            if request is _UNDECODABLE:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, refusal)
+            return await chained(request, context)
+
+        async def run_stream(request: Any, context: Context) -> AsyncIterator[Any]:
+            if request is _UNDECODABLE:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, refusal)
+            async for item in await chained(request, context):
+                yield item
+
+        if handler.request_streaming:
+            factory = (
+                grpc.stream_stream_rpc_method_handler if method.streaming else grpc.stream_unary_rpc_method_handler
+            )
+            return factory(
+                run_stream if method.streaming else run,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=serialize,
+            )
+        deserialize = handler.request_deserializer
+
+        def safe(data: bytes) -> Any:
+            try:
+                return deserialize(data) if deserialize is not None else data
+            except Exception:
+                return _UNDECODABLE
+
+        if method.streaming:
+            return grpc.unary_stream_rpc_method_handler(
+                run_stream, request_deserializer=safe, response_serializer=serialize
+            )
+        return grpc.unary_unary_rpc_method_handler(run, request_deserializer=safe, response_serializer=serialize)
+
+
+async def _no_responses() -> AsyncIterator[Any]:
+    """The responses left to send by a handler that wrote its own: none."""
+    return
+    yield
+
+
+# A new request id is this process's random prefix and a counter (32 hex digits, as a uuid's):
+# unique across processes and restarts, without a uuid4's system call per call.
+_ID_PREFIX = os.urandom(8).hex()
+_ids = itertools.count(1)
+
+
+# The metadata of the call being served, read from grpc once by the request step (each read
+# converts grpc's array again) for the steps after it (authentication's credentials).
+call_metadata: contextvars.ContextVar[tuple[tuple[str, Any], ...] | None] = contextvars.ContextVar(
+    "call_metadata", default=None
+)
+
+
+def _request_id(context: Context) -> str:
+    metadata = tuple(context.invocation_metadata() or ())
+    call_metadata.set(metadata)
+    for key, value in metadata:
         if key == REQUEST_ID_HEADER and isinstance(value, str) and 0 < len(value) <= 128 and value.isprintable():
             return value
-    return uuid.uuid4().hex
+    return f"{_ID_PREFIX}{next(_ids):016x}"
 
 
 def to_api_error(err: Exception, request_id: str) -> ApiError:
@@ -64,119 +205,83 @@ def to_api_error(err: Exception, request_id: str) -> ApiError:
     return internal(request_id)
 
 
-class RequestInterceptor(AsyncServerInterceptor):
+class RequestInterceptor:
     """Request id, access log and error mapping for unary and streaming calls."""
 
-    async def intercept(
-        self,
-        method: Callable[..., Any],
-        request_or_iterator: Any,
-        context: grpc.aio.ServicerContext[Any, Any],
-        method_name: str,
-    ) -> Any:
-        request_id = _request_id(context)
-        request_id_var.set(request_id)
-        started = time.perf_counter()
-        try:
-            await context.send_initial_metadata(((REQUEST_ID_HEADER, request_id),))
-            response = method(request_or_iterator, context)
-            if hasattr(response, "__aiter__"):
-                return self._stream(response, context, method_name, request_id, started)
-            result = await response
-        except grpc.aio.AbortError:
-            self._log(method_name, request_id, context, started)
-            raise
-        except Exception as err:
-            await self._abort(err, context, method_name, request_id, started)
-        self._log(method_name, request_id, context, started)
-        return result
+    def wrap(self, call: Call, method: Method) -> Call:
+        name = method.name
+        if method.streaming:
 
-    async def _stream(
-        self,
-        responses: AsyncIterator[Any],
-        context: grpc.aio.ServicerContext[Any, Any],
-        method_name: str,
-        request_id: str,
-        started: float,
-    ) -> AsyncIterator[Any]:
-        try:
-            async for item in responses:
-                yield item
-        except grpc.aio.AbortError:
-            self._log(method_name, request_id, context, started)
-            raise
-        except Exception as err:
-            await self._abort(err, context, method_name, request_id, started)
-        self._log(method_name, request_id, context, started)
+            async def stream(request: Any, context: Context) -> Any:
+                request_id = _request_id(context)
+                request_id_var.set(request_id)
+                started = time.perf_counter()
+                try:
+                    # A stream's headers go out once, before its first response.
+                    await context.send_initial_metadata(((REQUEST_ID_HEADER, request_id),))
+                    responses = await call(request, context)
+                except grpc.aio.AbortError:
+                    _log(name, request_id, context, started)
+                    raise
+                except Exception as err:
+                    await _abort(err, context, name, request_id, started)
+                return _stream(responses, context, name, request_id, started)
 
-    async def _abort(
-        self,
-        err: Exception,
-        context: grpc.aio.ServicerContext[Any, Any],
-        method_name: str,
-        request_id: str,
-        started: float,
-    ) -> None:
-        api_error = to_api_error(err, request_id)
+            return stream
+
+        async def unary(request: Any, context: Context) -> Any:
+            request_id = _request_id(context)
+            request_id_var.set(request_id)
+            started = time.perf_counter()
+            # Sent with the status, in the same operation: no extra trip through grpc's core.
+            context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id),))
+            try:
+                result = await call(request, context)
+            except grpc.aio.AbortError:
+                _log(name, request_id, context, started)
+                raise
+            except Exception as err:
+                await _abort(err, context, name, request_id, started)
+            if log.isEnabledFor(logging.INFO):
+                log.info("%s %s OK %.1fms", request_id, name, (time.perf_counter() - started) * 1000)
+            return result
+
+        return unary
+
+
+async def _stream(
+    responses: AsyncIterator[Any], context: Context, name: str, request_id: str, started: float
+) -> AsyncIterator[Any]:
+    try:
+        async for item in responses:
+            yield item
+    except grpc.aio.AbortError:
+        _log(name, request_id, context, started)
+        raise
+    except Exception as err:
+        await _abort(err, context, name, request_id, started)
+    _log(name, request_id, context, started)
+
+
+async def _abort(err: Exception, context: Context, name: str, request_id: str, started: float) -> None:
+    api_error = to_api_error(err, request_id)
+    if log.isEnabledFor(logging.INFO):
         log.info(
             "%s %s %s %.1fms: %s",
             request_id,
-            method_name,
+            name,
             api_error.code.name,
             (time.perf_counter() - started) * 1000,
             api_error.message,
         )
-        await context.abort_with_status(rpc_status.to_status(api_error.to_status()))
-
-    @staticmethod
-    def _log(method_name: str, request_id: str, context: grpc.aio.ServicerContext[Any, Any], started: float) -> None:
-        code = context.code() or grpc.StatusCode.OK
-        name = code.name if isinstance(code, grpc.StatusCode) else str(code)
-        log.info("%s %s %s %.1fms", request_id, method_name, name, (time.perf_counter() - started) * 1000)
+    status = rpc_status.to_status(api_error.to_status())
+    # The status's own trailers (its details) replace what was set before: the id goes with them.
+    await context.abort(status.code, status.details, (*status.trailing_metadata, (REQUEST_ID_HEADER, request_id)))
 
 
-_UNDECODABLE = object()
-
-
-class DecodeGuard(grpc.aio.ServerInterceptor):
-    """Requests whose bytes do not parse as the method's message get INVALID_ARGUMENT with a
-    message, instead of grpcio's UNKNOWN carrying the parser's exception text. It must be the
-    first interceptor: it replaces the handler's deserializer."""
-
-    async def intercept_service(
-        self, continuation: Callable[[Any], Any], handler_call_details: grpc.HandlerCallDetails
-    ) -> Any:
-        handler = await continuation(handler_call_details)
-        if handler is None or handler.request_streaming or handler.request_deserializer is None:
-            return handler
-        deserialize = handler.request_deserializer
-
-        def safe(data: bytes) -> Any:
-            try:
-                return deserialize(data)
-            except Exception:
-                return _UNDECODABLE
-
-        refusal = f"the request is not a valid message for {handler_call_details.method}"
-        if handler.response_streaming:
-            stream = handler.unary_stream
-
-            async def guarded_stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
-                if request is _UNDECODABLE:
-                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, refusal)
-                async for item in stream(request, context):
-                    yield item
-
-            return grpc.unary_stream_rpc_method_handler(
-                guarded_stream, request_deserializer=safe, response_serializer=handler.response_serializer
-            )
-        unary = handler.unary_unary
-
-        async def guarded(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            if request is _UNDECODABLE:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, refusal)
-            return await unary(request, context)
-
-        return grpc.unary_unary_rpc_method_handler(
-            guarded, request_deserializer=safe, response_serializer=handler.response_serializer
-        )
+def _log(name: str, request_id: str, context: Context, started: float) -> None:
+    if not log.isEnabledFor(logging.INFO):
+        return
+    code = context.code() or grpc.StatusCode.OK
+    code_name = code.name if isinstance(code, grpc.StatusCode) else str(code)
+    log.info("%s %s %s %.1fms", request_id, name, code_name, (time.perf_counter() - started) * 1000)

@@ -1,21 +1,23 @@
-"""A server interceptor that counts every gRPC call by method and status code and times it."""
+"""A server step that counts every gRPC call by method and status code and times it. The
+method's label children are looked up once, when the chain wraps the method, not per call."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
-from grpc_interceptor.server import AsyncServerInterceptor
+from prometheus_client import Counter
 
 from tke.internal.metrics import GRPC_HANDLED, GRPC_LATENCY
 from tke.internal.rpc.errors import ApiError
+from tke.internal.rpc.interceptors import Call, Context, Method
 from tke.internal.storage.store import Unavailable
 
 
-def _code(err: BaseException, context: grpc.aio.ServicerContext[Any, Any]) -> str:
-    """The status the request interceptor will send for `err`."""
+def _code(err: BaseException, context: Context) -> str:
+    """The status the request step will send for `err`."""
     if isinstance(err, ApiError):
         return str(err.code.name)
     if isinstance(err, Unavailable):
@@ -28,48 +30,62 @@ def _code(err: BaseException, context: grpc.aio.ServicerContext[Any, Any]) -> st
     return "CANCELLED"  # CancelledError, GeneratorExit: the client went away
 
 
-class MetricsInterceptor(AsyncServerInterceptor):
-    """Placed right after the request interceptor, so that it sees what the chain refused too."""
+class _MethodMetrics:
+    """One method's counters by code (the codes are grpc's: a bounded set) and its histogram."""
 
-    async def intercept(
-        self,
-        method: Callable[..., Any],
-        request_or_iterator: Any,
-        context: grpc.aio.ServicerContext[Any, Any],
-        method_name: str,
-    ) -> Any:
-        service, _, rpc = method_name.lstrip("/").rpartition("/")
-        started = time.perf_counter()
-        try:
-            response = method(request_or_iterator, context)
-            if hasattr(response, "__aiter__"):
-                return self._stream(response, context, service, rpc, started)
-            result = await response
-        except BaseException as err:
-            self._observe(service, rpc, _code(err, context), started)
-            raise
-        self._observe(service, rpc, "OK", started)
-        return result
+    def __init__(self, method: Method) -> None:
+        self.service, _, self.rpc = method.name.lstrip("/").rpartition("/")
+        self.handled: dict[str, Counter] = {}
+        self.latency = GRPC_LATENCY.labels(self.service, self.rpc)
 
-    async def _stream(
-        self,
-        responses: AsyncIterator[Any],
-        context: grpc.aio.ServicerContext[Any, Any],
-        service: str,
-        rpc: str,
-        started: float,
-    ) -> AsyncIterator[Any]:
-        code = "OK"
-        try:
-            async for item in responses:
-                yield item
-        except BaseException as err:
-            code = _code(err, context)
-            raise
-        finally:
-            self._observe(service, rpc, code, started)
+    def observe(self, code: str, started: float) -> None:
+        counter = self.handled.get(code)
+        if counter is None:
+            counter = self.handled[code] = GRPC_HANDLED.labels(self.service, self.rpc, code)
+        counter.inc()
+        self.latency.observe(time.perf_counter() - started)
 
-    @staticmethod
-    def _observe(service: str, rpc: str, code: str, started: float) -> None:
-        GRPC_HANDLED.labels(service, rpc, code).inc()
-        GRPC_LATENCY.labels(service, rpc).observe(time.perf_counter() - started)
+
+class MetricsInterceptor:
+    """Placed right after the request step, so that it sees what the chain refused too."""
+
+    def wrap(self, call: Call, method: Method) -> Call:
+        metrics = _MethodMetrics(method)
+        if method.streaming:
+
+            async def stream(request: Any, context: Context) -> Any:
+                started = time.perf_counter()
+                try:
+                    responses = await call(request, context)
+                except BaseException as err:
+                    metrics.observe(_code(err, context), started)
+                    raise
+                return _stream(responses, context, metrics, started)
+
+            return stream
+
+        async def unary(request: Any, context: Context) -> Any:
+            started = time.perf_counter()
+            try:
+                result = await call(request, context)
+            except BaseException as err:
+                metrics.observe(_code(err, context), started)
+                raise
+            metrics.observe("OK", started)
+            return result
+
+        return unary
+
+
+async def _stream(
+    responses: AsyncIterator[Any], context: Context, metrics: _MethodMetrics, started: float
+) -> AsyncIterator[Any]:
+    code = "OK"
+    try:
+        async for item in responses:
+            yield item
+    except BaseException as err:
+        code = _code(err, context)
+        raise
+    finally:
+        metrics.observe(code, started)

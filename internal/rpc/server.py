@@ -26,7 +26,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from tke.internal.rpc.interceptors import DecodeGuard
+from tke.internal.rpc.interceptors import CallChain, Interceptor
 from tke.internal.rpc.reflection import documented_pool
 
 log = logging.getLogger(__name__)
@@ -69,11 +69,11 @@ def check_socket_mode(mode: int, name: str) -> None:
 @dataclass
 class ServerSpec:
     """What to serve: `register` adds servicers; `services` are their full names (for health
-    and reflection); `interceptors` run in order."""
+    and reflection); `interceptors` are the steps of the call chain, outermost first."""
 
     register: Callable[[grpc.aio.Server], None]
     services: Sequence[str]
-    interceptors: Sequence[grpc.aio.ServerInterceptor] = ()
+    interceptors: Sequence[Interceptor] = ()
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     # Requests larger than this are refused by grpc itself with RESOURCE_EXHAUSTED.
     max_receive_bytes: int = DEFAULT_MAX_RECEIVE_BYTES
@@ -141,18 +141,20 @@ class RunningServer:
         await self.server.wait_for_termination()
 
 
-async def start_server(listen: ListenConfig, spec: ServerSpec) -> RunningServer:
+async def start_server(listen: ListenConfig, spec: ServerSpec, *, reuse_port: bool = False) -> RunningServer:
     """Start serving; returns once the ports are bound. `port` is the bound TCP port (useful
-    with address "127.0.0.1:0")."""
+    with address "127.0.0.1:0"). With `reuse_port`, other processes may bind the same TCP port
+    (SO_REUSEPORT: the kernel spreads connections over them); without, binding a port in use
+    fails."""
     server = grpc.aio.server(
-        interceptors=[DecodeGuard(), *spec.interceptors],
+        interceptors=[CallChain(spec.interceptors)],
         options=[
             ("grpc.keepalive_time_ms", 30_000),
             ("grpc.keepalive_timeout_ms", 10_000),
             ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.max_receive_message_length", spec.max_receive_bytes),
-            ("grpc.so_reuseport", 0),
+            ("grpc.so_reuseport", int(reuse_port)),
         ],
     )
     spec.register(server)

@@ -38,3 +38,23 @@ def free_port(host: str = "127.0.0.1") -> int:
         _handed_out.add(port)
         return port
     raise RuntimeError(f"no free port on {host} in {candidates}")
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> int:
+    """The first of `count` consecutive free ports, none handed out before (all are handed out
+    now): for a server that binds several, such as the metrics ports of `tke-apiserver --workers`."""
+    candidates = _below_ephemeral()
+    for _ in range(200):
+        first = random.choice(candidates[: len(candidates) - count])
+        ports = range(first, first + count)
+        if any(p in _handed_out for p in ports):
+            continue
+        try:
+            for port in ports:
+                with socket.socket() as s:
+                    s.bind((host, port))
+        except OSError:
+            continue
+        _handed_out.update(ports)
+        return first
+    raise RuntimeError(f"no {count} consecutive free ports on {host} in {candidates}")

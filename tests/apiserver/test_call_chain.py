@@ -1,0 +1,98 @@
+"""The server's call chain (tke.internal.rpc.interceptors.CallChain): where the request id goes
+back to the client, that each method is wrapped once however many calls it serves, and that
+every kind of method (unary, server streaming, grpc's write API, request streaming) passes
+through the steps."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from tests.support.apiserver import Running, cluster
+from tests.support.rpc import expect_error, health_check
+from tke.internal.rpc.interceptors import REQUEST_ID_HEADER, Call, Context, Method
+from tke.internal.rpc.server import ListenConfig, ServerSpec, start_server
+from tke.platform.v1 import cluster_pb2
+
+
+def _id_in(metadata: Any) -> str:
+    return str(dict(metadata or ()).get(REQUEST_ID_HEADER, ""))
+
+
+async def test_a_unary_call_returns_its_request_id_in_the_trailers(api: Running) -> None:
+    call = api.clusters.Create(
+        cluster_pb2.CreateClusterRequest(cluster=cluster("rid")), metadata=[(REQUEST_ID_HEADER, "mine-1")]
+    )
+    await call
+    assert _id_in(await call.trailing_metadata()) == "mine-1"
+    assert _id_in(await call.initial_metadata()) == ""  # no header of its own: no extra operation
+    fresh = api.clusters.Get(cluster_pb2.GetClusterRequest(name="rid"))
+    await fresh
+    assert len(_id_in(await fresh.trailing_metadata())) == 32  # a new id when the client sent none
+
+
+async def test_an_error_keeps_its_details_and_the_request_id(api: Running) -> None:
+    call = api.clusters.Get(cluster_pb2.GetClusterRequest(name="absent"), metadata=[(REQUEST_ID_HEADER, "mine-2")])
+    err = await expect_error(call, grpc.StatusCode.NOT_FOUND)
+    trailers = dict(err.trailing_metadata() or ())
+    assert trailers[REQUEST_ID_HEADER] == "mine-2"
+    assert "grpc-status-details-bin" in trailers
+
+
+async def test_a_stream_returns_its_request_id_in_its_headers(api: Running) -> None:
+    watch = api.clusters.Watch(cluster_pb2.WatchClustersRequest(), metadata=[(REQUEST_ID_HEADER, "mine-3")])
+    assert _id_in(await watch.initial_metadata()) == "mine-3"
+    watch.cancel()
+
+
+async def test_health_watch_and_reflection_pass_through_the_chain(api: Running) -> None:
+    # Health's Watch writes its responses with grpc's write API; reflection streams its requests.
+    health: Any = health_pb2_grpc.HealthStub(api.channel)  # (the stubs declare no methods)
+    watch = health.Watch(health_pb2.HealthCheckRequest(service=""))
+    assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
+    watch.cancel()
+    stub: Any = reflection_pb2_grpc.ServerReflectionStub(api.channel)  # type: ignore[arg-type]  # aio works too
+
+    async def ask() -> AsyncIterator[reflection_pb2.ServerReflectionRequest]:
+        yield reflection_pb2.ServerReflectionRequest(list_services="")
+
+    answers = [a async for a in stub.ServerReflectionInfo(ask())]
+    names = {s.name for s in answers[0].list_services_response.service}
+    assert "tke.platform.v1.ClusterService" in names
+
+
+class _Counting:
+    """A step that counts the methods it wraps and the calls it sees."""
+
+    def __init__(self) -> None:
+        self.wrapped: list[str] = []
+        self.calls = 0
+
+    def wrap(self, call: Call, method: Method) -> Call:
+        self.wrapped.append(method.name)
+
+        async def counted(request: Any, context: Context) -> Any:
+            self.calls += 1
+            return await call(request, context)
+
+        return counted
+
+
+async def test_each_method_is_wrapped_once_however_many_calls() -> None:
+    step = _Counting()
+    server = await start_server(
+        ListenConfig(address="127.0.0.1:0"), ServerSpec(register=lambda s: None, services=[], interceptors=[step])
+    )
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            check = health_check(channel)
+            for _ in range(5):
+                await check(health_pb2.HealthCheckRequest(service=""))
+    finally:
+        await server.stop(0)
+    assert step.calls == 5
+    assert step.wrapped == ["/grpc.health.v1.Health/Check"]
