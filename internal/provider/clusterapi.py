@@ -21,7 +21,10 @@ Contract of a ClusterAPI:
 - `delete_node(name)` deletes the Node object; a missing node is fine.
 - `create_bootstrap_token(token, ttl_seconds, description)` stores a kubeadm bootstrap token
   (the Secret `kubeadm token create` makes, kube.config.bootstrap_token_secret), for nodes
-  that join without the platform logging in to a master (cloud-init).
+  that join without the platform logging in to a master (cloud-init, hosted control planes).
+- `apply(manifests)` server-side applies objects (dicts) as the platform's field manager,
+  namespaces first: what a provider installs into a cluster no kubeadm init ran in (the
+  objects kubeadm's join reads, add-ons). Applying the same manifests again changes nothing.
 Every method may raise TemporaryError (unreachable, throttled) or PermanentError (refused
 credentials, an untrusted server certificate), never a library exception.
 """
@@ -30,8 +33,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-from collections.abc import AsyncIterator
-from typing import Protocol
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any, Protocol
 
 from lightkube.resources.core_v1 import Node
 
@@ -52,6 +55,7 @@ class ClusterAPI(Protocol):
     async def uncordon(self, name: str) -> None: ...
     async def delete_node(self, name: str) -> None: ...
     async def create_bootstrap_token(self, token: str, ttl_seconds: float, description: str) -> None: ...
+    async def apply(self, manifests: Sequence[Mapping[str, Any]]) -> None: ...
 
 
 class ClusterAPIs(Protocol):
@@ -89,6 +93,9 @@ class KubeClusterAPI:
 
     async def create_bootstrap_token(self, token: str, ttl_seconds: float, description: str) -> None:
         await self.client.apply([bootstrap_token_secret(token, ttl_seconds, description)])
+
+    async def apply(self, manifests: Sequence[Mapping[str, Any]]) -> None:
+        await self.client.apply(manifests)
 
 
 class KubeClusterAPIs:

@@ -9,7 +9,7 @@ import asyncio
 import base64
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,16 +19,9 @@ from lightkube.codecs import from_dict
 from lightkube.resources.core_v1 import Node
 
 from tests.support import kubeadm_reference
-from tests.support.aws import (
-    AWSProxy,
-    MemoryCredentialStore,
-    Moto,
-    NoDialer,
-    an_image,
-    instances,
-    run_steps,
-)
+from tests.support.aws import AWSProxy, Moto, NoDialer, an_image, instances
 from tests.support.kube import objects
+from tests.support.provider_steps import MemoryCredentialStore, run_steps
 from tke.internal.provider.cluster_credentials import ensure_cas, read_cas
 from tke.internal.provider.clusterapi import ClusterAPI
 from tke.internal.provider.contract import MachineContext, Tools
@@ -74,6 +67,9 @@ class RecordingAPI:
 
     async def create_bootstrap_token(self, token: str, ttl_seconds: float, description: str) -> None:
         self.tokens.append((token, ttl_seconds, description))
+
+    async def apply(self, manifests: Sequence[Mapping[str, Any]]) -> None:
+        raise AssertionError("an aws machine applies nothing to its cluster")
 
 
 @dataclass

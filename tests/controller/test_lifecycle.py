@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -275,6 +275,9 @@ class APIAfterInit:
 
     async def create_bootstrap_token(self, token: str, ttl_seconds: float, description: str) -> None:
         raise AssertionError("a baremetal install creates its tokens with kubeadm")
+
+    async def apply(self, manifests: Sequence[Mapping[str, Any]]) -> None:
+        raise AssertionError("a baremetal install applies nothing itself: kubeadm does")
 
 
 async def test_a_baremetal_cluster_without_machines_waits_then_installs_on_fake_machines(
