@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup deps run test test-faults test-fast lint fmt gen check-gen bench clean proto-lint
+.PHONY: setup deps run demo-cluster test test-faults test-fast lint fmt gen check-gen bench clean proto-lint
 
 setup: deps $(STAMP)
 
@@ -23,6 +23,12 @@ $(STAMP): pyproject.toml setup.py
 ## run: start etcd and tke-apiserver locally; Ctrl-C stops them
 run: setup
 	@hack/run-local.sh
+
+## demo-cluster: the platform installs a 3-master, 2-worker cluster on five simulated machines
+## (network namespaces with their own sshd, stand-in kubeadm; root), prints what happened and
+## stops everything. DEMO_KEEP=1 keeps it running until Ctrl-C.
+demo-cluster: setup
+	@$(BIN)/python -m tests.support.demo
 
 ## test: the whole test suite, against real servers the tests start
 test: setup check-gen lint

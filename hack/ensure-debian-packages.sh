@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the platform and its tests run when they are missing: etcd, the
-# CNI plugins, iproute2, iptables (the partition tests), openssh-server (the SSH tests' sshd),
+# CNI plugins, iproute2, iptables (the partition tests), openssh-server (the SSH tests' sshd and
+# the machines of make demo-cluster),
 # podman with runc and catatonit (the real CNI runtime test), openssl (test certificates, and
 # s_server for the CNI client's TLS tests),
 # systemd (systemd-analyze verifies the units), procps (pgrep), and Node.js with npm (the Node

@@ -15,6 +15,7 @@ from tke.internal.tkectl.commands import configure, kubeconfig, read, session, w
 from tke.internal.tkectl.commands.runtime import Runtime, for_filter, query, split_names
 from tke.internal.tkectl.connection import Connection
 from tke.internal.tkectl.errors import CliError, Exit
+from tke.internal.tkectl.kinds.base import Kind, Query
 from tke.internal.tkectl.kinds.registry import lookup, names
 from tke.internal.tkectl.output import FORMATS
 
@@ -32,6 +33,7 @@ examples:
   tkectl login -u admin
   tkectl create -f cluster.yaml
   tkectl get clusters -l env=prod -o wide
+  tkectl get clusters,machines
   tkectl describe cluster demo
   tkectl get kubeconfig demo > ~/.kube/config
   tkectl apply -f cluster.yaml
@@ -206,11 +208,33 @@ async def _dispatch(rt: Runtime, args: argparse.Namespace) -> Exit:
         return await kubeconfig.get_kubeconfig(rt, names_, admin=args.admin, validity=args.validity)
     if getattr(args, "admin", False) or getattr(args, "validity", ""):
         raise CliError(Exit.USAGE, "--admin and --validity are for `tkectl get kubeconfig CLUSTER`")
+    if verb == "get" and "," in type_:
+        return await _get_many(rt, type_.split(","), names_, args)
     kind = lookup(type_)
     if verb == "edit":
         if len(names_) != 1:
             raise CliError(Exit.USAGE, "edit takes one object: tkectl edit TYPE NAME")
         return await write.edit(rt, kind, names_[0])
+    q = _query(kind, rt, args)
+    if verb == "get":
+        return await read.get(rt, kind, names_, q, args.output)
+    if verb == "describe":
+        return await read.describe_cmd(rt, kind, names_, q)
+    if len(names_) > 1:
+        raise CliError(Exit.USAGE, "watch takes at most one name")
+    return await read.watch(rt, kind, names_[0] if names_ else "", q, fmt=args.output, seconds=args.timeout)
+
+
+async def _get_many(rt: Runtime, types: list[str], names: list[str], args: argparse.Namespace) -> Exit:
+    """`get clusters,machines`: several types at once, as kubectl takes them."""
+    if names or not all(types):
+        raise CliError(Exit.USAGE, "list several types as TYPE,TYPE without names: tkectl get clusters,machines")
+    kinds = [lookup(t) for t in types]
+    return await read.get_many(rt, [(k, _query(k, rt, args)) for k in kinds], args.output)
+
+
+def _query(kind: Kind, rt: Runtime, args: argparse.Namespace) -> Query:
+    """The listing options of get, describe and watch, for `kind`."""
     filters = {
         "cluster": args.cluster,
         "pool": args.pool,
@@ -220,14 +244,7 @@ async def _dispatch(rt: Runtime, args: argparse.Namespace) -> Exit:
         "pod": args.pod,
         **for_filter(args.for_),
     }
-    q = query(kind, rt, selector=args.selector, all_tenants=args.all_tenants, filters=filters)
-    if verb == "get":
-        return await read.get(rt, kind, names_, q, args.output)
-    if verb == "describe":
-        return await read.describe_cmd(rt, kind, names_, q)
-    if len(names_) > 1:
-        raise CliError(Exit.USAGE, "watch takes at most one name")
-    return await read.watch(rt, kind, names_[0] if names_ else "", q, fmt=args.output, seconds=args.timeout)
+    return query(kind, rt, selector=args.selector, all_tenants=args.all_tenants, filters=filters)
 
 
 def _config(args: argparse.Namespace) -> Exit:

@@ -25,16 +25,21 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
-def row(kind: Kind, fmt: str, obj: Any) -> list[str]:
-    return [_cell(c.value(obj)) for c in columns(kind, fmt)]
+def row(kind: Kind, fmt: str, obj: Any, *, qualified: bool = False) -> list[str]:
+    """The cells of `obj`; `qualified` names it TYPE/NAME (a table among tables of other types)."""
+    cells = [_cell(c.value(obj)) for c in columns(kind, fmt)]
+    if qualified and columns(kind, fmt)[0].header == "NAME":
+        cells[0] = f"{kind.singular}/{cells[0]}"
+    return cells
 
 
 def _cell(value: object) -> str:
     return " ".join(str(value).split()) or "<none>"
 
 
-def render(kind: Kind, fmt: str, objects: Sequence[Message], *, single: bool) -> str:
-    """What `get` prints; `single` when the user named one object (YAML/JSON print it bare)."""
+def render(kind: Kind, fmt: str, objects: Sequence[Message], *, single: bool, qualified: bool = False) -> str:
+    """What `get` prints; `single` when the user named one object (YAML/JSON print it bare);
+    `qualified` names objects TYPE/NAME in a table (one of several types)."""
     if fmt in ("yaml", "json"):
         data: Any = to_dict(kind, objects[0]) if single else list_dict(kind, objects)
         return dump_yaml(data).rstrip("\n") if fmt == "yaml" else dump_json(data)
@@ -42,4 +47,4 @@ def render(kind: Kind, fmt: str, objects: Sequence[Message], *, single: bool) ->
         return "\n".join(f"{kind.singular}/{kind.name_of(o)}" for o in objects)
     if not objects:
         return ""
-    return table([c.header for c in columns(kind, fmt)], [row(kind, fmt, o) for o in objects])
+    return table([c.header for c in columns(kind, fmt)], [row(kind, fmt, o, qualified=qualified) for o in objects])

@@ -98,6 +98,13 @@ class World:
         out = [json.loads(line) for line in self.calls_file.read_text().splitlines() if line.strip()]
         return [c for c in out if program is None or c["argv"][0] == program]
 
+    @property
+    def live(self) -> bool:
+        """Whether the machines' cluster answers for real (tests/support/standin_kube.py): the
+        API stand-in runs on the first master, the VIP is added to its interface, kubelets
+        register Nodes. Only for machines in network namespaces of their own (the demo's)."""
+        return (self.directory / "live").exists()
+
     def fault(self, name: str) -> Path:
         """A file whose presence makes a stand-in fail on purpose (see standins.py)."""
         return self.directory / "faults" / name

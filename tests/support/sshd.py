@@ -19,7 +19,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,14 +72,28 @@ class SSHServer:
     """One sshd. `start()` returns when it accepts connections; `stop()` always cleans up."""
 
     def __init__(
-        self, directory: Path, user_key: UserKey, host: str = "127.0.0.1", env: dict[str, str] | None = None
+        self,
+        directory: Path,
+        user_key: UserKey,
+        host: str = "127.0.0.1",
+        env: dict[str, str] | None = None,
+        *,
+        port: int = 0,
+        launcher: Sequence[str] = (),
+        extra_config: Sequence[str] = (),
     ) -> None:
+        """`port` 0 picks a free one; `launcher` is put before sshd's command line (to start it
+        in a network namespace of its own: the address is that namespace's, and its port is
+        free there); `extra_config` lines are added to sshd_config (a ForceCommand, ...)."""
         self.directory = directory
         # Variables every session gets (sshd's SetEnv): a PATH with stand-in programs first.
         self.env = env or {}
         self.host = host
         self.user_key = user_key
+        self.wanted_port = port
         self.port = 0
+        self.launcher = list(launcher)
+        self.extra_config = list(extra_config)
         self.process: subprocess.Popen[bytes] | None = None
         self.host_public = ""
 
@@ -101,7 +115,7 @@ class SSHServer:
         host_key, self.host_public = keypair(self.directory, "ssh_host_ed25519_key")
         authorized = self.directory / "authorized_keys"
         authorized.write_text(self.user_key.public_line + "\n")
-        self.port = free_port(self.host)
+        self.port = self.wanted_port or free_port(self.host)
         config = self.directory / "sshd_config"
         config.write_text(
             "\n".join(
@@ -120,13 +134,14 @@ class SSHServer:
                     "MaxStartups 100",
                     "LogLevel ERROR",
                     " ".join(["SetEnv", *(f'{k}="{v}"' for k, v in {**self.env, MARKER: self.marker}.items())]),
+                    *self.extra_config,
                     "",
                 ]
             )
         )
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child's for its lifetime
         self.process = subprocess.Popen(
-            [sshd, "-D", "-e", "-f", str(config)], stdout=log, stderr=log, start_new_session=True
+            [*self.launcher, sshd, "-D", "-e", "-f", str(config)], stdout=log, stderr=log, start_new_session=True
         )
         log.close()
         deadline = time.monotonic() + timeout

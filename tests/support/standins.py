@@ -22,13 +22,17 @@ calls.jsonl, tests/support/kubeadm_world.py) and check it the way the real progr
   stdin when it names none. Neither takes the world's lock, so `curl | gpg` cannot deadlock;
   no stand-in reads stdin unless it is its input, and every other one waits for the lock a
   bounded time (kubeadm_world.WorldBusy), so none can hang a test.
-Each call is logged with its arguments, whether it succeeded (and why not), and the kind and
-apiVersion of every document kubeadm was given.
+Each call is logged with its arguments, whether it succeeded (and why not), the kind and
+apiVersion of every document kubeadm was given, and the id of the bootstrap token a join used.
+In a live world (kubeadm_world.World.live: the demo's machines in network namespaces) kubeadm
+and the kubelet also do their part through the cluster's API, with the Kubernetes API
+stand-in as kube-apiserver (tests/support/standin_kube.py).
 `install(bin_dir)` puts one executable per program in `bin_dir` (for the machines' PATH).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -74,6 +78,8 @@ class Machine:
         self.root = world.root_of(ip)
         # The documents this call was given, kind -> apiVersion (recorded with the call).
         self.documents: dict[str, str] = {}
+        # The id (not the secret) of the bootstrap token a join used (recorded with the call).
+        self.token_id = ""
 
     def path(self, p: str) -> Path:
         """A path of this machine: an absolute machine path, or one under any machine's root
@@ -88,7 +94,7 @@ def _minor(version: str) -> str:
     return ".".join(version.lstrip("v").split(".")[:2])
 
 
-def _spki_hash(cert_pem: bytes) -> str:
+def spki_hash(cert_pem: bytes) -> str:
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
 
@@ -242,6 +248,8 @@ def kubeadm(m: Machine, argv: list[str], state: dict[str, Any]) -> str:
         state["cluster"] = cluster
         _control_plane_files(m, cluster["endpoint"], version)
         _join_node(state, m, reg.get("name", m.ip), control_plane=True)
+        if m.world.live:
+            _live_init(m, state, cc, reg)
         return "Your Kubernetes control-plane has initialized successfully!\n"
     if verb == "join":
         docs = _documents(m, argv)
@@ -268,8 +276,13 @@ def kubeadm(m: Machine, argv: list[str], state: dict[str, Any]) -> str:
         known = cluster["tokens"].get(match.group(1))
         if known is None or known["secret"] != match.group(2) or known["expires"] < time.time():
             raise Refused("the bootstrap token is unknown or expired: cluster-info is not signed for it")
-        if _spki_hash(cluster["ca_pem"].encode()) not in bootstrap.get("caCertHashes", []):
+        m.token_id = match.group(1)
+        if spki_hash(cluster["ca_pem"].encode()) not in bootstrap.get("caCertHashes", []):
             raise Refused("cluster CA found in cluster-info ConfigMap is invalid: none of the public keys match")
+        if m.world.live:
+            from tests.support import standin_kube
+
+            standin_kube.discover(bootstrap["apiServerEndpoint"], bootstrap["caCertHashes"])
         reg = jc.get("nodeRegistration", {})
         control_plane = "controlPlane" in jc
         _preflight(m, mine, reg.get("ignorePreflightErrors", []), control_plane=control_plane)
@@ -285,6 +298,8 @@ def kubeadm(m: Machine, argv: list[str], state: dict[str, Any]) -> str:
                 raise Refused("the CA in place is not the cluster's")
             _control_plane_files(m, cluster["endpoint"], cluster["version"])
         _join_node(state, m, reg.get("name", m.ip), control_plane=control_plane)
+        if m.world.live:
+            _live_join(m, state, reg, control_plane=control_plane)
         return "This node has joined the cluster.\n"
     if verb == "token" and argv[2:3] == ["create"]:
         cluster = state["cluster"]
@@ -328,6 +343,10 @@ def kubeadm(m: Machine, argv: list[str], state: dict[str, Any]) -> str:
             raise Refused("Are you sure you want to proceed? [y/N]: no answer")
         cluster = state["cluster"]
         name = mine.get("member")
+        if m.world.live:
+            from tests.support import standin_kube
+
+            standin_kube.stop_static_pods(m, state)
         for path in (m.path("/etc/kubernetes/manifests"),):
             for f in path.glob("*.yaml") if path.exists() else []:
                 if f.name in (
@@ -410,7 +429,7 @@ def _join_hosted(m: Machine, jc: dict[str, Any], state: dict[str, Any]) -> str:
         raise Refused("failed to verify JWS signature of received cluster info object, can't trust this API Server")
     cluster = yaml.safe_load(kubeconfig)["clusters"][0]["cluster"]
     ca_pem = base64.b64decode(cluster["certificate-authority-data"]).decode()
-    if _spki_hash(ca_pem.encode()) not in bootstrap.get("caCertHashes", []):
+    if spki_hash(ca_pem.encode()) not in bootstrap.get("caCertHashes", []):
         raise Refused("cluster CA found in cluster-info ConfigMap is invalid: none of the public keys are pinned")
     token = bootstrap["token"]
     found: dict[str, Any] = {}
@@ -440,6 +459,45 @@ def _join_hosted(m: Machine, jc: dict[str, Any], state: dict[str, Any]) -> str:
     mine["endpoint"] = endpoint
     _write(m.path("/etc/kubernetes/kubelet.conf"), f"# stand-in kubelet.conf of {name} for {base}\n", 0o600)
     return "This node has joined the cluster.\n"
+
+
+def _live_init(m: Machine, state: dict[str, Any], cc: dict[str, Any], registration: dict[str, Any]) -> None:
+    """A live world's kubeadm init (standin_kube.py): certificates and kubeconfigs, the static
+    pods with the API stand-in, the bootstrap objects, the first Node."""
+    from tests.support import standin_kube as kube
+
+    cluster = state["cluster"]
+    pki_dir = cc.get("certificatesDir", "/etc/kubernetes/pki")
+    cluster.update(
+        pki_dir=pki_dir,
+        service_subnet=cc.get("networking", {}).get("serviceSubnet", "10.96.0.0/12"),
+        configuration=cc,
+        # For the workers' kubelet certificates (TLS bootstrap is not imitated).
+        ca_key_pem=m.path(pki_dir + "/ca.key").read_text(),
+    )
+    ca = kube.cluster_ca(m, pki_dir)
+    name = registration.get("name", m.ip)
+    kube.apiserver_certificate(m, ca, cc, name)
+    kube.write_kubeconfigs(m, ca, cluster["endpoint"], name, admin=True)
+    with kube.static_pods(m, state):
+        kube.bootstrap(m)
+        kube.register_node(m, state["machines"][m.ip], registration, control_plane=True)
+
+
+def _live_join(m: Machine, state: dict[str, Any], registration: dict[str, Any], *, control_plane: bool) -> None:
+    from tests.support import standin_kube as kube
+    from tke.internal.provider.kube import pki
+
+    cluster = state["cluster"]
+    name = registration.get("name", m.ip)
+    if control_plane:
+        ca = kube.cluster_ca(m, cluster["pki_dir"])
+        kube.apiserver_certificate(m, ca, cluster["configuration"], name)
+    else:
+        ca = pki.CertificateAuthority(pki.KeyPair(cluster["ca_pem"].encode(), cluster["ca_key_pem"].encode()))
+    kube.write_kubeconfigs(m, ca, cluster["endpoint"], name, admin=control_plane)
+    with kube.static_pods(m, state):
+        kube.register_node(m, state["machines"][m.ip], registration, control_plane=control_plane)
 
 
 # -- the rest -----------------------------------------------------------------------------
@@ -506,6 +564,12 @@ def systemctl(m: Machine, argv: list[str], state: dict[str, Any]) -> str:
             services[unit] = "active"
             if unit == "kubelet":
                 mine["kubelet_version"] = mine["packages"]["kubelet"]
+                if m.world.live and mine.get("member"):
+                    from tests.support import standin_kube
+
+                    # The kubelet reports when it can; systemctl succeeds either way.
+                    with contextlib.suppress(Refused):
+                        standin_kube.report(m, mine, mine["member"])
         elif verb == "enable":
             services.setdefault(unit, "enabled")
     return ""
@@ -626,6 +690,8 @@ def main(argv: list[str]) -> int:
         out = None
     if machine.documents:
         record["documents"] = machine.documents
+    if machine.token_id:
+        record["token_id"] = machine.token_id
     world.log(record)
     if out is None:
         return 1

@@ -117,6 +117,21 @@ def test_apply_creates_and_a_second_apply_changes_nothing(admin: Platform) -> No
     rows = admin.ok("get", "machines", "--cluster", "web").splitlines()
     assert rows[1].split()[:4] == ["node-1", "web", "192.0.2.10", "WORKER"]
     assert len(admin.ok("get", "machines", "--cluster", "db").splitlines()) == 0
+    # Several types at once, as kubectl prints them: a table each, names as TYPE/NAME.
+    both = admin.ok("get", "clusters,machines").split("\n\n")
+    assert [line.split()[0] for line in both[0].splitlines()] == ["NAME", "cluster/db", "cluster/web"]
+    assert [line.split()[:2] for line in both[1].splitlines()] == [["NAME", "CLUSTER"], ["machine/node-1", "web"]]
+    listed = json.loads(admin.ok("get", "clusters,machines", "-o", "json"))
+    assert [(i["kind"], i["metadata"]["name"]) for i in listed["items"]] == [
+        ("Cluster", "db"), ("Cluster", "web"), ("Machine", "node-1"),
+    ]  # fmt: skip
+    assert admin.ok("get", "machines,clusters", "-o", "name").splitlines() == [
+        "machine/node-1", "cluster/db", "cluster/web",
+    ]  # fmt: skip
+    named = admin.run("get", "clusters,machines", "web")
+    assert named.returncode == 2 and "without names" in named.stderr
+    filtered = admin.run("get", "clusters,machines", "--cluster", "web")
+    assert filtered.returncode == 2 and "--cluster does not apply to clusters" in filtered.stderr
     assert admin.ok("delete", "-f", machine).strip() == "machine/node-1 deleted"
     assert admin.ok("delete", "clusters", "-l", "env=dev").splitlines() == ["cluster/db deleted", "cluster/web deleted"]
 

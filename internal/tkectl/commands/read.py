@@ -11,7 +11,7 @@ from google.protobuf.message import Message
 
 from tke.internal.tkectl.commands.runtime import Outcome, Runtime
 from tke.internal.tkectl.describe import describe
-from tke.internal.tkectl.documents import dump_yaml, to_dict
+from tke.internal.tkectl.documents import dump_json, dump_yaml, to_dict
 from tke.internal.tkectl.errors import CliError, Exit
 from tke.internal.tkectl.kinds.base import Kind, Query
 from tke.internal.tkectl.kinds.registry import lookup
@@ -42,6 +42,24 @@ async def get(rt: Runtime, kind: Kind, names: Sequence[str], query: Query, fmt: 
     elif not names and fmt in ("table", "wide"):
         where = f" in tenant {query.tenant}" if query.tenant not in ("", "*") else ""
         rt.warn(f"no {kind.plural} found{where}")
+    return outcome.code
+
+
+async def get_many(rt: Runtime, queries: Sequence[tuple[Kind, Query]], fmt: str) -> Exit:
+    """`get clusters,machines`, as kubectl prints several types: a table per type with a blank
+    line between them and names as TYPE/NAME, or one List of every object (YAML, JSON)."""
+    outcome = Outcome(rt)
+    found = [(kind, await fetch(rt, kind, (), query, outcome)) for kind, query in queries]
+    if fmt in ("yaml", "json"):
+        data = {"kind": "List", "items": [to_dict(kind, o) for kind, objects in found for o in objects]}
+        rt.print(dump_yaml(data).rstrip("\n") if fmt == "yaml" else dump_json(data))
+        return outcome.code
+    tables = [render(kind, fmt, objects, single=False, qualified=True) for kind, objects in found if objects]
+    if tables:
+        rt.print(("\n\n" if fmt != "name" else "\n").join(tables))
+    for kind, objects in found:
+        if not objects and fmt in ("table", "wide"):
+            rt.warn(f"no {kind.plural} found")
     return outcome.code
 
 
