@@ -10,7 +10,7 @@ calls.jsonl, tests/support/kubeadm_world.py) and check it the way the real progr
   not the cluster CA's, and its preflight checks (swap, br_netfilter, the sysctls, containerd
   and the kubelet enabled, /etc/kubernetes/manifests empty unless that check is ignored). A
   kubeadm of another minor version than the cluster's refuses init, join and upgrade.
-  A worker's join to a control plane no stand-in kubeadm init made (a hosted one) does token
+  A worker's join to an endpoint no stand-in kubeadm init made (a hosted control plane) does token
   discovery over HTTPS against the API at the endpoint, as kubeadm does: cluster-info from
   kube-public read anonymously, its JWS for the token checked (bootstrapsigner's, see
   tests/support/jws.py) and its CA checked against the pin; then, as the bootstrap token,
@@ -257,8 +257,9 @@ def kubeadm(m: Machine, argv: list[str], state: dict[str, Any]) -> str:
             raise Refused(f"join takes a JoinConfiguration only, got {sorted(docs)}")
         jc = docs["JoinConfiguration"]
         cluster = state["cluster"]
-        if cluster is None:
-            return _join_hosted(m, jc, state)
+        endpoint = (jc["discovery"].get("bootstrapToken") or {}).get("apiServerEndpoint")
+        if cluster is None or (endpoint != cluster["endpoint"] and "controlPlane" not in jc):
+            return _join_hosted(m, jc, state)  # an endpoint no stand-in kubeadm init made
         _check_api(jc, cluster["version"])
         if mine.get("member"):
             raise Refused("[ERROR FileAvailable--etc-kubernetes-kubelet.conf]: this machine already joined")
