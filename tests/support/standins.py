@@ -437,7 +437,7 @@ def _join_hosted(m: Machine, jc: dict[str, Any], state: dict[str, Any]) -> str:
     for name in ("kubeadm-config", "kubelet-config"):
         code, body = _https(f"{base}/api/v1/namespaces/kube-system/configmaps/{name}", ca_pem=ca_pem, token=token)
         if code != 200:
-            raise Refused(f"unable to fetch the kubeadm-config ConfigMap: {name}: {body.get('message', code)}")
+            raise Refused(f"unable to fetch the {name} ConfigMap: {body.get('message', code)}")
         found[name] = body.get("data") or {}
     cc = yaml.safe_load(found["kubeadm-config"].get("ClusterConfiguration", "")) or {}
     version = str(cc.get("kubernetesVersion", "")).lstrip("v")
