@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from lightkube.resources.core_v1 import Node, Service
+from lightkube import codecs
 
 from tke.internal.provider.endpoint import Endpoint
 from tke.internal.provider.errors import PermanentError
@@ -19,15 +19,22 @@ def service(kind: str, ingress: list[dict[str, str]] | None = None, node_port: i
     port: dict[str, Any] = {"name": "https", "port": 6443, "targetPort": "https"}
     if node_port:
         port["nodePort"] = node_port
-    obj: dict[str, Any] = {"metadata": {"name": "kube-apiserver"}, "spec": {"type": kind, "ports": [port]}}
+    obj: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "kube-apiserver"},
+        "spec": {"type": kind, "ports": [port]},
+    }
     if ingress is not None:
         obj["status"] = {"loadBalancer": {"ingress": ingress}}
-    return Service.from_dict(obj)
+    return codecs.from_dict(obj)
 
 
 def node(name: str, ip: str, ready: bool) -> Any:
-    return Node.from_dict(
+    return codecs.from_dict(
         {
+            "apiVersion": "v1",
+            "kind": "Node",
             "metadata": {"name": name},
             "status": {
                 "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
