@@ -54,6 +54,10 @@ COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-schedul
 SUPER_ADMIN = "tke:platform-super-admin"
 
 
+def _namespace_ref(name: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+
+
 class HostedClusterProvider:
     name = "hosted"
 
@@ -186,7 +190,7 @@ class HostedClusterProvider:
                 if labels.get(naming.MANAGED_BY) != naming.PLATFORM:
                     raise PermanentError(f"namespace {name} of the meta cluster exists and is not the platform's")
                 if labels.get(naming.CLUSTER_UID) != ctx.cluster.metadata.uid:
-                    await client.delete([control_plane.namespace(plan)])
+                    await client.delete([_namespace_ref(name)])
                     raise TemporaryError(f"namespace {name} of an earlier cluster of this name is being deleted")
             await client.apply([control_plane.namespace(plan), control_plane.endpoint_service(plan)])
             service = await client.get(Service, naming.ENDPOINT_SERVICE, name)
@@ -266,8 +270,7 @@ class HostedClusterProvider:
             labels = (found.metadata.labels if found.metadata else None) or {}
             if labels.get(naming.MANAGED_BY) != naming.PLATFORM:
                 return  # never the platform's: nothing of this cluster is in it
-            placeholder = Plan(ctx.cluster, self.options, name, endpoints.Endpoint("", 0), 0, 0)
-            left = await client.delete([control_plane.namespace(placeholder)])
+            left = await client.delete([_namespace_ref(name)])
         if left:
             raise TemporaryError(f"namespace {name} of the meta cluster is still being deleted", delay=2.0)
 

@@ -78,14 +78,17 @@ class MetaControllers:
         self._registered: dict[str, set[str]] = {}
 
     async def run(self, stack: contextlib.ExitStack) -> None:
-        async with masters(self.meta) as client:
+        async with contextlib.AsyncExitStack() as clients:
+            client = await clients.enter_async_context(masters(self.meta))
+            hosted: dict[str, ClusterAPI] = {}  # a client of each hosted API server, kept
             while True:
                 await self._load_balancers(client)
                 await self._workloads(client)
                 for namespace, standin in self.hosted.items():
-                    async with masters(standin) as hosted:
-                        await self._sign_cluster_info(hosted)
-                        await self._kubelets(hosted, namespace)
+                    if namespace not in hosted:
+                        hosted[namespace] = await clients.enter_async_context(masters(standin))
+                    await self._sign_cluster_info(hosted[namespace])
+                    await self._kubelets(hosted[namespace], namespace)
                 await self._start_apiservers(client, stack)
                 await asyncio.sleep(TICK)
 

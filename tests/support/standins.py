@@ -14,8 +14,9 @@ calls.jsonl, tests/support/kubeadm_world.py) and check it the way the real progr
   discovery over HTTPS against the API at the endpoint, as kubeadm does: cluster-info from
   kube-public read anonymously, its JWS for the token checked (bootstrapsigner's, see
   tests/support/jws.py) and its CA checked against the pin; then, as the bootstrap token,
-  kubeadm-config and kubelet-config from kube-system and the Node of its name (kubeadm's RBAC
-  must let it). The node is recorded in the world's "hosted" section for the test's kubelets.
+  kubeadm-config and kubelet-config from kube-system (their documents checked against the
+  reference field lists) and the Node of its name (kubeadm's RBAC must let it). The node is
+  recorded in the world's "hosted" section for the test's kubelets.
 - apt-get installs "name=VERSION-*" only from a repository of that minor version, and not a
   held package; the keyring must be there first.
 - curl prints (or writes with -o) a stand-in key; gpg --dearmor reads its input file, or
@@ -398,7 +399,7 @@ def _join_hosted(m: Machine, jc: dict[str, Any], state: dict[str, Any]) -> str:
 
     import yaml
 
-    from tests.support import jws
+    from tests.support import jws, kubeadm_reference
 
     mine = state["machines"].setdefault(m.ip, {})
     if "controlPlane" in jc:
@@ -440,6 +441,11 @@ def _join_hosted(m: Machine, jc: dict[str, Any], state: dict[str, Any]) -> str:
             raise Refused(f"unable to fetch the {name} ConfigMap: {body.get('message', code)}")
         found[name] = body.get("data") or {}
     cc = yaml.safe_load(found["kubeadm-config"].get("ClusterConfiguration", "")) or {}
+    kubelet = yaml.safe_load(found["kubelet-config"].get("kubelet", "")) or {}
+    for what, doc in (("kubeadm-config", cc), ("kubelet-config", kubelet)):
+        problems = kubeadm_reference.errors(doc)
+        if problems:
+            raise Refused(f"the {what} ConfigMap does not decode: " + "; ".join(problems))
     version = str(cc.get("kubernetesVersion", "")).lstrip("v")
     if not version or cc.get("controlPlaneEndpoint") != endpoint:
         raise Refused(f"the cluster's ClusterConfiguration does not name the endpoint {endpoint}")
