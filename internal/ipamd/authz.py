@@ -105,6 +105,7 @@ RULES: dict[str, _Rule] = {
     ),
     "GetBinding": lambda r, i, t: ("get", "bindings", _workload(r.workload), t.tenant_of(r.workload.namespace)),
     "LookupBinding": lambda r, i, t: ("get", "bindings", f"{r.namespace}/Pod/{r.pod_name}", t.tenant_of(r.namespace)),
+    "ResolveWorkload": lambda r, i, t: ("get", "bindings", f"{r.namespace}/Pod/{r.pod_name}", t.tenant_of(r.namespace)),
     "ListBindings": lambda r, i, t: ("list", "bindings", "", t.tenant_of(r.namespace)),
     "DeleteBinding": lambda r, i, t: ("delete", "bindings", _workload(r.workload), t.tenant_of(r.workload.namespace)),
     "Allocate": lambda r, i, t: (

@@ -1,5 +1,6 @@
-"""Bindings: validating them, and which workload a pod probably belongs to when the caller
-does not say (cni-switch knows only the pod's namespace and name)."""
+"""Bindings: validating them, and the ordinal of a StatefulSet's pod (the StatefulSet
+controller names its pods "<statefulset>-<ordinal>"). Which workload a pod belongs to is never
+guessed from its name: see tke.internal.ipamd.workloads."""
 
 from __future__ import annotations
 
@@ -12,9 +13,6 @@ from tke.ipam.v1 import ipam_pb2
 NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 KIND = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,62}$")
 _ORDINAL = re.compile(r"^(?P<name>.+)-(?P<ordinal>\d+)$")
-# Generated suffixes: ReplicaSet pod-template hash and the 5-character pod suffix.
-_DEPLOYMENT = re.compile(r"^(?P<name>.+)-[a-z0-9]{6,10}-[a-z0-9]{5}$")
-_SUFFIX = re.compile(r"^(?P<name>.+)-[a-z0-9]{5}$")
 
 
 def validate_workload(w: ipam_pb2.WorkloadRef, field: str) -> list[FieldViolation]:
@@ -39,21 +37,8 @@ def validate_binding(b: ipam_pb2.Binding) -> list[FieldViolation]:
     return v
 
 
-def candidate_workloads(pod_name: str) -> list[str]:
-    """Workload names a pod of this name may belong to, most specific first: the
-    Deployment's, a StatefulSet's, a DaemonSet's or Job's, then the pod itself."""
-    out = []
-    for pattern in (_DEPLOYMENT, _ORDINAL, _SUFFIX):
-        m = pattern.match(pod_name)
-        if m and m["name"] not in out:
-            out.append(m["name"])
-    if pod_name not in out:
-        out.append(pod_name)
-    return out
-
-
 def ordinal(pod_name: str, workload: str) -> int | None:
-    """The ordinal of a StatefulSet-style pod name "<workload>-<n>", else None."""
+    """The ordinal of pod `pod_name` of StatefulSet `workload` ("<workload>-<n>"), else None."""
     m = _ORDINAL.match(pod_name)
     if m and m["name"] == workload:
         return int(m["ordinal"])

@@ -1,5 +1,7 @@
 """tke-ipamd's configuration (ipamd.toml): listeners, the IP storage plugin, the IP provider
-plugins and the release cooldown. Every option has a default; see deploy/ipamd/ipamd.toml."""
+plugins, the release cooldown, and the cluster's Kubernetes API with what uses it (pod ->
+workload resolution, the workload watcher, the scheduler extender). Every option has a default;
+see deploy/ipamd/ipamd.toml."""
 
 from __future__ import annotations
 
@@ -46,6 +48,38 @@ class TCPConfig:
 
 
 @dataclass(frozen=True)
+class KubernetesConfig:
+    """The Kubernetes API of the cluster whose pods tke-ipamd serves: a kubeconfig file, or the
+    pod's own service account (`in_cluster`, tke-ipamd running in the cluster). With it, a pod
+    whose caller names no workload is resolved from its ownerReferences. Neither: none."""
+
+    kubeconfig: str = ""
+    context: str = ""
+    in_cluster: bool = False
+    # Seconds per API call.
+    timeout: float = 10.0
+    # Run the workload watcher (tke.internal.ipamd.kube_watcher): release the addresses of
+    # deleted and scaled-down workloads and of gone pods.
+    watch_workloads: bool = False
+    # Seconds between two saves of the watcher's resource versions (its resume points).
+    cursor_interval: float = 5.0
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.kubeconfig) or self.in_cluster
+
+
+@dataclass(frozen=True)
+class ExtenderConfig:
+    """The kube-scheduler extender (tke.internal.ipamd.extender): HTTP on `address`
+    ("127.0.0.1:9040"); empty disables it. It needs [kubernetes]."""
+
+    address: str = ""
+    # Largest request body accepted: kube-scheduler sends every candidate Node in full.
+    max_body_bytes: int = 64 << 20
+
+
+@dataclass(frozen=True)
 class IpamdConfig:
     # The node-local unix socket the CNI plugins call; empty disables it. Its mode is its access
     # control: owner only (it may drop the owner's write bit, never grant group or others), in
@@ -66,6 +100,8 @@ class IpamdConfig:
     log_level: str = "info"
     # "console" (readable) or "json" (one object per line, with the request id).
     log_format: str = "console"
+    kubernetes: KubernetesConfig = field(default_factory=KubernetesConfig)
+    extender: ExtenderConfig = field(default_factory=ExtenderConfig)
 
     def __post_init__(self) -> None:
         check_socket_mode(self.socket_mode, "socket_mode")

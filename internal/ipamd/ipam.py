@@ -21,6 +21,12 @@ Invariants (the storage's compare-and-swap does the enforcing, this module the d
 - Picking an address reads one block (cached) and writes it: the cost does not depend on how
   full the pool is (tke.internal.ipamd.blocks; the policy itself is the pure
   tke.internal.ipamd.allocator). Talking to the provider is tke.internal.ipamd.provisioning.
+- A pod's workload is what its caller names, else what the WorkloadResolver (the cluster's
+  Kubernetes API) says from the pod's ownerReferences, else the pod itself: never a guess from
+  its name. When the resolver cannot answer, Allocate and LookupBinding are UNAVAILABLE: a pod
+  of a workload with fixed addresses never gets a bare pod's address by accident.
+- `reclaim` frees an allocation only at the version its caller examined: a pod that came back
+  and re-attached it meanwhile keeps it.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ from functools import partial
 from google.protobuf import field_mask_pb2, timestamp_pb2
 
 from tke.internal.ipamd import errors
-from tke.internal.ipamd.bindings import candidate_workloads, ordinal
+from tke.internal.ipamd.bindings import ordinal
 from tke.internal.ipamd.blocks import PoolBlocks
 from tke.internal.ipamd.keys import address_key
 from tke.internal.ipamd.pools import gateway_of, overlap, pool_layout, serves, validate_pool
@@ -50,7 +56,15 @@ from tke.internal.ipamd.storage import (
     is_fixed,
     owner_key,
 )
-from tke.internal.rpc.errors import ApiError, already_exists, invalid, invalid_field, not_found
+from tke.internal.ipamd.workloads import (
+    POD,
+    STABLE_NAME_KINDS,
+    NoResolver,
+    ResolverUnavailable,
+    Workload,
+    WorkloadResolver,
+)
+from tke.internal.rpc.errors import ApiError, already_exists, invalid, invalid_field, not_found, unavailable
 from tke.ipam.v1 import ipam_pb2
 
 log = logging.getLogger(__name__)
@@ -60,9 +74,6 @@ ATTACHED = ipam_pb2.ALLOCATION_STATE_ATTACHED
 RETAINED = ipam_pb2.ALLOCATION_STATE_RETAINED
 POOL_LIST_TTL = 1.0
 # What UpdatePool may change on a pool in use: none of it renumbers the addresses.
-# Workload kinds whose pods keep their names (a fixed address is per pod name); the pods of
-# other kinds get new names, so their fixed addresses are shared by the workload.
-STABLE_NAME_KINDS = frozenset({"StatefulSet", "Pod"})
 MUTABLE_POOL_FIELDS = ("routes", "dns", "node_subnets", "node_names", "labels", "cooldown_seconds")
 
 
@@ -109,8 +120,10 @@ class IPAM:
         cooldown: float = 30.0,
         clock: Callable[[], float] = time.time,
         attempts: int = 200,
+        resolver: WorkloadResolver | None = None,
     ) -> None:
         self.storage = storage
+        self.resolver: WorkloadResolver = resolver or NoResolver()
         self.provisioning = Provisioner(providers)
         self.cooldown = cooldown
         self.clock = clock
@@ -248,16 +261,23 @@ class IPAM:
             raise not_found("binding", f"{w.kind}/{w.name}", w.namespace)
         return b
 
+    async def resolve(self, namespace: str, pod_name: str) -> Workload:
+        """The pod's workload as the resolver knows it; a pod it does not know is its own."""
+        try:
+            found = await self.resolver.workload_of(namespace, pod_name)
+        except ResolverUnavailable as err:
+            raise unavailable(f"cannot resolve the workload of pod {namespace}/{pod_name}: {err}") from None
+        return found or Workload(namespace, POD, pod_name)
+
     async def lookup_binding(self, namespace: str, pod_name: str, kind: str, name: str) -> ipam_pb2.Binding | None:
+        """The binding of the pod's workload: the one the caller names, else the resolved one.
+        A name without a kind finds the namespace's first binding of a workload of that name."""
         if name and kind:
             return await self.storage.get_binding(namespace, kind, name)
-        bindings = await self.storage.list_bindings(namespace)
-        names = [name] if name else candidate_workloads(pod_name)
-        for candidate in names:
-            for b in bindings:
-                if b.workload.name == candidate:
-                    return b
-        return None
+        if name:
+            return next((b for b in await self.storage.list_bindings(namespace) if b.workload.name == name), None)
+        w = await self.resolve(namespace, pod_name)
+        return await self.storage.get_binding(namespace, w.kind, w.name)
 
     async def delete_binding(self, w: ipam_pb2.WorkloadRef) -> None:
         if not await self.storage.delete_binding(w.namespace, w.kind, w.name):
@@ -267,10 +287,13 @@ class IPAM:
     async def allocate(self, req: ipam_pb2.AllocateRequest) -> AllocateResult:
         owner = ipam_pb2.Owner()
         owner.CopyFrom(req.owner)
+        if not owner.workload_name:
+            # The runtime named only the pod (kubelet does): its controller says whose it is.
+            w = await self.resolve(owner.namespace, owner.pod_name)
+            owner.workload_kind, owner.workload_name = w.kind, w.name
         binding = await self.lookup_binding(owner.namespace, owner.pod_name, owner.workload_kind, owner.workload_name)
-        if binding is not None and not owner.workload_name:
-            # The pod's workload was inferred from its name (the CNI runtime did not say).
-            owner.workload_kind, owner.workload_name = binding.workload.kind, binding.workload.name
+        if binding is not None and not owner.workload_kind:
+            owner.workload_kind = binding.workload.kind
         owner = normalize_owner(owner)
         policy = (binding.release_policy if binding else 0) or req.release_policy or POD_DELETE
         pool_name = req.pool or (binding.pool if binding else "")
@@ -589,24 +612,36 @@ class IPAM:
     def _scaled_down(
         w: ipam_pb2.WorkloadRef, stored: list[Stored], replicas: int | None, keep: set[str]
     ) -> list[Stored]:
-        """The addresses a scale-down to `replicas` (and/or to the pods in `keep`) frees."""
-        if keep:
-            stored = [s for s in stored if s.allocation.owner.pod_name not in keep]
+        """The addresses a scale-down to `replicas` (and/or to the pods in `keep`) frees. The
+        addresses of the pods in `keep` are never among them."""
         if replicas is None:
-            return stored
+            return [s for s in stored if s.allocation.owner.pod_name not in keep]
         if w.kind in STABLE_NAME_KINDS:
             # Pods "<workload>-<ordinal>": those at or above the new replica count go.
             out = []
             for s in stored:
                 n = ordinal(s.allocation.owner.pod_name, w.name)
-                if n is not None and n >= replicas:
+                if n is not None and n >= replicas and s.allocation.owner.pod_name not in keep:
                     out.append(s)
             return out
-        # Pods without ordinals share the workload's addresses: keep `replicas` of them,
-        # those in use first, and free the retained ones beyond that.
-        in_use = sum(1 for s in stored if s.allocation.state == ATTACHED)
-        retained = sorted((s for s in stored if s.allocation.state == RETAINED), key=lambda s: s.allocation.ip)
-        return retained[max(0, replicas - in_use) :]
+        # Pods without ordinals share the workload's addresses: keep `replicas` of them, the kept
+        # pods' and those in use first, and free the retained ones beyond that.
+        held = sum(1 for s in stored if s.allocation.owner.pod_name in keep or s.allocation.state == ATTACHED)
+        retained = sorted(
+            (s for s in stored if s.allocation.owner.pod_name not in keep and s.allocation.state == RETAINED),
+            key=lambda s: address_key(s.allocation.ip),
+        )
+        return retained[max(0, replicas - held) :]
+
+    async def reclaim(self, examined: Stored) -> bool:
+        """Free an allocation whose pod (and, for a fixed address, whose claim) is gone, as
+        the workload watcher decided from `examined`: only if it is still at that version
+        (an Allocate that attached it meanwhile wins), whatever its state and policy. False
+        when it changed or is gone."""
+        current = await self.storage.by_address(examined.allocation.pool, examined.allocation.ip)
+        if current is None or current.version != examined.version:
+            return False
+        return await self._give_back(current)
 
     async def garbage_collect(
         self, node: str, valid: set[tuple[str, str]], *, dry_run: bool, min_age: float

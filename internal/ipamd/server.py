@@ -1,27 +1,39 @@
 """tke-ipamd's wiring: plugins from the configuration, the IPAM core, and its listeners: a
 unix socket for the node (owner only: its mode is its access control), and TCP for everyone
 else, with TLS and the apiserver's authentication and authorization (ipamd's tenancy in
-authz.py); TCP without them only when the configuration says insecure."""
+authz.py); TCP without them only when the configuration says insecure. With [kubernetes], the
+cluster's API: pods' workloads resolved from their ownerReferences, and optionally the workload
+watcher and the scheduler extender (plain HTTP: loopback only)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ipaddress
 import logging
+from pathlib import Path
 from typing import Any
 
 import grpc
+from aiohttp import web
 
 from tke.internal import metrics
 from tke.internal.auth.chain import AuthChain, PluginContext, build
 from tke.internal.daemon import run_until_stopped
 from tke.internal.ipamd.authz import NamespaceTenants, TenancyError, ipam_attributes
-from tke.internal.ipamd.config import IpamdConfig
+from tke.internal.ipamd.config import IpamdConfig, KubernetesConfig
+from tke.internal.ipamd.extender import Extender
 from tke.internal.ipamd.ipam import IPAM
+from tke.internal.ipamd.kube_resolver import KubeResolver
+from tke.internal.ipamd.kube_watcher import WorkloadWatcher
 from tke.internal.ipamd.pool_metrics import refresh_pool_gauges
 from tke.internal.ipamd.provider import IPProvider
 from tke.internal.ipamd.service import SERVICE_NAME, IPAMServicer
 from tke.internal.ipamd.storage import IPStorage
 from tke.internal.plugin import loader
+from tke.internal.provider.errors import PermanentError
+from tke.internal.provider.kube.access import from_kubeconfig, in_cluster
+from tke.internal.provider.kube.api import ClusterAPI
 from tke.internal.rpc.interceptors import RequestInterceptor
 from tke.internal.rpc.metrics import MetricsInterceptor
 from tke.internal.rpc.server import ListenConfig, RunningServer, ServerSpec, TLSConfig, start_server
@@ -51,18 +63,53 @@ def build_providers(config: IpamdConfig) -> dict[str, IPProvider]:
     return providers
 
 
+def build_kube_api(config: KubernetesConfig) -> ClusterAPI | None:
+    """The cluster's API client, None without [kubernetes]."""
+    if not config.configured:
+        return None
+    try:
+        if config.kubeconfig:
+            path = Path(config.kubeconfig)
+            text = path.read_text()
+            access = from_kubeconfig(text, context=config.context, base_dir=path.parent, allow_exec=True)
+        else:
+            access = in_cluster()
+    except OSError as err:
+        raise ConfigurationError(f"[kubernetes] kubeconfig: cannot read {config.kubeconfig}: {err.strerror}") from None
+    except PermanentError as err:
+        raise ConfigurationError(f"[kubernetes]: {err}") from None
+    return ClusterAPI(access, timeout=config.timeout, field_manager="tke-ipamd")
+
+
+def _loopback(address: str) -> bool:
+    host = address.rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class Ipamd:
-    """A running tke-ipamd: one IPAM core behind one or two listeners."""
+    """A running tke-ipamd: one IPAM core behind one or two listeners, and what follows the
+    cluster's Kubernetes API when it has one."""
 
     def __init__(self, config: IpamdConfig) -> None:
         self.config = config
         self.storage = build_storage(config)
         self.providers = build_providers(config)
-        self.ipam = IPAM(self.storage, self.providers, cooldown=config.release_cooldown)
+        self.kube = build_kube_api(config.kubernetes)
+        self.resolver = KubeResolver(self.kube) if self.kube is not None else None
+        self.ipam = IPAM(self.storage, self.providers, cooldown=config.release_cooldown, resolver=self.resolver)
         self.servers: list[RunningServer] = []
         self.auth: AuthChain | None = None
         self.auth_store: EtcdStore | None = None
         self._reconcile: asyncio.Task[None] | None = None
+        self.watcher: WorkloadWatcher | None = None
+        self.watching: asyncio.Task[None] | None = None
+        self.extender: web.AppRunner | None = None
+        self.extender_port = 0
 
     def _spec(self, interceptors: list[Any]) -> ServerSpec:
         servicer = IPAMServicer(self.ipam)
@@ -113,8 +160,9 @@ class Ipamd:
             self.servers.append(
                 await start_server(ListenConfig(address=c.tcp.address, tls=tls), self._spec(interceptors))
             )
-        if not self.servers:
-            raise ConfigurationError("nothing to serve: set socket or [tcp] address")
+        await self._start_kubernetes()
+        if not self.servers and self.watcher is None and self.extender is None:
+            raise ConfigurationError("nothing to serve: set socket, [tcp] address, [extender] or a workload watcher")
         # The environment is made to agree with the storage in the background: a slow cloud
         # API must not keep the node's socket from serving.
         self._reconcile = asyncio.create_task(self._reconcile_providers())
@@ -126,11 +174,46 @@ class Ipamd:
         except Exception:
             log.exception("reconciling the IP providers with the storage failed")
 
+    async def _start_kubernetes(self) -> None:
+        k, e = self.config.kubernetes, self.config.extender
+        if (k.watch_workloads or e.address) and self.kube is None:
+            raise ConfigurationError(
+                "the workload watcher and the extender need [kubernetes] (kubeconfig or in_cluster)"
+            )
+        if e.address:
+            if not _loopback(e.address):
+                raise ConfigurationError(
+                    f"[extender] address {e.address}: the extender speaks plain HTTP without authentication; "
+                    "it listens on loopback only (kube-scheduler calls the tke-ipamd of its own node)"
+                )
+            assert self.resolver is not None
+            runner = web.AppRunner(
+                Extender(self.ipam, self.resolver).app(e.max_body_bytes), access_log=None, handle_signals=False
+            )
+            await runner.setup()
+            host, _, port = e.address.rpartition(":")
+            site = web.TCPSite(runner, host.strip("[]"), int(port))
+            await site.start()
+            self.extender = runner
+            self.extender_port = runner.addresses[0][1]
+        if k.watch_workloads:
+            assert self.kube is not None
+            self.watcher = WorkloadWatcher(self.kube, self.ipam, cursor_interval=k.cursor_interval)
+            self.watching = asyncio.create_task(self.watcher.run(), name="workload watcher")
+
     async def stop(self) -> None:
         if self._reconcile is not None:
             self._reconcile.cancel()
             await asyncio.gather(self._reconcile, return_exceptions=True)
+        if self.watching is not None:
+            self.watching.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):  # a failure was raised by serve()
+                await self.watching
+        if self.extender is not None:
+            await self.extender.cleanup()
         await asyncio.gather(*(s.stop(self.config.shutdown_grace) for s in self.servers))
+        if self.kube is not None:
+            await self.kube.aclose()
         if self.auth is not None:
             await self.auth.stop()
         if self.auth_store is not None:
@@ -157,9 +240,16 @@ async def serve(config: IpamdConfig) -> None:
     where = [f"unix {config.socket}"] if config.socket else []
     if config.tcp.address:
         where.append(f"tcp {config.tcp.address} (port {ipamd.servers[-1].port})")
+    if ipamd.extender is not None:
+        where.append(f"scheduler extender http {config.extender.address} (port {ipamd.extender_port})")
+    if ipamd.watcher is not None:
+        where.append("workload watcher")
     log.info("tke-ipamd serving on %s; storage %s", ", ".join(where), config.storage.plugin or "etcd")
-    await run_until_stopped()
-    log.info("shutting down")
-    if gauges is not None:
-        gauges.cancel()
-    await ipamd.stop()
+    try:
+        # The workload watcher never ends by itself: if it does, it failed, and so does the daemon.
+        await run_until_stopped(ipamd.watching)
+    finally:
+        log.info("shutting down")
+        if gauges is not None:
+            gauges.cancel()
+        await ipamd.stop()

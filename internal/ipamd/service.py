@@ -179,6 +179,20 @@ class IPAMServicer(ipam_pb2_grpc.IPAMServiceServicer):
             raise not_found("binding", f"pod/{request.pod_name}", request.namespace)
         return found
 
+    async def ResolveWorkload(
+        self,
+        request: ipam_pb2.ResolveWorkloadRequest,
+        context: grpc.aio.ServicerContext[ipam_pb2.ResolveWorkloadRequest, ipam_pb2.WorkloadRef],
+    ) -> ipam_pb2.WorkloadRef:
+        v = []
+        if not NAME.match(request.namespace):
+            v.append(FieldViolation("namespace", "required; a DNS-1123 name"))
+        if not NAME.match(request.pod_name):
+            v.append(FieldViolation("pod_name", "required; a DNS-1123 name"))
+        _check(v)
+        w = await self.ipam.resolve(request.namespace, request.pod_name)
+        return ipam_pb2.WorkloadRef(namespace=w.namespace, kind=w.kind, name=w.name)
+
     async def ListBindings(
         self,
         request: ipam_pb2.ListBindingsRequest,

@@ -168,4 +168,13 @@ class IPStorage(Protocol):
         end)."""
         ...
 
+    # -- the workload watcher's resume points (tke.internal.ipamd.kube_watcher) ------------------
+    async def watch_cursor(self, name: str) -> str:
+        """The value last put under `name`; "" when none was."""
+        ...
+
+    async def put_watch_cursor(self, name: str, value: str) -> None:
+        """Keep `value` under `name` (last writer wins)."""
+        ...
+
     async def close(self) -> None: ...

@@ -22,9 +22,11 @@ Contract of a ClusterAPI:
 - `create_bootstrap_token(token, ttl_seconds, description)` stores a kubeadm bootstrap token
   (the Secret `kubeadm token create` makes, kube.config.bootstrap_token_secret), for nodes
   that join without the platform logging in to a master (cloud-init, hosted control planes).
-- `apply(manifests)` server-side applies objects (dicts) as the platform's field manager,
-  namespaces first: what a provider installs into a cluster no kubeadm init ran in (the
-  objects kubeadm's join reads, add-ons). Applying the same manifests again changes nothing.
+- `apply(objects)` server-side applies manifests (dicts) as the platform's field manager:
+  created when missing, changed only where they differ; applying the same again changes
+  nothing (no new resource version, no new generation).
+- `rollout(kind, namespace, name)` says how far a DaemonSet's or Deployment's pods are, from
+  its status; None when there is no such object.
 Every method may raise TemporaryError (unreachable, throttled) or PermanentError (refused
 credentials, an untrusted server certificate), never a library exception.
 """
@@ -34,8 +36,10 @@ from __future__ import annotations
 import contextlib
 import datetime
 from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
+from lightkube.resources.apps_v1 import DaemonSet, Deployment
 from lightkube.resources.core_v1 import Node
 
 from tke.internal.provider.errors import TemporaryError
@@ -44,6 +48,29 @@ from tke.internal.provider.kube import drain as kube_drain
 from tke.internal.provider.kube import pki
 from tke.internal.provider.kube.access import ClusterAccess
 from tke.internal.provider.kube.config import bootstrap_token_secret, minor
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """A DaemonSet's or Deployment's pods, from its status: how many are wanted (a DaemonSet:
+    the nodes it should run on), run the current template, are ready and available; and whether
+    its controller has seen the current spec (status.observedGeneration)."""
+
+    desired: int
+    updated: int
+    ready: int
+    available: int
+    observed: bool
+
+    @property
+    def done(self) -> bool:
+        return self.observed and self.updated == self.desired and self.ready == self.desired == self.available
+
+    @property
+    def summary(self) -> str:
+        if not self.observed:
+            return "its controller has not seen the current spec yet"
+        return f"{self.ready}/{self.desired} pods ready, {self.updated} updated, {self.available} available"
 
 
 class ClusterAPI(Protocol):
@@ -55,7 +82,8 @@ class ClusterAPI(Protocol):
     async def uncordon(self, name: str) -> None: ...
     async def delete_node(self, name: str) -> None: ...
     async def create_bootstrap_token(self, token: str, ttl_seconds: float, description: str) -> None: ...
-    async def apply(self, manifests: Sequence[Mapping[str, Any]]) -> None: ...
+    async def apply(self, objects: Sequence[Mapping[str, Any]]) -> None: ...
+    async def rollout(self, kind: str, namespace: str, name: str) -> Rollout | None: ...
 
 
 class ClusterAPIs(Protocol):
@@ -94,8 +122,40 @@ class KubeClusterAPI:
     async def create_bootstrap_token(self, token: str, ttl_seconds: float, description: str) -> None:
         await self.client.apply([bootstrap_token_secret(token, ttl_seconds, description)])
 
-    async def apply(self, manifests: Sequence[Mapping[str, Any]]) -> None:
-        await self.client.apply(manifests)
+    async def apply(self, objects: Sequence[Mapping[str, Any]]) -> None:
+        await self.client.apply(objects)
+
+    async def rollout(self, kind: str, namespace: str, name: str) -> Rollout | None:
+        if kind == "DaemonSet":
+            ds = await self.client.get(DaemonSet, name, namespace)
+            if ds is None:
+                return None
+            st = ds.status
+            if st is None:
+                return Rollout(0, 0, 0, 0, observed=False)
+            return Rollout(
+                desired=st.desiredNumberScheduled,
+                updated=st.updatedNumberScheduled or 0,
+                ready=st.numberReady,
+                available=st.numberAvailable or 0,
+                observed=(st.observedGeneration or 0) >= (ds.metadata.generation or 0 if ds.metadata else 0),
+            )
+        if kind == "Deployment":
+            d = await self.client.get(Deployment, name, namespace)
+            if d is None:
+                return None
+            want = d.spec.replicas if d.spec is not None and d.spec.replicas is not None else 1
+            dst = d.status
+            if dst is None:
+                return Rollout(want, 0, 0, 0, observed=False)
+            return Rollout(
+                desired=want,
+                updated=dst.updatedReplicas or 0,
+                ready=dst.readyReplicas or 0,
+                available=dst.availableReplicas or 0,
+                observed=(dst.observedGeneration or 0) >= (d.metadata.generation or 0 if d.metadata else 0),
+            )
+        raise ValueError(f"rollout of a {kind}: only DaemonSets and Deployments roll out")
 
 
 class KubeClusterAPIs:

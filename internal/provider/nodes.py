@@ -193,11 +193,15 @@ def init_documents(
     pki_dir: str,
     *,
     fail_swap_on: bool,
+    scheduler_config: str = "",
 ) -> str:
     """kubeadm init's configuration file for the first master: the cluster's configuration at
-    its endpoint, the node, a bootstrap token the platform made, the kubelet and kube-proxy."""
+    its endpoint (with kube-scheduler reading scheduler_config when given: the extender), the
+    node, a bootstrap token the platform made, the kubelet and kube-proxy."""
     return kubecfg.documents(
-        kubecfg.cluster_configuration(cluster, endpoints.of(cluster).address, sans, pki_dir=pki_dir),
+        kubecfg.cluster_configuration(
+            cluster, endpoints.of(cluster).address, sans, pki_dir=pki_dir, scheduler_config=scheduler_config
+        ),
         kubecfg.init_configuration(cluster, node, token),
         kubecfg.kubelet_configuration(cluster, pki_dir, fail_swap_on=fail_swap_on),
         kubecfg.kube_proxy_configuration(cluster),

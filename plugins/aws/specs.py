@@ -4,7 +4,8 @@ before storing an object) and what a launch takes from them."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 from tke.internal.provider import nodeprep
 from tke.internal.rpc.errors import FieldViolation
@@ -103,3 +104,11 @@ class CommonOptions:
 
     def install_profiles(self) -> dict[str, nodeprep.Profile]:
         return nodeprep.profiles_from(self.profiles)
+
+
+@dataclass
+class ClusterOptions(CommonOptions):
+    """The cluster provider's options: the common ones and the network add-on's."""
+
+    # tke.internal.provider.addons.network.NetworkAddonOptions, as the baremetal provider's.
+    network_addon: dict[str, Any] = field(default_factory=dict)

@@ -14,6 +14,16 @@ Create steps:
 - LaunchFirstControlPlane: the first master, whose cloud-init writes the cluster's CAs and
   runs `kubeadm init` (the same documents as baremetal's init).
 - WaitAPIReady: the API server answers /readyz through the endpoint.
+- AddonsReady: the network add-on (tke.internal.provider.addons) server-side applied through
+  the cluster's API and rolled out, as the baremetal provider does; applied again, changing
+  nothing unless the platform's add-on changed, by ScaleAddonsReady after a spec change. Here,
+  right after init, as kubeadm's high-availability guide applies the pod network: a kubelet
+  reports its Node NotReady until a CNI configuration is on the node, so waiting for Ready
+  masters first would wait forever (tke-cni's pods run on the host network and tolerate every
+  taint: they start on a NotReady node and make it Ready). With tke-ipamd, every master's
+  cloud-init writes kube-scheduler's configuration naming its extender, and the first master's
+  ClusterConfiguration mounts it: a control-plane join makes its kube-scheduler from that
+  stored ClusterConfiguration.
 - LaunchControlPlanes: the other masters, whose cloud-init joins them as control-plane
   members with a bootstrap token the platform stored through the API.
 - WaitControlPlaneNodes: every master's Node is Ready; status.control_plane lists them.
@@ -34,6 +44,7 @@ from typing import Any
 
 from tke.internal.provider import cluster_credentials, nodeprep, nodes
 from tke.internal.provider import endpoint as endpoints
+from tke.internal.provider.addons import network, rollout
 from tke.internal.provider.clusterapi import ClusterAPI, admin_access
 from tke.internal.provider.contract import ClusterContext
 from tke.internal.provider.errors import PermanentError, TemporaryError
@@ -54,7 +65,8 @@ class AWSClusterProvider:
     name = "aws"
 
     def __init__(self, **options: Any) -> None:
-        self.options = specs.CommonOptions(**options)
+        self.options = specs.ClusterOptions(**options)
+        self.network = network.options_from(self.options.network_addon)
         self.clients = client.Clients(self.options.client_options())
         self.profiles = self.options.install_profiles()
         self.create_steps = [
@@ -66,6 +78,7 @@ class AWSClusterProvider:
             Step("EnsureEndpoint", self.ensure_endpoint, description="the load balancer, or the first master"),
             Step("LaunchFirstControlPlane", self.launch_first, description="the first master: kubeadm init"),
             Step("WaitAPIReady", self.wait_ready, max_retries=180, description="the API server is ready"),
+            Step("AddonsReady", self.addons, max_retries=120, description="the network add-on applied and rolled out"),
             Step("LaunchControlPlanes", self.launch_others, description="the other masters: kubeadm join"),
             Step("WaitControlPlaneNodes", self.wait_masters, max_retries=180, description="every master is Ready"),
             Step("RecordAddresses", self.record_addresses, description="status.addresses"),
@@ -77,7 +90,8 @@ class AWSClusterProvider:
             Step("DeleteNetwork", self.delete_network, max_retries=120, description="only what the platform made"),
             Step("DeleteClusterCredential", self.delete_credential),
         ]
-        self.scale_steps: list[Step[ClusterContext]] = []
+        # A spec change applies the add-on again (the control plane's size cannot change).
+        self.scale_steps = [Step("ScaleAddonsReady", self.addons, max_retries=120)]
         self.upgrade_steps: list[Step[ClusterContext]] = []
 
     # -- validation ---------------------------------------------------------------------------
@@ -329,13 +343,16 @@ class AWSClusterProvider:
         instances = self._instances(ctx)
         cas = await cluster_credentials.read_cas(ctx.tools.cluster_credentials, ctx.cluster)
         node = self._node(ctx, interface)
+        files = userdata.pki_files(cas.files())
+        if (scheduler := network.scheduler_file(ctx.cluster, self.network)) is not None:
+            files[network.SCHEDULER_CONFIG] = (scheduler, 0o644)
         bootstrap = userdata.NodeBootstrap(
             env=nodes.environment(ctx.cluster, nodes.Paths(), node_ip=node.address, node_name=node.name, role="master"),
             profile=self._profile(ctx),
             version=ctx.cluster.spec.version,
             kubeadm_config=config,
             kubeadm=kubeadm,
-            files=userdata.pki_files(cas.files()),
+            files=files,
         )
         await instances.launch(
             specs.launch_spec(ctx.cluster.spec.aws.control_plane.machine),
@@ -358,6 +375,7 @@ class AWSClusterProvider:
             self._sans(ctx, masters),
             userdata.PKI_DIR,
             fail_swap_on=self._profile(ctx).swap == "off",
+            scheduler_config=network.SCHEDULER_CONFIG if network.uses_ipamd(ctx.cluster) else "",
         )
         if not await self._launched(ctx, 0):
             await self._launch(ctx, 0, masters[0], "init", config)
@@ -404,6 +422,10 @@ class AWSClusterProvider:
         status.addresses.add(type="Advertise", host=ep.host, port=ep.port)
         for member in status.control_plane:
             status.addresses.add(type="Internal", host=member.machine.ip, port=API_PORT)
+
+    async def addons(self, ctx: ClusterContext) -> None:
+        async with self._api(ctx) as api:
+            await rollout.ensure_network(api, ctx.cluster, self.network)
 
     # -- delete -------------------------------------------------------------------------------
 

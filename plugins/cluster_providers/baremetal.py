@@ -16,6 +16,11 @@ Install order (create steps):
 - JoinControlPlane: every other master runs `kubeadm join` with a controlPlane section, one
   at a time, with a fresh bootstrap token and the CA's public key pin.
 - RecordAddresses.
+- AddonsReady: the network add-on (tke.internal.provider.addons) server-side applied through
+  the cluster's API, and its DaemonSets and Deployment rolled out (also after every scale and
+  upgrade, where applying it again changes nothing unless the platform's add-on changed). With
+  tke-ipamd, kube-scheduler on every master reads a KubeSchedulerConfiguration naming its
+  extender (written with the control-plane files, named in kubeadm's ClusterConfiguration).
 Status.control_plane records each master once installed; scaling in removes the masters no
 longer in spec.machines (drain, `kubeadm reset`, the etcd member removed through a remaining
 master even when reset failed, the Node deleted). Upgrades go kubeadm's way: the kubeadm
@@ -40,6 +45,7 @@ from typing import Any
 
 from tke.internal.provider import cluster_credentials, nodeprep, nodes
 from tke.internal.provider import endpoint as endpoints
+from tke.internal.provider.addons import network, rollout
 from tke.internal.provider.clusterapi import ClusterAPI, admin_access
 from tke.internal.provider.contract import ClusterContext
 from tke.internal.provider.errors import PermanentError, TemporaryError
@@ -80,6 +86,8 @@ class BaremetalOptions:
     root_dir: str = ""
     # Prints the machine's Kubernetes node name.
     node_name_command: str = "hostname"
+    # The network add-on's options (tke.internal.provider.addons.network.NetworkAddonOptions).
+    network_addon: dict[str, Any] = field(default_factory=dict)
 
 
 class BaremetalClusterProvider:
@@ -88,6 +96,7 @@ class BaremetalClusterProvider:
     def __init__(self, **options: object) -> None:
         self.options = BaremetalOptions(**options)  # type: ignore[arg-type]
         self.profiles = nodeprep.profiles_from(self.options.profiles)
+        self.network = network.options_from(self.options.network_addon)
         self.layout = nodes.Layout(self.options.root_dir)
         self.create_steps = [
             Step("Preflight", self.preflight, description="SSH to every control-plane machine and run the checks"),
@@ -102,6 +111,7 @@ class BaremetalClusterProvider:
             Step("WaitAPIReady", self.wait_ready, max_retries=120, description="the API server is ready"),
             Step("JoinControlPlane", self.join, timeout=3600, description="kubeadm join of the other masters"),
             Step("RecordAddresses", self.record_addresses, description="status.addresses"),
+            Step("AddonsReady", self.addons, max_retries=120, description="the network add-on applied and rolled out"),
         ]
         self.scale_steps = [
             Step("ScalePreflight", self.preflight),
@@ -116,11 +126,13 @@ class BaremetalClusterProvider:
                 description="drain, reset, leave etcd and delete the masters no longer in spec.machines",
             ),
             Step("ScaleRecordAddresses", self.record_addresses),
+            Step("ScaleAddonsReady", self.addons, max_retries=120),
         ]
         self.upgrade_steps = [
             Step("UpgradeFirstControlPlane", self.upgrade_first, timeout=3600, description="kubeadm upgrade apply"),
             Step("UpgradeControlPlanes", self.upgrade_others, timeout=7200, description="kubeadm upgrade node"),
             Step("UpgradeWaitHealthy", self.wait_upgraded, max_retries=120, description="the new version answers"),
+            Step("UpgradeAddonsReady", self.addons, max_retries=120),
         ]
         self.delete_steps = [Step("Teardown", self.teardown, timeout=3600, description="kubeadm reset everywhere")]
 
@@ -256,6 +268,7 @@ class BaremetalClusterProvider:
     async def write_files(self, ctx: ClusterContext) -> None:
         cas = await cluster_credentials.read_cas(ctx.tools.cluster_credentials, ctx.cluster)
         masters = self._masters(ctx)
+        scheduler = network.scheduler_file(ctx.cluster, self.network)
         names: dict[str, str] = {}
         for master in masters:
             paths = self.layout.at(master.ip)
@@ -267,6 +280,8 @@ class BaremetalClusterProvider:
                     theirs = b""
                 if theirs != cas.ca.pair.cert_pem:
                     await nodes.write_files(ch, paths.pki_dir, cas.files(), last="ca.crt")
+                if scheduler is not None:
+                    await ch.write_file(paths.of(network.SCHEDULER_CONFIG), scheduler, 0o644)
         if not endpoints.of(ctx.cluster).managed_vip:
             return
         config = self._vip(ctx, cas, [(names[m.ip], m.ip) for m in masters])
@@ -314,6 +329,7 @@ class BaremetalClusterProvider:
                     self._sans(ctx),
                     paths.pki_dir,
                     fail_swap_on=self._profile(ctx).swap == "off",
+                    scheduler_config=paths.of(network.SCHEDULER_CONFIG) if network.uses_ipamd(cluster) else "",
                 )
                 config = posixpath.join(paths.config_dir, "kubeadm-init.yaml")
                 await ch.write_file(config, text.encode(), 0o600)
@@ -380,6 +396,10 @@ class BaremetalClusterProvider:
         status.addresses.add(type="Advertise", host=ep.host, port=ep.port)
         for member in status.control_plane:
             status.addresses.add(type="Internal", host=member.machine.ip, port=nodes.API_PORT)
+
+    async def addons(self, ctx: ClusterContext) -> None:
+        async with self._api(ctx) as api:
+            await rollout.ensure_network(api, ctx.cluster, self.network)
 
     # -- scale in ---------------------------------------------------------------------------
 

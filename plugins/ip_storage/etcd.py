@@ -11,6 +11,7 @@ Keys under `<prefix>/ipam/`:
   idx/node/<node>/<container>/<ifname>  Allocation (a copy)
   idx/owner/<ns>/<kind>/<workload>/<pod> Allocation (a copy)
   bindings/<ns>/<kind>/<name>           Binding
+  cursors/<name>                        the workload watcher's resource version of one watch
 
 Every write of an allocation rewrites all its index entries in the same transaction, so an index
 entry always equals its allocation and has the same mod_revision (the allocation's version):
@@ -281,6 +282,18 @@ class EtcdIPStorage:
         if resp is None:
             return True
         return not resp.succeeded  # the compare "absent" failed: it existed and was deleted
+
+    # -- the workload watcher's cursors --------------------------------------------------------
+    async def watch_cursor(self, name: str) -> str:
+        kv = await self._get(self._k("cursors", name))
+        return kv.value.decode() if kv is not None else ""
+
+    async def put_watch_cursor(self, name: str, value: str) -> None:
+        # Last writer wins: any replica's cursor is a point up to which some replica handled
+        # every event (see tke.internal.ipamd.kube_watcher).
+        resp = await self._txn(rpc.TxnRequest(success=[_put(self._k("cursors", name), value.encode())]))
+        if resp is None:
+            raise StorageUnavailable("etcd: put watch cursor interrupted; retry")
 
     # -- blocks -------------------------------------------------------------------------------
     async def blocks(self, pool: str) -> list[Block]:

@@ -2,9 +2,11 @@
 makes the network, the load balancer and three masters in moto's EC2 and ELBv2, and a worker
 Machine of type aws; the test plays cloud-init, kubeadm and the kubelets (no VM boots in moto:
 tests/support/cloud_init.py) against the Kubernetes API stand-in, which the first master's
-init brings up. The cluster and the machine reach Running; a worker whose instance is
-terminated behind the platform's back is reported Failed, not replaced; deleting the cluster
-removes every AWS resource the platform made."""
+init brings up. The cluster and the machine reach Running, with the network add-on of its
+fixed-IP mode applied through the cluster's API (and kube-scheduler's extender configuration
+in every master's cloud-init), and applied again by a spec change without changing anything;
+a worker whose instance is terminated behind the platform's back is reported Failed, not
+replaced; deleting the cluster removes every AWS resource the platform made."""
 
 from __future__ import annotations
 
@@ -15,15 +17,23 @@ from pathlib import Path
 
 import grpc
 import pytest
+import yaml
+from google.protobuf import field_mask_pb2
 
+from tests.support import kubeadm_reference
 from tests.support.apiserver import Running
 from tests.support.aws import Moto, an_image
 from tests.support.cloud_init import CloudInit, StandInAPIs
 from tests.support.controller import controller_config
+from tests.support.kube import rollouts
 from tests.support.waiting import wait_for
 from tke.internal.controller.config import ProviderConfig
 from tke.internal.controller.manager import Controller
+from tke.internal.controller.progress import find
+from tke.internal.provider.addons import network
+from tke.internal.provider.clusterapi import KubeClusterAPI
 from tke.internal.storage.etcd import EtcdConfig
+from tke.meta.v1 import meta_pb2
 from tke.platform.v1 import cluster_pb2, machine_pb2
 from tke.plugins.aws import tags
 
@@ -65,6 +75,7 @@ def aws_cluster(image: str) -> cluster_pb2.Cluster:
     c.metadata.name = "prod"
     c.spec.type, c.spec.version = "aws", "1.30.2"
     c.spec.network.pod_cidr, c.spec.network.service_cidr = "10.244.0.0/16", "10.96.0.0/12"
+    c.spec.network.mode = cluster_pb2.NETWORK_MODE_FIXED_IP  # the add-on with tke-ipamd
     aws = c.spec.aws
     aws.vpc_cidr = "10.50.0.0/16"
     aws.subnets.add(zone="us-east-1a", cidr="10.50.1.0/24")
@@ -155,6 +166,51 @@ async def test_a_cluster_of_aws_masters_and_workers_runs_and_is_deleted_with_wha
         assert {(6443, 6443), (2379, 2380), (10250, 10250), (10257, 10257), (10259, 10259)} <= ports
         nodes_sg = ec2.describe_security_groups(GroupIds=[c.status.aws.node_security_group_id])["SecurityGroups"][0]
         assert (30000, 32767) in {(p.get("FromPort"), p.get("ToPort")) for p in nodes_sg["IpPermissions"]}
+
+        # -- the network add-on: applied through the cluster's API once it answered, before the
+        # other masters join (the player's kubelets report NotReady until tke-cni exists), and
+        # rolled out (the player plays the DaemonSet and Deployment controllers' status) --
+        addons = find(c.status.conditions, "AddonsReady")
+        assert addons is not None and addons.status == meta_pb2.CONDITION_STATUS_TRUE
+        assert player.admin is not None
+        admin = player.admin
+
+        async def rolled_out_on_every_node() -> bool:  # the worker's Node too
+            got = await KubeClusterAPI(admin, 1.0).rollout("DaemonSet", "kube-system", "tke-cni")
+            return got is not None and got.done and got.desired == 4
+
+        await wait_for(rolled_out_on_every_node, within=30, what="tke-cni on the masters and the worker")
+        first = await rollouts.applied(admin, network.render(c))
+        assert set(first) == {
+            "ServiceAccount/tke-cni", "ClusterRole/tke:cni", "ClusterRoleBinding/tke:cni", "ConfigMap/tke-cni",
+            "DaemonSet/tke-cni", "ServiceAccount/tke-ipamd", "ClusterRole/tke:ipamd", "ClusterRoleBinding/tke:ipamd",
+            "ConfigMap/tke-ipamd", "DaemonSet/tke-ipamd", "Deployment/tke-ipamd-watcher",
+        }  # fmt: skip
+        assert first["DaemonSet/tke-ipamd"][1] == first["Deployment/tke-ipamd-watcher"][1] == 1
+        # kube-scheduler on every master reads the extender's configuration: each master's
+        # cloud-init writes it, and the ClusterConfiguration (init's, which kubeadm stores and
+        # every control-plane join makes its static pods from) mounts it.
+        cc = init.documents["ClusterConfiguration"]["scheduler"]
+        assert cc["extraArgs"] == {"config": network.SCHEDULER_CONFIG}  # kubeadm v1beta3 for 1.30
+        assert cc["extraVolumes"][0]["hostPath"] == network.SCHEDULER_CONFIG
+        for played in (p for p in player.played.values() if p.control_plane):
+            doc = yaml.safe_load(played.files[network.SCHEDULER_CONFIG])
+            assert kubeadm_reference.errors(doc) == []
+            assert doc["extenders"][0]["urlPrefix"] == "http://127.0.0.1:9040"
+        assert network.SCHEDULER_CONFIG not in next(p for p in player.played.values() if not p.control_plane).files
+        # A spec change applies it again (ScaleAddonsReady), changing no object.
+        change = cluster_pb2.Cluster()
+        change.metadata.name, change.spec.display_name = "prod", "production"
+        mask = field_mask_pb2.FieldMask(paths=["spec.display_name"])
+        await api.clusters.Update(cluster_pb2.UpdateClusterRequest(cluster=change, update_mask=mask))
+
+        async def applied_again() -> bool:
+            got = await cluster_running()
+            done = find(got.status.conditions, "ScaleAddonsReady") if got is not None else None
+            return done is not None and done.status == meta_pb2.CONDITION_STATUS_TRUE
+
+        await wait_for(applied_again, within=60, what="the scale plan's AddonsReady")
+        assert await rollouts.applied(admin, network.render(c)) == first
 
         # The worker: in the cluster's network, its Node's name and addresses in its status.
         worker = next(p for p in player.played.values() if not p.control_plane)

@@ -19,11 +19,18 @@ from lightkube.codecs import from_dict
 from lightkube.resources.core_v1 import Node
 
 from tests.support import kubeadm_reference
-from tests.support.aws import AWSProxy, Moto, NoDialer, an_image, instances
+from tests.support.aws import (
+    AWSProxy,
+    MemoryCredentialStore,
+    Moto,
+    NoDialer,
+    an_image,
+    instances,
+    run_steps,
+)
 from tests.support.kube import objects
-from tests.support.provider_steps import MemoryCredentialStore, run_steps
 from tke.internal.provider.cluster_credentials import ensure_cas, read_cas
-from tke.internal.provider.clusterapi import ClusterAPI
+from tke.internal.provider.clusterapi import ClusterAPI, Rollout
 from tke.internal.provider.contract import MachineContext, Tools
 from tke.internal.provider.credentials import ConfiguredCredentials, CredentialConfig
 from tke.internal.provider.errors import PermanentError, TemporaryError
@@ -68,8 +75,11 @@ class RecordingAPI:
     async def create_bootstrap_token(self, token: str, ttl_seconds: float, description: str) -> None:
         self.tokens.append((token, ttl_seconds, description))
 
-    async def apply(self, manifests: Sequence[Mapping[str, Any]]) -> None:
-        raise AssertionError("an aws machine applies nothing to its cluster")
+    async def apply(self, objects: Sequence[Mapping[str, Any]]) -> None:
+        raise AssertionError("a machine provider applies no manifests")
+
+    async def rollout(self, kind: str, namespace: str, name: str) -> Rollout | None:
+        raise AssertionError("a machine provider follows no rollout")
 
 
 @dataclass

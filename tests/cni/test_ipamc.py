@@ -1,14 +1,22 @@
 """tke-ipamc and cni-switch against a real tke-ipamd (over real etcd) on a unix socket: fixed
-IPs that follow their pod, bindings that choose the network, an exhausted pool, ipamd down."""
+IPs that follow their pod, bindings that choose the network, an exhausted pool, ipamd down.
+
+kubelet names only the pod (K8S_POD_NAMESPACE, K8S_POD_NAME): tke-ipamd resolves its workload
+from the pod's ownerReferences in the cluster's Kubernetes API (the stand-in, with the pods of
+a StatefulSet `db` and of a Deployment `web` through its ReplicaSet), never from its name."""
 
 from __future__ import annotations
 
+import asyncio
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+from lightkube.codecs import from_dict
 
 from tests.support.cni import (
     DEBIAN_CNI,
@@ -25,9 +33,62 @@ from tests.support.cni import (
     unique,
     with_prev,
 )
+from tests.support.kube import objects
+from tests.support.kube.running import StandIn, running
+from tke.internal.provider.kube.access import from_kubeconfig
+from tke.internal.provider.kube.api import ClusterAPI
+from tke.internal.storage.etcd import EtcdConfig
 from tke.ipam.v1 import ipam_pb2, ipam_pb2_grpc
 
 STATEFUL = "IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME=db-0;K8S_POD_INFRA_CONTAINER_ID=x"
+
+
+async def seed(standin: StandIn) -> None:
+    """The cluster's pods, as its controllers made them."""
+    admin = from_kubeconfig(standin.kubeconfig(user="admin", groups=("system:masters",)))
+    async with ClusterAPI(admin) as api:
+        client: Any = api.client
+
+        async def create(manifest: dict[str, Any]) -> dict[str, Any]:
+            created: dict[str, Any] = (await client.create(from_dict(manifest))).to_dict()
+            return created
+
+        await create(objects.namespace("shop"))
+        db = await create(objects.stateful_set("db", "shop", 2))
+        await create(objects.pod("db-0", "shop", owner=db))
+        web = await create(objects.deployment("web", "shop", 1))
+        rs = await create(objects.replica_set("web-7d9f8b6c5", "shop", 1, owner=web))
+        await create(objects.pod("web-7d9f8b6c5-x2x9z", "shop", owner=rs))
+        await create(objects.pod("db-9", "shop"))  # a bare pod, whatever its name suggests
+
+
+@pytest.fixture
+def kube(tmp_path: Path) -> Iterator[StandIn]:
+    with running(tmp_path / "kube") as standin:
+        asyncio.run(seed(standin))
+        yield standin
+
+
+@pytest.fixture
+def ipamd(etcd_config: EtcdConfig, kube: StandIn) -> Iterator[IpamdDaemon]:
+    """tke-ipamd over the session's etcd, resolving pods through the cluster's API."""
+    workdir = Path(tempfile.mkdtemp(prefix="cni-ipamd-", dir="/tmp"))
+    kubeconfig = workdir / "kubeconfig"
+    kubeconfig.write_text(
+        kube.kubeconfig(user="system:serviceaccount:kube-system:tke-ipamd", groups=("system:masters",))
+    )
+    daemon = IpamdDaemon(
+        workdir,
+        endpoints=list(etcd_config.endpoints),
+        prefix=etcd_config.prefix,
+        extra=f'[kubernetes]\nkubeconfig = "{kubeconfig}"\n',
+    )
+    try:
+        daemon.start()
+        yield daemon
+    finally:
+        daemon.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture
@@ -122,7 +183,15 @@ def test_fixed_ip_follows_the_pod(
 def test_pod_without_binding_gets_the_default_network(
     switch: Runtime, namespaces: Callable[[], str], conf: dict[str, Any], admin: Any
 ) -> None:
+    # A Deployment's pod (through its ReplicaSet): Deployment web has no binding.
     args = "IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web-7d9f8b6c5-x2x9z"
+    out = switch.run("ADD", conf, container_id=unique("c"), netns=netns_path(namespaces()), args=args)
+    assert out.ok()["ips"][0]["address"].startswith("10.70.0.")
+    assert admin.ResolveWorkload(
+        ipam_pb2.ResolveWorkloadRequest(namespace="shop", pod_name="web-7d9f8b6c5-x2x9z"), timeout=10
+    ) == ipam_pb2.WorkloadRef(namespace="shop", kind="Deployment", name="web")
+    # Named like a pod of StatefulSet db, but no controller owns it: no binding applies.
+    args = "IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME=db-9"
     out = switch.run("ADD", conf, container_id=unique("c"), netns=netns_path(namespaces()), args=args)
     assert out.ok()["ips"][0]["address"].startswith("10.70.0.")
 

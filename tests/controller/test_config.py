@@ -13,6 +13,7 @@ from tests.support import REPO
 from tke.internal.config.loader import load
 from tke.internal.controller.config import ControllerConfig
 from tke.internal.controller.manager import CLUSTER_GROUP, MACHINE_GROUP, load_cluster_apis, load_providers
+from tke.internal.provider.addons import network
 from tke.internal.provider.clusterapi import KubeClusterAPIs
 from tke.internal.provider.credentials import ConfiguredCredentials
 from tke.internal.provider.steps import Step, check_plans
@@ -35,7 +36,11 @@ def test_the_example_configuration_loads_with_its_providers() -> None:
         "WaitAPIReady",
         "JoinControlPlane",
         "RecordAddresses",
+        "AddonsReady",
     ]
+    addon = clusters["baremetal"].network
+    assert addon.image == "registry.example.internal/tke/network:" + network.platform_version()
+    assert list(addon.etcd_endpoints) == ["10.0.0.5:2379"] and addon.extender_port == 9040
     # Both providers install from the example's mirror, per minor version, with its key.
     mirror = "https://mirror.example.internal/kubernetes/core:/stable:/v1.31/deb/"
     for provider in (clusters["baremetal"], machines["baremetal"], clusters["aws"], machines["aws"]):
@@ -49,6 +54,11 @@ def test_the_example_configuration_loads_with_its_providers() -> None:
     assert isinstance(apis, KubeClusterAPIs) and (apis.timeout, apis.drain_poll) == (10.0, 1.0)
     assert config.credentials["team-a/aws"].aws_access_key_id_env == "TKE_TEAM_A_AWS_ACCESS_KEY_ID"
     assert clusters["aws"].options.retry_mode == "adaptive" and not machines["aws"].options.default_credentials
+    aws_steps = [s.name for s in clusters["aws"].create_steps]
+    assert aws_steps[aws_steps.index("WaitAPIReady") + 1] == "AddonsReady"
+    assert clusters["aws"].network.image == addon.image and list(clusters["aws"].network.etcd_endpoints) == [
+        "10.0.0.5:2379"
+    ]
 
 
 def test_step_names_must_be_explicit_camel_case_and_unique_across_plans() -> None:
@@ -82,6 +92,7 @@ def test_a_bad_configuration_exits_2_with_the_key(tmp_path: Path) -> None:
     [
         ('[machine_providers.worse]\nplugin = "tests.support.controller:NoSuchProvider"\n', "NoSuchProvider"),
         ("[cluster_api.options]\ntimeout = 10.0\nretries = 3\n", "retries"),
+        ("[cluster_providers.baremetal.options.network_addon]\nimage = 'x'\n", "unknown option 'image'"),
     ],
 )
 def test_an_unknown_plugin_or_option_is_refused_at_start(tmp_path: Path, text: str, named: str) -> None:

@@ -20,15 +20,17 @@ from typing import Any
 
 import grpc
 import pytest
+import yaml
 from google.protobuf import field_mask_pb2
 from lightkube.codecs import from_dict
 from lightkube.resources.apps_v1 import ReplicaSet
 from lightkube.resources.core_v1 import Namespace, Node, Pod
 from lightkube.types import PatchType
 
+from tests.support import kubeadm_reference
 from tests.support.apiserver import Running
 from tests.support.controller import controller_config, credentials_published, publish_credentials
-from tests.support.kube import objects
+from tests.support.kube import objects, rollouts
 from tests.support.kubeadm_world import World, kubeadm_machines
 from tests.support.ports import free_port
 from tests.support.sshd import Machines, SSHServer
@@ -37,12 +39,14 @@ from tests.support.world_api import Routed, WorldAPI, world_api
 from tke.internal.controller.config import ProviderConfig
 from tke.internal.controller.manager import Controller
 from tke.internal.controller.progress import find
-from tke.internal.provider.clusterapi import KubeClusterAPIs
+from tke.internal.provider.addons import network
+from tke.internal.provider.clusterapi import KubeClusterAPI, KubeClusterAPIs
 from tke.internal.provider.credentials import CredentialConfig
 from tke.internal.provider.kube import pki
 from tke.internal.provider.kube.api import ClusterAPI
 from tke.internal.provider.ssh import SSHOptions
 from tke.internal.storage.etcd import EtcdConfig
+from tke.meta.v1 import meta_pb2
 from tke.platform.v1 import cluster_pb2, credential_pb2, credential_pb2_grpc, machine_pb2
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
@@ -355,13 +359,52 @@ async def test_a_1_31_cluster_behind_an_operators_load_balancer_installs_with_ku
     m0, m1, w1 = machines.servers
     spec = cluster("edge", "1.31.1", [m0, m1])
     spec.spec.control_plane_endpoint.host = "api.edge.example"
+    spec.spec.network.mode = cluster_pb2.NETWORK_MODE_FIXED_IP  # the add-on with tke-ipamd
     await publish_credentials(etcd_config, "default/test-key")  # as the controller will, before it starts here
     await api.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=spec))
     await api.machines.Create(machine_pb2.CreateMachineRequest(machine=worker("w1", "edge", w1)))
 
-    async with controller(api, etcd_config, machines, world, "api.edge.example:6443"):
+    async with controller(api, etcd_config, machines, world, "api.edge.example:6443") as cluster_api:
         c = await wait_for(lambda: phase_of(api, "edge", cluster_pb2.CLUSTER_PHASE_RUNNING), within=120)
         w = await wait_for(lambda: machine_running(api, "w1"), within=120)
+
+        # -- the network add-on: applied through the cluster's API once the control plane
+        # answered, rolled out on every node, then applied again by a later plan, changing nothing --
+        addons = find(c.status.conditions, "AddonsReady")
+        assert addons is not None and addons.status == meta_pb2.CONDITION_STATUS_TRUE
+        async with cluster_api.admin() as admin:
+            first = await rollouts.applied(admin, network.render(c))
+            assert set(first) == {
+                "ServiceAccount/tke-cni", "ClusterRole/tke:cni", "ClusterRoleBinding/tke:cni", "ConfigMap/tke-cni",
+                "DaemonSet/tke-cni", "ServiceAccount/tke-ipamd", "ClusterRole/tke:ipamd",
+                "ClusterRoleBinding/tke:ipamd", "ConfigMap/tke-ipamd", "DaemonSet/tke-ipamd",
+                "Deployment/tke-ipamd-watcher",
+            }  # fmt: skip
+            assert first["DaemonSet/tke-ipamd"][1] == first["Deployment/tke-ipamd-watcher"][1] == 1  # never changed
+            rollout = await KubeClusterAPI(admin, 1.0).rollout("DaemonSet", "kube-system", "tke-cni")
+            assert rollout is not None and rollout.done and rollout.desired == 3  # the masters and the worker
+            change = cluster_pb2.Cluster()
+            change.metadata.name, change.spec.display_name = "edge", "the edge"
+            mask = field_mask_pb2.FieldMask(paths=["spec.display_name"])
+            await api.clusters.Update(cluster_pb2.UpdateClusterRequest(cluster=change, update_mask=mask))
+
+            async def applied_again() -> bool:
+                got = await phase_of(api, "edge", cluster_pb2.CLUSTER_PHASE_RUNNING)
+                done = find(got.status.conditions, "ScaleAddonsReady") if got is not None else None
+                return done is not None and done.status == meta_pb2.CONDITION_STATUS_TRUE
+
+            await wait_for(applied_again, within=120, what="the scale plan's AddonsReady")
+            assert await rollouts.applied(admin, network.render(c)) == first  # no resource version, no generation moved
+        # kube-scheduler on every master reads the extender's configuration, as kubeadm mounts it.
+        configuration = world.read()["cluster"]["configuration"]["scheduler"]
+        for s in (m0, m1):
+            path = world.root_of(s.host) / "etc/kubernetes/tke-scheduler.yaml"
+            doc = yaml.safe_load(path.read_text())
+            assert kubeadm_reference.errors(doc) == []
+            assert doc["extenders"][0]["urlPrefix"] == "http://127.0.0.1:9040" and not doc["extenders"][0]["ignorable"]
+        scheduler_file = str(world.root_of(m0.host) / "etc/kubernetes/tke-scheduler.yaml")
+        assert configuration["extraArgs"] == [{"name": "config", "value": scheduler_file}]
+        assert configuration["extraVolumes"][0]["hostPath"] == scheduler_file
 
     # One init, then the other master and the worker join; every document kubeadm was given
     # is of kubeadm's v1beta4 API (the stand-in refuses any other for 1.31, and checks each

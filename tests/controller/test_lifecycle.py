@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from tests.support.waiting import wait_for
 from tke.internal.controller.manager import Controller
 from tke.internal.controller.progress import FAILED, RETRYING, SUCCEEDED, TRUE, find
 from tke.internal.provider import nodeprep
+from tke.internal.provider.clusterapi import Rollout
 from tke.internal.provider.credentials import ConfiguredCredentials, CredentialConfig
 from tke.internal.provider.errors import TemporaryError
 from tke.internal.provider.kube.access import ClusterAccess
@@ -51,6 +52,24 @@ async def running_controller(
 
 async def get(api: Running, name: str) -> cluster_pb2.Cluster:
     return await api.clusters.Get(cluster_pb2.GetClusterRequest(name=name))
+
+
+async def change_spec(api: Running, name: str, change: Callable[[cluster_pb2.Cluster], None]) -> None:
+    """Get, change and Update the cluster as a client does: the controller writes its status
+    meanwhile, so an ABORTED (a newer resource version) means get it again and retry."""
+
+    async def updated() -> bool:
+        c = await get(api, name)
+        change(c)
+        try:
+            await api.clusters.Update(cluster_pb2.UpdateClusterRequest(cluster=c))
+        except grpc.aio.AioRpcError as e:
+            if e.code() != grpc.StatusCode.ABORTED:
+                raise
+            return False
+        return True
+
+    await wait_for(updated)
 
 
 async def create(api: Running, name: str) -> None:
@@ -188,9 +207,7 @@ async def test_a_spec_change_gives_a_failed_cluster_a_fresh_retry_budget(
     await create(api, "c7")
     async with running_controller(api, etcd_config, provider, max_retries=1):
         await wait_for(phase_is(api, "c7", cluster_pb2.CLUSTER_PHASE_FAILED))
-        c = await get(api, "c7")
-        c.spec.display_name = "try again"
-        await api.clusters.Update(cluster_pb2.UpdateClusterRequest(cluster=c))
+        await change_spec(api, "c7", lambda c: setattr(c.spec, "display_name", "try again"))
         c = await wait_for(phase_is(api, "c7", cluster_pb2.CLUSTER_PHASE_RUNNING))
     cond = find(c.status.conditions, "Step2")
     assert cond is not None and cond.status == TRUE and cond.reason == SUCCEEDED
@@ -204,18 +221,15 @@ async def test_a_version_change_upgrades_and_another_spec_change_scales(
     await create(api, "c8")
     async with running_controller(api, etcd_config, provider):
         await wait_for(phase_is(api, "c8", cluster_pb2.CLUSTER_PHASE_RUNNING))
-        c = await get(api, "c8")
-        c.spec.version = "1.31.0"
-        await api.clusters.Update(cluster_pb2.UpdateClusterRequest(cluster=c))
+        await change_spec(api, "c8", lambda c: setattr(c.spec, "version", "1.31.0"))
 
         async def upgraded() -> cluster_pb2.Cluster | None:
             got = await get(api, "c8")
             running = got.status.phase == cluster_pb2.CLUSTER_PHASE_RUNNING
             return got if running and got.status.version == "1.31.0" else None
 
-        c = await wait_for(upgraded)
-        c.spec.display_name = "bigger"
-        await api.clusters.Update(cluster_pb2.UpdateClusterRequest(cluster=c))
+        await wait_for(upgraded)
+        await change_spec(api, "c8", lambda c: setattr(c.spec, "display_name", "bigger"))
 
         async def scaled() -> cluster_pb2.Cluster | None:
             got = await get(api, "c8")
@@ -247,6 +261,7 @@ class APIAfterInit:
     def __init__(self, dialer: FakeDialer) -> None:
         self.dialer = dialer
         self.accessed: list[ClusterAccess] = []
+        self.applied: list[list[str]] = []
 
     @contextlib.asynccontextmanager
     async def connect(self, access: ClusterAccess) -> AsyncIterator[APIAfterInit]:
@@ -276,8 +291,11 @@ class APIAfterInit:
     async def create_bootstrap_token(self, token: str, ttl_seconds: float, description: str) -> None:
         raise AssertionError("a baremetal install creates its tokens with kubeadm")
 
-    async def apply(self, manifests: Sequence[Mapping[str, Any]]) -> None:
-        raise AssertionError("a baremetal install applies nothing itself: kubeadm does")
+    async def apply(self, objects: Sequence[Mapping[str, Any]]) -> None:
+        self.applied.append([f"{o['kind']}/{o['metadata']['name']}" for o in objects])
+
+    async def rollout(self, kind: str, namespace: str, name: str) -> Rollout | None:
+        return Rollout(desired=1, updated=1, ready=1, available=1, observed=True)  # the one master's pod
 
 
 async def test_a_baremetal_cluster_without_machines_waits_then_installs_on_fake_machines(
@@ -333,6 +351,13 @@ async def test_a_baremetal_cluster_without_machines_waits_then_installs_on_fake_
         ("Internal", "192.0.2.50", 6443),
     ]
     assert {a.server for a in apis.accessed} == {"https://192.0.2.50:6443"}
+    # The network add-on of the default (bridge) mode, applied once the control plane answered.
+    assert apis.applied[-1] == [
+        "ServiceAccount/tke-cni", "ClusterRole/tke:cni", "ClusterRoleBinding/tke:cni", "ConfigMap/tke-cni",
+        "DaemonSet/tke-cni",
+    ]  # fmt: skip
+    addons = find(c.status.conditions, "AddonsReady")
+    assert addons is not None and addons.status == TRUE
 
 
 async def test_many_clusters_share_a_bounded_number_of_workers(

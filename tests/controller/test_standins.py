@@ -167,6 +167,28 @@ def test_a_second_init_is_refused_on_the_same_machine_and_on_another(
     assert _members(m) == {"m1"}
 
 
+def test_reset_of_the_last_control_plane_member_ends_the_cluster_and_init_may_run_again(
+    cluster_on_m1: tuple[Machines, pki.ClusterCAs, str],
+) -> None:
+    """An init cut off after kubeadm finished is reset and run again by the provider: reset
+    wipes the only member's etcd, so the cluster it made is gone, as with real kubeadm."""
+    m, _, _ = cluster_on_m1
+    reset = m.sh(M1, "kubeadm reset -f")
+    assert reset.returncode == 0, reset.stderr
+    assert m.world.read()["cluster"] is None
+    c = _cluster()
+    again = m.kubeadm(
+        M1,
+        "init",
+        config.cluster_configuration(c, ENDPOINT, pki_dir=_pki(m, M1)),
+        config.init_configuration(
+            c, config.Node("m1", M1, control_plane=True), config.BootstrapToken(nodes.new_bootstrap_token(), 60, "t")
+        ),
+    )
+    assert again.returncode == 0, again.stderr
+    assert _members(m) == {"m1"}
+
+
 def test_a_control_plane_join_needs_the_shared_cas(cluster_on_m1: tuple[Machines, pki.ClusterCAs, str]) -> None:
     m, cas, token = cluster_on_m1
     pin = pki.ca_cert_hash(cas.ca.pair.cert_pem)

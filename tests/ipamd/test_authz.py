@@ -63,6 +63,11 @@ def test_every_ipam_call_names_its_tenant() -> None:
             ipam_pb2.LookupBindingRequest(namespace="other", pod_name="x-0"),
             ("get", "bindings", "other/Pod/x-0", "*"),
         ),
+        (
+            "ResolveWorkload",
+            ipam_pb2.ResolveWorkloadRequest(namespace="shop", pod_name="db-0"),
+            ("get", "bindings", "shop/Pod/db-0", "team-a"),
+        ),
         ("ListBindings", ipam_pb2.ListBindingsRequest(), ("list", "bindings", "", "*")),
         ("ListBindings", ipam_pb2.ListBindingsRequest(namespace="shop"), ("list", "bindings", "", "team-a")),
         (
@@ -89,6 +94,9 @@ def test_every_ipam_call_names_its_tenant() -> None:
     for method, request, expected in cases:
         got = attributes(SERVICE + method, request, alice)
         assert (got.verb, got.resource, got.name, got.tenant) == expected, method
+    # Every RPC of the service has its rule (a new one would otherwise fall to the generic rules).
+    service = ipam_pb2.DESCRIPTOR.services_by_name["IPAMService"]
+    assert {m.name for m in service.methods} == {method for method, _, _ in cases}
     # Other services keep the generic rules (reflection, health).
     other = attributes("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", None, alice)
     assert other.tenant == "team-a"

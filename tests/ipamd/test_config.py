@@ -22,6 +22,7 @@ def test_example_config_loads_and_builds(monkeypatch: pytest.MonkeyPatch) -> Non
     config = load(EXAMPLE, IpamdConfig)
     assert config.socket_mode == 0o600
     assert config.storage.plugin == "etcd"
+    assert not config.kubernetes.configured and not config.extender.address
     providers = build_providers(config)
     assert set(providers) == {"static", "aws-eni"} and isinstance(providers["aws-eni"], AWSENIProvider)
 

@@ -77,9 +77,9 @@ async def calls_per_allocation(fill: float, spread: bool) -> Counter[str]:
 async def test_storage_calls_per_allocation_do_not_depend_on_fill(spread: bool) -> None:
     low = await calls_per_allocation(0.05, spread)
     high = await calls_per_allocation(0.95, spread)
-    # Per allocation: the namespace's bindings and the reserve; no block reads, no re-reads of
+    # Per allocation: the workload's binding and the reserve; no block reads, no re-reads of
     # the pool (the pool list is re-read at most once a second).
-    assert high["list_bindings"] == high["reserve"] == 200, high
-    assert set(high) <= {"list_bindings", "reserve", "list_pools"}, high
+    assert high["get_binding"] == high["reserve"] == 200, high
+    assert set(high) <= {"get_binding", "reserve", "list_pools"}, high
     del low["list_pools"], high["list_pools"]
     assert low == high, (low, high)

@@ -110,15 +110,20 @@ async def test_fixed_address_survives_a_daemon_restart_and_a_node_move(
                 )
             )
         )
-        lookup = await stub.LookupBinding(ipam_pb2.LookupBindingRequest(namespace="default", pod_name="db-0"))
+        # The workload as cni-switch names it (no Kubernetes API configured here to resolve it).
+        db = {"kind": "StatefulSet", "workload": "db"}
+        lookup = await stub.LookupBinding(
+            ipam_pb2.LookupBindingRequest(namespace="default", pod_name="db-0", workload_kind="StatefulSet",
+                                          workload_name="db")
+        )  # fmt: skip
         assert lookup.network == "fixed-net"
-        got = await stub.Allocate(allocate_request("db-0", "c1", uid="u1", node="node-1"))
+        got = await stub.Allocate(allocate_request("db-0", "c1", uid="u1", node="node-1", **db))
         assert (await stub.Release(ipam_pb2.ReleaseRequest(container_id="c1", ifname="eth0"))).retained
     first.stop()
     first.start()
     async with grpc.aio.insecure_channel(second.target) as ch:
         stub = ipam_pb2_grpc.IPAMServiceStub(ch)
-        moved = await stub.Allocate(allocate_request("db-0", "c2", uid="u2", node="node-2"))
+        moved = await stub.Allocate(allocate_request("db-0", "c2", uid="u2", node="node-2", **db))
         assert moved.reused and moved.allocation.ip == got.allocation.ip
     async with grpc.aio.insecure_channel(first.target) as ch:
         stub = ipam_pb2_grpc.IPAMServiceStub(ch)

@@ -8,6 +8,7 @@ import asyncio
 import grpc
 import pytest
 
+from tests.support.workloads import KnownPods
 from tke.internal.ipamd.allocator import Block
 from tke.internal.ipamd.ipam import IPAM
 from tke.internal.ipamd.storage import IPStorage, Lost, Stored
@@ -21,8 +22,8 @@ IMMUTABLE = ipam_pb2.RELEASE_POLICY_IMMUTABLE
 NEVER = ipam_pb2.RELEASE_POLICY_NEVER
 
 
-def make_ipam(storage: IPStorage, clock: Clock, cooldown: float = 30.0) -> IPAM:
-    return IPAM(storage, {"static": StaticProvider()}, cooldown=cooldown, clock=clock)
+def make_ipam(storage: IPStorage, clock: Clock, cooldown: float = 30.0, pods: KnownPods | None = None) -> IPAM:
+    return IPAM(storage, {"static": StaticProvider()}, cooldown=cooldown, clock=clock, resolver=pods)
 
 
 async def bind(ipam: IPAM, workload: str, policy: int, *, kind: str = "StatefulSet", pool_name: str = "") -> None:
@@ -95,11 +96,11 @@ async def test_specific_address_owned_by_someone_else(ip_storage: IPStorage, clo
 
 
 async def test_fixed_address_follows_its_owner_across_restart_and_move(ip_storage: IPStorage, clock: Clock) -> None:
-    ipam = make_ipam(ip_storage, clock)
+    ipam = make_ipam(ip_storage, clock, pods=KnownPods().stateful_set("db", 2))
     await ipam.create_pool(pool())
     await bind(ipam, "db", IMMUTABLE)
     first = await ipam.allocate(allocate_request("db-0", "c1", uid="u1", node="node-1"))
-    assert first.allocation.owner.workload_name == "db"  # inferred from the pod name
+    assert first.allocation.owner.workload_name == "db"  # resolved: the pod's controller
     assert first.allocation.release_policy == IMMUTABLE
     released = await ipam.release("c1", "eth0", "u1")
     assert released.retained
@@ -128,7 +129,7 @@ async def test_stale_release_with_other_uid_is_ignored(ip_storage: IPStorage, cl
 
 
 async def test_release_workload_scale_down_and_delete(ip_storage: IPStorage, clock: Clock) -> None:
-    ipam = make_ipam(ip_storage, clock)
+    ipam = make_ipam(ip_storage, clock, pods=KnownPods().stateful_set("db", 3))
     await ipam.create_pool(pool())
     await bind(ipam, "db", IMMUTABLE)
     ips = {}
@@ -151,7 +152,8 @@ async def test_never_policy_needs_force(ip_storage: IPStorage, clock: Clock) -> 
     ipam = make_ipam(ip_storage, clock)
     await ipam.create_pool(pool())
     await bind(ipam, "keep", NEVER, kind="Deployment")
-    await ipam.allocate(allocate_request("keep-7d9f8b6c4-abcde", "c1"))
+    # The runtime names the workload (TKE_WORKLOAD_KIND/NAME in CNI_ARGS).
+    await ipam.allocate(allocate_request("keep-7d9f8b6c4-abcde", "c1", kind="Deployment", workload="keep"))
     await ipam.release("c1", "eth0")
     w = ipam_pb2.WorkloadRef(namespace="default", kind="Deployment", name="keep")
     assert await ipam.release_workload(w, deleted=True, replicas=None, keep=set(), force=False) == ([], [])
@@ -160,7 +162,7 @@ async def test_never_policy_needs_force(ip_storage: IPStorage, clock: Clock) -> 
 
 
 async def test_garbage_collect_by_node(ip_storage: IPStorage, clock: Clock) -> None:
-    ipam = make_ipam(ip_storage, clock)
+    ipam = make_ipam(ip_storage, clock, pods=KnownPods().stateful_set("db", 1))
     await ipam.create_pool(pool())
     await bind(ipam, "db", IMMUTABLE)
     await ipam.allocate(allocate_request("live", "c-live"))
@@ -296,8 +298,16 @@ async def test_update_pool_serves_new_nodes_on_every_replica(ip_storage: IPStora
     assert err.value.code == grpc.StatusCode.NOT_FOUND
 
 
+def web_pods(*suffixes: str) -> KnownPods:
+    """Pods of Deployment web (through its ReplicaSet web-5d8f7c6b9)."""
+    pods = KnownPods()
+    for suffix in suffixes:
+        pods.add(f"web-5d8f7c6b9-{suffix}", "Deployment", "web")
+    return pods
+
+
 async def test_deployment_pods_share_the_workloads_fixed_addresses(ip_storage: IPStorage, clock: Clock) -> None:
-    ipam = make_ipam(ip_storage, clock)
+    ipam = make_ipam(ip_storage, clock, pods=web_pods("abcde", "fghij", "klmno", "pqrst"))
     await ipam.create_pool(pool())
     await bind(ipam, "web", IMMUTABLE, kind="Deployment")
     first = (await ipam.allocate(allocate_request("web-5d8f7c6b9-abcde", "c1"))).allocation
@@ -321,7 +331,7 @@ async def test_deployment_pods_share_the_workloads_fixed_addresses(ip_storage: I
 
 
 async def test_deployment_scale_down_keeps_as_many_addresses_as_replicas(ip_storage: IPStorage, clock: Clock) -> None:
-    ipam = make_ipam(ip_storage, clock)
+    ipam = make_ipam(ip_storage, clock, pods=web_pods(*(f"pod{i}a" for i in range(4))))
     await ipam.create_pool(pool())
     await bind(ipam, "web", IMMUTABLE, kind="Deployment")
     for i in range(4):
@@ -341,7 +351,7 @@ async def test_deployment_scale_down_keeps_as_many_addresses_as_replicas(ip_stor
 async def test_workload_addresses_are_only_taken_over_where_their_pool_serves(
     ip_storage: IPStorage, clock: Clock
 ) -> None:
-    ipam = make_ipam(ip_storage, clock)
+    ipam = make_ipam(ip_storage, clock, pods=web_pods("aaaaa", "bbbbb", "ccccc"))
     await ipam.create_pool(pool("rack-a", "10.1.0.0/24", node_names=["node-a"]))
     await ipam.create_pool(pool("rack-b", "10.2.0.0/24", node_names=["node-b"]))
     await bind(ipam, "web", IMMUTABLE, kind="Deployment")

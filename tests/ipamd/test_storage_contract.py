@@ -154,3 +154,13 @@ async def test_bindings(ip_storage: IPStorage) -> None:
     assert await ip_storage.list_bindings("other") == []
     assert await ip_storage.delete_binding("ns", "StatefulSet", "db")
     assert not await ip_storage.delete_binding("ns", "StatefulSet", "db")
+
+
+async def test_watch_cursors(ip_storage: IPStorage) -> None:
+    assert await ip_storage.watch_cursor("pods") == ""
+    await ip_storage.put_watch_cursor("pods", "1041")
+    await ip_storage.put_watch_cursor("statefulsets", "17")
+    assert await ip_storage.watch_cursor("pods") == "1041"
+    await ip_storage.put_watch_cursor("pods", "1099")
+    assert (await ip_storage.watch_cursor("pods"), await ip_storage.watch_cursor("statefulsets")) == ("1099", "17")
+    assert await ip_storage.allocations("", "", 10) == ([], "")  # cursors are no allocations

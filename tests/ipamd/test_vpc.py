@@ -232,13 +232,14 @@ async def test_release_racing_a_reattach_keeps_the_reservation(
             release_policy=ipam_pb2.RELEASE_POLICY_IMMUTABLE,
         )
     )
-    first = (await a.allocate(allocate_request("db-0", "c1", node="node-1"))).allocation
+    db_0 = {"kind": "StatefulSet", "workload": "db"}  # as cni-switch names the workload
+    first = (await a.allocate(allocate_request("db-0", "c1", node="node-1", **db_0))).allocation
     await a.release("c1", "eth0")
     release = storages[0].release
     came_back: list[ipam_pb2.Allocation] = []
 
     async def owner_returns_first(current: Stored, block: Block) -> Lost | int:
-        came_back.append((await b.allocate(allocate_request("db-0", "c2", node="node-2"))).allocation)
+        came_back.append((await b.allocate(allocate_request("db-0", "c2", node="node-2", **db_0))).allocation)
         return await release(current, block)
 
     storages[0].release = owner_returns_first  # type: ignore[method-assign]

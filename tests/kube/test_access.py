@@ -25,7 +25,7 @@ from tests.support.kube.running import StandIn
 from tests.support.pki import TestCA
 from tke.internal.provider.errors import PermanentError, TemporaryError
 from tke.internal.provider.kube import drain, node_status
-from tke.internal.provider.kube.access import ClusterAccess, from_kubeconfig
+from tke.internal.provider.kube.access import ClusterAccess, from_kubeconfig, in_cluster
 from tke.internal.provider.kube.api import ClusterAPI
 from tke.meta.v1 import meta_pb2
 from tke.platform.v1 import machine_pb2
@@ -270,6 +270,28 @@ async def test_watch_helper_resumes_and_reports_expiry(admin: ClusterAPI) -> Non
         ("BOOKMARK", None),
     ]
     assert int(seen[1].resource_version) >= int(seen[0].resource_version)
+
+
+async def test_a_pod_reaches_its_cluster_with_its_rotating_service_account_token(kube: StandIn, tmp_path: Path) -> None:
+    """As tke-ipamd in the cluster: the API server from the pod's environment, the service
+    account's CA and token files; a token the kubelet rotated is read again when refused."""
+    (tmp_path / "ca.crt").write_bytes(kube.ca_pem)
+    (tmp_path / "token").write_text("expired-token\n")
+    host, port = kube.url.removeprefix("https://").rsplit(":", 1)
+    env = {"KUBERNETES_SERVICE_HOST": host, "KUBERNETES_SERVICE_PORT": port}
+    access = in_cluster(env, str(tmp_path))
+    assert (access.server, access.ca_pem, access.identity) == (kube.url, kube.ca_pem, "bearer token")
+    assert "expired-token" not in repr(access)  # a path, never the secret
+    async with ClusterAPI(access) as api:
+        with pytest.raises(PermanentError, match="credential refused"):
+            await api.nodes()
+        (tmp_path / "token").write_text("admin-token\n")  # the kubelet rotated it
+        assert await api.nodes() == []
+    with pytest.raises(PermanentError, match="not in a pod"):
+        in_cluster({}, str(tmp_path))
+    (tmp_path / "token").unlink()
+    with pytest.raises(PermanentError, match="cannot read"):
+        in_cluster(env, str(tmp_path))
 
 
 def test_credentials_are_not_in_reprs() -> None:

@@ -7,8 +7,16 @@ CloudInit watches moto for running instances of the platform, reads each one's u
 fields (tests/support/kubeadm_reference.py), a join's bootstrap token stored in the cluster
 (unexpired) and its CA pin the cluster CA's, a control-plane member's CAs in place. Then it
 does what kubeadm and the kubelet would: the first master's init brings up the stand-in API,
-serving with a certificate of the cluster CA it was given, for the endpoint's names; every
-node registers its Node (Ready) through that API. What it refused is in `refused`.
+serving with a certificate of the cluster CA it was given, for the endpoint's names, and
+stores the ClusterConfiguration in ConfigMap kube-system/kubeadm-config as kubeadm init does;
+every node registers its Node through that API, NotReady ("container runtime network not
+ready", as a kubelet reports with no CNI configuration) until the network add-on's DaemonSet
+tke-cni exists (its pod installs the configuration on every node), Ready then. A control-plane
+member (init, or a join, which makes its static pods from the stored ClusterConfiguration) is
+refused when a file a component's extraVolumes mount with pathType File is not among its
+files: the kubelet would not start that static pod. Once the API is up, it also plays the
+DaemonSet and Deployment controllers' status (tests/support/kube/rollouts.py). What it refused
+is in `refused`.
 
 StandInAPIs is the controller's access to the clusters' APIs in these tests: the ClusterAPI
 seam over the platform's lightkube layer, reaching the stand-in wherever the endpoint says the
@@ -31,10 +39,12 @@ from urllib.parse import urlsplit
 
 import yaml
 from lightkube import codecs
-from lightkube.resources.core_v1 import Secret
+from lightkube.resources.apps_v1 import DaemonSet
+from lightkube.resources.core_v1 import ConfigMap, Node, Secret
+from lightkube.types import PatchType
 
 from tests.support import kubeadm_reference
-from tests.support.kube import objects
+from tests.support.kube import objects, rollouts
 from tests.support.kube.running import StandIn, running
 from tests.support.pki import TestCA
 from tke.internal.provider import endpoint as endpoints
@@ -78,6 +88,7 @@ class Played:
     node: str
     control_plane: bool
     documents: dict[str, dict[str, Any]]
+    files: dict[str, bytes]  # what cloud-init wrote (write_files)
 
 
 class CloudInit:
@@ -93,6 +104,7 @@ class CloudInit:
         self.standin: StandIn | None = None
         self.admin: KubeAPI | None = None
         self.ca: pki.CertificateAuthority | None = None
+        self.without_network: dict[str, dict[str, Any]] = {}  # NotReady Nodes: name -> Ready status
         self._stack = contextlib.ExitStack()
 
     def close(self) -> None:
@@ -126,6 +138,18 @@ class CloudInit:
                     self.refused[iid] = str(err)
                 except Exception as err:  # a bug of the player, or a document it cannot read
                     self.refused[iid] = f"{type(err).__name__}: {err}"
+        if self.admin is not None:
+            await self._network_installed(self.admin)
+            await rollouts.play(self.admin)
+
+    async def _network_installed(self, admin: KubeAPI) -> None:
+        """Once tke-cni's DaemonSet exists, its pod has written the CNI configuration on every
+        node: each kubelet reports Ready."""
+        if not self.without_network or await admin.get(DaemonSet, "tke-cni", namespace="kube-system") is None:
+            return
+        for name, status in list(self.without_network.items()):
+            await admin.client.patch(Node.Status, name, {"status": status}, patch_type=PatchType.MERGE)
+            del self.without_network[name]
 
     # -- one instance -------------------------------------------------------------------------
 
@@ -178,6 +202,7 @@ class CloudInit:
             raise Refused("a second kubeadm init in one cluster")
         ca = self._pki(files)
         cc, ic = docs["ClusterConfiguration"], docs["InitConfiguration"]
+        _static_pod_files(cc, files)
         endpoint = endpoints.parse(cc["controlPlaneEndpoint"])
         names = (*cc["apiServer"].get("certSANs", []), endpoint.host)
         d = self.directory / "apiserver"
@@ -213,9 +238,17 @@ class CloudInit:
             kubecfg.bootstrap_token_secret(t["token"], _seconds(t.get("ttl", "24h")), t.get("description", ""))
             for t in ic.get("bootstrapTokens", [])
         ]
-        await self.admin.apply([binding, *tokens])
+        stored = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "kubeadm-config", "namespace": "kube-system"},
+            "data": {"ClusterConfiguration": yaml.safe_dump(cc)},
+        }
+        await self.admin.apply([binding, stored, *tokens])
         self.apis.routes[endpoint.host] = self.standin.url
-        return await self._register(iid, instance, ic["nodeRegistration"], "init", docs, control_plane=True)
+        return await self._register(
+            iid, instance, ic["nodeRegistration"], "init", docs, files=files, control_plane=True
+        )
 
     async def _join(
         self, iid: str, instance: dict[str, Any], files: dict[str, bytes], docs: dict[str, dict[str, Any]]
@@ -237,7 +270,15 @@ class CloudInit:
         control_plane = "controlPlane" in jc
         if control_plane and self._pki(files).pair.cert_pem != self.ca.pair.cert_pem:
             raise Refused("a control-plane member with another cluster's CA")
-        return await self._register(iid, instance, jc["nodeRegistration"], "join", docs, control_plane=control_plane)
+        if control_plane:
+            kubeadm_config = await self.admin.get(ConfigMap, "kubeadm-config", namespace="kube-system")
+            kept = (kubeadm_config.data or {}) if kubeadm_config is not None else {}
+            if "ClusterConfiguration" not in kept:
+                raise Refused("a control-plane join without the ClusterConfiguration kubeadm init stores")
+            _static_pod_files(yaml.safe_load(kept["ClusterConfiguration"]), files)
+        return await self._register(
+            iid, instance, jc["nodeRegistration"], "join", docs, files=files, control_plane=control_plane
+        )
 
     async def _register(
         self,
@@ -247,6 +288,7 @@ class CloudInit:
         verb: str,
         docs: dict[str, dict[str, Any]],
         *,
+        files: dict[str, bytes],
         control_plane: bool,
     ) -> Played:
         assert self.admin is not None
@@ -256,12 +298,10 @@ class CloudInit:
         args = {a["name"]: a["value"] for a in given} if isinstance(given, list) else dict(given)
         if args.get("node-ip") != instance["PrivateIpAddress"]:
             raise Refused(f"node-ip {args.get('node-ip')} is not the instance's {instance['PrivateIpAddress']}")
-        manifest = objects.node(
-            name,
-            ip=instance["PrivateIpAddress"],
-            kubelet=f"v{self.kubernetes_version}",
-            role="control-plane" if control_plane else "",
-        )
+        role = "control-plane" if control_plane else ""
+        ip, kubelet = instance["PrivateIpAddress"], f"v{self.kubernetes_version}"
+        networked = await self.admin.get(DaemonSet, "tke-cni", namespace="kube-system") is not None
+        manifest = objects.node(name, ready=networked, ip=ip, kubelet=kubelet, role=role)
         manifest["spec"] = {"providerID": f"aws:///{instance['Placement']['AvailabilityZone']}/{iid}"}
         for label in filter(None, args.get("node-labels", "").split(",")):
             key, _, value = label.partition("=")
@@ -271,11 +311,22 @@ class CloudInit:
                 await self.admin.client.create(codecs.from_dict(manifest))
         except StepError as err:
             raise Refused(str(err)) from None
-        return Played(iid, verb, name, control_plane, docs)
+        if not networked:
+            self.without_network[name] = objects.node(name, ip=ip, kubelet=kubelet, role=role)["status"]
+        return Played(iid, verb, name, control_plane, docs, files)
 
 
 class Refused(Exception):
     """What cloud-init, kubeadm or the kubelet would have failed with."""
+
+
+def _static_pod_files(cc: dict[str, Any], files: dict[str, bytes]) -> None:
+    """Refused unless every file the control-plane components mount (extraVolumes, pathType
+    File) is one the machine's cloud-init writes."""
+    for component in ("apiServer", "controllerManager", "scheduler"):
+        for volume in (cc.get(component) or {}).get("extraVolumes") or []:
+            if volume.get("pathType") == "File" and volume["hostPath"] not in files:
+                raise Refused(f"{component} mounts {volume['hostPath']}, which this machine does not have")
 
 
 def _seconds(duration: str) -> float:

@@ -11,6 +11,9 @@ with their JSON names, "[Required]" where the reference says so):
   bootstraptoken/v1 (both versions)
 - Kubelet Configuration (v1beta1), https://kubernetes.io/docs/reference/config-api/kubelet-config.v1beta1/
 - kube-proxy Configuration (v1alpha1), https://kubernetes.io/docs/reference/config-api/kube-proxy-config.v1alpha1/
+- kube-scheduler Configuration (v1), https://kubernetes.io/docs/reference/config-api/kube-scheduler-config.v1/
+  (KubeSchedulerConfiguration, Extender and the component-base ClientConnectionConfiguration and
+  LeaderElectionConfiguration), written for the network add-on's scheduler extender
 
 The kube-proxy page marks every field [Required] because its Go type has no `+optional`
 markers, yet kube-proxy defaults every field it is not given (and kubeadm itself writes a
@@ -373,14 +376,73 @@ KUBE_PROXY: dict[str, Struct] = {
     },
 }
 
+KUBE_SCHEDULER: dict[str, Struct] = {
+    "KubeSchedulerConfiguration": {
+        "parallelism": ("int", True),
+        "leaderElection": ("LeaderElectionConfiguration", True),
+        "clientConnection": ("ClientConnectionConfiguration", True),
+        "healthzBindAddress": ("string", False),
+        "metricsBindAddress": ("string", False),
+        "enableProfiling": ("bool", False),
+        "enableContentionProfiling": ("bool", False),
+        "percentageOfNodesToScore": ("int", False),
+        "podInitialBackoffSeconds": ("int", True),
+        "podMaxBackoffSeconds": ("int", True),
+        "profiles": ("[]object", True),
+        "extenders": ("[]Extender", True),
+        "delayCacheUntilActive": ("bool", True),
+    },
+    "Extender": {
+        "urlPrefix": ("string", True),
+        "filterVerb": ("string", True),
+        "preemptVerb": ("string", True),
+        "prioritizeVerb": ("string", True),
+        "weight": ("int", True),
+        "bindVerb": ("string", True),
+        "enableHTTPS": ("bool", True),
+        "tlsConfig": ("object", True),
+        "httpTimeout": ("duration", True),
+        "nodeCacheCapable": ("bool", True),
+        "managedResources": ("[]object", False),
+        "ignorable": ("bool", True),
+    },
+    "LeaderElectionConfiguration": {
+        "leaderElect": ("bool", True),
+        "leaseDuration": ("duration", True),
+        "renewDeadline": ("duration", True),
+        "retryPeriod": ("duration", True),
+        "resourceLock": ("string", True),
+        "resourceName": ("string", True),
+        "resourceNamespace": ("string", True),
+    },
+    "ClientConnectionConfiguration": {
+        "kubeconfig": ("string", True),
+        "acceptContentTypes": ("string", True),
+        "contentType": ("string", True),
+        "qps": ("number", True),
+        "burst": ("int", True),
+    },
+}
+
 # apiVersion -> (its structs, the kinds a document of it may be)
 APIS: dict[str, tuple[dict[str, Struct], tuple[str, ...]]] = {
     "kubeadm.k8s.io/v1beta3": (V1BETA3, ("InitConfiguration", "ClusterConfiguration", "JoinConfiguration")),
     "kubeadm.k8s.io/v1beta4": (V1BETA4, ("InitConfiguration", "ClusterConfiguration", "JoinConfiguration")),
     "kubelet.config.k8s.io/v1beta1": (KUBELET, ("KubeletConfiguration",)),
     "kubeproxy.config.k8s.io/v1alpha1": (KUBE_PROXY, ("KubeProxyConfiguration",)),
+    "kubescheduler.config.k8s.io/v1": (KUBE_SCHEDULER, ("KubeSchedulerConfiguration",)),
 }
-DEFAULTED_KINDS = frozenset({"KubeProxyConfiguration"})
+# Kinds whose reference marks fields [Required] that the component defaults (their Go types lack
+# `+optional`): what they must not have is checked, what they lack is not.
+DEFAULTED_KINDS = frozenset(
+    {
+        "KubeProxyConfiguration",
+        "KubeSchedulerConfiguration",
+        "Extender",
+        "LeaderElectionConfiguration",
+        "ClientConnectionConfiguration",
+    }
+)
 
 
 def _type_error(value: Any, kind: str, structs: Mapping[str, Struct], path: str, out: list[str]) -> None:
@@ -418,7 +480,7 @@ def _type_error(value: Any, kind: str, structs: Mapping[str, Struct], path: str,
     if not isinstance(value, dict):
         out.append(f"{path}: want a {kind} object, got {type(value).__name__}")
         return
-    _struct_errors(value, kind, structs, path, out, enforce_required=True)
+    _struct_errors(value, kind, structs, path, out, enforce_required=kind not in DEFAULTED_KINDS)
 
 
 def _struct_errors(

@@ -29,6 +29,7 @@ class MemoryIPStorage:
         self._allocs: dict[tuple[str, str], Stored] = {}  # (pool, address_key)
         # index kind -> index key -> (pool, address_key)
         self._index: dict[str, dict[str, tuple[str, str]]] = {"attachment": {}, "node": {}, "owner": {}}
+        self._cursors: dict[str, str] = {}
 
     async def close(self) -> None:
         return None
@@ -183,3 +184,9 @@ class MemoryIPStorage:
         page = keys[:limit]
         nxt = f"{page[-1][0]}/{page[-1][1]}" if len(keys) > limit else ""
         return [self._allocs[k] for k in page], nxt
+
+    async def watch_cursor(self, name: str) -> str:
+        return self._cursors.get(name, "")
+
+    async def put_watch_cursor(self, name: str, value: str) -> None:
+        self._cursors[name] = value

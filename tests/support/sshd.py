@@ -62,6 +62,12 @@ def keypair(directory: Path, name: str) -> tuple[Path, str]:
     return path, public.decode()
 
 
+# bash sources ~/.bashrc for a command sshd runs when its level is below 2; a session that starts
+# at SHLVL 1 runs commands only, so the tests never depend on (or wait for) the login user's shell
+# set-up, such as a version manager's rehash lock.
+SESSION_ENV = {"SHLVL": "1"}
+
+
 @dataclass
 class UserKey:
     private_key_file: Path
@@ -96,6 +102,9 @@ class SSHServer:
         self.extra_config = list(extra_config)
         self.process: subprocess.Popen[bytes] | None = None
         self.host_public = ""
+
+    def session_env(self) -> dict[str, str]:
+        return {**SESSION_ENV, **self.env, MARKER: self.marker}
 
     @property
     def marker(self) -> str:
@@ -133,7 +142,7 @@ class SSHServer:
                     "Subsystem sftp internal-sftp",
                     "MaxStartups 100",
                     "LogLevel ERROR",
-                    " ".join(["SetEnv", *(f'{k}="{v}"' for k, v in {**self.env, MARKER: self.marker}.items())]),
+                    " ".join(["SetEnv", *(f'{k}="{v}"' for k, v in self.session_env().items())]),
                     *self.extra_config,
                     "",
                 ]

@@ -10,8 +10,9 @@ cluster's kube-apiserver. The stand-in kubeadm (standins.py) calls these.
   (system:node:NAME in system:nodes), pointing at the control-plane endpoint.
 - The kubelet's static pods, as far as they can run here: kube-apiserver is the API stand-in
   on the machine of `kubeadm init` only (its objects live in its memory: a second one would be
-  another cluster, so the other masters' manifests stay files, like etcd's, the controller
-  manager's and the scheduler's); haproxy is standin_haproxy.py reading the platform's
+  another cluster, so the other masters' manifests stay files, like etcd's and the
+  scheduler's); kube-controller-manager, on the same machine, keeps the DaemonSets' and
+  Deployments' status (tests/support/kube/controller_manager.py); haproxy is standin_haproxy.py reading the platform's
   haproxy.cfg; keepalived's MASTER adds the VIP to the interface its keepalived.conf names
   (no VRRP: the VIP never moves).
 - kubeadm init's bootstrap through the API: cluster-info in kube-public, readable
@@ -59,6 +60,7 @@ from tke.internal.provider.kube import pki
 
 API_PORT = 6443
 READY_WITHIN = 60.0
+SUPER_ADMIN = "/etc/kubernetes/super-admin.conf"
 NODE_RIGHTS = "tke-standin:node-authorizer"
 CLUSTER_INFO = "/api/v1/namespaces/kube-public/configmaps/cluster-info"
 RBAC = "/apis/rbac.authorization.k8s.io/v1"
@@ -308,6 +310,12 @@ def run_static_pods(m: Machine, state: dict[str, Any]) -> None:
     cluster = state["cluster"]
     if "kube-apiserver" in names and cluster["init_machine"] == m.ip and not _alive(pods.get("kube-apiserver", 0)):
         pods["kube-apiserver"] = _start_apiserver(m, cluster)
+    manager = "kube-controller-manager"
+    if manager in names and cluster["init_machine"] == m.ip and not _alive(pods.get(manager, 0)):
+        # With super-admin.conf rather than its own controller-manager.conf: the stand-in API's
+        # RBAC has no kube-controller-manager roles.
+        argv = [sys.executable, "-m", "tests.support.kube.controller_manager", str(m.path(SUPER_ADMIN))]
+        pods[manager] = _spawn(m, manager, argv).pid
 
 
 def _start_apiserver(m: Machine, cluster: dict[str, Any]) -> int:

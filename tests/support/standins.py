@@ -189,6 +189,18 @@ def _write(path: Path, text: str, mode: int = 0o644) -> None:
     path.chmod(mode)
 
 
+def _static_pod_mounts(m: Machine, configuration: dict[str, Any]) -> None:
+    """The host files the control-plane static pods mount (a component's extraVolumes with
+    pathType File): missing, the kubelet does not start the pod, and kubeadm times out."""
+    for component in ("apiServer", "controllerManager", "scheduler"):
+        for volume in configuration.get(component, {}).get("extraVolumes", []):
+            if volume.get("pathType") == "File" and not m.path(volume["hostPath"]).is_file():
+                raise Refused(
+                    f"[wait-control-plane] the {component} static pod did not start: "
+                    f"hostPath {volume['hostPath']} is not a file (timed out waiting for the condition)"
+                )
+
+
 def _control_plane_files(m: Machine, endpoint: str, version: str) -> None:
     for component in ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "etcd"):
         _write(m.path(f"/etc/kubernetes/manifests/{component}.yaml"), f"# stand-in static pod {component} {version}\n")
@@ -233,6 +245,7 @@ def kubeadm(m: Machine, argv: list[str], state: dict[str, Any]) -> str:
         missing = [f for f in CA_FILES if not (pki / f).exists()]
         if missing:
             raise Refused(f"this stand-in expects the pre-distributed CAs; missing {missing}")
+        _static_pod_mounts(m, cc)
         now = time.time()
         cluster: dict[str, Any] = {
             "init_machine": m.ip,
@@ -245,6 +258,8 @@ def kubeadm(m: Machine, argv: list[str], state: dict[str, Any]) -> str:
                 t["token"].split(".")[0]: {"secret": t["token"].split(".")[1], "expires": now + _seconds(t["ttl"])}
                 for t in ic.get("bootstrapTokens", [])
             },
+            # What kubeadm keeps in the kubeadm-config ConfigMap, and every control-plane join uses.
+            "configuration": cc,
         }
         state["cluster"] = cluster
         _control_plane_files(m, cluster["endpoint"], version)
@@ -298,6 +313,7 @@ def kubeadm(m: Machine, argv: list[str], state: dict[str, Any]) -> str:
                 )
             if (pki / "ca.crt").read_text() != cluster["ca_pem"]:
                 raise Refused("the CA in place is not the cluster's")
+            _static_pod_mounts(m, cluster.get("configuration", {}))
             _control_plane_files(m, cluster["endpoint"], cluster["version"])
         _join_node(state, m, reg.get("name", m.ip), control_plane=control_plane)
         if m.world.live:
@@ -362,6 +378,10 @@ def kubeadm(m: Machine, argv: list[str], state: dict[str, Any]) -> str:
             raise Refused("[reset] failed to remove etcd member: etcd cluster is not healthy (fault injected)")
         if cluster is not None and name and mine.get("control_plane"):
             cluster["etcd"].pop(name, None)
+            if not cluster["etcd"]:
+                # reset wipes the local etcd's data (/var/lib/etcd): with its last member gone
+                # the cluster is gone, and a new kubeadm init may start another.
+                state["cluster"] = None
         for conf in ("admin.conf", "kubelet.conf"):
             m.path(f"/etc/kubernetes/{conf}").unlink(missing_ok=True)
         hosted = (state.get("hosted") or {}).get(mine.pop("endpoint", None) or "")

@@ -14,6 +14,8 @@ controller's default) talks to the Kubernetes API stand-in (tests/support/kube) 
   machine) and keeps the Node's status current. A Node deleted through the API stays deleted:
   a running kubelet registers only when it starts. (The kubelets act as system:masters: the
   stand-in has no Node authorizer.)
+- It also plays the DaemonSet and Deployment controllers, as far as their status goes
+  (tests/support/kube/rollouts.py).
 - `Routed` plays the network between the platform and an endpoint these tests cannot build on
   the host (a VIP in another subnet, a load balancer's DNS name): connections to the endpoint
   go to the stand-in, and its certificate is still checked against the endpoint's name.
@@ -35,7 +37,7 @@ from lightkube.resources.core_v1 import Node
 from lightkube.types import PatchType
 
 from tests.support.installed import KUBEADM_CLUSTER_ADMINS, masters
-from tests.support.kube import objects
+from tests.support.kube import objects, rollouts
 from tests.support.kube.running import StandIn, running
 from tests.support.kubeadm_world import World
 from tests.support.pki import TestCA
@@ -78,6 +80,7 @@ class WorldAPI:
                     assert kubelets is not None
                     self.standin.set_version(cluster["version"])
                     await self._kubelets(kubelets, cluster, state["machines"])
+                    await rollouts.play(kubelets)
                 await asyncio.sleep(TICK)
         finally:
             if kubelets is not None:

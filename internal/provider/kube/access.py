@@ -39,6 +39,9 @@ from tke.internal.provider.errors import PermanentError, TemporaryError
 EXEC_API_VERSIONS = ("client.authentication.k8s.io/v1", "client.authentication.k8s.io/v1beta1")
 EXEC_TIMEOUT = 30.0
 EXEC_MAX_OUTPUT = 1 << 20
+TOKEN_FILE_REREAD = 60.0
+# Where a pod finds its service account's credentials, and the API server's address.
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,9 @@ class ClusterAccess:
     client_cert_pem: bytes = field(default=b"", repr=False)
     client_key_pem: bytes = field(default=b"", repr=False)
     token: str = field(default="", repr=False)
+    # A file holding the bearer token, read again every TOKEN_FILE_REREAD seconds and when the
+    # server refuses it: a service account's projected token, which the kubelet rotates.
+    token_file: str = ""
     exec_plugin: ExecPlugin | None = None
     # The name to check the server's certificate against, when not the URL's host.
     tls_server_name: str = ""
@@ -78,7 +84,7 @@ class ClusterAccess:
         """How we authenticate, for messages (never the secret itself)."""
         if self.client_cert_pem:
             return "client certificate"
-        if self.token:
+        if self.token or self.token_file:
             return "bearer token"
         if self.exec_plugin:
             return f"exec plugin {self.exec_plugin.command}"
@@ -203,6 +209,21 @@ def from_credential(credential: Credential, server: str = "") -> ClusterAccess:
     return ClusterAccess(server, ca_pem=credential.ca_cert, token=credential.token)
 
 
+def in_cluster(env: Mapping[str, str] | None = None, directory: str = SERVICE_ACCOUNT_DIR) -> ClusterAccess:
+    """The access of a pod to its own cluster: the API server Kubernetes names in the pod's
+    environment (KUBERNETES_SERVICE_HOST, KUBERNETES_SERVICE_PORT), its service account's CA
+    and token (re-read as the kubelet rotates it)."""
+    env = os.environ if env is None else env
+    host, port = env.get("KUBERNETES_SERVICE_HOST", ""), env.get("KUBERNETES_SERVICE_PORT", "443")
+    if not host:
+        raise PermanentError("not in a pod: KUBERNETES_SERVICE_HOST is not set (configure a kubeconfig instead)")
+    ca = _read(os.path.join(directory, "ca.crt"), None, "service account")
+    token_file = os.path.join(directory, "token")
+    _read(token_file, None, "service account")  # fail now, with the path, rather than at the first call
+    server = f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
+    return ClusterAccess(server, ca_pem=ca, token_file=token_file)
+
+
 def _exec_plugin(section: Any, allowed: bool) -> ExecPlugin:
     if not allowed:
         raise PermanentError("kubeconfig: exec credential plugins are not allowed for this kubeconfig")
@@ -232,8 +253,9 @@ class _Cached:
 
 
 class BearerSource:
-    """The Authorization header of every request: a static token, or one an exec plugin prints
-    (kept until it expires or the server refuses it)."""
+    """The Authorization header of every request: a static token, a token file (re-read now
+    and then, and when the server refuses it), or a token an exec plugin prints (kept until it
+    expires or the server refuses it)."""
 
     def __init__(self, access: ClusterAccess) -> None:
         self.access = access
@@ -242,11 +264,13 @@ class BearerSource:
 
     @property
     def refreshable(self) -> bool:
-        return self.access.exec_plugin is not None
+        return self.access.exec_plugin is not None or bool(self.access.token_file)
 
     async def header(self, *, refresh: bool = False) -> str | None:
         if self.access.token:
             return f"Bearer {self.access.token}"
+        if self.access.token_file:
+            return f"Bearer {self._from_file(refresh)}"
         if self.access.exec_plugin is None:
             return None
         async with self._lock:
@@ -255,6 +279,17 @@ class BearerSource:
             if refresh or c is None or (c.expires is not None and c.expires <= now + datetime.timedelta(seconds=10)):
                 self._cached = c = await self._run(self.access.exec_plugin)
             return f"Bearer {c.token}"
+
+    def _from_file(self, refresh: bool) -> str:
+        now = datetime.datetime.now(datetime.UTC)
+        c = self._cached
+        if refresh or c is None or c.expires is None or c.expires <= now:
+            try:
+                token = Path(self.access.token_file).read_text().strip()
+            except OSError as err:
+                raise TemporaryError(f"cannot read the token file {self.access.token_file}: {err.strerror}") from None
+            self._cached = c = _Cached(token, now + datetime.timedelta(seconds=TOKEN_FILE_REREAD))
+        return c.token
 
     async def _run(self, plugin: ExecPlugin) -> _Cached:
         info: dict[str, Any] = {

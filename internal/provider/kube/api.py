@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import ssl
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
@@ -278,7 +278,7 @@ class ClusterAPI:
         labels: str = "",
         fields: str = "",
         timeout_seconds: int = 300,
-    ) -> AsyncIterator[WatchEvent]:
+    ) -> AsyncGenerator[WatchEvent]:
         """One watch request with bookmarks: the events until the server ends it (after
         `timeout_seconds`). Resume with the resource_version of the last event or bookmark; a
         too old one raises WatchExpired. Without a resource version it starts with an ADDED

@@ -115,9 +115,28 @@ def cluster_configuration(
     control_plane_endpoint: str,
     cert_sans: Sequence[str] = (),
     pki_dir: str = "/etc/kubernetes/pki",
+    scheduler_config: str = "",
 ) -> dict[str, Any]:
+    """kubeadm's ClusterConfiguration. `scheduler_config` is the path of a
+    KubeSchedulerConfiguration on every control-plane machine (the network add-on's extender):
+    kube-scheduler gets it as --config, mounted read-only into its static pod, unless the
+    cluster's own kube-scheduler extra args name a config."""
     api = kubeadm_api(cluster.spec.version)
     net = cluster.spec.network
+    scheduler: dict[str, Any] = {}
+    scheduler_args = extra_args(cluster, "kube-scheduler")
+    if scheduler_config and "config" not in scheduler_args:
+        scheduler_args = dict(sorted({**scheduler_args, "config": scheduler_config}.items()))
+        scheduler["extraVolumes"] = [
+            {
+                "name": "tke-scheduler-config",
+                "hostPath": scheduler_config,
+                "mountPath": scheduler_config,
+                "readOnly": True,
+                "pathType": "File",
+            }
+        ]
+    scheduler = {"extraArgs": _args(api, scheduler_args), **scheduler}
     doc: dict[str, Any] = {
         "apiVersion": api,
         "kind": "ClusterConfiguration",
@@ -135,7 +154,7 @@ def cluster_configuration(
             "extraArgs": _args(api, extra_args(cluster, "kube-apiserver")),
         },
         "controllerManager": {"extraArgs": _args(api, extra_args(cluster, "kube-controller-manager"))},
-        "scheduler": {"extraArgs": _args(api, extra_args(cluster, "kube-scheduler"))},
+        "scheduler": scheduler,
         "etcd": {"local": {"dataDir": "/var/lib/etcd", "extraArgs": _args(api, extra_args(cluster, "etcd"))}},
     }
     if api == KUBEADM_V1BETA4:

@@ -63,10 +63,50 @@ def _template(app: str) -> Manifest:
     }
 
 
-def replica_set(name: str, namespace: str, replicas: int) -> Manifest:
+def _controlled_by(owner: Manifest) -> list[Manifest]:
+    return [
+        {
+            "apiVersion": owner["apiVersion"],
+            "kind": owner["kind"],
+            "name": owner["metadata"]["name"],
+            "uid": owner["metadata"]["uid"],
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+    ]
+
+
+def replica_set(name: str, namespace: str, replicas: int, *, owner: Manifest | None = None) -> Manifest:
+    """A ReplicaSet; `owner` (a created Deployment) controls it."""
+    meta: Manifest = {"name": name, "namespace": namespace}
+    if owner is not None:
+        meta["ownerReferences"] = _controlled_by(owner)
     return {
         "apiVersion": "apps/v1",
         "kind": "ReplicaSet",
+        "metadata": meta,
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}}, "template": _template(name)},
+    }
+
+
+def stateful_set(name: str, namespace: str, replicas: int) -> Manifest:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "replicas": replicas,
+            "serviceName": name,
+            "selector": {"matchLabels": {"app": name}},
+            "template": _template(name),
+        },
+    }
+
+
+def deployment(name: str, namespace: str, replicas: int) -> Manifest:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
         "metadata": {"name": name, "namespace": namespace},
         "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}}, "template": _template(name)},
     }
@@ -84,16 +124,7 @@ def daemon_set(name: str, namespace: str) -> Manifest:
 def pod(name: str, namespace: str, *, node: str = "", app: str = "", owner: Manifest | None = None) -> Manifest:
     meta: Manifest = {"name": name, "namespace": namespace, "labels": {"app": app or name}}
     if owner is not None:
-        meta["ownerReferences"] = [
-            {
-                "apiVersion": owner["apiVersion"],
-                "kind": owner["kind"],
-                "name": owner["metadata"]["name"],
-                "uid": owner["metadata"]["uid"],
-                "controller": True,
-                "blockOwnerDeletion": True,
-            }
-        ]
+        meta["ownerReferences"] = _controlled_by(owner)
     spec: Manifest = {"containers": [{"name": "main", "image": "registry.test/app:1"}]}
     if node:
         spec["nodeName"] = node

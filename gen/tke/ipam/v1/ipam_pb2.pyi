@@ -823,10 +823,9 @@ class LookupBindingRequest(_message.Message):
     workload_kind: _builtins.str
     """Kind of the pod's workload, when the caller knows it."""
     workload_name: _builtins.str
-    """Name of the pod's workload, when the caller knows it. When empty, the workload is
-    inferred from the pod name: "<name>-<ordinal>" (StatefulSet),
-    "<name>-<hash>-<suffix>" (Deployment), "<name>-<suffix>" (DaemonSet, Job), and the
-    first binding found in the namespace for one of those names (any kind) is returned.
+    """Name of the pod's workload, when the caller knows it. When empty, the workload is the
+    pod's controller in the cluster's Kubernetes API (see ResolveWorkload); never guessed from
+    the pod name. A name without a kind finds the namespace's first binding of that name.
     """
     def __init__(
         self,
@@ -843,6 +842,32 @@ class LookupBindingRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___LookupBindingRequest: _TypeAlias = LookupBindingRequest  # noqa: Y015
+
+@_typing.final
+class ResolveWorkloadRequest(_message.Message):
+    """Which workload a pod belongs to."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    POD_NAME_FIELD_NUMBER: _builtins.int
+    namespace: _builtins.str
+    """Pod namespace. Required."""
+    pod_name: _builtins.str
+    """Pod name. Required."""
+    def __init__(
+        self,
+        *,
+        namespace: _builtins.str = ...,
+        pod_name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["namespace", b"namespace", "pod_name", b"pod_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResolveWorkloadRequest: _TypeAlias = ResolveWorkloadRequest  # noqa: Y015
 
 @_typing.final
 class ListBindingsRequest(_message.Message):

@@ -79,6 +79,11 @@ class IPAMServiceStub:
                 request_serializer=tke_dot_ipam_dot_v1_dot_ipam__pb2.LookupBindingRequest.SerializeToString,
                 response_deserializer=tke_dot_ipam_dot_v1_dot_ipam__pb2.Binding.FromString,
                 _registered_method=True)
+        self.ResolveWorkload = channel.unary_unary(
+                '/tke.ipam.v1.IPAMService/ResolveWorkload',
+                request_serializer=tke_dot_ipam_dot_v1_dot_ipam__pb2.ResolveWorkloadRequest.SerializeToString,
+                response_deserializer=tke_dot_ipam_dot_v1_dot_ipam__pb2.WorkloadRef.FromString,
+                _registered_method=True)
         self.ListBindings = channel.unary_unary(
                 '/tke.ipam.v1.IPAMService/ListBindings',
                 request_serializer=tke_dot_ipam_dot_v1_dot_ipam__pb2.ListBindingsRequest.SerializeToString,
@@ -179,8 +184,18 @@ class IPAMServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def LookupBinding(self, request, context):
-        """Find the binding for a pod, inferring its workload from the pod name if needed.
-        NOT_FOUND when none applies (use the default network).
+        """Find the binding for a pod, resolving its workload (ResolveWorkload) when the request names
+        none. NOT_FOUND when none applies (use the default network).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResolveWorkload(self, request, context):
+        """The workload of a pod: its controller in the cluster's Kubernetes API (the ownerReference
+        with controller: true; a ReplicaSet's pods belong to the ReplicaSet's Deployment), kind
+        "Pod" and the pod's own name for a pod without a controller, or when tke-ipamd has no
+        Kubernetes API or the cluster has no such pod. UNAVAILABLE when the API cannot be asked.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -286,6 +301,11 @@ def add_IPAMServiceServicer_to_server(servicer, server):
                     servicer.LookupBinding,
                     request_deserializer=tke_dot_ipam_dot_v1_dot_ipam__pb2.LookupBindingRequest.FromString,
                     response_serializer=tke_dot_ipam_dot_v1_dot_ipam__pb2.Binding.SerializeToString,
+            ),
+            'ResolveWorkload': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResolveWorkload,
+                    request_deserializer=tke_dot_ipam_dot_v1_dot_ipam__pb2.ResolveWorkloadRequest.FromString,
+                    response_serializer=tke_dot_ipam_dot_v1_dot_ipam__pb2.WorkloadRef.SerializeToString,
             ),
             'ListBindings': grpc.unary_unary_rpc_method_handler(
                     servicer.ListBindings,
@@ -549,6 +569,33 @@ class IPAMService:
             '/tke.ipam.v1.IPAMService/LookupBinding',
             tke_dot_ipam_dot_v1_dot_ipam__pb2.LookupBindingRequest.SerializeToString,
             tke_dot_ipam_dot_v1_dot_ipam__pb2.Binding.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResolveWorkload(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tke.ipam.v1.IPAMService/ResolveWorkload',
+            tke_dot_ipam_dot_v1_dot_ipam__pb2.ResolveWorkloadRequest.SerializeToString,
+            tke_dot_ipam_dot_v1_dot_ipam__pb2.WorkloadRef.FromString,
             options,
             channel_credentials,
             insecure,

@@ -63,8 +63,14 @@ class IPAMServiceStub:
     GetBinding: _grpc.UnaryUnaryMultiCallable[_ipam_pb2.GetBindingRequest, _ipam_pb2.Binding]
     """Get the binding of a workload."""
     LookupBinding: _grpc.UnaryUnaryMultiCallable[_ipam_pb2.LookupBindingRequest, _ipam_pb2.Binding]
-    """Find the binding for a pod, inferring its workload from the pod name if needed.
-    NOT_FOUND when none applies (use the default network).
+    """Find the binding for a pod, resolving its workload (ResolveWorkload) when the request names
+    none. NOT_FOUND when none applies (use the default network).
+    """
+    ResolveWorkload: _grpc.UnaryUnaryMultiCallable[_ipam_pb2.ResolveWorkloadRequest, _ipam_pb2.WorkloadRef]
+    """The workload of a pod: its controller in the cluster's Kubernetes API (the ownerReference
+    with controller: true; a ReplicaSet's pods belong to the ReplicaSet's Deployment), kind
+    "Pod" and the pod's own name for a pod without a controller, or when tke-ipamd has no
+    Kubernetes API or the cluster has no such pod. UNAVAILABLE when the API cannot be asked.
     """
     ListBindings: _grpc.UnaryUnaryMultiCallable[_ipam_pb2.ListBindingsRequest, _ipam_pb2.ListBindingsResponse]
     """List bindings."""
@@ -112,8 +118,14 @@ class IPAMServiceAsyncStub(IPAMServiceStub):
     GetBinding: _aio.UnaryUnaryMultiCallable[_ipam_pb2.GetBindingRequest, _ipam_pb2.Binding]  # type: ignore[assignment]
     """Get the binding of a workload."""
     LookupBinding: _aio.UnaryUnaryMultiCallable[_ipam_pb2.LookupBindingRequest, _ipam_pb2.Binding]  # type: ignore[assignment]
-    """Find the binding for a pod, inferring its workload from the pod name if needed.
-    NOT_FOUND when none applies (use the default network).
+    """Find the binding for a pod, resolving its workload (ResolveWorkload) when the request names
+    none. NOT_FOUND when none applies (use the default network).
+    """
+    ResolveWorkload: _aio.UnaryUnaryMultiCallable[_ipam_pb2.ResolveWorkloadRequest, _ipam_pb2.WorkloadRef]  # type: ignore[assignment]
+    """The workload of a pod: its controller in the cluster's Kubernetes API (the ownerReference
+    with controller: true; a ReplicaSet's pods belong to the ReplicaSet's Deployment), kind
+    "Pod" and the pod's own name for a pod without a controller, or when tke-ipamd has no
+    Kubernetes API or the cluster has no such pod. UNAVAILABLE when the API cannot be asked.
     """
     ListBindings: _aio.UnaryUnaryMultiCallable[_ipam_pb2.ListBindingsRequest, _ipam_pb2.ListBindingsResponse]  # type: ignore[assignment]
     """List bindings."""
@@ -206,8 +218,20 @@ class IPAMServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _ipam_pb2.LookupBindingRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_ipam_pb2.Binding, _abc.Awaitable[_ipam_pb2.Binding]]:
-        """Find the binding for a pod, inferring its workload from the pod name if needed.
-        NOT_FOUND when none applies (use the default network).
+        """Find the binding for a pod, resolving its workload (ResolveWorkload) when the request names
+        none. NOT_FOUND when none applies (use the default network).
+        """
+
+    @_abc_1.abstractmethod
+    def ResolveWorkload(
+        self,
+        request: _ipam_pb2.ResolveWorkloadRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ipam_pb2.WorkloadRef, _abc.Awaitable[_ipam_pb2.WorkloadRef]]:
+        """The workload of a pod: its controller in the cluster's Kubernetes API (the ownerReference
+        with controller: true; a ReplicaSet's pods belong to the ReplicaSet's Deployment), kind
+        "Pod" and the pod's own name for a pod without a controller, or when tke-ipamd has no
+        Kubernetes API or the cluster has no such pod. UNAVAILABLE when the API cannot be asked.
         """
 
     @_abc_1.abstractmethod

@@ -1,0 +1,101 @@
+"""The WorkloadResolver over the cluster's Kubernetes API: a pod's workload from its
+ownerReferences (tke.internal.ipamd.workloads), reading the pod and, for a ReplicaSet's pod, the
+ReplicaSet (whose controller may be a Deployment).
+
+What it reads is cached briefly and in bounded memory: a pod's answer for `pod_ttl` seconds (a
+CNI ADD asks twice within milliseconds: cni-switch's LookupBinding, then tke-ipamc's Allocate), a
+ReplicaSet's controller for `replica_set_ttl` seconds (it changes only when a ReplicaSet is
+adopted or orphaned). A failure of the API is ResolverUnavailable, never an answer.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+from lightkube.resources.apps_v1 import ReplicaSet
+from lightkube.resources.core_v1 import Pod
+
+from tke.internal.ipamd.workloads import (
+    REPLICA_SET,
+    OwnerRef,
+    ResolverUnavailable,
+    Workload,
+    controller_of,
+    owner_refs,
+    workload_of,
+)
+from tke.internal.provider.errors import StepError
+from tke.internal.provider.kube.api import ClusterAPI
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class TTLCache(Generic[K, V]):
+    """At most `capacity` entries, each kept `ttl` seconds; the oldest go first."""
+
+    def __init__(self, ttl: float, capacity: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl, self.capacity, self.clock = ttl, capacity, clock
+        self._items: OrderedDict[K, tuple[float, V]] = OrderedDict()
+
+    def get(self, key: K) -> tuple[bool, V | None]:
+        hit = self._items.get(key)
+        if hit is None or hit[0] < self.clock():
+            self._items.pop(key, None)
+            return False, None
+        return True, hit[1]
+
+    def put(self, key: K, value: V) -> None:
+        self._items[key] = (self.clock() + self.ttl, value)
+        self._items.move_to_end(key)
+        while len(self._items) > self.capacity:
+            self._items.popitem(last=False)
+
+
+class KubeResolver:
+    def __init__(
+        self,
+        api: ClusterAPI,
+        *,
+        pod_ttl: float = 5.0,
+        replica_set_ttl: float = 60.0,
+        capacity: int = 4096,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.api = api
+        self._pods: TTLCache[tuple[str, str], Workload | None] = TTLCache(pod_ttl, capacity, clock)
+        self._replica_sets: TTLCache[tuple[str, str], OwnerRef | None] = TTLCache(replica_set_ttl, capacity, clock)
+
+    async def workload_of(self, namespace: str, pod_name: str) -> Workload | None:
+        hit, known = self._pods.get((namespace, pod_name))
+        if hit:
+            return known
+        try:
+            pod = await self.api.get(Pod, pod_name, namespace)
+            if pod is None:
+                found = None
+            else:
+                refs = owner_refs(pod.metadata)
+                ref = controller_of(refs)
+                parent = (
+                    await self.replica_set_controller(namespace, ref.name) if ref and ref.kind == REPLICA_SET else None
+                )
+                found = workload_of(namespace, pod_name, refs, lambda _: parent)
+        except StepError as err:
+            raise ResolverUnavailable(str(err)) from None
+        self._pods.put((namespace, pod_name), found)
+        return found
+
+    async def replica_set_controller(self, namespace: str, name: str) -> OwnerRef | None:
+        """The controller of a ReplicaSet (a Deployment, usually), None when it has none or is
+        gone. Raises the access layer's errors."""
+        hit, known = self._replica_sets.get((namespace, name))
+        if hit:
+            return known
+        rs = await self.api.get(ReplicaSet, name, namespace)
+        found = controller_of(owner_refs(rs.metadata)) if rs is not None else None
+        self._replica_sets.put((namespace, name), found)
+        return found
