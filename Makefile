@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup deps run demo-cluster test test-faults test-fast lint fmt gen check-gen bench clean proto-lint
+.PHONY: setup deps run demo-cluster demo-environments test test-faults test-fast lint fmt gen check-gen bench clean proto-lint
 
 setup: deps $(STAMP)
 
@@ -29,6 +29,12 @@ run: setup
 ## stops everything. DEMO_KEEP=1 keeps it running until Ctrl-C.
 demo-cluster: setup
 	@$(BIN)/python -m tests.support.demo
+
+## demo-environments: one platform, three environments: a baremetal cluster (simulated machine),
+## an aws cluster (moto's EC2) and a hosted cluster (control plane in a meta cluster) with a
+## baremetal worker, in two tenants (root: sshd). DEMO_KEEP=1 keeps it running until Ctrl-C.
+demo-environments: setup
+	@$(BIN)/python -m tests.support.demo.environments
 
 ## test: the whole test suite, against real servers the tests start
 test: setup check-gen lint

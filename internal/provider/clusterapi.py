@@ -21,7 +21,7 @@ Contract of a ClusterAPI:
 - `delete_node(name)` deletes the Node object; a missing node is fine.
 - `create_bootstrap_token(token, ttl_seconds, description)` stores a kubeadm bootstrap token
   (the Secret `kubeadm token create` makes, kube.config.bootstrap_token_secret), for nodes
-  that join without the platform logging in to a master (cloud-init).
+  that join without the platform logging in to a master (cloud-init, hosted control planes).
 - `apply(objects)` server-side applies manifests (dicts) as the platform's field manager:
   created when missing, changed only where they differ; applying the same again changes
   nothing (no new resource version, no new generation).

@@ -3,14 +3,19 @@ kubeadm over SSH, and drains, resets and removes it on delete.
 
 Create: Preflight, PrepareNode (container runtime and kubeadm packages of the cluster's
 version, from the cluster's install profile), JoinCluster (`kubeadm join` with token
-discovery: a bootstrap token the platform creates with a TTL on a control-plane machine, and
-the pin of the cluster CA's public key), WaitNodeReady and RecordNodeInfo (from the Node,
+discovery: a bootstrap token the platform creates with a TTL, and the pin of the cluster CA's
+public key), WaitNodeReady and RecordNodeInfo (from the Node,
 through the cluster's API). Delete: DrainNode (the Eviction API), ResetNode (`kubeadm reset`),
 DeleteNode. Upgrade (one worker of a cluster at a time, once the control plane runs the new
 version; the machine controller holds the cluster's upgrade slot around these steps):
 DrainForUpgrade, UpgradeNodePackages (kubeadm package, `kubeadm upgrade node`, kubelet and
 kubectl packages, kubelet restart), UncordonNode, WaitNodeUpgraded.
 A joined machine carries a marker, so it never joins twice.
+
+The cluster may be of any provider that installs a control plane: with control-plane machines
+the platform logs in to (baremetal: spec.machines), the token is made by `kubeadm token
+create` on one of them; without (a hosted control plane, EC2 masters), it is stored through
+the cluster's API, as `kubeadm token create` would store it.
 """
 
 from __future__ import annotations
@@ -126,8 +131,8 @@ class BaremetalMachineProvider:
             return await self._name(ch)
 
     async def preflight(self, ctx: MachineContext) -> None:
-        if not ctx.cluster.spec.machines:
-            raise PermanentError(f"cluster {ctx.cluster.metadata.name} has no control-plane machines to join")
+        if not ctx.cluster.spec.machines and not ctx.cluster.status.control_plane_endpoint:
+            raise PermanentError(f"cluster {ctx.cluster.metadata.name} has no control plane to join")
         async with ctx.tools.dialer.connect(nodes.machine_target(ctx.machine)) as ch:
             name = await self._name(ch)
             for command in self.options.preflight_commands:
@@ -170,8 +175,12 @@ class BaremetalMachineProvider:
             await ch.run(f"rm -f {config}")  # it holds a bootstrap token
 
     async def _token(self, ctx: MachineContext, description: str) -> str:
-        master = self._control_plane(ctx)
         token = nodes.new_bootstrap_token()
+        if not ctx.cluster.spec.machines:  # no master to log in to: through the API
+            async with self._api(ctx) as api:
+                await api.create_bootstrap_token(token, self.options.bootstrap_token_ttl, description)
+            return token
+        master = self._control_plane(ctx)
         paths = self.layout.at(master.ip)
         async with ctx.tools.dialer.connect(nodes.master_target(master)) as ch:
             name = await self._name(ch)
@@ -196,7 +205,10 @@ class BaremetalMachineProvider:
         node_status.write_machine_status(await self._node(ctx), ctx.obj.status)
 
     def _joined(self, ctx: MachineContext) -> bool:
-        return bool(ctx.cluster.status.control_plane) and bool(ctx.cluster.spec.machines)
+        """Whether the cluster has a control plane the node may be registered with."""
+        if not ctx.cluster.spec.machines:
+            return bool(ctx.cluster.status.control_plane_endpoint)
+        return bool(ctx.cluster.status.control_plane)
 
     async def drain(self, ctx: MachineContext) -> None:
         if not self._joined(ctx):

@@ -19,16 +19,9 @@ from lightkube.codecs import from_dict
 from lightkube.resources.core_v1 import Node
 
 from tests.support import kubeadm_reference
-from tests.support.aws import (
-    AWSProxy,
-    MemoryCredentialStore,
-    Moto,
-    NoDialer,
-    an_image,
-    instances,
-    run_steps,
-)
+from tests.support.aws import AWSProxy, Moto, NoDialer, an_image, instances
 from tests.support.kube import objects
+from tests.support.provider_steps import MemoryCredentialStore, run_steps
 from tke.internal.provider.cluster_credentials import ensure_cas, read_cas
 from tke.internal.provider.clusterapi import ClusterAPI, Rollout
 from tke.internal.provider.contract import MachineContext, Tools

@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.aws import AWSProxy, MemoryCredentialStore, Moto, NoDialer, an_image, run_steps
+from tests.support.aws import AWSProxy, Moto, NoDialer, an_image
+from tests.support.provider_steps import MemoryCredentialStore, run_steps
 from tke.internal.provider.contract import ClusterContext, Tools
 from tke.internal.provider.credentials import ConfiguredCredentials, CredentialConfig
 from tke.internal.provider.errors import PermanentError

@@ -21,10 +21,11 @@ from lightkube.resources.core_v1 import ConfigMap, Namespace, Pod
 from lightkube.resources.policy_v1 import PodDisruptionBudget
 from lightkube.types import PatchType
 
-from tests.support.kube import objects
+from tests.support.kube import objects, registry
 from tests.support.kube.running import StandIn, running
 from tke.internal.provider.kube.access import from_kubeconfig
 from tke.internal.provider.kube.api import ClusterAPI, WatchEvent, WatchExpired
+from tke.internal.provider.kube.config import BOOTSTRAP_GROUP, bootstrap_token_secret
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -351,3 +352,47 @@ async def test_evictions_honour_disruption_budgets(kube: StandIn, admin: Cluster
     assert await admin.get(Pod, "web-1", "default") is None
     refused = await admin.evict(await c.get(Pod, "web-2", namespace="default"))
     assert refused == "The disruption budget web needs 1 healthy pods and has 1 currently"
+
+
+async def test_bootstrap_tokens_authenticate_only_when_enabled_and_while_valid(tmp_path: Path) -> None:
+    def who(kube: StandIn, token: str) -> tuple[int, Any]:
+        with http(kube, token=token) as client:
+            answer = client.post(
+                "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+                json={"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"},
+            )
+            return answer.status_code, answer.json()
+
+    for enabled in (True, False):
+        with running(tmp_path / f"kube-{enabled}", bootstrap_token_auth=enabled) as kube:
+            async with ClusterAPI(from_kubeconfig(kube.kubeconfig(user="admin", groups=("system:masters",)))) as api:
+                await api.apply([bootstrap_token_secret("abcdef.0123456789abcdef", 600, "join")])
+                await api.apply([bootstrap_token_secret("expire.0123456789abcdef", -60, "old")])
+            code, review = who(kube, "abcdef.0123456789abcdef")
+            if not enabled:
+                assert code == 401
+                continue
+            assert code == 201
+            user = review["status"]["userInfo"]
+            assert user["username"] == "system:bootstrap:abcdef"
+            assert {"system:bootstrappers", BOOTSTRAP_GROUP, "system:authenticated"} <= set(user["groups"])
+            assert who(kube, "abcdef.0123456789abcdeX")[0] == 401  # the wrong secret
+            assert who(kube, "expire.0123456789abcdef")[0] == 401  # expired
+            assert who(kube, "nosuch.0123456789abcdef")[0] == 401
+
+
+async def test_applying_the_same_object_later_changes_nothing(
+    admin: ClusterAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server defaults a Service's ports (protocol, node port): applying the same manifest
+    again later is still no write (kube-apiserver ignores managedFields' timestamps then)."""
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "lb", "namespace": "default"},
+        "spec": {"type": "LoadBalancer", "selector": {"app": "x"}, "ports": [{"port": 443, "targetPort": "https"}]},
+    }
+    (first,) = await admin.apply([service])
+    monkeypatch.setattr(registry, "now", lambda: "2030-01-01T00:00:00Z")  # a later apply
+    (again,) = await admin.apply([service])
+    assert again.metadata.resourceVersion == first.metadata.resourceVersion

@@ -10,13 +10,11 @@ loopback: moto answers every call itself.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import http.client
 import threading
-import time
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -27,10 +25,6 @@ from moto import settings as moto_settings
 from moto.server import ThreadedMotoServer
 
 from tests.support.ports import free_port
-from tke.internal.provider.cluster_credentials import CredentialExists
-from tke.internal.provider.errors import TemporaryError
-from tke.internal.provider.steps import Step
-from tke.platform.v1 import credential_pb2
 
 REGION = "us-east-1"
 ENV = {
@@ -165,43 +159,8 @@ def an_image(ec2: Any) -> str:
     return str(ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"])
 
 
-class MemoryCredentialStore:
-    """The platform's ClusterCredential store, in memory (provider steps run without an
-    apiserver)."""
-
-    def __init__(self) -> None:
-        self.stored: dict[tuple[str, str], credential_pb2.ClusterCredential] = {}
-
-    async def get(self, tenant: str, name: str) -> credential_pb2.ClusterCredential | None:
-        return self.stored.get((tenant, name))
-
-    async def create(self, credential: credential_pb2.ClusterCredential) -> None:
-        key = (credential.metadata.tenant_id, credential.metadata.name)
-        if key in self.stored:
-            raise CredentialExists(key)
-        self.stored[key] = credential
-
-    async def delete(self, tenant: str, name: str) -> None:
-        self.stored.pop((tenant, name), None)
-
-
 class NoDialer:
     """The aws providers never log in to a machine."""
 
     def connect(self, target: Any) -> Any:
         raise AssertionError(f"an aws provider tried to log in to {target}")
-
-
-async def run_steps(steps: Sequence[Step[Any]], ctx: Any, within: float = 60.0) -> None:
-    """Run a plan's steps in order, as the controller would: a TemporaryError is tried again
-    (after a short pause, within `within` seconds per step); anything else ends the run."""
-    for step in steps:
-        deadline = time.monotonic() + within
-        while True:
-            try:
-                await step.run(ctx)
-                break
-            except TemporaryError:
-                if time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(0.05)

@@ -10,6 +10,13 @@ calls.jsonl, tests/support/kubeadm_world.py) and check it the way the real progr
   not the cluster CA's, and its preflight checks (swap, br_netfilter, the sysctls, containerd
   and the kubelet enabled, /etc/kubernetes/manifests empty unless that check is ignored). A
   kubeadm of another minor version than the cluster's refuses init, join and upgrade.
+  A worker's join to an endpoint no stand-in kubeadm init made (a hosted control plane) does token
+  discovery over HTTPS against the API at the endpoint, as kubeadm does: cluster-info from
+  kube-public read anonymously, its JWS for the token checked (bootstrapsigner's, see
+  tests/support/jws.py) and its CA checked against the pin; then, as the bootstrap token,
+  kubeadm-config and kubelet-config from kube-system (their documents checked against the
+  reference field lists) and the Node of its name (kubeadm's RBAC must let it). The node is
+  recorded in the world's "hosted" section for the test's kubelets.
 - apt-get installs "name=VERSION-*" only from a repository of that minor version, and not a
   held package; the keyring must be there first.
 - curl prints (or writes with -o) a stand-in key; gpg --dearmor reads its input file, or
@@ -266,8 +273,9 @@ def kubeadm(m: Machine, argv: list[str], state: dict[str, Any]) -> str:
             raise Refused(f"join takes a JoinConfiguration only, got {sorted(docs)}")
         jc = docs["JoinConfiguration"]
         cluster = state["cluster"]
-        if cluster is None:
-            raise Refused("couldn't validate the identity of the API Server: no cluster answers")
+        endpoint = (jc["discovery"].get("bootstrapToken") or {}).get("apiServerEndpoint")
+        if cluster is None or (endpoint != cluster["endpoint"] and "controlPlane" not in jc):
+            return _join_hosted(m, jc, state)  # an endpoint no stand-in kubeadm init made
         _check_api(jc, cluster["version"])
         if mine.get("member"):
             raise Refused("[ERROR FileAvailable--etc-kubernetes-kubelet.conf]: this machine already joined")
@@ -376,10 +384,108 @@ def kubeadm(m: Machine, argv: list[str], state: dict[str, Any]) -> str:
                 state["cluster"] = None
         for conf in ("admin.conf", "kubelet.conf"):
             m.path(f"/etc/kubernetes/{conf}").unlink(missing_ok=True)
+        hosted = (state.get("hosted") or {}).get(mine.pop("endpoint", None) or "")
+        if hosted is not None and name:
+            hosted["nodes"].pop(name, None)
         mine.pop("member", None)
         mine.pop("control_plane", None)
         return "[reset] done\n"
     raise Refused(f"this stand-in does not do `kubeadm {' '.join(argv[1:3])}`")
+
+
+def _https(url: str, *, ca_pem: str = "", token: str = "") -> tuple[int, Any]:
+    """GET `url`: (HTTP status, JSON body). Without `ca_pem` the server is not verified (what
+    kubeadm does for cluster-info, before it checks the CA found there against its pin)."""
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    context = ssl.create_default_context(cadata=ca_pem or None)
+    if not ca_pem:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(request, context=context, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"{}")
+    except (urllib.error.URLError, OSError) as err:
+        raise Refused(f"unable to reach {url}: {err}") from None
+
+
+def _join_hosted(m: Machine, jc: dict[str, Any], state: dict[str, Any]) -> str:
+    import base64
+
+    import yaml
+
+    from tests.support import jws, kubeadm_reference
+
+    mine = state["machines"].setdefault(m.ip, {})
+    if "controlPlane" in jc:
+        raise Refused("this stand-in joins workers only to a control plane it did not init")
+    if mine.get("member"):
+        raise Refused("[ERROR FileAvailable--etc-kubernetes-kubelet.conf]: this machine already joined")
+    bootstrap = jc["discovery"].get("bootstrapToken")
+    if bootstrap is None:
+        raise Refused("this stand-in only does token discovery")
+    match = TOKEN.match(bootstrap.get("token", ""))
+    if match is None:
+        raise Refused("the bootstrap token is malformed: want [a-z0-9]{6}.[a-z0-9]{16}")
+    token_id, token_secret = match.groups()
+    endpoint = bootstrap.get("apiServerEndpoint", "")
+    base = f"https://{endpoint}"
+    code, info = _https(f"{base}/api/v1/namespaces/kube-public/configmaps/cluster-info")
+    if code != 200:
+        raise Refused(f"failed to request the cluster-info ConfigMap: {info.get('message', code)}")
+    data = info.get("data") or {}
+    kubeconfig = data.get("kubeconfig", "")
+    signature = data.get(f"jws-kubeconfig-{token_id}")
+    if signature is None:
+        raise Refused(
+            f"there is no JWS signed token in the cluster-info ConfigMap. This token id {token_id!r} is invalid for "
+            'this cluster, or it has expired. Use "kubeadm token create" on the control-plane node to create a new '
+            "valid token"
+        )
+    if signature != jws.detached(kubeconfig, token_id, token_secret):
+        raise Refused("failed to verify JWS signature of received cluster info object, can't trust this API Server")
+    cluster = yaml.safe_load(kubeconfig)["clusters"][0]["cluster"]
+    ca_pem = base64.b64decode(cluster["certificate-authority-data"]).decode()
+    if spki_hash(ca_pem.encode()) not in bootstrap.get("caCertHashes", []):
+        raise Refused("cluster CA found in cluster-info ConfigMap is invalid: none of the public keys are pinned")
+    token = bootstrap["token"]
+    found: dict[str, Any] = {}
+    for name in ("kubeadm-config", "kubelet-config"):
+        code, body = _https(f"{base}/api/v1/namespaces/kube-system/configmaps/{name}", ca_pem=ca_pem, token=token)
+        if code != 200:
+            raise Refused(f"unable to fetch the {name} ConfigMap: {body.get('message', code)}")
+        found[name] = body.get("data") or {}
+    cc = yaml.safe_load(found["kubeadm-config"].get("ClusterConfiguration", "")) or {}
+    kubelet = yaml.safe_load(found["kubelet-config"].get("kubelet", "")) or {}
+    for what, doc in (("kubeadm-config", cc), ("kubelet-config", kubelet)):
+        problems = kubeadm_reference.errors(doc)
+        if problems:
+            raise Refused(f"the {what} ConfigMap does not decode: " + "; ".join(problems))
+    version = str(cc.get("kubernetesVersion", "")).lstrip("v")
+    if not version or cc.get("controlPlaneEndpoint") != endpoint:
+        raise Refused(f"the cluster's ClusterConfiguration does not name the endpoint {endpoint}")
+    _check_api(jc, version)
+    _kubeadm_minor_matches(mine, version)
+    reg = jc.get("nodeRegistration", {})
+    name = reg.get("name", m.ip)
+    code, body = _https(f"{base}/api/v1/nodes/{name}", ca_pem=ca_pem, token=token)
+    if code == 200:
+        raise Refused(f'a Node with name {name!r} and status "Ready" already exists in the cluster')
+    if code != 404:
+        raise Refused(f"cannot get Node {name!r}: {body.get('message', code)}")
+    _preflight(m, mine, reg.get("ignorePreflightErrors", []), control_plane=False)
+    hosted = state.setdefault("hosted", {}).setdefault(endpoint, {"version": version, "nodes": {}})
+    hosted["nodes"][name] = {"ip": m.ip}
+    mine["member"] = name
+    mine["control_plane"] = False
+    mine["endpoint"] = endpoint
+    _write(m.path("/etc/kubernetes/kubelet.conf"), f"# stand-in kubelet.conf of {name} for {base}\n", 0o600)
+    return "This node has joined the cluster.\n"
 
 
 def _live_init(m: Machine, state: dict[str, Any], cc: dict[str, Any], registration: dict[str, Any]) -> None:

@@ -27,6 +27,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--client-ca-file", default="", help="CA of client certificates (user = CN, groups = O)")
     p.add_argument("--token-auth-file", default="", help='bearer tokens, CSV lines: token,user,uid,"group1,group2"')
     p.add_argument("--anonymous-auth", default="true", choices=("true", "false"))
+    p.add_argument("--enable-bootstrap-token-auth", default="false", choices=("true", "false"),
+                   help="authenticate the bootstrap tokens of kube-system's Secrets")  # fmt: skip
     p.add_argument("--kubernetes-version", default="1.30.2", help="version it reports and validates objects for")
     p.add_argument("--service-cluster-ip-range", default="10.96.0.0/12")
     p.add_argument("--bookmark-interval", type=float, default=60.0, help="seconds between watch bookmarks")
@@ -41,7 +43,9 @@ async def serve(args: argparse.Namespace) -> None:
         Validator(args.kubernetes_version), history=args.watch_history, service_cidr=args.service_cluster_ip_range
     )
     options = Options(kubernetes_version=args.kubernetes_version, bookmark_interval=args.bookmark_interval)
-    server = KubeAPIServer(registry, Authenticator(tokens, anonymous=args.anonymous_auth == "true"), options)
+    bootstrap = registry.bootstrap_token_user if args.enable_bootstrap_token_auth == "true" else None
+    authenticator = Authenticator(tokens, anonymous=args.anonymous_auth == "true", bootstrap=bootstrap)
+    server = KubeAPIServer(registry, authenticator, options)
     context = tls_context(args.tls_cert_file, args.tls_private_key_file, args.client_ca_file)
     runner = web.AppRunner(server.app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()

@@ -2,8 +2,10 @@
 
 Authentication, in kube-apiserver's order: a client certificate signed by the client CA (user =
 CN, groups = O), then a bearer token from the static token file (`token,user,uid,"g1,g2"`, the
-format of --token-auth-file); a request with neither is system:anonymous (anonymous auth is on
-by default, as in kube-apiserver) and an unknown token is 401. Every authenticated user is
+format of --token-auth-file), then (when enabled, kube-apiserver's --enable-bootstrap-token-auth)
+a bootstrap token of a Secret in kube-system (registry.py: bootstrap_token_user); a request
+with none is system:anonymous (anonymous auth is on by default, as in kube-apiserver) and an
+unknown token is 401. Every authenticated user is
 also in system:authenticated.
 
 Authorization is RBAC: system:masters may do everything; otherwise a request is allowed when a
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,9 +55,16 @@ def parse_tokens(text: str) -> dict[str, User]:
 
 
 class Authenticator:
-    def __init__(self, tokens: dict[str, User] | None = None, anonymous: bool = True) -> None:
+    def __init__(
+        self,
+        tokens: dict[str, User] | None = None,
+        anonymous: bool = True,
+        bootstrap: Callable[[str], User | None] | None = None,
+    ) -> None:
         self.tokens = tokens or {}
         self.anonymous = anonymous
+        # Who a bootstrap token is, or None (not one, unknown, expired); None: not enabled.
+        self.bootstrap = bootstrap
 
     def authenticate(self, authorization: str | None, peer_cert: dict[str, Any] | None) -> User:
         if peer_cert:
@@ -69,6 +78,8 @@ class Authenticator:
         if authorization:
             scheme, _, token = authorization.partition(" ")
             user = self.tokens.get(token.strip()) if scheme.lower() == "bearer" else None
+            if user is None and self.bootstrap is not None and scheme.lower() == "bearer":
+                user = self.bootstrap(token.strip())
             if user is None:
                 raise unauthorized()
             return _authenticated(user)

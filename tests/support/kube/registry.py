@@ -53,6 +53,7 @@ NAMESPACES = BY_PATH[("", "v1", "namespaces")]
 PODS = BY_PATH[("", "v1", "pods")]
 SERVICES = BY_PATH[("", "v1", "services")]
 SERVICE_ACCOUNTS = BY_PATH[("", "v1", "serviceaccounts")]
+SECRETS = BY_PATH[("", "v1", "secrets")]
 PDBS = BY_PATH[("policy", "v1", "poddisruptionbudgets")]
 REPLICA_SETS = BY_PATH[("apps", "v1", "replicasets")]
 DEPLOYMENTS = BY_PATH[("apps", "v1", "deployments")]
@@ -103,6 +104,13 @@ def _drop_nulls(value: Any) -> Any:
     return value
 
 
+def _untimed(obj: Object) -> Object:
+    """The object with the times of its managedFields left out."""
+    meta = obj.get("metadata") or {}
+    entries = [{k: v for k, v in e.items() if k != "time"} for e in meta.get("managedFields") or []]
+    return {**obj, "metadata": {**meta, "managedFields": entries}}
+
+
 def _check_name(in_body: Any, in_url: str) -> None:
     if in_body != in_url:
         raise bad_request(f"the name of the object ({in_body}) does not match the name on the URL ({in_url})")
@@ -138,6 +146,30 @@ class Registry:
         self._bootstrap()
 
     # --- reading --------------------------------------------------------------------------
+
+    def bootstrap_token_user(self, token: str) -> User | None:
+        """The user a bootstrap token authenticates as (kube-apiserver's bootstrap token
+        authenticator): "ID.SECRET" matching the Secret kube-system/bootstrap-token-ID of type
+        bootstrap.kubernetes.io/token, usable for authentication and not expired, is
+        system:bootstrap:ID in system:bootstrappers and the Secret's auth-extra-groups."""
+        token_id, dot, secret = token.partition(".")
+        if not dot or len(token_id) != 6 or len(secret) != 16:
+            return None
+        obj = self.store.get(SECRETS, "kube-system", f"bootstrap-token-{token_id}")
+        if obj is None or obj.get("type") != "bootstrap.kubernetes.io/token":
+            return None
+        try:
+            data = {k: base64.b64decode(v).decode() for k, v in (obj.get("data") or {}).items()}
+        except ValueError:
+            return None
+        if data.get("token-secret") != secret or data.get("usage-bootstrap-authentication") != "true":
+            return None
+        expires = data.get("expiration")
+        now = datetime.datetime.now(datetime.UTC)
+        if expires and datetime.datetime.fromisoformat(expires.replace("Z", "+00:00")) <= now:
+            return None
+        extra = tuple(g for g in data.get("auth-extra-groups", "").split(",") if g)
+        return User(f"system:bootstrap:{token_id}", ("system:bootstrappers", *extra, "system:authenticated"))
 
     def get(self, resource: Resource, namespace: str, name: str) -> Object:
         obj = self.store.get(resource, namespace, name)
@@ -397,7 +429,9 @@ class Registry:
             managed.record_update(
                 old, new, manager=manager, now=now(), api_version=resource.api_version, subresource=subresource
             )
-        if new == old:
+        if new == old or _untimed(new) == _untimed(old):
+            # As kube-apiserver (its managed fields timestamp transformer): a write that changes
+            # nothing but the time in managedFields is no change, and no new resourceVersion.
             return self.render(resource, old)
         if dry_run:
             return self.render(resource, new)

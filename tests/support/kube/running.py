@@ -21,7 +21,7 @@ from tests.support.kube.rbac import Authenticator, User
 from tests.support.kube.registry import Registry
 from tests.support.kube.server import KubeAPIServer, Options, tls_context
 from tests.support.kube.validation import Validator
-from tests.support.pki import TestCA
+from tests.support.pki import CertFiles, TestCA
 
 
 @dataclass
@@ -91,14 +91,20 @@ def running(
     host: str = "127.0.0.1",
     port: int = 0,
     server_names: tuple[str, ...] = (),
+    serving: CertFiles | None = None,
+    client_ca_file: str = "",
+    bootstrap_token_auth: bool = False,
 ) -> Iterator[StandIn]:
     """The stand-in on `host`:`port` (0: any free port), its serving certificate and trusted
     client certificates from `ca` (default: a new one), valid for `host`, 127.0.0.1, localhost
-    and `server_names` (the names clients reach it by: a VIP, a load balancer's name)."""
+    and `server_names` (the names clients reach it by: a VIP, a load balancer's name).
+    `serving` and `client_ca_file` replace those (kube-apiserver's --tls-cert-file and
+    --client-ca-file: files someone else issued); `bootstrap_token_auth` is
+    --enable-bootstrap-token-auth."""
     ca = ca or TestCA(directory / "pki", name="kubernetes")
     names = tuple(dict.fromkeys((host, "127.0.0.1", "localhost", *server_names)))
-    serving = ca.issue("apiserver", common_name="kube-apiserver", hosts=names)
-    context = tls_context(serving.cert_file, serving.key_file, ca.ca_file)
+    serving = serving or ca.issue("apiserver", common_name="kube-apiserver", hosts=names)
+    context = tls_context(serving.cert_file, serving.key_file, client_ca_file or ca.ca_file)
     loop = asyncio.new_event_loop()
     started: dict[str, object] = {}
     ready = threading.Event()
@@ -106,7 +112,8 @@ def running(
     async def start() -> None:
         registry = Registry(Validator(kubernetes_version), history=history)
         options = Options(kubernetes_version=kubernetes_version, bookmark_interval=bookmark_interval)
-        server = KubeAPIServer(registry, Authenticator(tokens), options)
+        bootstrap = registry.bootstrap_token_user if bootstrap_token_auth else None
+        server = KubeAPIServer(registry, Authenticator(tokens, bootstrap=bootstrap), options)
         runner = web.AppRunner(server.app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await runner.setup()
         site = web.TCPSite(runner, host, port, ssl_context=context)

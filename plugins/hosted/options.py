@@ -1,0 +1,91 @@
+"""The hosted provider's options (`[cluster_providers.hosted.options]` of tke-controller), and the
+images of each component for a Kubernetes version.
+
+The options belong to the operator: they say where the meta cluster is and how control planes
+are laid out in it. A cluster's spec says only what it is (version, network, extra args of
+its components). The provider is constructed with its defaults wherever it is loaded without
+a configuration (the apiserver's validation, a controller configured for other providers), so
+no option is required at construction: a step without a meta cluster fails saying which option
+to set.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from tke.internal.provider.kube.config import minor
+
+SERVICE_TYPES = ("LoadBalancer", "NodePort")
+ETCD_MEMBERS = (1, 3, 5)
+# The etcd kubeadm installs with each Kubernetes minor version (its SupportedEtcdVersion);
+# versions past the table use the last one.
+ETCD_VERSIONS = {(1, 29): "3.5.21-0", (1, 30): "3.5.21-0", (1, 31): "3.5.21-0", (1, 32): "3.5.21-0"}
+ETCD_LATEST = "3.6.5-0"
+_QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
+
+
+@dataclass(frozen=True)
+class HostedOptions:
+    # The meta cluster: a kubeconfig file of the operator's (read when used, so a rotated
+    # credential is picked up; exec plugins may run), and its context (empty: current-context).
+    kubeconfig_file: str = ""
+    kubeconfig_context: str = ""
+    # Seconds each call to the meta cluster may take.
+    timeout: float = 10.0
+    # The cluster's endpoint: a Service of this type in front of the API servers. A
+    # LoadBalancer's address is its first ingress (IP or host name) and `port`; a NodePort's is
+    # `node_port_host` (a name or VIP in front of the meta cluster's nodes) and the node port,
+    # or, without it, the address of the first Ready node of the meta cluster.
+    service_type: str = "LoadBalancer"
+    port: int = 6443
+    node_port_host: str = ""
+    # Annotations of that Service (a cloud's load balancer settings).
+    service_annotations: Mapping[str, str] = field(default_factory=dict)
+    # Members and replicas. etcd's member count applies to new clusters: an existing cluster
+    # keeps its own (etcd members are not added or removed by changing a StatefulSet).
+    etcd_replicas: int = 3
+    apiserver_replicas: int = 2
+    controller_manager_replicas: int = 2
+    scheduler_replicas: int = 2
+    # etcd's volume of each member.
+    etcd_storage_size: str = "8Gi"
+    etcd_storage_class: str = ""
+    # Where images come from (your mirror of registry.k8s.io), and versions other than kubeadm's.
+    image_repository: str = "registry.k8s.io"
+    etcd_version: str = ""
+    # The meta cluster's DNS domain (the components reach each other by Service names in it).
+    meta_dns_domain: str = "cluster.local"
+    # More names or addresses for the API server certificate (a DNS name in front of it).
+    extra_sans: Sequence[str] = ()
+    # Namespaces are named "<prefix>-<tenant>-<cluster>-<hash>".
+    namespace_prefix: str = "tke"
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.service_type not in SERVICE_TYPES:
+            problems.append(f"service_type must be one of {', '.join(SERVICE_TYPES)}, not {self.service_type!r}")
+        if not 1 <= self.port <= 65535:
+            problems.append(f"port must be between 1 and 65535, not {self.port}")
+        if self.etcd_replicas not in ETCD_MEMBERS:
+            problems.append(f"etcd_replicas must be 1, 3 or 5 (a quorum), not {self.etcd_replicas}")
+        for name in ("apiserver_replicas", "controller_manager_replicas", "scheduler_replicas"):
+            if not 1 <= getattr(self, name) <= 10:
+                problems.append(f"{name} must be between 1 and 10")
+        if not _QUANTITY.match(self.etcd_storage_size):
+            problems.append(f"etcd_storage_size {self.etcd_storage_size!r} is not a quantity such as 8Gi")
+        if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,8}[a-z0-9])?", self.namespace_prefix):
+            problems.append("namespace_prefix must be a DNS label of at most 10 characters")
+        if self.timeout <= 0:
+            problems.append("timeout must be positive")
+        if problems:
+            raise ValueError("hosted provider options: " + "; ".join(problems))
+
+    def image(self, component: str, version: str) -> str:
+        """The image of a Kubernetes component (kube-apiserver, kube-proxy, ...) at `version`."""
+        return f"{self.image_repository}/{component}:v{version.lstrip('v')}"
+
+    def etcd_image(self, version: str) -> str:
+        tag = self.etcd_version or ETCD_VERSIONS.get(minor(version), ETCD_LATEST)
+        return f"{self.image_repository}/etcd:{tag}"

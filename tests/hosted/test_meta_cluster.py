@@ -1,0 +1,173 @@
+"""The hosted provider against a meta cluster: the Kubernetes API stand-in (it validates every
+object against Kubernetes' schemas, as the real server would with strict field validation),
+with the meta cluster's controllers played by the test (tests/support/hosted.py): load
+balancer addresses, ready replicas, and the hosted kube-apiserver itself, a second stand-in
+serving with the certificates of the Secrets the provider wrote."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from lightkube.resources.apps_v1 import Deployment, StatefulSet
+from lightkube.resources.core_v1 import ConfigMap, Namespace, Secret, Service
+from lightkube.types import PatchType
+
+from tests.support.hosted import MetaControllers, meta_cluster, meta_controllers
+from tests.support.installed import masters
+from tests.support.kube.running import StandIn
+from tests.support.ports import free_port
+from tests.support.provider_steps import MemoryCredentialStore, run_steps
+from tke.internal.provider import cluster_credentials
+from tke.internal.provider.clusterapi import KubeClusterAPIs, admin_access
+from tke.internal.provider.contract import ClusterContext, Tools
+from tke.internal.provider.credentials import ConfiguredCredentials
+from tke.internal.provider.errors import PermanentError, TemporaryError
+from tke.internal.provider.kube import pki
+from tke.internal.provider.kube.api import ClusterAPI
+from tke.platform.v1 import cluster_pb2
+from tke.plugins.cluster_providers.hosted import HostedClusterProvider
+from tke.plugins.hosted import naming
+
+pytestmark = pytest.mark.timeout(180)
+
+
+class NoDialer:
+    def connect(self, target: Any) -> Any:
+        raise AssertionError(f"the hosted provider tried to log in to {target}")
+
+
+def cluster(version: str = "1.31.2") -> cluster_pb2.Cluster:
+    c = cluster_pb2.Cluster()
+    c.metadata.name, c.metadata.uid, c.metadata.tenant_id = "prod", str(uuid.uuid4()), "team-a"
+    c.spec.type, c.spec.version = "hosted", version
+    c.spec.network.pod_cidr, c.spec.network.service_cidr = "10.244.0.0/16", "10.96.0.0/12"
+    return c
+
+
+def context(c: cluster_pb2.Cluster, store: MemoryCredentialStore | None = None) -> ClusterContext:
+    tools = Tools(
+        dialer=NoDialer(),
+        credentials=ConfiguredCredentials({}).for_tenant(c.metadata.tenant_id),
+        cluster_credentials=store or MemoryCredentialStore(),
+        cluster_apis=KubeClusterAPIs(),
+    )
+    return ClusterContext(obj=c, machines=[], tools=tools)
+
+
+@contextlib.asynccontextmanager
+async def world(tmp_path: Path, meta_version: str = "1.31.0") -> AsyncIterator[tuple[StandIn, Path, MetaControllers]]:
+    with meta_cluster(tmp_path, meta_version) as (meta, kubeconfig):
+        async with meta_controllers(meta, tmp_path / "controllers") as controllers:
+            yield meta, kubeconfig, controllers
+
+
+async def versions(api: ClusterAPI, namespace: str) -> dict[str, str]:
+    """Every object of the namespace -> its resourceVersion."""
+    out: dict[str, str] = {}
+    for kind in (Service, Secret, StatefulSet, Deployment):
+        items: list[Any] = (await api.list_objects(kind, namespace=namespace))[0]
+        out |= {f"{kind.__name__}/{o.metadata.name}": o.metadata.resourceVersion for o in items}
+    return out
+
+
+async def test_a_control_plane_comes_up_in_its_namespace_and_serves_with_the_pki_it_was_given(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    async with world(tmp_path) as (meta, kubeconfig, controllers):
+        provider = HostedClusterProvider(kubeconfig_file=str(kubeconfig), port=port)
+        ctx = context(cluster())
+        await run_steps(provider.create_steps, ctx, within=60)
+        status = ctx.obj.status
+        assert status.control_plane_endpoint == f"127.0.0.1:{port}"
+        assert status.version == "1.31.2"
+        assert [(a.type, a.host, a.port) for a in status.addresses] == [("Advertise", "127.0.0.1", port)]
+        namespace = naming.namespace(ctx.cluster)
+        async with masters(meta) as api:
+            ns: Any = await api.get(Namespace, namespace)
+            assert ns is not None and ns.metadata.labels[naming.CLUSTER_UID] == ctx.cluster.metadata.uid
+            etcd = await api.get(StatefulSet, "etcd", namespace)
+            assert etcd is not None and etcd.spec.replicas == 3
+            for name in ("kube-apiserver", "kube-controller-manager", "kube-scheduler"):
+                d = await api.get(Deployment, name, namespace)
+                assert d is not None and d.spec.replicas == 2
+            before = await versions(api, namespace)
+            assert len([k for k in before if k.startswith("Secret/")]) == 4
+            # Every step again (a restarted controller): nothing changes in the meta cluster.
+            await run_steps(provider.create_steps, ctx, within=60)
+            assert await versions(api, namespace) == before
+
+        # The hosted API server is the one the meta controllers started from the Secrets: the
+        # platform reaches it through the endpoint, checks it against the cluster CA, and its
+        # admin group is bound to cluster-admin by what the provider applied.
+        cas = await cluster_credentials.read_cas(ctx.tools.cluster_credentials, ctx.cluster)
+        access = admin_access(f"https://127.0.0.1:{port}", cas.ca, "1.31.2")
+        async with ClusterAPI(access) as hosted:
+            assert await hosted.version() == "1.31.2"
+            info: Any = await hosted.get(ConfigMap, "cluster-info", "kube-public")
+            assert info is not None and f"https://127.0.0.1:{port}" in info.data["kubeconfig"]
+            config: Any = await hosted.get(ConfigMap, "kubeadm-config", "kube-system")
+            assert (
+                config is not None and f"controlPlaneEndpoint: 127.0.0.1:{port}" in config.data["ClusterConfiguration"]
+            )
+        assert "ready (1.31.2)" in await provider.check_health(ctx)
+
+        # A client certificate of another CA is refused: the hosted API trusts the cluster CA only.
+        stranger = admin_access(f"https://127.0.0.1:{port}", pki.ClusterCAs.generate().ca, "1.31.2")
+        async with ClusterAPI(stranger) as hosted:
+            with pytest.raises(PermanentError):
+                await hosted.version()
+
+        await run_steps(provider.delete_steps, ctx, within=60)
+        async with masters(meta) as api:
+            assert await api.get(Namespace, namespace) is None
+        assert await ctx.tools.cluster_credentials.get("team-a", "prod") is None
+        assert controllers.hosted  # the hosted API server did run
+
+
+async def test_delete_waits_for_the_namespace_to_be_gone(tmp_path: Path) -> None:
+    async with world(tmp_path) as (meta, kubeconfig, _):
+        provider = HostedClusterProvider(kubeconfig_file=str(kubeconfig), port=free_port())
+        ctx = context(cluster())
+        await run_steps(provider.create_steps[:3], ctx, within=60)  # credential, endpoint, certificates
+        namespace = naming.namespace(ctx.cluster)
+        async with masters(meta) as api:
+            # Something in the namespace holds on (a finalizer of another controller).
+            await api.client.patch(Secret, "etcd-pki", {"metadata": {"finalizers": ["example.com/hold"]}},
+                                   namespace=namespace, patch_type=PatchType.MERGE)  # fmt: skip
+            with pytest.raises(TemporaryError, match="still being deleted"):
+                await provider.delete_namespace(ctx)
+            assert await api.get(Namespace, namespace) is not None
+            with pytest.raises(TemporaryError, match="still being deleted"):
+                await provider.delete_namespace(ctx)
+            await api.client.patch(Secret, "etcd-pki", {"metadata": {"finalizers": None}}, namespace=namespace,
+                                   patch_type=PatchType.MERGE)  # fmt: skip
+            await run_steps(provider.delete_steps, ctx, within=30)
+            assert await api.get(Namespace, namespace) is None
+
+
+async def test_a_namespace_of_an_earlier_cluster_of_that_name_is_replaced(tmp_path: Path) -> None:
+    async with world(tmp_path) as (meta, kubeconfig, _):
+        provider = HostedClusterProvider(kubeconfig_file=str(kubeconfig), port=free_port())
+        old = context(cluster())
+        await run_steps(provider.create_steps[:3], old, within=60)
+        new_cluster = cluster()
+        new = context(new_cluster)
+        await run_steps(provider.create_steps[:2], new, within=60)
+        async with masters(meta) as api:
+            ns: Any = await api.get(Namespace, naming.namespace(new_cluster))
+            assert ns is not None and ns.metadata.labels[naming.CLUSTER_UID] == new_cluster.metadata.uid
+            assert await api.get(Secret, "etcd-pki", naming.namespace(new_cluster)) is None
+
+
+async def test_without_a_meta_cluster_the_step_says_which_option_to_set(tmp_path: Path) -> None:
+    ctx = context(cluster())
+    with pytest.raises(PermanentError, match="set kubeconfig_file"):
+        await HostedClusterProvider().ensure_endpoint(ctx)
+    with pytest.raises(PermanentError, match="No such file"):
+        await HostedClusterProvider(kubeconfig_file=str(tmp_path / "missing")).ensure_endpoint(ctx)
