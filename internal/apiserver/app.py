@@ -16,6 +16,7 @@ from tke.internal import metrics
 from tke.internal.apiserver import services
 from tke.internal.apiserver.admission import with_provider_validation
 from tke.internal.apiserver.api import ResourceAPI
+from tke.internal.apiserver.cache import KindCache, RevisionProbe
 from tke.internal.apiserver.event_store import DEFAULT_EVENT_TTL, event_store
 from tke.internal.apiserver.kinds import CLUSTERS, CREDENTIALS, EVENTS, machine_kind
 from tke.internal.apiserver.kubeconfigs import KubeconfigConfig, KubeconfigIssuer
@@ -107,6 +108,9 @@ class ApiserverConfig:
     # Seconds between compactions of etcd's history (each keeps one interval of it; one
     # apiserver compacts per interval however many run); 0 leaves compaction to etcd.
     compaction_interval: float = 300.0
+    # Serve Get and List from memory: every object of a watched kind, kept by its watch hub, with
+    # reads as consistent as etcd's (internal/apiserver/cache.py). false: every read goes to etcd.
+    watch_cache: bool = True
 
     def __post_init__(self) -> None:
         if self.compaction_interval < 0:
@@ -136,6 +140,7 @@ class Apiserver:
         )
         self.events = Registry(EVENTS, event_store(self.store, config.event_ttl), self.prefix, max_object_bytes=limit)
         self.credentials = Registry(CREDENTIALS, self.store, self.prefix, max_object_bytes=limit)
+        self.revision_probe = RevisionProbe(self.store)
         self.cluster_hub = self._hub(self.clusters)
         self.machine_hub = self._hub(self.machines)
         self.event_hub = self._hub(self.events)
@@ -149,6 +154,8 @@ class Apiserver:
 
     def _hub(self, registry: Registry[R]) -> Hub[R]:
         w = self.config.watch
+        if self.config.watch_cache:
+            registry.cache = KindCache(registry.store, registry.root, self.revision_probe, frame=registry.framed)
         return Hub(
             self.store,
             registry.root,
@@ -158,6 +165,7 @@ class Apiserver:
             queue_size=w.client_queue,
             queue_bytes=w.client_queue_bytes,
             progress_interval=w.progress_interval,
+            cache=registry.cache,
         )
 
     async def start(self) -> RunningServer:

@@ -364,8 +364,15 @@ class EtcdStore:
     # -- watch ------------------------------------------------------------------------------
 
     async def watch(
-        self, prefix: str, *, after_revision: int, progress_interval: float = 5.0
+        self,
+        prefix: str,
+        *,
+        after_revision: int,
+        progress_interval: float = 5.0,
+        progress_wanted: asyncio.Event | None = None,
     ) -> AsyncIterator[WatchMessage]:
+        """The Store's watch; besides every `progress_interval`, a progress notification is
+        requested whenever `progress_wanted` is set (the caller waits to know how far it is)."""
         bprefix = prefix.encode()
         next_revision = after_revision + 1
         delay = 0.1
@@ -377,7 +384,7 @@ class EtcdStore:
                     key=bprefix, range_end=prefix_end(bprefix), start_revision=next_revision, prev_kv=True
                 )
                 await call.write(rpc.WatchRequest(create_request=create))
-                ticker = asyncio.create_task(_request_progress(call, progress_interval))
+                ticker = asyncio.create_task(_request_progress(call, progress_interval, progress_wanted))
                 while True:
                     resp = await call.read()
                     if resp is grpc.aio.EOF:
@@ -427,12 +434,21 @@ def _event(ev: rpc.Event) -> Event:
 
 
 async def _request_progress(
-    call: grpc.aio.StreamStreamCall[rpc.WatchRequest, rpc.WatchResponse], interval: float
+    call: grpc.aio.StreamStreamCall[rpc.WatchRequest, rpc.WatchResponse],
+    interval: float,
+    wanted: asyncio.Event | None,
 ) -> None:
     """Ask etcd now and then how far the watch has come, so that a quiet prefix still advances
-    (bookmarks, and a resume point that does not fall behind compaction)."""
+    (bookmarks, and a resume point that does not fall behind compaction), and whenever `wanted`
+    is set (one request for every waiter that set it meanwhile)."""
     request = rpc.WatchRequest(progress_request=rpc.WatchProgressRequest())
     with contextlib.suppress(grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError):
         while True:
-            await asyncio.sleep(interval)
+            if wanted is None:
+                await asyncio.sleep(interval)
+            else:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(interval):
+                        await wanted.wait()
+                wanted.clear()
             await call.write(request)

@@ -1,0 +1,186 @@
+"""The read tests: Get and List give the same answers whether the watch cache answers them or
+etcd does (`read_api` runs each test against both; test_list.py and test_tenancy.py run theirs
+against both too). A read is consistent: it sees every write that finished before it started,
+made through this apiserver, another one, or straight into etcd.
+
+Then the cache itself (tke.internal.apiserver.cache): its reads against etcd's own at the same
+revision after random changes, and that it answers reads (not etcd) once it has caught up."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+
+from tests.support.apiserver import Running, cluster, local_config, machine, start, stop
+from tests.support.rpc import expect_error
+from tests.support.waiting import wait_for
+from tke.internal.apiserver.cache import KindCache, RevisionProbe
+from tke.internal.apiserver.watch import Hub
+from tke.internal.metrics import WATCH_CACHE_READS
+from tke.internal.storage.etcd import EtcdConfig, EtcdStore
+from tke.internal.storage.store import Item, NotFound
+from tke.platform.v1 import cluster_pb2, machine_pb2
+
+Code = grpc.StatusCode
+
+
+@pytest.fixture
+async def other(etcd_config: EtcdConfig) -> AsyncIterator[Running]:
+    """A second apiserver on the same etcd and prefix, without a watch cache."""
+    running = await start(local_config(etcd_config, watch_cache=False))
+    try:
+        yield running
+    finally:
+        await stop(running)
+
+
+def _cache_reads(kind: str) -> float:
+    return float(WATCH_CACHE_READS.labels(kind, "cache")._value.get())
+
+
+async def test_get_and_list_see_every_write_of_this_apiserver_at_once(read_api: Running) -> None:
+    api = read_api
+    for i in range(10):
+        created = await api.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=cluster(f"c{i}")))
+        got = await api.clusters.Get(cluster_pb2.GetClusterRequest(name=f"c{i}"))
+        assert got == created
+        got.spec.version = "1.31.0"
+        updated = await api.clusters.Update(cluster_pb2.UpdateClusterRequest(cluster=got))
+        assert await api.clusters.Get(cluster_pb2.GetClusterRequest(name=f"c{i}")) == updated
+        listed = await api.clusters.List(cluster_pb2.ListClustersRequest())
+        assert listed.items[-1] == updated
+        assert int(listed.metadata.resource_version) >= int(updated.metadata.resource_version)
+        await api.clusters.Delete(cluster_pb2.DeleteClusterRequest(name=f"c{i}"))
+        await expect_error(api.clusters.Get(cluster_pb2.GetClusterRequest(name=f"c{i}")), Code.NOT_FOUND)
+        assert [c.metadata.name for c in (await api.clusters.List(cluster_pb2.ListClustersRequest())).items] == []
+
+
+async def test_reads_see_writes_made_through_another_apiserver(read_api: Running, other: Running) -> None:
+    before = _cache_reads("clusters")
+    for i in range(10):
+        created = await other.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=cluster(f"o{i}")))
+        assert await read_api.clusters.Get(cluster_pb2.GetClusterRequest(name=f"o{i}")) == created
+        created.spec.version = "1.31.0"
+        updated = await other.clusters.Update(cluster_pb2.UpdateClusterRequest(cluster=created))
+        listed = await read_api.clusters.List(cluster_pb2.ListClustersRequest(page_size=1, continue_token=""))
+        assert [c.metadata.name for c in listed.items] == ["o0"]
+        assert await read_api.clusters.Get(cluster_pb2.GetClusterRequest(name=f"o{i}")) == updated
+        await other.clusters.Delete(cluster_pb2.DeleteClusterRequest(name=f"o{i}"))
+        await expect_error(read_api.clusters.Get(cluster_pb2.GetClusterRequest(name=f"o{i}")), Code.NOT_FOUND)
+        if i == 0:
+            await read_api.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=cluster("o0")))
+    # The cache answered (it is not etcd answering both parametrizations).
+    if read_api.apiserver.config.watch_cache:
+        assert _cache_reads("clusters") > before
+
+
+async def test_a_read_after_writes_to_other_kinds_waits_for_the_cache_to_catch_up(
+    read_api: Running, other: Running
+) -> None:
+    """The latest revision of etcd is another kind's: the cache learns it has seen everything up
+    to it from a progress notification, and answers."""
+    created = await read_api.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=cluster("c1")))
+    for i in range(5):
+        await other.machines.Create(machine_pb2.CreateMachineRequest(machine=machine(f"m{i}", "c1")))
+        before = _cache_reads("clusters")
+        assert await read_api.clusters.Get(cluster_pb2.GetClusterRequest(name="c1")) == created
+        if read_api.apiserver.config.watch_cache:
+            assert _cache_reads("clusters") == before + 1
+        listed = await read_api.machines.List(machine_pb2.ListMachinesRequest(cluster_name="c1"))
+        assert [m.metadata.name for m in listed.items] == [f"m{j}" for j in range(i + 1)]
+
+
+async def test_continue_tokens_work_across_apiservers_with_and_without_a_cache(
+    read_api: Running, other: Running
+) -> None:
+    for i in range(6):
+        await read_api.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=cluster(f"c{i}")))
+    for first, second in [(read_api, other), (other, read_api)]:
+        page = await first.clusters.List(cluster_pb2.ListClustersRequest(page_size=2))
+        rest = await second.clusters.List(
+            cluster_pb2.ListClustersRequest(page_size=2, continue_token=page.metadata.continue_token)
+        )
+        assert [c.metadata.name for c in rest.items] == ["c2", "c3"]
+        assert rest.metadata.resource_version == page.metadata.resource_version
+
+
+async def test_get_validates_like_etcd_reads(read_api: Running) -> None:
+    await expect_error(read_api.clusters.Get(cluster_pb2.GetClusterRequest(name="")), Code.INVALID_ARGUMENT)
+    await expect_error(read_api.clusters.Get(cluster_pb2.GetClusterRequest(name="nope")), Code.NOT_FOUND)
+    await expect_error(
+        read_api.clusters.Get(cluster_pb2.GetClusterRequest(name="x", tenant_id="*")), Code.INVALID_ARGUMENT
+    )
+
+
+# -- the cache against etcd's own reads ------------------------------------------------------
+
+
+def _decode(item: Item) -> Item:
+    return item
+
+
+async def test_the_caches_reads_are_etcds_at_the_same_revision(store: EtcdStore, etcd_prefix: str) -> None:
+    """Random creates, updates and deletes under a few tenants, then every list the registry
+    could ask for (prefixes, starting keys, limits) from the cache and from etcd at the cache's
+    revision: the same pages. Reads at a revision the cache is not at go to etcd."""
+    root = f"{etcd_prefix}/things/"
+    cache = KindCache(store, root, RevisionProbe(store))
+    hub: Hub[Item] = Hub(store, root, _decode, cache=cache, progress_interval=0.2)
+    await hub.start()
+    rng = random.Random(17)
+    try:
+        keys = [f"{root}{tenant}/{name}" for tenant in ("a", "b", "bb") for name in ("x", "y", "yy", "z")]
+        live: dict[str, Item] = {}
+        early = 0
+        for step in range(60):
+            key = rng.choice(keys)
+            if key in live and rng.random() < 0.4:
+                await store.delete(key, expected_revision=live.pop(key).mod_revision)
+            elif key in live:
+                live[key] = await store.update(key, f"v{step}".encode(), expected_revision=live[key].mod_revision)
+            else:
+                live[key] = await store.create(key, f"v{step}".encode())
+            if step == 20:
+                early = await store.current_revision()
+        assert await cache.reads() is cache  # caught up with etcd's current revision
+        revision = cache.revision
+        for prefix in (root, f"{root}a/", f"{root}b/", f"{root}bb/", f"{root}c/"):
+            for start in ("", prefix, f"{prefix}y", f"{prefix}y\0", f"{root}b/z\0"):
+                for limit in (0, 1, 2, 5):
+                    got = await cache.list(prefix, start=start, limit=limit)
+                    want = await store.list(prefix, start=start, limit=limit, revision=revision)
+                    assert got == want, (prefix, start, limit)
+        for key in keys:
+            if key in live:
+                assert await cache.get(key) == live[key]
+            else:
+                with pytest.raises(NotFound):
+                    await cache.get(key)
+        # An older revision, with changes since: etcd's history answers.
+        assert await cache.list(root, revision=early) == await store.list(root, revision=early)
+    finally:
+        await hub.stop()
+
+
+async def test_the_cache_answers_once_caught_up_and_etcd_when_it_cannot_vouch(
+    store: EtcdStore, etcd_prefix: str
+) -> None:
+    root = f"{etcd_prefix}/things/"
+    cache = KindCache(store, root, RevisionProbe(store), fresh_within=0.5)
+    hub: Hub[Item] = Hub(store, root, _decode, cache=cache, progress_interval=3600)
+    await hub.start()
+    try:
+        await store.create(f"{root}a/x", b"1")
+        await store.create(f"{etcd_prefix}/elsewhere", b"2")  # the latest revision is not the kind's
+        assert await cache.reads() is cache  # a progress notification requested on demand
+        cache.progress_trusted = False  # as after etcd sent one ahead of a change (etcd issue 15220)
+        await store.create(f"{etcd_prefix}/elsewhere-2", b"3")
+        assert await cache.reads() is store  # only its own changes vouch now: etcd answers
+        await store.create(f"{root}a/y", b"4")
+        await wait_for(lambda: len(cache) == 2)
+        assert await cache.reads() is cache
+    finally:
+        await hub.stop()
