@@ -28,14 +28,20 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import builtins
 import logging
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, cast
 
 from tke.internal.metrics import WATCH_CACHE_OBJECTS, WATCH_CACHE_READS
 from tke.internal.storage.store import Event, EventType, Item, NotFound, Page, Store
 
 log = logging.getLogger(__name__)
+
+
+def _past(prefix: str) -> str:
+    """The smallest string after every string that starts with `prefix` (non-empty)."""
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
 
 
 class Reads(Protocol):
@@ -51,10 +57,14 @@ class RevisionProbe:
 
     A caller arriving while a read is in flight waits for the next one (the one in flight may
     have been answered before the caller's own request arrived: a write it saw could be missing).
-    So one Range serves every read that arrived during the previous one."""
+    So one Range serves every read that arrived during the previous one. When callers did arrive
+    meanwhile (calls are concurrent), the next read waits `gather` seconds more for others to
+    join: a Range costs about as much CPU as a Get answered from memory, and under load the
+    callers would otherwise share one only by twos; a lone caller never waits."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, gather: float = 0.002) -> None:
         self.store = store
+        self.gather = gather
         self._next: asyncio.Future[int] | None = None  # the read the next callers share
         self._running: asyncio.Task[None] | None = None
 
@@ -66,7 +76,11 @@ class RevisionProbe:
         return await asyncio.shield(self._next)
 
     async def _run(self) -> None:
+        first = True
         while self._next is not None:
+            if not first and self.gather:
+                await asyncio.sleep(self.gather)  # callers came during the last read: gather more
+            first = False
             waiting, self._next = self._next, None
             try:
                 waiting.set_result(await self.store.current_revision())
@@ -205,8 +219,12 @@ class KindCache:
             raise NotFound(key)
         return item
 
+    def holds(self, revision: int) -> bool:
+        """Whether the cache's state is etcd's at `revision` (0: the latest the cache vouched for)."""
+        return not revision or (self.loaded and self.changed <= revision <= self.revision)
+
     async def list(self, prefix: str, *, start: str = "", limit: int = 0, revision: int = 0) -> Page:
-        if revision and not (self.loaded and self.changed <= revision <= self.revision):
+        if not self.holds(revision):
             return await self.store.list(prefix, start=start, limit=limit, revision=revision)
         keys = self._keys
         i = bisect.bisect_left(keys, max(start, prefix))
@@ -217,6 +235,37 @@ class KindCache:
             i += 1
         more = i < len(keys) and keys[i].startswith(prefix)
         return Page(items=items, revision=revision or self.revision, more=more)
+
+    def framed_page(
+        self, prefix: str, start: str, limit: int, max_bytes: int
+    ) -> tuple[builtins.list[bytes], str, bool]:
+        """A List page straight from memory, every object selected: the framed items (see
+        `framed`) of up to `limit` keys under `prefix` from `start`, stopping once they hold
+        `max_bytes`; the last key, and whether keys under the prefix follow."""
+        keys, framed = self._keys, self._framed
+        first = bisect.bisect_left(keys, max(start, prefix))
+        after = bisect.bisect_left(keys, _past(prefix), first)  # the first key after the prefix's
+        names = keys[first : min(after, first + limit)]
+        found = list(map(framed.get, names))  # the loops in C: a page of 1,000 in about 0.1 ms
+        out: builtins.list[bytes] = (
+            cast(builtins.list[bytes], found)
+            if None not in found
+            else [one if one is not None else self._remember(name) for name, one in zip(names, found, strict=True)]
+        )
+        if sum(map(len, out)) >= max_bytes:
+            size = 0
+            for n, one in enumerate(out):
+                size += len(one)
+                if size >= max_bytes:
+                    out, names = out[: n + 1], names[: n + 1]
+                    break
+        more = first + len(names) < after
+        return out, names[-1] if names else "", more
+
+    def _remember(self, key: str) -> bytes:
+        assert self._frame is not None
+        one = self._framed[key] = self._frame(self._items[key])
+        return one
 
     def framed(self, item: Item) -> bytes:
         """`item` encoded as one element of a List response (see Registry.framed), kept while

@@ -275,12 +275,19 @@ class Registry(Generic[R]):
             reads = self.cache if self.cache is not None else self.store  # at a revision: no probe
         else:
             reads = await self._reads()
-        framed = self.cache.framed if self.cache is not None and reads is self.cache else self.framed
+        filtering = not selector.empty or matches is not None
+        cache = self.cache
+        if wire and not filtering and cache is not None and reads is cache and cache.holds(revision):
+            # Everything selected, and in memory: the page is the cached encodings, as they are.
+            revision = revision or cache.revision
+            framed_items, last, more = cache.framed_page(prefix, start, limit, self.max_page_bytes)
+            token = await self._seal_continue(bound, last + "\0", revision) if more and framed_items else ""
+            return ListResult([], revision, token, framed_items)
+        framed = cache.framed if cache is not None and reads is cache else self.framed
         items: list[R] = []
         chunks: list[bytes] = []
         page_bytes = 0
         largest = 0  # the largest object read so far: sizes the next read from etcd
-        filtering = not selector.empty or matches is not None
         while True:
             # Filtering may drop items: read in bigger chunks then. One read from etcd stays
             # near READ_BYTES, judged by the largest object seen so far.
