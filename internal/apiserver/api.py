@@ -15,6 +15,7 @@ tenant administrator's policy ("*" on "*" in the tenant) must still never reach 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -76,6 +77,8 @@ class ResourceAPI(Generic[R]):
     # Open watches per identity, shared by every kind's API (None: unlimited).
     watch_quota: WatchQuota | None = None
     admins_only: bool = False
+    # Seconds a batched watch (WatchBatches) waits after each message for more changes to come.
+    batch_interval: float = 0.25
 
     def _admit(self) -> None:
         identity = current_identity.get()
@@ -182,8 +185,10 @@ class ResourceAPI(Generic[R]):
             )
         send = _batch if batched else _single
 
-        def selected(obj: R | None) -> bool:
+        def selecting(obj: R | None) -> bool:
             return obj is not None and selector.matches(obj.metadata.labels) and (matches is None or matches(obj))
+
+        selected = selecting if not selector.empty or matches is not None else None
 
         position = after or 0
         if after is None:
@@ -210,6 +215,9 @@ class ResourceAPI(Generic[R]):
                     events = [e for change in changes if (e := self._event(change, selected)) is not None]
                     for out in send(events):
                         yield out
+                    if batched and events:
+                        # Let the next changes gather: one message per interval at most.
+                        await asyncio.sleep(self.batch_interval)
                 if time.monotonic() - last_bookmark >= self.bookmark_interval:
                     last_bookmark = time.monotonic()
                     yield send_one(send, self._bookmark(position))
@@ -219,9 +227,13 @@ class ResourceAPI(Generic[R]):
             # The server is stopping: tell the client where to resume, then end cleanly.
             yield send_one(send, self._bookmark(position))
 
-    def _event(self, change: Change[R], selected: Callable[[R | None], bool]) -> bytes | None:
+    def _event(self, change: Change[R], selected: Callable[[R | None], bool] | None) -> bytes | None:
         """The change as this watcher's event, serialized (shared by every watcher that gets the
-        same event type), or None when the watcher's filters see no change."""
+        same event type), or None when the watcher's filters (None: none) see no change."""
+        if selected is None:  # as below, with every object selected
+            if change.deleted:
+                return change.encoded(DELETED, self._encode) if change.existed else None
+            return change.encoded(MODIFIED if change.existed else ADDED, self._encode)
         now = not change.deleted and selected(change.obj)
         before = change.prev is not None and selected(change.prev)
         if change.deleted:
@@ -257,7 +269,12 @@ def _single(events: list[bytes]) -> list[bytes]:
 
 
 def _batch(events: list[bytes]) -> list[bytes]:
-    return [b"".join(BATCH_TAG + varint(len(e)) + e for e in events)] if events else []
+    if not events:
+        return []
+    parts: list[bytes] = []
+    for e in events:  # each event's bytes joined once, not copied per piece
+        parts += (BATCH_TAG, varint(len(e)), e)
+    return [b"".join(parts)]
 
 
 def send_one(send: Callable[[list[bytes]], list[bytes]], event: bytes) -> bytes:

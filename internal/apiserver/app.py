@@ -61,9 +61,14 @@ class WatchConfig:
     client_queue_bytes: int = 16 * MiB
     # Seconds between progress requests to etcd (advance bookmarks on quiet kinds).
     progress_interval: float = 5.0
+    # Seconds a batched watch (WatchBatches) waits after each message for more changes, so that
+    # a busy kind costs each watcher a few messages a second however many changes it has.
+    batch_interval: float = 0.25
 
     def __post_init__(self) -> None:
         _positive(self, "bookmark_interval", "window", "window_bytes", "client_queue", "client_queue_bytes")
+        if self.batch_interval < 0:
+            raise ValueError("batch_interval must be 0 or more seconds")
 
 
 @dataclass(frozen=True)
@@ -178,12 +183,17 @@ class Apiserver:
         # be too full to create it).
         await self.clusters.page_tokens()
         bookmark, quota = self.config.watch.bookmark_interval, self.watch_quota
-        clusters = ResourceAPI(self.clusters, self.cluster_hub, bookmark, quota)
+        batch = self.config.watch.batch_interval
+
+        def api(registry: Registry[R], hub: Hub[R]) -> ResourceAPI[R]:
+            return ResourceAPI(registry, hub, bookmark, quota, batch_interval=batch)
+
+        clusters = api(self.clusters, self.cluster_hub)
         kubeconfigs = KubeconfigIssuer(clusters, self.credentials, self.config.kubeconfig)
         servicers: list[ResourceService[Any]] = [
             ClusterServicer(clusters, kubeconfigs),
-            ResourceService(services.MACHINES, ResourceAPI(self.machines, self.machine_hub, bookmark, quota)),
-            ResourceService(services.EVENTS, ResourceAPI(self.events, self.event_hub, bookmark, quota)),
+            ResourceService(services.MACHINES, api(self.machines, self.machine_hub)),
+            ResourceService(services.EVENTS, api(self.events, self.event_hub)),
             ResourceService(services.CREDENTIALS, ResourceAPI(self.credentials, None, admins_only=True)),
         ]
 

@@ -75,6 +75,12 @@ class Change(Generic[T]):
         return out
 
     @property
+    def existed(self) -> bool:
+        """Whether the state before the change is known (not for a create, nor when etcd had
+        compacted it)."""
+        return self._prev_value is not None
+
+    @property
     def prev(self) -> T | None:
         """The state before the change (None for a create), decoded on first use."""
         if self._prev is None and self._prev_value is not None:
