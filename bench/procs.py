@@ -131,6 +131,7 @@ class ApiserverProcess:
     chain: bool = True
     audit: bool = True  # with the chain: the jsonl-file audit sink
     log_level: str = "info"  # the default: an access-log line per call
+    watch_cache: bool = True  # the default: Get and List from memory
     port: int = 0
     metrics_port: int = 0
     child: subprocess.Popen[bytes] | None = None
@@ -172,7 +173,7 @@ class ApiserverProcess:
             # default, against a tenant's runaway script) is not what it measures.
             "limits": {"max_watches_per_identity": 100_000},
             "auth": auth,
-        }
+        } | ({} if self.watch_cache else {"watch_cache": False})
 
     def start(self, procs: Processes) -> None:
         path = self.work / f"{self.name}.toml"
