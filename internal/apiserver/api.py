@@ -126,7 +126,7 @@ class ResourceAPI(Generic[R]):
     ) -> ListResult[R]:
         """A page of a List. `filters` stands for the kind's own filters of the request (see
         services.py): a continue token is only valid with the selector, page size and filters
-        it was issued for. `wire`: the items serialized (ListResult.wire)."""
+        it was issued for. `wire`: the items serialized (ListResult.framed)."""
         self._admit()
         tenant = _tenant(tenant_id, "tenant_id", collection=True)
         query = b"\0".join([label_selector.encode(), str(page_size).encode(), filters])
@@ -197,16 +197,16 @@ class ResourceAPI(Generic[R]):
             while True:
                 page = await self.registry.list(tenant, selector, 0, token, matches, wire=True)
                 position = page.revision
-                for message in send([ADDED_TAG + framed for framed in page.framed or ()]):
+                for message in send([_ADDED_TAG + framed for framed in page.framed or ()]):
                     yield message
                 token = page.continue_token
                 if not token:
                     break
-            yield send_one(send, self._bookmark(position))
+            yield _send_one(send, self._bookmark(position))
 
         last_bookmark = time.monotonic()
         try:
-            batch_bytes = BATCH_BYTES if batched else 0
+            batch_bytes = _BATCH_BYTES if batched else 0
             async for changes in self.hub.subscribe(self.registry.tenant_prefix(tenant), position, batch_bytes):
                 if isinstance(changes, int):  # only the progress moved
                     position = max(position, changes)
@@ -220,12 +220,12 @@ class ResourceAPI(Generic[R]):
                         await asyncio.sleep(self.batch_interval)
                 if time.monotonic() - last_bookmark >= self.bookmark_interval:
                     last_bookmark = time.monotonic()
-                    yield send_one(send, self._bookmark(position))
+                    yield _send_one(send, self._bookmark(position))
         except Closed as closed:
             if closed.error is not None:
                 raise closed.error from None
             # The server is stopping: tell the client where to resume, then end cleanly.
-            yield send_one(send, self._bookmark(position))
+            yield _send_one(send, self._bookmark(position))
 
     def _event(self, change: Change[R], selected: Callable[[R | None], bool] | None) -> bytes | None:
         """The change as this watcher's event, serialized (shared by every watcher that gets the
@@ -257,25 +257,28 @@ class ResourceAPI(Generic[R]):
 # A watch event message is `type` (field 1, a varint) then `object` (field 2: OBJECT_TAG), and
 # a batch is its events as field 1; services.py checks these numbers for every kind.
 _TYPE_TAG = b"\x08"
-ADDED_TAG = _TYPE_TAG + varint(ADDED)
-BATCH_TAG = b"\x0a"
+_ADDED_TAG = _TYPE_TAG + varint(ADDED)
+_BATCH_TAG = b"\x0a"
 # Stored bytes of the changes one batch carries at most (at least one change): with objects of
 # at most 1 MiB, a batch stays well under a client's default 4 MiB message limit.
-BATCH_BYTES = 1 << 20
+_BATCH_BYTES = 1 << 20
 
 
 def _single(events: list[bytes]) -> list[bytes]:
+    """Watch: a message per event."""
     return events
 
 
 def _batch(events: list[bytes]) -> list[bytes]:
+    """WatchBatches: one message with every event (none without events)."""
     if not events:
         return []
     parts: list[bytes] = []
     for e in events:  # each event's bytes joined once, not copied per piece
-        parts += (BATCH_TAG, varint(len(e)), e)
+        parts += (_BATCH_TAG, varint(len(e)), e)
     return [b"".join(parts)]
 
 
-def send_one(send: Callable[[list[bytes]], list[bytes]], event: bytes) -> bytes:
+def _send_one(send: Callable[[list[bytes]], list[bytes]], event: bytes) -> bytes:
+    """One event as the watch sends it (a message of its own, or a batch of one)."""
     return send([event])[0]

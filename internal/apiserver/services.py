@@ -135,12 +135,12 @@ class _Recorder:
         self.handlers = handlers
 
 
-# The wire format the servicer writes by hand: field 1 of a List response is its ListMeta, field
-# 2 its items (registry.OBJECT_TAG); checked here for every kind, so a proto change fails loudly.
+# The wire format written by hand: field 1 of a List response is its ListMeta, field 2 its items
+# (registry.OBJECT_TAG); a watch event is `type` (1) and `object` (2), a batch its events (1)
+# (api.py). Checked at import for every kind, so that a proto change fails loudly.
 _LIST_METADATA = b"\x0a"
 
 
-# Watch events: `type` field 1, `object` field 2; a batch: its events field 1 (api.py).
 def _check_wire_layout(service: Service[Any]) -> None:
     assert service.list_message is not None and service.event_message is not None
     fields = service.list_message.DESCRIPTOR.fields_by_name
