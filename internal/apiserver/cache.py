@@ -12,10 +12,12 @@ Invariants:
   progress notification the cache asks the hub's etcd watch for. A reader that would wait more
   than `fresh_within` seconds reads etcd instead: the cache never answers stale, and never makes
   a read fail that etcd would have answered.
-- Progress notifications are trusted only while they are never overtaken by an event (etcd
-  before 3.4.25 / 3.5.8 could send a requested one ahead of events, etcd issue 15220): an event
-  at or below a revision a notification already claimed turns them off for good (an error in the
-  log), and the cache then vouches only for revisions its own events reached.
+- Progress notifications are trusted only from an etcd that orders them with events: before
+  3.4.25 and 3.5.8 a requested one can overtake the events it claims (etcd issue 15220;
+  `progress_is_ordered`). Without them the cache vouches only for the revisions its own changes
+  reached, and a read that needs more (the latest write was to another key) reads etcd. An event
+  at or below a revision a notification already claimed turns them off for good (an error in
+  the log).
 - A read at an explicit revision (a continue token's) is answered from memory only when the
   state at that revision is the cache's (`changed <= revision <= revision`); otherwise etcd
   answers it (it keeps the history, or says Compacted).
@@ -37,6 +39,17 @@ from tke.internal.metrics import WATCH_CACHE_OBJECTS, WATCH_CACHE_READS
 from tke.internal.storage.store import Event, EventType, Item, NotFound, Page, Store
 
 log = logging.getLogger(__name__)
+
+
+def progress_is_ordered(version: str) -> bool:
+    """Whether etcd `version` sends a requested progress notification only after the events it
+    claims (etcd issue 15220, fixed in 3.4.25 and 3.5.8)."""
+    try:
+        major, minor, patch = (int(part) for part in version.split("-", maxsplit=1)[0].split(".")[:3])
+    except ValueError:
+        return False
+    v = (major, minor, patch)
+    return (3, 4, 25) <= v < (3, 5, 0) or v >= (3, 5, 8)
 
 
 def _past(prefix: str) -> str:
@@ -100,6 +113,7 @@ class KindCache:
         *,
         fresh_within: float = 3.0,
         frame: Callable[[Item], bytes] | None = None,
+        progress_ordered: bool = False,
     ) -> None:
         self.store = store
         self.root = root
@@ -115,7 +129,7 @@ class KindCache:
         self.changed = 0  # ... and at every revision from this one on
         self._event_revision = 0  # the last revision an event (or the load) brought
         self._claimed = 0  # the highest revision a progress notification claimed
-        self.progress_trusted = True
+        self.progress_trusted = progress_ordered  # see the module docstring
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self.request_progress: Callable[[], None] = lambda: None  # set by the hub
         self._from_cache = WATCH_CACHE_READS.labels(self.kind, "cache")

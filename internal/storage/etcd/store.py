@@ -191,6 +191,11 @@ class EtcdStore:
         # The header carries the store's current revision; a read at an older one is at that one.
         return Page(items=[_item(kv) for kv in resp.kvs], revision=revision or resp.header.revision, more=resp.more)
 
+    async def server_version(self) -> str:
+        """The etcd version of the member that answers ("3.4.23")."""
+        resp = await self._conn.call(self._conn.maintenance.Status, rpc.StatusRequest(), idempotent=True)
+        return str(resp.version)
+
     async def current_revision(self) -> int:
         request = rpc.RangeRequest(key=b"\0", count_only=True)
         resp = await self._conn.call(self._conn.kv.Range, request, idempotent=True)
