@@ -37,7 +37,7 @@ from typing import Any, Generic, TypeVar
 from tke.internal.apiserver.cache import KindCache
 from tke.internal.metrics import WATCH_CLIENTS, WATCH_CLIENTS_ENDED_SLOW, WATCH_EVENTS, WATCH_WINDOW_BYTES
 from tke.internal.rpc import errors
-from tke.internal.storage.store import Compacted, Event, EventType, Item, Progress, Store
+from tke.internal.storage.store import Compacted, Event, EventType, Item, Progress, Store, TooLarge
 
 log = logging.getLogger(__name__)
 
@@ -254,9 +254,15 @@ class Hub(Generic[T]):
         while True:
             try:
                 items: list[Item] = []
-                start, revision, more = self.root, 0, True
+                start, revision, more, limit = self.root, 0, True, _LOAD_PAGE
                 while more:
-                    page = await self.store.list(self.root, start=start, limit=_LOAD_PAGE, revision=revision)
+                    try:
+                        page = await self.store.list(self.root, start=start, limit=limit, revision=revision)
+                    except TooLarge:  # big objects: the answer was over the channel's limit
+                        if limit == 1:
+                            raise
+                        limit = max(1, limit // 8)
+                        continue
                     items += page.items
                     revision, more = page.revision, page.more
                     if page.items:

@@ -8,6 +8,7 @@ revision after random changes, and that it answers reads (not etcd) once it has 
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import AsyncIterator
 
@@ -21,7 +22,7 @@ from tke.internal.apiserver.cache import KindCache, RevisionProbe, progress_is_o
 from tke.internal.apiserver.watch import Hub
 from tke.internal.metrics import WATCH_CACHE_READS
 from tke.internal.storage.etcd import EtcdConfig, EtcdStore
-from tke.internal.storage.store import Item, NotFound
+from tke.internal.storage.store import Item, NotFound, Page, TooLarge
 from tke.platform.v1 import cluster_pb2, machine_pb2
 
 Code = grpc.StatusCode
@@ -223,3 +224,26 @@ def test_progress_notifications_are_trusted_from_the_etcd_versions_that_order_th
     assert not progress_is_ordered("3.4.23") and not progress_is_ordered("3.5.7")
     assert progress_is_ordered("3.4.25") and progress_is_ordered("3.5.8") and progress_is_ordered("3.6.0")
     assert not progress_is_ordered("not a version")
+
+
+async def test_the_cache_loads_objects_too_big_to_read_a_thousand_at_once(store: EtcdStore, etcd_prefix: str) -> None:
+    """A load page over the etcd channel's limit (TooLarge) is read again in smaller pages."""
+    root = f"{etcd_prefix}/things/"
+    for i in range(30):
+        await store.create(f"{root}a/{i:02d}", b"x")
+    real_list = store.list
+
+    async def small_answers_only(prefix: str, *, start: str = "", limit: int = 0, revision: int = 0) -> Page:
+        if not limit or limit > 10:
+            raise TooLarge("over the channel's limit")
+        return await real_list(prefix, start=start, limit=limit, revision=revision)
+
+    store.list = small_answers_only  # type: ignore[method-assign]
+    cache = KindCache(store, root, RevisionProbe(store))
+    hub: Hub[Item] = Hub(store, root, _decode, cache=cache)
+    try:
+        async with asyncio.timeout(30):  # a load that keeps failing never starts
+            await hub.start()
+        assert len(cache) == 30
+    finally:
+        await hub.stop()
