@@ -199,13 +199,20 @@ class Registry(Generic[R]):
         return obj
 
     def wire(self, item: Item) -> bytes:
-        """The object of `item` as it goes on the wire (what `decode` gives, serialized): the
-        stored bytes and, after them, a `metadata { resource_version }` that a parser merges
-        into the stored metadata (protobuf merges repeated occurrences of a message field)."""
+        """The object of `item` as it goes on the wire (what `decode` gives, serialized) without
+        decoding it: the stored bytes with `resource_version` added at the end of their
+        `metadata` field. The stored encoding is deterministic, so metadata (field 1) comes
+        first; one metadata field, since not every parser merges repeated ones (protobuf.js
+        replaces)."""
+        value = item.value
         meta_tag, version_tag = _version_tags(self.kind.message)
+        if not value.startswith(meta_tag):  # not written by encode(): take the long way
+            return self.decode(item).SerializeToString()
         text = str(item.mod_revision).encode()
-        inner = version_tag + varint(len(text)) + text
-        return item.value + meta_tag + varint(len(inner)) + inner
+        version = version_tag + varint(len(text)) + text
+        body, length = _read_varint(value, len(meta_tag))
+        end = body + length
+        return b"".join((meta_tag, varint(length + len(version)), value[body:end], version, value[end:]))
 
     def framed(self, item: Item) -> bytes:
         """The object of `item` as field 2 of a message: `items` of the kind's List response,
@@ -606,6 +613,18 @@ def varint(n: int) -> bytes:
         n >>= 7
     out.append(n)
     return bytes(out)
+
+
+def _read_varint(data: bytes, i: int) -> tuple[int, int]:
+    """(the index after the varint at `i`, its value)."""
+    value = shift = 0
+    while True:
+        byte = data[i]
+        value |= (byte & 0x7F) << shift
+        i += 1
+        if byte < 0x80:
+            return i, value
+        shift += 7
 
 
 @functools.cache

@@ -2,6 +2,8 @@
 
 - Every watcher that gets a change as the same event type gets the same bytes, whatever its
   tenant scope or selector, and they parse into what Get returns.
+- Objects written from their stored bytes (Get, List, Watch) carry one metadata field: not
+  every parser merges repeated ones (protobuf.js keeps the last).
 - WatchBatches sends what Watch sends, in the same order, once each, with the events that were
   ready together in one message; it resumes from a revision and sends bookmarks."""
 
@@ -163,5 +165,64 @@ async def test_an_idle_batched_watch_gets_bookmarks_that_advance(api: Running) -
                 assert all(e.type == BOOKMARK for e in batch.events)
                 versions += [int(e.object.metadata.resource_version) for e in batch.events]
         assert 0 < versions[0] <= versions[1]
+    finally:
+        call.cancel()
+
+
+def top_fields(data: bytes) -> list[tuple[int, bytes]]:
+    """The top-level fields of a message: (number, bytes of a length-delimited field's value, or
+    b"" for a varint)."""
+    out: list[tuple[int, bytes]] = []
+    i = 0
+
+    def varint() -> int:
+        nonlocal i
+        value = shift = 0
+        while True:
+            byte = data[i]
+            i += 1
+            value |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                return value
+            shift += 7
+
+    while i < len(data):
+        key = varint()
+        number, wire_type = key >> 3, key & 7
+        if wire_type == 0:
+            varint()
+            out.append((number, b""))
+        else:
+            assert wire_type == 2, f"unexpected wire type {wire_type}"
+            length = varint()
+            out.append((number, data[i : i + length]))
+            i += length
+    return out
+
+
+def one_metadata(obj: bytes) -> bool:
+    return [number for number, _ in top_fields(obj)].count(1) == 1
+
+
+async def test_objects_go_out_with_one_metadata_field(api: Running) -> None:
+    created = await api.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=cluster("c1", {"env": "prod"})))
+    start = str(int(created.metadata.resource_version) - 1)
+    raw: Any = {
+        name: api.channel.unary_unary(
+            f"/tke.platform.v1.ClusterService/{name}", request_serializer=lambda r: r.SerializeToString()
+        )
+        for name in ("Get", "List")
+    }
+    got = await raw["Get"](cluster_pb2.GetClusterRequest(name="c1"))
+    assert one_metadata(got) and cluster_pb2.Cluster.FromString(got) == created
+    listed = await raw["List"](cluster_pb2.ListClustersRequest())
+    items = [value for number, value in top_fields(listed) if number == 2]
+    assert len(items) == 1 and one_metadata(items[0])
+    call = raw_watch(api, cluster_pb2.WatchClustersRequest(resource_version=start))
+    try:
+        event = await next_change(call)
+        objects = [value for number, value in top_fields(event) if number == 2]
+        assert len(objects) == 1 and one_metadata(objects[0])
+        assert cluster_pb2.Cluster.FromString(objects[0]) == created
     finally:
         call.cancel()
