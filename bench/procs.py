@@ -148,6 +148,7 @@ class ApiserverProcess:
     audit: bool = True  # with the chain: the jsonl-file audit sink
     log_level: str = "info"  # the default: an access-log line per call
     workers: int = 1  # processes sharing the port (tke-apiserver --workers)
+    watch_cache: bool = True  # the default: Get and List from memory
     port: int = 0
     metrics_port: int = 0
     child: subprocess.Popen[bytes] | None = None
@@ -191,7 +192,7 @@ class ApiserverProcess:
             "limits": {"max_watches_per_identity": 100_000},
             "auth": auth,
             **({"workers": self.workers} if self.workers > 1 else {}),
-        }
+        } | ({} if self.watch_cache else {"watch_cache": False})
 
     def start(self, procs: Processes) -> None:
         path = self.work / f"{self.name}.toml"

@@ -24,6 +24,12 @@ class Row:
         return "-" if self.met is None else ("met" if self.met else "NOT MET")
 
 
+# A tenant's List of 1,000 machines before the watch cache (commit d524a95, `--quick --only 4`
+# on the 2-core machine, loaded): median of 20 calls, client time; the apiserver's CPU per call.
+TENANT_1K_LIST_BEFORE_MS = 16.2
+TENANT_1K_LIST_BEFORE_CPU_MS = 12.5
+
+
 def _get(d: dict[str, Any], *path: str) -> Any:
     for p in path:
         if not isinstance(d, dict) or p not in d:
@@ -85,14 +91,20 @@ def rows(results: dict[str, Any]) -> list[Row]:
             ))  # fmt: skip
     for w in results.get("watch") or []:
         late = w.get("undelivered_by_deadline", 0)
-        ok = w["delay_p99_ms"] < 100 and w["lost"] == 0 and w["duplicated"] == 0 and not late
-        target = w["watchers"] >= 1000 and w["tenants"] == 1
+        batched = w.get("batched", False)
+        # The targets: one tenant, 1,000 batched watchers p99 < 1 s, or plain watchers p99 < 100 ms;
+        # every event delivered, none twice.
+        limit_ms = 1000 if batched else 100
+        ok = w["delay_p99_ms"] < limit_ms and w["lost"] == 0 and w["duplicated"] == 0 and not late
+        target = w["tenants"] == 1 and (w["watchers"] >= 1000 or not batched)
         out.append(Row(
-            "3", f"watch: {w['watchers']} watchers/{w['tenants']} tenant(s), {w['rate']:.0f} changes/s",
-            f"{w['events_per_second']:.0f} events/s; p99 {w['delay_p99_ms']:.0f} ms",
+            "3", f"watch: {w['watchers']} {'batched' if batched else 'plain'} watchers/{w['tenants']} tenant(s), "
+            f"{w['rate']:.0f} changes/s",
+            f"{w['events_per_second']:.0f} events/s; p99 {w['delay_p99_ms']:.0f} ms; "
+            f"{w.get('apiserver_cpu_us_per_event', 0):.0f} us CPU/event",
             f"{w['expected_events']} expected", f"lost {w['lost']}, dup {w['duplicated']}, late {late}, "
             f"RSS {w['apiserver_rss_bytes_max'] / 2**20:.0f} MiB",
-            "p99 < 100 ms, 0 lost/dup" if target else "", ok if target else None,
+            f"p99 < {limit_ms} ms, all once" if target else "", ok if target else None,
         ))  # fmt: skip
     scale = results.get("scale")
     if scale:
@@ -105,6 +117,20 @@ def rows(results: dict[str, Any]) -> list[Row]:
         tl = scale["tenant_list_s"]
         tenant_ms = (tl["clusters"]["median"] + tl["machines"]["median"]) * 1000
         out.append(Row("4", "a tenant's list (clusters + machines)", f"{tenant_ms:.0f} ms", "", "", "", None))
+        big = _get(scale, "tenant_1k_machines_list_s", "median")
+        if big:
+            etcd_ms = (_get(scale, "tenant_1k_machines_list_etcd_reads_s", "median") or 0) * 1000
+            speedup = TENANT_1K_LIST_BEFORE_MS / (big * 1000)
+            cpu_speedup = TENANT_1K_LIST_BEFORE_CPU_MS / max(scale["tenant_1k_machines_list_cpu_ms"], 0.001)
+            out.append(Row(
+                "4", "a tenant's List of 1,000 machines (one page)",
+                f"{big * 1000:.1f} ms, {scale['tenant_1k_machines_list_cpu_ms']:.1f} ms CPU",
+                f"before {TENANT_1K_LIST_BEFORE_MS:.1f} ms, {TENANT_1K_LIST_BEFORE_CPU_MS:.1f} ms CPU; etcd reads now "
+                f"{etcd_ms:.1f} ms, {scale.get('tenant_1k_machines_list_etcd_reads_cpu_ms', 0):.1f} ms CPU",
+                f"{speedup:.1f}x faster; {cpu_speedup:.1f}x less CPU",
+                # Judged on the CPU per call: the recorded times come from another run and load.
+                ">= 5x (CPU per call)", cpu_speedup >= 5,
+            ))  # fmt: skip
         synced, done = _f(ctl.get("informers_synced_s"), "{:.1f}"), _f(ctl.get("resync_done_s"), "{:.1f}")
         out.append(Row("4", "controller full resync (no-op provider)", f"synced {synced} s, done {done} s",
                        "", f"RSS {ctl.get('rss_bytes', 0) / 2**20:.0f} MiB", "", None))  # fmt: skip

@@ -5,6 +5,8 @@ transactions, then:
 - a paginated List of everything (tenant "*", as a platform administrator, default page size)
   of clusters and of machines, timed through the full chain;
 - a tenant's list (its clusters and machines);
+- a tenant's List of its 1,000 machines in one page, timed and with the apiserver's CPU per
+  call, from the watch cache and from an apiserver reading etcd (watch_cache = false);
 - the apiserver's RSS after those lists;
 - tke-controller's full resync with a no-op provider: a real controller process (leader
   election off, RecordingProvider for both kinds) started over the whole store; timed until its
@@ -38,7 +40,10 @@ from tke.internal.storage.etcd.connection import EtcdConnection
 from tke.platform.v1 import cluster_pb2, cluster_pb2_grpc, machine_pb2, machine_pb2_grpc
 
 TOKEN_ENV = "TKE_BENCH_CONTROLLER_TOKEN"
+BIG_LIST_ROUNDS = 20
 TXN_OPS = 128  # etcd's default --max-txn-ops
+BIG_TENANT = "t-1k"
+BIG_TENANT_MACHINES = 1000
 
 
 def _metadata() -> tuple[tuple[str, str], ...]:
@@ -141,6 +146,17 @@ async def _bulk_write(
             m.spec.cluster_name = c.metadata.name
             m.spec.ip = f"10.{(i >> 8) & 255}.{i & 255}.{j + 1}"
             puts.append(_put(machines.key(tenant, m.metadata.name), machines.encode(m)))
+    # One more tenant with one cluster of BIG_TENANT_MACHINES machines: a tenant's List of 1,000
+    # machines in one page (the watch cache's List target).
+    c.CopyFrom(template_c)
+    c.metadata.name, c.metadata.tenant_id, c.metadata.uid = "big", BIG_TENANT, "uid-big"
+    puts.append(_put(clusters.key(BIG_TENANT, "big"), clusters.encode(c)))
+    for j in range(BIG_TENANT_MACHINES):
+        m.CopyFrom(template_m)
+        m.metadata.name, m.metadata.tenant_id, m.metadata.uid = f"big-m{j:04d}", BIG_TENANT, f"uid-big-{j}"
+        m.spec.cluster_name = "big"
+        m.spec.ip = f"10.254.{j >> 8}.{j & 255}"
+        puts.append(_put(machines.key(BIG_TENANT, m.metadata.name), machines.encode(m)))
     batches = [puts[i : i + TXN_OPS] for i in range(0, len(puts), TXN_OPS)]
     queue: asyncio.Queue[list[rpc.RequestOp]] = asyncio.Queue()
     for b in batches:
@@ -161,6 +177,24 @@ async def _bulk_write(
 
 def _put(key: str, value: bytes) -> rpc.RequestOp:
     return rpc.RequestOp(request_put=rpc.PutRequest(key=key.encode(), value=value))
+
+
+async def _tenant_lists(address: str, n: int) -> list[float]:
+    """Seconds of each of `n` Lists of the big tenant's machines, in one page, on one channel."""
+    channel = grpc.aio.insecure_channel(address, options=[("grpc.max_receive_message_length", 64 * 2**20)])
+    stub = machine_pb2_grpc.MachineServiceStub(channel)
+    request = machine_pb2.ListMachinesRequest(tenant_id=BIG_TENANT, page_size=BIG_TENANT_MACHINES)
+    out: list[float] = []
+    try:
+        await stub.List(request, metadata=_metadata(), timeout=120)  # the channel's connection
+        for _ in range(n):
+            started = time.perf_counter()
+            page = await stub.List(request, metadata=_metadata(), timeout=120)
+            out.append(time.perf_counter() - started)
+            assert len(page.items) == BIG_TENANT_MACHINES, f"the tenant's List returned {len(page.items)} machines"
+    finally:
+        await channel.close()
+    return out
 
 
 async def _list_all(address: str, service: str, tenant: str) -> tuple[float, int, int]:
@@ -271,7 +305,19 @@ def measure(
         tenant_runs["clusters"].append(c_s)
         tenant_runs["machines"].append(m_s)
         tenant_counts = {"clusters": c_n, "machines": m_n}
+    # A tenant's List of its 1,000 machines, one page; the CPU per call is the steadier number.
+    cpu_before = cpu_seconds(api.pid)
+    big_runs = asyncio.run(_tenant_lists(api.address, BIG_LIST_ROUNDS))
+    big_cpu_ms = (cpu_seconds(api.pid) - cpu_before) / BIG_LIST_ROUNDS * 1000
     rss_after_lists = rss_bytes(api.pid)
+    # The same List read from etcd (watch_cache = false), in the same run.
+    etcd_api = ApiserverProcess(work, "apiserver-scale-etcd-reads", etcd_endpoint, chain=True, watch_cache=False)
+    etcd_api.start(procs)
+    cpu_before = cpu_seconds(etcd_api.pid)
+    etcd_runs = asyncio.run(_tenant_lists(etcd_api.address, BIG_LIST_ROUNDS))
+    etcd_cpu_ms = (cpu_seconds(etcd_api.pid) - cpu_before) / BIG_LIST_ROUNDS * 1000
+    if etcd_api.child is not None:
+        procs.stop(etcd_api.child)
     print(f"  full list {rounds(full['total'])['median']:.1f}s, apiserver RSS {rss_after_lists / 2**20:.0f} MiB",
           flush=True)  # fmt: skip
     controller = _controller_resync(work, api.address, etcd_endpoint, controller_timeout)
@@ -287,6 +333,10 @@ def measure(
         "full_list_counts": counts,
         "tenant_list_s": {k: rounds(v) for k, v in tenant_runs.items()},
         "tenant_list_counts": tenant_counts,
+        "tenant_1k_machines_list_s": rounds(big_runs),
+        "tenant_1k_machines_list_cpu_ms": round(big_cpu_ms, 2),
+        "tenant_1k_machines_list_etcd_reads_s": rounds(etcd_runs),
+        "tenant_1k_machines_list_etcd_reads_cpu_ms": round(etcd_cpu_ms, 2),
         "apiserver_rss_bytes_idle": rss_idle,
         "apiserver_rss_bytes_after_lists": rss_after_lists,
         "apiserver_rss_bytes_after_controller": rss_after_controller,

@@ -1,4 +1,5 @@
-"""Figure 3: watch fan-out. `watchers` concurrent ClusterService/Watch streams on one apiserver
+"""Figure 3: watch fan-out. `watchers` concurrent ClusterService/Watch streams (or, `batched`,
+WatchBatches streams: the events that are ready in one message) on one apiserver
 (through the full auth chain), spread over `tenants` tenants, while a writer changes clusters at
 `rate` changes per second for `seconds`, straight into etcd in the apiserver's encoding.
 
@@ -72,24 +73,25 @@ async def _child(args: argparse.Namespace) -> None:
         position = args.revision
         first = True
         while True:
-            call = stub.Watch(
-                cluster_pb2.WatchClustersRequest(tenant_id=tenant, resource_version=str(position)), metadata=metadata
-            )
+            request = cluster_pb2.WatchClustersRequest(tenant_id=tenant, resource_version=str(position))
+            call = (stub.WatchBatches if args.batched else stub.Watch)(request, metadata=metadata)
             if first:
                 started += 1
                 first = False
             try:
-                async for event in call:
-                    meta = event.object.metadata
-                    rev = int(meta.resource_version)
-                    position = max(position, rev)
-                    if event.type == meta_pb2.WATCH_EVENT_TYPE_BOOKMARK:
-                        continue
+                message: Any
+                async for message in call:
                     now = time.time()
-                    seen[stream].append(rev)
-                    sent = meta.annotations.get(SENT)
-                    if sent:
-                        delays.append(now - float(sent))
+                    for event in message.events if args.batched else (message,):
+                        meta = event.object.metadata
+                        rev = int(meta.resource_version)
+                        position = max(position, rev)
+                        if event.type == meta_pb2.WATCH_EVENT_TYPE_BOOKMARK:
+                            continue
+                        seen[stream].append(rev)
+                        sent = meta.annotations.get(SENT)
+                        if sent:
+                            delays.append(now - float(sent))
                     last_receive = now
                 return
             except grpc.aio.AioRpcError as err:
@@ -194,10 +196,11 @@ def measure(
     seconds: float = 10.0,
     processes: int = 4,
     profile_to: Path | None = None,
+    batched: bool = False,
 ) -> dict[str, Any]:
     names = tenant_names(tenants)
     objects, revision = asyncio.run(_seed(etcd_endpoint, names))
-    api = ApiserverProcess(work, f"apiserver-watch-{tenants}", etcd_endpoint, chain=True)
+    api = ApiserverProcess(work, f"apiserver-watch-{watchers}-{tenants}-{batched}", etcd_endpoint, chain=True)
     api.start(procs)
     children = []
     per = watchers // processes
@@ -205,7 +208,7 @@ def measure(
         count = per if p < processes - 1 else watchers - per * (processes - 1)
         argv = [*python(), "-m", "bench.watch", "--child", "--address", api.address,
                 "--revision", str(revision), "--tenants", str(tenants), "--first", str(p * per),
-                "--count", str(count)]  # fmt: skip
+                "--count", str(count), *(["--batched"] if batched else [])]  # fmt: skip
         children.append(
             procs.start(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, log=work / f"watch-child-{p}.log")
         )
@@ -259,6 +262,7 @@ def measure(
         procs.stop(api.child)
     return {
         "watchers": watchers,
+        "batched": batched,
         "subscribed": subscribed,
         "tenants": tenants,
         "rate": rate,
@@ -281,6 +285,7 @@ def measure(
         "apiserver_rss_bytes_max": sampler.max_rss,
         "apiserver_cpu_share": cpu_used / delivery_window / (os.cpu_count() or 1) if delivery_window else 0.0,
         "apiserver_cpu_cores": cpu_used / delivery_window if delivery_window else 0.0,
+        "apiserver_cpu_us_per_event": cpu_used / events * 1e6 if events else 0.0,
         "clients_cpu_cores": clients_cpu / delivery_window if delivery_window else 0.0,
     }
 
@@ -334,6 +339,7 @@ def main() -> None:
     parser.add_argument("--tenants", type=int, default=1)
     parser.add_argument("--first", type=int, default=0)
     parser.add_argument("--count", type=int, default=250)
+    parser.add_argument("--batched", action="store_true", help="WatchBatches instead of Watch")
     asyncio.run(_child(parser.parse_args()))
 
 

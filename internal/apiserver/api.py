@@ -15,6 +15,7 @@ tenant administrator's policy ("*" on "*" in the tenant) must still never reach 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -22,13 +23,22 @@ from typing import Generic
 
 from google.protobuf import field_mask_pb2
 
-from tke.internal.apiserver.registry import ALL_TENANTS, ListResult, R, Registry, parse_resource_version
+from tke.internal.apiserver.registry import (
+    ALL_TENANTS,
+    OBJECT_TAG,
+    ListResult,
+    R,
+    Registry,
+    parse_resource_version,
+    varint,
+)
 from tke.internal.apiserver.watch import Change, Closed, Hub
 from tke.internal.apiserver.watch_quota import WatchQuota
 from tke.internal.auth.authority import caller_reaches
 from tke.internal.auth.identity import current_identity
 from tke.internal.meta.labels import Selector, SelectorError, dns1123_label_error, parse_selector
 from tke.internal.rpc import errors
+from tke.internal.storage.store import Item
 from tke.meta.v1 import meta_pb2
 
 ADDED = meta_pb2.WATCH_EVENT_TYPE_ADDED
@@ -67,6 +77,8 @@ class ResourceAPI(Generic[R]):
     # Open watches per identity, shared by every kind's API (None: unlimited).
     watch_quota: WatchQuota | None = None
     admins_only: bool = False
+    # Seconds a batched watch (WatchBatches) waits after each message for more changes to come.
+    batch_interval: float = 0.25
 
     def _admit(self) -> None:
         identity = current_identity.get()
@@ -96,6 +108,11 @@ class ResourceAPI(Generic[R]):
     async def get(self, name: str, tenant_id: str) -> R:
         return await self.registry.get(self._named_tenant(tenant_id, name), name)
 
+    async def get_wire(self, name: str, tenant_id: str) -> bytes:
+        """What `get` returns, serialized (from the stored bytes: nothing decoded)."""
+        tenant = self._named_tenant(tenant_id, name)
+        return self.registry.wire(await self.registry.get_item(tenant, name))
+
     async def list(
         self,
         tenant_id: str,
@@ -105,15 +122,16 @@ class ResourceAPI(Generic[R]):
         matches: Callable[[R], bool] | None = None,
         *,
         filters: bytes = b"",
+        wire: bool = False,
     ) -> ListResult[R]:
         """A page of a List. `filters` stands for the kind's own filters of the request (see
         services.py): a continue token is only valid with the selector, page size and filters
-        it was issued for."""
+        it was issued for. `wire`: the items serialized (ListResult.framed)."""
         self._admit()
         tenant = _tenant(tenant_id, "tenant_id", collection=True)
         query = b"\0".join([label_selector.encode(), str(page_size).encode(), filters])
         return await self.registry.list(
-            tenant, _selector(label_selector), page_size, continue_token, matches, query=query
+            tenant, _selector(label_selector), page_size, continue_token, matches, query=query, wire=wire
         )
 
     async def update(self, obj: R, mask: field_mask_pb2.FieldMask) -> R:
@@ -133,17 +151,20 @@ class ResourceAPI(Generic[R]):
         label_selector: str,
         resource_version: str,
         matches: Callable[[R], bool] | None = None,
-    ) -> AsyncIterator[tuple[int, R]]:
-        """(event type, object) pairs for a client watch; see WatchClustersRequest. The watch
-        counts against its identity's open watches until it ends."""
+        *,
+        batched: bool = False,
+    ) -> AsyncIterator[bytes]:
+        """A client watch (see WatchClustersRequest), as the kind's event messages, serialized;
+        `batched`: as event batch messages, each with every event that was ready (WatchBatches).
+        The watch counts against its identity's open watches until it ends."""
         self._admit()
         if self.watch_quota is None:
-            async for event in self._watch(tenant_id, label_selector, resource_version, matches):
-                yield event
+            async for message in self._watch(tenant_id, label_selector, resource_version, matches, batched):
+                yield message
             return
         with self.watch_quota.hold(current_identity.get()):
-            async for event in self._watch(tenant_id, label_selector, resource_version, matches):
-                yield event
+            async for message in self._watch(tenant_id, label_selector, resource_version, matches, batched):
+                yield message
 
     async def _watch(
         self,
@@ -151,7 +172,8 @@ class ResourceAPI(Generic[R]):
         label_selector: str,
         resource_version: str,
         matches: Callable[[R], bool] | None,
-    ) -> AsyncIterator[tuple[int, R]]:
+        batched: bool,
+    ) -> AsyncIterator[bytes]:
         tenant = _tenant(tenant_id, "tenant_id", collection=True)
         selector = _selector(label_selector)
         after = parse_resource_version(resource_version, "resource_version")
@@ -161,53 +183,102 @@ class ResourceAPI(Generic[R]):
             raise errors.invalid_field(
                 "resource_version", f"{after} is newer than the storage's latest revision: not a resource version"
             )
+        send = _batch if batched else _single
 
-        def selected(obj: R | None) -> bool:
+        def selecting(obj: R | None) -> bool:
             return obj is not None and selector.matches(obj.metadata.labels) and (matches is None or matches(obj))
+
+        selected = selecting if not selector.empty or matches is not None else None
 
         position = after or 0
         if after is None:
             # Initial state: everything that exists now, then a bookmark, then changes.
             token = ""
             while True:
-                page = await self.registry.list(tenant, selector, 0, token, matches)
+                page = await self.registry.list(tenant, selector, 0, token, matches, wire=True)
                 position = page.revision
-                for obj in page.items:
-                    yield ADDED, obj
+                for message in send([_ADDED_TAG + framed for framed in page.framed or ()]):
+                    yield message
                 token = page.continue_token
                 if not token:
                     break
-            yield BOOKMARK, self._bookmark(position)
+            yield _send_one(send, self._bookmark(position))
 
         last_bookmark = time.monotonic()
         try:
-            async for message in self.hub.subscribe(self.registry.tenant_prefix(tenant), position):
-                if isinstance(message, Change):
-                    position = message.revision
-                    event = self._event(message, selected)
-                    if event is not None:
-                        yield event
+            batch_bytes = _BATCH_BYTES if batched else 0
+            async for changes in self.hub.subscribe(self.registry.tenant_prefix(tenant), position, batch_bytes):
+                if isinstance(changes, int):  # only the progress moved
+                    position = max(position, changes)
                 else:
-                    position = max(position, message)
+                    position = changes[-1].revision
+                    events = [e for change in changes if (e := self._event(change, selected)) is not None]
+                    for out in send(events):
+                        yield out
+                    if batched and events:
+                        # Let the next changes gather: one message per interval at most.
+                        await asyncio.sleep(self.batch_interval)
                 if time.monotonic() - last_bookmark >= self.bookmark_interval:
                     last_bookmark = time.monotonic()
-                    yield BOOKMARK, self._bookmark(position)
+                    yield _send_one(send, self._bookmark(position))
         except Closed as closed:
             if closed.error is not None:
                 raise closed.error from None
             # The server is stopping: tell the client where to resume, then end cleanly.
-            yield BOOKMARK, self._bookmark(position)
+            yield _send_one(send, self._bookmark(position))
 
-    def _event(self, change: Change[R], selected: Callable[[R | None], bool]) -> tuple[int, R] | None:
+    def _event(self, change: Change[R], selected: Callable[[R | None], bool] | None) -> bytes | None:
+        """The change as this watcher's event, serialized (shared by every watcher that gets the
+        same event type), or None when the watcher's filters (None: none) see no change."""
+        if selected is None:  # as below, with every object selected
+            if change.deleted:
+                return change.encoded(DELETED, self._encode) if change.existed else None
+            return change.encoded(MODIFIED if change.existed else ADDED, self._encode)
         now = not change.deleted and selected(change.obj)
         before = change.prev is not None and selected(change.prev)
         if change.deleted:
-            return (DELETED, change.obj) if before else None
-        if now:
-            return (MODIFIED if before else ADDED), change.obj
-        return (DELETED, change.obj) if before else None
+            event_type = DELETED if before else None
+        elif now:
+            event_type = MODIFIED if before else ADDED
+        else:
+            event_type = DELETED if before else None
+        return None if event_type is None else change.encoded(event_type, self._encode)
 
-    def _bookmark(self, revision: int) -> R:
+    def _encode(self, event_type: int, item: Item) -> bytes:
+        return _TYPE_TAG + varint(event_type) + self.registry.framed(item)
+
+    def _bookmark(self, revision: int) -> bytes:
         obj = self.registry.kind.message()
         obj.metadata.resource_version = str(revision)
-        return obj
+        body = obj.SerializeToString()
+        return _TYPE_TAG + varint(BOOKMARK) + OBJECT_TAG + varint(len(body)) + body
+
+
+# A watch event message is `type` (field 1, a varint) then `object` (field 2: OBJECT_TAG), and
+# a batch is its events as field 1; services.py checks these numbers for every kind.
+_TYPE_TAG = b"\x08"
+_ADDED_TAG = _TYPE_TAG + varint(ADDED)
+_BATCH_TAG = b"\x0a"
+# Stored bytes of the changes one batch carries at most (at least one change): with objects of
+# at most 1 MiB, a batch stays well under a client's default 4 MiB message limit.
+_BATCH_BYTES = 1 << 20
+
+
+def _single(events: list[bytes]) -> list[bytes]:
+    """Watch: a message per event."""
+    return events
+
+
+def _batch(events: list[bytes]) -> list[bytes]:
+    """WatchBatches: one message with every event (none without events)."""
+    if not events:
+        return []
+    parts: list[bytes] = []
+    for e in events:  # each event's bytes joined once, not copied per piece
+        parts += (_BATCH_TAG, varint(len(e)), e)
+    return [b"".join(parts)]
+
+
+def _send_one(send: Callable[[list[bytes]], list[bytes]], event: bytes) -> bytes:
+    """One event as the watch sends it (a message of its own, or a batch of one)."""
+    return send([event])[0]

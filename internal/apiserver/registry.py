@@ -11,6 +11,8 @@ Rules:
   latest state (the server re-reads and retries, never overwriting blindly).
 - Delete with finalizers sets deletion_timestamp; the object goes when the last finalizer is
   removed. Finalizers cannot be added to an object being deleted.
+- Get and List read from the kind's watch cache when it has one (cache.py: the answer etcd
+  would give now, or etcd itself answers); writes always read etcd.
 - Pages of a list are read at one revision; the continue token carries it, sealed (see
   tke.internal.meta.pagetoken) for the kind, tenant and query it was issued for: any other
   token is INVALID_ARGUMENT, one whose revision etcd has compacted OUT_OF_RANGE.
@@ -34,6 +36,7 @@ Rules:
 from __future__ import annotations
 
 import builtins
+import functools
 import json
 import time
 import uuid
@@ -46,6 +49,7 @@ from google.protobuf import field_mask_pb2, timestamp_pb2
 from google.protobuf.message import Message
 
 from tke.internal.apiserver import masks
+from tke.internal.apiserver.cache import KindCache, Reads
 from tke.internal.meta.labels import Selector
 from tke.internal.meta.pagetoken import PageTokens, TokenError
 from tke.internal.meta.resource import Resource
@@ -79,6 +83,7 @@ PAGE_TOKEN_KEY = "secrets/page-tokens"
 DEFAULT_PAGE_SIZE = 500
 MAX_PAGE_SIZE = 5000
 ALL_TENANTS = "*"
+OBJECT_TAG = b"\x12"  # field 2, length-delimited
 _WRITE_RETRIES = 16
 
 
@@ -130,9 +135,12 @@ class Kind(Generic[R]):
 
 @dataclass(frozen=True)
 class ListResult(Generic[R]):
-    items: list[R]
+    items: list[R]  # empty when `wire` is set
     revision: int
     continue_token: str
+    # With `wire=True`: the items as they go in a List response (field `items`, each with its
+    # resource_version); see Registry.framed.
+    framed: list[bytes] | None = None
 
 
 def _now() -> timestamp_pb2.Timestamp:
@@ -149,6 +157,8 @@ class Registry(Generic[R]):
     now: Callable[[], timestamp_pb2.Timestamp] = field(default=_now)
     max_object_bytes: int = DEFAULT_MAX_OBJECT_BYTES
     max_page_bytes: int = DEFAULT_MAX_PAGE_BYTES
+    # The kind's watch cache (None: every read goes to etcd).
+    cache: KindCache | None = None
     _tokens: PageTokens | None = field(default=None, init=False, repr=False)
 
     # -- keys and encoding ------------------------------------------------------------------
@@ -189,6 +199,31 @@ class Registry(Generic[R]):
         obj.metadata.resource_version = str(item.mod_revision)
         return obj
 
+    def wire(self, item: Item) -> bytes:
+        """The object of `item` as it goes on the wire (what `decode` gives, serialized) without
+        decoding it: the stored bytes with `resource_version` added at the end of their
+        `metadata` field. The stored encoding is deterministic, so metadata (field 1) comes
+        first; one metadata field, since not every parser merges repeated ones (protobuf.js
+        replaces)."""
+        value = item.value
+        meta_tag, version_tag = _version_tags(self.kind.message)
+        if not value.startswith(meta_tag):  # not written by encode(): take the long way
+            return self.decode(item).SerializeToString()
+        text = str(item.mod_revision).encode()
+        version = version_tag + varint(len(text)) + text
+        body, length = _read_varint(value, len(meta_tag))
+        end = body + length
+        return b"".join((meta_tag, varint(length + len(version)), value[body:end], version, value[end:]))
+
+    def framed(self, item: Item) -> bytes:
+        """The object of `item` as field 2 of a message: `items` of the kind's List response,
+        `object` of its watch event (services.py checks both numbers)."""
+        body = self.wire(item)
+        return OBJECT_TAG + varint(len(body)) + body
+
+    async def _reads(self) -> Reads:
+        return await self.cache.reads() if self.cache is not None else self.store
+
     # -- reads ------------------------------------------------------------------------------
 
     async def _read(self, tenant: str, name: str) -> tuple[R, Item]:
@@ -201,8 +236,16 @@ class Registry(Generic[R]):
         return self.decode(item), item
 
     async def get(self, tenant: str, name: str) -> R:
-        obj, _ = await self._read(tenant, name)
-        return obj
+        return self.decode(await self.get_item(tenant, name))
+
+    async def get_item(self, tenant: str, name: str) -> Item:
+        """The stored item of an object, for a Get (from the watch cache when there is one)."""
+        if not name:
+            raise errors.invalid_field("name", "is required")
+        try:
+            return await (await self._reads()).get(self.key(tenant, name))
+        except NotFound:
+            raise errors.not_found(self.kind.name, name, tenant) from None
 
     async def page_tokens(self) -> PageTokens:
         """The sealer of this registry's continue tokens (its key is read, or made, once)."""
@@ -219,25 +262,40 @@ class Registry(Generic[R]):
         matches: Callable[[R], bool] | None = None,
         *,
         query: bytes = b"",
+        wire: bool = False,
     ) -> ListResult[R]:
         """A page of the tenant's objects (every tenant's for ALL_TENANTS) that `selector` and
         `matches` select, in key order. `query` is what the caller's request asked for besides
         the continue token (selector, page size, filters): a continue token is only accepted
         back with the same query, tenant and kind. A page holds at most `page_size` objects and
         stops early once it holds `max_page_bytes`, so that it always fits a client's default
-        4 MiB message limit."""
+        4 MiB message limit. With `wire`, the page comes as the bytes of its items in a List
+        response (ListResult.framed), encoded once per object version when the cache holds it."""
         if page_size < 0 or page_size > MAX_PAGE_SIZE:
             raise errors.invalid_field("page_size", f"must be between 0 and {MAX_PAGE_SIZE}")
         limit = page_size or DEFAULT_PAGE_SIZE
         prefix = self.tenant_prefix(tenant)
         bound = prefix.encode() + b"\0" + query
         start, revision = prefix, 0
+        reads: Reads
         if continue_token:
             start, revision = await self._open_continue(continue_token, prefix, bound)
+            reads = self.cache if self.cache is not None else self.store  # at a revision: no probe
+        else:
+            reads = await self._reads()
+        filtering = not selector.empty or matches is not None
+        cache = self.cache
+        if wire and not filtering and cache is not None and reads is cache and cache.holds(revision):
+            # Everything selected, and in memory: the page is the cached encodings, as they are.
+            revision = revision or cache.revision
+            framed_items, last, more = cache.framed_page(prefix, start, limit, self.max_page_bytes)
+            token = await self._seal_continue(bound, last + "\0", revision) if more and framed_items else ""
+            return ListResult([], revision, token, framed_items)
+        framed = cache.framed if cache is not None and reads is cache else self.framed
         items: list[R] = []
+        chunks: list[bytes] = []
         page_bytes = 0
         largest = 0  # the largest object read so far: sizes the next read from etcd
-        filtering = not selector.empty or matches is not None
         while True:
             # Filtering may drop items: read in bigger chunks then. One read from etcd stays
             # near READ_BYTES, judged by the largest object seen so far.
@@ -245,7 +303,7 @@ class Registry(Generic[R]):
             if largest:
                 chunk = max(1, min(chunk, READ_BYTES // largest))
             try:
-                page = await self.store.list(prefix, start=start, limit=chunk, revision=revision)
+                page = await reads.list(prefix, start=start, limit=chunk, revision=revision)
             except TooLarge:  # the answer was over the etcd channel's limit: read fewer at once
                 if chunk == 1:
                     raise
@@ -260,17 +318,21 @@ class Registry(Generic[R]):
             revision = page.revision
             for i, item in enumerate(page.items):
                 largest = max(largest, len(item.value))
-                obj = self.decode(item)
-                if not selector.matches(obj.metadata.labels) or (matches is not None and not matches(obj)):
-                    continue
-                items.append(obj)
+                if filtering or not wire:
+                    obj = self.decode(item)
+                    if not selector.matches(obj.metadata.labels) or (matches is not None and not matches(obj)):
+                        continue
+                if wire:
+                    chunks.append(framed(item))
+                else:
+                    items.append(obj)
                 page_bytes += len(item.value)
-                if len(items) == limit or page_bytes >= self.max_page_bytes:
+                if len(items) + len(chunks) == limit or page_bytes >= self.max_page_bytes:
                     rest = i + 1 < len(page.items) or page.more
                     token = await self._seal_continue(bound, item.key + "\0", revision) if rest else ""
-                    return ListResult(items, revision, token)
+                    return ListResult(items, revision, token, chunks if wire else None)
             if not page.more:
-                return ListResult(items, revision, "")
+                return ListResult(items, revision, "", chunks if wire else None)
             start = page.items[-1].key + "\0"
 
     async def _seal_continue(self, bound: bytes, start: str, revision: int) -> str:
@@ -542,6 +604,36 @@ class Registry(Generic[R]):
             if getattr(current.spec, name) != getattr(new.spec, name):
                 out.append(FieldViolation(f"{self.kind.name}.spec.{name}", "is immutable"))
         return out
+
+
+def varint(n: int) -> bytes:
+    """`n` (>= 0) as a protobuf varint."""
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _read_varint(data: bytes, i: int) -> tuple[int, int]:
+    """(the index after the varint at `i`, its value)."""
+    value = shift = 0
+    while True:
+        byte = data[i]
+        value |= (byte & 0x7F) << shift
+        i += 1
+        if byte < 0x80:
+            return i, value
+        shift += 7
+
+
+@functools.cache
+def _version_tags(message: type) -> tuple[bytes, bytes]:
+    """The wire tags of `metadata` in `message` and of `resource_version` in its metadata."""
+    meta = message.DESCRIPTOR.fields_by_name["metadata"]  # type: ignore[attr-defined]
+    version = meta.message_type.fields_by_name["resource_version"]
+    return varint(meta.number << 3 | 2), varint(version.number << 3 | 2)
 
 
 def _holder_uid(value: bytes) -> str:

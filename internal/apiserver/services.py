@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any, Generic
+from typing import Any, Generic, cast
 
 import grpc
 from google.protobuf import field_mask_pb2
@@ -22,7 +22,7 @@ from google.protobuf.message import Message
 
 from tke.internal.apiserver.api import ResourceAPI
 from tke.internal.apiserver.kubeconfigs import KubeconfigIssuer
-from tke.internal.apiserver.registry import R
+from tke.internal.apiserver.registry import R, varint
 from tke.meta.v1 import meta_pb2
 from tke.platform.v1 import (
     cluster_pb2,
@@ -37,6 +37,7 @@ from tke.platform.v1 import (
 
 Filter = Callable[[R], bool]
 Context = grpc.aio.ServicerContext[Any, Any]
+Handlers = dict[str, "grpc.RpcMethodHandler[Any, Any]"]
 
 
 def _no_filter(request: Any) -> None:
@@ -111,15 +112,76 @@ CREDENTIALS: Service[credential_pb2.ClusterCredential] = Service(
 )
 
 
+def _passing_bytes(serialize: Callable[[Any], bytes] | None) -> Callable[[Any], bytes]:
+    """A response serializer that sends bytes as they are: the message, serialized already."""
+    assert serialize is not None, "generated handlers name their serializer"
+
+    def serializer(response: Any) -> bytes:
+        return response if isinstance(response, bytes) else serialize(response)
+
+    return serializer
+
+
+class _Recorder:
+    """Stands in for the server while a generated add_*_to_server names its method handlers."""
+
+    def __init__(self) -> None:
+        self.handlers: Handlers = {}
+
+    def add_generic_rpc_handlers(self, handlers: Any) -> None:
+        pass
+
+    def add_registered_method_handlers(self, service: str, handlers: Handlers) -> None:
+        self.handlers = handlers
+
+
+# The wire format written by hand: field 1 of a List response is its ListMeta, field 2 its items
+# (registry.OBJECT_TAG); a watch event is `type` (1) and `object` (2), a batch its events (1)
+# (api.py). Checked at import for every kind, so that a proto change fails loudly.
+_LIST_METADATA = b"\x0a"
+
+
+def _check_wire_layout(service: Service[Any]) -> None:
+    assert service.list_message is not None and service.event_message is not None
+    fields = service.list_message.DESCRIPTOR.fields_by_name
+    assert fields["metadata"].number == 1 and fields["items"].number == 2, service.name
+    fields = service.event_message.DESCRIPTOR.fields_by_name
+    assert fields["type"].number == 1 and fields["object"].number == 2, service.name
+    batch = service.event_message.DESCRIPTOR.file.message_types_by_name[service.event_message.DESCRIPTOR.name + "Batch"]
+    assert batch.fields_by_name["events"].number == 1, service.name
+
+
+for _service in (CLUSTERS, MACHINES, EVENTS):
+    _check_wire_layout(_service)
+
+
+def _framed_message(message: Message) -> bytes:
+    body = message.SerializeToString()
+    return varint(len(body)) + body
+
+
 class ResourceService(Generic[R]):
-    """The servicer of one kind: `service` says how its requests look, `api` does the work."""
+    """The servicer of one kind: `service` says how its requests look, `api` does the work.
+
+    Its handlers may answer with bytes, the response serialized already: Get and List send the
+    stored bytes of the objects (registry.py: `wire`, `framed`), so that a read decodes and
+    encodes nothing."""
 
     def __init__(self, service: Service[R], api: ResourceAPI[R]) -> None:
         self.service = service
         self.api = api
 
     def add_to(self, server: grpc.aio.Server) -> None:
-        self.service.add_to_server(self, server)
+        recorder = _Recorder()
+        self.service.add_to_server(self, cast(grpc.aio.Server, recorder))
+        handlers = {
+            name: handler._replace(  # type: ignore[attr-defined]
+                response_serializer=_passing_bytes(handler.response_serializer)
+            )
+            for name, handler in recorder.handlers.items()
+        }
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(self.service.name, handlers),))
+        server.add_registered_method_handlers(self.service.name, handlers)
 
     def _object(self, request: Any) -> R:
         obj: R = getattr(request, self.service.field)
@@ -129,10 +191,10 @@ class ResourceService(Generic[R]):
         # An absent object is refused by the API (a required field), not created empty.
         return await self.api.create(self._object(request) if request.HasField(self.service.field) else None)
 
-    async def Get(self, request: Any, context: Context) -> R:
-        return await self.api.get(request.name, request.tenant_id)
+    async def Get(self, request: Any, context: Context) -> bytes:
+        return await self.api.get_wire(request.name, request.tenant_id)
 
-    async def List(self, request: Any, context: Context) -> Message:
+    async def List(self, request: Any, context: Context) -> bytes:
         # What the request asks for besides its continue token: a token is only valid with it.
         query = type(request)()
         query.CopyFrom(request)
@@ -144,10 +206,11 @@ class ResourceService(Generic[R]):
             request.continue_token,
             self.service.filter(request),
             filters=query.SerializeToString(deterministic=True),
+            wire=True,
         )
         meta = meta_pb2.ListMeta(resource_version=str(page.revision), continue_token=page.continue_token)
-        assert self.service.list_message is not None, "List is only routed to kinds that declare it"
-        return self.service.list_message(items=page.items, metadata=meta)
+        assert page.framed is not None
+        return b"".join([_LIST_METADATA, _framed_message(meta), *page.framed])
 
     async def Update(self, request: Any, context: Context) -> R:
         # A kind whose Update has no update_mask (events) is always replaced whole.
@@ -161,13 +224,20 @@ class ResourceService(Generic[R]):
     async def Delete(self, request: Any, context: Context) -> R:
         return await self.api.delete(request.name, request.tenant_id, request.resource_version)
 
-    async def Watch(self, request: Any, context: Context) -> AsyncIterator[Message]:
-        events = self.api.watch(
+    def Watch(self, request: Any, context: Context) -> AsyncIterator[bytes]:
+        # Each event serialized once for every watcher that gets it (api.py).
+        return self.api.watch(
             request.tenant_id, request.label_selector, request.resource_version, self.service.filter(request)
         )
-        assert self.service.event_message is not None, "Watch is only routed to kinds that declare it"
-        async for kind, obj in events:
-            yield self.service.event_message(type=kind, object=obj)
+
+    def WatchBatches(self, request: Any, context: Context) -> AsyncIterator[bytes]:
+        return self.api.watch(
+            request.tenant_id,
+            request.label_selector,
+            request.resource_version,
+            self.service.filter(request),
+            batched=True,
+        )
 
 
 class ClusterServicer(ResourceService[cluster_pb2.Cluster]):

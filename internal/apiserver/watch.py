@@ -8,15 +8,20 @@ Invariants:
   watch ends with an error that says why and where to resume; never a silent gap.
 - A start revision older than the window is served by a catch-up watch on the store until it
   reaches the window, then joins the hub; one the store has compacted is OUT_OF_RANGE.
-- Memory is bounded in bytes, not only in changes. A change costs its stored bytes and its
-  previous state's (`Change.size`). The window keeps at most `window` changes and
-  `window_bytes`; a subscriber that falls `queue_size` changes or `queue_bytes` behind is ended
-  with RESOURCE_EXHAUSTED and the revision to resume from, and its backlog is dropped at once.
+- Memory is bounded in bytes, not only in changes. A change costs its stored bytes, its
+  previous state's, and one encoding of it as a watch event, made once and shared by every
+  watcher that gets it as that event type (`Change.size`, `Change.encoded`). The window
+  keeps at most `window` changes and `window_bytes`; a subscriber that falls `queue_size`
+  changes or `queue_bytes` behind is ended with RESOURCE_EXHAUSTED and the revision to resume
+  from, and its backlog is dropped at once.
   Changes are shared between the window and every queue, so the hub holds at most the window
   plus, per key prefix being watched, one queue's allowance (queues are suffixes of the same
   stream), plus one message per stream in grpc's hands.
 - If the hub's own watch fails for good (compaction during a long outage), every subscriber
   ends with OUT_OF_RANGE (relist) and the hub restarts from the current revision.
+- With a watch cache (cache.py), the hub starts from a List of its range at one revision loaded
+  into the cache, applies each change to the cache before offering it to anyone, and asks its
+  etcd watch for a progress notification when a reader waits for the cache to catch up.
 """
 
 from __future__ import annotations
@@ -29,11 +34,14 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from tke.internal.apiserver.cache import KindCache
 from tke.internal.metrics import WATCH_CLIENTS, WATCH_CLIENTS_ENDED_SLOW, WATCH_EVENTS, WATCH_WINDOW_BYTES
 from tke.internal.rpc import errors
-from tke.internal.storage.store import Compacted, Event, EventType, Item, Progress, Store
+from tke.internal.storage.store import Compacted, Event, EventType, Item, Progress, Store, TooLarge
 
 log = logging.getLogger(__name__)
+
+_LOAD_PAGE = 1000  # objects per read while the cache loads
 
 T = TypeVar("T")
 
@@ -48,8 +56,29 @@ class Change(Generic[T]):
     obj: T  # the new state, or the last state for a delete
     _prev_value: bytes | None
     _decode: Callable[[Item], T]
-    size: int = 0  # stored bytes of the new and the previous state: what holding it costs
+    # Stored bytes of the new state (twice: it and its encoding as an event) and of the
+    # previous state: what holding the change costs.
+    size: int = 0
     _prev: T | None = None
+    item: Item | None = None  # what etcd sent: the new state (the last one for a delete)
+    _encoded: tuple[int, bytes] | None = None  # (event type, the event's bytes)
+
+    def encoded(self, event_type: int, encode: Callable[[int, Item], bytes]) -> bytes:
+        """The change as a watch event of `event_type`, encoded by `encode` once for every
+        watcher (the first type asked for is kept; another one, rare, is encoded each time)."""
+        assert self.item is not None
+        if self._encoded is not None and self._encoded[0] == event_type:
+            return self._encoded[1]
+        out = encode(event_type, self.item)
+        if self._encoded is None:
+            self._encoded = (event_type, out)
+        return out
+
+    @property
+    def existed(self) -> bool:
+        """Whether the state before the change is known (not for a create, nor when etcd had
+        compacted it)."""
+        return self._prev_value is not None
 
     @property
     def prev(self) -> T | None:
@@ -115,19 +144,24 @@ class Subscription(Generic[T]):
             self._closed = Closed(error)
             self._wakeup.set()
 
-    async def next(self) -> Change[T] | None:
-        """The next change, or None when only the progress moved. Raises Closed."""
+    async def next(self, batch_bytes: int = 0) -> list[Change[T]]:
+        """The next change; with `batch_bytes`, every queued change up to about that many
+        stored bytes (at least one). Empty when only the progress moved. Raises Closed."""
         if not self._queue and self._closed is None:
             self._wakeup.clear()
             await self._wakeup.wait()
         if self._queue:
-            change = self._queue.popleft()
-            self._bytes -= change.size
-            self.delivered = change.revision
-            return change
+            out = [self._queue.popleft()]
+            taken = out[0].size
+            while batch_bytes and self._queue and taken + self._queue[0].size <= batch_bytes:
+                out.append(self._queue.popleft())
+                taken += out[-1].size
+            self._bytes -= taken
+            self.delivered = out[-1].revision
+            return out
         if self._closed is not None:
             raise self._closed
-        return None
+        return []
 
 
 class Hub(Generic[T]):
@@ -144,6 +178,7 @@ class Hub(Generic[T]):
         progress_interval: float = 5.0,
         window_bytes: int = 64 << 20,
         queue_bytes: int = 16 << 20,
+        cache: KindCache | None = None,
     ) -> None:
         self.store = store
         self.root = root
@@ -162,6 +197,10 @@ class Hub(Generic[T]):
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
         self._stopped = False
+        self.cache = cache
+        self._progress_wanted = asyncio.Event()  # a reader waits for the cache: ask etcd now
+        if cache is not None:
+            cache.request_progress = self._progress_wanted.set
 
     @property
     def subscribers(self) -> int:
@@ -183,7 +222,7 @@ class Hub(Generic[T]):
 
     async def _run(self) -> None:
         while True:
-            start = await self._current_revision()
+            start = await self._load() if self.cache is not None else await self._current_revision()
             self._window.clear()
             self._window_size = 0
             self._oldest = self.revision = start
@@ -192,6 +231,8 @@ class Hub(Generic[T]):
                 await self._follow(start)
             except Compacted as err:
                 log.warning("watch of %s lost its history (%s); subscribers must relist", self.root, err)
+                if self.cache is not None:
+                    self.cache.unload()
                 for sub in list(self._subs):
                     sub.close(errors.out_of_range("the watch's history was compacted: list again and watch from there"))
                     self.leave(sub)
@@ -206,18 +247,56 @@ class Hub(Generic[T]):
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
+    async def _load(self) -> int:
+        """Read the whole range into the cache at one revision; that revision."""
+        assert self.cache is not None
+        delay = 0.1
+        while True:
+            try:
+                items: list[Item] = []
+                start, revision, more, limit = self.root, 0, True, _LOAD_PAGE
+                while more:
+                    try:
+                        page = await self.store.list(self.root, start=start, limit=limit, revision=revision)
+                    except TooLarge:  # big objects: the answer was over the channel's limit
+                        if limit == 1:
+                            raise
+                        limit = max(1, limit // 8)
+                        continue
+                    items += page.items
+                    revision, more = page.revision, page.more
+                    if page.items:
+                        start = page.items[-1].key + "\0"
+                self.cache.load(items, revision)
+                return revision
+            except Exception as err:  # etcd away, or the first page's revision compacted meanwhile
+                log.warning("watch cache of %s cannot load: %s", self.root, err)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
     async def _follow(self, start: int) -> None:
         watch: Any = self.store.watch
+        self._progress_wanted.clear()
         try:
-            stream = watch(self.root, after_revision=start, progress_interval=self.progress_interval)
+            stream = watch(
+                self.root,
+                after_revision=start,
+                progress_interval=self.progress_interval,
+                progress_wanted=self._progress_wanted,
+            )
         except TypeError:  # stores without progress requests
             stream = watch(self.root, after_revision=start)
+        cache = self.cache
         async for message in stream:
             if isinstance(message, Progress):
                 self.revision = max(self.revision, message.revision)
+                if cache is not None:
+                    cache.progress(message.revision)
                 for sub in self._subs:
                     sub.advance(self.revision)
                 continue
+            if cache is not None:
+                cache.apply(message)
             self._publish(self._change(message))
 
     def _change(self, event: Event) -> Change[T]:
@@ -228,7 +307,8 @@ class Hub(Generic[T]):
             obj=self.decode(event.item),
             _prev_value=event.prev_value,
             _decode=self.decode,
-            size=len(event.item.value) + len(event.prev_value or b""),
+            size=2 * len(event.item.value) + len(event.prev_value or b""),
+            item=event.item,
         )
 
     def _publish(self, change: Change[T]) -> None:
@@ -269,9 +349,12 @@ class Hub(Generic[T]):
             self._subs.discard(sub)
             WATCH_CLIENTS.labels(self.kind).dec()
 
-    async def subscribe(self, key_prefix: str, after: int) -> AsyncIterator[Change[T] | int]:
-        """Changes under `key_prefix` after revision `after`, and now and then an int: the
-        revision the watch has reached (for bookmarks). Raises Closed when it ends."""
+    async def subscribe(
+        self, key_prefix: str, after: int, batch_bytes: int = 0
+    ) -> AsyncIterator[list[Change[T]] | int]:
+        """Changes under `key_prefix` after revision `after`, one at a time or, with
+        `batch_bytes`, as many as are queued up to about that many stored bytes; now and then
+        an int: the revision the watch has reached (for bookmarks). Raises Closed when it ends."""
         if self._stopped:
             raise Closed(None)  # the server is stopping: end cleanly, the client resumes elsewhere
         position = after
@@ -282,7 +365,7 @@ class Hub(Generic[T]):
                     if isinstance(message, Progress):
                         position = max(position, message.revision)
                     else:
-                        yield self._change(message)
+                        yield [self._change(message)]
                         position = message.item.mod_revision
                     if self.covers(position):
                         break
@@ -297,7 +380,7 @@ class Hub(Generic[T]):
         sub = self._join(key_prefix, position)
         try:
             while True:
-                change = await sub.next()
-                yield change if change is not None else sub.progress
+                changes = await sub.next(batch_bytes)
+                yield changes if changes else sub.progress
         finally:
             self.leave(sub)

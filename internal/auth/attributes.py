@@ -31,6 +31,7 @@ VERBS = {
     "Get": "get",
     "List": "list",
     "Watch": "watch",
+    "WatchBatches": "watch",  # Watch with its ready events in one message: the same verb
     "Update": "update",
     "UpdateStatus": "update-status",
     "Delete": "delete",

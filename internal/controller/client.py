@@ -189,9 +189,11 @@ class ApiClient(Generic[R]):
         if self.service.watch is None:
             raise NotImplementedError(f"the {self.kind} service has no Watch")
         request = self.service.watch(tenant_id="*", resource_version=resource_version)
-        # No deadline: a watch lasts until the apiserver or the caller ends it.
-        async for event in self.stub.Watch(request, metadata=self.metadata):
-            yield event.type, event.object
+        # No deadline: a watch lasts until the apiserver or the caller ends it. WatchBatches:
+        # the events that are ready come in one message, so a busy kind costs fewer messages.
+        async for batch in self.stub.WatchBatches(request, metadata=self.metadata):
+            for event in batch.events:
+                yield event.type, event.object
 
     async def update(self, obj: R) -> R:
         updated: R = await self._call("Update", self._carrying(self.service.update, "Update", obj))

@@ -35,6 +35,12 @@ WATCH_CLIENTS_ENDED_SLOW = Counter(
 WATCH_WINDOW_BYTES = Gauge(
     "tke_watch_window_bytes", "Stored bytes of the changes the watch fan-out keeps for resuming watches", ["kind"]
 )
+WATCH_CACHE_READS = Counter(
+    "tke_watch_cache_reads_total",
+    "Get and List reads by kind and by what answered them (cache or etcd)",
+    ["kind", "source"],
+)
+WATCH_CACHE_OBJECTS = Gauge("tke_watch_cache_objects", "Objects the watch cache holds, by kind", ["kind"])
 WATCHES_REFUSED = Counter(
     "tke_watches_refused_total", "Watches refused because their identity had the most it may open at once"
 )

@@ -1,4 +1,5 @@
-"""List: tenants, label selectors, pages and continue tokens, also while objects change."""
+"""List: tenants, label selectors, pages and continue tokens, also while objects change; with
+the reads answered by the watch cache and by etcd (part of the read tests, see test_reads.py)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,18 @@ import base64
 import json
 
 import grpc
+import pytest
 
 from tests.support.apiserver import Running, cluster
 from tests.support.rpc import bad_request_fields, expect_error
 from tke.platform.v1 import cluster_pb2
 
 Code = grpc.StatusCode
+
+
+@pytest.fixture
+def api(read_api: Running) -> Running:
+    return read_api
 
 
 async def create_many(api: Running, names: list[str], labels: dict[str, str] | None = None) -> None:

@@ -12,7 +12,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2
 
-from tests.support.apiserver import Running, cluster, local_config, start, stop
+from tests.support.apiserver import READ_PATHS, Running, cluster, local_config, start, stop
 from tests.support.rpc import expect_error, health_check, next_message
 from tke.internal.auth.chain import AuthConfig, PluginConfig
 from tke.internal.storage.etcd import EtcdConfig
@@ -29,15 +29,16 @@ bob-t,bob,u2,dev,team-b
 """
 
 
-@pytest.fixture
-async def secured(etcd_config: EtcdConfig, tmp_path: Path) -> AsyncIterator[Running]:
+@pytest.fixture(params=READ_PATHS)
+async def secured(request: pytest.FixtureRequest, etcd_config: EtcdConfig, tmp_path: Path) -> AsyncIterator[Running]:
     tokens = tmp_path / "tokens.csv"
     tokens.write_text(TOKENS)
     auth = AuthConfig(
         authenticators=[PluginConfig("token-file", {"path": str(tokens)})],
         authorizers=[PluginConfig("allow-all")],
     )
-    running = await start(replace(local_config(etcd_config), auth=auth))
+    # Tenancy holds with the reads answered by the watch cache and by etcd.
+    running = await start(replace(local_config(etcd_config, watch_cache=request.param == "watch-cache"), auth=auth))
     try:
         yield running
     finally:

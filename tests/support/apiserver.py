@@ -48,6 +48,10 @@ class Running:
         return cluster_pb2_grpc.ClusterServiceStub(channel), machine_pb2_grpc.MachineServiceStub(channel)
 
 
+# How an apiserver answers Get and List: from its watch cache, or from etcd (watch_cache = false).
+READ_PATHS = ["watch-cache", "etcd"]
+
+
 def local_config(etcd_config: EtcdConfig, **changes: object) -> ApiserverConfig:
     base = ApiserverConfig(
         listen=ListenConfig(address="127.0.0.1:0"),

@@ -191,6 +191,11 @@ class EtcdStore:
         # The header carries the store's current revision; a read at an older one is at that one.
         return Page(items=[_item(kv) for kv in resp.kvs], revision=revision or resp.header.revision, more=resp.more)
 
+    async def server_version(self) -> str:
+        """The etcd version of the member that answers ("3.4.23")."""
+        resp = await self._conn.call(self._conn.maintenance.Status, rpc.StatusRequest(), idempotent=True)
+        return str(resp.version)
+
     async def current_revision(self) -> int:
         request = rpc.RangeRequest(key=b"\0", count_only=True)
         resp = await self._conn.call(self._conn.kv.Range, request, idempotent=True)
@@ -364,8 +369,15 @@ class EtcdStore:
     # -- watch ------------------------------------------------------------------------------
 
     async def watch(
-        self, prefix: str, *, after_revision: int, progress_interval: float = 5.0
+        self,
+        prefix: str,
+        *,
+        after_revision: int,
+        progress_interval: float = 5.0,
+        progress_wanted: asyncio.Event | None = None,
     ) -> AsyncIterator[WatchMessage]:
+        """The Store's watch; besides every `progress_interval`, a progress notification is
+        requested whenever `progress_wanted` is set (the caller waits to know how far it is)."""
         bprefix = prefix.encode()
         next_revision = after_revision + 1
         delay = 0.1
@@ -377,7 +389,7 @@ class EtcdStore:
                     key=bprefix, range_end=prefix_end(bprefix), start_revision=next_revision, prev_kv=True
                 )
                 await call.write(rpc.WatchRequest(create_request=create))
-                ticker = asyncio.create_task(_request_progress(call, progress_interval))
+                ticker = asyncio.create_task(_request_progress(call, progress_interval, progress_wanted))
                 while True:
                     resp = await call.read()
                     if resp is grpc.aio.EOF:
@@ -427,12 +439,21 @@ def _event(ev: rpc.Event) -> Event:
 
 
 async def _request_progress(
-    call: grpc.aio.StreamStreamCall[rpc.WatchRequest, rpc.WatchResponse], interval: float
+    call: grpc.aio.StreamStreamCall[rpc.WatchRequest, rpc.WatchResponse],
+    interval: float,
+    wanted: asyncio.Event | None,
 ) -> None:
     """Ask etcd now and then how far the watch has come, so that a quiet prefix still advances
-    (bookmarks, and a resume point that does not fall behind compaction)."""
+    (bookmarks, and a resume point that does not fall behind compaction), and whenever `wanted`
+    is set (one request for every waiter that set it meanwhile)."""
     request = rpc.WatchRequest(progress_request=rpc.WatchProgressRequest())
     with contextlib.suppress(grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError):
         while True:
-            await asyncio.sleep(interval)
+            if wanted is None:
+                await asyncio.sleep(interval)
+            else:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(interval):
+                        await wanted.wait()
+                wanted.clear()
             await call.write(request)

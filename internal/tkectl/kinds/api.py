@@ -82,10 +82,12 @@ class ApiKind(Kind):
         )
         self._filter(request, query)
         stream = method(request, metadata=conn.metadata(self.server))
+        batched = self.methods["watch"] == "WatchBatches"  # each message: the events that were ready
         try:
-            async for event in stream:
-                # BOOKMARK: nothing changed; only metadata.resource_version, to resume from.
-                yield WatchEvent(_EVENT_TYPES.get(event.type, "BOOKMARK"), event.object)
+            async for message in stream:
+                for event in message.events if batched else (message,):
+                    # BOOKMARK: nothing changed; only metadata.resource_version, to resume from.
+                    yield WatchEvent(_EVENT_TYPES.get(event.type, "BOOKMARK"), event.object)
         except Exception as err:
             if hasattr(err, "code") and hasattr(err, "details"):
                 raise from_rpc(err, conn.target(self.server)) from None

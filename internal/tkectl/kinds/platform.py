@@ -27,7 +27,8 @@ class Clusters(ApiKind):
     message = cluster_pb2.Cluster
     stub = cluster_pb2_grpc.ClusterServiceStub
     field = "cluster"
-    methods = {v: v.capitalize() for v in ("create", "get", "list", "update", "delete", "watch")}
+    # Watch through WatchBatches: the events that are ready come in one message.
+    methods = {v: v.capitalize() for v in ("create", "get", "list", "update", "delete")} | {"watch": "WatchBatches"}
     requests = {
         "create": cluster_pb2.CreateClusterRequest,
         "get": cluster_pb2.GetClusterRequest,
@@ -90,7 +91,7 @@ class Events(ApiKind):
     stub = event_pb2_grpc.EventServiceStub
     field = "event"
     # Events are recorded by controllers and expire by themselves: no delete.
-    methods = {v: v.capitalize() for v in ("create", "get", "list", "update", "watch")}
+    methods = {v: v.capitalize() for v in ("create", "get", "list", "update")} | {"watch": "WatchBatches"}
     requests = {
         "create": event_pb2.CreateEventRequest,
         "get": event_pb2.GetEventRequest,

@@ -1164,6 +1164,32 @@ class ClusterEvent(_message.Message):
 Global___ClusterEvent: _TypeAlias = ClusterEvent  # noqa: Y015
 
 @_typing.final
+class ClusterEventBatch(_message.Message):
+    """The events of a watch that were ready at once (WatchBatches): what Watch would have sent as
+    that many messages, in the same order.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___ClusterEvent]:
+        """At least one; together at most about 1 MiB of objects."""
+
+    def __init__(
+        self,
+        *,
+        events: _abc.Iterable[Global___ClusterEvent] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClusterEventBatch: _TypeAlias = ClusterEventBatch  # noqa: Y015
+
+@_typing.final
 class GetKubeconfigRequest(_message.Message):
     """Get a kubeconfig for the caller: a short-lived client certificate of the cluster's CA whose
     common name is the caller's user name and whose organizations are the caller's groups, so

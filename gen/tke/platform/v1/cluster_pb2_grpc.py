@@ -72,6 +72,11 @@ class ClusterServiceStub:
                 request_serializer=tke_dot_platform_dot_v1_dot_cluster__pb2.WatchClustersRequest.SerializeToString,
                 response_deserializer=tke_dot_platform_dot_v1_dot_cluster__pb2.ClusterEvent.FromString,
                 _registered_method=True)
+        self.WatchBatches = channel.unary_stream(
+                '/tke.platform.v1.ClusterService/WatchBatches',
+                request_serializer=tke_dot_platform_dot_v1_dot_cluster__pb2.WatchClustersRequest.SerializeToString,
+                response_deserializer=tke_dot_platform_dot_v1_dot_cluster__pb2.ClusterEventBatch.FromString,
+                _registered_method=True)
         self.GetKubeconfig = channel.unary_unary(
                 '/tke.platform.v1.ClusterService/GetKubeconfig',
                 request_serializer=tke_dot_platform_dot_v1_dot_cluster__pb2.GetKubeconfigRequest.SerializeToString,
@@ -136,6 +141,14 @@ class ClusterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchBatches(self, request, context):
+        """Watch, with every event that is ready sent in one message: a watcher behind by N events
+        gets them in one message, not N. The same request, events, order and errors as Watch.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetKubeconfig(self, request, context):
         """A kubeconfig for the caller, with a client certificate the cluster's CA signs. NOT_FOUND
         for a cluster of another tenant; FAILED_PRECONDITION for a cluster the platform did not
@@ -183,6 +196,11 @@ def add_ClusterServiceServicer_to_server(servicer, server):
                     servicer.Watch,
                     request_deserializer=tke_dot_platform_dot_v1_dot_cluster__pb2.WatchClustersRequest.FromString,
                     response_serializer=tke_dot_platform_dot_v1_dot_cluster__pb2.ClusterEvent.SerializeToString,
+            ),
+            'WatchBatches': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchBatches,
+                    request_deserializer=tke_dot_platform_dot_v1_dot_cluster__pb2.WatchClustersRequest.FromString,
+                    response_serializer=tke_dot_platform_dot_v1_dot_cluster__pb2.ClusterEventBatch.SerializeToString,
             ),
             'GetKubeconfig': grpc.unary_unary_rpc_method_handler(
                     servicer.GetKubeconfig,
@@ -382,6 +400,33 @@ class ClusterService:
             '/tke.platform.v1.ClusterService/Watch',
             tke_dot_platform_dot_v1_dot_cluster__pb2.WatchClustersRequest.SerializeToString,
             tke_dot_platform_dot_v1_dot_cluster__pb2.ClusterEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchBatches(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/tke.platform.v1.ClusterService/WatchBatches',
+            tke_dot_platform_dot_v1_dot_cluster__pb2.WatchClustersRequest.SerializeToString,
+            tke_dot_platform_dot_v1_dot_cluster__pb2.ClusterEventBatch.FromString,
             options,
             channel_credentials,
             insecure,

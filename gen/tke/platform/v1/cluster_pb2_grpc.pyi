@@ -56,6 +56,10 @@ class ClusterServiceStub:
     """
     Watch: _grpc.UnaryStreamMultiCallable[_cluster_pb2.WatchClustersRequest, _cluster_pb2.ClusterEvent]
     """Stream changes to clusters, with periodic BOOKMARK events."""
+    WatchBatches: _grpc.UnaryStreamMultiCallable[_cluster_pb2.WatchClustersRequest, _cluster_pb2.ClusterEventBatch]
+    """Watch, with every event that is ready sent in one message: a watcher behind by N events
+    gets them in one message, not N. The same request, events, order and errors as Watch.
+    """
     GetKubeconfig: _grpc.UnaryUnaryMultiCallable[_cluster_pb2.GetKubeconfigRequest, _cluster_pb2.GetKubeconfigResponse]
     """A kubeconfig for the caller, with a client certificate the cluster's CA signs. NOT_FOUND
     for a cluster of another tenant; FAILED_PRECONDITION for a cluster the platform did not
@@ -89,6 +93,10 @@ class ClusterServiceAsyncStub(ClusterServiceStub):
     """
     Watch: _aio.UnaryStreamMultiCallable[_cluster_pb2.WatchClustersRequest, _cluster_pb2.ClusterEvent]  # type: ignore[assignment]
     """Stream changes to clusters, with periodic BOOKMARK events."""
+    WatchBatches: _aio.UnaryStreamMultiCallable[_cluster_pb2.WatchClustersRequest, _cluster_pb2.ClusterEventBatch]  # type: ignore[assignment]
+    """Watch, with every event that is ready sent in one message: a watcher behind by N events
+    gets them in one message, not N. The same request, events, order and errors as Watch.
+    """
     GetKubeconfig: _aio.UnaryUnaryMultiCallable[_cluster_pb2.GetKubeconfigRequest, _cluster_pb2.GetKubeconfigResponse]  # type: ignore[assignment]
     """A kubeconfig for the caller, with a client certificate the cluster's CA signs. NOT_FOUND
     for a cluster of another tenant; FAILED_PRECONDITION for a cluster the platform did not
@@ -161,6 +169,16 @@ class ClusterServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_cluster_pb2.ClusterEvent], _abc.AsyncIterator[_cluster_pb2.ClusterEvent]]:
         """Stream changes to clusters, with periodic BOOKMARK events."""
+
+    @_abc_1.abstractmethod
+    def WatchBatches(
+        self,
+        request: _cluster_pb2.WatchClustersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_cluster_pb2.ClusterEventBatch], _abc.AsyncIterator[_cluster_pb2.ClusterEventBatch]]:
+        """Watch, with every event that is ready sent in one message: a watcher behind by N events
+        gets them in one message, not N. The same request, events, order and errors as Watch.
+        """
 
     @_abc_1.abstractmethod
     def GetKubeconfig(

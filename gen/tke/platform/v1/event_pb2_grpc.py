@@ -60,6 +60,11 @@ class EventServiceStub:
                 request_serializer=tke_dot_platform_dot_v1_dot_event__pb2.WatchEventsRequest.SerializeToString,
                 response_deserializer=tke_dot_platform_dot_v1_dot_event__pb2.EventEvent.FromString,
                 _registered_method=True)
+        self.WatchBatches = channel.unary_stream(
+                '/tke.platform.v1.EventService/WatchBatches',
+                request_serializer=tke_dot_platform_dot_v1_dot_event__pb2.WatchEventsRequest.SerializeToString,
+                response_deserializer=tke_dot_platform_dot_v1_dot_event__pb2.EventEventBatch.FromString,
+                _registered_method=True)
 
 
 class EventServiceServicer:
@@ -101,6 +106,14 @@ class EventServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchBatches(self, request, context):
+        """Watch, with every event that is ready sent in one message: a watcher behind by N events
+        gets them in one message, not N. The same request, events, order and errors as Watch.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EventServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -128,6 +141,11 @@ def add_EventServiceServicer_to_server(servicer, server):
                     servicer.Watch,
                     request_deserializer=tke_dot_platform_dot_v1_dot_event__pb2.WatchEventsRequest.FromString,
                     response_serializer=tke_dot_platform_dot_v1_dot_event__pb2.EventEvent.SerializeToString,
+            ),
+            'WatchBatches': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchBatches,
+                    request_deserializer=tke_dot_platform_dot_v1_dot_event__pb2.WatchEventsRequest.FromString,
+                    response_serializer=tke_dot_platform_dot_v1_dot_event__pb2.EventEventBatch.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -266,6 +284,33 @@ class EventService:
             '/tke.platform.v1.EventService/Watch',
             tke_dot_platform_dot_v1_dot_event__pb2.WatchEventsRequest.SerializeToString,
             tke_dot_platform_dot_v1_dot_event__pb2.EventEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchBatches(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/tke.platform.v1.EventService/WatchBatches',
+            tke_dot_platform_dot_v1_dot_event__pb2.WatchEventsRequest.SerializeToString,
+            tke_dot_platform_dot_v1_dot_event__pb2.EventEventBatch.FromString,
             options,
             channel_credentials,
             insecure,

@@ -46,6 +46,10 @@ class EventServiceStub:
     """List events, optionally about one object."""
     Watch: _grpc.UnaryStreamMultiCallable[_event_pb2.WatchEventsRequest, _event_pb2.EventEvent]
     """Stream new, updated and expired events, with periodic BOOKMARK events."""
+    WatchBatches: _grpc.UnaryStreamMultiCallable[_event_pb2.WatchEventsRequest, _event_pb2.EventEventBatch]
+    """Watch, with every event that is ready sent in one message: a watcher behind by N events
+    gets them in one message, not N. The same request, events, order and errors as Watch.
+    """
 
 @_typing.type_check_only
 class EventServiceAsyncStub(EventServiceStub):
@@ -62,6 +66,10 @@ class EventServiceAsyncStub(EventServiceStub):
     """List events, optionally about one object."""
     Watch: _aio.UnaryStreamMultiCallable[_event_pb2.WatchEventsRequest, _event_pb2.EventEvent]  # type: ignore[assignment]
     """Stream new, updated and expired events, with periodic BOOKMARK events."""
+    WatchBatches: _aio.UnaryStreamMultiCallable[_event_pb2.WatchEventsRequest, _event_pb2.EventEventBatch]  # type: ignore[assignment]
+    """Watch, with every event that is ready sent in one message: a watcher behind by N events
+    gets them in one message, not N. The same request, events, order and errors as Watch.
+    """
 
 class EventServiceServicer(metaclass=_abc_1.ABCMeta):
     """What the controllers did and why. Errors as ClusterService."""
@@ -105,5 +113,15 @@ class EventServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_event_pb2.EventEvent], _abc.AsyncIterator[_event_pb2.EventEvent]]:
         """Stream new, updated and expired events, with periodic BOOKMARK events."""
+
+    @_abc_1.abstractmethod
+    def WatchBatches(
+        self,
+        request: _event_pb2.WatchEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_event_pb2.EventEventBatch], _abc.AsyncIterator[_event_pb2.EventEventBatch]]:
+        """Watch, with every event that is ready sent in one message: a watcher behind by N events
+        gets them in one message, not N. The same request, events, order and errors as Watch.
+        """
 
 def add_EventServiceServicer_to_server(servicer: EventServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

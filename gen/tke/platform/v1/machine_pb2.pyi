@@ -743,3 +743,29 @@ class MachineEvent(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___MachineEvent: _TypeAlias = MachineEvent  # noqa: Y015
+
+@_typing.final
+class MachineEventBatch(_message.Message):
+    """The events of a watch that were ready at once (WatchBatches): what Watch would have sent as
+    that many messages, in the same order.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___MachineEvent]:
+        """At least one; together at most about 1 MiB of objects."""
+
+    def __init__(
+        self,
+        *,
+        events: _abc.Iterable[Global___MachineEvent] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MachineEventBatch: _TypeAlias = MachineEventBatch  # noqa: Y015

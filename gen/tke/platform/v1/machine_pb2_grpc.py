@@ -71,6 +71,11 @@ class MachineServiceStub:
                 request_serializer=tke_dot_platform_dot_v1_dot_machine__pb2.WatchMachinesRequest.SerializeToString,
                 response_deserializer=tke_dot_platform_dot_v1_dot_machine__pb2.MachineEvent.FromString,
                 _registered_method=True)
+        self.WatchBatches = channel.unary_stream(
+                '/tke.platform.v1.MachineService/WatchBatches',
+                request_serializer=tke_dot_platform_dot_v1_dot_machine__pb2.WatchMachinesRequest.SerializeToString,
+                response_deserializer=tke_dot_platform_dot_v1_dot_machine__pb2.MachineEventBatch.FromString,
+                _registered_method=True)
 
 
 class MachineServiceServicer:
@@ -128,6 +133,14 @@ class MachineServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchBatches(self, request, context):
+        """Watch, with every event that is ready sent in one message: a watcher behind by N events
+        gets them in one message, not N. The same request, events, order and errors as Watch.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MachineServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -165,6 +178,11 @@ def add_MachineServiceServicer_to_server(servicer, server):
                     servicer.Watch,
                     request_deserializer=tke_dot_platform_dot_v1_dot_machine__pb2.WatchMachinesRequest.FromString,
                     response_serializer=tke_dot_platform_dot_v1_dot_machine__pb2.MachineEvent.SerializeToString,
+            ),
+            'WatchBatches': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchBatches,
+                    request_deserializer=tke_dot_platform_dot_v1_dot_machine__pb2.WatchMachinesRequest.FromString,
+                    response_serializer=tke_dot_platform_dot_v1_dot_machine__pb2.MachineEventBatch.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -358,6 +376,33 @@ class MachineService:
             '/tke.platform.v1.MachineService/Watch',
             tke_dot_platform_dot_v1_dot_machine__pb2.WatchMachinesRequest.SerializeToString,
             tke_dot_platform_dot_v1_dot_machine__pb2.MachineEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchBatches(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/tke.platform.v1.MachineService/WatchBatches',
+            tke_dot_platform_dot_v1_dot_machine__pb2.WatchMachinesRequest.SerializeToString,
+            tke_dot_platform_dot_v1_dot_machine__pb2.MachineEventBatch.FromString,
             options,
             channel_credentials,
             insecure,

@@ -51,6 +51,10 @@ class MachineServiceStub:
     """
     Watch: _grpc.UnaryStreamMultiCallable[_machine_pb2.WatchMachinesRequest, _machine_pb2.MachineEvent]
     """Stream changes to machines, with periodic BOOKMARK events."""
+    WatchBatches: _grpc.UnaryStreamMultiCallable[_machine_pb2.WatchMachinesRequest, _machine_pb2.MachineEventBatch]
+    """Watch, with every event that is ready sent in one message: a watcher behind by N events
+    gets them in one message, not N. The same request, events, order and errors as Watch.
+    """
 
 @_typing.type_check_only
 class MachineServiceAsyncStub(MachineServiceStub):
@@ -75,6 +79,10 @@ class MachineServiceAsyncStub(MachineServiceStub):
     """
     Watch: _aio.UnaryStreamMultiCallable[_machine_pb2.WatchMachinesRequest, _machine_pb2.MachineEvent]  # type: ignore[assignment]
     """Stream changes to machines, with periodic BOOKMARK events."""
+    WatchBatches: _aio.UnaryStreamMultiCallable[_machine_pb2.WatchMachinesRequest, _machine_pb2.MachineEventBatch]  # type: ignore[assignment]
+    """Watch, with every event that is ready sent in one message: a watcher behind by N events
+    gets them in one message, not N. The same request, events, order and errors as Watch.
+    """
 
 class MachineServiceServicer(metaclass=_abc_1.ABCMeta):
     """Manage machines. Errors as ClusterService; creating a machine for a cluster that does not
@@ -138,5 +146,15 @@ class MachineServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_machine_pb2.MachineEvent], _abc.AsyncIterator[_machine_pb2.MachineEvent]]:
         """Stream changes to machines, with periodic BOOKMARK events."""
+
+    @_abc_1.abstractmethod
+    def WatchBatches(
+        self,
+        request: _machine_pb2.WatchMachinesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_machine_pb2.MachineEventBatch], _abc.AsyncIterator[_machine_pb2.MachineEventBatch]]:
+        """Watch, with every event that is ready sent in one message: a watcher behind by N events
+        gets them in one message, not N. The same request, events, order and errors as Watch.
+        """
 
 def add_MachineServiceServicer_to_server(servicer: MachineServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
