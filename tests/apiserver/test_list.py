@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import uuid
 
 import grpc
 import pytest
@@ -99,6 +100,21 @@ async def test_continue_token_after_compaction_is_out_of_range(api: Running) -> 
     first = await api.clusters.List(cluster_pb2.ListClustersRequest(page_size=2))
     await create_many(api, ["later"])
     store = api.apiserver.store
+    await store.compact(await store.current_revision())  # type: ignore[attr-defined]
+    err = await expect_error(
+        api.clusters.List(cluster_pb2.ListClustersRequest(page_size=2, continue_token=first.metadata.continue_token)),
+        Code.OUT_OF_RANGE,
+    )
+    assert "start the list again" in (err.details() or "")
+
+
+async def test_a_compacted_continue_token_is_out_of_range_even_when_its_kind_did_not_change(api: Running) -> None:
+    """The watch cache still holds the token's state (no cluster changed), but etcd's history
+    decides: once compacted, the token has expired, as it does when reads go to etcd."""
+    await create_many(api, [f"u{i}" for i in range(4)])
+    first = await api.clusters.List(cluster_pb2.ListClustersRequest(page_size=2))
+    store = api.apiserver.store
+    await store.create(f"/elsewhere/{uuid.uuid4()}", b"x")  # etcd moves on; the clusters do not
     await store.compact(await store.current_revision())  # type: ignore[attr-defined]
     err = await expect_error(
         api.clusters.List(cluster_pb2.ListClustersRequest(page_size=2, continue_token=first.metadata.continue_token)),
