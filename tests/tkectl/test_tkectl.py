@@ -194,18 +194,20 @@ def test_watch_prints_changes_until_its_timeout(admin: Platform) -> None:
         env={"HOME": str(admin.home), "TKECONFIG": str(admin.config), "PATH": "/usr/bin:/bin"},
     )
     try:
-        assert watcher.stdout is not None
-        out = Lines(watcher.stdout)
+        assert watcher.stdout is not None and watcher.stderr is not None
+        # Each pipe has one reader (these threads): a second one, communicate(), would take
+        # lines the test is waiting for.
+        out, err = Lines(watcher.stdout), Lines(watcher.stderr)
         # The existing object comes first: from here on the watch is established.
         assert json.loads(out.next())["object"]["metadata"]["name"] == "marker"
         admin.ok("create", "-f", admin.write("cluster.yaml", CLUSTER))
         admin.ok("delete", "cluster", "demo")
-        _, err = watcher.communicate(timeout=60)
+        watcher.wait(timeout=60)
     finally:
         if watcher.poll() is None:
             watcher.kill()
             watcher.wait()
-    assert watcher.returncode == 0, err
+    assert watcher.returncode == 0, err.rest()
     events = [json.loads(line) for line in out.rest()]
     assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [("ADDED", "demo"), ("DELETED", "demo")]
 
