@@ -29,6 +29,9 @@ class Mirror(Generic[T]):
         self.decode = decode
         self.items: dict[str, T] = {}
         self.revision = 0
+        # Moves with every change to `items` (a write or a relist), not with progress: what is
+        # derived from the copy stays valid while it stays the same.
+        self.generation = 0
         self._task: asyncio.Task[None] | None = None
         self._changed = asyncio.Condition()
 
@@ -54,6 +57,7 @@ class Mirror(Generic[T]):
                 break
             start = page.items[-1].key + "\0"
         self.items, self.revision = items, revision
+        self.generation += 1
 
     def _apply(self, event: Event) -> None:
         if event.type is EventType.DELETE:
@@ -64,6 +68,7 @@ class Mirror(Generic[T]):
             except Exception:  # a record we cannot read must not stop the mirror
                 log.exception("mirror %s: cannot decode %s", self.prefix, event.item.key)
         self.revision = event.item.mod_revision
+        self.generation += 1
 
     async def _follow(self) -> None:
         while True:

@@ -11,7 +11,10 @@ Decisions:
 Built-in roles exist in every tenant without being stored: admin (everything), editor
 (every verb on clusters, machines and events but get-admin-kubeconfig: a kubeconfig, not
 cluster-admin in the cluster), viewer (get, list, watch on everything: no kubeconfig).
-Roles and bindings are mirrored in memory, so a decision never waits for etcd.
+Roles and bindings are mirrored in memory, so a decision never waits for etcd. A decision
+depends only on the caller's user and groups, the call and the two mirrors, so it is kept
+(at most DECISIONS_KEPT of them) until either mirror changes: a write to a role or binding
+takes effect for the next decision exactly as without the cache.
 
 It is a GrantSource (tke.internal.auth.authority): it says what it grants whom, so that the
 platform can compare privileges. Writing a role or binding is admitted only when the caller
@@ -100,6 +103,10 @@ def _no_status(status: Any, path: str) -> list[FieldViolation]:
     return []
 
 
+# Decisions kept between changes to roles and bindings; past it they are forgotten at once
+# (names in calls are the caller's to choose: the cache must not grow with them).
+DECISIONS_KEPT = 10_000
+
 ROLES: Kind[policy_pb2.Role] = Kind("role", "roles", policy_pb2.Role, validate_role, _no_status)
 BINDINGS: Kind[policy_pb2.RoleBinding] = Kind(
     "role_binding", "rolebindings", policy_pb2.RoleBinding, validate_binding, _no_status
@@ -132,11 +139,14 @@ class PolicyCentre:
         self._binding_mirror: Mirror[policy_pb2.RoleBinding] = Mirror(
             context.store, self.bindings.root, self.bindings.decode
         )
-        # Bindings by the tenant they apply in, rebuilt when the mirror moves (see _bindings_in).
-        self._index_source: dict[str, policy_pb2.RoleBinding] | None = None
-        self._index_revision = -1
+        # Bindings by the tenant they apply in, rebuilt when the mirror changes (see _bindings_in).
+        self._index_generation = -1
         self._by_tenant: dict[str, list[policy_pb2.RoleBinding]] = {}
         self._everywhere: list[policy_pb2.RoleBinding] = []
+        # Decisions by (user, groups, tenant, verb, resource, name), made at _decided_at: the
+        # mirrors' generations (roles, bindings).
+        self._decisions: dict[tuple[str, tuple[str, ...], str, str, str, str], tuple[Decision, str]] = {}
+        self._decided_at = (-1, -1)
 
     async def start(self) -> None:
         await self._role_mirror.start()
@@ -164,20 +174,30 @@ class PolicyCentre:
 
     def _bindings_in(self, tenant: str) -> list[policy_pb2.RoleBinding]:
         """The bindings that may apply in `tenant`, in the mirror's order. The index is rebuilt
-        when the mirror has moved (a new revision or a new copy), so a decision looks at its
-        tenant's bindings only, not at every tenant's: the cost per call no longer grows with
-        the number of tenants."""
+        when the mirror has changed, so a decision looks at its tenant's bindings only, not at
+        every tenant's: the cost per call does not grow with the number of tenants."""
         mirror = self._binding_mirror
-        if self._index_source is not mirror.items or self._index_revision != mirror.revision:
+        if self._index_generation != mirror.generation:
             self._by_tenant, self._everywhere = _index(mirror.items.values())
-            self._index_source, self._index_revision = mirror.items, mirror.revision
+            self._index_generation = mirror.generation
         return self._by_tenant.get(tenant, self._everywhere)
 
     async def authorize(self, attributes: Attributes) -> tuple[Decision, str]:
         identity = attributes.identity
         if PLATFORM_ADMINS in identity.groups:
             return Decision.ALLOW, f"group {PLATFORM_ADMINS} is admin of every tenant"
-        subjects = _subjects(identity)
+        at = (self._role_mirror.generation, self._binding_mirror.generation)
+        if at != self._decided_at or len(self._decisions) >= DECISIONS_KEPT:
+            self._decisions.clear()
+            self._decided_at = at
+        key = (identity.user, identity.groups, attributes.tenant, attributes.verb, attributes.resource, attributes.name)
+        decided = self._decisions.get(key)
+        if decided is None:
+            decided = self._decisions[key] = self._decide(attributes)
+        return decided
+
+    def _decide(self, attributes: Attributes) -> tuple[Decision, str]:
+        subjects = _subjects(attributes.identity)
         for binding in self._bindings_in(attributes.tenant):
             meta, spec = binding.metadata, binding.spec
             if not _names_any(binding, subjects):

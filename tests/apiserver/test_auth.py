@@ -160,6 +160,16 @@ async def test_roles_and_bindings_decide_per_tenant(secured: Running) -> None:
     await expect_error(
         alice.clusters.List(cluster_pb2.ListClustersRequest(tenant_id="default")), Code.PERMISSION_DENIED
     )
+    # The authorizer keeps its decisions until a role or binding changes: the same call asked
+    # again after a change is decided again, both ways.
+    stored = await admin.policy.GetRole(policy_pb2.GetRoleRequest(name="one-cluster", tenant_id="team-a"))
+    stored.spec.rules[0].resource_names.append("other")
+    await admin.policy.UpdateRole(policy_pb2.UpdateRoleRequest(role=stored))
+    await eventually(lambda: alice.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=cluster("other"))))
+    await admin.policy.DeleteRoleBinding(policy_pb2.DeleteRoleBindingRequest(name="alice-viewer", tenant_id="team-a"))
+    await eventually(lambda: alice.clusters.List(cluster_pb2.ListClustersRequest()), Code.PERMISSION_DENIED)
+    await bind(admin, "team-a", "viewer", "alice")
+    await eventually(lambda: alice.clusters.List(cluster_pb2.ListClustersRequest()))
     # Only admins manage policy.
     await expect_error(alice.policy.CreateRole(policy_pb2.CreateRoleRequest(role=role)), Code.PERMISSION_DENIED)
     bad = policy_pb2.Role()
