@@ -153,9 +153,13 @@ class Apiserver:
             self.prefix,
             max_object_bytes=limit,
         )
-        self.events = Registry(EVENTS, event_store(self.store, config.event_ttl), self.prefix, max_object_bytes=limit)
+        events_store = event_store(self.store, config.event_ttl)
+        # Events expire (their store deletes them, touching nothing): no last-write key.
+        self.events = Registry(
+            EVENTS, events_store, self.prefix, max_object_bytes=limit, marks_writes=events_store is self.store
+        )
         self.credentials = Registry(CREDENTIALS, self.store, self.prefix, max_object_bytes=limit)
-        self.revision_probe = RevisionProbe(self.store)
+        self.revision_probe = RevisionProbe(self.store, self.prefix)
         self.cluster_hub = self._hub(self.clusters)
         self.machine_hub = self._hub(self.machines)
         self.event_hub = self._hub(self.events)
@@ -170,7 +174,13 @@ class Apiserver:
     def _hub(self, registry: Registry[R]) -> Hub[R]:
         w = self.config.watch
         if self.config.watch_cache:
-            registry.cache = KindCache(registry.store, registry.root, self.revision_probe, frame=registry.framed)
+            registry.cache = KindCache(
+                registry.store,
+                registry.root,
+                self.revision_probe,
+                frame=registry.framed,
+                last_write=registry.last_write,
+            )
         return Hub(
             self.store,
             registry.root,
@@ -184,20 +194,22 @@ class Apiserver:
         )
 
     async def _trust_progress(self) -> None:
-        """Let the watch caches rely on etcd's progress notifications when its version orders
-        them with events (cache.py)."""
+        """Let the watch caches of kinds without a last-write key (events) rely on etcd's
+        progress notifications when its version orders them with events (cache.py)."""
         caches = [r.cache for r in (self.clusters, self.machines, self.events) if r.cache is not None]
-        if not caches or not isinstance(self.store, EtcdStore):
+        unmarked = [c for c in caches if c.last_write is None]
+        if not unmarked or not isinstance(self.store, EtcdStore):
             return
         version = await self.store.server_version()
         ordered = progress_is_ordered(version)
-        for cache in caches:
+        for cache in unmarked:
             cache.progress_trusted = ordered
         if not ordered:
             log.info(
-                "etcd %s may send progress notifications ahead of changes (etcd issue 15220): a read after "
+                "etcd %s may send progress notifications ahead of changes (etcd issue 15220): a read of %s after "
                 "writes to other keys is answered by etcd, not the watch cache (3.4.25 and 3.5.8 lift this)",
                 version,
+                ", ".join(c.kind for c in unmarked),
             )
 
     async def start(self) -> RunningServer:

@@ -7,17 +7,23 @@ Invariants:
   before fanning it out (`Hub`, watch.py). `changed` is the revision of the last change applied
   (or of the load): the state is the same at every revision from `changed` to `revision`.
 - A read is consistent, the answer etcd would give now: before answering, the reader learns
-  etcd's current revision (`RevisionProbe`: one Range that every reader who arrived before it
-  was sent shares) and waits until the hub has seen everything up to it: its own events, or a
-  progress notification the cache asks the hub's etcd watch for. A reader that would wait more
-  than `fresh_within` seconds reads etcd instead: the cache never answers stale, and never makes
-  a read fail that etcd would have answered.
-- Progress notifications are trusted only from an etcd that orders them with events: before
-  3.4.25 and 3.5.8 a requested one can overtake the events it claims (etcd issue 15220;
-  `progress_is_ordered`). Without them the cache vouches only for the revisions its own changes
-  reached, and a read that needs more (the latest write was to another key) reads etcd. An event
-  at or below a revision a notification already claimed turns them off for good (an error in
-  the log).
+  etcd's current revision and, in the same read, the revision of each kind's last write
+  (`RevisionProbe`: one Range of the last-write keys, which every reader who arrived before it
+  was sent shares; every write of a kind touches its key in the same transaction, registry.py).
+  When the kind's last write is one the hub has applied, nothing of the kind changed since, and
+  the cache holds etcd's state at the current revision; when it is newer, the reader waits for
+  the hub to apply it. A reader that would wait more than `fresh_within` seconds reads etcd
+  instead: the cache never answers stale, and never makes a read fail that etcd would have
+  answered. So the apiserver must be the only writer of its kinds' keys: a key written
+  straight into etcd is seen once the watch brings it, not at once.
+- A kind whose keys expire (events: a lease deletes them, touching nothing) has no last-write
+  key; its cache vouches for the revisions its own changes reached, and for later ones from
+  etcd progress notifications when they are trusted: before 3.4.25 and 3.5.8 a requested one
+  can overtake the events it claims (etcd issue 15220; `progress_is_ordered`). Without them a
+  read that needs more (the latest write was to another key) reads etcd.
+- A change at or below a revision the cache already vouched for means what vouched was wrong
+  (a notification that overtook it: notifications are off for good; or a write straight into
+  etcd that touched nothing): an error in the log, and the cache's revision goes back to it.
 - A read at an explicit revision (a continue token's) is answered from memory only when the
   state at that revision is the cache's (`changed <= revision <= revision`); otherwise etcd
   answers it (it keeps the history, or says Compacted).
@@ -33,6 +39,7 @@ import bisect
 import builtins
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol, cast
 
 from tke.internal.metrics import WATCH_CACHE_OBJECTS, WATCH_CACHE_READS
@@ -57,6 +64,24 @@ def _past(prefix: str) -> str:
     return prefix[:-1] + chr(ord(prefix[-1]) + 1)
 
 
+# Under the apiserver's prefix: one empty key per kind that every write of the kind touches.
+LAST_WRITES = "last-write"
+
+
+def last_write_key(prefix: str, plural: str) -> str:
+    """The key whose mod_revision is the revision of the kind's last write."""
+    return f"{prefix}/{LAST_WRITES}/{plural}"
+
+
+@dataclass(frozen=True, slots=True)
+class Now:
+    """etcd's current revision, and the revision of each kind's last write (by last-write key;
+    a kind never written since the keys exist is absent: 0)."""
+
+    revision: int
+    last_writes: dict[str, int]
+
+
 class Reads(Protocol):
     """The reads of the Store contract, which the cache answers for its kind's keys."""
 
@@ -66,7 +91,9 @@ class Reads(Protocol):
 
 
 class RevisionProbe:
-    """etcd's current revision, read once for every caller that asked before the read was sent.
+    """etcd's current revision and the kinds' last writes (`Now`, from one Range of the
+    last-write keys under `prefix`), read once for every caller that asked before the read was
+    sent.
 
     A caller arriving while a read is in flight waits for the next one (the one in flight may
     have been answered before the caller's own request arrived: a write it saw could be missing).
@@ -75,13 +102,14 @@ class RevisionProbe:
     join: a Range costs about as much CPU as a Get answered from memory, and under load the
     callers would otherwise share one only by twos; a lone caller never waits."""
 
-    def __init__(self, store: Store, gather: float = 0.002) -> None:
+    def __init__(self, store: Store, prefix: str, gather: float = 0.002) -> None:
         self.store = store
+        self.last_writes = f"{prefix}/{LAST_WRITES}/"
         self.gather = gather
-        self._next: asyncio.Future[int] | None = None  # the read the next callers share
+        self._next: asyncio.Future[Now] | None = None  # the read the next callers share
         self._running: asyncio.Task[None] | None = None
 
-    async def current(self) -> int:
+    async def current(self) -> Now:
         if self._next is None:
             self._next = asyncio.get_running_loop().create_future()
             if self._running is None or self._running.done():
@@ -96,7 +124,8 @@ class RevisionProbe:
             first = False
             waiting, self._next = self._next, None
             try:
-                waiting.set_result(await self.store.current_revision())
+                page = await self.store.list(self.last_writes)
+                waiting.set_result(Now(page.revision, {item.key: item.mod_revision for item in page.items}))
             except Exception as err:  # every waiter gets the error; the next probe tries again
                 waiting.set_exception(err)
                 waiting.exception()  # retrieved: a waiter that was cancelled must not log it
@@ -114,9 +143,12 @@ class KindCache:
         fresh_within: float = 3.0,
         frame: Callable[[Item], bytes] | None = None,
         progress_ordered: bool = False,
+        last_write: str | None = None,
     ) -> None:
+        """`last_write`: the key every write of the kind touches (None: the kind has none)."""
         self.store = store
         self.root = root
+        self.last_write = last_write
         self.kind = root.rstrip("/").rsplit("/", 1)[-1]
         self.probe = probe
         self.fresh_within = fresh_within
@@ -127,7 +159,6 @@ class KindCache:
         self.loaded = False
         self.revision = 0  # the state is etcd's at this revision
         self.changed = 0  # ... and at every revision from this one on
-        self._event_revision = 0  # the last revision an event (or the load) brought
         self._claimed = 0  # the highest revision a progress notification claimed
         self.progress_trusted = progress_ordered  # see the module docstring
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
@@ -145,7 +176,7 @@ class KindCache:
         self._items = {item.key: item for item in items}
         self._keys = sorted(self._items)
         self._framed = {}
-        self.changed = self._event_revision = self._claimed = revision
+        self.changed = self._claimed = revision
         self.loaded = True
         self._objects.set(len(self._items))
         self._advance(revision)
@@ -158,15 +189,8 @@ class KindCache:
 
     def apply(self, event: Event) -> None:
         key, revision = event.item.key, event.item.mod_revision
-        if revision <= self._claimed and self.progress_trusted:
-            self.progress_trusted = False
-            log.error(
-                "etcd sent a progress notification for revision %d before the change at %d of %s: consistent "
-                "reads from the watch cache now rely on changes only (upgrade etcd to 3.4.25 or 3.5.8 or later)",
-                self._claimed,
-                revision,
-                self.root,
-            )
+        if revision <= self.revision and self.loaded:
+            self._overtaken(revision)
         self._framed.pop(key, None)
         if event.type is EventType.DELETE:
             if self._items.pop(key, None) is not None:
@@ -176,8 +200,31 @@ class KindCache:
                 bisect.insort(self._keys, key)
             self._items[key] = event.item
         self._objects.set(len(self._items))
-        self.changed = self._event_revision = revision
+        self.changed = revision
         self._advance(revision)
+
+    def _overtaken(self, revision: int) -> None:
+        """A change at `revision` comes after the cache vouched for that revision: what vouched
+        was wrong. The cache stops vouching beyond its changes until this one is applied."""
+        if self.progress_trusted and revision <= self._claimed:
+            self.progress_trusted = False
+            log.error(
+                "etcd sent a progress notification for revision %d before the change at %d of %s: consistent "
+                "reads from the watch cache now rely on changes only (upgrade etcd to 3.4.25 or 3.5.8 or later)",
+                self._claimed,
+                revision,
+                self.root,
+            )
+        else:
+            log.error(
+                "the change at %d of %s did not touch %s, so reads up to revision %d may have missed it: "
+                "only the apiserver may write under its prefix",
+                revision,
+                self.root,
+                self.last_write,
+                self.revision,
+            )
+        self.revision = revision
 
     def progress(self, revision: int) -> None:
         if self.progress_trusted:
@@ -196,23 +243,38 @@ class KindCache:
     # -- consistent reads -----------------------------------------------------------------
 
     async def reads(self) -> Reads:
-        """What to read from for an answer etcd would give now: this cache once it has caught
-        up with etcd's current revision, else etcd itself."""
+        """What to read from for an answer etcd would give now: this cache once it holds etcd's
+        state at the current revision, else etcd itself."""
         if self.loaded:
-            target = await self.probe.current()
-            vouched = self.revision if self.progress_trusted else self._event_revision
-            if self.loaded and (vouched >= target or await self._catch_up(target)):
+            now = await self.probe.current()
+            if self.loaded and await self._holds_now(now):
                 self._from_cache.inc()
                 return self
         self._from_etcd.inc()
         return self.store
 
-    async def _catch_up(self, target: int) -> bool:
+    async def _holds_now(self, now: Now) -> bool:
+        if self.revision >= now.revision:
+            return True
+        if self.last_write is not None:
+            # Nothing of the kind was written after `last` up to now.revision: once the hub has
+            # applied `last`, the state is etcd's at now.revision.
+            last = now.last_writes.get(self.last_write, 0)
+            if self.revision < last and not await self._wait_for(last):
+                return False
+            if not self.loaded:
+                return False
+            self._advance(now.revision)
+            return True
         if not self.progress_trusted:
             return False
+        self.request_progress()
+        return await self._wait_for(now.revision) and self.loaded and self.progress_trusted
+
+    async def _wait_for(self, target: int) -> bool:
+        """Wait until the cache has reached `target`, at most `fresh_within` seconds."""
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append((target, waiter))
-        self.request_progress()
         try:
             async with asyncio.timeout(self.fresh_within):
                 await waiter
@@ -223,7 +285,7 @@ class KindCache:
         finally:
             if not waiter.done():
                 waiter.cancel()
-        return self.loaded and self.progress_trusted
+        return True
 
     # -- the Store's reads, for this kind's keys --------------------------------------------
 

@@ -12,7 +12,10 @@ Rules:
 - Delete with finalizers sets deletion_timestamp; the object goes when the last finalizer is
   removed. Finalizers cannot be added to an object being deleted.
 - Get and List read from the kind's watch cache when it has one (cache.py: the answer etcd
-  would give now, or etcd itself answers); writes always read etcd.
+  would give now, or etcd itself answers); writes always read etcd. Every write of a kind
+  (but those whose keys expire: events) also touches the kind's last-write key in its
+  transaction, which is how a cache learns, in one read for every kind, that it holds etcd's
+  current state (cache.py); so the apiserver is the only writer of its kinds' keys.
 - Pages of a list are read at one revision; the continue token carries it, sealed (see
   tke.internal.meta.pagetoken) for the kind, tenant and query it was issued for: any other
   token is INVALID_ARGUMENT, one whose revision etcd has compacted OUT_OF_RANGE.
@@ -49,7 +52,7 @@ from google.protobuf import field_mask_pb2, timestamp_pb2
 from google.protobuf.message import Message
 
 from tke.internal.apiserver import masks
-from tke.internal.apiserver.cache import KindCache, Reads
+from tke.internal.apiserver.cache import KindCache, Reads, last_write_key
 from tke.internal.meta.labels import Selector
 from tke.internal.meta.pagetoken import PageTokens, TokenError
 from tke.internal.meta.resource import Resource
@@ -160,6 +163,9 @@ class Registry(Generic[R]):
     max_page_bytes: int = DEFAULT_MAX_PAGE_BYTES
     # The kind's watch cache (None: every read goes to etcd).
     cache: KindCache | None = None
+    # Whether writes touch the kind's last-write key (not when the store expires keys: a key
+    # that expires is a write nobody touches for).
+    marks_writes: bool = True
     _tokens: PageTokens | None = field(default=None, init=False, repr=False)
 
     # -- keys and encoding ------------------------------------------------------------------
@@ -168,6 +174,16 @@ class Registry(Generic[R]):
     def root(self) -> str:
         """Key prefix of every object of this kind (all tenants)."""
         return f"{self.prefix}/{self.kind.plural}/"
+
+    @property
+    def last_write(self) -> str | None:
+        """The key each write of this kind touches (None: writes touch nothing)."""
+        return last_write_key(self.prefix, self.kind.plural) if self.marks_writes else None
+
+    @property
+    def _touches(self) -> tuple[str, ...]:
+        last = self.last_write
+        return () if last is None else (last,)
 
     def tenant_prefix(self, tenant: str) -> str:
         return self.root if tenant == ALL_TENANTS else f"{self.root}{tenant}/"
@@ -384,7 +400,7 @@ class Registry(Generic[R]):
         for _ in range(_WRITE_RETRIES):
             guards = await self.kind.create_guards(new, tenant) if self.kind.create_guards else ()
             try:
-                item = await self.store.create(key, value, guards=guards, claims=claims)
+                item = await self.store.create(key, value, guards=guards, claims=claims, touches=self._touches)
             except AlreadyExists:
                 raise errors.already_exists(self.kind.name, meta.name, tenant) from None
             except PreconditionFailed:
@@ -483,7 +499,12 @@ class Registry(Generic[R]):
         claims, releases = await self._moved_uniques(current, new)
         try:
             written = await self.store.update(
-                item.key, value, expected_revision=item.mod_revision, claims=claims, releases=releases
+                item.key,
+                value,
+                expected_revision=item.mod_revision,
+                claims=claims,
+                releases=releases,
+                touches=self._touches,
             )
         except NotFound:
             raise errors.not_found(self.kind.name, current.metadata.name, current.metadata.tenant_id) from None
@@ -500,7 +521,9 @@ class Registry(Generic[R]):
     async def _remove(self, last: R, item: Item, expected: int | None) -> R | None:
         _, releases = await self._moved_uniques(last, None)
         try:
-            revision = await self.store.delete(item.key, expected_revision=item.mod_revision, releases=releases)
+            revision = await self.store.delete(
+                item.key, expected_revision=item.mod_revision, releases=releases, touches=self._touches
+            )
         except NotFound:
             raise errors.not_found(self.kind.name, last.metadata.name, last.metadata.tenant_id) from None
         except Conflict as c:

@@ -34,7 +34,14 @@ class LeasedStore(Store, Protocol):
     """A Store whose keys can be bound to leases."""
 
     async def create(
-        self, key: str, value: bytes, *, guards: Sequence[Guard] = (), claims: Sequence[Claim] = (), lease: int = 0
+        self,
+        key: str,
+        value: bytes,
+        *,
+        guards: Sequence[Guard] = (),
+        claims: Sequence[Claim] = (),
+        touches: Sequence[str] = (),
+        lease: int = 0,
     ) -> Item: ...
 
     async def update(
@@ -45,6 +52,7 @@ class LeasedStore(Store, Protocol):
         expected_revision: int,
         claims: Sequence[Claim] = (),
         releases: Sequence[Guard] = (),
+        touches: Sequence[str] = (),
         lease: int = 0,
     ) -> Item: ...
 

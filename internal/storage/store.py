@@ -170,10 +170,18 @@ class Store(Protocol):
     """A versioned key-value store. Keys are '/'-separated strings."""
 
     async def create(
-        self, key: str, value: bytes, *, guards: Sequence[Guard] = (), claims: Sequence[Claim] = ()
+        self,
+        key: str,
+        value: bytes,
+        *,
+        guards: Sequence[Guard] = (),
+        claims: Sequence[Claim] = (),
+        touches: Sequence[str] = (),
     ) -> Item:
         """Store `value` under an absent `key`, and the claims. Raises AlreadyExists,
-        PreconditionFailed (a guard), Claimed."""
+        PreconditionFailed (a guard), Claimed. `touches`: keys the write also puts, empty and
+        unconditionally, in its transaction (so their mod_revision is the write's: a record of
+        when a range was last written; the same for update and delete)."""
         ...
 
     async def get(self, key: str) -> Item:
@@ -195,6 +203,7 @@ class Store(Protocol):
         expected_revision: int,
         claims: Sequence[Claim] = (),
         releases: Sequence[Guard] = (),
+        touches: Sequence[str] = (),
     ) -> Item:
         """Replace the value if the key is still at `expected_revision`, take the claims and
         delete the released keys (each at its revision); the item keeps its `create_revision`.
@@ -202,7 +211,9 @@ class Store(Protocol):
         release)."""
         ...
 
-    async def delete(self, key: str, *, expected_revision: int, releases: Sequence[Guard] = ()) -> int:
+    async def delete(
+        self, key: str, *, expected_revision: int, releases: Sequence[Guard] = (), touches: Sequence[str] = ()
+    ) -> int:
         """Remove the key if it is still at `expected_revision`, and the released keys (each at
         its revision); returns the delete's revision. Raises NotFound, Conflict (with the
         current item), PreconditionFailed (a release)."""

@@ -35,14 +35,20 @@ class ExpiringStore:
             return self._lease
 
     async def create(
-        self, key: str, value: bytes, *, guards: Sequence[Guard] = (), claims: Sequence[Claim] = ()
+        self,
+        key: str,
+        value: bytes,
+        *,
+        guards: Sequence[Guard] = (),
+        claims: Sequence[Claim] = (),
+        touches: Sequence[str] = (),
     ) -> Item:
         try:
             lease = await self._current_lease()
-            return await self.inner.create(key, value, guards=guards, claims=claims, lease=lease)
+            return await self.inner.create(key, value, guards=guards, claims=claims, touches=touches, lease=lease)
         except LeaseExpired:  # revoked behind our back (etcd restored, operator): take a new one
             lease = await self._current_lease(fresh=True)
-            return await self.inner.create(key, value, guards=guards, claims=claims, lease=lease)
+            return await self.inner.create(key, value, guards=guards, claims=claims, touches=touches, lease=lease)
 
     async def update(
         self,
@@ -52,10 +58,17 @@ class ExpiringStore:
         expected_revision: int,
         claims: Sequence[Claim] = (),
         releases: Sequence[Guard] = (),
+        touches: Sequence[str] = (),
     ) -> Item:
         async def write(lease: int) -> Item:
             return await self.inner.update(
-                key, value, expected_revision=expected_revision, claims=claims, releases=releases, lease=lease
+                key,
+                value,
+                expected_revision=expected_revision,
+                claims=claims,
+                releases=releases,
+                touches=touches,
+                lease=lease,
             )
 
         try:
@@ -69,8 +82,10 @@ class ExpiringStore:
     async def list(self, prefix: str, *, start: str = "", limit: int = 0, revision: int = 0) -> Page:
         return await self.inner.list(prefix, start=start, limit=limit, revision=revision)
 
-    async def delete(self, key: str, *, expected_revision: int, releases: Sequence[Guard] = ()) -> int:
-        return await self.inner.delete(key, expected_revision=expected_revision, releases=releases)
+    async def delete(
+        self, key: str, *, expected_revision: int, releases: Sequence[Guard] = (), touches: Sequence[str] = ()
+    ) -> int:
+        return await self.inner.delete(key, expected_revision=expected_revision, releases=releases, touches=touches)
 
     async def current_revision(self) -> int:
         return await self.inner.current_revision()

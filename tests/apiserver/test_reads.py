@@ -16,13 +16,14 @@ import grpc
 import pytest
 
 from tests.support.apiserver import Running, cluster, local_config, machine, start, stop
+from tests.support.memory_store import MemoryStore
 from tests.support.rpc import expect_error
 from tests.support.waiting import wait_for
-from tke.internal.apiserver.cache import KindCache, RevisionProbe, progress_is_ordered
+from tke.internal.apiserver.cache import KindCache, RevisionProbe, last_write_key, progress_is_ordered
 from tke.internal.apiserver.watch import Hub
 from tke.internal.metrics import WATCH_CACHE_READS
 from tke.internal.storage.etcd import EtcdConfig, EtcdStore
-from tke.internal.storage.store import Item, NotFound, Page, TooLarge
+from tke.internal.storage.store import Event, EventType, Item, NotFound, Page, TooLarge
 from tke.platform.v1 import cluster_pb2, machine_pb2
 
 Code = grpc.StatusCode
@@ -81,20 +82,22 @@ async def test_reads_see_writes_made_through_another_apiserver(read_api: Running
 async def test_a_read_after_writes_to_other_kinds_waits_for_the_cache_to_catch_up(
     read_api: Running, other: Running
 ) -> None:
-    """The latest revision of etcd is another kind's: the cache learns it has seen everything up
-    to it from a progress notification and answers, or, from an etcd whose notifications can
-    overtake changes (before 3.4.25), leaves the read to etcd."""
+    """The latest revision of etcd is another kind's (or not the apiserver's at all): the
+    clusters' last write is one the cache has applied, so the cache answers; the machines'
+    last write is the one just made through the other apiserver, so their cache answers once
+    its watch has brought it."""
     created = await read_api.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=cluster("c1")))
     cache = read_api.apiserver.clusters.cache
-    source = "cache" if cache is not None and cache.progress_trusted else "etcd"
+    store = read_api.apiserver.store
     for i in range(5):
         await other.machines.Create(machine_pb2.CreateMachineRequest(machine=machine(f"m{i}", "c1")))
-        before = _cache_reads("clusters", source)
+        await store.create(f"{read_api.apiserver.prefix}-elsewhere/{i}", b"not the apiserver's")
+        before = _cache_reads("clusters"), _cache_reads("machines")
         assert await read_api.clusters.Get(cluster_pb2.GetClusterRequest(name="c1")) == created
-        if cache is not None:
-            assert _cache_reads("clusters", source) == before + 1
         listed = await read_api.machines.List(machine_pb2.ListMachinesRequest(cluster_name="c1"))
         assert [m.metadata.name for m in listed.items] == [f"m{j}" for j in range(i + 1)]
+        if cache is not None:
+            assert (_cache_reads("clusters"), _cache_reads("machines")) == (before[0] + 1, before[1] + 1)
 
 
 async def test_continue_tokens_work_across_apiservers_with_and_without_a_cache(
@@ -153,7 +156,8 @@ async def test_the_caches_reads_are_etcds_at_the_same_revision(store: EtcdStore,
     could ask for (prefixes, starting keys, limits) from the cache and from etcd at the cache's
     revision: the same pages. Reads at a revision the cache is not at go to etcd."""
     root = f"{etcd_prefix}/things/"
-    cache = KindCache(store, root, RevisionProbe(store), frame=_frame)
+    mark = (last_write_key(etcd_prefix, "things"),)  # touched by every write, as the registry does
+    cache = KindCache(store, root, RevisionProbe(store, etcd_prefix), frame=_frame, last_write=mark[0])
     hub: Hub[Item] = Hub(store, root, _decode, cache=cache, progress_interval=0.2)
     await hub.start()
     rng = random.Random(17)
@@ -164,14 +168,17 @@ async def test_the_caches_reads_are_etcds_at_the_same_revision(store: EtcdStore,
         for step in range(60):
             key = rng.choice(keys)
             if key in live and rng.random() < 0.4:
-                await store.delete(key, expected_revision=live.pop(key).mod_revision)
+                await store.delete(key, expected_revision=live.pop(key).mod_revision, touches=mark)
             elif key in live:
-                live[key] = await store.update(key, f"v{step}".encode(), expected_revision=live[key].mod_revision)
+                live[key] = await store.update(
+                    key, f"v{step}".encode(), expected_revision=live[key].mod_revision, touches=mark
+                )
             else:
-                live[key] = await store.create(key, f"v{step}".encode())
+                live[key] = await store.create(key, f"v{step}".encode(), touches=mark)
             if step == 20:
                 early = await store.current_revision()
-        assert await cache.reads() is cache  # caught up with etcd's current revision
+        # The last write is the kind's: the read waits until the cache has applied it.
+        assert await cache.reads() is cache
         revision = cache.revision
         for prefix in (root, f"{root}a/", f"{root}b/", f"{root}bb/", f"{root}c/"):
             for start in ("", prefix, f"{prefix}y", f"{prefix}y\0", f"{root}b/z\0"):
@@ -202,7 +209,7 @@ async def test_the_cache_answers_once_caught_up_and_etcd_when_it_cannot_vouch(
     here no change of the kind is pending when one is asked for), the cache answers reads after
     writes to other keys; without, etcd does, until the kind's own changes catch up."""
     root = f"{etcd_prefix}/things/"
-    cache = KindCache(store, root, RevisionProbe(store), fresh_within=0.5, progress_ordered=True)
+    cache = KindCache(store, root, RevisionProbe(store, etcd_prefix), fresh_within=0.5, progress_ordered=True)
     hub: Hub[Item] = Hub(store, root, _decode, cache=cache, progress_interval=3600)
     await hub.start()
     try:
@@ -239,7 +246,7 @@ async def test_the_cache_loads_objects_too_big_to_read_a_thousand_at_once(store:
         return await real_list(prefix, start=start, limit=limit, revision=revision)
 
     store.list = small_answers_only  # type: ignore[method-assign]
-    cache = KindCache(store, root, RevisionProbe(store))
+    cache = KindCache(store, root, RevisionProbe(store, etcd_prefix))
     hub: Hub[Item] = Hub(store, root, _decode, cache=cache)
     try:
         async with asyncio.timeout(30):  # a load that keeps failing never starts
@@ -247,3 +254,44 @@ async def test_the_cache_loads_objects_too_big_to_read_a_thousand_at_once(store:
         assert len(cache) == 30
     finally:
         await hub.stop()
+
+
+async def test_the_cache_vouches_for_the_current_revision_by_the_kinds_last_write(
+    store: EtcdStore, etcd_prefix: str
+) -> None:
+    """Writes elsewhere do not keep the cache from answering; a write of the kind makes a read
+    wait until the hub has applied it, and read etcd when it does not come in time."""
+    root = f"{etcd_prefix}/things/"
+    mark = last_write_key(etcd_prefix, "things")
+    cache = KindCache(store, root, RevisionProbe(store, etcd_prefix), fresh_within=0.5, last_write=mark)
+    hub: Hub[Item] = Hub(store, root, _decode, cache=cache, progress_interval=3600)
+    await hub.start()
+    try:
+        written = await store.create(f"{root}a/x", b"1", touches=(mark,))
+        assert await cache.reads() is cache
+        assert await cache.get(written.key) == written  # the read waited for the write's change
+        await store.create(f"{etcd_prefix}/elsewhere", b"2")  # the latest revision is not the kind's
+        assert await cache.reads() is cache
+        assert cache.revision == await store.current_revision()
+    finally:
+        await hub.stop()
+    await store.create(f"{root}a/y", b"3", touches=(mark,))  # no hub to bring the change
+    assert await cache.reads() is store
+
+
+async def test_a_change_below_what_the_cache_vouched_for_is_reported(caplog: pytest.LogCaptureFixture) -> None:
+    """A write that did not touch the kind's last-write key (straight into etcd) can come after
+    the cache vouched for its revision: the cache says so, and vouches only for its changes."""
+    store = MemoryStore()
+    root, mark = "/p/things/", last_write_key("/p", "things")
+    first = await store.create(f"{root}a/x", b"1", touches=(mark,))
+    cache = KindCache(store, root, RevisionProbe(store, "/p"), last_write=mark)
+    cache.load([first], await store.current_revision())
+    await store.create("/p/elsewhere", b"2")
+    assert await cache.reads() is cache and cache.revision == await store.current_revision()
+    straight = await store.create(f"{root}a/y", b"3")  # no touch
+    await store.create("/p/elsewhere-2", b"4")
+    assert await cache.reads() is cache  # what it cannot know: the change has not come
+    cache.apply(Event(EventType.PUT, straight, None))
+    assert "did not touch /p/last-write/things" in caplog.text
+    assert cache.revision == straight.mod_revision

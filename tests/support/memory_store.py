@@ -98,6 +98,7 @@ class MemoryStore:
         *,
         guards: Sequence[Guard] = (),
         claims: Sequence[Claim] = (),
+        touches: Sequence[str] = (),
         lease: int = 0,
     ) -> Item:
         await self._expire()
@@ -108,6 +109,7 @@ class MemoryStore:
         self._check_lease(lease)  # as etcd: only a write that would happen needs its lease
         self._revision += 1
         events = [self._put(key, value, lease), *(self._put(c.key, c.value, lease) for c in claims)]
+        events += [self._put(k, b"", 0) for k in touches]
         await self._record(*events)
         return self._items[key]
 
@@ -155,6 +157,7 @@ class MemoryStore:
         expected_revision: int,
         claims: Sequence[Claim] = (),
         releases: Sequence[Guard] = (),
+        touches: Sequence[str] = (),
         lease: int = 0,
     ) -> Item:
         current = await self.get(key)
@@ -166,16 +169,20 @@ class MemoryStore:
         self._revision += 1
         events = [self._put(key, value, lease), *(self._put(c.key, c.value, lease) for c in claims)]
         events += [self._drop(self._items[g.key]) for g in releases]
+        events += [self._put(k, b"", 0) for k in touches]
         await self._record(*events)
         return self._items[key]
 
-    async def delete(self, key: str, *, expected_revision: int, releases: Sequence[Guard] = ()) -> int:
+    async def delete(
+        self, key: str, *, expected_revision: int, releases: Sequence[Guard] = (), touches: Sequence[str] = ()
+    ) -> int:
         current = await self.get(key)
         if current.mod_revision != expected_revision:
             raise Conflict(key, current)
         self._check_guards(releases)
         self._revision += 1
-        await self._record(self._drop(current), *(self._drop(self._items[g.key]) for g in releases))
+        events = [self._drop(current), *(self._drop(self._items[g.key]) for g in releases)]
+        await self._record(*events, *(self._put(k, b"", 0) for k in touches))
         return self._revision
 
     async def _remove(self, current: Item) -> int:

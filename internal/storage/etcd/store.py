@@ -100,6 +100,11 @@ def _claim_puts(claims: Sequence[Claim], lease: int) -> list[rpc.RequestOp]:
     return [_put(c.key.encode(), c.value, lease) for c in claims]
 
 
+def _touch_puts(touches: Sequence[str]) -> list[rpc.RequestOp]:
+    # Never bound to a lease: a touch records a write, it must outlive the written key.
+    return [_put(key.encode(), b"", 0) for key in touches]
+
+
 def _deletes(releases: Sequence[Guard]) -> list[rpc.RequestOp]:
     return [rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=g.key.encode())) for g in releases]
 
@@ -218,12 +223,13 @@ class EtcdStore:
         *,
         guards: Sequence[Guard] = (),
         claims: Sequence[Claim] = (),
+        touches: Sequence[str] = (),
         lease: int = 0,
     ) -> Item:
         bkey = key.encode()
         request = rpc.TxnRequest(
             compare=[_absent(bkey), *_guarded(guards), *_claimed(claims)],
-            success=[_put(bkey, value, lease), *_claim_puts(claims, lease)],
+            success=[_put(bkey, value, lease), *_claim_puts(claims, lease), *_touch_puts(touches)],
             # On failure, tell which compare failed: read the key and every other key compared.
             failure=[_read(bkey), *_reads(guards), *_reads(claims)],
         )
@@ -257,6 +263,7 @@ class EtcdStore:
         expected_revision: int,
         claims: Sequence[Claim] = (),
         releases: Sequence[Guard] = (),
+        touches: Sequence[str] = (),
         lease: int = 0,
     ) -> Item:
         bkey = key.encode()
@@ -269,6 +276,7 @@ class EtcdStore:
                 rpc.RequestOp(request_range=rpc.RangeRequest(key=bkey, keys_only=True)),
                 *_claim_puts(claims, lease),
                 *_deletes(releases),
+                *_touch_puts(touches),
             ],
             failure=[_read(bkey), *_reads(claims), *_reads(releases)],
         )
@@ -298,11 +306,17 @@ class EtcdStore:
                 raise Conflict(key, _item(kvs[0]))
             _why(resp.responses[1:], (), claims, releases)
 
-    async def delete(self, key: str, *, expected_revision: int, releases: Sequence[Guard] = ()) -> int:
+    async def delete(
+        self, key: str, *, expected_revision: int, releases: Sequence[Guard] = (), touches: Sequence[str] = ()
+    ) -> int:
         bkey = key.encode()
         request = rpc.TxnRequest(
             compare=[_at(bkey, expected_revision), *_guarded(releases)],
-            success=[rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=bkey)), *_deletes(releases)],
+            success=[
+                rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=bkey)),
+                *_deletes(releases),
+                *_touch_puts(touches),
+            ],
             failure=[_read(bkey), *_reads(releases)],
         )
         started = asyncio.get_running_loop().time()
