@@ -1,6 +1,7 @@
 """Waiting on a condition instead of sleeping and hoping: the tests' one polling helper, for
-coroutines (`wait_for`) and for plain code (`wait_until`, for subprocess-driven tests), and
-`Lines`, to wait for what a child process prints.
+coroutines (`wait_for`) and for plain code (`wait_until`, for subprocess-driven tests),
+`Lines`, to wait for what a child process prints, and `bounded`, for a long scenario that
+must say where it hung.
 
 Tests run on a loaded 2-core machine next to other suites, so the default limit is generous:
 a passing test returns as soon as its condition holds, and only a broken one waits it out.
@@ -9,11 +10,13 @@ The failure message carries the condition's last value, to say what was seen ins
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
+import io
 import queue
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import IO, TypeVar, overload
 
 T = TypeVar("T")
@@ -42,12 +45,46 @@ async def wait_for(
     while True:
         last = predicate()
         if inspect.isawaitable(last):
-            last = await last
+            # A check that hangs (a call that never answers) fails here, naming the condition,
+            # instead of running into the test's own timeout with nothing said.
+            try:
+                async with asyncio.timeout(max(deadline - time.monotonic(), interval)):
+                    last = await last
+            except TimeoutError:
+                raise AssertionError(f"{what}: a check did not return within {within}s") from None
         if last:
             return last
         if time.monotonic() >= deadline:
             raise AssertionError(f"{what} not met within {within}s (last: {last!r})")
         await asyncio.sleep(interval)
+
+
+@contextlib.asynccontextmanager
+async def bounded(seconds: float, what: str) -> AsyncIterator[None]:
+    """Fail with every asyncio task's stack when `what` takes more than `seconds`: a test that
+    hangs says where, instead of running into pytest's timeout with only the threads' stacks
+    (which show an idle event loop). The stacks are taken when the time is up, before the
+    cancellation unwinds them."""
+    loop = asyncio.get_running_loop()
+    stacks = io.StringIO()
+    try:
+        async with asyncio.timeout(None) as deadline:
+
+            def expire() -> None:
+                for task in asyncio.all_tasks():
+                    print(f"--- task {task.get_name()}", file=stacks)
+                    task.print_stack(file=stacks)
+                deadline.reschedule(loop.time())
+
+            timer = loop.call_later(seconds, expire)
+            try:
+                yield
+            finally:
+                timer.cancel()
+    except TimeoutError:
+        if not stacks.getvalue():
+            raise
+        raise AssertionError(f"{what} took more than {seconds}s; the tasks then:\n{stacks.getvalue()}") from None
 
 
 def wait_until(

@@ -1,0 +1,28 @@
+"""The tests' waiting helpers fail naming what they waited for."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tests.support.waiting import bounded, wait_for
+
+
+async def test_a_hang_fails_with_the_tasks_stacks() -> None:
+    async def stuck_somewhere() -> None:
+        await asyncio.Event().wait()
+
+    with pytest.raises(AssertionError) as err:
+        async with bounded(0.2, "the scenario"):
+            await stuck_somewhere()
+    assert "the scenario took more than 0.2s" in str(err.value) and "stuck_somewhere" in str(err.value)
+
+
+async def test_a_check_that_never_returns_fails_naming_the_condition() -> None:
+    async def never() -> bool:
+        await asyncio.Event().wait()
+        return True
+
+    with pytest.raises(AssertionError, match=r"the answer: a check did not return within 0\.2s"):
+        await wait_for(never, within=0.2, what="the answer")
