@@ -71,10 +71,15 @@ async def bounded(seconds: float, what: str) -> AsyncIterator[None]:
         async with asyncio.timeout(None) as deadline:
 
             def expire() -> None:
-                for task in asyncio.all_tasks():
-                    print(f"--- task {task.get_name()}", file=stacks)
-                    task.print_stack(file=stacks)
-                deadline.reschedule(loop.time())
+                try:
+                    for task in asyncio.all_tasks():
+                        print(f"--- task {task.get_name()}", file=stacks)
+                        try:
+                            task.print_stack(file=stacks)
+                        except Exception as err:  # a task of compiled code (grpc's) has no frames
+                            print(f"(no stack: {err!r})", file=stacks)
+                finally:
+                    deadline.reschedule(loop.time())
 
             timer = loop.call_later(seconds, expire)
             try:
