@@ -25,7 +25,12 @@ Reconcile = Callable[[str], Awaitable[float | None]]
 
 async def worker(name: str, queue: WorkQueue, reconcile: Reconcile) -> None:
     label = name.rsplit("-", 1)[0]  # the queue's name, without the worker's number
+    task = asyncio.current_task()
     while True:
+        if task is not None and task.cancelling():
+            # A cancellation that a reconcile caught and did not raise again still counts: a
+            # stopping controller must not keep a worker waiting for keys.
+            raise asyncio.CancelledError
         try:
             key = await queue.get()
         except ShutDown:

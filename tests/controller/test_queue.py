@@ -119,3 +119,23 @@ async def test_add_after_keeps_the_earliest_deadline() -> None:
     assert await asyncio.wait_for(q.get(), 30) == "k"
     assert time.monotonic() - started < 3.0  # the 0.05 s deadline won: not the later 3 s nor 5 s
     await q.shutdown()
+
+
+async def test_workers_stop_even_when_a_reconcile_swallows_their_cancellation() -> None:
+    queue = WorkQueue()
+    started = asyncio.Event()
+
+    async def swallowing(key: str) -> float | None:
+        started.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:  # the bug this guards against: caught, not raised again
+            return None
+        return None
+
+    queue.add("a")
+    workers = asyncio.create_task(run_workers("swallow", queue, swallowing, 2))
+    await asyncio.wait_for(started.wait(), 5)
+    workers.cancel()
+    done, _ = await asyncio.wait({workers}, timeout=5)
+    assert done, "the workers did not stop after their cancellation"
