@@ -62,8 +62,8 @@ async def running_controller(config: Any, etcd_config: EtcdConfig) -> AsyncItera
 async def test_a_baremetal_worker_joins_a_control_plane_hosted_in_the_meta_cluster(
     api: Running, etcd_config: EtcdConfig, tmp_path: Path
 ) -> None:
-    # It hung twice in full runs (pytest's timeout, an idle loop, not reproduced alone): if it
-    # does again, the tasks' stacks say where.
+    # A hang says where: this is how a worker that kept a stopping controller alive was found
+    # (internal/controller/workers.py), after pytest's timeout had shown only an idle loop.
     async with bounded(390, "the hosted cluster's life"):
         port = free_port()
         with meta_cluster(tmp_path) as (meta, kubeconfig), kubeadm_machines(tmp_path, 1) as (machines, world):
