@@ -130,7 +130,12 @@ class Runner(Generic[C]):
     async def _attempt(self, step: Step[C], ctx: C) -> tuple[str | None, bool, float | None]:
         """Run one attempt: (error or None, permanent, delay)."""
         try:
-            await asyncio.wait_for(step.run(ctx), timeout=step.timeout)
+            # The step runs in the caller's task, not in one of wait_for's: Python 3.11's
+            # wait_for returns the step's result when the caller is cancelled in the loop turn
+            # the step finishes in, and the cancellation is lost (a stopping controller's
+            # worker went on to the next step, and then to the next key).
+            async with asyncio.timeout(step.timeout):
+                await step.run(ctx)
         except PermanentError as err:
             return str(err) or type(err).__name__, True, None
         except TemporaryError as err:

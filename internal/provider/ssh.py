@@ -143,11 +143,13 @@ class SSHChannel:
             raise TemporaryError(f"{self.target}: `{_short(command)}`: {err}") from None
         try:
             # The machine ends the command at `limit`; waiting longer only covers a machine
-            # that stopped answering.
-            done = await process.wait(check=False, timeout=limit + KILL_AFTER + 10)
-        except (asyncssh.Error, OSError) as err:
+            # that stopped answering. The wait is bounded here, not by asyncssh's timeout
+            # (asyncio.wait_for, which loses a cancellation that lands as the command ends).
+            async with asyncio.timeout(limit + KILL_AFTER + 10):
+                done = await process.wait(check=False)
+        except (asyncssh.Error, OSError, TimeoutError) as err:
             process.close()
-            why = "timed out" if isinstance(err, asyncssh.TimeoutError) else str(err)
+            why = "timed out" if isinstance(err, TimeoutError) else str(err)
             raise TemporaryError(f"{self.target}: `{_short(command)}`: {why}") from None
         status = done.exit_status if done.exit_status is not None else 255
         if status in TIMED_OUT and time.monotonic() - started >= limit:
@@ -259,18 +261,22 @@ class SSHDialer:
         last = ""
         for attempt in range(1, self.options.connect_attempts + 1):
             try:
-                conn = await asyncssh.connect(
-                    target.host,
-                    target.port,
-                    username=target.username,
-                    client_keys=keys or None,
-                    password=(cred.password or None) if cred is not None else None,
-                    known_hosts=self._known_hosts(),
-                    connect_timeout=self.options.connect_timeout,
-                    agent_path=None,  # never the operator's own agent keys
-                    config=[],  # nor their ~/.ssh/config
-                    preferred_auth="publickey,password,keyboard-interactive",
-                )
+                # Bounded here, not by asyncssh's connect_timeout: that is asyncio.wait_for,
+                # which returns the connection when the caller is cancelled in the loop turn
+                # the connection is made in, and the cancellation is lost.
+                async with asyncio.timeout(self.options.connect_timeout):
+                    conn = await asyncssh.connect(
+                        target.host,
+                        target.port,
+                        username=target.username,
+                        client_keys=keys or None,
+                        password=(cred.password or None) if cred is not None else None,
+                        known_hosts=self._known_hosts(),
+                        connect_timeout=None,
+                        agent_path=None,  # never the operator's own agent keys
+                        config=[],  # nor their ~/.ssh/config
+                        preferred_auth="publickey,password,keyboard-interactive",
+                    )
                 return SSHChannel(conn, target, self.options)
             except asyncssh.PermissionDenied as err:
                 raise PermanentError(f"{target}: authentication failed: {err.reason}") from None
