@@ -86,7 +86,8 @@ class ApiRecorder:
     async def stop(self, grace: float = 2.0) -> None:
         """Send what is queued (within `grace` seconds), then stop."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._queue.join(), timeout=grace)
+            async with asyncio.timeout(grace):
+                await self._queue.join()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -138,7 +138,8 @@ class LeaderElector:
             if left <= 0:
                 raise LostLeadership(f"lease not renewed for {deadline:.1f}s")
             try:
-                await asyncio.wait_for(self.store.keep_alive(self.lease), timeout=left)
+                async with asyncio.timeout(left):
+                    await self.store.keep_alive(self.lease)
                 renewed, failing = time.monotonic(), False
             except LeaseExpired:
                 raise LostLeadership(f"lease {self.lease:x} expired") from None
@@ -149,9 +150,11 @@ class LeaderElector:
     async def _resign(self) -> None:
         if self.lease:
             lease, self.lease = self.lease, 0
-            # An unreachable etcd lets the lease expire by itself instead.
-            with contextlib.suppress(Exception, asyncio.CancelledError):
-                await asyncio.wait_for(self.store.revoke(lease), timeout=3)
+            # An unreachable etcd lets the lease expire by itself instead. A cancellation
+            # during the revoke is not suppressed: it is the caller's, to stop for.
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(3):
+                    await self.store.revoke(lease)
             log.info("%s resigned", self.identity)
 
 

@@ -201,7 +201,8 @@ async def run(plan: Plan, env: Mapping[str, str], access: ClusterAccess | None, 
         if not wait:
             return 0
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stopped.wait(), interval)
+            async with asyncio.timeout(interval):
+                await stopped.wait()
         if stopped.is_set():
             return 0
 
