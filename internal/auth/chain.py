@@ -76,6 +76,11 @@ class AuthChain:
     auditor: Auditor
     enabled: bool
 
+    @property
+    def records_calls(self) -> bool:
+        """Whether an audit sink receives an event for every call (the chain is on and audits)."""
+        return self.enabled and bool(self.auditor.lanes)
+
     async def start(self) -> None:
         for plugin in self.plugins:
             if hasattr(plugin, "start"):

@@ -145,6 +145,8 @@ class Ipamd:
                 context = PluginContext(self.auth_store, c.tcp.auth_etcd.prefix.rstrip("/"))
                 self.auth = build(c.tcp.auth, context, attributes=ipam_attributes(tenants))
                 await self.auth.start()
+                if self.auth.records_calls:  # the audit log is the record of every call
+                    interceptors[0] = RequestInterceptor(ok_level=logging.DEBUG)
                 interceptors += self.auth.interceptors
             elif c.tcp.insecure:
                 log.warning(

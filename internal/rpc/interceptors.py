@@ -18,7 +18,9 @@ The request step:
   (etcd's NOSPACE) RESOURCE_EXHAUSTED naming the cause, a write over the storage's size limit
   INVALID_ARGUMENT; anything else becomes INTERNAL with the request id, and its traceback goes
   to the server log only.
-- The access log: one line per call at INFO, built only when a handler will write it.
+- The access log: one line per call, built only when a handler will write it: at INFO, except
+  that a server whose audit log records every call (`ok_level=DEBUG`) logs the calls that
+  succeeded at DEBUG; failures are at INFO either way.
 - Streaming calls are wrapped so that errors raised while streaming are mapped the same way.
 
 Requests whose bytes do not parse as the method's message get INVALID_ARGUMENT with a message
@@ -206,10 +208,15 @@ def to_api_error(err: Exception, request_id: str) -> ApiError:
 
 
 class RequestInterceptor:
-    """Request id, access log and error mapping for unary and streaming calls."""
+    """Request id, access log and error mapping for unary and streaming calls. `ok_level`: the
+    access log's level for calls that succeeded."""
+
+    def __init__(self, ok_level: int = logging.INFO) -> None:
+        self.ok_level = ok_level
 
     def wrap(self, call: Call, method: Method) -> Call:
         name = method.name
+        ok_level = self.ok_level
         if method.streaming:
 
             async def stream(request: Any, context: Context) -> Any:
@@ -221,11 +228,11 @@ class RequestInterceptor:
                     await context.send_initial_metadata(((REQUEST_ID_HEADER, request_id),))
                     responses = await call(request, context)
                 except grpc.aio.AbortError:
-                    _log(name, request_id, context, started)
+                    _log(name, request_id, context, started, ok_level)
                     raise
                 except Exception as err:
                     await _abort(err, context, name, request_id, started)
-                return _stream(responses, context, name, request_id, started)
+                return _stream(responses, context, name, request_id, started, ok_level=ok_level)
 
             return stream
 
@@ -238,29 +245,29 @@ class RequestInterceptor:
             try:
                 result = await call(request, context)
             except grpc.aio.AbortError:
-                _log(name, request_id, context, started)
+                _log(name, request_id, context, started, ok_level)
                 raise
             except Exception as err:
                 await _abort(err, context, name, request_id, started)
-            if log.isEnabledFor(logging.INFO):
-                log.info("%s %s OK %.1fms", request_id, name, (time.perf_counter() - started) * 1000)
+            if log.isEnabledFor(ok_level):
+                log.log(ok_level, "%s %s OK %.1fms", request_id, name, (time.perf_counter() - started) * 1000)
             return result
 
         return unary
 
 
 async def _stream(
-    responses: AsyncIterator[Any], context: Context, name: str, request_id: str, started: float
+    responses: AsyncIterator[Any], context: Context, name: str, request_id: str, started: float, *, ok_level: int
 ) -> AsyncIterator[Any]:
     try:
         async for item in responses:
             yield item
     except grpc.aio.AbortError:
-        _log(name, request_id, context, started)
+        _log(name, request_id, context, started, ok_level)
         raise
     except Exception as err:
         await _abort(err, context, name, request_id, started)
-    _log(name, request_id, context, started)
+    _log(name, request_id, context, started, ok_level)
 
 
 async def _abort(err: Exception, context: Context, name: str, request_id: str, started: float) -> None:
@@ -279,9 +286,10 @@ async def _abort(err: Exception, context: Context, name: str, request_id: str, s
     await context.abort(status.code, status.details, (*status.trailing_metadata, (REQUEST_ID_HEADER, request_id)))
 
 
-def _log(name: str, request_id: str, context: Context, started: float) -> None:
-    if not log.isEnabledFor(logging.INFO):
-        return
+def _log(name: str, request_id: str, context: Context, started: float, ok_level: int) -> None:
     code = context.code() or grpc.StatusCode.OK
+    level = ok_level if code == grpc.StatusCode.OK else logging.INFO
+    if not log.isEnabledFor(level):
+        return
     code_name = code.name if isinstance(code, grpc.StatusCode) else str(code)
-    log.info("%s %s %s %.1fms", request_id, name, code_name, (time.perf_counter() - started) * 1000)
+    log.log(level, "%s %s %s %.1fms", request_id, name, code_name, (time.perf_counter() - started) * 1000)
