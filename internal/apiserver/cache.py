@@ -98,29 +98,33 @@ class RevisionProbe:
     A caller arriving while a read is in flight waits for the next one (the one in flight may
     have been answered before the caller's own request arrived: a write it saw could be missing).
     So one Range serves every read that arrived during the previous one. When callers did arrive
-    meanwhile (calls are concurrent), the next read waits `gather` seconds more for others to
-    join: a Range costs about as much CPU as a Get answered from memory, and under load the
-    callers would otherwise share one only by twos; a lone caller never waits."""
+    meanwhile (calls are concurrent), the next read lets others join first, `step` seconds at a
+    time while each step brings someone, for at most `gather` seconds: a Range costs about as
+    much CPU as a Get answered from memory, and under load the callers would otherwise share one
+    only by a few; a lone caller never waits, and a pair waits one step."""
 
-    def __init__(self, store: Store, prefix: str, gather: float = 0.002) -> None:
+    def __init__(self, store: Store, prefix: str, gather: float = 0.005, step: float = 0.001) -> None:
         self.store = store
         self.last_writes = f"{prefix}/{LAST_WRITES}/"
         self.gather = gather
+        self.step = step
         self._next: asyncio.Future[Now] | None = None  # the read the next callers share
         self._running: asyncio.Task[None] | None = None
+        self._joined = 0  # callers so far: the gathering sees whether a step brought any
 
     async def current(self) -> Now:
         if self._next is None:
             self._next = asyncio.get_running_loop().create_future()
             if self._running is None or self._running.done():
                 self._running = asyncio.create_task(self._run(), name="etcd revision probe")
+        self._joined += 1
         return await asyncio.shield(self._next)
 
     async def _run(self) -> None:
         first = True
         while self._next is not None:
             if not first and self.gather:
-                await asyncio.sleep(self.gather)  # callers came during the last read: gather more
+                await self._gather()  # callers came during the last read
             first = False
             waiting, self._next = self._next, None
             try:
@@ -129,6 +133,15 @@ class RevisionProbe:
             except Exception as err:  # every waiter gets the error; the next probe tries again
                 waiting.set_exception(err)
                 waiting.exception()  # retrieved: a waiter that was cancelled must not log it
+
+    async def _gather(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.gather
+        while True:
+            joined = self._joined
+            await asyncio.sleep(self.step)
+            if self._joined == joined or loop.time() >= deadline:
+                return
 
 
 class KindCache:
