@@ -13,7 +13,7 @@ import sys
 from tke.internal import logs
 from tke.internal.apiserver.app import ApiserverConfig, serve
 from tke.internal.config.loader import ConfigError, load
-from tke.internal.daemon import INTERRUPTED, cannot_run
+from tke.internal.daemon import INTERRUPTED, cannot_run, tune_collector
 from tke.internal.plugin.loader import PluginError
 from tke.internal.storage.store import StorageError
 
@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.config:
             worker_argv += ["--config", args.config]
         return supervise(worker_argv, config.workers, config.shutdown_grace)
+    tune_collector()
     try:
         asyncio.run(serve(config, args.worker))
     except PluginError as err:

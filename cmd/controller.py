@@ -17,7 +17,7 @@ from tke.internal import logs, metrics
 from tke.internal.config.loader import ConfigError, load
 from tke.internal.controller.config import ControllerConfig
 from tke.internal.controller.manager import Controller
-from tke.internal.daemon import INTERRUPTED, cannot_run, run_until_stopped
+from tke.internal.daemon import INTERRUPTED, cannot_run, run_until_stopped, tune_collector
 from tke.internal.plugin.loader import PluginError
 from tke.internal.provider.credentials import CredentialError
 
@@ -42,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as err:
         print(f"tke-controller: metrics on {config.metrics_address}: {err}", file=sys.stderr)
         return 1
+    tune_collector()
     try:
         asyncio.run(_serve(config))
     except (PluginError, CredentialError) as err:

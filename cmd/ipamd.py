@@ -11,7 +11,7 @@ import sys
 
 from tke.internal import logs
 from tke.internal.config.loader import ConfigError, load
-from tke.internal.daemon import INTERRUPTED, cannot_run
+from tke.internal.daemon import INTERRUPTED, cannot_run, tune_collector
 from tke.internal.ipamd.config import IpamdConfig
 from tke.internal.ipamd.server import ConfigurationError, serve
 from tke.internal.plugin.loader import PluginError
@@ -27,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tke-ipamd: {err}", file=sys.stderr)
         return 2
     logs.setup(config.log_level, config.log_format)
+    tune_collector()
     try:
         asyncio.run(serve(config))
     except (PluginError, ConfigurationError) as err:

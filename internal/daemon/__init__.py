@@ -1,11 +1,13 @@
 """How a long-running platform process ends (tke-apiserver, tke-ipamd, tke-controller): SIGINT
 (Ctrl-C) or SIGTERM (a supervisor) asks it to stop, and it stops gracefully, its clean-up run
 to the end, instead of dying where it stands; and how it says why it could not run: one line,
-never a traceback (`cannot_run`)."""
+never a traceback (`cannot_run`); and the garbage collector's settings for a server
+(`tune_collector`)."""
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -24,6 +26,24 @@ def cannot_run(prog: str, err: BaseException) -> int:
     print(f"{prog}: cannot run: {type(err).__name__}: {err}", file=sys.stderr)
     log.debug("%s failed", prog, exc_info=err)
     return 1
+
+
+# Allocations of container objects between two collections of the youngest generation
+# (Python's default is 700). A served call allocates a few hundred (coroutines' futures, tasks,
+# messages, dicts) that reference counting frees, and the default had the collector run every
+# few calls: ~8% of a Get's CPU in the apiserver. Ten times more keeps a cycle's garbage a few
+# milliseconds longer.
+YOUNG_COLLECTION_EVERY = 7000
+
+
+def tune_collector() -> None:
+    """For a server's main, after its imports: collect young objects less often, and leave out
+    of every collection the objects that exist now (modules, classes: they live as long as the
+    process)."""
+    gc.collect()
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(YOUNG_COLLECTION_EVERY, middle, old)
 
 
 async def run_until_stopped(work: Awaitable[None] | None = None) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import subprocess
 import sys
 
 import pytest
@@ -60,3 +61,18 @@ async def test_a_signal_stops_the_work_after_its_clean_up(sig: signal.Signals) -
 async def test_work_that_fails_ends_the_wait_with_its_error() -> None:
     code, out, err = await run("fail", None)
     assert code == 1 and out == "cleaned\n" and "RuntimeError: work failed" in err
+
+
+def test_a_tuned_collector_runs_less_often_and_skips_the_start_up_objects() -> None:
+    # In a fresh interpreter: the test process's own collector stays as it is.
+    check = (
+        "import gc\n"
+        "from tke.internal.daemon import YOUNG_COLLECTION_EVERY, tune_collector\n"
+        "default = gc.get_threshold()\n"
+        "tune_collector()\n"
+        "assert gc.get_threshold() == (YOUNG_COLLECTION_EVERY, *default[1:]), gc.get_threshold()\n"
+        "assert gc.get_freeze_count() > 1000, gc.get_freeze_count()\n"
+        "assert YOUNG_COLLECTION_EVERY > default[0]\n"
+    )
+    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
