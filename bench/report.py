@@ -76,6 +76,15 @@ def rows(results: dict[str, Any]) -> list[Row]:
             f"off {_f(off_cpu)} us", f"{_f(None if cpu_over is None else cpu_over * 100)}% more CPU",
             "<= 10%" if n == "32" else "", (cpu_over <= 0.10) if n == "32" and cpu_over is not None else None,
         ))  # fmt: skip
+        if "chain_off_no_access_log" in chain:
+            quiet_cpu = _get(chain, "chain_off_no_access_log", "cpu_us_per_call", "median")
+            same = chain.get("cpu_overhead_no_access_log")
+            out.append(Row(
+                "2", f"chain overhead, Get x{n}, neither with access-log lines", f"on {_f(on_cpu)} us",
+                f"off {_f(quiet_cpu)} us", f"{_f(None if same is None else same * 100)}% more CPU "
+                f"(authn+authz {_f(chain.get('cpu_us_authn_authz'))} us, audit {_f(chain.get('cpu_us_audit'))} us)",
+                "", None,
+            ))  # fmt: skip
         out.append(Row(
             "2", f"chain overhead, Get x{n} (throughput)", f"on {chain['chain_on']['qps']['median']:.0f}/s",
             f"off {chain['chain_off']['qps']['median']:.0f}/s", f"{over * 100:.0f}% slower", "", None,
