@@ -3,27 +3,31 @@
 being served when there is one.
 
 Lines are written in batches: a record below WARNING waits in memory at most `FLUSH_WITHIN`
-seconds (a thread writes what gathered), so a busy server writes its access log in a few large
-writes instead of a system call per call; a WARNING or worse is written at once, with every line
-before it; logging's shutdown at exit writes the rest. Only a process killed outright loses the
-last moments' lines below WARNING. Output written to stderr directly (not through logging) may
-appear up to `FLUSH_WITHIN` before log lines that were logged earlier."""
+seconds (a thread writes what gathered), so a busy server writes its access log in a few writes
+instead of a system call per call; a WARNING or worse is written at once, with every line before
+it; logging's shutdown at exit writes the rest. Only a process killed outright loses the last
+moments' lines below WARNING. Each write is whole lines of at most `ATOMIC_WRITE` bytes (a pipe
+takes a write that size in one piece), so the processes of `--workers` sharing one stderr never
+cut into each other's lines. Output written to stderr directly (not through logging) may appear
+up to `FLUSH_WITHIN` before log lines that were logged earlier."""
 
 from __future__ import annotations
 
 import contextvars
-import io
 import json
 import logging
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any, TextIO
 
 # The request id of the gRPC call being served (set by the servers' request interceptor).
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 
 FLUSH_WITHIN = 0.1  # seconds a line below WARNING may wait before it is written
+ATOMIC_WRITE = 4096  # bytes: PIPE_BUF on Linux
+MAX_WAITING_LINES = 10_000  # more are written at once, by the logger (bounded memory)
 
 
 class _RequestId(logging.Filter):
@@ -72,15 +76,17 @@ class BatchedStreamHandler(logging.StreamHandler[TextIO]):
     def __init__(self, stream: TextIO, flush_within: float = FLUSH_WITHIN) -> None:
         super().__init__(stream)
         self.flush_within = flush_within
+        self._lines: list[str] = []
         self._waiting = threading.Event()  # set while lines wait to be written
         threading.Thread(target=self._write_waiting, name="log writer", daemon=True).start()
 
     def emit(self, record: logging.LogRecord) -> None:
-        # (Handler.handle holds the handler's lock around emit.)
+        # (Handler.handle holds the handler's lock around emit, and flush takes it: a line is
+        # never added while lines are written, and a stuck stderr blocks the loggers as before.)
         try:
-            self.stream.write(self.format(record) + self.terminator)
-            if record.levelno >= logging.WARNING:
-                self.stream.flush()
+            self._lines.append(self.format(record) + self.terminator)
+            if record.levelno >= logging.WARNING or len(self._lines) >= MAX_WAITING_LINES:
+                self.flush()
             elif not self._waiting.is_set():
                 self._waiting.set()
         except RecursionError:
@@ -88,32 +94,43 @@ class BatchedStreamHandler(logging.StreamHandler[TextIO]):
         except Exception:
             self.handleError(record)
 
+    def flush(self) -> None:
+        self.acquire()
+        try:
+            lines, self._lines = self._lines, []
+            self._waiting.clear()
+            for chunk in whole_lines(lines, ATOMIC_WRITE):
+                self.stream.write(chunk)
+                self.stream.flush()
+        finally:
+            self.release()
+
     def _write_waiting(self) -> None:
         while True:
             self._waiting.wait()
-            time.sleep(self.flush_within)  # gather what comes meanwhile into the same write
-            self.acquire()
-            try:
-                self._waiting.clear()
-                self.flush()
-            finally:
-                self.release()
+            time.sleep(self.flush_within)  # gather what comes meanwhile into the same writes
+            self.flush()
 
 
-def _stderr() -> TextIO:
-    """stderr with a buffer of its own (Python's is line-buffered: a write per line), or
-    stderr itself when it is not a file (a test's capture)."""
-    try:
-        fd = sys.stderr.fileno()
-    except (AttributeError, OSError, ValueError):
-        return sys.stderr
-    raw = open(fd, "wb", buffering=1 << 16, closefd=False)  # noqa: SIM115 (lives as long as the process)
-    return io.TextIOWrapper(raw, encoding="utf-8", errors="backslashreplace")
+def whole_lines(lines: list[str], limit: int) -> Iterator[str]:
+    """`lines` joined into chunks of at most `limit` bytes, in order, none cut (a longer line
+    is a chunk of its own)."""
+    chunk: list[str] = []
+    size = 0
+    for line in lines:
+        n = len(line.encode("utf-8", "backslashreplace")) if not line.isascii() else len(line)
+        if chunk and size + n > limit:
+            yield "".join(chunk)
+            chunk, size = [], 0
+        chunk.append(line)
+        size += n
+    if chunk:
+        yield "".join(chunk)
 
 
 def setup(level: str = "info", fmt: str = "console") -> None:
     """Configure the root logger; `fmt` is "console" or "json"."""
-    handler = BatchedStreamHandler(_stderr())
+    handler = BatchedStreamHandler(sys.stderr)
     handler.addFilter(_RequestId())
     if fmt == "json":
         formatter: logging.Formatter = JsonFormatter()

@@ -21,6 +21,9 @@ from tke.internal.auth.audit import AuditEvent
 
 FILE_MODE = 0o600
 
+# One encoder for every line: json.dumps with options builds a new one per call.
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
 
 class _PrivateRotatingFile(logging.handlers.RotatingFileHandler):
     def _open(self) -> Any:
@@ -64,7 +67,7 @@ class JsonlFile:
             h.release()
 
     async def write(self, events: Sequence[AuditEvent]) -> None:
-        lines = [json.dumps(e.to_dict(), separators=(",", ":"), ensure_ascii=False) for e in events]
+        lines = [_encode(e.to_dict()) for e in events]
         # File I/O off the event loop: a slow disk must not stall requests.
         await asyncio.to_thread(self._write, lines)
 

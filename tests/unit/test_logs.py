@@ -78,3 +78,27 @@ def test_time_stamps_are_the_standard_formatters(datefmt: str | None) -> None:
         record = logging.LogRecord("x", logging.INFO, __file__, 1, "m", None, None)
         record.created, record.msecs = created, (created - int(created)) * 1000
         assert cached.formatTime(record, datefmt) == standard.formatTime(record, datefmt)
+
+
+def test_too_many_waiting_lines_are_written_at_once(
+    pipe: tuple[int, io.TextIOWrapper], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    read_end, stream = pipe
+    monkeypatch.setattr(logs, "MAX_WAITING_LINES", 3)
+    log = logger_on(logs.BatchedStreamHandler(stream, flush_within=3600), "bound")
+    log.info("a")
+    log.info("b")
+    assert not readable(read_end)
+    log.info("c")
+    assert readable(read_end), "the waiting lines were not bounded"
+    assert os.read(read_end, 1 << 16).decode() == "INFO a\nINFO b\nINFO c\n"
+
+
+def test_writes_are_whole_lines_that_a_pipe_takes_in_one_piece() -> None:
+    lines = [f"{i:04d} " + "x" * (i % 300) + "\n" for i in range(500)] + ["é" * 3000 + "\n", "y" * 5000 + "\n", "z\n"]
+    chunks = list(logs.whole_lines(lines, 4096))
+    assert "".join(chunks) == "".join(lines)
+    for chunk in chunks:
+        assert chunk.endswith("\n")
+        assert len(chunk.encode()) <= 4096 or chunk.count("\n") == 1, "a chunk over the limit holds more than a line"
+    assert len(chunks) < len(lines) / 10
