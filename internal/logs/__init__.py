@@ -2,14 +2,13 @@
 ("console") or as JSON objects ("json") for log pipelines, with the request id of the gRPC call
 being served when there is one.
 
-Lines are written in batches: a record below WARNING waits in memory at most `FLUSH_WITHIN`
-seconds (a thread writes what gathered), so a busy server writes its access log in a few writes
-instead of a system call per call; a WARNING or worse is written at once, with every line before
-it; logging's shutdown at exit writes the rest. Only a process killed outright loses the last
-moments' lines below WARNING. Each write is whole lines of at most `ATOMIC_WRITE` bytes (a pipe
-takes a write that size in one piece), so the processes of `--workers` sharing one stderr never
-cut into each other's lines. Output written to stderr directly (not through logging) may appear
-up to `FLUSH_WITHIN` before log lines that were logged earlier."""
+The access log (one line per call of a server) is written in batches: its lines wait in memory
+at most `FLUSH_WITHIN` seconds (a thread writes what gathered), so a busy server writes them in a
+few writes instead of a system call per call. Every other line is written at once, with every
+line before it, and logging's shutdown at exit writes the rest: only a process killed outright
+loses the last moments' access lines. Each write is whole lines of at most `ATOMIC_WRITE` bytes
+(a pipe takes a write that size in one piece), so the processes of `--workers` sharing one
+stderr never cut into each other's lines."""
 
 from __future__ import annotations
 
@@ -25,7 +24,8 @@ from typing import Any, TextIO
 # The request id of the gRPC call being served (set by the servers' request interceptor).
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 
-FLUSH_WITHIN = 0.1  # seconds a line below WARNING may wait before it is written
+BATCHED = frozenset({"tke.access"})  # the loggers whose lines may wait (below WARNING)
+FLUSH_WITHIN = 0.1  # seconds such a line may wait before it is written
 ATOMIC_WRITE = 4096  # bytes: PIPE_BUF on Linux
 MAX_WAITING_LINES = 10_000  # more are written at once, by the logger (bounded memory)
 
@@ -70,12 +70,14 @@ class JsonFormatter(_SecondCache):
 
 
 class BatchedStreamHandler(logging.StreamHandler[TextIO]):
-    """A StreamHandler whose lines below WARNING are written within `flush_within` seconds by a
-    thread (which sleeps while there is nothing to write), not one write per line."""
+    """A StreamHandler whose lines of the `batched` loggers below WARNING are written within
+    `flush_within` seconds by a thread (which sleeps while there is nothing to write), not one
+    write per line; any other line is written at once, after those waiting."""
 
-    def __init__(self, stream: TextIO, flush_within: float = FLUSH_WITHIN) -> None:
+    def __init__(self, stream: TextIO, flush_within: float = FLUSH_WITHIN, batched: frozenset[str] = BATCHED) -> None:
         super().__init__(stream)
         self.flush_within = flush_within
+        self.batched = batched
         self._lines: list[str] = []
         self._waiting = threading.Event()  # set while lines wait to be written
         threading.Thread(target=self._write_waiting, name="log writer", daemon=True).start()
@@ -85,7 +87,11 @@ class BatchedStreamHandler(logging.StreamHandler[TextIO]):
         # never added while lines are written, and a stuck stderr blocks the loggers as before.)
         try:
             self._lines.append(self.format(record) + self.terminator)
-            if record.levelno >= logging.WARNING or len(self._lines) >= MAX_WAITING_LINES:
+            if (
+                record.levelno >= logging.WARNING
+                or record.name not in self.batched
+                or len(self._lines) >= MAX_WAITING_LINES
+            ):
                 self.flush()
             elif not self._waiting.is_set():
                 self._waiting.set()

@@ -1,5 +1,6 @@
-"""The binaries' log handler: lines below WARNING are written in batches, a WARNING at once
-with everything before it; and the time stamps of the formatters are the standard ones."""
+"""The binaries' log handler: the access log's lines below WARNING are written in batches, any
+other line at once with everything before it; and the time stamps of the formatters are the
+standard ones."""
 
 from __future__ import annotations
 
@@ -31,8 +32,12 @@ def readable(fd: int, within: float = 0.0) -> bool:
     return bool(select.select([fd], [], [], within)[0])
 
 
+def batched(stream: io.TextIOWrapper, name: str, flush_within: float) -> logs.BatchedStreamHandler:
+    return logs.BatchedStreamHandler(stream, flush_within=flush_within, batched=frozenset({f"test_logs.{name}"}))
+
+
 def logger_on(handler: logging.Handler, name: str) -> logging.Logger:
-    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    handler.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
     log = logging.getLogger(f"test_logs.{name}")
     log.propagate = False
     log.handlers[:] = [handler]
@@ -42,31 +47,46 @@ def logger_on(handler: logging.Handler, name: str) -> logging.Logger:
 
 def test_info_lines_wait_and_a_warning_takes_them_along(pipe: tuple[int, io.TextIOWrapper]) -> None:
     read_end, stream = pipe
-    log = logger_on(logs.BatchedStreamHandler(stream, flush_within=3600), "warn")
+    log = logger_on(batched(stream, "warn", 3600), "warn")
     log.info("one")
     log.info("two")
     assert not readable(read_end), "an INFO line was written at once"
     log.warning("three")
     assert readable(read_end), "a WARNING was not written at once"
-    assert os.read(read_end, 1 << 16).decode() == "INFO one\nINFO two\nWARNING three\n"
+    lines = ["test_logs.warn INFO one", "test_logs.warn INFO two", "test_logs.warn WARNING three"]
+    assert os.read(read_end, 1 << 16).decode().splitlines() == lines
 
 
 def test_info_lines_are_written_within_the_delay(pipe: tuple[int, io.TextIOWrapper]) -> None:
     read_end, stream = pipe
-    log = logger_on(logs.BatchedStreamHandler(stream, flush_within=0.05), "delay")
+    log = logger_on(batched(stream, "delay", 0.05), "delay")
     for round_ in range(3):  # the writer thread sleeps between batches and wakes for the next
         log.info("line %d", round_)
         assert readable(read_end, within=10), f"round {round_}: the line was not written"
-        assert os.read(read_end, 1 << 16).decode() == f"INFO line {round_}\n"
+        assert os.read(read_end, 1 << 16).decode() == f"test_logs.delay INFO line {round_}\n"
+
+
+def test_a_line_of_another_logger_is_written_at_once_after_the_waiting_ones(
+    pipe: tuple[int, io.TextIOWrapper],
+) -> None:
+    """Start-up lines, errors, a controller's progress: only the access log may wait (a process
+    killed outright loses at most its last access lines)."""
+    read_end, stream = pipe
+    handler = batched(stream, "busy", 3600)
+    logger_on(handler, "busy").info("waits")
+    assert not readable(read_end)
+    logger_on(handler, "other").info("at once")
+    assert readable(read_end)
+    assert os.read(read_end, 1 << 16).decode() == "test_logs.busy INFO waits\ntest_logs.other INFO at once\n"
 
 
 def test_flush_writes_what_waits(pipe: tuple[int, io.TextIOWrapper]) -> None:
     """logging.shutdown (at exit) flushes every handler: nothing logged is lost."""
     read_end, stream = pipe
-    handler = logs.BatchedStreamHandler(stream, flush_within=3600)
+    handler = batched(stream, "flush", 3600)
     logger_on(handler, "flush").info("last words")
     handler.flush()
-    assert os.read(read_end, 1 << 16).decode() == "INFO last words\n"
+    assert os.read(read_end, 1 << 16).decode() == "test_logs.flush INFO last words\n"
 
 
 @pytest.mark.parametrize("datefmt", [None, "%Y-%m-%dT%H:%M:%S"])
@@ -85,13 +105,13 @@ def test_too_many_waiting_lines_are_written_at_once(
 ) -> None:
     read_end, stream = pipe
     monkeypatch.setattr(logs, "MAX_WAITING_LINES", 3)
-    log = logger_on(logs.BatchedStreamHandler(stream, flush_within=3600), "bound")
+    log = logger_on(batched(stream, "bound", 3600), "bound")
     log.info("a")
     log.info("b")
     assert not readable(read_end)
     log.info("c")
     assert readable(read_end), "the waiting lines were not bounded"
-    assert os.read(read_end, 1 << 16).decode() == "INFO a\nINFO b\nINFO c\n"
+    assert os.read(read_end, 1 << 16).decode() == "".join(f"test_logs.bound INFO {x}\n" for x in "abc")
 
 
 def test_writes_are_whole_lines_that_a_pipe_takes_in_one_piece() -> None:
