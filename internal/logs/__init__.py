@@ -12,6 +12,7 @@ stderr never cut into each other's lines."""
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import json
 import logging
@@ -115,7 +116,9 @@ class BatchedStreamHandler(logging.StreamHandler[TextIO]):
         while True:
             self._waiting.wait()
             time.sleep(self.flush_within)  # gather what comes meanwhile into the same writes
-            self.flush()
+            # stderr closed or broken: these lines are lost; the thread goes on.
+            with contextlib.suppress(OSError, ValueError):
+                self.flush()
 
 
 def whole_lines(lines: list[str], limit: int) -> Iterator[str]:

@@ -8,6 +8,7 @@ import io
 import logging
 import os
 import select
+import threading
 import time
 from collections.abc import Iterator
 
@@ -122,3 +123,22 @@ def test_writes_are_whole_lines_that_a_pipe_takes_in_one_piece() -> None:
         assert chunk.endswith("\n")
         assert len(chunk.encode()) <= 4096 or chunk.count("\n") == 1, "a chunk over the limit holds more than a line"
     assert len(chunks) < len(lines) / 10
+
+
+def test_the_writer_goes_on_when_a_write_fails(pipe: tuple[int, io.TextIOWrapper]) -> None:
+    read_end, stream = pipe
+    failed = threading.Event()
+
+    class Failing(io.StringIO):
+        def write(self, text: str) -> int:
+            failed.set()
+            raise BrokenPipeError("stderr is gone")
+
+    handler = batched(Failing(), "broken", 0.01)  # type: ignore[arg-type]
+    log = logger_on(handler, "broken")
+    log.info("lost")
+    assert failed.wait(10), "the writer thread did not write"
+    handler.setStream(stream)  # stderr works again
+    log.info("written")
+    assert readable(read_end, within=10), "the writer thread stopped after a failed write"
+    assert os.read(read_end, 1 << 16).decode() == "test_logs.broken INFO written\n"
