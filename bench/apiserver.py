@@ -35,7 +35,6 @@ from bench.procs import (
     USER_TOKEN,
     ApiserverProcess,
     Processes,
-    cpu_seconds,
     python,
     rss_bytes,
     tree_cpu_seconds,
@@ -113,7 +112,7 @@ def create_run(
         if token:
             argv += ["--token", token]
         children.append(procs.start(argv, stdout=subprocess.PIPE))
-    cpu = cpu_seconds(pid) if pid else 0.0
+    cpu = tree_cpu_seconds(pid) if pid else 0.0
     results = []
     for child in children:
         out, _ = child.communicate(timeout=seconds + 60)
@@ -121,7 +120,7 @@ def create_run(
         results.append(json.loads(out.decode().strip().splitlines()[-1]))
     latencies = [x for r in results for x in r["latencies_ms"]]
     calls = sum(int(r["calls"]) for r in results)
-    extra = {"cpu_us_per_call": (cpu_seconds(pid) - cpu) / calls * 1e6} if pid and calls else {}
+    extra = {"cpu_us_per_call": (tree_cpu_seconds(pid) - cpu) / calls * 1e6} if pid and calls else {}
     return {
         **extra,
         "qps": calls / seconds,
