@@ -103,7 +103,7 @@ class RevisionProbe:
     much CPU as a Get answered from memory, and under load the callers would otherwise share one
     only by a few; a lone caller never waits, and a pair waits one step."""
 
-    def __init__(self, store: Store, prefix: str, gather: float = 0.005, step: float = 0.001) -> None:
+    def __init__(self, store: Store, prefix: str, gather: float = 0.004, step: float = 0.001) -> None:
         self.store = store
         self.last_writes = f"{prefix}/{LAST_WRITES}/"
         self.gather = gather
