@@ -4,7 +4,6 @@ interceptor chain into a running server."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from tke.internal.rpc.server import ListenConfig, RunningServer, ServerSpec, sta
 from tke.internal.storage.etcd import EtcdConfig, EtcdStore
 from tke.internal.storage.etcd.compactor import Compactor
 from tke.internal.storage.store import Store
+from tke.internal.tasks import cancel_and_wait
 
 log = logging.getLogger("tke.apiserver")
 
@@ -270,10 +270,7 @@ class Apiserver:
         return self.server
 
     async def stop(self) -> None:
-        if self._compacting is not None:
-            self._compacting.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._compacting
+        await cancel_and_wait(self._compacting)
         if self.server is not None:
             await self.server.stop(self.config.shutdown_grace)
             await self.auth.stop()

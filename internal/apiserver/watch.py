@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ from tke.internal.apiserver.cache import KindCache
 from tke.internal.metrics import WATCH_CLIENTS, WATCH_CLIENTS_ENDED_SLOW, WATCH_EVENTS, WATCH_WINDOW_BYTES
 from tke.internal.rpc import errors
 from tke.internal.storage.store import Compacted, Event, EventType, Item, Progress, Store, TooLarge
+from tke.internal.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -215,10 +215,7 @@ class Hub(Generic[T]):
         for sub in list(self._subs):
             sub.close(None)
             self.leave(sub)
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
 
     async def _run(self) -> None:
         while True:

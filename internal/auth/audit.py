@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from tke.internal.metrics import AUDIT_DROPPED
+from tke.internal.tasks import cancel_and_wait
 
 log = logging.getLogger("tke.audit")
 
@@ -157,8 +158,6 @@ class Auditor:
                     await asyncio.shield(lane.task)
             except TimeoutError:
                 log.warning("audit sink %s did not drain in %.0fs", type(lane.sink).__name__, drain_seconds)
-                lane.task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await lane.task
+                await cancel_and_wait(lane.task)
             with contextlib.suppress(Exception):
                 await lane.sink.close()

@@ -20,6 +20,7 @@ import grpc
 
 from tke.internal.controller.client import ApiClient, code_of
 from tke.internal.meta.resource import Resource
+from tke.internal.tasks import cancel_and_wait
 from tke.platform.v1 import event_pb2
 
 log = logging.getLogger(__name__)
@@ -88,10 +89,7 @@ class ApiRecorder:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(grace):
                 await self._queue.join()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
 
     def record(self, obj: Resource, kind: str, type: int, reason: str, message: str) -> None:
         level = logging.WARNING if type == WARNING else logging.INFO

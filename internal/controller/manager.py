@@ -14,7 +14,6 @@ takes over, which the apiserver checks references against (provider/credentials.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
@@ -41,6 +40,7 @@ from tke.internal.provider.steps import check_plans
 from tke.internal.storage.etcd import EtcdStore
 from tke.internal.storage.lease import LeasedStore
 from tke.internal.storage.store import StorageError
+from tke.internal.tasks import cancel_and_wait
 from tke.platform.v1 import cluster_pb2, machine_pb2
 
 log = logging.getLogger("tke.controller")
@@ -165,9 +165,7 @@ class Controller:
         try:
             await self._lead()
         finally:
-            publishing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await publishing
+            await cancel_and_wait(publishing)
 
     async def _lead(self) -> None:
         await asyncio.gather(self.cluster_informer.synced.wait(), self.machine_informer.synced.wait())
@@ -216,11 +214,7 @@ class Controller:
                 log.warning("LEADER ELECTION IS OFF: run only one tke-controller")
                 await self._work()
         finally:
-            for task in informers:
-                task.cancel()
-            for task in informers:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await cancel_and_wait(*informers)
             await self.recorder.stop()
             await self.channel.close()
             if self._own_store:

@@ -38,6 +38,7 @@ from tke.internal.rpc.interceptors import RequestInterceptor
 from tke.internal.rpc.metrics import MetricsInterceptor
 from tke.internal.rpc.server import ListenConfig, RunningServer, ServerSpec, TLSConfig, start_server
 from tke.internal.storage.etcd import EtcdStore
+from tke.internal.tasks import cancel_and_wait
 from tke.ipam.v1 import ipam_pb2_grpc
 
 log = logging.getLogger("tke.ipamd")
@@ -204,13 +205,9 @@ class Ipamd:
             self.watching = asyncio.create_task(self.watcher.run(), name="workload watcher")
 
     async def stop(self) -> None:
-        if self._reconcile is not None:
-            self._reconcile.cancel()
-            await asyncio.gather(self._reconcile, return_exceptions=True)
-        if self.watching is not None:
-            self.watching.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):  # a failure was raised by serve()
-                await self.watching
+        # The reconcile logs its own failures; the watcher's failure was raised by serve().
+        with contextlib.suppress(Exception):
+            await cancel_and_wait(self._reconcile, self.watching)
         if self.extender is not None:
             await self.extender.cleanup()
         await asyncio.gather(*(s.stop(self.config.shutdown_grace) for s in self.servers))

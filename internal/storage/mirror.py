@@ -10,12 +10,12 @@ history is compacted away the copy is rebuilt from a fresh list, never left with
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
 from tke.internal.storage.store import Compacted, Event, EventType, Item, Store
+from tke.internal.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +40,7 @@ class Mirror(Generic[T]):
         self._task = asyncio.create_task(self._follow(), name=f"mirror {self.prefix}")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
 
     async def _relist(self) -> None:
         items: dict[str, T] = {}

@@ -48,6 +48,7 @@ from tke.internal.storage.store import (
     Unavailable,
     WatchMessage,
 )
+from tke.internal.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -430,10 +431,7 @@ class EtcdStore:
                 await backoff_sleep(delay)
                 delay = min(delay * 2, 2.0)
             finally:
-                if ticker is not None:
-                    ticker.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await ticker
+                await cancel_and_wait(ticker)
                 call.cancel()
 
 
