@@ -252,8 +252,7 @@ class Apiserver:
             register=register,
             services=[*(s.service.name for s in servicers), *(name for name, _ in self.auth.services)],
             interceptors=[
-                # With an audit log as the record of every call, the access log keeps the failures.
-                RequestInterceptor(ok_level=logging.DEBUG if self.auth.records_calls else logging.INFO),
+                RequestInterceptor(audited=self.auth.records_calls),
                 MetricsInterceptor(),
                 self.inflight,
                 *self.auth.interceptors,

@@ -140,15 +140,11 @@ class Ipamd:
                 tls = TLSConfig(c.tcp.cert_file, c.tcp.key_file, c.tcp.client_ca_file)
             elif not c.tcp.insecure:
                 raise ConfigurationError("[tcp] needs cert_file and key_file (or insecure = true for development)")
-            interceptors: list[Any] = [RequestInterceptor(), MetricsInterceptor()]
             if c.tcp.auth.authenticators:
                 self.auth_store = EtcdStore(c.tcp.auth_etcd)
                 context = PluginContext(self.auth_store, c.tcp.auth_etcd.prefix.rstrip("/"))
                 self.auth = build(c.tcp.auth, context, attributes=ipam_attributes(tenants))
                 await self.auth.start()
-                if self.auth.records_calls:  # the audit log is the record of every call
-                    interceptors[0] = RequestInterceptor(ok_level=logging.DEBUG)
-                interceptors += self.auth.interceptors
             elif c.tcp.insecure:
                 log.warning(
                     "THE TCP LISTENER %s HAS NO AUTHENTICATION: every caller acts as platform administrator "
@@ -160,6 +156,10 @@ class Ipamd:
                     "[tcp] without [tcp.auth] authenticators would serve every caller as platform administrator: "
                     "configure [tcp.auth] (as the apiserver's [auth]), or set insecure = true for development"
                 )
+            audited = self.auth is not None and self.auth.records_calls
+            interceptors = [RequestInterceptor(audited=audited), MetricsInterceptor()]
+            if self.auth is not None:
+                interceptors += self.auth.interceptors
             self.servers.append(
                 await start_server(ListenConfig(address=c.tcp.address, tls=tls), self._spec(interceptors))
             )

@@ -19,8 +19,8 @@ The request step:
   INVALID_ARGUMENT; anything else becomes INTERNAL with the request id, and its traceback goes
   to the server log only.
 - The access log: one line per call, built only when a handler will write it: at INFO, except
-  that a server whose audit log records every call (`ok_level=DEBUG`) logs the calls that
-  succeeded at DEBUG; failures are at INFO either way.
+  that a server whose audit log records every call (`audited`) logs the calls that succeeded
+  at DEBUG; failures are at INFO either way.
 - Streaming calls are wrapped so that errors raised while streaming are mapped the same way.
 
 Requests whose bytes do not parse as the method's message get INVALID_ARGUMENT with a message
@@ -208,11 +208,11 @@ def to_api_error(err: Exception, request_id: str) -> ApiError:
 
 
 class RequestInterceptor:
-    """Request id, access log and error mapping for unary and streaming calls. `ok_level`: the
-    access log's level for calls that succeeded."""
+    """Request id, access log and error mapping for unary and streaming calls. `audited`: an
+    audit log records every call, so the calls that succeeded are logged at DEBUG only."""
 
-    def __init__(self, ok_level: int = logging.INFO) -> None:
-        self.ok_level = ok_level
+    def __init__(self, *, audited: bool = False) -> None:
+        self.ok_level = logging.DEBUG if audited else logging.INFO
 
     def wrap(self, call: Call, method: Method) -> Call:
         name = method.name
