@@ -1,6 +1,6 @@
 """Start-up and throughput of the node's CNI plugins, measured the way a runtime sees them.
 
-    python -m bench.cni [--rounds 30] [--concurrent 100]
+    python -m bench.cni [--rounds 30] [--concurrent 100] [--json FILE]
 
 Prints the median and p95 of: VERSION of each binary; ADD+DEL of Debian's bridge + host-local
 (the baseline); ADD+DEL through cni-switch -> bridge + host-local; ADD+DEL through cni-switch ->
@@ -8,8 +8,8 @@ bridge -> tke-ipamc -> tke-ipamd (a real ipamd over a real etcd, both started he
 ratio of the baseline measured in the same run, with the mean CPU time per call (user + system of
 the plugin and every process it ran, and tke-ipamd's during the call: the steadier number on a
 shared machine) and its ratio to the baseline's; then the wall time of `--concurrent` ADDs at
-once through the ipamd path. Everything happens in network namespaces created here (root
-needed) and removed afterwards.
+once through the ipamd path. `--json FILE` also writes the same figures as one JSON object.
+Everything happens in network namespaces created here (root needed) and removed afterwards.
 """
 
 from __future__ import annotations
@@ -105,6 +105,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--concurrent", type=int, default=100)
     parser.add_argument("--without-ipamd", action="store_true", help="only the paths that need no ipamd")
+    parser.add_argument("--json", default="", help="also write the figures to this file, as one JSON object")
     parser.add_argument(
         "--plugin-python",
         default="",
@@ -174,6 +175,7 @@ def main() -> None:
         base = dict(rows)["ADD+DEL bridge+host-local"]
         base_median, base_cpu = summary(base)[0], CPU["ADD+DEL bridge+host-local"]
         print(f"{'what':52} {'median ms':>10} {'p95 ms':>8} {'x baseline':>11} {'CPU ms':>7} {'x base CPU':>11}")
+        figures: dict[str, Any] = {"rows": {}}
         for name, samples in rows:
             median, p95 = summary(samples)
             label = f"{name} (baseline)" if name == "ADD+DEL bridge+host-local" else name
@@ -182,8 +184,16 @@ def main() -> None:
                 f"{label:52} {median * 1e3:10.1f} {p95 * 1e3:8.1f} {median / base_median:11.2f} "
                 f"{cpu * 1e3:7.1f} {cpu / base_cpu:11.2f}"
             )
+            figures["rows"][name] = {
+                "median_ms": median * 1e3,
+                "p95_ms": p95 * 1e3,
+                "x_baseline": median / base_median,
+                "cpu_ms": cpu * 1e3,
+                "x_baseline_cpu": cpu / base_cpu,
+            }
 
         if ipamd is None:
+            _write(opts.json, figures)
             return
         pods = [stack.enter_context(netns("tbp")) for _ in range(opts.concurrent)]
         start = time.perf_counter()
@@ -204,9 +214,22 @@ def main() -> None:
         failed = [o for o in outcomes if o.code != 0]
         print(f"{opts.concurrent} concurrent ADDs through ipamd: {wall:.2f} s wall, {len(failed)} failed")
         addresses = [ip["address"] for o in outcomes if o.code == 0 for ip in o.json.get("ips", [])]
-        print(f"  {len(addresses) - len(set(addresses))} duplicate addresses among {len(addresses)}")
+        duplicates = len(addresses) - len(set(addresses))
+        print(f"  {duplicates} duplicate addresses among {len(addresses)}")
         for o in failed[:3]:
             print("  ", json.dumps(o.json))
+        figures |= {
+            "concurrent_adds": opts.concurrent,
+            "concurrent_wall_s": wall,
+            "concurrent_failed": len(failed),
+            "concurrent_duplicates": duplicates,
+        }
+        _write(opts.json, figures)
+
+
+def _write(path: str, figures: dict[str, Any]) -> None:
+    if path:
+        Path(path).write_text(json.dumps(figures))
 
 
 def _compile() -> None:

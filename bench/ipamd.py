@@ -17,13 +17,14 @@
 `--profile PATH` samples the single tke-ipamd with py-spy during (2) and writes its collapsed
 stacks to PATH (py-spy takes CPU too: the ratios of such a run are not the bench's).
 
-Usage: python -m bench.ipamd [--seconds 5] [--profile bench-results/profile-ipamd.txt]
+Usage: python -m bench.ipamd [--seconds 5] [--profile bench-results/profile-ipamd.txt] [--json FILE]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import random
 import statistics
@@ -32,6 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import grpc
 from aetcd import rpc
@@ -200,7 +202,8 @@ def _pct(values: list[float], q: float) -> float:
 
 async def measure(
     etcd_endpoint: str, sockets: list[str], seconds: float, samples: int, pids: dict[str, int], *, profile_to: str = ""
-) -> None:
+) -> dict[str, Any]:
+    """Prints each figure as it is measured; returns them all (the keys `make bench` reads)."""
     etcd_pid = {"etcd": pids["etcd"]}
     raw, raw_cpu = await raw_etcd_rate(etcd_endpoint, seconds, CpuMeter(etcd_pid))
     print(f"etcd CAS transactions, {CLIENTS} clients:      {raw:8.0f}/s")
@@ -217,10 +220,25 @@ async def measure(
     print(f"two ipamd replicas, {CLIENTS} clients over both: {both:8.0f} calls/s = {both / rate:.2f} x one replica")
     low = await fill_latency(etcd_endpoint, 0.05, samples)
     high = await fill_latency(etcd_endpoint, 0.95, samples)
+    p50s = {}
     for name, values in (("5% full", low), ("95% full", high)):
         p50, p99 = statistics.median(values) * 1000, _pct(values, 0.99) * 1000
+        p50s[name] = p50
         print(f"Allocate latency, /16 {name:>8}:          p50 {p50:6.2f} ms   p99 {p99:6.2f} ms")
-    print(f"latency ratio 95% / 5% fill (p50):         {statistics.median(high) / statistics.median(low):.2f}")
+    fill_ratio = statistics.median(high) / statistics.median(low)
+    print(f"latency ratio 95% / 5% fill (p50):         {fill_ratio:.2f}")
+    return {
+        "etcd_cas_per_s": raw,
+        "ipamd_calls_per_s": rate,
+        "ratio_to_etcd": rate / raw,
+        "ratio_by_cpu": by_cpu,
+        "cpu_us_per_cas": raw_cpu,
+        "cpu_us_per_call": cpu,
+        "p50_5pct_ms": p50s["5% full"],
+        "p50_95pct_ms": p50s["95% full"],
+        "fill_latency_ratio": fill_ratio,
+        "two_replicas_vs_one": both / rate,
+    }
 
 
 def start_ipamd(tmp: str, etcd_endpoint: str, name: str = "ipamd") -> tuple[subprocess.Popen[bytes], str]:
@@ -245,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=5.0, help="duration of each throughput run")
     parser.add_argument("--samples", type=int, default=300, help="allocations per fill level")
     parser.add_argument("--profile", default="", help="py-spy's collapsed stacks of tke-ipamd during (2) to this file")
+    parser.add_argument("--json", default="", help="also write the figures to this file, as one JSON object")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="ipam-bench-", dir="/tmp") as tmp:
         etcd = EtcdProcess(Path(tmp) / "etcd")
@@ -259,7 +278,11 @@ def main(argv: list[str] | None = None) -> int:
                 daemons.append(daemon)
                 sockets.append(socket)
                 pids[name] = daemon.pid
-            asyncio.run(measure(etcd.endpoint, sockets, args.seconds, args.samples, pids, profile_to=args.profile))
+            figures = asyncio.run(
+                measure(etcd.endpoint, sockets, args.seconds, args.samples, pids, profile_to=args.profile)
+            )
+            if args.json:
+                Path(args.json).write_text(json.dumps(figures))
         finally:
             for daemon in daemons:
                 daemon.terminate()
