@@ -32,7 +32,7 @@ def _run(module: str, args: list[str], timeout: float) -> tuple[dict[str, Any], 
 
 def ipam(seconds: float, timeout: float = 300.0) -> dict[str, Any]:
     figures, printed = _run("bench.ipamd", ["--seconds", str(seconds)], timeout)
-    keys = ("etcd_cas_per_s", "ipamd_calls_per_s", "ratio_to_etcd", "ratio_by_cpu", "cpu_us_per_cas",
+    keys = ("etcd_cas_per_s", "ipamd_calls_per_s", "ratio_to_etcd", "ratio_rounds", "ratio_by_cpu", "cpu_us_per_cas",
             "cpu_us_per_call", "p50_5pct_ms", "p50_95pct_ms", "fill_latency_ratio", "two_replicas_vs_one")  # fmt: skip
     return printed | {key: figures.get(key) for key in keys}
 

@@ -3,7 +3,9 @@
 1. Raw etcd: compare-and-swap transactions per second from 32 concurrent clients (create a key
    with create_revision == 0, delete it with mod_revision ==), through the same client library.
 2. tke-ipamd: Allocate+Release calls per second from 32 concurrent gRPC clients to one real
-   tke-ipamd process over its unix socket, as a ratio of (1).
+   tke-ipamd process over its unix socket, as a ratio of (1). (1) and (2) alternate for
+   `--rounds` rounds (3); each number is the median of its rounds, the ratios the medians of the
+   rounds' own ratios.
    Beside both: the CPU time per operation of each process (the clients, etcd, tke-ipamd; user +
    system, from /proc), and the ratio of (1) to (2) by CPU (what the throughput ratio is when
    the machine's CPU is the limit and other work takes some of it: the steadier number on a
@@ -14,10 +16,10 @@
    Fill is laid down directly as owned bits in the blocks (an allocation reads and writes only
    its block, so the records of the other 62 000 addresses would not be on its path).
 
-`--profile PATH` samples the single tke-ipamd with py-spy during (2) and writes its collapsed
+`--profile PATH` samples the single tke-ipamd with py-spy during (2)'s first round and writes its collapsed
 stacks to PATH (py-spy takes CPU too: the ratios of such a run are not the bench's).
 
-Usage: python -m bench.ipamd [--seconds 5] [--profile bench-results/profile-ipamd.txt] [--json FILE]
+Usage: python -m bench.ipamd [--seconds 5] [--rounds 3] [--profile bench-results/profile-ipamd.txt] [--json FILE]
 """
 
 from __future__ import annotations
@@ -201,18 +203,43 @@ def _pct(values: list[float], q: float) -> float:
 
 
 async def measure(
-    etcd_endpoint: str, sockets: list[str], seconds: float, samples: int, pids: dict[str, int], *, profile_to: str = ""
+    etcd_endpoint: str,
+    sockets: list[str],
+    seconds: float,
+    samples: int,
+    pids: dict[str, int],
+    *,
+    rounds: int = 3,
+    profile_to: str = "",
 ) -> dict[str, Any]:
-    """Prints each figure as it is measured; returns them all (the keys `make bench` reads)."""
+    """Prints each figure as it is measured; returns them all (the keys `make bench` reads).
+    (1) and (2) alternate for `rounds` rounds; each figure is the median of its rounds, the
+    ratios medians of the rounds' own ratios (a baseline and its figure measured side by side)."""
     etcd_pid = {"etcd": pids["etcd"]}
-    raw, raw_cpu = await raw_etcd_rate(etcd_endpoint, seconds, CpuMeter(etcd_pid))
+    raws: list[float] = []
+    rates: list[float] = []
+    raw_cpus: list[dict[str, float]] = []
+    cpus: list[dict[str, float]] = []
+    for r in range(rounds):
+        raw, raw_cpu = await raw_etcd_rate(etcd_endpoint, seconds, CpuMeter(etcd_pid))
+        spy = record(pids["ipamd-1"], max(1.0, seconds - 1), Path(profile_to)) if profile_to and r == 0 else None
+        meter = CpuMeter({"ipamd": pids["ipamd-1"], **etcd_pid})
+        # Each round its own pool: they never overlap, with each other or with (3)'s.
+        rate, cpu = await ipamd_rate(sockets[:1], seconds, meter, pool=f"bench-{r}", cidr=f"10.{210 + r}.0.0/16")
+        if spy is not None:
+            spy.wait(seconds + 30)
+        print(f"round {r + 1}: etcd CAS {raw:.0f}/s, tke-ipamd {rate:.0f} calls/s = {rate / raw:.2f} x", flush=True)
+        raws.append(raw)
+        rates.append(rate)
+        raw_cpus.append(raw_cpu)
+        cpus.append(cpu)
+    raw, rate = statistics.median(raws), statistics.median(rates)
+    ratio = statistics.median(b / a for a, b in zip(raws, rates, strict=True))
+    by_cpu = statistics.median(sum(a.values()) / sum(b.values()) for a, b in zip(raw_cpus, cpus, strict=True))
+    raw_cpu = {name: statistics.median(c[name] for c in raw_cpus) for name in raw_cpus[0]}
+    cpu = {name: statistics.median(c[name] for c in cpus) for name in cpus[0]}
     print(f"etcd CAS transactions, {CLIENTS} clients:      {raw:8.0f}/s")
-    spy = record(pids["ipamd-1"], max(1.0, seconds - 1), Path(profile_to)) if profile_to else None
-    rate, cpu = await ipamd_rate(sockets[:1], seconds, CpuMeter({"ipamd": pids["ipamd-1"], **etcd_pid}))
-    if spy is not None:
-        spy.wait(seconds + 30)
-    print(f"tke-ipamd Allocate+Release, {CLIENTS} clients:  {rate:8.0f} calls/s = {rate / raw:.2f} x etcd CAS rate")
-    by_cpu = sum(raw_cpu.values()) / sum(cpu.values())
+    print(f"tke-ipamd Allocate+Release, {CLIENTS} clients:  {rate:8.0f} calls/s = {ratio:.2f} x etcd CAS rate")
     print(f"CPU per etcd CAS:                          {_cpu(raw_cpu)}")
     print(f"CPU per Allocate or Release:               {_cpu(cpu)}")
     print(f"ratio by CPU (all processes):              {by_cpu:.2f} x etcd CAS")
@@ -230,7 +257,8 @@ async def measure(
     return {
         "etcd_cas_per_s": raw,
         "ipamd_calls_per_s": rate,
-        "ratio_to_etcd": rate / raw,
+        "ratio_to_etcd": ratio,
+        "ratio_rounds": [b / a for a, b in zip(raws, rates, strict=True)],
         "ratio_by_cpu": by_cpu,
         "cpu_us_per_cas": raw_cpu,
         "cpu_us_per_call": cpu,
@@ -261,6 +289,7 @@ def start_ipamd(tmp: str, etcd_endpoint: str, name: str = "ipamd") -> tuple[subp
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ipam-bench", description=__doc__.split("\n\n")[0] if __doc__ else "")
     parser.add_argument("--seconds", type=float, default=5.0, help="duration of each throughput run")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of (1) and (2), side by side")
     parser.add_argument("--samples", type=int, default=300, help="allocations per fill level")
     parser.add_argument("--profile", default="", help="py-spy's collapsed stacks of tke-ipamd during (2) to this file")
     parser.add_argument("--json", default="", help="also write the figures to this file, as one JSON object")
@@ -279,7 +308,15 @@ def main(argv: list[str] | None = None) -> int:
                 sockets.append(socket)
                 pids[name] = daemon.pid
             figures = asyncio.run(
-                measure(etcd.endpoint, sockets, args.seconds, args.samples, pids, profile_to=args.profile)
+                measure(
+                    etcd.endpoint,
+                    sockets,
+                    args.seconds,
+                    args.samples,
+                    pids,
+                    rounds=args.rounds,
+                    profile_to=args.profile,
+                )
             )
             if args.json:
                 Path(args.json).write_text(json.dumps(figures))
