@@ -10,9 +10,11 @@ SSH_CONNECTION; the machines are prepared by the default install profile's own c
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -261,3 +263,46 @@ def test_the_stand_ins_cannot_hang_a_test(tmp_path: Path) -> None:
         # ... and a stand-in that needs the world fails after a bounded wait, saying why.
         _refused(m, m.sh(M1, "modprobe br_netfilter", **{LOCK_WAIT_ENV: "0.5"}), "stayed locked for 0.5s")
     assert m.sh(M1, "modprobe br_netfilter").returncode == 0
+
+
+def test_a_join_asks_again_for_an_unsigned_cluster_info_without_holding_the_world(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kubeadm's token discovery waits for the bootstrapsigner's JWS instead of failing at
+    once; the stand-in does too, and lets go of the world's lock between its tries (the test's
+    bootstrapsigner and kubelets read the world while it waits)."""
+    world = World(tmp_path / "world")
+    monkeypatch.setenv(WORLD_ENV, str(world.directory))
+    monkeypatch.setenv(LOCK_WAIT_ENV, "0.5")
+    free_between_tries: list[bool] = []
+
+    def pause() -> None:
+        world.read()  # the world is not locked between tries: this would fail (WorldBusy) if it were
+        free_between_tries.append(True)
+
+    monkeypatch.setattr(standins, "_before_asking_again", pause)
+    tries: list[bool] = []
+
+    def signed_on_the_third_try(machine: standins.Machine, args: list[str], state: dict[str, object]) -> str:
+        tries.append(True)
+        if len(tries) < 3:
+            raise standins.NotYetSigned("abcdef", timeout=60)
+        return "This node has joined the cluster\n"
+
+    monkeypatch.setitem(standins.HANDLERS, "kubeadm", signed_on_the_third_try)
+    assert standins.main(["kubeadm", "join"]) == 0
+    assert (len(tries), len(free_between_tries)) == (3, 2)
+    assert [c["ok"] for c in _calls(world)] == [True]
+
+    def never_signed(machine: standins.Machine, args: list[str], state: dict[str, object]) -> str:
+        raise standins.NotYetSigned("abcdef", timeout=0.2)
+
+    monkeypatch.setitem(standins.HANDLERS, "kubeadm", never_signed)
+    assert standins.main(["kubeadm", "join"]) == 1
+    last = _calls(world)[-1]
+    assert not last["ok"]
+    assert "could not find a JWS signature in the cluster-info ConfigMap for token ID 'abcdef'" in last["error"]
+
+
+def _calls(world: World) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in world.calls_file.read_text().splitlines()]

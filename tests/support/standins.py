@@ -13,7 +13,8 @@ calls.jsonl, tests/support/kubeadm_world.py) and check it the way the real progr
   A worker's join to an endpoint no stand-in kubeadm init made (a hosted control plane) does token
   discovery over HTTPS against the API at the endpoint, as kubeadm does: cluster-info from
   kube-public read anonymously, its JWS for the token checked (bootstrapsigner's, see
-  tests/support/jws.py) and its CA checked against the pin; then, as the bootstrap token,
+  tests/support/jws.py; until it is there, asked again up to the discovery timeout, 5 minutes
+  unless the JoinConfiguration says) and its CA checked against the pin; then, as the bootstrap token,
   kubeadm-config and kubelet-config from kube-system (their documents checked against the
   reference field lists) and the Node of its name (kubeadm's RBAC must let it). The node is
   recorded in the world's "hosted" section for the test's kubelets.
@@ -56,6 +57,24 @@ TOKEN = re.compile(r"^([a-z0-9]{6})\.([a-z0-9]{16})$")
 
 class Refused(Exception):
     """The program fails with this message (exit status 1)."""
+
+
+class NotYetSigned(Refused):
+    """cluster-info has no JWS for the join's token yet. kubeadm's token discovery asks again
+    (every 5 s, jittered) until its discovery timeout; main() does too, without the world's lock
+    meanwhile (the test's bootstrapsigner may need it), and fails with this message at the end."""
+
+    def __init__(self, token_id: str, timeout: float) -> None:
+        super().__init__(
+            "couldn't validate the identity of the API Server: could not find a JWS signature in the cluster-info "
+            f"ConfigMap for token ID {token_id!r}"
+        )
+        self.timeout = timeout
+
+
+# How long a join waits before asking again for an unsigned cluster-info: kubeadm waits 5 s
+# (jittered); the stand-in asks more often, which changes how soon it notices, not what it accepts.
+DISCOVERY_RETRY = 0.2
 
 
 def install(bin_dir: Path) -> None:
@@ -441,12 +460,9 @@ def _join_hosted(m: Machine, jc: dict[str, Any], state: dict[str, Any]) -> str:
     data = info.get("data") or {}
     kubeconfig = data.get("kubeconfig", "")
     signature = data.get(f"jws-kubeconfig-{token_id}")
-    if signature is None:
-        raise Refused(
-            f"there is no JWS signed token in the cluster-info ConfigMap. This token id {token_id!r} is invalid for "
-            'this cluster, or it has expired. Use "kubeadm token create" on the control-plane node to create a new '
-            "valid token"
-        )
+    if signature is None:  # the bootstrapsigner adds it a little after the token: kubeadm waits
+        timeout = (jc.get("timeouts") or {}).get("discovery") or jc["discovery"].get("timeout") or "5m0s"
+        raise NotYetSigned(token_id, _seconds(timeout))
     if signature != jws.detached(kubeconfig, token_id, token_secret):
         raise Refused("failed to verify JWS signature of received cluster info object, can't trust this API Server")
     cluster = yaml.safe_load(kubeconfig)["clusters"][0]["cluster"]
@@ -694,6 +710,25 @@ HANDLERS: dict[str, Callable[[Machine, list[str], dict[str, Any]], str]] = {
 STATELESS: dict[str, Callable[[list[str]], str]] = {"curl": curl, "gpg": gpg}
 
 
+def _under_the_lock(world: Any, machine: Machine, args: list[str]) -> str:
+    """The program's handler with the world's state locked; a join that finds cluster-info not
+    yet signed lets go of the lock and tries again until its discovery timeout, as kubeadm does."""
+    deadline = 0.0
+    while True:
+        try:
+            with world.state() as state:
+                return HANDLERS.get(args[0], simple)(machine, args, state)
+        except NotYetSigned as unsigned:
+            deadline = deadline or time.monotonic() + unsigned.timeout
+            if time.monotonic() >= deadline:
+                raise
+        _before_asking_again()
+
+
+def _before_asking_again() -> None:
+    time.sleep(DISCOVERY_RETRY)
+
+
 def main(argv: list[str]) -> int:
     from tests.support.kubeadm_world import WORLD_ENV, World, WorldBusy
 
@@ -704,13 +739,9 @@ def main(argv: list[str]) -> int:
     machine = Machine(world, ip)
     record: dict[str, Any] = {"machine": ip, "argv": args, "ok": True}
     try:
-        if program in STATELESS:
-            # Never under the world's lock: in `curl | gpg` gpg waits for curl's output, and
-            # holding the lock meanwhile it would wait forever for a curl waiting for the lock.
-            out = STATELESS[program](args)
-        else:
-            with world.state() as state:
-                out = HANDLERS.get(program, simple)(machine, args, state)
+        # curl and gpg never take the world's lock: in `curl | gpg` gpg waits for curl's output,
+        # and holding the lock meanwhile it would wait forever for a curl waiting for the lock.
+        out = STATELESS[program](args) if program in STATELESS else _under_the_lock(world, machine, args)
     except (Refused, WorldBusy, OSError) as err:
         record.update(ok=False, error=str(err))
         print(f"{program}: {err}", file=sys.stderr)
