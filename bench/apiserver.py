@@ -12,7 +12,9 @@ Also, Get x32 through the full chain on one process and on `tke-apiserver --work
 (throughput and CPU per call of all the server's processes).
 
 A third Get baseline splits the cost: a bare grpc.aio server whose handler reads the key from
-etcd with the platform's etcd client (one inbound and one outbound call, no other code).
+etcd with the platform's etcd client (one inbound and one outbound call, no other code). Create
+has the same: the bare server's Create relay puts the request under a new key with the
+apiserver's create transaction and answers empty, the floor of a Create in this design.
 
 Generators: h2load for Get, the empty call and etcd's Range (the same framed request every
 time); several load-client processes (loadclient.py) for Create and the raw etcd create
@@ -296,16 +298,22 @@ def measure(
     after = chain.handled("ClusterService/Get")
     out["get_status_codes"] = {code: after.get(code, 0) - before.get(code, 0) for code in after}
     for n in in_flights:
-        runs = {"apiserver": [], "etcd": []}
+        runs = {"apiserver": [], "etcd": [], "relay": []}
         for r in range(n_rounds):
             tag = f"r{r}n{n}"
             runs["etcd"].append(create_run(procs, "etcd", etcd_endpoint, n, seconds, tag=tag))
+            runs["relay"].append(create_run(procs, "apiserver", bare_address, n, seconds, tag=tag, pid=bare.pid))
             runs["apiserver"].append(
                 create_run(procs, "apiserver", chain.address, n, seconds, tag=tag, token=USER_TOKEN, pid=chain.pid)
             )
         out["create"][str(n)] = {
             "apiserver": _summary(runs["apiserver"]),
             "etcd_txn": _summary(runs["etcd"]),
+            # The bare server's Create relay: one inbound call, one create transaction, no other code.
+            "bare_relay": _summary(runs["relay"]),
+            "relay_ratio_to_etcd": rounds(
+                [ratio(a["qps"], b["qps"]) for a, b in zip(runs["relay"], runs["etcd"], strict=True)]
+            ),
             "error_codes": sorted({c for r in runs["apiserver"] for c in r["error_codes"]}),
             "ratio_to_etcd": rounds(
                 [ratio(a["qps"], b["qps"]) for a, b in zip(runs["apiserver"], runs["etcd"], strict=True)]

@@ -62,7 +62,9 @@ def rows(results: dict[str, Any]) -> list[Row]:
         out.append(Row(
             "1", f"Create x{n} in flight (p50/p99 {a['p50_ms']:.1f}/{a['p99_ms']:.1f} ms)",
             f"{a['qps']['median']:.0f}/s, {_f(cpu)} us CPU/call",
-            f"etcd txn {create['etcd_txn']['qps']['median']:.0f}/s",
+            f"etcd txn {create['etcd_txn']['qps']['median']:.0f}/s"
+            + (f"; bare relay {r['qps']['median']:.0f}/s ({_f(_get(r, 'cpu_us_per_call', 'median'))} us CPU/call, "
+               f"{create['relay_ratio_to_etcd']['median']:.2f} etcd)" if (r := create.get("bare_relay")) else ""),
             f"{create['ratio_to_etcd']['median']:.2f} etcd; {create['ratio_to_bare']:.2f} bare",
             ">= 0.3 etcd" if n == "32" else "", (create["ratio_to_etcd"]["median"] >= 0.3) if n == "32" else None,
         ))  # fmt: skip
