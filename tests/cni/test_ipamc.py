@@ -272,3 +272,52 @@ def test_ipamc_as_a_runtime_calls_it(ipamc: Runtime, admin: Any, ipamd: IpamdDae
     bad = {**conf, "ipam": {**conf["ipam"], "colour": "blue"}}
     assert ipamc.run("ADD", bad, container_id=unique("c"), netns="/proc/self/ns/net").json["code"] == 7
     assert ipamc.run("ADD", {**conf, "ipam": None}, container_id="c", netns="/proc/self/ns/net").json["code"] == 7
+
+
+def test_pod_identities_no_kubernetes_object_can_have_never_fail_a_verb(  # noqa: PLR0917 - pytest fixtures
+    switch: Runtime,
+    ipamc: Runtime,
+    namespaces: Callable[[], str],
+    conf: dict[str, Any],
+    admin: Any,
+    ipamd: IpamdDaemon,
+    tmp_path: Path,
+) -> None:
+    """podman sends its container or pod name as K8S_POD_NAME ('My_Pod' is a valid podman
+    name, no Kubernetes name); a careless runtime may send anything. ipamd refuses such names,
+    so the plugins must not ask it about them: the pod is no Kubernetes pod (no binding; a bare
+    pod per container), and a bad uid is ignored, so a DEL always completes."""
+    podman = "IgnoreUnknown=1;K8S_POD_NAMESPACE=My_Pod;K8S_POD_NAME=My_Pod;K8S_POD_INFRA_CONTAINER_ID=x"
+    ns, cid = namespaces(), unique("c")
+    out = switch.run("ADD", conf, container_id=cid, netns=netns_path(ns), args=podman)
+    assert out.ok()["ips"][0]["address"].startswith("10.70.0."), out.stderr  # the default network
+    assert "is no Kubernetes pod" in out.stderr
+    assert switch.run("DEL", conf, container_id=cid, netns=netns_path(ns), args=podman).code == 0
+
+    net = ipamc_network("fixed-ip", unique("tf"), ipamd.socket, tmp_path, pool="fixed")["plugins"][0]
+    ipam_conf = {"cniVersion": "1.0.0", "name": "fixed-ip", **net}
+    hostile = ("K8S_POD_NAMESPACE=../etc;K8S_POD_NAME=a/b", "K8S_POD_NAME=db-0;TKE_WORKLOAD_KIND=Stateful/Set")
+    for args in (podman, *hostile):
+        cid = unique("c")
+        result = ipamc.run("ADD", ipam_conf, container_id=cid, netns="/proc/self/ns/net", args=args).ok()
+        held = allocation(admin, cid)
+        assert held is not None and result["ips"][0]["address"] == held.address
+        assert (held.owner.namespace, held.owner.workload_kind) == ("default", "Pod")
+        assert ipamc.run("DEL", ipam_conf, container_id=cid, args=args).code == 0
+        assert allocation(admin, cid) is None
+
+    # A container id that is no DNS-1123 name (capitals, '_': the CNI specification allows them)
+    # is a bare pod of a name derived from the id.
+    cid = "Container_" + unique("X")
+    assert ipamc.run("ADD", ipam_conf, container_id=cid, netns="/proc/self/ns/net").code == 0
+    assert allocation(admin, cid).owner.pod_name.startswith("container-")
+    assert ipamc.run("DEL", ipam_conf, container_id=cid).code == 0
+
+    # An ADD refused for its uid would be followed by a DEL with the same uid: it completes.
+    bad_uid = "K8S_POD_NAMESPACE=shop;K8S_POD_NAME=lonely;K8S_POD_UID=not/a uid"
+    cid = unique("c")
+    assert ipamc.run("ADD", ipam_conf, container_id=cid, netns="/proc/self/ns/net", args=bad_uid).code == 0
+    out = ipamc.run("DEL", ipam_conf, container_id=cid, args=bad_uid)
+    assert out.code == 0, out.stdout
+    assert allocation(admin, cid) is None
+    assert ipamc.run("DEL", ipam_conf, container_id=unique("never"), args=bad_uid).code == 0

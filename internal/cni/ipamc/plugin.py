@@ -26,7 +26,7 @@ from tke.internal.cni.ipamc.config import IpamcConfig
 from tke.internal.cni.ipamc.result import addresses, ipam_result
 from tke.internal.cni.ipamc.spool import QueuedRelease, ReleaseSpool
 from tke.internal.cni.ipamdclient import IpamdClient, IpamdRefused, IpamdUnreachable
-from tke.internal.cni.owner import PodOwner
+from tke.internal.cni.owner import DEFAULT_NAMESPACE, PodOwner, bare_pod_name
 from tke.internal.cni.skel import Request, valid_attachments, warn
 
 TYPE_CHECKING = False
@@ -59,7 +59,9 @@ def unreachable(err: IpamdUnreachable, config: IpamcConfig, what: str) -> CNIErr
 
 def owner_of(request: Request) -> PodOwner:
     """The owner CNI_ARGS names; a runtime that names no pod gets a bare pod per container."""
-    return PodOwner.from_args(request.arg_pairs()) or PodOwner(namespace="default", pod_name=request.container_id)
+    return PodOwner.from_args(request.arg_pairs()) or PodOwner(
+        namespace=DEFAULT_NAMESPACE, pod_name=bare_pod_name(request.container_id)
+    )
 
 
 class Ipamc:
