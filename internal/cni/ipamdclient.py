@@ -8,7 +8,8 @@ with the configured CA (and client certificate). A plugin process imports neithe
 protobuf, whichever way it reaches ipamd.
 
 Failures are two types: `IpamdUnreachable` (no answer, a timeout, an untrusted or unwilling TLS
-peer, an answer that does not decode, or ipamd itself says UNAVAILABLE: try again later) and
+peer, an answer that does not decode, or ipamd itself says UNAVAILABLE, or RESOURCE_EXHAUSTED with
+a RetryInfo, which is its cap on calls at once, not an exhausted pool: try again later) and
 `IpamdRefused` (ipamd answered with a refusal: an exhausted pool, an address owned by someone
 else, invalid input). A configuration that cannot work (a remote address without TLS, TLS
 files that cannot be read) is a CNIError with code 7.
@@ -57,6 +58,21 @@ CODES = (
     "UNAUTHENTICATED",
 )  # grpc status codes by number
 RETRYABLE = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED", "CANCELLED", "ABORTED", "UNKNOWN"})
+
+
+def _says_retry(reply: h2.Reply) -> bool:
+    """Whether ipamd's refusal carries a RetryInfo: RESOURCE_EXHAUSTED is an exhausted pool,
+    unless ipamd says to try again (it is serving its maximum of calls at once)."""
+    encoded = reply.metadata.get("grpc-status-details-bin", "")
+    if not encoded:
+        return False
+    import binascii  # a refusal's path only
+
+    try:
+        status = binascii.a2b_base64(encoded + "=" * (-len(encoded) % 4))
+        return any(t.endswith("/google.rpc.RetryInfo") for t in wire.status_detail_types(status))
+    except ValueError:  # not base64 (binascii.Error), not ASCII, or not a Status (WireError)
+        return False
 
 
 class IpamdUnreachable(Exception):
@@ -129,7 +145,7 @@ class IpamdClient:
         name = CODES[reply.code] if reply.code < len(CODES) else "UNKNOWN"
         if name == "OK":
             return reply.data
-        if name in RETRYABLE:
+        if name in RETRYABLE or (name == "RESOURCE_EXHAUSTED" and _says_retry(reply)):
             raise IpamdUnreachable(f"{name}: {reply.message}")
         raise IpamdRefused(name, reply.message or name)
 

@@ -315,3 +315,9 @@ def encode_garbage_collect(node: str, valid: Iterable[tuple[str, str]], min_age_
 # The release policies' enum values.
 POD_DELETE, IMMUTABLE, NEVER = 1, 2, 3
 SERVING = 1  # grpc.health.v1.HealthCheckResponse.SERVING
+
+
+def status_detail_types(data: bytes) -> list[str]:
+    """The type URLs of a google.rpc.Status's details (field 3, each a google.protobuf.Any whose
+    field 1 is its type URL): what kind of help the refusal carries (RetryInfo, ErrorInfo, ...)."""
+    return [get_str(detail, 1) for detail in get_repeated_message(parse(data), 3)]

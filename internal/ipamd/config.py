@@ -94,6 +94,11 @@ class IpamdConfig:
     release_cooldown: float = 30.0
     # Seconds in-flight calls get to finish on shutdown.
     shutdown_grace: float = 5.0
+    # Unary calls each listener (the unix socket, TCP) serves at once; beyond, a call is refused
+    # at once with RESOURCE_EXHAUSTED and a RetryInfo (tke.internal.rpc.inflight), so a flood
+    # costs a refusal per call rather than memory per call, and a TCP flood never takes the
+    # node's CNI plugins' share.
+    max_requests_inflight: int = 400
     # Prometheus metrics (calls by method and code, latency) at http://<address>/metrics;
     # empty disables them (the default: several daemons may share a host in development).
     metrics_address: str = ""
@@ -105,3 +110,5 @@ class IpamdConfig:
 
     def __post_init__(self) -> None:
         check_socket_mode(self.socket_mode, "socket_mode")
+        if self.max_requests_inflight < 1:
+            raise ValueError(f"max_requests_inflight {self.max_requests_inflight} must be at least 1")

@@ -34,6 +34,7 @@ from tke.internal.plugin import loader
 from tke.internal.provider.errors import PermanentError
 from tke.internal.provider.kube.access import from_kubeconfig, in_cluster
 from tke.internal.provider.kube.api import ClusterAPI
+from tke.internal.rpc.inflight import InflightLimit
 from tke.internal.rpc.interceptors import RequestInterceptor
 from tke.internal.rpc.metrics import MetricsInterceptor
 from tke.internal.rpc.server import ListenConfig, RunningServer, ServerSpec, TLSConfig, start_server
@@ -104,6 +105,8 @@ class Ipamd:
         self.resolver = KubeResolver(self.kube) if self.kube is not None else None
         self.ipam = IPAM(self.storage, self.providers, cooldown=config.release_cooldown, resolver=self.resolver)
         self.servers: list[RunningServer] = []
+        self.unix_inflight: InflightLimit | None = None
+        self.tcp_inflight: InflightLimit | None = None
         self.auth: AuthChain | None = None
         self.auth_store: EtcdStore | None = None
         self._reconcile: asyncio.Task[None] | None = None
@@ -133,7 +136,9 @@ class Ipamd:
             raise ConfigurationError(str(err)) from None
         if c.socket:
             unix = ListenConfig(address="", unix_socket=c.socket, unix_socket_mode=c.socket_mode)
-            self.servers.append(await start_server(unix, self._spec([RequestInterceptor(), MetricsInterceptor()])))
+            self.unix_inflight = InflightLimit(c.max_requests_inflight)
+            interceptors = [RequestInterceptor(), MetricsInterceptor(), self.unix_inflight]
+            self.servers.append(await start_server(unix, self._spec(interceptors)))
         if c.tcp.address:
             tls = None
             if c.tcp.cert_file or c.tcp.key_file:
@@ -157,7 +162,9 @@ class Ipamd:
                     "configure [tcp.auth] (as the apiserver's [auth]), or set insecure = true for development"
                 )
             audited = self.auth is not None and self.auth.records_calls
-            interceptors = [RequestInterceptor(audited=audited), MetricsInterceptor()]
+            # Before authentication: a flood is refused before any work is done for it.
+            self.tcp_inflight = InflightLimit(c.max_requests_inflight)
+            interceptors = [RequestInterceptor(audited=audited), MetricsInterceptor(), self.tcp_inflight]
             if self.auth is not None:
                 interceptors += self.auth.interceptors
             self.servers.append(

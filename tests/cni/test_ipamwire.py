@@ -111,3 +111,20 @@ def test_broken_bytes_are_a_wire_error(data: bytes) -> None:
 def test_text_that_is_not_utf8_is_a_wire_error() -> None:
     with pytest.raises(wire.WireError, match="field 2: not UTF-8"):
         wire.decode_binding(b"\x12\x02\xff\xfe")
+
+
+def test_status_detail_types_from_the_generated_messages() -> None:
+    from google.protobuf import any_pb2
+    from google.rpc import error_details_pb2, status_pb2
+
+    details = []
+    for message in (error_details_pb2.ErrorInfo(reason="TOO_MANY_REQUESTS"), error_details_pb2.RetryInfo()):
+        packed = any_pb2.Any()
+        packed.Pack(message)
+        details.append(packed)
+    status = status_pb2.Status(code=8, message="busy", details=details).SerializeToString()
+    assert wire.status_detail_types(status) == [
+        "type.googleapis.com/google.rpc.ErrorInfo",
+        "type.googleapis.com/google.rpc.RetryInfo",
+    ]
+    assert wire.status_detail_types(b"") == []

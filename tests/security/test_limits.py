@@ -7,6 +7,9 @@
   same 4 MiB.
 - Unary calls in flight are capped (limits.max_requests_inflight): the next one is refused at
   once with RESOURCE_EXHAUSTED and a RetryInfo, health checks still answer.
+- tke-ipamd caps the unary calls in flight on each listener (max_requests_inflight) the same
+  way, before authentication; a flood on TCP leaves the node's unix socket its own share, and
+  tke-ipamc takes the refusal for "try again later" (code 11), not an exhausted pool.
 - Watches per identity are capped (limits.max_watches_per_identity): the next is refused with
   RESOURCE_EXHAUSTED and a RetryInfo; other identities are not affected; closing one frees it.
 """
@@ -24,8 +27,10 @@ from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2
 
 from tests.support.apiserver import Running, cluster, local_config, start, stop
+from tests.support.cni import Runtime, console_script
 from tests.support.etcd import EtcdProcess
-from tests.support.ipamd_daemon import IpamdDaemon
+from tests.support.ipamd_daemon import IpamdDaemon, IpamdProcess
+from tests.support.ports import free_port
 from tests.support.rpc import bad_request_fields, detail_of, expect_error, health_check, next_message
 from tests.support.waiting import wait_for
 from tke.internal.apiserver.app import LimitsConfig
@@ -227,3 +232,60 @@ async def test_ipamd_takes_requests_up_to_the_same_limit(etcd_config: EtcdConfig
             )
             assert "larger than max" in (err.details() or "")
             await stub.ListPools(ipam_pb2.ListPoolsRequest())  # and it goes on
+
+
+async def test_ipamd_refuses_calls_beyond_its_inflight_cap_per_listener(own_etcd: EtcdProcess, tmp_path: Path) -> None:
+    tcp = f"127.0.0.1:{free_port()}"
+    ipamd = IpamdProcess(
+        tmp_path, endpoints=[own_etcd.endpoint], prefix="/inflight", extra="max_requests_inflight = 2", tcp=tcp
+    )
+    ipamd.start()
+    held: list[asyncio.Future[ipam_pb2.ListPoolsResponse]] = []
+    listing = ipam_pb2.ListPoolsRequest()
+
+    async def refused(stub: ipam_pb2_grpc.IPAMServiceAsyncStub) -> grpc.aio.AioRpcError | None:
+        """A call that ipamd refuses at once; one it admits stays in flight (etcd is paused)."""
+        call = asyncio.ensure_future(stub.ListPools(listing, timeout=60))
+        held.append(call)
+        done, _ = await asyncio.wait([call], timeout=1)
+        err = call.exception() if done else None
+        return err if isinstance(err, grpc.aio.AioRpcError) and err.code() == Code.RESOURCE_EXHAUSTED else None
+
+    try:
+        async with grpc.aio.insecure_channel(tcp) as remote, grpc.aio.insecure_channel(ipamd.target) as local:
+            flood: ipam_pb2_grpc.IPAMServiceAsyncStub = ipam_pb2_grpc.IPAMServiceStub(remote)
+            node: ipam_pb2_grpc.IPAMServiceAsyncStub = ipam_pb2_grpc.IPAMServiceStub(local)
+            await node.ListPools(listing, timeout=30)  # ipamd is connected to etcd
+            own_etcd.pause()  # every call that reaches etcd now waits
+
+            err = await wait_for(lambda: refused(flood), what="a TCP call beyond the two in flight refused")
+            assert "maximum of 2 requests" in (err.details() or "")
+            assert detail_of(err, error_details_pb2.ErrorInfo).reason == "TOO_MANY_REQUESTS"
+            assert detail_of(err, error_details_pb2.RetryInfo).retry_delay.seconds >= 1
+            health = await health_check(remote)(health_pb2.HealthCheckRequest(), timeout=5)
+            assert health.status == health_pb2.HealthCheckResponse.SERVING
+
+            # The node's socket has its own share: its call is admitted (and waits for etcd).
+            assert await refused(node) is None
+
+            # With the socket at its cap, tke-ipamc says "try again later", not "pool exhausted".
+            ipamc = Runtime(binary=console_script("tke-ipamc"), node="", path=["/nonexistent"])
+            conf = {
+                "cniVersion": "1.0.0",
+                "name": "inflight",
+                "type": "tke-ipamc",
+                "ipam": {"ipamd": {"address": ipamd.socket, "timeout": 1}, "node": "n1", "stateDir": str(tmp_path)},
+            }
+
+            async def ipamc_refused() -> dict[str, object] | None:
+                await refused(node)  # keeps the socket at its cap
+                out = ipamc.run("ADD", conf, container_id="c1", netns="/proc/self/ns/net", args="K8S_POD_NAME=p")
+                answer: dict[str, object] = out.json
+                return answer if "maximum of 2 requests" in str(answer.get("details")) else None
+
+            answer = await wait_for(ipamc_refused, what="tke-ipamc refused for the cap")
+            assert answer["code"] == 11, answer
+    finally:
+        own_etcd.resume_if_paused()
+        await asyncio.gather(*held, return_exceptions=True)
+        ipamd.stop()
