@@ -41,8 +41,24 @@ def for_delegate(requested: str, delegate_supports: Iterable[str]) -> str | None
     return max(common, key=parse) if common else None
 
 
+def result_error(result: Any) -> str:
+    """Why `result` is no result convert_result can read ('' when it is one): an object whose
+    cniVersion, if any, is a version and whose ips, if any, are a list."""
+    if not isinstance(result, dict):
+        return "not a JSON object"
+    version = result.get("cniVersion")
+    if version is not None:
+        try:
+            parse(version if isinstance(version, str) else "")
+        except ValueError:
+            return f"cniVersion {version!r} is not a version"
+    if not isinstance(result.get("ips", []), list):
+        return "ips is not a list"
+    return ""
+
+
 def convert_result(result: dict[str, Any], to: str) -> dict[str, Any]:
-    """`result` (any version we can convert) in version `to`."""
+    """`result` (any version we can convert: see result_error) in version `to`."""
     out: dict[str, Any] = json.loads(json.dumps(result))  # a deep copy: results are JSON
     source = str(out.get("cniVersion", to))
     if parse(source)[0] >= 1 and parse(to)[0] < 1:

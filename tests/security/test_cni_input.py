@@ -151,3 +151,30 @@ def test_input_at_the_limits_still_works(node: str, tmp_path: Path) -> None:
         assert run.run("CHECK", with_prev(conf, result), container_id=cid, netns=path, ifname=ifname).code == 0
         assert run.run("DEL", with_prev(conf, result), container_id=cid, netns=path, ifname=ifname).code == 0
         assert addresses(container, ifname) == []
+
+
+MALFORMED_RESULTS = [[], "ok", {"cniVersion": "bogus", "ips": []}, {"cniVersion": 1}, {"cniVersion": "0.4.0", "ips": 5}]
+
+
+@pytest.mark.parametrize("prev", MALFORMED_RESULTS, ids=repr)
+def test_a_prev_result_that_is_no_result_is_code_7_for_check_and_ignored_by_del(
+    node: str, tmp_path: Path, prev: Any
+) -> None:
+    """A runtime's prevResult is input like any other: CHECK refuses one that is no CNI result
+    (code 7, never 101); DEL ignores it and finishes, with the record's result or without."""
+    switch, ipamc = runtime("cni-switch", node, tmp_path), runtime("tke-ipamc", node, tmp_path)
+    conf = config_of("cni-switch", tmp_path)
+    with netns("tsc") as container:
+        path, cid = netns_path(container), unique("c")
+        switch.run("ADD", conf, container_id=cid, netns=path).ok()
+        refused(switch.run("CHECK", with_prev(conf, prev), container_id=cid, netns=path), 7, "prevResult")
+        refused(
+            ipamc.run("CHECK", with_prev(config_of("tke-ipamc", tmp_path), prev), container_id=cid, netns=path),
+            7,
+            "prevResult",
+        )
+        never = switch.run("DEL", with_prev(conf, prev), container_id=unique("never"), netns=path)
+        assert never.code == 0 and "ignoring prevResult" in never.stderr, never
+        assert switch.run("DEL", with_prev(conf, prev), container_id=cid, netns=path).code == 0
+        assert addresses(container, "eth0") == []
+        assert not (record_dir(tmp_path) / f"{cid}=eth0.json").exists()

@@ -150,6 +150,7 @@ class Ipamc:
 
     def check(self, request: Request) -> None:
         what = f"check {request.container_id}/{request.ifname}"
+        expected = addresses(request.config.get("prevResult"))  # refused before ipamd is asked
         with self.connect() as client:
             try:
                 found = client.get_allocation(request.container_id, request.ifname)
@@ -159,7 +160,6 @@ class Ipamc:
                 raise refused(err, what) from None
         if found is None:
             raise CNIError(UNKNOWN_CONTAINER, f"{what}: tke-ipamd has no allocation for it")
-        expected = addresses(request.config.get("prevResult"))
         if expected and found.address not in expected:
             raise CNIError(
                 IPAM_REFUSED, f"{what}: tke-ipamd holds {found.address}, the container has {sorted(expected)}"

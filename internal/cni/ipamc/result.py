@@ -3,6 +3,9 @@ main plugin fills those in)."""
 
 from __future__ import annotations
 
+from tke.internal.cni.errors import INVALID_NETWORK_CONFIG, CNIError
+from tke.internal.cni.version import result_error
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -33,7 +36,10 @@ def ipam_result(address: str, gateway: str, routes: Iterable[Route], dns: DNS | 
 
 
 def addresses(result: Any) -> set[str]:
-    """The addresses (CIDR form) a result lists."""
-    if not isinstance(result, dict):
+    """The addresses (CIDR form) a result lists; none without a result. A prevResult that is
+    no CNI result is an invalid configuration (code 7)."""
+    if result is None:
         return set()
+    if problem := result_error(result):
+        raise CNIError(INVALID_NETWORK_CONFIG, "prevResult is not a CNI result", problem)
     return {str(ip.get("address")) for ip in result.get("ips", []) if isinstance(ip, dict) and ip.get("address")}

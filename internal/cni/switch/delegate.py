@@ -14,12 +14,12 @@ import os
 
 from tke.internal.cni import atomicfile
 from tke.internal.cni import jsonio as json
-from tke.internal.cni.errors import INCOMPATIBLE_VERSION, NOT_AVAILABLE, CNIError
+from tke.internal.cni.errors import DELEGATE_FAILED, INCOMPATIBLE_VERSION, NOT_AVAILABLE, CNIError
 from tke.internal.cni.invoke import supported_versions
 from tke.internal.cni.record import Record
 from tke.internal.cni.skel import warn
 from tke.internal.cni.switch.config import Network
-from tke.internal.cni.version import at_least, convert_result, for_delegate, parse
+from tke.internal.cni.version import at_least, convert_result, for_delegate, parse, result_error
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -151,7 +151,9 @@ class Delegate:
             version = self._version(exe, plugin["type"], self._ceiling(), env)
             out = self.runner.run(exe, self._config(plugin, version, prev), env)
             if out is None:
-                raise CNIError(100, f"plugin {plugin['type']} returned no result")
+                raise CNIError(DELEGATE_FAILED, f"plugin {plugin['type']} returned no result")
+            if problem := result_error(out):
+                raise CNIError(DELEGATE_FAILED, f"plugin {plugin['type']} printed an unusable ADD result", problem)
             prev = convert_result(out, self.call.cni_version)
         assert prev is not None
         return prev

@@ -27,6 +27,7 @@ from tke.internal.cni.switch.config import Network, SwitchConfig
 from tke.internal.cni.switch.delegate import Delegate, Invocation, PluginVersions
 from tke.internal.cni.switch.policy import Choice, choose_network
 from tke.internal.cni.switch.state import ADDING, Attachment, DiskStore
+from tke.internal.cni.version import result_error
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -159,10 +160,14 @@ class Switch:
     def delete(self, request: Request) -> None:
         record = self.store.get(request.container_id, request.ifname)
         prev = request.config.get("prevResult")
+        if prev is not None and (problem := result_error(prev)):
+            # DEL must finish: an unreadable prevResult is ignored (the record's result, if any, is used).
+            warn(f"DEL of {request.container_id}/{request.ifname}: ignoring prevResult: {problem}")
+            prev = None
         if record is not None:
-            self._delete_recorded(request, record, prev if isinstance(prev, dict) else None)
+            self._delete_recorded(request, record, prev)
             return
-        self._delete_unrecorded(request, prev if isinstance(prev, dict) else None)
+        self._delete_unrecorded(request, prev)
 
     def _delete_recorded(self, request: Request, record: Attachment, prev: dict[str, Any] | None) -> None:
         network = Network.from_json(record.network_key, record.network, "state record")
@@ -205,7 +210,9 @@ class Switch:
                 f"cni-switch {self.config.name} has no attachment {request.container_id}/{request.ifname}",
             )
         prev = request.config.get("prevResult")
-        expected = prev if isinstance(prev, dict) else record.result
+        if prev is not None and (problem := result_error(prev)):
+            raise CNIError(INVALID_NETWORK_CONFIG, "prevResult is not a CNI result", problem)
+        expected = prev if prev is not None else record.result
         if expected is None:
             raise CNIError(INVALID_NETWORK_CONFIG, "CHECK needs prevResult")
         network = Network.from_json(record.network_key, record.network, "state record")
