@@ -2,8 +2,11 @@
 
 Beyond `limit` calls in flight, a new call is refused at once with RESOURCE_EXHAUSTED and a
 RetryInfo, before authentication or any work: a flood costs the server a refusal per call,
-not a queue that grows with it. Streams (watches) are long-running and have their own limits;
-health checks are never refused, so a busy server is not taken for a dead one.
+not a queue that grows with it. A call is in flight from its start until grpc has delivered its
+response (or the call ended otherwise), so clients that send calls and never read the answers
+hold at most `limit` responses in the server's memory, not one per call they send. Streams
+(watches) are long-running and have their own limits; health checks are never refused, so a
+busy server is not taken for a dead one.
 """
 
 from __future__ import annotations
@@ -36,9 +39,14 @@ class InflightLimit:
                     retry_after_seconds=self.retry_after,
                 )
             self.inflight += 1
-            try:
-                return await call(request, context)
-            finally:
-                self.inflight -= 1
+            # The call holds its place until grpc has delivered its response (or the call ended
+            # otherwise), not only while the handler runs: a client that stops reading keeps
+            # its response in the server's memory, and those are bounded by `limit` too.
+            # (grpc calls any callable; the typing stubs name a class of their own)
+            context.add_done_callback(self._release)  # type: ignore[arg-type]
+            return await call(request, context)
 
         return limited
+
+    def _release(self, _: object) -> None:
+        self.inflight -= 1  # grpc calls a done callback once per call, on the event loop
