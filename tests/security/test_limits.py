@@ -23,6 +23,7 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2
+from grpc_reflection.v1alpha import reflection_pb2
 
 from tests.support.apiserver import Running, cluster, local_config, start, stop
 from tests.support.etcd import EtcdProcess
@@ -38,6 +39,7 @@ from tke.meta.v1 import meta_pb2
 from tke.platform.v1 import cluster_pb2, cluster_pb2_grpc
 
 Code = grpc.StatusCode
+SERVICE = "tke.platform.v1.ClusterService"
 MiB = 1024 * 1024
 
 
@@ -168,15 +170,21 @@ async def test_calls_beyond_the_inflight_limit_are_refused_at_once_with_retry_in
 async def test_responses_a_client_never_reads_stay_in_flight(etcd_config: EtcdConfig) -> None:
     """Answers a client does not take stay in the server's memory: they count against the limit
     until delivered, or one client sending calls it never reads grows the server without bound
-    (500 unread 2 MiB List pages held 1.9 GB)."""
+    (500 unread 2 MiB List pages held 1.9 GB; 1000 unread reflection streams 156 MB)."""
     running = await start(local_config(etcd_config, limits=LimitsConfig(max_requests_inflight=2)))
     unread: UnreadCalls | None = None
     get = cluster_pb2.GetClusterRequest(name="prod")
     try:
         await running.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=cluster("prod")))
         unread = await UnreadCalls.connect("127.0.0.1", running.port)
-        path = "/tke.platform.v1.ClusterService/Get"
-        streams = {await unread.send(path, get.SerializeToString()) for _ in range(2)}
+        # One unary call and one reflection stream (streams of descriptors count too).
+        streams = {
+            await unread.send("/tke.platform.v1.ClusterService/Get", get.SerializeToString()),
+            await unread.send(
+                "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+                reflection_pb2.ServerReflectionRequest(file_containing_symbol=SERVICE).SerializeToString(),
+            ),
+        }
         await unread.wait_answered(streams)  # both handlers have returned; their answers wait
         err = await expect_error(running.clusters.Get(get, timeout=5), Code.RESOURCE_EXHAUSTED)
         assert detail_of(err, error_details_pb2.ErrorInfo).reason == "TOO_MANY_REQUESTS"
