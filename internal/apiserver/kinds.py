@@ -114,6 +114,23 @@ def machine_kind(clusters: Registry[cluster_pb2.Cluster]) -> Kind[machine_pb2.Ma
     )
 
 
+async def _about_its_own_tenant(before: event_pb2.Event | None, after: event_pb2.Event | None) -> None:
+    """An event is about an object of its own tenant (event.proto says so): a tenant naming
+    another tenant's object there would plant events about it, seen wherever events are
+    listed by involved object across tenants."""
+    if after is None:
+        return
+    tenant, claimed = after.metadata.tenant_id, after.spec.involved_object.tenant_id
+    if claimed not in ("", tenant):
+        raise errors.invalid(
+            [
+                errors.FieldViolation(
+                    "event.spec.involved_object.tenant_id", f"must be the event's own tenant {tenant!r}, or empty"
+                )
+            ]
+        )
+
+
 # Events expire through their store (see app.py: an ExpiringStore under the event registry).
 EVENTS: Kind[event_pb2.Event] = Kind(
     name="event",
@@ -121,6 +138,7 @@ EVENTS: Kind[event_pb2.Event] = Kind(
     message=event_pb2.Event,
     validate=validate_event,
     validate_status=validate_event_status,
+    admit_write=_about_its_own_tenant,
 )
 
 

@@ -137,12 +137,14 @@ class KubeconfigIssuer:
     def _validity(self, request: cluster_pb2.GetKubeconfigRequest) -> datetime.timedelta:
         if not request.HasField("validity"):
             return datetime.timedelta(seconds=self.config.default_validity)
-        seconds = request.validity.ToTimedelta().total_seconds()
+        # Compared as numbers before any timedelta is made: a client's Duration may be far
+        # beyond what a timedelta holds (ToTimedelta raises OverflowError there).
+        seconds = request.validity.seconds + request.validity.nanos / 1e9
         if not MIN_VALIDITY <= seconds <= self.config.max_validity:
             raise errors.invalid_field(
                 "validity", f"must be between {MIN_VALIDITY:g} and {self.config.max_validity:g} seconds"
             )
-        return request.validity.ToTimedelta()
+        return datetime.timedelta(seconds=seconds)
 
     async def _cas(self, cluster: cluster_pb2.Cluster) -> pki.ClusterCAs:
         """The cluster's CAs, once the platform installed it."""

@@ -377,7 +377,7 @@ class Registry(Generic[R]):
     # -- writes -----------------------------------------------------------------------------
 
     async def create(self, tenant: str, obj: R) -> R:
-        violations = self.kind.validate(obj)
+        violations = self.kind.validate(obj) + _timestamp_violations(obj.spec, f"{self.kind.name}.spec")
         if violations:
             raise errors.invalid(violations)
         new = self.kind.message()
@@ -423,6 +423,7 @@ class Registry(Generic[R]):
             # Without a mask every user-writable field is replaced.
             masks.apply(paths or self.kind.updatable_paths, cast(Message, obj), cast(Message, new))
             violations = self.kind.validate(new)
+            violations += _timestamp_violations(new.spec, f"{self.kind.name}.spec")
             violations += self._immutable_violations(current, new)
             if current.metadata.HasField("deletion_timestamp"):
                 added = set(new.metadata.finalizers) - set(current.metadata.finalizers)
@@ -448,6 +449,7 @@ class Registry(Generic[R]):
 
     async def update_status(self, tenant: str, obj: R) -> R:
         violations = self.kind.validate_status(obj.status, f"{self.kind.name}.status")
+        violations += _timestamp_violations(obj.status, f"{self.kind.name}.status")
         if violations:
             raise errors.invalid(violations)
         name = obj.metadata.name
@@ -701,3 +703,33 @@ def _bad_continue_token() -> errors.ApiError:
         "is not a continue token of this list (the same kind, tenant, selector, page size and filters); "
         "pass the previous page's metadata.continue_token",
     )
+
+
+# google.protobuf.Timestamp's range: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z.
+_TIMESTAMP_SECONDS = range(-62_135_596_800, 253_402_300_800)
+
+
+def _timestamp_violations(message: Message, path: str) -> list[FieldViolation]:
+    """Every Timestamp set in `message`, at any depth, must be one protobuf defines: clients in
+    every language (protobuf's JSON, Go's AsTime, Python's ToDatetime) refuse or crash on one
+    outside its range, so a stored one would break whoever reads the object."""
+    out: list[FieldViolation] = []
+    for fd, value in message.ListFields():
+        kind = fd.message_type
+        if kind is None:
+            continue
+        where = f"{path}.{fd.name}"
+        if kind.GetOptions().map_entry:
+            if kind.fields_by_name["value"].message_type is not None:
+                for key, item in value.items():
+                    out += _timestamp_violations(item, f"{where}[{key!r}]")
+            continue
+        items = list(enumerate(value)) if fd.is_repeated else [(None, value)]
+        for i, item in items:
+            at = where if i is None else f"{where}[{i}]"
+            if kind.full_name == "google.protobuf.Timestamp":
+                if item.seconds not in _TIMESTAMP_SECONDS or not 0 <= item.nanos <= 999_999_999:
+                    out.append(FieldViolation(at, "is not a valid timestamp (years 1 to 9999, nanos 0 to 999999999)"))
+            else:
+                out += _timestamp_violations(item, at)
+    return out

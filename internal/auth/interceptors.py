@@ -95,11 +95,23 @@ class CallRecord:
         return self._event
 
 
+# Headers that carry credentials: a call sends each at most once.
+_SINGLE_HEADERS = frozenset({"authorization"})
+
+
 def _credentials(context: grpc.aio.ServicerContext[Any, Any], peer_certificates: bool) -> Credentials:
     raw = call_metadata.get()
     if raw is None:  # (no request step before this one)
         raw = tuple(context.invocation_metadata() or ())
-    metadata = {k.lower(): v for k, v in raw if isinstance(v, str)}
+    metadata: dict[str, str] = {}
+    for name, value in raw:
+        if not isinstance(value, str):
+            continue
+        key = name.lower()
+        if key in _SINGLE_HEADERS and key in metadata:
+            # Two credentials are ambiguous: a proxy in front may check one and we the other.
+            raise AuthenticationError(f"more than one {key!r} header: send one")
+        metadata[key] = value
     pem = b""
     if peer_certificates:
         auth = context.auth_context() or {}

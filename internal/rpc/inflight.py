@@ -2,7 +2,10 @@
 
 Beyond `limit` calls in flight, a new call is refused at once with RESOURCE_EXHAUSTED and a
 RetryInfo, before authentication or any work: a flood costs the server a refusal per call,
-not a queue that grows with it. Streams (watches) are long-running and have their own limits;
+not a queue that grows with it. A call is in flight from its start until grpc has delivered its
+response (or the call ended otherwise), so clients that send calls and never read the answers
+hold at most `limit` responses in the server's memory, not one per call they send. Streams
+(watches) are long-running and have their own limits, but reflection's streams count as calls;
 health checks are never refused, so a busy server is not taken for a dead one.
 """
 
@@ -15,6 +18,10 @@ from tke.internal.rpc import errors
 from tke.internal.rpc.interceptors import Call, Context, Method
 
 EXEMPT_PREFIXES = ("/grpc.health.v1.Health/",)
+# Reflection's streams are counted like unary calls: each is short (one per grpcurl command),
+# and nothing else bounds them, while every one whose client stops reading holds a response of
+# descriptors (about 50 KB) in the server's memory.
+COUNTED_STREAM_PREFIXES = ("/grpc.reflection.",)
 
 
 class InflightLimit:
@@ -24,7 +31,9 @@ class InflightLimit:
         self.inflight = 0
 
     def wrap(self, call: Call, method: Method) -> Call:
-        if method.streaming or method.name.startswith(EXEMPT_PREFIXES):
+        if method.name.startswith(EXEMPT_PREFIXES) or (
+            method.streaming and not method.name.startswith(COUNTED_STREAM_PREFIXES)
+        ):
             return call
 
         async def limited(request: Any, context: Context) -> Any:
@@ -36,9 +45,14 @@ class InflightLimit:
                     retry_after_seconds=self.retry_after,
                 )
             self.inflight += 1
-            try:
-                return await call(request, context)
-            finally:
-                self.inflight -= 1
+            # The call holds its place until grpc has delivered its response (or the call ended
+            # otherwise), not only while the handler runs: a client that stops reading keeps
+            # its response in the server's memory, and those are bounded by `limit` too.
+            # (grpc calls any callable; the typing stubs name a class of their own)
+            context.add_done_callback(self._release)  # type: ignore[arg-type]
+            return await call(request, context)
 
         return limited
+
+    def _release(self, _: object) -> None:
+        self.inflight -= 1  # grpc calls a done callback once per call, on the event loop

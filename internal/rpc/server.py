@@ -31,6 +31,31 @@ from tke.internal.rpc.reflection import documented_pool
 
 log = logging.getLogger(__name__)
 
+
+class _CallAlreadyOver(logging.Filter):
+    """grpc logs an ERROR with a traceback ("ExecuteBatchError raised in core by servicer
+    method") when a unary call's response cannot be sent because the call is already over: the
+    client hung up or its deadline passed while the handler ran. Any client causes that at will,
+    one traceback per call; it is no server error. The record becomes one DEBUG line without
+    the traceback, written only when the access log's debug lines are (`log_level = "debug"`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        err = record.exc_info[1] if record.exc_info else None
+        if type(err).__name__ != "ExecuteBatchError":
+            return True
+        method = record.getMessage().rpartition("[")[2].rstrip("]")
+        record.msg, record.args = (
+            "%s: the call was over (client gone or deadline passed) before its response was sent",
+            (method,),
+        )
+        record.exc_info, record.exc_text = None, None
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger("tke.access").isEnabledFor(logging.DEBUG)
+
+
+# (Logger filters run whatever handlers the process configured; adding it again is a no-op.)
+_CALL_ALREADY_OVER = _CallAlreadyOver()
+
 # grpc's own default, said out loud: every server of the platform takes requests up to 4 MiB.
 DEFAULT_MAX_RECEIVE_BYTES = 4 * 1024 * 1024
 
@@ -146,6 +171,7 @@ async def start_server(listen: ListenConfig, spec: ServerSpec, *, reuse_port: bo
     with address "127.0.0.1:0"). With `reuse_port`, other processes may bind the same TCP port
     (SO_REUSEPORT: the kernel spreads connections over them); without, binding a port in use
     fails."""
+    logging.getLogger("grpc._cython.cygrpc").addFilter(_CALL_ALREADY_OVER)
     server = grpc.aio.server(
         interceptors=[CallChain(spec.interceptors)],
         options=[

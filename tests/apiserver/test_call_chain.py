@@ -5,15 +5,19 @@ through the steps."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from tests.support.apiserver import Running, cluster
 from tests.support.rpc import expect_error, health_check
+from tests.support.unread_calls import UnreadCalls
+from tests.support.waiting import wait_for
 from tke.internal.rpc.interceptors import REQUEST_ID_HEADER, Call, Context, Method
 from tke.internal.rpc.server import ListenConfig, ServerSpec, start_server
 from tke.platform.v1 import cluster_pb2
@@ -96,3 +100,32 @@ async def test_each_method_is_wrapped_once_however_many_calls() -> None:
         await server.stop(0)
     assert step.calls == 5
     assert step.wrapped == ["/grpc.health.v1.Health/Check"]
+
+
+async def test_a_client_gone_before_its_response_is_no_error_in_the_log(caplog: pytest.LogCaptureFixture) -> None:
+    """grpc logs an ERROR with a traceback when a response cannot be sent because its call is
+    over; any client causes that at will, by hanging up once the server has begun answering."""
+    over: list[object] = []
+
+    async def answer(request: bytes, context: Context) -> bytes:
+        context.add_done_callback(over.append)  # type: ignore[arg-type]  # (any callable; the stubs name a class)
+        return b"an answer"
+
+    handler = grpc.method_handlers_generic_handler("test.Answer", {"Call": grpc.unary_unary_rpc_method_handler(answer)})
+    server = await start_server(
+        ListenConfig(address="127.0.0.1:0"),
+        ServerSpec(register=lambda s: s.add_generic_rpc_handlers((handler,)), services=[]),
+    )
+    try:
+        for _ in range(3):
+            client = await UnreadCalls.connect("127.0.0.1", server.port)
+            await client.wait_answered({await client.send("/test.Answer/Call", b"")})
+            await client.close()  # the answer's headers are out, its message is not
+        await wait_for(lambda: len(over) == 3, what="the three calls over")
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary("/test.Answer/Call")
+            assert await call(b"", timeout=5) == b"an answer"
+    finally:
+        await server.stop(0)
+    noisy = [r for r in caplog.records if r.name.startswith("grpc") and (r.levelno >= logging.WARNING or r.exc_info)]
+    assert not noisy, [r.getMessage() for r in noisy]

@@ -56,6 +56,28 @@ async def test_calls_without_a_valid_token_are_unauthenticated(secured: Running)
     assert info.value.code() == Code.UNAUTHENTICATED
 
 
+async def test_two_authorization_headers_are_unauthenticated_whichever_comes_first(secured: Running) -> None:
+    """A proxy in front may check one header and the server would use the other: a call sending
+    two credentials is refused, whichever is valid and in whatever order."""
+    await secured.clusters.Create(
+        cluster_pb2.CreateClusterRequest(cluster=cluster("mine")), metadata=(("authorization", "Bearer alice-t"),)
+    )
+    for first, second in [("alice-t", "bob-t"), ("bob-t", "alice-t"), ("alice-t", "alice-t")]:
+        metadata = (("authorization", f"Bearer {first}"), ("authorization", f"Bearer {second}"))
+        err = await expect_error(
+            secured.clusters.Get(cluster_pb2.GetClusterRequest(name="mine"), metadata=metadata), Code.UNAUTHENTICATED
+        )
+        assert "more than one 'authorization' header" in (err.details() or "")
+        call = secured.clusters.Watch(cluster_pb2.WatchClustersRequest(), metadata=metadata)
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await call.read()
+        assert info.value.code() == Code.UNAUTHENTICATED
+    got = await secured.clusters.Get(
+        cluster_pb2.GetClusterRequest(name="mine"), metadata=(("authorization", "Bearer alice-t"),)
+    )
+    assert got.metadata.tenant_id == "team-a"
+
+
 async def test_health_is_open(secured: Running) -> None:
     resp = await health_check(secured.channel)(health_pb2.HealthCheckRequest(service="tke.platform.v1.ClusterService"))
     assert resp.status == health_pb2.HealthCheckResponse.SERVING

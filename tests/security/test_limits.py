@@ -6,7 +6,8 @@
 - A request over limits.max_request_bytes is grpc's RESOURCE_EXHAUSTED, cleanly; ipamd takes the
   same 4 MiB.
 - Unary calls in flight are capped (limits.max_requests_inflight): the next one is refused at
-  once with RESOURCE_EXHAUSTED and a RetryInfo, health checks still answer.
+  once with RESOURCE_EXHAUSTED and a RetryInfo, health checks still answer. A call counts until
+  its response is delivered, so a client that never reads holds at most that many responses.
 - tke-ipamd caps the unary calls in flight on each listener (max_requests_inflight) the same
   way, before authentication; a flood on TCP leaves the node's unix socket its own share, and
   tke-ipamc takes the refusal for "try again later" (code 11), not an exhausted pool.
@@ -25,6 +26,7 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2
+from grpc_reflection.v1alpha import reflection_pb2
 
 from tests.support.apiserver import Running, cluster, local_config, start, stop
 from tests.support.cni import Runtime, console_script
@@ -32,6 +34,7 @@ from tests.support.etcd import EtcdProcess
 from tests.support.ipamd_daemon import IpamdDaemon, IpamdProcess
 from tests.support.ports import free_port
 from tests.support.rpc import bad_request_fields, detail_of, expect_error, health_check, next_message
+from tests.support.unread_calls import UnreadCalls
 from tests.support.waiting import wait_for
 from tke.internal.apiserver.app import LimitsConfig
 from tke.internal.auth.chain import AuthConfig, PluginConfig
@@ -41,6 +44,7 @@ from tke.meta.v1 import meta_pb2
 from tke.platform.v1 import cluster_pb2, cluster_pb2_grpc
 
 Code = grpc.StatusCode
+SERVICE = "tke.platform.v1.ClusterService"
 MiB = 1024 * 1024
 
 
@@ -166,6 +170,37 @@ async def test_calls_beyond_the_inflight_limit_are_refused_at_once_with_retry_in
     for outcome in outcomes:
         assert isinstance(outcome, grpc.aio.AioRpcError), outcome
         assert outcome.code() in (Code.NOT_FOUND, Code.UNAVAILABLE), outcome.details()
+
+
+async def test_responses_a_client_never_reads_stay_in_flight(etcd_config: EtcdConfig) -> None:
+    """Answers a client does not take stay in the server's memory: they count against the limit
+    until delivered, or one client sending calls it never reads grows the server without bound
+    (500 unread 2 MiB List pages held 1.9 GB; 1000 unread reflection streams 156 MB)."""
+    running = await start(local_config(etcd_config, limits=LimitsConfig(max_requests_inflight=2)))
+    unread: UnreadCalls | None = None
+    get = cluster_pb2.GetClusterRequest(name="prod")
+    try:
+        await running.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=cluster("prod")))
+        unread = await UnreadCalls.connect("127.0.0.1", running.port)
+        # One unary call and one reflection stream (streams of descriptors count too).
+        streams = {
+            await unread.send("/tke.platform.v1.ClusterService/Get", get.SerializeToString()),
+            await unread.send(
+                "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+                reflection_pb2.ServerReflectionRequest(file_containing_symbol=SERVICE).SerializeToString(),
+            ),
+        }
+        await unread.wait_answered(streams)  # both handlers have returned; their answers wait
+        err = await expect_error(running.clusters.Get(get, timeout=5), Code.RESOURCE_EXHAUSTED)
+        assert detail_of(err, error_details_pb2.ErrorInfo).reason == "TOO_MANY_REQUESTS"
+        await unread.close()  # the answers are dropped with the connection
+        unread = None
+        await wait_for(lambda: running.apiserver.inflight.inflight == 0, what="the unread calls released")
+        assert (await running.clusters.Get(get, timeout=5)).metadata.name == "prod"
+    finally:
+        if unread is not None:
+            await unread.close()
+        await stop(running)
 
 
 WatchCall = grpc.aio.UnaryStreamCall[cluster_pb2.WatchClustersRequest, cluster_pb2.ClusterEvent]

@@ -14,7 +14,7 @@ from google.rpc import error_details_pb2
 
 from tests.security.platform import Client, Platform, binding, role, user
 from tests.support.apiserver import cluster, machine
-from tests.support.rpc import detail_of, expect_error
+from tests.support.rpc import bad_request_fields, detail_of, expect_error
 from tke.auth.v1 import accounts_pb2, policy_pb2
 from tke.platform.v1 import cluster_pb2, event_pb2, machine_pb2
 
@@ -127,3 +127,26 @@ async def test_inside_a_reachable_tenant_a_missing_verb_is_permission_denied(pla
         bert.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=_in_tenant(cluster("x"), "x"))),
         Code.PERMISSION_DENIED,
     )
+
+
+async def test_an_event_is_about_an_object_of_its_own_tenant(platform: Platform) -> None:
+    """event.proto: the involved object's tenant is always the event's own. A tenant naming
+    another tenant there planted events "about" that tenant's cluster, found by whoever lists
+    events of every tenant by involved object."""
+    await populate(platform)
+    bert = await platform.member("bert", "team-b", "admin")
+    planted = _event("planted")
+    planted.metadata.tenant_id = ""
+    planted.spec.involved_object.tenant_id = TENANT
+    err = await expect_error(bert.events.Create(event_pb2.CreateEventRequest(event=planted)), Code.INVALID_ARGUMENT)
+    assert bad_request_fields(err) == ["event.spec.involved_object.tenant_id"]
+    own = _event("own")
+    own.metadata.tenant_id = ""
+    own.spec.involved_object.tenant_id = "team-b"  # its own tenant, said out loud: fine
+    stored = await bert.events.Create(event_pb2.CreateEventRequest(event=own))
+    assert stored.metadata.tenant_id == "team-b"
+    stored.spec.involved_object.tenant_id = TENANT  # and it cannot be moved there later
+    err = await expect_error(bert.events.Update(event_pb2.UpdateEventRequest(event=stored)), Code.INVALID_ARGUMENT)
+    assert bad_request_fields(err) == ["event.spec.involved_object.tenant_id"]
+    listed = await platform.root.events.List(event_pb2.ListEventsRequest(tenant_id="*"))
+    assert [e.metadata.name for e in listed.items if e.spec.involved_object.tenant_id == TENANT] == []

@@ -400,8 +400,16 @@ class EtcdStore:
             call = self._conn.watch.Watch(wait_for_ready=True)
             ticker: asyncio.Task[None] | None = None
             try:
+                # fragment: etcd sends the history a watch starts with as one response per up to
+                # 1000 revisions; with big objects (and their previous states) that outgrows the
+                # 64 MiB this client accepts, and the watch would fail and resume at the same
+                # revision forever. Fragments are at most etcd's request size (or one event).
                 create = rpc.WatchCreateRequest(
-                    key=bprefix, range_end=prefix_end(bprefix), start_revision=next_revision, prev_kv=True
+                    key=bprefix,
+                    range_end=prefix_end(bprefix),
+                    start_revision=next_revision,
+                    prev_kv=True,
+                    fragment=True,
                 )
                 await call.write(rpc.WatchRequest(create_request=create))
                 ticker = asyncio.create_task(_request_progress(call, progress_interval, progress_wanted))

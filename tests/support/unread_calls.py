@@ -1,0 +1,93 @@
+"""A client that sends gRPC calls and never reads their answers: one HTTP/2 connection whose
+flow-control window for each stream is 0 (SETTINGS_INITIAL_WINDOW_SIZE), so the server can
+send the response headers but not one byte of a response message. It answers the server's
+SETTINGS and PINGs, as a live client does, and nothing else. Tests use it to hold responses in
+the server's memory for as long as they like."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import struct
+
+from tke.internal.cni import hpack
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+DATA, HEADERS, SETTINGS, PING, GOAWAY = 0x0, 0x1, 0x4, 0x6, 0x7
+END_STREAM, ACK, END_HEADERS = 0x1, 0x1, 0x4
+INITIAL_WINDOW_SIZE = 0x4
+
+
+def _frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
+    return struct.pack(">I", len(payload))[1:] + bytes([kind, flags]) + struct.pack(">I", stream) + payload
+
+
+class UnreadCalls:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.next_stream = 1
+        self.answered: set[int] = set()  # streams the server sent response headers on
+        self.changed = asyncio.Event()
+        self._task = asyncio.create_task(self._read())
+
+    @classmethod
+    async def connect(cls, host: str, port: int) -> UnreadCalls:
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(PREFACE + _frame(SETTINGS, 0, 0, struct.pack(">HI", INITIAL_WINDOW_SIZE, 0)))
+        await writer.drain()
+        return cls(reader, writer)
+
+    async def send(self, path: str, request: bytes, metadata: tuple[tuple[str, str], ...] = ()) -> int:
+        """Send one unary call; its stream id."""
+        stream, self.next_stream = self.next_stream, self.next_stream + 2
+        headers = [
+            (":method", "POST"),
+            (":scheme", "http"),
+            (":path", path),
+            (":authority", "localhost"),
+            ("content-type", "application/grpc"),
+            ("te", "trailers"),
+            *metadata,
+        ]
+        message = b"\x00" + struct.pack(">I", len(request)) + request
+        self.writer.write(
+            _frame(HEADERS, END_HEADERS, stream, hpack.encode_headers(headers))
+            + _frame(DATA, END_STREAM, stream, message)
+        )
+        await self.writer.drain()
+        return stream
+
+    async def wait_answered(self, streams: set[int]) -> None:
+        """Until the server has sent response headers on every one of `streams`."""
+        while not streams <= self.answered:
+            self.changed.clear()
+            await self.changed.wait()
+
+    async def _read(self) -> None:
+        try:
+            while True:
+                head = await self.reader.readexactly(9)
+                length = int.from_bytes(head[:3], "big")
+                kind, flags, stream = head[3], head[4], int.from_bytes(head[5:9], "big") & 0x7FFFFFFF
+                payload = await self.reader.readexactly(length)
+                if kind == SETTINGS and not flags & ACK:
+                    self.writer.write(_frame(SETTINGS, ACK, 0))
+                elif kind == PING and not flags & ACK:
+                    self.writer.write(_frame(PING, ACK, 0, payload))
+                elif kind == HEADERS:
+                    self.answered.add(stream)
+                    self.changed.set()
+                elif kind == GOAWAY:
+                    return
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return
+        finally:
+            self.changed.set()
+
+    async def close(self) -> None:
+        self.writer.close()
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+        with contextlib.suppress(ConnectionError):
+            await self.writer.wait_closed()
