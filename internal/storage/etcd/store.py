@@ -413,6 +413,11 @@ class EtcdStore:
                 )
                 await call.write(rpc.WatchRequest(create_request=create))
                 ticker = asyncio.create_task(_request_progress(call, progress_interval, progress_wanted))
+                # The events of the last revision a response carried, held back until the revision
+                # is known to be whole: etcd may cut one transaction's events between fragments,
+                # and a stream that breaks between them must resume at that revision, not past it
+                # (then the held events come again, whole, and nothing is delivered twice).
+                held: list[rpc.Event] = []
                 while True:
                     resp = await call.read()
                     if resp is grpc.aio.EOF:
@@ -425,9 +430,18 @@ class EtcdStore:
                     if resp.created:
                         continue
                     for ev in resp.events:
-                        yield _event(ev)
-                        next_revision = ev.kv.mod_revision + 1
-                    if not resp.events and resp.header.revision >= next_revision - 1:
+                        if held and ev.kv.mod_revision != held[0].kv.mod_revision:
+                            for whole in held:
+                                yield _event(whole)
+                            next_revision = held[0].kv.mod_revision + 1
+                            held = []
+                        held.append(ev)
+                    if held and not resp.fragment:
+                        for whole in held:
+                            yield _event(whole)
+                        next_revision = held[0].kv.mod_revision + 1
+                        held = []
+                    if not resp.events and not held and resp.header.revision >= next_revision - 1:
                         # A progress notification: nothing under the prefix up to here.
                         next_revision = resp.header.revision + 1
                         yield Progress(resp.header.revision)
