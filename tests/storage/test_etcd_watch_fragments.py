@@ -75,7 +75,7 @@ async def test_a_stream_broken_between_fragments_of_one_transaction_loses_and_re
     await conn.call(conn.kv.Put, rpc.PutRequest(key=marker.encode(), value=b"m"), idempotent=False)
 
     state = {"fragments": 0, "broken": 0}
-    conn.watch = _WatchStub(conn.watch, state)  # type: ignore[assignment]
+    conn.watch = _WatchStub(conn.watch, state)
     seen: list[Event] = []
 
     async def follow() -> None:
