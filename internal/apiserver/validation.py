@@ -18,6 +18,7 @@ from tke.platform.v1 import cluster_pb2, machine_pb2
 MAX_ANNOTATIONS_BYTES = 256 * 1024
 COMPONENTS = frozenset({"kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "etcd"})
 TAINT_EFFECTS = frozenset({"NoSchedule", "PreferNoSchedule", "NoExecute"})
+# Every pattern is checked with fullmatch (`$` also matches before a final newline).
 _VERSION = re.compile(r"^v?\d+\.\d+(\.\d+)?([-+][0-9A-Za-z.-]+)?$")
 _FLAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _PROVIDER = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
@@ -102,7 +103,7 @@ def _port_error(port: int) -> str | None:
 def _provider_error(value: str) -> str | None:
     if not value:
         return "is required: the provider name, for example 'baremetal'"
-    if not _PROVIDER.match(value):
+    if not _PROVIDER.fullmatch(value):
         return "must be lowercase letters, digits, '.', '_' or '-'"
     return None
 
@@ -161,7 +162,7 @@ def validate_cluster_spec(spec: cluster_pb2.ClusterSpec, path: str) -> list[Fiel
         out.append(FieldViolation(f"{path}.type", err))
     if spec.display_name and (err := _printable(spec.display_name, 256)):
         out.append(FieldViolation(f"{path}.display_name", err))
-    if spec.version and not _VERSION.match(spec.version):
+    if spec.version and not _VERSION.fullmatch(spec.version):
         out.append(FieldViolation(f"{path}.version", f"{spec.version!r} is not a version such as 1.30.2"))
     imported = bool(spec.api_server_url)
     out += validate_network(spec.network, f"{path}.network", required=not imported)
@@ -181,13 +182,13 @@ def validate_cluster_spec(spec: cluster_pb2.ClusterSpec, path: str) -> list[Fiel
                 )
             )
         for flag, value in args.args.items():
-            if not _FLAG.match(flag):
+            if not _FLAG.fullmatch(flag):
                 out.append(FieldViolation(f"{path}.extra_args[{component!r}].args[{flag!r}]", "is not a flag name"))
             elif err := _printable(value, 4096):
                 out.append(FieldViolation(f"{path}.extra_args[{component!r}].args[{flag!r}]", err))
     if imported:
         url = spec.api_server_url
-        if not re.match(r"^https://[^\s/]+(:\d+)?(/\S*)?$", url):
+        if not re.fullmatch(r"^https://[^\s/]+(:\d+)?(/\S*)?$", url):
             out.append(FieldViolation(f"{path}.api_server_url", f"{url!r} is not an https:// URL"))
     if spec.credential_ref and (err := dns1123_label_error(spec.credential_ref)):
         out.append(FieldViolation(f"{path}.credential_ref", err))
@@ -198,12 +199,12 @@ def validate_conditions(conditions: Iterable[meta_pb2.Condition], path: str) -> 
     out = []
     seen: set[str] = set()
     for i, c in enumerate(conditions):
-        if not _CAMEL.match(c.type):
+        if not _CAMEL.fullmatch(c.type):
             out.append(FieldViolation(f"{path}[{i}].type", "must be a CamelCase name"))
         elif c.type in seen:
             out.append(FieldViolation(f"{path}[{i}].type", f"duplicate condition {c.type!r}"))
         seen.add(c.type)
-        if c.reason and not _CAMEL.match(c.reason):
+        if c.reason and not _CAMEL.fullmatch(c.reason):
             out.append(FieldViolation(f"{path}[{i}].reason", "must be a CamelCase word"))
         if c.status not in meta_pb2.ConditionStatus.values():
             out.append(FieldViolation(f"{path}[{i}].status", f"unknown status {c.status}"))

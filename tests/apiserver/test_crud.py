@@ -340,3 +340,37 @@ async def test_the_provider_refuses_what_it_cannot_build(api: Running) -> None:
     c.spec.machines[0].credential_ref = "ops-key"
     await publish_credentials(api.apiserver.config.etcd, "default/ops-key")
     await create(api, c)
+
+
+async def test_a_trailing_newline_makes_no_name_version_or_label(api: Running) -> None:
+    # `$` in a pattern also matches before a final newline: "prod\n" would be a second cluster
+    # that prints like "prod", and no DNS label where it lands (Kubernetes objects, tags).
+    await create(api, cluster("prod"))
+    bad = cluster("prod\n", {"team\n": "a\n"})
+    bad.spec.type = "baremetal\n"
+    bad.spec.version = "1.30.2\n"
+    bad.spec.network.dns_domain = "cluster.local\n"
+    bad.spec.extra_args["kubelet"].args["max-pods\n"] = "200"
+    bad.spec.credential_ref = "ops-key\n"
+    err = await expect_error(create(api, bad), Code.INVALID_ARGUMENT)
+    assert set(bad_request_fields(err)) == {
+        "cluster.metadata.name",
+        "cluster.metadata.labels['team\\n']",
+        "cluster.spec.type",
+        "cluster.spec.version",
+        "cluster.spec.network.dns_domain",
+        "cluster.spec.extra_args['kubelet'].args['max-pods\\n']",
+        "cluster.spec.credential_ref",
+    }
+    listed = await api.clusters.List(cluster_pb2.ListClustersRequest())
+    assert [c.metadata.name for c in listed.items] == ["prod"]
+    bad_machine = machine("w1\n", "prod\n", labels={"pool": "general\n"})
+    err = await expect_error(
+        api.machines.Create(machine_pb2.CreateMachineRequest(machine=bad_machine)), Code.INVALID_ARGUMENT
+    )
+    assert set(bad_request_fields(err)) == {
+        "machine.metadata.name",
+        "machine.spec.cluster_name",
+        "machine.metadata.labels['pool']",
+    }
+
