@@ -67,9 +67,25 @@ def validate_labels(labels: Mapping[str, str], path: str) -> list[FieldViolation
 
 def _ip_error(value: str) -> str | None:
     try:
-        ipaddress.ip_address(value)
+        ip = ipaddress.ip_address(value)
     except ValueError:
         return f"{value!r} is not an IPv4 or IPv6 address"
+    # Python takes any text after "%" as an IPv6 zone ("fe80::1%eth0"), newlines and shell
+    # characters included; the address goes into commands, configuration files and the
+    # one-object-per-address claim, so it must be the bare address.
+    if isinstance(ip, ipaddress.IPv6Address) and ip.scope_id is not None:
+        return f"{value!r} has a zone (%...): give the address alone"
+    return None
+
+
+def _machine_ip_error(value: str) -> str | None:
+    """A machine's address: a bare unicast address (0.0.0.0 and :: reach the controller's own
+    host; a multicast or broadcast address is no machine)."""
+    if err := _ip_error(value):
+        return err
+    ip = ipaddress.ip_address(value)
+    if ip.is_unspecified or ip.is_multicast or ip == ipaddress.IPv4Address("255.255.255.255"):
+        return f"{value!r} is not a machine's address (unspecified, multicast or broadcast)"
     return None
 
 
@@ -145,7 +161,7 @@ def _validate_login(
     out = []
     if not ip and ip_required:
         out.append(FieldViolation(f"{path}.ip", "is required"))
-    elif ip and (err := _ip_error(ip)):
+    elif ip and (err := _machine_ip_error(ip)):
         out.append(FieldViolation(f"{path}.ip", err))
     if err := _port_error(port):
         out.append(FieldViolation(f"{path}.ssh_port", err))

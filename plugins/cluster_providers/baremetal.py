@@ -158,6 +158,10 @@ class BaremetalClusterProvider:
                 out.append(
                     FieldViolation(f"cluster.spec.machines[{i}].credential_ref", "is required to log in over SSH")
                 )
+            if endpoints.bare_ip(m.ip) is None:
+                # The apiserver refuses these too; an object stored before that rule stops here,
+                # before its address reaches a command or haproxy.cfg.
+                out.append(FieldViolation(f"cluster.spec.machines[{i}].ip", f"{m.ip!r} is not a bare IP address"))
             if ips.count(m.ip) > 1:
                 out.append(FieldViolation(f"cluster.spec.machines[{i}].ip", f"{m.ip} appears more than once"))
         if cluster.status.control_plane and not cluster.spec.machines:

@@ -374,3 +374,27 @@ async def test_a_trailing_newline_makes_no_name_version_or_label(api: Running) -
         "machine.metadata.labels['pool']",
     }
 
+
+async def test_addresses_are_bare_unicast_addresses(api: Running) -> None:
+    # Any text after "%" is an IPv6 zone to Python, newlines included; 0.0.0.0 and :: reach
+    # the controller's own host.
+    bad = cluster("zoned")
+    bad.spec.machines.add(ip="0.0.0.0", credential_ref="ops-key")
+    bad.spec.machines.add(ip="::", credential_ref="ops-key")
+    bad.spec.machines.add(ip="224.0.0.1", credential_ref="ops-key")
+    bad.spec.machines.add(ip="fe80::1%eth0\nserver evil 203.0.113.9:6443", credential_ref="ops-key")
+    err = await expect_error(create(api, bad), Code.INVALID_ARGUMENT)
+    assert set(bad_request_fields(err)) == {f"cluster.spec.machines[{i}].ip" for i in range(4)}
+    vip = cluster("vip")
+    vip.spec.machines.add(ip="192.0.2.31", credential_ref="ops-key")
+    vip.spec.control_plane_vip.address = "fe80::5%x\n}"
+    vip.spec.control_plane_vip.interface = "eth0"
+    await publish_credentials(api.apiserver.config.etcd, "default/ops-key")
+    err = await expect_error(create(api, vip), Code.INVALID_ARGUMENT)
+    assert bad_request_fields(err) == ["cluster.spec.control_plane_vip.address"]
+    endpoint = cluster("endpoint")
+    endpoint.spec.machines.add(ip="192.0.2.32", credential_ref="ops-key")
+    endpoint.spec.machines.add(ip="192.0.2.33", credential_ref="ops-key")
+    endpoint.spec.control_plane_endpoint.host = "fe80::2%x\ny"
+    err = await expect_error(create(api, endpoint), Code.INVALID_ARGUMENT)
+    assert bad_request_fields(err) == ["cluster.spec.control_plane_endpoint.host"]

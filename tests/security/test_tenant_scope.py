@@ -178,6 +178,32 @@ async def test_a_machine_ip_is_held_by_one_object_across_tenants(secured: Runnin
     await b.machines.Create(machine_pb2.CreateMachineRequest(machine=worker("b-w5", "b-prod", "192.0.2.70")))
 
 
+async def test_an_address_with_a_zone_is_refused_not_a_new_spelling(secured: Running, etcd_config: EtcdConfig) -> None:
+    # Python reads any text after "%" as an IPv6 zone: "2001:db8::50%x" would be a claim of its
+    # own on alice's host, and the text after "%" (newlines, "$(...)") would reach commands and
+    # haproxy.cfg. The bare address is the only spelling taken.
+    await publish_credentials(etcd_config, "team-a/ops-key", "team-b/ops-key")
+    a, b = api_of(secured, ALICE), api_of(secured, BOB)
+    await a.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=baremetal("a-v6", ("2001:db8::50", "ops-key"))))
+    await b.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=baremetal("b-v6")))
+    for ip in ("2001:db8::50%eth0", "2001:db8::50%x\nserver evil 203.0.113.9:6443", "::ffff:192.0.2.80%$(id)"):
+        err = await expect_error(
+            b.machines.Create(machine_pb2.CreateMachineRequest(machine=worker("b-w", "b-v6", ip))),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        )
+        assert bad_request_fields(err) == ["machine.spec.ip"], ip
+        err = await expect_error(
+            b.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=baremetal("b-zoned", (ip, "ops-key")))),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        )
+        assert bad_request_fields(err) == ["cluster.spec.machines[0].ip"], ip
+    await ip_refused(
+        b.machines.Create(machine_pb2.CreateMachineRequest(machine=worker("b-w", "b-v6", "2001:db8::50"))),
+        "machine.spec.ip",
+    )
+    assert [m.metadata.name for m in (await b.machines.List(machine_pb2.ListMachinesRequest())).items] == []
+
+
 async def test_racing_claims_of_one_ip_store_exactly_one(secured: Running, etcd_config: EtcdConfig) -> None:
     await publish_credentials(etcd_config, "team-a/ops-key", "team-b/ops-key")
     a, b = api_of(secured, ALICE), api_of(secured, BOB)
