@@ -208,6 +208,9 @@ def validate_cluster_spec(spec: cluster_pb2.ClusterSpec, path: str) -> list[Fiel
             out.append(FieldViolation(f"{path}.api_server_url", f"{url!r} is not an https:// URL"))
     if spec.credential_ref and (err := dns1123_label_error(spec.credential_ref)):
         out.append(FieldViolation(f"{path}.credential_ref", err))
+    # A name of the controller's configuration ([...options.profiles.NAME]), echoed in conditions.
+    if spec.install_profile and (err := label_value_error(spec.install_profile)):
+        out.append(FieldViolation(f"{path}.install_profile", f"is not a profile name: {err}"))
     return out
 
 

@@ -352,6 +352,7 @@ async def test_a_trailing_newline_makes_no_name_version_or_label(api: Running) -
     bad.spec.network.dns_domain = "cluster.local\n"
     bad.spec.extra_args["kubelet"].args["max-pods\n"] = "200"
     bad.spec.credential_ref = "ops-key\n"
+    bad.spec.install_profile = "default\n"
     err = await expect_error(create(api, bad), Code.INVALID_ARGUMENT)
     assert set(bad_request_fields(err)) == {
         "cluster.metadata.name",
@@ -361,6 +362,7 @@ async def test_a_trailing_newline_makes_no_name_version_or_label(api: Running) -
         "cluster.spec.network.dns_domain",
         "cluster.spec.extra_args['kubelet'].args['max-pods\\n']",
         "cluster.spec.credential_ref",
+        "cluster.spec.install_profile",
     }
     listed = await api.clusters.List(cluster_pb2.ListClustersRequest())
     assert [c.metadata.name for c in listed.items] == ["prod"]
