@@ -139,6 +139,8 @@ def validate_network(net: cluster_pb2.ClusterNetwork, path: str, required: bool)
         else:
             nets[field] = parsed
     pod, svc = nets.get("pod_cidr"), nets.get("service_cidr")
+    if svc is not None and (err := _service_range_error(svc)):
+        out.append(FieldViolation(f"{path}.service_cidr", err))
     if pod is not None and svc is not None and pod.version == svc.version and pod.overlaps(svc):
         out.append(FieldViolation(f"{path}.service_cidr", f"{svc} overlaps pod_cidr {pod}"))
     if net.mode not in cluster_pb2.NetworkMode.values():
@@ -146,6 +148,22 @@ def validate_network(net: cluster_pb2.ClusterNetwork, path: str, required: bool)
     if net.dns_domain and (err := _domain_error(net.dns_domain)):
         out.append(FieldViolation(f"{path}.dns_domain", err))
     return out
+
+
+# kubeadm's bounds of the service range (MinimumAddressesInServiceSubnet,
+# MaximumBitsForServiceSubnet): the cluster DNS Service takes its tenth address, and the API
+# server's allocator holds at most 2^20 addresses.
+SERVICE_RANGE_MIN_ADDRESSES = 10
+SERVICE_RANGE_MAX_BITS = 20
+
+
+def _service_range_error(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> str | None:
+    bits = net.max_prefixlen - net.prefixlen
+    if net.num_addresses < SERVICE_RANGE_MIN_ADDRESSES:
+        return f"{net} is too small: the cluster DNS Service takes its tenth address (/{net.max_prefixlen - 4} at most)"
+    if bits > SERVICE_RANGE_MAX_BITS:
+        return f"{net} is too large: a service range holds at most 2^20 addresses (/{net.max_prefixlen - 20} at least)"
+    return None
 
 
 def _domain_error(value: str) -> str | None:

@@ -400,3 +400,25 @@ async def test_addresses_are_bare_unicast_addresses(api: Running) -> None:
     endpoint.spec.control_plane_endpoint.host = "fe80::2%x\ny"
     err = await expect_error(create(api, endpoint), Code.INVALID_ARGUMENT)
     assert bad_request_fields(err) == ["cluster.spec.control_plane_endpoint.host"]
+
+
+async def test_a_service_range_has_kubeadms_size(api: Running) -> None:
+    # At least 10 addresses (the cluster DNS Service takes the tenth), at most 2^20.
+    for service, ok in [
+        ("10.96.0.0/32", False),
+        ("10.96.0.0/29", False),
+        ("10.96.0.0/28", True),
+        ("10.0.0.0/8", False),
+        ("10.96.0.0/12", True),
+        ("fd00:10:96::/64", False),
+        ("fd00:10:96::/108", True),
+        ("fd00:10:96::/125", False),
+    ]:
+        c = cluster(f"svc-{len(service)}-{service[-2:].strip('/')}-{int(ok)}")
+        c.spec.network.service_cidr = service
+        c.spec.network.pod_cidr = "fd00:10:244::/56" if ":" in service else "172.16.0.0/16"
+        if ok:
+            await create(api, c)
+        else:
+            err = await expect_error(create(api, c), Code.INVALID_ARGUMENT)
+            assert bad_request_fields(err) == ["cluster.spec.network.service_cidr"], service
