@@ -163,7 +163,11 @@ class AWSMachineProvider:
 
     async def create_interface(self, ctx: MachineContext) -> None:
         subnet, groups = self._placement(ctx)
-        interface = await self._instances(ctx).ensure_interface(
+        instances = self._instances(ctx)
+        if not self._credential_ref(ctx):
+            owner = {tags.PLATFORM: self.options.platform, tags.CLUSTER_UID: ctx.cluster.metadata.uid}
+            await instances.check_owned(owner, [subnet], groups)
+        interface = await instances.ensure_interface(
             self._tags(ctx), subnet, groups, client_token(ctx.machine.metadata.uid, "interface")
         )
         status = ctx.obj.status
