@@ -339,6 +339,21 @@ async def test_a_cluster_status_naming_another_network_sends_no_node_there(world
     assert found["NetworkInterfaces"] == []
 
 
+async def test_a_provider_id_naming_another_instance_reads_nothing_of_it(world: World) -> None:
+    # status.provider_id is also the tenant's to write: the platform describes the instance it
+    # names with its own identity, and must not copy another machine's addresses into it.
+    p = provider(world.moto.url)
+    other = machine(world, "other")
+    await run_steps(p.create_steps[:2], context(world, other))
+    [instance] = instances(world.ec2, **{tags.MACHINE_UID: other.metadata.uid})
+    m = machine(world, "w2")
+    m.status.provider_id = other.status.provider_id
+    for step in (p.wait_running, p.check_health):
+        with pytest.raises(PermanentError, match=f"instance {instance['InstanceId']} .* is not this machine's"):
+            await step(context(world, m))
+    assert not any(a.address == instance["PrivateIpAddress"] for a in m.status.addresses)
+
+
 def test_the_spec_is_checked_before_it_is_stored() -> None:
     p = AWSMachineProvider()
     m = machine_pb2.Machine()
