@@ -62,7 +62,18 @@ def machine_credentials(machine: machine_pb2.Machine) -> list[Reference]:
 
 
 def cluster_machine_ips(cluster: cluster_pb2.Cluster) -> list[Unique]:
-    return [
+    """The addresses of spec.machines, and of status.control_plane: the installed masters,
+    which scaling in and teardown log in to and reset, also once they left the spec. Status is
+    written with UpdateStatus, which a tenant may call too, so an address there is held like
+    one in the spec (until the controller has reset that master and drops it), and naming
+    another object's machine there is refused the same way. Spec fields come last: theirs is
+    the field an error names."""
+    installed = [
+        claim
+        for i, member in enumerate(cluster.status.control_plane)
+        for claim in machine_ip(member.machine.ip, f"cluster.status.control_plane[{i}].machine.ip")
+    ]
+    return installed + [
         claim
         for i, m in enumerate(cluster.spec.machines)
         for claim in machine_ip(m.ip, f"cluster.spec.machines[{i}].ip")

@@ -254,6 +254,11 @@ def validate_cluster(cluster: cluster_pb2.Cluster, path: str = "cluster") -> lis
 
 def validate_cluster_status(status: cluster_pb2.ClusterStatus, path: str) -> list[FieldViolation]:
     out = validate_conditions(status.conditions, f"{path}.conditions")
+    # The installed masters: scaling in and teardown log in to them (see kinds.cluster_machine_ips).
+    for i, member in enumerate(status.control_plane):
+        mpath = f"{path}.control_plane[{i}].machine"
+        m = member.machine
+        out += _validate_login(m.ip, m.ssh_port, m.username, m.credential_ref, mpath)
     if status.phase not in cluster_pb2.ClusterPhase.values():
         out.append(FieldViolation(f"{path}.phase", f"unknown phase {status.phase}"))
     return out

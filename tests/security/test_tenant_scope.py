@@ -204,6 +204,44 @@ async def test_an_address_with_a_zone_is_refused_not_a_new_spelling(secured: Run
     assert [m.metadata.name for m in (await b.machines.List(machine_pb2.ListMachinesRequest())).items] == []
 
 
+async def test_installed_masters_in_status_are_held_like_the_spec(secured: Running, etcd_config: EtcdConfig) -> None:
+    # status.control_plane lists the masters that scaling in and teardown log in to and reset,
+    # also after they left the spec; a tenant may write status (UpdateStatus). Bob naming
+    # alice's master there, then deleting his cluster, would have the controller reset it.
+    await publish_credentials(etcd_config, "team-a/ops-key", "team-b/ops-key")
+    a, b = api_of(secured, ALICE), api_of(secured, BOB)
+    await a.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=baremetal("a-st", ("192.0.2.90", "ops-key"))))
+    mine = await b.clusters.Create(
+        cluster_pb2.CreateClusterRequest(cluster=baremetal("b-st", ("192.0.2.91", "ops-key")))
+    )
+    forged = cluster_pb2.Cluster()
+    forged.CopyFrom(mine)
+    forged.status.control_plane.add(node_name="master-1").machine.CopyFrom(mine.spec.machines[0])
+    forged.status.control_plane.add(node_name="a-master").machine.MergeFrom(
+        cluster_pb2.ClusterMachine(ip="192.0.2.90", credential_ref="ops-key")
+    )
+    await ip_refused(
+        b.clusters.UpdateStatus(cluster_pb2.UpdateClusterStatusRequest(cluster=forged)),
+        "cluster.status.control_plane[1].machine.ip",
+    )
+    forged.status.control_plane[1].machine.ip = "alice-master.example.com"
+    err = await expect_error(
+        b.clusters.UpdateStatus(cluster_pb2.UpdateClusterStatusRequest(cluster=forged)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+    assert bad_request_fields(err) == ["cluster.status.control_plane[1].machine.ip"]
+    # His own master is his to record; once recorded it stays held after it leaves the spec,
+    # until the controller has reset it and dropped it from status.
+    del forged.status.control_plane[1:]
+    recorded = await b.clusters.UpdateStatus(cluster_pb2.UpdateClusterStatusRequest(cluster=forged))
+    recorded.spec.machines[0].ip = "192.0.2.92"
+    await b.clusters.Update(cluster_pb2.UpdateClusterRequest(cluster=recorded))
+    await ip_refused(
+        a.machines.Create(machine_pb2.CreateMachineRequest(machine=worker("a-w9", "a-st", "192.0.2.91"))),
+        "machine.spec.ip",
+    )
+
+
 async def test_racing_claims_of_one_ip_store_exactly_one(secured: Running, etcd_config: EtcdConfig) -> None:
     await publish_credentials(etcd_config, "team-a/ops-key", "team-b/ops-key")
     a, b = api_of(secured, ALICE), api_of(secured, BOB)
