@@ -16,6 +16,12 @@ from tke.meta.v1 import meta_pb2
 from tke.platform.v1 import cluster_pb2, machine_pb2
 
 MAX_ANNOTATIONS_BYTES = 256 * 1024
+# Control-plane machines of a cluster: each is a member of the cluster's etcd (kubeadm's stacked
+# etcd, where more than 7 members only slows every write) and a claim in the object's etcd
+# transaction (etcd's --max-txn-ops is 128 by default: 130 machines were an INTERNAL error).
+MAX_CONTROL_PLANE_MACHINES = 7
+# status.control_plane holds those and the masters being removed after a change of the spec.
+MAX_INSTALLED_MASTERS = 4 * MAX_CONTROL_PLANE_MACHINES
 COMPONENTS = frozenset({"kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "etcd"})
 TAINT_EFFECTS = frozenset({"NoSchedule", "PreferNoSchedule", "NoExecute"})
 # Every pattern is checked with fullmatch (`$` also matches before a final newline).
@@ -200,8 +206,14 @@ def validate_cluster_spec(spec: cluster_pb2.ClusterSpec, path: str) -> list[Fiel
         out.append(FieldViolation(f"{path}.version", f"{spec.version!r} is not a version such as 1.30.2"))
     imported = bool(spec.api_server_url)
     out += validate_network(spec.network, f"{path}.network", required=not imported)
+    if len(spec.machines) > MAX_CONTROL_PLANE_MACHINES:
+        out.append(
+            FieldViolation(
+                f"{path}.machines", f"at most {MAX_CONTROL_PLANE_MACHINES} control-plane machines (etcd members)"
+            )
+        )
     seen_ips: set[str] = set()
-    for i, m in enumerate(spec.machines):
+    for i, m in enumerate(spec.machines[:MAX_CONTROL_PLANE_MACHINES]):
         mpath = f"{path}.machines[{i}]"
         out += _validate_login(m.ip, m.ssh_port, m.username, m.credential_ref, mpath)
         out += validate_labels(m.labels, f"{mpath}.labels")
@@ -255,7 +267,9 @@ def validate_cluster(cluster: cluster_pb2.Cluster, path: str = "cluster") -> lis
 def validate_cluster_status(status: cluster_pb2.ClusterStatus, path: str) -> list[FieldViolation]:
     out = validate_conditions(status.conditions, f"{path}.conditions")
     # The installed masters: scaling in and teardown log in to them (see kinds.cluster_machine_ips).
-    for i, member in enumerate(status.control_plane):
+    if len(status.control_plane) > MAX_INSTALLED_MASTERS:
+        out.append(FieldViolation(f"{path}.control_plane", f"at most {MAX_INSTALLED_MASTERS} masters"))
+    for i, member in enumerate(status.control_plane[:MAX_INSTALLED_MASTERS]):
         mpath = f"{path}.control_plane[{i}].machine"
         m = member.machine
         out += _validate_login(m.ip, m.ssh_port, m.username, m.credential_ref, mpath)

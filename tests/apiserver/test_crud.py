@@ -422,3 +422,19 @@ async def test_a_service_range_has_kubeadms_size(api: Running) -> None:
         else:
             err = await expect_error(create(api, c), Code.INVALID_ARGUMENT)
             assert bad_request_fields(err) == ["cluster.spec.network.service_cidr"], service
+
+
+async def test_a_cluster_names_at_most_seven_control_plane_machines(api: Running) -> None:
+    # Each is an etcd member and a claim in the object's etcd transaction: 130 of them were
+    # over etcd's --max-txn-ops and answered INTERNAL.
+    await publish_credentials(api.apiserver.config.etcd, "default/ops-key")
+    for count, ok in [(7, True), (8, False), (130, False)]:
+        c = cluster(f"masters-{count}")
+        for i in range(count):
+            c.spec.machines.add(ip=f"198.51.{count}.{i + 1}", credential_ref="ops-key")
+        c.spec.control_plane_endpoint.host = "lb.example.com"
+        if ok:
+            await create(api, c)
+        else:
+            err = await expect_error(create(api, c), Code.INVALID_ARGUMENT)
+            assert bad_request_fields(err) == ["cluster.spec.machines"], count
