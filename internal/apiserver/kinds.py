@@ -73,6 +73,10 @@ def cluster_machine_ips(cluster: cluster_pb2.Cluster) -> list[Unique]:
         for i, member in enumerate(cluster.status.control_plane)
         for claim in machine_ip(member.machine.ip, f"cluster.status.control_plane[{i}].machine.ip")
     ]
+    # A managed VIP is an address the masters take on their network (keepalived announces it):
+    # held like a machine's, so no cluster takes over another object's machine address.
+    vip = cluster.spec.control_plane_vip.address if cluster.spec.HasField("control_plane_vip") else ""
+    installed += machine_ip(vip, "cluster.spec.control_plane_vip.address") if vip else []
     return installed + [
         claim
         for i, m in enumerate(cluster.spec.machines)

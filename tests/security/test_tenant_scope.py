@@ -242,6 +242,29 @@ async def test_installed_masters_in_status_are_held_like_the_spec(secured: Runni
     )
 
 
+async def test_a_managed_vip_is_held_like_a_machine_address(secured: Running, etcd_config: EtcdConfig) -> None:
+    # keepalived on bob's masters would announce the VIP on their network: alice's machine
+    # address there would be taken over.
+    await publish_credentials(etcd_config, "team-a/ops-key", "team-b/ops-key")
+    a, b = api_of(secured, ALICE), api_of(secured, BOB)
+    await a.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=baremetal("a-vip", ("192.0.2.100", "ops-key"))))
+
+    def with_vip(name: str, master: str, address: str) -> cluster_pb2.Cluster:
+        c = baremetal(name, (master, "ops-key"))
+        c.spec.control_plane_vip.address, c.spec.control_plane_vip.interface = address, "eth0"
+        return c
+
+    await ip_refused(
+        b.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=with_vip("b-vip", "192.0.2.101", "192.0.2.100"))),
+        "cluster.spec.control_plane_vip.address",
+    )
+    await b.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=with_vip("b-vip", "192.0.2.101", "192.0.2.102")))
+    await ip_refused(
+        a.machines.Create(machine_pb2.CreateMachineRequest(machine=worker("a-w", "a-vip", "192.0.2.102"))),
+        "machine.spec.ip",
+    )
+
+
 async def test_racing_claims_of_one_ip_store_exactly_one(secured: Running, etcd_config: EtcdConfig) -> None:
     await publish_credentials(etcd_config, "team-a/ops-key", "team-b/ops-key")
     a, b = api_of(secured, ALICE), api_of(secured, BOB)
