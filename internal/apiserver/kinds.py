@@ -62,15 +62,18 @@ def machine_credentials(machine: machine_pb2.Machine) -> list[Reference]:
 
 
 def cluster_machine_ips(cluster: cluster_pb2.Cluster) -> list[Unique]:
-    """The addresses of spec.machines, and of status.control_plane: the installed masters,
-    which scaling in and teardown log in to and reset, also once they left the spec. Status is
-    written with UpdateStatus, which a tenant may call too, so an address there is held like
-    one in the spec (until the controller has reset that master and drops it), and naming
-    another object's machine there is refused the same way. Spec fields come last: theirs is
-    the field an error names."""
+    """The addresses of spec.machines, and of status.control_plane members that name a
+    credential: the installed masters a provider logs in to (baremetal's scaling in and
+    teardown reset them, also once they left the spec). Status is written with UpdateStatus,
+    which a tenant may call too, so such an address is held like one in the spec (until the
+    controller has reset that master and drops it), and naming another object's machine there
+    is refused the same way. Members without a credential are records only (a cloud's masters,
+    whose private addresses repeat from one VPC to the next), never logged in to. Spec fields
+    come last: theirs is the field an error names."""
     installed = [
         claim
         for i, member in enumerate(cluster.status.control_plane)
+        if member.machine.credential_ref
         for claim in machine_ip(member.machine.ip, f"cluster.status.control_plane[{i}].machine.ip")
     ]
     # A managed VIP is an address the masters take on their network (keepalived announces it):

@@ -438,3 +438,12 @@ async def test_a_cluster_names_at_most_seven_control_plane_machines(api: Running
         else:
             err = await expect_error(create(api, c), Code.INVALID_ARGUMENT)
             assert bad_request_fields(err) == ["cluster.spec.machines"], count
+
+
+async def test_recorded_masters_without_a_credential_are_records_not_claims(api: Running) -> None:
+    # A cloud's masters: private addresses that repeat from one VPC to the next. The
+    # controller records them in status without a credential; two clusters may each have one.
+    for name in ("vpc-a", "vpc-b"):
+        created = await create(api, cluster(name, type="some-cloud"))
+        created.status.control_plane.add(node_name="ip-10-0-1-4.ec2.internal").machine.ip = "10.0.1.4"
+        await api.clusters.UpdateStatus(cluster_pb2.UpdateClusterStatusRequest(cluster=created))
