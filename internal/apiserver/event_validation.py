@@ -20,11 +20,11 @@ def validate_event(event: event_pb2.Event, path: str = "event") -> list[FieldVio
     spec = event.spec
     ref = spec.involved_object
     where = f"{path}.spec.involved_object"
-    if not _CAMEL.match(ref.kind):
+    if not _CAMEL.fullmatch(ref.kind):
         out.append(FieldViolation(f"{where}.kind", "is required: a CamelCase kind such as Cluster or Machine"))
     if err := dns1123_label_error(ref.name):
         out.append(FieldViolation(f"{where}.name", err))
-    if not _CAMEL.match(spec.reason):
+    if not _CAMEL.fullmatch(spec.reason):
         out.append(FieldViolation(f"{path}.spec.reason", "is required: a CamelCase reason such as StepSucceeded"))
     if len(spec.message) > MAX_MESSAGE:
         out.append(FieldViolation(f"{path}.spec.message", f"must be at most {MAX_MESSAGE} characters"))

@@ -62,7 +62,25 @@ def machine_credentials(machine: machine_pb2.Machine) -> list[Reference]:
 
 
 def cluster_machine_ips(cluster: cluster_pb2.Cluster) -> list[Unique]:
-    return [
+    """The addresses of spec.machines, and of status.control_plane members that name a
+    credential: the installed masters a provider logs in to (baremetal's scaling in and
+    teardown reset them, also once they left the spec). Status is written with UpdateStatus,
+    which a tenant may call too, so such an address is held like one in the spec (until the
+    controller has reset that master and drops it), and naming another object's machine there
+    is refused the same way. Members without a credential are records only (a cloud's masters,
+    whose private addresses repeat from one VPC to the next), never logged in to. Spec fields
+    come last: theirs is the field an error names."""
+    installed = [
+        claim
+        for i, member in enumerate(cluster.status.control_plane)
+        if member.machine.credential_ref
+        for claim in machine_ip(member.machine.ip, f"cluster.status.control_plane[{i}].machine.ip")
+    ]
+    # A managed VIP is an address the masters take on their network (keepalived announces it):
+    # held like a machine's, so no cluster takes over another object's machine address.
+    vip = cluster.spec.control_plane_vip.address if cluster.spec.HasField("control_plane_vip") else ""
+    installed += machine_ip(vip, "cluster.spec.control_plane_vip.address") if vip else []
+    return installed + [
         claim
         for i, m in enumerate(cluster.spec.machines)
         for claim in machine_ip(m.ip, f"cluster.spec.machines[{i}].ip")

@@ -16,8 +16,15 @@ from tke.meta.v1 import meta_pb2
 from tke.platform.v1 import cluster_pb2, machine_pb2
 
 MAX_ANNOTATIONS_BYTES = 256 * 1024
+# Control-plane machines of a cluster: each is a member of the cluster's etcd (kubeadm's stacked
+# etcd, where more than 7 members only slows every write) and a claim in the object's etcd
+# transaction (etcd's --max-txn-ops is 128 by default: 130 machines were an INTERNAL error).
+MAX_CONTROL_PLANE_MACHINES = 7
+# status.control_plane holds those and the masters being removed after a change of the spec.
+MAX_INSTALLED_MASTERS = 4 * MAX_CONTROL_PLANE_MACHINES
 COMPONENTS = frozenset({"kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "etcd"})
 TAINT_EFFECTS = frozenset({"NoSchedule", "PreferNoSchedule", "NoExecute"})
+# Every pattern is checked with fullmatch (`$` also matches before a final newline).
 _VERSION = re.compile(r"^v?\d+\.\d+(\.\d+)?([-+][0-9A-Za-z.-]+)?$")
 _FLAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _PROVIDER = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
@@ -66,9 +73,25 @@ def validate_labels(labels: Mapping[str, str], path: str) -> list[FieldViolation
 
 def _ip_error(value: str) -> str | None:
     try:
-        ipaddress.ip_address(value)
+        ip = ipaddress.ip_address(value)
     except ValueError:
         return f"{value!r} is not an IPv4 or IPv6 address"
+    # Python takes any text after "%" as an IPv6 zone ("fe80::1%eth0"), newlines and shell
+    # characters included; the address goes into commands, configuration files and the
+    # one-object-per-address claim, so it must be the bare address.
+    if isinstance(ip, ipaddress.IPv6Address) and ip.scope_id is not None:
+        return f"{value!r} has a zone (%...): give the address alone"
+    return None
+
+
+def _machine_ip_error(value: str) -> str | None:
+    """A machine's address: a bare unicast address (0.0.0.0 and :: reach the controller's own
+    host; a multicast or broadcast address is no machine)."""
+    if err := _ip_error(value):
+        return err
+    ip = ipaddress.ip_address(value)
+    if ip.is_unspecified or ip.is_multicast or ip == ipaddress.IPv4Address("255.255.255.255"):
+        return f"{value!r} is not a machine's address (unspecified, multicast or broadcast)"
     return None
 
 
@@ -102,7 +125,7 @@ def _port_error(port: int) -> str | None:
 def _provider_error(value: str) -> str | None:
     if not value:
         return "is required: the provider name, for example 'baremetal'"
-    if not _PROVIDER.match(value):
+    if not _PROVIDER.fullmatch(value):
         return "must be lowercase letters, digits, '.', '_' or '-'"
     return None
 
@@ -122,6 +145,8 @@ def validate_network(net: cluster_pb2.ClusterNetwork, path: str, required: bool)
         else:
             nets[field] = parsed
     pod, svc = nets.get("pod_cidr"), nets.get("service_cidr")
+    if svc is not None and (err := _service_range_error(svc)):
+        out.append(FieldViolation(f"{path}.service_cidr", err))
     if pod is not None and svc is not None and pod.version == svc.version and pod.overlaps(svc):
         out.append(FieldViolation(f"{path}.service_cidr", f"{svc} overlaps pod_cidr {pod}"))
     if net.mode not in cluster_pb2.NetworkMode.values():
@@ -129,6 +154,22 @@ def validate_network(net: cluster_pb2.ClusterNetwork, path: str, required: bool)
     if net.dns_domain and (err := _domain_error(net.dns_domain)):
         out.append(FieldViolation(f"{path}.dns_domain", err))
     return out
+
+
+# kubeadm's bounds of the service range (MinimumAddressesInServiceSubnet,
+# MaximumBitsForServiceSubnet): the cluster DNS Service takes its tenth address, and the API
+# server's allocator holds at most 2^20 addresses.
+SERVICE_RANGE_MIN_ADDRESSES = 10
+SERVICE_RANGE_MAX_BITS = 20
+
+
+def _service_range_error(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> str | None:
+    bits = net.max_prefixlen - net.prefixlen
+    if net.num_addresses < SERVICE_RANGE_MIN_ADDRESSES:
+        return f"{net} is too small: the cluster DNS Service takes its tenth address (/{net.max_prefixlen - 4} at most)"
+    if bits > SERVICE_RANGE_MAX_BITS:
+        return f"{net} is too large: a service range holds at most 2^20 addresses (/{net.max_prefixlen - 20} at least)"
+    return None
 
 
 def _domain_error(value: str) -> str | None:
@@ -144,7 +185,7 @@ def _validate_login(
     out = []
     if not ip and ip_required:
         out.append(FieldViolation(f"{path}.ip", "is required"))
-    elif ip and (err := _ip_error(ip)):
+    elif ip and (err := _machine_ip_error(ip)):
         out.append(FieldViolation(f"{path}.ip", err))
     if err := _port_error(port):
         out.append(FieldViolation(f"{path}.ssh_port", err))
@@ -161,12 +202,18 @@ def validate_cluster_spec(spec: cluster_pb2.ClusterSpec, path: str) -> list[Fiel
         out.append(FieldViolation(f"{path}.type", err))
     if spec.display_name and (err := _printable(spec.display_name, 256)):
         out.append(FieldViolation(f"{path}.display_name", err))
-    if spec.version and not _VERSION.match(spec.version):
+    if spec.version and not _VERSION.fullmatch(spec.version):
         out.append(FieldViolation(f"{path}.version", f"{spec.version!r} is not a version such as 1.30.2"))
     imported = bool(spec.api_server_url)
     out += validate_network(spec.network, f"{path}.network", required=not imported)
+    if len(spec.machines) > MAX_CONTROL_PLANE_MACHINES:
+        out.append(
+            FieldViolation(
+                f"{path}.machines", f"at most {MAX_CONTROL_PLANE_MACHINES} control-plane machines (etcd members)"
+            )
+        )
     seen_ips: set[str] = set()
-    for i, m in enumerate(spec.machines):
+    for i, m in enumerate(spec.machines[:MAX_CONTROL_PLANE_MACHINES]):
         mpath = f"{path}.machines[{i}]"
         out += _validate_login(m.ip, m.ssh_port, m.username, m.credential_ref, mpath)
         out += validate_labels(m.labels, f"{mpath}.labels")
@@ -181,16 +228,19 @@ def validate_cluster_spec(spec: cluster_pb2.ClusterSpec, path: str) -> list[Fiel
                 )
             )
         for flag, value in args.args.items():
-            if not _FLAG.match(flag):
+            if not _FLAG.fullmatch(flag):
                 out.append(FieldViolation(f"{path}.extra_args[{component!r}].args[{flag!r}]", "is not a flag name"))
             elif err := _printable(value, 4096):
                 out.append(FieldViolation(f"{path}.extra_args[{component!r}].args[{flag!r}]", err))
     if imported:
         url = spec.api_server_url
-        if not re.match(r"^https://[^\s/]+(:\d+)?(/\S*)?$", url):
+        if not re.fullmatch(r"^https://[^\s/]+(:\d+)?(/\S*)?$", url):
             out.append(FieldViolation(f"{path}.api_server_url", f"{url!r} is not an https:// URL"))
     if spec.credential_ref and (err := dns1123_label_error(spec.credential_ref)):
         out.append(FieldViolation(f"{path}.credential_ref", err))
+    # A name of the controller's configuration ([...options.profiles.NAME]), echoed in conditions.
+    if spec.install_profile and (err := label_value_error(spec.install_profile)):
+        out.append(FieldViolation(f"{path}.install_profile", f"is not a profile name: {err}"))
     return out
 
 
@@ -198,12 +248,12 @@ def validate_conditions(conditions: Iterable[meta_pb2.Condition], path: str) -> 
     out = []
     seen: set[str] = set()
     for i, c in enumerate(conditions):
-        if not _CAMEL.match(c.type):
+        if not _CAMEL.fullmatch(c.type):
             out.append(FieldViolation(f"{path}[{i}].type", "must be a CamelCase name"))
         elif c.type in seen:
             out.append(FieldViolation(f"{path}[{i}].type", f"duplicate condition {c.type!r}"))
         seen.add(c.type)
-        if c.reason and not _CAMEL.match(c.reason):
+        if c.reason and not _CAMEL.fullmatch(c.reason):
             out.append(FieldViolation(f"{path}[{i}].reason", "must be a CamelCase word"))
         if c.status not in meta_pb2.ConditionStatus.values():
             out.append(FieldViolation(f"{path}[{i}].status", f"unknown status {c.status}"))
@@ -216,6 +266,13 @@ def validate_cluster(cluster: cluster_pb2.Cluster, path: str = "cluster") -> lis
 
 def validate_cluster_status(status: cluster_pb2.ClusterStatus, path: str) -> list[FieldViolation]:
     out = validate_conditions(status.conditions, f"{path}.conditions")
+    # The installed masters: scaling in and teardown log in to them (see kinds.cluster_machine_ips).
+    if len(status.control_plane) > MAX_INSTALLED_MASTERS:
+        out.append(FieldViolation(f"{path}.control_plane", f"at most {MAX_INSTALLED_MASTERS} masters"))
+    for i, member in enumerate(status.control_plane[:MAX_INSTALLED_MASTERS]):
+        mpath = f"{path}.control_plane[{i}].machine"
+        m = member.machine
+        out += _validate_login(m.ip, m.ssh_port, m.username, m.credential_ref, mpath)
     if status.phase not in cluster_pb2.ClusterPhase.values():
         out.append(FieldViolation(f"{path}.phase", f"unknown phase {status.phase}"))
     return out

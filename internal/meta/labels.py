@@ -11,6 +11,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+# Checked with fullmatch: `$` also matches before a final newline, so `match` would take "prod\n",
+# a name that is no DNS label and prints like "prod".
 _NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$")
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$")
@@ -25,7 +27,7 @@ def dns1123_label_error(value: str) -> str | None:
         return "must not be empty"
     if len(value) > 63:
         return "must be at most 63 characters"
-    if not _DNS1123_LABEL.match(value):
+    if not _DNS1123_LABEL.fullmatch(value):
         return "must consist of lowercase letters, digits and '-', and start and end with a letter or digit"
     return None
 
@@ -35,7 +37,7 @@ def dns1123_subdomain_error(value: str) -> str | None:
         return "must not be empty"
     if len(value) > 253:
         return "must be at most 253 characters"
-    if not _DNS1123_SUBDOMAIN.match(value) or any(dns1123_label_error(p) for p in value.split(".")):
+    if not _DNS1123_SUBDOMAIN.fullmatch(value) or any(dns1123_label_error(p) for p in value.split(".")):
         return "must be lowercase DNS labels separated by '.'"
     return None
 
@@ -51,7 +53,7 @@ def qualified_name_error(key: str) -> str | None:
         return "key name must not be empty"
     if len(name) > 63:
         return "key name must be at most 63 characters"
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         return "key name must be alphanumerics, '-', '_' or '.', starting and ending with an alphanumeric"
     return None
 
@@ -61,7 +63,7 @@ def label_value_error(value: str) -> str | None:
         return None
     if len(value) > 63:
         return "value must be at most 63 characters"
-    if not _NAME.match(value):
+    if not _NAME.fullmatch(value):
         return "value must be alphanumerics, '-', '_' or '.', starting and ending with an alphanumeric"
     return None
 

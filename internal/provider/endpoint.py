@@ -101,6 +101,8 @@ def violations(cluster: cluster_pb2.Cluster) -> list[FieldViolation]:
         path = "cluster.spec.control_plane_vip"
         try:
             address = ipaddress.ip_address(v.address)
+            if bare_ip(v.address) is None:
+                out.append(FieldViolation(f"{path}.address", f"{v.address!r} has a zone (%...): give it alone"))
             if any(m.ip == v.address for m in spec.machines):
                 out.append(FieldViolation(f"{path}.address", "must be a free address, not a control-plane machine's"))
             if address.is_loopback or address.is_unspecified or address.is_multicast:
@@ -145,7 +147,20 @@ def violations(cluster: cluster_pb2.Cluster) -> list[FieldViolation]:
     return out
 
 
+def bare_ip(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """`value` as an address, None unless it is one without an IPv6 zone. Python reads any text
+    after "%" as a zone ("fe80::1%eth0"), newlines and shell characters included, and these
+    addresses go into commands and configuration files (haproxy.cfg, keepalived.conf)."""
+    try:
+        ip = ipaddress.ip_address(value)
+    except ValueError:
+        return None
+    return None if isinstance(ip, ipaddress.IPv6Address) and ip.scope_id is not None else ip
+
+
 def _host_ok(host: str) -> bool:
+    if "%" in host:
+        return False
     try:
         ipaddress.ip_address(host)
         return True

@@ -12,8 +12,9 @@ import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from tke.internal.meta.labels import dns1123_subdomain_error
 from tke.internal.provider import endpoint as endpoints
-from tke.internal.provider.errors import TemporaryError
+from tke.internal.provider.errors import PermanentError, TemporaryError
 from tke.internal.provider.kube import config as kubecfg
 from tke.internal.provider.kube import pki
 from tke.internal.provider.nodeprep import Profile
@@ -58,12 +59,20 @@ class Layout:
         return Paths(self.root.replace("{ip}", ip).rstrip("/"))
 
 
+def _host(ip: str) -> str:
+    """A machine's address as the platform uses it: in commands, paths and files. The apiserver
+    refuses anything else; an object stored before that rule fails here, for good."""
+    if endpoints.bare_ip(ip) is None:
+        raise PermanentError(f"machine address {ip!r} is not a bare IP address")
+    return ip
+
+
 def master_target(m: cluster_pb2.ClusterMachine) -> Target:
-    return Target(m.ip, m.ssh_port or 22, m.username or "root", m.credential_ref)
+    return Target(_host(m.ip), m.ssh_port or 22, m.username or "root", m.credential_ref)
 
 
 def machine_target(m: machine_pb2.Machine) -> Target:
-    return Target(m.spec.ip, m.spec.ssh_port or 22, m.spec.username or "root", m.spec.credential_ref)
+    return Target(_host(m.spec.ip), m.spec.ssh_port or 22, m.spec.username or "root", m.spec.credential_ref)
 
 
 def environment(
@@ -97,6 +106,10 @@ async def node_name(channel: Channel, command: str = "hostname") -> str:
     name = (await channel.run(command)).strip().lower()
     if not name:
         raise TemporaryError(f"{channel.target}: `{command}` printed no node name")
+    # The name goes into kubeadm's documents, haproxy.cfg and status: only a name Kubernetes
+    # takes for a Node (a DNS subdomain) is used.
+    if err := dns1123_subdomain_error(name):
+        raise PermanentError(f"{channel.target}: `{command}` printed {name[:80]!r}, not a node name: {err}")
     return name
 
 

@@ -99,6 +99,28 @@ class Instances:
         interface: dict[str, Any] = made["NetworkInterface"]
         return interface
 
+    async def check_owned(self, owner: Mapping[str, str], subnets: Sequence[str], groups: Sequence[str]) -> None:
+        """PermanentError unless every subnet and security group carries the `owner` tags (the
+        platform's and a cluster uid's). With the platform's own identity, which serves every
+        tenant, this is what makes "the cluster's subnets and groups" a rule: the ids come from
+        the cluster's status, which its tenant may write (UpdateStatus), and naming another
+        tenant's subnet or group there would put a node into that network."""
+        wanted = [("subnet", "subnet_id", sorted(set(subnets)), self.ec2.describe_subnets, "Subnets", "SubnetId")]
+        wanted.append(
+            ("security group", "group_id", sorted(set(groups)), self.ec2.describe_security_groups, "SecurityGroups",
+             "GroupId")
+        )  # fmt: skip
+        for what, filter_name, ids, describe, key, id_key in wanted:
+            if not ids:
+                continue
+            found = await client.step(describe, Filters=tags.filters(owner, **{filter_name: ids}))
+            owned = {item[id_key] for item in found.get(key, [])}
+            if foreign := [i for i in ids if i not in owned]:
+                raise PermanentError(
+                    f"{what} {', '.join(foreign)} is not this cluster's (not tagged as the platform made it for "
+                    "this cluster): with the platform's AWS credentials a node goes only into its cluster's network"
+                )
+
     async def find(self, identity: Mapping[str, str], states: Sequence[str] = ALIVE) -> list[dict[str, Any]]:
         """Instances with these tags, in these states."""
         found = await client.step(

@@ -13,6 +13,7 @@ from tke.platform.v1 import machine_pb2
 from tke.plugins.aws.client import ClientOptions
 from tke.plugins.aws.instances import LaunchSpec, Volume
 
+# Checked with fullmatch (`$` also matches before a final newline).
 _INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9-]+$")
 _ID = {
     "image": re.compile(r"^ami-[0-9a-f]{8,17}$"),
@@ -26,23 +27,23 @@ VOLUME_TYPES = ("gp3", "gp2", "io1", "io2", "st1", "sc1")
 
 
 def id_error(kind: str, value: str) -> str | None:
-    if _ID[kind].match(value):
+    if _ID[kind].fullmatch(value):
         return None
     return f"{value!r} is not a {kind} id such as {kind if kind != 'image' else 'ami'}-0123456789abcdef0"
 
 
 def region_error(value: str) -> str | None:
-    return None if not value or _REGION.match(value) else f"{value!r} is not a region such as eu-west-1"
+    return None if not value or _REGION.fullmatch(value) else f"{value!r} is not a region such as eu-west-1"
 
 
 def zone_error(value: str) -> str | None:
-    return None if _ZONE.match(value) else f"{value!r} is not an availability zone such as eu-west-1a"
+    return None if _ZONE.fullmatch(value) else f"{value!r} is not an availability zone such as eu-west-1a"
 
 
 def machine_violations(spec: machine_pb2.AWSMachineSpec, path: str, *, placement: bool = True) -> list[FieldViolation]:
     """Checks of an AWSMachineSpec; `placement`: subnet and security groups are its own."""
     out = []
-    if not _INSTANCE_TYPE.match(spec.instance_type):
+    if not _INSTANCE_TYPE.fullmatch(spec.instance_type):
         out.append(FieldViolation(f"{path}.instance_type", "is required: an instance type such as t3.medium"))
     if not spec.image_id:
         out.append(FieldViolation(f"{path}.image_id", "is required: an AMI id such as ami-0123456789abcdef0"))

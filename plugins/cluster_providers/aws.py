@@ -281,9 +281,21 @@ class AWSClusterProvider:
     async def ensure_credential(self, ctx: ClusterContext) -> None:
         await cluster_credentials.ensure_cas(ctx.tools.cluster_credentials, ctx.cluster)
 
+    async def _check_owned(self, ctx: ClusterContext, instances: Instances) -> None:
+        """With the platform's own AWS identity (which cannot adopt), the subnets and groups in
+        status.aws must be the ones EnsureNetwork made for this cluster: the status is also
+        its tenant's to write (UpdateStatus)."""
+        if ctx.cluster.spec.credential_ref:
+            return
+        status = ctx.obj.status.aws
+        owner = {tags.PLATFORM: self.options.platform, tags.CLUSTER_UID: ctx.cluster.metadata.uid}
+        groups = [g for g in (status.control_plane_security_group_id, status.node_security_group_id) if g]
+        await instances.check_owned(owner, [s.id for s in status.subnets], groups)
+
     async def ensure_interfaces(self, ctx: ClusterContext) -> None:
         aws, status = self._aws(ctx), ctx.obj.status.aws
         instances = self._instances(ctx)
+        await self._check_owned(ctx, instances)
         for i in range(aws.control_plane.count):
             subnet = status.subnets[i % len(status.subnets)].id
             await instances.ensure_interface(
@@ -297,6 +309,7 @@ class AWSClusterProvider:
         aws, status = self._aws(ctx), ctx.obj.status
         masters = await self._master_interfaces(ctx)
         if aws.load_balancer:
+            await self._check_owned(ctx, self._instances(ctx))
             arn, dns = await self._network(ctx).ensure_load_balancer(
                 status.aws.vpc_id,
                 [s.id for s in status.aws.subnets],

@@ -158,6 +158,10 @@ class BaremetalClusterProvider:
                 out.append(
                     FieldViolation(f"cluster.spec.machines[{i}].credential_ref", "is required to log in over SSH")
                 )
+            if endpoints.bare_ip(m.ip) is None:
+                # The apiserver refuses these too; an object stored before that rule stops here,
+                # before its address reaches a command or haproxy.cfg.
+                out.append(FieldViolation(f"cluster.spec.machines[{i}].ip", f"{m.ip!r} is not a bare IP address"))
             if ips.count(m.ip) > 1:
                 out.append(FieldViolation(f"cluster.spec.machines[{i}].ip", f"{m.ip} appears more than once"))
         if cluster.status.control_plane and not cluster.spec.machines:
@@ -417,15 +421,18 @@ class BaremetalClusterProvider:
         async with self._api(ctx) as api:
             await api.drain(member.node_name, self.options.drain_timeout)
         paths = self.layout.at(member.machine.ip)
-        try:
-            async with ctx.tools.dialer.connect(nodes.master_target(member.machine)) as ch:
-                env = self._env(ctx, member.machine, member.node_name)
-                await ch.run("kubeadm reset -f", env=env, time_limit=self.options.command_timeout)
-                await nodes.clear_marker(ch, paths, "installed", "prepared", "init-started", "join-started")
-        except TemporaryError:
-            # A dead or half-reset machine must not keep the cluster from shrinking: its etcd
-            # membership is removed below, through a master that stays.
-            pass
+        # A member without a credential is none the platform recorded (nor one the apiserver
+        # holds for this cluster): it is never logged in to.
+        if member.machine.credential_ref:
+            try:
+                async with ctx.tools.dialer.connect(nodes.master_target(member.machine)) as ch:
+                    env = self._env(ctx, member.machine, member.node_name)
+                    await ch.run("kubeadm reset -f", env=env, time_limit=self.options.command_timeout)
+                    await nodes.clear_marker(ch, paths, "installed", "prepared", "init-started", "join-started")
+            except TemporaryError:
+                # A dead or half-reset machine must not keep the cluster from shrinking: its etcd
+                # membership is removed below, through a master that stays.
+                pass
         await self._leave_etcd(ctx, member.node_name)
         async with self._api(ctx) as api:
             await api.delete_node(member.node_name)
@@ -487,7 +494,10 @@ class BaremetalClusterProvider:
     async def teardown(self, ctx: ClusterContext) -> None:
         machines = {m.ip: m for m in ctx.cluster.spec.machines}
         for member in ctx.obj.status.control_plane:
-            machines.setdefault(member.machine.ip, member.machine)
+            # Only members with a credential are held by the apiserver like the spec's (see
+            # kinds.cluster_machine_ips); the platform records every master it installs so.
+            if member.machine.credential_ref:
+                machines.setdefault(member.machine.ip, member.machine)
         for master in machines.values():
             paths = self.layout.at(master.ip)
             async with ctx.tools.dialer.connect(nodes.master_target(master)) as ch:

@@ -50,6 +50,9 @@ FIXED_FLAGS: dict[str, frozenset[str]] = {
             "initial-advertise-peer-urls", "initial-cluster", "initial-cluster-state", "initial-cluster-token",
             "client-cert-auth", "trusted-ca-file", "cert-file", "key-file", "peer-client-cert-auth",
             "peer-trusted-ca-file", "peer-cert-file", "peer-key-file", "listen-metrics-urls",
+            # A second, plain-HTTP client listener; membership found elsewhere; self-signed TLS.
+            "listen-client-http-urls", "discovery", "discovery-srv", "discovery-srv-name", "discovery-proxy",
+            "auto-tls", "peer-auto-tls",
         }
     ),
     "kube-apiserver": frozenset(
@@ -59,6 +62,7 @@ FIXED_FLAGS: dict[str, frozenset[str]] = {
             "kubelet-client-certificate", "kubelet-client-key", "proxy-client-cert-file", "proxy-client-key-file",
             "requestheader-client-ca-file", "service-account-key-file", "service-account-signing-key-file",
             "service-cluster-ip-range", "enable-bootstrap-token-auth", "endpoint-reconciler-type",
+            "etcd-servers-overrides",  # other etcd servers for some resources
         }
     ),
     "kube-controller-manager": frozenset(
@@ -66,11 +70,12 @@ FIXED_FLAGS: dict[str, frozenset[str]] = {
             "kubeconfig", "authentication-kubeconfig", "authorization-kubeconfig", "bind-address", "secure-port",
             "client-ca-file", "cluster-signing-cert-file", "cluster-signing-key-file", "root-ca-file",
             "requestheader-client-ca-file", "service-account-private-key-file", "leader-elect",
+            "master",  # overrides the kubeconfig's server
         }
     ),
     "kube-scheduler": frozenset(
         {"kubeconfig", "authentication-kubeconfig", "authorization-kubeconfig", "bind-address", "secure-port",
-         "leader-elect"}
+         "leader-elect", "master"}
     ),
 }  # fmt: skip
 

@@ -163,7 +163,11 @@ class AWSMachineProvider:
 
     async def create_interface(self, ctx: MachineContext) -> None:
         subnet, groups = self._placement(ctx)
-        interface = await self._instances(ctx).ensure_interface(
+        instances = self._instances(ctx)
+        if not self._credential_ref(ctx):
+            owner = {tags.PLATFORM: self.options.platform, tags.CLUSTER_UID: ctx.cluster.metadata.uid}
+            await instances.check_owned(owner, [subnet], groups)
+        interface = await instances.ensure_interface(
             self._tags(ctx), subnet, groups, client_token(ctx.machine.metadata.uid, "interface")
         )
         status = ctx.obj.status
@@ -218,9 +222,18 @@ class AWSMachineProvider:
     def _instance_id(self, ctx: MachineContext) -> str:
         return ctx.machine.status.provider_id.rsplit("/", 1)[-1]
 
-    async def wait_running(self, ctx: MachineContext) -> None:
+    async def _described(self, ctx: MachineContext) -> tuple[str, dict[str, Any] | None]:
+        """The instance status.provider_id names, if it is this machine's: the status is also
+        its tenant's to write (UpdateStatus), and another instance's addresses and state must
+        not be read into it."""
         instance_id = self._instance_id(ctx)
         instance = await self._instances(ctx).describe(instance_id)
+        if instance is not None and tags.read(instance.get("Tags")).get(tags.MACHINE_UID) != ctx.machine.metadata.uid:
+            raise PermanentError(f"instance {instance_id} (status.provider_id) is not this machine's")
+        return instance_id, instance
+
+    async def wait_running(self, ctx: MachineContext) -> None:
+        instance_id, instance = await self._described(ctx)
         state = instance["State"]["Name"] if instance else "gone"
         if instance is None or state in GONE:
             raise self._vanished(instance_id, instance)
@@ -281,8 +294,7 @@ class AWSMachineProvider:
     # -- health -------------------------------------------------------------------------------
 
     async def check_health(self, ctx: MachineContext) -> str:
-        instance_id = self._instance_id(ctx)
-        instance = await self._instances(ctx).describe(instance_id)
+        instance_id, instance = await self._described(ctx)
         if instance is None or instance["State"]["Name"] in GONE:
             raise TemporaryError(str(self._vanished(instance_id, instance)))
         await self.wait_ready(ctx)

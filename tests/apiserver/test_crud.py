@@ -340,3 +340,110 @@ async def test_the_provider_refuses_what_it_cannot_build(api: Running) -> None:
     c.spec.machines[0].credential_ref = "ops-key"
     await publish_credentials(api.apiserver.config.etcd, "default/ops-key")
     await create(api, c)
+
+
+async def test_a_trailing_newline_makes_no_name_version_or_label(api: Running) -> None:
+    # `$` in a pattern also matches before a final newline: "prod\n" would be a second cluster
+    # that prints like "prod", and no DNS label where it lands (Kubernetes objects, tags).
+    await create(api, cluster("prod"))
+    bad = cluster("prod\n", {"team\n": "a\n"})
+    bad.spec.type = "baremetal\n"
+    bad.spec.version = "1.30.2\n"
+    bad.spec.network.dns_domain = "cluster.local\n"
+    bad.spec.extra_args["kubelet"].args["max-pods\n"] = "200"
+    bad.spec.credential_ref = "ops-key\n"
+    bad.spec.install_profile = "default\n"
+    err = await expect_error(create(api, bad), Code.INVALID_ARGUMENT)
+    assert set(bad_request_fields(err)) == {
+        "cluster.metadata.name",
+        "cluster.metadata.labels['team\\n']",
+        "cluster.spec.type",
+        "cluster.spec.version",
+        "cluster.spec.network.dns_domain",
+        "cluster.spec.extra_args['kubelet'].args['max-pods\\n']",
+        "cluster.spec.credential_ref",
+        "cluster.spec.install_profile",
+    }
+    listed = await api.clusters.List(cluster_pb2.ListClustersRequest())
+    assert [c.metadata.name for c in listed.items] == ["prod"]
+    bad_machine = machine("w1\n", "prod\n", labels={"pool": "general\n"})
+    err = await expect_error(
+        api.machines.Create(machine_pb2.CreateMachineRequest(machine=bad_machine)), Code.INVALID_ARGUMENT
+    )
+    assert set(bad_request_fields(err)) == {
+        "machine.metadata.name",
+        "machine.spec.cluster_name",
+        "machine.metadata.labels['pool']",
+    }
+
+
+async def test_addresses_are_bare_unicast_addresses(api: Running) -> None:
+    # Any text after "%" is an IPv6 zone to Python, newlines included; 0.0.0.0 and :: reach
+    # the controller's own host.
+    bad = cluster("zoned")
+    bad.spec.machines.add(ip="0.0.0.0", credential_ref="ops-key")
+    bad.spec.machines.add(ip="::", credential_ref="ops-key")
+    bad.spec.machines.add(ip="224.0.0.1", credential_ref="ops-key")
+    bad.spec.machines.add(ip="fe80::1%eth0\nserver evil 203.0.113.9:6443", credential_ref="ops-key")
+    err = await expect_error(create(api, bad), Code.INVALID_ARGUMENT)
+    assert set(bad_request_fields(err)) == {f"cluster.spec.machines[{i}].ip" for i in range(4)}
+    vip = cluster("vip")
+    vip.spec.machines.add(ip="192.0.2.31", credential_ref="ops-key")
+    vip.spec.control_plane_vip.address = "fe80::5%x\n}"
+    vip.spec.control_plane_vip.interface = "eth0"
+    await publish_credentials(api.apiserver.config.etcd, "default/ops-key")
+    err = await expect_error(create(api, vip), Code.INVALID_ARGUMENT)
+    assert bad_request_fields(err) == ["cluster.spec.control_plane_vip.address"]
+    endpoint = cluster("endpoint")
+    endpoint.spec.machines.add(ip="192.0.2.32", credential_ref="ops-key")
+    endpoint.spec.machines.add(ip="192.0.2.33", credential_ref="ops-key")
+    endpoint.spec.control_plane_endpoint.host = "fe80::2%x\ny"
+    err = await expect_error(create(api, endpoint), Code.INVALID_ARGUMENT)
+    assert bad_request_fields(err) == ["cluster.spec.control_plane_endpoint.host"]
+
+
+async def test_a_service_range_has_kubeadms_size(api: Running) -> None:
+    # At least 10 addresses (the cluster DNS Service takes the tenth), at most 2^20.
+    for service, ok in [
+        ("10.96.0.0/32", False),
+        ("10.96.0.0/29", False),
+        ("10.96.0.0/28", True),
+        ("10.0.0.0/8", False),
+        ("10.96.0.0/12", True),
+        ("fd00:10:96::/64", False),
+        ("fd00:10:96::/108", True),
+        ("fd00:10:96::/125", False),
+    ]:
+        c = cluster(f"svc-{len(service)}-{service[-2:].strip('/')}-{int(ok)}")
+        c.spec.network.service_cidr = service
+        c.spec.network.pod_cidr = "fd00:10:244::/56" if ":" in service else "172.16.0.0/16"
+        if ok:
+            await create(api, c)
+        else:
+            err = await expect_error(create(api, c), Code.INVALID_ARGUMENT)
+            assert bad_request_fields(err) == ["cluster.spec.network.service_cidr"], service
+
+
+async def test_a_cluster_names_at_most_seven_control_plane_machines(api: Running) -> None:
+    # Each is an etcd member and a claim in the object's etcd transaction: 130 of them were
+    # over etcd's --max-txn-ops and answered INTERNAL.
+    await publish_credentials(api.apiserver.config.etcd, "default/ops-key")
+    for count, ok in [(7, True), (8, False), (130, False)]:
+        c = cluster(f"masters-{count}")
+        for i in range(count):
+            c.spec.machines.add(ip=f"198.51.{count}.{i + 1}", credential_ref="ops-key")
+        c.spec.control_plane_endpoint.host = "lb.example.com"
+        if ok:
+            await create(api, c)
+        else:
+            err = await expect_error(create(api, c), Code.INVALID_ARGUMENT)
+            assert bad_request_fields(err) == ["cluster.spec.machines"], count
+
+
+async def test_recorded_masters_without_a_credential_are_records_not_claims(api: Running) -> None:
+    # A cloud's masters: private addresses that repeat from one VPC to the next. The
+    # controller records them in status without a credential; two clusters may each have one.
+    for name in ("vpc-a", "vpc-b"):
+        created = await create(api, cluster(name, type="some-cloud"))
+        created.status.control_plane.add(node_name="ip-10-0-1-4.ec2.internal").machine.ip = "10.0.1.4"
+        await api.clusters.UpdateStatus(cluster_pb2.UpdateClusterStatusRequest(cluster=created))

@@ -93,6 +93,10 @@ async def world(moto: Moto) -> World:
     group = ec2.create_security_group(GroupName="nodes", Description="nodes", VpcId=vpc)["GroupId"]
     c = cluster_pb2.Cluster()
     c.metadata.name, c.metadata.uid, c.metadata.tenant_id = "prod", str(uuid.uuid4()), "team-a"
+    # Tagged as the cluster provider's EnsureNetwork tags what it makes.
+    ec2.create_tags(
+        Resources=[subnet["SubnetId"], group], Tags=tags.aws(tags.of("tke", "team-a", "prod", c.metadata.uid, "node"))
+    )
     c.spec.type, c.spec.version = "aws", "1.31.2"
     c.spec.network.pod_cidr, c.spec.network.service_cidr = "10.244.0.0/16", "10.96.0.0/12"
     c.status.version = "1.31.2"
@@ -307,6 +311,47 @@ async def test_a_tenant_cannot_use_another_tenants_aws_credential(
     strict = provider(world.moto.url, default_credentials=False)
     with pytest.raises(PermanentError, match="an AWS credential is required"):
         await strict.create_interface(context(world, machine(world)))
+
+
+async def test_a_cluster_status_naming_another_network_sends_no_node_there(world: World) -> None:
+    # A tenant may write its cluster's status (UpdateStatus). With the platform's own AWS
+    # identity, status.aws naming another cluster's subnet and node group must not put a node
+    # into that network: they are checked against the tags EnsureNetwork gave this cluster's.
+    ec2 = world.ec2
+    vpc = ec2.create_vpc(CidrBlock="10.40.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.40.1.0/24", AvailabilityZone="us-east-1a")["Subnet"]["SubnetId"]
+    group = ec2.create_security_group(GroupName="nodes", Description="nodes", VpcId=vpc)["GroupId"]
+    victim = tags.of("tke", "team-b", "shop", str(uuid.uuid4()), "node")
+    ec2.create_tags(Resources=[subnet, group], Tags=tags.aws(victim))
+    p = provider(world.moto.url)
+
+    world.cluster.status.aws.subnets[0].id = subnet
+    with pytest.raises(PermanentError, match=f"subnet {subnet} is not this cluster's"):
+        await p.create_interface(context(world, machine(world)))
+    del world.cluster.status.aws.subnets[:]
+    world.cluster.status.aws.subnets.add(id=subnet, zone="us-east-1a", cidr="10.40.1.0/24")
+    world.cluster.status.aws.node_security_group_id = group
+    m = machine(world)
+    m.spec.aws.subnet_id = subnet  # "its cluster's", as the forged status says
+    with pytest.raises(PermanentError, match="with the platform's AWS credentials"):
+        await p.create_interface(context(world, m))
+    found = ec2.describe_network_interfaces(Filters=[{"Name": "subnet-id", "Values": [subnet]}])
+    assert found["NetworkInterfaces"] == []
+
+
+async def test_a_provider_id_naming_another_instance_reads_nothing_of_it(world: World) -> None:
+    # status.provider_id is also the tenant's to write: the platform describes the instance it
+    # names with its own identity, and must not copy another machine's addresses into it.
+    p = provider(world.moto.url)
+    other = machine(world, "other")
+    await run_steps(p.create_steps[:2], context(world, other))
+    [instance] = instances(world.ec2, **{tags.MACHINE_UID: other.metadata.uid})
+    m = machine(world, "w2")
+    m.status.provider_id = other.status.provider_id
+    for step in (p.wait_running, p.check_health):
+        with pytest.raises(PermanentError, match=f"instance {instance['InstanceId']} .* is not this machine's"):
+            await step(context(world, m))
+    assert not any(a.address == instance["PrivateIpAddress"] for a in m.status.addresses)
 
 
 def test_the_spec_is_checked_before_it_is_stored() -> None:

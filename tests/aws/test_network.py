@@ -97,6 +97,25 @@ async def test_a_controller_dying_mid_step_makes_nothing_twice_and_delete_remove
     assert elb.describe_load_balancers()["LoadBalancers"] == []
 
 
+async def test_masters_go_only_into_the_network_made_for_their_cluster(moto: Moto) -> None:
+    # The tenant may write status.aws (UpdateStatus) between EnsureNetwork and the steps that
+    # place the masters' interfaces and the load balancer: with the platform's identity those
+    # read the ids from status, so each must carry this cluster's tags.
+    ec2 = moto.client("ec2")
+    other = cluster(an_image(ec2), vpc_cidr="10.61.0.0/16", subnets=[{"zone": "us-east-1a", "cidr": "10.61.1.0/24"}])
+    provider = AWSClusterProvider(endpoint_url=moto.url, region="us-east-1")
+    await provider.ensure_network(context(other))
+    c = cluster(an_image(ec2), vpc_cidr="10.62.0.0/16", subnets=[{"zone": "us-east-1a", "cidr": "10.62.1.0/24"}])
+    ctx = context(c)
+    await run_steps(provider.create_steps[:2], ctx)  # EnsureNetwork, EnsureClusterCredential
+    c.status.aws.subnets[0].id = other.status.aws.subnets[0].id
+    c.status.aws.control_plane_security_group_id = other.status.aws.control_plane_security_group_id
+    with pytest.raises(PermanentError, match="is not this cluster's"):
+        await provider.ensure_interfaces(ctx)
+    assert mine(ec2, c.metadata.uid)["interfaces"] == 0
+    assert mine(ec2, other.metadata.uid)["interfaces"] == 0
+
+
 async def test_adopted_resources_are_used_and_left_alone(moto: Moto) -> None:
     ec2 = moto.client("ec2")
     vpc = ec2.create_vpc(CidrBlock="10.70.0.0/16")["Vpc"]["VpcId"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import grpc
 import pytest
 from google.protobuf import field_mask_pb2
+from google.rpc import error_details_pb2
 
 from tests.support.apiserver import cluster
 from tests.support.memory_store import MemoryStore
@@ -53,3 +54,21 @@ async def test_imported_needs_a_credential_and_unknown_types_pass(registry: Regi
     # Without machines a baremetal cluster is accepted: it waits for them.
     await registry.create("default", cluster("later"))
     await registry.create("default", cluster("elsewhere", type="some-cloud"))
+
+
+async def test_aws_names_and_ids_are_whole_values(registry: Registry[cluster_pb2.Cluster]) -> None:
+    # A pattern's `$` also matches before a final newline: "m6i.large\n" is no instance type.
+    c = cluster("cloud", type="aws")
+    c.spec.version = "1.31.2"
+    c.spec.aws.region = "eu-west-1\n"
+    c.spec.aws.subnets.add(zone="eu-west-1a\n", cidr="10.0.1.0/24")
+    c.spec.aws.control_plane.count = 1
+    c.spec.aws.control_plane.machine.instance_type = "m6i.large\n"
+    c.spec.aws.control_plane.machine.image_id = "ami-0123456789abcdef0\n"
+    with pytest.raises(ApiError) as err:
+        await registry.create("default", c)
+    assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    [bad_request] = err.value.details
+    assert isinstance(bad_request, error_details_pb2.BadRequest)
+    fields = ("region", "subnets[0].zone", "control_plane.machine.instance_type", "control_plane.machine.image_id")
+    assert {v.field for v in bad_request.field_violations} == {f"cluster.spec.aws.{f}" for f in fields}

@@ -161,6 +161,34 @@ def test_the_spec_may_not_rewire_the_control_plane() -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("component", "flag", "value"),
+    [
+        ("kube-apiserver", "etcd-servers-overrides", "/secrets#https://etcd.tke-other.svc:2379"),
+        ("kube-controller-manager", "master", "https://kubernetes.default.svc"),
+        ("kube-scheduler", "master", "https://kubernetes.default.svc"),
+        ("etcd", "listen-client-http-urls", "http://0.0.0.0:2382"),
+        ("etcd", "discovery-srv", "example.com"),
+        ("etcd", "auto-tls", "true"),
+    ],
+)
+def test_no_other_servers_listeners_or_tls_through_extra_args(component: str, flag: str, value: str) -> None:
+    # Each would point a component away from its own control plane, or open an etcd listener
+    # without the platform's TLS, in the meta cluster's shared network.
+    c = cluster()
+    c.spec.extra_args[component].args[flag] = value
+    [violation] = HostedClusterProvider().validate(c)
+    assert violation.field == f"cluster.spec.extra_args[{component}]" and flag in violation.description
+    p = plan(c, Endpoint("203.0.113.10", 6443))
+    rendered_flags = [
+        arg
+        for obj in rendered(p, pki.ClusterCAs.generate())
+        if obj["kind"] in ("Deployment", "StatefulSet")
+        for arg in obj["spec"]["template"]["spec"]["containers"][0]["command"]
+    ]
+    assert not any(arg.startswith(f"--{flag}=") for arg in rendered_flags)
+
+
 def test_options_are_checked_when_the_provider_is_configured() -> None:
     with pytest.raises(ValueError, match="service_type must be one of LoadBalancer, NodePort"):
         HostedClusterProvider(service_type="ClusterIP")

@@ -178,6 +178,99 @@ async def test_a_machine_ip_is_held_by_one_object_across_tenants(secured: Runnin
     await b.machines.Create(machine_pb2.CreateMachineRequest(machine=worker("b-w5", "b-prod", "192.0.2.70")))
 
 
+async def test_an_address_with_a_zone_is_refused_not_a_new_spelling(secured: Running, etcd_config: EtcdConfig) -> None:
+    # Python reads any text after "%" as an IPv6 zone: "2001:db8::50%x" would be a claim of its
+    # own on alice's host, and the text after "%" (newlines, "$(...)") would reach commands and
+    # haproxy.cfg. The bare address is the only spelling taken.
+    await publish_credentials(etcd_config, "team-a/ops-key", "team-b/ops-key")
+    a, b = api_of(secured, ALICE), api_of(secured, BOB)
+    await a.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=baremetal("a-v6", ("2001:db8::50", "ops-key"))))
+    await b.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=baremetal("b-v6")))
+    for ip in ("2001:db8::50%eth0", "2001:db8::50%x\nserver evil 203.0.113.9:6443", "::ffff:192.0.2.80%$(id)"):
+        err = await expect_error(
+            b.machines.Create(machine_pb2.CreateMachineRequest(machine=worker("b-w", "b-v6", ip))),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        )
+        assert bad_request_fields(err) == ["machine.spec.ip"], ip
+        err = await expect_error(
+            b.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=baremetal("b-zoned", (ip, "ops-key")))),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        )
+        assert bad_request_fields(err) == ["cluster.spec.machines[0].ip"], ip
+    await ip_refused(
+        b.machines.Create(machine_pb2.CreateMachineRequest(machine=worker("b-w", "b-v6", "2001:db8::50"))),
+        "machine.spec.ip",
+    )
+    assert [m.metadata.name for m in (await b.machines.List(machine_pb2.ListMachinesRequest())).items] == []
+
+
+async def test_installed_masters_in_status_are_held_like_the_spec(secured: Running, etcd_config: EtcdConfig) -> None:
+    # status.control_plane lists the masters that scaling in and teardown log in to and reset,
+    # also after they left the spec; a tenant may write status (UpdateStatus). Bob naming
+    # alice's master there, then deleting his cluster, would have the controller reset it.
+    await publish_credentials(etcd_config, "team-a/ops-key", "team-b/ops-key")
+    a, b = api_of(secured, ALICE), api_of(secured, BOB)
+    await a.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=baremetal("a-st", ("192.0.2.90", "ops-key"))))
+    mine = await b.clusters.Create(
+        cluster_pb2.CreateClusterRequest(cluster=baremetal("b-st", ("192.0.2.91", "ops-key")))
+    )
+    forged = cluster_pb2.Cluster()
+    forged.CopyFrom(mine)
+    forged.status.control_plane.add(node_name="master-1").machine.CopyFrom(mine.spec.machines[0])
+    forged.status.control_plane.add(node_name="a-master").machine.MergeFrom(
+        cluster_pb2.ClusterMachine(ip="192.0.2.90", credential_ref="ops-key")
+    )
+    await ip_refused(
+        b.clusters.UpdateStatus(cluster_pb2.UpdateClusterStatusRequest(cluster=forged)),
+        "cluster.status.control_plane[1].machine.ip",
+    )
+    # A member without a credential is a record the apiserver does not hold (a cloud's masters
+    # repeat private addresses across VPCs); the baremetal provider never logs in to one.
+    forged.status.control_plane[1].machine.credential_ref = ""
+    await b.clusters.UpdateStatus(cluster_pb2.UpdateClusterStatusRequest(cluster=forged))
+    forged = await b.clusters.Get(cluster_pb2.GetClusterRequest(name="b-st"))
+    forged.status.control_plane[1].machine.credential_ref = "ops-key"
+    forged.status.control_plane[1].machine.ip = "alice-master.example.com"
+    err = await expect_error(
+        b.clusters.UpdateStatus(cluster_pb2.UpdateClusterStatusRequest(cluster=forged)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+    assert bad_request_fields(err) == ["cluster.status.control_plane[1].machine.ip"]
+    # His own master is his to record; once recorded it stays held after it leaves the spec,
+    # until the controller has reset it and dropped it from status.
+    del forged.status.control_plane[1:]
+    recorded = await b.clusters.UpdateStatus(cluster_pb2.UpdateClusterStatusRequest(cluster=forged))
+    recorded.spec.machines[0].ip = "192.0.2.92"
+    await b.clusters.Update(cluster_pb2.UpdateClusterRequest(cluster=recorded))
+    await ip_refused(
+        a.machines.Create(machine_pb2.CreateMachineRequest(machine=worker("a-w9", "a-st", "192.0.2.91"))),
+        "machine.spec.ip",
+    )
+
+
+async def test_a_managed_vip_is_held_like_a_machine_address(secured: Running, etcd_config: EtcdConfig) -> None:
+    # keepalived on bob's masters would announce the VIP on their network: alice's machine
+    # address there would be taken over.
+    await publish_credentials(etcd_config, "team-a/ops-key", "team-b/ops-key")
+    a, b = api_of(secured, ALICE), api_of(secured, BOB)
+    await a.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=baremetal("a-vip", ("192.0.2.100", "ops-key"))))
+
+    def with_vip(name: str, master: str, address: str) -> cluster_pb2.Cluster:
+        c = baremetal(name, (master, "ops-key"))
+        c.spec.control_plane_vip.address, c.spec.control_plane_vip.interface = address, "eth0"
+        return c
+
+    await ip_refused(
+        b.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=with_vip("b-vip", "192.0.2.101", "192.0.2.100"))),
+        "cluster.spec.control_plane_vip.address",
+    )
+    await b.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=with_vip("b-vip", "192.0.2.101", "192.0.2.102")))
+    await ip_refused(
+        a.machines.Create(machine_pb2.CreateMachineRequest(machine=worker("a-w", "a-vip", "192.0.2.102"))),
+        "machine.spec.ip",
+    )
+
+
 async def test_racing_claims_of_one_ip_store_exactly_one(secured: Running, etcd_config: EtcdConfig) -> None:
     await publish_credentials(etcd_config, "team-a/ops-key", "team-b/ops-key")
     a, b = api_of(secured, ALICE), api_of(secured, BOB)

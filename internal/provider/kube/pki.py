@@ -20,6 +20,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from tke.internal.provider.errors import PermanentError
+
 CA_DAYS = 3650
 CERT_DAYS = 365
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -147,8 +149,15 @@ def service_account_keys() -> tuple[bytes, bytes]:
 
 
 def first_service_ip(service_cidr: str) -> IPAddress:
-    """The ClusterIP of the `kubernetes` service: the first address of the service range."""
-    return ipaddress.ip_network(service_cidr, strict=False)[1]
+    """The ClusterIP of the `kubernetes` service: the first address of the service range. The
+    range must hold the cluster DNS Service's tenth address too (the apiserver refuses smaller
+    ones; an object stored before that rule fails its step here, for good)."""
+    net = ipaddress.ip_network(service_cidr, strict=False)
+    if net.num_addresses < 10:
+        raise PermanentError(
+            f"service range {service_cidr} is too small: the cluster DNS Service takes its tenth address"
+        )
+    return net[1]
 
 
 def apiserver_sans(
