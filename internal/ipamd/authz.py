@@ -47,7 +47,7 @@ class NamespaceTenants:
             if err := dns1123_label_error(tenant):
                 raise TenancyError(f"tcp.tenants: {tenant!r} is not a tenant name: {err}")
             for pattern in patterns:
-                if not _PATTERN.match(pattern):
+                if not _PATTERN.fullmatch(pattern):
                     raise TenancyError(
                         f"tcp.tenants.{tenant}: {pattern!r} is neither a namespace name nor a prefix such as 'shop-*'"
                     )

@@ -18,20 +18,20 @@ _ORDINAL = re.compile(r"^(?P<name>.+)-(?P<ordinal>\d+)$")
 
 def validate_workload(w: ipam_pb2.WorkloadRef, field: str) -> list[FieldViolation]:
     v = []
-    if not NAME.match(w.namespace):
+    if not NAME.fullmatch(w.namespace):
         v.append(FieldViolation(f"{field}.namespace", "required; a DNS-1123 name"))
-    if not KIND.match(w.kind):
+    if not KIND.fullmatch(w.kind):
         v.append(FieldViolation(f"{field}.kind", "required; a Kubernetes kind such as StatefulSet"))
-    if not NAME.match(w.name):
+    if not NAME.fullmatch(w.name):
         v.append(FieldViolation(f"{field}.name", "required; a DNS-1123 name"))
     return v
 
 
 def validate_binding(b: ipam_pb2.Binding) -> list[FieldViolation]:
     v = validate_workload(b.workload, "binding.workload")
-    if b.pool and not NAME.match(b.pool):
+    if b.pool and not NAME.fullmatch(b.pool):
         v.append(FieldViolation("binding.pool", "must be a pool name"))
-    if b.network and not re.match(r"^[A-Za-z0-9_.\-]{1,128}$", b.network):
+    if b.network and not re.fullmatch(r"^[A-Za-z0-9_.\-]{1,128}$", b.network):
         v.append(FieldViolation("binding.network", "must be a CNI network name"))
     if b.release_policy not in ipam_pb2.ReleasePolicy.values():
         v.append(FieldViolation("binding.release_policy", "unknown release policy"))
@@ -40,7 +40,7 @@ def validate_binding(b: ipam_pb2.Binding) -> list[FieldViolation]:
 
 def ordinal(pod_name: str, workload: str) -> int | None:
     """The ordinal of pod `pod_name` of StatefulSet `workload` ("<workload>-<n>"), else None."""
-    m = _ORDINAL.match(pod_name)
+    m = _ORDINAL.fullmatch(pod_name)
     if m and m["name"] == workload:
         return int(m["ordinal"])
     return None

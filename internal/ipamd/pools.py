@@ -51,7 +51,7 @@ def _cidr(value: str, strict: bool = False) -> bool:
 def validate_pool(pool: ipam_pb2.Pool, known_providers: set[str]) -> list[FieldViolation]:
     """Every problem of a pool to create, field by field."""
     v: list[FieldViolation] = []
-    if not _LABEL.match(pool.name):
+    if not _LABEL.fullmatch(pool.name):
         v.append(FieldViolation("pool.name", "must be a DNS-1123 label: lowercase letters, digits and '-'"))
     if not pool.cidr:
         v.append(FieldViolation("pool.cidr", "required"))

@@ -46,24 +46,24 @@ def _is_ip(value: str) -> bool:
 
 def _attachment(container_id: str, ifname: str, field: str) -> list[FieldViolation]:
     v = []
-    if not _CONTAINER_ID.match(container_id):
+    if not _CONTAINER_ID.fullmatch(container_id):
         v.append(FieldViolation(f"{field}container_id", "required; letters, digits, '_', '.' and '-'"))
-    if not _IFNAME.match(ifname) or ifname in (".", ".."):
+    if not _IFNAME.fullmatch(ifname) or ifname in (".", ".."):
         v.append(FieldViolation(f"{field}ifname", "required; an interface name of at most 15 characters"))
     return v
 
 
 def _owner(o: ipam_pb2.Owner, field: str) -> list[FieldViolation]:
     v = []
-    if not NAME.match(o.namespace):
+    if not NAME.fullmatch(o.namespace):
         v.append(FieldViolation(f"{field}.namespace", "required; a DNS-1123 name"))
-    if not NAME.match(o.pod_name):
+    if not NAME.fullmatch(o.pod_name):
         v.append(FieldViolation(f"{field}.pod_name", "required; a DNS-1123 name"))
-    if not _UID.match(o.pod_uid):
+    if not _UID.fullmatch(o.pod_uid):
         v.append(FieldViolation(f"{field}.pod_uid", "a Kubernetes uid"))
-    if o.workload_kind and not KIND.match(o.workload_kind):
+    if o.workload_kind and not KIND.fullmatch(o.workload_kind):
         v.append(FieldViolation(f"{field}.workload_kind", "a Kubernetes kind such as StatefulSet"))
-    if o.workload_name and not NAME.match(o.workload_name):
+    if o.workload_name and not NAME.fullmatch(o.workload_name):
         v.append(FieldViolation(f"{field}.workload_name", "a DNS-1123 name"))
     if bool(o.workload_kind) != bool(o.workload_name) and o.workload_kind:
         v.append(FieldViolation(f"{field}.workload_name", "required with workload_kind"))
@@ -90,7 +90,7 @@ def _cursor(bound: bytes, token: str, pool: str) -> str:
         cursor = _PAGE_TOKENS.open(bound, token).get("a")
     except TokenError:
         raise bad from None
-    match = _CURSOR.match(cursor) if isinstance(cursor, str) else None
+    match = _CURSOR.fullmatch(cursor) if isinstance(cursor, str) else None
     if match is None or (pool and match.group(1) != pool):
         raise bad
     return str(cursor)
@@ -113,7 +113,7 @@ class IPAMServicer(ipam_pb2_grpc.IPAMServiceServicer):
         request: ipam_pb2.GetPoolRequest,
         context: grpc.aio.ServicerContext[ipam_pb2.GetPoolRequest, ipam_pb2.Pool],
     ) -> ipam_pb2.Pool:
-        _check([] if NAME.match(request.name) else [FieldViolation("name", "required; a pool name")])
+        _check([] if NAME.fullmatch(request.name) else [FieldViolation("name", "required; a pool name")])
         return await self.ipam.get_pool(request.name)
 
     async def ListPools(
@@ -128,7 +128,7 @@ class IPAMServicer(ipam_pb2_grpc.IPAMServiceServicer):
         request: ipam_pb2.UpdatePoolRequest,
         context: grpc.aio.ServicerContext[ipam_pb2.UpdatePoolRequest, ipam_pb2.Pool],
     ) -> ipam_pb2.Pool:
-        _check([] if NAME.match(request.pool.name) else [FieldViolation("pool.name", "required; a pool name")])
+        _check([] if NAME.fullmatch(request.pool.name) else [FieldViolation("pool.name", "required; a pool name")])
         return await self.ipam.update_pool(request.pool, list(request.update_mask.paths))
 
     async def DeletePool(
@@ -136,7 +136,7 @@ class IPAMServicer(ipam_pb2_grpc.IPAMServiceServicer):
         request: ipam_pb2.DeletePoolRequest,
         context: grpc.aio.ServicerContext[ipam_pb2.DeletePoolRequest, ipam_pb2.DeletePoolResponse],
     ) -> ipam_pb2.DeletePoolResponse:
-        _check([] if NAME.match(request.name) else [FieldViolation("name", "required; a pool name")])
+        _check([] if NAME.fullmatch(request.name) else [FieldViolation("name", "required; a pool name")])
         await self.ipam.delete_pool(request.name)
         return ipam_pb2.DeletePoolResponse()
 
@@ -163,13 +163,13 @@ class IPAMServicer(ipam_pb2_grpc.IPAMServiceServicer):
         context: grpc.aio.ServicerContext[ipam_pb2.LookupBindingRequest, ipam_pb2.Binding],
     ) -> ipam_pb2.Binding:
         v = []
-        if not NAME.match(request.namespace):
+        if not NAME.fullmatch(request.namespace):
             v.append(FieldViolation("namespace", "required; a DNS-1123 name"))
-        if not NAME.match(request.pod_name):
+        if not NAME.fullmatch(request.pod_name):
             v.append(FieldViolation("pod_name", "required; a DNS-1123 name"))
-        if request.workload_kind and not KIND.match(request.workload_kind):
+        if request.workload_kind and not KIND.fullmatch(request.workload_kind):
             v.append(FieldViolation("workload_kind", "a Kubernetes kind such as StatefulSet"))
-        if request.workload_name and not NAME.match(request.workload_name):
+        if request.workload_name and not NAME.fullmatch(request.workload_name):
             v.append(FieldViolation("workload_name", "a DNS-1123 name"))
         _check(v)
         found = await self.ipam.lookup_binding(
@@ -185,9 +185,9 @@ class IPAMServicer(ipam_pb2_grpc.IPAMServiceServicer):
         context: grpc.aio.ServicerContext[ipam_pb2.ResolveWorkloadRequest, ipam_pb2.WorkloadRef],
     ) -> ipam_pb2.WorkloadRef:
         v = []
-        if not NAME.match(request.namespace):
+        if not NAME.fullmatch(request.namespace):
             v.append(FieldViolation("namespace", "required; a DNS-1123 name"))
-        if not NAME.match(request.pod_name):
+        if not NAME.fullmatch(request.pod_name):
             v.append(FieldViolation("pod_name", "required; a DNS-1123 name"))
         _check(v)
         w = await self.ipam.resolve(request.namespace, request.pod_name)
@@ -198,7 +198,7 @@ class IPAMServicer(ipam_pb2_grpc.IPAMServiceServicer):
         request: ipam_pb2.ListBindingsRequest,
         context: grpc.aio.ServicerContext[ipam_pb2.ListBindingsRequest, ipam_pb2.ListBindingsResponse],
     ) -> ipam_pb2.ListBindingsResponse:
-        if request.namespace and not NAME.match(request.namespace):
+        if request.namespace and not NAME.fullmatch(request.namespace):
             raise invalid_field("namespace", "a DNS-1123 name")
         return ipam_pb2.ListBindingsResponse(bindings=await self.ipam.storage.list_bindings(request.namespace))
 
@@ -218,11 +218,11 @@ class IPAMServicer(ipam_pb2_grpc.IPAMServiceServicer):
         context: grpc.aio.ServicerContext[ipam_pb2.AllocateRequest, ipam_pb2.AllocateResponse],
     ) -> ipam_pb2.AllocateResponse:
         v = _owner(request.owner, "owner") + _attachment(request.container_id, request.ifname, "")
-        if not _NODE.match(request.node):
+        if not _NODE.fullmatch(request.node):
             v.append(FieldViolation("node", "required; a node name"))
         if request.node_ip and not _is_ip(request.node_ip):
             v.append(FieldViolation("node_ip", "an IPv4 address"))
-        if request.pool and not NAME.match(request.pool):
+        if request.pool and not NAME.fullmatch(request.pool):
             v.append(FieldViolation("pool", "a pool name"))
         if request.ip and not _is_ip(request.ip):
             v.append(FieldViolation("ip", "an IPv4 address"))
@@ -238,7 +238,7 @@ class IPAMServicer(ipam_pb2_grpc.IPAMServiceServicer):
         context: grpc.aio.ServicerContext[ipam_pb2.ReleaseRequest, ipam_pb2.ReleaseResponse],
     ) -> ipam_pb2.ReleaseResponse:
         v = _attachment(request.container_id, request.ifname, "")
-        if not _UID.match(request.pod_uid):
+        if not _UID.fullmatch(request.pod_uid):
             v.append(FieldViolation("pod_uid", "a Kubernetes uid"))
         _check(v)
         result = await self.ipam.release(request.container_id, request.ifname, request.pod_uid)
@@ -277,7 +277,7 @@ class IPAMServicer(ipam_pb2_grpc.IPAMServiceServicer):
             return await self.ipam.get_by_attachment(att.container_id, att.ifname)
         if which == "address":
             pool, _, ip = request.address.partition("/")
-            if not NAME.match(pool) or not _is_ip(ip):
+            if not NAME.fullmatch(pool) or not _is_ip(ip):
                 raise invalid_field("address", 'must be "<pool>/<ip>", for example "net-a/10.0.1.17"')
             return await self.ipam.get_by_address(pool, ip)
         if which == "owner":
@@ -306,7 +306,7 @@ class IPAMServicer(ipam_pb2_grpc.IPAMServiceServicer):
         request: ipam_pb2.GarbageCollectRequest,
         context: grpc.aio.ServicerContext[ipam_pb2.GarbageCollectRequest, ipam_pb2.GarbageCollectResponse],
     ) -> ipam_pb2.GarbageCollectResponse:
-        v = [] if _NODE.match(request.node) else [FieldViolation("node", "required; a node name")]
+        v = [] if _NODE.fullmatch(request.node) else [FieldViolation("node", "required; a node name")]
         for i, att in enumerate(request.valid_attachments):
             v += _attachment(att.container_id, att.ifname, f"valid_attachments[{i}].")
         if request.min_age_seconds < 0:

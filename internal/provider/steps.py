@@ -36,7 +36,7 @@ def check_plans(provider: str, plans: dict[str, Sequence[Step[C]]]) -> None:
     seen: dict[str, str] = {}
     for plan, steps in plans.items():
         for step in steps:
-            if not _NAME.match(step.name) or step.name in RESERVED:
+            if not _NAME.fullmatch(step.name) or step.name in RESERVED:
                 raise ValueError(f"provider {provider}: step name {step.name!r} of plan {plan} is not a CamelCase name")
             if step.name in seen:
                 raise ValueError(

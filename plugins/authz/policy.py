@@ -73,7 +73,7 @@ def _validate_rules(rules: Iterable[policy_pb2.PolicyRule], path: str) -> list[F
         if not rule.resources:
             out.append(FieldViolation(f"{path}[{i}].resources", "at least one resource, or '*'"))
         for r in rule.resources:
-            if not _RESOURCE.match(r):
+            if not _RESOURCE.fullmatch(r):
                 out.append(FieldViolation(f"{path}[{i}].resources", f"{r!r} is not a resource name"))
     return out
 

@@ -73,7 +73,7 @@ class HostedOptions:
         for name in ("apiserver_replicas", "controller_manager_replicas", "scheduler_replicas"):
             if not 1 <= getattr(self, name) <= 10:
                 problems.append(f"{name} must be between 1 and 10")
-        if not _QUANTITY.match(self.etcd_storage_size):
+        if not _QUANTITY.fullmatch(self.etcd_storage_size):
             problems.append(f"etcd_storage_size {self.etcd_storage_size!r} is not a quantity such as 8Gi")
         if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,8}[a-z0-9])?", self.namespace_prefix):
             problems.append("namespace_prefix must be a DNS label of at most 10 characters")

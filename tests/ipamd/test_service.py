@@ -128,6 +128,22 @@ async def test_invalid_argument_names_every_bad_field(stub: ipam_pb2_grpc.IPAMSe
     assert fields >= {"owner.namespace", "owner.pod_name", "container_id", "ifname", "node"}
 
 
+async def test_a_trailing_newline_makes_no_name_id_or_interface(stub: ipam_pb2_grpc.IPAMServiceAsyncStub) -> None:
+    # A pattern ending in `$` also matches before a final newline: every field is checked whole.
+    owner = ipam_pb2.Owner(namespace="default\n", pod_name="web\n", pod_uid="u1\n")
+    request = ipam_pb2.AllocateRequest(owner=owner, container_id="c1\n", ifname="eth0\n", node="n1\n", pool="p\n")
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.Allocate(request)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    (bad,) = details(err.value)
+    assert isinstance(bad, error_details_pb2.BadRequest)
+    fields = {v.field for v in bad.field_violations}
+    assert fields >= {"owner.namespace", "owner.pod_name", "owner.pod_uid", "container_id", "ifname", "node", "pool"}
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.CreatePool(ipam_pb2.CreatePoolRequest(pool=ipam_pb2.Pool(name="tiny\n", cidr="10.7.0.0/30")))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
 async def test_exhausted_and_taken_and_missing(stub: ipam_pb2_grpc.IPAMServiceAsyncStub) -> None:
     await stub.CreatePool(ipam_pb2.CreatePoolRequest(pool=ipam_pb2.Pool(name="tiny", cidr="10.7.0.0/30")))
     got = await stub.Allocate(allocate_request("a"))  # a /30 has one host after the gateway
