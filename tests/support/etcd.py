@@ -186,12 +186,21 @@ class EtcdCluster:
     With `distinct_hosts`, member i listens on 127.0.0.(i+2), so that a test can cut one
     member off the others with iptables rules on addresses."""
 
-    def __init__(self, root: Path, size: int = 3, token: str = "tke-test", distinct_hosts: bool = False) -> None:
+    def __init__(
+        self,
+        root: Path,
+        size: int = 3,
+        token: str = "tke-test",
+        distinct_hosts: bool = False,
+        extra_args: list[str] | None = None,
+    ) -> None:
+        """`extra_args`: more flags for every member (after the cluster's own)."""
         self.members = [
             EtcdProcess(root / f"member{i}", name=f"m{i}", host=f"127.0.0.{i + 2}" if distinct_hosts else "127.0.0.1")
             for i in range(size)
         ]
         self.token = token
+        self.extra_args = list(extra_args or [])
 
     @property
     def endpoints(self) -> list[str]:
@@ -202,7 +211,11 @@ class EtcdCluster:
 
     def start(self, timeout: float = 30.0) -> None:
         for m in self.members:
-            m.extra_args = [f"--initial-cluster={self._initial_cluster()}", f"--initial-cluster-token={self.token}"]
+            m.extra_args = [
+                f"--initial-cluster={self._initial_cluster()}",
+                f"--initial-cluster-token={self.token}",
+                *self.extra_args,
+            ]
             m.launch()
         for m in self.members:
             m.wait_ready(timeout)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import json
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -85,12 +86,32 @@ class EtcdConfig:
     # Deadline of one unary call attempt, and the total time spent retrying it.
     request_timeout: float = 5.0
     retry_budget: float = 15.0
-    # HTTP/2 pings find a hung member; etcd refuses pings more often than every 5 s.
-    keepalive_time: float = 5.0
+    # HTTP/2 pings find a hung member: one every keepalive_time on each connection, which is
+    # closed when the answer takes longer than keepalive_timeout. etcd answers pings closer
+    # together than its --grpc-keepalive-min-time (5 s unless set: server_keepalive_min_time)
+    # with GOAWAY "too_many_pings", so keepalive_time must stay above it.
+    keepalive_time: float = 10.0
     keepalive_timeout: float = 3.0
+    server_keepalive_min_time: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.keepalive_timeout <= 0:
+            raise ValueError(f"keepalive_timeout must be above 0, not {self.keepalive_timeout}")
+        if self.server_keepalive_min_time <= 0:
+            raise ValueError(
+                "server_keepalive_min_time is etcd's --grpc-keepalive-min-time (5 s unless set), "
+                f"above 0, not {self.server_keepalive_min_time}"
+            )
+        if self.keepalive_time <= self.server_keepalive_min_time:
+            raise ValueError(
+                f"keepalive_time {self.keepalive_time} s must be above etcd's --grpc-keepalive-min-time "
+                f"(server_keepalive_min_time, {self.server_keepalive_min_time} s): etcd closes a connection "
+                "that pings more often (GOAWAY too_many_pings)"
+            )
 
 
-def _target(endpoints: list[str]) -> str:
+def channel_target(endpoints: list[str]) -> str:
+    """The gRPC target for the endpoints: one host:port, or a static list of addresses."""
     hosts = [e.split("://", 1)[-1].rstrip("/") for e in endpoints]
     if not hosts:
         raise ValueError("no etcd endpoints configured")
@@ -118,23 +139,35 @@ class EtcdConnection:
 
     def __init__(self, config: EtcdConfig) -> None:
         self.config = config
+        # etcd (grpc-go) counts a strike for every ping on a connection without a stream, and for
+        # every ping sooner than --grpc-keepalive-min-time after the last; at the third strike
+        # (forgiven only when etcd sends something) it closes the connection with GOAWAY
+        # ENHANCE_YOUR_CALM "too_many_pings". So pings go only while a stream is open
+        # (permit_without_calls 0), further apart than its minimum (EtcdConfig checks that), and
+        # each connection keeps one stream open for them: gRPC's client-side health check, a
+        # grpc.health.v1 Watch that etcd serves and leaves quiet. That keeps every member's
+        # connection pinged while the process sits idle, so a hung member is dropped before a
+        # call picks it. round_robin (even for one endpoint, or a name with several addresses)
+        # runs that health check; it also spreads calls over the members.
+        service_config = {
+            "loadBalancingConfig": [{"round_robin": {}}],
+            "healthCheckConfig": {"serviceName": ""},
+        }
         options: list[tuple[str, int | str]] = [
             ("grpc.keepalive_time_ms", int(config.keepalive_time * 1000)),
             ("grpc.keepalive_timeout_ms", int(config.keepalive_timeout * 1000)),
-            ("grpc.keepalive_permit_without_calls", 1),
+            # gRPC core closes a transport on an unanswered ping only after this (60 s unless set).
+            ("grpc.http2.ping_timeout_ms", int(config.keepalive_timeout * 1000)),
+            ("grpc.keepalive_permit_without_calls", 0),
             ("grpc.http2.max_pings_without_data", 0),
+            ("grpc.service_config", json.dumps(service_config)),
             ("grpc.initial_reconnect_backoff_ms", 200),
             ("grpc.max_reconnect_backoff_ms", 2000),
             # Also the connect timeout: a stopped member accepts TCP but never answers.
             ("grpc.min_reconnect_backoff_ms", 1000),
             ("grpc.max_receive_message_length", 64 * 1024 * 1024),
         ]
-        target = _target(config.endpoints)
-        if target.startswith(("ipv4:", "ipv6:")):
-            # Several members: keep a connection to each and spread calls, so that a dead or
-            # hung member (found by keepalive) costs the calls in flight on it, not a
-            # reconnect through it.
-            options.append(("grpc.lb_policy_name", "round_robin"))
+        target = channel_target(config.endpoints)
         if config.tls is not None:
             creds = grpc.ssl_channel_credentials(
                 root_certificates=Path(config.tls.ca_file).read_bytes(),
