@@ -201,7 +201,8 @@ def to_api_error(err: Exception, request_id: str) -> ApiError:
         log.warning("request %s: %s", request_id, err)
         return ApiError(
             grpc.StatusCode.INVALID_ARGUMENT,
-            "the request is larger than the platform's storage accepts (etcd's --max-request-bytes); make it smaller",
+            "the request is larger than the platform's storage accepts in one write (etcd's --max-request-bytes or "
+            "--max-txn-ops); make it smaller",
         )
     log.error("request %s failed", request_id, exc_info=err)
     return internal(request_id)

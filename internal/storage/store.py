@@ -89,7 +89,8 @@ class NoSpace(StorageError):
 
 class TooLarge(StorageError):
     """A write is larger than the store accepts (etcd's --max-request-bytes, 1.5 MiB by
-    default; nothing was written), or a read's answer larger than the client takes."""
+    default, or --max-txn-ops, 128 operations; nothing was written), or a read's answer larger
+    than the client takes."""
 
 
 class Unavailable(StorageError):

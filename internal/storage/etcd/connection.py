@@ -9,8 +9,8 @@ noticed). Invariants:
 - Reads are retried on transient errors; an interrupted write surfaces as
   `Unavailable(ambiguous=True)` for the store to resolve by reading back.
 - etcd's refusals that are about the request or the cluster's state, not about this call,
-  become the Store's errors: NOSPACE is `NoSpace`, a request over etcd's limit (or an answer
-  over the channel's) `TooLarge`, and "too many requests" (an overloaded member, which refuses
+  become the Store's errors: NOSPACE is `NoSpace`, a request over etcd's limits (its size, or
+  the operations of a transaction) or an answer over the channel's `TooLarge`, and "too many requests" (an overloaded member, which refuses
   before proposing anything) is retried like any transient error.
 """
 
@@ -54,8 +54,10 @@ def _refusal(err: grpc.aio.AioRpcError) -> Exception | None:
             "etcd is out of space (NOSPACE alarm: its --quota-backend-bytes is reached); "
             "writes are refused until it is compacted, defragmented and the alarm disarmed"
         )
-    if "request is too large" in details or (
-        code == grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in details
+    if (
+        "request is too large" in details
+        or (code == grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in details)
+        or "too many operations in txn request" in details  # over its --max-txn-ops (128)
     ):
         return TooLarge(f"etcd: {details}")
     return None
