@@ -10,8 +10,9 @@ noticed). Invariants:
   `Unavailable(ambiguous=True)` for the store to resolve by reading back.
 - etcd's refusals that are about the request or the cluster's state, not about this call,
   become the Store's errors: NOSPACE is `NoSpace`, a request over etcd's limits (its size, or
-  the operations of a transaction) or an answer over the channel's `TooLarge`, and "too many requests" (an overloaded member, which refuses
-  before proposing anything) is retried like any transient error.
+  the operations of a transaction) or an answer over the channel's `TooLarge`, and "too many
+  requests" (an overloaded member, which refuses before proposing anything) is retried like any
+  transient error.
 """
 
 from __future__ import annotations
