@@ -65,7 +65,8 @@ def cluster_machine_ips(cluster: cluster_pb2.Cluster) -> list[Unique]:
     """The addresses of spec.machines, and of status.control_plane members that name a
     credential: the installed masters a provider logs in to (baremetal's scaling in and
     teardown reset them, also once they left the spec). Status is written with UpdateStatus,
-    which a tenant may call too, so such an address is held like one in the spec (until the
+    by the platform only unless a role a platform administrator wrote or an external authorizer
+    gives a tenant update-status, so such an address is held like one in the spec (until the
     controller has reset that master and drops it), and naming another object's machine there
     is refused the same way. Members without a credential are records only (a cloud's masters,
     whose private addresses repeat from one VPC to the next), never logged in to. Spec fields

@@ -8,9 +8,12 @@ Decisions:
 - NO_OPINION otherwise, with the reason, so that another authorizer may still allow; the union
   denies when nobody does.
 - Members of tke:platform-admins are admins of every tenant (a built-in binding).
-Built-in roles exist in every tenant without being stored: admin (everything), editor
-(every verb on clusters, machines and events but get-admin-kubeconfig: a kubeconfig, not
-cluster-admin in the cluster), viewer (get, list, watch on everything: no kubeconfig).
+Built-in roles exist in every tenant without being stored: admin (every verb on everything
+but update-status, listed rather than "*"), editor (every verb on clusters, machines and events
+but get-admin-kubeconfig: a kubeconfig, not cluster-admin in the cluster, and update-status),
+viewer (get, list, watch on everything: no kubeconfig). Status is the platform's to write: only
+platform administrators (the controller is one) hold update-status, or "*", unless a platform
+administrator writes a role that gives it.
 Roles and bindings are mirrored in memory, so a decision never waits for etcd. A decision
 depends only on the caller's user and groups, the call and the two mirrors, so it is kept
 (at most DECISIONS_KEPT of them) until either mirror changes: a write to a role or binding
@@ -50,11 +53,18 @@ VERBS = frozenset(
     {"get", "list", "watch", "create", "update", "update-status", "delete", "logout", "get-kubeconfig",
      "get-admin-kubeconfig", "*"}
 )  # fmt: skip
-EDITOR_VERBS = ["get", "list", "watch", "create", "update", "update-status", "delete", "get-kubeconfig"]
+# Status is the controller's record of what it built (conditions, phase, endpoints, control-plane
+# members, cloud resources): written by the platform only, the controller and platform
+# administrators (tke:platform-admins), as Kubernetes grants the status subresource to
+# controllers. No built-in tenant role has it, nor the verb "*" that would include it, so a tenant
+# admin also cannot write a role or binding that gives it (escalation prevention).
+PLATFORM_VERBS = frozenset({"update-status", "*"})
+TENANT_ADMIN_VERBS = sorted(VERBS - PLATFORM_VERBS)
+EDITOR_VERBS = ["get", "list", "watch", "create", "update", "delete", "get-kubeconfig"]
 _RESOURCE = re.compile(r"^(\*|[a-z][a-z0-9-]{0,62})$")
 
 BUILTIN_ROLES: dict[str, list[policy_pb2.PolicyRule]] = {
-    "admin": [policy_pb2.PolicyRule(verbs=["*"], resources=["*"])],
+    "admin": [policy_pb2.PolicyRule(verbs=TENANT_ADMIN_VERBS, resources=["*"])],
     "editor": [policy_pb2.PolicyRule(verbs=EDITOR_VERBS, resources=["clusters", "machines", "events"])],
     "viewer": [policy_pb2.PolicyRule(verbs=["get", "list", "watch"], resources=["*"])],
 }

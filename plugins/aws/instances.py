@@ -103,8 +103,9 @@ class Instances:
         """PermanentError unless every subnet and security group carries the `owner` tags (the
         platform's and a cluster uid's). With the platform's own identity, which serves every
         tenant, this is what makes "the cluster's subnets and groups" a rule: the ids come from
-        the cluster's status, which its tenant may write (UpdateStatus), and naming another
-        tenant's subnet or group there would put a node into that network."""
+        the cluster's status, which only the platform writes unless a role a platform
+        administrator wrote or an external authorizer gives a tenant update-status, and naming
+        another tenant's subnet or group there would put a node into that network."""
         wanted = [("subnet", "subnet_id", sorted(set(subnets)), self.ec2.describe_subnets, "Subnets", "SubnetId")]
         wanted.append(
             ("security group", "group_id", sorted(set(groups)), self.ec2.describe_security_groups, "SecurityGroups",

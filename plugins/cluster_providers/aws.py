@@ -283,8 +283,8 @@ class AWSClusterProvider:
 
     async def _check_owned(self, ctx: ClusterContext, instances: Instances) -> None:
         """With the platform's own AWS identity (which cannot adopt), the subnets and groups in
-        status.aws must be the ones EnsureNetwork made for this cluster: the status is also
-        its tenant's to write (UpdateStatus)."""
+        status.aws must be the ones EnsureNetwork made for this cluster: a tenant may hold
+        update-status through a role a platform administrator wrote or an external authorizer."""
         if ctx.cluster.spec.credential_ref:
             return
         status = ctx.obj.status.aws

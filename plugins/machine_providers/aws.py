@@ -223,9 +223,9 @@ class AWSMachineProvider:
         return ctx.machine.status.provider_id.rsplit("/", 1)[-1]
 
     async def _described(self, ctx: MachineContext) -> tuple[str, dict[str, Any] | None]:
-        """The instance status.provider_id names, if it is this machine's: the status is also
-        its tenant's to write (UpdateStatus), and another instance's addresses and state must
-        not be read into it."""
+        """The instance status.provider_id names, if it is this machine's: status is the platform's to
+        write, but a role a platform administrator wrote or an external authorizer may give a
+        tenant update-status, and another instance's addresses and state must not be read into it."""
         instance_id = self._instance_id(ctx)
         instance = await self._instances(ctx).describe(instance_id)
         if instance is not None and tags.read(instance.get("Tags")).get(tags.MACHINE_UID) != ctx.machine.metadata.uid:

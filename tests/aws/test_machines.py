@@ -314,7 +314,8 @@ async def test_a_tenant_cannot_use_another_tenants_aws_credential(
 
 
 async def test_a_cluster_status_naming_another_network_sends_no_node_there(world: World) -> None:
-    # A tenant may write its cluster's status (UpdateStatus). With the platform's own AWS
+    # A tenant may hold update-status (a role a platform administrator wrote, an external
+    # authorizer) and write its cluster's status. With the platform's own AWS
     # identity, status.aws naming another cluster's subnet and node group must not put a node
     # into that network: they are checked against the tags EnsureNetwork gave this cluster's.
     ec2 = world.ec2

@@ -98,7 +98,8 @@ async def test_a_controller_dying_mid_step_makes_nothing_twice_and_delete_remove
 
 
 async def test_masters_go_only_into_the_network_made_for_their_cluster(moto: Moto) -> None:
-    # The tenant may write status.aws (UpdateStatus) between EnsureNetwork and the steps that
+    # A tenant may hold update-status (a role a platform administrator wrote, an external
+    # authorizer) and write status.aws between EnsureNetwork and the steps that
     # place the masters' interfaces and the load balancer: with the platform's identity those
     # read the ids from status, so each must carry this cluster's tags.
     ec2 = moto.client("ec2")
