@@ -16,6 +16,7 @@ tenant administrator's policy ("*" on "*" in the tenant) must still never reach 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from tke.internal.apiserver.registry import (
     varint,
 )
 from tke.internal.apiserver.watch import Change, Closed, Hub
-from tke.internal.apiserver.watch_quota import WatchQuota
+from tke.internal.apiserver.watch_quota import CatchupQuota, WatchQuota
 from tke.internal.auth.authority import caller_reaches
 from tke.internal.auth.identity import current_identity
 from tke.internal.meta.labels import Selector, SelectorError, dns1123_label_error, parse_selector
@@ -76,6 +77,8 @@ class ResourceAPI(Generic[R]):
     bookmark_interval: float = 10.0
     # Open watches per identity, shared by every kind's API (None: unlimited).
     watch_quota: WatchQuota | None = None
+    # Catch-ups from etcd's history running at once, shared likewise (None: unlimited).
+    catchup_quota: CatchupQuota | None = None
     admins_only: bool = False
     # Seconds a batched watch (WatchBatches) waits after each message for more changes to come.
     batch_interval: float = 0.25
@@ -156,7 +159,8 @@ class ResourceAPI(Generic[R]):
     ) -> AsyncIterator[bytes]:
         """A client watch (see WatchClustersRequest), as the kind's event messages, serialized;
         `batched`: as event batch messages, each with every event that was ready (WatchBatches).
-        The watch counts against its identity's open watches until it ends."""
+        The watch counts against its identity's open watches until it ends, and while it catches
+        up from etcd's history, against the catch-ups running at once (CatchupQuota)."""
         self._admit()
         if self.watch_quota is None:
             async for message in self._watch(tenant_id, label_selector, resource_version, matches, batched):
@@ -207,20 +211,24 @@ class ResourceAPI(Generic[R]):
         last_bookmark = time.monotonic()
         try:
             batch_bytes = _BATCH_BYTES if batched else 0
-            async for changes in self.hub.subscribe(self.registry.tenant_prefix(tenant), position, batch_bytes):
-                if isinstance(changes, int):  # only the progress moved
-                    position = max(position, changes)
-                else:
-                    position = changes[-1].revision
-                    events = [e for change in changes if (e := self._event(change, selected)) is not None]
-                    for out in send(events):
-                        yield out
-                    if batched and events:
-                        # Let the next changes gather: one message per interval at most.
-                        await asyncio.sleep(self.batch_interval)
-                if time.monotonic() - last_bookmark >= self.bookmark_interval:
-                    last_bookmark = time.monotonic()
-                    yield _send_one(send, self._bookmark(position))
+            catchup = None if self.catchup_quota is None else self.catchup_quota.slot(current_identity.get())
+            subscription = self.hub.subscribe(self.registry.tenant_prefix(tenant), position, batch_bytes, catchup)
+            # Closed with the stream, not when collected: a catch-up's slot and etcd watch go at once.
+            async with contextlib.aclosing(subscription):
+                async for changes in subscription:
+                    if isinstance(changes, int):  # only the progress moved
+                        position = max(position, changes)
+                    else:
+                        position = changes[-1].revision
+                        events = [e for change in changes if (e := self._event(change, selected)) is not None]
+                        for out in send(events):
+                            yield out
+                        if batched and events:
+                            # Let the next changes gather: one message per interval at most.
+                            await asyncio.sleep(self.batch_interval)
+                    if time.monotonic() - last_bookmark >= self.bookmark_interval:
+                        last_bookmark = time.monotonic()
+                        yield _send_one(send, self._bookmark(position))
         except Closed as closed:
             if closed.error is not None:
                 raise closed.error from None

@@ -23,7 +23,7 @@ from tke.internal.apiserver.kubeconfigs import KubeconfigConfig, KubeconfigIssue
 from tke.internal.apiserver.registry import R, Registry
 from tke.internal.apiserver.services import ClusterServicer, ResourceService
 from tke.internal.apiserver.watch import Hub
-from tke.internal.apiserver.watch_quota import WatchQuota
+from tke.internal.apiserver.watch_quota import CatchupQuota, WatchQuota
 from tke.internal.auth.chain import AuthChain, AuthConfig, PluginContext, build
 from tke.internal.daemon import run_until_stopped
 from tke.internal.rpc.inflight import InflightLimit
@@ -65,9 +65,15 @@ class WatchConfig:
     # Seconds a batched watch (WatchBatches) waits after each message for more changes, so that
     # a busy kind costs each watcher a few messages a second however many changes it has.
     batch_interval: float = 0.25
+    # Seconds a watch catching up from etcd's history may leave a change unsent (its client not
+    # reading) before the catch-up ends (RESOURCE_EXHAUSTED and the revision to resume from):
+    # etcd holds its unsent history, and it holds a catch-up slot (limits.max_catchups).
+    catchup_stall: float = 30.0
 
     def __post_init__(self) -> None:
-        _positive(self, "bookmark_interval", "window", "window_bytes", "client_queue", "client_queue_bytes")
+        _positive(
+            self, "bookmark_interval", "window", "window_bytes", "client_queue", "client_queue_bytes", "catchup_stall"
+        )
         if self.batch_interval < 0:
             raise ValueError("batch_interval must be 0 or more seconds")
 
@@ -86,9 +92,22 @@ class LimitsConfig:
     max_requests_inflight: int = 400
     # Watches one identity (tenant and user) holds open at once; beyond, RESOURCE_EXHAUSTED.
     max_watches_per_identity: int = 100
+    # Watches catching up from etcd's history (resumed from a resource_version older than the
+    # replay window) at once, per identity and in this process; each holds an etcd watch whose
+    # unsent history etcd keeps in memory. Beyond, RESOURCE_EXHAUSTED with a RetryInfo.
+    max_catchups_per_identity: int = 4
+    max_catchups: int = 32
 
     def __post_init__(self) -> None:
-        _positive(self, "max_object_bytes", "max_request_bytes", "max_requests_inflight", "max_watches_per_identity")
+        _positive(
+            self,
+            "max_object_bytes",
+            "max_request_bytes",
+            "max_requests_inflight",
+            "max_watches_per_identity",
+            "max_catchups_per_identity",
+            "max_catchups",
+        )
         if self.max_request_bytes <= self.max_object_bytes:
             raise ValueError("max_request_bytes must be larger than max_object_bytes (a request carries the object)")
 
@@ -164,6 +183,7 @@ class Apiserver:
         self.machine_hub = self._hub(self.machines)
         self.event_hub = self._hub(self.events)
         self.watch_quota = WatchQuota(config.limits.max_watches_per_identity)
+        self.catchup_quota = CatchupQuota(config.limits.max_catchups_per_identity, config.limits.max_catchups)
         self.inflight = InflightLimit(config.limits.max_requests_inflight)
         self.compactor: Compactor | None = None
         if isinstance(self.store, EtcdStore) and config.compaction_interval > 0:
@@ -190,6 +210,7 @@ class Apiserver:
             queue_size=w.client_queue,
             queue_bytes=w.client_queue_bytes,
             progress_interval=w.progress_interval,
+            catchup_stall=w.catchup_stall,
             cache=registry.cache,
         )
 
@@ -231,7 +252,7 @@ class Apiserver:
         batch = self.config.watch.batch_interval
 
         def api(registry: Registry[R], hub: Hub[R]) -> ResourceAPI[R]:
-            return ResourceAPI(registry, hub, bookmark, quota, batch_interval=batch)
+            return ResourceAPI(registry, hub, bookmark, quota, catchup_quota=self.catchup_quota, batch_interval=batch)
 
         clusters = api(self.clusters, self.cluster_hub)
         kubeconfigs = KubeconfigIssuer(clusters, self.credentials, self.config.kubeconfig)

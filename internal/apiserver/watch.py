@@ -7,7 +7,11 @@ Invariants:
 - A subscriber receives every change after its start revision exactly once, in order, or its
   watch ends with an error that says why and where to resume; never a silent gap.
 - A start revision older than the window is served by a catch-up watch on the store until it
-  reaches the window, then joins the hub; one the store has compacted is OUT_OF_RANGE.
+  reaches the window, then joins the hub; one the store has compacted is OUT_OF_RANGE. The
+  store holds a catch-up's unsent history in its own memory, so a catch-up runs only in a slot
+  of its caller's (CatchupQuota, watch_quota.py), given back once the window is reached; a
+  catch-up whose client takes no change for `catchup_stall` seconds ends (RESOURCE_EXHAUSTED
+  and the revision to resume from), its slot and store watch given back at once.
 - Memory is bounded in bytes, not only in changes. A change costs its stored bytes, its
   previous state's, and one encoding of it as a watch event, made once and shared by every
   watcher that gets it as that event type (`Change.size`, `Change.encoded`). The window
@@ -28,8 +32,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -164,6 +170,13 @@ class Subscription(Generic[T]):
         return []
 
 
+async def _close(stream: AsyncIterator[object]) -> None:
+    """Close `stream` now (an async generator: the store's watch ends), not when collected."""
+    aclose = getattr(stream, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
 class Hub(Generic[T]):
     """Fan-out of one key range (one kind) to many subscribers."""
 
@@ -178,6 +191,7 @@ class Hub(Generic[T]):
         progress_interval: float = 5.0,
         window_bytes: int = 64 << 20,
         queue_bytes: int = 16 << 20,
+        catchup_stall: float = 30.0,
         cache: KindCache | None = None,
     ) -> None:
         self.store = store
@@ -187,6 +201,7 @@ class Hub(Generic[T]):
         self.queue_size = queue_size
         self.queue_bytes = queue_bytes
         self.progress_interval = progress_interval
+        self.catchup_stall = catchup_stall
         self.window = window
         self.window_bytes = window_bytes
         self._window: collections.deque[Change[T]] = collections.deque()
@@ -347,25 +362,62 @@ class Hub(Generic[T]):
             WATCH_CLIENTS.labels(self.kind).dec()
 
     async def subscribe(
-        self, key_prefix: str, after: int, batch_bytes: int = 0
-    ) -> AsyncIterator[list[Change[T]] | int]:
+        self,
+        key_prefix: str,
+        after: int,
+        batch_bytes: int = 0,
+        catchup: Callable[[], AbstractContextManager[None]] | None = None,
+    ) -> AsyncGenerator[list[Change[T]] | int, None]:
         """Changes under `key_prefix` after revision `after`, one at a time or, with
         `batch_bytes`, as many as are queued up to about that many stored bytes; now and then
-        an int: the revision the watch has reached (for bookmarks). Raises Closed when it ends."""
+        an int: the revision the watch has reached (for bookmarks). Raises Closed when it ends.
+        `catchup`: a catch-up's slot, held while it reads the store's history (CatchupQuota);
+        its ApiError, when no slot is free, ends the subscription before anything is read."""
         if self._stopped:
             raise Closed(None)  # the server is stopping: end cleanly, the client resumes elsewhere
         position = after
         if not self.covers(position):
-            # Older than the window: read the store's history until the window is reached.
+            # Older than the window: read the store's history until the window is reached. The
+            # slot (when `catchup` is given; it raises when none is free) and the store's watch
+            # are released as soon as the window is reached, or the stream ends.
+            loop = asyncio.get_running_loop()
+            stalled: asyncio.Task[None] | None = None
             try:
-                async for message in self.store.watch(key_prefix, after_revision=position):
-                    if isinstance(message, Progress):
-                        position = max(position, message.revision)
-                    else:
-                        yield [self._change(message)]
-                        position = message.item.mod_revision
-                    if self.covers(position):
-                        break
+                async with contextlib.AsyncExitStack() as held:
+                    if catchup is not None:
+                        held.enter_context(catchup())
+                    history = self.store.watch(key_prefix, after_revision=position)
+                    held.push_async_callback(_close, history)
+
+                    def stall() -> None:
+                        # The client has not taken a change for catchup_stall seconds: give back
+                        # the slot and the store's watch now (both idle: this generator and the
+                        # store's wait at their yields), not when the client reads again.
+                        nonlocal stalled
+                        stalled = asyncio.create_task(held.aclose(), name=f"catch-up stall {key_prefix}")
+
+                    async for message in history:
+                        if isinstance(message, Progress):
+                            position = max(position, message.revision)
+                        else:
+                            timer = loop.call_later(self.catchup_stall, stall)
+                            try:
+                                yield [self._change(message)]
+                            finally:
+                                timer.cancel()
+                                if stalled is not None:
+                                    await stalled
+                            position = message.item.mod_revision
+                            if stalled is not None:
+                                raise Closed(
+                                    errors.resource_exhausted(
+                                        f"watch took no change for {self.catchup_stall:g}s while catching up from "
+                                        f"etcd's history; watch again from resource_version {position}",
+                                        reason="WATCH_TOO_SLOW",
+                                    )
+                                )
+                        if self.covers(position):
+                            break
             except Compacted:
                 raise Closed(
                     errors.out_of_range(

@@ -44,6 +44,11 @@ WATCH_CACHE_OBJECTS = Gauge("tke_watch_cache_objects", "Objects the watch cache 
 WATCHES_REFUSED = Counter(
     "tke_watches_refused_total", "Watches refused because their identity had the most it may open at once"
 )
+CATCHUPS_REFUSED = Counter(
+    "tke_watch_catchups_refused_total",
+    "Watches refused because they needed a catch-up from etcd's history beyond the catch-up limits",
+)
+WATCH_CATCHUPS = Gauge("tke_watch_catchups", "Watches catching up from etcd's history (each holds an etcd watch)")
 REQUESTS_INFLIGHT_REFUSED = Counter(
     "tke_requests_inflight_refused_total", "Unary calls refused because the server served its maximum at once"
 )

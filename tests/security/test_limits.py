@@ -13,6 +13,12 @@
   tke-ipamc takes the refusal for "try again later" (code 11), not an exhausted pool.
 - Watches per identity are capped (limits.max_watches_per_identity): the next is refused with
   RESOURCE_EXHAUSTED and a RetryInfo; other identities are not affected; closing one frees it.
+- Catch-ups from etcd's history (a watch resumed from before the replay window: an etcd watch
+  each, whose unsent history etcd keeps in memory) are capped per identity
+  (limits.max_catchups_per_identity) and for the process (limits.max_catchups): the next is
+  refused with RESOURCE_EXHAUSTED and a RetryInfo before an etcd watch is opened; a catch-up
+  gives its place back once it reaches the window, when its stream ends, or when its client
+  takes no change for watch.catchup_stall seconds (its watch then ends with where to resume).
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from tests.support.ports import free_port
 from tests.support.rpc import bad_request_fields, detail_of, expect_error, health_check, next_message
 from tests.support.unread_calls import UnreadCalls
 from tests.support.waiting import wait_for
-from tke.internal.apiserver.app import LimitsConfig
+from tke.internal.apiserver.app import LimitsConfig, WatchConfig
 from tke.internal.auth.chain import AuthConfig, PluginConfig
 from tke.internal.storage.etcd import EtcdConfig
 from tke.ipam.v1 import ipam_pb2, ipam_pb2_grpc
@@ -251,6 +257,164 @@ async def test_watches_beyond_the_per_identity_cap_are_refused(etcd_config: Etcd
         for call in held:
             call.cancel()
     finally:
+        await stop(running)
+
+
+# Three users of one tenant: they watch the same history.
+CATCHUP_TOKENS = "alice-t,alice,u1,dev,team-a\nbob-t,bob,u2,dev,team-a\ncarol-t,carol,u3,dev,team-a\n"
+HISTORY = 120  # changes of a 250 KB object: 30 MB, more than a stream's flow-control windows and socket buffers
+
+
+async def catchup_server(
+    etcd_config: EtcdConfig, tmp_path: Path, limits: LimitsConfig, catchup_stall: float = 600.0
+) -> tuple[Running, str]:
+    """An apiserver with a replay window of 3 changes, and a resource_version HISTORY changes
+    before it: a watch from there catches up from etcd, and one whose client does not read
+    stays in its catch-up (its messages fill the stream's windows)."""
+    tokens = tmp_path / "tokens.csv"
+    tokens.write_text(CATCHUP_TOKENS)
+    auth = AuthConfig(
+        authenticators=[PluginConfig("token-file", {"path": str(tokens)})],
+        authorizers=[PluginConfig("allow-all")],
+    )
+    watch = WatchConfig(window=3, bookmark_interval=60, progress_interval=0.2, catchup_stall=catchup_stall)
+    running = await start(local_config(etcd_config, auth=auth, limits=limits, watch=watch))
+    try:
+        writer, _ = running.channel_with("alice-t")
+        big = cluster("big")
+        big.metadata.annotations["blob"] = "a" * 250_000
+        created = await writer.Create(cluster_pb2.CreateClusterRequest(cluster=big))
+        for i in range(HISTORY):
+            big.metadata.annotations["blob"] = chr(ord("b") + i % 20) * 250_000
+            big.metadata.resource_version = ""
+            await writer.Update(cluster_pb2.UpdateClusterRequest(cluster=big))
+        assert not running.apiserver.cluster_hub.covers(int(created.metadata.resource_version))
+    except BaseException:
+        await stop(running)
+        raise
+    return running, created.metadata.resource_version
+
+
+async def catching_up(stub: cluster_pb2_grpc.ClusterServiceAsyncStub, rv: str) -> WatchCall | None:
+    """A watch from `rv` whose catch-up has started (its first change arrived; the caller then
+    reads on or leaves it unread), or None when it was refused for the catch-up limits."""
+    call = stub.Watch(cluster_pb2.WatchClustersRequest(resource_version=rv))
+    try:
+        first = await next_message(call)
+    except grpc.aio.AioRpcError as err:
+        assert err.code() == Code.RESOURCE_EXHAUSTED, err.details()
+        assert detail_of(err, error_details_pb2.ErrorInfo).reason == "TOO_MANY_CATCHUPS"
+        return None
+    assert first.type == meta_pb2.WATCH_EVENT_TYPE_MODIFIED
+    return call
+
+
+async def refused_catchup(stub: cluster_pb2_grpc.ClusterServiceAsyncStub, rv: str) -> str:
+    """Watch from `rv`, expect the catch-up limits' refusal; its message."""
+    call = stub.Watch(cluster_pb2.WatchClustersRequest(resource_version=rv))
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await call.read()
+    err = info.value
+    assert err.code() == Code.RESOURCE_EXHAUSTED, err.details()
+    assert detail_of(err, error_details_pb2.RetryInfo).retry_delay.seconds >= 1
+    assert detail_of(err, error_details_pb2.ErrorInfo).reason == "TOO_MANY_CATCHUPS"
+    message = err.details() or ""
+    assert "retry later, or list again and watch from the list's resource_version" in message
+    return message
+
+
+async def test_catch_ups_beyond_the_per_identity_cap_are_refused(etcd_config: EtcdConfig, tmp_path: Path) -> None:
+    limits = LimitsConfig(max_catchups_per_identity=2, max_catchups=32)
+    running, rv = await catchup_server(etcd_config, tmp_path, limits)
+    held: list[WatchCall] = []
+    try:
+        alice, _ = running.channel_with("alice-t")
+        bob, _ = running.channel_with("bob-t")
+        for _ in range(2):
+            call = await catching_up(alice, rv)
+            assert call is not None
+            held.append(call)
+        # Both stay in their catch-up: their clients read nothing more.
+        assert "user 'alice' has 2 watches catching up" in await refused_catchup(alice, rv)
+        # A watch that needs no catch-up is not counted, nor is another identity's catch-up.
+        live = alice.Watch(cluster_pb2.WatchClustersRequest())
+        assert (await next_message(live)).type == meta_pb2.WATCH_EVENT_TYPE_ADDED  # the initial state
+        assert (await next_message(live)).type == meta_pb2.WATCH_EVENT_TYPE_BOOKMARK
+        live.cancel()
+        others = await catching_up(bob, rv)
+        assert others is not None
+        held.append(others)
+
+        # A catch-up that reaches the window gives its place back, though its watch goes on.
+        reader = held[1]
+        for _ in range(HISTORY - 1):
+            assert (await next_message(reader)).type == meta_pb2.WATCH_EVENT_TYPE_MODIFIED
+        third = await wait_for(lambda: catching_up(alice, rv), what="a catch-up admitted after one reached the window")
+        held.append(third)
+        assert "user 'alice' has 2" in await refused_catchup(alice, rv)
+        assert running.apiserver.cluster_hub.subscribers >= 1  # the reader's watch, now served from memory
+
+        # A catch-up whose stream ends gives its place back too.
+        held[0].cancel()
+        fourth = await wait_for(lambda: catching_up(alice, rv), what="a catch-up admitted after one was cancelled")
+        held.append(fourth)
+    finally:
+        for call in held:
+            call.cancel()
+        await stop(running)
+
+
+async def test_catch_ups_beyond_the_process_cap_are_refused(etcd_config: EtcdConfig, tmp_path: Path) -> None:
+    limits = LimitsConfig(max_catchups_per_identity=2, max_catchups=2)
+    running, rv = await catchup_server(etcd_config, tmp_path, limits)
+    held: list[WatchCall] = []
+    try:
+        alice, _ = running.channel_with("alice-t")
+        bob, _ = running.channel_with("bob-t")
+        carol, _ = running.channel_with("carol-t")
+        for stub in (alice, bob):
+            call = await catching_up(stub, rv)
+            assert call is not None
+            held.append(call)
+        # Carol has run none, but the server runs its 2.
+        assert "the server runs 2 watches catching up" in await refused_catchup(carol, rv)
+        assert running.apiserver.catchup_quota.count == 2
+        held.pop().cancel()
+        admitted = await wait_for(lambda: catching_up(carol, rv), what="a catch-up admitted after one ended")
+        held.append(admitted)
+    finally:
+        for call in held:
+            call.cancel()
+        await stop(running)
+
+
+async def test_a_catch_up_whose_client_stops_reading_ends_and_gives_its_place_back(
+    etcd_config: EtcdConfig, tmp_path: Path
+) -> None:
+    limits = LimitsConfig(max_catchups_per_identity=1, max_catchups=32)
+    running, rv = await catchup_server(etcd_config, tmp_path, limits, catchup_stall=1.0)
+    held: list[WatchCall] = []
+    try:
+        alice, _ = running.channel_with("alice-t")
+        stalled = await catching_up(alice, rv)
+        assert stalled is not None
+        held.append(stalled)
+        # Its client reads nothing more: the catch-up ends by itself, and another one is admitted.
+        again = await wait_for(lambda: catching_up(alice, rv), what="a catch-up admitted after one stalled")
+        held.append(again)
+        # The stalled client, reading at last, gets what was sent, then where to resume.
+        received = 1
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            while True:
+                assert (await next_message(stalled)).type == meta_pb2.WATCH_EVENT_TYPE_MODIFIED
+                received += 1
+        assert info.value.code() == Code.RESOURCE_EXHAUSTED, info.value.details()
+        assert detail_of(info.value, error_details_pb2.ErrorInfo).reason == "WATCH_TOO_SLOW"
+        assert "watch again from resource_version" in (info.value.details() or "")
+        assert received < HISTORY
+    finally:
+        for call in held:
+            call.cancel()
         await stop(running)
 
 
