@@ -5,28 +5,16 @@ the whole list it came in. Probed on an Event's spec and a Cluster's status cond
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import grpc
 import pytest
 from google.protobuf import json_format
 
-from tests.support.apiserver import Running, cluster, local_config, start, stop
+from tests.support.apiserver import Running, cluster
 from tests.support.rpc import bad_request_fields, expect_error
-from tke.internal.storage.etcd import EtcdConfig
 from tke.platform.v1 import cluster_pb2, event_pb2, event_pb2_grpc
 
 Code = grpc.StatusCode
 BAD = [(2**62, 0), (-(2**62), 0), (253_402_300_800, 0), (-62_135_596_801, 0), (0, -1), (0, 1_000_000_000)]
-
-
-@pytest.fixture
-async def api(etcd_config: EtcdConfig) -> AsyncIterator[Running]:
-    running = await start(local_config(etcd_config))
-    try:
-        yield running
-    finally:
-        await stop(running)
 
 
 def event(name: str, seconds: int, nanos: int) -> event_pb2.Event:
