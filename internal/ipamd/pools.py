@@ -58,6 +58,10 @@ def validate_pool(pool: ipam_pb2.Pool, known_providers: set[str]) -> list[FieldV
     elif not _cidr(pool.cidr, strict=True):
         v.append(FieldViolation("pool.cidr", f"{pool.cidr!r} is not an IPv4 network address with prefix"))
     net = ipaddress.IPv4Network(pool.cidr) if pool.cidr and _cidr(pool.cidr, strict=True) else None
+    if net is not None and net.prefixlen > 31:
+        # A pod's address needs a gateway inside its subnet: a /32 holds only one of the two
+        # (the default gateway, the network address + 1, would lie outside it).
+        v.append(FieldViolation("pool.cidr", "must hold a gateway and an address: a /31 or larger"))
     if pool.gateway and (not _ip(pool.gateway) or (net and ipaddress.IPv4Address(pool.gateway) not in net)):
         v.append(FieldViolation("pool.gateway", "must be an IPv4 address inside pool.cidr"))
     for i, r in enumerate(pool.ranges):

@@ -144,6 +144,19 @@ async def test_a_trailing_newline_makes_no_name_id_or_interface(stub: ipam_pb2_g
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
+async def test_a_pool_has_room_for_its_gateway(stub: ipam_pb2_grpc.IPAMServiceAsyncStub) -> None:
+    # A /32 pool handed out its one address with the gateway x.x.x.(n+1), outside the subnet.
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.CreatePool(ipam_pb2.CreatePoolRequest(pool=ipam_pb2.Pool(name="one", cidr="10.7.1.5/32")))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    (bad,) = details(err.value)
+    assert isinstance(bad, error_details_pb2.BadRequest)
+    assert [v.field for v in bad.field_violations] == ["pool.cidr"]
+    await stub.CreatePool(ipam_pb2.CreatePoolRequest(pool=ipam_pb2.Pool(name="two", cidr="10.7.1.6/31")))
+    got = await stub.Allocate(allocate_request("a", pool_name="two"))
+    assert got.allocation.address == "10.7.1.6/31" and got.allocation.gateway == "10.7.1.7"
+
+
 async def test_exhausted_and_taken_and_missing(stub: ipam_pb2_grpc.IPAMServiceAsyncStub) -> None:
     await stub.CreatePool(ipam_pb2.CreatePoolRequest(pool=ipam_pb2.Pool(name="tiny", cidr="10.7.0.0/30")))
     got = await stub.Allocate(allocate_request("a"))  # a /30 has one host after the gateway
