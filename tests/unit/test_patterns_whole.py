@@ -25,9 +25,9 @@ def _matches_whole_values_with_match(path: Path) -> list[str]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call):
             call = node.value
-            if isinstance(call.func, ast.Attribute) and call.func.attr == "compile" and call.args:
-                if _anchored(call.args[0]):
-                    anchored |= {t.id for t in node.targets if isinstance(t, ast.Name)}
+            compiles = isinstance(call.func, ast.Attribute) and call.func.attr == "compile"
+            if compiles and call.args and _anchored(call.args[0]):
+                anchored |= {t.id for t in node.targets if isinstance(t, ast.Name)}
     found = []
     for node in ast.walk(tree):
         if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "match"):
