@@ -20,6 +20,18 @@ from tke.internal.metrics import CATCHUPS_REFUSED, WATCH_CATCHUPS, WATCHES_REFUS
 from tke.internal.rpc import errors
 
 
+@contextlib.contextmanager
+def _counted(counts: collections.Counter[tuple[str, str]], who: tuple[str, str]) -> Iterator[None]:
+    """`who` holds one more of `counts` for the duration of the block (none left: no entry)."""
+    counts[who] += 1
+    try:
+        yield
+    finally:
+        counts[who] -= 1
+        if not counts[who]:
+            del counts[who]
+
+
 class WatchQuota:
     def __init__(self, per_identity: int, retry_after: float = 5.0) -> None:
         self.per_identity = per_identity
@@ -39,13 +51,8 @@ class WatchQuota:
                 reason="TOO_MANY_WATCHES",
                 retry_after_seconds=self.retry_after,
             )
-        self.open[who] += 1
-        try:
+        with _counted(self.open, who):
             yield
-        finally:
-            self.open[who] -= 1
-            if not self.open[who]:
-                del self.open[who]
 
 
 class CatchupQuota:
@@ -94,12 +101,9 @@ class CatchupQuota:
                 reason="TOO_MANY_CATCHUPS",
                 retry_after_seconds=self.retry_after,
             )
-        self.running[who] += 1
         WATCH_CATCHUPS.inc()
         try:
-            yield
+            with _counted(self.running, who):
+                yield
         finally:
             WATCH_CATCHUPS.dec()
-            self.running[who] -= 1
-            if not self.running[who]:
-                del self.running[who]
