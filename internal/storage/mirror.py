@@ -5,6 +5,10 @@ never waits for etcd.
 Invariants: after `start` returns, the copy holds the range as of some revision and only moves
 forward; a change is visible once the watch delivers it (milliseconds behind etcd); when the
 history is compacted away the copy is rebuilt from a fresh list, never left with a gap.
+Whoever derives something from the copy may follow it change by change: `on_change(key, before,
+after)` runs as each change is applied (before or after None for a create or a delete), and
+`on_reset()` after every full list (the start and a relist), when everything derived must be
+rebuilt; both run on the event loop, before any reader can see the copy in between.
 """
 
 from __future__ import annotations
@@ -23,10 +27,19 @@ T = TypeVar("T")
 
 
 class Mirror(Generic[T]):
-    def __init__(self, store: Store, prefix: str, decode: Callable[[Item], T]) -> None:
+    def __init__(
+        self,
+        store: Store,
+        prefix: str,
+        decode: Callable[[Item], T],
+        on_change: Callable[[str, T | None, T | None], None] | None = None,
+        on_reset: Callable[[], None] | None = None,
+    ) -> None:
         self.store = store
         self.prefix = prefix
         self.decode = decode
+        self.on_change = on_change
+        self.on_reset = on_reset
         self.items: dict[str, T] = {}
         self.revision = 0
         # Moves with every change to `items` (a write or a relist), not with progress: what is
@@ -55,17 +68,27 @@ class Mirror(Generic[T]):
             start = page.items[-1].key + "\0"
         self.items, self.revision = items, revision
         self.generation += 1
+        if self.on_reset is not None:
+            self.on_reset()
 
     def _apply(self, event: Event) -> None:
+        key = event.item.key
+        self.revision = event.item.mod_revision
+        before = self.items.get(key)
+        after: T | None = None
         if event.type is EventType.DELETE:
-            self.items.pop(event.item.key, None)
+            if before is None:
+                return
+            del self.items[key]
         else:
             try:
-                self.items[event.item.key] = self.decode(event.item)
+                after = self.items[key] = self.decode(event.item)
             except Exception:  # a record we cannot read must not stop the mirror
-                log.exception("mirror %s: cannot decode %s", self.prefix, event.item.key)
-        self.revision = event.item.mod_revision
+                log.exception("mirror %s: cannot decode %s", self.prefix, key)
+                return
         self.generation += 1
+        if self.on_change is not None:
+            self.on_change(key, before, after)
 
     async def _follow(self) -> None:
         while True:

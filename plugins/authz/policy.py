@@ -14,10 +14,14 @@ but get-admin-kubeconfig: a kubeconfig, not cluster-admin in the cluster, and up
 viewer (get, list, watch on everything: no kubeconfig). Status is the platform's to write: only
 platform administrators (the controller is one) hold update-status, or "*", unless a platform
 administrator writes a role that gives it.
-Roles and bindings are mirrored in memory, so a decision never waits for etcd. A decision
-depends only on the caller's user and groups, the call and the two mirrors, so it is kept
-(at most DECISIONS_KEPT of them) until either mirror changes: a write to a role or binding
-takes effect for the next decision exactly as without the cache.
+Roles and bindings are mirrored in memory, so a decision never waits for etcd. Bindings are
+indexed by the tenant they apply in, kept change by change (a write costs the same at 10 or
+20,000 bindings), so a decision reads its tenant's bindings and the all-tenant ones only. A
+decision depends only on the caller's user and groups, the call, the bindings that apply in
+its tenant and their roles, so it is kept (at most DECISIONS_KEPT of them) per tenant until
+one of those changes: a write in tenant T forgets T's decisions, a write to an all-tenant
+binding or to a role one uses forgets every tenant's; a write takes effect for the next
+decision exactly as without the cache, and one tenant's writes cost the others nothing.
 
 It is a GrantSource (tke.internal.auth.authority): it says what it grants whom, so that the
 platform can compare privileges. Writing a role or binding is admitted only when the caller
@@ -33,8 +37,9 @@ prevention), checked on the exact state the write replaces:
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import grpc
@@ -145,18 +150,18 @@ class PolicyCentre:
         self._context = context
         self.roles = Registry(dataclasses.replace(ROLES, admit_write=self._admit_role), context.store, prefix)
         self.bindings = Registry(dataclasses.replace(BINDINGS, admit_write=self._admit_binding), context.store, prefix)
-        self._role_mirror: Mirror[policy_pb2.Role] = Mirror(context.store, self.roles.root, self.roles.decode)
-        self._binding_mirror: Mirror[policy_pb2.RoleBinding] = Mirror(
-            context.store, self.bindings.root, self.bindings.decode
+        self._role_mirror: Mirror[policy_pb2.Role] = Mirror(
+            context.store, self.roles.root, self.roles.decode, self._role_changed, self._forget_all
         )
-        # Bindings by the tenant they apply in, rebuilt when the mirror changes (see _bindings_in).
-        self._index_generation = -1
-        self._by_tenant: dict[str, list[policy_pb2.RoleBinding]] = {}
-        self._everywhere: list[policy_pb2.RoleBinding] = []
-        # Decisions by (user, groups, tenant, verb, resource, name), made at _decided_at: the
-        # mirrors' generations (roles, bindings).
-        self._decisions: dict[tuple[str, tuple[str, ...], str, str, str, str], tuple[Decision, str]] = {}
-        self._decided_at = (-1, -1)
+        self._binding_mirror: Mirror[policy_pb2.RoleBinding] = Mirror(
+            context.store, self.bindings.root, self.bindings.decode, self._binding_changed, self._reindex
+        )
+        # Bindings by key: a tenant's own (by its tenant), and the all-tenant ones.
+        self._own: dict[str, dict[str, policy_pb2.RoleBinding]] = {}
+        self._everywhere: dict[str, policy_pb2.RoleBinding] = {}
+        # Decisions by tenant, then (user, groups, verb, resource, name); _kept counts them all.
+        self._decisions: dict[str, dict[tuple[str, tuple[str, ...], str, str, str], tuple[Decision, str]]] = {}
+        self._kept = 0
 
     async def start(self) -> None:
         await self._role_mirror.start()
@@ -182,28 +187,72 @@ class PolicyCentre:
         stored = self._role_mirror.items.get(self.roles.key(tenant, role))
         return list(stored.spec.rules) if stored else []
 
-    def _bindings_in(self, tenant: str) -> list[policy_pb2.RoleBinding]:
-        """The bindings that may apply in `tenant`, in the mirror's order. The index is rebuilt
-        when the mirror has changed, so a decision looks at its tenant's bindings only, not at
-        every tenant's: the cost per call does not grow with the number of tenants."""
-        mirror = self._binding_mirror
-        if self._index_generation != mirror.generation:
-            self._by_tenant, self._everywhere = _index(mirror.items.values())
-            self._index_generation = mirror.generation
-        return self._by_tenant.get(tenant, self._everywhere)
+    def _bindings_in(self, tenant: str) -> Iterator[policy_pb2.RoleBinding]:
+        """The bindings that may apply in `tenant`: its own, then the all-tenant ones. The cost
+        per call does not grow with the number of tenants."""
+        return itertools.chain(self._own.get(tenant, {}).values(), self._everywhere.values())
+
+    # -- the index and the kept decisions follow the mirrors change by change ------------------
+
+    def _reindex(self) -> None:
+        self._own.clear()
+        self._everywhere.clear()
+        for key, binding in self._binding_mirror.items.items():
+            self._index(key, binding)
+        self._forget_all()
+
+    def _index(self, key: str, binding: policy_pb2.RoleBinding) -> None:
+        if binding.spec.all_tenants:
+            self._everywhere[key] = binding
+        else:
+            self._own.setdefault(binding.metadata.tenant_id, {})[key] = binding
+
+    def _binding_changed(
+        self, key: str, before: policy_pb2.RoleBinding | None, after: policy_pb2.RoleBinding | None
+    ) -> None:
+        for binding in (before, after):
+            if binding is None:
+                continue
+            if binding.spec.all_tenants:
+                self._forget_all()
+            else:
+                self._forget(binding.metadata.tenant_id)
+        if before is not None:
+            if before.spec.all_tenants:
+                self._everywhere.pop(key, None)
+            elif (own := self._own.get(before.metadata.tenant_id)) is not None:
+                own.pop(key, None)
+                if not own:
+                    del self._own[before.metadata.tenant_id]
+        if after is not None:
+            self._index(key, after)
+
+    def _role_changed(self, key: str, before: policy_pb2.Role | None, after: policy_pb2.Role | None) -> None:
+        meta = (after or before or policy_pb2.Role()).metadata
+        if any(b.spec.role == meta.name and b.metadata.tenant_id == meta.tenant_id for b in self._everywhere.values()):
+            self._forget_all()
+        else:
+            self._forget(meta.tenant_id)
+
+    def _forget(self, tenant: str) -> None:
+        self._kept -= len(self._decisions.pop(tenant, ()))
+
+    def _forget_all(self) -> None:
+        self._decisions.clear()
+        self._kept = 0
 
     async def authorize(self, attributes: Attributes) -> tuple[Decision, str]:
         identity = attributes.identity
         if PLATFORM_ADMINS in identity.groups:
             return Decision.ALLOW, f"group {PLATFORM_ADMINS} is admin of every tenant"
-        at = (self._role_mirror.generation, self._binding_mirror.generation)
-        if at != self._decided_at or len(self._decisions) >= DECISIONS_KEPT:
-            self._decisions.clear()
-            self._decided_at = at
-        key = (identity.user, identity.groups, attributes.tenant, attributes.verb, attributes.resource, attributes.name)
-        decided = self._decisions.get(key)
+        if self._kept >= DECISIONS_KEPT:
+            self._forget_all()
+        kept = self._decisions.setdefault(attributes.tenant, {})
+        key = (identity.user, identity.groups, attributes.verb, attributes.resource, attributes.name)
+        decided = kept.get(key)
         if decided is None:
-            decided = self._decisions[key] = self._decide(attributes)
+            decided = kept[key] = self._decide(attributes)
+            self._kept += 1
         return decided
 
     def _decide(self, attributes: Attributes) -> tuple[Decision, str]:
@@ -266,9 +315,7 @@ class PolicyCentre:
     def _role_gives(self, role: policy_pb2.Role) -> list[Grant]:
         meta = role.metadata
         scopes = [meta.tenant_id]
-        if any(
-            b.spec.role == meta.name and b.metadata.tenant_id == meta.tenant_id for b in self._bindings_in(ALL_TENANTS)
-        ):
+        if any(b.spec.role == meta.name and b.metadata.tenant_id == meta.tenant_id for b in self._everywhere.values()):
             scopes.append(ALL_TENANTS)
         source = f'role "{meta.name}" in tenant "{meta.tenant_id}"'
         return [
@@ -292,24 +339,6 @@ class PolicyCentre:
 
     async def _admit_role(self, before: policy_pb2.Role | None, after: policy_pb2.Role | None) -> None:
         await self._admit("role", before, after, self._role_gives)
-
-
-def _index(
-    bindings: Iterable[policy_pb2.RoleBinding],
-) -> tuple[dict[str, list[policy_pb2.RoleBinding]], list[policy_pb2.RoleBinding]]:
-    """Per tenant, the bindings that apply in it (its own and the all-tenant ones), in the
-    order given; and the all-tenant ones alone (for a tenant without bindings of its own)."""
-    by_tenant: dict[str, list[policy_pb2.RoleBinding]] = {}
-    everywhere: list[policy_pb2.RoleBinding] = []
-    for binding in bindings:
-        if binding.spec.all_tenants:
-            everywhere.append(binding)
-            for own in by_tenant.values():
-                own.append(binding)
-            by_tenant.setdefault(binding.metadata.tenant_id, list(everywhere))
-        else:
-            by_tenant.setdefault(binding.metadata.tenant_id, list(everywhere)).append(binding)
-    return by_tenant, everywhere
 
 
 def _page(page: Any, out: Any) -> None:
