@@ -106,7 +106,8 @@ supervise etcd etcd --name tke-dev --data-dir "$RUN/etcd" \
   --listen-client-urls "http://$ETCD_CLIENT" --advertise-client-urls "http://$ETCD_CLIENT" \
   --listen-peer-urls "http://$ETCD_PEER" --initial-advertise-peer-urls "http://$ETCD_PEER" \
   --initial-cluster "tke-dev=http://$ETCD_PEER" \
-  --quota-backend-bytes "$ETCD_QUOTA_BYTES" --auto-compaction-mode periodic --auto-compaction-retention 1h &
+  --quota-backend-bytes "$ETCD_QUOTA_BYTES" --auto-compaction-mode periodic --auto-compaction-retention 1h \
+  --experimental-watch-progress-notify-interval 5s &
 supervisors+=($!)
 for _ in $(seq 100); do
   "$BIN/python" -c "import urllib.request as u; u.urlopen('http://$ETCD_CLIENT/health', timeout=1)" 2>/dev/null && break

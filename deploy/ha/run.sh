@@ -39,8 +39,9 @@ for key in sys.argv[2:]:
 print(value)' "$@"
 }
 
-# etcd's limits as deploy/etcd/etcd.env has them: an 8 GiB quota (NOSPACE beyond) and its own
-# compaction of history older than an hour, behind the apiservers' every five minutes.
+# etcd's limits as deploy/etcd/etcd.env has them: an 8 GiB quota (NOSPACE beyond), its own
+# compaction of history older than an hour, behind the apiservers' every five minutes, and
+# progress notifications every 5 s (what the apiserver relies on before etcd 3.4.25).
 cluster="m1=http://127.0.0.1:${ports[1]},m2=http://127.0.0.1:${ports[3]},m3=http://127.0.0.1:${ports[5]}"
 for i in 1 2 3; do
   client=${ports[2 * i - 2]}; peer=${ports[2 * i - 1]}
@@ -50,6 +51,7 @@ for i in 1 2 3; do
     --initial-cluster "$cluster" --initial-cluster-token tke-ha --initial-cluster-state new \
     --heartbeat-interval 100 --election-timeout 1000 \
     --quota-backend-bytes 8589934592 --auto-compaction-mode periodic --auto-compaction-retention 1h \
+    --experimental-watch-progress-notify-interval 5s \
     >"$RUN/etcd-$i.log" 2>&1 &
   pids+=($!)
 done

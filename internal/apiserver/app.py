@@ -16,7 +16,7 @@ from tke.internal import metrics
 from tke.internal.apiserver import services
 from tke.internal.apiserver.admission import with_provider_validation
 from tke.internal.apiserver.api import ResourceAPI
-from tke.internal.apiserver.cache import KindCache, RevisionProbe, progress_is_ordered
+from tke.internal.apiserver.cache import KindCache, RevisionProbe
 from tke.internal.apiserver.event_store import DEFAULT_EVENT_TTL, event_store
 from tke.internal.apiserver.kinds import CLUSTERS, CREDENTIALS, EVENTS, machine_kind
 from tke.internal.apiserver.kubeconfigs import KubeconfigConfig, KubeconfigIssuer
@@ -32,6 +32,7 @@ from tke.internal.rpc.metrics import MetricsInterceptor
 from tke.internal.rpc.server import ListenConfig, RunningServer, ServerSpec, start_server
 from tke.internal.storage.etcd import EtcdConfig, EtcdStore
 from tke.internal.storage.etcd.compactor import Compactor
+from tke.internal.storage.etcd.store import progress_is_ordered
 from tke.internal.storage.store import Store
 from tke.internal.tasks import cancel_and_wait
 

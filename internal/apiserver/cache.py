@@ -48,17 +48,6 @@ from tke.internal.storage.store import Event, EventType, Item, NotFound, Page, S
 log = logging.getLogger(__name__)
 
 
-def progress_is_ordered(version: str) -> bool:
-    """Whether etcd `version` sends a requested progress notification only after the events it
-    claims (etcd issue 15220, fixed in 3.4.25 and 3.5.8)."""
-    try:
-        major, minor, patch = (int(part) for part in version.split("-", maxsplit=1)[0].split(".")[:3])
-    except ValueError:
-        return False
-    v = (major, minor, patch)
-    return (3, 4, 25) <= v < (3, 5, 0) or v >= (3, 5, 8)
-
-
 def _past(prefix: str) -> str:
     """The smallest string after every string that starts with `prefix` (non-empty)."""
     return prefix[:-1] + chr(ord(prefix[-1]) + 1)

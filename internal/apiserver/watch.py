@@ -37,12 +37,12 @@ import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from tke.internal.apiserver.cache import KindCache
 from tke.internal.metrics import WATCH_CLIENTS, WATCH_CLIENTS_ENDED_SLOW, WATCH_EVENTS, WATCH_WINDOW_BYTES
 from tke.internal.rpc import errors
-from tke.internal.storage.store import Compacted, Event, EventType, Item, Progress, Store, TooLarge
+from tke.internal.storage.store import Compacted, Event, EventType, Item, Progress, Store, TooLarge, WatchMessage
 from tke.internal.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -286,18 +286,21 @@ class Hub(Generic[T]):
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
-    async def _follow(self, start: int) -> None:
+    def _watch(self, prefix: str, after: int, wanted: asyncio.Event | None = None) -> AsyncIterator[WatchMessage]:
+        """The store's watch, asking for progress every `progress_interval` (and when `wanted`
+        is set) where the store takes such requests."""
         watch: Any = self.store.watch
-        self._progress_wanted.clear()
         try:
-            stream = watch(
-                self.root,
-                after_revision=start,
-                progress_interval=self.progress_interval,
-                progress_wanted=self._progress_wanted,
+            return cast(
+                AsyncIterator[WatchMessage],
+                watch(prefix, after_revision=after, progress_interval=self.progress_interval, progress_wanted=wanted),
             )
         except TypeError:  # stores without progress requests
-            stream = watch(self.root, after_revision=start)
+            return self.store.watch(prefix, after_revision=after)
+
+    async def _follow(self, start: int) -> None:
+        self._progress_wanted.clear()
+        stream = self._watch(self.root, start, self._progress_wanted)
         cache = self.cache
         async for message in stream:
             if isinstance(message, Progress):
@@ -386,7 +389,7 @@ class Hub(Generic[T]):
                 async with contextlib.AsyncExitStack() as held:
                     if catchup is not None:
                         held.enter_context(catchup())
-                    history = self.store.watch(key_prefix, after_revision=position)
+                    history = self._watch(key_prefix, position)
                     held.push_async_callback(_close, history)
 
                     def stall() -> None:

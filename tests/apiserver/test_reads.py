@@ -19,10 +19,11 @@ from tests.support.apiserver import Running, cluster, local_config, machine, sta
 from tests.support.memory_store import MemoryStore
 from tests.support.rpc import expect_error
 from tests.support.waiting import wait_for
-from tke.internal.apiserver.cache import KindCache, RevisionProbe, last_write_key, progress_is_ordered
+from tke.internal.apiserver.cache import KindCache, RevisionProbe, last_write_key
 from tke.internal.apiserver.watch import Hub
 from tke.internal.metrics import WATCH_CACHE_READS
 from tke.internal.storage.etcd import EtcdConfig, EtcdStore
+from tke.internal.storage.etcd.store import progress_is_ordered
 from tke.internal.storage.store import Event, EventType, Item, NotFound, Page, TooLarge
 from tke.platform.v1 import cluster_pb2, machine_pb2
 

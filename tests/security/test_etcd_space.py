@@ -252,6 +252,8 @@ def test_the_etcd_profile_sets_a_quota_compaction_and_a_request_limit_above_the_
         text = log.read_text()
         assert re.search(r'"auto-compaction-mode":\s*"periodic"', text), text[-2000:]
         assert re.search(r'"auto-compaction-retention":\s*"1h0m0s"', text), text[-2000:]
+        # Timed progress notifications, which the store relies on before etcd 3.4.25.
+        assert "recognized and used environment variable ETCD_EXPERIMENTAL_WATCH_PROGRESS_NOTIFY_INTERVAL=5s" in text
     finally:
         process.terminate()
         process.wait(30)
