@@ -246,7 +246,7 @@ class Apiserver:
         tls = self.config.listen.tls
         self.auth: AuthChain = build(
             self.config.auth,
-            PluginContext(self.store, self.prefix),
+            PluginContext(self.store, self.prefix, quota_kind=self.quotas.kind if self.config.quotas.enabled else None),
             peer_certificates=tls is not None and bool(tls.client_ca_file),
         )
         # etcd answers within the retry budget, or the start fails (Unavailable: exit 1).

@@ -42,8 +42,9 @@ from tke.internal.storage.store import Event, EventType, Item
 
 MiB = 1024 * 1024
 
-# The kinds a quota counts, by their plural (the key segment and the option's name).
-KINDS = ("clusters", "machines", "events")
+# The kinds a quota counts, by their plural (the key segment and the option's name): the
+# apiserver's own, and the policy centre's (plugins/authz/policy.py, through PluginContext).
+KINDS = ("clusters", "machines", "events", "roles", "rolebindings")
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,8 @@ class TenantQuota:
     clusters: int | None = None
     machines: int | None = None
     events: int | None = None
+    roles: int | None = None
+    rolebindings: int | None = None
     bytes: int | None = None
 
     def __post_init__(self) -> None:
@@ -73,6 +76,9 @@ class QuotaConfig:
     machines: int = 2_000
     # Events expire (event_ttl): this bounds those recorded within one TTL.
     events: int = 10_000
+    # The policy centre's roles and role bindings (when it is the authorizer).
+    roles: int = 200
+    rolebindings: int = 1_000
     # Stored bytes (keys and values) per tenant, every kind together: far below etcd's space
     # quota (2 GiB by default), which holds the history between compactions too.
     bytes: int = 64 * MiB

@@ -145,9 +145,16 @@ class PolicyCentre:
         self._context = context
         self.roles = Registry(dataclasses.replace(ROLES, admit_write=self._admit_role), context.store, prefix)
         self.bindings = Registry(dataclasses.replace(BINDINGS, admit_write=self._admit_binding), context.store, prefix)
-        self._role_mirror: Mirror[policy_pb2.Role] = Mirror(context.store, self.roles.root, self.roles.decode)
+        # Roles and bindings count against their tenant's quotas (quotas.roles, quotas.rolebindings).
+        quota_kind = getattr(context, "quota_kind", None)
+        for registry in (self.roles, self.bindings):
+            if quota_kind is not None:
+                registry.usage = quota_kind(registry.kind.plural, registry.kind.name, registry.root)
+        self._role_mirror: Mirror[policy_pb2.Role] = Mirror(
+            context.store, self.roles.root, self.roles.decode, self.roles.usage
+        )
         self._binding_mirror: Mirror[policy_pb2.RoleBinding] = Mirror(
-            context.store, self.bindings.root, self.bindings.decode
+            context.store, self.bindings.root, self.bindings.decode, self.bindings.usage
         )
         # Bindings by the tenant they apply in, rebuilt when the mirror changes (see _bindings_in).
         self._index_generation = -1

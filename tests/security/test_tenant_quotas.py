@@ -8,6 +8,7 @@ hostile tenant would, so that no tenant can fill etcd and take the platform from
 - The bytes quota refuses a create, or an update that grows an object, past it; shrinking and
   deleting are always allowed.
 - A tenant's own quota (`[quotas.tenants."team-b"]`) replaces the default for it only.
+- The policy centre's roles and role bindings count against their tenant the same way.
 - Platform administrators' writes (the controller's events) are counted but never refused.
 - A bad quota in the configuration is refused at start, naming the option.
 """
@@ -24,9 +25,11 @@ import pytest
 from google.protobuf import field_mask_pb2
 from google.rpc import error_details_pb2
 
+from tests.security.platform import binding, role
 from tests.security.tenancy import ALICE, BOB, ROOT, Caller, api_of, auth_config, grant_tenant_admins
 from tests.support.apiserver import Running, cluster, local_config, start, stop
 from tests.support.rpc import detail_of, expect_error
+from tke.auth.v1 import policy_pb2
 from tke.internal.apiserver.app import ApiserverConfig
 from tke.internal.apiserver.quota import QuotaConfig, TenantQuota
 from tke.internal.config.loader import ConfigError, load
@@ -190,6 +193,39 @@ async def test_a_tenant_at_its_quota_cannot_make_the_platform_lose_its_events(se
         alice.Create(event_pb2.CreateEventRequest(event=_event("e3", "team-a"))), Code.RESOURCE_EXHAUSTED
     )
     assert quota_info(err)["used"] == "3"
+
+
+async def test_the_policy_centres_roles_and_bindings_count_against_their_tenant(secured: Start) -> None:
+    running = await secured(QuotaConfig(roles=2, rolebindings=2))
+    alice = api_of(running, ALICE).policy
+    for i in range(2):
+        await alice.CreateRole(policy_pb2.CreateRoleRequest(role=role(f"r{i}", "team-a", (["get"], ["clusters"]))))
+    err = await expect_error(
+        alice.CreateRole(policy_pb2.CreateRoleRequest(role=role("r2", "team-a", (["get"], ["clusters"])))),
+        Code.RESOURCE_EXHAUSTED,
+    )
+    assert quota_info(err) == {
+        "tenant": "team-a",
+        "resource": "roles",
+        "used": "2",
+        "limit": "2",
+        "quota": "quotas.roles",
+    }
+    # team-a holds the binding the platform administrator made for alice, and one of hers.
+    await alice.CreateRoleBinding(
+        policy_pb2.CreateRoleBindingRequest(role_binding=binding("viewers", "team-a", "viewer", users=["carol"]))
+    )
+    err = await expect_error(
+        alice.CreateRoleBinding(
+            policy_pb2.CreateRoleBindingRequest(role_binding=binding("more", "team-a", "viewer", users=["dave"]))
+        ),
+        Code.RESOURCE_EXHAUSTED,
+    )
+    assert (quota_info(err)["resource"], quota_info(err)["used"]) == ("rolebindings", "2")
+    # Bob's tenant holds only his own binding.
+    await api_of(running, BOB).policy.CreateRoleBinding(
+        policy_pb2.CreateRoleBindingRequest(role_binding=binding("viewers", "team-b", "viewer", users=["carol"]))
+    )
 
 
 @pytest.mark.parametrize(
