@@ -20,6 +20,7 @@ from tke.internal.apiserver.cache import KindCache, RevisionProbe
 from tke.internal.apiserver.event_store import DEFAULT_EVENT_TTL, event_store
 from tke.internal.apiserver.kinds import CLUSTERS, CREDENTIALS, EVENTS, machine_kind
 from tke.internal.apiserver.kubeconfigs import KubeconfigConfig, KubeconfigIssuer
+from tke.internal.apiserver.quota import QuotaConfig, Quotas
 from tke.internal.apiserver.registry import R, Registry
 from tke.internal.apiserver.services import ClusterServicer, ResourceService
 from tke.internal.apiserver.watch import Hub
@@ -140,6 +141,8 @@ class ApiserverConfig:
     # Serve Get and List from memory: every object of a watched kind, kept by its watch hub, with
     # reads as consistent as etcd's (internal/apiserver/cache.py). false: every read goes to etcd.
     watch_cache: bool = True
+    # What each tenant may store: objects per kind and bytes (internal/apiserver/quota.py).
+    quotas: QuotaConfig = field(default_factory=QuotaConfig)
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -178,7 +181,12 @@ class Apiserver:
         self.events = Registry(
             EVENTS, events_store, self.prefix, max_object_bytes=limit, marks_writes=events_store is self.store
         )
+        # Credentials are written by platform administrators only (admins_only): no quota.
         self.credentials = Registry(CREDENTIALS, self.store, self.prefix, max_object_bytes=limit)
+        self.quotas = Quotas(config.quotas)
+        if config.quotas.enabled:
+            for registry in (self.clusters, self.machines, self.events):
+                registry.usage = self.quotas.kind(registry.kind.plural, registry.kind.name, registry.root)
         self.revision_probe = RevisionProbe(self.store, self.prefix)
         self.cluster_hub = self._hub(self.clusters)
         self.machine_hub = self._hub(self.machines)
@@ -213,6 +221,7 @@ class Apiserver:
             progress_interval=w.progress_interval,
             catchup_stall=w.catchup_stall,
             cache=registry.cache,
+            usage=registry.usage,
         )
 
     async def _trust_progress(self) -> None:
@@ -238,7 +247,7 @@ class Apiserver:
         tls = self.config.listen.tls
         self.auth: AuthChain = build(
             self.config.auth,
-            PluginContext(self.store, self.prefix),
+            PluginContext(self.store, self.prefix, quota_kind=self.quotas.kind if self.config.quotas.enabled else None),
             peer_certificates=tls is not None and bool(tls.client_ca_file),
         )
         # etcd answers within the retry budget, or the start fails (Unavailable: exit 1).

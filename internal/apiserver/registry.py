@@ -23,6 +23,9 @@ Rules:
   INVALID_ARGUMENT naming the field that makes it big, before anything is sent to etcd (whose
   own limit, --max-request-bytes, is 1.5 MiB by default and would answer with an error that
   names nothing).
+- A tenant's objects of a kind, and its stored bytes, stay within its quotas (quota.py, when
+  the registry has `usage`): a create past either, or a write that grows an object past the
+  bytes, is RESOURCE_EXHAUSTED (ErrorInfo QUOTA_EXCEEDED) before anything is sent to etcd.
 - A kind's `admit_write` sees every write as (before, after) on the exact state the write
   replaces, inside the compare-and-swap loop, so what it approves is what is written (the
   policy centre's escalation check).
@@ -53,6 +56,7 @@ from google.protobuf.message import Message
 
 from tke.internal.apiserver import masks
 from tke.internal.apiserver.cache import KindCache, Reads, last_write_key
+from tke.internal.apiserver.quota import KindUsage
 from tke.internal.meta.labels import Selector
 from tke.internal.meta.pagetoken import PageTokens, TokenError
 from tke.internal.meta.resource import Resource
@@ -163,6 +167,8 @@ class Registry(Generic[R]):
     max_page_bytes: int = DEFAULT_MAX_PAGE_BYTES
     # The kind's watch cache (None: every read goes to etcd).
     cache: KindCache | None = None
+    # The kind's share of the tenants' quotas, kept by its watch hub (None: no quota).
+    usage: KindUsage | None = None
     # Whether writes touch the kind's last-write key (not when the store expires keys: a key
     # that expires is a write nobody touches for).
     marks_writes: bool = True
@@ -397,18 +403,25 @@ class Registry(Generic[R]):
         await self._check_references(new, None)
         uniques = self._uniques(new)
         claims = [Claim(self._unique_key(u), self._holder(new)) for u in uniques]
-        for _ in range(_WRITE_RETRIES):
-            guards = await self.kind.create_guards(new, tenant) if self.kind.create_guards else ()
-            try:
-                item = await self.store.create(key, value, guards=guards, claims=claims, touches=self._touches)
-            except AlreadyExists:
-                raise errors.already_exists(self.kind.name, meta.name, tenant) from None
-            except PreconditionFailed:
-                continue  # the guarded object changed between our read and the write: check again
-            except Claimed as c:
-                raise self._claimed(c.holder, uniques, tenant) from None
-            return self.decode(item)
-        raise errors.unavailable("too much contention on a related object; retry")
+        hold = self.usage.hold(tenant, 1, len(key) + len(value)) if self.usage is not None else None
+        written = 0
+        try:
+            for _ in range(_WRITE_RETRIES):
+                guards = await self.kind.create_guards(new, tenant) if self.kind.create_guards else ()
+                try:
+                    item = await self.store.create(key, value, guards=guards, claims=claims, touches=self._touches)
+                except AlreadyExists:
+                    raise errors.already_exists(self.kind.name, meta.name, tenant) from None
+                except PreconditionFailed:
+                    continue  # the guarded object changed between our read and the write: check again
+                except Claimed as c:
+                    raise self._claimed(c.holder, uniques, tenant) from None
+                written = item.mod_revision
+                return self.decode(item)
+            raise errors.unavailable("too much contention on a related object; retry")
+        finally:
+            if self.usage is not None:
+                self.usage.done(hold, written)
 
     async def update(self, tenant: str, obj: R, mask: field_mask_pb2.FieldMask) -> R:
         paths = list(mask.paths)
@@ -480,7 +493,7 @@ class Registry(Generic[R]):
                 new = self.kind.message()
                 new.CopyFrom(current)
                 new.metadata.deletion_timestamp.CopyFrom(self.now())
-                result = await self._write(current, item, new, expected)
+                result = await self._write(current, item, new, expected, deleting=True)
             else:
                 result = await self._remove(current, item, expected)
             if result is not None:
@@ -488,10 +501,18 @@ class Registry(Generic[R]):
         raise errors.unavailable("too much contention on this object; retry")
 
     async def _write(
-        self, current: R, item: Item, new: R, expected: int | None, value: bytes | None = None
+        self,
+        current: R,
+        item: Item,
+        new: R,
+        expected: int | None,
+        value: bytes | None = None,
+        *,
+        deleting: bool = False,
     ) -> R | None:
         """CAS `new` (encoded: `value`, when the caller has it) over `item`; None means "lost a
-        race, read again". An object being deleted whose last finalizer goes is removed instead."""
+        race, read again". An object being deleted whose last finalizer goes is removed instead.
+        `deleting`: the write marks the object deleted, which its tenant's quota never refuses."""
         if new.metadata.HasField("deletion_timestamp") and not new.metadata.finalizers:
             return await self._remove(new, item, expected)
         if value is None:
@@ -499,6 +520,11 @@ class Registry(Generic[R]):
         if value == item.value:
             return current  # nothing changed: no write, no event
         claims, releases = await self._moved_uniques(current, new)
+        # An object that grows takes the growth from its tenant's bytes quota (quota.py).
+        usage, tenant = self.usage, current.metadata.tenant_id
+        grow = len(value) - len(item.value)
+        hold = usage.hold(tenant, 0, grow, check=not deleting) if usage is not None else None
+        revision = 0
         try:
             written = await self.store.update(
                 item.key,
@@ -508,16 +534,21 @@ class Registry(Generic[R]):
                 releases=releases,
                 touches=self._touches,
             )
+            revision = written.mod_revision
         except NotFound:
-            raise errors.not_found(self.kind.name, current.metadata.name, current.metadata.tenant_id) from None
+            raise errors.not_found(self.kind.name, current.metadata.name, tenant) from None
         except Conflict as c:
             if expected is not None:
                 raise self._conflict(current.metadata.name, expected, c.current) from None
             return None
         except Claimed as c:
-            raise self._claimed(c.holder, self._uniques(new), current.metadata.tenant_id) from None
+            raise self._claimed(c.holder, self._uniques(new), tenant) from None
         except PreconditionFailed:
             return None  # a released value changed hands meanwhile: read again
+        finally:
+            if usage is not None:
+                usage.done(hold, revision)
+                usage.freed(tenant, 0, -grow, revision)
         return self.decode(written)
 
     async def _remove(self, last: R, item: Item, expected: int | None) -> R | None:
@@ -534,6 +565,8 @@ class Registry(Generic[R]):
             return None
         except PreconditionFailed:
             return None
+        if self.usage is not None:
+            self.usage.freed(last.metadata.tenant_id, 1, len(item.key) + len(item.value), revision)
         gone = self.kind.message()
         gone.CopyFrom(last)
         gone.metadata.resource_version = str(revision)

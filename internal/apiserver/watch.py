@@ -26,6 +26,8 @@ Invariants:
 - With a watch cache (cache.py), the hub starts from a List of its range at one revision loaded
   into the cache, applies each change to the cache before offering it to anyone, and asks its
   etcd watch for a progress notification when a reader waits for the cache to catch up.
+- With tenants' quotas (quota.py), the hub loads the range into the kind's usage likewise (with
+  or without a cache) and applies each change to it, in the same order.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar, cast
 
 from tke.internal.apiserver.cache import KindCache
+from tke.internal.apiserver.quota import KindUsage
 from tke.internal.metrics import WATCH_CLIENTS, WATCH_CLIENTS_ENDED_SLOW, WATCH_EVENTS, WATCH_WINDOW_BYTES
 from tke.internal.rpc import errors
 from tke.internal.storage.store import Compacted, Event, EventType, Item, Progress, Store, TooLarge, WatchMessage
@@ -193,6 +196,7 @@ class Hub(Generic[T]):
         queue_bytes: int = 16 << 20,
         catchup_stall: float = 30.0,
         cache: KindCache | None = None,
+        usage: KindUsage | None = None,
     ) -> None:
         self.store = store
         self.root = root
@@ -213,6 +217,7 @@ class Hub(Generic[T]):
         self._ready = asyncio.Event()
         self._stopped = False
         self.cache = cache
+        self.usage = usage
         self._progress_wanted = asyncio.Event()  # a reader waits for the cache: ask etcd now
         if cache is not None:
             cache.request_progress = self._progress_wanted.set
@@ -234,7 +239,8 @@ class Hub(Generic[T]):
 
     async def _run(self) -> None:
         while True:
-            start = await self._load() if self.cache is not None else await self._current_revision()
+            loads = self.cache is not None or self.usage is not None
+            start = await self._load() if loads else await self._current_revision()
             self._window.clear()
             self._window_size = 0
             self._oldest = self.revision = start
@@ -260,8 +266,7 @@ class Hub(Generic[T]):
                 delay = min(delay * 2, 2.0)
 
     async def _load(self) -> int:
-        """Read the whole range into the cache at one revision; that revision."""
-        assert self.cache is not None
+        """Read the whole range into the cache and the usage at one revision; that revision."""
         delay = 0.1
         while True:
             try:
@@ -279,7 +284,10 @@ class Hub(Generic[T]):
                     revision, more = page.revision, page.more
                     if page.items:
                         start = page.items[-1].key + "\0"
-                self.cache.load(items, revision)
+                if self.cache is not None:
+                    self.cache.load(items, revision)
+                if self.usage is not None:
+                    self.usage.load(items, revision)
                 return revision
             except Exception as err:  # etcd away, or the first page's revision compacted meanwhile
                 log.warning("watch cache of %s cannot load: %s", self.root, err)
@@ -301,7 +309,7 @@ class Hub(Generic[T]):
     async def _follow(self, start: int) -> None:
         self._progress_wanted.clear()
         stream = self._watch(self.root, start, self._progress_wanted)
-        cache = self.cache
+        cache, usage = self.cache, self.usage
         async for message in stream:
             if isinstance(message, Progress):
                 self.revision = max(self.revision, message.revision)
@@ -312,6 +320,8 @@ class Hub(Generic[T]):
                 continue
             if cache is not None:
                 cache.apply(message)
+            if usage is not None:
+                usage.apply(message)
             self._publish(self._change(message))
 
     def _change(self, event: Event) -> Change[T]:

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
-from typing import Generic, TypeVar
+from collections.abc import Callable, Iterable
+from typing import Generic, Protocol, TypeVar
 
 from tke.internal.storage.store import Compacted, Event, EventType, Item, Store
 from tke.internal.tasks import cancel_and_wait
@@ -26,16 +26,27 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+class Follower(Protocol):
+    """Something else kept from the same watch: it sees each full list, then every change."""
+
+    def load(self, items: Iterable[Item], revision: int) -> None: ...
+
+    def apply(self, event: Event) -> None: ...
+
+
 class Mirror(Generic[T]):
     def __init__(
         self,
         store: Store,
         prefix: str,
         decode: Callable[[Item], T],
+        *,
         on_change: Callable[[str, T | None, T | None], None] | None = None,
         on_reset: Callable[[], None] | None = None,
+        follower: Follower | None = None,
     ) -> None:
         self.store = store
+        self.follower = follower
         self.prefix = prefix
         self.decode = decode
         self.on_change = on_change
@@ -57,21 +68,28 @@ class Mirror(Generic[T]):
 
     async def _relist(self) -> None:
         items: dict[str, T] = {}
+        listed: list[Item] = []
         start, revision = self.prefix, 0
         while True:
             page = await self.store.list(self.prefix, start=start, limit=1000, revision=revision)
             revision = page.revision
             for item in page.items:
                 items[item.key] = self.decode(item)
+            if self.follower is not None:
+                listed += page.items
             if not page.more:
                 break
             start = page.items[-1].key + "\0"
         self.items, self.revision = items, revision
+        if self.follower is not None:
+            self.follower.load(listed, revision)
         self.generation += 1
         if self.on_reset is not None:
             self.on_reset()
 
     def _apply(self, event: Event) -> None:
+        if self.follower is not None:
+            self.follower.apply(event)
         key = event.item.key
         self.revision = event.item.mod_revision
         before = self.items.get(key)

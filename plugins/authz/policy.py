@@ -150,11 +150,26 @@ class PolicyCentre:
         self._context = context
         self.roles = Registry(dataclasses.replace(ROLES, admit_write=self._admit_role), context.store, prefix)
         self.bindings = Registry(dataclasses.replace(BINDINGS, admit_write=self._admit_binding), context.store, prefix)
+        # Roles and bindings count against their tenant's quotas (quotas.roles, quotas.rolebindings).
+        quota_kind = getattr(context, "quota_kind", None)
+        for registry in (self.roles, self.bindings):
+            if quota_kind is not None:
+                registry.usage = quota_kind(registry.kind.plural, registry.kind.name, registry.root)
         self._role_mirror: Mirror[policy_pb2.Role] = Mirror(
-            context.store, self.roles.root, self.roles.decode, self._role_changed, self._forget_all
+            context.store,
+            self.roles.root,
+            self.roles.decode,
+            on_change=self._role_changed,
+            on_reset=self._forget_all,
+            follower=self.roles.usage,
         )
         self._binding_mirror: Mirror[policy_pb2.RoleBinding] = Mirror(
-            context.store, self.bindings.root, self.bindings.decode, self._binding_changed, self._reindex
+            context.store,
+            self.bindings.root,
+            self.bindings.decode,
+            on_change=self._binding_changed,
+            on_reset=self._reindex,
+            follower=self.bindings.usage,
         )
         # Bindings by key: a tenant's own (by its tenant), and the all-tenant ones.
         self._own: dict[str, dict[str, policy_pb2.RoleBinding]] = {}
