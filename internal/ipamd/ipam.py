@@ -106,6 +106,10 @@ def normalize_owner(owner: ipam_pb2.Owner) -> ipam_pb2.Owner:
     return o
 
 
+# Raises (an ApiError) for an allocation the caller may not change.
+Admit = Callable[[ipam_pb2.Allocation], None]
+
+
 @dataclass(frozen=True)
 class AllocateResult:
     allocation: ipam_pb2.Allocation
@@ -610,7 +614,11 @@ class IPAM:
                 log.error("%s changed while being released and could not be reserved again", current.allocation.ip)
         return False
 
-    async def release(self, container_id: str, ifname: str, pod_uid: str = "") -> ReleaseResult:
+    async def release(
+        self, container_id: str, ifname: str, pod_uid: str = "", *, admit: Admit | None = None
+    ) -> ReleaseResult:
+        """`admit` (the node rule, tke.internal.ipamd.noderule) raises for an allocation the
+        caller may not release; it sees the version the release then writes compared."""
         # An address this replica handed out needs no read: the write below compares it.
         hint = self._attached.take((container_id, ifname))
         for _ in range(self.attempts):
@@ -619,6 +627,13 @@ class IPAM:
             if held is None:
                 return ReleaseResult(found=False)
             a = held.allocation
+            if admit is not None:
+                try:
+                    admit(a)
+                except ApiError:
+                    if hinted:
+                        continue  # refused on what the storage says, not on a hint
+                    raise
             if pod_uid and a.owner.pod_uid and pod_uid != a.owner.pod_uid:
                 if hinted:
                     continue  # refused without a write: on what the storage says, not a hint
@@ -694,7 +709,7 @@ class IPAM:
         return await self._give_back(current)
 
     async def garbage_collect(
-        self, node: str, valid: set[tuple[str, str]], *, dry_run: bool, min_age: float
+        self, node: str, valid: set[tuple[str, str]], *, dry_run: bool, min_age: float, admit: Admit | None = None
     ) -> list[ipam_pb2.Allocation]:
         now = self.clock()
         collected = []
@@ -708,7 +723,7 @@ class IPAM:
                 collected.append(a)
                 continue
             try:
-                result = await self.release(a.container_id, a.ifname, a.owner.pod_uid)
+                result = await self.release(a.container_id, a.ifname, a.owner.pod_uid, admit=admit)
             except ApiError as err:
                 # One address the provider cannot release now must not keep the others; the
                 # next collection tries it again.

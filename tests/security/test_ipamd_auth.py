@@ -27,7 +27,7 @@ from grpc_health.v1 import health_pb2
 
 from tests.security.tenancy import ALICE, BOB, ROOT, Caller, start_secured, tokens_file
 from tests.support.apiserver import stop
-from tests.support.ipamd_daemon import BINARY, IpamdProcess
+from tests.support.ipamd_daemon import IpamdProcess, refused_at_start
 from tests.support.pki import TestCA
 from tests.support.ports import free_port
 from tests.support.rpc import expect_error, health_check
@@ -206,19 +206,6 @@ async def test_the_unix_socket_is_its_owners_only(ipamd: Ipamd) -> None:
     assert stat.S_ISSOCK(info.st_mode) and stat.S_IMODE(info.st_mode) == 0o600 and info.st_uid == os.geteuid()
     directory = os.stat(Path(ipamd.process.socket).parent)
     assert not directory.st_mode & 0o022
-
-
-def refused_at_start(workdir: Path, toml: str) -> str:
-    config = workdir / "bad.toml"
-    # etcd is never reached: the configuration is refused before anything is served.
-    config.write_text(
-        toml + f'\n[storage]\nplugin = "etcd"\n[storage.options]\nendpoints = ["127.0.0.1:{free_port()}"]\n'
-    )
-    proc = subprocess.run(
-        [str(BINARY), "--config", str(config)], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert proc.returncode in (1, 2) and "Traceback" not in proc.stderr, proc
-    return proc.stderr
 
 
 def test_unsafe_configurations_stop_ipamd_at_start(workdir: Path) -> None:
