@@ -97,8 +97,25 @@ def node_not_served(pool: str, node: str) -> ApiError:
     )
 
 
-def no_pool_for_node(node: str) -> ApiError:
-    return precondition("NO_POOL", f"nodes/{node}", f"no pool serves node {node}", grpc.StatusCode.FAILED_PRECONDITION)
+def pool_not_allowed(pool: str, namespace: str) -> ApiError:
+    """PERMISSION_DENIED: the pool's `namespaces` leave this namespace out."""
+    info = error_details_pb2.ErrorInfo(
+        reason="POOL_NOT_ALLOWED", domain=DOMAIN, metadata={"pool": pool, "namespace": namespace}
+    )
+    return ApiError(
+        grpc.StatusCode.PERMISSION_DENIED,
+        f"pool {pool} does not hand out addresses to namespace {namespace} (see the pool's namespaces)",
+        [info],
+    )
+
+
+def no_pool_for_node(node: str, namespace: str) -> ApiError:
+    return precondition(
+        "NO_POOL",
+        f"nodes/{node}",
+        f"no pool serves node {node} for namespace {namespace}",
+        grpc.StatusCode.FAILED_PRECONDITION,
+    )
 
 
 def binding_pool_missing(pool: str) -> ApiError:

@@ -44,7 +44,7 @@ from tke.internal.ipamd.bindings import choose_binding, ordinal
 from tke.internal.ipamd.blocks import PoolBlocks
 from tke.internal.ipamd.hints import Hints
 from tke.internal.ipamd.keys import address_key
-from tke.internal.ipamd.pools import gateway_of, overlap, pool_layout, serves, validate_pool
+from tke.internal.ipamd.pools import admits, gateway_of, overlap, pool_layout, serves, validate_pool
 from tke.internal.ipamd.provider import Assignment, IPProvider, ProviderError, Reconciling
 from tke.internal.ipamd.provisioning import Provisioner, provider_owner
 from tke.internal.ipamd.storage import (
@@ -76,7 +76,7 @@ ATTACHED = ipam_pb2.ALLOCATION_STATE_ATTACHED
 RETAINED = ipam_pb2.ALLOCATION_STATE_RETAINED
 POOL_LIST_TTL = 1.0
 # What UpdatePool may change on a pool in use: none of it renumbers the addresses.
-MUTABLE_POOL_FIELDS = ("routes", "dns", "node_subnets", "node_names", "labels", "cooldown_seconds")
+MUTABLE_POOL_FIELDS = ("routes", "dns", "node_subnets", "node_names", "labels", "cooldown_seconds", "namespaces")
 # Bounds of the hints kept in memory (tke.internal.ipamd.hints): interfaces this replica
 # handed an address to, and namespaces whose bindings it read (a namespace with more bindings
 # than BINDINGS_PER_HINT is read every time instead: the memory stays bounded).
@@ -436,18 +436,26 @@ class IPAM:
                 raise errors.binding_pool_missing(pool_name) from None
             if not await self._serves(st, req):
                 raise errors.node_not_served(pool_name, req.node)
+            if not admits(st.entry.pool, req.owner.namespace):
+                await st.reload()  # a cached definition: another replica may have added it
+                if not admits(st.entry.pool, req.owner.namespace):
+                    raise errors.pool_not_allowed(pool_name, req.owner.namespace)
             if st.entry.deleting:
                 await st.refresh()  # raises while it is still being deleted
             return [st]
         for fresh in (False, True):
             out = []
             for entry in await self._list_pools(fresh=fresh):
-                if entry.deleting or not serves(entry.pool, req.node, req.node_ip):
+                if (
+                    entry.deleting
+                    or not serves(entry.pool, req.node, req.node_ip)
+                    or not admits(entry.pool, req.owner.namespace)
+                ):
                     continue
                 out.append(await self._pool(entry.pool.name))
             if out:
                 return out
-        raise errors.no_pool_for_node(req.node)
+        raise errors.no_pool_for_node(req.node, req.owner.namespace)
 
     async def _list_pools(self, *, fresh: bool = False) -> list[PoolEntry]:
         at, entries = self._pool_list
