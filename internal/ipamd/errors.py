@@ -1,6 +1,6 @@
 """IPAM's errors for clients, with google.rpc details: exhausted pools, addresses owned by
-someone else or cooling down, pools still in use, nodes a pool does not serve, a node's caller
-reaching for another node's addresses."""
+someone else or cooling down, pools still in use, nodes or namespaces a pool does not serve, a
+node's caller reaching for another node's addresses."""
 
 from __future__ import annotations
 

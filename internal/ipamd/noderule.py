@@ -9,7 +9,8 @@ Who speaks for a node:
   Without it the socket serves every node, as a hosted or central tke-ipamd must.
 
 What it may do:
-- Allocate and GarbageCollect name the caller's node;
+- Allocate and GarbageCollect name the caller's node (and a repeated Allocate does not return
+  the address of an interface recorded on another node);
 - Release and GetAllocation reach an allocation whose recorded node is the caller's;
 - a node identity over TCP also lists only its node's allocations (ListAllocations names it) and
   may not call ReleaseWorkload, which acts on a workload's addresses on every node. The unix

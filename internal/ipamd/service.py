@@ -240,9 +240,14 @@ class IPAMServicer(ipam_pb2_grpc.IPAMServiceServicer):
         if request.release_policy not in ipam_pb2.ReleasePolicy.values():
             v.append(FieldViolation("release_policy", "unknown release policy"))
         _check(v)
-        if caller := self.node_caller():
+        caller = self.node_caller()
+        if caller:
             caller.require_node(request.node, "Allocate")
         result = await self.ipam.allocate(request)
+        if caller:
+            # A repeated Allocate returns the interface's address as it is, written nowhere: one
+            # recorded on another node (its container id and owner named here) is not this node's.
+            caller.admit(result.allocation)
         return ipam_pb2.AllocateResponse(allocation=result.allocation, reused=result.reused)
 
     async def Release(

@@ -144,6 +144,8 @@ async def test_a_node_identity_acts_on_its_own_node_only(tcp: dict[str, Stub]) -
 
     # Node A cannot touch node B's addresses, by any call.
     await restricted(a.Allocate(allocate("node-b", "ca-x", "web-x")), "node-a", "node-b")
+    # Naming B's container and pod for its own node: B's address is not handed over as "reused".
+    await restricted(a.Allocate(allocate("node-a", "cb-1", "web-1")), "node-a", "node-b")
     await restricted(a.GarbageCollect(gc("node-b")), "node-a", "node-b")
     await restricted(a.GarbageCollect(ipam_pb2.GarbageCollectRequest(node="node-b", dry_run=True)), "node-a", "node-b")
     await restricted(a.Release(release("cb-1")), "node-a", "node-b")
