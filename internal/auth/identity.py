@@ -12,6 +12,11 @@ from dataclasses import dataclass, field
 # Members of this group act on every tenant (Kubernetes' system:masters, by another name).
 PLATFORM_ADMINS = "tke:platform-admins"
 DEFAULT_TENANT = "default"
+# A node's identity, as Kubernetes names a kubelet's: user "system:node:<name>" in group
+# "system:nodes" (both, as Kubernetes' NodeRestriction requires). Being a node only ever takes
+# rights away (a node acts on its own node's objects only), never grants any.
+NODES_GROUP = "system:nodes"
+NODE_USER_PREFIX = "system:node:"
 
 
 @dataclass(frozen=True)
@@ -25,6 +30,13 @@ class Identity:
     @property
     def is_platform_admin(self) -> bool:
         return PLATFORM_ADMINS in self.groups
+
+    @property
+    def node(self) -> str | None:
+        """The node this identity is (its name, possibly empty), or None if it is no node."""
+        if NODES_GROUP in self.groups and self.user.startswith(NODE_USER_PREFIX):
+            return self.user.removeprefix(NODE_USER_PREFIX)
+        return None
 
 
 # With authentication switched off every caller is this identity: development only.

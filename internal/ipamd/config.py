@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tke.internal.auth.chain import AuthConfig
+from tke.internal.ipamd.noderule import NODE
 from tke.internal.rpc.server import check_socket_mode
 from tke.internal.storage.etcd import EtcdConfig
 
@@ -86,6 +87,13 @@ class IpamdConfig:
     # a directory nobody else can write to.
     socket: str = "/run/tke/ipamd.sock"
     socket_mode: int = 0o600
+    # The node this daemon serves (tke.internal.ipamd.noderule): with it the unix socket's
+    # callers allocate, release, collect and read only this node's addresses. `node_name_env`
+    # names an environment variable holding it instead (a DaemonSet fills NODE_NAME from the
+    # pod's spec.nodeName; one ConfigMap then serves every node); set at most one of them.
+    # Neither: the socket serves every node (a hosted or central tke-ipamd).
+    node_name: str = ""
+    node_name_env: str = ""
     tcp: TCPConfig = field(default_factory=TCPConfig)
     storage: PluginConfig = field(default_factory=lambda: PluginConfig(plugin="etcd"))
     # IP providers by the name pools refer to (pool.provider.name). "static" is always there.
@@ -110,5 +118,9 @@ class IpamdConfig:
 
     def __post_init__(self) -> None:
         check_socket_mode(self.socket_mode, "socket_mode")
+        if self.node_name and self.node_name_env:
+            raise ValueError("set node_name or node_name_env, not both")
+        if self.node_name and not NODE.fullmatch(self.node_name):
+            raise ValueError(f"node_name {self.node_name!r} is not a node name")
         if self.max_requests_inflight < 1:
             raise ValueError(f"max_requests_inflight {self.max_requests_inflight} must be at least 1")

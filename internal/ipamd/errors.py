@@ -1,5 +1,6 @@
 """IPAM's errors for clients, with google.rpc details: exhausted pools, addresses owned by
-someone else or cooling down, pools still in use, nodes a pool does not serve."""
+someone else or cooling down, pools still in use, nodes or namespaces a pool does not serve, a
+node's caller reaching for another node's addresses."""
 
 from __future__ import annotations
 
@@ -96,8 +97,25 @@ def node_not_served(pool: str, node: str) -> ApiError:
     )
 
 
-def no_pool_for_node(node: str) -> ApiError:
-    return precondition("NO_POOL", f"nodes/{node}", f"no pool serves node {node}", grpc.StatusCode.FAILED_PRECONDITION)
+def pool_not_allowed(pool: str, namespace: str) -> ApiError:
+    """PERMISSION_DENIED: the pool's `namespaces` leave this namespace out."""
+    info = error_details_pb2.ErrorInfo(
+        reason="POOL_NOT_ALLOWED", domain=DOMAIN, metadata={"pool": pool, "namespace": namespace}
+    )
+    return ApiError(
+        grpc.StatusCode.PERMISSION_DENIED,
+        f"pool {pool} does not hand out addresses to namespace {namespace} (see the pool's namespaces)",
+        [info],
+    )
+
+
+def no_pool_for_node(node: str, namespace: str) -> ApiError:
+    return precondition(
+        "NO_POOL",
+        f"nodes/{node}",
+        f"no pool serves node {node} for namespace {namespace}",
+        grpc.StatusCode.FAILED_PRECONDITION,
+    )
 
 
 def binding_pool_missing(pool: str) -> ApiError:
@@ -119,3 +137,13 @@ def provider_unavailable(pool: str) -> ApiError:
 
 def contention() -> ApiError:
     return ApiError(grpc.StatusCode.ABORTED, "too much contention on the pool; retry")
+
+
+def node_restricted(caller: str, node: str, message: str, other: str = "") -> ApiError:
+    """PERMISSION_DENIED: a caller restricted to `node` (tke.internal.ipamd.noderule) asked for
+    something that is not that node's; `other` is the node it named, when it named one."""
+    metadata = {"caller": caller, "node": node}
+    if other:
+        metadata["requested_node"] = other
+    info = error_details_pb2.ErrorInfo(reason="NODE_RESTRICTED", domain=DOMAIN, metadata=metadata)
+    return ApiError(grpc.StatusCode.PERMISSION_DENIED, message, [info])

@@ -44,7 +44,7 @@ from tke.internal.ipamd.bindings import choose_binding, ordinal
 from tke.internal.ipamd.blocks import PoolBlocks
 from tke.internal.ipamd.hints import Hints
 from tke.internal.ipamd.keys import address_key
-from tke.internal.ipamd.pools import gateway_of, overlap, pool_layout, serves, validate_pool
+from tke.internal.ipamd.pools import admits, gateway_of, overlap, pool_layout, serves, validate_pool
 from tke.internal.ipamd.provider import Assignment, IPProvider, ProviderError, Reconciling
 from tke.internal.ipamd.provisioning import Provisioner, provider_owner
 from tke.internal.ipamd.storage import (
@@ -76,7 +76,7 @@ ATTACHED = ipam_pb2.ALLOCATION_STATE_ATTACHED
 RETAINED = ipam_pb2.ALLOCATION_STATE_RETAINED
 POOL_LIST_TTL = 1.0
 # What UpdatePool may change on a pool in use: none of it renumbers the addresses.
-MUTABLE_POOL_FIELDS = ("routes", "dns", "node_subnets", "node_names", "labels", "cooldown_seconds")
+MUTABLE_POOL_FIELDS = ("routes", "dns", "node_subnets", "node_names", "labels", "cooldown_seconds", "namespaces")
 # Bounds of the hints kept in memory (tke.internal.ipamd.hints): interfaces this replica
 # handed an address to, and namespaces whose bindings it read (a namespace with more bindings
 # than BINDINGS_PER_HINT is read every time instead: the memory stays bounded).
@@ -104,6 +104,10 @@ def normalize_owner(owner: ipam_pb2.Owner) -> ipam_pb2.Owner:
     if not o.workload_kind and not o.workload_name:
         o.workload_kind, o.workload_name = "Pod", o.pod_name
     return o
+
+
+# Raises (an ApiError) for an allocation the caller may not change.
+Admit = Callable[[ipam_pb2.Allocation], None]
 
 
 @dataclass(frozen=True)
@@ -432,18 +436,26 @@ class IPAM:
                 raise errors.binding_pool_missing(pool_name) from None
             if not await self._serves(st, req):
                 raise errors.node_not_served(pool_name, req.node)
+            if not admits(st.entry.pool, req.owner.namespace):
+                await st.reload()  # a cached definition: another replica may have added it
+                if not admits(st.entry.pool, req.owner.namespace):
+                    raise errors.pool_not_allowed(pool_name, req.owner.namespace)
             if st.entry.deleting:
                 await st.refresh()  # raises while it is still being deleted
             return [st]
         for fresh in (False, True):
             out = []
             for entry in await self._list_pools(fresh=fresh):
-                if entry.deleting or not serves(entry.pool, req.node, req.node_ip):
+                if (
+                    entry.deleting
+                    or not serves(entry.pool, req.node, req.node_ip)
+                    or not admits(entry.pool, req.owner.namespace)
+                ):
                     continue
                 out.append(await self._pool(entry.pool.name))
             if out:
                 return out
-        raise errors.no_pool_for_node(req.node)
+        raise errors.no_pool_for_node(req.node, req.owner.namespace)
 
     async def _list_pools(self, *, fresh: bool = False) -> list[PoolEntry]:
         at, entries = self._pool_list
@@ -610,7 +622,11 @@ class IPAM:
                 log.error("%s changed while being released and could not be reserved again", current.allocation.ip)
         return False
 
-    async def release(self, container_id: str, ifname: str, pod_uid: str = "") -> ReleaseResult:
+    async def release(
+        self, container_id: str, ifname: str, pod_uid: str = "", *, admit: Admit | None = None
+    ) -> ReleaseResult:
+        """`admit` (the node rule, tke.internal.ipamd.noderule) raises for an allocation the
+        caller may not release; it sees the version the release then writes compared."""
         # An address this replica handed out needs no read: the write below compares it.
         hint = self._attached.take((container_id, ifname))
         for _ in range(self.attempts):
@@ -619,6 +635,13 @@ class IPAM:
             if held is None:
                 return ReleaseResult(found=False)
             a = held.allocation
+            if admit is not None:
+                try:
+                    admit(a)
+                except ApiError:
+                    if hinted:
+                        continue  # refused on what the storage says, not on a hint
+                    raise
             if pod_uid and a.owner.pod_uid and pod_uid != a.owner.pod_uid:
                 if hinted:
                     continue  # refused without a write: on what the storage says, not a hint
@@ -694,7 +717,7 @@ class IPAM:
         return await self._give_back(current)
 
     async def garbage_collect(
-        self, node: str, valid: set[tuple[str, str]], *, dry_run: bool, min_age: float
+        self, node: str, valid: set[tuple[str, str]], *, dry_run: bool, min_age: float, admit: Admit | None = None
     ) -> list[ipam_pb2.Allocation]:
         now = self.clock()
         collected = []
@@ -708,7 +731,7 @@ class IPAM:
                 collected.append(a)
                 continue
             try:
-                result = await self.release(a.container_id, a.ifname, a.owner.pod_uid)
+                result = await self.release(a.container_id, a.ifname, a.owner.pod_uid, admit=admit)
             except ApiError as err:
                 # One address the provider cannot release now must not keep the others; the
                 # next collection tries it again.

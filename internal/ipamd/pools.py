@@ -1,5 +1,5 @@
-"""Pools: validating a pool definition, numbering its addresses, which nodes it serves, and
-which addresses two pools would both hand out. Pure functions over the proto.
+"""Pools: validating a pool definition, numbering its addresses, which nodes and namespaces it
+serves, and which addresses two pools would both hand out. Pure functions over the proto.
 
 Pools share one address space: no address is allocatable in two pools (they may share a
 subnet, and its gateway, when their ranges are disjoint). A pool's allocatable addresses depend
@@ -18,6 +18,8 @@ from tke.internal.rpc.errors import FieldViolation
 from tke.ipam.v1 import ipam_pb2
 
 _LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+# An entry of pool.namespaces: a namespace name, or a prefix ending in "*".
+_NAMESPACES = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$|^[a-z0-9][-a-z0-9]{0,61}\*$")
 MAX_CAPACITY = 1 << 20  # a /12 at most: blocks are listed in memory per pool
 
 
@@ -74,6 +76,11 @@ def validate_pool(pool: ipam_pb2.Pool, known_providers: set[str]) -> list[FieldV
     for i, s in enumerate(pool.node_subnets):
         if not _cidr(s):
             v.append(FieldViolation(f"pool.node_subnets[{i}]", "must be an IPv4 CIDR"))
+    for i, n in enumerate(pool.namespaces):
+        if not _NAMESPACES.fullmatch(n):
+            v.append(
+                FieldViolation(f"pool.namespaces[{i}]", "a namespace name, or a prefix ending in '*' such as 'shop-*'")
+            )
     for i, route in enumerate(pool.routes):
         if not _cidr(route.dst):
             v.append(FieldViolation(f"pool.routes[{i}].dst", "must be an IPv4 CIDR"))
@@ -140,3 +147,10 @@ def serves(pool: ipam_pb2.Pool, node: str, node_ip: str) -> bool:
         addr = ipaddress.IPv4Address(node_ip)
         return any(addr in ipaddress.IPv4Network(s, strict=False) for s in pool.node_subnets)
     return False
+
+
+def admits(pool: ipam_pb2.Pool, namespace: str) -> bool:
+    """Whether pods of `namespace` may take new addresses from the pool (empty: every namespace)."""
+    return not pool.namespaces or any(
+        namespace == n or (n.endswith("*") and namespace.startswith(n[:-1])) for n in pool.namespaces
+    )

@@ -1,7 +1,9 @@
 """tke-ipamd's wiring: plugins from the configuration, the IPAM core, and its listeners: a
-unix socket for the node (owner only: its mode is its access control), and TCP for everyone
-else, with TLS and the apiserver's authentication and authorization (ipamd's tenancy in
-authz.py); TCP without them only when the configuration says insecure. With [kubernetes], the
+unix socket for the node (owner only: its mode is its access control; restricted to the
+daemon's own node when it knows it, noderule.py), and TCP for everyone else, with TLS and the
+apiserver's authentication and authorization (ipamd's tenancy in authz.py; node identities
+restricted to their node, noderule.py); TCP without them only when the configuration says
+insecure. With [kubernetes], the
 cluster's API: pods' workloads resolved from their ownerReferences, and optionally the workload
 watcher and the scheduler extender (plain HTTP: loopback only)."""
 
@@ -11,6 +13,8 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +23,7 @@ from aiohttp import web
 
 from tke.internal import metrics
 from tke.internal.auth.chain import AuthChain, PluginContext, build
+from tke.internal.auth.identity import current_identity
 from tke.internal.daemon import run_until_stopped
 from tke.internal.ipamd.authz import NamespaceTenants, TenancyError, ipam_attributes
 from tke.internal.ipamd.config import IpamdConfig, KubernetesConfig
@@ -26,6 +31,7 @@ from tke.internal.ipamd.extender import Extender
 from tke.internal.ipamd.ipam import IPAM
 from tke.internal.ipamd.kube_resolver import KubeResolver
 from tke.internal.ipamd.kube_watcher import WorkloadWatcher
+from tke.internal.ipamd.noderule import NODE, NodeCaller, of_identity, of_socket
 from tke.internal.ipamd.pool_metrics import refresh_pool_gauges
 from tke.internal.ipamd.provider import IPProvider
 from tke.internal.ipamd.service import SERVICE_NAME, IPAMServicer
@@ -83,6 +89,26 @@ def build_kube_api(config: KubernetesConfig) -> ClusterAPI | None:
     return ClusterAPI(access, timeout=config.timeout, field_manager="tke-ipamd")
 
 
+def own_node(config: IpamdConfig, environ: Mapping[str, str] = os.environ) -> str:
+    """The node this daemon serves ('' for every node): `node_name`, or the variable
+    `node_name_env` names, which must then hold a node name (a DaemonSet meant to restrict its
+    socket never starts serving every node because the variable is missing)."""
+    if not config.node_name_env:
+        return config.node_name
+    value = environ.get(config.node_name_env, "")
+    if not NODE.fullmatch(value):
+        said = f"is {value!r}" if value else "is empty or not set"
+        raise ConfigurationError(
+            f"node_name_env: ${config.node_name_env} {said}; it must hold this node's name "
+            "(in a DaemonSet: env from fieldRef spec.nodeName)"
+        )
+    return value
+
+
+def _tcp_caller() -> NodeCaller | None:
+    return of_identity(current_identity.get())
+
+
 def _loopback(address: str) -> bool:
     host = address.rpartition(":")[0].strip("[]")
     if host == "localhost":
@@ -115,8 +141,8 @@ class Ipamd:
         self.extender: web.AppRunner | None = None
         self.extender_port = 0
 
-    def _spec(self, interceptors: list[Any]) -> ServerSpec:
-        servicer = IPAMServicer(self.ipam)
+    def _spec(self, interceptors: list[Any], node_caller: Callable[[], NodeCaller | None]) -> ServerSpec:
+        servicer = IPAMServicer(self.ipam, node_caller)
 
         def register(server: grpc.aio.Server) -> None:
             ipam_pb2_grpc.add_IPAMServiceServicer_to_server(servicer, server)
@@ -134,11 +160,13 @@ class Ipamd:
             tenants = NamespaceTenants(c.tcp.tenants)
         except TenancyError as err:
             raise ConfigurationError(str(err)) from None
+        node = own_node(c)
         if c.socket:
             unix = ListenConfig(address="", unix_socket=c.socket, unix_socket_mode=c.socket_mode)
             self.unix_inflight = InflightLimit(c.max_requests_inflight)
             interceptors = [RequestInterceptor(), MetricsInterceptor(), self.unix_inflight]
-            self.servers.append(await start_server(unix, self._spec(interceptors)))
+            socket_caller = of_socket(node)
+            self.servers.append(await start_server(unix, self._spec(interceptors, lambda: socket_caller)))
         if c.tcp.address:
             tls = None
             if c.tcp.cert_file or c.tcp.key_file:
@@ -168,7 +196,7 @@ class Ipamd:
             if self.auth is not None:
                 interceptors += self.auth.interceptors
             self.servers.append(
-                await start_server(ListenConfig(address=c.tcp.address, tls=tls), self._spec(interceptors))
+                await start_server(ListenConfig(address=c.tcp.address, tls=tls), self._spec(interceptors, _tcp_caller))
             )
         await self._start_kubernetes()
         if not self.servers and self.watcher is None and self.extender is None:
@@ -243,7 +271,8 @@ async def serve(config: IpamdConfig) -> None:
     gauges = (
         asyncio.create_task(refresh_pool_gauges(ipamd.ipam), name="pool metrics") if config.metrics_address else None
     )
-    where = [f"unix {config.socket}"] if config.socket else []
+    node = own_node(config)
+    where = [f"unix {config.socket}" + (f" (node {node} only)" if node else "")] if config.socket else []
     if config.tcp.address:
         where.append(f"tcp {config.tcp.address} (port {ipamd.servers[-1].port})")
     if ipamd.extender is not None:

@@ -1,6 +1,8 @@
 """The tke.ipam.v1.IPAMService servicer: checks each request field by field (INVALID_ARGUMENT
-with a BadRequest naming every bad field), then calls the IPAM core. Errors are ApiError; the
-request interceptor turns them, and anything unexpected, into statuses without tracebacks.
+with a BadRequest naming every bad field), applies the node rule to a caller that speaks for a
+node (tke.internal.ipamd.noderule: the listener says who that is), then calls the IPAM core.
+Errors are ApiError; the request interceptor turns them, and anything unexpected, into statuses
+without tracebacks.
 
 ListAllocations' page tokens are sealed for the request they continue (its filters and page
 size; tke.internal.meta.pagetoken) and hold a position that is checked to lie in the listing:
@@ -12,11 +14,13 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Callable
 
 import grpc
 
 from tke.internal.ipamd.bindings import KIND, NAME, validate_binding, validate_workload
 from tke.internal.ipamd.ipam import IPAM
+from tke.internal.ipamd.noderule import NODE, NodeCaller
 from tke.internal.meta.pagetoken import PageTokens, TokenError
 from tke.internal.rpc.errors import FieldViolation, invalid, invalid_field, not_found
 from tke.ipam.v1 import ipam_pb2, ipam_pb2_grpc
@@ -27,7 +31,6 @@ SERVICE_NAME = ipam_pb2.DESCRIPTOR.services_by_name["IPAMService"].full_name
 # characters without '/' or whitespace.
 _CONTAINER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,255}$")
 _IFNAME = re.compile(r"^[^/\s:]{1,15}$")
-_NODE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9._]{0,251}[A-Za-z0-9])?$")
 _UID = re.compile(r"^[A-Za-z0-9\-_.]{0,128}$")
 DEFAULT_PAGE, MAX_PAGE = 500, 5000
 # A position in a listing of allocations: "<pool>/<address as 8 hex digits>".
@@ -96,9 +99,17 @@ def _cursor(bound: bytes, token: str, pool: str) -> str:
     return str(cursor)
 
 
+def _unrestricted() -> NodeCaller | None:
+    return None
+
+
 class IPAMServicer(ipam_pb2_grpc.IPAMServiceServicer):
-    def __init__(self, ipam: IPAM) -> None:
+    """`node_caller` says, during a call, which node its caller is restricted to (None: none);
+    each listener has its own servicer with its own answer."""
+
+    def __init__(self, ipam: IPAM, node_caller: Callable[[], NodeCaller | None] = _unrestricted) -> None:
         self.ipam = ipam
+        self.node_caller = node_caller
 
     # -- pools --------------------------------------------------------------------------------
     async def CreatePool(
@@ -218,7 +229,7 @@ class IPAMServicer(ipam_pb2_grpc.IPAMServiceServicer):
         context: grpc.aio.ServicerContext[ipam_pb2.AllocateRequest, ipam_pb2.AllocateResponse],
     ) -> ipam_pb2.AllocateResponse:
         v = _owner(request.owner, "owner") + _attachment(request.container_id, request.ifname, "")
-        if not _NODE.fullmatch(request.node):
+        if not NODE.fullmatch(request.node):
             v.append(FieldViolation("node", "required; a node name"))
         if request.node_ip and not _is_ip(request.node_ip):
             v.append(FieldViolation("node_ip", "an IPv4 address"))
@@ -229,7 +240,14 @@ class IPAMServicer(ipam_pb2_grpc.IPAMServiceServicer):
         if request.release_policy not in ipam_pb2.ReleasePolicy.values():
             v.append(FieldViolation("release_policy", "unknown release policy"))
         _check(v)
+        caller = self.node_caller()
+        if caller:
+            caller.require_node(request.node, "Allocate")
         result = await self.ipam.allocate(request)
+        if caller:
+            # A repeated Allocate returns the interface's address as it is, written nowhere: one
+            # recorded on another node (its container id and owner named here) is not this node's.
+            caller.admit(result.allocation)
         return ipam_pb2.AllocateResponse(allocation=result.allocation, reused=result.reused)
 
     async def Release(
@@ -241,7 +259,10 @@ class IPAMServicer(ipam_pb2_grpc.IPAMServiceServicer):
         if not _UID.fullmatch(request.pod_uid):
             v.append(FieldViolation("pod_uid", "a Kubernetes uid"))
         _check(v)
-        result = await self.ipam.release(request.container_id, request.ifname, request.pod_uid)
+        caller = self.node_caller()
+        result = await self.ipam.release(
+            request.container_id, request.ifname, request.pod_uid, admit=caller.admit if caller else None
+        )
         return ipam_pb2.ReleaseResponse(found=result.found, retained=result.retained, allocation=result.allocation)
 
     async def ReleaseWorkload(
@@ -256,6 +277,8 @@ class IPAMServicer(ipam_pb2_grpc.IPAMServiceServicer):
         if not request.deleted and replicas is None and not request.keep_pod_names:
             v.append(FieldViolation("deleted", "say what happened: deleted, replicas or keep_pod_names"))
         _check(v)
+        if caller := self.node_caller():
+            caller.refuse_workload_release()
         released, deferred = await self.ipam.release_workload(
             request.workload,
             deleted=request.deleted,
@@ -274,16 +297,20 @@ class IPAMServicer(ipam_pb2_grpc.IPAMServiceServicer):
         if which == "attachment":
             att = request.attachment
             _check(_attachment(att.container_id, att.ifname, "attachment."))
-            return await self.ipam.get_by_attachment(att.container_id, att.ifname)
-        if which == "address":
+            found = await self.ipam.get_by_attachment(att.container_id, att.ifname)
+        elif which == "address":
             pool, _, ip = request.address.partition("/")
             if not NAME.fullmatch(pool) or not _is_ip(ip):
                 raise invalid_field("address", 'must be "<pool>/<ip>", for example "net-a/10.0.1.17"')
-            return await self.ipam.get_by_address(pool, ip)
-        if which == "owner":
+            found = await self.ipam.get_by_address(pool, ip)
+        elif which == "owner":
             _check(_owner(request.owner, "owner"))
-            return await self.ipam.get_by_owner(request.owner)
-        raise invalid_field("by", "set one of attachment, address or owner")
+            found = await self.ipam.get_by_owner(request.owner)
+        else:
+            raise invalid_field("by", "set one of attachment, address or owner")
+        if caller := self.node_caller():
+            caller.admit(found)
+        return found
 
     async def ListAllocations(
         self,
@@ -291,6 +318,8 @@ class IPAMServicer(ipam_pb2_grpc.IPAMServiceServicer):
         context: grpc.aio.ServicerContext[ipam_pb2.ListAllocationsRequest, ipam_pb2.ListAllocationsResponse],
     ) -> ipam_pb2.ListAllocationsResponse:
         size = _page_size(request.page_size)
+        if caller := self.node_caller():
+            caller.require_listed_node(request.node)
         query = ipam_pb2.ListAllocationsRequest()
         query.CopyFrom(request)
         query.ClearField("page_token")
@@ -306,16 +335,20 @@ class IPAMServicer(ipam_pb2_grpc.IPAMServiceServicer):
         request: ipam_pb2.GarbageCollectRequest,
         context: grpc.aio.ServicerContext[ipam_pb2.GarbageCollectRequest, ipam_pb2.GarbageCollectResponse],
     ) -> ipam_pb2.GarbageCollectResponse:
-        v = [] if _NODE.fullmatch(request.node) else [FieldViolation("node", "required; a node name")]
+        v = [] if NODE.fullmatch(request.node) else [FieldViolation("node", "required; a node name")]
         for i, att in enumerate(request.valid_attachments):
             v += _attachment(att.container_id, att.ifname, f"valid_attachments[{i}].")
         if request.min_age_seconds < 0:
             v.append(FieldViolation("min_age_seconds", "must not be negative"))
         _check(v)
+        caller = self.node_caller()
+        if caller:
+            caller.require_node(request.node, "GarbageCollect")
         collected = await self.ipam.garbage_collect(
             request.node,
             {(a.container_id, a.ifname) for a in request.valid_attachments},
             dry_run=request.dry_run,
             min_age=float(request.min_age_seconds if request.HasField("min_age_seconds") else DEFAULT_GC_MIN_AGE),
+            admit=caller.admit if caller else None,
         )
         return ipam_pb2.GarbageCollectResponse(collected=collected)

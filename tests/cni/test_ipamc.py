@@ -321,3 +321,41 @@ def test_pod_identities_no_kubernetes_object_can_have_never_fail_a_verb(  # noqa
     assert out.code == 0, out.stdout
     assert allocation(admin, cid) is None
     assert ipamc.run("DEL", ipam_conf, container_id=unique("never"), args=bad_uid).code == 0
+
+
+def test_a_nodes_ipamd_serves_its_node_and_refuses_another_clearly(
+    ipamc: Runtime, etcd_config: EtcdConfig, tmp_path: Path
+) -> None:
+    """tke-ipamd with node_name (as the add-on's DaemonSet runs it): tke-ipamc configured for that
+    node allocates, checks, collects and releases; one naming another node gets code 103 with
+    ipamd's reason in msg, and changes nothing."""
+    workdir = Path(tempfile.mkdtemp(prefix="cni-node-", dir="/tmp"))
+    daemon = IpamdDaemon(
+        workdir, endpoints=list(etcd_config.endpoints), prefix=etcd_config.prefix, extra='node_name = "node-1"'
+    )
+    try:
+        daemon.start()
+        with grpc.insecure_channel(daemon.target) as channel:
+            stub = ipam_pb2_grpc.IPAMServiceStub(channel)
+            stub.CreatePool(ipam_pb2.CreatePoolRequest(pool=ipam_pb2.Pool(name="net", cidr="10.82.0.0/24")), timeout=10)
+            net = ipamc_network("node-ip", unique("tn"), daemon.socket, tmp_path, gcMinAgeSeconds=0)["plugins"][0]
+            mine = {"cniVersion": "1.1.0", "name": "node-ip", **net}  # "node": "node-1"
+            other = {**mine, "ipam": {**mine["ipam"], "node": "node-2"}}
+            cid, args = unique("c"), "K8S_POD_NAMESPACE=shop;K8S_POD_NAME=api-0;K8S_POD_UID=u1"
+            result = ipamc.run("ADD", mine, container_id=cid, netns="/proc/self/ns/net", args=args).ok()
+            assert ipamc.run("CHECK", with_prev(mine, result), container_id=cid, netns="/proc/self/ns/net").code == 0
+
+            for verb, config in (("ADD", other), ("GC", {**other, "cni.dev/valid-attachments": []})):
+                out = ipamc.run(verb, config, container_id=unique("c"), netns="/proc/self/ns/net", args=args)
+                assert out.json["code"] == 103, out.stdout
+                assert "denied it" in out.json["msg"] and "acts on node 'node-1' only" in out.json["msg"], out.stdout
+                assert "'node-2'" in out.json["msg"], out.stdout
+            listed = stub.ListAllocations(ipam_pb2.ListAllocationsRequest(), timeout=10).allocations
+            assert [(a.container_id, a.node) for a in listed] == [(cid, "node-1")]
+
+            assert ipamc.run("GC", {**mine, "cni.dev/valid-attachments": []}).code == 0
+            assert allocation(stub, cid) is None
+            assert ipamc.run("DEL", mine, container_id=cid, args=args).code == 0
+    finally:
+        daemon.stop()
+        shutil.rmtree(workdir, ignore_errors=True)

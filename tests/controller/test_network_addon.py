@@ -128,6 +128,10 @@ def test_tke_ipamds_configuration_loads_and_says_what_each_workload_does(tmp_pat
     )
     assert agent.extender.address == "127.0.0.1:9040"
     assert (watcher.socket, watcher.kubernetes.watch_workloads, watcher.extender.address) == ("", True, "")
+    # The node agent's socket serves its own node: NODE_NAME is the pod's spec.nodeName.
+    assert (agent.node_name_env, watcher.node_name_env) == ("NODE_NAME", "")
+    agent_env = objects["DaemonSet/tke-ipamd"]["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}} in agent_env
     for config in (agent, watcher):
         assert config.storage.options["prefix"] == "/tke/clusters/team-a/demo"  # each cluster's own
         assert config.storage.options["endpoints"] == ["10.0.0.5:2379"]

@@ -100,3 +100,11 @@ def test_every_ipam_call_names_its_tenant() -> None:
     # Other services keep the generic rules (reflection, health).
     other = attributes("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", None, alice)
     assert other.tenant == "team-a"
+
+
+def test_a_node_is_a_system_node_user_in_the_system_nodes_group() -> None:
+    """Kubernetes' convention, both parts required; being a node only restricts (noderule.py)."""
+    assert Identity(user="system:node:n1", groups=("system:nodes",)).node == "n1"
+    assert Identity(user="system:node:n1").node is None  # the name alone is not a node
+    assert Identity(user="n1", groups=("system:nodes",)).node is None
+    assert Identity(user="system:node:", groups=("system:nodes",)).node == ""  # a node no request can name

@@ -3,6 +3,7 @@ that name the key or the plugin."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from tests.support.memory_ip_storage import MemoryIPStorage
 from tke.cmd.ipamd import main
 from tke.internal.config.loader import ConfigError, load
 from tke.internal.ipamd.config import IpamdConfig
-from tke.internal.ipamd.server import build_providers, build_storage
+from tke.internal.ipamd.server import ConfigurationError, build_providers, build_storage, own_node
 from tke.internal.plugin.loader import PluginError, available, find
 from tke.plugins.ip_providers.aws_eni import AWSENIProvider
 
@@ -73,3 +74,15 @@ def test_tcp_without_tls_is_refused_at_start(tmp_path: Path) -> None:
         assert main(["--config", str(config)]) == 2
     finally:
         sock.unlink(missing_ok=True)
+
+
+def test_the_node_comes_from_node_name_or_the_variable_node_name_env_names() -> None:
+    assert own_node(IpamdConfig()) == ""  # every node: a hosted or central tke-ipamd
+    assert own_node(IpamdConfig(node_name="n1")) == "n1"
+    config = IpamdConfig(node_name_env="NODE_NAME")
+    assert own_node(config, {"NODE_NAME": "ip-10-0-1-4.ec2.internal"}) == "ip-10-0-1-4.ec2.internal"
+    for environ, says in (({}, "$NODE_NAME is empty or not set"), ({"NODE_NAME": "a/b"}, "$NODE_NAME is 'a/b'")):
+        with pytest.raises(ConfigurationError, match=re.escape(says)):
+            own_node(config, environ)
+    with pytest.raises(ValueError, match="not both"):
+        IpamdConfig(node_name="n1", node_name_env="NODE_NAME")

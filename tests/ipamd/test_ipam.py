@@ -7,6 +7,7 @@ import asyncio
 
 import grpc
 import pytest
+from google.rpc import error_details_pb2
 
 from tests.support.workloads import KnownPods
 from tke.internal.ipamd.allocator import Block
@@ -399,3 +400,50 @@ async def test_workload_addresses_are_only_taken_over_where_their_pool_serves(
     assert other.allocation.pool == "rack-b" and not other.reused
     again = await ipam.allocate(allocate_request("web-5d8f7c6b9-ccccc", "c3", node="node-a"))
     assert again.allocation.pool == "rack-a" and again.reused
+
+
+async def test_a_pool_with_namespaces_hands_addresses_to_those_namespaces_only(
+    ip_storage: IPStorage, clock: Clock
+) -> None:
+    ipam = make_ipam(ip_storage, clock)
+    await ipam.create_pool(pool("a-shop", "10.0.2.0/24", namespaces=["shop", "shop-*"]))
+    await ipam.create_pool(pool("open", "10.0.3.0/24"))
+
+    def not_allowed(err: ApiError) -> tuple[grpc.StatusCode, str, dict[str, str]]:
+        info = err.details[0]
+        assert isinstance(info, error_details_pb2.ErrorInfo)
+        return err.code, info.reason, dict(info.metadata)
+
+    # Named in the request, or through the workload's binding: refused, nothing taken.
+    with pytest.raises(ApiError) as err:
+        await ipam.allocate(allocate_request("web-0", namespace="blog", pool_name="a-shop"))
+    assert not_allowed(err.value) == (
+        grpc.StatusCode.PERMISSION_DENIED,
+        "POOL_NOT_ALLOWED",
+        {"pool": "a-shop", "namespace": "blog"},
+    )
+    await ipam.put_binding(
+        ipam_pb2.Binding(workload=ipam_pb2.WorkloadRef(namespace="blog", kind="Pod", name="db-0"), pool="a-shop")
+    )
+    with pytest.raises(ApiError) as err:
+        await ipam.allocate(allocate_request("db-0", namespace="blog"))
+    assert not_allowed(err.value)[1] == "POOL_NOT_ALLOWED"
+    assert (await ipam.get_pool("a-shop")).status.allocated == 0
+    # Chosen by node: the first pool by name that admits the namespace.
+    assert (await ipam.allocate(allocate_request("web-1", namespace="blog"))).allocation.pool == "open"
+    assert (await ipam.allocate(allocate_request("web-2", namespace="shop"))).allocation.pool == "a-shop"
+    named = await ipam.allocate(allocate_request("web-3", namespace="shop-web", pool_name="a-shop"))
+    assert named.allocation.pool == "a-shop"
+
+    # Mutable: new allocations follow the new list; addresses already held stay.
+    await ipam.update_pool(pool("a-shop", namespaces=["blog"]), ["namespaces"])
+    assert (await ipam.allocate(allocate_request("db-0", namespace="blog"))).allocation.pool == "a-shop"
+    with pytest.raises(ApiError) as err:
+        await ipam.allocate(allocate_request("web-4", namespace="shop", pool_name="a-shop"))
+    assert not_allowed(err.value)[1] == "POOL_NOT_ALLOWED"
+    assert (await ipam.get_by_attachment("c-web-2", "eth0")).pool == "a-shop"
+    with pytest.raises(ApiError) as err:
+        await ipam.create_pool(pool("bad", "10.0.4.0/24", namespaces=["Shop", "x*y", "*"]))
+    assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    fields = [v.field for v in err.value.details[0].field_violations]  # type: ignore[attr-defined]
+    assert fields == ["pool.namespaces[0]", "pool.namespaces[1]", "pool.namespaces[2]"]

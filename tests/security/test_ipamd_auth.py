@@ -4,7 +4,7 @@ allocation belongs to the tenant that owns its namespace ([tcp.tenants]), and ca
 no namespace act on every tenant; the node's CNI plugins keep allocating over the unix socket,
 which only its owner can reach, in a directory nobody else can write to. Bad configurations
 (an open TCP listener, a socket others may use, namespaces given to two tenants) stop the
-daemon at start with the reason.
+daemon at start with the reason. A pool limited to some namespaces hands out nothing to others.
 
 A real tke-ipamd process (TLS, the token-file authenticator and the policy centre reading the
 same etcd as an in-process apiserver, through which the platform administrator grants each
@@ -23,14 +23,15 @@ from typing import Any
 
 import grpc
 import pytest
+from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2
 
 from tests.security.tenancy import ALICE, BOB, ROOT, Caller, start_secured, tokens_file
 from tests.support.apiserver import stop
-from tests.support.ipamd_daemon import BINARY, IpamdProcess
+from tests.support.ipamd_daemon import IpamdProcess, refused_at_start
 from tests.support.pki import TestCA
 from tests.support.ports import free_port
-from tests.support.rpc import expect_error, health_check
+from tests.support.rpc import detail_of, expect_error, health_check
 from tests.support.waiting import wait_for
 from tke.internal.storage.etcd import EtcdConfig
 from tke.ipam.v1 import ipam_pb2, ipam_pb2_grpc
@@ -200,25 +201,24 @@ async def test_bindings_and_allocations_belong_to_the_namespaces_tenant(ipamd: I
     assert (await local.Release(ipam_pb2.ReleaseRequest(container_id="c-node", ifname="eth0"))).found
     assert node.allocation.ip != got.allocation.ip
 
+    # A pool given to team-a's namespaces: bob, who may allocate in blog, cannot take from it.
+    only_shop = ipam_pb2.Pool(name="shop-only", cidr="10.22.0.0/24", namespaces=["shop", "shop-*"])
+    await root.CreatePool(ipam_pb2.CreatePoolRequest(pool=only_shop))
+    taking = allocate("blog", "web-1", "c-bob-2")
+    taking.pool = "shop-only"
+    err = await expect_error(bob.Allocate(taking), DENIED)
+    assert detail_of(err, error_details_pb2.ErrorInfo).reason == "POOL_NOT_ALLOWED", err.details()
+    assert (await bob.Allocate(allocate("blog", "web-1", "c-bob-2"))).allocation.pool == "net"
+    mine = allocate("shop", "db-2", "c-alice-2")
+    mine.pool = "shop-only"
+    assert (await alice.Allocate(mine)).allocation.pool == "shop-only"
+
 
 async def test_the_unix_socket_is_its_owners_only(ipamd: Ipamd) -> None:
     info = os.stat(ipamd.process.socket)
     assert stat.S_ISSOCK(info.st_mode) and stat.S_IMODE(info.st_mode) == 0o600 and info.st_uid == os.geteuid()
     directory = os.stat(Path(ipamd.process.socket).parent)
     assert not directory.st_mode & 0o022
-
-
-def refused_at_start(workdir: Path, toml: str) -> str:
-    config = workdir / "bad.toml"
-    # etcd is never reached: the configuration is refused before anything is served.
-    config.write_text(
-        toml + f'\n[storage]\nplugin = "etcd"\n[storage.options]\nendpoints = ["127.0.0.1:{free_port()}"]\n'
-    )
-    proc = subprocess.run(
-        [str(BINARY), "--config", str(config)], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert proc.returncode in (1, 2) and "Traceback" not in proc.stderr, proc
-    return proc.stderr
 
 
 def test_unsafe_configurations_stop_ipamd_at_start(workdir: Path) -> None:

@@ -1,7 +1,7 @@
 """Real tke-ipamd processes for tests and benchmarks: a configuration on the caller's etcd, a
 unix socket in a short directory (socket paths are limited to 107 bytes), optionally a TCP
 listener (TLS or plaintext), readiness through grpc.health.v1, and a stop that always ends the
-process (SIGTERM, then SIGKILL)."""
+process (SIGTERM, then SIGKILL); `refused_at_start` for a configuration tke-ipamd must refuse."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from types import TracebackType
 import grpc
 from grpc_health.v1 import health_pb2
 
+from tests.support.ports import free_port
 from tests.support.rpc import health_check
 
 BINARY = Path(sys.executable).parent / "tke-ipamd"
@@ -130,3 +131,18 @@ class IpamdDaemon(IpamdProcess):
     def stop(self) -> None:
         super().stop()
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def refused_at_start(workdir: Path, toml: str) -> str:
+    """tke-ipamd's stderr for a configuration (`toml`, with an etcd storage added) it must refuse
+    at start, with exit status 1 or 2 and no traceback. etcd is never reached: the configuration
+    is refused before anything is served."""
+    config = workdir / "bad.toml"
+    config.write_text(
+        toml + f'\n[storage]\nplugin = "etcd"\n[storage.options]\nendpoints = ["127.0.0.1:{free_port()}"]\n'
+    )
+    proc = subprocess.run(
+        [str(BINARY), "--config", str(config)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert proc.returncode in (1, 2) and "Traceback" not in proc.stderr, proc
+    return proc.stderr

@@ -4,7 +4,8 @@ GC asks ipamd to collect this node's stale allocations, STATUS asks ipamd's heal
 
 Error contract: ipamd unreachable is code 11 on ADD, CHECK, GC and STATUS (50 on STATUS); DEL
 succeeds once the release is done or queued (code 11 only if it cannot even be queued). An
-exhausted pool is code 102, another refusal 103, a bad request from our configuration 7.
+exhausted pool is code 102, another refusal 103 (a denial with ipamd's reason in msg: a node's
+ipamd refusing another node's `node`), a bad request from our configuration 7.
 """
 
 from __future__ import annotations
@@ -50,6 +51,9 @@ def refused(err: IpamdRefused, what: str) -> CNIError:
         return CNIError(POOL_EXHAUSTED, f"{what}: no free address", err.message)
     if err.code in ("INVALID_ARGUMENT", "NOT_FOUND"):
         return CNIError(INVALID_NETWORK_CONFIG, f"{what}: tke-ipamd rejected the request", err.message)
+    if err.code == "PERMISSION_DENIED":
+        # Says why in msg (a node restricted to itself names both nodes): the runtime shows msg.
+        return CNIError(IPAM_REFUSED, f"{what}: tke-ipamd denied it: {err.message}", err.message)
     return CNIError(IPAM_REFUSED, f"{what}: tke-ipamd refused ({err.code})", err.message)
 
 

@@ -18,8 +18,9 @@ What a cluster gets, in namespace `kube-system` (`options.namespace`):
 - with tke-ipamd (network modes FIXED_IP and SUBNET_IP): ServiceAccount, ClusterRole and
   ClusterRoleBinding `tke-ipamd`/`tke:ipamd`, with exactly what it reads (get, list and watch
   of pods, nodes, statefulsets, deployments and replicasets); ConfigMap `tke-ipamd` (two
-  ipamd.toml files); DaemonSet `tke-ipamd`: the node-local socket the CNI plugins call, pod ->
-  workload resolution, and the scheduler extender on loopback; Deployment `tke-ipamd-watcher`:
+  ipamd.toml files); DaemonSet `tke-ipamd`: the node-local socket the CNI plugins call
+  (restricted to its node: `node_name_env`, the pod's spec.nodeName), pod -> workload
+  resolution, and the scheduler extender on loopback; Deployment `tke-ipamd-watcher`:
   the workload watcher (leader-free replicas). kube-scheduler is pointed at the extender by
   `scheduler_configuration` (a KubeSchedulerConfiguration file on every control-plane machine,
   which the cluster provider writes and names in kubeadm's ClusterConfiguration).
@@ -187,6 +188,9 @@ def ipamd_configuration(cluster: cluster_pb2.Cluster, options: NetworkAddonOptio
     )
     lines = [
         f"socket = {_toml('' if watcher else IPAMD_SOCKET)}",
+        # The node agent's socket serves its own node only (the DaemonSet's NODE_NAME is the
+        # pod's spec.nodeName): one node's CNI plugins never release another node's addresses.
+        *([] if watcher else [f"node_name_env = {_toml('NODE_NAME')}"]),
         f"release_cooldown = {_toml(float(options.release_cooldown))}",
         "",
         "[storage]",

@@ -265,6 +265,7 @@ class Pool(_message.Message):
     COOLDOWN_SECONDS_FIELD_NUMBER: _builtins.int
     CREATION_TIMESTAMP_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
+    NAMESPACES_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Name of the pool, a DNS-1123 label (lowercase letters, digits and '-', at most 63
     characters). Immutable.
@@ -325,6 +326,15 @@ class Pool(_message.Message):
     def status(self) -> Global___PoolStatus:
         """Usage of the pool, computed when it is read. Output only."""
 
+    @_builtins.property
+    def namespaces(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The Kubernetes namespaces whose pods may take new addresses from this pool: exact names,
+        or prefixes ending in "*" ("shop-*"). Empty means every namespace. Allocate naming this
+        pool (in the request or through the workload's binding) for another namespace is
+        PERMISSION_DENIED (ErrorInfo POOL_NOT_ALLOWED); a pool chosen by node skips it. Mutable:
+        addresses already held are kept.
+        """
+
     def __init__(
         self,
         *,
@@ -343,10 +353,11 @@ class Pool(_message.Message):
         cooldown_seconds: _builtins.int = ...,
         creation_timestamp: _timestamp_pb2.Timestamp | None = ...,
         status: Global___PoolStatus | None = ...,
+        namespaces: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["creation_timestamp", b"creation_timestamp", "dns", b"dns", "provider", b"provider", "status", b"status"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cidr", b"cidr", "cooldown_seconds", b"cooldown_seconds", "creation_timestamp", b"creation_timestamp", "dns", b"dns", "excluded", b"excluded", "gateway", b"gateway", "labels", b"labels", "name", b"name", "node_names", b"node_names", "node_subnets", b"node_subnets", "provider", b"provider", "ranges", b"ranges", "routes", b"routes", "status", b"status", "vlan", b"vlan"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cidr", b"cidr", "cooldown_seconds", b"cooldown_seconds", "creation_timestamp", b"creation_timestamp", "dns", b"dns", "excluded", b"excluded", "gateway", b"gateway", "labels", b"labels", "name", b"name", "namespaces", b"namespaces", "node_names", b"node_names", "node_subnets", b"node_subnets", "provider", b"provider", "ranges", b"ranges", "routes", b"routes", "status", b"status", "vlan", b"vlan"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,91 @@
+"""The node rule: a caller that speaks for one node acts on that node's addresses only, as
+Kubernetes' NodeRestriction keeps a kubelet to its own Node and the pods bound to it.
+
+Who speaks for a node:
+- over TCP, an identity that is a node (user "system:node:<name>" in group "system:nodes",
+  tke.internal.auth.identity), whatever authorization grants it;
+- on the unix socket, every caller, when the daemon knows its own node (`node_name`, or
+  `node_name_env` naming the variable the DaemonSet fills from the pod's spec.nodeName).
+  Without it the socket serves every node, as a hosted or central tke-ipamd must.
+
+What it may do:
+- Allocate and GarbageCollect name the caller's node (and a repeated Allocate does not return
+  the address of an interface recorded on another node);
+- Release and GetAllocation reach an allocation whose recorded node is the caller's;
+- a node identity over TCP also lists only its node's allocations (ListAllocations names it) and
+  may not call ReleaseWorkload, which acts on a workload's addresses on every node. The unix
+  socket keeps both: in a cluster the platform builds it is how operators reach tke-ipamd, and
+  root on the node holds the IP storage's credentials anyway.
+Anything else is authorization's (TCP) or the socket mode's business.
+
+Invariants: the rule only takes rights away, never grants any. A refused call changes nothing:
+a Release's node is checked on the version of the allocation the release then writes compared
+(tke.internal.ipamd.ipam), so an allocation that moved to another node in between fails the
+compare and is checked again; a refusal is PERMISSION_DENIED with ErrorInfo NODE_RESTRICTED.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from tke.internal.auth.identity import Identity
+from tke.internal.ipamd import errors
+from tke.internal.rpc.errors import ApiError
+from tke.ipam.v1 import ipam_pb2
+
+# A node name as ipamd accepts one (Kubernetes' are DNS-1123 subdomains, within this).
+NODE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9._]{0,251}[A-Za-z0-9])?$")
+
+
+@dataclass(frozen=True)
+class NodeCaller:
+    """A caller restricted to `node`; `who` names it in messages."""
+
+    node: str
+    who: str
+    # A node identity over TCP: ReleaseWorkload refused, ListAllocations of its node only.
+    identity: bool
+
+    def _denied(self, message: str, other: str = "") -> ApiError:
+        return errors.node_restricted(
+            self.who, self.node, f"{self.who} acts on node {self.node!r} only: {message}", other
+        )
+
+    def require_node(self, node: str, call: str) -> None:
+        """`call` names `node`: refused unless it is the caller's."""
+        if node != self.node:
+            raise self._denied(f"{call} names node {node!r}" if node else f"{call} names no node", node)
+
+    def admit(self, a: ipam_pb2.Allocation) -> None:
+        """An allocation the caller reaches (to release or read it): refused unless recorded on
+        the caller's node."""
+        if a.node != self.node:
+            what = f"container {a.container_id} interface {a.ifname}" if a.container_id else f"{a.pool}/{a.ip}"
+            raise self._denied(f"the address of {what} is node {a.node!r}'s", a.node)
+
+    def refuse_workload_release(self) -> None:
+        if self.identity:
+            raise self._denied(
+                "ReleaseWorkload acts on a workload's addresses on every node (the workload watcher's and "
+                "operators' call; a node releases its own containers' addresses with Release and GarbageCollect)"
+            )
+
+    def require_listed_node(self, node: str) -> None:
+        if self.identity:
+            self.require_node(node, "ListAllocations")
+
+
+def of_identity(identity: Identity) -> NodeCaller | None:
+    """The restriction of a TCP caller: its node if it is one."""
+    node = identity.node
+    if node is None:
+        return None
+    return NodeCaller(node, f"node identity {identity.user!r}", identity=True)
+
+
+def of_socket(node_name: str) -> NodeCaller | None:
+    """The restriction of the unix socket's callers: the daemon's node, if it knows it."""
+    if not node_name:
+        return None
+    return NodeCaller(node_name, f"the unix socket of the tke-ipamd of node {node_name!r}", identity=False)

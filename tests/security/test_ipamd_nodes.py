@@ -1,0 +1,235 @@
+"""Rule: a caller that speaks for a node acts on that node's addresses only (the node rule,
+internal/ipamd/noderule.py, Kubernetes' NodeRestriction for tke-ipamd). Over TCP a node identity
+(user system:node:<name> in group system:nodes) may Allocate and GarbageCollect for its node,
+Release and GetAllocation its node's allocations, list its node's allocations, and nothing of
+another node's, and no ReleaseWorkload, whatever authorization grants it; on the unix socket of
+a tke-ipamd that knows its node (`node_name`) every caller is held to that node the same way,
+while a socket without `node_name` serves every node, as before. A refusal is PERMISSION_DENIED
+with ErrorInfo NODE_RESTRICTED, and changes nothing.
+
+Real tke-ipamd processes over the session's etcd, one storage shared as in the DaemonSet
+deployment. The TCP daemon authorizes with `allow-all`: the rule holds even for a node identity
+that authorization lets do everything, and an operator (no node) keeps what authorization gives.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+
+from tests.support.ipamd_daemon import IpamdProcess, refused_at_start
+from tests.support.pki import TestCA
+from tests.support.ports import free_port
+from tests.support.rpc import detail_of, expect_error
+from tests.support.waiting import wait_for
+from tke.internal.storage.etcd import EtcdConfig
+from tke.ipam.v1 import ipam_pb2, ipam_pb2_grpc
+
+DENIED = grpc.StatusCode.PERMISSION_DENIED
+TOKENS = {
+    "operator": "operator-token-0123456789,operator,u-op,,default",
+    "node-a": "node-a-token-0123456789,system:node:node-a,u-na,system:nodes,default",
+    "node-b": "node-b-token-0123456789,system:node:node-b,u-nb,system:nodes,default",
+}
+Stub = Any  # ipam_pb2_grpc.IPAMServiceAsyncStub
+
+
+@pytest.fixture
+def workdir() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="sec-nodes-", dir="/tmp"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def allocate(node: str, container: str, pod: str) -> ipam_pb2.AllocateRequest:
+    return ipam_pb2.AllocateRequest(
+        owner=ipam_pb2.Owner(namespace="shop", pod_name=pod, pod_uid=f"uid-{pod}"),
+        container_id=container,
+        ifname="eth0",
+        node=node,
+    )
+
+
+def release(container: str) -> ipam_pb2.ReleaseRequest:
+    return ipam_pb2.ReleaseRequest(container_id=container, ifname="eth0")
+
+
+def gc(node: str) -> ipam_pb2.GarbageCollectRequest:
+    return ipam_pb2.GarbageCollectRequest(node=node, min_age_seconds=0)
+
+
+def by_attachment(container: str) -> ipam_pb2.GetAllocationRequest:
+    return ipam_pb2.GetAllocationRequest(attachment=ipam_pb2.Attachment(container_id=container, ifname="eth0"))
+
+
+async def restricted(call: Any, own: str, other: str) -> None:
+    """Refused by the node rule: PERMISSION_DENIED, NODE_RESTRICTED, naming both nodes."""
+    err = await expect_error(call, DENIED)
+    info = detail_of(err, error_details_pb2.ErrorInfo)
+    assert info.reason == "NODE_RESTRICTED", err.details()
+    assert info.metadata["node"] == own and info.metadata.get("requested_node", "") == other
+    assert f"acts on node {own!r} only" in (err.details() or "")
+    if other:
+        assert repr(other) in (err.details() or "")
+
+
+async def node_of(stub: Stub, node: str) -> list[tuple[str, str]]:
+    listed = await stub.ListAllocations(ipam_pb2.ListAllocationsRequest(node=node))
+    return sorted((a.container_id, a.ip) for a in listed.allocations)
+
+
+@pytest.fixture
+async def tcp(etcd_config: EtcdConfig, workdir: Path) -> AsyncIterator[dict[str, Stub]]:
+    """A tke-ipamd with TLS, static tokens and allow-all: a stub per caller."""
+    ca = TestCA(workdir / "pki")
+    server = ca.issue("ipamd", common_name="tke-ipamd", hosts=("127.0.0.1",))
+    tokens = workdir / "tokens.csv"
+    tokens.write_text("\n".join(TOKENS.values()) + "\n")
+    address = f"127.0.0.1:{free_port()}"
+    process = IpamdProcess(
+        workdir,
+        endpoints=list(etcd_config.endpoints),
+        prefix=etcd_config.prefix,
+        tcp=address,
+        cert_file=server.cert_file,
+        key_file=server.key_file,
+        tcp_extra=f'[[tcp.auth.authenticators]]\nplugin = "token-file"\noptions = {{ path = "{tokens}" }}\n'
+        '[[tcp.auth.authorizers]]\nplugin = "allow-all"\n',
+    )
+    channels: list[grpc.aio.Channel] = []
+    try:
+        process.start()  # the unix socket serves first; TCP follows once its auth is built
+        stubs = {}
+        for name, line in TOKENS.items():
+            creds = grpc.composite_channel_credentials(
+                grpc.ssl_channel_credentials(Path(ca.ca_file).read_bytes()),
+                grpc.access_token_call_credentials(line.split(",")[0]),
+            )
+            channels.append(grpc.aio.secure_channel(address, creds))
+            stubs[name] = ipam_pb2_grpc.IPAMServiceStub(channels[-1])
+
+        async def tcp_serving() -> bool:
+            try:
+                await stubs["operator"].ListPools(ipam_pb2.ListPoolsRequest(), timeout=2)
+            except grpc.aio.AioRpcError as err:
+                if err.code() != grpc.StatusCode.UNAVAILABLE:
+                    raise
+                return False
+            return True
+
+        await wait_for(tcp_serving, what="ipamd's TCP listener")
+        yield stubs
+    finally:
+        for channel in channels:
+            await channel.close()
+        process.stop()
+
+
+async def test_a_node_identity_acts_on_its_own_node_only(tcp: dict[str, Stub]) -> None:
+    operator, a, b = tcp["operator"], tcp["node-a"], tcp["node-b"]
+    await operator.CreatePool(ipam_pb2.CreatePoolRequest(pool=ipam_pb2.Pool(name="net", cidr="10.30.0.0/24")))
+    await b.Allocate(allocate("node-b", "cb-1", "web-1"))
+    await b.Allocate(allocate("node-b", "cb-2", "web-2"))
+    before = await node_of(operator, "node-b")
+    assert len(before) == 2
+
+    # Node A cannot touch node B's addresses, by any call.
+    await restricted(a.Allocate(allocate("node-b", "ca-x", "web-x")), "node-a", "node-b")
+    # Naming B's container and pod for its own node: B's address is not handed over as "reused".
+    await restricted(a.Allocate(allocate("node-a", "cb-1", "web-1")), "node-a", "node-b")
+    await restricted(a.GarbageCollect(gc("node-b")), "node-a", "node-b")
+    await restricted(a.GarbageCollect(ipam_pb2.GarbageCollectRequest(node="node-b", dry_run=True)), "node-a", "node-b")
+    await restricted(a.Release(release("cb-1")), "node-a", "node-b")
+    await restricted(a.GetAllocation(by_attachment("cb-1")), "node-a", "node-b")
+    ip = before[0][1]
+    await restricted(a.GetAllocation(ipam_pb2.GetAllocationRequest(address=f"net/{ip}")), "node-a", "node-b")
+    await restricted(a.ListAllocations(ipam_pb2.ListAllocationsRequest(node="node-b")), "node-a", "node-b")
+    await restricted(a.ListAllocations(ipam_pb2.ListAllocationsRequest()), "node-a", "")
+    workload = ipam_pb2.WorkloadRef(namespace="shop", kind="Pod", name="web-1")
+    await restricted(
+        a.ReleaseWorkload(ipam_pb2.ReleaseWorkloadRequest(workload=workload, deleted=True, force=True)), "node-a", ""
+    )
+    assert await node_of(operator, "node-b") == before  # nothing changed
+    assert not (await operator.ListAllocations(ipam_pb2.ListAllocationsRequest(node="node-a"))).allocations
+
+    # Its own node: everything, as the CNI plugins need.
+    mine = (await a.Allocate(allocate("node-a", "ca-1", "web-3"))).allocation
+    assert (await a.GetAllocation(by_attachment("ca-1"))).ip == mine.ip
+    assert await node_of(a, "node-a") == [("ca-1", mine.ip)]
+    assert (await a.Release(release("ca-1"))).found
+    await a.Allocate(allocate("node-a", "ca-2", "web-4"))
+    collected = (await a.GarbageCollect(gc("node-a"))).collected
+    assert [c.container_id for c in collected] == ["ca-2"]
+    assert await node_of(operator, "node-b") == before
+
+    # An operator (no node) keeps what authorization gives it: every node.
+    assert (await operator.Release(release("cb-1"))).found
+    assert [c.container_id for c in (await operator.GarbageCollect(gc("node-b"))).collected] == ["cb-2"]
+    assert await node_of(operator, "node-b") == []
+
+
+@pytest.fixture
+def sockets(etcd_config: EtcdConfig, workdir: Path) -> Iterator[dict[str, IpamdProcess]]:
+    """Two tke-ipamds over one storage: node-1's (node_name) and a hosted one serving every node."""
+    daemons = {
+        "node-1": IpamdProcess(
+            workdir, "node-1", endpoints=list(etcd_config.endpoints), prefix=etcd_config.prefix,
+            extra='node_name = "node-1"',
+        ),
+        "hosted": IpamdProcess(workdir, "hosted", endpoints=list(etcd_config.endpoints), prefix=etcd_config.prefix),
+    }  # fmt: skip
+    try:
+        for daemon in daemons.values():
+            daemon.start()
+        yield daemons
+    finally:
+        for daemon in daemons.values():
+            daemon.stop()
+
+
+async def test_the_unix_socket_of_a_nodes_ipamd_serves_that_node_only(sockets: dict[str, IpamdProcess]) -> None:
+    async with (
+        grpc.aio.insecure_channel(sockets["node-1"].target) as one,
+        grpc.aio.insecure_channel(sockets["hosted"].target) as every,
+    ):
+        local, hosted = ipam_pb2_grpc.IPAMServiceStub(one), ipam_pb2_grpc.IPAMServiceStub(every)
+        # Operators keep using the node's socket for pools (the add-on has no other entry).
+        await local.CreatePool(ipam_pb2.CreatePoolRequest(pool=ipam_pb2.Pool(name="net", cidr="10.31.0.0/24")))
+        # Without node_name the socket serves every node, as before.
+        await hosted.Allocate(allocate("node-2", "c2-1", "db-1"))
+        await hosted.Allocate(allocate("node-2", "c2-2", "db-2"))
+        before = await node_of(hosted, "node-2")
+
+        await restricted(local.Allocate(allocate("node-2", "c1-x", "db-x")), "node-1", "node-2")
+        await restricted(local.GarbageCollect(gc("node-2")), "node-1", "node-2")
+        await restricted(local.Release(release("c2-1")), "node-1", "node-2")
+        await restricted(local.GetAllocation(by_attachment("c2-1")), "node-1", "node-2")
+        assert await node_of(hosted, "node-2") == before
+        assert await node_of(local, "node-2") == before  # lists stay the operators'
+
+        mine = (await local.Allocate(allocate("node-1", "c1-1", "db-3"))).allocation
+        assert (await local.GetAllocation(by_attachment("c1-1"))).ip == mine.ip
+        await local.Allocate(allocate("node-1", "c1-2", "db-4"))
+        assert (await local.Release(release("c1-1"))).found
+        assert [c.container_id for c in (await local.GarbageCollect(gc("node-1"))).collected] == ["c1-2"]
+
+        assert (await hosted.Release(release("c2-1"))).found
+        assert [c.container_id for c in (await hosted.GarbageCollect(gc("node-2"))).collected] == ["c2-2"]
+
+
+def test_a_node_name_that_cannot_be_a_nodes_stops_ipamd_at_start(workdir: Path) -> None:
+    sock = workdir / "private" / "ipamd.sock"
+    unset = f'socket = "{sock}"\nnode_name_env = "TKE_TEST_NO_SUCH_VARIABLE"\n'
+    assert "$TKE_TEST_NO_SUCH_VARIABLE is empty or not set" in refused_at_start(workdir, unset)
+    assert "node_name 'a b' is not a node name" in refused_at_start(workdir, f'socket = "{sock}"\nnode_name = "a b"\n')
+    both = f'socket = "{sock}"\nnode_name = "n1"\nnode_name_env = "NODE_NAME"\n'
+    assert "not both" in refused_at_start(workdir, both)
