@@ -98,6 +98,9 @@ class LimitsConfig:
     # Of max_requests_inflight, the places tenants never take: platform administrators' (the
     # controller's) calls get them. None: a tenth of max_requests_inflight (40 of 400).
     requests_inflight_admin_reserve: int | None = None
+    # Bytes of one tenant's read answers (Get, List) not yet delivered to their clients; a read
+    # that would go over is refused (RESOURCE_EXHAUSTED), though one answer always goes.
+    max_response_bytes_per_tenant: int = 64 * MiB
     # Watches one identity (tenant and user) holds open at once; beyond, RESOURCE_EXHAUSTED.
     max_watches_per_identity: int = 100
     # Watches catching up from etcd's history (resumed from a resource_version older than the
@@ -112,6 +115,7 @@ class LimitsConfig:
             "max_object_bytes",
             "max_request_bytes",
             "max_requests_inflight",
+            "max_response_bytes_per_tenant",
             "max_watches_per_identity",
             "max_catchups_per_identity",
             "max_catchups",
@@ -226,7 +230,10 @@ class Apiserver:
         limits = config.limits
         self.inflight = InflightLimit(limits.max_requests_inflight)
         self.inflight_shares = InflightShares(
-            limits.inflight_per_tenant, limits.inflight_tenants, reserved=limits.inflight_admin_reserve
+            limits.inflight_per_tenant,
+            limits.inflight_tenants,
+            bytes_per_tenant=limits.max_response_bytes_per_tenant,
+            reserved=limits.inflight_admin_reserve,
         )
         self.compactor: Compactor | None = None
         if isinstance(self.store, EtcdStore) and config.compaction_interval > 0:

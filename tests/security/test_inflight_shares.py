@@ -14,6 +14,9 @@ callers of open methods together one tenant's share:
 - tenants holding every place they share: another tenant is refused (scope=tenants), a platform
   administrator (the controller's identity) is answered;
 - unauthenticated callers of an open method (reflection) hold one share, not the server;
+- a tenant's read answers not yet delivered are at most limits.max_response_bytes_per_tenant:
+  beyond, its calls are refused (scope=tenant_bytes), though a tenant holding none gets one
+  answer however big, and small answers still go while big ones would not fit;
 - a share larger than what tenants share is a configuration error naming both numbers.
 """
 
@@ -39,6 +42,7 @@ from tke.platform.v1 import cluster_pb2, cluster_pb2_grpc
 
 Code = grpc.StatusCode
 GET = "/tke.platform.v1.ClusterService/Get"
+LIST = "/tke.platform.v1.ClusterService/List"
 REFLECTION = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
 TOKENS = (
     "alice-t,alice,u1,dev,team-a\n"
@@ -50,13 +54,16 @@ TOKENS = (
 # 6 in flight: tenants share 4, 2 at most each; 2 kept for platform administrators.
 LIMITS = LimitsConfig(max_requests_inflight=6, max_requests_inflight_per_tenant=2, requests_inflight_admin_reserve=2)
 PROD = cluster_pb2.GetClusterRequest(name="prod")
+KiB = 1024
 
 
 def bearer(user: str) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {user}-t"),)
 
 
-async def serve(etcd_config: EtcdConfig, tmp_path: Path, *, open_reflection: bool = False) -> Running:
+async def serve(
+    etcd_config: EtcdConfig, tmp_path: Path, *, open_reflection: bool = False, limits: LimitsConfig = LIMITS
+) -> Running:
     tokens = tmp_path / "tokens.csv"
     tokens.write_text(TOKENS)
     auth = AuthConfig(
@@ -64,7 +71,7 @@ async def serve(etcd_config: EtcdConfig, tmp_path: Path, *, open_reflection: boo
         authorizers=[PluginConfig("allow-all")],
         open_reflection=open_reflection,
     )
-    running = await start(local_config(etcd_config, auth=auth, limits=LIMITS))
+    running = await start(local_config(etcd_config, auth=auth, limits=limits))
     try:
         for user in ("alice", "bob", "carol"):  # a cluster "prod" in team-a, team-b and team-c
             await stub(running, user).Create(cluster_pb2.CreateClusterRequest(cluster=cluster("prod")))
@@ -205,6 +212,64 @@ async def test_unauthenticated_callers_hold_one_share_and_refused_ones_none(
         await stop(running)
 
 
+async def test_a_tenants_unread_answers_are_bounded_in_bytes(
+    etcd_config: EtcdConfig, tmp_path: Path, unread: list[UnreadCalls]
+) -> None:
+    limits = LimitsConfig(
+        max_requests_inflight=6,
+        max_requests_inflight_per_tenant=4,
+        requests_inflight_admin_reserve=2,
+        max_response_bytes_per_tenant=512 * KiB,
+    )
+    running = await serve(etcd_config, tmp_path, limits=limits)
+    try:
+        alice, bob = stub(running, "alice"), stub(running, "bob")
+        for name in ("big-1", "big-2", "big-3"):  # 250 KB each in team-a, and one in team-b
+            big = cluster(name)
+            big.metadata.annotations["blob"] = "x" * 250_000
+            await alice.Create(cluster_pb2.CreateClusterRequest(cluster=big))
+            if name == "big-1":
+                await bob.Create(cluster_pb2.CreateClusterRequest(cluster=big))
+        flood = await connect(running, unread)
+        shares = running.apiserver.inflight_shares
+
+        # Holding nothing, team-a gets its list of 750 KB, more than its 512 KiB...
+        listing = await flood.send(LIST, cluster_pb2.ListClustersRequest().SerializeToString(), bearer("alice"))
+        await flood.wait_answered({listing})
+        assert listing not in flood.ended
+        # ... and, while it is unread, even a small answer is refused, before any work.
+        err = await expect_error(alice.Get(PROD, timeout=5), Code.RESOURCE_EXHAUSTED)
+        assert refusal(err) == {"scope": "tenant_bytes", "tenant": "team-a", "limit": str(512 * KiB)}
+        message = err.details() or ""
+        assert "tenant 'team-a' has 0.7 MiB of responses not yet delivered, and may have 0.5 MiB" in message, message
+        assert "limits.max_response_bytes_per_tenant = 524288" in message, message
+        # Another tenant's reads go on.
+        got = await bob.Get(cluster_pb2.GetClusterRequest(name="big-1"), timeout=5)
+        assert got.metadata.tenant_id == "team-b"
+
+        await flood.deliver(listing)
+        await wait_for(lambda: answered(alice), what="team-a answered once its list was delivered")
+
+        # Two unread answers of 250 KB: a third would go over, a small one still fits.
+        big_1 = cluster_pb2.GetClusterRequest(name="big-1").SerializeToString()
+        held = {await flood.send(GET, big_1, bearer("alice")) for _ in range(2)}
+        await flood.wait_answered(held)
+        await wait_for(lambda: shares.inflight.get("team-a") == 2, what="only team-a's two unread calls in flight")
+        err = await expect_error(
+            alice.Get(cluster_pb2.GetClusterRequest(name="big-2"), timeout=5), Code.RESOURCE_EXHAUSTED
+        )
+        assert refusal(err)["scope"] == "tenant_bytes"
+        assert (await alice.Get(PROD, timeout=5)).metadata.name == "prod"
+
+        # The connection going gives the bytes back, and no count is left behind.
+        await flood.close()
+        await wait_for(lambda: not shares.bytes_held and not shares.inflight, what="team-a's answers given back")
+        assert (await alice.Get(cluster_pb2.GetClusterRequest(name="big-2"), timeout=5)).metadata.name == "big-2"
+        assert not shares._sizes
+    finally:
+        await stop(running)
+
+
 def test_a_share_larger_than_what_tenants_share_is_a_configuration_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError) as info:
         LimitsConfig(max_requests_inflight_per_tenant=500)
@@ -216,6 +281,8 @@ def test_a_share_larger_than_what_tenants_share_is_a_configuration_error(tmp_pat
         LimitsConfig(requests_inflight_admin_reserve=400)
     with pytest.raises(ValueError, match="max_requests_inflight_per_tenant must be at least 1"):
         LimitsConfig(max_requests_inflight_per_tenant=0)
+    with pytest.raises(ValueError, match="max_response_bytes_per_tenant must be greater than 0"):
+        LimitsConfig(max_response_bytes_per_tenant=0)
 
     # In the configuration file, the error names the table.
     toml = tmp_path / "apiserver.toml"

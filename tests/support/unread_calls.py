@@ -64,9 +64,11 @@ class UnreadCalls:
         """Until the server has sent response headers on every one of `streams`."""
         await self._wait(lambda: streams <= self.answered)
 
-    async def deliver(self, stream: int) -> None:
-        """Open `stream`'s flow-control window (1 MiB) and wait until its response has ended."""
-        self.writer.write(_frame(WINDOW_UPDATE, 0, stream, struct.pack(">I", 1 << 20)))
+    async def deliver(self, stream: int, size: int = 4 << 20) -> None:
+        """Open `stream`'s flow-control window, and the connection's, by `size` bytes (more than
+        its response) and wait until its response has ended."""
+        increment = struct.pack(">I", size)
+        self.writer.write(_frame(WINDOW_UPDATE, 0, stream, increment) + _frame(WINDOW_UPDATE, 0, 0, increment))
         await self.writer.drain()
         await self._wait(lambda: stream in self.ended)
 
