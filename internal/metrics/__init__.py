@@ -54,7 +54,8 @@ REQUESTS_INFLIGHT_REFUSED = Counter(
 )
 REQUESTS_INFLIGHT_SHARE_REFUSED = Counter(
     "tke_requests_inflight_share_refused_total",
-    "Unary calls refused because their tenant, or the tenants together, had their share of the server in flight",
+    "Unary calls refused because their tenant, or the tenants together, had their share of the server in flight, "
+    "or their tenant its bytes of answers not yet delivered",
 )
 ETCD_COMPACTIONS = Counter("tke_etcd_compactions_total", "Compactions of etcd's history this process made")
 ETCD_LATENCY = Histogram(

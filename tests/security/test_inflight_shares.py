@@ -151,8 +151,10 @@ async def test_a_tenant_holding_its_share_does_not_stop_another_tenant(
         await flood.close()
         await wait_for(lambda: not shares.inflight and shares.total == 0, what="team-a's places given back")
         assert await answered(ann) is not None
-        await wait_for(lambda: running.apiserver.inflight.inflight == 0, what="every call ended")
-        assert not shares._holders
+        await wait_for(
+            lambda: running.apiserver.inflight.inflight == 0 and not shares._holders and not shares.inflight,
+            what="every call ended, and no counter left",
+        )
     finally:
         await stop(running)
 
@@ -200,6 +202,8 @@ async def test_unauthenticated_callers_hold_one_share_and_refused_ones_none(
         assert running.apiserver.inflight_shares.inflight == {"": 2}
         # Authenticated tenants are served.
         assert (await stub(running, "bob").Get(PROD, timeout=5)).metadata.tenant_id == "team-b"
+        shares = running.apiserver.inflight_shares
+        await wait_for(lambda: shares.inflight == {"": 2}, what="bob's call ended")
 
         # A call whose credentials fail is refused before it takes a share.
         forged = {await flood.send(GET, PROD.SerializeToString(), bearer("mallory")) for _ in range(3)}
@@ -265,7 +269,8 @@ async def test_a_tenants_unread_answers_are_bounded_in_bytes(
         await flood.close()
         await wait_for(lambda: not shares.bytes_held and not shares.inflight, what="team-a's answers given back")
         assert (await alice.Get(cluster_pb2.GetClusterRequest(name="big-2"), timeout=5)).metadata.name == "big-2"
-        assert not shares._sizes
+        # (its done callback runs once grpc has finished the call, after the client has the answer)
+        await wait_for(lambda: not shares._sizes and not shares.bytes_held, what="the last answer's bytes given back")
     finally:
         await stop(running)
 
