@@ -26,6 +26,7 @@ from tke.internal.apiserver.services import ClusterServicer, ResourceService
 from tke.internal.apiserver.watch import Hub
 from tke.internal.apiserver.watch_quota import CatchupQuota, WatchQuota
 from tke.internal.auth.chain import AuthChain, AuthConfig, PluginContext, build
+from tke.internal.auth.inflight_shares import InflightShares
 from tke.internal.daemon import run_until_stopped
 from tke.internal.rpc.inflight import InflightLimit
 from tke.internal.rpc.interceptors import RequestInterceptor
@@ -92,6 +93,16 @@ class LimitsConfig:
     # Unary calls served at once (Kubernetes' max-requests-inflight); beyond, RESOURCE_EXHAUSTED
     # with a RetryInfo. Watches are not counted here.
     max_requests_inflight: int = 400
+    # Of those, the calls one tenant (every user of it together) has in flight at once, so that
+    # one tenant cannot take them all (internal/auth/inflight_shares.py). None: a fifth of
+    # max_requests_inflight (80 of 400).
+    max_requests_inflight_per_tenant: int | None = None
+    # Of max_requests_inflight, the places tenants never take: platform administrators' (the
+    # controller's) calls get them. None: a tenth of max_requests_inflight (40 of 400).
+    requests_inflight_admin_reserve: int | None = None
+    # Bytes of one tenant's read answers (Get, List) not yet delivered to their clients; a read
+    # that would go over is refused (RESOURCE_EXHAUSTED), though one answer always goes.
+    max_response_bytes_per_tenant: int = 64 * MiB
     # Watches one identity (tenant and user) holds open at once; beyond, RESOURCE_EXHAUSTED.
     max_watches_per_identity: int = 100
     # Watches catching up from etcd's history (resumed from a resource_version older than the
@@ -106,12 +117,44 @@ class LimitsConfig:
             "max_object_bytes",
             "max_request_bytes",
             "max_requests_inflight",
+            "max_response_bytes_per_tenant",
             "max_watches_per_identity",
             "max_catchups_per_identity",
             "max_catchups",
         )
         if self.max_request_bytes <= self.max_object_bytes:
             raise ValueError("max_request_bytes must be larger than max_object_bytes (a request carries the object)")
+        if self.max_requests_inflight_per_tenant is not None and self.max_requests_inflight_per_tenant < 1:
+            raise ValueError("max_requests_inflight_per_tenant must be at least 1")
+        reserve = self.inflight_admin_reserve
+        if not 0 <= reserve < self.max_requests_inflight:
+            raise ValueError(
+                f"requests_inflight_admin_reserve ({reserve}) must be 0 or more and less than "
+                f"max_requests_inflight ({self.max_requests_inflight}), or tenants get no call at all"
+            )
+        if self.inflight_per_tenant > self.inflight_tenants:
+            raise ValueError(
+                f"max_requests_inflight_per_tenant ({self.inflight_per_tenant}) must be at most max_requests_inflight "
+                f"({self.max_requests_inflight}) minus requests_inflight_admin_reserve ({reserve}), the "
+                f"{self.inflight_tenants} calls tenants share"
+            )
+
+    @property
+    def inflight_per_tenant(self) -> int:
+        """max_requests_inflight_per_tenant, or its default."""
+        explicit = self.max_requests_inflight_per_tenant
+        return explicit if explicit is not None else max(1, self.max_requests_inflight // 5)
+
+    @property
+    def inflight_admin_reserve(self) -> int:
+        """requests_inflight_admin_reserve, or its default."""
+        explicit = self.requests_inflight_admin_reserve
+        return explicit if explicit is not None else self.max_requests_inflight // 10
+
+    @property
+    def inflight_tenants(self) -> int:
+        """The calls in flight all tenants together may have."""
+        return self.max_requests_inflight - self.inflight_admin_reserve
 
 
 @dataclass(frozen=True)
@@ -193,7 +236,14 @@ class Apiserver:
         self.event_hub = self._hub(self.events)
         self.watch_quota = WatchQuota(config.limits.max_watches_per_identity)
         self.catchup_quota = CatchupQuota(config.limits.max_catchups_per_identity, config.limits.max_catchups)
-        self.inflight = InflightLimit(config.limits.max_requests_inflight)
+        limits = config.limits
+        self.inflight = InflightLimit(limits.max_requests_inflight)
+        self.inflight_shares = InflightShares(
+            limits.inflight_per_tenant,
+            limits.inflight_tenants,
+            bytes_per_tenant=limits.max_response_bytes_per_tenant,
+            reserved=limits.inflight_admin_reserve,
+        )
         self.compactor: Compactor | None = None
         if isinstance(self.store, EtcdStore) and config.compaction_interval > 0:
             self.compactor = Compactor(self.store.connection, config.compaction_interval)
@@ -287,6 +337,9 @@ class Apiserver:
                 MetricsInterceptor(),
                 self.inflight,
                 *self.auth.interceptors,
+                # After authentication, which names the caller's tenant; without it every caller
+                # is a platform administrator, whom the shares do not count.
+                *([self.inflight_shares] if self.auth.enabled else []),
             ],
             on_stop=[self.cluster_hub.stop, self.machine_hub.stop, self.event_hub.stop],
             max_receive_bytes=self.config.limits.max_request_bytes,

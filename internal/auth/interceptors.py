@@ -178,6 +178,9 @@ class AuthInterceptor:
     async def _admit_open(self, record: CallRecord, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         record.decision = "open"
         record.attributes = attributes_for(record.method, request, NOBODY)
+        # Nobody, not the default (a platform administrator's, for servers without authentication):
+        # the steps after this one count the call as no tenant's (inflight_shares.py).
+        current_identity.set(NOBODY)
 
     async def _admit(self, record: CallRecord, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         """Authenticate and authorize the call, or refuse it (audited here)."""

@@ -52,6 +52,11 @@ WATCH_CATCHUPS = Gauge("tke_watch_catchups", "Watches catching up from etcd's hi
 REQUESTS_INFLIGHT_REFUSED = Counter(
     "tke_requests_inflight_refused_total", "Unary calls refused because the server served its maximum at once"
 )
+REQUESTS_INFLIGHT_SHARE_REFUSED = Counter(
+    "tke_requests_inflight_share_refused_total",
+    "Unary calls refused because their tenant, or the tenants together, had their share of the server in flight, "
+    "or their tenant its bytes of answers not yet delivered",
+)
 ETCD_COMPACTIONS = Counter("tke_etcd_compactions_total", "Compactions of etcd's history this process made")
 ETCD_LATENCY = Histogram(
     "tke_etcd_request_duration_seconds",

@@ -15,7 +15,7 @@ its bad values or however many, the error says what is wrong in a bounded size.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -164,13 +164,14 @@ def out_of_range(message: str, reason: str = "EXPIRED") -> ApiError:
 
 
 def resource_exhausted(
-    message: str, *, reason: str = "", retry_after_seconds: float = 0.0, metadata: dict[str, str] | None = None
+    message: str, *, reason: str = "", retry_after_seconds: float = 0.0, metadata: Mapping[str, str] | None = None
 ) -> ApiError:
-    """RESOURCE_EXHAUSTED; with `reason`, an ErrorInfo naming the limit (and `metadata`, its
-    figures); with `retry_after_seconds`, a RetryInfo saying when trying again makes sense."""
+    """RESOURCE_EXHAUSTED; with `reason`, an ErrorInfo naming the limit (and `metadata`, which
+    of its kind: a tenant's share, say); with `retry_after_seconds`, a RetryInfo saying when
+    trying again makes sense."""
     details: list[Message] = []
     if reason:
-        details.append(error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN, metadata=metadata or {}))
+        details.append(error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN, metadata=metadata))
     if retry_after_seconds:
         details.append(_retry_info(retry_after_seconds))
     return ApiError(grpc.StatusCode.RESOURCE_EXHAUSTED, message, details)

@@ -7,6 +7,9 @@ response (or the call ended otherwise), so clients that send calls and never rea
 hold at most `limit` responses in the server's memory, not one per call they send. Streams
 (watches) are long-running and have their own limits, but reflection's streams count as calls;
 health checks are never refused, so a busy server is not taken for a dead one.
+
+This pool is the whole server's; a server with authentication also divides it between tenants
+once the caller is known (tke.internal.auth.inflight_shares), so that no tenant holds it all.
 """
 
 from __future__ import annotations
@@ -22,6 +25,16 @@ EXEMPT_PREFIXES = ("/grpc.health.v1.Health/",)
 # and nothing else bounds them, while every one whose client stops reading holds a response of
 # descriptors (about 50 KB) in the server's memory.
 COUNTED_STREAM_PREFIXES = ("/grpc.reflection.",)
+# The ErrorInfo metadata of this refusal: the server's whole limit, not a tenant's share
+# (tke.internal.auth.inflight_shares).
+SCOPE_SERVER = {"scope": "server"}
+
+
+def counted(method: Method) -> bool:
+    """Whether calls of `method` count as calls in flight (here, and in a tenant's share)."""
+    if method.name.startswith(EXEMPT_PREFIXES):
+        return False
+    return not method.streaming or method.name.startswith(COUNTED_STREAM_PREFIXES)
 
 
 class InflightLimit:
@@ -31,9 +44,7 @@ class InflightLimit:
         self.inflight = 0
 
     def wrap(self, call: Call, method: Method) -> Call:
-        if method.name.startswith(EXEMPT_PREFIXES) or (
-            method.streaming and not method.name.startswith(COUNTED_STREAM_PREFIXES)
-        ):
+        if not counted(method):
             return call
 
         async def limited(request: Any, context: Context) -> Any:
@@ -43,6 +54,7 @@ class InflightLimit:
                     f"the server is serving its maximum of {self.limit} requests at once; retry shortly",
                     reason="TOO_MANY_REQUESTS",
                     retry_after_seconds=self.retry_after,
+                    metadata=SCOPE_SERVER,
                 )
             self.inflight += 1
             # The call holds its place until grpc has delivered its response (or the call ended

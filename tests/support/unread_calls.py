@@ -2,18 +2,19 @@
 flow-control window for each stream is 0 (SETTINGS_INITIAL_WINDOW_SIZE), so the server can
 send the response headers but not one byte of a response message. It answers the server's
 SETTINGS and PINGs, as a live client does, and nothing else. Tests use it to hold responses in
-the server's memory for as long as they like."""
+the server's memory for as long as they like, and `deliver` lets one response through."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import struct
+from collections.abc import Callable
 
 from tke.internal.cni import hpack
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-DATA, HEADERS, SETTINGS, PING, GOAWAY = 0x0, 0x1, 0x4, 0x6, 0x7
+DATA, HEADERS, SETTINGS, PING, GOAWAY, WINDOW_UPDATE = 0x0, 0x1, 0x4, 0x6, 0x7, 0x8
 END_STREAM, ACK, END_HEADERS = 0x1, 0x1, 0x4
 INITIAL_WINDOW_SIZE = 0x4
 
@@ -27,7 +28,8 @@ class UnreadCalls:
         self.reader = reader
         self.writer = writer
         self.next_stream = 1
-        self.answered: set[int] = set()  # streams the server sent response headers on
+        self.answered: set[int] = set()  # streams the server sent response headers (or trailers only) on
+        self.ended: set[int] = set()  # streams the server ended: their trailers came
         self.changed = asyncio.Event()
         self._task = asyncio.create_task(self._read())
 
@@ -60,7 +62,20 @@ class UnreadCalls:
 
     async def wait_answered(self, streams: set[int]) -> None:
         """Until the server has sent response headers on every one of `streams`."""
-        while not streams <= self.answered:
+        await self._wait(lambda: streams <= self.answered)
+
+    async def deliver(self, stream: int, size: int = 4 << 20) -> None:
+        """Open `stream`'s flow-control window, and the connection's, by `size` bytes (more than
+        its response) and wait until its response has ended."""
+        increment = struct.pack(">I", size)
+        self.writer.write(_frame(WINDOW_UPDATE, 0, stream, increment) + _frame(WINDOW_UPDATE, 0, 0, increment))
+        await self.writer.drain()
+        await self._wait(lambda: stream in self.ended)
+
+    async def _wait(self, done: Callable[[], bool]) -> None:
+        while not done():
+            if self._task.done():
+                raise ConnectionError("the server closed the connection")
             self.changed.clear()
             await self.changed.wait()
 
@@ -77,6 +92,8 @@ class UnreadCalls:
                     self.writer.write(_frame(PING, ACK, 0, payload))
                 elif kind == HEADERS:
                     self.answered.add(stream)
+                    if flags & END_STREAM:
+                        self.ended.add(stream)
                     self.changed.set()
                 elif kind == GOAWAY:
                     return
