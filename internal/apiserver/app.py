@@ -28,7 +28,7 @@ from tke.internal.apiserver.watch_quota import CatchupQuota, WatchQuota
 from tke.internal.auth.chain import AuthChain, AuthConfig, PluginContext, build
 from tke.internal.auth.inflight_shares import InflightShares
 from tke.internal.daemon import run_until_stopped
-from tke.internal.rpc.inflight import InflightLimit
+from tke.internal.rpc.inflight import HEALTH_WATCHES, InflightLimit
 from tke.internal.rpc.interceptors import RequestInterceptor
 from tke.internal.rpc.metrics import MetricsInterceptor
 from tke.internal.rpc.server import ListenConfig, RunningServer, ServerSpec, start_server
@@ -105,6 +105,9 @@ class LimitsConfig:
     max_response_bytes_per_tenant: int = 64 * MiB
     # Watches one identity (tenant and user) holds open at once; beyond, RESOURCE_EXHAUSTED.
     max_watches_per_identity: int = 100
+    # Health watches (grpc.health.v1.Health/Watch, open to anyone) held at once; beyond,
+    # RESOURCE_EXHAUSTED. Health/Check is never refused.
+    max_health_watches: int = HEALTH_WATCHES
     # Watches catching up from etcd's history (resumed from a resource_version older than the
     # replay window) at once, per identity and in this process; each holds an etcd watch whose
     # unsent history etcd keeps in memory. Beyond, RESOURCE_EXHAUSTED with a RetryInfo.
@@ -119,6 +122,7 @@ class LimitsConfig:
             "max_requests_inflight",
             "max_response_bytes_per_tenant",
             "max_watches_per_identity",
+            "max_health_watches",
             "max_catchups_per_identity",
             "max_catchups",
         )
@@ -237,7 +241,7 @@ class Apiserver:
         self.watch_quota = WatchQuota(config.limits.max_watches_per_identity)
         self.catchup_quota = CatchupQuota(config.limits.max_catchups_per_identity, config.limits.max_catchups)
         limits = config.limits
-        self.inflight = InflightLimit(limits.max_requests_inflight)
+        self.inflight = InflightLimit(limits.max_requests_inflight, health_watches=limits.max_health_watches)
         self.inflight_shares = InflightShares(
             limits.inflight_per_tenant,
             limits.inflight_tenants,

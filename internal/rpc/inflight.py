@@ -6,7 +6,11 @@ not a queue that grows with it. A call is in flight from its start until grpc ha
 response (or the call ended otherwise), so clients that send calls and never read the answers
 hold at most `limit` responses in the server's memory, not one per call they send. Streams
 (watches) are long-running and have their own limits, but reflection's streams count as calls;
-health checks are never refused, so a busy server is not taken for a dead one.
+health checks are never refused, so a busy server is not taken for a dead one. Health watches
+(grpc.health.v1.Health/Watch, open to anyone like Check, each a stream held as long as its
+client likes: about 13 KB of the server's memory each) have their own cap, `health_watches`,
+beyond which a new one is RESOURCE_EXHAUSTED: 10,000 unauthenticated ones had grown the
+apiserver by 132 MB, and nothing stopped more.
 
 This pool is the whole server's; a server with authentication also divides it between tenants
 once the caller is known (tke.internal.auth.inflight_shares), so that no tenant holds it all.
@@ -21,6 +25,10 @@ from tke.internal.rpc import errors
 from tke.internal.rpc.interceptors import Call, Context, Method
 
 EXEMPT_PREFIXES = ("/grpc.health.v1.Health/",)
+HEALTH_WATCH = "/grpc.health.v1.Health/Watch"
+# Health watches held at once by default: a client that checks health by watching (gRPC's
+# client-side health checking) holds one per connection.
+HEALTH_WATCHES = 1_000
 # Reflection's streams are counted like unary calls: each is short (one per grpcurl command),
 # and nothing else bounds them, while every one whose client stops reading holds a response of
 # descriptors (about 50 KB) in the server's memory.
@@ -38,12 +46,16 @@ def counted(method: Method) -> bool:
 
 
 class InflightLimit:
-    def __init__(self, limit: int, retry_after: float = 1.0) -> None:
+    def __init__(self, limit: int, retry_after: float = 1.0, health_watches: int = HEALTH_WATCHES) -> None:
         self.limit = limit
         self.retry_after = retry_after
         self.inflight = 0
+        self.health_watches = health_watches
+        self.watching_health = 0
 
     def wrap(self, call: Call, method: Method) -> Call:
+        if method.name == HEALTH_WATCH:
+            return self._health_watch(call)
         if not counted(method):
             return call
 
@@ -68,3 +80,22 @@ class InflightLimit:
 
     def _release(self, _: object) -> None:
         self.inflight -= 1  # grpc calls a done callback once per call, on the event loop
+
+    def _health_watch(self, call: Call) -> Call:
+        async def limited(request: Any, context: Context) -> Any:
+            if self.watching_health >= self.health_watches:
+                REQUESTS_INFLIGHT_REFUSED.inc()
+                raise errors.resource_exhausted(
+                    f"the server holds its maximum of {self.health_watches} health watches; use Health/Check, "
+                    "or watch again later",
+                    reason="TOO_MANY_HEALTH_WATCHES",
+                    retry_after_seconds=self.retry_after,
+                )
+            self.watching_health += 1
+            context.add_done_callback(self._health_watch_ended)  # type: ignore[arg-type]
+            return await call(request, context)
+
+        return limited
+
+    def _health_watch_ended(self, _: object) -> None:
+        self.watching_health -= 1
