@@ -28,6 +28,7 @@ from tke.internal.apiserver.watch_quota import CatchupQuota, WatchQuota
 from tke.internal.auth.chain import AuthChain, AuthConfig, PluginContext, build
 from tke.internal.auth.inflight_shares import InflightShares
 from tke.internal.daemon import run_until_stopped
+from tke.internal.plugin.loader import ProviderConfig
 from tke.internal.rpc.inflight import HEALTH_WATCHES, InflightLimit
 from tke.internal.rpc.interceptors import RequestInterceptor
 from tke.internal.rpc.metrics import MetricsInterceptor
@@ -185,6 +186,11 @@ class ApiserverConfig:
     # Processes serving the TCP port together (SO_REUSEPORT), for more than one core; 1: this
     # process serves. See internal/apiserver/workers.py (and `--workers`).
     workers: int = 1
+    # The providers' options for checking specs before they are stored: the same tables as
+    # tke-controller's ([cluster_providers.aws.options], ...), at least the operator's limits
+    # (docs/providers.md). A type not named here is checked with the provider's defaults.
+    cluster_providers: dict[str, ProviderConfig] = field(default_factory=dict)
+    machine_providers: dict[str, ProviderConfig] = field(default_factory=dict)
     # Serve Get and List from memory: every object of a watched kind, kept by its watch hub, with
     # reads as consistent as etcd's (internal/apiserver/cache.py). false: every read goes to etcd.
     watch_cache: bool = True
@@ -215,10 +221,13 @@ class Apiserver:
         # Providers also check their part of a spec, so that what they cannot build is refused
         # before it is stored.
         self.clusters = Registry(
-            with_provider_validation(CLUSTERS, "tke.cluster_providers"), self.store, self.prefix, max_object_bytes=limit
+            with_provider_validation(CLUSTERS, "tke.cluster_providers", config.cluster_providers),
+            self.store,
+            self.prefix,
+            max_object_bytes=limit,
         )
         self.machines = Registry(
-            with_provider_validation(machine_kind(self.clusters), "tke.machine_providers"),
+            with_provider_validation(machine_kind(self.clusters), "tke.machine_providers", config.machine_providers),
             self.store,
             self.prefix,
             max_object_bytes=limit,

@@ -4,9 +4,9 @@ has a default; secrets come from environment variables named here."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from tke.internal.controller.client import ApiserverConfig
+from tke.internal.plugin.loader import ProviderConfig
 from tke.internal.provider.credentials import CredentialConfig
 from tke.internal.provider.ssh import SSHOptions
 from tke.internal.storage.etcd import EtcdConfig
@@ -23,14 +23,6 @@ class LeaderConfig:
     ttl: int = 10
     # This process's name in the lock; empty means host name and process id.
     identity: str = ""
-
-
-@dataclass(frozen=True)
-class ProviderConfig:
-    # Entry point name in the provider group, or "module:Class"; empty means the table's key.
-    plugin: str = ""
-    # Keyword arguments of the provider's constructor.
-    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from typing import Any
 from tke.internal.controller.cache import by_cluster
 from tke.internal.controller.client import CLUSTERS, CREDENTIALS, EVENTS, MACHINES, ApiClient, open_channel
 from tke.internal.controller.cluster import ClusterController
-from tke.internal.controller.config import ControllerConfig, ProviderConfig
+from tke.internal.controller.config import ControllerConfig
 from tke.internal.controller.credentials import ApiCredentialStore
 from tke.internal.controller.events import ApiRecorder
 from tke.internal.controller.informer import Informer
@@ -32,6 +32,7 @@ from tke.internal.controller.progress import RetryPolicy
 from tke.internal.controller.reconciler import Reconciler
 from tke.internal.controller.workers import run_workers
 from tke.internal.plugin import loader
+from tke.internal.plugin.loader import ProviderConfig
 from tke.internal.provider.clusterapi import ClusterAPIs
 from tke.internal.provider.contract import Toolbox
 from tke.internal.provider.credentials import ConfiguredCredentials, publish_catalogue

@@ -7,12 +7,23 @@ The loader only finds and constructs; what a plugin must provide is its seam's P
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
 
 
 class PluginError(Exception):
     """The plugin cannot be found or constructed; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class ProviderConfig:
+    """A configuration table naming a plugin and its options ([cluster_providers.aws], ...)."""
+
+    # Entry point name in the provider group, or "module:Class"; empty means the table's key.
+    plugin: str = ""
+    # Keyword arguments of the provider's constructor.
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 def available(group: str) -> list[str]:

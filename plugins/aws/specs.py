@@ -1,5 +1,14 @@
 """The AWS parts of Machine and Cluster specs: their checks (the apiserver asks the providers
-before storing an object) and what a launch takes from them."""
+before storing an object) and what a launch takes from them.
+
+Two kinds of check: syntax (an instance type, an image id), and the operator's spending limits
+(options allowed_instance_types, max_root_volume_gib, allowed_volume_types and, for clusters,
+max_control_plane_count and allow_load_balancer). Every tenant launches into accounts whose
+bill and EC2 quotas (vCPUs per instance family, per region) the operator answers for, so what
+one tenant may launch is the operator's to say, not the tenant's. The same checks run where the
+apiserver validates a spec and again in the controller before anything is made in EC2 (an
+object stored before a limit was set, or by an apiserver configured otherwise).
+"""
 
 from __future__ import annotations
 
@@ -24,6 +33,20 @@ _ID = {
 _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
 _ZONE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d[a-z]$")
 VOLUME_TYPES = ("gp3", "gp2", "io1", "io2", "st1", "sc1")
+# What a tenant may launch unless the operator says otherwise: general-purpose instances of at
+# most 8 vCPUs and 32 GiB (t3 and t3a top out at 2xlarge), so that no tenant takes GPU, metal,
+# memory-optimised or large instances, or a family's vCPU quota, without the operator's word.
+DEFAULT_INSTANCE_TYPES = (
+    "t3.*",
+    "t3a.*",
+    *(f"{family}.{size}" for family in ("m5", "m6i", "m6a", "m7i") for size in ("large", "xlarge", "2xlarge")),
+)
+# Root volumes: general-purpose SSD only (io1 and io2 are billed per provisioned IOPS; st1 and
+# sc1 cannot boot an instance), of at most 200 GiB.
+DEFAULT_VOLUME_TYPES = ("gp3", "gp2")
+DEFAULT_MAX_ROOT_VOLUME_GIB = 200
+# An instance-type pattern: "*" (any), a family's every size ("m6i.*"), or one type ("m6i.large").
+_INSTANCE_PATTERN = re.compile(r"^\*$|^[a-z][a-z0-9-]*\.(\*|[a-z0-9-]+)$")
 
 
 def id_error(kind: str, value: str) -> str | None:
@@ -40,8 +63,49 @@ def zone_error(value: str) -> str | None:
     return None if _ZONE.fullmatch(value) else f"{value!r} is not an availability zone such as eu-west-1a"
 
 
-def machine_violations(spec: machine_pb2.AWSMachineSpec, path: str, *, placement: bool = True) -> list[FieldViolation]:
-    """Checks of an AWSMachineSpec; `placement`: subnet and security groups are its own."""
+@dataclass(frozen=True)
+class Limits:
+    """What one machine may cost: the operator's options, checked on every AWSMachineSpec."""
+
+    instance_types: tuple[str, ...] = DEFAULT_INSTANCE_TYPES
+    volume_types: tuple[str, ...] = DEFAULT_VOLUME_TYPES
+    max_root_volume_gib: int = DEFAULT_MAX_ROOT_VOLUME_GIB
+
+    def instance_type_allowed(self, value: str) -> bool:
+        family = value.partition(".")[0]
+        return any(p in ("*", value, f"{family}.*") for p in self.instance_types)
+
+    def violations(self, spec: machine_pb2.AWSMachineSpec, path: str) -> list[FieldViolation]:
+        out = []
+        if not self.instance_type_allowed(spec.instance_type):
+            out.append(_refused(f"{path}.instance_type", spec.instance_type, self.instance_types, "instance_types"))
+        v = spec.root_volume
+        if v.size_gib > self.max_root_volume_gib:
+            out.append(
+                FieldViolation(
+                    f"{path}.root_volume.size_gib",
+                    f"{v.size_gib} GiB is more than allowed here: at most {self.max_root_volume_gib} "
+                    "(aws option max_root_volume_gib)",
+                )
+            )
+        # Without a type the platform asks for gp3 whenever it maps the root volume at all.
+        volume_type = v.type or ("gp3" if v.size_gib or v.encrypted else "")
+        if volume_type and volume_type not in self.volume_types:
+            out.append(_refused(f"{path}.root_volume.type", volume_type, self.volume_types, "volume_types"))
+        return out
+
+
+def _refused(field_path: str, value: str, allowed: tuple[str, ...], option: str) -> FieldViolation:
+    return FieldViolation(
+        field_path, f"{value!r} is not allowed here; allowed: {', '.join(allowed)} (aws option allowed_{option})"
+    )
+
+
+def machine_violations(
+    spec: machine_pb2.AWSMachineSpec, path: str, limits: Limits, *, placement: bool = True
+) -> list[FieldViolation]:
+    """Checks of an AWSMachineSpec, the operator's `limits` among them; `placement`: subnet and
+    security groups are its own."""
     out = []
     if not _INSTANCE_TYPE.fullmatch(spec.instance_type):
         out.append(FieldViolation(f"{path}.instance_type", "is required: an instance type such as t3.medium"))
@@ -63,7 +127,8 @@ def machine_violations(spec: machine_pb2.AWSMachineSpec, path: str, *, placement
         out.append(FieldViolation(f"{path}.root_volume.size_gib", "must be between 8 and 16384"))
     if v.type and v.type not in VOLUME_TYPES:
         out.append(FieldViolation(f"{path}.root_volume.type", f"must be one of {', '.join(VOLUME_TYPES)}"))
-    return out
+    malformed = {v.field for v in out}
+    return out + [v for v in limits.violations(spec, path) if v.field not in malformed]
 
 
 def launch_spec(spec: machine_pb2.AWSMachineSpec) -> LaunchSpec:
@@ -98,6 +163,35 @@ class CommonOptions:
     # boot, install its packages and join.
     bootstrap_token_ttl: float = 3600.0
     drain_timeout: float = 300.0
+    # What one machine (a worker, or a cluster's master) may cost; see Limits and the defaults
+    # above. ["*"] allows every instance type.
+    allowed_instance_types: list[str] = field(default_factory=lambda: list(DEFAULT_INSTANCE_TYPES))
+    max_root_volume_gib: int = DEFAULT_MAX_ROOT_VOLUME_GIB
+    allowed_volume_types: list[str] = field(default_factory=lambda: list(DEFAULT_VOLUME_TYPES))
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not self.allowed_instance_types:
+            problems.append('allowed_instance_types is empty: name instance types, families ("m6i.*"), or "*"')
+        problems += [
+            f"allowed_instance_types: {p!r} is not an instance type, a family such as 'm6i.*', or '*'"
+            for p in self.allowed_instance_types
+            if not isinstance(p, str) or not _INSTANCE_PATTERN.fullmatch(p)
+        ]
+        if not 8 <= self.max_root_volume_gib <= 16384:
+            problems.append("max_root_volume_gib must be between 8 and 16384")
+        if not self.allowed_volume_types:
+            problems.append(f"allowed_volume_types is empty: name some of {', '.join(VOLUME_TYPES)}")
+        problems += [
+            f"allowed_volume_types: {t!r} is not one of {', '.join(VOLUME_TYPES)}"
+            for t in self.allowed_volume_types
+            if t not in VOLUME_TYPES
+        ]
+        if problems:
+            raise ValueError("aws provider options: " + "; ".join(problems))
+
+    def limits(self) -> Limits:
+        return Limits(tuple(self.allowed_instance_types), tuple(self.allowed_volume_types), self.max_root_volume_gib)
 
     def client_options(self) -> ClientOptions:
         names = {f.name for f in fields(ClientOptions)}
@@ -113,3 +207,12 @@ class ClusterOptions(CommonOptions):
 
     # tke.internal.provider.addons.network.NetworkAddonOptions, as the baremetal provider's.
     network_addon: dict[str, Any] = field(default_factory=dict)
+    # What one cluster may cost besides its masters' instances: at most this many masters (1, 3
+    # or 5), and whether it may have a network load balancer (billed by the hour).
+    max_control_plane_count: int = 5
+    allow_load_balancer: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.max_control_plane_count not in (1, 3, 5):
+            raise ValueError("aws provider options: max_control_plane_count must be 1, 3 or 5")

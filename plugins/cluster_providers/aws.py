@@ -66,6 +66,7 @@ class AWSClusterProvider:
 
     def __init__(self, **options: Any) -> None:
         self.options = specs.ClusterOptions(**options)
+        self.limits = self.options.limits()
         self.network = network.options_from(self.options.network_addon)
         self.clients = client.Clients(self.options.client_options())
         self.profiles = self.options.install_profiles()
@@ -121,6 +122,22 @@ class AWSClusterProvider:
         cp = aws.control_plane
         if cp.count not in MASTER_COUNTS:
             out.append(FieldViolation(f"{path}.control_plane.count", "must be 1, 3 or 5"))
+        elif cp.count > self.options.max_control_plane_count:
+            out.append(
+                FieldViolation(
+                    f"{path}.control_plane.count",
+                    f"{cp.count} masters are more than allowed here: at most {self.options.max_control_plane_count} "
+                    "(aws option max_control_plane_count)",
+                )
+            )
+        if aws.load_balancer and not self.options.allow_load_balancer:
+            out.append(
+                FieldViolation(
+                    f"{path}.load_balancer",
+                    "a load balancer is not allowed here (aws option allow_load_balancer): one master, or your "
+                    "own control_plane_endpoint",
+                )
+            )
         own_endpoint = spec.HasField("control_plane_endpoint") and bool(spec.control_plane_endpoint.host)
         if cp.count > 1 and not aws.load_balancer and not own_endpoint:
             out.append(
@@ -133,7 +150,7 @@ class AWSClusterProvider:
             out.append(FieldViolation(f"{path}.load_balancer", "set load_balancer or control_plane_endpoint, not both"))
         if aws.load_balancer_public and not aws.load_balancer:
             out.append(FieldViolation(f"{path}.load_balancer_public", "needs load_balancer"))
-        out += specs.machine_violations(cp.machine, f"{path}.control_plane.machine", placement=False)
+        out += specs.machine_violations(cp.machine, f"{path}.control_plane.machine", self.limits, placement=False)
         status = cluster.status
         if status.control_plane_endpoint or status.control_plane:
             if status.version and spec.version.lstrip("v") != status.version.lstrip("v"):
@@ -195,6 +212,9 @@ class AWSClusterProvider:
     # -- helpers ------------------------------------------------------------------------------
 
     def _aws(self, ctx: ClusterContext) -> cluster_pb2.AWSClusterSpec:
+        """The spec, checked again with this controller's options (the operator's limits among
+        them) before a step makes anything: the object may have been stored before a limit was
+        set, or by an apiserver configured otherwise."""
         violations = self.validate(ctx.cluster)
         if violations:
             raise PermanentError("; ".join(f"{v.field}: {v.description}" for v in violations))
@@ -353,6 +373,7 @@ class AWSClusterProvider:
         self, ctx: ClusterContext, index: int, interface: dict[str, Any], kubeadm: str, config: str
     ) -> None:
         """Launch master `index` with cloud-init running `kubeadm <kubeadm>` with `config`."""
+        self._aws(ctx)
         instances = self._instances(ctx)
         cas = await cluster_credentials.read_cas(ctx.tools.cluster_credentials, ctx.cluster)
         node = self._node(ctx, interface)

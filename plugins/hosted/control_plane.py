@@ -11,6 +11,10 @@
   kubeadm enables: bootstrapsigner and tokencleaner sign cluster-info and remove expired join
   tokens), leader election on, a PodDisruptionBudget each.
 
+Every container has requests and a memory limit (options.DEFAULT_RESOURCES, the option
+`resources`): the meta cluster is shared by every tenant's control plane, and one tenant's
+etcd or API server must not take a node's memory from the others'.
+
 kube-apiserver listens on the endpoint's port and advertises the endpoint's address, so that
 the cluster's own `kubernetes` Service points where its nodes reach it. Pods run without root,
 privileges or the meta cluster's service-account token (the meta cluster's API is not theirs to
@@ -241,7 +245,7 @@ def etcd(plan: Plan, checksum: str) -> list[dict[str, Any]]:
         # kubeadm's probes: alive while it answers, ready once it has its quorum.
         "livenessProbe": _probe("/health?exclude=NOSPACE&serializable=true", "metrics", "HTTP"),
         "readinessProbe": _probe("/health?serializable=false", "metrics", "HTTP", failureThreshold=3),
-        "resources": {"requests": {"cpu": "100m", "memory": "100Mi"}},
+        "resources": plan.options.component_resources(naming.ETCD),
         "securityContext": _hardened(),
     }
     claim: dict[str, Any] = {
@@ -352,7 +356,7 @@ def apiserver(plan: Plan, checksum: str) -> list[dict[str, Any]]:
         "startupProbe": _probe("/livez", "https", failureThreshold=24),
         "livenessProbe": _probe("/livez", "https"),
         "readinessProbe": _probe("/readyz", "https", periodSeconds=1, failureThreshold=3),
-        "resources": {"requests": {"cpu": "250m", "memory": "512Mi"}},
+        "resources": plan.options.component_resources(naming.APISERVER),
         "securityContext": _hardened(),
     }
     deployment = _deployment(
@@ -397,7 +401,7 @@ def controller_manager(plan: Plan, checksum: str) -> list[dict[str, Any]]:
         "volumeMounts": _mounts(PKI_DIR),
         "startupProbe": _probe("/healthz", "https", failureThreshold=24),
         "livenessProbe": _probe("/healthz", "https"),
-        "resources": {"requests": {"cpu": "200m"}},
+        "resources": plan.options.component_resources(naming.CONTROLLER_MANAGER),
         "securityContext": _hardened(),
     }
     deployment = _deployment(
@@ -429,7 +433,7 @@ def scheduler(plan: Plan, checksum: str) -> list[dict[str, Any]]:
         "volumeMounts": _mounts(PKI_DIR),
         "startupProbe": _probe("/healthz", "https", failureThreshold=24),
         "livenessProbe": _probe("/healthz", "https"),
-        "resources": {"requests": {"cpu": "100m"}},
+        "resources": plan.options.component_resources(naming.SCHEDULER),
         "securityContext": _hardened(),
     }
     deployment = _deployment(

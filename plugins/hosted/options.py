@@ -24,6 +24,51 @@ ETCD_MEMBERS = (1, 3, 5)
 ETCD_VERSIONS = {(1, 29): "3.5.21-0", (1, 30): "3.5.21-0", (1, 31): "3.5.21-0", (1, 32): "3.5.21-0"}
 ETCD_LATEST = "3.6.5-0"
 _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
+_SUFFIXES = {
+    "": 1, "m": 10**-3, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
+    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
+}  # fmt: skip
+_RESOURCE_QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(m|Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
+# What each control-plane container asks for (requests: what the meta cluster's scheduler
+# reserves for it) and may take at most (limits). Memory is limited: a tenant's etcd or API
+# server grows with what the tenant stores and asks (objects, watches, big lists), and without
+# a limit one tenant's control plane takes its node's memory from every other tenant's on that
+# node; over its limit it is OOM-killed alone. CPU is not limited by default: a limit throttles
+# a busy API server or etcd (CFS quota) even when the node is idle, which shows as timeouts and
+# lost leader leases, while under contention CPU is shared in proportion to requests anyway, so
+# a busy tenant takes only idle CPU from the others. An operator who prefers hard CPU bounds
+# sets `limits.cpu` per component.
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
+DEFAULT_RESOURCES: dict[str, dict[str, dict[str, str]]] = {
+    "etcd": {"requests": {"cpu": "100m", "memory": "100Mi"}, "limits": {"memory": "4Gi"}},
+    "kube-apiserver": {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"memory": "2Gi"}},
+    "kube-controller-manager": {"requests": {"cpu": "200m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
+    "kube-scheduler": {"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
+}
+
+
+def quantity(value: str) -> float | None:
+    """A Kubernetes quantity ("250m", "2Gi", "1.5") as a number, or None if it is not one."""
+    found = _RESOURCE_QUANTITY.fullmatch(value) if isinstance(value, str) else None
+    return None if found is None else float(found[1]) * _SUFFIXES[found[2] or ""]
+
+
+def _resource_problems(given: Mapping[str, Mapping[str, Mapping[str, str]]]) -> list[str]:
+    problems = []
+    for component, kinds in given.items():
+        if component not in COMPONENTS or not isinstance(kinds, Mapping):
+            problems.append(f"resources: {component!r} is not one of {', '.join(COMPONENTS)} with a table")
+            continue
+        for kind, values in kinds.items():
+            if kind not in ("requests", "limits") or not isinstance(values, Mapping):
+                problems.append(f"resources.{component}: {kind!r} is not a table requests or limits")
+                continue
+            for name, value in values.items():
+                if name not in ("cpu", "memory"):
+                    problems.append(f"resources.{component}.{kind}: {name!r} is not cpu or memory")
+                elif quantity(value) is None:
+                    problems.append(f"resources.{component}.{kind}.{name}: {value!r} is not a quantity such as 2Gi")
+    return problems
 
 
 @dataclass(frozen=True)
@@ -61,6 +106,9 @@ class HostedOptions:
     extra_sans: Sequence[str] = ()
     # Namespaces are named "<prefix>-<tenant>-<cluster>-<hash>".
     namespace_prefix: str = "tke"
+    # Requests and limits per component, over DEFAULT_RESOURCES: {"kube-apiserver": {"limits":
+    # {"memory": "4Gi", "cpu": "2"}}} changes only those two. A memory limit stays required.
+    resources: Mapping[str, Mapping[str, Mapping[str, str]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         problems = []
@@ -79,8 +127,23 @@ class HostedOptions:
             problems.append("namespace_prefix must be a DNS label of at most 10 characters")
         if self.timeout <= 0:
             problems.append("timeout must be positive")
+        problems += _resource_problems(self.resources)
+        if not problems:
+            for component in COMPONENTS:
+                wanted = self.component_resources(component)
+                for name, limit in wanted["limits"].items():
+                    request = wanted["requests"].get(name)
+                    if request is not None and (quantity(request) or 0) > (quantity(limit) or 0):
+                        problems.append(
+                            f"resources.{component}: requests.{name} {request} is more than limits.{name} {limit}"
+                        )
         if problems:
             raise ValueError("hosted provider options: " + "; ".join(problems))
+
+    def component_resources(self, component: str) -> dict[str, dict[str, str]]:
+        """A container's `resources`: DEFAULT_RESOURCES with the option's values over them."""
+        given = self.resources.get(component, {})
+        return {kind: {**DEFAULT_RESOURCES[component][kind], **given.get(kind, {})} for kind in ("requests", "limits")}
 
     def image(self, component: str, version: str) -> str:
         """The image of a Kubernetes component (kube-apiserver, kube-proxy, ...) at `version`."""

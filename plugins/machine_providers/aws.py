@@ -47,6 +47,7 @@ class AWSMachineProvider:
 
     def __init__(self, **options: Any) -> None:
         self.options = specs.CommonOptions(**options)
+        self.limits = self.options.limits()
         self.clients = client.Clients(self.options.client_options())
         self.profiles = self.options.install_profiles()
         self.create_steps = [
@@ -71,7 +72,7 @@ class AWSMachineProvider:
         spec = machine.spec
         if not spec.HasField("aws"):
             return [FieldViolation("machine.spec.aws", "is required for an aws machine: instance type, image, ...")]
-        out = specs.machine_violations(spec.aws, "machine.spec.aws")
+        out = specs.machine_violations(spec.aws, "machine.spec.aws", self.limits)
         if spec.ip:
             out.append(FieldViolation("machine.spec.ip", "must be empty: EC2 gives the instance its address"))
         if spec.role == machine_pb2.MACHINE_ROLE_MASTER:
@@ -79,6 +80,14 @@ class AWSMachineProvider:
         return out
 
     # -- helpers ------------------------------------------------------------------------------
+
+    def _check_limits(self, ctx: MachineContext) -> None:
+        """The operator's limits, checked again with this controller's options before a step
+        makes anything in EC2: the machine may have been stored before a limit was set, or by an
+        apiserver configured otherwise."""
+        violations = self.limits.violations(ctx.machine.spec.aws, "machine.spec.aws")
+        if violations:
+            raise PermanentError("; ".join(f"{v.field}: {v.description}" for v in violations))
 
     def _credential_ref(self, ctx: MachineContext) -> str:
         ref = ctx.machine.spec.credential_ref or ctx.cluster.spec.credential_ref
@@ -162,6 +171,7 @@ class AWSMachineProvider:
     # -- create -------------------------------------------------------------------------------
 
     async def create_interface(self, ctx: MachineContext) -> None:
+        self._check_limits(ctx)
         subnet, groups = self._placement(ctx)
         instances = self._instances(ctx)
         if not self._credential_ref(ctx):
@@ -206,6 +216,7 @@ class AWSMachineProvider:
             return
         if found:
             raise self._vanished(found[0]["InstanceId"], found[0])
+        self._check_limits(ctx)
         interface = await instances.find_interface(self._identity(ctx))
         if interface is None:
             raise TemporaryError("the machine's network interface is gone; it is made again first")

@@ -22,14 +22,14 @@ from google.protobuf import field_mask_pb2
 
 from tests.support import kubeadm_reference
 from tests.support.apiserver import Running
-from tests.support.aws import Moto, an_image
+from tests.support.aws import Moto, an_image, aws_cluster
 from tests.support.cloud_init import CloudInit, StandInAPIs
 from tests.support.controller import controller_config
 from tests.support.kube import rollouts
 from tests.support.waiting import wait_for
-from tke.internal.controller.config import ProviderConfig
 from tke.internal.controller.manager import Controller
 from tke.internal.controller.progress import find
+from tke.internal.plugin.loader import ProviderConfig
 from tke.internal.provider.addons import network
 from tke.internal.provider.clusterapi import KubeClusterAPI
 from tke.internal.storage.etcd import EtcdConfig
@@ -68,24 +68,6 @@ async def cloud_init(player: CloudInit) -> AsyncIterator[CloudInit]:
         with contextlib.suppress(asyncio.CancelledError):
             await task
         player.close()
-
-
-def aws_cluster(image: str) -> cluster_pb2.Cluster:
-    c = cluster_pb2.Cluster()
-    c.metadata.name = "prod"
-    c.spec.type, c.spec.version = "aws", "1.30.2"
-    c.spec.network.pod_cidr, c.spec.network.service_cidr = "10.244.0.0/16", "10.96.0.0/12"
-    c.spec.network.mode = cluster_pb2.NETWORK_MODE_FIXED_IP  # the add-on with tke-ipamd
-    aws = c.spec.aws
-    aws.vpc_cidr = "10.50.0.0/16"
-    aws.subnets.add(zone="us-east-1a", cidr="10.50.1.0/24")
-    aws.subnets.add(zone="us-east-1b", cidr="10.50.2.0/24")
-    aws.internet_gateway = True
-    aws.load_balancer = True
-    aws.control_plane.count = 3
-    aws.control_plane.machine.instance_type = "m5.large"
-    aws.control_plane.machine.image_id = image
-    return c
 
 
 def aws_worker(image: str) -> machine_pb2.Machine:

@@ -291,6 +291,27 @@ async def test_an_invalid_image_ends_the_step_with_ec2s_reason(world: World) -> 
     assert instances(world.ec2, **{tags.MACHINE_UID: m.metadata.uid}) == []
 
 
+async def test_a_machine_over_the_operators_limits_launches_nothing(world: World) -> None:
+    # Stored before the operator set the limits (or by an apiserver configured otherwise).
+    m = machine(world)
+    m.spec.aws.instance_type = "p5.48xlarge"
+    m.spec.aws.root_volume.size_gib = 16384
+    ctx = context(world, m)
+    with pytest.raises(PermanentError) as refused:
+        await run_steps(provider(world.moto.url).create_steps[:3], ctx)
+    assert "machine.spec.aws.instance_type: 'p5.48xlarge' is not allowed here; allowed: t3.*" in str(refused.value)
+    assert "machine.spec.aws.root_volume.size_gib: 16384 GiB is more than allowed here" in str(refused.value)
+    mine = [{"Name": f"tag:{tags.MACHINE_UID}", "Values": [m.metadata.uid]}]
+    assert world.ec2.describe_network_interfaces(Filters=mine)["NetworkInterfaces"] == []
+    # Its interface made under looser options, the launch is still refused.
+    await run_steps(
+        provider(world.moto.url, allowed_instance_types=["*"], max_root_volume_gib=16384).create_steps[:1], ctx
+    )
+    with pytest.raises(PermanentError, match=r"'p5\.48xlarge' is not allowed here"):
+        await provider(world.moto.url).launch(ctx)
+    assert instances(world.ec2, **{tags.MACHINE_UID: m.metadata.uid}) == []
+
+
 async def test_a_tenant_cannot_use_another_tenants_aws_credential(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -20,8 +20,8 @@ from tests.support.apiserver import Running
 from tests.support.controller import controller_config, credentials_published, publish_credentials
 from tests.support.sshd import Machines, SSHServer, keypair, ssh_machines
 from tests.support.waiting import wait_for
-from tke.internal.controller.config import ProviderConfig
 from tke.internal.controller.manager import Controller
+from tke.internal.plugin.loader import ProviderConfig
 from tke.internal.provider.credentials import CredentialConfig
 from tke.internal.provider.ssh import SSHOptions
 from tke.internal.storage.etcd import EtcdConfig

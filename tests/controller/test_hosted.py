@@ -29,8 +29,8 @@ from tests.support.installed import masters
 from tests.support.kubeadm_world import kubeadm_machines
 from tests.support.ports import free_port
 from tests.support.waiting import bounded, wait_for
-from tke.internal.controller.config import ProviderConfig
 from tke.internal.controller.manager import Controller
+from tke.internal.plugin.loader import ProviderConfig
 from tke.internal.provider.credentials import CredentialConfig
 from tke.internal.provider.ssh import SSHOptions
 from tke.internal.storage.etcd import EtcdConfig

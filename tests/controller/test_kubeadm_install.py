@@ -36,9 +36,9 @@ from tests.support.ports import free_port
 from tests.support.sshd import Machines, SSHServer
 from tests.support.waiting import wait_for
 from tests.support.world_api import Routed, WorldAPI, world_api
-from tke.internal.controller.config import ProviderConfig
 from tke.internal.controller.manager import Controller
 from tke.internal.controller.progress import find
+from tke.internal.plugin.loader import ProviderConfig
 from tke.internal.provider.addons import network
 from tke.internal.provider.clusterapi import KubeClusterAPI, KubeClusterAPIs
 from tke.internal.provider.credentials import CredentialConfig

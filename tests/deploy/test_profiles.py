@@ -20,11 +20,12 @@ from typing import Any
 import grpc
 import tomli_w
 
+from tests.support.aws import aws_cluster
 from tests.support.controller import publish_credentials
 from tests.support.etcd import EtcdProcess
 from tests.support.pki import TestCA
 from tests.support.ports import free_port
-from tests.support.rpc import expect_error
+from tests.support.rpc import bad_request_fields, expect_error
 from tests.support.waiting import wait_for
 from tke.auth.v1 import accounts_pb2, accounts_pb2_grpc, external_pb2, external_pb2_grpc, policy_pb2, policy_pb2_grpc
 from tke.internal.storage.etcd import EtcdConfig
@@ -194,6 +195,17 @@ async def test_public_cloud_profile(etcd: EtcdProcess, tmp_path: Path) -> None:
                 wait_for_ready=True, timeout=30,
             )  # fmt: skip
             assert created.metadata.tenant_id == "1250000001"
+            # The profile's aws limits refuse what a tenant may not launch, before it is stored.
+            pricey = aws_cluster("ami-0123456789abcdef0")
+            pricey.spec.aws.control_plane.machine.instance_type = "m6i.4xlarge"
+            err = await expect_error(
+                clusters.Create(
+                    cluster_pb2.CreateClusterRequest(cluster=pricey), metadata=signed("100001", "1250000001")
+                ),
+                grpc.StatusCode.INVALID_ARGUMENT,
+            )
+            assert bad_request_fields(err) == ["cluster.spec.aws.control_plane.machine.instance_type"]
+            assert "(aws option allowed_instance_types)" in (err.details() or "")
             await expect_error(
                 clusters.Get(
                     cluster_pb2.GetClusterRequest(name="cloud", tenant_id="1250000001"),

@@ -75,6 +75,11 @@ async def versions(api: ClusterAPI, namespace: str) -> dict[str, str]:
     return out
 
 
+def memory_limit(workload: Any) -> str:
+    """The memory limit of a workload's one container, as the meta cluster stored it."""
+    return str(workload.spec.template.spec.containers[0].resources.limits["memory"])
+
+
 async def test_a_control_plane_comes_up_in_its_namespace_and_serves_with_the_pki_it_was_given(
     tmp_path: Path,
 ) -> None:
@@ -93,9 +98,12 @@ async def test_a_control_plane_comes_up_in_its_namespace_and_serves_with_the_pki
             assert ns is not None and ns.metadata.labels[naming.CLUSTER_UID] == ctx.cluster.metadata.uid
             etcd = await api.get(StatefulSet, "etcd", namespace)
             assert etcd is not None and etcd.spec.replicas == 3
+            # Each container is bounded in the shared meta cluster: a memory limit, as stored.
+            assert memory_limit(etcd) == "4Gi"
             for name in ("kube-apiserver", "kube-controller-manager", "kube-scheduler"):
                 d = await api.get(Deployment, name, namespace)
                 assert d is not None and d.spec.replicas == 2
+                assert memory_limit(d) in ("2Gi", "512Mi", "256Mi")
             before = await versions(api, namespace)
             assert len([k for k in before if k.startswith("Secret/")]) == 4
             # Every step again (a restarted controller): nothing changes in the meta cluster.

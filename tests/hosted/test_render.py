@@ -194,3 +194,58 @@ def test_options_are_checked_when_the_provider_is_configured() -> None:
         HostedClusterProvider(service_type="ClusterIP")
     with pytest.raises(ValueError, match="etcd_replicas must be 1, 3 or 5"):
         HostedClusterProvider(etcd_replicas=2)
+
+
+def containers_by_component(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {
+        o["metadata"]["name"]: o["spec"]["template"]["spec"]["containers"][0]
+        for o in objects
+        if o["kind"] in ("Deployment", "StatefulSet")
+    }
+
+
+@pytest.mark.parametrize("version", META_VERSIONS)
+def test_every_control_plane_container_has_requests_and_a_memory_limit(version: str) -> None:
+    # The meta cluster is shared: one tenant's etcd or API server must not take a node's memory
+    # from the other tenants' control planes. CPU is not limited by default (throttling).
+    objects = rendered(plan(cluster(), Endpoint("203.0.113.10", 6443)), pki.ClusterCAs.generate())
+    got = {name: c["resources"] for name, c in containers_by_component(objects).items()}
+    assert got == {
+        "etcd": {"requests": {"cpu": "100m", "memory": "100Mi"}, "limits": {"memory": "4Gi"}},
+        "kube-apiserver": {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"memory": "2Gi"}},
+        "kube-controller-manager": {"requests": {"cpu": "200m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
+        "kube-scheduler": {"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
+    }
+    # The operator's values over the defaults, CPU limits included where it wants them.
+    resources = {
+        "etcd": {"limits": {"memory": "8Gi", "cpu": "2"}, "requests": {"memory": "1Gi"}},
+        "kube-apiserver": {"limits": {"cpu": "1500m"}},
+    }
+    objects = rendered(plan(cluster(), Endpoint("203.0.113.10", 6443), resources=resources), pki.ClusterCAs.generate())
+    for obj in objects:
+        kubernetes_validate.validate(obj, version, strict=True)
+    got = {name: c["resources"] for name, c in containers_by_component(objects).items()}
+    assert got["etcd"] == {"requests": {"cpu": "100m", "memory": "1Gi"}, "limits": {"memory": "8Gi", "cpu": "2"}}
+    assert got["kube-apiserver"] == {
+        "requests": {"cpu": "250m", "memory": "512Mi"},
+        "limits": {"memory": "2Gi", "cpu": "1500m"},
+    }
+
+
+@pytest.mark.parametrize(
+    ("resources", "problem"),
+    [
+        ({"etcd": {"limits": {"memory": "lots"}}}, "resources.etcd.limits.memory: 'lots' is not a quantity"),
+        ({"coredns": {"limits": {"memory": "1Gi"}}}, "'coredns' is not one of etcd"),
+        ({"etcd": "4Gi"}, "'etcd' is not one of etcd, kube-apiserver, kube-controller-manager, kube-scheduler with a"),
+        ({"etcd": {"limit": {"memory": "1Gi"}}}, "'limit' is not a table requests or limits"),
+        ({"etcd": {"limits": {"storage": "1Gi"}}}, "'storage' is not cpu or memory"),
+        ({"kube-apiserver": {"limits": {"memory": "256Mi"}}}, "requests.memory 512Mi is more than limits.memory 256Mi"),
+        ({"kube-scheduler": {"limits": {"cpu": "50m"}}}, "requests.cpu 100m is more than limits.cpu 50m"),
+    ],
+)
+def test_resources_that_make_no_sense_are_refused_when_the_provider_is_configured(
+    resources: dict[str, Any], problem: str
+) -> None:
+    with pytest.raises(ValueError, match="hosted provider options: .*" + problem.replace(".", r"\.")):
+        HostedClusterProvider(resources=resources)

@@ -25,6 +25,7 @@ from moto import settings as moto_settings
 from moto.server import ThreadedMotoServer
 
 from tests.support.ports import free_port
+from tke.platform.v1 import cluster_pb2
 
 REGION = "us-east-1"
 ENV = {
@@ -157,6 +158,25 @@ def instances(ec2: Any, **tag_filters: str) -> list[dict[str, Any]]:
 
 def an_image(ec2: Any) -> str:
     return str(ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"])
+
+
+def aws_cluster(image: str) -> cluster_pb2.Cluster:
+    """An aws cluster "prod": 3 masters of m5.large behind a load balancer, in two new subnets."""
+    c = cluster_pb2.Cluster()
+    c.metadata.name = "prod"
+    c.spec.type, c.spec.version = "aws", "1.30.2"
+    c.spec.network.pod_cidr, c.spec.network.service_cidr = "10.244.0.0/16", "10.96.0.0/12"
+    c.spec.network.mode = cluster_pb2.NETWORK_MODE_FIXED_IP  # the add-on with tke-ipamd
+    aws = c.spec.aws
+    aws.vpc_cidr = "10.50.0.0/16"
+    aws.subnets.add(zone="us-east-1a", cidr="10.50.1.0/24")
+    aws.subnets.add(zone="us-east-1b", cidr="10.50.2.0/24")
+    aws.internet_gateway = True
+    aws.load_balancer = True
+    aws.control_plane.count = 3
+    aws.control_plane.machine.instance_type = "m5.large"
+    aws.control_plane.machine.image_id = image
+    return c
 
 
 class NoDialer:

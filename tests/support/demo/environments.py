@@ -48,8 +48,8 @@ from tests.support.kubeadm_world import kubeadm_machines
 from tests.support.ports import free_port
 from tests.support.world_api import Routed, world_api
 from tke.internal.controller.client import ApiserverConfig
-from tke.internal.controller.config import ProviderConfig
 from tke.internal.controller.manager import Controller
+from tke.internal.plugin.loader import ProviderConfig
 from tke.internal.provider.clusterapi import ClusterAPI, KubeClusterAPIs
 from tke.internal.provider.credentials import CredentialConfig
 from tke.internal.provider.kube.access import ClusterAccess
