@@ -22,6 +22,8 @@ from typing import Any, TypeVar
 from tke.internal.apiserver.registry import Kind
 from tke.internal.meta.resource import Resource
 from tke.internal.plugin import loader
+from tke.internal.provider.addresses import AddressPolicy, url_host
+from tke.internal.rpc import errors
 from tke.internal.rpc.errors import FieldViolation
 
 log = logging.getLogger(__name__)
@@ -72,3 +74,49 @@ def with_provider_validation(
         return kind.validate(obj) or check(obj)
 
     return dataclasses.replace(kind, validate=validate)
+
+
+def cluster_addresses(cluster: Any) -> list[tuple[str, str]]:
+    """(field, host as written) of every address in a Cluster's spec that the controller dials:
+    the control-plane machines (SSH), a managed VIP and an operator's endpoint (the API server's
+    /readyz), an imported cluster's API server."""
+    spec = cluster.spec
+    out = [(f"cluster.spec.machines[{i}].ip", m.ip) for i, m in enumerate(spec.machines) if m.ip]
+    if spec.HasField("control_plane_vip") and spec.control_plane_vip.address:
+        out.append(("cluster.spec.control_plane_vip.address", spec.control_plane_vip.address))
+    if spec.HasField("control_plane_endpoint") and spec.control_plane_endpoint.host:
+        out.append(("cluster.spec.control_plane_endpoint.host", spec.control_plane_endpoint.host))
+    if spec.api_server_url:
+        host, _ = url_host(spec.api_server_url)
+        if host:
+            out.append(("cluster.spec.api_server_url", host))
+    return out
+
+
+def machine_addresses(machine: Any) -> list[tuple[str, str]]:
+    return [("machine.spec.ip", machine.spec.ip)] if machine.spec.ip else []
+
+
+def with_address_policy(
+    kind: Kind[R], policy: AddressPolicy, addresses: Callable[[R], list[tuple[str, str]]]
+) -> Kind[R]:
+    """`kind` whose writes may not point the controller at an address `policy` refuses
+    (INVALID_ARGUMENT naming each field). Only an address a write brings in is refused: an
+    object stored before the rule, or before the operator narrowed it, can still be updated
+    (its finalizers removed) and deleted; tke-controller refuses to dial it."""
+    inner = kind.admit_write
+
+    async def admit(before: R | None, after: R | None) -> None:
+        if after is not None:
+            old = set(addresses(before)) if before is not None else set()
+            violations = [
+                FieldViolation(path, err)
+                for path, host in addresses(after)
+                if (path, host) not in old and (err := policy.host_refusal(host))
+            ]
+            if violations:
+                raise errors.invalid(violations)
+        if inner is not None:
+            await inner(before, after)
+
+    return dataclasses.replace(kind, admit_write=admit)

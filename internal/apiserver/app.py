@@ -14,7 +14,12 @@ import grpc
 
 from tke.internal import metrics
 from tke.internal.apiserver import services
-from tke.internal.apiserver.admission import with_provider_validation
+from tke.internal.apiserver.admission import (
+    cluster_addresses,
+    machine_addresses,
+    with_address_policy,
+    with_provider_validation,
+)
 from tke.internal.apiserver.api import ResourceAPI
 from tke.internal.apiserver.cache import KindCache, RevisionProbe
 from tke.internal.apiserver.event_store import DEFAULT_EVENT_TTL, event_store
@@ -29,6 +34,7 @@ from tke.internal.auth.chain import AuthChain, AuthConfig, PluginContext, build
 from tke.internal.auth.inflight_shares import InflightShares
 from tke.internal.daemon import run_until_stopped
 from tke.internal.plugin.loader import ProviderConfig
+from tke.internal.provider.addresses import AddressConfig, AddressPolicy
 from tke.internal.rpc.inflight import HEALTH_WATCHES, InflightLimit
 from tke.internal.rpc.interceptors import RequestInterceptor
 from tke.internal.rpc.metrics import MetricsInterceptor
@@ -196,6 +202,11 @@ class ApiserverConfig:
     watch_cache: bool = True
     # What each tenant may store: objects per kind and bytes (internal/apiserver/quota.py).
     quotas: QuotaConfig = field(default_factory=QuotaConfig)
+    # Where a tenant's objects may send tke-controller (machine addresses, VIPs, endpoints, an
+    # imported cluster's API server): loopback, link-local and the cloud metadata address,
+    # unspecified, multicast and reserved networks are refused unless allowed. Configure
+    # tke-controller's [machines] alike (tke.internal.provider.addresses).
+    machines: AddressConfig = field(default_factory=AddressConfig)
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -220,14 +231,25 @@ class Apiserver:
         limit = config.limits.max_object_bytes
         # Providers also check their part of a spec, so that what they cannot build is refused
         # before it is stored.
+        addresses = AddressPolicy(config.machines)
         self.clusters = Registry(
-            with_provider_validation(CLUSTERS, "tke.cluster_providers", config.cluster_providers),
+            with_address_policy(
+                with_provider_validation(CLUSTERS, "tke.cluster_providers", config.cluster_providers),
+                addresses,
+                cluster_addresses,
+            ),
             self.store,
             self.prefix,
             max_object_bytes=limit,
         )
         self.machines = Registry(
-            with_provider_validation(machine_kind(self.clusters), "tke.machine_providers", config.machine_providers),
+            with_address_policy(
+                with_provider_validation(
+                    machine_kind(self.clusters), "tke.machine_providers", config.machine_providers
+                ),
+                addresses,
+                machine_addresses,
+            ),
             self.store,
             self.prefix,
             max_object_bytes=limit,

@@ -6,13 +6,17 @@ at a host that another object, of any tenant, already manages.
 
 A credential_ref names a credential of the object's own tenant: it must be in the catalogue
 the controller publishes (`<prefix>/credentials/<tenant>/<name>`, see
-tke.internal.provider.credentials), else FAILED_PRECONDITION naming the field.
+tke.internal.provider.credentials), else FAILED_PRECONDITION naming the field. An imported
+cluster's api_server_url must also be one of the servers that entry pins the credential to
+(`pinned_server`), else INVALID_ARGUMENT naming the URL's field.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
-from collections.abc import Sequence
+import json
+from collections.abc import Callable, Sequence
 
 import grpc
 
@@ -20,8 +24,10 @@ from tke.internal.apiserver import validation
 from tke.internal.apiserver.credential_validation import validate_credential, validate_credential_status
 from tke.internal.apiserver.event_validation import validate_event, validate_event_status
 from tke.internal.apiserver.registry import Kind, Reference, Registry, Unique
+from tke.internal.provider.addresses import server_key
 from tke.internal.provider.credentials import CATALOGUE
 from tke.internal.rpc import errors
+from tke.internal.rpc.errors import FieldViolation
 from tke.internal.storage.store import Guard, NotFound
 from tke.platform.v1 import cluster_pb2, credential_pb2, event_pb2, machine_pb2
 
@@ -49,9 +55,44 @@ def credential(tenant: str, ref: str, field: str) -> list[Reference]:
     return [Reference(f"{CATALOGUE}/{tenant}/{ref}", field, "CREDENTIAL", missing)]
 
 
+def pinned_server(url: str, ref: str) -> Callable[[bytes], FieldViolation | None]:
+    """The check of an imported cluster's credential entry: its URL must be one of the servers
+    the credential is pinned to (the leading controller publishes them; an entry without
+    `servers` was published by a controller before the pin, and tke-controller checks)."""
+
+    def check(value: bytes) -> FieldViolation | None:
+        try:
+            entry = json.loads(value or b"{}")
+        except ValueError:
+            return None
+        servers = entry.get("servers") if isinstance(entry, dict) else None
+        if not isinstance(servers, list):
+            return None
+        pinned = [s for s in servers if isinstance(s, str)]
+        path = "cluster.spec.api_server_url"
+        if not pinned:
+            return FieldViolation(
+                path,
+                f'credential "{ref}" names no API server, so it is sent to none '
+                "(the operator pins it with `servers` in tke-controller's configuration)",
+            )
+        if server_key(url) not in {server_key(p) for p in pinned}:
+            return FieldViolation(
+                path,
+                f'{url!r} is not a server of credential "{ref}" ({", ".join(pinned)}): '
+                "a credential is sent only to the servers it is configured for",
+            )
+        return None
+
+    return check
+
+
 def cluster_credentials(cluster: cluster_pb2.Cluster) -> list[Reference]:
     tenant = cluster.metadata.tenant_id
     refs = credential(tenant, cluster.spec.credential_ref, "cluster.spec.credential_ref")
+    url = cluster.spec.api_server_url
+    if url and refs:  # an imported cluster: its credential goes to that URL
+        refs = [dataclasses.replace(refs[0], check=pinned_server(url, cluster.spec.credential_ref), detail=url)]
     for i, m in enumerate(cluster.spec.machines):
         refs += credential(tenant, m.credential_ref, f"cluster.spec.machines[{i}].credential_ref")
     return refs

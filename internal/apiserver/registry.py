@@ -116,6 +116,11 @@ class Reference:
     field: str  # where the object names it, e.g. "machine.spec.credential_ref"
     type: str  # PreconditionFailure type when it is missing, e.g. "CREDENTIAL"
     missing: str  # for messages, e.g. 'tenant "team-a" has no credential "ops-key"'
+    # What the object asks of the key's value besides its existence (an imported cluster's URL
+    # of its credential's pinned servers): the key's value to a FieldViolation (INVALID_ARGUMENT)
+    # or None. `detail` is what the check depends on: a reference is checked again when it changes.
+    check: Callable[[bytes], FieldViolation | None] | None = None
+    detail: str = ""
 
 
 @dataclass(frozen=True)
@@ -578,16 +583,18 @@ class Registry(Generic[R]):
         """Every reference `new` adds to `current` (all of them on create) must exist."""
         if self.kind.references is None:
             return
-        before = {r.key for r in self.kind.references(current)} if current is not None else set()
+        before = {(r.key, r.detail) for r in self.kind.references(current)} if current is not None else set()
         for ref in self.kind.references(new):
-            if ref.key in before:
+            if (ref.key, ref.detail) in before:
                 continue
             try:
-                await self.store.get(f"{self.prefix}/{ref.key}")
+                item = await self.store.get(f"{self.prefix}/{ref.key}")
             except NotFound:
                 raise errors.precondition(
                     ref.type, ref.key, f"{ref.field}: {ref.missing}", grpc.StatusCode.FAILED_PRECONDITION
                 ) from None
+            if ref.check is not None and (violation := ref.check(item.value)) is not None:
+                raise errors.invalid([violation])
 
     def _uniques(self, obj: R) -> builtins.list[Unique]:
         return list(self.kind.uniques(obj)) if self.kind.uniques else []

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from tke.internal.controller.client import ApiserverConfig
 from tke.internal.plugin.loader import ProviderConfig
+from tke.internal.provider.addresses import AddressConfig
 from tke.internal.provider.credentials import CredentialConfig
 from tke.internal.provider.ssh import SSHOptions
 from tke.internal.storage.etcd import EtcdConfig
@@ -44,6 +45,9 @@ class ControllerConfig:
     retry_base_delay: float = 2.0
     retry_max_delay: float = 120.0
     ssh: SSHOptions = field(default_factory=SSHOptions)
+    # Where a tenant's objects may send the controller: SSH to machines, an imported cluster's
+    # API server. Configure tke-apiserver's [machines] alike (tke.internal.provider.addresses).
+    machines: AddressConfig = field(default_factory=AddressConfig)
     # Credentials that objects name in credential_ref, as "TENANT/NAME": each of one tenant.
     credentials: dict[str, CredentialConfig] = field(default_factory=dict)
     # Providers by spec.type. Empty: every installed provider with its default options.

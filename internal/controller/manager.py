@@ -33,6 +33,7 @@ from tke.internal.controller.reconciler import Reconciler
 from tke.internal.controller.workers import run_workers
 from tke.internal.plugin import loader
 from tke.internal.plugin.loader import ProviderConfig
+from tke.internal.provider.addresses import AddressPolicy
 from tke.internal.provider.clusterapi import ClusterAPIs
 from tke.internal.provider.contract import Toolbox
 from tke.internal.provider.credentials import ConfiguredCredentials, publish_catalogue
@@ -112,11 +113,13 @@ class Controller:
         if cluster_apis is None:
             cluster_apis = load_cluster_apis(config.cluster_api)
         self.cluster_credentials = ApiClient(CREDENTIALS, self.channel, token, timeout)
+        addresses = AddressPolicy(config.machines)
         tools = Toolbox(
-            dialer=dialer or SSHDialer(self.credentials, config.ssh),
+            dialer=dialer or SSHDialer(self.credentials, config.ssh, addresses),
             credentials=self.credentials,
             cluster_credentials=ApiCredentialStore(self.cluster_credentials),
             cluster_apis=cluster_apis,
+            addresses=addresses,
         )
         policy = RetryPolicy(config.max_retries, config.retry_base_delay, config.retry_max_delay)
         self.cluster_controller = ClusterController(
@@ -152,7 +155,7 @@ class Controller:
         delay = 1.0
         while True:
             try:
-                await publish_catalogue(self.leases, self.config.etcd.prefix, self.credentials.names())
+                await publish_catalogue(self.leases, self.config.etcd.prefix, self.credentials.catalogue())
             except StorageError as err:
                 log.warning("cannot publish the credential catalogue yet (%s); retrying in %.0fs", err, delay)
                 await asyncio.sleep(delay)

@@ -25,9 +25,12 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from tke.internal.provider.addresses import AddressPolicy, url_host
 from tke.internal.provider.cluster_credentials import ClusterCredentialStore, NoCredentialStore
-from tke.internal.provider.clusterapi import ClusterAPIs, KubeClusterAPIs
+from tke.internal.provider.clusterapi import ClusterAPI, ClusterAPIs, KubeClusterAPIs
 from tke.internal.provider.credentials import ConfiguredCredentials, Credentials
+from tke.internal.provider.errors import PermanentError
+from tke.internal.provider.kube.access import ClusterAccess
 from tke.internal.provider.ssh import CachingDialer, Dialer
 from tke.internal.rpc.errors import FieldViolation
 from tke.platform.v1 import cluster_pb2, machine_pb2
@@ -43,6 +46,9 @@ class Tools:
     credentials: Credentials
     cluster_credentials: ClusterCredentialStore = field(default_factory=NoCredentialStore)
     cluster_apis: ClusterAPIs = field(default_factory=KubeClusterAPIs)
+    # Where the object's addresses may send the controller (tke.internal.provider.addresses):
+    # providers check what they dial other than by SSH (the dialer checks its own targets).
+    addresses: AddressPolicy = field(default_factory=AddressPolicy)
 
 
 @dataclass
@@ -53,6 +59,25 @@ class Toolbox:
     credentials: ConfiguredCredentials
     cluster_credentials: ClusterCredentialStore = field(default_factory=NoCredentialStore)
     cluster_apis: ClusterAPIs = field(default_factory=KubeClusterAPIs)
+    addresses: AddressPolicy = field(default_factory=AddressPolicy)
+
+
+class CheckedClusterAPIs:
+    """The clusters' APIs of a reconcile: a server whose host is an address the policy refuses
+    (as written: an address, or `localhost`; names are not resolved here, since a cloud load
+    balancer's name is routed by the cluster API layer) is a PermanentError before any
+    connection. It covers endpoints an object stored before tke-apiserver's rule names (a
+    baremetal cluster's spec.control_plane_endpoint or VIP)."""
+
+    def __init__(self, inner: ClusterAPIs, addresses: AddressPolicy) -> None:
+        self.inner = inner
+        self.addresses = addresses
+
+    def connect(self, access: ClusterAccess) -> contextlib.AbstractAsyncContextManager[ClusterAPI]:
+        host, _ = url_host(access.server)
+        if err := self.addresses.host_refusal(host):
+            raise PermanentError(f"{access.server}: {err}")
+        return self.inner.connect(access)
 
 
 @contextlib.asynccontextmanager
@@ -65,7 +90,8 @@ async def reconcile_tools(toolbox: Toolbox, tenant: str) -> AsyncIterator[Tools]
             dialer=dialer,
             credentials=toolbox.credentials.for_tenant(tenant),
             cluster_credentials=toolbox.cluster_credentials,
-            cluster_apis=toolbox.cluster_apis,
+            cluster_apis=CheckedClusterAPIs(toolbox.cluster_apis, toolbox.addresses),
+            addresses=toolbox.addresses,
         )
     finally:
         await dialer.aclose()

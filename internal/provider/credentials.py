@@ -8,26 +8,35 @@ another tenant's credential (the reference is a bare name; the tenant is never t
 to choose). Providers see only their object's tenant: `ctx.tools.credentials` is that tenant's
 view, and the SSH dialer resolves in it as well.
 
-The catalogue: the controller publishes which credentials exist (names only, no secrets)
-under `<etcd prefix>/credentials/<tenant>/<name>`, and the apiserver refuses a reference to a
+The catalogue: the controller publishes which credentials exist (no secrets) under
+`<etcd prefix>/credentials/<tenant>/<name>`, and the apiserver refuses a reference to a
 credential that is not in its object's tenant (FAILED_PRECONDITION naming the field), so a
-wrong reference fails when it is written rather than when a provider runs.
+wrong reference fails when it is written rather than when a provider runs. Each entry is
+`{"servers": [...]}`: the Kubernetes API servers the credential is pinned to (its `servers`,
+else its kubeconfig's server; none for other credentials), so the apiserver also refuses an
+imported cluster whose URL is not one of them (tke.internal.provider.kube.access checks it
+again before sending anything). An entry of `{}` (a controller from before the pin) is not
+checked by the apiserver.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from tke.internal.meta.labels import dns1123_label_error
+from tke.internal.provider.addresses import server_key
 from tke.internal.provider.errors import PermanentError
 from tke.internal.storage.store import AlreadyExists, Conflict, NotFound, Store
 
 CATALOGUE = "credentials"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -46,6 +55,10 @@ class CredentialConfig:
     # An operator's file: its exec plugins may run.
     kubeconfig_file: str = ""
     kubeconfig_context: str = ""
+    # The Kubernetes API servers (https URLs) this credential may be sent to. An imported
+    # cluster's spec.api_server_url must be one of them: a tenant cannot send the credential
+    # anywhere else. Empty: a kubeconfig's own server; a token_env credential then goes nowhere.
+    servers: list[str] = field(default_factory=list)
     # An AWS access key (cloud providers): its id, secret and optional session token, each
     # from an environment variable.
     aws_access_key_id_env: str = ""
@@ -65,6 +78,9 @@ class Credential:
     kubeconfig: str = field(default="", repr=False)
     kubeconfig_dir: str = ""
     kubeconfig_context: str = ""
+    # The configured servers (CredentialConfig.servers); tke.internal.provider.kube.access
+    # adds a kubeconfig's own.
+    servers: tuple[str, ...] = ()
     aws_access_key_id: str = field(default="", repr=False)
     aws_secret_access_key: str = field(default="", repr=False)
     aws_session_token: str = field(default="", repr=False)
@@ -103,6 +119,10 @@ class ConfiguredCredentials:
 
     def __init__(self, configs: dict[str, CredentialConfig]) -> None:
         self.configs: dict[tuple[str, str], CredentialConfig] = {split_name(k): v for k, v in configs.items()}
+        for name, config in configs.items():
+            for i, server in enumerate(config.servers):
+                if server_key(server) is None or not server.startswith("https://"):
+                    raise CredentialError(f"credentials.{name!r}.servers[{i}]: {server!r} is not an https:// URL")
 
     def names(self) -> list[tuple[str, str]]:
         """(tenant, name) of every credential."""
@@ -128,6 +148,7 @@ class ConfiguredCredentials:
                 kubeconfig=Path(config.kubeconfig_file).read_text() if config.kubeconfig_file else "",
                 kubeconfig_dir=str(Path(config.kubeconfig_file).parent) if config.kubeconfig_file else "",
                 kubeconfig_context=config.kubeconfig_context,
+                servers=tuple(config.servers),
                 aws_access_key_id=_env(config.aws_access_key_id_env, ref),
                 aws_secret_access_key=_env(config.aws_secret_access_key_env, ref),
                 aws_session_token=_env(config.aws_session_token_env, ref),
@@ -136,6 +157,31 @@ class ConfiguredCredentials:
             raise PermanentError(f"credential {ref!r}: {config.kubeconfig_file} is not a text file") from None
         except OSError as err:
             raise PermanentError(f"credential {ref!r}: cannot read {err.filename}: {err.strerror}") from None
+
+    def catalogue(self) -> dict[tuple[str, str], bytes]:
+        """The catalogue entry of every credential: which Kubernetes API servers it may be sent
+        to (not secret; the apiserver refuses an imported cluster naming it with another URL)."""
+        return {
+            (tenant, name): json.dumps({"servers": self.servers(config, name)}, separators=(",", ":")).encode()
+            for (tenant, name), config in sorted(self.configs.items())
+        }
+
+    @staticmethod
+    def servers(config: CredentialConfig, name: str) -> list[str]:
+        """The API servers `config` may be sent to: its `servers`, else its kubeconfig's."""
+        if config.servers or not config.kubeconfig_file:
+            return list(config.servers)
+        from tke.internal.provider.kube.access import from_kubeconfig
+
+        try:
+            path = Path(config.kubeconfig_file)
+            access = from_kubeconfig(
+                path.read_text(), context=config.kubeconfig_context, base_dir=path.parent, allow_exec=True
+            )
+        except (PermanentError, OSError, UnicodeDecodeError) as err:
+            log.warning("credential %r: its kubeconfig's server is not known (%s): it is pinned to none", name, err)
+            return []
+        return [access.server]
 
 
 class TenantCredentials:
@@ -158,16 +204,24 @@ def _env(name: str, ref: str) -> str:
     return value
 
 
-async def publish_catalogue(store: Store, prefix: str, names: Iterable[tuple[str, str]]) -> None:
+async def publish_catalogue(
+    store: Store, prefix: str, names: Iterable[tuple[str, str]] | Mapping[tuple[str, str], bytes]
+) -> None:
     """Make the catalogue under `<prefix>/credentials/` list exactly `names` ((tenant, name)
-    pairs): add what is missing, remove what is no longer configured. Idempotent; a key
-    someone else changed meanwhile is left for the next publication."""
+    pairs, or a mapping of them to their entries, see ConfiguredCredentials.catalogue): add
+    what is missing, update what changed, remove what is no longer configured. Idempotent; a
+    key someone else changed meanwhile is left for the next publication."""
     root = f"{prefix.rstrip('/')}/{CATALOGUE}/"
     present = {item.key: item for item in (await store.list(root)).items}
-    wanted = {catalogue_key(prefix, tenant, name) for tenant, name in names}
-    for key in sorted(wanted - present.keys()):
+    entries = names if isinstance(names, Mapping) else dict.fromkeys(names, b"{}")
+    wanted = {catalogue_key(prefix, tenant, name): value for (tenant, name), value in entries.items()}
+    for key in sorted(wanted.keys() - present.keys()):
         with contextlib.suppress(AlreadyExists):
-            await store.create(key, b"{}")
+            await store.create(key, wanted[key])
+    for key in sorted(wanted.keys() & present.keys()):
+        if present[key].value != wanted[key]:
+            with contextlib.suppress(NotFound, Conflict):
+                await store.update(key, wanted[key], expected_revision=present[key].mod_revision)
     for key in sorted(present.keys() - wanted):
         with contextlib.suppress(NotFound, Conflict):
             await store.delete(key, expected_revision=present[key].mod_revision)

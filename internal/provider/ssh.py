@@ -28,6 +28,7 @@ from typing import Protocol
 
 import asyncssh
 
+from tke.internal.provider.addresses import AddressPolicy
 from tke.internal.provider.credentials import ConfiguredCredentials
 from tke.internal.provider.errors import PermanentError, TemporaryError
 
@@ -233,6 +234,9 @@ def _text(value: object) -> str:
 class SSHDialer:
     credentials: ConfiguredCredentials
     options: SSHOptions = field(default_factory=SSHOptions)
+    # Where a tenant's objects may send us (tke.internal.provider.addresses): checked before
+    # every connection, also for objects stored before tke-apiserver checked it.
+    addresses: AddressPolicy = field(default_factory=AddressPolicy)
 
     @contextlib.asynccontextmanager
     async def connect(self, target: Target) -> AsyncIterator[Channel]:
@@ -250,6 +254,8 @@ class SSHDialer:
         return self.options.known_hosts_file
 
     async def _open(self, target: Target) -> SSHChannel:
+        if err := await self.addresses.resolved_refusal(target.host, target.port):
+            raise PermanentError(f"{target}: {err}")
         cred = self.credentials.read(target.tenant, target.credential_ref) if target.credential_ref else None
         keys = []
         if cred is not None and cred.private_key:

@@ -8,8 +8,11 @@ not treated as the cluster's failure. Deleting an imported cluster only forgets 
 
 from __future__ import annotations
 
+import contextlib
 import urllib.parse
+from collections.abc import AsyncIterator
 
+from tke.internal.provider.addresses import url_host
 from tke.internal.provider.contract import ClusterContext
 from tke.internal.provider.errors import PermanentError, TemporaryError
 from tke.internal.provider.kube import node_status
@@ -46,12 +49,23 @@ class ImportedClusterProvider:
             out.append(FieldViolation("cluster.spec.credential_ref", "is required for an imported cluster"))
         return out
 
-    def _api(self, ctx: ClusterContext) -> ClusterAPI:
+    @contextlib.asynccontextmanager
+    async def _api(self, ctx: ClusterContext) -> AsyncIterator[ClusterAPI]:
+        """The cluster's API, after the checks that keep a tenant's URL from taking the
+        platform's credential or position elsewhere: the credential is pinned to its servers
+        (from_credential), and the URL's host, as resolved now, is an address the platform may
+        go to (ctx.tools.addresses). Each failure is permanent and sends nothing to the URL."""
         violations = self.validate(ctx.cluster)
         if violations:
             raise PermanentError("; ".join(f"{v.field}: {v.description}" for v in violations))
+        url = ctx.cluster.spec.api_server_url
         credential = ctx.tools.credentials.get(ctx.cluster.spec.credential_ref)
-        return ClusterAPI(from_credential(credential, ctx.cluster.spec.api_server_url), timeout=self.timeout)
+        access = from_credential(credential, url)
+        host, port = url_host(url)
+        if err := await ctx.tools.addresses.resolved_refusal(host, port):
+            raise PermanentError(f"cluster.spec.api_server_url: {err}")
+        async with ClusterAPI(access, timeout=self.timeout) as api:
+            yield api
 
     async def verify(self, ctx: ClusterContext) -> None:
         async with self._api(ctx) as api:

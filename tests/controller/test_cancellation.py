@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.sshd import Machines, ssh_machines
+from tests.support.sshd import LAB_ADDRESSES, Machines, ssh_machines
 from tke.internal.controller.events import MemoryRecorder
 from tke.internal.controller.progress import RetryPolicy
 from tke.internal.controller.runner import Runner
@@ -110,7 +110,7 @@ def machine(tmp_path: Path) -> Iterator[Machines]:
 def dialer_and_target(m: Machines) -> tuple[SSHDialer, Target]:
     creds = ConfiguredCredentials({"default/key": CredentialConfig(private_key_file=str(m.key.private_key_file))})
     server = m.servers[0]
-    dialer = SSHDialer(creds, SSHOptions(known_hosts_file=str(m.known_hosts)))
+    dialer = SSHDialer(creds, SSHOptions(known_hosts_file=str(m.known_hosts)), LAB_ADDRESSES)
     return dialer, Target(server.host, server.port, "root", "key", "default")
 
 

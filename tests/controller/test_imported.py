@@ -93,8 +93,12 @@ async def test_an_imported_cluster_is_verified_recorded_and_health_checked(
         credentials = {
             "default/edge-cert": CredentialConfig(kubeconfig_file=str(admin_file)),
             "default/edge-token": CredentialConfig(kubeconfig_file=str(token_file)),
-            "default/edge-env": CredentialConfig(token_env="TKE_TEST_EDGE_TOKEN", ca_file=kube.ca.ca_file),
-            "default/wrong": CredentialConfig(token_env="TKE_TEST_WRONG_TOKEN", ca_file=kube.ca.ca_file),
+            "default/edge-env": CredentialConfig(
+                token_env="TKE_TEST_EDGE_TOKEN", ca_file=kube.ca.ca_file, servers=[kube.url]
+            ),
+            "default/wrong": CredentialConfig(
+                token_env="TKE_TEST_WRONG_TOKEN", ca_file=kube.ca.ca_file, servers=[kube.url]
+            ),
         }
         await publish_credentials(etcd_config, *credentials)  # as the controller will
         for name, credential in (("edge", "edge-cert"), ("by-token", "edge-token"), ("denied", "wrong")):

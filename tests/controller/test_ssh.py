@@ -17,7 +17,7 @@ import pytest
 from tests.support import processes
 from tests.support.fake_ssh import FakeChannel
 from tests.support.ports import free_port
-from tests.support.sshd import MARKER, Machines, keypair, ssh_machines
+from tests.support.sshd import LAB_ADDRESSES, MARKER, Machines, keypair, ssh_machines
 from tests.support.waiting import wait_for
 from tke.internal.provider.credentials import ConfiguredCredentials, CredentialConfig
 from tke.internal.provider.errors import PermanentError, TemporaryError
@@ -42,7 +42,7 @@ def machine(tmp_path: Path) -> Iterator[Machines]:
 
 def dialer(m: Machines, **options: object) -> SSHDialer:
     creds = ConfiguredCredentials({"default/key": CredentialConfig(private_key_file=str(m.key.private_key_file))})
-    return SSHDialer(creds, SSHOptions(known_hosts_file=str(m.known_hosts), **options))  # type: ignore[arg-type]
+    return SSHDialer(creds, SSHOptions(known_hosts_file=str(m.known_hosts), **options), LAB_ADDRESSES)  # type: ignore[arg-type]
 
 
 async def test_exec_write_read_and_timeouts(machine: Machines, tmp_path: Path) -> None:
@@ -136,7 +136,7 @@ async def test_connection_failures_are_bounded_and_auth_failures_permanent(machi
 
     other_key, _ = keypair(tmp_path, "stranger")
     creds = ConfiguredCredentials({"default/key": CredentialConfig(private_key_file=str(other_key))})
-    stranger = SSHDialer(creds, SSHOptions(known_hosts_file=str(machine.known_hosts)))
+    stranger = SSHDialer(creds, SSHOptions(known_hosts_file=str(machine.known_hosts)), LAB_ADDRESSES)
     with pytest.raises(PermanentError, match="authentication failed"):
         async with stranger.connect(Target(server.host, server.port, "root", "key", "default")):
             pass
@@ -225,7 +225,7 @@ async def test_password_credentials_log_in_and_a_wrong_password_is_permanent(
             "default/unset": CredentialConfig(password_env="TKE_TEST_SSH_NOT_SET"),
         }
     )
-    dialer = SSHDialer(creds, SSHOptions(known_hosts_file=str(known)))
+    dialer = SSHDialer(creds, SSHOptions(known_hosts_file=str(known)), LAB_ADDRESSES)
     try:
         async with dialer.connect(Target("127.0.0.1", port, "ops", "pw", "default")) as ch:
             assert (await ch.run("uname -r")).strip().endswith("-c 'uname -r'")

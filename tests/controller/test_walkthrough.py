@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from tests.support import LOOPBACK_NETWORKS
 from tests.support.apiserver import Running
 from tests.support.controller import ControllerProcess, publish_credentials
 from tests.support.kubeadm_world import World, kubeadm_machines
@@ -71,6 +72,7 @@ def controller_toml(api: Running, etcd_config: EtcdConfig, m: Machines) -> dict[
         "etcd": {"endpoints": etcd_config.endpoints, "prefix": etcd_config.prefix},
         "leader": {"ttl": 5},
         "ssh": {"known_hosts_file": str(m.known_hosts)},
+        "machines": {"allowed_networks": LOOPBACK_NETWORKS},  # the sshd machines are on loopback
         "credentials": {"default/ops-key": {"private_key_file": str(m.key.private_key_file)}},
         "cluster_providers": {
             "baremetal": {

@@ -395,15 +395,21 @@ def kube_apis(tmp_path: Path) -> Iterator[tuple[KubeAPI, KubeAPI, TestCA]]:
 
 
 @contextlib.asynccontextmanager
-async def running_controller(api: Running, etcd_config: EtcdConfig, ca: TestCA) -> AsyncIterator[None]:
+async def running_controller(
+    api: Running, etcd_config: EtcdConfig, ca: TestCA, servers: dict[str, str]
+) -> AsyncIterator[None]:
     config = controller_config(
         api.address,
         etcd_config,
         apiserver=ApiserverConfig(address=api.address, token_env="TKE_SEC_CONTROLLER_TOKEN"),
         health_interval=0.5,
         credentials={
-            "team-a/edge": CredentialConfig(token_env="TKE_SEC_TEAM_A_TOKEN", ca_file=ca.ca_file),
-            "team-b/mine": CredentialConfig(token_env="TKE_SEC_TEAM_B_TOKEN", ca_file=ca.ca_file),
+            "team-a/edge": CredentialConfig(
+                token_env="TKE_SEC_TEAM_A_TOKEN", ca_file=ca.ca_file, servers=[servers["team-a/edge"]]
+            ),
+            "team-b/mine": CredentialConfig(
+                token_env="TKE_SEC_TEAM_B_TOKEN", ca_file=ca.ca_file, servers=[servers["team-b/mine"]]
+            ),
         },
     )
     task = asyncio.create_task(Controller(config).run())
@@ -442,7 +448,7 @@ async def test_a_credential_is_reachable_only_from_its_own_tenant(
     monkeypatch.setenv("TKE_SEC_TEAM_A_TOKEN", A_SECRET)
     monkeypatch.setenv("TKE_SEC_TEAM_B_TOKEN", B_SECRET)
     a, b = api_of(secured, ALICE), api_of(secured, BOB)
-    async with running_controller(secured, etcd_config, ca):
+    async with running_controller(secured, etcd_config, ca, {"team-a/edge": alices.url, "team-b/mine": bobs.url}):
         # Bob names alice's credential: as an imported cluster's, a control-plane machine's, a
         # Machine's, and by updating his own cluster onto it.
         create = b.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=imported("steal", bobs.url, "edge")))

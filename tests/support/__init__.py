@@ -7,3 +7,8 @@ from pathlib import Path
 # The repository root: the working directory of child processes that load modules of tests/
 # (for example a test plugin named "tests.support.controller:RecordingProvider").
 REPO = Path(__file__).resolve().parents[2]
+
+# The tests' machines (sshd servers) and Kubernetes API stand-ins listen on loopback, which
+# tke-apiserver and tke-controller refuse as a tenant's address by default: every test
+# configuration allows it explicitly, as a lab would ([machines] allowed_networks).
+LOOPBACK_NETWORKS = ["127.0.0.0/8", "::1/128"]

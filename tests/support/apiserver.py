@@ -11,8 +11,10 @@ from dataclasses import dataclass, field, replace
 
 import grpc
 
+from tests.support import LOOPBACK_NETWORKS
 from tke.internal.apiserver.app import Apiserver, ApiserverConfig, WatchConfig
 from tke.internal.auth.chain import AuthConfig
+from tke.internal.provider.addresses import AddressConfig
 from tke.internal.rpc.server import ListenConfig
 from tke.internal.storage.etcd import EtcdConfig
 from tke.platform.v1 import cluster_pb2, cluster_pb2_grpc, machine_pb2, machine_pb2_grpc
@@ -61,6 +63,7 @@ def local_config(etcd_config: EtcdConfig, **changes: object) -> ApiserverConfig:
         shutdown_grace=1.0,
         # The session's etcd is shared by every test: only tests that mean to compact it do.
         compaction_interval=0.0,
+        machines=AddressConfig(allowed_networks=LOOPBACK_NETWORKS),
     )
     return replace(base, **changes)  # type: ignore[arg-type]
 

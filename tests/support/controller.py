@@ -15,10 +15,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from tests.support import REPO
+from tests.support import LOOPBACK_NETWORKS, REPO
 from tests.support.waiting import wait_for
 from tke.internal.controller.client import ApiserverConfig
 from tke.internal.controller.config import ControllerConfig, LeaderConfig
+from tke.internal.provider.addresses import AddressConfig
 from tke.internal.provider.contract import ClusterContext
 from tke.internal.provider.credentials import catalogue_key, publish_catalogue, split_name
 from tke.internal.provider.errors import PermanentError, TemporaryError
@@ -69,6 +70,7 @@ def controller_config(address: str, etcd: EtcdConfig, **changes: Any) -> Control
         health_interval=5.0,
         retry_base_delay=0.1,
         retry_max_delay=1.0,
+        machines=AddressConfig(allowed_networks=LOOPBACK_NETWORKS),
     )
     return replace(base, **changes)
 

@@ -26,8 +26,13 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from tests.support import processes
+from tests.support import LOOPBACK_NETWORKS, processes
 from tests.support.ports import free_port
+from tke.internal.provider.addresses import AddressConfig, AddressPolicy
+
+# The address policy of a dialer that reaches these machines: they listen on loopback, which
+# tke-controller refuses by default (tke.internal.provider.addresses).
+LAB_ADDRESSES = AddressPolicy(AddressConfig(allowed_networks=LOOPBACK_NETWORKS))
 
 SSHD = "/usr/sbin/sshd"
 # Set in the environment of every session, to the server's directory: how stop() finds what

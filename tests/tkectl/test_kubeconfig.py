@@ -31,6 +31,7 @@ from lightkube.core.exceptions import ApiError
 from lightkube.resources.authentication_v1 import SelfSubjectReview
 from lightkube.resources.core_v1 import Node
 
+from tests.support import LOOPBACK_NETWORKS
 from tests.support.installed import cluster_api, install, masters
 from tests.support.kube import objects
 from tests.support.ports import free_port
@@ -66,6 +67,8 @@ async def apiserver(etcd_config: EtcdConfig, tmp: Path) -> AsyncIterator[str]:
         "log_format": "json",
         "listen": {"address": f"127.0.0.1:{port}"},
         "etcd": {"endpoints": list(etcd_config.endpoints), "prefix": etcd_config.prefix},
+        # The cluster's API server (the stand-in) is on loopback.
+        "machines": {"allowed_networks": LOOPBACK_NETWORKS},
         "auth": {
             "authenticators": [{"plugin": "token-file", "options": {"path": str(tmp / "tokens.csv")}}],
             "authorizers": [{"plugin": "policy"}],

@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from tke.internal.provider.addresses import server_key
 from tke.internal.provider.credentials import Credential
 from tke.internal.provider.errors import PermanentError, TemporaryError
 
@@ -193,8 +194,14 @@ def from_kubeconfig(
 
 def from_credential(credential: Credential, server: str = "") -> ClusterAccess:
     """The access a configured credential gives: its kubeconfig (an operator's file, so exec
-    plugins may run) with `server` instead of the kubeconfig's when given, or a bearer token
-    and CA for `server`."""
+    plugins may run), or a bearer token and CA, for `server` when given (a tenant's URL: an
+    imported cluster's), else the kubeconfig's own server.
+
+    A credential is pinned to its servers (`servers` of its configuration, else its
+    kubeconfig's server): a `server` that is not one of them is a PermanentError raised before
+    anything is sent anywhere, so a tenant cannot send the operator's token or client
+    certificate to a URL of its choosing. A credential with no known server goes nowhere."""
+    access = None
     if credential.kubeconfig:
         base = Path(credential.kubeconfig_dir) if credential.kubeconfig_dir else None
         try:
@@ -203,10 +210,30 @@ def from_credential(credential: Credential, server: str = "") -> ClusterAccess:
             )
         except PermanentError as err:
             raise PermanentError(f"credential {credential.name!r}: {err}") from None
-        return dataclasses.replace(access, server=server) if server else access
+        if not server:
+            return access
     if not server:
         raise PermanentError(f"credential {credential.name!r} is not a kubeconfig: the API server URL is needed")
+    pinned = credential.servers or ((access.server,) if access is not None else ())
+    check_pinned(credential.name, pinned, server)
+    if access is not None:
+        return dataclasses.replace(access, server=server)
     return ClusterAccess(server, ca_pem=credential.ca_cert, token=credential.token)
+
+
+def check_pinned(name: str, pinned: tuple[str, ...], server: str) -> None:
+    """PermanentError unless `server` is one of `pinned` (compared as server_key spells them)."""
+    if not pinned:
+        raise PermanentError(
+            f"credential {name!r} names no API server, so it is sent to none: the operator pins it with "
+            f"`servers = [...]` in its [credentials] entry"
+        )
+    wanted = server_key(server)
+    if wanted is None or wanted not in {server_key(p) for p in pinned}:
+        raise PermanentError(
+            f"API server URL {server!r} is not a server of credential {name!r} ({', '.join(pinned)}): "
+            "a credential is sent only to the servers it is configured for"
+        )
 
 
 def in_cluster(env: Mapping[str, str] | None = None, directory: str = SERVICE_ACCOUNT_DIR) -> ClusterAccess:

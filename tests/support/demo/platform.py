@@ -23,7 +23,7 @@ from typing import Any
 
 import grpc
 
-from tests.support import REPO
+from tests.support import LOOPBACK_NETWORKS, REPO
 from tests.support.controller import credentials_published, toml
 from tests.support.demo.machines import Machines
 from tests.support.etcd import EtcdProcess
@@ -40,6 +40,10 @@ APISERVER_TOML = """\
 log_level = "info"
 metrics_address = ""
 shutdown_grace = 2.0
+
+# The simulated machines and the clusters' API stand-ins are on loopback.
+[machines]
+allowed_networks = ["127.0.0.0/8", "::1/128"]
 
 [listen]
 address = "{address}"
@@ -101,6 +105,8 @@ def controller_config(api: str, etcd: str, machines: Machines) -> dict[str, Any]
         "etcd": {"endpoints": [etcd], "prefix": "/tke"},
         "leader": {"ttl": 10},
         "ssh": {"known_hosts_file": str(machines.known_hosts), "connect_timeout": 10.0},
+        # The simulated machines are sshd servers on loopback.
+        "machines": {"allowed_networks": LOOPBACK_NETWORKS},
         "credentials": {f"{TENANT}/{CREDENTIAL}": {"private_key_file": str(machines.key.private_key_file)}},
         "cluster_providers": {"baremetal": {"options": options}},
         "machine_providers": {"baremetal": {"options": options}},

@@ -1,0 +1,179 @@
+"""Where a tenant's objects may send the controller: the address policy of machine addresses
+(SSH to a Machine's spec.ip, a cluster's spec.machines[].ip, the installed masters), a managed
+VIP and an operator's control-plane endpoint, and an imported cluster's API server.
+
+A tenant writes those addresses; the controller then dials them with the platform's own
+network position. Without a rule, a tenant points the controller at the platform's own host
+(loopback), the cloud metadata service (169.254.169.254, link-local) or any port anywhere,
+and reads from the step's error which ports are open. So addresses in `denied_networks`
+(loopback, link-local with the metadata addresses, unspecified, multicast, reserved and
+broadcast, by default) are refused, unless they are also in `allowed_networks` (a lab whose
+machines are on loopback, the project's own tests): by tke-apiserver when the object is
+written (INVALID_ARGUMENT naming the field) and by tke-controller before it dials (an object
+stored before the rule fails its step for good).
+
+Both read the same `[machines]` table: configure tke-apiserver and tke-controller alike.
+
+Covered: IP literals everywhere; host names at the apiserver only when they always mean the
+local host (`localhost`, `*.localhost`); host names the controller dials (an imported
+cluster's URL) are resolved and every address checked before the first connection. Not
+covered: a name that resolves elsewhere when the connection is made than when it was checked
+(DNS rebinding between the check and the dial: the HTTP client resolves again); addresses
+outside these ranges that are sensitive on your network (add them to `denied_networks`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import socket
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+DEFAULT_DENIED_NETWORKS = (
+    "0.0.0.0/8",  # "this network": 0.0.0.0 reaches the dialer's own host
+    "127.0.0.0/8",  # loopback
+    "169.254.0.0/16",  # link-local, with the cloud metadata address 169.254.169.254
+    "224.0.0.0/4",  # multicast
+    "240.0.0.0/4",  # reserved, with the broadcast address 255.255.255.255
+    "::/128",  # unspecified
+    "::1/128",  # loopback
+    "fe80::/10",  # link-local
+    "ff00::/8",  # multicast
+    "fd00:ec2::254/128",  # EC2's metadata service over IPv6
+)
+METADATA_ADDRESSES = frozenset({ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")})
+ALLOW_HINT = "set machines.allowed_networks to allow it"
+
+
+def _networks(values: Iterable[str], where: str) -> tuple[IPNetwork, ...]:
+    out = []
+    for i, value in enumerate(values):
+        try:
+            out.append(ipaddress.ip_network(value, strict=True))
+        except ValueError as err:
+            raise ValueError(f"{where}[{i}]: {value!r} is not a CIDR such as 127.0.0.0/8 ({err})") from None
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class AddressConfig:
+    """`[machines]` of tke-apiserver's and tke-controller's configuration."""
+
+    # Networks a tenant's objects may not send the controller to (replaces the default list).
+    denied_networks: list[str] = field(default_factory=lambda: list(DEFAULT_DENIED_NETWORKS))
+    # Exceptions to denied_networks, for labs and tests whose machines are on loopback: for
+    # example ["127.0.0.0/8", "::1/128"].
+    allowed_networks: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        _networks(self.denied_networks, "machines.denied_networks")
+        _networks(self.allowed_networks, "machines.allowed_networks")
+
+
+def _unmapped(ip: IPAddress) -> IPAddress:
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def _what(ip: IPAddress, network: IPNetwork) -> str:
+    """What kind of address `ip` is, and why the platform does not go there."""
+    if ip in METADATA_ADDRESSES:
+        return "the cloud metadata service's address; the platform does not send its requests there"
+    if ip.is_loopback:
+        return "a loopback address; the platform does not log in to its own host"
+    if ip.is_unspecified or ip in ipaddress.ip_network("0.0.0.0/8"):
+        return "an unspecified address, which reaches the platform's own host"
+    if ip.is_link_local:
+        return "a link-local address (the platform host's own link and the cloud metadata service)"
+    if ip.is_multicast:
+        return "a multicast address, not a machine"
+    if ip.is_reserved or ip == ipaddress.IPv4Address("255.255.255.255"):
+        return "a reserved or broadcast address, not a machine"
+    return f"in the denied network {network}"
+
+
+class AddressPolicy:
+    def __init__(self, config: AddressConfig | None = None) -> None:
+        config = config or AddressConfig()
+        self.denied = _networks(config.denied_networks, "machines.denied_networks")
+        self.allowed = _networks(config.allowed_networks, "machines.allowed_networks")
+
+    def refusal(self, ip: IPAddress) -> str | None:
+        """Why the controller may not be sent to `ip` (None: it may)."""
+        ip = _unmapped(ip)
+        if any(ip.version == n.version and ip in n for n in self.allowed):
+            return None
+        for network in self.denied:
+            if ip.version == network.version and ip in network:
+                return f"{ip} is {_what(ip, network)}: {ALLOW_HINT}"
+        return None
+
+    def host_refusal(self, host: str) -> str | None:
+        """Why a host as written (an IP address, or a name) is refused without resolving it:
+        an address the policy refuses, or a name that always means the local host."""
+        try:
+            ip = ipaddress.ip_address(host.strip("[]"))
+        except ValueError:
+            name = host.rstrip(".").lower()
+            if name == "localhost" or name.endswith(".localhost"):
+                if self.refusal(ipaddress.IPv4Address("127.0.0.1")) is None:
+                    return None
+                return f"{host} names the local host; the platform does not go to its own host: {ALLOW_HINT}"
+            return None
+        return self.refusal(ip)
+
+    async def resolved_refusal(self, host: str, port: int) -> str | None:
+        """Why `host` may not be dialed: as written, then every address it resolves to now.
+        A name that does not resolve is left to the dial, which fails with its own error."""
+        if err := self.host_refusal(host):
+            return err
+        with contextlib.suppress(ValueError):
+            ipaddress.ip_address(host.strip("[]"))
+            return None  # an address: checked above
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError):
+            return None
+        for info in infos:
+            address = str(info[4][0]).split("%", 1)[0]
+            try:
+                ip = ipaddress.ip_address(address)
+            except ValueError:
+                continue
+            if err := self.refusal(ip):
+                return f"{host} resolves to {err}"
+        return None
+
+
+def url_host(url: str) -> tuple[str, int]:
+    """The host and port (443 by default) of an https URL ("", 0 when it has none)."""
+    try:
+        parts = urlsplit(url)
+        return parts.hostname or "", parts.port or 443
+    except ValueError:
+        return "", 0
+
+
+def server_key(url: str) -> tuple[str, str, int, str] | None:
+    """An API server URL in one spelling, to compare a cluster's URL with a credential's:
+    (scheme, host in lower case or as a compressed address, port with https' default, path
+    without a trailing slash). None for what is not an http(s) URL with a host."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if scheme not in ("https", "http") or not parts.hostname:
+        return None
+    host = parts.hostname.rstrip(".").lower()
+    with contextlib.suppress(ValueError):
+        host = str(_unmapped(ipaddress.ip_address(host)))
+    return scheme, host, port or (443 if scheme == "https" else 80), parts.path.rstrip("/")
