@@ -192,6 +192,9 @@ class ApiserverProcess:
             # 256 calls of one tenant (bench-user) in flight: so does its share (80 by default, so
             # that one tenant cannot take the server), up to all tenants may hold (400 - 40).
             "limits": {"max_watches_per_identity": 100_000, "max_requests_inflight_per_tenant": 360},
+            # Figure 1 creates clusters as one tenant for as long as it runs: far more than a tenant's
+            # quota (100 clusters, 64 MiB by default), which is checked on every create all the same.
+            "quotas": {"clusters": 1 << 40, "bytes": 1 << 50},
             "auth": auth,
             **({"workers": self.workers} if self.workers > 1 else {}),
         } | ({} if self.watch_cache else {"watch_cache": False})
