@@ -46,6 +46,9 @@ def point_at_test(config: dict[str, Any], tmp: Path, etcd: EtcdProcess, port: in
     server = ca.issue("apiserver", common_name="tke-apiserver", hosts=("127.0.0.1",))
     config["listen"]["address"] = f"127.0.0.1:{port}"
     config["listen"].pop("unix_socket", None)
+    # The profiles keep the default metrics port (9464): a `make run` or any other apiserver on
+    # this machine holding it made the binary exit at start.
+    config["metrics_address"] = f"127.0.0.1:{free_port()}"
     config["listen"]["tls"] = {"cert_file": server.cert_file, "key_file": server.key_file}
     config["etcd"] = {"endpoints": [etcd.endpoint], "prefix": f"/profile-{uuid.uuid4().hex[:8]}"}
     for sink in config["auth"].get("audit", []):
