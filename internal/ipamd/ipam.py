@@ -27,13 +27,16 @@ Invariants (the storage's compare-and-swap does the enforcing, this module the d
   of a workload with fixed addresses never gets a bare pod's address by accident.
 - `reclaim` frees an allocation only at the version its caller examined: a pod that came back
   and re-attached it meanwhile keeps it.
+- A caller restricted to a node (tke.internal.ipamd.noderule) gets a fixed address, new or
+  taken over, only for a pod bound to its node (`NodeCaller.admit_fixed`), checked before
+  anything is written or bound; everyone else as before.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 
@@ -44,6 +47,7 @@ from tke.internal.ipamd.bindings import choose_binding, ordinal
 from tke.internal.ipamd.blocks import PoolBlocks
 from tke.internal.ipamd.hints import Hints
 from tke.internal.ipamd.keys import address_key
+from tke.internal.ipamd.noderule import NodeCaller
 from tke.internal.ipamd.pools import admits, gateway_of, overlap, pool_layout, serves, validate_pool
 from tke.internal.ipamd.provider import Assignment, IPProvider, ProviderError, Reconciling
 from tke.internal.ipamd.provisioning import Provisioner, provider_owner
@@ -314,7 +318,17 @@ class IPAM:
             raise not_found("binding", f"{w.kind}/{w.name}", w.namespace)
 
     # -- allocate -----------------------------------------------------------------------------
-    async def allocate(self, req: ipam_pb2.AllocateRequest) -> AllocateResult:
+    async def allocate(self, req: ipam_pb2.AllocateRequest, *, node: NodeCaller | None = None) -> AllocateResult:
+        """`node`: the caller speaks for that node (the node rule); a fixed address then goes to
+        the new container only for a pod the Kubernetes API says is bound to it."""
+        vouched = False
+
+        async def admit_fixed(held: ipam_pb2.Allocation | None) -> None:
+            # Asked once per call when the API vouches for the pod; without an API, per address.
+            nonlocal vouched
+            if node is not None and not vouched:
+                vouched = await node.admit_fixed(self.resolver, req.owner, held)
+
         owner = ipam_pb2.Owner()
         owner.CopyFrom(req.owner)
         if not owner.workload_name:
@@ -350,10 +364,11 @@ class IPAM:
                     if held is None and owner.workload_kind not in STABLE_NAME_KINDS:
                         held = await self._retained_of_workload(owner, req)
                     if held is not None:
-                        moved = await self._reattach(held, req, owner, seen)
+                        moved = await self._reattach(held, req, owner, seen, admit_fixed)
                         if moved is not None:
                             return AllocateResult(moved, True)
                         continue
+                    await admit_fixed(None)
                 fresh = await self._allocate_new(req, owner, policy, pool_name, network, seen=seen)
             except ApiError:
                 # An exhausted pool or a taken address is no error for an interface that
@@ -396,9 +411,15 @@ class IPAM:
         return None
 
     async def _reattach(
-        self, held: Stored, req: ipam_pb2.AllocateRequest, owner: ipam_pb2.Owner, seen: NamespaceBindings
+        self,
+        held: Stored,
+        req: ipam_pb2.AllocateRequest,
+        owner: ipam_pb2.Owner,
+        seen: NamespaceBindings,
+        admit: Callable[[ipam_pb2.Allocation], Awaitable[None]],
     ) -> ipam_pb2.Allocation | None:
-        """Give a fixed address back to its owner's new container; None on a lost race."""
+        """Give a fixed address back to its owner's new container; None on a lost race. `admit`
+        raises when the caller may not move it (the node rule), before anything changes."""
         a = held.allocation
         st = await self._pool(a.pool)
         if (a.container_id, a.ifname) == (req.container_id, req.ifname):
@@ -408,6 +429,7 @@ class IPAM:
             raise errors.node_not_served(a.pool, req.node)
         if req.ip and req.ip != a.ip:
             raise errors.address_in_use(a.pool, req.ip, f"{errors.holder(a)}; the owner's fixed address is {a.ip}")
+        await admit(a)
         now = self.clock()
         new = _copy(a)
         # The owner key moves with it when a renamed pod of the workload takes it over.

@@ -6,6 +6,11 @@ What it reads is cached briefly and in bounded memory: a pod's answer for `pod_t
 CNI ADD asks twice within milliseconds: cni-switch's LookupBinding, then tke-ipamc's Allocate), a
 ReplicaSet's controller for `replica_set_ttl` seconds (it changes only when a ReplicaSet is
 adopted or orphaned). A failure of the API is ResolverUnavailable, never an answer.
+
+Where a pod is bound (`placement_of`, for the node rule) is never cached: it is one GET of the
+pod each time (a quorum read in kube-apiserver), because a StatefulSet's pod deleted on one node
+and created again on another within the cache's lifetime would otherwise still look bound to
+the first, or, worse, to a node it has left.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from lightkube.resources.core_v1 import Pod
 from tke.internal.ipamd.workloads import (
     REPLICA_SET,
     OwnerRef,
+    PodPlacement,
     ResolverUnavailable,
     Workload,
     controller_of,
@@ -88,6 +94,17 @@ class KubeResolver:
             raise ResolverUnavailable(str(err)) from None
         self._pods.put((namespace, pod_name), found)
         return found
+
+    async def placement_of(self, namespace: str, pod_name: str) -> PodPlacement | None:
+        try:
+            pod = await self.api.get(Pod, pod_name, namespace)
+        except StepError as err:
+            raise ResolverUnavailable(str(err)) from None
+        if pod is None:
+            return None
+        uid = (pod.metadata.uid if pod.metadata else None) or ""
+        node = (pod.spec.nodeName if pod.spec else None) or ""
+        return PodPlacement(str(uid), str(node))
 
     async def replica_set_controller(self, namespace: str, name: str) -> OwnerRef | None:
         """The controller of a ReplicaSet (a Deployment, usually), None when it has none or is

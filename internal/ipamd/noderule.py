@@ -16,12 +16,23 @@ What it may do:
   may not call ReleaseWorkload, which acts on a workload's addresses on every node. The unix
   socket keeps both: in a cluster the platform builds it is how operators reach tke-ipamd, and
   root on the node holds the IP storage's credentials anyway.
+- a fixed address (release policy IMMUTABLE or NEVER: it follows its owning pod from node to
+  node) goes to the caller's new container only for a pod the Kubernetes API says is bound to
+  the caller's node (its spec.nodeName; and its uid, when the request carries one), read at that
+  moment (`admit_fixed`): a new one, and one taken over, whether it was retained or attached to
+  a container here or on another node. Without a Kubernetes API nothing can be checked: a node
+  then takes over no address attached on another node (that container may still run: two pods
+  with one address), and keeps taking what is retained or was its own, as before.
 Anything else is authorization's (TCP) or the socket mode's business.
 
 Invariants: the rule only takes rights away, never grants any. A refused call changes nothing:
 a Release's node is checked on the version of the allocation the release then writes compared
 (tke.internal.ipamd.ipam), so an allocation that moved to another node in between fails the
 compare and is checked again; a refusal is PERMISSION_DENIED with ErrorInfo NODE_RESTRICTED.
+A pod's placement is checked before anything is written or bound (the storage's compare then
+guards the allocation itself); a pod deleted and bound elsewhere in the milliseconds between the
+API's answer and the write is the one race left, as in Kubernetes, whose NodeRestriction checks
+at admission too.
 """
 
 from __future__ import annotations
@@ -31,9 +42,11 @@ from dataclasses import dataclass
 
 from tke.internal.auth.identity import Identity
 from tke.internal.ipamd import errors
-from tke.internal.rpc.errors import ApiError
+from tke.internal.ipamd.workloads import PodsUnknown, ResolverUnavailable, WorkloadResolver
+from tke.internal.rpc.errors import ApiError, unavailable
 from tke.ipam.v1 import ipam_pb2
 
+BOUND = "a node takes fixed addresses only for pods bound to it"
 # A node name as ipamd accepts one (Kubernetes' are DNS-1123 subdomains, within this).
 NODE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9._]{0,251}[A-Za-z0-9])?$")
 
@@ -63,6 +76,49 @@ class NodeCaller:
         if a.node != self.node:
             what = f"container {a.container_id} interface {a.ifname}" if a.container_id else f"{a.pool}/{a.ip}"
             raise self._denied(f"the address of {what} is node {a.node!r}'s", a.node)
+
+    async def admit_fixed(
+        self, resolver: WorkloadResolver, owner: ipam_pb2.Owner, held: ipam_pb2.Allocation | None
+    ) -> bool:
+        """The caller gives `owner`'s fixed address to a new container on its node: `held`, the
+        allocation it takes over, or a new one (None). Refused unless the API says the pod is
+        bound to the caller's node (and has the request's uid). Without an API, refused only
+        for an address attached on another node. True when the API vouched for the pod (the
+        answer holds for the rest of the call); UNAVAILABLE when the API cannot answer."""
+        pod = f"pod {owner.namespace}/{owner.pod_name}"
+        if held is None:
+            what = f"Allocate of a fixed address for {pod}"
+        else:
+            where = f"container {held.container_id[:12]}" if held.container_id else "retained, last"
+            what = f"Allocate of {pod}'s fixed address {held.ip} ({where} on node {held.node!r})"
+        try:
+            placement = await resolver.placement_of(owner.namespace, owner.pod_name)
+        except PodsUnknown:
+            if held is not None and held.state == ipam_pb2.ALLOCATION_STATE_ATTACHED and held.node != self.node:
+                raise self._denied(
+                    f"{what}: that container may still run; this tke-ipamd has no Kubernetes "
+                    f"API to check that {pod} is bound to node {self.node!r}: configure [kubernetes], or have an "
+                    "operator (not a node) allocate it",
+                    held.node,
+                ) from None
+            return False
+        except ResolverUnavailable as err:
+            raise unavailable(f"cannot check where {pod} is bound: {err}") from None
+        if placement is None:
+            raise self._denied(f"{what}: the Kubernetes API has no {pod}; {BOUND}")
+        if owner.pod_uid and owner.pod_uid != placement.uid:
+            raise self._denied(
+                f"{what}: the request's pod uid {owner.pod_uid} is not {pod}'s (the Kubernetes API says uid "
+                f"{placement.uid}): a pod that is gone",
+                placement.node,
+            )
+        if placement.node != self.node:
+            bound = f"is bound to node {placement.node!r}" if placement.node else "is not bound to a node yet"
+            raise self._denied(
+                f"{what}: the Kubernetes API says {pod} {bound}; {BOUND}",
+                placement.node,
+            )
+        return True
 
     def refuse_workload_release(self) -> None:
         if self.identity:

@@ -243,7 +243,7 @@ class IPAMServicer(ipam_pb2_grpc.IPAMServiceServicer):
         caller = self.node_caller()
         if caller:
             caller.require_node(request.node, "Allocate")
-        result = await self.ipam.allocate(request)
+        result = await self.ipam.allocate(request, node=caller)
         if caller:
             # A repeated Allocate returns the interface's address as it is, written nowhere: one
             # recorded on another node (its container id and owner named here) is not this node's.

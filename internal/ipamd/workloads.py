@@ -11,7 +11,10 @@ Never a guess from the pod's name.
 The seam: `WorkloadResolver` says which workload a pod (namespace, name) belongs to, for callers
 that know only the pod (kubelet sends K8S_POD_NAMESPACE and K8S_POD_NAME). tke-ipamd resolves
 through the cluster's Kubernetes API when configured with one (tke.internal.ipamd.kube_resolver);
-without it every pod whose caller names no workload is a bare pod.
+without it every pod whose caller names no workload is a bare pod. It also says where a pod is
+bound (`placement_of`: its uid and spec.nodeName, read from the API at the moment of asking,
+never from a cache), which the node rule (tke.internal.ipamd.noderule) needs before a node takes
+a fixed address: without an API that is `PodsUnknown`, never a guess.
 """
 
 from __future__ import annotations
@@ -94,8 +97,21 @@ def owner_refs_of_json(meta: object) -> list[OwnerRef]:
     return out
 
 
+@dataclass(frozen=True)
+class PodPlacement:
+    """Which pod a name stands for now, and where it is bound: its uid and spec.nodeName ("" while
+    the scheduler has not bound it)."""
+
+    uid: str
+    node: str
+
+
 class ResolverUnavailable(Exception):
     """The Kubernetes API could not be asked (unreachable, timed out, refused us)."""
+
+
+class PodsUnknown(Exception):
+    """This tke-ipamd has no Kubernetes API: it cannot say where a pod is bound."""
 
 
 class WorkloadResolver(Protocol):
@@ -105,9 +121,19 @@ class WorkloadResolver(Protocol):
         answer now."""
         ...
 
+    async def placement_of(self, namespace: str, pod_name: str) -> PodPlacement | None:
+        """The pod's uid and node as the API says at this moment (read, never cached: a pod
+        deleted and created again on another node is another answer at once); None when the
+        cluster has no such pod; ResolverUnavailable when the API cannot answer now;
+        PodsUnknown when there is no API to ask."""
+        ...
+
 
 class NoResolver:
     """tke-ipamd without a Kubernetes API: nothing is known about pods."""
 
     async def workload_of(self, namespace: str, pod_name: str) -> Workload | None:
         return None
+
+    async def placement_of(self, namespace: str, pod_name: str) -> PodPlacement | None:
+        raise PodsUnknown("tke-ipamd has no Kubernetes API ([kubernetes] is not configured)")

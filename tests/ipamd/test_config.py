@@ -66,14 +66,17 @@ async def test_cloud_profiles_load_and_their_plugins_build(profile: str, monkeyp
             await plugin.close()
 
 
-def test_tcp_without_tls_is_refused_at_start(tmp_path: Path) -> None:
+def test_tcp_without_tls_is_refused_at_start(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Only the TCP listener, over a storage that loads (the in-memory fake, by module path): the
+    # refusal must be the TLS check's, not a plugin that cannot be found or a socket directory
+    # that is refused (both also stop tke-ipamd).
     config = tmp_path / "plain.toml"
-    sock = Path("/tmp") / f"ipamd-plain-{tmp_path.name[-8:]}.sock"
-    config.write_text(f'socket = "{sock}"\n[tcp]\naddress = "127.0.0.1:0"\n[storage]\nplugin = "memory"\n')
-    try:
-        assert main(["--config", str(config)]) == 2
-    finally:
-        sock.unlink(missing_ok=True)
+    config.write_text(
+        'socket = ""\n[tcp]\naddress = "127.0.0.1:0"\n'
+        '[storage]\nplugin = "tests.support.memory_ip_storage:MemoryIPStorage"\n'
+    )
+    assert main(["--config", str(config)]) == 2
+    assert "[tcp] needs cert_file and key_file (or insecure = true for development)" in capsys.readouterr().err
 
 
 def test_the_node_comes_from_node_name_or_the_variable_node_name_env_names() -> None:

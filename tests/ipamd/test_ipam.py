@@ -4,6 +4,7 @@ addresses, stale releases, cooldown, exhaustion, GC, workload release, pool dele
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 
 import grpc
 import pytest
@@ -12,6 +13,7 @@ from google.rpc import error_details_pb2
 from tests.support.workloads import KnownPods
 from tke.internal.ipamd.allocator import Block
 from tke.internal.ipamd.ipam import IPAM
+from tke.internal.ipamd.noderule import NodeCaller
 from tke.internal.ipamd.storage import IPStorage, Lost, NamespaceBindings, Stored
 from tke.internal.rpc.errors import ApiError
 from tke.ipam.v1 import ipam_pb2
@@ -119,6 +121,106 @@ async def test_fixed_address_follows_its_owner_across_restart_and_move(ip_storag
     # Another pod never gets it.
     other = await ipam.allocate(allocate_request("db-1", "c4"))
     assert other.allocation.ip != first.allocation.ip
+
+
+def node_caller(node: str) -> NodeCaller:
+    return NodeCaller(node, f"node identity 'system:node:{node}'", identity=True)
+
+
+async def node_restricted(call: Awaitable[object], says: str) -> str:
+    with pytest.raises(ApiError) as err:
+        await call
+    assert err.value.code == grpc.StatusCode.PERMISSION_DENIED, err.value.message
+    info = next(d for d in err.value.details if isinstance(d, error_details_pb2.ErrorInfo))
+    assert info.reason == "NODE_RESTRICTED"
+    assert says in err.value.message, err.value.message
+    return err.value.message
+
+
+async def where(ipam: IPAM, pod: str) -> tuple[str, str, str]:
+    a = await ipam.get_by_owner(ipam_pb2.Owner(namespace="default", pod_name=pod, workload_kind="StatefulSet",
+                                               workload_name="db"))  # fmt: skip
+    return a.ip, a.container_id, a.node
+
+
+async def test_a_node_takes_fixed_addresses_only_for_pods_bound_to_it(ip_storage: IPStorage, clock: Clock) -> None:
+    pods = KnownPods().stateful_set("db", 2).bind("db-0", "node-1", "u1").bind("db-1", "node-1", "v1")
+    ipam = make_ipam(ip_storage, clock, pods=pods)
+    one, two = node_caller("node-1"), node_caller("node-2")
+    await ipam.create_pool(pool())
+    await bind(ipam, "db", IMMUTABLE)
+    first = (await ipam.allocate(allocate_request("db-0", "c1", uid="u1", node="node-1"), node=one)).allocation
+    attached = (first.ip, "c1", "node-1")
+
+    # Node 2 naming node 1's running pod (with its uid, or none) would take the address from a
+    # container that still runs: refused while the pod is bound to node 1; nothing changes.
+    for uid in ("u1", ""):
+        said = await node_restricted(
+            ipam.allocate(allocate_request("db-0", "c2", uid=uid, node="node-2"), node=two),
+            "the Kubernetes API says pod default/db-0 is bound to node 'node-1'",
+        )
+        assert f"fixed address {first.ip} (container c1 on node 'node-1')" in said
+        assert await where(ipam, "db-0") == attached
+    # A new fixed address for a pod bound elsewhere (it would follow the pod there), or for a pod
+    # the API does not know, is refused too, and nothing is taken.
+    db1 = allocate_request("db-1", "c3", node="node-2")
+    await node_restricted(ipam.allocate(db1, node=two), "bound to node 'node-1'")
+    db2 = allocate_request("db-2", "c3", node="node-2", kind="StatefulSet", workload="db")
+    await node_restricted(ipam.allocate(db2, node=two), "has no pod default/db-2")
+    assert (await ipam.get_pool("net-a")).status.allocated == 1
+    # An API that cannot answer decides nothing (the runtime names the workload: only the pod's
+    # placement is asked).
+    pods.unreachable = True
+    named = allocate_request("db-0", "c2", uid="u1", node="node-2", kind="StatefulSet", workload="db")
+    with pytest.raises(ApiError) as err:
+        await ipam.allocate(named, node=two)
+    assert err.value.code == grpc.StatusCode.UNAVAILABLE and "where pod default/db-0 is bound" in err.value.message
+    pods.unreachable = False
+    assert await where(ipam, "db-0") == attached
+
+    # The StatefulSet's pod is deleted and created again on node 2 (a new uid): node 2 takes it
+    # over, as after a dead node; a stale request carrying the old uid is refused.
+    pods.delete("db-0")
+    pods.stateful_set("db", 1).bind("db-0", "node-2", "u2")
+    await node_restricted(
+        ipam.allocate(allocate_request("db-0", "c2", uid="u1", node="node-2"), node=two), "uid u1 is not"
+    )
+    moved = await ipam.allocate(allocate_request("db-0", "c2", uid="u2", node="node-2"), node=two)
+    assert moved.reused and (moved.allocation.ip, moved.allocation.node) == (first.ip, "node-2")
+    # Node 1 (its kubelet still running the old pod) cannot take it back, retained or not.
+    await node_restricted(ipam.allocate(allocate_request("db-0", "c4", uid="u1", node="node-1"), node=one), "uid u1")
+    await ipam.release("c2", "eth0", "u2")
+    await node_restricted(
+        ipam.allocate(allocate_request("db-0", "c4", uid="u2", node="node-1"), node=one), "(retained, last on node"
+    )
+    assert await where(ipam, "db-0") == (first.ip, "", "node-2")
+    # A restart on its node, and an operator (no node), as before.
+    assert (await ipam.allocate(allocate_request("db-0", "c5", uid="u2", node="node-2"), node=two)).reused
+    operator = await ipam.allocate(allocate_request("db-0", "c6", uid="u2", node="node-1"))
+    assert (operator.allocation.ip, operator.allocation.node) == (first.ip, "node-1")
+
+
+async def test_without_kubernetes_a_node_takes_no_address_attached_on_another(ip_storage: IPStorage,
+                                                                              clock: Clock) -> None:  # fmt: skip
+    ipam = make_ipam(ip_storage, clock)  # no resolver: nothing is known about pods
+    one, two = node_caller("node-1"), node_caller("node-2")
+    await ipam.create_pool(pool())
+    await bind(ipam, "db", IMMUTABLE)
+
+    def db0(container: str, node: str) -> ipam_pb2.AllocateRequest:
+        return allocate_request("db-0", container, uid="u1", node=node, kind="StatefulSet", workload="db")
+
+    first = (await ipam.allocate(db0("c1", "node-1"), node=one)).allocation
+    said = await node_restricted(ipam.allocate(db0("c2", "node-2"), node=two), "configure [kubernetes]")
+    assert "or have an operator (not a node) allocate it" in said
+    assert await where(ipam, "db-0") == (first.ip, "c1", "node-1")
+    # A restart on its node, and a reschedule after a clean DEL (no container holds it), as before.
+    assert (await ipam.allocate(db0("c3", "node-1"), node=one)).reused
+    await ipam.release("c3", "eth0", "u1")
+    assert (await ipam.allocate(db0("c4", "node-2"), node=two)).allocation.ip == first.ip
+    await node_restricted(ipam.allocate(db0("c5", "node-1"), node=one), "configure [kubernetes]")
+    # An operator moves it.
+    assert (await ipam.allocate(db0("c5", "node-1"))).allocation.node == "node-1"
 
 
 async def test_stale_release_with_other_uid_is_ignored(ip_storage: IPStorage, clock: Clock) -> None:

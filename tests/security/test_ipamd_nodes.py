@@ -5,7 +5,9 @@ Release and GetAllocation its node's allocations, list its node's allocations, a
 another node's, and no ReleaseWorkload, whatever authorization grants it; on the unix socket of
 a tke-ipamd that knows its node (`node_name`) every caller is held to that node the same way,
 while a socket without `node_name` serves every node, as before. A refusal is PERMISSION_DENIED
-with ErrorInfo NODE_RESTRICTED, and changes nothing.
+with ErrorInfo NODE_RESTRICTED, and changes nothing. A node also gets a pod's fixed address
+(which follows the pod from node to node) only while the Kubernetes API (the stand-in) says the
+pod is bound to it; without [kubernetes] it takes over none attached on another node.
 
 Real tke-ipamd processes over the session's etcd, one storage shared as in the DaemonSet
 deployment. The TCP daemon authorizes with `allow-all`: the rule holds even for a node identity
@@ -14,6 +16,7 @@ that authorization lets do everything, and an operator (no node) keeps what auth
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
@@ -23,12 +26,17 @@ from typing import Any
 import grpc
 import pytest
 from google.rpc import error_details_pb2
+from lightkube.resources.core_v1 import Pod
 
+from tests.ipamd.kubernetes import NS, create, granted, ipamd_kubeconfig, kube_server
 from tests.support.ipamd_daemon import IpamdProcess, refused_at_start
+from tests.support.kube import objects
+from tests.support.kube.running import StandIn
 from tests.support.pki import TestCA
 from tests.support.ports import free_port
 from tests.support.rpc import detail_of, expect_error
 from tests.support.waiting import wait_for
+from tke.internal.provider.kube.api import ClusterAPI
 from tke.internal.storage.etcd import EtcdConfig
 from tke.ipam.v1 import ipam_pb2, ipam_pb2_grpc
 
@@ -89,7 +97,35 @@ async def node_of(stub: Stub, node: str) -> list[tuple[str, str]]:
 
 @pytest.fixture
 async def tcp(etcd_config: EtcdConfig, workdir: Path) -> AsyncIterator[dict[str, Stub]]:
-    """A tke-ipamd with TLS, static tokens and allow-all: a stub per caller."""
+    """A tke-ipamd with TLS, static tokens and allow-all, without Kubernetes: a stub per caller."""
+    async with tcp_ipamd(etcd_config, workdir) as stubs:
+        yield stubs
+
+
+@pytest.fixture
+def kube(workdir: Path) -> Iterator[StandIn]:
+    with kube_server(workdir) as standin:
+        yield standin
+
+
+@pytest.fixture
+async def admin(kube: StandIn) -> AsyncIterator[ClusterAPI]:
+    """The cluster's administrator, playing the StatefulSet controller and the scheduler."""
+    async with await granted(kube) as api:
+        yield api
+
+
+@pytest.fixture
+async def tcp_kube(etcd_config: EtcdConfig, workdir: Path, kube: StandIn) -> AsyncIterator[dict[str, Stub]]:
+    """The same tke-ipamd with [kubernetes]: the stand-in, as the network add-on's identity."""
+    (workdir / "kubeconfig").write_text(ipamd_kubeconfig(kube))
+    async with tcp_ipamd(etcd_config, workdir, f'[kubernetes]\nkubeconfig = "{workdir / "kubeconfig"}"\n') as stubs:
+        yield stubs
+
+
+@contextlib.asynccontextmanager
+async def tcp_ipamd(etcd_config: EtcdConfig, workdir: Path, extra: str = "") -> AsyncIterator[dict[str, Stub]]:
+    """A tke-ipamd with TLS, static tokens and allow-all (`extra`: more top-level TOML): a stub per caller."""
     ca = TestCA(workdir / "pki")
     server = ca.issue("ipamd", common_name="tke-ipamd", hosts=("127.0.0.1",))
     tokens = workdir / "tokens.csv"
@@ -99,6 +135,7 @@ async def tcp(etcd_config: EtcdConfig, workdir: Path) -> AsyncIterator[dict[str,
         workdir,
         endpoints=list(etcd_config.endpoints),
         prefix=etcd_config.prefix,
+        extra=extra,
         tcp=address,
         cert_file=server.cert_file,
         key_file=server.key_file,
@@ -175,6 +212,75 @@ async def test_a_node_identity_acts_on_its_own_node_only(tcp: dict[str, Stub]) -
     assert (await operator.Release(release("cb-1"))).found
     assert [c.container_id for c in (await operator.GarbageCollect(gc("node-b"))).collected] == ["cb-2"]
     assert await node_of(operator, "node-b") == []
+
+
+def db0(node: str, container: str, uid: str = "", *, workload: bool = False) -> ipam_pb2.AllocateRequest:
+    """tke-ipamc's Allocate for StatefulSet db's pod db-0 (kubelet names the pod and its uid;
+    `workload`: the runtime names the workload too, as it must without [kubernetes])."""
+    owner = ipam_pb2.Owner(namespace=NS, pod_name="db-0", pod_uid=uid)
+    if workload:
+        owner.workload_kind, owner.workload_name = "StatefulSet", "db"
+    return ipam_pb2.AllocateRequest(owner=owner, container_id=container, ifname="eth0", node=node)
+
+
+async def fixed_pool(operator: Stub, cidr: str) -> None:
+    await operator.CreatePool(ipam_pb2.CreatePoolRequest(pool=ipam_pb2.Pool(name="fixed", cidr=cidr)))
+    binding = ipam_pb2.Binding(workload=ipam_pb2.WorkloadRef(namespace=NS, kind="StatefulSet", name="db"),
+                               pool="fixed", release_policy=ipam_pb2.RELEASE_POLICY_IMMUTABLE)  # fmt: skip
+    await operator.PutBinding(ipam_pb2.PutBindingRequest(binding=binding))
+
+
+async def test_a_node_takes_over_a_fixed_address_only_for_a_pod_bound_to_it(
+    tcp_kube: dict[str, Stub], admin: ClusterAPI
+) -> None:
+    operator, a, b = tcp_kube["operator"], tcp_kube["node-a"], tcp_kube["node-b"]
+    await fixed_pool(operator, "10.32.0.0/24")
+    sts = await create(admin, objects.stateful_set("db", NS, 1))
+    uid = (await create(admin, objects.pod("db-0", NS, node="node-a", owner=sts)))["metadata"]["uid"]
+    ip = (await a.Allocate(db0("node-a", "ca-1", uid))).allocation.ip
+    on_a = [("ca-1", ip)]
+
+    # Node B names node A's running pod for its own node: the address would leave a container
+    # that still runs on A (two pods, one address). Refused while the pod is bound to A.
+    for request in (db0("node-b", "cb-1", uid), db0("node-b", "cb-1")):
+        await restricted(b.Allocate(request), "node-b", "node-a")
+    assert await node_of(operator, "node-a") == on_a
+    assert await node_of(operator, "node-b") == []
+
+    # A dead node A: the StatefulSet's pod is deleted and created again, bound to B (a new uid).
+    await admin.client.delete(Pod, "db-0", namespace=NS)
+    moved_uid = (await create(admin, objects.pod("db-0", NS, node="node-b", owner=sts)))["metadata"]["uid"]
+    assert moved_uid != uid
+    moved = await b.Allocate(db0("node-b", "cb-1", moved_uid))
+    assert moved.reused and (moved.allocation.ip, moved.allocation.node) == (ip, "node-b")
+    assert await node_of(operator, "node-b") == [("cb-1", ip)]
+    # Node A's kubelet, still running the old pod, cannot take it back.
+    err = await expect_error(a.Allocate(db0("node-a", "ca-2", uid)), DENIED)
+    assert detail_of(err, error_details_pb2.ErrorInfo).reason == "NODE_RESTRICTED"
+    assert f"the request's pod uid {uid} is not pod {NS}/db-0's" in (err.details() or "")
+    assert await node_of(operator, "node-b") == [("cb-1", ip)]
+
+    # An operator (no node) moves it, as before.
+    back = await operator.Allocate(db0("node-a", "co-1", moved_uid))
+    assert (back.allocation.ip, back.allocation.node) == (ip, "node-a")
+
+
+async def test_without_kubernetes_a_node_takes_over_no_address_attached_elsewhere(tcp: dict[str, Stub]) -> None:
+    operator, a, b = tcp["operator"], tcp["node-a"], tcp["node-b"]
+    await fixed_pool(operator, "10.33.0.0/24")
+    ip = (await a.Allocate(db0("node-a", "ca-1", "u1", workload=True))).allocation.ip
+
+    await restricted(b.Allocate(db0("node-b", "cb-1", "u1", workload=True)), "node-b", "node-a")
+    err = await expect_error(b.Allocate(db0("node-b", "cb-1", "u1", workload=True)), DENIED)
+    assert "has no Kubernetes API to check that pod shop/db-0 is bound to node 'node-b': configure [kubernetes]" in (
+        err.details() or ""
+    )
+    assert await node_of(operator, "node-a") == [("ca-1", ip)]
+    assert await node_of(operator, "node-b") == []
+
+    # An operator can move it.
+    moved = await operator.Allocate(db0("node-b", "co-1", "u1", workload=True))
+    assert (moved.allocation.ip, moved.allocation.node) == (ip, "node-b")
 
 
 @pytest.fixture

@@ -1,17 +1,20 @@
 """A fake of tke-ipamd's WorkloadResolver seam (tke.internal.ipamd.workloads): a table of the
-pods a test says exist and the workloads that own them, and a switch that makes it unreachable,
-as the Kubernetes API can be. The real resolver is tested against the Kubernetes API stand-in."""
+pods a test says exist, the workloads that own them and the nodes they are bound to, and a
+switch that makes it unreachable, as the Kubernetes API can be. The real resolver is tested
+against the Kubernetes API stand-in."""
 
 from __future__ import annotations
 
-from tke.internal.ipamd.workloads import ResolverUnavailable, Workload
+from tke.internal.ipamd.workloads import PodPlacement, ResolverUnavailable, Workload
 
 
 class KnownPods:
     def __init__(self) -> None:
         self.pods: dict[tuple[str, str], Workload] = {}
+        self.placements: dict[tuple[str, str], PodPlacement] = {}
         self.unreachable = False
         self.asked: list[tuple[str, str]] = []
+        self.placed: list[tuple[str, str]] = []
 
     def add(self, pod: str, kind: str, name: str, namespace: str = "default") -> KnownPods:
         self.pods[(namespace, pod)] = Workload(namespace, kind, name)
@@ -22,8 +25,23 @@ class KnownPods:
             self.add(f"{name}-{i}", "StatefulSet", name, namespace)
         return self
 
+    def bind(self, pod: str, node: str, uid: str = "", namespace: str = "default") -> KnownPods:
+        """The pod (uid `uid`, default "uid-<pod>") is bound to `node` ("" not yet scheduled)."""
+        self.placements[(namespace, pod)] = PodPlacement(uid or f"uid-{pod}", node)
+        return self
+
+    def delete(self, pod: str, namespace: str = "default") -> None:
+        self.pods.pop((namespace, pod), None)
+        self.placements.pop((namespace, pod), None)
+
     async def workload_of(self, namespace: str, pod_name: str) -> Workload | None:
         self.asked.append((namespace, pod_name))
         if self.unreachable:
             raise ResolverUnavailable("the Kubernetes API is unreachable (test)")
         return self.pods.get((namespace, pod_name))
+
+    async def placement_of(self, namespace: str, pod_name: str) -> PodPlacement | None:
+        self.placed.append((namespace, pod_name))
+        if self.unreachable:
+            raise ResolverUnavailable("the Kubernetes API is unreachable (test)")
+        return self.placements.get((namespace, pod_name))
