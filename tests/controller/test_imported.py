@@ -17,7 +17,7 @@ from lightkube.codecs import from_dict
 from lightkube.resources.core_v1 import Node
 from lightkube.types import PatchType
 
-from tests.support.apiserver import Running
+from tests.support.apiserver import Running, imported_cluster
 from tests.support.controller import controller_config, credentials_published, publish_credentials
 from tests.support.kube import objects
 from tests.support.kube.rbac import User
@@ -58,15 +58,6 @@ async def controller(
             await task
 
 
-def imported(name: str, url: str, credential: str) -> cluster_pb2.Cluster:
-    c = cluster_pb2.Cluster()
-    c.metadata.name = name
-    c.spec.type = "imported"
-    c.spec.api_server_url = url
-    c.spec.credential_ref = credential
-    return c
-
-
 def phase(api: Running, name: str, want: int, reason: str = "", message: str = "") -> Any:
     async def check() -> cluster_pb2.Cluster | None:
         c = await api.clusters.Get(cluster_pb2.GetClusterRequest(name=name))
@@ -102,7 +93,9 @@ async def test_an_imported_cluster_is_verified_recorded_and_health_checked(
         }
         await publish_credentials(etcd_config, *credentials)  # as the controller will
         for name, credential in (("edge", "edge-cert"), ("by-token", "edge-token"), ("denied", "wrong")):
-            await api.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=imported(name, kube.url, credential)))
+            await api.clusters.Create(
+                cluster_pb2.CreateClusterRequest(cluster=imported_cluster(name, kube.url, credential))
+            )
 
         async with controller(api, etcd_config, credentials):
             c = await wait_for(phase(api, "edge", cluster_pb2.CLUSTER_PHASE_RUNNING, "Healthy"))
@@ -156,7 +149,7 @@ async def test_an_imported_cluster_is_verified_recorded_and_health_checked(
             }
             await admin.apply([role, binding])
             await api.clusters.Create(
-                cluster_pb2.CreateClusterRequest(cluster=imported("by-env", kube.url, "edge-env"))
+                cluster_pb2.CreateClusterRequest(cluster=imported_cluster("by-env", kube.url, "edge-env"))
             )
             c = await wait_for(phase(api, "by-env", cluster_pb2.CLUSTER_PHASE_RUNNING, "Healthy"))
             assert (c.status.nodes.total, c.status.nodes.ready) == (2, 2)

@@ -28,7 +28,7 @@ import pytest
 from google.rpc import error_details_pb2
 
 from tests.support import LOOPBACK_NETWORKS
-from tests.support.apiserver import Running, local_config, start, stop
+from tests.support.apiserver import Running, baremetal_worker, imported_cluster, local_config, start, stop
 from tests.support.controller import controller_config, credentials_published, publish_credentials
 from tests.support.fake_ssh import FakeDialer
 from tests.support.rpc import detail_of, expect_error
@@ -95,26 +95,6 @@ def baremetal(name: str, ip: str, *, port: int = 0) -> cluster_pb2.Cluster:
     c.spec.network.pod_cidr = "10.244.0.0/16"
     c.spec.network.service_cidr = "10.96.0.0/12"
     c.spec.machines.add(ip=ip, ssh_port=port, credential_ref="ops-key")
-    return c
-
-
-def worker(name: str, cluster: str, ip: str) -> machine_pb2.Machine:
-    m = machine_pb2.Machine()
-    m.metadata.name = name
-    m.spec.cluster_name = cluster
-    m.spec.type = "baremetal"
-    m.spec.ip = ip
-    m.spec.credential_ref = "ops-key"
-    m.spec.role = machine_pb2.MACHINE_ROLE_WORKER
-    return m
-
-
-def imported(name: str, url: str, ref: str) -> cluster_pb2.Cluster:
-    c = cluster_pb2.Cluster()
-    c.metadata.name = name
-    c.spec.type = "imported"
-    c.spec.api_server_url = url
-    c.spec.credential_ref = ref
     return c
 
 
@@ -200,11 +180,13 @@ async def test_addresses_of_the_platform_host_and_metadata_service_are_refused(e
 
         # A Machine's address, and an update that brings one in.
         await api.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=baremetal("ok", "192.0.2.10")))
-        metadata = worker("w", "ok", "169.254.169.254")
+        metadata = baremetal_worker("w", "ok", "169.254.169.254")
         await refused(
             api.machines.Create(machine_pb2.CreateMachineRequest(machine=metadata)), "machine.spec.ip", "cloud metadata"
         )
-        machine = await api.machines.Create(machine_pb2.CreateMachineRequest(machine=worker("w", "ok", "192.0.2.11")))
+        machine = await api.machines.Create(
+            machine_pb2.CreateMachineRequest(machine=baremetal_worker("w", "ok", "192.0.2.11"))
+        )
         machine.spec.ip = "127.0.0.1"
         await refused(api.machines.Update(machine_pb2.UpdateMachineRequest(machine=machine)), "machine.spec.ip")
         got = await api.machines.Get(machine_pb2.GetMachineRequest(name="w"))
@@ -221,7 +203,7 @@ async def test_addresses_of_the_platform_host_and_metadata_service_are_refused(e
         create = api.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=endpoint))
         await refused(create, "cluster.spec.control_plane_endpoint.host", "local host")
         for url in ("https://169.254.169.254/latest", "https://[::1]:6443", "https://api.LOCALHOST:6443"):
-            create = api.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=imported("imp", url, "edge")))
+            create = api.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=imported_cluster("imp", url, "edge")))
             await refused(create, "cluster.spec.api_server_url", "machines.allowed_networks")
 
 
@@ -229,7 +211,7 @@ async def test_allowed_networks_admit_a_lab_on_loopback(etcd_config: EtcdConfig)
     await publish_credentials(etcd_config, "default/ops-key")
     async with apiserver(etcd_config, LAB) as api:
         await api.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=baremetal("lab", "127.0.0.1")))
-        await api.machines.Create(machine_pb2.CreateMachineRequest(machine=worker("w", "lab", "::1")))
+        await api.machines.Create(machine_pb2.CreateMachineRequest(machine=baremetal_worker("w", "lab", "::1")))
         # What the lab did not allow stays refused.
         create = api.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=baremetal("md", "169.254.169.254")))
         await refused(create, "cluster.spec.machines[0].ip", "cloud metadata")
@@ -250,8 +232,8 @@ async def test_an_object_stored_before_the_rule_is_never_dialed_and_can_still_be
         }
         async with apiserver(etcd_config, DEFAULTS) as api:
             await store_directly(etcd_config, "clusters", baremetal("old", "127.0.0.1", port=port))
-            await store_directly(etcd_config, "clusters", imported("old-by-name", by_name, "edge"))
-            await store_directly(etcd_config, "clusters", imported("old-by-address", by_address, "edge"))
+            await store_directly(etcd_config, "clusters", imported_cluster("old-by-name", by_name, "edge"))
+            await store_directly(etcd_config, "clusters", imported_cluster("old-by-address", by_address, "edge"))
             async with running_controller(api, etcd_config, credentials, DEFAULTS):
                 c = await wait_for(failed(api, "old"), what="the cluster stored before the rule failing")
                 assert f"root@127.0.0.1:{port}: 127.0.0.1 is a loopback address" in c.status.message, c.status
@@ -332,15 +314,19 @@ async def test_a_credential_goes_only_to_its_servers(
         async with apiserver(etcd_config, LAB) as api, running_controller(api, etcd_config, credentials, LAB):
             # At the apiserver: another URL, and a credential that names no server.
             for ref in ("by-env", "by-kubeconfig"):
-                create = api.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=imported("x", elsewhere, ref)))
+                create = api.clusters.Create(
+                    cluster_pb2.CreateClusterRequest(cluster=imported_cluster("x", elsewhere, ref))
+                )
                 description = await refused(create, "cluster.spec.api_server_url", f'credential "{ref}"', pinned)
                 assert "secret" not in description
             create = api.clusters.Create(
-                cluster_pb2.CreateClusterRequest(cluster=imported("x", elsewhere, "no-server"))
+                cluster_pb2.CreateClusterRequest(cluster=imported_cluster("x", elsewhere, "no-server"))
             )
             await refused(create, "cluster.spec.api_server_url", "names no API server")
             # The pinned server, in another spelling, is admitted; moving the cluster elsewhere is not.
-            own = await api.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=imported("own", pinned, "by-env")))
+            own = await api.clusters.Create(
+                cluster_pb2.CreateClusterRequest(cluster=imported_cluster("own", pinned, "by-env"))
+            )
             own.spec.api_server_url = elsewhere
             own.metadata.resource_version = ""
             await refused(
@@ -349,7 +335,7 @@ async def test_a_credential_goes_only_to_its_servers(
 
             # At the controller: objects stored before the rule fail for good, sending nothing.
             for name, ref in (("old-env", "by-env"), ("old-kubeconfig", "by-kubeconfig"), ("old-none", "no-server")):
-                await store_directly(etcd_config, "clusters", imported(name, elsewhere, ref))
+                await store_directly(etcd_config, "clusters", imported_cluster(name, elsewhere, ref))
             for name, words in (
                 ("old-env", "is not a server of credential 'by-env'"),
                 ("old-kubeconfig", "is not a server of credential 'by-kubeconfig'"),

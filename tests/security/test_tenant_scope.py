@@ -35,7 +35,7 @@ from google.protobuf import field_mask_pb2
 from google.rpc import error_details_pb2
 
 from tests.security.tenancy import ALICE, BOB, ROOT, Api, api_of, start_secured
-from tests.support.apiserver import Running, stop
+from tests.support.apiserver import Running, baremetal_worker, imported_cluster, stop
 from tests.support.controller import controller_config, credentials_published, publish_credentials
 from tests.support.pki import TestCA
 from tests.support.rpc import bad_request_fields, detail_of, expect_error
@@ -72,26 +72,6 @@ def baremetal(name: str, *machines: tuple[str, str]) -> cluster_pb2.Cluster:
     return c
 
 
-def worker(name: str, cluster: str, ip: str, ref: str = "ops-key") -> machine_pb2.Machine:
-    m = machine_pb2.Machine()
-    m.metadata.name = name
-    m.spec.cluster_name = cluster
-    m.spec.type = "baremetal"
-    m.spec.ip = ip
-    m.spec.credential_ref = ref
-    m.spec.role = machine_pb2.MACHINE_ROLE_WORKER
-    return m
-
-
-def imported(name: str, url: str, ref: str) -> cluster_pb2.Cluster:
-    c = cluster_pb2.Cluster()
-    c.metadata.name = name
-    c.spec.type = "imported"
-    c.spec.api_server_url = url
-    c.spec.credential_ref = ref
-    return c
-
-
 def violation(err: grpc.aio.AioRpcError) -> Any:
     [v] = detail_of(err, error_details_pb2.PreconditionFailure).violations
     return v
@@ -115,14 +95,15 @@ async def test_a_machine_ip_is_held_by_one_object_across_tenants(secured: Runnin
     await publish_credentials(etcd_config, "team-a/ops-key", "team-b/ops-key")
     a, b = api_of(secured, ALICE), api_of(secured, BOB)
     await a.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=baremetal("a-prod", ("192.0.2.50", "ops-key"))))
-    await a.machines.Create(machine_pb2.CreateMachineRequest(machine=worker("a-w1", "a-prod", "192.0.2.51")))
+    await a.machines.Create(machine_pb2.CreateMachineRequest(machine=baremetal_worker("a-w1", "a-prod", "192.0.2.51")))
     await b.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=baremetal("b-prod")))
 
     # Bob points at alice's hosts: as a Machine, in any spelling of the address, or as a
     # control-plane machine of his cluster.
     for ip in ("192.0.2.50", "192.0.2.51", "::ffff:192.0.2.51", "::ffff:c000:233"):
         await ip_refused(
-            b.machines.Create(machine_pb2.CreateMachineRequest(machine=worker("b-w", "b-prod", ip))), "machine.spec.ip"
+            b.machines.Create(machine_pb2.CreateMachineRequest(machine=baremetal_worker("b-w", "b-prod", ip))),
+            "machine.spec.ip",
         )
     await ip_refused(
         b.clusters.Create(
@@ -133,7 +114,9 @@ async def test_a_machine_ip_is_held_by_one_object_across_tenants(secured: Runnin
         "cluster.spec.machines[1].ip",
     )
     # ... or by updating what he has.
-    mine = await b.machines.Create(machine_pb2.CreateMachineRequest(machine=worker("b-w1", "b-prod", "192.0.2.70")))
+    mine = await b.machines.Create(
+        machine_pb2.CreateMachineRequest(machine=baremetal_worker("b-w1", "b-prod", "192.0.2.70"))
+    )
     moved = machine_pb2.Machine()
     moved.CopyFrom(mine)
     moved.spec.ip = "192.0.2.50"
@@ -150,32 +133,32 @@ async def test_a_machine_ip_is_held_by_one_object_across_tenants(secured: Runnin
 
     # Inside one tenant the holder is named.
     await ip_refused(
-        a.machines.Create(machine_pb2.CreateMachineRequest(machine=worker("a-w2", "a-prod", "192.0.2.51"))),
+        a.machines.Create(machine_pb2.CreateMachineRequest(machine=baremetal_worker("a-w2", "a-prod", "192.0.2.51"))),
         "machine.spec.ip",
         holder='machine "a-w1"',
     )
     await ip_refused(
-        a.machines.Create(machine_pb2.CreateMachineRequest(machine=worker("a-w2", "a-prod", "192.0.2.50"))),
+        a.machines.Create(machine_pb2.CreateMachineRequest(machine=baremetal_worker("a-w2", "a-prod", "192.0.2.50"))),
         "machine.spec.ip",
         holder='cluster "a-prod"',
     )
 
     # What alice lets go is free: a deleted machine, a control-plane machine moved elsewhere.
     await a.machines.Delete(machine_pb2.DeleteMachineRequest(name="a-w1"))
-    await b.machines.Create(machine_pb2.CreateMachineRequest(machine=worker("b-w2", "b-prod", "192.0.2.51")))
+    await b.machines.Create(machine_pb2.CreateMachineRequest(machine=baremetal_worker("b-w2", "b-prod", "192.0.2.51")))
     current = await a.clusters.Get(cluster_pb2.GetClusterRequest(name="a-prod"))
     current.spec.machines[0].ip = "192.0.2.52"
     await a.clusters.Update(cluster_pb2.UpdateClusterRequest(cluster=current))
-    await b.machines.Create(machine_pb2.CreateMachineRequest(machine=worker("b-w3", "b-prod", "192.0.2.50")))
+    await b.machines.Create(machine_pb2.CreateMachineRequest(machine=baremetal_worker("b-w3", "b-prod", "192.0.2.50")))
     await ip_refused(
-        b.machines.Create(machine_pb2.CreateMachineRequest(machine=worker("b-w4", "b-prod", "192.0.2.52"))),
+        b.machines.Create(machine_pb2.CreateMachineRequest(machine=baremetal_worker("b-w4", "b-prod", "192.0.2.52"))),
         "machine.spec.ip",
     )
     # Bob moving his own machine within his own addresses still works.
     mine = await b.machines.Get(machine_pb2.GetMachineRequest(name="b-w1"))
     mine.spec.ip = "192.0.2.71"
     assert (await b.machines.Update(machine_pb2.UpdateMachineRequest(machine=mine))).spec.ip == "192.0.2.71"
-    await b.machines.Create(machine_pb2.CreateMachineRequest(machine=worker("b-w5", "b-prod", "192.0.2.70")))
+    await b.machines.Create(machine_pb2.CreateMachineRequest(machine=baremetal_worker("b-w5", "b-prod", "192.0.2.70")))
 
 
 async def test_an_address_with_a_zone_is_refused_not_a_new_spelling(secured: Running, etcd_config: EtcdConfig) -> None:
@@ -188,7 +171,7 @@ async def test_an_address_with_a_zone_is_refused_not_a_new_spelling(secured: Run
     await b.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=baremetal("b-v6")))
     for ip in ("2001:db8::50%eth0", "2001:db8::50%x\nserver evil 203.0.113.9:6443", "::ffff:192.0.2.80%$(id)"):
         err = await expect_error(
-            b.machines.Create(machine_pb2.CreateMachineRequest(machine=worker("b-w", "b-v6", ip))),
+            b.machines.Create(machine_pb2.CreateMachineRequest(machine=baremetal_worker("b-w", "b-v6", ip))),
             grpc.StatusCode.INVALID_ARGUMENT,
         )
         assert bad_request_fields(err) == ["machine.spec.ip"], ip
@@ -198,7 +181,7 @@ async def test_an_address_with_a_zone_is_refused_not_a_new_spelling(secured: Run
         )
         assert bad_request_fields(err) == ["cluster.spec.machines[0].ip"], ip
     await ip_refused(
-        b.machines.Create(machine_pb2.CreateMachineRequest(machine=worker("b-w", "b-v6", "2001:db8::50"))),
+        b.machines.Create(machine_pb2.CreateMachineRequest(machine=baremetal_worker("b-w", "b-v6", "2001:db8::50"))),
         "machine.spec.ip",
     )
     assert [m.metadata.name for m in (await b.machines.List(machine_pb2.ListMachinesRequest())).items] == []
@@ -250,7 +233,7 @@ async def test_installed_masters_in_status_are_held_like_the_spec(secured: Runni
     recorded.spec.machines[0].ip = "192.0.2.92"
     await b.clusters.Update(cluster_pb2.UpdateClusterRequest(cluster=recorded))
     await ip_refused(
-        a.machines.Create(machine_pb2.CreateMachineRequest(machine=worker("a-w9", "a-st", "192.0.2.91"))),
+        a.machines.Create(machine_pb2.CreateMachineRequest(machine=baremetal_worker("a-w9", "a-st", "192.0.2.91"))),
         "machine.spec.ip",
     )
 
@@ -273,7 +256,7 @@ async def test_a_managed_vip_is_held_like_a_machine_address(secured: Running, et
     )
     await b.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=with_vip("b-vip", "192.0.2.101", "192.0.2.102")))
     await ip_refused(
-        a.machines.Create(machine_pb2.CreateMachineRequest(machine=worker("a-w", "a-vip", "192.0.2.102"))),
+        a.machines.Create(machine_pb2.CreateMachineRequest(machine=baremetal_worker("a-w", "a-vip", "192.0.2.102"))),
         "machine.spec.ip",
     )
 
@@ -286,8 +269,12 @@ async def test_racing_claims_of_one_ip_store_exactly_one(secured: Running, etcd_
     ip = "192.0.2.77"
     calls: list[Awaitable[machine_pb2.Machine | cluster_pb2.Cluster]] = []
     for i in range(8):
-        calls.append(a.machines.Create(machine_pb2.CreateMachineRequest(machine=worker(f"a-m{i}", "a-race", ip))))
-        calls.append(b.machines.Create(machine_pb2.CreateMachineRequest(machine=worker(f"b-m{i}", "b-race", ip))))
+        calls.append(
+            a.machines.Create(machine_pb2.CreateMachineRequest(machine=baremetal_worker(f"a-m{i}", "a-race", ip)))
+        )
+        calls.append(
+            b.machines.Create(machine_pb2.CreateMachineRequest(machine=baremetal_worker(f"b-m{i}", "b-race", ip)))
+        )
         calls.append(a.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=baremetal(f"a-c{i}", (ip, "ops-key")))))
         calls.append(b.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=baremetal(f"b-c{i}", (ip, "ops-key")))))
     outcomes = await asyncio.gather(*calls, return_exceptions=True)
@@ -303,9 +290,10 @@ async def test_racing_claims_of_one_ip_store_exactly_one(secured: Running, etcd_
         await api.machines.Delete(machine_pb2.DeleteMachineRequest(name=winner.metadata.name))
     else:
         await api.clusters.Delete(cluster_pb2.DeleteClusterRequest(name=winner.metadata.name))
-    await b.machines.Create(machine_pb2.CreateMachineRequest(machine=worker("b-after", "b-race", ip)))
+    await b.machines.Create(machine_pb2.CreateMachineRequest(machine=baremetal_worker("b-after", "b-race", ip)))
     await ip_refused(
-        a.machines.Create(machine_pb2.CreateMachineRequest(machine=worker("a-after", "a-race", ip))), "machine.spec.ip"
+        a.machines.Create(machine_pb2.CreateMachineRequest(machine=baremetal_worker("a-after", "a-race", ip))),
+        "machine.spec.ip",
     )
 
 
@@ -316,19 +304,19 @@ async def test_an_ip_stays_held_until_its_object_is_gone(secured: Running, etcd_
     a, b = api_of(secured, ALICE), api_of(secured, BOB)
     for api, name in ((a, "a-fin"), (b, "b-fin")):
         await api.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=baremetal(name)))
-    held = worker("a-held", "a-fin", "192.0.2.88")
+    held = baremetal_worker("a-held", "a-fin", "192.0.2.88")
     held.metadata.finalizers.append("example.com/drain")
     await a.machines.Create(machine_pb2.CreateMachineRequest(machine=held))
     deleting = await a.machines.Delete(machine_pb2.DeleteMachineRequest(name="a-held"))
     assert deleting.metadata.HasField("deletion_timestamp")
     await ip_refused(
-        b.machines.Create(machine_pb2.CreateMachineRequest(machine=worker("b-m", "b-fin", "192.0.2.88"))),
+        b.machines.Create(machine_pb2.CreateMachineRequest(machine=baremetal_worker("b-m", "b-fin", "192.0.2.88"))),
         "machine.spec.ip",
     )
     del deleting.metadata.finalizers[:]
     await a.machines.Update(machine_pb2.UpdateMachineRequest(machine=deleting))
     await expect_error(a.machines.Get(machine_pb2.GetMachineRequest(name="a-held")), grpc.StatusCode.NOT_FOUND)
-    await b.machines.Create(machine_pb2.CreateMachineRequest(machine=worker("b-m", "b-fin", "192.0.2.88")))
+    await b.machines.Create(machine_pb2.CreateMachineRequest(machine=baremetal_worker("b-m", "b-fin", "192.0.2.88")))
 
 
 # -- credentials ---------------------------------------------------------------------------------
@@ -451,16 +439,20 @@ async def test_a_credential_is_reachable_only_from_its_own_tenant(
     async with running_controller(secured, etcd_config, ca, {"team-a/edge": alices.url, "team-b/mine": bobs.url}):
         # Bob names alice's credential: as an imported cluster's, a control-plane machine's, a
         # Machine's, and by updating his own cluster onto it.
-        create = b.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=imported("steal", bobs.url, "edge")))
+        create = b.clusters.Create(
+            cluster_pb2.CreateClusterRequest(cluster=imported_cluster("steal", bobs.url, "edge"))
+        )
         await credential_refused(create, "cluster.spec.credential_ref", "edge")
         create = b.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=baremetal("b-bm", ("192.0.2.91", "edge"))))
         await credential_refused(create, "cluster.spec.machines[0].credential_ref", "edge")
         await b.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=baremetal("b-empty")))
-        machine = worker("b-w", "b-empty", "192.0.2.92", "edge")
+        machine = baremetal_worker("b-w", "b-empty", "192.0.2.92", "edge")
         await credential_refused(
             b.machines.Create(machine_pb2.CreateMachineRequest(machine=machine)), "machine.spec.credential_ref", "edge"
         )
-        own = await b.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=imported("b-own", bobs.url, "mine")))
+        own = await b.clusters.Create(
+            cluster_pb2.CreateClusterRequest(cluster=imported_cluster("b-own", bobs.url, "mine"))
+        )
         await wait_for(
             phase_of(b, "b-own", cluster_pb2.CLUSTER_PHASE_RUNNING), what="bob's own imported cluster running"
         )
@@ -472,12 +464,16 @@ async def test_a_credential_is_reachable_only_from_its_own_tenant(
         assert (await b.clusters.Get(cluster_pb2.GetClusterRequest(name="b-own"))).spec.credential_ref == "mine"
         # A name qualified with a tenant is not a credential name at all.
         for ref in ("team-a/edge", "../team-a/edge", "team-a.edge"):
-            create = b.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=imported("qualified", bobs.url, ref)))
+            create = b.clusters.Create(
+                cluster_pb2.CreateClusterRequest(cluster=imported_cluster("qualified", bobs.url, ref))
+            )
             err = await expect_error(create, grpc.StatusCode.INVALID_ARGUMENT)
             assert bad_request_fields(err) == ["cluster.spec.credential_ref"]
 
         # Alice uses her own credential as before.
-        await a.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=imported("a-edge", alices.url, "edge")))
+        await a.clusters.Create(
+            cluster_pb2.CreateClusterRequest(cluster=imported_cluster("a-edge", alices.url, "edge"))
+        )
         await wait_for(
             phase_of(a, "a-edge", cluster_pb2.CLUSTER_PHASE_RUNNING), what="alice's imported cluster running"
         )
@@ -486,7 +482,7 @@ async def test_a_credential_is_reachable_only_from_its_own_tenant(
         # An object that got past the apiserver (written to etcd directly, or stored before the
         # rule) is resolved in its own tenant by the controller: it fails, and bob's server
         # never sees alice's secret.
-        sneaky = imported("sneaky", bobs.url, "edge")
+        sneaky = imported_cluster("sneaky", bobs.url, "edge")
         sneaky.metadata.tenant_id = BOB.tenant
         sneaky.metadata.uid = str(uuid.uuid4())
         sneaky.metadata.generation = 1

@@ -162,3 +162,25 @@ class ThreadedApiserver:
         if self._loop is not None and self._thread is not None:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(30)
+
+
+def baremetal_worker(name: str, cluster_name: str, ip: str, credential: str = "ops-key") -> machine_pb2.Machine:
+    """A baremetal worker Machine the controller logs in to at `ip` with `credential`."""
+    m = machine_pb2.Machine()
+    m.metadata.name = name
+    m.spec.cluster_name = cluster_name
+    m.spec.type = "baremetal"
+    m.spec.ip = ip
+    m.spec.credential_ref = credential
+    m.spec.role = machine_pb2.MACHINE_ROLE_WORKER
+    return m
+
+
+def imported_cluster(name: str, url: str, credential: str) -> cluster_pb2.Cluster:
+    """An imported Cluster: the API server at `url`, reached with `credential`."""
+    c = cluster_pb2.Cluster()
+    c.metadata.name = name
+    c.spec.type = "imported"
+    c.spec.api_server_url = url
+    c.spec.credential_ref = credential
+    return c
