@@ -14,9 +14,14 @@ stored before the rule fails its step for good).
 
 Both read the same `[machines]` table: configure tke-apiserver and tke-controller alike.
 
-Covered: IP literals everywhere; host names at the apiserver only when they always mean the
-local host (`localhost`, `*.localhost`); host names the controller dials (an imported
-cluster's URL) are resolved and every address checked before the first connection. Not
+Covered: IP literals everywhere, in every spelling the system resolver or an HTTP client reads
+as an address (`literal_address`: `127.1`, `2130706433`, `0x7f000001`, `0177.0.0.1`, a
+trailing dot, full-width digits and dots), and IPv6 addresses that carry an IPv4 address to a
+translator (IPv4-mapped and -compatible, NAT64 `64:ff9b::/96`, 6to4, Teredo's client), judged
+by that IPv4 address too; host names at the apiserver only when they always mean the local host
+(`localhost`, `*.localhost`, the loopback names of distributions' /etc/hosts); host names
+the controller dials (an imported cluster's URL) are resolved and every address checked before
+the first connection. Not
 covered: a name that resolves elsewhere when the connection is made than when it was checked
 (DNS rebinding between the check and the dial: the HTTP client resolves again); addresses
 outside these ranges that are sensitive on your network (add them to `denied_networks`).
@@ -27,7 +32,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import re
 import socket
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -76,10 +83,62 @@ class AddressConfig:
         _networks(self.allowed_networks, "machines.allowed_networks")
 
 
+# Names that mean the local host wherever they are looked up: RFC 6761's `localhost` and its
+# subdomains, and the loopback names distributions put in /etc/hosts.
+LOCAL_NAMES = frozenset(
+    {"localhost", "localhost.localdomain", "localhost4", "localhost6", "localhost6.localdomain6", "ip6-localhost"}
+    | {"ip6-loopback", "localhost4.localdomain4"}
+)
+# The dots IDNA reads as label separators (UTS #46), beside ".".
+_DOTS = str.maketrans({"\u3002": ".", "\uff0e": ".", "\uff61": "."})
+# What inet_aton, and so getaddrinfo, reads as an IPv4 address: one to four parts, each
+# decimal, octal (leading 0) or hex (0x), the last filling the bytes left (`127.1`, `2130706433`).
+_INET_ATON = re.compile(r"(?:0[xX][0-9a-fA-F]*|[0-9]+)(?:\.(?:0[xX][0-9a-fA-F]*|[0-9]+)){0,3}")
+# NAT64's well-known prefix (RFC 6052): a translator sends 64:ff9b::a.b.c.d to a.b.c.d.
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+_IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")
+
+
+def literal_address(host: str) -> IPAddress | None:
+    """The address a host as written means without any lookup, None for a name. Every spelling
+    the system resolver (getaddrinfo reads inet_aton's forms: `127.1`, `0x7f000001`,
+    `0177.0.0.1`, `2130706433`) or an HTTP client (IDNA maps full-width digits and dots to
+    ASCII) turns into an address counts, with brackets and a trailing dot, so no spelling of a
+    refused address passes as a name."""
+    text = unicodedata.normalize("NFKC", host.strip()).translate(_DOTS)
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+    text = text.rstrip(".") if "." in text else text
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        pass
+    if _INET_ATON.fullmatch(text):
+        try:
+            return ipaddress.IPv4Address(socket.inet_aton(text))
+        except OSError:
+            return None
+    return None
+
+
 def _unmapped(ip: IPAddress) -> IPAddress:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         return ip.ipv4_mapped
     return ip
+
+
+def _embedded(ip: IPAddress) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address hands to a translator or tunnel (NAT64, the deprecated
+    IPv4-compatible form, 6to4, Teredo's client), which is where a packet to it may end up."""
+    if not isinstance(ip, ipaddress.IPv6Address):
+        return None
+    if ip in _NAT64 or (ip in _IPV4_COMPATIBLE and int(ip) > 1):
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip.teredo is not None:
+        return ip.teredo[1]
+    return None
 
 
 def _what(ip: IPAddress, network: IPNetwork) -> str:
@@ -108,34 +167,44 @@ class AddressPolicy:
     def refusal(self, ip: IPAddress) -> str | None:
         """Why the controller may not be sent to `ip` (None: it may)."""
         ip = _unmapped(ip)
-        if any(ip.version == n.version and ip in n for n in self.allowed):
+        if self._allowed(ip):
             return None
-        for network in self.denied:
-            if ip.version == network.version and ip in network:
-                return f"{ip} is {_what(ip, network)}: {ALLOW_HINT}"
+        if network := self._denied(ip):
+            return f"{ip} is {_what(ip, network)}: {ALLOW_HINT}"
+        inner = _embedded(ip)
+        if inner is not None and not self._allowed(inner) and (network := self._denied(inner)):
+            return f"{ip} leads to {inner}, which is {_what(inner, network)}: {ALLOW_HINT}"
         return None
+
+    def _allowed(self, ip: IPAddress) -> bool:
+        return any(ip.version == n.version and ip in n for n in self.allowed)
+
+    def _denied(self, ip: IPAddress) -> IPNetwork | None:
+        return next((n for n in self.denied if ip.version == n.version and ip in n), None)
 
     def host_refusal(self, host: str) -> str | None:
         """Why a host as written (an IP address, or a name) is refused without resolving it:
         an address the policy refuses, or a name that always means the local host."""
-        try:
-            ip = ipaddress.ip_address(host.strip("[]"))
-        except ValueError:
-            name = host.rstrip(".").lower()
-            if name == "localhost" or name.endswith(".localhost"):
+        ip = literal_address(host)
+        if ip is None:
+            name = unicodedata.normalize("NFKC", host.strip()).translate(_DOTS).rstrip(".").lower()
+            if name in LOCAL_NAMES or name.endswith(".localhost"):
                 if self.refusal(ipaddress.IPv4Address("127.0.0.1")) is None:
                     return None
                 return f"{host} names the local host; the platform does not go to its own host: {ALLOW_HINT}"
             return None
-        return self.refusal(ip)
+        err = self.refusal(ip)
+        with contextlib.suppress(ValueError):
+            ipaddress.ip_address(host.strip("[]"))
+            return err  # an address in its usual spelling: the message names it
+        return err and f"{host} is read as {ip}: {err}"
 
     async def resolved_refusal(self, host: str, port: int) -> str | None:
         """Why `host` may not be dialed: as written, then every address it resolves to now.
         A name that does not resolve is left to the dial, which fails with its own error."""
         if err := self.host_refusal(host):
             return err
-        with contextlib.suppress(ValueError):
-            ipaddress.ip_address(host.strip("[]"))
+        if literal_address(host) is not None:
             return None  # an address: checked above
         try:
             infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)

@@ -207,6 +207,49 @@ async def test_addresses_of_the_platform_host_and_metadata_service_are_refused(e
             await refused(create, "cluster.spec.api_server_url", "machines.allowed_networks")
 
 
+# Spellings the resolver or an HTTP client reads as a refused address (inet_aton's forms, a
+# trailing dot, full-width digits), and IPv6 addresses that hand one to a translator or tunnel.
+OTHER_SPELLINGS = (
+    "127.1",
+    "2130706433",
+    "0x7f000001",
+    "0177.0.0.1",
+    "0x7f.1",
+    "169.254.169.254.",
+    "\uff11\uff12\uff17.0.0.1",
+)
+TRANSLATED = ("::127.0.0.1", "64:ff9b::7f00:1", "64:ff9b::a9fe:a9fe", "2002:7f00:1::1", "2002:a9fe:a9fe::1")
+
+
+async def test_no_other_spelling_of_a_refused_address_passes(etcd_config: EtcdConfig) -> None:
+    await publish_credentials(etcd_config, "default/ops-key", "default/edge")
+    async with apiserver(etcd_config, DEFAULTS) as api:
+        for host in OTHER_SPELLINGS + TRANSLATED:
+            endpoint = baremetal("endpoint", "192.0.2.21")
+            endpoint.spec.control_plane_endpoint.host = host
+            endpoint.spec.control_plane_endpoint.port = 22
+            create = api.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=endpoint))
+            named = host if host in OTHER_SPELLINGS else "leads to"
+            await refused(create, "cluster.spec.control_plane_endpoint.host", named, "machines.allowed_networks")
+            bracketed = f"[{host}]" if ":" in host else host
+            create = api.clusters.Create(
+                cluster_pb2.CreateClusterRequest(cluster=imported_cluster("imp", f"https://{bracketed}:6443", "edge"))
+            )
+            await refused(create, "cluster.spec.api_server_url", "machines.allowed_networks")
+        for ip in TRANSLATED:
+            create = api.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=baremetal("bad", ip)))
+            await refused(create, "cluster.spec.machines[0].ip", "leads to", "machines.allowed_networks")
+        # Names and addresses that only look alike are still admitted.
+        fine = baremetal("fine", "64:ff9b::c000:215")
+        fine.spec.control_plane_endpoint.host = "api-127-1.example"
+        await api.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=fine))
+        await api.machines.Create(
+            machine_pb2.CreateMachineRequest(machine=baremetal_worker("w", "fine", "2002:c000:216::1"))
+        )
+    lab = AddressPolicy(LAB)
+    assert [lab.host_refusal(host) for host in ("127.1", "0x7f000001", "64:ff9b::7f00:1")] == [None, None, None]
+
+
 async def test_allowed_networks_admit_a_lab_on_loopback(etcd_config: EtcdConfig) -> None:
     await publish_credentials(etcd_config, "default/ops-key")
     async with apiserver(etcd_config, LAB) as api:
@@ -361,7 +404,16 @@ async def test_a_reconcile_reaches_no_cluster_api_on_a_refused_address() -> None
 
     toolbox = Toolbox(dialer=FakeDialer(), credentials=ConfiguredCredentials({}), cluster_apis=Recording())
     async with reconcile_tools(toolbox, "default") as tools:
-        for server in ("https://127.0.0.1:6443", "https://[::ffff:169.254.169.254]:443", "https://localhost:6443"):
+        for server in (
+            "https://127.0.0.1:6443",
+            "https://[::ffff:169.254.169.254]:443",
+            "https://localhost:6443",
+            # What httpx hands to getaddrinfo, which reads it as 127.0.0.1.
+            "https://127.1:6443",
+            "https://2130706433:6443",
+            "https://0x7f000001:6443",
+            "https://[64:ff9b::a9fe:a9fe]:443",
+        ):
             with pytest.raises(PermanentError, match=r"machines\.allowed_networks"):
                 tools.cluster_apis.connect(ClusterAccess(server))
         async with tools.cluster_apis.connect(ClusterAccess("https://192.0.2.10:6443")):
