@@ -65,15 +65,20 @@ class NodeCaller:
             self.who, self.node, f"{self.who} acts on node {self.node!r} only: {message}", other
         )
 
+    def _mine(self, node: str) -> bool:
+        # An empty node is no node's: a node identity without a name (`system:node:`) reaches
+        # nothing, and an empty node in a request ("every node" to ListAllocations) is refused.
+        return bool(node) and node == self.node
+
     def require_node(self, node: str, call: str) -> None:
         """`call` names `node`: refused unless it is the caller's."""
-        if node != self.node:
+        if not self._mine(node):
             raise self._denied(f"{call} names node {node!r}" if node else f"{call} names no node", node)
 
     def admit(self, a: ipam_pb2.Allocation) -> None:
         """An allocation the caller reaches (to release or read it): refused unless recorded on
         the caller's node."""
-        if a.node != self.node:
+        if not self._mine(a.node):
             what = f"container {a.container_id} interface {a.ifname}" if a.container_id else f"{a.pool}/{a.ip}"
             raise self._denied(f"the address of {what} is node {a.node!r}'s", a.node)
 
@@ -94,7 +99,7 @@ class NodeCaller:
         try:
             placement = await resolver.placement_of(owner.namespace, owner.pod_name)
         except PodsUnknown:
-            if held is not None and held.state == ipam_pb2.ALLOCATION_STATE_ATTACHED and held.node != self.node:
+            if held is not None and held.state == ipam_pb2.ALLOCATION_STATE_ATTACHED and not self._mine(held.node):
                 raise self._denied(
                     f"{what}: that container may still run; this tke-ipamd has no Kubernetes "
                     f"API to check that {pod} is bound to node {self.node!r}: configure [kubernetes], or have an "
@@ -112,7 +117,7 @@ class NodeCaller:
                 f"{placement.uid}): a pod that is gone",
                 placement.node,
             )
-        if placement.node != self.node:
+        if not self._mine(placement.node):
             bound = f"is bound to node {placement.node!r}" if placement.node else "is not bound to a node yet"
             raise self._denied(
                 f"{what}: the Kubernetes API says {pod} {bound}; {BOUND}",

@@ -45,6 +45,8 @@ TOKENS = {
     "operator": "operator-token-0123456789,operator,u-op,,default",
     "node-a": "node-a-token-0123456789,system:node:node-a,u-na,system:nodes,default",
     "node-b": "node-b-token-0123456789,system:node:node-b,u-nb,system:nodes,default",
+    # A node identity without a name (a certificate or token line issued wrong): a node, of no node.
+    "nameless": "nameless-token-0123456789,system:node:,u-nn,system:nodes,default",
 }
 Stub = Any  # ipam_pb2_grpc.IPAMServiceAsyncStub
 
@@ -212,6 +214,21 @@ async def test_a_node_identity_acts_on_its_own_node_only(tcp: dict[str, Stub]) -
     assert (await operator.Release(release("cb-1"))).found
     assert [c.container_id for c in (await operator.GarbageCollect(gc("node-b"))).collected] == ["cb-2"]
     assert await node_of(operator, "node-b") == []
+
+
+async def test_a_node_identity_without_a_name_reaches_no_node(tcp: dict[str, Stub]) -> None:
+    """`system:node:` is a node (the rule takes its rights away) whose name is empty: an empty
+    node in a request means "every node" to ListAllocations, so it must match nothing."""
+    operator, nameless = tcp["operator"], tcp["nameless"]
+    await operator.CreatePool(ipam_pb2.CreatePoolRequest(pool=ipam_pb2.Pool(name="net", cidr="10.31.0.0/24")))
+    await operator.Allocate(allocate("node-b", "cb-1", "web-1"))
+    before = await node_of(operator, "node-b")
+    await restricted(nameless.ListAllocations(ipam_pb2.ListAllocationsRequest()), "", "")
+    await restricted(nameless.ListAllocations(ipam_pb2.ListAllocationsRequest(node="node-b")), "", "node-b")
+    await restricted(nameless.GetAllocation(by_attachment("cb-1")), "", "node-b")
+    await restricted(nameless.Release(release("cb-1")), "", "node-b")
+    await restricted(nameless.GarbageCollect(gc("node-b")), "", "node-b")
+    assert await node_of(operator, "node-b") == before
 
 
 def db0(node: str, container: str, uid: str = "", *, workload: bool = False) -> ipam_pb2.AllocateRequest:
