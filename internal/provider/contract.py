@@ -64,20 +64,30 @@ class Toolbox:
 
 class CheckedClusterAPIs:
     """The clusters' APIs of a reconcile: a server whose host is an address the policy refuses
-    (as written: an address, or `localhost`; names are not resolved here, since a cloud load
-    balancer's name is routed by the cluster API layer) is a PermanentError before any
-    connection. It covers endpoints an object stored before tke-apiserver's rule names (a
-    baremetal cluster's spec.control_plane_endpoint or VIP)."""
+    is a PermanentError before any connection: as written (an address, or `localhost`) when
+    `connect` is called, and a name once resolved, with every address it resolves to, when the
+    block is entered. A tenant's spec.control_plane_endpoint.host is a name tke-apiserver
+    cannot judge (it resolves at dial time): one resolving to loopback sent the controller's
+    /readyz there. A name that does not resolve here is left to the cluster API layer, which
+    may route it otherwise (its dial fails or goes where that layer says); DNS rebinding
+    between this check and the dial is not prevented (addresses.py)."""
 
     def __init__(self, inner: ClusterAPIs, addresses: AddressPolicy) -> None:
         self.inner = inner
         self.addresses = addresses
 
     def connect(self, access: ClusterAccess) -> contextlib.AbstractAsyncContextManager[ClusterAPI]:
-        host, _ = url_host(access.server)
+        host, port = url_host(access.server)
         if err := self.addresses.host_refusal(host):
             raise PermanentError(f"{access.server}: {err}")
-        return self.inner.connect(access)
+        return self._resolved(access, host, port)
+
+    @contextlib.asynccontextmanager
+    async def _resolved(self, access: ClusterAccess, host: str, port: int) -> AsyncIterator[ClusterAPI]:
+        if err := await self.addresses.resolved_refusal(host, port):
+            raise PermanentError(f"{access.server}: {err}")
+        async with self.inner.connect(access) as api:
+            yield api
 
 
 @contextlib.asynccontextmanager

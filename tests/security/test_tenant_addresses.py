@@ -419,3 +419,39 @@ async def test_a_reconcile_reaches_no_cluster_api_on_a_refused_address() -> None
         async with tools.cluster_apis.connect(ClusterAccess("https://192.0.2.10:6443")):
             pass
     assert asked == ["https://192.0.2.10:6443"]
+
+
+async def test_a_reconcile_resolves_a_cluster_apis_name_before_it_connects(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tenant's control_plane_endpoint.host is a name the apiserver cannot judge: the
+    controller resolves it before the cluster API layer connects, and a name that resolves to
+    a refused address is a PermanentError; one that does not resolve is left to that layer."""
+
+    def resolve(host: str, port: int, *args: Any, **kwargs: Any) -> list[Any]:
+        addresses = {"api.tenant.example": "127.0.0.1", "md.tenant.example": "169.254.169.254"}
+        addresses["api.fine.example"] = "192.0.2.9"
+        if host not in addresses:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (addresses[host], port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    asked: list[str] = []
+
+    class Recording:
+        @contextlib.asynccontextmanager
+        async def connect(self, access: ClusterAccess) -> AsyncIterator[Any]:
+            asked.append(access.server)
+            yield None
+
+    toolbox = Toolbox(dialer=FakeDialer(), credentials=ConfiguredCredentials({}), cluster_apis=Recording())
+    async with reconcile_tools(toolbox, "default") as tools:
+        for server, words in (
+            ("https://api.tenant.example:22", "api.tenant.example resolves to 127.0.0.1 is a loopback address"),
+            ("https://md.tenant.example", "resolves to 169.254.169.254 is the cloud metadata"),
+        ):
+            with pytest.raises(PermanentError, match=words):
+                async with tools.cluster_apis.connect(ClusterAccess(server)):
+                    pass
+        for server in ("https://api.fine.example:6443", "https://routed.elsewhere.example:6443"):
+            async with tools.cluster_apis.connect(ClusterAccess(server)):
+                pass
+    assert asked == ["https://api.fine.example:6443", "https://routed.elsewhere.example:6443"]
