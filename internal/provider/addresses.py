@@ -19,7 +19,9 @@ as an address (`literal_address`: `127.1`, `2130706433`, `0x7f000001`, `0177.0.0
 trailing dot, full-width digits and dots), and IPv6 addresses that carry an IPv4 address to a
 translator (IPv4-mapped and -compatible, NAT64 `64:ff9b::/96`, 6to4, Teredo's client), judged
 by that IPv4 address too; host names at the apiserver only when they always mean the local host
-(`localhost`, `*.localhost`, the loopback names of distributions' /etc/hosts); host names
+(`localhost`, `*.localhost`, the loopback names of distributions' /etc/hosts), and names that
+are not ASCII (the resolver's IDNA 2003 and the HTTP client's IDNA 2008 turn `straße` into two
+different names: the one checked would not be the one dialed); host names
 the controller dials (an imported cluster's URL) are resolved and every address checked before
 the first connection. Not
 covered: a name that resolves elsewhere when the connection is made than when it was checked
@@ -192,6 +194,13 @@ class AddressPolicy:
                 if self.refusal(ipaddress.IPv4Address("127.0.0.1")) is None:
                     return None
                 return f"{host} names the local host; the platform does not go to its own host: {ALLOW_HINT}"
+            if not host.isascii():
+                # The resolver (IDNA 2003: "straße" is strasse) and the HTTP client (IDNA 2008:
+                # xn--strae-oqa) look up different names: the one checked is not the one dialed.
+                return (
+                    f"{host!r} is not an ASCII host name, which resolvers and HTTP clients spell differently "
+                    "(IDNA 2003 or 2008): write it in its ASCII form (xn--...)"
+                )
             return None
         err = self.refusal(ip)
         with contextlib.suppress(ValueError):

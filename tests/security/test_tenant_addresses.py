@@ -239,6 +239,12 @@ async def test_no_other_spelling_of_a_refused_address_passes(etcd_config: EtcdCo
         for ip in TRANSLATED:
             create = api.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=baremetal("bad", ip)))
             await refused(create, "cluster.spec.machines[0].ip", "leads to", "machines.allowed_networks")
+        # A name the resolver and the HTTP client spell differently (strasse, xn--strae-oqa):
+        # the name checked would not be the name dialed.
+        endpoint = baremetal("endpoint", "192.0.2.21")
+        endpoint.spec.control_plane_endpoint.host = "stra\u00dfe.tenant.example"
+        create = api.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=endpoint))
+        await refused(create, "cluster.spec.control_plane_endpoint.host", "ASCII", "xn--")
         # Names and addresses that only look alike are still admitted.
         fine = baremetal("fine", "64:ff9b::c000:215")
         fine.spec.control_plane_endpoint.host = "api-127-1.example"
@@ -451,6 +457,8 @@ async def test_a_reconcile_resolves_a_cluster_apis_name_before_it_connects(monke
             with pytest.raises(PermanentError, match=words):
                 async with tools.cluster_apis.connect(ClusterAccess(server)):
                     pass
+        with pytest.raises(PermanentError, match="not an ASCII host name"):
+            tools.cluster_apis.connect(ClusterAccess("https://stra\u00dfe.tenant.example:6443"))
         for server in ("https://api.fine.example:6443", "https://routed.elsewhere.example:6443"):
             async with tools.cluster_apis.connect(ClusterAccess(server)):
                 pass
