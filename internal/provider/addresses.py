@@ -96,8 +96,14 @@ _DOTS = str.maketrans({"\u3002": ".", "\uff0e": ".", "\uff61": "."})
 # What inet_aton, and so getaddrinfo, reads as an IPv4 address: one to four parts, each
 # decimal, octal (leading 0) or hex (0x), the last filling the bytes left (`127.1`, `2130706433`).
 _INET_ATON = re.compile(r"(?:0[xX][0-9a-fA-F]*|[0-9]+)(?:\.(?:0[xX][0-9a-fA-F]*|[0-9]+)){0,3}")
-# NAT64's well-known prefix (RFC 6052): a translator sends 64:ff9b::a.b.c.d to a.b.c.d.
-_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+# Translators' prefixes: NAT64's well-known one (RFC 6052) sends 64:ff9b::a.b.c.d to a.b.c.d,
+# its local-use one (RFC 8215, as a /96 at its end, the usual length) and SIIT's IPv4-translated
+# addresses (RFC 2765, ::ffff:0:a.b.c.d) the same way.
+_TRANSLATED = (
+    ipaddress.IPv6Network("64:ff9b::/96"),
+    ipaddress.IPv6Network("64:ff9b:1::/48"),
+    ipaddress.IPv6Network("::ffff:0:0:0/96"),
+)
 _IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")
 
 
@@ -134,7 +140,7 @@ def _embedded(ip: IPAddress) -> ipaddress.IPv4Address | None:
     IPv4-compatible form, 6to4, Teredo's client), which is where a packet to it may end up."""
     if not isinstance(ip, ipaddress.IPv6Address):
         return None
-    if ip in _NAT64 or (ip in _IPV4_COMPATIBLE and int(ip) > 1):
+    if any(ip in n for n in _TRANSLATED) or (ip in _IPV4_COMPATIBLE and int(ip) > 1):
         return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
     if ip.sixtofour is not None:
         return ip.sixtofour

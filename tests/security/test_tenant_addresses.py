@@ -218,7 +218,16 @@ OTHER_SPELLINGS = (
     "169.254.169.254.",
     "\uff11\uff12\uff17.0.0.1",
 )
-TRANSLATED = ("::127.0.0.1", "64:ff9b::7f00:1", "64:ff9b::a9fe:a9fe", "2002:7f00:1::1", "2002:a9fe:a9fe::1")
+TRANSLATED = (
+    "::127.0.0.1",
+    "64:ff9b::7f00:1",
+    "64:ff9b::a9fe:a9fe",
+    "64:ff9b:1::7f00:1",
+    "::ffff:0:7f00:1",
+    "2002:7f00:1::1",
+    "2002:a9fe:a9fe::1",
+    "2001:0:4136:e378:8000:63bf:80ff:fffe",  # Teredo, client 127.0.0.1
+)
 
 
 async def test_no_other_spelling_of_a_refused_address_passes(etcd_config: EtcdConfig) -> None:
