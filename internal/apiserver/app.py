@@ -35,7 +35,7 @@ from tke.internal.auth.inflight_shares import InflightShares
 from tke.internal.daemon import run_until_stopped
 from tke.internal.plugin.loader import ProviderConfig
 from tke.internal.provider.addresses import AddressConfig, AddressPolicy
-from tke.internal.rpc.inflight import HEALTH_WATCHES, InflightLimit
+from tke.internal.rpc.inflight import HEALTH_CHECKS, HEALTH_WATCHES, InflightLimit
 from tke.internal.rpc.interceptors import RequestInterceptor
 from tke.internal.rpc.metrics import MetricsInterceptor
 from tke.internal.rpc.server import ListenConfig, RunningServer, ServerSpec, start_server
@@ -115,6 +115,8 @@ class LimitsConfig:
     # Health watches (grpc.health.v1.Health/Watch, open to anyone) held at once; beyond,
     # RESOURCE_EXHAUSTED. Health/Check is never refused.
     max_health_watches: int = HEALTH_WATCHES
+    # Health checks (open to anyone) whose answers are not yet delivered; beyond, RESOURCE_EXHAUSTED.
+    max_health_checks: int = HEALTH_CHECKS
     # Watches catching up from etcd's history (resumed from a resource_version older than the
     # replay window) at once, per identity and in this process; each holds an etcd watch whose
     # unsent history etcd keeps in memory. Beyond, RESOURCE_EXHAUSTED with a RetryInfo.
@@ -130,6 +132,7 @@ class LimitsConfig:
             "max_response_bytes_per_tenant",
             "max_watches_per_identity",
             "max_health_watches",
+            "max_health_checks",
             "max_catchups_per_identity",
             "max_catchups",
         )
@@ -272,7 +275,11 @@ class Apiserver:
         self.watch_quota = WatchQuota(config.limits.max_watches_per_identity)
         self.catchup_quota = CatchupQuota(config.limits.max_catchups_per_identity, config.limits.max_catchups)
         limits = config.limits
-        self.inflight = InflightLimit(limits.max_requests_inflight, health_watches=limits.max_health_watches)
+        self.inflight = InflightLimit(
+            limits.max_requests_inflight,
+            health_watches=limits.max_health_watches,
+            health_checks=limits.max_health_checks,
+        )
         self.inflight_shares = InflightShares(
             limits.inflight_per_tenant,
             limits.inflight_tenants,

@@ -44,6 +44,7 @@ from tests.support.unread_calls import UnreadCalls
 from tests.support.waiting import wait_for
 from tke.internal.apiserver.app import LimitsConfig, WatchConfig
 from tke.internal.auth.chain import AuthConfig, PluginConfig
+from tke.internal.rpc.inflight import HEALTH_CHECK, HEALTH_WATCH
 from tke.internal.storage.etcd import EtcdConfig
 from tke.ipam.v1 import ipam_pb2, ipam_pb2_grpc
 from tke.meta.v1 import meta_pb2
@@ -512,11 +513,41 @@ async def test_health_watches_beyond_the_cap_are_refused_and_checks_still_answer
         assert health.status == health_pb2.HealthCheckResponse.SERVING
         # A watch that ends gives its place back.
         held.pop().cancel()
-        await wait_for(lambda: running.apiserver.inflight.watching_health == 2, what="the place given back")
+        watches = running.apiserver.inflight.health[HEALTH_WATCH]
+        await wait_for(lambda: watches.held == 2, what="the place given back")
         call = watch(health_pb2.HealthCheckRequest())
         assert (await next_message(call)).status == health_pb2.HealthCheckResponse.SERVING
         held.append(call)
     finally:
         for call in held:
             call.cancel()
+        await stop(running)
+
+
+async def test_health_checks_whose_answers_are_not_read_are_capped(etcd_config: EtcdConfig) -> None:
+    """Health/Check is open to anyone: 20,000 checks whose answers a client never read grew the
+    apiserver by 185 MB. They count until delivered, and past the cap the next is refused."""
+    running = await start(local_config(etcd_config, limits=LimitsConfig(max_health_checks=3)))
+    checks = running.apiserver.inflight.health[HEALTH_CHECK]
+    unread: UnreadCalls | None = None
+    try:
+        unread = await UnreadCalls.connect("127.0.0.1", running.port)
+        request = health_pb2.HealthCheckRequest().SerializeToString()
+        streams = {await unread.send(HEALTH_CHECK, request) for _ in range(3)}
+        await unread.wait_answered(streams)
+        err = await expect_error(
+            health_check(running.channel)(health_pb2.HealthCheckRequest(), timeout=5), Code.RESOURCE_EXHAUSTED
+        )
+        assert "maximum of 3 health checks whose answers are not yet read" in (err.details() or "")
+        assert detail_of(err, error_details_pb2.ErrorInfo).reason == "TOO_MANY_HEALTH_CHECKS"
+        await unread.deliver(min(streams))  # one answer read: its place comes back
+        await wait_for(lambda: checks.held == 2, what="the delivered check's place given back")
+        health = await health_check(running.channel)(health_pb2.HealthCheckRequest(), timeout=5)
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
+        await unread.close()
+        unread = None
+        await wait_for(lambda: checks.held == 0, what="the unread checks released with their connection")
+    finally:
+        if unread is not None:
+            await unread.close()
         await stop(running)
