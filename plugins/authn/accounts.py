@@ -32,6 +32,12 @@ Invariants:
   write replaces.
 - Secrets (passwords, tokens, API key secrets) are never logged or returned, except a new
   token or API key to the caller who asked for it.
+- Users and API keys count against their tenant's quotas (quotas.users, quotas.apikeys,
+  quotas.bytes; tke.internal.apiserver.quota), with the apiserver's quotas on: the mirror's
+  watch counts them (the tenant read from the record: a user's, the one an API key records
+  from its user), and CreateUser, CreateAPIKey and a write that grows a user hold their share
+  before writing (RESOURCE_EXHAUSTED QUOTA_EXCEEDED past it, nothing written). Platform
+  administrators' writes, and the bootstrap administrator's creation, are never refused.
 """
 
 from __future__ import annotations
@@ -54,6 +60,7 @@ import grpc
 from google.protobuf import timestamp_pb2
 
 from tke.auth.v1 import accounts_pb2, accounts_pb2_grpc
+from tke.internal.apiserver.quota import KindUsage
 from tke.internal.auth.authn import AuthenticationError, Credentials
 from tke.internal.auth.authority import Authority
 from tke.internal.auth.authz import Attributes, Decision
@@ -67,7 +74,7 @@ from tke.internal.meta.pagetoken import PageTokens
 from tke.internal.meta.pagetoken import TokenError as PageTokenError
 from tke.internal.rpc import errors
 from tke.internal.storage.lease import LeasedStore
-from tke.internal.storage.mirror import Mirror
+from tke.internal.storage.mirror import Followers, Mirror
 from tke.internal.storage.store import AlreadyExists, Conflict, Guard, Item, NotFound, PreconditionFailed
 
 log = logging.getLogger("tke.auth.accounts")
@@ -102,6 +109,9 @@ class APIKeyRecord:
     # The uid of the user it was made for. Keys stored before uids were recorded have none:
     # those belong to a user created before the key (a later namesake cannot own them).
     user_uid: str = ""
+    # Its user's tenant, whose quotas (quotas.apikeys, quotas.bytes) count it. Keys stored
+    # before it was recorded count against their user's tenant.
+    tenant: str = ""
 
     def belongs_to(self, user: UserRecord) -> bool:
         return self.user == user.name and (self.user_uid == user.uid if self.user_uid else self.created >= user.created)
@@ -172,7 +182,17 @@ class Accounts:
             self.bootstrap_password = os.environ[bootstrap_password_env]
             if err := password_error(self.bootstrap_password):
                 raise ValueError(f"accounts: the bootstrap password {err}")
-        self._mirror: Mirror[Any] = Mirror(self.store, self.root, self._decode)
+        # Users and API keys count against their tenant's quotas (quotas.users, quotas.apikeys,
+        # quotas.bytes), fed by the mirror's watch.
+        quota_kind = getattr(context, "quota_kind", None)
+        self.users_usage: KindUsage | None = None
+        self.keys_usage: KindUsage | None = None
+        follower: Followers | None = None
+        if quota_kind is not None:
+            self.users_usage = quota_kind("users", "user", self._key("users", ""), _user_tenant)
+            self.keys_usage = quota_kind("apikeys", "API key", self._key("apikeys", ""), self._key_tenant)
+            follower = Followers(self.users_usage, self.keys_usage)
+        self._mirror: Mirror[Any] = Mirror(self.store, self.root, self._decode, follower=follower)
 
     # -- records ------------------------------------------------------------------------------
 
@@ -187,6 +207,14 @@ class Accounts:
         if kind == "apikeys":
             return APIKeyRecord(**data)
         return Revocation(**data)
+
+    def _key_tenant(self, item: Item) -> str | None:
+        """An API key's tenant: recorded in it, or (older keys) its user's, when it has one."""
+        data = json.loads(item.value)
+        if tenant := data.get("tenant"):
+            return str(tenant)
+        user = self._user(str(data.get("user", "")))
+        return user.tenant if user is not None else None
 
     def _records(self) -> _Records:
         out = _Records()
@@ -220,12 +248,29 @@ class Accounts:
         return Identity(user=record.name, uid=record.uid, groups=groups, tenant_id=record.tenant)
 
     async def _write_new(
-        self, kind: str, name: str, record: Any, lease: int = 0, guards: tuple[Guard, ...] = ()
+        self,
+        kind: str,
+        name: str,
+        record: Any,
+        lease: int = 0,
+        guards: tuple[Guard, ...] = (),
+        *,
+        counted: tuple[KindUsage | None, str] = (None, ""),
+        check: bool = True,
     ) -> None:
-        item = await self.store.create(
-            self._key(kind, name), json.dumps(asdict(record)).encode(), lease=lease, guards=guards
-        )
-        await self._mirror.wait_for(item.mod_revision)
+        """Create the record; `counted`: the kind's usage and the tenant whose quotas admit it
+        first (RESOURCE_EXHAUSTED past them, unless not `check`; nothing written then)."""
+        key, value = self._key(kind, name), json.dumps(asdict(record)).encode()
+        usage, tenant = counted
+        hold = usage.hold(tenant, 1, len(key) + len(value), check=check) if usage is not None else None
+        revision = 0
+        try:
+            item = await self.store.create(key, value, lease=lease, guards=guards)
+            revision = item.mod_revision
+        finally:
+            if usage is not None:
+                usage.done(hold, revision)
+        await self._mirror.wait_for(revision)
 
     async def start(self) -> None:
         await self._mirror.start()
@@ -234,7 +279,10 @@ class Accounts:
                 self.bootstrap_admin, DEFAULT_TENANT, [PLATFORM_ADMINS], "", self.bootstrap_password
             )
             try:
-                await self._write_new("users", record.name, await asyncio.to_thread(_hashed, record))
+                # Counted, never refused: the platform needs its administrator.
+                hashed = await asyncio.to_thread(_hashed, record)
+                counted = (self.users_usage, record.tenant)
+                await self._write_new("users", record.name, hashed, counted=counted, check=False)
                 log.info("created the bootstrap platform administrator %r", self.bootstrap_admin)
             except AlreadyExists:
                 pass  # another apiserver made it first
@@ -291,6 +339,10 @@ class Accounts:
                 raise AuthenticationError("API key's user is gone or disabled")
             return self._identity(user, {"api-key": (key_id,)})
         return None
+
+
+def _user_tenant(item: Item) -> str | None:
+    return str(json.loads(item.value).get("tenant", "")) or None
 
 
 def _hashed(record: UserRecord) -> UserRecord:
@@ -410,15 +462,22 @@ class AuthService(accounts_pb2_grpc.AuthServiceServicer):
         for _ in range(_RETRIES):
             record, item = await self._acted_on(name, verb, resource)
             new = await change(record)
+            value = json.dumps(asdict(new)).encode()
+            # A record that grows takes the growth from its tenant's bytes quota.
+            usage = self.a.users_usage
+            hold = usage.hold(record.tenant, 0, len(value) - len(item.value)) if usage is not None else None
+            revision = 0
             try:
-                written = await self.a.store.update(
-                    item.key, json.dumps(asdict(new)).encode(), expected_revision=item.mod_revision
-                )
+                written = await self.a.store.update(item.key, value, expected_revision=item.mod_revision)
+                revision = written.mod_revision
             except Conflict:
                 continue
             except NotFound:
                 raise errors.not_found("user", name, current_identity.get().tenant_id) from None
-            await self.a._mirror.wait_for(written.mod_revision)
+            finally:
+                if usage is not None:
+                    usage.done(hold, revision)
+            await self.a._mirror.wait_for(revision)
             return new
         raise errors.unavailable("the user changed concurrently; retry")
 
@@ -451,7 +510,7 @@ class AuthService(accounts_pb2_grpc.AuthServiceServicer):
         await self.a.authority.ensure_may_act_on(caller, target, f"create user {record.name!r}")
         record = await asyncio.to_thread(_hashed, record)
         try:
-            await self.a._write_new("users", record.name, record)
+            await self.a._write_new("users", record.name, record, counted=(self.a.users_usage, tenant))
         except AlreadyExists:
             raise errors.already_exists("user", record.name, tenant) from None
         return _user_message(record)
@@ -587,10 +646,17 @@ class AuthService(accounts_pb2_grpc.AuthServiceServicer):
                 now,
                 now + request.ttl_seconds if request.ttl_seconds else 0.0,
                 record.uid,
+                record.tenant,
             )
             try:
                 # Only while the user is still the one checked (same groups, not replaced).
-                await self.a._write_new("apikeys", key_id, key, guards=(Guard(item.key, item.mod_revision),))
+                await self.a._write_new(
+                    "apikeys",
+                    key_id,
+                    key,
+                    guards=(Guard(item.key, item.mod_revision),),
+                    counted=(self.a.keys_usage, record.tenant),
+                )
             except PreconditionFailed:
                 continue
             return accounts_pb2.CreateAPIKeyResponse(key=_key_message(key), secret=f"{API_KEY_PREFIX}{key_id}.{secret}")
