@@ -6,6 +6,9 @@
   QUOTA_EXCEEDED), nothing is stored, a delete frees its place at once, another tenant is not
   affected, many creates at once never pass the quota, an update that grows a user past the
   bytes is refused; platform administrators are counted, never refused.
+- Revoked tokens are bounded per user (`max_revocations_per_user`): a Logout always succeeds and
+  its token stays refused, but past the bound it ends all the user's earlier sessions instead of
+  storing one more record, so a Login/Logout loop keeps a bounded number of records in etcd.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from tests.security.platform import (
     PASSWORD,
     Client,
     Platform,
+    binding,
     environment,
     private_cloud,
     start_platform,
@@ -34,6 +38,7 @@ from tests.support.rpc import detail_of, expect_error
 from tke.auth.v1 import accounts_pb2
 from tke.internal.apiserver.quota import QuotaConfig
 from tke.internal.storage.etcd import EtcdConfig
+from tke.platform.v1 import cluster_pb2
 
 Code = grpc.StatusCode
 Start = Callable[..., Awaitable[Platform]]
@@ -217,3 +222,50 @@ async def test_users_bytes_count_and_an_update_that_grows_past_them_is_refused(s
     # Shrinking and deleting are always admitted; a platform administrator is never refused.
     await ann.auth.DeleteUser(accounts_pb2.DeleteUserRequest(name="u1"))
     await platform.root.auth.UpdateUser(accounts_pb2.UpdateUserRequest(user=grown))
+
+
+async def revoked_records(platform: Platform) -> int:
+    return len(await stored(platform, "revoked"))
+
+
+async def answer(client: Client) -> tuple[grpc.StatusCode, str]:
+    try:
+        await client.clusters.List(cluster_pb2.ListClustersRequest())
+    except grpc.aio.AioRpcError as err:
+        return err.code(), err.details() or ""
+    return Code.OK, ""
+
+
+async def test_a_login_logout_loop_stores_a_bounded_number_of_revocations(secured: Start) -> None:
+    bound = 5
+    platform = await secured(QuotaConfig(), max_revocations_per_user=bound)
+    for name in ("lou", "mia"):
+        await platform.add_user(name, "team-a")
+        await platform.bind(binding(f"{name}-view", "team-a", "viewer", users=[name]))
+    other_session = await platform.login("lou")  # lou's session elsewhere, never logged out
+    mia = await platform.login("mia")
+    await mia.auth.Logout(accounts_pb2.LogoutRequest())
+    assert await revoked_records(platform) == 1
+
+    stored = []
+    for i in range(3 * bound):
+        lou = await platform.login("lou")
+        assert await answer(lou) == (Code.OK, "")
+        await lou.auth.Logout(accounts_pb2.LogoutRequest())  # always succeeds
+        code, details = await answer(lou)
+        assert code == Code.UNAUTHENTICATED, (i, details)  # the token stays refused
+        stored.append(await revoked_records(platform))
+    # lou's records grow to the bound; the next Logout ends lou's sessions and drops them all
+    # (mia's one stays), and so on: never more than the bound.
+    assert stored == [1 + (i + 1) % (bound + 1) for i in range(3 * bound)]
+    assert max(stored) == bound + 1
+
+    # Past the bound, logging out ended lou's earlier sessions too (documented), not mia's
+    # revocation; a new login works.
+    assert await answer(other_session) == (
+        Code.UNAUTHENTICATED,
+        "invalid credentials: token is no longer valid: log in again",
+    )
+    assert (await answer(mia))[0] == Code.UNAUTHENTICATED
+    assert await answer(await platform.login("lou")) == (Code.OK, "")
+    assert await answer(await platform.login("mia")) == (Code.OK, "")
