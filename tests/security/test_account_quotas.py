@@ -37,6 +37,7 @@ from tests.security.platform import (
 from tests.support.rpc import detail_of, expect_error
 from tke.auth.v1 import accounts_pb2
 from tke.internal.apiserver.quota import QuotaConfig
+from tke.internal.plugin.loader import PluginError
 from tke.internal.storage.etcd import EtcdConfig
 from tke.platform.v1 import cluster_pb2
 
@@ -269,3 +270,8 @@ async def test_a_login_logout_loop_stores_a_bounded_number_of_revocations(secure
     assert (await answer(mia))[0] == Code.UNAUTHENTICATED
     assert await answer(await platform.login("lou")) == (Code.OK, "")
     assert await answer(await platform.login("mia")) == (Code.OK, "")
+
+
+async def test_a_revocation_bound_below_one_is_refused_at_start(secured: Start) -> None:
+    with pytest.raises(PluginError, match="accounts: max_revocations_per_user must be 1 or more"):
+        await secured(QuotaConfig(), max_revocations_per_user=0)
