@@ -25,6 +25,9 @@ Invariants:
 - Platform administrators' writes (the controller's events and status, an operator's repair)
   are counted but never refused: a tenant at its quota cannot make the platform lose its
   record of that tenant's objects, and no tenant's usage affects another's writes.
+- A kind whose keys do not carry the tenant (the accounts' users and API keys, by name) reads
+  it from the stored record (`tenant_of`); several kinds of one range are fed by one watch
+  (tke.internal.storage.mirror.Followers), each counting only the keys under its root.
 - Memory: counters only for tenants that hold something, and one size per stored object.
 """
 
@@ -32,7 +35,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from tke.internal.auth.identity import current_identity
@@ -43,8 +46,9 @@ from tke.internal.storage.store import Event, EventType, Item
 MiB = 1024 * 1024
 
 # The kinds a quota counts, by their plural (the key segment and the option's name): the
-# apiserver's own, and the policy centre's (plugins/authz/policy.py, through PluginContext).
-KINDS = ("clusters", "machines", "events", "roles", "rolebindings")
+# apiserver's own, the policy centre's (plugins/authz/policy.py) and the built-in accounts'
+# (plugins/authn/accounts.py), the plugins' through PluginContext.quota_kind.
+KINDS = ("clusters", "machines", "events", "roles", "rolebindings", "users", "apikeys")
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,8 @@ class TenantQuota:
     events: int | None = None
     roles: int | None = None
     rolebindings: int | None = None
+    users: int | None = None
+    apikeys: int | None = None
     bytes: int | None = None
 
     def __post_init__(self) -> None:
@@ -79,6 +85,9 @@ class QuotaConfig:
     # The policy centre's roles and role bindings (when it is the authorizer).
     roles: int = 200
     rolebindings: int = 1_000
+    # The built-in accounts' users, and API keys (of all the tenant's users together).
+    users: int = 1_000
+    apikeys: int = 2_000
     # Stored bytes (keys and values) per tenant, every kind together: far below etcd's space
     # quota (2 GiB by default), which holds the history between compactions too.
     bytes: int = 64 * MiB
@@ -119,10 +128,13 @@ class Quotas:
         self._bytes: dict[str, int] = {}  # tenant: stored bytes, seen and held
         self._kinds: dict[str, KindUsage] = {}
 
-    def kind(self, plural: str, name: str, root: str) -> KindUsage:
+    def kind(
+        self, plural: str, name: str, root: str, tenant_of: Callable[[Item], str | None] | None = None
+    ) -> KindUsage:
         """The usage of the kind `plural` (`name`: one of them) whose keys are
-        `<root><tenant>/<name>`."""
-        usage = self._kinds[plural] = KindUsage(self, plural, name, root)
+        `<root><tenant>/<name>`, or `<root><name>` whose tenant `tenant_of` reads from the
+        stored item (None: counted against no tenant)."""
+        usage = self._kinds[plural] = KindUsage(self, plural, name, root, tenant_of)
         return usage
 
     def usage(self, tenant: str) -> dict[str, int]:
@@ -173,20 +185,33 @@ def _exceeded(tenant: str, resource: str, used_of: tuple[int, int], option: str,
 
 
 class KindUsage:
-    """One kind's share of the usage: fed by the kind's watch hub, asked by its registry."""
+    """One kind's share of the usage: fed by the kind's watch hub (or a Mirror, as its
+    `follower`), asked by its registry. Items outside `root` are not counted, only their
+    revision is taken: a Mirror of a range holding several kinds feeds each of them
+    (tke.internal.storage.mirror.Followers)."""
 
-    def __init__(self, quotas: Quotas, plural: str, name: str, root: str) -> None:
+    def __init__(
+        self,
+        quotas: Quotas,
+        plural: str,
+        name: str,
+        root: str,
+        tenant_of: Callable[[Item], str | None] | None = None,
+    ) -> None:
         self.quotas = quotas
         self.plural = plural
         self.name = name
         self.root = root
-        self._sizes: dict[str, tuple[str, int]] = {}  # key: (tenant, stored bytes)
+        self.tenant_of = tenant_of
+        self._sizes: dict[str, tuple[str, int]] = {}  # key: (tenant, stored bytes), as counted
         self.revision = 0  # the last change (or load) applied
         self._done: list[tuple[int, int, Hold]] = []  # holds of done writes, by revision
         self._seq = itertools.count()
 
-    def _tenant(self, key: str) -> str:
-        return key[len(self.root) :].split("/", 1)[0]
+    def _tenant(self, item: Item) -> str | None:
+        if self.tenant_of is not None:
+            return self.tenant_of(item)
+        return item.key[len(self.root) :].split("/", 1)[0]
 
     # -- kept by the hub ------------------------------------------------------------------
 
@@ -197,11 +222,15 @@ class KindUsage:
             self.quotas._add(self.plural, tenant, -1, -size)
         self._sizes = {}
         for item in items:
-            self._put(item)
+            if item.key.startswith(self.root):
+                self._put(item)
         self._advance(revision)
 
     def apply(self, event: Event) -> None:
         key = event.item.key
+        if not key.startswith(self.root):
+            self._advance(event.item.mod_revision)
+            return
         before = self._sizes.pop(key, None)
         if before is not None:
             self.quotas._add(self.plural, before[0], -1, -before[1])
@@ -210,7 +239,9 @@ class KindUsage:
         self._advance(event.item.mod_revision)
 
     def _put(self, item: Item) -> None:
-        tenant, size = self._tenant(item.key), len(item.key) + len(item.value)
+        tenant, size = self._tenant(item), len(item.key) + len(item.value)
+        if tenant is None:
+            return
         self._sizes[item.key] = (tenant, size)
         self.quotas._add(self.plural, tenant, 1, size)
 

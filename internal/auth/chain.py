@@ -63,11 +63,11 @@ class PluginContext:
     prefix: str
     # Set by `build` once the authorizers exist; plugins read it when they handle a call.
     authority: Authority | None = None
-    # For a plugin that stores objects of tenants (the policy centre's roles and bindings):
-    # their share of the tenants' quotas, from (plural, name, key root) to the kind's usage
-    # (tke.internal.apiserver.quota.KindUsage), which the plugin's registry checks and its
-    # watch feeds. None: no quotas.
-    quota_kind: Callable[[str, str, str], Any] | None = None
+    # For a plugin that stores objects of tenants (the policy centre's roles and bindings, the
+    # accounts' users and API keys): their share of the tenants' quotas, from (plural, name,
+    # key root[, tenant_of]) to the kind's usage (tke.internal.apiserver.quota.KindUsage),
+    # which the plugin checks on its writes and its watch feeds. None: no quotas.
+    quota_kind: Callable[..., Any] | None = None
 
 
 Service = tuple[str, Callable[[grpc.aio.Server], None]]

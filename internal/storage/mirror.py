@@ -34,6 +34,22 @@ class Follower(Protocol):
     def apply(self, event: Event) -> None: ...
 
 
+class Followers:
+    """Several followers of one watch (a range holding several kinds, each followed apart)."""
+
+    def __init__(self, *followers: Follower) -> None:
+        self.followers = followers
+
+    def load(self, items: Iterable[Item], revision: int) -> None:
+        listed = list(items)
+        for follower in self.followers:
+            follower.load(listed, revision)
+
+    def apply(self, event: Event) -> None:
+        for follower in self.followers:
+            follower.apply(event)
+
+
 class Mirror(Generic[T]):
     def __init__(
         self,

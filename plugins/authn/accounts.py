@@ -15,6 +15,8 @@ Options:
   `login_tracked` (10000) the most user names and addresses remembered each. A burst of 0
   switches that limit off. Beyond it Login is RESOURCE_EXHAUSTED with a RetryInfo, before any
   password is checked. The limits are per apiserver.
+- `max_revocations_per_user` (default 100): the most revoked tokens one user keeps stored; see
+  the revocation bound below.
 
 Invariants:
 - Authentication reads only memory: records under <prefix>/auth/ are mirrored (users, API
@@ -32,12 +34,23 @@ Invariants:
   write replaces.
 - Secrets (passwords, tokens, API key secrets) are never logged or returned, except a new
   token or API key to the caller who asked for it.
+- Users and API keys count against their tenant's quotas (quotas.users, quotas.apikeys,
+  quotas.bytes; tke.internal.apiserver.quota), with the apiserver's quotas on: the mirror's
+  watch counts them (the tenant read from the record: a user's, the one an API key records
+  from its user), and CreateUser, CreateAPIKey and a write that grows a user hold their share
+  before writing (RESOURCE_EXHAUSTED QUOTA_EXCEEDED past it, nothing written). Platform
+  administrators' writes, and the bootstrap administrator's creation, are never refused.
+- Revocations are bounded per user, and Logout is never refused: a user holding
+  `max_revocations_per_user` live revocations (those of this process's Logouts in flight
+  included) who logs out again gets `not_before` moved to now instead, which ends every
+  session of the user issued until now (the side effect: logging out very often logs the
+  user out everywhere), and the leases of the revocations that covers are revoked, removing
+  them. So one user never stores more than that many revocation records and leases.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import json
@@ -54,6 +67,7 @@ import grpc
 from google.protobuf import timestamp_pb2
 
 from tke.auth.v1 import accounts_pb2, accounts_pb2_grpc
+from tke.internal.apiserver.quota import KindUsage
 from tke.internal.auth.authn import AuthenticationError, Credentials
 from tke.internal.auth.authority import Authority
 from tke.internal.auth.authz import Attributes, Decision
@@ -67,8 +81,16 @@ from tke.internal.meta.pagetoken import PageTokens
 from tke.internal.meta.pagetoken import TokenError as PageTokenError
 from tke.internal.rpc import errors
 from tke.internal.storage.lease import LeasedStore
-from tke.internal.storage.mirror import Mirror
-from tke.internal.storage.store import AlreadyExists, Conflict, Guard, Item, NotFound, PreconditionFailed
+from tke.internal.storage.mirror import Followers, Mirror
+from tke.internal.storage.store import (
+    AlreadyExists,
+    Conflict,
+    Guard,
+    Item,
+    NotFound,
+    PreconditionFailed,
+    StorageError,
+)
 
 log = logging.getLogger("tke.auth.accounts")
 
@@ -102,6 +124,9 @@ class APIKeyRecord:
     # The uid of the user it was made for. Keys stored before uids were recorded have none:
     # those belong to a user created before the key (a later namesake cannot own them).
     user_uid: str = ""
+    # Its user's tenant, whose quotas (quotas.apikeys, quotas.bytes) count it. Keys stored
+    # before it was recorded count against their user's tenant.
+    tenant: str = ""
 
     def belongs_to(self, user: UserRecord) -> bool:
         return self.user == user.name and (self.user_uid == user.uid if self.user_uid else self.created >= user.created)
@@ -110,6 +135,12 @@ class APIKeyRecord:
 @dataclass
 class Revocation:
     expires: float
+    # Whose token it is, when it was issued, and the lease that removes the record when the
+    # token expires (revoked early once the user's not_before covers the token). Revocations
+    # stored before these were recorded have none and just expire.
+    user: str = ""
+    issued: float = 0.0
+    lease: int = 0
 
 
 @dataclass
@@ -144,6 +175,7 @@ class Accounts:
         login_client_burst: int = 20,
         login_client_interval: float = 1.0,
         login_tracked: int = 10_000,
+        max_revocations_per_user: int = 100,
     ) -> None:
         secret = os.environ.get(secret_env, "")
         if not secret:
@@ -153,6 +185,12 @@ class Accounts:
         # every apiserver shares, so that a list goes on at any of them.
         self.page_tokens = PageTokens(hmac.new(secret.encode(), b"tke ListUsers page tokens", hashlib.sha256).digest())
         self.token_ttl = token_ttl
+        if max_revocations_per_user < 1:
+            raise ValueError("accounts: max_revocations_per_user must be 1 or more")
+        self.max_revocations = max_revocations_per_user
+        # Live revocation keys by user (from the mirror), and Logouts of this process writing one.
+        self._revoked_by: dict[str, set[str]] = {}
+        self._revoking: dict[str, int] = {}
         self.throttle = LoginThrottle(
             Limit(login_user_burst, login_user_interval),
             Limit(login_client_burst, login_client_interval),
@@ -172,7 +210,24 @@ class Accounts:
             self.bootstrap_password = os.environ[bootstrap_password_env]
             if err := password_error(self.bootstrap_password):
                 raise ValueError(f"accounts: the bootstrap password {err}")
-        self._mirror: Mirror[Any] = Mirror(self.store, self.root, self._decode)
+        # Users and API keys count against their tenant's quotas (quotas.users, quotas.apikeys,
+        # quotas.bytes), fed by the mirror's watch; revocations are bounded per user instead.
+        quota_kind = getattr(context, "quota_kind", None)
+        self.users_usage: KindUsage | None = None
+        self.keys_usage: KindUsage | None = None
+        follower: Followers | None = None
+        if quota_kind is not None:
+            self.users_usage = quota_kind("users", "user", self._key("users", ""), _user_tenant)
+            self.keys_usage = quota_kind("apikeys", "API key", self._key("apikeys", ""), self._key_tenant)
+            follower = Followers(self.users_usage, self.keys_usage)
+        self._mirror: Mirror[Any] = Mirror(
+            self.store,
+            self.root,
+            self._decode,
+            on_change=self._changed,
+            on_reset=self._reindex,
+            follower=follower,
+        )
 
     # -- records ------------------------------------------------------------------------------
 
@@ -187,6 +242,29 @@ class Accounts:
         if kind == "apikeys":
             return APIKeyRecord(**data)
         return Revocation(**data)
+
+    def _key_tenant(self, item: Item) -> str | None:
+        """An API key's tenant: recorded in it, or (older keys) its user's, when it has one."""
+        data = json.loads(item.value)
+        if tenant := data.get("tenant"):
+            return str(tenant)
+        user = self._user(str(data.get("user", "")))
+        return user.tenant if user is not None else None
+
+    def _changed(self, key: str, before: Any, after: Any) -> None:
+        if isinstance(before, Revocation) and before.user:
+            keys = self._revoked_by.get(before.user)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self._revoked_by[before.user]
+        if isinstance(after, Revocation) and after.user:
+            self._revoked_by.setdefault(after.user, set()).add(key)
+
+    def _reindex(self) -> None:
+        self._revoked_by = {}
+        for key, value in self._mirror.items.items():
+            self._changed(key, None, value)
 
     def _records(self) -> _Records:
         out = _Records()
@@ -220,12 +298,29 @@ class Accounts:
         return Identity(user=record.name, uid=record.uid, groups=groups, tenant_id=record.tenant)
 
     async def _write_new(
-        self, kind: str, name: str, record: Any, lease: int = 0, guards: tuple[Guard, ...] = ()
+        self,
+        kind: str,
+        name: str,
+        record: Any,
+        lease: int = 0,
+        guards: tuple[Guard, ...] = (),
+        *,
+        counted: tuple[KindUsage | None, str] = (None, ""),
+        check: bool = True,
     ) -> None:
-        item = await self.store.create(
-            self._key(kind, name), json.dumps(asdict(record)).encode(), lease=lease, guards=guards
-        )
-        await self._mirror.wait_for(item.mod_revision)
+        """Create the record; `counted`: the kind's usage and the tenant whose quotas admit it
+        first (RESOURCE_EXHAUSTED past them, unless not `check`; nothing written then)."""
+        key, value = self._key(kind, name), json.dumps(asdict(record)).encode()
+        usage, tenant = counted
+        hold = usage.hold(tenant, 1, len(key) + len(value), check=check) if usage is not None else None
+        revision = 0
+        try:
+            item = await self.store.create(key, value, lease=lease, guards=guards)
+            revision = item.mod_revision
+        finally:
+            if usage is not None:
+                usage.done(hold, revision)
+        await self._mirror.wait_for(revision)
 
     async def start(self) -> None:
         await self._mirror.start()
@@ -234,7 +329,10 @@ class Accounts:
                 self.bootstrap_admin, DEFAULT_TENANT, [PLATFORM_ADMINS], "", self.bootstrap_password
             )
             try:
-                await self._write_new("users", record.name, await asyncio.to_thread(_hashed, record))
+                # Counted, never refused: the platform needs its administrator.
+                hashed = await asyncio.to_thread(_hashed, record)
+                counted = (self.users_usage, record.tenant)
+                await self._write_new("users", record.name, hashed, counted=counted, check=False)
                 log.info("created the bootstrap platform administrator %r", self.bootstrap_admin)
             except AlreadyExists:
                 pass  # another apiserver made it first
@@ -275,7 +373,14 @@ class Accounts:
             user = self._user(claims.subject)
             if user is None or user.uid != claims.uid or user.disabled or claims.issued_at < user.not_before:
                 raise AuthenticationError("token is no longer valid: log in again")
-            return self._identity(user, {TOKEN_ID: (claims.token_id,), "token-expires": (str(claims.expires_at),)})
+            return self._identity(
+                user,
+                {
+                    TOKEN_ID: (claims.token_id,),
+                    "token-expires": (str(claims.expires_at),),
+                    "token-issued": (repr(claims.issued_at),),
+                },
+            )
         if token.startswith(API_KEY_PREFIX):
             parts = token.split(".")
             if len(parts) != 4:
@@ -291,6 +396,10 @@ class Accounts:
                 raise AuthenticationError("API key's user is gone or disabled")
             return self._identity(user, {"api-key": (key_id,)})
         return None
+
+
+def _user_tenant(item: Item) -> str | None:
+    return str(json.loads(item.value).get("tenant", "")) or None
 
 
 def _hashed(record: UserRecord) -> UserRecord:
@@ -365,11 +474,69 @@ class AuthService(accounts_pb2_grpc.AuthServiceServicer):
         if not token_id:
             raise errors.ApiError(grpc.StatusCode.FAILED_PRECONDITION, "this call was not made with a login token")
         expires = float(identity.extra.get("token-expires", ("0",))[0])
-        # The revocation only has to outlive the token: etcd drops it with its lease.
-        lease = await self.a.store.grant(max(1, int(expires - time.time()) + 1))
-        with contextlib.suppress(AlreadyExists):
-            await self.a._write_new("revoked", token_id, Revocation(expires=expires), lease=lease)
+        issued = float(identity.extra.get("token-issued", ("0",))[0])
+        a, user = self.a, identity.user
+        # A user holds at most max_revocations_per_user revocation records (and their leases):
+        # past them, this Logout ends all the user's sessions issued until now instead (see
+        # the module docstring). A Logout is never refused either way.
+        held = len(a._revoked_by.get(user, ())) + a._revoking.get(user, 0)
+        if held >= a.max_revocations and await self._end_sessions(user, identity.uid, issued):
+            return accounts_pb2.LogoutResponse()
+        a._revoking[user] = a._revoking.get(user, 0) + 1
+        try:
+            # The revocation only has to outlive the token: etcd drops it with its lease.
+            lease = await a.store.grant(max(1, int(expires - time.time()) + 1))
+            try:
+                await a._write_new("revoked", token_id, Revocation(expires, user, issued, lease), lease=lease)
+            except AlreadyExists:
+                await a.store.revoke(lease)  # a concurrent Logout of this token revoked it
+        finally:
+            if n := a._revoking[user] - 1:
+                a._revoking[user] = n
+            else:
+                del a._revoking[user]
         return accounts_pb2.LogoutResponse()
+
+    async def _end_sessions(self, name: str, uid: str, issued: float) -> bool:
+        """Invalidate every token of user `name` (`uid`) issued until now, the caller's (issued
+        at `issued`) included, and drop the user's revocations, which that covers. False when
+        the user record kept changing under the compare-and-swap (the caller revokes its token
+        alone then)."""
+        a = self.a
+        for _ in range(_RETRIES):
+            try:
+                item = await a.store.get(a._key("users", name))
+            except NotFound:
+                return True  # the user is gone: none of its tokens is valid any more
+            record = UserRecord(**json.loads(item.value))
+            if record.uid != uid:
+                return True  # another user of that name now: this one's tokens are invalid
+            # Tokens are issued with millisecond precision, and valid from not_before on.
+            not_before = max(time.time(), issued + 0.001, record.not_before)
+            try:
+                written = await a.store.update(
+                    item.key,
+                    json.dumps(asdict(replace(record, not_before=not_before))).encode(),
+                    expected_revision=item.mod_revision,
+                )
+            except Conflict:
+                continue
+            except NotFound:
+                return True
+            await a._mirror.wait_for(written.mod_revision)
+            break
+        else:
+            return False
+        log.info("user %r logged out past %d revocations: its earlier sessions are ended", name, a.max_revocations)
+        for key in list(a._revoked_by.get(name, ())):
+            revocation = a._mirror.items.get(key)
+            # Only those not_before covers: a token issued since may have been revoked meanwhile.
+            if isinstance(revocation, Revocation) and revocation.lease and 0 < revocation.issued < not_before:
+                try:
+                    await a.store.revoke(revocation.lease)  # removes the record with its lease
+                except StorageError as err:  # it expires with its token; the next such Logout retries
+                    log.warning("could not drop a revocation of user %r: %s", name, err)
+        return True
 
     # -- the rule of acting on a user ---------------------------------------------------------
 
@@ -410,15 +577,22 @@ class AuthService(accounts_pb2_grpc.AuthServiceServicer):
         for _ in range(_RETRIES):
             record, item = await self._acted_on(name, verb, resource)
             new = await change(record)
+            value = json.dumps(asdict(new)).encode()
+            # A record that grows takes the growth from its tenant's bytes quota.
+            usage = self.a.users_usage
+            hold = usage.hold(record.tenant, 0, len(value) - len(item.value)) if usage is not None else None
+            revision = 0
             try:
-                written = await self.a.store.update(
-                    item.key, json.dumps(asdict(new)).encode(), expected_revision=item.mod_revision
-                )
+                written = await self.a.store.update(item.key, value, expected_revision=item.mod_revision)
+                revision = written.mod_revision
             except Conflict:
                 continue
             except NotFound:
                 raise errors.not_found("user", name, current_identity.get().tenant_id) from None
-            await self.a._mirror.wait_for(written.mod_revision)
+            finally:
+                if usage is not None:
+                    usage.done(hold, revision)
+            await self.a._mirror.wait_for(revision)
             return new
         raise errors.unavailable("the user changed concurrently; retry")
 
@@ -451,7 +625,7 @@ class AuthService(accounts_pb2_grpc.AuthServiceServicer):
         await self.a.authority.ensure_may_act_on(caller, target, f"create user {record.name!r}")
         record = await asyncio.to_thread(_hashed, record)
         try:
-            await self.a._write_new("users", record.name, record)
+            await self.a._write_new("users", record.name, record, counted=(self.a.users_usage, tenant))
         except AlreadyExists:
             raise errors.already_exists("user", record.name, tenant) from None
         return _user_message(record)
@@ -587,10 +761,17 @@ class AuthService(accounts_pb2_grpc.AuthServiceServicer):
                 now,
                 now + request.ttl_seconds if request.ttl_seconds else 0.0,
                 record.uid,
+                record.tenant,
             )
             try:
                 # Only while the user is still the one checked (same groups, not replaced).
-                await self.a._write_new("apikeys", key_id, key, guards=(Guard(item.key, item.mod_revision),))
+                await self.a._write_new(
+                    "apikeys",
+                    key_id,
+                    key,
+                    guards=(Guard(item.key, item.mod_revision),),
+                    counted=(self.a.keys_usage, record.tenant),
+                )
             except PreconditionFailed:
                 continue
             return accounts_pb2.CreateAPIKeyResponse(key=_key_message(key), secret=f"{API_KEY_PREFIX}{key_id}.{secret}")

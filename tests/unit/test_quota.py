@@ -11,6 +11,7 @@ import pytest
 from tke.internal.apiserver.quota import KindUsage, QuotaConfig, Quotas
 from tke.internal.auth.identity import Identity, current_identity
 from tke.internal.rpc.errors import ApiError
+from tke.internal.storage.mirror import Followers
 from tke.internal.storage.store import Event, EventType, Item
 
 ROOT = "/tke/clusters/"
@@ -86,3 +87,33 @@ def test_the_platform_is_counted_but_never_refused(usage: KindUsage) -> None:
     for revision in range(2, 6):
         usage.done(usage.hold("team-a", 1, 400), revision)
     assert usage.quotas.usage("team-a") == {"clusters": 4, "bytes": 1600}
+
+
+def test_a_kind_keyed_by_name_takes_its_tenant_from_the_record_and_shares_a_range() -> None:
+    """The accounts' users and API keys: one Mirror of <prefix>/auth/ feeds both kinds
+    (Followers); each counts only its own keys, with the tenant `tenant_of` reads from the
+    record (None: counted against no tenant), and moves with every revision of the range."""
+    quotas = Quotas(QuotaConfig(users=1))
+
+    def tenant_of(i: Item) -> str | None:
+        return i.value.decode() or None
+
+    users = quotas.kind("users", "user", "/tke/auth/users/", tenant_of)
+    keys = quotas.kind("apikeys", "API key", "/tke/auth/apikeys/", tenant_of)
+    both = Followers(users, keys)
+    both.load(
+        [
+            Item("/tke/auth/apikeys/ann.1", b"team-a", 2, 2),
+            Item("/tke/auth/apikeys/old.1", b"", 3, 3),  # no tenant: not counted
+            Item("/tke/auth/revoked/x", b"team-a", 4, 4),  # neither kind
+            Item("/tke/auth/users/ann", b"team-a", 5, 5),
+        ],
+        5,
+    )
+    assert quotas.usage("team-a") == {"users": 1, "apikeys": 1, "bytes": 54}
+    both.apply(put(Item("/tke/auth/revoked/y", b"team-a", 6, 6)))
+    assert (users.revision, keys.revision) == (6, 6)
+    assert quotas.usage("team-a") == {"users": 1, "apikeys": 1, "bytes": 54}
+    both.apply(delete(Item("/tke/auth/users/ann", b"team-a", 5, 5), 7))
+    assert quotas.usage("team-a") == {"users": 0, "apikeys": 1, "bytes": 29}
+    assert quotas.usage("") == {"users": 0, "apikeys": 0, "bytes": 0}

@@ -1,0 +1,277 @@
+"""Security model: what one tenant, or one user, may store through the built-in accounts
+(plugins/authn/accounts.py), probed as a hostile tenant would, so that no tenant fills etcd.
+
+- Users and API keys count against their tenant's quotas (`quotas.users`, `quotas.apikeys`, and
+  their bytes in `quotas.bytes`): the (N+1)th is RESOURCE_EXHAUSTED with an ErrorInfo (reason
+  QUOTA_EXCEEDED), nothing is stored, a delete frees its place at once, another tenant is not
+  affected, many creates at once never pass the quota, an update that grows a user past the
+  bytes is refused; platform administrators are counted, never refused.
+- Revoked tokens are bounded per user (`max_revocations_per_user`): a Logout always succeeds and
+  its token stays refused, but past the bound it ends all the user's earlier sessions instead of
+  storing one more record, so a Login/Logout loop keeps a bounded number of records in etcd.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+
+from tests.security.platform import (
+    PASSWORD,
+    Client,
+    Platform,
+    binding,
+    environment,
+    private_cloud,
+    start_platform,
+    stop_platform,
+    user,
+)
+from tests.support.rpc import detail_of, expect_error
+from tke.auth.v1 import accounts_pb2
+from tke.internal.apiserver.quota import QuotaConfig
+from tke.internal.plugin.loader import PluginError
+from tke.internal.storage.etcd import EtcdConfig
+from tke.platform.v1 import cluster_pb2
+
+Code = grpc.StatusCode
+Start = Callable[..., Awaitable[Platform]]
+
+
+@pytest.fixture
+async def secured(etcd_config: EtcdConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Start]:
+    """Starts the private cloud's platform with these quotas and accounts options."""
+    for key, value in environment().items():
+        monkeypatch.setenv(key, value)
+    started: list[Platform] = []
+
+    async def with_quotas(quotas: QuotaConfig, **accounts_options: Any) -> Platform:
+        audit = tmp_path / f"audit-{len(started)}.jsonl"
+        config = replace(private_cloud(etcd_config, audit, **accounts_options), quotas=quotas)
+        platform = await start_platform(config, audit)
+        started.append(platform)
+        return platform
+
+    yield with_quotas
+    for platform in started:
+        await stop_platform(platform)
+
+
+async def stored(platform: Platform, kind: str) -> list[str]:
+    """The names of the accounts' records of `kind` in etcd."""
+    apiserver = platform.api.apiserver
+    root = f"{apiserver.prefix}/auth/{kind}/"
+    page = await apiserver.store.list(root, limit=10_000)
+    assert not page.more
+    return [item.key[len(root) :] for item in page.items]
+
+
+def quota_info(err: grpc.aio.AioRpcError) -> dict[str, str]:
+    info = detail_of(err, error_details_pb2.ErrorInfo)
+    assert info.reason == "QUOTA_EXCEEDED" and info.domain == "tke.cloud", info
+    return dict(info.metadata)
+
+
+def create_user(client: Client, name: str, tenant: str = "", **spec: Any) -> Awaitable[accounts_pb2.User]:
+    return client.auth.CreateUser(accounts_pb2.CreateUserRequest(user=user(name, tenant, **spec), password=PASSWORD))
+
+
+async def user_names(client: Client, tenant: str) -> list[str]:
+    page = await client.auth.ListUsers(accounts_pb2.ListUsersRequest(tenant_id=tenant))
+    return sorted(u.metadata.name for u in page.items)
+
+
+def create_key(client: Client, name: str = "") -> Awaitable[accounts_pb2.CreateAPIKeyResponse]:
+    return client.auth.CreateAPIKey(accounts_pb2.CreateAPIKeyRequest(user=name))
+
+
+async def key_ids(client: Client, name: str) -> list[str]:
+    return sorted(k.id for k in (await client.auth.ListAPIKeys(accounts_pb2.ListAPIKeysRequest(user=name))).keys)
+
+
+async def test_the_user_past_the_tenants_quota_is_refused_and_a_delete_frees_its_place(secured: Start) -> None:
+    platform = await secured(QuotaConfig(users=3))
+    ann = await platform.member("ann", "team-a", "admin")  # the attacker, team-a's first user
+    for name in ("a1", "a2"):
+        await create_user(ann, name)
+
+    err = await expect_error(create_user(ann, "a3"), Code.RESOURCE_EXHAUSTED)
+    assert err.details() == (
+        "tenant 'team-a' has 3 of 3 users (quota quotas.users); delete some or ask an operator to raise it"
+    )
+    assert quota_info(err) == {
+        "tenant": "team-a",
+        "resource": "users",
+        "used": "3",
+        "limit": "3",
+        "quota": "quotas.users",
+    }
+    assert await user_names(ann, "team-a") == ["a1", "a2", "ann"]
+    assert "a3" not in await stored(platform, "users")  # nothing stored
+
+    # Another tenant has its own quota.
+    bob = await platform.member("bob", "team-b", "admin")
+    for name in ("b1", "b2"):
+        await create_user(bob, name)
+
+    # A delete frees its place at once.
+    await ann.auth.DeleteUser(accounts_pb2.DeleteUserRequest(name="a1"))
+    await create_user(ann, "a3")
+    await expect_error(create_user(ann, "a4"), Code.RESOURCE_EXHAUSTED)
+
+    # A platform administrator is counted, never refused; the bootstrap administrator was made
+    # in "default" whatever its quota.
+    await create_user(platform.root, "a4", "team-a")
+    assert await user_names(ann, "team-a") == ["a2", "a3", "a4", "ann"]
+    err = await expect_error(create_user(ann, "a5"), Code.RESOURCE_EXHAUSTED)
+    assert quota_info(err)["used"] == "4"
+    for name in ("d1", "d2", "d3"):
+        await create_user(platform.root, name, "default")
+    assert "root" in await user_names(platform.root, "default")
+
+
+async def test_api_keys_count_against_their_users_tenant(secured: Start) -> None:
+    platform = await secured(QuotaConfig(apikeys=2))
+    ann = await platform.member("ann", "team-a", "admin")
+    await create_user(ann, "a1")
+    first = await create_key(ann)
+    await create_key(ann, "a1")
+
+    # The tenant's third key, for any of its users, is refused; nothing is stored.
+    for name in ("", "a1"):
+        err = await expect_error(create_key(ann, name), Code.RESOURCE_EXHAUSTED)
+        assert err.details() == (
+            "tenant 'team-a' has 2 of 2 apikeys (quota quotas.apikeys); delete some or ask an operator to raise it"
+        )
+        assert quota_info(err) == {
+            "tenant": "team-a",
+            "resource": "apikeys",
+            "used": "2",
+            "limit": "2",
+            "quota": "quotas.apikeys",
+        }
+    assert [len(await key_ids(ann, name)) for name in ("ann", "a1")] == [1, 1]
+    assert len(await stored(platform, "apikeys")) == 2  # nothing stored
+
+    # Another tenant is not affected.
+    bob = await platform.member("bob", "team-b", "admin")
+    await create_key(bob)
+    await create_key(bob)
+
+    # A delete frees its place at once; so does deleting a user, with its keys.
+    await ann.auth.DeleteAPIKey(accounts_pb2.DeleteAPIKeyRequest(id=first.key.id))
+    await create_key(ann)
+    await ann.auth.DeleteUser(accounts_pb2.DeleteUserRequest(name="a1"))
+    await create_key(ann)
+    await expect_error(create_key(ann), Code.RESOURCE_EXHAUSTED)
+
+    # A platform administrator's key for a user of the tenant is counted, never refused.
+    await create_key(platform.root, "ann")
+    assert len(await key_ids(ann, "ann")) == 3
+
+
+async def test_concurrent_creates_in_one_apiserver_never_pass_the_quotas(secured: Start) -> None:
+    platform = await secured(QuotaConfig(users=4, apikeys=5))
+    ann = await platform.member("ann", "team-a", "admin")
+
+    users = await asyncio.gather(*(create_user(ann, f"c{i:02d}") for i in range(12)), return_exceptions=True)
+    refused = [r for r in users if isinstance(r, grpc.aio.AioRpcError)]
+    assert all(r.code() == Code.RESOURCE_EXHAUSTED for r in refused), [r.details() for r in refused]
+    assert len(refused) == 9
+    assert len(await user_names(ann, "team-a")) == 4
+
+    keys = await asyncio.gather(*(create_key(ann) for _ in range(30)), return_exceptions=True)
+    refused = [r for r in keys if isinstance(r, grpc.aio.AioRpcError)]
+    assert all(r.code() == Code.RESOURCE_EXHAUSTED for r in refused), [r.details() for r in refused]
+    assert len(refused) == 25
+    assert len(await key_ids(ann, "ann")) == 5
+
+
+async def test_users_bytes_count_and_an_update_that_grows_past_them_is_refused(secured: Start) -> None:
+    platform = await secured(QuotaConfig(bytes=4_000))
+    ann = await platform.member("ann", "team-a", "admin")
+    created = 0
+    while True:  # each user is a few hundred bytes: the bytes quota stops them, not the count
+        try:
+            await create_user(ann, f"u{created}")
+        except grpc.aio.AioRpcError as err:
+            assert err.code() == Code.RESOURCE_EXHAUSTED, err
+            info = quota_info(err)
+            assert (info["tenant"], info["resource"], info["quota"]) == ("team-a", "bytes", "quotas.bytes")
+            assert "this user needs" in (err.details() or "")
+            break
+        created += 1
+        assert created < 20
+    assert created >= 3
+
+    # Growing a user past the bytes (ten long groups, about 2 KB) is refused and not written.
+    grown = user("u0", groups=[f"{'g' * 190}-{i}" for i in range(10)])
+    refused = await expect_error(
+        ann.auth.UpdateUser(accounts_pb2.UpdateUserRequest(user=grown)), Code.RESOURCE_EXHAUSTED
+    )
+    assert quota_info(refused)["resource"] == "bytes"
+    got = await ann.auth.ListUsers(accounts_pb2.ListUsersRequest(tenant_id="team-a"))
+    assert [list(u.spec.groups) for u in got.items if u.metadata.name == "u0"] == [[]]
+
+    # Shrinking and deleting are always admitted; a platform administrator is never refused.
+    await ann.auth.DeleteUser(accounts_pb2.DeleteUserRequest(name="u1"))
+    await platform.root.auth.UpdateUser(accounts_pb2.UpdateUserRequest(user=grown))
+
+
+async def revoked_records(platform: Platform) -> int:
+    return len(await stored(platform, "revoked"))
+
+
+async def answer(client: Client) -> tuple[grpc.StatusCode, str]:
+    try:
+        await client.clusters.List(cluster_pb2.ListClustersRequest())
+    except grpc.aio.AioRpcError as err:
+        return err.code(), err.details() or ""
+    return Code.OK, ""
+
+
+async def test_a_login_logout_loop_stores_a_bounded_number_of_revocations(secured: Start) -> None:
+    bound = 5
+    platform = await secured(QuotaConfig(), max_revocations_per_user=bound)
+    for name in ("lou", "mia"):
+        await platform.add_user(name, "team-a")
+        await platform.bind(binding(f"{name}-view", "team-a", "viewer", users=[name]))
+    other_session = await platform.login("lou")  # lou's session elsewhere, never logged out
+    mia = await platform.login("mia")
+    await mia.auth.Logout(accounts_pb2.LogoutRequest())
+    assert await revoked_records(platform) == 1
+
+    stored = []
+    for i in range(3 * bound):
+        lou = await platform.login("lou")
+        assert await answer(lou) == (Code.OK, "")
+        await lou.auth.Logout(accounts_pb2.LogoutRequest())  # always succeeds
+        code, details = await answer(lou)
+        assert code == Code.UNAUTHENTICATED, (i, details)  # the token stays refused
+        stored.append(await revoked_records(platform))
+    # lou's records grow to the bound; the next Logout ends lou's sessions and drops them all
+    # (mia's one stays), and so on: never more than the bound.
+    assert stored == [1 + (i + 1) % (bound + 1) for i in range(3 * bound)]
+    assert max(stored) == bound + 1
+
+    # Past the bound, logging out ended lou's earlier sessions too (documented), not mia's
+    # revocation; a new login works.
+    assert await answer(other_session) == (
+        Code.UNAUTHENTICATED,
+        "invalid credentials: token is no longer valid: log in again",
+    )
+    assert (await answer(mia))[0] == Code.UNAUTHENTICATED
+    assert await answer(await platform.login("lou")) == (Code.OK, "")
+    assert await answer(await platform.login("mia")) == (Code.OK, "")
+
+
+async def test_a_revocation_bound_below_one_is_refused_at_start(secured: Start) -> None:
+    with pytest.raises(PluginError, match="accounts: max_revocations_per_user must be 1 or more"):
+        await secured(QuotaConfig(), max_revocations_per_user=0)
