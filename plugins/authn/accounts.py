@@ -60,7 +60,7 @@ import os
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 import grpc
@@ -141,6 +141,9 @@ class Revocation:
     user: str = ""
     issued: float = 0.0
     lease: int = 0
+
+
+_REVOCATION_FIELDS = frozenset(f.name for f in fields(Revocation))
 
 
 @dataclass
@@ -241,7 +244,10 @@ class Accounts:
             return UserRecord(**data)
         if kind == "apikeys":
             return APIKeyRecord(**data)
-        return Revocation(**data)
+        # A revocation's key is what revokes its token: a record whose fields this version does not
+        # all know (a newer apiserver's) still revokes, its unknown fields left out. (A user or API
+        # key record this version cannot read is skipped: its tokens and keys then fail, closed.)
+        return Revocation(**{name: value for name, value in data.items() if name in _REVOCATION_FIELDS})
 
     def _key_tenant(self, item: Item) -> str | None:
         """An API key's tenant: recorded in it, or (older keys) its user's, when it has one."""

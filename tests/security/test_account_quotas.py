@@ -14,6 +14,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
@@ -35,8 +38,10 @@ from tests.security.platform import (
     user,
 )
 from tests.support.rpc import detail_of, expect_error
+from tests.support.waiting import wait_for
 from tke.auth.v1 import accounts_pb2
 from tke.internal.apiserver.quota import QuotaConfig
+from tke.internal.auth.tokens import PREFIX as TOKEN_PREFIX
 from tke.internal.plugin.loader import PluginError
 from tke.internal.storage.etcd import EtcdConfig
 from tke.platform.v1 import cluster_pb2
@@ -275,3 +280,23 @@ async def test_a_login_logout_loop_stores_a_bounded_number_of_revocations(secure
 async def test_a_revocation_bound_below_one_is_refused_at_start(secured: Start) -> None:
     with pytest.raises(PluginError, match="accounts: max_revocations_per_user must be 1 or more"):
         await secured(QuotaConfig(), max_revocations_per_user=0)
+
+
+async def test_a_revocation_a_newer_apiserver_wrote_still_revokes(secured: Start) -> None:
+    """A revocation record with fields this version does not know (as a newer apiserver may
+    write them during a rolling upgrade) still revokes its token: the key revokes, not the fields."""
+    platform = await secured(QuotaConfig())
+    await platform.add_user("lou", "team-a")
+    await platform.bind(binding("lou-view", "team-a", "viewer", users=["lou"]))
+    lou = await platform.login("lou")
+    assert await answer(lou) == (Code.OK, "")
+    payload = lou.token[len(TOKEN_PREFIX) :].partition(".")[0]
+    token_id = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["jti"]
+    apiserver = platform.api.apiserver
+    record = {"expires": time.time() + 3600, "user": "lou", "a_field_of_a_newer_version": 1}
+    await apiserver.store.create(f"{apiserver.prefix}/auth/revoked/{token_id}", json.dumps(record).encode())
+
+    async def refused() -> bool:
+        return (await answer(lou))[0] == Code.UNAUTHENTICATED
+
+    await wait_for(refused, what="the token refused")
