@@ -405,19 +405,24 @@ async def test_a_credential_goes_only_to_its_servers(
         assert connections(tenants) == 0
 
 
+class RecordingClusterAPIs:
+    """The cluster API layer's stand-in: records the servers it was asked to connect to."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    @contextlib.asynccontextmanager
+    async def connect(self, access: ClusterAccess) -> AsyncIterator[Any]:
+        self.asked.append(access.server)
+        yield None
+
+
 async def test_a_reconcile_reaches_no_cluster_api_on_a_refused_address() -> None:
     """An endpoint an object stored before the rule names (a baremetal cluster's
     control_plane_endpoint or VIP, reached with the platform's client certificate) is refused
     before the cluster API layer connects."""
-    asked: list[str] = []
-
-    class Recording:
-        @contextlib.asynccontextmanager
-        async def connect(self, access: ClusterAccess) -> AsyncIterator[Any]:
-            asked.append(access.server)
-            yield None
-
-    toolbox = Toolbox(dialer=FakeDialer(), credentials=ConfiguredCredentials({}), cluster_apis=Recording())
+    recording = RecordingClusterAPIs()
+    toolbox = Toolbox(dialer=FakeDialer(), credentials=ConfiguredCredentials({}), cluster_apis=recording)
     async with reconcile_tools(toolbox, "default") as tools:
         for server in (
             "https://127.0.0.1:6443",
@@ -433,7 +438,7 @@ async def test_a_reconcile_reaches_no_cluster_api_on_a_refused_address() -> None
                 tools.cluster_apis.connect(ClusterAccess(server))
         async with tools.cluster_apis.connect(ClusterAccess("https://192.0.2.10:6443")):
             pass
-    assert asked == ["https://192.0.2.10:6443"]
+    assert recording.asked == ["https://192.0.2.10:6443"]
 
 
 async def test_a_reconcile_resolves_a_cluster_apis_name_before_it_connects(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -449,15 +454,8 @@ async def test_a_reconcile_resolves_a_cluster_apis_name_before_it_connects(monke
         return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (addresses[host], port))]
 
     monkeypatch.setattr(socket, "getaddrinfo", resolve)
-    asked: list[str] = []
-
-    class Recording:
-        @contextlib.asynccontextmanager
-        async def connect(self, access: ClusterAccess) -> AsyncIterator[Any]:
-            asked.append(access.server)
-            yield None
-
-    toolbox = Toolbox(dialer=FakeDialer(), credentials=ConfiguredCredentials({}), cluster_apis=Recording())
+    recording = RecordingClusterAPIs()
+    toolbox = Toolbox(dialer=FakeDialer(), credentials=ConfiguredCredentials({}), cluster_apis=recording)
     async with reconcile_tools(toolbox, "default") as tools:
         for server, words in (
             ("https://api.tenant.example:22", "api.tenant.example resolves to 127.0.0.1 is a loopback address"),
@@ -471,4 +469,4 @@ async def test_a_reconcile_resolves_a_cluster_apis_name_before_it_connects(monke
         for server in ("https://api.fine.example:6443", "https://routed.elsewhere.example:6443"):
             async with tools.cluster_apis.connect(ClusterAccess(server)):
                 pass
-    assert asked == ["https://api.fine.example:6443", "https://routed.elsewhere.example:6443"]
+    assert recording.asked == ["https://api.fine.example:6443", "https://routed.elsewhere.example:6443"]
