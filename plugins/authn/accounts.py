@@ -676,8 +676,13 @@ class AuthService(accounts_pb2_grpc.AuthServiceServicer):
         return _user_message(await self._rewrite(name, "update", "users", change))
 
     async def DeleteUser(self, request: accounts_pb2.DeleteUserRequest, context: Any) -> accounts_pb2.User:
+        """The user's API keys go first, then the user, then any key made meanwhile: a call that
+        ends half way (cancelled, etcd gone) leaves the user with fewer keys, to be deleted again,
+        never keys of a deleted user that the API can no longer reach and that still count
+        against the tenant's quota."""
         for _ in range(_RETRIES):
             record, item = await self._acted_on(request.name, "delete", "users")
+            await self._delete_keys_of(record)
             try:
                 revision = await self.a.store.delete(item.key, expected_revision=item.mod_revision)
             except Conflict:
@@ -685,11 +690,14 @@ class AuthService(accounts_pb2_grpc.AuthServiceServicer):
             except NotFound:
                 raise errors.not_found("user", request.name, current_identity.get().tenant_id) from None
             await self.a._mirror.wait_for(revision)
-            for key_record in self.a._records().keys.values():
-                if key_record.user == record.name:
-                    await self._delete_key(key_record.id)
+            await self._delete_keys_of(record)
             return _user_message(record)
         raise errors.unavailable("the user changed concurrently; retry")
+
+    async def _delete_keys_of(self, record: UserRecord) -> None:
+        for key_record in list(self.a._records().keys.values()):
+            if key_record.belongs_to(record):
+                await self._delete_key(key_record.id)
 
     async def ListUsers(self, request: accounts_pb2.ListUsersRequest, context: Any) -> accounts_pb2.UserList:
         """A page of users in name order; the continue token is sealed for the caller's query

@@ -44,6 +44,7 @@ from tke.internal.apiserver.quota import QuotaConfig
 from tke.internal.auth.tokens import PREFIX as TOKEN_PREFIX
 from tke.internal.plugin.loader import PluginError
 from tke.internal.storage.etcd import EtcdConfig
+from tke.internal.storage.store import Unavailable as StorageUnavailable
 from tke.platform.v1 import cluster_pb2
 
 Code = grpc.StatusCode
@@ -300,3 +301,33 @@ async def test_a_revocation_a_newer_apiserver_wrote_still_revokes(secured: Start
         return (await answer(lou))[0] == Code.UNAUTHENTICATED
 
     await wait_for(refused, what="the token refused")
+
+
+async def test_a_delete_user_that_fails_half_way_leaves_no_keys_behind(secured: Start) -> None:
+    """DeleteUser that ends half way (here etcd refuses one of its deletes) leaves nothing the API
+    cannot reach: deleting the user again takes the rest, and the tenant's quota is whole."""
+    platform = await secured(QuotaConfig(apikeys=2))
+    ann = await platform.member("ann", "team-a", "admin")
+    await create_user(ann, "a1")
+    await create_key(ann, "a1")
+    await create_key(ann, "a1")
+    store = platform.api.apiserver.store
+    real_delete = store.delete
+    failed: list[str] = []
+
+    async def delete(key: str, **kwargs: Any) -> int:
+        if "/auth/apikeys/" in key and not failed:
+            failed.append(key)
+            raise StorageUnavailable("etcd went away (test)")
+        return await real_delete(key, **kwargs)
+
+    store.delete = delete  # type: ignore[method-assign]
+    try:
+        await expect_error(ann.auth.DeleteUser(accounts_pb2.DeleteUserRequest(name="a1")), Code.UNAVAILABLE)
+    finally:
+        store.delete = real_delete  # type: ignore[method-assign]
+    assert failed
+    await ann.auth.DeleteUser(accounts_pb2.DeleteUserRequest(name="a1"))
+    assert await stored(platform, "apikeys") == []
+    await create_key(ann)  # the tenant's quota is whole again
+    await create_key(ann)
