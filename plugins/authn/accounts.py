@@ -682,7 +682,9 @@ class AuthService(accounts_pb2_grpc.AuthServiceServicer):
         against the tenant's quota."""
         for _ in range(_RETRIES):
             record, item = await self._acted_on(request.name, "delete", "users")
-            await self._delete_keys_of(record)
+            # Its keys, and any an earlier user of the name left behind (names are unique, so
+            # every key naming it is its own or such a leftover, which no one can use).
+            await self._delete_keys(record.name)
             try:
                 revision = await self.a.store.delete(item.key, expected_revision=item.mod_revision)
             except Conflict:
@@ -690,13 +692,15 @@ class AuthService(accounts_pb2_grpc.AuthServiceServicer):
             except NotFound:
                 raise errors.not_found("user", request.name, current_identity.get().tenant_id) from None
             await self.a._mirror.wait_for(revision)
-            await self._delete_keys_of(record)
+            # Keys made meanwhile: this user's only, not those of a namesake created since.
+            await self._delete_keys(record.name, owner=record)
             return _user_message(record)
         raise errors.unavailable("the user changed concurrently; retry")
 
-    async def _delete_keys_of(self, record: UserRecord) -> None:
+    async def _delete_keys(self, name: str, owner: UserRecord | None = None) -> None:
+        """Delete the keys naming user `name` (with `owner`: only those that belong to it)."""
         for key_record in list(self.a._records().keys.values()):
-            if key_record.belongs_to(record):
+            if key_record.user == name and (owner is None or key_record.belongs_to(owner)):
                 await self._delete_key(key_record.id)
 
     async def ListUsers(self, request: accounts_pb2.ListUsersRequest, context: Any) -> accounts_pb2.UserList:
