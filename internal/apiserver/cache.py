@@ -38,7 +38,7 @@ import asyncio
 import bisect
 import builtins
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol, cast
 
@@ -174,7 +174,7 @@ class KindCache:
 
     # -- kept by the hub ------------------------------------------------------------------
 
-    def load(self, items: list[Item], revision: int) -> None:
+    def load(self, items: Iterable[Item], revision: int) -> None:
         self._items = {item.key: item for item in items}
         self._keys = sorted(self._items)
         self._framed = {}

@@ -45,6 +45,7 @@ from tke.internal.apiserver.cache import KindCache
 from tke.internal.apiserver.quota import KindUsage
 from tke.internal.metrics import WATCH_CLIENTS, WATCH_CLIENTS_ENDED_SLOW, WATCH_EVENTS, WATCH_WINDOW_BYTES
 from tke.internal.rpc import errors
+from tke.internal.storage.mirror import Follower
 from tke.internal.storage.store import Compacted, Event, EventType, Item, Progress, Store, TooLarge, WatchMessage
 from tke.internal.tasks import cancel_and_wait
 
@@ -217,7 +218,9 @@ class Hub(Generic[T]):
         self._ready = asyncio.Event()
         self._stopped = False
         self.cache = cache
-        self.usage = usage
+        # What is kept from the range besides the window, each loaded at one revision and then
+        # given every change in order (tke.internal.storage.mirror.Follower).
+        self._followers: list[Follower] = [f for f in (cache, usage) if f is not None]
         self._progress_wanted = asyncio.Event()  # a reader waits for the cache: ask etcd now
         if cache is not None:
             cache.request_progress = self._progress_wanted.set
@@ -239,8 +242,7 @@ class Hub(Generic[T]):
 
     async def _run(self) -> None:
         while True:
-            loads = self.cache is not None or self.usage is not None
-            start = await self._load() if loads else await self._current_revision()
+            start = await self._load() if self._followers else await self._current_revision()
             self._window.clear()
             self._window_size = 0
             self._oldest = self.revision = start
@@ -284,10 +286,8 @@ class Hub(Generic[T]):
                     revision, more = page.revision, page.more
                     if page.items:
                         start = page.items[-1].key + "\0"
-                if self.cache is not None:
-                    self.cache.load(items, revision)
-                if self.usage is not None:
-                    self.usage.load(items, revision)
+                for follower in self._followers:
+                    follower.load(items, revision)
                 return revision
             except Exception as err:  # etcd away, or the first page's revision compacted meanwhile
                 log.warning("watch cache of %s cannot load: %s", self.root, err)
@@ -309,7 +309,7 @@ class Hub(Generic[T]):
     async def _follow(self, start: int) -> None:
         self._progress_wanted.clear()
         stream = self._watch(self.root, start, self._progress_wanted)
-        cache, usage = self.cache, self.usage
+        cache, followers = self.cache, self._followers
         async for message in stream:
             if isinstance(message, Progress):
                 self.revision = max(self.revision, message.revision)
@@ -318,10 +318,8 @@ class Hub(Generic[T]):
                 for sub in self._subs:
                     sub.advance(self.revision)
                 continue
-            if cache is not None:
-                cache.apply(message)
-            if usage is not None:
-                usage.apply(message)
+            for follower in followers:
+                follower.apply(message)
             self._publish(self._change(message))
 
     def _change(self, event: Event) -> Change[T]:

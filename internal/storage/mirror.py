@@ -69,9 +69,6 @@ class Mirror(Generic[T]):
         self.on_reset = on_reset
         self.items: dict[str, T] = {}
         self.revision = 0
-        # Moves with every change to `items` (a write or a relist), not with progress: what is
-        # derived from the copy stays valid while it stays the same.
-        self.generation = 0
         self._task: asyncio.Task[None] | None = None
         self._changed = asyncio.Condition()
 
@@ -99,7 +96,6 @@ class Mirror(Generic[T]):
         self.items, self.revision = items, revision
         if self.follower is not None:
             self.follower.load(listed, revision)
-        self.generation += 1
         if self.on_reset is not None:
             self.on_reset()
 
@@ -120,7 +116,6 @@ class Mirror(Generic[T]):
             except Exception:  # a record we cannot read must not stop the mirror
                 log.exception("mirror %s: cannot decode %s", self.prefix, key)
                 return
-        self.generation += 1
         if self.on_change is not None:
             self.on_change(key, before, after)
 
