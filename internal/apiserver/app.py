@@ -41,7 +41,6 @@ from tke.internal.rpc.metrics import MetricsInterceptor
 from tke.internal.rpc.server import ListenConfig, RunningServer, ServerSpec, start_server
 from tke.internal.storage.etcd import EtcdConfig, EtcdStore
 from tke.internal.storage.etcd.compactor import Compactor
-from tke.internal.storage.etcd.store import progress_is_ordered
 from tke.internal.storage.store import Store
 from tke.internal.tasks import cancel_and_wait
 
@@ -323,15 +322,13 @@ class Apiserver:
         unmarked = [c for c in caches if c.last_write is None]
         if not unmarked or not isinstance(self.store, EtcdStore):
             return
-        version = await self.store.server_version()
-        ordered = progress_is_ordered(version)
+        ordered = await self.store.progress_ordered()
         for cache in unmarked:
             cache.progress_trusted = ordered
         if not ordered:
             log.info(
-                "etcd %s may send progress notifications ahead of changes (etcd issue 15220): a read of %s after "
-                "writes to other keys is answered by etcd, not the watch cache (3.4.25 and 3.5.8 lift this)",
-                version,
+                "a read of %s after writes to other keys is answered by etcd, not the watch cache: this etcd's "
+                "progress notifications may run ahead of its changes",
                 ", ".join(c.kind for c in unmarked),
             )
 

@@ -215,7 +215,14 @@ class EtcdStore:
         """Whether etcd sends a requested progress notification only after the events it claims
         (see the module's docstring)."""
         if self._progress_ordered is None:
-            self._progress_ordered = progress_is_ordered(await self.server_version())
+            version = await self.server_version()
+            self._progress_ordered = progress_is_ordered(version)
+            if not self._progress_ordered:
+                log.info(
+                    "etcd %s may answer a requested progress notification ahead of the changes it claims (etcd "
+                    "issue 15220): watches use etcd's timed notifications instead (3.4.25 and 3.5.8 lift this)",
+                    version,
+                )
         return self._progress_ordered
 
     async def current_revision(self) -> int:
