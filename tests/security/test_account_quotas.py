@@ -24,7 +24,6 @@ from typing import Any
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2
 
 from tests.security.platform import (
     PASSWORD,
@@ -37,7 +36,7 @@ from tests.security.platform import (
     stop_platform,
     user,
 )
-from tests.support.rpc import detail_of, expect_error
+from tests.support.rpc import expect_error, quota_info
 from tests.support.waiting import wait_for
 from tke.auth.v1 import accounts_pb2
 from tke.internal.apiserver.quota import QuotaConfig
@@ -77,12 +76,6 @@ async def stored(platform: Platform, kind: str) -> list[str]:
     page = await apiserver.store.list(root, limit=10_000)
     assert not page.more
     return [item.key[len(root) :] for item in page.items]
-
-
-def quota_info(err: grpc.aio.AioRpcError) -> dict[str, str]:
-    info = detail_of(err, error_details_pb2.ErrorInfo)
-    assert info.reason == "QUOTA_EXCEEDED" and info.domain == "tke.cloud", info
-    return dict(info.metadata)
 
 
 def create_user(client: Client, name: str, tenant: str = "", **spec: Any) -> Awaitable[accounts_pb2.User]:

@@ -23,12 +23,11 @@ from pathlib import Path
 import grpc
 import pytest
 from google.protobuf import field_mask_pb2
-from google.rpc import error_details_pb2
 
 from tests.security.platform import binding, role
 from tests.security.tenancy import ALICE, BOB, ROOT, Caller, api_of, auth_config, grant_tenant_admins
 from tests.support.apiserver import Running, cluster, local_config, start, stop
-from tests.support.rpc import detail_of, expect_error
+from tests.support.rpc import expect_error, quota_info
 from tke.auth.v1 import policy_pb2
 from tke.internal.apiserver.app import ApiserverConfig
 from tke.internal.apiserver.quota import QuotaConfig, TenantQuota
@@ -65,12 +64,6 @@ def create(running: Running, caller: Caller, c: cluster_pb2.Cluster) -> Awaitabl
 async def names(running: Running, caller: Caller) -> list[str]:
     page = await api_of(running, caller).clusters.List(cluster_pb2.ListClustersRequest())
     return sorted(c.metadata.name for c in page.items)
-
-
-def quota_info(err: grpc.aio.AioRpcError) -> dict[str, str]:
-    info = detail_of(err, error_details_pb2.ErrorInfo)
-    assert info.reason == "QUOTA_EXCEEDED" and info.domain == "tke.cloud", info
-    return dict(info.metadata)
 
 
 async def test_the_create_past_the_count_quota_is_refused_and_a_delete_frees_its_place(secured: Start) -> None:

@@ -73,3 +73,11 @@ def detail_of(err: grpc.aio.AioRpcError, message_type: Any) -> Any:
             detail.Unpack(out)
             return out
     raise AssertionError(f"no {message_type.DESCRIPTOR.name} detail")
+
+
+def quota_info(err: grpc.aio.AioRpcError) -> dict[str, str]:
+    """The metadata of a tenant quota's refusal (ErrorInfo QUOTA_EXCEEDED): tenant, resource,
+    used, limit and the option that sets it."""
+    info = detail_of(err, error_details_pb2.ErrorInfo)
+    assert info.reason == "QUOTA_EXCEEDED" and info.domain == "tke.cloud", info
+    return dict(info.metadata)
