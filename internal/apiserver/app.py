@@ -35,6 +35,7 @@ from tke.internal.auth.inflight_shares import InflightShares
 from tke.internal.daemon import run_until_stopped
 from tke.internal.plugin.loader import ProviderConfig
 from tke.internal.provider.addresses import AddressConfig, AddressPolicy
+from tke.internal.rpc.connections import ConnectionLimits
 from tke.internal.rpc.inflight import HEALTH_CHECKS, HEALTH_WATCHES, InflightLimit
 from tke.internal.rpc.interceptors import RequestInterceptor
 from tke.internal.rpc.metrics import MetricsInterceptor
@@ -87,6 +88,9 @@ class WatchConfig:
             raise ValueError("batch_interval must be 0 or more seconds")
 
 
+CONNECTIONS = ConnectionLimits()
+
+
 @dataclass(frozen=True)
 class LimitsConfig:
     """What one caller can make the server hold (see "Security model" in the README)."""
@@ -121,6 +125,17 @@ class LimitsConfig:
     # unsent history etcd keeps in memory. Beyond, RESOURCE_EXHAUSTED with a RetryInfo.
     max_catchups_per_identity: int = 4
     max_catchups: int = 32
+    # Connections each listener (TCP, the unix socket) holds at once; None: 10,000, or what the
+    # process's open-file limit allows (a value set is lowered to fit it, with a warning). Beyond,
+    # a new connection is closed (tke.internal.rpc.connections).
+    max_connections: int | None = None
+    # Calls in progress at once, of every kind (watches, health, calls still sending their
+    # request); beyond, grpc refuses with RESOURCE_EXHAUSTED. Above the limits before together.
+    max_streams: int = CONNECTIONS.max_streams
+    # Seconds a new connection has to finish its TLS and HTTP/2 handshake.
+    handshake_timeout: float = CONNECTIONS.handshake_timeout
+    # Seconds a connection without calls is kept before it is closed (clients reconnect); 0: kept.
+    connection_idle_timeout: float = CONNECTIONS.connection_idle_timeout
 
     def __post_init__(self) -> None:
         _positive(
@@ -134,6 +149,10 @@ class LimitsConfig:
             "max_health_checks",
             "max_catchups_per_identity",
             "max_catchups",
+        )
+        self.connections.contain(
+            self.max_requests_inflight + self.max_health_watches + self.max_health_checks,
+            "max_requests_inflight, max_health_watches and max_health_checks",
         )
         if self.max_request_bytes <= self.max_object_bytes:
             raise ValueError("max_request_bytes must be larger than max_object_bytes (a request carries the object)")
@@ -151,6 +170,12 @@ class LimitsConfig:
                 f"({self.max_requests_inflight}) minus requests_inflight_admin_reserve ({reserve}), the "
                 f"{self.inflight_tenants} calls tenants share"
             )
+
+    @property
+    def connections(self) -> ConnectionLimits:
+        return ConnectionLimits(
+            self.max_connections, self.max_streams, self.handshake_timeout, self.connection_idle_timeout
+        )
 
     @property
     def inflight_per_tenant(self) -> int:
@@ -382,6 +407,7 @@ class Apiserver:
             ],
             on_stop=[self.cluster_hub.stop, self.machine_hub.stop, self.event_hub.stop],
             max_receive_bytes=self.config.limits.max_request_bytes,
+            connections=self.config.limits.connections,
         )
         listen = self.config.listen
         if self.worker:  # the unix socket is worker 0's

@@ -10,6 +10,8 @@ from typing import Any
 
 from tke.internal.auth.chain import AuthConfig
 from tke.internal.ipamd.noderule import NODE
+from tke.internal.rpc.connections import ConnectionLimits
+from tke.internal.rpc.inflight import HEALTH_CHECKS, HEALTH_WATCHES
 from tke.internal.rpc.server import check_socket_mode
 from tke.internal.storage.etcd import EtcdConfig
 
@@ -80,6 +82,9 @@ class ExtenderConfig:
     max_body_bytes: int = 64 << 20
 
 
+CONNECTIONS = ConnectionLimits()
+
+
 @dataclass(frozen=True)
 class IpamdConfig:
     # The node-local unix socket the CNI plugins call; empty disables it. Its mode is its access
@@ -107,6 +112,16 @@ class IpamdConfig:
     # costs a refusal per call rather than memory per call, and a TCP flood never takes the
     # node's CNI plugins' share.
     max_requests_inflight: int = 400
+    # Connections each listener holds at once (None: 10,000, or what the open-file limit allows), and
+    # calls in progress on each, of every kind (health watches, calls still sending their request);
+    # beyond, a connection is closed, a call refused with RESOURCE_EXHAUSTED
+    # (tke.internal.rpc.connections). max_streams must be above max_requests_inflight and the
+    # health limits together (2,400 at the defaults).
+    max_connections: int | None = None
+    max_streams: int = CONNECTIONS.max_streams
+    # Seconds a new connection has to finish its handshake, and a connection without calls is kept.
+    handshake_timeout: float = CONNECTIONS.handshake_timeout
+    connection_idle_timeout: float = CONNECTIONS.connection_idle_timeout
     # Prometheus metrics (calls by method and code, latency) at http://<address>/metrics;
     # empty disables them (the default: several daemons may share a host in development).
     metrics_address: str = ""
@@ -124,3 +139,13 @@ class IpamdConfig:
             raise ValueError(f"node_name {self.node_name!r} is not a node name")
         if self.max_requests_inflight < 1:
             raise ValueError(f"max_requests_inflight {self.max_requests_inflight} must be at least 1")
+        self.connections.contain(
+            self.max_requests_inflight + HEALTH_WATCHES + HEALTH_CHECKS,
+            f"max_requests_inflight and the health limits ({HEALTH_WATCHES} watches, {HEALTH_CHECKS} checks)",
+        )
+
+    @property
+    def connections(self) -> ConnectionLimits:
+        return ConnectionLimits(
+            self.max_connections, self.max_streams, self.handshake_timeout, self.connection_idle_timeout
+        )

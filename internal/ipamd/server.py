@@ -147,7 +147,12 @@ class Ipamd:
         def register(server: grpc.aio.Server) -> None:
             ipam_pb2_grpc.add_IPAMServiceServicer_to_server(servicer, server)
 
-        return ServerSpec(register=register, services=[SERVICE_NAME], interceptors=interceptors)
+        return ServerSpec(
+            register=register,
+            services=[SERVICE_NAME],
+            interceptors=interceptors,
+            connections=self.config.connections,
+        )
 
     async def start(self) -> list[RunningServer]:
         c = self.config

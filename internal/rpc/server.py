@@ -1,6 +1,6 @@
 """A grpc.aio server as every platform binary runs it: TCP (TLS when configured, mutual TLS
 when a client CA is set) and optionally a unix socket, server reflection and grpc.health.v1,
-keepalive, and a graceful stop.
+keepalive, bounded connections and streams (tke.internal.rpc.connections), and a graceful stop.
 
 Graceful stop: health turns NOT_SERVING, `on_stop` hooks run (services end their watch streams
 with a clean status), then in-flight calls get `grace` seconds to finish.
@@ -26,6 +26,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from tke.internal.rpc.connections import ConnectionLimits
 from tke.internal.rpc.interceptors import CallChain, Interceptor
 from tke.internal.rpc.reflection import documented_pool
 
@@ -102,6 +103,8 @@ class ServerSpec:
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     # Requests larger than this are refused by grpc itself with RESOURCE_EXHAUSTED.
     max_receive_bytes: int = DEFAULT_MAX_RECEIVE_BYTES
+    # Connections and calls in progress each listener holds (tke.internal.rpc.connections).
+    connections: ConnectionLimits = field(default_factory=ConnectionLimits)
 
 
 def _answers(path: Path) -> bool:
@@ -172,6 +175,7 @@ async def start_server(listen: ListenConfig, spec: ServerSpec, *, reuse_port: bo
     (SO_REUSEPORT: the kernel spreads connections over them); without, binding a port in use
     fails."""
     logging.getLogger("grpc._cython.cygrpc").addFilter(_CALL_ALREADY_OVER)
+    limits = spec.connections.fitted()
     server = grpc.aio.server(
         interceptors=[CallChain(spec.interceptors)],
         options=[
@@ -181,7 +185,9 @@ async def start_server(listen: ListenConfig, spec: ServerSpec, *, reuse_port: bo
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.max_receive_message_length", spec.max_receive_bytes),
             ("grpc.so_reuseport", int(reuse_port)),
+            *limits.options(),
         ],
+        maximum_concurrent_rpcs=limits.max_streams,
     )
     spec.register(server)
     health_servicer = health.aio.HealthServicer()

@@ -2,7 +2,8 @@
 flow-control window for each stream is 0 (SETTINGS_INITIAL_WINDOW_SIZE), so the server can
 send the response headers but not one byte of a response message. It answers the server's
 SETTINGS and PINGs, as a live client does, and nothing else. Tests use it to hold responses in
-the server's memory for as long as they like, and `deliver` lets one response through."""
+the server's memory for as long as they like, and `deliver` lets one response through; `start`
+opens a call that never sends its request."""
 
 from __future__ import annotations
 
@@ -42,6 +43,19 @@ class UnreadCalls:
 
     async def send(self, path: str, request: bytes, metadata: tuple[tuple[str, str], ...] = ()) -> int:
         """Send one unary call; its stream id."""
+        stream = self._open(path, metadata)
+        message = b"\x00" + struct.pack(">I", len(request)) + request
+        self.writer.write(_frame(DATA, END_STREAM, stream, message))
+        await self.writer.drain()
+        return stream
+
+    async def start(self, path: str) -> int:
+        """Open a call, send its headers and never its request; its stream id."""
+        stream = self._open(path, ())
+        await self.writer.drain()
+        return stream
+
+    def _open(self, path: str, metadata: tuple[tuple[str, str], ...]) -> int:
         stream, self.next_stream = self.next_stream, self.next_stream + 2
         headers = [
             (":method", "POST"),
@@ -52,12 +66,7 @@ class UnreadCalls:
             ("te", "trailers"),
             *metadata,
         ]
-        message = b"\x00" + struct.pack(">I", len(request)) + request
-        self.writer.write(
-            _frame(HEADERS, END_HEADERS, stream, hpack.encode_headers(headers))
-            + _frame(DATA, END_STREAM, stream, message)
-        )
-        await self.writer.drain()
+        self.writer.write(_frame(HEADERS, END_HEADERS, stream, hpack.encode_headers(headers)))
         return stream
 
     async def wait_answered(self, streams: set[int]) -> None:
