@@ -13,7 +13,7 @@ from typing import Any
 import grpc
 
 from tke.internal import metrics
-from tke.internal.apiserver import services
+from tke.internal.apiserver import quota_service, services
 from tke.internal.apiserver.admission import (
     cluster_addresses,
     machine_addresses,
@@ -387,15 +387,22 @@ class Apiserver:
             ResourceService(services.CREDENTIALS, ResourceAPI(self.credentials, None, admins_only=True)),
         ]
 
+        quotas = quota_service.QuotaServicer(self.quotas)
+
         def register(server: grpc.aio.Server) -> None:
             for servicer in servicers:
                 servicer.add_to(server)
+            quotas.add_to(server)
             for _, add in self.auth.services:
                 add(server)
 
         spec = ServerSpec(
             register=register,
-            services=[*(s.service.name for s in servicers), *(name for name, _ in self.auth.services)],
+            services=[
+                *(s.service.name for s in servicers),
+                quota_service.SERVICE,
+                *(name for name, _ in self.auth.services),
+            ],
             interceptors=[
                 RequestInterceptor(audited=self.auth.records_calls),
                 MetricsInterceptor(),

@@ -143,6 +143,19 @@ class Quotas:
         out["bytes"] = self._bytes.get(tenant, 0)
         return out
 
+    def report(self, tenant: str) -> list[tuple[str, int, int, str]]:
+        """Each quota of `tenant` with what it uses now: (resource, used, limit, option), for
+        the kinds counted here in KINDS' order, then bytes (QuotaService). Dict lookups only:
+        no etcd round trip."""
+        config = self.config
+        out = []
+        for plural in sorted(self._kinds, key=KINDS.index):
+            limit, option = config.limit(tenant, plural)
+            out.append((plural, self._count.get((plural, tenant), 0), limit, option))
+        limit, option = config.limit(tenant, "bytes")
+        out.append(("bytes", self._bytes.get(tenant, 0), limit, option))
+        return out
+
     def _add(self, plural: str, tenant: str, count: int, size: int) -> None:
         if count:
             key = (plural, tenant)

@@ -44,6 +44,8 @@ RESOURCES = {
     "tke.platform.v1.MachineService": "machines",
     "tke.platform.v1.EventService": "events",
     "tke.platform.v1.ClusterCredentialService": "clustercredentials",
+    # Read-only: its Get is the verb "get" on a tenant's quotas (the request names no object).
+    "tke.platform.v1.QuotaService": "quotas",
 }
 
 

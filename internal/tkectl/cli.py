@@ -11,7 +11,7 @@ from dataclasses import replace
 from typing import Any
 
 from tke.internal.tkectl import config as configfile
-from tke.internal.tkectl.commands import configure, kubeconfig, read, session, write
+from tke.internal.tkectl.commands import configure, kubeconfig, quota, read, session, write
 from tke.internal.tkectl.commands.runtime import Runtime, for_filter, query, split_names
 from tke.internal.tkectl.connection import Connection
 from tke.internal.tkectl.errors import CliError, Exit
@@ -36,6 +36,7 @@ examples:
   tkectl get clusters,machines
   tkectl describe cluster demo
   tkectl get kubeconfig demo > ~/.kube/config
+  tkectl get quota -n team-a
   tkectl apply -f cluster.yaml
   tkectl watch machines --cluster demo
   tkectl delete cluster demo"""
@@ -92,8 +93,12 @@ def parser() -> argparse.ArgumentParser:
         arg = p.add_argument("args", nargs=nargs, metavar="TYPE [NAME...]", help=what)
         arg.completer = _resource_completer  # type: ignore[attr-defined]
 
-    p = verb("get", "list objects, or show the named ones; or a kubeconfig for a cluster")
-    resource(p, "+", f"resource type ({', '.join(names())}), then names; or TYPE/NAME; or kubeconfig CLUSTER")
+    p = verb("get", "list objects, or show the named ones; or a kubeconfig for a cluster; or a tenant's quotas")
+    resource(
+        p,
+        "+",
+        f"resource type ({', '.join(names())}), then names; or TYPE/NAME; or kubeconfig CLUSTER; or quota",
+    )
     listing(p)
     p.add_argument("--admin", action="store_true", help="kubeconfig: also be cluster-admin in the cluster")
     p.add_argument("--validity", default="", help="kubeconfig: how long it lasts, such as 8h or 30m (default: 8h)")
@@ -194,6 +199,10 @@ async def _dispatch(rt: Runtime, args: argparse.Namespace) -> Exit:
         return await write.create(rt, args.filename)
     if verb == "apply":
         return await write.apply(rt, args.filename)
+    if args.args and split_names(args.args)[0] in quota.TYPE_NAMES and verb != "get":
+        raise CliError(
+            Exit.USAGE, f"quotas are read-only, set by the apiserver's [quotas]: tkectl get quota, not {verb}"
+        )
     if verb == "delete":
         kind = None
         names_: list[str] = []
@@ -204,6 +213,9 @@ async def _dispatch(rt: Runtime, args: argparse.Namespace) -> Exit:
             q = query(kind, rt, selector=args.selector, all_tenants=False, filters={})
         return await write.delete(rt, kind, names_, files=args.filename, query=q, ignore_missing=args.ignore_not_found)
     type_, names_ = split_names(args.args)
+    if verb == "get" and type_ in quota.TYPE_NAMES:
+        _no_listing_options(args, "quotas")
+        return await quota.get_quota(rt, names_, args.output)
     if verb == "get" and type_ in kubeconfig.TYPE_NAMES:
         return await kubeconfig.get_kubeconfig(rt, names_, admin=args.admin, validity=args.validity)
     if getattr(args, "admin", False) or getattr(args, "validity", ""):
@@ -223,6 +235,29 @@ async def _dispatch(rt: Runtime, args: argparse.Namespace) -> Exit:
     if len(names_) > 1:
         raise CliError(Exit.USAGE, "watch takes at most one name")
     return await read.watch(rt, kind, names_[0] if names_ else "", q, fmt=args.output, seconds=args.timeout)
+
+
+def _no_listing_options(args: argparse.Namespace, what: str) -> None:
+    """Refuse the listing options (-l, -A, filters) for something that is not a list."""
+    given = [
+        flag
+        for flag, value in (
+            ("-l/--selector", args.selector),
+            ("-A/--all-tenants", args.all_tenants),
+            ("--cluster", args.cluster),
+            ("--for", args.for_),
+            ("--pool", args.pool),
+            ("--node", args.node),
+            ("--pod-namespace", args.pod_namespace),
+            ("--workload", args.workload),
+            ("--pod", args.pod),
+            ("--admin", args.admin),
+            ("--validity", args.validity),
+        )
+        if value
+    ]
+    if given:
+        raise CliError(Exit.USAGE, f"{', '.join(given)} do not apply to {what} (one tenant: -n/--tenant)")
 
 
 async def _get_many(rt: Runtime, types: list[str], names: list[str], args: argparse.Namespace) -> Exit:

@@ -10,8 +10,9 @@ Decisions:
 - Members of tke:platform-admins are admins of every tenant (a built-in binding).
 Built-in roles exist in every tenant without being stored: admin (every verb on everything
 but update-status, listed rather than "*"), editor (every verb on clusters, machines and events
-but get-admin-kubeconfig: a kubeconfig, not cluster-admin in the cluster, and update-status),
-viewer (get, list, watch on everything: no kubeconfig). Status is the platform's to write: only
+but get-admin-kubeconfig: a kubeconfig, not cluster-admin in the cluster, and update-status;
+and get on quotas, the tenant's quotas and usage), viewer (get, list, watch on everything: no
+kubeconfig). Status is the platform's to write: only
 platform administrators (the controller is one) hold update-status, or "*", unless a platform
 administrator writes a role that gives it.
 Roles and bindings are mirrored in memory, so a decision never waits for etcd. Bindings are
@@ -70,7 +71,12 @@ _RESOURCE = re.compile(r"^(\*|[a-z][a-z0-9-]{0,62})$")
 
 BUILTIN_ROLES: dict[str, list[policy_pb2.PolicyRule]] = {
     "admin": [policy_pb2.PolicyRule(verbs=TENANT_ADMIN_VERBS, resources=["*"])],
-    "editor": [policy_pb2.PolicyRule(verbs=EDITOR_VERBS, resources=["clusters", "machines", "events"])],
+    "editor": [
+        policy_pb2.PolicyRule(verbs=EDITOR_VERBS, resources=["clusters", "machines", "events"]),
+        # What the tenant's quotas allow and what it uses (QuotaService), as Kubernetes' edit
+        # role reads resourcequotas: who creates should see how much is left.
+        policy_pb2.PolicyRule(verbs=["get"], resources=["quotas"]),
+    ],
     "viewer": [policy_pb2.PolicyRule(verbs=["get", "list", "watch"], resources=["*"])],
 }
 

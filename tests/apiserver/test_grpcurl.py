@@ -27,6 +27,7 @@ async def test_list_services_through_reflection(api: Running) -> None:
     assert set(out.split()) >= {
         "tke.platform.v1.ClusterService",
         "tke.platform.v1.MachineService",
+        "tke.platform.v1.QuotaService",
         "grpc.health.v1.Health",
     }
 
@@ -36,6 +37,17 @@ async def test_describe_shows_the_documentation(api: Running) -> None:
     assert code == 0
     assert "string pod_cidr = 1;" in out
     assert "// CIDR the pods' addresses come from" in out
+
+
+async def test_a_tenants_quotas_with_json(api: Running) -> None:
+    code, out, err = await grpcurl(api, "tke.platform.v1.QuotaService/Get", data={"tenantId": "team-a"})
+    assert code == 0, err
+    got = json.loads(out)
+    assert (got["tenantId"], got["enabled"]) == ("team-a", True)
+    clusters = next(r for r in got["resources"] if r["resource"] == "clusters")
+    assert (clusters["limit"], clusters["quota"]) == ("100", "quotas.clusters")
+    code, out, _ = await grpcurl(api, "describe", "tke.platform.v1.QuotaResource")
+    assert code == 0 and "// The configuration option that sets the limit" in out
 
 
 async def test_create_and_get_with_json(api: Running) -> None:

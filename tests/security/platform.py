@@ -18,7 +18,7 @@ from tke.auth.v1 import accounts_pb2, accounts_pb2_grpc, policy_pb2, policy_pb2_
 from tke.internal.apiserver.app import ApiserverConfig
 from tke.internal.auth.chain import AuthConfig, PluginConfig
 from tke.internal.storage.etcd import EtcdConfig
-from tke.platform.v1 import cluster_pb2_grpc, event_pb2_grpc, machine_pb2_grpc
+from tke.platform.v1 import cluster_pb2_grpc, event_pb2_grpc, machine_pb2_grpc, quota_pb2_grpc
 
 SECRET_ENV = "TKE_SECURITY_SECRET"
 ROOT_PASSWORD_ENV = "TKE_SECURITY_ROOT_PASSWORD"
@@ -64,6 +64,7 @@ class Client:
         self.events = event_pb2_grpc.EventServiceStub(channel)
         self.auth = accounts_pb2_grpc.AuthServiceStub(channel)
         self.policy = policy_pb2_grpc.PolicyServiceStub(channel)
+        self.quotas = quota_pb2_grpc.QuotaServiceStub(channel)
 
 
 def user(name: str, tenant: str = "", groups: Iterable[str] = (), disabled: bool = False) -> accounts_pb2.User:
