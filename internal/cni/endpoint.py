@@ -21,6 +21,17 @@ def invalid(msg: str, details: str = "") -> CNIError:
     return CNIError(INVALID_NETWORK_CONFIG, msg, details)
 
 
+def path_option(value: str, where: str) -> str:
+    """`value`, an option naming a file, socket or directory; code 7 when no path can be it.
+
+    JSON strings may hold NUL, file system paths cannot: such a stateDir ended in an internal
+    error (101), such an ipamd socket in "try again later" (11) and a DEL queueing a release
+    that could never be replayed. Checked when the configuration is read, before anything."""
+    if "\x00" in value:
+        raise invalid(f"{where}: a path cannot hold a NUL character", repr(value))
+    return value
+
+
 class IpamdEndpoint(Record):
     """Where tke-ipamd listens: a unix socket path (or unix:///path) or host:port; TLS files for
     host:port. `timeout` is seconds per call."""
@@ -45,6 +56,7 @@ class IpamdEndpoint(Record):
         address = data.get("address")
         if not isinstance(address, str) or not address:
             raise invalid(f"{where}.address: the ipamd address is required")
+        path_option(address, f"{where}.address")
         timeout = data.get("timeout", 2.0)
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
             raise invalid(f"{where}.timeout: expected a positive number of seconds")
@@ -56,7 +68,7 @@ class IpamdEndpoint(Record):
             value = tls.get(key, "")
             if not isinstance(value, str):
                 raise invalid(f"{where}.tls.{key}: expected a path")
-            files[attr] = value
+            files[attr] = path_option(value, f"{where}.tls.{key}")
         server_name = tls.get("serverName", "")
         if not isinstance(server_name, str):
             raise invalid(f"{where}.tls.serverName: expected a string")

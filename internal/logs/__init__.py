@@ -8,7 +8,14 @@ few writes instead of a system call per call. Every other line is written at onc
 line before it, and logging's shutdown at exit writes the rest: only a process killed outright
 loses the last moments' access lines. Each write is whole lines of at most `ATOMIC_WRITE` bytes
 (a pipe takes a write that size in one piece), so the processes of `--workers` sharing one
-stderr never cut into each other's lines."""
+stderr never cut into each other's lines.
+
+A console line is one line whatever its message holds: messages carry what clients sent (a
+name in a NOT_FOUND, a label selector), and a newline in one wrote a second line that looked
+like the server's own (a forged access line), an escape sequence reached the terminal of whoever
+tails the log. So the console format writes every character that is not printable (controls,
+line and paragraph separators, bidirectional overrides) as its Python escape (`\\n`,
+`\\x1b`, `\\u202e`); the JSON format escapes them as JSON does. A traceback keeps its lines."""
 
 from __future__ import annotations
 
@@ -53,6 +60,22 @@ class _SecondCache(logging.Formatter):
         if datefmt or not self.default_msec_format:
             return self._second_text
         return self.default_msec_format % (self._second_text, record.msecs)
+
+
+def printable(text: str) -> str:
+    """`text` with each character that is not printable written as its escape (one line, no
+    terminal control): "a\\nb" -> "a\\\\nb", "\\x1b[2J" -> "\\\\x1b[2J"."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+class ConsoleFormatter(_SecondCache):
+    """Readable lines; the message is made `printable`, so one record is one line."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = printable(record.message)
+        return super().formatMessage(record)
 
 
 class JsonFormatter(_SecondCache):
@@ -145,7 +168,7 @@ def setup(level: str = "info", fmt: str = "console") -> None:
         formatter: logging.Formatter = JsonFormatter()
         formatter.converter = time.gmtime
     else:
-        formatter = _SecondCache("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        formatter = ConsoleFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]

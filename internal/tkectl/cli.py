@@ -17,7 +17,7 @@ from tke.internal.tkectl.connection import Connection
 from tke.internal.tkectl.errors import CliError, Exit
 from tke.internal.tkectl.kinds.base import Kind, Query
 from tke.internal.tkectl.kinds.registry import lookup, names
-from tke.internal.tkectl.output import FORMATS
+from tke.internal.tkectl.output import FORMATS, terminal_text
 
 DESCRIPTION = """\
 The operator's command line of the TKE platform: clusters, machines and events (tke-apiserver),
@@ -300,7 +300,7 @@ def _config(args: argparse.Namespace) -> Exit:
         text = cfg.current_context
     else:
         text = configure.view(cfg, args.show_secrets)
-    print(text, flush=True)
+    print(terminal_text(text), flush=True)
     return Exit.OK
 
 
@@ -316,12 +316,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(asyncio.run(run(args)))
     except CliError as err:
-        print(f"tkectl: {err.message}", file=sys.stderr, flush=True)
+        print(f"tkectl: {terminal_text(err.message)}", file=sys.stderr, flush=True)
         return int(err.exit_code)
     except KeyboardInterrupt:
         return int(Exit.INTERRUPTED if args.verb != "watch" else Exit.OK)
     except BrokenPipeError:  # `tkectl get ... | head`
         return int(Exit.OK)
     except Exception as err:  # never a traceback: one line that says what broke
-        print(f"tkectl: unexpected error: {type(err).__name__}: {err}", file=sys.stderr, flush=True)
+        print(f"tkectl: unexpected error: {type(err).__name__}: {terminal_text(str(err))}", file=sys.stderr, flush=True)
         return int(Exit.ERROR)

@@ -4,14 +4,13 @@ conditions as a table, and the events about it (clusters and machines)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from tke.internal.tkectl.documents import dump_yaml
-from tke.internal.tkectl.kinds.base import Kind, age, enum_text
+from tke.internal.tkectl.kinds.base import Kind, age, enum_text, time_text
 from tke.internal.tkectl.output import table
 
 
@@ -83,11 +82,8 @@ def _pairs(values: Any) -> str:
 
 
 def _time(ts: Message) -> str:
-    seconds = getattr(ts, "seconds", 0)
-    if not seconds:
-        return "<none>"
-    when = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return f"{when} ({age(ts)} ago)"  # type: ignore[arg-type]
+    when = time_text(ts)  # type: ignore[arg-type]
+    return when if when.startswith("<") else f"{when} ({age(ts)} ago)"  # type: ignore[arg-type]
 
 
 def _indent(text: str, width: int = 2) -> str:

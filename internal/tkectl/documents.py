@@ -14,7 +14,7 @@ import yaml
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
-from tke.internal.tkectl.errors import CliError, usage
+from tke.internal.tkectl.errors import CliError, Exit, usage
 from tke.internal.tkectl.kinds.base import Kind
 from tke.internal.tkectl.kinds.registry import by_file_kind
 
@@ -96,7 +96,10 @@ def _plain(value: Any) -> Any:
 
 
 def to_dict(kind: Kind, message: Message) -> dict[str, Any]:
-    return {"kind": kind.kind, **json_format.MessageToDict(message)}
+    try:
+        return {"kind": kind.kind, **json_format.MessageToDict(message)}
+    except (json_format.Error, ValueError) as err:  # a Timestamp or Duration out of range: a wrong answer
+        raise CliError(Exit.ERROR, f"the server sent a {kind.kind} that has no JSON form: {err}") from None
 
 
 def list_dict(kind: Kind, messages: Sequence[Message]) -> dict[str, Any]:

@@ -1,4 +1,12 @@
-"""Printing objects: a table (default), a wide table, YAML or JSON."""
+"""Printing objects: a table (default), a wide table, YAML or JSON; and `terminal_text`, which
+everything tkectl prints goes through.
+
+What tkectl prints comes from servers (names, messages, annotations, errors): a tenant writes
+an event's message, a hostile server writes anything. Printed as they came, their escape
+sequences cleared the screen, retitled the window or hid text. So every character that
+drives a terminal (C0 controls but newline and tab, DEL, C1 controls) is printed as its
+`\\u` escape, which is also a valid escape inside JSON and YAML double-quoted strings (and
+PyYAML and json already escape the C0 ones themselves)."""
 
 from __future__ import annotations
 
@@ -11,6 +19,14 @@ from tke.internal.tkectl.documents import dump_json, dump_yaml, list_dict, to_di
 from tke.internal.tkectl.kinds.base import Column, Kind
 
 FORMATS = ("table", "wide", "yaml", "json", "name")
+
+# Characters that drive a terminal: C0 controls but tab and newline, DEL, C1 controls.
+_CONTROLS = {c: f"\\u{c:04x}" for c in (*range(0x00, 0x09), *range(0x0B, 0x20), *range(0x7F, 0xA0))}
+
+
+def terminal_text(text: str) -> str:
+    """`text` with the characters that drive a terminal written as `\\u` escapes."""
+    return text if text.isprintable() else text.translate(_CONTROLS)
 
 
 def columns(kind: Kind, fmt: str) -> tuple[Column, ...]:

@@ -178,3 +178,40 @@ def test_a_prev_result_that_is_no_result_is_code_7_for_check_and_ignored_by_del(
         assert switch.run("DEL", with_prev(conf, prev), container_id=cid, netns=path).code == 0
         assert addresses(container, "eth0") == []
         assert not (record_dir(tmp_path) / f"{cid}=eth0.json").exists()
+
+
+def with_nul(plugin: str, tmp_path: Path, option: str) -> dict[str, Any]:
+    """The plugin's configuration with `option` (a path) holding a NUL character."""
+    config = config_of(plugin, tmp_path)
+    section = config if plugin == "cni-switch" else config["ipam"]
+    if option == "confDir":
+        config["networks"] = {"pods": "pods.conflist"}
+    if option == "ipamd.tls.caFile":
+        section["ipamd"] = {"address": "192.0.2.1:9443", "tls": {"caFile": str(tmp_path / "ca\x00.pem")}}
+    elif option == "ipamd":
+        section["ipamd"] = str(tmp_path / "ipamd\x00.sock")
+    else:
+        section[option] = str(tmp_path / f"{option}\x00x")
+    return config
+
+
+@pytest.mark.parametrize(
+    ("plugin", "option"),
+    [
+        ("cni-switch", "stateDir"),
+        ("cni-switch", "confDir"),
+        ("cni-switch", "ipamd"),
+        ("tke-ipamc", "stateDir"),
+        ("tke-ipamc", "ipamd"),
+        ("tke-ipamc", "ipamd.tls.caFile"),
+    ],
+)
+@pytest.mark.parametrize("verb", ["ADD", "DEL"])
+def test_a_path_option_holding_nul_is_code_7(node: str, tmp_path: Path, plugin: str, option: str, verb: str) -> None:
+    # JSON strings may hold NUL, paths cannot: a stateDir with one was an internal error (101),
+    # an ipamd socket "try again later" (11), and its DEL queued a release nothing could replay.
+    out = runtime(plugin, node, tmp_path).run(
+        verb, with_nul(plugin, tmp_path, option), container_id=unique("c"), netns="/var/run/netns/none"
+    )
+    refused(out, 7, "a path cannot hold a NUL character")
+    assert not (tmp_path / "state").exists() and not (tmp_path / "ipamc").exists()  # nothing written

@@ -1,6 +1,6 @@
 """The binaries' log handler: the access log's lines below WARNING are written in batches, any
-other line at once with everything before it; and the time stamps of the formatters are the
-standard ones."""
+other line at once with everything before it; the time stamps of the formatters are the
+standard ones; and a console line is one line, whatever a client's text in it holds."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import io
 import logging
 import os
 import select
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -142,3 +143,44 @@ def test_the_writer_goes_on_when_a_write_fails(pipe: tuple[int, io.TextIOWrapper
     log.info("written")
     assert readable(read_end, within=10), "the writer thread stopped after a failed write"
     assert os.read(read_end, 1 << 16).decode() == "test_logs.broken INFO written\n"
+
+
+@pytest.fixture
+def console_formatter() -> Iterator[logging.Formatter]:
+    """The formatter `logs.setup` gives the console format (the root logger restored after)."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        logs.setup("info", "console")
+        formatter = root.handlers[0].formatter
+        assert formatter is not None
+        yield formatter
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+
+def test_a_console_line_is_one_line_whatever_a_client_sent(console_formatter: logging.Formatter) -> None:
+    # What a tenant sent as a cluster name, repeated by a NOT_FOUND in the access log: a newline
+    # forged a second access line, escapes reached the terminal of whoever tails the log.
+    name = "zz\n2026-12-02 16:00:00,000 INFO tke.access: 0 /tke.auth.v1.AuthService/Login OK\x1b[2J\u202e\u2028\x00"
+    record = logging.LogRecord("tke.access", logging.INFO, __file__, 1, 'cluster "%s" not found', (name,), None)
+    line = console_formatter.format(record)
+    assert line.endswith(
+        'cluster "zz\\n2026-12-02 16:00:00,000 INFO tke.access: 0 /tke.auth.v1.AuthService/Login OK'
+        '\\x1b[2J\\u202e\\u2028\\x00" not found'
+    )
+    assert line.isprintable()
+    plain = logging.LogRecord("tke.access", logging.INFO, __file__, 1, "plain é ü text", None, None)
+    assert console_formatter.format(plain).endswith(" INFO tke.access: plain é ü text")
+
+
+def test_a_traceback_keeps_its_lines(console_formatter: logging.Formatter) -> None:
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        record = logging.LogRecord("x", logging.ERROR, __file__, 1, "failed\n", None, sys.exc_info())
+    lines = console_formatter.format(record).splitlines()
+    assert lines[0].endswith("ERROR x: failed\\n")
+    assert lines[1] == "Traceback (most recent call last):"
+    assert lines[-1] == "ValueError: boom"

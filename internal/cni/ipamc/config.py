@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 
-from tke.internal.cni.endpoint import IpamdEndpoint
+from tke.internal.cni.endpoint import IpamdEndpoint, path_option
 from tke.internal.cni.errors import INVALID_NETWORK_CONFIG, CNIError
 from tke.internal.cni.record import Record
 
@@ -73,7 +73,7 @@ class IpamcConfig(Record):
             node=node,
             node_ip=strings["nodeIP"],
             release_policy=policy,
-            state_dir=strings["stateDir"] or DEFAULT_STATE_DIR,
+            state_dir=path_option(strings["stateDir"], "ipam.stateDir") or DEFAULT_STATE_DIR,
             release_retry_seconds=float(retry),
             gc_min_age_seconds=min_age,
         )

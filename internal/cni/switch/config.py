@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 
 from tke.internal.cni import jsonio as json
-from tke.internal.cni.endpoint import IpamdEndpoint
+from tke.internal.cni.endpoint import IpamdEndpoint, path_option
 from tke.internal.cni.errors import INVALID_NETWORK_CONFIG, CNIError
 from tke.internal.cni.record import Record
 from tke.internal.cni.version import DELEGATE_CAPABLE, parse
@@ -154,7 +154,7 @@ class SwitchConfig(Record):
             value = data.get(key, fallback)
             if not isinstance(value, str) or not value:
                 raise invalid(f"{key}: expected a non-empty string")
-            strings[key] = value
+            strings[key] = path_option(value, key) if key.endswith("Dir") else value
         ipamd = data.get("ipamd")
         args = data.get("args")
         return cls(

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from tke.internal.tkectl.commands.runtime import Runtime
 from tke.internal.tkectl.connection import APISERVER
 from tke.internal.tkectl.errors import Exit, from_rpc, usage
+from tke.internal.tkectl.kinds.base import time_text
 from tke.platform.v1 import cluster_pb2, cluster_pb2_grpc
 
 TYPE_NAMES = ("kubeconfig", "kubeconfigs")
@@ -44,8 +45,7 @@ async def get_kubeconfig(rt: Runtime, names: Sequence[str], *, admin: bool, vali
         if hasattr(err, "code") and hasattr(err, "details"):
             raise from_rpc(err, rt.conn.target(APISERVER)) from None
         raise
-    rt.out.write(got.kubeconfig)
-    rt.out.flush()
-    expires = got.expire_time.ToDatetime(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    rt.warn(f"kubeconfig for cluster {names[0]}{' (cluster-admin)' if admin else ''}, valid until {expires}")
+    rt.write(got.kubeconfig)
+    role = " (cluster-admin)" if admin else ""
+    rt.warn(f"kubeconfig for cluster {names[0]}{role}, valid until {time_text(got.expire_time)}")
     return Exit.OK

@@ -12,6 +12,7 @@ from tke.internal.tkectl.config import Config, Context
 from tke.internal.tkectl.connection import Connection
 from tke.internal.tkectl.errors import CliError, Exit, usage
 from tke.internal.tkectl.kinds.base import Kind, Query
+from tke.internal.tkectl.output import terminal_text
 
 
 @dataclass
@@ -25,11 +26,17 @@ class Runtime:
     err: TextIO = field(default_factory=lambda: sys.stderr)
 
     def print(self, text: str) -> None:
+        """A line for standard output (what servers sent is in it: `terminal_text`)."""
         if text:
-            print(text, file=self.out, flush=True)
+            print(terminal_text(text), file=self.out, flush=True)
+
+    def write(self, text: str) -> None:
+        """Text for standard output as it is, but for what would drive a terminal."""
+        self.out.write(terminal_text(text))
+        self.out.flush()
 
     def warn(self, text: str) -> None:
-        print(f"tkectl: {text}", file=self.err, flush=True)
+        print(f"tkectl: {terminal_text(text)}", file=self.err, flush=True)
 
 
 FILTER_FLAGS = {

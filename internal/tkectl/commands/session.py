@@ -6,14 +6,21 @@ import getpass
 import os
 import sys
 from dataclasses import replace
-from datetime import UTC, datetime
 
 from tke.auth.v1 import accounts_pb2, accounts_pb2_grpc
 from tke.internal.tkectl.commands.runtime import Runtime
 from tke.internal.tkectl.connection import APISERVER
 from tke.internal.tkectl.errors import CliError, Exit, from_rpc, usage
+from tke.internal.tkectl.kinds.base import time_text
 
 DEFAULT_CONTEXT = "default"
+# A token is sent back as the value of an authorization header: printable ASCII, bounded (a
+# server's answer that is not one would be saved, then break every later call of the context).
+MAX_TOKEN = 8192
+
+
+def _is_token(token: str) -> bool:
+    return 0 < len(token) <= MAX_TOKEN and token.isascii() and token.isprintable()
 
 
 def _password(from_stdin: bool) -> str:
@@ -41,13 +48,18 @@ async def login(rt: Runtime, username: str, password_stdin: bool) -> Exit:
         if hasattr(err, "code") and hasattr(err, "details"):
             raise from_rpc(err, rt.conn.target(APISERVER)) from None
         raise
+    if not _is_token(resp.token):
+        raise CliError(
+            Exit.ERROR,
+            f"{rt.conn.target(APISERVER)} answered the login with no usable token (one line of at most "
+            f"{MAX_TOKEN} printable ASCII characters); the configuration is unchanged",
+        )
     name = rt.context_name or DEFAULT_CONTEXT
     rt.config.contexts[name] = replace(rt.context, token=resp.token, username=user)
     if not rt.config.current_context:
         rt.config.current_context = name
     _save(rt)
-    expires = datetime.fromtimestamp(resp.expires_at.seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    rt.print(f'logged in as {user} (context "{name}", token valid until {expires})')
+    rt.print(f'logged in as {user} (context "{name}", token valid until {time_text(resp.expires_at)})')
     return Exit.OK
 
 

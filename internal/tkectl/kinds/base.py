@@ -3,6 +3,7 @@ and the columns of its table. A verb a service does not have raises a usage erro
 
 from __future__ import annotations
 
+import datetime
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -117,10 +118,30 @@ class Kind:
             raise
 
 
+# The seconds a google.protobuf.Timestamp may hold: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z.
+_TIMESTAMP_SECONDS = range(-62135596800, 253402300800)
+
+
+def valid_time(ts: timestamp_pb2.Timestamp) -> bool:
+    """Whether `ts` is a Timestamp its definition allows (a server may send any numbers)."""
+    return ts.seconds in _TIMESTAMP_SECONDS and 0 <= ts.nanos <= 999_999_999
+
+
+def time_text(ts: timestamp_pb2.Timestamp) -> str:
+    """2026-12-02T16:22:45Z; "<none>" when unset, "<invalid>" when no Timestamp can hold it."""
+    if not ts.seconds:
+        return "<none>"
+    if not valid_time(ts):
+        return "<invalid>"
+    return f"{ts.ToDatetime(datetime.UTC):%Y-%m-%dT%H:%M:%SZ}"
+
+
 def age(ts: timestamp_pb2.Timestamp) -> str:
     """Kubernetes-style age: 42s, 5m, 3h, 12d."""
     if not ts.seconds:
         return "<unknown>"
+    if not valid_time(ts):
+        return "<invalid>"
     seconds = max(0, int(time.time() - ts.seconds))
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size * (2 if unit != "m" else 1):
