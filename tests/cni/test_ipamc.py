@@ -328,7 +328,7 @@ def test_a_nodes_ipamd_serves_its_node_and_refuses_another_clearly(
 ) -> None:
     """tke-ipamd with node_name (as the add-on's DaemonSet runs it): tke-ipamc configured for that
     node allocates, checks, collects and releases; one naming another node gets code 103 with
-    ipamd's reason in msg, and changes nothing."""
+    ipamd's reason (its ErrorInfo's) and message in msg, and changes nothing."""
     workdir = Path(tempfile.mkdtemp(prefix="cni-node-", dir="/tmp"))
     daemon = IpamdDaemon(
         workdir, endpoints=list(etcd_config.endpoints), prefix=etcd_config.prefix, extra='node_name = "node-1"'
@@ -348,7 +348,8 @@ def test_a_nodes_ipamd_serves_its_node_and_refuses_another_clearly(
             for verb, config in (("ADD", other), ("GC", {**other, "cni.dev/valid-attachments": []})):
                 out = ipamc.run(verb, config, container_id=unique("c"), netns="/proc/self/ns/net", args=args)
                 assert out.json["code"] == 103, out.stdout
-                assert "denied it" in out.json["msg"] and "acts on node 'node-1' only" in out.json["msg"], out.stdout
+                assert "denied it (NODE_RESTRICTED): " in out.json["msg"], out.stdout
+                assert "acts on node 'node-1' only" in out.json["msg"], out.stdout
                 assert "'node-2'" in out.json["msg"], out.stdout
             listed = stub.ListAllocations(ipam_pb2.ListAllocationsRequest(), timeout=10).allocations
             assert [(a.container_id, a.node) for a in listed] == [(cid, "node-1")]
