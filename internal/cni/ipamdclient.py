@@ -60,19 +60,34 @@ CODES = (
 RETRYABLE = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED", "CANCELLED", "ABORTED", "UNKNOWN"})
 
 
-def _says_retry(reply: h2.Reply) -> bool:
-    """Whether ipamd's refusal carries a RetryInfo: RESOURCE_EXHAUSTED is an exhausted pool,
-    unless ipamd says to try again (it is serving its maximum of calls at once)."""
+def _status(reply: h2.Reply) -> bytes:
+    """The google.rpc.Status of ipamd's refusal (its details), b"" when there is none."""
     encoded = reply.metadata.get("grpc-status-details-bin", "")
     if not encoded:
-        return False
+        return b""
     import binascii  # a refusal's path only
 
     try:
-        status = binascii.a2b_base64(encoded + "=" * (-len(encoded) % 4))
+        return binascii.a2b_base64(encoded + "=" * (-len(encoded) % 4))
+    except ValueError:  # not base64 (binascii.Error), not ASCII
+        return b""
+
+
+def _says_retry(status: bytes) -> bool:
+    """Whether ipamd's refusal carries a RetryInfo: RESOURCE_EXHAUSTED is an exhausted pool,
+    unless ipamd says to try again (it is serving its maximum of calls at once)."""
+    try:
         return any(t.endswith("/google.rpc.RetryInfo") for t in wire.status_detail_types(status))
-    except ValueError:  # not base64 (binascii.Error), not ASCII, or not a Status (WireError)
+    except ValueError:  # not a Status (WireError)
         return False
+
+
+def _reason(status: bytes) -> str:
+    """The ErrorInfo reason of ipamd's refusal ("" when it has none or it does not decode)."""
+    try:
+        return wire.status_reason(status)
+    except ValueError:  # not a Status (WireError)
+        return ""
 
 
 class IpamdUnreachable(Exception):
@@ -80,12 +95,13 @@ class IpamdUnreachable(Exception):
 
 
 class IpamdRefused(Exception):
-    """ipamd answered and said no."""
+    """ipamd answered and said no; `reason` is its ErrorInfo's (NODE_RESTRICTED, ...), if any."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, reason: str = "") -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+        self.reason = reason
 
 
 def connector(endpoint: IpamdEndpoint) -> tuple[Dial, str, str]:
@@ -145,9 +161,10 @@ class IpamdClient:
         name = CODES[reply.code] if reply.code < len(CODES) else "UNKNOWN"
         if name == "OK":
             return reply.data
-        if name in RETRYABLE or (name == "RESOURCE_EXHAUSTED" and _says_retry(reply)):
+        status = _status(reply)
+        if name in RETRYABLE or (name == "RESOURCE_EXHAUSTED" and _says_retry(status)):
             raise IpamdUnreachable(f"{name}: {reply.message}")
-        raise IpamdRefused(name, reply.message or name)
+        raise IpamdRefused(name, reply.message or name, _reason(status))
 
     def _decoded(self, method: str, request: bytes, decode: Callable[[bytes], T]) -> T:
         data = self.call(SERVICE + method, request)

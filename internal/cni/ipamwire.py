@@ -321,3 +321,12 @@ def status_detail_types(data: bytes) -> list[str]:
     """The type URLs of a google.rpc.Status's details (field 3, each a google.protobuf.Any whose
     field 1 is its type URL): what kind of help the refusal carries (RetryInfo, ErrorInfo, ...)."""
     return [get_str(detail, 1) for detail in get_repeated_message(parse(data), 3)]
+
+
+def status_reason(data: bytes) -> str:
+    """The reason of a google.rpc.Status's ErrorInfo (the Any's value, field 2, is the ErrorInfo,
+    whose field 1 is its reason: NODE_RESTRICTED, POOL_NOT_ALLOWED, ...); "" when it has none."""
+    for detail in get_repeated_message(parse(data), 3):
+        if get_str(detail, 1).endswith("/google.rpc.ErrorInfo"):
+            return get_str(get_message(detail, 2), 1)
+    return ""

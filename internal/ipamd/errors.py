@@ -1,6 +1,6 @@
 """IPAM's errors for clients, with google.rpc details: exhausted pools, addresses owned by
 someone else or cooling down, pools still in use, nodes or namespaces a pool does not serve, a
-node's caller reaching for another node's addresses."""
+node's caller reaching for another node's addresses or another workload's."""
 
 from __future__ import annotations
 
@@ -146,4 +146,12 @@ def node_restricted(caller: str, node: str, message: str, other: str = "") -> Ap
     if other:
         metadata["requested_node"] = other
     info = error_details_pb2.ErrorInfo(reason="NODE_RESTRICTED", domain=DOMAIN, metadata=metadata)
+    return ApiError(grpc.StatusCode.PERMISSION_DENIED, message, [info])
+
+
+def not_pods_workload(caller: str, node: str, message: str, *, pod: str, named: str, actual: str) -> ApiError:
+    """PERMISSION_DENIED: a caller restricted to `node` asked for a fixed address of workload
+    `named` for a pod the Kubernetes API says is `actual`'s (tke.internal.ipamd.noderule)."""
+    metadata = {"caller": caller, "node": node, "pod": pod, "workload": named, "pod_workload": actual}
+    info = error_details_pb2.ErrorInfo(reason="NOT_THE_PODS_WORKLOAD", domain=DOMAIN, metadata=metadata)
     return ApiError(grpc.StatusCode.PERMISSION_DENIED, message, [info])

@@ -12,10 +12,15 @@ with scores from 0 to 10. Field names are read as Go reads them, case-insensitiv
 
 Which nodes a pool serves: the pool's `node_names`, or `node_subnets` holding the node's
 InternalIP (status.addresses), exactly as Allocate decides (tke.internal.ipamd.pools.serves).
-The pod's pools: the pool of the fixed address its owner already holds, else its binding's
-pool, else every pool (a binding without a pool takes any pool serving the node). A pod whose
-workload has no binding is not constrained. Nodes no pool serves are FailedAndUnresolvable
-(preempting pods cannot make a pool serve a node).
+The pod's pools: the pool of the fixed address its owner already holds (bound or not: a
+network's release policy may have made it fixed), else its binding's pool, else every pool (a
+binding without a pool, and a pod without a binding, take any pool serving the node). A new
+address comes only from a pool whose `namespaces` take the pod's namespace, as Allocate decides
+(tke.internal.ipamd.pools.admits, the one rule for both): the others are left out, except the
+pool of an address the owner holds (what a namespace holds stays its). Nodes none of the pod's
+pools serves are FailedAndUnresolvable (preempting pods cannot make a pool serve a node), with
+the pools that serve one but not the namespace named. A pod on the host's network
+(spec.hostNetwork) gets no address and is not constrained.
 
 Bindings and pools are read at most every `refresh` seconds; when the IP storage cannot be read,
 the last snapshot (at most `max_stale` seconds old) decides, so a storage outage does not stop
@@ -38,7 +43,7 @@ from aiohttp import web
 
 from tke.internal.ipamd.ipam import IPAM
 from tke.internal.ipamd.kube_resolver import KubeResolver
-from tke.internal.ipamd.pools import pool_layout, serves
+from tke.internal.ipamd.pools import admits, pool_layout, serves
 from tke.internal.ipamd.storage import StorageUnavailable, owner_key
 from tke.internal.ipamd.workloads import (
     REPLICA_SET,
@@ -105,12 +110,35 @@ def _ipv4(value: str) -> bool:
     return True
 
 
-def not_served(pools: list[ipam_pb2.Pool], node: NodeFacts) -> str | None:
-    """Why no pool of `pools` serves the node, None when one does."""
-    if any(serves(p, node.name, node.internal_ip) for p in pools):
+@dataclass(frozen=True)
+class Candidates:
+    """The pools a pod's address may come from, and those left out because their `namespaces`
+    do not take the pod's namespace."""
+
+    namespace: str
+    pools: list[ipam_pb2.Pool]
+    refused: list[ipam_pb2.Pool] = field(default_factory=list)
+
+    @classmethod
+    def new_address(cls, namespace: str, pools: list[ipam_pb2.Pool]) -> Candidates:
+        """Of `pools`, those a new address of the namespace may come from (as Allocate decides)."""
+        return cls(
+            namespace, [p for p in pools if admits(p, namespace)], [p for p in pools if not admits(p, namespace)]
+        )
+
+
+def not_served(candidates: Candidates, node: NodeFacts) -> str | None:
+    """Why no pool of the pod's serves the node, None when one does."""
+    if any(serves(p, node.name, node.internal_ip) for p in candidates.pools):
         return None
-    names = ", ".join(p.name for p in pools) or "(none)"
     where = f" (InternalIP {node.internal_ip})" if node.internal_ip else " (no InternalIP)"
+    not_theirs = f"does not hand out addresses to namespace {candidates.namespace} (see the pool's namespaces)"
+    refusing = ", ".join(p.name for p in candidates.refused if serves(p, node.name, node.internal_ip))
+    if refusing:
+        return f"pool {refusing} serves node {node.name}{where} but {not_theirs}"
+    if not candidates.pools and candidates.refused:
+        return f"pool {', '.join(p.name for p in candidates.refused)} {not_theirs}"
+    names = ", ".join(p.name for p in candidates.pools) or "(none)"
     return f"pool {names} does not serve node {node.name}{where}"
 
 
@@ -164,7 +192,7 @@ class Extender:
         )
         return self._snapshot
 
-    async def pools_for(self, pod: Any) -> list[ipam_pb2.Pool] | None:
+    async def pools_for(self, pod: Any) -> Candidates | None:
         """The pools the pod's address may come from; None when the pod is not constrained."""
         if not isinstance(pod, dict) or not isinstance(pod.get("metadata"), dict):
             raise BadArgs("Pod has no metadata")
@@ -172,6 +200,8 @@ class Extender:
         namespace, name = str(meta.get("namespace") or "default"), meta.get("name")
         if not isinstance(name, str) or not name:
             raise BadArgs("Pod has no metadata.name")
+        if _object(pod.get("spec")).get("hostNetwork") is True:
+            return None  # no CNI ADD, no address
         refs = owner_refs_of_json(meta)
         ref = controller_of(refs)
         parent = (
@@ -179,15 +209,17 @@ class Extender:
         )
         w = workload_of(namespace, name, refs, lambda _: parent)
         snap = await self.snapshot()
-        binding = snap.bindings.get((w.namespace, w.kind, w.name))
-        if binding is None:
-            return None
         held = await self._held_pool(w, name)
         if held:
-            return [snap.pools[held]] if held in snap.pools else []
-        if binding.pool:
-            return [snap.pools[binding.pool]] if binding.pool in snap.pools else []
-        return list(snap.pools.values())
+            # An address the owner holds stays its, whatever the pool's namespaces say now (with
+            # a binding, or a network whose release policy made it fixed).
+            return Candidates(namespace, [snap.pools[held]] if held in snap.pools else [])
+        binding = snap.bindings.get((w.namespace, w.kind, w.name))
+        if binding is not None and binding.pool:
+            return Candidates.new_address(namespace, [snap.pools[binding.pool]] if binding.pool in snap.pools else [])
+        # A binding without a pool, or none (the pod's network takes any pool): the pools
+        # Allocate chooses by node.
+        return Candidates.new_address(namespace, list(snap.pools.values()))
 
     async def _held_pool(self, w: Workload, pod_name: str) -> str:
         """The pool of the fixed address the pod's owner holds (StatefulSet and bare pods)."""
@@ -220,11 +252,11 @@ class Extender:
 
     async def filter(self, args: Mapping[str, Any]) -> dict[str, Any]:
         items, facts = await self._nodes(args)
-        pools = await self.pools_for(field_of(args, "Pod"))
+        candidates = await self.pools_for(field_of(args, "Pod"))
         failed: dict[str, str] = {}
-        if pools is not None:
+        if candidates is not None:
             for node in facts:
-                why = not_served(pools, node)
+                why = not_served(candidates, node)
                 if why is not None:
                     failed[node.name] = why
         out: dict[str, Any] = {"FailedNodes": {}, "FailedAndUnresolvableNodes": failed, "Error": ""}
@@ -236,14 +268,15 @@ class Extender:
         return out
 
     async def prioritize(self, args: Mapping[str, Any]) -> list[dict[str, Any]]:
-        """Nodes whose pool has more free addresses first (a pod with a binding); 0 for all
-        when the pod is not constrained."""
+        """Nodes whose pool has more free addresses first; 0 for all when the pod is not
+        constrained."""
         _, facts = await self._nodes(args)
-        pools = await self.pools_for(field_of(args, "Pod"))
+        candidates = await self.pools_for(field_of(args, "Pod"))
+        pools = candidates.pools if candidates is not None else []
         snap = self._snapshot
         out = []
         for node in facts:
-            share = max((snap.free.get(p.name, 0.0) for p in pools or [] if serves(p, node.name, node.internal_ip)),
+            share = max((snap.free.get(p.name, 0.0) for p in pools if serves(p, node.name, node.internal_ip)),
                         default=0.0)  # fmt: skip
             out.append({"Host": node.name, "Score": round(MAX_PRIORITY * share)})
         return out

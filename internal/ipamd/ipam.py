@@ -28,8 +28,9 @@ Invariants (the storage's compare-and-swap does the enforcing, this module the d
 - `reclaim` frees an allocation only at the version its caller examined: a pod that came back
   and re-attached it meanwhile keeps it.
 - A caller restricted to a node (tke.internal.ipamd.noderule) gets a fixed address, new or
-  taken over, only for a pod bound to its node (`NodeCaller.admit_fixed`), checked before
-  anything is written or bound; everyone else as before.
+  taken over, only for a pod bound to its node and for that pod's own workload
+  (`NodeCaller.admit_fixed`), checked before anything is written or bound; everyone else as
+  before.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ from tke.internal.ipamd.workloads import (
     POD,
     STABLE_NAME_KINDS,
     NoResolver,
+    PodPlacement,
     ResolverUnavailable,
     Workload,
     WorkloadResolver,
@@ -320,14 +322,16 @@ class IPAM:
     # -- allocate -----------------------------------------------------------------------------
     async def allocate(self, req: ipam_pb2.AllocateRequest, *, node: NodeCaller | None = None) -> AllocateResult:
         """`node`: the caller speaks for that node (the node rule); a fixed address then goes to
-        the new container only for a pod the Kubernetes API says is bound to it."""
-        vouched = False
+        the new container only for a pod the Kubernetes API says is bound to it and belongs to
+        the workload the address is kept for."""
+        vouched: PodPlacement | None = None
 
-        async def admit_fixed(held: ipam_pb2.Allocation | None) -> None:
-            # Asked once per call when the API vouches for the pod; without an API, per address.
+        async def admit_fixed(held: ipam_pb2.Allocation | None, owner: ipam_pb2.Owner) -> None:
+            # The pod is read once per call when the API vouches for it (without an API, per
+            # address); its workload is checked against each owner an attempt settles on.
             nonlocal vouched
-            if node is not None and not vouched:
-                vouched = await node.admit_fixed(self.resolver, req.owner, held)
+            if node is not None:
+                vouched = await node.admit_fixed(self.resolver, owner, held, vouched)
 
         owner = ipam_pb2.Owner()
         owner.CopyFrom(req.owner)
@@ -368,7 +372,7 @@ class IPAM:
                         if moved is not None:
                             return AllocateResult(moved, True)
                         continue
-                    await admit_fixed(None)
+                    await admit_fixed(None, owner)
                 fresh = await self._allocate_new(req, owner, policy, pool_name, network, seen=seen)
             except ApiError:
                 # An exhausted pool or a taken address is no error for an interface that
@@ -416,10 +420,11 @@ class IPAM:
         req: ipam_pb2.AllocateRequest,
         owner: ipam_pb2.Owner,
         seen: NamespaceBindings,
-        admit: Callable[[ipam_pb2.Allocation], Awaitable[None]],
+        admit: Callable[[ipam_pb2.Allocation, ipam_pb2.Owner], Awaitable[None]],
     ) -> ipam_pb2.Allocation | None:
         """Give a fixed address back to its owner's new container; None on a lost race. `admit`
-        raises when the caller may not move it (the node rule), before anything changes."""
+        raises when the caller may not move it to `owner` (the node rule), before anything
+        changes."""
         a = held.allocation
         st = await self._pool(a.pool)
         if (a.container_id, a.ifname) == (req.container_id, req.ifname):
@@ -429,7 +434,7 @@ class IPAM:
             raise errors.node_not_served(a.pool, req.node)
         if req.ip and req.ip != a.ip:
             raise errors.address_in_use(a.pool, req.ip, f"{errors.holder(a)}; the owner's fixed address is {a.ip}")
-        await admit(a)
+        await admit(a, owner)
         now = self.clock()
         new = _copy(a)
         # The owner key moves with it when a renamed pod of the workload takes it over.

@@ -7,10 +7,12 @@ CNI ADD asks twice within milliseconds: cni-switch's LookupBinding, then tke-ipa
 ReplicaSet's controller for `replica_set_ttl` seconds (it changes only when a ReplicaSet is
 adopted or orphaned). A failure of the API is ResolverUnavailable, never an answer.
 
-Where a pod is bound (`placement_of`, for the node rule) is never cached: it is one GET of the
-pod each time (a quorum read in kube-apiserver), because a StatefulSet's pod deleted on one node
-and created again on another within the cache's lifetime would otherwise still look bound to
-the first, or, worse, to a node it has left.
+Where a pod is bound and whose it is (`placement_of`, for the node rule) is never cached: it is
+one GET of the pod each time (a quorum read in kube-apiserver), and one of its ReplicaSet when
+it has one, because a StatefulSet's pod deleted on one node and created again on another within
+the cache's lifetime would otherwise still look bound to the first, or, worse, to a node it has
+left; and a pod created again by another controller would still look like the first one's. What
+it reads replaces what the caches held, so the next `workload_of` agrees with it.
 """
 
 from __future__ import annotations
@@ -79,6 +81,15 @@ class KubeResolver:
         hit, known = self._pods.get((namespace, pod_name))
         if hit:
             return known
+        found = await self._read(namespace, pod_name, fresh=False)
+        return found.workload if found is not None else None
+
+    async def placement_of(self, namespace: str, pod_name: str) -> PodPlacement | None:
+        return await self._read(namespace, pod_name, fresh=True)
+
+    async def _read(self, namespace: str, pod_name: str, *, fresh: bool) -> PodPlacement | None:
+        """The pod as the API says now (its ReplicaSet's controller too when `fresh`, else
+        from the cache), remembered for `workload_of`."""
         try:
             pod = await self.api.get(Pod, pod_name, namespace)
             if pod is None:
@@ -87,30 +98,23 @@ class KubeResolver:
                 refs = owner_refs(pod.metadata)
                 ref = controller_of(refs)
                 parent = (
-                    await self.replica_set_controller(namespace, ref.name) if ref and ref.kind == REPLICA_SET else None
+                    await self.replica_set_controller(namespace, ref.name, fresh=fresh)
+                    if ref and ref.kind == REPLICA_SET
+                    else None
                 )
-                found = workload_of(namespace, pod_name, refs, lambda _: parent)
+                uid = (pod.metadata.uid if pod.metadata else None) or ""
+                node = (pod.spec.nodeName if pod.spec else None) or ""
+                found = PodPlacement(str(uid), str(node), workload_of(namespace, pod_name, refs, lambda _: parent))
         except StepError as err:
             raise ResolverUnavailable(str(err)) from None
-        self._pods.put((namespace, pod_name), found)
+        self._pods.put((namespace, pod_name), found.workload if found is not None else None)
         return found
 
-    async def placement_of(self, namespace: str, pod_name: str) -> PodPlacement | None:
-        try:
-            pod = await self.api.get(Pod, pod_name, namespace)
-        except StepError as err:
-            raise ResolverUnavailable(str(err)) from None
-        if pod is None:
-            return None
-        uid = (pod.metadata.uid if pod.metadata else None) or ""
-        node = (pod.spec.nodeName if pod.spec else None) or ""
-        return PodPlacement(str(uid), str(node))
-
-    async def replica_set_controller(self, namespace: str, name: str) -> OwnerRef | None:
+    async def replica_set_controller(self, namespace: str, name: str, *, fresh: bool = False) -> OwnerRef | None:
         """The controller of a ReplicaSet (a Deployment, usually), None when it has none or is
-        gone. Raises the access layer's errors."""
+        gone; `fresh`: read from the API even when cached. Raises the access layer's errors."""
         hit, known = self._replica_sets.get((namespace, name))
-        if hit:
+        if hit and not fresh:
             return known
         rs = await self.api.get(ReplicaSet, name, namespace)
         found = controller_of(owner_refs(rs.metadata)) if rs is not None else None

@@ -20,15 +20,21 @@ What it may do:
   node) goes to the caller's new container only for a pod the Kubernetes API says is bound to
   the caller's node (its spec.nodeName; and its uid, when the request carries one), read at that
   moment (`admit_fixed`): a new one, and one taken over, whether it was retained or attached to
-  a container here or on another node. Without a Kubernetes API nothing can be checked: a node
-  then takes over no address attached on another node (that container may still run: two pods
-  with one address), and keeps taking what is retained or was its own, as before.
+  a container here or on another node. The workload the request names for the pod (or ipamd
+  resolved for it) must be the one the API says the pod belongs to (its controller's
+  ownerReference; a Deployment's through its ReplicaSet, tke.internal.ipamd.workloads), read in
+  the same moment: otherwise a node could name another workload of the namespace for a pod
+  bound to it and take that workload's retained address (NOT_THE_PODS_WORKLOAD). Without a
+  Kubernetes API nothing can be checked: a node then takes over no address attached on another
+  node (that container may still run: two pods with one address), and keeps taking what is
+  retained or was its own, for the workload the request names, as before.
 Anything else is authorization's (TCP) or the socket mode's business.
 
 Invariants: the rule only takes rights away, never grants any. A refused call changes nothing:
 a Release's node is checked on the version of the allocation the release then writes compared
 (tke.internal.ipamd.ipam), so an allocation that moved to another node in between fails the
-compare and is checked again; a refusal is PERMISSION_DENIED with ErrorInfo NODE_RESTRICTED.
+compare and is checked again; a refusal is PERMISSION_DENIED with ErrorInfo NODE_RESTRICTED
+(NOT_THE_PODS_WORKLOAD for a workload that is not the pod's).
 A pod's placement is checked before anything is written or bound (the storage's compare then
 guards the allocation itself); a pod deleted and bound elsewhere in the milliseconds between the
 API's answer and the write is the one race left, as in Kubernetes, whose NodeRestriction checks
@@ -42,11 +48,12 @@ from dataclasses import dataclass
 
 from tke.internal.auth.identity import Identity
 from tke.internal.ipamd import errors
-from tke.internal.ipamd.workloads import PodsUnknown, ResolverUnavailable, WorkloadResolver
+from tke.internal.ipamd.workloads import PodPlacement, PodsUnknown, ResolverUnavailable, Workload, WorkloadResolver
 from tke.internal.rpc.errors import ApiError, unavailable
 from tke.ipam.v1 import ipam_pb2
 
 BOUND = "a node takes fixed addresses only for pods bound to it"
+OWN = "a node takes a workload's fixed addresses only for that workload's own pods"
 # A node name as ipamd accepts one (Kubernetes' are DNS-1123 subdomains, within this).
 NODE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9._]{0,251}[A-Za-z0-9])?$")
 
@@ -83,19 +90,52 @@ class NodeCaller:
             raise self._denied(f"the address of {what} is node {a.node!r}'s", a.node)
 
     async def admit_fixed(
-        self, resolver: WorkloadResolver, owner: ipam_pb2.Owner, held: ipam_pb2.Allocation | None
-    ) -> bool:
+        self,
+        resolver: WorkloadResolver,
+        owner: ipam_pb2.Owner,
+        held: ipam_pb2.Allocation | None,
+        vouched: PodPlacement | None = None,
+    ) -> PodPlacement | None:
         """The caller gives `owner`'s fixed address to a new container on its node: `held`, the
-        allocation it takes over, or a new one (None). Refused unless the API says the pod is
-        bound to the caller's node (and has the request's uid). Without an API, refused only
-        for an address attached on another node. True when the API vouched for the pod (the
-        answer holds for the rest of the call); UNAVAILABLE when the API cannot answer."""
+        allocation it takes over, or a new one (None). `owner` is the owner the address is kept
+        for (its workload as the request named it or ipamd resolved it). Refused unless the API
+        says the pod is bound to the caller's node (and has the request's uid) and belongs to
+        that workload. Without an API, refused only for an address attached on another node.
+        Returns what the API said (pass it back as `vouched` for the rest of the call: the pod
+        is read once, its workload checked against every owner), None without an API;
+        UNAVAILABLE when the API cannot answer."""
         pod = f"pod {owner.namespace}/{owner.pod_name}"
         if held is None:
             what = f"Allocate of a fixed address for {pod}"
         else:
             where = f"container {held.container_id[:12]}" if held.container_id else "retained, last"
             what = f"Allocate of {pod}'s fixed address {held.ip} ({where} on node {held.node!r})"
+        placement = vouched or await self._placement(resolver, owner, held, pod, what)
+        if placement is None:
+            return None
+        named = Workload(owner.namespace, owner.workload_kind, owner.workload_name)
+        if (named.kind, named.name) != (placement.workload.kind, placement.workload.name):
+            raise errors.not_pods_workload(
+                self.who,
+                self.node,
+                f"{self.who} acts on node {self.node!r} only: {what} as {_named(named)}: the Kubernetes API says "
+                f"{pod} belongs to {placement.workload}; {OWN}",
+                pod=f"{owner.namespace}/{owner.pod_name}",
+                named=_named(named),
+                actual=str(placement.workload),
+            )
+        return placement
+
+    async def _placement(
+        self,
+        resolver: WorkloadResolver,
+        owner: ipam_pb2.Owner,
+        held: ipam_pb2.Allocation | None,
+        pod: str,
+        what: str,
+    ) -> PodPlacement | None:
+        """The pod as the API says now, if it is bound to the caller's node (with the request's
+        uid); None without an API, when that is allowed."""
         try:
             placement = await resolver.placement_of(owner.namespace, owner.pod_name)
         except PodsUnknown:
@@ -106,7 +146,7 @@ class NodeCaller:
                     "operator (not a node) allocate it",
                     held.node,
                 ) from None
-            return False
+            return None
         except ResolverUnavailable as err:
             raise unavailable(f"cannot check where {pod} is bound: {err}") from None
         if placement is None:
@@ -123,7 +163,7 @@ class NodeCaller:
                 f"{what}: the Kubernetes API says {pod} {bound}; {BOUND}",
                 placement.node,
             )
-        return True
+        return placement
 
     def refuse_workload_release(self) -> None:
         if self.identity:
@@ -135,6 +175,11 @@ class NodeCaller:
     def require_listed_node(self, node: str) -> None:
         if self.identity:
             self.require_node(node, "ListAllocations")
+
+
+def _named(w: Workload) -> str:
+    """A workload as a request names it (the kind may be missing)."""
+    return str(w) if w.kind else f"workload {w.namespace}/{w.name} (no kind)"
 
 
 def of_identity(identity: Identity) -> NodeCaller | None:

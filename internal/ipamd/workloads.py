@@ -12,9 +12,9 @@ The seam: `WorkloadResolver` says which workload a pod (namespace, name) belongs
 that know only the pod (kubelet sends K8S_POD_NAMESPACE and K8S_POD_NAME). tke-ipamd resolves
 through the cluster's Kubernetes API when configured with one (tke.internal.ipamd.kube_resolver);
 without it every pod whose caller names no workload is a bare pod. It also says where a pod is
-bound (`placement_of`: its uid and spec.nodeName, read from the API at the moment of asking,
-never from a cache), which the node rule (tke.internal.ipamd.noderule) needs before a node takes
-a fixed address: without an API that is `PodsUnknown`, never a guess.
+bound and whose it is (`placement_of`: its uid, spec.nodeName and workload, read from the API
+at the moment of asking, never from a cache), which the node rule (tke.internal.ipamd.noderule)
+needs before a node takes a fixed address: without an API that is `PodsUnknown`, never a guess.
 """
 
 from __future__ import annotations
@@ -99,11 +99,12 @@ def owner_refs_of_json(meta: object) -> list[OwnerRef]:
 
 @dataclass(frozen=True)
 class PodPlacement:
-    """Which pod a name stands for now, and where it is bound: its uid and spec.nodeName ("" while
-    the scheduler has not bound it)."""
+    """Which pod a name stands for now, where it is bound and whose it is: its uid, spec.nodeName
+    ("" while the scheduler has not bound it) and its workload (`workload_of`)."""
 
     uid: str
     node: str
+    workload: Workload
 
 
 class ResolverUnavailable(Exception):
@@ -122,8 +123,9 @@ class WorkloadResolver(Protocol):
         ...
 
     async def placement_of(self, namespace: str, pod_name: str) -> PodPlacement | None:
-        """The pod's uid and node as the API says at this moment (read, never cached: a pod
-        deleted and created again on another node is another answer at once); None when the
+        """The pod's uid, node and workload as the API says at this moment (read, never cached:
+        a pod deleted and created again on another node, or by another controller, is another
+        answer at once; its ReplicaSet's controller is read again too); None when the
         cluster has no such pod; ResolverUnavailable when the API cannot answer now;
         PodsUnknown when there is no API to ask."""
         ...

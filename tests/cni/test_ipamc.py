@@ -17,6 +17,7 @@ from typing import Any
 import grpc
 import pytest
 from lightkube.codecs import from_dict
+from lightkube.resources.apps_v1 import ReplicaSet
 
 from tests.support.cni import (
     DEBIAN_CNI,
@@ -328,7 +329,7 @@ def test_a_nodes_ipamd_serves_its_node_and_refuses_another_clearly(
 ) -> None:
     """tke-ipamd with node_name (as the add-on's DaemonSet runs it): tke-ipamc configured for that
     node allocates, checks, collects and releases; one naming another node gets code 103 with
-    ipamd's reason in msg, and changes nothing."""
+    ipamd's reason (its ErrorInfo's) and message in msg, and changes nothing."""
     workdir = Path(tempfile.mkdtemp(prefix="cni-node-", dir="/tmp"))
     daemon = IpamdDaemon(
         workdir, endpoints=list(etcd_config.endpoints), prefix=etcd_config.prefix, extra='node_name = "node-1"'
@@ -348,7 +349,8 @@ def test_a_nodes_ipamd_serves_its_node_and_refuses_another_clearly(
             for verb, config in (("ADD", other), ("GC", {**other, "cni.dev/valid-attachments": []})):
                 out = ipamc.run(verb, config, container_id=unique("c"), netns="/proc/self/ns/net", args=args)
                 assert out.json["code"] == 103, out.stdout
-                assert "denied it" in out.json["msg"] and "acts on node 'node-1' only" in out.json["msg"], out.stdout
+                assert "denied it (NODE_RESTRICTED): " in out.json["msg"], out.stdout
+                assert "acts on node 'node-1' only" in out.json["msg"], out.stdout
                 assert "'node-2'" in out.json["msg"], out.stdout
             listed = stub.ListAllocations(ipam_pb2.ListAllocationsRequest(), timeout=10).allocations
             assert [(a.container_id, a.node) for a in listed] == [(cid, "node-1")]
@@ -356,6 +358,59 @@ def test_a_nodes_ipamd_serves_its_node_and_refuses_another_clearly(
             assert ipamc.run("GC", {**mine, "cni.dev/valid-attachments": []}).code == 0
             assert allocation(stub, cid) is None
             assert ipamc.run("DEL", mine, container_id=cid, args=args).code == 0
+    finally:
+        daemon.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def test_a_node_naming_another_workload_for_its_pod_is_refused_clearly(
+    ipamc: Runtime, etcd_config: EtcdConfig, kube: StandIn, tmp_path: Path
+) -> None:
+    """A node's tke-ipamd with [kubernetes] (as the add-on runs it): a runtime naming Deployment
+    web (TKE_WORKLOAD_KIND/NAME) for a bare pod bound to the node would take web's retained
+    address; tke-ipamc gets code 103 with ipamd's reason and the workload the API says in msg."""
+
+    async def bound_pods() -> None:
+        admin = from_kubeconfig(kube.kubeconfig(user="admin", groups=("system:masters",)))
+        async with ClusterAPI(admin) as api:
+            client: Any = api.client
+            rs = (await client.get(ReplicaSet, "web-7d9f8b6c5", namespace="shop")).to_dict()
+            for manifest in (objects.pod("web-7d9f8b6c5-n1n1n", "shop", node="node-1", owner=rs),
+                             objects.pod("tool", "shop", node="node-1")):  # fmt: skip
+                await client.create(from_dict(manifest))
+
+    asyncio.run(bound_pods())
+    workdir = Path(tempfile.mkdtemp(prefix="cni-owner-", dir="/tmp"))
+    (workdir / "kubeconfig").write_text(kube.kubeconfig(user="system:serviceaccount:kube-system:tke-ipamd",
+                                                        groups=("system:masters",)))  # fmt: skip
+    daemon = IpamdDaemon(
+        workdir,
+        endpoints=list(etcd_config.endpoints),
+        prefix=etcd_config.prefix,
+        extra=f'node_name = "node-1"\n[kubernetes]\nkubeconfig = "{workdir / "kubeconfig"}"\n',
+    )
+    try:
+        daemon.start()
+        with grpc.insecure_channel(daemon.target) as channel:
+            stub = ipam_pb2_grpc.IPAMServiceStub(channel)
+            stub.CreatePool(ipam_pb2.CreatePoolRequest(pool=ipam_pb2.Pool(name="net", cidr="10.83.0.0/24")), timeout=10)
+            web = ipam_pb2.WorkloadRef(namespace="shop", kind="Deployment", name="web")
+            stub.PutBinding(ipam_pb2.PutBindingRequest(binding=ipam_pb2.Binding(
+                workload=web, pool="net", release_policy=ipam_pb2.RELEASE_POLICY_IMMUTABLE)), timeout=10)  # fmt: skip
+            net = ipamc_network("node-ip", unique("tn"), daemon.socket, tmp_path)["plugins"][0]
+            conf = {"cniVersion": "1.1.0", "name": "node-ip", **net}  # "node": "node-1"
+            cid, own = unique("c"), "K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web-7d9f8b6c5-n1n1n"
+            address = ipamc.run("ADD", conf, container_id=cid, netns="/proc/self/ns/net", args=own).ok()["ips"][0]
+            assert ipamc.run("DEL", conf, container_id=cid, args=own).code == 0  # web's address: retained
+
+            named = "K8S_POD_NAMESPACE=shop;K8S_POD_NAME=tool;TKE_WORKLOAD_KIND=Deployment;TKE_WORKLOAD_NAME=web"
+            out = ipamc.run("ADD", conf, container_id=unique("c"), netns="/proc/self/ns/net", args=named)
+            assert out.json["code"] == 103, out.stdout
+            assert "tke-ipamd denied it (NOT_THE_PODS_WORKLOAD): " in out.json["msg"], out.stdout
+            assert "the Kubernetes API says pod shop/tool belongs to Pod shop/tool" in out.json["msg"], out.stdout
+            held = stub.GetAllocation(ipam_pb2.GetAllocationRequest(address=f"net/{address['address'].split('/')[0]}"),
+                                      timeout=10)  # fmt: skip
+            assert (held.state, held.container_id) == (ipam_pb2.ALLOCATION_STATE_RETAINED, "")
     finally:
         daemon.stop()
         shutil.rmtree(workdir, ignore_errors=True)

@@ -128,3 +128,21 @@ def test_status_detail_types_from_the_generated_messages() -> None:
         "type.googleapis.com/google.rpc.RetryInfo",
     ]
     assert wire.status_detail_types(b"") == []
+
+
+def test_status_reason_from_the_generated_messages() -> None:
+    from google.protobuf import any_pb2
+    from google.rpc import error_details_pb2, status_pb2
+
+    details = []
+    for message in (
+        error_details_pb2.PreconditionFailure(),
+        error_details_pb2.ErrorInfo(reason="NOT_THE_PODS_WORKLOAD", domain="tke.cloud", metadata={"pod": "shop/x"}),
+    ):
+        packed = any_pb2.Any()
+        packed.Pack(message)
+        details.append(packed)
+    status = status_pb2.Status(code=7, message="no", details=details).SerializeToString()
+    assert wire.status_reason(status) == "NOT_THE_PODS_WORKLOAD"
+    assert wire.status_reason(status_pb2.Status(code=7, details=details[:1]).SerializeToString()) == ""
+    assert wire.status_reason(b"") == ""

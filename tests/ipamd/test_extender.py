@@ -22,6 +22,7 @@ from typing import Any
 import grpc
 import httpx
 import pytest
+from google.protobuf import field_mask_pb2
 
 from tests.support.ipamd_daemon import IpamdProcess
 from tests.support.kube import objects
@@ -138,17 +139,83 @@ async def test_the_extender_keeps_a_bound_pod_on_the_nodes_its_pool_serves(
     assert names(result) == ["node-b1"] and set(result["FailedAndUnresolvableNodes"]) == {"node-a1", "edge-7"}
 
 
-async def test_pods_without_a_binding_go_anywhere(extender: tuple[IpamdProcess, str], admin: ClusterAPI) -> None:
-    _, url = extender
+def pod_of(namespace: str, name: str, refs: list[Any] | None = None, *, host_network: bool = False) -> Any:
+    """The recorded ExtenderArgs for another pod (its namespace, name and ownerReferences)."""
+    args = copy.deepcopy(RECORDED)
+    args["Pod"]["metadata"].update(namespace=namespace, name=name, ownerReferences=refs or [])
+    if host_network:
+        args["Pod"]["spec"]["hostNetwork"] = True
+    return args
+
+
+async def test_pods_go_only_where_a_pool_takes_their_namespace(
+    extender: tuple[IpamdProcess, str], admin: ClusterAPI
+) -> None:
+    """Allocate takes a new address only from a pool whose `namespaces` take the pod's namespace
+    (by node for a pod without a binding or with a binding without a pool; the binding's pool
+    otherwise): the extender keeps the pod off nodes where that leaves no pool."""
+    daemon, url = extender
+    with grpc.insecure_channel(daemon.target) as channel:
+        stub = ipam_pb2_grpc.IPAMServiceStub(channel)
+        # StatefulSet queue has no binding; its network's release policy made queue-0's address
+        # on node-b1 fixed, before rack-b was given to other namespaces.
+        owner = ipam_pb2.Owner(namespace=NS, pod_name="queue-0", workload_kind="StatefulSet", workload_name="queue")
+        request = ipam_pb2.AllocateRequest(
+            owner=owner,
+            container_id="q1",
+            ifname="eth0",
+            node="node-b1",
+            node_ip="192.168.2.10",
+            release_policy=IMMUTABLE,
+        )
+        stub.Allocate(request, timeout=10)
+        assert stub.Release(ipam_pb2.ReleaseRequest(container_id="q1", ifname="eth0"), timeout=10).retained
+        only = ipam_pb2.Pool(name="rack-b", namespaces=["team-*"])
+        mask = field_mask_pb2.FieldMask(paths=["namespaces"])
+        stub.UpdatePool(ipam_pb2.UpdatePoolRequest(pool=only, update_mask=mask), timeout=10)
+        for name, pool in (("api", "rack-b"), ("cache", "")):
+            binding = ipam_pb2.Binding(
+                workload=ipam_pb2.WorkloadRef(namespace=NS, kind="StatefulSet", name=name),
+                pool=pool,
+                release_policy=IMMUTABLE,
+            )
+            stub.PutBinding(ipam_pb2.PutBindingRequest(binding=binding), timeout=10)
     web = await create(admin, objects.deployment("web", NS, 1))
     rs = await create(admin, objects.replica_set("web-5d8f7c6b9", NS, 1, owner=web))
-    pod = copy.deepcopy(RECORDED)
-    refs = objects.pod("x", NS, owner=rs)["metadata"]["ownerReferences"]
-    pod["Pod"]["metadata"].update(name="web-5d8f7c6b9-x2x9z", ownerReferences=refs)
-    code, result = await call(url, "filter", pod)
-    assert code == 200 and names(result) == ["node-a1", "node-b1", "edge-7"] and result["Error"] == ""
-    code, scores = await call(url, "prioritize", pod)
-    assert {s["Score"] for s in scores} == {0}
+    unbound = pod_of(NS, "web-5d8f7c6b9-x2x9z", objects.pod("x", NS, owner=rs)["metadata"]["ownerReferences"])
+    refused = "but does not hand out addresses to namespace shop (see the pool's namespaces)"
+
+    # Without a binding (Allocate chooses the pool by node) and with a binding without a pool:
+    # node-b1 is served only by rack-b, which does not take shop.
+    for args in (unbound, pod_of(NS, "cache-0", [{"kind": "StatefulSet", "name": "cache", "controller": True}])):
+        code, result = await call(url, "filter", args)
+        assert code == 200 and result["Error"] == "", result
+        assert names(result) == ["node-a1", "edge-7"]
+        assert result["FailedAndUnresolvableNodes"] == {
+            "node-b1": f"pool rack-b serves node node-b1 (InternalIP 192.168.2.10) {refused}"
+        }
+        code, scores = await call(url, "prioritize", args)
+        assert [s["Score"] for s in scores] == [10, 0, 10]
+
+    # A binding naming rack-b: no node at all (Allocate would refuse POOL_NOT_ALLOWED anywhere).
+    code, result = await call(url, "filter", pod_of(NS, "api-0", [{"kind": "StatefulSet", "name": "api",
+                                                                    "controller": True}]))  # fmt: skip
+    assert code == 200 and names(result) == []
+    assert result["FailedAndUnresolvableNodes"]["node-a1"] == (
+        "pool rack-b does not hand out addresses to namespace shop (see the pool's namespaces)"
+    )
+    assert result["FailedAndUnresolvableNodes"]["node-b1"].endswith(refused)
+
+    # An address the owner holds stays its: queue-0 goes where its address works.
+    code, result = await call(url, "filter", pod_of(NS, "queue-0", [{"kind": "StatefulSet", "name": "queue",
+                                                                      "controller": True}]))  # fmt: skip
+    assert code == 200 and names(result) == ["node-b1"], result
+
+    # A namespace rack-b takes goes anywhere; a pod on the host's network needs no address.
+    for args in (pod_of("team-x", "tool"), pod_of(NS, "agent", host_network=True)):
+        code, result = await call(url, "filter", args)
+        assert code == 200 and names(result) == ["node-a1", "node-b1", "edge-7"], result
+        assert result["FailedAndUnresolvableNodes"] == {}
 
 
 async def test_what_is_not_extender_args_is_an_error_not_a_crash(

@@ -200,6 +200,42 @@ async def test_a_node_takes_fixed_addresses_only_for_pods_bound_to_it(ip_storage
     assert (operator.allocation.ip, operator.allocation.node) == (first.ip, "node-1")
 
 
+async def test_a_node_takes_a_workloads_fixed_address_only_for_its_own_pods(ip_storage: IPStorage,
+                                                                            clock: Clock) -> None:  # fmt: skip
+    pods = KnownPods()
+    for pod, workload in (("api-1", "api"), ("web-1", "web"), ("api-2", "api")):
+        pods.add(pod, "Deployment", workload).bind(pod, "node-1")
+    ipam = make_ipam(ip_storage, clock, pods=pods)
+    one = node_caller("node-1")
+    await ipam.create_pool(pool())
+    for name in ("api", "web"):
+        await bind(ipam, name, IMMUTABLE, kind="Deployment")
+    kept = (await ipam.allocate(allocate_request("api-1", "c1", node="node-1"), node=one)).allocation
+    assert (await ipam.release("c1", "eth0")).retained
+    pods.delete("api-1")
+
+    # Web's pod names Deployment api (its retained address would be taken over): refused, before
+    # anything changes; the same for a kind the request leaves out.
+    for kind in ("Deployment", ""):
+        with pytest.raises(ApiError) as err:
+            await ipam.allocate(allocate_request("web-1", "c2", kind=kind, workload="api"), node=one)
+        assert err.value.code == grpc.StatusCode.PERMISSION_DENIED, err.value.message
+        info = next(d for d in err.value.details if isinstance(d, error_details_pb2.ErrorInfo))
+        assert info.reason == "NOT_THE_PODS_WORKLOAD"
+        assert info.metadata["pod_workload"] == "Deployment default/web"
+        assert "the Kubernetes API says pod default/web-1 belongs to Deployment default/web" in err.value.message
+    held = await ipam.get_by_address("net-a", kept.ip)
+    assert (held.state, held.container_id, held.owner.pod_name) == (ipam_pb2.ALLOCATION_STATE_RETAINED, "", "api-1")
+
+    # Its own workload gets its own address; api's next pod takes api's over; an operator (no
+    # node) is not checked.
+    assert (await ipam.allocate(allocate_request("web-1", "c2"), node=one)).allocation.ip != kept.ip
+    taken = await ipam.allocate(allocate_request("api-2", "c3", kind="Deployment", workload="api"), node=one)
+    assert taken.reused and taken.allocation.ip == kept.ip
+    operator = await ipam.allocate(allocate_request("web-1", "c4", kind="Deployment", workload="api"))
+    assert operator.allocation.owner.workload_name == "api"
+
+
 async def test_without_kubernetes_a_node_takes_no_address_attached_on_another(ip_storage: IPStorage,
                                                                               clock: Clock) -> None:  # fmt: skip
     ipam = make_ipam(ip_storage, clock)  # no resolver: nothing is known about pods

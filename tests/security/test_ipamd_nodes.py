@@ -7,7 +7,8 @@ a tke-ipamd that knows its node (`node_name`) every caller is held to that node 
 while a socket without `node_name` serves every node, as before. A refusal is PERMISSION_DENIED
 with ErrorInfo NODE_RESTRICTED, and changes nothing. A node also gets a pod's fixed address
 (which follows the pod from node to node) only while the Kubernetes API (the stand-in) says the
-pod is bound to it; without [kubernetes] it takes over none attached on another node.
+pod is bound to it, and only for the workload the API says the pod belongs to (ErrorInfo
+NOT_THE_PODS_WORKLOAD otherwise); without [kubernetes] it takes over none attached on another node.
 
 Real tke-ipamd processes over the session's etcd, one storage shared as in the DaemonSet
 deployment. The TCP daemon authorizes with `allow-all`: the rule holds even for a node identity
@@ -49,6 +50,7 @@ TOKENS = {
     "nameless": "nameless-token-0123456789,system:node:,u-nn,system:nodes,default",
 }
 Stub = Any  # ipam_pb2_grpc.IPAMServiceAsyncStub
+Request = ipam_pb2.AllocateRequest
 
 
 @pytest.fixture
@@ -280,6 +282,81 @@ async def test_a_node_takes_over_a_fixed_address_only_for_a_pod_bound_to_it(
     # An operator (no node) moves it, as before.
     back = await operator.Allocate(db0("node-a", "co-1", moved_uid))
     assert (back.allocation.ip, back.allocation.node) == (ip, "node-a")
+
+
+def pod_of(node: str, container: str, pod: str, uid: str, *, kind: str = "", name: str = "") -> Request:
+    """tke-ipamc's Allocate for pod `pod` (uid `uid`) on `node`; `kind`/`name`: the workload the
+    runtime names for it (TKE_WORKLOAD_KIND, TKE_WORKLOAD_NAME), else ipamd resolves it."""
+    owner = ipam_pb2.Owner(namespace=NS, pod_name=pod, pod_uid=uid, workload_kind=kind, workload_name=name)
+    return ipam_pb2.AllocateRequest(owner=owner, container_id=container, ifname="eth0", node=node)
+
+
+async def test_a_node_takes_a_workloads_fixed_address_only_for_that_workloads_own_pod(
+    tcp_kube: dict[str, Stub], admin: ClusterAPI
+) -> None:
+    """Deployments' pods get new names, so a Deployment's fixed addresses are the workload's: its
+    next pod, on any node, takes over one a gone pod left retained. A node must not get one by
+    naming that Deployment for a pod of another workload bound to it."""
+    operator, a, b = tcp_kube["operator"], tcp_kube["node-a"], tcp_kube["node-b"]
+    await operator.CreatePool(ipam_pb2.CreatePoolRequest(pool=ipam_pb2.Pool(name="fixed", cidr="10.34.0.0/24")))
+    replica_sets = {}
+    for name in ("api", "web"):
+        binding = ipam_pb2.Binding(workload=ipam_pb2.WorkloadRef(namespace=NS, kind="Deployment", name=name),
+                                   pool="fixed", release_policy=ipam_pb2.RELEASE_POLICY_IMMUTABLE)  # fmt: skip
+        await operator.PutBinding(ipam_pb2.PutBindingRequest(binding=binding))
+        deployment = await create(admin, objects.deployment(name, NS, 1))
+        replica_sets[name] = await create(admin, objects.replica_set(f"{name}-6b7d9", NS, 1, owner=deployment))
+
+    async def running(pod: str, workload: str, node: str) -> str:
+        """A pod of `workload`'s ReplicaSet, bound to `node`: its uid."""
+        made = await create(admin, objects.pod(pod, NS, node=node, app=workload, owner=replica_sets[workload]))
+        return str(made["metadata"]["uid"])
+
+    # Deployment api's pod on node A gets a fixed address (its workload resolved through the
+    # ReplicaSet), and leaves it retained for api's next pod.
+    api_uid = await running("api-6b7d9-aaaaa", "api", "node-a")
+    first = (await a.Allocate(pod_of("node-a", "ca-1", "api-6b7d9-aaaaa", api_uid))).allocation
+    assert (first.owner.workload_kind, first.owner.workload_name) == ("Deployment", "api")
+    assert (await a.Release(release("ca-1"))).retained
+    await admin.client.delete(Pod, "api-6b7d9-aaaaa", namespace=NS)
+
+    # Node B names Deployment api for web's pod bound to it: refused, and api's address stays
+    # retained for api. So is a fixed address as api's ReplicaSet (a Deployment's pods are the
+    # Deployment's), though that names no address anyone holds.
+    web_uid = await running("web-6b7d9-bbbbb", "web", "node-b")
+    for kind, name in (("Deployment", "api"), ("ReplicaSet", "api-6b7d9")):
+        request = pod_of("node-b", "cb-1", "web-6b7d9-bbbbb", web_uid, kind=kind, name=name)
+        request.release_policy = ipam_pb2.RELEASE_POLICY_IMMUTABLE  # the ReplicaSet has no binding
+        err = await expect_error(b.Allocate(request), DENIED)
+        info = detail_of(err, error_details_pb2.ErrorInfo)
+        assert info.reason == "NOT_THE_PODS_WORKLOAD", err.details()
+        assert dict(info.metadata) == {
+            "caller": "node identity 'system:node:node-b'",
+            "node": "node-b",
+            "pod": f"{NS}/web-6b7d9-bbbbb",
+            "workload": f"{kind} {NS}/{name}",
+            "pod_workload": f"Deployment {NS}/web",
+        }
+        assert (
+            f"the Kubernetes API says pod {NS}/web-6b7d9-bbbbb belongs to Deployment {NS}/web; a node takes a "
+            "workload's fixed addresses only for that workload's own pods"
+        ) in (err.details() or "")
+    kept = await operator.GetAllocation(ipam_pb2.GetAllocationRequest(address=f"fixed/{first.ip}"))
+    assert (kept.state, kept.container_id, kept.owner.workload_name) == (
+        ipam_pb2.ALLOCATION_STATE_RETAINED, "", "api",
+    )  # fmt: skip
+    assert await node_of(operator, "node-b") == []
+
+    # Web's pod with its own workload, named or resolved: a new address of web's.
+    named = pod_of("node-b", "cb-1", "web-6b7d9-bbbbb", web_uid, kind="Deployment", name="web")
+    own = (await b.Allocate(named)).allocation
+    assert own.ip != first.ip and own.owner.workload_name == "web"
+    assert (await b.Allocate(pod_of("node-b", "cb-1", "web-6b7d9-bbbbb", web_uid))).allocation.ip == own.ip
+
+    # Api's next pod, bound to node B, takes api's retained address over.
+    next_uid = await running("api-6b7d9-ccccc", "api", "node-b")
+    taken = await b.Allocate(pod_of("node-b", "cb-2", "api-6b7d9-ccccc", next_uid))
+    assert taken.reused and (taken.allocation.ip, taken.allocation.node) == (first.ip, "node-b")
 
 
 async def test_without_kubernetes_a_node_takes_over_no_address_attached_elsewhere(tcp: dict[str, Stub]) -> None:

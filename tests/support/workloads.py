@@ -5,6 +5,8 @@ against the Kubernetes API stand-in."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from tke.internal.ipamd.workloads import PodPlacement, ResolverUnavailable, Workload
 
 
@@ -26,8 +28,9 @@ class KnownPods:
         return self
 
     def bind(self, pod: str, node: str, uid: str = "", namespace: str = "default") -> KnownPods:
-        """The pod (uid `uid`, default "uid-<pod>") is bound to `node` ("" not yet scheduled)."""
-        self.placements[(namespace, pod)] = PodPlacement(uid or f"uid-{pod}", node)
+        """The pod (uid `uid`, default "uid-<pod>") is bound to `node` ("" not yet scheduled);
+        its workload is the one `add` gave it, else its own."""
+        self.placements[(namespace, pod)] = PodPlacement(uid or f"uid-{pod}", node, Workload(namespace, "Pod", pod))
         return self
 
     def delete(self, pod: str, namespace: str = "default") -> None:
@@ -44,4 +47,6 @@ class KnownPods:
         self.placed.append((namespace, pod_name))
         if self.unreachable:
             raise ResolverUnavailable("the Kubernetes API is unreachable (test)")
-        return self.placements.get((namespace, pod_name))
+        placed = self.placements.get((namespace, pod_name))
+        workload = self.pods.get((namespace, pod_name))
+        return replace(placed, workload=workload) if placed is not None and workload is not None else placed

@@ -4,8 +4,9 @@ GC asks ipamd to collect this node's stale allocations, STATUS asks ipamd's heal
 
 Error contract: ipamd unreachable is code 11 on ADD, CHECK, GC and STATUS (50 on STATUS); DEL
 succeeds once the release is done or queued (code 11 only if it cannot even be queued). An
-exhausted pool is code 102, another refusal 103 (a denial with ipamd's reason in msg: a node's
-ipamd refusing another node's `node`), a bad request from our configuration 7.
+exhausted pool is code 102, another refusal 103 (a denial with ipamd's reason, its ErrorInfo's,
+and message in msg: a node's ipamd refusing another node's `node`), a bad request from our
+configuration 7.
 """
 
 from __future__ import annotations
@@ -52,8 +53,10 @@ def refused(err: IpamdRefused, what: str) -> CNIError:
     if err.code in ("INVALID_ARGUMENT", "NOT_FOUND"):
         return CNIError(INVALID_NETWORK_CONFIG, f"{what}: tke-ipamd rejected the request", err.message)
     if err.code == "PERMISSION_DENIED":
-        # Says why in msg (a node restricted to itself names both nodes): the runtime shows msg.
-        return CNIError(IPAM_REFUSED, f"{what}: tke-ipamd denied it: {err.message}", err.message)
+        # Says why in msg (a node restricted to itself names both nodes), with ipamd's reason
+        # (NODE_RESTRICTED, NOT_THE_PODS_WORKLOAD, POOL_NOT_ALLOWED): the runtime shows msg.
+        why = f" ({err.reason})" if err.reason else ""
+        return CNIError(IPAM_REFUSED, f"{what}: tke-ipamd denied it{why}: {err.message}", err.message)
     return CNIError(IPAM_REFUSED, f"{what}: tke-ipamd refused ({err.code})", err.message)
 
 
