@@ -22,10 +22,13 @@ by that IPv4 address too; host names at the apiserver only when they always mean
 (`localhost`, `*.localhost`, the loopback names of distributions' /etc/hosts), and names that
 are not ASCII (the resolver's IDNA 2003 and the HTTP client's IDNA 2008 turn `straße` into two
 different names: the one checked would not be the one dialed); host names
-the controller dials (an imported cluster's URL) are resolved and every address checked before
-the first connection. Not
-covered: a name that resolves elsewhere when the connection is made than when it was checked
-(DNS rebinding between the check and the dial: the HTTP client resolves again); addresses
+the controller dials are resolved once per connection, every address checked, and the
+connection made to one of those very addresses (`AddressPolicy.admitted`, `connect`): nothing
+resolves the name again between the check and the connection, so a name whose DNS answers an
+admitted address to the check and a refused one to the connection (DNS rebinding) cannot send
+the controller there. The clients the controller dials with take their addresses from here:
+SSH (`tke.internal.provider.ssh`) connects its socket with `connect`, and the HTTP client of
+clusters' APIs (`tke.internal.provider.kube.transport`) with `admitted`. Not covered: addresses
 outside these ranges that are sensitive on your network (add them to `denied_networks`).
 """
 
@@ -39,6 +42,7 @@ import socket
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 from urllib.parse import urlsplit
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -166,11 +170,43 @@ def _what(ip: IPAddress, network: IPNetwork) -> str:
     return f"in the denied network {network}"
 
 
+class Resolver(Protocol):
+    """Where the controller looks host names up (the seam that tests answer for)."""
+
+    async def resolve(self, host: str, port: int) -> list[IPAddress]:
+        """Every address `host` has now for a TCP connection to `port`, in the order to try
+        them; OSError (socket.gaierror) when it has none."""
+        ...
+
+
+class SystemResolver:
+    """The host's resolver, through the event loop (getaddrinfo in a thread)."""
+
+    async def resolve(self, host: str, port: int) -> list[IPAddress]:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        out: list[IPAddress] = []
+        for info in infos:
+            try:
+                # An IPv6 link-local answer keeps its zone ("fe80::1%eth0"): it is needed to connect.
+                ip = ipaddress.ip_address(str(info[4][0]))
+            except ValueError:
+                continue
+            if ip not in out:
+                out.append(ip)
+        return out
+
+
+class AddressRefused(Exception):
+    """The policy refuses a host the controller was about to connect to; the text says why
+    (a step's error: permanent, the object has to change)."""
+
+
 class AddressPolicy:
-    def __init__(self, config: AddressConfig | None = None) -> None:
+    def __init__(self, config: AddressConfig | None = None, resolver: Resolver | None = None) -> None:
         config = config or AddressConfig()
         self.denied = _networks(config.denied_networks, "machines.denied_networks")
         self.allowed = _networks(config.allowed_networks, "machines.allowed_networks")
+        self.resolver: Resolver = resolver or SystemResolver()
 
     def refusal(self, ip: IPAddress) -> str | None:
         """Why the controller may not be sent to `ip` (None: it may)."""
@@ -214,26 +250,47 @@ class AddressPolicy:
             return err  # an address in its usual spelling: the message names it
         return err and f"{host} is read as {ip}: {err}"
 
-    async def resolved_refusal(self, host: str, port: int) -> str | None:
-        """Why `host` may not be dialed: as written, then every address it resolves to now.
-        A name that does not resolve is left to the dial, which fails with its own error."""
-        if err := self.host_refusal(host):
-            return err
-        if literal_address(host) is not None:
-            return None  # an address: checked above
+    async def admitted(self, host: str, port: int) -> list[IPAddress]:
+        """The addresses the controller may connect to for `host`, from one resolution: the
+        host as written (host_refusal), then every address it resolves to now, each admitted;
+        AddressRefused otherwise. A name that does not resolve raises the resolver's OSError,
+        as the connection would have failed. Connect only to these: looking the name up again
+        may answer otherwise (DNS rebinding)."""
+        if refused := self.host_refusal(host):
+            raise AddressRefused(refused)
+        literal = literal_address(host)
+        if literal is not None:
+            return [literal]
         try:
-            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except (OSError, UnicodeError):
-            return None
-        for info in infos:
-            address = str(info[4][0]).split("%", 1)[0]
+            addresses = await self.resolver.resolve(host, port)
+        except UnicodeError as err:  # a label IDNA cannot encode (empty, over 63 characters)
+            raise socket.gaierror(socket.EAI_NONAME, f"{host} is not a name the resolver can look up: {err}") from None
+        if not addresses:
+            raise socket.gaierror(socket.EAI_NODATA, f"{host} has no address")
+        for ip in addresses:
+            if refused := self.refusal(ip):
+                raise AddressRefused(f"{host} resolves to {refused}")
+        return addresses
+
+    async def connect(self, host: str, port: int) -> socket.socket:
+        """A TCP socket connected to `host`:`port` at one of the addresses `admitted` gives,
+        tried in their order (the last one's OSError when none accepts)."""
+        loop = asyncio.get_running_loop()
+        failure: OSError | None = None
+        for ip in await self.admitted(host, port):
+            sock = socket.socket(socket.AF_INET6 if ip.version == 6 else socket.AF_INET, socket.SOCK_STREAM)
             try:
-                ip = ipaddress.ip_address(address)
-            except ValueError:
-                continue
-            if err := self.refusal(ip):
-                return f"{host} resolves to {err}"
-        return None
+                sock.setblocking(False)
+                await loop.sock_connect(sock, (str(ip), port))
+                return sock
+            except OSError as err:
+                sock.close()
+                failure = err
+            except BaseException:
+                sock.close()
+                raise
+        assert failure is not None  # admitted returns at least one address
+        raise failure
 
 
 def url_host(url: str) -> tuple[str, int]:

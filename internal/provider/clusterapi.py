@@ -28,7 +28,13 @@ Contract of a ClusterAPI:
 - `rollout(kind, namespace, name)` says how far a DaemonSet's or Deployment's pods are, from
   its status; None when there is no such object.
 Every method may raise TemporaryError (unreachable, throttled) or PermanentError (refused
-credentials, an untrusted server certificate), never a library exception.
+credentials, an untrusted server certificate, a server address the policy refuses), never a
+library exception.
+
+A ClusterAPIs layer connects to `access.server` through `access.addresses` when it is set (the
+controller sets it for every cluster a tenant's object names): each connection to an address
+the policy admitted from that connection's own lookup. kube.api.ClusterAPI does so by itself;
+a layer built on it needs nothing more.
 """
 
 from __future__ import annotations

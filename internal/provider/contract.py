@@ -21,6 +21,7 @@ events, finalizers and leader election.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -63,31 +64,27 @@ class Toolbox:
 
 
 class CheckedClusterAPIs:
-    """The clusters' APIs of a reconcile: a server whose host is an address the policy refuses
-    is a PermanentError before any connection: as written (an address, or `localhost`) when
-    `connect` is called, and a name once resolved, with every address it resolves to, when the
-    block is entered. A tenant's spec.control_plane_endpoint.host is a name tke-apiserver
-    cannot judge (it resolves at dial time): one resolving to loopback sent the controller's
-    /readyz there. A name that does not resolve here is left to the cluster API layer, which
-    may route it otherwise (its dial fails or goes where that layer says); DNS rebinding
-    between this check and the dial is not prevented (addresses.py)."""
+    """The clusters' APIs of a reconcile, reached only at addresses the policy admits: a
+    server whose host as written is refused (an address, or `localhost`) is a PermanentError
+    when `connect` is called, before the cluster API layer is asked; a name goes to that layer
+    with the policy in `access.addresses`, and the layer's connections (kube.api.ClusterAPI's,
+    the default layer's) look it up once each, check every address and connect to one of them,
+    so DNS that answers the check and the connection differently cannot send the controller
+    elsewhere; a refused answer is a PermanentError of the call. A tenant's
+    spec.control_plane_endpoint.host is a name tke-apiserver cannot judge: one resolving to
+    loopback sent the controller's /readyz there. A layer that routes a name itself (to a
+    stand-in, a tunnel) decides where it goes; a plugin layer connects through
+    `access.addresses` (clusterapi.py)."""
 
     def __init__(self, inner: ClusterAPIs, addresses: AddressPolicy) -> None:
         self.inner = inner
         self.addresses = addresses
 
     def connect(self, access: ClusterAccess) -> contextlib.AbstractAsyncContextManager[ClusterAPI]:
-        host, port = url_host(access.server)
+        host, _ = url_host(access.server)
         if err := self.addresses.host_refusal(host):
             raise PermanentError(f"{access.server}: {err}")
-        return self._resolved(access, host, port)
-
-    @contextlib.asynccontextmanager
-    async def _resolved(self, access: ClusterAccess, host: str, port: int) -> AsyncIterator[ClusterAPI]:
-        if err := await self.addresses.resolved_refusal(host, port):
-            raise PermanentError(f"{access.server}: {err}")
-        async with self.inner.connect(access) as api:
-            yield api
+        return self.inner.connect(dataclasses.replace(access, addresses=self.addresses))
 
 
 @contextlib.asynccontextmanager

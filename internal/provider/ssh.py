@@ -10,6 +10,9 @@
   TemporaryError; the step's own retry budget bounds the rest (no infinite SSH loops).
 - Authentication failures and host key mismatches are PermanentError: retrying cannot help.
 - Host keys are checked against a known_hosts file unless the operator turns checking off.
+- The TCP connection goes to an address the address policy admitted, from the lookup that was
+  checked (AddressPolicy.connect), never to what a second lookup of the name answers; host
+  keys are still matched by the host as the target names it.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import dataclasses
 import logging
 import posixpath
 import shlex
+import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
@@ -28,8 +32,8 @@ from typing import Protocol
 
 import asyncssh
 
-from tke.internal.provider.addresses import AddressPolicy
-from tke.internal.provider.credentials import ConfiguredCredentials
+from tke.internal.provider.addresses import AddressPolicy, AddressRefused
+from tke.internal.provider.credentials import ConfiguredCredentials, Credential
 from tke.internal.provider.errors import PermanentError, TemporaryError
 
 log = logging.getLogger(__name__)
@@ -234,8 +238,9 @@ def _text(value: object) -> str:
 class SSHDialer:
     credentials: ConfiguredCredentials
     options: SSHOptions = field(default_factory=SSHOptions)
-    # Where a tenant's objects may send us (tke.internal.provider.addresses): checked before
-    # every connection, also for objects stored before tke-apiserver checked it.
+    # Where a tenant's objects may send us (tke.internal.provider.addresses): every connection
+    # goes to an address it admitted, from the same lookup, also for objects stored before
+    # tke-apiserver checked it.
     addresses: AddressPolicy = field(default_factory=AddressPolicy)
 
     @contextlib.asynccontextmanager
@@ -254,7 +259,7 @@ class SSHDialer:
         return self.options.known_hosts_file
 
     async def _open(self, target: Target) -> SSHChannel:
-        if err := await self.addresses.resolved_refusal(target.host, target.port):
+        if err := self.addresses.host_refusal(target.host):
             raise PermanentError(f"{target}: {err}")
         cred = self.credentials.read(target.tenant, target.credential_ref) if target.credential_ref else None
         keys = []
@@ -271,19 +276,14 @@ class SSHDialer:
                 # which returns the connection when the caller is cancelled in the loop turn
                 # the connection is made in, and the cancellation is lost.
                 async with asyncio.timeout(self.options.connect_timeout):
-                    conn = await asyncssh.connect(
-                        target.host,
-                        target.port,
-                        username=target.username,
-                        client_keys=keys or None,
-                        password=(cred.password or None) if cred is not None else None,
-                        known_hosts=self._known_hosts(),
-                        connect_timeout=None,
-                        agent_path=None,  # never the operator's own agent keys
-                        config=[],  # nor their ~/.ssh/config
-                        preferred_auth="publickey,password,keyboard-interactive",
-                    )
+                    # The socket is connected here, to an address the policy admitted from the
+                    # same lookup (a name looked up again could answer otherwise: DNS
+                    # rebinding); asyncssh still gets the host as written, for known_hosts.
+                    sock = await self.addresses.connect(target.host, target.port)
+                    conn = await self._handshake(target, sock, keys, cred)
                 return SSHChannel(conn, target, self.options)
+            except AddressRefused as err:
+                raise PermanentError(f"{target}: {err}") from None
             except asyncssh.PermissionDenied as err:
                 raise PermanentError(f"{target}: authentication failed: {err.reason}") from None
             except asyncssh.HostKeyNotVerifiable as err:
@@ -295,6 +295,28 @@ class SSHDialer:
                 await asyncio.sleep(delay)
                 delay *= 2
         raise TemporaryError(f"{target}: cannot connect after {self.options.connect_attempts} attempts: {last}")
+
+    async def _handshake(
+        self, target: Target, sock: socket.socket, keys: list[asyncssh.SSHKey], cred: Credential | None
+    ) -> asyncssh.SSHClientConnection:
+        """SSH over `sock` (asyncssh owns it from here; closed when the handshake fails)."""
+        try:
+            return await asyncssh.connect(
+                target.host,
+                target.port,
+                sock=sock,
+                username=target.username,
+                client_keys=keys or None,
+                password=(cred.password or None) if cred is not None else None,
+                known_hosts=self._known_hosts(),
+                connect_timeout=None,
+                agent_path=None,  # never the operator's own agent keys
+                config=[],  # nor their ~/.ssh/config
+                preferred_auth="publickey,password,keyboard-interactive",
+            )
+        except BaseException:
+            sock.close()
+            raise
 
 
 class CachingDialer:

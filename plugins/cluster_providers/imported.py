@@ -9,6 +9,7 @@ not treated as the cluster's failure. Deleting an imported cluster only forgets 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import urllib.parse
 from collections.abc import AsyncIterator
 
@@ -53,16 +54,18 @@ class ImportedClusterProvider:
     async def _api(self, ctx: ClusterContext) -> AsyncIterator[ClusterAPI]:
         """The cluster's API, after the checks that keep a tenant's URL from taking the
         platform's credential or position elsewhere: the credential is pinned to its servers
-        (from_credential), and the URL's host, as resolved now, is an address the platform may
-        go to (ctx.tools.addresses). Each failure is permanent and sends nothing to the URL."""
+        (from_credential), and the URL's host is an address the platform may go to
+        (ctx.tools.addresses): as written here, and a name at each connection, which goes to an
+        address of that very lookup (kube.transport). Each failure is permanent and sends
+        nothing to the URL."""
         violations = self.validate(ctx.cluster)
         if violations:
             raise PermanentError("; ".join(f"{v.field}: {v.description}" for v in violations))
         url = ctx.cluster.spec.api_server_url
         credential = ctx.tools.credentials.get(ctx.cluster.spec.credential_ref)
-        access = from_credential(credential, url)
-        host, port = url_host(url)
-        if err := await ctx.tools.addresses.resolved_refusal(host, port):
+        access = dataclasses.replace(from_credential(credential, url), addresses=ctx.tools.addresses)
+        host, _ = url_host(url)
+        if err := ctx.tools.addresses.host_refusal(host):
             raise PermanentError(f"cluster.spec.api_server_url: {err}")
         async with ClusterAPI(access, timeout=self.timeout) as api:
             yield api

@@ -35,7 +35,7 @@ from tests.support.rpc import detail_of, expect_error
 from tests.support.sshd import keypair
 from tests.support.waiting import wait_for
 from tke.internal.controller.manager import Controller
-from tke.internal.provider.addresses import AddressConfig, AddressPolicy
+from tke.internal.provider.addresses import AddressConfig, AddressPolicy, AddressRefused
 from tke.internal.provider.contract import Toolbox, reconcile_tools
 from tke.internal.provider.credentials import ConfiguredCredentials, CredentialConfig
 from tke.internal.provider.errors import PermanentError
@@ -315,7 +315,8 @@ async def test_an_object_stored_before_the_rule_is_never_dialed_and_can_still_be
 
 async def test_the_controller_checks_what_a_name_resolves_to(monkeypatch: pytest.MonkeyPatch) -> None:
     """A name the apiserver cannot judge (it resolves at dial time) is resolved by the
-    controller, and every address checked, before it connects."""
+    controller, and every address checked, before it connects (to one of those addresses:
+    test_dns_rebinding.py)."""
 
     def resolve(host: str, port: int, *args: Any, **kwargs: Any) -> list[Any]:
         address = {"metadata.example": "169.254.169.254", "fine.example": "192.0.2.7"}[host]
@@ -324,9 +325,10 @@ async def test_the_controller_checks_what_a_name_resolves_to(monkeypatch: pytest
     monkeypatch.setattr(socket, "getaddrinfo", resolve)
     policy = AddressPolicy(DEFAULTS)
     assert policy.host_refusal("metadata.example") is None  # a name, unresolved: the apiserver admits it
-    err = await policy.resolved_refusal("metadata.example", 443)
-    assert err is not None and err.startswith("metadata.example resolves to 169.254.169.254 is the cloud metadata")
-    assert await policy.resolved_refusal("fine.example", 443) is None
+    with pytest.raises(AddressRefused) as refused:
+        await policy.admitted("metadata.example", 443)
+    assert str(refused.value).startswith("metadata.example resolves to 169.254.169.254 is the cloud metadata")
+    assert await policy.admitted("fine.example", 443) == [ipaddress.ip_address("192.0.2.7")]
     assert AddressPolicy(LAB).refusal(ipaddress.ip_address("127.0.0.1")) is None
 
 
@@ -406,14 +408,17 @@ async def test_a_credential_goes_only_to_its_servers(
 
 
 class RecordingClusterAPIs:
-    """The cluster API layer's stand-in: records the servers it was asked to connect to."""
+    """The cluster API layer's stand-in: records the servers it was asked to connect to, and
+    the address policy each access carried."""
 
     def __init__(self) -> None:
         self.asked: list[str] = []
+        self.policies: list[AddressPolicy | None] = []
 
     @contextlib.asynccontextmanager
     async def connect(self, access: ClusterAccess) -> AsyncIterator[Any]:
         self.asked.append(access.server)
+        self.policies.append(access.addresses)
         yield None
 
 
@@ -441,32 +446,22 @@ async def test_a_reconcile_reaches_no_cluster_api_on_a_refused_address() -> None
     assert recording.asked == ["https://192.0.2.10:6443"]
 
 
-async def test_a_reconcile_resolves_a_cluster_apis_name_before_it_connects(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_reconcile_hands_a_cluster_apis_name_to_the_layer_with_the_policy() -> None:
     """A tenant's control_plane_endpoint.host is a name the apiserver cannot judge: the
-    controller resolves it before the cluster API layer connects, and a name that resolves to
-    a refused address is a PermanentError; one that does not resolve is left to that layer."""
-
-    def resolve(host: str, port: int, *args: Any, **kwargs: Any) -> list[Any]:
-        addresses = {"api.tenant.example": "127.0.0.1", "md.tenant.example": "169.254.169.254"}
-        addresses["api.fine.example"] = "192.0.2.9"
-        if host not in addresses:
-            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (addresses[host], port))]
-
-    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    controller hands it to the cluster API layer with the address policy, whose connections
+    look it up and connect only to an address it admitted (test_dns_rebinding.py: a name
+    resolving to a refused address, or rebinding to one, is never connected to); a name that is
+    refused as written never reaches the layer."""
     recording = RecordingClusterAPIs()
-    toolbox = Toolbox(dialer=FakeDialer(), credentials=ConfiguredCredentials({}), cluster_apis=recording)
+    policy = AddressPolicy(DEFAULTS)
+    toolbox = Toolbox(
+        dialer=FakeDialer(), credentials=ConfiguredCredentials({}), cluster_apis=recording, addresses=policy
+    )
     async with reconcile_tools(toolbox, "default") as tools:
-        for server, words in (
-            ("https://api.tenant.example:22", "api.tenant.example resolves to 127.0.0.1 is a loopback address"),
-            ("https://md.tenant.example", "resolves to 169.254.169.254 is the cloud metadata"),
-        ):
-            with pytest.raises(PermanentError, match=words):
-                async with tools.cluster_apis.connect(ClusterAccess(server)):
-                    pass
         with pytest.raises(PermanentError, match="not an ASCII host name"):
             tools.cluster_apis.connect(ClusterAccess("https://stra\u00dfe.tenant.example:6443"))
         for server in ("https://api.fine.example:6443", "https://routed.elsewhere.example:6443"):
             async with tools.cluster_apis.connect(ClusterAccess(server)):
                 pass
     assert recording.asked == ["https://api.fine.example:6443", "https://routed.elsewhere.example:6443"]
+    assert recording.policies == [policy, policy]

@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from tke.internal.provider.addresses import server_key
+from tke.internal.provider.addresses import AddressPolicy, server_key
 from tke.internal.provider.credentials import Credential
 from tke.internal.provider.errors import PermanentError, TemporaryError
 
@@ -72,6 +72,11 @@ class ClusterAccess:
     exec_plugin: ExecPlugin | None = None
     # The name to check the server's certificate against, when not the URL's host.
     tls_server_name: str = ""
+    # Where connections to the server may go (a server a tenant's object names): every
+    # connection to an address this policy admitted, from the same lookup (kube.transport).
+    # None: the operator's own servers (a meta cluster, a cluster's in-cluster address), dialed
+    # as the URL says.
+    addresses: AddressPolicy | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         url = urlsplit(self.server)

@@ -7,9 +7,10 @@ Every call is bounded by the client's timeout, and every failure comes out as a 
   that a retry resolves (409 on a stale object), a watch whose resource version expired (410,
   WatchExpired: list again), or a missing object a later attempt may find (404);
 - PermanentError: the credential is refused (401) or lacks permission (403), the server's
-  certificate is not trusted, the request is invalid (400, 422: the message names the field),
-  an apply conflicts with another field manager (without force), or the object's kind is
-  unknown.
+  host is an address the access's policy refuses (kube.transport: checked at each connection),
+  the server's certificate is not trusted, the request is invalid (400, 422: the message names
+  the field), an apply conflicts with another field manager (without force), or the object's
+  kind is unknown.
 Operations that treat "not found" as an answer (get, node, delete_node, delete) say so.
 
 Use as `async with ClusterAPI(access) as api: ...`; `api.client` is the lightkube client for
@@ -36,8 +37,10 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Node, Pod, PodEviction
 from lightkube.types import CascadeType, PatchType
 
+from tke.internal.provider.addresses import AddressRefused
 from tke.internal.provider.errors import PermanentError, StepError, TemporaryError
 from tke.internal.provider.kube.access import BearerSource, ClusterAccess
+from tke.internal.provider.kube.transport import CheckedTransport
 
 R = TypeVar("R", bound=lk_resource.Resource)
 # TLS alerts (OpenSSL reason names) by which a server refuses the client's certificate.
@@ -132,8 +135,11 @@ class ClusterAPI:
         self.access = access
         self.timeout = timeout
         self.field_manager = field_manager
+        tls = access.ssl_context()
         transport = _AuthenticatedTransport(
-            httpx.AsyncHTTPTransport(verify=access.ssl_context(), retries=0),
+            httpx.AsyncHTTPTransport(verify=tls, retries=0)
+            if access.addresses is None
+            else CheckedTransport(tls, access.addresses),
             BearerSource(access),
             access.tls_server_name,
         )
@@ -163,6 +169,8 @@ class ClusterAPI:
             yield
         except StepError:
             raise
+        except AddressRefused as err:
+            raise PermanentError(f"{what}: {self.access.server}: {err}") from None
         except ApiError as err:
             raise self._status_error(
                 what, err.status.code or err.response.status_code, err.status.message or ""
