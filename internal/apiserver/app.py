@@ -258,7 +258,7 @@ class Apiserver:
         limit = config.limits.max_object_bytes
         # Providers also check their part of a spec, so that what they cannot build is refused
         # before it is stored.
-        addresses = AddressPolicy(config.machines)
+        self.addresses = addresses = AddressPolicy(config.machines)
         self.clusters = Registry(
             with_address_policy(
                 with_provider_validation(CLUSTERS, "tke.cluster_providers", config.cluster_providers),
@@ -379,7 +379,7 @@ class Apiserver:
             return ResourceAPI(registry, hub, bookmark, quota, catchup_quota=self.catchup_quota, batch_interval=batch)
 
         clusters = api(self.clusters, self.cluster_hub)
-        kubeconfigs = KubeconfigIssuer(clusters, self.credentials, self.config.kubeconfig)
+        kubeconfigs = KubeconfigIssuer(clusters, self.credentials, self.config.kubeconfig, self.addresses)
         servicers: list[ResourceService[Any]] = [
             ClusterServicer(clusters, kubeconfigs),
             ResourceService(services.MACHINES, api(self.machines, self.machine_hub)),

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import grpc
@@ -36,6 +36,7 @@ from tke.internal.apiserver.registry import Registry
 from tke.internal.auth.identity import Identity, current_identity
 from tke.internal.config.loader import ConfigError
 from tke.internal.provider import cluster_credentials
+from tke.internal.provider.addresses import AddressPolicy
 from tke.internal.provider.clusterapi import admin_access
 from tke.internal.provider.errors import PermanentError, TemporaryError
 from tke.internal.provider.kube import api as kube_api
@@ -129,10 +130,14 @@ class KubeconfigIssuer:
         clusters: ResourceAPI[cluster_pb2.Cluster],
         credentials: Registry[credential_pb2.ClusterCredential],
         config: KubeconfigConfig,
+        addresses: AddressPolicy,
     ) -> None:
         self.clusters = clusters
         self.credentials = credentials
         self.config = config
+        # The endpoint comes from a tenant's spec (a name the tenant's DNS answers): the admin
+        # binding connects only to an address this policy admits, as tke-controller does.
+        self.addresses = addresses
 
     def _validity(self, request: cluster_pb2.GetKubeconfigRequest) -> datetime.timedelta:
         if not request.HasField("validity"):
@@ -185,7 +190,8 @@ class KubeconfigIssuer:
         version = cluster.status.version or cluster.spec.version
         name = cluster.metadata.name
         try:
-            async with kube_api.ClusterAPI(admin_access(server, ca, version), timeout=self.config.api_timeout) as api:
+            access = replace(admin_access(server, ca, version), addresses=self.addresses)
+            async with kube_api.ClusterAPI(access, timeout=self.config.api_timeout) as api:
                 await api.apply([admin_binding(user)])
         except TemporaryError as err:
             raise errors.unavailable(f'cluster "{name}": cannot make {user!r} cluster-admin now: {err}') from None

@@ -251,11 +251,13 @@ class SSHDialer:
         finally:
             await channel.close()
 
-    def _known_hosts(self) -> str | tuple[()] | None:
+    def _known_hosts(self) -> str | tuple[list[str], list[str], list[str]] | None:
         if not self.options.host_key_checking:
             return None  # asyncssh: no host key check
         if not self.options.known_hosts_file:
-            return ()  # trust nothing: every host key is refused
+            # Trust nothing: no host key, no CA key (and none revoked). Not (): asyncssh reads
+            # that as "the user's ~/.ssh/known_hosts", whatever the controller's user keeps there.
+            return ([], [], [])
         return self.options.known_hosts_file
 
     async def _open(self, target: Target) -> SSHChannel:

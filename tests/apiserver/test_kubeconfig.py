@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import datetime
 import json
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,11 +26,13 @@ from tests.support.controller import publish_credentials
 from tests.support.installed import cluster_api, install, masters
 from tests.support.kube.running import StandIn
 from tests.support.ports import free_port
+from tests.support.resolver import ScriptedResolver
 from tests.support.waiting import wait_for
 from tke.auth.v1 import policy_pb2, policy_pb2_grpc
 from tke.internal.apiserver.kubeconfigs import KubeconfigConfig, admin_binding, binding_name, subject
 from tke.internal.auth.chain import AuthConfig, PluginConfig
 from tke.internal.auth.identity import Identity
+from tke.internal.provider.addresses import AddressConfig
 from tke.internal.provider.kube import pki
 from tke.internal.rpc.errors import ApiError
 from tke.internal.storage.etcd import EtcdConfig
@@ -272,3 +275,38 @@ def test_names_that_cannot_be_in_a_certificate_or_an_rbac_name() -> None:
     assert binding_name("ann@example.com") == "tke:cluster-admin:ann@example.com"
     assert binding_name("corp/ann").startswith("tke:cluster-admin:sha256-")
     assert admin_binding("corp/ann")["metadata"]["annotations"] == {"tke.cloud/user": "corp/ann"}
+
+
+async def test_the_admin_binding_goes_only_to_an_address_the_policy_admits(
+    etcd_config: EtcdConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The endpoint is a name from the tenant's spec, answered by a DNS the tenant may control:
+    the apiserver connects for the admin binding only to an address `[machines]` admits, from
+    the lookup it checked, as tke-controller does (security.md, "DNS rebinding")."""
+    tokens = tmp_path / "tokens.csv"
+    tokens.write_text(TOKENS)
+    auth = AuthConfig(
+        authenticators=[PluginConfig("token-file", {"path": str(tokens)})], authorizers=[PluginConfig("policy")]
+    )
+    # Loopback is not admitted (the default policy): the name below answers 127.0.0.1.
+    api = await start(local_config(etcd_config, auth=auth, machines=AddressConfig()))
+    trap = socket.socket()
+    trap.bind(("127.0.0.1", 0))
+    trap.listen(8)
+    trap.setblocking(False)
+    port = trap.getsockname()[1]
+    try:
+        with ScriptedResolver({"api.rebind.example": ["127.0.0.1"]}).patched(monkeypatch):
+            channel = api.channel_of("admin-t")
+            admin = cluster_pb2_grpc.ClusterServiceStub(channel)
+            credentials = credential_pb2_grpc.ClusterCredentialServiceStub(channel)
+            endpoint = f"api.rebind.example:{port}"
+            await install(admin, credentials, "rebound", "team-a", endpoint=endpoint, cas=pki.ClusterCAs.generate())
+            err = await refused(admin.GetKubeconfig(request("rebound", tenant_id="team-a", admin=True)),
+                                Code.FAILED_PRECONDITION)  # fmt: skip
+            assert "127.0.0.1 is a loopback address" in (err.details() or ""), err.details()
+        with pytest.raises(BlockingIOError):
+            trap.accept()  # nothing connected to 127.0.0.1
+    finally:
+        trap.close()
+        await stop(api)

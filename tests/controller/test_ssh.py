@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -125,7 +126,9 @@ async def test_stopped_machines_leave_no_process_of_their_sessions_behind(tmp_pa
                 assert (await running).exit_status != 0
 
 
-async def test_connection_failures_are_bounded_and_auth_failures_permanent(machine: Machines, tmp_path: Path) -> None:
+async def test_connection_failures_are_bounded_and_auth_failures_permanent(
+    machine: Machines, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     server = machine.servers[0]
     started = time.monotonic()
     closed = Target(server.host, free_port(server.host), "root", "key", "default")
@@ -146,6 +149,11 @@ async def test_connection_failures_are_bounded_and_auth_failures_permanent(machi
     with pytest.raises(PermanentError, match="tenant 'other' has no credential 'key'"):  # never default's
         async with dialer(machine).connect(Target(server.host, server.port, "root", "key", "other")):
             pass
+    # No known_hosts file trusts nobody, whatever the controller user's ~/.ssh/known_hosts says.
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    shutil.copy(machine.known_hosts, home / ".ssh" / "known_hosts")
+    monkeypatch.setenv("HOME", str(home))
     nobody_trusted = dialer(machine)
     nobody_trusted.options = SSHOptions(known_hosts_file="")
     with pytest.raises(PermanentError, match="host key"):
