@@ -20,12 +20,12 @@ def validate_event(event: event_pb2.Event, path: str = "event") -> list[FieldVio
     spec = event.spec
     ref = spec.involved_object
     where = f"{path}.spec.involved_object"
-    if not _CAMEL.fullmatch(ref.kind):
-        out.append(FieldViolation(f"{where}.kind", "is required: a CamelCase kind such as Cluster or Machine"))
+    if err := _camel_case_error(ref.kind, "kind such as Cluster or Machine"):
+        out.append(FieldViolation(f"{where}.kind", err))
     if err := dns1123_label_error(ref.name):
         out.append(FieldViolation(f"{where}.name", err))
-    if not _CAMEL.fullmatch(spec.reason):
-        out.append(FieldViolation(f"{path}.spec.reason", "is required: a CamelCase reason such as StepSucceeded"))
+    if err := _camel_case_error(spec.reason, "reason such as StepSucceeded"):
+        out.append(FieldViolation(f"{path}.spec.reason", err))
     if len(spec.message) > MAX_MESSAGE:
         out.append(FieldViolation(f"{path}.spec.message", f"must be at most {MAX_MESSAGE} characters"))
     if spec.count < 0:
@@ -33,6 +33,15 @@ def validate_event(event: event_pb2.Event, path: str = "event") -> list[FieldVio
     if spec.type not in event_pb2.EventType.values():
         out.append(FieldViolation(f"{path}.spec.type", "must be EVENT_TYPE_NORMAL or EVENT_TYPE_WARNING"))
     return out
+
+
+def _camel_case_error(value: str, what: str) -> str | None:
+    """Why `value` is no CamelCase word (a letter, then letters and digits, at most 128), or None."""
+    if _CAMEL.fullmatch(value):
+        return None
+    if not value:
+        return f"is required: a CamelCase {what}"
+    return f"must be a CamelCase {what}: a letter, then letters and digits, at most 128 characters"
 
 
 def validate_event_status(status: Any, path: str) -> list[FieldViolation]:

@@ -98,3 +98,15 @@ async def test_an_invalid_event_is_refused_field_by_field(api: Running) -> None:
     status.details[0].Unpack(detail)
     fields = {v.field for v in detail.field_violations}
     assert fields == {"event.spec.involved_object.name", "event.spec.reason"}
+    assert {v.field: v.description for v in detail.field_violations}["event.spec.reason"].startswith("is required")
+
+    # A reason that is there but no CamelCase word is said to be wrong, not missing.
+    bad.spec.involved_object.name, bad.spec.reason, bad.spec.involved_object.kind = "c1", "step failed", "cluster-x"
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await events.Create(event_pb2.CreateEventRequest(event=bad))
+    status = status_of(err.value)
+    assert status is not None
+    status.details[0].Unpack(detail)
+    said = {v.field: v.description for v in detail.field_violations}
+    assert said["event.spec.reason"].startswith("must be a CamelCase reason such as StepSucceeded"), said
+    assert said["event.spec.involved_object.kind"].startswith("must be a CamelCase kind"), said
