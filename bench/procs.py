@@ -189,9 +189,14 @@ class ApiserverProcess:
             "etcd": {"endpoints": [self.etcd_endpoint], "prefix": PREFIX},
             # Figure 3 opens 1,000 watches as one administrator: the per-identity cap (100 by
             # default, against a tenant's runaway script) is not what it measures. Figure 1 keeps
-            # 256 calls of one tenant (bench-user) in flight: so does its share (80 by default, so
-            # that one tenant cannot take the server), up to all tenants may hold (400 - 40).
-            "limits": {"max_watches_per_identity": 100_000, "max_requests_inflight_per_tenant": 360},
+            # 256 calls of one tenant's one user (bench-user) in flight: so do its shares (80 and 40
+            # by default, so that one tenant or user cannot take the server), up to all tenants may
+            # hold (400 - 40).
+            "limits": {
+                "max_watches_per_identity": 100_000,
+                "max_requests_inflight_per_tenant": 360,
+                "max_requests_inflight_per_user": 360,
+            },
             # Figure 1 creates clusters as one tenant for as long as it runs: far more than a tenant's
             # quota (100 clusters, 64 MiB by default), which is checked on every create all the same.
             "quotas": {"clusters": 1 << 40, "bytes": 1 << 50},

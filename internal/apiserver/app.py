@@ -107,6 +107,9 @@ class LimitsConfig:
     # one tenant cannot take them all (internal/auth/inflight_shares.py). None: a fifth of
     # max_requests_inflight (80 of 400).
     max_requests_inflight_per_tenant: int | None = None
+    # Of a tenant's, the calls one of its users has in flight at once, so that one user (a
+    # runaway script, a leaked key) cannot lock the tenant's others out. None: half the tenant's.
+    max_requests_inflight_per_user: int | None = None
     # Of max_requests_inflight, the places tenants never take: platform administrators' (the
     # controller's) calls get them. None: a tenth of max_requests_inflight (40 of 400).
     requests_inflight_admin_reserve: int | None = None
@@ -164,6 +167,13 @@ class LimitsConfig:
                 f"requests_inflight_admin_reserve ({reserve}) must be 0 or more and less than "
                 f"max_requests_inflight ({self.max_requests_inflight}), or tenants get no call at all"
             )
+        if self.max_requests_inflight_per_user is not None and not (
+            1 <= self.max_requests_inflight_per_user <= self.inflight_per_tenant
+        ):
+            raise ValueError(
+                f"max_requests_inflight_per_user ({self.max_requests_inflight_per_user}) must be 1 to the "
+                f"tenant's share, max_requests_inflight_per_tenant ({self.inflight_per_tenant})"
+            )
         if self.inflight_per_tenant > self.inflight_tenants:
             raise ValueError(
                 f"max_requests_inflight_per_tenant ({self.inflight_per_tenant}) must be at most max_requests_inflight "
@@ -182,6 +192,12 @@ class LimitsConfig:
         """max_requests_inflight_per_tenant, or its default."""
         explicit = self.max_requests_inflight_per_tenant
         return explicit if explicit is not None else max(1, self.max_requests_inflight // 5)
+
+    @property
+    def inflight_per_user(self) -> int:
+        """max_requests_inflight_per_user, or its default."""
+        explicit = self.max_requests_inflight_per_user
+        return explicit if explicit is not None else max(1, self.inflight_per_tenant // 2)
 
     @property
     def inflight_admin_reserve(self) -> int:
@@ -307,6 +323,7 @@ class Apiserver:
         self.inflight_shares = InflightShares(
             limits.inflight_per_tenant,
             limits.inflight_tenants,
+            per_user=limits.inflight_per_user,
             bytes_per_tenant=limits.max_response_bytes_per_tenant,
             reserved=limits.inflight_admin_reserve,
         )

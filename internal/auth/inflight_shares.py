@@ -11,6 +11,9 @@ watches):
 - at most `per_tenant` calls of one tenant in flight: every user of the tenant together (a
   tenant admin with many users is one tenant), counted by the caller's own tenant, not the
   tenant a call names, so no caller spends another tenant's share;
+- at most `per_user` of them of one user (below the tenant's share: half of it by default), so
+  that one user of a tenant (a runaway script, a leaked API key) cannot take the whole share
+  and lock the tenant's other users, its administrator included, out of the API;
 - at most `tenants` calls of all tenants together, below the server's limit: the places left
   are for platform administrators (the controller's identity is one, acting in every tenant),
   whose calls are counted by the server's limit only, so tenants cannot starve them;
@@ -27,18 +30,20 @@ watches):
   limits.max_object_bytes, and the count bounds them).
 
 Beyond any of them, the call is refused with RESOURCE_EXHAUSTED, an ErrorInfo
-`TOO_MANY_REQUESTS` (metadata `scope`: `tenant` or `tenant_bytes`, with `tenant` and `limit`, or
-`tenants` with `limit`) and a RetryInfo (the auth step audits the refusal). A call holds its
-place, and its answer its bytes, until grpc has delivered the response or the call ended
-otherwise (its done callback), as in the server's limit. Calls refused by authentication or
+`TOO_MANY_REQUESTS` (metadata `scope`: `tenant` or `tenant_bytes`, with `tenant` and `limit`,
+`user` with `tenant`, `user` and `limit`, or `tenants` with `limit`) and a RetryInfo (the auth
+step audits the refusal). A call holds its place, and its answer its bytes, until grpc has
+delivered the response or the call ended otherwise (its done callback), as in the server's
+limit. Calls refused by authentication or
 authorization never get here and take nothing.
 
-Memory: a counter (and a byte count) per tenant with calls in flight, gone when its last call
-ends, and an entry per call in flight; bounded by the server's limit. Per call of a tenant (the
-Get and Create path): a context variable, a membership test of the caller's groups, four dict
-operations and grpc's done callback (a partial grpc makes for any callback), two more for a
-read's answer, and on delivery three or five; no object of our own (the callback is bound
-once). A platform administrator's call costs the first two only.
+Memory: a counter (and a byte count) per tenant and per user with calls in flight, gone when
+its last call ends, and an entry per call in flight; bounded by the server's limit. Per call of
+a tenant (the Get and Create path): a context variable, a membership test of the caller's
+groups, a key of tenant and user, six dict operations and grpc's done callback (a partial grpc
+makes for any callback), two more for a read's answer, and on delivery five or seven; no object
+of our own beyond the key (the callback is bound once). A platform administrator's call costs
+the first two only.
 """
 
 from __future__ import annotations
@@ -61,18 +66,24 @@ class InflightShares:
         per_tenant: int,
         tenants: int,
         *,
+        per_user: int | None = None,
         bytes_per_tenant: int,
         reserved: int = 0,
         retry_after: float = 1.0,
     ) -> None:
-        """`per_tenant`: calls of one tenant in flight at once; `tenants`: of all tenants
-        together; `bytes_per_tenant`: bytes of one tenant's read answers not yet delivered;
-        `reserved`: the server's places beyond `tenants` (for the refusal's message)."""
+        """`per_tenant`: calls of one tenant in flight at once; `per_user`: of one of its users
+        (None: `per_tenant`); `tenants`: of all tenants together; `bytes_per_tenant`: bytes of one
+        tenant's read answers not yet delivered; `reserved`: the server's places beyond `tenants`
+        (for the refusal's message)."""
         if not 1 <= per_tenant <= tenants:
             raise ValueError(f"a tenant's share ({per_tenant}) must be 1 to the tenants' ({tenants})")
+        per_user = per_tenant if per_user is None else per_user
+        if not 1 <= per_user <= per_tenant:
+            raise ValueError(f"a user's share ({per_user}) must be 1 to its tenant's ({per_tenant})")
         if bytes_per_tenant < 1:
             raise ValueError("a tenant's bytes must be 1 or more")
         self.per_tenant = per_tenant
+        self.per_user = per_user
         self.tenants = tenants
         self.bytes_per_tenant = bytes_per_tenant
         self.reserved = reserved
@@ -80,11 +91,12 @@ class InflightShares:
         # Tenant -> its calls in flight, and the bytes of its answers not yet delivered; only
         # tenants with calls (answers) in flight have an entry.
         self.inflight: dict[str, int] = {}
+        self.inflight_of_user: dict[tuple[str, str], int] = {}  # (tenant, user) -> calls in flight
         self.bytes_held: dict[str, int] = {}
         self.total = 0  # calls of tenants in flight (platform administrators' are not counted)
-        # The context of each counted call in flight -> its tenant, and of each answer held ->
-        # its size, for the done callback.
-        self._holders: dict[Any, str] = {}
+        # The context of each counted call in flight -> its (tenant, user), and of each answer
+        # held -> its size, for the done callback.
+        self._holders: dict[Any, tuple[str, str]] = {}
         self._sizes: dict[Any, int] = {}
         self._on_done = self._release  # bound once: no bound method made per call
 
@@ -97,12 +109,21 @@ class InflightShares:
             if identity.is_platform_admin:
                 return await call(request, context)
             tenant = identity.tenant_id
+            # Unauthenticated callers are one user (nobody): their tenant's share is theirs.
+            user = (tenant, identity.user if tenant != ANONYMOUS else "")
             held = self.inflight.get(tenant, 0)
-            if held >= self.per_tenant or self.total >= self.tenants or tenant in self.bytes_held:
-                self._admit_or_refuse(tenant, held)
+            of_user = self.inflight_of_user.get(user, 0)
+            if (
+                held >= self.per_tenant
+                or of_user >= self.per_user
+                or self.total >= self.tenants
+                or tenant in self.bytes_held
+            ):
+                self._admit_or_refuse(user, held, of_user)
             self.inflight[tenant] = held + 1
+            self.inflight_of_user[user] = of_user + 1
             self.total += 1
-            self._holders[context] = tenant
+            self._holders[context] = user
             # (grpc calls any callable with the context; the typing stubs name a class of their own)
             context.add_done_callback(self._on_done)  # type: ignore[arg-type]
             response = await call(request, context)
@@ -112,13 +133,16 @@ class InflightShares:
 
         return shared
 
-    def _admit_or_refuse(self, tenant: str, held: int) -> None:
+    def _admit_or_refuse(self, user: tuple[str, str], held: int, of_user: int) -> None:
         """The slow path of admission: a share or the tenants' places are full, or the tenant has
         answers not yet delivered."""
+        tenant = user[0]
         if held >= self.per_tenant or self.total >= self.tenants:
             raise self._refusal(tenant, held)
-        if self.bytes_held[tenant] >= self.bytes_per_tenant:
-            raise self._bytes_refusal(tenant, self.bytes_held[tenant])
+        if of_user >= self.per_user and tenant != ANONYMOUS:  # nobody's share is its tenant's
+            raise self._user_refusal(user, of_user)
+        if (answers := self.bytes_held.get(tenant, 0)) >= self.bytes_per_tenant:
+            raise self._bytes_refusal(tenant, answers)
 
     def _hold_bytes(self, tenant: str, context: Any, size: int) -> None:
         """The answer of `size` bytes waits for its client: counted until delivered, or refused
@@ -132,13 +156,19 @@ class InflightShares:
 
     def _release(self, context: Any) -> None:
         # grpc calls a done callback once per call, on the event loop.
-        tenant = self._holders.pop(context)
+        user = self._holders.pop(context)
+        tenant = user[0]
         self.total -= 1
         left = self.inflight[tenant] - 1
         if left:
             self.inflight[tenant] = left
         else:
             del self.inflight[tenant]
+        left = self.inflight_of_user[user] - 1
+        if left:
+            self.inflight_of_user[user] = left
+        else:
+            del self.inflight_of_user[user]
         size = self._sizes.pop(context, 0)
         if size:
             left = self.bytes_held[tenant] - size
@@ -157,6 +187,18 @@ class InflightShares:
             reason="TOO_MANY_REQUESTS",
             retry_after_seconds=self.retry_after,
             metadata={"scope": "tenant_bytes", "tenant": tenant, "limit": str(limit)},
+        )
+
+    def _user_refusal(self, user: tuple[str, str], held: int) -> errors.ApiError:
+        REQUESTS_INFLIGHT_SHARE_REFUSED.inc()
+        tenant, name = user
+        return errors.resource_exhausted(
+            f"user {name!r} of tenant {tenant!r} already has {held} requests in flight, its share of its "
+            f"tenant's (limits.max_requests_inflight_per_user = {self.per_user}); a request counts until its "
+            "response is delivered: read the responses of earlier requests, or retry shortly",
+            reason="TOO_MANY_REQUESTS",
+            retry_after_seconds=self.retry_after,
+            metadata={"scope": "user", "tenant": tenant, "user": name, "limit": str(self.per_user)},
         )
 
     def _refusal(self, tenant: str, held: int) -> errors.ApiError:

@@ -7,6 +7,8 @@ limits.max_requests_inflight_per_tenant of them, all tenants together at most
 limits.max_requests_inflight minus limits.requests_inflight_admin_reserve, and unauthenticated
 callers of open methods together one tenant's share:
 
+- one user holding its share of its tenant's (half of it by default): its next call is refused
+  (scope=user), the tenant's other users are answered;
 - a tenant holding its share with unread calls: its next call, from any of its users, is refused
   (RESOURCE_EXHAUSTED, ErrorInfo TOO_MANY_REQUESTS with scope=tenant, RetryInfo), another
   tenant's calls are answered, and its places come back when its answers are delivered or its
@@ -51,8 +53,14 @@ TOKENS = (
     "carol-t,carol,u4,dev,team-c\n"
     "controller-t,tke-controller,u5,tke:platform-admins,default\n"
 )
-# 6 in flight: tenants share 4, 2 at most each; 2 kept for platform administrators.
-LIMITS = LimitsConfig(max_requests_inflight=6, max_requests_inflight_per_tenant=2, requests_inflight_admin_reserve=2)
+# 6 in flight: tenants share 4, 2 at most each (one user may take both); 2 kept for platform
+# administrators.
+LIMITS = LimitsConfig(
+    max_requests_inflight=6,
+    max_requests_inflight_per_tenant=2,
+    max_requests_inflight_per_user=2,
+    requests_inflight_admin_reserve=2,
+)
 PROD = cluster_pb2.GetClusterRequest(name="prod")
 KiB = 1024
 
@@ -159,6 +167,34 @@ async def test_a_tenant_holding_its_share_does_not_stop_another_tenant(
         await stop(running)
 
 
+async def test_one_user_cannot_take_its_tenants_whole_share(
+    etcd_config: EtcdConfig, tmp_path: Path, unread: list[UnreadCalls]
+) -> None:
+    limits = LimitsConfig(
+        max_requests_inflight=8, max_requests_inflight_per_tenant=4, requests_inflight_admin_reserve=2
+    )
+    assert limits.inflight_per_user == 2  # half the tenant's, by default
+    running = await serve(etcd_config, tmp_path, limits=limits)
+    try:
+        shares = running.apiserver.inflight_shares
+        flood = await connect(running, unread)
+        sent = {await flood.send(GET, PROD.SerializeToString(), bearer("alice")) for _ in range(3)}
+        await flood.wait_answered(sent)
+        assert len(sent - flood.ended) == 2, "alice holds her two"
+        err = await expect_error(stub(running, "alice").Get(PROD, timeout=5), Code.RESOURCE_EXHAUSTED)
+        assert refusal(err) == {"scope": "user", "tenant": "team-a", "user": "alice", "limit": "2"}
+        message = err.details() or ""
+        assert "user 'alice' of tenant 'team-a' already has 2 requests in flight" in message, message
+        assert "limits.max_requests_inflight_per_user = 2" in message, message
+        # Her tenant's other user, its administrator say, is answered: team-a is at 2 of its 4.
+        assert (await stub(running, "ann").Get(PROD, timeout=5)).metadata.tenant_id == "team-a"
+        await flood.close()
+        await wait_for(lambda: not shares.inflight_of_user and not shares.inflight, what="alice's places given back")
+        assert await answered(stub(running, "alice"))
+    finally:
+        await stop(running)
+
+
 async def test_platform_administrators_get_through_when_tenants_hold_every_place_they_share(
     etcd_config: EtcdConfig, tmp_path: Path, unread: list[UnreadCalls]
 ) -> None:
@@ -222,6 +258,7 @@ async def test_a_tenants_unread_answers_are_bounded_in_bytes(
     limits = LimitsConfig(
         max_requests_inflight=6,
         max_requests_inflight_per_tenant=4,
+        max_requests_inflight_per_user=4,
         requests_inflight_admin_reserve=2,
         max_response_bytes_per_tenant=512 * KiB,
     )
@@ -286,6 +323,8 @@ def test_a_share_larger_than_what_tenants_share_is_a_configuration_error(tmp_pat
         LimitsConfig(requests_inflight_admin_reserve=400)
     with pytest.raises(ValueError, match="max_requests_inflight_per_tenant must be at least 1"):
         LimitsConfig(max_requests_inflight_per_tenant=0)
+    with pytest.raises(ValueError, match=r"max_requests_inflight_per_user \(81\) must be 1 to the tenant's share"):
+        LimitsConfig(max_requests_inflight_per_user=81)
     with pytest.raises(ValueError, match="max_response_bytes_per_tenant must be greater than 0"):
         LimitsConfig(max_response_bytes_per_tenant=0)
 
