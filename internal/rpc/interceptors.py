@@ -23,8 +23,10 @@ The request step:
   at DEBUG; failures are at INFO either way.
 - Streaming calls are wrapped so that errors raised while streaming are mapped the same way.
 
-Requests whose bytes do not parse as the method's message get INVALID_ARGUMENT with a message
-(instead of grpcio's UNKNOWN carrying the parser's exception text), before any step runs.
+Requests whose bytes do not parse as the method's message get INVALID_ARGUMENT with a
+BadRequest (field `request`, and the parser's one-line reason) instead of grpcio's UNKNOWN
+carrying the parser's exception text: they pass through the same steps (request id, access
+line, metrics, authentication first), to a refusal in place of the handler.
 Methods that stream their requests (reflection) and handlers that send their responses with
 grpc's write API (health's Watch) go through the same steps.
 """
@@ -45,7 +47,7 @@ import grpc
 from grpc_status import rpc_status
 
 from tke.internal.logs import request_id_var
-from tke.internal.rpc.errors import ApiError, internal, resource_exhausted, unavailable
+from tke.internal.rpc.errors import ApiError, internal, invalid_field, resource_exhausted, unavailable
 from tke.internal.storage.store import NoSpace, TooLarge, Unavailable
 
 log = logging.getLogger("tke.access")
@@ -72,7 +74,13 @@ class Interceptor(Protocol):
         ...
 
 
-_UNDECODABLE = object()
+class _Undecodable:
+    """A request whose bytes did not decode, and why (protobuf's message, never a traceback)."""
+
+    __slots__ = ("why",)
+
+    def __init__(self, why: str) -> None:
+        self.why = why
 
 
 class CallChain(grpc.aio.ServerInterceptor):
@@ -97,6 +105,11 @@ class CallChain(grpc.aio.ServerInterceptor):
         self._wrapped[name] = (handler, wrapped)
         return wrapped
 
+    def _chain(self, call: Call, method: Method) -> Call:
+        for step in reversed(self.steps):
+            call = step.wrap(call, method)
+        return call
+
     def _wrap(self, handler: Any, name: str) -> Any:
         method = Method(name, bool(handler.response_streaming))
         serialize = handler.response_serializer
@@ -112,19 +125,29 @@ class CallChain(grpc.aio.ServerInterceptor):
                 return result
 
             call = responses
-        for step in reversed(self.steps):
-            call = step.wrap(call, method)
-        chained = call
-        refusal = f"the request is not a valid message for {name}"
+        chained = self._chain(call, method)
+
+        async def undecodable(request: Any, context: Context) -> Any:
+            raise invalid_field("request", f"is not a valid request message for {name}: {request.why}")
+
+        # An undecodable request goes through the steps too (request id, access log, metrics,
+        # authentication first), to a refusal with a BadRequest instead of the handler; that
+        # chain is made the first time one comes.
+        refusing: list[Call] = []
+
+        async def refused(request: Any, context: Context) -> Any:
+            if not refusing:
+                refusing.append(self._chain(undecodable, method))
+            return await refusing[0](request, context)
 
         async def run(request: Any, context: Context) -> Any:
-            if request is _UNDECODABLE:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, refusal)
+            if type(request) is _Undecodable:
+                return await refused(request, context)
             return await chained(request, context)
 
         async def run_stream(request: Any, context: Context) -> AsyncIterator[Any]:
-            if request is _UNDECODABLE:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, refusal)
+            if type(request) is _Undecodable:
+                await refused(request, context)
             async for item in await chained(request, context):
                 yield item
 
@@ -142,8 +165,8 @@ class CallChain(grpc.aio.ServerInterceptor):
         def safe(data: bytes) -> Any:
             try:
                 return deserialize(data) if deserialize is not None else data
-            except Exception:
-                return _UNDECODABLE
+            except Exception as err:  # protobuf's DecodeError, or a deserializer's own error
+                return _Undecodable(str(err) or type(err).__name__)
 
         if method.streaming:
             return grpc.unary_stream_rpc_method_handler(

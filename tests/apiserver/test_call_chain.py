@@ -11,16 +11,21 @@ from typing import Any
 
 import grpc
 import pytest
+from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from tests.support.apiserver import Running, cluster
-from tests.support.rpc import expect_error, health_check
+from tests.support.rpc import detail_of, expect_error, health_check
 from tests.support.unread_calls import UnreadCalls
 from tests.support.waiting import wait_for
 from tke.internal.rpc.interceptors import REQUEST_ID_HEADER, Call, Context, Method
 from tke.internal.rpc.server import ListenConfig, ServerSpec, start_server
 from tke.platform.v1 import cluster_pb2
+
+
+def _raw(data: bytes) -> bytes:
+    return data
 
 
 def _id_in(metadata: Any) -> str:
@@ -45,6 +50,30 @@ async def test_an_error_keeps_its_details_and_the_request_id(api: Running) -> No
     trailers = dict(err.trailing_metadata() or ())
     assert trailers[REQUEST_ID_HEADER] == "mine-2"
     assert "grpc-status-details-bin" in trailers
+
+
+@pytest.mark.parametrize("method", ["Get", "Watch"])
+async def test_a_request_that_does_not_decode_is_refused_through_the_chain_with_details(
+    api: Running, method: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Bytes that are no request message are INVALID_ARGUMENT with a BadRequest naming the
+    request and why, pass the steps like any call (request id, access line), and reach no
+    handler."""
+    path = f"/tke.platform.v1.ClusterService/{method}"
+    metadata = [(REQUEST_ID_HEADER, f"garbage-{method}")]
+    with caplog.at_level(logging.INFO, logger="tke.access"):
+        if method == "Watch":
+            call = api.channel.unary_stream(path, _raw, _raw)(b"\xff\xff\xff", metadata=metadata)
+            err = await expect_error(call.read(), grpc.StatusCode.INVALID_ARGUMENT)
+        else:
+            err = await expect_error(api.channel.unary_unary(path, _raw, _raw)(b"\xff\xff\xff", metadata=metadata),
+                                     grpc.StatusCode.INVALID_ARGUMENT)  # fmt: skip
+    assert f"Error parsing message with type 'tke.platform.v1.{method}" in (err.details() or ""), err.details()
+    violation = detail_of(err, error_details_pb2.BadRequest).field_violations[0]
+    assert violation.field == "request"
+    assert violation.description.startswith(f"is not a valid request message for {path}")
+    assert _id_in(err.trailing_metadata()) == f"garbage-{method}"
+    assert any(f"{path} INVALID_ARGUMENT" in r.getMessage() for r in caplog.records), caplog.text
 
 
 async def test_a_stream_returns_its_request_id_in_its_headers(api: Running) -> None:
