@@ -17,6 +17,14 @@ Options:
   password is checked. The limits are per apiserver.
 - `max_revocations_per_user` (default 100): the most revoked tokens one user keeps stored; see
   the revocation bound below.
+- `password_hashes` (default 1): password hashes and checks computed at once, each on a thread
+  of its own lane (tke.internal.auth.password_lane), so hashing never takes more than that many
+  cores; `password_queue` (32) the most calls waiting for one; `password_user_share` (2) and
+  `password_tenant_share` (8) the most calls of one user name, and of one tenant or (Login, with
+  the per-client limit on) one client address, hashing or waiting at once. Beyond them Login,
+  CreateUser and ChangePassword are RESOURCE_EXHAUSTED (TOO_MANY_PASSWORD_HASHES) with a
+  RetryInfo, before any hashing. Platform administrators' calls, and the bootstrap
+  administrator's creation, wait their turn and are never refused. Per apiserver process.
 
 Invariants:
 - Authentication reads only memory: records under <prefix>/auth/ are mirrored (users, API
@@ -34,6 +42,10 @@ Invariants:
   write replaces.
 - Secrets (passwords, tokens, API key secrets) are never logged or returned, except a new
   token or API key to the caller who asked for it.
+- Every password hash and check runs on the password lane, counted against the caller's shares:
+  a Login against the user name asked for, the tenant of that user when it exists and the
+  client address; an authenticated call against the caller's user and tenant (not the user it
+  acts on). No call hashes on the default thread pool.
 - Users and API keys count against their tenant's quotas (quotas.users, quotas.apikeys,
   quotas.bytes; tke.internal.apiserver.quota), with the apiserver's quotas on: the mirror's
   watch counts them (the tenant read from the record: a user's, the one an API key records
@@ -50,7 +62,6 @@ Invariants:
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import json
@@ -61,7 +72,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf import timestamp_pb2
@@ -72,8 +83,9 @@ from tke.internal.auth.authn import AuthenticationError, Credentials
 from tke.internal.auth.authority import Authority
 from tke.internal.auth.authz import Attributes, Decision
 from tke.internal.auth.identity import DEFAULT_TENANT, PLATFORM_ADMINS, Identity, current_identity
+from tke.internal.auth.password_lane import PasswordLane, Share
 from tke.internal.auth.passwords import DUMMY_HASH, hash_password, password_error, verify_password
-from tke.internal.auth.throttle import Limit, LoginThrottle
+from tke.internal.auth.throttle import Limit, LoginThrottle, client_address
 from tke.internal.auth.tokens import PREFIX as TOKEN_PREFIX
 from tke.internal.auth.tokens import TokenError, TokenSigner
 from tke.internal.meta.labels import dns1123_label_error
@@ -179,6 +191,10 @@ class Accounts:
         login_client_interval: float = 1.0,
         login_tracked: int = 10_000,
         max_revocations_per_user: int = 100,
+        password_hashes: int = 1,
+        password_queue: int = 32,
+        password_tenant_share: int = 8,
+        password_user_share: int = 2,
     ) -> None:
         secret = os.environ.get(secret_env, "")
         if not secret:
@@ -199,6 +215,13 @@ class Accounts:
             Limit(login_client_burst, login_client_interval),
             login_tracked,
         )
+        if min(password_hashes, password_tenant_share, password_user_share) < 1 or password_queue < 0:
+            raise ValueError(
+                "accounts: password_hashes, password_tenant_share and password_user_share must be 1 or more, "
+                "password_queue 0 or more"
+            )
+        # Its threads start with the first hash.
+        self.lane = PasswordLane(password_hashes, password_queue, password_tenant_share, password_user_share)
         self._context = context
         self.store: LeasedStore = context.store
         self.root = f"{context.prefix}/auth/"
@@ -336,7 +359,7 @@ class Accounts:
             )
             try:
                 # Counted, never refused: the platform needs its administrator.
-                hashed = await asyncio.to_thread(_hashed, record)
+                hashed = await self.lane.run((), _hashed, record, exempt=True)
                 counted = (self.users_usage, record.tenant)
                 await self._write_new("users", record.name, hashed, counted=counted, check=False)
                 log.info("created the bootstrap platform administrator %r", self.bootstrap_admin)
@@ -346,6 +369,7 @@ class Accounts:
 
     async def stop(self) -> None:
         await self._mirror.stop()
+        self.lane.close()
 
     def services(self) -> list[tuple[str, Any]]:
         servicer = AuthService(self)
@@ -435,6 +459,9 @@ def _key_message(record: APIKeyRecord) -> accounts_pb2.APIKey:
 
 _USER_PATHS = ("spec", "spec.display_name", "spec.groups", "spec.disabled")
 _RETRIES = 5
+# What a refused Login is told of its shares (the caller is nobody yet).
+_LOGIN_SHARE = "this user name or its tenant"
+T = TypeVar("T")
 _MAX_KEY_TTL = 10 * 365 * 86_400  # ten years: far beyond any use, and inside a Timestamp
 
 
@@ -461,13 +488,32 @@ class AuthService(accounts_pb2_grpc.AuthServiceServicer):
     def __init__(self, accounts: Accounts) -> None:
         self.a = accounts
 
+    async def _hash(self, fn: Callable[..., T], *args: object) -> T:
+        """`fn(*args)` on the password lane, counted against the caller's user and tenant;
+        a platform administrator's call waits its turn, never refused."""
+        caller = current_identity.get()
+        shares = (Share("user", caller.user), Share("tenant", caller.tenant_id))
+        return await self.a.lane.run(shares, fn, *args, exempt=caller.is_platform_admin)
+
     async def Login(self, request: accounts_pb2.LoginRequest, context: Any) -> accounts_pb2.LoginResponse:
         peer = context.peer() or ""
         wait, what = self.a.throttle.attempt(request.username, peer)
         if wait:
             raise errors.throttled(f"too many failed logins for {what}: retry in {math.ceil(wait)}s", wait)
         user = self.a._user(request.username)
-        ok = await asyncio.to_thread(verify_password, request.password, user.password_hash if user else DUMMY_HASH)
+        # Nobody is signed in yet: the name asked for is the user, with its tenant when it exists.
+        shares = [Share("user", request.username, _LOGIN_SHARE)]
+        if user is not None:
+            shares.append(Share("tenant", user.tenant, _LOGIN_SHARE))
+        if self.a.throttle.clients.limit.burst:  # off behind a gateway or NAT that makes everyone one client
+            shares.append(Share("client", client_address(peer)))
+        try:
+            ok = await self.a.lane.run(
+                shares, verify_password, request.password, user.password_hash if user else DUMMY_HASH
+            )
+        except errors.ApiError:
+            self.a.throttle.succeeded(request.username, peer)  # no password was checked: no attempt made
+            raise
         if user is None or not ok or user.disabled:
             raise errors.unauthenticated("invalid user name or password")
         self.a.throttle.succeeded(request.username, peer)
@@ -629,7 +675,7 @@ class AuthService(accounts_pb2_grpc.AuthServiceServicer):
         # The new user would hold its groups' grants and those of bindings already naming it.
         target = self.a.target_identity(record)
         await self.a.authority.ensure_may_act_on(caller, target, f"create user {record.name!r}")
-        record = await asyncio.to_thread(_hashed, record)
+        record = await self._hash(_hashed, record)
         try:
             await self.a._write_new("users", record.name, record, counted=(self.a.users_usage, tenant))
         except AlreadyExists:
@@ -748,11 +794,11 @@ class AuthService(accounts_pb2_grpc.AuthServiceServicer):
             raise errors.invalid_field("new_password", err)
 
         async def change(record: UserRecord) -> UserRecord:
-            if _is_self(caller, record) and not await asyncio.to_thread(
+            if _is_self(caller, record) and not await self._hash(
                 verify_password, request.old_password, record.password_hash
             ):
                 raise errors.invalid_field("old_password", "is not the current password")
-            password_hash = await asyncio.to_thread(hash_password, request.new_password)
+            password_hash = await self._hash(hash_password, request.new_password)
             return replace(record, password_hash=password_hash, not_before=time.time())
 
         await self._rewrite(request.name or caller.user, "update", "passwords", change)

@@ -9,6 +9,10 @@
 - Revoked tokens are bounded per user (`max_revocations_per_user`): a Logout always succeeds and
   its token stays refused, but past the bound it ends all the user's earlier sessions instead of
   storing one more record, so a Login/Logout loop keeps a bounded number of records in etcd.
+- Password hashing is bounded (the password lane): a tenant admin looping CreateUser, or
+  ChangePassword, runs one hash at a time however many calls it sends, holds at most its user's
+  and its tenant's share of the lane, and another tenant's password change is still admitted;
+  past the queue a tenant's call is refused, a platform administrator's never.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import Any
 
 import grpc
 import pytest
+from google.rpc import error_details_pb2
 
 from tests.security.platform import (
     PASSWORD,
@@ -36,7 +41,8 @@ from tests.security.platform import (
     stop_platform,
     user,
 )
-from tests.support.rpc import expect_error, quota_info
+from tests.support.gated_hasher import GatedHasher
+from tests.support.rpc import detail_of, expect_error, quota_info
 from tests.support.waiting import wait_for
 from tke.auth.v1 import accounts_pb2
 from tke.internal.apiserver.quota import QuotaConfig
@@ -45,6 +51,8 @@ from tke.internal.plugin.loader import PluginError
 from tke.internal.storage.etcd import EtcdConfig
 from tke.internal.storage.store import Unavailable as StorageUnavailable
 from tke.platform.v1 import cluster_pb2
+from tke.plugins.authn import accounts as accounts_module
+from tke.plugins.authn.accounts import Accounts
 
 Code = grpc.StatusCode
 Start = Callable[..., Awaitable[Platform]]
@@ -177,7 +185,8 @@ async def test_api_keys_count_against_their_users_tenant(secured: Start) -> None
 
 
 async def test_concurrent_creates_in_one_apiserver_never_pass_the_quotas(secured: Start) -> None:
-    platform = await secured(QuotaConfig(users=4, apikeys=5))
+    # The password lane's shares (one user's 2 hashes at once) would refuse most of these first.
+    platform = await secured(QuotaConfig(users=4, apikeys=5), password_user_share=12, password_tenant_share=12)
     ann = await platform.member("ann", "team-a", "admin")
 
     users = await asyncio.gather(*(create_user(ann, f"c{i:02d}") for i in range(12)), return_exceptions=True)
@@ -324,3 +333,59 @@ async def test_a_delete_user_that_fails_half_way_leaves_no_keys_behind(secured: 
     assert await stored(platform, "apikeys") == []
     await create_key(ann)  # the tenant's quota is whole again
     await create_key(ann)
+
+
+def lane_refusal(err: BaseException | None) -> dict[str, str]:
+    """The metadata of the password lane's refusal, which has a RetryInfo."""
+    assert isinstance(err, grpc.aio.AioRpcError) and err.code() == Code.RESOURCE_EXHAUSTED, err
+    info = detail_of(err, error_details_pb2.ErrorInfo)
+    assert info.reason == "TOO_MANY_PASSWORD_HASHES" and info.domain == "tke.cloud", info
+    detail_of(err, error_details_pb2.RetryInfo)
+    return dict(info.metadata)
+
+
+async def test_a_tenant_looping_password_hashes_holds_its_share_and_others_go_on(
+    secured: Start, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    platform = await secured(
+        QuotaConfig(), password_hashes=1, password_queue=3, password_tenant_share=3, password_user_share=2
+    )
+    ann = await platform.member("ann", "team-a", "admin")
+    al = await platform.member("al", "team-a", "admin")
+    bob = await platform.member("bob", "team-b", "admin")
+    cy = await platform.member("cy", "team-c", "admin")
+    lane = next(p for p in platform.api.apiserver.auth.plugins if isinstance(p, Accounts)).lane
+    hasher = GatedHasher()  # every hash and check from here on is held until the gate opens
+    for name in ("hash_password", "verify_password"):
+        monkeypatch.setattr(accounts_module, name, hasher.wrap(getattr(accounts_module, name)))
+    admitted: list[asyncio.Future[Any]] = []
+    try:
+        # ann's share is 2 (one hashing, one waiting), the third is refused; al, of her tenant,
+        # gets the tenant's third place and no more.
+        anns = [asyncio.ensure_future(create_user(ann, f"a{i}")) for i in range(3)]
+        await wait_for(lambda: sum(c.done() for c in anns) == 1 and lane.waiting == 1, what="ann's share")
+        als = [asyncio.ensure_future(create_user(al, f"l{i}")) for i in range(2)]
+        await wait_for(lambda: sum(c.done() for c in als) == 1 and lane.waiting == 2, what="team-a's share")
+        assert [lane_refusal(c.exception()) for c in anns + als if c.done()] == [
+            {"scope": "user", "limit": "2"},
+            {"scope": "tenant", "limit": "3"},
+        ]
+        admitted += [c for c in anns + als if not c.done()]
+        assert hasher.started == 1
+        # Another tenant's user changes its password meanwhile: admitted, the queue is then full.
+        change = accounts_pb2.ChangePasswordRequest(old_password=PASSWORD, new_password="bob's new password")
+        admitted.append(asyncio.ensure_future(bob.auth.ChangePassword(change)))
+        await wait_for(lambda: lane.waiting == 3, what="bob's change waiting its turn")
+        err = await expect_error(create_user(cy, "c1"), Code.RESOURCE_EXHAUSTED)
+        assert lane_refusal(err) == {"scope": "queue", "limit": "3"}
+        # A platform administrator is never refused.
+        admitted.append(asyncio.ensure_future(create_user(platform.root, "r1", "team-c")))
+        await wait_for(lambda: lane.waiting == 4, what="root's create waiting its turn")
+    finally:
+        hasher.open()
+    await asyncio.gather(*admitted)
+    assert hasher.most == 1  # never two hashes at once
+    assert len(await user_names(ann, "team-a")) == 2 + 3  # ann, al and the three creates admitted
+    await platform.login("bob", "bob's new password")
+    assert "r1" in await user_names(platform.root, "team-c")
+    assert lane.held == {} and lane.running == 0

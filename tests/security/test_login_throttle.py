@@ -1,10 +1,13 @@
 """Rule: Login is throttled per user name and per client address (token buckets; beyond them
 RESOURCE_EXHAUSTED with a google.rpc.RetryInfo, before any password is checked), the buckets'
 memory is bounded whatever names an attacker cycles through, and the audit event of a failed
-login names the user name tried, never the password."""
+login names the user name tried, never the password. Successful logins are not throttled, but
+their password checks run on the password lane: one user looping Login, or one client spraying
+user names, holds its share of it and another user's login is still admitted."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
@@ -15,11 +18,14 @@ import pytest
 from google.rpc import error_details_pb2
 
 from tests.security.platform import PASSWORD, Platform, environment, private_cloud, start_platform, stop_platform
+from tests.support.gated_hasher import GatedHasher
 from tests.support.rpc import detail_of, expect_error
 from tests.support.waiting import wait_for
 from tke.auth.v1 import accounts_pb2, accounts_pb2_grpc
+from tke.internal.auth.passwords import verify_password
 from tke.internal.rpc.server import ListenConfig
 from tke.internal.storage.etcd import EtcdConfig
+from tke.plugins.authn import accounts as accounts_module
 from tke.plugins.authn.accounts import Accounts
 
 Code = grpc.StatusCode
@@ -120,3 +126,90 @@ async def test_cycling_user_names_cannot_grow_the_throttles_memory(launch: Launc
         await expect_error(login(platform.api.channel, f"made-up-{i}-" + "x" * 300, GUESS), Code.UNAUTHENTICATED)
         assert len(accounts.throttle.users) <= 16
     assert len(accounts.throttle.users) == 16
+
+
+def accounts_of(platform: Platform) -> Accounts:
+    return next(p for p in platform.api.apiserver.auth.plugins if isinstance(p, Accounts))
+
+
+def gate_checks(monkeypatch: pytest.MonkeyPatch) -> GatedHasher:
+    """Hold every password check of the accounts plugin at a gate the test opens."""
+    hasher = GatedHasher()
+    monkeypatch.setattr(accounts_module, "verify_password", hasher.wrap(verify_password))
+    return hasher
+
+
+def lane_refusal(err: BaseException | None) -> dict[str, str]:
+    """The metadata of the password lane's refusal, which has a RetryInfo."""
+    assert isinstance(err, grpc.aio.AioRpcError) and err.code() == Code.RESOURCE_EXHAUSTED, err
+    info = detail_of(err, error_details_pb2.ErrorInfo)
+    assert info.reason == "TOO_MANY_PASSWORD_HASHES" and info.domain == "tke.cloud", info
+    assert retry_delay(err) > 0
+    return dict(info.metadata)
+
+
+async def test_one_user_looping_logins_cannot_take_the_password_checks(
+    launch: Launch, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The failed-login throttle is off: every login here succeeds, which it never limits.
+    platform = await launch(
+        password_hashes=1, password_queue=3, password_user_share=2, login_user_burst=0, login_client_burst=0
+    )
+    await platform.add_user("lou", "team-a")
+    await platform.add_user("amy", "team-b")
+    lane = accounts_of(platform).lane
+    hasher = gate_checks(monkeypatch)
+    channel = platform.api.channel
+    amy: asyncio.Future[Any] | None = None
+    try:
+        lou = [asyncio.ensure_future(login(channel, "lou", PASSWORD)) for _ in range(6)]
+        # lou's share is 2: one check running, one waiting; the other four are refused at once.
+        await wait_for(
+            lambda: hasher.started + sum(c.done() for c in lou) >= 5, what="lou's logins admitted or refused"
+        )
+        refused = [c for c in lou if c.done()]
+        assert len(refused) == 4 and hasher.started == 1
+        for call in refused:
+            assert lane_refusal(call.exception()) == {"scope": "login"}
+            assert "this user name or its tenant already has its share" in (call.exception().details() or "")
+        # Another user's login is admitted while lou holds its share, and lou's next is refused.
+        amy = asyncio.ensure_future(login(channel, "amy", PASSWORD))
+        await wait_for(lambda: lane.waiting == 2, what="amy's login waiting its turn")
+        lane_refusal(await expect_error(login(channel, "lou", PASSWORD), Code.RESOURCE_EXHAUSTED))
+    finally:
+        hasher.open()
+    assert amy is not None and (await amy).token
+    for call in lou:
+        if call not in refused:
+            assert (await call).token
+    assert hasher.most == 1  # never two checks at once
+    assert lane.held == {} and lane.running == 0
+
+
+async def test_one_client_spraying_user_names_holds_only_its_share(
+    launch: Launch, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Failed logins of many names (an attacker's, or many addresses'): each address is one share.
+    platform = await launch(password_hashes=1, password_queue=10, password_tenant_share=2)
+    await platform.add_user("lou", "team-a")
+    hasher = gate_checks(monkeypatch)
+    lane = accounts_of(platform).lane
+    socket = f"unix:{platform.api.apiserver.config.listen.unix_socket}"
+    try:
+        spray = [asyncio.ensure_future(login(platform.api.channel, f"made-up-{i}", GUESS)) for i in range(4)]
+        await wait_for(lambda: sum(c.done() for c in spray) == 2 and lane.waiting == 1, what="the spray's share")
+        for call in spray:
+            if call.done():
+                assert lane_refusal(call.exception()) == {"scope": "client", "limit": "2"}
+        # Another client (here: the unix socket) is admitted.
+        async with grpc.aio.insecure_channel(socket) as other:
+            lou = asyncio.ensure_future(login(other, "lou", PASSWORD))
+            await wait_for(lambda: lane.waiting == 2, what="lou's login waiting its turn")
+            hasher.open()
+            assert (await lou).token
+    finally:
+        hasher.open()
+    answers = await asyncio.gather(*spray, return_exceptions=True)
+    codes = sorted(a.code().name for a in answers if isinstance(a, grpc.aio.AioRpcError))
+    assert codes == ["RESOURCE_EXHAUSTED", "RESOURCE_EXHAUSTED", "UNAUTHENTICATED", "UNAUTHENTICATED"]
+    assert hasher.most == 1
