@@ -24,11 +24,13 @@ NOT_AVAILABLE_LIMITED_CONNECTIVITY = 51
 
 # Ours: a delegated plugin failed without a readable CNI error; an unexpected internal failure;
 # the pool has no free address; ipamd refused otherwise (an address owned by someone else, a
-# node the pool does not serve, a denied call).
+# node the pool does not serve, a denied call); ADD for an attachment that already exists
+# (ADD twice without DEL).
 DELEGATE_FAILED = 100
 INTERNAL = 101
 POOL_EXHAUSTED = 102
 IPAM_REFUSED = 103
+ATTACHMENT_EXISTS = 104
 
 
 class CNIError(Exception):

@@ -7,7 +7,11 @@ C scanner and encoder, and falls back to `json` where `_json` is missing.
 
 Whatever the input, `loads` returns a value or raises DecodeError (a ValueError): text that is
 not UTF-8 or not JSON, and documents nested deeper than limits.MAX_JSON_DEPTH (which would
-otherwise exhaust the scanner's recursion, or a recursive encoder's later on).
+otherwise exhaust the scanner's recursion, or a recursive encoder's later on). Unlike json,
+`NaN`, `Infinity` and `-Infinity` are refused (JSON has no such values: json accepts them, and
+`dumps` would hand them on to delegate plugins, which refuse them), and so is a number too
+large for a double (`1e999`, which json reads as infinity and `dumps` would print as
+`Infinity`): every value `loads` returns is one `dumps` prints as JSON.
 """
 
 from __future__ import annotations
@@ -25,6 +29,22 @@ except ImportError:  # pragma: no cover - every CPython has it
     _json = None  # type: ignore[assignment]
 
 WHITESPACE = " \t\n\r"
+INFINITY = float("inf")
+
+
+class DecodeError(ValueError):
+    pass
+
+
+def _refuse_constant(name: str) -> float:
+    raise DecodeError(f"{name} is not a JSON value")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (INFINITY, -INFINITY):
+        raise DecodeError(f"the number {text[:32]} is too large")
+    return value
 
 
 class _Context:
@@ -33,17 +53,10 @@ class _Context:
     strict = True
     object_hook = None
     object_pairs_hook = None
-    parse_float = float
+    parse_float = staticmethod(_finite_float)
     parse_int = int
     memo: dict[str, str] = {}
-
-    @staticmethod
-    def parse_constant(name: str) -> float:
-        return {"-Infinity": float("-inf"), "Infinity": float("inf"), "NaN": float("nan")}[name]
-
-
-class DecodeError(ValueError):
-    pass
+    parse_constant = staticmethod(_refuse_constant)
 
 
 def loads(data: str | bytes) -> Any:
@@ -59,16 +72,14 @@ def loads(data: str | bytes) -> Any:
 
 def _decode(text: str) -> Any:
     if _json is None:
-        import json
-
-        return json.loads(text)
+        return _stdlib_loads(text)
     start = len(text) - len(text.lstrip(WHITESPACE))
     context: Any = _Context()
     try:
         value, end = _json.make_scanner(context)(text, start)
     except StopIteration as stop:
         raise DecodeError(f"expecting a value at offset {stop.value}") from None
-    except RecursionError:
+    except (RecursionError, DecodeError):
         raise
     except Exception:
         # The C scanner builds its error from json.decoder, which is not imported: let json
@@ -103,7 +114,7 @@ def _stdlib_loads(text: str) -> Any:
     import json
 
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
     except ValueError as err:
         raise DecodeError(str(err)) from None
 

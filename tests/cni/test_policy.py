@@ -240,6 +240,39 @@ def test_failed_undo_keeps_the_record_for_del_and_gc() -> None:
     assert store.get("c1", "eth0") is None
 
 
+@pytest.mark.parametrize("phase", [ADDED, ADDING])
+def test_add_for_a_recorded_attachment_is_refused_and_changes_nothing(phase: str) -> None:
+    # ADD twice without DEL (the specification: a runtime should not; a plugin must fail when
+    # the interface exists; the runtime DELs after a failed ADD). Bad input is refused as bad
+    # input first; either way no delegate is asked to ADD or DEL and the record is untouched.
+    store, runner = MemoryStore(), FakeExec()
+    record = Attachment("c1", "eth0", {"key": "a", "name": "a", "plugins": [{"type": "pa"}]}, phase=phase, updated=1.0)
+    store.put(record)
+    switch = make_switch(runner, store)
+    for args, code in (("", 104), ("TKE_NETWORK=b", 104), ("TKE_NETWORK=nope", 4)):
+        with pytest.raises(CNIError) as err:
+            switch.add(request("ADD").replace(args=args))
+        assert err.value.code == code, args
+        assert runner.calls == [] and store.list() == [record]
+    with pytest.raises(CNIError) as err:
+        switch.add(request("ADD"))
+    assert f"c1/eth0 is already attached to network a ({phase})" in err.value.msg
+
+
+def test_a_plugin_without_a_usable_version_fails_before_anything_is_recorded() -> None:
+    class Old(FakeExec):
+        def run(self, executable: str, config: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, Any] | None:
+            if executable.endswith("/pb2") and env["CNI_COMMAND"] == "VERSION":
+                return {"cniVersion": "0.2.0", "supportedVersions": ["0.1.0", "0.2.0"]}
+            return super().run(executable, config, env)
+
+    store, runner = MemoryStore(), Old()
+    with pytest.raises(CNIError) as err:
+        make_switch(runner, store).add(request("ADD").replace(args="TKE_NETWORK=b"))
+    assert err.value.code == 1 and "pb2" in err.value.msg
+    assert runner.calls == [] and store.list() == []  # pb1 never ran, so there was nothing to undo
+
+
 def test_del_without_a_record_asks_every_network() -> None:
     runner = FakeExec()
     make_switch(runner, MemoryStore()).delete(request("DEL"))

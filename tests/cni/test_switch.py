@@ -167,6 +167,76 @@ def test_failed_add_is_undone(switch: Runtime, namespaces: Callable[[], str], tm
     assert list(record_dir(tmp_path).iterdir()) == []
 
 
+def node_state(tmp_path: Path, node: str, ns: str) -> dict[str, object]:
+    """What a container's attachment consists of: cni-switch's records (bytes), host-local's
+    leases, the container's interfaces and addresses, the node's links."""
+    return {
+        "records": {p.name: p.read_bytes() for p in record_dir(tmp_path).iterdir()},
+        "leases": (leases(tmp_path, "pods"), leases(tmp_path, "fixed-pods")),
+        "eth0": addresses(ns, "eth0"),
+        "container links": link_names(ns),
+        "node links": link_names(node),
+    }
+
+
+def test_a_refused_add_changes_nothing_of_an_existing_attachment(
+    switch: Runtime, namespaces: Callable[[], str], tmp_path: Path
+) -> None:
+    """Bad input, or a second ADD without DEL, for a container that is attached: a clear error
+    and the attachment exactly as it was (it used to be DELeted first: record, interface and
+    address gone, then the error)."""
+    extra = tmp_path / "extra-bin"
+    extra.mkdir()
+    called = tmp_path / "oldie-called"
+    oldie = extra / "oldie"  # speaks only versions cni-switch cannot convert to
+    oldie.write_text(
+        "#!/bin/sh\ncat >/dev/null\n"
+        'if [ "$CNI_COMMAND" = VERSION ]; then echo \'{"cniVersion":"0.2.0","supportedVersions":["0.1.0","0.2.0"]}\'; '
+        f"else touch {called}; exit 1; fi\n"
+    )
+    oldie.chmod(0o755)
+    run = Runtime(binary=switch.binary, node=switch.node, path=[str(extra), *switch.path])
+    networks = {
+        "bridge": bridge_network(tmp_path, "10.70.0.0/24", name="pods"),
+        "fixed": bridge_network(tmp_path, "10.71.0.0/24", name="fixed-pods"),
+        "ghost": {"type": "no-such-plugin"},
+        "old": {"type": "oldie"},
+    }
+    conf = switch_config(tmp_path, networks, "bridge")
+    ns, cid = namespaces(), unique("c")
+    result = run.run("ADD", conf, container_id=cid, netns=netns_path(ns)).ok()
+    before = node_state(tmp_path, run.node, ns)
+    assert before["eth0"] == [result["ips"][0]["address"]] and before["records"]
+
+    pod = "IgnoreUnknown=1;K8S_POD_NAMESPACE=web;K8S_POD_NAME=db-0"
+    no_ipamd = {**conf, "ipamd": {"address": str(tmp_path / "no-ipamd.sock"), "timeout": 1}}
+    unreadable = {**conf, "networks": {**networks, "bridge": "missing-file"}, "confDir": str(tmp_path)}
+    refusals = [
+        ("an unknown TKE_NETWORK", conf, "TKE_NETWORK=nope", 4, "unknown network 'nope'"),
+        ("a network whose plugin is missing", conf, "TKE_NETWORK=ghost", 7, "no-such-plugin"),
+        ("a network whose plugin speaks no usable version", conf, "TKE_NETWORK=old", 1, "supports no version"),
+        ("a binding tke-ipamd cannot be asked for", no_ipamd, pod, 11, "binding"),
+        ("an unreadable network file", unreadable, "", 7, "cannot read"),
+        ("the same ADD again, without DEL", conf, "", 104, "already attached to network bridge (added)"),
+        ("an ADD onto another network, without DEL", conf, "TKE_NETWORK=fixed", 104, "DEL it before"),
+    ]
+    for what, config, args, code, says in refusals:
+        out = run.run("ADD", config, container_id=cid, netns=netns_path(ns), args=args)
+        assert out.code == 1 and out.json["code"] == code and says in out.json["msg"] + out.json.get("details", ""), (
+            what,
+            out,
+        )
+        assert node_state(tmp_path, run.node, ns) == before, what
+    assert not called.exists()
+
+    # The attachment still works as recorded: CHECK passes, DEL removes all of it.
+    assert run.run("CHECK", with_prev(conf, result), container_id=cid, netns=netns_path(ns)).code == 0
+    assert run.run("DEL", conf, container_id=cid, netns=netns_path(ns)).code == 0
+    assert addresses(ns, "eth0") == [] and leases(tmp_path, "pods") == set()
+    assert not list(record_dir(tmp_path).iterdir())
+    assert run.run("ADD", conf, container_id=cid, netns=netns_path(ns)).code == 0  # after DEL, ADD again
+
+
 def test_delegate_error_passes_through(switch: Runtime, namespaces: Callable[[], str], tmp_path: Path) -> None:
     tiny = bridge_network(tmp_path, "10.74.0.0/30", name="tiny")  # one usable address
     conf = switch_config(tmp_path, {"tiny": tiny}, "tiny")
@@ -354,12 +424,21 @@ def test_a_crash_in_the_middle_of_add_leaves_a_record_that_del_finishes(
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the whole invocation, as a node crash would
         proc.wait()
-    record = json.loads((record_dir(tmp_path) / f"{cid}=eth0.json").read_text())
+    record_file = record_dir(tmp_path) / f"{cid}=eth0.json"
+    record = json.loads(record_file.read_text())
     assert record["phase"] == "adding" and leases(tmp_path, "crashy")
     assert addresses(ns, "eth0")  # bridge had configured the pod
 
     hanging_path = [str(hang.parent), *switch.path]
     crashed = Runtime(binary=switch.binary, node=switch.node, path=hanging_path)
+    # ADD again without the DEL the specification requires after a failed ADD: refused, and
+    # the half-done attachment stays for that DEL.
+    marker.unlink()
+    kept = (record_file.read_bytes(), addresses(ns, "eth0"), leases(tmp_path, "crashy"))
+    again = crashed.run("ADD", conf, container_id=cid, netns=netns_path(ns))
+    assert again.code == 1 and again.json["code"] == 104 and "(adding)" in again.json["msg"], again
+    assert (record_file.read_bytes(), addresses(ns, "eth0"), leases(tmp_path, "crashy")) == kept
+    assert not marker.exists()
     assert crashed.run("DEL", conf, container_id=cid, netns=netns_path(ns)).code == 0
     assert "eth0" not in link_names(ns) and leases(tmp_path, "crashy") == set()
     assert not list(record_dir(tmp_path).glob("*.json"))

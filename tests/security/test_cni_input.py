@@ -1,14 +1,16 @@
 """Rule: the CNI plugins bound what a runtime hands them. An environment variable beyond its
-limit is code 4 (invalid environment variables), a configuration that is too large, not UTF-8
-or nested too deeply is code 6 (decoding failure); never 101 (internal error), never a
-traceback, and nothing is touched. Input at the limits still works: a real ADD, CHECK and DEL
-through cni-switch, Debian's bridge and host-local with the longest container id allowed.
+limit is code 4 (invalid environment variables), a configuration that is too large, not UTF-8,
+nested too deeply or holding NaN or Infinity (which Python's json reads and JSON does not have)
+is code 6 (decoding failure); never 101 (internal error), never a traceback, and nothing is
+touched. Input at the limits still works: a real ADD, CHECK and DEL through cni-switch,
+Debian's bridge and host-local with the longest container id allowed.
 
 The plugins run as a runtime runs them (environment + stdin), inside a network namespace the
 test creates (root, as the CNI tests)."""
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -122,6 +124,38 @@ def test_an_undecodable_configuration_is_code_6(
 ) -> None:
     out = runtime(plugin, node, tmp_path).run(verb, stdin, container_id=unique("c"), netns="/var/run/netns/none")
     refused(out, 6, "failed to decode the network configuration")
+
+
+NOT_JSON_NUMBERS = ["NaN", "Infinity", "-Infinity", "1e999"]
+
+
+def with_number(plugin: str, tmp_path: Path, where: str, number: str) -> bytes:
+    """The plugin's configuration with `number` (no JSON value, or one beyond a double that
+    Python reads as infinity) in a delegate plugin's options or in prevResult."""
+    config = config_of(plugin, tmp_path)
+    if where == "prevResult":
+        config["prevResult"] = {"cniVersion": "1.0.0", "ips": [], "routes": [{"dst": "0.0.0.0/0", "mtu": "@@"}]}
+    elif plugin == "cni-switch":
+        config["networks"]["pods"]["plugins"][0]["mtu"] = "@@"
+    else:
+        config["mtu"] = "@@"
+    return json.dumps(config).replace('"@@"', number).encode()
+
+
+@pytest.mark.parametrize("plugin", PLUGINS)
+@pytest.mark.parametrize("verb", ["ADD", "CHECK", "DEL"])
+@pytest.mark.parametrize("where", ["options", "prevResult"])
+@pytest.mark.parametrize("number", NOT_JSON_NUMBERS)
+def test_nan_or_infinity_in_the_configuration_is_code_6(  # noqa: PLR0917 - pytest fixtures
+    node: str, tmp_path: Path, plugin: str, verb: str, where: str, number: str
+) -> None:
+    # Python's json reads them; JSON has no such values, and a delegate handed them refuses the
+    # whole configuration. Refused like any undecodable configuration, before anything is touched.
+    stdin = with_number(plugin, tmp_path, where, number)
+    out = runtime(plugin, node, tmp_path).run(verb, stdin, container_id=unique("c"), netns="/var/run/netns/none")
+    refused(out, 6, "failed to decode the network configuration")
+    assert number.lstrip("-") in out.json["details"], out.json
+    assert not (tmp_path / "state").exists() and not (tmp_path / "ipamc").exists()  # nothing written
 
 
 @pytest.mark.parametrize("plugin", PLUGINS)

@@ -136,10 +136,13 @@ class Delegate:
         return conf
 
     def resolve(self) -> None:
-        """Find every plugin of the chain, so a missing one fails the ADD before anything is
-        done or recorded."""
+        """Find every plugin of the chain and the version each is spoken to in, so a missing
+        plugin or one that speaks no usable version fails the ADD before anything is done or
+        recorded (add() then finds the versions in PluginVersions' memory)."""
+        env = self.call.env("ADD")
         for plugin in self.network.plugins:
-            self.runner.find(plugin["type"], self.call.path)
+            exe = self.runner.find(plugin["type"], self.call.path)
+            self._version(exe, plugin["type"], self._ceiling(), env)
 
     def add(self, env_overrides: Mapping[str, str] | None = None) -> dict[str, Any]:
         """ADD through the chain; the final result in the runtime's version. On failure the

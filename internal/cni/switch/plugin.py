@@ -2,10 +2,13 @@
 executor, binding source) so tests can run every verb against fakes; `handlers()` builds the
 real ones for the console script.
 
-Error contract: ADD either returns the delegate's result with a durable record, or an error
-after undoing the delegated ADD (the record stays only when the undo failed, so DEL and GC
-retry it). DEL succeeds when there is nothing left to delete. CHECK on an attachment without a
-record is code 3. GC deletes recorded attachments the runtime no longer lists, then forwards GC.
+Error contract: ADD checks everything it needs (network choice, configuration, plugins and
+their versions) and refuses an attachment that already has a record (code 104) before it
+writes or delegates anything; then it either returns the delegate's result with a durable
+record, or an error after undoing the delegated ADD (the record stays only when the undo
+failed, so DEL and GC retry it). DEL succeeds when there is nothing left to delete. CHECK on
+an attachment without a record is code 3. GC deletes recorded attachments the runtime no
+longer lists, then forwards GC.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import time
 
 from tke.internal.cni.args import format_args, ignore_unknown, parse_args, without
 from tke.internal.cni.errors import (
+    ATTACHMENT_EXISTS,
     INVALID_NETWORK_CONFIG,
     NOT_AVAILABLE,
     UNKNOWN_CONTAINER,
@@ -93,13 +97,10 @@ class Switch:
     # ADD -------------------------------------------------------------------------------------
 
     def add(self, request: Request) -> dict[str, Any]:
+        # Everything the ADD needs is decided and checked first (the network, its configuration,
+        # every plugin and the version each one is spoken to in); only then is anything written
+        # or delegated. A refused ADD leaves the node exactly as it was.
         pairs = request.arg_pairs()
-        previous = self.store.get(request.container_id, request.ifname)
-        if previous is not None:
-            # ADD twice without DEL (a runtime that crashed, or an undo that failed): release
-            # the earlier attachment first, so nothing leaks and the delegate starts clean.
-            warn(f"{request.container_id}/{request.ifname} already has a record; deleting it first")
-            self._delete_recorded(request, previous, None)
         pod = PodOwner.from_args(pairs)
         choice = choose_network(
             networks=self.config.networks,
@@ -122,6 +123,7 @@ class Switch:
         )
         delegate = self._delegate(network, self._invocation(request, args))
         delegate.resolve()
+        self._refuse_if_attached(request)
         self.store.put(record)
         try:
             result = delegate.add()
@@ -131,6 +133,22 @@ class Switch:
         self.store.put(record.added(result))
         warn(f"{request.container_id}/{request.ifname} -> network {choice.network} ({choice.reason})")
         return result
+
+    def _refuse_if_attached(self, request: Request) -> None:
+        """ADD for an attachment that has a record (added, or an ADD that failed or crashed and
+        was not DELeted since) is refused and touches nothing. The specification: a runtime
+        should not call ADD twice without an intervening DEL, a plugin must return an error when
+        the interface already exists, and the runtime must DEL after a failed ADD; that DEL
+        (or GC) removes the record and what it holds."""
+        previous = self.store.get(request.container_id, request.ifname)
+        if previous is None:
+            return
+        raise CNIError(
+            ATTACHMENT_EXISTS,
+            f"{request.container_id}/{request.ifname} is already attached to network "
+            f"{previous.network_key} ({previous.phase}); DEL it before adding it again",
+            f"recorded in {self.config.name}'s state; nothing was changed",
+        )
 
     def _delegate_args(self, raw: str, pairs: dict[str, str], choice: Choice) -> str:
         """CNI_ARGS for the delegate: without our own key (Debian's plugins reject unknown keys
