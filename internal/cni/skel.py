@@ -101,12 +101,21 @@ def valid_ifname(name: str) -> bool:
 
 def valid_attachments(config: Mapping[str, Any]) -> list[dict[str, str]]:
     """GC's list of attachments still in use (`cni.dev/valid-attachments`; libcni also sends it
-    as `cni.dev/attachments`, the name an early 1.1 draft used)."""
+    as `cni.dev/attachments`, the name an early 1.1 draft used). GC removes every attachment not
+    listed, so a configuration without the list is refused rather than read as "none is in use"
+    (which would remove every live container's); `null`, which libcni sends when its runtime
+    has no attachment in use (Go's nil list), is the empty list."""
     for key in VALID_ATTACHMENTS:
         if key in config:
             value = config[key]
             break
     else:
+        raise CNIError(
+            INVALID_NETWORK_CONFIG,
+            f"GC needs {VALID_ATTACHMENTS[0]}, the attachments still in use: without it every attachment would "
+            "be removed",
+        )
+    if value is None:
         return []
     if not isinstance(value, list) or not all(
         isinstance(a, dict) and isinstance(a.get("containerID"), str) and isinstance(a.get("ifname"), str)

@@ -16,7 +16,7 @@ from tke.internal.cni import version
 from tke.internal.cni.args import parse_args, without
 from tke.internal.cni.errors import CNIError
 from tke.internal.cni.owner import PodOwner
-from tke.internal.cni.skel import Request, cni_main
+from tke.internal.cni.skel import Request, cni_main, valid_attachments
 from tke.internal.cni.switch.config import SwitchConfig
 from tke.internal.cni.switch.delegate import PluginVersions
 from tke.internal.cni.switch.plugin import Switch
@@ -343,3 +343,15 @@ def test_gc_reaches_ipam_plugins_under_1_0_main_plugins_once() -> None:
     [(kind, command, sent)] = runner.calls
     assert (kind, command) == ("ipamx", "GC")
     assert sent["type"] == "pa" and sent["cniVersion"] == "1.1.0" and sent["cni.dev/valid-attachments"] == []
+
+
+def test_gc_without_the_list_of_attachments_in_use_is_refused_and_null_means_none() -> None:
+    """GC removes what the list does not name: a GC without the list would remove every live
+    attachment, so it is refused (code 7); libcni's null (its runtime has none in use) is []."""
+    with pytest.raises(CNIError) as err:
+        valid_attachments({"cniVersion": "1.1.0", "name": "n"})
+    assert err.value.code == 7 and "cni.dev/valid-attachments" in err.value.msg
+    assert valid_attachments({"cni.dev/valid-attachments": None}) == []
+    assert valid_attachments({"cni.dev/attachments": [{"containerID": "c", "ifname": "eth0"}]}) == [
+        {"containerID": "c", "ifname": "eth0"}
+    ]
