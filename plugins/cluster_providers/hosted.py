@@ -23,6 +23,8 @@ plane goes with it; the step waits until the namespace is gone), DeleteClusterCr
 Everything in the meta cluster is applied with server-side apply, so every step may run again
 (a restarted controller) and changes nothing that is already as wanted. The namespace carries
 the cluster's uid: a namespace left by an earlier cluster of the same name is deleted first.
+One that carries another tenant's or cluster's labels (a name collision, naming.py) is neither
+used nor deleted: the step fails for good, and DeleteNamespace leaves it alone.
 Upgrades are not supported yet: the spec refuses a version change once installed.
 """
 
@@ -189,6 +191,11 @@ class HostedClusterProvider:
                 labels = (found.metadata.labels if found.metadata else None) or {}
                 if labels.get(naming.MANAGED_BY) != naming.PLATFORM:
                     raise PermanentError(f"namespace {name} of the meta cluster exists and is not the platform's")
+                if not naming.owns(ctx.cluster, labels):
+                    # Same name, another tenant's cluster (naming.py): never take it over or delete it.
+                    raise PermanentError(
+                        f"namespace {name} of the meta cluster belongs to another cluster; rename this cluster"
+                    )
                 if labels.get(naming.CLUSTER_UID) != ctx.cluster.metadata.uid:
                     await client.delete([_namespace_ref(name)])
                     raise TemporaryError(f"namespace {name} of an earlier cluster of this name is being deleted")
@@ -268,8 +275,8 @@ class HostedClusterProvider:
             if found is None:
                 return
             labels = (found.metadata.labels if found.metadata else None) or {}
-            if labels.get(naming.MANAGED_BY) != naming.PLATFORM:
-                return  # never the platform's: nothing of this cluster is in it
+            if not naming.owns(ctx.cluster, labels):
+                return  # not this cluster's (never the platform's, or another tenant's): nothing of it is in it
             left = await client.delete([_namespace_ref(name)])
         if left:
             raise TemporaryError(f"namespace {name} of the meta cluster is still being deleted", delay=2.0)
