@@ -112,6 +112,16 @@ class HostedClusterProvider:
             if fixed:
                 out.append(FieldViolation(path, f"{', '.join(fixed)}: set by the platform (they wire the control "
                                                 "plane together)"))  # fmt: skip
+        size = control_plane.args_bytes({c: a.args for c, a in spec.extra_args.items()})
+        if size > control_plane.MAX_ARGS_BYTES:
+            out.append(
+                FieldViolation(
+                    "cluster.spec.extra_args",
+                    f"the control plane's extra args take {size} bytes; at most {control_plane.MAX_ARGS_BYTES} "
+                    "(etcd, kube-apiserver, kube-controller-manager and kube-scheduler together: they are stored "
+                    "in the meta cluster every tenant shares)",
+                )
+            )
         status = cluster.status
         if status.control_plane_endpoint and status.version and spec.version.lstrip("v") != status.version:
             out.append(FieldViolation("cluster.spec.version", "hosted clusters are not upgraded in place yet"))
@@ -225,6 +235,7 @@ class HostedClusterProvider:
             await client.apply([certificates.secret(plan, name, data) for name, data in files.items()])
 
     async def ensure_control_plane(self, ctx: ClusterContext) -> None:
+        self._check(ctx)  # an object stored before a rule (MAX_ARGS_BYTES) renders nothing
         async with self._meta() as client:
             plan = await self._plan(client, ctx)
             files = await self._secret_files(client, plan.namespace)

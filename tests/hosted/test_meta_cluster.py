@@ -17,6 +17,7 @@ from lightkube.resources.apps_v1 import Deployment, StatefulSet
 from lightkube.resources.core_v1 import ConfigMap, Namespace, Secret, Service
 from lightkube.types import PatchType
 
+from tests.hosted.test_render import over_the_meta_clusters_bound
 from tests.support.hosted import MetaControllers, meta_cluster, meta_controllers
 from tests.support.installed import masters
 from tests.support.kube.running import StandIn
@@ -210,3 +211,17 @@ async def test_a_namespace_of_another_tenants_cluster_is_never_deleted_by_a_name
             assert ns is not None and ns.metadata.deletionTimestamp is None
             assert ns.metadata.labels[naming.CLUSTER_UID] == victim.metadata.uid
             assert await api.get(Secret, "etcd-pki", same) is not None
+
+
+async def test_a_cluster_stored_before_the_bound_on_extra_args_renders_nothing_in_the_meta_cluster(
+    tmp_path: Path,
+) -> None:
+    async with world(tmp_path) as (meta, kubeconfig, _):
+        provider = HostedClusterProvider(kubeconfig_file=str(kubeconfig), port=free_port())
+        ctx = context(cluster())
+        await run_steps(provider.create_steps[:3], ctx, within=60)
+        over_the_meta_clusters_bound(ctx.obj)
+        with pytest.raises(PermanentError, match=r"cluster\.spec\.extra_args: the control plane's extra args take"):
+            await provider.ensure_control_plane(ctx)
+        async with masters(meta) as api:
+            assert await api.get(StatefulSet, "etcd", naming.namespace(ctx.cluster)) is None
