@@ -20,6 +20,9 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from tke.internal.apiserver.registry import Kind
+from tke.internal.auth.authority import current_authority
+from tke.internal.auth.authz import Attributes, Decision
+from tke.internal.auth.identity import current_identity
 from tke.internal.meta.resource import Resource
 from tke.internal.plugin import loader
 from tke.internal.provider.addresses import AddressPolicy, url_host
@@ -120,3 +123,51 @@ def with_address_policy(
             await inner(before, after)
 
     return dataclasses.replace(kind, admit_write=admit)
+
+
+# Finalizers under the platform's prefix (the controller's tke.cloud/cluster-provider and
+# tke.cloud/machine-provider) hold an object until the controller has torn down what it built for
+# it: instances, VPCs and load balancers in the platform's AWS account, a hosted control plane's
+# namespace and volumes in the shared meta cluster. They are the platform's, as status is.
+PLATFORM_FINALIZER_PREFIX = "tke.cloud/"
+PLATFORM_VERB = "update-status"
+
+
+def with_platform_finalizers(kind: Kind[R]) -> Kind[R]:
+    """`kind` whose writes may add or remove a finalizer of the platform's (PLATFORM_FINALIZER_PREFIX)
+    only for a caller holding `update-status` on the object (the controller, platform
+    administrators): PERMISSION_DENIED otherwise. A tenant that removed the controller's finalizer
+    deleted its object at once, past the teardown, and left what the platform built for it running,
+    billed to the operator and outside every tenant quota. Checked on the exact state the write
+    replaces (admit_write runs inside the registry's compare-and-swap)."""
+    inner = kind.admit_write
+
+    async def admit(before: R | None, after: R | None) -> None:
+        if after is not None:
+            old = set(before.metadata.finalizers) if before is not None else set()
+            changed = sorted(f for f in old ^ set(after.metadata.finalizers) if f.startswith(PLATFORM_FINALIZER_PREFIX))
+            if changed:
+                await _ensure_platform(kind.plural, after, changed)
+        if inner is not None:
+            await inner(before, after)
+
+    return dataclasses.replace(kind, admit_write=admit)
+
+
+async def _ensure_platform(resource: str, obj: Any, changed: list[str]) -> None:
+    identity = current_identity.get()
+    authority = current_authority.get()
+    meta = obj.metadata
+    if authority is None:  # no auth chain: every caller is the anonymous platform administrator
+        allowed, reason = identity.is_platform_admin, "platform administrators only"
+    else:
+        decision, reason = await authority.authorize(
+            Attributes(identity, PLATFORM_VERB, resource, meta.name, meta.tenant_id)
+        )
+        allowed = decision is Decision.ALLOW
+    if not allowed:
+        raise errors.permission_denied(
+            f"user {identity.user!r} may not add or remove the platform's finalizers {', '.join(changed)} of "
+            f"{resource}/{meta.name} in tenant {meta.tenant_id!r}: they hold the object until the controller has "
+            f"torn down what it built for it ({PLATFORM_VERB} {resource} is needed: {reason})"
+        )

@@ -18,6 +18,7 @@ from tke.internal.apiserver.admission import (
     cluster_addresses,
     machine_addresses,
     with_address_policy,
+    with_platform_finalizers,
     with_provider_validation,
 )
 from tke.internal.apiserver.api import ResourceAPI
@@ -276,22 +277,26 @@ class Apiserver:
         # before it is stored.
         self.addresses = addresses = AddressPolicy(config.machines)
         self.clusters = Registry(
-            with_address_policy(
-                with_provider_validation(CLUSTERS, "tke.cluster_providers", config.cluster_providers),
-                addresses,
-                cluster_addresses,
+            with_platform_finalizers(
+                with_address_policy(
+                    with_provider_validation(CLUSTERS, "tke.cluster_providers", config.cluster_providers),
+                    addresses,
+                    cluster_addresses,
+                )
             ),
             self.store,
             self.prefix,
             max_object_bytes=limit,
         )
         self.machines = Registry(
-            with_address_policy(
-                with_provider_validation(
-                    machine_kind(self.clusters), "tke.machine_providers", config.machine_providers
-                ),
-                addresses,
-                machine_addresses,
+            with_platform_finalizers(
+                with_address_policy(
+                    with_provider_validation(
+                        machine_kind(self.clusters), "tke.machine_providers", config.machine_providers
+                    ),
+                    addresses,
+                    machine_addresses,
+                )
             ),
             self.store,
             self.prefix,

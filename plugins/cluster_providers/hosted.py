@@ -23,6 +23,8 @@ plane goes with it; the step waits until the namespace is gone), DeleteClusterCr
 Everything in the meta cluster is applied with server-side apply, so every step may run again
 (a restarted controller) and changes nothing that is already as wanted. The namespace carries
 the cluster's uid: a namespace left by an earlier cluster of the same name is deleted first.
+One that carries another tenant's or cluster's labels (a name collision, naming.py) is neither
+used nor deleted: the step fails for good, and DeleteNamespace leaves it alone.
 Upgrades are not supported yet: the spec refuses a version change once installed.
 """
 
@@ -110,6 +112,16 @@ class HostedClusterProvider:
             if fixed:
                 out.append(FieldViolation(path, f"{', '.join(fixed)}: set by the platform (they wire the control "
                                                 "plane together)"))  # fmt: skip
+        size = control_plane.args_bytes({c: a.args for c, a in spec.extra_args.items()})
+        if size > control_plane.MAX_ARGS_BYTES:
+            out.append(
+                FieldViolation(
+                    "cluster.spec.extra_args",
+                    f"the control plane's extra args take {size} bytes; at most {control_plane.MAX_ARGS_BYTES} "
+                    "(etcd, kube-apiserver, kube-controller-manager and kube-scheduler together: they are stored "
+                    "in the meta cluster every tenant shares)",
+                )
+            )
         status = cluster.status
         if status.control_plane_endpoint and status.version and spec.version.lstrip("v") != status.version:
             out.append(FieldViolation("cluster.spec.version", "hosted clusters are not upgraded in place yet"))
@@ -189,6 +201,11 @@ class HostedClusterProvider:
                 labels = (found.metadata.labels if found.metadata else None) or {}
                 if labels.get(naming.MANAGED_BY) != naming.PLATFORM:
                     raise PermanentError(f"namespace {name} of the meta cluster exists and is not the platform's")
+                if not naming.owns(ctx.cluster, labels):
+                    # Same name, another tenant's cluster (naming.py): never take it over or delete it.
+                    raise PermanentError(
+                        f"namespace {name} of the meta cluster belongs to another cluster; rename this cluster"
+                    )
                 if labels.get(naming.CLUSTER_UID) != ctx.cluster.metadata.uid:
                     await client.delete([_namespace_ref(name)])
                     raise TemporaryError(f"namespace {name} of an earlier cluster of this name is being deleted")
@@ -218,6 +235,7 @@ class HostedClusterProvider:
             await client.apply([certificates.secret(plan, name, data) for name, data in files.items()])
 
     async def ensure_control_plane(self, ctx: ClusterContext) -> None:
+        self._check(ctx)  # an object stored before a rule (MAX_ARGS_BYTES) renders nothing
         async with self._meta() as client:
             plan = await self._plan(client, ctx)
             files = await self._secret_files(client, plan.namespace)
@@ -268,8 +286,8 @@ class HostedClusterProvider:
             if found is None:
                 return
             labels = (found.metadata.labels if found.metadata else None) or {}
-            if labels.get(naming.MANAGED_BY) != naming.PLATFORM:
-                return  # never the platform's: nothing of this cluster is in it
+            if not naming.owns(ctx.cluster, labels):
+                return  # not this cluster's (never the platform's, or another tenant's): nothing of it is in it
             left = await client.delete([_namespace_ref(name)])
         if left:
             raise TemporaryError(f"namespace {name} of the meta cluster is still being deleted", delay=2.0)

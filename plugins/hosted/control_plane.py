@@ -21,7 +21,7 @@ privileges or the meta cluster's service-account token (the meta cluster's API i
 reach), and carry the checksum of their Secret, so that new certificates roll them. A
 component's flags are kubeadm's, then the cluster's spec.extra_args; flags that wire the
 control plane together (certificates, etcd, ports) are not the spec's to change (validation
-refuses them: FIXED_FLAGS).
+refuses them: FIXED_FLAGS), and all of them together are at most MAX_ARGS_BYTES.
 """
 
 from __future__ import annotations
@@ -82,6 +82,22 @@ FIXED_FLAGS: dict[str, frozenset[str]] = {
          "leader-elect", "master"}
     ),
 }  # fmt: skip
+
+
+# What one cluster's extra args may add to its workloads in the meta cluster, flag names and
+# values of etcd, kube-apiserver, kube-controller-manager and kube-scheduler together. The meta
+# cluster is shared by every tenant's control plane, and each byte of a command is stored there
+# many times: in the Deployment, in a ReplicaSet per rollout (ten kept by default) and in every
+# pod. Without a bound, a tenant's 1 MiB cluster object made a 1 MiB Deployment, and its quota
+# of clusters some GiB of the meta cluster's etcd (2 GiB by default): full, every tenant's
+# control plane could no longer be changed. Real extra args (OIDC, feature gates, cipher suites,
+# audit settings) take a few KiB.
+MAX_ARGS_BYTES = 16 * 1024
+
+
+def args_bytes(extra: Mapping[str, Mapping[str, str]]) -> int:
+    """What `extra` (component -> flag -> value) adds to the meta cluster's commands."""
+    return sum(len(f"--{k}={v}".encode()) for c, args in extra.items() if c in FIXED_FLAGS for k, v in args.items())
 
 
 def _meta(plan: Plan, name: str, component: str = "", **more: Any) -> dict[str, Any]:

@@ -7,6 +7,12 @@ get different namespaces). The name depends on the tenant and cluster only, so e
 every controller finds it again; the namespace's `tke.cloud/cluster-uid` label says which
 cluster of that name owns it (one deleted and created again waits for the old namespace to go).
 
+The hash is what tells clusters apart once names are cut (tenant "team" with cluster "a-x..."
+reads like tenant "team-a" with cluster "x..."), and 40 bits can be ground: a tenant may find a
+cluster name whose namespace is another tenant's. So the name is never proof of ownership: a
+namespace is a cluster's only when its tenant and cluster labels are that cluster's (`owns`),
+and no step takes over or deletes one that is not.
+
 Every object carries `app.kubernetes.io/managed-by: tke-platform` and the tenant, cluster and
 cluster uid; workloads select their pods by component name and cluster uid, labels that never
 change for the cluster's life (selectors of Deployments and StatefulSets are immutable).
@@ -15,6 +21,7 @@ change for the cluster's life (selectors of Deployments and StatefulSets are imm
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 
 from tke.platform.v1 import cluster_pb2
 
@@ -53,6 +60,13 @@ def labels(cluster: cluster_pb2.Cluster) -> dict[str, str]:
         CLUSTER: cluster.metadata.name,
         CLUSTER_UID: cluster.metadata.uid,
     }
+
+
+def owns(cluster: cluster_pb2.Cluster, namespace_labels: Mapping[str, str]) -> bool:
+    """Whether a namespace with these labels is the platform's for this tenant's cluster of this
+    name (any uid: an earlier cluster of the same name is the same tenant's)."""
+    wanted = labels(cluster)
+    return all(namespace_labels.get(key) == wanted[key] for key in (MANAGED_BY, TENANT, CLUSTER))
 
 
 def selector(cluster: cluster_pb2.Cluster, component: str) -> dict[str, str]:

@@ -17,6 +17,7 @@ from lightkube.resources.apps_v1 import Deployment, StatefulSet
 from lightkube.resources.core_v1 import ConfigMap, Namespace, Secret, Service
 from lightkube.types import PatchType
 
+from tests.hosted.test_render import over_the_meta_clusters_bound
 from tests.support.hosted import MetaControllers, meta_cluster, meta_controllers
 from tests.support.installed import masters
 from tests.support.kube.running import StandIn
@@ -179,3 +180,48 @@ async def test_without_a_meta_cluster_the_step_says_which_option_to_set(tmp_path
         await HostedClusterProvider().ensure_endpoint(ctx)
     with pytest.raises(PermanentError, match="No such file"):
         await HostedClusterProvider(kubeconfig_file=str(tmp_path / "missing")).ensure_endpoint(ctx)
+
+
+async def test_a_namespace_of_another_tenants_cluster_is_never_deleted_by_a_name_collision(tmp_path: Path) -> None:
+    """Namespace names are "<prefix>-<tenant>-<cluster>-<hash>": tenant "team" with cluster
+    "a-..." reads like tenant "team-a" with cluster "...", and with long names the readable part
+    is cut, so only the 10 hex digits (40 bits) of the hash tell two clusters apart: a tenant that
+    grinds names until its cluster's namespace is another tenant's gets that namespace. Its
+    steps must neither take it over nor delete it (it holds the other control plane's etcd)."""
+    victim = cluster()
+    victim.metadata.tenant_id, victim.metadata.name = "team-a", "n" * 63
+    attacker = cluster()
+    attacker.metadata.tenant_id, attacker.metadata.name = "team", "a-" + "n" * 41 + "x" * 20
+    same = naming.namespace(victim)
+    # The readable parts are the same: only the hash separates them.
+    assert naming.namespace(attacker)[:-10] == same[:-10]
+    async with world(tmp_path) as (meta, kubeconfig, _):
+        provider = HostedClusterProvider(kubeconfig_file=str(kubeconfig), port=free_port())
+        await run_steps(provider.create_steps[:3], context(victim), within=60)
+        # The attacker found a name whose hash is the victim's (40 bits).
+        hosted_module = "tke.plugins.cluster_providers.hosted.naming.namespace"
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(hosted_module, lambda c, prefix="tke": same)
+            ctx = context(attacker)
+            with pytest.raises(PermanentError, match="belongs to another cluster"):
+                await provider.ensure_endpoint(ctx)
+            await provider.delete_namespace(ctx)
+        async with masters(meta) as api:
+            ns: Any = await api.get(Namespace, same)
+            assert ns is not None and ns.metadata.deletionTimestamp is None
+            assert ns.metadata.labels[naming.CLUSTER_UID] == victim.metadata.uid
+            assert await api.get(Secret, "etcd-pki", same) is not None
+
+
+async def test_a_cluster_stored_before_the_bound_on_extra_args_renders_nothing_in_the_meta_cluster(
+    tmp_path: Path,
+) -> None:
+    async with world(tmp_path) as (meta, kubeconfig, _):
+        provider = HostedClusterProvider(kubeconfig_file=str(kubeconfig), port=free_port())
+        ctx = context(cluster())
+        await run_steps(provider.create_steps[:3], ctx, within=60)
+        over_the_meta_clusters_bound(ctx.obj)
+        with pytest.raises(PermanentError, match=r"cluster\.spec\.extra_args: the control plane's extra args take"):
+            await provider.ensure_control_plane(ctx)
+        async with masters(meta) as api:
+            assert await api.get(StatefulSet, "etcd", naming.namespace(ctx.cluster)) is None

@@ -10,12 +10,16 @@ import ipaddress
 import uuid
 from typing import Any
 
+import grpc
 import kubernetes_validate
 import pytest
 from cryptography import x509
 
+from tests.support.apiserver import local_config, start, stop
+from tests.support.rpc import bad_request_fields
 from tke.internal.provider.endpoint import Endpoint
 from tke.internal.provider.kube import pki
+from tke.internal.storage.etcd import EtcdConfig
 from tke.platform.v1 import cluster_pb2
 from tke.plugins.cluster_providers.hosted import HostedClusterProvider
 from tke.plugins.hosted import certificates, cluster_objects, control_plane, naming
@@ -159,6 +163,50 @@ def test_the_spec_may_not_rewire_the_control_plane() -> None:
         "cluster.spec.extra_args[kube-dns]",
         "cluster.spec.machines",
     ]
+
+
+def over_the_meta_clusters_bound(c: cluster_pb2.Cluster) -> cluster_pb2.Cluster:
+    """`c` with extra args of its control plane one byte over MAX_ARGS_BYTES (with what it has)."""
+    args = c.spec.extra_args["etcd"].args
+
+    def left() -> int:
+        given = {k: v.args for k, v in c.spec.extra_args.items()}
+        return control_plane.MAX_ARGS_BYTES - control_plane.args_bytes(given)
+
+    while left() > 4000:
+        args[f"x-{len(args)}"] = "x" * 3000  # each value within the apiserver's 4096 characters
+    args["experimental-x"] = "x" * (left() - len("--experimental-x=") + 1)
+    return c
+
+
+def test_the_control_planes_extra_args_are_bounded_in_the_shared_meta_cluster() -> None:
+    provider = HostedClusterProvider()
+    c = over_the_meta_clusters_bound(cluster())
+    assert control_plane.args_bytes({k: v.args for k, v in c.spec.extra_args.items()}) == 16 * 1024 + 1
+    [violation] = provider.validate(c)
+    assert violation.field == "cluster.spec.extra_args"
+    assert "take 16385 bytes; at most 16384" in violation.description
+    c.spec.extra_args["etcd"].args["experimental-x"] = c.spec.extra_args["etcd"].args["experimental-x"][1:]
+    assert provider.validate(c) == []
+    # What never reaches the meta cluster (the workers' kubelets, kube-proxy) does not count.
+    c.spec.extra_args["kubelet"].args["node-labels-extra"] = "x" * 4000
+    assert provider.validate(c) == []
+
+
+async def test_the_apiserver_refuses_extra_args_over_the_meta_clusters_bound(etcd_config: EtcdConfig) -> None:
+    running = await start(local_config(etcd_config))
+    try:
+        c = over_the_meta_clusters_bound(cluster("big"))
+        c.metadata.ClearField("tenant_id")
+        c.metadata.ClearField("uid")
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await running.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=c))
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert bad_request_fields(err.value) == ["cluster.spec.extra_args"]
+        del c.spec.extra_args["etcd"].args["experimental-x"]
+        await running.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=c))
+    finally:
+        await stop(running)
 
 
 @pytest.mark.parametrize(
