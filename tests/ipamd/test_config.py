@@ -3,7 +3,9 @@ that name the key or the plugin."""
 
 from __future__ import annotations
 
+import logging
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -34,6 +36,18 @@ def test_entry_points_are_registered() -> None:
     assert find("tke.ip_storage", "tests.support.memory_ip_storage:MemoryIPStorage") is MemoryIPStorage
 
 
+@pytest.fixture
+def root_logger_restored() -> Iterator[None]:
+    """main() configures the root logger (a handler on the stderr captured for this test): put it
+    back, or every later test of the session logs into that closed stream ("Logging error")."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.mark.usefixtures("root_logger_restored")
 def test_mistakes_are_named(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text('sockett = "/x"\n')
@@ -66,6 +80,7 @@ async def test_cloud_profiles_load_and_their_plugins_build(profile: str, monkeyp
             await plugin.close()
 
 
+@pytest.mark.usefixtures("root_logger_restored")
 def test_tcp_without_tls_is_refused_at_start(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # Only the TCP listener, over a storage that loads (the in-memory fake, by module path): the
     # refusal must be the TLS check's, not a plugin that cannot be found or a socket directory
