@@ -388,13 +388,13 @@ class Registry(Generic[R]):
     # -- writes -----------------------------------------------------------------------------
 
     async def create(self, tenant: str, obj: R) -> R:
-        violations = self.kind.validate(obj) + _timestamp_violations(obj.spec, f"{self.kind.name}.spec")
-        if violations:
-            raise errors.invalid(violations)
         new = self.kind.message()
         new.CopyFrom(obj)
         meta = new.metadata
-        meta.tenant_id = tenant
+        meta.tenant_id = tenant  # validated with its tenant: what a tenant may use can depend on it
+        violations = self.kind.validate(new) + _timestamp_violations(new.spec, f"{self.kind.name}.spec")
+        if violations:
+            raise errors.invalid(violations)
         meta.uid = str(uuid.uuid4())
         meta.generation = 1
         meta.creation_timestamp.CopyFrom(self.now())

@@ -6,7 +6,9 @@ What to install from where is a *profile* of the controller's configuration
 ([cluster_providers.baremetal.options.profiles.NAME], the same under machine_providers); a
 cluster chooses one by name (spec.install_profile, "default" when empty). Profiles belong to
 the operator: a cluster never carries commands of its own, since the commands run as root with
-the platform's SSH credentials.
+the platform's SSH credentials. A profile may be offered to some tenants only (`tenants`): one
+that holds a tenant's own mirror and its credentials is then never installed on another
+tenant's machines, whatever name that tenant's cluster asks for.
 
 The platform writes the files (the repository's sources.list entry, modules-load.d and
 sysctl.d entries, containerd's configuration) and runs the profile's commands with these
@@ -102,6 +104,11 @@ class Profile:
     prepare_commands: Sequence[str] = DEFAULT_PREPARE
     upgrade_kubeadm_commands: Sequence[str] = DEFAULT_UPGRADE_KUBEADM
     upgrade_kubelet_commands: Sequence[str] = DEFAULT_UPGRADE_KUBELET
+    # The tenants whose clusters may use this profile; empty: every tenant.
+    tenants: Sequence[str] = ()
+
+    def offered_to(self, tenant: str) -> bool:
+        return not self.tenants or tenant in self.tenants
 
     def repository_of(self, version: str) -> str:
         major, mnr = minor(version)
@@ -143,15 +150,30 @@ def profiles_from(options: Mapping[str, Any] | None) -> dict[str, Profile]:
             raise ValueError(f"profile {name!r}: unknown options {sorted(unknown)}; known: {sorted(known)}")
         if values.get("swap", "off") not in ("off", "kubelet"):
             raise ValueError(f"profile {name!r}: swap must be 'off' or 'kubelet'")
+        tenants = values.get("tenants", [])
+        if not isinstance(tenants, list) or not all(isinstance(t, str) and t for t in tenants):
+            raise ValueError(f"profile {name!r}: tenants must be a list of tenant names")
         given: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
         out[name] = Profile(**given)
     return out
 
 
-def choose(profiles: Mapping[str, Profile], name: str) -> Profile:
+def choose(profiles: Mapping[str, Profile], name: str, tenant: str) -> Profile:
+    """The profile a cluster of `tenant` names; PermanentError if it is not configured or not
+    offered to that tenant (the names listed are only those the tenant may use)."""
     profile = profiles.get(name or "default")
-    if profile is None:
-        raise PermanentError(
-            f"install profile {name!r} is not configured in tke-controller (known: {', '.join(sorted(profiles))})"
-        )
+    if profile is None or not profile.offered_to(tenant):
+        offered = ", ".join(sorted(n for n, p in profiles.items() if p.offered_to(tenant)))
+        why = "is not configured in tke-controller" if profile is None else f"is not offered to tenant {tenant!r}"
+        raise PermanentError(f"install profile {name!r} {why} (profiles it may use: {offered or 'none'})")
     return profile
+
+
+def profile_violation(profiles: Mapping[str, Profile], name: str, tenant: str) -> str | None:
+    """Why a cluster of `tenant` may not name profile `name`, for the apiserver's validation: only
+    a profile this configuration knows and keeps from the tenant (a name it does not know is
+    left to tke-controller, whose configuration may have more)."""
+    profile = profiles.get(name or "default")
+    if profile is None or profile.offered_to(tenant):
+        return None
+    return f"install profile {name or 'default'!r} is not offered to tenant {tenant!r}"

@@ -109,6 +109,8 @@ class AWSClusterProvider:
             out.append(FieldViolation("cluster.spec.version", "is required: a Kubernetes version such as 1.31.2"))
         if spec.machines:
             out.append(FieldViolation("cluster.spec.machines", "must be empty: the masters are spec.aws.control_plane"))
+        if err := nodeprep.profile_violation(self.profiles, spec.install_profile, cluster.metadata.tenant_id):
+            out.append(FieldViolation("cluster.spec.install_profile", err))
         if spec.HasField("control_plane_vip") and spec.control_plane_vip.address:
             out.append(
                 FieldViolation("cluster.spec.control_plane_vip", "VRRP does not work in a VPC: use load_balancer")
@@ -353,7 +355,7 @@ class AWSClusterProvider:
         return kubecfg.Node(name, interface["PrivateIpAddress"], control_plane=True, ignore_preflight_errors=ignore)
 
     def _profile(self, ctx: ClusterContext) -> nodeprep.Profile:
-        return nodeprep.choose(self.profiles, ctx.cluster.spec.install_profile)
+        return nodeprep.choose(self.profiles, ctx.cluster.spec.install_profile, ctx.cluster.metadata.tenant_id)
 
     def _sans(self, ctx: ClusterContext, masters: list[dict[str, Any]]) -> list[str]:
         names = [endpoints.of(ctx.cluster).host, ctx.obj.status.aws.load_balancer_dns_name]

@@ -164,6 +164,8 @@ class BaremetalClusterProvider:
                 out.append(FieldViolation(f"cluster.spec.machines[{i}].ip", f"{m.ip!r} is not a bare IP address"))
             if ips.count(m.ip) > 1:
                 out.append(FieldViolation(f"cluster.spec.machines[{i}].ip", f"{m.ip} appears more than once"))
+        if err := nodeprep.profile_violation(self.profiles, cluster.spec.install_profile, cluster.metadata.tenant_id):
+            out.append(FieldViolation("cluster.spec.install_profile", err))
         if cluster.status.control_plane and not cluster.spec.machines:
             out.append(
                 FieldViolation(
@@ -190,7 +192,7 @@ class BaremetalClusterProvider:
         return {m.machine.ip: m for m in ctx.obj.status.control_plane}
 
     def _profile(self, ctx: ClusterContext) -> nodeprep.Profile:
-        return nodeprep.choose(self.profiles, ctx.cluster.spec.install_profile)
+        return nodeprep.choose(self.profiles, ctx.cluster.spec.install_profile, ctx.cluster.metadata.tenant_id)
 
     def _env(self, ctx: ClusterContext, master: cluster_pb2.ClusterMachine, name: str) -> dict[str, str]:
         paths = self.layout.at(master.ip)

@@ -193,7 +193,7 @@ class AWSMachineProvider:
                 token, self.options.bootstrap_token_ttl, f"tke: join worker {ctx.machine.metadata.name}"
             )
         m = ctx.machine
-        profile = nodeprep.choose(self.profiles, ctx.cluster.spec.install_profile)
+        profile = nodeprep.choose(self.profiles, ctx.cluster.spec.install_profile, ctx.cluster.metadata.tenant_id)
         taints = [{"key": t.key, "value": t.value, "effect": t.effect} for t in m.spec.taints]
         ignore = ["Swap"] if profile.swap == "kubelet" else []
         node = kubecfg.Node(name, ip, dict(m.spec.labels), taints, ignore_preflight_errors=ignore)

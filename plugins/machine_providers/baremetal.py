@@ -106,7 +106,7 @@ class BaremetalMachineProvider:
         return await nodes.node_name(ch, self.options.node_name_command)
 
     def _profile(self, ctx: MachineContext) -> nodeprep.Profile:
-        return nodeprep.choose(self.profiles, ctx.cluster.spec.install_profile)
+        return nodeprep.choose(self.profiles, ctx.cluster.spec.install_profile, ctx.cluster.metadata.tenant_id)
 
     def _control_plane(self, ctx: MachineContext) -> Any:
         """An installed control-plane machine of the cluster (for kubeadm token create)."""
