@@ -36,6 +36,7 @@ from tke.internal.auth.inflight_shares import InflightShares
 from tke.internal.daemon import run_until_stopped
 from tke.internal.plugin.loader import ProviderConfig
 from tke.internal.provider.addresses import AddressConfig, AddressPolicy
+from tke.internal.rpc.connections import DEFAULTS as CONNECTION_DEFAULTS
 from tke.internal.rpc.connections import ConnectionLimits
 from tke.internal.rpc.inflight import HEALTH_CHECKS, HEALTH_WATCHES, InflightLimit
 from tke.internal.rpc.interceptors import RequestInterceptor
@@ -89,9 +90,6 @@ class WatchConfig:
             raise ValueError("batch_interval must be 0 or more seconds")
 
 
-CONNECTIONS = ConnectionLimits()
-
-
 @dataclass(frozen=True)
 class LimitsConfig:
     """What one caller can make the server hold (see "Security model" in the README)."""
@@ -135,11 +133,11 @@ class LimitsConfig:
     max_connections: int | None = None
     # Calls in progress at once, of every kind (watches, health, calls still sending their
     # request); beyond, grpc refuses with RESOURCE_EXHAUSTED. Above the limits before together.
-    max_streams: int = CONNECTIONS.max_streams
+    max_streams: int = CONNECTION_DEFAULTS.max_streams
     # Seconds a new connection has to finish its TLS and HTTP/2 handshake.
-    handshake_timeout: float = CONNECTIONS.handshake_timeout
+    handshake_timeout: float = CONNECTION_DEFAULTS.handshake_timeout
     # Seconds a connection without calls is kept before it is closed (clients reconnect); 0: kept.
-    connection_idle_timeout: float = CONNECTIONS.connection_idle_timeout
+    connection_idle_timeout: float = CONNECTION_DEFAULTS.connection_idle_timeout
 
     def __post_init__(self) -> None:
         _positive(

@@ -10,6 +10,7 @@ from typing import Any
 
 from tke.internal.auth.chain import AuthConfig
 from tke.internal.ipamd.noderule import NODE
+from tke.internal.rpc.connections import DEFAULTS as CONNECTION_DEFAULTS
 from tke.internal.rpc.connections import ConnectionLimits
 from tke.internal.rpc.inflight import HEALTH_CHECKS, HEALTH_WATCHES
 from tke.internal.rpc.server import check_socket_mode
@@ -82,9 +83,6 @@ class ExtenderConfig:
     max_body_bytes: int = 64 << 20
 
 
-CONNECTIONS = ConnectionLimits()
-
-
 @dataclass(frozen=True)
 class IpamdConfig:
     # The node-local unix socket the CNI plugins call; empty disables it. Its mode is its access
@@ -118,10 +116,10 @@ class IpamdConfig:
     # (tke.internal.rpc.connections). max_streams must be above max_requests_inflight and the
     # health limits together (2,400 at the defaults).
     max_connections: int | None = None
-    max_streams: int = CONNECTIONS.max_streams
+    max_streams: int = CONNECTION_DEFAULTS.max_streams
     # Seconds a new connection has to finish its handshake, and a connection without calls is kept.
-    handshake_timeout: float = CONNECTIONS.handshake_timeout
-    connection_idle_timeout: float = CONNECTIONS.connection_idle_timeout
+    handshake_timeout: float = CONNECTION_DEFAULTS.handshake_timeout
+    connection_idle_timeout: float = CONNECTION_DEFAULTS.connection_idle_timeout
     # Prometheus metrics (calls by method and code, latency) at http://<address>/metrics;
     # empty disables them (the default: several daemons may share a host in development).
     metrics_address: str = ""

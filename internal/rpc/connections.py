@@ -121,3 +121,7 @@ def raise_open_file_limit() -> int:
         except (ValueError, OSError) as err:  # a container may forbid it: keep the soft limit
             log.debug("cannot raise the open-file limit from %d to %d: %s", soft, hard, err)
     return soft
+
+
+# The defaults, for configurations that spell the limits out as options of their own.
+DEFAULTS = ConnectionLimits()
