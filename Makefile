@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml setup.py
 	@$(BIN)/pip install -e '.[dev]' >>$(VENV)/install.log 2>&1 || (cat $(VENV)/install.log; exit 1)
 	@touch $(STAMP)
 
-## run: start etcd and tke-apiserver locally; Ctrl-C stops them
+## run: start etcd, tke-apiserver, tke-ipamd and tke-controller locally; Ctrl-C stops them
 run: setup
 	@hack/run-local.sh
 
