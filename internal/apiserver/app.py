@@ -118,7 +118,7 @@ class LimitsConfig:
     # Watches one identity (tenant and user) holds open at once; beyond, RESOURCE_EXHAUSTED.
     max_watches_per_identity: int = 100
     # Health watches (grpc.health.v1.Health/Watch, open to anyone) held at once; beyond,
-    # RESOURCE_EXHAUSTED. Health/Check is never refused.
+    # RESOURCE_EXHAUSTED. Health/Check has its own cap below.
     max_health_watches: int = HEALTH_WATCHES
     # Health checks (open to anyone) whose answers are not yet delivered; beyond, RESOURCE_EXHAUSTED.
     max_health_checks: int = HEALTH_CHECKS
