@@ -9,6 +9,10 @@ Create steps:
   status.control_plane_endpoint and never changes (every certificate and node points at it).
 - EnsureCertificates: the components' certificates and kubeconfigs as Secrets
   (plugins/hosted/certificates.py), kept while they are still what would be issued.
+- EnsureNetworkPolicies: the NetworkPolicies that isolate the namespace's pods from other
+  tenants' control planes and the meta cluster's own services (plugins/hosted/network_policy.py),
+  before any pod of the control plane runs; with network_policy = false, those the platform
+  made before are deleted.
 - EnsureControlPlane: etcd (a StatefulSet), kube-apiserver, kube-controller-manager and
   kube-scheduler (Deployments) and their budgets (plugins/hosted/control_plane.py).
 - WaitControlPlaneReady: the meta cluster's controllers report every replica ready.
@@ -36,6 +40,7 @@ from typing import Any
 
 from lightkube.resources.apps_v1 import Deployment, StatefulSet
 from lightkube.resources.core_v1 import Namespace, Secret, Service
+from lightkube.resources.networking_v1 import NetworkPolicy
 
 from tke.internal.provider import cluster_credentials
 from tke.internal.provider import endpoint as endpoints
@@ -48,7 +53,7 @@ from tke.internal.provider.kube.access import ClusterAccess
 from tke.internal.provider.steps import Step
 from tke.internal.rpc.errors import FieldViolation
 from tke.platform.v1 import cluster_pb2
-from tke.plugins.hosted import certificates, cluster_objects, control_plane, meta, naming
+from tke.plugins.hosted import certificates, cluster_objects, control_plane, meta, naming, network_policy
 from tke.plugins.hosted.options import HostedOptions
 from tke.plugins.hosted.plan import Plan
 
@@ -69,6 +74,7 @@ class HostedClusterProvider:
             Step("EnsureClusterCredential", self.ensure_credential, description="the cluster's CAs"),
             Step("EnsureEndpoint", self.ensure_endpoint, max_retries=300, description="namespace, endpoint Service"),
             Step("EnsureCertificates", self.ensure_certificates, description="the components' PKI, as Secrets"),
+            Step("EnsureNetworkPolicies", self.ensure_network_policies, description="the namespace's isolation"),
             Step("EnsureControlPlane", self.ensure_control_plane, description="etcd and the control plane's workloads"),
             Step("WaitControlPlaneReady", self.wait_control_plane, max_retries=300, description="every replica ready"),
             Step("WaitAPIReady", self.wait_api, max_retries=180, description="the API server is ready"),
@@ -233,6 +239,18 @@ class HostedClusterProvider:
             plan = await self._plan(client, ctx)
             files = certificates.secret_files(plan, cas, await self._secret_files(client, plan.namespace))
             await client.apply([certificates.secret(plan, name, data) for name, data in files.items()])
+
+    async def ensure_network_policies(self, ctx: ClusterContext) -> None:
+        async with self._meta() as client:
+            plan = await self._plan(client, ctx)
+            await client.apply(network_policy.policies(plan))
+            stale = []
+            for ref in network_policy.stale(plan):
+                found = await client.get(NetworkPolicy, ref["metadata"]["name"], plan.namespace)
+                labels = (found.metadata.labels if found is not None and found.metadata else None) or {}
+                if labels.get(naming.MANAGED_BY) == naming.PLATFORM:
+                    stale.append(ref)  # the platform's; an operator's own policy of that name stays
+            await client.delete(stale)
 
     async def ensure_control_plane(self, ctx: ClusterContext) -> None:
         self._check(ctx)  # an object stored before a rule (MAX_ARGS_BYTES) renders nothing

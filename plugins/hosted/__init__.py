@@ -2,7 +2,8 @@
 runs as Kubernetes objects in a meta cluster the platform is configured with):
 
 - options.py: the provider's options (the meta cluster's kubeconfig, the endpoint Service's
-  type, replicas, images) and the component images of a Kubernetes version;
+  type, replicas, images, the networks the control planes must not reach) and the component
+  images of a Kubernetes version;
 - meta.py: the meta cluster's API, where the endpoint Service is reached, and whether the
   workloads are ready (from their controllers' status);
 - plan.py: what one control plane is rendered from (cluster, options, namespace, endpoint);
@@ -12,6 +13,9 @@ runs as Kubernetes objects in a meta cluster the platform is configured with):
   cluster's CAs (its ClusterCredential), as Secrets; kept while still valid;
 - control_plane.py: the meta cluster's objects: the namespace, the endpoint Service, etcd (a
   StatefulSet), kube-apiserver, kube-controller-manager and kube-scheduler (Deployments);
+- network_policy.py: the NetworkPolicies of the namespace: its pods reach and are reached by
+  nothing but what the control plane needs (not another tenant's control plane, not the meta
+  cluster's own services);
 - cluster_objects.py: the objects kubeadm init would have made in the cluster's own API (no
   kubeadm init runs there): what `kubeadm join` reads, and the kube-proxy add-on.
 

@@ -6,16 +6,21 @@ are laid out in it. A cluster's spec says only what it is (version, network, ext
 its components). The provider is constructed with its defaults wherever it is loaded without
 a configuration (the apiserver's validation, a controller configured for other providers), so
 no option is required at construction: a step without a meta cluster fails saying which option
-to set.
+to set. Once a meta cluster is configured (kubeconfig_file), its pod and service networks are
+required too, unless network_policy is off: without them the control planes' NetworkPolicies
+would let each reach every other (network_policy.py).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from tke.internal.meta.labels import label_value_error, qualified_name_error
 from tke.internal.provider.kube.config import minor
+from tke.plugins.hosted import naming
 
 SERVICE_TYPES = ("LoadBalancer", "NodePort")
 ETCD_MEMBERS = (1, 3, 5)
@@ -71,6 +76,53 @@ def _resource_problems(given: Mapping[str, Mapping[str, Mapping[str, str]]]) -> 
     return problems
 
 
+# The networks a control plane's pods must not reach (network_policy.py): each a list of CIDRs.
+CIDR_OPTIONS = ("meta_pod_cidrs", "meta_service_cidrs", "denied_egress_cidrs")
+# The label Kubernetes sets on every namespace (its name), and those the platform sets on every
+# control plane's namespace (naming.labels): `metrics_namespace_labels` must not select one.
+_NAMESPACE_NAME = "kubernetes.io/metadata.name"
+_PLATFORM_KEYS = (naming.MANAGED_BY, naming.TENANT, naming.CLUSTER, naming.CLUSTER_UID)
+
+
+def _cidr_problems(name: str, given: object) -> list[str]:
+    """Each entry of a CIDR option a network address ("10.244.0.0/16"): a host address with a
+    prefix ("10.244.0.1/16") is refused rather than widened, and a /0 would leave no
+    destination outside (NetworkPolicy's `except` must lie strictly inside 0.0.0.0/0 or ::/0)."""
+    if isinstance(given, str) or not isinstance(given, Sequence):
+        return [f'{name} must be a list of CIDRs such as ["10.244.0.0/16"], not {given!r}']
+    problems = []
+    for entry in given:
+        try:
+            network = ipaddress.ip_network(entry, strict=False) if isinstance(entry, str) else None
+        except ValueError:
+            network = None
+        if network is None or "/" not in entry:
+            problems.append(f"{name}: {entry!r} is not a CIDR such as 10.244.0.0/16")
+        elif str(network) != entry:
+            problems.append(f"{name}: {entry!r} is not a network address as Kubernetes writes it: {network}")
+        elif network.prefixlen == 0:
+            problems.append(f"{name}: {entry!r} is every address (the control planes need the tenants' nodes)")
+    return problems
+
+
+def _metrics_selector_problems(given: object, prefix: str) -> list[str]:
+    name = "metrics_namespace_labels"
+    if not isinstance(given, Mapping):
+        return [f'{name} must be a table of namespace labels such as {{"{_NAMESPACE_NAME}" = "monitoring"}}']
+    problems = []
+    for key, value in given.items():
+        error = qualified_name_error(key) if isinstance(key, str) else "is not a string"
+        error = error or (label_value_error(value) if isinstance(value, str) else "value is not a string")
+        if error:
+            problems.append(f"{name}: {key!r}: {error}")
+        elif key in _PLATFORM_KEYS:
+            # Every control plane's namespace carries them, with values tenants choose.
+            problems.append(f"{name}: {key!r} would select the control planes' own namespaces")
+        elif key == _NAMESPACE_NAME and value.startswith(f"{prefix}-"):
+            problems.append(f"{name}: {value!r} is a name of the control planes' namespaces ({prefix}-...)")
+    return problems
+
+
 @dataclass(frozen=True)
 class HostedOptions:
     # The meta cluster: a kubeconfig file of the operator's (read when used, so a rotated
@@ -109,6 +161,18 @@ class HostedOptions:
     # Requests and limits per component, over DEFAULT_RESOURCES: {"kube-apiserver": {"limits":
     # {"memory": "4Gi", "cpu": "2"}}} changes only those two. A memory limit stays required.
     resources: Mapping[str, Mapping[str, Mapping[str, str]]] = field(default_factory=dict)
+    # NetworkPolicies in every control plane's namespace (network_policy.py): off only for a meta
+    # cluster whose network plugin does not enforce them. With them, the meta cluster's pod and
+    # service networks are required (where a control plane's pods must not connect: other
+    # tenants' control planes, the meta cluster's own services), and `denied_egress_cidrs` are
+    # more such networks (the meta cluster's nodes, a cloud's metadata service, ...).
+    network_policy: bool = True
+    meta_pod_cidrs: Sequence[str] = ()
+    meta_service_cidrs: Sequence[str] = ()
+    denied_egress_cidrs: Sequence[str] = ()
+    # Labels of the namespace(s) whose pods may scrape etcd's metrics port and the
+    # controller-manager's and scheduler's ports (a monitoring namespace); empty: none.
+    metrics_namespace_labels: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         problems = []
@@ -128,6 +192,7 @@ class HostedOptions:
         if self.timeout <= 0:
             problems.append("timeout must be positive")
         problems += _resource_problems(self.resources)
+        problems += self._network_policy_problems()
         if not problems:
             for component in COMPONENTS:
                 wanted = self.component_resources(component)
@@ -139,6 +204,27 @@ class HostedOptions:
                         )
         if problems:
             raise ValueError("hosted provider options: " + "; ".join(problems))
+
+    def _network_policy_problems(self) -> list[str]:
+        if not isinstance(self.network_policy, bool):
+            return [f"network_policy must be true or false, not {self.network_policy!r}"]
+        problems = [p for name in CIDR_OPTIONS for p in _cidr_problems(name, getattr(self, name))]
+        problems += _metrics_selector_problems(self.metrics_namespace_labels, self.namespace_prefix)
+        if self.network_policy and self.kubeconfig_file and not problems:
+            # A meta cluster is configured: without its networks, the policies would let every
+            # control plane reach every other one (an ipBlock of 0.0.0.0/0 takes in pod IPs).
+            missing = [name for name in ("meta_pod_cidrs", "meta_service_cidrs") if not getattr(self, name)]
+            if missing:
+                problems.append(
+                    f"{' and '.join(missing)} must name the meta cluster's networks (the control planes' "
+                    "NetworkPolicies keep their pods out of them), or set network_policy = false for a meta "
+                    "cluster whose network plugin does not enforce NetworkPolicy"
+                )
+        return problems
+
+    def denied_egress(self) -> list[str]:
+        """Every network a control plane's pods must not reach, in the options' order, once each."""
+        return list(dict.fromkeys([*self.meta_pod_cidrs, *self.meta_service_cidrs, *self.denied_egress_cidrs]))
 
     def component_resources(self, component: str) -> dict[str, dict[str, str]]:
         """A container's `resources`: DEFAULT_RESOURCES with the option's values over them."""

@@ -24,7 +24,7 @@ from lightkube.resources.core_v1 import Namespace, Node
 
 from tests.support.apiserver import Running
 from tests.support.controller import controller_config, credentials_published
-from tests.support.hosted import meta_cluster, meta_controllers
+from tests.support.hosted import META_NETWORKS, meta_cluster, meta_controllers
 from tests.support.installed import masters
 from tests.support.kubeadm_world import kubeadm_machines
 from tests.support.ports import free_port
@@ -73,7 +73,9 @@ async def test_a_baremetal_worker_joins_a_control_plane_hosted_in_the_meta_clust
                 credentials={"default/test-key": CredentialConfig(private_key_file=str(machines.key.private_key_file))},
                 ssh=SSHOptions(known_hosts_file=str(machines.known_hosts), connect_attempts=2, connect_timeout=5),
                 cluster_providers={
-                    "hosted": ProviderConfig(options={"kubeconfig_file": str(kubeconfig), "port": port})
+                    "hosted": ProviderConfig(
+                        options={"kubeconfig_file": str(kubeconfig), "port": port, **META_NETWORKS}
+                    )
                 },
                 machine_providers={
                     "baremetal": ProviderConfig(options={"root_dir": machines.root_dir, "node_name_command": NODE_NAME})

@@ -15,10 +15,11 @@ from typing import Any
 import pytest
 from lightkube.resources.apps_v1 import Deployment, StatefulSet
 from lightkube.resources.core_v1 import ConfigMap, Namespace, Secret, Service
+from lightkube.resources.networking_v1 import NetworkPolicy
 from lightkube.types import PatchType
 
 from tests.hosted.test_render import over_the_meta_clusters_bound
-from tests.support.hosted import MetaControllers, meta_cluster, meta_controllers
+from tests.support.hosted import META_NETWORKS, MetaControllers, meta_cluster, meta_controllers
 from tests.support.installed import masters
 from tests.support.kube.running import StandIn
 from tests.support.ports import free_port
@@ -70,7 +71,7 @@ async def world(tmp_path: Path, meta_version: str = "1.31.0") -> AsyncIterator[t
 async def versions(api: ClusterAPI, namespace: str) -> dict[str, str]:
     """Every object of the namespace -> its resourceVersion."""
     out: dict[str, str] = {}
-    for kind in (Service, Secret, StatefulSet, Deployment):
+    for kind in (Service, Secret, StatefulSet, Deployment, NetworkPolicy):
         items: list[Any] = (await api.list_objects(kind, namespace=namespace))[0]
         out |= {f"{kind.__name__}/{o.metadata.name}": o.metadata.resourceVersion for o in items}
     return out
@@ -86,7 +87,7 @@ async def test_a_control_plane_comes_up_in_its_namespace_and_serves_with_the_pki
 ) -> None:
     port = free_port()
     async with world(tmp_path) as (meta, kubeconfig, controllers):
-        provider = HostedClusterProvider(kubeconfig_file=str(kubeconfig), port=port)
+        provider = HostedClusterProvider(kubeconfig_file=str(kubeconfig), **META_NETWORKS, port=port)
         ctx = context(cluster())
         await run_steps(provider.create_steps, ctx, within=60)
         status = ctx.obj.status
@@ -141,7 +142,7 @@ async def test_a_control_plane_comes_up_in_its_namespace_and_serves_with_the_pki
 
 async def test_delete_waits_for_the_namespace_to_be_gone(tmp_path: Path) -> None:
     async with world(tmp_path) as (meta, kubeconfig, _):
-        provider = HostedClusterProvider(kubeconfig_file=str(kubeconfig), port=free_port())
+        provider = HostedClusterProvider(kubeconfig_file=str(kubeconfig), **META_NETWORKS, port=free_port())
         ctx = context(cluster())
         await run_steps(provider.create_steps[:3], ctx, within=60)  # credential, endpoint, certificates
         namespace = naming.namespace(ctx.cluster)
@@ -162,7 +163,7 @@ async def test_delete_waits_for_the_namespace_to_be_gone(tmp_path: Path) -> None
 
 async def test_a_namespace_of_an_earlier_cluster_of_that_name_is_replaced(tmp_path: Path) -> None:
     async with world(tmp_path) as (meta, kubeconfig, _):
-        provider = HostedClusterProvider(kubeconfig_file=str(kubeconfig), port=free_port())
+        provider = HostedClusterProvider(kubeconfig_file=str(kubeconfig), **META_NETWORKS, port=free_port())
         old = context(cluster())
         await run_steps(provider.create_steps[:3], old, within=60)
         new_cluster = cluster()
@@ -179,7 +180,7 @@ async def test_without_a_meta_cluster_the_step_says_which_option_to_set(tmp_path
     with pytest.raises(PermanentError, match="set kubeconfig_file"):
         await HostedClusterProvider().ensure_endpoint(ctx)
     with pytest.raises(PermanentError, match="No such file"):
-        await HostedClusterProvider(kubeconfig_file=str(tmp_path / "missing")).ensure_endpoint(ctx)
+        await HostedClusterProvider(kubeconfig_file=str(tmp_path / "missing"), **META_NETWORKS).ensure_endpoint(ctx)
 
 
 async def test_a_namespace_of_another_tenants_cluster_is_never_deleted_by_a_name_collision(tmp_path: Path) -> None:
@@ -196,7 +197,7 @@ async def test_a_namespace_of_another_tenants_cluster_is_never_deleted_by_a_name
     # The readable parts are the same: only the hash separates them.
     assert naming.namespace(attacker)[:-10] == same[:-10]
     async with world(tmp_path) as (meta, kubeconfig, _):
-        provider = HostedClusterProvider(kubeconfig_file=str(kubeconfig), port=free_port())
+        provider = HostedClusterProvider(kubeconfig_file=str(kubeconfig), **META_NETWORKS, port=free_port())
         await run_steps(provider.create_steps[:3], context(victim), within=60)
         # The attacker found a name whose hash is the victim's (40 bits).
         hosted_module = "tke.plugins.cluster_providers.hosted.naming.namespace"
@@ -217,7 +218,7 @@ async def test_a_cluster_stored_before_the_bound_on_extra_args_renders_nothing_i
     tmp_path: Path,
 ) -> None:
     async with world(tmp_path) as (meta, kubeconfig, _):
-        provider = HostedClusterProvider(kubeconfig_file=str(kubeconfig), port=free_port())
+        provider = HostedClusterProvider(kubeconfig_file=str(kubeconfig), **META_NETWORKS, port=free_port())
         ctx = context(cluster())
         await run_steps(provider.create_steps[:3], ctx, within=60)
         over_the_meta_clusters_bound(ctx.obj)

@@ -22,7 +22,7 @@ from tke.internal.provider.kube import pki
 from tke.internal.storage.etcd import EtcdConfig
 from tke.platform.v1 import cluster_pb2
 from tke.plugins.cluster_providers.hosted import HostedClusterProvider
-from tke.plugins.hosted import certificates, cluster_objects, control_plane, naming
+from tke.plugins.hosted import certificates, cluster_objects, control_plane, naming, network_policy
 from tke.plugins.hosted.options import HostedOptions
 from tke.plugins.hosted.plan import Plan
 
@@ -54,6 +54,7 @@ def rendered(p: Plan, cas: pki.ClusterCAs) -> list[dict[str, Any]]:
         *control_plane.apiserver(p, sums[certificates.APISERVER_SECRET]),
         *control_plane.controller_manager(p, sums[certificates.CONTROLLER_MANAGER_SECRET]),
         *control_plane.scheduler(p, sums[certificates.SCHEDULER_SECRET]),
+        *network_policy.policies(p),
     ]
 
 
@@ -65,10 +66,21 @@ def rendered(p: Plan, cas: pki.ClusterCAs) -> list[dict[str, Any]]:
 def test_every_meta_object_is_valid_for_the_meta_clusters_version(
     version: str, service_type: str, endpoint: Endpoint
 ) -> None:
-    p = plan(cluster(), endpoint, service_type=service_type, etcd_storage_class="fast")
+    p = plan(
+        cluster(),
+        endpoint,
+        service_type=service_type,
+        etcd_storage_class="fast",
+        meta_pod_cidrs=["10.244.0.0/16", "fd00:10:244::/56"],
+        meta_service_cidrs=["10.96.0.0/12"],
+        denied_egress_cidrs=["169.254.169.254/32"],
+        metrics_namespace_labels={"kubernetes.io/metadata.name": "monitoring"},
+    )
     objects = rendered(p, pki.ClusterCAs.generate())
     kinds = sorted({o["kind"] for o in objects})
-    assert kinds == ["Deployment", "Namespace", "PodDisruptionBudget", "Secret", "Service", "StatefulSet"]
+    assert kinds == [
+        "Deployment", "Namespace", "NetworkPolicy", "PodDisruptionBudget", "Secret", "Service", "StatefulSet"
+    ]  # fmt: skip
     for obj in objects:
         kubernetes_validate.validate(obj, version, strict=True)
         assert obj["metadata"]["labels"][naming.MANAGED_BY] == naming.PLATFORM

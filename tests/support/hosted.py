@@ -47,6 +47,9 @@ from tke.internal.provider.kube.api import ClusterAPI
 TICK = 0.1
 APISERVER = "kube-apiserver"
 META_USER = "tke-platform"
+# The meta cluster's pod and service networks, as an operator configures the provider with
+# them (its control planes' NetworkPolicies keep their pods out of them).
+META_NETWORKS: dict[str, Any] = {"meta_pod_cidrs": ["10.244.0.0/16"], "meta_service_cidrs": ["10.96.0.0/12"]}
 
 
 @contextlib.contextmanager

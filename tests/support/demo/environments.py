@@ -43,7 +43,7 @@ from tests.support.cloud_init import CloudInit, StandInAPIs
 from tests.support.controller import controller_config, credentials_published
 from tests.support.demo.platform import APISERVER_TOML, BIN, Process, _start, _wait_serving
 from tests.support.etcd import EtcdProcess
-from tests.support.hosted import meta_cluster, meta_controllers
+from tests.support.hosted import META_NETWORKS, meta_cluster, meta_controllers
 from tests.support.kubeadm_world import kubeadm_machines
 from tests.support.ports import free_port
 from tests.support.world_api import Routed, world_api
@@ -258,7 +258,9 @@ async def started(directory: Path) -> AsyncIterator[Environments]:
                 cluster_providers={
                     "baremetal": ProviderConfig(options=baremetal),
                     "aws": ProviderConfig(options={"endpoint_url": moto.url, "region": aws.REGION}),
-                    "hosted": ProviderConfig(options={"kubeconfig_file": str(meta_kubeconfig), "port": free_port()}),
+                    "hosted": ProviderConfig(
+                        options={"kubeconfig_file": str(meta_kubeconfig), "port": free_port(), **META_NETWORKS}
+                    ),
                 },
                 machine_providers={
                     "baremetal": ProviderConfig(options=baremetal),

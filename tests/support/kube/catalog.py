@@ -83,6 +83,7 @@ RESOURCES: tuple[Resource, ...] = (
     Resource("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", False, names="segment"),
     Resource("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", False, names="segment"),
     Resource("coordination.k8s.io", "v1", "Lease", "leases", True),
+    Resource("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies", True, ("netpol",), generation=True),
 )  # fmt: skip
 
 # Not stored: a request that answers with who the caller is.
