@@ -31,7 +31,8 @@ before and `choose` says why on stderr:
 - exactly one plugin of the network has an `ipam` section of type tke-ipamc;
 - cni-switch's own configuration has `ipamd`: without it cni-switch never calls tke-ipamd itself;
 - static is in CNI_PATH and speaks the version that plugin is spoken to in (it gets the
-  plugin's configuration, version included, from the plugin);
+  plugin's configuration, version included, from the plugin), and so does tke-ipamc (a plugin
+  spoken to in 0.x got code 1 from tke-ipamc, and still does);
 - static would add no address of its own: CNI_ARGS has no IP or GATEWAY, the plugin has no
   `args.cni.ips` and is handed no `ips` runtime capability (static honours all three);
 - static accepts CNI_ARGS: none, or with IgnoreUnknown=1 (kubelet, containerd and podman send it;
@@ -47,7 +48,7 @@ from tke.internal.cni import jsonio as json
 from tke.internal.cni.args import ignore_unknown, parse_args
 from tke.internal.cni.errors import CNIError
 from tke.internal.cni.skel import Request, warn
-from tke.internal.cni.version import at_least
+from tke.internal.cni.version import SUPPORTED, at_least
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -214,6 +215,8 @@ def _why_not(
         version = version_of(plugin)
     except CNIError:
         return ""  # the plugin itself is unusable: the delegate's own checks say so
+    if version not in SUPPORTED:
+        return f"{IPAMC} does not speak {version}, the version the plugin hands its IPAM"
     return _static_speaks(inline, runner, versions, version)
 
 
