@@ -151,7 +151,11 @@ def main() -> None:
         networks = {"pods": bridge_network(work, "10.91.0.0/16", name="pods")}
         if ipamd is not None:
             networks["fixed"] = ipamc_network("fixed", unique("tb"), ipamd.socket, work, pool="bench")
-        conf = switch_config(work, networks, "pods")
+        # cni-switch with `ipamd`, as deploy/cni configures it on a node: it then runs the fixed
+        # network's tke-ipamc itself and hands bridge the `static` IPAM plugin (docs/cni.md).
+        conf = switch_config(
+            work, networks, "pods", **({"ipamd": {"address": ipamd.socket, "timeout": 10}} if ipamd else {})
+        )
         fixed_args = "IgnoreUnknown=1;K8S_POD_NAMESPACE=bench;K8S_POD_NAME=p;TKE_NETWORK=fixed"
 
         rows: list[tuple[str, list[float]]] = []

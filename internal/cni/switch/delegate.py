@@ -1,7 +1,8 @@
 """Running one delegate network's plugin chain the way libcni runs a .conflist: ADD in order
 with each plugin's result as the next one's prevResult, DEL in reverse, CHECK in order with the
 final result, GC and STATUS to the plugins that speak 1.1.0 (and, for 1.0.0 main plugins, to
-their IPAM plugin directly, which is how GC reaches tke-ipamd through Debian's bridge).
+their IPAM plugin directly, which is how GC reaches tke-ipamd through Debian's bridge when
+cni-switch does not run the network's tke-ipamc itself: see tke.internal.cni.switch.inline).
 
 Each plugin gets the newest specification version that it supports, that we can convert and
 that is no newer than both the runtime's and the network's own `cniVersion`; what a plugin
@@ -23,7 +24,7 @@ from tke.internal.cni.version import at_least, convert_result, for_delegate, par
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
     from typing import Any
 
     from tke.internal.cni.invoke import Exec
@@ -135,6 +136,11 @@ class Delegate:
             conf["prevResult"] = convert_result(prev, version)
         return conf
 
+    def plugin_version(self, plugin: Mapping[str, Any], env: Mapping[str, str]) -> str:
+        """The version `plugin` of this network is spoken to in (code 7 when it is missing)."""
+        exe = self.runner.find(plugin["type"], self.call.path)
+        return self._version(exe, plugin["type"], self._ceiling(), env)
+
     def resolve(self) -> None:
         """Find every plugin of the chain and the version each is spoken to in, so a missing
         plugin or one that speaks no usable version fails the ADD before anything is done or
@@ -161,16 +167,26 @@ class Delegate:
         assert prev is not None
         return prev
 
-    def delete(self, prev: dict[str, Any] | None, env_overrides: Mapping[str, str] | None = None) -> None:
+    def delete(
+        self,
+        prev: dict[str, Any] | None,
+        env_overrides: Mapping[str, str] | None = None,
+        release: tuple[int, Callable[[], None]] | None = None,
+    ) -> None:
         """DEL in reverse order. Every plugin is asked even when one fails, so as much as
-        possible is released; the first failure is raised afterwards."""
+        possible is released; the first failure is raised afterwards. `release` (plugin index,
+        call): called once that plugin's DEL succeeded, where its IPAM plugin would have released
+        (the address is released only once the plugin that configured it is done with it)."""
         env = self.call.env("DEL", **(env_overrides or {}))
         first: CNIError | None = None
-        for plugin in reversed(self.network.plugins):
+        for index in reversed(range(len(self.network.plugins))):
+            plugin = self.network.plugins[index]
             try:
                 exe = self.runner.find(plugin["type"], self.call.path)
                 version = self._version(exe, plugin["type"], self._ceiling(), env)
                 self.runner.run(exe, self._config(plugin, version, prev), env)
+                if release is not None and release[0] == index:
+                    release[1]()
             except CNIError as err:
                 warn(f"DEL of {plugin['type']} in network {self.network.key} failed: {err}")
                 first = first or err
@@ -189,9 +205,10 @@ class Delegate:
             self.runner.run(exe, self._config(plugin, version, prev), env)
 
     def _newer_targets(
-        self, env: Mapping[str, str], *, missing_is_error: bool
+        self, env: Mapping[str, str], *, missing_is_error: bool, skip_ipam: str = ""
     ) -> list[tuple[str, dict[str, Any], str]]:
-        """The executables that get GC/STATUS: (executable, plugin config, version >= 1.1.0)."""
+        """The executables that get GC/STATUS: (executable, plugin config, version >= 1.1.0);
+        an IPAM plugin of type `skip_ipam` is left out (cni-switch runs it itself)."""
         targets = []
         for plugin in self.network.plugins:
             try:
@@ -206,7 +223,7 @@ class Delegate:
                 targets.append((exe, plugin, version))
                 continue
             ipam = plugin.get("ipam")
-            if not isinstance(ipam, dict) or not isinstance(ipam.get("type"), str):
+            if not isinstance(ipam, dict) or not isinstance(ipam.get("type"), str) or ipam["type"] == skip_ipam:
                 continue
             try:
                 ipam_exe = self.runner.find(ipam["type"], self.call.path)
@@ -220,14 +237,15 @@ class Delegate:
                 targets.append((ipam_exe, plugin, version))
         return targets
 
-    def gc(self, valid: list[dict[str, str]], done: set[str] | None = None) -> None:
+    def gc(self, valid: list[dict[str, str]], done: set[str] | None = None, skip_ipam: str = "") -> None:
         """GC to every target; `done` (shared across networks) skips an IPAM plugin already
-        collected with the same ipam section, so two networks over one ipamd cost one call."""
+        collected with the same ipam section, so two networks over one ipamd cost one call.
+        `skip_ipam`: an IPAM plugin type not to send GC to directly (cni-switch collected it)."""
         if self.network.disable_gc:
             return
         env = self.call.env("GC")
         first: CNIError | None = None
-        for exe, plugin, version in self._newer_targets(env, missing_is_error=False):
+        for exe, plugin, version in self._newer_targets(env, missing_is_error=False, skip_ipam=skip_ipam):
             conf = self._config(plugin, version, None)
             conf["cni.dev/valid-attachments"] = valid
             key = exe + json.dumps(plugin.get("ipam")) if plugin["type"] != os.path.basename(exe) else ""

@@ -9,6 +9,11 @@ record, or an error after undoing the delegated ADD (the record stays only when 
 failed, so DEL and GC retry it). DEL succeeds when there is nothing left to delete. CHECK on
 an attachment without a record is code 3. GC deletes recorded attachments the runtime no
 longer lists, then forwards GC.
+
+A delegate whose IPAM is tke-ipamc gets `static` instead, with the address cni-switch allocated
+from tke-ipamd itself (tke.internal.cni.switch.inline: when, and what each verb does); an ADD
+that fails after allocating releases what it allocated, and the record says whether the release
+is still due, so a DEL after it releases once.
 """
 
 from __future__ import annotations
@@ -29,8 +34,25 @@ from tke.internal.cni.owner import WORKLOAD_KIND, WORKLOAD_NAME, PodOwner
 from tke.internal.cni.skel import Request, valid_attachments, warn
 from tke.internal.cni.switch.config import Network, SwitchConfig
 from tke.internal.cni.switch.delegate import Delegate, Invocation, PluginVersions
+from tke.internal.cni.switch.inline import (
+    IPAMC,
+    STATIC_DEL,
+    Inline,
+    checks_ipam,
+    choose,
+    ipamc_index,
+    recorded,
+    static_section,
+)
 from tke.internal.cni.switch.policy import Choice, choose_network
-from tke.internal.cni.switch.state import ADDING, Attachment, DiskStore
+from tke.internal.cni.switch.state import (
+    ADDING,
+    DELEGATE_IPAM,
+    RELEASED_IPAM,
+    SWITCH_IPAM,
+    Attachment,
+    DiskStore,
+)
 from tke.internal.cni.version import result_error
 
 TYPE_CHECKING = False
@@ -94,6 +116,31 @@ class Switch:
     def _delegate(self, network: Network, invocation: Invocation) -> Delegate:
         return Delegate(network, self.runner, self.versions, invocation)
 
+    def _choose_inline(self, network: Network, invocation: Invocation, command: str) -> Inline | None:
+        """Whether cni-switch runs the network's tke-ipamc itself for this verb (see inline)."""
+        if ipamc_index(network) is None:
+            return None  # the common case costs nothing more
+        delegate = self._delegate(network, invocation)
+        env = invocation.env(command)
+        return choose(
+            network,
+            invocation,
+            lambda plugin: delegate.plugin_version(plugin, env),
+            self.runner,
+            self.versions,
+            ipamd=self.config.ipamd is not None,
+        )
+
+    def _recorded_inline(self, record: Attachment, network: Network, invocation: Invocation) -> Inline | None:
+        """The Inline of an attachment whose record says cni-switch holds (or held) its address."""
+        if record.ipam == DELEGATE_IPAM:
+            return None
+        delegate = self._delegate(network, invocation)
+        env = invocation.env("DEL")
+        return recorded(
+            network, invocation, lambda plugin: delegate.plugin_version(plugin, env), self.runner, self.versions
+        )
+
     # ADD -------------------------------------------------------------------------------------
 
     def add(self, request: Request) -> dict[str, Any]:
@@ -112,6 +159,12 @@ class Switch:
         )
         network = self.config.network(choice.network)
         args = self._delegate_args(request.args, pairs, choice)
+        invocation = self._invocation(request, args)
+        delegate = self._delegate(network, invocation)
+        delegate.resolve()
+        inline = self._choose_inline(network, invocation, "ADD")
+        if inline is not None:
+            inline.prepare()
         record = Attachment(
             container_id=request.container_id,
             ifname=request.ifname,
@@ -120,15 +173,19 @@ class Switch:
             netns=request.netns,
             args=args,
             updated=time.time(),
+            ipam=SWITCH_IPAM if inline is not None else DELEGATE_IPAM,
         )
-        delegate = self._delegate(network, self._invocation(request, args))
-        delegate.resolve()
         self._refuse_if_attached(request)
         self.store.put(record)
+        delegated = inline is None
         try:
+            if inline is not None:
+                ipam = inline.allocate()
+                delegate = self._delegate(inline.with_ipam(static_section(ipam)), invocation)
+                delegated = True
             result = delegate.add()
         except Exception as err:  # whatever failed, the delegate may have done part of the work
-            self._undo(request, delegate, record, err)
+            self._undo(request, delegate if delegated else None, record, err, inline)
             raise
         self.store.put(record.added(result))
         warn(f"{request.container_id}/{request.ifname} -> network {choice.network} ({choice.reason})")
@@ -164,11 +221,31 @@ class Switch:
         kept = without(args, extra)
         return ";".join(p for p in (kept, format_args(extra)) if p)
 
-    def _undo(self, request: Request, delegate: Delegate, record: Attachment, cause: Exception) -> None:
+    def _undo(
+        self,
+        request: Request,
+        delegate: Delegate | None,
+        record: Attachment,
+        cause: Exception,
+        inline: Inline | None = None,
+    ) -> None:
+        """The delegate's DEL (when it was run) and, when cni-switch allocated, the release (also
+        after a failed Allocate, which ipamd may have done without answering, as tke-ipamc's DEL
+        after bridge's failed ADD did). The record goes when all of it is done; else it stays,
+        saying whether the release is still due, for the runtime's DEL or GC."""
         try:
-            delegate.delete(None)
+            if inline is None:
+                assert delegate is not None
+                delegate.delete(None)
+            elif delegate is None:
+                inline.release()
+            else:
+                static = self._delegate(inline.with_ipam(STATIC_DEL), delegate.call)
+                static.delete(None, release=(inline.index, inline.release))
         except CNIError as err:
             warn(f"undo of the failed ADD on network {record.network_key} failed too ({err}); keeping its record")
+            if inline is not None and inline.released:
+                self.store.put(record.replace(ipam=RELEASED_IPAM, updated=time.time()))
             return
         self.store.remove(request.container_id, request.ifname)
         warn(f"ADD on network {record.network_key} failed ({cause}); undone")
@@ -189,9 +266,26 @@ class Switch:
 
     def _delete_recorded(self, request: Request, record: Attachment, prev: dict[str, Any] | None) -> None:
         network = Network.from_json(record.network_key, record.network, "state record")
-        invocation = self._invocation(request, record.args)
-        self._delegate(network, invocation).delete(prev or record.result)
+        self._delete_attachment(record, network, self._invocation(request, record.args), prev or record.result)
         self.store.remove(record.container_id, record.ifname)
+
+    def _delete_attachment(
+        self, record: Attachment, network: Network, invocation: Invocation, prev: dict[str, Any] | None
+    ) -> None:
+        """The recorded delegate's DEL; when cni-switch holds the address, with static and the
+        release (unless the record says it is done), whose success is recorded if anything else
+        fails, so the DEL that finishes does not release again."""
+        inline = self._recorded_inline(record, network, invocation)
+        if inline is None:
+            self._delegate(network, invocation).delete(prev)
+            return
+        release = (inline.index, inline.release) if record.ipam == SWITCH_IPAM else None
+        try:
+            self._delegate(inline.with_ipam(STATIC_DEL), invocation).delete(prev, release=release)
+        except CNIError:
+            if inline.released:
+                self.store.put(record.replace(ipam=RELEASED_IPAM, updated=time.time()))
+            raise
 
     def _delete_unrecorded(self, request: Request, prev: dict[str, Any] | None) -> None:
         """No record (lost, or never written): every DEL is idempotent, so ask every network
@@ -212,7 +306,13 @@ class Switch:
                 warn(f"DEL without a record: skipping network {key}: {err}")
                 continue
             try:
-                self._delegate(network, self._invocation(request, args)).delete(prev)
+                invocation = self._invocation(request, args)
+                inline = self._choose_inline(network, invocation, "DEL")
+                if inline is None:
+                    self._delegate(network, invocation).delete(prev)
+                else:
+                    static = self._delegate(inline.with_ipam(STATIC_DEL), invocation)
+                    static.delete(prev, release=(inline.index, inline.release))
             except CNIError as err:
                 first = first or err
         if first is not None:
@@ -234,7 +334,15 @@ class Switch:
         if expected is None:
             raise CNIError(INVALID_NETWORK_CONFIG, "CHECK needs prevResult")
         network = Network.from_json(record.network_key, record.network, "state record")
-        self._delegate(network, self._invocation(request, record.args)).check(expected)
+        invocation = self._invocation(request, record.args)
+        inline = None if network.disable_check else self._recorded_inline(record, network, invocation)
+        if inline is None:
+            self._delegate(network, invocation).check(expected)
+            return
+        # As the plugin's CHECK ran tke-ipamc's: ipamd first, then the plugin's own checks.
+        if checks_ipam(self._delegate(network, invocation).plugin_version(inline.plugin, invocation.env("CHECK"))):
+            inline.check(expected)
+        self._delegate(inline.with_ipam(static_section(expected)), invocation).check(expected)
 
     # GC --------------------------------------------------------------------------------------
 
@@ -254,7 +362,7 @@ class Switch:
             try:
                 network = Network.from_json(record.network_key, record.network, "state record")
                 invocation = self._invocation(request, record.args, **overrides)
-                self._delegate(network, invocation).delete(record.result)
+                self._delete_attachment(record, network, invocation, record.result)
                 self.store.remove(record.container_id, record.ifname)
                 warn(f"GC: deleted stale attachment {record.container_id}/{record.ifname}")
             except CNIError as err:
@@ -263,7 +371,23 @@ class Switch:
         for key in self.config.networks:
             try:
                 network = self.config.network(key)
-                self._delegate(network, self._invocation(request, "")).gc(valid, collected)
+            except CNIError as err:
+                first = first or err
+                continue
+            invocation = self._invocation(request, "")
+            skip = ""
+            index = ipamc_index(network)
+            if index is not None and self.config.ipamd is not None and not network.disable_gc:
+                # tke-ipamc's GC (its queue replayed, then ipamd's GarbageCollect of the node)
+                # from here, as for the network's ADD and DEL: no process of its own.
+                skip = IPAMC
+                try:
+                    Inline(network, index, invocation).gc(valid, collected)
+                except CNIError as err:
+                    warn(f"GC of {IPAMC} in network {network.key} failed: {err}")
+                    first = first or err
+            try:
+                self._delegate(network, invocation).gc(valid, collected, skip_ipam=skip)
             except CNIError as err:
                 first = first or err
         if isinstance(self.store, DiskStore):

@@ -14,6 +14,12 @@ Invariants:
   atomically; readers take no lock. The runtime never runs two verbs for one container at once,
   so one attachment has one writer at a time.
 - A record keeps the delegate network's configuration as it was at ADD.
+- `ipam` says who releases the address of a delegate whose IPAM is tke-ipamc: "" the delegate
+  (it ran tke-ipamc), "switch" cni-switch (it allocated from tke-ipamd itself and ran the delegate
+  with `static`: see tke.internal.cni.switch.inline), "released" nobody any more (cni-switch's
+  release is done or queued; only the delegate's DEL is left). It is "switch" from before the
+  allocation until the release, so a crash, a failed ADD or a failed DEL leave a record whose
+  DEL or GC releases, and only once.
 """
 
 from __future__ import annotations
@@ -32,6 +38,10 @@ if TYPE_CHECKING:
 
 ADDING = "adding"
 ADDED = "added"
+# Attachment.ipam
+DELEGATE_IPAM = ""
+SWITCH_IPAM = "switch"
+RELEASED_IPAM = "released"
 
 
 class Attachment(Record):
@@ -44,6 +54,7 @@ class Attachment(Record):
     args: str = ""  # CNI_ARGS as handed to the delegate
     result: dict[str, Any] | None = None
     updated: float = 0.0
+    ipam: str = DELEGATE_IPAM  # who releases the address (see the module docstring)
 
     @property
     def network_key(self) -> str:
@@ -63,6 +74,7 @@ class Attachment(Record):
             "args": self.args,
             "result": self.result,
             "updated": self.updated,
+            "ipam": self.ipam,
         }
 
     @classmethod
@@ -77,6 +89,7 @@ class Attachment(Record):
             args=str(data.get("args", "")),
             result=data.get("result"),
             updated=float(data.get("updated", 0.0)),
+            ipam=str(data.get("ipam", DELEGATE_IPAM)),
         )
 
 
