@@ -8,6 +8,7 @@ ending in `_env`), never from the file itself.
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import tomllib
 import types
@@ -82,7 +83,13 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
         if not isinstance(value, list):
             raise ConfigError(f"{where}: expected a list")
         return [_convert(args[0], v, f"{where}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
+    if origin in (collections.abc.Sequence, tuple):
+        # A TOML array, read into the immutable tuple these fields default to (a string is a
+        # sequence too, but never the list of strings the option wants).
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where}: expected a list")
+        return tuple(_convert(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin in (dict, collections.abc.Mapping):
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a table")
         return {k: _convert(args[1], v, _join(where, k)) for k, v in value.items()}

@@ -68,6 +68,11 @@ class KubernetesConfig:
     # Seconds between two saves of the watcher's resource versions (its resume points).
     cursor_interval: float = 5.0
 
+    def __post_init__(self) -> None:
+        # 0 would time every call out, or save the cursors in a busy loop.
+        if self.timeout <= 0 or self.cursor_interval <= 0:
+            raise ValueError("timeout and cursor_interval must be positive numbers of seconds")
+
     @property
     def configured(self) -> bool:
         return bool(self.kubeconfig) or self.in_cluster
@@ -135,6 +140,9 @@ class IpamdConfig:
             raise ValueError("set node_name or node_name_env, not both")
         if self.node_name and not NODE.fullmatch(self.node_name):
             raise ValueError(f"node_name {self.node_name!r} is not a node name")
+        if self.release_cooldown < 0 or self.shutdown_grace < 0:
+            # As a pool's cooldown_seconds: a negative time is a typo, not "none".
+            raise ValueError("release_cooldown and shutdown_grace must not be negative")
         if self.max_requests_inflight < 1:
             raise ValueError(f"max_requests_inflight {self.max_requests_inflight} must be at least 1")
         self.connections.contain(

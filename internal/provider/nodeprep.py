@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from tke.internal.config.loader import ConfigError, from_dict
 from tke.internal.provider.errors import PermanentError
 from tke.internal.provider.kube.config import minor
 
@@ -145,6 +146,8 @@ def profiles_from(options: Mapping[str, Any] | None) -> dict[str, Profile]:
     known = {f.name for f in fields(Profile)}
     out = {"default": Profile()}
     for name, values in (options or {}).items():
+        if not isinstance(values, dict):
+            raise ValueError(f"profile {name!r}: expected a table of profile fields")
         unknown = set(values) - known
         if unknown:
             raise ValueError(f"profile {name!r}: unknown options {sorted(unknown)}; known: {sorted(known)}")
@@ -153,8 +156,10 @@ def profiles_from(options: Mapping[str, Any] | None) -> dict[str, Profile]:
         tenants = values.get("tenants", [])
         if not isinstance(tenants, list) or not all(isinstance(t, str) and t for t in tenants):
             raise ValueError(f"profile {name!r}: tenants must be a list of tenant names")
-        given: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
-        out[name] = Profile(**given)
+        try:
+            out[name] = from_dict(Profile, values, f"profiles.{name}")
+        except ConfigError as err:  # a string for a list of modules or commands, a number for a text
+            raise ValueError(str(err)) from None
     return out
 
 

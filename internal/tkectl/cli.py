@@ -46,6 +46,30 @@ def _resource_completer(**_: Any) -> list[str]:
     return names()
 
 
+def _seconds(text: str) -> float:
+    """A positive number of seconds: a call given 0 or -1 s could only end DEADLINE_EXCEEDED (exit 6,
+    "server unreachable"), which would blame the server for a typo."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number of seconds")
+    return value
+
+
+def _watch_seconds(text: str) -> float:
+    """A watch's --timeout: 0 (until Ctrl-C) or a positive number of seconds; a negative one
+    ended the watch at once, with exit code 0, having watched nothing."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 (until Ctrl-C) or a positive number of seconds")
+    return value
+
+
 def _globals(parser: argparse.ArgumentParser, sub: bool) -> None:
     """Options accepted before and after the verb; after it they win."""
     d: Any = argparse.SUPPRESS if sub else None
@@ -56,7 +80,7 @@ def _globals(parser: argparse.ArgumentParser, sub: bool) -> None:
     g.add_argument("--ipamd", default=d, help="tke-ipamd address for this call")
     g.add_argument("--token", default=d, help="bearer token for this call")
     g.add_argument("-n", "--tenant", default=d, help="tenant to act in (default: the context's, else the caller's)")
-    g.add_argument("--request-timeout", type=float, default=d if sub else 30.0, help="seconds per call (30)")
+    g.add_argument("--request-timeout", type=_seconds, default=d if sub else 30.0, help="seconds per call (30)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -108,7 +132,7 @@ def parser() -> argparse.ArgumentParser:
     p = verb("watch", "print changes as they happen (clusters, machines, events)")
     resource(p, "+", "resource type, then optionally one name")
     listing(p)
-    p.add_argument("--timeout", type=float, default=0.0, help="stop after this many seconds (default: Ctrl-C)")
+    p.add_argument("--timeout", type=_watch_seconds, default=0.0, help="stop after this many seconds (default: Ctrl-C)")
     for name, help_ in (
         ("create", "create objects from files"),
         ("apply", "create objects, or update them to match files"),
@@ -148,13 +172,17 @@ def _config_parser(p: argparse.ArgumentParser) -> None:
         if f != "server":
             s.add_argument(flag, dest=f"ipamd_{f}", default=None)
     s.add_argument("--ipamd-tls", action=argparse.BooleanOptionalAction, default=None)
+    # Every command takes the global options after its verb too (`tkectl config view --config FILE`).
     u = sub.add_parser("use-context", help="select the current context")
+    _globals(u, sub=True)
     u.add_argument("name")
     d = sub.add_parser("delete-context", help="remove a context")
+    _globals(d, sub=True)
     d.add_argument("name")
-    sub.add_parser("get-contexts", help="list the contexts")
-    sub.add_parser("current-context", help="print the current context's name")
+    _globals(sub.add_parser("get-contexts", help="list the contexts"), sub=True)
+    _globals(sub.add_parser("current-context", help="print the current context's name"), sub=True)
     v = sub.add_parser("view", help="print the configuration (tokens redacted)")
+    _globals(v, sub=True)
     v.add_argument("--show-secrets", action="store_true")
 
 

@@ -109,9 +109,11 @@ class ClientOptions:
 
     def __post_init__(self) -> None:
         if self.retry_mode not in ("standard", "adaptive", "legacy"):
-            raise ValueError(f"retry_mode must be 'standard' or 'adaptive', not {self.retry_mode!r}")
+            raise ValueError(f"retry_mode must be 'standard', 'adaptive' or 'legacy', not {self.retry_mode!r}")
         if not 1 <= self.max_attempts <= 20:
             raise ValueError("max_attempts must be between 1 and 20")
+        if self.connect_timeout <= 0 or self.read_timeout <= 0:
+            raise ValueError("connect_timeout and read_timeout must be positive numbers of seconds")
 
 
 class Clients:

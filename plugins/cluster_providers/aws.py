@@ -42,6 +42,7 @@ import ipaddress
 from collections.abc import AsyncIterator
 from typing import Any
 
+from tke.internal.config.loader import from_dict
 from tke.internal.provider import cluster_credentials, nodeprep, nodes
 from tke.internal.provider import endpoint as endpoints
 from tke.internal.provider.addons import network, rollout
@@ -65,7 +66,7 @@ class AWSClusterProvider:
     name = "aws"
 
     def __init__(self, **options: Any) -> None:
-        self.options = specs.ClusterOptions(**options)
+        self.options = from_dict(specs.ClusterOptions, dict(options), "options")
         self.limits = self.options.limits()
         self.network = network.options_from(self.options.network_addon)
         self.clients = client.Clients(self.options.client_options())

@@ -43,6 +43,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from tke.internal.config.loader import from_dict
 from tke.internal.provider import cluster_credentials, nodeprep, nodes
 from tke.internal.provider import endpoint as endpoints
 from tke.internal.provider.addons import network, rollout
@@ -89,12 +90,20 @@ class BaremetalOptions:
     # The network add-on's options (tke.internal.provider.addons.network.NetworkAddonOptions).
     network_addon: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # Seconds that cannot work: a command given no time, a token dead before its join.
+        bad = [n for n in ("command_timeout", "bootstrap_token_ttl", "drain_timeout") if getattr(self, n) <= 0]
+        if bad:
+            raise ValueError(f"{', '.join(bad)} must be a positive number of seconds")
+
 
 class BaremetalClusterProvider:
     name = "baremetal"
 
     def __init__(self, **options: object) -> None:
-        self.options = BaremetalOptions(**options)  # type: ignore[arg-type]
+        # Typed as the controller's configuration is: a value of the wrong type (a string
+        # for a list, "10m" for seconds) stops the controller at start, naming the option.
+        self.options = from_dict(BaremetalOptions, dict(options), "options")
         self.profiles = nodeprep.profiles_from(self.options.profiles)
         self.network = network.options_from(self.options.network_addon)
         self.layout = nodes.Layout(self.options.root_dir)

@@ -48,6 +48,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from tke.internal.config.loader import from_dict
 from tke.internal.ipamd.provider import Assignment, ProviderRefused, ProviderUnavailable, Subnet
 from tke.internal.provider.credentials import ConfiguredCredentials, Credential, CredentialConfig
 from tke.internal.provider.errors import PermanentError, StepError
@@ -97,7 +98,8 @@ class AWSENIProvider:
         **options: Any,
     ) -> None:
         self.vpc_id = vpc_id
-        self.clients = Clients(ClientOptions(**options))
+        # Typed as tke-ipamd's own options: "5" for max_attempts names the option, at start.
+        self.clients = Clients(from_dict(ClientOptions, options, "options"))
         self.credential: Credential | None = None
         if aws_access_key_id_env or aws_secret_access_key_env:
             config = CredentialConfig(

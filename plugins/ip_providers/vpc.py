@@ -64,6 +64,13 @@ class VPCProvider:
     ) -> None:
         if not endpoint.startswith(("http://", "https://")):
             raise ValueError(f"endpoint {endpoint!r} must start with http:// or https://")
+        # "3s" or -1 would only fail at the first call, as an UNAVAILABLE per allocation.
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+            raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise ValueError(f"retries must be a whole number >= 0, not {retries!r}")
+        if isinstance(backoff, bool) or not isinstance(backoff, int | float) or backoff < 0:
+            raise ValueError(f"backoff must be a number of seconds >= 0, not {backoff!r}")
         token = os.environ.get(token_env, "") if token_env else ""
         if token_env and not token:
             raise ValueError(f"environment variable {token_env} (token_env) is not set")

@@ -28,6 +28,7 @@ from typing import Any
 
 from lightkube.resources.core_v1 import Node
 
+from tke.internal.config.loader import from_dict
 from tke.internal.provider import cluster_credentials, nodeprep, nodes
 from tke.internal.provider import endpoint as endpoints
 from tke.internal.provider.clusterapi import ClusterAPI, admin_access
@@ -46,7 +47,7 @@ class AWSMachineProvider:
     name = "aws"
 
     def __init__(self, **options: Any) -> None:
-        self.options = specs.CommonOptions(**options)
+        self.options = from_dict(specs.CommonOptions, dict(options), "options")
         self.limits = self.options.limits()
         self.clients = client.Clients(self.options.client_options())
         self.profiles = self.options.install_profiles()

@@ -28,6 +28,7 @@ from typing import Any
 
 from lightkube.resources.core_v1 import Node
 
+from tke.internal.config.loader import from_dict
 from tke.internal.provider import cluster_credentials, nodeprep, nodes
 from tke.internal.provider import endpoint as endpoints
 from tke.internal.provider.clusterapi import ClusterAPI, admin_access
@@ -55,12 +56,19 @@ class MachineOptions:
     root_dir: str = ""
     node_name_command: str = "hostname"
 
+    def __post_init__(self) -> None:
+        # Seconds that cannot work: a command given no time, a token dead before its join.
+        bad = [n for n in ("command_timeout", "bootstrap_token_ttl", "drain_timeout") if getattr(self, n) <= 0]
+        if bad:
+            raise ValueError(f"{', '.join(bad)} must be a positive number of seconds")
+
 
 class BaremetalMachineProvider:
     name = "baremetal"
 
     def __init__(self, **options: object) -> None:
-        self.options = MachineOptions(**options)  # type: ignore[arg-type]
+        # Typed, as the cluster provider's options are.
+        self.options = from_dict(MachineOptions, dict(options), "options")
         self.profiles = nodeprep.profiles_from(self.options.profiles)
         self.layout = nodes.Layout(self.options.root_dir)
         self.create_steps = [

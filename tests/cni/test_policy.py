@@ -355,3 +355,22 @@ def test_gc_without_the_list_of_attachments_in_use_is_refused_and_null_means_non
     assert valid_attachments({"cni.dev/attachments": [{"containerID": "c", "ifname": "eth0"}]}) == [
         {"containerID": "c", "ifname": "eth0"}
     ]
+
+
+@pytest.mark.parametrize(
+    ("extra", "network", "message"),
+    [
+        # Dropped without a word: no delegate got the args the operator wrote.
+        ({"args": "x"}, {"type": "pa"}, "args: expected an object"),
+        # bool("false") is true: CHECK and GC would have been skipped.
+        ({}, {"type": "pa", "disableCheck": "false"}, "networks.a.disableCheck: expected true or false"),
+        ({}, {"plugins": [{"type": "pa"}], "disableGC": 0}, "networks.a.disableGC: expected true or false"),
+    ],
+)
+def test_switch_options_of_the_wrong_type_are_code_7(
+    extra: dict[str, Any], network: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(CNIError) as err:
+        config = SwitchConfig.from_json({"name": "tke", "networks": {"a": network}, **extra})
+        config.network("a")
+    assert err.value.code == 7 and message in err.value.msg

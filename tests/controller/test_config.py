@@ -3,6 +3,7 @@ valid, unique step names; the binary refuses a bad configuration with exit code 
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ from tests.support import REPO
 from tke.internal.config.loader import load
 from tke.internal.controller.config import ControllerConfig
 from tke.internal.controller.manager import CLUSTER_GROUP, MACHINE_GROUP, load_cluster_apis, load_providers
+from tke.internal.plugin.loader import PluginError, ProviderConfig
 from tke.internal.provider.addons import network
 from tke.internal.provider.clusterapi import KubeClusterAPIs
 from tke.internal.provider.credentials import ConfiguredCredentials
@@ -93,6 +95,7 @@ def test_a_bad_configuration_exits_2_with_the_key(tmp_path: Path) -> None:
         ('[machine_providers.worse]\nplugin = "tests.support.controller:NoSuchProvider"\n', "NoSuchProvider"),
         ("[cluster_api.options]\ntimeout = 10.0\nretries = 3\n", "retries"),
         ("[cluster_providers.baremetal.options.network_addon]\nimage = 'x'\n", "unknown option 'image'"),
+        ('[cluster_providers.baremetal.options]\ncommand_timeout = "10m"\n', "options.command_timeout: expected float"),
     ],
 )
 def test_an_unknown_plugin_or_option_is_refused_at_start(tmp_path: Path, text: str, named: str) -> None:
@@ -107,3 +110,51 @@ def test_an_unknown_plugin_or_option_is_refused_at_start(tmp_path: Path, text: s
     )
     assert done.returncode == 2, done.stderr
     assert named in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("group", "name", "options", "named"),
+    [
+        # Each was accepted, and failed only when a step ran: a string for seconds, a string
+        # iterated as a list (modprobe "o", "v", ...; an etcd endpoint per character), a port
+        # or a pull policy the cluster's API server refuses in every manifest, retried for ever.
+        (CLUSTER_GROUP, "baremetal", {"command_timeout": "10m"}, "options.command_timeout: expected float, got str"),
+        (CLUSTER_GROUP, "baremetal", {"extra_sans": "api.example"}, "options.extra_sans: expected a list"),
+        (CLUSTER_GROUP, "baremetal", {"bootstrap_token_ttl": 0}, "bootstrap_token_ttl must be a positive number"),
+        (
+            CLUSTER_GROUP,
+            "baremetal",
+            {"profiles": {"default": {"modules": "overlay"}}},
+            "profiles.default.modules: expected a list",
+        ),
+        (
+            CLUSTER_GROUP,
+            "baremetal",
+            {"network_addon": {"etcd_endpoints": "10.0.0.5:2379"}},
+            "network_addon.etcd_endpoints: expected a list",
+        ),
+        (CLUSTER_GROUP, "baremetal", {"network_addon": {"extender_port": "x"}}, "extender_port: expected int"),
+        (
+            CLUSTER_GROUP,
+            "baremetal",
+            {"network_addon": {"image_pull_policy": "Sometimes", "extender_port": 70000}},
+            "image_pull_policy must be one of Always, IfNotPresent, Never; extender_port must be between 1 and 65535",
+        ),
+        (MACHINE_GROUP, "baremetal", {"drain_timeout": -1}, "drain_timeout must be a positive number of seconds"),
+        (MACHINE_GROUP, "aws", {"max_attempts": "5"}, "options.max_attempts: expected int, got str"),
+        (CLUSTER_GROUP, "aws", {"read_timeout": 0}, "connect_timeout and read_timeout must be positive"),
+    ],
+)
+def test_a_provider_option_that_cannot_work_is_refused_at_start(
+    group: str, name: str, options: dict[str, object], named: str
+) -> None:
+    with pytest.raises(PluginError, match=re.escape(named)):
+        load_providers(group, {name: ProviderConfig(options=options)})
+
+
+def test_provider_options_of_the_right_types_are_read_as_the_defaults_are() -> None:
+    # TOML arrays become the tuples the defaults are; whole numbers are seconds too.
+    options = {"preflight_commands": ["true"], "command_timeout": 60, "network_addon": {"etcd_endpoints": ["a:1"]}}
+    provider = load_providers(CLUSTER_GROUP, {"baremetal": ProviderConfig(options=options)})["baremetal"]
+    assert provider.options.preflight_commands == ("true",) and provider.options.command_timeout == 60.0
+    assert provider.network.etcd_endpoints == ("a:1",)

@@ -104,3 +104,39 @@ def test_the_node_comes_from_node_name_or_the_variable_node_name_env_names() -> 
             own_node(config, environ)
     with pytest.raises(ValueError, match="not both"):
         IpamdConfig(node_name="n1", node_name_env="NODE_NAME")
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        # A negative time is a typo (a pool's cooldown_seconds refuses one too); a zero API
+        # timeout fails every call, a zero cursor interval saves in a busy loop.
+        ("release_cooldown = -5\n", "release_cooldown and shutdown_grace must not be negative"),
+        ("[kubernetes]\ntimeout = 0\n", "kubernetes: timeout and cursor_interval must be positive"),
+    ],
+)
+def test_times_that_cannot_work_are_refused(tmp_path: Path, text: str, named: str) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text)
+    with pytest.raises(ConfigError, match=re.escape(named)):
+        load(bad, IpamdConfig)
+
+
+@pytest.mark.parametrize(
+    ("plugin", "options", "named"),
+    [
+        # Accepted before, and failed at the first call (UNAVAILABLE per allocation), or with
+        # Python's "'<=' not supported between instances of 'int' and 'str'".
+        ("vpc", 'endpoint = "http://127.0.0.1:1"\ntimeout = "3s"\n', "timeout must be a positive number of seconds"),
+        ("vpc", 'endpoint = "http://127.0.0.1:1"\nretries = -1\n', "retries must be a whole number >= 0"),
+        ("aws-eni", 'max_attempts = "5"\n', "options.max_attempts: expected int, got str"),
+        ("aws-eni", "connect_timeout = 0\n", "connect_timeout and read_timeout must be positive"),
+    ],
+)
+def test_provider_options_of_the_wrong_type_are_refused_at_start(
+    tmp_path: Path, plugin: str, options: str, named: str
+) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text(f'[providers.p]\nplugin = "{plugin}"\n[providers.p.options]\n{options}')
+    with pytest.raises(PluginError, match=re.escape(named)):
+        build_providers(load(bad, IpamdConfig))

@@ -10,6 +10,7 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
 
+from tke.internal.tkectl import cli
 from tke.internal.tkectl import config as configfile
 from tke.internal.tkectl.commands.write import apply_paths
 from tke.internal.tkectl.documents import dump_yaml, parse, to_dict
@@ -175,3 +176,38 @@ def test_every_kind_is_found_by_its_names() -> None:
     assert lookup("rb").kind == "RoleBinding" and lookup("ips").kind == "Allocation"
     with pytest.raises(CliError):
         lookup("widgets")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        # A call given no time ended DEADLINE_EXCEEDED (exit 6, "server unreachable"); a watch
+        # with a negative timeout ended at once with exit 0, having watched nothing.
+        (["get", "clusters", "--request-timeout", "-1"], "'-1' must be a positive number of seconds"),
+        (["--request-timeout", "0", "get", "clusters"], "'0' must be a positive number of seconds"),
+        (["get", "clusters", "--request-timeout", "nan"], "'nan' must be a positive number of seconds"),
+        (["watch", "clusters", "--timeout", "-5"], "'-5' must be 0 (until Ctrl-C) or a positive number of seconds"),
+    ],
+)
+def test_times_that_cannot_work_are_usage_errors(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as done:
+        cli.parser().parse_args(argv)
+    assert done.value.code == Exit.USAGE and message in capsys.readouterr().err
+
+
+def test_every_config_subcommand_takes_the_global_options_after_it(tmp_path: Path) -> None:
+    # As docs/tkectl.md says of every command: `tkectl config view --config FILE` was refused
+    # ("unrecognized arguments"), only `tkectl --config FILE config view` worked.
+    path = str(tmp_path / "config")
+    for argv in (
+        ["view", "--show-secrets"],
+        ["get-contexts"],
+        ["current-context"],
+        ["use-context", "dev"],
+        ["delete-context", "dev"],
+    ):
+        args = cli.parser().parse_args(["config", *argv, "--config", path, "--request-timeout", "5"])
+        assert args.config == path and args.request_timeout == 5.0
+    assert cli.parser().parse_args(["watch", "clusters", "--timeout", "0"]).timeout == 0.0

@@ -90,13 +90,17 @@ class Network(Record):
                 raise invalid(f"{where}.plugins[{i}]: every plugin needs a type")
             if plugin["type"] == "cni-switch":
                 raise invalid(f"{where}.plugins[{i}]: cni-switch cannot delegate to itself")
+        for flag in ("disableCheck", "disableGC"):
+            # "false" in quotes would have been true.
+            if not isinstance(data.get(flag, False), bool):
+                raise invalid(f"{where}.{flag}: expected true or false")
         return cls(
             key=key,
             name=name,
             cni_version=version,
             plugins=tuple(plugins),
-            disable_check=bool(data.get("disableCheck", False)),
-            disable_gc=bool(data.get("disableGC", False)),
+            disable_check=data.get("disableCheck", False),
+            disable_gc=data.get("disableGC", False),
         )
 
 
@@ -157,6 +161,9 @@ class SwitchConfig(Record):
             strings[key] = path_option(value, key) if key.endswith("Dir") else value
         ipamd = data.get("ipamd")
         args = data.get("args")
+        if args is not None and not isinstance(args, dict):
+            # It was dropped without a word: no delegate got the args the operator wrote.
+            raise invalid("args: expected an object (passed to every delegate plugin without args of its own)")
         return cls(
             name=name,
             default_network=default,
@@ -165,7 +172,7 @@ class SwitchConfig(Record):
             state_dir=strings["stateDir"],
             network_arg=strings["networkArg"],
             ipamd=IpamdEndpoint.from_json(ipamd, "ipamd") if ipamd is not None else None,
-            args=args if isinstance(args, dict) else None,
+            args=args,
         )
 
     def network(self, key: str) -> Network:

@@ -41,6 +41,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tke.internal.config.loader import ConfigError, from_dict
 from tke.internal.provider.addons import nodevalues
 from tke.internal.provider.kube import config as kubecfg
 from tke.platform.v1 import cluster_pb2
@@ -62,6 +63,7 @@ BRIDGE = cluster_pb2.NETWORK_MODE_BRIDGE
 FIXED_IP = cluster_pb2.NETWORK_MODE_FIXED_IP
 SUBNET_IP = cluster_pb2.NETWORK_MODE_SUBNET_IP
 DEFAULT_NETWORK: dict[int, str] = {BRIDGE: "bridge", FIXED_IP: "fixed", SUBNET_IP: "subnet"}
+PULL_POLICIES = ("Always", "IfNotPresent", "Never")
 
 
 def platform_version() -> str:
@@ -97,6 +99,20 @@ class NetworkAddonOptions:
     watcher_replicas: int = 1
     # The node interface macvlan puts SUBNET_IP pods on.
     subnet_interface: str = "eth0"
+
+    def __post_init__(self) -> None:
+        # Values the cluster's API server would refuse in every manifest, retried for ever.
+        problems = []
+        if self.image_pull_policy not in PULL_POLICIES:
+            problems.append(f"image_pull_policy must be one of {', '.join(PULL_POLICIES)}")
+        if not 1 <= self.extender_port <= 65535:
+            problems.append("extender_port must be between 1 and 65535")
+        if self.watcher_replicas < 0:
+            problems.append("watcher_replicas must not be negative")
+        if self.release_cooldown < 0:
+            problems.append("release_cooldown must not be negative")
+        if problems:
+            raise ValueError("; ".join(problems))
 
     @property
     def image(self) -> str:
@@ -480,4 +496,7 @@ def options_from(raw: Mapping[str, Any] | None) -> NetworkAddonOptions:
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ValueError(f"network_addon: unknown option {unknown[0]!r} (known: {', '.join(sorted(known))})")
-    return NetworkAddonOptions(**raw)
+    try:
+        return from_dict(NetworkAddonOptions, raw, "network_addon")
+    except ConfigError as err:  # a string for etcd_endpoints, a text for extender_port, ...
+        raise ValueError(str(err)) from None
