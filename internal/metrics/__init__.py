@@ -11,13 +11,15 @@ the apiserver (+90 MiB) until the client closed them, eating the open files kept
 logs (`tke.internal.rpc.connections.RESERVED_FILES`) and then those the gRPC listeners were
 fitted into. So at most `MAX_CONNECTIONS` connections are served at once (a new one beyond is
 closed unanswered, counted in `tke_metrics_connections_refused_total`), and a connection whose
-client sends or reads nothing for `IDLE_TIMEOUT` seconds is closed.
+client sends or reads nothing for `IDLE_TIMEOUT` seconds is closed, with a debug line and no
+traceback.
 """
 
 from __future__ import annotations
 
 import logging
 import socket
+import sys
 import threading
 from typing import Any
 from wsgiref.simple_server import WSGIServer, make_server
@@ -129,6 +131,15 @@ class _BoundedServer(ThreadingWSGIServer):
         except BaseException:
             self._places.release()
             raise
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that stalled, reset or went away is a handled case: one debug line, no
+        traceback (socketserver prints one to stderr for every such connection)."""
+        err = sys.exc_info()[1]
+        if isinstance(err, OSError):
+            log.debug("metrics connection from %s closed: %s", client_address, err or type(err).__name__)
+            return
+        log.error("metrics request from %s failed", client_address, exc_info=True)
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:

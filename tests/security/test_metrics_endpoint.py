@@ -16,6 +16,8 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import pytest
+
 from tests.support.ports import free_port
 from tests.support.waiting import wait_for
 from tke.internal import metrics
@@ -70,10 +72,12 @@ def refused_total() -> float:
     return float(value)
 
 
-def test_a_stalled_connection_is_closed() -> None:
+def test_a_stalled_connection_is_closed(capfd: pytest.CaptureFixture[str]) -> None:
     with endpoint(idle_timeout=0.5) as address, half_request(address) as sock:
         assert closed_by_server(sock), "the endpoint kept a connection that sent half a request"
         assert scrape(address)
+    # A stalled client is a handled case: nothing on the server's output, no traceback.
+    assert "Traceback" not in capfd.readouterr().err
 
 
 async def test_connections_beyond_the_cap_are_closed_and_places_come_back() -> None:
