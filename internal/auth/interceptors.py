@@ -27,7 +27,7 @@ from typing import Any
 
 import grpc
 
-from tke.internal.auth.attributes import attributes_for
+from tke.internal.auth.attributes import attributes_for, oversized, recorded
 from tke.internal.auth.audit import AuditEvent, Auditor
 from tke.internal.auth.authn import AuthenticationError, Authenticator, Credentials
 from tke.internal.auth.authority import Authority, current_authority
@@ -177,7 +177,7 @@ class AuthInterceptor:
 
     async def _admit_open(self, record: CallRecord, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         record.decision = "open"
-        record.attributes = attributes_for(record.method, request, NOBODY)
+        record.attributes = recorded(attributes_for(record.method, request, NOBODY))
         # Nobody, not the default (a platform administrator's, for servers without authentication):
         # the steps after this one count the call as no tenant's (inflight_shares.py).
         current_identity.set(NOBODY)
@@ -202,7 +202,13 @@ class AuthInterceptor:
         record.identity = identity
         current_identity.set(identity)
         attributes = self.attributes(record.method, request, identity)
-        record.attributes = attributes
+        record.attributes = recorded(attributes)
+        if (violation := oversized(attributes, request)) is not None:
+            # Before any authorizer: they keep decisions keyed by the name and tenant.
+            refusal = errors.invalid([violation])
+            record.decision, record.reason = "deny", refusal.message
+            self.auditor.emit(record.finish(refusal.code))
+            raise refusal
         decision, reason = await self.authorizer.authorize(attributes)
         _DECISIONS[decision].inc()
         record.reason = reason

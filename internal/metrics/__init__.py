@@ -3,13 +3,29 @@ labels stay consistent across binaries, and the HTTP endpoint that exposes them.
 
 Label values are bounded: gRPC method names and codes, decisions, kinds, etcd methods; never
 user input such as object names or tenants.
+
+The endpoint is bounded too (`serve`): it answers anyone who reaches its address, before any
+authentication, and prometheus_client's own server gives every connection a thread and waits on
+it for ever. 5,500 connections that sent half a request held 5,500 threads and descriptors of
+the apiserver (+90 MiB) until the client closed them, eating the open files kept for etcd and
+logs (`tke.internal.rpc.connections.RESERVED_FILES`) and then those the gRPC listeners were
+fitted into. So at most `MAX_CONNECTIONS` connections are served at once (a new one beyond is
+closed unanswered, counted in `tke_metrics_connections_refused_total`), and a connection whose
+client sends or reads nothing for `IDLE_TIMEOUT` seconds is closed, with a debug line and no
+traceback.
 """
 
 from __future__ import annotations
 
 import logging
+import socket
+import sys
+import threading
+from typing import Any
+from wsgiref.simple_server import WSGIServer, make_server
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer, _SilentHandler
 
 log = logging.getLogger(__name__)
 
@@ -77,10 +93,77 @@ RECONCILE_SECONDS = Histogram(
 )
 
 
-def serve(address: str) -> None:
-    """Expose /metrics on `address` ("host:port"); empty disables it."""
+METRICS_CONNECTIONS_REFUSED = Counter(
+    "tke_metrics_connections_refused_total",
+    "Connections to the metrics endpoint closed unanswered because it served its maximum at once",
+)
+
+# Connections the metrics endpoint serves at once: a scraper uses one; well inside the open files
+# a process keeps for itself (tke.internal.rpc.connections.RESERVED_FILES).
+MAX_CONNECTIONS = 16
+# Seconds a metrics connection may send or read nothing before it is closed.
+IDLE_TIMEOUT = 10.0
+
+
+class _Handler(_SilentHandler):
+    """A request handler whose socket gives up on a client that stalls (StreamRequestHandler
+    sets `timeout` on the connection: every read and write of the request and the answer)."""
+
+    timeout = IDLE_TIMEOUT
+
+
+class _BoundedServer(ThreadingWSGIServer):
+    """prometheus_client's thread-per-connection server with at most `max_connections` threads."""
+
+    max_connections = MAX_CONNECTIONS
+
+    def server_activate(self) -> None:
+        self._places = threading.BoundedSemaphore(self.max_connections)
+        super().server_activate()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._places.acquire(blocking=False):
+            METRICS_CONNECTIONS_REFUSED.inc()
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._places.release()
+            raise
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that stalled, reset or went away is a handled case: one debug line, no
+        traceback (socketserver prints one to stderr for every such connection)."""
+        err = sys.exc_info()[1]
+        if isinstance(err, OSError):
+            log.debug("metrics connection from %s closed: %s", client_address, err or type(err).__name__)
+            return
+        log.error("metrics request from %s failed", client_address, exc_info=True)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._places.release()
+
+
+def serve(
+    address: str, *, max_connections: int = MAX_CONNECTIONS, idle_timeout: float = IDLE_TIMEOUT
+) -> WSGIServer | None:
+    """Expose /metrics on `address` ("host:port"), serving at most `max_connections` connections
+    at once and closing one idle for `idle_timeout` seconds; empty disables it. Returns the
+    server (its `shutdown` stops it), which runs in a daemon thread."""
     if not address:
-        return
+        return None
     host, _, port = address.rpartition(":")
-    start_http_server(int(port), addr=host or "127.0.0.1")
+    host = host.strip("[]") or "127.0.0.1"
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    server_class = type(
+        "MetricsServer", (_BoundedServer,), {"address_family": family, "max_connections": max_connections}
+    )
+    handler = type("MetricsHandler", (_Handler,), {"timeout": idle_timeout})
+    httpd: WSGIServer = make_server(host, int(port), make_wsgi_app(), server_class, handler_class=handler)
+    threading.Thread(target=httpd.serve_forever, name="metrics", daemon=True).start()
     log.info("metrics on http://%s/metrics", address)
+    return httpd

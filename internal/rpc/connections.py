@@ -41,7 +41,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 # Open files a process keeps for itself beside its connections: etcd channels, log and audit
-# files, the metrics listener, grpc's own descriptors.
+# files, the metrics listener and its connections (tke.internal.metrics.MAX_CONNECTIONS), grpc's own descriptors.
 RESERVED_FILES = 256
 # A process of the platform has at most two listeners (TCP and a unix socket), which share its
 # open-file limit.
