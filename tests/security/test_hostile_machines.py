@@ -1,21 +1,25 @@
 """Security model: a tenant's machines cannot take down the shared tke-controller.
 
-The tenant owns their machines, sshd and shell: any command can print anything. Against a real
-sshd, what a machine prints reaches conditions and events as one line of printable text,
-clipped.
+The tenant owns their machines, sshd and shell: any command can print anything, for ever, and
+any file can be any size. Against a real sshd, what one call may cost this process stays
+bounded: a command's output is cut at `ssh.max_output_bytes` and the command ended, a file is
+not read past `ssh.max_file_bytes` (the peak RSS growth is measured, with a large margin);
+output that is not UTF-8 keeps its exit status and text; and what a machine prints reaches
+conditions and events as one line of printable text, clipped.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.security.hostile import Context, assert_reported, failed_step
+from tests.security.hostile import MEMORY_BOUND, Context, MiB, PeakGrowth, assert_reported, failed_step
 from tests.support.sshd import LAB_ADDRESSES, Machines, ssh_machines
 from tke.internal.provider.credentials import ConfiguredCredentials, CredentialConfig
-from tke.internal.provider.ssh import Channel, SSHDialer, SSHOptions, Target
+from tke.internal.provider.ssh import Channel, OutputTooLarge, SSHDialer, SSHOptions, Target
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
 
@@ -33,6 +37,30 @@ async def channel(machine: Machines) -> AsyncIterator[Channel]:
     server = machine.servers[0]
     async with dialer.connect(Target(server.host, server.port, "root", "key", "t1")) as ch:
         yield ch
+
+
+async def test_a_command_that_prints_half_a_gigabyte_is_ended_at_the_output_limit(channel: Channel) -> None:
+    with PeakGrowth() as growth, pytest.raises(OutputTooLarge, match=r"ssh\.max_output_bytes") as caught:
+        await channel.exec("yes tenant | head -c 512M")
+    assert "more than 16777216 bytes" in str(caught.value)
+    assert "tenant\ntenant\nt" in str(caught.value)  # the end of what it printed, for people
+    assert growth.bytes < MEMORY_BOUND, f"grew by {growth.bytes // MiB} MiB"
+    # The same connection's next command is fine, and so is output within the limit.
+    assert (await channel.exec("head -c 1000000 /dev/zero | tr '\\0' x")).stdout == "x" * 1_000_000
+
+
+async def test_a_file_larger_than_the_file_limit_is_not_read(channel: Channel, tmp_path: Path) -> None:
+    big = tmp_path / "admin.conf"
+    big.touch()
+    os.truncate(big, 1 << 30)  # sparse: a GiB that costs the machine nothing
+    with PeakGrowth() as growth, pytest.raises(OutputTooLarge, match=r"larger than 16777216 bytes .*max_file_bytes"):
+        await channel.read_file(str(big))
+    assert growth.bytes < MEMORY_BOUND, f"grew by {growth.bytes // MiB} MiB"
+
+
+async def test_output_that_is_not_utf8_keeps_its_exit_status_and_text(channel: Channel) -> None:
+    result = await channel.exec("printf 'ok \\377\\376\\n'; printf 'bad \\300\\n' >&2; exit 3")
+    assert (result.exit_status, result.stdout, result.stderr) == (3, "ok \ufffd\ufffd\n", "bad \ufffd\n")
 
 
 async def test_what_a_machine_prints_reaches_conditions_and_events_as_one_clipped_line(channel: Channel) -> None:
