@@ -2,7 +2,8 @@
 cluster's API server can make it answer, on a loopback port with a certificate from a test CA.
 
 It answers every request by its `mode` (changeable while it runs):
-- "huge": 200 with a JSON object whose one string is `size` bytes (Content-Length told);
+- "huge": `code` (200) with a JSON object whose one string is `size` bytes (Content-Length
+  told);
 - "endless": 200, chunked, a JSON document that never ends (a list, or a watch line that never
   gets its newline), or, with `size`, that ends, unfinished, after `size` bytes;
 - "trickle": 200 with a Content-Length it then sends a byte every half second of;
@@ -47,6 +48,7 @@ class HostileKube:
     mode: str = "huge"
     size: int = 1 << 20
     status: int = 500
+    code: int = 200
     url: str = ""
     ca_pem: bytes = b""
     requests: int = 0
@@ -66,7 +68,7 @@ class HostileKube:
         if mode == "huge":
             prefix, suffix = b'{"kind":"NodeList","apiVersion":"v1","metadata":{},"items":[],"x":"', b'"}'
             length = len(prefix) + self.size + len(suffix)
-            writer.write(_head(200, f"Content-Length: {length}") + prefix)
+            writer.write(_head(self.code, f"Content-Length: {length}") + prefix)
             chunk = b"x" * 65536
             left = self.size
             while left > 0 and not _gone(reader, writer):
