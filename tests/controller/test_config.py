@@ -107,3 +107,11 @@ def test_an_unknown_plugin_or_option_is_refused_at_start(tmp_path: Path, text: s
     )
     assert done.returncode == 2, done.stderr
     assert named in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_tenants_share_of_workers_defaults_to_half_and_is_never_negative() -> None:
+    assert ControllerConfig().tenant_share == 2
+    assert ControllerConfig(workers=1).tenant_share == 1
+    assert ControllerConfig(workers=8, tenant_workers=3).tenant_share == 3
+    with pytest.raises(ValueError, match="tenant_workers"):
+        ControllerConfig(tenant_workers=-1)

@@ -4,12 +4,14 @@ The tenant owns their machines, sshd and shell: any command can print anything, 
 any file can be any size. Against a real sshd, what one call may cost this process stays
 bounded: a command's output is cut at `ssh.max_output_bytes` and the command ended, a file is
 not read past `ssh.max_file_bytes` (the peak RSS growth is measured, with a large margin);
-output that is not UTF-8 keeps its exit status and text; and what a machine prints reaches
-conditions and events as one line of printable text, clipped.
+output that is not UTF-8 keeps its exit status and text; what a machine prints reaches
+conditions and events as one line of printable text, clipped; and one tenant's hung machines
+hold at most their share of the controller's workers, so other tenants' machines move on.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -18,6 +20,10 @@ import pytest
 
 from tests.security.hostile import MEMORY_BOUND, Context, MiB, PeakGrowth, assert_reported, failed_step
 from tests.support.sshd import LAB_ADDRESSES, Machines, ssh_machines
+from tests.support.waiting import wait_for
+from tke.internal.controller.config import ControllerConfig
+from tke.internal.controller.queue import WorkQueue
+from tke.internal.controller.workers import run_workers
 from tke.internal.provider.credentials import ConfiguredCredentials, CredentialConfig
 from tke.internal.provider.ssh import Channel, OutputTooLarge, SSHDialer, SSHOptions, Target
 
@@ -68,3 +74,38 @@ async def test_what_a_machine_prints_reaches_conditions_and_events_as_one_clippe
         await channel.run("printf '\\033[2J\\033]0;owned\\007\\nERROR forged line\\n%.0s' $(seq 1000) >&2; exit 1")
 
     assert_reported(*await failed_step(hostile), "\\x1b[2J\\x1b]0;owned\\x07\\nERROR forged line")
+
+
+async def test_a_tenants_hung_machines_leave_workers_for_the_other_tenants(machine: Machines) -> None:
+    # Eight machines of one tenant whose commands hang (until their 300 s limit), queued first:
+    # with every worker on them, the other tenant's machine waited minutes for its turn.
+    config = ControllerConfig()
+    queue = WorkQueue(tenant_share=config.tenant_share)
+    creds = ConfiguredCredentials(
+        {f"{t}/key": CredentialConfig(private_key_file=str(machine.key.private_key_file)) for t in ("slow", "other")}
+    )
+    dialer = SSHDialer(creds, SSHOptions(known_hosts_file=str(machine.known_hosts)), LAB_ADDRESSES)
+    server = machine.servers[0]
+    hung: set[str] = set()
+    done: set[str] = set()
+
+    async def reconcile(key: str) -> None:
+        tenant = key.partition("/")[0]
+        async with dialer.connect(Target(server.host, server.port, "root", "key", tenant)) as ch:
+            if tenant == "slow":
+                hung.add(key)
+                await ch.exec("sleep 300")
+            else:
+                await ch.run("true")
+        done.add(key)
+
+    for i in range(8):
+        queue.add(f"slow/m{i}")
+    queue.add("other/m0")
+    workers = asyncio.create_task(run_workers("machine", queue, reconcile, config.workers))
+    try:
+        await wait_for(lambda: "other/m0" in done, within=60, what="the other tenant's machine reconciled")
+        assert len(hung) == config.tenant_share == 2  # half the workers, while the slow ones hang
+    finally:
+        workers.cancel()
+        await asyncio.gather(workers, return_exceptions=True)
