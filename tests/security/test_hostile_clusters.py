@@ -6,8 +6,9 @@ this process stays bounded: a response's body (`max_response_bytes` of the clust
 options), a list's pages (`max_list_items`), a watch event that never ends its line (the peak
 RSS growth is measured, with a large margin); a response sent a byte at a time ends by the
 request's deadline (`request_timeout`); JSON nested too deeply is an answer that is not JSON,
-never a RecursionError; and a server's message reaches conditions and events as one line of
-printable text, clipped.
+never a RecursionError; a server's message reaches conditions and events as one line of
+printable text, clipped; and what a Node's kubelet writes reaches a Machine's status bounded and
+printable.
 """
 
 from __future__ import annotations
@@ -17,13 +18,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from lightkube.codecs import from_dict
 from lightkube.resources.core_v1 import Node
 
 from tests.security.hostile import MEMORY_BOUND, Context, MiB, PeakGrowth, assert_reported, failed_step
 from tests.support.hostile_kube import HostileKube, hostile_kube
+from tests.support.kube import objects
+from tests.support.kube.running import running
 from tke.internal.provider.errors import PermanentError, TemporaryError
-from tke.internal.provider.kube.access import ClusterAccess
+from tke.internal.provider.kube import node_status
+from tke.internal.provider.kube.access import ClusterAccess, from_kubeconfig
 from tke.internal.provider.kube.api import ClusterAPI
+from tke.platform.v1 import machine_pb2
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
 
@@ -105,3 +111,31 @@ async def test_an_api_servers_message_reaches_conditions_as_one_clipped_line(kub
             await client.node("n")
 
     assert_reported(*await failed_step(hostile), "get Node n: \\x1b[2J\\x1b]0;owned\\x07\\nERROR forged")
+
+
+async def test_what_a_nodes_kubelet_writes_reaches_the_machines_status_bounded_and_printable(tmp_path: Path) -> None:
+    # The Node is written by the tenant's kubelet: dozens of conditions with long messages
+    # and terminal escapes, a flood of addresses, a 100 kB OS image.
+    hostile = objects.node("worker-1")
+    hostile["status"]["nodeInfo"]["osImage"] = "\x1b[2J" + "x" * 100_000
+    hostile["status"]["nodeInfo"]["kubeletVersion"] = "v1.30.2\x1b[2J" + "9" * 100_000
+    hostile["status"]["addresses"] += [{"type": "ExternalIP", "address": f"192.0.2.{i}"} for i in range(200)]
+    hostile["status"]["conditions"] += [
+        {"type": f"Hostile{i}", "status": "True", "reason": "Owned", "message": "\x1b]0;owned\x07\n" + "m" * 20_000}
+        for i in range(60)  # 1.2 MB: a real API server stores objects up to 1.5 MiB
+    ]
+    with running(tmp_path / "kube") as kube:
+        access = from_kubeconfig(kube.kubeconfig(user="admin", groups=("system:masters",)))
+        async with ClusterAPI(access) as admin:
+            await admin.client.create(from_dict(hostile))
+            node = await admin.node("worker-1")
+    assert node is not None
+    status = machine_pb2.MachineStatus()
+    report = node_status.write_machine_status(node, status)
+    assert status.ByteSize() < 64 * 1024, status.ByteSize()  # it was 1.3 MB, past tke-apiserver's 1 MiB object limit
+    assert len(status.conditions) == node_status.MAX_CONDITIONS and len(status.addresses) <= 17
+    texts = [status.node_info.os_image] + [c.message for c in status.conditions] + [report.ready_reason]
+    assert all(t.isprintable() for t in texts)
+    assert status.node_info.os_image.startswith("\\x1b[2Jxxx")
+    assert report.kubelet_version.startswith("v1.30.2\\x1b[2J999") and len(report.kubelet_version) <= 256
+    assert report.ready and next(c for c in status.conditions if c.type == "NodeReady").reason == "KubeletReady"

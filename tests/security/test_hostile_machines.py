@@ -6,7 +6,8 @@ bounded: a command's output is cut at `ssh.max_output_bytes` and the command end
 not read past `ssh.max_file_bytes` (the peak RSS growth is measured, with a large margin);
 output that is not UTF-8 keeps its exit status and text; what a machine prints reaches
 conditions and events as one line of printable text, clipped; and one tenant's hung machines
-hold at most their share of the controller's workers, so other tenants' machines move on.
+hold at most their share of the controller's workers, so other tenants' machines move on; and
+a marker file or an etcdctl member list a machine answers with is read without a traceback.
 """
 
 from __future__ import annotations
@@ -24,8 +25,11 @@ from tests.support.waiting import wait_for
 from tke.internal.controller.config import ControllerConfig
 from tke.internal.controller.queue import WorkQueue
 from tke.internal.controller.workers import run_workers
+from tke.internal.provider import nodes
 from tke.internal.provider.credentials import ConfiguredCredentials, CredentialConfig
+from tke.internal.provider.errors import TemporaryError
 from tke.internal.provider.ssh import Channel, OutputTooLarge, SSHDialer, SSHOptions, Target
+from tke.plugins.cluster_providers.baremetal import etcd_member_ids
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
 
@@ -109,3 +113,21 @@ async def test_a_tenants_hung_machines_leave_workers_for_the_other_tenants(machi
     finally:
         workers.cancel()
         await asyncio.gather(workers, return_exceptions=True)
+
+
+async def test_what_a_machine_answers_in_place_of_a_marker_or_a_member_list_is_a_clean_answer(
+    channel: Channel, tmp_path: Path
+) -> None:
+    paths = nodes.Paths(str(tmp_path))
+    await channel.run(f"mkdir -p {paths.config_dir} && printf 'v1.30\\377\\376' > {nodes.marker(paths, 'installed')}")
+    assert await nodes.done_marker(channel, paths, "installed") == "v1.30\ufffd\ufffd"  # compared, never raised
+    # What a machine's etcdctl prints is the tenant's: deep JSON, other shapes, other ids.
+    for printed in (
+        await channel.run("printf '%.0s[' $(seq 100000)"),
+        await channel.run("""echo '{"members": [1]}'"""),
+        await channel.run("""echo '{"members": [{"ID": "zz", "name": "m1"}]}'"""),
+    ):
+        with pytest.raises(TemporaryError, match="printed no member list"):
+            etcd_member_ids(printed, "m1", "10.0.0.1")
+    listed = await channel.run("""echo '{"members": [{"ID": 255, "name": "m1"}, {"ID": 1, "name": "m2"}]}'""")
+    assert etcd_member_ids(listed, "m1", "10.0.0.1") == ["ff"]
