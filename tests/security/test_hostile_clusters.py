@@ -6,7 +6,8 @@ this process stays bounded: a response's body (`max_response_bytes` of the clust
 options), a list's pages (`max_list_items`), a watch event that never ends its line (the peak
 RSS growth is measured, with a large margin); a response sent a byte at a time ends by the
 request's deadline (`request_timeout`); JSON nested too deeply is an answer that is not JSON,
-never a RecursionError; a server's message reaches conditions and events as one line of
+never a RecursionError, and JSON of another shape a TemporaryError, never a TypeError; a
+server's message reaches conditions and events as one line of
 printable text, clipped; and what a Node's kubelet writes reaches a Machine's status bounded and
 printable.
 """
@@ -14,7 +15,8 @@ printable.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import json
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -25,10 +27,12 @@ from tests.security.hostile import MEMORY_BOUND, Context, MiB, PeakGrowth, asser
 from tests.support.hostile_kube import HostileKube, hostile_kube
 from tests.support.kube import objects
 from tests.support.kube.running import running
+from tke.internal.provider.clusterapi import KubeClusterAPI
 from tke.internal.provider.errors import PermanentError, TemporaryError
 from tke.internal.provider.kube import node_status
 from tke.internal.provider.kube.access import ClusterAccess, from_kubeconfig
 from tke.internal.provider.kube.api import ClusterAPI
+from tke.meta.v1 import meta_pb2
 from tke.platform.v1 import machine_pb2
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
@@ -101,6 +105,64 @@ async def test_json_nested_too_deeply_is_an_answer_that_is_not_json(kube: Hostil
         with pytest.raises(TemporaryError, match="nested too deeply"):
             async for _ in client.watch(Node):
                 pass
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[1, 2, 3]",
+        b'{"kind": "Node", "apiVersion": "v1", "metadata": [1]}',
+        b'{"kind": "Node", "apiVersion": "v1", "metadata": {"name": "n"}, "status": "up"}',
+        b'{"kind": "NodeList", "apiVersion": "v1", "metadata": "x", "items": [1, "a"]}',
+        b'{"kind": "Node", "apiVersion": "v1", "status": {"conditions": [{"lastTransitionTime": 12}]}}',
+    ],
+)
+async def test_json_of_another_shape_is_a_temporary_error_not_a_traceback(kube: HostileKube, body: bytes) -> None:
+    kube.mode, kube.body = "body", body
+    async with api(kube) as client:
+        cluster_api = KubeClusterAPI(client, drain_poll=1.0)
+        calls: list[Callable[[], Awaitable[object]]] = [
+            lambda: cluster_api.node("n"),
+            client.nodes,
+            lambda: cluster_api.rollout("DaemonSet", "kube-system", "ds"),
+        ]
+        refused = 0
+        for call in calls:
+            try:
+                await call()  # an answer, or a TemporaryError: never a library's TypeError
+            except TemporaryError as err:
+                assert "answered JSON that is not the Kubernetes object asked for" in str(err)
+                refused += 1
+        assert refused
+
+
+NODE_INFO = ("machineID", "systemUUID", "bootID", "kernelVersion", "osImage", "containerRuntimeVersion",
+             "kubeletVersion", "kubeProxyVersion", "operatingSystem", "architecture")  # fmt: skip
+
+
+async def test_a_node_of_any_field_types_makes_a_machine_status_of_strings(kube: HostileKube) -> None:
+    kube.mode = "body"
+    kube.body = json.dumps(
+        {
+            "kind": "Node",
+            "apiVersion": "v1",
+            "metadata": {"name": "n", "labels": {"node-role.kubernetes.io/x": 1}},
+            "status": {
+                "nodeInfo": dict.fromkeys(NODE_INFO, 7),
+                "addresses": [{"type": 1, "address": [2]}],
+                "conditions": [{"type": "Ready", "status": [1], "reason": {"a": 1}, "message": 7}],
+            },
+        }
+    ).encode()
+    async with api(kube) as client:
+        node = await client.node("n")
+    assert node is not None
+    status = machine_pb2.MachineStatus()
+    report = node_status.write_machine_status(node, status)
+    assert (status.node_info.os_image, status.addresses[0].address) == ("7", "[2]")
+    ready = next(c for c in status.conditions if c.type == "NodeReady")
+    assert (ready.status, ready.reason, ready.message) == (meta_pb2.CONDITION_STATUS_UNKNOWN, "{'a': 1}", "7")
+    assert not report.ready and report.kubelet_version == "7"
 
 
 async def test_an_api_servers_message_reaches_conditions_as_one_clipped_line(kube: HostileKube) -> None:

@@ -12,6 +12,7 @@ It answers every request by its `mode` (changeable while it runs):
 - "deep": 200 with `size` nested JSON arrays (a tiny body that no recursive parser survives);
 - "status": `status` code with a Status whose message is `size` bytes of terminal escapes,
   newlines and text;
+- "body": 200 with `body` (JSON of any shape);
 - "mute": accepts the TCP connection and never speaks TLS.
 """
 
@@ -49,6 +50,7 @@ class HostileKube:
     size: int = 1 << 20
     status: int = 500
     code: int = 200
+    body: bytes = b"{}"
     url: str = ""
     ca_pem: bytes = b""
     requests: int = 0
@@ -96,6 +98,8 @@ class HostileKube:
         elif mode == "pages":
             page = _LAST if self.size and self.requests >= self.size else _PAGE
             writer.write(_head(200, f"Content-Length: {len(page)}") + page)
+        elif mode == "body":
+            writer.write(_head(200, f"Content-Length: {len(self.body)}") + self.body)
         elif mode == "deep":
             body = b"[" * self.size + b"]" * self.size
             writer.write(_head(200, f"Content-Length: {len(body)}") + body)

@@ -8,7 +8,8 @@ whatever pace the server sends at, each network step within `timeout`; a respons
 within `max_response_bytes`, and so are a list's pages together and each watch event, and a
 list holds at most `max_list_items` objects (more is PermanentError naming the option: the
 same call would get as much again). JSON nested too deeply to decode is an answer that is not
-JSON.
+JSON, and JSON of another shape than the object asked for is a TemporaryError, not a library's
+TypeError.
 
 Every failure comes out as a provider error (errors.py), never as a library exception or a
 traceback:
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import ssl
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
@@ -57,6 +59,7 @@ from tke.internal.provider.kube.transport import (
     ResponseTooSlow,
 )
 
+log = logging.getLogger(__name__)
 R = TypeVar("R", bound=lk_resource.Resource)
 # TLS alerts (OpenSSL reason names) by which a server refuses the client's certificate.
 _CREDENTIAL_ALERTS = ("CERTIFICATE", "UNKNOWN_CA")
@@ -246,6 +249,15 @@ class ClusterAPI:
             # A server that answers, but not as a Kubernetes API server (a wrong URL or port).
             raise TemporaryError(
                 f"{what}: {self.access.server} answered with something that is not JSON: is it a Kubernetes API server?"
+            ) from None
+        except (TypeError, AttributeError, KeyError, ValueError) as err:
+            # JSON of another shape than the object asked for (a list for an object, a string
+            # for a field's object): lightkube's decoding fails with any of these. The server's
+            # doing, not a bug of ours to log a traceback for on every attempt.
+            log.debug("%s: %s answered JSON of another shape", what, self.access.server, exc_info=True)
+            raise TemporaryError(
+                f"{what}: {self.access.server} answered JSON that is not the Kubernetes object asked for "
+                f"({type(err).__name__}: {err})"
             ) from None
 
     def _status_error(self, what: str, code: int, message: str) -> StepError:

@@ -44,8 +44,10 @@ MAX_TEXT = 256
 MAX_MESSAGE = 1024
 
 
-def _clip(text: str | None, limit: int = MAX_TEXT) -> str:
-    text = printable(text or "")
+def _clip(value: object, limit: int = MAX_TEXT) -> str:
+    """`value` as printable text of at most `limit` characters: a server decoded by lightkube
+    may put any JSON value where a string belongs."""
+    text = printable(value if isinstance(value, str) else "" if value is None else str(value))
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -67,7 +69,7 @@ class NodeReport:
 
 
 def _timestamp(value: datetime.datetime | None) -> timestamp_pb2.Timestamp | None:
-    if value is None:
+    if not isinstance(value, datetime.datetime):
         return None
     ts = timestamp_pb2.Timestamp()
     ts.FromDatetime(value.astimezone(datetime.UTC).replace(tzinfo=None))
@@ -125,7 +127,7 @@ def write_machine_status(node: Node, status: machine_pb2.MachineStatus) -> NodeR
     for c in ((node.status.conditions if node.status else None) or [])[:MAX_CONDITIONS]:
         name = f"Node{_clip(c.type)}"
         kept = next((k for k in status.conditions if k.type == name), None) or status.conditions.add(type=name)
-        kept.status = _STATUS.get(c.status or "", meta_pb2.CONDITION_STATUS_UNKNOWN)
+        kept.status = _STATUS.get(c.status if isinstance(c.status, str) else "", meta_pb2.CONDITION_STATUS_UNKNOWN)
         kept.reason = _clip(c.reason)
         kept.message = _clip(c.message, MAX_MESSAGE)
         if (ts := _timestamp(c.lastTransitionTime)) is not None:
