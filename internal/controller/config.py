@@ -35,6 +35,10 @@ class ControllerConfig:
     leader: LeaderConfig = field(default_factory=LeaderConfig)
     # Workers per controller (clusters and machines each have their own).
     workers: int = 4
+    # Workers of a controller that one tenant's objects may hold at once; 0: half of `workers`
+    # (at least 1). A tenant's machines and clusters can make each reconcile last as long as
+    # its time limits allow: the rest is left for the other tenants.
+    tenant_workers: int = 0
     # Seconds between full resyncs of the informers' caches to the controllers.
     resync: float = 300.0
     # Seconds between health checks of Running clusters and machines.
@@ -62,3 +66,12 @@ class ControllerConfig:
     log_format: str = "console"
     # Prometheus metrics (work queues, reconciles) at http://<address>/metrics; empty disables.
     metrics_address: str = ""
+
+    def __post_init__(self) -> None:
+        if self.tenant_workers < 0:
+            raise ValueError("tenant_workers must be 0 (half of workers) or more")
+
+    @property
+    def tenant_share(self) -> int:
+        """Keys of one tenant a controller's workers take at once (`tenant_workers`)."""
+        return self.tenant_workers or max(1, self.workers // 2)

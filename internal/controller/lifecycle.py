@@ -221,6 +221,7 @@ class Lifecycle(Generic[R]):
             message, ok = str(err), False
         except Exception as err:
             message, ok = f"{type(err).__name__}: {err}", False
+        message = progress.reported(message)
         changed = status.SerializeToString(deterministic=True) != snapshot
         progress.set_condition(
             status.conditions, "Healthy", ok=ok, reason="Healthy" if ok else "Unhealthy", message=message, now=now()

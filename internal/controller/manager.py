@@ -186,6 +186,7 @@ class Controller:
                 c.queue.add(key)
         async with asyncio.TaskGroup() as group:
             for c in controllers:
+                c.queue.tenant_share = self.config.tenant_share
                 group.create_task(run_workers(c.kind.lower(), c.queue, c.reconcile, self.config.workers))
 
     async def _lead_whenever_elected(self, elector: LeaderElector) -> None:

@@ -19,11 +19,14 @@ from dataclasses import dataclass
 from google.protobuf import timestamp_pb2
 from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 
+from tke.internal.logs import printable
 from tke.meta.v1 import meta_pb2
 
 TRUE = meta_pb2.CONDITION_STATUS_TRUE
 FALSE = meta_pb2.CONDITION_STATUS_FALSE
 UNKNOWN = meta_pb2.CONDITION_STATUS_UNKNOWN
+# Characters of a failure's text kept for a condition, an event or status.message.
+REPORT_CHARS = 2048
 
 PENDING, RUNNING, RETRYING, FAILED, SUCCEEDED = "Pending", "Running", "Retrying", "Failed", "Succeeded"
 
@@ -150,6 +153,16 @@ def reset(conditions: Conditions, names: Sequence[str], now: timestamp_pb2.Times
             c.retries = 0
             out.append(name)
     return out
+
+
+def reported(text: str) -> str:
+    """A failure's text as the platform may show it: one line of printable characters (each
+    other one written as its escape: a newline, a terminal's escape sequence), at most
+    REPORT_CHARS. Much of it comes from what a tenant controls (a command's output on their
+    machine, a message of their cluster's API server), and it reaches conditions, events and
+    the terminals of whoever reads them."""
+    text = printable(text)
+    return text if len(text) <= REPORT_CHARS else text[: REPORT_CHARS - 3] + "..."
 
 
 def set_condition(

@@ -7,6 +7,11 @@ Invariants:
   twice at the same time).
 - `add_after` delays an add; several delayed adds of one key keep the earliest.
 - `retry` adds after the key's exponential backoff; `forget` resets it after a success.
+- With a `tenant_share`, keys ("tenant/name") of one tenant are handed out at most that many
+  at a time; its other keys wait in the queue, in order, while other tenants' keys pass them.
+  A tenant's objects reach what the tenant controls (their machines, their clusters' API
+  servers), which can make every reconcile last as long as its time limits allow: without a
+  share, one tenant's slow machines took every worker and no other tenant's object moved.
 """
 
 from __future__ import annotations
@@ -22,8 +27,11 @@ class ShutDown(Exception):
 
 
 class WorkQueue:
-    def __init__(self, backoff: Backoff | None = None) -> None:
+    def __init__(self, backoff: Backoff | None = None, tenant_share: int = 0) -> None:
         self.backoff = backoff or Backoff()
+        # Keys of one tenant handed out at once; 0: no limit.
+        self.tenant_share = tenant_share
+        self._busy: collections.Counter[str] = collections.Counter()
         self._queue: collections.deque[str] = collections.deque()
         self._dirty: set[str] = set()
         self._processing: set[str] = set()
@@ -79,7 +87,7 @@ class WorkQueue:
         self.backoff.forget(key)
 
     async def get(self) -> str:
-        while not self._queue:
+        while (i := self._next()) is None:
             if self._shut:
                 raise ShutDown
             waiter = asyncio.get_running_loop().create_future()
@@ -91,15 +99,34 @@ class WorkQueue:
                 if waiter.done() and not waiter.cancelled() and self._queue:
                     self._push_wake()
                 raise
-        key = self._queue.popleft()
+        key = self._queue[i]
+        del self._queue[i]
         self._processing.add(key)
+        self._busy[_tenant(key)] += 1
         self._dirty.discard(key)
         return key
 
+    def _next(self) -> int | None:
+        """Where the first key that may be handed out is in the queue, or None."""
+        if not self.tenant_share:
+            return 0 if self._queue else None
+        for i, key in enumerate(self._queue):
+            if self._busy[_tenant(key)] < self.tenant_share:
+                return i
+        return None
+
     def done(self, key: str) -> None:
+        if key not in self._processing:
+            return
         self._processing.discard(key)
+        tenant = _tenant(key)
+        self._busy[tenant] -= 1
+        if not self._busy[tenant]:
+            del self._busy[tenant]
         if key in self._dirty and not self._shut:
             self._push(key)
+        elif self.tenant_share and self._queue:
+            self._push_wake()  # the tenant's waiting keys may go now
 
     def _push_wake(self) -> None:
         while self._waiters:
@@ -117,3 +144,7 @@ class WorkQueue:
             waiter = self._waiters.popleft()
             if not waiter.done():
                 waiter.set_result(None)
+
+
+def _tenant(key: str) -> str:
+    return key.partition("/")[0]

@@ -128,7 +128,12 @@ class Runner(Generic[C]):
             return PlanResult(requeue_after=outcome.delay)
 
     async def _attempt(self, step: Step[C], ctx: C) -> tuple[str | None, bool, float | None]:
-        """Run one attempt: (error or None, permanent, delay)."""
+        """Run one attempt: (error or None, permanent, delay), the error's text as conditions
+        and events may show it (progress.reported)."""
+        error, permanent, delay = await self._attempt_raw(step, ctx)
+        return (None if error is None else progress.reported(error)), permanent, delay
+
+    async def _attempt_raw(self, step: Step[C], ctx: C) -> tuple[str | None, bool, float | None]:
         try:
             # The step runs in the caller's task, not in one of wait_for's: Python 3.11's
             # wait_for returns the step's result when the caller is cancelled in the loop turn

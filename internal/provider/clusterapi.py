@@ -166,16 +166,34 @@ class KubeClusterAPI:
 
 class KubeClusterAPIs:
     """The controller's clusters' APIs, through lightkube (the default of tke-controller's
-    `cluster_api`): each call bounded by `timeout` seconds, evictions a budget refuses asked
-    again every `drain_poll` seconds."""
+    `cluster_api`): each network step bounded by `timeout` seconds and each request by
+    `request_timeout`, each response's body by `max_response_bytes` and each list by
+    `max_list_items` (kube.api), evictions a budget refuses asked again every `drain_poll`
+    seconds."""
 
-    def __init__(self, timeout: float = 10.0, drain_poll: float = 1.0) -> None:
+    def __init__(
+        self,
+        timeout: float = 10.0,
+        drain_poll: float = 1.0,
+        max_response_bytes: int = kube_api.MAX_RESPONSE_BYTES,
+        max_list_items: int = kube_api.MAX_LIST_ITEMS,
+        request_timeout: float = kube_api.REQUEST_TIMEOUT,
+    ) -> None:
         self.timeout = timeout
         self.drain_poll = drain_poll
+        self.max_response_bytes = max_response_bytes
+        self.max_list_items = max_list_items
+        self.request_timeout = request_timeout
 
     @contextlib.asynccontextmanager
     async def connect(self, access: ClusterAccess) -> AsyncIterator[KubeClusterAPI]:
-        async with kube_api.ClusterAPI(access, timeout=self.timeout) as client:
+        async with kube_api.ClusterAPI(
+            access,
+            timeout=self.timeout,
+            max_response_bytes=self.max_response_bytes,
+            max_list_items=self.max_list_items,
+            request_timeout=self.request_timeout,
+        ) as client:
             yield KubeClusterAPI(client, self.drain_poll)
 
 

@@ -120,7 +120,8 @@ def marker(paths: Paths, name: str) -> str:
 async def done_marker(channel: Channel, paths: Paths, name: str) -> str | None:
     """What a finished piece of work recorded on the machine (None: not done)."""
     try:
-        return (await channel.read_file(marker(paths, name))).decode().strip()
+        # The machine's to write: whatever bytes it holds are compared, never a decoding error.
+        return (await channel.read_file(marker(paths, name))).decode(errors="replace").strip()
     except FileNotFoundError:
         return None
 

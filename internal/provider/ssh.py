@@ -6,6 +6,12 @@
   started, at its time limit (coreutils' timeout, which the machines need).
 - `write_file` writes atomically (a temporary file renamed into place, parents created, mode
   set) over SFTP, so a reader never sees half a certificate; `read_file` and `exists` read.
+- A machine is its tenant's, and so is everything it answers: a command's output (stdout and
+  stderr together) is read as it comes, at most `max_output_bytes` of it; past that the
+  command is ended and the call fails with OutputTooLarge (a PermanentError naming the option:
+  the same command would print as much again). A file is read only up to `max_file_bytes`
+  (OutputTooLarge past it), and every SFTP operation ends within `file_timeout` seconds.
+  Output that is not UTF-8 is decoded with replacement characters, never refused.
 - Connecting is retried a bounded number of times with backoff, then fails with
   TemporaryError; the step's own retry budget bounds the rest (no infinite SSH loops).
 - Authentication failures and host key mismatches are PermanentError: retrying cannot help.
@@ -38,6 +44,10 @@ from tke.internal.provider.errors import PermanentError, TemporaryError
 
 log = logging.getLogger(__name__)
 
+MiB = 1 << 20
+# Bytes read from a command's stdout or stderr at a time.
+_CHUNK = 64 * 1024
+
 
 @dataclass(frozen=True)
 class SSHOptions:
@@ -47,6 +57,13 @@ class SSHOptions:
     connect_attempts: int = 3
     # Default timeout of one command, seconds.
     command_timeout: float = 600.0
+    # Bytes of output (stdout and stderr together) one command may print: the controller holds
+    # them in memory, and a machine is its tenant's to make print anything.
+    max_output_bytes: int = 16 * MiB
+    # Bytes of a file read from a machine (kubeconfigs, certificates, markers).
+    max_file_bytes: int = 16 * MiB
+    # Seconds one SFTP operation (a file's read or write, a stat) may take.
+    file_timeout: float = 300.0
     # Check the machines' host keys against known_hosts_file ("" with checking on: refuse).
     host_key_checking: bool = True
     known_hosts_file: str = ""
@@ -73,6 +90,11 @@ class Result:
     exit_status: int
     stdout: str
     stderr: str
+
+
+class OutputTooLarge(PermanentError):
+    """A command printed more than `ssh.max_output_bytes`, or a file is larger than
+    `ssh.max_file_bytes`."""
 
 
 class CommandFailed(TemporaryError):
@@ -143,23 +165,37 @@ class SSHChannel:
         try:
             # stdin at end of file: a command that reads it (a prompt, a program given no
             # input file) fails or finishes at once instead of waiting out its time limit.
-            process = await self.conn.create_process(with_env(bounded(command, limit), env), stdin=asyncssh.DEVNULL)
+            # Bytes, not text: asyncssh's strict decoding ends the channel at the first byte
+            # that is not UTF-8, which looked like an exit status of 255 with no output.
+            process = await self.conn.create_process(
+                with_env(bounded(command, limit), env), stdin=asyncssh.DEVNULL, encoding=None
+            )
         except (asyncssh.Error, OSError) as err:
             raise TemporaryError(f"{self.target}: `{_short(command)}`: {err}") from None
+        output = _Output(self.options.max_output_bytes)
         try:
             # The machine ends the command at `limit`; waiting longer only covers a machine
             # that stopped answering. The wait is bounded here, not by asyncssh's timeout
             # (asyncio.wait_for, which loses a cancellation that lands as the command ends).
+            # The output is read as it comes, never more than max_output_bytes of it
+            # (asyncssh's wait() keeps all of it, however much the machine prints).
             async with asyncio.timeout(limit + KILL_AFTER + 10):
-                done = await process.wait(check=False)
+                await output.collect(process)
+                await process.wait_closed()
+        except _TooMuch:
+            process.close()
+            raise OutputTooLarge(
+                f"{self.target}: `{_short(command)}` printed more than {self.options.max_output_bytes} bytes "
+                f"(tke-controller's ssh.max_output_bytes) and was ended; its last output: {output.tail()}"
+            ) from None
         except (asyncssh.Error, OSError, TimeoutError) as err:
             process.close()
             why = "timed out" if isinstance(err, TimeoutError) else str(err)
             raise TemporaryError(f"{self.target}: `{_short(command)}`: {why}") from None
-        status = done.exit_status if done.exit_status is not None else 255
+        status = process.exit_status if process.exit_status is not None else 255
         if status in TIMED_OUT and time.monotonic() - started >= limit:
             raise TemporaryError(f"{self.target}: `{_short(command)}` timed out after {limit:g}s")
-        return Result(status, _text(done.stdout), _text(done.stderr))
+        return Result(status, _text(bytes(output.stdout)), _text(bytes(output.stderr)))
 
     async def run(self, command: str, *, time_limit: float | None = None, env: Mapping[str, str] | None = None) -> str:
         result = await self.exec(command, time_limit=time_limit, env=env)
@@ -170,7 +206,10 @@ class SSHChannel:
     async def _client(self) -> asyncssh.SFTPClient:
         if self._sftp is None:
             try:
-                self._sftp = await self.conn.start_sftp_client()
+                async with asyncio.timeout(self.options.file_timeout):
+                    self._sftp = await self.conn.start_sftp_client()
+            except TimeoutError:
+                raise TemporaryError(f"{self.target}: cannot start SFTP: {self._late()}") from None
             except (asyncssh.Error, OSError) as err:
                 raise TemporaryError(f"{self.target}: cannot start SFTP: {err}") from None
         return self._sftp
@@ -179,15 +218,18 @@ class SSHChannel:
         sftp = await self._client()
         tmp = f"{path}.tke-{uuid.uuid4().hex[:8]}"
         try:
-            await sftp.makedirs(posixpath.dirname(path) or "/", exist_ok=True)
-            async with sftp.open(tmp, "wb", asyncssh.SFTPAttrs(permissions=mode)) as f:
-                await f.write(data)
-            await sftp.chmod(tmp, mode)
-            await sftp.posix_rename(tmp, path)
-        except (asyncssh.Error, OSError) as err:
-            with contextlib.suppress(asyncssh.Error, OSError):
-                await sftp.remove(tmp)
-            raise TemporaryError(f"{self.target}: cannot write {path}: {err}") from None
+            async with asyncio.timeout(self.options.file_timeout):
+                await sftp.makedirs(posixpath.dirname(path) or "/", exist_ok=True)
+                async with sftp.open(tmp, "wb", asyncssh.SFTPAttrs(permissions=mode)) as f:
+                    await f.write(data)
+                await sftp.chmod(tmp, mode)
+                await sftp.posix_rename(tmp, path)
+        except (asyncssh.Error, OSError, TimeoutError) as err:
+            with contextlib.suppress(asyncssh.Error, OSError, TimeoutError):
+                async with asyncio.timeout(self.options.connect_timeout):
+                    await sftp.remove(tmp)
+            why = self._late() if isinstance(err, TimeoutError) else str(err)
+            raise TemporaryError(f"{self.target}: cannot write {path}: {why}") from None
 
     async def copy_file(self, local_path: str, path: str, mode: int = 0o644) -> None:
         """Copy a file of the controller's machine (an operator's binary, a bundle) to `path`,
@@ -196,21 +238,36 @@ class SSHChannel:
 
     async def read_file(self, path: str) -> bytes:
         sftp = await self._client()
+        limit = self.options.max_file_bytes
         try:
-            async with sftp.open(path, "rb") as f:
-                data = await f.read()
+            async with asyncio.timeout(self.options.file_timeout), sftp.open(path, "rb") as f:
+                # One byte past the limit says the file is larger; never more than that is
+                # held, whatever size the file claims or reaches while it is read.
+                data = await f.read(limit + 1)
         except asyncssh.SFTPNoSuchFile:
             raise FileNotFoundError(path) from None
+        except TimeoutError:
+            raise TemporaryError(f"{self.target}: cannot read {path}: {self._late()}") from None
         except (asyncssh.Error, OSError) as err:
             raise TemporaryError(f"{self.target}: cannot read {path}: {err}") from None
+        if len(data) > limit:
+            raise OutputTooLarge(
+                f"{self.target}: {path} is larger than {limit} bytes (tke-controller's ssh.max_file_bytes)"
+            )
         return data if isinstance(data, bytes) else data.encode()
 
     async def exists(self, path: str) -> bool:
         sftp = await self._client()
         try:
-            return bool(await sftp.exists(path))
+            async with asyncio.timeout(self.options.file_timeout):
+                return bool(await sftp.exists(path))
+        except TimeoutError:
+            raise TemporaryError(f"{self.target}: cannot stat {path}: {self._late()}") from None
         except (asyncssh.Error, OSError) as err:
             raise TemporaryError(f"{self.target}: cannot stat {path}: {err}") from None
+
+    def _late(self) -> str:
+        return f"not done within {self.options.file_timeout:g}s (tke-controller's ssh.file_timeout)"
 
     async def close(self) -> None:
         if self._sftp is not None:
@@ -226,6 +283,45 @@ def _read_local(path: str) -> bytes:
             return f.read()
     except OSError as err:
         raise PermanentError(f"cannot read {path} to copy it: {err.strerror}") from None
+
+
+class _TooMuch(Exception):
+    """A command's output passed its byte limit."""
+
+
+class _Output:
+    """A command's stdout and stderr, kept while together they stay within `limit` bytes."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.stdout = bytearray()
+        self.stderr = bytearray()
+
+    async def collect(self, process: asyncssh.SSHClientProcess[bytes]) -> None:
+        """Read stdout and stderr to their ends; the first failure (_TooMuch, the
+        connection's) is raised as it is, and the other reader is stopped."""
+        readers = [
+            asyncio.ensure_future(self._read(process.stdout, self.stdout)),
+            asyncio.ensure_future(self._read(process.stderr, self.stderr)),
+        ]
+        try:
+            for reader in asyncio.as_completed(readers):
+                await reader
+        finally:
+            for reader in readers:
+                reader.cancel()
+            await asyncio.gather(*readers, return_exceptions=True)
+
+    async def _read(self, stream: asyncssh.SSHReader[bytes], into: bytearray) -> None:
+        while chunk := await stream.read(_CHUNK):
+            room = self.limit - len(self.stdout) - len(self.stderr)
+            into += chunk[: max(0, room)]
+            if len(chunk) > room:
+                raise _TooMuch
+
+    def tail(self) -> str:
+        """The end of what the command printed (of stderr, when it printed any there)."""
+        return _text(bytes((self.stderr or self.stdout)[-500:])).strip()
 
 
 def _text(value: object) -> str:

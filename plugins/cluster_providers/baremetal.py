@@ -453,14 +453,8 @@ class BaremetalClusterProvider:
         async with ctx.tools.dialer.connect(nodes.master_target(master)) as ch:
             env = self._env(ctx, master, await self._name(ch))
             listed = await ch.run(f"{self.options.etcdctl} member list -w json", env=env, time_limit=60)
-            try:
-                members = json.loads(listed).get("members", [])
-            except (ValueError, AttributeError):
-                raise TemporaryError(f"{master.ip}: etcdctl member list printed no JSON") from None
-            for member in members:
-                if member.get("name") == member_name:
-                    member_id = format(int(member["ID"]), "x")
-                    await ch.run(f"{self.options.etcdctl} member remove {member_id}", env=env, time_limit=60)
+            for member_id in etcd_member_ids(listed, member_name, master.ip):
+                await ch.run(f"{self.options.etcdctl} member remove {member_id}", env=env, time_limit=60)
 
     # -- upgrade ----------------------------------------------------------------------------
 
@@ -521,3 +515,14 @@ class BaremetalClusterProvider:
         async with self._api(ctx) as api:
             version = await api.ready()
         return f"{endpoints.of(ctx.cluster).address}: ready (Kubernetes {version})"
+
+
+def etcd_member_ids(listed: str, member_name: str, where: str) -> list[str]:
+    """The hex ids of the members named `member_name` in `etcdctl member list -w json` output,
+    which the machine prints (its tenant's: anything at all); TemporaryError when it is not
+    such a list."""
+    try:
+        members = json.loads(listed).get("members") or []
+        return [format(int(m["ID"]), "x") for m in members if m.get("name") == member_name]
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
+        raise TemporaryError(f"{where}: etcdctl member list printed no member list") from None

@@ -158,3 +158,11 @@ def test_provider_options_of_the_right_types_are_read_as_the_defaults_are() -> N
     provider = load_providers(CLUSTER_GROUP, {"baremetal": ProviderConfig(options=options)})["baremetal"]
     assert provider.options.preflight_commands == ("true",) and provider.options.command_timeout == 60.0
     assert provider.network.etcd_endpoints == ("a:1",)
+
+
+def test_a_tenants_share_of_workers_defaults_to_half_and_is_never_negative() -> None:
+    assert ControllerConfig().tenant_share == 2
+    assert ControllerConfig(workers=1).tenant_share == 1
+    assert ControllerConfig(workers=8, tenant_workers=3).tenant_share == 3
+    with pytest.raises(ValueError, match="tenant_workers"):
+        ControllerConfig(tenant_workers=-1)

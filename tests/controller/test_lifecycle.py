@@ -367,7 +367,8 @@ async def test_many_clusters_share_a_bounded_number_of_workers(
     names = [f"many-{i}" for i in range(8)]
     for name in names:
         await create(api, name)
-    async with running_controller(api, etcd_config, provider, workers=3):
+    # One tenant's clusters, allowed every worker (by default a tenant gets half of them).
+    async with running_controller(api, etcd_config, provider, workers=3, tenant_workers=3):
 
         async def all_running() -> bool:
             got = await api.clusters.List(cluster_pb2.ListClustersRequest())

@@ -139,3 +139,20 @@ async def test_workers_stop_even_when_a_reconcile_swallows_their_cancellation() 
     workers.cancel()
     done, _ = await asyncio.wait({workers}, timeout=5)
     assert done, "the workers did not stop after their cancellation"
+
+
+async def test_one_tenant_gets_at_most_its_share_of_workers_and_others_pass_its_keys() -> None:
+    q = WorkQueue(tenant_share=2)
+    for i in range(4):
+        q.add(f"greedy/{i}")
+    q.add("other/a")
+    taken = [await q.get() for _ in range(3)]
+    assert taken == ["greedy/0", "greedy/1", "other/a"]  # greedy/2 waits: its tenant holds 2
+    waiting = asyncio.create_task(q.get())
+    await asyncio.sleep(0)
+    assert not waiting.done() and len(q) == 2
+    q.done("other/a")  # another tenant's slot: still not greedy's turn
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    q.done("greedy/0")
+    assert await asyncio.wait_for(waiting, 5) == "greedy/2"  # in order, once a slot is free

@@ -1,8 +1,18 @@
 """A cluster's Kubernetes API, for providers: lightkube (typed models, asyncio, server-side
 apply) on httpx, with the TLS and credentials of a ClusterAccess (access.py).
 
-Every call is bounded by the client's timeout, and every failure comes out as a provider error
-(errors.py), never as a library exception or a traceback:
+The server may be a tenant's (their cluster, where they are cluster-admin; an imported
+cluster's URL), so what it can make a call cost is bounded (kube.transport.BoundedTransport):
+each request ends within `request_timeout` seconds (a watch: its own length plus `timeout`),
+whatever pace the server sends at, each network step within `timeout`; a response's body
+within `max_response_bytes`, and so are a list's pages together and each watch event, and a
+list holds at most `max_list_items` objects (more is PermanentError naming the option: the
+same call would get as much again). JSON nested too deeply to decode is an answer that is not
+JSON, and JSON of another shape than the object asked for is a TemporaryError, not a library's
+TypeError.
+
+Every failure comes out as a provider error (errors.py), never as a library exception or a
+traceback:
 - TemporaryError: the server cannot be reached or timed out, answered 5xx or 429, a conflict
   that a retry resolves (409 on a stale object), a watch whose resource version expired (410,
   WatchExpired: list again), or a missing object a later attempt may find (404);
@@ -21,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import ssl
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
@@ -40,12 +51,26 @@ from lightkube.types import CascadeType, PatchType
 from tke.internal.provider.addresses import AddressRefused
 from tke.internal.provider.errors import PermanentError, StepError, TemporaryError
 from tke.internal.provider.kube.access import BearerSource, ClusterAccess
-from tke.internal.provider.kube.transport import CheckedTransport
+from tke.internal.provider.kube.transport import (
+    STREAMED,
+    BoundedTransport,
+    CheckedTransport,
+    ResponseTooLarge,
+    ResponseTooSlow,
+)
 
+log = logging.getLogger(__name__)
 R = TypeVar("R", bound=lk_resource.Resource)
 # TLS alerts (OpenSSL reason names) by which a server refuses the client's certificate.
 _CREDENTIAL_ALERTS = ("CERTIFICATE", "UNKNOWN_CA")
 FIELD_MANAGER = "tke-platform"
+MiB = 1 << 20
+# Bytes of one response's body (of a list's pages together, of one watch event).
+MAX_RESPONSE_BYTES = 64 * MiB
+# Objects of one list, its pages together (a cluster's Nodes: Kubernetes supports 5,000).
+MAX_LIST_ITEMS = 10_000
+# Seconds one request may take in all, from connecting to the body's last byte.
+REQUEST_TIMEOUT = 60.0
 
 
 class WatchExpired(TemporaryError):
@@ -131,17 +156,32 @@ def _api_path(kind: type[Any], namespace: str | None) -> str:
 
 
 class ClusterAPI:
-    def __init__(self, access: ClusterAccess, *, timeout: float = 10.0, field_manager: str = FIELD_MANAGER) -> None:
+    def __init__(
+        self,
+        access: ClusterAccess,
+        *,
+        timeout: float = 10.0,
+        field_manager: str = FIELD_MANAGER,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
+        max_list_items: int = MAX_LIST_ITEMS,
+        request_timeout: float = REQUEST_TIMEOUT,
+    ) -> None:
         self.access = access
         self.timeout = timeout
         self.field_manager = field_manager
+        self.max_response_bytes = max_response_bytes
+        self.max_list_items = max_list_items
         tls = access.ssl_context()
-        transport = _AuthenticatedTransport(
-            httpx.AsyncHTTPTransport(verify=tls, retries=0)
-            if access.addresses is None
-            else CheckedTransport(tls, access.addresses),
-            BearerSource(access),
-            access.tls_server_name,
+        transport = BoundedTransport(
+            _AuthenticatedTransport(
+                httpx.AsyncHTTPTransport(verify=tls, retries=0)
+                if access.addresses is None
+                else CheckedTransport(tls, access.addresses),
+                BearerSource(access),
+                access.tls_server_name,
+            ),
+            max_bytes=max_response_bytes,
+            deadline=max(request_timeout, timeout),
         )
         config = SingleConfig(
             context_name="tke", context=Context(cluster="cluster"), cluster=Cluster(server=access.server), user=User()
@@ -171,6 +211,18 @@ class ClusterAPI:
             raise
         except AddressRefused as err:
             raise PermanentError(f"{what}: {self.access.server}: {err}") from None
+        except ResponseTooLarge as err:
+            raise PermanentError(
+                f"{what}: {self.access.server} {err} (the cluster API's {err.option}, "
+                "tke-controller's [cluster_api.options])"
+            ) from None
+        except ResponseTooSlow as err:
+            raise TemporaryError(
+                f"{what}: {self.access.server}: {err} (the cluster API's request_timeout, "
+                "tke-controller's [cluster_api.options])"
+            ) from None
+        except RecursionError:
+            raise TemporaryError(f"{what}: {self.access.server} answered JSON nested too deeply to read") from None
         except ApiError as err:
             raise self._status_error(
                 what, err.status.code or err.response.status_code, err.status.message or ""
@@ -197,6 +249,15 @@ class ClusterAPI:
             # A server that answers, but not as a Kubernetes API server (a wrong URL or port).
             raise TemporaryError(
                 f"{what}: {self.access.server} answered with something that is not JSON: is it a Kubernetes API server?"
+            ) from None
+        except (TypeError, AttributeError, KeyError, ValueError) as err:
+            # JSON of another shape than the object asked for (a list for an object, a string
+            # for a field's object): lightkube's decoding fails with any of these. The server's
+            # doing, not a bug of ours to log a traceback for on every attempt.
+            log.debug("%s: %s answered JSON of another shape", what, self.access.server, exc_info=True)
+            raise TemporaryError(
+                f"{what}: {self.access.server} answered JSON that is not the Kubernetes object asked for "
+                f"({type(err).__name__}: {err})"
             ) from None
 
     def _status_error(self, what: str, code: int, message: str) -> StepError:
@@ -259,12 +320,19 @@ class ClusterAPI:
         params = {"labelSelector": labels or None, "fieldSelector": fields or None, "limit": "500"}
         items: list[R] = []
         token = ""
+        size = 0
         async with self.translated(f"list {kind.__name__}"):
             while True:
                 page = await self._http.get(_api_path(kind, namespace), params={**params, "continue": token or None})
                 page.raise_for_status()
+                # The pages together, not only each: a server can answer `continue` for ever.
+                size += len(page.content)
+                if size > self.max_response_bytes:
+                    raise ResponseTooLarge(f"answered more than {self.max_response_bytes} bytes in its pages")
                 data = page.json()
                 items += [self._decode(kind, obj) for obj in data.get("items") or []]
+                if len(items) > self.max_list_items:
+                    raise ResponseTooLarge(f"listed more than {self.max_list_items} objects", "max_list_items")
                 token = (data.get("metadata") or {}).get("continue") or ""
                 if not token:
                     return items, str((data.get("metadata") or {}).get("resourceVersion", ""))
@@ -301,12 +369,14 @@ class ClusterAPI:
         }
         what = f"watch {kind.__name__}"
         timeout = httpx.Timeout(self.timeout, read=timeout_seconds + self.timeout)
-        async with self.translated(what), self._http.stream("GET", _api_path(kind, namespace), params=params,
-                                                            timeout=timeout) as response:  # fmt: skip
+        request = self._http.stream(
+            "GET", _api_path(kind, namespace), params=params, timeout=timeout, extensions={STREAMED: True}
+        )
+        async with self.translated(what), request as response:
             if response.status_code != 200:
                 await response.aread()
                 response.raise_for_status()
-            async for line in response.aiter_lines():
+            async for line in self._lines(response):
                 if not line.strip():
                     continue
                 event = json.loads(line)
@@ -318,6 +388,22 @@ class ClusterAPI:
                     yield WatchEvent("BOOKMARK", None, rv)
                 else:
                     yield WatchEvent(str(event.get("type")), self._decode(kind, obj), rv)
+
+    async def _lines(self, response: httpx.Response) -> AsyncIterator[bytes]:
+        """The lines of a streamed body, each at most max_response_bytes (httpx's aiter_lines
+        keeps a line that never ends, all of it)."""
+        pending = bytearray()
+        async for chunk in response.aiter_bytes():
+            *lines, rest = chunk.split(b"\n")
+            for line in lines:
+                pending += line
+                yield bytes(pending)
+                pending.clear()
+            pending += rest
+            if len(pending) > self.max_response_bytes:
+                raise ResponseTooLarge(f"sent a watch event of more than {self.max_response_bytes} bytes")
+        if pending:
+            yield bytes(pending)
 
     async def apply(self, objects: Iterable[Mapping[str, Any]], *, force: bool = True) -> list[Any]:
         """Server-side apply each object (dicts, as rendered from manifests) as the field

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 
 import httpcore
 import httpx
@@ -87,3 +87,85 @@ class CheckedTransport(httpx.AsyncHTTPTransport):
             retries=0,
             network_backend=CheckedNetworkBackend(policy),
         )
+
+
+class ResponseTooLarge(Exception):
+    """A response's body passed the byte limit, or a list its count (kube.api maps it to
+    PermanentError naming `option`)."""
+
+    def __init__(self, message: str, option: str = "max_response_bytes") -> None:
+        super().__init__(message)
+        self.option = option
+
+
+class ResponseTooSlow(Exception):
+    """A response did not end by its request's deadline (kube.api: TemporaryError)."""
+
+
+# A request extension: a response streamed for long (a watch), whose 200 answer its caller bounds
+# line by line instead of by the response's size.
+STREAMED = "tke_streamed"
+
+
+class BoundedTransport(httpx.AsyncBaseTransport):
+    """Bounds what a server (a tenant's) may make a request cost, whatever it answers: the whole
+    exchange (connection, headers, body) ends by a deadline, `deadline` seconds or the request's
+    own read timeout when that is longer (a watch); a body passing `max_bytes` raises
+    ResponseTooLarge as it passes (never more is held), except a STREAMED request's 200 answer.
+
+    httpx's own timeouts bound each network read, not the exchange: a server that sends a byte
+    every few seconds, or an endless chunked body, kept a request going for ever."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, *, max_bytes: int, deadline: float) -> None:
+        self.inner = inner
+        self.max_bytes = max_bytes
+        self.deadline = deadline
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        timeouts = request.extensions.get("timeout") or {}
+        seconds = max(self.deadline, timeouts.get("read") or 0.0)
+        deadline = asyncio.get_running_loop().time() + seconds
+        try:
+            async with asyncio.timeout_at(deadline):
+                response = await self.inner.handle_async_request(request)
+        except TimeoutError:
+            raise ResponseTooSlow(f"no answer within {seconds:g}s") from None
+        assert isinstance(response.stream, httpx.AsyncByteStream)
+        # A streamed request's caller bounds what it reads of a 200 answer; an error's body it
+        # reads whole, so that one is bounded here.
+        limit = None if request.extensions.get(STREAMED) and response.status_code == 200 else self.max_bytes
+        response.stream = _BoundedStream(response.stream, limit, deadline, seconds)
+        return response
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+    def __deepcopy__(self, memo: dict[int, object]) -> BoundedTransport:
+        return self  # shared, not copied (lightkube deep-copies its parameters)
+
+
+class _BoundedStream(httpx.AsyncByteStream):
+    def __init__(self, inner: httpx.AsyncByteStream, limit: int | None, deadline: float, seconds: float) -> None:
+        self.inner = inner
+        self.limit = limit
+        self.deadline = deadline
+        self.seconds = seconds
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        received = 0
+        chunks = aiter(self.inner)
+        while True:
+            try:
+                async with asyncio.timeout_at(self.deadline):
+                    chunk = await anext(chunks)
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                raise ResponseTooSlow(f"the answer did not end within {self.seconds:g}s") from None
+            received += len(chunk)
+            if self.limit is not None and received > self.limit:
+                raise ResponseTooLarge(f"answered more than {self.limit} bytes")
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
