@@ -42,6 +42,7 @@ from lightkube.resources.apps_v1 import Deployment, StatefulSet
 from lightkube.resources.core_v1 import Namespace, Secret, Service
 from lightkube.resources.networking_v1 import NetworkPolicy
 
+from tke.internal.config.loader import from_dict
 from tke.internal.provider import cluster_credentials
 from tke.internal.provider import endpoint as endpoints
 from tke.internal.provider.clusterapi import ACCESS_LIFETIME, ClusterAPI, admin_access
@@ -69,7 +70,7 @@ class HostedClusterProvider:
     name = "hosted"
 
     def __init__(self, **options: Any) -> None:
-        self.options = HostedOptions(**options)
+        self.options = from_dict(HostedOptions, dict(options), "options")
         self.create_steps = [
             Step("EnsureClusterCredential", self.ensure_credential, description="the cluster's CAs"),
             Step("EnsureEndpoint", self.ensure_endpoint, max_retries=300, description="namespace, endpoint Service"),
