@@ -7,8 +7,9 @@ Invariants:
   twice at the same time).
 - `add_after` delays an add; several delayed adds of one key keep the earliest.
 - `retry` adds after the key's exponential backoff; `forget` resets it after a success.
-- With a `tenant_share`, keys ("tenant/name") of one tenant are handed out at most that many
-  at a time; its other keys wait in the queue, in order, while other tenants' keys pass them.
+- Tenants take turns: keys ("tenant/name") are handed out one tenant after the other, each
+  tenant's in the order added. With a `tenant_share`, one tenant's keys are handed out at most
+  that many at a time; its other keys wait, in order, while other tenants' keys pass them.
   A tenant's objects reach what the tenant controls (their machines, their clusters' API
   servers), which can make every reconcile last as long as its time limits allow: without a
   share, one tenant's slow machines took every worker and no other tenant's object moved.
@@ -32,7 +33,14 @@ class WorkQueue:
         # Keys of one tenant handed out at once; 0: no limit.
         self.tenant_share = tenant_share
         self._busy: collections.Counter[str] = collections.Counter()
-        self._queue: collections.deque[str] = collections.deque()
+        # Queued keys by tenant, each in the order added, and the tenants that have queued keys
+        # in the order they are served: a get takes the first key of the first tenant below its
+        # share, and that tenant goes to the back. So a tenant with many queued keys delays no
+        # other tenant's key by more than one key a turn, and finding a key costs a look at the
+        # tenants with queued keys, never a walk over every queued key.
+        self._queues: dict[str, collections.deque[str]] = {}
+        self._turns: collections.deque[str] = collections.deque()
+        self._queued = 0
         self._dirty: set[str] = set()
         self._processing: set[str] = set()
         self._timers: dict[str, tuple[float, asyncio.TimerHandle]] = {}
@@ -42,7 +50,7 @@ class WorkQueue:
         self.adds = 0  # every add call, for tests and metrics
 
     def __len__(self) -> int:
-        return len(self._queue)
+        return self._queued
 
     @property
     def processing(self) -> frozenset[str]:
@@ -57,7 +65,13 @@ class WorkQueue:
             self._push(key)
 
     def _push(self, key: str) -> None:
-        self._queue.append(key)
+        tenant = _tenant(key)
+        keys = self._queues.get(tenant)
+        if keys is None:
+            keys = self._queues[tenant] = collections.deque()
+            self._turns.append(tenant)
+        keys.append(key)
+        self._queued += 1
         self._push_wake()
 
     def add_after(self, key: str, delay: float) -> None:
@@ -87,7 +101,7 @@ class WorkQueue:
         self.backoff.forget(key)
 
     async def get(self) -> str:
-        while (i := self._next()) is None:
+        while (key := self._take()) is None:
             if self._shut:
                 raise ShutDown
             waiter = asyncio.get_running_loop().create_future()
@@ -96,23 +110,28 @@ class WorkQueue:
                 await waiter
             except asyncio.CancelledError:
                 # Pass a wake-up meant for us on to another worker.
-                if waiter.done() and not waiter.cancelled() and self._queue:
+                if waiter.done() and not waiter.cancelled() and self._queued:
                     self._push_wake()
                 raise
-        key = self._queue[i]
-        del self._queue[i]
         self._processing.add(key)
         self._busy[_tenant(key)] += 1
         self._dirty.discard(key)
         return key
 
-    def _next(self) -> int | None:
-        """Where the first key that may be handed out is in the queue, or None."""
-        if not self.tenant_share:
-            return 0 if self._queue else None
-        for i, key in enumerate(self._queue):
-            if self._busy[_tenant(key)] < self.tenant_share:
-                return i
+    def _take(self) -> str | None:
+        """The next key that may be handed out, taken off the queue; None when there is none."""
+        for _ in range(len(self._turns)):
+            tenant = self._turns[0]
+            self._turns.rotate(-1)  # this tenant's turn is over, whether or not it takes a key
+            if self.tenant_share and self._busy[tenant] >= self.tenant_share:
+                continue
+            keys = self._queues[tenant]
+            key = keys.popleft()
+            self._queued -= 1
+            if not keys:
+                del self._queues[tenant]
+                self._turns.pop()  # it went to the back just now
+            return key
         return None
 
     def done(self, key: str) -> None:
@@ -125,7 +144,7 @@ class WorkQueue:
             del self._busy[tenant]
         if key in self._dirty and not self._shut:
             self._push(key)
-        elif self.tenant_share and self._queue:
+        elif self.tenant_share and self._queued:
             self._push_wake()  # the tenant's waiting keys may go now
 
     def _push_wake(self) -> None:

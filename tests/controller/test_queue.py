@@ -147,7 +147,7 @@ async def test_one_tenant_gets_at_most_its_share_of_workers_and_others_pass_its_
         q.add(f"greedy/{i}")
     q.add("other/a")
     taken = [await q.get() for _ in range(3)]
-    assert taken == ["greedy/0", "greedy/1", "other/a"]  # greedy/2 waits: its tenant holds 2
+    assert taken == ["greedy/0", "other/a", "greedy/1"]  # greedy/2 waits: its tenant holds 2
     waiting = asyncio.create_task(q.get())
     await asyncio.sleep(0)
     assert not waiting.done() and len(q) == 2
@@ -156,3 +156,20 @@ async def test_one_tenant_gets_at_most_its_share_of_workers_and_others_pass_its_
     assert not waiting.done()
     q.done("greedy/0")
     assert await asyncio.wait_for(waiting, 5) == "greedy/2"  # in order, once a slot is free
+
+
+async def test_tenants_take_turns_and_each_tenants_keys_keep_their_order() -> None:
+    # One tenant with many queued keys (a platform restart queues every object) delays another
+    # tenant's key by one key a turn, not by its whole backlog.
+    q = WorkQueue()
+    for i in range(1000):
+        q.add(f"big/{i}")
+    q.add("small/a")
+    q.add("small/b")
+    q.add("third/x")
+    taken = [await q.get() for _ in range(7)]
+    assert taken == ["big/0", "small/a", "third/x", "big/1", "small/b", "big/2", "big/3"]
+    assert len(q) == 996
+    # A tenant whose keys ran out and come again joins the turns at the back.
+    q.add("small/c")
+    assert [await q.get() for _ in range(2)] == ["big/4", "small/c"]
