@@ -6,6 +6,7 @@ It runs Debian's etcd (3.4, /usr/bin/etcd) or the binary named by $TKE_ETCD_BIN.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -119,12 +120,31 @@ class EtcdProcess:
                 raise RuntimeError(f"etcd exited with {self.process.returncode}; see {self.log_path}")
             try:
                 with urllib.request.urlopen(url, timeout=1, context=context) as resp:
-                    if b'"true"' in resp.read():
+                    if b'"true"' in resp.read() and self._answering_is_ours(context):
                         return
             except OSError:
                 pass
             time.sleep(0.05)
         raise RuntimeError(f"etcd did not become healthy within {timeout}s; see {self.log_path}")
+
+    def _answering_is_ours(self, context: ssl.SSLContext | None) -> bool:
+        """Whether the member answering on our client port is this process: a port taken between
+        choosing it and etcd's bind (another test run's etcd on this machine) made the fixture
+        take the other etcd for its own, and pausing ours then paused nothing that answered.
+        Our member is the one with our peer URL; an etcd that failed to bind exits soon after."""
+        request = urllib.request.Request(
+            f"{self.scheme}://{self.host}:{self.client_port}/v3/cluster/member/list", data=b"{}", method="POST"
+        )
+        with urllib.request.urlopen(request, timeout=1, context=context) as resp:
+            answer = json.loads(resp.read())
+        peer = f"http://{self.host}:{self.peer_port}"
+        answering = answer.get("header", {}).get("member_id")
+        if any(m.get("ID") == answering and peer in m.get("peerURLs", []) for m in answer.get("members", [])):
+            return True
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+        raise RuntimeError(f"another etcd answers on {self.host}:{self.client_port}; see {self.log_path}")
 
     def stop(self) -> None:
         if self.process is None:
