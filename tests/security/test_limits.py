@@ -145,6 +145,15 @@ def own_etcd(tmp_path: Path) -> Iterator[EtcdProcess]:
         server.stop()
 
 
+def in_flight(running: Running, calls: list[asyncio.Future[object]]) -> bool:
+    """Whether every call is in flight; a call that ended while etcd is paused fails the test
+    at once with its outcome (it could not have read etcd)."""
+    for call in calls:
+        if call.done():
+            raise AssertionError(f"a call ended while etcd was paused: {call.exception() or call.result()!r}")
+    return running.apiserver.inflight.inflight == len(calls)
+
+
 async def test_calls_beyond_the_inflight_limit_are_refused_at_once_with_retry_info(own_etcd: EtcdProcess) -> None:
     etcd = EtcdConfig(endpoints=[own_etcd.endpoint], prefix="/inflight", request_timeout=30.0, retry_budget=30.0)
     running = await start(local_config(etcd, limits=LimitsConfig(max_requests_inflight=2)))
@@ -153,7 +162,7 @@ async def test_calls_beyond_the_inflight_limit_are_refused_at_once_with_retry_in
         own_etcd.pause()  # every call that reaches etcd now waits
         get = cluster_pb2.GetClusterRequest(name="anything")
         blocked += [asyncio.ensure_future(running.clusters.Get(get, timeout=60)) for _ in range(2)]
-        await wait_for(lambda: running.apiserver.inflight.inflight == 2, what="both calls in flight")
+        await wait_for(lambda: in_flight(running, blocked), what="both calls in flight")
 
         async def refused() -> grpc.aio.AioRpcError | None:
             try:
