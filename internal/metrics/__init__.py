@@ -22,10 +22,10 @@ import socket
 import sys
 import threading
 from typing import Any
-from wsgiref.simple_server import WSGIServer, make_server
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import Counter, Gauge, Histogram, make_wsgi_app
-from prometheus_client.exposition import ThreadingWSGIServer, _SilentHandler
+from prometheus_client.exposition import ThreadingWSGIServer
 
 log = logging.getLogger(__name__)
 
@@ -105,11 +105,15 @@ MAX_CONNECTIONS = 16
 IDLE_TIMEOUT = 10.0
 
 
-class _Handler(_SilentHandler):
+class _Handler(WSGIRequestHandler):
     """A request handler whose socket gives up on a client that stalls (StreamRequestHandler
-    sets `timeout` on the connection: every read and write of the request and the answer)."""
+    sets `timeout` on the connection: every read and write of the request and the answer),
+    and that writes no line per request (the scrapes would fill the log)."""
 
     timeout = IDLE_TIMEOUT
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
 
 
 class _BoundedServer(ThreadingWSGIServer):
