@@ -141,6 +141,14 @@ class Switch:
             network, invocation, lambda plugin: delegate.plugin_version(plugin, env), self.runner, self.versions
         )
 
+    def _static_delete(
+        self, inline: Inline, invocation: Invocation, prev: dict[str, Any] | None, *, release: bool
+    ) -> None:
+        """The delegate's DEL with static in place of tke-ipamc and, when `release`, the address
+        released right after the DEL of the plugin that holds the `ipam` section succeeded."""
+        static = self._delegate(inline.with_ipam(STATIC_DEL), invocation)
+        static.delete(prev, release=(inline.index, inline.release) if release else None)
+
     # ADD -------------------------------------------------------------------------------------
 
     def add(self, request: Request) -> dict[str, Any]:
@@ -240,8 +248,7 @@ class Switch:
             elif delegate is None:
                 inline.release()
             else:
-                static = self._delegate(inline.with_ipam(STATIC_DEL), delegate.call)
-                static.delete(None, release=(inline.index, inline.release))
+                self._static_delete(inline, delegate.call, None, release=True)
         except CNIError as err:
             warn(f"undo of the failed ADD on network {record.network_key} failed too ({err}); keeping its record")
             if inline is not None and inline.released:
@@ -279,9 +286,8 @@ class Switch:
         if inline is None:
             self._delegate(network, invocation).delete(prev)
             return
-        release = (inline.index, inline.release) if record.ipam == SWITCH_IPAM else None
         try:
-            self._delegate(inline.with_ipam(STATIC_DEL), invocation).delete(prev, release=release)
+            self._static_delete(inline, invocation, prev, release=record.ipam == SWITCH_IPAM)
         except CNIError:
             if inline.released:
                 self.store.put(record.replace(ipam=RELEASED_IPAM, updated=time.time()))
@@ -311,8 +317,7 @@ class Switch:
                 if inline is None:
                     self._delegate(network, invocation).delete(prev)
                 else:
-                    static = self._delegate(inline.with_ipam(STATIC_DEL), invocation)
-                    static.delete(prev, release=(inline.index, inline.release))
+                    self._static_delete(inline, invocation, prev, release=True)
             except CNIError as err:
                 first = first or err
         if first is not None:
