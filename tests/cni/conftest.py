@@ -7,14 +7,23 @@ from __future__ import annotations
 import functools
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 
-from tests.support.cni import DEBIAN_CNI, IpamdDaemon, Runtime, bin_dir, console_script, netns, sh, unique
+from tests.support.cni import (
+    DEBIAN_CNI,
+    IpamdDaemon,
+    Runtime,
+    bin_dir,
+    console_script,
+    netns,
+    running_ipamd,
+    sh,
+    unique,
+)
 from tke.internal.storage.etcd import EtcdConfig
 
 
@@ -75,11 +84,5 @@ def switch(node: str, cni_bin: str) -> Runtime:
 @pytest.fixture
 def ipamd(etcd_config: EtcdConfig) -> Iterator[IpamdDaemon]:
     """A real tke-ipamd over the session's etcd (a fresh key prefix), on a unix socket."""
-    workdir = Path(tempfile.mkdtemp(prefix="cni-ipamd-", dir="/tmp"))
-    daemon = IpamdDaemon(workdir, endpoints=list(etcd_config.endpoints), prefix=etcd_config.prefix)
-    try:
-        daemon.start()
+    with running_ipamd(list(etcd_config.endpoints), etcd_config.prefix) as daemon:
         yield daemon
-    finally:
-        daemon.stop()
-        shutil.rmtree(workdir, ignore_errors=True)

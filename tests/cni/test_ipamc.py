@@ -30,6 +30,7 @@ from tests.support.cni import (
     link_names,
     netns_path,
     record_dir,
+    running_ipamd,
     switch_config,
     unique,
     with_prev,
@@ -71,25 +72,15 @@ def kube(tmp_path: Path) -> Iterator[StandIn]:
 
 
 @pytest.fixture
-def ipamd(etcd_config: EtcdConfig, kube: StandIn) -> Iterator[IpamdDaemon]:
+def ipamd(etcd_config: EtcdConfig, kube: StandIn, tmp_path: Path) -> Iterator[IpamdDaemon]:
     """tke-ipamd over the session's etcd, resolving pods through the cluster's API."""
-    workdir = Path(tempfile.mkdtemp(prefix="cni-ipamd-", dir="/tmp"))
-    kubeconfig = workdir / "kubeconfig"
+    kubeconfig = tmp_path / "ipamd-kubeconfig"
     kubeconfig.write_text(
         kube.kubeconfig(user="system:serviceaccount:kube-system:tke-ipamd", groups=("system:masters",))
     )
-    daemon = IpamdDaemon(
-        workdir,
-        endpoints=list(etcd_config.endpoints),
-        prefix=etcd_config.prefix,
-        extra=f'[kubernetes]\nkubeconfig = "{kubeconfig}"\n',
-    )
-    try:
-        daemon.start()
+    extra = f'[kubernetes]\nkubeconfig = "{kubeconfig}"\n'
+    with running_ipamd(list(etcd_config.endpoints), etcd_config.prefix, extra) as daemon:
         yield daemon
-    finally:
-        daemon.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +28,7 @@ from tests.support.cni import (
     link_names,
     netns_path,
     record_dir,
+    running_ipamd,
     switch_config,
     unique,
     with_prev,
@@ -73,16 +72,8 @@ def switch(node: str, starts: Starts) -> Runtime:
 @pytest.fixture
 def ipamd(etcd_config: EtcdConfig) -> Iterator[IpamdDaemon]:
     """tke-ipamd as a node's (node_name "node-1", the node ipamc_network names)."""
-    workdir = Path(tempfile.mkdtemp(prefix="cni-ipamd-", dir="/tmp"))
-    daemon = IpamdDaemon(
-        workdir, endpoints=list(etcd_config.endpoints), prefix=etcd_config.prefix, extra='node_name = "node-1"'
-    )
-    try:
-        daemon.start()
+    with running_ipamd(list(etcd_config.endpoints), etcd_config.prefix, 'node_name = "node-1"') as daemon:
         yield daemon
-    finally:
-        daemon.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -262,6 +263,20 @@ class IpamdDaemon(IpamdProcess):
 
     def __init__(self, workdir: Path, *, cooldown: float = 0.0, **options: Any) -> None:
         super().__init__(workdir, cooldown=cooldown, **options)
+
+
+@contextmanager
+def running_ipamd(endpoints: list[str], prefix: str, extra: str = "") -> Iterator[IpamdDaemon]:
+    """A started IpamdDaemon in a fresh directory under /tmp (its unix socket's path must stay
+    short), stopped and removed afterwards."""
+    workdir = Path(tempfile.mkdtemp(prefix="cni-ipamd-", dir="/tmp"))
+    daemon = IpamdDaemon(workdir, endpoints=endpoints, prefix=prefix, extra=extra)
+    try:
+        daemon.start()
+        yield daemon
+    finally:
+        daemon.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def ipamc_network(name: str, bridge_name: str, socket: str, tmp_path: Path, **ipam: Any) -> dict[str, Any]:
