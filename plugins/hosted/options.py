@@ -84,16 +84,15 @@ _NAMESPACE_NAME = "kubernetes.io/metadata.name"
 _PLATFORM_KEYS = (naming.MANAGED_BY, naming.TENANT, naming.CLUSTER, naming.CLUSTER_UID)
 
 
-def _cidr_problems(name: str, given: object) -> list[str]:
+def _cidr_problems(name: str, given: Sequence[str]) -> list[str]:
     """Each entry of a CIDR option a network address ("10.244.0.0/16"): a host address with a
     prefix ("10.244.0.1/16") is refused rather than widened, and a /0 would leave no
-    destination outside (NetworkPolicy's `except` must lie strictly inside 0.0.0.0/0 or ::/0)."""
-    if isinstance(given, str) or not isinstance(given, Sequence):
-        return [f'{name} must be a list of CIDRs such as ["10.244.0.0/16"], not {given!r}']
+    destination outside (NetworkPolicy's `except` must lie strictly inside 0.0.0.0/0 or ::/0).
+    Types are the configuration loader's to check (the provider reads its options with them)."""
     problems = []
     for entry in given:
         try:
-            network = ipaddress.ip_network(entry, strict=False) if isinstance(entry, str) else None
+            network: ipaddress.IPv4Network | ipaddress.IPv6Network | None = ipaddress.ip_network(entry, strict=False)
         except ValueError:
             network = None
         if network is None or "/" not in entry:
@@ -105,14 +104,11 @@ def _cidr_problems(name: str, given: object) -> list[str]:
     return problems
 
 
-def _metrics_selector_problems(given: object, prefix: str) -> list[str]:
+def _metrics_selector_problems(given: Mapping[str, str], prefix: str) -> list[str]:
     name = "metrics_namespace_labels"
-    if not isinstance(given, Mapping):
-        return [f'{name} must be a table of namespace labels such as {{"{_NAMESPACE_NAME}" = "monitoring"}}']
     problems = []
     for key, value in given.items():
-        error = qualified_name_error(key) if isinstance(key, str) else "is not a string"
-        error = error or (label_value_error(value) if isinstance(value, str) else "value is not a string")
+        error = qualified_name_error(key) or label_value_error(value)
         if error:
             problems.append(f"{name}: {key!r}: {error}")
         elif key in _PLATFORM_KEYS:
@@ -206,8 +202,6 @@ class HostedOptions:
             raise ValueError("hosted provider options: " + "; ".join(problems))
 
     def _network_policy_problems(self) -> list[str]:
-        if not isinstance(self.network_policy, bool):
-            return [f"network_policy must be true or false, not {self.network_policy!r}"]
         problems = [p for name in CIDR_OPTIONS for p in _cidr_problems(name, getattr(self, name))]
         problems += _metrics_selector_problems(self.metrics_namespace_labels, self.namespace_prefix)
         if self.network_policy and self.kubeconfig_file and not problems:
