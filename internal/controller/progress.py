@@ -20,6 +20,7 @@ from google.protobuf import timestamp_pb2
 from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 
 from tke.internal.logs import printable
+from tke.internal.rpc.errors import clip
 from tke.meta.v1 import meta_pb2
 
 TRUE = meta_pb2.CONDITION_STATUS_TRUE
@@ -161,8 +162,7 @@ def reported(text: str) -> str:
     REPORT_CHARS. Much of it comes from what a tenant controls (a command's output on their
     machine, a message of their cluster's API server), and it reaches conditions, events and
     the terminals of whoever reads them."""
-    text = printable(text)
-    return text if len(text) <= REPORT_CHARS else text[: REPORT_CHARS - 3] + "..."
+    return clip(printable(text), REPORT_CHARS)
 
 
 def set_condition(

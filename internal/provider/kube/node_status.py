@@ -26,6 +26,7 @@ from google.protobuf import timestamp_pb2
 from lightkube.resources.core_v1 import Node
 
 from tke.internal.logs import printable
+from tke.internal.rpc.errors import clip
 from tke.meta.v1 import meta_pb2
 from tke.platform.v1 import machine_pb2
 
@@ -47,8 +48,7 @@ MAX_MESSAGE = 1024
 def _clip(value: object, limit: int = MAX_TEXT) -> str:
     """`value` as printable text of at most `limit` characters: a server decoded by lightkube
     may put any JSON value where a string belongs."""
-    text = printable(value if isinstance(value, str) else "" if value is None else str(value))
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return clip(printable(value if isinstance(value, str) else "" if value is None else str(value)), limit)
 
 
 @dataclass(frozen=True)
