@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
@@ -46,28 +47,23 @@ def _resource_completer(**_: Any) -> list[str]:
     return names()
 
 
-def _seconds(text: str) -> float:
-    """A positive number of seconds: a call given 0 or -1 s could only end DEADLINE_EXCEEDED (exit 6,
-    "server unreachable"), which would blame the server for a typo."""
+def _seconds(text: str, *, zero: str = "") -> float:
+    """A positive number of seconds (or 0, when `zero` says what it means): a call given 0 or
+    -1 s could only end DEADLINE_EXCEEDED (exit 6, "server unreachable"), blaming the server for
+    a typo, and a watch given -5 s ended at once with exit code 0, having watched nothing."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if value == 0 and zero:
+        return value
     if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number of seconds")
+        allowed = f"0 ({zero}) or a positive number" if zero else "a positive number"
+        raise argparse.ArgumentTypeError(f"{text!r} must be {allowed} of seconds")
     return value
 
 
-def _watch_seconds(text: str) -> float:
-    """A watch's --timeout: 0 (until Ctrl-C) or a positive number of seconds; a negative one
-    ended the watch at once, with exit code 0, having watched nothing."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r} must be 0 (until Ctrl-C) or a positive number of seconds")
-    return value
+_watch_seconds = functools.partial(_seconds, zero="until Ctrl-C")
 
 
 def _globals(parser: argparse.ArgumentParser, sub: bool) -> None:
