@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tke.internal.auth.chain import AuthConfig
-from tke.internal.ipamd.noderule import NODE
+from tke.internal.ipamd.noderule import MAX_ALLOCATIONS_PER_NODE, NODE
 from tke.internal.rpc.connections import DEFAULTS as CONNECTION_DEFAULTS
 from tke.internal.rpc.connections import ConnectionLimits
 from tke.internal.rpc.inflight import HEALTH_CHECKS, HEALTH_WATCHES
@@ -102,6 +102,11 @@ class IpamdConfig:
     # Neither: the socket serves every node (a hosted or central tke-ipamd).
     node_name: str = ""
     node_name_env: str = ""
+    # Addresses attached to one node's containers that a caller restricted to that node (a node
+    # identity over TCP, the unix socket with a node name) may hold; beyond, its Allocate is
+    # RESOURCE_EXHAUSTED (NODE_ALLOCATION_LIMIT). Operators and a socket without a node name are
+    # not limited. With N replicas a node may end up to N-1 above it.
+    max_allocations_per_node: int = MAX_ALLOCATIONS_PER_NODE
     tcp: TCPConfig = field(default_factory=TCPConfig)
     storage: PluginConfig = field(default_factory=lambda: PluginConfig(plugin="etcd"))
     # IP providers by the name pools refer to (pool.provider.name). "static" is always there.
@@ -140,6 +145,8 @@ class IpamdConfig:
             raise ValueError("set node_name or node_name_env, not both")
         if self.node_name and not NODE.fullmatch(self.node_name):
             raise ValueError(f"node_name {self.node_name!r} is not a node name")
+        if self.max_allocations_per_node < 1:
+            raise ValueError(f"max_allocations_per_node {self.max_allocations_per_node} must be at least 1")
         if self.release_cooldown < 0 or self.shutdown_grace < 0:
             # As a pool's cooldown_seconds: a negative time is a typo, not "none".
             raise ValueError("release_cooldown and shutdown_grace must not be negative")

@@ -1,6 +1,7 @@
 """IPAM's errors for clients, with google.rpc details: exhausted pools, addresses owned by
 someone else or cooling down, pools still in use, nodes or namespaces a pool does not serve, a
-node's caller reaching for another node's addresses or another workload's."""
+node's caller reaching for another node's addresses or another workload's, or beyond its
+node's limit."""
 
 from __future__ import annotations
 
@@ -155,3 +156,16 @@ def not_pods_workload(caller: str, node: str, message: str, *, pod: str, named: 
     metadata = {"caller": caller, "node": node, "pod": pod, "workload": named, "pod_workload": actual}
     info = error_details_pb2.ErrorInfo(reason="NOT_THE_PODS_WORKLOAD", domain=DOMAIN, metadata=metadata)
     return ApiError(grpc.StatusCode.PERMISSION_DENIED, message, [info])
+
+
+def node_allocation_limit(caller: str, node: str, held: int, limit: int, message: str) -> ApiError:
+    """RESOURCE_EXHAUSTED: a caller restricted to `node` holds `limit` addresses already
+    (max_allocations_per_node, tke.internal.ipamd.noderule)."""
+    metadata = {"caller": caller, "node": node, "held": str(held), "limit": str(limit)}
+    info = error_details_pb2.ErrorInfo(reason="NODE_ALLOCATION_LIMIT", domain=DOMAIN, metadata=metadata)
+    return ApiError(grpc.StatusCode.RESOURCE_EXHAUSTED, message, [info])
+
+
+def reason_of(err: ApiError) -> str:
+    """The ErrorInfo reason of an error ("" without one)."""
+    return next((d.reason for d in err.details if isinstance(d, error_details_pb2.ErrorInfo)), "")

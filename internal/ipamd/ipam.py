@@ -27,17 +27,25 @@ Invariants (the storage's compare-and-swap does the enforcing, this module the d
   of a workload with fixed addresses never gets a bare pod's address by accident.
 - `reclaim` frees an allocation only at the version its caller examined: a pod that came back
   and re-attached it meanwhile keeps it.
-- A caller restricted to a node (tke.internal.ipamd.noderule) gets a fixed address, new or
-  taken over, only for a pod bound to its node and for that pod's own workload
-  (`NodeCaller.admit_fixed`), checked before anything is written or bound; everyone else as
-  before.
+- A caller restricted to a node (tke.internal.ipamd.noderule) gets an address, new (of any release
+  policy) or a fixed one taken over, only for a pod bound to its node and for that pod's own
+  workload (`NodeCaller.admit_pod`, `admit_workload`: one read of the Kubernetes API per call),
+  and only while its node holds fewer than `max_allocations_per_node` addresses
+  (`NodeCaller.within_limit`: one count of the storage's node index per call), checked before
+  anything is written or bound. Its interface's own address is looked up first, so a repeated
+  Allocate costs neither. One node's new allocations are serialized in each replica (`NodeLocks`)
+  from the count to the write (not during the API read), so the limit is exact with one replica
+  and overshot by at most one address per other replica. A caller for no node (an operator, the
+  unix socket of a hosted tke-ipamd) pays none of this.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 
@@ -48,7 +56,7 @@ from tke.internal.ipamd.bindings import choose_binding, ordinal
 from tke.internal.ipamd.blocks import PoolBlocks
 from tke.internal.ipamd.hints import Hints
 from tke.internal.ipamd.keys import address_key
-from tke.internal.ipamd.noderule import NodeCaller
+from tke.internal.ipamd.noderule import MAX_ALLOCATIONS_PER_NODE, NodeCaller
 from tke.internal.ipamd.pools import admits, gateway_of, overlap, pool_layout, serves, validate_pool
 from tke.internal.ipamd.provider import Assignment, IPProvider, ProviderError, Reconciling
 from tke.internal.ipamd.provisioning import Provisioner, provider_owner
@@ -116,6 +124,28 @@ def normalize_owner(owner: ipam_pb2.Owner) -> ipam_pb2.Owner:
 Admit = Callable[[ipam_pb2.Allocation], None]
 
 
+class NodeLocks:
+    """A lock per node with an Allocate in progress, dropped when no call holds or awaits it:
+    memory bounded by the nodes calling at once."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, node: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(node, (asyncio.Lock(), 0))
+        self._locks[node] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[node]
+            if users == 1:
+                del self._locks[node]
+            else:
+                self._locks[node] = (lock, users - 1)
+
+
 @dataclass(frozen=True)
 class AllocateResult:
     allocation: ipam_pb2.Allocation
@@ -139,8 +169,11 @@ class IPAM:
         clock: Callable[[], float] = time.time,
         attempts: int = 200,
         resolver: WorkloadResolver | None = None,
+        max_allocations_per_node: int = MAX_ALLOCATIONS_PER_NODE,
     ) -> None:
         self.storage = storage
+        self.max_allocations_per_node = max_allocations_per_node
+        self._node_locks = NodeLocks()
         self.resolver: WorkloadResolver = resolver or NoResolver()
         self.provisioning = Provisioner(providers)
         self.cooldown = cooldown
@@ -321,17 +354,50 @@ class IPAM:
 
     # -- allocate -----------------------------------------------------------------------------
     async def allocate(self, req: ipam_pb2.AllocateRequest, *, node: NodeCaller | None = None) -> AllocateResult:
-        """`node`: the caller speaks for that node (the node rule); a fixed address then goes to
-        the new container only for a pod the Kubernetes API says is bound to it and belongs to
-        the workload the address is kept for."""
-        vouched: PodPlacement | None = None
+        """`node`: the caller speaks for that node (the node rule); an address then goes to the
+        new container only for a pod the Kubernetes API says is bound to it and belongs to the
+        workload the address is for, and only while the node holds fewer than
+        max_allocations_per_node."""
+        if node is None:
+            return await self._allocate(req, None, None)
+        async with contextlib.AsyncExitStack() as held_until_written:
+            return await self._allocate(req, node, held_until_written)
 
-        async def admit_fixed(held: ipam_pb2.Allocation | None, owner: ipam_pb2.Owner) -> None:
+    async def _allocate(
+        self,
+        req: ipam_pb2.AllocateRequest,
+        node: NodeCaller | None,
+        held_until_written: contextlib.AsyncExitStack | None,
+    ) -> AllocateResult:
+        vouched: PodPlacement | None = None
+        locked = False
+        # A refusal of the node rule that no retry changes (the pod's placement, the node's
+        # count): raised as it is, never retried on fresher bindings.
+        final: ApiError | None = None
+
+        async def admit(held: ipam_pb2.Allocation | None, owner: ipam_pb2.Owner, *, fixed: bool = True) -> None:
+            # Before the node gets an address: `held`, a fixed one taken over, or a new one.
             # The pod is read once per call when the API vouches for it (without an API, per
             # address); its workload is checked against each owner an attempt settles on.
-            nonlocal vouched
-            if node is not None:
-                vouched = await node.admit_fixed(self.resolver, owner, held, vouched)
+            nonlocal vouched, final, locked
+            if node is None or held_until_written is None:
+                return
+            try:
+                if vouched is None:
+                    vouched = await node.admit_pod(self.resolver, owner, held, fixed=fixed)
+                if vouched is not None:
+                    node.admit_workload(owner, held, vouched, fixed=fixed)
+                if held is None or held.state != ATTACHED or held.node != req.node:
+                    if not locked:
+                        # From the count to the write (this call's end), no other Allocate of
+                        # the node's in this replica: the limit is exact here.
+                        await held_until_written.enter_async_context(self._node_locks.hold(req.node))
+                        locked = True
+                    node.within_limit(await self.storage.count_by_node(req.node), self.max_allocations_per_node)
+            except ApiError as err:
+                if errors.reason_of(err) != "NOT_THE_PODS_WORKLOAD":
+                    final = err  # the workload may depend on the bindings: that one is decided again
+                raise
 
         owner = ipam_pb2.Owner()
         owner.CopyFrom(req.owner)
@@ -344,7 +410,8 @@ class IPAM:
         # reserve transaction already compares the interface index, so a first Allocate (the
         # common case) costs no read for it. The namespace's bindings come from memory on the
         # first attempt: the write compares their version, and every retry reads them again.
-        look_first = False
+        # A node's caller looks first: its repeated Allocate then costs no count and no API read.
+        look_first = node is not None
         for attempt in range(self.attempts):
             seen, hinted = await self._bindings_of(named.namespace, fresh=attempt > 0)
             owner = ipam_pb2.Owner()
@@ -368,19 +435,21 @@ class IPAM:
                     if held is None and owner.workload_kind not in STABLE_NAME_KINDS:
                         held = await self._retained_of_workload(owner, req)
                     if held is not None:
-                        moved = await self._reattach(held, req, owner, seen, admit_fixed)
+                        moved = await self._reattach(held, req, owner, seen, admit)
                         if moved is not None:
                             return AllocateResult(moved, True)
                         continue
-                    await admit_fixed(None, owner)
+                    await admit(None, owner)
+                else:
+                    await admit(None, owner, fixed=False)
                 fresh = await self._allocate_new(req, owner, policy, pool_name, network, seen=seen)
-            except ApiError:
+            except ApiError as err:
                 # An exhausted pool or a taken address is no error for an interface that
                 # already has its address (a repeated Allocate).
                 existing = await self._existing(req, owner)
                 if existing is not None:
                     return AllocateResult(existing, True)
-                if hinted:
+                if hinted and err is not final:
                     continue  # refused on bindings from memory: decide again on the storage's
                 raise
             if fresh is not None:

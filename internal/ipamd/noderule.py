@@ -16,25 +16,35 @@ What it may do:
   may not call ReleaseWorkload, which acts on a workload's addresses on every node. The unix
   socket keeps both: in a cluster the platform builds it is how operators reach tke-ipamd, and
   root on the node holds the IP storage's credentials anyway.
-- a fixed address (release policy IMMUTABLE or NEVER: it follows its owning pod from node to
-  node) goes to the caller's new container only for a pod the Kubernetes API says is bound to
-  the caller's node (its spec.nodeName; and its uid, when the request carries one), read at that
-  moment (`admit_fixed`): a new one, and one taken over, whether it was retained or attached to
-  a container here or on another node. The workload the request names for the pod (or ipamd
+- every address the caller's node gets (a new one of any release policy, and a fixed one taken
+  over) goes to its new container only for a pod the Kubernetes API says is bound to the caller's
+  node (its spec.nodeName; and its uid, when the request carries one), read at that moment
+  (`admit_pod`, then `admit_workload`): a node cannot drain a shared pool by allocating for pods
+  that exist nowhere or run elsewhere. A fixed address (release policy IMMUTABLE or NEVER: it
+  follows its owning pod from node to node) is checked so whether it is new, retained, or attached
+  to a container here or on another node. The workload the request names for the pod (or ipamd
   resolved for it) must be the one the API says the pod belongs to (its controller's
   ownerReference; a Deployment's through its ReplicaSet, tke.internal.ipamd.workloads), read in
-  the same moment: otherwise a node could name another workload of the namespace for a pod
-  bound to it and take that workload's retained address (NOT_THE_PODS_WORKLOAD). Without a
-  Kubernetes API nothing can be checked: a node then takes over no address attached on another
-  node (that container may still run: two pods with one address), and keeps taking what is
-  retained or was its own, for the workload the request names, as before.
+  the same moment: otherwise a node could name another workload of the namespace for a pod bound
+  to it and take that workload's retained address, or allocate from its binding's pool
+  (NOT_THE_PODS_WORKLOAD). Without a Kubernetes API nothing can be checked: a node then takes over
+  no address attached on another node (that container may still run: two pods with one address),
+  and keeps allocating and taking what is retained or was its own, for the workload the request
+  names, as before;
+- whatever the API says, a node holds at most `max_allocations_per_node` addresses attached to
+  its containers (`within_limit`, counted by the IP storage's node index; a retained fixed
+  address is its workload's, no node's): beyond, Allocate is RESOURCE_EXHAUSTED with ErrorInfo
+  NODE_ALLOCATION_LIMIT, so even a node whose pods are real cannot take a whole shared pool.
+  tke.internal.ipamd.ipam serializes one node's new allocations in each replica, so the cap is
+  exact with one replica and overshot by at most one address per other replica.
 Anything else is authorization's (TCP) or the socket mode's business.
 
 Invariants: the rule only takes rights away, never grants any. A refused call changes nothing:
 a Release's node is checked on the version of the allocation the release then writes compared
 (tke.internal.ipamd.ipam), so an allocation that moved to another node in between fails the
 compare and is checked again; a refusal is PERMISSION_DENIED with ErrorInfo NODE_RESTRICTED
-(NOT_THE_PODS_WORKLOAD for a workload that is not the pod's).
+(NOT_THE_PODS_WORKLOAD for a workload that is not the pod's); the cap's is RESOURCE_EXHAUSTED
+with ErrorInfo NODE_ALLOCATION_LIMIT.
 A pod's placement is checked before anything is written or bound (the storage's compare then
 guards the allocation itself); a pod deleted and bound elsewhere in the milliseconds between the
 API's answer and the write is the one race left, as in Kubernetes, whose NodeRestriction checks
@@ -52,8 +62,12 @@ from tke.internal.ipamd.workloads import PodPlacement, PodsUnknown, ResolverUnav
 from tke.internal.rpc.errors import ApiError, unavailable
 from tke.ipam.v1 import ipam_pb2
 
-BOUND = "a node takes fixed addresses only for pods bound to it"
+BOUND = "a node takes addresses only for pods bound to it"
 OWN = "a node takes a workload's fixed addresses only for that workload's own pods"
+OWN_ANY = "a node takes a workload's addresses only for that workload's own pods"
+# Addresses a node may hold by default (max_allocations_per_node): kubelet runs at most 110 pods
+# by default, with one or two interfaces each.
+MAX_ALLOCATIONS_PER_NODE = 256
 # A node name as ipamd accepts one (Kubernetes' are DNS-1123 subdomains, within this).
 NODE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9._]{0,251}[A-Za-z0-9])?$")
 
@@ -89,42 +103,56 @@ class NodeCaller:
             what = f"container {a.container_id} interface {a.ifname}" if a.container_id else f"{a.pool}/{a.ip}"
             raise self._denied(f"the address of {what} is node {a.node!r}'s", a.node)
 
-    async def admit_fixed(
+    def within_limit(self, held: int, limit: int) -> None:
+        """The caller's node holds `held` addresses and is about to get one more: refused at
+        `limit` (max_allocations_per_node)."""
+        if held >= limit:
+            raise errors.node_allocation_limit(
+                self.who,
+                self.node,
+                held,
+                limit,
+                f"node {self.node!r} holds {held} addresses, its limit (max_allocations_per_node = {limit}): "
+                "release some first, or raise max_allocations_per_node",
+            )
+
+    async def admit_pod(
         self,
         resolver: WorkloadResolver,
         owner: ipam_pb2.Owner,
         held: ipam_pb2.Allocation | None,
-        vouched: PodPlacement | None = None,
+        *,
+        fixed: bool = True,
     ) -> PodPlacement | None:
-        """The caller gives `owner`'s fixed address to a new container on its node: `held`, the
-        allocation it takes over, or a new one (None). `owner` is the owner the address is kept
-        for (its workload as the request named it or ipamd resolved it). Refused unless the API
-        says the pod is bound to the caller's node (and has the request's uid) and belongs to
-        that workload. Without an API, refused only for an address attached on another node.
-        Returns what the API said (pass it back as `vouched` for the rest of the call: the pod
-        is read once, its workload checked against every owner), None without an API;
-        UNAVAILABLE when the API cannot answer."""
-        pod = f"pod {owner.namespace}/{owner.pod_name}"
-        if held is None:
-            what = f"Allocate of a fixed address for {pod}"
-        else:
-            where = f"container {held.container_id[:12]}" if held.container_id else "retained, last"
-            what = f"Allocate of {pod}'s fixed address {held.ip} ({where} on node {held.node!r})"
-        placement = vouched or await self._placement(resolver, owner, held, pod, what)
-        if placement is None:
-            return None
+        """The caller gives an address to `owner`'s new container on its node: `held`, the
+        fixed allocation it takes over, or a new one (None; `fixed`: of a fixed release policy).
+        Refused unless the API, read now, says the pod is bound to the caller's node (and has the
+        request's uid); without an API, refused only for an address attached on another node.
+        Returns what the API said, None without an API; UNAVAILABLE when the API cannot answer.
+        Then `admit_workload` checks the owner against it: keep it for the rest of the call (the
+        pod is read once, its workload checked against every owner an attempt settles on)."""
+        return await self._placement(
+            resolver, owner, held, f"pod {owner.namespace}/{owner.pod_name}", _what(owner, held, fixed)
+        )
+
+    def admit_workload(
+        self, owner: ipam_pb2.Owner, held: ipam_pb2.Allocation | None, placement: PodPlacement, *, fixed: bool = True
+    ) -> None:
+        """`owner` is the owner the address is for (its workload as the request named it or
+        ipamd resolved it): refused unless `placement` (admit_pod's) says the pod belongs to it."""
         named = Workload(owner.namespace, owner.workload_kind, owner.workload_name)
         if (named.kind, named.name) != (placement.workload.kind, placement.workload.name):
+            pod = f"pod {owner.namespace}/{owner.pod_name}"
             raise errors.not_pods_workload(
                 self.who,
                 self.node,
-                f"{self.who} acts on node {self.node!r} only: {what} as {_named(named)}: the Kubernetes API says "
-                f"{pod} belongs to {placement.workload}; {OWN}",
+                f"{self.who} acts on node {self.node!r} only: {_what(owner, held, fixed)} as {_named(named)}: the "
+                f"Kubernetes API says {pod} belongs to {placement.workload}; "
+                f"{OWN if fixed or held is not None else OWN_ANY}",
                 pod=f"{owner.namespace}/{owner.pod_name}",
                 named=_named(named),
                 actual=str(placement.workload),
             )
-        return placement
 
     async def _placement(
         self,
@@ -175,6 +203,15 @@ class NodeCaller:
     def require_listed_node(self, node: str) -> None:
         if self.identity:
             self.require_node(node, "ListAllocations")
+
+
+def _what(owner: ipam_pb2.Owner, held: ipam_pb2.Allocation | None, fixed: bool) -> str:
+    """The Allocate a refusal names."""
+    pod = f"pod {owner.namespace}/{owner.pod_name}"
+    if held is None:
+        return f"Allocate of a fixed address for {pod}" if fixed else f"Allocate of an address for {pod}"
+    where = f"container {held.container_id[:12]}" if held.container_id else "retained, last"
+    return f"Allocate of {pod}'s fixed address {held.ip} ({where} on node {held.node!r})"
 
 
 def _named(w: Workload) -> str:

@@ -129,7 +129,13 @@ class Ipamd:
         self.providers = build_providers(config)
         self.kube = build_kube_api(config.kubernetes)
         self.resolver = KubeResolver(self.kube) if self.kube is not None else None
-        self.ipam = IPAM(self.storage, self.providers, cooldown=config.release_cooldown, resolver=self.resolver)
+        self.ipam = IPAM(
+            self.storage,
+            self.providers,
+            cooldown=config.release_cooldown,
+            resolver=self.resolver,
+            max_allocations_per_node=config.max_allocations_per_node,
+        )
         self.servers: list[RunningServer] = []
         self.unix_inflight: InflightLimit | None = None
         self.tcp_inflight: InflightLimit | None = None

@@ -188,6 +188,11 @@ class IPStorage(Protocol):
 
     async def by_node(self, node: str) -> list[Stored]: ...
 
+    async def count_by_node(self, node: str) -> int:
+        """How many allocations `by_node` would return (those attached to a container on the
+        node), without reading them: the node rule's limit asks on every Allocate of a node's."""
+        ...
+
     async def by_workload(self, namespace: str, kind: str, name: str) -> list[Stored]:
         """The fixed allocations of a workload."""
         ...

@@ -147,8 +147,10 @@ class EtcdIPStorage:
     def _index_key(self, kind: str, key: str) -> bytes:
         return self._k("idx", kind, key)
 
-    async def _range(self, key: bytes, end: bytes = b"", limit: int = 0) -> rpc.RangeResponse:
-        request = rpc.RangeRequest(key=key, range_end=end, limit=limit)
+    async def _range(
+        self, key: bytes, end: bytes = b"", limit: int = 0, *, count_only: bool = False
+    ) -> rpc.RangeResponse:
+        request = rpc.RangeRequest(key=key, range_end=end, limit=limit, count_only=count_only)
         try:
             return await self._conn.call(self._conn.kv.Range, request, idempotent=True)
         except Unavailable as err:
@@ -496,6 +498,11 @@ class EtcdIPStorage:
 
     async def by_node(self, node: str) -> list[Stored]:
         return [s for s in await self._refs("node", node + "/") if s.allocation.node == node]
+
+    async def count_by_node(self, node: str) -> int:
+        # The node's index entries, counted by etcd: one read, whatever the node holds.
+        key = self._index_key("node", node + "/")
+        return int((await self._range(key, prefix_end(key), count_only=True)).count)
 
     async def by_workload(self, namespace: str, kind: str, name: str) -> list[Stored]:
         return await self._refs("owner", f"{namespace}/{kind}/{name}/")

@@ -200,6 +200,71 @@ async def test_a_node_takes_fixed_addresses_only_for_pods_bound_to_it(ip_storage
     assert (operator.allocation.ip, operator.allocation.node) == (first.ip, "node-1")
 
 
+async def test_a_node_gets_any_address_only_for_its_bound_pods_and_up_to_its_limit(
+    ip_storage: IPStorage, clock: Clock
+) -> None:
+    """Every new address of a node's caller is for a pod bound to it (one API read per call; a
+    repeated Allocate reads none), and the node holds at most max_allocations_per_node."""
+    pods = KnownPods().bind("web-1", "node-1").bind("web-2", "node-1").bind("web-3", "node-1")
+    ipam = IPAM(ip_storage, {"static": StaticProvider()}, clock=clock, resolver=pods, max_allocations_per_node=2)
+    one, two = node_caller("node-1"), node_caller("node-2")
+    await ipam.create_pool(pool())
+    first = (await ipam.allocate(allocate_request("web-1", "c1"), node=one)).allocation
+    assert pods.placed == [("default", "web-1")]
+    assert (await ipam.allocate(allocate_request("web-1", "c1"), node=one)).reused
+    assert pods.placed == [("default", "web-1")]  # the repeat asked nothing
+
+    # Pods that exist nowhere or run elsewhere: refused after one read each (the namespace's
+    # bindings came from memory: a retry on fresher ones would change nothing), nothing taken.
+    pods.placed.clear()
+    await node_restricted(ipam.allocate(allocate_request("ghost", "c2"), node=one), "has no pod default/ghost")
+    await node_restricted(
+        ipam.allocate(allocate_request("web-2", "c2", node="node-2"), node=two), "is bound to node 'node-1'"
+    )
+    assert pods.placed == [("default", "ghost"), ("default", "web-2")]
+    # Its own pod as another workload (whose binding would pick the pool): refused, one read too.
+    with pytest.raises(ApiError) as err:
+        await ipam.allocate(allocate_request("web-3", "c3", kind="Deployment", workload="api"), node=one)
+    info = next(d for d in err.value.details if isinstance(d, error_details_pb2.ErrorInfo))
+    assert (info.reason, info.metadata["pod_workload"]) == ("NOT_THE_PODS_WORKLOAD", "Pod default/web-3")
+    assert "a node takes a workload's addresses only for that workload's own pods" in err.value.message
+    assert pods.placed[2:] == [("default", "web-3")]
+    assert (await ipam.get_pool("net-a")).status.allocated == 1
+
+    # The limit: the second address is the last; a repeat at the limit is no new one.
+    await ipam.allocate(allocate_request("web-2", "c2"), node=one)
+    with pytest.raises(ApiError) as err:
+        await ipam.allocate(allocate_request("web-3", "c3"), node=one)
+    assert err.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED, err.value.message
+    info = next(d for d in err.value.details if isinstance(d, error_details_pb2.ErrorInfo))
+    assert (info.reason, info.metadata["held"], info.metadata["limit"]) == ("NODE_ALLOCATION_LIMIT", "2", "2")
+    assert (await ipam.allocate(allocate_request("web-1", "c1"), node=one)).allocation.ip == first.ip
+    assert (await ipam.get_pool("net-a")).status.allocated == 2
+    await ipam.release("c1", "eth0")
+    await ipam.allocate(allocate_request("web-3", "c3"), node=one)
+    # An operator (no node) is neither checked nor limited.
+    await ipam.allocate(allocate_request("ghost", "c4"))
+    assert len(await ip_storage.by_node("node-1")) == await ip_storage.count_by_node("node-1") == 3
+
+
+async def test_a_nodes_concurrent_allocates_stop_at_its_limit(ip_storage: IPStorage, clock: Clock) -> None:
+    """One replica lets a node's new allocations through one at a time from the count to the
+    write: calls sent at once do not overshoot max_allocations_per_node."""
+    pods = KnownPods()
+    for i in range(8):
+        pods.bind(f"web-{i}", "node-1")
+    ipam = IPAM(ip_storage, {"static": StaticProvider()}, clock=clock, resolver=pods, max_allocations_per_node=3)
+    await ipam.create_pool(pool())
+    one = node_caller("node-1")
+    outcomes = await asyncio.gather(
+        *(ipam.allocate(allocate_request(f"web-{i}", f"c{i}"), node=one) for i in range(8)), return_exceptions=True
+    )
+    refused = [o for o in outcomes if isinstance(o, ApiError)]
+    assert len(refused) == 5 and all(o.code == grpc.StatusCode.RESOURCE_EXHAUSTED for o in refused), outcomes
+    assert await ip_storage.count_by_node("node-1") == 3
+    assert ipam._node_locks._locks == {}  # dropped with the last call
+
+
 async def test_a_node_takes_a_workloads_fixed_address_only_for_its_own_pods(ip_storage: IPStorage,
                                                                             clock: Clock) -> None:  # fmt: skip
     pods = KnownPods()

@@ -111,6 +111,7 @@ async def test_fixed_owner_is_unique_and_indexes_move(ip_storage: IPStorage) -> 
     assert found is not None and found.version == after.version
     assert [s.allocation.container_id for s in await ip_storage.by_node("n2")] == ["c9"]
     assert await ip_storage.by_node("n1") == []
+    assert (await ip_storage.count_by_node("n2"), await ip_storage.count_by_node("n1")) == (1, 0)
     owner = await ip_storage.by_owner("ns/StatefulSet/db/db-0")
     assert owner is not None and owner.allocation.container_id == "c9"
     assert [s.allocation.ip for s in await ip_storage.by_workload("ns", "StatefulSet", "db")] == ["10.0.0.2"]

@@ -9,6 +9,10 @@ with ErrorInfo NODE_RESTRICTED, and changes nothing. A node also gets a pod's fi
 (which follows the pod from node to node) only while the Kubernetes API (the stand-in) says the
 pod is bound to it, and only for the workload the API says the pod belongs to (ErrorInfo
 NOT_THE_PODS_WORKLOAD otherwise); without [kubernetes] it takes over none attached on another node.
+Every new address of a node's, pod-delete ones too, is for a pod the API says is bound to it (a
+node allocating for made-up pods drained a shared pool), and a node holds at most
+max_allocations_per_node addresses (RESOURCE_EXHAUSTED, NODE_ALLOCATION_LIMIT), with or without
+[kubernetes]; other nodes, operators and a socket without `node_name` are not held back.
 
 Real tke-ipamd processes over the session's etcd, one storage shared as in the DaemonSet
 deployment. The TCP daemon authorizes with `allow-all`: the rule holds even for a node identity
@@ -433,3 +437,113 @@ def test_a_node_name_that_cannot_be_a_nodes_stops_ipamd_at_start(workdir: Path) 
     assert "node_name 'a b' is not a node name" in refused_at_start(workdir, f'socket = "{sock}"\nnode_name = "a b"\n')
     both = f'socket = "{sock}"\nnode_name = "n1"\nnode_name_env = "NODE_NAME"\n'
     assert "not both" in refused_at_start(workdir, both)
+
+
+async def test_a_node_allocates_any_address_only_for_pods_bound_to_it(
+    tcp_kube: dict[str, Stub], admin: ClusterAPI
+) -> None:
+    """The drain: a node calling Allocate for pods that exist nowhere (or run elsewhere) would get
+    every free address of a shared pool. With [kubernetes], every new address of a node's, of any
+    release policy, is for a pod the API says is bound to it."""
+    operator, a, b = tcp_kube["operator"], tcp_kube["node-a"], tcp_kube["node-b"]
+    await operator.CreatePool(ipam_pb2.CreatePoolRequest(pool=ipam_pb2.Pool(name="net", cidr="10.35.0.0/24")))
+    uid = (await create(admin, objects.pod("web-1", NS, node="node-a")))["metadata"]["uid"]
+    await create(admin, objects.pod("web-2", NS))  # not scheduled yet
+
+    bound = "a node takes addresses only for pods bound to it"
+    for caller, request, says in (
+        (b, pod_of("node-b", "cb-1", "ghost-1", ""), f"the Kubernetes API has no pod {NS}/ghost-1; {bound}"),
+        (
+            b,
+            pod_of("node-b", "cb-1", "web-1", uid),
+            f"the Kubernetes API says pod {NS}/web-1 is bound to node 'node-a'",
+        ),
+        (b, pod_of("node-b", "cb-1", "web-2", ""), f"pod {NS}/web-2 is not bound to a node yet; {bound}"),
+        (a, pod_of("node-a", "ca-1", "web-1", "0ther-uid"), f"the request's pod uid 0ther-uid is not pod {NS}/web-1's"),
+    ):
+        err = await expect_error(caller.Allocate(request), DENIED)
+        assert detail_of(err, error_details_pb2.ErrorInfo).reason == "NODE_RESTRICTED", err.details()
+        assert f"Allocate of an address for pod {NS}/" in (err.details() or "") and says in (err.details() or "")
+    assert await node_of(operator, "node-a") == [] and await node_of(operator, "node-b") == []
+    assert (await operator.GetPool(ipam_pb2.GetPoolRequest(name="net"))).status.allocated == 0
+
+    # Its own bound pod: an address, and the same one again on a repeated Allocate.
+    mine = await a.Allocate(pod_of("node-a", "ca-1", "web-1", uid))
+    again = await a.Allocate(pod_of("node-a", "ca-1", "web-1", uid))
+    assert again.reused and again.allocation.ip == mine.allocation.ip
+    assert await node_of(operator, "node-a") == [("ca-1", mine.allocation.ip)]
+    # An operator (no node) is not checked.
+    await operator.Allocate(pod_of("node-b", "co-1", "ghost-2", ""))
+
+
+def limit_refused(err: grpc.aio.AioRpcError, node: str, held: int) -> None:
+    info = detail_of(err, error_details_pb2.ErrorInfo)
+    assert info.reason == "NODE_ALLOCATION_LIMIT", err.details()
+    assert (info.metadata["node"], info.metadata["held"], info.metadata["limit"]) == (node, str(held), str(held))
+    assert f"node {node!r} holds {held} addresses, its limit (max_allocations_per_node = {held})" in (
+        err.details() or ""
+    )
+
+
+async def test_a_node_holds_at_most_max_allocations_per_node(etcd_config: EtcdConfig, workdir: Path) -> None:
+    """Whatever the API says (here there is none to ask), a node identity holds at most
+    max_allocations_per_node addresses; other nodes keep allocating meanwhile."""
+    async with tcp_ipamd(etcd_config, workdir, "max_allocations_per_node = 3\n") as stubs:
+        operator, a, b = stubs["operator"], stubs["node-a"], stubs["node-b"]
+        await operator.CreatePool(ipam_pb2.CreatePoolRequest(pool=ipam_pb2.Pool(name="net", cidr="10.36.0.0/24")))
+        held = [(await a.Allocate(allocate("node-a", f"ca-{i}", f"pod-a{i}"))).allocation for i in range(3)]
+        err = await expect_error(a.Allocate(allocate("node-a", "ca-3", "pod-a3")), grpc.StatusCode.RESOURCE_EXHAUSTED)
+        limit_refused(err, "node-a", 3)
+        assert await node_of(operator, "node-a") == sorted((h.container_id, h.ip) for h in held)
+        # A repeated Allocate at the limit is no new address.
+        assert (await a.Allocate(allocate("node-a", "ca-0", "pod-a0"))).reused
+        # Node B is not held back by node A's limit.
+        for i in range(3):
+            await b.Allocate(allocate("node-b", f"cb-{i}", f"pod-b{i}"))
+        # A release makes room.
+        assert (await a.Release(release("ca-0"))).found
+        assert (await a.Allocate(allocate("node-a", "ca-3", "pod-a3"))).allocation.node == "node-a"
+        await expect_error(a.Allocate(allocate("node-a", "ca-4", "pod-a4")), grpc.StatusCode.RESOURCE_EXHAUSTED)
+        # An operator (no node) is not limited.
+        await operator.Allocate(allocate("node-a", "co-1", "pod-o1"))
+        assert len(await node_of(operator, "node-a")) == 4
+
+
+async def test_the_unix_socket_limits_its_node_only(etcd_config: EtcdConfig, workdir: Path) -> None:
+    """The socket of a node's tke-ipamd holds its callers to max_allocations_per_node; a socket
+    without node_name (the CNI path of a hosted tke-ipamd, and the benchmark's) is not limited."""
+    endpoints, prefix = list(etcd_config.endpoints), etcd_config.prefix
+    limit = "max_allocations_per_node = 2"
+    daemons = {
+        "node-1": IpamdProcess(
+            workdir, "node-1", endpoints=endpoints, prefix=prefix, extra=f'node_name = "node-1"\n{limit}'
+        ),
+        "hosted": IpamdProcess(workdir, "hosted", endpoints=endpoints, prefix=prefix, extra=limit),
+    }
+    try:
+        for daemon in daemons.values():
+            daemon.start()
+        async with (
+            grpc.aio.insecure_channel(daemons["node-1"].target) as one,
+            grpc.aio.insecure_channel(daemons["hosted"].target) as every,
+        ):
+            local, hosted = ipam_pb2_grpc.IPAMServiceStub(one), ipam_pb2_grpc.IPAMServiceStub(every)
+            await local.CreatePool(ipam_pb2.CreatePoolRequest(pool=ipam_pb2.Pool(name="net", cidr="10.37.0.0/24")))
+            for i in range(2):
+                await local.Allocate(allocate("node-1", f"c1-{i}", f"db-{i}"))
+            err = await expect_error(
+                local.Allocate(allocate("node-1", "c1-2", "db-2")), grpc.StatusCode.RESOURCE_EXHAUSTED
+            )
+            limit_refused(err, "node-1", 2)
+            for i in range(4):
+                await hosted.Allocate(allocate("node-1", f"c2-{i}", f"web-{i}"))
+            assert len(await node_of(hosted, "node-1")) == 6
+    finally:
+        for daemon in daemons.values():
+            daemon.stop()
+
+
+def test_max_allocations_per_node_below_one_stops_ipamd_at_start(workdir: Path) -> None:
+    sock = workdir / "private" / "ipamd.sock"
+    said = refused_at_start(workdir, f'socket = "{sock}"\nmax_allocations_per_node = 0\n')
+    assert "max_allocations_per_node 0 must be at least 1" in said

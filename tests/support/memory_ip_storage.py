@@ -198,6 +198,9 @@ class MemoryIPStorage:
         refs = [r for k, r in sorted(self._index["node"].items()) if k.startswith(node + "/")]
         return [self._allocs[r] for r in refs if r in self._allocs]
 
+    async def count_by_node(self, node: str) -> int:
+        return len(await self.by_node(node))
+
     async def by_workload(self, namespace: str, kind: str, name: str) -> list[Stored]:
         prefix = f"{namespace}/{kind}/{name}/"
         refs = [r for k, r in sorted(self._index["owner"].items()) if k.startswith(prefix)]
