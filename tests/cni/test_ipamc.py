@@ -354,6 +354,40 @@ def test_a_nodes_ipamd_serves_its_node_and_refuses_another_clearly(
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def test_a_node_at_its_allocation_limit_is_refused_clearly(ipamc: Runtime, etcd_config: EtcdConfig) -> None:
+    """A node's tke-ipamd with max_allocations_per_node = 1: the node's second ADD gets code 103
+    with ipamd's reason (NODE_ALLOCATION_LIMIT) and message, not "no free address" (102): the
+    pool has free addresses, the node has its share."""
+    workdir = Path(tempfile.mkdtemp(prefix="cni-limit-", dir="/tmp"))
+    daemon = IpamdDaemon(
+        workdir,
+        endpoints=list(etcd_config.endpoints),
+        prefix=etcd_config.prefix,
+        extra='node_name = "node-1"\nmax_allocations_per_node = 1',
+    )
+    try:
+        daemon.start()
+        with grpc.insecure_channel(daemon.target) as channel:
+            stub = ipam_pb2_grpc.IPAMServiceStub(channel)
+            stub.CreatePool(ipam_pb2.CreatePoolRequest(pool=ipam_pb2.Pool(name="net", cidr="10.84.0.0/24")), timeout=10)
+            net = ipamc_network("node-ip", unique("tn"), daemon.socket, workdir)["plugins"][0]
+            conf = {"cniVersion": "1.1.0", "name": "node-ip", **net}  # "node": "node-1"
+            first = "K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web-1;K8S_POD_UID=u1"
+            cid = unique("c")
+            ipamc.run("ADD", conf, container_id=cid, netns="/proc/self/ns/net", args=first).ok()
+            second = "K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web-2;K8S_POD_UID=u2"
+            out = ipamc.run("ADD", conf, container_id=unique("c"), netns="/proc/self/ns/net", args=second)
+            assert out.json["code"] == 103, out.stdout
+            assert "tke-ipamd refused it (NODE_ALLOCATION_LIMIT): node 'node-1' holds 1 addresses" in out.json["msg"]
+            assert "max_allocations_per_node = 1" in out.json["msg"], out.stdout
+            listed = stub.ListAllocations(ipam_pb2.ListAllocationsRequest(), timeout=10).allocations
+            assert [a.container_id for a in listed] == [cid]
+            assert ipamc.run("DEL", conf, container_id=cid, args=first).code == 0
+    finally:
+        daemon.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 def test_a_node_naming_another_workload_for_its_pod_is_refused_clearly(
     ipamc: Runtime, etcd_config: EtcdConfig, kube: StandIn, tmp_path: Path
 ) -> None:

@@ -48,6 +48,10 @@ RETRY_PAUSE_SECONDS = 0.2
 
 
 def refused(err: IpamdRefused, what: str) -> CNIError:
+    if err.code == "RESOURCE_EXHAUSTED" and err.reason == "NODE_ALLOCATION_LIMIT":
+        # Not the pool: this node holds max_allocations_per_node addresses (ipamd's message says
+        # how many and which option), a refusal of this node's like NODE_RESTRICTED.
+        return CNIError(IPAM_REFUSED, f"{what}: tke-ipamd refused it ({err.reason}): {err.message}", err.message)
     if err.code == "RESOURCE_EXHAUSTED":
         return CNIError(POOL_EXHAUSTED, f"{what}: no free address", err.message)
     if err.code in ("INVALID_ARGUMENT", "NOT_FOUND"):
