@@ -112,8 +112,9 @@ class LimitsConfig:
     # Of max_requests_inflight, the places tenants never take: platform administrators' (the
     # controller's) calls get them. None: a tenth of max_requests_inflight (40 of 400).
     requests_inflight_admin_reserve: int | None = None
-    # Bytes of one tenant's read answers (Get, List) not yet delivered to their clients; a read
-    # that would go over is refused (RESOURCE_EXHAUSTED), though one answer always goes.
+    # Bytes of one tenant's read answers (Get, List) and watch messages not yet delivered to
+    # their clients; a read that would go over is refused, a watch ended (RESOURCE_EXHAUSTED),
+    # though one answer always goes.
     max_response_bytes_per_tenant: int = 64 * MiB
     # Watches one identity (tenant and user) holds open at once; beyond, RESOURCE_EXHAUSTED.
     max_watches_per_identity: int = 100
@@ -395,8 +396,19 @@ class Apiserver:
         bookmark, quota = self.config.watch.bookmark_interval, self.watch_quota
         batch = self.config.watch.batch_interval
 
+        # A tenant's watch messages count against its bytes not yet delivered, as its answers do.
+        message_bytes = self.inflight_shares if self.auth.enabled else None
+
         def api(registry: Registry[R], hub: Hub[R]) -> ResourceAPI[R]:
-            return ResourceAPI(registry, hub, bookmark, quota, catchup_quota=self.catchup_quota, batch_interval=batch)
+            return ResourceAPI(
+                registry,
+                hub,
+                bookmark,
+                quota,
+                catchup_quota=self.catchup_quota,
+                batch_interval=batch,
+                message_bytes=message_bytes,
+            )
 
         clusters = api(self.clusters, self.cluster_hub)
         kubeconfigs = KubeconfigIssuer(clusters, self.credentials, self.config.kubeconfig, self.addresses)
