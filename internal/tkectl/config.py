@@ -38,6 +38,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from tke.internal.tkectl import yamltext
 from tke.internal.tkectl.errors import usage
 
 DEFAULT_PATH = Path("~/.tke/config")
@@ -128,9 +129,12 @@ def load(path: Path) -> Config:
     except OSError as err:
         raise usage(f"cannot read {path}: {err.strerror}") from None
     try:
-        data = yaml.safe_load(text) or {}
+        docs = yamltext.load_all(text, str(path))
     except yaml.YAMLError as err:
         raise usage(f"{path} is not valid YAML: {_first_line(err)}") from None
+    if len(docs) > 1:
+        raise usage(f"{path}: expected one document, a mapping with current-context and contexts")
+    data = (docs[0] if docs else None) or {}
     if not isinstance(data, dict):
         raise usage(f"{path}: expected a mapping with current-context and contexts")
     contexts = data.get("contexts") or {}

@@ -37,6 +37,12 @@ def test_config_round_trip_is_private_and_keeps_only_what_is_set(tmp_path: Path)
     assert again.context() == ("dev", cfg.contexts["dev"])
 
 
+# Nested YAML aliases: a8 is 10^9 values (600 bytes of text).
+ALIASES = "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]\n" for i in range(1, 9)
+)
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -50,12 +56,8 @@ def test_config_round_trip_is_private_and_keeps_only_what_is_set(tmp_path: Path)
         ("contexts: {dev: {ipamd: {token: [t]}}}\n", "context dev.ipamd: token must be a string"),
         ("current-context: {a: b}\n", "current-context must be a context's name"),
         # 10^9 "x" if its text were taken: refused before anything is expanded.
-        (
-            "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n"
-            + "".join(f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]\n" for i in range(1, 9))
-            + "contexts: {dev: {token: *a8}}\n",
-            "token must be a string, not a YAML list",
-        ),
+        (ALIASES + "contexts: {dev: {token: *a8}}\n", "expands to more than 1000000 values (through YAML aliases)"),
+        ("contexts: " + "[" * 5000 + "]" * 5000 + "\n", "is nested too deeply"),
     ],
 )
 def test_a_broken_config_file_is_a_usage_error(tmp_path: Path, text: str, message: str) -> None:
@@ -114,6 +116,14 @@ def test_yaml_timestamps_become_json_mapping_strings() -> None:
         ("kind: Widget\n", 'unknown kind "Widget"'),
         ("kind: Cluster\nspec: {tpye: x}\n", "tpye"),
         ("kind: Cluster\nspec: [\n", "not valid YAML"),
+        # Someone else's file: bounded, whatever it holds.
+        ("kind: Cluster\nmetadata: " + "[" * 5000 + "]" * 5000 + "\n", "is nested too deeply"),
+        (
+            "x-junk:\n"
+            + "".join("  " + line for line in ALIASES.splitlines(True))
+            + "kind: Cluster\nspec: {extraArgs: {k: *a8}}\n",
+            "expands to more",
+        ),
         ("", "holds no objects"),
         ("- a\n", "expected an object"),
     ],
