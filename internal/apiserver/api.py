@@ -18,9 +18,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from typing import Generic
+from typing import Generic, Protocol
 
 from google.protobuf import field_mask_pb2
 
@@ -63,6 +63,15 @@ def _tenant(requested: str, field: str, *, collection: bool) -> str:
     return ""  # a tenant nobody else can see: reads end in NOT_FOUND
 
 
+class MessageBytes(Protocol):
+    """Each tenant's bytes of messages not yet taken by their clients (InflightShares,
+    tke.internal.auth.inflight_shares): `hold_message` refuses (an ApiError) what would go over."""
+
+    def hold_message(self, tenant: str, size: int) -> None: ...
+
+    def release_message(self, tenant: str, size: int) -> None: ...
+
+
 def _selector(text: str) -> Selector:
     try:
         return parse_selector(text)
@@ -82,6 +91,9 @@ class ResourceAPI(Generic[R]):
     admins_only: bool = False
     # Seconds a batched watch (WatchBatches) waits after each message for more changes to come.
     batch_interval: float = 0.25
+    # Where a tenant's watch messages waiting for their client are counted (None: nowhere, as
+    # without authentication, where every caller is a platform administrator).
+    message_bytes: MessageBytes | None = None
 
     def _admit(self) -> None:
         identity = current_identity.get()
@@ -160,15 +172,30 @@ class ResourceAPI(Generic[R]):
         """A client watch (see WatchClustersRequest), as the kind's event messages, serialized;
         `batched`: as event batch messages, each with every event that was ready (WatchBatches).
         The watch counts against its identity's open watches until it ends, and while it catches
-        up from etcd's history, against the catch-ups running at once (CatchupQuota)."""
+        up from etcd's history, against the catch-ups running at once (CatchupQuota). A tenant's
+        messages count against its bytes not yet delivered (`message_bytes`) from when they are
+        made until grpc has taken them, which it does as the client's flow control lets it: a
+        page of the initial state while it is sent, each later message while it is handed over.
+        One that would go over ends the watch (RESOURCE_EXHAUSTED, scope `tenant_bytes`)."""
         self._admit()
-        if self.watch_quota is None:
-            async for message in self._watch(tenant_id, label_selector, resource_version, matches, batched):
-                yield message
-            return
-        with self.watch_quota.hold(current_identity.get()):
-            async for message in self._watch(tenant_id, label_selector, resource_version, matches, batched):
-                yield message
+        identity = current_identity.get()
+        counted = None if self.message_bytes is None or identity.is_platform_admin else self.message_bytes
+        quota = contextlib.nullcontext() if self.watch_quota is None else self.watch_quota.hold(identity)
+        with quota:
+            watch = self._watch(tenant_id, label_selector, resource_version, matches, batched)
+            async with contextlib.aclosing(watch):
+                async for pieces in watch:
+                    if counted is None:
+                        for message in pieces:
+                            yield message
+                        continue
+                    size = pieces.size if isinstance(pieces, _Page) else len(pieces[0])
+                    counted.hold_message(identity.tenant_id, size)
+                    try:
+                        for message in pieces:
+                            yield message
+                    finally:
+                        counted.release_message(identity.tenant_id, size)
 
     async def _watch(
         self,
@@ -177,7 +204,9 @@ class ResourceAPI(Generic[R]):
         resource_version: str,
         matches: Callable[[R], bool] | None,
         batched: bool,
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[_Page | tuple[bytes], None]:
+        """The watch's messages: each page of its initial state as a `_Page` (its messages made
+        as they are sent), every later message alone."""
         tenant = _tenant(tenant_id, "tenant_id", collection=True)
         selector = _selector(label_selector)
         after = parse_resource_version(resource_version, "resource_version")
@@ -201,12 +230,12 @@ class ResourceAPI(Generic[R]):
             while True:
                 page = await self.registry.list(tenant, selector, 0, token, matches, wire=True)
                 position = page.revision
-                for message in send([_ADDED_TAG + framed for framed in page.framed or ()]):
-                    yield message
+                if page.framed:
+                    yield _Page(page.framed, batched)
                 token = page.continue_token
                 if not token:
                     break
-            yield _send_one(send, self._bookmark(position))
+            yield (_send_one(send, self._bookmark(position)),)
 
         last_bookmark = time.monotonic()
         try:
@@ -222,18 +251,18 @@ class ResourceAPI(Generic[R]):
                         position = changes[-1].revision
                         events = [e for change in changes if (e := self._event(change, selected)) is not None]
                         for out in send(events):
-                            yield out
+                            yield (out,)
                         if batched and events:
                             # Let the next changes gather: one message per interval at most.
                             await asyncio.sleep(self.batch_interval)
                     if time.monotonic() - last_bookmark >= self.bookmark_interval:
                         last_bookmark = time.monotonic()
-                        yield _send_one(send, self._bookmark(position))
+                        yield (_send_one(send, self._bookmark(position)),)
         except Closed as closed:
             if closed.error is not None:
                 raise closed.error from None
             # The server is stopping: tell the client where to resume, then end cleanly.
-            yield _send_one(send, self._bookmark(position))
+            yield (_send_one(send, self._bookmark(position)),)
 
     def _event(self, change: Change[R], selected: Callable[[R | None], bool] | None) -> bytes | None:
         """The change as this watcher's event, serialized (shared by every watcher that gets the
@@ -270,6 +299,32 @@ _BATCH_TAG = b"\x0a"
 # Stored bytes of the changes one batch carries at most (at least one change): with objects of
 # at most 1 MiB, a batch stays well under a client's default 4 MiB message limit.
 _BATCH_BYTES = 1 << 20
+
+
+class _Page:
+    """A page of a watch's initial state: its objects' encodings, sent as ADDED events, each
+    made when it is sent (Watch), or in batches of about _BATCH_BYTES (WatchBatches), so that a
+    watcher whose client does not read holds one message of copies, not a page of them."""
+
+    def __init__(self, framed: list[bytes], batched: bool) -> None:
+        self.framed = framed
+        self.batched = batched
+        self.size = sum(map(len, framed))
+
+    def __iter__(self) -> Iterator[bytes]:
+        if not self.batched:
+            for framed in self.framed:
+                yield _ADDED_TAG + framed
+            return
+        events: list[bytes] = []
+        size = 0
+        for framed in self.framed:
+            events.append(_ADDED_TAG + framed)
+            size += len(framed)
+            if size >= _BATCH_BYTES:
+                yield from _batch(events)
+                events, size = [], 0
+        yield from _batch(events)
 
 
 def _single(events: list[bytes]) -> list[bytes]:

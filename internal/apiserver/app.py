@@ -112,11 +112,20 @@ class LimitsConfig:
     # Of max_requests_inflight, the places tenants never take: platform administrators' (the
     # controller's) calls get them. None: a tenth of max_requests_inflight (40 of 400).
     requests_inflight_admin_reserve: int | None = None
-    # Bytes of one tenant's read answers (Get, List) not yet delivered to their clients; a read
-    # that would go over is refused (RESOURCE_EXHAUSTED), though one answer always goes.
+    # Bytes of one tenant's read answers (Get, List) and watch messages not yet delivered to
+    # their clients; a read that would go over is refused, a watch ended (RESOURCE_EXHAUSTED),
+    # though one answer always goes.
     max_response_bytes_per_tenant: int = 64 * MiB
     # Watches one identity (tenant and user) holds open at once; beyond, RESOURCE_EXHAUSTED.
     max_watches_per_identity: int = 100
+    # Watches one tenant holds open at once, every user of it together. None: 1,000, or
+    # max_watches_of_tenants when that is less.
+    max_watches_per_tenant: int | None = None
+    # Watches all tenants hold open together, so that the streams the server takes (max_streams)
+    # keep room for platform administrators' (the controller's informers). None: nine tenths of
+    # what max_streams leaves once max_requests_inflight, max_health_watches and
+    # max_health_checks are counted (6,840 of 10,000); at most all of it.
+    max_watches_of_tenants: int | None = None
     # Health watches (grpc.health.v1.Health/Watch, open to anyone) held at once; beyond,
     # RESOURCE_EXHAUSTED. Health/Check has its own cap below.
     max_health_watches: int = HEALTH_WATCHES
@@ -156,6 +165,20 @@ class LimitsConfig:
             self.max_requests_inflight + self.max_health_watches + self.max_health_checks,
             "max_requests_inflight, max_health_watches and max_health_checks",
         )
+        for name in ("max_watches_per_tenant", "max_watches_of_tenants"):
+            if (value := getattr(self, name)) is not None and value < 1:
+                raise ValueError(f"{name} must be at least 1")
+        if self.max_watches_of_tenants is not None and self.max_watches_of_tenants > self.watch_streams:
+            raise ValueError(
+                f"max_watches_of_tenants ({self.max_watches_of_tenants}) must be at most the {self.watch_streams} "
+                "streams max_streams leaves for watches once max_requests_inflight, max_health_watches and "
+                "max_health_checks are counted"
+            )
+        if self.max_watches_per_tenant is not None and self.max_watches_per_tenant > self.watches_of_tenants:
+            raise ValueError(
+                f"max_watches_per_tenant ({self.max_watches_per_tenant}) must be at most max_watches_of_tenants "
+                f"({self.watches_of_tenants}), the watches tenants share"
+            )
         if self.max_request_bytes <= self.max_object_bytes:
             raise ValueError("max_request_bytes must be larger than max_object_bytes (a request carries the object)")
         if self.max_requests_inflight_per_tenant is not None and self.max_requests_inflight_per_tenant < 1:
@@ -203,6 +226,23 @@ class LimitsConfig:
         """requests_inflight_admin_reserve, or its default."""
         explicit = self.requests_inflight_admin_reserve
         return explicit if explicit is not None else self.max_requests_inflight // 10
+
+    @property
+    def watch_streams(self) -> int:
+        """The streams max_streams leaves for watches (the other limits' calls counted)."""
+        return self.max_streams - self.max_requests_inflight - self.max_health_watches - self.max_health_checks
+
+    @property
+    def watches_of_tenants(self) -> int:
+        """max_watches_of_tenants, or its default."""
+        explicit = self.max_watches_of_tenants
+        return explicit if explicit is not None else max(1, self.watch_streams * 9 // 10)
+
+    @property
+    def watches_per_tenant(self) -> int:
+        """max_watches_per_tenant, or its default."""
+        explicit = self.max_watches_per_tenant
+        return explicit if explicit is not None else min(1000, self.watches_of_tenants)
 
     @property
     def inflight_tenants(self) -> int:
@@ -315,7 +355,11 @@ class Apiserver:
         self.cluster_hub = self._hub(self.clusters)
         self.machine_hub = self._hub(self.machines)
         self.event_hub = self._hub(self.events)
-        self.watch_quota = WatchQuota(config.limits.max_watches_per_identity)
+        self.watch_quota = WatchQuota(
+            config.limits.max_watches_per_identity,
+            config.limits.watches_per_tenant,
+            config.limits.watches_of_tenants,
+        )
         self.catchup_quota = CatchupQuota(config.limits.max_catchups_per_identity, config.limits.max_catchups)
         limits = config.limits
         self.inflight = InflightLimit(
@@ -395,8 +439,19 @@ class Apiserver:
         bookmark, quota = self.config.watch.bookmark_interval, self.watch_quota
         batch = self.config.watch.batch_interval
 
+        # A tenant's watch messages count against its bytes not yet delivered, as its answers do.
+        message_bytes = self.inflight_shares if self.auth.enabled else None
+
         def api(registry: Registry[R], hub: Hub[R]) -> ResourceAPI[R]:
-            return ResourceAPI(registry, hub, bookmark, quota, catchup_quota=self.catchup_quota, batch_interval=batch)
+            return ResourceAPI(
+                registry,
+                hub,
+                bookmark,
+                quota,
+                catchup_quota=self.catchup_quota,
+                batch_interval=batch,
+                message_bytes=message_bytes,
+            )
 
         clusters = api(self.clusters, self.cluster_hub)
         kubeconfigs = KubeconfigIssuer(clusters, self.credentials, self.config.kubeconfig, self.addresses)

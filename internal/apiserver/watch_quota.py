@@ -6,6 +6,16 @@ memory; a client that opens watches in a loop (or a tenant's script gone wrong) 
 them all. Beyond `per_identity` open watches, the next one is refused with RESOURCE_EXHAUSTED
 and a RetryInfo; closing one frees its place. An identity is its tenant and user name, so
 every token and API key of one user shares one allowance.
+
+A tenant has many users (a tenant admin makes them), so the identity's allowance alone let one
+tenant hold every stream the server takes (limits.max_streams, grpc's own cap on calls in
+progress): 100 users with 100 watches each held all 10,000, and every other call, the
+controller's too, was refused by grpc ("Concurrent RPC limit exceeded!"). So a tenant's watches
+(every user of it together, counted by the caller's own tenant) are at most `per_tenant`, and
+all tenants' together at most `tenants`, below the streams left once the other limits are
+counted: the rest is for platform administrators (the controller's informers), whose watches
+count against their identity's allowance only. The refusal's ErrorInfo carries `scope`
+(`user`, `tenant` or `tenants`) and `limit`.
 """
 
 from __future__ import annotations
@@ -33,26 +43,59 @@ def _counted(counts: collections.Counter[tuple[str, str]], who: tuple[str, str])
 
 
 class WatchQuota:
-    def __init__(self, per_identity: int, retry_after: float = 5.0) -> None:
+    def __init__(
+        self, per_identity: int, per_tenant: int | None = None, tenants: int | None = None, retry_after: float = 5.0
+    ) -> None:
+        """`per_tenant`, `tenants`: None, no limit."""
         self.per_identity = per_identity
+        self.per_tenant = per_tenant
+        self.tenants = tenants
         self.retry_after = retry_after
         self.open: collections.Counter[tuple[str, str]] = collections.Counter()
+        # Tenants' watches (platform administrators' are not counted here), per tenant.
+        self.of_tenant: collections.Counter[tuple[str, str]] = collections.Counter()
 
     @contextlib.contextmanager
     def hold(self, identity: Identity) -> Iterator[None]:
-        """One watch of `identity` for the duration of the block; RESOURCE_EXHAUSTED when it
-        already holds its maximum."""
+        """One watch of `identity` for the duration of the block; RESOURCE_EXHAUSTED when it, its
+        tenant or the tenants together already hold their maximum."""
         who = (identity.tenant_id, identity.user)
         if self.open[who] >= self.per_identity:
-            WATCHES_REFUSED.inc()
-            raise errors.resource_exhausted(
-                f"user {identity.user!r} has {self.per_identity} watches open, the most one identity may; "
-                "close one or retry later",
-                reason="TOO_MANY_WATCHES",
-                retry_after_seconds=self.retry_after,
+            raise self._refusal(
+                f"user {identity.user!r} has {self.per_identity} watches open, the most one identity may",
+                "user",
+                self.per_identity,
             )
-        with _counted(self.open, who):
+        if identity.is_platform_admin:
+            with _counted(self.open, who):
+                yield
+            return
+        tenant = (identity.tenant_id, "")
+        if self.per_tenant is not None and self.of_tenant[tenant] >= self.per_tenant:
+            raise self._refusal(
+                f"tenant {identity.tenant_id!r} has {self.per_tenant} watches open, every user of it together, "
+                f"the most one tenant may (limits.max_watches_per_tenant)",
+                "tenant",
+                self.per_tenant,
+            )
+        if self.tenants is not None and self.of_tenant.total() >= self.tenants:
+            raise self._refusal(
+                f"the server holds {self.tenants} watches of tenants, the most it takes "
+                "(limits.max_watches_of_tenants; the rest is kept for platform administrators)",
+                "tenants",
+                self.tenants,
+            )
+        with _counted(self.open, who), _counted(self.of_tenant, tenant):
             yield
+
+    def _refusal(self, why: str, scope: str, limit: int) -> errors.ApiError:
+        WATCHES_REFUSED.inc()
+        return errors.resource_exhausted(
+            f"{why}; close one or retry later",
+            reason="TOO_MANY_WATCHES",
+            retry_after_seconds=self.retry_after,
+            metadata={"scope": scope, "limit": str(limit)},
+        )
 
 
 class CatchupQuota:

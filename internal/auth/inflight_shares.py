@@ -28,6 +28,12 @@ watches):
   holding none always gets one answer, however big. Writes' answers are not counted: dropping
   one would hide a change that was made (they are one object each, at most
   limits.max_object_bytes, and the count bounds them).
+- the same bytes hold a tenant's watch messages handed to grpc and not yet taken by their
+  client (`hold_message`; the watch streams count them, tke.internal.apiserver.api): a watch is
+  a stream, not counted above, and one that never reads holds its next message (a page of its
+  initial state, up to 2 MiB) for as long as it likes, so a tenant's users with 100 watches
+  each held 2 to 4 MiB per watch, whatever the tenant's share. A message that would go over
+  ends its watch with the same refusal; it is a read, so watching again is safe.
 
 Beyond any of them, the call is refused with RESOURCE_EXHAUSTED, an ErrorInfo
 `TOO_MANY_REQUESTS` (metadata `scope`: `tenant` or `tenant_bytes`, with `tenant` and `limit`,
@@ -148,11 +154,24 @@ class InflightShares:
         """The answer of `size` bytes waits for its client: counted until delivered, or refused
         when the tenant's answers not yet delivered would go over their bytes (a read changes
         nothing, so it is safe to ask again). A tenant holding none always gets one answer."""
+        self.hold_message(tenant, size)
+        self._sizes[context] = size
+
+    def hold_message(self, tenant: str, size: int) -> None:
+        """`size` bytes of a message of `tenant` wait for their client (an answer, a watch's
+        message), until `release_message`; refused as `_hold_bytes` says."""
         held = self.bytes_held.get(tenant, 0)
         if held and held + size > self.bytes_per_tenant:
             raise self._bytes_refusal(tenant, held)
         self.bytes_held[tenant] = held + size
-        self._sizes[context] = size
+
+    def release_message(self, tenant: str, size: int) -> None:
+        """The message of `hold_message` was taken (or dropped)."""
+        left = self.bytes_held[tenant] - size
+        if left:
+            self.bytes_held[tenant] = left
+        else:
+            del self.bytes_held[tenant]
 
     def _release(self, context: Any) -> None:
         # grpc calls a done callback once per call, on the event loop.
@@ -171,19 +190,15 @@ class InflightShares:
             del self.inflight_of_user[user]
         size = self._sizes.pop(context, 0)
         if size:
-            left = self.bytes_held[tenant] - size
-            if left:
-                self.bytes_held[tenant] = left
-            else:
-                del self.bytes_held[tenant]
+            self.release_message(tenant, size)
 
     def _bytes_refusal(self, tenant: str, held: int) -> errors.ApiError:
         REQUESTS_INFLIGHT_SHARE_REFUSED.inc()
         limit = self.bytes_per_tenant
         return errors.resource_exhausted(
             f"{_who(tenant)} has {_mib(held)} of responses not yet delivered, and may have "
-            f"{_mib(limit)} (limits.max_response_bytes_per_tenant = {limit}); read the responses of earlier "
-            "requests, or retry shortly",
+            f"{_mib(limit)} (limits.max_response_bytes_per_tenant = {limit}); read the responses (and watch "
+            "events) of earlier requests, or retry shortly",
             reason="TOO_MANY_REQUESTS",
             retry_after_seconds=self.retry_after,
             metadata={"scope": "tenant_bytes", "tenant": tenant, "limit": str(limit)},

@@ -26,7 +26,12 @@ The request step:
 Requests whose bytes do not parse as the method's message get INVALID_ARGUMENT with a
 BadRequest (field `request`, and the parser's one-line reason) instead of grpcio's UNKNOWN
 carrying the parser's exception text: they pass through the same steps (request id, access
-line, metrics, authentication first), to a refusal in place of the handler.
+line, metrics, authentication first), to a refusal in place of the handler. So does the request
+of a call that streams its responses (a watch) over MAX_STREAM_REQUEST_BYTES: it is kept for as
+long as the stream lasts (by the handler's frames, and in the filters it names), and grpc admits
+requests up to limits.max_request_bytes (4 MiB) for every method, so 50 watches naming an event
+filter of 3.9 MB held 654 MiB for as long as they stayed open. A watch's fields are a few
+kilobytes at most (a label selector is at most 4096 characters).
 Methods that stream their requests (reflection) and handlers that send their responses with
 grpc's write API (health's Watch) go through the same steps.
 """
@@ -163,6 +168,11 @@ class CallChain(grpc.aio.ServerInterceptor):
         deserialize = handler.request_deserializer
 
         def safe(data: bytes) -> Any:
+            if method.streaming and len(data) > MAX_STREAM_REQUEST_BYTES:
+                return _Undecodable(
+                    f"{len(data)} bytes, more than the {MAX_STREAM_REQUEST_BYTES} a request that opens a stream "
+                    "may have (it is kept while the stream lasts)"
+                )
             try:
                 return deserialize(data) if deserialize is not None else data
             except Exception as err:  # protobuf's DecodeError, or a deserializer's own error
@@ -179,6 +189,10 @@ async def _no_responses() -> AsyncIterator[Any]:
     """The responses left to send by a handler that wrote its own: none."""
     return
     yield
+
+
+# The largest request of a call that streams its responses (see the module's docstring).
+MAX_STREAM_REQUEST_BYTES = 64 * 1024
 
 
 # A new request id is this process's random prefix and a counter (32 hex digits, as a uuid's):

@@ -19,6 +19,13 @@ it is written with mode 0600:
         ipamd:                            # tke-ipamd, for pools, bindings and allocations
           server: unix:/run/tke/ipamd.sock
           token: ""
+
+A configuration file may come from someone else (a shared or downloaded one), so what it holds
+is checked, never taken as it comes: every value but `tls` is a string (a number is read as its
+text), `tls` is true or false; a YAML list or mapping is refused, also one built from aliases,
+which would otherwise be expanded into its text (600 bytes of nested aliases made a token of
+500 MB). A token is sent as a header value, so it is one line of printable ASCII
+(`token_error`); a usage error names the context and key, never the token.
 """
 
 from __future__ import annotations
@@ -31,9 +38,21 @@ from typing import Any, TypeVar
 
 import yaml
 
+from tke.internal.tkectl import yamltext
 from tke.internal.tkectl.errors import usage
 
 DEFAULT_PATH = Path("~/.tke/config")
+# A token is sent as the value of an authorization header: printable ASCII, bounded.
+MAX_TOKEN = 8192
+
+
+def token_error(token: str) -> str | None:
+    """Why `token` cannot be sent as a bearer token, or None."""
+    if len(token) > MAX_TOKEN or not (token.isascii() and token.isprintable()):
+        return f"is no usable bearer token (one line of at most {MAX_TOKEN} printable ASCII characters)"
+    return None
+
+
 _E = TypeVar("_E", bound="Endpoint")
 
 
@@ -110,19 +129,36 @@ def load(path: Path) -> Config:
     except OSError as err:
         raise usage(f"cannot read {path}: {err.strerror}") from None
     try:
-        data = yaml.safe_load(text) or {}
+        docs = yamltext.load_all(text, str(path))
     except yaml.YAMLError as err:
         raise usage(f"{path} is not valid YAML: {_first_line(err)}") from None
+    if len(docs) > 1:
+        raise usage(f"{path}: expected one document, a mapping with current-context and contexts")
+    data = (docs[0] if docs else None) or {}
     if not isinstance(data, dict):
         raise usage(f"{path}: expected a mapping with current-context and contexts")
     contexts = data.get("contexts") or {}
     if not isinstance(contexts, dict):
         raise usage(f"{path}: contexts must be a mapping of name to context")
+    current = data.get("current-context")
+    if not _scalar(current):
+        raise usage(f"{path}: current-context must be a context's name")
     return Config(
         path,
-        str(data.get("current-context") or ""),
-        {str(name): _context(path, str(name), value) for name, value in contexts.items()},
+        str(current or ""),
+        {_name(path, name): _context(path, str(name), value) for name, value in contexts.items()},
     )
+
+
+def _scalar(value: object) -> bool:
+    """A value read as its text: None, a string, a number (not a list, a mapping, a date...)."""
+    return value is None or (isinstance(value, str | int | float) and not isinstance(value, bool))
+
+
+def _name(path: Path, name: object) -> str:
+    if not _scalar(name) or name is None:
+        raise usage(f"{path}: the name of a context must be a string")
+    return str(name)
 
 
 def _context(path: Path, name: str, value: object) -> Context:
@@ -146,6 +182,8 @@ def _fill(base: _E, values: dict[str, Any], path: Path, where: str) -> _E:
             if not isinstance(value, bool):
                 raise usage(f"{path}: context {where}: {key} must be true or false")
             changes[f.name] = value
+        elif not _scalar(value):
+            raise usage(f"{path}: context {where}: {key} must be a string, not a YAML {type(value).__name__}")
         else:
             changes[f.name] = "" if value is None else str(value)
     return replace(base, **changes)

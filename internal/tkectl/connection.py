@@ -8,7 +8,7 @@ from typing import Any
 
 import grpc
 
-from tke.internal.tkectl.config import Context, Endpoint
+from tke.internal.tkectl.config import Context, Endpoint, token_error
 from tke.internal.tkectl.errors import usage
 
 APISERVER = "apiserver"
@@ -47,7 +47,14 @@ class Connection:
 
     def metadata(self, which: str) -> tuple[tuple[str, str], ...]:
         token = (self.context.ipamd if which == IPAMD else self.context).token
-        return (("authorization", f"Bearer {token}"),) if token else ()
+        if not token:
+            return ()
+        if err := token_error(token):
+            # (grpc would refuse the header with a traceback-like error; the token is never shown)
+            where = f'context "{self.context_name}"' if self.context_name else "the configuration"
+            flag = "--ipamd-token" if which == IPAMD else "--token"
+            raise usage(f"the {which} token of {where} (or {flag}) {err}: set it again, or log in again")
+        return (("authorization", f"Bearer {token}"),)
 
     async def close(self) -> None:
         for channel in self._channels.values():

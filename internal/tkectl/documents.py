@@ -14,6 +14,7 @@ import yaml
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
+from tke.internal.tkectl import yamltext
 from tke.internal.tkectl.errors import CliError, Exit, usage
 from tke.internal.tkectl.kinds.base import Kind
 from tke.internal.tkectl.kinds.registry import by_file_kind
@@ -43,7 +44,7 @@ def read_source(path: str) -> str:
 
 def parse(text: str, name: str) -> list[Document]:
     try:
-        raw = [d for d in yaml.safe_load_all(text) if d is not None]
+        raw = [d for d in yamltext.load_all(text, name) if d is not None]
     except yaml.YAMLError as err:
         first = str(err).splitlines()[0] if str(err) else "syntax error"
         raise usage(f"{name} is not valid YAML or JSON: {' '.join(str(err).split()) or first}") from None

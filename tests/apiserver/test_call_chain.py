@@ -1,7 +1,7 @@
 """The server's call chain (tke.internal.rpc.interceptors.CallChain): where the request id goes
 back to the client, that each method is wrapped once however many calls it serves, and that
 every kind of method (unary, server streaming, grpc's write API, request streaming) passes
-through the steps."""
+through the steps, and that the request of a stream, kept while it lasts, is small."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ from tests.support.apiserver import Running, cluster
 from tests.support.rpc import detail_of, expect_error, health_check
 from tests.support.unread_calls import UnreadCalls
 from tests.support.waiting import wait_for
-from tke.internal.rpc.interceptors import REQUEST_ID_HEADER, Call, Context, Method
+from tke.internal.apiserver.registry import varint
+from tke.internal.rpc.interceptors import MAX_STREAM_REQUEST_BYTES, REQUEST_ID_HEADER, Call, Context, Method
 from tke.internal.rpc.server import ListenConfig, ServerSpec, start_server
 from tke.platform.v1 import cluster_pb2
 
@@ -74,6 +75,36 @@ async def test_a_request_that_does_not_decode_is_refused_through_the_chain_with_
     assert violation.description.startswith(f"is not a valid request message for {path}")
     assert _id_in(err.trailing_metadata()) == f"garbage-{method}"
     assert any(f"{path} INVALID_ARGUMENT" in r.getMessage() for r in caplog.records), caplog.text
+
+
+@pytest.mark.parametrize("service", ["ClusterService", "MachineService", "EventService"])
+@pytest.mark.parametrize("method", ["Watch", "WatchBatches"])
+async def test_a_request_that_opens_a_stream_is_at_most_64_kib(api: Running, service: str, method: str) -> None:
+    """A watch's request is kept for as long as the watch lasts: one of grpc's 4 MiB (a filter,
+    unknown fields) is INVALID_ARGUMENT naming the request, before any handler; 64 KiB is far
+    more than any watch needs and goes."""
+    path = f"/tke.platform.v1.{service}/{method}"
+    watch = api.channel.unary_stream(path, _raw, _raw)
+    # Field 2 (label_selector) left empty, then an unknown field 99 of `size` bytes.
+    for size, admitted in (
+        (MAX_STREAM_REQUEST_BYTES - 8, True),
+        (MAX_STREAM_REQUEST_BYTES + 1, False),
+        (3_900_000, False),
+    ):
+        request = b"\x9a\x06" + varint(size) + b"x" * size
+        call = watch(request)
+        try:
+            if admitted:
+                assert await call.read() is not grpc.aio.EOF
+                continue
+            err = await expect_error(call.read(), grpc.StatusCode.INVALID_ARGUMENT)
+        finally:
+            call.cancel()
+        violation = detail_of(err, error_details_pb2.BadRequest).field_violations[0]
+        assert violation.field == "request"
+        assert f"{len(request)} bytes, more than the {MAX_STREAM_REQUEST_BYTES} a request that opens a stream" in (
+            violation.description
+        ), violation.description
 
 
 async def test_a_stream_returns_its_request_id_in_its_headers(api: Running) -> None:

@@ -5,7 +5,9 @@
 - Objects written from their stored bytes (Get, List, Watch) carry one metadata field: not
   every parser merges repeated ones (protobuf.js keeps the last).
 - WatchBatches sends what Watch sends, in the same order, once each, with the events that were
-  ready together in one message; it resumes from a revision and sends bookmarks."""
+  ready together in one message; it resumes from a revision and sends bookmarks.
+- Its initial state goes in batches of about 1 MiB, as its changes do: a watcher whose client
+  does not read then holds one such message, not a page of up to 2 MiB and its copies."""
 
 from __future__ import annotations
 
@@ -153,6 +155,28 @@ async def test_batches_carry_what_watch_sends_in_order_once_with_ready_events_to
             resumed.cancel()
     finally:
         batched.cancel()
+
+
+async def test_the_initial_state_goes_in_batches_of_about_a_mebibyte(api: Running) -> None:
+    names = [f"big-{i}" for i in range(8)]
+    for name in names:  # 250 KB each: 2 MB, one page of the initial state
+        big = cluster(name)
+        big.metadata.annotations["blob"] = "x" * 250_000
+        await api.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=big))
+    call = api.clusters.WatchBatches(cluster_pb2.WatchClustersRequest())
+    sizes: list[int] = []
+    added: list[str] = []
+    try:
+        async with asyncio.timeout(WITHIN):
+            while len(added) < len(names):
+                batch = await read(call)
+                sizes.append(batch.ByteSize())
+                added += [e.object.metadata.name for e in batch.events if e.type == ADDED]
+    finally:
+        call.cancel()
+    assert added == names
+    # 1 MiB reached at the fifth object, then the other three (before: one message of 2 MB).
+    assert len(sizes) == 2 and max(sizes) < 1_300_000, sizes
 
 
 async def test_an_idle_batched_watch_gets_bookmarks_that_advance(api: Running) -> None:

@@ -19,12 +19,16 @@ callers of open methods together one tenant's share:
 - a tenant's read answers not yet delivered are at most limits.max_response_bytes_per_tenant:
   beyond, its calls are refused (scope=tenant_bytes), though a tenant holding none gets one
   answer however big, and small answers still go while big ones would not fit;
+- its watches' messages not yet delivered count in the same bytes: a watch whose client does
+  not read holds its initial state's page there, so the tenant's next watches (any of its users,
+  Watch and WatchBatches) and reads are refused while another tenant's watch goes on;
 - a share larger than what tenants share is a configuration error naming both numbers.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import grpc
@@ -44,6 +48,7 @@ from tke.platform.v1 import cluster_pb2, cluster_pb2_grpc
 
 Code = grpc.StatusCode
 GET = "/tke.platform.v1.ClusterService/Get"
+WATCH = "/tke.platform.v1.ClusterService/Watch"
 LIST = "/tke.platform.v1.ClusterService/List"
 REFLECTION = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
 TOKENS = (
@@ -308,6 +313,48 @@ async def test_a_tenants_unread_answers_are_bounded_in_bytes(
         assert (await alice.Get(cluster_pb2.GetClusterRequest(name="big-2"), timeout=5)).metadata.name == "big-2"
         # (its done callback runs once grpc has finished the call, after the client has the answer)
         await wait_for(lambda: not shares._sizes and not shares.bytes_held, what="the last answer's bytes given back")
+    finally:
+        await stop(running)
+
+
+async def test_a_tenants_unread_watches_are_bounded_in_bytes(
+    etcd_config: EtcdConfig, tmp_path: Path, unread: list[UnreadCalls]
+) -> None:
+    limits = replace(LIMITS, max_response_bytes_per_tenant=512 * KiB)
+    running = await serve(etcd_config, tmp_path, limits=limits)
+    try:
+        alice, ann, bob = stub(running, "alice"), stub(running, "ann"), stub(running, "bob")
+        for name in ("big-1", "big-2", "big-3"):  # 250 KB each in team-a
+            big = cluster(name)
+            big.metadata.annotations["blob"] = "x" * 250_000
+            await alice.Create(cluster_pb2.CreateClusterRequest(cluster=big))
+        shares = running.apiserver.inflight_shares
+
+        # A watch of team-a's whose client does not read: its initial state (750 KB) waits, and
+        # counts, however many watches or users the tenant has.
+        flood = await connect(running, unread)
+        stalled = await flood.send(WATCH, cluster_pb2.WatchClustersRequest().SerializeToString(), bearer("alice"))
+        await flood.wait_answered({stalled})
+        await wait_for(
+            lambda: shares.bytes_held.get("team-a", 0) > 512 * KiB, what="the unread watch's page counted for team-a"
+        )
+        for user in (alice, ann):
+            for watch in (user.Watch, user.WatchBatches):
+                err = await expect_error(
+                    watch(cluster_pb2.WatchClustersRequest(), timeout=5).read(), Code.RESOURCE_EXHAUSTED
+                )
+                assert refusal(err) == {"scope": "tenant_bytes", "tenant": "team-a", "limit": str(512 * KiB)}
+        await expect_error(ann.Get(PROD, timeout=5), Code.RESOURCE_EXHAUSTED)
+        # Another tenant's watch goes on.
+        first = await bob.Watch(cluster_pb2.WatchClustersRequest(), timeout=5).read()
+        assert isinstance(first, cluster_pb2.ClusterEvent) and first.object.metadata.name == "prod"
+
+        # The connection going gives the bytes back: team-a watches again.
+        await flood.close()
+        await wait_for(lambda: not shares.bytes_held, what="the unread watch's bytes given back")
+        batch = await ann.WatchBatches(cluster_pb2.WatchClustersRequest(), timeout=5).read()
+        assert isinstance(batch, cluster_pb2.ClusterEventBatch)
+        assert {e.object.metadata.name for e in batch.events} >= {"big-1", "prod"}
     finally:
         await stop(running)
 

@@ -13,6 +13,9 @@
   tke-ipamc takes the refusal for "try again later" (code 11), not an exhausted pool.
 - Watches per identity are capped (limits.max_watches_per_identity): the next is refused with
   RESOURCE_EXHAUSTED and a RetryInfo; other identities are not affected; closing one frees it.
+- A tenant's watches, every user of it together, are capped (limits.max_watches_per_tenant), and
+  all tenants' (limits.max_watches_of_tenants), so that a tenant's many users cannot hold every
+  stream the server takes: the rest goes to other tenants and to platform administrators.
 - Catch-ups from etcd's history (a watch resumed from before the replay window: an etcd watch
   each, whose unsent history etcd keeps in memory) are capped per identity
   (limits.max_catchups_per_identity) and for the process (limits.max_catchups): the next is
@@ -268,6 +271,78 @@ async def test_watches_beyond_the_per_identity_cap_are_refused(etcd_config: Etcd
             call.cancel()
     finally:
         await stop(running)
+
+
+WATCH_TOKENS = (
+    "a1-t,a1,u1,dev,team-a\na2-t,a2,u2,dev,team-a\na3-t,a3,u3,dev,team-a\n"
+    "b1-t,b1,u4,dev,team-b\nc1-t,c1,u5,dev,team-c\nadmin-t,admin,u6,tke:platform-admins,default\n"
+)
+
+
+async def test_a_tenants_users_together_and_all_tenants_together_hold_capped_watches(
+    etcd_config: EtcdConfig, tmp_path: Path
+) -> None:
+    tokens = tmp_path / "tokens.csv"
+    tokens.write_text(WATCH_TOKENS)
+    auth = AuthConfig(
+        authenticators=[PluginConfig("token-file", {"path": str(tokens)})],
+        authorizers=[PluginConfig("allow-all")],
+    )
+    # Each user may hold 2, a tenant 3, tenants together 4 (of the streams max_streams leaves).
+    limits = LimitsConfig(max_watches_per_identity=2, max_watches_per_tenant=3, max_watches_of_tenants=4)
+    running = await start(local_config(etcd_config, auth=auth, limits=limits))
+    held: list[WatchCall] = []
+    try:
+        stubs = {user: running.channel_with(f"{user}-t")[0] for user in ("a1", "a2", "a3", "b1", "c1", "admin")}
+
+        async def established(user: str) -> None:
+            call = stubs[user].Watch(cluster_pb2.WatchClustersRequest())
+            held.append(call)
+            assert (await next_message(call)).type == meta_pb2.WATCH_EVENT_TYPE_BOOKMARK
+
+        async def refused(user: str) -> dict[str, str]:
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await stubs[user].Watch(cluster_pb2.WatchClustersRequest()).read()
+            assert info.value.code() == Code.RESOURCE_EXHAUSTED, info.value.details()
+            assert detail_of(info.value, error_details_pb2.RetryInfo).retry_delay.seconds >= 1
+            error = detail_of(info.value, error_details_pb2.ErrorInfo)
+            assert error.reason == "TOO_MANY_WATCHES"
+            return dict(error.metadata) | {"message": info.value.details() or ""}
+
+        for user in ("a1", "a1", "a2"):  # team-a's 3, from two users
+            await established(user)
+        tenant = await refused("a3")  # a user holding none, of a tenant holding its share
+        assert tenant["scope"] == "tenant" and tenant["limit"] == "3", tenant
+        assert "tenant 'team-a' has 3 watches open" in tenant["message"]
+        assert "limits.max_watches_per_tenant" in tenant["message"]
+        await established("b1")  # another tenant: the fourth of tenants together
+        everyone = await refused("c1")
+        assert everyone["scope"] == "tenants" and everyone["limit"] == "4", everyone
+        await established("admin")  # platform administrators' watches are not tenants'
+        await established("admin")
+        assert (await refused("admin"))["scope"] == "user"  # their own identity's allowance holds
+
+        held.pop(0).cancel()  # one of team-a's goes: a place for a tenant again
+        await wait_for(lambda: running.apiserver.watch_quota.of_tenant.total() == 3, what="team-a's watch let go")
+        await established("c1")
+    finally:
+        for call in held:
+            call.cancel()
+        await stop(running)
+
+
+def test_watch_caps_larger_than_what_they_share_are_configuration_errors() -> None:
+    with pytest.raises(
+        ValueError, match=r"max_watches_per_tenant \(50\) must be at most max_watches_of_tenants \(40\)"
+    ):
+        LimitsConfig(max_watches_per_tenant=50, max_watches_of_tenants=40)
+    with pytest.raises(ValueError, match=r"max_watches_of_tenants \(7601\) must be at most the 7600 streams"):
+        LimitsConfig(max_watches_of_tenants=7601)
+    defaults = LimitsConfig()
+    assert (defaults.watches_per_tenant, defaults.watches_of_tenants) == (1000, 6840)
+    # A configuration that sets only max_streams stays valid: the tenants' caps follow it.
+    small = LimitsConfig(max_streams=3000)
+    assert (small.watches_per_tenant, small.watches_of_tenants) == (540, 540)
 
 
 # Three users of one tenant: they watch the same history.

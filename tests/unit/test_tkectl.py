@@ -10,7 +10,7 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
 
-from tke.internal.tkectl import cli
+from tke.internal.tkectl import cli, connection
 from tke.internal.tkectl import config as configfile
 from tke.internal.tkectl.commands.write import apply_paths
 from tke.internal.tkectl.documents import dump_yaml, parse, to_dict
@@ -37,6 +37,12 @@ def test_config_round_trip_is_private_and_keeps_only_what_is_set(tmp_path: Path)
     assert again.context() == ("dev", cfg.contexts["dev"])
 
 
+# Nested YAML aliases: a8 is 10^9 values (600 bytes of text).
+ALIASES = "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]\n" for i in range(1, 9)
+)
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -44,6 +50,14 @@ def test_config_round_trip_is_private_and_keeps_only_what_is_set(tmp_path: Path)
         ("contexts: {dev: {sever: x}}\n", "unknown key 'sever'"),
         ("contexts: {dev: {tls: maybe}}\n", "tls must be true or false"),
         ("current-context: [\n", "not valid YAML"),
+        # Values are strings, whatever YAML a file someone else wrote holds.
+        ("contexts: {dev: {token: {a: secret}}}\n", "context dev: token must be a string, not a YAML dict"),
+        ("contexts: {dev: {server: [a, b]}}\n", "context dev: server must be a string, not a YAML list"),
+        ("contexts: {dev: {ipamd: {token: [t]}}}\n", "context dev.ipamd: token must be a string"),
+        ("current-context: {a: b}\n", "current-context must be a context's name"),
+        # 10^9 "x" if its text were taken: refused before anything is expanded.
+        (ALIASES + "contexts: {dev: {token: *a8}}\n", "expands to more than 1000000 values (through YAML aliases)"),
+        ("contexts: " + "[" * 5000 + "]" * 5000 + "\n", "is nested too deeply"),
     ],
 )
 def test_a_broken_config_file_is_a_usage_error(tmp_path: Path, text: str, message: str) -> None:
@@ -52,6 +66,21 @@ def test_a_broken_config_file_is_a_usage_error(tmp_path: Path, text: str, messag
     with pytest.raises(CliError) as err:
         configfile.load(path)
     assert err.value.exit_code == Exit.USAGE and message in err.value.message
+
+
+@pytest.mark.parametrize("token", ["secret\nInjected: yes", "secr\u00e9t", "secret\x1b[2J", "s" * 8193])
+@pytest.mark.parametrize("which", [connection.APISERVER, connection.IPAMD])
+def test_a_token_that_is_no_header_value_is_a_usage_error_that_does_not_show_it(token: str, which: str) -> None:
+    endpoint = configfile.Endpoint(server="127.0.0.1:1", token=token)
+    context = configfile.Context(server="127.0.0.1:1", token=token, ipamd=endpoint)
+    with pytest.raises(CliError) as err:
+        connection.Connection("dev", context, 5.0).metadata(which)
+    assert err.value.exit_code == Exit.USAGE
+    assert f'the {which} token of context "dev"' in err.value.message
+    assert "secr" not in err.value.message and "sss" not in err.value.message
+    good = configfile.Context(server="127.0.0.1:1", token="tke1.abc", ipamd=configfile.Endpoint(token="k"))
+    sent = connection.Connection("dev", good, 5.0).metadata(connection.APISERVER)
+    assert sent == (("authorization", "Bearer tke1.abc"),)
 
 
 def test_config_path_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -87,6 +116,14 @@ def test_yaml_timestamps_become_json_mapping_strings() -> None:
         ("kind: Widget\n", 'unknown kind "Widget"'),
         ("kind: Cluster\nspec: {tpye: x}\n", "tpye"),
         ("kind: Cluster\nspec: [\n", "not valid YAML"),
+        # Someone else's file: bounded, whatever it holds.
+        ("kind: Cluster\nmetadata: " + "[" * 5000 + "]" * 5000 + "\n", "is nested too deeply"),
+        (
+            "x-junk:\n"
+            + "".join("  " + line for line in ALIASES.splitlines(True))
+            + "kind: Cluster\nspec: {extraArgs: {k: *a8}}\n",
+            "expands to more",
+        ),
         ("", "holds no objects"),
         ("- a\n", "expected an object"),
     ],

@@ -9,18 +9,12 @@ from dataclasses import replace
 
 from tke.auth.v1 import accounts_pb2, accounts_pb2_grpc
 from tke.internal.tkectl.commands.runtime import Runtime
+from tke.internal.tkectl.config import MAX_TOKEN, token_error
 from tke.internal.tkectl.connection import APISERVER
 from tke.internal.tkectl.errors import CliError, Exit, from_rpc, usage
 from tke.internal.tkectl.kinds.base import time_text
 
 DEFAULT_CONTEXT = "default"
-# A token is sent back as the value of an authorization header: printable ASCII, bounded (a
-# server's answer that is not one would be saved, then break every later call of the context).
-MAX_TOKEN = 8192
-
-
-def _is_token(token: str) -> bool:
-    return 0 < len(token) <= MAX_TOKEN and token.isascii() and token.isprintable()
 
 
 def _password(from_stdin: bool) -> str:
@@ -48,7 +42,8 @@ async def login(rt: Runtime, username: str, password_stdin: bool) -> Exit:
         if hasattr(err, "code") and hasattr(err, "details"):
             raise from_rpc(err, rt.conn.target(APISERVER)) from None
         raise
-    if not _is_token(resp.token):
+    # (a server's answer that is no header value would be saved, then break every later call)
+    if not resp.token or token_error(resp.token):
         raise CliError(
             Exit.ERROR,
             f"{rt.conn.target(APISERVER)} answered the login with no usable token (one line of at most "
