@@ -147,6 +147,9 @@ class LimitsConfig:
     handshake_timeout: float = CONNECTION_DEFAULTS.handshake_timeout
     # Seconds a connection without calls is kept before it is closed (clients reconnect); 0: kept.
     connection_idle_timeout: float = CONNECTION_DEFAULTS.connection_idle_timeout
+    # Streams (calls) one connection may have open at once (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS;
+    # grpc clients queue calls beyond it). Bounds what one connection's resets cost (CVE-2023-44487).
+    max_streams_per_connection: int = CONNECTION_DEFAULTS.max_streams_per_connection
 
     def __post_init__(self) -> None:
         _positive(
@@ -206,7 +209,11 @@ class LimitsConfig:
     @property
     def connections(self) -> ConnectionLimits:
         return ConnectionLimits(
-            self.max_connections, self.max_streams, self.handshake_timeout, self.connection_idle_timeout
+            self.max_connections,
+            self.max_streams,
+            self.handshake_timeout,
+            self.connection_idle_timeout,
+            self.max_streams_per_connection,
         )
 
     @property

@@ -130,6 +130,9 @@ class IpamdConfig:
     # Seconds a new connection has to finish its handshake, and a connection without calls is kept.
     handshake_timeout: float = CONNECTION_DEFAULTS.handshake_timeout
     connection_idle_timeout: float = CONNECTION_DEFAULTS.connection_idle_timeout
+    # Streams (calls) one connection may have open at once (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS;
+    # grpc clients queue calls beyond it). Bounds what one connection's resets cost (CVE-2023-44487).
+    max_streams_per_connection: int = CONNECTION_DEFAULTS.max_streams_per_connection
     # Prometheus metrics (calls by method and code, latency) at http://<address>/metrics;
     # empty disables them (the default: several daemons may share a host in development).
     metrics_address: str = ""
@@ -160,5 +163,9 @@ class IpamdConfig:
     @property
     def connections(self) -> ConnectionLimits:
         return ConnectionLimits(
-            self.max_connections, self.max_streams, self.handshake_timeout, self.connection_idle_timeout
+            self.max_connections,
+            self.max_streams,
+            self.handshake_timeout,
+            self.connection_idle_timeout,
+            self.max_streams_per_connection,
         )

@@ -5,6 +5,11 @@
   count a call once its request has arrived): without a cap, 10,000 of them grew a server by
   206 MiB. `limits.max_streams` caps the calls in progress of every kind: beyond it, grpc refuses
   at once with RESOURCE_EXHAUSTED, and the places come back when the streams end.
+- `limits.max_streams_per_connection` is the SETTINGS_MAX_CONCURRENT_STREAMS each connection is
+  given: the streams one connection opens beyond it are refused by grpc with RST_STREAM
+  REFUSED_STREAM (what bounds HTTP/2 rapid reset, CVE-2023-44487: without it a client that
+  opened and reset streams in a loop took 140% CPU and another tenant's Get went from 2 ms to
+  358 ms, 15 of 18 failing), while a grpc client queues its calls beyond it and loses none.
 - `limits.max_connections` caps each listener's connections (a TCP flood leaves the unix socket
   its own), and is fitted below the process's open-file limit.
 - A connection that never finishes its handshake is closed after `limits.handshake_timeout`;
@@ -26,7 +31,7 @@ from tests.support.apiserver import local_config, start, stop
 from tests.support.ipamd_daemon import IpamdProcess
 from tests.support.ports import free_port
 from tests.support.rpc import expect_error, health_check
-from tests.support.unread_calls import UnreadCalls
+from tests.support.unread_calls import MAX_CONCURRENT_STREAMS, REFUSED_STREAM, UnreadCalls
 from tests.support.waiting import wait_for
 from tke.internal.apiserver.app import LimitsConfig
 from tke.internal.ipamd.config import IpamdConfig
@@ -64,6 +69,23 @@ async def test_calls_that_never_send_their_request_are_capped(etcd_config: EtcdC
         await wait_for(lambda: len(opened - silent.ended) <= 9, what="the silent streams beyond the cap refused")
         await silent.close()  # the streams end with their connection: their places come back
         assert await wait_for(lambda: _admitted(running.channel), what="calls admitted again")
+    finally:
+        await silent.close()
+        await stop(running)
+
+
+async def test_one_connection_opens_at_most_its_streams(etcd_config: EtcdConfig) -> None:
+    running = await start(local_config(etcd_config, limits=LimitsConfig(max_streams_per_connection=3)))
+    silent = await UnreadCalls.connect("127.0.0.1", running.port)
+    try:
+        assert (await silent.wait_settings()).get(MAX_CONCURRENT_STREAMS) == 3
+        opened = [await silent.start(GET) for _ in range(5)]
+        await wait_for(lambda: len(silent.reset) >= 2, what="the streams beyond the connection's 3 refused")
+        assert silent.reset == dict.fromkeys(opened[3:], REFUSED_STREAM)
+        # Other connections have their own; a grpc client queues its calls beyond the cap.
+        assert await answers(running.channel) == Code.OK  # connected: the client knows the cap
+        checks = [health_check(running.channel)(CHECK, timeout=30) for _ in range(8)]
+        assert all(answer.status == health_pb2.HealthCheckResponse.SERVING for answer in await asyncio.gather(*checks))
     finally:
         await silent.close()
         await stop(running)
@@ -162,6 +184,8 @@ def test_the_stream_cap_must_contain_the_other_limits() -> None:
         IpamdConfig(max_streams=500)
     with pytest.raises(ValueError, match="handshake_timeout must be more than 0"):
         LimitsConfig(handshake_timeout=0)
+    with pytest.raises(ValueError, match="max_streams_per_connection must be at least 1"):
+        IpamdConfig(max_streams_per_connection=0)
 
 
 async def test_ipamd_caps_connections_per_listener(etcd_config: EtcdConfig, tmp_path: Path) -> None:
@@ -180,4 +204,20 @@ async def test_ipamd_caps_connections_per_listener(etcd_config: EtcdConfig, tmp_
     finally:
         for held_socket in held:
             held_socket.close()
+        ipamd.stop()
+
+
+async def test_ipamd_unix_socket_limits_streams_per_connection(etcd_config: EtcdConfig, tmp_path: Path) -> None:
+    ipamd = IpamdProcess(
+        tmp_path, endpoints=etcd_config.endpoints, prefix="/streams", extra="max_streams_per_connection = 2"
+    )
+    ipamd.start()
+    silent = await UnreadCalls.connect_unix(ipamd.target.removeprefix("unix:"))
+    try:
+        assert (await silent.wait_settings()).get(MAX_CONCURRENT_STREAMS) == 2
+        opened = [await silent.start("/grpc.health.v1.Health/Check") for _ in range(3)]
+        await wait_for(lambda: bool(silent.reset), what="the stream beyond the connection's 2 refused")
+        assert silent.reset == {opened[2]: REFUSED_STREAM}
+    finally:
+        await silent.close()
         ipamd.stop()

@@ -3,7 +3,8 @@ flow-control window for each stream is 0 (SETTINGS_INITIAL_WINDOW_SIZE), so the 
 send the response headers but not one byte of a response message. It answers the server's
 SETTINGS and PINGs, as a live client does, and nothing else. Tests use it to hold responses in
 the server's memory for as long as they like, and `deliver` lets one response through; `start`
-opens a call that never sends its request."""
+opens a call that never sends its request. It keeps the server's SETTINGS (`settings`) and the
+streams the server reset (`reset`, with their error codes)."""
 
 from __future__ import annotations
 
@@ -15,9 +16,10 @@ from collections.abc import Callable
 from tke.internal.cni import hpack
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-DATA, HEADERS, SETTINGS, PING, GOAWAY, WINDOW_UPDATE = 0x0, 0x1, 0x4, 0x6, 0x7, 0x8
+DATA, HEADERS, RST_STREAM, SETTINGS, PING, GOAWAY, WINDOW_UPDATE = 0x0, 0x1, 0x3, 0x4, 0x6, 0x7, 0x8
 END_STREAM, ACK, END_HEADERS = 0x1, 0x1, 0x4
-INITIAL_WINDOW_SIZE = 0x4
+INITIAL_WINDOW_SIZE, MAX_CONCURRENT_STREAMS = 0x4, 0x3
+REFUSED_STREAM = 0x7
 
 
 def _frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
@@ -31,12 +33,21 @@ class UnreadCalls:
         self.next_stream = 1
         self.answered: set[int] = set()  # streams the server sent response headers (or trailers only) on
         self.ended: set[int] = set()  # streams the server ended: their trailers came
+        self.reset: dict[int, int] = {}  # streams the server reset (RST_STREAM), with its error code
+        self.settings: dict[int, int] | None = None  # the server's first SETTINGS, once acknowledged
         self.changed = asyncio.Event()
         self._task = asyncio.create_task(self._read())
 
     @classmethod
     async def connect(cls, host: str, port: int) -> UnreadCalls:
-        reader, writer = await asyncio.open_connection(host, port)
+        return await cls._begin(*await asyncio.open_connection(host, port))
+
+    @classmethod
+    async def connect_unix(cls, path: str) -> UnreadCalls:
+        return await cls._begin(*await asyncio.open_unix_connection(path))
+
+    @classmethod
+    async def _begin(cls, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> UnreadCalls:
         writer.write(PREFACE + _frame(SETTINGS, 0, 0, struct.pack(">HI", INITIAL_WINDOW_SIZE, 0)))
         await writer.drain()
         return cls(reader, writer)
@@ -69,6 +80,13 @@ class UnreadCalls:
         self.writer.write(_frame(HEADERS, END_HEADERS, stream, hpack.encode_headers(headers)))
         return stream
 
+    async def wait_settings(self) -> dict[int, int]:
+        """The server's SETTINGS (identifier: value), once this client has acknowledged them:
+        streams opened after are under them."""
+        await self._wait(lambda: self.settings is not None)
+        assert self.settings is not None
+        return self.settings
+
     async def wait_answered(self, streams: set[int]) -> None:
         """Until the server has sent response headers on every one of `streams`."""
         await self._wait(lambda: streams <= self.answered)
@@ -97,12 +115,19 @@ class UnreadCalls:
                 payload = await self.reader.readexactly(length)
                 if kind == SETTINGS and not flags & ACK:
                     self.writer.write(_frame(SETTINGS, ACK, 0))
+                    if self.settings is None:
+                        pairs = (payload[i : i + 6] for i in range(0, len(payload), 6))
+                        self.settings = {int.from_bytes(p[:2], "big"): int.from_bytes(p[2:], "big") for p in pairs}
+                        self.changed.set()
                 elif kind == PING and not flags & ACK:
                     self.writer.write(_frame(PING, ACK, 0, payload))
                 elif kind == HEADERS:
                     self.answered.add(stream)
                     if flags & END_STREAM:
                         self.ended.add(stream)
+                    self.changed.set()
+                elif kind == RST_STREAM:
+                    self.reset[stream] = int.from_bytes(payload[:4], "big")
                     self.changed.set()
                 elif kind == GOAWAY:
                     return
