@@ -10,7 +10,9 @@ open authenticated stream and asks the auth step to check it again, as if it wer
   (`changed(user=...)` for one user's credentials, `changed(tenant=...)` for a tenant's policy,
   `changed()` for everything): the built-in accounts and policy centre say so from their etcd
   mirrors, so a revocation ends the streams it concerns within the watch's delay on every
-  apiserver. Other plugins (external services) are caught by the periodic check;
+  apiserver. Other plugins (external services) are caught by the periodic check. Changes check
+  a stream at most once per CHANGE_SPACING: a tenant rewriting its bindings in a loop costs at
+  most one check of each of its streams a second, not one per write;
 - by the credential's expiry (`Identity.expires_at`): the check runs then, so a stream never
   outlives its token.
 
@@ -48,6 +50,8 @@ log = logging.getLogger("tke.auth")
 
 # Checks running at once (each an authenticate and an authorize, which may call a service).
 CONCURRENT_CHECKS = 8
+# Seconds between two checks of one stream that changes ask for (the first is at once).
+CHANGE_SPACING = 1.0
 # A check that found the credential still valid at its expiry (clocks a hair apart) runs again this soon.
 _EXPIRY_RETRY = 0.05
 
@@ -78,6 +82,7 @@ class OpenStream:
     waiting: bool = False
     cancelled: bool = False  # StreamChecks cancelled the task to end it
     closed: bool = False
+    changed_at: float = float("-inf")  # loop time of the last check a change asked for
 
 
 Check = Callable[[OpenStream], Awaitable[Refusal | None]]
@@ -137,7 +142,8 @@ class StreamChecks:
 
     def changed(self, *, user: str | None = None, tenant: str | None = None) -> None:
         """Access may have changed: for `user`'s streams, the streams authorized in `tenant`, or
-        (neither named) every stream. They are checked now (those already due are left as they are)."""
+        (neither named) every stream. They are checked now, or CHANGE_SPACING after the last
+        check a change asked for (those due sooner are left as they are)."""
         if user is None and tenant is None:
             streams: set[OpenStream] = self._streams
         else:
@@ -150,8 +156,10 @@ class StreamChecks:
             return
         now = asyncio.get_running_loop().time()
         for stream in list(streams):
-            if stream.due > now:
-                self._schedule(stream, now)
+            due = max(now, stream.changed_at + CHANGE_SPACING)
+            if stream.due > due:
+                stream.changed_at = due
+                self._schedule(stream, due)
 
     def _next(self, stream: OpenStream, now: float) -> float:
         """When `stream` is checked next: within an interval, and by its credential's expiry."""

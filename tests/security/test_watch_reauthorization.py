@@ -36,6 +36,7 @@ from tests.security.platform import (
 from tests.support.apiserver import cluster
 from tests.support.waiting import wait_for
 from tke.auth.v1 import accounts_pb2, policy_pb2
+from tke.internal.auth.chain import PluginContext
 from tke.internal.auth.tokens import TokenSigner
 from tke.internal.storage.etcd import EtcdConfig
 from tke.meta.v1 import meta_pb2
@@ -104,11 +105,13 @@ async def ends_before_change(platform: Platform, stream: Stream, code: grpc.Stat
 
 
 def audited_end(platform: Platform, code: grpc.StatusCode) -> dict[str, Any] | None:
-    """The audit event of the last cluster watch that ended with `code`, once written."""
+    """The audit event of the last cluster watch ended by a check with `code`, once written."""
     events = [
         e
         for e in platform.audit_events()
-        if e["method"] == "/tke.platform.v1.ClusterService/Watch" and e["code"] == code.name
+        if e["method"] == "/tke.platform.v1.ClusterService/Watch"
+        and e["code"] == code.name
+        and e["reason"].startswith("checked again while open: ")
     ]
     return events[-1] if events else None
 
@@ -205,3 +208,19 @@ async def test_an_authorized_watch_goes_on_across_checks(rechecked: Platform) ->
     assert stream.code is None, f"the watch ended: {stream.code} {stream.details}"
     assert checks.ended == 0
     stream.call.cancel()
+
+
+async def test_the_periodic_check_ends_a_watch_nobody_told_about(
+    rechecked: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Access that goes away without a word to the apiserver (an external authorizer's policy
+    changed, say): the periodic check ends the stream all the same."""
+    platform = rechecked
+    monkeypatch.setattr(PluginContext, "access_changed", lambda self, **scope: None)
+    xena = await viewer(platform, "xena")
+    stream = await opened(xena)
+    await platform.root.policy.DeleteRoleBinding(
+        policy_pb2.DeleteRoleBindingRequest(name="xena-view", tenant_id=TENANT)
+    )
+    await wait_for(lambda: stream.code is not None, what="the stream's end at its next periodic check")
+    assert stream.code == Code.PERMISSION_DENIED, f"{stream.code}: {stream.details}"
