@@ -33,7 +33,7 @@ from tests.security.platform import (
     stop_platform,
     user,
 )
-from tests.support.apiserver import cluster
+from tests.support.apiserver import cluster, start
 from tests.support.waiting import wait_for
 from tke.auth.v1 import accounts_pb2, policy_pb2
 from tke.internal.auth.chain import PluginContext
@@ -53,7 +53,7 @@ class Stream:
 
     def __init__(self, call: Any) -> None:
         self.call = call
-        self.events: list[cluster_pb2.ClusterEvent] = []
+        self.events: list[Any] = []  # ClusterEvent, or ClusterEventBatch (WatchBatches)
         self.code: grpc.StatusCode | None = None
         self.details = ""
         self.task = asyncio.create_task(self._read())
@@ -224,3 +224,25 @@ async def test_the_periodic_check_ends_a_watch_nobody_told_about(
     )
     await wait_for(lambda: stream.code is not None, what="the stream's end at its next periodic check")
     assert stream.code == Code.PERMISSION_DENIED, f"{stream.code}: {stream.details}"
+
+
+async def test_a_logout_at_one_apiserver_ends_the_batched_watch_at_another(
+    platform: Platform, etcd_config: EtcdConfig
+) -> None:
+    """Each apiserver follows the account records through its own etcd watch: a revocation
+    written by one ends the streams it concerns on every other, WatchBatches as Watch."""
+    second = await start(private_cloud(etcd_config, platform.audit.with_name("audit-2.jsonl")))
+    platform.others.append(second)
+    await viewer(platform, "yuri")
+    yuri = await platform.login("yuri", api=second)
+    batches = Stream(yuri.clusters.WatchBatches(cluster_pb2.WatchClustersRequest()))
+    await create_cluster(platform, "before")
+    await wait_for(
+        lambda: any(e.object.metadata.name == "before" for b in batches.events for e in b.events),
+        what="the batched watch at the second apiserver working",
+    )
+    # (The second apiserver sees the revocation and the clusters through two etcd watches, which
+    # etcd does not order with each other: the end is checked, not that no later change came.)
+    await Client(platform.api, yuri.token).auth.Logout(accounts_pb2.LogoutRequest())
+    await wait_for(lambda: batches.code is not None, what="the batched watch's end")
+    assert batches.code == Code.UNAUTHENTICATED, f"{batches.code}: {batches.details}"
