@@ -81,10 +81,22 @@ class WatchConfig:
     # reading) before the catch-up ends (RESOURCE_EXHAUSTED and the revision to resume from):
     # etcd holds its unsent history, and it holds a catch-up slot (limits.max_catchups).
     catchup_stall: float = 30.0
+    # Seconds between checks of an open watch: its credential authenticated and its
+    # authorization asked again, as if it were opened now; one that fails ends (UNAUTHENTICATED
+    # or PERMISSION_DENIED). Also at once when the built-in accounts or policies change, and by
+    # the token's expiry (tke.internal.auth.recheck).
+    reauthorize_interval: float = 60.0
 
     def __post_init__(self) -> None:
         _positive(
-            self, "bookmark_interval", "window", "window_bytes", "client_queue", "client_queue_bytes", "catchup_stall"
+            self,
+            "bookmark_interval",
+            "window",
+            "window_bytes",
+            "client_queue",
+            "client_queue_bytes",
+            "catchup_stall",
+            "reauthorize_interval",
         )
         if self.batch_interval < 0:
             raise ValueError("batch_interval must be 0 or more seconds")
@@ -434,6 +446,7 @@ class Apiserver:
             self.config.auth,
             PluginContext(self.store, self.prefix, quota_kind=self.quotas.kind if self.config.quotas.enabled else None),
             peer_certificates=tls is not None and bool(tls.client_ca_file),
+            reauthorize_interval=self.config.watch.reauthorize_interval,
         )
         # etcd answers within the retry budget, or the start fails (Unavailable: exit 1).
         await self.store.current_revision()

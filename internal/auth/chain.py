@@ -4,8 +4,12 @@ tke.audit) or "module:Class", with its own options.
 
 A plugin is constructed as `Plugin(context, **options)`; `context` (PluginContext) gives it the
 store and key prefix, and once every authorizer is built the Authority over them (who may act on
-whom, where a caller has rights). A plugin may also offer gRPC services (`services()`, e.g. the accounts
-plugin's AuthService) and have `start()`/`stop()` coroutines; the server calls them.
+whom, where a caller has rights). A plugin whose answers change with what it stores (the accounts'
+users and revocations, the policy centre's bindings) calls `context.access_changed(user=...)` or
+`(tenant=...)`, or with neither for everything, when they change, so that open streams those
+answers concern are checked again at once (tke.internal.auth.recheck). A plugin may also offer
+gRPC services (`services()`, e.g. the accounts plugin's AuthService) and have
+`start()`/`stop()` coroutines; the server calls them.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from tke.internal.auth.audit import Auditor
 from tke.internal.auth.authority import Authority
 from tke.internal.auth.identity import Identity
 from tke.internal.auth.interceptors import AuthInterceptor
+from tke.internal.auth.recheck import StreamChecks
 from tke.internal.plugin.loader import PluginError, find
 from tke.internal.rpc.interceptors import Interceptor
 from tke.internal.storage.store import Store
@@ -68,6 +73,14 @@ class PluginContext:
     # key root[, tenant_of]) to the kind's usage (tke.internal.apiserver.quota.KindUsage),
     # which the plugin checks on its writes and its watch feeds. None: no quotas.
     quota_kind: Callable[..., Any] | None = None
+    # Set by `build` when open streams are checked again (StreamChecks.changed).
+    stream_checks: StreamChecks | None = None
+
+    def access_changed(self, *, user: str | None = None, tenant: str | None = None) -> None:
+        """What a plugin decides on changed, for `user`, in `tenant`, or (neither) anywhere: the
+        open streams it concerns are checked again now."""
+        if self.stream_checks is not None:
+            self.stream_checks.changed(user=user, tenant=tenant)
 
 
 Service = tuple[str, Callable[[grpc.aio.Server], None]]
@@ -80,6 +93,8 @@ class AuthChain:
     plugins: list[Any]
     auditor: Auditor
     enabled: bool
+    # Open streams checked again (None: authentication off, or no re-check interval).
+    stream_checks: StreamChecks | None = None
 
     @property
     def records_calls(self) -> bool:
@@ -91,8 +106,12 @@ class AuthChain:
             if hasattr(plugin, "start"):
                 await plugin.start()
         self.auditor.start()
+        if self.stream_checks is not None:
+            self.stream_checks.start()
 
     async def stop(self) -> None:
+        if self.stream_checks is not None:
+            await self.stream_checks.stop()
         await self.auditor.close()
         for plugin in self.plugins:
             if hasattr(plugin, "stop"):
@@ -113,11 +132,14 @@ def build(
     *,
     attributes: Callable[[str, Any, Identity], authz.Attributes] = attributes_for,
     peer_certificates: bool = True,
+    reauthorize_interval: float | None = None,
 ) -> AuthChain:
     """Load every configured plugin (PluginError names the one that fails). `attributes` turns
     a call into what the authorizers decide on (a server with its own tenancy rules, such as
     ipamd's, gives its own). `peer_certificates`: whether any listener of the server asks for
-    client certificates (mutual TLS); without, calls carry none and none is looked for."""
+    client certificates (mutual TLS); without, calls carry none and none is looked for.
+    `reauthorize_interval`: seconds between checks of an open stream (recheck.py); None: a
+    stream is checked only when it opens."""
     authenticators = [_construct("tke.authn", c, context) for c in config.authenticators]
     authorizers = [_construct("tke.authz", c, context) for c in config.authorizers]
     sinks = [_construct("tke.audit", c, context) for c in config.audit]
@@ -142,19 +164,19 @@ def build(
         return AuthChain([], services, plugins, auditor, enabled=False)
     if any(type(a).__name__ == "AllowAll" for a in authorizers):
         log.warning("AUTHORIZATION ALLOWS EVERYTHING (allow-all authorizer): development only.")
-    interceptors: list[Interceptor] = [
-        AuthInterceptor(
-            authn.Union(authenticators),
-            authz.Union([SelfService(), *authorizers]),
-            auditor,
-            authority,
-            attributes=attributes,
-            open_methods=OPEN_METHODS,
-            open_reflection=config.open_reflection,
-            peer_certificates=peer_certificates,
-        )
-    ]
-    return AuthChain(interceptors, services, plugins, auditor, enabled=True)
+    step = AuthInterceptor(
+        authn.Union(authenticators),
+        authz.Union([SelfService(), *authorizers]),
+        auditor,
+        authority,
+        attributes=attributes,
+        open_methods=OPEN_METHODS,
+        open_reflection=config.open_reflection,
+        peer_certificates=peer_certificates,
+        reauthorize_interval=reauthorize_interval,
+    )
+    context.stream_checks = step.checks
+    return AuthChain([step], services, plugins, auditor, enabled=True, stream_checks=step.checks)
 
 
 class SelfService:

@@ -17,6 +17,9 @@ DEFAULT_TENANT = "default"
 # rights away (a node acts on its own node's objects only), never grants any.
 NODES_GROUP = "system:nodes"
 NODE_USER_PREFIX = "system:node:"
+# Identity.extra key: when the credential that proved the identity expires (seconds since the
+# epoch), for the authenticators that know it; an open stream ends by then (recheck.py).
+EXPIRES = "token-expires"
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,15 @@ class Identity:
     @property
     def is_platform_admin(self) -> bool:
         return PLATFORM_ADMINS in self.groups
+
+    @property
+    def expires_at(self) -> float | None:
+        """When the credential expires (seconds since the epoch), or None: not known, or never."""
+        values = self.extra.get(EXPIRES)
+        try:
+            return float(values[0]) if values else None
+        except ValueError:
+            return None
 
     @property
     def node(self) -> str | None:

@@ -14,6 +14,10 @@ around the handler, each through its own seam (Authenticator, Authorizer, the Au
   recorded exactly once.
 Unary and streaming calls (Watch) go through the same steps. Whether a method is open is
 decided once per method, when the chain wraps it.
+- Open streams: with `reauthorize_interval`, a stream that is not open to everyone is checked
+  again while it lasts, with the credential and request it opened with (StreamChecks,
+  recheck.py); one that fails ends with the refusal it would get if opened now, audited with
+  that code, decision and reason. Unary calls pay nothing for it.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from tke.internal.auth.authn import AuthenticationError, Authenticator, Credenti
 from tke.internal.auth.authority import Authority, current_authority
 from tke.internal.auth.authz import Attributes, Authorizer, Decision
 from tke.internal.auth.identity import Identity, current_identity
+from tke.internal.auth.recheck import OpenStream, Refusal, StreamChecks
 from tke.internal.logs import request_id_var
 from tke.internal.metrics import AUTHN, AUTHZ
 from tke.internal.rpc import errors
@@ -137,9 +142,11 @@ class AuthInterceptor:
         open_methods: Collection[str] = (),
         open_reflection: bool = False,
         peer_certificates: bool = True,
+        reauthorize_interval: float | None = None,
     ) -> None:
         """`peer_certificates`: a listener of the server asks clients for certificates (mutual
-        TLS), so calls may carry one; without, grpc's auth context is not read per call."""
+        TLS), so calls may carry one; without, grpc's auth context is not read per call.
+        `reauthorize_interval`: seconds between checks of an open stream (None: never)."""
         self.peer_certificates = peer_certificates
         self.authenticator = authenticator
         self.authorizer = authorizer
@@ -148,6 +155,7 @@ class AuthInterceptor:
         self.attributes = attributes
         self.open_methods = set(open_methods)
         self.open_reflection = open_reflection
+        self.checks = StreamChecks(self._recheck, reauthorize_interval) if reauthorize_interval else None
 
     def _open(self, method_name: str) -> bool:
         return (
@@ -162,13 +170,17 @@ class AuthInterceptor:
 
         async def checked(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             record = CallRecord(method=name, started=time.perf_counter(), peer=context.peer() or "")
-            await admit(record, request, context)
+            admitted = await admit(record, request, context)
             try:
                 response = await call(request, context)
             except BaseException as err:
                 self.auditor.emit(record.finish(_code_of(err)))
                 raise
             if streaming:
+                if admitted is not None and self.checks is not None:
+                    credentials, attributes = admitted
+                    stream = OpenStream(name, request, credentials, attributes.identity, attributes.tenant)
+                    return self._checked_stream(response, record, stream, self.checks)
                 return self._stream(response, record)
             self.auditor.emit(record.finish(grpc.StatusCode.OK))
             return response
@@ -176,16 +188,21 @@ class AuthInterceptor:
         return checked
 
     async def _admit_open(self, record: CallRecord, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        """An open call: recorded as nobody's (no credential, so no later check either)."""
         record.decision = "open"
         record.attributes = recorded(attributes_for(record.method, request, NOBODY))
         # Nobody, not the default (a platform administrator's, for servers without authentication):
         # the steps after this one count the call as no tenant's (inflight_shares.py).
         current_identity.set(NOBODY)
 
-    async def _admit(self, record: CallRecord, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
-        """Authenticate and authorize the call, or refuse it (audited here)."""
+    async def _admit(
+        self, record: CallRecord, request: Any, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> tuple[Credentials, Attributes]:
+        """Authenticate and authorize the call, or refuse it (audited here); what it was
+        admitted with (for a stream's later checks)."""
         try:
-            identity = await self.authenticator.authenticate(_credentials(context, self.peer_certificates))
+            credentials = _credentials(context, self.peer_certificates)
+            identity = await self.authenticator.authenticate(credentials)
         except AuthenticationError as err:
             AUTHN.labels("invalid").inc()
             record.decision, record.reason = "unauthenticated", str(err)
@@ -219,6 +236,23 @@ class AuthInterceptor:
             raise refusal
         record.decision = "allow"
         current_authority.set(self.authority)
+        return credentials, attributes
+
+    async def _recheck(self, stream: OpenStream) -> Refusal | None:
+        """`stream` checked as if it were opened now (the steps of `_admit`, without the audit
+        event, which the stream's end records): None while it may go on, else its Refusal."""
+        try:
+            identity = await self.authenticator.authenticate(stream.credentials)
+        except AuthenticationError as err:
+            return Refusal(errors.unauthenticated(f"invalid credentials: {err}"), "unauthenticated", str(err))
+        if identity is None:
+            error = errors.unauthenticated("no valid credentials: the stream's credential is no longer recognised")
+            return Refusal(error, "unauthenticated", "no authenticator claimed the call")
+        attributes = self.attributes(stream.method, stream.request, identity)
+        decision, reason = await self.authorizer.authorize(attributes)
+        if decision is not Decision.ALLOW:
+            return Refusal(self.authority.refusal(attributes, reason), "deny", reason)
+        return None
 
     async def _stream(self, responses: AsyncIterator[Any], record: CallRecord) -> AsyncIterator[Any]:
         code = grpc.StatusCode.OK
@@ -230,6 +264,57 @@ class AuthInterceptor:
             raise
         finally:
             self.auditor.emit(record.finish(code))
+
+    async def _checked_stream(
+        self, responses: AsyncIterator[Any], record: CallRecord, stream: OpenStream, checks: StreamChecks
+    ) -> AsyncIterator[Any]:
+        """`_stream`, for a stream checked again while open (recheck.py): a failed check ends
+        it with its refusal, at once when it waits for its next response (StreamChecks cancels
+        the task there; the cancellation becomes the refusal), else before its next response."""
+        code = grpc.StatusCode.OK
+        task = asyncio.current_task()
+        assert task is not None
+        stream.task = task
+        checks.add(stream)
+        iterator = aiter(responses)
+        try:
+            while stream.refusal is None:
+                stream.waiting = True
+                try:
+                    item = await anext(iterator)
+                except StopAsyncIteration:
+                    break
+                except asyncio.CancelledError:
+                    # Ours (and no one else's too, such as the client going away): the refusal.
+                    if not stream.cancelled or task.uncancel() > 0:
+                        raise
+                    stream.cancelled = False
+                finally:
+                    stream.waiting = False
+                if stream.cancelled:  # the handler swallowed our cancellation
+                    task.uncancel()
+                    stream.cancelled = False
+                if stream.refusal is not None:
+                    break
+                yield item
+            if (refusal := stream.refusal) is not None:
+                await _close(iterator)
+                record.decision = refusal.decision
+                record.reason = f"checked again while open: {refusal.reason}"
+                raise refusal.error
+        except BaseException as err:
+            code = _code_of(err)
+            raise
+        finally:
+            checks.remove(stream)
+            self.auditor.emit(record.finish(code))
+
+
+async def _close(iterator: AsyncIterator[Any]) -> None:
+    """End the handler's responses now (its watch and quota released), not when collected."""
+    aclose = getattr(iterator, "aclose", None)
+    if aclose is not None:
+        await aclose()
 
 
 def _code_of(err: BaseException) -> grpc.StatusCode:

@@ -42,6 +42,11 @@ GRPC_LATENCY = Histogram(
 )
 AUTHN = Counter("tke_authn_total", "Authentication outcomes", ["result"])
 AUTHZ = Counter("tke_authz_decisions_total", "Authorization decisions", ["decision"])
+STREAM_CHECKS = Counter(
+    "tke_auth_stream_checks_total",
+    "Open streams (watches) authenticated and authorized again, by result (allowed, ended)",
+    ["result"],
+)
 AUDIT_DROPPED = Counter("tke_audit_events_dropped_total", "Audit events dropped by a full or failing sink", ["sink"])
 WATCH_CLIENTS = Gauge("tke_watch_clients", "Open client watches, by kind", ["kind"])
 WATCH_EVENTS = Counter("tke_watch_events_total", "Changes received from etcd by the watch fan-out, by kind", ["kind"])

@@ -82,7 +82,7 @@ from tke.internal.apiserver.quota import KindUsage
 from tke.internal.auth.authn import AuthenticationError, Credentials
 from tke.internal.auth.authority import Authority
 from tke.internal.auth.authz import Attributes, Decision
-from tke.internal.auth.identity import DEFAULT_TENANT, PLATFORM_ADMINS, Identity, current_identity
+from tke.internal.auth.identity import DEFAULT_TENANT, EXPIRES, PLATFORM_ADMINS, Identity, current_identity
 from tke.internal.auth.password_lane import PasswordLane, Share
 from tke.internal.auth.passwords import DUMMY_HASH, hash_password, password_error, verify_password
 from tke.internal.auth.throttle import Limit, LoginThrottle, client_address
@@ -289,11 +289,32 @@ class Accounts:
                     del self._revoked_by[before.user]
         if isinstance(after, Revocation) and after.user:
             self._revoked_by.setdefault(after.user, set()).add(key)
+        self._tell_streams(before, after)
+
+    def _tell_streams(self, before: Any, after: Any) -> None:
+        """Have the open streams of the user a change concerns checked again now: a user record
+        changed (disabled, deleted, a new password or groups), an API key changed or deleted, a
+        token revoked (a revocation going away changes nothing)."""
+        changed = getattr(self._context, "access_changed", None)
+        if changed is None:
+            return
+        record = after if after is not None else before
+        if isinstance(record, UserRecord):
+            changed(user=record.name)
+        elif isinstance(record, APIKeyRecord):
+            changed(user=record.user)
+        elif isinstance(after, Revocation):
+            # (Revocations stored before they named their user: anyone's.)
+            changed(user=after.user) if after.user else changed()
 
     def _reindex(self) -> None:
         self._revoked_by = {}
         for key, value in self._mirror.items.items():
-            self._changed(key, None, value)
+            if isinstance(value, Revocation) and value.user:
+                self._revoked_by.setdefault(value.user, set()).add(key)
+        # A fresh list (the history was compacted): anything may have changed.
+        if (changed := getattr(self._context, "access_changed", None)) is not None:
+            changed()
 
     def _records(self) -> _Records:
         out = _Records()
@@ -407,7 +428,7 @@ class Accounts:
                 user,
                 {
                     TOKEN_ID: (claims.token_id,),
-                    "token-expires": (str(claims.expires_at),),
+                    EXPIRES: (str(claims.expires_at),),
                     "token-issued": (repr(claims.issued_at),),
                 },
             )
@@ -424,7 +445,10 @@ class Accounts:
             user = self._user(record.user)
             if user is None or not record.belongs_to(user) or user.disabled:
                 raise AuthenticationError("API key's user is gone or disabled")
-            return self._identity(user, {"api-key": (key_id,)})
+            extra: dict[str, tuple[str, ...]] = {"api-key": (key_id,)}
+            if record.expires:
+                extra[EXPIRES] = (repr(record.expires),)
+            return self._identity(user, extra)
         return None
 
 
@@ -525,7 +549,7 @@ class AuthService(accounts_pb2_grpc.AuthServiceServicer):
         token_id = identity.extra.get(TOKEN_ID, ("",))[0]
         if not token_id:
             raise errors.ApiError(grpc.StatusCode.FAILED_PRECONDITION, "this call was not made with a login token")
-        expires = float(identity.extra.get("token-expires", ("0",))[0])
+        expires = float(identity.extra.get(EXPIRES, ("0",))[0])
         issued = float(identity.extra.get("token-issued", ("0",))[0])
         a, user = self.a, identity.user
         # A user holds at most max_revocations_per_user revocation records (and their leases):

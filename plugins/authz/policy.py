@@ -257,17 +257,29 @@ class PolicyCentre:
 
     def _forget(self, tenant: str) -> None:
         self._kept -= len(self._decisions.pop(tenant, ()))
+        self._tell_streams(tenant)
 
     def _forget_all(self) -> None:
+        self._clear_kept()
+        self._tell_streams(None)
+
+    def _clear_kept(self) -> None:
         self._decisions.clear()
         self._kept = 0
+
+    def _tell_streams(self, tenant: str | None) -> None:
+        """Whatever makes a kept decision stale may end an open stream's access too: have the
+        streams authorized in `tenant` (None: everywhere) checked again now."""
+        changed = getattr(self._context, "access_changed", None)
+        if changed is not None:
+            changed() if tenant is None else changed(tenant=tenant)
 
     async def authorize(self, attributes: Attributes) -> tuple[Decision, str]:
         identity = attributes.identity
         if PLATFORM_ADMINS in identity.groups:
             return Decision.ALLOW, f"group {PLATFORM_ADMINS} is admin of every tenant"
         if self._kept >= DECISIONS_KEPT:
-            self._forget_all()
+            self._clear_kept()  # (nothing changed: no stream needs checking)
         kept = self._decisions.setdefault(attributes.tenant, {})
         key = (identity.user, identity.groups, attributes.verb, attributes.resource, attributes.name)
         decided = kept.get(key)
