@@ -82,9 +82,11 @@ async def test_one_connection_opens_at_most_its_streams(etcd_config: EtcdConfig)
         opened = [await silent.start(GET) for _ in range(5)]
         await wait_for(lambda: len(silent.reset) >= 2, what="the streams beyond the connection's 3 refused")
         assert silent.reset == dict.fromkeys(opened[3:], REFUSED_STREAM)
-        # Other connections have their own; a grpc client queues its calls beyond the cap.
-        assert await answers(running.channel) == Code.OK  # connected: the client knows the cap
-        checks = [health_check(running.channel)(CHECK, timeout=30) for _ in range(8)]
+        # Other connections have their own streams. Two at once, not more: the server counts a
+        # finished stream until grpc has freed it, so a client at the cap (here the call before
+        # and three more) may be refused with REFUSED_STREAM (the documented trade, security.md).
+        assert await answers(running.channel) == Code.OK
+        checks = [health_check(running.channel)(CHECK, timeout=30) for _ in range(2)]
         assert all(answer.status == health_pb2.HealthCheckResponse.SERVING for answer in await asyncio.gather(*checks))
     finally:
         await silent.close()
