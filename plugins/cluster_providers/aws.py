@@ -170,11 +170,13 @@ class AWSClusterProvider:
         if not specs.started(before.status):
             return []
         what = "the cluster's VPC, load balancer and masters"
-        region = before.status.aws.region or before.spec.aws.region or self.options.region
-        return [
-            *specs.moved("cluster.spec.credential_ref", before.spec.credential_ref, after.spec.credential_ref, what),
-            *specs.moved("cluster.spec.aws.region", region, after.spec.aws.region or self.options.region, what),
-        ]
+        out = specs.moved("cluster.spec.credential_ref", before.spec.credential_ref, after.spec.credential_ref, what)
+        if after.spec.aws.region != before.spec.aws.region:
+            # Only a change of the field: this apiserver's default region may not be the
+            # controller's. Where it was made is what EnsureNetwork recorded, when it did.
+            made = before.status.aws.region or before.spec.aws.region or self.options.region
+            out += specs.moved("cluster.spec.aws.region", made, after.spec.aws.region or self.options.region, what)
+        return out
 
     def _network_violations(self, aws: cluster_pb2.AWSClusterSpec, path: str) -> list[FieldViolation]:
         out: list[FieldViolation] = []

@@ -91,10 +91,26 @@ async def test_the_account_and_region_cannot_move_once_the_platform_started_maki
     stored = await api.clusters.UpdateStatus(cluster_pb2.UpdateClusterStatusRequest(cluster=stored))
     err = await expect_error(api.clusters.Update(change(region="eu-west-1")), Code.INVALID_ARGUMENT)
     assert bad_request_fields(err) == ["cluster.spec.aws.region"]
-    # Other changes, and the delete, go on.
+    # Naming the region it is in changes nothing, and is not refused.
+    await api.clusters.Update(change(region="us-east-1"))
+    # Other changes, and the delete, go on, also with an apiserver whose default region is not the
+    # controller's (this one has none: spec.aws.region "" would read as "").
     label = cluster_pb2.Cluster()
     label.metadata.name, label.spec.display_name = "prod", "production"
     mask = field_mask_pb2.FieldMask(paths=["spec.display_name"])
+    await api.clusters.Update(cluster_pb2.UpdateClusterRequest(cluster=label, update_mask=mask))
+
+    # A cluster whose spec names no region (the controller's option chose it) is updated as before.
+    default = aws_cluster(IMAGE)
+    default.metadata.name = "dev"
+    default.spec.aws.vpc_cidr = "10.51.0.0/16"
+    del default.spec.aws.subnets[:]
+    default.spec.aws.subnets.add(zone="us-east-1a", cidr="10.51.1.0/24")
+    made = await api.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=default))
+    _started(made)
+    made.status.aws.region = "us-east-1"
+    await api.clusters.UpdateStatus(cluster_pb2.UpdateClusterStatusRequest(cluster=made))
+    label.metadata.name = "dev"
     await api.clusters.Update(cluster_pb2.UpdateClusterRequest(cluster=label, update_mask=mask))
 
     m = machine_pb2.Machine()
