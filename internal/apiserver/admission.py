@@ -1,6 +1,9 @@
 """Provider checks at the apiserver: a Cluster's or Machine's spec is also validated by the
 provider its spec.type names, so a spec the provider cannot work with is refused with
-INVALID_ARGUMENT (field by field) before it is stored, on create and on update.
+INVALID_ARGUMENT (field by field) before it is stored, on create and on update. An update is also
+shown to the provider with the stored object (`validate_update(before, after)`, when it has
+one): the fields that say where what it built lives (an AWS account and region) cannot move
+once it started building, or its teardown would look elsewhere and leave it running.
 
 Providers are found as the controller finds them (entry points of `tke.cluster_providers` or
 `tke.machine_providers`). A type configured in the apiserver's `[cluster_providers.TYPE]` or
@@ -65,6 +68,14 @@ class ProviderValidation:
             return []
         return list(provider.validate(obj))
 
+    def update(self, before: Any, after: Any) -> list[FieldViolation]:
+        """The provider's refusals of changing `before` into `after` (fields that say where what it
+        built lives, once it started building): `validate_update`, when the provider has one."""
+        provider = self._provider(after.spec.type)
+        if provider is None or not hasattr(provider, "validate_update"):
+            return []
+        return list(provider.validate_update(before, after))
+
 
 def with_provider_validation(
     kind: Kind[R], group: str, configured: Mapping[str, loader.ProviderConfig] | None = None
@@ -76,7 +87,12 @@ def with_provider_validation(
     def validate(obj: R) -> list[FieldViolation]:
         return kind.validate(obj) or check(obj)
 
-    return dataclasses.replace(kind, validate=validate)
+    inner = kind.validate_update
+
+    def validate_update(before: R, after: R) -> list[FieldViolation]:
+        return (inner(before, after) if inner is not None else []) or check.update(before, after)
+
+    return dataclasses.replace(kind, validate=validate, validate_update=validate_update)
 
 
 def cluster_addresses(cluster: Any) -> list[tuple[str, str]]:

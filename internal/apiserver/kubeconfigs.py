@@ -15,21 +15,27 @@ Invariants:
 - No certificate carries a name Kubernetes gives power to by itself: a user name in the
   reserved "system:" namespace is refused, and groups under "system:" (system:masters skips
   RBAC) or "kubeadm:" (kubeadm binds kubeadm:cluster-admins to cluster-admin) are left out.
-- `admin` makes the user cluster-admin through RBAC, never system:masters: a
-  ClusterRoleBinding named after the user and labelled as the platform's is applied with the
-  platform's own access (server-side apply, so asking again changes nothing). The certificate
-  is the same as without it; the binding stays until someone deletes it in the cluster.
+- `admin` makes the certificate cluster-admin through RBAC, never system:masters: it carries the
+  platform's group ADMIN_GROUP, which the ClusterRoleBinding ADMIN_BINDING (labelled as the
+  platform's, applied with the platform's own access; server-side apply, so asking again
+  changes nothing) binds to cluster-admin. Never the user's name: a name outlives its rights
+  (a demoted admin, a deleted user and a new one of the same name), and a binding of the name
+  made every later plain kubeconfig of that name cluster-admin for good. Admin lasts as long
+  as the admin certificate (at most kubeconfig.max_validity). No user's groups can bring
+  ADMIN_GROUP (or anything under RESERVED_PLATFORM_PREFIX) into a certificate. The per-user
+  bindings of earlier versions (LEGACY_BINDING_PREFIX, the platform's label) are deleted when
+  the next admin kubeconfig of the cluster is issued.
 """
 
 from __future__ import annotations
 
 import datetime
-import hashlib
 from dataclasses import dataclass, replace
 from typing import Any
 
 import grpc
 from google.protobuf import timestamp_pb2
+from lightkube.resources.rbac_authorization_v1 import ClusterRoleBinding
 
 from tke.internal.apiserver.api import ResourceAPI
 from tke.internal.apiserver.registry import Registry
@@ -47,11 +53,16 @@ from tke.meta.v1 import meta_pb2
 from tke.platform.v1 import cluster_pb2, credential_pb2
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "tke-platform"}
-USER_ANNOTATION = "tke.cloud/user"
-BINDING_PREFIX = "tke:cluster-admin:"
+# The group of admin certificates, and its binding to cluster-admin in every cluster.
+RESERVED_PLATFORM_PREFIX = "tke:kubeconfig:"
+ADMIN_GROUP = RESERVED_PLATFORM_PREFIX + "cluster-admins"
+ADMIN_BINDING = ADMIN_GROUP
+# Earlier versions bound each user's name: "tke:cluster-admin:USER".
+LEGACY_BINDING_PREFIX = "tke:cluster-admin:"
 # Names Kubernetes gives power to by themselves (system:masters skips RBAC; kubeadm binds
-# kubeadm:cluster-admins to cluster-admin): never in a certificate the platform hands out.
-RESERVED_GROUP_PREFIXES = ("system:", "kubeadm:")
+# kubeadm:cluster-admins to cluster-admin), and the platform's own admin group: never in a
+# certificate because of a user's groups.
+RESERVED_GROUP_PREFIXES = ("system:", "kubeadm:", RESERVED_PLATFORM_PREFIX)
 RESERVED_USER_PREFIX = "system:"
 MIN_VALIDITY = 60.0
 MAX_COMMON_NAME = 64  # X.509's upper bound on a common name
@@ -76,28 +87,15 @@ class KubeconfigConfig:
             raise ConfigError("kubeconfig.api_timeout must be positive")
 
 
-def binding_name(user: str) -> str:
-    """The admin binding of `user`: "tke:cluster-admin:USER", or with a digest of the name when
-    it cannot be an RBAC name (a path segment: no "/" or "%")."""
-    if "/" in user or "%" in user:
-        return BINDING_PREFIX + "sha256-" + hashlib.sha256(user.encode()).hexdigest()[:32]
-    return BINDING_PREFIX + user
-
-
-def admin_binding(user: str) -> dict[str, Any]:
-    """The ClusterRoleBinding that makes `user` cluster-admin (the platform's, by its label; the
-    user's full name in an annotation)."""
+def admin_binding() -> dict[str, Any]:
+    """The ClusterRoleBinding that makes admin certificates (group ADMIN_GROUP) cluster-admin."""
     rbac = "rbac.authorization.k8s.io"
     return {
         "apiVersion": f"{rbac}/v1",
         "kind": "ClusterRoleBinding",
-        "metadata": {
-            "name": binding_name(user),
-            "labels": dict(MANAGED_BY),
-            "annotations": {USER_ANNOTATION: user},
-        },
+        "metadata": {"name": ADMIN_BINDING, "labels": dict(MANAGED_BY)},
         "roleRef": {"apiGroup": rbac, "kind": "ClusterRole", "name": "cluster-admin"},
-        "subjects": [{"apiGroup": rbac, "kind": "User", "name": user}],
+        "subjects": [{"apiGroup": rbac, "kind": "Group", "name": ADMIN_GROUP}],
     }
 
 
@@ -192,7 +190,21 @@ class KubeconfigIssuer:
         try:
             access = replace(admin_access(server, ca, version), addresses=self.addresses)
             async with kube_api.ClusterAPI(access, timeout=self.config.api_timeout) as api:
-                await api.apply([admin_binding(user)])
+                await api.apply([admin_binding()])
+                # Earlier versions' bindings of users' names: each made that name cluster-admin for good.
+                labels = ",".join(f"{k}={v}" for k, v in MANAGED_BY.items())
+                found, _ = await api.list_objects(ClusterRoleBinding, labels=labels)
+                legacy = [
+                    {
+                        "apiVersion": "rbac.authorization.k8s.io/v1",
+                        "kind": "ClusterRoleBinding",
+                        "metadata": {"name": n},
+                    }
+                    for b in found
+                    if b.metadata is not None and (n := b.metadata.name or "").startswith(LEGACY_BINDING_PREFIX)
+                ]
+                if legacy:
+                    await api.delete(legacy)
         except TemporaryError as err:
             raise errors.unavailable(f'cluster "{name}": cannot make {user!r} cluster-admin now: {err}') from None
         except PermanentError as err:
@@ -209,6 +221,7 @@ class KubeconfigIssuer:
         server = f"https://{cluster.status.control_plane_endpoint}"
         if request.admin:
             await self._bind_admin(cluster, server, ca, user)
+            groups = (*groups, ADMIN_GROUP)
         client = ca.issue(user, orgs=groups, client=True, lifetime=validity)
         return cluster_pb2.GetKubeconfigResponse(
             kubeconfig=kubeconfig(cluster.metadata.name, server, ca.pair.cert_pem, user, client),

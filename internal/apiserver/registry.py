@@ -133,6 +133,9 @@ class Kind(Generic[R]):
     validate: Callable[[R], list[FieldViolation]]
     validate_status: Callable[[Any, str], list[FieldViolation]]
     immutable_spec_fields: tuple[str, ...] = ()
+    # Checks of an update against the stored object (before, after), beyond the fields that never
+    # change: the provider's fields that cannot change once it built something (admission.py).
+    validate_update: Callable[[R, R], list[FieldViolation]] | None = None
     # Extra checks before create, returning guards the write must also hold (for example:
     # the machine's cluster exists and is not being deleted).
     create_guards: Callable[[R, str], Awaitable[Sequence[Guard]]] | None = None
@@ -677,6 +680,8 @@ class Registry(Generic[R]):
         for name in self.kind.immutable_spec_fields:
             if getattr(current.spec, name) != getattr(new.spec, name):
                 out.append(FieldViolation(f"{self.kind.name}.spec.{name}", "is immutable"))
+        if self.kind.validate_update is not None and not out:
+            out += self.kind.validate_update(current, new)
         return out
 
 

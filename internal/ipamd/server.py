@@ -172,6 +172,7 @@ class Ipamd:
         except TenancyError as err:
             raise ConfigurationError(str(err)) from None
         node = own_node(c)
+        await self._claim_storage()
         if c.socket:
             unix = ListenConfig(address="", unix_socket=c.socket, unix_socket_mode=c.socket_mode)
             self.unix_inflight = InflightLimit(c.max_requests_inflight)
@@ -216,6 +217,21 @@ class Ipamd:
         # API must not keep the node's socket from serving.
         self._reconcile = asyncio.create_task(self._reconcile_providers())
         return self.servers
+
+    async def _claim_storage(self) -> None:
+        """A storage that says whose cluster it serves (EtcdIPStorage.claim) is made this
+        cluster's before anything is served from it."""
+        claim = getattr(self.storage, "claim", None)
+        if claim is None:
+            return
+        uid = self.config.storage.options.get("cluster_uid", "")
+        before = await claim()
+        if before and uid and before != uid:
+            log.warning(
+                "the IP storage held an earlier cluster's addresses (cluster uid %s); emptied for cluster uid %s",
+                before,
+                uid,
+            )
 
     async def _reconcile_providers(self) -> None:
         try:

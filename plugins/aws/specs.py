@@ -49,6 +49,28 @@ DEFAULT_MAX_ROOT_VOLUME_GIB = 200
 _INSTANCE_PATTERN = re.compile(r"^\*$|^[a-z][a-z0-9-]*\.(\*|[a-z0-9-]+)$")
 
 
+def started(status: Any) -> bool:
+    """Whether the controller has begun making an object's AWS resources: a step has run (each
+    is recorded in status.conditions before it runs) or status names what it made."""
+    made = "aws" in status.DESCRIPTOR.fields_by_name and status.HasField("aws")  # a cluster's network
+    return bool(status.conditions) or bool(getattr(status, "provider_id", "")) or made
+
+
+def moved(field_path: str, before: str, after: str, what: str) -> list[FieldViolation]:
+    """A refusal of changing where an object's AWS resources are, once they are being made: the
+    teardown looks for them there (by their tags), and elsewhere finds nothing and leaves them
+    running in the account they were made in."""
+    if before == after:
+        return []
+    return [
+        FieldViolation(
+            field_path,
+            f"cannot change from {before!r} to {after!r} once the platform started making it: {what} are "
+            f"there, and its teardown would not find them elsewhere; delete it and create another",
+        )
+    ]
+
+
 def id_error(kind: str, value: str) -> str | None:
     if _ID[kind].fullmatch(value):
         return None

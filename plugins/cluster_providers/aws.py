@@ -162,6 +162,22 @@ class AWSClusterProvider:
                 out.append(FieldViolation(f"{path}.control_plane.count", "cannot change once the cluster is installed"))
         return out
 
+    def validate_update(self, before: cluster_pb2.Cluster, after: cluster_pb2.Cluster) -> list[FieldViolation]:
+        """The account (spec.credential_ref) and the region of the cluster's VPC, load balancer and
+        masters cannot change once they are being made: the delete steps find them by their tags
+        in that account and region, and a teardown that looked elsewhere found nothing, succeeded,
+        and left them running (in the platform's account, billed to the operator)."""
+        if not specs.started(before.status):
+            return []
+        what = "the cluster's VPC, load balancer and masters"
+        out = specs.moved("cluster.spec.credential_ref", before.spec.credential_ref, after.spec.credential_ref, what)
+        if after.spec.aws.region != before.spec.aws.region:
+            # Only a change of the field: this apiserver's default region may not be the
+            # controller's. Where it was made is what EnsureNetwork recorded, when it did.
+            made = before.status.aws.region or before.spec.aws.region or self.options.region
+            out += specs.moved("cluster.spec.aws.region", made, after.spec.aws.region or self.options.region, what)
+        return out
+
     def _network_violations(self, aws: cluster_pb2.AWSClusterSpec, path: str) -> list[FieldViolation]:
         out: list[FieldViolation] = []
         adopted = bool(aws.vpc_id)
@@ -230,7 +246,10 @@ class AWSClusterProvider:
         return aws
 
     def _region(self, ctx: ClusterContext) -> str:
-        return ctx.cluster.spec.aws.region or self.options.region
+        # Where EnsureNetwork made the network (its status), as the machines read it: the teardown
+        # looks there even for a cluster whose spec was changed before validate_update refused it.
+        c = ctx.cluster
+        return c.status.aws.region or c.spec.aws.region or self.options.region
 
     def _client(self, ctx: ClusterContext, service: str) -> Any:
         ref = ctx.cluster.spec.credential_ref

@@ -68,6 +68,11 @@ class EtcdIPStorageConfig:
     key_file: str = ""
     request_timeout: float = 5.0
     retry_budget: float = 15.0
+    # The uid of the cluster whose addresses these are (the platform's network add-on sets it).
+    # The prefix is named after the cluster's tenant and name, which a deleted cluster leaves to
+    # the next cluster of that name: an ipamd starting for another uid empties what an earlier
+    # cluster left there (claim). Empty: not checked.
+    cluster_uid: str = ""
 
 
 def _absent(key: bytes) -> rpc.Compare:
@@ -127,12 +132,42 @@ class EtcdIPStorage:
             )
         )
         self._root = config.prefix.rstrip("/") + "/ipam/"
+        # Beside the root, not under it: one transaction empties the root and writes the owner.
+        self._owner_key = (config.prefix.rstrip("/") + "/ipam-owner").encode()
+        self._cluster_uid = config.cluster_uid
         # Allocations and releases that wait behind others share an etcd call (etcd_batch).
         self._batcher = TxnBatcher(self._send_txn)
 
     async def close(self) -> None:
         await self._batcher.close()
         await self._conn.close()
+
+    async def claim(self) -> str:
+        """Make the storage this cluster's (config.cluster_uid): recorded when nobody claimed it
+        (storage of this cluster from before the rule keeps its data), kept when it is this
+        cluster's, and emptied when it holds an earlier cluster's (pools, bindings, fixed and
+        attached addresses of a deleted cluster of the same name are not the new one's).
+        Returns the uid found before ("" when none). Every ipamd of the cluster calls it at start;
+        the owner's revision is compared, so two of them racing empty it at most once."""
+        if not self._cluster_uid:
+            return ""
+        wanted = self._cluster_uid.encode()
+        root = self._root.encode()
+        for _ in range(10):
+            kv = await self._get(self._owner_key)
+            if kv is not None and kv.value == wanted:
+                return self._cluster_uid
+            if kv is None:
+                compare, ops = [_absent(self._owner_key)], [_put(self._owner_key, wanted)]
+            else:
+                compare = [_at(self._owner_key, kv.mod_revision)]
+                empty = rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=root, range_end=prefix_end(root)))
+                ops = [empty, _put(self._owner_key, wanted)]
+            resp = await self._txn(rpc.TxnRequest(compare=compare, success=ops))
+            if resp is not None and resp.succeeded:
+                return kv.value.decode(errors="replace") if kv is not None else ""
+            # Another ipamd claimed it first, or the answer was lost: read again.
+        raise StorageUnavailable("etcd: the IP storage's owner keeps changing; retrying at the next start")
 
     # -- keys and raw calls -------------------------------------------------------------------
     def _k(self, *parts: str) -> bytes:

@@ -80,6 +80,15 @@ class AWSMachineProvider:
             out.append(FieldViolation("machine.spec.role", "an aws cluster's masters are its spec.aws.control_plane"))
         return out
 
+    def validate_update(self, before: machine_pb2.Machine, after: machine_pb2.Machine) -> list[FieldViolation]:
+        """The account (spec.credential_ref) of the machine's instance and interface cannot change
+        once they are being made (the cluster's region and credential cannot either): the delete
+        steps find them by their tags in that account."""
+        if not specs.started(before.status):
+            return []
+        what = "the machine's instance and network interface"
+        return specs.moved("machine.spec.credential_ref", before.spec.credential_ref, after.spec.credential_ref, what)
+
     # -- helpers ------------------------------------------------------------------------------
 
     def _check_limits(self, ctx: MachineContext) -> None:

@@ -29,11 +29,14 @@ from tests.support.ports import free_port
 from tests.support.resolver import ScriptedResolver
 from tests.support.waiting import wait_for
 from tke.auth.v1 import policy_pb2, policy_pb2_grpc
-from tke.internal.apiserver.kubeconfigs import KubeconfigConfig, admin_binding, binding_name, subject
+from tke.internal.apiserver.kubeconfigs import ADMIN_BINDING, KubeconfigConfig, admin_binding, subject
 from tke.internal.auth.chain import AuthConfig, PluginConfig
 from tke.internal.auth.identity import Identity
 from tke.internal.provider.addresses import AddressConfig
+from tke.internal.provider.errors import PermanentError
 from tke.internal.provider.kube import pki
+from tke.internal.provider.kube.access import from_kubeconfig
+from tke.internal.provider.kube.api import ClusterAPI
 from tke.internal.rpc.errors import ApiError
 from tke.internal.storage.etcd import EtcdConfig
 from tke.platform.v1 import cluster_pb2, cluster_pb2_grpc, credential_pb2_grpc
@@ -212,24 +215,54 @@ async def test_validity_is_bounded(setup: Setup, seconds: int, ok: bool) -> None
 
 
 async def test_the_admin_binding_is_applied_once(setup: Setup) -> None:
+    # A binding an earlier version made of a user's name goes with the next admin kubeconfig.
+    legacy = admin_binding()
+    legacy["metadata"]["name"], legacy["subjects"][0] = "tke:cluster-admin:ed", {"kind": "User", "name": "ed"}
+    async with masters(setup.cluster) as api:
+        await api.apply([legacy])
     first = await setup.clusters("alice-t").GetKubeconfig(request(admin=True))
     async with masters(setup.cluster) as api:
-        binding = await api.get(ClusterRoleBinding, "tke:cluster-admin:alice")
+        binding = await api.get(ClusterRoleBinding, ADMIN_BINDING)
         assert binding is not None and binding.metadata is not None and binding.subjects is not None
         assert binding.roleRef.name == "cluster-admin" and binding.roleRef.kind == "ClusterRole"
-        assert [(s.kind, s.name) for s in binding.subjects] == [("User", "alice")]
+        assert [(s.kind, s.name) for s in binding.subjects] == [("Group", "tke:kubeconfig:cluster-admins")]
         assert binding.metadata.labels == {"app.kubernetes.io/managed-by": "tke-platform"}
         version = binding.metadata.resourceVersion
         second = await setup.clusters("alice-t").GetKubeconfig(request(admin=True))
-        again = await api.get(ClusterRoleBinding, "tke:cluster-admin:alice")
+        again = await api.get(ClusterRoleBinding, ADMIN_BINDING)
         assert again is not None and again.metadata is not None
         assert again.metadata.resourceVersion == version  # applied again: nothing changed
         bindings, _ = await api.list_objects(ClusterRoleBinding, labels="app.kubernetes.io/managed-by=tke-platform")
-        assert [b.metadata.name for b in bindings if b.metadata] == ["tke:cluster-admin:alice"]
-    # The certificate is the same kind as without admin: never system:masters.
+        assert [b.metadata.name for b in bindings if b.metadata] == [ADMIN_BINDING]
+    # The certificate is the user's with the admin group: never system:masters.
     for got in (first, second):
         _, cert = certificate_of(got.kubeconfig)
-        assert [a.value for a in cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)] == ["dev"]
+        orgs = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)]
+        assert orgs == ["dev", "tke:kubeconfig:cluster-admins"]
+
+
+async def test_cluster_admin_lasts_as_long_as_an_admin_certificate_not_as_the_name(setup: Setup) -> None:
+    """Rule: an admin kubeconfig makes its certificate cluster-admin, not the user's name. Before,
+    the platform bound the name ("tke:cluster-admin:alice") in the cluster for good: once alice
+    stopped being the tenant's admin (demoted, or deleted and another alice created as an
+    editor), every plain kubeconfig an editor may ask for was still cluster-admin there."""
+    admin = await setup.clusters("alice-t").GetKubeconfig(request(admin=True))
+    async with ClusterAPI(from_kubeconfig(admin.kubeconfig)) as api:
+        assert await api.get(ClusterRoleBinding, "kubeadm:cluster-admins") is not None
+    # alice is an editor now: the name "alice" is all the platform and the cluster know of her.
+    policies = policy_pb2_grpc.PolicyServiceStub(setup.api.channel_of("admin-t"))
+    demoted = policy_pb2.RoleBinding()
+    demoted.metadata.name, demoted.metadata.tenant_id, demoted.spec.role = "binding-0", "team-a", "editor"
+    demoted.spec.subjects.add(kind="User", name="alice")
+    await policies.UpdateRoleBinding(policy_pb2.UpdateRoleBindingRequest(role_binding=demoted))
+    await refused(setup.clusters("alice-t").GetKubeconfig(request(admin=True)), Code.PERMISSION_DENIED)
+    plain = await setup.clusters("alice-t").GetKubeconfig(request())
+    async with ClusterAPI(from_kubeconfig(plain.kubeconfig)) as api:
+        with pytest.raises(PermanentError, match="403"):
+            await api.get(ClusterRoleBinding, "kubeadm:cluster-admins")
+    # The admin certificate she was given works until it expires (at most kubeconfig.max_validity).
+    async with ClusterAPI(from_kubeconfig(admin.kubeconfig)) as api:
+        assert await api.get(ClusterRoleBinding, "kubeadm:cluster-admins") is not None
 
 
 async def test_clusters_without_a_kubeconfig_to_give_say_why(setup: Setup) -> None:
@@ -263,8 +296,9 @@ async def test_an_unreachable_cluster_gives_no_admin_binding_but_a_kubeconfig(se
     assert yaml.safe_load(got.kubeconfig)["clusters"][0]["cluster"]["server"] == f"https://127.0.0.1:{port}"
 
 
-def test_names_that_cannot_be_in_a_certificate_or_an_rbac_name() -> None:
-    user, groups = subject(Identity("ann", groups=("dev", "system:masters", "dev", "kubeadm:x", "ops")))
+def test_names_that_cannot_be_in_a_certificate() -> None:
+    claimed = ("dev", "system:masters", "dev", "kubeadm:x", "tke:kubeconfig:cluster-admins", "ops")
+    user, groups = subject(Identity("ann", groups=claimed))
     assert (user, groups) == ("ann", ("dev", "ops"))
     with pytest.raises(ApiError) as err:
         subject(Identity("a" * 65))
@@ -272,9 +306,6 @@ def test_names_that_cannot_be_in_a_certificate_or_an_rbac_name() -> None:
     with pytest.raises(ApiError) as err:
         subject(Identity("system:node:n1"))
     assert err.value.code == Code.PERMISSION_DENIED
-    assert binding_name("ann@example.com") == "tke:cluster-admin:ann@example.com"
-    assert binding_name("corp/ann").startswith("tke:cluster-admin:sha256-")
-    assert admin_binding("corp/ann")["metadata"]["annotations"] == {"tke.cloud/user": "corp/ann"}
 
 
 async def test_the_admin_binding_goes_only_to_an_address_the_policy_admits(

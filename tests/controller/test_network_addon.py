@@ -115,7 +115,9 @@ def test_tke_ipamd_gets_read_access_to_its_five_kinds_and_nothing_more() -> None
 
 def test_tke_ipamds_configuration_loads_and_says_what_each_workload_does(tmp_path: Path) -> None:
     options = network.NetworkAddonOptions(etcd_endpoints=("10.0.0.5:2379",), etcd_tls_secret="ipamd-etcd")
-    objects = by_name(network.render(cluster(cluster_pb2.NETWORK_MODE_FIXED_IP), options))
+    c = cluster(cluster_pb2.NETWORK_MODE_FIXED_IP)
+    c.metadata.uid = "0b7c6a2e-uid"
+    objects = by_name(network.render(c, options))
     loaded = {}
     for name, text in objects["ConfigMap/tke-ipamd"]["data"].items():
         (tmp_path / name).write_text(text)
@@ -134,6 +136,8 @@ def test_tke_ipamds_configuration_loads_and_says_what_each_workload_does(tmp_pat
     assert {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}} in agent_env
     for config in (agent, watcher):
         assert config.storage.options["prefix"] == "/tke/clusters/team-a/demo"  # each cluster's own
+        # The name's next cluster (another uid) empties what a deleted one left there.
+        assert config.storage.options["cluster_uid"] == "0b7c6a2e-uid"
         assert config.storage.options["endpoints"] == ["10.0.0.5:2379"]
         assert config.storage.options["ca_file"] == "/etc/tke-ipamd/etcd/ca.crt"
     agent_pod = objects["DaemonSet/tke-ipamd"]["spec"]["template"]["spec"]

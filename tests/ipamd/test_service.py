@@ -5,6 +5,7 @@ grpcurl's view through reflection."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import stat
 import subprocess
@@ -285,3 +286,55 @@ async def test_update_pool_with_a_field_mask(stub: ipam_pb2_grpc.IPAMServiceAsyn
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     (bad,) = details(err.value)
     assert isinstance(bad, error_details_pb2.BadRequest) and bad.field_violations[0].field == "update_mask"
+
+
+async def test_a_cluster_of_a_deleted_clusters_name_starts_with_none_of_its_addresses(
+    workdir: Path, etcd_config: EtcdConfig
+) -> None:
+    """Rule: the platform names a cluster's IP storage after its tenant and name, which a deleted
+    cluster leaves to the next cluster of that name; every ipamd of the new cluster (another uid)
+    empties what the old one left (its pools, bindings, fixed and attached addresses) before it
+    serves. Before, the new cluster's StatefulSet pod shop/db-0 got back the deleted cluster's
+    db-0 address, and its pools and bindings, as if it were the same cluster."""
+
+    def config(uid: str) -> IpamdConfig:
+        options = {"endpoints": list(etcd_config.endpoints), "prefix": etcd_config.prefix + "/tke/clusters/t/prod"}
+        if uid:
+            options["cluster_uid"] = uid
+        return IpamdConfig(socket=str(workdir / "ipamd.sock"), storage=PluginConfig(plugin="etcd", options=options))
+
+    @contextlib.asynccontextmanager
+    async def serving(uid: str) -> AsyncIterator[ipam_pb2_grpc.IPAMServiceAsyncStub]:
+        ipamd = Ipamd(config(uid))
+        try:
+            await ipamd.start()
+            async with grpc.aio.insecure_channel(f"unix:{workdir / 'ipamd.sock'}") as channel:
+                yield ipam_pb2_grpc.IPAMServiceStub(channel)
+        finally:
+            await ipamd.stop()
+
+    fixed = allocate_request("db-0", "c1", namespace="shop", kind="StatefulSet", workload="db")
+    fixed.release_policy = ipam_pb2.RELEASE_POLICY_IMMUTABLE
+    async with serving("uid-old") as old:
+        await old.CreatePool(ipam_pb2.CreatePoolRequest(pool=ipam_pb2.Pool(name="net-a", cidr="10.0.1.0/24")))
+        address = (await old.Allocate(fixed)).allocation.address
+        await old.Release(ipam_pb2.ReleaseRequest(container_id="c1", ifname="eth0"))  # retained for db-0
+    # The same cluster restarting its ipamds, and one from before the rule (no uid), keep it all.
+    for uid in ("uid-old", ""):
+        async with serving(uid) as same:
+            assert [p.name for p in (await same.ListPools(ipam_pb2.ListPoolsRequest())).pools] == ["net-a"]
+    fixed.container_id = "c2"
+    async with serving("uid-old") as same:
+        again = await same.Allocate(fixed)
+        assert (again.allocation.address, again.reused) == (address, True)
+        await same.Release(ipam_pb2.ReleaseRequest(container_id="c2", ifname="eth0"))
+
+    # The old cluster is deleted; a new one of the same name and tenant starts its ipamds.
+    async with serving("uid-new") as new:
+        assert list((await new.ListPools(ipam_pb2.ListPoolsRequest())).pools) == []
+        await new.CreatePool(ipam_pb2.CreatePoolRequest(pool=ipam_pb2.Pool(name="net-a", cidr="10.0.1.0/24")))
+        fixed.container_id = "c3"
+        got = await new.Allocate(fixed)
+        assert not got.reused  # a new address for the new cluster's db-0, not the old one's
+    async with serving("uid-new") as new:  # and its own addresses stay its own
+        assert [p.name for p in (await new.ListPools(ipam_pb2.ListPoolsRequest())).pools] == ["net-a"]

@@ -174,11 +174,12 @@ async def test_tkectl_kubeconfigs_work_against_the_cluster_and_are_never_logged(
         lives = cert.not_valid_after_utc - datetime.datetime.now(datetime.UTC)
         assert datetime.timedelta(hours=2) - datetime.timedelta(minutes=1) < lives <= datetime.timedelta(hours=2)
 
-        # The tenant's admin, with --admin: cluster-admin through the platform's binding.
+        # The tenant's admin, with --admin: cluster-admin through the platform's group and binding.
         done = tkectl(home, server, "alice-t", "get", "kubeconfig", "prod", "--admin")
         assert done.returncode == 0, done.stderr
         (home / ".kube/config").write_text(done.stdout)
-        assert await whoami(home / ".kube/config") == ("alice", ["dev", "ops", "system:authenticated"], True)
+        groups = ["dev", "ops", "tke:kubeconfig:cluster-admins", "system:authenticated"]
+        assert await whoami(home / ".kube/config") == ("alice", groups, True)
         kubeconfigs = [done.stdout]
 
         # A viewer gets nothing on stdout, a message and the exit code of a refusal.

@@ -214,6 +214,8 @@ def ipamd_configuration(cluster: cluster_pb2.Cluster, options: NetworkAddonOptio
         "[storage.options]",
         f"endpoints = {_toml(list(options.etcd_endpoints))}",
         f"prefix = {_toml(prefix)}",
+        # The prefix is the cluster's name: the uid tells it from a deleted cluster of that name.
+        f"cluster_uid = {_toml(cluster.metadata.uid)}",
     ]
     if options.etcd_tls_secret:
         lines += [f"{k} = {_toml('/etc/tke-ipamd/etcd/' + f)}" for k, f in
