@@ -326,6 +326,31 @@ async def test_a_nodes_retained_addresses_count_against_it_until_taken_or_releas
     assert (await counts(), await ip_storage.by_node("node-1")) == ((1, 1), [])
 
 
+async def test_a_nodes_concurrent_takeovers_of_retained_addresses_stop_at_its_limit(ip_storage: IPStorage,
+                                                                                    clock: Clock) -> None:  # fmt: skip
+    """Taking over another node's retained address adds one to the node's count: it is checked
+    under the node's lock like a new address, so takeovers sent at once stop at the limit, and
+    the addresses taken leave the other node's count."""
+    ipam = IPAM(ip_storage, {"static": StaticProvider()}, clock=clock, max_allocations_per_node=3)  # no API
+    await ipam.create_pool(pool())
+    await bind(ipam, "db", IMMUTABLE)
+    one, two = node_caller("node-1"), node_caller("node-2")
+
+    def db(i: int, container: str, node: str) -> ipam_pb2.AllocateRequest:
+        return allocate_request(f"db-{i}", container, node=node, kind="StatefulSet", workload="db")
+
+    for i in range(3):
+        await ipam.allocate(db(i, f"c2-{i}", "node-2"), node=two)
+        await ipam.release(f"c2-{i}", "eth0")
+    await ipam.allocate(allocate_request("web-1", "c1-w"), node=one)
+    outcomes = await asyncio.gather(
+        *(ipam.allocate(db(i, f"c1-{i}", "node-1"), node=one) for i in range(3)), return_exceptions=True
+    )
+    refused = [o for o in outcomes if isinstance(o, ApiError)]
+    assert len(refused) == 1 and refused[0].code == grpc.StatusCode.RESOURCE_EXHAUSTED, outcomes
+    assert (await ip_storage.count_by_node("node-1"), await ip_storage.count_by_node("node-2")) == (3, 1)
+
+
 async def test_a_node_takes_a_workloads_fixed_address_only_for_its_own_pods(ip_storage: IPStorage,
                                                                             clock: Clock) -> None:  # fmt: skip
     pods = KnownPods()
