@@ -102,8 +102,9 @@ class IpamdConfig:
     # Neither: the socket serves every node (a hosted or central tke-ipamd).
     node_name: str = ""
     node_name_env: str = ""
-    # Addresses attached to one node's containers that a caller restricted to that node (a node
-    # identity over TCP, the unix socket with a node name) may hold; beyond, its Allocate is
+    # Addresses one node may hold, attached to its containers or fixed ones retained since their
+    # last container there, when a caller restricted to that node (a node identity over TCP, the
+    # unix socket with a node name) allocates; beyond, its Allocate is
     # RESOURCE_EXHAUSTED (NODE_ALLOCATION_LIMIT). Operators and a socket without a node name are
     # not limited. With N replicas a node may end up to N-1 above it.
     max_allocations_per_node: int = MAX_ALLOCATIONS_PER_NODE

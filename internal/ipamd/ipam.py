@@ -30,13 +30,15 @@ Invariants (the storage's compare-and-swap does the enforcing, this module the d
 - A caller restricted to a node (tke.internal.ipamd.noderule) gets an address, new (of any release
   policy) or a fixed one taken over, only for a pod bound to its node and for that pod's own
   workload (`NodeCaller.admit_pod`, `admit_workload`: one read of the Kubernetes API per call),
-  and only while its node holds fewer than `max_allocations_per_node` addresses
-  (`NodeCaller.within_limit`: one count of the storage's node index per call), checked before
+  and only while its node holds fewer than `max_allocations_per_node` addresses, attached or
+  retained since their last container there (`NodeCaller.within_limit`: one count of the
+  storage's node index per new address, or per address another node held), checked before
   anything is written or bound. Its interface's own address is looked up first, so a repeated
-  Allocate costs neither. One node's new allocations are serialized in each replica (`NodeLocks`)
-  from the count to the write (not during the API read), so the limit is exact with one replica
-  and overshot by at most one address per other replica. A caller for no node (an operator, the
-  unix socket of a hosted tke-ipamd) pays none of this.
+  Allocate costs neither, and taking back its own retained address costs no count. One node's
+  new allocations are serialized in each replica (`NodeLocks`) from the count to the write (not
+  during the API read), so the limit is exact with one replica and overshot by at most one
+  address per other replica. A caller for no node (an operator, the unix socket of a hosted
+  tke-ipamd) pays none of this.
 """
 
 from __future__ import annotations
@@ -387,7 +389,9 @@ class IPAM:
                     vouched = await node.admit_pod(self.resolver, owner, held, fixed=fixed)
                 if vouched is not None:
                     node.admit_workload(owner, held, vouched, fixed=fixed)
-                if held is None or held.state != ATTACHED or held.node != req.node:
+                # The node's count has its own addresses, attached or retained: taking one back
+                # adds nothing; a new address, or one another node held, adds one.
+                if held is None or held.node != req.node:
                     if not locked:
                         # From the count to the write (this call's end), no other Allocate of
                         # the node's in this replica: the limit is exact here.

@@ -297,8 +297,8 @@ class WorkloadWatcher:
     async def _pod_gone(self, pod: Any) -> None:
         namespace, name = _meta(pod)
         node = str(getattr(pod.spec, "nodeName", "") or "")
-        # Its attached addresses are on its node; its fixed ones (retained after its DEL have no
-        # node) are its workload's.
+        # Its attached addresses are on its node; its fixed ones (retained after its DEL, which
+        # by_node leaves out) are its workload's.
         on_node = await self.storage.by_node(node) if node else []
         mine = [s for s in on_node if (s.allocation.owner.namespace, s.allocation.owner.pod_name) == (namespace, name)]
         fixed = []

@@ -31,10 +31,14 @@ What it may do:
   no address attached on another node (that container may still run: two pods with one address),
   and keeps allocating and taking what is retained or was its own, for the workload the request
   names, as before;
-- whatever the API says, a node holds at most `max_allocations_per_node` addresses attached to
-  its containers (`within_limit`, counted by the IP storage's node index; a retained fixed
-  address is its workload's, no node's): beyond, Allocate is RESOURCE_EXHAUSTED with ErrorInfo
-  NODE_ALLOCATION_LIMIT, so even a node whose pods are real cannot take a whole shared pool.
+- whatever the API says, a node holds at most `max_allocations_per_node` addresses
+  (`within_limit`, counted by the IP storage's node index): those attached to its containers,
+  and the fixed ones retained since their last container there, until another node takes one
+  over (its count moves there) or it is released (ReleaseWorkload, the workload watcher).
+  Beyond, Allocate is RESOURCE_EXHAUSTED with ErrorInfo NODE_ALLOCATION_LIMIT, so even a node
+  whose pods are real cannot take a whole shared pool, nor, without an API to say its pods are
+  real, pile up retained addresses of made-up pods named with a fixed release policy. Taking
+  back one of its own (attached or retained there) adds nothing and is never refused.
   tke.internal.ipamd.ipam serializes one node's new allocations in each replica, so the cap is
   exact with one replica and overshot by at most one address per other replica.
 Anything else is authorization's (TCP) or the socket mode's business.
@@ -104,16 +108,17 @@ class NodeCaller:
             raise self._denied(f"the address of {what} is node {a.node!r}'s", a.node)
 
     def within_limit(self, held: int, limit: int) -> None:
-        """The caller's node holds `held` addresses and is about to get one more: refused at
-        `limit` (max_allocations_per_node)."""
+        """The caller's node holds `held` addresses (attached, or retained there) and is about to
+        get one more: refused at `limit` (max_allocations_per_node)."""
         if held >= limit:
             raise errors.node_allocation_limit(
                 self.who,
                 self.node,
                 held,
                 limit,
-                f"node {self.node!r} holds {held} addresses, its limit (max_allocations_per_node = {limit}): "
-                "release some first, or raise max_allocations_per_node",
+                f"node {self.node!r} holds {held} addresses, its limit (max_allocations_per_node = {limit}), "
+                "counting the fixed addresses retained since their last container there: release some first "
+                "(a retained one with ReleaseWorkload), or raise max_allocations_per_node",
             )
 
     async def admit_pod(

@@ -186,11 +186,15 @@ class IPStorage(Protocol):
 
     async def by_address(self, pool: str, ip: str) -> Stored | None: ...
 
-    async def by_node(self, node: str) -> list[Stored]: ...
+    async def by_node(self, node: str) -> list[Stored]:
+        """The allocations attached to a container on the node."""
+        ...
 
     async def count_by_node(self, node: str) -> int:
-        """How many allocations `by_node` would return (those attached to a container on the
-        node), without reading them: the node rule's limit asks on every Allocate of a node's."""
+        """How many addresses the node holds, without reading them: those `by_node` returns,
+        and the fixed ones RETAINED since their last container was on the node (their `node`),
+        until another node's container takes one over or it is released. The node rule's limit
+        asks on every new address of a node's caller."""
         ...
 
     async def by_workload(self, namespace: str, kind: str, name: str) -> list[Stored]:

@@ -9,6 +9,9 @@ Keys under `<prefix>/ipam/`:
   ips/<pool>/<address as 8 hex digits>  Allocation
   idx/attachment/<container>/<ifname>   Allocation (a copy)
   idx/node/<node>/<container>/<ifname>  Allocation (a copy)
+  idx/node/<node>/~retained/<pool>/<address as 8 hex digits>
+                                        Allocation (a copy): a fixed address retained since its
+                                        last container on <node>, counted as the node's
   idx/owner/<ns>/<kind>/<workload>/<pod> Allocation (a copy)
   bindings/<ns>/<kind>/<name>           Binding
   cursors/<name>                        the workload watcher's resource version of one watch
@@ -532,10 +535,13 @@ class EtcdIPStorage:
         ]
 
     async def by_node(self, node: str) -> list[Stored]:
-        return [s for s in await self._refs("node", node + "/") if s.allocation.node == node]
+        return [
+            s for s in await self._refs("node", node + "/") if s.allocation.node == node and s.allocation.container_id
+        ]
 
     async def count_by_node(self, node: str) -> int:
-        # The node's index entries, counted by etcd: one read, whatever the node holds.
+        # The node's index entries, attached and retained, counted by etcd: one read, whatever
+        # the node holds.
         key = self._index_key("node", node + "/")
         return int((await self._range(key, prefix_end(key), count_only=True)).count)
 

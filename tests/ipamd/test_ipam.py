@@ -265,6 +265,92 @@ async def test_a_nodes_concurrent_allocates_stop_at_its_limit(ip_storage: IPStor
     assert ipam._node_locks._locks == {}  # dropped with the last call
 
 
+async def test_a_nodes_retained_addresses_count_against_it_until_taken_or_released(ip_storage: IPStorage,
+                                                                                   clock: Clock) -> None:  # fmt: skip
+    """A fixed address a node's container released stays RETAINED for its pod and counts against
+    that node, so without an API to vouch for its pods a node cannot pile up retained addresses of
+    made-up ones. Its own pod takes one back at the limit; a pod on another node takes it with its
+    count; ReleaseWorkload and the watcher's reclaim free it and its count; GC keeps it counted."""
+    ipam = IPAM(ip_storage, {"static": StaticProvider()}, clock=clock, max_allocations_per_node=3)  # no API
+    await ipam.create_pool(pool())
+    await bind(ipam, "db", IMMUTABLE)
+    await bind(ipam, "web", IMMUTABLE, kind="Deployment")
+    one, two = node_caller("node-1"), node_caller("node-2")
+
+    def db(i: int, container: str, node: str = "node-1") -> ipam_pb2.AllocateRequest:
+        return allocate_request(f"db-{i}", container, node=node, kind="StatefulSet", workload="db")
+
+    async def counts() -> tuple[int, int]:
+        return await ip_storage.count_by_node("node-1"), await ip_storage.count_by_node("node-2")
+
+    ips = [(await ipam.allocate(db(i, f"c{i}"), node=one)).allocation.ip for i in range(3)]
+    for i in range(3):
+        assert (await ipam.release(f"c{i}", "eth0")).retained
+    assert (await counts(), await ip_storage.by_node("node-1")) == ((3, 0), [])
+    ghost = allocate_request("ghost", "cg")
+    ghost.release_policy = IMMUTABLE
+    with pytest.raises(ApiError) as err:
+        await ipam.allocate(ghost, node=one)
+    assert err.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED, err.value.message
+    info = next(d for d in err.value.details if isinstance(d, error_details_pb2.ErrorInfo))
+    assert (info.reason, info.metadata["held"]) == ("NODE_ALLOCATION_LIMIT", "3")
+    assert "counting the fixed addresses retained since their last container there" in err.value.message
+
+    # db-0 comes back on node-1, at its limit: its own address, no new one.
+    back = await ipam.allocate(db(0, "c0b"), node=one)
+    assert (back.reused, back.allocation.ip, await counts()) == (True, ips[0], (3, 0))
+    # db-1 is rescheduled to node-2: its count goes along.
+    moved = await ipam.allocate(db(1, "c1b", "node-2"), node=two)
+    assert (moved.allocation.ip, moved.allocation.node, await counts()) == (ips[1], "node-2", (2, 1))
+    # A Deployment's retained address, left on node-2, taken over by its next pod on node-1.
+    await ipam.allocate(allocate_request("web-a", "cwa", node="node-2", kind="Deployment", workload="web"), node=two)
+    await ipam.release("cwa", "eth0")
+    assert await counts() == (2, 2)
+    web = allocate_request("web-b", "cwb", kind="Deployment", workload="web")
+    assert (await ipam.allocate(web, node=one)).reused and await counts() == (3, 1)
+    with pytest.raises(ApiError):
+        await ipam.allocate(allocate_request("p-1", "cp1"), node=one)
+
+    # The StatefulSet scaled down to 2 frees db-2's retained address, and node-1's room.
+    w = ipam_pb2.WorkloadRef(namespace="default", kind="StatefulSet", name="db")
+    released, _ = await ipam.release_workload(w, deleted=False, replicas=2, keep=set(), force=False)
+    assert [a.ip for a in released] == [ips[2]] and await counts() == (2, 1)
+    # web-b is gone and so is its Deployment: the watcher's reclaim frees its retained address.
+    await ipam.release("cwb", "eth0")
+    assert await counts() == (2, 1)
+    stored = await ip_storage.by_workload("default", "Deployment", "web")
+    assert len(stored) == 1 and await ipam.reclaim(stored[0])
+    assert await counts() == (1, 1)
+    # Garbage collection of db-0's container leaves its fixed address retained, still node-1's.
+    assert len(await ipam.garbage_collect("node-1", set(), dry_run=False, min_age=0)) == 1
+    assert (await counts(), await ip_storage.by_node("node-1")) == ((1, 1), [])
+
+
+async def test_a_nodes_concurrent_takeovers_of_retained_addresses_stop_at_its_limit(ip_storage: IPStorage,
+                                                                                    clock: Clock) -> None:  # fmt: skip
+    """Taking over another node's retained address adds one to the node's count: it is checked
+    under the node's lock like a new address, so takeovers sent at once stop at the limit, and
+    the addresses taken leave the other node's count."""
+    ipam = IPAM(ip_storage, {"static": StaticProvider()}, clock=clock, max_allocations_per_node=3)  # no API
+    await ipam.create_pool(pool())
+    await bind(ipam, "db", IMMUTABLE)
+    one, two = node_caller("node-1"), node_caller("node-2")
+
+    def db(i: int, container: str, node: str) -> ipam_pb2.AllocateRequest:
+        return allocate_request(f"db-{i}", container, node=node, kind="StatefulSet", workload="db")
+
+    for i in range(3):
+        await ipam.allocate(db(i, f"c2-{i}", "node-2"), node=two)
+        await ipam.release(f"c2-{i}", "eth0")
+    await ipam.allocate(allocate_request("web-1", "c1-w"), node=one)
+    outcomes = await asyncio.gather(
+        *(ipam.allocate(db(i, f"c1-{i}", "node-1"), node=one) for i in range(3)), return_exceptions=True
+    )
+    refused = [o for o in outcomes if isinstance(o, ApiError)]
+    assert len(refused) == 1 and refused[0].code == grpc.StatusCode.RESOURCE_EXHAUSTED, outcomes
+    assert (await ip_storage.count_by_node("node-1"), await ip_storage.count_by_node("node-2")) == (3, 1)
+
+
 async def test_a_node_takes_a_workloads_fixed_address_only_for_its_own_pods(ip_storage: IPStorage,
                                                                             clock: Clock) -> None:  # fmt: skip
     pods = KnownPods()

@@ -129,6 +129,42 @@ async def test_fixed_owner_is_unique_and_indexes_move(ip_storage: IPStorage) -> 
     assert (await ip_storage.block("p", 0)).used == 0
 
 
+async def test_a_retained_address_counts_for_its_last_node_until_it_moves_or_goes(ip_storage: IPStorage) -> None:
+    """count_by_node counts what a node holds: attached addresses and the fixed ones retained
+    since their last container there; by_node lists the attached ones only."""
+    entry = await new_pool(ip_storage)
+    block = await ip_storage.block("p", 0)
+    held = await ip_storage.reserve(entry.version, replace(block, used=0b1), allocation("10.0.0.2", "c1", "db-0", 2))
+    assert isinstance(held, Stored)
+    retained = ipam_pb2.Allocation()
+    retained.CopyFrom(held.allocation)
+    retained.container_id, retained.ifname, retained.state = "", "", ipam_pb2.ALLOCATION_STATE_RETAINED
+    kept = await ip_storage.replace(held, retained)
+    assert isinstance(kept, Stored)
+    assert (await ip_storage.by_node("n1"), await ip_storage.count_by_node("n1")) == ([], 1)
+    assert await ip_storage.by_attachment("c1", "eth0") is None
+
+    # Taken over by a container on n2: its count goes there, in the same write.
+    moved = ipam_pb2.Allocation()
+    moved.CopyFrom(retained)
+    moved.container_id, moved.ifname, moved.node, moved.state = "c9", "eth0", "n2", ipam_pb2.ALLOCATION_STATE_ATTACHED
+    after = await ip_storage.replace(kept, moved)
+    assert isinstance(after, Stored)
+    assert (await ip_storage.count_by_node("n1"), await ip_storage.count_by_node("n2")) == (0, 1)
+    assert [s.allocation.container_id for s in await ip_storage.by_node("n2")] == ["c9"]
+
+    # Retained on n2, then released for good: no node counts it.
+    again = ipam_pb2.Allocation()
+    again.CopyFrom(moved)
+    again.container_id, again.ifname, again.state = "", "", ipam_pb2.ALLOCATION_STATE_RETAINED
+    last = await ip_storage.replace(after, again)
+    assert isinstance(last, Stored)
+    assert (await ip_storage.by_node("n2"), await ip_storage.count_by_node("n2")) == ([], 1)
+    assert isinstance(await ip_storage.release(last, replace(await ip_storage.block("p", 0), used=0)), int)
+    assert (await ip_storage.count_by_node("n1"), await ip_storage.count_by_node("n2")) == (0, 0)
+    assert not await ip_storage.has_allocations("p")
+
+
 async def test_iterate_allocations_in_pages(ip_storage: IPStorage) -> None:
     entry = await new_pool(ip_storage)
     used = 0

@@ -509,6 +509,78 @@ async def test_a_node_holds_at_most_max_allocations_per_node(etcd_config: EtcdCo
         assert len(await node_of(operator, "node-a")) == 4
 
 
+def fixed(node: str, container: str, pod: str, workload: str = "") -> Request:
+    """tke-ipamc's Allocate of a fixed address, with no binding (the request's release policy);
+    `workload`: the StatefulSet the runtime names (TKE_WORKLOAD_NAME), else the pod is bare."""
+    request = allocate(node, container, pod)
+    request.release_policy = ipam_pb2.RELEASE_POLICY_IMMUTABLE
+    if workload:
+        request.owner.workload_kind, request.owner.workload_name = "StatefulSet", workload
+    return request
+
+
+async def test_a_node_cannot_drain_a_pool_through_retained_addresses(etcd_config: EtcdConfig, workdir: Path) -> None:
+    """Without [kubernetes] nothing says a pod exists, and a fixed address a node releases stays
+    RETAINED for the pod's next incarnation: a node naming made-up pods with a fixed release
+    policy, and releasing each, got a new address every round while it held none attached, and
+    drained the pool. A retained address counts against the node that last held it, so the round
+    after max_allocations_per_node is refused; another replica (or a restarted one) counts the
+    same, from etcd."""
+    exhausted = grpc.StatusCode.RESOURCE_EXHAUSTED
+    async with tcp_ipamd(etcd_config, workdir, "max_allocations_per_node = 3\n") as stubs:
+        operator, a, b = stubs["operator"], stubs["node-a"], stubs["node-b"]
+        await operator.CreatePool(ipam_pb2.CreatePoolRequest(pool=ipam_pb2.Pool(name="net", cidr="10.38.0.0/24")))
+        for i in range(3):
+            await a.Allocate(fixed("node-a", f"ca-{i}", f"ghost-{i}"))
+            assert (await a.Release(release(f"ca-{i}"))).retained
+        assert await node_of(operator, "node-a") == []  # nothing attached on node A
+        for request in (fixed("node-a", "ca-3", "ghost-3"), allocate("node-a", "ca-3", "ghost-3")):
+            limit_refused(await expect_error(a.Allocate(request), exhausted), "node-a", 3)
+        assert (await operator.GetPool(ipam_pb2.GetPoolRequest(name="net"))).status.allocated == 3
+        # Node B is not held back by node A's retained addresses.
+        assert (await b.Allocate(fixed("node-b", "cb-0", "pod-b0"))).allocation.node == "node-b"
+    again = workdir / "again"
+    again.mkdir()
+    async with tcp_ipamd(etcd_config, again, "max_allocations_per_node = 3\n") as stubs:
+        err = await expect_error(stubs["node-a"].Allocate(fixed("node-a", "ca-3", "ghost-3")), exhausted)
+        limit_refused(err, "node-a", 3)
+
+
+async def test_a_statefulsets_retained_addresses_follow_its_pods(etcd_config: EtcdConfig, workdir: Path) -> None:
+    """The count leaves a StatefulSet's pods working: a pod's retained address is taken back on its
+    node at the limit (it is counted there already), taken on another node it moves its count there,
+    and the addresses a scale-down releases (ReleaseWorkload) give the node its room back."""
+    exhausted = grpc.StatusCode.RESOURCE_EXHAUSTED
+    async with tcp_ipamd(etcd_config, workdir, "max_allocations_per_node = 3\n") as stubs:
+        operator, a, b = stubs["operator"], stubs["node-a"], stubs["node-b"]
+        await operator.CreatePool(ipam_pb2.CreatePoolRequest(pool=ipam_pb2.Pool(name="net", cidr="10.39.0.0/24")))
+        first = [(await a.Allocate(fixed("node-a", f"ca-{i}", f"db-{i}", "db"))).allocation for i in range(3)]
+        for i in range(3):
+            assert (await a.Release(release(f"ca-{i}"))).retained
+        # db-0 starts again on node A, which is at its limit: its own address, no new one.
+        back = await a.Allocate(fixed("node-a", "ca-0b", "db-0", "db"))
+        assert back.reused and back.allocation.ip == first[0].ip
+        # db-1 is rescheduled to node B: its address and its count go there.
+        moved = await b.Allocate(fixed("node-b", "cb-1", "db-1", "db"))
+        assert moved.reused and (moved.allocation.ip, moved.allocation.node) == (first[1].ip, "node-b")
+        # Node A holds db-0 (attached) and db-2 (retained): room for one more.
+        await a.Allocate(allocate("node-a", "ca-3", "web-3"))
+        limit_refused(await expect_error(a.Allocate(allocate("node-a", "ca-4", "web-4")), exhausted), "node-a", 3)
+        # Node B holds db-1: room for two more.
+        for i in range(2):
+            await b.Allocate(allocate("node-b", f"cb-{i + 2}", f"web-b{i}"))
+        limit_refused(await expect_error(b.Allocate(allocate("node-b", "cb-4", "web-b2")), exhausted), "node-b", 3)
+        # The StatefulSet is scaled down to 2: db-2's retained address goes, and node A has room.
+        scaled = await operator.ReleaseWorkload(
+            ipam_pb2.ReleaseWorkloadRequest(
+                workload=ipam_pb2.WorkloadRef(namespace="shop", kind="StatefulSet", name="db"), replicas=2
+            )
+        )
+        assert [r.ip for r in scaled.released] == [first[2].ip]
+        assert (await a.Allocate(allocate("node-a", "ca-4", "web-4"))).allocation.node == "node-a"
+        limit_refused(await expect_error(a.Allocate(allocate("node-a", "ca-5", "web-5")), exhausted), "node-a", 3)
+
+
 async def test_the_unix_socket_limits_its_node_only(etcd_config: EtcdConfig, workdir: Path) -> None:
     """The socket of a node's tke-ipamd holds its callers to max_allocations_per_node; a socket
     without node_name (the CNI path of a hosted tke-ipamd, and the benchmark's) is not limited."""

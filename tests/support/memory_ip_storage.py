@@ -194,12 +194,16 @@ class MemoryIPStorage:
     async def by_address(self, pool: str, ip: str) -> Stored | None:
         return self._allocs.get((pool, address_key(ip)))
 
-    async def by_node(self, node: str) -> list[Stored]:
+    def _on_node(self, node: str) -> list[Stored]:
+        """The node's index entries, attached and retained (keys.indexes)."""
         refs = [r for k, r in sorted(self._index["node"].items()) if k.startswith(node + "/")]
         return [self._allocs[r] for r in refs if r in self._allocs]
 
+    async def by_node(self, node: str) -> list[Stored]:
+        return [s for s in self._on_node(node) if s.allocation.container_id]
+
     async def count_by_node(self, node: str) -> int:
-        return len(await self.by_node(node))
+        return len(self._on_node(node))
 
     async def by_workload(self, namespace: str, kind: str, name: str) -> list[Stored]:
         prefix = f"{namespace}/{kind}/{name}/"
