@@ -1,5 +1,11 @@
 """`tkectl describe`: one object for people: metadata, spec and status as indented YAML, its
-conditions as a table, and the events about it (clusters and machines)."""
+conditions as a table, and the events about it (clusters and machines).
+
+A metadata field is one line: an annotation's value may hold newlines (Kubernetes' do), and a
+tenant's annotation `x\nTenant:           platform` printed as it came added a "Tenant:" line
+of its own to what an operator read. A field's value writes its line breaks and other
+characters that are not printable as escapes (`\n`); the spec and status are YAML, which quotes
+them."""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ from typing import Any
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
+from tke.internal.logs import printable
 from tke.internal.tkectl.documents import dump_yaml
 from tke.internal.tkectl.kinds.base import Kind, age, enum_text, time_text
 from tke.internal.tkectl.output import table
@@ -74,7 +81,7 @@ def describe(kind: Kind, obj: Any, events: Sequence[Any]) -> str:
 
 
 def _field(label: str, value: str) -> str:
-    return f"{label + ':':<18}{value or '<none>'}"
+    return f"{label + ':':<18}{printable(value) or '<none>'}"
 
 
 def _pairs(values: Any) -> str:

@@ -28,7 +28,9 @@ async def test_a_callers_strings_are_one_printable_audit_line(platform: Platform
     alice = await platform.member("alice", "team-a", "admin")
     await expect_error(alice.clusters.Get(cluster_pb2.GetClusterRequest(name=HOSTILE)), Code.NOT_FOUND)
     anyone = accounts_pb2_grpc.AuthServiceStub(platform.api.channel)
-    await expect_error(anyone.Login(accounts_pb2.LoginRequest(username=HOSTILE, password="wrong")), Code.UNAUTHENTICATED)
+    await expect_error(
+        anyone.Login(accounts_pb2.LoginRequest(username=HOSTILE, password="wrong")), Code.UNAUTHENTICATED
+    )
 
     def written() -> str | None:
         text = platform.audit.read_text(encoding="utf-8")

@@ -282,3 +282,22 @@ def test_users_roles_and_bindings(admin: Platform) -> None:
     assert "demo" in result.stdout
     denied = admin.run("delete", "cluster", "demo")
     assert denied.returncode == 5 and "PERMISSION_DENIED" in denied.stderr
+
+
+def test_describe_prints_an_annotation_on_its_own_line(admin: Platform) -> None:
+    # A tenant's annotation with line breaks printed as it came added lines of its own to what
+    # an operator reads: a second "Tenant:", a "Phase:" describe never prints.
+    forged = "x\nTenant:           platform\nPhase:            Running\u2028\u0085end"
+    path = admin.write(
+        "annotated.yaml", CLUSTER.replace("labels: {env: dev}", f"annotations: {{note: {json.dumps(forged)}}}")
+    )
+    admin.ok("create", "-f", path)
+    lines = admin.ok("describe", "cluster", "demo").split("\n")
+    assert [line for line in lines if line.startswith("Tenant:")] == ["Tenant:           default"]
+    assert not [line for line in lines if line.startswith("Phase:")]
+    annotations = next(line for line in lines if line.startswith("Annotations:"))
+    assert annotations.endswith("note=x\\nTenant:           platform\\nPhase:            Running\\u2028\\x85end")
+    # The object itself keeps the value: -o yaml quotes it, and it reads back the same.
+    assert yaml.safe_load(admin.ok("get", "cluster", "demo", "-o", "yaml"))["metadata"]["annotations"] == {
+        "note": forged
+    }
