@@ -115,7 +115,7 @@ class HostedClusterProvider:
             if component not in COMPONENTS:
                 out.append(FieldViolation(path, f"unknown component; one of {', '.join(COMPONENTS)}"))
                 continue
-            fixed = sorted(set(args.args) & control_plane.FIXED_FLAGS.get(component, frozenset()))
+            fixed = control_plane.fixed_flags(component, args.args)
             if fixed:
                 out.append(FieldViolation(path, f"{', '.join(fixed)}: set by the platform (they wire the control "
                                                 "plane together)"))  # fmt: skip

@@ -15,7 +15,7 @@ import json
 import grpc
 
 from tests.security.platform import Platform
-from tests.support.rpc import expect_error
+from tests.support.rpc import bad_request_fields, expect_error
 from tests.support.waiting import wait_for
 from tke.auth.v1 import accounts_pb2, accounts_pb2_grpc
 from tke.platform.v1 import cluster_pb2
@@ -45,3 +45,21 @@ async def test_a_callers_strings_are_one_printable_audit_line(platform: Platform
     # The strings are all there, as the caller sent them, for whoever parses the JSON.
     assert any(e["name"] == HOSTILE and e["method"].endswith("ClusterService/Get") for e in events)
     assert any(e["name"] == HOSTILE and e["method"].endswith("AuthService/Login") for e in events)
+
+
+async def test_a_hosted_clusters_fixed_flags_are_refused_however_spelled(platform: Platform) -> None:
+    # kube-apiserver reads "_" as "-" in a flag's name: etcd_servers_overrides is
+    # --etcd-servers-overrides, which would point the tenant's API server at other etcd servers
+    # in the meta cluster every tenant shares. It passed the check of the name as written.
+    alice = await platform.member("alice", "team-a", "admin")
+    c = cluster_pb2.Cluster()
+    c.metadata.name = "shop"
+    c.spec.type, c.spec.version = "hosted", "1.31.2"
+    c.spec.network.pod_cidr, c.spec.network.service_cidr = "10.244.0.0/16", "10.96.0.0/12"
+    c.spec.extra_args["kube-apiserver"].args["etcd_servers_overrides"] = "/secrets#https://etcd.tke-other.svc:2379"
+    err = await expect_error(alice.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=c)), Code.INVALID_ARGUMENT)
+    assert bad_request_fields(err) == ["cluster.spec.extra_args[kube-apiserver]"]
+    assert "etcd_servers_overrides: set by the platform" in (err.details() or "")
+    del c.spec.extra_args["kube-apiserver"].args["etcd_servers_overrides"]
+    c.spec.extra_args["kube-apiserver"].args["audit_log_maxage"] = "30"  # any other flag, spelled so, is the tenant's
+    await alice.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=c))
