@@ -22,6 +22,12 @@ MAX_ANNOTATIONS_BYTES = 256 * 1024
 MAX_CONTROL_PLANE_MACHINES = 7
 # status.control_plane holds those and the masters being removed after a change of the spec.
 MAX_INSTALLED_MASTERS = 4 * MAX_CONTROL_PLANE_MACHINES
+# One component's extra args, as `--flag=value` together. kube-proxy's reach every command on
+# every machine of the cluster as one variable (TKE_KUBE_PROXY_ARGS, provider.nodes.environment),
+# and Linux takes at most 128 KiB in one variable or argument: 40 flags of 4 KiB (a 164 KB
+# cluster, within the object limit) made every command "Argument list too long", and 250 ones
+# made sshd drop the connection; each was retried for ever. Real extra args take a few KiB.
+MAX_COMPONENT_ARGS_BYTES = 16 * 1024
 COMPONENTS = frozenset({"kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "etcd"})
 TAINT_EFFECTS = frozenset({"NoSchedule", "PreferNoSchedule", "NoExecute"})
 # Every pattern is checked with fullmatch (`$` also matches before a final newline).
@@ -232,6 +238,14 @@ def validate_cluster_spec(spec: cluster_pb2.ClusterSpec, path: str) -> list[Fiel
                 out.append(FieldViolation(f"{path}.extra_args[{component!r}].args[{flag!r}]", "is not a flag name"))
             elif err := _printable(value, 4096):
                 out.append(FieldViolation(f"{path}.extra_args[{component!r}].args[{flag!r}]", err))
+        size = sum(len(f"--{flag}={value}".encode()) for flag, value in args.args.items())
+        if size > MAX_COMPONENT_ARGS_BYTES:
+            out.append(
+                FieldViolation(
+                    f"{path}.extra_args[{component!r}]",
+                    f"the flags take {size} bytes as --flag=value; at most {MAX_COMPONENT_ARGS_BYTES} per component",
+                )
+            )
     if imported:
         url = spec.api_server_url
         if not re.fullmatch(r"^https://[^\s/]+(:\d+)?(/\S*)?$", url):

@@ -11,16 +11,23 @@ as they came, and a reader splitting lines as Python's `splitlines` does read a 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import grpc
 
 from tests.security.platform import Platform
+from tests.support.apiserver import cluster
 from tests.support.rpc import bad_request_fields, expect_error
+from tests.support.sshd import LAB_ADDRESSES, ssh_machines
 from tests.support.waiting import wait_for
 from tke.auth.v1 import accounts_pb2, accounts_pb2_grpc
+from tke.internal.provider import nodes
+from tke.internal.provider.credentials import ConfiguredCredentials, CredentialConfig
+from tke.internal.provider.ssh import SSHDialer, SSHOptions, Target
 from tke.platform.v1 import cluster_pb2
 
 Code = grpc.StatusCode
+MAX_COMPONENT_ARGS_BYTES = 16 * 1024  # the rule's bound (validation.MAX_COMPONENT_ARGS_BYTES)
 HOSTILE = 'x\u2028{"level":"error","msg":"forged"}\x85y\u202ez\x9b2J'
 
 
@@ -63,3 +70,46 @@ async def test_a_hosted_clusters_fixed_flags_are_refused_however_spelled(platfor
     del c.spec.extra_args["kube-apiserver"].args["etcd_servers_overrides"]
     c.spec.extra_args["kube-apiserver"].args["audit_log_maxage"] = "30"  # any other flag, spelled so, is the tenant's
     await alice.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=c))
+
+
+def with_proxy_args(c: cluster_pb2.Cluster, size: int) -> cluster_pb2.Cluster:
+    """`c` with kube-proxy extra args of `size` bytes as --flag=value, values within 4096."""
+    args = c.spec.extra_args["kube-proxy"].args
+    while size > 0:
+        name = f"f{len(args):03d}"
+        value = "v" * min(4000, size - len(f"--{name}="))
+        args[name] = value
+        size -= len(f"--{name}={value}")
+    return c
+
+
+async def test_a_components_extra_args_fit_every_command_they_reach(platform: Platform, tmp_path: Path) -> None:
+    # kube-proxy's extra args reach every command on every machine of the cluster as one
+    # variable, and Linux takes at most 128 KiB in one: 40 flags of 4 KiB (a 164 KB cluster)
+    # made every command "Argument list too long", retried for ever.
+    alice = await platform.member("alice", "team-a", "admin")
+    big = with_proxy_args(cluster("big"), 40 * 4096)
+    err = await expect_error(
+        alice.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=big)), Code.INVALID_ARGUMENT
+    )
+    assert bad_request_fields(err) == ["cluster.spec.extra_args['kube-proxy']"]
+    assert "at most 16384 per component" in (err.details() or "")
+    # At the bound, shell characters and all, it is one value in a command on a real machine.
+    edge = with_proxy_args(cluster("edge"), MAX_COMPONENT_ARGS_BYTES - 100)
+    args = edge.spec.extra_args["kube-proxy"].args
+    shell = "$(touch pwned)`touch pwned`'\"; touch pwned #"
+    args["x"] = shell + "v" * (
+        MAX_COMPONENT_ARGS_BYTES - sum(len(f"--{k}={v}") for k, v in args.items()) - 4 - len(shell)
+    )
+    assert sum(len(f"--{k}={v}") for k, v in args.items()) == MAX_COMPONENT_ARGS_BYTES
+    created = await alice.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=edge))
+    created.status.control_plane_endpoint = "203.0.113.10:6443"  # as once installed
+    env = nodes.environment(created, nodes.Paths(), node_ip="192.0.2.10", node_name="n1", role="master")
+    with ssh_machines(tmp_path / "ssh", 1) as machine:
+        creds = ConfiguredCredentials({"t1/key": CredentialConfig(private_key_file=str(machine.key.private_key_file))})
+        dialer = SSHDialer(creds, SSHOptions(known_hosts_file=str(machine.known_hosts)), LAB_ADDRESSES)
+        server = machine.servers[0]
+        async with dialer.connect(Target(server.host, server.port, "root", "key", "t1")) as channel:
+            printed = await channel.run(f'cd {tmp_path} && printf %s "$TKE_KUBE_PROXY_ARGS"', env=env)
+    assert printed == env["TKE_KUBE_PROXY_ARGS"] and len(printed) == MAX_COMPONENT_ARGS_BYTES + len(args) - 1
+    assert not (tmp_path / "pwned").exists()
