@@ -77,6 +77,46 @@ def validate_labels(labels: Mapping[str, str], path: str) -> list[FieldViolation
     return out
 
 
+# The labels a kubelet may give its own Node (--node-labels, where a machine's labels go): in
+# the kubernetes.io and k8s.io namespaces only these and the two namespaces below (kubelet's
+# IsKubeletLabel). With any other, such as node-role.kubernetes.io/worker, the kubelet refuses
+# to start ("unknown 'kubernetes.io' or 'k8s.io' labels specified with --node-labels"): NodeRestriction
+# keeps a node from naming itself a control-plane node. Such a machine's join failed for ever.
+KUBELET_LABELS = frozenset(
+    {
+        "kubernetes.io/hostname", "kubernetes.io/os", "kubernetes.io/arch", "beta.kubernetes.io/os",
+        "beta.kubernetes.io/arch", "beta.kubernetes.io/instance-type", "node.kubernetes.io/instance-type",
+        "topology.kubernetes.io/region", "topology.kubernetes.io/zone", "failure-domain.beta.kubernetes.io/region",
+        "failure-domain.beta.kubernetes.io/zone",
+    }
+)  # fmt: skip
+KUBELET_LABEL_NAMESPACES = ("kubelet.kubernetes.io", "node.kubernetes.io")
+
+
+def _node_label_error(key: str) -> str | None:
+    namespace, slash, _ = key.partition("/")
+    if not slash or key in KUBELET_LABELS:
+        return None
+    if not any(namespace == d or namespace.endswith("." + d) for d in ("kubernetes.io", "k8s.io")):
+        return None
+    if any(namespace == n or namespace.endswith("." + n) for n in KUBELET_LABEL_NAMESPACES):
+        return None
+    return (
+        "a kubelet may not set this label on its Node (it refuses to start): under kubernetes.io and k8s.io only "
+        "kubelet.kubernetes.io/, node.kubernetes.io/ and the well-known topology, os and arch labels"
+    )
+
+
+def validate_node_labels(labels: Mapping[str, str], path: str) -> list[FieldViolation]:
+    """A machine's labels, which its kubelet sets on its Node (--node-labels)."""
+    out = validate_labels(labels, path)
+    bad = {v.field for v in out}
+    for key in labels:
+        if f"{path}[{key!r}]" not in bad and (err := _node_label_error(key)):
+            out.append(FieldViolation(f"{path}[{key!r}]", err))
+    return out
+
+
 def _ip_error(value: str) -> str | None:
     try:
         ip = ipaddress.ip_address(value)
@@ -222,7 +262,7 @@ def validate_cluster_spec(spec: cluster_pb2.ClusterSpec, path: str) -> list[Fiel
     for i, m in enumerate(spec.machines[:MAX_CONTROL_PLANE_MACHINES]):
         mpath = f"{path}.machines[{i}]"
         out += _validate_login(m.ip, m.ssh_port, m.username, m.credential_ref, mpath)
-        out += validate_labels(m.labels, f"{mpath}.labels")
+        out += validate_node_labels(m.labels, f"{mpath}.labels")
         if m.ip in seen_ips:
             out.append(FieldViolation(f"{mpath}.ip", f"duplicate machine {m.ip}"))
         seen_ips.add(m.ip)
@@ -306,7 +346,7 @@ def validate_machine_spec(spec: machine_pb2.MachineSpec, path: str) -> list[Fiel
     out += _validate_login(spec.ip, spec.ssh_port, spec.username, spec.credential_ref, path, ip_required=not made)
     if spec.role not in machine_pb2.MachineRole.values():
         out.append(FieldViolation(f"{path}.role", f"unknown role {spec.role}"))
-    out += validate_labels(spec.labels, f"{path}.labels")
+    out += validate_node_labels(spec.labels, f"{path}.labels")
     for i, taint in enumerate(spec.taints):
         if err := qualified_name_error(taint.key):
             out.append(FieldViolation(f"{path}.taints[{i}].key", err))

@@ -16,7 +16,7 @@ from pathlib import Path
 import grpc
 
 from tests.security.platform import Platform
-from tests.support.apiserver import cluster
+from tests.support.apiserver import cluster, machine
 from tests.support.rpc import bad_request_fields, expect_error
 from tests.support.sshd import LAB_ADDRESSES, ssh_machines
 from tests.support.waiting import wait_for
@@ -24,7 +24,7 @@ from tke.auth.v1 import accounts_pb2, accounts_pb2_grpc
 from tke.internal.provider import nodes
 from tke.internal.provider.credentials import ConfiguredCredentials, CredentialConfig
 from tke.internal.provider.ssh import SSHDialer, SSHOptions, Target
-from tke.platform.v1 import cluster_pb2
+from tke.platform.v1 import cluster_pb2, machine_pb2
 
 Code = grpc.StatusCode
 MAX_COMPONENT_ARGS_BYTES = 16 * 1024  # the rule's bound (validation.MAX_COMPONENT_ARGS_BYTES)
@@ -113,3 +113,31 @@ async def test_a_components_extra_args_fit_every_command_they_reach(platform: Pl
             printed = await channel.run(f'cd {tmp_path} && printf %s "$TKE_KUBE_PROXY_ARGS"', env=env)
     assert printed == env["TKE_KUBE_PROXY_ARGS"] and len(printed) == MAX_COMPONENT_ARGS_BYTES + len(args) - 1
     assert not (tmp_path / "pwned").exists()
+
+
+async def test_a_machine_label_its_kubelet_would_refuse_is_refused(platform: Platform) -> None:
+    # A machine's labels are its kubelet's --node-labels, and a kubelet refuses to start with one
+    # under kubernetes.io or k8s.io it may not set on itself (NodeRestriction: no node names itself
+    # a control-plane node); node-role.kubernetes.io/worker made the machine's join fail for ever.
+    alice = await platform.member("alice", "team-a", "admin")
+    await alice.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=cluster("c1")))
+    refused = machine("w1", "c1")
+    refused.spec.labels.update({"node-role.kubernetes.io/worker": "", "app.kubernetes.io/name": "x", "pool": "a"})
+    err = await expect_error(
+        alice.machines.Create(machine_pb2.CreateMachineRequest(machine=refused)), Code.INVALID_ARGUMENT
+    )
+    assert sorted(bad_request_fields(err)) == [
+        "machine.spec.labels['app.kubernetes.io/name']",
+        "machine.spec.labels['node-role.kubernetes.io/worker']",
+    ]
+    assert "a kubelet may not set this label on its Node" in (err.details() or "")
+    master = cluster("c2")
+    master.spec.machines.add(ip="192.0.2.77", labels={"node-role.kubernetes.io/infra": ""})
+    err = await expect_error(
+        alice.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=master)), Code.INVALID_ARGUMENT
+    )
+    assert bad_request_fields(err) == ["cluster.spec.machines[0].labels['node-role.kubernetes.io/infra']"]
+    # What a kubelet may set is the tenant's to choose.
+    fine = machine("w1", "c1")
+    fine.spec.labels.update({"node.kubernetes.io/pool": "a", "topology.kubernetes.io/zone": "z1", "example.com/x": "y"})
+    await alice.machines.Create(machine_pb2.CreateMachineRequest(machine=fine))
