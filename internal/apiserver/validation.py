@@ -30,8 +30,11 @@ MAX_INSTALLED_MASTERS = 4 * MAX_CONTROL_PLANE_MACHINES
 MAX_COMPONENT_ARGS_BYTES = 16 * 1024
 COMPONENTS = frozenset({"kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "etcd"})
 TAINT_EFFECTS = frozenset({"NoSchedule", "PreferNoSchedule", "NoExecute"})
-# Every pattern is checked with fullmatch (`$` also matches before a final newline).
-_VERSION = re.compile(r"^v?\d+\.\d+(\.\d+)?([-+][0-9A-Za-z.-]+)?$")
+# Every pattern is checked with fullmatch (`$` also matches before a final newline), and names
+# its digits [0-9]: Python's \d is any Unicode digit, and "1.30.\uff12" (a full-width 2) passed
+# as a version, went into apt-get's package names, kubeadm's kubernetesVersion and a hosted
+# control plane's image tags, and failed there.
+_VERSION = re.compile(r"^v?[0-9]+\.[0-9]+(\.[0-9]+)?([-+][0-9A-Za-z.-]+)?$")
 _FLAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _PROVIDER = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
 _CAMEL = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,127}$")

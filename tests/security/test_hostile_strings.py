@@ -141,3 +141,31 @@ async def test_a_machine_label_its_kubelet_would_refuse_is_refused(platform: Pla
     fine = machine("w1", "c1")
     fine.spec.labels.update({"node.kubernetes.io/pool": "a", "topology.kubernetes.io/zone": "z1", "example.com/x": "y"})
     await alice.machines.Create(machine_pb2.CreateMachineRequest(machine=fine))
+
+
+async def test_digits_are_ascii_digits(platform: Platform) -> None:
+    # Python's \d is any Unicode digit: a version with a full-width 2 and a region with an
+    # Arabic-Indic 1 passed, and failed only where they landed (apt-get, kubeadm, image tags,
+    # botocore).
+    alice = await platform.member("alice", "team-a", "admin")
+    versioned = cluster("v1")
+    versioned.spec.version = "1.30.\uff12"
+    err = await expect_error(
+        alice.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=versioned)), Code.INVALID_ARGUMENT
+    )
+    assert bad_request_fields(err) == ["cluster.spec.version"]
+    regional = cluster("r1")
+    regional.spec.type = "aws"
+    regional.spec.ClearField("machines")
+    regional.spec.aws.region = "eu-west-\u0661"
+    regional.spec.aws.vpc_cidr = "10.60.0.0/16"
+    regional.spec.aws.subnets.add(zone="eu-west-1a", cidr="10.60.1.0/24")
+    regional.spec.aws.control_plane.count = 1
+    regional.spec.aws.control_plane.machine.instance_type = "t3.large"
+    regional.spec.aws.control_plane.machine.image_id = "ami-0123456789abcdef0"
+    err = await expect_error(
+        alice.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=regional)), Code.INVALID_ARGUMENT
+    )
+    assert bad_request_fields(err) == ["cluster.spec.aws.region"]
+    regional.spec.aws.region = "eu-west-1"
+    await alice.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=regional))
