@@ -143,7 +143,7 @@ async def test_a_machine_label_its_kubelet_would_refuse_is_refused(platform: Pla
     await alice.machines.Create(machine_pb2.CreateMachineRequest(machine=fine))
 
 
-async def test_digits_are_ascii_digits(platform: Platform) -> None:
+async def test_digits_and_names_are_ascii(platform: Platform) -> None:
     # Python's \d is any Unicode digit: a version with a full-width 2 and a region with an
     # Arabic-Indic 1 passed, and failed only where they landed (apt-get, kubeadm, image tags,
     # botocore).
@@ -169,3 +169,12 @@ async def test_digits_are_ascii_digits(platform: Platform) -> None:
     assert bad_request_fields(err) == ["cluster.spec.aws.region"]
     regional.spec.aws.region = "eu-west-1"
     await alice.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=regional))
+    # A VIP's interface name goes into keepalived's configuration, and Linux's into 15 bytes.
+    named = cluster("n1")
+    named.spec.machines.add(ip="192.0.2.71")
+    named.spec.control_plane_vip.address = "192.0.2.72"
+    named.spec.control_plane_vip.interface = "eth\u0660"  # an Arabic-Indic 0
+    err = await expect_error(
+        alice.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=named)), Code.INVALID_ARGUMENT
+    )
+    assert "cluster.spec.control_plane_vip.interface" in bad_request_fields(err)
