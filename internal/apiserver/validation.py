@@ -26,7 +26,8 @@ MAX_INSTALLED_MASTERS = 4 * MAX_CONTROL_PLANE_MACHINES
 # every machine of the cluster as one variable (TKE_KUBE_PROXY_ARGS, provider.nodes.environment),
 # and Linux takes at most 128 KiB in one variable or argument: 40 flags of 4 KiB (a 164 KB
 # cluster, within the object limit) made every command "Argument list too long", and 250 ones
-# made sshd drop the connection; each was retried for ever. Real extra args take a few KiB.
+# made sshd drop the connection; the cluster went Failed, naming no field. Real extra args take
+# a few KiB.
 MAX_COMPONENT_ARGS_BYTES = 16 * 1024
 COMPONENTS = frozenset({"kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "etcd"})
 TAINT_EFFECTS = frozenset({"NoSchedule", "PreferNoSchedule", "NoExecute"})
@@ -84,7 +85,7 @@ def validate_labels(labels: Mapping[str, str], path: str) -> list[FieldViolation
 # the kubernetes.io and k8s.io namespaces only these and the two namespaces below (kubelet's
 # IsKubeletLabel). With any other, such as node-role.kubernetes.io/worker, the kubelet refuses
 # to start ("unknown 'kubernetes.io' or 'k8s.io' labels specified with --node-labels"): NodeRestriction
-# keeps a node from naming itself a control-plane node. Such a machine's join failed for ever.
+# keeps a node from naming itself a control-plane node. Such a machine's joins failed until it went Failed.
 KUBELET_LABELS = frozenset(
     {
         "kubernetes.io/hostname", "kubernetes.io/os", "kubernetes.io/arch", "beta.kubernetes.io/os",

@@ -86,7 +86,7 @@ def with_proxy_args(c: cluster_pb2.Cluster, size: int) -> cluster_pb2.Cluster:
 async def test_a_components_extra_args_fit_every_command_they_reach(platform: Platform, tmp_path: Path) -> None:
     # kube-proxy's extra args reach every command on every machine of the cluster as one
     # variable, and Linux takes at most 128 KiB in one: 40 flags of 4 KiB (a 164 KB cluster)
-    # made every command "Argument list too long", retried for ever.
+    # made every command "Argument list too long" until the cluster went Failed.
     alice = await platform.member("alice", "team-a", "admin")
     big = with_proxy_args(cluster("big"), 40 * 4096)
     err = await expect_error(
@@ -118,7 +118,7 @@ async def test_a_components_extra_args_fit_every_command_they_reach(platform: Pl
 async def test_a_machine_label_its_kubelet_would_refuse_is_refused(platform: Platform) -> None:
     # A machine's labels are its kubelet's --node-labels, and a kubelet refuses to start with one
     # under kubernetes.io or k8s.io it may not set on itself (NodeRestriction: no node names itself
-    # a control-plane node); node-role.kubernetes.io/worker made the machine's join fail for ever.
+    # a control-plane node); node-role.kubernetes.io/worker failed every join of the machine.
     alice = await platform.member("alice", "team-a", "admin")
     await alice.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=cluster("c1")))
     refused = machine("w1", "c1")
