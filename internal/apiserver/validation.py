@@ -29,6 +29,10 @@ MAX_INSTALLED_MASTERS = 4 * MAX_CONTROL_PLANE_MACHINES
 # made sshd drop the connection; the cluster went Failed, naming no field. Real extra args take
 # a few KiB.
 MAX_COMPONENT_ARGS_BYTES = 16 * 1024
+# A version goes into every command's environment (TKE_VERSION), package names and image tags (at
+# most 128 characters); its suffix had no bound, and a 200 KB version broke every command as
+# kube-proxy's extra args did.
+MAX_VERSION_CHARS = 64
 COMPONENTS = frozenset({"kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "etcd"})
 TAINT_EFFECTS = frozenset({"NoSchedule", "PreferNoSchedule", "NoExecute"})
 # Every pattern is checked with fullmatch (`$` also matches before a final newline), and names
@@ -252,7 +256,9 @@ def validate_cluster_spec(spec: cluster_pb2.ClusterSpec, path: str) -> list[Fiel
         out.append(FieldViolation(f"{path}.type", err))
     if spec.display_name and (err := _printable(spec.display_name, 256)):
         out.append(FieldViolation(f"{path}.display_name", err))
-    if spec.version and not _VERSION.fullmatch(spec.version):
+    if len(spec.version) > MAX_VERSION_CHARS:
+        out.append(FieldViolation(f"{path}.version", f"must be at most {MAX_VERSION_CHARS} characters"))
+    elif spec.version and not _VERSION.fullmatch(spec.version):
         out.append(FieldViolation(f"{path}.version", f"{spec.version!r} is not a version such as 1.30.2"))
     imported = bool(spec.api_server_url)
     out += validate_network(spec.network, f"{path}.network", required=not imported)

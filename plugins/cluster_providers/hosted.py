@@ -94,6 +94,10 @@ class HostedClusterProvider:
     def validate(self, cluster: cluster_pb2.Cluster) -> list[FieldViolation]:
         spec = cluster.spec
         out: list[FieldViolation] = []
+        if "+" in spec.version:
+            # The control plane's images are tagged v<version>, and "+" cannot be in an image tag:
+            # every pod of the control plane failed to pull.
+            out.append(FieldViolation("cluster.spec.version", "build metadata (+...) cannot be part of an image tag"))
         try:
             if kubecfg.minor(spec.version) < (1, 29):
                 out.append(FieldViolation("cluster.spec.version", "must be 1.29 or later"))

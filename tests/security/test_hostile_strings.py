@@ -178,3 +178,26 @@ async def test_digits_and_names_are_ascii(platform: Platform) -> None:
         alice.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=named)), Code.INVALID_ARGUMENT
     )
     assert "cluster.spec.control_plane_vip.interface" in bad_request_fields(err)
+
+
+async def test_a_version_is_short_and_a_hosted_one_an_image_tag(platform: Platform) -> None:
+    # A version goes into every command's environment, package names and image tags: its suffix
+    # had no bound (a 200 KB version broke every command as 32 flags of 4 KiB did), and a hosted
+    # control plane's images are tagged v<version>, where "+" is no tag (no pod could pull).
+    alice = await platform.member("alice", "team-a", "admin")
+    long = cluster("long")
+    long.spec.version = "1.30.2-" + "a" * 200_000
+    err = await expect_error(
+        alice.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=long)), Code.INVALID_ARGUMENT
+    )
+    assert bad_request_fields(err) == ["cluster.spec.version"]
+    assert "at most 64 characters" in (err.details() or "")
+    hosted = cluster("shop")
+    hosted.spec.type, hosted.spec.version = "hosted", "1.31.2+build.1"
+    err = await expect_error(
+        alice.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=hosted)), Code.INVALID_ARGUMENT
+    )
+    assert bad_request_fields(err) == ["cluster.spec.version"]
+    assert "cannot be part of an image tag" in (err.details() or "")
+    hosted.spec.version = "1.31.2-rc.1"
+    await alice.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=hosted))
