@@ -22,10 +22,24 @@ MAX_ANNOTATIONS_BYTES = 256 * 1024
 MAX_CONTROL_PLANE_MACHINES = 7
 # status.control_plane holds those and the masters being removed after a change of the spec.
 MAX_INSTALLED_MASTERS = 4 * MAX_CONTROL_PLANE_MACHINES
+# One component's extra args, as `--flag=value` together. kube-proxy's reach every command on
+# every machine of the cluster as one variable (TKE_KUBE_PROXY_ARGS, provider.nodes.environment),
+# and Linux takes at most 128 KiB in one variable or argument: 40 flags of 4 KiB (a 164 KB
+# cluster, within the object limit) made every command "Argument list too long", and 250 ones
+# made sshd drop the connection; the cluster went Failed, naming no field. Real extra args take
+# a few KiB.
+MAX_COMPONENT_ARGS_BYTES = 16 * 1024
+# A version goes into every command's environment (TKE_VERSION), package names and image tags (at
+# most 128 characters); its suffix had no bound, and a 200 KB version broke every command as
+# kube-proxy's extra args did.
+MAX_VERSION_CHARS = 64
 COMPONENTS = frozenset({"kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "etcd"})
 TAINT_EFFECTS = frozenset({"NoSchedule", "PreferNoSchedule", "NoExecute"})
-# Every pattern is checked with fullmatch (`$` also matches before a final newline).
-_VERSION = re.compile(r"^v?\d+\.\d+(\.\d+)?([-+][0-9A-Za-z.-]+)?$")
+# Every pattern is checked with fullmatch (`$` also matches before a final newline), and names
+# its digits [0-9]: Python's \d is any Unicode digit, and "1.30.\uff12" (a full-width 2) passed
+# as a version, went into apt-get's package names, kubeadm's kubernetesVersion and a hosted
+# control plane's image tags, and failed there.
+_VERSION = re.compile(r"^v?[0-9]+\.[0-9]+(\.[0-9]+)?([-+][0-9A-Za-z.-]+)?$")
 _FLAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _PROVIDER = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
 _CAMEL = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,127}$")
@@ -67,6 +81,46 @@ def validate_labels(labels: Mapping[str, str], path: str) -> list[FieldViolation
     out = []
     for key, value in labels.items():
         if (err := qualified_name_error(key)) or (err := label_value_error(value)):
+            out.append(FieldViolation(f"{path}[{key!r}]", err))
+    return out
+
+
+# The labels a kubelet may give its own Node (--node-labels, where a machine's labels go): in
+# the kubernetes.io and k8s.io namespaces only these and the two namespaces below (kubelet's
+# IsKubeletLabel). With any other, such as node-role.kubernetes.io/worker, the kubelet refuses
+# to start ("unknown 'kubernetes.io' or 'k8s.io' labels specified with --node-labels"): NodeRestriction
+# keeps a node from naming itself a control-plane node. Such a machine's joins failed until it went Failed.
+KUBELET_LABELS = frozenset(
+    {
+        "kubernetes.io/hostname", "kubernetes.io/os", "kubernetes.io/arch", "beta.kubernetes.io/os",
+        "beta.kubernetes.io/arch", "beta.kubernetes.io/instance-type", "node.kubernetes.io/instance-type",
+        "topology.kubernetes.io/region", "topology.kubernetes.io/zone", "failure-domain.beta.kubernetes.io/region",
+        "failure-domain.beta.kubernetes.io/zone",
+    }
+)  # fmt: skip
+KUBELET_LABEL_NAMESPACES = ("kubelet.kubernetes.io", "node.kubernetes.io")
+
+
+def _node_label_error(key: str) -> str | None:
+    namespace, slash, _ = key.partition("/")
+    if not slash or key in KUBELET_LABELS:
+        return None
+    if not any(namespace == d or namespace.endswith("." + d) for d in ("kubernetes.io", "k8s.io")):
+        return None
+    if any(namespace == n or namespace.endswith("." + n) for n in KUBELET_LABEL_NAMESPACES):
+        return None
+    return (
+        "a kubelet may not set this label on its Node (it refuses to start): under kubernetes.io and k8s.io only "
+        "kubelet.kubernetes.io/, node.kubernetes.io/ and the well-known topology, os and arch labels"
+    )
+
+
+def validate_node_labels(labels: Mapping[str, str], path: str) -> list[FieldViolation]:
+    """A machine's labels, which its kubelet sets on its Node (--node-labels)."""
+    out = validate_labels(labels, path)
+    bad = {v.field for v in out}
+    for key in labels:
+        if f"{path}[{key!r}]" not in bad and (err := _node_label_error(key)):
             out.append(FieldViolation(f"{path}[{key!r}]", err))
     return out
 
@@ -202,7 +256,9 @@ def validate_cluster_spec(spec: cluster_pb2.ClusterSpec, path: str) -> list[Fiel
         out.append(FieldViolation(f"{path}.type", err))
     if spec.display_name and (err := _printable(spec.display_name, 256)):
         out.append(FieldViolation(f"{path}.display_name", err))
-    if spec.version and not _VERSION.fullmatch(spec.version):
+    if len(spec.version) > MAX_VERSION_CHARS:
+        out.append(FieldViolation(f"{path}.version", f"must be at most {MAX_VERSION_CHARS} characters"))
+    elif spec.version and not _VERSION.fullmatch(spec.version):
         out.append(FieldViolation(f"{path}.version", f"{spec.version!r} is not a version such as 1.30.2"))
     imported = bool(spec.api_server_url)
     out += validate_network(spec.network, f"{path}.network", required=not imported)
@@ -216,7 +272,7 @@ def validate_cluster_spec(spec: cluster_pb2.ClusterSpec, path: str) -> list[Fiel
     for i, m in enumerate(spec.machines[:MAX_CONTROL_PLANE_MACHINES]):
         mpath = f"{path}.machines[{i}]"
         out += _validate_login(m.ip, m.ssh_port, m.username, m.credential_ref, mpath)
-        out += validate_labels(m.labels, f"{mpath}.labels")
+        out += validate_node_labels(m.labels, f"{mpath}.labels")
         if m.ip in seen_ips:
             out.append(FieldViolation(f"{mpath}.ip", f"duplicate machine {m.ip}"))
         seen_ips.add(m.ip)
@@ -232,6 +288,14 @@ def validate_cluster_spec(spec: cluster_pb2.ClusterSpec, path: str) -> list[Fiel
                 out.append(FieldViolation(f"{path}.extra_args[{component!r}].args[{flag!r}]", "is not a flag name"))
             elif err := _printable(value, 4096):
                 out.append(FieldViolation(f"{path}.extra_args[{component!r}].args[{flag!r}]", err))
+        size = sum(len(f"--{flag}={value}".encode()) for flag, value in args.args.items())
+        if size > MAX_COMPONENT_ARGS_BYTES:
+            out.append(
+                FieldViolation(
+                    f"{path}.extra_args[{component!r}]",
+                    f"the flags take {size} bytes as --flag=value; at most {MAX_COMPONENT_ARGS_BYTES} per component",
+                )
+            )
     if imported:
         url = spec.api_server_url
         if not re.fullmatch(r"^https://[^\s/]+(:\d+)?(/\S*)?$", url):
@@ -292,7 +356,7 @@ def validate_machine_spec(spec: machine_pb2.MachineSpec, path: str) -> list[Fiel
     out += _validate_login(spec.ip, spec.ssh_port, spec.username, spec.credential_ref, path, ip_required=not made)
     if spec.role not in machine_pb2.MachineRole.values():
         out.append(FieldViolation(f"{path}.role", f"unknown role {spec.role}"))
-    out += validate_labels(spec.labels, f"{path}.labels")
+    out += validate_node_labels(spec.labels, f"{path}.labels")
     for i, taint in enumerate(spec.taints):
         if err := qualified_name_error(taint.key):
             out.append(FieldViolation(f"{path}.taints[{i}].key", err))

@@ -15,7 +15,14 @@ name in a NOT_FOUND, a label selector), and a newline in one wrote a second line
 like the server's own (a forged access line), an escape sequence reached the terminal of whoever
 tails the log. So the console format writes every character that is not printable (controls,
 line and paragraph separators, bidirectional overrides) as its Python escape (`\\n`,
-`\\x1b`, `\\u202e`); the JSON format escapes them as JSON does. A traceback keeps its lines."""
+`\\x1b`, `\\u202e`). A traceback keeps its lines.
+
+A JSON line (the "json" format, and the audit log's lines: `json_line`) holds only printable
+characters too: every other one is written as its JSON escape (`\\u2028`). JSON itself
+escapes only C0 controls; written as they came, C1 controls (`\\x9b` is CSI) reached the
+terminal, bidirectional overrides reordered what an operator read, and NEL and the line and
+paragraph separators split the line for every reader that splits as Python's `splitlines`
+does, which made a client's name in a NOT_FOUND a second record (`{"level":"error",...}`)."""
 
 from __future__ import annotations
 
@@ -70,6 +77,15 @@ def printable(text: str) -> str:
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
+def json_line(encoded: str) -> str:
+    """`encoded` (JSON text) with each character that is not printable written as its JSON
+    escape. Such a character can only stand inside a string (JSON's own syntax is ASCII), where
+    its escape means the same character."""
+    if encoded.isprintable():
+        return encoded
+    return "".join(c if c.isprintable() else json.dumps(c)[1:-1] for c in encoded)
+
+
 class ConsoleFormatter(_SecondCache):
     """Readable lines; the message is made `printable`, so one record is one line."""
 
@@ -90,7 +106,7 @@ class JsonFormatter(_SecondCache):
             entry["request_id"] = record.request_id  # type: ignore[attr-defined]
         if record.exc_info:
             entry["error"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False)
+        return json_line(json.dumps(entry, ensure_ascii=False))
 
 
 class BatchedStreamHandler(logging.StreamHandler[TextIO]):

@@ -109,7 +109,12 @@ def violations(cluster: cluster_pb2.Cluster) -> list[FieldViolation]:
                 out.append(FieldViolation(f"{path}.address", f"{v.address} cannot be a virtual IP"))
         except ValueError:
             out.append(FieldViolation(f"{path}.address", "is required: an unused IP address of the masters' subnet"))
-        if not v.interface or len(v.interface) > 15 or not v.interface.replace("-", "").replace(".", "").isalnum():
+        if (
+            not v.interface
+            or len(v.interface) > 15
+            or not v.interface.isascii()  # a Linux name is 15 bytes; keepalived.conf is text
+            or not v.interface.replace("-", "").replace(".", "").isalnum()
+        ):
             out.append(FieldViolation(f"{path}.interface", "is required: the network interface name, such as eth0"))
         if not 0 <= v.virtual_router_id <= 255:
             out.append(FieldViolation(f"{path}.virtual_router_id", "must be between 1 and 255"))

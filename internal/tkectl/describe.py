@@ -1,5 +1,11 @@
 """`tkectl describe`: one object for people: metadata, spec and status as indented YAML, its
-conditions as a table, and the events about it (clusters and machines)."""
+conditions as a table, and the events about it (clusters and machines).
+
+A metadata field is one line: an annotation's value may hold newlines (Kubernetes' do), and a
+tenant's annotation `x\nTenant:           platform` printed as it came added a "Tenant:" line
+of its own to what an operator read. A field's value writes its line breaks and other
+characters that are not printable as escapes (`\\n`, `\\u202e`); the spec and status are YAML,
+which quote them."""
 
 from __future__ import annotations
 
@@ -11,7 +17,7 @@ from google.protobuf.message import Message
 
 from tke.internal.tkectl.documents import dump_yaml
 from tke.internal.tkectl.kinds.base import Kind, age, enum_text, time_text
-from tke.internal.tkectl.output import table
+from tke.internal.tkectl.output import cell, one_line, table
 
 
 def describe(kind: Kind, obj: Any, events: Sequence[Any]) -> str:
@@ -48,7 +54,7 @@ def describe(kind: Kind, obj: Any, events: Sequence[Any]) -> str:
                     c.reason or "-",
                     str(c.retries),
                     age(c.last_transition_time),
-                    " ".join((c.last_error or c.message or "-").split()),
+                    cell(c.last_error or c.message or "-"),
                 ]
                 for c in conditions
             ]
@@ -63,9 +69,9 @@ def describe(kind: Kind, obj: Any, events: Sequence[Any]) -> str:
                 [
                     age(e.spec.last_timestamp),
                     enum_text(e.spec, "type", "EVENT_TYPE_").capitalize() or "Normal",
-                    e.spec.reason,
+                    cell(e.spec.reason),
                     str(e.spec.count),
-                    " ".join(e.spec.message.split()),
+                    cell(e.spec.message),
                 ]
                 for e in sorted(events, key=lambda e: (e.spec.last_timestamp.seconds, e.metadata.name))
             ]
@@ -74,7 +80,7 @@ def describe(kind: Kind, obj: Any, events: Sequence[Any]) -> str:
 
 
 def _field(label: str, value: str) -> str:
-    return f"{label + ':':<18}{value or '<none>'}"
+    return f"{label + ':':<18}{one_line(value) or '<none>'}"
 
 
 def _pairs(values: Any) -> str:

@@ -107,8 +107,25 @@ def list_dict(kind: Kind, messages: Sequence[Message]) -> dict[str, Any]:
     return {"kind": "List", "items": [to_dict(kind, m) for m in messages]}
 
 
+class _Dumper(yaml.SafeDumper):
+    """PyYAML's safe dumper, with every string holding a character that is not printable in
+    double quotes, where each is an escape (`\\n`, `\\N`, `\\L`, `\\x9B`). PyYAML wrote
+    line breaks (NEL, U+2028 too) as they came in single-quoted strings, where the terminal
+    escapes of what tkectl prints (output.terminal_text) are no escapes: an annotation holding
+    NEL came back from `get -o yaml` as the six characters `\\u0085`, and `apply` of that file
+    changed it."""
+
+
+def _string(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = None if value.isprintable() else '"'
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _string)
+
+
 def dump_yaml(data: Any) -> str:
-    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False)
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True, default_flow_style=False)
 
 
 def dump_json(data: Any) -> str:

@@ -43,14 +43,34 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 def row(kind: Kind, fmt: str, obj: Any, *, qualified: bool = False) -> list[str]:
     """The cells of `obj`; `qualified` names it TYPE/NAME (a table among tables of other types)."""
-    cells = [_cell(c.value(obj)) for c in columns(kind, fmt)]
+    cells = [cell(c.value(obj)) for c in columns(kind, fmt)]
     if qualified and columns(kind, fmt)[0].header == "NAME":
         cells[0] = f"{kind.singular}/{cells[0]}"
     return cells
 
 
-def _cell(value: object) -> str:
-    return " ".join(str(value).split()) or "<none>"
+_BREAKS = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def one_line(text: str) -> str:
+    """`text` as one line of printable characters: a line break as `\\n`, every other
+    character that is not printable (controls, bidirectional overrides and isolates, line and
+    paragraph separators, zero-width characters) as its `\\u` escape."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else _BREAKS.get(c) or _escape(c) for c in text)
+
+
+def _escape(c: str) -> str:
+    return f"\\u{ord(c):04x}" if ord(c) <= 0xFFFF else f"\\U{ord(c):08x}"
+
+
+def cell(value: object) -> str:
+    """A table's cell: one line, its runs of white space one space, and every other character
+    that is not printable as its escape (`one_line`): a bidirectional override (U+202E) in a
+    tenant's event message reversed the rest of its row, and the columns after it, on a
+    terminal that shows right-to-left text."""
+    return one_line(" ".join(str(value).split())) or "<none>"
 
 
 def render(kind: Kind, fmt: str, objects: Sequence[Message], *, single: bool, qualified: bool = False) -> str:

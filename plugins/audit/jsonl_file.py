@@ -4,7 +4,10 @@ RotatingFileHandler). The default audit sink. Entry point `jsonl-file` of `tke.a
 
 Audit files say who did what: they are created for their owner only (0600), whatever the
 process's umask, and rotated files keep that mode. A file that exists keeps the mode an
-operator gave it (0640 for a log reader's group, say)."""
+operator gave it (0640 for a log reader's group, say).
+
+Each line holds printable characters only (`logs.json_line`): what a caller sent (a name, a
+user name tried at login) cannot split a line or drive the terminal of whoever reads it."""
 
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from tke.internal.auth.audit import AuditEvent
+from tke.internal.logs import json_line
 
 FILE_MODE = 0o600
 
@@ -67,7 +71,9 @@ class JsonlFile:
             h.release()
 
     async def write(self, events: Sequence[AuditEvent]) -> None:
-        lines = [_encode(e.to_dict()) for e in events]
+        # Only printable characters (logs.json_line): a name a client sent with a line separator
+        # or a terminal control is one line still, and reaches no terminal.
+        lines = [json_line(_encode(e.to_dict())) for e in events]
         # File I/O off the event loop: a slow disk must not stall requests.
         await asyncio.to_thread(self._write, lines)
 

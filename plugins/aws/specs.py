@@ -30,8 +30,10 @@ _ID = {
     "sg": re.compile(r"^sg-[0-9a-f]{8,17}$"),
     "vpc": re.compile(r"^vpc-[0-9a-f]{8,17}$"),
 }
-_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
-_ZONE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d[a-z]$")
+# [0-9], not \d (any Unicode digit): "eu-west-\u0661" passed the apiserver, and only the
+# controller found out, when botocore refused to make a client for it (InvalidRegionError).
+_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-[0-9]$")
+_ZONE = re.compile(r"^[a-z]{2}(-[a-z]+)+-[0-9][a-z]$")
 VOLUME_TYPES = ("gp3", "gp2", "io1", "io2", "st1", "sc1")
 # What a tenant may launch unless the operator says otherwise: general-purpose instances of at
 # most 8 vCPUs and 32 GiB (t3 and t3a top out at 2xlarge), so that no tenant takes GPU, metal,

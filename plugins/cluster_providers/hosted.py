@@ -94,6 +94,10 @@ class HostedClusterProvider:
     def validate(self, cluster: cluster_pb2.Cluster) -> list[FieldViolation]:
         spec = cluster.spec
         out: list[FieldViolation] = []
+        if "+" in spec.version:
+            # The control plane's images are tagged v<version>, and "+" cannot be in an image tag:
+            # every pod of the control plane failed to pull.
+            out.append(FieldViolation("cluster.spec.version", "build metadata (+...) cannot be part of an image tag"))
         try:
             if kubecfg.minor(spec.version) < (1, 29):
                 out.append(FieldViolation("cluster.spec.version", "must be 1.29 or later"))
@@ -115,7 +119,7 @@ class HostedClusterProvider:
             if component not in COMPONENTS:
                 out.append(FieldViolation(path, f"unknown component; one of {', '.join(COMPONENTS)}"))
                 continue
-            fixed = sorted(set(args.args) & control_plane.FIXED_FLAGS.get(component, frozenset()))
+            fixed = control_plane.fixed_flags(component, args.args)
             if fixed:
                 out.append(FieldViolation(path, f"{', '.join(fixed)}: set by the platform (they wire the control "
                                                 "plane together)"))  # fmt: skip

@@ -27,7 +27,7 @@ refuses them: FIXED_FLAGS), and all of them together are at most MAX_ARGS_BYTES.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from tke.internal.provider.kube.config import extra_args
@@ -84,6 +84,17 @@ FIXED_FLAGS: dict[str, frozenset[str]] = {
 }  # fmt: skip
 
 
+def fixed_flags(component: str, names: Iterable[str]) -> list[str]:
+    """Those of `names` that set one of the component's FIXED_FLAGS. Kubernetes' components
+    read "_" in a flag's name as "-" (component-base's WordSepNormalizeFunc, which cli.Run sets
+    for kube-apiserver, kube-controller-manager and kube-scheduler): `etcd_servers` is
+    `--etcd-servers` to them, and `etcd_servers_overrides` passed the check of the name as
+    written. etcd (Go's flag package) has no such reading; "_" is read as "-" for it too, which
+    refuses only flags it does not know."""
+    fixed = FIXED_FLAGS.get(component, frozenset())
+    return sorted(name for name in names if name.replace("_", "-") in fixed)
+
+
 # What one cluster's extra args may add to its workloads in the meta cluster, flag names and
 # values of etcd, kube-apiserver, kube-controller-manager and kube-scheduler together. The meta
 # cluster is shared by every tenant's control plane, and each byte of a command is stored there
@@ -134,8 +145,9 @@ def endpoint_service(plan: Plan) -> dict[str, Any]:
 def _flags(defaults: Mapping[str, str], plan: Plan, component: str) -> list[str]:
     """kubeadm's flags, then the spec's extra args (never over FIXED_FLAGS: validation refuses
     them, and they are left out here too)."""
-    fixed = FIXED_FLAGS[component]
-    given = {k: v for k, v in extra_args(plan.cluster, component).items() if k not in fixed}
+    spec = extra_args(plan.cluster, component)
+    refused = set(fixed_flags(component, spec))
+    given = {k: v for k, v in spec.items() if k not in refused}
     return [f"--{k}={v}" for k, v in sorted({**defaults, **given}.items())]
 
 

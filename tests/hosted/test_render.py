@@ -231,6 +231,12 @@ async def test_the_apiserver_refuses_extra_args_over_the_meta_clusters_bound(etc
         ("etcd", "listen-client-http-urls", "http://0.0.0.0:2382"),
         ("etcd", "discovery-srv", "example.com"),
         ("etcd", "auto-tls", "true"),
+        # Kubernetes' components read "_" as "-" in a flag's name: the same flags, spelled so.
+        ("kube-apiserver", "etcd_servers_overrides", "/secrets#https://etcd.tke-other.svc:2379"),
+        ("kube-apiserver", "etcd_servers", "https://etcd.tke-other.svc:2379"),
+        ("kube-controller-manager", "service_account_private_key_file", "/tmp/key"),
+        ("kube-scheduler", "bind_address", "127.0.0.1"),
+        ("etcd", "listen_client_http_urls", "http://0.0.0.0:2382"),
     ],
 )
 def test_no_other_servers_listeners_or_tls_through_extra_args(component: str, flag: str, value: str) -> None:

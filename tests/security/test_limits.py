@@ -80,9 +80,14 @@ async def test_an_object_over_the_size_limit_names_the_field_that_makes_it_big(a
     many_labels.metadata.labels.update({f"key-{i:05d}": "v" * 63 for i in range(20_000)})  # each valid, 2.5 MiB
     assert await create_refused(api, many_labels) == ["cluster.metadata.labels"]
 
+    # Extra args no longer make an object big: one component's are at most 16 KiB
+    # (validation.MAX_COMPONENT_ARGS_BYTES), refused before the size is measured.
     long_args = cluster("long-args")
     long_args.spec.extra_args["kubelet"].args.update({f"flag-{i}": "x" * 4000 for i in range(400)})
-    assert await create_refused(api, long_args) == ["cluster.spec.extra_args['kubelet'].args"]
+    err = await expect_error(
+        api.clusters.Create(cluster_pb2.CreateClusterRequest(cluster=long_args)), Code.INVALID_ARGUMENT
+    )
+    assert bad_request_fields(err) == ["cluster.spec.extra_args['kubelet']"]
 
     one_huge = cluster("one-huge-machine-label")
     machine = one_huge.spec.machines.add(ip="192.0.2.1", credential_ref="ssh-key")

@@ -282,3 +282,40 @@ def test_users_roles_and_bindings(admin: Platform) -> None:
     assert "demo" in result.stdout
     denied = admin.run("delete", "cluster", "demo")
     assert denied.returncode == 5 and "PERMISSION_DENIED" in denied.stderr
+
+
+def test_describe_prints_an_annotation_on_its_own_line(admin: Platform) -> None:
+    # A tenant's annotation with line breaks printed as it came added lines of its own to what
+    # an operator reads: a second "Tenant:", a "Phase:" describe never prints.
+    forged = "x\nTenant:           platform\nPhase:            Running\u2028\u0085end"
+    path = admin.write(
+        "annotated.yaml", CLUSTER.replace("labels: {env: dev}", f"annotations: {{note: {json.dumps(forged)}}}")
+    )
+    admin.ok("create", "-f", path)
+    lines = admin.ok("describe", "cluster", "demo").split("\n")
+    assert [line for line in lines if line.startswith("Tenant:")] == ["Tenant:           default"]
+    assert not [line for line in lines if line.startswith("Phase:")]
+    annotations = next(line for line in lines if line.startswith("Annotations:"))
+    assert annotations.endswith("note=x\\nTenant:           platform\\nPhase:            Running\\u2028\\u0085end")
+    # The object itself keeps the value: -o yaml quotes it, and it reads back the same.
+    assert yaml.safe_load(admin.ok("get", "cluster", "demo", "-o", "yaml"))["metadata"]["annotations"] == {
+        "note": forged
+    }
+
+
+def test_tables_show_a_bidirectional_override_as_its_escape(admin: Platform) -> None:
+    # An event's message is anyone's text: U+202E reversed the rest of its row on a terminal
+    # that shows right-to-left text, and hid or reordered what an operator read.
+    admin.ok("create", "-f", admin.write("cluster.yaml", CLUSTER))
+    event = (
+        "kind: Event\nmetadata: {name: e1}\n"
+        "spec: {involvedObject: {kind: Cluster, name: demo}, reason: Noted, type: EVENT_TYPE_WARNING,\n"
+        '       message: "fine \\u202edeliated\\u2066 \\u200bhidden"}\n'
+    )
+    admin.ok("create", "-f", admin.write("event.yaml", event))
+    for out in (admin.ok("get", "events"), admin.ok("describe", "cluster", "demo")):
+        row = next(line for line in out.splitlines() if "Noted" in line)
+        assert row.endswith("fine \\u202edeliated\\u2066 \\u200bhidden"), row
+        assert row.isprintable()
+    as_yaml = yaml.safe_load(admin.ok("get", "event", "e1", "-o", "yaml"))
+    assert as_yaml["spec"]["message"] == "fine \u202edeliated\u2066 \u200bhidden"

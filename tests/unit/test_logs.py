@@ -5,6 +5,7 @@ standard ones; and a console line is one line, whatever a client's text in it ho
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 import select
@@ -184,3 +185,18 @@ def test_a_traceback_keeps_its_lines(console_formatter: logging.Formatter) -> No
     assert lines[0].endswith("ERROR x: failed\\n")
     assert lines[1] == "Traceback (most recent call last):"
     assert lines[-1] == "ValueError: boom"
+
+
+def test_a_json_line_is_one_printable_line_whatever_a_client_sent() -> None:
+    # JSON escapes only C0 controls: a line separator or NEL split the line for readers that
+    # split as Python does (a forged second record), C1 controls and bidi overrides reached the
+    # terminal of whoever tails the log.
+    name = 'x\u2028{"level":"error","msg":"forged"}\x85y\u202ez\x9b2J\U000e0001'
+    record = logging.LogRecord("tke.access", logging.INFO, __file__, 1, 'cluster "%s" not found', (name,), None)
+    line = logs.JsonFormatter().format(record)
+    assert line.isprintable() and line.splitlines() == [line]
+    assert json.loads(line)["msg"] == f'cluster "{name}" not found'
+    assert '\\u2028{\\"level\\"' in line and "\\u0085" in line and "\\u202e" in line and "\\udb40\\udc01" in line
+    plain = logging.LogRecord("tke.access", logging.INFO, __file__, 1, "plain é ü text", None, None)
+    assert json.loads(logs.JsonFormatter().format(plain))["msg"] == "plain é ü text"
+    assert "é ü" in logs.JsonFormatter().format(plain)
