@@ -8,7 +8,9 @@ machine controller:
   health         -> Running objects are checked every `health_interval` (Healthy condition)
   delete plan    -> with deletion_timestamp set: phase Terminating, the adapter's own steps
                     first (a cluster deletes its machines), then the provider's, then the
-                    finalizer goes and the apiserver removes the object
+                    finalizer goes and the apiserver removes the object. A deletion seen
+                    while a create, upgrade or scale step runs cancels that step (`abort`):
+                    its condition says Cancelled and the delete plan starts at once
   Failed         -> a permanent error or spent retries; nothing more runs until the spec
                     changes (generation), which gives the failed step a fresh retry budget.
                     Deletion always proceeds.
@@ -26,9 +28,10 @@ from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
 from tke.internal.controller import progress
+from tke.internal.controller.cache import object_key
 from tke.internal.controller.client import ResourceClient
 from tke.internal.controller.events import NORMAL, WARNING, Recorder
-from tke.internal.controller.runner import Runner, now
+from tke.internal.controller.runner import Abort, Runner, now
 from tke.internal.controller.status import StatusWriter
 from tke.internal.meta.resource import Resource
 from tke.internal.provider.errors import TemporaryError
@@ -95,6 +98,8 @@ class Lifecycle(Generic[R]):
         self.recorder = recorder
         self.health_interval = health_interval
         self._checked: dict[str, float] = {}  # object uid -> when its health was last checked
+        # The Abort of each object whose create, upgrade or scale reconcile runs, by key.
+        self._aborts: dict[str, Abort] = {}
 
     async def _set_phase(self, obj: R, phase: int, reason: str, message: str, *, changed_status: bool = False) -> R:
         """Write the phase when it changes, or when `changed_status` says other status fields did."""
@@ -109,13 +114,32 @@ class Lifecycle(Generic[R]):
             self.recorder.record(written, self.kind, NORMAL, "PhaseChanged", f"phase {name}: {message or reason}")
         return written
 
+    def abort(self, key: str, why: str) -> None:
+        """The object at `key` is being deleted (or is gone): cancel the create, upgrade or
+        scale step its reconcile runs, if one does, so that the delete starts now."""
+        abort = self._aborts.get(key)
+        if abort is not None:
+            abort.request(why)
+
     async def reconcile(self, obj: R, provider: Any, adapter: Adapter) -> float | None:
         self.writer.observe(obj)
+        if obj.metadata.HasField("deletion_timestamp"):
+            return await self._delete(obj, provider, adapter)
+        # Registered before the first await: a deletion seen from here on is this reconcile's
+        # to stop (the informer's handler calls `abort`); the queue runs no other reconcile of
+        # the key meanwhile, and the delete runs when this one has returned.
+        key = object_key(obj)
+        abort = self._aborts[key] = Abort()
+        try:
+            return await self._reconcile(obj, provider, adapter, abort)
+        finally:
+            if self._aborts.get(key) is abort:
+                del self._aborts[key]
+
+    async def _reconcile(self, obj: R, provider: Any, adapter: Adapter, abort: Abort) -> float | None:
         meta = obj.metadata
         status: Any = obj.status
         p = self.phases
-        if meta.HasField("deletion_timestamp"):
-            return await self._delete(obj, provider, adapter)
         if self.finalizer not in meta.finalizers:
             meta.finalizers.append(self.finalizer)
             obj = await self.client.update(obj)
@@ -145,7 +169,9 @@ class Lifecycle(Generic[R]):
             if status.phase != p.initializing or status.reason == "Waiting":
                 obj = await self._set_phase(obj, p.initializing, "Creating", "running the create steps")
             ctx: Any = adapter.context(obj)
-            result = await self.runner.run(ctx, provider.create_steps, self.writer)
+            result = await self.runner.run(ctx, provider.create_steps, self.writer, abort=abort)
+            if result.aborted:
+                return 0.0  # the delete, at once
             if not result.done:
                 return result.requeue_after
             obj = ctx.obj
@@ -154,9 +180,9 @@ class Lifecycle(Generic[R]):
             status.observed_generation = obj.metadata.generation
             progress.set_condition(status.conditions, "Ready", ok=True, reason="Created", message="", now=now())
             return await self._running(obj, "Created")
-        return await self._update(obj, provider, adapter)
+        return await self._update(obj, provider, adapter, abort)
 
-    async def _update(self, obj: R, provider: Any, adapter: Adapter) -> float | None:
+    async def _update(self, obj: R, provider: Any, adapter: Adapter, abort: Abort) -> float | None:
         p = self.phases
         status: Any = obj.status
         generation = obj.metadata.generation
@@ -172,7 +198,9 @@ class Lifecycle(Generic[R]):
                 progress.reset_plan(status.conditions, [s.name for s in plan])
                 obj = await self._set_phase(obj, p.upgrading, "Upgrading", "running the upgrade steps")
             ctx: Any = adapter.context(obj)
-            result = await self.runner.run(ctx, plan, self.writer)
+            result = await self.runner.run(ctx, plan, self.writer, abort=abort)
+            if result.aborted:
+                return 0.0
             if not result.done:
                 return result.requeue_after
             obj = ctx.obj
@@ -185,7 +213,9 @@ class Lifecycle(Generic[R]):
                 progress.reset_plan(status.conditions, [s.name for s in provider.scale_steps])
                 obj = await self._set_phase(obj, p.scaling, "Scaling", "running the scale steps")
             ctx = adapter.context(obj)
-            result = await self.runner.run(ctx, provider.scale_steps, self.writer)
+            result = await self.runner.run(ctx, provider.scale_steps, self.writer, abort=abort)
+            if result.aborted:
+                return 0.0
             if not result.done:
                 return result.requeue_after
             return await self._running(ctx.obj, "Scaled")

@@ -7,6 +7,7 @@ A step's condition says where it stands:
   which is why steps are idempotent);
 - FALSE, reason Retrying: the last attempt failed temporarily; `retries`, `last_error`;
 - FALSE, reason Failed: retries exhausted or a permanent error; the object is Failed;
+- FALSE, reason Cancelled: the attempt was cancelled because the object is being deleted;
 - TRUE, reason Succeeded: done. A step of a re-runnable plan (scale, upgrade) is done only for
   the generation it ran at (`observed_generation`).
 """
@@ -30,6 +31,7 @@ UNKNOWN = meta_pb2.CONDITION_STATUS_UNKNOWN
 REPORT_CHARS = 2048
 
 PENDING, RUNNING, RETRYING, FAILED, SUCCEEDED = "Pending", "Running", "Retrying", "Failed", "Succeeded"
+CANCELLED = "Cancelled"
 
 # status.conditions itself: add() puts a message in the list (append would copy it).
 Conditions = RepeatedCompositeFieldContainer[meta_pb2.Condition]
@@ -117,6 +119,12 @@ def succeed(
     _set(c, TRUE, SUCCEEDED, message or "done", now)
     c.observed_generation = generation
     c.last_error = ""
+
+
+def cancel(conditions: Conditions, name: str, message: str, now: timestamp_pb2.Timestamp) -> None:
+    """The step's attempt was cancelled (its object is being deleted): not a failure, no retry
+    spent; the step is not done, so a create that starts again runs it again."""
+    _set(_get(conditions, name), FALSE, CANCELLED, message, now)
 
 
 def fail(

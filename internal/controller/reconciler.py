@@ -12,7 +12,7 @@ from typing import Any, Generic, TypeVar
 from tke.internal.controller.cache import object_key
 from tke.internal.controller.client import ResourceClient
 from tke.internal.controller.events import Recorder
-from tke.internal.controller.informer import Informer
+from tke.internal.controller.informer import Change, Informer
 from tke.internal.controller.lifecycle import Lifecycle, Phases
 from tke.internal.controller.progress import RetryPolicy
 from tke.internal.controller.queue import WorkQueue
@@ -60,7 +60,15 @@ class Reconciler(abc.ABC, Generic[R, P]):
             recorder=recorder,
             health_interval=health_interval,
         )
-        informer.add_handler(lambda change, obj: self.queue.add(object_key(obj)))
+        informer.add_handler(self._changed)
+
+    def _changed(self, change: Change, obj: R) -> None:
+        key = object_key(obj)
+        if change is Change.DELETED or obj.metadata.HasField("deletion_timestamp"):
+            # A step of a create (or upgrade, scale) that runs now would hold the delete up to
+            # its timeout (an hour for an install): it is cancelled, and the delete goes next.
+            self.lifecycle.abort(key, f"the {self.kind.lower()} is being deleted")
+        self.queue.add(key)
 
     @abc.abstractmethod
     async def reconcile(self, key: str) -> float | None:

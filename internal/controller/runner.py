@@ -44,6 +44,50 @@ class PlanResult:
     failed: bool = False
     # Run the object again after this many seconds (a temporary failure's delay).
     requeue_after: float | None = None
+    # The plan was stopped by its Abort (the object is being deleted).
+    aborted: bool = False
+
+
+class StepAborted(Exception):
+    """The step running under an Abort was cancelled by it."""
+
+
+class Abort:
+    """How a reconcile that runs a create, upgrade or scale plan is told that its object is
+    being deleted: `request(why)` cancels the step running under it (its SSH command, its
+    cloud call) at once, and the runner starts no further step. The cancellation is the
+    step's alone: it ends as StepAborted, a controller stopping meanwhile still stops (its
+    own cancellation goes on), and a step that swallowed the cancellation keeps its result.
+    Made and requested in the controller's event loop."""
+
+    def __init__(self) -> None:
+        self.why: str | None = None
+        self._task: asyncio.Task[Any] | None = None
+        self._cancelled = False
+
+    def request(self, why: str) -> None:
+        if self.why is None:
+            self.why = why
+        if self._task is not None and not self._cancelled:
+            self._cancelled = True
+            self._task.cancel()
+
+    async def __aenter__(self) -> Abort:
+        if self.why is not None:
+            raise StepAborted(self.why)
+        self._task = asyncio.current_task()
+        self._cancelled = False
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: object, tb: object) -> None:
+        task, self._task = self._task, None
+        if not self._cancelled or task is None:
+            return
+        self._cancelled = False
+        # Only our own cancellation becomes StepAborted: another one (the controller stops)
+        # is left pending, and the CancelledError goes on.
+        if task.uncancel() == 0 and exc_type is asyncio.CancelledError:
+            raise StepAborted(self.why or "cancelled")
 
 
 def now() -> timestamp_pb2.Timestamp:
@@ -75,8 +119,16 @@ class Runner(Generic[C]):
         self._not_before: dict[tuple[str, str], float] = {}
 
     async def run(
-        self, ctx: C, steps: Sequence[Step[C]], write: StatusWriter[Any], *, per_generation: bool = False
+        self,
+        ctx: C,
+        steps: Sequence[Step[C]],
+        write: StatusWriter[Any],
+        *,
+        per_generation: bool = False,
+        abort: Abort | None = None,
     ) -> PlanResult:
+        """Run the plan's unfinished steps in order. With `abort`, a request cancels the step
+        running (its condition then says Cancelled, with why) and no other step starts."""
         by_name = {s.name: s for s in steps}
         names = [s.name for s in steps]
         while True:
@@ -85,6 +137,9 @@ class Runner(Generic[C]):
             name = progress.next_step(names, obj.status.conditions, generation if per_generation else None)
             if name is None:
                 return PlanResult(done=True)
+            if abort is not None and abort.why is not None:
+                log.info("%s %s: stopped before step %s: %s", self.kind, _key(obj), name, abort.why)
+                return PlanResult(aborted=True)
             step = by_name[name]
             wait_key = (obj.metadata.uid, name)
             wait = self._not_before.get(wait_key, 0.0) - time.monotonic()
@@ -93,7 +148,10 @@ class Runner(Generic[C]):
             self._not_before.pop(wait_key, None)
             progress.start(obj.status.conditions, name, generation, self.clock())
             ctx.obj = await write(obj)
-            error, permanent, delay = await self._attempt(step, ctx)
+            try:
+                error, permanent, delay = await self._attempt(step, ctx, abort)
+            except StepAborted as err:
+                return await self._aborted(ctx, name, str(err), write)
             obj = ctx.obj
             if error is None:
                 progress.succeed(obj.status.conditions, name, generation, self.clock(), step.description)
@@ -127,20 +185,39 @@ class Runner(Generic[C]):
             )
             return PlanResult(requeue_after=outcome.delay)
 
-    async def _attempt(self, step: Step[C], ctx: C) -> tuple[str | None, bool, float | None]:
+    async def _aborted(self, ctx: C, name: str, why: str, write: StatusWriter[Any]) -> PlanResult:
+        """The step `name` was cancelled by its Abort: one line in the log, its condition and an
+        event say so; the attempt is not counted as a failure."""
+        obj = ctx.obj
+        message = f"step {name} cancelled: {why}"
+        log.info("%s %s: %s", self.kind, _key(obj), message)
+        progress.cancel(obj.status.conditions, name, message, self.clock())
+        ctx.obj = await write(obj)
+        self.recorder.record(ctx.obj, self.kind, NORMAL, "StepCancelled", message)
+        return PlanResult(aborted=True)
+
+    async def _attempt(
+        self, step: Step[C], ctx: C, abort: Abort | None = None
+    ) -> tuple[str | None, bool, float | None]:
         """Run one attempt: (error or None, permanent, delay), the error's text as conditions
-        and events may show it (progress.reported)."""
-        error, permanent, delay = await self._attempt_raw(step, ctx)
+        and events may show it (progress.reported). StepAborted when `abort` cancelled it."""
+        error, permanent, delay = await self._attempt_raw(step, ctx, abort)
         return (None if error is None else progress.reported(error)), permanent, delay
 
-    async def _attempt_raw(self, step: Step[C], ctx: C) -> tuple[str | None, bool, float | None]:
+    async def _attempt_raw(self, step: Step[C], ctx: C, abort: Abort | None) -> tuple[str | None, bool, float | None]:
         try:
             # The step runs in the caller's task, not in one of wait_for's: Python 3.11's
             # wait_for returns the step's result when the caller is cancelled in the loop turn
             # the step finishes in, and the cancellation is lost (a stopping controller's
             # worker went on to the next step, and then to the next key).
             async with asyncio.timeout(step.timeout):
-                await step.run(ctx)
+                if abort is None or not step.cancel_on_delete:
+                    await step.run(ctx)
+                else:
+                    async with abort:
+                        await step.run(ctx)
+        except StepAborted:
+            raise
         except PermanentError as err:
             return str(err) or type(err).__name__, True, None
         except TemporaryError as err:
@@ -153,3 +230,7 @@ class Runner(Generic[C]):
             log.exception("%s %s: step %s raised", self.kind, ctx.obj.metadata.name, step.name)
             return f"{type(err).__name__}: {err}", False, None
         return None, False, None
+
+
+def _key(obj: Any) -> str:
+    return f"{obj.metadata.tenant_id}/{obj.metadata.name}"

@@ -142,6 +142,25 @@ def bounded(command: str, limit: float) -> str:
     return f'exec timeout --kill-after={KILL_AFTER} {limit:g} "${{SHELL:-/bin/sh}}" -c {shlex.quote(command)}'
 
 
+# The first bytes a command prints to stderr: its process id on the machine (the login shell's,
+# which `exec` makes coreutils timeout's), so a cancelled command can be ended there. Read off
+# stderr by _Output, never shown. A record separator first: no command's output starts so.
+PID_MARK = b"\x1etke-pid "
+
+
+def announced(command: str) -> str:
+    """`command` (a `bounded` one) after the shell prints PID_MARK and its process id to stderr."""
+    return f"printf '\\036tke-pid %s\\n' \"$$\" >&2; {command}"
+
+
+def end_command(pid: int) -> str:
+    """What ends the command whose timeout has process id `pid`, on the machine: SIGTERM to
+    timeout, which passes it to the command's whole process group (and SIGKILL after
+    KILL_AFTER seconds). Only while that process is still a timeout: an id of a command that
+    ended may be another process's by now."""
+    return f'[ "$(cat /proc/{pid}/comm 2>/dev/null)" = timeout ] && kill -TERM {pid}; true'
+
+
 def with_env(command: str, env: Mapping[str, str] | None) -> str:
     """`command` with environment variables set by the shell (sshd's AcceptEnv is rarely open)."""
     if not env:
@@ -168,7 +187,7 @@ class SSHChannel:
             # Bytes, not text: asyncssh's strict decoding ends the channel at the first byte
             # that is not UTF-8, which looked like an exit status of 255 with no output.
             process = await self.conn.create_process(
-                with_env(bounded(command, limit), env), stdin=asyncssh.DEVNULL, encoding=None
+                announced(with_env(bounded(command, limit), env)), stdin=asyncssh.DEVNULL, encoding=None
             )
         except (asyncssh.Error, OSError) as err:
             raise TemporaryError(f"{self.target}: `{_short(command)}`: {err}") from None
@@ -192,10 +211,28 @@ class SSHChannel:
             process.close()
             why = "timed out" if isinstance(err, TimeoutError) else str(err)
             raise TemporaryError(f"{self.target}: `{_short(command)}`: {why}") from None
+        except asyncio.CancelledError:
+            # The step was cancelled (its object is being deleted, the controller stops):
+            # closing the channel does not end the command on the machine (see `bounded`), so
+            # it is ended there, on a session of its own, before the cancellation goes on.
+            process.close()
+            if output.pid is not None and process.exit_status is None:
+                await self._end(output.pid, command)
+            raise
         status = process.exit_status if process.exit_status is not None else 255
         if status in TIMED_OUT and time.monotonic() - started >= limit:
             raise TemporaryError(f"{self.target}: `{_short(command)}` timed out after {limit:g}s")
         return Result(status, _text(bytes(output.stdout)), _text(bytes(output.stderr)))
+
+    async def _end(self, pid: int, command: str) -> None:
+        """End the command whose timeout is `pid`, within connect_timeout; a machine that does
+        not answer keeps it until its own time limit ends it."""
+        try:
+            async with asyncio.timeout(self.options.connect_timeout):
+                ender = await self.conn.create_process(end_command(pid), stdin=asyncssh.DEVNULL, encoding=None)
+                await ender.wait_closed()
+        except (asyncssh.Error, OSError, TimeoutError) as err:
+            log.info("%s: `%s` was cancelled and could not be ended: %s", self.target, _short(command), err)
 
     async def run(self, command: str, *, time_limit: float | None = None, env: Mapping[str, str] | None = None) -> str:
         result = await self.exec(command, time_limit=time_limit, env=env)
@@ -296,13 +333,15 @@ class _Output:
         self.limit = limit
         self.stdout = bytearray()
         self.stderr = bytearray()
+        # The command's process id on the machine, from the PID_MARK line starting stderr.
+        self.pid: int | None = None
 
     async def collect(self, process: asyncssh.SSHClientProcess[bytes]) -> None:
         """Read stdout and stderr to their ends; the first failure (_TooMuch, the
         connection's) is raised as it is, and the other reader is stopped."""
         readers = [
             asyncio.ensure_future(self._read(process.stdout, self.stdout)),
-            asyncio.ensure_future(self._read(process.stderr, self.stderr)),
+            asyncio.ensure_future(self._read(process.stderr, self.stderr, marked=True)),
         ]
         try:
             for reader in asyncio.as_completed(readers):
@@ -312,8 +351,30 @@ class _Output:
                 reader.cancel()
             await asyncio.gather(*readers, return_exceptions=True)
 
-    async def _read(self, stream: asyncssh.SSHReader[bytes], into: bytearray) -> None:
+    async def _read(self, stream: asyncssh.SSHReader[bytes], into: bytearray, *, marked: bool = False) -> None:
+        if marked:
+            await self._read_mark(stream, into)
         while chunk := await stream.read(_CHUNK):
+            self._keep(chunk, into)
+
+    async def _read_mark(self, stream: asyncssh.SSHReader[bytes], into: bytearray) -> None:
+        """Read the PID_MARK line off the start of `stream` (what follows it is output)."""
+        head = b""
+        while b"\n" not in head and len(head) < len(PID_MARK) + 24:
+            chunk = await stream.read(len(PID_MARK) + 24 - len(head))
+            if not chunk:
+                break
+            head += chunk
+            if not PID_MARK.startswith(head[: len(PID_MARK)]):
+                break  # not the mark (a shell that printed before it): all of it is output
+        line, newline, rest = head.partition(b"\n")
+        if newline and line.startswith(PID_MARK) and line[len(PID_MARK) :].isdigit():
+            self.pid = int(line[len(PID_MARK) :])
+            head = rest
+        self._keep(head, into)
+
+    def _keep(self, chunk: bytes, into: bytearray) -> None:
+        if chunk:
             room = self.limit - len(self.stdout) - len(self.stderr)
             into += chunk[: max(0, room)]
             if len(chunk) > room:

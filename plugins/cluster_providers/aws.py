@@ -72,16 +72,41 @@ class AWSClusterProvider:
         self.clients = client.Clients(self.options.client_options())
         self.profiles = self.options.install_profiles()
         self.create_steps = [
-            Step("EnsureNetwork", self.ensure_network, description="VPC, subnets, gateway, security groups"),
+            Step(
+                "EnsureNetwork",
+                self.ensure_network,
+                description="VPC, subnets, gateway, security groups",
+                cancel_on_delete=False,
+            ),
             Step(
                 "EnsureClusterCredential", self.ensure_credential, description="the cluster's CAs, kept by the platform"
             ),
-            Step("EnsureControlPlaneInterfaces", self.ensure_interfaces, description="the masters' addresses"),
-            Step("EnsureEndpoint", self.ensure_endpoint, description="the load balancer, or the first master"),
-            Step("LaunchFirstControlPlane", self.launch_first, description="the first master: kubeadm init"),
+            Step(
+                "EnsureControlPlaneInterfaces",
+                self.ensure_interfaces,
+                description="the masters' addresses",
+                cancel_on_delete=False,
+            ),
+            Step(
+                "EnsureEndpoint",
+                self.ensure_endpoint,
+                description="the load balancer, or the first master",
+                cancel_on_delete=False,
+            ),
+            Step(
+                "LaunchFirstControlPlane",
+                self.launch_first,
+                description="the first master: kubeadm init",
+                cancel_on_delete=False,
+            ),
             Step("WaitAPIReady", self.wait_ready, max_retries=180, description="the API server is ready"),
             Step("AddonsReady", self.addons, max_retries=120, description="the network add-on applied and rolled out"),
-            Step("LaunchControlPlanes", self.launch_others, description="the other masters: kubeadm join"),
+            Step(
+                "LaunchControlPlanes",
+                self.launch_others,
+                description="the other masters: kubeadm join",
+                cancel_on_delete=False,
+            ),
             Step("WaitControlPlaneNodes", self.wait_masters, max_retries=180, description="every master is Ready"),
             Step("RecordAddresses", self.record_addresses, description="status.addresses"),
         ]

@@ -52,8 +52,18 @@ class AWSMachineProvider:
         self.clients = client.Clients(self.options.client_options())
         self.profiles = self.options.install_profiles()
         self.create_steps = [
-            Step("CreateNetworkInterface", self.create_interface, description="the node's interface and address"),
-            Step("LaunchInstance", self.launch, description="RunInstances with the node's cloud-init"),
+            Step(
+                "CreateNetworkInterface",
+                self.create_interface,
+                description="the node's interface and address",
+                cancel_on_delete=False,
+            ),
+            Step(
+                "LaunchInstance",
+                self.launch,
+                description="RunInstances with the node's cloud-init",
+                cancel_on_delete=False,
+            ),
             Step("WaitInstanceRunning", self.wait_running, max_retries=120, description="the instance runs"),
             Step("WaitNodeReady", self.wait_ready, max_retries=180, description="the Node is Ready"),
             Step("RecordNodeInfo", self.record_node_info, description="status.node_info and addresses, from the Node"),
@@ -65,7 +75,7 @@ class AWSMachineProvider:
             Step("DeleteNetworkInterface", self.delete_interface, max_retries=60, description="the interface"),
         ]
         self.scale_steps: list[Step[MachineContext]] = []
-        self.upgrade_steps = [Step("ReplaceToUpgrade", self.replace_to_upgrade)]
+        self.upgrade_steps = [Step("ReplaceToUpgrade", self.replace_to_upgrade, cancel_on_delete=False)]
 
     # -- validation ---------------------------------------------------------------------------
 

@@ -19,8 +19,8 @@ import pytest
 
 from tests.support.sshd import LAB_ADDRESSES, Machines, ssh_machines
 from tke.internal.controller.events import MemoryRecorder
-from tke.internal.controller.progress import RetryPolicy
-from tke.internal.controller.runner import Runner
+from tke.internal.controller.progress import CANCELLED, SUCCEEDED, RetryPolicy, find
+from tke.internal.controller.runner import Abort, Runner
 from tke.internal.provider.credentials import ConfiguredCredentials, CredentialConfig
 from tke.internal.provider.ssh import SSHDialer, SSHOptions, Target
 from tke.internal.provider.steps import Step
@@ -136,3 +136,80 @@ async def test_an_ssh_command_cancelled_as_any_of_its_tasks_ends_is_cancelled(ma
             more = await cancelled_as_task_ends(ch.exec("true"), nth)
         nth += 1
     assert nth > 2, "the command started no task: nothing was cancelled"
+
+
+async def test_an_abort_cancels_the_running_step_and_starts_no_other() -> None:
+    abort = Abort()
+    started = asyncio.Event()
+    ran: list[str] = []
+
+    async def hangs(ctx: Context) -> None:
+        ran.append("First")
+        started.set()
+        await asyncio.Event().wait()
+
+    async def second(ctx: Context) -> None:
+        ran.append("Second")
+
+    runner: Runner[Context] = Runner("Cluster", MemoryRecorder(), RetryPolicy(3, 0.1, 1.0), 0)
+    ctx = Context()
+    plan = asyncio.create_task(runner.run(ctx, [Step("First", hangs), Step("Second", second)], write, abort=abort))
+    await started.wait()
+    abort.request("the cluster is being deleted")
+    result = await plan
+    assert result.aborted and ran == ["First"]
+    condition = find(ctx.obj.status.conditions, "First")
+    assert condition is not None
+    assert (condition.reason, condition.message, condition.retries) == (
+        CANCELLED,
+        "step First cancelled: the cluster is being deleted",
+        0,
+    )
+
+
+async def test_an_abort_lets_a_step_that_cannot_be_cancelled_finish_and_starts_no_other() -> None:
+    """A step whose work goes on without its coroutine (a cloud call in a thread) is not
+    cancelled: the delete would look for what it makes before it exists. It finishes, its
+    result is kept, and the next step does not start."""
+    abort = Abort()
+    started, release = asyncio.Event(), asyncio.Event()
+    ran: list[str] = []
+
+    async def launches(ctx: Context) -> None:
+        started.set()
+        await release.wait()
+        ran.append("Launch")
+
+    async def second(ctx: Context) -> None:
+        ran.append("Second")
+
+    runner: Runner[Context] = Runner("Machine", MemoryRecorder(), RetryPolicy(3, 0.1, 1.0), 0)
+    ctx = Context()
+    steps = [Step("Launch", launches, cancel_on_delete=False), Step("Second", second)]
+    plan = asyncio.create_task(runner.run(ctx, steps, write, abort=abort))
+    await started.wait()
+    abort.request("the machine is being deleted")
+    release.set()
+    result = await plan
+    assert result.aborted and ran == ["Launch"]
+    condition = find(ctx.obj.status.conditions, "Launch")
+    assert condition is not None and condition.reason == SUCCEEDED
+
+
+async def test_a_controller_stopping_while_a_step_is_aborted_still_stops() -> None:
+    """The abort's cancellation and the worker's land together: the plan ends cancelled, never
+    as an aborted plan that lets the worker go on to the next key."""
+    abort = Abort()
+    started = asyncio.Event()
+
+    async def hangs(ctx: Context) -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    runner: Runner[Context] = Runner("Cluster", MemoryRecorder(), RetryPolicy(3, 0.1, 1.0), 0)
+    plan = asyncio.create_task(runner.run(Context(), [Step("First", hangs)], write, abort=abort))
+    await started.wait()
+    abort.request("the cluster is being deleted")
+    plan.cancel()
+    await asyncio.wait({plan})
+    assert plan.cancelled(), f"the plan returned {plan.result()} after its worker was cancelled"
