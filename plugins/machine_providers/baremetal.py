@@ -10,7 +10,8 @@ DeleteNode. Upgrade (one worker of a cluster at a time, once the control plane r
 version; the machine controller holds the cluster's upgrade slot around these steps):
 DrainForUpgrade, UpgradeNodePackages (kubeadm package, `kubeadm upgrade node`, kubelet and
 kubectl packages, kubelet restart), UncordonNode, WaitNodeUpgraded.
-A joined machine carries a marker, so it never joins twice.
+A joined machine carries a marker, so it never joins twice. Its host (spec.ip) cannot change once
+the create steps began (validate_update): the delete resets the host at spec.ip.
 
 The cluster may be of any provider that installs a control plane: with control-plane machines
 the platform logs in to (baremetal: spec.machines), the token is made by `kubeadm token
@@ -101,6 +102,21 @@ class BaremetalMachineProvider:
                 )
             ]
         return []
+
+    def validate_update(self, before: machine_pb2.Machine, after: machine_pb2.Machine) -> list[FieldViolation]:
+        """The host (spec.ip) cannot change once the create steps began on it: the delete steps
+        drain, reset and remove the machine at spec.ip, so a changed address would reset another
+        host (the tenant's, through its credential) and leave the one installed joined to the
+        cluster. The SSH port, user and credential may change (the same host, reached anew)."""
+        if not before.status.conditions or before.spec.ip == after.spec.ip:
+            return []
+        return [
+            FieldViolation(
+                "machine.spec.ip",
+                f"cannot change once the platform started installing the machine (it is {before.spec.ip}): "
+                "its delete resets that host; to move to another host, delete the machine and create a new one",
+            )
+        ]
 
     def _paths(self, ctx: MachineContext) -> nodes.Paths:
         return self.layout.at(ctx.machine.spec.ip)

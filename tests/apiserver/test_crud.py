@@ -158,6 +158,28 @@ async def test_update_of_immutable_or_invalid_fields_is_refused(api: Running) ->
     assert bad_request_fields(err) == ["cluster.spec.network.pod_cidr"]
 
 
+async def test_a_baremetal_machines_host_cannot_change_once_its_install_began(api: Running) -> None:
+    """Its delete resets the host at spec.ip: a changed address would reset another host and
+    leave the installed one joined. Before the install, and for the SSH user, it may change."""
+    await create(api, cluster("hosts"))
+    stored = await api.machines.Create(
+        machine_pb2.CreateMachineRequest(machine=machine("w1", "hosts", ip="192.0.2.41"))
+    )
+    stored.spec.ip = "192.0.2.42"  # not installed yet: the tenant may correct its address
+    stored = await api.machines.Update(machine_pb2.UpdateMachineRequest(machine=stored))
+    stored.status.conditions.add(type="Preflight", status=meta_pb2.CONDITION_STATUS_TRUE, reason="Succeeded")
+    stored = await api.machines.UpdateStatus(machine_pb2.UpdateMachineStatusRequest(machine=stored))
+    stored.spec.ip = "192.0.2.43"
+    err = await expect_error(
+        api.machines.Update(machine_pb2.UpdateMachineRequest(machine=stored)), Code.INVALID_ARGUMENT
+    )
+    assert bad_request_fields(err) == ["machine.spec.ip"]
+    assert "delete the machine and create a new one" in (err.details() or "")
+    stored.spec.ip, stored.spec.username = "192.0.2.42", "admin"
+    updated = await api.machines.Update(machine_pb2.UpdateMachineRequest(machine=stored))
+    assert (updated.spec.ip, updated.spec.username) == ("192.0.2.42", "admin")
+
+
 async def test_update_missing_is_not_found(api: Running) -> None:
     await expect_error(api.clusters.Update(cluster_pb2.UpdateClusterRequest(cluster=cluster("ghost"))), Code.NOT_FOUND)
 
