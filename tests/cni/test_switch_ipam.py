@@ -286,3 +286,18 @@ def test_gc_releases_the_leases_of_attachments_no_longer_valid(  # noqa: PLR0917
     assert held(admin, keep) and held(admin, stale) == "" and held(admin, lost) == ""
     assert [p.name for p in record_dir(tmp_path).iterdir()] == [f"{keep}=eth0.json"]
     assert starts.take() == ["cni-switch GC"]
+
+
+def test_status_asks_ipamd_without_starting_tke_ipamc(
+    switch: Runtime, starts: Starts, ipamd: IpamdDaemon, tmp_path: Path
+) -> None:
+    """Runtimes ask STATUS every few seconds: cni-switch asks ipamd's health itself, as
+    tke-ipamc's STATUS did, with the same answer when ipamd is gone (code 50)."""
+    conf = config(ipamd, tmp_path)
+    out = switch.run("STATUS", conf, drop=NO_IDS)
+    assert out.code == 0 and out.stdout == "", out
+    assert starts.take() == ["cni-switch STATUS"]
+    ipamd.stop()
+    out = switch.run("STATUS", conf, drop=NO_IDS)
+    assert out.code == 1 and out.json["code"] == 50, out
+    assert starts.take() == ["cni-switch STATUS"]

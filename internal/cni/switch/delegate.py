@@ -261,7 +261,9 @@ class Delegate:
         if first is not None:
             raise first
 
-    def status(self) -> None:
+    def status(self, skip_ipam: str = "") -> None:
+        """STATUS of the plugins that speak it; an IPAM plugin of type `skip_ipam` is left out
+        (cni-switch ran it itself)."""
         env = self.call.env("STATUS")
-        for exe, plugin, version in self._newer_targets(env, missing_is_error=True):
+        for exe, plugin, version in self._newer_targets(env, missing_is_error=True, skip_ipam=skip_ipam):
             self.runner.run(exe, self._config(plugin, version, None), env)

@@ -24,7 +24,9 @@ result is the same. Per verb:
   CHECK with static holding prevResult's addresses.
 - GC: tke-ipamc's GC (replay the queue, GarbageCollect of the node with the valid attachments);
   the delegate's plugins get GC as before, except tke-ipamc itself.
-- STATUS is left to the delegate (it runs tke-ipamc's STATUS as before).
+- STATUS: tke-ipamc's STATUS (ipamd's health: code 50 when it does not answer), then the
+  delegate's plugins' STATUS as before, except tke-ipamc itself. Runtimes ask STATUS every few
+  seconds (containerd's runtime status), so this saves a Python start on every node that often.
 
 The path is taken for a network when all of these hold, else its delegate runs tke-ipamc as
 before and `choose` says why on stderr:
@@ -150,6 +152,11 @@ class Inline:
     def check(self, expected: dict[str, Any]) -> None:
         ipamc, request = self._ipamc("CHECK", prevResult=expected)
         ipamc.check(request)
+
+    def status(self) -> None:
+        """tke-ipamc's STATUS: whether ipamd answers (code 50 when it does not)."""
+        ipamc, request = self._ipamc("STATUS")
+        ipamc.status(request)
 
     def gc(self, valid: list[dict[str, str]], done: set[str]) -> None:
         """tke-ipamc's GC, once per ipam section across networks (`done`, shared with the

@@ -414,7 +414,14 @@ class Switch:
                 raise CNIError(NOT_AVAILABLE, f"state directory {self.store.folder} unusable", str(err)) from None
             if not os.access(self.store.folder, os.W_OK):
                 raise CNIError(NOT_AVAILABLE, f"state directory {self.store.folder} is not writable")
-        self._delegate(network, self._invocation(request, "")).status()
+        invocation = self._invocation(request, "")
+        skip = ""
+        index = ipamc_index(network)
+        if index is not None and self.config.ipamd is not None:
+            # tke-ipamc's STATUS from here, as for the network's ADD, DEL and GC.
+            Inline(network, index, invocation).status()
+            skip = IPAMC
+        self._delegate(network, invocation).status(skip_ipam=skip)
 
 
 class _LazyIpamdBindings:
