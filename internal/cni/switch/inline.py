@@ -25,8 +25,8 @@ result is the same. Per verb:
 - GC: tke-ipamc's GC (replay the queue, GarbageCollect of the node with the valid attachments);
   the delegate's plugins get GC as before, except tke-ipamc itself.
 - STATUS: tke-ipamc's STATUS (ipamd's health: code 50 when it does not answer), then the
-  delegate's plugins' STATUS as before, except tke-ipamc itself. Runtimes ask STATUS every few
-  seconds (containerd's runtime status), so this saves a Python start on every node that often.
+  delegate's plugins' STATUS as before, except tke-ipamc itself. A runtime may ask STATUS every
+  few seconds (its network readiness), so this saves a Python start on every node that often.
 
 The path is taken for a network when all of these hold, else its delegate runs tke-ipamc as
 before and `choose` says why on stderr:
