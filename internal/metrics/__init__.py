@@ -106,6 +106,9 @@ METRICS_CONNECTIONS_REFUSED = Counter(
 # Connections the metrics endpoint serves at once: a scraper uses one; well inside the open files
 # a process keeps for itself (tke.internal.rpc.connections.RESERVED_FILES).
 MAX_CONNECTIONS = 16
+# Of those, what one client address may hold: a client trickling bytes into its connections
+# takes its own share, never the scraper's place (one peer is seen at accept, unlike gRPC's).
+MAX_CONNECTIONS_PER_ADDRESS = 4
 # Seconds a metrics connection may send or read nothing before it is closed.
 IDLE_TIMEOUT = 10.0
 
@@ -122,23 +125,43 @@ class _Handler(WSGIRequestHandler):
 
 
 class _BoundedServer(ThreadingWSGIServer):
-    """prometheus_client's thread-per-connection server with at most `max_connections` threads."""
+    """prometheus_client's thread-per-connection server with at most `max_connections` threads,
+    `max_per_address` of them for one client address."""
 
     max_connections = MAX_CONNECTIONS
+    max_per_address = MAX_CONNECTIONS_PER_ADDRESS
 
     def server_activate(self) -> None:
         self._places = threading.BoundedSemaphore(self.max_connections)
+        self._lock = threading.Lock()
+        self._by_address: dict[str, int] = {}
         super().server_activate()
 
+    def _take(self, host: str) -> bool:
+        with self._lock:
+            held = self._by_address.get(host, 0)
+            if held >= self.max_per_address or not self._places.acquire(blocking=False):
+                return False
+            self._by_address[host] = held + 1
+            return True
+
+    def _give_back(self, host: str) -> None:
+        with self._lock:
+            held = self._by_address.pop(host) - 1
+            if held:
+                self._by_address[host] = held
+            self._places.release()
+
     def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._places.acquire(blocking=False):
+        host = str(client_address[0])
+        if not self._take(host):
             METRICS_CONNECTIONS_REFUSED.inc()
             self.shutdown_request(request)
             return
         try:
             super().process_request(request, client_address)
         except BaseException:
-            self._places.release()
+            self._give_back(host)
             raise
 
     def handle_error(self, request: Any, client_address: Any) -> None:
@@ -154,22 +177,29 @@ class _BoundedServer(ThreadingWSGIServer):
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self._places.release()
+            self._give_back(str(client_address[0]))
 
 
 def serve(
-    address: str, *, max_connections: int = MAX_CONNECTIONS, idle_timeout: float = IDLE_TIMEOUT
+    address: str,
+    *,
+    max_connections: int = MAX_CONNECTIONS,
+    max_per_address: int = MAX_CONNECTIONS_PER_ADDRESS,
+    idle_timeout: float = IDLE_TIMEOUT,
 ) -> WSGIServer | None:
     """Expose /metrics on `address` ("host:port"), serving at most `max_connections` connections
-    at once and closing one idle for `idle_timeout` seconds; empty disables it. Returns the
-    server (its `shutdown` stops it), which runs in a daemon thread."""
+    at once, `max_per_address` of them from one client address, and closing one idle for
+    `idle_timeout` seconds; empty disables it. Returns the server (its `shutdown` stops it),
+    which runs in a daemon thread."""
     if not address:
         return None
     host, _, port = address.rpartition(":")
     host = host.strip("[]") or "127.0.0.1"
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     server_class = type(
-        "MetricsServer", (_BoundedServer,), {"address_family": family, "max_connections": max_connections}
+        "MetricsServer",
+        (_BoundedServer,),
+        {"address_family": family, "max_connections": max_connections, "max_per_address": max_per_address},
     )
     handler = type("MetricsHandler", (_Handler,), {"timeout": idle_timeout})
     httpd: WSGIServer = make_server(host, int(port), make_wsgi_app(), server_class, handler_class=handler)

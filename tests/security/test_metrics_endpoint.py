@@ -30,10 +30,12 @@ PATIENCE = 30.0
 
 
 @contextmanager
-def endpoint(idle_timeout: float) -> Iterator[str]:
-    """A metrics endpoint serving 2 connections at once; its address."""
+def endpoint(idle_timeout: float, max_connections: int = 2, max_per_address: int = 2) -> Iterator[str]:
+    """A metrics endpoint serving 2 connections at once (by default); its address."""
     port = free_port()
-    server = metrics.serve(f"127.0.0.1:{port}", max_connections=2, idle_timeout=idle_timeout)
+    server = metrics.serve(
+        f"127.0.0.1:{port}", max_connections=max_connections, max_per_address=max_per_address, idle_timeout=idle_timeout
+    )
     assert server is not None
     try:
         yield f"127.0.0.1:{port}"
@@ -42,9 +44,9 @@ def endpoint(idle_timeout: float) -> Iterator[str]:
         server.server_close()
 
 
-def half_request(address: str) -> socket.socket:
+def half_request(address: str, source: str = "127.0.0.1") -> socket.socket:
     host, _, port = address.rpartition(":")
-    sock = socket.create_connection((host, int(port)), timeout=PATIENCE)
+    sock = socket.create_connection((host, int(port)), timeout=PATIENCE, source_address=(source, 0))
     sock.sendall(HALF_A_REQUEST)
     return sock
 
@@ -95,3 +97,32 @@ async def test_connections_beyond_the_cap_are_closed_and_places_come_back() -> N
             for sock in holders:
                 sock.close()
         await wait_for(lambda: scrape(address), what="a scrape once the holders are gone")
+
+
+async def test_one_address_holds_its_share_and_the_scraper_keeps_its_place() -> None:
+    """A client trickling into its connections from one address takes at most its share: the
+    scraper, from another address, is still answered."""
+    with endpoint(idle_timeout=PATIENCE * 4, max_connections=4, max_per_address=2) as address:
+        before = refused_total()
+        holders = [half_request(address, source="127.0.0.2") for _ in range(2)]
+        try:
+            with half_request(address, source="127.0.0.2") as third:
+                assert closed_by_server(third), "one address held more than its share"
+            assert refused_total() == before + 1
+            assert scrape(address)  # from 127.0.0.1
+        finally:
+            for sock in holders:
+                sock.close()
+
+        def places_back() -> bool:
+            """The address holds its share again (the server accepts in order: the scrape is
+            answered after both were judged)."""
+            refused = refused_total()
+            again = [half_request(address, source="127.0.0.2") for _ in range(2)]
+            try:
+                return scrape(address) and refused_total() == refused
+            finally:
+                for sock in again:
+                    sock.close()
+
+        await wait_for(places_back, what="the address's places back once it let go")
