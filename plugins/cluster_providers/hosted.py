@@ -255,8 +255,10 @@ class HostedClusterProvider:
             plan = await self._plan(client, ctx)
             found = await client.get(Namespace, plan.namespace)
             labels = (found.metadata.labels if found is not None and found.metadata else None) or {}
-            if found is None or not naming.owns(ctx.cluster, labels) or (
-                labels.get(naming.CLUSTER_UID) != ctx.cluster.metadata.uid
+            if (
+                found is None
+                or not naming.owns(ctx.cluster, labels)
+                or (labels.get(naming.CLUSTER_UID) != ctx.cluster.metadata.uid)
             ):
                 # EnsureEndpoint made it this cluster's; never label (or create) another's.
                 raise PermanentError(f"namespace {plan.namespace} of the meta cluster is not this cluster's")

@@ -123,8 +123,10 @@ def test_egress_leaves_out_the_meta_clusters_networks_in_each_family(version: st
     assert "ingress" not in isolation["spec"]  # nothing in but what the components' policies allow
     blocks = [peer["ipBlock"] for rule in isolation["spec"]["egress"] for peer in rule["to"] if "ipBlock" in peer]
     assert blocks == [
-        {"cidr": "0.0.0.0/0", "except": ["10.244.0.0/16", "10.96.0.0/12", "169.254.169.254/32", "192.168.10.0/24",
-                                         "169.254.0.0/16"]},
+        {
+            "cidr": "0.0.0.0/0",
+            "except": ["10.244.0.0/16", "10.96.0.0/12", "169.254.169.254/32", "192.168.10.0/24", "169.254.0.0/16"],
+        },
         {"cidr": "::/0", "except": ["fd00:10:244::/56", "fd00:10:96::/112", "fe80::/10", "fd00:ec2::254/128"]},
     ]
 
@@ -315,8 +317,10 @@ def test_the_off_switch_renders_no_policy() -> None:
         ({"metrics_namespace_labels": {"team": "a b"}}, "metrics_namespace_labels: 'team': "),
         ({"allowed_link_local_cidrs": ["10.0.0.0/8"]}, "allowed_link_local_cidrs: '10.0.0.0/8' is not inside"),
         ({"allowed_link_local_cidrs": ["169.254.169.254"]}, "allowed_link_local_cidrs: '169.254.169.254' is not a"),
-        ({"allowed_link_local_cidrs": ["169.254.169.254/32"], "denied_egress_cidrs": ["169.254.0.0/16"]},
-         "'169.254.169.254/32' is inside 169.254.0.0/16, which another option denies"),
+        (
+            {"allowed_link_local_cidrs": ["169.254.169.254/32"], "denied_egress_cidrs": ["169.254.0.0/16"]},
+            "'169.254.169.254/32' is inside 169.254.0.0/16, which another option denies",
+        ),
     ],
 )
 def test_network_options_that_make_no_sense_stop_the_provider_from_starting(

@@ -76,7 +76,9 @@ def test_every_rendered_pod_satisfies_the_restricted_profile(options: dict[str, 
 
 
 def test_the_namespace_enforces_restricted_pinned_and_warns_at_latest() -> None:
-    [namespace] = [o for o in rendered(plan(cluster(), ENDPOINT), pki.ClusterCAs.generate()) if o["kind"] == "Namespace"]
+    [namespace] = [
+        o for o in rendered(plan(cluster(), ENDPOINT), pki.ClusterCAs.generate()) if o["kind"] == "Namespace"
+    ]
     labels = namespace["metadata"]["labels"]
     assert {k: v for k, v in labels.items() if k.startswith("pod-security.kubernetes.io/")} == LABELS
     assert labels[naming.MANAGED_BY] == naming.PLATFORM  # the platform's labels stay
@@ -104,22 +106,29 @@ def _with(pod: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
         ("spec.hostNetwork", True, "host namespaces", "baseline"),
         ("spec.hostPID", True, "host namespaces", "baseline"),
         ("c0.securityContext.privileged", True, "privileged", "baseline"),
-        ("c0.securityContext.capabilities", {"drop": ["ALL"], "add": ["SYS_ADMIN"]}, "non-default capabilities",
-         "baseline"),
+        (
+            "c0.securityContext.capabilities",
+            {"drop": ["ALL"], "add": ["SYS_ADMIN"]},
+            "non-default capabilities",
+            "baseline",
+        ),
         ("spec.volumes", [{"name": "h", "hostPath": {"path": "/"}}], "hostPath volumes", "baseline"),
         ("c0.ports", [{"containerPort": 6443, "hostPort": 6443}], "hostPort", "baseline"),
         ("spec.securityContext.seccompProfile", {"type": "Unconfined"}, "seccompProfile", "baseline"),
         ("c0.securityContext.procMount", "Unmasked", "procMount", "baseline"),
         ("spec.securityContext.seLinuxOptions", {"type": "spc_t"}, "seLinuxOptions", "baseline"),
         ("spec.securityContext.sysctls", [{"name": "kernel.msgmax", "value": "1"}], "forbidden sysctls", "baseline"),
-        ("spec.volumes", [{"name": "n", "nfs": {"server": "x", "path": "/"}}], "restricted volume types",
-         "restricted"),
+        ("spec.volumes", [{"name": "n", "nfs": {"server": "x", "path": "/"}}], "restricted volume types", "restricted"),
         ("c0.securityContext.allowPrivilegeEscalation", True, "allowPrivilegeEscalation != false", "restricted"),
         ("spec.securityContext.runAsNonRoot", False, "runAsNonRoot != true", "restricted"),
         ("spec.securityContext.runAsUser", 0, "runAsUser=0", "restricted"),
         ("c0.securityContext.capabilities", {"drop": ["NET_RAW"]}, "unrestricted capabilities", "restricted"),
-        ("c0.securityContext.capabilities", {"drop": ["ALL"], "add": ["CHOWN"]}, "unrestricted capabilities",
-         "restricted"),
+        (
+            "c0.securityContext.capabilities",
+            {"drop": ["ALL"], "add": ["CHOWN"]},
+            "unrestricted capabilities",
+            "restricted",
+        ),
     ],
 )
 def test_the_evaluator_refuses_what_the_profiles_refuse(path: str, value: Any, reason: str, level: str) -> None:
@@ -171,6 +180,10 @@ def _bad_pod(namespace: str) -> dict[str, Any]:
     }
 
 
+def _pod(manifest: dict[str, Any]) -> Any:
+    return from_dict(manifest)  # the pod carries its namespace
+
+
 async def test_the_meta_cluster_runs_the_control_plane_and_refuses_a_privileged_pod_in_its_namespace(
     tmp_path: Path,
 ) -> None:
@@ -186,7 +199,7 @@ async def test_the_meta_cluster_runs_the_control_plane_and_refuses_a_privileged_
             # A privileged, host-PID, hostPath pod (an operator's debug pod, a compromised
             # component with the namespace's rights) is refused there, with PSA's reasons...
             with pytest.raises(ApiError) as refused:
-                await api.client.create(from_dict(_bad_pod(namespace)), namespace=namespace)
+                await api.client.create(_pod(_bad_pod(namespace)))
             assert refused.value.status.code == 403
             message = refused.value.status.message or ""
             assert 'violates PodSecurity "restricted:v1.30"' in message
@@ -195,7 +208,7 @@ async def test_the_meta_cluster_runs_the_control_plane_and_refuses_a_privileged_
             # ... and admitted in a namespace without the labels (the stand-in enforces only those).
             await api.client.create(from_dict({"apiVersion": "v1", "kind": "Namespace",
                                                "metadata": {"name": "scratch"}}))  # fmt: skip
-            await api.client.create(from_dict(_bad_pod("scratch")), namespace="scratch", dry_run=True)
+            await api.client.create(_pod(_bad_pod("scratch")), dry_run=True)
 
             # A workload whose pods the meta cluster refuses is never ready (its controller's
             # pods are refused): the stand-in's controllers play that too.

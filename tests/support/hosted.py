@@ -152,7 +152,8 @@ class MetaControllers:
         pod = pss.pod_of(workload.to_dict())
         assert pod is not None
         try:
-            await client.client.create(from_dict(pod), namespace=workload.metadata.namespace, dry_run=True)
+            obj: Any = from_dict(pod)  # the pod carries its namespace
+            await client.client.create(obj, dry_run=True)
         except ApiError as err:
             if err.status.code != 403:
                 raise

@@ -42,8 +42,9 @@ restricted, everything of baseline and:
 
 Stricter than PSA on purpose (never more lenient): the relaxations for Windows pods (spec.os.name
 windows, 1.25+) and pods in a user namespace (hostUsers false) are not modelled, nor sysctls
-allowed after 1.29 (tcp_rmem, tcp_wmem), nor SELinux types added to the list after 1.0, so a pod this accepts is accepted by PSA at every version
-from 1.29 on. Messages are PSA's: `reason (detail)`, joined by ", " in a refusal.
+allowed after 1.29 (tcp_rmem, tcp_wmem), nor SELinux types added to the list after 1.0, so a pod
+this accepts is accepted by PSA at every version from 1.29 on. Messages are PSA's: `reason
+(detail)`, joined by ", " in a refusal.
 """
 
 from __future__ import annotations
@@ -132,10 +133,16 @@ def _baseline(meta: Mapping[str, Any], spec: Mapping[str, Any], at: tuple[int, i
     ports = [c["name"] for c in cs if any(p.get("hostPort") for p in c.get("ports") or [])]
     if ports:
         out.append(f"hostPort ({_names(ports)} use hostPorts)")
-    armor = [f"{k}={v!r}" for k, v in (meta.get("annotations") or {}).items()
-             if k.startswith(_APPARMOR_ANNOTATION) and v and v != "runtime/default" and not v.startswith("localhost/")]
-    armor += [f"appArmorProfile.type={t!r}" for sc in (pod_sc, *map(_sc, cs))
-              if (t := (sc.get("appArmorProfile") or {}).get("type")) not in (None, "RuntimeDefault", "Localhost")]
+    armor = [
+        f"{k}={v!r}"
+        for k, v in (meta.get("annotations") or {}).items()
+        if k.startswith(_APPARMOR_ANNOTATION) and v and v != "runtime/default" and not v.startswith("localhost/")
+    ]
+    armor += [
+        f"appArmorProfile.type={t!r}"
+        for sc in (pod_sc, *map(_sc, cs))
+        if (t := (sc.get("appArmorProfile") or {}).get("type")) not in (None, "RuntimeDefault", "Localhost")
+    ]
     if armor:
         out.append(f"forbidden AppArmor profiles ({', '.join(armor)})")  # fmt: skip
     if any(
@@ -147,7 +154,9 @@ def _baseline(meta: Mapping[str, Any], spec: Mapping[str, Any], at: tuple[int, i
     if proc:
         out.append(f"procMount ({_names(proc)} must not set securityContext.procMount)")
     if any((sc.get("seccompProfile") or {}).get("type") == "Unconfined" for sc in (pod_sc, *map(_sc, cs))):
-        out.append('seccompProfile (pod or containers must not set securityContext.seccompProfile.type to "Unconfined")')
+        out.append(
+            'seccompProfile (pod or containers must not set securityContext.seccompProfile.type to "Unconfined")'
+        )
     allowed = set().union(*(names for since, names in _SYSCTLS.items() if at >= since))
     sysctls = [s["name"] for s in pod_sc.get("sysctls") or [] if s.get("name") not in allowed]
     if sysctls:
@@ -182,7 +191,9 @@ def _restricted(spec: Mapping[str, Any], at: tuple[int, int]) -> list[str]:
         out.append("runAsUser=0 (pod or containers must not set runAsUser=0)")
     good = ("RuntimeDefault", "Localhost")
     pod_seccomp = (pod_sc.get("seccompProfile") or {}).get("type")
-    bad = [c["name"] for c in cs if (t := (_sc(c).get("seccompProfile") or {}).get("type")) is not None and t not in good]
+    bad = [
+        c["name"] for c in cs if (t := (_sc(c).get("seccompProfile") or {}).get("type")) is not None and t not in good
+    ]
     unset = [c["name"] for c in cs if _sc(c).get("seccompProfile") is None and pod_seccomp not in good]
     if (pod_seccomp is not None and pod_seccomp not in good) or bad:
         out.append("seccompProfile (pod or containers must not set securityContext.seccompProfile.type to that)")
@@ -250,8 +261,8 @@ def pod_of(workload: Mapping[str, Any]) -> dict[str, Any] | None:
     pod_spec = dict(template.get("spec") or {})
     claims = [c["metadata"]["name"] for c in spec.get("volumeClaimTemplates") or []] if kind == "StatefulSet" else []
     if claims:
-        pod_spec["volumes"] = [*(pod_spec.get("volumes") or []),
-                               *({"name": c, "persistentVolumeClaim": {"claimName": f"{c}-{name}"}} for c in claims)]  # fmt: skip
+        pvcs = [{"name": c, "persistentVolumeClaim": {"claimName": f"{c}-{name}"}} for c in claims]
+        pod_spec["volumes"] = [*(pod_spec.get("volumes") or []), *pvcs]
     pod_meta = {k: v for k, v in (template.get("metadata") or {}).items() if k in ("labels", "annotations")}
     pod_meta.update(name=name, namespace=meta.get("namespace", ""))
     return {"apiVersion": "v1", "kind": "Pod", "metadata": pod_meta, "spec": pod_spec}
