@@ -9,10 +9,13 @@ Create steps:
   status.control_plane_endpoint and never changes (every certificate and node points at it).
 - EnsureCertificates: the components' certificates and kubeconfigs as Secrets
   (plugins/hosted/certificates.py), kept while they are still what would be issued.
-- EnsureNetworkPolicies: the NetworkPolicies that isolate the namespace's pods from other
-  tenants' control planes and the meta cluster's own services (plugins/hosted/network_policy.py),
-  before any pod of the control plane runs; with network_policy = false, those the platform
-  made before are deleted.
+- EnsureIsolation: the namespace's Pod Security Admission labels (enforce restricted: the meta
+  cluster admits no privileged or host pod there, control_plane.pod_security_labels), and the
+  NetworkPolicies that isolate the namespace's pods from other tenants' control planes, the meta
+  cluster's own services and link-local addresses (plugins/hosted/network_policy.py), before any
+  pod of the control plane runs; with network_policy = false, the policies the platform made
+  before are deleted. The step was EnsureNetworkPolicies: under its new name it runs once for
+  every cluster made before, which labels their namespaces and brings their policies up to date.
 - EnsureControlPlane: etcd (a StatefulSet), kube-apiserver, kube-controller-manager and
   kube-scheduler (Deployments) and their budgets (plugins/hosted/control_plane.py).
 - WaitControlPlaneReady: the meta cluster's controllers report every replica ready.
@@ -75,7 +78,7 @@ class HostedClusterProvider:
             Step("EnsureClusterCredential", self.ensure_credential, description="the cluster's CAs"),
             Step("EnsureEndpoint", self.ensure_endpoint, max_retries=300, description="namespace, endpoint Service"),
             Step("EnsureCertificates", self.ensure_certificates, description="the components' PKI, as Secrets"),
-            Step("EnsureNetworkPolicies", self.ensure_network_policies, description="the namespace's isolation"),
+            Step("EnsureIsolation", self.ensure_isolation, description="Pod Security labels, NetworkPolicies"),
             Step("EnsureControlPlane", self.ensure_control_plane, description="etcd and the control plane's workloads"),
             Step("WaitControlPlaneReady", self.wait_control_plane, max_retries=300, description="every replica ready"),
             Step("WaitAPIReady", self.wait_api, max_retries=180, description="the API server is ready"),
@@ -244,6 +247,23 @@ class HostedClusterProvider:
             plan = await self._plan(client, ctx)
             files = certificates.secret_files(plan, cas, await self._secret_files(client, plan.namespace))
             await client.apply([certificates.secret(plan, name, data) for name, data in files.items()])
+
+    async def ensure_isolation(self, ctx: ClusterContext) -> None:
+        """The namespace's Pod Security labels (applied again: a namespace made before them gets
+        them), then its NetworkPolicies."""
+        async with self._meta() as client:
+            plan = await self._plan(client, ctx)
+            found = await client.get(Namespace, plan.namespace)
+            labels = (found.metadata.labels if found is not None and found.metadata else None) or {}
+            if (
+                found is None
+                or not naming.owns(ctx.cluster, labels)
+                or (labels.get(naming.CLUSTER_UID) != ctx.cluster.metadata.uid)
+            ):
+                # EnsureEndpoint made it this cluster's; never label (or create) another's.
+                raise PermanentError(f"namespace {plan.namespace} of the meta cluster is not this cluster's")
+            await client.apply([control_plane.namespace(plan)])
+        await self.ensure_network_policies(ctx)
 
     async def ensure_network_policies(self, ctx: ClusterContext) -> None:
         async with self._meta() as client:

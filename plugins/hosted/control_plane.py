@@ -1,6 +1,7 @@
 """The meta cluster's objects of one hosted control plane, as manifests (dicts):
 
-- the namespace, and the endpoint: a Service of the configured type (LoadBalancer, NodePort)
+- the namespace (with Pod Security Admission's labels: every pod there must be "restricted"),
+  and the endpoint: a Service of the configured type (LoadBalancer, NodePort)
   in front of the API servers;
 - etcd: a StatefulSet of 1, 3 or 5 members (pods etcd-0.. behind the headless Service `etcd`,
   started together: a member alone is never ready without its quorum), peer and client TLS
@@ -116,11 +117,36 @@ def _meta(plan: Plan, name: str, component: str = "", **more: Any) -> dict[str, 
     return {"name": name, "namespace": plan.namespace, "labels": labels, **more}
 
 
+# Pod Security Admission (the meta cluster's kube-apiserver, GA since 1.25) on every control
+# plane's namespace: the meta cluster refuses any pod there that is not "restricted" (a privileged
+# or hostPath pod made by a bug, a component with the namespace's rights or an operator's mistake),
+# whatever made it. `enforce` is pinned to a version, so that an upgrade of the meta cluster that
+# tightens the profile never starts refusing a control plane's pods in the middle of a rollout;
+# `warn` and `audit` follow the meta cluster's latest rules, so that what a newer profile would
+# refuse shows (warnings on the platform's applies, annotations in the audit log) before the pin
+# moves. The pin is the oldest meta cluster the renderer is checked against (tests/hosted,
+# META_VERSIONS); a meta cluster older than the pin evaluates its own latest rules.
+POD_SECURITY_LEVEL = "restricted"
+POD_SECURITY_VERSION = "v1.30"
+POD_SECURITY = "pod-security.kubernetes.io"
+
+
+def pod_security_labels() -> dict[str, str]:
+    return {
+        f"{POD_SECURITY}/enforce": POD_SECURITY_LEVEL,
+        f"{POD_SECURITY}/enforce-version": POD_SECURITY_VERSION,
+        f"{POD_SECURITY}/warn": POD_SECURITY_LEVEL,
+        f"{POD_SECURITY}/warn-version": "latest",
+        f"{POD_SECURITY}/audit": POD_SECURITY_LEVEL,
+        f"{POD_SECURITY}/audit-version": "latest",
+    }
+
+
 def namespace(plan: Plan) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Namespace",
-        "metadata": {"name": plan.namespace, "labels": naming.labels(plan.cluster)},
+        "metadata": {"name": plan.namespace, "labels": {**naming.labels(plan.cluster), **pod_security_labels()}},
     }
 
 

@@ -7,9 +7,10 @@ are the rule that no control plane reaches another's pods, and no one else reach
 - `isolation` selects every pod of the namespace: no ingress but what the policies below allow,
   and egress only to the namespace's own pods, to the meta cluster's DNS (kube-system's pods
   `k8s-app: kube-dns`, UDP and TCP 53), and to any address outside the meta cluster's pod and
-  service networks and `denied_egress_cidrs` (an ipBlock 0.0.0.0/0, and ::/0, with those
-  networks as its `except`): the tenant's worker nodes (kubelet, for logs and exec), its OIDC
-  issuer, webhooks outside;
+  service networks, `denied_egress_cidrs` and link-local addresses (options.LINK_LOCAL: a cloud's
+  metadata service; an ipBlock 0.0.0.0/0, and ::/0, with those networks as its `except`): the
+  tenant's worker nodes (kubelet, for logs and exec), its OIDC issuer, webhooks outside; and the
+  parts of LINK_LOCAL in `allowed_link_local_cidrs` (a NodeLocal DNSCache);
 - `etcd`: its client port from the namespace's kube-apiserver pods, its peer port from the
   namespace's etcd pods, its metrics port (plain HTTP) from the namespace's pods and the
   monitoring namespaces (`metrics_namespace_labels`);
@@ -100,6 +101,21 @@ def _outside(plan: Plan) -> list[dict[str, Any]]:
     return out
 
 
+def _given_back(plan: Plan) -> list[dict[str, Any]]:
+    """ipBlocks of `allowed_link_local_cidrs`, each without the configured networks inside it
+    (policies add up: a block must not open what another option denies)."""
+    denied = [ipaddress.ip_network(cidr) for cidr in plan.options.denied_egress()]
+    out = []
+    for cidr in plan.options.allowed_link_local_cidrs:
+        allowed = ipaddress.ip_network(cidr)
+        block: dict[str, Any] = {"cidr": cidr}
+        inside = [str(d) for d in denied if d.version == allowed.version and d != allowed and d.subnet_of(allowed)]  # type: ignore[arg-type]
+        if inside:
+            block["except"] = inside
+        out.append({"ipBlock": block})
+    return out
+
+
 def isolation(plan: Plan) -> dict[str, Any]:
     dns = {
         "namespaceSelector": {"matchLabels": {NAMESPACE_NAME: DNS_NAMESPACE}},
@@ -111,7 +127,7 @@ def isolation(plan: Plan) -> dict[str, Any]:
         "egress": [
             {"to": [{"podSelector": {}}]},
             {"to": [dns], "ports": [{"protocol": "UDP", "port": DNS_PORT}, _tcp(DNS_PORT)]},
-            {"to": _outside(plan)},
+            {"to": [*_outside(plan), *_given_back(plan)]},
         ],
     }
     return _policy(plan, ISOLATION, naming.labels(plan.cluster), spec)

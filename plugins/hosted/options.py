@@ -77,7 +77,14 @@ def _resource_problems(given: Mapping[str, Mapping[str, Mapping[str, str]]]) -> 
 
 
 # The networks a control plane's pods must not reach (network_policy.py): each a list of CIDRs.
-CIDR_OPTIONS = ("meta_pod_cidrs", "meta_service_cidrs", "denied_egress_cidrs")
+CIDR_OPTIONS = ("meta_pod_cidrs", "meta_service_cidrs", "denied_egress_cidrs", "allowed_link_local_cidrs")
+# Denied to every control plane's pods whatever the options say: link-local addresses, where a
+# cloud's instance metadata service answers (169.254.169.254, and EC2's IPv6 one, fd00:ec2::254,
+# which is no link-local address) and hands out the credentials of the meta cluster's nodes. A
+# tenant makes its API server dial what it chooses (webhooks, aggregated APIs, the service proxy):
+# without this, every tenant could read them. `allowed_link_local_cidrs` gives back parts of
+# these networks (a NodeLocal DNSCache's 169.254.20.10/32), never more.
+LINK_LOCAL = ("169.254.0.0/16", "fe80::/10", "fd00:ec2::254/128")
 # The label Kubernetes sets on every namespace (its name), and those the platform sets on every
 # control plane's namespace (naming.labels): `metrics_namespace_labels` must not select one.
 _NAMESPACE_NAME = "kubernetes.io/metadata.name"
@@ -166,6 +173,9 @@ class HostedOptions:
     meta_pod_cidrs: Sequence[str] = ()
     meta_service_cidrs: Sequence[str] = ()
     denied_egress_cidrs: Sequence[str] = ()
+    # Parts of LINK_LOCAL the control planes' pods may reach after all (a NodeLocal DNSCache's
+    # address); empty: none of them.
+    allowed_link_local_cidrs: Sequence[str] = ()
     # Labels of the namespace(s) whose pods may scrape etcd's metrics port and the
     # controller-manager's and scheduler's ports (a monitoring namespace); empty: none.
     metrics_namespace_labels: Mapping[str, str] = field(default_factory=dict)
@@ -204,6 +214,8 @@ class HostedOptions:
     def _network_policy_problems(self) -> list[str]:
         problems = [p for name in CIDR_OPTIONS for p in _cidr_problems(name, getattr(self, name))]
         problems += _metrics_selector_problems(self.metrics_namespace_labels, self.namespace_prefix)
+        if not problems:
+            problems += self._link_local_problems()
         if self.network_policy and self.kubeconfig_file and not problems:
             # A meta cluster is configured: without its networks, the policies would let every
             # control plane reach every other one (an ipBlock of 0.0.0.0/0 takes in pod IPs).
@@ -216,9 +228,39 @@ class HostedOptions:
                 )
         return problems
 
-    def denied_egress(self) -> list[str]:
-        """Every network a control plane's pods must not reach, in the options' order, once each."""
+    def _link_local_problems(self) -> list[str]:
+        name = "allowed_link_local_cidrs"
+        link_local = [ipaddress.ip_network(n) for n in LINK_LOCAL]
+        denied = [ipaddress.ip_network(n) for n in self._configured_denied()]
+        problems = []
+        for entry in self.allowed_link_local_cidrs:
+            network = ipaddress.ip_network(entry)
+            if not any(network.version == n.version and network.subnet_of(n) for n in link_local):  # type: ignore[arg-type]
+                problems.append(f"{name}: {entry!r} is not inside {', '.join(LINK_LOCAL)} (it gives back parts of "
+                                "those only)")  # fmt: skip
+                continue
+            inside = [str(d) for d in denied if d.version == network.version and network.subnet_of(d)]  # type: ignore[arg-type]
+            if inside:
+                problems.append(f"{name}: {entry!r} is inside {inside[0]}, which another option denies")
+        return problems
+
+    def _configured_denied(self) -> list[str]:
         return list(dict.fromkeys([*self.meta_pod_cidrs, *self.meta_service_cidrs, *self.denied_egress_cidrs]))
+
+    def denied_egress(self) -> list[str]:
+        """Every network a control plane's pods must not reach: the options', in their order, then
+        LINK_LOCAL's not inside one of them, once each."""
+        configured = self._configured_denied()
+        networks = [ipaddress.ip_network(n) for n in configured]
+        more = [
+            n
+            for n in LINK_LOCAL
+            if not any(
+                d.version == ipaddress.ip_network(n).version and ipaddress.ip_network(n).subnet_of(d)  # type: ignore[arg-type]
+                for d in networks
+            )
+        ]
+        return configured + more
 
     def component_resources(self, component: str) -> dict[str, dict[str, str]]:
         """A container's `resources`: DEFAULT_RESOURCES with the option's values over them."""

@@ -123,8 +123,11 @@ def test_egress_leaves_out_the_meta_clusters_networks_in_each_family(version: st
     assert "ingress" not in isolation["spec"]  # nothing in but what the components' policies allow
     blocks = [peer["ipBlock"] for rule in isolation["spec"]["egress"] for peer in rule["to"] if "ipBlock" in peer]
     assert blocks == [
-        {"cidr": "0.0.0.0/0", "except": ["10.244.0.0/16", "10.96.0.0/12", "169.254.169.254/32", "192.168.10.0/24"]},
-        {"cidr": "::/0", "except": ["fd00:10:244::/56", "fd00:10:96::/112"]},
+        {
+            "cidr": "0.0.0.0/0",
+            "except": ["10.244.0.0/16", "10.96.0.0/12", "169.254.169.254/32", "192.168.10.0/24", "169.254.0.0/16"],
+        },
+        {"cidr": "::/0", "except": ["fd00:10:244::/56", "fd00:10:96::/112", "fe80::/10", "fd00:ec2::254/128"]},
     ]
 
 
@@ -201,6 +204,43 @@ def test_no_tenant_reaches_another_tenants_etcd_and_each_control_plane_keeps_wha
     assert not meta.allowed(pods["prometheus"], a["etcd"], 2381)
 
 
+@pytest.mark.parametrize("ipblocks_match_pods", [True, False], ids=["ipblock-matches-pod-ips", "pods-only-by-selector"])
+def test_link_local_addresses_and_the_metadata_service_are_denied_by_default(ipblocks_match_pods: bool) -> None:
+    """A tenant makes its API server dial what it chooses (webhooks, aggregated APIs): with no
+    option denying it, 169.254.169.254 (a cloud's instance metadata service, the meta nodes'
+    credentials) was reachable. Now link-local is denied whatever the options say."""
+    plain: dict[str, Any] = {"meta_pod_cidrs": ["10.244.0.0/16", "fd00:10:244::/56"],
+                             "meta_service_cidrs": ["10.96.0.0/12"], "denied_egress_cidrs": []}  # fmt: skip
+    meta, pods = world_of_two_tenants(ipblocks_match_pods=ipblocks_match_pods, **plain)
+    a = pods["a"]
+    for component in a.values():
+        for address, port in (("169.254.169.254", 80), ("169.254.20.10", 53), ("fe80::1", 443),
+                              ("fd00:ec2::254", 80)):  # fmt: skip
+            assert not meta.allowed(component, netpol.Address(address), port), (component.name, address)
+        # Still: the outside (its workers' kubelets, webhooks), and its own namespace.
+        assert meta.allowed(component, WORKER, KUBELET_PORT)
+        assert meta.allowed(component, netpol.Address("2001:db8::1"), 443)
+        assert meta.allowed(component, a["etcd"], 2381)
+    assert meta.allowed(a["kube-apiserver"], a["etcd"], 2379)
+
+    # An operator gives back one address (a NodeLocal DNSCache): that one, not the metadata service.
+    meta, pods = world_of_two_tenants(ipblocks_match_pods=ipblocks_match_pods, **plain,
+                                      allowed_link_local_cidrs=["169.254.20.10/32"])  # fmt: skip
+    apiserver = pods["a"]["kube-apiserver"]
+    assert meta.allowed(apiserver, netpol.Address("169.254.20.10"), 53, "UDP")
+    assert not meta.allowed(apiserver, netpol.Address("169.254.169.254"), 80)
+    # All of it given back, but the metadata service denied by denied_egress_cidrs: still denied.
+    metadata_denied = {**plain, "denied_egress_cidrs": ["169.254.169.254/32"]}
+    meta, pods = world_of_two_tenants(ipblocks_match_pods=ipblocks_match_pods, **metadata_denied,
+                                      allowed_link_local_cidrs=["169.254.0.0/16"])  # fmt: skip
+    apiserver = pods["a"]["kube-apiserver"]
+    assert meta.allowed(apiserver, netpol.Address("169.254.20.10"), 53, "UDP")
+    assert not meta.allowed(apiserver, netpol.Address("169.254.169.254"), 80)
+    for version in META_VERSIONS:
+        given_back = tenant_plan("prod", "team-a", **metadata_denied, allowed_link_local_cidrs=["169.254.0.0/16"])
+        kubernetes_validate.validate(network_policy.isolation(given_back), version, strict=True)
+
+
 def test_a_monitoring_namespace_scrapes_metrics_and_nothing_else() -> None:
     meta, pods = world_of_two_tenants(ipblocks_match_pods=True, metrics_namespace_labels=MONITORING)
     a, prometheus = pods["a"], pods["prometheus"]
@@ -275,6 +315,12 @@ def test_the_off_switch_renders_no_policy() -> None:
         ({"metrics_namespace_labels": {"tke.cloud/tenant": "x"}}, "would select the control planes' own namespaces"),
         ({"metrics_namespace_labels": {"kubernetes.io/metadata.name": "tke-a"}}, "is a name of the control planes'"),
         ({"metrics_namespace_labels": {"team": "a b"}}, "metrics_namespace_labels: 'team': "),
+        ({"allowed_link_local_cidrs": ["10.0.0.0/8"]}, "allowed_link_local_cidrs: '10.0.0.0/8' is not inside"),
+        ({"allowed_link_local_cidrs": ["169.254.169.254"]}, "allowed_link_local_cidrs: '169.254.169.254' is not a"),
+        (
+            {"allowed_link_local_cidrs": ["169.254.169.254/32"], "denied_egress_cidrs": ["169.254.0.0/16"]},
+            "'169.254.169.254/32' is inside 169.254.0.0/16, which another option denies",
+        ),
     ],
 )
 def test_network_options_that_make_no_sense_stop_the_provider_from_starting(
@@ -301,7 +347,7 @@ async def test_the_namespace_gets_its_policies_once_patched_when_options_change_
         provider = HostedClusterProvider(kubeconfig_file=str(kubeconfig), port=port, **META_NETWORKS)
         steps = [s.name for s in provider.create_steps]
         # Before any workload: the namespace is isolated before a pod of it runs.
-        assert steps.index("EnsureNetworkPolicies") < steps.index("EnsureControlPlane")
+        assert steps.index("EnsureIsolation") < steps.index("EnsureControlPlane")
         ctx = context(meta_test_cluster())
         await run_steps(provider.create_steps, ctx, within=60)
         namespace = naming.namespace(ctx.cluster)
@@ -330,7 +376,7 @@ async def test_the_namespace_gets_its_policies_once_patched_when_options_change_
             assert changed == sorted([network_policy.ISOLATION, naming.ETCD, naming.CONTROLLER_MANAGER,
                                       naming.SCHEDULER])  # fmt: skip
             isolation: Any = await api.get(NetworkPolicy, network_policy.ISOLATION, namespace)
-            assert isolation.spec.egress[2].to[0].ipBlock.except_ == ["10.32.0.0/12", "10.96.0.0/12"]
+            assert isolation.spec.egress[2].to[0].ipBlock.except_ == ["10.32.0.0/12", "10.96.0.0/12", "169.254.0.0/16"]
 
             # Off: the platform's policies go; an operator's own policy of one of those names stays.
             await api.client.patch(NetworkPolicy, naming.SCHEDULER, {"metadata": {"labels": {

@@ -6,7 +6,11 @@ since no pod runs there:
 - the cloud's load-balancer controller: a LoadBalancer Service gets `ingress_ip` as its
   address (a loopback address the test owns);
 - the StatefulSet and Deployment controllers and the kubelets: once every Secret a workload's
-  pods mount exists, its status says every replica is ready and updated (status subresource);
+  pods mount exists and the meta cluster admits its pod (a dry-run create of the pod the
+  controller would make of the template: the stand-in's Pod Security Admission refuses one that
+  violates the namespace's `enforce` level, as a real meta cluster refuses the controller's
+  pods), its status says every replica is ready and updated (status subresource); a refusal is
+  kept in `refused` (namespace/name -> the API's message) and the workload is never ready;
 - the kube-apiserver pods: once the kube-apiserver Deployment is ready, a second API stand-in
   serves at the endpoint Service's address, with the flags of the Deployment read as
   kube-apiserver reads them: --tls-cert-file, --tls-private-key-file and --client-ca-file are
@@ -36,7 +40,7 @@ from lightkube.resources.apps_v1 import Deployment, StatefulSet
 from lightkube.resources.core_v1 import ConfigMap, Secret, Service
 from lightkube.types import PatchType
 
-from tests.support import jws
+from tests.support import jws, pss
 from tests.support.installed import masters
 from tests.support.kube import objects
 from tests.support.kube.running import StandIn, running
@@ -78,6 +82,8 @@ class MetaControllers:
         self.world = world
         # Namespace -> the hosted API stand-in serving for it.
         self.hosted: dict[str, StandIn] = {}
+        # "namespace/workload" -> why the meta cluster refused its pod (Pod Security Admission).
+        self.refused: dict[str, str] = {}
         self._registered: dict[str, set[str]] = {}
 
     async def run(self, stack: contextlib.ExitStack) -> None:
@@ -119,6 +125,10 @@ class MetaControllers:
                 missing = [name for name in mounted if await client.get(Secret, name, w.metadata.namespace) is None]
                 if missing:
                     continue  # its pods cannot start: a Secret they mount is missing
+                refusal = await self._admission(client, w)
+                if refusal is not None:
+                    self.refused[f"{w.metadata.namespace}/{w.metadata.name}"] = refusal
+                    continue  # its controller's pods are refused: no replica ever runs
                 status: dict[str, Any] = {
                     "observedGeneration": generation,
                     "replicas": wanted,
@@ -135,6 +145,20 @@ class MetaControllers:
                     namespace=w.metadata.namespace,
                     patch_type=PatchType.MERGE,
                 )
+
+    @staticmethod
+    async def _admission(client: ClusterAPI, workload: Any) -> str | None:
+        """None if the meta cluster admits the pod the workload's controller makes, else why not."""
+        pod = pss.pod_of(workload.to_dict())
+        assert pod is not None
+        try:
+            obj: Any = from_dict(pod)  # the pod carries its namespace
+            await client.client.create(obj, dry_run=True)
+        except ApiError as err:
+            if err.status.code != 403:
+                raise
+            return str(err.status.message)
+        return None
 
     # -- the hosted clusters' API servers -------------------------------------------------------
 

@@ -13,6 +13,9 @@
 - namespaces: deleting one makes it Terminating, deletes everything in it, and removes it when
   it is empty (the namespace controller's work); every namespace gets a `default`
   ServiceAccount (the service account controller's).
+- Pod Security Admission, enforce mode: creating a pod that violates its namespace's
+  `pod-security.kubernetes.io/enforce` level is 403 Forbidden (tests/support/pss.py); updates
+  are not checked (a pod's spec is all but immutable), nor warn and audit.
 - PodDisruptionBudgets' status is kept current (disruption.py), and pods/eviction honours it.
 - Defaults: Pod status.phase Pending; Service type ClusterIP with a cluster IP from the service
   CIDR, targetPort and protocol, node ports for NodePort and LoadBalancer services; Namespace
@@ -34,6 +37,7 @@ from typing import Any
 
 import yaml
 
+from tests.support import pss
 from tests.support.kube import disruption, managed, patches
 from tests.support.kube.catalog import BY_KIND, BY_PATH, Resource
 from tests.support.kube.errors import (
@@ -258,6 +262,8 @@ class Registry:
                     "managedFields", "generation", "selfLink"):  # fmt: skip
             meta.pop(key, None)
         self.validator.check(resource, obj)
+        if resource is PODS:
+            self._pod_security(namespace, obj)
         if self.store.get(resource, namespace, meta["name"]) is not None:
             raise already_exists(resource.plural, resource.group, meta["name"])
         obj.pop("apiVersion")
@@ -664,6 +670,17 @@ class Registry:
                     ],
                 },
             )
+
+    def _pod_security(self, namespace: str, pod: Object) -> None:
+        """Pod Security Admission's enforce mode: a pod that violates the level of its namespace's
+        `pod-security.kubernetes.io/enforce` label (at `enforce-version`) is refused, 403 Forbidden
+        as kube-apiserver words it (tests/support/pss.py evaluates the Pod Security Standards)."""
+        ns = self.store.get(NAMESPACES, "", namespace)
+        refusal = pss.admission((ns or {}).get("metadata", {}).get("labels") or {}, pod)
+        if refusal is not None:
+            name = pod["metadata"].get("name", "")
+            raise StatusError(403, "Forbidden", f'pods "{name}" is forbidden: {refusal}',
+                              {"name": name, "kind": "pods"})  # fmt: skip
 
     def _default(self, resource: Resource, obj: Object, old: Object | None) -> None:
         if resource is PODS and old is None:
