@@ -313,6 +313,56 @@ async def test_a_delete_while_run_instances_is_in_flight_leaves_no_instance_or_i
     assert world.ec2.describe_network_interfaces(Filters=mine)["NetworkInterfaces"] == []
 
 
+async def test_a_step_run_again_after_its_timeout_waits_for_its_earlier_call_and_makes_no_second_interface(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    """CreateNetworkInterface timed out (cancelled) while its call ran on in its thread; the
+    step's next attempt waits for that call and finds its interface instead of making another
+    (EC2 would match the ClientToken; moto does not, and the tags only find what exists)."""
+    caplog.set_level(logging.INFO, logger="tke.plugins.aws.client")
+    p = provider(world.moto.url)
+    m = machine(world)
+    ctx = context(world, m)
+    ec2 = p.clients.get("ec2", region="us-east-1")
+    entries, release = threading.Semaphore(0), threading.Event()
+    create = ec2.create_network_interface
+
+    @functools.wraps(create)
+    def gated(**params: Any) -> Any:
+        entries.release()
+        release.wait(60)
+        return create(**params)
+
+    ec2.create_network_interface = gated
+    step = p.create_steps[0]
+    assert step.name == "CreateNetworkInterface"
+
+    async def attempt() -> None:
+        await step.run(ctx)
+
+    first = asyncio.create_task(attempt())
+    again: asyncio.Task[None] | None = None
+    try:
+        assert await asyncio.to_thread(entries.acquire, True, 60)
+        first.cancel()  # the step's timeout
+        await asyncio.wait({first})
+        again = asyncio.create_task(attempt())
+        # The second attempt waits for the first's call (or, without the wait, makes its own).
+        await wait_for(
+            lambda: (
+                "waiting for AWS calls made before to end: create_network_interface" in caplog.text
+                or entries.acquire(blocking=False)
+            ),
+            what="the second attempt under way",
+        )
+    finally:
+        release.set()
+    await again
+    mine = [{"Name": f"tag:{tags.MACHINE_UID}", "Values": [m.metadata.uid]}]
+    found = world.ec2.describe_network_interfaces(Filters=mine)["NetworkInterfaces"]
+    assert [i["PrivateIpAddress"] for i in found] == [a.address for a in m.status.addresses if a.type == "InternalIP"]
+
+
 async def test_an_instance_terminated_outside_the_platform_is_reported_not_recreated(world: World) -> None:
     p = provider(world.moto.url)
     m = machine(world)
