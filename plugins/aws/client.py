@@ -16,16 +16,28 @@ missing permission, an invalid parameter) are a PermanentError with AWS's code a
 Calls run in a worker thread (boto3 is synchronous); a client is made once per region,
 endpoint and credential and shared, which botocore allows. botocore's own debug logging,
 which prints request bodies (user data with bootstrap tokens), is held at INFO.
+
+A cancelled step (the object is being deleted, the step's timeout, the controller stopping)
+stops at once, but a call it had in a thread goes on: RunInstances may make its instance after
+the step is gone. `InFlight` keeps, per object, the calls still running in threads; the
+providers run every step of an object inside `InFlight.of(uid)`, which first waits until the
+object's earlier calls have ended, so a teardown (or a step run again) looks for what they made
+only once it exists, found by the tags it was made with. The wait is bounded by how long one
+call can last (`ClientOptions.call_bound`); past it the step fails temporarily and waits again
+on its next attempt, never looking while a call of the object may still make something.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import logging
 import threading
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from tke.internal.provider.credentials import Credential, Credentials
 from tke.internal.provider.errors import PermanentError, TemporaryError
@@ -33,6 +45,8 @@ from tke.internal.provider.errors import PermanentError, TemporaryError
 # Request bodies are logged by botocore at DEBUG: never, whatever the controller's level.
 for _name in ("botocore", "boto3", "urllib3"):
     logging.getLogger(_name).setLevel(logging.INFO)
+
+log = logging.getLogger(__name__)
 
 INSTALL_HINT = "the AWS plugins need boto3: pip install 'tke[aws]'"
 
@@ -115,6 +129,11 @@ class ClientOptions:
         if self.connect_timeout <= 0 or self.read_timeout <= 0:
             raise ValueError("connect_timeout and read_timeout must be positive numbers of seconds")
 
+    def call_bound(self) -> float:
+        """The longest one call can take: every attempt connecting and waiting for its answer up
+        to the timeouts, and botocore's backoff between attempts (at most 20 s each)."""
+        return self.max_attempts * (self.connect_timeout + self.read_timeout) + (self.max_attempts - 1) * 20.0
+
 
 class Clients:
     """boto3 clients by service, region and credential, made on first use and shared."""
@@ -123,6 +142,8 @@ class Clients:
         self.options = options
         self._lock = threading.Lock()
         self._clients: dict[tuple[str, str, str, str], Any] = {}
+        # The calls of each object still running in threads, across its steps.
+        self.in_flight = InFlight(options.call_bound())
 
     def region(self, wanted: str = "") -> str:
         return wanted or self.options.region
@@ -174,13 +195,133 @@ class Clients:
             self._clients.clear()
 
 
+# The InFlight and object key the calls of the running step count under (set by InFlight.of).
+_OWNER: contextvars.ContextVar[tuple[InFlight, str] | None] = contextvars.ContextVar("tke_aws_owner", default=None)
+
+
+class _Call:
+    """One call in a thread: whether the thread took it up, or its caller dropped it first."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.started = False
+        self.dropped = False
+
+
+class InFlight:
+    """The AWS calls of each object (by key, its uid) that still run in a worker thread,
+    those of cancelled steps included. Used from the controller's event loop only (threads
+    report their end through it)."""
+
+    def __init__(self, bound: float) -> None:
+        self.bound = bound
+        self._calls: dict[str, Counter[str]] = {}
+        self._idle: dict[str, asyncio.Event] = {}
+
+    def running(self, key: str) -> dict[str, int]:
+        """The operations of `key` still running, with how many of each."""
+        return dict(self._calls.get(key, {}))
+
+    @contextlib.asynccontextmanager
+    async def of(self, key: str) -> AsyncIterator[None]:
+        """Run a step of the object `key`: wait until its earlier calls have ended, then count
+        the calls the step makes under `key`."""
+        await self.settled(key)
+        token = _OWNER.set((self, key))
+        try:
+            yield
+        finally:
+            _OWNER.reset(token)
+
+    async def settled(self, key: str) -> None:
+        """Return once no call of `key` runs in a thread; TemporaryError after `bound` seconds."""
+        if not self._calls.get(key):
+            return
+        log.info("%s: waiting for AWS calls made before to end: %s", key, _names(self._calls[key]))
+        try:
+            async with asyncio.timeout(self.bound):
+                while self._calls.get(key):
+                    await self._idle.setdefault(key, asyncio.Event()).wait()
+        except TimeoutError:
+            raise TemporaryError(
+                f"AWS calls made before for this object still run after {self.bound:.0f}s: "
+                f"{_names(self._calls.get(key, Counter()))}; what they make is looked for once they end",
+                delay=5.0,
+            ) from None
+
+    async def run(self, key: str, operation: str, method: Callable[..., Any], params: dict[str, Any]) -> Any:
+        loop = asyncio.get_running_loop()
+        state = _Call()
+
+        def work() -> Any:
+            with state.lock:
+                if state.dropped:
+                    return None
+                state.started = True
+            try:
+                return method(**params)
+            finally:
+                with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+                    loop.call_soon_threadsafe(self._ended, key, operation)
+
+        self._calls.setdefault(key, Counter())[operation] += 1
+        try:
+            return await asyncio.to_thread(work)
+        except asyncio.CancelledError:
+            with state.lock:
+                if not state.started:  # still queued: it never runs
+                    state.dropped = True
+                    self._ended(key, operation)
+                else:
+                    log.info("%s: %s goes on in its thread after its step was cancelled", key, operation)
+            raise
+
+    def _ended(self, key: str, operation: str) -> None:
+        calls = self._calls.get(key)
+        if calls is None:
+            return
+        calls[operation] -= 1
+        if calls[operation] <= 0:
+            del calls[operation]
+        if not calls:
+            del self._calls[key]
+            idle = self._idle.pop(key, None)
+            if idle is not None:
+                idle.set()
+
+
+C = TypeVar("C")
+
+
+def owned(
+    in_flight: InFlight, key: Callable[[C], str], run: Callable[[C], Awaitable[None]]
+) -> Callable[[C], Awaitable[None]]:
+    """A step's function run inside `in_flight.of(key(ctx))`: after the object's earlier calls."""
+
+    async def step(ctx: C) -> None:
+        async with in_flight.of(key(ctx)):
+            await run(ctx)
+
+    step.__name__ = getattr(run, "__name__", "step")
+    return step
+
+
+def _names(calls: Counter[str]) -> str:
+    return ", ".join(f"{op}" + (f" (x{n})" if n > 1 else "") for op, n in sorted(calls.items()))
+
+
 async def call(method: Callable[..., Any], **params: Any) -> Any:
-    """Call a boto3 client method in a worker thread. Raises AWSError for an error AWS
-    answered (after botocore's retries), TemporaryError when AWS could not be reached, and
-    PermanentError when no credentials or region could be found."""
+    """Call a boto3 client method in a worker thread (counted in the running step's InFlight,
+    if any). Raises AWSError for an error AWS answered (after botocore's retries),
+    TemporaryError when AWS could not be reached, and PermanentError when no credentials or
+    region could be found."""
     operation = getattr(method, "__name__", "call")
+    owner = _OWNER.get()
     try:
-        return await asyncio.to_thread(method, **params)
+        if owner is None:
+            return await asyncio.to_thread(method, **params)
+        inflight, key = owner
+        return await inflight.run(key, operation, method, params)
     except Exception as err:
         raise translate(operation, err) from None
 

@@ -38,6 +38,7 @@ number of masters in place are not supported: the spec refuses them once install
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import ipaddress
 from collections.abc import AsyncIterator
 from typing import Any
@@ -71,46 +72,24 @@ class AWSClusterProvider:
         self.network = network.options_from(self.options.network_addon)
         self.clients = client.Clients(self.options.client_options())
         self.profiles = self.options.install_profiles()
-        self.create_steps = [
-            Step(
-                "EnsureNetwork",
-                self.ensure_network,
-                description="VPC, subnets, gateway, security groups",
-                cancel_on_delete=False,
-            ),
+        # Every step runs after the cluster's AWS calls of earlier steps have ended, those of a
+        # cancelled step included (client.InFlight): a delete that cancels a step while its
+        # CreateVpc or RunInstances runs in a thread looks for what it makes once it exists.
+        create = [
+            Step("EnsureNetwork", self.ensure_network, description="VPC, subnets, gateway, security groups"),
             Step(
                 "EnsureClusterCredential", self.ensure_credential, description="the cluster's CAs, kept by the platform"
             ),
-            Step(
-                "EnsureControlPlaneInterfaces",
-                self.ensure_interfaces,
-                description="the masters' addresses",
-                cancel_on_delete=False,
-            ),
-            Step(
-                "EnsureEndpoint",
-                self.ensure_endpoint,
-                description="the load balancer, or the first master",
-                cancel_on_delete=False,
-            ),
-            Step(
-                "LaunchFirstControlPlane",
-                self.launch_first,
-                description="the first master: kubeadm init",
-                cancel_on_delete=False,
-            ),
+            Step("EnsureControlPlaneInterfaces", self.ensure_interfaces, description="the masters' addresses"),
+            Step("EnsureEndpoint", self.ensure_endpoint, description="the load balancer, or the first master"),
+            Step("LaunchFirstControlPlane", self.launch_first, description="the first master: kubeadm init"),
             Step("WaitAPIReady", self.wait_ready, max_retries=180, description="the API server is ready"),
             Step("AddonsReady", self.addons, max_retries=120, description="the network add-on applied and rolled out"),
-            Step(
-                "LaunchControlPlanes",
-                self.launch_others,
-                description="the other masters: kubeadm join",
-                cancel_on_delete=False,
-            ),
+            Step("LaunchControlPlanes", self.launch_others, description="the other masters: kubeadm join"),
             Step("WaitControlPlaneNodes", self.wait_masters, max_retries=180, description="every master is Ready"),
             Step("RecordAddresses", self.record_addresses, description="status.addresses"),
         ]
-        self.delete_steps = [
+        delete = [
             Step("TerminateControlPlane", self.terminate, max_retries=120, description="the masters' instances"),
             Step("DeleteControlPlaneInterfaces", self.delete_interfaces, max_retries=60),
             Step("DeleteLoadBalancer", self.delete_load_balancer, max_retries=60),
@@ -118,7 +97,12 @@ class AWSClusterProvider:
             Step("DeleteClusterCredential", self.delete_credential),
         ]
         # A spec change applies the add-on again (the control plane's size cannot change).
-        self.scale_steps = [Step("ScaleAddonsReady", self.addons, max_retries=120)]
+        scale = [Step("ScaleAddonsReady", self.addons, max_retries=120)]
+        in_flight = self.clients.in_flight
+        self.create_steps, self.delete_steps, self.scale_steps = (
+            [dataclasses.replace(s, run=client.owned(in_flight, _cluster_key, s.run)) for s in plan]
+            for plan in (create, delete, scale)
+        )
         self.upgrade_steps: list[Step[ClusterContext]] = []
 
     # -- validation ---------------------------------------------------------------------------
@@ -534,3 +518,8 @@ class AWSClusterProvider:
         async with self._api(ctx) as api:
             version = await api.ready()
         return f"{endpoints.of(ctx.cluster).address}: ready ({version})"
+
+
+def _cluster_key(ctx: ClusterContext) -> str:
+    c = ctx.cluster.metadata
+    return f"cluster {c.tenant_id}/{c.name} ({c.uid})"

@@ -8,6 +8,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
+import logging
+import threading
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +25,10 @@ from tests.support import kubeadm_reference
 from tests.support.aws import AWSProxy, Moto, NoDialer, an_image, instances
 from tests.support.kube import objects
 from tests.support.provider_steps import MemoryCredentialStore, run_steps
+from tests.support.waiting import wait_for
+from tke.internal.controller.events import MemoryRecorder
+from tke.internal.controller.progress import RetryPolicy
+from tke.internal.controller.runner import Abort, Runner
 from tke.internal.provider.cluster_credentials import ensure_cas, read_cas
 from tke.internal.provider.clusterapi import ClusterAPI, Rollout
 from tke.internal.provider.contract import MachineContext, Tools
@@ -240,6 +247,120 @@ async def test_a_controller_killed_between_run_instances_and_its_status_write_ma
         assert proxy.state.seen.get("RunInstances") == 1
     found = instances(world.ec2, **{tags.MACHINE_UID: m.metadata.uid})
     assert len(found) == 1 and m.status.provider_id.endswith(found[0]["InstanceId"])
+
+
+async def test_a_delete_while_run_instances_is_in_flight_leaves_no_instance_or_interface(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The delete cancels LaunchInstance at once although RunInstances runs on in its thread,
+    and the teardown looks for the instance only once RunInstances has made it: nothing of the
+    machine is left in EC2. (A teardown that looked while the call was in flight found no
+    instance, succeeded, and the instance appeared afterwards and kept running.)"""
+    caplog.set_level(logging.INFO, logger="tke.plugins.aws.client")
+    p = provider(world.moto.url)
+    m = machine(world)
+    ctx = context(world, m)
+    # A gate in front of the provider's RunInstances: the call is in its thread, not yet sent.
+    ec2 = p.clients.get("ec2", region="us-east-1")
+    entered, release = threading.Event(), threading.Event()
+    run_instances = ec2.run_instances
+
+    @functools.wraps(run_instances)
+    def gated(**params: Any) -> Any:
+        entered.set()
+        release.wait(60)
+        return run_instances(**params)
+
+    ec2.run_instances = gated
+
+    async def write(obj: machine_pb2.Machine) -> machine_pb2.Machine:
+        return obj
+
+    runner: Runner[MachineContext] = Runner("Machine", MemoryRecorder(), RetryPolicy(3, 0.1, 1.0), 0)
+    abort = Abort()
+    plan = asyncio.create_task(runner.run(ctx, p.create_steps, write, abort=abort))
+    teardown: asyncio.Task[None] | None = None
+    try:
+        await asyncio.to_thread(entered.wait, 60)
+        abort.request("the machine is being deleted")
+        # The create plan stops now, without waiting for RunInstances.
+        await wait_for(plan.done, what="the create plan stopped by the delete")
+        assert plan.result().aborted
+        assert instances(world.ec2, **{tags.MACHINE_UID: m.metadata.uid}) == []
+        assert [s.name for s in p.delete_steps[:3]] == ["DrainNode", "DeleteNode", "TerminateInstance"]
+        teardown = asyncio.create_task(run_steps(p.delete_steps[:3], ctx))
+        # The teardown is under way up to TerminateInstance (waiting for the call, or, without
+        # the wait, done): only now does RunInstances reach EC2.
+        await wait_for(
+            lambda: teardown.done() or "waiting for AWS calls made before to end: run_instances" in caplog.text,
+            what="the teardown under way",
+        )
+    finally:
+        release.set()
+    await teardown
+    # RunInstances ran, after the delete began (its thread ends by itself: wait for its instance).
+    await wait_for(
+        lambda: instances(world.ec2, **{tags.MACHINE_UID: m.metadata.uid}), what="RunInstances made its instance"
+    )
+    alive = [
+        i["InstanceId"]
+        for i in instances(world.ec2, **{tags.MACHINE_UID: m.metadata.uid})
+        if i["State"]["Name"] != "terminated"
+    ]
+    assert alive == [], f"instances of the deleted machine left running: {alive}"
+    await run_steps(p.delete_steps[3:], ctx)
+    mine = [{"Name": f"tag:{tags.MACHINE_UID}", "Values": [m.metadata.uid]}]
+    assert world.ec2.describe_network_interfaces(Filters=mine)["NetworkInterfaces"] == []
+
+
+async def test_a_step_run_again_after_its_timeout_waits_for_its_earlier_call_and_makes_no_second_interface(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    """CreateNetworkInterface timed out (cancelled) while its call ran on in its thread; the
+    step's next attempt waits for that call and finds its interface instead of making another
+    (EC2 would match the ClientToken; moto does not, and the tags only find what exists)."""
+    caplog.set_level(logging.INFO, logger="tke.plugins.aws.client")
+    p = provider(world.moto.url)
+    m = machine(world)
+    ctx = context(world, m)
+    ec2 = p.clients.get("ec2", region="us-east-1")
+    entries, release = threading.Semaphore(0), threading.Event()
+    create = ec2.create_network_interface
+
+    @functools.wraps(create)
+    def gated(**params: Any) -> Any:
+        entries.release()
+        release.wait(60)
+        return create(**params)
+
+    ec2.create_network_interface = gated
+    step = p.create_steps[0]
+    assert step.name == "CreateNetworkInterface"
+
+    async def attempt() -> None:
+        await step.run(ctx)
+
+    first = asyncio.create_task(attempt())
+    again: asyncio.Task[None] | None = None
+    try:
+        assert await asyncio.to_thread(entries.acquire, True, 60)
+        first.cancel()  # the step's timeout
+        await asyncio.wait({first})
+        again = asyncio.create_task(attempt())
+        # The second attempt waits for the first's call (or, without the wait, makes its own).
+        await wait_for(
+            lambda: (
+                "waiting for AWS calls made before to end: create_network_interface" in caplog.text
+                or entries.acquire(blocking=False)
+            ),
+            what="the second attempt under way",
+        )
+    finally:
+        release.set()
+    await again
+    mine = [{"Name": f"tag:{tags.MACHINE_UID}", "Values": [m.metadata.uid]}]
+    found = world.ec2.describe_network_interfaces(Filters=mine)["NetworkInterfaces"]
+    assert [i["PrivateIpAddress"] for i in found] == [a.address for a in m.status.addresses if a.type == "InternalIP"]
 
 
 async def test_an_instance_terminated_outside_the_platform_is_reported_not_recreated(world: World) -> None:
