@@ -32,6 +32,9 @@ Everything in the meta cluster is applied with server-side apply, so every step 
 the cluster's uid: a namespace left by an earlier cluster of the same name is deleted first.
 One that carries another tenant's or cluster's labels (a name collision, naming.py) is neither
 used nor deleted: the step fails for good, and DeleteNamespace leaves it alone.
+Health (`converge`, then `check_health`): when what this platform would render in the namespace
+(its digest) differs from what the namespace records as last applied, everything is applied again
+(a changed option, a newer platform), so a control plane never stays as an older platform made it.
 Upgrades are not supported yet: the spec refuses a version change once installed.
 """
 

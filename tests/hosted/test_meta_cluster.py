@@ -32,9 +32,8 @@ from tke.internal.provider.errors import PermanentError, TemporaryError
 from tke.internal.provider.kube import pki
 from tke.internal.provider.kube.api import ClusterAPI
 from tke.platform.v1 import cluster_pb2
-from tke.plugins.cluster_providers import hosted as hosted_module
 from tke.plugins.cluster_providers.hosted import HostedClusterProvider
-from tke.plugins.hosted import naming
+from tke.plugins.hosted import control_plane, naming
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -271,17 +270,17 @@ async def test_a_running_control_plane_is_brought_up_to_date_when_the_platform_r
             assert await versions(api, namespace) == after
 
             # A newer platform renders the scheduler differently.
-            scheduler = hosted_module.control_plane.scheduler
+            scheduler = control_plane.scheduler
 
             def fixed(plan: Any, checksum: str) -> list[dict[str, Any]]:
-                objects = scheduler(plan, checksum)
+                objects: list[dict[str, Any]] = scheduler(plan, checksum)
                 for o in objects:
                     if o["kind"] == "Deployment":
                         o["spec"]["template"]["metadata"].setdefault("annotations", {})["example.com/fix"] = "1"
                 return objects
 
             with pytest.MonkeyPatch.context() as mp:
-                mp.setattr(hosted_module.control_plane, "scheduler", fixed)
+                mp.setattr(control_plane, "scheduler", fixed)
                 assert await raised.converge(ctx) is not None
                 s: Any = await api.get(Deployment, "kube-scheduler", namespace)
                 assert s.spec.template.metadata.annotations["example.com/fix"] == "1"
@@ -294,7 +293,7 @@ async def test_a_running_control_plane_is_brought_up_to_date_when_the_platform_r
                 other = context(cluster())
                 other.obj.metadata.name = ctx.obj.metadata.name
                 other.obj.status.control_plane_endpoint = ctx.obj.status.control_plane_endpoint
-                mp.setattr(hosted_module.control_plane, "scheduler", scheduler)
+                mp.setattr(control_plane, "scheduler", scheduler)
                 with pytest.raises(PermanentError, match="not this cluster's"):
                     await raised.converge(other)
                 assert await versions(api, namespace) == latest
