@@ -5,7 +5,9 @@ machine controller:
   create plan    -> phase Initializing until every create step succeeded, then Running
   upgrade plan   -> phase Upgrading while the adapter says the version must change
   scale plan     -> phase Scaling after any other spec change (generation moved on)
-  health         -> Running objects are checked every `health_interval` (Healthy condition)
+  health         -> Running objects are checked every `health_interval` (Healthy condition);
+                    a provider with `converge(ctx)` first brings what it made up to date
+                    with what it renders now (event Converged when it changed anything)
   delete plan    -> with deletion_timestamp set: phase Terminating, the adapter's own steps
                     first (a cluster deletes its machines), then the provider's, then the
                     finalizer goes and the apiserver removes the object. A deletion seen
@@ -245,7 +247,14 @@ class Lifecycle(Generic[R]):
         # status is written when that, or the Healthy condition's verdict or message, changed.
         snapshot = status.SerializeToString(deterministic=True)
         try:
-            message = await provider.check_health(adapter.context(obj))
+            ctx: Any = adapter.context(obj)
+            if hasattr(provider, "converge"):
+                # A provider whose objects should stay as it renders them (hosted control planes)
+                # applies them again here when its rendering changed; it says what it did.
+                done = await provider.converge(ctx)
+                if done:
+                    self.recorder.record(obj, self.kind, NORMAL, "Converged", done)
+            message = await provider.check_health(ctx)
             ok = True
         except TemporaryError as err:
             message, ok = str(err), False

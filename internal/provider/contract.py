@@ -11,6 +11,10 @@ constructed with its options from that configuration. It provides:
 - `validate(obj)`: the provider's own checks of the spec, as FieldViolations.
 - `check_health(ctx)`: called now and then once the object is Running; returns a message, or
   raises TemporaryError when unhealthy.
+- optionally `converge(ctx)`: called before each health check of a Running object; applies
+  again what the provider made when what it would make now differs (its options or its
+  rendering changed), and returns what it did (recorded as an event), or None when nothing
+  changed. It must be cheap when nothing changed: it runs at every health check.
 - optionally `waiting_for(obj)`: why the create steps cannot start yet (for example no
   control-plane machine in the spec), or None; the object waits in Initializing without
   spending retries, and goes on when the spec changes.

@@ -32,12 +32,18 @@ Everything in the meta cluster is applied with server-side apply, so every step 
 the cluster's uid: a namespace left by an earlier cluster of the same name is deleted first.
 One that carries another tenant's or cluster's labels (a name collision, naming.py) is neither
 used nor deleted: the step fails for good, and DeleteNamespace leaves it alone.
+Health (`converge`, then `check_health`): when what this platform would render in the namespace
+(its digest) differs from what the namespace records as last applied, everything is applied again
+(a changed option, a newer platform), so a control plane never stays as an older platform made it.
 Upgrades are not supported yet: the spec refuses a version change once installed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import hashlib
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -63,6 +69,17 @@ from tke.plugins.hosted.plan import Plan
 
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy")
 SUPER_ADMIN = "tke:platform-super-admin"
+
+
+def _check_ours(ctx: ClusterContext, namespace: str, labels: dict[str, str] | None) -> None:
+    """PermanentError unless the namespace (its labels; None: it is not there) is this cluster's:
+    EnsureEndpoint made it so, and no step writes (or creates) another's."""
+    if (
+        labels is None
+        or not naming.owns(ctx.cluster, labels)
+        or labels.get(naming.CLUSTER_UID) != ctx.cluster.metadata.uid
+    ):
+        raise PermanentError(f"namespace {namespace} of the meta cluster is not this cluster's")
 
 
 def _namespace_ref(name: str) -> dict[str, Any]:
@@ -165,9 +182,19 @@ class HostedClusterProvider:
         namespace = self._namespace(ctx)
         existing = await client.get(StatefulSet, naming.ETCD, namespace)
         members = existing.spec.replicas if existing is not None and existing.spec else None
-        return Plan(
-            ctx.cluster, self.options, namespace, endpoint, endpoint.port, members or self.options.etcd_replicas
-        )
+        options = self.options
+        claims = (existing.spec.volumeClaimTemplates if existing is not None and existing.spec else None) or []
+        if claims and claims[0].spec is not None:
+            # A StatefulSet's volume claim templates are immutable: an etcd keeps the volumes it
+            # was created with (a changed etcd_storage_size or class applies to new clusters).
+            spec = claims[0].spec
+            requests = (spec.resources.requests if spec.resources else None) or {}
+            options = dataclasses.replace(
+                options,
+                etcd_storage_size=str(requests.get("storage") or options.etcd_storage_size),
+                etcd_storage_class=spec.storageClassName or "",
+            )
+        return Plan(ctx.cluster, options, namespace, endpoint, endpoint.port, members or options.etcd_replicas)
 
     @contextlib.asynccontextmanager
     async def _hosted(self, ctx: ClusterContext, *, super_admin: bool = False) -> AsyncIterator[ClusterAPI]:
@@ -254,14 +281,7 @@ class HostedClusterProvider:
         async with self._meta() as client:
             plan = await self._plan(client, ctx)
             found = await client.get(Namespace, plan.namespace)
-            labels = (found.metadata.labels if found is not None and found.metadata else None) or {}
-            if (
-                found is None
-                or not naming.owns(ctx.cluster, labels)
-                or (labels.get(naming.CLUSTER_UID) != ctx.cluster.metadata.uid)
-            ):
-                # EnsureEndpoint made it this cluster's; never label (or create) another's.
-                raise PermanentError(f"namespace {plan.namespace} of the meta cluster is not this cluster's")
+            _check_ours(ctx, plan.namespace, (found.metadata.labels if found is not None and found.metadata else None))
             await client.apply([control_plane.namespace(plan)])
         await self.ensure_network_policies(ctx)
 
@@ -269,30 +289,72 @@ class HostedClusterProvider:
         async with self._meta() as client:
             plan = await self._plan(client, ctx)
             await client.apply(network_policy.policies(plan))
-            stale = []
-            for ref in network_policy.stale(plan):
-                found = await client.get(NetworkPolicy, ref["metadata"]["name"], plan.namespace)
-                labels = (found.metadata.labels if found is not None and found.metadata else None) or {}
-                if labels.get(naming.MANAGED_BY) == naming.PLATFORM:
-                    stale.append(ref)  # the platform's; an operator's own policy of that name stays
-            await client.delete(stale)
+            await self._delete_stale_policies(client, plan)
+
+    async def _delete_stale_policies(self, client: kube_api.ClusterAPI, plan: Plan) -> None:
+        stale = []
+        for ref in network_policy.stale(plan):
+            found = await client.get(NetworkPolicy, ref["metadata"]["name"], plan.namespace)
+            labels = (found.metadata.labels if found is not None and found.metadata else None) or {}
+            if labels.get(naming.MANAGED_BY) == naming.PLATFORM:
+                stale.append(ref)  # the platform's; an operator's own policy of that name stays
+        await client.delete(stale)
 
     async def ensure_control_plane(self, ctx: ClusterContext) -> None:
+        """The workloads; with them, every object of the namespace is applied again as this
+        platform renders it and the digest of that rendering recorded (`converge`)."""
+        await self.converge(ctx, force=True)
+
+    async def _render(self, client: kube_api.ClusterAPI, ctx: ClusterContext) -> tuple[Plan, list[dict[str, Any]]]:
+        """Every object of the control plane's namespace as this platform renders it now: the
+        namespace, the endpoint Service, the NetworkPolicies, etcd and the control plane's
+        workloads (whose templates carry their Secrets' checksums)."""
         self._check(ctx)  # an object stored before a rule (MAX_ARGS_BYTES) renders nothing
+        plan = await self._plan(client, ctx)
+        files = await self._secret_files(client, plan.namespace)
+        if not all(files.values()):
+            raise TemporaryError("the control plane's Secrets are not all there yet")
+        sums = {name: certificates.checksum(data) for name, data in files.items()}
+        return plan, [
+            control_plane.namespace(plan),
+            control_plane.endpoint_service(plan),
+            *network_policy.policies(plan),
+            *control_plane.etcd(plan, sums[certificates.ETCD_SECRET]),
+            *control_plane.apiserver(plan, sums[certificates.APISERVER_SECRET]),
+            *control_plane.controller_manager(plan, sums[certificates.CONTROLLER_MANAGER_SECRET]),
+            *control_plane.scheduler(plan, sums[certificates.SCHEDULER_SECRET]),
+        ]
+
+    async def converge(self, ctx: ClusterContext, *, force: bool = False) -> str | None:
+        """Keep the namespace's objects as this platform renders them. The namespace records the
+        digest of what was last applied (annotation `tke.cloud/rendered`); when what would be
+        rendered now differs (a changed option such as `resources`, a platform that renders
+        differently, new certificates), everything is applied again with server-side apply
+        (each Deployment and the StatefulSet roll their pods as their strategy says), the
+        platform's stale NetworkPolicies are deleted, and the new digest recorded: returns what
+        was done. Otherwise nothing is written and None returned. Never touches a namespace
+        that is not this cluster's (its tenant, cluster and uid labels)."""
         async with self._meta() as client:
-            plan = await self._plan(client, ctx)
-            files = await self._secret_files(client, plan.namespace)
-            if not all(files.values()):
-                raise TemporaryError("the control plane's Secrets are not all there yet")
-            sums = {name: certificates.checksum(data) for name, data in files.items()}
-            await client.apply(
-                [
-                    *control_plane.etcd(plan, sums[certificates.ETCD_SECRET]),
-                    *control_plane.apiserver(plan, sums[certificates.APISERVER_SECRET]),
-                    *control_plane.controller_manager(plan, sums[certificates.CONTROLLER_MANAGER_SECRET]),
-                    *control_plane.scheduler(plan, sums[certificates.SCHEDULER_SECRET]),
-                ]
-            )
+            plan, objects = await self._render(client, ctx)
+            found = await client.get(Namespace, plan.namespace)
+            meta_ = found.metadata if found is not None else None
+            _check_ours(ctx, plan.namespace, None if found is None else (meta_.labels if meta_ else None) or {})
+            stale = network_policy.stale(plan)
+            digest = rendered_digest(objects, stale)
+            recorded = ((meta_.annotations if meta_ else None) or {}).get(naming.RENDERED, "")
+            if recorded == digest and not force:
+                return None
+            await client.apply(objects)
+            await self._delete_stale_policies(client, plan)
+            await client.annotate(Namespace, plan.namespace, {naming.RENDERED: digest})
+        if not recorded:
+            return None if force else f"recorded the digest of the objects of namespace {plan.namespace}"
+        if recorded == digest:
+            return None
+        return (
+            f"the control plane's objects in namespace {plan.namespace} applied again as this platform renders them "
+            f"(digest {recorded[:12]} -> {digest[:12]})"
+        )
 
     async def wait_control_plane(self, ctx: ClusterContext) -> None:
         async with self._meta() as client:
@@ -341,8 +403,16 @@ class HostedClusterProvider:
     # -- health -------------------------------------------------------------------------------
 
     async def check_health(self, ctx: ClusterContext) -> str:
+        """The workloads' status and the hosted API's /readyz (`converge` runs before it, from
+        the controller's health check)."""
         async with self._meta() as client:
             meta.raise_unless_ready(await self._workloads(client, self._namespace(ctx)))
         async with self._hosted(ctx) as api:
             version = await api.ready()
         return f"{endpoints.of(ctx.cluster).address}: ready ({version}), control plane in {self._namespace(ctx)}"
+
+
+def rendered_digest(objects: list[dict[str, Any]], stale: list[dict[str, Any]]) -> str:
+    """The sha256 of what a control plane's namespace should hold (and what it should not)."""
+    text = json.dumps({"apply": objects, "delete": stale}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()

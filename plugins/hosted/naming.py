@@ -32,6 +32,8 @@ PART_OF = "app.kubernetes.io/part-of"
 TENANT = "tke.cloud/tenant"
 CLUSTER = "tke.cloud/cluster"
 CLUSTER_UID = "tke.cloud/cluster-uid"
+# The namespace's annotation: the digest of the objects the platform last applied there.
+RENDERED = "tke.cloud/rendered"
 PART = "tke-hosted-control-plane"
 
 ETCD = "etcd"

@@ -33,7 +33,7 @@ from tke.internal.provider.kube import pki
 from tke.internal.provider.kube.api import ClusterAPI
 from tke.platform.v1 import cluster_pb2
 from tke.plugins.cluster_providers.hosted import HostedClusterProvider
-from tke.plugins.hosted import naming
+from tke.plugins.hosted import control_plane, naming
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -226,3 +226,74 @@ async def test_a_cluster_stored_before_the_bound_on_extra_args_renders_nothing_i
             await provider.ensure_control_plane(ctx)
         async with masters(meta) as api:
             assert await api.get(StatefulSet, "etcd", naming.namespace(ctx.cluster)) is None
+
+
+async def test_a_running_control_plane_is_brought_up_to_date_when_the_platform_renders_it_differently(
+    tmp_path: Path,
+) -> None:
+    """Each create step runs once: a changed option (`resources`) or a platform that renders the
+    objects differently (a fix in a Deployment) must still reach a control plane made before,
+    through the health check's `converge`, and only when what would be rendered changed."""
+    options: dict[str, Any] = {**META_NETWORKS, "port": free_port()}
+    async with world(tmp_path) as (meta, kubeconfig, _):
+        provider = HostedClusterProvider(kubeconfig_file=str(kubeconfig), **options)
+        ctx = context(cluster())
+        await run_steps(provider.create_steps, ctx, within=60)
+        namespace = naming.namespace(ctx.cluster)
+        wait_ready = next(s for s in provider.create_steps if s.name == "WaitControlPlaneReady")
+        async with masters(meta) as api:
+            before = await versions(api, namespace)
+            ns: Any = await api.get(Namespace, namespace)
+            ns_version = ns.metadata.resourceVersion
+            # Nothing changed: nothing is written, not even the namespace.
+            assert await provider.converge(ctx) is None
+            assert await versions(api, namespace) == before
+            ns = await api.get(Namespace, namespace)
+            assert ns.metadata.resourceVersion == ns_version
+
+            # The operator raises kube-apiserver's memory limit (the controller restarts with it).
+            raised = HostedClusterProvider(
+                kubeconfig_file=str(kubeconfig), resources={"kube-apiserver": {"limits": {"memory": "4Gi"}}}, **options
+            )
+            done = await raised.converge(ctx)
+            assert done is not None and "applied again" in done
+            d: Any = await api.get(Deployment, "kube-apiserver", namespace)
+            assert memory_limit(d) == "4Gi"
+            # The meta cluster's controllers roll it (they write its status, not the platform).
+            await run_steps([wait_ready], ctx, within=60)
+            after = await versions(api, namespace)
+            assert after["Deployment/kube-apiserver"] != before["Deployment/kube-apiserver"]
+            # Only what renders differently is written (server-side apply).
+            assert after["Deployment/kube-scheduler"] == before["Deployment/kube-scheduler"]
+            assert after["StatefulSet/etcd"] == before["StatefulSet/etcd"]
+            assert await raised.converge(ctx) is None
+            assert await versions(api, namespace) == after
+
+            # A newer platform renders the scheduler differently.
+            scheduler = control_plane.scheduler
+
+            def fixed(plan: Any, checksum: str) -> list[dict[str, Any]]:
+                objects: list[dict[str, Any]] = scheduler(plan, checksum)
+                for o in objects:
+                    if o["kind"] == "Deployment":
+                        o["spec"]["template"]["metadata"].setdefault("annotations", {})["example.com/fix"] = "1"
+                return objects
+
+            with pytest.MonkeyPatch.context() as mp:
+                mp.setattr(control_plane, "scheduler", fixed)
+                assert await raised.converge(ctx) is not None
+                s: Any = await api.get(Deployment, "kube-scheduler", namespace)
+                assert s.spec.template.metadata.annotations["example.com/fix"] == "1"
+                await run_steps([wait_ready], ctx, within=60)
+                latest = await versions(api, namespace)
+                assert await raised.converge(ctx) is None
+                assert await versions(api, namespace) == latest
+
+                # A namespace that is not this cluster's (another uid) is never written.
+                other = context(cluster())
+                other.obj.metadata.name = ctx.obj.metadata.name
+                other.obj.status.control_plane_endpoint = ctx.obj.status.control_plane_endpoint
+                mp.setattr(control_plane, "scheduler", scheduler)
+                with pytest.raises(PermanentError, match="not this cluster's"):
+                    await raised.converge(other)
+                assert await versions(api, namespace) == latest

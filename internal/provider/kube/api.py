@@ -428,6 +428,15 @@ class ClusterAPI:
                 )
         return out
 
+    async def annotate(
+        self, kind: type[Any], name: str, annotations: Mapping[str, str], namespace: str | None = None
+    ) -> None:
+        """Set annotations of an object with a merge patch: an update of its own, so that the
+        field manager's server-side applies of the object neither own nor remove them."""
+        async with self.translated(f"annotate {kind.__name__} {name}"):
+            await self.client.patch(kind, name, {"metadata": {"annotations": dict(annotations)}}, namespace=namespace,
+                                    patch_type=PatchType.MERGE)  # fmt: skip
+
     async def delete(self, objects: Iterable[Mapping[str, Any]]) -> list[str]:
         """Delete each object (in reverse order; its dependents in the background); one already
         gone is fine. Returns those still there, waiting for finalizers ("Kind/namespace/name")."""
