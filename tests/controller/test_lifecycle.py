@@ -386,3 +386,36 @@ async def test_many_clusters_share_a_bounded_number_of_workers(
             spans.append((started.pop(key), r["t"]))
     peak = max(sum(1 for s, e in spans if s <= t < e) for t, _ in spans)
     assert 2 <= peak <= 3  # work ran in parallel, never beyond the 3 workers
+
+
+class ConvergingProvider(RecordingProvider):
+    """A provider whose objects drift once: its first `converge` applies them again (says so),
+    the later ones find nothing to do."""
+
+    def __init__(self, log_file: str) -> None:
+        super().__init__(log_file, steps=1)
+        self.converged = 0
+
+    async def converge(self, ctx: Any) -> str | None:
+        self.converged += 1
+        return "applied again as this platform renders them" if self.converged == 1 else None
+
+
+async def test_a_running_object_is_converged_before_each_health_check_and_an_event_says_when_it_changed(
+    api: Running, etcd_config: EtcdConfig, tmp_path: Path
+) -> None:
+    provider = ConvergingProvider(str(tmp_path / "steps.jsonl"))
+    await create(api, "drifted")
+    events = event_pb2_grpc.EventServiceStub(api.channel)
+
+    async def converged_events() -> list[event_pb2.Event]:
+        out = await events.List(
+            event_pb2.ListEventsRequest(involved_object_kind="Cluster", involved_object_name="drifted")
+        )
+        return [e for e in out.items if e.spec.reason == "Converged"]
+
+    async with running_controller(api, etcd_config, provider, health_interval=0.2):
+        await wait_for(lambda: provider.converged >= 3, what="three health checks of the running cluster")
+        found = await wait_for(converged_events, what="the Converged event")
+    assert [e.spec.message for e in found] == ["applied again as this platform renders them"]
+    assert (await get(api, "drifted")).status.phase == cluster_pb2.CLUSTER_PHASE_RUNNING
