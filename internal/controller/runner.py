@@ -211,7 +211,7 @@ class Runner(Generic[C]):
             # the step finishes in, and the cancellation is lost (a stopping controller's
             # worker went on to the next step, and then to the next key).
             async with asyncio.timeout(step.timeout):
-                if abort is None or not step.cancel_on_delete:
+                if abort is None:
                     await step.run(ctx)
                 else:
                     async with abort:

@@ -29,11 +29,6 @@ class Step(Generic[C]):
     max_retries: int | None = None
     # What the step does, for people (events, docs).
     description: str = ""
-    # Whether a delete of the object cancels an attempt that runs (the delete then starts at
-    # once). False for a step whose work goes on when its coroutine is cancelled, such as a
-    # cloud call made in a thread: the delete would look for what it makes before it exists,
-    # and leave it running; the delete then waits for the attempt to end.
-    cancel_on_delete: bool = True
 
 
 def check_plans(provider: str, plans: dict[str, Sequence[Step[C]]]) -> None:

@@ -295,17 +295,20 @@ class Accounts:
         """Have the open streams of the user a change concerns checked again now: a user record
         changed (disabled, deleted, a new password or groups), an API key changed or deleted, a
         token revoked (a revocation going away changes nothing)."""
-        changed = getattr(self._context, "access_changed", None)
-        if changed is None:
-            return
         record = after if after is not None else before
         if isinstance(record, UserRecord):
-            changed(user=record.name)
+            self._access_changed(user=record.name)
         elif isinstance(record, APIKeyRecord):
-            changed(user=record.user)
+            self._access_changed(user=record.user)
         elif isinstance(after, Revocation):
             # (Revocations stored before they named their user: anyone's.)
-            changed(user=after.user) if after.user else changed()
+            self._access_changed(user=after.user or None)
+
+    def _access_changed(self, user: str | None = None) -> None:
+        """`user`'s open streams (None: everyone's) are checked again now (PluginContext)."""
+        changed = getattr(self._context, "access_changed", None)
+        if changed is not None:
+            changed(user=user)
 
     def _reindex(self) -> None:
         self._revoked_by = {}
@@ -313,8 +316,7 @@ class Accounts:
             if isinstance(value, Revocation) and value.user:
                 self._revoked_by.setdefault(value.user, set()).add(key)
         # A fresh list (the history was compacted): anything may have changed.
-        if (changed := getattr(self._context, "access_changed", None)) is not None:
-            changed()
+        self._access_changed()
 
     def _records(self) -> _Records:
         out = _Records()

@@ -272,7 +272,7 @@ class PolicyCentre:
         streams authorized in `tenant` (None: everywhere) checked again now."""
         changed = getattr(self._context, "access_changed", None)
         if changed is not None:
-            changed() if tenant is None else changed(tenant=tenant)
+            changed(tenant=tenant)
 
     async def authorize(self, attributes: Attributes) -> tuple[Decision, str]:
         identity = attributes.identity

@@ -32,15 +32,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import dataclasses
 import logging
 import threading
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from tke.internal.provider.credentials import Credential, Credentials
 from tke.internal.provider.errors import PermanentError, TemporaryError
+from tke.internal.provider.steps import Step
 
 # Request bodies are logged by botocore at DEBUG: never, whatever the controller's level.
 for _name in ("botocore", "boto3", "urllib3"):
@@ -293,17 +295,18 @@ class InFlight:
 C = TypeVar("C")
 
 
-def owned(
-    in_flight: InFlight, key: Callable[[C], str], run: Callable[[C], Awaitable[None]]
-) -> Callable[[C], Awaitable[None]]:
-    """A step's function run inside `in_flight.of(key(ctx))`: after the object's earlier calls."""
+def owned(in_flight: InFlight, key: Callable[[C], str], steps: Sequence[Step[C]]) -> list[Step[C]]:
+    """The steps, each run inside `in_flight.of(key(ctx))`: after the object's earlier calls."""
 
-    async def step(ctx: C) -> None:
-        async with in_flight.of(key(ctx)):
-            await run(ctx)
+    def wrapped(run: Callable[[C], Awaitable[None]]) -> Callable[[C], Awaitable[None]]:
+        async def step(ctx: C) -> None:
+            async with in_flight.of(key(ctx)):
+                await run(ctx)
 
-    step.__name__ = getattr(run, "__name__", "step")
-    return step
+        step.__name__ = getattr(run, "__name__", "step")
+        return step
+
+    return [dataclasses.replace(s, run=wrapped(s.run)) for s in steps]
 
 
 def _names(calls: Counter[str]) -> str:

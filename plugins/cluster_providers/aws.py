@@ -38,7 +38,6 @@ number of masters in place are not supported: the spec refuses them once install
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import ipaddress
 from collections.abc import AsyncIterator
 from typing import Any
@@ -99,10 +98,9 @@ class AWSClusterProvider:
         # A spec change applies the add-on again (the control plane's size cannot change).
         scale = [Step("ScaleAddonsReady", self.addons, max_retries=120)]
         in_flight = self.clients.in_flight
-        self.create_steps, self.delete_steps, self.scale_steps = (
-            [dataclasses.replace(s, run=client.owned(in_flight, _cluster_key, s.run)) for s in plan]
-            for plan in (create, delete, scale)
-        )
+        self.create_steps = client.owned(in_flight, _cluster_key, create)
+        self.delete_steps = client.owned(in_flight, _cluster_key, delete)
+        self.scale_steps = client.owned(in_flight, _cluster_key, scale)
         self.upgrade_steps: list[Step[ClusterContext]] = []
 
     # -- validation ---------------------------------------------------------------------------

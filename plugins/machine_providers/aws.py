@@ -22,7 +22,6 @@ the controller's own (option default_credentials).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import zlib
 from collections.abc import AsyncIterator
 from typing import Any
@@ -55,23 +54,24 @@ class AWSMachineProvider:
         # Every step runs after the machine's AWS calls of earlier steps have ended, those of a
         # cancelled step included (client.InFlight): a delete that cancels LaunchInstance while
         # RunInstances runs in its thread looks for the instance once RunInstances has made it.
-        steps = [
+        create = [
             Step("CreateNetworkInterface", self.create_interface, description="the node's interface and address"),
             Step("LaunchInstance", self.launch, description="RunInstances with the node's cloud-init"),
             Step("WaitInstanceRunning", self.wait_running, max_retries=120, description="the instance runs"),
             Step("WaitNodeReady", self.wait_ready, max_retries=180, description="the Node is Ready"),
             Step("RecordNodeInfo", self.record_node_info, description="status.node_info and addresses, from the Node"),
+        ]
+        delete = [
             Step("DrainNode", self.drain, description="evict the node's pods (the Eviction API)"),
             Step("DeleteNode", self.delete_node, description="delete the Node"),
             Step("TerminateInstance", self.terminate, max_retries=120, description="terminate, wait until gone"),
             Step("DeleteNetworkInterface", self.delete_interface, max_retries=60, description="the interface"),
-            Step("ReplaceToUpgrade", self.replace_to_upgrade),
         ]
-        steps = [dataclasses.replace(s, run=client.owned(self.clients.in_flight, _machine_key, s.run)) for s in steps]
-        self.create_steps = steps[:5]
-        self.delete_steps = steps[5:9]
+        in_flight = self.clients.in_flight
+        self.create_steps = client.owned(in_flight, _machine_key, create)
+        self.delete_steps = client.owned(in_flight, _machine_key, delete)
         self.scale_steps: list[Step[MachineContext]] = []
-        self.upgrade_steps = steps[9:]
+        self.upgrade_steps = client.owned(in_flight, _machine_key, [Step("ReplaceToUpgrade", self.replace_to_upgrade)])
 
     # -- validation ---------------------------------------------------------------------------
 

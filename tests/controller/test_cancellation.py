@@ -19,7 +19,7 @@ import pytest
 
 from tests.support.sshd import LAB_ADDRESSES, Machines, ssh_machines
 from tke.internal.controller.events import MemoryRecorder
-from tke.internal.controller.progress import CANCELLED, SUCCEEDED, RetryPolicy, find
+from tke.internal.controller.progress import CANCELLED, RetryPolicy, find
 from tke.internal.controller.runner import Abort, Runner
 from tke.internal.provider.credentials import ConfiguredCredentials, CredentialConfig
 from tke.internal.provider.ssh import SSHDialer, SSHOptions, Target
@@ -165,35 +165,6 @@ async def test_an_abort_cancels_the_running_step_and_starts_no_other() -> None:
         "step First cancelled: the cluster is being deleted",
         0,
     )
-
-
-async def test_an_abort_lets_a_step_that_cannot_be_cancelled_finish_and_starts_no_other() -> None:
-    """A step whose work goes on without its coroutine (a cloud call in a thread) is not
-    cancelled: the delete would look for what it makes before it exists. It finishes, its
-    result is kept, and the next step does not start."""
-    abort = Abort()
-    started, release = asyncio.Event(), asyncio.Event()
-    ran: list[str] = []
-
-    async def launches(ctx: Context) -> None:
-        started.set()
-        await release.wait()
-        ran.append("Launch")
-
-    async def second(ctx: Context) -> None:
-        ran.append("Second")
-
-    runner: Runner[Context] = Runner("Machine", MemoryRecorder(), RetryPolicy(3, 0.1, 1.0), 0)
-    ctx = Context()
-    steps = [Step("Launch", launches, cancel_on_delete=False), Step("Second", second)]
-    plan = asyncio.create_task(runner.run(ctx, steps, write, abort=abort))
-    await started.wait()
-    abort.request("the machine is being deleted")
-    release.set()
-    result = await plan
-    assert result.aborted and ran == ["Launch"]
-    condition = find(ctx.obj.status.conditions, "Launch")
-    assert condition is not None and condition.reason == SUCCEEDED
 
 
 async def test_a_controller_stopping_while_a_step_is_aborted_still_stops() -> None:
